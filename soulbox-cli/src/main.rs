@@ -1,0 +1,51 @@
+//! The `soulbox` command.
+
+mod copy;
+mod run;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Run untrusted code in a disposable Linux sandbox.
+///
+/// Each sandbox has its own mount, PID, network (loopback only), UTS, IPC
+/// and cgroup namespaces, and a writable overlay over the host's /usr with a
+/// generated /etc. Creating one needs root.
+#[derive(Debug, Parser)]
+#[command(name = "soulbox", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Commands,
+}
+
+#[derive(Debug, Subcommand)]
+enum Commands {
+    Run(run::RunArgs),
+}
+
+/// Exit code when SoulBox itself failed, as in `timeout(1)` and Docker.
+pub const EXIT_SOULBOX_FAILED: u8 = 125;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("soulbox: failed to start the async runtime: {e}");
+            return ExitCode::from(EXIT_SOULBOX_FAILED);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Commands::Run(args) => run::run(args).await,
+        }
+    });
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(message) => {
+            eprintln!("soulbox: {message}");
+            ExitCode::from(EXIT_SOULBOX_FAILED)
+        }
+    }
+}

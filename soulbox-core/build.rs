@@ -1,0 +1,58 @@
+//! Builds the sandbox's PID 1 (`soulbox-init`) as a static executable and
+//! places it in OUT_DIR, where `src/init_binary.rs` embeds it with
+//! `include_bytes!`. The library then needs no file installed beside it.
+//!
+//! Cargo cannot yet depend on another package's binary (artifact
+//! dependencies are unstable), so this script runs a nested `cargo build` of
+//! the `soulbox-init` package with its own target directory, which keeps it
+//! clear of the outer build's lock.
+
+use std::env;
+use std::path::PathBuf;
+use std::process::Command;
+
+fn main() {
+    let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
+    let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("set by cargo"));
+    let init_dir = manifest_dir.join("../soulbox-init");
+    let proto_dir = manifest_dir.join("../soulbox-proto");
+    for dir in [&init_dir, &proto_dir] {
+        println!("cargo:rerun-if-changed={}", dir.join("src").display());
+        println!("cargo:rerun-if-changed={}", dir.join("Cargo.toml").display());
+    }
+    println!("cargo:rerun-if-env-changed=SOULBOX_INIT_PATH");
+
+    let dest = out_dir.join("soulbox-init");
+    // A prebuilt helper may be supplied, for example by a packager.
+    if let Some(prebuilt) = env::var_os("SOULBOX_INIT_PATH") {
+        std::fs::copy(&prebuilt, &dest).expect("copy SOULBOX_INIT_PATH into OUT_DIR");
+        return;
+    }
+
+    let target = env::var("TARGET").expect("set by cargo");
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let target_dir = out_dir.join("init-target");
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(&init_dir)
+        .args(["build", "--locked", "--offline", "--profile", "init", "-p", "soulbox-init"])
+        .arg("--manifest-path")
+        .arg(init_dir.join("Cargo.toml"))
+        .arg("--target")
+        .arg(&target)
+        .arg("--target-dir")
+        .arg(&target_dir)
+        // A static executable runs the same whatever libc the sandbox's
+        // template carries, or none.
+        .env("CARGO_ENCODED_RUSTFLAGS", "-Ctarget-feature=+crt-static")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("CARGO_BUILD_TARGET")
+        .env_remove("CARGO_PROFILE_RELEASE_DEBUG")
+        .env_remove("RUSTC_WORKSPACE_WRAPPER");
+    let status = cmd.status().expect("run cargo to build soulbox-init");
+    assert!(status.success(), "building soulbox-init failed: {status}");
+
+    let built = target_dir.join(&target).join("init").join("soulbox-init");
+    std::fs::copy(&built, &dest)
+        .unwrap_or_else(|e| panic!("copy {} to OUT_DIR: {e}", built.display()));
+}

@@ -1,0 +1,124 @@
+//! The error type of every SoulBox call.
+
+use std::io;
+use std::path::PathBuf;
+
+/// Result alias for SoulBox calls.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why a SoulBox call failed. Variants are named after the failed step; the
+/// OS error, where there is one, is the [`source`](std::error::Error::source)
+/// and stays reachable through [`Error::errno`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A caller-supplied value was rejected before anything was changed.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+
+    /// The sandbox ended (killed, timed out, or its PID 1 died).
+    #[error("sandbox {id} is not running")]
+    SandboxNotRunning {
+        /// The sandbox id.
+        id: String,
+    },
+
+    /// A path inside the sandbox does not exist.
+    #[error("file not found in sandbox: {path}")]
+    FileNotFound {
+        /// The path as the caller gave it.
+        path: String,
+    },
+
+    /// The sandbox's writable layer is full.
+    #[error("not enough space in sandbox to write {path}")]
+    NotEnoughSpace {
+        /// The path as the caller gave it.
+        path: String,
+    },
+
+    /// PID 1 could not build the sandbox.
+    #[error("sandbox setup failed: could not {stage} ({detail})")]
+    Setup {
+        /// The setup step that failed.
+        stage: &'static str,
+        /// The path or value involved.
+        detail: String,
+        /// The OS error PID 1 reported.
+        #[source]
+        source: io::Error,
+    },
+
+    /// A command could not be started; none of its code ran.
+    #[error("command {program:?} could not start: {reason}")]
+    Spawn {
+        /// The program that was to run.
+        program: String,
+        /// What failed, in words.
+        reason: String,
+        /// The OS error behind it.
+        #[source]
+        source: io::Error,
+    },
+
+    /// The template a sandbox was asked to use cannot be prepared.
+    #[error("template {name:?} cannot be prepared at {path}")]
+    Template {
+        /// Template name.
+        name: String,
+        /// Path being prepared.
+        path: PathBuf,
+        /// The OS error behind it.
+        #[source]
+        source: io::Error,
+    },
+
+    /// A cgroup step failed.
+    #[error("failed to {step} cgroup {path}")]
+    Cgroup {
+        /// What was being done.
+        step: &'static str,
+        /// The cgroup directory.
+        path: PathBuf,
+        /// The OS error behind it.
+        #[source]
+        source: io::Error,
+    },
+
+    /// PID 1 sent something the host cannot decode.
+    #[error("protocol error with sandbox PID 1: {0}")]
+    Protocol(String),
+
+    /// Any other system call failed.
+    #[error("failed to {step}")]
+    Os {
+        /// What was being done.
+        step: &'static str,
+        /// The OS error behind it.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl Error {
+    /// The OS error number behind this error, if there is one. The C ABI and
+    /// the language bindings expose it as `errno`.
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            Self::Setup { source, .. }
+            | Self::Spawn { source, .. }
+            | Self::Template { source, .. }
+            | Self::Cgroup { source, .. }
+            | Self::Os { source, .. } => source.raw_os_error(),
+            Self::InvalidArgument(_) => Some(libc::EINVAL),
+            Self::FileNotFound { .. } => Some(libc::ENOENT),
+            Self::NotEnoughSpace { .. } => Some(libc::ENOSPC),
+            Self::SandboxNotRunning { .. } => Some(libc::ESRCH),
+            Self::Protocol(_) => Some(libc::EPROTO),
+        }
+    }
+
+    pub(crate) fn os(step: &'static str) -> impl FnOnce(io::Error) -> Self {
+        move |source| Self::Os { step, source }
+    }
+}

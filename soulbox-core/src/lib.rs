@@ -1,0 +1,59 @@
+//! SoulBox: disposable Linux sandboxes for untrusted code, built directly
+//! from kernel primitives.
+//!
+//! A [`Sandbox`] is a tree of processes in fresh mount, PID, network
+//! (loopback only), UTS, IPC and cgroup namespaces (plus a user namespace
+//! when the caller is not root), whose root is an overlay over a template
+//! and whose PID 1 is SoulBox's own small init. Commands run in it through
+//! [`Sandbox::command`] and [`Sandbox::shell`]; files move in and out
+//! through [`Sandbox::files`].
+//!
+//! ```no_run
+//! # async fn demo() -> soulbox_core::Result<()> {
+//! use soulbox_core::{Sandbox, SandboxOptions};
+//!
+//! let sandbox = Sandbox::create(SandboxOptions::default()).await?;
+//! sandbox.files().write("hello.py", "print(6 * 7)").await?;
+//! let output = sandbox.run("python3 hello.py").await?;
+//! assert_eq!(output.stdout, b"42\n");
+//! sandbox.kill().await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Caveats
+//!
+//! Creating a sandbox needs root, or unprivileged user namespaces for the
+//! rootless mode. Dropping the last [`Sandbox`] handle kills the sandbox.
+
+mod cgroup;
+mod command;
+mod error;
+mod files;
+mod id;
+mod init_binary;
+mod paths;
+mod sandbox;
+mod sys;
+mod template;
+
+pub use command::{Child, Command, ExitStatus, Output, DEFAULT_COMMAND_TIMEOUT};
+pub use error::{Error, Result};
+pub use files::Files;
+pub use sandbox::{Sandbox, SandboxOptions, DEFAULT_DISK_SIZE, DEFAULT_TIMEOUT, DEFAULT_TMP_SIZE};
+
+/// Leak checks for tests and operators.
+pub mod diagnostics {
+    use std::path::PathBuf;
+
+    /// SoulBox's parent cgroup in every hierarchy it uses. Each holds one
+    /// directory per live sandbox.
+    pub fn cgroup_parents() -> Vec<PathBuf> {
+        crate::cgroup::parent_dirs()
+    }
+
+    /// Whether `name` has the shape of a sandbox id.
+    pub fn is_sandbox_id(name: &str) -> bool {
+        crate::id::is_sandbox_id(name)
+    }
+}

@@ -1,0 +1,352 @@
+//! Safe wrappers over the system calls the host side makes that neither
+//! `nix` nor `std` covers. Every `unsafe` block of soulbox-core lives here.
+
+use std::ffi::{CStr, CString};
+use std::io;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+fn check_long(ret: libc::c_long) -> io::Result<libc::c_long> {
+    if ret == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// Wraps a descriptor number that a successful system call just returned.
+fn owned(fd: libc::c_int) -> OwnedFd {
+    // SAFETY: callers pass only descriptors that a system call has just
+    // created for this process and that nothing else owns.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// Creates a sealed, close-on-exec memfd holding `contents`. The seals forbid
+/// any later write, shrink or grow, so nothing can change the executable
+/// through /proc/PID/exe or a leaked descriptor.
+pub fn sealed_memfd(name: &CStr, contents: &[u8]) -> io::Result<OwnedFd> {
+    let flags = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
+    // SAFETY: `name` is a valid C string.
+    let fd = owned(check(unsafe { libc::memfd_create(name.as_ptr(), flags) })?);
+    let mut rest = contents;
+    while !rest.is_empty() {
+        // SAFETY: `rest` is valid for reads of its length.
+        let n = unsafe { libc::write(fd.as_raw_fd(), rest.as_ptr().cast(), rest.len()) };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(err);
+        }
+        rest = &rest[n as usize..];
+    }
+    let seals = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
+    // SAFETY: F_ADD_SEALS takes an integer seal set on a memfd we own.
+    check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) })?;
+    Ok(fd)
+}
+
+/// Everything the child of [`clone_exec`] needs, prepared before the clone so
+/// that the child only makes async-signal-safe system calls.
+struct ExecArgs {
+    program: RawFd,
+    control: RawFd,
+    argv: [*const libc::c_char; 2],
+    envp: [*const libc::c_char; 1],
+}
+
+/// The child side of [`clone_exec`]. It runs on its own stack while sharing
+/// the parent's memory (CLONE_VM), so it must not allocate, lock or touch
+/// anything another thread may hold: it only calls dup2, fcntl, execveat
+/// and _exit.
+extern "C" fn exec_child(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` points at the ExecArgs that `clone_exec` keeps alive
+    // until the child has exec'd or exited (CLONE_VFORK).
+    let args = unsafe { &*(arg as *const ExecArgs) };
+    const CONTROL_FD: RawFd = 3;
+    // SAFETY: dup2 and fcntl are async-signal-safe and take integers.
+    let moved = unsafe {
+        if args.control == CONTROL_FD {
+            libc::fcntl(CONTROL_FD, libc::F_SETFD, 0)
+        } else {
+            libc::dup2(args.control, CONTROL_FD)
+        }
+    };
+    if moved == -1 {
+        // SAFETY: _exit is async-signal-safe.
+        unsafe { libc::_exit(126) };
+    }
+    // SAFETY: execveat is async-signal-safe; argv and envp are
+    // NULL-terminated arrays of C strings that outlive the call, and ""
+    // with AT_EMPTY_PATH executes the memfd itself.
+    unsafe {
+        libc::syscall(
+            libc::SYS_execveat,
+            args.program,
+            c"".as_ptr(),
+            args.argv.as_ptr(),
+            args.envp.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    // SAFETY: _exit is async-signal-safe.
+    unsafe { libc::_exit(127) }
+}
+
+/// Starts `program` (an executable memfd) as the first process of the new
+/// namespaces in `namespaces`, with `control` as its fd 3. Returns the
+/// child's pid and a pidfd for it.
+///
+/// The clone uses CLONE_VM | CLONE_VFORK, as posix_spawn does: the caller's
+/// thread pauses until the child has exec'd, no page tables are copied, and
+/// the child runs only async-signal-safe code, so this is safe to call from
+/// a multi-threaded process.
+pub fn clone_exec(
+    program: BorrowedFd<'_>,
+    control: BorrowedFd<'_>,
+    namespaces: libc::c_int,
+) -> io::Result<(libc::pid_t, OwnedFd)> {
+    const STACK_SIZE: usize = 64 * 1024;
+    let name = c"soulbox-init";
+    let args = ExecArgs {
+        program: program.as_raw_fd(),
+        control: control.as_raw_fd(),
+        argv: [name.as_ptr(), std::ptr::null()],
+        envp: [std::ptr::null()],
+    };
+    let mut stack = vec![0u8; STACK_SIZE];
+    // The stack grows down on every architecture Linux supports here; the
+    // top is aligned to 16 bytes as the x86-64 and aarch64 ABIs require.
+    let top = (stack.as_mut_ptr() as usize + STACK_SIZE) & !0xf;
+    let mut pidfd: libc::c_int = -1;
+    let flags = namespaces | libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD;
+    // SAFETY: `exec_child` only reads `args`, which lives until clone
+    // returns; with CLONE_VFORK clone returns only after the child has
+    // exec'd or exited, so neither `args` nor `stack` is freed while the
+    // child uses them. CLONE_PIDFD stores the pidfd in `pidfd`.
+    let pid = unsafe {
+        libc::clone(
+            exec_child,
+            top as *mut libc::c_void,
+            flags,
+            &args as *const ExecArgs as *mut libc::c_void,
+            &mut pidfd as *mut libc::c_int,
+        )
+    };
+    let pid = check(pid)?;
+    drop(stack);
+    Ok((pid, owned(pidfd)))
+}
+
+/// Sends `signal` to the process behind `pidfd`.
+pub fn pidfd_send_signal(pidfd: BorrowedFd<'_>, signal: libc::c_int) -> io::Result<()> {
+    // SAFETY: the null siginfo asks the kernel to fill it as kill(2) would.
+    check_long(unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    })?;
+    Ok(())
+}
+
+/// How a reaped process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reaped {
+    /// It called exit with this code.
+    Exited(i32),
+    /// This signal killed it.
+    Signaled(i32),
+    /// It was already reaped elsewhere (for example SIGCHLD is ignored).
+    Gone,
+}
+
+/// Reaps the child behind `pidfd`; with `block` false, returns `Ok(None)`
+/// if it is still running.
+pub fn pidfd_wait(pidfd: BorrowedFd<'_>, block: bool) -> io::Result<Option<Reaped>> {
+    let mut info = MaybeUninit::<libc::siginfo_t>::zeroed();
+    let flags = libc::WEXITED | if block { 0 } else { libc::WNOHANG };
+    loop {
+        // SAFETY: `info` is writable and zeroed, so si_pid reads 0 when
+        // WNOHANG finds nothing.
+        let ret = unsafe {
+            libc::waitid(libc::P_PIDFD, pidfd.as_raw_fd() as libc::id_t, info.as_mut_ptr(), flags)
+        };
+        if ret == 0 {
+            break;
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::ECHILD) => return Ok(Some(Reaped::Gone)),
+            _ => return Err(err),
+        }
+    }
+    // SAFETY: waitid succeeded, so `info` is initialised.
+    let info = unsafe { info.assume_init() };
+    // SAFETY: for waitid results the kernel fills the SIGCHLD fields read here.
+    let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
+    if pid == 0 {
+        return Ok(None);
+    }
+    Ok(Some(if info.si_code == libc::CLD_EXITED {
+        Reaped::Exited(status)
+    } else {
+        Reaped::Signaled(status)
+    }))
+}
+
+/// Sends one datagram with `fds` attached (SCM_RIGHTS). Does not block:
+/// returns `WouldBlock` when the socket buffer is full.
+pub fn send_with_fds(sock: BorrowedFd<'_>, buf: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+    let raw: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
+    let payload_len = std::mem::size_of_val(raw.as_slice()) as libc::c_uint;
+    // SAFETY: CMSG_SPACE is a constant computation.
+    let space = unsafe { libc::CMSG_SPACE(payload_len) } as usize;
+    let mut cmsg_buf = vec![0u64; space.div_ceil(8)];
+    let mut iov = libc::iovec { iov_base: buf.as_ptr() as *mut libc::c_void, iov_len: buf.len() };
+    // SAFETY: msghdr is a plain C struct for which all-zero is valid.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    if !raw.is_empty() {
+        msg.msg_control = cmsg_buf.as_mut_ptr().cast();
+        msg.msg_controllen = space;
+        // SAFETY: the control buffer is CMSG_SPACE(payload) bytes, so the
+        // first header and its payload fit.
+        unsafe {
+            let cmsg = libc::CMSG_FIRSTHDR(&msg);
+            (*cmsg).cmsg_level = libc::SOL_SOCKET;
+            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(payload_len) as usize;
+            std::ptr::copy_nonoverlapping(
+                raw.as_ptr(),
+                libc::CMSG_DATA(cmsg).cast::<RawFd>(),
+                raw.len(),
+            );
+        }
+    }
+    loop {
+        // SAFETY: `msg` points at `iov`, `buf` and `cmsg_buf`, all live.
+        let n = unsafe {
+            libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)
+        };
+        if n >= 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// Opens `path` below `root` with openat2 and RESOLVE_IN_ROOT, so that
+/// absolute symlinks and `..` resolve against `root` and never leave it,
+/// and with RESOLVE_NO_MAGICLINKS so /proc links cannot jump out either.
+pub fn openat2_in_root(
+    root: BorrowedFd<'_>,
+    path: &CStr,
+    flags: libc::c_int,
+    mode: libc::mode_t,
+) -> io::Result<OwnedFd> {
+    const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
+    const RESOLVE_IN_ROOT: u64 = 0x10;
+    // struct open_how from <linux/openat2.h>: flags, mode, resolve (all u64).
+    let how: [u64; 3] = [
+        (flags | libc::O_CLOEXEC) as u64,
+        u64::from(mode),
+        RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
+    ];
+    loop {
+        // SAFETY: `path` is a valid C string and `how` a 24-byte open_how
+        // whose size is passed alongside it.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                root.as_raw_fd(),
+                path.as_ptr(),
+                how.as_ptr(),
+                std::mem::size_of_val(&how),
+            )
+        };
+        match check_long(ret) {
+            Ok(fd) => return Ok(owned(fd as libc::c_int)),
+            // openat2 returns EAGAIN when a concurrent rename could have
+            // made the lookup unsafe; retrying is what the man page asks.
+            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => continue,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Creates directory `name` inside the directory `dir`.
+pub fn mkdirat(dir: BorrowedFd<'_>, name: &CStr, mode: libc::mode_t) -> io::Result<()> {
+    // SAFETY: `name` is a valid C string.
+    check(unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), mode) })?;
+    Ok(())
+}
+
+/// Returns the effective user id.
+pub fn geteuid() -> u32 {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// Returns the effective group id.
+pub fn getegid() -> u32 {
+    // SAFETY: getegid cannot fail.
+    unsafe { libc::getegid() }
+}
+
+/// Converts bytes to a C string, or EINVAL if they contain a NUL.
+pub fn c_string(bytes: &[u8]) -> io::Result<CString> {
+    CString::new(bytes).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+/// Returns whether the process behind `pidfd` has exited, without reaping it.
+pub fn pidfd_exited(pidfd: BorrowedFd<'_>) -> bool {
+    let mut fds = [libc::pollfd { fd: pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
+    // SAFETY: `fds` is a valid array of one pollfd; a zero timeout only polls.
+    let ready = unsafe { libc::poll(fds.as_mut_ptr(), 1, 0) };
+    ready > 0 && fds[0].revents & libc::POLLIN != 0
+}
+
+/// Writes the uid and gid maps of a child in a new user namespace: sandbox
+/// root is the caller, and setgroups is denied as unprivileged maps require.
+pub fn write_id_maps(pid: libc::pid_t, uid: u32, gid: u32) -> io::Result<()> {
+    std::fs::write(format!("/proc/{pid}/setgroups"), "deny")?;
+    std::fs::write(format!("/proc/{pid}/uid_map"), format!("0 {uid} 1"))?;
+    std::fs::write(format!("/proc/{pid}/gid_map"), format!("0 {gid} 1"))?;
+    Ok(())
+}
+
+/// Changes the owner of the file behind `fd`, which may be an O_PATH fd.
+pub fn fchown_empty_path(fd: BorrowedFd<'_>, uid: u32, gid: u32) -> io::Result<()> {
+    // SAFETY: "" with AT_EMPTY_PATH operates on `fd` itself.
+    check(unsafe {
+        libc::fchownat(fd.as_raw_fd(), c"".as_ptr(), uid, gid, libc::AT_EMPTY_PATH)
+    })?;
+    Ok(())
+}
+
+/// Registers `fd` with the tokio reactor of the current runtime.
+pub fn async_fd(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
+    // SAFETY: the AsyncFd takes the OwnedFd by value, so the descriptor is
+    // open, cannot be closed by anyone else while registered, and
+    // OwnedFd::as_raw_fd always returns the same number.
+    unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(|e| e.into())
+}

@@ -1,0 +1,288 @@
+//! Builds the sandbox's filesystem, hostname and network from the host's
+//! [`Config`], in the order the kernel requires.
+
+use std::ffi::CString;
+use std::io;
+
+use soulbox_proto::{Config, SetupStage};
+
+use crate::sys;
+
+/// A failed setup step, reported to the host before PID 1 exits.
+pub struct SetupError {
+    pub stage: SetupStage,
+    pub error: io::Error,
+    pub detail: Vec<u8>,
+}
+
+trait StageContext<T> {
+    fn stage(self, stage: SetupStage, detail: &[u8]) -> Result<T, SetupError>;
+}
+
+impl<T> StageContext<T> for io::Result<T> {
+    fn stage(self, stage: SetupStage, detail: &[u8]) -> Result<T, SetupError> {
+        self.map_err(|error| SetupError { stage, error, detail: detail.to_vec() })
+    }
+}
+
+fn cstr(bytes: &[u8]) -> io::Result<CString> {
+    CString::new(bytes).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+fn join(base: &[u8], path: &[u8]) -> Vec<u8> {
+    let mut out = base.to_vec();
+    if !path.starts_with(b"/") {
+        out.push(b'/');
+    }
+    out.extend_from_slice(path);
+    out
+}
+
+const NOSUID_NODEV: libc::c_ulong = libc::MS_NOSUID | libc::MS_NODEV;
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const MOUNT_ATTR_NOSUID: u64 = 0x2;
+const MOUNT_ATTR_NODEV: u64 = 0x4;
+const MOUNT_ATTR_NOEXEC: u64 = 0x8;
+
+/// Capabilities that sandbox root keeps: the OCI runtime specification's
+/// default set (CHOWN, DAC_OVERRIDE, FSETID, FOWNER, MKNOD, NET_RAW, SETGID,
+/// SETUID, SETFCAP, SETPCAP, NET_BIND_SERVICE, SYS_CHROOT, KILL, AUDIT_WRITE).
+/// Numbers from <linux/capability.h>.
+const KEPT_CAPS: [u32; 14] = [0, 1, 4, 3, 27, 13, 6, 7, 31, 8, 10, 18, 5, 29];
+
+/// Builds the sandbox. Runs in PID 1, in the fresh mount, PID, network, UTS
+/// and IPC namespaces the host created it in.
+pub fn build(config: &Config) -> Result<(), SetupError> {
+    // The cgroup namespace must be created here rather than by the host's
+    // clone: its root is the caller's cgroup at the time of the unshare, and
+    // only now has the host moved PID 1 into the sandbox's own cgroup.
+    sys::unshare(libc::CLONE_NEWCGROUP).stage(SetupStage::CgroupNamespace, b"")?;
+
+    // Before any other mount: nothing mounted below may propagate back to
+    // the host, and no later host mount may appear inside.
+    sys::mount(None, c"/", None, libc::MS_REC | libc::MS_PRIVATE, None)
+        .stage(SetupStage::MountPropagation, b"/")?;
+
+    let root = mount_root(config)?;
+    bind_host_paths(config, &root)?;
+    mount_proc(&root)?;
+    build_dev(&root)?;
+    mount_tmp(config, &root)?;
+    write_etc(config, &root)?;
+    switch_root(&root)?;
+
+    sys::sethostname(&config.sandbox_id).stage(SetupStage::Hostname, &config.sandbox_id)?;
+    sys::loopback_up().stage(SetupStage::Loopback, b"lo")?;
+    drop_bounding_caps();
+    Ok(())
+}
+
+/// Mounts the scratch tmpfs and the overlay on top of the template's layers.
+/// Returns the path of the new root.
+fn mount_root(config: &Config) -> Result<Vec<u8>, SetupError> {
+    let scratch = &config.scratch_dir;
+    let scratch_c = cstr(scratch).stage(SetupStage::Scratch, scratch)?;
+    let options = format!("mode=0755,size={}", config.scratch_size);
+    let options = cstr(options.as_bytes()).stage(SetupStage::Scratch, scratch)?;
+    sys::mount(Some(c"soulbox"), &scratch_c, Some(c"tmpfs"), NOSUID_NODEV, Some(&options))
+        .stage(SetupStage::Scratch, scratch)?;
+
+    let upper = join(scratch, b"upper");
+    let work = join(scratch, b"work");
+    let root = join(scratch, b"root");
+    for dir in [&upper, &work, &root] {
+        let dir_c = cstr(dir).stage(SetupStage::Scratch, dir)?;
+        sys::mkdir(&dir_c, 0o755).stage(SetupStage::Scratch, dir)?;
+    }
+
+    // The host checked that no layer path contains ',' or ':', which
+    // overlayfs would read as separators.
+    let mut options = b"lowerdir=".to_vec();
+    for (i, lower) in config.lower_dirs.iter().enumerate() {
+        if i > 0 {
+            options.push(b':');
+        }
+        options.extend_from_slice(lower);
+    }
+    options.extend_from_slice(b",upperdir=");
+    options.extend_from_slice(&upper);
+    options.extend_from_slice(b",workdir=");
+    options.extend_from_slice(&work);
+    let options = cstr(&options).stage(SetupStage::Overlay, &root)?;
+    let root_c = cstr(&root).stage(SetupStage::Overlay, &root)?;
+    sys::mount(Some(c"overlay"), &root_c, Some(c"overlay"), NOSUID_NODEV, Some(&options))
+        .stage(SetupStage::Overlay, &root)?;
+    Ok(root)
+}
+
+/// Bind-mounts host paths read-only, nosuid and nodev into the new root.
+fn bind_host_paths(config: &Config, root: &[u8]) -> Result<(), SetupError> {
+    for bind in &config.binds {
+        let target = join(root, &bind.target);
+        let source_c = cstr(&bind.source).stage(SetupStage::Binds, &bind.source)?;
+        let target_c = cstr(&target).stage(SetupStage::Binds, &bind.target)?;
+        if !sys::exists(&target_c) {
+            if sys::is_dir(&source_c) {
+                sys::mkdir(&target_c, 0o755).stage(SetupStage::Binds, &bind.target)?;
+            } else {
+                sys::write_file(&target_c, b"", 0o644).stage(SetupStage::Binds, &bind.target)?;
+            }
+        }
+        sys::mount(Some(&source_c), &target_c, None, libc::MS_BIND | libc::MS_REC, None)
+            .stage(SetupStage::Binds, &bind.source)?;
+        let attrs = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
+        sys::mount_setattr_recursive(&target_c, attrs).stage(SetupStage::Binds, &bind.target)?;
+    }
+    Ok(())
+}
+
+fn mount_proc(root: &[u8]) -> Result<(), SetupError> {
+    let proc_dir = join(root, b"proc");
+    let proc_c = cstr(&proc_dir).stage(SetupStage::Proc, &proc_dir)?;
+    sys::mkdir(&proc_c, 0o555).stage(SetupStage::Proc, &proc_dir)?;
+    // A fresh procfs shows only this PID namespace's processes.
+    let flags = NOSUID_NODEV | libc::MS_NOEXEC;
+    sys::mount(Some(c"proc"), &proc_c, Some(c"proc"), flags, None)
+        .stage(SetupStage::Proc, &proc_dir)?;
+    // Kernel knobs stay readable but not writable from inside.
+    for knob in [&b"sys"[..], b"sysrq-trigger", b"irq", b"bus", b"fs"] {
+        let path = join(&proc_dir, knob);
+        let path_c = cstr(&path).stage(SetupStage::Proc, &path)?;
+        if !sys::exists(&path_c) {
+            continue;
+        }
+        sys::mount(Some(&path_c), &path_c, None, libc::MS_BIND | libc::MS_REC, None)
+            .stage(SetupStage::Proc, &path)?;
+        let attrs = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC;
+        sys::mount_setattr_recursive(&path_c, attrs).stage(SetupStage::Proc, &path)?;
+    }
+    // Files that leak host kernel state are covered by /dev/null.
+    for secret in [&b"kcore"[..], b"keys", b"timer_list", b"kallsyms", b"sched_debug"] {
+        let path = join(&proc_dir, secret);
+        let path_c = cstr(&path).stage(SetupStage::Proc, &path)?;
+        if !sys::exists(&path_c) {
+            continue;
+        }
+        sys::mount(Some(c"/dev/null"), &path_c, None, libc::MS_BIND, None)
+            .stage(SetupStage::Proc, &path)?;
+    }
+    Ok(())
+}
+
+/// Device nodes bound from the host; all are harmless character devices.
+const DEVICES: [&[u8]; 6] = [b"null", b"zero", b"full", b"random", b"urandom", b"tty"];
+
+fn build_dev(root: &[u8]) -> Result<(), SetupError> {
+    let dev = join(root, b"dev");
+    let dev_c = cstr(&dev).stage(SetupStage::Dev, &dev)?;
+    sys::mkdir(&dev_c, 0o755).stage(SetupStage::Dev, &dev)?;
+    sys::mount(
+        Some(c"tmpfs"),
+        &dev_c,
+        Some(c"tmpfs"),
+        libc::MS_NOSUID | libc::MS_NOEXEC,
+        Some(c"mode=0755,size=64k"),
+    )
+    .stage(SetupStage::Dev, &dev)?;
+
+    for name in DEVICES {
+        let host = join(b"/dev", name);
+        let target = join(&dev, name);
+        let host_c = cstr(&host).stage(SetupStage::Dev, &host)?;
+        let target_c = cstr(&target).stage(SetupStage::Dev, &target)?;
+        sys::write_file(&target_c, b"", 0o666).stage(SetupStage::Dev, &target)?;
+        sys::mount(Some(&host_c), &target_c, None, libc::MS_BIND, None)
+            .stage(SetupStage::Dev, &host)?;
+    }
+
+    let pts = join(&dev, b"pts");
+    let pts_c = cstr(&pts).stage(SetupStage::Dev, &pts)?;
+    sys::mkdir(&pts_c, 0o755).stage(SetupStage::Dev, &pts)?;
+    // gid 5 is the `tty` group of the generated /etc/group.
+    sys::mount(
+        Some(c"devpts"),
+        &pts_c,
+        Some(c"devpts"),
+        libc::MS_NOSUID | libc::MS_NOEXEC,
+        Some(c"newinstance,ptmxmode=0666,mode=0620,gid=5"),
+    )
+    .stage(SetupStage::Dev, &pts)?;
+
+    let shm = join(&dev, b"shm");
+    let shm_c = cstr(&shm).stage(SetupStage::Dev, &shm)?;
+    sys::mkdir(&shm_c, 0o1777).stage(SetupStage::Dev, &shm)?;
+    sys::mount(Some(c"shm"), &shm_c, Some(c"tmpfs"), NOSUID_NODEV, Some(c"mode=1777,size=64m"))
+        .stage(SetupStage::Dev, &shm)?;
+
+    let links: [(&[u8], &[u8]); 5] = [
+        (b"ptmx", b"pts/ptmx"),
+        (b"fd", b"/proc/self/fd"),
+        (b"stdin", b"/proc/self/fd/0"),
+        (b"stdout", b"/proc/self/fd/1"),
+        (b"stderr", b"/proc/self/fd/2"),
+    ];
+    for (name, target) in links {
+        let path = join(&dev, name);
+        let path_c = cstr(&path).stage(SetupStage::Dev, &path)?;
+        let target_c = cstr(target).stage(SetupStage::Dev, target)?;
+        sys::symlink(&target_c, &path_c).stage(SetupStage::Dev, &path)?;
+    }
+
+    // Nothing inside may add device nodes: /dev becomes read-only, and every
+    // writable mount is nodev.
+    let attrs = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC;
+    sys::mount(None, &dev_c, None, libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NOEXEC, Some(c"mode=0755,size=64k"))
+        .or_else(|_| sys::mount_setattr_recursive(&dev_c, attrs))
+        .stage(SetupStage::Dev, &dev)?;
+    Ok(())
+}
+
+fn mount_tmp(config: &Config, root: &[u8]) -> Result<(), SetupError> {
+    let tmp = join(root, b"tmp");
+    let tmp_c = cstr(&tmp).stage(SetupStage::Tmp, &tmp)?;
+    sys::mkdir(&tmp_c, 0o1777).stage(SetupStage::Tmp, &tmp)?;
+    let options = format!("mode=1777,size={}", config.tmp_size);
+    let options = cstr(options.as_bytes()).stage(SetupStage::Tmp, &tmp)?;
+    sys::mount(Some(c"tmpfs"), &tmp_c, Some(c"tmpfs"), NOSUID_NODEV, Some(&options))
+        .stage(SetupStage::Tmp, &tmp)?;
+    Ok(())
+}
+
+/// Writes the files in /etc that depend on the sandbox id.
+fn write_etc(config: &Config, root: &[u8]) -> Result<(), SetupError> {
+    let id = String::from_utf8_lossy(&config.sandbox_id);
+    let files = [
+        (&b"etc/hostname"[..], format!("{id}\n")),
+        (b"etc/hosts", format!("127.0.0.1\tlocalhost\n::1\tlocalhost\n127.0.1.1\t{id}\n")),
+    ];
+    for (name, contents) in files {
+        let path = join(root, name);
+        let path_c = cstr(&path).stage(SetupStage::EtcFiles, &path)?;
+        sys::write_file(&path_c, contents.as_bytes(), 0o644).stage(SetupStage::EtcFiles, &path)?;
+    }
+    Ok(())
+}
+
+/// Makes `root` the root directory and detaches the host's tree.
+fn switch_root(root: &[u8]) -> Result<(), SetupError> {
+    let root_c = cstr(root).stage(SetupStage::PivotRoot, root)?;
+    sys::chdir(&root_c).stage(SetupStage::PivotRoot, root)?;
+    // pivot_root(".", ".") stacks the old root on top of the new one, so no
+    // put_old directory is needed; detaching "." then removes the old root.
+    sys::pivot_root(c".", c".").stage(SetupStage::PivotRoot, root)?;
+    sys::umount_detach(c".").stage(SetupStage::PivotRoot, b"old root")?;
+    sys::chdir(c"/").stage(SetupStage::PivotRoot, b"/")?;
+    Ok(())
+}
+
+/// Removes every capability outside [`KEPT_CAPS`] from the bounding set, so
+/// no program run inside, even as root, can gain them. PID 1 keeps its own
+/// capabilities to start commands as other users.
+fn drop_bounding_caps() {
+    for cap in 0..=sys::last_cap() {
+        if !KEPT_CAPS.contains(&cap) {
+            // EINVAL for capabilities newer than these headers is harmless.
+            let _ = sys::drop_bounding_cap(cap);
+        }
+    }
+}

@@ -1,0 +1,511 @@
+//! Thin safe wrappers over the system calls PID 1 makes. Every `unsafe`
+//! block of this crate lives here.
+//!
+//! PID 1 is single-threaded, so the calls here may run in forked children
+//! without the restrictions that apply after fork in a threaded process.
+
+use std::ffi::{CStr, CString};
+use std::io;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+/// Converts a -1 return into the thread's OS error.
+fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// Converts a -1 return of a `long`-returning call into the OS error.
+fn check_long(ret: libc::c_long) -> io::Result<libc::c_long> {
+    if ret == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+pub fn prctl(option: libc::c_int, arg: libc::c_ulong) -> io::Result<()> {
+    // SAFETY: the prctl options used by this crate take integer arguments
+    // only; unused trailing arguments are passed as zero as the man page asks.
+    check(unsafe { libc::prctl(option, arg, 0 as libc::c_ulong, 0 as libc::c_ulong, 0) })?;
+    Ok(())
+}
+
+/// Sets the process name shown in /proc/PID/comm (at most 15 bytes).
+pub fn set_name(name: &CStr) -> io::Result<()> {
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes,
+    // and `name` is a valid C string that outlives the call.
+    check(unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr(), 0, 0, 0) })?;
+    Ok(())
+}
+
+/// Closes, or marks close-on-exec, every descriptor from `first` upwards.
+pub fn close_range_from(first: u32, cloexec: bool) -> io::Result<()> {
+    let flags = if cloexec { libc::CLOSE_RANGE_CLOEXEC } else { 0 };
+    // SAFETY: close_range takes plain integers; closing descriptors that no
+    // Rust object owns is what the caller asks for, and callers own no
+    // OwnedFd in that range.
+    check_long(unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, flags) })?;
+    Ok(())
+}
+
+/// Blocks `signals` for the calling thread.
+pub fn block_signals(signals: &[libc::c_int]) -> io::Result<()> {
+    let set = sigset(signals);
+    // SAFETY: `set` is an initialised sigset_t and the old mask is not read.
+    check(unsafe { libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) })?;
+    Ok(())
+}
+
+fn sigset(signals: &[libc::c_int]) -> libc::sigset_t {
+    let mut set = MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: sigemptyset initialises the set it is given.
+    unsafe { libc::sigemptyset(set.as_mut_ptr()) };
+    // SAFETY: sigemptyset above initialised the set.
+    let mut set = unsafe { set.assume_init() };
+    for &signal in signals {
+        // SAFETY: `set` is initialised; an invalid signal number only fails.
+        unsafe { libc::sigaddset(&mut set, signal) };
+    }
+    set
+}
+
+/// Restores every signal to its default action and unblocks all of them, as
+/// a freshly started program expects.
+pub fn reset_signals() {
+    for signal in 1..libc::SIGRTMAX() {
+        if signal == libc::SIGKILL || signal == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: SIG_DFL is a valid disposition for every catchable signal;
+        // the numbers glibc reserves for itself only fail with EINVAL.
+        unsafe { libc::signal(signal, libc::SIG_DFL) };
+    }
+    let empty = sigset(&[]);
+    // SAFETY: `empty` is an initialised sigset_t.
+    unsafe { libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) };
+}
+
+/// Opens a signalfd that reports `signals`, which must already be blocked.
+pub fn signalfd(signals: &[libc::c_int]) -> io::Result<OwnedFd> {
+    let set = sigset(signals);
+    // SAFETY: -1 asks for a new descriptor; `set` is initialised.
+    let fd = check(unsafe { libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) })?;
+    // SAFETY: signalfd returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Drains pending signal records from a non-blocking signalfd.
+pub fn drain_signalfd(fd: BorrowedFd<'_>) {
+    let mut info = MaybeUninit::<libc::signalfd_siginfo>::uninit();
+    let size = std::mem::size_of::<libc::signalfd_siginfo>();
+    loop {
+        // SAFETY: the buffer is exactly one signalfd_siginfo long.
+        let n = unsafe { libc::read(fd.as_raw_fd(), info.as_mut_ptr().cast(), size) };
+        if n != size as isize {
+            return;
+        }
+    }
+}
+
+/// Receives one datagram and up to `max_fds` descriptors passed with it.
+/// Returns `Ok(None)` when the peer closed the socket.
+pub fn recv_with_fds(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+    max_fds: usize,
+) -> io::Result<Option<(usize, Vec<OwnedFd>)>> {
+    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    // Room for max_fds descriptors, aligned as cmsghdr requires.
+    let mut cmsg_buf = vec![0u64; 8 + max_fds];
+    // SAFETY: msghdr is a plain C struct for which all-zero is a valid value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cmsg_buf.as_mut_ptr().cast();
+    msg.msg_controllen = cmsg_buf.len() * 8;
+    let n = loop {
+        // SAFETY: `msg` points at `iov` and `cmsg_buf`, both live and sized as
+        // recorded in `msg`; MSG_CMSG_CLOEXEC marks received fds close-on-exec.
+        let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+        if n >= 0 {
+            break n as usize;
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    };
+    let mut fds = Vec::new();
+    // SAFETY: `msg` was filled by recvmsg; CMSG_FIRSTHDR/NXTHDR walk only the
+    // control bytes the kernel reported in msg_controllen.
+    let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+    while !cmsg.is_null() {
+        // SAFETY: `cmsg` is non-null and inside the control buffer.
+        let header = unsafe { &*cmsg };
+        if header.cmsg_level == libc::SOL_SOCKET && header.cmsg_type == libc::SCM_RIGHTS {
+            // SAFETY: CMSG_LEN(0) is a constant computation.
+            let data_len = header.cmsg_len as usize - unsafe { libc::CMSG_LEN(0) } as usize;
+            let count = data_len / std::mem::size_of::<RawFd>();
+            // SAFETY: the kernel wrote `count` descriptors after the header.
+            let data = unsafe { libc::CMSG_DATA(cmsg) }.cast::<RawFd>();
+            for i in 0..count {
+                // SAFETY: i < count, so the read stays inside the data; each
+                // received descriptor is new and owned by this process.
+                let fd = unsafe { data.add(i).read_unaligned() };
+                // SAFETY: as above, the descriptor is new and unowned.
+                fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
+            }
+        }
+        // SAFETY: `msg` and `cmsg` are valid as above.
+        cmsg = unsafe { libc::CMSG_NXTHDR(&msg, cmsg) };
+    }
+    if msg.msg_flags & libc::MSG_CTRUNC != 0 {
+        return Err(io::Error::from_raw_os_error(libc::EMSGSIZE));
+    }
+    if n == 0 && fds.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some((n, fds)))
+}
+
+/// Sends one datagram.
+pub fn send(sock: BorrowedFd<'_>, buf: &[u8]) -> io::Result<()> {
+    // SAFETY: `buf` is valid for reads of its length.
+    let n = unsafe {
+        libc::send(sock.as_raw_fd(), buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL)
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Writes all of `buf`, retrying on EINTR.
+pub fn write_all(fd: BorrowedFd<'_>, mut buf: &[u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        // SAFETY: `buf` is valid for reads of its length.
+        let n = unsafe { libc::write(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len()) };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(err);
+        }
+        buf = &buf[n as usize..];
+    }
+    Ok(())
+}
+
+/// Reads into `buf`, retrying on EINTR; returns 0 at end of file.
+pub fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        // SAFETY: `buf` is valid for writes of its length.
+        let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+pub fn unshare(flags: libc::c_int) -> io::Result<()> {
+    // SAFETY: unshare takes an integer flag set.
+    check(unsafe { libc::unshare(flags) })?;
+    Ok(())
+}
+
+pub fn mount(
+    source: Option<&CStr>,
+    target: &CStr,
+    fstype: Option<&CStr>,
+    flags: libc::c_ulong,
+    data: Option<&CStr>,
+) -> io::Result<()> {
+    let ptr = |s: Option<&CStr>| s.map_or(std::ptr::null(), CStr::as_ptr);
+    // SAFETY: every pointer is either null or a valid C string that outlives
+    // the call; mount copies what it needs.
+    check(unsafe {
+        libc::mount(ptr(source), target.as_ptr(), ptr(fstype), flags, ptr(data).cast())
+    })?;
+    Ok(())
+}
+
+/// Sets `attr_set` on the mount at `path` and every mount below it.
+pub fn mount_setattr_recursive(path: &CStr, attr_set: u64) -> io::Result<()> {
+    // struct mount_attr from <linux/mount.h>: attr_set, attr_clr, propagation,
+    // userns_fd, all u64.
+    let attr: [u64; 4] = [attr_set, 0, 0, 0];
+    const AT_RECURSIVE: libc::c_uint = 0x8000;
+    // SAFETY: `path` is a valid C string and `attr` a 32-byte mount_attr whose
+    // size is passed alongside it.
+    check_long(unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            AT_RECURSIVE,
+            attr.as_ptr(),
+            std::mem::size_of_val(&attr),
+        )
+    })?;
+    Ok(())
+}
+
+pub fn umount_detach(target: &CStr) -> io::Result<()> {
+    // SAFETY: `target` is a valid C string.
+    check(unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) })?;
+    Ok(())
+}
+
+pub fn pivot_root(new_root: &CStr, put_old: &CStr) -> io::Result<()> {
+    // SAFETY: both arguments are valid C strings.
+    check_long(unsafe {
+        libc::syscall(libc::SYS_pivot_root, new_root.as_ptr(), put_old.as_ptr())
+    })?;
+    Ok(())
+}
+
+pub fn chdir(path: &CStr) -> io::Result<()> {
+    // SAFETY: `path` is a valid C string.
+    check(unsafe { libc::chdir(path.as_ptr()) })?;
+    Ok(())
+}
+
+/// Returns the current directory as the kernel reports it.
+pub fn getcwd() -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; libc::PATH_MAX as usize + 1];
+    // SAFETY: `buf` is writable for its length.
+    let ret = unsafe { libc::getcwd(buf.as_mut_ptr().cast(), buf.len()) };
+    if ret.is_null() {
+        return Err(io::Error::last_os_error());
+    }
+    let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    buf.truncate(len);
+    Ok(buf)
+}
+
+/// Creates a directory; an existing one is not an error.
+pub fn mkdir(path: &CStr, mode: libc::mode_t) -> io::Result<()> {
+    // SAFETY: `path` is a valid C string.
+    match check(unsafe { libc::mkdir(path.as_ptr(), mode) }) {
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
+        other => other.map(drop),
+    }
+}
+
+/// Creates (or truncates) a regular file with `contents`.
+pub fn write_file(path: &CStr, contents: &[u8], mode: libc::mode_t) -> io::Result<()> {
+    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC | libc::O_NOFOLLOW;
+    // SAFETY: `path` is a valid C string; the mode argument is read because
+    // O_CREAT is set.
+    let fd = check(unsafe { libc::open(path.as_ptr(), flags, mode as libc::c_uint) })?;
+    // SAFETY: open returned a new descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    write_all(fd_ref(&fd), contents)
+}
+
+/// Returns whether `path` names a directory (following symlinks).
+pub fn is_dir(path: &CStr) -> bool {
+    let mut st = MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `path` is a valid C string and `st` is writable.
+    let ret = unsafe { libc::stat(path.as_ptr(), st.as_mut_ptr()) };
+    // SAFETY: stat succeeded, so it initialised `st`.
+    ret == 0 && (unsafe { st.assume_init() }.st_mode & libc::S_IFMT) == libc::S_IFDIR
+}
+
+/// Returns whether `path` exists, without following a final symlink.
+pub fn exists(path: &CStr) -> bool {
+    let mut st = MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `path` is a valid C string and `st` is writable.
+    unsafe { libc::lstat(path.as_ptr(), st.as_mut_ptr()) == 0 }
+}
+
+pub fn symlink(target: &CStr, path: &CStr) -> io::Result<()> {
+    // SAFETY: both arguments are valid C strings.
+    match check(unsafe { libc::symlink(target.as_ptr(), path.as_ptr()) }) {
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
+        other => other.map(drop),
+    }
+}
+
+pub fn sethostname(name: &[u8]) -> io::Result<()> {
+    // SAFETY: `name` is valid for reads of its length.
+    check(unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) })?;
+    Ok(())
+}
+
+/// Sets IFF_UP on the loopback interface of the current network namespace.
+pub fn loopback_up() -> io::Result<()> {
+    // SAFETY: socket takes integers and returns a new descriptor or -1.
+    let fd = check(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
+    // SAFETY: socket returned a new descriptor that nothing else owns.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: ifreq is a plain C struct for which all-zero is valid.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS reads ifr_name and writes ifr_flags of `req`.
+    check(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) })?;
+    // SAFETY: the union member ifru_flags is the one SIOCGIFFLAGS filled.
+    unsafe { req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
+    // SAFETY: SIOCSIFFLAGS reads ifr_name and ifr_flags of `req`.
+    check(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) })?;
+    Ok(())
+}
+
+/// Drops `cap` from the capability bounding set.
+pub fn drop_bounding_cap(cap: u32) -> io::Result<()> {
+    prctl(libc::PR_CAPBSET_DROP, libc::c_ulong::from(cap))
+}
+
+/// Returns the highest capability number the running kernel knows.
+pub fn last_cap() -> u32 {
+    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(40)
+}
+
+pub enum Fork {
+    Child,
+    Parent(libc::pid_t),
+}
+
+pub fn fork() -> io::Result<Fork> {
+    // SAFETY: this process is single-threaded, so the child may run any code
+    // after fork, not only async-signal-safe functions.
+    let pid = check(unsafe { libc::fork() })?;
+    Ok(if pid == 0 { Fork::Child } else { Fork::Parent(pid) })
+}
+
+/// Reaps one child. Returns `Ok(None)` when WNOHANG finds none ready.
+pub fn waitpid(pid: libc::pid_t, flags: libc::c_int) -> io::Result<Option<(libc::pid_t, i32)>> {
+    let mut status = 0;
+    loop {
+        // SAFETY: `status` is writable.
+        let ret = unsafe { libc::waitpid(pid, &mut status, flags) };
+        match ret {
+            -1 => {
+                let err = io::Error::last_os_error();
+                if err.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(err);
+            }
+            0 => return Ok(None),
+            reaped => return Ok(Some((reaped, status))),
+        }
+    }
+}
+
+pub fn kill(pid: libc::pid_t, signal: libc::c_int) -> io::Result<()> {
+    // SAFETY: kill takes integers.
+    check(unsafe { libc::kill(pid, signal) })?;
+    Ok(())
+}
+
+/// Waits for events on `fds`; a negative timeout waits forever.
+pub fn poll(fds: &mut [libc::pollfd], timeout_ms: libc::c_int) -> io::Result<usize> {
+    // SAFETY: `fds` is a valid, writable array of its length.
+    match check(unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) }) {
+        Ok(n) => Ok(n as usize),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(0),
+        Err(e) => Err(e),
+    }
+}
+
+/// Creates a pipe whose two ends are close-on-exec.
+pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    // SAFETY: pipe2 returned two new descriptors that nothing else owns.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Duplicates `fd` onto `target`; the copy is not close-on-exec.
+pub fn dup2(fd: BorrowedFd<'_>, target: RawFd) -> io::Result<()> {
+    if fd.as_raw_fd() == target {
+        // dup2 onto itself would keep close-on-exec; clear it instead.
+        // SAFETY: F_SETFD with 0 only clears FD_CLOEXEC on a valid fd.
+        check(unsafe { libc::fcntl(target, libc::F_SETFD, 0) })?;
+        return Ok(());
+    }
+    // SAFETY: dup2 takes integers; `target` is one of 0..=2, which the caller
+    // replaces on purpose and no OwnedFd owns.
+    check(unsafe { libc::dup2(fd.as_raw_fd(), target) })?;
+    Ok(())
+}
+
+pub fn setsid() -> io::Result<()> {
+    // SAFETY: setsid takes no arguments.
+    check(unsafe { libc::setsid() })?;
+    Ok(())
+}
+
+/// Switches to `uid` and `gid` with `gid` as the only supplementary group.
+pub fn switch_user(uid: u32, gid: u32) -> io::Result<()> {
+    let groups = [gid];
+    // SAFETY: `groups` is a valid array of one gid.
+    check(unsafe { libc::setgroups(1, groups.as_ptr()) })?;
+    // SAFETY: setresgid takes integers.
+    check(unsafe { libc::setresgid(gid, gid, gid) })?;
+    // SAFETY: setresuid takes integers.
+    check(unsafe { libc::setresuid(uid, uid, uid) })?;
+    Ok(())
+}
+
+pub fn umask(mask: libc::mode_t) {
+    // SAFETY: umask takes an integer and cannot fail.
+    unsafe { libc::umask(mask) };
+}
+
+/// Replaces the process image; returns only on failure.
+pub fn execve(path: &CStr, argv: &[CString], envp: &[CString]) -> io::Error {
+    let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    argv_ptrs.push(std::ptr::null());
+    let mut env_ptrs: Vec<*const libc::c_char> = envp.iter().map(|e| e.as_ptr()).collect();
+    env_ptrs.push(std::ptr::null());
+    // SAFETY: both arrays are NULL-terminated and point at C strings that
+    // live until execve returns or replaces the process.
+    unsafe { libc::execve(path.as_ptr(), argv_ptrs.as_ptr(), env_ptrs.as_ptr()) };
+    io::Error::last_os_error()
+}
+
+/// Ends the process at once, without running destructors or atexit hooks.
+pub fn exit(code: i32) -> ! {
+    // SAFETY: _exit never returns and is safe in any process state.
+    unsafe { libc::_exit(code) }
+}
+
+/// Milliseconds on the monotonic clock.
+pub fn monotonic_ms() -> u64 {
+    let mut ts = MaybeUninit::<libc::timespec>::uninit();
+    // SAFETY: `ts` is writable; CLOCK_MONOTONIC always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, ts.as_mut_ptr()) };
+    // SAFETY: clock_gettime initialised `ts`.
+    let ts = unsafe { ts.assume_init() };
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}
+
+/// Borrows a descriptor this process owns for the length of `fd`'s borrow.
+pub fn fd_ref(fd: &OwnedFd) -> BorrowedFd<'_> {
+    use std::os::fd::AsFd;
+    fd.as_fd()
+}
+
+/// Borrows a descriptor number that the process holds open for its whole
+/// life, such as the control socket at fd 3.
+pub fn borrow_raw(fd: RawFd) -> BorrowedFd<'static> {
+    // SAFETY: callers pass only descriptors that stay open until exit.
+    unsafe { BorrowedFd::borrow_raw(fd) }
+}

@@ -1,0 +1,802 @@
+//! Wire format between the SoulBox host library and the sandbox's PID 1.
+//!
+//! The host and PID 1 talk over a `SOCK_SEQPACKET` socket pair, so every
+//! message arrives whole. A message is a four-byte header (magic, protocol
+//! version, message kind) followed by fields in a fixed order. Integers are
+//! little-endian; byte strings are a `u32` length and the bytes. Decoding
+//! checks every length against the bytes received and against the limits
+//! below, and rejects trailing bytes, so a truncated, oversized or garbled
+//! message is an error and never a panic.
+//!
+//! A command's exit is not sent over the socket: the process that supervises
+//! the command writes fixed-size [`StatusRecord`]s into a pipe whose read end
+//! the host holds, so the host learns of exits without a round trip through
+//! PID 1.
+
+#![forbid(unsafe_code)]
+
+use std::fmt;
+
+/// First two bytes of every message.
+pub const MAGIC: [u8; 2] = *b"SB";
+/// Protocol version; PID 1 rejects a message whose version differs.
+pub const VERSION: u8 = 1;
+/// Maximum size of one encoded message, in bytes.
+pub const MAX_MESSAGE_LEN: usize = 256 * 1024;
+/// Maximum number of strings in one list (argv, env, mounts).
+pub const MAX_LIST_LEN: usize = 4096;
+/// Number of file descriptors sent with a [`Spawn`] message: stdin, stdout,
+/// stderr and the status pipe, in that order.
+pub const SPAWN_FD_COUNT: usize = 4;
+
+/// A decoding failure; the message is discarded whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecodeError {
+    /// The message ended before the named field.
+    Truncated(&'static str),
+    /// The header's magic bytes are wrong.
+    BadMagic,
+    /// The header names a protocol version this side does not speak.
+    UnsupportedVersion(u8),
+    /// The message kind is unknown.
+    UnknownKind(u8),
+    /// A length or count exceeds the protocol's limits.
+    TooLong(&'static str),
+    /// Bytes remain after the last field.
+    TrailingBytes(usize),
+    /// A field holds a value outside its range.
+    InvalidField(&'static str),
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Truncated(field) => write!(f, "message truncated at field {field}"),
+            Self::BadMagic => write!(f, "message has bad magic bytes"),
+            Self::UnsupportedVersion(v) => {
+                write!(f, "protocol version {v} is not supported (expected {VERSION})")
+            }
+            Self::UnknownKind(k) => write!(f, "unknown message kind {k}"),
+            Self::TooLong(field) => write!(f, "field {field} exceeds the protocol limit"),
+            Self::TrailingBytes(n) => write!(f, "{n} unexpected bytes after the message"),
+            Self::InvalidField(field) => write!(f, "field {field} holds an invalid value"),
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+/// A bind mount of a host path into the sandbox root, made read-only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindMount {
+    /// Absolute host path.
+    pub source: Vec<u8>,
+    /// Absolute path inside the sandbox.
+    pub target: Vec<u8>,
+}
+
+/// A symlink to create in the writable layer before the sandbox starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Symlink {
+    /// Absolute path of the link inside the sandbox.
+    pub path: Vec<u8>,
+    /// The link's target, stored as given.
+    pub target: Vec<u8>,
+}
+
+/// First message from the host: everything PID 1 needs to build the sandbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Sandbox id, also used as the hostname.
+    pub sandbox_id: Vec<u8>,
+    /// Read-only lower layers of the root overlay, top first.
+    pub lower_dirs: Vec<Vec<u8>>,
+    /// Host paths bound read-only into the root.
+    pub binds: Vec<BindMount>,
+    /// Empty host directory that PID 1 mounts its scratch tmpfs on, inside
+    /// its own mount namespace; the host never sees that mount.
+    pub scratch_dir: Vec<u8>,
+    /// Size of the tmpfs that holds the writable layer, in bytes.
+    pub scratch_size: u64,
+    /// Size of the sandbox's /tmp, in bytes.
+    pub tmp_size: u64,
+    /// Milliseconds from now until PID 1 ends the sandbox; 0 means no limit.
+    pub timeout_ms: u64,
+}
+
+/// Starts a command. Sent with [`SPAWN_FD_COUNT`] file descriptors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spawn {
+    /// Host-chosen id that later [`Signal`] messages refer to.
+    pub command_id: u64,
+    /// Program and arguments; a program without `/` is searched in `PATH`.
+    pub argv: Vec<Vec<u8>>,
+    /// Complete environment as `KEY=VALUE` entries.
+    pub env: Vec<Vec<u8>>,
+    /// Absolute working directory inside the sandbox.
+    pub cwd: Vec<u8>,
+    /// User id the command runs as.
+    pub uid: u32,
+    /// Group id the command runs as.
+    pub gid: u32,
+}
+
+/// Sends a signal to a command's leader, or to its whole process tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Signal {
+    /// The id given in [`Spawn`].
+    pub command_id: u64,
+    /// The command's leader as reported in [`StatusRecord::Started`]. PID 1
+    /// signals it only while it is still that command's leader.
+    pub pid: u32,
+    /// Signal number.
+    pub signal: i32,
+    /// When true, SIGKILL every process descended from the command and
+    /// ignore `signal`.
+    pub kill_tree: bool,
+}
+
+/// A message from the host to PID 1.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// See [`Config`].
+    Config(Config),
+    /// See [`Spawn`].
+    Spawn(Spawn),
+    /// See [`Signal`].
+    Signal(Signal),
+    /// Replaces the sandbox's deadline: milliseconds from now, 0 for none.
+    SetTimeout(u64),
+}
+
+/// The step of sandbox setup that failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum SetupStage {
+    /// Reading or decoding the configuration.
+    Config = 1,
+    /// Entering a fresh cgroup namespace.
+    CgroupNamespace = 2,
+    /// Making every mount private.
+    MountPropagation = 3,
+    /// Mounting the scratch tmpfs.
+    Scratch = 4,
+    /// Mounting the root overlay.
+    Overlay = 5,
+    /// Bind-mounting host directories.
+    Binds = 6,
+    /// Mounting /proc.
+    Proc = 7,
+    /// Building /dev.
+    Dev = 8,
+    /// Mounting /tmp.
+    Tmp = 9,
+    /// Writing generated files in /etc.
+    EtcFiles = 10,
+    /// Switching to the new root.
+    PivotRoot = 11,
+    /// Setting the hostname.
+    Hostname = 12,
+    /// Bringing up the loopback interface.
+    Loopback = 13,
+    /// Installing signal handling for the event loop.
+    Signals = 14,
+}
+
+impl SetupStage {
+    /// Every stage, for decoding.
+    pub const ALL: [SetupStage; 14] = [
+        Self::Config,
+        Self::CgroupNamespace,
+        Self::MountPropagation,
+        Self::Scratch,
+        Self::Overlay,
+        Self::Binds,
+        Self::Proc,
+        Self::Dev,
+        Self::Tmp,
+        Self::EtcFiles,
+        Self::PivotRoot,
+        Self::Hostname,
+        Self::Loopback,
+        Self::Signals,
+    ];
+
+    /// Short lowercase name of the step, for error messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Config => "read configuration",
+            Self::CgroupNamespace => "enter cgroup namespace",
+            Self::MountPropagation => "make mounts private",
+            Self::Scratch => "mount scratch tmpfs",
+            Self::Overlay => "mount root overlay",
+            Self::Binds => "bind host directories",
+            Self::Proc => "mount /proc",
+            Self::Dev => "build /dev",
+            Self::Tmp => "mount /tmp",
+            Self::EtcFiles => "write /etc files",
+            Self::PivotRoot => "pivot_root",
+            Self::Hostname => "set hostname",
+            Self::Loopback => "bring up loopback",
+            Self::Signals => "set up signal handling",
+        }
+    }
+
+    fn from_u8(value: u8) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| *s as u8 == value)
+    }
+}
+
+/// A message from PID 1 to the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// The sandbox is built and PID 1 accepts commands.
+    Ready,
+    /// Setup failed at `stage` with OS error `errno`; PID 1 exits after this.
+    SetupFailed {
+        /// The failed step.
+        stage: SetupStage,
+        /// The OS error number.
+        errno: i32,
+        /// Extra context, such as the path involved.
+        detail: Vec<u8>,
+    },
+}
+
+const KIND_CONFIG: u8 = 1;
+const KIND_SPAWN: u8 = 2;
+const KIND_SIGNAL: u8 = 3;
+const KIND_SET_TIMEOUT: u8 = 4;
+const KIND_READY: u8 = 64;
+const KIND_SETUP_FAILED: u8 = 65;
+
+/// Appends fields to a message buffer.
+struct Encoder {
+    buf: Vec<u8>,
+}
+
+impl Encoder {
+    fn new(kind: u8) -> Self {
+        let mut buf = Vec::with_capacity(256);
+        buf.extend_from_slice(&MAGIC);
+        buf.push(VERSION);
+        buf.push(kind);
+        Self { buf }
+    }
+
+    fn u8(&mut self, v: u8) {
+        self.buf.push(v);
+    }
+
+    fn u32(&mut self, v: u32) {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+    }
+
+    fn i32(&mut self, v: i32) {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+    }
+
+    fn u64(&mut self, v: u64) {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+    }
+
+    fn bytes(&mut self, v: &[u8]) {
+        // Lengths above u32::MAX cannot pass the MAX_MESSAGE_LEN check in
+        // `finish`, so saturating here only keeps the arithmetic total.
+        self.u32(u32::try_from(v.len()).unwrap_or(u32::MAX));
+        self.buf.extend_from_slice(v);
+    }
+
+    fn list(&mut self, items: &[Vec<u8>]) {
+        self.u32(u32::try_from(items.len()).unwrap_or(u32::MAX));
+        for item in items {
+            self.bytes(item);
+        }
+    }
+
+    fn finish(self) -> Result<Vec<u8>, EncodeError> {
+        if self.buf.len() > MAX_MESSAGE_LEN {
+            return Err(EncodeError { len: self.buf.len() });
+        }
+        Ok(self.buf)
+    }
+}
+
+/// The encoded message would exceed [`MAX_MESSAGE_LEN`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodeError {
+    /// Encoded length in bytes.
+    pub len: usize,
+}
+
+impl fmt::Display for EncodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "message of {} bytes exceeds the {MAX_MESSAGE_LEN}-byte protocol limit",
+            self.len
+        )
+    }
+}
+
+impl std::error::Error for EncodeError {}
+
+/// Reads fields from a received message, checking every bound.
+struct Decoder<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Decoder<'a> {
+    /// Checks the header and returns the decoder and the message kind.
+    fn new(msg: &'a [u8]) -> Result<(Self, u8), DecodeError> {
+        if msg.len() > MAX_MESSAGE_LEN {
+            return Err(DecodeError::TooLong("message"));
+        }
+        let mut d = Self { rest: msg };
+        let magic = d.take(2, "magic")?;
+        if magic != MAGIC {
+            return Err(DecodeError::BadMagic);
+        }
+        let version = d.u8("version")?;
+        if version != VERSION {
+            return Err(DecodeError::UnsupportedVersion(version));
+        }
+        let kind = d.u8("kind")?;
+        Ok((d, kind))
+    }
+
+    fn take(&mut self, n: usize, field: &'static str) -> Result<&'a [u8], DecodeError> {
+        if self.rest.len() < n {
+            return Err(DecodeError::Truncated(field));
+        }
+        let (head, tail) = self.rest.split_at(n);
+        self.rest = tail;
+        Ok(head)
+    }
+
+    fn array<const N: usize>(&mut self, field: &'static str) -> Result<[u8; N], DecodeError> {
+        let mut out = [0u8; N];
+        out.copy_from_slice(self.take(N, field)?);
+        Ok(out)
+    }
+
+    fn u8(&mut self, field: &'static str) -> Result<u8, DecodeError> {
+        Ok(self.array::<1>(field)?[0])
+    }
+
+    fn bool(&mut self, field: &'static str) -> Result<bool, DecodeError> {
+        match self.u8(field)? {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(DecodeError::InvalidField(field)),
+        }
+    }
+
+    fn u32(&mut self, field: &'static str) -> Result<u32, DecodeError> {
+        Ok(u32::from_le_bytes(self.array(field)?))
+    }
+
+    fn i32(&mut self, field: &'static str) -> Result<i32, DecodeError> {
+        Ok(i32::from_le_bytes(self.array(field)?))
+    }
+
+    fn u64(&mut self, field: &'static str) -> Result<u64, DecodeError> {
+        Ok(u64::from_le_bytes(self.array(field)?))
+    }
+
+    fn bytes(&mut self, field: &'static str) -> Result<Vec<u8>, DecodeError> {
+        let len = self.u32(field)? as usize;
+        if len > MAX_MESSAGE_LEN {
+            return Err(DecodeError::TooLong(field));
+        }
+        Ok(self.take(len, field)?.to_vec())
+    }
+
+    fn list(&mut self, field: &'static str) -> Result<Vec<Vec<u8>>, DecodeError> {
+        let count = self.u32(field)? as usize;
+        if count > MAX_LIST_LEN {
+            return Err(DecodeError::TooLong(field));
+        }
+        // Each entry needs at least its 4-byte length, so a count larger than
+        // the remaining bytes allow is rejected before allocating.
+        if count > self.rest.len() / 4 {
+            return Err(DecodeError::Truncated(field));
+        }
+        (0..count).map(|_| self.bytes(field)).collect()
+    }
+
+    fn finish<T>(self, value: T) -> Result<T, DecodeError> {
+        if self.rest.is_empty() {
+            Ok(value)
+        } else {
+            Err(DecodeError::TrailingBytes(self.rest.len()))
+        }
+    }
+}
+
+impl Request {
+    /// Encodes the request into one message.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`EncodeError`] when the message would exceed
+    /// [`MAX_MESSAGE_LEN`].
+    pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
+        match self {
+            Self::Config(c) => {
+                let mut e = Encoder::new(KIND_CONFIG);
+                e.bytes(&c.sandbox_id);
+                e.list(&c.lower_dirs);
+                e.u32(u32::try_from(c.binds.len()).unwrap_or(u32::MAX));
+                for b in &c.binds {
+                    e.bytes(&b.source);
+                    e.bytes(&b.target);
+                }
+                e.bytes(&c.scratch_dir);
+                e.u64(c.scratch_size);
+                e.u64(c.tmp_size);
+                e.u64(c.timeout_ms);
+                e.finish()
+            }
+            Self::Spawn(s) => {
+                let mut e = Encoder::new(KIND_SPAWN);
+                e.u64(s.command_id);
+                e.list(&s.argv);
+                e.list(&s.env);
+                e.bytes(&s.cwd);
+                e.u32(s.uid);
+                e.u32(s.gid);
+                e.finish()
+            }
+            Self::Signal(s) => {
+                let mut e = Encoder::new(KIND_SIGNAL);
+                e.u64(s.command_id);
+                e.u32(s.pid);
+                e.i32(s.signal);
+                e.u8(u8::from(s.kill_tree));
+                e.finish()
+            }
+            Self::SetTimeout(ms) => {
+                let mut e = Encoder::new(KIND_SET_TIMEOUT);
+                e.u64(*ms);
+                e.finish()
+            }
+        }
+    }
+
+    /// Decodes one message.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`DecodeError`] for any message that is not exactly one valid
+    /// request.
+    pub fn decode(msg: &[u8]) -> Result<Self, DecodeError> {
+        let (mut d, kind) = Decoder::new(msg)?;
+        match kind {
+            KIND_CONFIG => {
+                let sandbox_id = d.bytes("sandbox_id")?;
+                let lower_dirs = d.list("lower_dirs")?;
+                let count = d.u32("binds")? as usize;
+                if count > MAX_LIST_LEN {
+                    return Err(DecodeError::TooLong("binds"));
+                }
+                let mut binds = Vec::new();
+                for _ in 0..count {
+                    let source = d.bytes("bind source")?;
+                    let target = d.bytes("bind target")?;
+                    binds.push(BindMount { source, target });
+                }
+                let config = Config {
+                    sandbox_id,
+                    lower_dirs,
+                    binds,
+                    scratch_dir: d.bytes("scratch_dir")?,
+                    scratch_size: d.u64("scratch_size")?,
+                    tmp_size: d.u64("tmp_size")?,
+                    timeout_ms: d.u64("timeout_ms")?,
+                };
+                d.finish(Self::Config(config))
+            }
+            KIND_SPAWN => {
+                let spawn = Spawn {
+                    command_id: d.u64("command_id")?,
+                    argv: d.list("argv")?,
+                    env: d.list("env")?,
+                    cwd: d.bytes("cwd")?,
+                    uid: d.u32("uid")?,
+                    gid: d.u32("gid")?,
+                };
+                if spawn.argv.is_empty() {
+                    return Err(DecodeError::InvalidField("argv"));
+                }
+                d.finish(Self::Spawn(spawn))
+            }
+            KIND_SIGNAL => {
+                let signal = Signal {
+                    command_id: d.u64("command_id")?,
+                    pid: d.u32("pid")?,
+                    signal: d.i32("signal")?,
+                    kill_tree: d.bool("kill_tree")?,
+                };
+                d.finish(Self::Signal(signal))
+            }
+            KIND_SET_TIMEOUT => {
+                let ms = d.u64("timeout_ms")?;
+                d.finish(Self::SetTimeout(ms))
+            }
+            other => Err(DecodeError::UnknownKind(other)),
+        }
+    }
+}
+
+impl Reply {
+    /// Encodes the reply into one message.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`EncodeError`] when the message would exceed
+    /// [`MAX_MESSAGE_LEN`].
+    pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
+        match self {
+            Self::Ready => Encoder::new(KIND_READY).finish(),
+            Self::SetupFailed { stage, errno, detail } => {
+                let mut e = Encoder::new(KIND_SETUP_FAILED);
+                e.u8(*stage as u8);
+                e.i32(*errno);
+                e.bytes(detail);
+                e.finish()
+            }
+        }
+    }
+
+    /// Decodes one message.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`DecodeError`] for any message that is not exactly one valid
+    /// reply.
+    pub fn decode(msg: &[u8]) -> Result<Self, DecodeError> {
+        let (mut d, kind) = Decoder::new(msg)?;
+        match kind {
+            KIND_READY => d.finish(Self::Ready),
+            KIND_SETUP_FAILED => {
+                let stage = SetupStage::from_u8(d.u8("stage")?)
+                    .ok_or(DecodeError::InvalidField("stage"))?;
+                let errno = d.i32("errno")?;
+                let detail = d.bytes("detail")?;
+                d.finish(Self::SetupFailed { stage, errno, detail })
+            }
+            other => Err(DecodeError::UnknownKind(other)),
+        }
+    }
+}
+
+/// Size in bytes of one [`StatusRecord`] on the status pipe. It is below
+/// `PIPE_BUF`, so each record is written atomically.
+pub const STATUS_RECORD_LEN: usize = 12;
+
+/// The stage at which starting a command failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum SpawnStage {
+    /// Creating the supervising process.
+    Fork = 1,
+    /// Changing into the working directory.
+    Cwd = 2,
+    /// Switching to the requested user and group.
+    User = 3,
+    /// Executing the program.
+    Exec = 4,
+    /// Preparing the standard streams.
+    Stdio = 5,
+}
+
+impl SpawnStage {
+    fn from_u8(value: u8) -> Option<Self> {
+        [Self::Fork, Self::Cwd, Self::User, Self::Exec, Self::Stdio]
+            .into_iter()
+            .find(|s| *s as u8 == value)
+    }
+}
+
+/// A record written by a command's supervisor to the status pipe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusRecord {
+    /// The command is running with this pid (in the sandbox's PID namespace).
+    Started {
+        /// Process id of the command's leader.
+        pid: u32,
+    },
+    /// The command could not start; no user code ran.
+    SpawnFailed {
+        /// The failed step.
+        stage: SpawnStage,
+        /// The OS error number.
+        errno: i32,
+    },
+    /// The command's leader exited with this code.
+    Exited {
+        /// Exit code, 0 to 255.
+        code: i32,
+    },
+    /// A signal ended the command's leader.
+    Signaled {
+        /// Signal number.
+        signal: i32,
+    },
+}
+
+impl StatusRecord {
+    /// Encodes the record into its fixed-size form.
+    pub fn encode(&self) -> [u8; STATUS_RECORD_LEN] {
+        let (kind, a, b): (u32, i32, i32) = match *self {
+            Self::Started { pid } => (1, pid as i32, 0),
+            Self::SpawnFailed { stage, errno } => (2, i32::from(stage as u8), errno),
+            Self::Exited { code } => (3, code, 0),
+            Self::Signaled { signal } => (4, signal, 0),
+        };
+        let mut out = [0u8; STATUS_RECORD_LEN];
+        out[0..4].copy_from_slice(&kind.to_le_bytes());
+        out[4..8].copy_from_slice(&a.to_le_bytes());
+        out[8..12].copy_from_slice(&b.to_le_bytes());
+        out
+    }
+
+    /// Decodes one fixed-size record.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`DecodeError`] for an unknown kind or out-of-range field.
+    pub fn decode(raw: &[u8; STATUS_RECORD_LEN]) -> Result<Self, DecodeError> {
+        let word = |i: usize| [raw[i], raw[i + 1], raw[i + 2], raw[i + 3]];
+        let kind = u32::from_le_bytes(word(0));
+        let a = i32::from_le_bytes(word(4));
+        let b = i32::from_le_bytes(word(8));
+        match kind {
+            1 => {
+                let pid = u32::try_from(a).map_err(|_| DecodeError::InvalidField("pid"))?;
+                Ok(Self::Started { pid })
+            }
+            2 => {
+                let stage = u8::try_from(a)
+                    .ok()
+                    .and_then(SpawnStage::from_u8)
+                    .ok_or(DecodeError::InvalidField("stage"))?;
+                Ok(Self::SpawnFailed { stage, errno: b })
+            }
+            3 if (0..=255).contains(&a) => Ok(Self::Exited { code: a }),
+            4 if (1..=64).contains(&a) => Ok(Self::Signaled { signal: a }),
+            3 => Err(DecodeError::InvalidField("code")),
+            4 => Err(DecodeError::InvalidField("signal")),
+            other => Err(DecodeError::UnknownKind(other as u8)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample_config() -> Config {
+        Config {
+            sandbox_id: b"sb-abc".to_vec(),
+            lower_dirs: vec![b"/run/soulbox/templates/host".to_vec()],
+            binds: vec![BindMount { source: b"/usr".to_vec(), target: b"/usr".to_vec() }],
+            scratch_dir: b"/run/soulbox/scratch".to_vec(),
+            scratch_size: 1 << 30,
+            tmp_size: 1 << 28,
+            timeout_ms: 300_000,
+        }
+    }
+
+    #[test]
+    fn requests_round_trip() {
+        let requests = [
+            Request::Config(sample_config()),
+            Request::Spawn(Spawn {
+                command_id: 7,
+                argv: vec![b"/bin/true".to_vec()],
+                env: vec![b"A=1".to_vec()],
+                cwd: b"/home/user".to_vec(),
+                uid: 1000,
+                gid: 1000,
+            }),
+            Request::Signal(Signal { command_id: 7, pid: 2, signal: 15, kill_tree: true }),
+            Request::SetTimeout(5),
+        ];
+        for request in requests {
+            let encoded = request.encode().unwrap();
+            assert_eq!(Request::decode(&encoded).unwrap(), request);
+        }
+    }
+
+    #[test]
+    fn replies_round_trip() {
+        let replies = [
+            Reply::Ready,
+            Reply::SetupFailed { stage: SetupStage::Overlay, errno: 22, detail: b"x".to_vec() },
+        ];
+        for reply in replies {
+            let encoded = reply.encode().unwrap();
+            assert_eq!(Reply::decode(&encoded).unwrap(), reply);
+        }
+    }
+
+    #[test]
+    fn every_truncation_rejected() {
+        let encoded = Request::Config(sample_config()).encode().unwrap();
+        for len in 0..encoded.len() {
+            assert!(Request::decode(&encoded[..len]).is_err(), "prefix of {len} bytes decoded");
+        }
+    }
+
+    #[test]
+    fn trailing_bytes_rejected() {
+        let mut encoded = Request::SetTimeout(1).encode().unwrap();
+        encoded.push(0);
+        assert_eq!(Request::decode(&encoded), Err(DecodeError::TrailingBytes(1)));
+    }
+
+    #[test]
+    fn wrong_version_rejected() {
+        let mut encoded = Request::SetTimeout(1).encode().unwrap();
+        encoded[2] = VERSION + 1;
+        assert_eq!(Request::decode(&encoded), Err(DecodeError::UnsupportedVersion(VERSION + 1)));
+    }
+
+    #[test]
+    fn huge_list_count_rejected_before_allocating() {
+        let mut e = Encoder::new(KIND_SPAWN);
+        e.u64(1);
+        e.u32(u32::MAX);
+        let encoded = e.finish().unwrap();
+        assert_eq!(Request::decode(&encoded), Err(DecodeError::TooLong("argv")));
+    }
+
+    #[test]
+    fn empty_argv_rejected() {
+        let spawn = Spawn {
+            command_id: 1,
+            argv: vec![],
+            env: vec![],
+            cwd: b"/".to_vec(),
+            uid: 0,
+            gid: 0,
+        };
+        let encoded = Request::Spawn(spawn).encode().unwrap();
+        assert_eq!(Request::decode(&encoded), Err(DecodeError::InvalidField("argv")));
+    }
+
+    #[test]
+    fn oversized_message_not_encoded() {
+        let spawn = Spawn {
+            command_id: 1,
+            argv: vec![vec![b'a'; MAX_MESSAGE_LEN]],
+            env: vec![],
+            cwd: b"/".to_vec(),
+            uid: 0,
+            gid: 0,
+        };
+        assert!(Request::Spawn(spawn).encode().is_err());
+    }
+
+    #[test]
+    fn status_records_round_trip() {
+        let records = [
+            StatusRecord::Started { pid: 42 },
+            StatusRecord::SpawnFailed { stage: SpawnStage::Cwd, errno: 2 },
+            StatusRecord::Exited { code: 3 },
+            StatusRecord::Signaled { signal: 9 },
+        ];
+        for record in records {
+            assert_eq!(StatusRecord::decode(&record.encode()).unwrap(), record);
+        }
+    }
+
+    #[test]
+    fn status_record_out_of_range_rejected() {
+        let mut raw = StatusRecord::Exited { code: 0 }.encode();
+        raw[4..8].copy_from_slice(&300i32.to_le_bytes());
+        assert!(StatusRecord::decode(&raw).is_err());
+    }
+}
