@@ -1,0 +1,460 @@
+//! End-to-end checks of a sandbox's life: its timeout, kill and drop, many
+//! sandboxes at once, option validation, and that nothing is left on the
+//! host afterwards.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use soulbox_core::{Error, Sandbox, SandboxOptions};
+use soulbox_tests::*;
+
+/// Tests that count host-wide state (every cgroup directory, every
+/// `soulbox-init` child of this process) hold this lock exclusively. Every
+/// other test of this file holds it shared while it has sandboxes.
+///
+/// NOTE: this serializes tests of this binary only. Sandboxes that another
+/// process creates at the same time can still show up in those counts.
+static HOST_STATE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+/// Host pids of every process in the sandbox, read from its cgroups.
+fn sandbox_host_pids(sandbox: &Sandbox) -> Vec<i32> {
+    let mut pids = Vec::new();
+    for dir in sandbox.cgroup_paths() {
+        let procs = dir.join("cgroup.procs");
+        let text = std::fs::read_to_string(&procs)
+            .unwrap_or_else(|e| panic!("read {}: {e}", procs.display()));
+        for pid in text.lines().filter_map(|line| line.trim().parse().ok()) {
+            if !pids.contains(&pid) {
+                pids.push(pid);
+            }
+        }
+    }
+    pids
+}
+
+/// The `comm` of host process `pid`, if it still exists.
+fn host_comm(pid: i32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .ok()
+        .map(|comm| comm.trim_end().to_string())
+}
+
+/// Host pids of this process's children named `soulbox-init`.
+fn soulbox_init_children() -> Vec<i32> {
+    let me = std::process::id().to_string();
+    let entries = std::fs::read_dir("/proc").expect("list the host's /proc");
+    let mut children = Vec::new();
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|name| name.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // proc(5): "pid (comm) state ppid ...", and comm may contain spaces
+        // or parentheses, so the fields after it start at the last ')'.
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let comm = head
+            .split_once('(')
+            .map(|(_, comm)| comm)
+            .unwrap_or_default();
+        let ppid = rest.split_whitespace().nth(1).unwrap_or_default();
+        if comm == "soulbox-init" && ppid == me {
+            children.push(pid);
+        }
+    }
+    children
+}
+
+/// Every directory below SoulBox's cgroup parents.
+fn sandbox_cgroup_dirs() -> HashSet<PathBuf> {
+    let mut dirs = HashSet::new();
+    for parent in soulbox_core::diagnostics::cgroup_parents() {
+        let Ok(entries) = std::fs::read_dir(&parent) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                dirs.insert(entry.path());
+            }
+        }
+    }
+    dirs
+}
+
+/// Starts two `sleep 1000` processes that outlive the shell starting them,
+/// one of them double-forked, and waits until the host sees both. Returns
+/// the host pids of every process in the sandbox.
+async fn start_background_sleeps(sandbox: &Sandbox) -> Vec<i32> {
+    let mut child = sandbox
+        .shell("(sleep 1000 &); sleep 1000 &")
+        .spawn()
+        .await
+        .expect("spawn the background sleeps");
+    let status = child.wait().await.expect("wait for the shell");
+    assert!(
+        status.success(),
+        "the shell starting the sleeps ended with {status}"
+    );
+    drop(child);
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let pids = sandbox_host_pids(sandbox);
+        let sleeps = pids
+            .iter()
+            .filter(|&&pid| host_comm(pid).as_deref() == Some("sleep"))
+            .count();
+        if sleeps == 2 {
+            return pids;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after 5 s the sandbox has {sleeps} sleep processes instead of 2 (host pids {pids:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Asserts that nothing of sandbox `id` with PID 1 at host pid `init_pid`
+/// and processes `host_pids` is left on the host.
+fn assert_nothing_left(id: &str, init_pid: i32, host_pids: &[i32]) {
+    assert!(
+        !host_process_alive(init_pid),
+        "PID 1 of {id} (host pid {init_pid}) is still alive"
+    );
+    let alive: Vec<i32> = host_pids
+        .iter()
+        .copied()
+        .filter(|&pid| host_process_alive(pid))
+        .collect();
+    assert!(
+        alive.is_empty(),
+        "processes of {id} are still alive at host pids {alive:?}"
+    );
+    let cgroups = leftover_cgroups(id);
+    assert!(cgroups.is_empty(), "cgroups of {id} remain: {cgroups:?}");
+    let mounts = host_mounts_mentioning(id);
+    assert!(mounts.is_empty(), "host mounts mention {id}: {mounts:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeout_ends_sandbox() {
+    if !require_root("timeout_ends_sandbox") {
+        return;
+    }
+    let _shared = HOST_STATE.read().await;
+    let options = SandboxOptions::default().timeout(Duration::from_secs(1));
+    let sandbox = Sandbox::create(options)
+        .await
+        .expect("create a sandbox with a 1 s timeout");
+    assert!(
+        sandbox.is_running(),
+        "the sandbox is not running right after create"
+    );
+
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(
+        !sandbox.is_running(),
+        "the sandbox still runs 2.5 s after create with a 1 s timeout"
+    );
+    // Nothing has killed PID 1 from the host yet, so only PID 1's own
+    // timer can have ended it. A zombie counts as ended.
+    assert!(
+        !host_process_alive(sandbox.pid()),
+        "PID 1 (host pid {}) is alive after its 1 s timeout",
+        sandbox.pid()
+    );
+    let run = sandbox.run("true").await;
+    assert!(
+        matches!(&run, Err(Error::SandboxNotRunning { id }) if id == sandbox.id()),
+        "run after the timeout did not fail with SandboxNotRunning: {run:?}"
+    );
+
+    let kill = sandbox.kill().await;
+    assert!(kill.is_ok(), "kill after the timeout failed: {kill:?}");
+    let cgroups = leftover_cgroups(sandbox.id());
+    assert!(
+        cgroups.is_empty(),
+        "cgroups remain after a timeout and kill: {cgroups:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_timeout_extends() {
+    if !require_root("set_timeout_extends") {
+        return;
+    }
+    let _shared = HOST_STATE.read().await;
+    let options = SandboxOptions::default().timeout(Duration::from_secs(1));
+    let sandbox = Sandbox::create(options)
+        .await
+        .expect("create a sandbox with a 1 s timeout");
+    sandbox
+        .set_timeout(Duration::from_secs(30))
+        .await
+        .expect("set the timeout to 30 s");
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        sandbox.is_running(),
+        "the sandbox ended 2 s after its timeout was extended to 30 s"
+    );
+    let output = sh(&sandbox, "true").await;
+    assert!(
+        output.status.success(),
+        "a command after the extension failed: {output:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_ends_every_process() {
+    if !require_root("kill_ends_every_process") {
+        return;
+    }
+    let _shared = HOST_STATE.read().await;
+    let sandbox = sandbox().await;
+    let id = sandbox.id().to_string();
+    let host_pids = start_background_sleeps(&sandbox).await;
+
+    let first = sandbox.kill().await;
+    assert!(first.is_ok(), "kill failed: {first:?}");
+    assert_nothing_left(&id, sandbox.pid(), &host_pids);
+    assert!(
+        sandbox.cgroup_paths().is_empty(),
+        "cgroup_paths still lists directories after kill: {:?}",
+        sandbox.cgroup_paths()
+    );
+    assert!(!sandbox.is_running(), "is_running is true after kill");
+
+    let second = sandbox.kill().await;
+    assert!(second.is_ok(), "a second kill failed: {second:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drop_ends_every_process() {
+    if !require_root("drop_ends_every_process") {
+        return;
+    }
+    let _shared = HOST_STATE.read().await;
+    let sandbox = sandbox().await;
+    let id = sandbox.id().to_string();
+    let init_pid = sandbox.pid();
+    let host_pids = start_background_sleeps(&sandbox).await;
+
+    drop(sandbox);
+    assert_nothing_left(&id, init_pid, &host_pids);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_sandboxes_distinct() {
+    if !require_root("parallel_sandboxes_distinct") {
+        return;
+    }
+    let _shared = HOST_STATE.read().await;
+    const COUNT: usize = 20;
+    let tasks: Vec<_> = (0..COUNT)
+        .map(|i| {
+            tokio::spawn(async move {
+                let sandbox = Sandbox::create(SandboxOptions::default())
+                    .await
+                    .unwrap_or_else(|e| panic!("create sandbox {i} of {COUNT}: {e}"));
+                let output = sh(&sandbox, "hostname").await;
+                (sandbox, output)
+            })
+        })
+        .collect();
+    let mut sandboxes = Vec::new();
+    for task in tasks {
+        let (sandbox, output) = task.await.expect("a sandbox task panicked");
+        assert!(
+            output.status.success(),
+            "hostname failed in {}: {output:?}",
+            sandbox.id()
+        );
+        assert_eq!(
+            stdout(&output).trim_end(),
+            sandbox.id(),
+            "a sandbox returned another hostname than its own id"
+        );
+        sandboxes.push(sandbox);
+    }
+
+    let ids: HashSet<&str> = sandboxes.iter().map(Sandbox::id).collect();
+    assert_eq!(
+        ids.len(),
+        COUNT,
+        "{COUNT} sandboxes have only {} distinct ids",
+        ids.len()
+    );
+
+    for sandbox in &sandboxes {
+        let kill = sandbox.kill().await;
+        assert!(kill.is_ok(), "kill of {} failed: {kill:?}", sandbox.id());
+        assert_nothing_left(sandbox.id(), sandbox.pid(), &[]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_leaves_nothing() {
+    if !require_root("batch_leaves_nothing") {
+        return;
+    }
+    let _exclusive = HOST_STATE.write().await;
+    let mut ids = Vec::new();
+    for _ in 0..10 {
+        let sandbox = sandbox().await;
+        let output = sh(&sandbox, "echo data > file && cat file").await;
+        assert!(
+            output.status.success(),
+            "a command in {} failed: {output:?}",
+            sandbox.id()
+        );
+        ids.push(sandbox.id().to_string());
+        sandbox.kill().await.expect("kill a sandbox of the batch");
+    }
+
+    let leftover_dirs: Vec<PathBuf> = sandbox_cgroup_dirs()
+        .into_iter()
+        .filter(|dir| {
+            dir.file_name()
+                .and_then(|name| name.to_str())
+                .is_some_and(|name| ids.iter().any(|id| id == name))
+        })
+        .collect();
+    assert!(
+        leftover_dirs.is_empty(),
+        "cgroup directories of the batch remain: {leftover_dirs:?}"
+    );
+
+    let scratch_mounts = host_mounts_mentioning("soulbox/scratch");
+    assert!(
+        scratch_mounts.is_empty(),
+        "host mounts of a sandbox's scratch directory remain: {scratch_mounts:?}"
+    );
+    for id in &ids {
+        let mounts = host_mounts_mentioning(id);
+        assert!(mounts.is_empty(), "host mounts mention {id}: {mounts:?}");
+    }
+
+    let init_children = soulbox_init_children();
+    assert!(
+        init_children.is_empty(),
+        "soulbox-init children of this test process remain at host pids {init_children:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_options_rejected() {
+    if !require_root("invalid_options_rejected") {
+        return;
+    }
+    let _exclusive = HOST_STATE.write().await;
+    let before = sandbox_cgroup_dirs();
+
+    let mut bad_template = SandboxOptions::default();
+    bad_template.template = "nope".to_string();
+    let bad_env = SandboxOptions::default().env("A=B", "value");
+    let mut zero_disk = SandboxOptions::default();
+    zero_disk.disk_size = 0;
+    let mut zero_tmp = SandboxOptions::default();
+    zero_tmp.tmp_size = 0;
+    let cases = [
+        ("template \"nope\"", bad_template, "nope"),
+        ("env key \"A=B\"", bad_env, "A=B"),
+        ("disk_size 0", zero_disk, "disk_size"),
+        ("tmp_size 0", zero_tmp, "tmp_size"),
+    ];
+
+    for (case, options, named) in cases {
+        let created = Sandbox::create(options).await;
+        match &created {
+            Err(Error::InvalidArgument(message)) => assert!(
+                message.contains(named),
+                "the InvalidArgument message for {case} does not name {named:?}: {message}"
+            ),
+            other => panic!("create with {case} did not fail with InvalidArgument: {other:?}"),
+        }
+    }
+
+    let after = sandbox_cgroup_dirs();
+    let new_dirs: Vec<&PathBuf> = after.difference(&before).collect();
+    assert!(
+        new_dirs.is_empty(),
+        "rejected creates left cgroup directories: {new_dirs:?}"
+    );
+    let init_children = soulbox_init_children();
+    assert!(
+        init_children.is_empty(),
+        "rejected creates started soulbox-init at host pids {init_children:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_and_commands_share_layer() {
+    if !require_root("files_and_commands_share_layer") {
+        return;
+    }
+    let _shared = HOST_STATE.read().await;
+    let sandbox = sandbox().await;
+    let from_host = format!("from-host-{}.txt", sandbox.id());
+    let from_command = format!("from-command-{}.txt", sandbox.id());
+
+    sandbox
+        .files()
+        .write(&from_host, "written by files().write\n")
+        .await
+        .expect("write a file through files()");
+    let cat = sh(&sandbox, &format!("cat /home/user/{from_host}")).await;
+    assert!(
+        cat.status.success(),
+        "cat of the file written through files() failed: {cat:?}"
+    );
+    assert_eq!(
+        stdout(&cat),
+        "written by files().write\n",
+        "a command reads other contents than files().write wrote"
+    );
+    // files() makes new files belong to `user`, so the default user may
+    // change them.
+    let append = sh(&sandbox, &format!("echo appended >> {from_host}")).await;
+    assert!(
+        append.status.success(),
+        "user cannot append to a file written through files(): {append:?}"
+    );
+
+    let write = sh(
+        &sandbox,
+        &format!("printf 'written by a command\\n' > {from_command}"),
+    )
+    .await;
+    assert!(
+        write.status.success(),
+        "writing a file with a command failed: {write:?}"
+    );
+    let read = sandbox
+        .files()
+        .read(&from_command)
+        .await
+        .expect("read the command's file through files()");
+    assert_eq!(
+        read, b"written by a command\n",
+        "files().read returns other contents than the command wrote"
+    );
+
+    for name in [&from_host, &from_command] {
+        let host_path = PathBuf::from("/home/user").join(name);
+        assert!(
+            !host_path.exists(),
+            "a sandbox file appeared on the host at {}",
+            host_path.display()
+        );
+    }
+}

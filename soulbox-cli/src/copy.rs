@@ -40,7 +40,7 @@ pub async fn copy_in(sandbox: &Sandbox, spec: &CopySpec) -> Result<(), String> {
         let meta = std::fs::symlink_metadata(&host)
             .map_err(|e| format!("cannot read {}: {e}", host.display()))?;
         if meta.is_dir() {
-            sandbox.files().make_dir(&dest).await.map_err(|e| e.to_string())?;
+            sandbox.files().make_dir(&dest).await.map_err(|e| crate::describe(&e))?;
             let entries = std::fs::read_dir(&host)
                 .map_err(|e| format!("cannot list {}: {e}", host.display()))?;
             for entry in entries {
@@ -64,5 +64,5 @@ async fn copy_file(sandbox: &Sandbox, host: &Path, dest: &str, mode: u32) -> Res
         .files()
         .write_with_mode(dest, data, mode & 0o777)
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| crate::describe(&e))
 }

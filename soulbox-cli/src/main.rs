@@ -27,6 +27,18 @@ enum Commands {
 /// Exit code when SoulBox itself failed, as in `timeout(1)` and Docker.
 pub const EXIT_SOULBOX_FAILED: u8 = 125;
 
+/// Formats an error with its chain of causes on one line.
+pub fn describe(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {

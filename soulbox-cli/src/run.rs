@@ -75,9 +75,9 @@ pub async fn run(args: RunArgs) -> Result<u8, String> {
     // command's timeout is what the caller sees, with full output.
     let sandbox_timeout = command_timeout.map_or(Duration::ZERO, |t| t + Duration::from_secs(5));
     let options = SandboxOptions::default().timeout(sandbox_timeout);
-    let sandbox = Sandbox::create(options).await.map_err(|e| e.to_string())?;
+    let sandbox = Sandbox::create(options).await.map_err(|e| crate::describe(&e))?;
     let result = run_in(&sandbox, &args, command_timeout).await;
-    let killed = sandbox.kill().await.map_err(|e| e.to_string());
+    let killed = sandbox.kill().await.map_err(|e| crate::describe(&e));
     let code = result?;
     killed?;
     Ok(code)
@@ -95,7 +95,7 @@ async fn run_in(sandbox: &Sandbox, args: &RunArgs, timeout: Option<Duration>) ->
     for (key, value) in &args.envs {
         command.env(key, value);
     }
-    let mut child = command.spawn().await.map_err(|e| e.to_string())?;
+    let mut child = command.spawn().await.map_err(|e| crate::describe(&e))?;
     let mut stdout = child.stdout.take().ok_or("command stdout missing")?;
     let mut stderr = child.stderr.take().ok_or("command stderr missing")?;
 
@@ -121,7 +121,7 @@ async fn run_in(sandbox: &Sandbox, args: &RunArgs, timeout: Option<Duration>) ->
     tokio::pin!(stream);
     tokio::select! {
         status = &mut stream => {
-            let status = status.map_err(|e| e.to_string())?;
+            let status = status.map_err(|e| crate::describe(&e))?;
             Ok(exit_code(status))
         }
         () = deadline => {

@@ -19,18 +19,18 @@ use crate::error::{Error, Result};
 /// Name of SoulBox's parent cgroup in each hierarchy.
 pub const PARENT: &str = "soulbox";
 
-/// v1 controllers SoulBox places a sandbox in when the host binds them to
-/// v1. Limits on them come with the resource-limit options.
-const V1_CONTROLLERS: [&str; 4] = ["memory", "pids", "cpu", "freezer"];
+/// v1 controllers SoulBox can place a sandbox in when the host binds them
+/// to v1. Freezing uses v2's core `cgroup.freeze` instead of v1's freezer.
+const V1_CONTROLLERS: [&str; 3] = ["memory", "pids", "cpu"];
 
 /// The cgroup hierarchies of this host that SoulBox uses.
 #[derive(Debug, Default)]
 struct Layout {
     /// Mount point of the cgroup2 hierarchy, if any.
     v2: Option<PathBuf>,
-    /// Mount points of the v1 hierarchies holding [`V1_CONTROLLERS`], one
-    /// entry per mount (cpu and cpuacct may share one).
-    v1: Vec<PathBuf>,
+    /// Mount points of the v1 hierarchies holding [`V1_CONTROLLERS`], with
+    /// the controllers each binds (cpu and cpuacct may share one).
+    v1: Vec<(PathBuf, Vec<String>)>,
 }
 
 fn layout() -> &'static Layout {
@@ -57,10 +57,14 @@ fn parse_layout(mountinfo: &str) -> Layout {
         match fstype {
             "cgroup2" if layout.v2.is_none() => layout.v2 = Some(PathBuf::from(mount_point)),
             "cgroup" => {
-                let binds_ours = options.split(',').any(|o| V1_CONTROLLERS.contains(&o));
+                let controllers: Vec<String> = options
+                    .split(',')
+                    .filter(|o| V1_CONTROLLERS.contains(o))
+                    .map(str::to_string)
+                    .collect();
                 let path = PathBuf::from(mount_point);
-                if binds_ours && !layout.v1.contains(&path) {
-                    layout.v1.push(path);
+                if !controllers.is_empty() && !layout.v1.iter().any(|(p, _)| *p == path) {
+                    layout.v1.push((path, controllers));
                 }
             }
             _ => {}
@@ -79,13 +83,21 @@ pub struct SandboxCgroup {
 }
 
 impl SandboxCgroup {
-    /// Creates the sandbox's directories. Without write access to the
-    /// hierarchies (rootless without delegation) the set is empty.
-    pub fn create(id: &str) -> Result<Self> {
+    /// Creates the sandbox's directories: one in the v2 hierarchy, and one
+    /// in each v1 hierarchy that binds a controller in `v1_controllers`.
+    /// Without write access to a hierarchy (rootless without delegation)
+    /// that hierarchy is skipped.
+    ///
+    /// Each hierarchy costs a `cgroup.procs` write on every create (about
+    /// 150 µs on a v1 hierarchy), so only the controllers a limit needs are
+    /// asked for.
+    pub fn create(id: &str, v1_controllers: &[&str]) -> Result<Self> {
         let layout = layout();
         let mut cgroup = Self { v2: None, dirs: Vec::new() };
-        let roots = layout.v2.iter().chain(layout.v1.iter());
-        for root in roots {
+        let v1_roots = layout.v1.iter().filter_map(|(root, controllers)| {
+            controllers.iter().any(|c| v1_controllers.contains(&c.as_str())).then_some(root)
+        });
+        for root in layout.v2.iter().chain(v1_roots) {
             let parent = root.join(PARENT);
             if let Err(source) = fs::create_dir(&parent) {
                 match source.kind() {
@@ -102,6 +114,9 @@ impl SandboxCgroup {
             }
             let dir = parent.join(id);
             if let Err(source) = fs::create_dir(&dir) {
+                if source.kind() == io::ErrorKind::PermissionDenied {
+                    continue;
+                }
                 let _ = cgroup.remove();
                 return Err(Error::Cgroup { step: "create", path: dir, source });
             }
@@ -166,7 +181,8 @@ fn remove_dir_retrying(dir: &Path) -> io::Result<()> {
 /// Every SoulBox parent directory on this host, for leak checks.
 pub fn parent_dirs() -> Vec<PathBuf> {
     let layout = layout();
-    layout.v2.iter().chain(layout.v1.iter()).map(|root| root.join(PARENT)).collect()
+    let v1_roots = layout.v1.iter().map(|(root, _)| root);
+    layout.v2.iter().chain(v1_roots).map(|root| root.join(PARENT)).collect()
 }
 
 /// Removes sandbox cgroups that hold no process and are older than
@@ -214,10 +230,9 @@ mod tests {
 ";
         let layout = parse_layout(text);
         assert_eq!(layout.v2, Some(PathBuf::from("/sys/fs/cgroup/unified")));
-        assert_eq!(
-            layout.v1,
-            vec![PathBuf::from("/sys/fs/cgroup/memory"), PathBuf::from("/sys/fs/cgroup/cpu,cpuacct")]
-        );
+        let roots: Vec<&PathBuf> = layout.v1.iter().map(|(root, _)| root).collect();
+        assert_eq!(roots, [Path::new("/sys/fs/cgroup/memory"), Path::new("/sys/fs/cgroup/cpu,cpuacct")]);
+        assert_eq!(layout.v1[1].1, ["cpu"]);
     }
 
     #[test]

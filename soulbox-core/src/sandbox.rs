@@ -310,7 +310,9 @@ struct Launch {
 
 impl Launch {
     fn start(id: &str, init_end: OwnedFd) -> Result<Self> {
-        let cgroup = SandboxCgroup::create(id)?;
+        // NOTE: no resource limits exist yet, so no v1 controller is needed;
+        // the v2 directory alone gives cgroup.kill and cgroup.freeze.
+        let cgroup = SandboxCgroup::create(id, &[])?;
         let rootless = sys::geteuid() != 0;
         let mut namespaces = libc::CLONE_NEWNS
             | libc::CLONE_NEWPID

@@ -1,0 +1,434 @@
+//! The `soulbox` binary end to end: exit-code contract, output streams,
+//! `--copy`, `--env`, `--cwd`, `--user` and the help text.
+//!
+//! Every test except the help tests creates a sandbox, which needs root.
+//! Without root they print why they are skipped and pass, except under CI
+//! (`CI` set), where a skip is a failure.
+
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long one `soulbox` invocation may take before the test kills it and
+/// fails, so that a hang is reported instead of stalling the test run.
+const RUN_LIMIT: Duration = Duration::from_secs(120);
+
+/// Returns true when the test may run; see the module documentation.
+fn require_root(test: &str) -> bool {
+    // SAFETY: geteuid takes no arguments and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    if euid == 0 {
+        return true;
+    }
+    let reason = format!("{test}: skipped, creating sandboxes needs root (euid {euid})");
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{reason}; CI must run every test as root"
+    );
+    eprintln!("{reason}");
+    false
+}
+
+/// What one `soulbox` invocation produced.
+#[derive(Debug)]
+struct Outcome {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+    elapsed: Duration,
+}
+
+impl Outcome {
+    fn code(&self) -> Option<i32> {
+        self.status.code()
+    }
+}
+
+/// Runs `soulbox` with `args`, killing it after `RUN_LIMIT`.
+fn soulbox(args: &[&str]) -> Outcome {
+    let started = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_soulbox"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the soulbox binary");
+    let stdout = read_in_background(child.stdout.take().expect("stdout is piped"));
+    let stderr = read_in_background(child.stderr.take().expect("stderr is piped"));
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("poll soulbox") {
+            break status;
+        }
+        if started.elapsed() > RUN_LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("soulbox {args:?} did not exit within {RUN_LIMIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let elapsed = started.elapsed();
+    let stdout = stdout.join().expect("stdout reader thread");
+    let stderr = stderr.join().expect("stderr reader thread");
+    Outcome {
+        status,
+        stdout,
+        stderr,
+        elapsed,
+    }
+}
+
+fn read_in_background(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes);
+        String::from_utf8_lossy(&bytes).into_owned()
+    })
+}
+
+/// A host directory for one test, removed on drop.
+struct HostDir {
+    path: PathBuf,
+}
+
+impl HostDir {
+    fn create(test: &str) -> Self {
+        let name = format!("soulbox-cli-{test}-{}", std::process::id());
+        let path = std::env::temp_dir().join(name);
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("create a host temp directory");
+        Self { path }
+    }
+
+    fn write(&self, relative: &str, contents: &str, mode: u32) -> PathBuf {
+        let path = self.path.join(relative);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("create a host directory");
+        }
+        std::fs::write(&path, contents).expect("write a host file");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+            .expect("set a host file's mode");
+        path
+    }
+}
+
+impl Drop for HostDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+fn path_text(path: &Path) -> &str {
+    path.to_str().expect("temp paths are UTF-8")
+}
+
+/// Asserts that SoulBox itself failed: exit code 125 and exactly one
+/// `soulbox: ` line on stderr that contains `expected`.
+fn assert_soulbox_failed(outcome: &Outcome, expected: &str) {
+    assert_eq!(
+        outcome.code(),
+        Some(125),
+        "exit code when SoulBox failed; stderr: {:?}",
+        outcome.stderr
+    );
+    let lines: Vec<&str> = outcome.stderr.lines().collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "stderr should be one line, got {:?}",
+        outcome.stderr
+    );
+    assert!(
+        lines[0].starts_with("soulbox: "),
+        "stderr should start with `soulbox: `: {:?}",
+        lines[0]
+    );
+    assert!(
+        lines[0].contains(expected),
+        "stderr should mention {expected:?}: {:?}",
+        lines[0]
+    );
+}
+
+#[test]
+fn exit_code_passed_through() {
+    if !require_root("exit_code_passed_through") {
+        return;
+    }
+    let seven = soulbox(&["run", "--", "sh", "-c", "exit 7"]);
+    assert_eq!(
+        seven.code(),
+        Some(7),
+        "`exit 7`; stderr: {:?}",
+        seven.stderr
+    );
+    let zero = soulbox(&["run", "--", "true"]);
+    assert_eq!(zero.code(), Some(0), "`true`; stderr: {:?}", zero.stderr);
+}
+
+#[test]
+fn timeout_exits_124() {
+    if !require_root("timeout_exits_124") {
+        return;
+    }
+    let outcome = soulbox(&["run", "--timeout", "1", "--", "sleep", "30"]);
+    assert_eq!(
+        outcome.code(),
+        Some(124),
+        "exit code after --timeout; stderr: {:?}",
+        outcome.stderr
+    );
+    assert!(
+        outcome.elapsed < Duration::from_secs(15),
+        "--timeout 1 took {:?} to end `sleep 30`",
+        outcome.elapsed
+    );
+}
+
+#[test]
+fn timeout_keeps_earlier_output() {
+    if !require_root("timeout_keeps_earlier_output") {
+        return;
+    }
+    let outcome = soulbox(&[
+        "run",
+        "--timeout",
+        "2",
+        "--",
+        "sh",
+        "-c",
+        "echo before; sleep 30",
+    ]);
+    assert_eq!(
+        outcome.code(),
+        Some(124),
+        "exit code after --timeout; stderr: {:?}",
+        outcome.stderr
+    );
+    assert_eq!(
+        outcome.stdout, "before\n",
+        "output written before the timeout should reach stdout"
+    );
+}
+
+#[test]
+fn output_streams_live() {
+    if !require_root("output_streams_live") {
+        return;
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_soulbox"))
+        .args([
+            "run",
+            "--timeout",
+            "30",
+            "--",
+            "sh",
+            "-c",
+            "echo first; sleep 3; echo second",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the soulbox binary");
+    let mut reader = std::io::BufReader::new(child.stdout.take().expect("stdout is piped"));
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut reader, &mut first).expect("read the first line");
+    let first_seen = Instant::now();
+    let mut rest = String::new();
+    reader
+        .read_to_string(&mut rest)
+        .expect("read the rest of stdout");
+    let status = child.wait().expect("wait for soulbox");
+    let gap = first_seen.elapsed();
+
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "soulbox run of `echo first; sleep 3; echo second`"
+    );
+    assert_eq!(first, "first\n", "first line of stdout");
+    assert_eq!(rest, "second\n", "rest of stdout");
+    assert!(
+        gap >= Duration::from_secs(2),
+        "`first` arrived only {gap:?} before soulbox exited, so stdout was not streamed live"
+    );
+}
+
+#[test]
+fn signal_exits_128_plus() {
+    if !require_root("signal_exits_128_plus") {
+        return;
+    }
+    let term = soulbox(&["run", "--", "sh", "-c", "kill -TERM $$"]);
+    assert_eq!(
+        term.code(),
+        Some(143),
+        "SIGTERM should give 128+15; stderr: {:?}",
+        term.stderr
+    );
+    let kill = soulbox(&["run", "--", "sh", "-c", "kill -KILL $$"]);
+    assert_eq!(
+        kill.code(),
+        Some(137),
+        "SIGKILL should give 128+9; stderr: {:?}",
+        kill.stderr
+    );
+}
+
+#[test]
+fn missing_copy_source_exits_125() {
+    if !require_root("missing_copy_source_exits_125") {
+        return;
+    }
+    let outcome = soulbox(&["run", "--copy", "/nonexistent/x:/y", "--", "true"]);
+    assert_soulbox_failed(&outcome, "/nonexistent/x");
+}
+
+#[test]
+fn unknown_user_exits_125() {
+    if !require_root("unknown_user_exits_125") {
+        return;
+    }
+    let outcome = soulbox(&["run", "--user", "bob", "--", "true"]);
+    assert_soulbox_failed(&outcome, "bob");
+}
+
+#[test]
+fn missing_cwd_exits_125() {
+    if !require_root("missing_cwd_exits_125") {
+        return;
+    }
+    let outcome = soulbox(&["run", "--cwd", "/nope", "--", "true"]);
+    assert_soulbox_failed(&outcome, "/nope");
+}
+
+#[test]
+fn output_streams_separate() {
+    if !require_root("output_streams_separate") {
+        return;
+    }
+    let outcome = soulbox(&["run", "--", "sh", "-c", "echo out; echo err >&2"]);
+    assert_eq!(outcome.code(), Some(0), "stderr: {:?}", outcome.stderr);
+    assert_eq!(outcome.stdout, "out\n", "the command's stdout");
+    assert_eq!(outcome.stderr, "err\n", "the command's stderr");
+}
+
+#[test]
+fn copy_env_cwd_work() {
+    if !require_root("copy_env_cwd_work") {
+        return;
+    }
+    let host = HostDir::create("copy_env_cwd_work");
+    let script = "#!/bin/sh\n\
+                  echo \"greeting=$GREETING\"\n\
+                  echo \"cwd=$(pwd)\"\n\
+                  echo \"user=$(id -un)\"\n\
+                  echo \"data=$(cat data/input.txt)\"\n\
+                  echo \"notes=$(cat /home/user/notes.txt)\"\n";
+    host.write("job/run.sh", script, 0o755);
+    host.write("job/data/input.txt", "from a nested file", 0o644);
+    let notes = host.write("notes.txt", "from a single file", 0o644);
+
+    let job_copy = format!("{}:/home/user/job", path_text(&host.path.join("job")));
+    let notes_copy = format!("{}:notes.txt", path_text(&notes));
+    let outcome = soulbox(&[
+        "run",
+        "--copy",
+        &job_copy,
+        "--copy",
+        &notes_copy,
+        "--env",
+        "GREETING=hello there",
+        "--cwd",
+        "job",
+        "--",
+        "./run.sh",
+    ]);
+    assert_eq!(
+        outcome.code(),
+        Some(0),
+        "run.sh failed; stderr: {:?}",
+        outcome.stderr
+    );
+    let lines: Vec<&str> = outcome.stdout.lines().collect();
+    let expected = [
+        "greeting=hello there",
+        "cwd=/home/user/job",
+        "user=user",
+        "data=from a nested file",
+        "notes=from a single file",
+    ];
+    for line in expected {
+        assert!(
+            lines.contains(&line),
+            "stdout should contain {line:?}: {:?}",
+            outcome.stdout
+        );
+    }
+}
+
+#[test]
+fn user_root_works() {
+    if !require_root("user_root_works") {
+        return;
+    }
+    let outcome = soulbox(&[
+        "run",
+        "--user",
+        "root",
+        "--cwd",
+        "/tmp",
+        "--",
+        "sh",
+        "-c",
+        "id -un; pwd",
+    ]);
+    assert_eq!(outcome.code(), Some(0), "stderr: {:?}", outcome.stderr);
+    assert_eq!(
+        outcome.stdout, "root\n/tmp\n",
+        "user and cwd with --user root --cwd /tmp"
+    );
+}
+
+#[test]
+fn top_help_lists_run() {
+    let outcome = soulbox(&["--help"]);
+    assert_eq!(
+        outcome.code(),
+        Some(0),
+        "soulbox --help; stderr: {:?}",
+        outcome.stderr
+    );
+    assert!(
+        outcome.stdout.contains("run"),
+        "soulbox --help should list `run`: {}",
+        outcome.stdout
+    );
+}
+
+#[test]
+fn run_help_lists_options() {
+    for flag in ["--help", "-h"] {
+        let outcome = soulbox(&["run", flag]);
+        assert_eq!(
+            outcome.code(),
+            Some(0),
+            "soulbox run {flag}; stderr: {:?}",
+            outcome.stderr
+        );
+        let help = &outcome.stdout;
+        for option in ["--timeout", "--env", "--cwd", "--user", "--copy", "SECS"] {
+            assert!(
+                help.contains(option),
+                "soulbox run {flag} should mention {option}:\n{help}"
+            );
+        }
+        assert!(
+            help.to_lowercase().contains("seconds"),
+            "soulbox run {flag} should say that --timeout is in seconds:\n{help}"
+        );
+    }
+}
