@@ -18,7 +18,10 @@ fn main() {
     let proto_dir = manifest_dir.join("../soulbox-proto");
     for dir in [&init_dir, &proto_dir] {
         println!("cargo:rerun-if-changed={}", dir.join("src").display());
-        println!("cargo:rerun-if-changed={}", dir.join("Cargo.toml").display());
+        println!(
+            "cargo:rerun-if-changed={}",
+            dir.join("Cargo.toml").display()
+        );
     }
     println!("cargo:rerun-if-env-changed=SOULBOX_INIT_PATH");
 
@@ -34,7 +37,15 @@ fn main() {
     let target_dir = out_dir.join("init-target");
     let mut cmd = Command::new(cargo);
     cmd.current_dir(&init_dir)
-        .args(["build", "--locked", "--offline", "--profile", "init", "-p", "soulbox-init"])
+        .args([
+            "build",
+            "--locked",
+            "--offline",
+            "--profile",
+            "init",
+            "-p",
+            "soulbox-init",
+        ])
         .arg("--manifest-path")
         .arg(init_dir.join("Cargo.toml"))
         .arg("--target")

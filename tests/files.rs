@@ -4,9 +4,14 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::time::Duration;
 
 use soulbox_core::Error;
 use soulbox_tests::*;
+
+/// How long a file operation on a FIFO may take before the test counts it
+/// as blocked.
+const FIFO_LIMIT: Duration = Duration::from_secs(5);
 
 /// A host file under /tmp that exists for one test and is removed on drop.
 struct HostMarker {
@@ -370,6 +375,63 @@ async fn proc_root_links_refused() {
             "reading {link} should fail, got {result:?}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_fifo_returns_promptly() {
+    if !require_root("read_fifo_returns_promptly") {
+        return;
+    }
+    let sbx = sandbox().await;
+    let planted = sh(&sbx, "mkfifo /home/user/fifo").await;
+    assert!(
+        planted.status.success(),
+        "mkfifo failed: {}",
+        String::from_utf8_lossy(&planted.stderr)
+    );
+
+    // Sandboxed code can put a FIFO where the host expects a file. Opening
+    // it for reading blocks until a writer appears, so the read must not
+    // wait for one.
+    let result = tokio::time::timeout(FIFO_LIMIT, sbx.files().read("fifo")).await;
+    if result.is_err() {
+        // Release the host thread stuck in open(2) so the runtime can shut
+        // down, then report the hang.
+        sh(&sbx, "echo release > /home/user/fifo").await;
+    }
+    let result = result.unwrap_or_else(|_| {
+        panic!("files().read of a FIFO planted in the sandbox blocked for {FIFO_LIMIT:?}")
+    });
+    assert!(
+        result.is_err(),
+        "reading a FIFO should fail because it is not a regular file, got {result:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_fifo_returns_promptly() {
+    if !require_root("write_fifo_returns_promptly") {
+        return;
+    }
+    let sbx = sandbox().await;
+    let planted = sh(&sbx, "mkfifo /home/user/fifo").await;
+    assert!(
+        planted.status.success(),
+        "mkfifo failed: {}",
+        String::from_utf8_lossy(&planted.stderr)
+    );
+
+    // Opening a FIFO for writing blocks until a reader appears.
+    let result = tokio::time::timeout(FIFO_LIMIT, sbx.files().write("fifo", "data")).await;
+    if result.is_err() {
+        // Release the host thread stuck in open(2) so the runtime can shut
+        // down, then report the hang.
+        sh(&sbx, "cat /home/user/fifo > /dev/null").await;
+    }
+    assert!(
+        result.is_ok(),
+        "files().write to a FIFO planted in the sandbox blocked for {FIFO_LIMIT:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

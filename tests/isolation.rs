@@ -22,8 +22,8 @@ async fn sh_as_root(sandbox: &Sandbox, command_line: &str) -> Output {
         .unwrap_or_else(|e| panic!("run {command_line:?} as root: {e}"))
 }
 
-/// Returns a name no other test, test run or host file uses, for host files
-/// and mounts that must not collide.
+/// Builds a name unique to this process and call, for host files and
+/// mounts that must not collide.
 fn unique_name(tag: &str) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let nanos = SystemTime::now()
@@ -103,7 +103,7 @@ impl Drop for HostMountGuard {
     }
 }
 
-/// The host's mount table as a set of lines.
+/// Reads the host's mount table as a set of lines.
 fn host_mountinfo_lines() -> HashSet<String> {
     std::fs::read_to_string("/proc/self/mountinfo")
         .expect("read the host's /proc/self/mountinfo")

@@ -3,7 +3,7 @@
 //! host afterwards.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use soulbox_core::{Error, Sandbox, SandboxOptions};
@@ -13,11 +13,12 @@ use soulbox_tests::*;
 /// `soulbox-init` child of this process) hold this lock exclusively. Every
 /// other test of this file holds it shared while it has sandboxes.
 ///
-/// NOTE: this serializes tests of this binary only. Sandboxes that another
-/// process creates at the same time can still show up in those counts.
+/// NOTE: this serializes tests of this binary only. Cgroup directories of
+/// other host processes' sandboxes are told apart by their processes, so one
+/// caught before its PID 1 joins it still counts.
 static HOST_STATE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
-/// Host pids of every process in the sandbox, read from its cgroups.
+/// Reads the host pids of every process in the sandbox from its cgroups.
 fn sandbox_host_pids(sandbox: &Sandbox) -> Vec<i32> {
     let mut pids = Vec::new();
     for dir in sandbox.cgroup_paths() {
@@ -33,47 +34,35 @@ fn sandbox_host_pids(sandbox: &Sandbox) -> Vec<i32> {
     pids
 }
 
-/// The `comm` of host process `pid`, if it still exists.
+/// Reads the `comm` of host process `pid`, or returns `None` once it is gone.
 fn host_comm(pid: i32) -> Option<String> {
     std::fs::read_to_string(format!("/proc/{pid}/comm"))
         .ok()
         .map(|comm| comm.trim_end().to_string())
 }
 
-/// Host pids of this process's children named `soulbox-init`.
-fn soulbox_init_children() -> Vec<i32> {
-    let me = std::process::id().to_string();
-    let entries = std::fs::read_dir("/proc").expect("list the host's /proc");
-    let mut children = Vec::new();
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|name| name.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // proc(5): "pid (comm) state ppid ...", and comm may contain spaces
-        // or parentheses, so the fields after it start at the last ')'.
-        let Some((head, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let comm = head
-            .split_once('(')
-            .map(|(_, comm)| comm)
-            .unwrap_or_default();
-        let ppid = rest.split_whitespace().nth(1).unwrap_or_default();
-        if comm == "soulbox-init" && ppid == me {
-            children.push(pid);
-        }
-    }
-    children
+/// Returns the parent pid of host process `pid`, if it still exists.
+fn host_ppid(pid: i32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // proc(5): "pid (comm) state ppid ...", and comm may contain spaces or
+    // parentheses, so the fields after it start at the last ')'.
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// Every directory below SoulBox's cgroup parents.
+/// Finds the host pids of this process's children named `soulbox-init`.
+fn soulbox_init_children() -> Vec<i32> {
+    let me = std::process::id();
+    let entries = std::fs::read_dir("/proc").expect("list the host's /proc");
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| host_ppid(pid) == Some(me))
+        .filter(|&pid| host_comm(pid).as_deref() == Some("soulbox-init"))
+        .collect()
+}
+
+/// Lists every directory below SoulBox's cgroup parents.
 fn sandbox_cgroup_dirs() -> HashSet<PathBuf> {
     let mut dirs = HashSet::new();
     for parent in soulbox_core::diagnostics::cgroup_parents() {
@@ -89,9 +78,21 @@ fn sandbox_cgroup_dirs() -> HashSet<PathBuf> {
     dirs
 }
 
+/// Whether cgroup `dir` contains processes but none that is a child of this
+/// test process, which makes it a sandbox of another host process.
+fn belongs_to_other_process(dir: &Path) -> bool {
+    let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+    let pids: Vec<i32> = procs
+        .lines()
+        .filter_map(|line| line.trim().parse().ok())
+        .collect();
+    let me = std::process::id();
+    !pids.is_empty() && pids.iter().all(|&pid| host_ppid(pid) != Some(me))
+}
+
 /// Starts two `sleep 1000` processes that outlive the shell starting them,
-/// one of them double-forked, and waits until the host sees both. Returns
-/// the host pids of every process in the sandbox.
+/// one of them double-forked, and waits until both are in the sandbox's
+/// cgroups. Returns the host pids of every process in the sandbox.
 async fn start_background_sleeps(sandbox: &Sandbox) -> Vec<i32> {
     let mut child = sandbox
         .shell("(sleep 1000 &); sleep 1000 &")
@@ -385,7 +386,10 @@ async fn invalid_options_rejected() {
     }
 
     let after = sandbox_cgroup_dirs();
-    let new_dirs: Vec<&PathBuf> = after.difference(&before).collect();
+    let new_dirs: Vec<&PathBuf> = after
+        .difference(&before)
+        .filter(|dir| !belongs_to_other_process(dir))
+        .collect();
     assert!(
         new_dirs.is_empty(),
         "rejected creates left cgroup directories: {new_dirs:?}"

@@ -22,7 +22,10 @@ fn lifecycle(c: &mut Criterion) {
         eprintln!("benches need root to create sandboxes; skipped");
         return;
     }
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let mut group = c.benchmark_group("sandbox");
     group.measurement_time(Duration::from_secs(10));
     group.bench_function("create_true_destroy", |b| {
@@ -35,7 +38,9 @@ fn lifecycle(c: &mut Criterion) {
             })
         })
     });
-    let sandbox = runtime.block_on(Sandbox::create(SandboxOptions::default())).unwrap();
+    let sandbox = runtime
+        .block_on(Sandbox::create(SandboxOptions::default()))
+        .unwrap();
     group.bench_function("exec_true_in_running_sandbox", |b| {
         b.iter(|| {
             runtime.block_on(async {

@@ -33,14 +33,19 @@ fn main() -> ExitCode {
             (other, _) => return usage(&format!("unknown or incomplete option {other:?}")),
         }
     }
-    let Some(iterations) = iterations else { return usage("--iterations is required") };
+    let Some(iterations) = iterations else {
+        return usage("--iterations is required");
+    };
     let argv: &[&str] = match task.as_deref() {
         Some("true") => &["/bin/true"],
         Some("py") => &["/usr/bin/python3", "-c", "print(1)"],
         Some(other) => return usage(&format!("unknown task {other:?}")),
         None => return usage("--task is required"),
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => return usage(&format!("cannot start the async runtime: {e}")),
     };

@@ -17,9 +17,10 @@ impl CopySpec {
     /// Parses HOST_PATH:SANDBOX_PATH, splitting at the last ':'.
     pub fn parse(text: &str) -> Result<Self, String> {
         match text.rsplit_once(':') {
-            Some((host, sandbox)) if !host.is_empty() && !sandbox.is_empty() => {
-                Ok(Self { host: PathBuf::from(host), sandbox: sandbox.to_string() })
-            }
+            Some((host, sandbox)) if !host.is_empty() && !sandbox.is_empty() => Ok(Self {
+                host: PathBuf::from(host),
+                sandbox: sandbox.to_string(),
+            }),
             _ => Err(format!("{text:?} is not HOST_PATH:SANDBOX_PATH")),
         }
     }
@@ -35,12 +36,19 @@ impl CopySpec {
 /// Copies one file or directory tree; symlinks are skipped, files keep their
 /// executable bits.
 pub async fn copy_in(sandbox: &Sandbox, spec: &CopySpec) -> Result<(), String> {
-    let mut pending = vec![(spec.host.clone(), spec.sandbox.trim_end_matches('/').to_string())];
+    let mut pending = vec![(
+        spec.host.clone(),
+        spec.sandbox.trim_end_matches('/').to_string(),
+    )];
     while let Some((host, dest)) = pending.pop() {
         let meta = std::fs::symlink_metadata(&host)
             .map_err(|e| format!("cannot read {}: {e}", host.display()))?;
         if meta.is_dir() {
-            sandbox.files().make_dir(&dest).await.map_err(|e| crate::describe(&e))?;
+            sandbox
+                .files()
+                .make_dir(&dest)
+                .await
+                .map_err(|e| crate::describe(&e))?;
             let entries = std::fs::read_dir(&host)
                 .map_err(|e| format!("cannot list {}: {e}", host.display()))?;
             for entry in entries {

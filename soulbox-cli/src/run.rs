@@ -21,7 +21,9 @@ const EXIT_TIMED_OUT: u8 = 124;
 /// Exit status: the command's own exit code; 124 when --timeout ended it;
 /// 128+N when signal N killed it; 125 when SoulBox itself failed.
 #[derive(Debug, Args)]
-#[command(after_help = "Example:\n  soulbox run --copy ./job:/home/user/job --cwd job -- python3 main.py")]
+#[command(
+    after_help = "Example:\n  soulbox run --copy ./job:/home/user/job --cwd job -- python3 main.py"
+)]
 pub struct RunArgs {
     /// Seconds the command may run before it and every process it started
     /// are killed; 0 means no limit. The sandbox itself ends 5 s later.
@@ -38,8 +40,9 @@ pub struct RunArgs {
     cwd: Option<String>,
 
     /// Sandbox user to run as: `user` (uid 1000, the default) or `root`.
-    #[arg(long, value_name = "NAME", default_value = "user")]
-    user: String,
+    /// Without host root, sandboxes have only `root`, which is the default.
+    #[arg(long, value_name = "NAME")]
+    user: Option<String>,
 
     /// Copy a host file or directory into the sandbox before the command
     /// starts, as HOST_PATH:SANDBOX_PATH; repeat for more. Relative sandbox
@@ -75,7 +78,9 @@ pub async fn run(args: RunArgs) -> Result<u8, String> {
     // command's timeout is what the caller sees, with full output.
     let sandbox_timeout = command_timeout.map_or(Duration::ZERO, |t| t + Duration::from_secs(5));
     let options = SandboxOptions::default().timeout(sandbox_timeout);
-    let sandbox = Sandbox::create(options).await.map_err(|e| crate::describe(&e))?;
+    let sandbox = Sandbox::create(options)
+        .await
+        .map_err(|e| crate::describe(&e))?;
     let result = run_in(&sandbox, &args, command_timeout).await;
     let killed = sandbox.kill().await.map_err(|e| crate::describe(&e));
     let code = result?;
@@ -83,12 +88,19 @@ pub async fn run(args: RunArgs) -> Result<u8, String> {
     Ok(code)
 }
 
-async fn run_in(sandbox: &Sandbox, args: &RunArgs, timeout: Option<Duration>) -> Result<u8, String> {
+async fn run_in(
+    sandbox: &Sandbox,
+    args: &RunArgs,
+    timeout: Option<Duration>,
+) -> Result<u8, String> {
     for spec in &args.copies {
         copy_in(sandbox, spec).await?;
     }
     let mut command = sandbox.command(&args.command[0]);
-    command.args(&args.command[1..]).user(args.user.clone()).timeout(None);
+    command.args(&args.command[1..]).timeout(None);
+    if let Some(user) = &args.user {
+        command.user(user.clone());
+    }
     if let Some(cwd) = &args.cwd {
         command.cwd(cwd.clone());
     }

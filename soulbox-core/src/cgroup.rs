@@ -49,7 +49,9 @@ fn layout() -> &'static Layout {
 fn parse_layout(mountinfo: &str) -> Layout {
     let mut layout = Layout::default();
     for line in mountinfo.lines() {
-        let Some((left, right)) = line.split_once(" - ") else { continue };
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
         let mount_point = left.split(' ').nth(4).unwrap_or_default();
         let mut right = right.split(' ');
         let fstype = right.next().unwrap_or_default();
@@ -93,9 +95,15 @@ impl SandboxCgroup {
     /// asked for.
     pub fn create(id: &str, v1_controllers: &[&str]) -> Result<Self> {
         let layout = layout();
-        let mut cgroup = Self { v2: None, dirs: Vec::new() };
+        let mut cgroup = Self {
+            v2: None,
+            dirs: Vec::new(),
+        };
         let v1_roots = layout.v1.iter().filter_map(|(root, controllers)| {
-            controllers.iter().any(|c| v1_controllers.contains(&c.as_str())).then_some(root)
+            controllers
+                .iter()
+                .any(|c| v1_controllers.contains(&c.as_str()))
+                .then_some(root)
         });
         for root in layout.v2.iter().chain(v1_roots) {
             let parent = root.join(PARENT);
@@ -108,7 +116,11 @@ impl SandboxCgroup {
                     }
                     _ => {
                         let _ = cgroup.remove();
-                        return Err(Error::Cgroup { step: "create", path: parent, source });
+                        return Err(Error::Cgroup {
+                            step: "create",
+                            path: parent,
+                            source,
+                        });
                     }
                 }
             }
@@ -118,7 +130,11 @@ impl SandboxCgroup {
                     continue;
                 }
                 let _ = cgroup.remove();
-                return Err(Error::Cgroup { step: "create", path: dir, source });
+                return Err(Error::Cgroup {
+                    step: "create",
+                    path: dir,
+                    source,
+                });
             }
             if Some(root) == layout.v2.as_ref() {
                 cgroup.v2 = Some(dir.clone());
@@ -133,8 +149,11 @@ impl SandboxCgroup {
         let pid = pid.to_string();
         for dir in &self.dirs {
             let procs = dir.join("cgroup.procs");
-            fs::write(&procs, &pid)
-                .map_err(|source| Error::Cgroup { step: "attach to", path: dir.clone(), source })?;
+            fs::write(&procs, &pid).map_err(|source| Error::Cgroup {
+                step: "attach to",
+                path: dir.clone(),
+                source,
+            })?;
         }
         Ok(())
     }
@@ -142,7 +161,9 @@ impl SandboxCgroup {
     /// Kills every process in the v2 cgroup (kernel 5.14 and later). Returns
     /// false where that is not available.
     pub fn kill_all(&self) -> bool {
-        self.v2.as_ref().is_some_and(|dir| fs::write(dir.join("cgroup.kill"), "1").is_ok())
+        self.v2
+            .as_ref()
+            .is_some_and(|dir| fs::write(dir.join("cgroup.kill"), "1").is_ok())
     }
 
     /// Removes every directory. The processes must be gone; a directory that
@@ -151,7 +172,11 @@ impl SandboxCgroup {
         let mut first_error = None;
         for dir in self.dirs.drain(..) {
             if let Err(source) = remove_dir_retrying(&dir) {
-                first_error.get_or_insert(Error::Cgroup { step: "remove", path: dir, source });
+                first_error.get_or_insert(Error::Cgroup {
+                    step: "remove",
+                    path: dir,
+                    source,
+                });
             }
         }
         first_error.map_or(Ok(()), Err)
@@ -182,7 +207,12 @@ fn remove_dir_retrying(dir: &Path) -> io::Result<()> {
 pub fn parent_dirs() -> Vec<PathBuf> {
     let layout = layout();
     let v1_roots = layout.v1.iter().map(|(root, _)| root);
-    layout.v2.iter().chain(v1_roots).map(|root| root.join(PARENT)).collect()
+    layout
+        .v2
+        .iter()
+        .chain(v1_roots)
+        .map(|root| root.join(PARENT))
+        .collect()
 }
 
 /// Removes sandbox cgroups that hold no process and are older than
@@ -192,11 +222,16 @@ pub fn parent_dirs() -> Vec<PathBuf> {
 pub fn sweep_stale(min_age: Duration) {
     let now = SystemTime::now();
     for parent in parent_dirs() {
-        let Ok(entries) = fs::read_dir(&parent) else { continue };
+        let Ok(entries) = fs::read_dir(&parent) else {
+            continue;
+        };
         for entry in entries.flatten() {
             let dir = entry.path();
             let is_sandbox = entry.file_type().is_ok_and(|t| t.is_dir())
-                && entry.file_name().to_str().is_some_and(crate::id::is_sandbox_id);
+                && entry
+                    .file_name()
+                    .to_str()
+                    .is_some_and(crate::id::is_sandbox_id);
             if !is_sandbox {
                 continue;
             }
@@ -231,7 +266,13 @@ mod tests {
         let layout = parse_layout(text);
         assert_eq!(layout.v2, Some(PathBuf::from("/sys/fs/cgroup/unified")));
         let roots: Vec<&PathBuf> = layout.v1.iter().map(|(root, _)| root).collect();
-        assert_eq!(roots, [Path::new("/sys/fs/cgroup/memory"), Path::new("/sys/fs/cgroup/cpu,cpuacct")]);
+        assert_eq!(
+            roots,
+            [
+                Path::new("/sys/fs/cgroup/memory"),
+                Path::new("/sys/fs/cgroup/cpu,cpuacct")
+            ]
+        );
         assert_eq!(layout.v1[1].1, ["cpu"]);
     }
 

@@ -108,7 +108,11 @@ impl Sandbox {
     /// Prepares a command line to run through `/bin/bash -l -c`, or
     /// `/bin/sh -c` where the template has no bash, as E2B does.
     pub fn shell(&self, command_line: impl AsRef<OsStr>) -> Command {
-        let (program, rest) = self.inner.shell.split_first().expect("shell prefix is not empty");
+        let (program, rest) = self
+            .inner
+            .shell
+            .split_first()
+            .expect("shell prefix is not empty");
         let mut command = self.command(program);
         command.args(rest).arg(command_line);
         command
@@ -138,13 +142,15 @@ impl Command {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        self.argv.extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self.argv
+            .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
         self
     }
 
     /// Sets an environment variable for this command, over the sandbox's.
     pub fn env(&mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> &mut Self {
-        self.envs.push((key.as_ref().to_owned(), value.as_ref().to_owned()));
+        self.envs
+            .push((key.as_ref().to_owned(), value.as_ref().to_owned()));
         self
     }
 
@@ -155,7 +161,8 @@ impl Command {
         self
     }
 
-    /// Sets the user: `user` (the default) or `root`.
+    /// Sets the user: `user` (the default) or `root`. In a rootless sandbox
+    /// `root` is the only user and the default.
     pub fn user(&mut self, name: impl Into<String>) -> &mut Self {
         self.user = Some(name.into());
         self
@@ -176,7 +183,7 @@ impl Command {
     /// (nothing runs); [`Error::Spawn`] when the program cannot be executed;
     /// [`Error::SandboxNotRunning`] when the sandbox has ended.
     pub async fn spawn(&self) -> Result<Child> {
-        let user = resolve_user(self.user.as_deref())?;
+        let user = resolve_user(self.user.as_deref(), self.sandbox.rootless)?;
         let cwd = resolve_cwd(self.cwd.as_deref(), user)?;
         let env = self.environment(user)?;
         let argv: Vec<Vec<u8>> = self.argv.iter().map(|a| a.as_bytes().to_vec()).collect();
@@ -204,7 +211,12 @@ impl Command {
             uid: user.uid,
             gid: user.uid,
         };
-        let fds = [stdin.as_fd(), stdout_write.as_fd(), stderr_write.as_fd(), status_write.as_fd()];
+        let fds = [
+            stdin.as_fd(),
+            stdout_write.as_fd(),
+            stderr_write.as_fd(),
+            status_write.as_fd(),
+        ];
         self.sandbox.request(&Request::Spawn(spawn), &fds).await?;
         // The sandbox holds its own copies now; closing these lets the reads
         // below see end of file when the command's side closes.
@@ -217,7 +229,9 @@ impl Command {
                 return Err(self.spawn_error(stage, errno, &cwd));
             }
             Some(other) => {
-                return Err(Error::Protocol(format!("expected a start report, got {other:?}")))
+                return Err(Error::Protocol(format!(
+                    "expected a start report, got {other:?}"
+                )))
             }
             None => return Err(self.sandbox.not_running()),
         };
@@ -255,7 +269,12 @@ impl Command {
         match outcome {
             Ok(result) => {
                 let (stdout, stderr, status) = result?;
-                Ok(Output { status, stdout, stderr, timed_out: false })
+                Ok(Output {
+                    status,
+                    stdout,
+                    stderr,
+                    timed_out: false,
+                })
             }
             Err(_elapsed) => {
                 child.kill().await?;
@@ -282,11 +301,9 @@ impl Command {
             (b"SHELL".to_vec(), b"/bin/bash".to_vec()),
             (b"LANG".to_vec(), b"C.UTF-8".to_vec()),
         ];
-        let mut set = |key: &[u8], value: &[u8]| {
-            match env.iter_mut().find(|(k, _)| k == key) {
-                Some(entry) => entry.1 = value.to_vec(),
-                None => env.push((key.to_vec(), value.to_vec())),
-            }
+        let mut set = |key: &[u8], value: &[u8]| match env.iter_mut().find(|(k, _)| k == key) {
+            Some(entry) => entry.1 = value.to_vec(),
+            None => env.push((key.to_vec(), value.to_vec())),
         };
         for (key, value) in &self.sandbox.envs {
             set(key.as_bytes(), value.as_bytes());
@@ -319,12 +336,26 @@ impl Command {
                 reason: "no such program in the sandbox (checked PATH)".into(),
                 source,
             },
-            SpawnStage::Exec => Error::Spawn { program, reason: "exec failed".into(), source },
-            SpawnStage::User => Error::Spawn { program, reason: "switching user failed".into(), source },
-            SpawnStage::Fork => Error::Spawn { program, reason: "fork failed".into(), source },
-            SpawnStage::Stdio => {
-                Error::Spawn { program, reason: "setting up stdio failed".into(), source }
-            }
+            SpawnStage::Exec => Error::Spawn {
+                program,
+                reason: "exec failed".into(),
+                source,
+            },
+            SpawnStage::User => Error::Spawn {
+                program,
+                reason: "switching user failed".into(),
+                source,
+            },
+            SpawnStage::Fork => Error::Spawn {
+                program,
+                reason: "fork failed".into(),
+                source,
+            },
+            SpawnStage::Stdio => Error::Spawn {
+                program,
+                reason: "setting up stdio failed".into(),
+                source,
+            },
         }
     }
 }
@@ -362,7 +393,9 @@ impl Child {
             Some(StatusRecord::Exited { code }) => ExitStatus::Code(code),
             Some(StatusRecord::Signaled { signal }) => ExitStatus::Signal(signal),
             Some(other) => {
-                return Err(Error::Protocol(format!("expected an exit report, got {other:?}")))
+                return Err(Error::Protocol(format!(
+                    "expected an exit report, got {other:?}"
+                )))
             }
             None => return Err(self.sandbox.not_running()),
         };
@@ -382,8 +415,12 @@ impl Child {
                 "signal {signal} is not a signal number (1 to 64)"
             )));
         }
-        let request =
-            Signal { command_id: self.command_id, pid: self.pid, signal, kill_tree: false };
+        let request = Signal {
+            command_id: self.command_id,
+            pid: self.pid,
+            signal,
+            kill_tree: false,
+        };
         self.sandbox.request(&Request::Signal(request), &[]).await
     }
 
@@ -412,7 +449,9 @@ struct StatusPipe {
 
 impl StatusPipe {
     fn new(fd: OwnedFd) -> Result<Self> {
-        Ok(Self { pipe: receiver(fd)? })
+        Ok(Self {
+            pipe: receiver(fd)?,
+        })
     }
 
     /// Reads the next record; `None` when the supervisor is gone.
@@ -423,7 +462,9 @@ impl StatusPipe {
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
             Err(e) => return Err(Error::os("read a command's status")(e)),
         }
-        StatusRecord::decode(&raw).map(Some).map_err(|e| Error::Protocol(e.to_string()))
+        StatusRecord::decode(&raw)
+            .map(Some)
+            .map_err(|e| Error::Protocol(e.to_string()))
     }
 }
 
@@ -437,7 +478,10 @@ fn receiver(fd: OwnedFd) -> Result<pipe::Receiver> {
 
 async fn read_all(reader: &mut (impl AsyncRead + Unpin)) -> Result<Vec<u8>> {
     let mut out = Vec::new();
-    reader.read_to_end(&mut out).await.map_err(Error::os("read a command's output"))?;
+    reader
+        .read_to_end(&mut out)
+        .await
+        .map_err(Error::os("read a command's output"))?;
     Ok(out)
 }
 
@@ -449,10 +493,27 @@ struct User {
     home: &'static str,
 }
 
-fn resolve_user(name: Option<&str>) -> Result<User> {
-    match name.unwrap_or("user") {
-        "user" => Ok(User { name: "user", uid: USER_UID, home: USER_HOME }),
-        "root" => Ok(User { name: "root", uid: 0, home: "/root" }),
+fn resolve_user(name: Option<&str>, rootless: bool) -> Result<User> {
+    // A rootless sandbox's user namespace maps only the caller's uid, to
+    // root, so root is its only user and the default.
+    let default = if rootless { "root" } else { "user" };
+    match name.unwrap_or(default) {
+        "user" if rootless => Err(Error::InvalidArgument(
+            "user \"user\" does not exist in a rootless sandbox, whose user namespace maps \
+             only the caller's uid (to root); run as \"root\", which has no privileges on \
+             the host"
+                .into(),
+        )),
+        "user" => Ok(User {
+            name: "user",
+            uid: USER_UID,
+            home: USER_HOME,
+        }),
+        "root" => Ok(User {
+            name: "root",
+            uid: 0,
+            home: "/root",
+        }),
         other => Err(Error::InvalidArgument(format!(
             "unknown user {other:?}; the host template has \"user\" and \"root\""
         ))),
@@ -466,7 +527,9 @@ fn resolve_cwd(cwd: Option<&str>, user: User) -> Result<String> {
         Some(dir) => format!("{}/{dir}", user.home),
     };
     if cwd.contains('\0') {
-        return Err(Error::InvalidArgument(format!("working directory {cwd:?} contains a NUL byte")));
+        return Err(Error::InvalidArgument(format!(
+            "working directory {cwd:?} contains a NUL byte"
+        )));
     }
     Ok(cwd)
 }

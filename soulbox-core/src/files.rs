@@ -25,7 +25,9 @@ impl Sandbox {
     /// File access to this sandbox. Relative paths resolve against
     /// /home/user; files and directories created belong to `user`.
     pub fn files(&self) -> Files {
-        Files { sandbox: Arc::clone(&self.inner) }
+        Files {
+            sandbox: Arc::clone(&self.inner),
+        }
     }
 }
 
@@ -102,7 +104,7 @@ impl Files {
                 }
                 Err(e) => return Err(file_error(&path, "open a directory in the sandbox")(e)),
             }
-            make_parents(sandbox.root.as_fd(), &full)?;
+            make_parents(&sandbox, &full)?;
             Ok(true)
         })
         .await
@@ -123,9 +125,15 @@ fn sandbox_path(path: &str) -> Result<String> {
         return Err(Error::InvalidArgument("path is empty".into()));
     }
     if path.contains('\0') {
-        return Err(Error::InvalidArgument(format!("path {path:?} contains a NUL byte")));
+        return Err(Error::InvalidArgument(format!(
+            "path {path:?} contains a NUL byte"
+        )));
     }
-    Ok(if path.starts_with('/') { path.to_string() } else { format!("{USER_HOME}/{path}") })
+    Ok(if path.starts_with('/') {
+        path.to_string()
+    } else {
+        format!("{USER_HOME}/{path}")
+    })
 }
 
 fn c_path(path: &str) -> Result<CString> {
@@ -136,8 +144,12 @@ fn c_path(path: &str) -> Result<CString> {
 /// Maps an OS error on `path` to the matching SoulBox error.
 fn file_error<'a>(path: &'a str, step: &'static str) -> impl FnOnce(io::Error) -> Error + 'a {
     move |e| match e.raw_os_error() {
-        Some(libc::ENOENT) => Error::FileNotFound { path: path.to_string() },
-        Some(libc::ENOSPC) | Some(libc::EDQUOT) => Error::NotEnoughSpace { path: path.to_string() },
+        Some(libc::ENOENT) => Error::FileNotFound {
+            path: path.to_string(),
+        },
+        Some(libc::ENOSPC) | Some(libc::EDQUOT) => Error::NotEnoughSpace {
+            path: path.to_string(),
+        },
         Some(libc::EISDIR) => Error::InvalidArgument(format!("{path:?} is a directory")),
         Some(libc::ENOTDIR) => {
             Error::InvalidArgument(format!("a parent of {path:?} is not a directory"))
@@ -150,7 +162,8 @@ fn file_error<'a>(path: &'a str, step: &'static str) -> impl FnOnce(io::Error) -
 }
 
 fn open_in(root: BorrowedFd<'_>, path: &str, flags: i32, mode: u32) -> Result<OwnedFd> {
-    sys::openat2_in_root(root, &c_path(path)?, flags, mode).map_err(file_error(path, "open a file in the sandbox"))
+    sys::openat2_in_root(root, &c_path(path)?, flags, mode)
+        .map_err(file_error(path, "open a file in the sandbox"))
 }
 
 fn read_file(sandbox: &Inner, path: &str) -> Result<Vec<u8>> {
@@ -159,7 +172,8 @@ fn read_file(sandbox: &Inner, path: &str) -> Result<Vec<u8>> {
     let fd = open_in(sandbox.root.as_fd(), &full, libc::O_RDONLY, 0)?;
     let mut file = std::fs::File::from(fd);
     let mut data = Vec::new();
-    file.read_to_end(&mut data).map_err(file_error(path, "read a file in the sandbox"))?;
+    file.read_to_end(&mut data)
+        .map_err(file_error(path, "read a file in the sandbox"))?;
     Ok(data)
 }
 
@@ -168,16 +182,18 @@ fn write_file(sandbox: &Inner, path: &str, data: &[u8], mode: u32) -> Result<()>
     let full = sandbox_path(path)?;
     let (parent, name) = full.rsplit_once('/').unwrap_or(("", &full));
     if name.is_empty() || name == "." || name == ".." {
-        return Err(Error::InvalidArgument(format!("{path:?} does not name a file")));
+        return Err(Error::InvalidArgument(format!(
+            "{path:?} does not name a file"
+        )));
     }
-    make_parents(sandbox.root.as_fd(), parent)?;
+    make_parents(sandbox, parent)?;
     let root = sandbox.root.as_fd();
     let create = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL;
     let fd = match sys::openat2_in_root(root, &c_path(&full)?, create, mode) {
         Ok(fd) => {
             // A new file belongs to the sandbox user, as if a command made
             // it, and gets `mode` regardless of this process's umask.
-            sys::fchown_empty_path(fd.as_fd(), USER_UID, USER_UID)
+            set_owner(sandbox, fd.as_fd())
                 .map_err(file_error(path, "set the owner of a new file"))?;
             let file = std::fs::File::from(fd);
             use std::os::unix::fs::PermissionsExt;
@@ -191,16 +207,22 @@ fn write_file(sandbox: &Inner, path: &str, data: &[u8], mode: u32) -> Result<()>
         Err(e) => return Err(file_error(path, "create a file in the sandbox")(e)),
     };
     let mut file = std::fs::File::from(fd);
-    file.write_all(data).map_err(file_error(path, "write a file in the sandbox"))?;
+    file.write_all(data)
+        .map_err(file_error(path, "write a file in the sandbox"))?;
     Ok(())
 }
 
 /// Creates each missing directory of `dir` (an absolute sandbox path), owned
 /// by the sandbox user.
-fn make_parents(root: BorrowedFd<'_>, dir: &str) -> Result<()> {
+fn make_parents(sandbox: &Inner, dir: &str) -> Result<()> {
+    let root = sandbox.root.as_fd();
     let mut prefix = String::new();
     for component in dir.split('/').filter(|c| !c.is_empty()) {
-        let parent = if prefix.is_empty() { "/".to_string() } else { prefix.clone() };
+        let parent = if prefix.is_empty() {
+            "/".to_string()
+        } else {
+            prefix.clone()
+        };
         prefix.push('/');
         prefix.push_str(component);
         let dir_flags = libc::O_RDONLY | libc::O_DIRECTORY;
@@ -213,7 +235,7 @@ fn make_parents(root: BorrowedFd<'_>, dir: &str) -> Result<()> {
         match sys::mkdirat(parent_fd.as_fd(), &c_path(component)?, 0o755) {
             Ok(()) => {
                 let made = open_in(root, &prefix, dir_flags, 0)?;
-                sys::fchown_empty_path(made.as_fd(), USER_UID, USER_UID)
+                set_owner(sandbox, made.as_fd())
                     .map_err(file_error(&prefix, "set the owner of a new directory"))?;
             }
             // A concurrent writer made it first.
@@ -222,6 +244,15 @@ fn make_parents(root: BorrowedFd<'_>, dir: &str) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Gives a new file or directory to the sandbox's `user`. In a rootless
+/// sandbox the caller already owns it, and the caller is sandbox root.
+fn set_owner(sandbox: &Inner, fd: BorrowedFd<'_>) -> io::Result<()> {
+    if sandbox.rootless {
+        return Ok(());
+    }
+    sys::fchown_empty_path(fd, USER_UID, USER_UID)
 }
 
 fn ensure_running(sandbox: &Inner) -> Result<()> {

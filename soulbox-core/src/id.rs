@@ -20,9 +20,8 @@ pub fn new_sandbox_id() -> std::io::Result<String> {
 
 /// Returns whether `name` has the shape of a sandbox id.
 pub fn is_sandbox_id(name: &str) -> bool {
-    name.strip_prefix(PREFIX).is_some_and(|rest| {
-        rest.len() == RANDOM_LEN && rest.bytes().all(|b| ALPHABET.contains(&b))
-    })
+    name.strip_prefix(PREFIX)
+        .is_some_and(|rest| rest.len() == RANDOM_LEN && rest.bytes().all(|b| ALPHABET.contains(&b)))
 }
 
 #[cfg(test)]
@@ -38,7 +37,13 @@ mod tests {
 
     #[test]
     fn other_names_rejected() {
-        for name in ["", "sb-", "sb-ABCDEFGHJKLM", "xx-abcdefghjkmn", "sb-abcdefghjkmn/"] {
+        for name in [
+            "",
+            "sb-",
+            "sb-ABCDEFGHJKLM",
+            "xx-abcdefghjkmn",
+            "sb-abcdefghjkmn/",
+        ] {
             assert!(!is_sandbox_id(name), "{name}");
         }
     }

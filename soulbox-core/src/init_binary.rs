@@ -15,8 +15,9 @@ pub fn memfd() -> Result<BorrowedFd<'static>> {
     if let Some(fd) = MEMFD.get() {
         return Ok(fd.as_fd());
     }
-    let fd = sys::sealed_memfd(c"soulbox-init", INIT_BINARY)
-        .map_err(Error::os("load the sandbox init program into a sealed memfd"))?;
+    let fd = sys::sealed_memfd(c"soulbox-init", INIT_BINARY).map_err(Error::os(
+        "load the sandbox init program into a sealed memfd",
+    ))?;
     // A racing thread may have stored its own memfd first; that one wins and
     // this one is closed.
     Ok(MEMFD.get_or_init(|| fd).as_fd())

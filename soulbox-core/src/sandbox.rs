@@ -105,7 +105,10 @@ pub struct Sandbox {
 
 impl fmt::Debug for Sandbox {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Sandbox").field("id", &self.inner.id).field("pid", &self.inner.pid).finish()
+        f.debug_struct("Sandbox")
+            .field("id", &self.inner.id)
+            .field("pid", &self.inner.pid)
+            .finish()
     }
 }
 
@@ -121,6 +124,8 @@ pub(crate) struct Inner {
     pub(crate) envs: BTreeMap<String, String>,
     /// Prefix that runs a command line through a shell.
     pub(crate) shell: &'static [&'static str],
+    /// Whether the sandbox runs in its own user namespace (caller not root).
+    pub(crate) rootless: bool,
     next_command_id: AtomicU64,
     ended: AtomicBool,
 }
@@ -142,14 +147,22 @@ impl Sandbox {
         sweep_once();
 
         let id = id::new_sandbox_id().map_err(Error::os("read random bytes for a sandbox id"))?;
-        let (host_end, init_end) =
-            socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
-                .map_err(|e| Error::os("create the control socket")(e.into()))?;
+        let (host_end, init_end) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(|e| Error::os("create the control socket")(e.into()))?;
 
         let launch = Launch::start(&id, init_end)?;
         let config = Config {
             sandbox_id: id.clone().into_bytes(),
-            lower_dirs: template.lower_dirs.iter().map(|p| p.as_os_str().as_bytes().to_vec()).collect(),
+            lower_dirs: template
+                .lower_dirs
+                .iter()
+                .map(|p| p.as_os_str().as_bytes().to_vec())
+                .collect(),
             binds: template
                 .binds
                 .iter()
@@ -182,6 +195,7 @@ impl Sandbox {
                 cgroup: Mutex::new(cgroup),
                 envs: options.envs,
                 shell,
+                rootless: sys::geteuid() != 0,
                 next_command_id: AtomicU64::new(1),
                 ended: AtomicBool::new(false),
             }),
@@ -228,13 +242,20 @@ impl Sandbox {
     /// Paths of the sandbox's cgroup directories, for diagnostics and leak
     /// checks; empty once the sandbox is killed.
     pub fn cgroup_paths(&self) -> Vec<PathBuf> {
-        self.inner.cgroup.lock().map(|c| c.paths().to_vec()).unwrap_or_default()
+        self.inner
+            .cgroup
+            .lock()
+            .map(|c| c.paths().to_vec())
+            .unwrap_or_default()
     }
 }
 
 impl fmt::Debug for Inner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Inner").field("id", &self.id).field("pid", &self.pid).finish_non_exhaustive()
+        f.debug_struct("Inner")
+            .field("id", &self.id)
+            .field("pid", &self.pid)
+            .finish_non_exhaustive()
     }
 }
 
@@ -248,7 +269,9 @@ impl Inner {
     }
 
     pub(crate) fn not_running(&self) -> Error {
-        Error::SandboxNotRunning { id: self.id.clone() }
+        Error::SandboxNotRunning {
+            id: self.id.clone(),
+        }
     }
 
     /// Sends a request to PID 1, with descriptors attached.
@@ -260,12 +283,14 @@ impl Inner {
         if self.ended.load(Ordering::Acquire) {
             return Err(self.not_running());
         }
-        send_request(&self.control, request, fds).await.map_err(|e| match e {
-            Error::Os { source, .. } if source.raw_os_error() == Some(libc::EPIPE) => {
-                self.not_running()
-            }
-            other => other,
-        })
+        send_request(&self.control, request, fds)
+            .await
+            .map_err(|e| match e {
+                Error::Os { source, .. } if source.raw_os_error() == Some(libc::EPIPE) => {
+                    self.not_running()
+                }
+                other => other,
+            })
     }
 
     /// Kills PID 1 (and with it the whole PID namespace), reaps it, and
@@ -274,7 +299,10 @@ impl Inner {
         if self.ended.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
-        let mut cgroup = self.cgroup.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut cgroup = self
+            .cgroup
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         end_init(self.pidfd.as_fd(), &cgroup);
         cgroup.remove()
     }
@@ -330,10 +358,17 @@ impl Launch {
             Err(source) => {
                 let mut cgroup = cgroup;
                 let _ = cgroup.remove();
-                return Err(Error::Os { step: "start the sandbox's PID 1 (clone)", source });
+                return Err(Error::Os {
+                    step: "start the sandbox's PID 1 (clone)",
+                    source,
+                });
             }
         };
-        let launch = Self { pid, pidfd: Some(pidfd), cgroup: Some(cgroup) };
+        let launch = Self {
+            pid,
+            pidfd: Some(pidfd),
+            cgroup: Some(cgroup),
+        };
         if let Some(cgroup) = &launch.cgroup {
             cgroup.attach(pid)?;
         }
@@ -345,7 +380,10 @@ impl Launch {
     }
 
     fn pidfd(&self) -> std::os::fd::BorrowedFd<'_> {
-        self.pidfd.as_ref().expect("pidfd is present until defused").as_fd()
+        self.pidfd
+            .as_ref()
+            .expect("pidfd is present until defused")
+            .as_fd()
     }
 
     fn defuse(mut self) -> (i32, OwnedFd, SandboxCgroup) {
@@ -378,11 +416,18 @@ async fn send_request(
     request: &Request,
     fds: &[std::os::fd::BorrowedFd<'_>],
 ) -> Result<()> {
-    let msg = request.encode().map_err(|e| Error::InvalidArgument(e.to_string()))?;
+    let msg = request
+        .encode()
+        .map_err(|e| Error::InvalidArgument(e.to_string()))?;
     loop {
-        let mut guard = control.writable().await.map_err(Error::os("wait on the control socket"))?;
+        let mut guard = control
+            .writable()
+            .await
+            .map_err(Error::os("wait on the control socket"))?;
         match guard.try_io(|fd| sys::send_with_fds(fd.as_fd(), &msg, fds)) {
-            Ok(result) => return result.map_err(Error::os("send a request to the sandbox's PID 1")),
+            Ok(result) => {
+                return result.map_err(Error::os("send a request to the sandbox's PID 1"))
+            }
             Err(_would_block) => continue,
         }
     }
@@ -393,11 +438,17 @@ async fn wait_ready(control: &AsyncFd<OwnedFd>, launch: &Launch) -> Result<()> {
     let mut buf = vec![0u8; soulbox_proto::MAX_MESSAGE_LEN];
     let receive = async {
         loop {
-            let mut guard =
-                control.readable().await.map_err(Error::os("wait on the control socket"))?;
+            let mut guard = control
+                .readable()
+                .await
+                .map_err(Error::os("wait on the control socket"))?;
             let result = guard.try_io(|fd| {
-                nix::sys::socket::recv(fd.as_raw_fd(), &mut buf, nix::sys::socket::MsgFlags::empty())
-                    .map_err(std::io::Error::from)
+                nix::sys::socket::recv(
+                    fd.as_raw_fd(),
+                    &mut buf,
+                    nix::sys::socket::MsgFlags::empty(),
+                )
+                .map_err(std::io::Error::from)
             });
             match result {
                 Ok(Ok(len)) => return Ok(len),
@@ -424,7 +475,11 @@ async fn wait_ready(control: &AsyncFd<OwnedFd>, launch: &Launch) -> Result<()> {
     }
     match Reply::decode(&buf[..len]).map_err(|e| Error::Protocol(e.to_string()))? {
         Reply::Ready => Ok(()),
-        Reply::SetupFailed { stage, errno, detail } => Err(setup_error(stage, errno, &detail)),
+        Reply::SetupFailed {
+            stage,
+            errno,
+            detail,
+        } => Err(setup_error(stage, errno, &detail)),
     }
 }
 

@@ -182,7 +182,12 @@ pub fn pidfd_wait(pidfd: BorrowedFd<'_>, block: bool) -> io::Result<Option<Reape
         // SAFETY: `info` is writable and zeroed, so si_pid reads 0 when
         // WNOHANG finds nothing.
         let ret = unsafe {
-            libc::waitid(libc::P_PIDFD, pidfd.as_raw_fd() as libc::id_t, info.as_mut_ptr(), flags)
+            libc::waitid(
+                libc::P_PIDFD,
+                pidfd.as_raw_fd() as libc::id_t,
+                info.as_mut_ptr(),
+                flags,
+            )
         };
         if ret == 0 {
             break;
@@ -216,7 +221,10 @@ pub fn send_with_fds(sock: BorrowedFd<'_>, buf: &[u8], fds: &[BorrowedFd<'_>]) -
     // SAFETY: CMSG_SPACE is a constant computation.
     let space = unsafe { libc::CMSG_SPACE(payload_len) } as usize;
     let mut cmsg_buf = vec![0u64; space.div_ceil(8)];
-    let mut iov = libc::iovec { iov_base: buf.as_ptr() as *mut libc::c_void, iov_len: buf.len() };
+    let mut iov = libc::iovec {
+        iov_base: buf.as_ptr() as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
     // SAFETY: msghdr is a plain C struct for which all-zero is valid.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = &mut iov;
@@ -241,7 +249,11 @@ pub fn send_with_fds(sock: BorrowedFd<'_>, buf: &[u8], fds: &[BorrowedFd<'_>]) -
     loop {
         // SAFETY: `msg` points at `iov`, `buf` and `cmsg_buf`, all live.
         let n = unsafe {
-            libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)
+            libc::sendmsg(
+                sock.as_raw_fd(),
+                &msg,
+                libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+            )
         };
         if n >= 0 {
             return Ok(());
@@ -319,7 +331,11 @@ pub fn c_string(bytes: &[u8]) -> io::Result<CString> {
 
 /// Returns whether the process behind `pidfd` has exited, without reaping it.
 pub fn pidfd_exited(pidfd: BorrowedFd<'_>) -> bool {
-    let mut fds = [libc::pollfd { fd: pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
+    let mut fds = [libc::pollfd {
+        fd: pidfd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    }];
     // SAFETY: `fds` is a valid array of one pollfd; a zero timeout only polls.
     let ready = unsafe { libc::poll(fds.as_mut_ptr(), 1, 0) };
     ready > 0 && fds[0].revents & libc::POLLIN != 0
@@ -337,9 +353,7 @@ pub fn write_id_maps(pid: libc::pid_t, uid: u32, gid: u32) -> io::Result<()> {
 /// Changes the owner of the file behind `fd`, which may be an O_PATH fd.
 pub fn fchown_empty_path(fd: BorrowedFd<'_>, uid: u32, gid: u32) -> io::Result<()> {
     // SAFETY: "" with AT_EMPTY_PATH operates on `fd` itself.
-    check(unsafe {
-        libc::fchownat(fd.as_raw_fd(), c"".as_ptr(), uid, gid, libc::AT_EMPTY_PATH)
-    })?;
+    check(unsafe { libc::fchownat(fd.as_raw_fd(), c"".as_ptr(), uid, gid, libc::AT_EMPTY_PATH) })?;
     Ok(())
 }
 

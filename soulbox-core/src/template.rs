@@ -38,8 +38,13 @@ const ETC_BINDS: [&str; 3] = ["etc/ld.so.cache", "etc/alternatives", "etc/ssl/ce
 
 /// Host /etc entries copied into the skeleton as they are (symlinks stay
 /// symlinks), when present.
-const ETC_COPIES: [&str; 5] =
-    ["etc/os-release", "etc/debian_version", "etc/localtime", "etc/shells", "etc/inputrc"];
+const ETC_COPIES: [&str; 5] = [
+    "etc/os-release",
+    "etc/debian_version",
+    "etc/localtime",
+    "etc/shells",
+    "etc/inputrc",
+];
 
 const PASSWD: &str = "\
 root:x:0:0:root:/root:/bin/bash
@@ -105,7 +110,11 @@ fn prepare_host(state_dir: &Path) -> Result<Template> {
     let skeleton = templates.join(format!("host-{key:016x}"));
     let fail = |path: &Path| {
         let path = path.to_path_buf();
-        move |source| Error::Template { name: HOST.into(), path, source }
+        move |source| Error::Template {
+            name: HOST.into(),
+            path,
+            source,
+        }
     };
     if !skeleton.is_dir() {
         fs::create_dir_all(&templates).map_err(fail(&templates))?;
@@ -126,11 +135,19 @@ fn prepare_host(state_dir: &Path) -> Result<Template> {
         .filter(|entry| matches!(entry.kind, HostEntry::Dir))
         .map(|entry| Path::new("/").join(entry.name))
         .collect();
-    binds.extend(ETC_BINDS.iter().map(|p| Path::new("/").join(p)).filter(|p| p.exists()));
+    binds.extend(
+        ETC_BINDS
+            .iter()
+            .map(|p| Path::new("/").join(p))
+            .filter(|p| p.exists()),
+    );
     for path in [&skeleton].into_iter().chain(binds.iter()) {
         check_overlay_safe(path)?;
     }
-    Ok(Template { lower_dirs: vec![skeleton], binds })
+    Ok(Template {
+        lower_dirs: vec![skeleton],
+        binds,
+    })
 }
 
 /// Rejects paths that overlayfs or the mount options would misread.

@@ -28,18 +28,22 @@ const EXIT_FAILURE: i32 = 1;
 
 fn main() {
     let _ = sys::set_name(c"soulbox-init");
-    // Not dumpable: no process inside may ptrace PID 1 or open its
-    // /proc/1/mem, even as sandbox root. Forked supervisors inherit this.
-    let _ = sys::prctl(libc::PR_SET_DUMPABLE, 0);
     // Any descriptor leaked from the host, other than the control socket,
     // is closed before anything else happens.
     let _ = sys::close_range_from(CONTROL_FD as u32 + 1, false);
 
     let control = sys::borrow_raw(CONTROL_FD);
+    regain_capabilities(control);
     let config = match receive(control) {
         Some(Request::Config(config)) => config,
         _ => fail_setup(control, SetupStage::Config, libc::EPROTO, b""),
     };
+    // Not dumpable: no process inside may ptrace PID 1 or open its
+    // /proc/1/mem, even as sandbox root. Forked supervisors inherit this.
+    // It must wait until the configuration has arrived: a non-dumpable
+    // process's /proc files belong to root, and a rootless host writes the
+    // uid map there before it sends the configuration.
+    let _ = sys::prctl(libc::PR_SET_DUMPABLE, 0);
     if let Err(e) = setup::build(&config) {
         let errno = e.error.raw_os_error().unwrap_or(libc::EIO);
         fail_setup(control, e.stage, errno, &e.detail);
@@ -49,26 +53,81 @@ fn main() {
     }
     let sigchld = match sys::signalfd(&[libc::SIGCHLD]) {
         Ok(fd) => fd,
-        Err(e) => fail_setup(control, SetupStage::Signals, e.raw_os_error().unwrap_or(0), b""),
+        Err(e) => fail_setup(
+            control,
+            SetupStage::Signals,
+            e.raw_os_error().unwrap_or(0),
+            b"",
+        ),
     };
     if send_reply(control, &Reply::Ready).is_err() {
         sys::exit(EXIT_FAILURE);
     }
-    let mut init = Init { supervisors: HashMap::new(), deadline: deadline_from(config.timeout_ms) };
+    let mut init = Init {
+        supervisors: HashMap::new(),
+        deadline: deadline_from(config.timeout_ms),
+    };
     init.serve(control, sigchld.as_fd())
 }
+
+/// Re-executes PID 1 once when it started without capabilities.
+///
+/// In rootless mode the host writes the new user namespace's uid map only
+/// after PID 1 has exec'd, and an exec by a process whose uid is not yet
+/// mapped drops every capability. The host sends the configuration after
+/// the map is written, so once a message is waiting, a second exec runs as
+/// mapped root with full capabilities in the namespace. The message is only
+/// peeked, so the new image reads it normally.
+fn regain_capabilities(control: BorrowedFd<'_>) {
+    if sys::has_effective_caps() {
+        return;
+    }
+    if std::env::args().nth(1).as_deref() == Some(REEXEC_ARG) {
+        fail_setup(
+            control,
+            SetupStage::Config,
+            libc::EPERM,
+            b"no capabilities after re-exec",
+        );
+    }
+    if sys::peek(control).is_err() {
+        sys::exit(EXIT_FAILURE);
+    }
+    let argv = [c"soulbox-init".to_owned(), REEXEC_ARG_C.to_owned()];
+    let error = sys::execve(c"/proc/self/exe", &argv, &[]);
+    let errno = error.raw_os_error().unwrap_or(libc::EIO);
+    fail_setup(
+        control,
+        SetupStage::Config,
+        errno,
+        b"re-exec /proc/self/exe",
+    );
+}
+
+/// Marks the second image started by [`regain_capabilities`].
+const REEXEC_ARG: &str = "--reexec";
+const REEXEC_ARG_C: &std::ffi::CStr = c"--reexec";
 
 fn deadline_from(timeout_ms: u64) -> Option<u64> {
     (timeout_ms > 0).then(|| sys::monotonic_ms().saturating_add(timeout_ms))
 }
 
 fn send_reply(control: BorrowedFd<'_>, reply: &Reply) -> std::io::Result<()> {
-    let msg = reply.encode().map_err(|_| std::io::Error::from_raw_os_error(libc::EMSGSIZE))?;
+    let msg = reply
+        .encode()
+        .map_err(|_| std::io::Error::from_raw_os_error(libc::EMSGSIZE))?;
     sys::send(control, &msg)
 }
 
 fn fail_setup(control: BorrowedFd<'_>, stage: SetupStage, errno: i32, detail: &[u8]) -> ! {
-    let _ = send_reply(control, &Reply::SetupFailed { stage, errno, detail: detail.to_vec() });
+    let _ = send_reply(
+        control,
+        &Reply::SetupFailed {
+            stage,
+            errno,
+            detail: detail.to_vec(),
+        },
+    );
     sys::exit(EXIT_FAILURE)
 }
 
@@ -102,8 +161,16 @@ impl Init {
                 }
             };
             let mut fds = [
-                libc::pollfd { fd: CONTROL_FD, events: libc::POLLIN, revents: 0 },
-                libc::pollfd { fd: sigchld_raw(sigchld), events: libc::POLLIN, revents: 0 },
+                libc::pollfd {
+                    fd: CONTROL_FD,
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: sigchld_raw(sigchld),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
             ];
             if sys::poll(&mut fds, timeout).is_err() {
                 continue;
@@ -146,7 +213,12 @@ impl Init {
             return;
         };
         let command_id = spawn.command_id;
-        let fds = supervise::SpawnFds { stdin, stdout, stderr, status };
+        let fds = supervise::SpawnFds {
+            stdin,
+            stdout,
+            stderr,
+            status,
+        };
         match sys::fork() {
             Ok(sys::Fork::Child) => supervise::supervise(spawn, fds),
             Ok(sys::Fork::Parent(pid)) => {
@@ -173,7 +245,9 @@ impl Init {
         }
         // Signal the leader only while it is still the supervisor's child, so
         // a stale pid never reaches an unrelated process.
-        let Ok(pid) = libc::pid_t::try_from(signal.pid) else { return };
+        let Ok(pid) = libc::pid_t::try_from(signal.pid) else {
+            return;
+        };
         if tree::parent_of(pid) == Some(supervisor) {
             let _ = sys::kill(pid, signal.signal);
         }

@@ -21,7 +21,11 @@ trait StageContext<T> {
 
 impl<T> StageContext<T> for io::Result<T> {
     fn stage(self, stage: SetupStage, detail: &[u8]) -> Result<T, SetupError> {
-        self.map_err(|error| SetupError { stage, error, detail: detail.to_vec() })
+        self.map_err(|error| SetupError {
+            stage,
+            error,
+            detail: detail.to_vec(),
+        })
     }
 }
 
@@ -84,8 +88,14 @@ fn mount_root(config: &Config) -> Result<Vec<u8>, SetupError> {
     let scratch_c = cstr(scratch).stage(SetupStage::Scratch, scratch)?;
     let options = format!("mode=0755,size={}", config.scratch_size);
     let options = cstr(options.as_bytes()).stage(SetupStage::Scratch, scratch)?;
-    sys::mount(Some(c"soulbox"), &scratch_c, Some(c"tmpfs"), NOSUID_NODEV, Some(&options))
-        .stage(SetupStage::Scratch, scratch)?;
+    sys::mount(
+        Some(c"soulbox"),
+        &scratch_c,
+        Some(c"tmpfs"),
+        NOSUID_NODEV,
+        Some(&options),
+    )
+    .stage(SetupStage::Scratch, scratch)?;
 
     let upper = join(scratch, b"upper");
     let work = join(scratch, b"work");
@@ -108,10 +118,21 @@ fn mount_root(config: &Config) -> Result<Vec<u8>, SetupError> {
     options.extend_from_slice(&upper);
     options.extend_from_slice(b",workdir=");
     options.extend_from_slice(&work);
+    if sys::in_user_namespace() {
+        // Outside the initial user namespace overlayfs may not use trusted.*
+        // xattrs; user.* ones work on tmpfs since Linux 6.6.
+        options.extend_from_slice(b",userxattr");
+    }
     let options = cstr(&options).stage(SetupStage::Overlay, &root)?;
     let root_c = cstr(&root).stage(SetupStage::Overlay, &root)?;
-    sys::mount(Some(c"overlay"), &root_c, Some(c"overlay"), NOSUID_NODEV, Some(&options))
-        .stage(SetupStage::Overlay, &root)?;
+    sys::mount(
+        Some(c"overlay"),
+        &root_c,
+        Some(c"overlay"),
+        NOSUID_NODEV,
+        Some(&options),
+    )
+    .stage(SetupStage::Overlay, &root)?;
     Ok(root)
 }
 
@@ -128,8 +149,14 @@ fn bind_host_paths(config: &Config, root: &[u8]) -> Result<(), SetupError> {
                 sys::write_file(&target_c, b"", 0o644).stage(SetupStage::Binds, &bind.target)?;
             }
         }
-        sys::mount(Some(&source_c), &target_c, None, libc::MS_BIND | libc::MS_REC, None)
-            .stage(SetupStage::Binds, &bind.source)?;
+        sys::mount(
+            Some(&source_c),
+            &target_c,
+            None,
+            libc::MS_BIND | libc::MS_REC,
+            None,
+        )
+        .stage(SetupStage::Binds, &bind.source)?;
         let attrs = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
         sys::mount_setattr_recursive(&target_c, attrs).stage(SetupStage::Binds, &bind.target)?;
     }
@@ -151,13 +178,25 @@ fn mount_proc(root: &[u8]) -> Result<(), SetupError> {
         if !sys::exists(&path_c) {
             continue;
         }
-        sys::mount(Some(&path_c), &path_c, None, libc::MS_BIND | libc::MS_REC, None)
-            .stage(SetupStage::Proc, &path)?;
+        sys::mount(
+            Some(&path_c),
+            &path_c,
+            None,
+            libc::MS_BIND | libc::MS_REC,
+            None,
+        )
+        .stage(SetupStage::Proc, &path)?;
         let attrs = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC;
         sys::mount_setattr_recursive(&path_c, attrs).stage(SetupStage::Proc, &path)?;
     }
     // Files that leak host kernel state are covered by /dev/null.
-    for secret in [&b"kcore"[..], b"keys", b"timer_list", b"kallsyms", b"sched_debug"] {
+    for secret in [
+        &b"kcore"[..],
+        b"keys",
+        b"timer_list",
+        b"kallsyms",
+        b"sched_debug",
+    ] {
         let path = join(&proc_dir, secret);
         let path_c = cstr(&path).stage(SetupStage::Proc, &path)?;
         if !sys::exists(&path_c) {
@@ -198,21 +237,33 @@ fn build_dev(root: &[u8]) -> Result<(), SetupError> {
     let pts = join(&dev, b"pts");
     let pts_c = cstr(&pts).stage(SetupStage::Dev, &pts)?;
     sys::mkdir(&pts_c, 0o755).stage(SetupStage::Dev, &pts)?;
-    // gid 5 is the `tty` group of the generated /etc/group.
+    // gid 5 is the `tty` group of the generated /etc/group; in a user
+    // namespace that maps only root it does not exist.
+    let pts_options = if sys::in_user_namespace() {
+        c"newinstance,ptmxmode=0666,mode=0620"
+    } else {
+        c"newinstance,ptmxmode=0666,mode=0620,gid=5"
+    };
     sys::mount(
         Some(c"devpts"),
         &pts_c,
         Some(c"devpts"),
         libc::MS_NOSUID | libc::MS_NOEXEC,
-        Some(c"newinstance,ptmxmode=0666,mode=0620,gid=5"),
+        Some(pts_options),
     )
     .stage(SetupStage::Dev, &pts)?;
 
     let shm = join(&dev, b"shm");
     let shm_c = cstr(&shm).stage(SetupStage::Dev, &shm)?;
     sys::mkdir(&shm_c, 0o1777).stage(SetupStage::Dev, &shm)?;
-    sys::mount(Some(c"shm"), &shm_c, Some(c"tmpfs"), NOSUID_NODEV, Some(c"mode=1777,size=64m"))
-        .stage(SetupStage::Dev, &shm)?;
+    sys::mount(
+        Some(c"shm"),
+        &shm_c,
+        Some(c"tmpfs"),
+        NOSUID_NODEV,
+        Some(c"mode=1777,size=64m"),
+    )
+    .stage(SetupStage::Dev, &shm)?;
 
     let links: [(&[u8], &[u8]); 5] = [
         (b"ptmx", b"pts/ptmx"),
@@ -231,9 +282,15 @@ fn build_dev(root: &[u8]) -> Result<(), SetupError> {
     // Nothing inside may add device nodes: /dev becomes read-only, and every
     // writable mount is nodev.
     let attrs = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC;
-    sys::mount(None, &dev_c, None, libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NOEXEC, Some(c"mode=0755,size=64k"))
-        .or_else(|_| sys::mount_setattr_recursive(&dev_c, attrs))
-        .stage(SetupStage::Dev, &dev)?;
+    sys::mount(
+        None,
+        &dev_c,
+        None,
+        libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NOEXEC,
+        Some(c"mode=0755,size=64k"),
+    )
+    .or_else(|_| sys::mount_setattr_recursive(&dev_c, attrs))
+    .stage(SetupStage::Dev, &dev)?;
     Ok(())
 }
 
@@ -243,8 +300,14 @@ fn mount_tmp(config: &Config, root: &[u8]) -> Result<(), SetupError> {
     sys::mkdir(&tmp_c, 0o1777).stage(SetupStage::Tmp, &tmp)?;
     let options = format!("mode=1777,size={}", config.tmp_size);
     let options = cstr(options.as_bytes()).stage(SetupStage::Tmp, &tmp)?;
-    sys::mount(Some(c"tmpfs"), &tmp_c, Some(c"tmpfs"), NOSUID_NODEV, Some(&options))
-        .stage(SetupStage::Tmp, &tmp)?;
+    sys::mount(
+        Some(c"tmpfs"),
+        &tmp_c,
+        Some(c"tmpfs"),
+        NOSUID_NODEV,
+        Some(&options),
+    )
+    .stage(SetupStage::Tmp, &tmp)?;
     Ok(())
 }
 
@@ -253,7 +316,10 @@ fn write_etc(config: &Config, root: &[u8]) -> Result<(), SetupError> {
     let id = String::from_utf8_lossy(&config.sandbox_id);
     let files = [
         (&b"etc/hostname"[..], format!("{id}\n")),
-        (b"etc/hosts", format!("127.0.0.1\tlocalhost\n::1\tlocalhost\n127.0.1.1\t{id}\n")),
+        (
+            b"etc/hosts",
+            format!("127.0.0.1\tlocalhost\n::1\tlocalhost\n127.0.1.1\t{id}\n"),
+        ),
     ];
     for (name, contents) in files {
         let path = join(root, name);

@@ -49,7 +49,12 @@ pub fn supervise(spawn: Spawn, fds: SpawnFds) -> ! {
         Err(e) => fail(&fds.status, SpawnStage::Fork, &e),
     };
     drop(err_write);
-    let SpawnFds { stdin, stdout, stderr, status } = fds;
+    let SpawnFds {
+        stdin,
+        stdout,
+        stderr,
+        status,
+    } = fds;
     // The command holds its own copies; keeping these would delay the end of
     // file the host waits for.
     drop((stdin, stdout, stderr));
@@ -64,10 +69,15 @@ pub fn supervise(spawn: Spawn, fds: SpawnFds) -> ! {
     drop(err_read);
     match failure {
         Some((stage, errno)) => {
-            let stage = [SpawnStage::Cwd, SpawnStage::User, SpawnStage::Exec, SpawnStage::Stdio]
-                .into_iter()
-                .find(|s| *s as u8 == stage)
-                .unwrap_or(SpawnStage::Exec);
+            let stage = [
+                SpawnStage::Cwd,
+                SpawnStage::User,
+                SpawnStage::Exec,
+                SpawnStage::Stdio,
+            ]
+            .into_iter()
+            .find(|s| *s as u8 == stage)
+            .unwrap_or(SpawnStage::Exec);
             report(&status, StatusRecord::SpawnFailed { stage, errno });
         }
         None => report(&status, StatusRecord::Started { pid: leader as u32 }),
@@ -82,9 +92,13 @@ fn reap_tree(leader: libc::pid_t, status: &OwnedFd, report_exit: bool) -> ! {
         match sys::waitpid(-1, 0) {
             Ok(Some((pid, raw))) if pid == leader && report_exit => {
                 let record = if libc::WIFSIGNALED(raw) {
-                    StatusRecord::Signaled { signal: libc::WTERMSIG(raw) }
+                    StatusRecord::Signaled {
+                        signal: libc::WTERMSIG(raw),
+                    }
                 } else {
-                    StatusRecord::Exited { code: libc::WEXITSTATUS(raw) }
+                    StatusRecord::Exited {
+                        code: libc::WEXITSTATUS(raw),
+                    }
                 };
                 report(status, record);
             }
@@ -174,7 +188,9 @@ fn exec_search(argv: &[CString], env: &[CString]) -> io::Error {
         let mut candidate = dir.to_vec();
         candidate.push(b'/');
         candidate.extend_from_slice(program);
-        let Ok(candidate) = CString::new(candidate) else { continue };
+        let Ok(candidate) = CString::new(candidate) else {
+            continue;
+        };
         let e = sys::execve(&candidate, argv, env);
         // Like execvpe: remember a permission error, keep searching on
         // "not found", and stop on anything else.

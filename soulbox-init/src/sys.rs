@@ -44,7 +44,11 @@ pub fn set_name(name: &CStr) -> io::Result<()> {
 
 /// Closes, or marks close-on-exec, every descriptor from `first` upwards.
 pub fn close_range_from(first: u32, cloexec: bool) -> io::Result<()> {
-    let flags = if cloexec { libc::CLOSE_RANGE_CLOEXEC } else { 0 };
+    let flags = if cloexec {
+        libc::CLOSE_RANGE_CLOEXEC
+    } else {
+        0
+    };
     // SAFETY: close_range takes plain integers; closing descriptors that no
     // Rust object owns is what the caller asks for, and callers own no
     // OwnedFd in that range.
@@ -118,7 +122,10 @@ pub fn recv_with_fds(
     buf: &mut [u8],
     max_fds: usize,
 ) -> io::Result<Option<(usize, Vec<OwnedFd>)>> {
-    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
     // Room for max_fds descriptors, aligned as cmsghdr requires.
     let mut cmsg_buf = vec![0u64; 8 + max_fds];
     // SAFETY: msghdr is a plain C struct for which all-zero is a valid value.
@@ -176,7 +183,12 @@ pub fn recv_with_fds(
 pub fn send(sock: BorrowedFd<'_>, buf: &[u8]) -> io::Result<()> {
     // SAFETY: `buf` is valid for reads of its length.
     let n = unsafe {
-        libc::send(sock.as_raw_fd(), buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL)
+        libc::send(
+            sock.as_raw_fd(),
+            buf.as_ptr().cast(),
+            buf.len(),
+            libc::MSG_NOSIGNAL,
+        )
     };
     if n < 0 {
         return Err(io::Error::last_os_error());
@@ -233,7 +245,13 @@ pub fn mount(
     // SAFETY: every pointer is either null or a valid C string that outlives
     // the call; mount copies what it needs.
     check(unsafe {
-        libc::mount(ptr(source), target.as_ptr(), ptr(fstype), flags, ptr(data).cast())
+        libc::mount(
+            ptr(source),
+            target.as_ptr(),
+            ptr(fstype),
+            flags,
+            ptr(data).cast(),
+        )
     })?;
     Ok(())
 }
@@ -345,7 +363,8 @@ pub fn sethostname(name: &[u8]) -> io::Result<()> {
 /// Sets IFF_UP on the loopback interface of the current network namespace.
 pub fn loopback_up() -> io::Result<()> {
     // SAFETY: socket takes integers and returns a new descriptor or -1.
-    let fd = check(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
+    let fd =
+        check(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
     // SAFETY: socket returned a new descriptor that nothing else owns.
     let sock = unsafe { OwnedFd::from_raw_fd(fd) };
     // SAFETY: ifreq is a plain C struct for which all-zero is valid.
@@ -384,7 +403,11 @@ pub fn fork() -> io::Result<Fork> {
     // SAFETY: this process is single-threaded, so the child may run any code
     // after fork, not only async-signal-safe functions.
     let pid = check(unsafe { libc::fork() })?;
-    Ok(if pid == 0 { Fork::Child } else { Fork::Parent(pid) })
+    Ok(if pid == 0 {
+        Fork::Child
+    } else {
+        Fork::Parent(pid)
+    })
 }
 
 /// Reaps one child. Returns `Ok(None)` when WNOHANG finds none ready.
@@ -456,7 +479,13 @@ pub fn setsid() -> io::Result<()> {
 pub fn switch_user(uid: u32, gid: u32) -> io::Result<()> {
     let groups = [gid];
     // SAFETY: `groups` is a valid array of one gid.
-    check(unsafe { libc::setgroups(1, groups.as_ptr()) })?;
+    if let Err(e) = check(unsafe { libc::setgroups(1, groups.as_ptr()) }) {
+        // A rootless sandbox's user namespace denies setgroups; its only
+        // group is the one mapped gid, so there is nothing to drop.
+        if e.raw_os_error() != Some(libc::EPERM) || !in_user_namespace() {
+            return Err(e);
+        }
+    }
     // SAFETY: setresgid takes integers.
     check(unsafe { libc::setresgid(gid, gid, gid) })?;
     // SAFETY: setresuid takes integers.
@@ -508,4 +537,50 @@ pub fn fd_ref(fd: &OwnedFd) -> BorrowedFd<'_> {
 pub fn borrow_raw(fd: RawFd) -> BorrowedFd<'static> {
     // SAFETY: callers pass only descriptors that stay open until exit.
     unsafe { BorrowedFd::borrow_raw(fd) }
+}
+
+/// Whether the process holds any effective capability, from
+/// /proc/self/status.
+pub fn has_effective_caps() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("CapEff:"))?;
+            u64::from_str_radix(line.split_whitespace().nth(1)?, 16).ok()
+        })
+        .is_some_and(|caps| caps != 0)
+}
+
+/// Blocks until a message is waiting on `sock`, without consuming it.
+pub fn peek(sock: BorrowedFd<'_>) -> io::Result<()> {
+    let mut byte = [0u8; 1];
+    loop {
+        // SAFETY: `byte` is valid for writes of one byte.
+        let n = unsafe {
+            libc::recv(
+                sock.as_raw_fd(),
+                byte.as_mut_ptr().cast(),
+                1,
+                libc::MSG_PEEK,
+            )
+        };
+        match n {
+            0 => return Err(io::Error::from_raw_os_error(libc::EPIPE)),
+            n if n > 0 => return Ok(()),
+            _ => {
+                let err = io::Error::last_os_error();
+                if err.kind() != io::ErrorKind::Interrupted {
+                    return Err(err);
+                }
+            }
+        }
+    }
+}
+
+/// Whether this process runs in a user namespace other than the initial
+/// one, judged by its uid map.
+pub fn in_user_namespace() -> bool {
+    std::fs::read_to_string("/proc/self/uid_map")
+        .map(|map| map.split_whitespace().collect::<Vec<_>>() != ["0", "0", "4294967295"])
+        .unwrap_or(false)
 }

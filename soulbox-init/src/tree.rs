@@ -10,7 +10,9 @@ fn stat(pid: libc::pid_t) -> Option<(libc::pid_t, u8)> {
     // The command name is in parentheses and may itself contain ") ", so
     // the fields start after the last ')'.
     let close = text.iter().rposition(|&b| b == b')')?;
-    let mut fields = text[close + 1..].split(|&b| b == b' ').filter(|f| !f.is_empty());
+    let mut fields = text[close + 1..]
+        .split(|&b| b == b' ')
+        .filter(|f| !f.is_empty());
     let state = *fields.next()?.first()?;
     let ppid = std::str::from_utf8(fields.next()?).ok()?.parse().ok()?;
     Some((ppid, state))
@@ -23,10 +25,15 @@ pub fn parent_of(pid: libc::pid_t) -> Option<libc::pid_t> {
 
 /// Lists every live (non-zombie) process below `ancestor`.
 fn descendants(ancestor: libc::pid_t) -> Vec<libc::pid_t> {
-    let Ok(entries) = fs::read_dir("/proc") else { return Vec::new() };
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
     let mut parents = Vec::new();
     for entry in entries.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<libc::pid_t>().ok())
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<libc::pid_t>().ok())
         else {
             continue;
         };

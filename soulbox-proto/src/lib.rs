@@ -54,7 +54,10 @@ impl fmt::Display for DecodeError {
             Self::Truncated(field) => write!(f, "message truncated at field {field}"),
             Self::BadMagic => write!(f, "message has bad magic bytes"),
             Self::UnsupportedVersion(v) => {
-                write!(f, "protocol version {v} is not supported (expected {VERSION})")
+                write!(
+                    f,
+                    "protocol version {v} is not supported (expected {VERSION})"
+                )
             }
             Self::UnknownKind(k) => write!(f, "unknown message kind {k}"),
             Self::TooLong(field) => write!(f, "field {field} exceeds the protocol limit"),
@@ -296,7 +299,9 @@ impl Encoder {
 
     fn finish(self) -> Result<Vec<u8>, EncodeError> {
         if self.buf.len() > MAX_MESSAGE_LEN {
-            return Err(EncodeError { len: self.buf.len() });
+            return Err(EncodeError {
+                len: self.buf.len(),
+            });
         }
         Ok(self.buf)
     }
@@ -539,7 +544,11 @@ impl Reply {
     pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
         match self {
             Self::Ready => Encoder::new(KIND_READY).finish(),
-            Self::SetupFailed { stage, errno, detail } => {
+            Self::SetupFailed {
+                stage,
+                errno,
+                detail,
+            } => {
                 let mut e = Encoder::new(KIND_SETUP_FAILED);
                 e.u8(*stage as u8);
                 e.i32(*errno);
@@ -564,7 +573,11 @@ impl Reply {
                     .ok_or(DecodeError::InvalidField("stage"))?;
                 let errno = d.i32("errno")?;
                 let detail = d.bytes("detail")?;
-                d.finish(Self::SetupFailed { stage, errno, detail })
+                d.finish(Self::SetupFailed {
+                    stage,
+                    errno,
+                    detail,
+                })
             }
             other => Err(DecodeError::UnknownKind(other)),
         }
@@ -681,7 +694,10 @@ mod tests {
         Config {
             sandbox_id: b"sb-abc".to_vec(),
             lower_dirs: vec![b"/run/soulbox/templates/host".to_vec()],
-            binds: vec![BindMount { source: b"/usr".to_vec(), target: b"/usr".to_vec() }],
+            binds: vec![BindMount {
+                source: b"/usr".to_vec(),
+                target: b"/usr".to_vec(),
+            }],
             scratch_dir: b"/run/soulbox/scratch".to_vec(),
             scratch_size: 1 << 30,
             tmp_size: 1 << 28,
@@ -701,7 +717,12 @@ mod tests {
                 uid: 1000,
                 gid: 1000,
             }),
-            Request::Signal(Signal { command_id: 7, pid: 2, signal: 15, kill_tree: true }),
+            Request::Signal(Signal {
+                command_id: 7,
+                pid: 2,
+                signal: 15,
+                kill_tree: true,
+            }),
             Request::SetTimeout(5),
         ];
         for request in requests {
@@ -714,7 +735,11 @@ mod tests {
     fn replies_round_trip() {
         let replies = [
             Reply::Ready,
-            Reply::SetupFailed { stage: SetupStage::Overlay, errno: 22, detail: b"x".to_vec() },
+            Reply::SetupFailed {
+                stage: SetupStage::Overlay,
+                errno: 22,
+                detail: b"x".to_vec(),
+            },
         ];
         for reply in replies {
             let encoded = reply.encode().unwrap();
@@ -726,7 +751,10 @@ mod tests {
     fn every_truncation_rejected() {
         let encoded = Request::Config(sample_config()).encode().unwrap();
         for len in 0..encoded.len() {
-            assert!(Request::decode(&encoded[..len]).is_err(), "prefix of {len} bytes decoded");
+            assert!(
+                Request::decode(&encoded[..len]).is_err(),
+                "prefix of {len} bytes decoded"
+            );
         }
     }
 
@@ -734,14 +762,20 @@ mod tests {
     fn trailing_bytes_rejected() {
         let mut encoded = Request::SetTimeout(1).encode().unwrap();
         encoded.push(0);
-        assert_eq!(Request::decode(&encoded), Err(DecodeError::TrailingBytes(1)));
+        assert_eq!(
+            Request::decode(&encoded),
+            Err(DecodeError::TrailingBytes(1))
+        );
     }
 
     #[test]
     fn wrong_version_rejected() {
         let mut encoded = Request::SetTimeout(1).encode().unwrap();
         encoded[2] = VERSION + 1;
-        assert_eq!(Request::decode(&encoded), Err(DecodeError::UnsupportedVersion(VERSION + 1)));
+        assert_eq!(
+            Request::decode(&encoded),
+            Err(DecodeError::UnsupportedVersion(VERSION + 1))
+        );
     }
 
     #[test]
@@ -764,7 +798,10 @@ mod tests {
             gid: 0,
         };
         let encoded = Request::Spawn(spawn).encode().unwrap();
-        assert_eq!(Request::decode(&encoded), Err(DecodeError::InvalidField("argv")));
+        assert_eq!(
+            Request::decode(&encoded),
+            Err(DecodeError::InvalidField("argv"))
+        );
     }
 
     #[test]
@@ -784,7 +821,10 @@ mod tests {
     fn status_records_round_trip() {
         let records = [
             StatusRecord::Started { pid: 42 },
-            StatusRecord::SpawnFailed { stage: SpawnStage::Cwd, errno: 2 },
+            StatusRecord::SpawnFailed {
+                stage: SpawnStage::Cwd,
+                errno: 2,
+            },
             StatusRecord::Exited { code: 3 },
             StatusRecord::Signaled { signal: 9 },
         ];

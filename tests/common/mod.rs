@@ -25,20 +25,28 @@ pub fn require_root(test: &str) -> bool {
         return true;
     }
     let reason = format!("{test}: skipped, creating sandboxes needs root (euid {euid})");
-    assert!(std::env::var_os("CI").is_none(), "{reason}; CI must run every test as root");
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{reason}; CI must run every test as root"
+    );
     eprintln!("{reason}");
     false
 }
 
 /// Creates a sandbox with default options.
 pub async fn sandbox() -> Sandbox {
-    Sandbox::create(SandboxOptions::default()).await.expect("create a sandbox")
+    Sandbox::create(SandboxOptions::default())
+        .await
+        .expect("create a sandbox")
 }
 
 /// Runs a shell command line and returns its output, panicking if it could
 /// not start.
 pub async fn sh(sandbox: &Sandbox, command_line: &str) -> Output {
-    sandbox.run(command_line).await.unwrap_or_else(|e| panic!("run {command_line:?}: {e}"))
+    sandbox
+        .run(command_line)
+        .await
+        .unwrap_or_else(|e| panic!("run {command_line:?}: {e}"))
 }
 
 /// The command's stdout as text.
@@ -69,7 +77,9 @@ pub fn host_mounts_mentioning(needle: &str) -> Vec<String> {
 pub fn host_process_alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => {
-            let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.trim().chars().next());
+            let state = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.trim().chars().next());
             state != Some('Z')
         }
         Err(_) => false,
