@@ -13,9 +13,9 @@ use soulbox_tests::*;
 /// `soulbox-init` child of this process) hold this lock exclusively. Every
 /// other test of this file holds it shared while it has sandboxes.
 ///
-/// NOTE: this serializes tests of this binary only. Cgroup directories of
-/// other host processes' sandboxes are told apart by their processes, so one
-/// caught before its PID 1 joins it still counts.
+/// NOTE: this serializes the tests of this binary only. A cgroup directory
+/// of another host process's sandbox is recognized by its processes, so one
+/// seen before its PID 1 joins it is still counted as new.
 static HOST_STATE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
 /// Reads the host pids of every process in the sandbox from its cgroups.
@@ -78,8 +78,8 @@ fn sandbox_cgroup_dirs() -> HashSet<PathBuf> {
     dirs
 }
 
-/// Whether cgroup `dir` contains processes but none that is a child of this
-/// test process, which makes it a sandbox of another host process.
+/// Returns true when cgroup `dir` contains processes but none that is a
+/// child of this test process, which makes it another host process's sandbox.
 fn belongs_to_other_process(dir: &Path) -> bool {
     let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
     let pids: Vec<i32> = procs

@@ -104,7 +104,7 @@ impl Files {
                 }
                 Err(e) => return Err(file_error(&path, "open a directory in the sandbox")(e)),
             }
-            make_parents(&sandbox, &full)?;
+            make_parents(&sandbox, &full, &path)?;
             Ok(true)
         })
         .await
@@ -161,16 +161,42 @@ fn file_error<'a>(path: &'a str, step: &'static str) -> impl FnOnce(io::Error) -
     }
 }
 
-fn open_in(root: BorrowedFd<'_>, path: &str, flags: i32, mode: u32) -> Result<OwnedFd> {
-    sys::openat2_in_root(root, &c_path(path)?, flags, mode)
+/// Opens `full` (an absolute sandbox path) for the caller's `path`.
+fn open_in(root: BorrowedFd<'_>, full: &str, path: &str, flags: i32, mode: u32) -> Result<OwnedFd> {
+    sys::openat2_in_root(root, &c_path(full)?, flags, mode)
         .map_err(file_error(path, "open a file in the sandbox"))
+}
+
+/// Opens an existing regular file. The open is non-blocking and the type is
+/// checked before any data moves, so a FIFO or device that sandboxed code
+/// planted (say a symlink to /dev/zero) cannot block or flood the host.
+fn open_regular(root: BorrowedFd<'_>, full: &str, path: &str, flags: i32) -> Result<std::fs::File> {
+    let not_regular =
+        || Error::InvalidArgument(format!("{path:?} is not a regular file in the sandbox"));
+    let fd = match sys::openat2_in_root(root, &c_path(full)?, flags | libc::O_NONBLOCK, 0) {
+        Ok(fd) => fd,
+        // A FIFO with no reader refuses a non-blocking open for writing.
+        Err(e) if e.raw_os_error() == Some(libc::ENXIO) => return Err(not_regular()),
+        Err(e) => return Err(file_error(path, "open a file in the sandbox")(e)),
+    };
+    let file = std::fs::File::from(fd);
+    let meta = file
+        .metadata()
+        .map_err(file_error(path, "stat a file in the sandbox"))?;
+    if meta.is_dir() {
+        return Err(Error::InvalidArgument(format!("{path:?} is a directory")));
+    }
+    if !meta.is_file() {
+        return Err(not_regular());
+    }
+    sys::clear_nonblocking(file.as_fd()).map_err(file_error(path, "open a file in the sandbox"))?;
+    Ok(file)
 }
 
 fn read_file(sandbox: &Inner, path: &str) -> Result<Vec<u8>> {
     ensure_running(sandbox)?;
     let full = sandbox_path(path)?;
-    let fd = open_in(sandbox.root.as_fd(), &full, libc::O_RDONLY, 0)?;
-    let mut file = std::fs::File::from(fd);
+    let mut file = open_regular(sandbox.root.as_fd(), &full, path, libc::O_RDONLY)?;
     let mut data = Vec::new();
     file.read_to_end(&mut data)
         .map_err(file_error(path, "read a file in the sandbox"))?;
@@ -186,10 +212,10 @@ fn write_file(sandbox: &Inner, path: &str, data: &[u8], mode: u32) -> Result<()>
             "{path:?} does not name a file"
         )));
     }
-    make_parents(sandbox, parent)?;
+    make_parents(sandbox, parent, path)?;
     let root = sandbox.root.as_fd();
     let create = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL;
-    let fd = match sys::openat2_in_root(root, &c_path(&full)?, create, mode) {
+    let mut file = match sys::openat2_in_root(root, &c_path(&full)?, create, mode) {
         Ok(fd) => {
             // A new file belongs to the sandbox user, as if a command made
             // it, and gets `mode` regardless of this process's umask.
@@ -199,14 +225,17 @@ fn write_file(sandbox: &Inner, path: &str, data: &[u8], mode: u32) -> Result<()>
             use std::os::unix::fs::PermissionsExt;
             file.set_permissions(std::fs::Permissions::from_mode(mode))
                 .map_err(file_error(path, "set the mode of a new file"))?;
-            OwnedFd::from(file)
+            file
         }
         Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
-            open_in(root, &full, libc::O_WRONLY | libc::O_TRUNC, 0)?
+            // Truncate only once the file is known to be a regular file.
+            let file = open_regular(root, &full, path, libc::O_WRONLY)?;
+            file.set_len(0)
+                .map_err(file_error(path, "truncate a file in the sandbox"))?;
+            file
         }
         Err(e) => return Err(file_error(path, "create a file in the sandbox")(e)),
     };
-    let mut file = std::fs::File::from(fd);
     file.write_all(data)
         .map_err(file_error(path, "write a file in the sandbox"))?;
     Ok(())
@@ -214,7 +243,7 @@ fn write_file(sandbox: &Inner, path: &str, data: &[u8], mode: u32) -> Result<()>
 
 /// Creates each missing directory of `dir` (an absolute sandbox path), owned
 /// by the sandbox user.
-fn make_parents(sandbox: &Inner, dir: &str) -> Result<()> {
+fn make_parents(sandbox: &Inner, dir: &str, path: &str) -> Result<()> {
     let root = sandbox.root.as_fd();
     let mut prefix = String::new();
     for component in dir.split('/').filter(|c| !c.is_empty()) {
@@ -229,18 +258,18 @@ fn make_parents(sandbox: &Inner, dir: &str) -> Result<()> {
         match sys::openat2_in_root(root, &c_path(&prefix)?, dir_flags, 0) {
             Ok(_) => continue,
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
-            Err(e) => return Err(file_error(&prefix, "open a directory in the sandbox")(e)),
+            Err(e) => return Err(file_error(path, "open a directory in the sandbox")(e)),
         }
-        let parent_fd = open_in(root, &parent, dir_flags, 0)?;
+        let parent_fd = open_in(root, &parent, path, dir_flags, 0)?;
         match sys::mkdirat(parent_fd.as_fd(), &c_path(component)?, 0o755) {
             Ok(()) => {
-                let made = open_in(root, &prefix, dir_flags, 0)?;
+                let made = open_in(root, &prefix, path, dir_flags, 0)?;
                 set_owner(sandbox, made.as_fd())
-                    .map_err(file_error(&prefix, "set the owner of a new directory"))?;
+                    .map_err(file_error(path, "set the owner of a new directory"))?;
             }
             // A concurrent writer made it first.
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
-            Err(e) => return Err(file_error(&prefix, "create a directory in the sandbox")(e)),
+            Err(e) => return Err(file_error(path, "create a directory in the sandbox")(e)),
         }
     }
     Ok(())

@@ -364,3 +364,12 @@ pub fn async_fd(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
     // OwnedFd::as_raw_fd always returns the same number.
     unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(|e| e.into())
 }
+
+/// Clears O_NONBLOCK on `fd`.
+pub fn clear_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: F_GETFL and F_SETFL take and return integer flags.
+    let flags = check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) })?;
+    // SAFETY: as above.
+    check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK) })?;
+    Ok(())
+}

@@ -28,6 +28,10 @@ const EXIT_FAILURE: i32 = 1;
 
 fn main() {
     let _ = sys::set_name(c"soulbox-init");
+    // The signal mask and ignored signals are inherited from the host
+    // thread that started PID 1; start from the defaults.
+    sys::reset_signals();
+    sys::ignore_signal(libc::SIGPIPE);
     // Any descriptor leaked from the host, other than the control socket,
     // is closed before anything else happens.
     let _ = sys::close_range_from(CONTROL_FD as u32 + 1, false);

@@ -30,6 +30,9 @@ fn report(status: &OwnedFd, record: StatusRecord) {
 /// Runs in the forked supervisor; never returns.
 pub fn supervise(spawn: Spawn, fds: SpawnFds) -> ! {
     sys::reset_signals();
+    // A host that stopped reading the status pipe must not kill the
+    // supervisor, or the command's orphans would lose their subreaper.
+    sys::ignore_signal(libc::SIGPIPE);
     // If PID 1 dies the whole PID namespace goes with it, so this is only a
     // belt to that: no supervisor outlives PID 1.
     let _ = sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
@@ -125,6 +128,9 @@ fn exec_leader(spawn: &Spawn, fds: &SpawnFds, err_pipe: &OwnedFd) -> ! {
         sys::exit(127)
     };
 
+    // Ignored signals stay ignored across exec; the command starts with
+    // every signal at its default, SIGPIPE included.
+    sys::reset_signals();
     // A new session detaches the command from any terminal and makes it the
     // leader of its own process group.
     if let Err(e) = sys::setsid() {

@@ -93,6 +93,12 @@ pub fn reset_signals() {
     unsafe { libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) };
 }
 
+/// Ignores `signal`.
+pub fn ignore_signal(signal: libc::c_int) {
+    // SAFETY: SIG_IGN is a valid disposition for every catchable signal.
+    unsafe { libc::signal(signal, libc::SIG_IGN) };
+}
+
 /// Opens a signalfd that reports `signals`, which must already be blocked.
 pub fn signalfd(signals: &[libc::c_int]) -> io::Result<OwnedFd> {
     let set = sigset(signals);
