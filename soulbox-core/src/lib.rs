@@ -26,6 +26,8 @@
 //! Creating a sandbox needs root, or unprivileged user namespaces for the
 //! rootless mode. Dropping the last [`Sandbox`] handle kills the sandbox.
 
+#![deny(unsafe_code)]
+
 mod cgroup;
 mod command;
 mod error;
@@ -34,6 +36,7 @@ mod id;
 mod init_binary;
 mod paths;
 mod sandbox;
+#[expect(unsafe_code, reason = "the one module that makes raw system calls")]
 mod sys;
 mod template;
 

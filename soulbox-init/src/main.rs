@@ -8,8 +8,11 @@
 //! passes or the host closes the socket. When PID 1 exits, the kernel kills
 //! every other process of the PID namespace.
 
+#![deny(unsafe_code)]
+
 mod setup;
 mod supervise;
+#[expect(unsafe_code, reason = "the one module that makes raw system calls")]
 mod sys;
 mod tree;
 

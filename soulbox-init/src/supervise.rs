@@ -29,10 +29,12 @@ fn report(status: &OwnedFd, record: StatusRecord) {
 
 /// Runs in the forked supervisor; never returns.
 pub fn supervise(spawn: Spawn, fds: SpawnFds) -> ! {
-    sys::reset_signals();
-    // A host that stopped reading the status pipe must not kill the
-    // supervisor, or the command's orphans would lose their subreaper.
-    sys::ignore_signal(libc::SIGPIPE);
+    // PID 1 installs no handler and blocks only SIGCHLD (for its signalfd),
+    // so unblocking is all the reset a fork of it needs. SIGPIPE stays
+    // ignored as in PID 1: a host that stopped reading the status pipe must
+    // not kill the supervisor, or the command's orphans would lose their
+    // subreaper.
+    sys::unblock_all_signals();
     // If PID 1 dies the whole PID namespace goes with it, so this is only a
     // belt to that: no supervisor outlives PID 1.
     let _ = sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
@@ -128,9 +130,9 @@ fn exec_leader(spawn: &Spawn, fds: &SpawnFds, err_pipe: &OwnedFd) -> ! {
         sys::exit(127)
     };
 
-    // Ignored signals stay ignored across exec; the command starts with
-    // every signal at its default, SIGPIPE included.
-    sys::reset_signals();
+    // Ignored signals stay ignored across exec; SIGPIPE is the only one the
+    // supervisor ignores, and the command starts with it at its default.
+    sys::default_signal(libc::SIGPIPE);
     // A new session detaches the command from any terminal and makes it the
     // leader of its own process group.
     if let Err(e) = sys::setsid() {

@@ -88,9 +88,20 @@ pub fn reset_signals() {
         // the numbers glibc reserves for itself only fail with EINVAL.
         unsafe { libc::signal(signal, libc::SIG_DFL) };
     }
+    unblock_all_signals();
+}
+
+/// Unblocks every signal.
+pub fn unblock_all_signals() {
     let empty = sigset(&[]);
     // SAFETY: `empty` is an initialised sigset_t.
     unsafe { libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) };
+}
+
+/// Restores the default action of `signal`.
+pub fn default_signal(signal: libc::c_int) {
+    // SAFETY: SIG_DFL is a valid disposition for every catchable signal.
+    unsafe { libc::signal(signal, libc::SIG_DFL) };
 }
 
 /// Ignores `signal`.
