@@ -539,3 +539,52 @@ async fn mounts_do_not_propagate() {
         "the host tmpfs {source}, mounted after creation, appears in the sandbox:\n{inside}"
     );
 }
+
+/// Lists `pid state ppid` of every process in the sandbox, from its /proc.
+const PROCESS_TABLE: &str = r#"for s in /proc/[0-9]*/stat; do cut -d')' -f2 "$s" | awk -v p="${s#/proc/}" '{print p, $1, $2}'; done"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orphans_reaped_by_pid1() {
+    if !require_root("orphans_reaped_by_pid1") {
+        return;
+    }
+    let sandbox = sandbox().await;
+    // As root, kill the supervisor ($PPID of the shell) so the background
+    // sleep is orphaned past it and reparented to PID 1, which must reap it.
+    // The command's own result is lost with its supervisor.
+    let orphaning = "sleep 0.3 & echo $! > /tmp/orphan; kill -9 $PPID";
+    let result = sandbox.shell(orphaning).user("root").output().await;
+    assert!(
+        matches!(result, Err(soulbox_core::Error::Protocol(_))),
+        "a command whose supervisor was killed should fail with a protocol error: {result:?}"
+    );
+    let orphan = sandbox
+        .files()
+        .read("/tmp/orphan")
+        .await
+        .expect("read the orphan's pid");
+    let orphan = String::from_utf8_lossy(&orphan).trim().to_string();
+    assert!(
+        !orphan.is_empty(),
+        "the shell should record the orphan's pid"
+    );
+
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    let table = stdout(&sh(&sandbox, PROCESS_TABLE).await);
+    let zombies: Vec<&str> = table
+        .lines()
+        .filter(|l| l.split(' ').nth(1) == Some("Z"))
+        .collect();
+    assert!(
+        zombies.is_empty(),
+        "zombies left in the sandbox: {zombies:?}\n{table}"
+    );
+    let orphan_left = table
+        .lines()
+        .any(|l| l.split(' ').next() == Some(orphan.as_str()));
+    assert!(
+        !orphan_left,
+        "orphan {orphan} should have exited and been reaped:\n{table}"
+    );
+    sandbox.kill().await.expect("kill the sandbox");
+}

@@ -397,6 +397,13 @@ impl Child {
                     "expected an exit report, got {other:?}"
                 )))
             }
+            None if self.sandbox.is_running() => {
+                return Err(Error::Protocol(format!(
+                    "the supervisor of command {} ended without reporting its exit; a process \
+                     in the sandbox running as root may have killed it",
+                    self.pid
+                )))
+            }
             None => return Err(self.sandbox.not_running()),
         };
         self.exit = Some(exit);
