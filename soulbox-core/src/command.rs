@@ -22,7 +22,7 @@ pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default `PATH` inside the sandbox.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// How a command's leader ended.
+/// Exit status of a command's leader.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExitStatus {
     /// It exited with this code.
@@ -32,12 +32,12 @@ pub enum ExitStatus {
 }
 
 impl ExitStatus {
-    /// Whether it exited with code 0.
+    /// Returns whether the leader exited with code 0.
     pub fn success(self) -> bool {
         self == Self::Code(0)
     }
 
-    /// The exit code, if it exited rather than being killed.
+    /// Returns the exit code, unless a signal ended the leader.
     pub fn code(self) -> Option<i32> {
         match self {
             Self::Code(code) => Some(code),
@@ -45,7 +45,7 @@ impl ExitStatus {
         }
     }
 
-    /// The signal that ended it, if any.
+    /// Returns the signal that ended the leader, if one did.
     pub fn signal(self) -> Option<i32> {
         match self {
             Self::Code(_) => None,
@@ -66,7 +66,7 @@ impl fmt::Display for ExitStatus {
 /// The result of a command run to completion.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Output {
-    /// How the leader ended. After a timeout it is `Signal(9)`.
+    /// Exit status of the leader; `Signal(9)` after a timeout.
     pub status: ExitStatus,
     /// Everything the command wrote to stdout.
     pub stdout: Vec<u8>,
@@ -78,8 +78,8 @@ pub struct Output {
 
 /// A command to run in a sandbox, configured like [`std::process::Command`].
 ///
-/// The command runs as `user` (uid 1000) in `/home/user` unless told
-/// otherwise. Its environment is a default one (`PATH`, `HOME`, `USER`,
+/// The command runs as `user` (uid 1000) in `/home/user` unless
+/// configured otherwise. Its environment is a default one (`PATH`, `HOME`, `USER`,
 /// `LOGNAME`, `SHELL`, `LANG`), then the sandbox's envs, then the
 /// command's own. Its stdin is /dev/null.
 #[derive(Debug)]
@@ -375,7 +375,7 @@ pub struct Child {
 }
 
 impl Child {
-    /// The leader's pid inside the sandbox's PID namespace.
+    /// Returns the leader's pid inside the sandbox's PID namespace.
     pub fn pid(&self) -> u32 {
         self.pid
     }

@@ -49,13 +49,13 @@ pub use sandbox::{Sandbox, SandboxOptions, DEFAULT_DISK_SIZE, DEFAULT_TIMEOUT, D
 pub mod diagnostics {
     use std::path::PathBuf;
 
-    /// SoulBox's parent cgroup in every hierarchy it uses. Each holds one
-    /// directory per live sandbox.
+    /// Returns SoulBox's parent cgroup in every hierarchy it uses. Each
+    /// contains one directory per live sandbox.
     pub fn cgroup_parents() -> Vec<PathBuf> {
         crate::cgroup::parent_dirs()
     }
 
-    /// Whether `name` has the shape of a sandbox id.
+    /// Returns whether `name` has the shape of a sandbox id.
     pub fn is_sandbox_id(name: &str) -> bool {
         crate::id::is_sandbox_id(name)
     }

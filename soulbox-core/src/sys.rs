@@ -149,7 +149,7 @@ pub fn clone_exec(
 
 /// Sends `signal` to the process behind `pidfd`.
 pub fn pidfd_send_signal(pidfd: BorrowedFd<'_>, signal: libc::c_int) -> io::Result<()> {
-    // SAFETY: the null siginfo asks the kernel to fill it as kill(2) would.
+    // SAFETY: with a null siginfo the kernel fills it as kill(2) would.
     check_long(unsafe {
         libc::syscall(
             libc::SYS_pidfd_send_signal,
@@ -162,7 +162,7 @@ pub fn pidfd_send_signal(pidfd: BorrowedFd<'_>, signal: libc::c_int) -> io::Resu
     Ok(())
 }
 
-/// How a reaped process ended.
+/// Exit status of a reaped process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reaped {
     /// It called exit with this code.
@@ -297,7 +297,7 @@ pub fn openat2_in_root(
         match check_long(ret) {
             Ok(fd) => return Ok(owned(fd as libc::c_int)),
             // openat2 returns EAGAIN when a concurrent rename could have
-            // made the lookup unsafe; retrying is what the man page asks.
+            // made the lookup unsafe, and openat2(2) says to retry.
             Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => continue,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),

@@ -403,7 +403,7 @@ pub fn drop_bounding_cap(cap: u32) -> io::Result<()> {
     prctl(libc::PR_CAPBSET_DROP, libc::c_ulong::from(cap))
 }
 
-/// Returns the highest capability number the running kernel knows.
+/// Returns the highest capability number the running kernel supports.
 pub fn last_cap() -> u32 {
     std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
         .ok()
@@ -556,7 +556,7 @@ pub fn borrow_raw(fd: RawFd) -> BorrowedFd<'static> {
     unsafe { BorrowedFd::borrow_raw(fd) }
 }
 
-/// Whether the process holds any effective capability, from
+/// Returns whether the process has any effective capability, read from
 /// /proc/self/status.
 pub fn has_effective_caps() -> bool {
     std::fs::read_to_string("/proc/self/status")
@@ -594,8 +594,8 @@ pub fn peek(sock: BorrowedFd<'_>) -> io::Result<()> {
     }
 }
 
-/// Whether this process runs in a user namespace other than the initial
-/// one, judged by its uid map.
+/// Returns whether this process runs in a user namespace other than the
+/// initial one, judged by its uid map.
 pub fn in_user_namespace() -> bool {
     std::fs::read_to_string("/proc/self/uid_map")
         .map(|map| map.split_whitespace().collect::<Vec<_>>() != ["0", "0", "4294967295"])

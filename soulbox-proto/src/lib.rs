@@ -44,7 +44,7 @@ pub enum DecodeError {
     TooLong(&'static str),
     /// Bytes remain after the last field.
     TrailingBytes(usize),
-    /// A field holds a value outside its range.
+    /// A field contains a value outside its range.
     InvalidField(&'static str),
 }
 
@@ -78,15 +78,6 @@ pub struct BindMount {
     pub target: Vec<u8>,
 }
 
-/// A symlink to create in the writable layer before the sandbox starts.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Symlink {
-    /// Absolute path of the link inside the sandbox.
-    pub path: Vec<u8>,
-    /// The link's target, stored as given.
-    pub target: Vec<u8>,
-}
-
 /// First message from the host: everything PID 1 needs to build the sandbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -99,7 +90,7 @@ pub struct Config {
     /// Empty host directory that PID 1 mounts its scratch tmpfs on, inside
     /// its own mount namespace; the host never sees that mount.
     pub scratch_dir: Vec<u8>,
-    /// Size of the tmpfs that holds the writable layer, in bytes.
+    /// Size of the tmpfs that contains the writable layer, in bytes.
     pub scratch_size: u64,
     /// Size of the sandbox's /tmp, in bytes.
     pub tmp_size: u64,
