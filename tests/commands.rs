@@ -3,9 +3,8 @@
 
 use std::time::Duration;
 
-use soulbox_core::{Child, Error, ExitStatus, Sandbox, SandboxOptions};
+use soulbox_core::{CommandEvent, CommandHandle, Error, ExitStatus, Sandbox, SandboxOptions};
 use soulbox_tests::*;
-use tokio::io::AsyncReadExt;
 
 /// Upper bound for any single step of a test, so that a SoulBox bug shows
 /// up as a failed assert instead of a hung test run.
@@ -71,23 +70,23 @@ async fn started_processes(sandbox: &Sandbox, name: &str, count: usize) -> Vec<S
     }
 }
 
-/// Reads the child's stdout until it contains `marker`, and returns what
-/// was read.
-async fn read_until(child: &mut Child, marker: &str) -> String {
-    let pipe = child.stdout.as_mut().expect("stdout is piped");
+/// Reads the command's stdout events until they contain `marker`, and
+/// returns what was read.
+async fn read_until(handle: &mut CommandHandle, marker: &str) -> String {
     let mut seen = Vec::new();
-    let mut buf = [0u8; 4096];
     let read = async {
         while !String::from_utf8_lossy(&seen).contains(marker) {
-            let n = pipe
-                .read(&mut buf)
+            match handle
+                .next_event()
                 .await
-                .expect("read the command's stdout");
-            assert!(
-                n > 0,
-                "stdout closed before {marker:?} was printed; got {seen:?}"
-            );
-            seen.extend_from_slice(&buf[..n]);
+                .expect("read the command's events")
+            {
+                Some(CommandEvent::Stdout(bytes)) => seen.extend_from_slice(&bytes),
+                Some(CommandEvent::Stderr(_)) => {}
+                other => {
+                    panic!("command ended before {marker:?} was printed: {other:?}; got {seen:?}")
+                }
+            }
         }
     };
     within_limit(&format!("waiting for {marker:?} on stdout"), read).await;
@@ -403,9 +402,9 @@ async fn child_kill_ends_tree() {
     let mut child = sbx
         .shell(line)
         .timeout(None)
-        .spawn()
+        .start()
         .await
-        .expect("spawn the sleeps");
+        .expect("start the sleeps");
     read_until(&mut child, "ready").await;
     let before = started_processes(&sbx, "sleep", 3).await;
     assert_eq!(
@@ -417,16 +416,17 @@ async fn child_kill_ends_tree() {
     child.kill().await.expect("kill the command's tree");
     let status = within_limit("wait after kill", child.wait())
         .await
-        .expect("wait");
+        .expect("wait")
+        .status;
     assert_eq!(
         status,
         ExitStatus::Signal(9),
-        "the shell's status after Child::kill"
+        "the shell's status after CommandHandle::kill"
     );
     let left = leftover_processes(&sbx, "sleep").await;
     assert!(
         left.is_empty(),
-        "sleep processes survived Child::kill: {left:?}"
+        "sleep processes survived CommandHandle::kill: {left:?}"
     );
 }
 
@@ -442,12 +442,13 @@ async fn child_kill_after_leader_exit() {
     let mut child = sbx
         .shell(line)
         .timeout(None)
-        .spawn()
+        .start()
         .await
-        .expect("spawn the sleeps");
+        .expect("start the sleeps");
     let status = within_limit("wait for the shell", child.wait())
         .await
-        .expect("wait");
+        .expect("wait")
+        .status;
     assert_eq!(
         status,
         ExitStatus::Code(0),
@@ -464,7 +465,7 @@ async fn child_kill_after_leader_exit() {
     let left = leftover_processes(&sbx, "sleep").await;
     assert!(
         left.is_empty(),
-        "sleeps left behind by the shell survived Child::kill: {left:?}"
+        "sleeps left behind by the shell survived CommandHandle::kill: {left:?}"
     );
 }
 
@@ -478,21 +479,17 @@ async fn signal_reaches_trap() {
     let mut child = sbx
         .shell(line)
         .timeout(None)
-        .spawn()
+        .start()
         .await
-        .expect("spawn the trap");
+        .expect("start the trap");
     let mut printed = read_until(&mut child, "ready").await;
 
     child.signal(15).await.expect("send SIGTERM");
-    let mut pipe = child.stdout.take().expect("stdout is piped");
-    let mut rest = Vec::new();
-    within_limit("reading stdout after SIGTERM", pipe.read_to_end(&mut rest))
-        .await
-        .expect("read stdout");
-    printed.push_str(&String::from_utf8_lossy(&rest));
-    let status = within_limit("wait after SIGTERM", child.wait())
+    let output = within_limit("wait after SIGTERM", child.wait())
         .await
         .expect("wait");
+    printed.push_str(&String::from_utf8_lossy(&output.stdout));
+    let status = output.status;
 
     assert_eq!(status, ExitStatus::Code(5), "the TERM trap exits with 5");
     assert!(

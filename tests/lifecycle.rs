@@ -96,10 +96,10 @@ fn belongs_to_other_process(dir: &Path) -> bool {
 async fn start_background_sleeps(sandbox: &Sandbox) -> Vec<i32> {
     let mut child = sandbox
         .shell("(sleep 1000 &); sleep 1000 &")
-        .spawn()
+        .start()
         .await
-        .expect("spawn the background sleeps");
-    let status = child.wait().await.expect("wait for the shell");
+        .expect("start the background sleeps");
+    let status = child.wait().await.expect("wait for the shell").status;
     assert!(
         status.success(),
         "the shell starting the sleeps ended with {status}"

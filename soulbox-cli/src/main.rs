@@ -1,7 +1,11 @@
 //! The `soulbox` command.
 
+#![deny(unsafe_code)]
+
 mod copy;
 mod run;
+#[expect(unsafe_code, reason = "the one module that makes raw system calls")]
+mod term;
 
 use std::process::ExitCode;
 
@@ -56,6 +60,9 @@ fn main() -> ExitCode {
             Commands::Run(args) => run::run(args).await,
         }
     });
+    // A read of this process's stdin may still be blocked in a runtime
+    // thread; it must not hold up the exit.
+    runtime.shutdown_background();
     match result {
         Ok(code) => ExitCode::from(code),
         Err(message) => {

@@ -1,13 +1,15 @@
 //! `soulbox run`: create a sandbox, copy files in, run one command with its
 //! output streamed, destroy the sandbox.
 
+use std::os::fd::AsFd;
 use std::time::Duration;
 
 use clap::Args;
-use soulbox_core::{ExitStatus, Sandbox, SandboxOptions};
-use tokio::io::AsyncWriteExt;
+use soulbox_core::{CommandEvent, CommandHandle, Commands, ExitStatus, Sandbox, SandboxOptions};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::copy::{copy_in, CopySpec};
+use crate::term;
 
 /// Exit code when the timeout ended the command, as in `timeout(1)`.
 const EXIT_TIMED_OUT: u8 = 124;
@@ -16,7 +18,9 @@ const EXIT_TIMED_OUT: u8 = 124;
 ///
 /// COMMAND runs directly, with no shell; use `-- sh -c '...'` for shell
 /// syntax. Its stdout and stderr stream to this terminal as they are
-/// written; its stdin is empty.
+/// written. When stdin is not a terminal it is forwarded to the command
+/// (`echo hi | soulbox run -- cat`); otherwise the command's stdin is empty,
+/// unless --tty gives it an interactive terminal.
 ///
 /// Exit status: the command's own exit code; 124 when --timeout ended it;
 /// 128+N when signal N killed it; 125 when SoulBox itself failed.
@@ -50,6 +54,12 @@ pub struct RunArgs {
     #[arg(long = "copy", value_name = "HOST_PATH:SANDBOX_PATH", value_parser = CopySpec::parse)]
     copies: Vec<CopySpec>,
 
+    /// Run the command on an interactive pseudo-terminal the sandbox owns,
+    /// sized like this one; needs a terminal on stdin. stderr is merged
+    /// into stdout, as on any terminal.
+    #[arg(long, short = 't')]
+    tty: bool,
+
     /// The program to run and its arguments.
     #[arg(last = true, required = true, value_name = "COMMAND")]
     command: Vec<String>,
@@ -73,6 +83,10 @@ pub async fn run(args: RunArgs) -> Result<u8, String> {
     for spec in &args.copies {
         spec.check_source()?;
     }
+    let stdin_is_terminal = term::stdin_is_terminal();
+    if args.tty && !stdin_is_terminal {
+        return Err("--tty needs a terminal on stdin; drop --tty to forward piped input".into());
+    }
     let command_timeout = (args.timeout > 0).then(|| Duration::from_secs(args.timeout));
     // The sandbox outlives the command's own timeout by a margin, so the
     // command's timeout is what the caller sees, with full output.
@@ -81,7 +95,7 @@ pub async fn run(args: RunArgs) -> Result<u8, String> {
     let sandbox = Sandbox::create(options)
         .await
         .map_err(|e| crate::describe(&e))?;
-    let result = run_in(&sandbox, &args, command_timeout).await;
+    let result = run_in(&sandbox, &args, command_timeout, stdin_is_terminal).await;
     let killed = sandbox.kill().await.map_err(|e| crate::describe(&e));
     let code = result?;
     killed?;
@@ -92,12 +106,13 @@ async fn run_in(
     sandbox: &Sandbox,
     args: &RunArgs,
     timeout: Option<Duration>,
+    stdin_is_terminal: bool,
 ) -> Result<u8, String> {
     for spec in &args.copies {
         copy_in(sandbox, spec).await?;
     }
     let mut command = sandbox.command(&args.command[0]);
-    command.args(&args.command[1..]).timeout(None);
+    command.args(&args.command[1..]).timeout(timeout);
     if let Some(user) = &args.user {
         command.user(user.clone());
     }
@@ -107,50 +122,101 @@ async fn run_in(
     for (key, value) in &args.envs {
         command.env(key, value);
     }
-    let mut child = command.spawn().await.map_err(|e| crate::describe(&e))?;
-    let mut stdout = child.stdout.take().ok_or("command stdout missing")?;
-    let mut stderr = child.stderr.take().ok_or("command stderr missing")?;
-
-    let stream = async {
-        let mut host_out = tokio::io::stdout();
-        let mut host_err = tokio::io::stderr();
-        // A closed host stdout (for example `| head`) must not stop the
-        // command early, so copy errors are ignored.
-        let (_, _, status) = tokio::join!(
-            tokio::io::copy(&mut stdout, &mut host_out),
-            tokio::io::copy(&mut stderr, &mut host_err),
-            child.wait(),
+    let forward_stdin = args.tty || !stdin_is_terminal;
+    let (handle, _raw_mode) = if args.tty {
+        let (rows, cols) = term::window_size(std::io::stdout().as_fd());
+        command.env(
+            "TERM",
+            std::env::var("TERM").unwrap_or_else(|_| "xterm-256color".into()),
         );
-        let _ = host_out.flush().await;
-        status
+        let handle = command
+            .start_pty(rows, cols)
+            .await
+            .map_err(|e| crate::describe(&e))?;
+        let raw = term::RawMode::enable()
+            .map_err(|e| format!("failed to put the terminal in raw mode: {e}"))?;
+        (handle, Some(raw))
+    } else {
+        command.stdin(forward_stdin);
+        (
+            command.start().await.map_err(|e| crate::describe(&e))?,
+            None,
+        )
     };
-    let deadline = async {
-        match timeout {
-            Some(limit) => tokio::time::sleep(limit).await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::pin!(stream);
+    if forward_stdin {
+        tokio::spawn(forward_input(sandbox.commands(), handle.pid(), !args.tty));
+    }
+    if args.tty {
+        tokio::spawn(forward_resizes(sandbox.commands(), handle.pid()));
+    }
     tokio::select! {
-        status = &mut stream => {
-            let status = status.map_err(|e| crate::describe(&e))?;
-            Ok(exit_code(status))
-        }
-        () = deadline => {
-            child_kill(&mut stream).await;
-            eprintln!("soulbox: command timed out after {} s; killed it and every process it started",
-                timeout.map_or(0, |t| t.as_secs()));
-            Ok(EXIT_TIMED_OUT)
-        }
-        _ = tokio::signal::ctrl_c() => {
-            Ok(128 + libc::SIGINT as u8)
+        code = stream_output(handle) => code,
+        _ = tokio::signal::ctrl_c() => Ok(128 + libc::SIGINT as u8),
+    }
+}
+
+/// Copies the command's output to this process's stdout and stderr until
+/// it ends; returns the exit code to report.
+async fn stream_output(mut handle: CommandHandle) -> Result<u8, String> {
+    let mut host_out = tokio::io::stdout();
+    let mut host_err = tokio::io::stderr();
+    loop {
+        // A closed host stdout (for example `| head`) must not stop the
+        // command early, so write errors are ignored.
+        match handle.next_event().await.map_err(|e| crate::describe(&e))? {
+            Some(CommandEvent::Stdout(bytes)) => {
+                let _ = host_out.write_all(&bytes).await;
+                let _ = host_out.flush().await;
+            }
+            Some(CommandEvent::Stderr(bytes)) => {
+                let _ = host_err.write_all(&bytes).await;
+            }
+            Some(CommandEvent::Exit(exit)) if exit.timed_out => {
+                eprintln!("soulbox: command timed out; killed it and every process it started");
+                return Ok(EXIT_TIMED_OUT);
+            }
+            Some(CommandEvent::Exit(exit)) => return Ok(exit_code(exit.status)),
+            None => return Err("command output ended without an exit status".into()),
         }
     }
 }
 
-/// Nothing to do beyond dropping the stream: the caller kills the sandbox,
-/// which ends every process in it.
-async fn child_kill<F>(_stream: &mut F) {}
+/// Forwards this process's stdin to the command; at end of file it closes
+/// the command's stdin, unless the command runs on a PTY.
+async fn forward_input(commands: Commands, pid: u32, close_at_end: bool) {
+    let mut stdin = tokio::io::stdin();
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        match stdin.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if commands.send_stdin(pid, &buf[..n]).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+    if close_at_end {
+        if let Ok(handle) = commands.connect(pid) {
+            let _ = handle.close_stdin().await;
+        }
+    }
+}
+
+/// Passes this terminal's size changes on to the command's PTY.
+async fn forward_resizes(commands: Commands, pid: u32) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut changes) = signal(SignalKind::window_change()) else {
+        return;
+    };
+    while changes.recv().await.is_some() {
+        let (rows, cols) = term::window_size(std::io::stdout().as_fd());
+        let Ok(handle) = commands.connect(pid) else {
+            return;
+        };
+        let _ = handle.resize(rows, cols);
+    }
+}
 
 fn exit_code(status: ExitStatus) -> u8 {
     match status {

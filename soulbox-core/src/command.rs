@@ -8,12 +8,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nix::fcntl::OFlag;
-use soulbox_proto::{Request, Signal, Spawn, SpawnStage, StatusRecord, STATUS_RECORD_LEN};
-use tokio::io::{AsyncRead, AsyncReadExt};
+use soulbox_proto::{Request, Spawn, SpawnStage, StatusRecord};
 use tokio::net::unix::pipe;
 
 use crate::error::{Error, Result};
+use crate::process::{
+    self, CommandExit, CommandHandle, OutputStream, ProcessInfo, Started, StatusPipe, StdinWriter,
+};
 use crate::sandbox::{Inner, Sandbox};
+use crate::sys;
 use crate::template::{USER_HOME, USER_UID};
 
 /// Default timeout of [`Command::output`], as E2B's `commands.run`.
@@ -66,7 +69,8 @@ impl fmt::Display for ExitStatus {
 /// The result of a command run to completion.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Output {
-    /// Exit status of the leader; `Signal(9)` after a timeout.
+    /// Exit status of the command's first process; `Signal(9)` after a
+    /// timeout.
     pub status: ExitStatus,
     /// Everything the command wrote to stdout.
     pub stdout: Vec<u8>,
@@ -74,6 +78,46 @@ pub struct Output {
     pub stderr: Vec<u8>,
     /// Whether the command's timeout ended it.
     pub timed_out: bool,
+    /// Whether the sandbox's out-of-memory killer ended it.
+    pub oom_killed: bool,
+}
+
+impl Output {
+    pub(crate) fn new(exit: CommandExit, stdout: Vec<u8>, stderr: Vec<u8>) -> Self {
+        Self {
+            status: exit.status,
+            stdout,
+            stderr,
+            timed_out: exit.timed_out,
+            oom_killed: exit.oom_killed,
+        }
+    }
+
+    /// Returns the output if the command exited with code 0, and otherwise
+    /// an error that still carries the output, as E2B's `commands.run`
+    /// raises.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::CommandTimedOut`] when the timeout ended the command;
+    /// [`Error::CommandExit`] for any other non-zero exit.
+    pub fn check(self) -> Result<Self> {
+        if self.timed_out {
+            return Err(Error::CommandTimedOut {
+                stdout: self.stdout,
+                stderr: self.stderr,
+            });
+        }
+        if self.status.success() {
+            return Ok(self);
+        }
+        Err(Error::CommandExit {
+            status: self.status,
+            stdout: self.stdout,
+            stderr: self.stderr,
+            oom_killed: self.oom_killed,
+        })
+    }
 }
 
 /// A command to run in a sandbox, configured like [`std::process::Command`].
@@ -90,6 +134,9 @@ pub struct Command {
     cwd: Option<String>,
     user: Option<String>,
     timeout: Option<Duration>,
+    timeout_set: bool,
+    stdin: bool,
+    tag: Option<String>,
 }
 
 impl Sandbox {
@@ -102,6 +149,9 @@ impl Sandbox {
             cwd: None,
             user: None,
             timeout: Some(DEFAULT_COMMAND_TIMEOUT),
+            timeout_set: false,
+            stdin: false,
+            tag: None,
         }
     }
 
@@ -115,6 +165,27 @@ impl Sandbox {
             .expect("shell prefix is not empty");
         let mut command = self.command(program);
         command.args(rest).arg(command_line);
+        command
+    }
+
+    /// Prepares an interactive login shell for a PTY: `/bin/bash -i -l`, or
+    /// `/bin/sh -i` where the template has no bash, with
+    /// `TERM=xterm-256color` and a UTF-8 locale. Start it with
+    /// [`Command::start_pty`].
+    pub fn pty_shell(&self) -> Command {
+        let mut command = if self.inner.shell[0] == "/bin/bash" {
+            let mut command = self.command("/bin/bash");
+            command.args(["-i", "-l"]);
+            command
+        } else {
+            let mut command = self.command("/bin/sh");
+            command.arg("-i");
+            command
+        };
+        command
+            .env("TERM", "xterm-256color")
+            .env("LANG", "C.UTF-8")
+            .timeout(None);
         command
     }
 
@@ -168,40 +239,90 @@ impl Command {
         self
     }
 
-    /// Sets how long [`Command::output`] waits before it kills the
-    /// command's whole process tree; `None` waits forever. Default 60 s.
+    /// Sets how long the command may run before its whole process tree is
+    /// killed; `None` for no limit. [`Command::output`] defaults to 60 s,
+    /// [`Command::start`] to no limit.
     pub fn timeout(&mut self, timeout: Option<Duration>) -> &mut Self {
         self.timeout = timeout;
+        self.timeout_set = true;
         self
     }
 
-    /// Starts the command and returns a handle to it.
+    /// Keeps the command's stdin open for [`CommandHandle::send_stdin`];
+    /// otherwise it reads /dev/null.
+    pub fn stdin(&mut self, open: bool) -> &mut Self {
+        self.stdin = open;
+        self
+    }
+
+    /// Tags the command, so [`crate::Commands::connect`] can find it by name.
+    pub fn tag(&mut self, tag: impl Into<String>) -> &mut Self {
+        self.tag = Some(tag.into());
+        self
+    }
+
+    /// Starts the command in the background and returns a handle that
+    /// streams its output. A command started this way has no timeout unless
+    /// [`Command::timeout`] was called.
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidArgument`] for a bad user, cwd or environment
+    /// [`Error::InvalidArgument`] for a bad user, cwd, environment or tag
     /// (nothing runs); [`Error::Spawn`] when the program cannot be executed;
     /// [`Error::SandboxNotRunning`] when the sandbox has ended.
-    pub async fn spawn(&self) -> Result<Child> {
+    pub async fn start(&self) -> Result<CommandHandle> {
+        let timeout = if self.timeout_set { self.timeout } else { None };
+        self.launch(timeout, None).await
+    }
+
+    /// Starts the command on a new pseudo-terminal of `rows` x `cols`,
+    /// which becomes its controlling terminal, stdin, stdout and stderr.
+    /// The PTY comes from the sandbox's own devpts, so the command never
+    /// holds the caller's terminal. Output arrives as
+    /// [`crate::CommandEvent::Stdout`]; input goes through
+    /// [`CommandHandle::send_stdin`]; [`CommandHandle::resize`] resizes it.
+    ///
+    /// # Errors
+    ///
+    /// As [`Command::start`]; [`Error::InvalidArgument`] for a zero size.
+    pub async fn start_pty(&self, rows: u16, cols: u16) -> Result<CommandHandle> {
+        let timeout = if self.timeout_set { self.timeout } else { None };
+        self.launch(timeout, Some((rows, cols))).await
+    }
+
+    /// Starts the command and waits for it. When the timeout (default 60 s)
+    /// passes, every process the command started is killed and the output
+    /// so far is returned with `timed_out` set.
+    ///
+    /// # Errors
+    ///
+    /// As [`Command::start`]. A non-zero exit is not an error here; see
+    /// [`Output::check`].
+    pub async fn output(&self) -> Result<Output> {
+        self.launch(self.timeout, None).await?.wait().await
+    }
+
+    /// Starts the command with stdio as given (a PTY when `pty` is set) and
+    /// registers it.
+    pub(crate) async fn launch(
+        &self,
+        timeout: Option<Duration>,
+        pty: Option<(u16, u16)>,
+    ) -> Result<CommandHandle> {
         let user = resolve_user(self.user.as_deref(), self.sandbox.rootless)?;
         let cwd = resolve_cwd(self.cwd.as_deref(), user)?;
         let env = self.environment(user)?;
-        let argv: Vec<Vec<u8>> = self.argv.iter().map(|a| a.as_bytes().to_vec()).collect();
-        if argv.iter().any(|a| a.contains(&0)) {
-            return Err(Error::InvalidArgument(format!(
-                "argument list {:?} contains a NUL byte",
-                self.argv
-            )));
+        let argv = self.checked_argv()?;
+        if let Some(tag) = &self.tag {
+            if tag.is_empty() {
+                return Err(Error::InvalidArgument("command tag is empty".into()));
+            }
         }
-        if argv[0].is_empty() {
-            return Err(Error::InvalidArgument("program name is empty".into()));
-        }
-
-        let (stdout_read, stdout_write) = pipe_pair()?;
-        let (stderr_read, stderr_write) = pipe_pair()?;
+        let stdio = match pty {
+            Some((rows, cols)) => Stdio::pty(&self.sandbox, rows, cols)?,
+            None => Stdio::pipes(self.stdin)?,
+        };
         let (status_read, status_write) = pipe_pair()?;
-        let stdin = std::fs::File::open("/dev/null").map_err(Error::os("open /dev/null"))?;
-
         let command_id = self.sandbox.next_command_id();
         let spawn = Spawn {
             command_id,
@@ -210,17 +331,25 @@ impl Command {
             cwd: cwd.clone().into_bytes(),
             uid: user.uid,
             gid: user.uid,
+            pty: pty.is_some(),
         };
         let fds = [
-            stdin.as_fd(),
-            stdout_write.as_fd(),
-            stderr_write.as_fd(),
+            stdio.child_stdin.as_fd(),
+            stdio.child_stdout.as_fd(),
+            stdio.child_stderr.as_fd(),
             status_write.as_fd(),
         ];
         self.sandbox.request(&Request::Spawn(spawn), &fds).await?;
-        // The sandbox holds its own copies now; closing these lets the reads
-        // below see end of file when the command's side closes.
-        drop((stdin, stdout_write, stderr_write, status_write));
+        // The sandbox has its own copies now. Closing these lets the pump
+        // see end of file when the command's side closes.
+        let Stdio {
+            stdout,
+            stderr,
+            stdin,
+            pty: pty_fd,
+            ..
+        } = stdio;
+        drop(status_write);
 
         let mut status = StatusPipe::new(status_read)?;
         let pid = match status.next().await? {
@@ -235,60 +364,51 @@ impl Command {
             }
             None => return Err(self.sandbox.not_running()),
         };
-        Ok(Child {
-            sandbox: Arc::clone(&self.sandbox),
-            command_id,
+        let info = ProcessInfo {
             pid,
-            stdout: Some(receiver(stdout_read)?),
-            stderr: Some(receiver(stderr_read)?),
+            tag: self.tag.clone(),
+            cmd: self.argv[0].to_string_lossy().into_owned(),
+            args: self.argv[1..]
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect(),
+            envs: self
+                .envs
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.to_string_lossy().into_owned(),
+                        v.to_string_lossy().into_owned(),
+                    )
+                })
+                .collect(),
+            cwd,
+        };
+        let started = Started {
+            info,
+            command_id,
+            stdout,
+            stderr,
+            stdin,
             status,
-            exit: None,
-        })
+            timeout,
+            pty: pty_fd,
+        };
+        Ok(process::register(&self.sandbox, started))
     }
 
-    /// Runs the command to completion and collects its output. When the
-    /// timeout passes, every process the command started is killed and the
-    /// output so far is returned with `timed_out` set.
-    ///
-    /// # Errors
-    ///
-    /// As [`Command::spawn`]. A non-zero exit is not an error here.
-    pub async fn output(&self) -> Result<Output> {
-        let mut child = self.spawn().await?;
-        let mut stdout = child.stdout.take().expect("stdout is piped");
-        let mut stderr = child.stderr.take().expect("stderr is piped");
-        let collect = async {
-            let (out, err, status) =
-                tokio::join!(read_all(&mut stdout), read_all(&mut stderr), child.wait());
-            Ok::<_, Error>((out?, err?, status?))
-        };
-        let outcome = match self.timeout {
-            Some(limit) => tokio::time::timeout(limit, collect).await,
-            None => Ok(collect.await),
-        };
-        match outcome {
-            Ok(result) => {
-                let (stdout, stderr, status) = result?;
-                Ok(Output {
-                    status,
-                    stdout,
-                    stderr,
-                    timed_out: false,
-                })
-            }
-            Err(_elapsed) => {
-                child.kill().await?;
-                // The tree is dead, so the pipes reach end of file promptly.
-                let (out, err, status) =
-                    tokio::join!(read_all(&mut stdout), read_all(&mut stderr), child.wait());
-                Ok(Output {
-                    status: status.unwrap_or(ExitStatus::Signal(libc::SIGKILL)),
-                    stdout: out.unwrap_or_default(),
-                    stderr: err.unwrap_or_default(),
-                    timed_out: true,
-                })
-            }
+    fn checked_argv(&self) -> Result<Vec<Vec<u8>>> {
+        let argv: Vec<Vec<u8>> = self.argv.iter().map(|a| a.as_bytes().to_vec()).collect();
+        if argv.iter().any(|a| a.contains(&0)) {
+            return Err(Error::InvalidArgument(format!(
+                "argument list {:?} contains a NUL byte",
+                self.argv
+            )));
         }
+        if argv[0].is_empty() {
+            return Err(Error::InvalidArgument("program name is empty".into()));
+        }
+        Ok(argv)
     }
 
     /// Builds the complete environment, each layer overriding the last.
@@ -360,118 +480,69 @@ impl Command {
     }
 }
 
-/// A running command.
-#[derive(Debug)]
-pub struct Child {
-    sandbox: Arc<Inner>,
-    command_id: u64,
-    pid: u32,
-    /// The command's stdout, until taken.
-    pub stdout: Option<pipe::Receiver>,
-    /// The command's stderr, until taken.
-    pub stderr: Option<pipe::Receiver>,
-    status: StatusPipe,
-    exit: Option<ExitStatus>,
+/// The descriptors a command starts with: the ends the sandbox gets and
+/// the ends this process keeps.
+struct Stdio {
+    child_stdin: OwnedFd,
+    child_stdout: OwnedFd,
+    child_stderr: OwnedFd,
+    stdout: OutputStream,
+    stderr: Option<OutputStream>,
+    stdin: Option<StdinWriter>,
+    pty: Option<Arc<tokio::io::unix::AsyncFd<OwnedFd>>>,
 }
 
-impl Child {
-    /// Returns the leader's pid inside the sandbox's PID namespace.
-    pub fn pid(&self) -> u32 {
-        self.pid
-    }
-
-    /// Waits for the leader to exit. Processes it started may live on.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::SandboxNotRunning`] if the sandbox ended first.
-    pub async fn wait(&mut self) -> Result<ExitStatus> {
-        if let Some(exit) = self.exit {
-            return Ok(exit);
-        }
-        let exit = match self.status.next().await? {
-            Some(StatusRecord::Exited { code }) => ExitStatus::Code(code),
-            Some(StatusRecord::Signaled { signal }) => ExitStatus::Signal(signal),
-            Some(other) => {
-                return Err(Error::Protocol(format!(
-                    "expected an exit report, got {other:?}"
-                )))
-            }
-            None if self.sandbox.is_running() => {
-                return Err(Error::Protocol(format!(
-                    "the supervisor of command {} ended without reporting its exit; a process \
-                     in the sandbox running as root may have killed it",
-                    self.pid
-                )))
-            }
-            None => return Err(self.sandbox.not_running()),
+impl Stdio {
+    /// Pipes for stdout and stderr; a pipe or /dev/null for stdin.
+    fn pipes(open_stdin: bool) -> Result<Self> {
+        let (stdout_read, child_stdout) = pipe_pair()?;
+        let (stderr_read, child_stderr) = pipe_pair()?;
+        let (child_stdin, stdin) = if open_stdin {
+            let (read, write) = pipe_pair()?;
+            let writer = pipe::Sender::from_owned_fd(write)
+                .map_err(Error::os("register a pipe with the runtime"))?;
+            (read, Some(StdinWriter::Pipe(writer)))
+        } else {
+            let null = std::fs::File::open("/dev/null").map_err(Error::os("open /dev/null"))?;
+            (OwnedFd::from(null), None)
         };
-        self.exit = Some(exit);
-        Ok(exit)
-    }
-
-    /// Sends `signal` to the command's leader.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::InvalidArgument`] for a signal number outside 1..=64;
-    /// [`Error::SandboxNotRunning`] if the sandbox has ended.
-    pub async fn signal(&self, signal: i32) -> Result<()> {
-        if !(1..=64).contains(&signal) {
-            return Err(Error::InvalidArgument(format!(
-                "signal {signal} is not a signal number (1 to 64)"
-            )));
-        }
-        let request = Signal {
-            command_id: self.command_id,
-            pid: self.pid,
-            signal,
-            kill_tree: false,
-        };
-        self.sandbox.request(&Request::Signal(request), &[]).await
-    }
-
-    /// Kills the command's leader and every process it started, however
-    /// they detached (new sessions, double forks).
-    ///
-    /// # Errors
-    ///
-    /// [`Error::SandboxNotRunning`] if the sandbox has ended.
-    pub async fn kill(&self) -> Result<()> {
-        let request = Signal {
-            command_id: self.command_id,
-            pid: self.pid,
-            signal: libc::SIGKILL,
-            kill_tree: true,
-        };
-        self.sandbox.request(&Request::Signal(request), &[]).await
-    }
-}
-
-/// Reader of the fixed-size records a command's supervisor writes.
-#[derive(Debug)]
-struct StatusPipe {
-    pipe: pipe::Receiver,
-}
-
-impl StatusPipe {
-    fn new(fd: OwnedFd) -> Result<Self> {
         Ok(Self {
-            pipe: receiver(fd)?,
+            child_stdin,
+            child_stdout,
+            child_stderr,
+            stdout: OutputStream::Pipe(receiver(stdout_read)?),
+            stderr: Some(OutputStream::Pipe(receiver(stderr_read)?)),
+            stdin,
+            pty: None,
         })
     }
 
-    /// Reads the next record; `None` when the supervisor is gone.
-    async fn next(&mut self) -> Result<Option<StatusRecord>> {
-        let mut raw = [0u8; STATUS_RECORD_LEN];
-        match self.pipe.read_exact(&mut raw).await {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-            Err(e) => return Err(Error::os("read a command's status")(e)),
-        }
-        StatusRecord::decode(&raw)
-            .map(Some)
-            .map_err(|e| Error::Protocol(e.to_string()))
+    /// A new PTY from the sandbox's own devpts instance, so the command's
+    /// terminal is one the sandbox owns and never the caller's.
+    fn pty(sandbox: &Inner, rows: u16, cols: u16) -> Result<Self> {
+        process::check_size(rows, cols)?;
+        let ptmx = sys::openat2_in_root(
+            sandbox.root.as_fd(),
+            c"/dev/pts/ptmx",
+            libc::O_RDWR | libc::O_NOCTTY,
+            0,
+        )
+        .map_err(Error::os("open the sandbox's /dev/pts/ptmx"))?;
+        let (controller, subsidiary) =
+            sys::open_pty_pair(ptmx, rows, cols).map_err(Error::os("open a PTY pair"))?;
+        let copy = |fd: &OwnedFd| fd.try_clone().map_err(Error::os("duplicate the PTY"));
+        let (child_stdout, child_stderr) = (copy(&subsidiary)?, copy(&subsidiary)?);
+        let (reader, writer) = process::pty_streams(controller)?;
+        let shared = reader.shared();
+        Ok(Self {
+            child_stdin: subsidiary,
+            child_stdout,
+            child_stderr,
+            stdout: OutputStream::Pty(reader),
+            stderr: None,
+            stdin: Some(StdinWriter::Pty(writer)),
+            pty: Some(shared),
+        })
     }
 }
 
@@ -481,15 +552,6 @@ fn pipe_pair() -> Result<(OwnedFd, OwnedFd)> {
 
 fn receiver(fd: OwnedFd) -> Result<pipe::Receiver> {
     pipe::Receiver::from_owned_fd(fd).map_err(Error::os("register a pipe with the runtime"))
-}
-
-async fn read_all(reader: &mut (impl AsyncRead + Unpin)) -> Result<Vec<u8>> {
-    let mut out = Vec::new();
-    reader
-        .read_to_end(&mut out)
-        .await
-        .map_err(Error::os("read a command's output"))?;
-    Ok(out)
 }
 
 /// A sandbox user a command can run as.

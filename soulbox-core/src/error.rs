@@ -85,6 +85,33 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// No running command, or other named object, matches.
+    #[error("not found: {0}")]
+    NotFound(String),
+
+    /// A command exited with a non-zero code or was killed by a signal;
+    /// returned by [`crate::Output::check`].
+    #[error("command failed with {status}{}", if *.oom_killed { " (out of memory)" } else { "" })]
+    CommandExit {
+        /// How it ended.
+        status: crate::ExitStatus,
+        /// What it wrote to stdout.
+        stdout: Vec<u8>,
+        /// What it wrote to stderr.
+        stderr: Vec<u8>,
+        /// Whether the sandbox's out-of-memory killer ended it.
+        oom_killed: bool,
+    },
+
+    /// A command's timeout ended it; returned by [`crate::Output::check`].
+    #[error("command timed out; it and every process it started were killed")]
+    CommandTimedOut {
+        /// What it wrote to stdout before the timeout.
+        stdout: Vec<u8>,
+        /// What it wrote to stderr before the timeout.
+        stderr: Vec<u8>,
+    },
+
     /// PID 1 sent something the host cannot decode.
     #[error("protocol error with sandbox PID 1: {0}")]
     Protocol(String),
@@ -111,7 +138,9 @@ impl Error {
             | Self::Cgroup { source, .. }
             | Self::Os { source, .. } => source.raw_os_error(),
             Self::InvalidArgument(_) => Some(libc::EINVAL),
-            Self::FileNotFound { .. } => Some(libc::ENOENT),
+            Self::FileNotFound { .. } | Self::NotFound(_) => Some(libc::ENOENT),
+            Self::CommandExit { .. } => None,
+            Self::CommandTimedOut { .. } => Some(libc::ETIMEDOUT),
             Self::NotEnoughSpace { .. } => Some(libc::ENOSPC),
             Self::SandboxNotRunning { .. } => Some(libc::ESRCH),
             Self::Protocol(_) => Some(libc::EPROTO),

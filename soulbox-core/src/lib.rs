@@ -35,14 +35,18 @@ mod files;
 mod id;
 mod init_binary;
 mod paths;
+mod process;
 mod sandbox;
 #[expect(unsafe_code, reason = "the one module that makes raw system calls")]
 mod sys;
 mod template;
 
-pub use command::{Child, Command, ExitStatus, Output, DEFAULT_COMMAND_TIMEOUT};
+pub use command::{Command, ExitStatus, Output, DEFAULT_COMMAND_TIMEOUT};
 pub use error::{Error, Result};
 pub use files::Files;
+pub use process::{
+    CommandEvent, CommandExit, CommandHandle, Commands, ProcessInfo, Selector, CHUNK_SIZE,
+};
 pub use sandbox::{Sandbox, SandboxOptions, DEFAULT_DISK_SIZE, DEFAULT_TIMEOUT, DEFAULT_TMP_SIZE};
 
 /// Leak checks for tests and operators.

@@ -128,6 +128,8 @@ pub(crate) struct Inner {
     pub(crate) rootless: bool,
     next_command_id: AtomicU64,
     ended: AtomicBool,
+    /// Running commands by pid.
+    pub(crate) commands: Mutex<crate::process::Registry>,
 }
 
 impl Sandbox {
@@ -198,6 +200,7 @@ impl Sandbox {
                 rootless: sys::geteuid() != 0,
                 next_command_id: AtomicU64::new(1),
                 ended: AtomicBool::new(false),
+                commands: Mutex::default(),
             }),
         })
     }

@@ -4,7 +4,7 @@
 use std::ffi::{CStr, CString};
 use std::io;
 use std::mem::MaybeUninit;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
     if ret == -1 {
@@ -27,6 +27,74 @@ fn owned(fd: libc::c_int) -> OwnedFd {
     // SAFETY: callers pass only descriptors that a system call has just
     // created for this process and that nothing else owns.
     unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// Returns the number of bytes waiting to be read on a pipe or terminal.
+pub fn bytes_readable(fd: BorrowedFd<'_>) -> io::Result<usize> {
+    let mut count: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int to the pointer given.
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut count) })?;
+    Ok(usize::try_from(count).unwrap_or(0))
+}
+
+/// Opens a new pseudo-terminal pair from the devpts instance whose `ptmx`
+/// is `ptmx`, sized `rows` x `cols`. Returns (controller, subsidiary).
+///
+/// The subsidiary end is opened with TIOCGPTPEER from the controller, not
+/// by path, so no path lookup inside the sandbox is involved.
+pub fn open_pty_pair(ptmx: OwnedFd, rows: u16, cols: u16) -> io::Result<(OwnedFd, OwnedFd)> {
+    let unlock: libc::c_int = 0;
+    // SAFETY: TIOCSPTLCK reads one int from the pointer given.
+    check(unsafe { libc::ioctl(ptmx.as_raw_fd(), libc::TIOCSPTLCK, &unlock) })?;
+    set_window_size(ptmx.as_fd(), rows, cols)?;
+    let flags = libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC;
+    // SAFETY: TIOCGPTPEER takes open flags as an integer and returns a new
+    // descriptor for the subsidiary end.
+    let peer = check(unsafe { libc::ioctl(ptmx.as_raw_fd(), libc::TIOCGPTPEER, flags) })?;
+    Ok((ptmx, owned(peer)))
+}
+
+/// Sets a terminal's window size; the kernel sends SIGWINCH to its
+/// foreground process group.
+pub fn set_window_size(fd: BorrowedFd<'_>, rows: u16, cols: u16) -> io::Result<()> {
+    let size = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one winsize from the pointer given.
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &size) })?;
+    Ok(())
+}
+
+/// Reads into `buf` without blocking; `WouldBlock` when nothing is waiting.
+pub fn read_nonblocking(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for writes of its length.
+    let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
+/// Writes from `buf` without blocking; `WouldBlock` when the peer is full.
+pub fn write_nonblocking(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for reads of its length.
+    let n = unsafe { libc::write(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len()) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
+/// Sets O_NONBLOCK on `fd`.
+pub fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: F_GETFL and F_SETFL take and return integer flags.
+    let flags = check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) })?;
+    // SAFETY: as above.
+    check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) })?;
+    Ok(())
 }
 
 /// Creates a sealed, close-on-exec memfd holding `contents`. The seals forbid

@@ -10,6 +10,7 @@
 
 #![deny(unsafe_code)]
 
+mod seccomp;
 mod setup;
 mod supervise;
 #[expect(unsafe_code, reason = "the one module that makes raw system calls")]
@@ -54,6 +55,14 @@ fn main() {
     if let Err(e) = setup::build(&config) {
         let errno = e.error.raw_os_error().unwrap_or(libc::EIO);
         fail_setup(control, e.stage, errno, &e.detail);
+    }
+    if let Err(e) = seccomp::install() {
+        fail_setup(
+            control,
+            SetupStage::Seccomp,
+            e.raw_os_error().unwrap_or(libc::EINVAL),
+            b"",
+        );
     }
     if sys::block_signals(&[libc::SIGCHLD]).is_err() {
         fail_setup(control, SetupStage::Signals, libc::EINVAL, b"");

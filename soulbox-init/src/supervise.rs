@@ -143,6 +143,13 @@ fn exec_leader(spawn: &Spawn, fds: &SpawnFds, err_pipe: &OwnedFd) -> ! {
             fail_leader(SpawnStage::Stdio, e);
         }
     }
+    if spawn.pty {
+        // The new session has no controlling terminal yet; the PTY on
+        // stdin becomes it, so job control and ^C work in the shell.
+        if let Err(e) = sys::set_controlling_tty(0) {
+            fail_leader(SpawnStage::Stdio, e);
+        }
+    }
     let cwd = match CString::new(spawn.cwd.clone()) {
         Ok(c) => c,
         Err(_) => fail_leader(SpawnStage::Cwd, io::Error::from_raw_os_error(libc::EINVAL)),

@@ -486,6 +486,13 @@ pub fn dup2(fd: BorrowedFd<'_>, target: RawFd) -> io::Result<()> {
     Ok(())
 }
 
+/// Makes the terminal open on `fd` the caller's controlling terminal.
+pub fn set_controlling_tty(fd: RawFd) -> io::Result<()> {
+    // SAFETY: TIOCSCTTY takes an integer argument (0: do not steal).
+    check(unsafe { libc::ioctl(fd, libc::TIOCSCTTY, 0) })?;
+    Ok(())
+}
+
 pub fn setsid() -> io::Result<()> {
     // SAFETY: setsid takes no arguments.
     check(unsafe { libc::setsid() })?;
@@ -600,4 +607,39 @@ pub fn in_user_namespace() -> bool {
     std::fs::read_to_string("/proc/self/uid_map")
         .map(|map| map.split_whitespace().collect::<Vec<_>>() != ["0", "0", "4294967295"])
         .unwrap_or(false)
+}
+
+/// One classic BPF instruction, `struct sock_filter` of <linux/filter.h>.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct SockFilter {
+    pub code: u16,
+    pub jt: u8,
+    pub jf: u8,
+    pub k: u32,
+}
+
+/// Installs a seccomp filter on the calling thread (PID 1 has no other).
+pub fn install_seccomp_filter(program: &[SockFilter]) -> io::Result<()> {
+    #[repr(C)]
+    struct SockFprog {
+        len: libc::c_ushort,
+        filter: *const SockFilter,
+    }
+    let len = libc::c_ushort::try_from(program.len())
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let prog = SockFprog {
+        len,
+        filter: program.as_ptr(),
+    };
+    // SAFETY: `prog` points at `program`, which outlives the call; the
+    // kernel copies the filter before returning.
+    check(unsafe {
+        libc::prctl(
+            libc::PR_SET_SECCOMP,
+            libc::SECCOMP_MODE_FILTER,
+            &prog as *const SockFprog,
+        )
+    })?;
+    Ok(())
 }

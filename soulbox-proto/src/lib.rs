@@ -113,6 +113,9 @@ pub struct Spawn {
     pub uid: u32,
     /// Group id the command runs as.
     pub gid: u32,
+    /// When true, stdin is the subsidiary end of a pseudo-terminal, which
+    /// becomes the command's controlling terminal.
+    pub pty: bool,
 }
 
 /// Sends a signal to a command's leader, or to its whole process tree.
@@ -175,11 +178,13 @@ pub enum SetupStage {
     Loopback = 13,
     /// Installing signal handling for the event loop.
     Signals = 14,
+    /// Installing the seccomp filter.
+    Seccomp = 15,
 }
 
 impl SetupStage {
     /// Every stage, for decoding.
-    pub const ALL: [SetupStage; 14] = [
+    pub const ALL: [SetupStage; 15] = [
         Self::Config,
         Self::CgroupNamespace,
         Self::MountPropagation,
@@ -194,6 +199,7 @@ impl SetupStage {
         Self::Hostname,
         Self::Loopback,
         Self::Signals,
+        Self::Seccomp,
     ];
 
     /// Short lowercase name of the step, for error messages.
@@ -213,6 +219,7 @@ impl SetupStage {
             Self::Hostname => "set hostname",
             Self::Loopback => "bring up loopback",
             Self::Signals => "set up signal handling",
+            Self::Seccomp => "install the seccomp filter",
         }
     }
 
@@ -442,6 +449,7 @@ impl Request {
                 e.bytes(&s.cwd);
                 e.u32(s.uid);
                 e.u32(s.gid);
+                e.u8(u8::from(s.pty));
                 e.finish()
             }
             Self::Signal(s) => {
@@ -501,6 +509,7 @@ impl Request {
                     cwd: d.bytes("cwd")?,
                     uid: d.u32("uid")?,
                     gid: d.u32("gid")?,
+                    pty: d.bool("pty")?,
                 };
                 if spawn.argv.is_empty() {
                     return Err(DecodeError::InvalidField("argv"));
@@ -707,6 +716,7 @@ mod tests {
                 cwd: b"/home/user".to_vec(),
                 uid: 1000,
                 gid: 1000,
+                pty: false,
             }),
             Request::Signal(Signal {
                 command_id: 7,
@@ -787,6 +797,7 @@ mod tests {
             cwd: b"/".to_vec(),
             uid: 0,
             gid: 0,
+            pty: false,
         };
         let encoded = Request::Spawn(spawn).encode().unwrap();
         assert_eq!(
@@ -804,6 +815,7 @@ mod tests {
             cwd: b"/".to_vec(),
             uid: 0,
             gid: 0,
+            pty: false,
         };
         assert!(Request::Spawn(spawn).encode().is_err());
     }

@@ -1,0 +1,52 @@
+//! The caller's terminal: its size and raw mode for `soulbox run --tty`.
+
+use std::io::IsTerminal;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+
+use nix::sys::termios::{self, SetArg, Termios};
+
+/// Returns whether stdin is a terminal.
+pub fn stdin_is_terminal() -> bool {
+    std::io::stdin().is_terminal()
+}
+
+/// Returns the terminal's size as (rows, columns), or 24x80 when unknown.
+pub fn window_size(fd: BorrowedFd<'_>) -> (u16, u16) {
+    let mut size = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one winsize to the pointer given.
+    let ret = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCGWINSZ, &mut size) };
+    if ret == 0 && size.ws_row > 0 && size.ws_col > 0 {
+        (size.ws_row, size.ws_col)
+    } else {
+        (24, 80)
+    }
+}
+
+/// Puts stdin's terminal in raw mode until dropped, so every key reaches
+/// the sandbox's PTY as typed, ^C included.
+pub struct RawMode {
+    saved: Termios,
+}
+
+impl RawMode {
+    /// Switches stdin's terminal to raw mode.
+    pub fn enable() -> nix::Result<Self> {
+        let stdin = std::io::stdin();
+        let saved = termios::tcgetattr(stdin.as_fd())?;
+        let mut raw = saved.clone();
+        termios::cfmakeraw(&mut raw);
+        termios::tcsetattr(stdin.as_fd(), SetArg::TCSANOW, &raw)?;
+        Ok(Self { saved })
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        let _ = termios::tcsetattr(std::io::stdin().as_fd(), SetArg::TCSANOW, &self.saved);
+    }
+}

@@ -1,0 +1,770 @@
+//! Running commands: the per-command pump that moves output to whoever is
+//! attached, the handle callers hold, and the sandbox's command registry.
+//!
+//! A command's stdout and stderr are pipes (or one PTY) whose write ends the
+//! command holds and whose read ends this process holds; nothing is copied
+//! through the sandbox's PID 1. One tokio task per command, the pump, reads
+//! them in chunks of at most [`CHUNK_SIZE`] and sends each chunk to every
+//! attached handle over a bounded channel. A slow handle therefore slows the
+//! pump, the pump stops reading, the pipe fills and the command blocks in
+//! `write`: output is never buffered without bound. With no handle attached
+//! (after `disconnect`) the pump reads and discards, so the command never
+//! blocks on output nobody wants.
+
+use std::collections::{BTreeMap, HashMap};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use soulbox_proto::{Request, Signal, StatusRecord, STATUS_RECORD_LEN};
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::unix::pipe;
+use tokio::sync::mpsc;
+
+use crate::command::{ExitStatus, Output};
+use crate::error::{Error, Result};
+use crate::sandbox::{Inner, Sandbox};
+use crate::sys;
+
+/// Largest chunk the pump reads and delivers at once, in bytes.
+pub const CHUNK_SIZE: usize = 64 * 1024;
+
+/// Chunks queued per attached handle before the pump waits for it. With
+/// [`CHUNK_SIZE`] this bounds the queue at 1 MiB per handle.
+const QUEUE_CHUNKS: usize = 16;
+
+/// How a command ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommandExit {
+    /// Exit status of the command's first process.
+    pub status: ExitStatus,
+    /// Whether the command's timeout ended it (its whole tree was killed).
+    pub timed_out: bool,
+    /// Whether the sandbox's out-of-memory killer ended it.
+    ///
+    /// NOTE: always false until sandboxes get a memory cgroup limit.
+    pub oom_killed: bool,
+}
+
+/// Output or the end of a running command, in the order it happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommandEvent {
+    /// Bytes the command wrote to stdout (or to its PTY), as written: a
+    /// multibyte character may be split across two chunks.
+    Stdout(Vec<u8>),
+    /// Bytes the command wrote to stderr.
+    Stderr(Vec<u8>),
+    /// The command's first process ended. Everything it and its children
+    /// wrote before that has been delivered.
+    Exit(CommandExit),
+}
+
+/// How a command's end was learned, kept in the registry for late handles.
+#[derive(Debug, Clone, Copy)]
+enum Ending {
+    Exited(CommandExit),
+    /// The supervisor died without reporting (killed from inside).
+    SupervisorLost,
+    /// The sandbox ended first.
+    SandboxEnded,
+}
+
+#[derive(Debug, Clone)]
+enum Event {
+    Stdout(Vec<u8>),
+    Stderr(Vec<u8>),
+    End(Ending),
+}
+
+/// A running command as [`Commands::list`] shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessInfo {
+    /// The first process's pid inside the sandbox.
+    pub pid: u32,
+    /// The tag given at start, if any.
+    pub tag: Option<String>,
+    /// The program.
+    pub cmd: String,
+    /// Its arguments, without the program.
+    pub args: Vec<String>,
+    /// Environment variables given for this command (not the defaults or
+    /// the sandbox's).
+    pub envs: BTreeMap<String, String>,
+    /// Working directory.
+    pub cwd: String,
+}
+
+/// One command in the sandbox's registry.
+#[derive(Debug)]
+pub(crate) struct Entry {
+    pub(crate) info: ProcessInfo,
+    command_id: u64,
+    subscribers: Mutex<Vec<mpsc::Sender<Event>>>,
+    stdin: tokio::sync::Mutex<Option<StdinWriter>>,
+    /// Set once the command has ended, for handles that attach late.
+    ending: Mutex<Option<Ending>>,
+    pty: Option<Arc<AsyncFd<OwnedFd>>>,
+}
+
+/// Where the command's stdin goes.
+#[derive(Debug)]
+pub(crate) enum StdinWriter {
+    Pipe(pipe::Sender),
+    Pty(PtyWriter),
+}
+
+/// The sandbox's running commands by pid.
+#[derive(Debug, Default)]
+pub(crate) struct Registry {
+    entries: HashMap<u32, Arc<Entry>>,
+}
+
+/// A readable end of a command's output.
+#[derive(Debug)]
+pub(crate) enum OutputStream {
+    Pipe(pipe::Receiver),
+    Pty(PtyReader),
+}
+
+impl OutputStream {
+    fn raw(&self) -> BorrowedFd<'_> {
+        match self {
+            Self::Pipe(pipe) => pipe.as_fd(),
+            Self::Pty(reader) => reader.fd.get_ref().as_fd(),
+        }
+    }
+
+    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Self::Pipe(pipe) => pipe.read(buf).await,
+            Self::Pty(reader) => reader.read(buf).await,
+        }
+    }
+}
+
+/// The readable side of a PTY controller.
+#[derive(Debug)]
+pub(crate) struct PtyReader {
+    fd: Arc<AsyncFd<OwnedFd>>,
+}
+
+/// The writable side of a PTY controller.
+#[derive(Debug)]
+pub(crate) struct PtyWriter {
+    fd: Arc<AsyncFd<OwnedFd>>,
+}
+
+impl PtyReader {
+    /// Returns the shared controller, for resizing.
+    pub(crate) fn shared(&self) -> Arc<AsyncFd<OwnedFd>> {
+        Arc::clone(&self.fd)
+    }
+}
+
+/// Registers a PTY controller and splits it into reader and writer.
+pub(crate) fn pty_streams(controller: OwnedFd) -> Result<(PtyReader, PtyWriter)> {
+    sys::set_nonblocking(controller.as_fd()).map_err(Error::os("make the PTY non-blocking"))?;
+    let fd = Arc::new(sys::async_fd(controller).map_err(Error::os("register the PTY"))?);
+    Ok((
+        PtyReader {
+            fd: Arc::clone(&fd),
+        },
+        PtyWriter { fd },
+    ))
+}
+
+impl AsyncRead for PtyReader {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        loop {
+            let mut guard = match self.fd.poll_read_ready(cx) {
+                Poll::Ready(Ok(guard)) => guard,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            };
+            let unfilled = buf.initialize_unfilled();
+            match guard.try_io(|fd| sys::read_nonblocking(fd.get_ref().as_fd(), unfilled)) {
+                Ok(Ok(n)) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                // The controller reads EIO once every subsidiary descriptor
+                // is closed: that is the PTY's end of file.
+                Ok(Err(e)) if e.raw_os_error() == Some(libc::EIO) => return Poll::Ready(Ok(())),
+                Ok(Err(e)) => return Poll::Ready(Err(e)),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+}
+
+impl AsyncWrite for PtyWriter {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        loop {
+            let mut guard = match self.fd.poll_write_ready(cx) {
+                Poll::Ready(Ok(guard)) => guard,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            };
+            match guard.try_io(|fd| sys::write_nonblocking(fd.get_ref().as_fd(), buf)) {
+                Ok(result) => return Poll::Ready(result),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Reader of the fixed-size records a command's supervisor writes.
+#[derive(Debug)]
+pub(crate) struct StatusPipe {
+    pipe: pipe::Receiver,
+}
+
+impl StatusPipe {
+    pub(crate) fn new(fd: OwnedFd) -> Result<Self> {
+        let pipe = pipe::Receiver::from_owned_fd(fd)
+            .map_err(Error::os("register a pipe with the runtime"))?;
+        Ok(Self { pipe })
+    }
+
+    /// Reads the next record; `None` when the supervisor is gone.
+    pub(crate) async fn next(&mut self) -> Result<Option<StatusRecord>> {
+        let mut raw = [0u8; STATUS_RECORD_LEN];
+        match self.pipe.read_exact(&mut raw).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(Error::os("read a command's status")(e)),
+        }
+        StatusRecord::decode(&raw)
+            .map(Some)
+            .map_err(|e| Error::Protocol(e.to_string()))
+    }
+}
+
+/// Everything the pump needs for one started command.
+pub(crate) struct Started {
+    pub(crate) info: ProcessInfo,
+    pub(crate) command_id: u64,
+    pub(crate) stdout: OutputStream,
+    pub(crate) stderr: Option<OutputStream>,
+    pub(crate) stdin: Option<StdinWriter>,
+    pub(crate) status: StatusPipe,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) pty: Option<Arc<AsyncFd<OwnedFd>>>,
+}
+
+/// Registers a started command, starts its pump and returns the first
+/// handle, attached before any output can arrive.
+pub(crate) fn register(sandbox: &Arc<Inner>, started: Started) -> CommandHandle {
+    let (sender, receiver) = mpsc::channel(QUEUE_CHUNKS);
+    let pty = started.pty.clone();
+    let entry = Arc::new(Entry {
+        info: started.info.clone(),
+        command_id: started.command_id,
+        subscribers: Mutex::new(vec![sender]),
+        stdin: tokio::sync::Mutex::new(started.stdin),
+        ending: Mutex::new(None),
+        pty,
+    });
+    lock(&sandbox.commands)
+        .entries
+        .insert(entry.info.pid, Arc::clone(&entry));
+    let pump = Pump {
+        sandbox: Arc::downgrade(sandbox),
+        entry: Arc::clone(&entry),
+        timeout: started.timeout,
+    };
+    tokio::spawn(pump.run(started.stdout, started.stderr, started.status));
+    CommandHandle {
+        sandbox: Arc::clone(sandbox),
+        entry,
+        events: receiver,
+        ended: None,
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+struct Pump {
+    /// Weak, so a running command does not keep a dropped sandbox alive.
+    sandbox: Weak<Inner>,
+    entry: Arc<Entry>,
+    timeout: Option<Duration>,
+}
+
+impl Pump {
+    async fn run(
+        self,
+        mut stdout: OutputStream,
+        mut stderr: Option<OutputStream>,
+        mut status: StatusPipe,
+    ) {
+        let mut out_buf = vec![0u8; CHUNK_SIZE];
+        let mut err_buf = vec![0u8; CHUNK_SIZE];
+        let mut out_open = true;
+        let mut err_open = stderr.is_some();
+        let mut timed_out = false;
+        let deadline = self.timeout.map(|t| tokio::time::Instant::now() + t);
+        let record = loop {
+            tokio::select! {
+                read = stdout.read(&mut out_buf), if out_open => match read {
+                    Ok(n) if n > 0 => self.publish(Event::Stdout(out_buf[..n].to_vec())).await,
+                    _ => out_open = false,
+                },
+                read = read_optional(&mut stderr, &mut err_buf), if err_open => match read {
+                    Ok(n) if n > 0 => self.publish(Event::Stderr(err_buf[..n].to_vec())).await,
+                    _ => err_open = false,
+                },
+                record = status.next() => break record,
+                () = sleep_until(deadline), if deadline.is_some() && !timed_out => {
+                    timed_out = true;
+                    self.kill_tree().await;
+                }
+            }
+        };
+        // The first process has exited, so everything written before its
+        // exit is already in the pipes; deliver exactly that much.
+        if out_open {
+            self.drain(&mut stdout, &mut out_buf, Event::Stdout).await;
+        }
+        if let (true, Some(stream)) = (err_open, stderr.as_mut()) {
+            self.drain(stream, &mut err_buf, Event::Stderr).await;
+        }
+        let ending = match record {
+            Ok(Some(StatusRecord::Exited { code })) => Ending::Exited(CommandExit {
+                status: ExitStatus::Code(code),
+                timed_out,
+                oom_killed: false,
+            }),
+            Ok(Some(StatusRecord::Signaled { signal })) => Ending::Exited(CommandExit {
+                status: ExitStatus::Signal(signal),
+                timed_out,
+                oom_killed: false,
+            }),
+            _ if self.sandbox.upgrade().is_some_and(|s| s.is_running()) => Ending::SupervisorLost,
+            _ => Ending::SandboxEnded,
+        };
+        *lock(&self.entry.ending) = Some(ending);
+        if let Some(sandbox) = self.sandbox.upgrade() {
+            lock(&sandbox.commands).entries.remove(&self.entry.info.pid);
+        }
+        self.publish(Event::End(ending)).await;
+        lock(&self.entry.subscribers).clear();
+        // Processes the command left running may still write; keep reading
+        // so they never block or die of SIGPIPE, until they close the pipes.
+        while out_open || err_open {
+            tokio::select! {
+                read = stdout.read(&mut out_buf), if out_open => {
+                    if !matches!(read, Ok(n) if n > 0) { out_open = false; }
+                }
+                read = read_optional(&mut stderr, &mut err_buf), if err_open => {
+                    if !matches!(read, Ok(n) if n > 0) { err_open = false; }
+                }
+            }
+        }
+    }
+
+    /// Delivers the bytes waiting in `stream` now, and no more.
+    async fn drain(&self, stream: &mut OutputStream, buf: &mut [u8], wrap: fn(Vec<u8>) -> Event) {
+        let mut waiting = sys::bytes_readable(stream.raw()).unwrap_or(0);
+        while waiting > 0 {
+            let want = waiting.min(buf.len());
+            match stream.read(&mut buf[..want]).await {
+                Ok(n) if n > 0 => {
+                    waiting -= n;
+                    self.publish(wrap(buf[..n].to_vec())).await;
+                }
+                _ => return,
+            }
+        }
+    }
+
+    /// Sends an event to every attached handle, waiting for room in each
+    /// queue; a handle that went away is dropped from the list.
+    async fn publish(&self, event: Event) {
+        let subscribers: Vec<mpsc::Sender<Event>> = lock(&self.entry.subscribers).clone();
+        for subscriber in subscribers {
+            if subscriber.send(event.clone()).await.is_err() {
+                lock(&self.entry.subscribers).retain(|s| !s.same_channel(&subscriber));
+            }
+        }
+    }
+
+    async fn kill_tree(&self) {
+        if let Some(sandbox) = self.sandbox.upgrade() {
+            let _ = send_kill_tree(&sandbox, &self.entry).await;
+        }
+    }
+}
+
+async fn read_optional(
+    stream: &mut Option<OutputStream>,
+    buf: &mut [u8],
+) -> std::io::Result<usize> {
+    match stream {
+        Some(stream) => stream.read(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn send_kill_tree(sandbox: &Inner, entry: &Entry) -> Result<()> {
+    let request = Signal {
+        command_id: entry.command_id,
+        pid: entry.info.pid,
+        signal: libc::SIGKILL,
+        kill_tree: true,
+    };
+    sandbox.request(&Request::Signal(request), &[]).await
+}
+
+/// A running command. Dropping it, like [`CommandHandle::disconnect`], stops
+/// the output for this handle but leaves the command running.
+#[derive(Debug)]
+pub struct CommandHandle {
+    sandbox: Arc<Inner>,
+    entry: Arc<Entry>,
+    events: mpsc::Receiver<Event>,
+    ended: Option<Ending>,
+}
+
+impl CommandHandle {
+    /// Returns the pid of the command's first process inside the sandbox.
+    pub fn pid(&self) -> u32 {
+        self.entry.info.pid
+    }
+
+    /// Returns the command as [`Commands::list`] shows it.
+    pub fn info(&self) -> &ProcessInfo {
+        &self.entry.info
+    }
+
+    /// Waits for the next chunk of output or the command's end; `None`
+    /// after the end was returned.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::SandboxNotRunning`] if the sandbox ended first;
+    /// [`Error::Protocol`] if the command's supervisor was killed from
+    /// inside the sandbox, so its exit is unknown.
+    pub async fn next_event(&mut self) -> Result<Option<CommandEvent>> {
+        if self.ended.is_some() {
+            return Ok(None);
+        }
+        let event = match self.events.recv().await {
+            Some(event) => event,
+            // The pump finished before this handle attached, or dropped it.
+            None => Event::End(lock(&self.entry.ending).unwrap_or(Ending::SandboxEnded)),
+        };
+        match event {
+            Event::Stdout(bytes) => Ok(Some(CommandEvent::Stdout(bytes))),
+            Event::Stderr(bytes) => Ok(Some(CommandEvent::Stderr(bytes))),
+            Event::End(ending) => {
+                self.ended = Some(ending);
+                self.ending_result()
+                    .map(|exit| Some(CommandEvent::Exit(exit)))
+            }
+        }
+    }
+
+    fn ending_result(&self) -> Result<CommandExit> {
+        match self.ended {
+            Some(Ending::Exited(exit)) => Ok(exit),
+            Some(Ending::SupervisorLost) => Err(Error::Protocol(format!(
+                "the supervisor of command {} ended without reporting its exit; a process \
+                 in the sandbox running as root may have killed it",
+                self.pid()
+            ))),
+            Some(Ending::SandboxEnded) | None => Err(self.sandbox.not_running()),
+        }
+    }
+
+    /// Waits for the command to end and returns the output it wrote from
+    /// the moment this handle attached.
+    ///
+    /// # Errors
+    ///
+    /// As [`CommandHandle::next_event`]. A non-zero exit is not an error
+    /// here; see [`Output::check`].
+    pub async fn wait(&mut self) -> Result<Output> {
+        let mut stdout = Vec::new();
+        let mut stderr = Vec::new();
+        loop {
+            match self.next_event().await? {
+                Some(CommandEvent::Stdout(bytes)) => stdout.extend_from_slice(&bytes),
+                Some(CommandEvent::Stderr(bytes)) => stderr.extend_from_slice(&bytes),
+                Some(CommandEvent::Exit(exit)) => return Ok(Output::new(exit, stdout, stderr)),
+                None => return self.ending_result().map(|e| Output::new(e, stdout, stderr)),
+            }
+        }
+    }
+
+    /// Sends `signal` to the command's first process.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] for a number outside 1..=64;
+    /// [`Error::SandboxNotRunning`] if the sandbox has ended.
+    pub async fn signal(&self, signal: i32) -> Result<()> {
+        signal_entry(&self.sandbox, &self.entry, signal).await
+    }
+
+    /// Kills the command's first process and every process it started,
+    /// however they detached (new sessions, double forks).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::SandboxNotRunning`] if the sandbox has ended.
+    pub async fn kill(&self) -> Result<()> {
+        send_kill_tree(&self.sandbox, &self.entry).await
+    }
+
+    /// Writes `data` to the command's stdin, waiting while its pipe is full.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] if the command was started without stdin
+    /// or its stdin was closed.
+    pub async fn send_stdin(&self, data: &[u8]) -> Result<()> {
+        send_stdin_entry(&self.entry, data).await
+    }
+
+    /// Closes the command's stdin, so it reads end of file.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] if the command was started without stdin.
+    pub async fn close_stdin(&self) -> Result<()> {
+        let mut stdin = self.entry.stdin.lock().await;
+        match stdin.take() {
+            Some(_) => Ok(()),
+            None => Err(no_stdin(self.pid())),
+        }
+    }
+
+    /// Resizes the command's PTY; the kernel sends it SIGWINCH.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] if the command has no PTY or a size is 0.
+    pub fn resize(&self, rows: u16, cols: u16) -> Result<()> {
+        let Some(pty) = &self.entry.pty else {
+            return Err(Error::InvalidArgument(format!(
+                "command {} has no PTY to resize; start it with a PTY",
+                self.pid()
+            )));
+        };
+        check_size(rows, cols)?;
+        sys::set_window_size(pty.get_ref().as_fd(), rows, cols).map_err(Error::os("resize the PTY"))
+    }
+
+    /// Stops receiving output; the command keeps running and can be
+    /// attached again with [`Commands::connect`].
+    pub fn disconnect(self) {}
+}
+
+pub(crate) fn check_size(rows: u16, cols: u16) -> Result<()> {
+    if rows == 0 || cols == 0 {
+        return Err(Error::InvalidArgument(format!(
+            "terminal size {rows}x{cols} is invalid; rows and columns must be at least 1"
+        )));
+    }
+    Ok(())
+}
+
+fn no_stdin(pid: u32) -> Error {
+    Error::InvalidArgument(format!(
+        "command {pid} has no open stdin; start it with stdin enabled and do not close it first"
+    ))
+}
+
+async fn send_stdin_entry(entry: &Entry, data: &[u8]) -> Result<()> {
+    let mut stdin = entry.stdin.lock().await;
+    let result = match stdin.as_mut() {
+        Some(StdinWriter::Pipe(pipe)) => pipe.write_all(data).await,
+        Some(StdinWriter::Pty(pty)) => pty.write_all(data).await,
+        None => return Err(no_stdin(entry.info.pid)),
+    };
+    result.map_err(|e| match e.raw_os_error() {
+        Some(libc::EPIPE) => Error::InvalidArgument(format!(
+            "command {} closed its stdin or exited",
+            entry.info.pid
+        )),
+        _ => Error::os("write to a command's stdin")(e),
+    })
+}
+
+async fn signal_entry(sandbox: &Inner, entry: &Entry, signal: i32) -> Result<()> {
+    if !(1..=64).contains(&signal) {
+        return Err(Error::InvalidArgument(format!(
+            "signal {signal} is not a signal number (1 to 64)"
+        )));
+    }
+    let request = Signal {
+        command_id: entry.command_id,
+        pid: entry.info.pid,
+        signal,
+        kill_tree: false,
+    };
+    sandbox.request(&Request::Signal(request), &[]).await
+}
+
+/// Which running command to reach: by pid or by the tag given at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selector {
+    /// The first process's pid inside the sandbox.
+    Pid(u32),
+    /// The tag given with [`crate::Command::tag`].
+    Tag(String),
+}
+
+impl From<u32> for Selector {
+    fn from(pid: u32) -> Self {
+        Self::Pid(pid)
+    }
+}
+
+impl From<&str> for Selector {
+    fn from(tag: &str) -> Self {
+        Self::Tag(tag.to_string())
+    }
+}
+
+/// The running commands of one sandbox; see [`Sandbox::commands`].
+#[derive(Debug, Clone)]
+pub struct Commands {
+    sandbox: Arc<Inner>,
+}
+
+impl Sandbox {
+    /// Lists, reaches and controls the sandbox's running commands.
+    pub fn commands(&self) -> Commands {
+        Commands {
+            sandbox: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl Commands {
+    /// Lists the commands still running, ordered by pid.
+    pub fn list(&self) -> Vec<ProcessInfo> {
+        let mut list: Vec<ProcessInfo> = lock(&self.sandbox.commands)
+            .entries
+            .values()
+            .map(|e| e.info.clone())
+            .collect();
+        list.sort_by_key(|info| info.pid);
+        list
+    }
+
+    fn find(&self, selector: &Selector) -> Option<Arc<Entry>> {
+        let registry = lock(&self.sandbox.commands);
+        match selector {
+            Selector::Pid(pid) => registry.entries.get(pid).cloned(),
+            Selector::Tag(tag) => registry
+                .entries
+                .values()
+                .find(|e| e.info.tag.as_deref() == Some(tag.as_str()))
+                .cloned(),
+        }
+    }
+
+    fn not_found(selector: &Selector) -> Error {
+        let what = match selector {
+            Selector::Pid(pid) => format!("pid {pid}"),
+            Selector::Tag(tag) => format!("tag {tag:?}"),
+        };
+        Error::NotFound(format!(
+            "no running command with {what}; list() shows the running ones"
+        ))
+    }
+
+    /// Attaches a new handle to a running command. It receives the output
+    /// written from now on, and the command's end.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] if no running command matches.
+    pub fn connect(&self, selector: impl Into<Selector>) -> Result<CommandHandle> {
+        let selector = selector.into();
+        let entry = self
+            .find(&selector)
+            .ok_or_else(|| Self::not_found(&selector))?;
+        let (sender, receiver) = mpsc::channel(QUEUE_CHUNKS);
+        lock(&entry.subscribers).push(sender);
+        Ok(CommandHandle {
+            sandbox: Arc::clone(&self.sandbox),
+            entry,
+            events: receiver,
+            ended: None,
+        })
+    }
+
+    /// Kills a running command's whole process tree. Returns false if no
+    /// running command matches.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::SandboxNotRunning`] if the sandbox has ended.
+    pub async fn kill(&self, selector: impl Into<Selector>) -> Result<bool> {
+        match self.find(&selector.into()) {
+            Some(entry) => send_kill_tree(&self.sandbox, &entry).await.map(|()| true),
+            None => Ok(false),
+        }
+    }
+
+    /// Sends `signal` to a running command's first process.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] if no running command matches.
+    pub async fn signal(&self, selector: impl Into<Selector>, signal: i32) -> Result<()> {
+        let selector = selector.into();
+        let entry = self
+            .find(&selector)
+            .ok_or_else(|| Self::not_found(&selector))?;
+        signal_entry(&self.sandbox, &entry, signal).await
+    }
+
+    /// Writes to a running command's stdin.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] if no running command matches; as
+    /// [`CommandHandle::send_stdin`] otherwise.
+    pub async fn send_stdin(&self, selector: impl Into<Selector>, data: &[u8]) -> Result<()> {
+        let selector = selector.into();
+        let entry = self
+            .find(&selector)
+            .ok_or_else(|| Self::not_found(&selector))?;
+        send_stdin_entry(&entry, data).await
+    }
+}
