@@ -39,6 +39,9 @@ fn main() {
     // Any descriptor leaked from the host, other than the control socket,
     // is closed before anything else happens.
     let _ = sys::close_range_from(CONTROL_FD as u32 + 1, false);
+    // The host's stdin, stdout and stderr (possibly its terminal) are
+    // replaced by /dev/null.
+    let _ = sys::redirect_stdio_to_null();
 
     let control = sys::borrow_raw(CONTROL_FD);
     regain_capabilities(control);

@@ -189,14 +189,9 @@ fn mount_proc(root: &[u8]) -> Result<(), SetupError> {
         let attrs = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC;
         sys::mount_setattr_recursive(&path_c, attrs).stage(SetupStage::Proc, &path)?;
     }
-    // Files that leak host kernel state are covered by /dev/null.
-    for secret in [
-        &b"kcore"[..],
-        b"keys",
-        b"timer_list",
-        b"kallsyms",
-        b"sched_debug",
-    ] {
+    // Files that leak host kernel state (memory layout, keys, kernel
+    // configuration, allocator statistics) are covered by /dev/null.
+    for secret in MASKED_PROC_FILES {
         let path = join(&proc_dir, secret);
         let path_c = cstr(&path).stage(SetupStage::Proc, &path)?;
         if !sys::exists(&path_c) {
@@ -205,8 +200,47 @@ fn mount_proc(root: &[u8]) -> Result<(), SetupError> {
         sys::mount(Some(c"/dev/null"), &path_c, None, libc::MS_BIND, None)
             .stage(SetupStage::Proc, &path)?;
     }
+    // Directories of host hardware drivers are covered by an empty,
+    // read-only tmpfs.
+    for dir in MASKED_PROC_DIRS {
+        let path = join(&proc_dir, dir);
+        let path_c = cstr(&path).stage(SetupStage::Proc, &path)?;
+        if !sys::is_dir(&path_c) {
+            continue;
+        }
+        let flags = libc::MS_RDONLY | NOSUID_NODEV | libc::MS_NOEXEC;
+        sys::mount(
+            Some(c"tmpfs"),
+            &path_c,
+            Some(c"tmpfs"),
+            flags,
+            Some(c"size=0"),
+        )
+        .stage(SetupStage::Proc, &path)?;
+    }
     Ok(())
 }
+
+/// /proc files masked with /dev/null, as Docker and the OCI runtimes do,
+/// plus the allocator and page statistics that help kernel exploits.
+const MASKED_PROC_FILES: [&[u8]; 13] = [
+    b"kcore",
+    b"keys",
+    b"timer_list",
+    b"timer_stats",
+    b"kallsyms",
+    b"sched_debug",
+    b"latency_stats",
+    b"config.gz",
+    b"vmallocinfo",
+    b"slabinfo",
+    b"pagetypeinfo",
+    b"kpageflags",
+    b"kpagecount",
+];
+
+/// /proc directories masked with an empty read-only tmpfs.
+const MASKED_PROC_DIRS: [&[u8]; 3] = [b"acpi", b"scsi", b"asound"];
 
 /// Device nodes bound from the host; all are harmless character devices.
 const DEVICES: [&[u8]; 6] = [b"null", b"zero", b"full", b"random", b"urandom", b"tty"];

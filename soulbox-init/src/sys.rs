@@ -643,3 +643,22 @@ pub fn install_seccomp_filter(program: &[SockFilter]) -> io::Result<()> {
     })?;
     Ok(())
 }
+
+/// Points fds 0, 1 and 2 at /dev/null.
+pub fn redirect_stdio_to_null() -> io::Result<()> {
+    let flags = libc::O_RDWR | libc::O_CLOEXEC;
+    // SAFETY: the path is a valid C string; open returns a new descriptor.
+    let fd = check(unsafe { libc::open(c"/dev/null".as_ptr(), flags) })?;
+    for target in 0..=2 {
+        if fd != target {
+            // SAFETY: dup2 takes integers; fds 0 to 2 are replaced on
+            // purpose and no OwnedFd of this process owns them.
+            check(unsafe { libc::dup2(fd, target) })?;
+        }
+    }
+    if fd > 2 {
+        // SAFETY: `fd` came from open above and nothing else owns it.
+        drop(unsafe { OwnedFd::from_raw_fd(fd) });
+    }
+    Ok(())
+}
