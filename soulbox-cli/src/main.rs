@@ -15,7 +15,8 @@ use clap::{Parser, Subcommand};
 ///
 /// Each sandbox has its own mount, PID, network (loopback only), UTS, IPC
 /// and cgroup namespaces, and a writable overlay over the host's /usr with a
-/// generated /etc. Creating one needs root.
+/// generated /etc. As root it also gets a cgroup; without root it runs in a
+/// user namespace where the caller is the sandbox's only user, root.
 #[derive(Debug, Parser)]
 #[command(name = "soulbox", version)]
 struct Cli {
@@ -44,7 +45,23 @@ pub fn describe(error: &dyn std::error::Error) -> String {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            // --help and --version: print them and succeed.
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            // A usage error is a SoulBox failure, exit 125, so it cannot be
+            // mistaken for the command's own exit code 2.
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            let first = first.trim_start_matches("error: ");
+            eprintln!("soulbox: {first} (see soulbox --help)");
+            return ExitCode::from(EXIT_SOULBOX_FAILED);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

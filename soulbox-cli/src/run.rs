@@ -22,15 +22,20 @@ const EXIT_TIMED_OUT: u8 = 124;
 /// (`echo hi | soulbox run -- cat`); otherwise the command's stdin is empty,
 /// unless --tty gives it an interactive terminal.
 ///
+/// SIGINT, SIGTERM or SIGHUP is passed on to the command; a second one
+/// ends it and the sandbox at once.
+///
 /// Exit status: the command's own exit code; 124 when --timeout ended it;
-/// 128+N when signal N killed it; 125 when SoulBox itself failed.
+/// 128+N when signal N killed it (141 when this command's output was
+/// closed); 125 when SoulBox itself failed, including a bad option.
 #[derive(Debug, Args)]
 #[command(
     after_help = "Example:\n  soulbox run --copy ./job:/home/user/job --cwd job -- python3 main.py"
 )]
 pub struct RunArgs {
     /// Seconds the command may run before it and every process it started
-    /// are killed; 0 means no limit. The sandbox itself ends 5 s later.
+    /// are killed; 0 means no limit. The clock starts when the command
+    /// starts, after any --copy; the sandbox itself ends 5 s later.
     #[arg(long, value_name = "SECS", default_value_t = 300, value_parser = parse_secs)]
     timeout: u64,
 
@@ -49,8 +54,9 @@ pub struct RunArgs {
     user: Option<String>,
 
     /// Copy a host file or directory into the sandbox before the command
-    /// starts, as HOST_PATH:SANDBOX_PATH; repeat for more. Relative sandbox
-    /// paths start at /home/user.
+    /// starts, as HOST_PATH:SANDBOX_PATH; repeat for more. The value is
+    /// split at its last ':', so the sandbox path cannot contain one.
+    /// Relative sandbox paths start at /home/user.
     #[arg(long = "copy", value_name = "HOST_PATH:SANDBOX_PATH", value_parser = CopySpec::parse)]
     copies: Vec<CopySpec>,
 
@@ -87,30 +93,70 @@ pub async fn run(args: RunArgs) -> Result<u8, String> {
     if args.tty && !stdin_is_terminal {
         return Err("--tty needs a terminal on stdin; drop --tty to forward piped input".into());
     }
-    let command_timeout = (args.timeout > 0).then(|| Duration::from_secs(args.timeout));
-    // The sandbox outlives the command's own timeout by a margin, so the
-    // command's timeout is what the caller sees, with full output.
-    let sandbox_timeout = command_timeout.map_or(Duration::ZERO, |t| t + Duration::from_secs(5));
-    let options = SandboxOptions::default().timeout(sandbox_timeout);
-    let sandbox = Sandbox::create(options)
-        .await
-        .map_err(|e| crate::describe(&e))?;
-    let result = run_in(&sandbox, &args, command_timeout, stdin_is_terminal).await;
+    let mut signals = Signals::new()?;
+    // Until the command starts, the sandbox has no deadline of its own: it
+    // ends with this process (PID 1 sees the control socket close), and
+    // copying files in must not eat into the command's time.
+    let options = SandboxOptions::default().timeout(Duration::ZERO);
+    let sandbox = tokio::select! {
+        created = Sandbox::create(options) => created.map_err(|e| crate::describe(&e))?,
+        signal = signals.next() => return Ok(128 + signal as u8),
+    };
+    let result = run_in(&sandbox, &args, stdin_is_terminal, &mut signals).await;
     let killed = sandbox.kill().await.map_err(|e| crate::describe(&e));
     let code = result?;
     killed?;
     Ok(code)
 }
 
+/// The signals that end `soulbox run`: SIGINT, SIGTERM and SIGHUP.
+struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Self, String> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let listen = |kind: SignalKind| {
+            signal(kind).map_err(|e| format!("failed to install a signal handler: {e}"))
+        };
+        Ok(Self {
+            interrupt: listen(SignalKind::interrupt())?,
+            terminate: listen(SignalKind::terminate())?,
+            hangup: listen(SignalKind::hangup())?,
+        })
+    }
+
+    /// Waits for the next signal and returns its number.
+    async fn next(&mut self) -> i32 {
+        tokio::select! {
+            _ = self.interrupt.recv() => libc::SIGINT,
+            _ = self.terminate.recv() => libc::SIGTERM,
+            _ = self.hangup.recv() => libc::SIGHUP,
+        }
+    }
+}
+
 async fn run_in(
     sandbox: &Sandbox,
     args: &RunArgs,
-    timeout: Option<Duration>,
     stdin_is_terminal: bool,
+    signals: &mut Signals,
 ) -> Result<u8, String> {
     for spec in &args.copies {
-        copy_in(sandbox, spec).await?;
+        tokio::select! {
+            copied = copy_in(sandbox, spec) => copied?,
+            signal = signals.next() => return Ok(128 + signal as u8),
+        }
     }
+    let timeout = (args.timeout > 0).then(|| Duration::from_secs(args.timeout));
+    // The sandbox outlives the command's timeout by a margin, so the
+    // command's own timeout is what the caller sees, with full output.
+    let sandbox_timeout = timeout.map_or(Duration::ZERO, |t| t.saturating_add(Duration::from_secs(5)));
+    sandbox.set_timeout(sandbox_timeout).await.map_err(|e| crate::describe(&e))?;
+
     let mut command = sandbox.command(&args.command[0]);
     command.args(&args.command[1..]).timeout(timeout);
     if let Some(user) = &args.user {
@@ -125,58 +171,70 @@ async fn run_in(
     let forward_stdin = args.tty || !stdin_is_terminal;
     let (handle, _raw_mode) = if args.tty {
         let (rows, cols) = term::window_size(std::io::stdout().as_fd());
-        command.env(
-            "TERM",
-            std::env::var("TERM").unwrap_or_else(|_| "xterm-256color".into()),
-        );
-        let handle = command
-            .start_pty(rows, cols)
-            .await
-            .map_err(|e| crate::describe(&e))?;
+        command.env("TERM", std::env::var("TERM").unwrap_or_else(|_| "xterm-256color".into()));
+        let handle = command.start_pty(rows, cols).await.map_err(|e| crate::describe(&e))?;
         let raw = term::RawMode::enable()
             .map_err(|e| format!("failed to put the terminal in raw mode: {e}"))?;
         (handle, Some(raw))
     } else {
         command.stdin(forward_stdin);
-        (
-            command.start().await.map_err(|e| crate::describe(&e))?,
-            None,
-        )
+        (command.start().await.map_err(|e| crate::describe(&e))?, None)
     };
+    let pid = handle.pid();
     if forward_stdin {
-        tokio::spawn(forward_input(sandbox.commands(), handle.pid(), !args.tty));
+        tokio::spawn(forward_input(sandbox.commands(), pid, !args.tty));
     }
     if args.tty {
-        tokio::spawn(forward_resizes(sandbox.commands(), handle.pid()));
+        tokio::spawn(forward_resizes(sandbox.commands(), pid));
     }
-    tokio::select! {
-        code = stream_output(handle) => code,
-        _ = tokio::signal::ctrl_c() => Ok(128 + libc::SIGINT as u8),
+    let output = stream_output(handle);
+    tokio::pin!(output);
+    let mut forwarded = false;
+    loop {
+        tokio::select! {
+            code = &mut output => return code,
+            signal = signals.next() => {
+                // The first signal goes to the command, which may handle it;
+                // a second one ends everything.
+                if forwarded || sandbox.commands().signal(pid, signal).await.is_err() {
+                    return Ok(128 + signal as u8);
+                }
+                forwarded = true;
+            }
+        }
     }
 }
 
+/// Exit code when this process's stdout or stderr was closed, as a
+/// pipeline's writer that SIGPIPE ends (128 + 13).
+const EXIT_BROKEN_PIPE: u8 = 141;
+
 /// Copies the command's output to this process's stdout and stderr until
-/// it ends; returns the exit code to report.
+/// it ends; returns the exit code to report. If the reader of this process's
+/// output goes away (`soulbox run -- yes | head -1`), the command is killed
+/// as SIGPIPE would end it outside a sandbox.
 async fn stream_output(mut handle: CommandHandle) -> Result<u8, String> {
     let mut host_out = tokio::io::stdout();
     let mut host_err = tokio::io::stderr();
     loop {
-        // A closed host stdout (for example `| head`) must not stop the
-        // command early, so write errors are ignored.
-        match handle.next_event().await.map_err(|e| crate::describe(&e))? {
+        let written = match handle.next_event().await.map_err(|e| crate::describe(&e))? {
             Some(CommandEvent::Stdout(bytes)) => {
-                let _ = host_out.write_all(&bytes).await;
-                let _ = host_out.flush().await;
+                let result = host_out.write_all(&bytes).await;
+                result.and(host_out.flush().await)
             }
-            Some(CommandEvent::Stderr(bytes)) => {
-                let _ = host_err.write_all(&bytes).await;
-            }
+            Some(CommandEvent::Stderr(bytes)) => host_err.write_all(&bytes).await,
             Some(CommandEvent::Exit(exit)) if exit.timed_out => {
                 eprintln!("soulbox: command timed out; killed it and every process it started");
                 return Ok(EXIT_TIMED_OUT);
             }
             Some(CommandEvent::Exit(exit)) => return Ok(exit_code(exit.status)),
             None => return Err("command output ended without an exit status".into()),
+        };
+        if let Err(e) = written {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                let _ = handle.kill().await;
+                return Ok(EXIT_BROKEN_PIPE);
+            }
         }
     }
 }

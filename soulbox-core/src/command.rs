@@ -317,6 +317,11 @@ impl Command {
             if tag.is_empty() {
                 return Err(Error::InvalidArgument("command tag is empty".into()));
             }
+            if self.sandbox.commands_tagged(tag) {
+                return Err(Error::InvalidArgument(format!(
+                    "a running command already has tag {tag:?}; tags must be unique"
+                )));
+            }
         }
         let stdio = match pty {
             Some((rows, cols)) => Stdio::pty(&self.sandbox, rows, cols)?,
@@ -451,9 +456,14 @@ impl Command {
                  create it first or pick an existing directory",
                 self.sandbox.id
             )),
+            SpawnStage::Exec if errno == libc::ENOENT && program.contains('/') => Error::Spawn {
+                program,
+                reason: "no such program in the sandbox".into(),
+                source,
+            },
             SpawnStage::Exec if errno == libc::ENOENT => Error::Spawn {
                 program,
-                reason: "no such program in the sandbox (checked PATH)".into(),
+                reason: "no such program in the sandbox (searched PATH)".into(),
                 source,
             },
             SpawnStage::Exec => Error::Spawn {

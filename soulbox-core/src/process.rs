@@ -32,6 +32,11 @@ use crate::sys;
 /// Largest chunk the pump reads and delivers at once, in bytes.
 pub const CHUNK_SIZE: usize = 64 * 1024;
 
+/// How long a PTY must stay quiet after its command's exit before the end
+/// is delivered, and the longest that wait may last.
+const PTY_QUIET: Duration = Duration::from_millis(25);
+const PTY_DRAIN_LIMIT: Duration = Duration::from_millis(250);
+
 /// Chunks queued per attached handle before the pump waits for it. With
 /// [`CHUNK_SIZE`] this bounds the queue at 1 MiB per handle.
 const QUEUE_CHUNKS: usize = 16;
@@ -120,6 +125,13 @@ pub(crate) enum StdinWriter {
 #[derive(Debug, Default)]
 pub(crate) struct Registry {
     entries: HashMap<u32, Arc<Entry>>,
+}
+
+impl Inner {
+    /// Returns whether a running command has `tag`.
+    pub(crate) fn commands_tagged(&self, tag: &str) -> bool {
+        lock(&self.commands).entries.values().any(|e| e.info.tag.as_deref() == Some(tag))
+    }
 }
 
 /// A readable end of a command's output.
@@ -326,7 +338,8 @@ impl Pump {
         let mut out_open = true;
         let mut err_open = stderr.is_some();
         let mut timed_out = false;
-        let deadline = self.timeout.map(|t| tokio::time::Instant::now() + t);
+        // A timeout too large to represent is no timeout.
+        let deadline = self.timeout.and_then(|t| tokio::time::Instant::now().checked_add(t));
         let record = loop {
             tokio::select! {
                 read = stdout.read(&mut out_buf), if out_open => match read {
@@ -388,6 +401,23 @@ impl Pump {
 
     /// Delivers the bytes waiting in `stream` now, and no more.
     async fn drain(&self, stream: &mut OutputStream, buf: &mut [u8], wrap: fn(Vec<u8>) -> Event) {
+        if matches!(stream, OutputStream::Pty(_)) {
+            // Bytes written to a PTY just before the exit can still sit in
+            // the tty layer's flip buffer, which a kernel worker moves to
+            // the controller side shortly after; FIONREAD does not count
+            // them, and no call flushes them. So read until the PTY has
+            // been quiet for PTY_QUIET, within PTY_DRAIN_LIMIT, which also
+            // keeps a process that writes without pause from holding the
+            // end back.
+            let limit = tokio::time::Instant::now() + PTY_DRAIN_LIMIT;
+            while tokio::time::Instant::now() < limit {
+                match tokio::time::timeout(PTY_QUIET, stream.read(buf)).await {
+                    Ok(Ok(n)) if n > 0 => self.publish(wrap(buf[..n].to_vec())).await,
+                    _ => return,
+                }
+            }
+            return;
+        }
         let mut waiting = sys::bytes_readable(stream.raw()).unwrap_or(0);
         while waiting > 0 {
             let want = waiting.min(buf.len());
