@@ -75,6 +75,8 @@ enum Ending {
     SupervisorLost,
     /// The sandbox ended first.
     SandboxEnded,
+    /// The task moving the output stopped early (a bug).
+    PumpFailed,
 }
 
 #[derive(Debug, Clone)]
@@ -333,6 +335,7 @@ impl Pump {
         mut stderr: Option<OutputStream>,
         mut status: StatusPipe,
     ) {
+        let mut guard = EndGuard { pump: &self, finished: false };
         let mut out_buf = vec![0u8; CHUNK_SIZE];
         let mut err_buf = vec![0u8; CHUNK_SIZE];
         let mut out_open = true;
@@ -385,6 +388,7 @@ impl Pump {
         }
         self.publish(Event::End(ending)).await;
         lock(&self.entry.subscribers).clear();
+        guard.finished = true;
         // Processes the command left running may still write; keep reading
         // so they never block or die of SIGPIPE, until they close the pipes.
         while out_open || err_open {
@@ -446,6 +450,28 @@ impl Pump {
         if let Some(sandbox) = self.sandbox.upgrade() {
             let _ = send_kill_tree(&sandbox, &self.entry).await;
         }
+    }
+}
+
+/// Ends a pump that stopped early (a panic unwinding through it): the
+/// command leaves the registry and every handle sees its end instead of
+/// waiting forever.
+struct EndGuard<'a> {
+    pump: &'a Pump,
+    finished: bool,
+}
+
+impl Drop for EndGuard<'_> {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let entry = &self.pump.entry;
+        lock(&entry.ending).get_or_insert(Ending::PumpFailed);
+        if let Some(sandbox) = self.pump.sandbox.upgrade() {
+            lock(&sandbox.commands).entries.remove(&entry.info.pid);
+        }
+        lock(&entry.subscribers).clear();
     }
 }
 
@@ -531,6 +557,10 @@ impl CommandHandle {
             Some(Ending::SupervisorLost) => Err(Error::Protocol(format!(
                 "the supervisor of command {} ended without reporting its exit; a process \
                  in the sandbox running as root may have killed it",
+                self.pid()
+            ))),
+            Some(Ending::PumpFailed) => Err(Error::Protocol(format!(
+                "the output of command {} stopped early; this is a SoulBox bug",
                 self.pid()
             ))),
             Some(Ending::SandboxEnded) | None => Err(self.sandbox.not_running()),
