@@ -1,8 +1,8 @@
 //! `--copy HOST_PATH:SANDBOX_PATH`: copies files and directory trees into a
-//! sandbox through the file API.
+//! sandbox with [`soulbox_core::Files::copy_in`], the path `soulbox cp`
+//! shares.
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use soulbox_core::Sandbox;
 
@@ -33,44 +33,20 @@ impl CopySpec {
     }
 }
 
-/// Copies one file or directory tree; symlinks are skipped, files keep their
-/// executable bits.
+/// Copies one file or directory tree. Files keep their permission bits;
+/// symlinks and special files below a copied directory are skipped with a
+/// warning on stderr.
 pub async fn copy_in(sandbox: &Sandbox, spec: &CopySpec) -> Result<(), String> {
-    let mut pending = vec![(
-        spec.host.clone(),
-        spec.sandbox.trim_end_matches('/').to_string(),
-    )];
-    while let Some((host, dest)) = pending.pop() {
-        let meta = std::fs::symlink_metadata(&host)
-            .map_err(|e| format!("cannot read {}: {e}", host.display()))?;
-        if meta.is_dir() {
-            sandbox
-                .files()
-                .make_dir(&dest)
-                .await
-                .map_err(|e| crate::describe(&e))?;
-            let entries = std::fs::read_dir(&host)
-                .map_err(|e| format!("cannot list {}: {e}", host.display()))?;
-            for entry in entries {
-                let entry = entry.map_err(|e| format!("cannot list {}: {e}", host.display()))?;
-                let name = entry.file_name();
-                let name = name.to_str().ok_or_else(|| {
-                    format!("{} has a name that is not UTF-8", entry.path().display())
-                })?;
-                pending.push((entry.path(), format!("{dest}/{name}")));
-            }
-        } else if meta.is_file() {
-            copy_file(sandbox, &host, &dest, meta.permissions().mode()).await?;
-        }
+    let summary = sandbox
+        .files()
+        .copy_in(&spec.host, &spec.sandbox)
+        .await
+        .map_err(|e| crate::describe(&e))?;
+    for skipped in &summary.skipped {
+        eprintln!(
+            "soulbox: --copy skipped {}: only regular files and directories are copied",
+            skipped.display()
+        );
     }
     Ok(())
-}
-
-async fn copy_file(sandbox: &Sandbox, host: &Path, dest: &str, mode: u32) -> Result<(), String> {
-    let data = std::fs::read(host).map_err(|e| format!("cannot read {}: {e}", host.display()))?;
-    sandbox
-        .files()
-        .write_with_mode(dest, data, mode & 0o777)
-        .await
-        .map_err(|e| crate::describe(&e))
 }

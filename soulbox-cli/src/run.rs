@@ -154,8 +154,12 @@ async fn run_in(
     let timeout = (args.timeout > 0).then(|| Duration::from_secs(args.timeout));
     // The sandbox outlives the command's timeout by a margin, so the
     // command's own timeout is what the caller sees, with full output.
-    let sandbox_timeout = timeout.map_or(Duration::ZERO, |t| t.saturating_add(Duration::from_secs(5)));
-    sandbox.set_timeout(sandbox_timeout).await.map_err(|e| crate::describe(&e))?;
+    let sandbox_timeout =
+        timeout.map_or(Duration::ZERO, |t| t.saturating_add(Duration::from_secs(5)));
+    sandbox
+        .set_timeout(sandbox_timeout)
+        .await
+        .map_err(|e| crate::describe(&e))?;
 
     let mut command = sandbox.command(&args.command[0]);
     command.args(&args.command[1..]).timeout(timeout);
@@ -171,14 +175,23 @@ async fn run_in(
     let forward_stdin = args.tty || !stdin_is_terminal;
     let (handle, _raw_mode) = if args.tty {
         let (rows, cols) = term::window_size(std::io::stdout().as_fd());
-        command.env("TERM", std::env::var("TERM").unwrap_or_else(|_| "xterm-256color".into()));
-        let handle = command.start_pty(rows, cols).await.map_err(|e| crate::describe(&e))?;
+        command.env(
+            "TERM",
+            std::env::var("TERM").unwrap_or_else(|_| "xterm-256color".into()),
+        );
+        let handle = command
+            .start_pty(rows, cols)
+            .await
+            .map_err(|e| crate::describe(&e))?;
         let raw = term::RawMode::enable()
             .map_err(|e| format!("failed to put the terminal in raw mode: {e}"))?;
         (handle, Some(raw))
     } else {
         command.stdin(forward_stdin);
-        (command.start().await.map_err(|e| crate::describe(&e))?, None)
+        (
+            command.start().await.map_err(|e| crate::describe(&e))?,
+            None,
+        )
     };
     let pid = handle.pid();
     if forward_stdin {

@@ -28,6 +28,8 @@ const V1_CONTROLLERS: [&str; 3] = ["memory", "pids", "cpu"];
 struct Layout {
     /// Mount point of the cgroup2 hierarchy, if any.
     v2: Option<PathBuf>,
+    /// Controllers the cgroup2 hierarchy has (its root's cgroup.controllers).
+    v2_controllers: Vec<String>,
     /// Mount points of the v1 hierarchies holding [`V1_CONTROLLERS`], with
     /// the controllers each binds (cpu and cpuacct may share one).
     v1: Vec<(PathBuf, Vec<String>)>,
@@ -39,7 +41,12 @@ fn layout() -> &'static Layout {
         let Ok(mountinfo) = fs::read_to_string("/proc/self/mountinfo") else {
             return Layout::default();
         };
-        parse_layout(&mountinfo)
+        let mut layout = parse_layout(&mountinfo);
+        if let Some(v2) = &layout.v2 {
+            let controllers = fs::read_to_string(v2.join("cgroup.controllers")).unwrap_or_default();
+            layout.v2_controllers = controllers.split_whitespace().map(str::to_string).collect();
+        }
+        layout
     })
 }
 
@@ -75,6 +82,21 @@ fn parse_layout(mountinfo: &str) -> Layout {
     layout
 }
 
+/// Resource limits enforced through cgroups. `None` leaves a resource
+/// unlimited and costs nothing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Memory in bytes, swap excluded (swap is closed where it can be).
+    pub memory: Option<u64>,
+    /// Number of processes and threads.
+    pub pids: Option<u64>,
+    /// CPU time in thousandths of a core (1000 = one core).
+    pub cpu_millicores: Option<u64>,
+}
+
+/// CFS period for CPU limits, in microseconds (the kernel's default).
+const CPU_PERIOD_US: u64 = 100_000;
+
 /// One sandbox's cgroup directories, removed by [`SandboxCgroup::remove`].
 #[derive(Debug)]
 pub struct SandboxCgroup {
@@ -82,66 +104,107 @@ pub struct SandboxCgroup {
     v2: Option<PathBuf>,
     /// Every directory, v2 first.
     dirs: Vec<PathBuf>,
+    /// Where the memory controller's files are, for out-of-memory counts.
+    memory: Option<(PathBuf, Version)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Version {
+    V1,
+    V2,
 }
 
 impl SandboxCgroup {
-    /// Creates the sandbox's directories: one in the v2 hierarchy, and one
-    /// in each v1 hierarchy that binds a controller in `v1_controllers`.
-    /// Without write access to a hierarchy (rootless without delegation)
-    /// that hierarchy is skipped.
+    /// Creates the sandbox's directories and writes `limits` into them:
+    /// one directory in the v2 hierarchy, and one in each v1 hierarchy that
+    /// binds a controller a limit needs and v2 lacks. Without write access
+    /// to a hierarchy (rootless without delegation) it is skipped, and so
+    /// are its limits.
     ///
     /// Each hierarchy costs a `cgroup.procs` write on every create (about
-    /// 150 µs on a v1 hierarchy), so only the controllers a limit needs are
-    /// asked for.
-    pub fn create(id: &str, v1_controllers: &[&str]) -> Result<Self> {
+    /// 150 µs for a v1 hierarchy on a host without `favordynmods`), so only
+    /// the controllers a limit needs are joined.
+    pub fn create(id: &str, limits: &Limits) -> Result<Self> {
         let layout = layout();
         let mut cgroup = Self {
             v2: None,
             dirs: Vec::new(),
+            memory: None,
         };
-        let v1_roots = layout.v1.iter().filter_map(|(root, controllers)| {
-            controllers
-                .iter()
-                .any(|c| v1_controllers.contains(&c.as_str()))
-                .then_some(root)
-        });
-        for root in layout.v2.iter().chain(v1_roots) {
-            let parent = root.join(PARENT);
-            if let Err(source) = fs::create_dir(&parent) {
-                match source.kind() {
-                    io::ErrorKind::AlreadyExists => {}
-                    // Rootless without a delegated hierarchy: no cgroups.
-                    io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem => {
-                        continue;
-                    }
-                    _ => {
-                        let _ = cgroup.remove();
-                        return Err(Error::Cgroup {
-                            step: "create",
-                            path: parent,
-                            source,
-                        });
-                    }
-                }
-            }
-            let dir = parent.join(id);
-            if let Err(source) = fs::create_dir(&dir) {
-                if source.kind() == io::ErrorKind::PermissionDenied {
-                    continue;
-                }
-                let _ = cgroup.remove();
-                return Err(Error::Cgroup {
-                    step: "create",
-                    path: dir,
-                    source,
-                });
-            }
-            if Some(root) == layout.v2.as_ref() {
-                cgroup.v2 = Some(dir.clone());
-            }
-            cgroup.dirs.push(dir);
+        if let Err(e) = cgroup.populate(layout, id, limits) {
+            let _ = cgroup.remove();
+            return Err(e);
         }
         Ok(cgroup)
+    }
+
+    fn populate(&mut self, layout: &Layout, id: &str, limits: &Limits) -> Result<()> {
+        if let Some(root) = &layout.v2 {
+            self.v2 = make_dir(root, id)?;
+            if let Some(dir) = &self.v2 {
+                self.dirs.push(dir.clone());
+            }
+        }
+        let wanted = [
+            ("memory", limits.memory.is_some()),
+            ("pids", limits.pids.is_some()),
+            ("cpu", limits.cpu_millicores.is_some()),
+        ];
+        for (controller, needed) in wanted {
+            if !needed {
+                continue;
+            }
+            let in_v2 = layout.v2_controllers.iter().any(|c| c == controller);
+            let dir = match (&self.v2, in_v2) {
+                (Some(dir), true) => {
+                    enable_in_parent(dir, controller);
+                    Some((dir.clone(), Version::V2))
+                }
+                _ => self
+                    .v1_dir(layout, id, controller)?
+                    .map(|dir| (dir, Version::V1)),
+            };
+            let Some((dir, version)) = dir else { continue };
+            write_limit(&dir, version, controller, limits)?;
+            if controller == "memory" {
+                self.memory = Some((dir, version));
+            }
+        }
+        Ok(())
+    }
+
+    /// Returns the sandbox's directory in the v1 hierarchy of `controller`,
+    /// creating it on first use.
+    fn v1_dir(&mut self, layout: &Layout, id: &str, controller: &str) -> Result<Option<PathBuf>> {
+        let Some((root, _)) = layout
+            .v1
+            .iter()
+            .find(|(_, controllers)| controllers.iter().any(|c| c == controller))
+        else {
+            return Ok(None);
+        };
+        let wanted = root.join(PARENT).join(id);
+        if self.dirs.contains(&wanted) {
+            return Ok(Some(wanted));
+        }
+        let dir = make_dir(root, id)?;
+        if let Some(dir) = &dir {
+            self.dirs.push(dir.clone());
+        }
+        Ok(dir)
+    }
+
+    /// Returns how many processes the out-of-memory killer has killed in the
+    /// sandbox, or `None` without a memory cgroup.
+    pub fn oom_kills(&self) -> Option<u64> {
+        let (dir, version) = self.memory.as_ref()?;
+        let file = match version {
+            Version::V1 => "memory.oom_control",
+            Version::V2 => "memory.events",
+        };
+        let text = fs::read_to_string(dir.join(file)).ok()?;
+        text.lines()
+            .find_map(|line| line.strip_prefix("oom_kill ")?.trim().parse().ok())
     }
 
     /// Moves `pid` into every directory of the set.
@@ -201,6 +264,89 @@ fn remove_dir_retrying(dir: &Path) -> io::Result<()> {
         delay = (delay * 2).min(Duration::from_millis(200));
     }
     fs::remove_dir(dir)
+}
+
+/// Creates `root/soulbox/id`. Returns `None` when the hierarchy is not
+/// writable (rootless without delegation).
+fn make_dir(root: &Path, id: &str) -> Result<Option<PathBuf>> {
+    let parent = root.join(PARENT);
+    if let Err(source) = fs::create_dir(&parent) {
+        match source.kind() {
+            io::ErrorKind::AlreadyExists => {}
+            io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem => return Ok(None),
+            _ => {
+                return Err(Error::Cgroup {
+                    step: "create",
+                    path: parent,
+                    source,
+                })
+            }
+        }
+    }
+    let dir = parent.join(id);
+    match fs::create_dir(&dir) {
+        Ok(()) => Ok(Some(dir)),
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => Ok(None),
+        Err(source) => Err(Error::Cgroup {
+            step: "create",
+            path: dir,
+            source,
+        }),
+    }
+}
+
+/// Lets the sandbox directories below SoulBox's v2 parent use `controller`.
+/// It fails quietly where the root does not delegate the controller; the
+/// limit write that follows then reports the problem.
+fn enable_in_parent(dir: &Path, controller: &str) {
+    if let Some(parent) = dir.parent() {
+        let _ = fs::write(
+            parent.join("cgroup.subtree_control"),
+            format!("+{controller}"),
+        );
+    }
+}
+
+/// Writes the limit for `controller` in `dir`.
+fn write_limit(dir: &Path, version: Version, controller: &str, limits: &Limits) -> Result<()> {
+    let files: Vec<(&str, String)> = match (controller, version) {
+        ("memory", Version::V1) => {
+            let bytes = limits.memory.unwrap_or(0).to_string();
+            // memsw (memory + swap) exists only with swap accounting; where
+            // it does, making it equal to the memory limit closes swap.
+            let mut files = vec![("memory.limit_in_bytes", bytes.clone())];
+            if dir.join("memory.memsw.limit_in_bytes").exists() {
+                files.push(("memory.memsw.limit_in_bytes", bytes));
+            }
+            files
+        }
+        ("memory", Version::V2) => vec![
+            ("memory.max", limits.memory.unwrap_or(0).to_string()),
+            ("memory.swap.max", "0".to_string()),
+        ],
+        ("pids", _) => vec![("pids.max", limits.pids.unwrap_or(0).to_string())],
+        ("cpu", Version::V1) => {
+            let quota = limits.cpu_millicores.unwrap_or(0) * CPU_PERIOD_US / 1000;
+            vec![
+                ("cpu.cfs_period_us", CPU_PERIOD_US.to_string()),
+                ("cpu.cfs_quota_us", quota.to_string()),
+            ]
+        }
+        ("cpu", Version::V2) => {
+            let quota = limits.cpu_millicores.unwrap_or(0) * CPU_PERIOD_US / 1000;
+            vec![("cpu.max", format!("{quota} {CPU_PERIOD_US}"))]
+        }
+        _ => Vec::new(),
+    };
+    for (name, value) in files {
+        let path = dir.join(name);
+        fs::write(&path, &value).map_err(|source| Error::Cgroup {
+            step: "set a limit in",
+            path,
+            source,
+        })?;
+    }
+    Ok(())
 }
 
 /// Every SoulBox parent directory on this host, for leak checks.

@@ -328,6 +328,7 @@ impl Command {
             None => Stdio::pipes(self.stdin)?,
         };
         let (status_read, status_write) = pipe_pair()?;
+        let oom_kills_before = self.sandbox.oom_kills();
         let command_id = self.sandbox.next_command_id();
         let spawn = Spawn {
             command_id,
@@ -367,6 +368,13 @@ impl Command {
                     "expected a start report, got {other:?}"
                 )))
             }
+            None if self.sandbox.is_running() => {
+                return Err(Error::Protocol(format!(
+                    "the supervisor of {:?} ended before reporting its start; a process in \
+                     the sandbox running as root may have killed it",
+                    self.argv[0]
+                )))
+            }
             None => return Err(self.sandbox.not_running()),
         };
         let info = ProcessInfo {
@@ -390,6 +398,7 @@ impl Command {
             cwd,
         };
         let started = Started {
+            oom_kills_before,
             info,
             command_id,
             stdout,

@@ -116,6 +116,51 @@ pub enum Error {
     #[error("protocol error with sandbox PID 1: {0}")]
     Protocol(String),
 
+    /// The sandbox user a file call acts as may not access a path.
+    #[error("permission denied in sandbox: {path}; act as a user who may access it, such as root")]
+    PermissionDenied {
+        /// The path as the caller gave it.
+        path: String,
+    },
+
+    /// A directory watch needs more inotify watches or instances than the
+    /// host allows.
+    #[error(
+        "cannot watch {path} in sandbox: the host's inotify limit in {limit_file} is reached; \
+         as root, write a larger number to {limit_file}"
+    )]
+    WatchLimit {
+        /// The watched path as the caller gave it.
+        path: String,
+        /// The /proc/sys/fs/inotify file with the limit.
+        limit_file: &'static str,
+        /// The OS error behind it: ENOSPC for watches, EMFILE for instances.
+        #[source]
+        source: io::Error,
+    },
+
+    /// Events of a directory watch were lost; the watch goes on.
+    #[error("events under {path} in sandbox were lost: {reason}")]
+    WatchEventsLost {
+        /// The watched path as the caller gave it.
+        path: String,
+        /// The cause, and what to do about it.
+        reason: String,
+    },
+
+    /// A host file or directory that a copy into or out of a sandbox reads
+    /// or writes could not be accessed.
+    #[error("failed to {step} {path} on the host")]
+    HostFile {
+        /// The step that failed.
+        step: &'static str,
+        /// The host path.
+        path: PathBuf,
+        /// The OS error behind it.
+        #[source]
+        source: io::Error,
+    },
+
     /// Any other system call failed.
     #[error("failed to {step}")]
     Os {
@@ -136,7 +181,9 @@ impl Error {
             | Self::Spawn { source, .. }
             | Self::Template { source, .. }
             | Self::Cgroup { source, .. }
-            | Self::Os { source, .. } => source.raw_os_error(),
+            | Self::Os { source, .. }
+            | Self::WatchLimit { source, .. }
+            | Self::HostFile { source, .. } => source.raw_os_error(),
             Self::InvalidArgument(_) => Some(libc::EINVAL),
             Self::FileNotFound { .. } | Self::NotFound(_) => Some(libc::ENOENT),
             Self::CommandExit { .. } => None,
@@ -144,6 +191,8 @@ impl Error {
             Self::NotEnoughSpace { .. } => Some(libc::ENOSPC),
             Self::SandboxNotRunning { .. } => Some(libc::ESRCH),
             Self::Protocol(_) => Some(libc::EPROTO),
+            Self::PermissionDenied { .. } => Some(libc::EACCES),
+            Self::WatchEventsLost { .. } => Some(libc::EOVERFLOW),
         }
     }
 

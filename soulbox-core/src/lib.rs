@@ -43,11 +43,17 @@ mod template;
 
 pub use command::{Command, ExitStatus, Output, DEFAULT_COMMAND_TIMEOUT};
 pub use error::{Error, Result};
-pub use files::Files;
+pub use files::{
+    CopySummary, EntryInfo, FileReader, FileType, Files, FilesystemEvent, FilesystemEventKind,
+    Watcher,
+};
 pub use process::{
     CommandEvent, CommandExit, CommandHandle, Commands, ProcessInfo, Selector, CHUNK_SIZE,
 };
-pub use sandbox::{Sandbox, SandboxOptions, DEFAULT_DISK_SIZE, DEFAULT_TIMEOUT, DEFAULT_TMP_SIZE};
+pub use sandbox::{
+    Sandbox, SandboxOptions, DEFAULT_DISK_INODES, DEFAULT_DISK_SIZE, DEFAULT_MEMORY_LIMIT,
+    DEFAULT_OPEN_FILES_LIMIT, DEFAULT_PIDS_LIMIT, DEFAULT_TIMEOUT, DEFAULT_TMP_SIZE,
+};
 
 /// Leak checks for tests and operators.
 pub mod diagnostics {

@@ -48,9 +48,9 @@ pub struct CommandExit {
     pub status: ExitStatus,
     /// Whether the command's timeout ended it (its whole tree was killed).
     pub timed_out: bool,
-    /// Whether the sandbox's out-of-memory killer ended it.
-    ///
-    /// NOTE: always false until sandboxes get a memory cgroup limit.
+    /// Whether the sandbox's out-of-memory killer ended it: the first
+    /// process died of SIGKILL while the sandbox's memory cgroup counted an
+    /// out-of-memory kill. Always false without a memory limit.
     pub oom_killed: bool,
 }
 
@@ -132,7 +132,10 @@ pub(crate) struct Registry {
 impl Inner {
     /// Returns whether a running command has `tag`.
     pub(crate) fn commands_tagged(&self, tag: &str) -> bool {
-        lock(&self.commands).entries.values().any(|e| e.info.tag.as_deref() == Some(tag))
+        lock(&self.commands)
+            .entries
+            .values()
+            .any(|e| e.info.tag.as_deref() == Some(tag))
     }
 }
 
@@ -283,6 +286,8 @@ pub(crate) struct Started {
     pub(crate) status: StatusPipe,
     pub(crate) timeout: Option<Duration>,
     pub(crate) pty: Option<Arc<AsyncFd<OwnedFd>>>,
+    /// The sandbox's out-of-memory kill count when the command started.
+    pub(crate) oom_kills_before: Option<u64>,
 }
 
 /// Registers a started command, starts its pump and returns the first
@@ -305,6 +310,7 @@ pub(crate) fn register(sandbox: &Arc<Inner>, started: Started) -> CommandHandle 
         sandbox: Arc::downgrade(sandbox),
         entry: Arc::clone(&entry),
         timeout: started.timeout,
+        oom_kills_before: started.oom_kills_before,
     };
     tokio::spawn(pump.run(started.stdout, started.stderr, started.status));
     CommandHandle {
@@ -326,23 +332,37 @@ struct Pump {
     sandbox: Weak<Inner>,
     entry: Arc<Entry>,
     timeout: Option<Duration>,
+    oom_kills_before: Option<u64>,
 }
 
 impl Pump {
+    /// Returns whether the out-of-memory killer has struck in the sandbox
+    /// since the command started. A SIGKILLed command is reported as out of
+    /// memory when it has.
+    fn oom_since_start(&self) -> bool {
+        let now = self.sandbox.upgrade().and_then(|s| s.oom_kills());
+        matches!((self.oom_kills_before, now), (Some(before), Some(now)) if now > before)
+    }
+
     async fn run(
         self,
         mut stdout: OutputStream,
         mut stderr: Option<OutputStream>,
         mut status: StatusPipe,
     ) {
-        let mut guard = EndGuard { pump: &self, finished: false };
+        let mut guard = EndGuard {
+            pump: &self,
+            finished: false,
+        };
         let mut out_buf = vec![0u8; CHUNK_SIZE];
         let mut err_buf = vec![0u8; CHUNK_SIZE];
         let mut out_open = true;
         let mut err_open = stderr.is_some();
         let mut timed_out = false;
         // A timeout too large to represent is no timeout.
-        let deadline = self.timeout.and_then(|t| tokio::time::Instant::now().checked_add(t));
+        let deadline = self
+            .timeout
+            .and_then(|t| tokio::time::Instant::now().checked_add(t));
         let record = loop {
             tokio::select! {
                 read = stdout.read(&mut out_buf), if out_open => match read {
@@ -377,7 +397,7 @@ impl Pump {
             Ok(Some(StatusRecord::Signaled { signal })) => Ending::Exited(CommandExit {
                 status: ExitStatus::Signal(signal),
                 timed_out,
-                oom_killed: false,
+                oom_killed: signal == libc::SIGKILL && !timed_out && self.oom_since_start(),
             }),
             _ if self.sandbox.upgrade().is_some_and(|s| s.is_running()) => Ending::SupervisorLost,
             _ => Ending::SandboxEnded,

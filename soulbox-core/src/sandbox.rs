@@ -15,7 +15,7 @@ use soulbox_proto::{BindMount, Config, Reply, Request, SetupStage};
 use tokio::io::unix::AsyncFd;
 use tracing::debug;
 
-use crate::cgroup::{self, SandboxCgroup};
+use crate::cgroup::{self, Limits, SandboxCgroup};
 use crate::error::{Error, Result};
 use crate::{id, init_binary, paths, sys, template};
 
@@ -43,7 +43,31 @@ pub struct SandboxOptions {
     pub disk_size: u64,
     /// Size limit of /tmp, in bytes.
     pub tmp_size: u64,
+    /// Maximum number of files and directories in the writable layer.
+    pub disk_inodes: u64,
+    /// Memory limit in bytes, swap closed; `None` for no limit. The
+    /// writable layer and /tmp are in memory (tmpfs), and what sandboxed
+    /// code writes there counts towards this limit too.
+    pub memory_limit: Option<u64>,
+    /// Maximum number of processes and threads; `None` for no limit.
+    pub pids_limit: Option<u64>,
+    /// CPU limit in cores (0.5 is half a core); `None` for no limit.
+    pub cpu_limit: Option<f64>,
+    /// Maximum open files per process (RLIMIT_NOFILE).
+    pub open_files_limit: u64,
+    /// Maximum size of a file a process may write, in bytes
+    /// (RLIMIT_FSIZE); `None` for no limit.
+    pub file_size_limit: Option<u64>,
 }
+
+/// Default memory limit: 2 GiB.
+pub const DEFAULT_MEMORY_LIMIT: u64 = 2 << 30;
+/// Default limit on processes and threads.
+pub const DEFAULT_PIDS_LIMIT: u64 = 1024;
+/// Default inode limit of the writable layer.
+pub const DEFAULT_DISK_INODES: u64 = 256 * 1024;
+/// Default open-files limit per process.
+pub const DEFAULT_OPEN_FILES_LIMIT: u64 = 4096;
 
 impl Default for SandboxOptions {
     fn default() -> Self {
@@ -53,6 +77,12 @@ impl Default for SandboxOptions {
             envs: BTreeMap::new(),
             disk_size: DEFAULT_DISK_SIZE,
             tmp_size: DEFAULT_TMP_SIZE,
+            disk_inodes: DEFAULT_DISK_INODES,
+            memory_limit: Some(DEFAULT_MEMORY_LIMIT),
+            pids_limit: Some(DEFAULT_PIDS_LIMIT),
+            cpu_limit: None,
+            open_files_limit: DEFAULT_OPEN_FILES_LIMIT,
+            file_size_limit: None,
         }
     }
 }
@@ -70,6 +100,14 @@ impl SandboxOptions {
         self
     }
 
+    fn limits(&self) -> Limits {
+        Limits {
+            memory: self.memory_limit,
+            pids: self.pids_limit,
+            cpu_millicores: self.cpu_limit.map(|cores| (cores * 1000.0).round() as u64),
+        }
+    }
+
     fn validate(&self) -> Result<()> {
         if self.template != template::HOST {
             return Err(Error::InvalidArgument(format!(
@@ -79,6 +117,39 @@ impl SandboxOptions {
         }
         for (key, value) in &self.envs {
             crate::command::validate_env(key, value)?;
+        }
+        if let Some(memory) = self.memory_limit {
+            if memory < 16 << 20 {
+                return Err(Error::InvalidArgument(format!(
+                    "memory_limit of {memory} bytes is below the 16 MiB minimum"
+                )));
+            }
+        }
+        if self.pids_limit.is_some_and(|pids| pids < 8) {
+            return Err(Error::InvalidArgument(format!(
+                "pids_limit of {} is below the minimum of 8 (PID 1, a supervisor and a shell \
+                 need some)",
+                self.pids_limit.unwrap_or_default()
+            )));
+        }
+        if let Some(cpu) = self.cpu_limit {
+            if !(0.01..=1024.0).contains(&cpu) {
+                return Err(Error::InvalidArgument(format!(
+                    "cpu_limit of {cpu} cores is outside 0.01 to 1024"
+                )));
+            }
+        }
+        if self.disk_inodes < 1024 {
+            return Err(Error::InvalidArgument(format!(
+                "disk_inodes of {} is below the minimum of 1024",
+                self.disk_inodes
+            )));
+        }
+        if !(64..=1 << 20).contains(&self.open_files_limit) {
+            return Err(Error::InvalidArgument(format!(
+                "open_files_limit of {} is outside 64 to 1048576",
+                self.open_files_limit
+            )));
         }
         const MIN_SIZE: u64 = 1 << 20;
         for (name, size) in [("disk_size", self.disk_size), ("tmp_size", self.tmp_size)] {
@@ -157,7 +228,7 @@ impl Sandbox {
         )
         .map_err(|e| Error::os("create the control socket")(e.into()))?;
 
-        let launch = Launch::start(&id, init_end)?;
+        let launch = Launch::start(&id, init_end, &options.limits())?;
         let config = Config {
             sandbox_id: id.clone().into_bytes(),
             lower_dirs: template
@@ -175,12 +246,19 @@ impl Sandbox {
                 .collect(),
             scratch_dir: scratch_dir.as_os_str().as_bytes().to_vec(),
             scratch_size: options.disk_size,
+            scratch_inodes: options.disk_inodes,
             tmp_size: options.tmp_size,
+            open_files_limit: options.open_files_limit,
+            file_size_limit: options.file_size_limit.unwrap_or(u64::MAX),
             timeout_ms: u64::try_from(options.timeout.as_millis()).unwrap_or(u64::MAX),
         };
         set_nonblocking(&host_end)?;
         let control = sys::async_fd(host_end).map_err(Error::os("register the control socket"))?;
         send_request(&control, &Request::Config(config), &[]).await?;
+        // PID 1 builds its mounts while the host moves it into its cgroups;
+        // on two cores the two overlap.
+        launch.attach()?;
+        send_request(&control, &Request::Attached, &[]).await?;
         wait_ready(&control, &launch).await?;
 
         let root = open_root(launch.pid)?;
@@ -267,6 +345,12 @@ impl Inner {
         !self.ended.load(Ordering::Acquire) && !sys::pidfd_exited(self.pidfd.as_fd())
     }
 
+    /// Returns the sandbox's out-of-memory kill count so far, if it has a
+    /// memory cgroup.
+    pub(crate) fn oom_kills(&self) -> Option<u64> {
+        self.cgroup.lock().ok()?.oom_kills()
+    }
+
     pub(crate) fn next_command_id(&self) -> u64 {
         self.next_command_id.fetch_add(1, Ordering::Relaxed)
     }
@@ -340,10 +424,8 @@ struct Launch {
 }
 
 impl Launch {
-    fn start(id: &str, init_end: OwnedFd) -> Result<Self> {
-        // NOTE: no resource limits exist yet, so no v1 controller is needed;
-        // the v2 directory alone gives cgroup.kill and cgroup.freeze.
-        let cgroup = SandboxCgroup::create(id, &[])?;
+    fn start(id: &str, init_end: OwnedFd, limits: &Limits) -> Result<Self> {
+        let cgroup = SandboxCgroup::create(id, limits)?;
         let rootless = sys::geteuid() != 0;
         let mut namespaces = libc::CLONE_NEWNS
             | libc::CLONE_NEWPID
@@ -372,14 +454,19 @@ impl Launch {
             pidfd: Some(pidfd),
             cgroup: Some(cgroup),
         };
-        if let Some(cgroup) = &launch.cgroup {
-            cgroup.attach(pid)?;
-        }
         if rootless {
             sys::write_id_maps(pid, sys::geteuid(), sys::getegid())
                 .map_err(Error::os("write the user namespace's uid and gid maps"))?;
         }
         Ok(launch)
+    }
+
+    /// Moves PID 1 into the sandbox's cgroups.
+    fn attach(&self) -> Result<()> {
+        match &self.cgroup {
+            Some(cgroup) => cgroup.attach(self.pid),
+            None => Ok(()),
+        }
     }
 
     fn pidfd(&self) -> std::os::fd::BorrowedFd<'_> {
@@ -549,4 +636,12 @@ fn prepare_scratch_dir(state_dir: &std::path::Path) -> Result<PathBuf> {
 fn sweep_once() {
     static SWEPT: std::sync::Once = std::sync::Once::new();
     SWEPT.call_once(|| cgroup::sweep_stale(Duration::from_secs(60)));
+}
+
+impl Inner {
+    /// The pidfd of the sandbox's PID 1. It turns readable when PID 1
+    /// exits, which ends the file API's directory watches.
+    pub(crate) fn pidfd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.pidfd.as_fd()
+    }
 }

@@ -418,13 +418,6 @@ pub fn write_id_maps(pid: libc::pid_t, uid: u32, gid: u32) -> io::Result<()> {
     Ok(())
 }
 
-/// Changes the owner of the file behind `fd`, which may be an O_PATH fd.
-pub fn fchown_empty_path(fd: BorrowedFd<'_>, uid: u32, gid: u32) -> io::Result<()> {
-    // SAFETY: "" with AT_EMPTY_PATH operates on `fd` itself.
-    check(unsafe { libc::fchownat(fd.as_raw_fd(), c"".as_ptr(), uid, gid, libc::AT_EMPTY_PATH) })?;
-    Ok(())
-}
-
 /// Registers `fd` with the tokio reactor of the current runtime.
 pub fn async_fd(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
     // SAFETY: the AsyncFd takes the OwnedFd by value, so the descriptor is
@@ -440,4 +433,337 @@ pub fn clear_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
     // SAFETY: as above.
     check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK) })?;
     Ok(())
+}
+
+// The file API's system calls: lookups below a directory that follow no
+// symlink, *at calls on single names, per-thread file system credentials
+// and inotify.
+
+/// RESOLVE_* flags of openat2, from <linux/openat2.h>.
+const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
+const RESOLVE_NO_SYMLINKS: u64 = 0x04;
+const RESOLVE_BENEATH: u64 = 0x08;
+
+/// Rejects what is not a single path component: an empty name, `.`, `..`
+/// or a name that contains '/'. The *at wrappers below take only such
+/// names, so a lookup never climbs out of the directory it starts in.
+fn check_name(name: &CStr) -> io::Result<()> {
+    let bytes = name.to_bytes();
+    if bytes.is_empty() || bytes == b"." || bytes == b".." || bytes.contains(&b'/') {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    Ok(())
+}
+
+/// Opens `name`, a single path component, in the directory `dir`.
+/// RESOLVE_BENEATH and RESOLVE_NO_SYMLINKS make the kernel reject a
+/// symlink (ELOOP), and so a name that sandboxed code swapped for a symlink
+/// is never followed; with O_PATH | O_NOFOLLOW a symlink opens as itself.
+pub fn openat2_name(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    flags: libc::c_int,
+    mode: libc::mode_t,
+) -> io::Result<OwnedFd> {
+    check_name(name)?;
+    let how: [u64; 3] = [
+        (flags | libc::O_CLOEXEC) as u64,
+        u64::from(mode),
+        RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
+    ];
+    loop {
+        // SAFETY: `name` is a valid C string and `how` a 24-byte open_how
+        // whose size is passed alongside it.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                dir.as_raw_fd(),
+                name.as_ptr(),
+                how.as_ptr(),
+                std::mem::size_of_val(&how),
+            )
+        };
+        match check_long(ret) {
+            Ok(fd) => return Ok(owned(fd as libc::c_int)),
+            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => continue,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Returns the status of `name` in `dir` without following a symlink.
+pub fn fstatat_name(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<libc::stat> {
+    check_name(name)?;
+    fstatat_flags(dir, name, libc::AT_SYMLINK_NOFOLLOW)
+}
+
+/// Returns the status of the file behind `fd`, which may be an O_PATH
+/// descriptor of a symlink (then the symlink's own status).
+pub fn fstat_fd(fd: BorrowedFd<'_>) -> io::Result<libc::stat> {
+    fstatat_flags(fd, c"", libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW)
+}
+
+fn fstatat_flags(dir: BorrowedFd<'_>, name: &CStr, flags: libc::c_int) -> io::Result<libc::stat> {
+    let mut stat = MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `name` is a valid C string and `stat` is writable memory of
+    // the size fstatat fills.
+    check(unsafe { libc::fstatat(dir.as_raw_fd(), name.as_ptr(), stat.as_mut_ptr(), flags) })?;
+    // SAFETY: fstatat succeeded, so it filled `stat`.
+    Ok(unsafe { stat.assume_init() })
+}
+
+/// Returns the target of the symlink `name` in `dir`.
+pub fn readlinkat_name(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Vec<u8>> {
+    check_name(name)?;
+    readlinkat_raw(dir, name)
+}
+
+/// Returns the target of the symlink behind `fd`, an O_PATH | O_NOFOLLOW
+/// descriptor.
+pub fn readlink_fd(fd: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
+    readlinkat_raw(fd, c"")
+}
+
+fn readlinkat_raw(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Vec<u8>> {
+    // A symlink's target is at most PATH_MAX - 1 bytes long.
+    let mut buf = vec![0u8; libc::PATH_MAX as usize];
+    // SAFETY: `name` is a valid C string and `buf` is writable for its
+    // length.
+    let len = unsafe {
+        libc::readlinkat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    let len = check_long(len as libc::c_long)? as usize;
+    buf.truncate(len);
+    Ok(buf)
+}
+
+/// Removes `name` from `dir`: a directory with `remove_dir`, otherwise
+/// anything but a directory (a symlink itself, never its target).
+pub fn unlinkat_name(dir: BorrowedFd<'_>, name: &CStr, remove_dir: bool) -> io::Result<()> {
+    check_name(name)?;
+    let flags = if remove_dir { libc::AT_REMOVEDIR } else { 0 };
+    // SAFETY: `name` is a valid C string.
+    check(unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), flags) })?;
+    Ok(())
+}
+
+/// Renames `old_name` in `old_dir` to `new_name` in `new_dir`, replacing
+/// what `new_name` names as rename(2) does. Neither name is followed if
+/// it is a symlink.
+pub fn renameat_names(
+    old_dir: BorrowedFd<'_>,
+    old_name: &CStr,
+    new_dir: BorrowedFd<'_>,
+    new_name: &CStr,
+) -> io::Result<()> {
+    check_name(old_name)?;
+    check_name(new_name)?;
+    // SAFETY: both names are valid C strings.
+    check(unsafe {
+        libc::renameat(
+            old_dir.as_raw_fd(),
+            old_name.as_ptr(),
+            new_dir.as_raw_fd(),
+            new_name.as_ptr(),
+        )
+    })?;
+    Ok(())
+}
+
+/// Reads the next directory entries of `dir` into `buf` as
+/// `struct linux_dirent64` records; returns the number of bytes filled,
+/// 0 at the end of the directory.
+pub fn getdents64(dir: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        // SAFETY: `buf` is writable for its length, which is passed along.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_getdents64,
+                dir.as_raw_fd(),
+                buf.as_mut_ptr(),
+                buf.len(),
+            )
+        };
+        match check_long(ret) {
+            Ok(len) => return Ok(len as usize),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The calling thread's file system credentials from before
+/// [`switch_fs_credentials`]; dropping the guard restores them on the same
+/// thread. It is neither `Send` nor `Sync`, so it cannot be dropped on
+/// another thread.
+#[derive(Debug)]
+pub struct FsCredentialsGuard {
+    fsuid: u32,
+    fsgid: u32,
+    groups: Vec<libc::gid_t>,
+    _thread_bound: std::marker::PhantomData<*const ()>,
+}
+
+/// Makes the calling thread, and only it, access files as `uid`:`gid`
+/// with no supplementary groups, until the returned guard is dropped.
+///
+/// It uses the raw setfsuid, setfsgid and setgroups system calls, which
+/// change one thread's credentials. glibc's setgroups wrapper would apply
+/// the change to every thread of the process. Switching the fsuid from 0
+/// to another id also clears the file capabilities (CAP_DAC_OVERRIDE,
+/// CAP_FOWNER and the others that setfsuid(2) lists) from the thread's
+/// effective set, so the kernel checks permissions as for that user.
+/// Switching it back to 0 restores them.
+///
+/// # Errors
+///
+/// The OS error, EPERM included, when the caller lacks CAP_SETUID or
+/// CAP_SETGID. The thread's credentials are then restored before this
+/// returns.
+pub fn switch_fs_credentials(uid: u32, gid: u32) -> io::Result<FsCredentialsGuard> {
+    // The guard exists before anything changes, so an error below restores
+    // whatever part of the switch already happened.
+    let guard = FsCredentialsGuard {
+        fsuid: thread_fsuid(),
+        fsgid: thread_fsgid(),
+        groups: thread_groups()?,
+        _thread_bound: std::marker::PhantomData,
+    };
+    set_thread_groups(&[])?;
+    set_thread_fsgid(gid)?;
+    set_thread_fsuid(uid)?;
+    Ok(guard)
+}
+
+impl Drop for FsCredentialsGuard {
+    fn drop(&mut self) {
+        // The fsuid goes first: returning to 0 gives back the file
+        // capabilities before the other steps.
+        let restored = set_thread_fsuid(self.fsuid)
+            .and_then(|()| set_thread_fsgid(self.fsgid))
+            .and_then(|()| set_thread_groups(&self.groups));
+        if let Err(e) = restored {
+            // A thread left with a sandbox user's credentials would run
+            // whatever the runtime schedules on it next, other sandboxes'
+            // file calls included, with the wrong access rights. No caller
+            // can recover from that, so the process stops here.
+            eprintln!("soulbox: failed to restore a thread's file system credentials: {e}");
+            std::process::abort();
+        }
+    }
+}
+
+/// Returns the calling thread's fsuid.
+fn thread_fsuid() -> u32 {
+    // SAFETY: setfsuid with an invalid id (-1) changes nothing and returns
+    // the current fsuid.
+    unsafe { libc::syscall(libc::SYS_setfsuid, u32::MAX) as u32 }
+}
+
+/// Returns the calling thread's fsgid.
+fn thread_fsgid() -> u32 {
+    // SAFETY: setfsgid with an invalid id (-1) changes nothing and returns
+    // the current fsgid.
+    unsafe { libc::syscall(libc::SYS_setfsgid, u32::MAX) as u32 }
+}
+
+/// Sets the calling thread's fsuid. setfsuid(2) reports no error, so the
+/// result is read back.
+fn set_thread_fsuid(uid: u32) -> io::Result<()> {
+    // SAFETY: setfsuid takes an integer and touches no memory.
+    unsafe { libc::syscall(libc::SYS_setfsuid, uid) };
+    if thread_fsuid() == uid {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(libc::EPERM))
+    }
+}
+
+/// Sets the calling thread's fsgid, checked as in [`set_thread_fsuid`].
+fn set_thread_fsgid(gid: u32) -> io::Result<()> {
+    // SAFETY: setfsgid takes an integer and touches no memory.
+    unsafe { libc::syscall(libc::SYS_setfsgid, gid) };
+    if thread_fsgid() == gid {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(libc::EPERM))
+    }
+}
+
+/// Returns the calling thread's supplementary groups.
+fn thread_groups() -> io::Result<Vec<libc::gid_t>> {
+    loop {
+        // SAFETY: a size of 0 only returns the number of groups.
+        let count = check_long(unsafe {
+            libc::syscall(libc::SYS_getgroups, 0, std::ptr::null_mut::<libc::gid_t>())
+        })?;
+        let mut groups = vec![0 as libc::gid_t; count as usize];
+        // SAFETY: `groups` is writable for `count` entries.
+        let filled = unsafe { libc::syscall(libc::SYS_getgroups, count, groups.as_mut_ptr()) };
+        match check_long(filled) {
+            Ok(filled) => {
+                groups.truncate(filled as usize);
+                return Ok(groups);
+            }
+            // The list grew between the two calls.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Sets the calling thread's supplementary groups with the raw system
+/// call, which unlike glibc's wrapper leaves the other threads alone.
+fn set_thread_groups(groups: &[libc::gid_t]) -> io::Result<()> {
+    // SAFETY: `groups` is readable for its length, which is passed along.
+    check_long(unsafe { libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) })?;
+    Ok(())
+}
+
+/// Creates a non-blocking, close-on-exec inotify instance.
+pub fn inotify_init() -> io::Result<OwnedFd> {
+    // SAFETY: inotify_init1 takes integer flags.
+    let fd = check(unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) })?;
+    Ok(owned(fd))
+}
+
+/// Adds a watch for the directory behind `dir` to `inotify` and returns
+/// its watch descriptor. The path handed to the kernel is this process's
+/// /proc/self/fd/N link to `dir`, so the watch lands on exactly the inode
+/// that `dir` was opened on, however `dir` was found.
+pub fn inotify_add_watch_fd(
+    inotify: BorrowedFd<'_>,
+    dir: BorrowedFd<'_>,
+    mask: u32,
+) -> io::Result<i32> {
+    let path = c_string(format!("/proc/self/fd/{}", dir.as_raw_fd()).as_bytes())?;
+    // SAFETY: `path` is a valid C string.
+    check(unsafe { libc::inotify_add_watch(inotify.as_raw_fd(), path.as_ptr(), mask) })
+}
+
+/// Removes the watch `wd` from `inotify`.
+pub fn inotify_rm_watch(inotify: BorrowedFd<'_>, wd: i32) -> io::Result<()> {
+    // SAFETY: inotify_rm_watch takes integers.
+    check(unsafe { libc::inotify_rm_watch(inotify.as_raw_fd(), wd) })?;
+    Ok(())
+}
+
+/// Reads from `fd` into `buf`; returns `WouldBlock` when a non-blocking
+/// descriptor has nothing to read.
+pub fn read_fd(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        // SAFETY: `buf` is writable for its length.
+        let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        match check_long(n as libc::c_long) {
+            Ok(n) => return Ok(n as usize),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
 }

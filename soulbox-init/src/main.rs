@@ -55,7 +55,16 @@ fn main() {
     // process's /proc files belong to root, and a rootless host writes the
     // uid map there before it sends the configuration.
     let _ = sys::prctl(libc::PR_SET_DUMPABLE, 0);
-    if let Err(e) = setup::build(&config) {
+    // The host moves PID 1 into its cgroups while the mounts are built.
+    let built = setup::build(&config).and_then(|()| match receive(control) {
+        Some(Request::Attached) => setup::enter_cgroup_namespace(),
+        _ => Err(setup::SetupError {
+            stage: SetupStage::CgroupNamespace,
+            error: std::io::Error::from_raw_os_error(libc::EPROTO),
+            detail: b"expected the attached message".to_vec(),
+        }),
+    });
+    if let Err(e) = built {
         let errno = e.error.raw_os_error().unwrap_or(libc::EIO);
         fail_setup(control, e.stage, errno, &e.detail);
     }
@@ -223,7 +232,7 @@ impl Init {
             Ok(Request::Spawn(spawn)) => self.spawn(spawn, fds),
             Ok(Request::Signal(signal)) => self.signal(signal),
             Ok(Request::SetTimeout(ms)) => self.deadline = deadline_from(ms),
-            Ok(Request::Config(_)) | Err(_) => {}
+            Ok(Request::Config(_)) | Ok(Request::Attached) | Err(_) => {}
         }
     }
 

@@ -57,11 +57,6 @@ const KEPT_CAPS: [u32; 14] = [0, 1, 4, 3, 27, 13, 6, 7, 31, 8, 10, 18, 5, 29];
 /// Builds the sandbox. Runs in PID 1, in the fresh mount, PID, network, UTS
 /// and IPC namespaces the host created it in.
 pub fn build(config: &Config) -> Result<(), SetupError> {
-    // The cgroup namespace must be created here rather than by the host's
-    // clone: its root is the caller's cgroup at the time of the unshare, and
-    // only now has the host moved PID 1 into the sandbox's own cgroup.
-    sys::unshare(libc::CLONE_NEWCGROUP).stage(SetupStage::CgroupNamespace, b"")?;
-
     // Before any other mount: nothing mounted below may propagate back to
     // the host, and no later host mount may appear inside.
     sys::mount(None, c"/", None, libc::MS_REC | libc::MS_PRIVATE, None)
@@ -78,7 +73,27 @@ pub fn build(config: &Config) -> Result<(), SetupError> {
     sys::sethostname(&config.sandbox_id).stage(SetupStage::Hostname, &config.sandbox_id)?;
     sys::loopback_up().stage(SetupStage::Loopback, b"lo")?;
     drop_bounding_caps();
+    set_rlimits(config).stage(SetupStage::Rlimits, b"")?;
     Ok(())
+}
+
+/// Sets the resource limits every process of the sandbox inherits: open
+/// files and file size as configured, and no core dumps, so a crashing
+/// program cannot fill the writable layer or leak memory into a file.
+fn set_rlimits(config: &Config) -> io::Result<()> {
+    sys::set_rlimit(libc::RLIMIT_NOFILE, config.open_files_limit)?;
+    sys::set_rlimit(libc::RLIMIT_FSIZE, config.file_size_limit)?;
+    sys::set_rlimit(libc::RLIMIT_CORE, 0)
+}
+
+/// Enters a new cgroup namespace. It must come from PID 1 rather than from
+/// the host's clone: its root is the caller's cgroup at the time of the
+/// unshare, and only once the host reports [`Request::Attached`] is PID 1 in
+/// the sandbox's own cgroups.
+///
+/// [`Request::Attached`]: soulbox_proto::Request::Attached
+pub fn enter_cgroup_namespace() -> Result<(), SetupError> {
+    sys::unshare(libc::CLONE_NEWCGROUP).stage(SetupStage::CgroupNamespace, b"")
 }
 
 /// Mounts the scratch tmpfs and the overlay on top of the template's layers.
@@ -86,7 +101,10 @@ pub fn build(config: &Config) -> Result<(), SetupError> {
 fn mount_root(config: &Config) -> Result<Vec<u8>, SetupError> {
     let scratch = &config.scratch_dir;
     let scratch_c = cstr(scratch).stage(SetupStage::Scratch, scratch)?;
-    let options = format!("mode=0755,size={}", config.scratch_size);
+    let options = format!(
+        "mode=0755,size={},nr_inodes={}",
+        config.scratch_size, config.scratch_inodes
+    );
     let options = cstr(options.as_bytes()).stage(SetupStage::Scratch, scratch)?;
     sys::mount(
         Some(c"soulbox"),
@@ -199,6 +217,9 @@ fn mount_proc(root: &[u8]) -> Result<(), SetupError> {
         }
         sys::mount(Some(c"/dev/null"), &path_c, None, libc::MS_BIND, None)
             .stage(SetupStage::Proc, &path)?;
+        // Not nodev: the mask is /dev/null itself and must stay readable.
+        let attrs = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC;
+        sys::mount_setattr_recursive(&path_c, attrs).stage(SetupStage::Proc, &path)?;
     }
     // Directories of host hardware drivers are covered by an empty,
     // read-only tmpfs.
@@ -223,9 +244,10 @@ fn mount_proc(root: &[u8]) -> Result<(), SetupError> {
 
 /// /proc files masked with /dev/null, as Docker and the OCI runtimes do,
 /// plus the allocator and page statistics that help kernel exploits.
-const MASKED_PROC_FILES: [&[u8]; 13] = [
+const MASKED_PROC_FILES: [&[u8]; 14] = [
     b"kcore",
     b"keys",
+    b"key-users",
     b"timer_list",
     b"timer_stats",
     b"kallsyms",
@@ -266,6 +288,11 @@ fn build_dev(root: &[u8]) -> Result<(), SetupError> {
         sys::write_file(&target_c, b"", 0o666).stage(SetupStage::Dev, &target)?;
         sys::mount(Some(&host_c), &target_c, None, libc::MS_BIND, None)
             .stage(SetupStage::Dev, &host)?;
+        // The bind would keep the host /dev's flags. Read-only stops chmod
+        // and chown of the host's node (sandbox root has CAP_FOWNER) while
+        // reads and writes of the device itself still work.
+        let attrs = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC;
+        sys::mount_setattr_recursive(&target_c, attrs).stage(SetupStage::Dev, &target)?;
     }
 
     let pts = join(&dev, b"pts");
@@ -332,7 +359,10 @@ fn mount_tmp(config: &Config, root: &[u8]) -> Result<(), SetupError> {
     let tmp = join(root, b"tmp");
     let tmp_c = cstr(&tmp).stage(SetupStage::Tmp, &tmp)?;
     sys::mkdir(&tmp_c, 0o1777).stage(SetupStage::Tmp, &tmp)?;
-    let options = format!("mode=1777,size={}", config.tmp_size);
+    let options = format!(
+        "mode=1777,size={},nr_inodes={}",
+        config.tmp_size, config.scratch_inodes
+    );
     let options = cstr(options.as_bytes()).stage(SetupStage::Tmp, &tmp)?;
     sys::mount(
         Some(c"tmpfs"),

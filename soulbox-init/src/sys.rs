@@ -662,3 +662,20 @@ pub fn redirect_stdio_to_null() -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Sets both the soft and the hard limit of `resource`; u64::MAX means
+/// unlimited.
+pub fn set_rlimit(resource: libc::__rlimit_resource_t, value: u64) -> io::Result<()> {
+    let value = if value == u64::MAX {
+        libc::RLIM_INFINITY
+    } else {
+        value
+    };
+    let limit = libc::rlimit {
+        rlim_cur: value,
+        rlim_max: value,
+    };
+    // SAFETY: `limit` is a valid rlimit that setrlimit only reads.
+    check(unsafe { libc::setrlimit(resource, &limit) })?;
+    Ok(())
+}

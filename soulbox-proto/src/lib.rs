@@ -92,8 +92,14 @@ pub struct Config {
     pub scratch_dir: Vec<u8>,
     /// Size of the tmpfs that contains the writable layer, in bytes.
     pub scratch_size: u64,
+    /// Inode limit of that tmpfs.
+    pub scratch_inodes: u64,
     /// Size of the sandbox's /tmp, in bytes.
     pub tmp_size: u64,
+    /// RLIMIT_NOFILE for every process.
+    pub open_files_limit: u64,
+    /// RLIMIT_FSIZE for every process, in bytes; u64::MAX for none.
+    pub file_size_limit: u64,
     /// Milliseconds from now until PID 1 ends the sandbox; 0 means no limit.
     pub timeout_ms: u64,
 }
@@ -144,6 +150,9 @@ pub enum Request {
     Signal(Signal),
     /// Replaces the sandbox's deadline: milliseconds from now, 0 for none.
     SetTimeout(u64),
+    /// Sent once after [`Config`]: the host has moved PID 1 into the
+    /// sandbox's cgroups, so PID 1 may enter its cgroup namespace.
+    Attached,
 }
 
 /// The step of sandbox setup that failed.
@@ -180,11 +189,13 @@ pub enum SetupStage {
     Signals = 14,
     /// Installing the seccomp filter.
     Seccomp = 15,
+    /// Setting resource limits.
+    Rlimits = 16,
 }
 
 impl SetupStage {
     /// Every stage, for decoding.
-    pub const ALL: [SetupStage; 15] = [
+    pub const ALL: [SetupStage; 16] = [
         Self::Config,
         Self::CgroupNamespace,
         Self::MountPropagation,
@@ -200,6 +211,7 @@ impl SetupStage {
         Self::Loopback,
         Self::Signals,
         Self::Seccomp,
+        Self::Rlimits,
     ];
 
     /// Short lowercase name of the step, for error messages.
@@ -220,6 +232,7 @@ impl SetupStage {
             Self::Loopback => "bring up loopback",
             Self::Signals => "set up signal handling",
             Self::Seccomp => "install the seccomp filter",
+            Self::Rlimits => "set resource limits",
         }
     }
 
@@ -248,6 +261,7 @@ const KIND_CONFIG: u8 = 1;
 const KIND_SPAWN: u8 = 2;
 const KIND_SIGNAL: u8 = 3;
 const KIND_SET_TIMEOUT: u8 = 4;
+const KIND_ATTACHED: u8 = 5;
 const KIND_READY: u8 = 64;
 const KIND_SETUP_FAILED: u8 = 65;
 
@@ -437,7 +451,10 @@ impl Request {
                 }
                 e.bytes(&c.scratch_dir);
                 e.u64(c.scratch_size);
+                e.u64(c.scratch_inodes);
                 e.u64(c.tmp_size);
+                e.u64(c.open_files_limit);
+                e.u64(c.file_size_limit);
                 e.u64(c.timeout_ms);
                 e.finish()
             }
@@ -465,6 +482,7 @@ impl Request {
                 e.u64(*ms);
                 e.finish()
             }
+            Self::Attached => Encoder::new(KIND_ATTACHED).finish(),
         }
     }
 
@@ -496,7 +514,10 @@ impl Request {
                     binds,
                     scratch_dir: d.bytes("scratch_dir")?,
                     scratch_size: d.u64("scratch_size")?,
+                    scratch_inodes: d.u64("scratch_inodes")?,
                     tmp_size: d.u64("tmp_size")?,
+                    open_files_limit: d.u64("open_files_limit")?,
+                    file_size_limit: d.u64("file_size_limit")?,
                     timeout_ms: d.u64("timeout_ms")?,
                 };
                 d.finish(Self::Config(config))
@@ -529,6 +550,7 @@ impl Request {
                 let ms = d.u64("timeout_ms")?;
                 d.finish(Self::SetTimeout(ms))
             }
+            KIND_ATTACHED => d.finish(Self::Attached),
             other => Err(DecodeError::UnknownKind(other)),
         }
     }
@@ -700,7 +722,10 @@ mod tests {
             }],
             scratch_dir: b"/run/soulbox/scratch".to_vec(),
             scratch_size: 1 << 30,
+            scratch_inodes: 1 << 16,
             tmp_size: 1 << 28,
+            open_files_limit: 1024,
+            file_size_limit: u64::MAX,
             timeout_ms: 300_000,
         }
     }
@@ -725,6 +750,7 @@ mod tests {
                 kill_tree: true,
             }),
             Request::SetTimeout(5),
+            Request::Attached,
         ];
         for request in requests {
             let encoded = request.encode().unwrap();

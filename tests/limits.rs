@@ -1,0 +1,295 @@
+//! Resource limits: memory (with the out-of-memory kill reported), pids,
+//! CPU, the writable layer's inodes, and rlimits.
+
+use std::time::Duration;
+
+use soulbox_core::{Error, ExitStatus, Sandbox, SandboxOptions};
+use soulbox_tests::*;
+
+async fn sandbox_with(options: SandboxOptions) -> Sandbox {
+    Sandbox::create(options)
+        .await
+        .expect("create a sandbox with limits")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_exhaustion_reported_as_oom() {
+    if !require_root("memory_exhaustion_reported_as_oom") {
+        return;
+    }
+    let mut options = SandboxOptions::default();
+    options.memory_limit = Some(256 << 20);
+    let sandbox = sandbox_with(options).await;
+    let hog = "python3 -c 'b = bytearray(64 << 30); print(len(b))'";
+    let output = sandbox
+        .shell(hog)
+        .timeout(Some(Duration::from_secs(30)))
+        .output()
+        .await
+        .expect("run the allocation");
+    assert!(
+        !output.timed_out,
+        "the allocation should end quickly, not at the timeout"
+    );
+    assert!(
+        !output.status.success(),
+        "a 64 GiB allocation under 256 MiB must fail"
+    );
+    // Python either gets MemoryError (exit 1) or the kernel's OOM killer
+    // ends it; only the latter is an out-of-memory kill.
+    if output.status == ExitStatus::Signal(libc::SIGKILL) {
+        assert!(
+            output.oom_killed,
+            "a SIGKILL under memory pressure should be reported as OOM"
+        );
+    }
+
+    let touch =
+        "python3 -c 'import mmap; m = mmap.mmap(-1, 1 << 30); m[::4096] = b\"x\" * (1 << 18)'";
+    let output = sandbox
+        .shell(touch)
+        .output()
+        .await
+        .expect("run the page toucher");
+    assert_eq!(
+        output.status,
+        ExitStatus::Signal(9),
+        "touching 1 GiB under 256 MiB is OOM-killed"
+    );
+    assert!(
+        output.oom_killed,
+        "the OOM kill should be reported on the result"
+    );
+    let error = output
+        .check()
+        .expect_err("check() should turn the OOM kill into an error");
+    assert!(
+        matches!(
+            error,
+            Error::CommandExit {
+                oom_killed: true,
+                ..
+            }
+        ),
+        "check() should report out of memory: {error}"
+    );
+
+    let alive = sh(&sandbox, "echo alive").await;
+    assert_eq!(
+        stdout(&alive),
+        "alive\n",
+        "the sandbox keeps working after an OOM kill"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fork_bomb_contained() {
+    if !require_root("fork_bomb_contained") {
+        return;
+    }
+    let mut options = SandboxOptions::default();
+    options.pids_limit = Some(64);
+    let bombed = sandbox_with(options).await;
+    let bystander = sandbox().await;
+    let bomb = bombed
+        .shell(":(){ :|:& };:")
+        .start()
+        .await
+        .expect("start the fork bomb");
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let other = sh(&bystander, "sh -c 'echo from-child'").await;
+    assert_eq!(
+        stdout(&other),
+        "from-child\n",
+        "another sandbox must still fork"
+    );
+    let host = std::process::Command::new("/bin/true")
+        .status()
+        .expect("fork on the host");
+    assert!(host.success(), "the host must still fork");
+
+    let pids = bombed.cgroup_paths();
+    bomb.kill().await.expect("kill the fork bomb's tree");
+    bombed.kill().await.expect("kill the bombed sandbox");
+    for dir in pids {
+        assert!(
+            !dir.exists(),
+            "cgroup {} should be gone after kill",
+            dir.display()
+        );
+    }
+    let init = bombed.pid();
+    assert!(
+        !host_process_alive(init),
+        "PID 1 ({init}) should be gone after kill"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pids_limit_fails_fork_inside() {
+    if !require_root("pids_limit_fails_fork_inside") {
+        return;
+    }
+    let mut options = SandboxOptions::default();
+    options.pids_limit = Some(16);
+    let sandbox = sandbox_with(options).await;
+    // Python forks sleeping children until fork fails, then reports how
+    // many it made and the error; printing needs no further fork.
+    let script = "import os, time\n\
+                  made = 0\n\
+                  while made < 40:\n\
+                  \x20   try:\n\
+                  \x20       pid = os.fork()\n\
+                  \x20   except OSError as e:\n\
+                  \x20       print(made, e.errno)\n\
+                  \x20       break\n\
+                  \x20   if pid == 0:\n\
+                  \x20       time.sleep(5)\n\
+                  \x20       os._exit(0)\n\
+                  \x20   made += 1\n\
+                  else:\n\
+                  \x20   print(made, 0)\n";
+    let output = sandbox
+        .command("python3")
+        .args(["-c", script])
+        .output()
+        .await
+        .expect("run python3");
+    let text = stdout(&output);
+    let mut fields = text.split_whitespace();
+    let count: usize = fields
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("expected a fork count: {output:?}"));
+    let errno: i32 = fields.next().and_then(|n| n.parse().ok()).unwrap_or(-1);
+    assert_eq!(
+        errno,
+        libc::EAGAIN,
+        "fork should fail with EAGAIN at the limit: {text}"
+    );
+    assert!(
+        count < 16,
+        "fewer than 16 forks fit under pids_limit 16, made {count}"
+    );
+    assert!(
+        count >= 8,
+        "most of the 16 pids should be usable, made {count}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cpu_limit_throttles() {
+    if !require_root("cpu_limit_throttles") {
+        return;
+    }
+    let mut options = SandboxOptions::default();
+    options.cpu_limit = Some(0.2);
+    let sandbox = sandbox_with(options).await;
+    // Spin for 2 s of wall time, then print the CPU seconds used.
+    let spin = "python3 -c 'import time, os\n\
+                end = time.time() + 2\n\
+                while time.time() < end: pass\n\
+                print(os.times().user + os.times().system)'";
+    let output = sh(&sandbox, spin).await;
+    let used: f64 = stdout(&output).trim().parse().expect("CPU seconds");
+    assert!(
+        used < 0.8,
+        "0.2 cores for 2 s allow about 0.4 s of CPU, used {used:.2} s"
+    );
+    assert!(
+        used > 0.05,
+        "the spin should have run at all, used {used:.2} s"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inode_limit_gives_enospc() {
+    if !require_root("inode_limit_gives_enospc") {
+        return;
+    }
+    let mut options = SandboxOptions::default();
+    options.disk_inodes = 2048;
+    let sandbox = sandbox_with(options).await;
+    let line = "mkdir -p /home/user/many && cd /home/user/many && \
+                for i in $(seq 4000); do : > f$i || { echo failed-at $i; break; }; done 2>&1 | tail -2";
+    let text = stdout(&sh(&sandbox, line).await);
+    assert!(
+        text.contains("No space left on device"),
+        "expected ENOSPC: {text}"
+    );
+    assert!(
+        text.contains("failed-at"),
+        "creation should stop below 4000 files: {text}"
+    );
+    let alive = sh(
+        &sandbox,
+        "rm -rf /home/user/many && echo ok > /home/user/x && cat /home/user/x",
+    )
+    .await;
+    assert_eq!(
+        stdout(&alive),
+        "ok\n",
+        "the sandbox works again once files are removed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rlimits_applied() {
+    if !require_root("rlimits_applied") {
+        return;
+    }
+    let mut options = SandboxOptions::default();
+    options.open_files_limit = 256;
+    options.file_size_limit = Some(1 << 20);
+    let sandbox = sandbox_with(options).await;
+    let limits = stdout(&sh(&sandbox, "ulimit -n; ulimit -c").await);
+    assert_eq!(limits, "256\n0\n", "open files 256 and no core dumps");
+    let big = sh(
+        &sandbox,
+        "head -c 2000000 /dev/zero > /tmp/big; echo $?; stat -c %s /tmp/big",
+    )
+    .await;
+    let text = stdout(&big);
+    let mut lines = text.lines();
+    assert_ne!(
+        lines.next(),
+        Some("0"),
+        "writing past the file size limit must fail: {text}"
+    );
+    assert_eq!(
+        lines.next(),
+        Some("1048576"),
+        "the file stops at the 1 MiB limit: {text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_limits_rejected() {
+    if !require_root("invalid_limits_rejected") {
+        return;
+    }
+    let with = |change: fn(&mut SandboxOptions)| {
+        let mut options = SandboxOptions::default();
+        change(&mut options);
+        options
+    };
+    let cases: Vec<(&str, SandboxOptions)> = vec![
+        ("memory_limit", with(|o| o.memory_limit = Some(1024))),
+        ("pids_limit", with(|o| o.pids_limit = Some(1))),
+        ("cpu_limit", with(|o| o.cpu_limit = Some(0.0))),
+        ("disk_inodes", with(|o| o.disk_inodes = 10)),
+        ("open_files_limit", with(|o| o.open_files_limit = 1)),
+    ];
+    for (name, options) in cases {
+        match Sandbox::create(options).await {
+            Err(Error::InvalidArgument(message)) => {
+                assert!(
+                    message.contains(name),
+                    "the message should name {name}: {message}"
+                )
+            }
+            other => panic!("{name}: expected InvalidArgument, got {other:?}"),
+        }
+    }
+}
