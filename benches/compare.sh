@@ -218,9 +218,14 @@ define_rows() {
     soulbox_run=${soulbox_run//  / }
     ROWS=()
     if [ "$ONLY_PEERS" != 1 ]; then
+        # The default sandbox joins memory and pids cgroups; the no-limits
+        # row shows what that costs, and compares with bubblewrap, which
+        # creates no cgroup at all.
         ROWS+=("true|SoulBox API|api|$SOULBOX_API --task true"
+            "true|SoulBox API, no limits|api|$SOULBOX_API --task true --no-limits"
             "true|SoulBox CLI|exec|$soulbox_run /bin/true"
             "py|SoulBox API|api|$SOULBOX_API --task py"
+            "py|SoulBox API, no limits|api|$SOULBOX_API --task py --no-limits"
             "py|SoulBox CLI|exec|$soulbox_run $PY_ARGS")
     fi
     ROWS+=("true|bubblewrap|exec|bwrap --unshare-all --ro-bind $WORK/rootfs / --proc /proc --dev /dev /bin/true"
@@ -371,7 +376,7 @@ import sys
 
 work, out_path = sys.argv[1:]
 ROUNDS, RUNS, WARMUP = (int(os.environ[k]) for k in ("ROUNDS", "RUNS", "WARMUP"))
-ORDER = ["SoulBox API", "SoulBox CLI", "bubblewrap", "crun", "bare /bin/true", "bare python3"]
+ORDER = ["SoulBox API", "SoulBox API, no limits", "SoulBox CLI", "bubblewrap", "crun", "bare /bin/true", "bare python3"]
 TASKS = {
     "true": "create + `/bin/true` + destroy",
     "py": "create + `/usr/bin/python3 -c 'print(1)'` + destroy",

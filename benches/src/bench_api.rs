@@ -1,6 +1,9 @@
 //! Times create + run + destroy through the Rust API, in-process.
 //!
-//! Usage: `soulbox-bench-api --task true|py --iterations N`
+//! Usage: `soulbox-bench-api --task true|py --iterations N [--no-limits]`
+//!
+//! `--no-limits` turns off the default memory and pids limits, to measure
+//! what joining their cgroups costs.
 //!
 //! Prints one line per iteration: the wall time in nanoseconds of
 //! `Sandbox::create`, running the task's command to completion, and
@@ -14,7 +17,7 @@ use soulbox_core::{Sandbox, SandboxOptions};
 
 fn usage(message: &str) -> ExitCode {
     eprintln!("soulbox-bench-api: {message}");
-    eprintln!("usage: soulbox-bench-api --task true|py --iterations N");
+    eprintln!("usage: soulbox-bench-api --task true|py --iterations N [--no-limits]");
     ExitCode::from(2)
 }
 
@@ -22,8 +25,14 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut task = None;
     let mut iterations = None;
+    let mut options = SandboxOptions::default();
     let mut rest = args.iter();
     while let Some(flag) = rest.next() {
+        if flag == "--no-limits" {
+            options.memory_limit = None;
+            options.pids_limit = None;
+            continue;
+        }
         match (flag.as_str(), rest.next()) {
             ("--task", Some(value)) => task = Some(value.clone()),
             ("--iterations", Some(value)) => match value.parse::<usize>() {
@@ -52,7 +61,7 @@ fn main() -> ExitCode {
     runtime.block_on(async {
         for _ in 0..iterations {
             let start = Instant::now();
-            let sandbox = match Sandbox::create(SandboxOptions::default()).await {
+            let sandbox = match Sandbox::create(options.clone()).await {
                 Ok(sandbox) => sandbox,
                 Err(e) => return usage(&format!("create failed: {e}")),
             };

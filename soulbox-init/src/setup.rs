@@ -64,8 +64,9 @@ pub fn build(config: &Config) -> Result<(), SetupError> {
 
     let root = mount_root(config)?;
     bind_host_paths(config, &root)?;
-    mount_proc(&root)?;
+    // /dev first: the /proc masks are binds of its /dev/null.
     build_dev(&root)?;
+    mount_proc(&root)?;
     mount_tmp(config, &root)?;
     write_etc(config, &root)?;
     switch_root(&root)?;
@@ -208,18 +209,20 @@ fn mount_proc(root: &[u8]) -> Result<(), SetupError> {
         sys::mount_setattr_recursive(&path_c, attrs).stage(SetupStage::Proc, &path)?;
     }
     // Files that leak host kernel state (memory layout, keys, kernel
-    // configuration, allocator statistics) are covered by /dev/null.
+    // configuration, allocator statistics) are covered by the sandbox's
+    // /dev/null. That mount is already read-only, nosuid and noexec, and a
+    // bind mount copies its source mount's flags, so each mask needs one
+    // call. Not nodev: the mask is /dev/null itself and must stay readable.
+    let null = join(root, b"dev/null");
+    let null_c = cstr(&null).stage(SetupStage::Proc, &null)?;
     for secret in MASKED_PROC_FILES {
         let path = join(&proc_dir, secret);
         let path_c = cstr(&path).stage(SetupStage::Proc, &path)?;
-        if !sys::exists(&path_c) {
-            continue;
+        match sys::mount(Some(&null_c), &path_c, None, libc::MS_BIND, None) {
+            // This kernel does not have the file.
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            other => other.stage(SetupStage::Proc, &path)?,
         }
-        sys::mount(Some(c"/dev/null"), &path_c, None, libc::MS_BIND, None)
-            .stage(SetupStage::Proc, &path)?;
-        // Not nodev: the mask is /dev/null itself and must stay readable.
-        let attrs = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC;
-        sys::mount_setattr_recursive(&path_c, attrs).stage(SetupStage::Proc, &path)?;
     }
     // Directories of host hardware drivers are covered by an empty,
     // read-only tmpfs.

@@ -563,16 +563,17 @@ pub fn borrow_raw(fd: RawFd) -> BorrowedFd<'static> {
     unsafe { BorrowedFd::borrow_raw(fd) }
 }
 
-/// Returns whether the process has any effective capability, read from
-/// /proc/self/status.
+/// Returns whether the process has any effective capability.
 pub fn has_effective_caps() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            let line = status.lines().find(|l| l.starts_with("CapEff:"))?;
-            u64::from_str_radix(line.split_whitespace().nth(1)?, 16).ok()
-        })
-        .is_some_and(|caps| caps != 0)
+    // struct __user_cap_header_struct and two __user_cap_data_struct from
+    // <linux/capability.h>, version 3 (64-bit capability sets).
+    const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+    let mut header: [u32; 2] = [LINUX_CAPABILITY_VERSION_3, 0];
+    let mut data = [[0u32; 3]; 2];
+    // SAFETY: capget writes two data structs of three u32 each (effective,
+    // permitted, inheritable) for version 3, and reads the header.
+    let ret = unsafe { libc::syscall(libc::SYS_capget, header.as_mut_ptr(), data.as_mut_ptr()) };
+    ret == 0 && (data[0][0] != 0 || data[1][0] != 0)
 }
 
 /// Blocks until a message is waiting on `sock`, without consuming it.
