@@ -2740,3 +2740,41 @@ async fn two_gib_round_trip() {
         vm_kib("VmRSS:")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sparse_file_read_refused() {
+    if !require_root("sparse_file_read_refused") {
+        return;
+    }
+    let sbx = sandbox().await;
+    // A 1 TiB file that takes no space: read() must refuse it before it
+    // allocates anything, and read_stream() must still open it.
+    let made = sh(&sbx, "truncate -s 1T /home/user/sparse && echo made").await;
+    assert_eq!(
+        stdout(&made),
+        "made\n",
+        "truncate should create the sparse file"
+    );
+    match sbx.files().read("sparse").await {
+        Err(soulbox_core::Error::InvalidArgument(message)) => {
+            assert!(
+                message.contains("read_stream"),
+                "the error should point to read_stream: {message}"
+            )
+        }
+        other => panic!(
+            "reading a 1 TiB sparse file should be refused, got {:?}",
+            other.map(|d| d.len())
+        ),
+    }
+    let mut reader = sbx
+        .files()
+        .read_stream("sparse")
+        .await
+        .expect("stream the sparse file");
+    let mut head = [0xffu8; 4096];
+    tokio::io::AsyncReadExt::read_exact(&mut reader, &mut head)
+        .await
+        .expect("read its start");
+    assert!(head.iter().all(|&b| b == 0), "a sparse file reads as zeros");
+}

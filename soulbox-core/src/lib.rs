@@ -45,7 +45,7 @@ pub use command::{Command, ExitStatus, Output, DEFAULT_COMMAND_TIMEOUT};
 pub use error::{Error, Result};
 pub use files::{
     CopySummary, EntryInfo, FileReader, FileType, Files, FilesystemEvent, FilesystemEventKind,
-    Watcher,
+    Watcher, MAX_READ_SIZE,
 };
 pub use process::{
     CommandEvent, CommandExit, CommandHandle, Commands, ProcessInfo, Selector, CHUNK_SIZE,

@@ -30,7 +30,7 @@ use std::sync::Arc;
 
 pub use copy::CopySummary;
 pub use entry::{EntryInfo, FileType};
-pub use read::FileReader;
+pub use read::{FileReader, MAX_READ_SIZE};
 pub use watch::{FilesystemEvent, FilesystemEventKind, Watcher};
 
 use crate::error::{Error, Result};

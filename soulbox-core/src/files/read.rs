@@ -14,6 +14,9 @@ use super::path::{self, SandboxPath};
 use super::{file_error, Files};
 use crate::error::Result;
 
+/// Largest file [`Files::read`] returns whole, in bytes (1 GiB).
+pub const MAX_READ_SIZE: u64 = 1 << 30;
+
 /// Size of the chunks that [`FileReader`] and [`Files::write_from`] move
 /// between the sandbox's file and the caller.
 pub(super) const CHUNK_SIZE: usize = 1 << 20;
@@ -29,13 +32,38 @@ impl Files {
     /// is a directory, FIFO or device;
     /// [`Error::PermissionDenied`](crate::Error::PermissionDenied) if the user
     /// may not read it.
+    ///
+    /// A file larger than [`MAX_READ_SIZE`] is rejected with
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) before any
+    /// of it is read: sandboxed code can make a sparse file of any size
+    /// that takes no space, and reading it whole would exhaust the host's
+    /// memory.
     pub async fn read(&self, path: &str) -> Result<Vec<u8>> {
         let path = SandboxPath::new(path)?;
         self.run_as_user(move |sandbox| {
-            let mut file = path::open_regular(sandbox, &path, libc::O_RDONLY)?;
-            let mut data = Vec::new();
-            file.read_to_end(&mut data)
+            let file = path::open_regular(sandbox, &path, libc::O_RDONLY)?;
+            let size = file
+                .metadata()
+                .map_err(file_error(path.caller(), "stat a file in the sandbox"))?
+                .len();
+            let too_large = || {
+                crate::Error::InvalidArgument(format!(
+                    "{:?} is {size} bytes, more than the {MAX_READ_SIZE} bytes read() returns \
+                     at once; use read_stream() for large files",
+                    path.caller()
+                ))
+            };
+            if size > MAX_READ_SIZE {
+                return Err(too_large());
+            }
+            // The file may grow while it is read; take() keeps the cap.
+            let mut data = Vec::with_capacity(size as usize);
+            file.take(MAX_READ_SIZE + 1)
+                .read_to_end(&mut data)
                 .map_err(file_error(path.caller(), "read a file in the sandbox"))?;
+            if data.len() as u64 > MAX_READ_SIZE {
+                return Err(too_large());
+            }
             Ok(data)
         })
         .await
