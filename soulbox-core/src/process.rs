@@ -1,5 +1,5 @@
-//! Running commands: the per-command pump that moves output to whoever is
-//! attached, the handle callers hold, and the sandbox's command registry.
+//! Running commands: the per-command pump that moves output to every
+//! attached handle, the handle callers hold, and the sandbox's command registry.
 //!
 //! A command's stdout and stderr are pipes (or one PTY) whose write ends the
 //! command holds and whose read ends this process holds; nothing is copied
@@ -41,7 +41,7 @@ const PTY_DRAIN_LIMIT: Duration = Duration::from_millis(250);
 /// [`CHUNK_SIZE`] this bounds the queue at 1 MiB per handle.
 const QUEUE_CHUNKS: usize = 16;
 
-/// How a command ended.
+/// End state of a command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CommandExit {
     /// Exit status of the command's first process.
@@ -67,7 +67,7 @@ pub enum CommandEvent {
     Exit(CommandExit),
 }
 
-/// How a command's end was learned, kept in the registry for late handles.
+/// Cause of a command's end, kept in the registry for late handles.
 #[derive(Debug, Clone, Copy)]
 enum Ending {
     Exited(CommandExit),
@@ -116,7 +116,7 @@ pub(crate) struct Entry {
     pty: Option<Arc<AsyncFd<OwnedFd>>>,
 }
 
-/// Where the command's stdin goes.
+/// Destination of the command's stdin.
 #[derive(Debug)]
 pub(crate) enum StdinWriter {
     Pipe(pipe::Sender),
