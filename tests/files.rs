@@ -2778,3 +2778,82 @@ async fn sparse_file_read_refused() {
         .expect("read its start");
     assert!(head.iter().all(|&b| b == 0), "a sparse file reads as zeros");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sparse_copy_out_keeps_holes() {
+    if !require_root("sparse_copy_out_keeps_holes") {
+        return;
+    }
+    let sbx = sandbox().await;
+    // 256 MiB that take no space, with 3 bytes of data in the middle.
+    let made = sh(&sbx, "truncate -s 256M /home/user/sp && printf abc | dd of=/home/user/sp bs=1 seek=1000000 conv=notrunc 2>/dev/null && echo made").await;
+    assert_eq!(stdout(&made), "made\n", "the sparse file should be created");
+    let host = std::env::temp_dir().join(format!("soulbox-sparse-out-{}", std::process::id()));
+    let summary = sbx
+        .files()
+        .copy_out("sp", &host)
+        .await
+        .expect("copy the sparse file out");
+    let meta = std::fs::metadata(&host).expect("stat the copy");
+    let data = {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut file = std::fs::File::open(&host).expect("open the copy");
+        file.seek(SeekFrom::Start(1_000_000))
+            .expect("seek to the data");
+        let mut three = [0u8; 3];
+        file.read_exact(&mut three).expect("read the data");
+        three
+    };
+    let _ = std::fs::remove_file(&host);
+    assert_eq!(meta.len(), 256 << 20, "the copy keeps the logical size");
+    use std::os::unix::fs::MetadataExt;
+    assert!(
+        meta.blocks() * 512 < 1 << 20,
+        "the copy must stay sparse, uses {} bytes",
+        meta.blocks() * 512
+    );
+    assert_eq!(&data, b"abc", "the data extent is copied");
+    assert!(
+        summary.bytes < 1 << 20,
+        "only data extents are counted as copied: {}",
+        summary.bytes
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deep_tree_refused_quickly() {
+    if !require_root("deep_tree_refused_quickly") {
+        return;
+    }
+    let sbx = sandbox().await;
+    let nest = "python3 -c 'import os\nos.chdir(\"/home/user\")\nfor _ in range(2000):\n    os.mkdir(\"d\"); os.chdir(\"d\")\nprint(\"nested\")'";
+    let made = sh(&sbx, nest).await;
+    assert_eq!(
+        stdout(&made),
+        "nested\n",
+        "the deep tree should be created: {made:?}"
+    );
+    let started = std::time::Instant::now();
+    let listed = sbx.files().list("d", usize::MAX).await;
+    assert!(
+        matches!(listed, Err(soulbox_core::Error::InvalidArgument(ref m)) if m.contains("deeper")),
+        "listing a 2000-level tree should be refused: {:?}",
+        listed.as_ref().map(|l| l.len())
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "the refusal should come quickly, took {:?}",
+        started.elapsed()
+    );
+    let started = std::time::Instant::now();
+    let removed = sbx.files().remove("d").await;
+    assert!(
+        matches!(removed, Err(soulbox_core::Error::InvalidArgument(ref m)) if m.contains("deeper")),
+        "removing a 2000-level tree should be refused: {removed:?}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "the refused remove should come quickly, took {:?}",
+        started.elapsed()
+    );
+}

@@ -462,3 +462,38 @@ async fn files_and_commands_share_layer() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drop_ends_sandbox_despite_other_handles() {
+    if !require_root("drop_ends_sandbox_despite_other_handles") {
+        return;
+    }
+    let _shared = HOST_STATE.read().await;
+    let sandbox = sandbox().await;
+    let pid = sandbox.pid();
+    let handle = sandbox
+        .command("sleep")
+        .arg("300")
+        .start()
+        .await
+        .expect("start sleep");
+    let files = sandbox.files();
+    let commands = sandbox.commands();
+    drop(sandbox);
+    assert!(
+        !host_process_alive(pid),
+        "PID 1 ({pid}) should be gone once the Sandbox is dropped"
+    );
+    let written = files.write("after-drop", "x").await;
+    assert!(
+        matches!(written, Err(Error::SandboxNotRunning { .. })),
+        "a Files handle must not outlive the sandbox: {written:?}"
+    );
+    let killed = handle.kill().await;
+    assert!(
+        matches!(killed, Err(Error::SandboxNotRunning { .. })),
+        "a command handle must not reach a dropped sandbox: {killed:?}"
+    );
+    let sent = commands.send_stdin(handle.pid(), b"x").await;
+    assert!(sent.is_err(), "commands() must not reach a dropped sandbox");
+}

@@ -1214,3 +1214,36 @@ async fn event_bytes_raw() {
         "status of the euro writer"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeout_fires_without_reader() {
+    if !require_root("timeout_fires_without_reader") {
+        return;
+    }
+    let sbx = sandbox().await;
+    // `yes` fills the handle's queue at once; nobody reads it, and the
+    // timeout must still kill the command.
+    let mut handle = sbx
+        .command("yes")
+        .timeout(Some(std::time::Duration::from_secs(1)))
+        .start()
+        .await
+        .expect("start yes");
+    let pid = handle.pid();
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let alive = sh(
+        &sbx,
+        &format!("test -d /proc/{pid} && echo alive || echo gone"),
+    )
+    .await;
+    assert_eq!(
+        stdout(&alive),
+        "gone\n",
+        "yes should be killed at its 1 s timeout while unread"
+    );
+    let output = handle.wait().await.expect("wait for yes");
+    assert!(
+        output.timed_out,
+        "the result should say the timeout ended it"
+    );
+}

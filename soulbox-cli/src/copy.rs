@@ -33,12 +33,16 @@ impl CopySpec {
     }
 }
 
-/// Copies one file or directory tree. Files keep their permission bits;
-/// symlinks and special files below a copied directory are skipped with a
-/// warning on stderr.
-pub async fn copy_in(sandbox: &Sandbox, spec: &CopySpec) -> Result<(), String> {
-    let summary = sandbox
-        .files()
+/// Copies one file or directory tree as the sandbox user `user` (the
+/// default user when `None`), so the files belong to whoever runs the
+/// command. Files keep their permission bits; symlinks and special files
+/// below a copied directory are skipped with a warning on stderr.
+pub async fn copy_in(sandbox: &Sandbox, spec: &CopySpec, user: Option<&str>) -> Result<(), String> {
+    let files = match user {
+        Some(name) => sandbox.files().user(name),
+        None => sandbox.files(),
+    };
+    let summary = files
         .copy_in(&spec.host, &spec.sandbox)
         .await
         .map_err(|e| crate::describe(&e))?;

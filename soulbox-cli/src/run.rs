@@ -26,6 +26,7 @@ const EXIT_TIMED_OUT: u8 = 124;
 /// ends it and the sandbox at once.
 ///
 /// Exit status: the command's own exit code; 124 when --timeout ended it;
+/// 126 when COMMAND cannot be executed and 127 when it does not exist;
 /// 128+N when signal N killed it (141 when this command's output was
 /// closed); 125 when SoulBox itself failed, including a bad option.
 #[derive(Debug, Args)]
@@ -147,7 +148,7 @@ async fn run_in(
 ) -> Result<u8, String> {
     for spec in &args.copies {
         tokio::select! {
-            copied = copy_in(sandbox, spec) => copied?,
+            copied = copy_in(sandbox, spec, args.user.as_deref()) => copied?,
             signal = signals.next() => return Ok(128 + signal as u8),
         }
     }
@@ -188,10 +189,10 @@ async fn run_in(
         (handle, Some(raw))
     } else {
         command.stdin(forward_stdin);
-        (
-            command.start().await.map_err(|e| crate::describe(&e))?,
-            None,
-        )
+        match command.start().await {
+            Ok(handle) => (handle, None),
+            Err(e) => return spawn_failure(&e),
+        }
     };
     let pid = handle.pid();
     if forward_stdin {
@@ -287,6 +288,31 @@ async fn forward_resizes(commands: Commands, pid: u32) {
         };
         let _ = handle.resize(rows, cols);
     }
+}
+
+/// Exit codes when the program cannot run, as a shell reports them: 127
+/// when it does not exist, 126 when it exists but cannot be executed.
+const EXIT_NOT_FOUND: u8 = 127;
+const EXIT_NOT_EXECUTABLE: u8 = 126;
+
+/// Reports a command that could not start: a missing or non-executable
+/// program exits 127 or 126 like a shell, so a typo is not mistaken for a
+/// SoulBox failure (125); anything else is a SoulBox failure.
+fn spawn_failure(error: &soulbox_core::Error) -> Result<u8, String> {
+    if let soulbox_core::Error::Spawn { .. } = error {
+        let code = match error.errno() {
+            Some(libc::ENOENT) | Some(libc::ENOTDIR) => Some(EXIT_NOT_FOUND),
+            Some(libc::EACCES) | Some(libc::ENOEXEC) | Some(libc::EISDIR) => {
+                Some(EXIT_NOT_EXECUTABLE)
+            }
+            _ => None,
+        };
+        if let Some(code) = code {
+            eprintln!("soulbox: {}", crate::describe(error));
+            return Ok(code);
+        }
+    }
+    Err(crate::describe(error))
 }
 
 fn exit_code(status: ExitStatus) -> u8 {

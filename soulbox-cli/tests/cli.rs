@@ -432,3 +432,67 @@ fn run_help_lists_options() {
         );
     }
 }
+
+#[test]
+fn missing_program_exits_127() {
+    if !require_root("missing_program_exits_127") {
+        return;
+    }
+    let outcome = soulbox(&["run", "--", "/soulbox-no-such-program"]);
+    assert_eq!(
+        outcome.code(),
+        Some(127),
+        "a missing program exits 127: {}",
+        outcome.stderr
+    );
+    assert!(
+        outcome.stderr.contains("/soulbox-no-such-program"),
+        "stderr: {}",
+        outcome.stderr
+    );
+}
+
+#[test]
+fn directory_program_exits_126() {
+    if !require_root("directory_program_exits_126") {
+        return;
+    }
+    let outcome = soulbox(&["run", "--", "/etc"]);
+    assert_eq!(
+        outcome.code(),
+        Some(126),
+        "a directory cannot be executed: {}",
+        outcome.stderr
+    );
+}
+
+#[test]
+fn copy_follows_user_option() {
+    if !require_root("copy_follows_user_option") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("soulbox-cli-copy-root-{}", std::process::id()));
+    std::fs::write(&dir, "for root\n").expect("write the host file");
+    let spec = format!("{}:/root/copied", dir.display());
+    let outcome = soulbox(&[
+        "run",
+        "--user",
+        "root",
+        "--copy",
+        &spec,
+        "--",
+        "cat",
+        "/root/copied",
+    ]);
+    let _ = std::fs::remove_file(&dir);
+    assert_eq!(
+        outcome.code(),
+        Some(0),
+        "copy into /root as root should work: {}",
+        outcome.stderr
+    );
+    assert_eq!(
+        outcome.stdout, "for root\n",
+        "the copied file should be readable"
+    );
+}

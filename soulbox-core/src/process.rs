@@ -14,6 +14,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -54,7 +55,9 @@ pub struct CommandExit {
     pub oom_killed: bool,
 }
 
-/// Output or the end of a running command, in the order it happened.
+/// Output or the end of a running command. Chunks of stdout keep their
+/// order, and so do chunks of stderr, but the two are separate pipes and
+/// their relative order is not kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CommandEvent {
     /// Bytes the command wrote to stdout (or to its PTY), as written: a
@@ -113,6 +116,10 @@ pub(crate) struct Entry {
     stdin: tokio::sync::Mutex<Option<StdinWriter>>,
     /// Set once the command has ended, for handles that attach late.
     ending: Mutex<Option<Ending>>,
+    /// Set when the first process has exited.
+    ended: AtomicBool,
+    /// Set when the timeout killed the command.
+    timed_out: AtomicBool,
     pty: Option<Arc<AsyncFd<OwnedFd>>>,
 }
 
@@ -301,6 +308,8 @@ pub(crate) fn register(sandbox: &Arc<Inner>, started: Started) -> CommandHandle 
         subscribers: Mutex::new(vec![sender]),
         stdin: tokio::sync::Mutex::new(started.stdin),
         ending: Mutex::new(None),
+        ended: AtomicBool::new(false),
+        timed_out: AtomicBool::new(false),
         pty,
     });
     lock(&sandbox.commands)
@@ -358,11 +367,15 @@ impl Pump {
         let mut err_buf = vec![0u8; CHUNK_SIZE];
         let mut out_open = true;
         let mut err_open = stderr.is_some();
-        let mut timed_out = false;
-        // A timeout too large to represent is no timeout.
-        let deadline = self
-            .timeout
-            .and_then(|t| tokio::time::Instant::now().checked_add(t));
+        // The timeout runs in its own task: the pump may wait a long time
+        // for a slow handle to take a chunk, and the kill must not wait.
+        if let Some(timeout) = self.timeout {
+            tokio::spawn(enforce_timeout(
+                self.sandbox.clone(),
+                Arc::clone(&self.entry),
+                timeout,
+            ));
+        }
         let record = loop {
             tokio::select! {
                 read = stdout.read(&mut out_buf), if out_open => match read {
@@ -374,12 +387,10 @@ impl Pump {
                     _ => err_open = false,
                 },
                 record = status.next() => break record,
-                () = sleep_until(deadline), if deadline.is_some() && !timed_out => {
-                    timed_out = true;
-                    self.kill_tree().await;
-                }
             }
         };
+        self.entry.ended.store(true, Ordering::Release);
+        let timed_out = self.entry.timed_out.load(Ordering::Acquire);
         // The first process has exited, so everything written before its
         // exit is already in the pipes; deliver exactly that much.
         if out_open {
@@ -465,12 +476,6 @@ impl Pump {
             }
         }
     }
-
-    async fn kill_tree(&self) {
-        if let Some(sandbox) = self.sandbox.upgrade() {
-            let _ = send_kill_tree(&sandbox, &self.entry).await;
-        }
-    }
 }
 
 /// Ends a pump that stopped early (a panic unwinding through it): the
@@ -505,10 +510,19 @@ async fn read_optional(
     }
 }
 
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
+/// Kills the command's tree once `timeout` has passed, unless it ended.
+async fn enforce_timeout(sandbox: Weak<Inner>, entry: Arc<Entry>, timeout: Duration) {
+    // A timeout too large to represent is no timeout.
+    let Some(deadline) = tokio::time::Instant::now().checked_add(timeout) else {
+        return;
+    };
+    tokio::time::sleep_until(deadline).await;
+    if entry.ended.load(Ordering::Acquire) {
+        return;
+    }
+    entry.timed_out.store(true, Ordering::Release);
+    if let Some(sandbox) = sandbox.upgrade() {
+        let _ = send_kill_tree(&sandbox, &entry).await;
     }
 }
 

@@ -165,13 +165,30 @@ impl SandboxOptions {
 
 /// A running sandbox.
 ///
-/// Dropping the last handle kills the sandbox: every process in it is
-/// killed, its mounts disappear with its mount namespace, and its cgroups
-/// are removed before `drop` returns. [`Sandbox::kill`] does the same
-/// explicitly. Clones of a `Sandbox` share one sandbox.
+/// Dropping the last `Sandbox` handle kills the sandbox: every process in
+/// it is killed, its mounts disappear with its mount namespace, and its
+/// cgroups are removed before `drop` returns. [`Sandbox::kill`] does the
+/// same explicitly. Clones of a `Sandbox` share one sandbox. Other handles
+/// taken from it ([`crate::Files`], [`crate::Commands`],
+/// [`crate::CommandHandle`]) do not keep it alive: once the last `Sandbox`
+/// is gone, their calls fail with [`Error::SandboxNotRunning`].
 #[derive(Clone)]
 pub struct Sandbox {
     pub(crate) inner: Arc<Inner>,
+    /// Shared by the clones of this `Sandbox` only; the last one to go
+    /// ends the sandbox.
+    _owner: Arc<Owner>,
+}
+
+/// Ends the sandbox when the last [`Sandbox`] clone is dropped.
+struct Owner(Arc<Inner>);
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        if let Err(e) = self.0.terminate() {
+            tracing::warn!(sandbox_id = %self.0.id, error = %e, "sandbox clean-up incomplete");
+        }
+    }
 }
 
 impl fmt::Debug for Sandbox {
@@ -265,21 +282,24 @@ impl Sandbox {
         let shell = pick_shell(&root);
         let (pid, pidfd, cgroup) = launch.defuse();
         debug!(sandbox_id = %id, pid, "sandbox ready");
+        let inner = Arc::new(Inner {
+            id,
+            pid,
+            pidfd,
+            control,
+            root,
+            cgroup: Mutex::new(cgroup),
+            envs: options.envs,
+            shell,
+            rootless: sys::geteuid() != 0,
+            next_command_id: AtomicU64::new(1),
+            ended: AtomicBool::new(false),
+            commands: Mutex::default(),
+        });
+        let owner = Arc::new(Owner(Arc::clone(&inner)));
         Ok(Self {
-            inner: Arc::new(Inner {
-                id,
-                pid,
-                pidfd,
-                control,
-                root,
-                cgroup: Mutex::new(cgroup),
-                envs: options.envs,
-                shell,
-                rootless: sys::geteuid() != 0,
-                next_command_id: AtomicU64::new(1),
-                ended: AtomicBool::new(false),
-                commands: Mutex::default(),
-            }),
+            inner,
+            _owner: owner,
         })
     }
 

@@ -28,7 +28,8 @@ pub struct CopySummary {
     pub files: u64,
     /// Directories copied, the top one included.
     pub directories: u64,
-    /// Bytes of file contents copied.
+    /// Bytes of file contents copied. Holes in sparse files stay holes and
+    /// are not counted.
     pub bytes: u64,
     /// Source paths below the top that were not copied because they are
     /// neither regular files nor directories: symlinks, FIFOs, sockets and
@@ -379,8 +380,39 @@ fn copy_file_out(
         .custom_flags(nofollow)
         .open(host)
         .map_err(host_error("create", host))?;
-    let bytes = std::io::copy(&mut source, &mut target).map_err(host_error("write", host))?;
+    let bytes = copy_data_extents(&mut source, &mut target).map_err(host_error("write", host))?;
     summary.files += 1;
     summary.bytes += bytes;
     Ok(())
+}
+
+/// Copies only the data extents of `source` and leaves its holes as holes
+/// in `target`. Sandboxed code can make a sparse file of any size that
+/// takes no space (tmpfs allows sizes beyond its own limit); a plain copy
+/// would write every zero to the host's disk. Returns the bytes copied.
+fn copy_data_extents(source: &mut File, target: &mut File) -> std::io::Result<u64> {
+    use nix::unistd::{lseek, Whence};
+    use std::io::{Read, Seek, SeekFrom};
+    use std::os::fd::AsRawFd;
+
+    let size = source.metadata()?.len();
+    let mut copied = 0;
+    let mut offset: i64 = 0;
+    loop {
+        let data = match lseek(source.as_raw_fd(), offset, Whence::SeekData) {
+            Ok(data) => data,
+            // ENXIO: no data after `offset`, only a hole to the end.
+            Err(nix::errno::Errno::ENXIO) => break,
+            Err(e) => return Err(e.into()),
+        };
+        let hole = lseek(source.as_raw_fd(), data, Whence::SeekHole)?;
+        source.seek(SeekFrom::Start(data as u64))?;
+        target.seek(SeekFrom::Start(data as u64))?;
+        let length = (hole - data) as u64;
+        copied += std::io::copy(&mut Read::by_ref(source).take(length), target)?;
+        offset = hole;
+    }
+    // A trailing hole is made by setting the length.
+    target.set_len(size)?;
+    Ok(copied)
 }

@@ -167,6 +167,9 @@ fn list_dir(sandbox: &Inner, path: &SandboxPath, depth: usize) -> Result<Vec<Ent
                     opened = fd;
                     opened.as_fd()
                 }
+                Err(e) if e.raw_os_error() == Some(libc::ENAMETOOLONG) => {
+                    return Err(file_error(caller, "list a directory")(e));
+                }
                 // Unreadable, or removed or replaced by sandboxed code since
                 // it was listed: list it, but not its entries.
                 Err(_) => continue,

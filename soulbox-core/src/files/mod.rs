@@ -186,14 +186,16 @@ fn file_error<'a>(path: &'a str, step: &'static str) -> impl FnOnce(io::Error) -
         Some(libc::ENOTDIR) => {
             Error::InvalidArgument(format!("a parent of {path:?} is not a directory"))
         }
-        Some(libc::ELOOP) => {
-            Error::InvalidArgument(format!("{path:?} resolves through too many symlinks"))
-        }
+        Some(libc::ELOOP) => Error::InvalidArgument(format!(
+            "{path:?} resolves through too many symlinks or through a /proc magic link"
+        )),
         Some(libc::EROFS) => Error::InvalidArgument(format!(
             "{path:?} is on a read-only mount of the sandbox, such as /usr"
         )),
         Some(libc::ENAMETOOLONG) => Error::InvalidArgument(format!(
-            "{path:?} is longer than the kernel's path or name limit"
+            "{path:?} is longer than the kernel's path or name limit, or holds a tree \
+             nested deeper than {} levels",
+            path::MAX_TREE_DEPTH
         )),
         _ => Error::Os { step, source: e },
     }

@@ -130,6 +130,10 @@ pub(super) fn open_child(dir: BorrowedFd<'_>, name: &Name, flags: i32) -> io::Re
     sys::openat2_name(dir, name.as_c_str(), flags, 0)
 }
 
+/// Deepest directory level below a walk's top that list, remove, copy_out
+/// and recursive watches follow.
+pub const MAX_TREE_DEPTH: usize = 512;
+
 /// Opens what `names` leads to from `top`, one component at a time and
 /// following no symlink, so a directory that sandboxed code swaps for a
 /// symlink during a walk fails the walk instead of redirecting it.
@@ -143,6 +147,12 @@ pub(super) fn open_descendant(
     let Some((last, parents)) = names.split_last() else {
         return Err(io::Error::from_raw_os_error(libc::EINVAL));
     };
+    // Each level is opened from the top again, so the walks that use this
+    // cost the square of the depth; a tree that sandboxed code nests deeper
+    // than this is refused rather than left to take minutes of host CPU.
+    if names.len() > MAX_TREE_DEPTH {
+        return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+    }
     let mut current: Option<OwnedFd> = None;
     for name in parents {
         let dir = current.as_ref().map_or(top, |fd| fd.as_fd());

@@ -430,6 +430,16 @@ impl WatchTree {
     /// returns its watch descriptor. Returns -1 if the directory vanished,
     /// is not a directory any more, or may not be read.
     fn add_watch(&mut self, inotify: BorrowedFd<'_>, names: &[Name]) -> Result<i32> {
+        // inotify watches count against a host-wide, per-user limit that
+        // every process of the host's root shares, and sandboxed code can
+        // make directories cheaply: one watcher may not take them all.
+        if self.dirs.len() >= MAX_WATCHED_DIRS {
+            return Err(Error::InvalidArgument(format!(
+                "watching {} would need more than {MAX_WATCHED_DIRS} directory watches; \
+                 watch a smaller subtree or without recursion",
+                self.caller
+            )));
+        }
         let opened;
         let dir = if names.is_empty() {
             self.top.as_fd()
@@ -545,6 +555,11 @@ impl WatchTree {
         }
     }
 }
+
+/// Most directories one recursive watch follows. Each costs one of the
+/// host user's inotify watches (fs.inotify.max_user_watches, often 8192 to
+/// a few hundred thousand, shared by every process of that user).
+pub const MAX_WATCHED_DIRS: usize = 4096;
 
 /// Maps an inotify_add_watch or inotify_init1 failure, naming the host
 /// limit when one was reached.
