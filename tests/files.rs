@@ -1753,11 +1753,17 @@ fn rootless_copy_in_through_cli() {
     }
     std::os::unix::fs::symlink("/etc/shadow", host.join("link")).expect("plant a symlink");
 
+    // uid 65534 may not reach the build directory (it can sit below a
+    // home directory of mode 0700), so it runs a copy in the tree above.
+    let reachable = host.join("soulbox");
+    std::fs::copy(&binary, &reachable).expect("copy the soulbox binary");
+    std::fs::set_permissions(&reachable, std::fs::Permissions::from_mode(0o755))
+        .expect("make the copy executable by every user");
     let copy = format!("{}:/home/user/in", host.display());
     let output = std::process::Command::new("setpriv")
         .args(["--reuid", "65534", "--regid", "65534", "--clear-groups", "--"])
         .args(["env", "-i", "PATH=/usr/bin:/bin"])
-        .arg(&binary)
+        .arg(&reachable)
         .args(["run", "--copy", &copy, "--", "sh", "-c"])
         .arg("cd /root && cat /home/user/in/sub/a.txt && /home/user/in/run.sh && stat -c '%u %a %n' /home/user/in /home/user/in/sub/a.txt /home/user/in/run.sh && ls -A /home/user/in")
         .output()
@@ -1770,7 +1776,7 @@ fn rootless_copy_in_through_cli() {
     assert_eq!(
         String::from_utf8_lossy(&output.stdout),
         "copied rootless\nscript ran\n0 755 /home/user/in\n0 644 /home/user/in/sub/a.txt\n\
-         0 755 /home/user/in/run.sh\nrun.sh\nsub\n",
+         0 755 /home/user/in/run.sh\nrun.sh\nsoulbox\nsub\n",
         "contents, owners and modes inside the rootless sandbox"
     );
     assert!(

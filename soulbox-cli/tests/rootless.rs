@@ -3,8 +3,27 @@
 
 use std::process::Command;
 
-/// The unprivileged uid and gid the test switches to (`nobody` on Debian).
-const NOBODY: &str = "65534";
+/// The unprivileged uid and gid the tests switch to: those of the account
+/// named by SOULBOX_ROOTLESS_USER (`.ci/run` creates `soulbox-ci`), or 65534
+/// (`nobody` on Debian) without one.
+fn unprivileged_ids() -> (String, String) {
+    let Some(name) = std::env::var_os("SOULBOX_ROOTLESS_USER") else {
+        return ("65534".into(), "65534".into());
+    };
+    let id = |flag: &str| {
+        let output = Command::new("id")
+            .arg(flag)
+            .arg(&name)
+            .output()
+            .expect("run id");
+        assert!(
+            output.status.success(),
+            "SOULBOX_ROOTLESS_USER={name:?} is not an account"
+        );
+        String::from_utf8_lossy(&output.stdout).trim().to_string()
+    };
+    (id("-u"), id("-g"))
+}
 
 fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status").is_ok_and(|status| {
@@ -16,15 +35,54 @@ fn is_root() -> bool {
     })
 }
 
-/// Runs `soulbox run ARGS` as uid and gid 65534 with an empty environment.
+/// A copy of the `soulbox` binary in a directory every user can reach,
+/// removed on drop: the build directory may sit below a home directory
+/// (mode 0700) that the unprivileged account cannot enter.
+struct ReachableBinary {
+    dir: std::path::PathBuf,
+}
+
+impl ReachableBinary {
+    fn new() -> Self {
+        use std::os::unix::fs::PermissionsExt;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let name = format!("soulbox-rootless-{}-{n}", std::process::id());
+        let dir = std::env::temp_dir().join(name);
+        std::fs::create_dir_all(&dir).expect("create a directory for the binary");
+        let open = std::fs::Permissions::from_mode(0o755);
+        std::fs::set_permissions(&dir, open.clone()).expect("open the directory to every user");
+        let binary = dir.join("soulbox");
+        std::fs::copy(env!("CARGO_BIN_EXE_soulbox"), &binary).expect("copy the soulbox binary");
+        std::fs::set_permissions(&binary, open).expect("make the copy executable by every user");
+        Self { dir }
+    }
+
+    fn path(&self) -> std::path::PathBuf {
+        self.dir.join("soulbox")
+    }
+}
+
+impl Drop for ReachableBinary {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Runs `soulbox run ARGS` as the unprivileged account with an empty
+/// environment.
 fn run_as_nobody(args: &[&str]) -> std::process::Output {
+    let (uid, gid) = unprivileged_ids();
+    let binary = ReachableBinary::new();
+    let binary = binary.path();
     Command::new("setpriv")
-        .args(["--reuid", NOBODY, "--regid", NOBODY, "--clear-groups", "--"])
+        .args(["--reuid", &uid, "--regid", &gid, "--clear-groups", "--"])
         .args([
             "env",
             "-i",
             "PATH=/usr/bin:/bin",
-            env!("CARGO_BIN_EXE_soulbox"),
+            binary.to_str().expect("a UTF-8 temp path"),
             "run",
         ])
         .args(args)
@@ -60,7 +118,7 @@ fn rootless_sandbox_maps_caller_to_root() {
         .unwrap_or_default();
     assert_eq!(
         map,
-        ["0", NOBODY, "1"],
+        ["0", unprivileged_ids().0.as_str(), "1"],
         "uid map should map only the caller to root"
     );
     assert!(
