@@ -293,3 +293,23 @@ async fn invalid_limits_rejected() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enforced_limits_reported() {
+    if !require_root("enforced_limits_reported") {
+        return;
+    }
+    let sandbox = sandbox().await;
+    let enforced = sandbox.enforced_limits();
+    assert_eq!(
+        enforced.memory,
+        Some(soulbox_core::DEFAULT_MEMORY_LIMIT),
+        "memory limit in force"
+    );
+    assert_eq!(
+        enforced.pids,
+        Some(soulbox_core::DEFAULT_PIDS_LIMIT),
+        "pids limit in force"
+    );
+    assert_eq!(enforced.cpu_millicores, None, "no CPU limit by default");
+}

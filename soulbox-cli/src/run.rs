@@ -100,14 +100,37 @@ pub async fn run(args: RunArgs) -> Result<u8, String> {
     // copying files in must not eat into the command's time.
     let options = SandboxOptions::default().timeout(Duration::ZERO);
     let sandbox = tokio::select! {
-        created = Sandbox::create(options) => created.map_err(|e| crate::describe(&e))?,
+        created = Sandbox::create(options.clone()) => created.map_err(|e| crate::describe(&e))?,
         signal = signals.next() => return Ok(128 + signal as u8),
     };
+    report_unenforced_limits(&options, &sandbox);
     let result = run_in(&sandbox, &args, stdin_is_terminal, &mut signals).await;
     let killed = sandbox.kill().await.map_err(|e| crate::describe(&e));
     let code = result?;
     killed?;
     Ok(code)
+}
+
+/// Says on stderr which default limits could not be applied, as happens
+/// in rootless mode when no cgroup is delegated to the caller.
+fn report_unenforced_limits(options: &SandboxOptions, sandbox: &Sandbox) {
+    let enforced = sandbox.enforced_limits();
+    let mut missing = Vec::new();
+    if options.memory_limit.is_some() && enforced.memory.is_none() {
+        missing.push("memory");
+    }
+    if options.pids_limit.is_some() && enforced.pids.is_none() {
+        missing.push("pids");
+    }
+    let subject = match missing.as_slice() {
+        [] => return,
+        [one] => format!("the {one} limit is"),
+        many => format!("the {} limits are", many.join(" and ")),
+    };
+    eprintln!(
+        "soulbox: note: {subject} not enforced: this user may not write to SoulBox's cgroups \
+         (rootless without a delegated cgroup)"
+    );
 }
 
 /// The signals that end `soulbox run`: SIGINT, SIGTERM and SIGHUP.

@@ -171,3 +171,28 @@ fn rootless_sandbox_cannot_write_usr() {
         "the host's /usr must be unchanged"
     );
 }
+
+#[test]
+fn rootless_sandbox_reports_unenforced_limits() {
+    if !is_root() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run this test as root"
+        );
+        eprintln!(
+            "rootless_sandbox_reports_unenforced_limits: skipped, needs root to switch users"
+        );
+        return;
+    }
+    let output = run_as_nobody(&["--", "true"]);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "a rootless run should still work"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("memory and pids limits are not enforced"),
+        "a rootless run without a delegated cgroup should say which limits are off: {stderr}"
+    );
+}

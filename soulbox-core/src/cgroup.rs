@@ -106,6 +106,9 @@ pub struct SandboxCgroup {
     dirs: Vec<PathBuf>,
     /// Where the memory controller's files are, for out-of-memory counts.
     memory: Option<(PathBuf, Version)>,
+    /// The limits actually written; a limit whose hierarchy this process
+    /// may not write to (rootless without delegation) is missing here.
+    enforced: Limits,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,6 +133,7 @@ impl SandboxCgroup {
             v2: None,
             dirs: Vec::new(),
             memory: None,
+            enforced: Limits::default(),
         };
         if let Err(e) = cgroup.populate(layout, id, limits) {
             let _ = cgroup.remove();
@@ -166,6 +170,11 @@ impl SandboxCgroup {
             };
             let Some((dir, version)) = dir else { continue };
             write_limit(&dir, version, controller, limits)?;
+            match controller {
+                "memory" => self.enforced.memory = limits.memory,
+                "pids" => self.enforced.pids = limits.pids,
+                _ => self.enforced.cpu_millicores = limits.cpu_millicores,
+            }
             if controller == "memory" {
                 self.memory = Some((dir, version));
             }
@@ -192,6 +201,12 @@ impl SandboxCgroup {
             self.dirs.push(dir.clone());
         }
         Ok(dir)
+    }
+
+    /// Returns the limits in force: those requested, less any whose cgroup
+    /// hierarchy this process may not write to.
+    pub fn enforced(&self) -> Limits {
+        self.enforced
     }
 
     /// Returns how many processes the out-of-memory killer has killed in the

@@ -41,6 +41,7 @@ mod sandbox;
 mod sys;
 mod template;
 
+pub use cgroup::Limits;
 pub use command::{Command, ExitStatus, Output, DEFAULT_COMMAND_TIMEOUT};
 pub use error::{Error, Result};
 pub use files::{

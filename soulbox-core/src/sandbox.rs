@@ -281,6 +281,14 @@ impl Sandbox {
         let root = open_root(launch.pid)?;
         let shell = pick_shell(&root);
         let (pid, pidfd, cgroup) = launch.defuse();
+        if cgroup.enforced() != options.limits() {
+            tracing::warn!(
+                sandbox_id = %id,
+                requested = ?options.limits(),
+                enforced = ?cgroup.enforced(),
+                "some resource limits are not enforced: their cgroup hierarchy is not writable"
+            );
+        }
         debug!(sandbox_id = %id, pid, "sandbox ready");
         let inner = Arc::new(Inner {
             id,
@@ -338,6 +346,17 @@ impl Sandbox {
     /// [`Error::Cgroup`] if a cgroup directory could not be removed.
     pub async fn kill(&self) -> Result<()> {
         self.inner.terminate()
+    }
+
+    /// Returns the resource limits in force. A limit that was requested but
+    /// is missing here could not be applied: in rootless mode the caller
+    /// may not write to any cgroup hierarchy that is not delegated to it.
+    pub fn enforced_limits(&self) -> Limits {
+        self.inner
+            .cgroup
+            .lock()
+            .map(|c| c.enforced())
+            .unwrap_or_default()
     }
 
     /// Paths of the sandbox's cgroup directories, for diagnostics and leak
