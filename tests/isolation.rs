@@ -5,9 +5,7 @@
 use std::collections::HashSet;
 use std::io::ErrorKind;
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::path::Path;
 
 use soulbox_core::{Error, Output, Sandbox};
 use soulbox_tests::*;
@@ -20,87 +18,6 @@ async fn sh_as_root(sandbox: &Sandbox, command_line: &str) -> Output {
         .output()
         .await
         .unwrap_or_else(|e| panic!("run {command_line:?} as root: {e}"))
-}
-
-/// Builds a name unique to this process and call, for host files and
-/// mounts that must not collide.
-fn unique_name(tag: &str) -> String {
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("soulbox-test-{tag}-{}-{nanos}-{n}", std::process::id())
-}
-
-/// A file created on the host for one test and removed when the test ends,
-/// including when it panics.
-struct HostFileGuard {
-    path: PathBuf,
-}
-
-impl HostFileGuard {
-    fn create(path: PathBuf, contents: &str) -> Self {
-        std::fs::write(&path, contents)
-            .unwrap_or_else(|e| panic!("create host file {}: {e}", path.display()));
-        Self { path }
-    }
-}
-
-impl Drop for HostFileGuard {
-    fn drop(&mut self) {
-        if let Err(e) = std::fs::remove_file(&self.path) {
-            eprintln!("remove host file {}: {e}", self.path.display());
-        }
-    }
-}
-
-/// A tmpfs mounted on a fresh host directory for one test, unmounted and
-/// removed when the test ends, including when it panics.
-struct HostMountGuard {
-    dir: PathBuf,
-    mounted: bool,
-}
-
-impl HostMountGuard {
-    /// Mounts a tmpfs whose source name is `source` on a new directory
-    /// `dir`, with the host's mount(8).
-    fn mount_tmpfs(source: &str, dir: PathBuf) -> Self {
-        std::fs::create_dir(&dir)
-            .unwrap_or_else(|e| panic!("create mount point {}: {e}", dir.display()));
-        let mut guard = Self {
-            dir,
-            mounted: false,
-        };
-        let status = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=64k", source])
-            .arg(&guard.dir)
-            .status()
-            .unwrap_or_else(|e| panic!("start the host's mount(8): {e}"));
-        assert!(
-            status.success(),
-            "host mount of tmpfs {source} on {} failed: {status}",
-            guard.dir.display()
-        );
-        guard.mounted = true;
-        guard
-    }
-}
-
-impl Drop for HostMountGuard {
-    fn drop(&mut self) {
-        if self.mounted {
-            match std::process::Command::new("umount").arg(&self.dir).status() {
-                Ok(status) if status.success() => {}
-                Ok(status) => eprintln!("umount {}: {status}", self.dir.display()),
-                Err(e) => eprintln!("start umount for {}: {e}", self.dir.display()),
-            }
-        }
-        if let Err(e) = std::fs::remove_dir(&self.dir) {
-            eprintln!("remove mount point {}: {e}", self.dir.display());
-        }
-    }
 }
 
 /// Reads the host's mount table as a set of lines.
@@ -352,7 +269,7 @@ async fn host_secrets_invisible() {
         return;
     }
     let name = unique_name("root-marker");
-    let marker = HostFileGuard::create(Path::new("/root").join(&name), "host secret\n");
+    let marker = HostFile::create(Path::new("/root").join(&name), "host secret\n");
     assert!(
         marker.path.exists(),
         "the host marker {} was not created",
@@ -522,7 +439,7 @@ async fn mounts_do_not_propagate() {
     );
 
     let source = unique_name("propagation");
-    let host_mount = HostMountGuard::mount_tmpfs(&source, Path::new("/tmp").join(&source));
+    let host_mount = HostTmpfs::mount(&source, Path::new("/tmp").join(&source));
     assert!(
         !host_mounts_mentioning(&source).is_empty(),
         "the host tmpfs {source} on {} is missing from the host's mount table",

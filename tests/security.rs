@@ -15,9 +15,9 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use soulbox_core::{CommandEvent, Error, ExitStatus, Output, Sandbox, SandboxOptions};
 use soulbox_tests::*;
@@ -227,85 +227,6 @@ async fn sh_with_stdin(sandbox: &Sandbox, command_line: &str, input: &[u8]) -> O
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// Builds a name unique to this process and call, for host files and
-/// mounts.
-fn unique_name(tag: &str) -> String {
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("soulbox-security-{tag}-{}-{nanos}-{n}", std::process::id())
-}
-
-/// A host file that exists for one test and is removed when the guard
-/// drops, also when the test panics.
-struct HostFile {
-    path: PathBuf,
-}
-
-impl HostFile {
-    fn create(path: PathBuf, contents: &str) -> Self {
-        std::fs::write(&path, contents)
-            .unwrap_or_else(|e| panic!("create host file {}: {e}", path.display()));
-        Self { path }
-    }
-}
-
-impl Drop for HostFile {
-    fn drop(&mut self) {
-        if let Err(e) = std::fs::remove_file(&self.path) {
-            eprintln!("remove host file {}: {e}", self.path.display());
-        }
-    }
-}
-
-/// A tmpfs mounted on a new host directory for one test. The guard unmounts
-/// and removes it when it drops.
-struct HostTmpfs {
-    dir: PathBuf,
-    mounted: bool,
-}
-
-impl HostTmpfs {
-    fn mount(source: &str, dir: PathBuf) -> Self {
-        std::fs::create_dir(&dir)
-            .unwrap_or_else(|e| panic!("create mount point {}: {e}", dir.display()));
-        let mut guard = Self {
-            dir,
-            mounted: false,
-        };
-        let status = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=64k", source])
-            .arg(&guard.dir)
-            .status()
-            .unwrap_or_else(|e| panic!("start the host's mount(8): {e}"));
-        assert!(
-            status.success(),
-            "host mount of tmpfs {source} on {} failed: {status}",
-            guard.dir.display()
-        );
-        guard.mounted = true;
-        guard
-    }
-}
-
-impl Drop for HostTmpfs {
-    fn drop(&mut self) {
-        if self.mounted {
-            match std::process::Command::new("umount").arg(&self.dir).status() {
-                Ok(status) if status.success() => {}
-                Ok(status) => eprintln!("umount {}: {status}", self.dir.display()),
-                Err(e) => eprintln!("start umount for {}: {e}", self.dir.display()),
-            }
-        }
-        if let Err(e) = std::fs::remove_dir(&self.dir) {
-            eprintln!("remove mount point {}: {e}", self.dir.display());
-        }
-    }
 }
 
 /// Returns the SHA-256 of a host file, as sha256sum(1) prints it.

@@ -96,3 +96,91 @@ pub fn soulbox_bin() -> PathBuf {
     }
     dir.join("soulbox")
 }
+
+/// Builds a name unique to this process and call, for host files and
+/// mounts that must not collide.
+pub fn unique_name(tag: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::{SystemTime, UNIX_EPOCH};
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("soulbox-test-{tag}-{}-{nanos}-{n}", std::process::id())
+}
+
+/// A host file that exists for one test and is removed when the guard
+/// drops, also when the test panics.
+#[derive(Debug)]
+pub struct HostFile {
+    /// The file's path on the host.
+    pub path: PathBuf,
+}
+
+impl HostFile {
+    /// Creates `path` with `contents`.
+    pub fn create(path: PathBuf, contents: &str) -> Self {
+        std::fs::write(&path, contents)
+            .unwrap_or_else(|e| panic!("create host file {}: {e}", path.display()));
+        Self { path }
+    }
+}
+
+impl Drop for HostFile {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_file(&self.path) {
+            eprintln!("remove host file {}: {e}", self.path.display());
+        }
+    }
+}
+
+/// A tmpfs mounted on a new host directory for one test. The guard unmounts
+/// and removes it when it drops, also when the test panics.
+#[derive(Debug)]
+pub struct HostTmpfs {
+    /// The mount point on the host.
+    pub dir: PathBuf,
+    mounted: bool,
+}
+
+impl HostTmpfs {
+    /// Mounts a tmpfs whose source name is `source` on the new directory
+    /// `dir`, with the host's mount(8).
+    pub fn mount(source: &str, dir: PathBuf) -> Self {
+        std::fs::create_dir(&dir)
+            .unwrap_or_else(|e| panic!("create mount point {}: {e}", dir.display()));
+        let mut guard = Self {
+            dir,
+            mounted: false,
+        };
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=64k", source])
+            .arg(&guard.dir)
+            .status()
+            .unwrap_or_else(|e| panic!("start the host's mount(8): {e}"));
+        assert!(
+            status.success(),
+            "host mount of tmpfs {source} on {} failed: {status}",
+            guard.dir.display()
+        );
+        guard.mounted = true;
+        guard
+    }
+}
+
+impl Drop for HostTmpfs {
+    fn drop(&mut self) {
+        if self.mounted {
+            match std::process::Command::new("umount").arg(&self.dir).status() {
+                Ok(status) if status.success() => {}
+                Ok(status) => eprintln!("umount {}: {status}", self.dir.display()),
+                Err(e) => eprintln!("start umount for {}: {e}", self.dir.display()),
+            }
+        }
+        if let Err(e) = std::fs::remove_dir(&self.dir) {
+            eprintln!("remove mount point {}: {e}", self.dir.display());
+        }
+    }
+}
