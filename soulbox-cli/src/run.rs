@@ -96,7 +96,7 @@ pub async fn run(args: RunArgs) -> Result<u8, String> {
     }
     let mut signals = Signals::new()?;
     // Until the command starts, the sandbox has no deadline of its own: it
-    // ends with this process (PID 1 sees the control socket close), and
+    // ends with this process (PID 1 exits when the control socket closes), and
     // copying files in must not eat into the command's time.
     let options = SandboxOptions::default().timeout(Duration::ZERO);
     let sandbox = tokio::select! {
@@ -176,8 +176,8 @@ async fn run_in(
         }
     }
     let timeout = (args.timeout > 0).then(|| Duration::from_secs(args.timeout));
-    // The sandbox outlives the command's timeout by a margin, so the
-    // command's own timeout is what the caller sees, with full output.
+    // The sandbox outlives the command's timeout by a margin, so the caller
+    // gets the command's own timeout, with full output.
     let sandbox_timeout =
         timeout.map_or(Duration::ZERO, |t| t.saturating_add(Duration::from_secs(5)));
     sandbox

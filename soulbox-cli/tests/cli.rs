@@ -11,25 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-/// How long one `soulbox` invocation may take before the test kills it and
-/// fails, so that a hang is reported instead of stalling the test run.
-const RUN_LIMIT: Duration = Duration::from_secs(120);
+mod common;
 
-/// Returns true when the test may run; see the module documentation.
-fn require_root(test: &str) -> bool {
-    // SAFETY: geteuid takes no arguments and cannot fail.
-    let euid = unsafe { libc::geteuid() };
-    if euid == 0 {
-        return true;
-    }
-    let reason = format!("{test}: skipped, creating sandboxes needs root (euid {euid})");
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{reason}; CI must run every test as root"
-    );
-    eprintln!("{reason}");
-    false
-}
+use common::{require_root, RUN_LIMIT};
 
 /// What one `soulbox` invocation produced.
 #[derive(Debug)]

@@ -104,7 +104,7 @@ pub struct SandboxCgroup {
     v2: Option<PathBuf>,
     /// Every directory, v2 first.
     dirs: Vec<PathBuf>,
-    /// Where the memory controller's files are, for out-of-memory counts.
+    /// Directory of the memory controller's files, for out-of-memory counts.
     memory: Option<(PathBuf, Version)>,
     /// The limits actually written; a limit whose hierarchy this process
     /// may not write to (rootless without delegation) is missing here.
@@ -260,7 +260,7 @@ impl SandboxCgroup {
         first_error.map_or(Ok(()), Err)
     }
 
-    /// The cgroup directories, for tests and diagnostics.
+    /// Returns the cgroup directories, for tests and diagnostics.
     pub fn paths(&self) -> &[PathBuf] {
         &self.dirs
     }
@@ -364,7 +364,7 @@ fn write_limit(dir: &Path, version: Version, controller: &str, limits: &Limits) 
     Ok(())
 }
 
-/// Every SoulBox parent directory on this host, for leak checks.
+/// Returns every SoulBox parent directory on this host, for leak checks.
 pub fn parent_dirs() -> Vec<PathBuf> {
     let layout = layout();
     let v1_roots = layout.v1.iter().map(|(root, _)| root);

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 /// Result alias for SoulBox calls.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Why a SoulBox call failed. Variants are named after the failed step; the
+/// Failure of a SoulBox call. Variants are named after the failed step. The
 /// OS error, where there is one, is the [`source`](std::error::Error::source)
 /// and stays reachable through [`Error::errno`].
 #[derive(Debug, thiserror::Error)]
@@ -54,7 +54,7 @@ pub enum Error {
     Spawn {
         /// The program that was to run.
         program: String,
-        /// What failed, in words.
+        /// Description of the failure.
         reason: String,
         /// The OS error behind it.
         #[source]
@@ -76,7 +76,7 @@ pub enum Error {
     /// A cgroup step failed.
     #[error("failed to {step} cgroup {path}")]
     Cgroup {
-        /// What was being done.
+        /// The step that failed.
         step: &'static str,
         /// The cgroup directory.
         path: PathBuf,
@@ -93,11 +93,11 @@ pub enum Error {
     /// returned by [`crate::Output::check`].
     #[error("command failed with {status}{}", if *.oom_killed { " (out of memory)" } else { "" })]
     CommandExit {
-        /// How it ended.
+        /// Its exit status.
         status: crate::ExitStatus,
-        /// What it wrote to stdout.
+        /// Its stdout.
         stdout: Vec<u8>,
-        /// What it wrote to stderr.
+        /// Its stderr.
         stderr: Vec<u8>,
         /// Whether the sandbox's out-of-memory killer ended it.
         oom_killed: bool,
@@ -106,9 +106,9 @@ pub enum Error {
     /// A command's timeout ended it; returned by [`crate::Output::check`].
     #[error("command timed out; it and every process it started were killed")]
     CommandTimedOut {
-        /// What it wrote to stdout before the timeout.
+        /// Its stdout before the timeout.
         stdout: Vec<u8>,
-        /// What it wrote to stderr before the timeout.
+        /// Its stderr before the timeout.
         stderr: Vec<u8>,
     },
 
@@ -164,7 +164,7 @@ pub enum Error {
     /// Any other system call failed.
     #[error("failed to {step}")]
     Os {
-        /// What was being done.
+        /// The step that failed.
         step: &'static str,
         /// The OS error behind it.
         #[source]
@@ -173,7 +173,7 @@ pub enum Error {
 }
 
 impl Error {
-    /// The OS error number behind this error, if there is one. The C ABI and
+    /// Returns the OS error number behind this error, if there is one. The C ABI and
     /// the language bindings expose it as `errno`.
     pub fn errno(&self) -> Option<i32> {
         match self {

@@ -1,8 +1,8 @@
 //! Running commands: the per-command pump that moves output to every
 //! attached handle, the handle callers hold, and the sandbox's command registry.
 //!
-//! A command's stdout and stderr are pipes (or one PTY) whose write ends the
-//! command holds and whose read ends this process holds; nothing is copied
+//! A command's stdout and stderr are pipes (or one PTY). The command has
+//! their write ends and this process their read ends, so nothing is copied
 //! through the sandbox's PID 1. One tokio task per command, the pump, reads
 //! them in chunks of at most [`CHUNK_SIZE`] and sends each chunk to every
 //! attached handle over a bounded channel. A slow handle therefore slows the
@@ -479,8 +479,8 @@ impl Pump {
 }
 
 /// Ends a pump that stopped early (a panic unwinding through it): the
-/// command leaves the registry and every handle sees its end instead of
-/// waiting forever.
+/// command leaves the registry and every handle receives its end instead
+/// of waiting forever.
 struct EndGuard<'a> {
     pump: &'a Pump,
     finished: bool,
@@ -731,7 +731,7 @@ async fn signal_entry(sandbox: &Inner, entry: &Entry, signal: i32) -> Result<()>
     sandbox.request(&Request::Signal(request), &[]).await
 }
 
-/// Which running command to reach: by pid or by the tag given at start.
+/// Selector of a running command: its pid or the tag given at start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Selector {
     /// The first process's pid inside the sandbox.

@@ -311,7 +311,7 @@ impl Sandbox {
         })
     }
 
-    /// The sandbox id, also its hostname.
+    /// Returns the sandbox id, which is also its hostname.
     pub fn id(&self) -> &str {
         &self.inner.id
     }
@@ -321,7 +321,7 @@ impl Sandbox {
         self.inner.pid
     }
 
-    /// Whether the sandbox is still running: not killed, and its PID 1 has
+    /// Returns whether the sandbox is still running: not killed, and its PID 1 has
     /// not exited (for example at its timeout).
     pub fn is_running(&self) -> bool {
         self.inner.is_running()
@@ -678,7 +678,7 @@ fn sweep_once() {
 }
 
 impl Inner {
-    /// The pidfd of the sandbox's PID 1. It turns readable when PID 1
+    /// Returns the pidfd of the sandbox's PID 1. It turns readable when PID 1
     /// exits, which ends the file API's directory watches.
     pub(crate) fn pidfd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.pidfd.as_fd()

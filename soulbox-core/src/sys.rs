@@ -342,21 +342,33 @@ pub fn openat2_in_root(
     flags: libc::c_int,
     mode: libc::mode_t,
 ) -> io::Result<OwnedFd> {
-    const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
-    const RESOLVE_IN_ROOT: u64 = 0x10;
-    // struct open_how from <linux/openat2.h>: flags, mode, resolve (all u64).
-    let how: [u64; 3] = [
-        (flags | libc::O_CLOEXEC) as u64,
-        u64::from(mode),
+    openat2(
+        root,
+        path,
+        flags,
+        mode,
         RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
-    ];
+    )
+}
+
+/// Runs openat2 with the `resolve` flags, retrying where openat2(2) asks
+/// for a retry.
+fn openat2(
+    dir: BorrowedFd<'_>,
+    path: &CStr,
+    flags: libc::c_int,
+    mode: libc::mode_t,
+    resolve: u64,
+) -> io::Result<OwnedFd> {
+    // struct open_how from <linux/openat2.h>: flags, mode, resolve (all u64).
+    let how: [u64; 3] = [(flags | libc::O_CLOEXEC) as u64, u64::from(mode), resolve];
     loop {
         // SAFETY: `path` is a valid C string and `how` a 24-byte open_how
         // whose size is passed alongside it.
         let ret = unsafe {
             libc::syscall(
                 libc::SYS_openat2,
-                root.as_raw_fd(),
+                dir.as_raw_fd(),
                 path.as_ptr(),
                 how.as_ptr(),
                 std::mem::size_of_val(&how),
@@ -365,7 +377,7 @@ pub fn openat2_in_root(
         match check_long(ret) {
             Ok(fd) => return Ok(owned(fd as libc::c_int)),
             // openat2 returns EAGAIN when a concurrent rename could have
-            // made the lookup unsafe, and openat2(2) says to retry.
+            // made the lookup unsafe; the man page tells callers to retry.
             Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => continue,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
@@ -382,13 +394,13 @@ pub fn mkdirat(dir: BorrowedFd<'_>, name: &CStr, mode: libc::mode_t) -> io::Resu
 
 /// Returns the effective user id.
 pub fn geteuid() -> u32 {
-    // SAFETY: geteuid cannot fail.
+    // SAFETY: geteuid takes no arguments and always succeeds (getuid(2)).
     unsafe { libc::geteuid() }
 }
 
 /// Returns the effective group id.
 pub fn getegid() -> u32 {
-    // SAFETY: getegid cannot fail.
+    // SAFETY: getegid takes no arguments and always succeeds (getgid(2)).
     unsafe { libc::getegid() }
 }
 
@@ -443,6 +455,7 @@ pub fn clear_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
 const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
 const RESOLVE_NO_SYMLINKS: u64 = 0x04;
 const RESOLVE_BENEATH: u64 = 0x08;
+const RESOLVE_IN_ROOT: u64 = 0x10;
 
 /// Rejects what is not a single path component: an empty name, `.`, `..`
 /// or a name that contains '/'. The *at wrappers below take only such
@@ -466,30 +479,13 @@ pub fn openat2_name(
     mode: libc::mode_t,
 ) -> io::Result<OwnedFd> {
     check_name(name)?;
-    let how: [u64; 3] = [
-        (flags | libc::O_CLOEXEC) as u64,
-        u64::from(mode),
+    openat2(
+        dir,
+        name,
+        flags,
+        mode,
         RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
-    ];
-    loop {
-        // SAFETY: `name` is a valid C string and `how` a 24-byte open_how
-        // whose size is passed alongside it.
-        let ret = unsafe {
-            libc::syscall(
-                libc::SYS_openat2,
-                dir.as_raw_fd(),
-                name.as_ptr(),
-                how.as_ptr(),
-                std::mem::size_of_val(&how),
-            )
-        };
-        match check_long(ret) {
-            Ok(fd) => return Ok(owned(fd as libc::c_int)),
-            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => continue,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
-    }
+    )
 }
 
 /// Returns the status of `name` in `dir` without following a symlink.

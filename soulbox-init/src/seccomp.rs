@@ -50,7 +50,7 @@ const CLONE_NEW_MASK: u32 = 0x0000_0080
 const TIOCSTI: u32 = 0x5412;
 const TIOCLINUX: u32 = 0x541c;
 
-/// What the filter does with one system call.
+/// Action of the filter for one system call.
 enum Rule {
     /// Fail every call with the errno.
     Deny(libc::c_long, i32),

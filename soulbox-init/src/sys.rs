@@ -29,7 +29,7 @@ fn check_long(ret: libc::c_long) -> io::Result<libc::c_long> {
 
 pub fn prctl(option: libc::c_int, arg: libc::c_ulong) -> io::Result<()> {
     // SAFETY: the prctl options used by this crate take integer arguments
-    // only; unused trailing arguments are passed as zero as the man page asks.
+    // only; unused trailing arguments are passed as zero, as prctl(2) requires.
     check(unsafe { libc::prctl(option, arg, 0 as libc::c_ulong, 0 as libc::c_ulong, 0) })?;
     Ok(())
 }
@@ -113,7 +113,7 @@ pub fn ignore_signal(signal: libc::c_int) {
 /// Opens a signalfd that reports `signals`, which must already be blocked.
 pub fn signalfd(signals: &[libc::c_int]) -> io::Result<OwnedFd> {
     let set = sigset(signals);
-    // SAFETY: -1 asks for a new descriptor; `set` is initialised.
+    // SAFETY: -1 requests a new descriptor, and `set` is initialised.
     let fd = check(unsafe { libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) })?;
     // SAFETY: signalfd returned a new descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
@@ -518,7 +518,7 @@ pub fn switch_user(uid: u32, gid: u32) -> io::Result<()> {
 }
 
 pub fn umask(mask: libc::mode_t) {
-    // SAFETY: umask takes an integer and cannot fail.
+    // SAFETY: umask takes an integer and always succeeds (umask(2)).
     unsafe { libc::umask(mask) };
 }
 
@@ -556,7 +556,7 @@ pub fn fd_ref(fd: &OwnedFd) -> BorrowedFd<'_> {
     fd.as_fd()
 }
 
-/// Borrows a descriptor number that the process holds open for its whole
+/// Borrows a descriptor number that stays open for the process's whole
 /// life, such as the control socket at fd 3.
 pub fn borrow_raw(fd: RawFd) -> BorrowedFd<'static> {
     // SAFETY: callers pass only descriptors that stay open until exit.

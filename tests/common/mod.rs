@@ -49,7 +49,7 @@ pub async fn sh(sandbox: &Sandbox, command_line: &str) -> Output {
         .unwrap_or_else(|e| panic!("run {command_line:?}: {e}"))
 }
 
-/// The command's stdout as text.
+/// Returns the command's stdout as text.
 pub fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
@@ -73,7 +73,7 @@ pub fn host_mounts_mentioning(needle: &str) -> Vec<String> {
         .collect()
 }
 
-/// Whether the host process `pid` still exists (as anything but a zombie).
+/// Returns whether the host process `pid` still exists (as anything but a zombie).
 pub fn host_process_alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => {
