@@ -35,8 +35,9 @@ const RECORD: &str = "sandbox.json";
 const PAUSED: &str = "paused";
 /// Prefix of an entry that is still being built.
 const NEW_PREFIX: &str = ".new-";
-/// Age after which a half-built entry whose creator is gone is removed.
-const NEW_ENTRY_MAX_AGE: Duration = Duration::from_secs(60);
+/// Age after which a half-built entry with a free lock is removed. Its
+/// creator takes the lock microseconds after making the directory.
+const NEW_ENTRY_MAX_AGE: Duration = Duration::from_secs(5);
 
 /// What the creating process records about a sandbox, for `connect`,
 /// `list` and `get_info` in other processes.
@@ -316,8 +317,7 @@ pub(crate) struct Listed {
     pub(crate) dir: PathBuf,
 }
 
-/// Lists the entries, removing half-built ones whose creator died more
-/// than a minute ago.
+/// Lists the entries, removing half-built ones whose creator died.
 pub(crate) fn entries(sandboxes: &Path) -> Vec<Listed> {
     let Ok(read) = fs::read_dir(sandboxes) else {
         return Vec::new();

@@ -294,17 +294,22 @@ impl Init {
         }
     }
 
-    /// Handles every request already waiting, without blocking.
+    /// Handles every request already waiting, without blocking, including
+    /// those on connections still waiting to be accepted: a host that
+    /// connects to a frozen sandbox to resume it sends `Resume` on one.
     fn serve_queued(&mut self, buf: &mut [u8]) {
         // A bound keeps a peer that sends without pause from holding the
         // deadline off.
         for _ in 0..64 {
-            let mut fds = vec![pollfd(if self.owner_open { CONTROL_FD } else { -1 })];
+            let mut fds = vec![
+                pollfd(self.listener.as_raw_fd()),
+                pollfd(if self.owner_open { CONTROL_FD } else { -1 }),
+            ];
             fds.extend(self.clients.iter().map(|c| pollfd(c.as_raw_fd())));
             if !matches!(sys::poll(&mut fds, 0), Ok(n) if n > 0) {
                 return;
             }
-            let ready: Vec<Peer> = fds
+            let ready: Vec<Peer> = fds[1..]
                 .iter()
                 .enumerate()
                 .filter(|(_, p)| p.revents != 0)
@@ -317,6 +322,9 @@ impl Init {
                 })
                 .collect();
             self.serve_peers(&ready, buf);
+            if fds[0].revents & libc::POLLIN != 0 {
+                self.accept();
+            }
         }
     }
 
