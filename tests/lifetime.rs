@@ -225,11 +225,12 @@ async fn expired_sandbox_is_gone_with_its_leftovers() {
     // and removes its cgroups when the timeout ends it.
     drop(sandbox);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_not_found(Sandbox::connect(&id).await, &id);
-    assert!(!Sandbox::kill_id(&id).await.unwrap());
+    // Checked before any other call, which would also remove them.
     for dir in cgroups {
         assert!(!dir.exists(), "{} left behind", dir.display());
     }
+    assert_not_found(Sandbox::connect(&id).await, &id);
+    assert!(!Sandbox::kill_id(&id).await.unwrap());
     let ids: Vec<String> = Sandbox::list(&ListQuery::default())
         .await
         .unwrap()
