@@ -34,6 +34,7 @@ mod cgroup;
 mod command;
 mod error;
 mod files;
+mod host_limits;
 mod id;
 mod init_binary;
 mod paths;

@@ -19,7 +19,7 @@ use crate::cgroup::{self, Limits, SandboxCgroup};
 use crate::error::{Error, Result};
 use crate::reaper::{self, Leftovers};
 use crate::state::{self, Liveness, Record};
-use crate::{id, init_binary, paths, sys, template};
+use crate::{host_limits, id, init_binary, paths, sys, template};
 
 /// Default sandbox lifetime, as in E2B.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
@@ -420,6 +420,7 @@ impl Sandbox {
             SockFlag::SOCK_CLOEXEC,
         )
         .map_err(|e| Error::os("create the control socket")(e.into()))?;
+        host_limits::ensure_fd_headroom(init_end.as_raw_fd());
 
         let launch = Launch::start(&id, init_end, &options.limits())?;
         let config = Config {

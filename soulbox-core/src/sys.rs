@@ -392,6 +392,27 @@ pub fn mkdirat(dir: BorrowedFd<'_>, name: &CStr, mode: libc::mode_t) -> io::Resu
     Ok(())
 }
 
+/// Returns this process's RLIMIT_NOFILE as (soft, hard).
+pub fn nofile_limits() -> io::Result<(u64, u64)> {
+    let mut limit = MaybeUninit::<libc::rlimit>::uninit();
+    // SAFETY: getrlimit writes one rlimit to the pointer given.
+    check(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, limit.as_mut_ptr()) })?;
+    // SAFETY: getrlimit succeeded, so `limit` is initialised.
+    let limit = unsafe { limit.assume_init() };
+    Ok((limit.rlim_cur, limit.rlim_max))
+}
+
+/// Sets this process's soft RLIMIT_NOFILE, keeping the hard limit.
+pub fn set_nofile_soft_limit(soft: u64, hard: u64) -> io::Result<()> {
+    let limit = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: hard,
+    };
+    // SAFETY: setrlimit only reads the rlimit given.
+    check(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) })?;
+    Ok(())
+}
+
 /// Returns the effective user id.
 pub fn geteuid() -> u32 {
     // SAFETY: geteuid takes no arguments and always succeeds (getuid(2)).

@@ -45,6 +45,7 @@ const EXIT_TIMEOUT: i32 = 124;
 const EXIT_FAILURE: i32 = 1;
 
 fn main() {
+    sys::set_mmap_threshold(64 * 1024);
     let _ = sys::set_name(c"soulbox-init");
     // A session of its own, so that signals aimed at the creating
     // program's process group or terminal never reach the sandbox.

@@ -583,6 +583,17 @@ pub fn execve(path: &CStr, argv: &[CString], envp: &[CString]) -> io::Error {
     io::Error::last_os_error()
 }
 
+/// Makes malloc serve every block of `bytes` or more from a mapping of its
+/// own, at a fixed threshold. By default glibc raises the threshold once
+/// such a block is freed and then serves the next from the heap, where
+/// calloc clears it: PID 1's 256 KiB message buffers would stay resident
+/// for the sandbox's whole life instead of only the pages a message uses.
+pub fn set_mmap_threshold(bytes: libc::c_int) {
+    // SAFETY: mallopt only changes malloc's tuning; M_MMAP_THRESHOLD takes
+    // a byte count.
+    unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, bytes) };
+}
+
 /// Ends the process at once, without running destructors or atexit hooks.
 pub fn exit(code: i32) -> ! {
     // SAFETY: _exit never returns and is safe in any process state.
