@@ -38,6 +38,7 @@ mod host_limits;
 mod id;
 mod init_binary;
 mod paths;
+mod pool;
 mod process;
 mod reaper;
 mod sandbox;
@@ -53,6 +54,7 @@ pub use files::{
     CopySummary, EntryInfo, FileReader, FileType, Files, FilesystemEvent, FilesystemEventKind,
     Watcher, MAX_READ_SIZE,
 };
+pub use pool::{SandboxPool, MAX_POOL_SIZE};
 pub use process::{
     CommandEvent, CommandExit, CommandHandle, Commands, ProcessInfo, Selector, CHUNK_SIZE,
 };
@@ -75,5 +77,12 @@ pub mod diagnostics {
     /// Returns whether `name` has the shape of a sandbox id.
     pub fn is_sandbox_id(name: &str) -> bool {
         crate::id::is_sandbox_id(name)
+    }
+
+    /// Returns the id and the host pid of PID 1 of every sandbox waiting in
+    /// `pool`. Such sandboxes cannot be reached through
+    /// [`Sandbox::connect`](crate::Sandbox::connect) until a hand-over.
+    pub fn pool_waiting(pool: &crate::SandboxPool) -> Vec<(String, i32)> {
+        pool.waiting_sandboxes()
     }
 }

@@ -126,7 +126,7 @@ impl SandboxOptions {
         self
     }
 
-    fn limits(&self) -> Limits {
+    pub(crate) fn limits(&self) -> Limits {
         Limits {
             memory: self.memory_limit,
             pids: self.pids_limit,
@@ -134,7 +134,7 @@ impl SandboxOptions {
         }
     }
 
-    fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         if self.template != template::HOST {
             return Err(Error::InvalidArgument(format!(
                 "unknown template {:?}; only \"host\" is available",
@@ -404,6 +404,13 @@ impl Sandbox {
     /// behind.
     pub async fn create(options: SandboxOptions) -> Result<Self> {
         options.validate()?;
+        let prepared = Self::prepare(&options, options.timeout).await?;
+        prepared.hand_over(&options, false).await
+    }
+
+    /// Builds a sandbox whose PID 1 ends it after `timeout` (zero: never),
+    /// up to the point where it accepts commands. `options` must be valid.
+    pub(crate) async fn prepare(options: &SandboxOptions, timeout: Duration) -> Result<Prepared> {
         let state_dir = paths::state_dir();
         let template = template::host(&state_dir)?;
         let scratch_dir = prepare_scratch_dir(&state_dir)?;
@@ -444,7 +451,7 @@ impl Sandbox {
             tmp_size: options.tmp_size,
             open_files_limit: options.open_files_limit,
             file_size_limit: options.file_size_limit.unwrap_or(u64::MAX),
-            timeout_ms: u64::try_from(options.timeout.as_millis()).unwrap_or(u64::MAX),
+            timeout_ms: duration_ms(timeout),
         };
         set_nonblocking(&host_end)?;
         let control = sys::async_fd(host_end).map_err(Error::os("register the control socket"))?;
@@ -472,54 +479,15 @@ impl Sandbox {
 
         let root = open_root(launch.pid)?;
         let shell = pick_shell(&root);
-        let enforced = launch.enforced();
-        let rootless = sys::geteuid() != 0;
-        let record = Record {
-            id: id.clone(),
-            template: options.template.clone(),
-            metadata: options.metadata.clone(),
-            envs: options.envs.clone(),
-            started_at_ms: unix_ms(SystemTime::now()),
-            pid: launch.pid,
-            rootless,
-            memory_limit: enforced.memory,
-            pids_limit: enforced.pids,
-            cpu_millicores: enforced.cpu_millicores,
-            disk_size: options.disk_size,
-        };
-        state::write_record(&entry_dir, &record)?;
-        if !options.kill_on_drop {
-            send_request(&control, &Request::Persist, &[]).await?;
-        }
-        let (pid, pidfd, cgroup) = launch.defuse();
-        entry_guard.defuse();
-        if cgroup.enforced() != options.limits() {
-            tracing::warn!(
-                sandbox_id = %id,
-                requested = ?options.limits(),
-                enforced = ?cgroup.enforced(),
-                "some resource limits are not enforced: their cgroup hierarchy is not writable"
-            );
-        }
-        debug!(sandbox_id = %id, pid, "sandbox ready");
-        let inner = Arc::new(Inner {
+        Ok(Prepared {
             id,
-            pid,
-            pidfd,
-            is_child: true,
+            launch,
+            entry_guard,
+            entry_dir,
             control,
             root,
-            cgroup: Mutex::new(cgroup),
-            envs: options.envs,
             shell,
-            rootless,
-            record,
-            entry_dir,
-            ended: AtomicBool::new(false),
-            cpu_sample: Mutex::new(None),
-            commands: Mutex::default(),
-        });
-        Ok(Self::from_inner(inner, options.kill_on_drop))
+        })
     }
 
     fn from_inner(inner: Arc<Inner>, kill_on_drop: bool) -> Self {
@@ -890,6 +858,10 @@ fn percent(used: Duration, elapsed: Duration, cpus: f64) -> f64 {
     (used.as_secs_f64() / elapsed / cpus * 100.0).clamp(0.0, 100.0)
 }
 
+fn duration_ms(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
 fn unix_ms(time: SystemTime) -> u64 {
     time.duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
@@ -1179,6 +1151,127 @@ impl Drop for Inner {
                 leftovers.remove();
             }
         }
+    }
+}
+
+/// A sandbox that is built and accepts commands but has no owner yet. It
+/// has no record in the state directory, so [`Sandbox::list`] and
+/// [`Sandbox::connect`] do not see it. Dropping it kills it and removes its
+/// cgroups and state entry, and if this process dies first, PID 1 ends the
+/// sandbox when its creating connection closes.
+pub(crate) struct Prepared {
+    id: String,
+    // Dropped before the entry guard, so that the entry outlives PID 1.
+    launch: Launch,
+    entry_guard: EntryGuard,
+    entry_dir: PathBuf,
+    control: AsyncFd<OwnedFd>,
+    root: OwnedFd,
+    shell: &'static [&'static str],
+}
+
+impl fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Prepared")
+            .field("id", &self.id)
+            .field("pid", &self.launch.pid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Prepared {
+    pub(crate) fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Host pid of PID 1.
+    pub(crate) fn pid(&self) -> i32 {
+        self.launch.pid
+    }
+
+    /// Returns whether PID 1 still runs.
+    pub(crate) fn is_running(&self) -> bool {
+        !sys::pidfd_exited(self.launch.pidfd())
+    }
+
+    /// Makes this the caller's sandbox: records it with the metadata and
+    /// envs of `options` and the current time as its start, so that other
+    /// processes can reach it, and makes it persist unless
+    /// `options.kill_on_drop`. With `from_pool`, the sandbox was prepared
+    /// without a deadline on another thread's runtime: its control socket
+    /// moves to the caller's runtime, and PID 1's deadline becomes
+    /// `options.timeout` from now.
+    pub(crate) async fn hand_over(
+        self,
+        options: &SandboxOptions,
+        from_pool: bool,
+    ) -> Result<Sandbox> {
+        let Self {
+            id,
+            launch,
+            entry_guard,
+            entry_dir,
+            control,
+            root,
+            shell,
+        } = self;
+        let enforced = launch.enforced();
+        let rootless = sys::geteuid() != 0;
+        let record = Record {
+            id: id.clone(),
+            template: options.template.clone(),
+            metadata: options.metadata.clone(),
+            envs: options.envs.clone(),
+            started_at_ms: unix_ms(SystemTime::now()),
+            pid: launch.pid,
+            rootless,
+            memory_limit: enforced.memory,
+            pids_limit: enforced.pids,
+            cpu_millicores: enforced.cpu_millicores,
+            disk_size: options.disk_size,
+        };
+        let control = if from_pool {
+            let control = sys::async_fd(control.into_inner())
+                .map_err(Error::os("register the control socket"))?;
+            let timeout_ms = duration_ms(options.timeout);
+            send_request(&control, &Request::SetTimeout(timeout_ms), &[]).await?;
+            control
+        } else {
+            control
+        };
+        state::write_record(&entry_dir, &record)?;
+        if !options.kill_on_drop {
+            send_request(&control, &Request::Persist, &[]).await?;
+        }
+        let (pid, pidfd, cgroup) = launch.defuse();
+        entry_guard.defuse();
+        if cgroup.enforced() != options.limits() {
+            tracing::warn!(
+                sandbox_id = %id,
+                requested = ?options.limits(),
+                enforced = ?cgroup.enforced(),
+                "some resource limits are not enforced: their cgroup hierarchy is not writable"
+            );
+        }
+        debug!(sandbox_id = %id, pid, "sandbox ready");
+        let inner = Arc::new(Inner {
+            id,
+            pid,
+            pidfd,
+            is_child: true,
+            control,
+            root,
+            cgroup: Mutex::new(cgroup),
+            envs: options.envs.clone(),
+            shell,
+            rootless,
+            record,
+            entry_dir,
+            ended: AtomicBool::new(false),
+            cpu_sample: Mutex::new(None),
+            commands: Mutex::default(),
+        });
+        Ok(Sandbox::from_inner(inner, options.kill_on_drop))
     }
 }
 

@@ -1,0 +1,248 @@
+//! A warm pool of sandboxes built ahead of time, so that creating one is a
+//! hand-over.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use crate::error::{Error, Result};
+use crate::sandbox::{Prepared, Sandbox, SandboxOptions};
+
+/// Largest pool size [`SandboxPool::new`] accepts.
+pub const MAX_POOL_SIZE: usize = 1024;
+
+/// Longest pause of the background refill after a failed create; the pause
+/// starts at 100 ms and doubles with each failure in a row.
+const MAX_REFILL_BACKOFF: Duration = Duration::from_secs(10);
+
+/// Sandboxes of one configuration, built in advance.
+///
+/// [`SandboxPool::create`] hands over a waiting sandbox while a background
+/// thread builds its replacement, so a create costs a few system calls
+/// instead of building a sandbox. A handed-over sandbox cannot be told from
+/// a fresh one: nothing has run in it, its timeout counts from the
+/// hand-over, its start time is the hand-over time, and it gets the
+/// options' metadata and envs then.
+///
+/// ```no_run
+/// # async fn demo() -> soulbox_core::Result<()> {
+/// use soulbox_core::{SandboxOptions, SandboxPool};
+///
+/// let pool = SandboxPool::new(SandboxOptions::default(), 4)?;
+/// let sandbox = pool.create().await?; // a hand-over once the pool has filled
+/// let output = sandbox.run("echo hi").await?;
+/// sandbox.kill().await?;
+/// pool.close().await;
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # Caveats
+///
+/// - Waiting sandboxes are not listed: [`Sandbox::list`] and
+///   [`Sandbox::connect`] see a sandbox only after its hand-over.
+/// - A waiting sandbox ends with the pool: dropping or closing the pool
+///   kills it, and so does the end of this process, because until the
+///   hand-over it lives like a [`SandboxOptions::kill_on_drop`] sandbox.
+/// - Each waiting sandbox holds its memory, processes and cgroups like an
+///   idle sandbox, and the refill takes CPU time while the caller works.
+pub struct SandboxPool {
+    shared: Arc<Shared>,
+    refill: Option<std::thread::JoinHandle<()>>,
+}
+
+struct Shared {
+    /// The options that [`SandboxPool::create`] hands sandboxes over with.
+    options: SandboxOptions,
+    size: usize,
+    waiting: Mutex<VecDeque<Prepared>>,
+    /// Wakes the refill thread after a hand-over.
+    wake: Notify,
+    /// Interrupts the refill thread, even in the middle of a build.
+    close: Notify,
+    closed: AtomicBool,
+}
+
+impl fmt::Debug for SandboxPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SandboxPool")
+            .field("size", &self.shared.size)
+            .field("waiting", &self.waiting())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SandboxPool {
+    /// Starts a pool that keeps `size` sandboxes built with `options`
+    /// waiting. A thread of its own fills it in the background, and
+    /// [`SandboxPool::create`] works at once.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] for invalid options or a size of 0 or
+    /// above [`MAX_POOL_SIZE`]; [`Error::Os`] if the refill thread cannot
+    /// start.
+    pub fn new(options: SandboxOptions, size: usize) -> Result<Self> {
+        options.validate()?;
+        if !(1..=MAX_POOL_SIZE).contains(&size) {
+            return Err(Error::InvalidArgument(format!(
+                "pool size {size} is outside 1 to {MAX_POOL_SIZE}"
+            )));
+        }
+        let shared = Arc::new(Shared {
+            options,
+            size,
+            waiting: Mutex::new(VecDeque::with_capacity(size)),
+            wake: Notify::new(),
+            close: Notify::new(),
+            closed: AtomicBool::new(false),
+        });
+        let thread_shared = Arc::clone(&shared);
+        let refill = std::thread::Builder::new()
+            .name("soulbox-pool".into())
+            .spawn(move || refill_thread(&thread_shared))
+            .map_err(Error::os("start the sandbox pool's refill thread"))?;
+        Ok(Self {
+            shared,
+            refill: Some(refill),
+        })
+    }
+
+    /// Hands over a waiting sandbox, or creates one as
+    /// [`Sandbox::create`] does when none is waiting.
+    ///
+    /// # Errors
+    ///
+    /// As [`Sandbox::create`].
+    pub async fn create(&self) -> Result<Sandbox> {
+        while let Some(prepared) = self.shared.take() {
+            self.shared.wake.notify_one();
+            // A waiting sandbox whose PID 1 died (killed from outside) is
+            // dropped, which removes what it left.
+            if prepared.is_running() {
+                return prepared.hand_over(&self.shared.options, true).await;
+            }
+        }
+        self.shared.wake.notify_one();
+        Sandbox::create(self.shared.options.clone()).await
+    }
+
+    /// Returns how many sandboxes wait for a hand-over now.
+    pub fn waiting(&self) -> usize {
+        self.shared.lock().len()
+    }
+
+    /// Returns the id and PID 1's host pid of every waiting sandbox.
+    pub(crate) fn waiting_sandboxes(&self) -> Vec<(String, i32)> {
+        self.shared
+            .lock()
+            .iter()
+            .map(|prepared| (prepared.id().to_string(), prepared.pid()))
+            .collect()
+    }
+
+    /// Returns the number of sandboxes the pool keeps waiting.
+    pub fn size(&self) -> usize {
+        self.shared.size
+    }
+
+    /// Stops the refill, waits for the refill thread to end, and kills
+    /// every waiting sandbox. Sandboxes already handed over are not
+    /// affected.
+    pub async fn close(mut self) {
+        self.shared.stop();
+        if let Some(refill) = self.refill.take() {
+            // Joining blocks for as long as the thread needs to drop a build
+            // in progress, which kills that sandbox.
+            let _ = tokio::task::spawn_blocking(move || refill.join()).await;
+        }
+        self.shared.drain();
+    }
+}
+
+impl Drop for SandboxPool {
+    /// Stops the refill and kills every waiting sandbox. A build in
+    /// progress ends on the refill thread shortly after, without a join.
+    fn drop(&mut self) {
+        self.shared.stop();
+        self.shared.drain();
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Prepared>> {
+        self.waiting
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn take(&self) -> Option<Prepared> {
+        self.lock().pop_front()
+    }
+
+    fn stop(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.close.notify_one();
+        self.wake.notify_one();
+    }
+
+    /// Kills the waiting sandboxes, outside the lock.
+    fn drain(&self) {
+        let waiting = std::mem::take(&mut *self.lock());
+        drop(waiting);
+    }
+}
+
+/// Runs the refill on a runtime of its own, so that its builds never hold
+/// up the caller's runtime. A hand-over moves the sandbox's control socket
+/// to the caller's runtime.
+fn refill_thread(shared: &Shared) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::warn!(error = %e, "sandbox pool refill cannot start its runtime");
+            return;
+        }
+    };
+    runtime.block_on(refill(shared));
+    // What the loop pushed after a close is killed here.
+    shared.drain();
+}
+
+/// Builds sandboxes until the pool is full, then sleeps until a hand-over
+/// or close wakes it.
+async fn refill(shared: &Shared) {
+    let mut backoff = Duration::from_millis(100);
+    while !shared.closed.load(Ordering::Acquire) {
+        if shared.lock().len() >= shared.size {
+            shared.wake.notified().await;
+            continue;
+        }
+        // No deadline while waiting: the hand-over sets the caller's.
+        let built = tokio::select! {
+            built = Sandbox::prepare(&shared.options, Duration::ZERO) => built,
+            () = shared.close.notified() => break,
+        };
+        match built {
+            Ok(prepared) => {
+                backoff = Duration::from_millis(100);
+                shared.lock().push_back(prepared);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "sandbox pool refill failed");
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = shared.close.notified() => break,
+                }
+                backoff = (backoff * 2).min(MAX_REFILL_BACKOFF);
+            }
+        }
+    }
+}

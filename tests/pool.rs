@@ -1,0 +1,272 @@
+//! The warm pool: hand-over speed, that a handed-over sandbox is as fresh
+//! as a new one, that waiting sandboxes stay hidden, and that closing or
+//! dropping the pool leaves nothing behind.
+
+use std::time::{Duration, Instant};
+
+use soulbox_core::diagnostics::pool_waiting;
+use soulbox_core::{Error, ListQuery, Sandbox, SandboxOptions, SandboxPool, MAX_POOL_SIZE};
+use soulbox_tests::*;
+
+/// Waits until every sandbox of `pool` is built.
+async fn wait_full(pool: &SandboxPool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while pool.waiting() < pool.size() {
+        assert!(
+            Instant::now() < deadline,
+            "pool filled only {} of {} within 60 s",
+            pool.waiting(),
+            pool.size()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Options with a label unique to one test, so `list` can find its
+/// sandboxes among those of concurrent tests.
+fn labelled(label: &str) -> SandboxOptions {
+    options().metadata("pool-test", label)
+}
+
+fn listed_with(label: &str) -> ListQuery {
+    ListQuery::default().metadata("pool-test", label)
+}
+
+fn median(mut times: Vec<Duration>) -> Duration {
+    times.sort();
+    times[times.len() / 2]
+}
+
+#[tokio::test]
+async fn pool_hand_over_beats_create() {
+    if !require_root("pool_hand_over_beats_create") {
+        return;
+    }
+    let pool = SandboxPool::new(options(), 1).expect("start a pool");
+    let mut hand_overs = Vec::new();
+    let mut creates = Vec::new();
+    for _ in 0..5 {
+        wait_full(&pool).await;
+        let start = Instant::now();
+        let pooled = pool.create().await.expect("hand over");
+        hand_overs.push(start.elapsed());
+        pooled.kill().await.expect("kill the pooled sandbox");
+
+        let start = Instant::now();
+        let fresh = Sandbox::create(options()).await.expect("create");
+        creates.push(start.elapsed());
+        fresh.kill().await.expect("kill the fresh sandbox");
+    }
+    pool.close().await;
+    let (hand_over, create) = (median(hand_overs), median(creates));
+    assert!(
+        hand_over < create,
+        "median hand-over {hand_over:?} is not faster than a create {create:?}"
+    );
+}
+
+#[tokio::test]
+async fn pooled_sandbox_is_like_new() {
+    if !require_root("pooled_sandbox_is_like_new") {
+        return;
+    }
+    let pool = SandboxPool::new(options().env("POOL_ENV", "set"), 1).expect("start a pool");
+    wait_full(&pool).await;
+    let pooled = pool.create().await.expect("hand over");
+    let fresh = Sandbox::create(options()).await.expect("create");
+    for (what, sandbox) in [("pooled", &pooled), ("fresh", &fresh)] {
+        let listing = sh(sandbox, "ls -A /tmp /home/user /var/tmp").await;
+        assert_eq!(
+            stdout(&listing),
+            "/home/user:\n\n/tmp:\n\n/var/tmp:\n",
+            "{what} sandbox has files"
+        );
+        // /proc lists PID 1, this command's supervisor and `ls` itself.
+        let processes = sandbox
+            .command("/bin/ls")
+            .arg("/proc")
+            .output()
+            .await
+            .expect("list /proc");
+        let pids: Vec<String> = stdout(&processes)
+            .split_whitespace()
+            .filter(|name| name.chars().all(|c| c.is_ascii_digit()))
+            .map(str::to_string)
+            .collect();
+        assert_eq!(pids.len(), 3, "{what} sandbox runs {pids:?}");
+        assert!(
+            pids.contains(&"1".to_string()),
+            "{what}: no PID 1 in {pids:?}"
+        );
+        let hostname = sh(sandbox, "hostname").await;
+        assert_eq!(stdout(&hostname).trim(), sandbox.id(), "{what} hostname");
+    }
+    let env = sh(&pooled, "echo $POOL_ENV").await;
+    assert_eq!(
+        stdout(&env),
+        "set\n",
+        "pooled sandbox lacks the pool's envs"
+    );
+    pool.close().await;
+}
+
+#[tokio::test]
+async fn pooled_timeout_starts_at_hand_over() {
+    if !require_root("pooled_timeout_starts_at_hand_over") {
+        return;
+    }
+    let timeout = Duration::from_secs(3);
+    let pool = SandboxPool::new(options().timeout(timeout), 1).expect("start a pool");
+    wait_full(&pool).await;
+    // The waiting sandbox is now older than its timeout would allow.
+    tokio::time::sleep(timeout + Duration::from_secs(1)).await;
+    let handed_at = std::time::SystemTime::now();
+    let sandbox = pool.create().await.expect("hand over");
+
+    let info = sandbox.get_info().await.expect("get_info");
+    let started = info
+        .started_at
+        .duration_since(handed_at)
+        .unwrap_or_else(|e| e.duration());
+    assert!(
+        started < Duration::from_secs(1),
+        "started_at {:?} is not the hand-over time {handed_at:?}",
+        info.started_at
+    );
+    let ends_in = info
+        .ends_at
+        .expect("a deadline")
+        .duration_since(handed_at)
+        .expect("deadline after the hand-over");
+    assert!(
+        ends_in > Duration::from_secs(2) && ends_in <= timeout + Duration::from_secs(1),
+        "deadline {ends_in:?} after the hand-over, expected about {timeout:?}"
+    );
+
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(sandbox.is_running(), "ended before its timeout");
+    tokio::time::sleep(timeout).await;
+    assert!(!sandbox.is_running(), "still running after its timeout");
+    pool.close().await;
+}
+
+#[tokio::test]
+async fn waiting_sandboxes_are_hidden() {
+    if !require_root("waiting_sandboxes_are_hidden") {
+        return;
+    }
+    let label = unique_name("hidden");
+    let pool = SandboxPool::new(labelled(&label), 2).expect("start a pool");
+    wait_full(&pool).await;
+    let listed = Sandbox::list(&listed_with(&label)).await.expect("list");
+    assert!(listed.is_empty(), "waiting sandboxes listed: {listed:?}");
+    for (id, _) in pool_waiting(&pool) {
+        match Sandbox::connect(&id).await {
+            Err(Error::SandboxNotFound { .. }) => {}
+            other => panic!("connect to waiting sandbox {id}: {other:?}"),
+        }
+    }
+
+    let sandbox = pool.create().await.expect("hand over");
+    let listed = Sandbox::list(&listed_with(&label)).await.expect("list");
+    let ids: Vec<&str> = listed.iter().map(|info| info.sandbox_id.as_str()).collect();
+    assert_eq!(ids, [sandbox.id()], "after the hand-over");
+    let connected = Sandbox::connect(sandbox.id()).await.expect("connect");
+    let output = sh(&connected, "echo reached").await;
+    assert_eq!(stdout(&output), "reached\n");
+    pool.close().await;
+}
+
+/// Returns what is left of the sandboxes in `waiting`: live PID 1s and
+/// cgroup directories.
+fn leftovers(waiting: &[(String, i32)]) -> Vec<String> {
+    let mut left = Vec::new();
+    for (id, pid) in waiting {
+        if host_process_alive(*pid) {
+            left.push(format!("{id}: PID 1 {pid} alive"));
+        }
+        for dir in leftover_cgroups(id) {
+            left.push(format!("{id}: cgroup {}", dir.display()));
+        }
+    }
+    left
+}
+
+#[tokio::test]
+async fn pool_drop_leaves_nothing() {
+    if !require_root("pool_drop_leaves_nothing") {
+        return;
+    }
+    let pool = SandboxPool::new(options(), 3).expect("start a pool");
+    wait_full(&pool).await;
+    let waiting = pool_waiting(&pool);
+    assert_eq!(waiting.len(), 3);
+    assert!(
+        leftovers(&waiting).len() >= 3,
+        "waiting sandboxes not found"
+    );
+    drop(pool);
+    assert_eq!(leftovers(&waiting), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn pool_close_leaves_nothing() {
+    if !require_root("pool_close_leaves_nothing") {
+        return;
+    }
+    let pool = SandboxPool::new(options(), 2).expect("start a pool");
+    wait_full(&pool).await;
+    let waiting = pool_waiting(&pool);
+    let handed = pool.create().await.expect("hand over");
+    // The refill is building a replacement; close interrupts it.
+    pool.close().await;
+    assert_eq!(leftovers(&waiting[1..]), Vec::<String>::new());
+    let output = sh(&handed, "echo alive").await;
+    assert_eq!(
+        stdout(&output),
+        "alive\n",
+        "close ended a handed-over sandbox"
+    );
+    handed.kill().await.expect("kill");
+    assert_eq!(leftovers(&waiting), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn pool_skips_dead_sandbox() {
+    if !require_root("pool_skips_dead_sandbox") {
+        return;
+    }
+    let pool = SandboxPool::new(options(), 1).expect("start a pool");
+    wait_full(&pool).await;
+    let waiting = pool_waiting(&pool);
+    let (_, pid) = waiting[0];
+    // SAFETY: `pid` is the PID 1 of a sandbox this test owns.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    while host_process_alive(pid) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let sandbox = pool.create().await.expect("create after a dead one");
+    assert_ne!(sandbox.id(), waiting[0].0, "handed over the dead sandbox");
+    let output = sh(&sandbox, "echo fine").await;
+    assert_eq!(stdout(&output), "fine\n");
+    pool.close().await;
+    assert_eq!(leftovers(&waiting), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn pool_rejects_bad_size() {
+    for size in [0, MAX_POOL_SIZE + 1] {
+        match SandboxPool::new(SandboxOptions::default(), size) {
+            Err(Error::InvalidArgument(message)) => {
+                assert!(message.contains(&size.to_string()), "{message}")
+            }
+            other => panic!("size {size}: {other:?}"),
+        }
+    }
+    let mut bad = SandboxOptions::default();
+    bad.disk_inodes = 1;
+    assert!(matches!(
+        SandboxPool::new(bad, 1),
+        Err(Error::InvalidArgument(_))
+    ));
+}
