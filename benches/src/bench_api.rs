@@ -1,136 +1,304 @@
-//! Times SoulBox's Rust API, in-process.
+//! Times SoulBox's Rust API in-process, for `benches/compare.sh`.
 //!
-//! Usage: `soulbox-bench-api --task TASK --iterations N [--no-limits]`
+//! Usage: `soulbox-bench-api --task TASK [OPTIONS]`
 //!
-//! Tasks, each printing one line per iteration with its wall time in
-//! nanoseconds:
+//! Timing tasks print one line per iteration with its wall time in
+//! nanoseconds (`--iterations N`):
 //! - `true`, `py`: `Sandbox::create`, running `/bin/true` (or
-//!   `python3 -c 'print(1)'`) to completion, and `Sandbox::kill`.
-//!   `benches/compare.sh` pools these lines with the peer runtimes'
-//!   hyperfine results.
+//!   `python3 -c 'print(1)'`) to completion, and `Sandbox::kill`. With
+//!   `--pool SIZE` the create is `SandboxPool::create` on a pool of that
+//!   size, and each iteration first waits, untimed, until the pool is full
+//!   again, so it times a hand-over rather than the refill.
+//! - `exec`: running `/bin/true` in one sandbox created beforehand.
+//! - `host-exec`: `std::process::Command::new("/bin/true").status()` from
+//!   this process, the floor for `exec`.
 //! - `connect`: `Sandbox::connect` to a sandbox created once beforehand,
 //!   running `/bin/true`, and dropping the handle.
 //! - `pause-resume`: `Sandbox::pause` then `Sandbox::resume` of a sandbox
 //!   created once beforehand.
 //!
+//! Other tasks print one JSON object:
+//! - `density --count N`: N idle sandboxes at once; see [`density`].
+//! - `rate --seconds S --parallel P`: P threads each create, run
+//!   `/bin/true` in and kill sandboxes in a loop for S seconds; see
+//!   [`rate`].
+//!
 //! `--no-limits` turns off the default memory and pids limits, to measure
 //! what joining their cgroups costs.
 
-use std::process::ExitCode;
-use std::time::Instant;
+mod density;
+mod rate;
 
-use soulbox_core::{Sandbox, SandboxOptions};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use soulbox_core::{Sandbox, SandboxOptions, SandboxPool};
+
+const USAGE: &str = "usage: soulbox-bench-api --task true|py|exec|host-exec|connect|pause-resume \
+                     --iterations N [--pool SIZE] [--no-limits]\n       \
+                     soulbox-bench-api --task density --count N [--no-limits]\n       \
+                     soulbox-bench-api --task rate --seconds S [--parallel P] [--no-limits]";
 
 fn usage(message: &str) -> ExitCode {
     eprintln!("soulbox-bench-api: {message}");
-    eprintln!(
-        "usage: soulbox-bench-api --task true|py|connect|pause-resume --iterations N [--no-limits]"
-    );
+    eprintln!("{USAGE}");
     ExitCode::from(2)
 }
 
-fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut task = None;
-    let mut iterations = None;
-    let mut options = SandboxOptions::default();
-    let mut rest = args.iter();
+fn fail(message: &str) -> ExitCode {
+    eprintln!("soulbox-bench-api: {message}");
+    ExitCode::FAILURE
+}
+
+/// The parsed command line.
+#[derive(Debug)]
+struct Args {
+    task: String,
+    iterations: Option<usize>,
+    count: Option<usize>,
+    seconds: Option<u64>,
+    parallel: usize,
+    pool: Option<usize>,
+    options: SandboxOptions,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        task: String::new(),
+        iterations: None,
+        count: None,
+        seconds: None,
+        parallel: 2,
+        pool: None,
+        options: SandboxOptions::default(),
+    };
+    let raw: Vec<String> = std::env::args().skip(1).collect();
+    let mut rest = raw.iter();
     while let Some(flag) = rest.next() {
         if flag == "--no-limits" {
-            options.memory_limit = None;
-            options.pids_limit = None;
+            args.options.memory_limit = None;
+            args.options.pids_limit = None;
             continue;
         }
-        match (flag.as_str(), rest.next()) {
-            ("--task", Some(value)) => task = Some(value.clone()),
-            ("--iterations", Some(value)) => match value.parse::<usize>() {
-                Ok(n) if n > 0 => iterations = Some(n),
-                _ => return usage(&format!("--iterations {value:?} is not a positive integer")),
-            },
-            (other, _) => return usage(&format!("unknown or incomplete option {other:?}")),
+        let Some(value) = rest.next() else {
+            return Err(format!("option {flag:?} needs a value"));
+        };
+        let positive = || match value.parse::<usize>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(format!("{flag} {value:?} is not a positive integer")),
+        };
+        match flag.as_str() {
+            "--task" => args.task = value.clone(),
+            "--iterations" => args.iterations = Some(positive()?),
+            "--count" => args.count = Some(positive()?),
+            "--seconds" => args.seconds = Some(positive()? as u64),
+            "--parallel" => args.parallel = positive()?,
+            "--pool" => args.pool = Some(positive()?),
+            other => return Err(format!("unknown option {other:?}")),
         }
     }
-    let Some(iterations) = iterations else {
-        return usage("--iterations is required");
+    if args.task.is_empty() {
+        return Err("--task is required".into());
+    }
+    Ok(args)
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(args) => args,
+        Err(message) => return usage(&message),
     };
-    let argv: &[&str] = match task.as_deref() {
-        Some("true" | "connect") => &["/bin/true"],
-        Some("py") => &["/usr/bin/python3", "-c", "print(1)"],
-        Some("pause-resume") => &[],
-        Some(other) => return usage(&format!("unknown task {other:?}")),
-        None => return usage("--task is required"),
+    match args.task.as_str() {
+        "density" => {
+            let Some(count) = args.count else {
+                return usage("--count is required for density");
+            };
+            return density::run(args.options, count);
+        }
+        "rate" => {
+            let Some(seconds) = args.seconds else {
+                return usage("--seconds is required for rate");
+            };
+            return rate::run(args.options, Duration::from_secs(seconds), args.parallel);
+        }
+        _ => {}
+    }
+    let Some(iterations) = args.iterations else {
+        return usage("--iterations is required");
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
         Ok(runtime) => runtime,
-        Err(e) => return usage(&format!("cannot start the async runtime: {e}")),
+        Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
     };
-    match task.as_deref() {
-        Some("connect") => return runtime.block_on(time_connect(options, iterations)),
-        Some("pause-resume") => return runtime.block_on(time_pause_resume(options, iterations)),
-        _ => {}
-    }
-    runtime.block_on(async {
-        for _ in 0..iterations {
-            let start = Instant::now();
-            let sandbox = match Sandbox::create(options.clone()).await {
-                Ok(sandbox) => sandbox,
-                Err(e) => return usage(&format!("create failed: {e}")),
-            };
-            let output = sandbox.command(argv[0]).args(&argv[1..]).output().await;
-            let killed = sandbox.kill().await;
-            let elapsed = start.elapsed();
-            match (output, killed) {
-                (Ok(output), Ok(())) if output.status.success() => {
-                    println!("{}", elapsed.as_nanos());
-                }
-                (Ok(output), Ok(())) => return usage(&format!("task failed: {:?}", output.status)),
-                (Err(e), _) | (_, Err(e)) => return usage(&format!("task failed: {e}")),
+    let options = args.options;
+    let result = match args.task.as_str() {
+        "true" | "py" => {
+            let argv = task_argv(&args.task);
+            match args.pool {
+                Some(size) => runtime.block_on(time_pooled(options, size, argv, iterations)),
+                None => runtime.block_on(time_create(options, argv, iterations)),
             }
         }
-        ExitCode::SUCCESS
-    })
+        "exec" => runtime.block_on(time_exec(options, iterations)),
+        "host-exec" => time_host_exec(iterations),
+        "connect" => runtime.block_on(time_connect(options, iterations)),
+        "pause-resume" => runtime.block_on(time_pause_resume(options, iterations)),
+        other => return usage(&format!("unknown task {other:?}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => fail(&message),
+    }
+}
+
+/// Returns the command a create task runs.
+fn task_argv(task: &str) -> &'static [&'static str] {
+    if task == "py" {
+        &["/usr/bin/python3", "-c", "print(1)"]
+    } else {
+        &["/bin/true"]
+    }
+}
+
+/// Runs `argv` in `sandbox` and checks that it succeeded.
+async fn run_checked(sandbox: &Sandbox, argv: &[&str]) -> Result<(), String> {
+    let output = sandbox
+        .command(argv[0])
+        .args(&argv[1..])
+        .output()
+        .await
+        .map_err(|e| format!("{argv:?} failed: {e}"))?;
+    if !output.status.success() {
+        return Err(format!("{argv:?} failed: {:?}", output.status));
+    }
+    Ok(())
+}
+
+/// Times create + `argv` + kill.
+async fn time_create(
+    options: SandboxOptions,
+    argv: &[&str],
+    iterations: usize,
+) -> Result<(), String> {
+    for _ in 0..iterations {
+        let start = Instant::now();
+        let sandbox = Sandbox::create(options.clone())
+            .await
+            .map_err(|e| format!("create failed: {e}"))?;
+        let ran = run_checked(&sandbox, argv).await;
+        let killed = sandbox.kill().await;
+        let elapsed = start.elapsed();
+        ran?;
+        killed.map_err(|e| format!("kill failed: {e}"))?;
+        println!("{}", elapsed.as_nanos());
+    }
+    Ok(())
+}
+
+/// Times a pool hand-over + `argv` + kill, with a full pool each time.
+async fn time_pooled(
+    options: SandboxOptions,
+    size: usize,
+    argv: &[&str],
+    iterations: usize,
+) -> Result<(), String> {
+    let pool = SandboxPool::new(options, size).map_err(|e| format!("pool failed: {e}"))?;
+    for _ in 0..iterations {
+        wait_full(&pool).await?;
+        let start = Instant::now();
+        let sandbox = pool
+            .create()
+            .await
+            .map_err(|e| format!("pool create failed: {e}"))?;
+        let ran = run_checked(&sandbox, argv).await;
+        let killed = sandbox.kill().await;
+        let elapsed = start.elapsed();
+        ran?;
+        killed.map_err(|e| format!("kill failed: {e}"))?;
+        println!("{}", elapsed.as_nanos());
+    }
+    pool.close().await;
+    Ok(())
+}
+
+/// Waits until every sandbox of `pool` is built, for up to a minute.
+async fn wait_full(pool: &SandboxPool) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while pool.waiting() < pool.size() {
+        if Instant::now() > deadline {
+            return Err(format!(
+                "the pool did not fill within 60 s ({} of {} waiting)",
+                pool.waiting(),
+                pool.size()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    Ok(())
+}
+
+/// Times `/bin/true` in one running sandbox.
+async fn time_exec(options: SandboxOptions, iterations: usize) -> Result<(), String> {
+    let sandbox = Sandbox::create(options.kill_on_drop(true))
+        .await
+        .map_err(|e| format!("create failed: {e}"))?;
+    for _ in 0..iterations {
+        let start = Instant::now();
+        run_checked(&sandbox, &["/bin/true"]).await?;
+        println!("{}", start.elapsed().as_nanos());
+    }
+    Ok(())
+}
+
+/// Times the host's own fork, exec and wait of `/bin/true`.
+fn time_host_exec(iterations: usize) -> Result<(), String> {
+    for _ in 0..iterations {
+        let start = Instant::now();
+        let status = std::process::Command::new("/bin/true")
+            .status()
+            .map_err(|e| format!("/bin/true failed to start: {e}"))?;
+        let elapsed = start.elapsed();
+        if !status.success() {
+            return Err(format!("/bin/true failed: {status}"));
+        }
+        println!("{}", elapsed.as_nanos());
+    }
+    Ok(())
 }
 
 /// Times connect + `/bin/true` + drop against one long-lived sandbox.
-async fn time_connect(options: SandboxOptions, iterations: usize) -> ExitCode {
-    let sandbox = match Sandbox::create(options.kill_on_drop(true)).await {
-        Ok(sandbox) => sandbox,
-        Err(e) => return usage(&format!("create failed: {e}")),
-    };
+async fn time_connect(options: SandboxOptions, iterations: usize) -> Result<(), String> {
+    let sandbox = Sandbox::create(options.kill_on_drop(true))
+        .await
+        .map_err(|e| format!("create failed: {e}"))?;
     for _ in 0..iterations {
         let start = Instant::now();
-        let connected = match Sandbox::connect(sandbox.id()).await {
-            Ok(connected) => connected,
-            Err(e) => return usage(&format!("connect failed: {e}")),
-        };
-        match connected.command("/bin/true").output().await {
-            Ok(output) if output.status.success() => {}
-            Ok(output) => return usage(&format!("task failed: {:?}", output.status)),
-            Err(e) => return usage(&format!("task failed: {e}")),
-        }
+        let connected = Sandbox::connect(sandbox.id())
+            .await
+            .map_err(|e| format!("connect failed: {e}"))?;
+        run_checked(&connected, &["/bin/true"]).await?;
         drop(connected);
         println!("{}", start.elapsed().as_nanos());
     }
-    ExitCode::SUCCESS
+    Ok(())
 }
 
 /// Times pause + resume of one sandbox.
-async fn time_pause_resume(options: SandboxOptions, iterations: usize) -> ExitCode {
-    let sandbox = match Sandbox::create(options.kill_on_drop(true)).await {
-        Ok(sandbox) => sandbox,
-        Err(e) => return usage(&format!("create failed: {e}")),
-    };
+async fn time_pause_resume(options: SandboxOptions, iterations: usize) -> Result<(), String> {
+    let sandbox = Sandbox::create(options.kill_on_drop(true))
+        .await
+        .map_err(|e| format!("create failed: {e}"))?;
     for _ in 0..iterations {
         let start = Instant::now();
         let paused = sandbox.pause().await;
         let resumed = sandbox.resume().await;
         match (paused, resumed) {
             (Ok(true), Ok(true)) => println!("{}", start.elapsed().as_nanos()),
-            other => return usage(&format!("pause or resume failed: {other:?}")),
+            other => return Err(format!("pause or resume failed: {other:?}")),
         }
     }
-    ExitCode::SUCCESS
+    Ok(())
 }
