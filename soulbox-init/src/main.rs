@@ -12,6 +12,7 @@
 //! every other process of the PID namespace.
 
 #![deny(unsafe_code)]
+#![no_main]
 
 mod seccomp;
 mod setup;
@@ -44,7 +45,18 @@ const EXIT_TIMEOUT: i32 = 124;
 /// Exit code when setup failed or the protocol broke.
 const EXIT_FAILURE: i32 = 1;
 
-fn main() {
+/// The C entry point, which glibc calls without Rust's runtime start-up.
+/// That start-up costs PID 1 a dozen system calls on every sandbox create,
+/// among them a read of /proc/self/maps to place a stack guard, and
+/// nothing here needs it: panics abort, SIGPIPE is set below, and stdio is
+/// replaced with /dev/null.
+#[expect(unsafe_code, reason = "the C entry point needs an unmangled name")]
+#[no_mangle]
+extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
+    run()
+}
+
+fn run() -> ! {
     sys::set_mmap_threshold(64 * 1024);
     let _ = sys::set_name(c"soulbox-init");
     // A session of its own, so that signals aimed at the creating
