@@ -10,6 +10,8 @@
 
 use std::fs;
 use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
@@ -232,10 +234,27 @@ impl SandboxCgroup {
             .find_map(|line| line.strip_prefix("oom_kill ")?.trim().parse().ok())
     }
 
-    /// Moves `pid` into every directory of the set.
-    pub fn attach(&self, pid: i32) -> Result<()> {
+    /// Opens the v2 directory for clone3's CLONE_INTO_CGROUP, which starts a
+    /// process in it. `None` without a v2 directory, or if it cannot be
+    /// opened; the process is then moved by [`SandboxCgroup::attach`].
+    pub fn open_v2(&self) -> Option<OwnedFd> {
+        let dir = self.v2.as_ref()?;
+        fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
+            .open(dir)
+            .ok()
+            .map(OwnedFd::from)
+    }
+
+    /// Moves `pid` into every directory of the set, except the v2 one when
+    /// `in_v2` says the process started there.
+    pub fn attach(&self, pid: i32, in_v2: bool) -> Result<()> {
         let pid = pid.to_string();
         for dir in &self.dirs {
+            if in_v2 && self.v2.as_ref() == Some(dir) {
+                continue;
+            }
             let procs = dir.join("cgroup.procs");
             fs::write(&procs, &pid).map_err(|source| Error::Cgroup {
                 step: "attach to",

@@ -1281,6 +1281,8 @@ struct Launch {
     pid: i32,
     pidfd: Option<OwnedFd>,
     cgroup: Option<SandboxCgroup>,
+    /// Whether PID 1 started in its cgroup v2 directory.
+    in_v2: bool,
 }
 
 impl Launch {
@@ -1296,9 +1298,15 @@ impl Launch {
             namespaces |= libc::CLONE_NEWUSER;
         }
         let memfd = init_binary::memfd()?;
-        let spawned = sys::clone_exec(memfd, init_end.as_fd(), namespaces);
+        let cgroup_fd = cgroup.open_v2();
+        let spawned = sys::clone_exec(
+            memfd,
+            init_end.as_fd(),
+            namespaces,
+            cgroup_fd.as_ref().map(AsFd::as_fd),
+        );
         drop(init_end);
-        let (pid, pidfd) = match spawned {
+        let (pid, pidfd, in_v2) = match spawned {
             Ok(pair) => pair,
             Err(source) => {
                 let mut cgroup = cgroup;
@@ -1313,6 +1321,7 @@ impl Launch {
             pid,
             pidfd: Some(pidfd),
             cgroup: Some(cgroup),
+            in_v2,
         };
         if rootless {
             sys::write_id_maps(pid, sys::geteuid(), sys::getegid())
@@ -1324,7 +1333,7 @@ impl Launch {
     /// Moves PID 1 into the sandbox's cgroups.
     fn attach(&self) -> Result<()> {
         match &self.cgroup {
-            Some(cgroup) => cgroup.attach(self.pid),
+            Some(cgroup) => cgroup.attach(self.pid, self.in_v2),
             None => Ok(()),
         }
     }
