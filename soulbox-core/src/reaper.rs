@@ -22,7 +22,7 @@ use crate::{state, sys};
 #[derive(Debug)]
 pub(crate) struct Leftovers {
     pub(crate) cgroup: SandboxCgroup,
-    pub(crate) entry_dir: PathBuf,
+    pub(crate) entry: PathBuf,
 }
 
 impl Leftovers {
@@ -30,7 +30,7 @@ impl Leftovers {
     /// outlives the record of where its cgroups are.
     pub(crate) fn remove(mut self) {
         let _ = self.cgroup.remove();
-        let _ = state::remove_entry(&self.entry_dir);
+        let _ = state::remove_entry(&self.entry);
     }
 }
 

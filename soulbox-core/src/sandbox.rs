@@ -385,7 +385,7 @@ pub(crate) struct Inner {
     /// What the creating process recorded.
     record: Record,
     /// The sandbox's entry in the state directory.
-    entry_dir: PathBuf,
+    entry: PathBuf,
     ended: AtomicBool,
     /// CPU time and wall time of the previous metrics call.
     cpu_sample: Mutex<Option<(Instant, Duration)>>,
@@ -417,9 +417,9 @@ impl Sandbox {
         let sandboxes = state::sandboxes_dir(&state_dir)?;
         sweep_if_due(&sandboxes);
 
-        let entry = state::NewEntry::create(&sandboxes)?;
-        let entry_guard = EntryGuard(Some(entry.dir.clone()));
-        let id = entry.id.clone();
+        let new_entry = state::NewEntry::create(&sandboxes)?;
+        let entry_guard = EntryGuard(Some(new_entry.path.clone()));
+        let id = new_entry.id.clone();
         let (host_end, init_end) = socketpair(
             AddressFamily::Unix,
             SockType::SeqPacket,
@@ -458,17 +458,17 @@ impl Sandbox {
         send_request(
             &control,
             &Request::Config(config),
-            &[entry.listener.as_fd(), entry.lock.as_fd()],
+            &[new_entry.listener.as_fd(), new_entry.lock.as_fd()],
         )
         .await?;
         // PID 1 holds copies of both now. The listening socket must have no
         // other holder: connecting to it after PID 1 died must fail, not hang.
         let state::NewEntry {
-            dir: entry_dir,
+            path: entry,
             lock,
             listener,
             ..
-        } = entry;
+        } = new_entry;
         drop(listener);
         drop(lock);
         // PID 1 builds its mounts while the host moves it into its cgroups;
@@ -483,7 +483,7 @@ impl Sandbox {
             id,
             launch,
             entry_guard,
-            entry_dir,
+            entry,
             control,
             root,
             shell,
@@ -527,24 +527,24 @@ impl Sandbox {
         let sandboxes = state::sandboxes_dir(&paths::state_dir())?;
         sweep_if_due(&sandboxes);
         let not_found = || Error::SandboxNotFound { id: id.to_string() };
-        let dir = state::entry_dir(&sandboxes, id).ok_or_else(not_found)?;
-        match state::probe(&dir) {
+        let entry = state::entry_path(&sandboxes, id).ok_or_else(not_found)?;
+        match state::probe(&entry) {
             (Liveness::Alive, _) => {}
             (Liveness::Dead, _lock) => {
-                remove_dead(id, &dir);
+                remove_dead(id, &entry);
                 return Err(not_found());
             }
             (Liveness::Missing, _) => return Err(not_found()),
         }
         // No record yet: the sandbox is still being created.
-        let record = state::read_record(&dir)?.ok_or_else(not_found)?;
-        let connection = match connect_control(&dir) {
+        let record = state::read_record(&entry)?.ok_or_else(not_found)?;
+        let connection = match connect_control(&entry) {
             Ok(connection) => connection,
             Err(e) if is_gone(&e) => return Err(not_found()),
             Err(source) => {
                 return Err(Error::State {
                     step: "connect to",
-                    path: state::control_path(&dir),
+                    path: state::control_path(&entry),
                     source,
                 })
             }
@@ -580,7 +580,7 @@ impl Sandbox {
             envs: record.envs.clone(),
             shell,
             rootless: record.rootless,
-            entry_dir: dir,
+            entry,
             record,
             ended: AtomicBool::new(false),
             cpu_sample: Mutex::new(None),
@@ -599,15 +599,15 @@ impl Sandbox {
         let sandboxes = state::sandboxes_dir(&paths::state_dir())?;
         let mut infos = Vec::new();
         for listed in state::entries(&sandboxes) {
-            match state::probe(&listed.dir) {
+            match state::probe(&listed.path) {
                 (Liveness::Alive, _) => {}
                 (Liveness::Dead, _lock) => {
-                    remove_dead(&listed.id, &listed.dir);
+                    remove_dead(&listed.id, &listed.path);
                     continue;
                 }
                 (Liveness::Missing, _) => continue,
             }
-            let Ok(Some(record)) = state::read_record(&listed.dir) else {
+            let Ok(Some(record)) = state::read_record(&listed.path) else {
                 continue;
             };
             if !query
@@ -618,7 +618,7 @@ impl Sandbox {
                 continue;
             }
             let cgroup = SandboxCgroup::reopen(&listed.id, record.limits());
-            let info = match info_from(&record, &listed.dir, &cgroup).await {
+            let info = match info_from(&record, &listed.path, &cgroup).await {
                 Ok(info) => info,
                 // It ended while being listed.
                 Err(Error::SandboxNotFound { .. }) => continue,
@@ -676,8 +676,8 @@ impl Sandbox {
     pub async fn set_timeout(&self, timeout: Duration) -> Result<()> {
         let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
         self.inner.request(&Request::SetTimeout(ms), &[]).await?;
-        if state::read_paused(&self.inner.entry_dir).is_some() {
-            state::write_paused(&self.inner.entry_dir, (ms > 0).then_some(timeout))?;
+        if state::read_paused(&self.inner.entry).is_some() {
+            state::write_paused(&self.inner.entry, (ms > 0).then_some(timeout))?;
         }
         Ok(())
     }
@@ -689,7 +689,7 @@ impl Sandbox {
     /// [`Error::SandboxNotRunning`] if the sandbox has ended.
     pub async fn get_info(&self) -> Result<SandboxInfo> {
         let cgroup = self.inner.cgroup_snapshot();
-        info_from(&self.inner.record, &self.inner.entry_dir, &cgroup)
+        info_from(&self.inner.record, &self.inner.entry, &cgroup)
             .await
             .map_err(|e| match e {
                 Error::SandboxNotFound { .. } => self.inner.not_running(),
@@ -716,10 +716,10 @@ impl Sandbox {
             return Ok(false);
         }
         cgroup.freezer_available("pause")?;
-        let remaining = query_status(&inner.entry_dir, &Request::Pause)
+        let remaining = query_status(&inner.entry, &Request::Pause)
             .await
             .map_err(|e| inner.not_found_to_not_running(e))?;
-        state::write_paused(&inner.entry_dir, remaining)?;
+        state::write_paused(&inner.entry, remaining)?;
         cgroup.set_frozen(true)?;
         // The kernel freezes asynchronously; cgroup.events tells when every
         // task has stopped. A task in an uninterruptible sleep delays it.
@@ -729,7 +729,7 @@ impl Sandbox {
             if started.elapsed() >= FREEZE_TIMEOUT {
                 let _ = cgroup.set_frozen(false);
                 inner.request(&Request::Resume, &[]).await?;
-                state::clear_paused(&inner.entry_dir);
+                state::clear_paused(&inner.entry);
                 return Err(Error::Os {
                     step: "freeze the sandbox within 5 s",
                     source: std::io::Error::from_raw_os_error(libc::ETIMEDOUT),
@@ -757,7 +757,7 @@ impl Sandbox {
         // checks it (see soulbox-init's poll loop).
         inner.request(&Request::Resume, &[]).await?;
         cgroup.set_frozen(false)?;
-        state::clear_paused(&inner.entry_dir);
+        state::clear_paused(&inner.entry);
         Ok(true)
     }
 
@@ -869,13 +869,13 @@ fn unix_ms(time: SystemTime) -> u64 {
 
 /// Builds a sandbox's info; asks PID 1 for its deadline unless the sandbox
 /// is paused (frozen, PID 1 cannot answer).
-async fn info_from(record: &Record, dir: &Path, cgroup: &SandboxCgroup) -> Result<SandboxInfo> {
+async fn info_from(record: &Record, entry: &Path, cgroup: &SandboxCgroup) -> Result<SandboxInfo> {
     let paused = cgroup.is_frozen();
     let ends_at = if paused {
         None
     } else {
         let now = SystemTime::now();
-        query_status(dir, &Request::Status)
+        query_status(entry, &Request::Status)
             .await?
             .map(|remaining| now + remaining)
     };
@@ -900,20 +900,20 @@ async fn info_from(record: &Record, dir: &Path, cgroup: &SandboxCgroup) -> Resul
 /// How long a status query waits for PID 1's reply.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Sends `request` on a new connection to the sandbox at `dir` and returns
+/// Sends `request` on a new connection to the sandbox of `entry` and returns
 /// the time left until its deadline from the [`Reply::Status`].
-async fn query_status(dir: &Path, request: &Request) -> Result<Option<Duration>> {
-    let id = dir
+async fn query_status(entry: &Path, request: &Request) -> Result<Option<Duration>> {
+    let id = entry
         .file_name()
         .map(|name| name.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let connection = match connect_control(dir) {
+    let connection = match connect_control(entry) {
         Ok(connection) => connection,
         Err(e) if is_gone(&e) => return Err(Error::SandboxNotFound { id }),
         Err(source) => {
             return Err(Error::State {
                 step: "connect to",
-                path: state::control_path(dir),
+                path: state::control_path(entry),
                 source,
             })
         }
@@ -946,9 +946,9 @@ async fn query_status(dir: &Path, request: &Request) -> Result<Option<Duration>>
 
 /// Connects to the socket PID 1 listens on, with a blocking connect: the
 /// socket lives on the local file system, so it returns at once.
-fn connect_control(dir: &Path) -> std::io::Result<OwnedFd> {
+fn connect_control(entry: &Path) -> std::io::Result<OwnedFd> {
     use nix::sys::socket::{connect, socket, UnixAddr};
-    let path = state::control_path(dir);
+    let path = state::control_path(entry);
     let socket = socket(
         AddressFamily::Unix,
         SockType::SeqPacket,
@@ -969,14 +969,14 @@ fn is_gone(error: &std::io::Error) -> bool {
 }
 
 /// Removes what the dead sandbox `id` left: its cgroups, then its entry.
-fn remove_dead(id: &str, dir: &Path) {
-    let limits = state::read_record(dir)
+fn remove_dead(id: &str, entry: &Path) {
+    let limits = state::read_record(entry)
         .ok()
         .flatten()
         .map_or(Limits::ANY, |record| record.limits());
     let leftovers = Leftovers {
         cgroup: SandboxCgroup::reopen(id, limits),
-        entry_dir: dir.to_path_buf(),
+        entry: entry.to_path_buf(),
     };
     debug!(sandbox_id = id, "removing a dead sandbox's leftovers");
     leftovers.remove();
@@ -985,8 +985,14 @@ fn remove_dead(id: &str, dir: &Path) {
 /// Removes what dead sandboxes of this user left, at most once a second per
 /// process: entries whose PID 1 is gone (with their cgroups), half-built
 /// entries, and empty sandbox cgroups without an entry.
+///
+/// The sweep runs on a thread of its own, because it probes every entry
+/// and cgroup: with a thousand sandboxes that takes tens of milliseconds,
+/// which create and connect need not wait for. Where the thread cannot
+/// start, it runs here.
 fn sweep_if_due(sandboxes: &Path) {
     static LAST: Mutex<Option<Instant>> = Mutex::new(None);
+    static RUNNING: AtomicBool = AtomicBool::new(false);
     {
         let mut last = LAST.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if last.is_some_and(|at| at.elapsed() < SWEEP_INTERVAL) {
@@ -994,9 +1000,26 @@ fn sweep_if_due(sandboxes: &Path) {
         }
         *last = Some(Instant::now());
     }
+    if RUNNING.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let dir = sandboxes.to_path_buf();
+    let spawned = std::thread::Builder::new()
+        .name("soulbox-sweep".into())
+        .spawn(move || {
+            sweep(&dir);
+            RUNNING.store(false, Ordering::Release);
+        });
+    if spawned.is_err() {
+        sweep(sandboxes);
+        RUNNING.store(false, Ordering::Release);
+    }
+}
+
+fn sweep(sandboxes: &Path) {
     for listed in state::entries(sandboxes) {
-        if let (Liveness::Dead, _lock) = state::probe(&listed.dir) {
-            remove_dead(&listed.id, &listed.dir);
+        if let (Liveness::Dead, _lock) = state::probe(&listed.path) {
+            remove_dead(&listed.id, &listed.path);
         }
     }
     cgroup::sweep_stale(Duration::from_secs(60));
@@ -1015,8 +1038,8 @@ impl EntryGuard {
 
 impl Drop for EntryGuard {
     fn drop(&mut self) {
-        if let Some(dir) = &self.0 {
-            let _ = state::remove_entry(dir);
+        if let Some(entry) = &self.0 {
+            let _ = state::remove_entry(entry);
         }
     }
 }
@@ -1118,7 +1141,7 @@ impl Inner {
             sys::pidfd_wait_exit(self.pidfd.as_fd(), -1);
         }
         let removed = cgroup.remove();
-        let _ = state::remove_entry(&self.entry_dir);
+        let _ = state::remove_entry(&self.entry);
         removed
     }
 }
@@ -1136,7 +1159,7 @@ impl Drop for Inner {
         );
         let leftovers = Leftovers {
             cgroup,
-            entry_dir: self.entry_dir.clone(),
+            entry: self.entry.clone(),
         };
         if self.is_child {
             // The sandbox runs on; whenever it ends, this process reaps it.
@@ -1147,7 +1170,7 @@ impl Drop for Inner {
                 }
             }
         } else if sys::pidfd_exited(self.pidfd.as_fd()) {
-            if let (Liveness::Dead, _lock) = state::probe(&self.entry_dir) {
+            if let (Liveness::Dead, _lock) = state::probe(&self.entry) {
                 leftovers.remove();
             }
         }
@@ -1164,7 +1187,7 @@ pub(crate) struct Prepared {
     // Dropped before the entry guard, so that the entry outlives PID 1.
     launch: Launch,
     entry_guard: EntryGuard,
-    entry_dir: PathBuf,
+    entry: PathBuf,
     control: AsyncFd<OwnedFd>,
     root: OwnedFd,
     shell: &'static [&'static str],
@@ -1210,7 +1233,7 @@ impl Prepared {
             id,
             launch,
             entry_guard,
-            entry_dir,
+            entry,
             control,
             root,
             shell,
@@ -1239,7 +1262,7 @@ impl Prepared {
         } else {
             control
         };
-        state::write_record(&entry_dir, &record)?;
+        state::write_record(&entry, &record)?;
         if !options.kill_on_drop {
             send_request(&control, &Request::Persist, &[]).await?;
         }
@@ -1266,7 +1289,7 @@ impl Prepared {
             shell,
             rootless,
             record,
-            entry_dir,
+            entry,
             ended: AtomicBool::new(false),
             cpu_sample: Mutex::new(None),
             commands: Mutex::default(),

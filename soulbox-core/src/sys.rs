@@ -505,6 +505,25 @@ pub fn mkdirat(dir: BorrowedFd<'_>, name: &CStr, mode: libc::mode_t) -> io::Resu
     Ok(())
 }
 
+/// Renames `from` to `to`, failing with EEXIST instead of replacing `to`.
+pub fn rename_noreplace(from: &std::path::Path, to: &std::path::Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let from = CString::new(from.as_os_str().as_bytes())?;
+    let to = CString::new(to.as_os_str().as_bytes())?;
+    // SAFETY: both paths are valid C strings; renameat2 (Linux 3.15, glibc
+    // 2.28) takes descriptors, paths and integer flags.
+    check(unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    })?;
+    Ok(())
+}
+
 /// Returns this process's RLIMIT_NOFILE as (soft, hard).
 pub fn nofile_limits() -> io::Result<(u64, u64)> {
     let mut limit = MaybeUninit::<libc::rlimit>::uninit();
