@@ -37,6 +37,7 @@ mod init_binary;
 mod paths;
 mod process;
 mod sandbox;
+mod seccomp;
 #[expect(unsafe_code, reason = "the one module that makes raw system calls")]
 mod sys;
 mod template;
@@ -55,6 +56,7 @@ pub use sandbox::{
     Sandbox, SandboxOptions, DEFAULT_DISK_INODES, DEFAULT_DISK_SIZE, DEFAULT_MEMORY_LIMIT,
     DEFAULT_OPEN_FILES_LIMIT, DEFAULT_PIDS_LIMIT, DEFAULT_TIMEOUT, DEFAULT_TMP_SIZE,
 };
+pub use seccomp::{ArgCondition, SeccompAction, SeccompPolicy};
 
 /// Leak checks for tests and operators.
 pub mod diagnostics {

@@ -17,6 +17,7 @@ use tracing::debug;
 
 use crate::cgroup::{self, Limits, SandboxCgroup};
 use crate::error::{Error, Result};
+use crate::seccomp::SeccompPolicy;
 use crate::{id, init_binary, paths, sys, template};
 
 /// Default sandbox lifetime, as in E2B.
@@ -58,6 +59,8 @@ pub struct SandboxOptions {
     /// Maximum size of a file a process may write, in bytes
     /// (RLIMIT_FSIZE); `None` for no limit.
     pub file_size_limit: Option<u64>,
+    /// The system calls sandboxed code may make; see [`SeccompPolicy`].
+    pub seccomp: SeccompPolicy,
 }
 
 /// Default memory limit: 2 GiB.
@@ -83,6 +86,7 @@ impl Default for SandboxOptions {
             cpu_limit: None,
             open_files_limit: DEFAULT_OPEN_FILES_LIMIT,
             file_size_limit: None,
+            seccomp: SeccompPolicy::default(),
         }
     }
 }
@@ -97,6 +101,12 @@ impl SandboxOptions {
     /// Adds a sandbox-wide environment variable.
     pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.envs.insert(key.into(), value.into());
+        self
+    }
+
+    /// Sets the seccomp policy, replacing the default one.
+    pub fn seccomp(mut self, policy: SeccompPolicy) -> Self {
+        self.seccomp = policy;
         self
     }
 
@@ -159,7 +169,7 @@ impl SandboxOptions {
                 )));
             }
         }
-        Ok(())
+        self.seccomp.validate()
     }
 }
 
@@ -268,6 +278,7 @@ impl Sandbox {
             open_files_limit: options.open_files_limit,
             file_size_limit: options.file_size_limit.unwrap_or(u64::MAX),
             timeout_ms: u64::try_from(options.timeout.as_millis()).unwrap_or(u64::MAX),
+            seccomp_filter: options.seccomp.program()?.to_vec(),
         };
         set_nonblocking(&host_end)?;
         let control = sys::async_fd(host_end).map_err(Error::os("register the control socket"))?;

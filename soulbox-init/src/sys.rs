@@ -620,7 +620,9 @@ pub struct SockFilter {
     pub k: u32,
 }
 
-/// Installs a seccomp filter on the calling thread (PID 1 has no other).
+/// Installs a seccomp filter on the calling thread (PID 1 has no other)
+/// with seccomp(SECCOMP_SET_MODE_FILTER). PID 1 is root in its namespaces,
+/// so it needs no no_new_privs for that; commands set it themselves.
 pub fn install_seccomp_filter(program: &[SockFilter]) -> io::Result<()> {
     #[repr(C)]
     struct SockFprog {
@@ -634,11 +636,12 @@ pub fn install_seccomp_filter(program: &[SockFilter]) -> io::Result<()> {
         filter: program.as_ptr(),
     };
     // SAFETY: `prog` points at `program`, which outlives the call; the
-    // kernel copies the filter before returning.
-    check(unsafe {
-        libc::prctl(
-            libc::PR_SET_SECCOMP,
-            libc::SECCOMP_MODE_FILTER,
+    // kernel copies the filter before returning. No flags are passed.
+    check_long(unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            0 as libc::c_uint,
             &prog as *const SockFprog,
         )
     })?;
