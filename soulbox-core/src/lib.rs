@@ -56,7 +56,7 @@ pub use sandbox::{
     Sandbox, SandboxOptions, DEFAULT_DISK_INODES, DEFAULT_DISK_SIZE, DEFAULT_MEMORY_LIMIT,
     DEFAULT_OPEN_FILES_LIMIT, DEFAULT_PIDS_LIMIT, DEFAULT_TIMEOUT, DEFAULT_TMP_SIZE,
 };
-pub use seccomp::{ArgCondition, SeccompAction, SeccompPolicy};
+pub use seccomp::{ArgCondition, SeccompAction, SeccompPolicy, SOULBOX_SYSCALLS};
 
 /// Leak checks for tests and operators.
 pub mod diagnostics {

@@ -109,7 +109,7 @@ impl ArgCondition {
 /// does not name fails with ENOSYS.
 ///
 /// Callers can add to a policy, override single calls, or start from
-/// [`SeccompPolicy::empty`] and list everything themselves:
+/// [`SeccompPolicy::minimal`] and list everything their commands need:
 ///
 /// ```
 /// use soulbox_core::{SeccompAction, SeccompPolicy, SandboxOptions};
@@ -139,10 +139,16 @@ impl ArgCondition {
 /// Builder methods never fail. Invalid input (an unknown system call, an
 /// errno outside 1 to 4095, an argument index above 5) is kept and
 /// reported by [`crate::Sandbox::create`] as [`Error::InvalidArgument`],
-/// before anything is created, as is a policy whose program exceeds the
-/// kernel's 4096 instructions.
+/// before anything is created. So is a policy whose program exceeds the
+/// kernel's 4096 instructions, and one that does not allow every call in
+/// [`SeccompPolicy::minimal`], which SoulBox's own processes make under
+/// the filter.
 ///
 /// # Caveats
+///
+/// Argument rules on the calls of [`SeccompPolicy::minimal`] can still
+/// stop SoulBox's own processes, for example a rule that denies `clone`
+/// with SIGCHLD in its flags: commands then fail to start.
 ///
 /// The names are those of the build's architecture (x86-64 or aarch64), as
 /// in the kernel's syscall tables. On x86-64, 32-bit programs (the `int
@@ -191,15 +197,19 @@ impl PartialEq for SeccompPolicy {
 impl Eq for SeccompPolicy {}
 
 impl SeccompPolicy {
-    /// Returns a policy that allows nothing: every system call gets the
-    /// default action, ENOSYS. Add what the workload needs with
-    /// [`allow`](Self::allow).
-    pub fn empty() -> Self {
+    /// Returns a policy that allows only what SoulBox's own processes call
+    /// once the filter is installed (see [`SOULBOX_SYSCALLS`]); every other
+    /// call gets the default action, ENOSYS. Add what the commands need
+    /// with [`allow`](Self::allow): even `/bin/true` needs the dynamic
+    /// loader's calls (`mmap`, `mprotect`, `pread64`, `arch_prctl` and
+    /// others).
+    pub fn minimal() -> Self {
         Self::from_rules(Some(Rules {
             default_action: SeccompAction::Errno(libc::ENOSYS),
             syscalls: BTreeMap::new(),
             errors: Vec::new(),
         }))
+        .allow_all(SOULBOX_SYSCALLS.iter().copied())
     }
 
     /// Returns a policy that installs no filter at all.
@@ -308,8 +318,9 @@ impl SeccompPolicy {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidArgument`] for invalid builder input or a program
-    /// above the kernel's size limit.
+    /// [`Error::InvalidArgument`] for invalid builder input, a policy that
+    /// stops SoulBox's own processes, or a program above the kernel's size
+    /// limit.
     pub(crate) fn validate(&self) -> Result<()> {
         self.program().map(drop)
     }
@@ -320,7 +331,10 @@ impl SeccompPolicy {
         let compiled = self.program.get_or_init(|| match &self.rules {
             None => Ok(Arc::from(Vec::new())),
             Some(rules) if !rules.errors.is_empty() => Err(rules.errors.join("; ")),
-            Some(rules) => compile::compile(rules).map(Arc::from),
+            Some(rules) => {
+                check_soulbox_syscalls(rules)?;
+                compile::compile(rules).map(Arc::from)
+            }
         });
         compiled.clone().map_err(Error::InvalidArgument)
     }
@@ -374,7 +388,7 @@ impl SeccompPolicy {
                     syscalls: BTreeMap::new(),
                     errors: vec![
                         "an unconfined seccomp policy has no rules to change; start from \
-                         SeccompPolicy::default() or SeccompPolicy::empty()"
+                         SeccompPolicy::default() or SeccompPolicy::minimal()"
                             .to_string(),
                     ],
                 };
@@ -383,6 +397,78 @@ impl SeccompPolicy {
             }
         }
     }
+}
+
+/// System calls that SoulBox's own processes make once the filter is
+/// installed: PID 1 serving the host (poll, receive and reply, fork a
+/// supervisor, reap, signal, and read /proc to find a command's
+/// processes), each command's supervisor, and the command's first process
+/// until its exec. Memory allocation and Rust's standard library add
+/// `brk`, `mmap`, `munmap`, `mremap`, `getrandom` and `statx`.
+pub const SOULBOX_SYSCALLS: &[&str] = &[
+    #[cfg(target_arch = "x86_64")]
+    "poll",
+    #[cfg(not(target_arch = "x86_64"))]
+    "ppoll",
+    "recvmsg",
+    "sendto",
+    "read",
+    "write",
+    "close",
+    "openat",
+    "getdents64",
+    "statx",
+    "fcntl",
+    "ioctl",
+    "pipe2",
+    "close_range",
+    #[cfg(target_arch = "x86_64")]
+    "dup2",
+    #[cfg(not(target_arch = "x86_64"))]
+    "dup3",
+    "clone",
+    "execve",
+    "wait4",
+    "kill",
+    "exit_group",
+    "set_robust_list",
+    "rt_sigaction",
+    "rt_sigprocmask",
+    "prctl",
+    "setsid",
+    "chdir",
+    "getcwd",
+    "umask",
+    "setgroups",
+    "setresgid",
+    "setresuid",
+    "brk",
+    "mmap",
+    "munmap",
+    "mremap",
+    "getrandom",
+];
+
+/// Rejects a policy that does not allow every call of [`SOULBOX_SYSCALLS`].
+fn check_soulbox_syscalls(rules: &Rules) -> std::result::Result<(), String> {
+    let missing: Vec<&str> = SOULBOX_SYSCALLS
+        .iter()
+        .copied()
+        .filter(|name| {
+            let allowed = syscalls::lookup(name)
+                .and_then(|(_, number)| rules.syscalls.get(&number))
+                .is_some_and(|s| s.action == Some(SeccompAction::Allow));
+            !allowed
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "the seccomp policy must allow {}, which the sandbox's PID 1 and command supervisors \
+         make; start from SeccompPolicy::minimal() or SeccompPolicy::default()",
+        missing.join(", ")
+    ))
 }
 
 fn unknown_syscall(name: &str) -> String {

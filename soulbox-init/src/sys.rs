@@ -363,6 +363,15 @@ pub fn exists(path: &CStr) -> bool {
     unsafe { libc::lstat(path.as_ptr(), st.as_mut_ptr()) == 0 }
 }
 
+/// Returns whether `path` is a symbolic link itself.
+pub fn is_symlink(path: &CStr) -> bool {
+    let mut st = MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `path` is a valid C string and `st` is writable.
+    let ret = unsafe { libc::lstat(path.as_ptr(), st.as_mut_ptr()) };
+    // SAFETY: lstat succeeded, so it initialised `st`.
+    ret == 0 && (unsafe { st.assume_init() }.st_mode & libc::S_IFMT) == libc::S_IFLNK
+}
+
 pub fn symlink(target: &CStr, path: &CStr) -> io::Result<()> {
     // SAFETY: both arguments are valid C strings.
     match check(unsafe { libc::symlink(target.as_ptr(), path.as_ptr()) }) {

@@ -218,7 +218,7 @@ const TABLE: &[Entry] = &[
 
 /// Builds the default policy from [`TABLE`].
 pub(super) fn build() -> SeccompPolicy {
-    TABLE.iter().fold(SeccompPolicy::empty(), add_entry)
+    TABLE.iter().fold(SeccompPolicy::minimal(), add_entry)
 }
 
 fn add_entry(policy: SeccompPolicy, entry: &Entry) -> SeccompPolicy {

@@ -347,16 +347,44 @@ fn kill_rule_for_one_call() {
 }
 
 #[test]
-fn empty_policy_allows_only_listed() {
-    let policy = SeccompPolicy::empty().allow_all(["read", "exit_group"]);
+fn minimal_policy_allows_only_listed() {
+    let policy = SeccompPolicy::minimal().allow("mkdir");
     let program = program(&policy);
-    assert_eq!(call(&program, "read", [0; 6]), ALLOW);
-    assert_eq!(call(&program, "exit_group", [0; 6]), ALLOW);
-    assert_eq!(call(&program, "write", [0; 6]), errno(libc::ENOSYS));
+    assert_eq!(call(&program, "mkdir", [0; 6]), ALLOW);
+    assert_eq!(call(&program, "mkdirat", [0; 6]), errno(libc::ENOSYS));
+    assert_eq!(call(&program, "socket", args0(2)), errno(libc::ENOSYS));
     assert_eq!(call(&program, "clone3", [0; 6]), errno(libc::ENOSYS));
+    for name in SOULBOX_SYSCALLS {
+        assert_eq!(call(&program, name, [0; 6]), ALLOW, "{name}");
+    }
 
-    let nothing = program_of(SeccompPolicy::empty());
-    assert_eq!(call(&nothing, "read", [0; 6]), errno(libc::ENOSYS));
+    let minimal = program_of(SeccompPolicy::minimal());
+    assert_eq!(call(&minimal, "mkdir", [0; 6]), errno(libc::ENOSYS));
+}
+
+#[test]
+fn soulbox_syscalls_required() {
+    for policy in [
+        SeccompPolicy::default().deny("wait4", libc::EPERM),
+        SeccompPolicy::default().remove("wait4"),
+        SeccompPolicy::default().rule("wait4", SeccompAction::KillProcess),
+    ] {
+        match policy.validate() {
+            Err(Error::InvalidArgument(message)) => {
+                assert!(message.contains("must allow wait4,"), "{message}");
+                assert!(message.contains("minimal()"), "{message}");
+            }
+            other => panic!("expected InvalidArgument, got {other:?}"),
+        }
+    }
+    let default = SeccompPolicy::default();
+    for name in SOULBOX_SYSCALLS {
+        assert_eq!(
+            default.action_of(name),
+            Some(SeccompAction::Allow),
+            "{name}"
+        );
+    }
 }
 
 fn program_of(policy: SeccompPolicy) -> Arc<[u8]> {
@@ -365,7 +393,7 @@ fn program_of(policy: SeccompPolicy) -> Arc<[u8]> {
 
 #[test]
 fn argument_rules_take_precedence() {
-    let policy = SeccompPolicy::empty()
+    let policy = SeccompPolicy::minimal()
         .allow("fcntl")
         .deny_if("fcntl", ArgCondition::equals(1, 1030), libc::EACCES)
         .allow_if("fcntl", ArgCondition::equals(1, 1030))
@@ -399,8 +427,8 @@ fn remove_returns_call_to_default() {
     let policy = SeccompPolicy::default().remove("clone").allow("clone");
     let program = program(&policy);
     assert_eq!(call(&program, "clone", args0(0x1000_0011)), ALLOW);
-    let gone = program_of(SeccompPolicy::default().remove("ioctl"));
-    assert_eq!(call(&gone, "ioctl", args1(0x5401)), errno(libc::ENOSYS));
+    let gone = program_of(SeccompPolicy::default().remove("flock"));
+    assert_eq!(call(&gone, "flock", [0; 6]), errno(libc::ENOSYS));
 }
 
 #[test]
