@@ -1,9 +1,12 @@
 //! Times create + run + destroy through the Rust API, in-process.
 //!
-//! Usage: `soulbox-bench-api --task true|py --iterations N [--no-limits]`
+//! Usage: `soulbox-bench-api --task true|py --iterations N [--no-limits]
+//! [--no-seccomp]`
 //!
 //! `--no-limits` turns off the default memory and pids limits, to measure
-//! what joining their cgroups costs.
+//! what joining their cgroups costs. `--no-seccomp` creates sandboxes with
+//! `SeccompPolicy::unconfined()`, to measure what the filter costs; never
+//! run untrusted code that way.
 //!
 //! Prints one line per iteration: the wall time in nanoseconds of
 //! `Sandbox::create`, running the task's command to completion, and
@@ -13,11 +16,13 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
-use soulbox_core::{Sandbox, SandboxOptions};
+use soulbox_core::{Sandbox, SandboxOptions, SeccompPolicy};
 
 fn usage(message: &str) -> ExitCode {
     eprintln!("soulbox-bench-api: {message}");
-    eprintln!("usage: soulbox-bench-api --task true|py --iterations N [--no-limits]");
+    eprintln!(
+        "usage: soulbox-bench-api --task true|py --iterations N [--no-limits] [--no-seccomp]"
+    );
     ExitCode::from(2)
 }
 
@@ -31,6 +36,10 @@ fn main() -> ExitCode {
         if flag == "--no-limits" {
             options.memory_limit = None;
             options.pids_limit = None;
+            continue;
+        }
+        if flag == "--no-seccomp" {
+            options.seccomp = SeccompPolicy::unconfined();
             continue;
         }
         match (flag.as_str(), rest.next()) {

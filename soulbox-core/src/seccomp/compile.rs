@@ -1,19 +1,28 @@
-//! Compiles a policy to one classic BPF program with seccompiler.
+//! Compiles a policy to one classic BPF program.
 //!
-//! A seccompiler filter has one action for calls that match its rules and
-//! one for the rest, but a policy has several (allow, each errno, kill). So
-//! the policy is split into sections, one per action, each compiled by
-//! seccompiler, and the sections are chained: a section's "no match"
-//! return becomes a jump to the next section, and after the last one the
-//! program returns the policy's default action.
+//! The program has three parts:
+//! 1. seccompiler's architecture check, which kills a process that enters
+//!    through another architecture's system call table (x86's 32-bit
+//!    `int 0x80`).
+//! 2. The argument rules, compiled by seccompiler. A seccompiler filter has
+//!    one action for calls that match its rules and one for the rest, but
+//!    a policy has several (kill, each errno, allow), so each action gets a
+//!    section of its own, in that order of precedence, and the sections
+//!    are chained: a section's "no match" return becomes a jump to the next
+//!    one.
+//! 3. The plain action of every system call number, as a binary search
+//!    over ranges of numbers that share an action, with unlisted numbers
+//!    (and x32's, which have bit 30 set) getting the default action.
 //!
-//! Sections with argument rules come first, so that they take precedence
-//! over plain actions: kill, then each errno from the lowest, then allow.
-//! Plain sections follow; each system call has one plain action, so their
-//! order does not change the result. The allow section comes first among
-//! them, because the kernel runs the program only for calls whose result
-//! depends on arguments (it caches the rest per system call number since
-//! Linux 5.11), and those are mostly allowed.
+//! Part 3 is not seccompiler's linear chain of one comparison per system
+//! call, on purpose. When a filter is installed, the kernel runs it once
+//! for every system call number to find the calls it may skip the filter
+//! for (`seccomp_cache_prepare`, since Linux 5.11), which costs the chain's
+//! length times the number of calls. With the default policy as one
+//! seccompiler chain (1875 instructions), installing the filter took
+//! 0.78 ms, a sixth of creating a sandbox; with the search (329
+//! instructions) it takes 0.11 ms. Both are medians of 300 installs in
+//! forked processes on a 2-core x86-64 VM with Linux 6.18.
 
 use std::collections::BTreeMap;
 
@@ -37,9 +46,14 @@ const ARCH_CHECK_LEN: usize = 3;
 /// SoulBox never returns SECCOMP_RET_TRACE.
 const NO_MATCH: Action = Action::Trace(0xffff);
 
-// Opcodes from <linux/filter.h>: BPF_RET | BPF_K and BPF_JMP | BPF_JA.
+// Opcodes from <linux/filter.h>: BPF_RET | BPF_K, BPF_JMP | BPF_JA,
+// BPF_JMP | BPF_JGE | BPF_K and BPF_LD | BPF_W | BPF_ABS.
 const RET_K: u16 = 0x06;
 const JA: u16 = 0x05;
+const JGE_K: u16 = 0x35;
+const LD_ABS: u16 = 0x20;
+/// Offset of the system call number in `struct seccomp_data`.
+const DATA_NR: u32 = 0;
 
 type Section = BTreeMap<i64, Vec<SeccompRule>>;
 
@@ -49,10 +63,11 @@ pub(super) fn compile(rules: &Rules) -> Result<Vec<u8>, String> {
     let arch = TargetArch::try_from(std::env::consts::ARCH)
         .map_err(|e| format!("seccomp filters are not supported on this architecture: {e}"))?;
     let mut program = arch_check(arch)?;
-    for (action, section) in sections(rules)? {
+    for (action, section) in argument_sections(rules)? {
         append_section(&mut program, arch, action, section)?;
     }
-    program.push(ret(rules.default_action));
+    program.push(stmt(LD_ABS, DATA_NR));
+    append_search(&mut program, &plain_ranges(rules));
     if program.len() > MAX_INSTRUCTIONS {
         return Err(format!(
             "the seccomp policy compiles to {} BPF instructions, more than the kernel's limit \
@@ -63,54 +78,70 @@ pub(super) fn compile(rules: &Rules) -> Result<Vec<u8>, String> {
     Ok(encode(&program))
 }
 
-/// Splits the policy into sections in evaluation order.
-fn sections(rules: &Rules) -> Result<Vec<(SeccompAction, Section)>, String> {
-    let mut conditional: BTreeMap<(u8, i32), (SeccompAction, Section)> = BTreeMap::new();
-    let mut plain: BTreeMap<(u8, i32), (SeccompAction, Section)> = BTreeMap::new();
+/// Groups the argument rules into one section per action, in order of
+/// precedence: kill, then each errno from the lowest, then allow.
+fn argument_sections(rules: &Rules) -> Result<Vec<(SeccompAction, Section)>, String> {
+    let mut sections: BTreeMap<(u8, i32), (SeccompAction, Section)> = BTreeMap::new();
     for (&number, syscall) in &rules.syscalls {
         for (condition, action) in &syscall.conditional {
-            let (_, section) = conditional
-                .entry(conditional_order(action))
+            let precedence = match *action {
+                SeccompAction::KillProcess => (0, 0),
+                SeccompAction::Errno(errno) => (1, errno),
+                SeccompAction::Allow => (2, 0),
+            };
+            let (_, section) = sections
+                .entry(precedence)
                 .or_insert_with(|| (*action, Section::new()));
             section
                 .entry(number)
                 .or_default()
                 .extend(seccomp_rules(condition)?);
         }
-        match syscall.action {
-            // A call with the default action needs no rule of its own.
-            Some(action) if action != rules.default_action => {
-                plain
-                    .entry(plain_order(&action))
-                    .or_insert_with(|| (action, Section::new()))
-                    .1
-                    .insert(number, Vec::new());
-            }
-            _ => {}
+    }
+    Ok(sections.into_values().collect())
+}
+
+/// Returns the plain action of every number from 0 to `u32::MAX`, as the
+/// sorted starts of ranges whose numbers share an action.
+fn plain_ranges(rules: &Rules) -> Vec<(u32, SeccompAction)> {
+    let mut ranges = vec![(0, rules.default_action)];
+    let mut push = |start: u32, action: SeccompAction| match ranges.last_mut() {
+        Some(last) if last.0 == start => last.1 = action,
+        Some(last) if last.1 == action => {}
+        _ => ranges.push((start, action)),
+    };
+    for (&number, syscall) in &rules.syscalls {
+        let number = u32::try_from(number).unwrap_or(u32::MAX);
+        push(number, syscall.action.unwrap_or(rules.default_action));
+        push(number.saturating_add(1), rules.default_action);
+    }
+    // An action equal to the one before it can remain where a number
+    // replaced a range start; merge those.
+    ranges.dedup_by(|later, earlier| later.1 == earlier.1);
+    ranges
+}
+
+/// Appends a binary search that returns the action of the range holding
+/// the number in the accumulator. `ranges` starts at 0 and is sorted.
+fn append_search(program: &mut Vec<sock_filter>, ranges: &[(u32, SeccompAction)]) {
+    if let [(_, action)] = ranges {
+        program.push(ret(*action));
+        return;
+    }
+    let (below, above) = ranges.split_at(ranges.len() / 2);
+    let mut lower = Vec::new();
+    append_search(&mut lower, below);
+    // Numbers at or above the split go to `above`, past `lower`; a
+    // conditional jump reaches at most 255 instructions, a JA any distance.
+    match u8::try_from(lower.len()) {
+        Ok(skip) => program.push(jump(JGE_K, above[0].0, skip, 0)),
+        Err(_) => {
+            program.push(jump(JGE_K, above[0].0, 0, 1));
+            program.push(stmt(JA, u32::try_from(lower.len()).unwrap_or(u32::MAX)));
         }
     }
-    Ok(conditional
-        .into_values()
-        .chain(plain.into_values())
-        .collect())
-}
-
-/// Sort key of argument-rule sections: kill, errnos from the lowest, allow.
-fn conditional_order(action: &SeccompAction) -> (u8, i32) {
-    match *action {
-        SeccompAction::KillProcess => (0, 0),
-        SeccompAction::Errno(errno) => (1, errno),
-        SeccompAction::Allow => (2, 0),
-    }
-}
-
-/// Sort key of plain sections: allow first, as the module comment says.
-fn plain_order(action: &SeccompAction) -> (u8, i32) {
-    match *action {
-        SeccompAction::Allow => (0, 0),
-        SeccompAction::Errno(errno) => (1, errno),
-        SeccompAction::KillProcess => (2, 0),
-    }
+    program.extend(lower);
+    append_search(program, above);
 }
 
 /// Translates one argument condition into seccompiler rules, any of which
@@ -165,17 +196,12 @@ fn append_section(
         );
     }
     let body = &compiled[ARCH_CHECK_LEN..];
-    let no_match = ret_raw(u32::from(NO_MATCH));
+    let no_match = stmt(RET_K, u32::from(NO_MATCH));
     for (index, instruction) in body.iter().enumerate() {
         if *instruction == no_match {
             // A jump of k skips k instructions: to the one after the body.
             let skip = u32::try_from(body.len() - 1 - index).unwrap_or(u32::MAX);
-            program.push(sock_filter {
-                code: JA,
-                jt: 0,
-                jf: 0,
-                k: skip,
-            });
+            program.push(stmt(JA, skip));
         } else {
             program.push(instruction.clone());
         }
@@ -193,16 +219,15 @@ fn to_seccompiler(action: SeccompAction) -> Action {
 }
 
 fn ret(action: SeccompAction) -> sock_filter {
-    ret_raw(u32::from(to_seccompiler(action)))
+    stmt(RET_K, u32::from(to_seccompiler(action)))
 }
 
-fn ret_raw(k: u32) -> sock_filter {
-    sock_filter {
-        code: RET_K,
-        jt: 0,
-        jf: 0,
-        k,
-    }
+fn stmt(code: u16, k: u32) -> sock_filter {
+    jump(code, k, 0, 0)
+}
+
+fn jump(code: u16, k: u32, jt: u8, jf: u8) -> sock_filter {
+    sock_filter { code, jt, jf, k }
 }
 
 /// Encodes instructions as `soulbox_proto` carries them: per instruction,

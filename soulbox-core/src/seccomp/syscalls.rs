@@ -134,6 +134,12 @@ pub(crate) fn lookup(name: &str) -> Option<(&'static str, i64)> {
     table().get(name).copied()
 }
 
+/// Returns every known system call with its number.
+#[cfg(test)]
+pub(crate) fn all() -> impl Iterator<Item = (&'static str, i64)> {
+    table().values().copied()
+}
+
 fn table() -> &'static HashMap<&'static str, (&'static str, i64)> {
     static TABLE: OnceLock<HashMap<&'static str, (&'static str, i64)>> = OnceLock::new();
     TABLE.get_or_init(|| {

@@ -287,27 +287,73 @@ fn attack_surface_denied() {
     }
 }
 
+/// Returns the action `policy` gives a call without argument rules.
+fn expected_plain(policy: &SeccompPolicy, number: u32) -> u32 {
+    let rules = policy.rules.as_ref().expect("rules");
+    let action = rules
+        .syscalls
+        .get(&i64::from(number))
+        .and_then(|s| s.action)
+        .unwrap_or(rules.default_action);
+    match action {
+        SeccompAction::Allow => ALLOW,
+        SeccompAction::Errno(code) => errno(code),
+        SeccompAction::KillProcess => KILL_PROCESS,
+    }
+}
+
+/// Numbers of every call the table knows, the gaps between them, x32's
+/// and the extremes.
+fn numbers_to_check() -> impl Iterator<Item = u32> {
+    (0..1100).chain([0x4000_0000, 0x4000_0001, 0x7fff_ffff, 0xffff_fffe, u32::MAX])
+}
+
 #[test]
 fn program_matches_plain_actions() {
     let policy = SeccompPolicy::default();
     let program = program(&policy);
-    let rules = policy.rules.as_ref().expect("rules");
-    for (&number, syscall) in &rules.syscalls {
-        let expected = match syscall.action {
-            Some(SeccompAction::Allow) => ALLOW,
-            Some(SeccompAction::Errno(code)) => errno(code),
-            Some(SeccompAction::KillProcess) => KILL_PROCESS,
-            None => errno(libc::ENOSYS),
-        };
-        // Zero arguments match no argument rule of the default policy,
-        // except socket's and personality's first value (AF_UNSPEC is not
-        // allowed, PER_LINUX is).
-        let actual = run(&program, AUDIT_ARCH, number as u32, [0; 6]);
-        if syscall.name == "personality" {
-            assert_eq!(actual, ALLOW, "personality(PER_LINUX)");
+    for number in numbers_to_check() {
+        // Zero arguments match no argument rule of the default policy
+        // except personality's PER_LINUX, which is allowed.
+        let expected = if number == nr("personality") {
+            ALLOW
         } else {
-            assert_eq!(actual, expected, "{}", syscall.name);
-        }
+            expected_plain(&policy, number)
+        };
+        let actual = run(&program, AUDIT_ARCH, number, [0; 6]);
+        assert_eq!(actual, expected, "number {number}: {actual:#x}");
+    }
+}
+
+#[test]
+fn search_spans_long_jumps() {
+    // Alternating actions make one range per call, so the search's lower
+    // halves exceed the 255 instructions a conditional jump can skip.
+    let mut known: Vec<(&str, i64)> = syscalls::all().collect();
+    known.sort_by_key(|&(_, number)| number);
+    let policy =
+        known
+            .iter()
+            .enumerate()
+            .fold(SeccompPolicy::minimal(), |policy, (i, &(name, _))| {
+                if SOULBOX_SYSCALLS.contains(&name) {
+                    policy
+                } else if i % 2 == 0 {
+                    policy.deny(name, libc::EPERM)
+                } else {
+                    policy.rule(name, SeccompAction::KillProcess)
+                }
+            });
+    let program = program(&policy);
+    let long_jumps = program.chunks_exact(8).filter(|raw| raw[0] == 0x05).count();
+    assert!(
+        long_jumps > 0,
+        "no JA in {} instructions",
+        program.len() / 8
+    );
+    for number in numbers_to_check() {
+        let actual = run(&program, AUDIT_ARCH, number, [0; 6]);
+        assert_eq!(actual, expected_plain(&policy, number), "number {number}");
     }
 }
 
