@@ -54,10 +54,10 @@ fn describe(output: &Output) -> String {
     )
 }
 
-fn assert_ok(what: &str, output: &Output) {
+fn assert_ok(workload: &str, output: &Output) {
     assert!(
         output.status.success() && !output.timed_out,
-        "{what} failed under the seccomp policy: {}",
+        "{workload} failed under the seccomp policy: {}",
         describe(output)
     );
 }
@@ -283,6 +283,7 @@ async fn caller_rule_applies() {
         .deny("mkdir", libc::EACCES)
         .deny("mkdirat", libc::EACCES);
     let sandbox = sandbox_with(policy).await;
+
     for user in ["user", "root"] {
         let output = run_as(&sandbox, user, "mkdir", &["/tmp/denied"]).await;
         assert!(
@@ -302,6 +303,7 @@ async fn caller_rule_applies() {
     )
     .await;
     assert_eq!(text(&output.stdout), format!("{}\n", libc::EACCES));
+
     // The rest of the default policy still applies.
     let output = run_as(&sandbox, "user", "sh", &["-c", "touch /tmp/f && echo ok"]).await;
     assert_eq!(text(&output.stdout), "ok\n", "{}", describe(&output));

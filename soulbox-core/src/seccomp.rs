@@ -3,10 +3,10 @@
 //! A [`SeccompPolicy`] is an allow-list. Each listed system call has an
 //! action ([`SeccompAction`]), optionally refined by argument rules, and
 //! every call not listed gets the policy's default action. The host
-//! compiles a policy to a classic BPF program once (with seccompiler; see
-//! `compile.rs`) and sends the program to the sandbox's PID 1, which
-//! installs it as its last setup step. PID 1, every supervisor and every
-//! command run under it.
+//! compiles a policy to a classic BPF program once (see `compile.rs`).
+//! The sandbox's PID 1 receives the program in its configuration and
+//! installs it as its last setup step, so PID 1, every supervisor and
+//! every command run under it.
 //!
 //! The default policy is the table in `default_policy.rs`.
 
@@ -20,7 +20,7 @@ use std::sync::{Arc, OnceLock};
 
 use crate::error::{Error, Result};
 
-/// What the filter does with a system call.
+/// Action the filter takes on a system call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum SeccompAction {
@@ -100,24 +100,26 @@ impl ArgCondition {
 
 /// The system calls sandboxed code may make, and what happens to the rest.
 ///
-/// [`SeccompPolicy::default`] is SoulBox's allow-list: what glibc, shells,
-/// coreutils, Python, Node and compilers need, without the calls that reach
-/// kernel surface a sandbox has no use for (new namespaces, mounts,
-/// keyrings, tracing other processes, io_uring, BPF, module loading and
-/// other whole-machine operations). Those fail with EPERM, `clone3` fails
-/// with ENOSYS so that libc falls back to `clone`, and every call the list
-/// does not name fails with ENOSYS.
+/// [`SeccompPolicy::default`] is SoulBox's allow-list of what glibc,
+/// shells, coreutils, Python, Node and compilers need. It leaves out the
+/// calls that reach kernel surface a sandbox has no use for: new
+/// namespaces, mounts, keyrings, tracing other processes, io_uring, BPF,
+/// module loading and other whole-machine operations. Those fail with
+/// EPERM, `clone3` fails with ENOSYS so that libc falls back to `clone`,
+/// and every call the list does not name fails with ENOSYS.
 ///
 /// Callers can add to a policy, override single calls, or start from
 /// [`SeccompPolicy::minimal`] and list everything their commands need:
 ///
 /// ```
-/// use soulbox_core::{SeccompAction, SeccompPolicy, SandboxOptions};
+/// use soulbox_core::{ArgCondition, SandboxOptions, SeccompAction, SeccompPolicy};
 ///
-/// // The default, with mkdir failing as if permission were missing.
+/// // The default, with mkdir failing as if permission were missing and
+/// // no packet sockets.
 /// let policy = SeccompPolicy::default()
 ///     .deny("mkdir", libc::EACCES)
-///     .deny("mkdirat", libc::EACCES);
+///     .deny("mkdirat", libc::EACCES)
+///     .deny_if("socket", ArgCondition::equals(0, libc::AF_PACKET as u32), libc::EPERM);
 /// // Kill any process that makes a call the allow-list does not name.
 /// let strict = SeccompPolicy::default().default_action(SeccompAction::KillProcess);
 /// let options = SandboxOptions::default().seccomp(policy);
@@ -198,11 +200,11 @@ impl Eq for SeccompPolicy {}
 
 impl SeccompPolicy {
     /// Returns a policy that allows only what SoulBox's own processes call
-    /// once the filter is installed (see [`SOULBOX_SYSCALLS`]); every other
+    /// once the filter is installed ([`SOULBOX_SYSCALLS`]). Every other
     /// call gets the default action, ENOSYS. Add what the commands need
-    /// with [`allow`](Self::allow): even `/bin/true` needs the dynamic
-    /// loader's calls (`mmap`, `mprotect`, `pread64`, `arch_prctl` and
-    /// others).
+    /// with [`allow`](Self::allow), because even `/bin/true` needs the
+    /// dynamic loader's calls (`mmap`, `mprotect`, `pread64`, `arch_prctl`
+    /// and others).
     pub fn minimal() -> Self {
         Self::from_rules(Some(Rules {
             default_action: SeccompAction::Errno(libc::ENOSYS),
@@ -376,7 +378,7 @@ impl SeccompPolicy {
         self
     }
 
-    /// Changes the rules and forgets the compiled program. An unconfined
+    /// Changes the rules and drops the compiled program. An unconfined
     /// policy has no rules to change, so the change becomes an error.
     fn change(&mut self, change: impl FnOnce(&mut Rules)) {
         self.program = Arc::default();

@@ -70,6 +70,6 @@ mod tests {
     #[test]
     fn empty_program_installs_nothing() {
         // Would fail with EFAULT or EINVAL if it reached the kernel.
-        install(&[]).expect("an empty program is no filter");
+        install(&[]).expect("an empty program must install nothing");
     }
 }

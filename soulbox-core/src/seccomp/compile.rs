@@ -6,10 +6,9 @@
 //!    `int 0x80`).
 //! 2. The argument rules, compiled by seccompiler. A seccompiler filter has
 //!    one action for calls that match its rules and one for the rest, but
-//!    a policy has several (kill, each errno, allow), so each action gets a
-//!    section of its own, in that order of precedence, and the sections
-//!    are chained: a section's "no match" return becomes a jump to the next
-//!    one.
+//!    a policy has several (kill, each errno, allow). So each action gets a
+//!    section of its own, in that order of precedence. The sections are
+//!    chained: a section's "no match" return becomes a jump to the next.
 //! 3. The plain action of every system call number, as a binary search
 //!    over ranges of numbers that share an action, with unlisted numbers
 //!    (and x32's, which have bit 30 set) getting the default action.
@@ -121,8 +120,8 @@ fn plain_ranges(rules: &Rules) -> Vec<(u32, SeccompAction)> {
     ranges
 }
 
-/// Appends a binary search that returns the action of the range holding
-/// the number in the accumulator. `ranges` starts at 0 and is sorted.
+/// Appends a binary search that returns the action of the range that
+/// contains the number in the accumulator. `ranges` starts at 0 and is sorted.
 fn append_search(program: &mut Vec<sock_filter>, ranges: &[(u32, SeccompAction)]) {
     if let [(_, action)] = ranges {
         program.push(ret(*action));
@@ -131,8 +130,8 @@ fn append_search(program: &mut Vec<sock_filter>, ranges: &[(u32, SeccompAction)]
     let (below, above) = ranges.split_at(ranges.len() / 2);
     let mut lower = Vec::new();
     append_search(&mut lower, below);
-    // Numbers at or above the split go to `above`, past `lower`; a
-    // conditional jump reaches at most 255 instructions, a JA any distance.
+    // Numbers at or above the split go to `above`, past `lower`. A
+    // conditional jump skips at most 255 instructions, and a JA any number.
     match u8::try_from(lower.len()) {
         Ok(skip) => program.push(jump(JGE_K, above[0].0, skip, 0)),
         Err(_) => {
@@ -158,8 +157,8 @@ fn seccomp_rules(condition: &ArgCondition) -> Result<Vec<SeccompRule>, String> {
             SeccompCmpOp::MaskedEq(u64::from(mask)),
             value,
         )?]),
-        // seccompiler has no "any bit set" test, so each bit is a rule of
-        // its own: the bit masked out equals the bit.
+        // seccompiler has no "any bit set" test, so each bit becomes a rule
+        // of its own, which matches when that bit is set.
         ArgTest::AnyBit(mask) => (0..32)
             .map(|bit| 1u32 << bit)
             .filter(|bit| mask & bit != 0)
@@ -199,7 +198,8 @@ fn append_section(
     let no_match = stmt(RET_K, u32::from(NO_MATCH));
     for (index, instruction) in body.iter().enumerate() {
         if *instruction == no_match {
-            // A jump of k skips k instructions: to the one after the body.
+            // A jump of k skips k instructions, so this lands on the first
+            // instruction after the body.
             let skip = u32::try_from(body.len() - 1 - index).unwrap_or(u32::MAX);
             program.push(stmt(JA, skip));
         } else {

@@ -4,12 +4,12 @@
 //! `seccomp/default.json`), minus what sandbox root has no capability for
 //! anyway, and with these differences:
 //! - System calls that reach kernel surface a sandbox has no use for fail
-//!   with EPERM instead of being allowed under a capability: namespaces,
-//!   mounts, keyrings, tracing other processes, io_uring, userfaultfd, BPF,
-//!   perf, module loading, kexec, reboot, swap, clock setting, accounting,
-//!   quotas, the kernel log and file handles. They fail with an errno and
-//!   never kill, because programs probe for some of them (Node and libuv
-//!   try io_uring at start) and must fall back.
+//!   with EPERM, where Docker allows some of them under a capability. They
+//!   are namespaces, mounts, keyrings, tracing other processes, io_uring,
+//!   userfaultfd, BPF, perf, module loading, kexec, reboot, swap, clock
+//!   setting, accounting, quotas, the kernel log and file handles. They
+//!   fail with an errno and never kill, because programs probe for some of
+//!   them (Node and libuv try io_uring at start) and must fall back.
 //! - Calls the table does not name fail with ENOSYS, not EPERM, so that
 //!   libc and runtimes treat them as missing from the kernel and fall back.
 //! - `socket` is limited to the address families programs need here. The

@@ -224,8 +224,8 @@ fn default_policy_closes_other_entry_points() {
     assert_eq!(run(&program, AUDIT_ARCH, 9999, [0; 6]), errno(libc::ENOSYS));
 }
 
-/// Every system call that attacks on sandboxes have used, as named by the
-/// project's list of attacks, with the errno the default policy returns.
+/// Every system call that the default policy denies because attacks on
+/// sandboxes have used it, with the errno the policy returns.
 const ATTACK_SURFACE: &[(&str, i32)] = &[
     ("unshare", libc::EPERM),
     ("setns", libc::EPERM),
@@ -302,8 +302,8 @@ fn expected_plain(policy: &SeccompPolicy, number: u32) -> u32 {
     }
 }
 
-/// Numbers of every call the table knows, the gaps between them, x32's
-/// and the extremes.
+/// Numbers of every call in the table, the gaps between them, x32's and
+/// the extremes.
 fn numbers_to_check() -> impl Iterator<Item = u32> {
     (0..1100).chain([0x4000_0000, 0x4000_0001, 0x7fff_ffff, 0xffff_fffe, u32::MAX])
 }
@@ -473,8 +473,8 @@ fn remove_returns_call_to_default() {
     let policy = SeccompPolicy::default().remove("clone").allow("clone");
     let program = program(&policy);
     assert_eq!(call(&program, "clone", args0(0x1000_0011)), ALLOW);
-    let gone = program_of(SeccompPolicy::default().remove("flock"));
-    assert_eq!(call(&gone, "flock", [0; 6]), errno(libc::ENOSYS));
+    let without_flock = program_of(SeccompPolicy::default().remove("flock"));
+    assert_eq!(call(&without_flock, "flock", [0; 6]), errno(libc::ENOSYS));
 }
 
 #[test]
