@@ -6,9 +6,7 @@
 
 use std::time::Duration;
 
-use soulbox_core::{
-    Error, ExitStatus, Output, Sandbox, SandboxOptions, SeccompAction, SeccompPolicy,
-};
+use soulbox_core::{Error, ExitStatus, Output, Sandbox, SeccompAction, SeccompPolicy};
 use soulbox_tests::*;
 
 /// Timeout of each command. Python's multiprocessing with the spawn and
@@ -18,8 +16,9 @@ const TIMEOUT: Duration = Duration::from_secs(120);
 
 const SIGSYS: i32 = 31;
 
+/// Creates a sandbox with `policy` that ends with its handle.
 async fn sandbox_with(policy: SeccompPolicy) -> Sandbox {
-    Sandbox::create(SandboxOptions::default().seccomp(policy))
+    Sandbox::create(options().seccomp(policy))
         .await
         .expect("create a sandbox with a custom seccomp policy")
 }
@@ -354,6 +353,15 @@ async fn replaced_policy_applies() {
         "mkdir failed otherwise: {}",
         describe(&output)
     );
+
+    // PID 1 still serves new connections, pauses and resumes.
+    assert!(sandbox.pause().await.expect("pause"), "pause did nothing");
+    let connected = Sandbox::connect(sandbox.id())
+        .await
+        .expect("connect to the sandbox, which resumes it");
+    let output = run_as(&connected, "user", "cat", &["/etc/hostname"]).await;
+    assert_ok("cat through a second handle", &output);
+    sandbox.kill().await.expect("kill the sandbox");
 }
 
 /// Calls lookup_dcookie, which no policy here names, and prints the errno.
@@ -431,7 +439,7 @@ async fn invalid_policy_rejected_before_create() {
     for (policy, expected) in cases {
         // Validation runs before anything is created, so the error comes
         // back without a sandbox, a cgroup or a PID 1 behind it.
-        match Sandbox::create(SandboxOptions::default().seccomp(policy)).await {
+        match Sandbox::create(options().seccomp(policy)).await {
             Err(Error::InvalidArgument(message)) => {
                 assert!(
                     message.contains(expected),

@@ -402,16 +402,19 @@ impl SeccompPolicy {
 }
 
 /// System calls that SoulBox's own processes make once the filter is
-/// installed: PID 1 serving the host (poll, receive and reply, fork a
-/// supervisor, reap, signal, and read /proc to find a command's
-/// processes), each command's supervisor, and the command's first process
-/// until its exec. Memory allocation and Rust's standard library add
-/// `brk`, `mmap`, `munmap`, `mremap`, `getrandom` and `statx`.
+/// installed: PID 1 serving the host and the processes that connect to the
+/// sandbox (accept, poll, receive and reply, fork a supervisor, reap,
+/// signal, and read /proc to find a command's processes), each command's
+/// supervisor, and the command's first process until its exec. Memory
+/// allocation and Rust's standard library add `brk`, `mmap`, `munmap`,
+/// `mremap`, `getrandom` and `statx`. `restart_syscall` resumes a wait
+/// that a pause of the sandbox interrupted.
 pub const SOULBOX_SYSCALLS: &[&str] = &[
     #[cfg(target_arch = "x86_64")]
     "poll",
     #[cfg(not(target_arch = "x86_64"))]
     "ppoll",
+    "accept4",
     "recvmsg",
     "sendto",
     "read",
@@ -449,6 +452,8 @@ pub const SOULBOX_SYSCALLS: &[&str] = &[
     "munmap",
     "mremap",
     "getrandom",
+    "clock_gettime",
+    "restart_syscall",
 ];
 
 /// Rejects a policy that does not allow every call of [`SOULBOX_SYSCALLS`].
