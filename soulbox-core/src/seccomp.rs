@@ -327,8 +327,21 @@ impl SeccompPolicy {
         self.program().map(drop)
     }
 
-    /// Returns the BPF program in the wire format of
-    /// `soulbox_proto::Config::seccomp_filter`: empty when unconfined.
+    /// Returns the compiled classic BPF program that the sandbox's PID 1
+    /// installs: 8 bytes per `struct sock_filter` instruction, `code`
+    /// (u16), `jt`, `jf` (u8 each) and `k` (u32), little-endian. It is
+    /// empty for an unconfined policy. The first call compiles the policy;
+    /// later calls, on this policy or its clones, return the same program.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] as for [`crate::Sandbox::create`].
+    pub fn bpf_program(&self) -> Result<Arc<[u8]>> {
+        self.program()
+    }
+
+    /// Returns the program in the wire format of
+    /// `soulbox_proto::Config::seccomp_filter`, compiling it on first use.
     pub(crate) fn program(&self) -> Result<Arc<[u8]>> {
         let compiled = self.program.get_or_init(|| match &self.rules {
             None => Ok(Arc::from(Vec::new())),
