@@ -172,7 +172,6 @@ date > /dev/null; id > /dev/null; env > /dev/null; nproc > /dev/null; uname -a >
 timeout 5 sleep 0.1
 ps aux > /dev/null
 (sleep 0.05 &); wait
-printf 'all:\n\t@echo made\n' > Makefile; test "$(make -s)" = made
 perl -e 'print "perl\n"' > /dev/null
 echo shell-ok
 "#;
