@@ -3,6 +3,8 @@
 //! kill, and invalid policies are rejected before anything is created.
 //!
 //! The attacks the default policy stops have their tests in `security.rs`.
+//! As there, raw system calls from Python use x86-64's numbers, and the
+//! names in [`CAT_SYSCALLS`] are x86-64's.
 
 use std::time::Duration;
 
