@@ -8,9 +8,9 @@
  * Errors. Every function that can fail returns a soulbox_error *: NULL on
  * success, otherwise an error object that the caller owns and frees with
  * soulbox_error_free. soulbox_error_get_kind, soulbox_error_errno and
- * soulbox_error_message read it. Invalid arguments, including NULL
- * pointers where a value is required and strings that must be UTF-8 but
- * are not, return an INVALID_ARGUMENT error; they never crash.
+ * soulbox_error_message read it. An invalid argument returns an
+ * INVALID_ARGUMENT error instead of crashing: this includes a NULL pointer
+ * where a value is required, and a string that must be UTF-8 but is not.
  *
  * Ownership. A function that creates an object stores it in its last
  * parameter (an out-parameter such as soulbox_sandbox **out) and the
@@ -151,7 +151,8 @@ enum soulbox_error_kind
    */
   SOULBOX_ERROR_KIND_INTERNAL = 19,
   /**
-   * An error of a soulbox-core version newer than this ABI knows.
+   * An error kind that soulbox-core added after this version of the C
+   * interface.
    */
   SOULBOX_ERROR_KIND_OTHER = 20,
 };
@@ -164,7 +165,7 @@ typedef uint32_t soulbox_error_kind;
 #endif // __cplusplus
 
 /**
- * Which output stream a chunk passed to `soulbox_output_callback` comes
+ * Output stream that a chunk passed to `soulbox_output_callback` comes
  * from.
  */
 enum soulbox_stream
@@ -202,7 +203,7 @@ typedef struct soulbox_error soulbox_error;
 
 /**
  * Options for `soulbox_sandbox_create`. Start from
- * `soulbox_options_new`, which holds soulbox-core's defaults.
+ * `soulbox_options_new`, which contains soulbox-core's defaults.
  */
 typedef struct soulbox_options soulbox_options;
 
@@ -220,13 +221,13 @@ typedef struct soulbox_sandbox soulbox_sandbox;
 
 /**
  * Receives a chunk of a command's output while `soulbox_run`,
- * `soulbox_exec` or `soulbox_command_wait` is in progress. `stream` says
- * whether it is stdout or stderr; `data` holds `len` bytes (at most
- * 65,536) that stay valid only until the callback returns. Chunks of one
- * stream arrive in order, but stdout and stderr are separate pipes and
- * their relative order is not kept; a multibyte character may be split
- * across two chunks. `user_data` is the pointer the caller passed along
- * with the callback.
+ * `soulbox_exec` or `soulbox_command_wait` is in progress. `stream` is
+ * SOULBOX_STREAM_STDOUT or SOULBOX_STREAM_STDERR. `data` points to `len`
+ * bytes (at most 65,536) that stay valid only until the callback
+ * returns. Chunks of one stream arrive in order, but stdout and stderr
+ * are separate pipes, so their relative order is not kept. A multibyte
+ * character may be split across two chunks. `user_data` is the pointer
+ * the caller passed along with the callback.
  *
  * The callback runs on the thread that made the call, never on another
  * thread and never twice at once. It may call other SoulBox functions,
@@ -378,9 +379,9 @@ struct soulbox_error *soulbox_exec(struct soulbox_sandbox *sandbox,
  * sets one. On success stores a new handle in `*out`, which the caller
  * frees with `soulbox_command_free`; on failure stores NULL.
  *
- * Until it is waited for, its output is held in a queue of at most 1 MiB
- * per handle; when the queue is full the command blocks on its next
- * write, so output is never lost and never piles up.
+ * Until a wait reads it, its output waits in a queue of at most 1 MiB per
+ * handle. When the queue is full, the command blocks on its next write,
+ * so output is never lost and never piles up.
  *
  * Errors: as `soulbox_run`.
  */

@@ -60,7 +60,8 @@ pub enum ErrorKind {
     /// A bug inside SoulBox: a panic was caught before it reached C. The
     /// message names the function. errno 0.
     Internal = 19,
-    /// An error of a soulbox-core version newer than this ABI knows.
+    /// An error kind that soulbox-core added after this version of the C
+    /// interface.
     Other = 20,
 }
 

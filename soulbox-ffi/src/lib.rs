@@ -11,7 +11,7 @@
 //! The code is split in two:
 //! - the safe modules ([`sandbox`], [`command`], [`files`], [`options`],
 //!   [`output`], [`error`], [`runtime`]) work on Rust types only;
-//! - [`abi`] holds every `extern "C"` function and all of the crate's
+//! - [`abi`] contains every `extern "C"` function and all of the crate's
 //!   `unsafe`: turning C pointers into references and back into boxes.
 //!
 //! `include/soulbox.h` is generated from [`abi`] and the types it exports

@@ -15,7 +15,7 @@ use soulbox_core::SandboxOptions;
 use crate::error::Result;
 
 /// Options for `soulbox_sandbox_create`. Start from
-/// `soulbox_options_new`, which holds soulbox-core's defaults.
+/// `soulbox_options_new`, which contains soulbox-core's defaults.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
     pub(crate) inner: SandboxOptions,

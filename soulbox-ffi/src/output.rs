@@ -9,7 +9,7 @@ use std::ffi::c_int;
 
 use soulbox_core::{CommandExit, ExitStatus};
 
-/// Which output stream a chunk passed to `soulbox_output_callback` comes
+/// Output stream that a chunk passed to `soulbox_output_callback` comes
 /// from.
 #[repr(u32)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -16,14 +16,14 @@ use std::time::{Duration, Instant};
 
 use soulbox_tests::require_root;
 
-/// Longest a single C case may run before it counts as hung.
+/// Maximum time a single C case may run before it counts as hung.
 const CASE_LIMIT: Duration = Duration::from_secs(180);
 
 fn crate_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The directory that holds the `libsoulbox.so` of this build: the test
+/// Returns the directory with this build's `libsoulbox.so`. The test
 /// executable runs from `target/<profile>/deps`, and cargo puts the
 /// library one level up.
 fn library_dir() -> PathBuf {

@@ -15,13 +15,13 @@ use crate::output::{Output, OutputBlock, Stream};
 use crate::sandbox::Sandbox;
 
 /// Receives a chunk of a command's output while `soulbox_run`,
-/// `soulbox_exec` or `soulbox_command_wait` is in progress. `stream` says
-/// whether it is stdout or stderr; `data` holds `len` bytes (at most
-/// 65,536) that stay valid only until the callback returns. Chunks of one
-/// stream arrive in order, but stdout and stderr are separate pipes and
-/// their relative order is not kept; a multibyte character may be split
-/// across two chunks. `user_data` is the pointer the caller passed along
-/// with the callback.
+/// `soulbox_exec` or `soulbox_command_wait` is in progress. `stream` is
+/// SOULBOX_STREAM_STDOUT or SOULBOX_STREAM_STDERR. `data` points to `len`
+/// bytes (at most 65,536) that stay valid only until the callback
+/// returns. Chunks of one stream arrive in order, but stdout and stderr
+/// are separate pipes, so their relative order is not kept. A multibyte
+/// character may be split across two chunks. `user_data` is the pointer
+/// the caller passed along with the callback.
 ///
 /// The callback runs on the thread that made the call, never on another
 /// thread and never twice at once. It may call other SoulBox functions,
@@ -44,7 +44,7 @@ fn with_callback<R>(
     let mut forward = |stream: Stream, chunk: &[u8]| {
         // SAFETY: the header requires `on_output` to be a function of this
         // signature that may be called with the caller's `user_data` until
-        // the call returns; `chunk` is valid for `chunk.len()` bytes while
+        // the call returns. `chunk` is valid for `chunk.len()` bytes while
         // the callback runs.
         unsafe { function(user_data, stream, chunk.as_ptr(), chunk.len()) }
     };
@@ -142,9 +142,9 @@ pub extern "C" fn soulbox_exec(
 /// sets one. On success stores a new handle in `*out`, which the caller
 /// frees with `soulbox_command_free`; on failure stores NULL.
 ///
-/// Until it is waited for, its output is held in a queue of at most 1 MiB
-/// per handle; when the queue is full the command blocks on its next
-/// write, so output is never lost and never piles up.
+/// Until a wait reads it, its output waits in a queue of at most 1 MiB per
+/// handle. When the queue is full, the command blocks on its next write,
+/// so output is never lost and never piles up.
 ///
 /// Errors: as `soulbox_run`.
 #[no_mangle]
@@ -292,7 +292,7 @@ pub extern "C" fn soulbox_command_free(command: *mut Command) {
 pub extern "C" fn soulbox_output_free(output: *mut Output) {
     guard_value((), || {
         // SAFETY: the header requires NULL or a result of this library
-        // that was not freed yet; each is the first field of a boxed
+        // that was not freed yet. Each result is the first field of a boxed
         // OutputBlock, at offset 0 because OutputBlock is repr(C).
         unsafe { free_box(output.cast::<OutputBlock>()) }
     });

@@ -141,8 +141,8 @@ pub extern "C" fn soulbox_files_exists(
 pub extern "C" fn soulbox_bytes_free(bytes: *mut Bytes) {
     guard_value((), || {
         // SAFETY: the header requires NULL or a buffer of this library that
-        // was not freed yet; each is the first field of a boxed BytesBlock,
-        // at offset 0 because BytesBlock is repr(C).
+        // was not freed yet. Each buffer is the first field of a boxed
+        // BytesBlock, at offset 0 because BytesBlock is repr(C).
         unsafe { free_box(bytes.cast::<BytesBlock>()) }
     });
 }

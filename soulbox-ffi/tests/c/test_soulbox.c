@@ -107,21 +107,24 @@ static double seconds_since(const struct timespec *start) {
 static void case_run_output(void) {
     soulbox_sandbox *sandbox = new_sandbox();
     const char *id = soulbox_sandbox_id(sandbox);
-    CHECK(id != NULL && strncmp(id, "sb-", 3) == 0, "sandbox id %s", id ? id : "(null)");
+    CHECK(id != NULL, "the sandbox has an id");
+    CHECK(strncmp(id, "sb-", 3) == 0, "sandbox id %s", id);
     CHECK(soulbox_sandbox_is_running(sandbox), "a new sandbox is running");
 
     soulbox_output *output = run(sandbox, "echo hello; printf err >&2; hostname", NULL);
     CHECK(output->exit_code == 0, "exit code %d", output->exit_code);
     CHECK(output->signal == 0, "signal %d", output->signal);
-    CHECK(!output->timed_out && !output->oom_killed, "flags");
+    CHECK(!output->timed_out, "timed_out is not set");
+    CHECK(!output->oom_killed, "oom_killed is not set");
     char expected[128];
     snprintf(expected, sizeof expected, "hello\n%s\n", id);
     CHECK(output->stdout_len == strlen(expected), "stdout length %zu", output->stdout_len);
     CHECK(memcmp(output->stdout_data, expected, output->stdout_len) == 0, "stdout %s",
           (const char *)output->stdout_data);
     CHECK(output->stdout_data[output->stdout_len] == '\0', "stdout is NUL-terminated");
-    CHECK(output->stderr_len == 3 && strcmp((const char *)output->stderr_data, "err") == 0,
-          "stderr %s", (const char *)output->stderr_data);
+    CHECK(output->stderr_len == 3, "stderr length %zu", output->stderr_len);
+    CHECK(strcmp((const char *)output->stderr_data, "err") == 0, "stderr %s",
+          (const char *)output->stderr_data);
     soulbox_output_free(output);
 
     const char *argv[] = {"printf", "%s|%s", "a b", "c", NULL};
@@ -159,8 +162,8 @@ static void case_timeout(void) {
     soulbox_output *output = run(sandbox, "echo early; sleep 30; echo late", options);
     double elapsed = seconds_since(&start);
     CHECK(output->timed_out, "timed_out is set");
-    CHECK(output->signal == SIGKILL && output->exit_code == -1, "killed: signal %d exit %d",
-          output->signal, output->exit_code);
+    CHECK(output->signal == SIGKILL, "signal after the timeout %d", output->signal);
+    CHECK(output->exit_code == -1, "exit code after the timeout %d", output->exit_code);
     CHECK(strcmp((const char *)output->stdout_data, "early\n") == 0,
           "output before the timeout is returned: %s", (const char *)output->stdout_data);
     CHECK(elapsed < 10.0, "the 300 ms timeout took %.1f s", elapsed);
@@ -210,14 +213,17 @@ static void case_streaming_callback(void) {
                    NULL, collect, &c, &output));
     CHECK(c.bad_calls == 0, "%d callbacks came on another thread or were empty", c.bad_calls);
     CHECK(c.calls >= 2, "callback called %d times", c.calls);
-    CHECK(c.out_len == 18 && memcmp(c.out, "line1\nline2\nline3\n", 18) == 0,
-          "streamed stdout %.*s", (int)c.out_len, c.out);
-    CHECK(c.err_len == 9 && memcmp(c.err, "e1\ne2\ne3\n", 9) == 0, "streamed stderr %.*s",
-          (int)c.err_len, c.err);
+    CHECK(c.out_len == 18, "streamed stdout length %zu", c.out_len);
+    CHECK(memcmp(c.out, "line1\nline2\nline3\n", 18) == 0, "streamed stdout %.*s",
+          (int)c.out_len, c.out);
+    CHECK(c.err_len == 9, "streamed stderr length %zu", c.err_len);
+    CHECK(memcmp(c.err, "e1\ne2\ne3\n", 9) == 0, "streamed stderr %.*s", (int)c.err_len,
+          c.err);
     CHECK(output->exit_code == 4, "exit code %d", output->exit_code);
-    CHECK(output->stdout_len == 0 && output->stderr_len == 0,
-          "streamed output is not also collected");
-    CHECK(output->stdout_data != NULL && output->stdout_data[0] == '\0', "empty stdout is \"\"");
+    CHECK(output->stdout_len == 0, "streamed stdout is not also collected");
+    CHECK(output->stderr_len == 0, "streamed stderr is not also collected");
+    CHECK(output->stdout_data != NULL, "empty stdout is not NULL");
+    CHECK(output->stdout_data[0] == '\0', "empty stdout is \"\"");
     soulbox_output_free(output);
     soulbox_sandbox_free(sandbox);
 }
@@ -238,8 +244,8 @@ static void case_stdin(void) {
     soulbox_output *output = NULL;
     OK(soulbox_command_wait(command, NULL, NULL, &output));
     CHECK(output->exit_code == 0, "cat exit code %d", output->exit_code);
-    CHECK(output->stdout_len == sizeof data && memcmp(output->stdout_data, data, sizeof data) == 0,
-          "cat echoed %zu bytes", output->stdout_len);
+    CHECK(output->stdout_len == sizeof data, "cat echoed %zu bytes", output->stdout_len);
+    CHECK(memcmp(output->stdout_data, data, sizeof data) == 0, "cat echoed other bytes");
     soulbox_output_free(output);
     soulbox_command_free(command);
 
@@ -259,9 +265,9 @@ static void case_stdin(void) {
     soulbox_sandbox_free(sandbox);
 }
 
-/* Answers the first two lines the command prints by sending it a line, and
- * the third by closing its stdin, from the callback: calls back into
- * SoulBox while a wait is in progress. */
+/* Sends the command a line for each of the first two lines it prints, and
+ * closes its stdin at the third. It runs as the output callback, so it
+ * calls SoulBox while a wait is in progress. */
 struct ping_pong {
     soulbox_command *command;
     int lines;
@@ -300,13 +306,14 @@ static void case_callback_reentry(void) {
     OK(soulbox_command_wait(command, answer, &p, &output));
     CHECK(p.failures == 0, "%d calls from the callback failed", p.failures);
     CHECK(p.lines == 4, "lines seen %d (go, got, got, eof)", p.lines);
-    CHECK(!output->timed_out && output->exit_code == 0, "exit %d timed out %d",
-          output->exit_code, output->timed_out);
+    CHECK(!output->timed_out, "the command timed out");
+    CHECK(output->exit_code == 0, "exit code %d", output->exit_code);
     soulbox_output_free(output);
 
     /* A wait after the end returns the same exit again, with no output. */
     OK(soulbox_command_wait(command, NULL, NULL, &output));
-    CHECK(output->exit_code == 0 && output->stdout_len == 0, "second wait");
+    CHECK(output->exit_code == 0, "second wait: exit code %d", output->exit_code);
+    CHECK(output->stdout_len == 0, "second wait: %zu bytes of output", output->stdout_len);
     soulbox_output_free(output);
     soulbox_command_free(command);
     soulbox_run_options_free(options);
@@ -432,7 +439,8 @@ static void case_files_round_trip(void) {
     soulbox_bytes_free(bytes);
     free(data);
 
-    /* The sandbox sees what the host wrote, owned by the sandbox user. */
+    /* Commands in the sandbox read the file the host wrote, and it belongs
+     * to the sandbox user. */
     soulbox_output *output = run(sandbox, "stat -c '%s %U' data/blob.bin", NULL);
     char expected[64];
     snprintf(expected, sizeof expected, "%zu user\n", size);
@@ -443,7 +451,9 @@ static void case_files_round_trip(void) {
     /* An empty file: data may be NULL when len is 0. */
     OK(soulbox_files_write(sandbox, "empty", NULL, 0, NULL));
     OK(soulbox_files_read(sandbox, "empty", NULL, &bytes));
-    CHECK(bytes->len == 0 && bytes->data != NULL && bytes->data[0] == 0, "empty file");
+    CHECK(bytes->len == 0, "empty file read as %zu bytes", bytes->len);
+    CHECK(bytes->data != NULL, "an empty buffer is not NULL");
+    CHECK(bytes->data[0] == 0, "an empty buffer is \"\"");
     soulbox_bytes_free(bytes);
 
     bool flag = false;
@@ -467,8 +477,9 @@ static void case_files_round_trip(void) {
                        SOULBOX_ERROR_KIND_PERMISSION_DENIED, EACCES);
     CHECK(bytes == NULL, "a failed read stores NULL");
     OK(soulbox_files_read(sandbox, "/root/secret", "root", &bytes));
-    CHECK(bytes->len == sizeof secret - 1 && strcmp((const char *)bytes->data, "root only") == 0,
-          "root reads its file");
+    CHECK(bytes->len == sizeof secret - 1, "root read %zu bytes", bytes->len);
+    CHECK(strcmp((const char *)bytes->data, "root only") == 0, "root read %s",
+          (const char *)bytes->data);
     soulbox_bytes_free(bytes);
     soulbox_sandbox_free(sandbox);
 }
@@ -712,8 +723,8 @@ static void case_lifecycle_by_id(void) {
 
 static void case_version(void) {
     const char *version = soulbox_version();
-    CHECK(version != NULL && version[0] >= '0' && version[0] <= '9', "version %s",
-          version ? version : "(null)");
+    CHECK(version != NULL, "soulbox_version returned NULL");
+    CHECK(version[0] >= '0' && version[0] <= '9', "version %s starts with a digit", version);
     CHECK(strchr(version, '.') != NULL, "version %s has a dot", version);
 }
 
