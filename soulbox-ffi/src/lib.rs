@@ -9,12 +9,12 @@
 //! `SOULBOX_ERROR_KIND_INTERNAL` error instead of unwinding into C.
 //!
 //! The code is split in two:
-//! - the safe modules ([`sandbox`], [`command`], [`files`], [`options`],
-//!   [`output`], [`error`], [`runtime`]) work on Rust types only;
-//! - [`abi`] contains every `extern "C"` function and all of the crate's
+//! - the safe modules (`sandbox`, `command`, `files`, `options`, `output`,
+//!   `error`, `runtime`) work on Rust types only;
+//! - `abi` contains every `extern "C"` function and all of the crate's
 //!   `unsafe`: turning C pointers into references and back into boxes.
 //!
-//! `include/soulbox.h` is generated from [`abi`] and the types it exports
+//! `include/soulbox.h` is generated from `abi` and the types it exports
 //! with cbindgen (`soulbox-ffi/cbindgen.toml`); the documentation comments
 //! here become the header's.
 

@@ -16,23 +16,11 @@ use std::time::{Duration, Instant};
 
 use soulbox_tests::require_root;
 
+mod support;
+use support::{crate_dir, library_dir, tool_available};
+
 /// Maximum time a single C case may run before it counts as hung.
 const CASE_LIMIT: Duration = Duration::from_secs(180);
-
-fn crate_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Returns the directory with this build's `libsoulbox.so`. The test
-/// executable runs from `target/<profile>/deps`, and cargo puts the
-/// library one level up.
-fn library_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("path of the test executable");
-    let deps = exe.parent().expect("the test executable's directory");
-    deps.parent()
-        .expect("the target profile directory")
-        .to_path_buf()
-}
 
 /// Compiles the C tests once per test run and returns the executable.
 fn test_binary() -> &'static Path {
@@ -227,19 +215,15 @@ const CBINDGEN_VERSION: &str = "0.29.4";
 
 #[test]
 fn header_matches_rust_source() {
-    let version = Command::new("cbindgen").arg("--version").output();
-    let installed = match &version {
-        Ok(output) if output.status.success() => String::from_utf8_lossy(&output.stdout),
-        _ => {
-            let reason = format!(
-                "header_matches_rust_source: skipped, cbindgen is not installed; \
-                 cargo install cbindgen --locked --version {CBINDGEN_VERSION}"
-            );
-            assert!(std::env::var_os("CI").is_none(), "{reason}");
-            eprintln!("{reason}");
-            return;
-        }
-    };
+    let hint = format!("cargo install cbindgen --locked --version {CBINDGEN_VERSION}");
+    if !tool_available("header_matches_rust_source", "cbindgen", &hint) {
+        return;
+    }
+    let version = Command::new("cbindgen")
+        .arg("--version")
+        .output()
+        .expect("run cbindgen --version");
+    let installed = String::from_utf8_lossy(&version.stdout);
     assert!(
         installed.trim().ends_with(CBINDGEN_VERSION),
         "cbindgen {} is installed, but the header is generated with {CBINDGEN_VERSION}",

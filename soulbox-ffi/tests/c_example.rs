@@ -7,20 +7,8 @@ use std::process::Command;
 
 use soulbox_tests::{require_root, unique_name};
 
-fn crate_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Returns whether `tool` runs; outside CI a missing tool skips the test.
-fn have_tool(test: &str, tool: &str) -> bool {
-    if Command::new(tool).arg("--version").output().is_ok() {
-        return true;
-    }
-    let reason = format!("{test}: skipped, {tool} is not installed");
-    assert!(std::env::var_os("CI").is_none(), "{reason}");
-    eprintln!("{reason}");
-    false
-}
+mod support;
+use support::{crate_dir, library_dir, tool_available};
 
 fn run(command: &mut Command) -> String {
     let output = command
@@ -68,7 +56,11 @@ fn check_example_output(program: &Path) {
 #[test]
 fn c_example_builds_with_pkg_config_and_runs() {
     let test = "c_example_builds_with_pkg_config_and_runs";
-    if !require_root(test) || !have_tool(test, "pkg-config") || !have_tool(test, "make") {
+    let apt = "apt-get install pkg-config make";
+    if !require_root(test)
+        || !tool_available(test, "pkg-config", apt)
+        || !tool_available(test, "make", apt)
+    {
         return;
     }
     let dir = TempDir(std::env::temp_dir().join(unique_name("c-example")));
@@ -76,19 +68,12 @@ fn c_example_builds_with_pkg_config_and_runs() {
     let build = dir.0.join("build");
     std::fs::create_dir_all(&build).expect("create the build directory");
 
-    // The libraries cargo built for this test run sit one level above the
-    // test executable's deps directory.
-    let exe = std::env::current_exe().expect("path of the test executable");
-    let build_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target profile directory");
     run(Command::new("bash")
         .arg(crate_dir().join("install.sh"))
         .arg("--prefix")
         .arg(&prefix)
         .arg("--build-dir")
-        .arg(build_dir)
+        .arg(library_dir())
         .arg("--no-build"));
 
     let pkg_config_path = prefix.join("lib/pkgconfig");

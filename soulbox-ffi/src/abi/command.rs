@@ -70,6 +70,21 @@ fn into_output(block: Box<OutputBlock>) -> *mut Output {
     Box::into_raw(block).cast::<Output>()
 }
 
+/// Runs `program` to its end, giving its output to `on_output` when the
+/// callback is not NULL: the shared body of soulbox_run and soulbox_exec.
+fn run_to_end(
+    sandbox: &Sandbox,
+    program: Program,
+    options: Option<&RunOptions>,
+    on_output: OutputCallback,
+    user_data: *mut c_void,
+) -> Result<*mut Output> {
+    with_callback(on_output, user_data, |on_output| {
+        command::run(sandbox, &program, options, on_output)
+    })
+    .map(into_output)
+}
+
 /// Runs a command line through the sandbox's shell (`/bin/bash -l -c`, or
 /// `/bin/sh -c` where there is no bash) and waits for its end, as E2B's
 /// `commands.run`. `command_line` may hold any bytes but NUL. `options`
@@ -103,11 +118,7 @@ pub extern "C" fn soulbox_run(
                 optional_handle(options),
             )
         };
-        let program = Program::Shell(line);
-        with_callback(on_output, user_data, |on_output| {
-            command::run(sandbox, &program, options, on_output)
-        })
-        .map(into_output)
+        run_to_end(sandbox, Program::Shell(line), options, on_output, user_data)
     })
 }
 
@@ -129,11 +140,7 @@ pub extern "C" fn soulbox_exec(
         // SAFETY: the header requires `argv` to be a NULL-terminated array
         // of NUL-terminated strings and `options` NULL or live options.
         let (argv, options) = unsafe { (c_argv(argv)?, optional_handle(options)) };
-        let program = Program::Argv(argv);
-        with_callback(on_output, user_data, |on_output| {
-            command::run(sandbox, &program, options, on_output)
-        })
-        .map(into_output)
+        run_to_end(sandbox, Program::Argv(argv), options, on_output, user_data)
     })
 }
 
