@@ -15,13 +15,16 @@
  * Ownership. A function that creates an object stores it in its last
  * parameter (an out-parameter such as soulbox_sandbox **out) and the
  * caller owns it. Each type has one function that frees it:
- *   soulbox_sandbox     soulbox_sandbox_free
- *   soulbox_command     soulbox_command_free
- *   soulbox_output      soulbox_output_free
- *   soulbox_bytes       soulbox_bytes_free
- *   soulbox_options     soulbox_options_free
- *   soulbox_run_options soulbox_run_options_free
- *   soulbox_error       soulbox_error_free
+ *   soulbox_sandbox           soulbox_sandbox_free
+ *   soulbox_command           soulbox_command_free
+ *   soulbox_output            soulbox_output_free
+ *   soulbox_bytes             soulbox_bytes_free
+ *   soulbox_sandbox_info      soulbox_sandbox_info_free
+ *   soulbox_sandbox_info_list soulbox_sandbox_info_list_free
+ *   soulbox_metrics           soulbox_metrics_free
+ *   soulbox_options           soulbox_options_free
+ *   soulbox_run_options       soulbox_run_options_free
+ *   soulbox_error             soulbox_error_free
  * Every free function accepts NULL. On failure an out-parameter is set to
  * NULL (or false), so it is always safe to free. Strings that a function
  * returns as const char * belong to the object they came from and stay
@@ -50,6 +53,12 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+/**
+ * The value of a `uint64_t` field that has no value, such as the memory
+ * use of a sandbox without a memory limit.
+ */
+#define SOULBOX_NONE UINT64_MAX
 
 /**
  * Kind of a `soulbox_error`, one per variant of soulbox-core's error
@@ -142,7 +151,9 @@ enum soulbox_error_kind
    */
   SOULBOX_ERROR_KIND_OS = 17,
   /**
-   * The call is not implemented in this version. errno ENOSYS.
+   * The operation does not work on this host or in this mode, such as
+   * pausing a rootless sandbox without a delegated cgroup. errno
+   * EOPNOTSUPP.
    */
   SOULBOX_ERROR_KIND_UNSUPPORTED = 18,
   /**
@@ -155,6 +166,15 @@ enum soulbox_error_kind
    * interface.
    */
   SOULBOX_ERROR_KIND_OTHER = 20,
+  /**
+   * No running or paused sandbox of this user has the id. errno ESRCH.
+   */
+  SOULBOX_ERROR_KIND_SANDBOX_NOT_FOUND = 21,
+  /**
+   * The state directory that records sandboxes for other processes
+   * could not be used; errno is the failed system call's.
+   */
+  SOULBOX_ERROR_KIND_STATE = 22,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -191,6 +211,35 @@ typedef uint32_t soulbox_stream;
 #endif // __cplusplus
 
 /**
+ * State of a sandbox, and the state filter of `soulbox_sandbox_list`.
+ */
+enum soulbox_sandbox_state
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * Any state; only as a filter.
+   */
+  SOULBOX_SANDBOX_STATE_ANY = 0,
+  /**
+   * Its processes run.
+   */
+  SOULBOX_SANDBOX_STATE_RUNNING = 1,
+  /**
+   * Its processes are frozen, and its timeout clock is stopped.
+   */
+  SOULBOX_SANDBOX_STATE_PAUSED = 2,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum soulbox_sandbox_state soulbox_sandbox_state;
+#else
+typedef uint32_t soulbox_sandbox_state;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
  * A command started in the background. Created by
  * `soulbox_command_start` and freed with `soulbox_command_free`.
  */
@@ -214,8 +263,8 @@ typedef struct soulbox_options soulbox_options;
 typedef struct soulbox_run_options soulbox_run_options;
 
 /**
- * A handle on a running sandbox. Created by `soulbox_sandbox_create` and
- * freed with `soulbox_sandbox_free`.
+ * A handle on a running sandbox. Created by `soulbox_sandbox_create` or
+ * `soulbox_sandbox_connect` and freed with `soulbox_sandbox_free`.
  */
 typedef struct soulbox_sandbox soulbox_sandbox;
 
@@ -299,6 +348,136 @@ typedef struct soulbox_bytes {
    */
   size_t len;
 } soulbox_bytes;
+
+/**
+ * A key and its value, both NUL-terminated UTF-8.
+ */
+typedef struct soulbox_key_value {
+  /**
+   * The key.
+   */
+  const char *key;
+  /**
+   * Its value.
+   */
+  const char *value;
+} soulbox_key_value;
+
+/**
+ * A sandbox as `soulbox_sandbox_get_info` and `soulbox_sandbox_list`
+ * return it. Every pointer in it belongs to the object it came from.
+ */
+typedef struct soulbox_sandbox_info {
+  /**
+   * The sandbox id.
+   */
+  const char *sandbox_id;
+  /**
+   * The template it was built from.
+   */
+  const char *template_name;
+  /**
+   * Labels given at creation, sorted by key; NULL when there are none.
+   */
+  const struct soulbox_key_value *metadata;
+  /**
+   * Number of entries in `metadata`.
+   */
+  size_t metadata_len;
+  /**
+   * Sandbox-wide environment variables given at creation, sorted by
+   * name; NULL when there are none.
+   */
+  const struct soulbox_key_value *envs;
+  /**
+   * Number of entries in `envs`.
+   */
+  size_t envs_len;
+  /**
+   * Creation time, in milliseconds since the Unix epoch.
+   */
+  int64_t started_at_ms;
+  /**
+   * When the sandbox's timeout ends it, in milliseconds since the Unix
+   * epoch; -1 without a timeout and while it is paused, because a paused
+   * sandbox's clock is stopped.
+   */
+  int64_t ends_at_ms;
+  /**
+   * SOULBOX_SANDBOX_STATE_RUNNING or SOULBOX_SANDBOX_STATE_PAUSED.
+   */
+  soulbox_sandbox_state state;
+  /**
+   * CPU limit in cores, or 0 when none is enforced.
+   */
+  double cpu_limit;
+  /**
+   * Memory limit in bytes, or SOULBOX_NONE when none is enforced.
+   */
+  uint64_t memory_limit;
+  /**
+   * Host pid of the sandbox's PID 1.
+   */
+  int32_t pid;
+} soulbox_sandbox_info;
+
+/**
+ * The sandboxes `soulbox_sandbox_list` found, oldest first. Owned by the
+ * caller and freed with `soulbox_sandbox_info_list_free`.
+ */
+typedef struct soulbox_sandbox_info_list {
+  /**
+   * The sandboxes; NULL when there are none.
+   */
+  const struct soulbox_sandbox_info *items;
+  /**
+   * Number of entries in `items`.
+   */
+  size_t len;
+} soulbox_sandbox_info_list;
+
+/**
+ * Resource use of a sandbox. Owned by the caller and freed with
+ * `soulbox_metrics_free`.
+ */
+typedef struct soulbox_metrics {
+  /**
+   * When the numbers were read, in milliseconds since the Unix epoch.
+   */
+  int64_t timestamp_ms;
+  /**
+   * CPUs the sandbox may use: its CPU limit in cores, or the host's CPU
+   * count without one.
+   */
+  double cpu_count;
+  /**
+   * CPU use in percent of `cpu_count`, averaged since the previous
+   * metrics call on this handle, or since creation for the first.
+   */
+  double cpu_used_pct;
+  /**
+   * CPU time used since creation in microseconds, or SOULBOX_NONE where
+   * no cgroup counts it.
+   */
+  uint64_t cpu_time_us;
+  /**
+   * Memory in use in bytes, page cache and the in-memory writable layer
+   * included, or SOULBOX_NONE without a memory cgroup.
+   */
+  uint64_t mem_used;
+  /**
+   * The memory limit in bytes, or SOULBOX_NONE without one.
+   */
+  uint64_t mem_total;
+  /**
+   * Bytes used in the sandbox's writable layer.
+   */
+  uint64_t disk_used;
+  /**
+   * Size limit of the writable layer in bytes.
+   */
+  uint64_t disk_total;
+} soulbox_metrics;
 
 #ifdef __cplusplus
 extern "C" {
@@ -580,6 +759,26 @@ struct soulbox_error *soulbox_options_set_env(struct soulbox_options *options,
                                               const char *value);
 
 /**
+ * Adds a metadata label, UTF-8, that `soulbox_sandbox_get_info` returns
+ * and `soulbox_sandbox_list` filters by. Setting a key again replaces its
+ * value.
+ */
+struct soulbox_error *soulbox_options_set_metadata(struct soulbox_options *options,
+                                                   const char *key,
+                                                   const char *value);
+
+/**
+ * Sets whether the sandbox ends with the handle that
+ * `soulbox_sandbox_create` returns: when true, `soulbox_sandbox_free` on
+ * that handle kills it, and so does the exit or death of this process.
+ * When false, the default as on E2B, the sandbox runs until its timeout
+ * or a kill, and any process of the same user can reach it with
+ * `soulbox_sandbox_connect`.
+ */
+struct soulbox_error *soulbox_options_set_kill_on_drop(struct soulbox_options *options,
+                                                       bool kill_on_drop);
+
+/**
  * Sets the memory limit in bytes, swap closed; 0 means no limit. At
  * least 16 MiB. Default 2 GiB.
  */
@@ -694,8 +893,10 @@ struct soulbox_error *soulbox_run_options_set_stdin(struct soulbox_run_options *
  * milliseconds. `options` may be NULL for the defaults; the call does
  * not keep it. On success stores a new handle in `*out`, which the
  * caller frees with `soulbox_sandbox_free`; on failure stores NULL, and
- * nothing is left behind. Needs root, or unprivileged user namespaces
- * for a rootless sandbox.
+ * nothing is left behind. The sandbox runs until its timeout (default
+ * 300 s) or a kill, also after its handle is freed, unless
+ * `soulbox_options_set_kill_on_drop` says otherwise. Needs root, or
+ * unprivileged user namespaces for a rootless sandbox.
  *
  * Errors: INVALID_ARGUMENT for an option out of range (the message names
  * it); SETUP, CGROUP, TEMPLATE or OS when the host lacks a kernel
@@ -705,18 +906,47 @@ struct soulbox_error *soulbox_sandbox_create(const struct soulbox_options *optio
                                              struct soulbox_sandbox **out);
 
 /**
- * Connects to a running sandbox by its id, for example one that another
- * process created. Not implemented yet: always fails with UNSUPPORTED
- * and stores NULL in `*out`.
+ * Connects to a running or paused sandbox of this user by its id, for
+ * example one that another process created; a paused sandbox is
+ * resumed. On success stores a new handle in `*out`, which the caller
+ * frees with `soulbox_sandbox_free` (the sandbox keeps running); on
+ * failure stores NULL.
+ *
+ * Errors: SANDBOX_NOT_FOUND when no running or paused sandbox of this
+ * user has the id.
  */
 struct soulbox_error *soulbox_sandbox_connect(const char *id, struct soulbox_sandbox **out);
 
 /**
- * Kills the sandbox with this id, wherever it was created, and stores in
- * `*was_running` (which may be NULL) whether it was running. Not
- * implemented yet: always fails with UNSUPPORTED.
+ * Kills the sandbox with this id, running or paused, whichever process
+ * created it, and stores in `*was_running` (which may be NULL) whether
+ * such a sandbox existed. An id that matches no sandbox is not an error.
  */
 struct soulbox_error *soulbox_sandbox_kill_id(const char *id, bool *was_running);
+
+/**
+ * Lists this user's running and paused sandboxes, oldest first, whether
+ * this process created them or not. Only sandboxes whose metadata
+ * contains every one of the `metadata_len` pairs in `metadata` are listed
+ * (`metadata` may be NULL when `metadata_len` is 0), and only those in
+ * `state` unless it is SOULBOX_SANDBOX_STATE_ANY. On success stores the
+ * list in `*out`, which the caller frees with `soulbox_sandbox_info_list_free`;
+ * on failure stores NULL.
+ *
+ * Errors: INVALID_ARGUMENT for a NULL or non-UTF-8 key or value, or a
+ * `state` that is not a soulbox_sandbox_state value; STATE when the
+ * state directory cannot be read.
+ */
+struct soulbox_error *soulbox_sandbox_list(const struct soulbox_key_value *metadata,
+                                           size_t metadata_len,
+                                           uint32_t state,
+                                           struct soulbox_sandbox_info_list **out);
+
+/**
+ * Frees a list from `soulbox_sandbox_list` with everything it points to.
+ * NULL is ignored.
+ */
+void soulbox_sandbox_info_list_free(struct soulbox_sandbox_info_list *list);
 
 /**
  * Returns the sandbox's id, which is also its hostname: a string that
@@ -740,8 +970,59 @@ bool soulbox_sandbox_is_running(const struct soulbox_sandbox *sandbox);
 struct soulbox_error *soulbox_sandbox_set_timeout_ms(struct soulbox_sandbox *sandbox, uint64_t ms);
 
 /**
- * Kills every process of the sandbox and removes its cgroups before
- * returning. Calling it again does nothing. The handle stays valid:
+ * Freezes every process of the sandbox and stops its timeout clock, and
+ * stores in `*paused` (which may be NULL) false when it was already
+ * paused. A paused sandbox keeps its memory and files, and uses no CPU,
+ * until `soulbox_sandbox_resume`, `soulbox_sandbox_connect` or a kill.
+ *
+ * Errors: UNSUPPORTED without a writable cgroup v2 directory (a rootless
+ * sandbox without a delegated cgroup); SANDBOX_NOT_RUNNING once the
+ * sandbox has ended.
+ */
+struct soulbox_error *soulbox_sandbox_pause(struct soulbox_sandbox *sandbox, bool *paused);
+
+/**
+ * Thaws a paused sandbox, whose timeout clock goes on from where it
+ * stopped, and stores in `*resumed` (which may be NULL) false when it was
+ * not paused.
+ *
+ * Errors: SANDBOX_NOT_RUNNING once the sandbox has ended.
+ */
+struct soulbox_error *soulbox_sandbox_resume(struct soulbox_sandbox *sandbox, bool *resumed);
+
+/**
+ * Stores the sandbox's id, template, metadata, environment, times, state
+ * and limits in `*out`, which the caller frees with
+ * `soulbox_sandbox_info_free`; on failure stores NULL.
+ *
+ * Errors: SANDBOX_NOT_RUNNING once the sandbox has ended.
+ */
+struct soulbox_error *soulbox_sandbox_get_info(struct soulbox_sandbox *sandbox,
+                                               struct soulbox_sandbox_info **out);
+
+/**
+ * Frees what `soulbox_sandbox_get_info` returned, with everything it
+ * points to. NULL is ignored.
+ */
+void soulbox_sandbox_info_free(struct soulbox_sandbox_info *info);
+
+/**
+ * Stores the sandbox's CPU, memory and disk use in `*out`, which the
+ * caller frees with `soulbox_metrics_free`; on failure stores NULL.
+ *
+ * Errors: SANDBOX_NOT_RUNNING once the sandbox has ended.
+ */
+struct soulbox_error *soulbox_sandbox_metrics(struct soulbox_sandbox *sandbox,
+                                              struct soulbox_metrics **out);
+
+/**
+ * Frees what `soulbox_sandbox_metrics` returned. NULL is ignored.
+ */
+void soulbox_metrics_free(struct soulbox_metrics *metrics);
+
+/**
+ * Kills every process of the sandbox and removes its cgroups and state
+ * entry before returning. Calling it again does nothing. The handle stays valid:
  * commands, file calls and timeout changes on it then fail with
  * SANDBOX_NOT_RUNNING, and it still has to be freed with
  * `soulbox_sandbox_free`.
@@ -751,11 +1032,13 @@ struct soulbox_error *soulbox_sandbox_set_timeout_ms(struct soulbox_sandbox *san
 struct soulbox_error *soulbox_sandbox_kill(struct soulbox_sandbox *sandbox);
 
 /**
- * Kills the sandbox, as `soulbox_sandbox_kill` does, and frees the
- * handle; if an output callback frees the sandbox that its `soulbox_run`
- * uses, the kill waits until that call returns. Commands started in the
- * sandbox stay valid handles whose calls then fail with
- * SANDBOX_NOT_RUNNING; they still have to be freed. NULL is ignored.
+ * Frees the handle. The sandbox keeps running until its timeout or a
+ * kill, and `soulbox_sandbox_connect` reaches it again. Only a sandbox
+ * created with `soulbox_options_set_kill_on_drop` is killed here, when
+ * this is the handle `soulbox_sandbox_create` returned; if an output
+ * callback frees it during `soulbox_run`, the kill waits until that call
+ * returns. Commands started through the handle stay valid and still have
+ * to be freed. NULL is ignored.
  */
 void soulbox_sandbox_free(struct soulbox_sandbox *sandbox);
 

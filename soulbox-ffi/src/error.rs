@@ -55,7 +55,9 @@ pub enum ErrorKind {
     HostFile = 16,
     /// Another system call failed; errno is its error.
     Os = 17,
-    /// The call is not implemented in this version. errno ENOSYS.
+    /// The operation does not work on this host or in this mode, such as
+    /// pausing a rootless sandbox without a delegated cgroup. errno
+    /// EOPNOTSUPP.
     Unsupported = 18,
     /// A bug inside SoulBox: a panic was caught before it reached C. The
     /// message names the function. errno 0.
@@ -63,6 +65,11 @@ pub enum ErrorKind {
     /// An error kind that soulbox-core added after this version of the C
     /// interface.
     Other = 20,
+    /// No running or paused sandbox of this user has the id. errno ESRCH.
+    SandboxNotFound = 21,
+    /// The state directory that records sandboxes for other processes
+    /// could not be used; errno is the failed system call's.
+    State = 22,
 }
 
 /// A failed call's error: its kind, OS error number and message.
@@ -92,15 +99,6 @@ impl Error {
     /// An invalid-argument error with `message`.
     pub fn invalid(message: impl AsRef<str>) -> Self {
         Self::new(ErrorKind::InvalidArgument, libc::EINVAL, message.as_ref())
-    }
-
-    /// An error for a C call that has no implementation yet.
-    pub fn unsupported(what: &str) -> Self {
-        Self::new(
-            ErrorKind::Unsupported,
-            libc::ENOSYS,
-            &format!("not implemented yet: {what}"),
-        )
     }
 
     /// The error for a panic caught in `function`.
@@ -142,6 +140,9 @@ fn kind_of(error: &CoreError) -> ErrorKind {
     match error {
         CoreError::InvalidArgument(_) => ErrorKind::InvalidArgument,
         CoreError::SandboxNotRunning { .. } => ErrorKind::SandboxNotRunning,
+        CoreError::SandboxNotFound { .. } => ErrorKind::SandboxNotFound,
+        CoreError::Unsupported { .. } => ErrorKind::Unsupported,
+        CoreError::State { .. } => ErrorKind::State,
         CoreError::FileNotFound { .. } => ErrorKind::FileNotFound,
         CoreError::NotEnoughSpace { .. } => ErrorKind::NotEnoughSpace,
         CoreError::Setup { .. } => ErrorKind::Setup,

@@ -10,7 +10,7 @@
 //!
 //! The code is split in two:
 //! - the safe modules (`sandbox`, `command`, `files`, `options`, `output`,
-//!   `error`, `runtime`) work on Rust types only;
+//!   `info`, `error`, `runtime`) work on Rust types only;
 //! - `abi` contains every `extern "C"` function and all of the crate's
 //!   `unsafe`: turning C pointers into references and back into boxes.
 //!
@@ -28,6 +28,7 @@ mod abi;
 mod command;
 mod error;
 mod files;
+mod info;
 mod options;
 mod output;
 mod runtime;

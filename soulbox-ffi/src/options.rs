@@ -52,6 +52,16 @@ impl Options {
         self.inner.envs.insert(key.to_string(), value.to_string());
     }
 
+    pub fn set_metadata(&mut self, key: &str, value: &str) {
+        self.inner
+            .metadata
+            .insert(key.to_string(), value.to_string());
+    }
+
+    pub fn set_kill_on_drop(&mut self, kill_on_drop: bool) {
+        self.inner.kill_on_drop = kill_on_drop;
+    }
+
     pub fn set_memory_limit(&mut self, bytes: u64) {
         self.inner.memory_limit = zero_is_none(bytes);
     }

@@ -3,14 +3,15 @@
 use std::ffi::CString;
 use std::time::Duration;
 
-use soulbox_core::{Sandbox as CoreSandbox, SandboxOptions};
+use soulbox_core::{ListQuery, Sandbox as CoreSandbox, SandboxOptions};
 
 use crate::error::Result;
+use crate::info::{InfoBlock, ListBlock, Metrics};
 use crate::options::Options;
 use crate::runtime;
 
-/// A handle on a running sandbox. Created by `soulbox_sandbox_create` and
-/// freed with `soulbox_sandbox_free`.
+/// A handle on a running sandbox. Created by `soulbox_sandbox_create` or
+/// `soulbox_sandbox_connect` and freed with `soulbox_sandbox_free`.
 #[derive(Debug)]
 pub struct Sandbox {
     pub(crate) inner: CoreSandbox,
@@ -25,7 +26,8 @@ impl Sandbox {
     }
 
     fn wrap(inner: CoreSandbox) -> Self {
-        // Sandbox ids are generated hex strings, never with a NUL byte.
+        // Generated ids are letters, digits and '-', and soulbox_sandbox_connect
+        // takes its id from a C string, so no id contains a NUL byte.
         let id = CString::new(inner.id()).expect("sandbox ids contain no NUL byte");
         Self { inner, id }
     }
@@ -47,19 +49,36 @@ impl Sandbox {
         runtime::block_on(self.inner.kill())??;
         Ok(())
     }
-}
 
-/// `soulbox_sandbox_connect`: reaching a sandbox by id needs soulbox-core's
-/// lifecycle API, which this version of the core lacks.
-pub fn connect(_id: &str) -> Result<Box<Sandbox>> {
-    Err(crate::error::Error::unsupported(
-        "soulbox_sandbox_connect: soulbox-core cannot reach a sandbox by id yet",
-    ))
-}
+    pub fn connect(id: &str) -> Result<Box<Self>> {
+        let inner = runtime::block_on(CoreSandbox::connect(id))??;
+        Ok(Box::new(Self::wrap(inner)))
+    }
 
-/// `soulbox_sandbox_kill_id`, which needs the same lifecycle API.
-pub fn kill_id(_id: &str) -> Result<bool> {
-    Err(crate::error::Error::unsupported(
-        "soulbox_sandbox_kill_id: soulbox-core cannot reach a sandbox by id yet",
-    ))
+    pub fn kill_id(id: &str) -> Result<bool> {
+        Ok(runtime::block_on(CoreSandbox::kill_id(id))??)
+    }
+
+    pub fn list(query: &ListQuery) -> Result<Box<ListBlock>> {
+        let infos = runtime::block_on(CoreSandbox::list(query))??;
+        Ok(ListBlock::new(&infos))
+    }
+
+    pub fn pause(&self) -> Result<bool> {
+        Ok(runtime::block_on(self.inner.pause())??)
+    }
+
+    pub fn resume(&self) -> Result<bool> {
+        Ok(runtime::block_on(self.inner.resume())??)
+    }
+
+    pub fn info(&self) -> Result<Box<InfoBlock>> {
+        let info = runtime::block_on(self.inner.get_info())??;
+        Ok(InfoBlock::new(&info))
+    }
+
+    pub fn metrics(&self) -> Result<Box<Metrics>> {
+        let metrics = runtime::block_on(self.inner.metrics())??;
+        Ok(Metrics::new(&metrics))
+    }
 }

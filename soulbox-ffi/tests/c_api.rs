@@ -67,6 +67,9 @@ fn test_binary() -> &'static Path {
 fn run_sanitized(binary: &Path, args: &[&str]) -> Output {
     let mut child = Command::new(binary)
         .args(args)
+        // Cargo's LD_LIBRARY_PATH names target/<profile>, whose copy of
+        // libsoulbox.so may be stale, and it would win over the runpath.
+        .env_remove("LD_LIBRARY_PATH")
         .env(
             "ASAN_OPTIONS",
             "detect_leaks=1:halt_on_error=1:detect_stack_use_after_return=1",
@@ -146,7 +149,11 @@ c_cases!(
     invalid_options,
     null_arguments,
     kill_then_use,
-    free_kills,
+    kill_on_drop,
+    free_keeps_running,
+    pause_resume,
+    info_and_list,
+    metrics,
     sandbox_timeout,
     lifecycle_by_id,
     version,

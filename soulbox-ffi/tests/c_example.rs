@@ -37,7 +37,9 @@ impl Drop for TempDir {
 }
 
 fn check_example_output(program: &Path) {
-    let stdout = run(&mut Command::new(program));
+    // Cargo's LD_LIBRARY_PATH would win over the program's runpath, which
+    // names the installed library.
+    let stdout = run(Command::new(program).env_remove("LD_LIBRARY_PATH"));
     assert!(
         stdout.starts_with("sandbox sb-"),
         "{} printed no sandbox id: {stdout}",

@@ -155,13 +155,14 @@ unsafe fn c_argv(argv: *const *const c_char) -> Result<Vec<OsString>> {
     Ok(args)
 }
 
-/// Borrows `len` bytes; `data` may be NULL only when `len` is 0.
+/// Borrows an array of `len` elements; `data` may be NULL only when `len`
+/// is 0.
 ///
 /// # Safety
 ///
-/// `data` is NULL or points to `len` readable bytes that stay unchanged
-/// while `'a` lasts.
-unsafe fn c_buffer<'a>(data: *const u8, len: usize, name: &str) -> Result<&'a [u8]> {
+/// `data` is NULL or points to `len` initialized, readable elements that
+/// stay unchanged while `'a` lasts.
+unsafe fn c_buffer<'a, T>(data: *const T, len: usize, name: &str) -> Result<&'a [T]> {
     if data.is_null() {
         return match len {
             0 => Ok(&[]),
@@ -170,13 +171,16 @@ unsafe fn c_buffer<'a>(data: *const u8, len: usize, name: &str) -> Result<&'a [u
             ))),
         };
     }
-    if len > isize::MAX as usize {
+    let fits = len
+        .checked_mul(std::mem::size_of::<T>())
+        .is_some_and(|bytes| bytes <= isize::MAX as usize);
+    if !fits {
         return Err(Error::invalid(format!(
-            "length {len} of argument {name} is larger than any buffer"
+            "length {len} of argument {name} is larger than any array"
         )));
     }
     // SAFETY: not NULL, at most isize::MAX bytes, and the caller
-    // guarantees that they are readable.
+    // guarantees that the elements are readable.
     Ok(unsafe { std::slice::from_raw_parts(data, len) })
 }
 

@@ -82,6 +82,40 @@ pub extern "C" fn soulbox_options_set_env(
     })
 }
 
+/// Adds a metadata label, UTF-8, that `soulbox_sandbox_get_info` returns
+/// and `soulbox_sandbox_list` filters by. Setting a key again replaces its
+/// value.
+#[no_mangle]
+pub extern "C" fn soulbox_options_set_metadata(
+    options: *mut Options,
+    key: *const c_char,
+    value: *const c_char,
+) -> *mut Error {
+    update("soulbox_options_set_metadata", options, |options| {
+        // SAFETY: the header requires NUL-terminated strings.
+        let (key, value) = unsafe { (c_str(key, "key")?, c_str(value, "value")?) };
+        options.set_metadata(key, value);
+        Ok(())
+    })
+}
+
+/// Sets whether the sandbox ends with the handle that
+/// `soulbox_sandbox_create` returns: when true, `soulbox_sandbox_free` on
+/// that handle kills it, and so does the exit or death of this process.
+/// When false, the default as on E2B, the sandbox runs until its timeout
+/// or a kill, and any process of the same user can reach it with
+/// `soulbox_sandbox_connect`.
+#[no_mangle]
+pub extern "C" fn soulbox_options_set_kill_on_drop(
+    options: *mut Options,
+    kill_on_drop: bool,
+) -> *mut Error {
+    update("soulbox_options_set_kill_on_drop", options, |options| {
+        options.set_kill_on_drop(kill_on_drop);
+        Ok(())
+    })
+}
+
 /// Sets the memory limit in bytes, swap closed; 0 means no limit. At
 /// least 16 MiB. Default 2 GiB.
 #[no_mangle]

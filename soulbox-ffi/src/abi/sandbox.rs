@@ -3,10 +3,15 @@
 use std::ffi::c_char;
 use std::ptr;
 
-use super::{c_str, free_box, guard, guard_value, handle, optional_handle, Out};
+use soulbox_core::ListQuery;
+
+use super::{c_buffer, c_str, free_box, guard, guard_value, handle, optional_handle, Out};
 use crate::error::{Error, Result};
+use crate::info::{
+    InfoBlock, KeyValue, ListBlock, Metrics, SandboxInfo, SandboxList, SandboxState,
+};
 use crate::options::Options;
-use crate::sandbox::{self, Sandbox};
+use crate::sandbox::Sandbox;
 
 /// Runs `body` on the sandbox `sandbox` points to and stores the object
 /// it returns in `out`. `out` is checked and cleared first, so it holds
@@ -42,12 +47,35 @@ pub(super) fn with_sandbox(
     })
 }
 
+/// Runs `body` on the sandbox `sandbox` points to and stores the flag it
+/// returns in `flag`, which may be NULL. The flag is cleared first.
+fn with_sandbox_flag(
+    function: &'static str,
+    sandbox: *const Sandbox,
+    flag: *mut bool,
+    body: impl FnOnce(&Sandbox) -> Result<bool>,
+) -> *mut Error {
+    guard(function, || {
+        // SAFETY: the header requires `flag` to be NULL or writable.
+        let flag = unsafe { Out::optional(flag, false) };
+        // SAFETY: as in with_sandbox.
+        let sandbox = unsafe { handle(sandbox, "sandbox") }?;
+        let value = body(sandbox)?;
+        if let Some(flag) = flag {
+            flag.set(value);
+        }
+        Ok(())
+    })
+}
+
 /// Creates a sandbox and waits until it accepts commands, typically a few
 /// milliseconds. `options` may be NULL for the defaults; the call does
 /// not keep it. On success stores a new handle in `*out`, which the
 /// caller frees with `soulbox_sandbox_free`; on failure stores NULL, and
-/// nothing is left behind. Needs root, or unprivileged user namespaces
-/// for a rootless sandbox.
+/// nothing is left behind. The sandbox runs until its timeout (default
+/// 300 s) or a kill, also after its handle is freed, unless
+/// `soulbox_options_set_kill_on_drop` says otherwise. Needs root, or
+/// unprivileged user namespaces for a rootless sandbox.
 ///
 /// Errors: INVALID_ARGUMENT for an option out of range (the message names
 /// it); SETUP, CGROUP, TEMPLATE or OS when the host lacks a kernel
@@ -71,35 +99,102 @@ pub extern "C" fn soulbox_sandbox_create(
     })
 }
 
-/// Connects to a running sandbox by its id, for example one that another
-/// process created. Not implemented yet: always fails with UNSUPPORTED
-/// and stores NULL in `*out`.
+/// Connects to a running or paused sandbox of this user by its id, for
+/// example one that another process created; a paused sandbox is
+/// resumed. On success stores a new handle in `*out`, which the caller
+/// frees with `soulbox_sandbox_free` (the sandbox keeps running); on
+/// failure stores NULL.
+///
+/// Errors: SANDBOX_NOT_FOUND when no running or paused sandbox of this
+/// user has the id.
 #[no_mangle]
 pub extern "C" fn soulbox_sandbox_connect(id: *const c_char, out: *mut *mut Sandbox) -> *mut Error {
     guard("soulbox_sandbox_connect", || {
         // SAFETY: the header requires `out` to be NULL or writable, and
         // `id` a NUL-terminated string.
         let (out, id) = unsafe { (Out::new(out, "out", ptr::null_mut())?, c_str(id, "id")?) };
-        out.set(Box::into_raw(sandbox::connect(id)?));
+        out.set(Box::into_raw(Sandbox::connect(id)?));
         Ok(())
     })
 }
 
-/// Kills the sandbox with this id, wherever it was created, and stores in
-/// `*was_running` (which may be NULL) whether it was running. Not
-/// implemented yet: always fails with UNSUPPORTED.
+/// Kills the sandbox with this id, running or paused, whichever process
+/// created it, and stores in `*was_running` (which may be NULL) whether
+/// such a sandbox existed. An id that matches no sandbox is not an error.
 #[no_mangle]
 pub extern "C" fn soulbox_sandbox_kill_id(id: *const c_char, was_running: *mut bool) -> *mut Error {
     guard("soulbox_sandbox_kill_id", || {
         // SAFETY: the header requires `was_running` to be NULL or
         // writable, and `id` a NUL-terminated string.
         let (out, id) = unsafe { (Out::optional(was_running, false), c_str(id, "id")?) };
-        let running = sandbox::kill_id(id)?;
+        let existed = Sandbox::kill_id(id)?;
         if let Some(out) = out {
-            out.set(running);
+            out.set(existed);
         }
         Ok(())
     })
+}
+
+/// Lists this user's running and paused sandboxes, oldest first, whether
+/// this process created them or not. Only sandboxes whose metadata
+/// contains every one of the `metadata_len` pairs in `metadata` are listed
+/// (`metadata` may be NULL when `metadata_len` is 0), and only those in
+/// `state` unless it is SOULBOX_SANDBOX_STATE_ANY. On success stores the
+/// list in `*out`, which the caller frees with `soulbox_sandbox_info_list_free`;
+/// on failure stores NULL.
+///
+/// Errors: INVALID_ARGUMENT for a NULL or non-UTF-8 key or value, or a
+/// `state` that is not a soulbox_sandbox_state value; STATE when the
+/// state directory cannot be read.
+#[no_mangle]
+pub extern "C" fn soulbox_sandbox_list(
+    metadata: *const KeyValue,
+    metadata_len: usize,
+    state: u32,
+    out: *mut *mut SandboxList,
+) -> *mut Error {
+    guard("soulbox_sandbox_list", || {
+        // SAFETY: the header requires `out` to be NULL or writable, and
+        // `metadata` to hold `metadata_len` pairs.
+        let (out, pairs) = unsafe {
+            (
+                Out::new(out, "out", ptr::null_mut())?,
+                c_buffer(metadata, metadata_len, "metadata")?,
+            )
+        };
+        let mut query = ListQuery::default();
+        for (index, pair) in pairs.iter().enumerate() {
+            // SAFETY: the header requires every key and value to be a
+            // NUL-terminated string.
+            let (key, value) = unsafe {
+                (
+                    c_str(pair.key, &format!("metadata[{index}].key"))?,
+                    c_str(pair.value, &format!("metadata[{index}].value"))?,
+                )
+            };
+            query = query.metadata(key, value);
+        }
+        query.state = SandboxState::from_filter(state).ok_or_else(|| {
+            Error::invalid(format!(
+                "state {state} is not a soulbox_sandbox_state; pass \
+                 SOULBOX_SANDBOX_STATE_ANY, _RUNNING or _PAUSED"
+            ))
+        })?;
+        out.set(Box::into_raw(Sandbox::list(&query)?).cast::<SandboxList>());
+        Ok(())
+    })
+}
+
+/// Frees a list from `soulbox_sandbox_list` with everything it points to.
+/// NULL is ignored.
+#[no_mangle]
+pub extern "C" fn soulbox_sandbox_info_list_free(list: *mut SandboxList) {
+    guard_value((), || {
+        // SAFETY: the header requires NULL or a list of this library that
+        // was not freed yet. Each list is the first field of a boxed
+        // ListBlock, at offset 0 because ListBlock is repr(C).
+        unsafe { free_box(list.cast::<ListBlock>()) }
+    });
 }
 
 /// Returns the sandbox's id, which is also its hostname: a string that
@@ -134,8 +229,82 @@ pub extern "C" fn soulbox_sandbox_set_timeout_ms(sandbox: *mut Sandbox, ms: u64)
     })
 }
 
-/// Kills every process of the sandbox and removes its cgroups before
-/// returning. Calling it again does nothing. The handle stays valid:
+/// Freezes every process of the sandbox and stops its timeout clock, and
+/// stores in `*paused` (which may be NULL) false when it was already
+/// paused. A paused sandbox keeps its memory and files, and uses no CPU,
+/// until `soulbox_sandbox_resume`, `soulbox_sandbox_connect` or a kill.
+///
+/// Errors: UNSUPPORTED without a writable cgroup v2 directory (a rootless
+/// sandbox without a delegated cgroup); SANDBOX_NOT_RUNNING once the
+/// sandbox has ended.
+#[no_mangle]
+pub extern "C" fn soulbox_sandbox_pause(sandbox: *mut Sandbox, paused: *mut bool) -> *mut Error {
+    with_sandbox_flag("soulbox_sandbox_pause", sandbox, paused, Sandbox::pause)
+}
+
+/// Thaws a paused sandbox, whose timeout clock goes on from where it
+/// stopped, and stores in `*resumed` (which may be NULL) false when it was
+/// not paused.
+///
+/// Errors: SANDBOX_NOT_RUNNING once the sandbox has ended.
+#[no_mangle]
+pub extern "C" fn soulbox_sandbox_resume(sandbox: *mut Sandbox, resumed: *mut bool) -> *mut Error {
+    with_sandbox_flag("soulbox_sandbox_resume", sandbox, resumed, Sandbox::resume)
+}
+
+/// Stores the sandbox's id, template, metadata, environment, times, state
+/// and limits in `*out`, which the caller frees with
+/// `soulbox_sandbox_info_free`; on failure stores NULL.
+///
+/// Errors: SANDBOX_NOT_RUNNING once the sandbox has ended.
+#[no_mangle]
+pub extern "C" fn soulbox_sandbox_get_info(
+    sandbox: *mut Sandbox,
+    out: *mut *mut SandboxInfo,
+) -> *mut Error {
+    with_sandbox_out("soulbox_sandbox_get_info", sandbox, out, |sandbox| {
+        Ok(Box::into_raw(sandbox.info()?).cast::<SandboxInfo>())
+    })
+}
+
+/// Frees what `soulbox_sandbox_get_info` returned, with everything it
+/// points to. NULL is ignored.
+#[no_mangle]
+pub extern "C" fn soulbox_sandbox_info_free(info: *mut SandboxInfo) {
+    guard_value((), || {
+        // SAFETY: the header requires NULL or an info of this library that
+        // was not freed yet. Each one is the first field of a boxed
+        // InfoBlock, at offset 0 because InfoBlock is repr(C).
+        unsafe { free_box(info.cast::<InfoBlock>()) }
+    });
+}
+
+/// Stores the sandbox's CPU, memory and disk use in `*out`, which the
+/// caller frees with `soulbox_metrics_free`; on failure stores NULL.
+///
+/// Errors: SANDBOX_NOT_RUNNING once the sandbox has ended.
+#[no_mangle]
+pub extern "C" fn soulbox_sandbox_metrics(
+    sandbox: *mut Sandbox,
+    out: *mut *mut Metrics,
+) -> *mut Error {
+    with_sandbox_out("soulbox_sandbox_metrics", sandbox, out, |sandbox| {
+        Ok(Box::into_raw(sandbox.metrics()?))
+    })
+}
+
+/// Frees what `soulbox_sandbox_metrics` returned. NULL is ignored.
+#[no_mangle]
+pub extern "C" fn soulbox_metrics_free(metrics: *mut Metrics) {
+    guard_value((), || {
+        // SAFETY: the header requires NULL or metrics of this library that
+        // were not freed yet; each is a `Box<Metrics>`.
+        unsafe { free_box(metrics) }
+    });
+}
+
+/// Kills every process of the sandbox and removes its cgroups and state
+/// entry before returning. Calling it again does nothing. The handle stays valid:
 /// commands, file calls and timeout changes on it then fail with
 /// SANDBOX_NOT_RUNNING, and it still has to be freed with
 /// `soulbox_sandbox_free`.
@@ -146,11 +315,13 @@ pub extern "C" fn soulbox_sandbox_kill(sandbox: *mut Sandbox) -> *mut Error {
     with_sandbox("soulbox_sandbox_kill", sandbox, Sandbox::kill)
 }
 
-/// Kills the sandbox, as `soulbox_sandbox_kill` does, and frees the
-/// handle; if an output callback frees the sandbox that its `soulbox_run`
-/// uses, the kill waits until that call returns. Commands started in the
-/// sandbox stay valid handles whose calls then fail with
-/// SANDBOX_NOT_RUNNING; they still have to be freed. NULL is ignored.
+/// Frees the handle. The sandbox keeps running until its timeout or a
+/// kill, and `soulbox_sandbox_connect` reaches it again. Only a sandbox
+/// created with `soulbox_options_set_kill_on_drop` is killed here, when
+/// this is the handle `soulbox_sandbox_create` returned; if an output
+/// callback frees it during `soulbox_run`, the kill waits until that call
+/// returns. Commands started through the handle stay valid and still have
+/// to be freed. NULL is ignored.
 #[no_mangle]
 pub extern "C" fn soulbox_sandbox_free(sandbox: *mut Sandbox) {
     guard_value((), || {

@@ -77,11 +77,31 @@ static void expect_error(const char *file, int line, soulbox_error *error,
     soulbox_error_free(error);
 }
 
+/* Returns options whose sandbox dies with its handle, so that a failed case
+ * leaves no sandbox running. */
+static soulbox_options *dying_options(void) {
+    soulbox_options *options = soulbox_options_new();
+    OK(soulbox_options_set_kill_on_drop(options, true));
+    return options;
+}
+
 static soulbox_sandbox *new_sandbox(void) {
+    soulbox_options *options = dying_options();
     soulbox_sandbox *sandbox = NULL;
-    OK(soulbox_sandbox_create(NULL, &sandbox));
+    OK(soulbox_sandbox_create(options, &sandbox));
     CHECK(sandbox != NULL, "create stored no sandbox");
+    soulbox_options_free(options);
     return sandbox;
+}
+
+/* Returns a metadata value unique to this process and call. */
+static const char *unique_label(void) {
+    static char label[64];
+    static int calls;
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    snprintf(label, sizeof label, "c-test-%d-%ld-%d", (int)getpid(), (long)now.tv_nsec, calls++);
+    return label;
 }
 
 static soulbox_output *run(soulbox_sandbox *sandbox, const char *command_line,
@@ -392,7 +412,7 @@ static void case_signal(void) {
 }
 
 static void case_env_and_user(void) {
-    soulbox_options *options = soulbox_options_new();
+    soulbox_options *options = dying_options();
     OK(soulbox_options_set_env(options, "SANDBOX_WIDE", "one"));
     OK(soulbox_options_set_env(options, "OVERRIDDEN", "sandbox"));
     OK(soulbox_options_set_timeout_ms(options, 60000));
@@ -683,8 +703,10 @@ static void case_kill_then_use(void) {
     soulbox_sandbox_free(sandbox);
 }
 
-static void case_free_kills(void) {
+static void case_kill_on_drop(void) {
     soulbox_sandbox *sandbox = new_sandbox();
+    char id[64];
+    snprintf(id, sizeof id, "%s", soulbox_sandbox_id(sandbox));
     soulbox_command *command = NULL;
     OK(soulbox_command_start(sandbox, "sleep 300", NULL, &command));
     soulbox_sandbox_free(sandbox);
@@ -692,10 +714,191 @@ static void case_free_kills(void) {
     EXPECT_ERROR(soulbox_command_wait(command, NULL, NULL, &output),
                  SOULBOX_ERROR_KIND_SANDBOX_NOT_RUNNING);
     soulbox_command_free(command);
+    EXPECT_ERROR_ERRNO(soulbox_sandbox_connect(id, &sandbox), SOULBOX_ERROR_KIND_SANDBOX_NOT_FOUND,
+                       ESRCH);
+}
+
+static void case_free_keeps_running(void) {
+    soulbox_options *options = soulbox_options_new();
+    OK(soulbox_options_set_timeout_ms(options, 120000));
+    soulbox_sandbox *sandbox = NULL;
+    OK(soulbox_sandbox_create(options, &sandbox));
+    soulbox_options_free(options);
+    char id[64];
+    snprintf(id, sizeof id, "%s", soulbox_sandbox_id(sandbox));
+    OK(soulbox_files_write(sandbox, "marker", (const uint8_t *)"kept", 4, NULL));
+    soulbox_command *command = NULL;
+    OK(soulbox_command_start(sandbox, "sleep 300", NULL, &command));
+    soulbox_sandbox_free(sandbox);
+
+    /* Without kill_on_drop the sandbox outlives its handle, and so does a
+     * command started through it. */
+    OK(soulbox_sandbox_connect(id, &sandbox));
+    CHECK(strcmp(soulbox_sandbox_id(sandbox), id) == 0, "connected to %s, not %s",
+          soulbox_sandbox_id(sandbox), id);
+    soulbox_bytes *bytes = NULL;
+    OK(soulbox_files_read(sandbox, "marker", NULL, &bytes));
+    CHECK(strcmp((const char *)bytes->data, "kept") == 0, "marker %s", (const char *)bytes->data);
+    soulbox_bytes_free(bytes);
+    OK(soulbox_command_kill(command));
+    soulbox_output *output = NULL;
+    OK(soulbox_command_wait(command, NULL, NULL, &output));
+    CHECK(output->signal == SIGKILL, "the command ran on until killed: signal %d", output->signal);
+    soulbox_output_free(output);
+    soulbox_command_free(command);
+    soulbox_sandbox_free(sandbox);
+
+    bool was_running = false;
+    OK(soulbox_sandbox_kill_id(id, &was_running));
+    CHECK(was_running, "kill_id found the sandbox");
+    OK(soulbox_sandbox_kill_id(id, &was_running));
+    CHECK(!was_running, "a second kill_id finds nothing");
+    OK(soulbox_sandbox_kill_id(id, NULL));
+    sandbox = GARBAGE;
+    EXPECT_ERROR_MESSAGE(soulbox_sandbox_connect(id, &sandbox),
+                         SOULBOX_ERROR_KIND_SANDBOX_NOT_FOUND, id);
+    CHECK(sandbox == NULL, "a failed connect stores NULL");
+}
+
+static void case_pause_resume(void) {
+    soulbox_sandbox *sandbox = new_sandbox();
+    bool changed = false;
+    OK(soulbox_sandbox_pause(sandbox, &changed));
+    CHECK(changed, "pause of a running sandbox");
+    OK(soulbox_sandbox_pause(sandbox, &changed));
+    CHECK(!changed, "a second pause reports the sandbox paused already");
+    soulbox_sandbox_info *info = NULL;
+    OK(soulbox_sandbox_get_info(sandbox, &info));
+    CHECK(info->state == SOULBOX_SANDBOX_STATE_PAUSED, "state %u", (unsigned)info->state);
+    CHECK(info->ends_at_ms == -1, "a paused sandbox has no end time: %lld",
+          (long long)info->ends_at_ms);
+    soulbox_sandbox_info_free(info);
+
+    /* The file API works on a paused sandbox. */
+    OK(soulbox_files_write(sandbox, "while-paused", (const uint8_t *)"x", 1, NULL));
+
+    OK(soulbox_sandbox_resume(sandbox, &changed));
+    CHECK(changed, "resume of a paused sandbox");
+    OK(soulbox_sandbox_resume(sandbox, NULL));
+    OK(soulbox_sandbox_get_info(sandbox, &info));
+    CHECK(info->state == SOULBOX_SANDBOX_STATE_RUNNING, "state %u", (unsigned)info->state);
+    soulbox_sandbox_info_free(info);
+    soulbox_output *output = run(sandbox, "cat while-paused", NULL);
+    CHECK(strcmp((const char *)output->stdout_data, "x") == 0, "the resumed sandbox runs");
+    soulbox_output_free(output);
+    soulbox_sandbox_free(sandbox);
+}
+
+static const char *find_value(const soulbox_key_value *pairs, size_t len, const char *key) {
+    for (size_t i = 0; i < len; i++) {
+        if (strcmp(pairs[i].key, key) == 0) return pairs[i].value;
+    }
+    return NULL;
+}
+
+static void case_info_and_list(void) {
+    char label[64];
+    snprintf(label, sizeof label, "%s", unique_label());
+    soulbox_options *options = dying_options();
+    OK(soulbox_options_set_metadata(options, "job", label));
+    OK(soulbox_options_set_metadata(options, "owner", "c-tests"));
+    OK(soulbox_options_set_env(options, "MODE", "test"));
+    OK(soulbox_options_set_timeout_ms(options, 90000));
+    soulbox_sandbox *sandbox = NULL;
+    OK(soulbox_sandbox_create(options, &sandbox));
+    soulbox_options_free(options);
+    const char *id = soulbox_sandbox_id(sandbox);
+
+    soulbox_sandbox_info *info = NULL;
+    OK(soulbox_sandbox_get_info(sandbox, &info));
+    CHECK(strcmp(info->sandbox_id, id) == 0, "info id %s", info->sandbox_id);
+    CHECK(strcmp(info->template_name, "host") == 0, "template %s", info->template_name);
+    CHECK(info->metadata_len == 2, "metadata entries %zu", info->metadata_len);
+    const char *job = find_value(info->metadata, info->metadata_len, "job");
+    CHECK(job != NULL && strcmp(job, label) == 0, "metadata job %s", job ? job : "(none)");
+    CHECK(info->envs_len == 1, "envs entries %zu", info->envs_len);
+    const char *mode = find_value(info->envs, info->envs_len, "MODE");
+    CHECK(mode != NULL && strcmp(mode, "test") == 0, "env MODE %s", mode ? mode : "(none)");
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    long long now_ms = (long long)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+    CHECK(info->started_at_ms <= now_ms && info->started_at_ms > now_ms - 60000,
+          "started %lld ms before now", now_ms - (long long)info->started_at_ms);
+    long long lifetime = (long long)(info->ends_at_ms - info->started_at_ms);
+    CHECK(lifetime > 85000 && lifetime < 95000, "ends %lld ms after its start", lifetime);
+    CHECK(info->state == SOULBOX_SANDBOX_STATE_RUNNING, "state %u", (unsigned)info->state);
+    CHECK(info->memory_limit == 2ULL << 30, "memory limit %llu",
+          (unsigned long long)info->memory_limit);
+    CHECK(info->cpu_limit == 0.0, "no CPU limit: %f", info->cpu_limit);
+    CHECK(info->pid > 0, "pid %d", info->pid);
+    soulbox_sandbox_info_free(info);
+
+    soulbox_key_value filter[] = {{"job", label}, {"owner", "c-tests"}};
+    soulbox_sandbox_info_list *list = NULL;
+    OK(soulbox_sandbox_list(filter, 2, SOULBOX_SANDBOX_STATE_ANY, &list));
+    CHECK(list->len == 1, "listed %zu sandboxes with job %s", list->len, label);
+    CHECK(strcmp(list->items[0].sandbox_id, id) == 0, "listed %s", list->items[0].sandbox_id);
+    CHECK(list->items[0].metadata_len == 2, "listed metadata entries %zu",
+          list->items[0].metadata_len);
+    soulbox_sandbox_info_list_free(list);
+
+    OK(soulbox_sandbox_list(filter, 1, SOULBOX_SANDBOX_STATE_PAUSED, &list));
+    CHECK(list->len == 0, "a running sandbox is listed as paused");
+    CHECK(list->items == NULL, "an empty list has no items");
+    soulbox_sandbox_info_list_free(list);
+
+    soulbox_key_value other[] = {{"job", "no-such-job"}};
+    OK(soulbox_sandbox_list(other, 1, SOULBOX_SANDBOX_STATE_ANY, &list));
+    CHECK(list->len == 0, "listed %zu sandboxes for another job", list->len);
+    soulbox_sandbox_info_list_free(list);
+
+    /* Every sandbox of this user, this one among them. */
+    OK(soulbox_sandbox_list(NULL, 0, SOULBOX_SANDBOX_STATE_ANY, &list));
+    bool found = false;
+    for (size_t i = 0; i < list->len; i++) found |= strcmp(list->items[i].sandbox_id, id) == 0;
+    CHECK(found, "the sandbox is missing from the unfiltered list");
+    soulbox_sandbox_info_list_free(list);
+
+    list = GARBAGE;
+    EXPECT_ERROR_MESSAGE(soulbox_sandbox_list(NULL, 0, 7, &list),
+                         SOULBOX_ERROR_KIND_INVALID_ARGUMENT, "state 7");
+    CHECK(list == NULL, "a failed list stores NULL");
+    EXPECT_ERROR_MESSAGE(soulbox_sandbox_list(NULL, 1, SOULBOX_SANDBOX_STATE_ANY, &list),
+                         SOULBOX_ERROR_KIND_INVALID_ARGUMENT, "metadata is NULL");
+    soulbox_key_value missing_value[] = {{"job", NULL}};
+    EXPECT_ERROR_MESSAGE(soulbox_sandbox_list(missing_value, 1, SOULBOX_SANDBOX_STATE_ANY, &list),
+                         SOULBOX_ERROR_KIND_INVALID_ARGUMENT, "metadata[0].value");
+    soulbox_sandbox_free(sandbox);
+}
+
+static void case_metrics(void) {
+    soulbox_sandbox *sandbox = new_sandbox();
+    soulbox_output *output = run(sandbox, "head -c 1000000 /dev/zero > filler", NULL);
+    soulbox_output_free(output);
+    soulbox_metrics *metrics = NULL;
+    OK(soulbox_sandbox_metrics(sandbox, &metrics));
+    CHECK(metrics->timestamp_ms > 0, "timestamp %lld", (long long)metrics->timestamp_ms);
+    CHECK(metrics->cpu_count > 0.0, "cpu_count %f", metrics->cpu_count);
+    CHECK(metrics->cpu_used_pct >= 0.0, "cpu_used_pct %f", metrics->cpu_used_pct);
+    CHECK(metrics->mem_total == 2ULL << 30, "mem_total %llu",
+          (unsigned long long)metrics->mem_total);
+    CHECK(metrics->mem_used != SOULBOX_NONE && metrics->mem_used > 0, "mem_used %llu",
+          (unsigned long long)metrics->mem_used);
+    CHECK(metrics->disk_total == 4ULL << 30, "disk_total %llu",
+          (unsigned long long)metrics->disk_total);
+    CHECK(metrics->disk_used >= 1000000, "disk_used %llu counts the 1 MB file",
+          (unsigned long long)metrics->disk_used);
+    soulbox_metrics_free(metrics);
+    OK(soulbox_sandbox_kill(sandbox));
+    metrics = GARBAGE;
+    EXPECT_ERROR(soulbox_sandbox_metrics(sandbox, &metrics),
+                 SOULBOX_ERROR_KIND_SANDBOX_NOT_RUNNING);
+    CHECK(metrics == NULL, "failed metrics store NULL");
+    soulbox_sandbox_free(sandbox);
 }
 
 static void case_sandbox_timeout(void) {
-    soulbox_options *options = soulbox_options_new();
+    soulbox_options *options = dying_options();
     OK(soulbox_options_set_timeout_ms(options, 60000));
     soulbox_sandbox *sandbox = NULL;
     OK(soulbox_sandbox_create(options, &sandbox));
@@ -712,13 +915,14 @@ static void case_sandbox_timeout(void) {
 static void case_lifecycle_by_id(void) {
     soulbox_sandbox *sandbox = GARBAGE;
     EXPECT_ERROR_ERRNO(soulbox_sandbox_connect("sb-0000000000000", &sandbox),
-                       SOULBOX_ERROR_KIND_UNSUPPORTED, ENOSYS);
+                       SOULBOX_ERROR_KIND_SANDBOX_NOT_FOUND, ESRCH);
     CHECK(sandbox == NULL, "a failed connect stores NULL");
     bool was_running = true;
-    EXPECT_ERROR_ERRNO(soulbox_sandbox_kill_id("sb-0000000000000", &was_running),
-                       SOULBOX_ERROR_KIND_UNSUPPORTED, ENOSYS);
-    CHECK(!was_running, "a failed kill_id stores false");
+    OK(soulbox_sandbox_kill_id("sb-0000000000000", &was_running));
+    CHECK(!was_running, "kill_id of an unknown id finds nothing");
     EXPECT_ERROR(soulbox_sandbox_connect(NULL, &sandbox), SOULBOX_ERROR_KIND_INVALID_ARGUMENT);
+    EXPECT_ERROR(soulbox_sandbox_kill_id(NULL, NULL), SOULBOX_ERROR_KIND_INVALID_ARGUMENT);
+    EXPECT_ERROR(soulbox_sandbox_connect("sb-1", NULL), SOULBOX_ERROR_KIND_INVALID_ARGUMENT);
 }
 
 static void case_version(void) {
@@ -759,7 +963,11 @@ static const struct {
     {"invalid_options", case_invalid_options},
     {"null_arguments", case_null_arguments},
     {"kill_then_use", case_kill_then_use},
-    {"free_kills", case_free_kills},
+    {"kill_on_drop", case_kill_on_drop},
+    {"free_keeps_running", case_free_keeps_running},
+    {"pause_resume", case_pause_resume},
+    {"info_and_list", case_info_and_list},
+    {"metrics", case_metrics},
     {"sandbox_timeout", case_sandbox_timeout},
     {"lifecycle_by_id", case_lifecycle_by_id},
     {"version", case_version},

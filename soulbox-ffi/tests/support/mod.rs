@@ -9,13 +9,13 @@ pub fn crate_dir() -> PathBuf {
 }
 
 /// Returns the directory with this build's `libsoulbox.so` and
-/// `libsoulbox.a`. A test executable runs from `target/<profile>/deps`,
-/// and cargo puts the libraries one level up.
+/// `libsoulbox.a`: `target/<profile>/deps`, where the test executable runs
+/// from too. Cargo copies the libraries one level up only when they are
+/// built for their own sake, so the copies there may be stale.
 pub fn library_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("path of the test executable");
-    let deps = exe.parent().expect("the test executable's directory");
-    deps.parent()
-        .expect("the target profile directory")
+    exe.parent()
+        .expect("the test executable's directory")
         .to_path_buf()
 }
 
