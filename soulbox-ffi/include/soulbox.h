@@ -1034,11 +1034,11 @@ struct soulbox_error *soulbox_sandbox_kill(struct soulbox_sandbox *sandbox);
 /**
  * Frees the handle. The sandbox keeps running until its timeout or a
  * kill, and `soulbox_sandbox_connect` reaches it again. Only a sandbox
- * created with `soulbox_options_set_kill_on_drop` is killed here, when
- * this is the handle `soulbox_sandbox_create` returned; if an output
- * callback frees it during `soulbox_run`, the kill waits until that call
- * returns. Commands started through the handle stay valid and still have
- * to be freed. NULL is ignored.
+ * created with `soulbox_options_set_kill_on_drop` is killed here, and
+ * only by freeing the handle that `soulbox_sandbox_create` returned. If
+ * an output callback frees that handle during `soulbox_run`, the kill
+ * waits until that call returns. Commands started through the handle
+ * stay valid and still have to be freed. NULL is ignored.
  */
 void soulbox_sandbox_free(struct soulbox_sandbox *sandbox);
 

@@ -1,6 +1,6 @@
-//! What `soulbox_sandbox_get_info`, `soulbox_sandbox_list` and
-//! `soulbox_sandbox_metrics` return: plain structs that C reads directly,
-//! allocated with the strings and arrays they point to in one owned block,
+//! The results of `soulbox_sandbox_get_info`, `soulbox_sandbox_list` and
+//! `soulbox_sandbox_metrics`: plain structs that C reads directly. Each is
+//! allocated with the strings and arrays it points to in one owned block,
 //! as in [`crate::output`].
 
 use std::ffi::{c_char, CString};

@@ -14,7 +14,7 @@ use crate::options::Options;
 use crate::sandbox::Sandbox;
 
 /// Runs `body` on the sandbox `sandbox` points to and stores the object
-/// it returns in `out`. `out` is checked and cleared first, so it holds
+/// it returns in `out`. `out` is checked and cleared first, so it contains
 /// NULL whenever the call fails, even for a NULL `sandbox`.
 pub(super) fn with_sandbox_out<T>(
     function: &'static str,
@@ -317,11 +317,11 @@ pub extern "C" fn soulbox_sandbox_kill(sandbox: *mut Sandbox) -> *mut Error {
 
 /// Frees the handle. The sandbox keeps running until its timeout or a
 /// kill, and `soulbox_sandbox_connect` reaches it again. Only a sandbox
-/// created with `soulbox_options_set_kill_on_drop` is killed here, when
-/// this is the handle `soulbox_sandbox_create` returned; if an output
-/// callback frees it during `soulbox_run`, the kill waits until that call
-/// returns. Commands started through the handle stay valid and still have
-/// to be freed. NULL is ignored.
+/// created with `soulbox_options_set_kill_on_drop` is killed here, and
+/// only by freeing the handle that `soulbox_sandbox_create` returned. If
+/// an output callback frees that handle during `soulbox_run`, the kill
+/// waits until that call returns. Commands started through the handle
+/// stay valid and still have to be freed. NULL is ignored.
 #[no_mangle]
 pub extern "C" fn soulbox_sandbox_free(sandbox: *mut Sandbox) {
     guard_value((), || {
