@@ -40,6 +40,13 @@ fn guard_value<T>(fallback: T, body: impl FnOnce() -> T) -> T {
     catch_unwind(AssertUnwindSafe(body)).unwrap_or(fallback)
 }
 
+/// The header lets C share sandbox and command handles between threads.
+const _: () = {
+    const fn shareable<T: Send + Sync>() {}
+    shareable::<crate::sandbox::Sandbox>();
+    shareable::<crate::command::Command>();
+};
+
 fn null_argument(name: &str) -> Error {
     Error::invalid(format!("argument {name} is NULL"))
 }
@@ -293,10 +300,47 @@ pub extern "C" fn soulbox_error_free(error: *mut Error) {
 /// static.
 #[no_mangle]
 pub extern "C" fn soulbox_version() -> *const c_char {
+    // Checked at compile time, so this function cannot panic.
     const VERSION: &CStr =
         match CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes()) {
             Ok(version) => version,
             Err(_) => panic!("the package version contains a NUL byte"),
         };
     VERSION.as_ptr()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guard_turns_panic_into_error() {
+        let error = guard("soulbox_test_function", || panic!("deliberate"));
+        assert!(!error.is_null(), "a panic must come back as an error");
+        assert_eq!(soulbox_error_get_kind(error), ErrorKind::Internal);
+        assert_eq!(soulbox_error_errno(error), 0);
+        // SAFETY: the message belongs to `error`, which is still alive.
+        let message = unsafe { CStr::from_ptr(soulbox_error_message(error)) };
+        let message = message.to_str().expect("UTF-8 message");
+        assert!(
+            message.contains("soulbox_test_function: deliberate"),
+            "{message}"
+        );
+        soulbox_error_free(error);
+    }
+
+    #[test]
+    fn guard_value_returns_fallback_on_panic() {
+        assert_eq!(guard_value(7, || panic!("deliberate")), 7);
+        assert_eq!(guard_value(7, || 8), 8);
+    }
+
+    #[test]
+    fn guard_passes_errors_and_success() {
+        assert!(guard("f", || Ok(())).is_null());
+        let error = guard("f", || Err(Error::invalid("bad value")));
+        assert_eq!(soulbox_error_get_kind(error), ErrorKind::InvalidArgument);
+        assert_eq!(soulbox_error_errno(error), libc::EINVAL);
+        soulbox_error_free(error);
+    }
 }

@@ -1,6 +1,7 @@
 //! `soulbox_options_*` and `soulbox_run_options_*`.
 
 use std::ffi::c_char;
+use std::ptr;
 
 use super::{c_os_string, c_str, free_box, guard, guard_value, handle_mut};
 use crate::error::{Error, Result};
@@ -27,7 +28,7 @@ fn update<T>(
 /// sandbox created from it does not keep it.
 #[no_mangle]
 pub extern "C" fn soulbox_options_new() -> *mut Options {
-    Box::into_raw(Box::default())
+    guard_value(ptr::null_mut(), || Box::into_raw(Box::default()))
 }
 
 /// Frees sandbox options. NULL is ignored.
@@ -213,7 +214,7 @@ pub extern "C" fn soulbox_options_set_file_size_limit(
 /// it.
 #[no_mangle]
 pub extern "C" fn soulbox_run_options_new() -> *mut RunOptions {
-    Box::into_raw(Box::default())
+    guard_value(ptr::null_mut(), || Box::into_raw(Box::default()))
 }
 
 /// Frees command options. NULL is ignored.
