@@ -55,8 +55,8 @@
 #include <stdint.h>
 
 /**
- * The value of a `uint64_t` field that has no value, such as the memory
- * use of a sandbox without a memory limit.
+ * Value of a `uint64_t` field that is unknown or does not apply, such as
+ * the memory use of a sandbox without a memory limit.
  */
 #define SOULBOX_NONE UINT64_MAX
 
@@ -365,7 +365,10 @@ typedef struct soulbox_key_value {
 
 /**
  * A sandbox as `soulbox_sandbox_get_info` and `soulbox_sandbox_list`
- * return it. Every pointer in it belongs to the object it came from.
+ * return it. One from `soulbox_sandbox_get_info` is owned by the caller
+ * and freed with `soulbox_sandbox_info_free`; one in a
+ * `soulbox_sandbox_info_list` belongs to the list. The strings and arrays
+ * it points to belong to it.
  */
 typedef struct soulbox_sandbox_info {
   /**

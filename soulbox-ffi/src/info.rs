@@ -8,8 +8,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use soulbox_core::{SandboxInfo as CoreInfo, SandboxMetrics, SandboxState as CoreState};
 
-/// The value of a `uint64_t` field that has no value, such as the memory
-/// use of a sandbox without a memory limit.
+/// Value of a `uint64_t` field that is unknown or does not apply, such as
+/// the memory use of a sandbox without a memory limit.
 pub const SOULBOX_NONE: u64 = u64::MAX;
 
 /// State of a sandbox, and the state filter of `soulbox_sandbox_list`.
@@ -56,7 +56,10 @@ pub struct KeyValue {
 }
 
 /// A sandbox as `soulbox_sandbox_get_info` and `soulbox_sandbox_list`
-/// return it. Every pointer in it belongs to the object it came from.
+/// return it. One from `soulbox_sandbox_get_info` is owned by the caller
+/// and freed with `soulbox_sandbox_info_free`; one in a
+/// `soulbox_sandbox_info_list` belongs to the list. The strings and arrays
+/// it points to belong to it.
 #[repr(C)]
 #[derive(Debug)]
 pub struct SandboxInfo {
