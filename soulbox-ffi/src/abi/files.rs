@@ -2,8 +2,8 @@
 
 use std::ffi::c_char;
 
-use super::sandbox::{with_sandbox, with_sandbox_out};
-use super::{c_buffer, c_str, free_box, guard_value, optional_c_str, Out};
+use super::sandbox::{with_sandbox, with_sandbox_flag, with_sandbox_out, with_sandbox_value};
+use super::{c_buffer, c_str, free_box, guard_value, optional_c_str};
 use crate::error::Error;
 use crate::files;
 use crate::output::{Bytes, BytesBlock};
@@ -94,21 +94,11 @@ pub extern "C" fn soulbox_files_make_dir(
     user: *const c_char,
     created: *mut bool,
 ) -> *mut Error {
-    with_sandbox("soulbox_files_make_dir", sandbox, |sandbox| {
-        // SAFETY: the header requires `created` to be NULL or writable,
-        // `path` a NUL-terminated string and `user` NULL or one.
-        let (out, path, user) = unsafe {
-            (
-                Out::optional(created, false),
-                c_str(path, "path")?,
-                optional_c_str(user, "user")?,
-            )
-        };
-        let made = files::make_dir(sandbox, path, user)?;
-        if let Some(out) = out {
-            out.set(made);
-        }
-        Ok(())
+    with_sandbox_flag("soulbox_files_make_dir", sandbox, created, |sandbox| {
+        // SAFETY: the header requires `path` to be a NUL-terminated string
+        // and `user` NULL or one.
+        let (path, user) = unsafe { (c_str(path, "path")?, optional_c_str(user, "user")?) };
+        files::make_dir(sandbox, path, user)
     })
 }
 
@@ -121,18 +111,12 @@ pub extern "C" fn soulbox_files_exists(
     user: *const c_char,
     exists: *mut bool,
 ) -> *mut Error {
-    with_sandbox("soulbox_files_exists", sandbox, |sandbox| {
-        // SAFETY: the header requires `exists` to be NULL or writable,
-        // `path` a NUL-terminated string and `user` NULL or one.
-        let (out, path, user) = unsafe {
-            (
-                Out::new(exists, "exists", false)?,
-                c_str(path, "path")?,
-                optional_c_str(user, "user")?,
-            )
-        };
-        out.set(files::exists(sandbox, path, user)?);
-        Ok(())
+    let out = (exists, "exists");
+    with_sandbox_value("soulbox_files_exists", sandbox, out, false, |sandbox| {
+        // SAFETY: the header requires `path` to be a NUL-terminated string
+        // and `user` NULL or one.
+        let (path, user) = unsafe { (c_str(path, "path")?, optional_c_str(user, "user")?) };
+        files::exists(sandbox, path, user)
     })
 }
 

@@ -13,24 +13,36 @@ use crate::info::{
 use crate::options::Options;
 use crate::sandbox::Sandbox;
 
-/// Runs `body` on the sandbox `sandbox` points to and stores the object
-/// it returns in `out`. `out` is checked and cleared first, so it contains
-/// NULL whenever the call fails, even for a NULL `sandbox`.
-pub(super) fn with_sandbox_out<T>(
+/// Runs `body` on the sandbox `sandbox` points to and stores the value it
+/// returns in the out-parameter `out`, named `out_name` in the header.
+/// `out` is checked and set to `cleared` first, so it contains `cleared`
+/// whenever the call fails, even for a NULL `sandbox`.
+pub(super) fn with_sandbox_value<T: Copy>(
     function: &'static str,
     sandbox: *const Sandbox,
-    out: *mut *mut T,
-    body: impl FnOnce(&Sandbox) -> Result<*mut T>,
+    (out, out_name): (*mut T, &str),
+    cleared: T,
+    body: impl FnOnce(&Sandbox) -> Result<T>,
 ) -> *mut Error {
     guard(function, || {
         // SAFETY: the header requires `out` to be NULL or writable.
-        let out = unsafe { Out::new(out, "out", ptr::null_mut()) }?;
+        let out = unsafe { Out::new(out, out_name, cleared) }?;
         // SAFETY: the header requires NULL or a live handle from
         // soulbox_sandbox_create that no thread frees during the call.
         let sandbox = unsafe { handle(sandbox, "sandbox") }?;
         out.set(body(sandbox)?);
         Ok(())
     })
+}
+
+/// As [`with_sandbox_value`], for an object that `out` receives.
+pub(super) fn with_sandbox_out<T>(
+    function: &'static str,
+    sandbox: *const Sandbox,
+    out: *mut *mut T,
+    body: impl FnOnce(&Sandbox) -> Result<*mut T>,
+) -> *mut Error {
+    with_sandbox_value(function, sandbox, (out, "out"), ptr::null_mut(), body)
 }
 
 /// Runs `body` on the sandbox `sandbox` points to.
@@ -49,7 +61,7 @@ pub(super) fn with_sandbox(
 
 /// Runs `body` on the sandbox `sandbox` points to and stores the flag it
 /// returns in `flag`, which may be NULL. The flag is cleared first.
-fn with_sandbox_flag(
+pub(super) fn with_sandbox_flag(
     function: &'static str,
     sandbox: *const Sandbox,
     flag: *mut bool,

@@ -664,6 +664,15 @@ static void case_null_arguments(void) {
                          "argument sandbox is NULL");
     CHECK(output == NULL, "out is cleared even when the sandbox is NULL");
     EXPECT_ERROR(soulbox_command_wait(NULL, NULL, NULL, &output), invalid);
+    bool flag = true;
+    EXPECT_ERROR(soulbox_files_exists(NULL, "x", NULL, &flag), invalid);
+    CHECK(!flag, "a failed exists stores false");
+    flag = true;
+    EXPECT_ERROR(soulbox_files_make_dir(NULL, "x", NULL, &flag), invalid);
+    CHECK(!flag, "a failed make_dir stores false");
+    flag = true;
+    EXPECT_ERROR(soulbox_sandbox_pause(NULL, &flag), invalid);
+    CHECK(!flag, "a failed pause stores false");
 
     soulbox_options *options = soulbox_options_new();
     EXPECT_ERROR_MESSAGE(soulbox_options_set_env(options, "A", NULL), invalid,
@@ -690,7 +699,8 @@ static void case_null_arguments(void) {
     EXPECT_ERROR(soulbox_files_read(sandbox, "x", NULL, NULL), invalid);
     EXPECT_ERROR_MESSAGE(soulbox_files_write(sandbox, "x", NULL, 5, NULL), invalid,
                          "argument data is NULL but its length is 5");
-    EXPECT_ERROR(soulbox_files_exists(sandbox, "x", NULL, NULL), invalid);
+    EXPECT_ERROR_MESSAGE(soulbox_files_exists(sandbox, "x", NULL, NULL), invalid,
+                         "argument exists is NULL");
     EXPECT_ERROR(soulbox_files_remove(sandbox, NULL, NULL), invalid);
     EXPECT_ERROR(soulbox_files_make_dir(sandbox, NULL, NULL, NULL), invalid);
     CHECK(soulbox_sandbox_is_running(sandbox), "the sandbox survives bad arguments");
