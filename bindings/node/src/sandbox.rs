@@ -1,0 +1,216 @@
+//! `NativeSandbox`: creating, timing out and killing a sandbox, and
+//! starting its commands.
+
+use std::collections::HashMap;
+
+use napi::bindgen_prelude::Buffer;
+use napi_derive::napi;
+use soulbox_core::{Command, Sandbox, SandboxOptions, DEFAULT_TIMEOUT};
+
+use crate::command::{self, NativeCommand};
+use crate::convert::{terminal_size, timeout_from_ms, whole_number, ProcessInfoObject};
+use crate::error::{IntoNapi, Result};
+
+/// Options of `createSandbox`, checked by `index.js` first.
+#[napi(object)]
+#[derive(Debug)]
+pub struct CreateOptions {
+    /// Template name; `host` when absent.
+    pub template: Option<String>,
+    /// Sandbox lifetime in milliseconds; 0 for none, 300 000 when absent.
+    pub timeout_ms: Option<f64>,
+    pub envs: Option<HashMap<String, String>>,
+    /// Memory limit in bytes; 0 for none, 2 GiB when absent.
+    pub memory_limit: Option<f64>,
+    /// Limit on processes and threads; 0 for none, 1024 when absent.
+    pub pids_limit: Option<f64>,
+    /// CPU limit in cores; 0 or absent for none.
+    pub cpu_limit: Option<f64>,
+}
+
+/// Options of `NativeSandbox.start`.
+#[napi(object)]
+#[derive(Debug)]
+pub struct StartOptions {
+    /// The command line, run through the sandbox's shell.
+    pub cmd: String,
+    pub envs: Option<HashMap<String, String>>,
+    pub user: Option<String>,
+    pub cwd: Option<String>,
+    /// Keep stdin open for `sendStdin`; otherwise it reads /dev/null.
+    pub stdin: Option<bool>,
+    /// Milliseconds before the command's whole tree is killed; 0 or absent
+    /// for no limit.
+    pub timeout_ms: Option<f64>,
+}
+
+/// Options of `NativeSandbox.startPty`.
+#[napi(object)]
+#[derive(Debug)]
+pub struct PtyOptions {
+    pub rows: u32,
+    pub cols: u32,
+    pub envs: Option<HashMap<String, String>>,
+    pub user: Option<String>,
+    pub cwd: Option<String>,
+    /// As in [`StartOptions::timeout_ms`].
+    pub timeout_ms: Option<f64>,
+}
+
+/// A sandbox. When the JavaScript object is garbage-collected the
+/// sandbox is killed, as when the last Rust `Sandbox` handle drops.
+#[napi]
+#[derive(Debug)]
+pub struct NativeSandbox {
+    pub(crate) sandbox: Sandbox,
+}
+
+/// Applies the options that commands and PTYs share.
+fn configure(
+    command: &mut Command,
+    envs: Option<HashMap<String, String>>,
+    user: Option<String>,
+    cwd: Option<String>,
+    timeout_ms: Option<f64>,
+) -> Result<()> {
+    for (key, value) in envs.unwrap_or_default() {
+        command.env(key, value);
+    }
+    if let Some(user) = user {
+        command.user(user);
+    }
+    if let Some(cwd) = cwd {
+        command.cwd(cwd);
+    }
+    command.timeout(timeout_from_ms("timeoutMs", timeout_ms)?);
+    Ok(())
+}
+
+#[napi]
+impl NativeSandbox {
+    /// Creates a sandbox and waits until it accepts commands.
+    #[napi]
+    pub async fn create(options: CreateOptions) -> Result<NativeSandbox> {
+        let mut sandbox_options = SandboxOptions::default();
+        if let Some(template) = options.template {
+            sandbox_options.template = template;
+        }
+        sandbox_options.timeout = match options.timeout_ms {
+            None => DEFAULT_TIMEOUT,
+            Some(_) => timeout_from_ms("timeoutMs", options.timeout_ms)?.unwrap_or_default(),
+        };
+        sandbox_options.envs = options.envs.unwrap_or_default().into_iter().collect();
+        if let Some(bytes) = options.memory_limit {
+            sandbox_options.memory_limit = whole_number("memoryLimit", bytes)?;
+        }
+        if let Some(count) = options.pids_limit {
+            sandbox_options.pids_limit = whole_number("pidsLimit", count)?;
+        }
+        if let Some(cores) = options.cpu_limit {
+            sandbox_options.cpu_limit = (cores != 0.0).then_some(cores);
+        }
+        let sandbox = Sandbox::create(sandbox_options).await.into_napi()?;
+        Ok(NativeSandbox { sandbox })
+    }
+
+    /// The sandbox id, which is also its hostname.
+    #[napi(getter)]
+    pub fn id(&self) -> String {
+        self.sandbox.id().to_string()
+    }
+
+    /// Kills every process of the sandbox and removes its cgroups.
+    #[napi]
+    pub async fn kill(&self) -> Result<()> {
+        self.sandbox.kill().await.into_napi()
+    }
+
+    /// Sets the sandbox's remaining lifetime; 0 removes the limit.
+    #[napi]
+    pub async fn set_timeout(&self, timeout_ms: f64) -> Result<()> {
+        let timeout = timeout_from_ms("timeoutMs", Some(timeout_ms))?;
+        self.sandbox
+            .set_timeout(timeout.unwrap_or_default())
+            .await
+            .into_napi()
+    }
+
+    /// Returns whether the sandbox is still running.
+    #[napi]
+    pub fn is_running(&self) -> bool {
+        self.sandbox.is_running()
+    }
+
+    /// Starts a command line through the sandbox's shell.
+    #[napi]
+    pub async fn start(&self, options: StartOptions) -> Result<NativeCommand> {
+        let mut command = self.sandbox.shell(&options.cmd);
+        configure(
+            &mut command,
+            options.envs,
+            options.user,
+            options.cwd,
+            options.timeout_ms,
+        )?;
+        command.stdin(options.stdin.unwrap_or(false));
+        let handle = command.start().await.into_napi()?;
+        Ok(NativeCommand::new(self.sandbox.commands(), handle))
+    }
+
+    /// Starts an interactive login shell on a new PTY.
+    #[napi]
+    pub async fn start_pty(&self, options: PtyOptions) -> Result<NativeCommand> {
+        let rows = terminal_size("rows", options.rows)?;
+        let cols = terminal_size("cols", options.cols)?;
+        let mut command = self.sandbox.pty_shell();
+        configure(
+            &mut command,
+            options.envs,
+            options.user,
+            options.cwd,
+            options.timeout_ms,
+        )?;
+        let handle = command.start_pty(rows, cols).await.into_napi()?;
+        Ok(NativeCommand::new(self.sandbox.commands(), handle))
+    }
+
+    /// Lists the running commands and PTYs, ordered by pid.
+    #[napi]
+    pub fn list_commands(&self) -> Vec<ProcessInfoObject> {
+        let commands = self.sandbox.commands().list();
+        commands.into_iter().map(ProcessInfoObject::from).collect()
+    }
+
+    /// Attaches a new handle to the running command `pid`.
+    #[napi]
+    pub fn connect_command(&self, pid: u32) -> Result<NativeCommand> {
+        let commands = self.sandbox.commands();
+        let handle = commands.connect(pid).into_napi()?;
+        Ok(NativeCommand::new(commands, handle))
+    }
+
+    /// Kills the running command `pid` and its whole tree; false if no
+    /// running command has that pid.
+    #[napi]
+    pub async fn kill_command(&self, pid: u32) -> Result<bool> {
+        self.sandbox.commands().kill(pid).await.into_napi()
+    }
+
+    /// Writes to the stdin (or PTY) of the running command `pid`.
+    #[napi]
+    pub async fn send_stdin(&self, pid: u32, data: Buffer) -> Result<()> {
+        command::send_stdin(&self.sandbox.commands(), pid, data).await
+    }
+
+    /// Closes the stdin of the running command `pid`.
+    #[napi]
+    pub async fn close_stdin(&self, pid: u32) -> Result<()> {
+        command::close_stdin(&self.sandbox.commands(), pid).await
+    }
+
+    /// Resizes the PTY of the running command `pid`.
+    #[napi]
+    pub fn resize_pty(&self, pid: u32, rows: u32, cols: u32) -> Result<()> {
+        command::resize(&self.sandbox.commands(), pid, rows, cols)
+    }
+}
