@@ -1,9 +1,12 @@
 //! Times create + run + destroy through the Rust API, in-process.
 //!
-//! Usage: `soulbox-bench-api --task true|py --iterations N [--no-limits]`
+//! Usage: `soulbox-bench-api --task true|py --iterations N [--no-limits] [--shell]`
 //!
 //! `--no-limits` turns off the default memory and pids limits, to measure
-//! what joining their cgroups costs.
+//! what joining their cgroups costs. `--shell` runs the task's command line
+//! through the sandbox's shell (`/bin/bash -l -c`), as E2B's
+//! `commands.run` and the Python and Node bindings do, instead of executing
+//! the program directly.
 //!
 //! Prints one line per iteration: the wall time in nanoseconds of
 //! `Sandbox::create`, running the task's command to completion, and
@@ -17,7 +20,7 @@ use soulbox_core::{Sandbox, SandboxOptions};
 
 fn usage(message: &str) -> ExitCode {
     eprintln!("soulbox-bench-api: {message}");
-    eprintln!("usage: soulbox-bench-api --task true|py --iterations N [--no-limits]");
+    eprintln!("usage: soulbox-bench-api --task true|py --iterations N [--no-limits] [--shell]");
     ExitCode::from(2)
 }
 
@@ -26,11 +29,16 @@ fn main() -> ExitCode {
     let mut task = None;
     let mut iterations = None;
     let mut options = SandboxOptions::default();
+    let mut shell = false;
     let mut rest = args.iter();
     while let Some(flag) = rest.next() {
         if flag == "--no-limits" {
             options.memory_limit = None;
             options.pids_limit = None;
+            continue;
+        }
+        if flag == "--shell" {
+            shell = true;
             continue;
         }
         match (flag.as_str(), rest.next()) {
@@ -45,9 +53,14 @@ fn main() -> ExitCode {
     let Some(iterations) = iterations else {
         return usage("--iterations is required");
     };
-    let argv: &[&str] = match task.as_deref() {
-        Some("true") => &["/bin/true"],
-        Some("py") => &["/usr/bin/python3", "-c", "print(1)"],
+    // Each task as an argument vector and as the same command line for
+    // the shell.
+    let (argv, command_line): (&[&str], &str) = match task.as_deref() {
+        Some("true") => (&["/bin/true"], "/bin/true"),
+        Some("py") => (
+            &["/usr/bin/python3", "-c", "print(1)"],
+            "/usr/bin/python3 -c 'print(1)'",
+        ),
         Some(other) => return usage(&format!("unknown task {other:?}")),
         None => return usage("--task is required"),
     };
@@ -65,7 +78,11 @@ fn main() -> ExitCode {
                 Ok(sandbox) => sandbox,
                 Err(e) => return usage(&format!("create failed: {e}")),
             };
-            let output = sandbox.command(argv[0]).args(&argv[1..]).output().await;
+            let output = if shell {
+                sandbox.shell(command_line).output().await
+            } else {
+                sandbox.command(argv[0]).args(&argv[1..]).output().await
+            };
             let killed = sandbox.kill().await;
             let elapsed = start.elapsed();
             match (output, killed) {

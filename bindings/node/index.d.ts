@@ -109,6 +109,10 @@ export interface CommandResult {
   oomKilled?: boolean
 }
 
+// Callbacks may return a Promise, which SoulBox awaits before it delivers
+// the next chunk or event; they are typed `=> unknown` so that
+// `(data) => process.stdout.write(data)` type-checks too.
+
 /** Options of `commands.run`. */
 export interface CommandStartOpts {
   /** Return a CommandHandle at once instead of waiting. */
@@ -120,9 +124,9 @@ export interface CommandStartOpts {
   /** Environment variables over the sandbox's. */
   envs?: Record<string, string>
   /** Receives stdout as it arrives, decoded as UTF-8, on the JS thread. */
-  onStdout?: (data: string) => void | Promise<void>
+  onStdout?: (data: string) => unknown
   /** Receives stderr as it arrives, decoded as UTF-8, on the JS thread. */
-  onStderr?: (data: string) => void | Promise<void>
+  onStderr?: (data: string) => unknown
   /** Keep stdin open for `sendStdin`; otherwise the command reads /dev/null. */
   stdin?: boolean
   /**
@@ -137,8 +141,8 @@ export interface CommandStartOpts {
 
 /** Options of `commands.connect`. */
 export interface CommandConnectOpts {
-  onStdout?: (data: string) => void | Promise<void>
-  onStderr?: (data: string) => void | Promise<void>
+  onStdout?: (data: string) => unknown
+  onStderr?: (data: string) => unknown
 }
 
 /** A running command, as `commands.list()` shows it. */
@@ -200,7 +204,7 @@ export interface PtyCreateOpts {
   cols: number
   rows: number
   /** Receives the terminal's output as bytes. */
-  onData?: (data: Uint8Array) => void | Promise<void>
+  onData?: (data: Uint8Array) => unknown
   /** SoulBox: no limit unless given (E2B: 60 000). */
   timeoutMs?: number
   user?: string
@@ -216,7 +220,7 @@ export interface Pty {
   kill(pid: number): Promise<boolean>
   connect(
     pid: number,
-    opts?: { onData?: (data: Uint8Array) => void | Promise<void> },
+    opts?: { onData?: (data: Uint8Array) => unknown },
   ): Promise<CommandHandle>
 }
 
@@ -289,12 +293,12 @@ export interface WatchOpts extends FilesystemRequestOpts {
   /** Stop after this many milliseconds; SoulBox: no limit unless given. */
   timeoutMs?: number
   /** Called once when the watch ends, with the error that ended it, if any. */
-  onExit?: (err?: Error) => void | Promise<void>
+  onExit?: (err?: Error) => unknown
   /**
    * SoulBox: receives lost-event and watch-limit errors, after which the
    * watch goes on. Without it such an error ends the watch.
    */
-  onError?: (err: SandboxError) => void | Promise<void>
+  onError?: (err: SandboxError) => unknown
 }
 
 /** A running directory watch. */
@@ -328,7 +332,7 @@ export interface Filesystem {
   makeDir(path: string, opts?: FilesystemRequestOpts): Promise<boolean>
   watchDir(
     path: string,
-    onEvent: (event: FilesystemEvent) => void | Promise<void>,
+    onEvent: (event: FilesystemEvent) => unknown,
     opts?: WatchOpts,
   ): Promise<WatchHandle>
 }
