@@ -10,8 +10,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use soulbox_core::{
-    EntryInfo, Error, FileType, FilesystemEvent, FilesystemEventKind, Sandbox, SandboxOptions,
-    Watcher,
+    EntryInfo, Error, FileType, FilesystemEvent, FilesystemEventKind, Sandbox, Watcher,
 };
 use soulbox_tests::*;
 use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
@@ -2598,7 +2597,7 @@ async fn full_disk_is_not_enough_space() {
     if !require_root("full_disk_is_not_enough_space") {
         return;
     }
-    let mut options = SandboxOptions::default();
+    let mut options = soulbox_tests::options();
     options.disk_size = 16 << 20;
     let sbx = Sandbox::create(options)
         .await

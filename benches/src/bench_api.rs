@@ -1,17 +1,23 @@
-//! Times create + run + destroy through the Rust API, in-process.
+//! Times SoulBox's Rust API, in-process.
 //!
-//! Usage: `soulbox-bench-api --task true|py --iterations N [--no-limits] [--shell]`
+//! Usage: `soulbox-bench-api --task TASK --iterations N [--no-limits] [--shell]`
+//!
+//! Tasks, each printing one line per iteration with its wall time in
+//! nanoseconds:
+//! - `true`, `py`: `Sandbox::create`, running `/bin/true` (or
+//!   `python3 -c 'print(1)'`) to completion, and `Sandbox::kill`.
+//!   `benches/compare.sh` pools these lines with the peer runtimes'
+//!   hyperfine results.
+//! - `connect`: `Sandbox::connect` to a sandbox created once beforehand,
+//!   running `/bin/true`, and dropping the handle.
+//! - `pause-resume`: `Sandbox::pause` then `Sandbox::resume` of a sandbox
+//!   created once beforehand.
 //!
 //! `--no-limits` turns off the default memory and pids limits, to measure
-//! what joining their cgroups costs. `--shell` runs the task's command line
-//! through the sandbox's shell (`/bin/bash -l -c`), as E2B's
-//! `commands.run` and the Python and Node bindings do, instead of executing
-//! the program directly.
-//!
-//! Prints one line per iteration: the wall time in nanoseconds of
-//! `Sandbox::create`, running the task's command to completion, and
-//! `Sandbox::kill`. `benches/compare.sh` pools these lines with the peer
-//! runtimes' hyperfine results.
+//! what joining their cgroups costs. `--shell` runs the `true` and `py`
+//! tasks' command line through the sandbox's shell (`/bin/bash -l -c`), as
+//! E2B's `commands.run` and the Node binding do, instead of executing the
+//! program directly.
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -20,7 +26,10 @@ use soulbox_core::{Sandbox, SandboxOptions};
 
 fn usage(message: &str) -> ExitCode {
     eprintln!("soulbox-bench-api: {message}");
-    eprintln!("usage: soulbox-bench-api --task true|py --iterations N [--no-limits] [--shell]");
+    eprintln!(
+        "usage: soulbox-bench-api --task true|py|connect|pause-resume --iterations N \
+         [--no-limits] [--shell]"
+    );
     ExitCode::from(2)
 }
 
@@ -54,13 +63,14 @@ fn main() -> ExitCode {
         return usage("--iterations is required");
     };
     // Each task as an argument vector and as the same command line for
-    // the shell.
+    // `--shell`.
     let (argv, command_line): (&[&str], &str) = match task.as_deref() {
-        Some("true") => (&["/bin/true"], "/bin/true"),
+        Some("true" | "connect") => (&["/bin/true"], "/bin/true"),
         Some("py") => (
             &["/usr/bin/python3", "-c", "print(1)"],
             "/usr/bin/python3 -c 'print(1)'",
         ),
+        Some("pause-resume") => (&[], ""),
         Some(other) => return usage(&format!("unknown task {other:?}")),
         None => return usage("--task is required"),
     };
@@ -71,6 +81,11 @@ fn main() -> ExitCode {
         Ok(runtime) => runtime,
         Err(e) => return usage(&format!("cannot start the async runtime: {e}")),
     };
+    match task.as_deref() {
+        Some("connect") => return runtime.block_on(time_connect(options, iterations)),
+        Some("pause-resume") => return runtime.block_on(time_pause_resume(options, iterations)),
+        _ => {}
+    }
     runtime.block_on(async {
         for _ in 0..iterations {
             let start = Instant::now();
@@ -95,4 +110,45 @@ fn main() -> ExitCode {
         }
         ExitCode::SUCCESS
     })
+}
+
+/// Times connect + `/bin/true` + drop against one long-lived sandbox.
+async fn time_connect(options: SandboxOptions, iterations: usize) -> ExitCode {
+    let sandbox = match Sandbox::create(options.kill_on_drop(true)).await {
+        Ok(sandbox) => sandbox,
+        Err(e) => return usage(&format!("create failed: {e}")),
+    };
+    for _ in 0..iterations {
+        let start = Instant::now();
+        let connected = match Sandbox::connect(sandbox.id()).await {
+            Ok(connected) => connected,
+            Err(e) => return usage(&format!("connect failed: {e}")),
+        };
+        match connected.command("/bin/true").output().await {
+            Ok(output) if output.status.success() => {}
+            Ok(output) => return usage(&format!("task failed: {:?}", output.status)),
+            Err(e) => return usage(&format!("task failed: {e}")),
+        }
+        drop(connected);
+        println!("{}", start.elapsed().as_nanos());
+    }
+    ExitCode::SUCCESS
+}
+
+/// Times pause + resume of one sandbox.
+async fn time_pause_resume(options: SandboxOptions, iterations: usize) -> ExitCode {
+    let sandbox = match Sandbox::create(options.kill_on_drop(true)).await {
+        Ok(sandbox) => sandbox,
+        Err(e) => return usage(&format!("create failed: {e}")),
+    };
+    for _ in 0..iterations {
+        let start = Instant::now();
+        let paused = sandbox.pause().await;
+        let resumed = sandbox.resume().await;
+        match (paused, resumed) {
+            (Ok(true), Ok(true)) => println!("{}", start.elapsed().as_nanos()),
+            other => return usage(&format!("pause or resume failed: {other:?}")),
+        }
+    }
+    ExitCode::SUCCESS
 }
