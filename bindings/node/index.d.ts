@@ -11,10 +11,7 @@ export interface SandboxOpts {
    * @default 300_000
    */
   timeoutMs?: number
-  /**
-   * Key-value pairs describing the sandbox. Checked, but not stored yet:
-   * `getInfo()` is not implemented.
-   */
+  /** Labels that `getInfo()` returns and `Sandbox.list()` filters by. */
   metadata?: Record<string, string>
   /** Environment variables for every command, below each command's own. */
   envs?: Record<string, string>
@@ -33,20 +30,62 @@ export interface SandboxOpts {
   cpuLimit?: number | null
 }
 
-/** Description of a sandbox, as `getInfo()` will return it. */
+/** Running, or paused with its processes frozen. */
+export type SandboxState = 'running' | 'paused'
+
+/** Description of a sandbox, from `getInfo()` and `Sandbox.list()`. */
 export interface SandboxInfo {
   sandboxId: string
+  /** The template's name: `host`. */
   templateId: string
+  /** The template's name, as `templateId`. */
+  name?: string
   metadata: Record<string, string>
+  /** SoulBox: the sandbox-wide environment variables given at creation. */
+  envs: Record<string, string>
   startedAt: Date
-  endAt: Date
-  state: 'running' | 'paused'
+  /** When the timeout ends the sandbox; SoulBox: absent without a timeout and while paused. */
+  endAt?: Date
+  state: SandboxState
+  /** The CPU limit in cores, or the host's CPU count without one. */
+  cpuCount: number
+  /** The memory limit in MiB; absent without one. */
+  memoryMB?: number
+}
+
+/** Options of `Sandbox.list`. */
+export interface SandboxListOpts {
+  query?: {
+    /** Only sandboxes whose metadata has every one of these pairs. */
+    metadata?: Record<string, string>
+    /** Only sandboxes in these states; both by default. */
+    state?: SandboxState[]
+  }
+}
+
+/** A sample of a sandbox's resource use. */
+export interface SandboxMetrics {
+  timestamp: Date
+  /** The CPU limit in cores, or the host's CPU count without one. */
+  cpuCount: number
+  /** CPU use in percent of `cpuCount` since the previous call on this handle. */
+  cpuUsedPct: number
+  /** Memory in use in bytes; absent without a memory cgroup. */
+  memUsed?: number
+  /** The memory limit in bytes; absent without one. */
+  memTotal?: number
+  /** Bytes used in the writable layer. */
+  diskUsed: number
+  /** Size limit of the writable layer in bytes. */
+  diskTotal: number
 }
 
 /**
  * A sandbox: processes in their own namespaces, with an overlay root over a
- * template, a cgroup and SoulBox's own PID 1. It ends at its timeout, at
- * `kill()`, or when this object is garbage-collected.
+ * template, a cgroup and SoulBox's own PID 1. As on E2B it runs until its
+ * timeout or a kill, also after this object is garbage-collected or this
+ * process exits; `Sandbox.connect(id)` reaches it from any process of the
+ * same user.
  */
 export declare class Sandbox {
   /** Use `Sandbox.create()`. */
@@ -64,16 +103,22 @@ export declare class Sandbox {
   static create(opts?: SandboxOpts): Promise<Sandbox>
   /** Creates a sandbox from a template; only `host` exists. */
   static create(template: string, opts?: SandboxOpts): Promise<Sandbox>
-  /** Not implemented yet: rejects with a SandboxError of code `NOT_IMPLEMENTED`. */
+  /**
+   * Connects to a running or paused sandbox of this user and resumes it.
+   * Commands that another handle started are not visible through this one.
+   * Rejects with SandboxNotFoundError when no such sandbox exists.
+   */
   static connect(sandboxId: string): Promise<Sandbox>
-  /** Not implemented yet: rejects with a SandboxError of code `NOT_IMPLEMENTED`. */
-  static list(): Promise<SandboxInfo[]>
-  /** Not implemented yet: rejects with a SandboxError of code `NOT_IMPLEMENTED`. */
+  /** Lists this user's sandboxes, oldest first (E2B 1.x shape: an array). */
+  static list(opts?: SandboxListOpts): Promise<SandboxInfo[]>
+  /** Kills a sandbox by id; false if no such sandbox runs. */
   static kill(sandboxId: string): Promise<boolean>
-  /** Not implemented yet: rejects with a SandboxError of code `NOT_IMPLEMENTED`. */
+  /** Describes a sandbox by id without resuming it. */
   static getInfo(sandboxId: string): Promise<SandboxInfo>
-  /** Not implemented yet: rejects with a SandboxError of code `NOT_IMPLEMENTED`. */
+  /** Sets a sandbox's remaining lifetime by id; 0 removes the limit. */
   static setTimeout(sandboxId: string, timeoutMs: number): Promise<void>
+  /** Returns a sandbox's current resource use by id, as a one-sample array. */
+  static getMetrics(sandboxId: string): Promise<SandboxMetrics[]>
 
   /** Returns whether the sandbox is still running. */
   isRunning(): Promise<boolean>
@@ -81,12 +126,17 @@ export declare class Sandbox {
   setTimeout(timeoutMs: number): Promise<void>
   /** Kills every process of the sandbox and removes its cgroups. */
   kill(): Promise<void>
-  /** Not implemented yet: rejects with a SandboxError of code `NOT_IMPLEMENTED`. */
+  /** Describes this sandbox. */
   getInfo(): Promise<SandboxInfo>
-  /** Not implemented yet: rejects with a SandboxError of code `NOT_IMPLEMENTED`. */
+  /**
+   * Freezes every process and stops the timeout clock; false if already
+   * paused. Rejects with code `UNSUPPORTED` without a writable cgroup v2.
+   */
   pause(): Promise<boolean>
-  /** Not implemented yet: rejects with a SandboxError of code `NOT_IMPLEMENTED`. */
-  getMetrics(): Promise<unknown[]>
+  /** Resumes this sandbox if it is paused. */
+  connect(): Promise<this>
+  /** Returns the current resource use, as a one-sample array (E2B: a series). */
+  getMetrics(): Promise<SandboxMetrics[]>
 }
 
 export default Sandbox
@@ -369,7 +419,10 @@ export declare class NotFoundError extends SandboxError {
 export declare class FileNotFoundError extends NotFoundError {
   constructor(message: string, stackTrace?: string)
 }
-/** The sandbox does not exist or has ended (code `SANDBOX_NOT_RUNNING`). */
+/**
+ * No sandbox has this id (code `SANDBOX_NOT_FOUND`), or this handle's
+ * sandbox has ended (code `SANDBOX_NOT_RUNNING`).
+ */
 export declare class SandboxNotFoundError extends NotFoundError {
   constructor(message: string, stackTrace?: string)
 }

@@ -157,16 +157,6 @@ function fromNative(error) {
   return converted
 }
 
-/** The error for an entry point that waits for SoulBox's lifecycle API. */
-function notImplemented(what) {
-  const error = new SandboxError(
-    `not implemented yet: ${what}; SoulBox cannot reach a sandbox from another ` +
-      'handle or process yet, so keep the Sandbox object that create() returned'
-  )
-  error.code = 'NOT_IMPLEMENTED'
-  return error
-}
-
 module.exports = {
   SandboxError,
   TimeoutError,
@@ -177,5 +167,4 @@ module.exports = {
   SandboxNotFoundError,
   CommandExitError,
   fromNative,
-  notImplemented,
 }

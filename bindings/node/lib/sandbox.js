@@ -2,11 +2,31 @@
 
 // The Sandbox class, with E2B's names.
 
+const os = require('node:os')
+
 const check = require('./check')
 const { native, call } = require('./native')
-const { notImplemented } = require('./errors')
 const { Commands, Pty } = require('./commands')
 const { Filesystem } = require('./filesystem')
+
+const SANDBOX_STATES = new Set(['running', 'paused'])
+
+/** A sandbox description with E2B's field names. */
+function sandboxInfo(info) {
+  return {
+    sandboxId: info.sandboxId,
+    templateId: info.template,
+    name: info.template,
+    metadata: info.metadata,
+    envs: info.envs,
+    startedAt: new Date(info.startedMs),
+    endAt: info.endsMs === null || info.endsMs === undefined ? undefined : new Date(info.endsMs),
+    state: info.state,
+    // Without a CPU limit the sandbox may use every CPU of the host.
+    cpuCount: info.cpuLimit ?? os.availableParallelism(),
+    memoryMB: info.memoryLimit === null || info.memoryLimit === undefined ? undefined : info.memoryLimit / (1 << 20),
+  }
+}
 
 /**
  * Converts a resource limit for the addon: undefined keeps the default,
@@ -29,8 +49,10 @@ function limit(name, value, isValid) {
  * A sandbox: a tree of processes in its own namespaces, with an overlay
  * root over a template, a cgroup and SoulBox's own PID 1.
  *
- * Create one with `Sandbox.create()`. It ends at its timeout (300 s by
- * default), at `kill()`, or when this object is garbage-collected.
+ * Create one with `Sandbox.create()`. It runs until its timeout (300 s by
+ * default) or `kill()`, as on E2B, also after this object is
+ * garbage-collected or this process exits; `Sandbox.connect(id)` reaches
+ * it from any process of the same user.
  */
 class Sandbox {
   /** @internal Use `Sandbox.create()`. */
@@ -63,44 +85,66 @@ class Sandbox {
       template,
       timeoutMs: check.optionalTimeoutMs('timeoutMs', opts.timeoutMs),
       envs: check.optionalStringRecord('envs', opts.envs),
+      metadata: check.optionalStringRecord('metadata', opts.metadata),
       memoryLimit: limit('memoryLimit', opts.memoryLimit, Number.isSafeInteger),
       pidsLimit: limit('pidsLimit', opts.pidsLimit, Number.isSafeInteger),
       cpuLimit: limit('cpuLimit', opts.cpuLimit, Number.isFinite),
     }
-    // TODO: store metadata in the sandbox once the core keeps it; until
-    // then it is checked and dropped, and getInfo() cannot return it.
-    check.optionalStringRecord('metadata', opts.metadata)
     const nativeSandbox = await call(() => native().NativeSandbox.create(options))
     return new this(nativeSandbox)
   }
 
-  /** Reaches a running sandbox by id from another handle or process. */
+  /**
+   * Connects to a running or paused sandbox of this user, created by this
+   * or any other process, and resumes it if it was paused. Commands that
+   * another handle started are not visible through this one.
+   */
   static async connect(sandboxId) {
     check.string('sandboxId', sandboxId)
-    throw notImplemented('Sandbox.connect')
+    return new this(await call(() => native().NativeSandbox.connect(sandboxId)))
   }
 
-  /** Lists the sandboxes running on this host. */
-  static async list() {
-    throw notImplemented('Sandbox.list')
+  /**
+   * Lists this user's running and paused sandboxes, oldest first, with
+   * E2B's filters: `{ query: { metadata, state: ['running', 'paused'] } }`.
+   */
+  static async list(opts) {
+    const query = check.options('query', check.options('opts', opts).query)
+    const metadata = check.optionalStringRecord('query.metadata', query.metadata)
+    const states = query.state ?? ['running', 'paused']
+    if (!Array.isArray(states) || states.some((state) => !SANDBOX_STATES.has(state))) {
+      throw check.invalid('query.state', states, "an array of 'running' and 'paused'")
+    }
+    const state = states.length === 1 ? states[0] : undefined
+    const infos = states.length === 0 ? [] : await call(() => native().NativeSandbox.list(metadata, state))
+    return infos.map(sandboxInfo)
   }
 
-  /** Kills a sandbox by id. */
+  /** Kills a sandbox by id. Returns false if no such sandbox runs. */
   static async kill(sandboxId) {
     check.string('sandboxId', sandboxId)
-    throw notImplemented('Sandbox.kill(sandboxId)')
+    return call(() => native().NativeSandbox.killId(sandboxId))
   }
 
-  /** Describes a sandbox by id. */
+  /** Describes a sandbox by id, without resuming it. */
   static async getInfo(sandboxId) {
     check.string('sandboxId', sandboxId)
-    throw notImplemented('Sandbox.getInfo(sandboxId)')
+    const sandbox = await call(() => native().NativeSandbox.connectWithoutResume(sandboxId))
+    return sandboxInfo(await call(() => sandbox.getInfo()))
   }
 
-  /** Sets a sandbox's timeout by id. */
-  static async setTimeout(sandboxId) {
+  /** Sets a sandbox's remaining lifetime by id; 0 removes the limit. */
+  static async setTimeout(sandboxId, timeoutMs) {
     check.string('sandboxId', sandboxId)
-    throw notImplemented('Sandbox.setTimeout(sandboxId, timeoutMs)')
+    const sandbox = await call(() => native().NativeSandbox.connectWithoutResume(sandboxId))
+    await new this(sandbox).setTimeout(timeoutMs)
+  }
+
+  /** Returns a sandbox's current resource use by id, as a one-sample array. */
+  static async getMetrics(sandboxId) {
+    check.string('sandboxId', sandboxId)
+    const sandbox = await call(() => native().NativeSandbox.connectWithoutResume(sandboxId))
+    return new this(sandbox).getMetrics()
   }
 
   /** Returns whether the sandbox is still running. */
@@ -128,19 +172,45 @@ class Sandbox {
     await call(() => this._native.kill())
   }
 
-  /** Describes this sandbox. */
+  /**
+   * Describes this sandbox: id, template, metadata, start and end times,
+   * state and limits.
+   */
   async getInfo() {
-    throw notImplemented('sandbox.getInfo()')
+    return sandboxInfo(await call(() => this._native.getInfo()))
   }
 
-  /** Pauses this sandbox. */
+  /**
+   * Freezes every process of the sandbox and stops its timeout clock.
+   * Returns false if it was already paused. `connect()` resumes it.
+   */
   async pause() {
-    throw notImplemented('sandbox.pause()')
+    return call(() => this._native.pause())
   }
 
-  /** Returns this sandbox's resource usage. */
+  /** Resumes this sandbox if it is paused, as E2B's `sbx.connect()`. */
+  async connect() {
+    await call(() => this._native.resume())
+    return this
+  }
+
+  /**
+   * Returns the sandbox's current resource use, as a one-sample array
+   * (E2B returns a series over time).
+   */
   async getMetrics() {
-    throw notImplemented('sandbox.getMetrics()')
+    const metrics = await call(() => this._native.metrics())
+    return [
+      {
+        timestamp: new Date(metrics.timestampMs),
+        cpuCount: metrics.cpuCount,
+        cpuUsedPct: metrics.cpuUsedPct,
+        memUsed: metrics.memUsed ?? undefined,
+        memTotal: metrics.memTotal ?? undefined,
+        diskUsed: metrics.diskUsed,
+        diskTotal: metrics.diskTotal,
+      },
+    ]
   }
 }
 

@@ -2,11 +2,11 @@
 //! arrive from it.
 
 use std::collections::HashMap;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use napi::bindgen_prelude::Buffer;
 use napi_derive::napi;
-use soulbox_core::{EntryInfo, FileType, ProcessInfo};
+use soulbox_core::{EntryInfo, FileType, ProcessInfo, SandboxInfo, SandboxMetrics};
 
 use crate::error::{invalid_argument, Result};
 
@@ -104,12 +104,7 @@ impl From<EntryInfo> for EntryInfoObject {
             FileType::Symlink => "symlink",
             _ => "other",
         };
-        // A time before the epoch counts as the epoch itself.
-        let modified_ms = entry
-            .modified
-            .duration_since(UNIX_EPOCH)
-            .map(|since| since.as_secs_f64() * 1000.0)
-            .unwrap_or(0.0);
+        let modified_ms = epoch_ms(entry.modified);
         Self {
             name: entry.name,
             kind: kind.to_string(),
@@ -121,6 +116,77 @@ impl From<EntryInfo> for EntryInfoObject {
             group: entry.group,
             modified_ms,
             symlink_target: entry.symlink_target,
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch, which JavaScript's `Date` takes; a
+/// time before the epoch counts as the epoch itself.
+fn epoch_ms(time: SystemTime) -> f64 {
+    time.duration_since(UNIX_EPOCH)
+        .map(|since| since.as_secs_f64() * 1000.0)
+        .unwrap_or(0.0)
+}
+
+/// A sandbox as `getInfo()` and `list()` describe it. Times are
+/// milliseconds since the Unix epoch.
+#[napi(object)]
+#[derive(Debug)]
+pub struct SandboxInfoObject {
+    pub sandbox_id: String,
+    pub template: String,
+    pub metadata: HashMap<String, String>,
+    pub envs: HashMap<String, String>,
+    pub started_ms: f64,
+    /// Absent without a timeout and while paused.
+    pub ends_ms: Option<f64>,
+    /// `running` or `paused`.
+    pub state: String,
+    pub cpu_limit: Option<f64>,
+    pub memory_limit: Option<f64>,
+}
+
+impl From<SandboxInfo> for SandboxInfoObject {
+    fn from(info: SandboxInfo) -> Self {
+        Self {
+            sandbox_id: info.sandbox_id,
+            template: info.template,
+            metadata: info.metadata.into_iter().collect(),
+            envs: info.envs.into_iter().collect(),
+            started_ms: epoch_ms(info.started_at),
+            ends_ms: info.ends_at.map(epoch_ms),
+            state: info.state.as_str().to_string(),
+            cpu_limit: info.cpu_limit,
+            memory_limit: info.memory_limit.map(|bytes| bytes as f64),
+        }
+    }
+}
+
+/// A sandbox's resource use, as E2B's `SandboxMetrics`.
+#[napi(object)]
+#[derive(Debug)]
+pub struct SandboxMetricsObject {
+    pub timestamp_ms: f64,
+    pub cpu_count: f64,
+    pub cpu_used_pct: f64,
+    /// Absent without a memory cgroup.
+    pub mem_used: Option<f64>,
+    /// Absent without a memory limit.
+    pub mem_total: Option<f64>,
+    pub disk_used: f64,
+    pub disk_total: f64,
+}
+
+impl From<SandboxMetrics> for SandboxMetricsObject {
+    fn from(metrics: SandboxMetrics) -> Self {
+        Self {
+            timestamp_ms: epoch_ms(metrics.timestamp),
+            cpu_count: metrics.cpu_count,
+            cpu_used_pct: metrics.cpu_used_pct,
+            mem_used: metrics.mem_used.map(|bytes| bytes as f64),
+            mem_total: metrics.mem_total.map(|bytes| bytes as f64),
+            disk_used: metrics.disk_used as f64,
+            disk_total: metrics.disk_total as f64,
         }
     }
 }

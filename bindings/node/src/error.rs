@@ -18,6 +18,9 @@ fn code(error: &Error) -> &'static str {
     match error {
         Error::InvalidArgument(_) => "INVALID_ARGUMENT",
         Error::SandboxNotRunning { .. } => "SANDBOX_NOT_RUNNING",
+        Error::SandboxNotFound { .. } => "SANDBOX_NOT_FOUND",
+        Error::Unsupported { .. } => "UNSUPPORTED",
+        Error::State { .. } => "STATE_FAILED",
         Error::FileNotFound { .. } => "FILE_NOT_FOUND",
         Error::NotFound(_) => "NOT_FOUND",
         Error::NotEnoughSpace { .. } => "NOT_ENOUGH_SPACE",

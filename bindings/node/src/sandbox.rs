@@ -5,11 +5,14 @@ use std::collections::HashMap;
 
 use napi::bindgen_prelude::Buffer;
 use napi_derive::napi;
-use soulbox_core::{Command, Sandbox, SandboxOptions, DEFAULT_TIMEOUT};
+use soulbox_core::{Command, ListQuery, Sandbox, SandboxOptions, SandboxState, DEFAULT_TIMEOUT};
 
 use crate::command::{self, NativeCommand};
-use crate::convert::{terminal_size, timeout_from_ms, whole_number, ProcessInfoObject};
-use crate::error::{IntoNapi, Result};
+use crate::convert::{
+    terminal_size, timeout_from_ms, whole_number, ProcessInfoObject, SandboxInfoObject,
+    SandboxMetricsObject,
+};
+use crate::error::{invalid_argument, IntoNapi, Result};
 
 /// Options of `createSandbox`, checked by `index.js` first.
 #[napi(object)]
@@ -20,6 +23,8 @@ pub struct CreateOptions {
     /// Sandbox lifetime in milliseconds; 0 for none, 300 000 when absent.
     pub timeout_ms: Option<f64>,
     pub envs: Option<HashMap<String, String>>,
+    /// Labels that `getInfo` returns and `list` filters by.
+    pub metadata: Option<HashMap<String, String>>,
     /// Memory limit in bytes; 0 for none, 2 GiB when absent.
     pub memory_limit: Option<f64>,
     /// Limit on processes and threads; 0 for none, 1024 when absent.
@@ -100,6 +105,7 @@ impl NativeSandbox {
             Some(_) => timeout_from_ms("timeoutMs", options.timeout_ms)?.unwrap_or_default(),
         };
         sandbox_options.envs = options.envs.unwrap_or_default().into_iter().collect();
+        sandbox_options.metadata = options.metadata.unwrap_or_default().into_iter().collect();
         if let Some(bytes) = options.memory_limit {
             sandbox_options.memory_limit = whole_number("memoryLimit", bytes)?;
         }
@@ -111,6 +117,56 @@ impl NativeSandbox {
         }
         let sandbox = Sandbox::create(sandbox_options).await.into_napi()?;
         Ok(NativeSandbox { sandbox })
+    }
+
+    /// Connects to a running or paused sandbox of this user by id, and
+    /// resumes it if it was paused.
+    #[napi]
+    pub async fn connect(sandbox_id: String) -> Result<NativeSandbox> {
+        let sandbox = Sandbox::connect(&sandbox_id).await.into_napi()?;
+        Ok(NativeSandbox { sandbox })
+    }
+
+    /// Connects to a sandbox by id and leaves it paused if it is, for
+    /// calls that work on it as it is.
+    #[napi]
+    pub async fn connect_without_resume(sandbox_id: String) -> Result<NativeSandbox> {
+        let sandbox = Sandbox::connect_without_resume(&sandbox_id)
+            .await
+            .into_napi()?;
+        Ok(NativeSandbox { sandbox })
+    }
+
+    /// Lists this user's sandboxes whose metadata contains every pair of
+    /// `metadata`, in `state` (`running` or `paused`) when given, oldest
+    /// first.
+    #[napi]
+    pub async fn list(
+        metadata: Option<HashMap<String, String>>,
+        state: Option<String>,
+    ) -> Result<Vec<SandboxInfoObject>> {
+        let mut query = ListQuery::default();
+        for (key, value) in metadata.unwrap_or_default() {
+            query = query.metadata(key, value);
+        }
+        match state.as_deref() {
+            None => {}
+            Some("running") => query = query.state(SandboxState::Running),
+            Some("paused") => query = query.state(SandboxState::Paused),
+            Some(other) => {
+                return Err(invalid_argument(format!(
+                    "sandbox state {other:?} is unknown; use \"running\" or \"paused\""
+                )))
+            }
+        }
+        let infos = Sandbox::list(&query).await.into_napi()?;
+        Ok(infos.into_iter().map(SandboxInfoObject::from).collect())
+    }
+
+    /// Kills the sandbox `sandbox_id`; false if no such sandbox runs.
+    #[napi]
+    pub async fn kill_id(sandbox_id: String) -> Result<bool> {
+        Sandbox::kill_id(&sandbox_id).await.into_napi()
     }
 
     /// The sandbox id, which is also its hostname.
@@ -133,6 +189,32 @@ impl NativeSandbox {
             .set_timeout(timeout.unwrap_or_default())
             .await
             .into_napi()
+    }
+
+    /// Describes the sandbox.
+    #[napi]
+    pub async fn get_info(&self) -> Result<SandboxInfoObject> {
+        let info = self.sandbox.get_info().await.into_napi()?;
+        Ok(info.into())
+    }
+
+    /// Freezes every process of the sandbox; false if it was paused.
+    #[napi]
+    pub async fn pause(&self) -> Result<bool> {
+        self.sandbox.pause().await.into_napi()
+    }
+
+    /// Thaws a paused sandbox; false if it was running.
+    #[napi]
+    pub async fn resume(&self) -> Result<bool> {
+        self.sandbox.resume().await.into_napi()
+    }
+
+    /// Returns the sandbox's current resource use.
+    #[napi]
+    pub async fn metrics(&self) -> Result<SandboxMetricsObject> {
+        let metrics = self.sandbox.metrics().await.into_napi()?;
+        Ok(metrics.into())
     }
 
     /// Returns whether the sandbox is still running.

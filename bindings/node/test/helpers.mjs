@@ -37,8 +37,10 @@ export function leftoverCgroups(id) {
 }
 
 /**
- * Host pids of processes whose cgroup path names sandbox `id`: the
- * sandbox's processes, seen from the host.
+ * Host pids of live processes whose cgroup path names sandbox `id`: the
+ * sandbox's processes, seen from the host. Zombies are left out: a killed
+ * sandbox's PID 1 stays one, holding nothing but its pid, until the handle
+ * that created it is collected, when SoulBox reaps it.
  */
 export function hostProcessesOf(id) {
   const pids = []
@@ -47,7 +49,11 @@ export function hostProcessesOf(id) {
       continue
     }
     try {
-      if (readFileSync(`/proc/${entry}/cgroup`, 'utf8').includes(`/soulbox/${id}`)) {
+      const inSandbox = readFileSync(`/proc/${entry}/cgroup`, 'utf8').includes(`/soulbox/${id}`)
+      // The state is the first field after the parenthesised name.
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8')
+      const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3)
+      if (inSandbox && state !== 'Z') {
         pids.push(Number(entry))
       }
     } catch {
