@@ -6,10 +6,10 @@
 // `cargo build --release -p soulbox-benches`):
 //   node benches/node/compare.mjs [--rounds R] [--iterations N] [--warmup W]
 //
-// Each round runs every row once, in an order rotated from round to round:
-// one process per row that makes W + N sandboxes and reports each one's
-// time; the first W are discarded. Defaults: 5 rounds, 20 timed and 3
-// warm-up iterations.
+// Each round runs every row once, in an order rotated from round to round.
+// A row is one process that makes W + N sandboxes and reports each one's
+// time, and the first W times are discarded. Defaults: 5 rounds, 20 timed
+// and 3 warm-up iterations.
 
 import { spawnSync } from 'node:child_process'
 import { dirname, join, resolve } from 'node:path'

@@ -83,8 +83,8 @@ export interface SandboxMetrics {
 /**
  * A sandbox: processes in their own namespaces, with an overlay root over a
  * template, a cgroup and SoulBox's own PID 1. As on E2B it runs until its
- * timeout or a kill, also after this object is garbage-collected or this
- * process exits; `Sandbox.connect(id)` reaches it from any process of the
+ * timeout or a kill, even after this object is garbage-collected or this
+ * process exits. `Sandbox.connect(id)` reaches it from any process of the
  * same user.
  */
 export declare class Sandbox {
@@ -145,7 +145,7 @@ export default Sandbox
 export interface CommandResult {
   /** Exit code; 128 + N when signal N ended the command. */
   exitCode: number
-  /** What ended the command when it did not exit with 0, such as `exit status 3`. */
+  /** The cause of an end other than exit code 0, such as `exit status 3`. */
   error?: string
   /**
    * Everything the command wrote to stdout, decoded as UTF-8 (invalid
@@ -216,7 +216,7 @@ export declare class CommandHandle {
   readonly stderr: string
   /** Exit code once the command has ended. */
   readonly exitCode: number | undefined
-  /** What ended the command, when it did not exit with 0. */
+  /** The cause of an end other than exit code 0. */
   readonly error: string | undefined
   /**
    * Waits for the end. Rejects with CommandExitError for a non-zero exit

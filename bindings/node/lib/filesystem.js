@@ -152,6 +152,12 @@ async function callSafely(callback, argument) {
   }
 }
 
+/** Checks a path and its options, and returns the user the call acts as. */
+function userFor(path, opts) {
+  check.string('path', path)
+  return check.optionalString('user', check.options('opts', opts).user)
+}
+
 /** `sbx.files`. Relative paths start at /home/user. */
 class Filesystem {
   /** @internal */
@@ -223,22 +229,19 @@ class Filesystem {
 
   /** Returns whether a file or directory exists. */
   async exists(path, opts) {
-    check.string('path', path)
-    const user = check.optionalString('user', check.options('opts', opts).user)
+    const user = userFor(path, opts)
     return call(() => this._native.exists(path, user))
   }
 
   /** Describes a file or directory; a symlink is described, not followed. */
   async getInfo(path, opts) {
-    check.string('path', path)
-    const user = check.optionalString('user', check.options('opts', opts).user)
+    const user = userFor(path, opts)
     return entryInfo(await call(() => this._native.stat(path, user)))
   }
 
   /** Removes a file or a directory tree. A missing path is not an error. */
   async remove(path, opts) {
-    check.string('path', path)
-    const user = check.optionalString('user', check.options('opts', opts).user)
+    const user = userFor(path, opts)
     await call(() => this._native.remove(path, user))
   }
 
@@ -252,8 +255,7 @@ class Filesystem {
 
   /** Creates a directory and its parents. Returns false if it existed. */
   async makeDir(path, opts) {
-    check.string('path', path)
-    const user = check.optionalString('user', check.options('opts', opts).user)
+    const user = userFor(path, opts)
     return call(() => this._native.makeDir(path, user))
   }
 

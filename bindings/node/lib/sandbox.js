@@ -11,7 +11,7 @@ const { Filesystem } = require('./filesystem')
 
 const SANDBOX_STATES = new Set(['running', 'paused'])
 
-/** A sandbox description with E2B's field names. */
+/** Converts the addon's sandbox description to E2B's field names. */
 function sandboxInfo(info) {
   return {
     sandboxId: info.sandboxId,
@@ -49,9 +49,9 @@ function limit(name, value, isValid) {
  * A sandbox: a tree of processes in its own namespaces, with an overlay
  * root over a template, a cgroup and SoulBox's own PID 1.
  *
- * Create one with `Sandbox.create()`. It runs until its timeout (300 s by
- * default) or `kill()`, as on E2B, also after this object is
- * garbage-collected or this process exits; `Sandbox.connect(id)` reaches
+ * Create one with `Sandbox.create()`. As on E2B, it runs until its timeout
+ * (300 s by default) or `kill()`, even after this object is
+ * garbage-collected or this process exits. `Sandbox.connect(id)` reaches
  * it from any process of the same user.
  */
 class Sandbox {

@@ -1,4 +1,4 @@
-//! How core errors reach JavaScript.
+//! Conversion of core errors into the errors JavaScript receives.
 //!
 //! napi-rs rejects a Promise with an `Error` built from a status and a
 //! message only, so the error's kind travels in the message:
@@ -57,7 +57,7 @@ pub(crate) fn to_napi(error: Error) -> napi::Error {
     napi::Error::from_reason(format!("{prefix} {message}"))
 }
 
-/// An invalid argument that the addon itself rejects.
+/// Builds the error for an invalid argument that the addon itself rejects.
 pub(crate) fn invalid_argument(message: String) -> napi::Error {
     to_napi(Error::InvalidArgument(message))
 }
