@@ -1,6 +1,6 @@
 //! Times SoulBox's Rust API, in-process.
 //!
-//! Usage: `soulbox-bench-api --task TASK --iterations N [--no-limits]`
+//! Usage: `soulbox-bench-api --task TASK --iterations N [--no-limits] [--shell]`
 //!
 //! Tasks, each printing one line per iteration with its wall time in
 //! nanoseconds:
@@ -14,7 +14,10 @@
 //!   created once beforehand.
 //!
 //! `--no-limits` turns off the default memory and pids limits, to measure
-//! what joining their cgroups costs.
+//! what joining their cgroups costs. `--shell` runs the `true` and `py`
+//! tasks' command line through the sandbox's shell (`/bin/bash -l -c`), as
+//! E2B's `commands.run` and the Node binding do, instead of executing the
+//! program directly.
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -24,7 +27,8 @@ use soulbox_core::{Sandbox, SandboxOptions};
 fn usage(message: &str) -> ExitCode {
     eprintln!("soulbox-bench-api: {message}");
     eprintln!(
-        "usage: soulbox-bench-api --task true|py|connect|pause-resume --iterations N [--no-limits]"
+        "usage: soulbox-bench-api --task true|py|connect|pause-resume --iterations N \
+         [--no-limits] [--shell]"
     );
     ExitCode::from(2)
 }
@@ -34,11 +38,16 @@ fn main() -> ExitCode {
     let mut task = None;
     let mut iterations = None;
     let mut options = SandboxOptions::default();
+    let mut shell = false;
     let mut rest = args.iter();
     while let Some(flag) = rest.next() {
         if flag == "--no-limits" {
             options.memory_limit = None;
             options.pids_limit = None;
+            continue;
+        }
+        if flag == "--shell" {
+            shell = true;
             continue;
         }
         match (flag.as_str(), rest.next()) {
@@ -53,10 +62,15 @@ fn main() -> ExitCode {
     let Some(iterations) = iterations else {
         return usage("--iterations is required");
     };
-    let argv: &[&str] = match task.as_deref() {
-        Some("true" | "connect") => &["/bin/true"],
-        Some("py") => &["/usr/bin/python3", "-c", "print(1)"],
-        Some("pause-resume") => &[],
+    // Each task as an argument vector and as the same command line for
+    // `--shell`.
+    let (argv, command_line): (&[&str], &str) = match task.as_deref() {
+        Some("true" | "connect") => (&["/bin/true"], "/bin/true"),
+        Some("py") => (
+            &["/usr/bin/python3", "-c", "print(1)"],
+            "/usr/bin/python3 -c 'print(1)'",
+        ),
+        Some("pause-resume") => (&[], ""),
         Some(other) => return usage(&format!("unknown task {other:?}")),
         None => return usage("--task is required"),
     };
@@ -79,7 +93,11 @@ fn main() -> ExitCode {
                 Ok(sandbox) => sandbox,
                 Err(e) => return usage(&format!("create failed: {e}")),
             };
-            let output = sandbox.command(argv[0]).args(&argv[1..]).output().await;
+            let output = if shell {
+                sandbox.shell(command_line).output().await
+            } else {
+                sandbox.command(argv[0]).args(&argv[1..]).output().await
+            };
             let killed = sandbox.kill().await;
             let elapsed = start.elapsed();
             match (output, killed) {

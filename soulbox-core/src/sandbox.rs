@@ -1155,6 +1155,10 @@ impl Inner {
             let _ = sys::pidfd_wait(self.pidfd.as_fd(), true);
         } else {
             sys::pidfd_wait_exit(self.pidfd.as_fd(), -1);
+            // A handle from connect in the process that created the sandbox:
+            // reap PID 1 here rather than leave a zombie until the creating
+            // handle drops. In any other process this finds no child.
+            let _ = sys::pidfd_wait(self.pidfd.as_fd(), false);
         }
         let removed = cgroup.remove();
         let _ = state::remove_entry(&self.entry_dir);
