@@ -1,7 +1,7 @@
 //! Times SoulBox's Rust API, in-process.
 //!
 //! Usage: `soulbox-bench-api --task TASK --iterations N [--no-limits]
-//! [--no-seccomp]`
+//! [--no-seccomp] [--shell]`
 //!
 //! Tasks, each printing one line per iteration with its wall time in
 //! nanoseconds:
@@ -17,7 +17,10 @@
 //! `--no-limits` turns off the default memory and pids limits, to measure
 //! what joining their cgroups costs. `--no-seccomp` creates sandboxes with
 //! `SeccompPolicy::unconfined()`, to measure what the filter costs; never
-//! run untrusted code that way.
+//! run untrusted code that way. `--shell` runs the `true` and `py`
+//! tasks' command line through the sandbox's shell (`/bin/bash -l -c`), as
+//! E2B's `commands.run` and the Node binding do, instead of executing the
+//! program directly.
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -27,8 +30,8 @@ use soulbox_core::{Sandbox, SandboxOptions, SeccompPolicy};
 fn usage(message: &str) -> ExitCode {
     eprintln!("soulbox-bench-api: {message}");
     eprintln!(
-        "usage: soulbox-bench-api --task true|py|connect|pause-resume --iterations N [--no-limits] \
-         [--no-seccomp]"
+        "usage: soulbox-bench-api --task true|py|connect|pause-resume --iterations N \
+         [--no-limits] [--no-seccomp] [--shell]"
     );
     ExitCode::from(2)
 }
@@ -38,6 +41,7 @@ fn main() -> ExitCode {
     let mut task = None;
     let mut iterations = None;
     let mut options = SandboxOptions::default();
+    let mut shell = false;
     let mut rest = args.iter();
     while let Some(flag) = rest.next() {
         if flag == "--no-limits" {
@@ -47,6 +51,10 @@ fn main() -> ExitCode {
         }
         if flag == "--no-seccomp" {
             options.seccomp = SeccompPolicy::unconfined();
+            continue;
+        }
+        if flag == "--shell" {
+            shell = true;
             continue;
         }
         match (flag.as_str(), rest.next()) {
@@ -61,10 +69,15 @@ fn main() -> ExitCode {
     let Some(iterations) = iterations else {
         return usage("--iterations is required");
     };
-    let argv: &[&str] = match task.as_deref() {
-        Some("true" | "connect") => &["/bin/true"],
-        Some("py") => &["/usr/bin/python3", "-c", "print(1)"],
-        Some("pause-resume") => &[],
+    // Each task as an argument vector and as the same command line for
+    // `--shell`.
+    let (argv, command_line): (&[&str], &str) = match task.as_deref() {
+        Some("true" | "connect") => (&["/bin/true"], "/bin/true"),
+        Some("py") => (
+            &["/usr/bin/python3", "-c", "print(1)"],
+            "/usr/bin/python3 -c 'print(1)'",
+        ),
+        Some("pause-resume") => (&[], ""),
         Some(other) => return usage(&format!("unknown task {other:?}")),
         None => return usage("--task is required"),
     };
@@ -87,7 +100,11 @@ fn main() -> ExitCode {
                 Ok(sandbox) => sandbox,
                 Err(e) => return usage(&format!("create failed: {e}")),
             };
-            let output = sandbox.command(argv[0]).args(&argv[1..]).output().await;
+            let output = if shell {
+                sandbox.shell(command_line).output().await
+            } else {
+                sandbox.command(argv[0]).args(&argv[1..]).output().await
+            };
             let killed = sandbox.kill().await;
             let elapsed = start.elapsed();
             match (output, killed) {

@@ -54,7 +54,8 @@ pub use files::{
     Watcher, MAX_READ_SIZE,
 };
 pub use process::{
-    CommandEvent, CommandExit, CommandHandle, Commands, ProcessInfo, Selector, CHUNK_SIZE,
+    CommandController, CommandEvent, CommandExit, CommandHandle, Commands, ProcessInfo, Selector,
+    CHUNK_SIZE,
 };
 pub use sandbox::{
     ListQuery, Sandbox, SandboxInfo, SandboxMetrics, SandboxOptions, SandboxState,

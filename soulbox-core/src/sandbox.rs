@@ -958,10 +958,22 @@ async fn query_status(dir: &Path, request: &Request) -> Result<Option<Duration>>
     };
     set_nonblocking(&connection)?;
     let connection = sys::async_fd(connection).map_err(Error::os("register a query connection"))?;
-    send_request(&connection, request, &[]).await?;
+    // PID 1 may die after accepting the connection: a list then skips the
+    // sandbox instead of failing.
+    let gone_is_not_found = |error: Error| match &error {
+        Error::Os { source, .. }
+            if is_gone(source) || source.raw_os_error() == Some(libc::EPIPE) =>
+        {
+            Error::SandboxNotFound { id: id.clone() }
+        }
+        _ => error,
+    };
+    send_request(&connection, request, &[])
+        .await
+        .map_err(gone_is_not_found)?;
     let mut buf = vec![0u8; 64];
     let len = match tokio::time::timeout(QUERY_TIMEOUT, receive(&connection, &mut buf)).await {
-        Ok(result) => result?,
+        Ok(result) => result.map_err(gone_is_not_found)?,
         Err(_) => {
             return Err(Error::Os {
                 step: "read the sandbox's status within 5 s",
@@ -1154,6 +1166,10 @@ impl Inner {
             let _ = sys::pidfd_wait(self.pidfd.as_fd(), true);
         } else {
             sys::pidfd_wait_exit(self.pidfd.as_fd(), -1);
+            // A handle from connect in the process that created the sandbox:
+            // reap PID 1 here rather than leave a zombie until the creating
+            // handle drops. In any other process this finds no child.
+            let _ = sys::pidfd_wait(self.pidfd.as_fd(), false);
         }
         let removed = cgroup.remove();
         let _ = state::remove_entry(&self.entry_dir);
