@@ -121,7 +121,7 @@ impl ArgCondition {
 ///     .deny("mkdirat", libc::EACCES)
 ///     .deny_if("socket", ArgCondition::equals(0, libc::AF_PACKET as u32), libc::EPERM);
 /// // Kill any process that makes a call the allow-list does not name.
-/// let strict = SeccompPolicy::default().default_action(SeccompAction::KillProcess);
+/// let _strict = SeccompPolicy::default().default_action(SeccompAction::KillProcess);
 /// let options = SandboxOptions::default().seccomp(policy);
 /// ```
 ///

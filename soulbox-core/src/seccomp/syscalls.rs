@@ -6,6 +6,9 @@
 //! same on every architecture from 424 upwards (see the kernel's
 //! `include/uapi/asm-generic/unistd.h` and
 //! `arch/x86/entry/syscalls/syscall_64.tbl`).
+//!
+//! NOTE: only x86-64 builds and tests run; the aarch64 entries come from
+//! `libc` and the kernel headers and have never been compiled here.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
