@@ -38,7 +38,7 @@
 #   SOULBOX_API    soulbox-bench-api binary (default $TARGET_DIR/release/soulbox-bench-api)
 #   SOULBOX_RUN_OPTS  extra options for `soulbox run`, placed before `--` (default none)
 #   NSJAIL_VENV    where nsjail's virtualenv goes (default /var/tmp/soulbox-bench/nsjail-venv)
-#   OUT            report path (default benches/results/compare-YYYY-MM-DD.md, UTC date)
+#   OUT            report path (default benches/results/compare-YYYY-MM-DD-HHMM.md, UTC)
 #   BENCHMARKS     file whose block between the compare.sh markers gets the
 #                  summary tables (default BENCHMARKS.md in the repository; empty: none)
 #
@@ -84,7 +84,7 @@ REPO=$(cd "$(dirname "$0")/.." && pwd)
 TARGET_DIR=${TARGET_DIR:-${CARGO_TARGET_DIR:-$REPO/target}}
 SOULBOX_CLI=${SOULBOX_CLI:-$TARGET_DIR/release/soulbox}
 SOULBOX_API=${SOULBOX_API:-$TARGET_DIR/release/soulbox-bench-api}
-OUT=${OUT:-$REPO/benches/results/compare-$(date -u +%F).md}
+OUT=${OUT:-$REPO/benches/results/compare-$(date -u +%F-%H%M).md}
 BENCHMARKS=${BENCHMARKS-$REPO/BENCHMARKS.md}
 
 # Name prefix of this run's containers and of the cgroups crun makes for them.
@@ -986,7 +986,7 @@ if benchmarks and os.path.exists(benchmarks):
     with open(benchmarks) as f:
         page = f.read()
     if begin in page and end in page:
-        block = "\n".join(out[2:summary_end]).rstrip() + "\n"
+        block = "\n".join(out[2:summary_end]).strip() + "\n"
         block = f"{out[1].rstrip()}\n\n{block}\nFull report: [{os.path.relpath(out_path, os.path.dirname(benchmarks))}]({os.path.relpath(out_path, os.path.dirname(benchmarks))}).\n"
         head, rest = page.split(begin, 1)
         _, tail = rest.split(end, 1)

@@ -5,9 +5,7 @@
 //! Timing tasks print one line per iteration with its wall time in
 //! nanoseconds (`--iterations N`):
 //! - `true`, `py`: `Sandbox::create`, running `/bin/true` (or
-//!   `python3 -c 'print(1)'`) to completion, and `Sandbox::kill`.
-//!   `shell-true` runs the command line `true` through `/bin/bash -l -c`
-//!   instead, as `Sandbox::run` and E2B's `commands.run` do. With
+//!   `python3 -c 'print(1)'`) to completion, and `Sandbox::kill`. With
 //!   `--pool SIZE` the create is `SandboxPool::create` on a pool of that
 //!   size, and each iteration first waits, untimed, until the pool is full
 //!   again, so it times a hand-over rather than the refill.
@@ -26,9 +24,12 @@
 //!   [`rate`].
 //!
 //! `--no-limits` turns off the default memory and pids limits, to measure
-//! what joining their cgroups costs. `--on-request` waits for a line on
-//! stdin before each iteration of `true`, `py` and `shell-true`, so another
-//! program can interleave its own iterations with these one by one.
+//! what joining their cgroups costs. `--no-seccomp` creates sandboxes with
+//! `SeccompPolicy::unconfined()`, to measure what the filter costs; never
+//! run untrusted code that way. `--shell` runs the `true` and `py`
+//! tasks' command line through the sandbox's shell (`/bin/bash -l -c`), as
+//! E2B's `commands.run` and the Node binding do, instead of executing the
+//! program directly.
 
 mod density;
 mod rate;
@@ -36,11 +37,10 @@ mod rate;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use soulbox_core::{Sandbox, SandboxOptions, SandboxPool};
+use soulbox_core::{Sandbox, SandboxOptions, SandboxPool, SeccompPolicy};
 
-const USAGE: &str = "usage: soulbox-bench-api --task \
-                     true|py|shell-true|exec|host-exec|connect|pause-resume \
-                     --iterations N [--pool SIZE] [--no-limits] [--on-request]\n       \
+const USAGE: &str = "usage: soulbox-bench-api --task true|py|exec|host-exec|connect|pause-resume \
+                     --iterations N [--pool SIZE] [--no-limits] [--no-seccomp] [--shell]\n       \
                      soulbox-bench-api --task density --count N [--no-limits]\n       \
                      soulbox-bench-api --task rate --seconds S [--parallel P] [--no-limits]";
 
@@ -64,7 +64,7 @@ struct Args {
     seconds: Option<u64>,
     parallel: usize,
     pool: Option<usize>,
-    on_request: bool,
+    shell: bool,
     options: SandboxOptions,
 }
 
@@ -76,7 +76,7 @@ fn parse_args() -> Result<Args, String> {
         seconds: None,
         parallel: 2,
         pool: None,
-        on_request: false,
+        shell: false,
         options: SandboxOptions::default(),
     };
     let raw: Vec<String> = std::env::args().skip(1).collect();
@@ -87,8 +87,12 @@ fn parse_args() -> Result<Args, String> {
             args.options.pids_limit = None;
             continue;
         }
-        if flag == "--on-request" {
-            args.on_request = true;
+        if flag == "--no-seccomp" {
+            args.options.seccomp = SeccompPolicy::unconfined();
+            continue;
+        }
+        if flag == "--shell" {
+            args.shell = true;
             continue;
         }
         let Some(value) = rest.next() else {
@@ -146,11 +150,10 @@ fn main() -> ExitCode {
     };
     let options = args.options;
     let result = match args.task.as_str() {
-        "true" | "py" | "shell-true" => {
+        "true" | "py" => {
             let task = Task {
-                argv: task_argv(&args.task),
-                through_shell: args.task == "shell-true",
-                on_request: args.on_request,
+                py: args.task == "py",
+                shell: args.shell,
             };
             match args.pool {
                 Some(size) => runtime.block_on(time_pooled(options, size, &task, iterations)),
@@ -169,46 +172,34 @@ fn main() -> ExitCode {
     }
 }
 
-/// Returns the command a create task runs.
-fn task_argv(task: &str) -> &'static [&'static str] {
-    match task {
-        "py" => &["/usr/bin/python3", "-c", "print(1)"],
-        "shell-true" => &["true"],
-        _ => &["/bin/true"],
-    }
-}
-
-/// What each iteration of a create task runs, and when.
+/// What each iteration of a create task runs.
 struct Task {
-    argv: &'static [&'static str],
-    /// Runs `argv[0]` as a command line through the sandbox's shell.
-    through_shell: bool,
-    /// Waits for a line on stdin before each iteration.
-    on_request: bool,
+    /// `python3 -c 'print(1)'` rather than `/bin/true`.
+    py: bool,
+    /// The command line goes through the sandbox's shell.
+    shell: bool,
 }
 
 impl Task {
-    /// Waits for the next request when `on_request` is set.
-    fn wait_for_request(
-        &self,
-        requests: &mut std::io::Lines<std::io::StdinLock<'_>>,
-    ) -> Result<(), String> {
-        if self.on_request && !matches!(requests.next(), Some(Ok(_))) {
-            return Err("stdin closed before all iterations were requested".into());
-        }
-        Ok(())
-    }
-
     async fn run(&self, sandbox: &Sandbox) -> Result<(), String> {
-        if !self.through_shell {
-            return run_checked(sandbox, self.argv).await;
+        let (argv, command_line): (&[&str], &str) = if self.py {
+            (
+                &["/usr/bin/python3", "-c", "print(1)"],
+                "/usr/bin/python3 -c 'print(1)'",
+            )
+        } else {
+            (&["/bin/true"], "/bin/true")
+        };
+        if !self.shell {
+            return run_checked(sandbox, argv).await;
         }
         let output = sandbox
-            .run(self.argv[0])
+            .shell(command_line)
+            .output()
             .await
-            .map_err(|e| format!("{:?} failed: {e}", self.argv[0]))?;
+            .map_err(|e| format!("{command_line:?} failed: {e}"))?;
         if !output.status.success() {
-            return Err(format!("{:?} failed: {:?}", self.argv[0], output.status));
+            return Err(format!("{command_line:?} failed: {:?}", output.status));
         }
         Ok(())
     }
@@ -234,9 +225,7 @@ async fn time_create(
     task: &Task,
     iterations: usize,
 ) -> Result<(), String> {
-    let mut requests = std::io::stdin().lines();
     for _ in 0..iterations {
-        task.wait_for_request(&mut requests)?;
         let start = Instant::now();
         let sandbox = Sandbox::create(options.clone())
             .await
@@ -260,10 +249,8 @@ async fn time_pooled(
     iterations: usize,
 ) -> Result<(), String> {
     let pool = SandboxPool::new(options, size).map_err(|e| format!("pool failed: {e}"))?;
-    let mut requests = std::io::stdin().lines();
     for _ in 0..iterations {
         wait_full(&pool).await?;
-        task.wait_for_request(&mut requests)?;
         let start = Instant::now();
         let sandbox = pool
             .create()

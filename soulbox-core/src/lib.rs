@@ -42,6 +42,7 @@ mod pool;
 mod process;
 mod reaper;
 mod sandbox;
+mod seccomp;
 mod state;
 #[expect(unsafe_code, reason = "the one module that makes raw system calls")]
 mod sys;
@@ -56,13 +57,15 @@ pub use files::{
 };
 pub use pool::{SandboxPool, MAX_POOL_SIZE};
 pub use process::{
-    CommandEvent, CommandExit, CommandHandle, Commands, ProcessInfo, Selector, CHUNK_SIZE,
+    CommandController, CommandEvent, CommandExit, CommandHandle, Commands, ProcessInfo, Selector,
+    CHUNK_SIZE,
 };
 pub use sandbox::{
     ListQuery, Sandbox, SandboxInfo, SandboxMetrics, SandboxOptions, SandboxState,
     DEFAULT_DISK_INODES, DEFAULT_DISK_SIZE, DEFAULT_MEMORY_LIMIT, DEFAULT_OPEN_FILES_LIMIT,
     DEFAULT_PIDS_LIMIT, DEFAULT_TIMEOUT, DEFAULT_TMP_SIZE,
 };
+pub use seccomp::{ArgCondition, SeccompAction, SeccompPolicy, SOULBOX_SYSCALLS};
 
 /// Leak checks for tests and operators.
 pub mod diagnostics {

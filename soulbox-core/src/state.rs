@@ -216,7 +216,17 @@ fn bind_control(entry: &Path) -> Result<OwnedFd> {
         None,
     )
     .map_err(state_error("create a socket for"))?;
-    let address = UnixAddr::new(&control).map_err(state_error("bind"))?;
+    let address = UnixAddr::new(&control).map_err(|e| {
+        if e == nix::errno::Errno::ENAMETOOLONG {
+            Error::InvalidArgument(format!(
+                "the socket path {} is longer than the 107 bytes a Unix socket allows; \
+                 set SOULBOX_STATE_DIR to a shorter directory",
+                control.display()
+            ))
+        } else {
+            state_error("bind")(e)
+        }
+    })?;
     let raw = std::os::fd::AsRawFd::as_raw_fd(&listener);
     match bind(raw, &address) {
         Ok(()) => {}

@@ -37,8 +37,8 @@ const CONTROL_FD: i32 = 3;
 const CONFIG_FD_COUNT: usize = 2;
 
 /// Most connections served at once besides the creating one; more are
-/// accepted and closed at once.
-const MAX_CLIENTS: usize = 64;
+/// accepted and closed at once. Each costs PID 1 one descriptor.
+const MAX_CLIENTS: usize = 1024;
 
 /// Exit code when the sandbox's deadline passed.
 const EXIT_TIMEOUT: i32 = 124;
@@ -98,14 +98,6 @@ fn run() -> ! {
         let errno = e.error.raw_os_error().unwrap_or(libc::EIO);
         fail_setup(control, e.stage, errno, &e.detail);
     }
-    if let Err(e) = seccomp::install() {
-        fail_setup(
-            control,
-            SetupStage::Seccomp,
-            e.raw_os_error().unwrap_or(libc::EINVAL),
-            b"",
-        );
-    }
     if sys::block_signals(&[libc::SIGCHLD]).is_err() {
         fail_setup(control, SetupStage::Signals, libc::EINVAL, b"");
     }
@@ -125,6 +117,17 @@ fn run() -> ! {
             SetupStage::Config,
             errno,
             b"listen on the state socket",
+        );
+    }
+    // Last, so that setup runs unfiltered and the policy only needs what
+    // PID 1 does from here on.
+    if let Err(e) = seccomp::install(&config.seccomp_filter) {
+        let instructions = config.seccomp_filter.len() / soulbox_proto::SOCK_FILTER_LEN;
+        fail_setup(
+            control,
+            SetupStage::Seccomp,
+            e.raw_os_error().unwrap_or(libc::EINVAL),
+            format!("{instructions}-instruction BPF program").as_bytes(),
         );
     }
     if send_reply(control, &Reply::Ready).is_err() {
@@ -254,7 +257,7 @@ struct Init {
 impl Init {
     fn serve(&mut self, sigchld: BorrowedFd<'_>) -> ! {
         let mut buf = vec![0u8; soulbox_proto::MAX_MESSAGE_LEN];
-        let mut fds = Vec::with_capacity(3 + MAX_CLIENTS);
+        let mut fds = Vec::with_capacity(3 + self.clients.len());
         loop {
             let timeout = self.poll_timeout(&mut buf);
             fds.clear();
