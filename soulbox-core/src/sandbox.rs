@@ -466,12 +466,13 @@ impl Sandbox {
         };
         set_nonblocking(&host_end)?;
         let control = sys::async_fd(host_end).map_err(Error::os("register the control socket"))?;
-        send_request(
+        let sent = send_request(
             &control,
             &Request::Config(config),
             &[new_entry.listener.as_fd(), new_entry.lock.as_fd()],
         )
-        .await?;
+        .await;
+        explain_send_failure(sent, &control, &launch).await?;
         // PID 1 holds copies of both now. The listening socket must have no
         // other holder: connecting to it after PID 1 died must fail, not hang.
         let state::NewEntry {
@@ -485,7 +486,8 @@ impl Sandbox {
         // PID 1 builds its mounts while the host moves it into its cgroups;
         // on two cores the two overlap.
         launch.attach()?;
-        send_request(&control, &Request::Attached, &[]).await?;
+        let sent = send_request(&control, &Request::Attached, &[]).await;
+        explain_send_failure(sent, &control, &launch).await?;
         wait_ready(&control, &launch).await?;
 
         let root = open_root(launch.pid)?;
@@ -1467,6 +1469,24 @@ async fn receive(control: &AsyncFd<OwnedFd>, buf: &mut [u8]) -> Result<usize> {
             Ok(Err(e)) => return Err(Error::os("read a message from the sandbox's PID 1")(e)),
             Err(_would_block) => continue,
         }
+    }
+}
+
+/// Passes on the result of a send to PID 1 during setup. When the send
+/// failed because PID 1 already exited, PID 1's own report (the setup step
+/// that failed, or that it exited early) says more than the broken pipe,
+/// so that is returned instead.
+async fn explain_send_failure(
+    sent: Result<()>,
+    control: &AsyncFd<OwnedFd>,
+    launch: &Launch,
+) -> Result<()> {
+    let Err(error) = sent else {
+        return Ok(());
+    };
+    match wait_ready(control, launch).await {
+        Err(report) => Err(report),
+        Ok(()) => Err(error),
     }
 }
 

@@ -75,17 +75,31 @@ pub fn build(config: &Config) -> Result<(), SetupError> {
     sys::sethostname(&config.sandbox_id).stage(SetupStage::Hostname, &config.sandbox_id)?;
     sys::loopback_up().stage(SetupStage::Loopback, b"lo")?;
     drop_bounding_caps();
-    set_rlimits(config).stage(SetupStage::Rlimits, b"")?;
+    set_rlimits(config)?;
     Ok(())
 }
 
 /// Sets the resource limits every process of the sandbox inherits: open
 /// files and file size as configured, and no core dumps, so a crashing
 /// program cannot fill the writable layer or leak memory into a file.
-fn set_rlimits(config: &Config) -> io::Result<()> {
-    sys::set_rlimit(libc::RLIMIT_NOFILE, config.open_files_limit)?;
-    sys::set_rlimit(libc::RLIMIT_FSIZE, config.file_size_limit)?;
-    sys::set_rlimit(libc::RLIMIT_CORE, 0)
+///
+/// A limit above the hard limit that PID 1 inherited from the creating
+/// process needs CAP_SYS_RESOURCE; the error then names the limit.
+fn set_rlimits(config: &Config) -> Result<(), SetupError> {
+    let limits = [
+        (
+            libc::RLIMIT_NOFILE,
+            "RLIMIT_NOFILE",
+            config.open_files_limit,
+        ),
+        (libc::RLIMIT_FSIZE, "RLIMIT_FSIZE", config.file_size_limit),
+        (libc::RLIMIT_CORE, "RLIMIT_CORE", 0),
+    ];
+    for (resource, name, value) in limits {
+        sys::set_rlimit(resource, value)
+            .stage(SetupStage::Rlimits, format!("{name} {value}").as_bytes())?;
+    }
+    Ok(())
 }
 
 /// Enters a new cgroup namespace. It must come from PID 1 rather than from
