@@ -232,6 +232,7 @@ pub fn clone_exec(
 
 /// `struct clone_args` from <linux/sched.h>, up to the `cgroup` field
 /// (CLONE_ARGS_SIZE_VER2).
+#[cfg(target_arch = "x86_64")]
 #[repr(C)]
 struct CloneArgs {
     flags: u64,
@@ -248,6 +249,7 @@ struct CloneArgs {
 }
 
 /// CLONE_INTO_CGROUP from <linux/sched.h>; it only fits clone3's 64-bit flags.
+#[cfg(target_arch = "x86_64")]
 const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 
 /// Runs [`exec_child`] through clone3 with CLONE_INTO_CGROUP on the given
