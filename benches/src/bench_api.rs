@@ -283,11 +283,16 @@ async fn wait_full(pool: &SandboxPool) -> Result<(), String> {
     Ok(())
 }
 
+/// Creates the one sandbox that a task times its calls against.
+async fn create_lasting(options: SandboxOptions) -> Result<Sandbox, String> {
+    Sandbox::create(options.kill_on_drop(true))
+        .await
+        .map_err(|e| format!("create failed: {e}"))
+}
+
 /// Times `/bin/true` in one running sandbox.
 async fn time_exec(options: SandboxOptions, iterations: usize) -> Result<(), String> {
-    let sandbox = Sandbox::create(options.kill_on_drop(true))
-        .await
-        .map_err(|e| format!("create failed: {e}"))?;
+    let sandbox = create_lasting(options).await?;
     for _ in 0..iterations {
         let start = Instant::now();
         run_checked(&sandbox, &["/bin/true"]).await?;
@@ -314,9 +319,7 @@ fn time_host_exec(iterations: usize) -> Result<(), String> {
 
 /// Times connect + `/bin/true` + drop against one long-lived sandbox.
 async fn time_connect(options: SandboxOptions, iterations: usize) -> Result<(), String> {
-    let sandbox = Sandbox::create(options.kill_on_drop(true))
-        .await
-        .map_err(|e| format!("create failed: {e}"))?;
+    let sandbox = create_lasting(options).await?;
     for _ in 0..iterations {
         let start = Instant::now();
         let connected = Sandbox::connect(sandbox.id())
@@ -331,9 +334,7 @@ async fn time_connect(options: SandboxOptions, iterations: usize) -> Result<(), 
 
 /// Times pause + resume of one sandbox.
 async fn time_pause_resume(options: SandboxOptions, iterations: usize) -> Result<(), String> {
-    let sandbox = Sandbox::create(options.kill_on_drop(true))
-        .await
-        .map_err(|e| format!("create failed: {e}"))?;
+    let sandbox = create_lasting(options).await?;
     for _ in 0..iterations {
         let start = Instant::now();
         let paused = sandbox.pause().await;
