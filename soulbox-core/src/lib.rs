@@ -49,7 +49,8 @@ pub use files::{
     Watcher, MAX_READ_SIZE,
 };
 pub use process::{
-    CommandEvent, CommandExit, CommandHandle, Commands, ProcessInfo, Selector, CHUNK_SIZE,
+    CommandController, CommandEvent, CommandExit, CommandHandle, Commands, ProcessInfo, Selector,
+    CHUNK_SIZE,
 };
 pub use sandbox::{
     Sandbox, SandboxOptions, DEFAULT_DISK_INODES, DEFAULT_DISK_SIZE, DEFAULT_MEMORY_LIMIT,

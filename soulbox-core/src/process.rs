@@ -657,11 +657,7 @@ impl CommandHandle {
     ///
     /// [`Error::InvalidArgument`] if the command was started without stdin.
     pub async fn close_stdin(&self) -> Result<()> {
-        let mut stdin = self.entry.stdin.lock().await;
-        match stdin.take() {
-            Some(_) => Ok(()),
-            None => Err(no_stdin(self.pid())),
-        }
+        close_stdin_entry(&self.entry).await
     }
 
     /// Resizes the command's PTY; the kernel sends it SIGWINCH.
@@ -670,19 +666,111 @@ impl CommandHandle {
     ///
     /// [`Error::InvalidArgument`] if the command has no PTY or a size is 0.
     pub fn resize(&self, rows: u16, cols: u16) -> Result<()> {
-        let Some(pty) = &self.entry.pty else {
-            return Err(Error::InvalidArgument(format!(
-                "command {} has no PTY to resize; start it with a PTY",
-                self.pid()
-            )));
-        };
-        check_size(rows, cols)?;
-        sys::set_window_size(pty.get_ref().as_fd(), rows, cols).map_err(Error::os("resize the PTY"))
+        resize_entry(&self.entry, rows, cols)
+    }
+
+    /// Returns a controller of this command, which kills, signals and
+    /// writes to it from another task or thread while this handle waits
+    /// for events.
+    pub fn controller(&self) -> CommandController {
+        CommandController {
+            sandbox: Arc::clone(&self.sandbox),
+            entry: Arc::clone(&self.entry),
+        }
     }
 
     /// Stops receiving output; the command keeps running and can be
     /// attached again with [`Commands::connect`].
     pub fn disconnect(self) {}
+}
+
+/// Control of one command without its output, from
+/// [`CommandHandle::controller`]. Clones share the command. Unlike
+/// [`Commands::kill`] with a pid, it always reaches the command it came
+/// from, also after that command's first process has exited (so
+/// [`CommandController::kill`] still ends the processes it left running)
+/// and when a later command reuses the pid. Like the handle, it does not
+/// keep the sandbox alive.
+#[derive(Debug, Clone)]
+pub struct CommandController {
+    sandbox: Arc<Inner>,
+    entry: Arc<Entry>,
+}
+
+impl CommandController {
+    /// Returns the pid of the command's first process inside the sandbox.
+    pub fn pid(&self) -> u32 {
+        self.entry.info.pid
+    }
+
+    /// Returns whether the command's first process has exited.
+    pub fn has_exited(&self) -> bool {
+        self.entry.ended.load(Ordering::Acquire)
+    }
+
+    /// As [`CommandHandle::signal`].
+    ///
+    /// # Errors
+    ///
+    /// As [`CommandHandle::signal`].
+    pub async fn signal(&self, signal: i32) -> Result<()> {
+        signal_entry(&self.sandbox, &self.entry, signal).await
+    }
+
+    /// As [`CommandHandle::kill`].
+    ///
+    /// # Errors
+    ///
+    /// As [`CommandHandle::kill`].
+    pub async fn kill(&self) -> Result<()> {
+        send_kill_tree(&self.sandbox, &self.entry).await
+    }
+
+    /// As [`CommandHandle::send_stdin`].
+    ///
+    /// # Errors
+    ///
+    /// As [`CommandHandle::send_stdin`].
+    pub async fn send_stdin(&self, data: &[u8]) -> Result<()> {
+        send_stdin_entry(&self.entry, data).await
+    }
+
+    /// As [`CommandHandle::close_stdin`].
+    ///
+    /// # Errors
+    ///
+    /// As [`CommandHandle::close_stdin`].
+    pub async fn close_stdin(&self) -> Result<()> {
+        close_stdin_entry(&self.entry).await
+    }
+
+    /// As [`CommandHandle::resize`].
+    ///
+    /// # Errors
+    ///
+    /// As [`CommandHandle::resize`].
+    pub fn resize(&self, rows: u16, cols: u16) -> Result<()> {
+        resize_entry(&self.entry, rows, cols)
+    }
+}
+
+async fn close_stdin_entry(entry: &Entry) -> Result<()> {
+    let mut stdin = entry.stdin.lock().await;
+    match stdin.take() {
+        Some(_) => Ok(()),
+        None => Err(no_stdin(entry.info.pid)),
+    }
+}
+
+fn resize_entry(entry: &Entry, rows: u16, cols: u16) -> Result<()> {
+    let Some(pty) = &entry.pty else {
+        return Err(Error::InvalidArgument(format!(
+            "command {} has no PTY to resize; start it with a PTY",
+            entry.info.pid
+        )));
+    };
+    check_size(rows, cols)?;
+    sys::set_window_size(pty.get_ref().as_fd(), rows, cols).map_err(Error::os("resize the PTY"))
 }
 
 pub(crate) fn check_size(rows: u16, cols: u16) -> Result<()> {
