@@ -8,7 +8,7 @@ Callbacks may be plain functions or coroutine functions.
 
 import asyncio
 import inspect
-from typing import Any, AsyncIterator, Awaitable, Callable, Dict, List, Optional, Union
+from typing import Any, AsyncIterator, Awaitable, Callable, Dict, List, Literal, Optional, Union, overload
 
 from . import _common, _native
 from ._common import DEFAULT, Chunk, EventStream
@@ -27,7 +27,7 @@ from ._types import (
     entry_from_native,
     process_from_native,
 )
-from .exceptions import NotFoundException, TimeoutException
+from .exceptions import InvalidArgumentException, NotFoundException, TimeoutException
 
 __all__ = [
     "AsyncSandbox",
@@ -199,6 +199,38 @@ class AsyncCommands:
         native = self._native.connect_command(pid)
         return AsyncCommandHandle(native, self._native, False, None, on_stdout, on_stderr)
 
+    @overload
+    async def run(
+        self,
+        cmd: str,
+        background: Optional[Literal[False]] = None,
+        envs: Optional[Dict[str, str]] = None,
+        user: Optional[str] = None,
+        cwd: Optional[str] = None,
+        on_stdout: Optional[Handler] = None,
+        on_stderr: Optional[Handler] = None,
+        stdin: Optional[bool] = None,
+        timeout: Optional[float] = DEFAULT,
+        request_timeout: Optional[float] = None,
+        tag: Optional[str] = None,
+    ) -> CommandResult: ...
+
+    @overload
+    async def run(
+        self,
+        cmd: str,
+        background: Literal[True],
+        envs: Optional[Dict[str, str]] = None,
+        user: Optional[str] = None,
+        cwd: Optional[str] = None,
+        on_stdout: Optional[Handler] = None,
+        on_stderr: Optional[Handler] = None,
+        stdin: Optional[bool] = None,
+        timeout: Optional[float] = DEFAULT,
+        request_timeout: Optional[float] = None,
+        tag: Optional[str] = None,
+    ) -> AsyncCommandHandle: ...
+
     async def run(
         self,
         cmd: str,
@@ -366,6 +398,33 @@ class AsyncFilesystem:
     def __init__(self, native: "_native.NativeSandbox") -> None:
         self._native = native
 
+    @overload
+    async def read(
+        self,
+        path: str,
+        format: Literal["text"] = "text",
+        user: Optional[str] = None,
+        request_timeout: Optional[float] = None,
+    ) -> str: ...
+
+    @overload
+    async def read(
+        self,
+        path: str,
+        format: Literal["bytes"],
+        user: Optional[str] = None,
+        request_timeout: Optional[float] = None,
+    ) -> bytearray: ...
+
+    @overload
+    async def read(
+        self,
+        path: str,
+        format: Literal["stream"],
+        user: Optional[str] = None,
+        request_timeout: Optional[float] = None,
+    ) -> AsyncFileStreamReader: ...
+
     async def read(
         self,
         path: str,
@@ -379,7 +438,7 @@ class AsyncFilesystem:
             native = await self._native.open_file_async(path, user)
             return AsyncFileStreamReader(native, self._native)
         if format not in ("text", "bytes"):
-            raise _common.InvalidArgumentException(
+            raise InvalidArgumentException(
                 f"format {format!r} is invalid; use 'text', 'bytes' or 'stream'"
             )
         data = await self._native.read_file_async(path, user)

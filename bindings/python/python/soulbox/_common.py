@@ -272,7 +272,7 @@ class EventStream:
         """Handle one native event and return the chunks it produced."""
         kind, payload = raw
         if kind == "exit":
-            self.exit = tuple(payload)  # type: ignore[assignment]
+            self.exit = tuple(payload)
             return self.flush()
         if self.pty:
             return [(None, None, bytes(payload))]

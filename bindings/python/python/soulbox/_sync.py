@@ -6,7 +6,7 @@ kills the command's whole process tree.
 """
 
 import types
-from typing import Any, Dict, Iterator, List, Optional, Union
+from typing import Any, Dict, Iterator, List, Literal, Optional, Union, overload
 
 from . import _common, _native
 from ._common import DEFAULT, Chunk, EventStream, OutputCallback, PtyCallback
@@ -24,7 +24,7 @@ from ._types import (
     entry_from_native,
     process_from_native,
 )
-from .exceptions import NotFoundException, SandboxException
+from .exceptions import InvalidArgumentException, NotFoundException, SandboxException
 
 __all__ = [
     "Sandbox",
@@ -198,6 +198,38 @@ class Commands:
         """
         return CommandHandle(self._native.connect_command(pid), self._native)
 
+    @overload
+    def run(
+        self,
+        cmd: str,
+        background: Optional[Literal[False]] = None,
+        envs: Optional[Dict[str, str]] = None,
+        user: Optional[str] = None,
+        cwd: Optional[str] = None,
+        on_stdout: Optional[OutputCallback] = None,
+        on_stderr: Optional[OutputCallback] = None,
+        stdin: Optional[bool] = None,
+        timeout: Optional[float] = DEFAULT,
+        request_timeout: Optional[float] = None,
+        tag: Optional[str] = None,
+    ) -> CommandResult: ...
+
+    @overload
+    def run(
+        self,
+        cmd: str,
+        background: Literal[True],
+        envs: Optional[Dict[str, str]] = None,
+        user: Optional[str] = None,
+        cwd: Optional[str] = None,
+        on_stdout: Optional[OutputCallback] = None,
+        on_stderr: Optional[OutputCallback] = None,
+        stdin: Optional[bool] = None,
+        timeout: Optional[float] = DEFAULT,
+        request_timeout: Optional[float] = None,
+        tag: Optional[str] = None,
+    ) -> CommandHandle: ...
+
     def run(
         self,
         cmd: str,
@@ -342,7 +374,7 @@ class WatchHandle:
         """
         if self._stopped:
             raise SandboxException("the watcher is already stopped")
-        events = []
+        events: List[FilesystemEvent] = []
         while True:
             item = self._native.next_event(0.0)
             if item is None or item[0] == "timeout":
@@ -365,6 +397,33 @@ class Filesystem:
     def __init__(self, native: "_native.NativeSandbox") -> None:
         self._native = native
 
+    @overload
+    def read(
+        self,
+        path: str,
+        format: Literal["text"] = "text",
+        user: Optional[str] = None,
+        request_timeout: Optional[float] = None,
+    ) -> str: ...
+
+    @overload
+    def read(
+        self,
+        path: str,
+        format: Literal["bytes"],
+        user: Optional[str] = None,
+        request_timeout: Optional[float] = None,
+    ) -> bytearray: ...
+
+    @overload
+    def read(
+        self,
+        path: str,
+        format: Literal["stream"],
+        user: Optional[str] = None,
+        request_timeout: Optional[float] = None,
+    ) -> FileStreamReader: ...
+
     def read(
         self,
         path: str,
@@ -381,7 +440,7 @@ class Filesystem:
         if format == "stream":
             return FileStreamReader(self._native.open_file(path, user), self._native)
         if format not in ("text", "bytes"):
-            raise _common.InvalidArgumentException(
+            raise InvalidArgumentException(
                 f"format {format!r} is invalid; use 'text', 'bytes' or 'stream'"
             )
         data = self._native.read_file(path, user)
@@ -492,7 +551,7 @@ def _list_depth(depth: Optional[int]) -> int:
     if depth is None:
         return 1
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
-        raise _common.InvalidArgumentException(
+        raise InvalidArgumentException(
             f"list depth {depth!r} is invalid; depth 1 lists a directory's own entries"
         )
     return depth

@@ -82,8 +82,8 @@ class CommandExitException(SandboxException, CommandResult):
         return f"Command exited with code {self.exit_code} ({reason}) and error:\n{self.stderr}"
 
     __repr__ = Exception.__repr__
-    __eq__ = Exception.__eq__  # type: ignore[assignment]
-    __hash__ = Exception.__hash__  # type: ignore[assignment]
+    __eq__ = Exception.__eq__
+    __hash__ = Exception.__hash__
 
 
 def _decode(data: Any) -> str:
