@@ -223,9 +223,7 @@ fn build_exception(py: Python<'_>, error: &soulbox_core::Error) -> PyResult<PyEr
         }
         _ => "SandboxException",
     };
-    let factory = py
-        .import("soulbox.exceptions")?
-        .getattr("_from_native")?;
+    let factory = py.import("soulbox.exceptions")?.getattr("_from_native")?;
     let exception = factory.call1((class, message_with_sources(error), details))?;
     Ok(PyErr::from_value(exception))
 }

@@ -62,7 +62,9 @@ impl NativeCommand {
         async move { controller.send_stdin(&data).await }
     }
 
-    fn close_stdin_future(&self) -> impl Future<Output = soulbox_core::Result<()>> + Send + 'static {
+    fn close_stdin_future(
+        &self,
+    ) -> impl Future<Output = soulbox_core::Result<()>> + Send + 'static {
         let controller = self.controller.clone();
         async move { controller.close_stdin().await }
     }

@@ -196,10 +196,13 @@ impl NativeFileReader {
                 return Ok(Vec::new());
             };
             let mut chunk = vec![0; READ_CHUNK];
-            let read = reader.read(&mut chunk).await.map_err(|source| soulbox_core::Error::Os {
-                step: "read a file in the sandbox",
-                source,
-            })?;
+            let read = reader
+                .read(&mut chunk)
+                .await
+                .map_err(|source| soulbox_core::Error::Os {
+                    step: "read a file in the sandbox",
+                    source,
+                })?;
             chunk.truncate(read);
             Ok(chunk)
         }

@@ -18,13 +18,19 @@ fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<command::NativeCommand>()?;
     module.add_class::<files::NativeFileReader>()?;
     module.add_class::<files::NativeWatcher>()?;
-    module.add("DEFAULT_TIMEOUT", soulbox_core::DEFAULT_TIMEOUT.as_secs_f64())?;
+    module.add(
+        "DEFAULT_TIMEOUT",
+        soulbox_core::DEFAULT_TIMEOUT.as_secs_f64(),
+    )?;
     module.add("DEFAULT_MEMORY_LIMIT", soulbox_core::DEFAULT_MEMORY_LIMIT)?;
     module.add("DEFAULT_PIDS_LIMIT", soulbox_core::DEFAULT_PIDS_LIMIT)?;
     module.add("DEFAULT_DISK_SIZE", soulbox_core::DEFAULT_DISK_SIZE)?;
     module.add("DEFAULT_TMP_SIZE", soulbox_core::DEFAULT_TMP_SIZE)?;
     module.add("DEFAULT_DISK_INODES", soulbox_core::DEFAULT_DISK_INODES)?;
-    module.add("DEFAULT_OPEN_FILES_LIMIT", soulbox_core::DEFAULT_OPEN_FILES_LIMIT)?;
+    module.add(
+        "DEFAULT_OPEN_FILES_LIMIT",
+        soulbox_core::DEFAULT_OPEN_FILES_LIMIT,
+    )?;
     module.add(
         "DEFAULT_COMMAND_TIMEOUT",
         soulbox_core::DEFAULT_COMMAND_TIMEOUT.as_secs_f64(),

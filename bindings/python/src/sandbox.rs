@@ -272,23 +272,26 @@ impl NativeSandbox {
     /// Starts a command line through the shell and returns its handle.
     fn start(&self, py: Python<'_>, spec: CommandSpec) -> PyResult<Py<PyAny>> {
         let command = self.shell_command(py, spec)?;
-        block(py, async move { command.start().await.map(NativeCommand::new) })
+        block(
+            py,
+            async move { command.start().await.map(NativeCommand::new) },
+        )
     }
 
     /// Awaitable flavour of `start`.
     fn start_async<'py>(&self, py: Python<'py>, spec: CommandSpec) -> PyResult<Bound<'py, PyAny>> {
         let command = self.shell_command(py, spec)?;
-        spawn(py, async move { command.start().await.map(NativeCommand::new) })
+        spawn(
+            py,
+            async move { command.start().await.map(NativeCommand::new) },
+        )
     }
 
     /// Starts an interactive login shell on a new PTY.
     fn start_pty(&self, py: Python<'_>, spec: PtySpec) -> PyResult<Py<PyAny>> {
         let (command, rows, cols) = self.pty_command(py, spec)?;
         block(py, async move {
-            command
-                .start_pty(rows, cols)
-                .await
-                .map(NativeCommand::new)
+            command.start_pty(rows, cols).await.map(NativeCommand::new)
         })
     }
 
@@ -296,16 +299,19 @@ impl NativeSandbox {
     fn start_pty_async<'py>(&self, py: Python<'py>, spec: PtySpec) -> PyResult<Bound<'py, PyAny>> {
         let (command, rows, cols) = self.pty_command(py, spec)?;
         spawn(py, async move {
-            command
-                .start_pty(rows, cols)
-                .await
-                .map(NativeCommand::new)
+            command.start_pty(rows, cols).await.map(NativeCommand::new)
         })
     }
 
     /// Lists the running commands as (pid, tag, cmd, args, envs, cwd).
     fn list_commands(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        let list: Vec<Process> = self.sandbox.commands().list().into_iter().map(Process).collect();
+        let list: Vec<Process> = self
+            .sandbox
+            .commands()
+            .list()
+            .into_iter()
+            .map(Process)
+            .collect();
         List(list).to_python(py)
     }
 

@@ -11,7 +11,7 @@ import inspect
 from typing import Any, AsyncIterator, Awaitable, Callable, Dict, List, Literal, Optional, Union, overload
 
 from . import _common, _native
-from ._common import DEFAULT, Chunk, EventStream
+from ._common import Chunk, EventStream
 from ._sync import _class_method_variant, _list_depth
 from ._types import (
     CommandResult,
@@ -210,7 +210,7 @@ class AsyncCommands:
         on_stdout: Optional[Handler] = None,
         on_stderr: Optional[Handler] = None,
         stdin: Optional[bool] = None,
-        timeout: Optional[float] = DEFAULT,
+        timeout: Optional[float] = None,
         request_timeout: Optional[float] = None,
         tag: Optional[str] = None,
     ) -> CommandResult: ...
@@ -226,7 +226,7 @@ class AsyncCommands:
         on_stdout: Optional[Handler] = None,
         on_stderr: Optional[Handler] = None,
         stdin: Optional[bool] = None,
-        timeout: Optional[float] = DEFAULT,
+        timeout: Optional[float] = None,
         request_timeout: Optional[float] = None,
         tag: Optional[str] = None,
     ) -> AsyncCommandHandle: ...
@@ -241,7 +241,7 @@ class AsyncCommands:
         on_stdout: Optional[Handler] = None,
         on_stderr: Optional[Handler] = None,
         stdin: Optional[bool] = None,
-        timeout: Optional[float] = DEFAULT,
+        timeout: Optional[float] = None,
         request_timeout: Optional[float] = None,
         tag: Optional[str] = None,
     ) -> Any:
@@ -281,7 +281,7 @@ class AsyncPty:
         user: Optional[str] = None,
         cwd: Optional[str] = None,
         envs: Optional[Dict[str, str]] = None,
-        timeout: Optional[float] = DEFAULT,
+        timeout: Optional[float] = None,
         request_timeout: Optional[float] = None,
         rows: Optional[int] = None,
         cols: Optional[int] = None,

@@ -14,15 +14,6 @@ from .exceptions import (
 )
 
 
-class _Default:
-    """Marks a parameter the caller left out."""
-
-    def __repr__(self) -> str:
-        return "DEFAULT"
-
-
-DEFAULT: Any = _Default()
-
 # The connection options of E2B's SDK. SoulBox runs sandboxes in this
 # process, with no API server, so they are accepted and have no effect.
 CONNECTION_OPTIONS = frozenset(
@@ -135,17 +126,15 @@ def seconds(name: str, value: Any) -> float:
     return float(value)
 
 
-def command_timeout(timeout: Any, background: bool) -> Optional[float]:
+def command_timeout(timeout: Optional[float], background: bool) -> Optional[float]:
     """Resolve a command's timeout in seconds; None means no limit.
 
-    Left out, it is 60 s for a command run to its end and no limit for a
-    background command or a PTY, which E2B ends after 60 s. 0 and None mean
-    no limit.
+    None (the default) is 60 s for a command run to its end and no limit
+    for a background command or a PTY session, which E2B ends after 60 s
+    whether or not anyone waits for them. 0 means no limit.
     """
-    if timeout is DEFAULT:
-        return None if background else _native.DEFAULT_COMMAND_TIMEOUT
     if timeout is None:
-        return None
+        return None if background else _native.DEFAULT_COMMAND_TIMEOUT
     value = seconds("timeout", timeout)
     return value if value > 0 else None
 

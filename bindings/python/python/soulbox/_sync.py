@@ -9,7 +9,7 @@ import types
 from typing import Any, Dict, Iterator, List, Literal, Optional, Union, overload
 
 from . import _common, _native
-from ._common import DEFAULT, Chunk, EventStream, OutputCallback, PtyCallback
+from ._common import Chunk, EventStream, OutputCallback, PtyCallback
 from ._types import (
     CommandResult,
     CopySummary,
@@ -209,7 +209,7 @@ class Commands:
         on_stdout: Optional[OutputCallback] = None,
         on_stderr: Optional[OutputCallback] = None,
         stdin: Optional[bool] = None,
-        timeout: Optional[float] = DEFAULT,
+        timeout: Optional[float] = None,
         request_timeout: Optional[float] = None,
         tag: Optional[str] = None,
     ) -> CommandResult: ...
@@ -225,7 +225,7 @@ class Commands:
         on_stdout: Optional[OutputCallback] = None,
         on_stderr: Optional[OutputCallback] = None,
         stdin: Optional[bool] = None,
-        timeout: Optional[float] = DEFAULT,
+        timeout: Optional[float] = None,
         request_timeout: Optional[float] = None,
         tag: Optional[str] = None,
     ) -> CommandHandle: ...
@@ -240,7 +240,7 @@ class Commands:
         on_stdout: Optional[OutputCallback] = None,
         on_stderr: Optional[OutputCallback] = None,
         stdin: Optional[bool] = None,
-        timeout: Optional[float] = DEFAULT,
+        timeout: Optional[float] = None,
         request_timeout: Optional[float] = None,
         tag: Optional[str] = None,
     ) -> Any:
@@ -250,9 +250,10 @@ class Commands:
         :class:`CommandResult`; with ``background=True`` it returns a
         :class:`CommandHandle` at once.
 
-        ``timeout`` is in seconds: left out, 60 for a command run to its end
-        and no limit in the background; 0 or None for no limit. At the
-        timeout the command and every process it started are killed.
+        ``timeout`` is in seconds, 0 for no limit. None (the default) is 60
+        for a command run to its end and no limit in the background, where
+        E2B's 60 s would end long-running servers. At the timeout the
+        command and every process it started are killed.
         ``on_stdout``/``on_stderr`` receive decoded text as it arrives, and
         what they receive is not kept in the result. ``tag`` names the
         command for ``list()`` (SoulBox only).
@@ -291,7 +292,7 @@ class Pty:
         user: Optional[str] = None,
         cwd: Optional[str] = None,
         envs: Optional[Dict[str, str]] = None,
-        timeout: Optional[float] = DEFAULT,
+        timeout: Optional[float] = None,
         request_timeout: Optional[float] = None,
         rows: Optional[int] = None,
         cols: Optional[int] = None,
@@ -300,8 +301,8 @@ class Pty:
         ``rows`` x ``cols``, default 24x80) and return its handle, whose
         iteration yields the terminal's output as bytes.
 
-        ``timeout`` in seconds ends the session; left out, 0 or None, there
-        is none.
+        ``timeout`` in seconds ends the session; None (the default) and 0
+        mean no limit.
         """
         limit = _common.command_timeout(timeout, True)
         spec = _common.pty_spec(size, rows, cols, envs, user, cwd, limit)
