@@ -1,9 +1,17 @@
 //! Times create + run + destroy through the Rust API, in-process.
 //!
-//! Usage: `soulbox-bench-api --task true|py --iterations N [--no-limits]`
+//! Usage: `soulbox-bench-api --task true|py|shell-true --iterations N [--no-limits]
+//! [--on-request]`
+//!
+//! `true` runs `/bin/true` and `py` runs `python3 -c 'print(1)'`, both
+//! without a shell. `shell-true` runs the command line `true` through
+//! `/bin/bash -l -c`, as `Sandbox::run` and E2B's `commands.run` do;
+//! `benches/python_create.py` compares it with the Python package.
 //!
 //! `--no-limits` turns off the default memory and pids limits, to measure
-//! what joining their cgroups costs.
+//! what joining their cgroups costs. `--on-request` waits for a line on
+//! stdin before each iteration, so another program can interleave its own
+//! iterations with these one by one.
 //!
 //! Prints one line per iteration: the wall time in nanoseconds of
 //! `Sandbox::create`, running the task's command to completion, and
@@ -17,7 +25,10 @@ use soulbox_core::{Sandbox, SandboxOptions};
 
 fn usage(message: &str) -> ExitCode {
     eprintln!("soulbox-bench-api: {message}");
-    eprintln!("usage: soulbox-bench-api --task true|py --iterations N [--no-limits]");
+    eprintln!(
+        "usage: soulbox-bench-api --task true|py|shell-true --iterations N [--no-limits] \
+         [--on-request]"
+    );
     ExitCode::from(2)
 }
 
@@ -26,8 +37,13 @@ fn main() -> ExitCode {
     let mut task = None;
     let mut iterations = None;
     let mut options = SandboxOptions::default();
+    let mut on_request = false;
     let mut rest = args.iter();
     while let Some(flag) = rest.next() {
+        if flag == "--on-request" {
+            on_request = true;
+            continue;
+        }
         if flag == "--no-limits" {
             options.memory_limit = None;
             options.pids_limit = None;
@@ -45,9 +61,10 @@ fn main() -> ExitCode {
     let Some(iterations) = iterations else {
         return usage("--iterations is required");
     };
-    let argv: &[&str] = match task.as_deref() {
-        Some("true") => &["/bin/true"],
-        Some("py") => &["/usr/bin/python3", "-c", "print(1)"],
+    let (argv, through_shell): (&[&str], bool) = match task.as_deref() {
+        Some("true") => (&["/bin/true"], false),
+        Some("py") => (&["/usr/bin/python3", "-c", "print(1)"], false),
+        Some("shell-true") => (&["true"], true),
         Some(other) => return usage(&format!("unknown task {other:?}")),
         None => return usage("--task is required"),
     };
@@ -59,13 +76,21 @@ fn main() -> ExitCode {
         Err(e) => return usage(&format!("cannot start the async runtime: {e}")),
     };
     runtime.block_on(async {
+        let mut requests = std::io::stdin().lines();
         for _ in 0..iterations {
+            if on_request && !matches!(requests.next(), Some(Ok(_))) {
+                return usage("stdin closed before all iterations were requested");
+            }
             let start = Instant::now();
             let sandbox = match Sandbox::create(options.clone()).await {
                 Ok(sandbox) => sandbox,
                 Err(e) => return usage(&format!("create failed: {e}")),
             };
-            let output = sandbox.command(argv[0]).args(&argv[1..]).output().await;
+            let output = if through_shell {
+                sandbox.run(argv[0]).await
+            } else {
+                sandbox.command(argv[0]).args(&argv[1..]).output().await
+            };
             let killed = sandbox.kill().await;
             let elapsed = start.elapsed();
             match (output, killed) {

@@ -4,8 +4,8 @@
 //! - [`block`] releases the GIL while it waits, so other Python threads run,
 //!   and wakes every [`SIGNAL_CHECK_INTERVAL`] to run Python's signal
 //!   handlers. When one raises (Ctrl-C raises `KeyboardInterrupt`), the
-//!   Rust future is dropped inside the runtime, which cancels its work, and
-//!   the exception propagates.
+//!   Rust future is dropped on the runtime, which cancels its work, and the
+//!   exception propagates.
 //! - [`spawn`] runs the future on the same tokio runtime and returns an
 //!   asyncio awaitable (pyo3-async-runtimes). Cancelling the awaitable drops
 //!   the future, as Ctrl-C does for [`block`].
@@ -109,7 +109,7 @@ impl<T: ToPython> ToPython for List<T> {
 /// from a thread of the runtime itself.
 pub fn block<F, T>(py: Python<'_>, future: F) -> PyResult<Py<PyAny>>
 where
-    F: Future<Output = soulbox_core::Result<T>> + Send,
+    F: Future<Output = soulbox_core::Result<T>> + Send + 'static,
     T: ToPython,
 {
     wait(py, future)?.to_python(py)
@@ -118,13 +118,20 @@ where
 /// Waits for `future` with the GIL released, as [`block`] does, and returns
 /// its value unconverted.
 ///
+/// The future runs as a task on the runtime's worker threads rather than
+/// on the calling thread. A worker both polls the sandbox's descriptors
+/// and runs the task, so each step of the call continues on the thread
+/// that saw its event, and the caller is woken once, at the end. Polled
+/// on the calling thread, every event would cost a wake-up of that thread
+/// by a worker instead.
+///
 /// # Errors
 ///
 /// As [`block`].
 pub fn wait<F, T>(py: Python<'_>, future: F) -> PyResult<T>
 where
-    F: Future<Output = soulbox_core::Result<T>> + Send,
-    T: Send,
+    F: Future<Output = soulbox_core::Result<T>> + Send + 'static,
+    T: Send + 'static,
 {
     if tokio::runtime::Handle::try_current().is_ok() {
         return Err(PyRuntimeError::new_err(
@@ -133,23 +140,28 @@ where
         ));
     }
     let runtime = runtime()?;
-    let mut future = Box::pin(future);
+    let mut task = runtime.spawn(future);
     loop {
         let step = py.detach(|| {
-            runtime.block_on(async {
-                tokio::time::timeout(SIGNAL_CHECK_INTERVAL, future.as_mut()).await
-            })
+            runtime.block_on(async { tokio::time::timeout(SIGNAL_CHECK_INTERVAL, &mut task).await })
         });
         match step {
-            Ok(result) => return result.map_err(|e| core_error(py, e)),
+            Ok(Ok(result)) => return result.map_err(|e| core_error(py, e)),
+            Ok(Err(join_error)) if join_error.is_panic() => {
+                return Err(pyo3::panic::PanicException::new_err(format!(
+                    "a SoulBox call panicked: {join_error}"
+                )))
+            }
+            Ok(Err(join_error)) => {
+                return Err(PyRuntimeError::new_err(format!(
+                    "a SoulBox call was cancelled: {join_error}"
+                )))
+            }
             Err(_elapsed) => {
                 if let Err(interrupt) = py.check_signals() {
-                    // Drop guards of the cancelled work may spawn tasks, so
-                    // the drop runs inside the runtime.
-                    py.detach(|| {
-                        let _context = runtime.enter();
-                        drop(future);
-                    });
+                    // Aborting drops the future on a worker thread, inside
+                    // the runtime, which cancels its work.
+                    task.abort();
                     return Err(interrupt);
                 }
             }

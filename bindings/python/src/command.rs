@@ -203,8 +203,8 @@ impl Drop for KillOnDrop {
         let Some(controller) = self.0.take() else {
             return;
         };
-        // Drops happen inside the runtime: in its tasks, or in
-        // `bridge::wait`, which enters it before dropping a future.
+        // Both bridges run futures as tasks of the runtime, so they are
+        // dropped inside it.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
                 let _ = controller.kill().await;
