@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use soulbox_core::{CommandEvent, CommandHandle, Error, ExitStatus, Sandbox, SandboxOptions};
+use soulbox_core::{CommandEvent, CommandHandle, Error, ExitStatus, Sandbox};
 use soulbox_tests::*;
 
 /// Upper bound for any single step of a test, so that a SoulBox bug shows
@@ -190,7 +190,7 @@ async fn env_layers_override() {
     if !require_root("env_layers_override") {
         return;
     }
-    let options = SandboxOptions::default().env("FOO", "bar");
+    let options = soulbox_tests::options().env("FOO", "bar");
     let sbx = Sandbox::create(options)
         .await
         .expect("create a sandbox with FOO=bar");

@@ -10,8 +10,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use soulbox_core::{
-    EntryInfo, Error, FileType, FilesystemEvent, FilesystemEventKind, Sandbox, SandboxOptions,
-    Watcher,
+    EntryInfo, Error, FileType, FilesystemEvent, FilesystemEventKind, Sandbox, Watcher,
 };
 use soulbox_tests::*;
 use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
@@ -2598,7 +2597,7 @@ async fn full_disk_is_not_enough_space() {
     if !require_root("full_disk_is_not_enough_space") {
         return;
     }
-    let mut options = SandboxOptions::default();
+    let mut options = soulbox_tests::options();
     options.disk_size = 16 << 20;
     let sbx = Sandbox::create(options)
         .await
@@ -2813,14 +2812,16 @@ async fn sparse_copy_out_keeps_holes() {
     let _ = std::fs::remove_file(&host);
     assert_eq!(meta.len(), 256 << 20, "the copy keeps the logical size");
     use std::os::unix::fs::MetadataExt;
+    // The writable layer allocates file data in 2 MiB huge pages, so the
+    // 3 bytes come out as one 2 MiB extent; the other 254 MiB stay holes.
     assert!(
-        meta.blocks() * 512 < 1 << 20,
+        meta.blocks() * 512 <= 2 << 20,
         "the copy must stay sparse, uses {} bytes",
         meta.blocks() * 512
     );
     assert_eq!(&data, b"abc", "the data extent is copied");
     assert!(
-        summary.bytes < 1 << 20,
+        summary.bytes <= 2 << 20,
         "only data extents are counted as copied: {}",
         summary.bytes
     );

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use soulbox_core::{Error, Sandbox, SandboxOptions};
+use soulbox_core::{Error, Sandbox};
 use soulbox_tests::*;
 
 /// Tests that count host-wide state (every cgroup directory, every
@@ -152,7 +152,7 @@ async fn timeout_ends_sandbox() {
         return;
     }
     let _shared = HOST_STATE.read().await;
-    let options = SandboxOptions::default().timeout(Duration::from_secs(1));
+    let options = soulbox_tests::options().timeout(Duration::from_secs(1));
     let sandbox = Sandbox::create(options)
         .await
         .expect("create a sandbox with a 1 s timeout");
@@ -194,7 +194,7 @@ async fn set_timeout_extends() {
         return;
     }
     let _shared = HOST_STATE.read().await;
-    let options = SandboxOptions::default().timeout(Duration::from_secs(1));
+    let options = soulbox_tests::options().timeout(Duration::from_secs(1));
     let sandbox = Sandbox::create(options)
         .await
         .expect("create a sandbox with a 1 s timeout");
@@ -264,7 +264,7 @@ async fn parallel_sandboxes_distinct() {
     let tasks: Vec<_> = (0..COUNT)
         .map(|i| {
             tokio::spawn(async move {
-                let sandbox = Sandbox::create(SandboxOptions::default())
+                let sandbox = Sandbox::create(soulbox_tests::options())
                     .await
                     .unwrap_or_else(|e| panic!("create sandbox {i} of {COUNT}: {e}"));
                 let output = sh(&sandbox, "hostname").await;
@@ -360,12 +360,12 @@ async fn invalid_options_rejected() {
     let _exclusive = HOST_STATE.write().await;
     let before = sandbox_cgroup_dirs();
 
-    let mut bad_template = SandboxOptions::default();
+    let mut bad_template = soulbox_tests::options();
     bad_template.template = "nope".to_string();
-    let bad_env = SandboxOptions::default().env("A=B", "value");
-    let mut zero_disk = SandboxOptions::default();
+    let bad_env = soulbox_tests::options().env("A=B", "value");
+    let mut zero_disk = soulbox_tests::options();
     zero_disk.disk_size = 0;
-    let mut zero_tmp = SandboxOptions::default();
+    let mut zero_tmp = soulbox_tests::options();
     zero_tmp.tmp_size = 0;
     let cases = [
         ("template \"nope\"", bad_template, "nope"),

@@ -17,7 +17,7 @@ async fn memory_exhaustion_reported_as_oom() {
     if !require_root("memory_exhaustion_reported_as_oom") {
         return;
     }
-    let mut options = SandboxOptions::default();
+    let mut options = soulbox_tests::options();
     options.memory_limit = Some(256 << 20);
     let sandbox = sandbox_with(options).await;
     let hog = "python3 -c 'b = bytearray(64 << 30); print(len(b))'";
@@ -87,7 +87,7 @@ async fn fork_bomb_contained() {
     if !require_root("fork_bomb_contained") {
         return;
     }
-    let mut options = SandboxOptions::default();
+    let mut options = soulbox_tests::options();
     options.pids_limit = Some(64);
     let bombed = sandbox_with(options).await;
     let bystander = sandbox().await;
@@ -131,7 +131,7 @@ async fn pids_limit_fails_fork_inside() {
     if !require_root("pids_limit_fails_fork_inside") {
         return;
     }
-    let mut options = SandboxOptions::default();
+    let mut options = soulbox_tests::options();
     options.pids_limit = Some(16);
     let sandbox = sandbox_with(options).await;
     // Python forks sleeping children until fork fails, then reports how
@@ -183,7 +183,7 @@ async fn cpu_limit_throttles() {
     if !require_root("cpu_limit_throttles") {
         return;
     }
-    let mut options = SandboxOptions::default();
+    let mut options = soulbox_tests::options();
     options.cpu_limit = Some(0.2);
     let sandbox = sandbox_with(options).await;
     // Spin for 2 s of wall time, then print the CPU seconds used.
@@ -208,7 +208,7 @@ async fn inode_limit_gives_enospc() {
     if !require_root("inode_limit_gives_enospc") {
         return;
     }
-    let mut options = SandboxOptions::default();
+    let mut options = soulbox_tests::options();
     options.disk_inodes = 2048;
     let sandbox = sandbox_with(options).await;
     let line = "mkdir -p /home/user/many && cd /home/user/many && \
@@ -239,7 +239,7 @@ async fn rlimits_applied() {
     if !require_root("rlimits_applied") {
         return;
     }
-    let mut options = SandboxOptions::default();
+    let mut options = soulbox_tests::options();
     options.open_files_limit = 256;
     options.file_size_limit = Some(1 << 20);
     let sandbox = sandbox_with(options).await;
@@ -270,7 +270,7 @@ async fn invalid_limits_rejected() {
         return;
     }
     let with = |change: fn(&mut SandboxOptions)| {
-        let mut options = SandboxOptions::default();
+        let mut options = soulbox_tests::options();
         change(&mut options);
         options
     };

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use soulbox_core::{CommandEvent, Error, ExitStatus, Output, Sandbox, SandboxOptions};
+use soulbox_core::{CommandEvent, Error, ExitStatus, Output, Sandbox};
 use soulbox_tests::*;
 
 /// Timeout of every probe command.
@@ -1495,7 +1495,7 @@ async fn memory_exhaustion_contained() {
     }
     // The tmpfs sizes bound the fill below to about 7 GiB even if no limit
     // catches it, which exceeds the fall the host floor allows.
-    let mut options = SandboxOptions::default();
+    let mut options = soulbox_tests::options();
     options.disk_size = 6 * GIB;
     options.tmp_size = GIB;
     let _host_load = HOST_LOAD.lock().await;
@@ -1596,7 +1596,7 @@ async fn disk_exhaustion_contained() {
     /// The attack's number of empty files.
     const ATTACK_FILES: u64 = 1_000_000;
 
-    let mut options = SandboxOptions::default();
+    let mut options = soulbox_tests::options();
     options.disk_size = DISK_SIZE;
     options.tmp_size = TMP_SIZE;
     let _host_load = HOST_LOAD.lock().await;

@@ -31,7 +31,9 @@ fn lifecycle(c: &mut Criterion) {
     group.bench_function("create_true_destroy", |b| {
         b.iter(|| {
             runtime.block_on(async {
-                let sandbox = Sandbox::create(SandboxOptions::default()).await.unwrap();
+                let sandbox = Sandbox::create(SandboxOptions::default().kill_on_drop(true))
+                    .await
+                    .unwrap();
                 let output = sandbox.command("/bin/true").output().await.unwrap();
                 assert!(output.status.success());
                 sandbox.kill().await.unwrap();
@@ -39,7 +41,9 @@ fn lifecycle(c: &mut Criterion) {
         })
     });
     let sandbox = runtime
-        .block_on(Sandbox::create(SandboxOptions::default()))
+        .block_on(Sandbox::create(
+            SandboxOptions::default().kill_on_drop(true),
+        ))
         .unwrap();
     group.bench_function("exec_true_in_running_sandbox", |b| {
         b.iter(|| {

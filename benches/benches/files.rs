@@ -481,7 +481,7 @@ fn main() {
         .build()
         .expect("start a tokio runtime");
     runtime.block_on(async {
-        let sandbox = Sandbox::create(SandboxOptions::default())
+        let sandbox = Sandbox::create(SandboxOptions::default().kill_on_drop(true))
             .await
             .expect("create a sandbox");
         let files = sandbox.files();

@@ -1,22 +1,26 @@
-//! Times create + run + destroy through the Rust API, in-process.
+//! Times SoulBox's Rust API, in-process.
 //!
-//! Usage: `soulbox-bench-api --task true|py|shell-true --iterations N [--no-limits]
+//! Usage: `soulbox-bench-api --task TASK --iterations N [--no-limits]
 //! [--on-request]`
 //!
-//! `true` runs `/bin/true` and `py` runs `python3 -c 'print(1)'`, both
-//! without a shell. `shell-true` runs the command line `true` through
-//! `/bin/bash -l -c`, as `Sandbox::run` and E2B's `commands.run` do;
-//! `benches/python_create.py` compares it with the Python package.
+//! Tasks, each printing one line per iteration with its wall time in
+//! nanoseconds:
+//! - `true`, `py`: `Sandbox::create`, running `/bin/true` (or
+//!   `python3 -c 'print(1)'`) to completion, and `Sandbox::kill`.
+//!   `benches/compare.sh` pools these lines with the peer runtimes'
+//!   hyperfine results.
+//! - `shell-true`: as `true`, but the command line `true` runs through
+//!   `/bin/bash -l -c`, as `Sandbox::run` and E2B's `commands.run` do;
+//!   `benches/python_create.py` compares it with the Python package.
+//! - `connect`: `Sandbox::connect` to a sandbox created once beforehand,
+//!   running `/bin/true`, and dropping the handle.
+//! - `pause-resume`: `Sandbox::pause` then `Sandbox::resume` of a sandbox
+//!   created once beforehand.
 //!
 //! `--no-limits` turns off the default memory and pids limits, to measure
 //! what joining their cgroups costs. `--on-request` waits for a line on
-//! stdin before each iteration, so another program can interleave its own
-//! iterations with these one by one.
-//!
-//! Prints one line per iteration: the wall time in nanoseconds of
-//! `Sandbox::create`, running the task's command to completion, and
-//! `Sandbox::kill`. `benches/compare.sh` pools these lines with the peer
-//! runtimes' hyperfine results.
+//! stdin before each iteration of `true`, `py` and `shell-true`, so another
+//! program can interleave its own iterations with these one by one.
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -26,8 +30,8 @@ use soulbox_core::{Sandbox, SandboxOptions};
 fn usage(message: &str) -> ExitCode {
     eprintln!("soulbox-bench-api: {message}");
     eprintln!(
-        "usage: soulbox-bench-api --task true|py|shell-true --iterations N [--no-limits] \
-         [--on-request]"
+        "usage: soulbox-bench-api --task true|py|shell-true|connect|pause-resume \
+         --iterations N [--no-limits] [--on-request]"
     );
     ExitCode::from(2)
 }
@@ -62,9 +66,10 @@ fn main() -> ExitCode {
         return usage("--iterations is required");
     };
     let (argv, through_shell): (&[&str], bool) = match task.as_deref() {
-        Some("true") => (&["/bin/true"], false),
+        Some("true" | "connect") => (&["/bin/true"], false),
         Some("py") => (&["/usr/bin/python3", "-c", "print(1)"], false),
         Some("shell-true") => (&["true"], true),
+        Some("pause-resume") => (&[], false),
         Some(other) => return usage(&format!("unknown task {other:?}")),
         None => return usage("--task is required"),
     };
@@ -75,6 +80,11 @@ fn main() -> ExitCode {
         Ok(runtime) => runtime,
         Err(e) => return usage(&format!("cannot start the async runtime: {e}")),
     };
+    match task.as_deref() {
+        Some("connect") => return runtime.block_on(time_connect(options, iterations)),
+        Some("pause-resume") => return runtime.block_on(time_pause_resume(options, iterations)),
+        _ => {}
+    }
     runtime.block_on(async {
         let mut requests = std::io::stdin().lines();
         for _ in 0..iterations {
@@ -103,4 +113,45 @@ fn main() -> ExitCode {
         }
         ExitCode::SUCCESS
     })
+}
+
+/// Times connect + `/bin/true` + drop against one long-lived sandbox.
+async fn time_connect(options: SandboxOptions, iterations: usize) -> ExitCode {
+    let sandbox = match Sandbox::create(options.kill_on_drop(true)).await {
+        Ok(sandbox) => sandbox,
+        Err(e) => return usage(&format!("create failed: {e}")),
+    };
+    for _ in 0..iterations {
+        let start = Instant::now();
+        let connected = match Sandbox::connect(sandbox.id()).await {
+            Ok(connected) => connected,
+            Err(e) => return usage(&format!("connect failed: {e}")),
+        };
+        match connected.command("/bin/true").output().await {
+            Ok(output) if output.status.success() => {}
+            Ok(output) => return usage(&format!("task failed: {:?}", output.status)),
+            Err(e) => return usage(&format!("task failed: {e}")),
+        }
+        drop(connected);
+        println!("{}", start.elapsed().as_nanos());
+    }
+    ExitCode::SUCCESS
+}
+
+/// Times pause + resume of one sandbox.
+async fn time_pause_resume(options: SandboxOptions, iterations: usize) -> ExitCode {
+    let sandbox = match Sandbox::create(options.kill_on_drop(true)).await {
+        Ok(sandbox) => sandbox,
+        Err(e) => return usage(&format!("create failed: {e}")),
+    };
+    for _ in 0..iterations {
+        let start = Instant::now();
+        let paused = sandbox.pause().await;
+        let resumed = sandbox.resume().await;
+        match (paused, resumed) {
+            (Ok(true), Ok(true)) => println!("{}", start.elapsed().as_nanos()),
+            other => return usage(&format!("pause or resume failed: {other:?}")),
+        }
+    }
+    ExitCode::SUCCESS
 }

@@ -3,6 +3,7 @@
 #![deny(unsafe_code)]
 
 mod copy;
+mod manage;
 mod run;
 #[expect(unsafe_code, reason = "the one module that makes raw system calls")]
 mod term;
@@ -27,10 +28,51 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Commands {
     Run(run::RunArgs),
+    Create(manage::CreateArgs),
+    Exec(run::ExecArgs),
+    Shell(run::ShellArgs),
+    Ls(manage::LsArgs),
+    Info(manage::InfoArgs),
+    /// Kill a sandbox and remove everything it left.
+    ///
+    /// Exit status: 0, 3 when no sandbox has the id, 125 when SoulBox failed.
+    Kill(manage::IdArgs),
+    /// Freeze every process of a sandbox and stop its timeout clock.
+    ///
+    /// Pausing a paused sandbox changes nothing. A paused sandbox keeps its
+    /// memory and files until resumed or killed; it does not survive a
+    /// reboot. Exit status: 0, 3 when no sandbox has the id, 125 when
+    /// SoulBox failed.
+    Pause(manage::IdArgs),
+    /// Thaw a paused sandbox; its timeout clock goes on where it stopped.
+    ///
+    /// Exit status: 0, 3 when no sandbox has the id, 125 when SoulBox failed.
+    Resume(manage::IdArgs),
+    Metrics(manage::MetricsArgs),
+    Cp(manage::CpArgs),
 }
 
 /// Exit code when SoulBox itself failed, as in `timeout(1)` and Docker.
 pub const EXIT_SOULBOX_FAILED: u8 = 125;
+
+/// Exit code when no sandbox has the id given.
+pub const EXIT_NOT_FOUND: u8 = 3;
+
+/// A failed subcommand: the one-line message and the exit code.
+#[derive(Debug)]
+pub struct Failure {
+    pub message: String,
+    pub code: u8,
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Self {
+        Self {
+            message,
+            code: EXIT_SOULBOX_FAILED,
+        }
+    }
+}
 
 /// Formats an error with its chain of causes on one line.
 pub fn describe(error: &dyn std::error::Error) -> String {
@@ -74,7 +116,17 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Commands::Run(args) => run::run(args).await,
+            Commands::Run(args) => run::run(args).await.map_err(Failure::from),
+            Commands::Create(args) => manage::create(args).await,
+            Commands::Exec(args) => run::exec(args).await,
+            Commands::Shell(args) => run::shell(args).await,
+            Commands::Ls(args) => manage::ls(args).await,
+            Commands::Info(args) => manage::info(args).await,
+            Commands::Kill(args) => manage::kill(args).await,
+            Commands::Pause(args) => manage::pause(args).await,
+            Commands::Resume(args) => manage::resume(args).await,
+            Commands::Metrics(args) => manage::metrics(args).await,
+            Commands::Cp(args) => manage::cp(args).await,
         }
     });
     // A read of this process's stdin may still be blocked in a runtime
@@ -82,9 +134,9 @@ fn main() -> ExitCode {
     runtime.shutdown_background();
     match result {
         Ok(code) => ExitCode::from(code),
-        Err(message) => {
-            eprintln!("soulbox: {message}");
-            ExitCode::from(EXIT_SOULBOX_FAILED)
+        Err(failure) => {
+            eprintln!("soulbox: {}", failure.message);
+            ExitCode::from(failure.code)
         }
     }
 }

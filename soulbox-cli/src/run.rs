@@ -1,5 +1,6 @@
 //! `soulbox run`: create a sandbox, copy files in, run one command with its
-//! output streamed, destroy the sandbox.
+//! output streamed, destroy the sandbox; and `soulbox exec` and `soulbox
+//! shell`, which run a command the same way in a sandbox that exists.
 
 use std::os::fd::AsFd;
 use std::time::Duration;
@@ -10,6 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::copy::{copy_in, CopySpec};
 use crate::term;
+use crate::Failure;
 
 /// Exit code when the timeout ended the command, as in `timeout(1)`.
 const EXIT_TIMED_OUT: u8 = 124;
@@ -34,9 +36,57 @@ const EXIT_TIMED_OUT: u8 = 124;
     after_help = "Example:\n  soulbox run --copy ./job:/home/user/job --cwd job -- python3 main.py"
 )]
 pub struct RunArgs {
+    /// Copy a host file or directory into the sandbox before the command
+    /// starts, as HOST_PATH:SANDBOX_PATH; repeat for more. The value is
+    /// split at its last ':', so the sandbox path cannot contain one.
+    /// Relative sandbox paths start at /home/user.
+    #[arg(long = "copy", value_name = "HOST_PATH:SANDBOX_PATH", value_parser = CopySpec::parse)]
+    copies: Vec<CopySpec>,
+
+    #[command(flatten)]
+    command: CommandArgs,
+}
+
+/// Run COMMAND in the running sandbox ID.
+///
+/// COMMAND runs directly, with no shell, its output streamed and its stdin
+/// forwarded as with `soulbox run`. The sandbox keeps running afterwards.
+///
+/// Exit status: as `soulbox run`: the command's own exit code, 124 on
+/// --timeout, 126 or 127 when COMMAND cannot run, 128+N for signal N, 125
+/// when SoulBox failed; and 3 when no sandbox has the id ID.
+#[derive(Debug, Args)]
+#[command(after_help = "Example:\n  soulbox exec sb-abcdefghjkmn -- python3 -c 'print(6*7)'")]
+pub struct ExecArgs {
+    /// The sandbox id, as `soulbox create` printed it.
+    id: String,
+
+    #[command(flatten)]
+    command: CommandArgs,
+}
+
+/// Open an interactive shell in the running sandbox ID.
+///
+/// Runs bash as a login shell (sh where the template has no bash) on a
+/// pseudo-terminal; needs a terminal on stdin. Exit status: the shell's,
+/// or 3 when no sandbox has the id ID.
+#[derive(Debug, Args)]
+pub struct ShellArgs {
+    /// The sandbox id.
+    id: String,
+
+    /// Sandbox user to run as: `user` (the default) or `root`.
+    #[arg(long, value_name = "NAME")]
+    user: Option<String>,
+}
+
+/// How to run one command: shared by `run` and `exec`.
+#[derive(Debug, Args)]
+pub struct CommandArgs {
     /// Seconds the command may run before it and every process it started
     /// are killed; 0 means no limit. The clock starts when the command
-    /// starts, after any --copy; the sandbox itself ends 5 s later.
+    /// starts, after any --copy; with `run`, the sandbox itself ends 5 s
+    /// later.
     #[arg(long, value_name = "SECS", default_value_t = 300, value_parser = parse_secs)]
     timeout: u64,
 
@@ -54,13 +104,6 @@ pub struct RunArgs {
     #[arg(long, value_name = "NAME")]
     user: Option<String>,
 
-    /// Copy a host file or directory into the sandbox before the command
-    /// starts, as HOST_PATH:SANDBOX_PATH; repeat for more. The value is
-    /// split at its last ':', so the sandbox path cannot contain one.
-    /// Relative sandbox paths start at /home/user.
-    #[arg(long = "copy", value_name = "HOST_PATH:SANDBOX_PATH", value_parser = CopySpec::parse)]
-    copies: Vec<CopySpec>,
-
     /// Run the command on an interactive pseudo-terminal the sandbox owns,
     /// sized like this one; needs a terminal on stdin. stderr is merged
     /// into stdout, as on any terminal.
@@ -72,12 +115,12 @@ pub struct RunArgs {
     command: Vec<String>,
 }
 
-fn parse_secs(text: &str) -> Result<u64, String> {
+pub fn parse_secs(text: &str) -> Result<u64, String> {
     text.parse::<u64>()
         .map_err(|_| format!("{text:?} is not a whole number of seconds"))
 }
 
-fn parse_env(text: &str) -> Result<(String, String), String> {
+pub fn parse_env(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
         Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
         _ => Err(format!("{text:?} is not KEY=VALUE")),
@@ -91,24 +134,87 @@ pub async fn run(args: RunArgs) -> Result<u8, String> {
         spec.check_source()?;
     }
     let stdin_is_terminal = term::stdin_is_terminal();
-    if args.tty && !stdin_is_terminal {
+    if args.command.tty && !stdin_is_terminal {
         return Err("--tty needs a terminal on stdin; drop --tty to forward piped input".into());
     }
     let mut signals = Signals::new()?;
     // Until the command starts, the sandbox has no deadline of its own: it
-    // ends with this process (PID 1 exits when the control socket closes), and
-    // copying files in must not eat into the command's time.
-    let options = SandboxOptions::default().timeout(Duration::ZERO);
+    // ends with this process (kill_on_drop), and copying files in must not
+    // eat into the command's time.
+    let options = SandboxOptions::default()
+        .timeout(Duration::ZERO)
+        .kill_on_drop(true);
     let sandbox = tokio::select! {
         created = Sandbox::create(options.clone()) => created.map_err(|e| crate::describe(&e))?,
         signal = signals.next() => return Ok(128 + signal as u8),
     };
     report_unenforced_limits(&options, &sandbox);
-    let result = run_in(&sandbox, &args, stdin_is_terminal, &mut signals).await;
+    let result = async {
+        for spec in &args.copies {
+            tokio::select! {
+                copied = copy_in(&sandbox, spec, args.command.user.as_deref()) => copied?,
+                signal = signals.next() => return Ok(128 + signal as u8),
+            }
+        }
+        // The sandbox outlives the command's timeout by a margin, so the
+        // caller gets the command's own timeout, with full output.
+        let sandbox_timeout = args
+            .command
+            .timeout()
+            .map_or(Duration::ZERO, |t| t.saturating_add(Duration::from_secs(5)));
+        sandbox
+            .set_timeout(sandbox_timeout)
+            .await
+            .map_err(|e| crate::describe(&e))?;
+        run_in(&sandbox, &args.command, stdin_is_terminal, &mut signals).await
+    }
+    .await;
     let killed = sandbox.kill().await.map_err(|e| crate::describe(&e));
     let code = result?;
     killed?;
     Ok(code)
+}
+
+/// Runs the command in a sandbox that exists, which keeps running.
+pub async fn exec(args: ExecArgs) -> Result<u8, Failure> {
+    let stdin_is_terminal = term::stdin_is_terminal();
+    if args.command.tty && !stdin_is_terminal {
+        return Err(String::from(
+            "--tty needs a terminal on stdin; drop --tty to forward piped input",
+        )
+        .into());
+    }
+    let mut signals = Signals::new()?;
+    let sandbox = crate::manage::connect(&args.id).await?;
+    Ok(run_in(&sandbox, &args.command, stdin_is_terminal, &mut signals).await?)
+}
+
+/// Runs a login shell on a terminal in a sandbox that exists.
+pub async fn shell(args: ShellArgs) -> Result<u8, Failure> {
+    if !term::stdin_is_terminal() {
+        return Err(String::from(
+            "soulbox shell needs a terminal on stdin; use soulbox exec to pipe input",
+        )
+        .into());
+    }
+    let mut signals = Signals::new()?;
+    let sandbox = crate::manage::connect(&args.id).await?;
+    let has_bash = sandbox
+        .files()
+        .user("root")
+        .exists("/bin/bash")
+        .await
+        .unwrap_or(false);
+    let program = if has_bash { "/bin/bash" } else { "/bin/sh" };
+    let command = CommandArgs {
+        timeout: 0,
+        envs: Vec::new(),
+        cwd: None,
+        user: args.user,
+        tty: true,
+        command: vec![program.to_string(), "-l".to_string()],
+    };
+    Ok(run_in(&sandbox, &command, true, &mut signals).await?)
 }
 
 /// Says on stderr which default limits could not be applied, as happens
@@ -163,28 +269,21 @@ impl Signals {
     }
 }
 
+impl CommandArgs {
+    fn timeout(&self) -> Option<Duration> {
+        (self.timeout > 0).then(|| Duration::from_secs(self.timeout))
+    }
+}
+
+/// Runs one command with its output streamed and signals forwarded;
+/// returns the exit code to report.
 async fn run_in(
     sandbox: &Sandbox,
-    args: &RunArgs,
+    args: &CommandArgs,
     stdin_is_terminal: bool,
     signals: &mut Signals,
 ) -> Result<u8, String> {
-    for spec in &args.copies {
-        tokio::select! {
-            copied = copy_in(sandbox, spec, args.user.as_deref()) => copied?,
-            signal = signals.next() => return Ok(128 + signal as u8),
-        }
-    }
-    let timeout = (args.timeout > 0).then(|| Duration::from_secs(args.timeout));
-    // The sandbox outlives the command's timeout by a margin, so the caller
-    // gets the command's own timeout, with full output.
-    let sandbox_timeout =
-        timeout.map_or(Duration::ZERO, |t| t.saturating_add(Duration::from_secs(5)));
-    sandbox
-        .set_timeout(sandbox_timeout)
-        .await
-        .map_err(|e| crate::describe(&e))?;
-
+    let timeout = args.timeout();
     let mut command = sandbox.command(&args.command[0]);
     command.args(&args.command[1..]).timeout(timeout);
     if let Some(user) = &args.user {

@@ -73,8 +73,16 @@ impl Drop for ReachableBinary {
 /// Runs `soulbox run ARGS` as the unprivileged account with an empty
 /// environment.
 fn run_as_nobody(args: &[&str]) -> std::process::Output {
-    let (uid, gid) = unprivileged_ids();
     let binary = ReachableBinary::new();
+    let mut run_args = vec!["run"];
+    run_args.extend_from_slice(args);
+    soulbox_as_nobody(&binary, &run_args)
+}
+
+/// Runs `soulbox ARGS` from `binary` as the unprivileged account with an
+/// empty environment.
+fn soulbox_as_nobody(binary: &ReachableBinary, args: &[&str]) -> std::process::Output {
+    let (uid, gid) = unprivileged_ids();
     let binary = binary.path();
     Command::new("setpriv")
         .args(["--reuid", &uid, "--regid", &gid, "--clear-groups", "--"])
@@ -83,7 +91,6 @@ fn run_as_nobody(args: &[&str]) -> std::process::Output {
             "-i",
             "PATH=/usr/bin:/bin",
             binary.to_str().expect("a UTF-8 temp path"),
-            "run",
         ])
         .args(args)
         .output()
@@ -195,4 +202,53 @@ fn rootless_sandbox_reports_unenforced_limits() {
         stderr.contains("memory and pids limits are not enforced"),
         "a rootless run without a delegated cgroup should say which limits are off: {stderr}"
     );
+}
+
+#[test]
+fn rootless_sandbox_reachable_only_by_its_user() {
+    if !is_root() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run this test as root"
+        );
+        eprintln!(
+            "rootless_sandbox_reachable_only_by_its_user: skipped, needs root to switch users"
+        );
+        return;
+    }
+    let binary = ReachableBinary::new();
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    let created = soulbox_as_nobody(&binary, &["create", "--timeout", "60"]);
+    assert!(created.status.success(), "{}", text(&created.stderr));
+    let id = text(&created.stdout).trim().to_string();
+
+    let exec = soulbox_as_nobody(&binary, &["exec", &id, "--", "id", "-u"]);
+    assert_eq!(text(&exec.stdout), "0\n", "{}", text(&exec.stderr));
+    let listed = soulbox_as_nobody(&binary, &["ls"]);
+    assert!(
+        text(&listed.stdout).contains(&id),
+        "{}",
+        text(&listed.stdout)
+    );
+
+    // Root's state directory is another one: root does not see the sandbox.
+    let from_root = Command::new(env!("CARGO_BIN_EXE_soulbox"))
+        .args(["exec", &id, "--", "true"])
+        .output()
+        .expect("run soulbox as root");
+    assert_eq!(from_root.status.code(), Some(3));
+
+    // Without a delegated cgroup there is no freezer to pause with.
+    let pause = soulbox_as_nobody(&binary, &["pause", &id]);
+    assert_eq!(pause.status.code(), Some(125));
+    assert!(
+        text(&pause.stderr).contains("cgroup v2"),
+        "{}",
+        text(&pause.stderr)
+    );
+
+    let kill = soulbox_as_nobody(&binary, &["kill", &id]);
+    assert!(kill.status.success(), "{}", text(&kill.stderr));
+    let gone = soulbox_as_nobody(&binary, &["exec", &id, "--", "true"]);
+    assert_eq!(gone.status.code(), Some(3));
 }

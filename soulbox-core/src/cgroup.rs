@@ -94,11 +94,21 @@ pub struct Limits {
     pub cpu_millicores: Option<u64>,
 }
 
+impl Limits {
+    /// Every limit set, for finding a dead sandbox's directories when its
+    /// record of the limits in force is lost.
+    pub(crate) const ANY: Self = Self {
+        memory: Some(1),
+        pids: Some(1),
+        cpu_millicores: Some(1),
+    };
+}
+
 /// CFS period for CPU limits, in microseconds (the kernel's default).
 const CPU_PERIOD_US: u64 = 100_000;
 
 /// One sandbox's cgroup directories, removed by [`SandboxCgroup::remove`].
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct SandboxCgroup {
     /// The v2 directory, if any.
     v2: Option<PathBuf>,
@@ -263,6 +273,126 @@ impl SandboxCgroup {
     /// Returns the cgroup directories, for tests and diagnostics.
     pub fn paths(&self) -> &[PathBuf] {
         &self.dirs
+    }
+
+    /// Finds the directories of sandbox `id` that another process created
+    /// with `enforced` limits in force, as [`SandboxCgroup::create`] lays
+    /// them out. Directories that do not exist are left out.
+    pub fn reopen(id: &str, enforced: Limits) -> Self {
+        let layout = layout();
+        let mut cgroup = Self {
+            v2: None,
+            dirs: Vec::new(),
+            memory: None,
+            enforced,
+        };
+        if let Some(root) = &layout.v2 {
+            let dir = root.join(PARENT).join(id);
+            if dir.is_dir() {
+                cgroup.dirs.push(dir.clone());
+                cgroup.v2 = Some(dir);
+            }
+        }
+        let wanted = [
+            ("memory", enforced.memory.is_some()),
+            ("pids", enforced.pids.is_some()),
+            ("cpu", enforced.cpu_millicores.is_some()),
+        ];
+        for (controller, needed) in wanted {
+            if !needed {
+                continue;
+            }
+            let in_v2 = layout.v2_controllers.iter().any(|c| c == controller);
+            let found = match (&cgroup.v2, in_v2) {
+                (Some(dir), true) => Some((dir.clone(), Version::V2)),
+                _ => layout
+                    .v1
+                    .iter()
+                    .find(|(_, controllers)| controllers.iter().any(|c| c == controller))
+                    .map(|(root, _)| (root.join(PARENT).join(id), Version::V1))
+                    .filter(|(dir, _)| dir.is_dir()),
+            };
+            let Some((dir, version)) = found else {
+                continue;
+            };
+            if !cgroup.dirs.contains(&dir) {
+                cgroup.dirs.push(dir.clone());
+            }
+            if controller == "memory" {
+                cgroup.memory = Some((dir, version));
+            }
+        }
+        cgroup
+    }
+
+    /// Checks that the sandbox has the cgroup v2 directory whose
+    /// `cgroup.freeze` pauses it.
+    pub fn freezer_available(&self, operation: &'static str) -> Result<&PathBuf> {
+        self.v2.as_ref().ok_or_else(|| Error::Unsupported {
+            operation,
+            reason: "the sandbox has no cgroup v2 directory, whose cgroup.freeze pauses it; \
+                     a rootless caller needs a delegated cgroup v2 subtree"
+                .to_string(),
+        })
+    }
+
+    /// Starts freezing (or thaws) every process of the sandbox. Freezing
+    /// completes asynchronously: see [`SandboxCgroup::frozen_settled`].
+    pub fn set_frozen(&self, frozen: bool) -> Result<()> {
+        let dir = self.freezer_available(if frozen { "pause" } else { "resume" })?;
+        fs::write(dir.join("cgroup.freeze"), if frozen { "1" } else { "0" }).map_err(|source| {
+            Error::Cgroup {
+                step: if frozen { "freeze" } else { "thaw" },
+                path: dir.clone(),
+                source,
+            }
+        })
+    }
+
+    /// Returns whether the kernel reports every task of the sandbox frozen.
+    pub fn frozen_settled(&self) -> bool {
+        self.v2.as_ref().is_some_and(|dir| {
+            fs::read_to_string(dir.join("cgroup.events"))
+                .is_ok_and(|events| events.lines().any(|line| line == "frozen 1"))
+        })
+    }
+
+    /// Returns whether the sandbox is frozen or being frozen.
+    pub fn is_frozen(&self) -> bool {
+        self.v2.as_ref().is_some_and(|dir| {
+            fs::read_to_string(dir.join("cgroup.freeze")).is_ok_and(|text| text.trim() == "1")
+        })
+    }
+
+    /// Returns the CPU time the sandbox's processes have used, from v2's
+    /// `cpu.stat` (present without the cpu controller) or v1's cpuacct.
+    pub fn cpu_usage(&self) -> Option<Duration> {
+        if let Some(dir) = &self.v2 {
+            let stat = fs::read_to_string(dir.join("cpu.stat")).ok()?;
+            let usec: u64 = stat
+                .lines()
+                .find_map(|line| line.strip_prefix("usage_usec ")?.trim().parse().ok())?;
+            return Some(Duration::from_micros(usec));
+        }
+        self.dirs.iter().find_map(|dir| {
+            let ns: u64 = fs::read_to_string(dir.join("cpuacct.usage"))
+                .ok()?
+                .trim()
+                .parse()
+                .ok()?;
+            Some(Duration::from_nanos(ns))
+        })
+    }
+
+    /// Returns the memory the sandbox uses, page cache and tmpfs included,
+    /// or `None` without a memory cgroup.
+    pub fn memory_usage(&self) -> Option<u64> {
+        let (dir, version) = self.memory.as_ref()?;
+        let file = match version {
+            Version::V1 => "memory.usage_in_bytes",
+            Version::V2 => "memory.current",
+        };
+        fs::read_to_string(dir.join(file)).ok()?.trim().parse().ok()
     }
 }
 

@@ -23,6 +23,36 @@ pub enum Error {
         id: String,
     },
 
+    /// No sandbox with this id exists for this user on this host: it never
+    /// existed, was killed, or reached its timeout.
+    #[error("sandbox {id} not found; `soulbox ls` lists the running ones")]
+    SandboxNotFound {
+        /// The id as the caller gave it.
+        id: String,
+    },
+
+    /// The operation does not work on this host or in this mode.
+    #[error("{operation} is not supported here: {reason}")]
+    Unsupported {
+        /// What was requested.
+        operation: &'static str,
+        /// Why it cannot work, and what would make it work.
+        reason: String,
+    },
+
+    /// The state directory that records sandboxes for other processes could
+    /// not be used.
+    #[error("failed to {step} {path} in the SoulBox state directory")]
+    State {
+        /// The step that failed.
+        step: &'static str,
+        /// The path involved.
+        path: PathBuf,
+        /// The OS error behind it.
+        #[source]
+        source: io::Error,
+    },
+
     /// A path inside the sandbox does not exist.
     #[error("file not found in sandbox: {path}")]
     FileNotFound {
@@ -183,7 +213,10 @@ impl Error {
             | Self::Cgroup { source, .. }
             | Self::Os { source, .. }
             | Self::WatchLimit { source, .. }
-            | Self::HostFile { source, .. } => source.raw_os_error(),
+            | Self::HostFile { source, .. }
+            | Self::State { source, .. } => source.raw_os_error(),
+            Self::SandboxNotFound { .. } => Some(libc::ESRCH),
+            Self::Unsupported { .. } => Some(libc::EOPNOTSUPP),
             Self::InvalidArgument(_) => Some(libc::EINVAL),
             Self::FileNotFound { .. } | Self::NotFound(_) => Some(libc::ENOENT),
             Self::CommandExit { .. } => None,

@@ -18,6 +18,13 @@ pub fn new_sandbox_id() -> std::io::Result<String> {
     Ok(id)
 }
 
+/// Returns 32 random bits.
+pub fn random_u32() -> std::io::Result<u32> {
+    let mut random = [0u8; 4];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut random)?;
+    Ok(u32::from_ne_bytes(random))
+}
+
 /// Returns whether `name` has the shape of a sandbox id.
 pub fn is_sandbox_id(name: &str) -> bool {
     name.strip_prefix(PREFIX)

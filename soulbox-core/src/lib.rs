@@ -24,7 +24,9 @@
 //! # Caveats
 //!
 //! Creating a sandbox needs root, or unprivileged user namespaces for the
-//! rootless mode. Dropping the last [`Sandbox`] handle kills the sandbox.
+//! rootless mode. A sandbox runs until its timeout or [`Sandbox::kill`],
+//! whether or not its handle is dropped, unless it was created with
+//! [`SandboxOptions::kill_on_drop`].
 
 #![deny(unsafe_code)]
 
@@ -36,7 +38,9 @@ mod id;
 mod init_binary;
 mod paths;
 mod process;
+mod reaper;
 mod sandbox;
+mod state;
 #[expect(unsafe_code, reason = "the one module that makes raw system calls")]
 mod sys;
 mod template;
@@ -53,8 +57,9 @@ pub use process::{
     CHUNK_SIZE,
 };
 pub use sandbox::{
-    Sandbox, SandboxOptions, DEFAULT_DISK_INODES, DEFAULT_DISK_SIZE, DEFAULT_MEMORY_LIMIT,
-    DEFAULT_OPEN_FILES_LIMIT, DEFAULT_PIDS_LIMIT, DEFAULT_TIMEOUT, DEFAULT_TMP_SIZE,
+    ListQuery, Sandbox, SandboxInfo, SandboxMetrics, SandboxOptions, SandboxState,
+    DEFAULT_DISK_INODES, DEFAULT_DISK_SIZE, DEFAULT_MEMORY_LIMIT, DEFAULT_OPEN_FILES_LIMIT,
+    DEFAULT_PIDS_LIMIT, DEFAULT_TIMEOUT, DEFAULT_TMP_SIZE,
 };
 
 /// Leak checks for tests and operators.

@@ -4,19 +4,21 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
 
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
-use soulbox_proto::{BindMount, Config, Reply, Request, SetupStage};
+use soulbox_proto::{BindMount, Config, Reply, Request, SetupStage, NO_DEADLINE};
 use tokio::io::unix::AsyncFd;
 use tracing::debug;
 
 use crate::cgroup::{self, Limits, SandboxCgroup};
 use crate::error::{Error, Result};
+use crate::reaper::{self, Leftovers};
+use crate::state::{self, Liveness, Record};
 use crate::{id, init_binary, paths, sys, template};
 
 /// Default sandbox lifetime, as in E2B.
@@ -58,6 +60,15 @@ pub struct SandboxOptions {
     /// Maximum size of a file a process may write, in bytes
     /// (RLIMIT_FSIZE); `None` for no limit.
     pub file_size_limit: Option<u64>,
+    /// Caller-defined labels, returned by [`Sandbox::get_info`] and used to
+    /// filter [`Sandbox::list`].
+    pub metadata: BTreeMap<String, String>,
+    /// When true, the sandbox ends when the last [`Sandbox`] handle that
+    /// [`Sandbox::create`] returned is dropped, or when the creating process
+    /// exits or dies. When false (the default, as in E2B), it runs until
+    /// its timeout or a kill, and any process of the same user can reach
+    /// it with [`Sandbox::connect`].
+    pub kill_on_drop: bool,
 }
 
 /// Default memory limit: 2 GiB.
@@ -83,6 +94,8 @@ impl Default for SandboxOptions {
             cpu_limit: None,
             open_files_limit: DEFAULT_OPEN_FILES_LIMIT,
             file_size_limit: None,
+            metadata: BTreeMap::new(),
+            kill_on_drop: false,
         }
     }
 }
@@ -97,6 +110,19 @@ impl SandboxOptions {
     /// Adds a sandbox-wide environment variable.
     pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.envs.insert(key.into(), value.into());
+        self
+    }
+
+    /// Adds a metadata label.
+    pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.metadata.insert(key.into(), value.into());
+        self
+    }
+
+    /// Sets whether the sandbox ends with its creating handle; see
+    /// [`SandboxOptions::kill_on_drop`].
+    pub fn kill_on_drop(mut self, kill_on_drop: bool) -> Self {
+        self.kill_on_drop = kill_on_drop;
         self
     }
 
@@ -118,6 +144,7 @@ impl SandboxOptions {
         for (key, value) in &self.envs {
             crate::command::validate_env(key, value)?;
         }
+        validate_metadata(&self.metadata)?;
         if let Some(memory) = self.memory_limit {
             if memory < 16 << 20 {
                 return Err(Error::InvalidArgument(format!(
@@ -163,30 +190,167 @@ impl SandboxOptions {
     }
 }
 
+/// Largest metadata map, and longest key and value, that a sandbox takes.
+const MAX_METADATA_ENTRIES: usize = 64;
+const MAX_METADATA_LEN: usize = 1024;
+
+fn validate_metadata(metadata: &BTreeMap<String, String>) -> Result<()> {
+    if metadata.len() > MAX_METADATA_ENTRIES {
+        return Err(Error::InvalidArgument(format!(
+            "metadata has {} entries; at most {MAX_METADATA_ENTRIES} are allowed",
+            metadata.len()
+        )));
+    }
+    for (key, value) in metadata {
+        if key.is_empty() || key.len() > MAX_METADATA_LEN || value.len() > MAX_METADATA_LEN {
+            return Err(Error::InvalidArgument(format!(
+                "metadata key {key:?} must be 1 to {MAX_METADATA_LEN} bytes long, and its \
+                 value at most {MAX_METADATA_LEN}"
+            )));
+        }
+        if key.contains(['=', '\0']) || value.contains('\0') {
+            return Err(Error::InvalidArgument(format!(
+                "metadata key {key:?} or its value contains '=' or a NUL byte"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Whether a sandbox runs or is paused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SandboxState {
+    /// Its processes run.
+    Running,
+    /// Its processes are frozen, and its timeout clock is stopped.
+    Paused,
+}
+
+impl SandboxState {
+    /// Returns the lowercase name: `running` or `paused`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Paused => "paused",
+        }
+    }
+}
+
+impl fmt::Display for SandboxState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// What [`Sandbox::get_info`] and [`Sandbox::list`] return.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct SandboxInfo {
+    /// The sandbox id.
+    pub sandbox_id: String,
+    /// The template it was built from.
+    pub template: String,
+    /// Labels given at creation.
+    pub metadata: BTreeMap<String, String>,
+    /// Sandbox-wide environment variables given at creation.
+    pub envs: BTreeMap<String, String>,
+    /// When it was created.
+    pub started_at: SystemTime,
+    /// When its timeout ends it; `None` without a timeout, and while it is
+    /// paused, because a paused sandbox's clock is stopped.
+    pub ends_at: Option<SystemTime>,
+    /// Running or paused.
+    pub state: SandboxState,
+    /// CPU limit in cores, if one is enforced.
+    pub cpu_limit: Option<f64>,
+    /// Memory limit in bytes, if one is enforced.
+    pub memory_limit: Option<u64>,
+    /// Host pid of its PID 1.
+    pub pid: i32,
+}
+
+/// Filters for [`Sandbox::list`]. The default lists every sandbox.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ListQuery {
+    /// Only sandboxes whose metadata contains every one of these pairs.
+    pub metadata: BTreeMap<String, String>,
+    /// Only sandboxes in this state.
+    pub state: Option<SandboxState>,
+}
+
+impl ListQuery {
+    /// Adds a metadata pair that listed sandboxes must have.
+    pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.metadata.insert(key.into(), value.into());
+        self
+    }
+
+    /// Lists only sandboxes in `state`.
+    pub fn state(mut self, state: SandboxState) -> Self {
+        self.state = Some(state);
+        self
+    }
+}
+
+/// Resource use of a sandbox, from its cgroups and its writable layer.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct SandboxMetrics {
+    /// When the numbers were read.
+    pub timestamp: SystemTime,
+    /// CPUs the sandbox may use: its CPU limit in cores, or the host's CPU
+    /// count without one.
+    pub cpu_count: f64,
+    /// CPU use in percent of `cpu_count`, averaged since the previous
+    /// `metrics` call on this handle, or since creation for the first.
+    pub cpu_used_pct: f64,
+    /// CPU time used since creation; `None` where no cgroup counts it.
+    pub cpu_time: Option<Duration>,
+    /// Memory in use in bytes, page cache and the in-memory writable layer
+    /// included; `None` without a memory cgroup.
+    pub mem_used: Option<u64>,
+    /// The memory limit in bytes; `None` without one.
+    pub mem_total: Option<u64>,
+    /// Bytes used in the writable layer.
+    pub disk_used: u64,
+    /// Size limit of the writable layer in bytes.
+    pub disk_total: u64,
+}
+
 /// A running sandbox.
 ///
-/// Dropping the last `Sandbox` handle kills the sandbox: every process in
-/// it is killed, its mounts disappear with its mount namespace, and its
-/// cgroups are removed before `drop` returns. [`Sandbox::kill`] does the
-/// same explicitly. Clones of a `Sandbox` share one sandbox. Other handles
-/// taken from it ([`crate::Files`], [`crate::Commands`],
-/// [`crate::CommandHandle`]) do not keep it alive: once the last `Sandbox`
-/// is gone, their calls fail with [`Error::SandboxNotRunning`].
+/// A sandbox runs until its timeout or [`Sandbox::kill`], independent of
+/// the process that created it, and any process of the same user can reach
+/// it through [`Sandbox::connect`]. With [`SandboxOptions::kill_on_drop`],
+/// it instead ends when the last clone of the handle that
+/// [`Sandbox::create`] returned is dropped: every process in it is killed,
+/// its mounts disappear with its mount namespace, and its cgroups are
+/// removed before `drop` returns. Other handles taken from a `Sandbox`
+/// ([`crate::Files`], [`crate::Commands`], [`crate::CommandHandle`]) do not
+/// keep such a sandbox alive: once it is gone, their calls fail with
+/// [`Error::SandboxNotRunning`].
 #[derive(Clone)]
 pub struct Sandbox {
     pub(crate) inner: Arc<Inner>,
     /// Shared by the clones of this `Sandbox` only; the last one to go
-    /// ends the sandbox.
+    /// ends a `kill_on_drop` sandbox.
     _owner: Arc<Owner>,
 }
 
-/// Ends the sandbox when the last [`Sandbox`] clone is dropped.
-struct Owner(Arc<Inner>);
+/// Ends a `kill_on_drop` sandbox when the last [`Sandbox`] clone is dropped.
+struct Owner {
+    inner: Arc<Inner>,
+    kill_on_drop: bool,
+}
 
 impl Drop for Owner {
     fn drop(&mut self) {
-        if let Err(e) = self.0.terminate() {
-            tracing::warn!(sandbox_id = %self.0.id, error = %e, "sandbox clean-up incomplete");
+        if !self.kill_on_drop {
+            return;
+        }
+        if let Err(e) = self.inner.terminate() {
+            tracing::warn!(sandbox_id = %self.inner.id, error = %e, "sandbox clean-up incomplete");
         }
     }
 }
@@ -205,6 +369,10 @@ pub(crate) struct Inner {
     /// Host pid of the sandbox's PID 1.
     pid: i32,
     pidfd: OwnedFd,
+    /// Whether PID 1 is this process's child, which this process must reap.
+    is_child: bool,
+    /// This handle's connection to PID 1: the creating connection, or one
+    /// accepted on the state socket for a handle from `connect`.
     control: AsyncFd<OwnedFd>,
     /// The sandbox's root directory, for host-side file access.
     pub(crate) root: OwnedFd,
@@ -214,8 +382,13 @@ pub(crate) struct Inner {
     pub(crate) shell: &'static [&'static str],
     /// Whether the sandbox runs in its own user namespace (caller not root).
     pub(crate) rootless: bool,
-    next_command_id: AtomicU64,
+    /// What the creating process recorded.
+    record: Record,
+    /// The sandbox's entry in the state directory.
+    entry_dir: PathBuf,
     ended: AtomicBool,
+    /// CPU time and wall time of the previous metrics call.
+    cpu_sample: Mutex<Option<(Instant, Duration)>>,
     /// Running commands by pid.
     pub(crate) commands: Mutex<crate::process::Registry>,
 }
@@ -234,9 +407,12 @@ impl Sandbox {
         let state_dir = paths::state_dir();
         let template = template::host(&state_dir)?;
         let scratch_dir = prepare_scratch_dir(&state_dir)?;
-        sweep_once();
+        let sandboxes = state::sandboxes_dir(&state_dir)?;
+        sweep_if_due(&sandboxes);
 
-        let id = id::new_sandbox_id().map_err(Error::os("read random bytes for a sandbox id"))?;
+        let entry = state::NewEntry::create(&sandboxes)?;
+        let entry_guard = EntryGuard(Some(entry.dir.clone()));
+        let id = entry.id.clone();
         let (host_end, init_end) = socketpair(
             AddressFamily::Unix,
             SockType::SeqPacket,
@@ -271,7 +447,22 @@ impl Sandbox {
         };
         set_nonblocking(&host_end)?;
         let control = sys::async_fd(host_end).map_err(Error::os("register the control socket"))?;
-        send_request(&control, &Request::Config(config), &[]).await?;
+        send_request(
+            &control,
+            &Request::Config(config),
+            &[entry.listener.as_fd(), entry.lock.as_fd()],
+        )
+        .await?;
+        // PID 1 holds copies of both now. The listening socket must have no
+        // other holder: connecting to it after PID 1 died must fail, not hang.
+        let state::NewEntry {
+            dir: entry_dir,
+            lock,
+            listener,
+            ..
+        } = entry;
+        drop(listener);
+        drop(lock);
         // PID 1 builds its mounts while the host moves it into its cgroups;
         // on two cores the two overlap.
         launch.attach()?;
@@ -280,7 +471,27 @@ impl Sandbox {
 
         let root = open_root(launch.pid)?;
         let shell = pick_shell(&root);
+        let enforced = launch.enforced();
+        let rootless = sys::geteuid() != 0;
+        let record = Record {
+            id: id.clone(),
+            template: options.template.clone(),
+            metadata: options.metadata.clone(),
+            envs: options.envs.clone(),
+            started_at_ms: unix_ms(SystemTime::now()),
+            pid: launch.pid,
+            rootless,
+            memory_limit: enforced.memory,
+            pids_limit: enforced.pids,
+            cpu_millicores: enforced.cpu_millicores,
+            disk_size: options.disk_size,
+        };
+        state::write_record(&entry_dir, &record)?;
+        if !options.kill_on_drop {
+            send_request(&control, &Request::Persist, &[]).await?;
+        }
         let (pid, pidfd, cgroup) = launch.defuse();
+        entry_guard.defuse();
         if cgroup.enforced() != options.limits() {
             tracing::warn!(
                 sandbox_id = %id,
@@ -294,21 +505,180 @@ impl Sandbox {
             id,
             pid,
             pidfd,
+            is_child: true,
             control,
             root,
             cgroup: Mutex::new(cgroup),
             envs: options.envs,
             shell,
-            rootless: sys::geteuid() != 0,
-            next_command_id: AtomicU64::new(1),
+            rootless,
+            record,
+            entry_dir,
             ended: AtomicBool::new(false),
+            cpu_sample: Mutex::new(None),
             commands: Mutex::default(),
         });
-        let owner = Arc::new(Owner(Arc::clone(&inner)));
-        Ok(Self {
+        Ok(Self::from_inner(inner, options.kill_on_drop))
+    }
+
+    fn from_inner(inner: Arc<Inner>, kill_on_drop: bool) -> Self {
+        let owner = Arc::new(Owner {
+            inner: Arc::clone(&inner),
+            kill_on_drop,
+        });
+        Self {
             inner,
             _owner: owner,
-        })
+        }
+    }
+
+    /// Connects to a running sandbox of this user, created by this or any
+    /// other process. A paused sandbox is resumed. Dropping the returned
+    /// handle leaves the sandbox running.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::SandboxNotFound`] when no running or paused sandbox has
+    /// this id.
+    pub async fn connect(id: &str) -> Result<Self> {
+        let sandbox = Self::connect_without_resume(id).await?;
+        sandbox.resume().await?;
+        Ok(sandbox)
+    }
+
+    /// Connects like [`Sandbox::connect`], but leaves a paused sandbox
+    /// paused, for calls such as [`Sandbox::get_info`] and
+    /// [`Sandbox::metrics`] that work on it as it is.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::SandboxNotFound`] when no running or paused sandbox has
+    /// this id.
+    pub async fn connect_without_resume(id: &str) -> Result<Self> {
+        let sandboxes = state::sandboxes_dir(&paths::state_dir())?;
+        sweep_if_due(&sandboxes);
+        let not_found = || Error::SandboxNotFound { id: id.to_string() };
+        let dir = state::entry_dir(&sandboxes, id).ok_or_else(not_found)?;
+        match state::probe(&dir) {
+            (Liveness::Alive, _) => {}
+            (Liveness::Dead, _lock) => {
+                remove_dead(id, &dir);
+                return Err(not_found());
+            }
+            (Liveness::Missing, _) => return Err(not_found()),
+        }
+        // No record yet: the sandbox is still being created.
+        let record = state::read_record(&dir)?.ok_or_else(not_found)?;
+        let connection = match connect_control(&dir) {
+            Ok(connection) => connection,
+            Err(e) if is_gone(&e) => return Err(not_found()),
+            Err(source) => {
+                return Err(Error::State {
+                    step: "connect to",
+                    path: state::control_path(&dir),
+                    source,
+                })
+            }
+        };
+        let pidfd = sys::peer_pidfd(connection.as_fd())
+            .map_err(Error::os("read the sandbox's PID 1 from its socket"))?;
+        let pid = sys::pidfd_pid(pidfd.as_fd()).map_err(|_| not_found())?;
+        if pid != record.pid {
+            return Err(Error::Protocol(format!(
+                "the socket of sandbox {id} is served by pid {pid}, not by its PID 1 {}",
+                record.pid
+            )));
+        }
+        let root = open_root(pid)?;
+        // The pidfd pins the pid: if PID 1 is still alive after the open,
+        // /proc/PID/root was its root.
+        if sys::pidfd_exited(pidfd.as_fd()) {
+            return Err(not_found());
+        }
+        let shell = pick_shell(&root);
+        let cgroup = SandboxCgroup::reopen(id, record.limits());
+        set_nonblocking(&connection)?;
+        let control =
+            sys::async_fd(connection).map_err(Error::os("register the control socket"))?;
+        let inner = Arc::new(Inner {
+            id: id.to_string(),
+            pid,
+            pidfd,
+            is_child: false,
+            control,
+            root,
+            cgroup: Mutex::new(cgroup),
+            envs: record.envs.clone(),
+            shell,
+            rootless: record.rootless,
+            entry_dir: dir,
+            record,
+            ended: AtomicBool::new(false),
+            cpu_sample: Mutex::new(None),
+            commands: Mutex::default(),
+        });
+        Ok(Self::from_inner(inner, false))
+    }
+
+    /// Lists this user's running and paused sandboxes that match `query`,
+    /// oldest first. Removes what dead sandboxes left on the way.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::State`] when the state directory cannot be read.
+    pub async fn list(query: &ListQuery) -> Result<Vec<SandboxInfo>> {
+        let sandboxes = state::sandboxes_dir(&paths::state_dir())?;
+        let mut infos = Vec::new();
+        for listed in state::entries(&sandboxes) {
+            match state::probe(&listed.dir) {
+                (Liveness::Alive, _) => {}
+                (Liveness::Dead, _lock) => {
+                    remove_dead(&listed.id, &listed.dir);
+                    continue;
+                }
+                (Liveness::Missing, _) => continue,
+            }
+            let Ok(Some(record)) = state::read_record(&listed.dir) else {
+                continue;
+            };
+            if !query
+                .metadata
+                .iter()
+                .all(|(key, value)| record.metadata.get(key) == Some(value))
+            {
+                continue;
+            }
+            let cgroup = SandboxCgroup::reopen(&listed.id, record.limits());
+            let info = match info_from(&record, &listed.dir, &cgroup).await {
+                Ok(info) => info,
+                // It ended while being listed.
+                Err(Error::SandboxNotFound { .. }) => continue,
+                Err(e) => return Err(e),
+            };
+            if query.state.map_or(true, |state| state == info.state) {
+                infos.push(info);
+            }
+        }
+        cgroup::sweep_stale(Duration::from_secs(60));
+        infos.sort_by(|a, b| (a.started_at, &a.sandbox_id).cmp(&(b.started_at, &b.sandbox_id)));
+        Ok(infos)
+    }
+
+    /// Kills the sandbox `id`, running or paused, whichever process created
+    /// it. Returns false when no such sandbox exists.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Cgroup`] if a cgroup directory could not be removed.
+    pub async fn kill_id(id: &str) -> Result<bool> {
+        match Self::connect_without_resume(id).await {
+            Ok(sandbox) => {
+                sandbox.inner.terminate()?;
+                Ok(true)
+            }
+            Err(Error::SandboxNotFound { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Returns the sandbox id, which is also its hostname.
@@ -328,18 +698,160 @@ impl Sandbox {
     }
 
     /// Changes the sandbox's remaining lifetime to `timeout` from now; zero
-    /// removes the limit.
+    /// removes the limit. For a paused sandbox, the new timeout counts from
+    /// its resume.
     ///
     /// # Errors
     ///
     /// [`Error::SandboxNotRunning`] if the sandbox has ended.
     pub async fn set_timeout(&self, timeout: Duration) -> Result<()> {
         let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
-        self.inner.request(&Request::SetTimeout(ms), &[]).await
+        self.inner.request(&Request::SetTimeout(ms), &[]).await?;
+        if state::read_paused(&self.inner.entry_dir).is_some() {
+            state::write_paused(&self.inner.entry_dir, (ms > 0).then_some(timeout))?;
+        }
+        Ok(())
     }
 
-    /// Kills every process of the sandbox and removes its cgroups. Calling
-    /// it again, or dropping the handle afterwards, does nothing.
+    /// Returns the sandbox's id, template, metadata, times, state and limits.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::SandboxNotRunning`] if the sandbox has ended.
+    pub async fn get_info(&self) -> Result<SandboxInfo> {
+        let cgroup = self.inner.cgroup_snapshot();
+        info_from(&self.inner.record, &self.inner.entry_dir, &cgroup)
+            .await
+            .map_err(|e| match e {
+                Error::SandboxNotFound { .. } => self.inner.not_running(),
+                other => other,
+            })
+    }
+
+    /// Freezes every process of the sandbox and stops its timeout clock.
+    /// Returns false if it was already paused. A paused sandbox keeps its
+    /// memory and files, and uses no CPU, until [`Sandbox::resume`],
+    /// [`Sandbox::connect`] or a kill. It does not survive a host reboot.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unsupported`] without a cgroup v2 directory (rootless without
+    /// delegation); [`Error::SandboxNotRunning`] if the sandbox has ended.
+    pub async fn pause(&self) -> Result<bool> {
+        let inner = &self.inner;
+        if !inner.is_running() {
+            return Err(inner.not_running());
+        }
+        let cgroup = inner.cgroup_snapshot();
+        if cgroup.is_frozen() {
+            return Ok(false);
+        }
+        cgroup.freezer_available("pause")?;
+        let remaining = query_status(&inner.entry_dir, &Request::Pause)
+            .await
+            .map_err(|e| inner.not_found_to_not_running(e))?;
+        state::write_paused(&inner.entry_dir, remaining)?;
+        cgroup.set_frozen(true)?;
+        // The kernel freezes asynchronously; cgroup.events tells when every
+        // task has stopped. A task in an uninterruptible sleep delays it.
+        let started = Instant::now();
+        let mut delay = Duration::from_micros(100);
+        while !cgroup.frozen_settled() {
+            if started.elapsed() >= FREEZE_TIMEOUT {
+                let _ = cgroup.set_frozen(false);
+                inner.request(&Request::Resume, &[]).await?;
+                state::clear_paused(&inner.entry_dir);
+                return Err(Error::Os {
+                    step: "freeze the sandbox within 5 s",
+                    source: std::io::Error::from_raw_os_error(libc::ETIMEDOUT),
+                });
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_millis(20));
+        }
+        Ok(true)
+    }
+
+    /// Thaws a paused sandbox; its timeout clock goes on from where it
+    /// stopped. Returns false if it was not paused.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::SandboxNotRunning`] if the sandbox has ended.
+    pub async fn resume(&self) -> Result<bool> {
+        let inner = &self.inner;
+        let cgroup = inner.cgroup_snapshot();
+        if !cgroup.is_frozen() {
+            return Ok(false);
+        }
+        // Queued before the thaw, so PID 1 moves its deadline before it
+        // checks it (see soulbox-init's poll loop).
+        inner.request(&Request::Resume, &[]).await?;
+        cgroup.set_frozen(false)?;
+        state::clear_paused(&inner.entry_dir);
+        Ok(true)
+    }
+
+    /// Returns the sandbox's CPU, memory and disk use.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::SandboxNotRunning`] if the sandbox has ended.
+    pub async fn metrics(&self) -> Result<SandboxMetrics> {
+        let inner = &self.inner;
+        if !inner.is_running() {
+            return Err(inner.not_running());
+        }
+        let cgroup = inner.cgroup_snapshot();
+        let now = Instant::now();
+        let cpu_time = cgroup.cpu_usage();
+        let cpu_count = inner
+            .record
+            .cpu_millicores
+            .map(|m| m as f64 / 1000.0)
+            .unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64)
+            });
+        let cpu_used_pct = {
+            let mut sample = inner
+                .cpu_sample
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let pct = match (cpu_time, *sample) {
+                (Some(used), Some((at, before))) => {
+                    percent(used.saturating_sub(before), now - at, cpu_count)
+                }
+                (Some(used), None) => {
+                    let age = SystemTime::now()
+                        .duration_since(inner.record.started_at())
+                        .unwrap_or_default();
+                    percent(used, age, cpu_count)
+                }
+                (None, _) => 0.0,
+            };
+            if let Some(used) = cpu_time {
+                *sample = Some((now, used));
+            }
+            pct
+        };
+        let disk = sys::fstatvfs(inner.root.as_fd())
+            .map_err(Error::os("read the writable layer's usage"))?;
+        let block = disk.f_frsize;
+        Ok(SandboxMetrics {
+            timestamp: SystemTime::now(),
+            cpu_count,
+            cpu_used_pct,
+            cpu_time,
+            mem_used: cgroup.memory_usage(),
+            mem_total: inner.record.memory_limit,
+            disk_used: disk.f_blocks.saturating_sub(disk.f_bfree) * block,
+            disk_total: disk.f_blocks * block,
+        })
+    }
+
+    /// Kills every process of the sandbox and removes its cgroups and state
+    /// entry. Calling it again, or dropping the handle afterwards, does
+    /// nothing.
     ///
     /// # Errors
     ///
@@ -352,11 +864,7 @@ impl Sandbox {
     /// is missing here could not be applied: in rootless mode the caller
     /// may not write to any cgroup hierarchy that is not delegated to it.
     pub fn enforced_limits(&self) -> Limits {
-        self.inner
-            .cgroup
-            .lock()
-            .map(|c| c.enforced())
-            .unwrap_or_default()
+        self.inner.record.limits()
     }
 
     /// Paths of the sandbox's cgroup directories, for diagnostics and leak
@@ -367,6 +875,176 @@ impl Sandbox {
             .lock()
             .map(|c| c.paths().to_vec())
             .unwrap_or_default()
+    }
+}
+
+/// Longest wait for the kernel to report a sandbox frozen.
+const FREEZE_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn percent(used: Duration, elapsed: Duration, cpus: f64) -> f64 {
+    let elapsed = elapsed.as_secs_f64();
+    if elapsed <= 0.0 || cpus <= 0.0 {
+        return 0.0;
+    }
+    (used.as_secs_f64() / elapsed / cpus * 100.0).clamp(0.0, 100.0)
+}
+
+fn unix_ms(time: SystemTime) -> u64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Builds a sandbox's info; asks PID 1 for its deadline unless the sandbox
+/// is paused (frozen, PID 1 cannot answer).
+async fn info_from(record: &Record, dir: &Path, cgroup: &SandboxCgroup) -> Result<SandboxInfo> {
+    let paused = cgroup.is_frozen();
+    let ends_at = if paused {
+        None
+    } else {
+        let now = SystemTime::now();
+        query_status(dir, &Request::Status)
+            .await?
+            .map(|remaining| now + remaining)
+    };
+    Ok(SandboxInfo {
+        sandbox_id: record.id.clone(),
+        template: record.template.clone(),
+        metadata: record.metadata.clone(),
+        envs: record.envs.clone(),
+        started_at: record.started_at(),
+        ends_at,
+        state: if paused {
+            SandboxState::Paused
+        } else {
+            SandboxState::Running
+        },
+        cpu_limit: record.cpu_millicores.map(|m| m as f64 / 1000.0),
+        memory_limit: record.memory_limit,
+        pid: record.pid,
+    })
+}
+
+/// How long a status query waits for PID 1's reply.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Sends `request` on a new connection to the sandbox at `dir` and returns
+/// the time left until its deadline from the [`Reply::Status`].
+async fn query_status(dir: &Path, request: &Request) -> Result<Option<Duration>> {
+    let id = dir
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let connection = match connect_control(dir) {
+        Ok(connection) => connection,
+        Err(e) if is_gone(&e) => return Err(Error::SandboxNotFound { id }),
+        Err(source) => {
+            return Err(Error::State {
+                step: "connect to",
+                path: state::control_path(dir),
+                source,
+            })
+        }
+    };
+    set_nonblocking(&connection)?;
+    let connection = sys::async_fd(connection).map_err(Error::os("register a query connection"))?;
+    send_request(&connection, request, &[]).await?;
+    let mut buf = vec![0u8; 64];
+    let len = match tokio::time::timeout(QUERY_TIMEOUT, receive(&connection, &mut buf)).await {
+        Ok(result) => result?,
+        Err(_) => {
+            return Err(Error::Os {
+                step: "read the sandbox's status within 5 s",
+                source: std::io::Error::from_raw_os_error(libc::ETIMEDOUT),
+            })
+        }
+    };
+    if len == 0 {
+        return Err(Error::SandboxNotFound { id });
+    }
+    match Reply::decode(&buf[..len]).map_err(|e| Error::Protocol(e.to_string()))? {
+        Reply::Status { remaining_ms } => {
+            Ok((remaining_ms != NO_DEADLINE).then(|| Duration::from_millis(remaining_ms)))
+        }
+        other => Err(Error::Protocol(format!(
+            "expected a status reply, got {other:?}"
+        ))),
+    }
+}
+
+/// Connects to the socket PID 1 listens on, with a blocking connect: the
+/// socket lives on the local file system, so it returns at once.
+fn connect_control(dir: &Path) -> std::io::Result<OwnedFd> {
+    use nix::sys::socket::{connect, socket, UnixAddr};
+    let path = state::control_path(dir);
+    let socket = socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    let address = UnixAddr::new(&path)?;
+    connect(socket.as_raw_fd(), &address)?;
+    Ok(socket)
+}
+
+/// Returns whether a connect error means nobody serves the socket.
+fn is_gone(error: &std::io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(libc::ECONNREFUSED | libc::ENOENT | libc::ECONNRESET)
+    )
+}
+
+/// Removes what the dead sandbox `id` left: its cgroups, then its entry.
+fn remove_dead(id: &str, dir: &Path) {
+    let limits = state::read_record(dir)
+        .ok()
+        .flatten()
+        .map_or(Limits::ANY, |record| record.limits());
+    let leftovers = Leftovers {
+        cgroup: SandboxCgroup::reopen(id, limits),
+        entry_dir: dir.to_path_buf(),
+    };
+    debug!(sandbox_id = id, "removing a dead sandbox's leftovers");
+    leftovers.remove();
+}
+
+/// Removes what dead sandboxes of this user left, at most once a second per
+/// process: entries whose PID 1 is gone (with their cgroups), half-built
+/// entries, and empty sandbox cgroups without an entry.
+fn sweep_if_due(sandboxes: &Path) {
+    static LAST: Mutex<Option<Instant>> = Mutex::new(None);
+    {
+        let mut last = LAST.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if last.is_some_and(|at| at.elapsed() < SWEEP_INTERVAL) {
+            return;
+        }
+        *last = Some(Instant::now());
+    }
+    for listed in state::entries(sandboxes) {
+        if let (Liveness::Dead, _lock) = state::probe(&listed.dir) {
+            remove_dead(&listed.id, &listed.dir);
+        }
+    }
+    cgroup::sweep_stale(Duration::from_secs(60));
+}
+
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Removes a half-built state entry unless defused.
+struct EntryGuard(Option<PathBuf>);
+
+impl EntryGuard {
+    fn defuse(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for EntryGuard {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.0 {
+            let _ = state::remove_entry(dir);
+        }
     }
 }
 
@@ -390,14 +1068,31 @@ impl Inner {
         self.cgroup.lock().ok()?.oom_kills()
     }
 
+    /// Returns a command id unique across every process that may reach the
+    /// sandbox: random high bits chosen once per process, and a counter.
     pub(crate) fn next_command_id(&self) -> u64 {
-        self.next_command_id.fetch_add(1, Ordering::Relaxed)
+        static PREFIX: OnceLock<u64> = OnceLock::new();
+        static COUNTER: AtomicU64 = AtomicU64::new(1);
+        let prefix = *PREFIX.get_or_init(|| id::random_u32().map_or(0, u64::from) << 32);
+        prefix | (COUNTER.fetch_add(1, Ordering::Relaxed) & 0xffff_ffff)
     }
 
     pub(crate) fn not_running(&self) -> Error {
         Error::SandboxNotRunning {
             id: self.id.clone(),
         }
+    }
+
+    fn not_found_to_not_running(&self, error: Error) -> Error {
+        match error {
+            Error::SandboxNotFound { .. } => self.not_running(),
+            other => other,
+        }
+    }
+
+    /// A copy of the cgroup paths, so no lock is held across an await.
+    fn cgroup_snapshot(&self) -> SandboxCgroup {
+        SandboxCgroup::reopen(&self.id, self.record.limits())
     }
 
     /// Sends a request to PID 1, with descriptors attached.
@@ -412,15 +1107,20 @@ impl Inner {
         send_request(&self.control, request, fds)
             .await
             .map_err(|e| match e {
-                Error::Os { source, .. } if source.raw_os_error() == Some(libc::EPIPE) => {
+                Error::Os { source, .. }
+                    if matches!(
+                        source.raw_os_error(),
+                        Some(libc::EPIPE | libc::ECONNRESET | libc::ENOTCONN)
+                    ) =>
+                {
                     self.not_running()
                 }
                 other => other,
             })
     }
 
-    /// Kills PID 1 (and with it the whole PID namespace), reaps it, and
-    /// removes the cgroups. Idempotent.
+    /// Kills PID 1 (and with it the whole PID namespace), waits for it to
+    /// end, and removes the cgroups and the state entry. Idempotent.
     fn terminate(&self) -> Result<()> {
         if self.ended.swap(true, Ordering::AcqRel) {
             return Ok(());
@@ -429,29 +1129,56 @@ impl Inner {
             .cgroup
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        end_init(self.pidfd.as_fd(), &cgroup);
-        cgroup.remove()
+        let _ = sys::pidfd_send_signal(self.pidfd.as_fd(), libc::SIGKILL);
+        // Belt to the PID namespace: on cgroup v2 every process of the
+        // sandbox is killed even if one escaped the namespace's teardown.
+        cgroup.kill_all();
+        // Killed tasks of a frozen v2 cgroup die anyway; thawing makes sure.
+        if cgroup.is_frozen() {
+            let _ = cgroup.set_frozen(false);
+        }
+        // The wait returns once PID 1 has reaped every other process of its
+        // namespace, so the cgroups are empty afterwards.
+        if self.is_child {
+            let _ = sys::pidfd_wait(self.pidfd.as_fd(), true);
+        } else {
+            sys::pidfd_wait_exit(self.pidfd.as_fd(), -1);
+        }
+        let removed = cgroup.remove();
+        let _ = state::remove_entry(&self.entry_dir);
+        removed
     }
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        if let Err(e) = self.terminate() {
-            tracing::warn!(sandbox_id = %self.id, error = %e, "sandbox clean-up incomplete");
+        if self.ended.load(Ordering::Acquire) {
+            return;
+        }
+        let cgroup = std::mem::take(
+            &mut *self
+                .cgroup
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        );
+        let leftovers = Leftovers {
+            cgroup,
+            entry_dir: self.entry_dir.clone(),
+        };
+        if self.is_child {
+            // The sandbox runs on; whenever it ends, this process reaps it.
+            match self.pidfd.try_clone() {
+                Ok(pidfd) => reaper::adopt(pidfd, leftovers),
+                Err(e) => {
+                    tracing::warn!(sandbox_id = %self.id, error = %e, "cannot watch the sandbox's PID 1")
+                }
+            }
+        } else if sys::pidfd_exited(self.pidfd.as_fd()) {
+            if let (Liveness::Dead, _lock) = state::probe(&self.entry_dir) {
+                leftovers.remove();
+            }
         }
     }
-}
-
-/// SIGKILLs PID 1, which makes the kernel kill every process of its PID
-/// namespace, and waits until all of them are gone.
-fn end_init(pidfd: std::os::fd::BorrowedFd<'_>, cgroup: &SandboxCgroup) {
-    let _ = sys::pidfd_send_signal(pidfd, libc::SIGKILL);
-    // Belt to the PID namespace: on cgroup v2 every process of the sandbox
-    // is killed even if one escaped the namespace's teardown.
-    cgroup.kill_all();
-    // The wait returns once PID 1 has reaped every other process of its
-    // namespace, so the cgroups are empty afterwards.
-    let _ = sys::pidfd_wait(pidfd, true);
 }
 
 /// The part of a create that owns PID 1 and the cgroups until the sandbox
@@ -508,6 +1235,13 @@ impl Launch {
         }
     }
 
+    fn enforced(&self) -> Limits {
+        self.cgroup
+            .as_ref()
+            .map(SandboxCgroup::enforced)
+            .unwrap_or_default()
+    }
+
     fn pidfd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.pidfd
             .as_ref()
@@ -525,7 +1259,9 @@ impl Launch {
 impl Drop for Launch {
     fn drop(&mut self) {
         if let (Some(pidfd), Some(cgroup)) = (&self.pidfd, &mut self.cgroup) {
-            end_init(pidfd.as_fd(), cgroup);
+            let _ = sys::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);
+            cgroup.kill_all();
+            let _ = sys::pidfd_wait(pidfd.as_fd(), true);
             let _ = cgroup.remove();
         }
     }
@@ -562,31 +1298,29 @@ async fn send_request(
     }
 }
 
+/// Receives one message into `buf`; 0 means the peer closed.
+async fn receive(control: &AsyncFd<OwnedFd>, buf: &mut [u8]) -> Result<usize> {
+    loop {
+        let mut guard = control
+            .readable()
+            .await
+            .map_err(Error::os("wait on the control socket"))?;
+        let result = guard.try_io(|fd| {
+            nix::sys::socket::recv(fd.as_raw_fd(), buf, nix::sys::socket::MsgFlags::empty())
+                .map_err(std::io::Error::from)
+        });
+        match result {
+            Ok(Ok(len)) => return Ok(len),
+            Ok(Err(e)) => return Err(Error::os("read a message from the sandbox's PID 1")(e)),
+            Err(_would_block) => continue,
+        }
+    }
+}
+
 /// Waits for PID 1's first reply: ready, or the step that failed.
 async fn wait_ready(control: &AsyncFd<OwnedFd>, launch: &Launch) -> Result<()> {
     let mut buf = vec![0u8; soulbox_proto::MAX_MESSAGE_LEN];
-    let receive = async {
-        loop {
-            let mut guard = control
-                .readable()
-                .await
-                .map_err(Error::os("wait on the control socket"))?;
-            let result = guard.try_io(|fd| {
-                nix::sys::socket::recv(
-                    fd.as_raw_fd(),
-                    &mut buf,
-                    nix::sys::socket::MsgFlags::empty(),
-                )
-                .map_err(std::io::Error::from)
-            });
-            match result {
-                Ok(Ok(len)) => return Ok(len),
-                Ok(Err(e)) => return Err(Error::os("read the sandbox's ready message")(e)),
-                Err(_would_block) => continue,
-            }
-        }
-    };
-    let len = match tokio::time::timeout(SETUP_TIMEOUT, receive).await {
+    let len = match tokio::time::timeout(SETUP_TIMEOUT, receive(control, &mut buf)).await {
         Ok(result) => result?,
         Err(_) => {
             return Err(Error::Os {
@@ -609,6 +1343,9 @@ async fn wait_ready(control: &AsyncFd<OwnedFd>, launch: &Launch) -> Result<()> {
             errno,
             detail,
         } => Err(setup_error(stage, errno, &detail)),
+        Reply::Status { .. } => Err(Error::Protocol(
+            "PID 1 sent a status before it was ready".to_string(),
+        )),
     }
 }
 
@@ -668,13 +1405,6 @@ fn prepare_scratch_dir(state_dir: &std::path::Path) -> Result<PathBuf> {
         let _ = std::fs::set_permissions(state_dir, std::fs::Permissions::from_mode(0o700));
     }
     Ok(dir)
-}
-
-/// Once per host process, removes what sandboxes of dead host processes
-/// left behind.
-fn sweep_once() {
-    static SWEPT: std::sync::Once = std::sync::Once::new();
-    SWEPT.call_once(|| cgroup::sweep_stale(Duration::from_secs(60)));
 }
 
 impl Inner {

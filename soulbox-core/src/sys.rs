@@ -763,3 +763,122 @@ pub fn read_fd(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
         }
     }
 }
+
+// State entries and connections between host processes: the lock that
+// tells a live sandbox from a dead one, the listening socket that PID 1
+// serves, and the pidfd of a PID 1 that is not this process's child.
+
+/// Takes an exclusive `flock` on `fd`. Without `block`, returns `Ok(false)`
+/// when another open file description holds it.
+pub fn flock_exclusive(fd: BorrowedFd<'_>, block: bool) -> io::Result<bool> {
+    let operation = libc::LOCK_EX | if block { 0 } else { libc::LOCK_NB };
+    loop {
+        // SAFETY: flock takes a descriptor and an integer.
+        match check(unsafe { libc::flock(fd.as_raw_fd(), operation) }) {
+            Ok(_) => return Ok(true),
+            Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// SO_PEERPIDFD from <asm-generic/socket.h> (Linux 6.5 and later).
+const SO_PEERPIDFD: libc::c_int = 77;
+
+/// Returns a pidfd for the process that called `listen` on the socket that
+/// `sock` is connected to. Falls back to SO_PEERCRED and pidfd_open before
+/// Linux 6.5; the caller then confirms the process is still the peer.
+pub fn peer_pidfd(sock: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    let mut fd: libc::c_int = -1;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `fd` and `len` are valid for writes of their sizes.
+    let ret = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_PEERPIDFD,
+            (&mut fd as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if ret == 0 && fd >= 0 {
+        return Ok(owned(fd));
+    }
+    let err = io::Error::last_os_error();
+    if ret == 0 || err.raw_os_error() != Some(libc::ENOPROTOOPT) {
+        return Err(if ret == 0 {
+            io::Error::from_raw_os_error(libc::ESRCH)
+        } else {
+            err
+        });
+    }
+    pidfd_open(peer_pid(sock)?)
+}
+
+/// Returns the pid of the process that called `listen` on the socket that
+/// `sock` is connected to, in this process's PID namespace.
+pub fn peer_pid(sock: BorrowedFd<'_>) -> io::Result<libc::pid_t> {
+    let mut cred = MaybeUninit::<libc::ucred>::zeroed();
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` and `len` are valid for writes of their sizes.
+    check(unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            cred.as_mut_ptr().cast(),
+            &mut len,
+        )
+    })?;
+    // SAFETY: getsockopt succeeded and filled the ucred.
+    Ok(unsafe { cred.assume_init() }.pid)
+}
+
+/// Opens a pidfd for `pid`.
+pub fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags.
+    let fd = check_long(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) })?;
+    Ok(owned(fd as libc::c_int))
+}
+
+/// Returns the pid behind `pidfd`, read from /proc/self/fdinfo.
+pub fn pidfd_pid(pidfd: BorrowedFd<'_>) -> io::Result<libc::pid_t> {
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", pidfd.as_raw_fd()))?;
+    info.lines()
+        .find_map(|line| line.strip_prefix("Pid:"))
+        .and_then(|pid| pid.trim().parse().ok())
+        .filter(|pid: &libc::pid_t| *pid > 0)
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::ESRCH))
+}
+
+/// Waits until the process behind `pidfd` has exited, for at most
+/// `timeout_ms` (negative: no limit). Returns whether it has. Works for
+/// processes that are not this process's children, which waitid cannot wait
+/// for.
+pub fn pidfd_wait_exit(pidfd: BorrowedFd<'_>, timeout_ms: libc::c_int) -> bool {
+    let mut fds = [libc::pollfd {
+        fd: pidfd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    loop {
+        // SAFETY: `fds` is a valid array of one pollfd.
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), 1, timeout_ms) };
+        if ready >= 0 {
+            return ready > 0;
+        }
+        if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            return false;
+        }
+    }
+}
+
+/// Returns the file system statistics of the file system holding `fd`.
+pub fn fstatvfs(fd: BorrowedFd<'_>) -> io::Result<libc::statvfs> {
+    let mut stats = MaybeUninit::<libc::statvfs>::zeroed();
+    // SAFETY: `stats` is valid for writes of one statvfs.
+    check(unsafe { libc::fstatvfs(fd.as_raw_fd(), stats.as_mut_ptr()) })?;
+    // SAFETY: fstatvfs succeeded and filled it.
+    Ok(unsafe { stats.assume_init() })
+}

@@ -1,11 +1,14 @@
 //! PID 1 of a SoulBox sandbox.
 //!
 //! The host library starts this program from a sealed memfd in fresh
-//! namespaces, with the control socket as fd 3. PID 1 reads its
+//! namespaces, with the creating connection as fd 3. PID 1 reads its
 //! configuration, builds the sandbox (see `setup`), reports ready, and then
 //! serves the host: it starts commands under a supervisor (see `supervise`),
 //! delivers signals, reaps orphans, and ends the sandbox when its deadline
-//! passes or the host closes the socket. When PID 1 exits, the kernel kills
+//! passes. Other host processes reach it through a listening socket that
+//! the host bound in its state directory and passed along with the
+//! configuration. Until the host sends `Persist`, closing the creating
+//! connection ends the sandbox too. When PID 1 exits, the kernel kills
 //! every other process of the PID namespace.
 
 #![deny(unsafe_code)]
@@ -18,12 +21,23 @@ mod sys;
 mod tree;
 
 use std::collections::HashMap;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
-use soulbox_proto::{Reply, Request, SetupStage, Signal, Spawn, SPAWN_FD_COUNT};
+use soulbox_proto::{
+    Config, Reply, Request, SetupStage, Signal, Spawn, NO_DEADLINE, SPAWN_FD_COUNT,
+};
 
-/// The control socket, inherited from the host.
+/// The creating connection, inherited from the host.
 const CONTROL_FD: i32 = 3;
+
+/// Number of descriptors sent with the configuration: the listening socket
+/// for other connections, then the state entry's lock file, which PID 1
+/// holds open (and so locked) for as long as it lives.
+const CONFIG_FD_COUNT: usize = 2;
+
+/// Most connections served at once besides the creating one; more are
+/// accepted and closed at once. Each costs PID 1 one descriptor.
+const MAX_CLIENTS: usize = 1024;
 
 /// Exit code when the sandbox's deadline passed.
 const EXIT_TIMEOUT: i32 = 124;
@@ -32,6 +46,9 @@ const EXIT_FAILURE: i32 = 1;
 
 fn main() {
     let _ = sys::set_name(c"soulbox-init");
+    // A session of its own, so that signals aimed at the creating
+    // program's process group or terminal never reach the sandbox.
+    let _ = sys::setsid();
     // The signal mask and ignored signals are inherited from the host
     // thread that started PID 1; start from the defaults.
     sys::reset_signals();
@@ -45,9 +62,9 @@ fn main() {
 
     let control = sys::borrow_raw(CONTROL_FD);
     regain_capabilities(control);
-    let config = match receive(control) {
-        Some(Request::Config(config)) => config,
-        _ => fail_setup(control, SetupStage::Config, libc::EPROTO, b""),
+    let (config, listener, lock) = match receive_config(control) {
+        Some(received) => received,
+        None => fail_setup(control, SetupStage::Config, libc::EPROTO, b""),
     };
     // Not dumpable: no process inside may ptrace PID 1 or open its
     // /proc/1/mem, even as sandbox root. Forked supervisors inherit this.
@@ -88,14 +105,29 @@ fn main() {
             b"",
         ),
     };
+    if let Err(e) = sys::listen(listener.as_fd(), MAX_CLIENTS as i32) {
+        let errno = e.raw_os_error().unwrap_or(libc::EINVAL);
+        fail_setup(
+            control,
+            SetupStage::Config,
+            errno,
+            b"listen on the state socket",
+        );
+    }
     if send_reply(control, &Reply::Ready).is_err() {
         sys::exit(EXIT_FAILURE);
     }
     let mut init = Init {
         supervisors: HashMap::new(),
         deadline: deadline_from(config.timeout_ms),
+        paused_remaining: None,
+        owner_open: true,
+        persist: false,
+        listener,
+        clients: Vec::new(),
+        _lock: lock,
     };
-    init.serve(control, sigchld.as_fd())
+    init.serve(sigchld.as_fd())
 }
 
 /// Re-executes PID 1 once when it started without capabilities.
@@ -167,53 +199,180 @@ fn receive(control: BorrowedFd<'_>) -> Option<Request> {
     Request::decode(&buf[..len]).ok()
 }
 
+/// Receives the configuration and the descriptors sent with it.
+fn receive_config(control: BorrowedFd<'_>) -> Option<(Config, OwnedFd, OwnedFd)> {
+    let mut buf = vec![0u8; soulbox_proto::MAX_MESSAGE_LEN];
+    let (len, fds) = sys::recv_with_fds(control, &mut buf, CONFIG_FD_COUNT).ok()??;
+    let Ok(Request::Config(config)) = Request::decode(&buf[..len]) else {
+        return None;
+    };
+    let [listener, lock] = <[OwnedFd; CONFIG_FD_COUNT]>::try_from(fds).ok()?;
+    Some((config, listener, lock))
+}
+
+/// Where a request came from, so that a reply goes back on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Peer {
+    /// The creating connection, fd 3.
+    Owner,
+    /// A connection accepted on the listening socket, by index.
+    Client(usize),
+}
+
 struct Init {
     /// Supervisor pid of every running command, by command id.
     supervisors: HashMap<u64, libc::pid_t>,
     /// Monotonic milliseconds at which the sandbox ends.
     deadline: Option<u64>,
+    /// Time left until the deadline when the host last paused the sandbox
+    /// (`Some(None)` for no deadline); [`Request::Resume`] applies it.
+    paused_remaining: Option<Option<u64>>,
+    /// Whether the creating connection is still open.
+    owner_open: bool,
+    /// Whether the sandbox outlives the creating connection.
+    persist: bool,
+    listener: OwnedFd,
+    clients: Vec<OwnedFd>,
+    /// Held open so that the state entry's lock stays taken while PID 1
+    /// lives; the host reads a free lock as a dead sandbox.
+    _lock: OwnedFd,
 }
 
 impl Init {
-    fn serve(&mut self, control: BorrowedFd<'_>, sigchld: BorrowedFd<'_>) -> ! {
+    fn serve(&mut self, sigchld: BorrowedFd<'_>) -> ! {
         let mut buf = vec![0u8; soulbox_proto::MAX_MESSAGE_LEN];
+        let mut fds = Vec::with_capacity(3 + self.clients.len());
         loop {
-            let timeout = match self.deadline {
-                None => -1,
-                Some(deadline) => {
-                    let now = sys::monotonic_ms();
-                    if now >= deadline {
-                        sys::exit(EXIT_TIMEOUT);
-                    }
-                    (deadline - now).min(i32::MAX as u64) as i32
-                }
-            };
-            let mut fds = [
-                libc::pollfd {
-                    fd: CONTROL_FD,
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-                libc::pollfd {
-                    fd: sigchld_raw(sigchld),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-            ];
+            let timeout = self.poll_timeout(&mut buf);
+            fds.clear();
+            fds.push(pollfd(sigchld.as_raw_fd()));
+            fds.push(pollfd(self.listener.as_raw_fd()));
+            fds.push(pollfd(if self.owner_open { CONTROL_FD } else { -1 }));
+            fds.extend(self.clients.iter().map(|c| pollfd(c.as_raw_fd())));
             if sys::poll(&mut fds, timeout).is_err() {
                 continue;
             }
-            if fds[1].revents & libc::POLLIN != 0 {
+            if fds[0].revents & libc::POLLIN != 0 {
                 sys::drain_signalfd(sigchld);
                 self.reap();
             }
-            if fds[0].revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
-                match sys::recv_with_fds(control, &mut buf, SPAWN_FD_COUNT) {
-                    // The host closed its end: the sandbox ends with it.
-                    Ok(None) | Err(_) => sys::exit(0),
-                    Ok(Some((len, fds))) => self.handle(&buf[..len], fds),
+            let ready: Vec<Peer> = fds[2..]
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0)
+                .map(|(i, _)| {
+                    if i == 0 {
+                        Peer::Owner
+                    } else {
+                        Peer::Client(i - 1)
+                    }
+                })
+                .collect();
+            self.serve_peers(&ready, &mut buf);
+            if fds[1].revents & libc::POLLIN != 0 {
+                self.accept();
+            }
+        }
+    }
+
+    /// Returns how long the next poll may wait, ending the sandbox when its
+    /// deadline has passed. Requests already queued are handled first: a
+    /// host that resumes a frozen sandbox queues `Resume` before it thaws
+    /// PID 1, and that must move the deadline before it is checked.
+    fn poll_timeout(&mut self, buf: &mut [u8]) -> libc::c_int {
+        let Some(deadline) = self.deadline else {
+            return -1;
+        };
+        let now = sys::monotonic_ms();
+        if now < deadline {
+            return (deadline - now).min(i32::MAX as u64) as i32;
+        }
+        self.serve_queued(buf);
+        match self.deadline {
+            Some(deadline) if sys::monotonic_ms() >= deadline => sys::exit(EXIT_TIMEOUT),
+            _ => 0,
+        }
+    }
+
+    /// Handles every request already waiting, without blocking, including
+    /// those on connections still waiting to be accepted: a host that
+    /// connects to a frozen sandbox to resume it sends `Resume` on one.
+    fn serve_queued(&mut self, buf: &mut [u8]) {
+        // A bound keeps a peer that sends without pause from holding the
+        // deadline off.
+        for _ in 0..64 {
+            let mut fds = vec![
+                pollfd(self.listener.as_raw_fd()),
+                pollfd(if self.owner_open { CONTROL_FD } else { -1 }),
+            ];
+            fds.extend(self.clients.iter().map(|c| pollfd(c.as_raw_fd())));
+            if !matches!(sys::poll(&mut fds, 0), Ok(n) if n > 0) {
+                return;
+            }
+            let ready: Vec<Peer> = fds[1..]
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.revents != 0)
+                .map(|(i, _)| {
+                    if i == 0 {
+                        Peer::Owner
+                    } else {
+                        Peer::Client(i - 1)
+                    }
+                })
+                .collect();
+            self.serve_peers(&ready, buf);
+            if fds[0].revents & libc::POLLIN != 0 {
+                self.accept();
+            }
+        }
+    }
+
+    /// Reads one message from each ready peer, then drops the clients that
+    /// closed. Indexes stay valid because removal waits until the end.
+    fn serve_peers(&mut self, ready: &[Peer], buf: &mut [u8]) {
+        let mut closed = Vec::new();
+        for &peer in ready {
+            let fd = match peer {
+                Peer::Owner => sys::borrow_raw(CONTROL_FD),
+                Peer::Client(i) => self.clients[i].as_fd(),
+            };
+            match sys::recv_with_fds(fd, buf, SPAWN_FD_COUNT) {
+                Ok(Some((len, fds))) => {
+                    let msg = buf[..len].to_vec();
+                    self.handle(peer, &msg, fds);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                // End of file, or a broken message (too many descriptors).
+                Ok(None) | Err(_) => closed.push(peer),
+            }
+        }
+        for peer in closed.into_iter().rev() {
+            match peer {
+                Peer::Owner => self.close_owner(),
+                Peer::Client(i) => {
+                    self.clients.remove(i);
                 }
             }
+        }
+    }
+
+    /// The creating connection closed: the sandbox ends with it unless the
+    /// host asked it to persist.
+    fn close_owner(&mut self) {
+        if !self.persist {
+            sys::exit(0);
+        }
+        self.owner_open = false;
+        let _ = sys::close(CONTROL_FD);
+    }
+
+    fn accept(&mut self) {
+        let Ok(client) = sys::accept(self.listener.as_fd()) else {
+            return;
+        };
+        if self.clients.len() < MAX_CLIENTS {
+            self.clients.push(client);
         }
     }
 
@@ -224,16 +383,56 @@ impl Init {
         }
     }
 
-    /// Handles one request. A malformed request is dropped: the host is the
-    /// only peer and a bad message is its bug, not a reason to end the
-    /// sandbox.
-    fn handle(&mut self, msg: &[u8], fds: Vec<OwnedFd>) {
+    /// Handles one request. A malformed request is dropped: only processes
+    /// of the host user can connect, and a bad message is their bug, not a
+    /// reason to end the sandbox.
+    fn handle(&mut self, peer: Peer, msg: &[u8], fds: Vec<OwnedFd>) {
         match Request::decode(msg) {
             Ok(Request::Spawn(spawn)) => self.spawn(spawn, fds),
             Ok(Request::Signal(signal)) => self.signal(signal),
-            Ok(Request::SetTimeout(ms)) => self.deadline = deadline_from(ms),
-            Ok(Request::Config(_)) | Ok(Request::Attached) | Err(_) => {}
+            Ok(Request::SetTimeout(ms)) => {
+                self.deadline = deadline_from(ms);
+                // A timeout set while paused counts from the resume.
+                if self.paused_remaining.is_some() {
+                    self.paused_remaining = Some(self.remaining());
+                }
+            }
+            Ok(Request::Persist) if peer == Peer::Owner => self.persist = true,
+            Ok(Request::Pause) => {
+                let remaining = self.remaining();
+                self.paused_remaining = Some(remaining);
+                self.reply_status(peer, remaining);
+            }
+            Ok(Request::Resume) => {
+                if let Some(remaining) = self.paused_remaining.take() {
+                    self.deadline = remaining.map(|ms| sys::monotonic_ms().saturating_add(ms));
+                }
+            }
+            Ok(Request::Status) => {
+                let remaining = self.remaining();
+                self.reply_status(peer, remaining);
+            }
+            Ok(Request::Config(_) | Request::Attached | Request::Persist) | Err(_) => {}
         }
+    }
+
+    /// Milliseconds left until the deadline, `None` without one.
+    fn remaining(&self) -> Option<u64> {
+        self.deadline
+            .map(|deadline| deadline.saturating_sub(sys::monotonic_ms()))
+    }
+
+    fn reply_status(&mut self, peer: Peer, remaining: Option<u64>) {
+        let reply = Reply::Status {
+            remaining_ms: remaining.unwrap_or(NO_DEADLINE),
+        };
+        let Ok(msg) = reply.encode() else { return };
+        let fd = match peer {
+            Peer::Owner => sys::borrow_raw(CONTROL_FD),
+            Peer::Client(i) => self.clients[i].as_fd(),
+        };
+        // A peer that does not read its replies loses them.
+        let _ = sys::send_nonblocking(fd, &msg);
     }
 
     fn spawn(&mut self, spawn: Spawn, fds: Vec<OwnedFd>) {
@@ -282,7 +481,10 @@ impl Init {
     }
 }
 
-fn sigchld_raw(fd: BorrowedFd<'_>) -> i32 {
-    use std::os::fd::AsRawFd;
-    fd.as_raw_fd()
+fn pollfd(fd: i32) -> libc::pollfd {
+    libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    }
 }

@@ -213,6 +213,55 @@ pub fn send(sock: BorrowedFd<'_>, buf: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// Sends one datagram without blocking; a peer that does not read its
+/// replies gets `WouldBlock` instead of stalling PID 1.
+pub fn send_nonblocking(sock: BorrowedFd<'_>, buf: &[u8]) -> io::Result<()> {
+    // SAFETY: `buf` is valid for reads of its length.
+    let n = unsafe {
+        libc::send(
+            sock.as_raw_fd(),
+            buf.as_ptr().cast(),
+            buf.len(),
+            libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Closes a descriptor number this process holds without an `OwnedFd`.
+pub fn close(fd: RawFd) -> io::Result<()> {
+    // SAFETY: the caller owns `fd` and never uses the number again.
+    check(unsafe { libc::close(fd) })?;
+    Ok(())
+}
+
+/// Marks a socket the host bound as accepting connections. The kernel
+/// records the caller as the peer that connecting processes see through
+/// SO_PEERCRED and SO_PEERPIDFD, so they learn PID 1's host pid.
+pub fn listen(sock: BorrowedFd<'_>, backlog: libc::c_int) -> io::Result<()> {
+    // SAFETY: listen takes a descriptor and an integer.
+    check(unsafe { libc::listen(sock.as_raw_fd(), backlog) })?;
+    Ok(())
+}
+
+/// Accepts one connection, close-on-exec and non-blocking.
+pub fn accept(sock: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    // SAFETY: null address pointers ask for no peer address.
+    let fd = check(unsafe {
+        libc::accept4(
+            sock.as_raw_fd(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+        )
+    })?;
+    // SAFETY: accept4 returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// Writes all of `buf`, retrying on EINTR.
 pub fn write_all(fd: BorrowedFd<'_>, mut buf: &[u8]) -> io::Result<()> {
     while !buf.is_empty() {

@@ -153,6 +153,20 @@ pub enum Request {
     /// Sent once after [`Config`]: the host has moved PID 1 into the
     /// sandbox's cgroups, so PID 1 may enter its cgroup namespace.
     Attached,
+    /// Sent on the creating connection once the host has recorded the
+    /// sandbox: from then on the sandbox outlives that connection. Without
+    /// it, PID 1 ends the sandbox when the creating connection closes.
+    Persist,
+    /// The host is about to freeze the sandbox. PID 1 stores the time left
+    /// until its deadline and replies with [`Reply::Status`]; the deadline
+    /// keeps running, so a host that dies before freezing leaks nothing.
+    Pause,
+    /// Queued by the host before it thaws the sandbox: the deadline becomes
+    /// now plus the time left that [`Request::Pause`] stored, so frozen time
+    /// does not count. Ignored when no pause is stored.
+    Resume,
+    /// Asks for a [`Reply::Status`] on the same connection.
+    Status,
 }
 
 /// The step of sandbox setup that failed.
@@ -255,15 +269,28 @@ pub enum Reply {
         /// Extra context, such as the path involved.
         detail: Vec<u8>,
     },
+    /// Answer to [`Request::Status`] and [`Request::Pause`].
+    Status {
+        /// Milliseconds left until the deadline, [`NO_DEADLINE`] for none.
+        remaining_ms: u64,
+    },
 }
+
+/// [`Reply::Status`] value for a sandbox without a deadline.
+pub const NO_DEADLINE: u64 = u64::MAX;
 
 const KIND_CONFIG: u8 = 1;
 const KIND_SPAWN: u8 = 2;
 const KIND_SIGNAL: u8 = 3;
 const KIND_SET_TIMEOUT: u8 = 4;
 const KIND_ATTACHED: u8 = 5;
+const KIND_PERSIST: u8 = 6;
+const KIND_PAUSE: u8 = 7;
+const KIND_RESUME: u8 = 8;
+const KIND_STATUS: u8 = 9;
 const KIND_READY: u8 = 64;
 const KIND_SETUP_FAILED: u8 = 65;
+const KIND_STATUS_REPLY: u8 = 66;
 
 /// Appends fields to a message buffer.
 struct Encoder {
@@ -483,6 +510,10 @@ impl Request {
                 e.finish()
             }
             Self::Attached => Encoder::new(KIND_ATTACHED).finish(),
+            Self::Persist => Encoder::new(KIND_PERSIST).finish(),
+            Self::Pause => Encoder::new(KIND_PAUSE).finish(),
+            Self::Resume => Encoder::new(KIND_RESUME).finish(),
+            Self::Status => Encoder::new(KIND_STATUS).finish(),
         }
     }
 
@@ -551,6 +582,10 @@ impl Request {
                 d.finish(Self::SetTimeout(ms))
             }
             KIND_ATTACHED => d.finish(Self::Attached),
+            KIND_PERSIST => d.finish(Self::Persist),
+            KIND_PAUSE => d.finish(Self::Pause),
+            KIND_RESUME => d.finish(Self::Resume),
+            KIND_STATUS => d.finish(Self::Status),
             other => Err(DecodeError::UnknownKind(other)),
         }
     }
@@ -577,6 +612,11 @@ impl Reply {
                 e.bytes(detail);
                 e.finish()
             }
+            Self::Status { remaining_ms } => {
+                let mut e = Encoder::new(KIND_STATUS_REPLY);
+                e.u64(*remaining_ms);
+                e.finish()
+            }
         }
     }
 
@@ -600,6 +640,10 @@ impl Reply {
                     errno,
                     detail,
                 })
+            }
+            KIND_STATUS_REPLY => {
+                let remaining_ms = d.u64("remaining_ms")?;
+                d.finish(Self::Status { remaining_ms })
             }
             other => Err(DecodeError::UnknownKind(other)),
         }
@@ -751,6 +795,10 @@ mod tests {
             }),
             Request::SetTimeout(5),
             Request::Attached,
+            Request::Persist,
+            Request::Pause,
+            Request::Resume,
+            Request::Status,
         ];
         for request in requests {
             let encoded = request.encode().unwrap();
@@ -766,6 +814,10 @@ mod tests {
                 stage: SetupStage::Overlay,
                 errno: 22,
                 detail: b"x".to_vec(),
+            },
+            Reply::Status { remaining_ms: 42 },
+            Reply::Status {
+                remaining_ms: NO_DEADLINE,
             },
         ];
         for reply in replies {

@@ -33,11 +33,15 @@ pub fn require_root(test: &str) -> bool {
     false
 }
 
-/// Creates a sandbox with default options.
+/// Creates a sandbox with [`options`].
 pub async fn sandbox() -> Sandbox {
-    Sandbox::create(SandboxOptions::default())
-        .await
-        .expect("create a sandbox")
+    Sandbox::create(options()).await.expect("create a sandbox")
+}
+
+/// Default options, except that the sandbox ends with its handle, so that a
+/// failing test leaves nothing running.
+pub fn options() -> SandboxOptions {
+    SandboxOptions::default().kill_on_drop(true)
 }
 
 /// Runs a shell command line and returns its output, panicking if it could

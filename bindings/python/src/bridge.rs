@@ -211,7 +211,9 @@ fn build_exception(py: Python<'_>, error: &soulbox_core::Error) -> PyResult<PyEr
     details.set_item("errno", error.errno())?;
     let class = match error {
         Error::InvalidArgument(_) => "InvalidArgumentException",
-        Error::SandboxNotRunning { .. } => "SandboxNotFoundException",
+        Error::SandboxNotRunning { .. } | Error::SandboxNotFound { .. } => {
+            "SandboxNotFoundException"
+        }
         Error::FileNotFound { .. } => "FileNotFoundException",
         Error::NotEnoughSpace { .. } => "NotEnoughSpaceException",
         Error::NotFound(_) => "NotFoundException",

@@ -8,6 +8,7 @@
 mod bridge;
 mod command;
 mod files;
+mod lifecycle;
 mod sandbox;
 
 use pyo3::prelude::*;

@@ -30,6 +30,8 @@ pub struct CreateOptions {
     disk_inodes: u64,
     open_files_limit: u64,
     file_size_limit: Option<u64>,
+    metadata: BTreeMap<String, String>,
+    kill_on_drop: bool,
 }
 
 impl CreateOptions {
@@ -46,6 +48,8 @@ impl CreateOptions {
         options.disk_inodes = self.disk_inodes;
         options.open_files_limit = self.open_files_limit;
         options.file_size_limit = self.file_size_limit;
+        options.metadata = self.metadata;
+        options.kill_on_drop = self.kill_on_drop;
         Ok(options)
     }
 }
@@ -76,8 +80,9 @@ pub struct PtySpec {
     timeout: Option<f64>,
 }
 
-/// A running sandbox. The sandbox ends when this object is garbage
-/// collected, at its timeout, or at `kill()`.
+/// A handle of a running sandbox. The sandbox ends at its timeout or at
+/// `kill()`; a `kill_on_drop` sandbox also when the handle `create`
+/// returned is garbage collected.
 #[pyclass(module = "soulbox._native", frozen)]
 pub struct NativeSandbox {
     pub(crate) sandbox: Sandbox,

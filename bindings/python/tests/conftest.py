@@ -6,12 +6,30 @@ root and a skip would hide a failure, so the test fails instead.
 """
 
 import os
+import shutil
+import tempfile
 import time
 from typing import Callable, Iterator, List
 
 import pytest
 
-from soulbox import Sandbox
+# The sandboxes of this run get their own state directory, so that
+# Sandbox.list() and connect() see only them and not those of other SoulBox
+# users on this host. Set before soulbox makes its first sandbox, and
+# inherited by the processes that tests start.
+if "SOULBOX_STATE_DIR" not in os.environ:
+    os.environ["SOULBOX_STATE_DIR"] = tempfile.mkdtemp(prefix="soulbox-pytest-")
+    _OWN_STATE_DIR = os.environ["SOULBOX_STATE_DIR"]
+else:
+    _OWN_STATE_DIR = ""
+
+from soulbox import Sandbox  # noqa: E402
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Remove the state directory this run made."""
+    if _OWN_STATE_DIR:
+        shutil.rmtree(_OWN_STATE_DIR, ignore_errors=True)
 
 
 def require_root() -> None:

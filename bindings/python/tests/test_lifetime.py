@@ -1,7 +1,6 @@
 """How long a sandbox lives when its owner does not kill it."""
 
 import gc
-import os
 import subprocess
 import sys
 import time
@@ -30,12 +29,20 @@ def test_set_timeout_shortens_life() -> None:
     assert wait_until(lambda: not sandbox.is_running(), limit=10)
 
 
-def test_garbage_collected_sandbox_ends() -> None:
-    # NOTE: the core kills a sandbox when its last handle drops; once
-    # sandboxes can outlive their handles, this test must instead check
-    # that the sandbox still ends at its timeout.
+def test_garbage_collected_sandbox_lives_on() -> None:
     require_root()
-    sandbox = Sandbox.create()
+    sandbox = Sandbox.create(timeout=30)
+    sandbox_id, init_pid = sandbox.sandbox_id, sandbox._native.pid
+    del sandbox
+    gc.collect()
+    assert host_process_alive(init_pid), "a sandbox runs until its timeout or a kill"
+    assert Sandbox.kill(sandbox_id) is True
+    assert wait_until(lambda: not host_process_alive(init_pid)), "kill by id left PID 1"
+
+
+def test_kill_on_drop_sandbox_ends_when_collected() -> None:
+    require_root()
+    sandbox = Sandbox.create(kill_on_drop=True)
     init_pid = sandbox._native.pid
     handle = sandbox.commands.run("sleep 300", background=True)
     del sandbox
@@ -46,18 +53,26 @@ def test_garbage_collected_sandbox_ends() -> None:
     assert wait_until(lambda: not host_process_alive(init_pid)), "the sandbox leaked"
 
 
-def test_exiting_process_ends_sandbox() -> None:
+def test_sandbox_outlives_its_process() -> None:
     require_root()
     script = (
         "from soulbox import Sandbox\n"
-        "sandbox = Sandbox.create(timeout=300)\n"
-        "print(sandbox._native.pid, flush=True)\n"
+        "kept = Sandbox.create(timeout=60)\n"
+        "dropped = Sandbox.create(kill_on_drop=True)\n"
+        "print(kept.sandbox_id, kept._native.pid, dropped._native.pid, flush=True)\n"
+        "kept.files.write('note.txt', 'left behind')\n"
         "import os; os._exit(0)\n"
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    init_pid = int(done.stdout.strip())
-    assert wait_until(lambda: not host_process_alive(init_pid), limit=10), (
-        f"PID 1 ({init_pid}) outlived its host process"
+    sandbox_id, kept_pid, dropped_pid = done.stdout.split()
+    assert wait_until(lambda: not host_process_alive(int(dropped_pid)), limit=10), (
+        "a kill_on_drop sandbox outlived its host process"
     )
-    assert os.getpid() != init_pid
+    assert host_process_alive(int(kept_pid)), "a default sandbox outlives its host process"
+    with Sandbox.connect(sandbox_id) as sandbox:
+        assert sandbox.files.read("note.txt") == "left behind"
+        assert sandbox.commands.run("hostname").stdout.strip() == sandbox_id
+    assert not host_process_alive(int(kept_pid)) or wait_until(
+        lambda: not host_process_alive(int(kept_pid))
+    )

@@ -13,6 +13,7 @@ from ._async import (
     AsyncFileStreamReader,
     AsyncPty,
     AsyncSandbox,
+    AsyncSandboxPaginator,
     AsyncWatchHandle,
 )
 from ._sync import (
@@ -22,6 +23,7 @@ from ._sync import (
     FileStreamReader,
     Pty,
     Sandbox,
+    SandboxPaginator,
     WatchHandle,
 )
 from ._types import (
@@ -33,6 +35,10 @@ from ._types import (
     FileType,
     ProcessInfo,
     PtySize,
+    SandboxInfo,
+    SandboxMetrics,
+    SandboxQuery,
+    SandboxState,
     WriteInfo,
 )
 from .exceptions import (
@@ -53,6 +59,7 @@ __all__ = [
     "AsyncFileStreamReader",
     "AsyncPty",
     "AsyncSandbox",
+    "AsyncSandboxPaginator",
     "AsyncWatchHandle",
     "CommandExitException",
     "CommandHandle",
@@ -74,6 +81,11 @@ __all__ = [
     "PtySize",
     "Sandbox",
     "SandboxException",
+    "SandboxInfo",
+    "SandboxMetrics",
+    "SandboxPaginator",
+    "SandboxQuery",
+    "SandboxState",
     "SandboxNotFoundException",
     "TimeoutException",
     "WatchHandle",

@@ -20,14 +20,26 @@ from ._types import (
     FilesystemEvent,
     FilesystemEventType,
     FileType,
+    PaginatorBase,
     ProcessInfo,
     PtySize,
+    SandboxInfo,
+    SandboxMetrics,
+    SandboxQuery,
     WriteInfo,
     copy_from_native,
     entry_from_native,
+    info_from_native,
+    metrics_from_native,
     process_from_native,
+    query_to_native,
 )
-from .exceptions import InvalidArgumentException, NotFoundException, TimeoutException
+from .exceptions import (
+    InvalidArgumentException,
+    NotFoundException,
+    SandboxException,
+    TimeoutException,
+)
 
 __all__ = [
     "AsyncSandbox",
@@ -37,6 +49,7 @@ __all__ = [
     "AsyncFilesystem",
     "AsyncFileStreamReader",
     "AsyncWatchHandle",
+    "AsyncSandboxPaginator",
 ]
 
 Handler = Callable[[Any], Union[None, Awaitable[None]]]
@@ -526,13 +539,34 @@ class AsyncFilesystem:
         return copy_from_native(await self._native.copy_out_async(sandbox_path, str(host_path), user))
 
 
+class AsyncSandboxPaginator(PaginatorBase):
+    """Pages of ``AsyncSandbox.list``."""
+
+    def __init__(self, query: Optional[SandboxQuery], limit: Optional[int], next_token: Optional[str]) -> None:
+        super().__init__(limit)
+        self._query = query
+        self._position = int(next_token or 0)
+
+    async def next_items(self, **opts: Any) -> List[SandboxInfo]:
+        """Return the next page of sandboxes.
+
+        :raises SandboxException: when ``has_next`` is false.
+        """
+        if not self.has_next:
+            raise SandboxException("no more sandboxes to list; check has_next first")
+        if self._items is None:
+            metadata, state = query_to_native(self._query)
+            listed = await _native.NativeSandbox.list_async(metadata, state)
+            self._items = [info_from_native(raw) for raw in listed]
+        return self._page()
+
+
 class AsyncSandbox:
     """A sandbox on this machine, with the API of E2B's ``AsyncSandbox``;
     see :class:`soulbox.Sandbox`. Use it as an ``async with`` block."""
 
-    def __init__(self, native: "_native.NativeSandbox", metadata: Optional[Dict[str, str]] = None) -> None:
+    def __init__(self, native: "_native.NativeSandbox") -> None:
         self._native = native
-        self._metadata = dict(metadata or {})
         self._commands = AsyncCommands(native)
         self._pty = AsyncPty(native)
         self._files = AsyncFilesystem(native)
@@ -559,6 +593,7 @@ class AsyncSandbox:
         disk_inodes: int = _native.DEFAULT_DISK_INODES,
         open_files_limit: int = _native.DEFAULT_OPEN_FILES_LIMIT,
         file_size_limit: Optional[int] = None,
+        kill_on_drop: bool = False,
         **opts: Any,
     ) -> "AsyncSandbox":
         """Create a sandbox; see :meth:`soulbox.Sandbox.create`."""
@@ -583,8 +618,9 @@ class AsyncSandbox:
                 file_size_limit=file_size_limit,
             ),
         )
-        metadata = _common.check_str_map("metadata", metadata)
-        return cls(await _native.NativeSandbox.create_async(native_options), metadata)
+        native_options["metadata"] = _common.check_str_map("metadata", metadata)
+        native_options["kill_on_drop"] = bool(kill_on_drop)
+        return cls(await _native.NativeSandbox.create_async(native_options))
 
     @property
     def sandbox_id(self) -> str:
@@ -606,11 +642,6 @@ class AsyncSandbox:
         """The sandbox's files."""
         return self._files
 
-    @property
-    def metadata(self) -> Dict[str, str]:
-        """The metadata given at creation."""
-        return dict(self._metadata)
-
     async def is_running(self, request_timeout: Optional[float] = None) -> bool:
         """Return whether the sandbox still runs."""
         return self._native.is_running()
@@ -623,16 +654,17 @@ class AsyncSandbox:
 
     @classmethod
     async def _cls_kill(cls, sandbox_id: str, **opts: Any) -> bool:
-        raise _common.lifecycle_missing("AsyncSandbox.kill(sandbox_id)")
+        return await _native.NativeSandbox.kill_id_async(sandbox_id)
 
     @_class_method_variant("_cls_kill")
     async def kill(self, **opts: Any) -> bool:
-        """Kill the sandbox; return whether it was running."""
+        """Kill the sandbox; see :meth:`soulbox.Sandbox.kill`."""
         return await self._native.kill_async()
 
     @classmethod
     async def _cls_set_timeout(cls, sandbox_id: str, timeout: int, **opts: Any) -> None:
-        raise _common.lifecycle_missing("AsyncSandbox.set_timeout(sandbox_id, timeout)")
+        native = await _native.NativeSandbox.connect_paused_async(sandbox_id)
+        await native.set_timeout_async(_common.seconds("timeout", timeout))
 
     @_class_method_variant("_cls_set_timeout")
     async def set_timeout(self, timeout: int, **opts: Any) -> None:
@@ -640,47 +672,79 @@ class AsyncSandbox:
         await self._native.set_timeout_async(_common.seconds("timeout", timeout))
 
     @classmethod
-    async def _cls_connect(cls, sandbox_id: str, timeout: Optional[int] = None, **opts: Any) -> "AsyncSandbox":
-        raise _common.lifecycle_missing("AsyncSandbox.connect(sandbox_id)")
+    async def _cls_connect(
+        cls, sandbox_id: str, timeout: Optional[int] = None, **opts: Any
+    ) -> "AsyncSandbox":
+        sandbox = cls(await _native.NativeSandbox.connect_async(sandbox_id))
+        if timeout is not None:
+            await sandbox.set_timeout(timeout)
+        return sandbox
 
     @_class_method_variant("_cls_connect")
     async def connect(self, timeout: Optional[int] = None, **opts: Any) -> "AsyncSandbox":
-        """Return this sandbox, after setting its timeout if one is given."""
+        """Resume and return this sandbox, or with a sandbox id, connect to
+        another one; see :meth:`soulbox.Sandbox.connect`."""
+        await self._native.resume_async()
         if timeout is not None:
             await self.set_timeout(timeout)
         return self
 
     @classmethod
-    def list(cls, query: Any = None, limit: Optional[int] = None, next_token: Optional[str] = None, **opts: Any) -> Any:
-        """List sandboxes. Not implemented yet: see NotImplementedError."""
-        raise _common.lifecycle_missing("AsyncSandbox.list()")
+    def list(
+        cls,
+        query: Optional[SandboxQuery] = None,
+        limit: Optional[int] = None,
+        next_token: Optional[str] = None,
+        **opts: Any,
+    ) -> "AsyncSandboxPaginator":
+        """List this user's sandboxes; read pages with
+        ``await next_items()``. See :meth:`soulbox.Sandbox.list`."""
+        return AsyncSandboxPaginator(query, limit, next_token)
 
     @classmethod
-    async def _cls_get_info(cls, sandbox_id: str, **opts: Any) -> Any:
-        raise _common.lifecycle_missing("AsyncSandbox.get_info(sandbox_id)")
+    async def _cls_get_info(cls, sandbox_id: str, **opts: Any) -> SandboxInfo:
+        native = await _native.NativeSandbox.connect_paused_async(sandbox_id)
+        return info_from_native(await native.get_info_async())
 
     @_class_method_variant("_cls_get_info")
-    async def get_info(self, **opts: Any) -> Any:
-        """Describe the sandbox. Not implemented yet: see NotImplementedError."""
-        raise _common.lifecycle_missing("get_info()")
+    async def get_info(self, **opts: Any) -> SandboxInfo:
+        """Describe the sandbox; see :meth:`soulbox.Sandbox.get_info`."""
+        return info_from_native(await self._native.get_info_async())
 
     @classmethod
-    async def _cls_get_metrics(cls, sandbox_id: str, start: Any = None, end: Any = None, **opts: Any) -> Any:
-        raise _common.lifecycle_missing("AsyncSandbox.get_metrics(sandbox_id)")
+    async def _cls_get_metrics(
+        cls, sandbox_id: str, start: Any = None, end: Any = None, **opts: Any
+    ) -> List[SandboxMetrics]:
+        native = await _native.NativeSandbox.connect_paused_async(sandbox_id)
+        return [metrics_from_native(await native.metrics_async())]
 
     @_class_method_variant("_cls_get_metrics")
-    async def get_metrics(self, start: Any = None, end: Any = None, **opts: Any) -> Any:
-        """Return resource usage. Not implemented yet: see NotImplementedError."""
-        raise _common.lifecycle_missing("get_metrics()")
+    async def get_metrics(
+        self, start: Any = None, end: Any = None, **opts: Any
+    ) -> List[SandboxMetrics]:
+        """Return one reading of resource use; see
+        :meth:`soulbox.Sandbox.get_metrics`."""
+        return [metrics_from_native(await self._native.metrics_async())]
 
     @classmethod
     async def _cls_pause(cls, sandbox_id: str, **opts: Any) -> bool:
-        raise _common.lifecycle_missing("AsyncSandbox.pause(sandbox_id)")
+        native = await _native.NativeSandbox.connect_paused_async(sandbox_id)
+        return await native.pause_async()
 
     @_class_method_variant("_cls_pause")
     async def pause(self, **opts: Any) -> bool:
-        """Pause the sandbox. Not implemented yet: see NotImplementedError."""
-        raise _common.lifecycle_missing("pause()")
+        """Pause the sandbox; False if it was paused already."""
+        return await self._native.pause_async()
+
+    @classmethod
+    async def _cls_resume(cls, sandbox_id: str, **opts: Any) -> bool:
+        native = await _native.NativeSandbox.connect_paused_async(sandbox_id)
+        return await native.resume_async()
+
+    @_class_method_variant("_cls_resume")
+    async def resume(self, **opts: Any) -> bool:
+        """Resume a paused sandbox; False if it was not paused."""
+        return await self._native.resume_async()
 
     async def run_code(self, code: str, *args: Any, **kwargs: Any) -> Any:
         """Run code in a stateful interpreter. Not implemented yet."""

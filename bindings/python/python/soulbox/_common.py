@@ -30,14 +30,6 @@ def not_implemented(what: str) -> NotImplementedError:
     return NotImplementedError(f"not implemented yet in SoulBox: {what}")
 
 
-def lifecycle_missing(call: str) -> NotImplementedError:
-    """Build the error for a call that needs sandboxes reachable by id."""
-    return not_implemented(
-        f"{call} needs sandboxes that are reachable by id across handles and processes "
-        "(connect, list, kill by id, info, metrics, pause), which the core does not offer yet"
-    )
-
-
 def check_connection_options(options: Mapping[str, Any]) -> None:
     """Reject keyword arguments that are neither SoulBox's nor E2B's."""
     unknown = sorted(set(options) - CONNECTION_OPTIONS)

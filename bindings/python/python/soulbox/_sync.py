@@ -17,12 +17,19 @@ from ._types import (
     FilesystemEvent,
     FilesystemEventType,
     FileType,
+    PaginatorBase,
     ProcessInfo,
     PtySize,
+    SandboxInfo,
+    SandboxMetrics,
+    SandboxQuery,
     WriteInfo,
     copy_from_native,
     entry_from_native,
+    info_from_native,
+    metrics_from_native,
     process_from_native,
+    query_to_native,
 )
 from .exceptions import InvalidArgumentException, NotFoundException, SandboxException
 
@@ -34,6 +41,7 @@ __all__ = [
     "Filesystem",
     "FileStreamReader",
     "WatchHandle",
+    "SandboxPaginator",
 ]
 
 
@@ -558,18 +566,38 @@ def _list_depth(depth: Optional[int]) -> int:
     return depth
 
 
+class SandboxPaginator(PaginatorBase):
+    """Pages of ``Sandbox.list``; see :class:`soulbox.SandboxQuery`."""
+
+    def __init__(self, query: Optional[SandboxQuery], limit: Optional[int], next_token: Optional[str]) -> None:
+        super().__init__(limit)
+        self._query = query
+        self._position = int(next_token or 0)
+
+    def next_items(self, **opts: Any) -> List[SandboxInfo]:
+        """Return the next page of sandboxes.
+
+        :raises SandboxException: when ``has_next`` is false.
+        """
+        if not self.has_next:
+            raise SandboxException("no more sandboxes to list; check has_next first")
+        if self._items is None:
+            metadata, state = query_to_native(self._query)
+            self._items = [info_from_native(raw) for raw in _native.NativeSandbox.list(metadata, state)]
+        return self._page()
+
+
 class Sandbox:
     """A sandbox on this machine, with the API of E2B's ``Sandbox``.
 
     Create it with :meth:`create`, use it as a context manager, and reach
     it through ``commands``, ``pty`` and ``files``. It ends at
-    :meth:`kill`, at its timeout, or when the last Python object that
-    refers to it is garbage collected.
+    :meth:`kill` or at its timeout, whether or not this object is garbage
+    collected first (unless it was created with ``kill_on_drop=True``).
     """
 
-    def __init__(self, native: "_native.NativeSandbox", metadata: Optional[Dict[str, str]] = None) -> None:
+    def __init__(self, native: "_native.NativeSandbox") -> None:
         self._native = native
-        self._metadata = dict(metadata or {})
         self._commands = Commands(native)
         self._pty = Pty(native)
         self._files = Filesystem(native)
@@ -596,6 +624,7 @@ class Sandbox:
         disk_inodes: int = _native.DEFAULT_DISK_INODES,
         open_files_limit: int = _native.DEFAULT_OPEN_FILES_LIMIT,
         file_size_limit: Optional[int] = None,
+        kill_on_drop: bool = False,
         **opts: Any,
     ) -> "Sandbox":
         """Create a sandbox and wait until it accepts commands.
@@ -603,17 +632,23 @@ class Sandbox:
         :param template: only ``None`` or ``"host"`` (the host's /usr,
             read-only); others raise NotImplementedError.
         :param timeout: lifetime in seconds (default 300; 0 for none).
-        :param metadata: key-value pairs kept with the sandbox.
+        :param metadata: labels, returned by ``get_info`` and used to
+            filter ``Sandbox.list``.
         :param envs: environment variables for every command.
         :param memory_limit: bytes (default 2 GiB), None for no limit;
             the other keyword-only limits are SoulBox's own too.
+        :param kill_on_drop: end the sandbox when this object is garbage
+            collected or this process exits (SoulBox only). By default, as
+            in E2B, it runs until its timeout or a kill, and any process of
+            the same user can reach it with ``Sandbox.connect``.
 
         ``secure`` and E2B's connection options (``api_key``, ``domain``,
         ``request_timeout``, ...) are accepted and have no effect: the
         sandbox runs in this process, with no API server.
 
         :raises NotImplementedError: for networking, other templates, MCP,
-            lifecycle options and volume mounts, which SoulBox lacks so far.
+            lifecycle options (pause on timeout) and volume mounts, which
+            SoulBox lacks so far.
         :raises InvalidArgumentException: for a bad option; nothing is made.
         """
         _common.check_connection_options(opts)
@@ -637,8 +672,9 @@ class Sandbox:
                 file_size_limit=file_size_limit,
             ),
         )
-        metadata = _common.check_str_map("metadata", metadata)
-        return cls(_native.NativeSandbox.create(native_options), metadata)
+        native_options["metadata"] = _common.check_str_map("metadata", metadata)
+        native_options["kill_on_drop"] = bool(kill_on_drop)
+        return cls(_native.NativeSandbox.create(native_options))
 
     @property
     def sandbox_id(self) -> str:
@@ -660,11 +696,6 @@ class Sandbox:
         """The sandbox's files."""
         return self._files
 
-    @property
-    def metadata(self) -> Dict[str, str]:
-        """The metadata given at creation."""
-        return dict(self._metadata)
-
     def is_running(self, request_timeout: Optional[float] = None) -> bool:
         """Return whether the sandbox still runs."""
         return self._native.is_running()
@@ -685,68 +716,111 @@ class Sandbox:
 
     @classmethod
     def _cls_kill(cls, sandbox_id: str, **opts: Any) -> bool:
-        raise _common.lifecycle_missing("Sandbox.kill(sandbox_id)")
+        return _native.NativeSandbox.kill_id(sandbox_id)
 
     @_class_method_variant("_cls_kill")
     def kill(self, **opts: Any) -> bool:
         """Kill the sandbox: every process ends and its cgroups are removed
-        before this returns.
+        before this returns. ``Sandbox.kill(sandbox_id)`` kills another
+        sandbox of this user, created by any process.
 
-        :return: whether it was running.
+        :return: whether it was running (or, by id, whether it existed).
         """
         return self._native.kill()
 
     @classmethod
     def _cls_set_timeout(cls, sandbox_id: str, timeout: int, **opts: Any) -> None:
-        raise _common.lifecycle_missing("Sandbox.set_timeout(sandbox_id, timeout)")
+        _native.NativeSandbox.connect_paused(sandbox_id).set_timeout(
+            _common.seconds("timeout", timeout)
+        )
 
     @_class_method_variant("_cls_set_timeout")
     def set_timeout(self, timeout: int, **opts: Any) -> None:
-        """Set the sandbox to end ``timeout`` seconds from now (0: never)."""
+        """Set the sandbox to end ``timeout`` seconds from now (0: never);
+        a paused sandbox's timeout counts from its resume."""
         self._native.set_timeout(_common.seconds("timeout", timeout))
 
     @classmethod
     def _cls_connect(cls, sandbox_id: str, timeout: Optional[int] = None, **opts: Any) -> "Sandbox":
-        raise _common.lifecycle_missing("Sandbox.connect(sandbox_id)")
+        sandbox = cls(_native.NativeSandbox.connect(sandbox_id))
+        if timeout is not None:
+            sandbox.set_timeout(timeout)
+        return sandbox
 
     @_class_method_variant("_cls_connect")
     def connect(self, timeout: Optional[int] = None, **opts: Any) -> "Sandbox":
-        """Return this sandbox, after setting its timeout if one is given."""
+        """Resume this sandbox if it is paused, set its timeout if one is
+        given, and return it. ``Sandbox.connect(sandbox_id)`` returns a
+        handle of a running or paused sandbox of this user, created by any
+        process, and resumes it.
+
+        :raises SandboxNotFoundException: if no such sandbox exists.
+        """
+        self._native.resume()
         if timeout is not None:
             self.set_timeout(timeout)
         return self
 
     @classmethod
-    def list(cls, query: Any = None, limit: Optional[int] = None, next_token: Optional[str] = None, **opts: Any) -> Any:
-        """List sandboxes. Not implemented yet: see NotImplementedError."""
-        raise _common.lifecycle_missing("Sandbox.list()")
+    def list(
+        cls,
+        query: Optional[SandboxQuery] = None,
+        limit: Optional[int] = None,
+        next_token: Optional[str] = None,
+        **opts: Any,
+    ) -> "SandboxPaginator":
+        """List this user's running and paused sandboxes, oldest first,
+        filtered by ``query``; read pages with ``next_items()``."""
+        return SandboxPaginator(query, limit, next_token)
 
     @classmethod
-    def _cls_get_info(cls, sandbox_id: str, **opts: Any) -> Any:
-        raise _common.lifecycle_missing("Sandbox.get_info(sandbox_id)")
+    def _cls_get_info(cls, sandbox_id: str, **opts: Any) -> SandboxInfo:
+        return info_from_native(_native.NativeSandbox.connect_paused(sandbox_id).get_info())
 
     @_class_method_variant("_cls_get_info")
-    def get_info(self, **opts: Any) -> Any:
-        """Describe the sandbox. Not implemented yet: see NotImplementedError."""
-        raise _common.lifecycle_missing("get_info()")
+    def get_info(self, **opts: Any) -> SandboxInfo:
+        """Describe the sandbox: id, template, metadata, times, state and
+        limits. ``Sandbox.get_info(sandbox_id)`` describes another one."""
+        return info_from_native(self._native.get_info())
 
     @classmethod
-    def _cls_get_metrics(cls, sandbox_id: str, start: Any = None, end: Any = None, **opts: Any) -> Any:
-        raise _common.lifecycle_missing("Sandbox.get_metrics(sandbox_id)")
+    def _cls_get_metrics(
+        cls, sandbox_id: str, start: Any = None, end: Any = None, **opts: Any
+    ) -> List[SandboxMetrics]:
+        return [metrics_from_native(_native.NativeSandbox.connect_paused(sandbox_id).metrics())]
 
     @_class_method_variant("_cls_get_metrics")
-    def get_metrics(self, start: Any = None, end: Any = None, **opts: Any) -> Any:
-        """Return resource usage. Not implemented yet: see NotImplementedError."""
-        raise _common.lifecycle_missing("get_metrics()")
+    def get_metrics(self, start: Any = None, end: Any = None, **opts: Any) -> List[SandboxMetrics]:
+        """Return the sandbox's current CPU, memory and disk use as a list of
+        one reading. SoulBox keeps no history, so ``start`` and ``end``
+        have no effect."""
+        return [metrics_from_native(self._native.metrics())]
 
     @classmethod
     def _cls_pause(cls, sandbox_id: str, **opts: Any) -> bool:
-        raise _common.lifecycle_missing("Sandbox.pause(sandbox_id)")
+        return _native.NativeSandbox.connect_paused(sandbox_id).pause()
 
     @_class_method_variant("_cls_pause")
     def pause(self, **opts: Any) -> bool:
-        """Pause the sandbox. Not implemented yet: see NotImplementedError."""
-        raise _common.lifecycle_missing("pause()")
+        """Freeze every process of the sandbox and stop its timeout clock
+        until ``resume()`` or ``connect()``. Memory and files are kept, but
+        a paused sandbox does not survive a host reboot.
+
+        :return: False if it was already paused.
+        """
+        return self._native.pause()
+
+    @classmethod
+    def _cls_resume(cls, sandbox_id: str, **opts: Any) -> bool:
+        return _native.NativeSandbox.connect_paused(sandbox_id).resume()
+
+    @_class_method_variant("_cls_resume")
+    def resume(self, **opts: Any) -> bool:
+        """Thaw a paused sandbox; its timeout clock goes on.
+
+        :return: False if it was not paused.
+        """
+        return self._native.resume()
 
     def run_code(self, code: str, *args: Any, **kwargs: Any) -> Any:
         """Run code in a stateful interpreter. Not implemented yet."""

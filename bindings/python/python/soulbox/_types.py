@@ -16,6 +16,10 @@ __all__ = [
     "PtySize",
     "WriteInfo",
     "CopySummary",
+    "SandboxInfo",
+    "SandboxMetrics",
+    "SandboxQuery",
+    "SandboxState",
 ]
 
 
@@ -172,3 +176,134 @@ class OutputDecoder:
     def flush(self) -> str:
         """Decode what is left at the end: an incomplete character is U+FFFD."""
         return self._decoder.decode(b"", final=True)
+
+
+class SandboxState(Enum):
+    """Whether a sandbox runs or is paused."""
+
+    RUNNING = "running"
+    PAUSED = "paused"
+
+
+@dataclass
+class SandboxQuery:
+    """Filters of ``Sandbox.list``: sandboxes whose metadata contains
+    every pair of ``metadata``, in one of the ``state`` states."""
+
+    metadata: Optional[Dict[str, str]] = None
+    state: Optional[List[SandboxState]] = None
+
+
+@dataclass
+class SandboxInfo:
+    """A sandbox's description, from ``get_info`` or ``Sandbox.list``.
+
+    ``end_at`` is None for a sandbox without a timeout and while it is
+    paused, because a paused sandbox's clock stops. ``cpu_count`` and
+    ``memory_mb`` are its limits, None where none is enforced. ``envs`` and
+    ``pid`` (the host pid of its PID 1) are SoulBox's own.
+    """
+
+    sandbox_id: str
+    template_id: str
+    name: Optional[str]
+    metadata: Dict[str, str]
+    started_at: datetime.datetime
+    end_at: Optional[datetime.datetime]
+    state: SandboxState
+    cpu_count: Optional[float]
+    memory_mb: Optional[int]
+    envs: Dict[str, str] = field(default_factory=dict)
+    pid: int = 0
+
+
+@dataclass
+class SandboxMetrics:
+    """A sandbox's resource use at ``timestamp``.
+
+    ``cpu_used_pct`` is averaged since the previous reading through the same
+    handle, or since creation. ``mem_used`` and ``mem_total`` are None
+    without a memory cgroup or limit.
+    """
+
+    cpu_count: float
+    cpu_used_pct: float
+    disk_total: int
+    disk_used: int
+    mem_total: Optional[int]
+    mem_used: Optional[int]
+    timestamp: datetime.datetime
+
+
+def _utc(seconds: float) -> datetime.datetime:
+    return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc)
+
+
+def info_from_native(raw: Tuple[Any, ...]) -> SandboxInfo:
+    """Build a SandboxInfo from the native module's tuple."""
+    sandbox_id, template, metadata, envs, started, ends, state, cpu, memory, pid = raw
+    return SandboxInfo(
+        sandbox_id=sandbox_id,
+        template_id=template,
+        name=None,
+        metadata=dict(metadata),
+        started_at=_utc(started),
+        end_at=None if ends is None else _utc(ends),
+        state=SandboxState(state),
+        cpu_count=cpu,
+        memory_mb=None if memory is None else memory >> 20,
+        envs=dict(envs),
+        pid=pid,
+    )
+
+
+def metrics_from_native(raw: Tuple[Any, ...]) -> SandboxMetrics:
+    """Build a SandboxMetrics from the native module's tuple."""
+    timestamp, cpu_count, cpu_pct, _cpu_time, mem_used, mem_total, disk_used, disk_total = raw
+    return SandboxMetrics(
+        cpu_count=cpu_count,
+        cpu_used_pct=cpu_pct,
+        disk_total=disk_total,
+        disk_used=disk_used,
+        mem_total=mem_total,
+        mem_used=mem_used,
+        timestamp=_utc(timestamp),
+    )
+
+
+def query_to_native(query: Optional[SandboxQuery]) -> Tuple[Dict[str, str], Optional[str]]:
+    """Turn a SandboxQuery into the native list filters. Several states, or
+    none, list every state."""
+    if query is None:
+        return {}, None
+    states = {SandboxState(state) for state in query.state or []}
+    state = states.pop().value if len(states) == 1 else None
+    return dict(query.metadata or {}), state
+
+
+class PaginatorBase:
+    """Pages of a ``Sandbox.list`` result, as E2B's paginator: read
+    ``next_items()`` while ``has_next`` is true. Every sandbox is read at
+    the first call; ``limit`` sets the page size."""
+
+    def __init__(self, limit: Optional[int]) -> None:
+        self.limit = limit
+        self._items: Optional[List[SandboxInfo]] = None
+        self._position = 0
+
+    @property
+    def has_next(self) -> bool:
+        """Whether another page can be read."""
+        return self._items is None or self._position < len(self._items)
+
+    @property
+    def next_token(self) -> Optional[str]:
+        """A token for the next page, or None on the last one."""
+        return None if not self.has_next else str(self._position)
+
+    def _page(self) -> List[SandboxInfo]:
+        assert self._items is not None
+        end = len(self._items) if not self.limit else self._position + self.limit
+        page = self._items[self._position : end]
+        self._position += len(page)
+        return page

@@ -1,0 +1,412 @@
+//! Subcommands that manage sandboxes living beyond one `soulbox` process:
+//! create, ls, info, kill, pause, resume, metrics and cp.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use clap::{Args, ValueEnum};
+use soulbox_core::{Error, ListQuery, Sandbox, SandboxInfo, SandboxOptions, SandboxState};
+
+use crate::copy::{copy_in, CopySpec};
+use crate::run::{parse_env, parse_secs};
+use crate::{Failure, EXIT_NOT_FOUND};
+
+/// Create a sandbox that keeps running, and print its id.
+///
+/// The sandbox runs until --timeout passes or `soulbox kill ID`; any
+/// process of this user can reach it by its id. Exit status: 0, or 125
+/// when SoulBox failed.
+#[derive(Debug, Args)]
+#[command(after_help = "Example:\n  id=$(soulbox create --metadata job=42)\n  \
+                        soulbox exec \"$id\" -- uname -a\n  soulbox kill \"$id\"")]
+pub struct CreateArgs {
+    /// Seconds the sandbox lives; 0 means until killed.
+    #[arg(long, value_name = "SECS", default_value_t = 300, value_parser = parse_secs)]
+    timeout: u64,
+
+    /// Environment variable for every command, as KEY=VALUE; repeat for
+    /// more.
+    #[arg(long = "env", short = 'e', value_name = "KEY=VALUE", value_parser = parse_env)]
+    envs: Vec<(String, String)>,
+
+    /// Label to list and filter by, as KEY=VALUE; repeat for more.
+    #[arg(long = "metadata", short = 'm', value_name = "KEY=VALUE", value_parser = parse_env)]
+    metadata: Vec<(String, String)>,
+
+    /// Copy a host file or directory into the new sandbox, as
+    /// HOST_PATH:SANDBOX_PATH; repeat for more.
+    #[arg(long = "copy", value_name = "HOST_PATH:SANDBOX_PATH", value_parser = CopySpec::parse)]
+    copies: Vec<CopySpec>,
+}
+
+/// List this user's sandboxes, oldest first.
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// Only sandboxes with this label, as KEY=VALUE; repeat to require
+    /// several.
+    #[arg(long = "metadata", short = 'm', value_name = "KEY=VALUE", value_parser = parse_env)]
+    metadata: Vec<(String, String)>,
+
+    /// Only sandboxes in this state.
+    #[arg(long, value_enum)]
+    state: Option<StateArg>,
+
+    /// Print a JSON array instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum StateArg {
+    Running,
+    Paused,
+}
+
+/// Show one sandbox's id, template, metadata, times, state and limits.
+///
+/// Exit status: 0, 3 when no sandbox has the id, 125 when SoulBox failed.
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// The sandbox id.
+    id: String,
+
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The id of the sandbox to act on.
+#[derive(Debug, Args)]
+pub struct IdArgs {
+    /// The sandbox id.
+    id: String,
+}
+
+/// Show one sandbox's CPU, memory and disk use.
+///
+/// Exit status: 0, 3 when no sandbox has the id, 125 when SoulBox failed.
+#[derive(Debug, Args)]
+pub struct MetricsArgs {
+    /// The sandbox id.
+    id: String,
+
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Copy files and directories between the host and a sandbox.
+///
+/// Exactly one of SOURCE and DEST names the sandbox side, as ID:PATH;
+/// relative sandbox paths start at /home/user. Directories are copied
+/// whole; symlinks and special files below them are skipped with a
+/// warning. Files copied in belong to the sandbox user --user.
+///
+/// Exit status: 0, 3 when no sandbox has the id, 125 when SoulBox failed.
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  soulbox cp ./data sb-abcdefghjkmn:data\n  \
+                        soulbox cp sb-abcdefghjkmn:/home/user/out.csv ./out.csv")]
+pub struct CpArgs {
+    /// A host path, or ID:PATH in a sandbox.
+    source: String,
+
+    /// A host path, or ID:PATH in a sandbox.
+    dest: String,
+
+    /// Sandbox user whose permissions apply: `user` (the default) or
+    /// `root`.
+    #[arg(long, value_name = "NAME")]
+    user: Option<String>,
+}
+
+/// Connects to sandbox `id`, turning "not found" into exit status 3.
+pub async fn connect(id: &str) -> Result<Sandbox, Failure> {
+    Sandbox::connect(id).await.map_err(failure)
+}
+
+/// Converts a core error into this command's failure: exit 3 when the
+/// sandbox does not exist, 125 otherwise.
+fn failure(error: Error) -> Failure {
+    let code = match error {
+        Error::SandboxNotFound { .. } | Error::SandboxNotRunning { .. } => EXIT_NOT_FOUND,
+        _ => crate::EXIT_SOULBOX_FAILED,
+    };
+    Failure {
+        message: crate::describe(&error),
+        code,
+    }
+}
+
+pub async fn create(args: CreateArgs) -> Result<u8, Failure> {
+    for spec in &args.copies {
+        spec.check_source()?;
+    }
+    let mut options = SandboxOptions::default().timeout(Duration::from_secs(args.timeout));
+    options.envs = args.envs.into_iter().collect();
+    options.metadata = args.metadata.into_iter().collect();
+    let sandbox = Sandbox::create(options).await.map_err(failure)?;
+    for spec in &args.copies {
+        if let Err(message) = copy_in(&sandbox, spec, None).await {
+            // A sandbox whose files did not arrive is of no use; end it.
+            let _ = sandbox.kill().await;
+            return Err(message.into());
+        }
+    }
+    println!("{}", sandbox.id());
+    Ok(0)
+}
+
+pub async fn ls(args: LsArgs) -> Result<u8, Failure> {
+    let mut query = ListQuery::default();
+    for (key, value) in args.metadata {
+        query = query.metadata(key, value);
+    }
+    if let Some(state) = args.state {
+        query = query.state(match state {
+            StateArg::Running => SandboxState::Running,
+            StateArg::Paused => SandboxState::Paused,
+        });
+    }
+    let infos = Sandbox::list(&query).await.map_err(failure)?;
+    if args.json {
+        let values: Vec<_> = infos.iter().map(info_json).collect();
+        println!("{}", serde_json::Value::Array(values));
+        return Ok(0);
+    }
+    println!(
+        "{:<16} {:<8} {:<20} {:<20} METADATA",
+        "ID", "STATE", "STARTED", "ENDS"
+    );
+    for info in &infos {
+        println!(
+            "{:<16} {:<8} {:<20} {:<20} {}",
+            info.sandbox_id,
+            info.state,
+            rfc3339(info.started_at),
+            info.ends_at.map_or_else(|| "-".to_string(), rfc3339),
+            metadata_text(&info.metadata),
+        );
+    }
+    Ok(0)
+}
+
+pub async fn info(args: InfoArgs) -> Result<u8, Failure> {
+    let sandbox = open_without_resume(&args.id).await?;
+    let info = sandbox.get_info().await.map_err(failure)?;
+    if args.json {
+        println!("{}", info_json(&info));
+        return Ok(0);
+    }
+    println!("id:           {}", info.sandbox_id);
+    println!("state:        {}", info.state);
+    println!("template:     {}", info.template);
+    println!("started at:   {}", rfc3339(info.started_at));
+    println!(
+        "ends at:      {}",
+        info.ends_at.map_or_else(
+            || match info.state {
+                SandboxState::Paused => "- (paused; the clock is stopped)".to_string(),
+                SandboxState::Running => "- (no timeout)".to_string(),
+            },
+            rfc3339
+        )
+    );
+    println!("metadata:     {}", metadata_text(&info.metadata));
+    println!(
+        "memory limit: {}",
+        info.memory_limit
+            .map_or_else(|| "none".to_string(), |b| format!("{} MiB", b >> 20))
+    );
+    println!(
+        "cpu limit:    {}",
+        info.cpu_limit
+            .map_or_else(|| "none".to_string(), |c| format!("{c} cores"))
+    );
+    println!("pid:          {}", info.pid);
+    Ok(0)
+}
+
+pub async fn kill(args: IdArgs) -> Result<u8, Failure> {
+    if Sandbox::kill_id(&args.id).await.map_err(failure)? {
+        Ok(0)
+    } else {
+        Err(failure(Error::SandboxNotFound { id: args.id }))
+    }
+}
+
+pub async fn pause(args: IdArgs) -> Result<u8, Failure> {
+    let sandbox = open_without_resume(&args.id).await?;
+    if !sandbox.pause().await.map_err(failure)? {
+        eprintln!("soulbox: sandbox {} was already paused", args.id);
+    }
+    Ok(0)
+}
+
+pub async fn resume(args: IdArgs) -> Result<u8, Failure> {
+    // connect resumes a paused sandbox.
+    connect(&args.id).await?;
+    Ok(0)
+}
+
+pub async fn metrics(args: MetricsArgs) -> Result<u8, Failure> {
+    let sandbox = open_without_resume(&args.id).await?;
+    let metrics = sandbox.metrics().await.map_err(failure)?;
+    if args.json {
+        let value = serde_json::json!({
+            "timestamp": rfc3339(metrics.timestamp),
+            "cpu_count": metrics.cpu_count,
+            "cpu_used_pct": metrics.cpu_used_pct,
+            "cpu_time_seconds": metrics.cpu_time.map(|d| d.as_secs_f64()),
+            "mem_used": metrics.mem_used,
+            "mem_total": metrics.mem_total,
+            "disk_used": metrics.disk_used,
+            "disk_total": metrics.disk_total,
+        });
+        println!("{value}");
+        return Ok(0);
+    }
+    let mib = |bytes: u64| format!("{:.1} MiB", bytes as f64 / f64::from(1 << 20));
+    println!("timestamp:  {}", rfc3339(metrics.timestamp));
+    println!(
+        "cpu:        {:.1}% of {} cores since creation, {}",
+        metrics.cpu_used_pct,
+        metrics.cpu_count,
+        metrics.cpu_time.map_or_else(
+            || "CPU time unknown".to_string(),
+            |d| format!("{:.2} s CPU time", d.as_secs_f64())
+        )
+    );
+    println!(
+        "memory:     {} of {}",
+        metrics.mem_used.map_or_else(|| "unknown".to_string(), mib),
+        metrics
+            .mem_total
+            .map_or_else(|| "no limit".to_string(), mib)
+    );
+    println!(
+        "disk:       {} of {}",
+        mib(metrics.disk_used),
+        mib(metrics.disk_total)
+    );
+    Ok(0)
+}
+
+pub async fn cp(args: CpArgs) -> Result<u8, Failure> {
+    let (id, sandbox_path, host, into_sandbox) =
+        match (split_remote(&args.source), split_remote(&args.dest)) {
+            (None, Some((id, path))) => (id, path, PathBuf::from(&args.source), true),
+            (Some((id, path)), None) => (id, path, PathBuf::from(&args.dest), false),
+            (Some(_), Some(_)) => {
+                return Err(String::from(
+                    "both paths name a sandbox; copy through the host in two steps",
+                )
+                .into())
+            }
+            (None, None) => {
+                return Err(
+                    String::from("neither path names a sandbox; write one side as ID:PATH").into(),
+                )
+            }
+        };
+    let sandbox = connect(id).await?;
+    let files = match &args.user {
+        Some(user) => sandbox.files().user(user.clone()),
+        None => sandbox.files(),
+    };
+    let summary = if into_sandbox {
+        files.copy_in(&host, sandbox_path).await
+    } else {
+        files.copy_out(sandbox_path, &host).await
+    }
+    .map_err(failure)?;
+    for skipped in &summary.skipped {
+        eprintln!(
+            "soulbox: skipped {}: only regular files and directories are copied",
+            skipped.display()
+        );
+    }
+    Ok(0)
+}
+
+/// Splits `ID:PATH` when the part before the first ':' is a sandbox id.
+fn split_remote(text: &str) -> Option<(&str, &str)> {
+    let (id, path) = text.split_once(':')?;
+    soulbox_core::diagnostics::is_sandbox_id(id).then_some((id, path))
+}
+
+/// Opens a sandbox by id without resuming it when it is paused.
+async fn open_without_resume(id: &str) -> Result<Sandbox, Failure> {
+    Sandbox::connect_without_resume(id).await.map_err(failure)
+}
+
+fn metadata_text(metadata: &BTreeMap<String, String>) -> String {
+    if metadata.is_empty() {
+        return "-".to_string();
+    }
+    metadata
+        .iter()
+        .map(|(key, value)| format!("{key}={value}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn info_json(info: &SandboxInfo) -> serde_json::Value {
+    serde_json::json!({
+        "sandbox_id": info.sandbox_id,
+        "template": info.template,
+        "state": info.state.as_str(),
+        "metadata": info.metadata,
+        "started_at": rfc3339(info.started_at),
+        "ends_at": info.ends_at.map(rfc3339),
+        "cpu_limit": info.cpu_limit,
+        "memory_limit": info.memory_limit,
+        "pid": info.pid,
+    })
+}
+
+/// Formats a time as RFC 3339 in UTC, to the second.
+fn rfc3339(time: SystemTime) -> String {
+    let secs = time
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rest / 3600,
+        rest / 60 % 60,
+        rest % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_formats_known_instants() {
+        assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        let leap_day = SystemTime::UNIX_EPOCH + Duration::from_secs(1_709_210_096);
+        assert_eq!(rfc3339(leap_day), "2024-02-29T12:34:56Z");
+    }
+
+    #[test]
+    fn remote_paths_need_a_sandbox_id() {
+        assert_eq!(
+            split_remote("sb-abcdefghjkmn:/tmp/x"),
+            Some(("sb-abcdefghjkmn", "/tmp/x"))
+        );
+        assert_eq!(split_remote("./local:file"), None);
+        assert_eq!(split_remote("/abs/path"), None);
+    }
+}

@@ -1,0 +1,190 @@
+//! The subcommands that manage sandboxes across processes: create in one
+//! `soulbox` process, exec, cp, ls, info, pause, resume and metrics in
+//! others, kill from a third; and exit status 3 for an unknown id.
+
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+mod common;
+
+use common::{require_root, RUN_LIMIT};
+
+/// Runs `soulbox` with `args` and no stdin, killing it after `RUN_LIMIT`.
+fn soulbox(args: &[&str]) -> Output {
+    let child = Command::new(env!("CARGO_BIN_EXE_soulbox"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the soulbox binary");
+    let pid = child.id();
+    let waiter = std::thread::spawn(move || child.wait_with_output());
+    let started = Instant::now();
+    while !waiter.is_finished() {
+        if started.elapsed() > RUN_LIMIT {
+            // SIGKILL by pid: the child is ours and not yet reaped.
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            panic!("soulbox {args:?} did not exit within {RUN_LIMIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    waiter
+        .join()
+        .expect("waiter thread")
+        .expect("wait for soulbox")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Kills the sandbox when the test ends, pass or fail.
+struct Created(String);
+
+impl Created {
+    fn new(extra: &[&str]) -> Self {
+        let mut args = vec!["create", "--timeout", "120"];
+        args.extend_from_slice(extra);
+        let output = soulbox(&args);
+        assert!(
+            output.status.success(),
+            "soulbox create failed: {}",
+            text(&output.stderr)
+        );
+        let id = text(&output.stdout).trim().to_string();
+        assert!(soulbox_core::diagnostics::is_sandbox_id(&id), "{id:?}");
+        Self(id)
+    }
+}
+
+impl Drop for Created {
+    fn drop(&mut self) {
+        let _ = soulbox(&["kill", &self.0]);
+    }
+}
+
+#[test]
+fn create_exec_cp_and_kill_from_separate_processes() {
+    if !require_root("create_exec_cp_and_kill_from_separate_processes") {
+        return;
+    }
+    let sandbox = Created::new(&["--env", "GREETING=hi", "--metadata", "suite=manage"]);
+    let id = sandbox.0.as_str();
+
+    let exec = soulbox(&[
+        "exec",
+        id,
+        "--",
+        "sh",
+        "-c",
+        "echo $GREETING > note.txt; exit 5",
+    ]);
+    assert_eq!(exec.status.code(), Some(5), "{}", text(&exec.stderr));
+
+    let host_dir = std::env::temp_dir().join(format!("soulbox-cp-{}", std::process::id()));
+    std::fs::create_dir_all(&host_dir).unwrap();
+    let copied_out = host_dir.join("note.txt");
+    let out = soulbox(&[
+        "cp",
+        &format!("{id}:note.txt"),
+        copied_out.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read_to_string(&copied_out).unwrap(), "hi\n");
+
+    let to_copy = host_dir.join("input.txt");
+    std::fs::write(&to_copy, "from the host\n").unwrap();
+    let into = soulbox(&[
+        "cp",
+        to_copy.to_str().unwrap(),
+        &format!("{id}:/home/user/in.txt"),
+    ]);
+    assert!(into.status.success(), "{}", text(&into.stderr));
+    let cat = soulbox(&["exec", id, "--", "cat", "in.txt"]);
+    assert_eq!(text(&cat.stdout), "from the host\n");
+    let _ = std::fs::remove_dir_all(&host_dir);
+
+    let ls = soulbox(&["ls", "--metadata", "suite=manage", "--json"]);
+    let listed: serde_json::Value = serde_json::from_slice(&ls.stdout).expect("ls --json");
+    let ids: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|entry| entry["sandbox_id"].as_str())
+        .collect();
+    assert!(ids.contains(&id), "{ids:?}");
+
+    let kill = soulbox(&["kill", id]);
+    assert!(kill.status.success(), "{}", text(&kill.stderr));
+    let gone = soulbox(&["exec", id, "--", "true"]);
+    assert_eq!(gone.status.code(), Some(3));
+}
+
+#[test]
+fn pause_resume_info_and_metrics() {
+    if !require_root("pause_resume_info_and_metrics") {
+        return;
+    }
+    let sandbox = Created::new(&["--metadata", "suite=pause"]);
+    let id = sandbox.0.as_str();
+
+    assert!(soulbox(&["pause", id]).status.success());
+    let again = soulbox(&["pause", id]);
+    assert!(again.status.success());
+    assert!(
+        text(&again.stderr).contains("already paused"),
+        "{}",
+        text(&again.stderr)
+    );
+
+    let info = soulbox(&["info", id, "--json"]);
+    let info: serde_json::Value = serde_json::from_slice(&info.stdout).expect("info --json");
+    assert_eq!(info["state"], "paused");
+    assert_eq!(info["ends_at"], serde_json::Value::Null);
+    assert_eq!(info["metadata"]["suite"], "pause");
+
+    let paused = soulbox(&["ls", "--state", "paused", "--metadata", "suite=pause"]);
+    assert!(
+        text(&paused.stdout).contains(id),
+        "{}",
+        text(&paused.stdout)
+    );
+
+    let metrics = soulbox(&["metrics", id, "--json"]);
+    let metrics: serde_json::Value =
+        serde_json::from_slice(&metrics.stdout).expect("metrics --json");
+    assert!(metrics["disk_total"].as_u64().unwrap() > 0);
+    assert!(metrics["mem_total"].as_u64().unwrap() > 0);
+
+    assert!(soulbox(&["resume", id]).status.success());
+    let info = soulbox(&["info", id, "--json"]);
+    let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    assert_eq!(info["state"], "running");
+    assert!(info["ends_at"].is_string());
+}
+
+#[test]
+fn unknown_id_is_a_one_line_error_with_exit_status_3() {
+    if !require_root("unknown_id_is_a_one_line_error_with_exit_status_3") {
+        return;
+    }
+    let missing = "sb-aaaaaaaaaaaa";
+    let cases: [&[&str]; 8] = [
+        &["exec", missing, "--", "true"],
+        &["info", missing],
+        &["kill", missing],
+        &["pause", missing],
+        &["resume", missing],
+        &["metrics", missing],
+        &["cp", "/etc/hostname", "sb-aaaaaaaaaaaa:/tmp/x"],
+        &["info", "not-an-id"],
+    ];
+    for args in cases {
+        let output = soulbox(args);
+        assert_eq!(output.status.code(), Some(3), "soulbox {args:?}");
+        let stderr = text(&output.stderr);
+        assert_eq!(stderr.lines().count(), 1, "soulbox {args:?}: {stderr}");
+        assert!(stderr.contains("not found"), "soulbox {args:?}: {stderr}");
+    }
+}

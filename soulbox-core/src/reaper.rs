@@ -1,0 +1,99 @@
+//! Reaps sandboxes that outlive their handles in this process.
+//!
+//! A sandbox's PID 1 is a child of the process that created it. When that
+//! process drops its last handle while the sandbox still runs, the sandbox
+//! lives on until its timeout or a kill from elsewhere, and then its PID 1
+//! must be reaped by this process, or it stays a zombie for as long as
+//! this process lives. One background thread, started on first use, waits
+//! on the pidfds of such sandboxes, reaps each PID 1 once it exits and
+//! removes the cgroups and state entry it left.
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+
+use crate::cgroup::SandboxCgroup;
+use crate::{state, sys};
+
+/// What a dead sandbox leaves for its reaper to remove.
+#[derive(Debug)]
+pub(crate) struct Leftovers {
+    pub(crate) cgroup: SandboxCgroup,
+    pub(crate) entry_dir: PathBuf,
+}
+
+impl Leftovers {
+    /// Removes the cgroups, then the state entry, so that an entry never
+    /// outlives the record of where its cgroups are.
+    pub(crate) fn remove(mut self) {
+        let _ = self.cgroup.remove();
+        let _ = state::remove_entry(&self.entry_dir);
+    }
+}
+
+struct Reaper {
+    epoll: Arc<Epoll>,
+    waiting: Mutex<HashMap<u64, (OwnedFd, Leftovers)>>,
+}
+
+fn reaper() -> Option<&'static Reaper> {
+    static REAPER: OnceLock<Option<Reaper>> = OnceLock::new();
+    REAPER
+        .get_or_init(|| {
+            let epoll = Arc::new(Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).ok()?);
+            let thread_epoll = Arc::clone(&epoll);
+            std::thread::Builder::new()
+                .name("soulbox-reaper".into())
+                .spawn(move || run(&thread_epoll))
+                .ok()?;
+            Some(Reaper {
+                epoll,
+                waiting: Mutex::default(),
+            })
+        })
+        .as_ref()
+}
+
+/// Hands a running sandbox's PID 1 to the reaper thread. Where the thread
+/// cannot start, PID 1 is reaped when this process exits, and the next
+/// SoulBox call's sweep removes the rest.
+pub(crate) fn adopt(pidfd: OwnedFd, leftovers: Leftovers) {
+    let Some(reaper) = reaper() else {
+        return;
+    };
+    let token = pidfd.as_raw_fd() as u64;
+    let mut waiting = reaper
+        .waiting
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let event = EpollEvent::new(EpollFlags::EPOLLIN, token);
+    if reaper.epoll.add(pidfd.as_fd(), event).is_ok() {
+        waiting.insert(token, (pidfd, leftovers));
+    }
+}
+
+fn run(epoll: &Epoll) {
+    let mut events = [EpollEvent::empty(); 16];
+    loop {
+        let Ok(count) = epoll.wait(&mut events, EpollTimeout::NONE) else {
+            continue;
+        };
+        let Some(reaper) = reaper() else { return };
+        for event in &events[..count] {
+            let taken = reaper
+                .waiting
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .remove(&event.data());
+            let Some((pidfd, leftovers)) = taken else {
+                continue;
+            };
+            let _ = epoll.delete(pidfd.as_fd());
+            let _ = sys::pidfd_wait(pidfd.as_fd(), false);
+            leftovers.remove();
+        }
+    }
+}
