@@ -2,7 +2,6 @@
 //! resume and metrics, in both flavours.
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use pyo3::prelude::*;
@@ -93,13 +92,9 @@ fn list_query(
     Ok(query)
 }
 
-fn list_future(
-    query: ListQuery,
-) -> impl Future<Output = soulbox_core::Result<List<Info>>> + Send + 'static {
-    async move {
-        let infos = Sandbox::list(&query).await?;
-        Ok(List(infos.into_iter().map(Info).collect()))
-    }
+async fn list_future(query: ListQuery) -> soulbox_core::Result<List<Info>> {
+    let infos = Sandbox::list(&query).await?;
+    Ok(List(infos.into_iter().map(Info).collect()))
 }
 
 #[pymethods]
