@@ -5,7 +5,7 @@ Each iteration times ``Sandbox.create()``, ``commands.run("true")`` (the
 command line runs through ``/bin/bash -l -c``) and ``kill()`` with default
 options. The Rust side is ``soulbox-bench-api --task shell-true
 --on-request``, which times ``Sandbox::create``, ``Sandbox::run("true")``
-and ``Sandbox::kill`` in its own process each time this script asks. The
+and ``Sandbox::kill`` in its own process on each request of this script. The
 two sides take turns iteration by iteration, and which goes first
 alternates, so both see the same load on a shared machine. Run it as root
 with the Python that has soulbox installed:

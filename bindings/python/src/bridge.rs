@@ -12,10 +12,11 @@
 //! - [`core_error`] maps every `soulbox_core::Error` to the exception
 //!   hierarchy of `soulbox.exceptions`.
 //!
-//! Why pyo3-async-runtimes and not a thread pool under `AsyncSandbox`: a
-//! pending call then costs a tokio task rather than a blocked thread (a
-//! watch or a long `wait()` would each hold one), and cancellation reaches
-//! the Rust future instead of leaving a thread running to completion.
+//! `AsyncSandbox` uses pyo3-async-runtimes rather than a thread pool that
+//! runs the blocking calls. A pending call then costs a tokio task rather
+//! than a blocked thread, and a watch or a long `wait()` would each hold a
+//! thread. Cancellation also reaches the Rust future, where a thread would
+//! run on to completion.
 
 use std::future::Future;
 use std::sync::OnceLock;

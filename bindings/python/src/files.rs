@@ -20,8 +20,8 @@ use crate::sandbox::NativeSandbox;
 const READ_CHUNK: usize = 1 << 20;
 
 /// An entry as (name, type, path, size, mode, permissions, owner, group,
-/// modified seconds since the epoch, symlink target); type is "file",
-/// "dir", "symlink" or `None` for anything else.
+/// modified, symlink target). The type is "file", "dir", "symlink" or
+/// `None` for anything else, and modified is in seconds since the epoch.
 struct Entry(EntryInfo);
 
 impl ToPython for Entry {
@@ -45,7 +45,9 @@ impl ToPython for Entry {
             info.mode,
             info.permissions,
             info.owner,
-            (info.group, modified, info.symlink_target),
+            info.group,
+            modified,
+            info.symlink_target,
         );
         Ok(tuple.into_pyobject(py)?.into_any().unbind())
     }

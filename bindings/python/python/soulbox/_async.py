@@ -1,7 +1,8 @@
 """The asyncio API: :class:`AsyncSandbox` and the objects it hands out.
 
-Each call is a coroutine over the same Rust code as the synchronous API,
-run on SoulBox's tokio runtime; awaiting it never blocks the event loop.
+Each call is a coroutine over the same Rust code as the synchronous API.
+It runs on SoulBox's tokio runtime, so awaiting it never blocks the event
+loop.
 Cancelling a ``commands.run`` kills the command's whole process tree.
 Callbacks may be plain functions or coroutine functions.
 """

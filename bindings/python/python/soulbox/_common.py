@@ -286,4 +286,3 @@ class EventStream:
 
 OutputCallback = Callable[[str], Any]
 PtyCallback = Callable[[bytes], Any]
-DataLike = Union[str, bytes, bytearray, Any]

@@ -40,7 +40,9 @@ _RawEntry = Tuple[
     int,
     str,
     str,
-    Tuple[str, float, Optional[str]],
+    str,
+    float,
+    Optional[str],
 ]
 _RawCopy = Tuple[int, int, int, List[str]]
 _RawInfo = Tuple[

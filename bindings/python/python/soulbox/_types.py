@@ -28,7 +28,7 @@ class CommandResult:
     """The result of a command that ran to its end.
 
     ``exit_code`` is 128 + N when signal N ended the command, and ``error``
-    then says so; it is None after a normal exit.
+    then names the signal. It is None after a normal exit.
     """
 
     stderr: str
@@ -49,7 +49,7 @@ class PtySize:
 class ProcessInfo:
     """A running command as ``commands.list()`` shows it.
 
-    ``envs`` holds the variables given for this command only, not the
+    ``envs`` contains the variables given for this command only, not the
     sandbox's or the defaults.
     """
 
@@ -82,9 +82,9 @@ class WriteInfo:
 class EntryInfo(WriteInfo):
     """A file or directory in a sandbox.
 
-    ``type`` is None for FIFOs, sockets and devices. ``mode`` holds the
-    permission bits with setuid, setgid and sticky; ``permissions`` shows
-    them as ``ls -l`` does. ``symlink_target`` is set for symlinks only.
+    ``type`` is None for FIFOs, sockets and devices. ``mode`` contains the
+    permission bits with setuid, setgid and sticky, and ``permissions``
+    shows them as ``ls -l`` does. ``symlink_target`` is set for symlinks only.
     """
 
     size: int = 0
@@ -132,7 +132,7 @@ class CopySummary:
 
 def entry_from_native(raw: Tuple[Any, ...]) -> EntryInfo:
     """Build an EntryInfo from the native module's tuple."""
-    name, kind, path, size, mode, permissions, owner, (group, modified, target) = raw
+    name, kind, path, size, mode, permissions, owner, group, modified, target = raw
     return EntryInfo(
         name=name,
         type=FileType(kind) if kind is not None else None,
