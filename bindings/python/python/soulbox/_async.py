@@ -20,7 +20,6 @@ from ._types import (
     EntryInfo,
     FilesystemEvent,
     FilesystemEventType,
-    FileType,
     PaginatorBase,
     ProcessInfo,
     PtySize,
@@ -463,8 +462,7 @@ class AsyncFilesystem:
     ) -> WriteInfo:
         """Write a whole file, creating missing parent directories."""
         await self._native.write_file_async(path, _common.to_bytes(data), user)
-        full = _common.absolute(path)
-        return WriteInfo(name=full.rsplit("/", 1)[-1], type=FileType.FILE, path=full)
+        return _common.write_info(path)
 
     async def write_files(
         self, files: List[Dict[str, Any]], user: Optional[str] = None, request_timeout: Optional[float] = None
@@ -473,10 +471,7 @@ class AsyncFilesystem:
         entries = [(entry["path"], _common.to_bytes(entry["data"])) for entry in files]
         if entries:
             await self._native.write_files_async(entries, user)
-        return [
-            WriteInfo(name=full.rsplit("/", 1)[-1], type=FileType.FILE, path=full)
-            for full in (_common.absolute(path) for path, _ in entries)
-        ]
+        return [_common.write_info(path) for path, _ in entries]
 
     async def list(
         self,
@@ -543,11 +538,6 @@ class AsyncFilesystem:
 class AsyncSandboxPaginator(PaginatorBase):
     """Pages of ``AsyncSandbox.list``."""
 
-    def __init__(self, query: Optional[SandboxQuery], limit: Optional[int], next_token: Optional[str]) -> None:
-        super().__init__(limit)
-        self._query = query
-        self._position = int(next_token or 0)
-
     async def next_items(self, **opts: Any) -> List[SandboxInfo]:
         """Return the next page of sandboxes.
 
@@ -602,6 +592,7 @@ class AsyncSandbox:
         native_options = _common.create_options(
             template,
             timeout,
+            metadata,
             envs,
             allow_internet_access,
             network,
@@ -618,9 +609,8 @@ class AsyncSandbox:
                 open_files_limit=open_files_limit,
                 file_size_limit=file_size_limit,
             ),
+            kill_on_drop,
         )
-        native_options["metadata"] = _common.check_str_map("metadata", metadata)
-        native_options["kill_on_drop"] = bool(kill_on_drop)
         return cls(await _native.NativeSandbox.create_async(native_options))
 
     @property

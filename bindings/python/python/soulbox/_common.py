@@ -1,10 +1,10 @@
 """Argument checks and result handling shared by Sandbox and AsyncSandbox."""
 
 import posixpath
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from . import _native
-from ._types import CommandResult, OutputDecoder
+from ._types import CommandResult, FileType, OutputDecoder, WriteInfo
 from .exceptions import (
     CommandExitException,
     InvalidArgumentException,
@@ -64,6 +64,7 @@ def check_size(name: str, value: Optional[int], allow_none: bool) -> Optional[in
 def create_options(
     template: Optional[str],
     timeout: Optional[float],
+    metadata: Optional[Dict[str, str]],
     envs: Optional[Dict[str, str]],
     allow_internet_access: Optional[bool],
     network: Any,
@@ -71,6 +72,7 @@ def create_options(
     lifecycle: Any,
     volume_mounts: Any,
     limits: Dict[str, Any],
+    kill_on_drop: bool,
 ) -> Dict[str, Any]:
     """Check the arguments of ``create`` and build the native options."""
     if template not in (None, "host"):
@@ -106,6 +108,8 @@ def create_options(
         "disk_inodes": check_size("disk_inodes", limits["disk_inodes"], False),
         "open_files_limit": check_size("open_files_limit", limits["open_files_limit"], False),
         "file_size_limit": check_size("file_size_limit", limits["file_size_limit"], True),
+        "metadata": check_str_map("metadata", metadata),
+        "kill_on_drop": bool(kill_on_drop),
     }
 
 
@@ -192,6 +196,12 @@ def to_bytes(data: Any) -> bytes:
 def absolute(path: str) -> str:
     """Return the absolute sandbox path; relative paths start at /home/user."""
     return posixpath.normpath(posixpath.join(HOME, path))
+
+
+def write_info(path: str) -> WriteInfo:
+    """Describe a file that ``files.write`` wrote at ``path``."""
+    full = absolute(path)
+    return WriteInfo(name=posixpath.basename(full), type=FileType.FILE, path=full)
 
 
 def timed_out(timeout: Optional[float], stdout: str, stderr: str) -> TimeoutException:

@@ -16,7 +16,6 @@ from ._types import (
     EntryInfo,
     FilesystemEvent,
     FilesystemEventType,
-    FileType,
     PaginatorBase,
     ProcessInfo,
     PtySize,
@@ -468,8 +467,7 @@ class Filesystem:
         NOTE: a file object is read whole into memory first.
         """
         self._native.write_file(path, _common.to_bytes(data), user)
-        full = _common.absolute(path)
-        return WriteInfo(name=full.rsplit("/", 1)[-1], type=FileType.FILE, path=full)
+        return _common.write_info(path)
 
     def write_files(
         self,
@@ -481,10 +479,7 @@ class Filesystem:
         entries = [(entry["path"], _common.to_bytes(entry["data"])) for entry in files]
         if entries:
             self._native.write_files(entries, user)
-        return [
-            WriteInfo(name=full.rsplit("/", 1)[-1], type=FileType.FILE, path=full)
-            for full in (_common.absolute(path) for path, _ in entries)
-        ]
+        return [_common.write_info(path) for path, _ in entries]
 
     def list(
         self,
@@ -569,11 +564,6 @@ def _list_depth(depth: Optional[int]) -> int:
 class SandboxPaginator(PaginatorBase):
     """Pages of ``Sandbox.list``; see :class:`soulbox.SandboxQuery`."""
 
-    def __init__(self, query: Optional[SandboxQuery], limit: Optional[int], next_token: Optional[str]) -> None:
-        super().__init__(limit)
-        self._query = query
-        self._position = int(next_token or 0)
-
     def next_items(self, **opts: Any) -> List[SandboxInfo]:
         """Return the next page of sandboxes.
 
@@ -655,6 +645,7 @@ class Sandbox:
         native_options = _common.create_options(
             template,
             timeout,
+            metadata,
             envs,
             allow_internet_access,
             network,
@@ -671,9 +662,8 @@ class Sandbox:
                 open_files_limit=open_files_limit,
                 file_size_limit=file_size_limit,
             ),
+            kill_on_drop,
         )
-        native_options["metadata"] = _common.check_str_map("metadata", metadata)
-        native_options["kill_on_drop"] = bool(kill_on_drop)
         return cls(_native.NativeSandbox.create(native_options))
 
     @property

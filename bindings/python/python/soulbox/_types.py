@@ -286,10 +286,13 @@ class PaginatorBase:
     ``next_items()`` while ``has_next`` is true. Every sandbox is read at
     the first call; ``limit`` sets the page size."""
 
-    def __init__(self, limit: Optional[int]) -> None:
+    def __init__(
+        self, query: Optional[SandboxQuery], limit: Optional[int], next_token: Optional[str]
+    ) -> None:
         self.limit = limit
+        self._query = query
         self._items: Optional[List[SandboxInfo]] = None
-        self._position = 0
+        self._position = int(next_token or 0)
 
     @property
     def has_next(self) -> bool:
