@@ -70,7 +70,7 @@ impl ToPython for Copied {
 }
 
 impl NativeSandbox {
-    fn files_as(&self, user: Option<String>) -> Files {
+    pub(crate) fn files_as(&self, user: Option<String>) -> Files {
         match user {
             Some(user) => self.sandbox.files().user(user),
             None => self.sandbox.files(),

@@ -10,6 +10,7 @@ mod command;
 mod files;
 mod lifecycle;
 mod sandbox;
+mod writer;
 
 use pyo3::prelude::*;
 
@@ -19,6 +20,7 @@ fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<command::NativeCommand>()?;
     module.add_class::<files::NativeFileReader>()?;
     module.add_class::<files::NativeWatcher>()?;
+    module.add_class::<writer::NativeFileWriter>()?;
     module.add(
         "DEFAULT_TIMEOUT",
         soulbox_core::DEFAULT_TIMEOUT.as_secs_f64(),

@@ -1,5 +1,7 @@
 """The behaviours users depend on, through the synchronous API."""
 
+import io
+import pathlib
 import time
 from typing import List
 
@@ -138,6 +140,35 @@ def test_binary_round_trip(sbx: Sandbox) -> None:
     assert bytes(sbx.files.read("bin.dat", format="bytes")) == data
     with sbx.files.read("bin.dat", format="stream") as stream:
         assert b"".join(stream) == data
+
+
+def test_file_object_streamed(sbx: Sandbox, tmp_path: pathlib.Path) -> None:
+    source = tmp_path / "big.bin"
+    data = bytes(range(256)) * (12 << 12)
+    source.write_bytes(data)
+    with open(source, "rb") as stream:
+        info = sbx.files.write("streamed.bin", stream)
+    assert info.path == "/home/user/streamed.bin"
+    assert bytes(sbx.files.read("streamed.bin", format="bytes")) == data
+    with open(source, encoding="latin-1") as text:
+        sbx.files.write("text.txt", text)
+    assert sbx.files.get_info("text.txt").size > len(data), "latin-1 text re-encoded as UTF-8"
+
+
+def test_failed_stream_leaves_no_file(sbx: Sandbox) -> None:
+    class Failing(io.RawIOBase):
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def read(self, size: int = -1) -> bytes:
+            self.calls += 1
+            if self.calls > 2:
+                raise OSError("source broke")
+            return b"x" * 1000
+
+    with pytest.raises(OSError, match="source broke"):
+        sbx.files.write("partial.bin", Failing())
+    assert wait_until(lambda: not sbx.files.exists("partial.bin")), "the partial file stayed"
 
 
 def test_empty_files(sbx: Sandbox) -> None:

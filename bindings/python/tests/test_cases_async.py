@@ -1,6 +1,7 @@
 """The behaviours users depend on, through AsyncSandbox."""
 
 import asyncio
+import io
 import time
 from typing import Any, Awaitable, Callable, List
 
@@ -190,6 +191,8 @@ async def test_binary_and_empty(sbx: AsyncSandbox) -> None:
         async for chunk in stream:
             streamed += chunk
     assert streamed == data
+    await sbx.files.write("from-object.dat", io.BytesIO(data))
+    assert bytes(await sbx.files.read("from-object.dat", format="bytes")) == data
     await sbx.files.write("empty", "")
     assert await sbx.files.read("empty") == ""
     assert await sbx.files.read("empty", format="bytes") == bytearray()

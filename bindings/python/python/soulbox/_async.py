@@ -460,14 +460,28 @@ class AsyncFilesystem:
     async def write(
         self, path: str, data: Any, user: Optional[str] = None, request_timeout: Optional[float] = None
     ) -> WriteInfo:
-        """Write a whole file, creating missing parent directories."""
-        await self._native.write_file_async(path, _common.to_bytes(data), user)
+        """Write a whole file, creating missing parent directories; see
+        :meth:`soulbox.Filesystem.write`."""
+        if not _common.is_stream(data):
+            await self._native.write_file_async(path, _common.to_bytes(data), user)
+            return _common.write_info(path)
+        writer = self._native.open_writer(path, user)
+        try:
+            for chunk in _common.stream_chunks(data):
+                await writer.write_async(chunk)
+        except BaseException:
+            writer.abort()
+            raise
+        await writer.finish_async()
         return _common.write_info(path)
 
     async def write_files(
         self, files: List[Dict[str, Any]], user: Optional[str] = None, request_timeout: Optional[float] = None
     ) -> List[WriteInfo]:
-        """Write several files, each a dict with ``path`` and ``data``."""
+        """Write several files, each a dict with ``path`` and ``data``, in
+        order; ``data`` is as for :meth:`write`."""
+        if any(_common.is_stream(entry["data"]) for entry in files):
+            return [await self.write(entry["path"], entry["data"], user) for entry in files]
         entries = [(entry["path"], _common.to_bytes(entry["data"])) for entry in files]
         if entries:
             await self._native.write_files_async(entries, user)

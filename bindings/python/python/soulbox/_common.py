@@ -1,7 +1,7 @@
 """Argument checks and result handling shared by Sandbox and AsyncSandbox."""
 
 import posixpath
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
 from . import _native
 from ._types import CommandResult, FileType, OutputDecoder, WriteInfo
@@ -186,11 +186,27 @@ def to_bytes(data: Any) -> bytes:
         return data.encode("utf-8")
     if isinstance(data, (bytes, bytearray, memoryview)):
         return bytes(data)
-    if hasattr(data, "read"):
-        return to_bytes(data.read())
     raise InvalidArgumentException(
         f"data must be str, bytes or a file object, not {type(data).__name__}"
     )
+
+
+# Size of the chunks read from a file object that ``files.write`` streams.
+STREAM_CHUNK = 1 << 20
+
+
+def is_stream(data: Any) -> bool:
+    """Return whether ``data`` is a file object to write in chunks."""
+    return not isinstance(data, (str, bytes, bytearray, memoryview)) and hasattr(data, "read")
+
+
+def stream_chunks(data: Any) -> Iterator[bytes]:
+    """Read a binary or text file object in chunks, as UTF-8 bytes."""
+    while True:
+        chunk = data.read(STREAM_CHUNK)
+        if not chunk:
+            return
+        yield to_bytes(chunk)
 
 
 def absolute(path: str) -> str:

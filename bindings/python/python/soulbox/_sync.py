@@ -462,11 +462,22 @@ class Filesystem:
         request_timeout: Optional[float] = None,
     ) -> WriteInfo:
         """Write a whole file from ``str``, bytes or a file object, creating
-        missing parent directories and replacing what was there.
-
-        NOTE: a file object is read whole into memory first.
+        missing parent directories and replacing what was there. A file
+        object is read and written in chunks of 1 MiB. If the write fails
+        or is interrupted, a new file is removed and an existing one left
+        empty.
         """
-        self._native.write_file(path, _common.to_bytes(data), user)
+        if not _common.is_stream(data):
+            self._native.write_file(path, _common.to_bytes(data), user)
+            return _common.write_info(path)
+        writer = self._native.open_writer(path, user)
+        try:
+            for chunk in _common.stream_chunks(data):
+                writer.write(chunk)
+        except BaseException:
+            writer.abort()
+            raise
+        writer.finish()
         return _common.write_info(path)
 
     def write_files(
@@ -475,7 +486,10 @@ class Filesystem:
         user: Optional[str] = None,
         request_timeout: Optional[float] = None,
     ) -> List[WriteInfo]:
-        """Write several files, each a dict with ``path`` and ``data``."""
+        """Write several files, each a dict with ``path`` and ``data``, in
+        order; ``data`` is as for :meth:`write`."""
+        if any(_common.is_stream(entry["data"]) for entry in files):
+            return [self.write(entry["path"], entry["data"], user) for entry in files]
         entries = [(entry["path"], _common.to_bytes(entry["data"])) for entry in files]
         if entries:
             self._native.write_files(entries, user)
