@@ -6,17 +6,18 @@
 //!   handlers. When one raises (Ctrl-C raises `KeyboardInterrupt`), the
 //!   Rust future is dropped on the runtime, which cancels its work, and the
 //!   exception propagates.
-//! - [`spawn`] runs the future on the same tokio runtime and returns an
-//!   asyncio awaitable (pyo3-async-runtimes). Cancelling the awaitable drops
-//!   the future, as Ctrl-C does for [`block`].
+//! - [`spawn`] runs the future as a task on the same tokio runtime and
+//!   returns an asyncio future, which the task resolves on the event loop's
+//!   thread with `call_soon_threadsafe`. Cancelling the asyncio future
+//!   aborts the task, as Ctrl-C does for [`block`].
 //! - [`core_error`] maps every `soulbox_core::Error` to the exception
 //!   hierarchy of `soulbox.exceptions`.
 //!
-//! `AsyncSandbox` uses pyo3-async-runtimes rather than a thread pool that
-//! runs the blocking calls. A pending call then costs a tokio task rather
-//! than a blocked thread, and a watch or a long `wait()` would each hold a
-//! thread. Cancellation also reaches the Rust future, where a thread would
-//! run on to completion.
+//! `AsyncSandbox` awaits the Rust futures themselves rather than running
+//! the blocking calls in a thread pool. A pending call then costs a tokio
+//! task rather than a blocked thread, and a watch or a long `wait()` would
+//! each hold a thread. Cancellation also reaches the Rust future, where a
+//! thread would run on to completion.
 
 use std::future::Future;
 use std::sync::OnceLock;
@@ -47,10 +48,7 @@ pub fn runtime() -> PyResult<&'static Runtime> {
         .build()
         .map_err(|e| PyRuntimeError::new_err(format!("failed to start the tokio runtime: {e}")))?;
     // Two threads may race here; the runtime that loses is dropped unused.
-    let runtime = RUNTIME.get_or_init(|| built);
-    // Fails only if it was already given this same runtime.
-    let _ = pyo3_async_runtimes::tokio::init_with_runtime(runtime);
-    Ok(runtime)
+    Ok(RUNTIME.get_or_init(|| built))
 }
 
 /// A value that a SoulBox call returns, converted to Python once the GIL is
@@ -170,26 +168,98 @@ where
     }
 }
 
-/// Runs `future` on the runtime and returns an asyncio awaitable of its
-/// converted value. Must be called with an asyncio event loop running.
+/// Runs `future` on the runtime and returns an asyncio future of its
+/// converted value. Must be called with an asyncio event loop running in
+/// this thread. Cancelling the asyncio future aborts the task, which drops
+/// the Rust future and so cancels its work.
 ///
 /// # Errors
 ///
-/// `RuntimeError` if no event loop runs in this thread; the awaitable
+/// `RuntimeError` if no event loop runs in this thread; the asyncio future
 /// raises the mapped core error.
 pub fn spawn<'py, F, T>(py: Python<'py>, future: F) -> PyResult<Bound<'py, PyAny>>
 where
     F: Future<Output = soulbox_core::Result<T>> + Send + 'static,
     T: ToPython,
 {
-    runtime()?;
-    pyo3_async_runtimes::tokio::future_into_py(py, async move {
+    let runtime = runtime()?;
+    let event_loop = py.import("asyncio")?.call_method0("get_running_loop")?;
+    let awaitable = event_loop.call_method0("create_future")?;
+    let target = (event_loop.unbind(), awaitable.clone().unbind());
+    let task = runtime.spawn(async move {
         let result = future.await;
-        Python::attach(|py| match result {
-            Ok(value) => value.to_python(py),
-            Err(error) => Err(core_error(py, error)),
-        })
-    })
+        resolve(target, result);
+    });
+    let cancel = CancelTask(task.abort_handle());
+    awaitable.call_method1("add_done_callback", (cancel,))?;
+    Ok(awaitable)
+}
+
+/// Hands a task's result to its asyncio future, on the event loop's
+/// thread. Does nothing once the interpreter is shutting down.
+fn resolve<T: ToPython>(
+    (event_loop, awaitable): (Py<PyAny>, Py<PyAny>),
+    result: soulbox_core::Result<T>,
+) {
+    let Ok(shutting_down) = SHUTTING_DOWN.read() else {
+        return;
+    };
+    if *shutting_down {
+        return;
+    }
+    Python::attach(|py| {
+        let (value, failed) = match result.map(|value| value.to_python(py)) {
+            Ok(Ok(value)) => (value, false),
+            Ok(Err(error)) => (error.into_value(py).into_any(), true),
+            Err(error) => (core_error(py, error).into_value(py).into_any(), true),
+        };
+        let settle = py
+            .import("soulbox._common")
+            .and_then(|module| module.getattr("settle_future"));
+        if let Ok(settle) = settle {
+            // Fails only when the loop is closed, and then nobody waits.
+            let _ = event_loop.call_method1(
+                py,
+                "call_soon_threadsafe",
+                (settle, awaitable, value, failed),
+            );
+        }
+    });
+}
+
+/// Set once the interpreter exits. Runtime threads hold the read lock
+/// while they run Python code, so [`shut_down`] waits until none does, and
+/// none starts afterwards.
+static SHUTTING_DOWN: std::sync::RwLock<bool> = std::sync::RwLock::new(false);
+
+/// Stops runtime threads from entering Python; registered with `atexit`.
+///
+/// A runtime thread that took the GIL during the interpreter's
+/// finalization would crash it, so results that arrive after this are
+/// dropped. pyo3-async-runtimes, which this module first used for
+/// `AsyncSandbox`, does that, and crashed CPython 3.9 and 3.13 at exit.
+#[pyfunction]
+pub fn shut_down(py: Python<'_>) {
+    py.detach(|| {
+        if let Ok(mut shutting_down) = SHUTTING_DOWN.write() {
+            *shutting_down = true;
+        }
+    });
+}
+
+/// The done callback of an asyncio future from [`spawn`]: aborts the task
+/// when the future was cancelled.
+#[pyclass(module = "soulbox._native", frozen)]
+struct CancelTask(tokio::task::AbortHandle);
+
+#[pymethods]
+impl CancelTask {
+    fn __call__(&self, awaitable: &Bound<'_, PyAny>) -> PyResult<()> {
+        if awaitable.call_method0("cancelled")?.is_truthy()? {
+            self.0.abort();
+        }
+        Ok(())
+    }
 }
 
 /// Converts a core error into an instance of the matching class of

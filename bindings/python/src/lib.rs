@@ -21,6 +21,13 @@ fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<files::NativeFileReader>()?;
     module.add_class::<files::NativeWatcher>()?;
     module.add_class::<writer::NativeFileWriter>()?;
+    module.add_function(wrap_pyfunction!(bridge::shut_down, module)?)?;
+    // Runs before the interpreter's finalization; see bridge::shut_down.
+    let shut_down = module.getattr("shut_down")?;
+    module
+        .py()
+        .import("atexit")?
+        .call_method1("register", (shut_down,))?;
     module.add(
         "DEFAULT_TIMEOUT",
         soulbox_core::DEFAULT_TIMEOUT.as_secs_f64(),

@@ -107,13 +107,37 @@ impl NativeFileWriter {
             if sender.send(Ok(data)).await.is_ok() {
                 return Ok(());
             }
-            // The write stopped reading, so it failed; its error says why.
+            // The write stopped reading because it failed, with the cause.
             join_write(task).await?;
             Err(soulbox_core::Error::InvalidArgument(
                 "the write ended before all data was sent".into(),
             ))
         }
     }
+}
+
+impl NativeFileWriter {
+    /// Sends an error in place of the next chunk, so the write fails
+    /// through its own error path, which removes or empties the file
+    /// before the task ends. Cancelling the task instead could leave a
+    /// file that it had just created.
+    fn abort_future(
+        &self,
+    ) -> impl std::future::Future<Output = soulbox_core::Result<()>> + Send + 'static {
+        let sender = self.chunks.lock().ok().and_then(|mut chunks| chunks.take());
+        let task = Arc::clone(&self.task);
+        async move {
+            if let Some(sender) = sender {
+                let _ = sender.send(Err(aborted())).await;
+            }
+            let _ = join_write(task).await;
+            Ok(())
+        }
+    }
+}
+
+fn aborted() -> io::Error {
+    io::Error::other("the caller aborted the write")
 }
 
 type WriteTask = Arc<Mutex<Option<JoinHandle<soulbox_core::Result<u64>>>>>;
@@ -147,7 +171,11 @@ impl ToPython for NativeFileWriter {
 
 impl Drop for NativeFileWriter {
     fn drop(&mut self) {
-        if let Some(task) = take_task(&self.task) {
+        // Unfinished: fail the write through its own error path, which
+        // undoes it. With the queue full, cancel the task instead.
+        let sender = self.chunks.lock().ok().and_then(|mut chunks| chunks.take());
+        let failed = sender.is_some_and(|sender| sender.try_send(Err(aborted())).is_ok());
+        if let (false, Some(task)) = (failed, take_task(&self.task)) {
             task.abort();
         }
     }
@@ -184,15 +212,15 @@ impl NativeFileWriter {
         spawn(py, self.finish_future())
     }
 
-    /// Cancels the write: soon after, a new file is removed and an existing
-    /// one emptied.
-    fn abort(&self) {
-        if let Ok(mut chunks) = self.chunks.lock() {
-            chunks.take();
-        }
-        if let Some(task) = take_task(&self.task) {
-            task.abort();
-        }
+    /// Cancels the write and waits until a new file is removed or an
+    /// existing one emptied.
+    fn abort(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        block(py, self.abort_future())
+    }
+
+    /// Awaitable flavour of `abort`.
+    fn abort_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        spawn(py, self.abort_future())
     }
 }
 

@@ -76,3 +76,23 @@ def test_sandbox_outlives_its_process() -> None:
     assert not host_process_alive(int(kept_pid)) or wait_until(
         lambda: not host_process_alive(int(kept_pid))
     )
+
+
+def test_interpreter_exits_cleanly_after_async() -> None:
+    # Results that the runtime's threads deliver while the interpreter
+    # shuts down must not crash it; the race is narrow, so try many times.
+    require_root()
+    script = (
+        "import asyncio\n"
+        "from soulbox import AsyncSandbox\n"
+        "async def main():\n"
+        "    sandbox = await AsyncSandbox.create(kill_on_drop=True)\n"
+        "    await sandbox.commands.run('true')\n"
+        "    await sandbox.kill()\n"
+        "asyncio.run(main())\n"
+    )
+    codes = [
+        subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60).returncode
+        for _ in range(20)
+    ]
+    assert codes == [0] * 20, f"exit statuses: {codes}"

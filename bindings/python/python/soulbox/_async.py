@@ -470,7 +470,7 @@ class AsyncFilesystem:
             for chunk in _common.stream_chunks(data):
                 await writer.write_async(chunk)
         except BaseException:
-            writer.abort()
+            await writer.abort_async()
             raise
         await writer.finish_async()
         return _common.write_info(path)

@@ -312,3 +312,14 @@ class EventStream:
 
 OutputCallback = Callable[[str], Any]
 PtyCallback = Callable[[bytes], Any]
+
+
+def settle_future(future: Any, value: Any, failed: bool) -> None:
+    """Resolve an asyncio future from the native module, on its loop's
+    thread, unless it was cancelled meanwhile."""
+    if future.done():
+        return
+    if failed:
+        future.set_exception(value)
+    else:
+        future.set_result(value)

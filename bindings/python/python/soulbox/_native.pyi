@@ -20,6 +20,7 @@ __all__ = [
     "NativeFileWriter",
     "NativeSandbox",
     "NativeWatcher",
+    "shut_down",
 ]
 
 DEFAULT_TIMEOUT: float
@@ -30,6 +31,8 @@ DEFAULT_TMP_SIZE: int
 DEFAULT_DISK_INODES: int
 DEFAULT_OPEN_FILES_LIMIT: int
 DEFAULT_COMMAND_TIMEOUT: float
+
+def shut_down() -> None: ...
 
 _RunResult = Tuple[bytes, bytes, Optional[int], Optional[int], bool, bool]
 _RawProcess = Tuple[int, Optional[str], str, List[str], Dict[str, str], str]
@@ -169,6 +172,7 @@ class NativeFileWriter:
     def finish(self) -> int: ...
     def finish_async(self) -> Awaitable[int]: ...
     def abort(self) -> None: ...
+    def abort_async(self) -> Awaitable[None]: ...
 
 @final
 class NativeCommand:
