@@ -217,7 +217,7 @@ fn resolve<T: ToPython>(
             .import("soulbox._common")
             .and_then(|module| module.getattr("settle_future"));
         if let Ok(settle) = settle {
-            // Fails only when the loop is closed, and then nobody waits.
+            // Fails only when the loop is closed, and then no caller waits.
             let _ = event_loop.call_method1(
                 py,
                 "call_soon_threadsafe",
