@@ -481,3 +481,20 @@ async fn invalid_metadata_rejected_before_create() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_by_id_reaps_while_creating_handle_lives() {
+    if !require_root("kill_by_id_reaps_while_creating_handle_lives") {
+        return;
+    }
+    let (sandbox, _guard) = create_lasting(Duration::from_secs(60)).await;
+    let pid = sandbox.pid();
+    assert!(Sandbox::kill_id(sandbox.id()).await.unwrap());
+    // The creating handle still exists, yet PID 1 is not left a zombie.
+    assert!(
+        std::fs::metadata(format!("/proc/{pid}")).is_err(),
+        "PID 1 ({pid}) is still in /proc: {:?}",
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+    );
+    assert!(!sandbox.is_running());
+}

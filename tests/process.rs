@@ -370,6 +370,73 @@ async fn kill_ends_background_tree() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controller_kills_during_wait() {
+    if !require_root("controller_kills_during_wait") {
+        return;
+    }
+    let sbx = sandbox().await;
+    let mut handle = sbx
+        .command("sleep")
+        .arg("300")
+        .start()
+        .await
+        .expect("start sleep");
+    let controller = handle.controller();
+    assert_eq!(controller.pid(), handle.pid(), "controller and handle pid");
+    // The wait holds `&mut handle`; the kill comes through the controller
+    // from another task meanwhile.
+    let killer = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        controller.kill().await
+    });
+    let output = within_limit("wait for the killed sleep", handle.wait())
+        .await
+        .expect("wait for sleep");
+    assert_eq!(
+        output.status,
+        ExitStatus::Signal(9),
+        "status after the kill"
+    );
+    killer
+        .await
+        .expect("join the killing task")
+        .expect("kill through the controller");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controller_kills_leftovers_after_exit() {
+    if !require_root("controller_kills_leftovers_after_exit") {
+        return;
+    }
+    let sbx = sandbox().await;
+    let mut handle = sbx
+        .shell("sleep 302 & echo started")
+        .start()
+        .await
+        .expect("start the shell");
+    let controller = handle.controller();
+    exit_of(&mut handle).await;
+    let before = poll_processes(&sbx, "sleep", |found| found.len() == 1).await;
+    assert_eq!(before.len(), 1, "the shell's sleep runs on: {before:?}");
+
+    // The command left the registry when its shell exited, so only a
+    // handle or controller still reaches what it left running.
+    assert!(
+        sbx.commands().list().is_empty(),
+        "the exited shell is no longer listed"
+    );
+    controller
+        .kill()
+        .await
+        .expect("kill through the controller");
+    let left = poll_processes(&sbx, "sleep", |found| found.is_empty()).await;
+    assert!(
+        left.is_empty(),
+        "the shell's sleep survived CommandController::kill: {left:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reattach_after_disconnect() {
     if !require_root("reattach_after_disconnect") {
         return;

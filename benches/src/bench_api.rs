@@ -1,7 +1,7 @@
 //! Times SoulBox's Rust API, in-process.
 //!
 //! Usage: `soulbox-bench-api --task TASK --iterations N [--no-limits]
-//! [--on-request]`
+//! [--no-seccomp] [--shell] [--on-request]`
 //!
 //! Tasks, each printing one line per iteration with its wall time in
 //! nanoseconds:
@@ -18,20 +18,25 @@
 //!   created once beforehand.
 //!
 //! `--no-limits` turns off the default memory and pids limits, to measure
-//! what joining their cgroups costs. `--on-request` waits for a line on
-//! stdin before each iteration of `true`, `py` and `shell-true`, so another
-//! program can interleave its own iterations with these one by one.
+//! what joining their cgroups costs. `--no-seccomp` creates sandboxes with
+//! `SeccompPolicy::unconfined()`, to measure what the filter costs; never
+//! run untrusted code that way. `--shell` runs the `true` and `py`
+//! tasks' command line through the sandbox's shell (`/bin/bash -l -c`), as
+//! E2B's `commands.run` and the Node binding do, instead of executing the
+//! program directly. `--on-request` waits for a line on stdin before each iteration of `true`,
+//! `py` and `shell-true`, so another program can interleave its own
+//! iterations with these one by one.
 
 use std::process::ExitCode;
 use std::time::Instant;
 
-use soulbox_core::{Sandbox, SandboxOptions};
+use soulbox_core::{Sandbox, SandboxOptions, SeccompPolicy};
 
 fn usage(message: &str) -> ExitCode {
     eprintln!("soulbox-bench-api: {message}");
     eprintln!(
         "usage: soulbox-bench-api --task true|py|shell-true|connect|pause-resume \
-         --iterations N [--no-limits] [--on-request]"
+         --iterations N [--no-limits] [--no-seccomp] [--shell] [--on-request]"
     );
     ExitCode::from(2)
 }
@@ -41,6 +46,7 @@ fn main() -> ExitCode {
     let mut task = None;
     let mut iterations = None;
     let mut options = SandboxOptions::default();
+    let mut shell = false;
     let mut on_request = false;
     let mut rest = args.iter();
     while let Some(flag) = rest.next() {
@@ -51,6 +57,14 @@ fn main() -> ExitCode {
         if flag == "--no-limits" {
             options.memory_limit = None;
             options.pids_limit = None;
+            continue;
+        }
+        if flag == "--no-seccomp" {
+            options.seccomp = SeccompPolicy::unconfined();
+            continue;
+        }
+        if flag == "--shell" {
+            shell = true;
             continue;
         }
         match (flag.as_str(), rest.next()) {
@@ -65,11 +79,19 @@ fn main() -> ExitCode {
     let Some(iterations) = iterations else {
         return usage("--iterations is required");
     };
-    let (argv, through_shell): (&[&str], bool) = match task.as_deref() {
-        Some("true" | "connect") => (&["/bin/true"], false),
-        Some("py") => (&["/usr/bin/python3", "-c", "print(1)"], false),
-        Some("shell-true") => (&["true"], true),
-        Some("pause-resume") => (&[], false),
+    // Each task as an argument vector and as the same command line for
+    // `--shell`.
+    let (argv, command_line): (&[&str], &str) = match task.as_deref() {
+        Some("true" | "connect") => (&["/bin/true"], "/bin/true"),
+        Some("py") => (
+            &["/usr/bin/python3", "-c", "print(1)"],
+            "/usr/bin/python3 -c 'print(1)'",
+        ),
+        Some("shell-true") => {
+            shell = true;
+            (&["true"], "true")
+        }
+        Some("pause-resume") => (&[], ""),
         Some(other) => return usage(&format!("unknown task {other:?}")),
         None => return usage("--task is required"),
     };
@@ -96,8 +118,8 @@ fn main() -> ExitCode {
                 Ok(sandbox) => sandbox,
                 Err(e) => return usage(&format!("create failed: {e}")),
             };
-            let output = if through_shell {
-                sandbox.run(argv[0]).await
+            let output = if shell {
+                sandbox.shell(command_line).output().await
             } else {
                 sandbox.command(argv[0]).args(&argv[1..]).output().await
             };

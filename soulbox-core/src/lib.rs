@@ -40,6 +40,7 @@ mod paths;
 mod process;
 mod reaper;
 mod sandbox;
+mod seccomp;
 mod state;
 #[expect(unsafe_code, reason = "the one module that makes raw system calls")]
 mod sys;
@@ -61,6 +62,7 @@ pub use sandbox::{
     DEFAULT_DISK_INODES, DEFAULT_DISK_SIZE, DEFAULT_MEMORY_LIMIT, DEFAULT_OPEN_FILES_LIMIT,
     DEFAULT_PIDS_LIMIT, DEFAULT_TIMEOUT, DEFAULT_TMP_SIZE,
 };
+pub use seccomp::{ArgCondition, SeccompAction, SeccompPolicy, SOULBOX_SYSCALLS};
 
 /// Leak checks for tests and operators.
 pub mod diagnostics {

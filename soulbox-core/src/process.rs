@@ -669,9 +669,9 @@ impl CommandHandle {
         resize_entry(&self.entry, rows, cols)
     }
 
-    /// Returns a controller of this command, which kills, signals and
-    /// writes to it from another task or thread while this handle waits
-    /// for events.
+    /// Returns a controller of this command. It signals, kills and writes
+    /// to the command from another task or thread while this handle waits
+    /// for events, which takes `&mut self`.
     pub fn controller(&self) -> CommandController {
         CommandController {
             sandbox: Arc::clone(&self.sandbox),
@@ -684,13 +684,11 @@ impl CommandHandle {
     pub fn disconnect(self) {}
 }
 
-/// Control of one command without its output, from
-/// [`CommandHandle::controller`]. Clones share the command. Unlike
-/// [`Commands::kill`] with a pid, it always reaches the command it came
-/// from, also after that command's first process has exited (so
-/// [`CommandController::kill`] still ends the processes it left running)
-/// and when a later command reuses the pid. Like the handle, it does not
-/// keep the sandbox alive.
+/// Signals, kills and writes to one command without receiving its output;
+/// see [`CommandHandle::controller`]. Clones control the same command.
+/// Unlike [`Commands`], it reaches the command after its first process has
+/// exited too, so [`CommandController::kill`] still ends what it left
+/// running.
 #[derive(Debug, Clone)]
 pub struct CommandController {
     sandbox: Arc<Inner>,

@@ -18,6 +18,7 @@ use tracing::debug;
 use crate::cgroup::{self, Limits, SandboxCgroup};
 use crate::error::{Error, Result};
 use crate::reaper::{self, Leftovers};
+use crate::seccomp::SeccompPolicy;
 use crate::state::{self, Liveness, Record};
 use crate::{id, init_binary, paths, sys, template};
 
@@ -69,6 +70,8 @@ pub struct SandboxOptions {
     /// its timeout or a kill, and any process of the same user can reach
     /// it with [`Sandbox::connect`].
     pub kill_on_drop: bool,
+    /// The system calls sandboxed code may make; see [`SeccompPolicy`].
+    pub seccomp: SeccompPolicy,
 }
 
 /// Default memory limit: 2 GiB.
@@ -96,6 +99,7 @@ impl Default for SandboxOptions {
             file_size_limit: None,
             metadata: BTreeMap::new(),
             kill_on_drop: false,
+            seccomp: SeccompPolicy::default(),
         }
     }
 }
@@ -123,6 +127,12 @@ impl SandboxOptions {
     /// [`SandboxOptions::kill_on_drop`].
     pub fn kill_on_drop(mut self, kill_on_drop: bool) -> Self {
         self.kill_on_drop = kill_on_drop;
+        self
+    }
+
+    /// Sets the seccomp policy, replacing the default one.
+    pub fn seccomp(mut self, policy: SeccompPolicy) -> Self {
+        self.seccomp = policy;
         self
     }
 
@@ -186,7 +196,7 @@ impl SandboxOptions {
                 )));
             }
         }
-        Ok(())
+        self.seccomp.validate()
     }
 }
 
@@ -444,6 +454,7 @@ impl Sandbox {
             open_files_limit: options.open_files_limit,
             file_size_limit: options.file_size_limit.unwrap_or(u64::MAX),
             timeout_ms: u64::try_from(options.timeout.as_millis()).unwrap_or(u64::MAX),
+            seccomp_filter: options.seccomp.program()?.to_vec(),
         };
         set_nonblocking(&host_end)?;
         let control = sys::async_fd(host_end).map_err(Error::os("register the control socket"))?;
@@ -947,10 +958,22 @@ async fn query_status(dir: &Path, request: &Request) -> Result<Option<Duration>>
     };
     set_nonblocking(&connection)?;
     let connection = sys::async_fd(connection).map_err(Error::os("register a query connection"))?;
-    send_request(&connection, request, &[]).await?;
+    // PID 1 may die after accepting the connection: a list then skips the
+    // sandbox instead of failing.
+    let gone_is_not_found = |error: Error| match &error {
+        Error::Os { source, .. }
+            if is_gone(source) || source.raw_os_error() == Some(libc::EPIPE) =>
+        {
+            Error::SandboxNotFound { id: id.clone() }
+        }
+        _ => error,
+    };
+    send_request(&connection, request, &[])
+        .await
+        .map_err(gone_is_not_found)?;
     let mut buf = vec![0u8; 64];
     let len = match tokio::time::timeout(QUERY_TIMEOUT, receive(&connection, &mut buf)).await {
-        Ok(result) => result?,
+        Ok(result) => result.map_err(gone_is_not_found)?,
         Err(_) => {
             return Err(Error::Os {
                 step: "read the sandbox's status within 5 s",
@@ -1143,6 +1166,10 @@ impl Inner {
             let _ = sys::pidfd_wait(self.pidfd.as_fd(), true);
         } else {
             sys::pidfd_wait_exit(self.pidfd.as_fd(), -1);
+            // A handle from connect in the process that created the sandbox:
+            // reap PID 1 here rather than leave a zombie until the creating
+            // handle drops. In any other process this finds no child.
+            let _ = sys::pidfd_wait(self.pidfd.as_fd(), false);
         }
         let removed = cgroup.remove();
         let _ = state::remove_entry(&self.entry_dir);

@@ -85,14 +85,6 @@ fn main() {
         let errno = e.error.raw_os_error().unwrap_or(libc::EIO);
         fail_setup(control, e.stage, errno, &e.detail);
     }
-    if let Err(e) = seccomp::install() {
-        fail_setup(
-            control,
-            SetupStage::Seccomp,
-            e.raw_os_error().unwrap_or(libc::EINVAL),
-            b"",
-        );
-    }
     if sys::block_signals(&[libc::SIGCHLD]).is_err() {
         fail_setup(control, SetupStage::Signals, libc::EINVAL, b"");
     }
@@ -112,6 +104,17 @@ fn main() {
             SetupStage::Config,
             errno,
             b"listen on the state socket",
+        );
+    }
+    // Last, so that setup runs unfiltered and the policy only needs what
+    // PID 1 does from here on.
+    if let Err(e) = seccomp::install(&config.seccomp_filter) {
+        let instructions = config.seccomp_filter.len() / soulbox_proto::SOCK_FILTER_LEN;
+        fail_setup(
+            control,
+            SetupStage::Seccomp,
+            e.raw_os_error().unwrap_or(libc::EINVAL),
+            format!("{instructions}-instruction BPF program").as_bytes(),
         );
     }
     if send_reply(control, &Reply::Ready).is_err() {

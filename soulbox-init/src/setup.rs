@@ -63,6 +63,7 @@ pub fn build(config: &Config) -> Result<(), SetupError> {
         .stage(SetupStage::MountPropagation, b"/")?;
 
     let root = mount_root(config)?;
+    reject_symlinked_mount_points(&root)?;
     bind_host_paths(config, &root)?;
     // /dev first: the /proc masks are binds of its /dev/null.
     build_dev(&root)?;
@@ -145,6 +146,37 @@ fn mount_root(config: &Config) -> Result<Vec<u8>, SetupError> {
     )
     .stage(SetupStage::Overlay, &root)?;
     Ok(root)
+}
+
+/// Directories of the root that PID 1 mounts over (or, for /sys, leaves
+/// out) and that must therefore be real directories in the template.
+const MOUNT_POINTS: [&[u8]; 4] = [b"proc", b"sys", b"dev", b"tmp"];
+
+/// Rejects a template whose /proc, /sys, /dev or /tmp is a symbolic link.
+/// Until pivot_root, an absolute link resolves against the host's root, so
+/// a template with `dev -> /dev` would have PID 1 mount the sandbox's /dev
+/// over the host's directory (in the sandbox's mount namespace) and leave
+/// the sandbox's own path pointing elsewhere. Nothing inside runs yet, so
+/// the link cannot change between this check and the mounts.
+fn reject_symlinked_mount_points(root: &[u8]) -> Result<(), SetupError> {
+    for name in MOUNT_POINTS {
+        let path = join(root, name);
+        let path_c = cstr(&path).stage(SetupStage::Overlay, &path)?;
+        if sys::is_symlink(&path_c) {
+            let mut detail = b"/".to_vec();
+            detail.extend_from_slice(name);
+            detail.extend_from_slice(
+                b" is a symbolic link in the template; /proc, /sys, /dev and /tmp must be \
+                  directories or absent",
+            );
+            return Err(SetupError {
+                stage: SetupStage::Overlay,
+                error: io::Error::from_raw_os_error(libc::ENOTDIR),
+                detail,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Bind-mounts host paths read-only, nosuid and nodev into the new root.
@@ -429,6 +461,62 @@ fn drop_bounding_caps() {
         if !KEPT_CAPS.contains(&cap) {
             // EINVAL for capabilities newer than these headers is harmless.
             let _ = sys::drop_bounding_cap(cap);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::ffi::OsStrExt;
+
+    /// A directory under the system's temporary directory, removed on drop.
+    struct TempRoot(std::path::PathBuf);
+
+    impl TempRoot {
+        fn new(tag: &str) -> Self {
+            let dir = std::env::temp_dir()
+                .join(format!("soulbox-init-test-{tag}-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).expect("create a temporary root");
+            Self(dir)
+        }
+
+        fn bytes(&self) -> &[u8] {
+            self.0.as_os_str().as_bytes()
+        }
+    }
+
+    impl Drop for TempRoot {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn real_or_missing_mount_points_accepted() {
+        let root = TempRoot::new("dirs");
+        std::fs::create_dir(root.0.join("proc")).expect("create proc");
+        std::fs::create_dir(root.0.join("dev")).expect("create dev");
+        assert!(reject_symlinked_mount_points(root.bytes()).is_ok());
+    }
+
+    #[test]
+    fn symlinked_mount_points_rejected() {
+        for name in ["proc", "sys", "dev", "tmp"] {
+            let root = TempRoot::new(name);
+            std::os::unix::fs::symlink(format!("/{name}"), root.0.join(name))
+                .expect("create the symbolic link");
+            let error = match reject_symlinked_mount_points(root.bytes()) {
+                Err(error) => error,
+                Ok(()) => panic!("a symbolic link at /{name} was accepted"),
+            };
+            assert_eq!(error.stage, SetupStage::Overlay, "{name}");
+            assert_eq!(error.error.raw_os_error(), Some(libc::ENOTDIR), "{name}");
+            let detail = String::from_utf8_lossy(&error.detail);
+            assert!(
+                detail.starts_with(&format!("/{name} is a symbolic link")),
+                "{detail}"
+            );
         }
     }
 }

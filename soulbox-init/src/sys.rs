@@ -412,6 +412,15 @@ pub fn exists(path: &CStr) -> bool {
     unsafe { libc::lstat(path.as_ptr(), st.as_mut_ptr()) == 0 }
 }
 
+/// Returns whether `path` is a symbolic link itself.
+pub fn is_symlink(path: &CStr) -> bool {
+    let mut st = MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `path` is a valid C string and `st` is writable.
+    let ret = unsafe { libc::lstat(path.as_ptr(), st.as_mut_ptr()) };
+    // SAFETY: lstat succeeded, so it initialised `st`.
+    ret == 0 && (unsafe { st.assume_init() }.st_mode & libc::S_IFMT) == libc::S_IFLNK
+}
+
 pub fn symlink(target: &CStr, path: &CStr) -> io::Result<()> {
     // SAFETY: both arguments are valid C strings.
     match check(unsafe { libc::symlink(target.as_ptr(), path.as_ptr()) }) {
@@ -669,7 +678,9 @@ pub struct SockFilter {
     pub k: u32,
 }
 
-/// Installs a seccomp filter on the calling thread (PID 1 has no other).
+/// Installs a seccomp filter on the calling thread (PID 1 has no other)
+/// with seccomp(SECCOMP_SET_MODE_FILTER). PID 1 is root in its namespaces,
+/// so it needs no no_new_privs for that; commands set it themselves.
 pub fn install_seccomp_filter(program: &[SockFilter]) -> io::Result<()> {
     #[repr(C)]
     struct SockFprog {
@@ -683,11 +694,12 @@ pub fn install_seccomp_filter(program: &[SockFilter]) -> io::Result<()> {
         filter: program.as_ptr(),
     };
     // SAFETY: `prog` points at `program`, which outlives the call; the
-    // kernel copies the filter before returning.
-    check(unsafe {
-        libc::prctl(
-            libc::PR_SET_SECCOMP,
-            libc::SECCOMP_MODE_FILTER,
+    // kernel copies the filter before returning. No flags are passed.
+    check_long(unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            0 as libc::c_uint,
             &prog as *const SockFprog,
         )
     })?;

@@ -28,6 +28,11 @@ pub const MAX_LIST_LEN: usize = 4096;
 /// Number of file descriptors sent with a [`Spawn`] message: stdin, stdout,
 /// stderr and the status pipe, in that order.
 pub const SPAWN_FD_COUNT: usize = 4;
+/// Size in bytes of one BPF instruction in [`Config::seccomp_filter`].
+pub const SOCK_FILTER_LEN: usize = 8;
+/// Maximum number of instructions in [`Config::seccomp_filter`]: the
+/// kernel's BPF_MAXINSNS from <linux/bpf_common.h>.
+pub const MAX_SECCOMP_INSTRUCTIONS: usize = 4096;
 
 /// A decoding failure; the message is discarded whole.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,6 +107,11 @@ pub struct Config {
     pub file_size_limit: u64,
     /// Milliseconds from now until PID 1 ends the sandbox; 0 means no limit.
     pub timeout_ms: u64,
+    /// The seccomp filter PID 1 installs last: classic BPF instructions
+    /// (`struct sock_filter`), each [`SOCK_FILTER_LEN`] bytes of `code`
+    /// (u16), `jt`, `jf` (u8 each) and `k` (u32), at most
+    /// [`MAX_SECCOMP_INSTRUCTIONS`] of them. Empty installs no filter.
+    pub seccomp_filter: Vec<u8>,
 }
 
 /// Starts a command. Sent with [`SPAWN_FD_COUNT`] file descriptors.
@@ -449,6 +459,19 @@ impl<'a> Decoder<'a> {
         (0..count).map(|_| self.bytes(field)).collect()
     }
 
+    /// Reads a BPF program: whole instructions, at most the kernel's limit.
+    fn seccomp_filter(&mut self) -> Result<Vec<u8>, DecodeError> {
+        const FIELD: &str = "seccomp_filter";
+        let program = self.bytes(FIELD)?;
+        if program.len() > MAX_SECCOMP_INSTRUCTIONS * SOCK_FILTER_LEN {
+            return Err(DecodeError::TooLong(FIELD));
+        }
+        if program.len() % SOCK_FILTER_LEN != 0 {
+            return Err(DecodeError::InvalidField(FIELD));
+        }
+        Ok(program)
+    }
+
     fn finish<T>(self, value: T) -> Result<T, DecodeError> {
         if self.rest.is_empty() {
             Ok(value)
@@ -483,6 +506,7 @@ impl Request {
                 e.u64(c.open_files_limit);
                 e.u64(c.file_size_limit);
                 e.u64(c.timeout_ms);
+                e.bytes(&c.seccomp_filter);
                 e.finish()
             }
             Self::Spawn(s) => {
@@ -550,6 +574,7 @@ impl Request {
                     open_files_limit: d.u64("open_files_limit")?,
                     file_size_limit: d.u64("file_size_limit")?,
                     timeout_ms: d.u64("timeout_ms")?,
+                    seccomp_filter: d.seccomp_filter()?,
                 };
                 d.finish(Self::Config(config))
             }
@@ -771,6 +796,8 @@ mod tests {
             open_files_limit: 1024,
             file_size_limit: u64::MAX,
             timeout_ms: 300_000,
+            // Two instructions: load the syscall number, allow.
+            seccomp_filter: vec![0x20, 0, 0, 0, 0, 0, 0, 0, 0x06, 0, 0, 0, 0, 0, 0xff, 0x7f],
         }
     }
 
@@ -834,6 +861,37 @@ mod tests {
                 Request::decode(&encoded[..len]).is_err(),
                 "prefix of {len} bytes decoded"
             );
+        }
+    }
+
+    #[test]
+    fn seccomp_filter_bounds_checked() {
+        let max = MAX_SECCOMP_INSTRUCTIONS * SOCK_FILTER_LEN;
+        let cases = [
+            (0, Ok(())),
+            (SOCK_FILTER_LEN, Ok(())),
+            (max, Ok(())),
+            (
+                SOCK_FILTER_LEN + 1,
+                Err(DecodeError::InvalidField("seccomp_filter")),
+            ),
+            (7, Err(DecodeError::InvalidField("seccomp_filter"))),
+            (
+                max + SOCK_FILTER_LEN,
+                Err(DecodeError::TooLong("seccomp_filter")),
+            ),
+        ];
+        for (len, expected) in cases {
+            let config = Config {
+                seccomp_filter: vec![0; len],
+                ..sample_config()
+            };
+            let encoded = Request::Config(config.clone()).encode().unwrap();
+            let decoded = Request::decode(&encoded);
+            match expected {
+                Ok(()) => assert_eq!(decoded, Ok(Request::Config(config)), "{len} bytes"),
+                Err(e) => assert_eq!(decoded, Err(e), "{len} bytes"),
+            }
         }
     }
 

@@ -1,0 +1,437 @@
+// Type declarations of the `soulbox` package. The names and shapes follow
+// E2B's JS SDK (`e2b`); what SoulBox adds or does differently is marked.
+
+/// <reference types="node" />
+
+/** Options of `Sandbox.create`. */
+export interface SandboxOpts {
+  /**
+   * Lifetime of the sandbox in milliseconds; it is killed when this has
+   * passed, even if this process died. 0 means no limit.
+   * @default 300_000
+   */
+  timeoutMs?: number
+  /** Labels that `getInfo()` returns and `Sandbox.list()` filters by. */
+  metadata?: Record<string, string>
+  /** Environment variables for every command, below each command's own. */
+  envs?: Record<string, string>
+  /**
+   * SoulBox: memory limit in bytes, swap closed; null for none. What the
+   * sandbox writes to its writable layer and /tmp counts too.
+   * @default 2 GiB
+   */
+  memoryLimit?: number | null
+  /**
+   * SoulBox: maximum number of processes and threads; null for none.
+   * @default 1024
+   */
+  pidsLimit?: number | null
+  /** SoulBox: CPU limit in cores (0.5 is half a core); null for none (the default). */
+  cpuLimit?: number | null
+}
+
+/** Running, or paused with its processes frozen. */
+export type SandboxState = 'running' | 'paused'
+
+/** Description of a sandbox, from `getInfo()` and `Sandbox.list()`. */
+export interface SandboxInfo {
+  sandboxId: string
+  /** The template's name: `host`. */
+  templateId: string
+  /** The template's name, as `templateId`. */
+  name?: string
+  metadata: Record<string, string>
+  /** SoulBox: the sandbox-wide environment variables given at creation. */
+  envs: Record<string, string>
+  startedAt: Date
+  /** When the timeout ends the sandbox; SoulBox: absent without a timeout and while paused. */
+  endAt?: Date
+  state: SandboxState
+  /** The CPU limit in cores, or the host's CPU count without one. */
+  cpuCount: number
+  /** The memory limit in MiB; absent without one. */
+  memoryMB?: number
+}
+
+/** Options of `Sandbox.list`. */
+export interface SandboxListOpts {
+  query?: {
+    /** Only sandboxes whose metadata has every one of these pairs. */
+    metadata?: Record<string, string>
+    /** Only sandboxes in these states; both by default. */
+    state?: SandboxState[]
+  }
+}
+
+/** A sample of a sandbox's resource use. */
+export interface SandboxMetrics {
+  timestamp: Date
+  /** The CPU limit in cores, or the host's CPU count without one. */
+  cpuCount: number
+  /** CPU use in percent of `cpuCount` since the previous call on this handle. */
+  cpuUsedPct: number
+  /** Memory in use in bytes; absent without a memory cgroup. */
+  memUsed?: number
+  /** The memory limit in bytes; absent without one. */
+  memTotal?: number
+  /** Bytes used in the writable layer. */
+  diskUsed: number
+  /** Size limit of the writable layer in bytes. */
+  diskTotal: number
+}
+
+/**
+ * A sandbox: processes in their own namespaces, with an overlay root over a
+ * template, a cgroup and SoulBox's own PID 1. As on E2B it runs until its
+ * timeout or a kill, even after this object is garbage-collected or this
+ * process exits. `Sandbox.connect(id)` reaches it from any process of the
+ * same user.
+ */
+export declare class Sandbox {
+  /** Use `Sandbox.create()`. */
+  protected constructor()
+  /** The sandbox id, which is also its hostname. */
+  readonly sandboxId: string
+  /** Commands in the sandbox. */
+  readonly commands: Commands
+  /** Pseudo-terminals in the sandbox. */
+  readonly pty: Pty
+  /** The sandbox's files. */
+  readonly files: Filesystem
+
+  /** Creates a sandbox from the `host` template. */
+  static create(opts?: SandboxOpts): Promise<Sandbox>
+  /** Creates a sandbox from a template; only `host` exists. */
+  static create(template: string, opts?: SandboxOpts): Promise<Sandbox>
+  /**
+   * Connects to a running or paused sandbox of this user and resumes it.
+   * Commands that another handle started are not visible through this one.
+   * Rejects with SandboxNotFoundError when no such sandbox exists.
+   */
+  static connect(sandboxId: string): Promise<Sandbox>
+  /** Lists this user's sandboxes, oldest first (E2B 1.x shape: an array). */
+  static list(opts?: SandboxListOpts): Promise<SandboxInfo[]>
+  /** Kills a sandbox by id; false if no such sandbox runs. */
+  static kill(sandboxId: string): Promise<boolean>
+  /** Describes a sandbox by id without resuming it. */
+  static getInfo(sandboxId: string): Promise<SandboxInfo>
+  /** Sets a sandbox's remaining lifetime by id; 0 removes the limit. */
+  static setTimeout(sandboxId: string, timeoutMs: number): Promise<void>
+  /** Returns a sandbox's current resource use by id, as a one-sample array. */
+  static getMetrics(sandboxId: string): Promise<SandboxMetrics[]>
+
+  /** Returns whether the sandbox is still running. */
+  isRunning(): Promise<boolean>
+  /** Sets the remaining lifetime to `timeoutMs` from now; 0 removes the limit. */
+  setTimeout(timeoutMs: number): Promise<void>
+  /** Kills every process of the sandbox and removes its cgroups. */
+  kill(): Promise<void>
+  /** Describes this sandbox. */
+  getInfo(): Promise<SandboxInfo>
+  /**
+   * Freezes every process and stops the timeout clock; false if already
+   * paused. Rejects with code `UNSUPPORTED` without a writable cgroup v2.
+   */
+  pause(): Promise<boolean>
+  /** Resumes this sandbox if it is paused. */
+  connect(): Promise<this>
+  /** Returns the current resource use, as a one-sample array (E2B: a series). */
+  getMetrics(): Promise<SandboxMetrics[]>
+}
+
+export default Sandbox
+
+/** The result of a command that ended. */
+export interface CommandResult {
+  /** Exit code; 128 + N when signal N ended the command. */
+  exitCode: number
+  /** The cause of an end other than exit code 0, such as `exit status 3`. */
+  error?: string
+  /**
+   * Everything the command wrote to stdout, decoded as UTF-8 (invalid
+   * bytes as U+FFFD). SoulBox: when `onStdout` also received the stream,
+   * only its last 1,048,576 characters.
+   */
+  stdout: string
+  /** As `stdout`, for stderr and `onStderr`. */
+  stderr: string
+  /** SoulBox: whether the sandbox's out-of-memory killer ended the command. */
+  oomKilled?: boolean
+}
+
+// Callbacks may return a Promise, which SoulBox awaits before it delivers
+// the next chunk or event; they are typed `=> unknown` so that
+// `(data) => process.stdout.write(data)` type-checks too.
+
+/** Options of `commands.run`. */
+export interface CommandStartOpts {
+  /** Return a CommandHandle at once instead of waiting. */
+  background?: boolean
+  /** Working directory; relative paths start at the user's home. */
+  cwd?: string
+  /** `user` (the default) or `root`. */
+  user?: string
+  /** Environment variables over the sandbox's. */
+  envs?: Record<string, string>
+  /** Receives stdout as it arrives, decoded as UTF-8, on the JS thread. */
+  onStdout?: (data: string) => unknown
+  /** Receives stderr as it arrives, decoded as UTF-8, on the JS thread. */
+  onStderr?: (data: string) => unknown
+  /** Keep stdin open for `sendStdin`; otherwise the command reads /dev/null. */
+  stdin?: boolean
+  /**
+   * Milliseconds before the command and every process it started are
+   * killed and the run rejects with a TimeoutError; 0 for no limit.
+   * Default: 60 000 in the foreground; SoulBox: none for a background command.
+   */
+  timeoutMs?: number
+  /** SoulBox: aborting it kills the command; the run rejects with the signal's reason. */
+  signal?: AbortSignal
+}
+
+/** Options of `commands.connect`. */
+export interface CommandConnectOpts {
+  onStdout?: (data: string) => unknown
+  onStderr?: (data: string) => unknown
+}
+
+/** A running command, as `commands.list()` shows it. */
+export interface ProcessInfo {
+  pid: number
+  tag?: string
+  cmd: string
+  args: string[]
+  envs: Record<string, string>
+  cwd?: string
+}
+
+/** A running command or PTY. */
+export declare class CommandHandle {
+  protected constructor()
+  /** Pid of the command's first process inside the sandbox. */
+  readonly pid: number
+  /** Stdout so far. */
+  readonly stdout: string
+  /** Stderr so far. */
+  readonly stderr: string
+  /** Exit code once the command has ended. */
+  readonly exitCode: number | undefined
+  /** The cause of an end other than exit code 0. */
+  readonly error: string | undefined
+  /**
+   * Waits for the end. Rejects with CommandExitError for a non-zero exit
+   * and TimeoutError when the timeout killed the command.
+   */
+  wait(): Promise<CommandResult>
+  /** Kills the command and its whole tree; false if it had already ended. */
+  kill(): Promise<boolean>
+  /** Writes to stdin (the command must have started with `stdin: true`). */
+  sendStdin(data: string | Uint8Array): Promise<void>
+  /** Closes stdin, so the command reads end of file. */
+  closeStdin(): Promise<void>
+  /** Stops receiving output; the command keeps running. */
+  disconnect(): Promise<void>
+}
+
+/** `sbx.commands`. */
+export interface Commands {
+  run(cmd: string, opts?: CommandStartOpts & { background?: false }): Promise<CommandResult>
+  run(cmd: string, opts: CommandStartOpts & { background: true }): Promise<CommandHandle>
+  run(
+    cmd: string,
+    opts?: CommandStartOpts & { background?: boolean },
+  ): Promise<CommandHandle | CommandResult>
+  list(): Promise<ProcessInfo[]>
+  /** Kills a running command's tree; false if no running command has that pid. */
+  kill(pid: number): Promise<boolean>
+  sendStdin(pid: number, data: string | Uint8Array): Promise<void>
+  closeStdin(pid: number): Promise<void>
+  connect(pid: number, opts?: CommandConnectOpts): Promise<CommandHandle>
+}
+
+/** Options of `pty.create`. */
+export interface PtyCreateOpts {
+  cols: number
+  rows: number
+  /** Receives the terminal's output as bytes. */
+  onData?: (data: Uint8Array) => unknown
+  /** SoulBox: no limit unless given (E2B: 60 000). */
+  timeoutMs?: number
+  user?: string
+  envs?: Record<string, string>
+  cwd?: string
+}
+
+/** `sbx.pty`. */
+export interface Pty {
+  create(opts: PtyCreateOpts): Promise<CommandHandle>
+  sendInput(pid: number, data: Uint8Array | string): Promise<void>
+  resize(pid: number, size: { cols: number; rows: number }): Promise<void>
+  kill(pid: number): Promise<boolean>
+  connect(
+    pid: number,
+    opts?: { onData?: (data: Uint8Array) => unknown },
+  ): Promise<CommandHandle>
+}
+
+/** Kinds of filesystem entries. */
+export declare const FileType: {
+  readonly FILE: 'file'
+  readonly DIR: 'dir'
+  /** SoulBox: a symlink, described itself and not followed. */
+  readonly SYMLINK: 'symlink'
+  /** SoulBox: a FIFO, socket or device. */
+  readonly OTHER: 'other'
+}
+export type FileType = (typeof FileType)[keyof typeof FileType]
+
+/** Name, kind and absolute path of a written file. */
+export interface WriteInfo {
+  name: string
+  type?: FileType
+  path: string
+}
+
+/** A file or directory in the sandbox. */
+export interface EntryInfo extends WriteInfo {
+  size: number
+  mode: number
+  permissions: string
+  owner: string
+  group: string
+  modifiedTime?: Date
+  symlinkTarget?: string
+}
+
+/** One file for `files.write(files)`. */
+export interface WriteEntry {
+  path: string
+  data: string | ArrayBuffer | ArrayBufferView | Blob | ReadableStream
+}
+
+/** Options of the file calls. */
+export interface FilesystemRequestOpts {
+  /** `user` (the default) or `root`: who the call acts as. */
+  user?: string
+}
+
+export interface FilesystemListOpts extends FilesystemRequestOpts {
+  /** 1 lists the directory's entries, 2 also theirs, and so on. */
+  depth?: number
+}
+
+/** Kinds of change that `watchDir` reports. */
+export declare const FilesystemEventType: {
+  readonly CHMOD: 'chmod'
+  readonly CREATE: 'create'
+  readonly REMOVE: 'remove'
+  readonly RENAME: 'rename'
+  readonly WRITE: 'write'
+}
+export type FilesystemEventType = (typeof FilesystemEventType)[keyof typeof FilesystemEventType]
+
+/** One change in a watched directory. */
+export interface FilesystemEvent {
+  /** Path relative to the watched directory. */
+  name: string
+  type: FilesystemEventType
+}
+
+export interface WatchOpts extends FilesystemRequestOpts {
+  /** Watch subdirectories too, present and future. */
+  recursive?: boolean
+  /** Stop after this many milliseconds; SoulBox: no limit unless given. */
+  timeoutMs?: number
+  /** Called once when the watch ends, with the error that ended it, if any. */
+  onExit?: (err?: Error) => unknown
+  /**
+   * SoulBox: receives lost-event and watch-limit errors, after which the
+   * watch goes on. Without it such an error ends the watch.
+   */
+  onError?: (err: SandboxError) => unknown
+}
+
+/** A running directory watch. */
+export declare class WatchHandle {
+  protected constructor()
+  /** Stops the watch; once this resolves, `onEvent` is not called again. */
+  stop(): Promise<void>
+}
+
+/** `sbx.files`. Relative paths start at /home/user. */
+export interface Filesystem {
+  read(path: string, opts?: FilesystemRequestOpts & { format?: 'text' }): Promise<string>
+  read(path: string, opts: FilesystemRequestOpts & { format: 'bytes' }): Promise<Uint8Array>
+  read(path: string, opts: FilesystemRequestOpts & { format: 'blob' }): Promise<Blob>
+  read(
+    path: string,
+    opts: FilesystemRequestOpts & { format: 'stream' },
+  ): Promise<ReadableStream<Uint8Array>>
+  write(
+    path: string,
+    data: string | ArrayBuffer | ArrayBufferView | Blob | ReadableStream,
+    opts?: FilesystemRequestOpts,
+  ): Promise<WriteInfo>
+  write(files: WriteEntry[], opts?: FilesystemRequestOpts): Promise<WriteInfo[]>
+  list(path: string, opts?: FilesystemListOpts): Promise<EntryInfo[]>
+  exists(path: string, opts?: FilesystemRequestOpts): Promise<boolean>
+  getInfo(path: string, opts?: FilesystemRequestOpts): Promise<EntryInfo>
+  remove(path: string, opts?: FilesystemRequestOpts): Promise<void>
+  rename(oldPath: string, newPath: string, opts?: FilesystemRequestOpts): Promise<EntryInfo>
+  /** Returns false if the directory already existed. */
+  makeDir(path: string, opts?: FilesystemRequestOpts): Promise<boolean>
+  watchDir(
+    path: string,
+    onEvent: (event: FilesystemEvent) => unknown,
+    opts?: WatchOpts,
+  ): Promise<WatchHandle>
+}
+
+/**
+ * Base class of every SoulBox error. `code` names the kind of failure,
+ * such as `INVALID_ARGUMENT` or `PERMISSION_DENIED`.
+ */
+export declare class SandboxError extends Error {
+  constructor(message?: string, stackTrace?: string)
+  code: string
+  /** The OS error number behind the failure, when there is one. */
+  errno?: number
+}
+/** A command ran past its timeout. Carries its output so far. */
+export declare class TimeoutError extends SandboxError {
+  constructor(message: string, stackTrace?: string)
+  stdout?: string
+  stderr?: string
+}
+/** A value passed in was rejected; nothing was changed. */
+export declare class InvalidArgumentError extends SandboxError {
+  constructor(message: string, stackTrace?: string)
+}
+/** The sandbox's writable layer is full. */
+export declare class NotEnoughSpaceError extends SandboxError {
+  constructor(message: string, stackTrace?: string)
+}
+/** A command, sandbox or file was not found. */
+export declare class NotFoundError extends SandboxError {
+  constructor(message: string, stackTrace?: string)
+}
+/** A file or directory does not exist in the sandbox. */
+export declare class FileNotFoundError extends NotFoundError {
+  constructor(message: string, stackTrace?: string)
+}
+/**
+ * No sandbox has this id (code `SANDBOX_NOT_FOUND`), or this handle's
+ * sandbox has ended (code `SANDBOX_NOT_RUNNING`).
+ */
+export declare class SandboxNotFoundError extends NotFoundError {
+  constructor(message: string, stackTrace?: string)
+}
+/** A command exited with a non-zero code; carries its result. */
+export declare class CommandExitError extends SandboxError implements CommandResult {
+  constructor(result: CommandResult)
+  readonly exitCode: number
+  readonly error: string | undefined
+  readonly stdout: string
+  readonly stderr: string
+  readonly oomKilled: boolean | undefined
+}

@@ -1,0 +1,25 @@
+'use strict'
+
+// SoulBox for Node.js: disposable Linux sandboxes with E2B's JS SDK names.
+
+const errors = require('./lib/errors')
+const { Sandbox } = require('./lib/sandbox')
+const { CommandHandle } = require('./lib/commands')
+const { WatchHandle, FileType, FilesystemEventType } = require('./lib/filesystem')
+
+module.exports = {
+  Sandbox,
+  CommandHandle,
+  WatchHandle,
+  FileType,
+  FilesystemEventType,
+  SandboxError: errors.SandboxError,
+  TimeoutError: errors.TimeoutError,
+  InvalidArgumentError: errors.InvalidArgumentError,
+  NotEnoughSpaceError: errors.NotEnoughSpaceError,
+  NotFoundError: errors.NotFoundError,
+  FileNotFoundError: errors.FileNotFoundError,
+  SandboxNotFoundError: errors.SandboxNotFoundError,
+  CommandExitError: errors.CommandExitError,
+  default: Sandbox,
+}

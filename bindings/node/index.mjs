@@ -1,0 +1,21 @@
+// The ES module entry point: the CommonJS module's exports under their
+// names, so that both entry points share one set of classes.
+import soulbox from './index.js'
+
+export const {
+  Sandbox,
+  CommandHandle,
+  WatchHandle,
+  FileType,
+  FilesystemEventType,
+  SandboxError,
+  TimeoutError,
+  InvalidArgumentError,
+  NotEnoughSpaceError,
+  NotFoundError,
+  FileNotFoundError,
+  SandboxNotFoundError,
+  CommandExitError,
+} = soulbox
+
+export default Sandbox

@@ -1,0 +1,217 @@
+'use strict'
+
+// The Sandbox class, with E2B's names.
+
+const os = require('node:os')
+
+const check = require('./check')
+const { native, call } = require('./native')
+const { Commands, Pty } = require('./commands')
+const { Filesystem } = require('./filesystem')
+
+const SANDBOX_STATES = new Set(['running', 'paused'])
+
+/** Converts the addon's sandbox description to E2B's field names. */
+function sandboxInfo(info) {
+  return {
+    sandboxId: info.sandboxId,
+    templateId: info.template,
+    name: info.template,
+    metadata: info.metadata,
+    envs: info.envs,
+    startedAt: new Date(info.startedMs),
+    endAt: info.endsMs === null || info.endsMs === undefined ? undefined : new Date(info.endsMs),
+    state: info.state,
+    // Without a CPU limit the sandbox may use every CPU of the host.
+    cpuCount: info.cpuLimit ?? os.availableParallelism(),
+    memoryMB: info.memoryLimit === null || info.memoryLimit === undefined ? undefined : info.memoryLimit / (1 << 20),
+  }
+}
+
+/**
+ * Converts a resource limit for the addon: undefined keeps the default,
+ * null (no limit) becomes 0.
+ */
+function limit(name, value, isValid) {
+  if (value === undefined) {
+    return undefined
+  }
+  if (value === null) {
+    return 0
+  }
+  if (typeof value !== 'number' || !isValid(value) || value <= 0) {
+    throw check.invalid(name, value, 'a positive number, or null for no limit')
+  }
+  return value
+}
+
+/**
+ * A sandbox: a tree of processes in its own namespaces, with an overlay
+ * root over a template, a cgroup and SoulBox's own PID 1.
+ *
+ * Create one with `Sandbox.create()`. As on E2B, it runs until its timeout
+ * (300 s by default) or `kill()`, even after this object is
+ * garbage-collected or this process exits. `Sandbox.connect(id)` reaches
+ * it from any process of the same user.
+ */
+class Sandbox {
+  /** @internal Use `Sandbox.create()`. */
+  constructor(nativeSandbox) {
+    this._native = nativeSandbox
+    /** The sandbox id, which is also its hostname. */
+    this.sandboxId = nativeSandbox.id
+    /** Commands in the sandbox. */
+    this.commands = new Commands(nativeSandbox)
+    /** Pseudo-terminals in the sandbox. */
+    this.pty = new Pty(nativeSandbox)
+    /** The sandbox's files. */
+    this.files = new Filesystem(nativeSandbox)
+  }
+
+  /**
+   * Creates a sandbox and resolves once it accepts commands:
+   * `Sandbox.create()`, `Sandbox.create(opts)` or
+   * `Sandbox.create(template, opts)`. Only the `host` template exists.
+   */
+  static async create(templateOrOpts, opts) {
+    let template
+    if (typeof templateOrOpts === 'string') {
+      template = templateOrOpts
+    } else {
+      opts = templateOrOpts
+    }
+    opts = check.options('opts', opts)
+    const options = {
+      template,
+      timeoutMs: check.optionalTimeoutMs('timeoutMs', opts.timeoutMs),
+      envs: check.optionalStringRecord('envs', opts.envs),
+      metadata: check.optionalStringRecord('metadata', opts.metadata),
+      memoryLimit: limit('memoryLimit', opts.memoryLimit, Number.isSafeInteger),
+      pidsLimit: limit('pidsLimit', opts.pidsLimit, Number.isSafeInteger),
+      cpuLimit: limit('cpuLimit', opts.cpuLimit, Number.isFinite),
+    }
+    const nativeSandbox = await call(() => native().NativeSandbox.create(options))
+    return new this(nativeSandbox)
+  }
+
+  /**
+   * Connects to a running or paused sandbox of this user, created by this
+   * or any other process, and resumes it if it was paused. Commands that
+   * another handle started are not visible through this one.
+   */
+  static async connect(sandboxId) {
+    check.string('sandboxId', sandboxId)
+    return new this(await call(() => native().NativeSandbox.connect(sandboxId)))
+  }
+
+  /**
+   * Lists this user's running and paused sandboxes, oldest first, with
+   * E2B's filters: `{ query: { metadata, state: ['running', 'paused'] } }`.
+   */
+  static async list(opts) {
+    const query = check.options('query', check.options('opts', opts).query)
+    const metadata = check.optionalStringRecord('query.metadata', query.metadata)
+    const states = query.state ?? ['running', 'paused']
+    if (!Array.isArray(states) || states.some((state) => !SANDBOX_STATES.has(state))) {
+      throw check.invalid('query.state', states, "an array of 'running' and 'paused'")
+    }
+    const state = states.length === 1 ? states[0] : undefined
+    const infos = states.length === 0 ? [] : await call(() => native().NativeSandbox.list(metadata, state))
+    return infos.map(sandboxInfo)
+  }
+
+  /** Kills a sandbox by id. Returns false if no such sandbox runs. */
+  static async kill(sandboxId) {
+    check.string('sandboxId', sandboxId)
+    return call(() => native().NativeSandbox.killId(sandboxId))
+  }
+
+  /** Describes a sandbox by id, without resuming it. */
+  static async getInfo(sandboxId) {
+    check.string('sandboxId', sandboxId)
+    const sandbox = await call(() => native().NativeSandbox.connectWithoutResume(sandboxId))
+    return sandboxInfo(await call(() => sandbox.getInfo()))
+  }
+
+  /** Sets a sandbox's remaining lifetime by id; 0 removes the limit. */
+  static async setTimeout(sandboxId, timeoutMs) {
+    check.string('sandboxId', sandboxId)
+    const sandbox = await call(() => native().NativeSandbox.connectWithoutResume(sandboxId))
+    await new this(sandbox).setTimeout(timeoutMs)
+  }
+
+  /** Returns a sandbox's current resource use by id, as a one-sample array. */
+  static async getMetrics(sandboxId) {
+    check.string('sandboxId', sandboxId)
+    const sandbox = await call(() => native().NativeSandbox.connectWithoutResume(sandboxId))
+    return new this(sandbox).getMetrics()
+  }
+
+  /** Returns whether the sandbox is still running. */
+  async isRunning() {
+    return this._native.isRunning()
+  }
+
+  /**
+   * Sets the sandbox's remaining lifetime to `timeoutMs` from now; 0
+   * removes the limit.
+   */
+  async setTimeout(timeoutMs) {
+    if (timeoutMs === undefined) {
+      throw check.invalid('timeoutMs', timeoutMs, 'a whole number of milliseconds')
+    }
+    check.optionalTimeoutMs('timeoutMs', timeoutMs)
+    await call(() => this._native.setTimeout(timeoutMs))
+  }
+
+  /**
+   * Kills every process of the sandbox and removes its cgroups. Calling
+   * it again does nothing.
+   */
+  async kill() {
+    await call(() => this._native.kill())
+  }
+
+  /**
+   * Describes this sandbox: id, template, metadata, start and end times,
+   * state and limits.
+   */
+  async getInfo() {
+    return sandboxInfo(await call(() => this._native.getInfo()))
+  }
+
+  /**
+   * Freezes every process of the sandbox and stops its timeout clock.
+   * Returns false if it was already paused. `connect()` resumes it.
+   */
+  async pause() {
+    return call(() => this._native.pause())
+  }
+
+  /** Resumes this sandbox if it is paused, as E2B's `sbx.connect()`. */
+  async connect() {
+    await call(() => this._native.resume())
+    return this
+  }
+
+  /**
+   * Returns the sandbox's current resource use, as a one-sample array
+   * (E2B returns a series over time).
+   */
+  async getMetrics() {
+    const metrics = await call(() => this._native.metrics())
+    return [
+      {
+        timestamp: new Date(metrics.timestampMs),
+        cpuCount: metrics.cpuCount,
+        cpuUsedPct: metrics.cpuUsedPct,
+        memUsed: metrics.memUsed ?? undefined,
+        memTotal: metrics.memTotal ?? undefined,
+        diskUsed: metrics.diskUsed,
+        diskTotal: metrics.diskTotal,
+      },
+    ]
+  }
+}
+
+module.exports = { Sandbox }

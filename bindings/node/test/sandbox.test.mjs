@@ -1,0 +1,232 @@
+// Sandboxes through the Node API: create, timeouts, kill, garbage
+// collection, sandboxes across handles, and limits.
+
+import assert from 'node:assert/strict'
+import { createRequire } from 'node:module'
+import { test } from 'node:test'
+import { readdirSync } from 'node:fs'
+import { setFlagsFromString } from 'node:v8'
+import { runInNewContext } from 'node:vm'
+
+import * as esm from 'soulbox'
+import Sandbox, { InvalidArgumentError, SandboxNotFoundError } from 'soulbox'
+import {
+  eventually,
+  hostProcessesOf,
+  leftoverCgroups,
+  requireRoot,
+  withSandbox,
+} from './helpers.mjs'
+
+test('CommonJS and ESM share classes', () => {
+  const cjs = createRequire(import.meta.url)('soulbox')
+  assert.equal(cjs.Sandbox, esm.Sandbox)
+  assert.equal(cjs.CommandExitError, esm.CommandExitError)
+  assert.equal(esm.default, esm.Sandbox)
+  for (const name of [
+    'SandboxError',
+    'TimeoutError',
+    'InvalidArgumentError',
+    'NotEnoughSpaceError',
+    'NotFoundError',
+    'FileNotFoundError',
+    'SandboxNotFoundError',
+    'CommandExitError',
+  ]) {
+    assert.equal(typeof esm[name], 'function', `${name} is exported`)
+    assert.equal(new esm[name]({ error: 'x' }).name, name)
+  }
+})
+
+test('kill removes every trace', async (t) => {
+  if (!requireRoot(t)) return
+  const sbx = await Sandbox.create()
+  assert.match(sbx.sandboxId, /^sb-/)
+  assert.equal((await sbx.commands.run('hostname')).stdout, `${sbx.sandboxId}\n`)
+  assert.equal(await sbx.isRunning(), true)
+  assert.ok(leftoverCgroups(sbx.sandboxId).length > 0, 'a live sandbox has cgroups')
+  await sbx.kill()
+  await sbx.kill()
+  assert.equal(await sbx.isRunning(), false)
+  assert.deepEqual(leftoverCgroups(sbx.sandboxId), [])
+  assert.deepEqual(hostProcessesOf(sbx.sandboxId), [])
+  const error = await sbx.commands.run('true').catch((e) => e)
+  assert.ok(error instanceof SandboxNotFoundError, `expected SandboxNotFoundError, got ${error}`)
+  assert.equal(error.code, 'SANDBOX_NOT_RUNNING')
+  await assert.rejects(sbx.files.read('x'), SandboxNotFoundError)
+})
+
+test('collected handles release resources', async (t) => {
+  if (!requireRoot(t)) return
+  setFlagsFromString('--expose-gc')
+  const gc = runInNewContext('gc')
+  const openFds = () => readdirSync('/proc/self/fd').length
+  // A first sandbox sets up what the process keeps for its whole life
+  // (the async runtime), so that only handles count.
+  await withSandbox({}, (sbx) => sbx.commands.run('true'))
+  const before = openFds()
+  // The handles are only reachable inside this function, so they are
+  // garbage once it returns. The sandboxes themselves run on, as on E2B.
+  const count = 5
+  const ids = await (async () => {
+    const made = []
+    for (let i = 0; i < count; i++) {
+      const sbx = await Sandbox.create({ timeoutMs: 60_000 })
+      await sbx.commands.run('echo x')
+      made.push(sbx.sandboxId)
+    }
+    return made
+  })()
+  for (const id of ids) {
+    assert.ok(hostProcessesOf(id).length > 0, `sandbox ${id} runs on without its handle`)
+  }
+  for (const id of ids) {
+    assert.equal(await Sandbox.kill(id), true)
+    assert.deepEqual(leftoverCgroups(id), [])
+    assert.deepEqual(hostProcessesOf(id), [])
+  }
+  // Each live handle keeps at least 3 descriptors open: PID 1's pidfd,
+  // the control socket and the root directory. V8 may keep the newest
+  // object for a while, and SoulBox's reaper thread keeps an epoll
+  // descriptor, so up to 4 may stay open. 5 uncollected handles would
+  // keep 15.
+  let left
+  const released = await eventually(async () => {
+    gc()
+    await new Promise((resolve) => setImmediate(resolve))
+    left = openFds() - before
+    return left <= 4
+  }, 10_000)
+  assert.ok(released, `${left} descriptors stayed open after collection`)
+})
+
+test('connect list and kill by id', async (t) => {
+  if (!requireRoot(t)) return
+  const label = `node-${process.pid}-${Date.now()}`
+  const sbx = await Sandbox.create({ metadata: { suite: label }, envs: { E: '1' } })
+  try {
+    const other = await Sandbox.connect(sbx.sandboxId)
+    assert.equal(other.sandboxId, sbx.sandboxId)
+    assert.equal((await other.commands.run('echo $E; hostname')).stdout, `1\n${sbx.sandboxId}\n`)
+    const listed = await Sandbox.list({ query: { metadata: { suite: label } } })
+    assert.deepEqual(
+      listed.map((info) => info.sandboxId),
+      [sbx.sandboxId],
+    )
+    const info = await Sandbox.getInfo(sbx.sandboxId)
+    assert.equal(info.templateId, 'host')
+    assert.deepEqual(info.metadata, { suite: label })
+    assert.deepEqual(info.envs, { E: '1' })
+    assert.equal(info.state, 'running')
+    assert.ok(info.startedAt instanceof Date)
+    const leftMs = info.endAt.getTime() - Date.now()
+    assert.ok(leftMs > 250_000, `${leftMs} ms left of the 300 s default`)
+    assert.ok(leftMs <= 300_000, `${leftMs} ms left of the 300 s default`)
+    assert.equal(info.memoryMB, 2048)
+    await Sandbox.setTimeout(sbx.sandboxId, 60_000)
+    const shorter = (await sbx.getInfo()).endAt.getTime() - Date.now()
+    assert.ok(shorter <= 60_000, `${shorter} ms left after setTimeout(60 000)`)
+    assert.equal(await Sandbox.kill(sbx.sandboxId), true)
+    assert.equal(await Sandbox.kill(sbx.sandboxId), false)
+    const missing = await Sandbox.connect(sbx.sandboxId).catch((e) => e)
+    assert.ok(missing instanceof SandboxNotFoundError, `expected SandboxNotFoundError, got ${missing}`)
+    assert.equal(missing.code, 'SANDBOX_NOT_FOUND')
+    assert.deepEqual(await Sandbox.list({ query: { metadata: { suite: label } } }), [])
+  } finally {
+    await sbx.kill()
+  }
+})
+
+test('pause resume and metrics', async (t) => {
+  if (!requireRoot(t)) return
+  await withSandbox({}, async (sbx) => {
+    assert.equal(await sbx.pause(), true)
+    assert.equal(await sbx.pause(), false)
+    const paused = await sbx.getInfo()
+    assert.equal(paused.state, 'paused')
+    assert.equal(paused.endAt, undefined)
+    const listed = await Sandbox.list({ query: { state: ['paused'] } })
+    assert.ok(listed.some((info) => info.sandboxId === sbx.sandboxId))
+    assert.equal(await sbx.connect(), sbx)
+    assert.equal((await sbx.getInfo()).state, 'running')
+    assert.equal((await sbx.commands.run('echo thawed')).stdout, 'thawed\n')
+    const [metrics] = await sbx.getMetrics()
+    assert.ok(metrics.timestamp instanceof Date)
+    assert.ok(metrics.cpuCount > 0)
+    assert.equal(metrics.memTotal, 2 ** 31)
+    assert.ok(metrics.memUsed > 0)
+    assert.ok(metrics.diskTotal > 0)
+    const [byId] = await Sandbox.getMetrics(sbx.sandboxId)
+    assert.equal(byId.diskTotal, metrics.diskTotal)
+    await assert.rejects(Sandbox.list({ query: { state: ['frozen'] } }), InvalidArgumentError)
+  })
+})
+
+test('sandbox timeout ends it', async (t) => {
+  if (!requireRoot(t)) return
+  await withSandbox({ timeoutMs: 60_000 }, async (sbx) => {
+    await sbx.setTimeout(500)
+    assert.ok(await eventually(async () => !(await sbx.isRunning()), 5000))
+    await assert.rejects(sbx.commands.run('true'), SandboxNotFoundError)
+  })
+})
+
+test('create options checked', async (t) => {
+  if (!requireRoot(t)) return
+  const cases = [
+    [() => Sandbox.create({ timeoutMs: -5 }), /timeoutMs/],
+    [() => Sandbox.create({ envs: { A: 2 } }), /envs\.A/],
+    [() => Sandbox.create({ metadata: 'x' }), /metadata/],
+    [() => Sandbox.create({ memoryLimit: -1 }), /memoryLimit/],
+    [() => Sandbox.create({ memoryLimit: 1 << 20 }), /memory_limit/],
+    [() => Sandbox.create('base'), /template "base"/],
+    [() => Sandbox.create(7), /opts must be an object/],
+  ]
+  for (const [create, message] of cases) {
+    const error = await create().catch((e) => e)
+    assert.ok(error instanceof InvalidArgumentError, `expected InvalidArgumentError, got ${error}`)
+    assert.match(error.message, message)
+  }
+  await withSandbox({ timeoutMs: 0, metadata: { owner: 'tests' } }, async (sbx) => {
+    assert.equal(await sbx.isRunning(), true)
+  })
+  const named = await Sandbox.create('host', { envs: { NAMED: 'yes' } })
+  try {
+    assert.equal((await named.commands.run('echo $NAMED')).stdout, 'yes\n')
+  } finally {
+    await named.kill()
+  }
+})
+
+test('out of memory reported', async (t) => {
+  if (!requireRoot(t)) return
+  await withSandbox({ memoryLimit: 256 << 20 }, async (sbx) => {
+    const hog = "python3 -c 'import mmap; m = mmap.mmap(-1, 1 << 30); m[::4096] = b\"x\" * (1 << 18)'"
+    const started = Date.now()
+    const error = await sbx.commands.run(hog, { timeoutMs: 30_000 }).catch((e) => e)
+    assert.ok(error instanceof esm.CommandExitError, `expected CommandExitError, got ${error}`)
+    assert.ok(Date.now() - started < 20_000, 'the kill should come quickly')
+    assert.equal(error.oomKilled, true)
+    assert.equal(error.exitCode, 128 + 9)
+    assert.match(error.error, /out of memory/)
+    assert.equal((await sbx.commands.run('echo alive')).stdout, 'alive\n')
+  })
+})
+
+test('fork bomb contained', async (t) => {
+  if (!requireRoot(t)) return
+  const bombed = await Sandbox.create({ pidsLimit: 64 })
+  try {
+    await withSandbox({}, async (bystander) => {
+      const bomb = await bombed.commands.run(':(){ :|:& };:', { background: true })
+      await new Promise((resolve) => setTimeout(resolve, 2000))
+      const other = await bystander.commands.run("sh -c 'echo from-child'")
+      assert.equal(other.stdout, 'from-child\n', 'another sandbox must still fork')
+      await bomb.kill()
+    })
+  } finally {
+    await bombed.kill()
+  }
+  assert.deepEqual(leftoverCgroups(bombed.sandboxId), [])
+  assert.deepEqual(hostProcessesOf(bombed.sandboxId), [])
+})

@@ -1,0 +1,77 @@
+// Compile-only checks of the ES module declarations: `npm run typecheck`
+// fails if a call that E2B's SDK accepts does not type-check here, or if
+// a result has the wrong type.
+import Sandbox, {
+  CommandExitError,
+  FileNotFoundError,
+  FileType,
+  FilesystemEventType,
+  NotFoundError,
+  SandboxError,
+  TimeoutError,
+  type CommandHandle,
+  type CommandResult,
+  type EntryInfo,
+  type FilesystemEvent,
+  type WriteInfo,
+} from 'soulbox'
+
+export async function typeChecks(): Promise<void> {
+  const sbx = await Sandbox.create({ timeoutMs: 60_000, envs: { A: '1' }, metadata: { k: 'v' } })
+  const same: Sandbox = await Sandbox.create('host')
+  const result: CommandResult = await sbx.commands.run('echo hi', {
+    envs: { B: '2' },
+    user: 'root',
+    cwd: '/tmp',
+    timeoutMs: 1000,
+    onStdout: (data: string) => void data,
+    onStderr: async (data: string) => void data,
+    signal: AbortSignal.timeout(5000),
+  })
+  const code: number = result.exitCode
+  const handle: CommandHandle = await sbx.commands.run('sleep 1', { background: true, stdin: true })
+  await handle.sendStdin('text')
+  await handle.closeStdin()
+  const killed: boolean = await handle.kill()
+  const waited: CommandResult = await handle.wait()
+  const text: string = await sbx.files.read('/etc/hostname')
+  const bytes: Uint8Array = await sbx.files.read('/etc/hostname', { format: 'bytes' })
+  const blob: Blob = await sbx.files.read('/etc/hostname', { format: 'blob' })
+  const stream: ReadableStream<Uint8Array> = await sbx.files.read('f', { format: 'stream' })
+  const written: WriteInfo = await sbx.files.write('f', new Uint8Array([1, 2]))
+  const many: WriteInfo[] = await sbx.files.write([{ path: 'a', data: 'x' }])
+  const entries: EntryInfo[] = await sbx.files.list('.', { depth: 2 })
+  const isDir: boolean = entries[0]?.type === FileType.DIR
+  const created: boolean = await sbx.files.makeDir('d')
+  const renamed: EntryInfo = await sbx.files.rename('a', 'b')
+  const watch = await sbx.files.watchDir(
+    'd',
+    (event: FilesystemEvent) => void (event.type === FilesystemEventType.CREATE),
+    { recursive: true, onExit: (err?: Error) => void err },
+  )
+  await watch.stop()
+  const terminal = await sbx.pty.create({ rows: 24, cols: 80, onData: (d: Uint8Array) => void d })
+  await sbx.pty.sendInput(terminal.pid, new TextEncoder().encode('exit\n'))
+  await sbx.pty.resize(terminal.pid, { rows: 30, cols: 100 })
+  await sbx.setTimeout(30_000)
+  const running: boolean = await sbx.isRunning()
+  await sbx.kill()
+  try {
+    await same.commands.run('exit 1')
+  } catch (error) {
+    if (error instanceof CommandExitError) {
+      const output: string = error.stdout + error.stderr + String(error.exitCode)
+      void output
+    }
+    if (error instanceof FileNotFoundError && error instanceof NotFoundError) {
+      const kind: string = error.code
+      void kind
+    }
+    if (error instanceof TimeoutError || error instanceof SandboxError) {
+      const errno: number | undefined = error.errno
+      void errno
+    }
+  }
+  void [code, killed, waited, text, bytes, blob, stream, written, many, isDir, created]
+  void [renamed, running]
+}

@@ -1,0 +1,571 @@
+//! Unit tests of policy building and compilation. The compiled programs run
+//! in [`run`], a small interpreter of the classic BPF instructions that
+//! seccompiler and the section linker emit, fed `struct seccomp_data` as
+//! the kernel builds it. End-to-end tests with real sandboxes are in
+//! `tests/security.rs` and `tests/seccomp.rs`.
+
+use super::*;
+
+const ALLOW: u32 = 0x7fff_0000;
+const KILL_PROCESS: u32 = 0x8000_0000;
+
+fn errno(code: i32) -> u32 {
+    0x0005_0000 | code as u32
+}
+
+#[cfg(target_arch = "x86_64")]
+const AUDIT_ARCH: u32 = 0xc000_003e;
+#[cfg(target_arch = "aarch64")]
+const AUDIT_ARCH: u32 = 0xc000_00b7;
+/// AUDIT_ARCH_I386, the architecture of x86-64's 32-bit entry point.
+const AUDIT_ARCH_I386: u32 = 0x4000_0003;
+
+fn nr(name: &str) -> u32 {
+    let (_, number) = syscalls::lookup(name).unwrap_or_else(|| panic!("unknown {name}"));
+    number as u32
+}
+
+/// Runs a wire-format program on one system call and returns its action.
+fn run(program: &[u8], arch: u32, nr: u32, args: [u64; 6]) -> u32 {
+    let mut data = [0u8; 64];
+    data[0..4].copy_from_slice(&nr.to_le_bytes());
+    data[4..8].copy_from_slice(&arch.to_le_bytes());
+    for (i, arg) in args.iter().enumerate() {
+        data[16 + 8 * i..24 + 8 * i].copy_from_slice(&arg.to_le_bytes());
+    }
+    let instructions: Vec<(u16, u8, u8, u32)> = program
+        .chunks_exact(8)
+        .map(|raw| {
+            (
+                u16::from_le_bytes([raw[0], raw[1]]),
+                raw[2],
+                raw[3],
+                u32::from_le_bytes([raw[4], raw[5], raw[6], raw[7]]),
+            )
+        })
+        .collect();
+    let mut acc = 0u32;
+    let mut pc = 0usize;
+    loop {
+        let (code, jt, jf, k) = *instructions
+            .get(pc)
+            .unwrap_or_else(|| panic!("ran off the program at {pc}"));
+        pc += 1;
+        let jump = |taken: bool| usize::from(if taken { jt } else { jf });
+        match code {
+            0x20 => {
+                let at = k as usize;
+                acc = u32::from_le_bytes([data[at], data[at + 1], data[at + 2], data[at + 3]]);
+            }
+            0x54 => acc &= k,
+            0x05 => pc += k as usize,
+            0x15 => pc += jump(acc == k),
+            0x25 => pc += jump(acc > k),
+            0x35 => pc += jump(acc >= k),
+            0x45 => pc += jump(acc & k != 0),
+            0x06 => return k,
+            other => panic!("unexpected opcode {other:#x} at {}", pc - 1),
+        }
+    }
+}
+
+fn program(policy: &SeccompPolicy) -> Arc<[u8]> {
+    policy
+        .program()
+        .unwrap_or_else(|e| panic!("policy did not compile: {e}"))
+}
+
+fn call(program: &[u8], name: &str, args: [u64; 6]) -> u32 {
+    run(program, AUDIT_ARCH, nr(name), args)
+}
+
+fn args0(first: u64) -> [u64; 6] {
+    [first, 0, 0, 0, 0, 0]
+}
+
+fn args1(second: u64) -> [u64; 6] {
+    [0, second, 0, 0, 0, 0]
+}
+
+#[test]
+fn default_policy_builds() {
+    let policy = SeccompPolicy::default();
+    let rules = policy.rules.as_ref().expect("the default policy has rules");
+    assert!(rules.errors.is_empty(), "errors: {:?}", rules.errors);
+    let program = program(&policy);
+    let instructions = program.len() / soulbox_proto::SOCK_FILTER_LEN;
+    assert!(
+        instructions <= compile::MAX_INSTRUCTIONS,
+        "{instructions} instructions"
+    );
+}
+
+#[test]
+fn default_policy_decisions() {
+    let program = program(&SeccompPolicy::default());
+    let cases: &[(&str, &str, [u64; 6], u32)] = &[
+        ("read", "read", [0; 6], ALLOW),
+        ("TIOCSTI", "ioctl", args1(0x5412), errno(libc::EPERM)),
+        (
+            "TIOCSTI high bits",
+            "ioctl",
+            args1(0x1_0000_5412),
+            errno(libc::EPERM),
+        ),
+        (
+            "TIOCSTI garbage high bits",
+            "ioctl",
+            args1(0xdead_beef_0000_5412),
+            errno(libc::EPERM),
+        ),
+        ("TIOCLINUX", "ioctl", args1(0x541c), errno(libc::EPERM)),
+        ("TCGETS", "ioctl", args1(0x5401), ALLOW),
+        ("fork-like clone", "clone", args0(0x0120_0011), ALLOW),
+        ("thread clone", "clone", args0(0x003d_0f00), ALLOW),
+        (
+            "clone NEWUSER",
+            "clone",
+            args0(0x1000_0000),
+            errno(libc::EPERM),
+        ),
+        (
+            "clone NEWNET high bits",
+            "clone",
+            args0(0xffff_0000_4000_0011),
+            errno(libc::EPERM),
+        ),
+        ("unshare CLONE_FS", "unshare", args0(0x200), ALLOW),
+        (
+            "unshare NEWNS",
+            "unshare",
+            args0(0x0002_0000),
+            errno(libc::EPERM),
+        ),
+        (
+            "unshare NEWTIME",
+            "unshare",
+            args0(0x80),
+            errno(libc::EPERM),
+        ),
+        ("clone3", "clone3", [0; 6], errno(libc::ENOSYS)),
+        ("setns", "setns", [0; 6], errno(libc::EPERM)),
+        ("keyctl", "keyctl", [0; 6], errno(libc::EPERM)),
+        (
+            "io_uring_setup",
+            "io_uring_setup",
+            [0; 6],
+            errno(libc::EPERM),
+        ),
+        ("socket AF_INET", "socket", args0(2), ALLOW),
+        ("socket AF_UNIX", "socket", args0(1), ALLOW),
+        ("socket AF_NETLINK", "socket", args0(16), ALLOW),
+        (
+            "socket AF_ALG",
+            "socket",
+            args0(38),
+            errno(libc::EAFNOSUPPORT),
+        ),
+        (
+            "socket AF_VSOCK",
+            "socket",
+            args0(40),
+            errno(libc::EAFNOSUPPORT),
+        ),
+        (
+            "socket AF_VSOCK high bits",
+            "socket",
+            args0(0x1_0000_0028),
+            errno(libc::EAFNOSUPPORT),
+        ),
+        (
+            "personality query",
+            "personality",
+            args0(0xffff_ffff),
+            ALLOW,
+        ),
+        (
+            "personality ADDR_NO_RANDOMIZE",
+            "personality",
+            args0(0x0004_0000),
+            errno(libc::EPERM),
+        ),
+        (
+            "lookup_dcookie",
+            "lookup_dcookie",
+            [0; 6],
+            errno(libc::ENOSYS),
+        ),
+        ("sethostname", "sethostname", [0; 6], errno(libc::ENOSYS)),
+    ];
+    for (label, name, args, expected) in cases {
+        assert_eq!(
+            call(&program, name, *args),
+            *expected,
+            "{label}: action {:#x}",
+            call(&program, name, *args)
+        );
+    }
+}
+
+#[test]
+fn default_policy_closes_other_entry_points() {
+    let program = program(&SeccompPolicy::default());
+    // x32 system calls carry x86-64's audit arch and a number with bit 30
+    // set, which no rule names.
+    let x32_read = 0x4000_0000;
+    assert_eq!(
+        run(&program, AUDIT_ARCH, x32_read, [0; 6]),
+        errno(libc::ENOSYS)
+    );
+    assert_eq!(
+        run(&program, AUDIT_ARCH_I386, nr("read"), [0; 6]),
+        KILL_PROCESS
+    );
+    assert_eq!(run(&program, AUDIT_ARCH, 9999, [0; 6]), errno(libc::ENOSYS));
+}
+
+/// Every system call that the default policy denies because attacks on
+/// sandboxes have used it, with the errno the policy returns.
+const ATTACK_SURFACE: &[(&str, i32)] = &[
+    ("unshare", libc::EPERM),
+    ("setns", libc::EPERM),
+    ("clone3", libc::ENOSYS),
+    ("mount", libc::EPERM),
+    ("umount2", libc::EPERM),
+    ("pivot_root", libc::EPERM),
+    ("open_tree", libc::EPERM),
+    ("move_mount", libc::EPERM),
+    ("fsopen", libc::EPERM),
+    ("fsconfig", libc::EPERM),
+    ("fsmount", libc::EPERM),
+    ("fspick", libc::EPERM),
+    ("mount_setattr", libc::EPERM),
+    ("add_key", libc::EPERM),
+    ("request_key", libc::EPERM),
+    ("keyctl", libc::EPERM),
+    ("ptrace", libc::EPERM),
+    ("process_vm_readv", libc::EPERM),
+    ("process_vm_writev", libc::EPERM),
+    ("kcmp", libc::EPERM),
+    ("userfaultfd", libc::EPERM),
+    ("io_uring_setup", libc::EPERM),
+    ("io_uring_enter", libc::EPERM),
+    ("io_uring_register", libc::EPERM),
+    ("bpf", libc::EPERM),
+    ("perf_event_open", libc::EPERM),
+    ("kexec_load", libc::EPERM),
+    ("kexec_file_load", libc::EPERM),
+    ("init_module", libc::EPERM),
+    ("finit_module", libc::EPERM),
+    ("delete_module", libc::EPERM),
+    ("reboot", libc::EPERM),
+    ("swapon", libc::EPERM),
+    ("swapoff", libc::EPERM),
+    ("settimeofday", libc::EPERM),
+    ("clock_settime", libc::EPERM),
+    ("clock_adjtime", libc::EPERM),
+    ("adjtimex", libc::EPERM),
+    ("acct", libc::EPERM),
+    ("quotactl", libc::EPERM),
+    ("quotactl_fd", libc::EPERM),
+    ("syslog", libc::EPERM),
+    ("open_by_handle_at", libc::EPERM),
+    ("name_to_handle_at", libc::EPERM),
+];
+
+#[test]
+fn attack_surface_denied() {
+    let program = program(&SeccompPolicy::default());
+    for &(name, code) in ATTACK_SURFACE {
+        // unshare is allowed without namespace flags, so test it with one.
+        let args = if name == "unshare" {
+            args0(0x1000_0000)
+        } else {
+            [0; 6]
+        };
+        assert_eq!(call(&program, name, args), errno(code), "{name}");
+    }
+}
+
+/// Returns the action `policy` gives a call without argument rules.
+fn expected_plain(policy: &SeccompPolicy, number: u32) -> u32 {
+    let rules = policy.rules.as_ref().expect("rules");
+    let action = rules
+        .syscalls
+        .get(&i64::from(number))
+        .and_then(|s| s.action)
+        .unwrap_or(rules.default_action);
+    match action {
+        SeccompAction::Allow => ALLOW,
+        SeccompAction::Errno(code) => errno(code),
+        SeccompAction::KillProcess => KILL_PROCESS,
+    }
+}
+
+/// Numbers of every call in the table, the gaps between them, x32's and
+/// the extremes.
+fn numbers_to_check() -> impl Iterator<Item = u32> {
+    (0..1100).chain([0x4000_0000, 0x4000_0001, 0x7fff_ffff, 0xffff_fffe, u32::MAX])
+}
+
+#[test]
+fn program_matches_plain_actions() {
+    let policy = SeccompPolicy::default();
+    let program = program(&policy);
+    for number in numbers_to_check() {
+        // Zero arguments match no argument rule of the default policy
+        // except personality's PER_LINUX, which is allowed.
+        let expected = if number == nr("personality") {
+            ALLOW
+        } else {
+            expected_plain(&policy, number)
+        };
+        let actual = run(&program, AUDIT_ARCH, number, [0; 6]);
+        assert_eq!(actual, expected, "number {number}: {actual:#x}");
+    }
+}
+
+#[test]
+fn search_spans_long_jumps() {
+    // Alternating actions make one range per call, so the search's lower
+    // halves exceed the 255 instructions a conditional jump can skip.
+    let mut known: Vec<(&str, i64)> = syscalls::all().collect();
+    known.sort_by_key(|&(_, number)| number);
+    let policy =
+        known
+            .iter()
+            .enumerate()
+            .fold(SeccompPolicy::minimal(), |policy, (i, &(name, _))| {
+                if SOULBOX_SYSCALLS.contains(&name) {
+                    policy
+                } else if i % 2 == 0 {
+                    policy.deny(name, libc::EPERM)
+                } else {
+                    policy.rule(name, SeccompAction::KillProcess)
+                }
+            });
+    let program = program(&policy);
+    let long_jumps = program.chunks_exact(8).filter(|raw| raw[0] == 0x05).count();
+    assert!(
+        long_jumps > 0,
+        "no JA in {} instructions",
+        program.len() / 8
+    );
+    for number in numbers_to_check() {
+        let actual = run(&program, AUDIT_ARCH, number, [0; 6]);
+        assert_eq!(actual, expected_plain(&policy, number), "number {number}");
+    }
+}
+
+#[test]
+fn caller_adds_deny_rule() {
+    let default = SeccompPolicy::default();
+    let policy = default.clone().deny("mkdir", libc::EACCES);
+    assert_eq!(
+        policy.action_of("mkdir"),
+        Some(SeccompAction::Errno(libc::EACCES))
+    );
+    assert_eq!(default.action_of("mkdir"), Some(SeccompAction::Allow));
+    let program = program(&policy);
+    assert_eq!(call(&program, "mkdir", [0; 6]), errno(libc::EACCES));
+    assert_eq!(call(&program, "mkdirat", [0; 6]), ALLOW);
+    assert_eq!(call(&program, "keyctl", [0; 6]), errno(libc::EPERM));
+}
+
+#[test]
+fn kill_as_default_action() {
+    let policy = SeccompPolicy::default().default_action(SeccompAction::KillProcess);
+    let program = program(&policy);
+    assert_eq!(call(&program, "lookup_dcookie", [0; 6]), KILL_PROCESS);
+    assert_eq!(run(&program, AUDIT_ARCH, 0x4000_0000, [0; 6]), KILL_PROCESS);
+    // Explicit denials keep their errno, so runtimes that probe still run.
+    assert_eq!(call(&program, "io_uring_setup", [0; 6]), errno(libc::EPERM));
+    assert_eq!(call(&program, "clone3", [0; 6]), errno(libc::ENOSYS));
+    assert_eq!(call(&program, "read", [0; 6]), ALLOW);
+}
+
+#[test]
+fn kill_rule_for_one_call() {
+    let policy = SeccompPolicy::default().rule("ptrace", SeccompAction::KillProcess);
+    let program = program(&policy);
+    assert_eq!(call(&program, "ptrace", [0; 6]), KILL_PROCESS);
+    assert_eq!(call(&program, "kcmp", [0; 6]), errno(libc::EPERM));
+}
+
+#[test]
+fn minimal_policy_allows_only_listed() {
+    let policy = SeccompPolicy::minimal().allow("mkdir");
+    let program = program(&policy);
+    assert_eq!(call(&program, "mkdir", [0; 6]), ALLOW);
+    assert_eq!(call(&program, "mkdirat", [0; 6]), errno(libc::ENOSYS));
+    assert_eq!(call(&program, "socket", args0(2)), errno(libc::ENOSYS));
+    assert_eq!(call(&program, "clone3", [0; 6]), errno(libc::ENOSYS));
+    for name in SOULBOX_SYSCALLS {
+        assert_eq!(call(&program, name, [0; 6]), ALLOW, "{name}");
+    }
+
+    let minimal = program_of(SeccompPolicy::minimal());
+    assert_eq!(call(&minimal, "mkdir", [0; 6]), errno(libc::ENOSYS));
+}
+
+#[test]
+fn soulbox_syscalls_required() {
+    for policy in [
+        SeccompPolicy::default().deny("wait4", libc::EPERM),
+        SeccompPolicy::default().remove("wait4"),
+        SeccompPolicy::default().rule("wait4", SeccompAction::KillProcess),
+    ] {
+        match policy.validate() {
+            Err(Error::InvalidArgument(message)) => {
+                assert!(message.contains("must allow wait4,"), "{message}");
+                assert!(message.contains("minimal()"), "{message}");
+            }
+            other => panic!("expected InvalidArgument, got {other:?}"),
+        }
+    }
+    let default = SeccompPolicy::default();
+    for name in SOULBOX_SYSCALLS {
+        assert_eq!(
+            default.action_of(name),
+            Some(SeccompAction::Allow),
+            "{name}"
+        );
+    }
+}
+
+fn program_of(policy: SeccompPolicy) -> Arc<[u8]> {
+    program(&policy)
+}
+
+#[test]
+fn argument_rules_take_precedence() {
+    let policy = SeccompPolicy::minimal()
+        .allow("fcntl")
+        .deny_if("fcntl", ArgCondition::equals(1, 1030), libc::EACCES)
+        .allow_if("fcntl", ArgCondition::equals(1, 1030))
+        .rule_if(
+            "fcntl",
+            ArgCondition::masked_equals(1, 0xff00, 0x0400),
+            SeccompAction::Errno(libc::EBUSY),
+        )
+        .deny("flock", libc::EPERM)
+        .allow_if("flock", ArgCondition::any_bit(1, 0b0110))
+        .rule_if(
+            "flock",
+            ArgCondition::equals(1, 8),
+            SeccompAction::KillProcess,
+        )
+        .deny_if("flock", ArgCondition::equals(1, 8), libc::EBADF);
+    let program = program(&policy);
+    // 1030 matches all three fcntl rules: the lowest errno wins over the
+    // other errno and over allowing.
+    assert_eq!(call(&program, "fcntl", args1(1030)), errno(libc::EACCES));
+    assert_eq!(call(&program, "fcntl", args1(0x0401)), errno(libc::EBUSY));
+    assert_eq!(call(&program, "fcntl", args1(1)), ALLOW);
+    assert_eq!(call(&program, "flock", args1(2)), ALLOW);
+    assert_eq!(call(&program, "flock", args1(4)), ALLOW);
+    assert_eq!(call(&program, "flock", args1(1)), errno(libc::EPERM));
+    assert_eq!(call(&program, "flock", args1(8)), KILL_PROCESS);
+}
+
+#[test]
+fn remove_returns_call_to_default() {
+    let policy = SeccompPolicy::default().remove("clone").allow("clone");
+    let program = program(&policy);
+    assert_eq!(call(&program, "clone", args0(0x1000_0011)), ALLOW);
+    let without_flock = program_of(SeccompPolicy::default().remove("flock"));
+    assert_eq!(call(&without_flock, "flock", [0; 6]), errno(libc::ENOSYS));
+}
+
+#[test]
+fn invalid_input_reported() {
+    let cases = [
+        (SeccompPolicy::default().allow("mkdirr"), "\"mkdirr\""),
+        (SeccompPolicy::default().deny("mkdir", 0), "errno 0"),
+        (SeccompPolicy::default().deny("mkdir", 5000), "errno 5000"),
+        (
+            SeccompPolicy::default().deny_if("ioctl", ArgCondition::equals(6, 1), libc::EPERM),
+            "argument index 6",
+        ),
+        (
+            SeccompPolicy::default().deny_if("ioctl", ArgCondition::any_bit(1, 0), libc::EPERM),
+            "mask 0",
+        ),
+        (
+            SeccompPolicy::default().default_action(SeccompAction::Allow),
+            "may not be Allow",
+        ),
+        (
+            SeccompPolicy::default().default_action(SeccompAction::Errno(-1)),
+            "errno -1",
+        ),
+        (SeccompPolicy::default().remove("nope"), "\"nope\""),
+        (
+            SeccompPolicy::unconfined().deny("mkdir", libc::EPERM),
+            "unconfined",
+        ),
+    ];
+    for (policy, expected) in cases {
+        match policy.validate() {
+            Err(Error::InvalidArgument(message)) => assert!(
+                message.contains(expected),
+                "{expected:?} not in {message:?}"
+            ),
+            other => panic!("{expected:?}: expected InvalidArgument, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn oversized_policy_rejected() {
+    let policy = (0..1200).fold(SeccompPolicy::default(), |policy, value| {
+        policy.deny_if(
+            "ioctl",
+            ArgCondition::equals(1, 0x9000 + value),
+            libc::EPERM,
+        )
+    });
+    match policy.validate() {
+        Err(Error::InvalidArgument(message)) => {
+            assert!(message.contains("4096"), "{message}");
+        }
+        other => panic!("expected InvalidArgument, got {other:?}"),
+    }
+}
+
+#[test]
+fn program_compiled_once_per_policy() {
+    let first = program(&SeccompPolicy::default());
+    let second = program(&SeccompPolicy::default());
+    assert!(
+        Arc::ptr_eq(&first, &second),
+        "the default was compiled twice"
+    );
+    let custom = SeccompPolicy::default().deny("mkdir", libc::EACCES);
+    let clone = custom.clone();
+    assert!(Arc::ptr_eq(&program(&custom), &program(&clone)));
+    assert!(!Arc::ptr_eq(&program(&custom), &first));
+    assert_ne!(custom, SeccompPolicy::default());
+    assert_eq!(
+        SeccompPolicy::default().deny("mkdir", libc::EACCES),
+        custom,
+        "equal policies compare equal"
+    );
+}
+
+#[test]
+fn unconfined_policy_has_no_program() {
+    let policy = SeccompPolicy::unconfined();
+    assert!(policy.is_unconfined());
+    assert!(program(&policy).is_empty());
+    assert_eq!(format!("{policy:?}"), "SeccompPolicy::unconfined()");
+}
+
+#[test]
+fn debug_output_is_short() {
+    let text = format!("{:?}", SeccompPolicy::default());
+    assert!(text.contains("default_action: Errno(38)"), "{text}");
+    assert!(text.contains("\"keyctl\""), "{text}");
+    assert!(!text.contains("\"read\""), "{text}");
+    assert!(text.len() < 4000, "{} bytes", text.len());
+}

@@ -1,0 +1,35 @@
+//! The C ABI of SoulBox: `libsoulbox.so`, `libsoulbox.a` and
+//! `include/soulbox.h`.
+//!
+//! This crate only translates. Each exported function checks its pointer
+//! and string arguments, blocks on one shared tokio runtime for the
+//! soulbox-core call it wraps, and turns the result into an out-parameter
+//! and a returned error object (NULL on success). Every exported body runs
+//! under `catch_unwind`, so a panic comes back as a
+//! `SOULBOX_ERROR_KIND_INTERNAL` error instead of unwinding into C.
+//!
+//! The code is split in two:
+//! - the safe modules (`sandbox`, `command`, `files`, `options`, `output`,
+//!   `info`, `error`, `runtime`) work on Rust types only;
+//! - `abi` contains every `extern "C"` function and all of the crate's
+//!   `unsafe`: turning C pointers into references and back into boxes.
+//!
+//! `include/soulbox.h` is generated from `abi` and the types it exports
+//! with cbindgen (`soulbox-ffi/cbindgen.toml`); the documentation comments
+//! here become the header's.
+
+#![deny(unsafe_code)]
+
+#[expect(
+    unsafe_code,
+    reason = "the C boundary: raw pointers from C become references here"
+)]
+mod abi;
+mod command;
+mod error;
+mod files;
+mod info;
+mod options;
+mod output;
+mod runtime;
+mod sandbox;

@@ -1,0 +1,1030 @@
+/*
+ * Tests of libsoulbox through soulbox.h, from C.
+ *
+ * Usage: test_soulbox CASE    runs one case; exit status 0 when it passes
+ *        test_soulbox --list  prints the case names, one per line
+ *
+ * soulbox-ffi/tests/c_api.rs compiles this file with AddressSanitizer,
+ * LeakSanitizer and UndefinedBehaviorSanitizer and runs every case in its
+ * own process, so a leak or a memory error fails the case it happened in.
+ * Cases that create sandboxes need root.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "soulbox.h"
+
+static const char *current_case = "?";
+
+static void fail(const char *file, int line, const char *format, ...) {
+    va_list args;
+    va_start(args, format);
+    fprintf(stderr, "%s:%d: case %s failed: ", file, line, current_case);
+    vfprintf(stderr, format, args);
+    fputc('\n', stderr);
+    va_end(args);
+    exit(1);
+}
+
+#define CHECK(cond, ...)                                                       \
+    do {                                                                       \
+        if (!(cond)) fail(__FILE__, __LINE__, __VA_ARGS__);                    \
+    } while (0)
+
+/* Fails the case unless `error` is NULL. */
+#define OK(error) expect_ok(__FILE__, __LINE__, (error), #error)
+static void expect_ok(const char *file, int line, soulbox_error *error, const char *call) {
+    if (error != NULL) {
+        fail(file, line, "%s returned error kind %u (errno %d): %s", call,
+             (unsigned)soulbox_error_get_kind(error), soulbox_error_errno(error),
+             soulbox_error_message(error));
+    }
+}
+
+/* Fails the case unless `error` has `kind`; frees it. Returns nothing: the
+ * message is checked with EXPECT_ERROR_MESSAGE where it matters. */
+#define EXPECT_ERROR(error, kind) expect_error(__FILE__, __LINE__, (error), (kind), #error, NULL, 0)
+#define EXPECT_ERROR_MESSAGE(error, kind, needle)                               \
+    expect_error(__FILE__, __LINE__, (error), (kind), #error, (needle), 0)
+#define EXPECT_ERROR_ERRNO(error, kind, errno_value)                            \
+    expect_error(__FILE__, __LINE__, (error), (kind), #error, NULL, (errno_value))
+static void expect_error(const char *file, int line, soulbox_error *error,
+                         soulbox_error_kind kind, const char *call, const char *needle,
+                         int errno_value) {
+    if (error == NULL) fail(file, line, "%s succeeded, expected error kind %u", call, kind);
+    soulbox_error_kind got = soulbox_error_get_kind(error);
+    const char *message = soulbox_error_message(error);
+    if (got != kind) {
+        fail(file, line, "%s returned error kind %u, expected %u: %s", call, (unsigned)got,
+             (unsigned)kind, message);
+    }
+    if (message == NULL || message[0] == '\0') fail(file, line, "%s: empty error message", call);
+    if (needle != NULL && strstr(message, needle) == NULL) {
+        fail(file, line, "%s: message %s lacks \"%s\"", call, message, needle);
+    }
+    if (errno_value != 0 && soulbox_error_errno(error) != errno_value) {
+        fail(file, line, "%s: errno %d, expected %d (%s)", call, soulbox_error_errno(error),
+             errno_value, message);
+    }
+    soulbox_error_free(error);
+}
+
+/* Returns options whose sandbox dies with its handle, so that a failed case
+ * leaves no sandbox running. */
+static soulbox_options *dying_options(void) {
+    soulbox_options *options = soulbox_options_new();
+    OK(soulbox_options_set_kill_on_drop(options, true));
+    return options;
+}
+
+static soulbox_sandbox *new_sandbox(void) {
+    soulbox_options *options = dying_options();
+    soulbox_sandbox *sandbox = NULL;
+    OK(soulbox_sandbox_create(options, &sandbox));
+    CHECK(sandbox != NULL, "create stored no sandbox");
+    soulbox_options_free(options);
+    return sandbox;
+}
+
+/* Returns a metadata value unique to this process and call. */
+static const char *unique_label(void) {
+    static char label[64];
+    static int calls;
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    snprintf(label, sizeof label, "c-test-%d-%ld-%d", (int)getpid(), (long)now.tv_nsec, calls++);
+    return label;
+}
+
+static soulbox_output *run(soulbox_sandbox *sandbox, const char *command_line,
+                           const soulbox_run_options *options) {
+    soulbox_output *output = NULL;
+    OK(soulbox_run(sandbox, command_line, options, NULL, NULL, &output));
+    CHECK(output != NULL, "run stored no output");
+    return output;
+}
+
+static double seconds_since(const struct timespec *start) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)(now.tv_sec - start->tv_sec) + (double)(now.tv_nsec - start->tv_nsec) / 1e9;
+}
+
+/* Waits up to 5 s until no process named `name` is left in the sandbox,
+ * zombies included, and returns whether none is. A killed tree takes a
+ * moment to be reaped. */
+static bool no_process_left(soulbox_sandbox *sandbox, const char *name) {
+    char command_line[128];
+    snprintf(command_line, sizeof command_line, "pgrep -x %s >/dev/null || echo none", name);
+    for (int i = 0; i < 50; i++) {
+        soulbox_output *output = run(sandbox, command_line, NULL);
+        bool none = strcmp((const char *)output->stdout_data, "none\n") == 0;
+        soulbox_output_free(output);
+        if (none) return true;
+        usleep(100 * 1000);
+    }
+    return false;
+}
+
+/* A pointer that is not NULL and not valid, to check that a failed call
+ * overwrites its out-parameter with NULL. */
+#define GARBAGE ((void *)(uintptr_t)0x1)
+
+/* ---- cases ---------------------------------------------------------------- */
+
+static void case_run_output(void) {
+    soulbox_sandbox *sandbox = new_sandbox();
+    const char *id = soulbox_sandbox_id(sandbox);
+    CHECK(id != NULL, "the sandbox has an id");
+    CHECK(strncmp(id, "sb-", 3) == 0, "sandbox id %s", id);
+    CHECK(soulbox_sandbox_is_running(sandbox), "a new sandbox is running");
+
+    soulbox_output *output = run(sandbox, "echo hello; printf err >&2; hostname", NULL);
+    CHECK(output->exit_code == 0, "exit code %d", output->exit_code);
+    CHECK(output->signal == 0, "signal %d", output->signal);
+    CHECK(!output->timed_out, "timed_out is not set");
+    CHECK(!output->oom_killed, "oom_killed is not set");
+    char expected[128];
+    snprintf(expected, sizeof expected, "hello\n%s\n", id);
+    CHECK(output->stdout_len == strlen(expected), "stdout length %zu", output->stdout_len);
+    CHECK(memcmp(output->stdout_data, expected, output->stdout_len) == 0, "stdout %s",
+          (const char *)output->stdout_data);
+    CHECK(output->stdout_data[output->stdout_len] == '\0', "stdout is NUL-terminated");
+    CHECK(output->stderr_len == 3, "stderr length %zu", output->stderr_len);
+    CHECK(strcmp((const char *)output->stderr_data, "err") == 0, "stderr %s",
+          (const char *)output->stderr_data);
+    soulbox_output_free(output);
+
+    const char *argv[] = {"printf", "%s|%s", "a b", "c", NULL};
+    OK(soulbox_exec(sandbox, argv, NULL, NULL, NULL, &output));
+    CHECK(strcmp((const char *)output->stdout_data, "a b|c") == 0, "exec passes argv as is: %s",
+          (const char *)output->stdout_data);
+    soulbox_output_free(output);
+
+    OK(soulbox_sandbox_kill(sandbox));
+    soulbox_sandbox_free(sandbox);
+}
+
+static void case_nonzero_exit(void) {
+    soulbox_sandbox *sandbox = new_sandbox();
+    soulbox_output *output = run(sandbox, "echo partial; exit 7", NULL);
+    CHECK(output->exit_code == 7, "exit code %d", output->exit_code);
+    CHECK(output->signal == 0, "signal %d", output->signal);
+    CHECK(strcmp((const char *)output->stdout_data, "partial\n") == 0,
+          "output before a failing exit is kept");
+    soulbox_output_free(output);
+
+    output = run(sandbox, "kill -TERM $$", NULL);
+    CHECK(output->exit_code == -1, "exit code after a signal %d", output->exit_code);
+    CHECK(output->signal == SIGTERM, "signal %d", output->signal);
+    soulbox_output_free(output);
+    soulbox_sandbox_free(sandbox);
+}
+
+static void case_timeout(void) {
+    soulbox_sandbox *sandbox = new_sandbox();
+    soulbox_run_options *options = soulbox_run_options_new();
+    /* Long enough for a login shell to print "early" on a loaded host. */
+    OK(soulbox_run_options_set_timeout_ms(options, 2000));
+    struct timespec start;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    soulbox_output *output = run(sandbox, "echo early; sleep 30; echo late", options);
+    double elapsed = seconds_since(&start);
+    CHECK(output->timed_out, "timed_out is set");
+    CHECK(output->signal == SIGKILL, "signal after the timeout %d", output->signal);
+    CHECK(output->exit_code == -1, "exit code after the timeout %d", output->exit_code);
+    CHECK(strcmp((const char *)output->stdout_data, "early\n") == 0,
+          "output before the timeout is returned: %s", (const char *)output->stdout_data);
+    CHECK(elapsed < 15.0, "the 2 s timeout took %.1f s", elapsed);
+    soulbox_output_free(output);
+    CHECK(no_process_left(sandbox, "sleep"), "the timeout left the command's sleep running");
+    soulbox_run_options_free(options);
+    soulbox_sandbox_free(sandbox);
+}
+
+struct collected {
+    char out[256];
+    size_t out_len;
+    char err[256];
+    size_t err_len;
+    int calls;
+    int bad_calls;
+    pthread_t thread;
+};
+
+static void collect(void *user_data, soulbox_stream stream, const uint8_t *data, size_t len) {
+    struct collected *c = user_data;
+    c->calls++;
+    if (!pthread_equal(pthread_self(), c->thread) || data == NULL || len == 0) {
+        c->bad_calls++;
+        return;
+    }
+    char *buffer = stream == SOULBOX_STREAM_STDOUT ? c->out : c->err;
+    size_t *used = stream == SOULBOX_STREAM_STDOUT ? &c->out_len : &c->err_len;
+    if (stream != SOULBOX_STREAM_STDOUT && stream != SOULBOX_STREAM_STDERR) c->bad_calls++;
+    if (*used + len < sizeof c->out) {
+        memcpy(buffer + *used, data, len);
+        *used += len;
+    }
+}
+
+static void case_streaming_callback(void) {
+    soulbox_sandbox *sandbox = new_sandbox();
+    struct collected c = {.thread = pthread_self()};
+    soulbox_output *output = NULL;
+    OK(soulbox_run(sandbox,
+                   "for i in 1 2 3; do echo line$i; echo e$i >&2; sleep 0.05; done; exit 4",
+                   NULL, collect, &c, &output));
+    CHECK(c.bad_calls == 0, "%d callbacks came on another thread or were empty", c.bad_calls);
+    CHECK(c.calls >= 2, "callback called %d times", c.calls);
+    CHECK(c.out_len == 18, "streamed stdout length %zu", c.out_len);
+    CHECK(memcmp(c.out, "line1\nline2\nline3\n", 18) == 0, "streamed stdout %.*s",
+          (int)c.out_len, c.out);
+    CHECK(c.err_len == 9, "streamed stderr length %zu", c.err_len);
+    CHECK(memcmp(c.err, "e1\ne2\ne3\n", 9) == 0, "streamed stderr %.*s", (int)c.err_len,
+          c.err);
+    CHECK(output->exit_code == 4, "exit code %d", output->exit_code);
+    CHECK(output->stdout_len == 0, "streamed stdout is not also collected");
+    CHECK(output->stderr_len == 0, "streamed stderr is not also collected");
+    CHECK(output->stdout_data != NULL, "empty stdout is not NULL");
+    CHECK(output->stdout_data[0] == '\0', "empty stdout is \"\"");
+    soulbox_output_free(output);
+    soulbox_sandbox_free(sandbox);
+}
+
+static void case_stdin(void) {
+    soulbox_sandbox *sandbox = new_sandbox();
+    soulbox_run_options *options = soulbox_run_options_new();
+    OK(soulbox_run_options_set_stdin(options, true));
+    const char *argv[] = {"cat", NULL};
+    soulbox_command *command = NULL;
+    OK(soulbox_command_start_argv(sandbox, argv, options, &command));
+    CHECK(soulbox_command_pid(command) > 0, "pid %u", soulbox_command_pid(command));
+    static const uint8_t data[] = {'h', 'i', 0, 0xff, 0x80, '\n'};
+    OK(soulbox_command_send_stdin(command, data, sizeof data));
+    OK(soulbox_command_send_stdin(command, NULL, 0));
+    OK(soulbox_command_close_stdin(command));
+    EXPECT_ERROR(soulbox_command_close_stdin(command), SOULBOX_ERROR_KIND_INVALID_ARGUMENT);
+    soulbox_output *output = NULL;
+    OK(soulbox_command_wait(command, NULL, NULL, &output));
+    CHECK(output->exit_code == 0, "cat exit code %d", output->exit_code);
+    CHECK(output->stdout_len == sizeof data, "cat echoed %zu bytes", output->stdout_len);
+    CHECK(memcmp(output->stdout_data, data, sizeof data) == 0, "cat echoed other bytes");
+    soulbox_output_free(output);
+    soulbox_command_free(command);
+
+    /* Without the stdin option there is no stdin to write to. */
+    OK(soulbox_command_start(sandbox, "sleep 30", NULL, &command));
+    EXPECT_ERROR_MESSAGE(soulbox_command_send_stdin(command, data, sizeof data),
+                         SOULBOX_ERROR_KIND_INVALID_ARGUMENT, "stdin");
+    OK(soulbox_command_kill(command));
+    soulbox_command_free(command);
+
+    /* soulbox_run cannot take stdin: nothing could write to it. */
+    soulbox_output *none = GARBAGE;
+    EXPECT_ERROR_MESSAGE(soulbox_run(sandbox, "cat", options, NULL, NULL, &none),
+                         SOULBOX_ERROR_KIND_INVALID_ARGUMENT, "soulbox_command_start");
+    CHECK(none == NULL, "a failed run stores NULL");
+    soulbox_run_options_free(options);
+    soulbox_sandbox_free(sandbox);
+}
+
+/* Sends the command a line for each of the first two lines it prints, and
+ * closes its stdin at the third. It runs as the output callback, so it
+ * calls SoulBox while a wait is in progress. */
+struct ping_pong {
+    soulbox_command *command;
+    int lines;
+    int failures;
+};
+
+static void answer(void *user_data, soulbox_stream stream, const uint8_t *data, size_t len) {
+    struct ping_pong *p = user_data;
+    if (stream != SOULBOX_STREAM_STDOUT) return;
+    for (size_t i = 0; i < len; i++) {
+        if (data[i] != '\n') continue;
+        p->lines++;
+        soulbox_error *error = NULL;
+        if (p->lines < 3) {
+            error = soulbox_command_send_stdin(p->command, (const uint8_t *)"x\n", 2);
+        } else if (p->lines == 3) {
+            error = soulbox_command_close_stdin(p->command);
+        }
+        if (error != NULL) {
+            p->failures++;
+            soulbox_error_free(error);
+        }
+    }
+}
+
+static void case_callback_reentry(void) {
+    soulbox_sandbox *sandbox = new_sandbox();
+    soulbox_run_options *options = soulbox_run_options_new();
+    OK(soulbox_run_options_set_stdin(options, true));
+    OK(soulbox_run_options_set_timeout_ms(options, 20000));
+    soulbox_command *command = NULL;
+    OK(soulbox_command_start(sandbox, "echo go; while read line; do echo got; done; echo eof",
+                             options, &command));
+    struct ping_pong p = {.command = command};
+    soulbox_output *output = NULL;
+    OK(soulbox_command_wait(command, answer, &p, &output));
+    CHECK(p.failures == 0, "%d calls from the callback failed", p.failures);
+    CHECK(p.lines == 4, "lines seen %d (go, got, got, eof)", p.lines);
+    CHECK(!output->timed_out, "the command timed out");
+    CHECK(output->exit_code == 0, "exit code %d", output->exit_code);
+    soulbox_output_free(output);
+
+    /* A wait after the end returns the same exit again, with no output. */
+    OK(soulbox_command_wait(command, NULL, NULL, &output));
+    CHECK(output->exit_code == 0, "second wait: exit code %d", output->exit_code);
+    CHECK(output->stdout_len == 0, "second wait: %zu bytes of output", output->stdout_len);
+    soulbox_output_free(output);
+    soulbox_command_free(command);
+    soulbox_run_options_free(options);
+    soulbox_sandbox_free(sandbox);
+}
+
+/* A thread that waits for a command, streaming its output. `streaming`
+ * turns 1 at the first chunk, while the wait is surely in progress. */
+struct waiter {
+    soulbox_command *command;
+    soulbox_output *output;
+    soulbox_error *error;
+    atomic_int streaming;
+    atomic_int saw_never;
+};
+
+static void note_chunk(void *user_data, soulbox_stream stream, const uint8_t *data, size_t len) {
+    struct waiter *w = user_data;
+    (void)stream;
+    if (memmem(data, len, "never", 5) != NULL) atomic_store(&w->saw_never, 1);
+    atomic_store(&w->streaming, 1);
+}
+
+static void *wait_in_thread(void *arg) {
+    struct waiter *w = arg;
+    w->error = soulbox_command_wait(w->command, note_chunk, w, &w->output);
+    return NULL;
+}
+
+static void case_background_kill(void) {
+    soulbox_sandbox *sandbox = new_sandbox();
+    soulbox_command *command = NULL;
+    OK(soulbox_command_start(sandbox, "echo started; sleep 300 & sleep 301; echo never", NULL,
+                             &command));
+    struct waiter w = {.command = command};
+    pthread_t thread;
+    CHECK(pthread_create(&thread, NULL, wait_in_thread, &w) == 0, "pthread_create");
+    for (int i = 0; i < 6000 && !atomic_load(&w.streaming); i++) usleep(10 * 1000);
+    CHECK(atomic_load(&w.streaming), "no output reached the waiting thread within 60 s");
+
+    /* Another thread is waiting, so this wait fails at once. */
+    soulbox_output *output = GARBAGE;
+    EXPECT_ERROR_MESSAGE(soulbox_command_wait(command, NULL, NULL, &output),
+                         SOULBOX_ERROR_KIND_INVALID_ARGUMENT, "already being waited for");
+    CHECK(output == NULL, "a failed wait stores NULL");
+
+    EXPECT_ERROR(soulbox_command_signal(command, 0), SOULBOX_ERROR_KIND_INVALID_ARGUMENT);
+    EXPECT_ERROR(soulbox_command_signal(command, 65), SOULBOX_ERROR_KIND_INVALID_ARGUMENT);
+    OK(soulbox_command_kill(command));
+    CHECK(pthread_join(thread, NULL) == 0, "pthread_join");
+    OK(w.error);
+    CHECK(w.output->signal == SIGKILL, "signal after kill %d", w.output->signal);
+    CHECK(!atomic_load(&w.saw_never), "the killed command went on to print \"never\"");
+    soulbox_output_free(w.output);
+    soulbox_command_free(command);
+
+    CHECK(no_process_left(sandbox, "sleep"), "the kill left a sleep of the command's tree");
+    soulbox_sandbox_free(sandbox);
+}
+
+static void case_signal(void) {
+    soulbox_sandbox *sandbox = new_sandbox();
+    soulbox_command *command = NULL;
+    OK(soulbox_command_start(sandbox, "trap 'echo term; exit 5' TERM; echo ready; sleep 300 & wait",
+                             NULL, &command));
+    /* Wait until the trap is installed: "ready" comes after it. */
+    int up = 0;
+    for (int i = 0; i < 600 && !up; i++) {
+        soulbox_output *probe = run(sandbox, "pgrep -x sleep >/dev/null && echo up", NULL);
+        up = probe->stdout_len > 0;
+        soulbox_output_free(probe);
+        if (!up) usleep(50 * 1000);
+    }
+    CHECK(up, "the command's sleep did not start within 30 s");
+    OK(soulbox_command_signal(command, SIGTERM));
+    soulbox_output *output = NULL;
+    OK(soulbox_command_wait(command, NULL, NULL, &output));
+    CHECK(output->exit_code == 5, "trap exit code %d", output->exit_code);
+    CHECK(strstr((const char *)output->stdout_data, "term\n") != NULL, "trap output %s",
+          (const char *)output->stdout_data);
+    soulbox_output_free(output);
+    OK(soulbox_command_kill(command)); /* ends the sleep the shell left */
+    soulbox_command_free(command);
+    soulbox_sandbox_free(sandbox);
+}
+
+static void case_env_and_user(void) {
+    soulbox_options *options = dying_options();
+    OK(soulbox_options_set_env(options, "SANDBOX_WIDE", "one"));
+    OK(soulbox_options_set_env(options, "OVERRIDDEN", "sandbox"));
+    OK(soulbox_options_set_timeout_ms(options, 60000));
+    soulbox_sandbox *sandbox = NULL;
+    OK(soulbox_sandbox_create(options, &sandbox));
+    soulbox_options_free(options); /* the sandbox does not keep it */
+
+    soulbox_run_options *run_options = soulbox_run_options_new();
+    OK(soulbox_run_options_set_env(run_options, "OVERRIDDEN", "command"));
+    OK(soulbox_run_options_set_user(run_options, "root"));
+    OK(soulbox_run_options_set_cwd(run_options, "/tmp"));
+    soulbox_output *output =
+        run(sandbox, "echo $SANDBOX_WIDE $OVERRIDDEN $(id -u) $PWD", run_options);
+    CHECK(strcmp((const char *)output->stdout_data, "one command 0 /tmp\n") == 0, "got %s",
+          (const char *)output->stdout_data);
+    soulbox_output_free(output);
+    soulbox_run_options_free(run_options);
+
+    output = run(sandbox, "echo $OVERRIDDEN $(id -un) $PWD", NULL);
+    CHECK(strcmp((const char *)output->stdout_data, "sandbox user /home/user\n") == 0,
+          "defaults: %s", (const char *)output->stdout_data);
+    soulbox_output_free(output);
+    soulbox_sandbox_free(sandbox);
+}
+
+static void case_files_round_trip(void) {
+    soulbox_sandbox *sandbox = new_sandbox();
+    size_t size = 3 * 1024 * 1024 + 17;
+    uint8_t *data = malloc(size);
+    CHECK(data != NULL, "malloc");
+    uint32_t state = 2463534242u;
+    for (size_t i = 0; i < size; i++) {
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        data[i] = (uint8_t)(i < 256 ? i : state);
+    }
+    OK(soulbox_files_write(sandbox, "data/blob.bin", data, size, NULL));
+    soulbox_bytes *bytes = NULL;
+    OK(soulbox_files_read(sandbox, "/home/user/data/blob.bin", NULL, &bytes));
+    CHECK(bytes->len == size, "read %zu bytes, wrote %zu", bytes->len, size);
+    CHECK(memcmp(bytes->data, data, size) == 0, "read bytes differ from written ones");
+    CHECK(bytes->data[bytes->len] == 0, "buffer is NUL-terminated");
+    soulbox_bytes_free(bytes);
+    free(data);
+
+    /* Commands in the sandbox read the file the host wrote, and it belongs
+     * to the sandbox user. */
+    soulbox_output *output = run(sandbox, "stat -c '%s %U' data/blob.bin", NULL);
+    char expected[64];
+    snprintf(expected, sizeof expected, "%zu user\n", size);
+    CHECK(strcmp((const char *)output->stdout_data, expected) == 0, "stat: %s",
+          (const char *)output->stdout_data);
+    soulbox_output_free(output);
+
+    /* An empty file: data may be NULL when len is 0. */
+    OK(soulbox_files_write(sandbox, "empty", NULL, 0, NULL));
+    OK(soulbox_files_read(sandbox, "empty", NULL, &bytes));
+    CHECK(bytes->len == 0, "empty file read as %zu bytes", bytes->len);
+    CHECK(bytes->data != NULL, "an empty buffer is not NULL");
+    CHECK(bytes->data[0] == 0, "an empty buffer is \"\"");
+    soulbox_bytes_free(bytes);
+
+    bool flag = false;
+    OK(soulbox_files_exists(sandbox, "empty", NULL, &flag));
+    CHECK(flag, "exists after write");
+    OK(soulbox_files_make_dir(sandbox, "a/b/c", NULL, &flag));
+    CHECK(flag, "make_dir creates a new directory");
+    OK(soulbox_files_make_dir(sandbox, "a/b/c", NULL, &flag));
+    CHECK(!flag, "make_dir reports an existing directory");
+    OK(soulbox_files_make_dir(sandbox, "a/d", NULL, NULL));
+    OK(soulbox_files_remove(sandbox, "a", NULL));
+    OK(soulbox_files_exists(sandbox, "a", NULL, &flag));
+    CHECK(!flag, "a is removed with its contents");
+    OK(soulbox_files_remove(sandbox, "a", NULL)); /* missing: not an error */
+
+    /* Permissions are the sandbox user's. */
+    static const uint8_t secret[] = "root only";
+    OK(soulbox_files_write(sandbox, "/root/secret", secret, sizeof secret - 1, "root"));
+    bytes = GARBAGE;
+    EXPECT_ERROR_ERRNO(soulbox_files_read(sandbox, "/root/secret", NULL, &bytes),
+                       SOULBOX_ERROR_KIND_PERMISSION_DENIED, EACCES);
+    CHECK(bytes == NULL, "a failed read stores NULL");
+    OK(soulbox_files_read(sandbox, "/root/secret", "root", &bytes));
+    CHECK(bytes->len == sizeof secret - 1, "root read %zu bytes", bytes->len);
+    CHECK(strcmp((const char *)bytes->data, "root only") == 0, "root read %s",
+          (const char *)bytes->data);
+    soulbox_bytes_free(bytes);
+    soulbox_sandbox_free(sandbox);
+}
+
+static void case_missing_file(void) {
+    soulbox_sandbox *sandbox = new_sandbox();
+    soulbox_bytes *bytes = GARBAGE;
+    EXPECT_ERROR_ERRNO(soulbox_files_read(sandbox, "no/such/file.txt", NULL, &bytes),
+                       SOULBOX_ERROR_KIND_FILE_NOT_FOUND, ENOENT);
+    CHECK(bytes == NULL, "a failed read stores NULL");
+    EXPECT_ERROR_MESSAGE(soulbox_files_read(sandbox, "/home", NULL, &bytes),
+                         SOULBOX_ERROR_KIND_INVALID_ARGUMENT, "directory");
+    EXPECT_ERROR_MESSAGE(soulbox_files_write(sandbox, "/usr/x", (const uint8_t *)"x", 1, "root"),
+                         SOULBOX_ERROR_KIND_INVALID_ARGUMENT, "read-only");
+    EXPECT_ERROR_MESSAGE(soulbox_files_read(sandbox, "x", "nobody", &bytes),
+                         SOULBOX_ERROR_KIND_INVALID_ARGUMENT, "nobody");
+    soulbox_sandbox_free(sandbox);
+}
+
+static void case_spawn_errors(void) {
+    soulbox_sandbox *sandbox = new_sandbox();
+    soulbox_output *output = GARBAGE;
+    const char *missing[] = {"/no/such/program", NULL};
+    EXPECT_ERROR_ERRNO(soulbox_exec(sandbox, missing, NULL, NULL, NULL, &output),
+                       SOULBOX_ERROR_KIND_SPAWN, ENOENT);
+    CHECK(output == NULL, "a failed exec stores NULL");
+
+    soulbox_run_options *options = soulbox_run_options_new();
+    OK(soulbox_run_options_set_cwd(options, "/does/not/exist"));
+    EXPECT_ERROR_MESSAGE(soulbox_run(sandbox, "true", options, NULL, NULL, &output),
+                         SOULBOX_ERROR_KIND_INVALID_ARGUMENT, "/does/not/exist");
+    soulbox_command *command = GARBAGE;
+    EXPECT_ERROR_MESSAGE(soulbox_command_start(sandbox, "true", options, &command),
+                         SOULBOX_ERROR_KIND_INVALID_ARGUMENT, "/does/not/exist");
+    CHECK(command == NULL, "a failed start stores NULL");
+    soulbox_run_options_free(options);
+
+    options = soulbox_run_options_new();
+    OK(soulbox_run_options_set_user(options, "nobody"));
+    EXPECT_ERROR_MESSAGE(soulbox_run(sandbox, "true", options, NULL, NULL, &output),
+                         SOULBOX_ERROR_KIND_INVALID_ARGUMENT, "nobody");
+    soulbox_run_options_free(options);
+
+    options = soulbox_run_options_new();
+    OK(soulbox_run_options_set_env(options, "A=B", "x"));
+    EXPECT_ERROR_MESSAGE(soulbox_run(sandbox, "true", options, NULL, NULL, &output),
+                         SOULBOX_ERROR_KIND_INVALID_ARGUMENT, "A=B");
+    soulbox_run_options_free(options);
+
+    const char *empty[] = {NULL};
+    EXPECT_ERROR_MESSAGE(soulbox_exec(sandbox, empty, NULL, NULL, NULL, &output),
+                         SOULBOX_ERROR_KIND_INVALID_ARGUMENT, "argv is empty");
+    soulbox_sandbox_free(sandbox);
+}
+
+static void case_invalid_options(void) {
+    struct {
+        const char *name;
+        soulbox_error *(*set)(soulbox_options *, uint64_t);
+        uint64_t value;
+    } numbers[] = {
+        {"memory_limit", soulbox_options_set_memory_limit, 1 << 20},
+        {"pids_limit", soulbox_options_set_pids_limit, 2},
+        {"disk_size", soulbox_options_set_disk_size, 1024},
+        {"tmp_size", soulbox_options_set_tmp_size, 1024},
+        {"disk_inodes", soulbox_options_set_disk_inodes, 10},
+        {"open_files_limit", soulbox_options_set_open_files_limit, 3},
+    };
+    for (size_t i = 0; i < sizeof numbers / sizeof numbers[0]; i++) {
+        soulbox_options *options = soulbox_options_new();
+        OK(numbers[i].set(options, numbers[i].value));
+        soulbox_sandbox *sandbox = GARBAGE;
+        EXPECT_ERROR_MESSAGE(soulbox_sandbox_create(options, &sandbox),
+                             SOULBOX_ERROR_KIND_INVALID_ARGUMENT, numbers[i].name);
+        CHECK(sandbox == NULL, "a failed create stores NULL");
+        soulbox_options_free(options);
+    }
+
+    soulbox_options *options = soulbox_options_new();
+    EXPECT_ERROR_MESSAGE(soulbox_options_set_cpu_limit(options, -1.0),
+                         SOULBOX_ERROR_KIND_INVALID_ARGUMENT, "cpu_limit");
+    OK(soulbox_options_set_cpu_limit(options, 5000.0));
+    soulbox_sandbox *sandbox = NULL;
+    EXPECT_ERROR_MESSAGE(soulbox_sandbox_create(options, &sandbox),
+                         SOULBOX_ERROR_KIND_INVALID_ARGUMENT, "cpu_limit");
+    soulbox_options_free(options);
+
+    options = soulbox_options_new();
+    OK(soulbox_options_set_template(options, "ubuntu"));
+    EXPECT_ERROR_MESSAGE(soulbox_sandbox_create(options, &sandbox),
+                         SOULBOX_ERROR_KIND_INVALID_ARGUMENT, "ubuntu");
+    soulbox_options_free(options);
+
+    options = soulbox_options_new();
+    OK(soulbox_options_set_env(options, "", "x"));
+    EXPECT_ERROR_MESSAGE(soulbox_sandbox_create(options, &sandbox),
+                         SOULBOX_ERROR_KIND_INVALID_ARGUMENT, "environment variable");
+    soulbox_options_free(options);
+
+    /* Strings that must be UTF-8 are checked at once. */
+    options = soulbox_options_new();
+    EXPECT_ERROR_MESSAGE(soulbox_options_set_template(options, "bad\xff"),
+                         SOULBOX_ERROR_KIND_INVALID_ARGUMENT, "UTF-8");
+    soulbox_options_free(options);
+    soulbox_run_options *run_options = soulbox_run_options_new();
+    EXPECT_ERROR_MESSAGE(soulbox_run_options_set_cwd(run_options, "\xc3("),
+                         SOULBOX_ERROR_KIND_INVALID_ARGUMENT, "argument dir");
+    soulbox_run_options_free(run_options);
+}
+
+static void case_null_arguments(void) {
+    /* Errors and free functions accept NULL. */
+    CHECK(soulbox_error_get_kind(NULL) == SOULBOX_ERROR_KIND_NONE, "kind of NULL");
+    CHECK(soulbox_error_errno(NULL) == 0, "errno of NULL");
+    CHECK(strcmp(soulbox_error_message(NULL), "") == 0, "message of NULL");
+    CHECK(soulbox_sandbox_id(NULL) == NULL, "id of NULL");
+    CHECK(!soulbox_sandbox_is_running(NULL), "NULL is not running");
+    CHECK(soulbox_command_pid(NULL) == 0, "pid of NULL");
+    soulbox_error_free(NULL);
+    soulbox_sandbox_free(NULL);
+    soulbox_command_free(NULL);
+    soulbox_output_free(NULL);
+    soulbox_bytes_free(NULL);
+    soulbox_options_free(NULL);
+    soulbox_run_options_free(NULL);
+
+    const int invalid = SOULBOX_ERROR_KIND_INVALID_ARGUMENT;
+    EXPECT_ERROR_MESSAGE(soulbox_sandbox_create(NULL, NULL), invalid, "argument out is NULL");
+    EXPECT_ERROR_ERRNO(soulbox_options_set_timeout_ms(NULL, 1), invalid, EINVAL);
+    EXPECT_ERROR(soulbox_options_set_memory_limit(NULL, 1 << 30), invalid);
+    EXPECT_ERROR(soulbox_run_options_set_stdin(NULL, true), invalid);
+    EXPECT_ERROR(soulbox_sandbox_kill(NULL), invalid);
+    EXPECT_ERROR(soulbox_sandbox_set_timeout_ms(NULL, 1), invalid);
+    EXPECT_ERROR(soulbox_command_kill(NULL), invalid);
+    EXPECT_ERROR(soulbox_command_close_stdin(NULL), invalid);
+    EXPECT_ERROR(soulbox_command_send_stdin(NULL, NULL, 0), invalid);
+
+    soulbox_output *output = GARBAGE;
+    EXPECT_ERROR_MESSAGE(soulbox_run(NULL, "true", NULL, NULL, NULL, &output), invalid,
+                         "argument sandbox is NULL");
+    CHECK(output == NULL, "out is cleared even when the sandbox is NULL");
+    EXPECT_ERROR(soulbox_command_wait(NULL, NULL, NULL, &output), invalid);
+    bool flag = true;
+    EXPECT_ERROR(soulbox_files_exists(NULL, "x", NULL, &flag), invalid);
+    CHECK(!flag, "a failed exists stores false");
+    flag = true;
+    EXPECT_ERROR(soulbox_files_make_dir(NULL, "x", NULL, &flag), invalid);
+    CHECK(!flag, "a failed make_dir stores false");
+    flag = true;
+    EXPECT_ERROR(soulbox_sandbox_pause(NULL, &flag), invalid);
+    CHECK(!flag, "a failed pause stores false");
+
+    soulbox_options *options = soulbox_options_new();
+    EXPECT_ERROR_MESSAGE(soulbox_options_set_env(options, "A", NULL), invalid,
+                         "argument value is NULL");
+    EXPECT_ERROR_MESSAGE(soulbox_options_set_template(options, NULL), invalid, "name");
+    soulbox_options_free(options);
+
+    soulbox_sandbox *sandbox = new_sandbox();
+    EXPECT_ERROR_MESSAGE(soulbox_run(sandbox, NULL, NULL, NULL, NULL, &output), invalid,
+                         "argument command_line is NULL");
+    CHECK(output == NULL, "a failed run stores NULL");
+    EXPECT_ERROR_MESSAGE(soulbox_run(sandbox, "true", NULL, NULL, NULL, NULL), invalid,
+                         "argument out is NULL");
+    EXPECT_ERROR_MESSAGE(soulbox_exec(sandbox, NULL, NULL, NULL, NULL, &output), invalid,
+                         "argument argv is NULL");
+    soulbox_command *command = GARBAGE;
+    EXPECT_ERROR(soulbox_command_start(sandbox, NULL, NULL, &command), invalid);
+    CHECK(command == NULL, "a failed start stores NULL");
+    EXPECT_ERROR(soulbox_command_start_argv(sandbox, NULL, NULL, &command), invalid);
+    soulbox_bytes *bytes = GARBAGE;
+    EXPECT_ERROR_MESSAGE(soulbox_files_read(sandbox, NULL, NULL, &bytes), invalid,
+                         "argument path is NULL");
+    CHECK(bytes == NULL, "a failed read stores NULL");
+    EXPECT_ERROR(soulbox_files_read(sandbox, "x", NULL, NULL), invalid);
+    EXPECT_ERROR_MESSAGE(soulbox_files_write(sandbox, "x", NULL, 5, NULL), invalid,
+                         "argument data is NULL but its length is 5");
+    EXPECT_ERROR_MESSAGE(soulbox_files_exists(sandbox, "x", NULL, NULL), invalid,
+                         "argument exists is NULL");
+    EXPECT_ERROR(soulbox_files_remove(sandbox, NULL, NULL), invalid);
+    EXPECT_ERROR(soulbox_files_make_dir(sandbox, NULL, NULL, NULL), invalid);
+    CHECK(soulbox_sandbox_is_running(sandbox), "the sandbox survives bad arguments");
+    soulbox_sandbox_free(sandbox);
+}
+
+static void case_kill_then_use(void) {
+    soulbox_sandbox *sandbox = new_sandbox();
+    soulbox_command *command = NULL;
+    OK(soulbox_command_start(sandbox, "sleep 300", NULL, &command));
+    OK(soulbox_sandbox_kill(sandbox));
+    CHECK(!soulbox_sandbox_is_running(sandbox), "killed sandbox is not running");
+    CHECK(soulbox_sandbox_id(sandbox) != NULL, "the id outlives the kill");
+    OK(soulbox_sandbox_kill(sandbox)); /* a second kill does nothing */
+
+    const int not_running = SOULBOX_ERROR_KIND_SANDBOX_NOT_RUNNING;
+    soulbox_output *output = GARBAGE;
+    EXPECT_ERROR_ERRNO(soulbox_run(sandbox, "true", NULL, NULL, NULL, &output), not_running,
+                       ESRCH);
+    CHECK(output == NULL, "a failed run stores NULL");
+    EXPECT_ERROR_MESSAGE(soulbox_files_write(sandbox, "x", (const uint8_t *)"x", 1, NULL),
+                         not_running, soulbox_sandbox_id(sandbox));
+    soulbox_bytes *bytes = NULL;
+    EXPECT_ERROR(soulbox_files_read(sandbox, "x", NULL, &bytes), not_running);
+    EXPECT_ERROR(soulbox_sandbox_set_timeout_ms(sandbox, 1000), not_running);
+
+    /* The command's handle stays valid and reports the sandbox's end. */
+    EXPECT_ERROR(soulbox_command_wait(command, NULL, NULL, &output), not_running);
+    EXPECT_ERROR(soulbox_command_wait(command, NULL, NULL, &output), not_running);
+    EXPECT_ERROR(soulbox_command_kill(command), not_running);
+    soulbox_command_free(command);
+    soulbox_sandbox_free(sandbox);
+}
+
+static void case_kill_on_drop(void) {
+    soulbox_sandbox *sandbox = new_sandbox();
+    char id[64];
+    snprintf(id, sizeof id, "%s", soulbox_sandbox_id(sandbox));
+    soulbox_command *command = NULL;
+    OK(soulbox_command_start(sandbox, "sleep 300", NULL, &command));
+    soulbox_sandbox_free(sandbox);
+    soulbox_output *output = NULL;
+    EXPECT_ERROR(soulbox_command_wait(command, NULL, NULL, &output),
+                 SOULBOX_ERROR_KIND_SANDBOX_NOT_RUNNING);
+    soulbox_command_free(command);
+    EXPECT_ERROR_ERRNO(soulbox_sandbox_connect(id, &sandbox), SOULBOX_ERROR_KIND_SANDBOX_NOT_FOUND,
+                       ESRCH);
+}
+
+static void case_free_keeps_running(void) {
+    soulbox_options *options = soulbox_options_new();
+    OK(soulbox_options_set_timeout_ms(options, 120000));
+    soulbox_sandbox *sandbox = NULL;
+    OK(soulbox_sandbox_create(options, &sandbox));
+    soulbox_options_free(options);
+    char id[64];
+    snprintf(id, sizeof id, "%s", soulbox_sandbox_id(sandbox));
+    OK(soulbox_files_write(sandbox, "marker", (const uint8_t *)"kept", 4, NULL));
+    soulbox_command *command = NULL;
+    OK(soulbox_command_start(sandbox, "sleep 300", NULL, &command));
+    soulbox_sandbox_free(sandbox);
+
+    /* Without kill_on_drop the sandbox outlives its handle, and so does a
+     * command started through it. */
+    OK(soulbox_sandbox_connect(id, &sandbox));
+    CHECK(strcmp(soulbox_sandbox_id(sandbox), id) == 0, "connected to %s, not %s",
+          soulbox_sandbox_id(sandbox), id);
+    soulbox_bytes *bytes = NULL;
+    OK(soulbox_files_read(sandbox, "marker", NULL, &bytes));
+    CHECK(strcmp((const char *)bytes->data, "kept") == 0, "marker %s", (const char *)bytes->data);
+    soulbox_bytes_free(bytes);
+    OK(soulbox_command_kill(command));
+    soulbox_output *output = NULL;
+    OK(soulbox_command_wait(command, NULL, NULL, &output));
+    CHECK(output->signal == SIGKILL, "the command ran on until killed: signal %d", output->signal);
+    soulbox_output_free(output);
+    soulbox_command_free(command);
+    soulbox_sandbox_free(sandbox);
+
+    bool was_running = false;
+    OK(soulbox_sandbox_kill_id(id, &was_running));
+    CHECK(was_running, "kill_id found the sandbox");
+    OK(soulbox_sandbox_kill_id(id, &was_running));
+    CHECK(!was_running, "a second kill_id finds nothing");
+    OK(soulbox_sandbox_kill_id(id, NULL));
+    sandbox = GARBAGE;
+    EXPECT_ERROR_MESSAGE(soulbox_sandbox_connect(id, &sandbox),
+                         SOULBOX_ERROR_KIND_SANDBOX_NOT_FOUND, id);
+    CHECK(sandbox == NULL, "a failed connect stores NULL");
+}
+
+static void case_pause_resume(void) {
+    soulbox_sandbox *sandbox = new_sandbox();
+    bool changed = false;
+    OK(soulbox_sandbox_pause(sandbox, &changed));
+    CHECK(changed, "pause of a running sandbox");
+    OK(soulbox_sandbox_pause(sandbox, &changed));
+    CHECK(!changed, "a second pause reports the sandbox paused already");
+    soulbox_sandbox_info *info = NULL;
+    OK(soulbox_sandbox_get_info(sandbox, &info));
+    CHECK(info->state == SOULBOX_SANDBOX_STATE_PAUSED, "state %u", (unsigned)info->state);
+    CHECK(info->ends_at_ms == -1, "a paused sandbox has no end time: %lld",
+          (long long)info->ends_at_ms);
+    soulbox_sandbox_info_free(info);
+
+    /* The file API works on a paused sandbox. */
+    OK(soulbox_files_write(sandbox, "while-paused", (const uint8_t *)"x", 1, NULL));
+
+    OK(soulbox_sandbox_resume(sandbox, &changed));
+    CHECK(changed, "resume of a paused sandbox");
+    OK(soulbox_sandbox_resume(sandbox, NULL));
+    OK(soulbox_sandbox_get_info(sandbox, &info));
+    CHECK(info->state == SOULBOX_SANDBOX_STATE_RUNNING, "state %u", (unsigned)info->state);
+    soulbox_sandbox_info_free(info);
+    soulbox_output *output = run(sandbox, "cat while-paused", NULL);
+    CHECK(strcmp((const char *)output->stdout_data, "x") == 0, "the resumed sandbox runs");
+    soulbox_output_free(output);
+    soulbox_sandbox_free(sandbox);
+}
+
+static const char *find_value(const soulbox_key_value *pairs, size_t len, const char *key) {
+    for (size_t i = 0; i < len; i++) {
+        if (strcmp(pairs[i].key, key) == 0) return pairs[i].value;
+    }
+    return NULL;
+}
+
+static void case_info_and_list(void) {
+    char label[64];
+    snprintf(label, sizeof label, "%s", unique_label());
+    soulbox_options *options = dying_options();
+    OK(soulbox_options_set_metadata(options, "job", label));
+    OK(soulbox_options_set_metadata(options, "owner", "c-tests"));
+    OK(soulbox_options_set_env(options, "MODE", "test"));
+    OK(soulbox_options_set_timeout_ms(options, 90000));
+    soulbox_sandbox *sandbox = NULL;
+    OK(soulbox_sandbox_create(options, &sandbox));
+    soulbox_options_free(options);
+    const char *id = soulbox_sandbox_id(sandbox);
+
+    soulbox_sandbox_info *info = NULL;
+    OK(soulbox_sandbox_get_info(sandbox, &info));
+    CHECK(strcmp(info->sandbox_id, id) == 0, "info id %s", info->sandbox_id);
+    CHECK(strcmp(info->template_name, "host") == 0, "template %s", info->template_name);
+    CHECK(info->metadata_len == 2, "metadata entries %zu", info->metadata_len);
+    const char *job = find_value(info->metadata, info->metadata_len, "job");
+    CHECK(job != NULL && strcmp(job, label) == 0, "metadata job %s", job ? job : "(none)");
+    CHECK(info->envs_len == 1, "envs entries %zu", info->envs_len);
+    const char *mode = find_value(info->envs, info->envs_len, "MODE");
+    CHECK(mode != NULL && strcmp(mode, "test") == 0, "env MODE %s", mode ? mode : "(none)");
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    long long now_ms = (long long)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+    long long age = now_ms - (long long)info->started_at_ms;
+    CHECK(age >= 0, "started %lld ms in the future", -age);
+    CHECK(age < 60000, "started %lld ms ago", age);
+    long long lifetime = (long long)(info->ends_at_ms - info->started_at_ms);
+    CHECK(lifetime > 85000, "ends %lld ms after its start, expected about 90000", lifetime);
+    CHECK(lifetime < 95000, "ends %lld ms after its start, expected about 90000", lifetime);
+    CHECK(info->state == SOULBOX_SANDBOX_STATE_RUNNING, "state %u", (unsigned)info->state);
+    CHECK(info->memory_limit == 2ULL << 30, "memory limit %llu",
+          (unsigned long long)info->memory_limit);
+    CHECK(info->cpu_limit == 0.0, "no CPU limit: %f", info->cpu_limit);
+    CHECK(info->pid > 0, "pid %d", info->pid);
+    soulbox_sandbox_info_free(info);
+
+    soulbox_key_value filter[] = {{"job", label}, {"owner", "c-tests"}};
+    soulbox_sandbox_info_list *list = NULL;
+    OK(soulbox_sandbox_list(filter, 2, SOULBOX_SANDBOX_STATE_ANY, &list));
+    CHECK(list->len == 1, "listed %zu sandboxes with job %s", list->len, label);
+    CHECK(strcmp(list->items[0].sandbox_id, id) == 0, "listed %s", list->items[0].sandbox_id);
+    CHECK(list->items[0].metadata_len == 2, "listed metadata entries %zu",
+          list->items[0].metadata_len);
+    soulbox_sandbox_info_list_free(list);
+
+    OK(soulbox_sandbox_list(filter, 1, SOULBOX_SANDBOX_STATE_PAUSED, &list));
+    CHECK(list->len == 0, "a running sandbox is listed as paused");
+    CHECK(list->items == NULL, "an empty list has no items");
+    soulbox_sandbox_info_list_free(list);
+
+    soulbox_key_value other[] = {{"job", "no-such-job"}};
+    OK(soulbox_sandbox_list(other, 1, SOULBOX_SANDBOX_STATE_ANY, &list));
+    CHECK(list->len == 0, "listed %zu sandboxes for another job", list->len);
+    soulbox_sandbox_info_list_free(list);
+
+    /* Filtered by state too. A list without a metadata filter would also
+     * query the sandboxes of every other test running on this host. */
+    OK(soulbox_sandbox_list(filter, 1, SOULBOX_SANDBOX_STATE_RUNNING, &list));
+    CHECK(list->len == 1, "listed %zu running sandboxes with job %s", list->len, label);
+    soulbox_sandbox_info_list_free(list);
+
+    list = GARBAGE;
+    EXPECT_ERROR_MESSAGE(soulbox_sandbox_list(NULL, 0, 7, &list),
+                         SOULBOX_ERROR_KIND_INVALID_ARGUMENT, "state 7");
+    CHECK(list == NULL, "a failed list stores NULL");
+    EXPECT_ERROR_MESSAGE(soulbox_sandbox_list(NULL, 1, SOULBOX_SANDBOX_STATE_ANY, &list),
+                         SOULBOX_ERROR_KIND_INVALID_ARGUMENT, "metadata is NULL");
+    soulbox_key_value missing_value[] = {{"job", NULL}};
+    EXPECT_ERROR_MESSAGE(soulbox_sandbox_list(missing_value, 1, SOULBOX_SANDBOX_STATE_ANY, &list),
+                         SOULBOX_ERROR_KIND_INVALID_ARGUMENT, "metadata[0].value");
+    soulbox_sandbox_free(sandbox);
+}
+
+static void case_metrics(void) {
+    soulbox_sandbox *sandbox = new_sandbox();
+    soulbox_output *output = run(sandbox, "head -c 1000000 /dev/zero > filler", NULL);
+    soulbox_output_free(output);
+    soulbox_metrics *metrics = NULL;
+    OK(soulbox_sandbox_metrics(sandbox, &metrics));
+    CHECK(metrics->timestamp_ms > 0, "timestamp %lld", (long long)metrics->timestamp_ms);
+    CHECK(metrics->cpu_count > 0.0, "cpu_count %f", metrics->cpu_count);
+    CHECK(metrics->cpu_used_pct >= 0.0, "cpu_used_pct %f", metrics->cpu_used_pct);
+    CHECK(metrics->mem_total == 2ULL << 30, "mem_total %llu",
+          (unsigned long long)metrics->mem_total);
+    CHECK(metrics->mem_used != SOULBOX_NONE, "mem_used is known with a memory limit");
+    CHECK(metrics->mem_used > 0, "mem_used %llu", (unsigned long long)metrics->mem_used);
+    CHECK(metrics->disk_total == 4ULL << 30, "disk_total %llu",
+          (unsigned long long)metrics->disk_total);
+    CHECK(metrics->disk_used >= 1000000, "disk_used %llu counts the 1 MB file",
+          (unsigned long long)metrics->disk_used);
+    soulbox_metrics_free(metrics);
+    OK(soulbox_sandbox_kill(sandbox));
+    metrics = GARBAGE;
+    EXPECT_ERROR(soulbox_sandbox_metrics(sandbox, &metrics),
+                 SOULBOX_ERROR_KIND_SANDBOX_NOT_RUNNING);
+    CHECK(metrics == NULL, "failed metrics store NULL");
+    soulbox_sandbox_free(sandbox);
+}
+
+static void case_sandbox_timeout(void) {
+    soulbox_options *options = dying_options();
+    OK(soulbox_options_set_timeout_ms(options, 60000));
+    soulbox_sandbox *sandbox = NULL;
+    OK(soulbox_sandbox_create(options, &sandbox));
+    soulbox_options_free(options);
+    OK(soulbox_sandbox_set_timeout_ms(sandbox, 200));
+    for (int i = 0; i < 300 && soulbox_sandbox_is_running(sandbox); i++) usleep(50 * 1000);
+    CHECK(!soulbox_sandbox_is_running(sandbox), "the sandbox outlived its 200 ms timeout by 15 s");
+    soulbox_output *output = NULL;
+    EXPECT_ERROR(soulbox_run(sandbox, "true", NULL, NULL, NULL, &output),
+                 SOULBOX_ERROR_KIND_SANDBOX_NOT_RUNNING);
+    soulbox_sandbox_free(sandbox);
+}
+
+static void case_lifecycle_by_id(void) {
+    soulbox_sandbox *sandbox = GARBAGE;
+    EXPECT_ERROR_ERRNO(soulbox_sandbox_connect("sb-0000000000000", &sandbox),
+                       SOULBOX_ERROR_KIND_SANDBOX_NOT_FOUND, ESRCH);
+    CHECK(sandbox == NULL, "a failed connect stores NULL");
+    bool was_running = true;
+    OK(soulbox_sandbox_kill_id("sb-0000000000000", &was_running));
+    CHECK(!was_running, "kill_id of an unknown id finds nothing");
+    EXPECT_ERROR(soulbox_sandbox_connect(NULL, &sandbox), SOULBOX_ERROR_KIND_INVALID_ARGUMENT);
+    EXPECT_ERROR(soulbox_sandbox_kill_id(NULL, NULL), SOULBOX_ERROR_KIND_INVALID_ARGUMENT);
+    EXPECT_ERROR(soulbox_sandbox_connect("sb-1", NULL), SOULBOX_ERROR_KIND_INVALID_ARGUMENT);
+}
+
+static void case_version(void) {
+    const char *version = soulbox_version();
+    CHECK(version != NULL, "soulbox_version returned NULL");
+    CHECK(version[0] >= '0' && version[0] <= '9', "version %s starts with a digit", version);
+    CHECK(strchr(version, '.') != NULL, "version %s has a dot", version);
+}
+
+/* Leaks on purpose. The Rust driver expects this case to fail with a
+ * LeakSanitizer report, which shows that the sanitizer checks the other
+ * cases. */
+static void case_sanitizer_catches_leak(void) {
+    for (int i = 0; i < 3; i++) {
+        soulbox_error *error = soulbox_sandbox_kill(NULL);
+        CHECK(error != NULL, "kill(NULL) fails");
+    }
+}
+
+/* ---- driver ---------------------------------------------------------------- */
+
+static const struct {
+    const char *name;
+    void (*run)(void);
+} cases[] = {
+    {"run_output", case_run_output},
+    {"nonzero_exit", case_nonzero_exit},
+    {"timeout", case_timeout},
+    {"streaming_callback", case_streaming_callback},
+    {"stdin", case_stdin},
+    {"callback_reentry", case_callback_reentry},
+    {"background_kill", case_background_kill},
+    {"signal", case_signal},
+    {"env_and_user", case_env_and_user},
+    {"files_round_trip", case_files_round_trip},
+    {"missing_file", case_missing_file},
+    {"spawn_errors", case_spawn_errors},
+    {"invalid_options", case_invalid_options},
+    {"null_arguments", case_null_arguments},
+    {"kill_then_use", case_kill_then_use},
+    {"kill_on_drop", case_kill_on_drop},
+    {"free_keeps_running", case_free_keeps_running},
+    {"pause_resume", case_pause_resume},
+    {"info_and_list", case_info_and_list},
+    {"metrics", case_metrics},
+    {"sandbox_timeout", case_sandbox_timeout},
+    {"lifecycle_by_id", case_lifecycle_by_id},
+    {"version", case_version},
+    {"sanitizer_catches_leak", case_sanitizer_catches_leak},
+};
+
+int main(int argc, char **argv) {
+    size_t count = sizeof cases / sizeof cases[0];
+    if (argc == 2 && strcmp(argv[1], "--list") == 0) {
+        for (size_t i = 0; i < count; i++) puts(cases[i].name);
+        return 0;
+    }
+    if (argc != 2) {
+        fprintf(stderr, "usage: %s CASE | --list\n", argv[0]);
+        return 2;
+    }
+    for (size_t i = 0; i < count; i++) {
+        if (strcmp(argv[1], cases[i].name) == 0) {
+            current_case = cases[i].name;
+            cases[i].run();
+            printf("ok %s\n", cases[i].name);
+            return 0;
+        }
+    }
+    fprintf(stderr, "%s: unknown case %s; --list shows the cases\n", argv[0], argv[1]);
+    return 2;
+}
