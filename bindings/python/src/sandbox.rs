@@ -9,7 +9,7 @@ use std::future::Future;
 
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
-use soulbox_core::{Command, Output, ProcessInfo, Sandbox, SandboxOptions};
+use soulbox_core::{Command, Output, ProcessInfo, Sandbox, SandboxOptions, SeccompPolicy};
 
 use crate::bridge::{self, block, spawn, List, ToPython};
 use crate::command::{KillOnDrop, NativeCommand};
@@ -32,6 +32,41 @@ pub struct CreateOptions {
     file_size_limit: Option<u64>,
     metadata: BTreeMap<String, String>,
     kill_on_drop: bool,
+    seccomp: Option<SeccompSpec>,
+}
+
+/// A seccomp policy: a base ("default", "minimal" or "unconfined"), system
+/// calls to allow, and system calls to fail with an errno.
+#[derive(FromPyObject)]
+#[pyo3(from_item_all)]
+pub struct SeccompSpec {
+    base: String,
+    allow: Vec<String>,
+    deny: BTreeMap<String, i32>,
+}
+
+impl SeccompSpec {
+    fn into_policy(self, py: Python<'_>) -> PyResult<SeccompPolicy> {
+        let mut policy = match self.base.as_str() {
+            "default" => SeccompPolicy::default(),
+            "minimal" => SeccompPolicy::minimal(),
+            "unconfined" => SeccompPolicy::unconfined(),
+            other => {
+                return Err(bridge::core_error(
+                    py,
+                    soulbox_core::Error::InvalidArgument(format!(
+                        "seccomp base {other:?} is invalid; use \"default\", \"minimal\" or \
+                         \"unconfined\""
+                    )),
+                ))
+            }
+        };
+        policy = policy.allow_all(self.allow.iter().map(String::as_str));
+        for (syscall, errno) in &self.deny {
+            policy = policy.deny(syscall, *errno);
+        }
+        Ok(policy)
+    }
 }
 
 impl CreateOptions {
@@ -50,6 +85,9 @@ impl CreateOptions {
         options.file_size_limit = self.file_size_limit;
         options.metadata = self.metadata;
         options.kill_on_drop = self.kill_on_drop;
+        if let Some(seccomp) = self.seccomp {
+            options.seccomp = seccomp.into_policy(py)?;
+        }
         Ok(options)
     }
 }

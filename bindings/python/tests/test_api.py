@@ -15,6 +15,7 @@ from soulbox import (
     Sandbox,
     SandboxException,
     SandboxNotFoundException,
+    SeccompPolicy,
     TimeoutException,
 )
 
@@ -85,6 +86,22 @@ def test_connection_options_accepted() -> None:
 def test_create_not_implemented(options: dict, missing: str) -> None:
     with pytest.raises(NotImplementedError, match=missing):
         Sandbox.create(**options)
+
+
+def test_seccomp_policy_applied() -> None:
+    require_root()
+    deny_mkdir = SeccompPolicy(deny={"mkdir": errno.EPERM, "mkdirat": errno.EPERM})
+    with Sandbox.create(seccomp=deny_mkdir) as sandbox:
+        with pytest.raises(CommandExitException) as raised:
+            sandbox.commands.run("mkdir /tmp/blocked")
+        assert "Operation not permitted" in raised.value.stderr
+        assert sandbox.commands.run("echo still-works").stdout == "still-works\n"
+    with Sandbox.create() as sandbox:
+        sandbox.commands.run("mkdir /tmp/allowed")
+    with pytest.raises(InvalidArgumentException, match="base"):
+        Sandbox.create(seccomp=SeccompPolicy(base="strict"))
+    with pytest.raises(InvalidArgumentException, match="no_such_call"):
+        Sandbox.create(seccomp=SeccompPolicy(allow=["no_such_call"]))
 
 
 def test_run_code_not_implemented(sbx: Sandbox) -> None:

@@ -39,6 +39,7 @@ from ._types import (
     SandboxMetrics,
     SandboxQuery,
     SandboxState,
+    SeccompPolicy,
     WriteInfo,
 )
 from .exceptions import (
@@ -86,6 +87,7 @@ __all__ = [
     "SandboxPaginator",
     "SandboxQuery",
     "SandboxState",
+    "SeccompPolicy",
     "SandboxNotFoundException",
     "TimeoutException",
     "WatchHandle",

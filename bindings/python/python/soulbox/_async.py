@@ -26,6 +26,7 @@ from ._types import (
     SandboxInfo,
     SandboxMetrics,
     SandboxQuery,
+    SeccompPolicy,
     WriteInfo,
     copy_from_native,
     entry_from_native,
@@ -599,6 +600,7 @@ class AsyncSandbox:
         open_files_limit: int = _native.DEFAULT_OPEN_FILES_LIMIT,
         file_size_limit: Optional[int] = None,
         kill_on_drop: bool = False,
+        seccomp: Optional[SeccompPolicy] = None,
         **opts: Any,
     ) -> "AsyncSandbox":
         """Create a sandbox; see :meth:`soulbox.Sandbox.create`."""
@@ -624,6 +626,7 @@ class AsyncSandbox:
                 file_size_limit=file_size_limit,
             ),
             kill_on_drop,
+            seccomp,
         )
         return cls(await _native.NativeSandbox.create_async(native_options))
 

@@ -4,7 +4,7 @@ import posixpath
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
 from . import _native
-from ._types import CommandResult, FileType, OutputDecoder, WriteInfo
+from ._types import CommandResult, FileType, OutputDecoder, SeccompPolicy, WriteInfo
 from .exceptions import (
     CommandExitException,
     InvalidArgumentException,
@@ -73,6 +73,7 @@ def create_options(
     volume_mounts: Any,
     limits: Dict[str, Any],
     kill_on_drop: bool,
+    seccomp: Optional[SeccompPolicy],
 ) -> Dict[str, Any]:
     """Check the arguments of ``create`` and build the native options."""
     if template not in (None, "host"):
@@ -110,7 +111,24 @@ def create_options(
         "file_size_limit": check_size("file_size_limit", limits["file_size_limit"], True),
         "metadata": check_str_map("metadata", metadata),
         "kill_on_drop": bool(kill_on_drop),
+        "seccomp": None if seccomp is None else seccomp_spec(seccomp),
     }
+
+
+def seccomp_spec(policy: SeccompPolicy) -> Dict[str, Any]:
+    """Check a SeccompPolicy and build the native spec."""
+    if not isinstance(policy, SeccompPolicy):
+        raise InvalidArgumentException(f"seccomp must be a SeccompPolicy, not {policy!r}")
+    allow = list(policy.allow)
+    if not all(isinstance(name, str) for name in allow):
+        raise InvalidArgumentException(f"SeccompPolicy.allow must list str names, not {allow!r}")
+    deny = dict(policy.deny)
+    for name, number in deny.items():
+        if not isinstance(name, str) or isinstance(number, bool) or not isinstance(number, int):
+            raise InvalidArgumentException(
+                f"SeccompPolicy.deny must map str names to errno ints; {name!r}: {number!r} does not"
+            )
+    return {"base": policy.base, "allow": allow, "deny": deny}
 
 
 def seconds(name: str, value: Any) -> float:

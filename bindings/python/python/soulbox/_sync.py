@@ -22,6 +22,7 @@ from ._types import (
     SandboxInfo,
     SandboxMetrics,
     SandboxQuery,
+    SeccompPolicy,
     WriteInfo,
     copy_from_native,
     entry_from_native,
@@ -629,6 +630,7 @@ class Sandbox:
         open_files_limit: int = _native.DEFAULT_OPEN_FILES_LIMIT,
         file_size_limit: Optional[int] = None,
         kill_on_drop: bool = False,
+        seccomp: Optional[SeccompPolicy] = None,
         **opts: Any,
     ) -> "Sandbox":
         """Create a sandbox and wait until it accepts commands.
@@ -645,6 +647,9 @@ class Sandbox:
             collected or this process exits (SoulBox only). By default, as
             in E2B, it runs until its timeout or a kill, and any process of
             the same user can reach it with ``Sandbox.connect``.
+        :param seccomp: the system calls its processes may make, as a
+            :class:`SeccompPolicy` (SoulBox only); SoulBox's default
+            allow-list when left out.
 
         ``secure`` and E2B's connection options (``api_key``, ``domain``,
         ``request_timeout``, ...) are accepted and have no effect: the
@@ -677,6 +682,7 @@ class Sandbox:
                 file_size_limit=file_size_limit,
             ),
             kill_on_drop,
+            seccomp,
         )
         return cls(_native.NativeSandbox.create(native_options))
 

@@ -20,6 +20,7 @@ __all__ = [
     "SandboxMetrics",
     "SandboxQuery",
     "SandboxState",
+    "SeccompPolicy",
 ]
 
 
@@ -176,6 +177,24 @@ class OutputDecoder:
     def flush(self) -> str:
         """Decode what is left at the end: an incomplete character is U+FFFD."""
         return self._decoder.decode(b"", final=True)
+
+
+@dataclass
+class SeccompPolicy:
+    """The system calls a sandbox's processes may make (SoulBox only).
+
+    ``base`` is ``"default"`` (SoulBox's allow-list, which denies keyrings,
+    new namespaces, mounts, io_uring, BPF and the like), ``"minimal"`` (only
+    what SoulBox's own processes call; add what your commands need) or
+    ``"unconfined"`` (no filter at all: never for untrusted code).
+    ``allow`` lists system calls to allow on top, and ``deny`` maps system
+    calls to the errno they fail with, such as ``{"mkdir": errno.EPERM}``.
+    Names are those of the kernel's syscall table for this machine.
+    """
+
+    base: str = "default"
+    allow: List[str] = field(default_factory=list)
+    deny: Dict[str, int] = field(default_factory=dict)
 
 
 class SandboxState(Enum):
