@@ -264,7 +264,7 @@ impl NativeSandbox {
         self.sandbox.pid()
     }
 
-    /// Whether the sandbox still runs.
+    /// Returns whether the sandbox still runs.
     fn is_running(&self) -> bool {
         self.sandbox.is_running()
     }
