@@ -13,6 +13,9 @@ with the Python that has soulbox installed:
     target/python-venv/bin/python benches/python_create.py [--iterations 200]
 
 It builds the Rust binary in release mode first unless --bench-api names one.
+The Rust side uses a current-thread tokio runtime unless
+--rust-multi-thread gives it the multi-thread runtime that the binding
+uses, which separates the binding's cost from the runtime's.
 """
 
 import argparse
@@ -67,6 +70,11 @@ def main() -> None:
         "--warmup", type=int, default=10, help="untimed iterations per side first (default 10)"
     )
     parser.add_argument("--bench-api", type=Path, help="a built soulbox-bench-api binary")
+    parser.add_argument(
+        "--rust-multi-thread",
+        action="store_true",
+        help="run the Rust side on a multi-thread tokio runtime, as the binding does",
+    )
     args = parser.parse_args()
 
     bench_api = args.bench_api
@@ -77,6 +85,8 @@ def main() -> None:
 
     total = args.warmup + args.iterations
     command = [str(bench_api), "--task", "shell-true", "--iterations", str(total), "--on-request"]
+    if args.rust_multi_thread:
+        command.append("--multi-thread")
     rust = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert rust.stdin is not None and rust.stdout is not None
     python_ms: List[float] = []

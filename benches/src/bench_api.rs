@@ -1,7 +1,7 @@
 //! Times SoulBox's Rust API, in-process.
 //!
 //! Usage: `soulbox-bench-api --task TASK --iterations N [--no-limits]
-//! [--no-seccomp] [--shell] [--on-request]`
+//! [--no-seccomp] [--shell] [--on-request] [--multi-thread]`
 //!
 //! Tasks, each printing one line per iteration with its wall time in
 //! nanoseconds:
@@ -25,7 +25,9 @@
 //! E2B's `commands.run` and the Node binding do, instead of executing the
 //! program directly. `--on-request` waits for a line on stdin before each iteration of `true`,
 //! `py` and `shell-true`, so another program can interleave its own
-//! iterations with these one by one.
+//! iterations with these one by one. `--multi-thread` runs the tasks on
+//! tokio's multi-thread runtime, as the Python and Node bindings do, in place
+//! of a current-thread runtime.
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -36,7 +38,7 @@ fn usage(message: &str) -> ExitCode {
     eprintln!("soulbox-bench-api: {message}");
     eprintln!(
         "usage: soulbox-bench-api --task true|py|shell-true|connect|pause-resume \
-         --iterations N [--no-limits] [--no-seccomp] [--shell] [--on-request]"
+         --iterations N [--no-limits] [--no-seccomp] [--shell] [--on-request] [--multi-thread]"
     );
     ExitCode::from(2)
 }
@@ -48,10 +50,15 @@ fn main() -> ExitCode {
     let mut options = SandboxOptions::default();
     let mut shell = false;
     let mut on_request = false;
+    let mut multi_thread = false;
     let mut rest = args.iter();
     while let Some(flag) = rest.next() {
         if flag == "--on-request" {
             on_request = true;
+            continue;
+        }
+        if flag == "--multi-thread" {
+            multi_thread = true;
             continue;
         }
         if flag == "--no-limits" {
@@ -95,10 +102,12 @@ fn main() -> ExitCode {
         Some(other) => return usage(&format!("unknown task {other:?}")),
         None => return usage("--task is required"),
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = if multi_thread {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => return usage(&format!("cannot start the async runtime: {e}")),
     };
