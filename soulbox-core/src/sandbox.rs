@@ -664,7 +664,17 @@ impl Sandbox {
                 Ok(info) => info,
                 // It ended while being listed.
                 Err(Error::SandboxNotFound { .. }) => continue,
-                Err(e) => return Err(e),
+                // One sandbox whose PID 1 does not answer (stopped, or
+                // overloaded) must not hide the others: it is listed
+                // without its end time.
+                Err(e) => {
+                    tracing::warn!(
+                        sandbox_id = %listed.id,
+                        error = %e,
+                        "listing a sandbox without its end time: its PID 1 did not answer"
+                    );
+                    build_info(&record, cgroup.is_frozen(), None)
+                }
             };
             if query.state.map_or(true, |state| state == info.state) {
                 infos.push(info);
@@ -917,7 +927,11 @@ async fn info_from(record: &Record, dir: &Path, cgroup: &SandboxCgroup) -> Resul
             .await?
             .map(|remaining| now + remaining)
     };
-    Ok(SandboxInfo {
+    Ok(build_info(record, paused, ends_at))
+}
+
+fn build_info(record: &Record, paused: bool, ends_at: Option<SystemTime>) -> SandboxInfo {
+    SandboxInfo {
         sandbox_id: record.id.clone(),
         template: record.template.clone(),
         metadata: record.metadata.clone(),
@@ -932,7 +946,7 @@ async fn info_from(record: &Record, dir: &Path, cgroup: &SandboxCgroup) -> Resul
         cpu_limit: record.cpu_millicores.map(|m| m as f64 / 1000.0),
         memory_limit: record.memory_limit,
         pid: record.pid,
-    })
+    }
 }
 
 /// How long a status query waits for PID 1's reply.
