@@ -246,6 +246,21 @@ impl SandboxState {
     }
 }
 
+impl std::str::FromStr for SandboxState {
+    type Err = Error;
+
+    /// Parses `running` or `paused`.
+    fn from_str(text: &str) -> Result<Self> {
+        match text {
+            "running" => Ok(Self::Running),
+            "paused" => Ok(Self::Paused),
+            other => Err(Error::InvalidArgument(format!(
+                "sandbox state {other:?} is invalid; use \"running\" or \"paused\""
+            ))),
+        }
+    }
+}
+
 impl fmt::Display for SandboxState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.pad(self.as_str())

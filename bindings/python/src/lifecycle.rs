@@ -76,18 +76,9 @@ fn list_query(
     for (key, value) in metadata {
         query = query.metadata(key, value);
     }
-    match state.as_deref() {
-        None => {}
-        Some("running") => query = query.state(SandboxState::Running),
-        Some("paused") => query = query.state(SandboxState::Paused),
-        Some(other) => {
-            return Err(bridge::core_error(
-                py,
-                soulbox_core::Error::InvalidArgument(format!(
-                    "sandbox state {other:?} is invalid; use \"running\" or \"paused\""
-                )),
-            ))
-        }
+    if let Some(state) = state.as_deref() {
+        let state: SandboxState = state.parse().map_err(|e| bridge::core_error(py, e))?;
+        query = query.state(state);
     }
     Ok(query)
 }
