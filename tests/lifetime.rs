@@ -471,6 +471,8 @@ async fn invalid_metadata_rejected_before_create() {
         lasting(Duration::from_secs(5)).metadata("", "empty key"),
         lasting(Duration::from_secs(5)).metadata("a=b", "equals in key"),
         lasting(Duration::from_secs(5)).metadata("nul", "a\0b"),
+        lasting(Duration::from_secs(5)).metadata("newline", "a\nb"),
+        lasting(Duration::from_secs(5)).metadata("a,b", "comma in key"),
         lasting(Duration::from_secs(5)).metadata("long", "x".repeat(2000)),
     ] {
         match Sandbox::create(options).await {

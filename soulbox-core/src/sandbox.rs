@@ -218,9 +218,10 @@ fn validate_metadata(metadata: &BTreeMap<String, String>) -> Result<()> {
                  value at most {MAX_METADATA_LEN}"
             )));
         }
-        if key.contains(['=', '\0']) || value.contains('\0') {
+        if key.contains(['=', ',']) || key.chars().chain(value.chars()).any(char::is_control) {
             return Err(Error::InvalidArgument(format!(
-                "metadata key {key:?} or its value contains '=' or a NUL byte"
+                "metadata key {key:?} or its value contains '=' or ',' in the key, or a \
+                 control character such as a newline"
             )));
         }
     }
