@@ -2864,3 +2864,31 @@ async fn deep_tree_refused_quickly() {
         started.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_write_from_leaves_no_file() {
+    if !require_root("cancelled_write_from_leaves_no_file") {
+        return;
+    }
+    let sbx = sandbox().await;
+    let files = sbx.files();
+    // A reader that never yields data, so no call can finish.
+    let (mut reader, _writer) = tokio::io::duplex(64);
+    // Polled once, a call has started opening the file on a blocking
+    // thread; dropped then, it is cancelled during the open.
+    let mut write = Box::pin(files.write_from("cancelled-open.bin", &mut reader));
+    let first = std::future::poll_fn(|cx| {
+        std::task::Poll::Ready(std::future::Future::poll(write.as_mut(), cx))
+    })
+    .await;
+    assert!(first.is_pending(), "the write finished: {first:?}");
+    drop(write);
+    // Cancelled later, while it waits for the first chunk.
+    let later = files.write_from("cancelled-read.bin", &mut reader);
+    let result = tokio::time::timeout(Duration::from_millis(200), later).await;
+    assert!(result.is_err(), "the write finished: {result:?}");
+    // The open and undo steps finish on blocking threads of their own.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let left = sh(&sbx, "ls /home/user | grep -c cancelled || true").await;
+    assert_eq!(stdout(&left), "0\n", "cancelled writes left files behind");
+}

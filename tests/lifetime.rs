@@ -471,6 +471,8 @@ async fn invalid_metadata_rejected_before_create() {
         lasting(Duration::from_secs(5)).metadata("", "empty key"),
         lasting(Duration::from_secs(5)).metadata("a=b", "equals in key"),
         lasting(Duration::from_secs(5)).metadata("nul", "a\0b"),
+        lasting(Duration::from_secs(5)).metadata("newline", "a\nb"),
+        lasting(Duration::from_secs(5)).metadata("a,b", "comma in key"),
         lasting(Duration::from_secs(5)).metadata("long", "x".repeat(2000)),
     ] {
         match Sandbox::create(options).await {
@@ -497,4 +499,30 @@ async fn kill_by_id_reaps_while_creating_handle_lives() {
         std::fs::read_to_string(format!("/proc/{pid}/stat"))
     );
     assert!(!sandbox.is_running());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_survives_a_sandbox_that_does_not_answer() {
+    if !require_root("list_survives_a_sandbox_that_does_not_answer") {
+        return;
+    }
+    let suite = unique_name("stopped");
+    let options = lasting(Duration::from_secs(60)).metadata("suite", suite.clone());
+    let sandbox = Sandbox::create(options).await.expect("create");
+    let _guard = KillOnExit(sandbox.id().to_string());
+    let signal = |name: &str| {
+        let status = std::process::Command::new("kill")
+            .args([name, &sandbox.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {name} failed");
+    };
+    // A stopped PID 1 answers no status query.
+    signal("-STOP");
+    let listed = Sandbox::list(&ListQuery::default().metadata("suite", suite.clone())).await;
+    signal("-CONT");
+    let listed = listed.expect("list with one sandbox not answering");
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].sandbox_id, sandbox.id());
+    assert_eq!(listed[0].ends_at, None);
 }

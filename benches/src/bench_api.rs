@@ -5,7 +5,10 @@
 //! Timing tasks print one line per iteration with its wall time in
 //! nanoseconds (`--iterations N`):
 //! - `true`, `py`: `Sandbox::create`, running `/bin/true` (or
-//!   `python3 -c 'print(1)'`) to completion, and `Sandbox::kill`. With
+//!   `python3 -c 'print(1)'`) to completion, and `Sandbox::kill`.
+//!   `shell-true` is `true` with the command line `true` run through
+//!   `/bin/bash -l -c`, as `Sandbox::run` and E2B's `commands.run` do;
+//!   `benches/python_create.py` compares it with the Python package. With
 //!   `--pool SIZE` the create is `SandboxPool::create` on a pool of that
 //!   size, and each iteration first waits, untimed, until the pool is full
 //!   again, so it times a hand-over rather than the refill.
@@ -29,7 +32,11 @@
 //! run untrusted code that way. `--shell` runs the `true` and `py`
 //! tasks' command line through the sandbox's shell (`/bin/bash -l -c`), as
 //! E2B's `commands.run` and the Node binding do, instead of executing the
-//! program directly.
+//! program directly. `--on-request` waits for a line on stdin before each
+//! iteration of `true`, `py` and `shell-true`, so another program can
+//! interleave its own iterations with these one by one. `--multi-thread`
+//! runs the timing tasks on tokio's multi-thread runtime, as the Python and
+//! Node bindings do, in place of a current-thread runtime.
 
 mod density;
 mod rate;
@@ -39,8 +46,10 @@ use std::time::{Duration, Instant};
 
 use soulbox_core::{Sandbox, SandboxOptions, SandboxPool, SeccompPolicy};
 
-const USAGE: &str = "usage: soulbox-bench-api --task true|py|exec|host-exec|connect|pause-resume \
-                     --iterations N [--pool SIZE] [--no-limits] [--no-seccomp] [--shell]\n       \
+const USAGE: &str = "usage: soulbox-bench-api --task \
+                     true|py|shell-true|exec|host-exec|connect|pause-resume --iterations N \
+                     [--pool SIZE] [--no-limits] [--no-seccomp] [--shell] [--on-request] \
+                     [--multi-thread]\n       \
                      soulbox-bench-api --task density --count N [--no-limits]\n       \
                      soulbox-bench-api --task rate --seconds S [--parallel P] [--no-limits]";
 
@@ -65,6 +74,8 @@ struct Args {
     parallel: usize,
     pool: Option<usize>,
     shell: bool,
+    on_request: bool,
+    multi_thread: bool,
     options: SandboxOptions,
 }
 
@@ -77,6 +88,8 @@ fn parse_args() -> Result<Args, String> {
         parallel: 2,
         pool: None,
         shell: false,
+        on_request: false,
+        multi_thread: false,
         options: SandboxOptions::default(),
     };
     let raw: Vec<String> = std::env::args().skip(1).collect();
@@ -93,6 +106,14 @@ fn parse_args() -> Result<Args, String> {
         }
         if flag == "--shell" {
             args.shell = true;
+            continue;
+        }
+        if flag == "--on-request" {
+            args.on_request = true;
+            continue;
+        }
+        if flag == "--multi-thread" {
+            args.multi_thread = true;
             continue;
         }
         let Some(value) = rest.next() else {
@@ -141,19 +162,23 @@ fn main() -> ExitCode {
     let Some(iterations) = args.iterations else {
         return usage("--iterations is required");
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = if args.multi_thread {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
     };
     let options = args.options;
     let result = match args.task.as_str() {
-        "true" | "py" => {
+        "true" | "py" | "shell-true" => {
             let task = Task {
-                py: args.task == "py",
-                shell: args.shell,
+                name: if args.task == "py" { "py" } else { "true" },
+                shell: args.shell || args.task == "shell-true",
+                bare_command: args.task == "shell-true",
+                on_request: args.on_request,
             };
             match args.pool {
                 Some(size) => runtime.block_on(time_pooled(options, size, &task, iterations)),
@@ -172,23 +197,38 @@ fn main() -> ExitCode {
     }
 }
 
-/// What each iteration of a create task runs.
+/// What each iteration of a create task runs, and when.
 struct Task {
-    /// `python3 -c 'print(1)'` rather than `/bin/true`.
-    py: bool,
+    /// `py` for `python3 -c 'print(1)'`, else `/bin/true`.
+    name: &'static str,
     /// The command line goes through the sandbox's shell.
     shell: bool,
+    /// The shell's command line is `true` rather than `/bin/true`.
+    bare_command: bool,
+    /// Waits for a line on stdin before each iteration.
+    on_request: bool,
 }
 
 impl Task {
+    /// Waits for the next request when `on_request` is set.
+    fn wait_for_request(
+        &self,
+        requests: &mut std::io::Lines<std::io::StdinLock<'_>>,
+    ) -> Result<(), String> {
+        if self.on_request && !matches!(requests.next(), Some(Ok(_))) {
+            return Err("stdin closed before all iterations were requested".into());
+        }
+        Ok(())
+    }
+
     async fn run(&self, sandbox: &Sandbox) -> Result<(), String> {
-        let (argv, command_line): (&[&str], &str) = if self.py {
-            (
+        let (argv, command_line): (&[&str], &str) = match (self.name, self.bare_command) {
+            ("py", _) => (
                 &["/usr/bin/python3", "-c", "print(1)"],
                 "/usr/bin/python3 -c 'print(1)'",
-            )
-        } else {
-            (&["/bin/true"], "/bin/true")
+            ),
+            (_, true) => (&["true"], "true"),
+            _ => (&["/bin/true"], "/bin/true"),
         };
         if !self.shell {
             return run_checked(sandbox, argv).await;
@@ -225,7 +265,9 @@ async fn time_create(
     task: &Task,
     iterations: usize,
 ) -> Result<(), String> {
+    let mut requests = std::io::stdin().lines();
     for _ in 0..iterations {
+        task.wait_for_request(&mut requests)?;
         let start = Instant::now();
         let sandbox = Sandbox::create(options.clone())
             .await
@@ -249,8 +291,10 @@ async fn time_pooled(
     iterations: usize,
 ) -> Result<(), String> {
     let pool = SandboxPool::new(options, size).map_err(|e| format!("pool failed: {e}"))?;
+    let mut requests = std::io::stdin().lines();
     for _ in 0..iterations {
         wait_full(&pool).await?;
+        task.wait_for_request(&mut requests)?;
         let start = Instant::now();
         let sandbox = pool
             .create()

@@ -309,7 +309,8 @@ pub async fn cp(args: CpArgs) -> Result<u8, Failure> {
                 )
             }
         };
-    let sandbox = connect(id).await?;
+    // The file API works on a paused sandbox, which stays paused.
+    let sandbox = open_without_resume(id).await?;
     let files = match &args.user {
         Some(user) => sandbox.files().user(user.clone()),
         None => sandbox.files(),

@@ -191,6 +191,7 @@ pub async fn exec(args: ExecArgs) -> Result<u8, Failure> {
 
 /// Runs a login shell on a terminal in a sandbox that exists.
 pub async fn shell(args: ShellArgs) -> Result<u8, Failure> {
+    let sandbox = crate::manage::connect(&args.id).await?;
     if !term::stdin_is_terminal() {
         return Err(String::from(
             "soulbox shell needs a terminal on stdin; use soulbox exec to pipe input",
@@ -198,7 +199,6 @@ pub async fn shell(args: ShellArgs) -> Result<u8, Failure> {
         .into());
     }
     let mut signals = Signals::new()?;
-    let sandbox = crate::manage::connect(&args.id).await?;
     let has_bash = sandbox
         .files()
         .user("root")

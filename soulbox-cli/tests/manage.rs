@@ -144,6 +144,20 @@ fn pause_resume_info_and_metrics() {
     assert_eq!(info["ends_at"], serde_json::Value::Null);
     assert_eq!(info["metadata"]["suite"], "pause");
 
+    // The file API works on a paused sandbox and leaves it paused.
+    let host_file = std::env::temp_dir().join(format!("soulbox-cp-paused-{}", std::process::id()));
+    std::fs::write(&host_file, "while paused\n").unwrap();
+    let copied = soulbox(&[
+        "cp",
+        host_file.to_str().unwrap(),
+        &format!("{id}:paused.txt"),
+    ]);
+    let _ = std::fs::remove_file(&host_file);
+    assert!(copied.status.success(), "{}", text(&copied.stderr));
+    let still = soulbox(&["info", id, "--json"]);
+    let still: serde_json::Value = serde_json::from_slice(&still.stdout).unwrap();
+    assert_eq!(still["state"], "paused", "cp resumed the sandbox");
+
     let paused = soulbox(&["ls", "--state", "paused", "--metadata", "suite=pause"]);
     assert!(
         text(&paused.stdout).contains(id),
@@ -170,8 +184,9 @@ fn unknown_id_is_a_one_line_error_with_exit_status_3() {
         return;
     }
     let missing = "sb-aaaaaaaaaaaa";
-    let cases: [&[&str]; 8] = [
+    let cases: [&[&str]; 9] = [
         &["exec", missing, "--", "true"],
+        &["shell", missing],
         &["info", missing],
         &["kill", missing],
         &["pause", missing],

@@ -25,7 +25,10 @@ pub enum Error {
 
     /// No sandbox with this id exists for this user on this host: it never
     /// existed, was killed, or reached its timeout.
-    #[error("sandbox {id} not found; `soulbox ls` lists the running ones")]
+    #[error(
+        "sandbox {} not found; `soulbox ls` lists this user's sandboxes",
+        shorten(id)
+    )]
     SandboxNotFound {
         /// The id as the caller gave it.
         id: String,
@@ -200,6 +203,15 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+}
+
+/// Cuts a caller-given value to 64 characters for an error message.
+fn shorten(value: &str) -> String {
+    const MAX: usize = 64;
+    match value.char_indices().nth(MAX) {
+        Some((end, _)) => format!("{:?}...", &value[..end]),
+        None => format!("{value:?}"),
+    }
 }
 
 impl Error {

@@ -701,6 +701,11 @@ impl CommandController {
         self.entry.info.pid
     }
 
+    /// Returns whether the command's first process has exited.
+    pub fn has_exited(&self) -> bool {
+        self.entry.ended.load(Ordering::Acquire)
+    }
+
     /// As [`CommandHandle::signal`].
     ///
     /// # Errors

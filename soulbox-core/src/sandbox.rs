@@ -218,9 +218,10 @@ fn validate_metadata(metadata: &BTreeMap<String, String>) -> Result<()> {
                  value at most {MAX_METADATA_LEN}"
             )));
         }
-        if key.contains(['=', '\0']) || value.contains('\0') {
+        if key.contains(['=', ',']) || key.chars().chain(value.chars()).any(char::is_control) {
             return Err(Error::InvalidArgument(format!(
-                "metadata key {key:?} or its value contains '=' or a NUL byte"
+                "metadata key {key:?} or its value contains '=' or ',' in the key, or a \
+                 control character such as a newline"
             )));
         }
     }
@@ -242,6 +243,21 @@ impl SandboxState {
         match self {
             Self::Running => "running",
             Self::Paused => "paused",
+        }
+    }
+}
+
+impl std::str::FromStr for SandboxState {
+    type Err = Error;
+
+    /// Parses `running` or `paused`.
+    fn from_str(text: &str) -> Result<Self> {
+        match text {
+            "running" => Ok(Self::Running),
+            "paused" => Ok(Self::Paused),
+            other => Err(Error::InvalidArgument(format!(
+                "sandbox state {other:?} is invalid; use \"running\" or \"paused\""
+            ))),
         }
     }
 }
@@ -635,7 +651,17 @@ impl Sandbox {
                 Ok(info) => info,
                 // It ended while being listed.
                 Err(Error::SandboxNotFound { .. }) => continue,
-                Err(e) => return Err(e),
+                // One sandbox whose PID 1 does not answer (stopped, or
+                // overloaded) must not hide the others: it is listed
+                // without its end time.
+                Err(e) => {
+                    tracing::warn!(
+                        sandbox_id = %listed.id,
+                        error = %e,
+                        "listing a sandbox without its end time: its PID 1 did not answer"
+                    );
+                    build_info(&record, cgroup.is_frozen(), None)
+                }
             };
             if query.state.map_or(true, |state| state == info.state) {
                 infos.push(info);
@@ -892,7 +918,11 @@ async fn info_from(record: &Record, entry: &Path, cgroup: &SandboxCgroup) -> Res
             .await?
             .map(|remaining| now + remaining)
     };
-    Ok(SandboxInfo {
+    Ok(build_info(record, paused, ends_at))
+}
+
+fn build_info(record: &Record, paused: bool, ends_at: Option<SystemTime>) -> SandboxInfo {
+    SandboxInfo {
         sandbox_id: record.id.clone(),
         template: record.template.clone(),
         metadata: record.metadata.clone(),
@@ -907,7 +937,7 @@ async fn info_from(record: &Record, entry: &Path, cgroup: &SandboxCgroup) -> Res
         cpu_limit: record.cpu_millicores.map(|m| m as f64 / 1000.0),
         memory_limit: record.memory_limit,
         pid: record.pid,
-    })
+    }
 }
 
 /// How long a status query waits for PID 1's reply.

@@ -12,7 +12,7 @@ use crate::convert::{
     terminal_size, timeout_from_ms, whole_number, ProcessInfoObject, SandboxInfoObject,
     SandboxMetricsObject,
 };
-use crate::error::{invalid_argument, IntoNapi, Result};
+use crate::error::{IntoNapi, Result};
 
 /// Options of `createSandbox`, checked by `index.js` first.
 #[napi(object)]
@@ -149,15 +149,9 @@ impl NativeSandbox {
         for (key, value) in metadata.unwrap_or_default() {
             query = query.metadata(key, value);
         }
-        match state.as_deref() {
-            None => {}
-            Some("running") => query = query.state(SandboxState::Running),
-            Some("paused") => query = query.state(SandboxState::Paused),
-            Some(other) => {
-                return Err(invalid_argument(format!(
-                    "sandbox state {other:?} is unknown; use \"running\" or \"paused\""
-                )))
-            }
+        if let Some(state) = state.as_deref() {
+            let state: SandboxState = state.parse().into_napi()?;
+            query = query.state(state);
         }
         let infos = Sandbox::list(&query).await.into_napi()?;
         Ok(infos.into_iter().map(SandboxInfoObject::from).collect())

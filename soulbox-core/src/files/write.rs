@@ -104,11 +104,25 @@ impl Files {
     pub async fn write_from<R: AsyncRead>(&self, path: &str, reader: R) -> Result<u64> {
         let path = SandboxPath::new(path)?;
         let user = self.resolve_user()?;
-        let target = {
+        // The open runs on a blocking thread that finishes even when this
+        // future is dropped meanwhile. It hands the file over through a
+        // channel, and a file nobody receives is undone there, with the
+        // user's credentials, so a cancelled call leaves no file behind.
+        let (handover, received) = tokio::sync::oneshot::channel();
+        {
             let path = path.clone();
-            self.run_as_user(move |sandbox| WriteTarget::open(sandbox, &path, FILE_MODE))
-                .await?
-        };
+            self.run_as_user(move |sandbox| {
+                let target = WriteTarget::open(sandbox, &path, FILE_MODE)?;
+                if let Err(unclaimed) = handover.send(target) {
+                    unclaimed.undo.run();
+                }
+                Ok(())
+            })
+            .await?;
+        }
+        let target = received.await.map_err(|_| {
+            Error::os("receive the opened file")(std::io::ErrorKind::BrokenPipe.into())
+        })?;
         let mut write = ChunkedWrite {
             file: Some(target.file),
             in_flight: None,

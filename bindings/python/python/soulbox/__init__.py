@@ -1,0 +1,95 @@
+"""SoulBox: disposable Linux sandboxes for untrusted code, with the Python
+API of E2B's SDK (``from soulbox import Sandbox``).
+
+Sandboxes run on this machine, built from namespaces, cgroups, seccomp and
+an overlay filesystem; creating one needs root, or unprivileged user
+namespaces for the rootless mode.
+"""
+
+from ._async import (
+    AsyncCommandHandle,
+    AsyncCommands,
+    AsyncFilesystem,
+    AsyncFileStreamReader,
+    AsyncPty,
+    AsyncSandbox,
+    AsyncSandboxPaginator,
+    AsyncWatchHandle,
+)
+from ._sync import (
+    CommandHandle,
+    Commands,
+    Filesystem,
+    FileStreamReader,
+    Pty,
+    Sandbox,
+    SandboxPaginator,
+    WatchHandle,
+)
+from ._types import (
+    CommandResult,
+    CopySummary,
+    EntryInfo,
+    FilesystemEvent,
+    FilesystemEventType,
+    FileType,
+    ProcessInfo,
+    PtySize,
+    SandboxInfo,
+    SandboxMetrics,
+    SandboxQuery,
+    SandboxState,
+    SeccompPolicy,
+    WriteInfo,
+)
+from .exceptions import (
+    CommandExitException,
+    FileNotFoundException,
+    InvalidArgumentException,
+    NotEnoughSpaceException,
+    NotFoundException,
+    SandboxException,
+    SandboxNotFoundException,
+    TimeoutException,
+)
+
+__all__ = [
+    "AsyncCommandHandle",
+    "AsyncCommands",
+    "AsyncFilesystem",
+    "AsyncFileStreamReader",
+    "AsyncPty",
+    "AsyncSandbox",
+    "AsyncSandboxPaginator",
+    "AsyncWatchHandle",
+    "CommandExitException",
+    "CommandHandle",
+    "CommandResult",
+    "Commands",
+    "CopySummary",
+    "EntryInfo",
+    "FileNotFoundException",
+    "FileStreamReader",
+    "FileType",
+    "Filesystem",
+    "FilesystemEvent",
+    "FilesystemEventType",
+    "InvalidArgumentException",
+    "NotEnoughSpaceException",
+    "NotFoundException",
+    "ProcessInfo",
+    "Pty",
+    "PtySize",
+    "Sandbox",
+    "SandboxException",
+    "SandboxInfo",
+    "SandboxMetrics",
+    "SandboxPaginator",
+    "SandboxQuery",
+    "SandboxState",
+    "SeccompPolicy",
+    "SandboxNotFoundException",
+    "TimeoutException",
+    "WatchHandle",
+    "WriteInfo",
+]

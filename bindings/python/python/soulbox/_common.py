@@ -1,0 +1,343 @@
+"""Argument checks and result handling shared by Sandbox and AsyncSandbox."""
+
+import posixpath
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
+
+from . import _native
+from ._types import CommandResult, FileType, OutputDecoder, SeccompPolicy, WriteInfo
+from .exceptions import (
+    CommandExitException,
+    InvalidArgumentException,
+    TimeoutException,
+    exit_code_of,
+    exit_error,
+)
+
+
+# The connection options of E2B's SDK. SoulBox runs sandboxes in this
+# process, with no API server, so they are accepted and have no effect.
+CONNECTION_OPTIONS = frozenset(
+    ["api_key", "domain", "debug", "request_timeout", "headers", "proxy", "access_token"]
+)
+
+HOME = "/home/user"
+
+Chunk = Tuple[Optional[str], Optional[str], Optional[bytes]]
+
+
+def not_implemented(what: str) -> NotImplementedError:
+    """Build the error for a part of E2B's API that SoulBox lacks so far."""
+    return NotImplementedError(f"not implemented yet in SoulBox: {what}")
+
+
+def check_connection_options(options: Mapping[str, Any]) -> None:
+    """Reject keyword arguments that are neither SoulBox's nor E2B's."""
+    unknown = sorted(set(options) - CONNECTION_OPTIONS)
+    if unknown:
+        raise TypeError(f"unexpected keyword argument(s): {', '.join(unknown)}")
+
+
+def check_str_map(name: str, value: Optional[Mapping[str, str]]) -> Dict[str, str]:
+    """Return a mapping of str to str as a dict, or raise naming the bad entry."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InvalidArgumentException(f"{name} must be a dict of str to str, not {value!r}")
+    for key, item in value.items():
+        if not isinstance(key, str) or not isinstance(item, str):
+            raise InvalidArgumentException(
+                f"{name} must map str to str; entry {key!r}: {item!r} does not"
+            )
+    return dict(value)
+
+
+def check_size(name: str, value: Optional[int], allow_none: bool) -> Optional[int]:
+    """Check a count or size in bytes: a non-negative int, or None if allowed."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        allowed = "a non-negative int or None" if allow_none else "a non-negative int"
+        raise InvalidArgumentException(f"{name} must be {allowed}, not {value!r}")
+    return value
+
+
+def create_options(
+    template: Optional[str],
+    timeout: Optional[float],
+    metadata: Optional[Dict[str, str]],
+    envs: Optional[Dict[str, str]],
+    allow_internet_access: Optional[bool],
+    network: Any,
+    mcp: Any,
+    lifecycle: Any,
+    volume_mounts: Any,
+    limits: Dict[str, Any],
+    kill_on_drop: bool,
+    seccomp: Optional[SeccompPolicy],
+) -> Dict[str, Any]:
+    """Check the arguments of ``create`` and build the native options."""
+    if template not in (None, "host"):
+        raise not_implemented(
+            f"template {template!r}; only the 'host' template exists so far (directory, "
+            "OCI image and soulbox.toml templates are planned)"
+        )
+    if allow_internet_access or network is not None:
+        raise not_implemented(
+            "networking; a sandbox has loopback only, so leave allow_internet_access and "
+            "network unset or pass allow_internet_access=False"
+        )
+    if mcp is not None:
+        raise not_implemented("MCP servers in the sandbox")
+    if lifecycle is not None:
+        raise not_implemented("lifecycle options (pause on timeout, auto resume)")
+    if volume_mounts is not None:
+        raise not_implemented("volume mounts")
+    if timeout is None:
+        timeout = _native.DEFAULT_TIMEOUT
+    cpu_limit = limits["cpu_limit"]
+    if cpu_limit is not None and (isinstance(cpu_limit, bool) or not isinstance(cpu_limit, (int, float))):
+        raise InvalidArgumentException(f"cpu_limit must be a number of cores or None, not {cpu_limit!r}")
+    return {
+        "template": "host",
+        "timeout": seconds("timeout", timeout),
+        "envs": check_str_map("envs", envs),
+        "memory_limit": check_size("memory_limit", limits["memory_limit"], True),
+        "pids_limit": check_size("pids_limit", limits["pids_limit"], True),
+        "cpu_limit": None if cpu_limit is None else float(cpu_limit),
+        "disk_size": check_size("disk_size", limits["disk_size"], False),
+        "tmp_size": check_size("tmp_size", limits["tmp_size"], False),
+        "disk_inodes": check_size("disk_inodes", limits["disk_inodes"], False),
+        "open_files_limit": check_size("open_files_limit", limits["open_files_limit"], False),
+        "file_size_limit": check_size("file_size_limit", limits["file_size_limit"], True),
+        "metadata": check_str_map("metadata", metadata),
+        "kill_on_drop": bool(kill_on_drop),
+        "seccomp": None if seccomp is None else seccomp_spec(seccomp),
+    }
+
+
+def seccomp_spec(policy: SeccompPolicy) -> Dict[str, Any]:
+    """Check a SeccompPolicy and build the native spec."""
+    if not isinstance(policy, SeccompPolicy):
+        raise InvalidArgumentException(f"seccomp must be a SeccompPolicy, not {policy!r}")
+    allow = list(policy.allow)
+    if not all(isinstance(name, str) for name in allow):
+        raise InvalidArgumentException(f"SeccompPolicy.allow must list str names, not {allow!r}")
+    deny = dict(policy.deny)
+    for name, number in deny.items():
+        if not isinstance(name, str) or isinstance(number, bool) or not isinstance(number, int):
+            raise InvalidArgumentException(
+                f"SeccompPolicy.deny must map str names to errno ints; {name!r}: {number!r} does not"
+            )
+    return {"base": policy.base, "allow": allow, "deny": deny}
+
+
+def seconds(name: str, value: Any) -> float:
+    """Check a number of seconds, 0 or more."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise InvalidArgumentException(
+            f"{name} must be a number of seconds, 0 or more, not {value!r}"
+        )
+    return float(value)
+
+
+def command_timeout(timeout: Optional[float], background: bool) -> Optional[float]:
+    """Resolve a command's timeout in seconds; None means no limit.
+
+    None (the default) is 60 s for a command run to its end and no limit
+    for a background command or a PTY session, which E2B ends after 60 s
+    whether or not anyone waits for them. 0 means no limit.
+    """
+    if timeout is None:
+        return None if background else _native.DEFAULT_COMMAND_TIMEOUT
+    value = seconds("timeout", timeout)
+    return value if value > 0 else None
+
+
+def command_spec(
+    cmd: str,
+    envs: Optional[Dict[str, str]],
+    user: Optional[str],
+    cwd: Optional[str],
+    timeout: Optional[float],
+    stdin: Optional[bool],
+    tag: Optional[str] = None,
+) -> Dict[str, Any]:
+    """Check a command's arguments and build the native spec."""
+    if not isinstance(cmd, str):
+        raise InvalidArgumentException(f"cmd must be a str, not {cmd!r}")
+    return {
+        "cmd": cmd,
+        "envs": check_str_map("envs", envs),
+        "user": user,
+        "cwd": cwd,
+        "timeout": timeout,
+        "stdin": bool(stdin),
+        "tag": tag,
+    }
+
+
+def pty_spec(
+    size: Any,
+    rows: Optional[int],
+    cols: Optional[int],
+    envs: Optional[Dict[str, str]],
+    user: Optional[str],
+    cwd: Optional[str],
+    timeout: Optional[float],
+) -> Dict[str, Any]:
+    """Check a PTY's arguments and build the native spec (default 24x80)."""
+    if size is not None:
+        rows, cols = size.rows, size.cols
+    return {
+        "rows": check_size("rows", 24 if rows is None else rows, False),
+        "cols": check_size("cols", 80 if cols is None else cols, False),
+        "envs": check_str_map("envs", envs),
+        "user": user,
+        "cwd": cwd,
+        "timeout": timeout,
+    }
+
+
+def to_bytes(data: Any) -> bytes:
+    """Convert data for stdin or a file: str is encoded as UTF-8."""
+    if isinstance(data, str):
+        return data.encode("utf-8")
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return bytes(data)
+    raise InvalidArgumentException(
+        f"data must be str, bytes or a file object, not {type(data).__name__}"
+    )
+
+
+# Size of the chunks read from a file object that ``files.write`` streams.
+STREAM_CHUNK = 1 << 20
+
+
+def is_stream(data: Any) -> bool:
+    """Return whether ``data`` is a file object to write in chunks."""
+    return not isinstance(data, (str, bytes, bytearray, memoryview)) and hasattr(data, "read")
+
+
+def stream_chunks(data: Any) -> Iterator[bytes]:
+    """Read a binary or text file object in chunks, as UTF-8 bytes."""
+    while True:
+        chunk = data.read(STREAM_CHUNK)
+        if not chunk:
+            return
+        yield to_bytes(chunk)
+
+
+def absolute(path: str) -> str:
+    """Return the absolute sandbox path; relative paths start at /home/user."""
+    return posixpath.normpath(posixpath.join(HOME, path))
+
+
+def write_info(path: str) -> WriteInfo:
+    """Describe a file that ``files.write`` wrote at ``path``."""
+    full = absolute(path)
+    return WriteInfo(name=posixpath.basename(full), type=FileType.FILE, path=full)
+
+
+def timed_out(timeout: Optional[float], stdout: str, stderr: str) -> TimeoutException:
+    """Build the error of a command that its timeout ended."""
+    limit = f" after {timeout:g} s" if timeout else ""
+    error = TimeoutException(
+        f"command timed out{limit}; it and every process it started were killed"
+    )
+    error.stdout, error.stderr, error.errno = stdout, stderr, None
+    return error
+
+
+def finish(
+    stdout: str,
+    stderr: str,
+    exit: Tuple[Optional[int], Optional[int], bool, bool],
+    timeout: Optional[float],
+) -> CommandResult:
+    """Turn a command's end into its result, or raise as E2B does."""
+    code, signal, was_timed_out, oom_killed = exit
+    if was_timed_out:
+        raise timed_out(timeout, stdout, stderr)
+    exit_code = exit_code_of(code, signal)
+    error = exit_error(code, signal, oom_killed)
+    if exit_code != 0:
+        raise CommandExitException(stderr=stderr, stdout=stdout, exit_code=exit_code, error=error)
+    return CommandResult(stderr=stderr, stdout=stdout, exit_code=0, error=error)
+
+
+def result_from_run(raw: Tuple[Any, ...], timeout: Optional[float]) -> CommandResult:
+    """Turn the native ``run`` result into a CommandResult, or raise."""
+    stdout, stderr, code, signal, was_timed_out, oom_killed = raw
+    return finish(
+        stdout.decode("utf-8", "replace"),
+        stderr.decode("utf-8", "replace"),
+        (code, signal, was_timed_out, oom_killed),
+        timeout,
+    )
+
+
+class EventStream:
+    """Decode a command's native events into E2B's (stdout, stderr, pty)
+    chunks and keep what the result needs.
+
+    Output goes either to the caller (a callback or iteration) or into the
+    result, never both, so streaming any amount keeps memory flat.
+    """
+
+    def __init__(self, pty: bool, timeout: Optional[float]) -> None:
+        self.pty = pty
+        self.timeout = timeout
+        self.keep_stdout = True
+        self.keep_stderr = True
+        self._decoders = (OutputDecoder(), OutputDecoder())
+        self._kept: Tuple[List[str], List[str]] = ([], [])
+        self.exit: Optional[Tuple[Optional[int], Optional[int], bool, bool]] = None
+
+    def feed(self, raw: Tuple[str, Any]) -> List[Chunk]:
+        """Handle one native event and return the chunks it produced."""
+        kind, payload = raw
+        if kind == "exit":
+            self.exit = tuple(payload)
+            return self.flush()
+        if self.pty:
+            return [(None, None, bytes(payload))]
+        index = 0 if kind == "stdout" else 1
+        return self._chunk(index, self._decoders[index].decode(payload))
+
+    def flush(self) -> List[Chunk]:
+        """Return the characters the decoders still hold, at the end."""
+        return self._chunk(0, self._decoders[0].flush()) + self._chunk(
+            1, self._decoders[1].flush()
+        )
+
+    def _chunk(self, index: int, text: str) -> List[Chunk]:
+        if not text:
+            return []
+        keep = self.keep_stdout if index == 0 else self.keep_stderr
+        if keep:
+            self._kept[index].append(text)
+        return [(text, None, None) if index == 0 else (None, text, None)]
+
+    def result(self) -> CommandResult:
+        """Return the result once the exit arrived, or raise as E2B does."""
+        stdout, stderr = "".join(self._kept[0]), "".join(self._kept[1])
+        if self.exit is None:
+            raise InvalidArgumentException(
+                "the command's events ended without its exit; the handle was disconnected"
+            )
+        return finish(stdout, stderr, self.exit, self.timeout)
+
+
+OutputCallback = Callable[[str], Any]
+PtyCallback = Callable[[bytes], Any]
+
+
+def settle_future(future: Any, value: Any, failed: bool) -> None:
+    """Resolve an asyncio future from the native module, on its loop's
+    thread, unless it was cancelled meanwhile."""
+    if future.done():
+        return
+    if failed:
+        future.set_exception(value)
+    else:
+        future.set_result(value)

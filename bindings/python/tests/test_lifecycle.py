@@ -1,0 +1,146 @@
+"""Sandboxes reachable by id: connect, list, kill by id, info, metrics,
+pause and resume, sync and async."""
+
+import asyncio
+import datetime
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+from conftest import require_root
+from soulbox import (
+    AsyncSandbox,
+    Sandbox,
+    SandboxNotFoundException,
+    SandboxQuery,
+    SandboxState,
+)
+
+
+def test_connect_from_another_process(sbx: Sandbox) -> None:
+    sbx.files.write("shared.txt", "from the creator")
+    script = (
+        "import sys\n"
+        "from soulbox import Sandbox\n"
+        "sandbox = Sandbox.connect(sys.argv[1])\n"
+        "print(sandbox.files.read('shared.txt'))\n"
+        "sandbox.files.write('reply.txt', 'from another process')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, sbx.sandbox_id], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "from the creator"
+    assert sbx.files.read("reply.txt") == "from another process"
+
+
+def test_unknown_id_not_found() -> None:
+    require_root()
+    with pytest.raises(SandboxNotFoundException):
+        Sandbox.connect("sb-doesnotexist")
+    assert Sandbox.kill("sb-doesnotexist") is False
+
+
+def test_info_and_list_by_metadata() -> None:
+    require_root()
+    label = uuid.uuid4().hex
+    before = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds=5)
+    first = Sandbox.create(metadata={"test": label, "role": "a"}, envs={"A": "1"}, timeout=120)
+    second = Sandbox.create(metadata={"test": label, "role": "b"}, timeout=120)
+    try:
+        info = first.get_info()
+        assert info.sandbox_id == first.sandbox_id
+        assert info.metadata == {"test": label, "role": "a"}
+        assert info.envs == {"A": "1"}
+        assert info.template_id == "host"
+        assert info.state == SandboxState.RUNNING
+        assert info.started_at > before
+        assert info.end_at is not None
+        assert 100 < (info.end_at - info.started_at).total_seconds() <= 121
+        assert Sandbox.get_info(second.sandbox_id).metadata["role"] == "b"
+
+        paginator = Sandbox.list(query=SandboxQuery(metadata={"test": label}))
+        assert paginator.has_next
+        listed = paginator.next_items()
+        assert not paginator.has_next
+        assert [i.sandbox_id for i in listed] == [first.sandbox_id, second.sandbox_id]
+        only_b = Sandbox.list(query=SandboxQuery(metadata={"test": label, "role": "b"}))
+        assert [i.sandbox_id for i in only_b.next_items()] == [second.sandbox_id]
+        paged = Sandbox.list(query=SandboxQuery(metadata={"test": label}), limit=1)
+        assert len(paged.next_items()) == 1
+        assert len(paged.next_items()) == 1
+        assert not paged.has_next
+    finally:
+        assert Sandbox.kill(first.sandbox_id) is True
+        second.kill()
+    assert Sandbox.list(query=SandboxQuery(metadata={"test": label})).next_items() == []
+
+
+def test_pause_and_resume(sbx: Sandbox) -> None:
+    counter = sbx.commands.run("while true; do echo x >> ticks; sleep 0.05; done", background=True)
+    time.sleep(0.3)
+    assert sbx.pause() is True
+    assert sbx.pause() is False
+    info = sbx.get_info()
+    assert info.state == SandboxState.PAUSED
+    assert info.end_at is None, "a paused sandbox's clock stops"
+    paused = Sandbox.list(query=SandboxQuery(state=[SandboxState.PAUSED])).next_items()
+    assert sbx.sandbox_id in [i.sandbox_id for i in paused]
+    frozen = sbx.files.read("ticks")
+    time.sleep(0.5)
+    assert sbx.files.read("ticks") == frozen, "a paused sandbox's processes must not run"
+    assert Sandbox.connect(sbx.sandbox_id).get_info().state == SandboxState.RUNNING
+    assert sbx.resume() is False
+    time.sleep(0.3)
+    assert len(sbx.files.read("ticks")) > len(frozen)
+    counter.kill()
+
+
+def test_metrics(sbx: Sandbox) -> None:
+    sbx.files.write("blob", b"x" * (4 << 20))
+    metrics = sbx.get_metrics()
+    assert len(metrics) == 1
+    reading = metrics[0]
+    assert reading.disk_used >= 4 << 20
+    assert reading.disk_total > reading.disk_used
+    assert reading.cpu_count > 0
+    assert reading.mem_total == 2 << 30
+    assert reading.mem_used is not None and reading.mem_used > 0
+    assert Sandbox.get_metrics(sbx.sandbox_id)[0].disk_used >= 4 << 20
+
+
+def test_set_timeout_by_id(sbx: Sandbox) -> None:
+    Sandbox.set_timeout(sbx.sandbox_id, 1000)
+    info = sbx.get_info()
+    assert info.end_at is not None
+    remaining = (info.end_at - datetime.datetime.now(datetime.timezone.utc)).total_seconds()
+    assert 990 < remaining <= 1000
+
+
+def test_async_lifecycle() -> None:
+    require_root()
+    label = uuid.uuid4().hex
+
+    async def main() -> None:
+        sandbox = await AsyncSandbox.create(metadata={"test": label})
+        try:
+            connected = await AsyncSandbox.connect(sandbox.sandbox_id)
+            assert (await connected.commands.run("echo hi")).stdout == "hi\n"
+            info = await AsyncSandbox.get_info(sandbox.sandbox_id)
+            assert info.metadata == {"test": label}
+            listed = await AsyncSandbox.list(query=SandboxQuery(metadata={"test": label})).next_items()
+            assert [i.sandbox_id for i in listed] == [sandbox.sandbox_id]
+            assert await sandbox.pause() is True
+            assert (await sandbox.get_info()).state == SandboxState.PAUSED
+            assert await AsyncSandbox.resume(sandbox.sandbox_id) is True
+            readings = await sandbox.get_metrics()
+            assert readings[0].disk_total > 0
+        finally:
+            assert await AsyncSandbox.kill(sandbox.sandbox_id) is True
+        with pytest.raises(SandboxNotFoundException):
+            await AsyncSandbox.connect(sandbox.sandbox_id)
+
+    asyncio.run(main())

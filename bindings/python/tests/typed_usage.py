@@ -1,0 +1,62 @@
+"""Type-checked with mypy --strict in CI, never run: each annotation states
+the type the shipped stubs and inline types must give."""
+
+from typing import Iterator, List, Optional, Tuple
+
+from soulbox import (
+    AsyncCommandHandle,
+    AsyncFileStreamReader,
+    AsyncSandbox,
+    CommandHandle,
+    CommandResult,
+    EntryInfo,
+    FilesystemEvent,
+    FileStreamReader,
+    FileType,
+    ProcessInfo,
+    PtySize,
+    Sandbox,
+    WatchHandle,
+    WriteInfo,
+)
+
+
+def sync_usage() -> None:
+    with Sandbox.create(timeout=60, envs={"A": "1"}, metadata={"k": "v"}) as sbx:
+        sandbox_id: str = sbx.sandbox_id
+        result: CommandResult = sbx.commands.run("echo hi", cwd="/tmp", user="root")
+        code: int = result.exit_code
+        error: Optional[str] = result.error
+        handle: CommandHandle = sbx.commands.run("sleep 1", background=True, stdin=True)
+        pid: int = handle.pid
+        chunks: Iterator[Tuple[Optional[str], Optional[str], Optional[bytes]]] = iter(handle)
+        killed: bool = handle.kill()
+        listed: List[ProcessInfo] = sbx.commands.list()
+        text: str = sbx.files.read("a.txt")
+        data: bytearray = sbx.files.read("a.txt", format="bytes")
+        stream: FileStreamReader = sbx.files.read("a.txt", format="stream")
+        written: WriteInfo = sbx.files.write("a.txt", b"x")
+        entries: List[EntryInfo] = sbx.files.list("/home/user", depth=2)
+        kind: Optional[FileType] = entries[0].type
+        made: bool = sbx.files.make_dir("d")
+        watch: WatchHandle = sbx.files.watch_dir("d", recursive=True)
+        events: List[FilesystemEvent] = watch.get_new_events()
+        terminal: CommandHandle = sbx.pty.create(PtySize(rows=24, cols=80))
+        sbx.pty.resize(terminal.pid, PtySize(rows=30, cols=100))
+        del sandbox_id, code, error, pid, chunks, killed, listed, text, data, stream
+        del written, kind, made, events
+
+
+async def async_usage() -> None:
+    async with await AsyncSandbox.create() as sbx:
+        result: CommandResult = await sbx.commands.run("echo hi")
+        handle: AsyncCommandHandle = await sbx.commands.run("sleep 1", background=True)
+        waited: CommandResult = await handle.wait()
+        text: str = await sbx.files.read("a.txt")
+        stream: AsyncFileStreamReader = await sbx.files.read("a.txt", format="stream")
+        exists: bool = await sbx.files.exists("a.txt")
+        del result, waited, text, stream, exists
+
+
+if __name__ == "__main__":
+    raise SystemExit("typed_usage.py is for mypy; run the tests with pytest")
