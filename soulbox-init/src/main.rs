@@ -12,7 +12,13 @@
 //! every other process of the PID namespace.
 
 #![deny(unsafe_code)]
-#![no_main]
+// The unit tests keep the test harness's own entry point, so the code that
+// only the C entry point below reaches is unused in them.
+#![cfg_attr(not(test), no_main)]
+#![cfg_attr(
+    test,
+    expect(dead_code, reason = "the test harness replaces the entry point")
+)]
 
 mod seccomp;
 mod setup;
@@ -50,6 +56,7 @@ const EXIT_FAILURE: i32 = 1;
 /// among them a read of /proc/self/maps to place a stack guard, and
 /// nothing here needs it: panics abort, SIGPIPE is set below, and stdio is
 /// replaced with /dev/null.
+#[cfg(not(test))]
 #[expect(unsafe_code, reason = "the C entry point needs an unmangled name")]
 #[no_mangle]
 extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
