@@ -3,6 +3,7 @@
 #![deny(unsafe_code)]
 
 mod copy;
+mod limits;
 mod manage;
 mod run;
 #[expect(unsafe_code, reason = "the one module that makes raw system calls")]

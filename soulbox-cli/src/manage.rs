@@ -38,6 +38,9 @@ pub struct CreateArgs {
     /// HOST_PATH:SANDBOX_PATH; repeat for more.
     #[arg(long = "copy", value_name = "HOST_PATH:SANDBOX_PATH", value_parser = CopySpec::parse)]
     copies: Vec<CopySpec>,
+
+    #[command(flatten)]
+    limits: crate::limits::LimitArgs,
 }
 
 /// List this user's sandboxes, oldest first.
@@ -145,6 +148,7 @@ pub async fn create(args: CreateArgs) -> Result<u8, Failure> {
     let mut options = SandboxOptions::default().timeout(Duration::from_secs(args.timeout));
     options.envs = args.envs.into_iter().collect();
     options.metadata = args.metadata.into_iter().collect();
+    args.limits.apply(&mut options);
     let sandbox = Sandbox::create(options).await.map_err(failure)?;
     for spec in &args.copies {
         if let Err(message) = copy_in(&sandbox, spec, None).await {

@@ -44,6 +44,9 @@ pub struct RunArgs {
     copies: Vec<CopySpec>,
 
     #[command(flatten)]
+    limits: crate::limits::LimitArgs,
+
+    #[command(flatten)]
     command: CommandArgs,
 }
 
@@ -141,9 +144,10 @@ pub async fn run(args: RunArgs) -> Result<u8, String> {
     // Until the command starts, the sandbox has no deadline of its own: it
     // ends with this process (kill_on_drop), and copying files in must not
     // eat into the command's time.
-    let options = SandboxOptions::default()
+    let mut options = SandboxOptions::default()
         .timeout(Duration::ZERO)
         .kill_on_drop(true);
+    args.limits.apply(&mut options);
     let sandbox = tokio::select! {
         created = Sandbox::create(options.clone()) => created.map_err(|e| crate::describe(&e))?,
         signal = signals.next() => return Ok(128 + signal as u8),

@@ -203,3 +203,75 @@ fn unknown_id_is_a_one_line_error_with_exit_status_3() {
         assert!(stderr.contains("not found"), "soulbox {args:?}: {stderr}");
     }
 }
+
+#[test]
+fn limit_options_are_enforced_and_validated() {
+    if !require_root("limit_options_are_enforced_and_validated") {
+        return;
+    }
+    let oom = soulbox(&[
+        "run",
+        "--memory",
+        "64M",
+        "--",
+        "python3",
+        "-c",
+        "b = bytearray(256 << 20)",
+    ]);
+    assert_eq!(oom.status.code(), Some(137), "{}", text(&oom.stderr));
+
+    let forks = soulbox(&[
+        "run",
+        "--pids",
+        "16",
+        "--",
+        "python3",
+        "-c",
+        "import os, time\nfailed = 0\nfor _ in range(40):\n    try:\n        pid = os.fork()\n    \
+         except OSError:\n        failed += 1\n        continue\n    if pid == 0:\n        \
+         time.sleep(1)\n        os._exit(0)\nprint(failed)",
+    ]);
+    let failed_forks: u32 = text(&forks.stdout).trim().parse().unwrap_or(0);
+    assert!(
+        failed_forks > 0,
+        "no fork failed under --pids 16: {}",
+        text(&forks.stdout)
+    );
+
+    let full = soulbox(&[
+        "run",
+        "--disk",
+        "4M",
+        "--",
+        "sh",
+        "-c",
+        "head -c 8388608 /dev/zero > /home/user/big",
+    ]);
+    assert_ne!(full.status.code(), Some(0));
+    assert!(
+        text(&full.stderr).contains("No space left"),
+        "{}",
+        text(&full.stderr)
+    );
+
+    let sandbox = Created::new(&["--memory", "256M", "--cpus", "0.5", "--pids", "none"]);
+    let info = soulbox(&["info", &sandbox.0, "--json"]);
+    let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    assert_eq!(info["memory_limit"], 256u64 << 20);
+    assert_eq!(info["cpu_limit"], 0.5);
+
+    for (args, named) in [
+        (&["run", "--memory", "12X", "--", "true"][..], "--memory"),
+        (&["run", "--cpus", "0", "--", "true"][..], "--cpus"),
+        (&["create", "--disk", "lots"][..], "--disk"),
+        (&["run", "--memory", "1M", "--", "true"][..], "memory_limit"),
+    ] {
+        let rejected = soulbox(args);
+        assert_eq!(rejected.status.code(), Some(125), "soulbox {args:?}");
+        assert!(
+            text(&rejected.stderr).contains(named),
+            "soulbox {args:?}: {}",
+            text(&rejected.stderr)
+        );
+    }
+}

@@ -1,0 +1,134 @@
+//! `--memory`, `--cpus`, `--pids` and `--disk`: the resource limits that
+//! `run` and `create` share.
+
+use clap::Args;
+use soulbox_core::SandboxOptions;
+
+/// Resource limits of the new sandbox.
+#[derive(Debug, Args)]
+pub struct LimitArgs {
+    /// Memory limit, swap closed, such as 512M or 2G; `none` for no limit.
+    /// Files in the writable layer and /tmp count towards it. Default 2G.
+    #[arg(long, value_name = "SIZE", value_parser = parse_optional_size)]
+    memory: Option<Limit<u64>>,
+
+    /// CPU limit in cores, such as 0.5; default: no limit.
+    #[arg(long, value_name = "CORES", value_parser = parse_cpus)]
+    cpus: Option<f64>,
+
+    /// Most processes and threads at once; `none` for no limit. Default 1024.
+    #[arg(long, value_name = "N", value_parser = parse_pids)]
+    pids: Option<Limit<u64>>,
+
+    /// Size of the writable layer, such as 1G. Default 4G.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    disk: Option<u64>,
+}
+
+/// A limit given on the command line: a value, or `none`.
+#[derive(Debug, Clone, Copy)]
+pub enum Limit<T> {
+    Value(T),
+    None,
+}
+
+impl<T> Limit<T> {
+    fn into_option(self) -> Option<T> {
+        match self {
+            Self::Value(value) => Some(value),
+            Self::None => None,
+        }
+    }
+}
+
+impl LimitArgs {
+    /// Applies the limits given to `options`; the core validates them
+    /// before anything is created.
+    pub fn apply(&self, options: &mut SandboxOptions) {
+        if let Some(memory) = self.memory {
+            options.memory_limit = memory.into_option();
+        }
+        if let Some(cpus) = self.cpus {
+            options.cpu_limit = Some(cpus);
+        }
+        if let Some(pids) = self.pids {
+            options.pids_limit = pids.into_option();
+        }
+        if let Some(disk) = self.disk {
+            options.disk_size = disk;
+        }
+    }
+}
+
+/// Parses a byte size: a whole number with an optional binary suffix K, M,
+/// G or T (KiB to TiB; `KiB` and `KB` are read the same).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let invalid = || format!("{text:?} is not a size such as 512M, 2G or 1048576");
+    let trimmed = text.trim();
+    let upper = trimmed.to_ascii_uppercase();
+    let without_b = upper
+        .strip_suffix("IB")
+        .or_else(|| upper.strip_suffix('B'))
+        .unwrap_or(&upper);
+    let (digits, shift) = match without_b.chars().last() {
+        Some('K') => (&without_b[..without_b.len() - 1], 10),
+        Some('M') => (&without_b[..without_b.len() - 1], 20),
+        Some('G') => (&without_b[..without_b.len() - 1], 30),
+        Some('T') => (&without_b[..without_b.len() - 1], 40),
+        _ => (without_b, 0),
+    };
+    let number: u64 = digits.parse().map_err(|_| invalid())?;
+    number
+        .checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+fn parse_optional_size(text: &str) -> Result<Limit<u64>, String> {
+    if text.eq_ignore_ascii_case("none") {
+        return Ok(Limit::None);
+    }
+    parse_size(text).map(Limit::Value)
+}
+
+fn parse_pids(text: &str) -> Result<Limit<u64>, String> {
+    if text.eq_ignore_ascii_case("none") {
+        return Ok(Limit::None);
+    }
+    text.parse()
+        .map(Limit::Value)
+        .map_err(|_| format!("{text:?} is not a whole number of processes, or none"))
+}
+
+fn parse_cpus(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(cores) if cores.is_finite() && cores > 0.0 => Ok(cores),
+        _ => Err(format!(
+            "{text:?} is not a positive number of cores such as 0.5"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parsed_with_binary_suffixes() {
+        assert_eq!(parse_size("512M"), Ok(512 << 20));
+        assert_eq!(parse_size("2g"), Ok(2 << 30));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("64KB"), Ok(64 << 10));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        for bad in ["", "M", "12X", "-1G", "1.5G", "99999999999T"] {
+            assert!(parse_size(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn cpus_must_be_positive() {
+        assert_eq!(parse_cpus("0.5"), Ok(0.5));
+        for bad in ["0", "-1", "nan", "inf", "half"] {
+            assert!(parse_cpus(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+}
