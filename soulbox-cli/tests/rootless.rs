@@ -252,3 +252,70 @@ fn rootless_sandbox_reachable_only_by_its_user() {
     let gone = soulbox_as_nobody(&binary, &["exec", &id, "--", "true"]);
     assert_eq!(gone.status.code(), Some(3));
 }
+
+/// Attacks from the security suite that apply to a rootless sandbox, each
+/// run inside as the unprivileged account's sandbox root. Each line the
+/// probe prints is `NAME ERRNO`, where 0 means the attempt succeeded; the
+/// last two lines count leaked host entries and variables instead.
+const ROOTLESS_ATTACKS: &str = r#"
+import ctypes, errno, fcntl, os
+libc = ctypes.CDLL(None, use_errno=True)
+def syscall(name, number, *args):
+    ctypes.set_errno(0)
+    result = libc.syscall(number, *[ctypes.c_long(a) for a in args])
+    print(name, ctypes.get_errno() if result == -1 else 0)
+def attempt(name, action):
+    try:
+        action()
+        print(name, 0)
+    except OSError as e:
+        print(name, e.errno)
+attempt("write_proc_1_exe", lambda: open("/proc/1/exe", "wb"))
+attempt("write_proc_sys", lambda: open("/proc/sys/kernel/hostname", "w").write("x"))
+syscall("ptrace_attach_pid1", 101, 16, 1, 0, 0)
+syscall("unshare_user", 272, 0x10000000)
+syscall("unshare_mount", 272, 0x00020000)
+syscall("mount_tmpfs", 165, 0, 0, 0, 0, 0)
+syscall("add_key", 248, 0, 0, 0, 0, 0)
+syscall("keyctl", 250, 0, 0, 0, 0, 0)
+syscall("userfaultfd", 323, 0)
+syscall("io_uring_setup", 425, 1, 0)
+syscall("perf_event_open", 298, 0, 0, -1, -1, 0)
+syscall("bpf", 321, 0, 0, 0)
+syscall("init_module", 175, 0, 0, 0)
+syscall("open_by_handle_at", 304, 0, 0, 0)
+syscall("tiocsti", 16, 0, 0x5412, 0)
+attempt("read_shadow", lambda: open("/etc/shadow").read())
+print("root_home_entries", len(os.listdir("/root")))
+print("host_env", len([k for k in os.environ if k not in ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "PWD", "SHLVL", "_")]))
+"#;
+
+#[test]
+fn rootless_sandbox_blocks_security_suite_attacks() {
+    if !is_root() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run this test as root"
+        );
+        eprintln!(
+            "rootless_sandbox_blocks_security_suite_attacks: skipped, needs root to switch users"
+        );
+        return;
+    }
+    let output = run_as_nobody(&["--", "python3", "-c", ROOTLESS_ATTACKS]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "the probe failed: {stderr}");
+    let mut seen = 0;
+    for line in stdout.lines() {
+        let (name, code) = line.split_once(' ').expect("NAME ERRNO lines");
+        let code: i32 = code.parse().expect("a number");
+        seen += 1;
+        if name == "host_env" || name == "root_home_entries" {
+            assert_eq!(code, 0, "{name}: the host's files or variables leaked in");
+        } else {
+            assert_ne!(code, 0, "{name} succeeded in a rootless sandbox");
+        }
+    }
+    assert_eq!(seen, 18, "the probe stopped early: {stdout}{stderr}");
+}
