@@ -163,7 +163,7 @@ async fn list_filters_by_metadata_and_state_oldest_first() {
         .unwrap();
     assert!(none.is_empty(), "{none:?}");
 
-    // The unfiltered list holds these three among any others.
+    // The unfiltered list contains these three among any others.
     let everything = Sandbox::list(&ListQuery::default()).await.unwrap();
     for id in &expected {
         assert!(
@@ -247,8 +247,8 @@ async fn read_count(sandbox: &Sandbox) -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pause_stops_a_counting_loop_and_resume_continues_it() {
-    if !require_root("pause_stops_a_counting_loop_and_resume_continues_it") {
+async fn pause_stops_counting_loop() {
+    if !require_root("pause_stops_counting_loop") {
         return;
     }
     let (sandbox, _guard) = create_lasting(Duration::from_secs(60)).await;
@@ -289,8 +289,8 @@ async fn pause_stops_a_counting_loop_and_resume_continues_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn paused_sandbox_uses_no_cpu_and_its_clock_stops() {
-    if !require_root("paused_sandbox_uses_no_cpu_and_its_clock_stops") {
+async fn paused_sandbox_stops_cpu_and_clock() {
+    if !require_root("paused_sandbox_stops_cpu_and_clock") {
         return;
     }
     let (sandbox, _guard) = create_lasting(Duration::from_secs(3)).await;
@@ -456,7 +456,8 @@ async fn get_info_reports_what_create_was_given() {
         "ends {ends_in:?} after its start"
     );
 
-    // Another handle sees the same, and its commands get the sandbox envs.
+    // Another handle reads the same info, and its commands get the sandbox
+    // envs.
     let other = Sandbox::connect(sandbox.id()).await.unwrap();
     assert_eq!(other.get_info().await.unwrap().metadata, info.metadata);
     assert_eq!(stdout(&sh(&other, "echo $GREETING").await), "hello\n");
@@ -517,7 +518,7 @@ async fn list_survives_a_sandbox_that_does_not_answer() {
             .expect("run kill");
         assert!(status.success(), "kill {name} failed");
     };
-    // A stopped PID 1 answers no status query.
+    // A stopped PID 1 replies to no status query.
     signal("-STOP");
     let listed = Sandbox::list(&ListQuery::default().metadata("suite", suite.clone())).await;
     signal("-CONT");

@@ -1,6 +1,6 @@
-//! The subcommands that manage sandboxes across processes: create in one
-//! `soulbox` process, exec, cp, ls, info, pause, resume and metrics in
-//! others, kill from a third; and exit status 3 for an unknown id.
+//! The subcommands that manage sandboxes across processes. One `soulbox`
+//! process creates a sandbox, others exec, cp, ls, info, pause, resume and
+//! read metrics, and a third kills it. An unknown id gives exit status 3.
 
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -117,8 +117,8 @@ fn create_exec_cp_and_kill_from_separate_processes() {
 
     let kill = soulbox(&["kill", id]);
     assert!(kill.status.success(), "{}", text(&kill.stderr));
-    let gone = soulbox(&["exec", id, "--", "true"]);
-    assert_eq!(gone.status.code(), Some(3));
+    let after_kill = soulbox(&["exec", id, "--", "true"]);
+    assert_eq!(after_kill.status.code(), Some(3));
 }
 
 #[test]
@@ -179,8 +179,8 @@ fn pause_resume_info_and_metrics() {
 }
 
 #[test]
-fn unknown_id_is_a_one_line_error_with_exit_status_3() {
-    if !require_root("unknown_id_is_a_one_line_error_with_exit_status_3") {
+fn unknown_id_exits_with_status_3() {
+    if !require_root("unknown_id_exits_with_status_3") {
         return;
     }
     let missing = "sb-aaaaaaaaaaaa";

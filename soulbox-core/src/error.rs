@@ -37,9 +37,9 @@ pub enum Error {
     /// The operation does not work on this host or in this mode.
     #[error("{operation} is not supported here: {reason}")]
     Unsupported {
-        /// What was requested.
+        /// The requested operation.
         operation: &'static str,
-        /// Why it cannot work, and what would make it work.
+        /// The reason it cannot work, and the change that would make it work.
         reason: String,
     },
 

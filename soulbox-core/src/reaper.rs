@@ -2,9 +2,9 @@
 //!
 //! A sandbox's PID 1 is a child of the process that created it. When that
 //! process drops its last handle while the sandbox still runs, the sandbox
-//! lives on until its timeout or a kill from elsewhere, and then its PID 1
-//! must be reaped by this process, or it stays a zombie for as long as
-//! this process lives. One background thread, started on first use, waits
+//! lives on until its timeout or a kill from elsewhere. Then this process
+//! must reap its PID 1, or PID 1 stays a zombie for as long as this process
+//! lives. One background thread, started on first use, waits
 //! on the pidfds of such sandboxes, reaps each PID 1 once it exits and
 //! removes the cgroups and state entry it left.
 
@@ -18,7 +18,7 @@ use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTime
 use crate::cgroup::SandboxCgroup;
 use crate::{state, sys};
 
-/// What a dead sandbox leaves for its reaper to remove.
+/// The cgroups and state entry that a dead sandbox leaves for its reaper.
 #[derive(Debug)]
 pub(crate) struct Leftovers {
     pub(crate) cgroup: SandboxCgroup,
@@ -83,12 +83,12 @@ fn run(epoll: &Epoll) {
         };
         let Some(reaper) = reaper() else { return };
         for event in &events[..count] {
-            let taken = reaper
+            let exited = reaper
                 .waiting
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
                 .remove(&event.data());
-            let Some((pidfd, leftovers)) = taken else {
+            let Some((pidfd, leftovers)) = exited else {
                 continue;
             };
             let _ = epoll.delete(pidfd.as_fd());

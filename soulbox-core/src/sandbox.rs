@@ -268,7 +268,8 @@ impl fmt::Display for SandboxState {
     }
 }
 
-/// What [`Sandbox::get_info`] and [`Sandbox::list`] return.
+/// A sandbox's description, as [`Sandbox::get_info`] and [`Sandbox::list`]
+/// return it.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct SandboxInfo {
@@ -408,7 +409,7 @@ pub(crate) struct Inner {
     pub(crate) shell: &'static [&'static str],
     /// Whether the sandbox runs in its own user namespace (caller not root).
     pub(crate) rootless: bool,
-    /// What the creating process recorded.
+    /// The record that the creating process wrote.
     record: Record,
     /// The sandbox's entry in the state directory.
     entry: PathBuf,
@@ -489,8 +490,8 @@ impl Sandbox {
         )
         .await;
         explain_send_failure(sent, &control, &launch).await?;
-        // PID 1 holds copies of both now. The listening socket must have no
-        // other holder: connecting to it after PID 1 died must fail, not hang.
+        // PID 1 has copies of both now. Nothing else may keep the listening
+        // socket open, because a connect after PID 1 died must fail, not hang.
         let state::NewEntry {
             path: entry,
             lock,
@@ -651,8 +652,8 @@ impl Sandbox {
                 Ok(info) => info,
                 // It ended while being listed.
                 Err(Error::SandboxNotFound { .. }) => continue,
-                // One sandbox whose PID 1 does not answer (stopped, or
-                // overloaded) must not hide the others: it is listed
+                // A sandbox whose PID 1 does not reply (stopped, or
+                // overloaded) must not hide the others, so it is listed
                 // without its end time.
                 Err(e) => {
                     tracing::warn!(
@@ -760,8 +761,8 @@ impl Sandbox {
             .map_err(|e| inner.not_found_to_not_running(e))?;
         state::write_paused(&inner.entry, remaining)?;
         cgroup.set_frozen(true)?;
-        // The kernel freezes asynchronously; cgroup.events tells when every
-        // task has stopped. A task in an uninterruptible sleep delays it.
+        // The kernel freezes asynchronously, and cgroup.events reports when
+        // every task has stopped. A task in an uninterruptible sleep delays it.
         let started = Instant::now();
         let mut delay = Duration::from_micros(100);
         while !cgroup.frozen_settled() {
@@ -886,7 +887,7 @@ impl Sandbox {
     }
 }
 
-/// Longest wait for the kernel to report a sandbox frozen.
+/// Maximum wait for the kernel to report a sandbox frozen.
 const FREEZE_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn percent(used: Duration, elapsed: Duration, cpus: f64) -> f64 {
@@ -906,8 +907,8 @@ fn unix_ms(time: SystemTime) -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// Builds a sandbox's info; asks PID 1 for its deadline unless the sandbox
-/// is paused (frozen, PID 1 cannot answer).
+/// Builds a sandbox's info. It queries PID 1 for its deadline unless the
+/// sandbox is paused, because a frozen PID 1 cannot reply.
 async fn info_from(record: &Record, entry: &Path, cgroup: &SandboxCgroup) -> Result<SandboxInfo> {
     let paused = cgroup.is_frozen();
     let ends_at = if paused {
@@ -1015,7 +1016,7 @@ fn connect_control(entry: &Path) -> std::io::Result<OwnedFd> {
     Ok(socket)
 }
 
-/// Returns whether a connect error means nobody serves the socket.
+/// Returns whether a connect error means that no process serves the socket.
 fn is_gone(error: &std::io::Error) -> bool {
     matches!(
         error.raw_os_error(),
@@ -1141,7 +1142,8 @@ impl Inner {
         }
     }
 
-    /// A copy of the cgroup paths, so no lock is held across an await.
+    /// Returns a copy of the cgroup paths, so that no lock is held across an
+    /// await.
     fn cgroup_snapshot(&self) -> SandboxCgroup {
         SandboxCgroup::reopen(&self.id, self.record.limits())
     }

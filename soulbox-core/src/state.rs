@@ -15,7 +15,7 @@
 //!   that was left until the sandbox's timeout.
 //!
 //! The lock file is created and locked under a hidden name and renamed into
-//! place, so that a sweep never sees an entry whose lock is not taken yet.
+//! place, so that a sweep never finds an entry whose lock is not taken yet.
 //! Removal deletes the lock file last. Files rather than a directory per
 //! entry save a mkdir on every create and an rmdir on every kill; where the
 //! state directory is on ext4 rather than tmpfs, an rmdir took 80 µs to
@@ -57,8 +57,8 @@ fn entry_file(entry: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(path)
 }
 
-/// What the creating process records about a sandbox, for `connect`,
-/// `list` and `get_info` in other processes.
+/// The creating process's record of a sandbox, read by `connect`, `list`
+/// and `get_info` in other processes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Record {
     pub(crate) id: String,

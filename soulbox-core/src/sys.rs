@@ -920,7 +920,7 @@ pub fn read_fd(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
 }
 
 // State entries and connections between host processes: the lock that
-// tells a live sandbox from a dead one, the listening socket that PID 1
+// separates a live sandbox from a dead one, the listening socket that PID 1
 // serves, and the pidfd of a PID 1 that is not this process's child.
 
 /// Takes an exclusive `flock` on `fd`. Without `block`, returns `Ok(false)`

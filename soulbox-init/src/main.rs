@@ -233,7 +233,7 @@ fn receive_config(control: BorrowedFd<'_>) -> Option<(Config, OwnedFd, OwnedFd)>
     Some((config, listener, lock))
 }
 
-/// Where a request came from, so that a reply goes back on it.
+/// The connection a request came from, so that a reply goes back on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Peer {
     /// The creating connection, fd 3.
@@ -380,8 +380,8 @@ impl Init {
         }
     }
 
-    /// The creating connection closed: the sandbox ends with it unless the
-    /// host asked it to persist.
+    /// Handles the close of the creating connection: the sandbox ends with
+    /// it unless the host sent `Persist`.
     fn close_owner(&mut self) {
         if !self.persist {
             sys::exit(0);

@@ -231,7 +231,7 @@ pub fn send_nonblocking(sock: BorrowedFd<'_>, buf: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-/// Closes a descriptor number this process holds without an `OwnedFd`.
+/// Closes a descriptor number that this process owns without an `OwnedFd`.
 pub fn close(fd: RawFd) -> io::Result<()> {
     // SAFETY: the caller owns `fd` and never uses the number again.
     check(unsafe { libc::close(fd) })?;
