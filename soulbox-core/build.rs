@@ -29,6 +29,7 @@ fn main() {
     // A prebuilt helper may be supplied, for example by a packager.
     if let Some(prebuilt) = env::var_os("SOULBOX_INIT_PATH") {
         std::fs::copy(&prebuilt, &dest).expect("copy SOULBOX_INIT_PATH into OUT_DIR");
+        emit_hash(&dest);
         return;
     }
 
@@ -66,4 +67,18 @@ fn main() {
     let built = target_dir.join(&target).join("init").join("soulbox-init");
     std::fs::copy(&built, &dest)
         .unwrap_or_else(|e| panic!("copy {} to OUT_DIR: {e}", built.display()));
+    emit_hash(&dest);
+}
+
+/// Passes a hash of the helper's bytes to the crate as SOULBOX_INIT_HASH.
+/// It names the helper's copy in the state directory, so that builds with
+/// different helpers never share one.
+fn emit_hash(binary: &std::path::Path) {
+    let bytes = std::fs::read(binary)
+        .unwrap_or_else(|e| panic!("read {} to hash it: {e}", binary.display()));
+    // 64-bit FNV-1a: a name for one build's bytes, not a security check.
+    let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |hash, &byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    println!("cargo:rustc-env=SOULBOX_INIT_HASH={hash:016x}");
 }

@@ -14,6 +14,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -416,20 +417,49 @@ async fn proc_exe_overwrite_blocked() {
     let init_exe = PathBuf::from(format!("/proc/{}/exe", sandbox.pid()));
 
     let link = std::fs::read_link(&init_exe).expect("read PID 1's exe link from the host");
-    assert!(
-        link.to_string_lossy().starts_with("/memfd:"),
-        "PID 1 runs from {}, not from a memfd",
+    let exe = std::fs::File::open(&init_exe).expect("open PID 1's executable from the host");
+    if link.to_string_lossy().starts_with("/memfd:") {
+        // SAFETY: F_GET_SEALS takes no argument and only reads the seals of
+        // an open descriptor.
+        let seals = unsafe { libc::fcntl(exe.as_raw_fd(), libc::F_GET_SEALS) };
+        assert!(
+            seals >= 0 && seals & libc::F_SEAL_WRITE != 0,
+            "PID 1's memfd lacks F_SEAL_WRITE (F_GET_SEALS returned {seals:#x})"
+        );
+    } else {
+        // The state directory's shared copy: read-only, and in a directory
+        // only its owner, root here, can enter.
+        let file = exe.metadata().expect("stat PID 1's executable");
+        let dir = link.parent().expect("the copy's directory");
+        let dir_meta = std::fs::symlink_metadata(dir).expect("stat the copy's directory");
+        assert!(
+            file.is_file()
+                && file.uid() == 0
+                && file.mode() & 0o7777 == 0o500
+                && file.nlink() == 1
+                && dir_meta.is_dir()
+                && dir_meta.uid() == 0
+                && dir_meta.mode() & 0o077 == 0,
+            "PID 1 runs from {} (mode {:o}, uid {}, {} links) in a directory of mode {:o}, \
+             uid {}: not a private read-only copy",
+            link.display(),
+            file.mode(),
+            file.uid(),
+            file.nlink(),
+            dir_meta.mode(),
+            dir_meta.uid()
+        );
+    }
+    drop(exe);
+    // Whatever holds it, not even host root may open it for writing while
+    // PID 1 runs it.
+    let opened = std::fs::OpenOptions::new().write(true).open(&init_exe);
+    assert_eq!(
+        opened.as_ref().err().and_then(std::io::Error::raw_os_error),
+        Some(libc::ETXTBSY),
+        "opening PID 1's executable {} for writing from the host: {opened:?}",
         link.display()
     );
-    let exe = std::fs::File::open(&init_exe).expect("open PID 1's executable from the host");
-    // SAFETY: F_GET_SEALS takes no argument and only reads the seals of an
-    // open descriptor.
-    let seals = unsafe { libc::fcntl(exe.as_raw_fd(), libc::F_GET_SEALS) };
-    assert!(
-        seals >= 0 && seals & libc::F_SEAL_WRITE != 0,
-        "PID 1's memfd lacks F_SEAL_WRITE (F_GET_SEALS returned {seals:#x})"
-    );
-    drop(exe);
     let init_hash = sha256_of(&init_exe);
 
     let probe = python(&sandbox, "root", EXE_OVERWRITE_PROBE).await;

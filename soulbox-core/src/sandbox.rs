@@ -1381,10 +1381,10 @@ impl Launch {
         if rootless {
             namespaces |= libc::CLONE_NEWUSER;
         }
-        let memfd = init_binary::memfd()?;
+        let program = init_binary::executable()?;
         let cgroup_fd = cgroup.open_v2();
         let spawned = sys::clone_exec(
-            memfd,
+            program,
             init_end.as_fd(),
             namespaces,
             cgroup_fd.as_ref().map(AsFd::as_fd),

@@ -1,7 +1,7 @@
 //! PID 1 of a SoulBox sandbox.
 //!
-//! The host library starts this program from a sealed memfd in fresh
-//! namespaces, with the creating connection as fd 3. PID 1 reads its
+//! The host library starts this program, from a read-only copy in its
+//! state directory or from a sealed memfd, in fresh namespaces, with the creating connection as fd 3. PID 1 reads its
 //! configuration, builds the sandbox (see `setup`), reports ready, and then
 //! serves the host: it starts commands under a supervisor (see `supervise`),
 //! delivers signals, reaps orphans, and ends the sandbox when its deadline
