@@ -3,10 +3,10 @@
 //! A host process runs it from a read-only copy in the state directory,
 //! `STATE/init/soulbox-init-HASH`, which every process of the user shares.
 //! Loading it into a fresh memfd instead costs each process a 1 MiB copy
-//! (0.35 ms on the benchmark host) and freeing it again at exit, which is
-//! most of what a short-lived process such as the `soulbox` command spends
-//! beyond the library's own work. Where no copy can be made or trusted, the
-//! process loads a sealed memfd of its own, as before.
+//! (0.35 ms on the benchmark host) and freeing it again at exit. For a
+//! short-lived process such as the `soulbox` command, that was the largest
+//! cost beyond the library's own work. Where no copy can be made or
+//! trusted, the process loads a sealed memfd of its own.
 //!
 //! A copy is used only when its directory is a real directory (not a
 //! symlink) owned by the effective uid with no permission for anyone else,
@@ -37,9 +37,9 @@ use crate::{paths, sys};
 
 static INIT_BINARY: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/soulbox-init"));
 
-/// Subdirectory of the state directory that holds the copy.
+/// Subdirectory of the state directory that contains the copy.
 const DIR_NAME: &str = "init";
-/// Start of the copy's file name; the rest names the build.
+/// Start of the copy's file name. The rest of the name identifies the build.
 const COPY_PREFIX: &str = "soulbox-init-";
 /// The copy's file name. Builds with different helpers use different names.
 const COPY_NAME: &CStr = {
@@ -64,8 +64,8 @@ pub fn executable() -> Result<BorrowedFd<'static>> {
     if let Some(fd) = EXECUTABLE.get() {
         return Ok(fd.as_fd());
     }
-    // One thread loads; the others wait for its descriptor rather than
-    // writing the same copy under the same temporary name.
+    // One thread loads the program. The others wait for its descriptor,
+    // because they would write the copy under the same temporary name.
     let _loading = LOADING.lock().unwrap_or_else(PoisonError::into_inner);
     if let Some(fd) = EXECUTABLE.get() {
         return Ok(fd.as_fd());
@@ -102,7 +102,7 @@ fn shared_copy(dir: &Path) -> io::Result<OwnedFd> {
 }
 
 /// Opens `dir`, creating it (mode 0700) if missing, and checks that only
-/// this user can write in it and that it may hold executables.
+/// this user can write in it and that its file system allows executables.
 fn open_private_dir(dir: &Path) -> io::Result<OwnedFd> {
     let open = || {
         fs::OpenOptions::new()
@@ -290,7 +290,7 @@ mod tests {
     }
 
     #[test]
-    fn makes_a_private_read_only_copy_and_reuses_it() {
+    fn copy_made_once_and_reused() {
         let temp = TempDir::new("fresh");
         let first = shared_copy(&temp.dir).expect("make the copy");
         let dir = fs::symlink_metadata(&temp.dir).unwrap();
@@ -307,7 +307,7 @@ mod tests {
     }
 
     #[test]
-    fn refuses_a_directory_others_may_enter() {
+    fn rejects_dir_open_to_others() {
         let temp = TempDir::new("open-dir");
         fs::DirBuilder::new().mode(0o755).create(&temp.dir).unwrap();
         fs::set_permissions(&temp.dir, fs::Permissions::from_mode(0o755)).unwrap();
@@ -317,7 +317,7 @@ mod tests {
     }
 
     #[test]
-    fn refuses_a_directory_of_another_user() {
+    fn rejects_dir_of_another_user() {
         if sys::geteuid() != 0 {
             // Only root can give a directory away.
             return;
@@ -331,7 +331,7 @@ mod tests {
     }
 
     #[test]
-    fn refuses_a_symlinked_directory() {
+    fn rejects_symlinked_dir() {
         let temp = TempDir::new("symlink");
         let real = temp.parent.join("real");
         fs::DirBuilder::new().mode(0o700).create(&real).unwrap();
@@ -364,14 +364,14 @@ mod tests {
     }
 
     #[test]
-    fn replaces_a_writable_copy() {
+    fn replaces_writable_copy() {
         check_replaced("writable", |path| {
             fs::set_permissions(path, fs::Permissions::from_mode(0o700)).unwrap();
         });
     }
 
     #[test]
-    fn replaces_a_truncated_copy() {
+    fn replaces_truncated_copy() {
         check_replaced("truncated", |path| {
             fs::set_permissions(path, fs::Permissions::from_mode(0o600)).unwrap();
             fs::OpenOptions::new()
@@ -385,14 +385,14 @@ mod tests {
     }
 
     #[test]
-    fn replaces_a_hard_linked_copy() {
+    fn replaces_hard_linked_copy() {
         check_replaced("linked", |path| {
             fs::hard_link(path, path.with_file_name("elsewhere")).unwrap();
         });
     }
 
     #[test]
-    fn replaces_a_symlink_in_place_of_the_copy() {
+    fn replaces_symlink_at_copy_name() {
         check_replaced("symlinked-copy", |path| {
             fs::remove_file(path).unwrap();
             std::os::unix::fs::symlink("/bin/true", path).unwrap();
@@ -400,7 +400,7 @@ mod tests {
     }
 
     #[test]
-    fn replaces_a_copy_of_another_user() {
+    fn replaces_copy_of_another_user() {
         if sys::geteuid() != 0 {
             // Only root can give a file away.
             return;
@@ -411,7 +411,7 @@ mod tests {
     }
 
     #[test]
-    fn removes_only_stale_files_of_other_builds() {
+    fn removes_only_stale_files() {
         let temp = TempDir::new("stale");
         fs::DirBuilder::new().mode(0o700).create(&temp.dir).unwrap();
         let old = SystemTime::now() - STALE_AGE - Duration::from_secs(60);
