@@ -299,7 +299,9 @@ async fn run_in(
     for (key, value) in &args.envs {
         command.env(key, value);
     }
-    let forward_stdin = args.tty || !stdin_is_terminal;
+    // Stdin of /dev/null would end at once, so the command gets its own
+    // /dev/null instead, and no thread has to read this one.
+    let forward_stdin = args.tty || !(stdin_is_terminal || term::stdin_is_empty());
     let (handle, _raw_mode) = if args.tty {
         let (rows, cols) = term::window_size(std::io::stdout().as_fd());
         command.env(

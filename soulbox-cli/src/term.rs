@@ -10,6 +10,18 @@ pub fn stdin_is_terminal() -> bool {
     std::io::stdin().is_terminal()
 }
 
+/// Returns whether stdin is /dev/null or not open at all, so that reading
+/// it would end at once.
+pub fn stdin_is_empty() -> bool {
+    match nix::sys::stat::fstat(std::io::stdin().as_raw_fd()) {
+        // /dev/null is character device 1:3 on Linux.
+        Ok(stat) => {
+            stat.st_mode & libc::S_IFMT == libc::S_IFCHR && stat.st_rdev == libc::makedev(1, 3)
+        }
+        Err(errno) => errno == nix::errno::Errno::EBADF,
+    }
+}
+
 /// Returns the terminal's size as (rows, columns), or 24x80 when unknown.
 pub fn window_size(fd: BorrowedFd<'_>) -> (u16, u16) {
     let mut size = libc::winsize {

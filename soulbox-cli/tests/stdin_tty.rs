@@ -132,6 +132,35 @@ fn piped_stdin_forwarded() {
 }
 
 #[test]
+fn null_stdin_stays_null() {
+    if !require_root("null_stdin_stays_null") {
+        return;
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_soulbox"))
+        .args(["run", "--", "sh", "-c"])
+        .arg("stat -L -c %F /proc/self/fd/0; cat; echo end")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the soulbox binary");
+    let stdout = read_in_background(child.stdout.take().expect("stdout is piped"));
+    let stderr = read_in_background(child.stderr.take().expect("stderr is piped"));
+    let status = wait_limited(&mut child, "soulbox run < /dev/null");
+    let stdout =
+        String::from_utf8_lossy(&stdout.join().expect("stdout reader thread")).into_owned();
+    let stderr =
+        String::from_utf8_lossy(&stderr.join().expect("stderr reader thread")).into_owned();
+    assert_eq!(status.code(), Some(0), "stderr: {stderr:?}");
+    // Nothing is forwarded from /dev/null: the command reads a /dev/null
+    // of its own, not a pipe that ends at once.
+    assert_eq!(
+        stdout, "character special file\nend\n",
+        "stderr: {stderr:?}"
+    );
+}
+
+#[test]
 fn piped_binary_round_trip() {
     if !require_root("piped_binary_round_trip") {
         return;

@@ -1038,9 +1038,11 @@ fn remove_dead(id: &str, entry: &Path) {
     leftovers.remove();
 }
 
-/// Removes what dead sandboxes of this user left, at most once a second per
-/// process: entries whose PID 1 is gone (with their cgroups), half-built
-/// entries, and empty sandbox cgroups without an entry.
+/// Removes what dead sandboxes of this user left, at most about once a
+/// second across the user's processes: entries whose PID 1 is gone (with
+/// their cgroups), half-built entries, and empty sandbox cgroups without an
+/// entry. A stamp file in the state directory records the last sweep, so
+/// that a short-lived process such as the `soulbox` command rarely sweeps.
 ///
 /// The sweep runs on a thread of its own, because it probes every entry
 /// and cgroup: with a thousand sandboxes that takes tens of milliseconds,
@@ -1055,6 +1057,9 @@ fn sweep_if_due(sandboxes: &Path) {
             return;
         }
         *last = Some(Instant::now());
+    }
+    if RUNNING.load(Ordering::Acquire) || !state::claim_sweep(sandboxes, SWEEP_INTERVAL) {
+        return;
     }
     if RUNNING.swap(true, Ordering::AcqRel) {
         return;

@@ -447,6 +447,31 @@ fn is_stale_new_lock(path: &Path) -> bool {
     old && probe_lock(path).0 == Liveness::Dead
 }
 
+/// File in the sandboxes directory whose modification time is when a
+/// process of the user last started a sweep of dead sandboxes' leftovers.
+const SWEPT: &str = ".swept";
+
+/// Returns whether no process of the user started a sweep of `sandboxes`
+/// in the last `interval`, and if so records that one starts now. Two
+/// processes may both find a sweep due and both sweep, which is harmless.
+pub(crate) fn claim_sweep(sandboxes: &Path, interval: Duration) -> bool {
+    let stamp = sandboxes.join(SWEPT);
+    // A modification time in the future (the clock went back) counts as
+    // old, so sweeps cannot stop.
+    if age(&stamp).is_some_and(|age| age < interval) {
+        return false;
+    }
+    // Where the stamp cannot be written, every process sweeps.
+    let _ = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&stamp)
+        .and_then(|file| file.set_modified(SystemTime::now()));
+    true
+}
+
 /// Returns the entry of sandbox `id`, or `None` when `id` cannot be a
 /// sandbox id (so it never names a path outside the state directory).
 pub(crate) fn entry_path(sandboxes: &Path, id: &str) -> Option<PathBuf> {
@@ -485,6 +510,33 @@ mod tests {
         fn drop(&mut self) {
             let _ = fs::remove_dir_all(&self.0);
         }
+    }
+
+    #[test]
+    fn sweep_claimed_once_per_interval() {
+        let dir = TempDir::new("sweep");
+        let interval = Duration::from_secs(60);
+        assert!(claim_sweep(&dir.0, interval), "the first sweep is not due");
+        assert!(
+            !claim_sweep(&dir.0, interval),
+            "a second sweep is due at once"
+        );
+        let old = SystemTime::now() - interval - Duration::from_secs(1);
+        fs::File::options()
+            .write(true)
+            .open(dir.0.join(SWEPT))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        assert!(
+            claim_sweep(&dir.0, interval),
+            "no sweep is due after the interval"
+        );
+        assert!(
+            entries(&dir.0).is_empty(),
+            "the stamp is listed as an entry"
+        );
+        assert!(dir.0.join(SWEPT).exists(), "listing removed the stamp");
     }
 
     fn make_old(path: &Path) {
