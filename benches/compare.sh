@@ -97,6 +97,8 @@ WORK=""
 NSJAIL=""
 # The SoulBox sandbox that the CLI exec row runs in.
 EXEC_SANDBOX=""
+# benches/c/ns_floor.c, built into $WORK when a C compiler is present.
+NS_FLOOR=""
 
 log() { printf '[compare %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() {
@@ -175,6 +177,15 @@ build_soulbox() {
     fi
     [ -x "$SOULBOX_CLI" ] || die "soulbox CLI not found at $SOULBOX_CLI (set SOULBOX_CLI, or ONLY_PEERS=1)"
     [ -x "$SOULBOX_API" ] || die "soulbox-bench-api not found at $SOULBOX_API (set SOULBOX_API, or ONLY_PEERS=1)"
+}
+
+# Builds the kernel-floor program, whose rows show what bare namespaces and
+# the exec of /bin/true cost before any runtime does its own work.
+build_ns_floor() {
+    if command -v cc >/dev/null; then
+        cc -O2 -o "$WORK/ns_floor" "$REPO/benches/c/ns_floor.c" && NS_FLOOR=$WORK/ns_floor
+    fi
+    [ -n "$NS_FLOOR" ] || note "no C compiler: the kernel floor rows are left out"
 }
 
 # ---------------------------------------------------------------- cleanup
@@ -328,6 +339,9 @@ define_rows() {
         "exec|runc|exec|runc exec $EXEC_PREFIX-runc /bin/true"
         "exec|runsc|exec|runsc exec $EXEC_PREFIX-runsc /bin/true"
         "exec|bare /bin/true|exec|/bin/true")
+    [ -z "$NS_FLOOR" ] ||
+        ROWS+=("true|kernel floor: namespaces + /bin/true|api|$NS_FLOOR"
+            "true|kernel floor: namespaces only|api|$NS_FLOOR --no-exec")
     if [ -n "$NSJAIL" ]; then
         ROWS+=("true|nsjail|exec|$NSJAIL -Mo -q --chroot $WORK/rootfs -- /bin/true"
             "py|nsjail|exec|$NSJAIL -Mo -q $nsjail_host -- $PY_ARGS")
@@ -865,7 +879,10 @@ out.append(
     "\"host fork+exec, in-process\" is `std::process::Command::new(\"/bin/true\").status()` "
     "timed inside `soulbox-bench-api`, the floor for the SoulBox API exec row. The pool "
     "rows wait, untimed, until the pool is full before each run, so they time a hand-over "
-    "while the refill of the previous one may still run.\n"
+    "while the refill of the previous one may still run. The kernel floor rows "
+    "(`benches/c/ns_floor.c`) clone a child into the namespaces a sandbox gets (mount, PID, "
+    "network, UTS, IPC), let it exec `/bin/true` or exit at once, and wait for it: no "
+    "mounts, cgroups, filter or messages, so no runtime can go below them.\n"
 )
 summary_start = len(out)
 
@@ -1020,6 +1037,7 @@ main() {
     prepare_rootfs
     prepare_bundles
     start_exec_targets
+    build_ns_floor
     define_rows
     smoke_test
     log "timing ${#ROWS[@]} rows: $ROUNDS rounds x ($WARMUP warmup + $RUNS timed runs)"
