@@ -158,10 +158,21 @@ impl ArgCondition {
 /// every rule, and x32 system calls get the default action.
 #[derive(Clone)]
 pub struct SeccompPolicy {
-    /// `None` when no filter is installed at all.
-    rules: Option<Arc<Rules>>,
+    rules: Source,
     /// The compiled program, shared by clones until one of them changes.
     program: Arc<OnceLock<std::result::Result<Arc<[u8]>, String>>>,
+}
+
+/// Where a policy's rules come from.
+#[derive(Clone)]
+enum Source {
+    /// No filter is installed at all.
+    Unconfined,
+    /// The default policy. Its program is compiled when SoulBox is built,
+    /// so its rules are built from the table only when a caller reads or
+    /// changes them; a `soulbox run` process never does.
+    Default,
+    Rules(Arc<Rules>),
 }
 
 #[derive(Clone, PartialEq, Eq)]
@@ -186,13 +197,21 @@ impl Default for SeccompPolicy {
     /// Returns SoulBox's default allow-list (see the type's documentation).
     fn default() -> Self {
         static DEFAULT: OnceLock<SeccompPolicy> = OnceLock::new();
-        DEFAULT.get_or_init(default_policy::build).clone()
+        DEFAULT
+            .get_or_init(|| Self {
+                rules: Source::Default,
+                program: Arc::new(default_policy::precompiled()),
+            })
+            .clone()
     }
 }
 
 impl PartialEq for SeccompPolicy {
     fn eq(&self, other: &Self) -> bool {
-        self.rules == other.rules
+        match (&self.rules, &other.rules) {
+            (Source::Default, Source::Default) => true,
+            _ => self.rules() == other.rules(),
+        }
     }
 }
 
@@ -229,7 +248,7 @@ impl SeccompPolicy {
 
     /// Returns whether this policy installs no filter.
     pub fn is_unconfined(&self) -> bool {
-        self.rules.is_none()
+        matches!(self.rules, Source::Unconfined)
     }
 
     /// Sets the plain action of `syscall`, replacing the one it had. Its
@@ -313,7 +332,7 @@ impl SeccompPolicy {
     /// unknown. Argument rules are not considered.
     pub fn action_of(&self, syscall: &str) -> Option<SeccompAction> {
         let (_, number) = syscalls::lookup(syscall)?;
-        self.rules.as_ref()?.syscalls.get(&number)?.action
+        self.rules()?.syscalls.get(&number)?.action
     }
 
     /// Checks the policy and compiles it, once.
@@ -343,7 +362,7 @@ impl SeccompPolicy {
     /// Returns the program in the wire format of
     /// `soulbox_proto::Config::seccomp_filter`, compiling it on first use.
     pub(crate) fn program(&self) -> Result<Arc<[u8]>> {
-        let compiled = self.program.get_or_init(|| match &self.rules {
+        let compiled = self.program.get_or_init(|| match self.rules() {
             None => Ok(Arc::from(Vec::new())),
             Some(rules) if !rules.errors.is_empty() => Err(rules.errors.join("; ")),
             Some(rules) => {
@@ -356,8 +375,18 @@ impl SeccompPolicy {
 
     fn from_rules(rules: Option<Rules>) -> Self {
         Self {
-            rules: rules.map(Arc::new),
+            rules: rules.map_or(Source::Unconfined, |rules| Source::Rules(Arc::new(rules))),
             program: Arc::default(),
+        }
+    }
+
+    /// Returns the rules, building the default policy's on first use;
+    /// `None` for an unconfined policy.
+    fn rules(&self) -> Option<&Rules> {
+        match &self.rules {
+            Source::Unconfined => None,
+            Source::Default => Some(default_rules()),
+            Source::Rules(rules) => Some(rules),
         }
     }
 
@@ -395,23 +424,34 @@ impl SeccompPolicy {
     /// policy has no rules to change, so the change becomes an error.
     fn change(&mut self, change: impl FnOnce(&mut Rules)) {
         self.program = Arc::default();
-        match &mut self.rules {
-            Some(rules) => change(Arc::make_mut(rules)),
-            None => {
-                let mut rules = Rules {
-                    default_action: SeccompAction::Errno(libc::ENOSYS),
-                    syscalls: BTreeMap::new(),
-                    errors: vec![
-                        "an unconfined seccomp policy has no rules to change; start from \
-                         SeccompPolicy::default() or SeccompPolicy::minimal()"
-                            .to_string(),
-                    ],
-                };
-                change(&mut rules);
-                self.rules = Some(Arc::new(rules));
-            }
-        }
+        let mut rules = match std::mem::replace(&mut self.rules, Source::Unconfined) {
+            Source::Rules(rules) => rules,
+            Source::Default => Arc::new(default_rules().clone()),
+            Source::Unconfined => Arc::new(Rules {
+                default_action: SeccompAction::Errno(libc::ENOSYS),
+                syscalls: BTreeMap::new(),
+                errors: vec![
+                    "an unconfined seccomp policy has no rules to change; start from \
+                     SeccompPolicy::default() or SeccompPolicy::minimal()"
+                        .to_string(),
+                ],
+            }),
+        };
+        change(Arc::make_mut(&mut rules));
+        self.rules = Source::Rules(rules);
     }
+}
+
+/// Returns the default policy's rules, built from its table on first use.
+fn default_rules() -> &'static Rules {
+    static RULES: OnceLock<Rules> = OnceLock::new();
+    RULES.get_or_init(|| {
+        let policy = default_policy::build();
+        match policy.rules() {
+            Some(rules) => rules.clone(),
+            None => unreachable!("the default policy's table starts from a confined policy"),
+        }
+    })
 }
 
 /// System calls that SoulBox's own processes make once the filter is
@@ -513,7 +553,7 @@ impl fmt::Debug for SeccompPolicy {
     /// Lists the default action, the number of allowed calls and every
     /// other rule, rather than hundreds of allowed names.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let Some(rules) = &self.rules else {
+        let Some(rules) = self.rules() else {
             return f.write_str("SeccompPolicy::unconfined()");
         };
         let allowed = rules

@@ -18,6 +18,8 @@
 
 use libc::{EAFNOSUPPORT, ENOSYS, EPERM};
 
+use std::sync::{Arc, OnceLock};
+
 use super::{ArgCondition, SeccompAction, SeccompPolicy};
 
 /// One row of the table.
@@ -215,6 +217,19 @@ const TABLE: &[Entry] = &[
     AllowValues("personality", 0, PERSONALITIES),
     Deny(EPERM, &["personality"]),
 ];
+
+/// Returns the default policy's program as the build script compiled it
+/// from [`TABLE`], or an empty cell, which the first use fills, where the
+/// build compiled for another architecture than its own.
+pub(super) fn precompiled() -> OnceLock<Result<Arc<[u8]>, String>> {
+    #[cfg(soulbox_precompiled_seccomp)]
+    {
+        const PROGRAM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/default_seccomp.bpf"));
+        OnceLock::from(Ok(Arc::from(PROGRAM)))
+    }
+    #[cfg(not(soulbox_precompiled_seccomp))]
+    OnceLock::new()
+}
 
 /// Builds the default policy from [`TABLE`].
 pub(super) fn build() -> SeccompPolicy {

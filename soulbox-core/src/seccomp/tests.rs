@@ -90,7 +90,7 @@ fn args1(second: u64) -> [u64; 6] {
 #[test]
 fn default_policy_builds() {
     let policy = SeccompPolicy::default();
-    let rules = policy.rules.as_ref().expect("the default policy has rules");
+    let rules = policy.rules().expect("the default policy has rules");
     assert!(rules.errors.is_empty(), "errors: {:?}", rules.errors);
     let program = program(&policy);
     let instructions = program.len() / soulbox_proto::SOCK_FILTER_LEN;
@@ -98,6 +98,45 @@ fn default_policy_builds() {
         instructions <= compile::MAX_INSTRUCTIONS,
         "{instructions} instructions"
     );
+}
+
+#[test]
+fn precompiled_default_matches_compile() {
+    let cell = default_policy::precompiled();
+    let precompiled = cell
+        .get()
+        .expect("the build script compiled the default policy")
+        .clone()
+        .expect("the precompiled default program is a program");
+    assert!(program(&SeccompPolicy::default()) == precompiled);
+    // A policy built from the table, compiled here.
+    let compiled = program(&default_policy::build());
+    assert!(!compiled.is_empty());
+    assert!(
+        precompiled == compiled,
+        "the precompiled default program ({} bytes) differs from the one compiled at run time \
+         ({} bytes)",
+        precompiled.len(),
+        compiled.len()
+    );
+}
+
+#[test]
+fn default_policy_equals_its_table() {
+    let table = default_policy::build();
+    assert!(SeccompPolicy::default() == table);
+    assert!(table == SeccompPolicy::default());
+    assert_eq!(
+        format!("{:?}", SeccompPolicy::default()),
+        format!("{table:?}")
+    );
+    let changed = SeccompPolicy::default().deny("mkdir", libc::EACCES);
+    assert!(changed != SeccompPolicy::default());
+    assert_eq!(
+        changed.action_of("mkdir"),
+        Some(SeccompAction::Errno(libc::EACCES))
+    );
+    assert_eq!(changed.action_of("read"), Some(SeccompAction::Allow));
 }
 
 #[test]
@@ -289,7 +328,7 @@ fn attack_surface_denied() {
 
 /// Returns the action `policy` gives a call without argument rules.
 fn expected_plain(policy: &SeccompPolicy, number: u32) -> u32 {
-    let rules = policy.rules.as_ref().expect("rules");
+    let rules = policy.rules().expect("rules");
     let action = rules
         .syscalls
         .get(&i64::from(number))
