@@ -12,11 +12,6 @@ use crate::copy::{copy_in, CopySpec};
 use crate::run::{parse_env, parse_secs};
 use crate::{Failure, EXIT_NOT_FOUND};
 
-/// Create a sandbox that keeps running, and print its id.
-///
-/// The sandbox runs until --timeout passes or `soulbox kill ID`; any
-/// process of this user can reach it by its id. Exit status: 0, or 125
-/// when SoulBox failed.
 #[derive(Debug, Args)]
 #[command(after_help = "Example:\n  id=$(soulbox create --metadata job=42)\n  \
                         soulbox exec \"$id\" -- uname -a\n  soulbox kill \"$id\"")]
@@ -43,7 +38,6 @@ pub struct CreateArgs {
     limits: crate::limits::LimitArgs,
 }
 
-/// List this user's sandboxes, oldest first.
 #[derive(Debug, Args)]
 pub struct LsArgs {
     /// Only sandboxes with this label, as KEY=VALUE; repeat to require
@@ -66,9 +60,6 @@ enum StateArg {
     Paused,
 }
 
-/// Show one sandbox's id, template, metadata, times, state and limits.
-///
-/// Exit status: 0, 3 when no sandbox has the id, 125 when SoulBox failed.
 #[derive(Debug, Args)]
 pub struct InfoArgs {
     /// The sandbox id.
@@ -86,9 +77,6 @@ pub struct IdArgs {
     id: String,
 }
 
-/// Show one sandbox's CPU, memory and disk use.
-///
-/// Exit status: 0, 3 when no sandbox has the id, 125 when SoulBox failed.
 #[derive(Debug, Args)]
 pub struct MetricsArgs {
     /// The sandbox id.
@@ -99,14 +87,6 @@ pub struct MetricsArgs {
     json: bool,
 }
 
-/// Copy files and directories between the host and a sandbox.
-///
-/// Exactly one of SOURCE and DEST names the sandbox side, as ID:PATH;
-/// relative sandbox paths start at /home/user. Directories are copied
-/// whole; symlinks and special files below them are skipped with a
-/// warning. Files copied in belong to the sandbox user --user.
-///
-/// Exit status: 0, 3 when no sandbox has the id, 125 when SoulBox failed.
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  soulbox cp ./data sb-abcdefghjkmn:data\n  \
                         soulbox cp sb-abcdefghjkmn:/home/user/out.csv ./out.csv")]

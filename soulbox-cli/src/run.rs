@@ -16,21 +16,6 @@ use crate::Failure;
 /// Exit code when the timeout ended the command, as in `timeout(1)`.
 const EXIT_TIMED_OUT: u8 = 124;
 
-/// Create a sandbox, run COMMAND in it, and destroy it.
-///
-/// COMMAND runs directly, with no shell; use `-- sh -c '...'` for shell
-/// syntax. Its stdout and stderr stream to this terminal as they are
-/// written. When stdin is not a terminal it is forwarded to the command
-/// (`echo hi | soulbox run -- cat`); otherwise the command's stdin is empty,
-/// unless --tty gives it an interactive terminal.
-///
-/// SIGINT, SIGTERM or SIGHUP is passed on to the command; a second one
-/// ends it and the sandbox at once.
-///
-/// Exit status: the command's own exit code; 124 when --timeout ended it;
-/// 126 when COMMAND cannot be executed and 127 when it does not exist;
-/// 128+N when signal N killed it (141 when this command's output was
-/// closed); 125 when SoulBox itself failed, including a bad option.
 #[derive(Debug, Args)]
 #[command(
     after_help = "Example:\n  soulbox run --copy ./job:/home/user/job --cwd job -- python3 main.py"
@@ -50,14 +35,6 @@ pub struct RunArgs {
     command: CommandArgs,
 }
 
-/// Run COMMAND in the running sandbox ID.
-///
-/// COMMAND runs directly, with no shell, its output streamed and its stdin
-/// forwarded as with `soulbox run`. The sandbox keeps running afterwards.
-///
-/// Exit status: as `soulbox run`: the command's own exit code, 124 on
-/// --timeout, 126 or 127 when COMMAND cannot run, 128+N for signal N, 125
-/// when SoulBox failed; and 3 when no sandbox has the id ID.
 #[derive(Debug, Args)]
 #[command(after_help = "Example:\n  soulbox exec sb-abcdefghjkmn -- python3 -c 'print(6*7)'")]
 pub struct ExecArgs {
@@ -68,11 +45,6 @@ pub struct ExecArgs {
     command: CommandArgs,
 }
 
-/// Open an interactive shell in the running sandbox ID.
-///
-/// Runs bash as a login shell (sh where the template has no bash) on a
-/// pseudo-terminal; needs a terminal on stdin. Exit status: the shell's,
-/// or 3 when no sandbox has the id ID.
 #[derive(Debug, Args)]
 pub struct ShellArgs {
     /// The sandbox id.
