@@ -113,11 +113,25 @@ pub async fn run(args: RunArgs) -> Result<u8, String> {
         return Err("--tty needs a terminal on stdin; drop --tty to forward piped input".into());
     }
     let mut signals = Signals::new()?;
-    // Until the command starts, the sandbox has no deadline of its own: it
-    // ends with this process (kill_on_drop), and copying files in must not
-    // eat into the command's time.
+    // The sandbox outlives the command's timeout by a margin, so the
+    // caller gets the command's own timeout, with full output.
+    let sandbox_timeout = args
+        .command
+        .timeout()
+        .map_or(Duration::ZERO, |t| t.saturating_add(Duration::from_secs(5)));
+    // While files are copied in, the sandbox has no deadline of its own: it
+    // ends with this process (kill_on_drop), and the copies must not eat
+    // into the command's time. Without copies the command starts right
+    // after the create, so the deadline is set at once, which saves a
+    // request to PID 1.
+    let copies_first = !args.copies.is_empty();
+    let create_timeout = if copies_first {
+        Duration::ZERO
+    } else {
+        sandbox_timeout
+    };
     let mut options = SandboxOptions::default()
-        .timeout(Duration::ZERO)
+        .timeout(create_timeout)
         .kill_on_drop(true);
     args.limits.apply(&mut options);
     let sandbox = tokio::select! {
@@ -132,16 +146,12 @@ pub async fn run(args: RunArgs) -> Result<u8, String> {
                 signal = signals.next() => return Ok(128 + signal as u8),
             }
         }
-        // The sandbox outlives the command's timeout by a margin, so the
-        // caller gets the command's own timeout, with full output.
-        let sandbox_timeout = args
-            .command
-            .timeout()
-            .map_or(Duration::ZERO, |t| t.saturating_add(Duration::from_secs(5)));
-        sandbox
-            .set_timeout(sandbox_timeout)
-            .await
-            .map_err(|e| crate::describe(&e))?;
+        if copies_first {
+            sandbox
+                .set_timeout(sandbox_timeout)
+                .await
+                .map_err(|e| crate::describe(&e))?;
+        }
         run_in(&sandbox, &args.command, stdin_is_terminal, &mut signals).await
     }
     .await;
