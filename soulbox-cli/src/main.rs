@@ -1,6 +1,13 @@
 //! The `soulbox` command.
 
 #![deny(unsafe_code)]
+// The unit tests keep the test harness's own entry point, so the code that
+// only the C entry point below reaches is unused in them.
+#![cfg_attr(not(test), no_main)]
+#![cfg_attr(
+    test,
+    expect(dead_code, reason = "the test harness replaces the entry point")
+)]
 
 mod copy;
 mod limits;
@@ -8,8 +15,6 @@ mod manage;
 mod run;
 #[expect(unsafe_code, reason = "the one module that makes raw system calls")]
 mod term;
-
-use std::process::ExitCode;
 
 use clap::{ArgMatches, Args, Command, FromArgMatches, Parser, Subcommand};
 
@@ -188,13 +193,35 @@ pub fn describe(error: &dyn std::error::Error) -> String {
     text
 }
 
-fn main() -> ExitCode {
+/// The C entry point, in place of Rust's `main`, whose start-up took about
+/// 0.1 ms of every run here, among it a read of /proc/self/maps to place a
+/// stack guard. This does what of it the program needs: SIGPIPE is
+/// ignored, closed standard descriptors are opened on /dev/null, a panic
+/// exits with status 101, and stdout is flushed at the end.
+#[cfg(not(test))]
+#[expect(unsafe_code, reason = "the C entry point needs an unmangled name")]
+#[no_mangle]
+extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
+    if let Err(e) = term::prepare_process() {
+        eprintln!("soulbox: failed to open /dev/null on a closed standard descriptor: {e}");
+        return libc::c_int::from(EXIT_SOULBOX_FAILED);
+    }
+    let code = std::panic::catch_unwind(run).unwrap_or(EXIT_PANIC);
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    libc::c_int::from(code)
+}
+
+/// Exit code after a panic, as Rust's own start-up returns it.
+const EXIT_PANIC: u8 = 101;
+
+/// Runs the subcommand; returns the exit code.
+fn run() -> u8 {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => {
             // --help and --version: print them and succeed.
             let _ = e.print();
-            return ExitCode::SUCCESS;
+            return 0;
         }
         Err(e) => {
             // A usage error is a SoulBox failure, exit 125, so it cannot be
@@ -203,7 +230,7 @@ fn main() -> ExitCode {
             let first = text.lines().next().unwrap_or("invalid arguments");
             let first = first.trim_start_matches("error: ");
             eprintln!("soulbox: {first} (see soulbox --help)");
-            return ExitCode::from(EXIT_SOULBOX_FAILED);
+            return EXIT_SOULBOX_FAILED;
         }
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -213,7 +240,7 @@ fn main() -> ExitCode {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("soulbox: failed to start the async runtime: {e}");
-            return ExitCode::from(EXIT_SOULBOX_FAILED);
+            return EXIT_SOULBOX_FAILED;
         }
     };
     let result = runtime.block_on(async {
@@ -235,10 +262,10 @@ fn main() -> ExitCode {
     // thread; it must not hold up the exit.
     runtime.shutdown_background();
     match result {
-        Ok(code) => ExitCode::from(code),
+        Ok(code) => code,
         Err(failure) => {
             eprintln!("soulbox: {}", failure.message);
-            ExitCode::from(failure.code)
+            failure.code
         }
     }
 }

@@ -1,9 +1,34 @@
-//! The caller's terminal: its size and raw mode for `soulbox run --tty`.
+//! The caller's terminal: its size and raw mode for `soulbox run --tty`;
+//! and the process set-up that Rust's start-up would otherwise do.
 
 use std::io::IsTerminal;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
 use nix::sys::termios::{self, SetArg, Termios};
+
+/// Ignores SIGPIPE, so that writing to a closed pipe fails with EPIPE
+/// rather than killing the process, and opens /dev/null on stdin, stdout
+/// or stderr where one is closed, so that no descriptor opened later takes
+/// its number. Rust's start-up does both before `main`.
+pub fn prepare_process() -> std::io::Result<()> {
+    // SAFETY: SIG_IGN involves no handler code; nothing else in this
+    // process has set SIGPIPE's disposition yet.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    for fd in 0..=2 {
+        // SAFETY: F_GETFD only reads the descriptor's flags.
+        let closed = unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1
+            && std::io::Error::last_os_error().raw_os_error() == Some(libc::EBADF);
+        // open returns the lowest free number, which is `fd` because the
+        // ones below it are open. Like Rust's start-up, it leaves the
+        // descriptor open across exec.
+        // SAFETY: the path is a valid C string, and the descriptor stays
+        // open for the life of the process, as a standard one.
+        if closed && unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) } == -1 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
 
 /// Returns whether stdin is a terminal.
 pub fn stdin_is_terminal() -> bool {

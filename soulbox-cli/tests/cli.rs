@@ -263,6 +263,45 @@ fn signal_exits_128_plus() {
 }
 
 #[test]
+fn closed_output_exits_141() {
+    if !require_root("closed_output_exits_141") {
+        return;
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_soulbox"))
+        .args(["run", "--", "yes"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the soulbox binary");
+    let stderr = read_in_background(child.stderr.take().expect("stderr is piped"));
+    let mut stdout = child.stdout.take().expect("stdout is piped");
+    let mut first = [0u8; 2];
+    stdout
+        .read_exact(&mut first)
+        .expect("read the first line of `yes`");
+    assert_eq!(&first, b"y\n");
+    // The reader goes away, as `head -1` would.
+    drop(stdout);
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("poll soulbox") {
+            break status;
+        }
+        if started.elapsed() > RUN_LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("soulbox run -- yes did not exit within {RUN_LIMIT:?} of its reader closing");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stderr = stderr.join().expect("stderr reader thread");
+    // A write to the closed pipe fails with EPIPE, which soulbox turns into
+    // 128 + SIGPIPE; SIGPIPE itself must not kill soulbox.
+    assert_eq!(status.code(), Some(141), "{status:?}; stderr: {stderr:?}");
+}
+
+#[test]
 fn missing_copy_source_exits_125() {
     if !require_root("missing_copy_source_exits_125") {
         return;
