@@ -1182,6 +1182,11 @@ impl Inner {
             .cgroup
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // With this reference PID 1's exit only drops its own, and the
+        // namespace's teardown (unmounting everything and waiting for an RCU
+        // grace period) runs on the reaper thread once the kill is done.
+        // Without it, the kill is just slower.
+        let mount_namespace = sys::pidfd_mount_namespace(self.pidfd.as_fd(), self.pid).ok();
         let _ = sys::pidfd_send_signal(self.pidfd.as_fd(), libc::SIGKILL);
         // Belt to the PID namespace: on cgroup v2 every process of the
         // sandbox is killed even if one escaped the namespace's teardown.
@@ -1203,6 +1208,9 @@ impl Inner {
         }
         let removed = cgroup.remove();
         let _ = state::remove_entry(&self.entry);
+        if let Some(namespace) = mount_namespace {
+            reaper::close_later(namespace);
+        }
         removed
     }
 }
