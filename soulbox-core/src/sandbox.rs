@@ -1182,10 +1182,10 @@ impl Inner {
             .cgroup
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        // With this reference PID 1's exit only drops its own, and the
-        // namespace's teardown (unmounting everything and waiting for an RCU
-        // grace period) runs on the reaper thread once the kill is done.
-        // Without it, the kill is just slower.
+        // While this reference is open, PID 1's exit does not tear the mount
+        // namespace down. The reaper thread closes it after the kill, so the
+        // unmounts and the RCU grace period they wait for run off this path.
+        // If it cannot be opened, the kill waits for the teardown as before.
         let mount_namespace = sys::pidfd_mount_namespace(self.pidfd.as_fd(), self.pid).ok();
         let _ = sys::pidfd_send_signal(self.pidfd.as_fd(), libc::SIGKILL);
         // Belt to the PID namespace: on cgroup v2 every process of the

@@ -651,8 +651,8 @@ pub struct CStringArray {
 
 impl CStringArray {
     pub fn new(strings: Vec<CString>) -> Self {
-        // Moving a CString moves only its pointer, so these stay valid for
-        // as long as `strings` is not changed, and nothing changes it.
+        // Moving a CString moves only its pointer, so these stay valid while
+        // `_strings` is unchanged, which it is until the array is dropped.
         let mut pointers: Vec<*const libc::c_char> = strings.iter().map(|s| s.as_ptr()).collect();
         pointers.push(std::ptr::null());
         Self {
