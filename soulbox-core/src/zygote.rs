@@ -32,7 +32,10 @@ pub enum Launcher {
     /// Fork PID 1 from a zygote: a soulbox-init process that this process
     /// starts on its first create and keeps until it exits. Every create
     /// after the first saves the exec of PID 1 (about 0.8 ms on a VM
-    /// where CPUID traps to the hypervisor). The default.
+    /// where CPUID traps to the hypervisor). The default. Applies only
+    /// where the effective uid is 0: rootless sandboxes always execute
+    /// PID 1, because a forked PID 1 in a new user namespace would lock
+    /// its unprivileged creator out of /proc/PID/root.
     #[default]
     Zygote,
     /// Execute PID 1 afresh for every create. Suits a program that creates
@@ -127,7 +130,12 @@ pub(crate) fn spawn(
     namespaces: libc::c_int,
     cgroup: Option<BorrowedFd<'_>>,
 ) -> Spawn {
-    if launcher() == Launcher::Exec {
+    // A forked PID 1 keeps the zygote's memory descriptor, which belongs
+    // to the initial user namespace, so once PID 1 turns non-dumpable an
+    // unprivileged host may no longer open /proc/PID/root. An exec'd PID 1
+    // gets a memory descriptor of its own user namespace, where the host
+    // holds every capability, so rootless hosts keep executing PID 1.
+    if launcher() == Launcher::Exec || namespaces & libc::CLONE_NEWUSER != 0 {
         return Spawn::NotUsed;
     }
     let mut client = client();
