@@ -23,10 +23,11 @@
 # divides a row's median by the median of the row "SoulBox API" of its task.
 #
 # Knobs (environment variables):
-#   ROUNDS=5       rounds of true, py and exec; the row order rotates every round
+#   ROUNDS=5       rounds of true, py, exec and idle; the row order rotates every round
 #   RUNS=20        timed runs per row per round (also the API's iterations)
 #   WARMUP=3       untimed runs per row per round, before the timed ones
 #   POOL_SIZE=2    size of the SandboxPool of the pool rows
+#   IDLE_SECONDS=0.05  pause before every run of the idle task's rows
 #   RATE_SECONDS=10  length of each rate measurement; RATE_ROUNDS=2 repeats
 #   DENSITY_N=1000   SoulBox sandboxes in the density task
 #   DENSITY_PEER_N=1000  bubblewrap and crun sandboxes in the density task
@@ -69,6 +70,7 @@ ROUNDS=${ROUNDS:-5}
 RUNS=${RUNS:-20}
 WARMUP=${WARMUP:-3}
 POOL_SIZE=${POOL_SIZE:-2}
+IDLE_SECONDS=${IDLE_SECONDS:-0.05}
 RATE_SECONDS=${RATE_SECONDS:-10}
 RATE_ROUNDS=${RATE_ROUNDS:-2}
 DENSITY_N=${DENSITY_N:-1000}
@@ -97,6 +99,8 @@ WORK=""
 NSJAIL=""
 # The SoulBox sandbox that the CLI exec row runs in.
 EXEC_SANDBOX=""
+# benches/c/ns_floor.c, built into $WORK when a C compiler is present.
+NS_FLOOR=""
 
 log() { printf '[compare %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() {
@@ -119,6 +123,8 @@ check_knobs() {
     done
     [ "$ROUNDS" -ge 1 ] || die "ROUNDS must be at least 1, got $ROUNDS"
     [ "$RUNS" -ge 1 ] || die "RUNS must be at least 1, got $RUNS"
+    [[ $IDLE_SECONDS =~ ^[0-9]+(\.[0-9]+)?$ ]] ||
+        die "IDLE_SECONDS must be a number of seconds such as 0.05, got '$IDLE_SECONDS'"
 }
 
 install_missing() {
@@ -175,6 +181,15 @@ build_soulbox() {
     fi
     [ -x "$SOULBOX_CLI" ] || die "soulbox CLI not found at $SOULBOX_CLI (set SOULBOX_CLI, or ONLY_PEERS=1)"
     [ -x "$SOULBOX_API" ] || die "soulbox-bench-api not found at $SOULBOX_API (set SOULBOX_API, or ONLY_PEERS=1)"
+}
+
+# Builds the kernel-floor program, whose rows show what bare namespaces and
+# the exec of /bin/true cost before any runtime does its own work.
+build_ns_floor() {
+    if command -v cc >/dev/null; then
+        cc -O2 -o "$WORK/ns_floor" "$REPO/benches/c/ns_floor.c" && NS_FLOOR=$WORK/ns_floor
+    fi
+    [ -n "$NS_FLOOR" ] || note "no C compiler: the kernel floor rows are left out"
 }
 
 # ---------------------------------------------------------------- cleanup
@@ -308,6 +323,7 @@ define_rows() {
                 "$task|SoulBox API, pool|api|$SOULBOX_API --task $task --pool $POOL_SIZE")
         done
         ROWS+=("true|SoulBox CLI|exec|$soulbox_run /bin/true"
+            "idle|SoulBox CLI|idle|$soulbox_run /bin/true"
             "py|SoulBox CLI|exec|$soulbox_run $PY_ARGS"
             "exec|SoulBox API|api|$SOULBOX_API --task exec"
             "exec|host fork+exec, in-process|api|$SOULBOX_API --task host-exec")
@@ -315,6 +331,7 @@ define_rows() {
             ROWS+=("exec|SoulBox CLI|exec|$SOULBOX_CLI exec $EXEC_SANDBOX -- /bin/true")
     fi
     ROWS+=("true|bubblewrap|exec|bwrap --unshare-all --ro-bind $WORK/rootfs / --proc /proc --dev /dev /bin/true"
+        "idle|bubblewrap|idle|bwrap --unshare-all --ro-bind $WORK/rootfs / --proc /proc --dev /dev /bin/true"
         "true|crun|crun|crun run --bundle $WORK/bundles/true $RUN_PREFIX-true"
         "true|runc|exec|runc run --bundle $WORK/bundles/true $RUN_PREFIX-runc-true"
         "true|runsc|exec|$runsc run --bundle $WORK/bundles/true $RUN_PREFIX-runsc-true"
@@ -328,8 +345,12 @@ define_rows() {
         "exec|runc|exec|runc exec $EXEC_PREFIX-runc /bin/true"
         "exec|runsc|exec|runsc exec $EXEC_PREFIX-runsc /bin/true"
         "exec|bare /bin/true|exec|/bin/true")
+    [ -z "$NS_FLOOR" ] ||
+        ROWS+=("true|kernel floor: namespaces + /bin/true|api|$NS_FLOOR"
+            "true|kernel floor: namespaces only|api|$NS_FLOOR --no-exec")
     if [ -n "$NSJAIL" ]; then
         ROWS+=("true|nsjail|exec|$NSJAIL -Mo -q --chroot $WORK/rootfs -- /bin/true"
+            "idle|nsjail|idle|$NSJAIL -Mo -q --chroot $WORK/rootfs -- /bin/true"
             "py|nsjail|exec|$NSJAIL -Mo -q $nsjail_host -- $PY_ARGS")
     fi
 }
@@ -370,7 +391,7 @@ smoke_test() {
         [ "$task" = py ] && expected=1
         status=0
         case $kind in
-        exec) output=$(bash -c "$command" </dev/null 2>"$WORK/smoke.err") || status=$? ;;
+        exec | idle) output=$(bash -c "$command" </dev/null 2>"$WORK/smoke.err") || status=$? ;;
         crun) output=$(with_crun_workaround bash -c "$command" </dev/null 2>"$WORK/smoke.err") || status=$? ;;
         api)
             output=$($command --iterations 1 </dev/null 2>"$WORK/smoke.err") || status=$?
@@ -402,7 +423,7 @@ time_rounds() {
     mkdir -p "$WORK/times"
     : >"$WORK/manifest.tsv"
     for round in $(seq 1 "$ROUNDS"); do
-        for task_name in true py exec; do
+        for task_name in true py exec idle; do
             rows=()
             for row in "${ROWS[@]}"; do [[ $row == "$task_name|"* ]] && rows+=("$row"); done
             count=${#rows[@]}
@@ -416,6 +437,10 @@ time_rounds() {
                 exec)
                     file+=.json
                     run_hyperfine "$file" "$label" "$command"
+                    ;;
+                idle)
+                    file+=.json
+                    run_hyperfine "$file" "$label" "$command" "" "sleep $IDLE_SECONDS"
                     ;;
                 crun)
                     file+=.json
@@ -434,11 +459,15 @@ time_rounds() {
 }
 
 # Times COMMAND with hyperfine -N and exports the runs to JSON:
-#   run_hyperfine JSON LABEL COMMAND [WRAPPER]
-# With -i a failed run does not stop hyperfine. The report drops it and counts it.
+#   run_hyperfine JSON LABEL COMMAND [WRAPPER] [PREPARE]
+# PREPARE runs, untimed, before every run. With -i a failed run does not
+# stop hyperfine. The report drops it and counts it.
 run_hyperfine() {
-    local json=$1 label=$2 command=$3 wrapper=${4:-}
+    local json=$1 label=$2 command=$3 wrapper=${4:-} prepare=${5:-}
+    local prepare_args=()
+    [ -z "$prepare" ] || prepare_args=(--prepare "$prepare")
     if ! $wrapper hyperfine -N -i --warmup "$WARMUP" --runs "$RUNS" --style basic \
+        "${prepare_args[@]}" \
         --time-unit millisecond --export-json "$json" -n "$label" "$command" \
         >>"$WORK/hyperfine.log" 2>&1; then
         tail -n 20 "$WORK/hyperfine.log" >&2
@@ -740,7 +769,8 @@ collect_versions() {
 write_report() {
     mkdir -p "$(dirname "$OUT")"
     touch "$WORK/notes.txt"
-    BENCHMARKS=$BENCHMARKS ROUNDS=$ROUNDS RUNS=$RUNS WARMUP=$WARMUP python3 - "$WORK" "$OUT" <<'EOF'
+    BENCHMARKS=$BENCHMARKS ROUNDS=$ROUNDS RUNS=$RUNS WARMUP=$WARMUP IDLE_SECONDS=$IDLE_SECONDS \
+        python3 - "$WORK" "$OUT" <<'EOF'
 import json
 import os
 import statistics
@@ -752,11 +782,15 @@ ORDER = [
     "SoulBox API", "SoulBox API, no limits", "SoulBox API, pool", "SoulBox CLI",
     "host fork+exec, in-process", "bubblewrap", "nsjail", "crun", "runc", "runsc",
     "bare /bin/true", "bare python3",
+    "kernel floor: namespaces + /bin/true", "kernel floor: namespaces only",
 ]
 TASKS = {
     "true": "create + `/bin/true` + destroy",
     "py": "create + `/usr/bin/python3 -c 'print(1)'` + destroy",
     "exec": "`/bin/true` in a sandbox that is already running",
+    "idle": "create + `/bin/true` + destroy, each run after an idle pause "
+    f"(`hyperfine --prepare 'sleep {os.environ['IDLE_SECONDS']}'`), as an agent's "
+    "occasional tool call meets the host",
 }
 
 
@@ -865,7 +899,10 @@ out.append(
     "\"host fork+exec, in-process\" is `std::process::Command::new(\"/bin/true\").status()` "
     "timed inside `soulbox-bench-api`, the floor for the SoulBox API exec row. The pool "
     "rows wait, untimed, until the pool is full before each run, so they time a hand-over "
-    "while the refill of the previous one may still run.\n"
+    "while the refill of the previous one may still run. The kernel floor rows "
+    "(`benches/c/ns_floor.c`) clone a child into the namespaces a sandbox gets (mount, PID, "
+    "network, UTS, IPC), let it exec `/bin/true` or exit at once, and wait for it: no "
+    "mounts, cgroups, filter or messages, so no runtime can go below them.\n"
 )
 summary_start = len(out)
 
@@ -1020,6 +1057,7 @@ main() {
     prepare_rootfs
     prepare_bundles
     start_exec_targets
+    build_ns_floor
     define_rows
     smoke_test
     log "timing ${#ROWS[@]} rows: $ROUNDS rounds x ($WARMUP warmup + $RUNS timed runs)"

@@ -313,3 +313,45 @@ async fn enforced_limits_reported() {
     );
     assert_eq!(enforced.cpu_millicores, None, "no CPU limit by default");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_process_joins_every_limit_cgroup() {
+    if !require_root("every_process_joins_every_limit_cgroup") {
+        return;
+    }
+    let mut options = soulbox_tests::options();
+    options.memory_limit = Some(256 << 20);
+    options.pids_limit = Some(64);
+    options.cpu_limit = Some(0.5);
+    let sandbox = sandbox_with(options).await;
+    let dirs = sandbox.cgroup_paths();
+    assert!(!dirs.is_empty(), "a sandbox with limits has cgroups");
+    let sleep = sandbox
+        .shell("sleep 30")
+        .start()
+        .await
+        .expect("start sleep");
+    let members = |dir: &std::path::Path| -> Vec<i32> {
+        std::fs::read_to_string(dir.join("cgroup.procs"))
+            .unwrap_or_else(|e| panic!("read {}/cgroup.procs: {e}", dir.display()))
+            .lines()
+            .map(|line| line.parse().expect("a pid per line"))
+            .collect()
+    };
+    for dir in &dirs {
+        let pids = members(dir);
+        assert!(
+            pids.contains(&sandbox.pid()),
+            "PID 1 ({}) is in {}: {pids:?}",
+            sandbox.pid(),
+            dir.display()
+        );
+        // PID 1, the command's supervisor and `sleep`.
+        assert!(
+            pids.len() >= 3,
+            "the command's processes are in {} too: {pids:?}",
+            dir.display()
+        );
+    }
+    sleep.kill().await.expect("kill sleep");
+}

@@ -136,9 +136,8 @@ impl SandboxCgroup {
     /// to a hierarchy (rootless without delegation) it is skipped, and so
     /// are its limits.
     ///
-    /// Each hierarchy costs a `cgroup.procs` write on every create (about
-    /// 150 µs for a v1 hierarchy on a host without `favordynmods`), so only
-    /// the controllers a limit needs are joined.
+    /// Each hierarchy costs a directory, its limit files and a join on
+    /// every create, so only the controllers a limit needs are joined.
     pub fn create(id: &str, limits: &Limits) -> Result<Self> {
         let layout = layout();
         let mut cgroup = Self {
@@ -247,22 +246,42 @@ impl SandboxCgroup {
             .map(OwnedFd::from)
     }
 
-    /// Moves `pid` into every directory of the set, except the v2 one when
-    /// `in_v2` says the process started there.
-    pub fn attach(&self, pid: i32, in_v2: bool) -> Result<()> {
-        let pid = pid.to_string();
-        for dir in &self.dirs {
-            if in_v2 && self.v2.as_ref() == Some(dir) {
-                continue;
-            }
-            let procs = dir.join("cgroup.procs");
-            fs::write(&procs, &pid).map_err(|source| Error::Cgroup {
-                step: "attach to",
-                path: dir.clone(),
-                source,
-            })?;
-        }
-        Ok(())
+    /// Opens the `tasks` file of every v1 directory, for PID 1 to join by
+    /// writing "0" into each. A pid written into `cgroup.procs` by another
+    /// process takes the kernel's global thread-group lock for writing,
+    /// which waits for an RCU grace period (15 to 30 ms on an idle host);
+    /// a single-threaded process moving itself through `tasks` does not.
+    pub fn open_v1_task_files(&self) -> Result<Vec<OwnedFd>> {
+        self.dirs
+            .iter()
+            .filter(|dir| self.v2.as_ref() != Some(*dir))
+            .map(|dir| {
+                fs::OpenOptions::new()
+                    .write(true)
+                    .custom_flags(libc::O_CLOEXEC)
+                    .open(dir.join("tasks"))
+                    .map(OwnedFd::from)
+                    .map_err(|source| Error::Cgroup {
+                        step: "open the tasks file of",
+                        path: dir.clone(),
+                        source,
+                    })
+            })
+            .collect()
+    }
+
+    /// Moves `pid` into the v2 directory, unless it started there
+    /// (`in_v2`). The v1 directories are joined by PID 1 itself, through
+    /// [`SandboxCgroup::open_v1_task_files`].
+    pub fn attach_v2(&self, pid: i32, in_v2: bool) -> Result<()> {
+        let Some(dir) = self.v2.as_ref().filter(|_| !in_v2) else {
+            return Ok(());
+        };
+        fs::write(dir.join("cgroup.procs"), pid.to_string()).map_err(|source| Error::Cgroup {
+            step: "attach to",
+            path: dir.clone(),
+            source,
+        })
     }
 
     /// Kills every process in the v2 cgroup (kernel 5.14 and later). Returns

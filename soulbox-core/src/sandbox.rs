@@ -475,12 +475,12 @@ impl Sandbox {
         };
         set_nonblocking(&host_end)?;
         let control = sys::async_fd(host_end).map_err(Error::os("register the control socket"))?;
-        let sent = send_request(
-            &control,
-            &Request::Config(config),
-            &[new_entry.listener.as_fd(), new_entry.lock.as_fd()],
-        )
-        .await;
+        let task_files = launch.open_v1_task_files()?;
+        let mut config_fds = vec![new_entry.listener.as_fd(), new_entry.lock.as_fd()];
+        config_fds.extend(task_files.iter().map(AsFd::as_fd));
+        let sent = send_request(&control, &Request::Config(config), &config_fds).await;
+        drop(config_fds);
+        drop(task_files);
         explain_send_failure(sent, &control, &launch).await?;
         // PID 1 has copies of both now. Nothing else may keep the listening
         // socket open, because a connect after PID 1 died must fail, not hang.
@@ -492,8 +492,8 @@ impl Sandbox {
         } = new_entry;
         drop(listener);
         drop(lock);
-        // PID 1 builds its mounts while the host moves it into its cgroups;
-        // on two cores the two overlap.
+        // PID 1 joins its v1 cgroups itself; only a v2 directory it did not
+        // start in is left to the host, while PID 1 builds its mounts.
         launch.attach()?;
         let sent = send_request(&control, &Request::Attached, &[]).await;
         explain_send_failure(sent, &control, &launch).await?;
@@ -1399,10 +1399,18 @@ impl Launch {
         Ok((launch, host_end))
     }
 
-    /// Moves PID 1 into the sandbox's cgroups.
+    /// Opens the `tasks` files through which PID 1 joins its v1 cgroups.
+    fn open_v1_task_files(&self) -> Result<Vec<OwnedFd>> {
+        match &self.cgroup {
+            Some(cgroup) => cgroup.open_v1_task_files(),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Moves PID 1 into the sandbox's v2 cgroup, unless it started there.
     fn attach(&self) -> Result<()> {
         match &self.cgroup {
-            Some(cgroup) => cgroup.attach(self.pid, self.in_v2),
+            Some(cgroup) => cgroup.attach_v2(self.pid, self.in_v2),
             None => Ok(()),
         }
     }

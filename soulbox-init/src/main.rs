@@ -38,10 +38,16 @@ use soulbox_proto::{
 /// The creating connection, inherited from the host.
 const CONTROL_FD: i32 = 3;
 
-/// Number of descriptors sent with the configuration: the listening socket
-/// for other connections, then the state entry's lock file, which PID 1
-/// holds open (and so locked) for as long as it lives.
+/// Number of descriptors always sent with the configuration: the listening
+/// socket for other connections, then the state entry's lock file, which
+/// PID 1 holds open (and so locked) for as long as it lives. The `tasks`
+/// files of the sandbox's v1 cgroups follow them, at most
+/// [`MAX_TASK_FILES`].
 const CONFIG_FD_COUNT: usize = 2;
+
+/// Most v1 `tasks` files PID 1 accepts with its configuration: one per v1
+/// hierarchy a limit needs (memory, pids, cpu), with room to spare.
+const MAX_TASK_FILES: usize = 8;
 
 /// Most connections served at once besides the creating one; more are
 /// accepted and closed at once. Each costs PID 1 one descriptor.
@@ -90,10 +96,11 @@ fn run() -> ! {
 
     let control = sys::borrow_raw(CONTROL_FD);
     regain_capabilities(control);
-    let (config, listener, lock) = match receive_config(control) {
+    let (config, listener, lock, task_files) = match receive_config(control) {
         Some(received) => received,
         None => fail_setup(control, SetupStage::Config, libc::EPROTO, b""),
     };
+    join_v1_cgroups(control, task_files);
     // Not dumpable: no process inside may ptrace PID 1 or open its
     // /proc/1/mem, even as sandbox root. Forked supervisors inherit this.
     // It must wait until the configuration has arrived: a non-dumpable
@@ -230,15 +237,43 @@ fn receive(control: BorrowedFd<'_>) -> Option<Request> {
     Request::decode(&buf[..len]).ok()
 }
 
-/// Receives the configuration and the descriptors sent with it.
-fn receive_config(control: BorrowedFd<'_>) -> Option<(Config, OwnedFd, OwnedFd)> {
+/// Receives the configuration and the descriptors sent with it: the
+/// listening socket, the lock file and the v1 `tasks` files.
+fn receive_config(control: BorrowedFd<'_>) -> Option<(Config, OwnedFd, OwnedFd, Vec<OwnedFd>)> {
     let mut buf = vec![0u8; soulbox_proto::MAX_MESSAGE_LEN];
-    let (len, fds) = sys::recv_with_fds(control, &mut buf, CONFIG_FD_COUNT).ok()??;
+    let (len, mut fds) =
+        sys::recv_with_fds(control, &mut buf, CONFIG_FD_COUNT + MAX_TASK_FILES).ok()??;
     let Ok(Request::Config(config)) = Request::decode(&buf[..len]) else {
         return None;
     };
+    if fds.len() < CONFIG_FD_COUNT {
+        return None;
+    }
+    let task_files = fds.split_off(CONFIG_FD_COUNT);
     let [listener, lock] = <[OwnedFd; CONFIG_FD_COUNT]>::try_from(fds).ok()?;
-    Some((config, listener, lock))
+    Some((config, listener, lock, task_files))
+}
+
+/// Moves PID 1 into the v1 cgroups whose `tasks` files the host opened.
+///
+/// The host could write PID 1's pid into each `cgroup.procs`, but such a
+/// write takes the kernel's global lock on thread groups for writing, which
+/// first waits for an RCU grace period: 15 to 30 ms on an idle host. A
+/// single-threaded process writing "0" into `tasks` moves only itself and
+/// skips that lock. PID 1 has one thread, and every process of the sandbox
+/// descends from it, so this joins the whole sandbox. It runs before PID 1
+/// builds anything, so the sandbox's memory is charged from the start.
+fn join_v1_cgroups(control: BorrowedFd<'_>, task_files: Vec<OwnedFd>) {
+    for file in task_files {
+        if let Err(e) = sys::write_all(file.as_fd(), b"0") {
+            fail_setup(
+                control,
+                SetupStage::Cgroup,
+                e.raw_os_error().unwrap_or(libc::EIO),
+                b"join a v1 cgroup through its tasks file",
+            );
+        }
+    }
 }
 
 /// The connection a request came from, so that a reply goes back on it.

@@ -62,11 +62,13 @@ pub fn build(config: &Config) -> Result<(), SetupError> {
     sys::mount(None, c"/", None, libc::MS_REC | libc::MS_PRIVATE, None)
         .stage(SetupStage::MountPropagation, b"/")?;
 
-    let root = mount_root(config)?;
+    // Read once: PID 1 cannot change user namespace while it builds.
+    let in_user_namespace = sys::in_user_namespace();
+    let root = mount_root(config, in_user_namespace)?;
     reject_symlinked_mount_points(&root)?;
     bind_host_paths(config, &root)?;
     // /dev first: the /proc masks are binds of its /dev/null.
-    build_dev(&root)?;
+    build_dev(&root, in_user_namespace)?;
     mount_proc(&root)?;
     mount_tmp(config, &root)?;
     write_etc(config, &root)?;
@@ -114,7 +116,7 @@ pub fn enter_cgroup_namespace() -> Result<(), SetupError> {
 
 /// Mounts the scratch tmpfs and the overlay on top of the template's layers.
 /// Returns the path of the new root.
-fn mount_root(config: &Config) -> Result<Vec<u8>, SetupError> {
+fn mount_root(config: &Config, in_user_namespace: bool) -> Result<Vec<u8>, SetupError> {
     let scratch = &config.scratch_dir;
     let scratch_c = cstr(scratch).stage(SetupStage::Scratch, scratch)?;
     let options = format!(
@@ -144,7 +146,7 @@ fn mount_root(config: &Config) -> Result<Vec<u8>, SetupError> {
     options.extend_from_slice(&upper);
     options.extend_from_slice(b",workdir=");
     options.extend_from_slice(&work);
-    if sys::in_user_namespace() {
+    if in_user_namespace {
         // Outside the initial user namespace overlayfs may not use trusted.*
         // xattrs; user.* ones work on tmpfs since Linux 6.6.
         options.extend_from_slice(b",userxattr");
@@ -305,10 +307,18 @@ const MASKED_PROC_FILES: [&[u8]; 14] = [
 /// /proc directories masked with an empty read-only tmpfs.
 const MASKED_PROC_DIRS: [&[u8]; 3] = [b"acpi", b"scsi", b"asound"];
 
-/// Device nodes bound from the host; all are harmless character devices.
-const DEVICES: [&[u8]; 6] = [b"null", b"zero", b"full", b"random", b"urandom", b"tty"];
+/// The device nodes of /dev, with their major and minor numbers; all are
+/// harmless character devices.
+const DEVICES: [(&[u8], u32, u32); 6] = [
+    (b"null", 1, 3),
+    (b"zero", 1, 5),
+    (b"full", 1, 7),
+    (b"random", 1, 8),
+    (b"urandom", 1, 9),
+    (b"tty", 5, 0),
+];
 
-fn build_dev(root: &[u8]) -> Result<(), SetupError> {
+fn build_dev(root: &[u8], in_user_namespace: bool) -> Result<(), SetupError> {
     let dev = join(root, b"dev");
     let dev_c = cstr(&dev).stage(SetupStage::Dev, &dev)?;
     sys::mkdir(&dev_c, 0o755).stage(SetupStage::Dev, &dev)?;
@@ -321,19 +331,10 @@ fn build_dev(root: &[u8]) -> Result<(), SetupError> {
     )
     .stage(SetupStage::Dev, &dev)?;
 
-    for name in DEVICES {
-        let host = join(b"/dev", name);
-        let target = join(&dev, name);
-        let host_c = cstr(&host).stage(SetupStage::Dev, &host)?;
-        let target_c = cstr(&target).stage(SetupStage::Dev, &target)?;
-        sys::write_file(&target_c, b"", 0o666).stage(SetupStage::Dev, &target)?;
-        sys::mount(Some(&host_c), &target_c, None, libc::MS_BIND, None)
-            .stage(SetupStage::Dev, &host)?;
-        // The bind would keep the host /dev's flags. Read-only stops chmod
-        // and chown of the host's node (sandbox root has CAP_FOWNER) while
-        // reads and writes of the device itself still work.
-        let attrs = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC;
-        sys::mount_setattr_recursive(&target_c, attrs).stage(SetupStage::Dev, &target)?;
+    if in_user_namespace {
+        bind_host_devices(&dev)?;
+    } else {
+        make_devices(&dev)?;
     }
 
     let pts = join(&dev, b"pts");
@@ -341,7 +342,7 @@ fn build_dev(root: &[u8]) -> Result<(), SetupError> {
     sys::mkdir(&pts_c, 0o755).stage(SetupStage::Dev, &pts)?;
     // gid 5 is the `tty` group of the generated /etc/group; in a user
     // namespace that maps only root it does not exist.
-    let pts_options = if sys::in_user_namespace() {
+    let pts_options = if in_user_namespace {
         c"newinstance,ptmxmode=0666,mode=0620"
     } else {
         c"newinstance,ptmxmode=0666,mode=0620,gid=5"
@@ -393,6 +394,41 @@ fn build_dev(root: &[u8]) -> Result<(), SetupError> {
     )
     .or_else(|_| sys::mount_setattr_recursive(&dev_c, attrs))
     .stage(SetupStage::Dev, &dev)?;
+    Ok(())
+}
+
+/// Creates the device nodes in the sandbox's /dev: one system call each,
+/// where a bind of the host's node takes four. The nodes belong to this
+/// /dev alone, which becomes read-only once built, so sandbox root cannot
+/// change their mode.
+fn make_devices(dev: &[u8]) -> Result<(), SetupError> {
+    let previous = sys::umask(0);
+    let made = DEVICES.iter().try_for_each(|&(name, major, minor)| {
+        let target = join(dev, name);
+        let target_c = cstr(&target).stage(SetupStage::Dev, &target)?;
+        sys::mknod_char(&target_c, 0o666, major, minor).stage(SetupStage::Dev, &target)
+    });
+    sys::umask(previous);
+    made
+}
+
+/// Binds the host's device nodes into the sandbox's /dev, for a user
+/// namespace, where mknod is not allowed.
+fn bind_host_devices(dev: &[u8]) -> Result<(), SetupError> {
+    for (name, _, _) in DEVICES {
+        let host = join(b"/dev", name);
+        let target = join(dev, name);
+        let host_c = cstr(&host).stage(SetupStage::Dev, &host)?;
+        let target_c = cstr(&target).stage(SetupStage::Dev, &target)?;
+        sys::write_file(&target_c, b"", 0o666).stage(SetupStage::Dev, &target)?;
+        sys::mount(Some(&host_c), &target_c, None, libc::MS_BIND, None)
+            .stage(SetupStage::Dev, &host)?;
+        // The bind would keep the host /dev's flags. Read-only stops chmod
+        // and chown of the host's node (sandbox root has CAP_FOWNER) while
+        // reads and writes of the device itself still work.
+        let attrs = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC;
+        sys::mount_setattr_recursive(&target_c, attrs).stage(SetupStage::Dev, &target)?;
+    }
     Ok(())
 }
 

@@ -576,9 +576,17 @@ pub fn switch_user(uid: u32, gid: u32) -> io::Result<()> {
     Ok(())
 }
 
-pub fn umask(mask: libc::mode_t) {
+/// Sets the file mode creation mask and returns the previous one.
+pub fn umask(mask: libc::mode_t) -> libc::mode_t {
     // SAFETY: umask takes an integer and always succeeds (umask(2)).
-    unsafe { libc::umask(mask) };
+    unsafe { libc::umask(mask) }
+}
+
+/// Creates the character device node `path` with `mode` (less the umask).
+pub fn mknod_char(path: &CStr, mode: libc::mode_t, major: u32, minor: u32) -> io::Result<()> {
+    let device = libc::makedev(major, minor);
+    // SAFETY: `path` is a valid C string; mknod takes integers otherwise.
+    check(unsafe { libc::mknod(path.as_ptr(), libc::S_IFCHR | mode, device) }).map(drop)
 }
 
 /// Replaces the process image; returns only on failure.

@@ -217,11 +217,13 @@ pub enum SetupStage {
     Seccomp = 15,
     /// Setting resource limits.
     Rlimits = 16,
+    /// Joining the sandbox's v1 cgroups.
+    Cgroup = 17,
 }
 
 impl SetupStage {
     /// Every stage, for decoding.
-    pub const ALL: [SetupStage; 16] = [
+    pub const ALL: [SetupStage; 17] = [
         Self::Config,
         Self::CgroupNamespace,
         Self::MountPropagation,
@@ -238,6 +240,7 @@ impl SetupStage {
         Self::Signals,
         Self::Seccomp,
         Self::Rlimits,
+        Self::Cgroup,
     ];
 
     /// Short lowercase name of the step, for error messages.
@@ -259,6 +262,7 @@ impl SetupStage {
             Self::Signals => "set up signal handling",
             Self::Seccomp => "install the seccomp filter",
             Self::Rlimits => "set resource limits",
+            Self::Cgroup => "join the v1 cgroups",
         }
     }
 
