@@ -156,8 +156,8 @@ async fn pid1_starts_clean() {
     set_launcher(Launcher::Exec);
     set_launcher(Launcher::Zygote);
     // SAFETY: signal and pthread_sigmask take plain integers and a valid
-    // sigset; the changes are undone below, and the other tests of this
-    // binary wait for LAUNCHER.
+    // sigset. The changes are undone below, and the other tests of this
+    // binary wait for LAUNCHER meanwhile.
     let blocked = unsafe {
         libc::signal(libc::SIGUSR1, libc::SIG_IGN);
         let mut set = std::mem::zeroed::<libc::sigset_t>();
@@ -239,7 +239,7 @@ async fn exec_launcher_stops_zygote() {
     );
 }
 
-/// The unprivileged uid and gid: those of the account named by
+/// Returns the unprivileged uid and gid: those of the account named by
 /// SOULBOX_ROOTLESS_USER (`.ci/run` creates one), else 65534.
 fn unprivileged_ids() -> (String, String) {
     let Some(name) = std::env::var_os("SOULBOX_ROOTLESS_USER") else {

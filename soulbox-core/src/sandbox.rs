@@ -1461,16 +1461,21 @@ fn start_pid1(
             return Ok((host_end, started.pid, started.pidfd, started.in_cgroup))
         }
         Spawn::NotUsed => (host_end, init_end),
-        // A PID 1 the zygote may have forked before it failed holds a copy
-        // of `init_end`; a new pair keeps it from reading this sandbox's
+        // A PID 1 the zygote may have forked before it failed has a copy
+        // of `init_end`. A new pair keeps it from reading this sandbox's
         // configuration, and it exits at end of file.
+        // NOTE: nothing reaps such an orphan, so it stays a zombie child
+        // of this process; it needs the zygote to die between its clone
+        // and its reply.
         Spawn::Lost => control_socket()?,
     };
     let memfd = init_binary::memfd()?;
-    let (pid, pidfd, in_cgroup) = sys::clone_exec(memfd, None, init_end.as_fd(), namespaces, cgroup)
-        .map_err(|source| Error::Os {
-            step: "start the sandbox's PID 1 (clone)",
-            source,
+    let (pid, pidfd, in_cgroup) =
+        sys::clone_exec(memfd, None, init_end.as_fd(), namespaces, cgroup).map_err(|source| {
+            Error::Os {
+                step: "start the sandbox's PID 1 (clone)",
+                source,
+            }
         })?;
     Ok((host_end, pid, pidfd, in_cgroup))
 }

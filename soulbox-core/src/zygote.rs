@@ -8,7 +8,7 @@
 //! when the *thread* that started a process exits, so the thread lives
 //! exactly as long as its zygote and the zygote dies with the host process.
 //! It also exits on end of file on its channel. It lives in the host's
-//! cgroup and namespaces and holds no sandbox's descriptor after it replies.
+//! cgroup and namespaces and keeps no sandbox's descriptor after it replies.
 //!
 //! Requests go one at a time under a mutex. The zygote clones with
 //! CLONE_PARENT, so each PID 1 is this process's child, exactly as with
@@ -25,7 +25,7 @@ use soulbox_proto::zygote::{ForkReply, ForkRequest, REPLY_LEN};
 use crate::error::{Error, Result};
 use crate::{init_binary, sys};
 
-/// How this process starts each sandbox's PID 1. Set it with
+/// The way this process starts each sandbox's PID 1, set with
 /// [`set_launcher`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Launcher {
@@ -90,7 +90,7 @@ pub(crate) fn zygote_pid() -> Option<i32> {
     client.zygote.as_ref().map(|zygote| zygote.pid)
 }
 
-/// Most zygote failures in a row (failed starts, lost or refused
+/// Maximum number of zygote failures in a row (failed starts, lost or refused
 /// requests) before this process stops using one; a fork from it resets
 /// the count.
 const MAX_FAILURES: u32 = 3;
@@ -134,7 +134,7 @@ pub(crate) fn spawn(
     // to the initial user namespace, so once PID 1 turns non-dumpable an
     // unprivileged host may no longer open /proc/PID/root. An exec'd PID 1
     // gets a memory descriptor of its own user namespace, where the host
-    // holds every capability, so rootless hosts keep executing PID 1.
+    // has every capability, so rootless hosts keep executing PID 1.
     if launcher() == Launcher::Exec || namespaces & libc::CLONE_NEWUSER != 0 {
         return Spawn::NotUsed;
     }
@@ -231,7 +231,7 @@ impl Client {
     }
 }
 
-/// Why a request to the zygote failed.
+/// A failed request to the zygote, by cause.
 enum Failure {
     /// The zygote had closed its channel before the request was sent.
     Gone(std::io::Error),
@@ -270,13 +270,8 @@ impl Zygote {
             .name("soulbox-zygote".into())
             .stack_size(128 * 1024)
             .spawn(move || {
-                let started = sys::clone_exec(
-                    memfd,
-                    Some(c"--zygote"),
-                    zygote_end.as_fd(),
-                    0,
-                    None,
-                );
+                let started =
+                    sys::clone_exec(memfd, Some(c"--zygote"), zygote_end.as_fd(), 0, None);
                 drop(zygote_end);
                 let pidfd = match started {
                     Ok((pid, pidfd, _)) => {
@@ -293,9 +288,9 @@ impl Zygote {
                 let _ = sys::pidfd_wait(pidfd.as_fd(), true);
             })
             .map_err(Error::os("start the zygote's thread"))?;
-        let started = receiver.recv().unwrap_or_else(|_| {
-            Err(std::io::Error::other("the zygote's thread ended early"))
-        });
+        let started = receiver
+            .recv()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the zygote's thread ended early")));
         let (pid, pidfd) = started.map_err(Error::os("start the zygote (clone)"))?;
         tracing::debug!(pid, "zygote started");
         Ok(Self {
@@ -319,8 +314,7 @@ impl Zygote {
         };
         let mut fds = vec![control];
         fds.extend(cgroup);
-        sys::send_with_fds(self.channel.as_fd(), &request.encode(), &fds)
-            .map_err(Failure::Gone)?;
+        sys::send_with_fds(self.channel.as_fd(), &request.encode(), &fds).map_err(Failure::Gone)?;
         match sys::poll_readable(self.channel.as_fd(), i32::from(REPLY_TIMEOUT_MS)) {
             Ok(true) => {}
             Ok(false) => return Err(Failure::Lost("no reply within 10 s")),

@@ -69,7 +69,7 @@ const EXIT_FAILURE: i32 = 1;
 #[no_mangle]
 extern "C" fn main(argc: libc::c_int, argv: *const *const libc::c_char) -> libc::c_int {
     // SAFETY: the C runtime passes `argc` valid, NUL-terminated strings in
-    // `argv`, and index 1 is read only when `argc` says it exists.
+    // `argv`, and index 1 is read only when `argc` counts it.
     let first = (argc > 1).then(|| unsafe { std::ffi::CStr::from_ptr(*argv.add(1)) });
     if first == Some(zygote::ZYGOTE_ARG) {
         zygote::serve()

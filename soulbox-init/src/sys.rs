@@ -842,10 +842,10 @@ pub fn clone3_fork(
         cgroup: cgroup.map_or(0, |fd| fd.as_raw_fd() as u64),
     };
     // SAFETY: without CLONE_VM the child runs on a copy of this address
-    // space and returns from the call like fork's child does, and this
-    // process is single-threaded, so no lock can be held by a thread that
-    // does not exist in the child. `args` is a valid clone_args of the size
-    // passed, and CLONE_PIDFD stores the pidfd in `pidfd`.
+    // space and returns from the call as fork's child does. This process
+    // is single-threaded, so no lock can be held by a thread that does not
+    // exist in the child. `args` is a valid clone_args of the size passed,
+    // and CLONE_PIDFD stores the pidfd in `pidfd`.
     let ret = check_long(unsafe {
         libc::syscall(
             libc::SYS_clone3,

@@ -1,7 +1,7 @@
 //! The zygote: one long-lived soulbox-init process per host process that
-//! forks each sandbox's PID 1 on request, so that a create skips the exec
-//! of this program and glibc's start-up (most of a millisecond on hosts
-//! where CPUID traps to the hypervisor).
+//! forks each sandbox's PID 1 on request. A create then skips the exec of
+//! this program and glibc's start-up, which take most of a millisecond on
+//! hosts where CPUID traps to the hypervisor.
 //!
 //! The host starts the zygote from the same sealed memfd as PID 1, with
 //! `--zygote` as its first argument and its end of a `SOCK_SEQPACKET`
@@ -70,11 +70,7 @@ pub fn serve() -> ! {
 
 /// Forks one PID 1 and replies with its pid and pidfd. The zygote's copies
 /// of the descriptors it received close when this returns.
-fn fork(
-    request: ForkRequest,
-    fds: Vec<OwnedFd>,
-    tid_address: Option<u64>,
-) -> std::io::Result<()> {
+fn fork(request: ForkRequest, fds: Vec<OwnedFd>, tid_address: Option<u64>) -> std::io::Result<()> {
     let mut fds = fds.into_iter();
     let (Some(control), cgroup) = (fds.next(), fds.next()) else {
         return reply(ForkReply::Failed {

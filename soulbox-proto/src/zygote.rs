@@ -18,13 +18,8 @@ pub const REQUEST_MAX_FDS: usize = 2;
 /// The clone flags a [`ForkRequest`] may carry: CLONE_NEWNS, CLONE_NEWCGROUP,
 /// CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWPID and CLONE_NEWNET
 /// from <linux/sched.h>.
-pub const NAMESPACE_FLAGS: u64 = 0x0002_0000
-    | 0x0200_0000
-    | 0x0400_0000
-    | 0x0800_0000
-    | 0x1000_0000
-    | 0x2000_0000
-    | 0x4000_0000;
+pub const NAMESPACE_FLAGS: u64 =
+    0x0002_0000 | 0x0200_0000 | 0x0400_0000 | 0x0800_0000 | 0x1000_0000 | 0x2000_0000 | 0x4000_0000;
 
 /// First four bytes of both messages: magic, protocol version, and a zero
 /// byte that keeps the fields after it aligned.

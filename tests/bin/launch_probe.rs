@@ -1,8 +1,8 @@
 //! Creates two sandboxes through the Rust API with the default launcher
-//! and prints what `tests/launch.rs` checks, one `NAME VALUE` line each:
-//! per sandbox `uid` (`id -u` inside), `uid_map` (its first line, fields
+//! and prints what `tests/launch.rs` checks, one `NAME VALUE` line each.
+//! Per sandbox: `uid` (`id -u` inside), `uid_map` (its first line, fields
 //! joined by commas) and `parent_is_me` (whether PID 1 is this process's
-//! child); then `zygotes` (this process's children named soulbox-zygote)
+//! child). Then `zygotes` (this process's children named soulbox-zygote)
 //! and `zygote_pid` (from `diagnostics::zygote_pid`, or `none`). The
 //! launch tests run it as an unprivileged user to check rootless mode.
 
