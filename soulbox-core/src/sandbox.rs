@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
-use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+use nix::sys::socket::{AddressFamily, SockFlag, SockType};
 use soulbox_proto::{BindMount, Config, Reply, Request, SetupStage, NO_DEADLINE};
 use tokio::io::unix::AsyncFd;
 use tracing::debug;
@@ -1482,13 +1482,8 @@ fn start_pid1(
 
 /// Creates the control socket: the host's end, then PID 1's.
 fn control_socket() -> Result<(OwnedFd, OwnedFd)> {
-    let (host_end, init_end) = socketpair(
-        AddressFamily::Unix,
-        SockType::SeqPacket,
-        None,
-        SockFlag::SOCK_CLOEXEC,
-    )
-    .map_err(|e| Error::os("create the control socket")(e.into()))?;
+    let (host_end, init_end) =
+        sys::seqpacket_pair().map_err(Error::os("create the control socket"))?;
     host_limits::ensure_fd_headroom(init_end.as_raw_fd());
     Ok((host_end, init_end))
 }

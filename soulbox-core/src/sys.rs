@@ -1018,21 +1018,7 @@ pub fn pidfd_pid(pidfd: BorrowedFd<'_>) -> io::Result<libc::pid_t> {
 /// processes that are not this process's children, which waitid cannot wait
 /// for.
 pub fn pidfd_wait_exit(pidfd: BorrowedFd<'_>, timeout_ms: libc::c_int) -> bool {
-    let mut fds = [libc::pollfd {
-        fd: pidfd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    }];
-    loop {
-        // SAFETY: `fds` is a valid array of one pollfd.
-        let ready = unsafe { libc::poll(fds.as_mut_ptr(), 1, timeout_ms) };
-        if ready >= 0 {
-            return ready > 0;
-        }
-        if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
-            return false;
-        }
-    }
+    poll_readable(pidfd, timeout_ms).unwrap_or(false)
 }
 
 /// Returns the file system statistics of the file system holding `fd`.
@@ -1044,8 +1030,8 @@ pub fn fstatvfs(fd: BorrowedFd<'_>) -> io::Result<libc::statvfs> {
     Ok(unsafe { stats.assume_init() })
 }
 
-/// Waits up to `timeout_ms` for `fd` to turn readable, or to report end of
-/// file or an error. Returns whether it did.
+/// Waits up to `timeout_ms` (negative: no limit) for `fd` to turn
+/// readable, or to report end of file or an error. Returns whether it did.
 pub fn poll_readable(fd: BorrowedFd<'_>, timeout_ms: libc::c_int) -> io::Result<bool> {
     let mut fds = [libc::pollfd {
         fd: fd.as_raw_fd(),
@@ -1062,6 +1048,18 @@ pub fn poll_readable(fd: BorrowedFd<'_>, timeout_ms: libc::c_int) -> io::Result<
             _ => return Ok(true),
         }
     }
+}
+
+/// Creates a close-on-exec `SOCK_SEQPACKET` socket pair.
+pub fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+    let pair = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )?;
+    Ok(pair)
 }
 
 /// Receives one datagram into `buf` without blocking, with the descriptors

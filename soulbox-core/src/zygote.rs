@@ -19,7 +19,6 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Mutex};
 
-use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 use soulbox_proto::zygote::{ForkReply, ForkRequest, REPLY_LEN};
 
 use crate::error::{Error, Result};
@@ -258,13 +257,8 @@ impl Zygote {
     /// Starts a zygote from a thread that then waits for it to exit.
     fn start() -> Result<Self> {
         let memfd = init_binary::memfd()?;
-        let (channel, zygote_end) = socketpair(
-            AddressFamily::Unix,
-            SockType::SeqPacket,
-            None,
-            SockFlag::SOCK_CLOEXEC,
-        )
-        .map_err(|e| Error::os("create the zygote's channel")(e.into()))?;
+        let (channel, zygote_end) =
+            sys::seqpacket_pair().map_err(Error::os("create the zygote's channel"))?;
         let (sender, receiver) = mpsc::sync_channel(1);
         std::thread::Builder::new()
             .name("soulbox-zygote".into())
