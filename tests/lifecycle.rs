@@ -216,6 +216,58 @@ async fn kill_ends_every_process() {
     assert!(second.is_ok(), "a second kill failed: {second:?}");
 }
 
+/// Counts this process's descriptors that refer to the namespace `link`
+/// (as /proc/PID/ns/mnt reads, e.g. `mnt:[4026532321]`).
+fn descriptors_of_namespace(link: &Path) -> usize {
+    let fds = std::fs::read_dir("/proc/self/fd").expect("list /proc/self/fd");
+    fds.flatten()
+        .filter(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target == link))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_releases_mount_namespace() {
+    if !require_root("kill_releases_mount_namespace") {
+        return;
+    }
+    let _shared = HOST_STATE.read().await;
+    let own = std::fs::read_link("/proc/self/ns/mnt").expect("read this process's mount ns");
+    let mut namespaces = Vec::new();
+    for round in 0..4 {
+        let sandbox = sandbox().await;
+        let init_pid = sandbox.pid();
+        let link = std::fs::read_link(format!("/proc/{init_pid}/ns/mnt"))
+            .expect("read the sandbox's mount namespace");
+        assert_ne!(link, own, "the sandbox shares the host's mount namespace");
+        // Half the sandboxes end by kill, half by dropping the handle.
+        if round % 2 == 0 {
+            sandbox.kill().await.expect("kill the sandbox");
+        } else {
+            drop(sandbox);
+        }
+        assert_nothing_left(&format!("round {round}"), init_pid, &[]);
+        namespaces.push(link);
+    }
+    // The kill hands its namespace reference to the reaper thread, which
+    // closes it at once; 10 s leaves room for a loaded host.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let held: Vec<&PathBuf> = namespaces
+            .iter()
+            .filter(|link| descriptors_of_namespace(link) > 0)
+            .collect();
+        if held.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "10 s after their kill, this process still holds descriptors of the mount \
+             namespaces {held:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drop_ends_every_process() {
     if !require_root("drop_ends_every_process") {

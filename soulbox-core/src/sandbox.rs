@@ -1174,6 +1174,11 @@ impl Inner {
             .cgroup
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // While this reference is open, PID 1's exit does not tear the mount
+        // namespace down. The reaper thread closes it after the kill, so the
+        // unmounts and the RCU grace period they wait for run off this path.
+        // If it cannot be opened, the kill waits for the teardown as before.
+        let mount_namespace = sys::pidfd_mount_namespace(self.pidfd.as_fd(), self.pid).ok();
         let _ = sys::pidfd_send_signal(self.pidfd.as_fd(), libc::SIGKILL);
         // Belt to the PID namespace: on cgroup v2 every process of the
         // sandbox is killed even if one escaped the namespace's teardown.
@@ -1195,6 +1200,9 @@ impl Inner {
         }
         let removed = cgroup.remove();
         let _ = state::remove_entry(&self.entry);
+        if let Some(namespace) = mount_namespace {
+            reaper::close_later(namespace);
+        }
         removed
     }
 }

@@ -1087,3 +1087,35 @@ pub fn recv_with_fds(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize,
     }
     Ok((msg.bytes, fds))
 }
+
+/// `PIDFD_GET_MNT_NAMESPACE` from <linux/pidfd.h>: `_IO(0xFF, 3)`, since
+/// Linux 6.11.
+const PIDFD_GET_MNT_NAMESPACE: libc::c_ulong = 0xFF03;
+
+/// Opens the mount namespace of the live process behind `pidfd`. The
+/// descriptor holds a reference to the namespace, which then outlives the
+/// process's exit until the descriptor is closed. Kernels older than 6.11
+/// lack the pidfd ioctl; there the namespace is opened through
+/// /proc/`pid`/ns/mnt, and `pidfd` confirms that `pid` was still the same
+/// process at that moment.
+pub fn pidfd_mount_namespace(pidfd: BorrowedFd<'_>, pid: libc::pid_t) -> io::Result<OwnedFd> {
+    // SAFETY: the ioctl takes no argument and returns a new descriptor or -1.
+    match check(unsafe { libc::ioctl(pidfd.as_raw_fd(), PIDFD_GET_MNT_NAMESPACE, 0) }) {
+        Ok(fd) => return Ok(owned(fd)),
+        Err(e) if !matches!(e.raw_os_error(), Some(libc::ENOTTY | libc::EINVAL)) => {
+            return Err(e);
+        }
+        Err(_) => {}
+    }
+    let path = CString::new(format!("/proc/{pid}/ns/mnt"))
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: `path` is a valid C string; open returns a new descriptor or -1.
+    let fd = owned(check(unsafe {
+        libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC)
+    })?);
+    if pidfd_exited(pidfd) {
+        // The pid may have been reused by another process before the open.
+        return Err(io::Error::from_raw_os_error(libc::ESRCH));
+    }
+    Ok(fd)
+}

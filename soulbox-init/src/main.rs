@@ -512,19 +512,13 @@ impl Init {
             stderr,
             status,
         };
+        let command = supervise::Command::new(spawn, fds);
         match sys::fork() {
-            Ok(sys::Fork::Child) => supervise::supervise(spawn, fds),
+            Ok(sys::Fork::Child) => supervise::supervise(command),
             Ok(sys::Fork::Parent(pid)) => {
                 self.supervisors.insert(command_id, pid);
             }
-            Err(e) => {
-                let errno = e.raw_os_error().unwrap_or(libc::EAGAIN);
-                let record = soulbox_proto::StatusRecord::SpawnFailed {
-                    stage: soulbox_proto::SpawnStage::Fork,
-                    errno,
-                };
-                let _ = sys::write_all(fds.status.as_fd(), &record.encode());
-            }
+            Err(e) => command.report_fork_failure(e.raw_os_error().unwrap_or(libc::EAGAIN)),
         }
     }
 

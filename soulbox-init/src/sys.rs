@@ -363,17 +363,16 @@ pub fn chdir(path: &CStr) -> io::Result<()> {
     Ok(())
 }
 
-/// Returns the current directory as the kernel reports it.
-pub fn getcwd() -> io::Result<Vec<u8>> {
-    let mut buf = vec![0u8; libc::PATH_MAX as usize + 1];
+/// Writes the current directory, as the kernel reports it, into `buf` and
+/// returns the written part. Makes no allocation, so a vfork child may call it.
+pub fn getcwd(buf: &mut [u8]) -> io::Result<&[u8]> {
     // SAFETY: `buf` is writable for its length.
     let ret = unsafe { libc::getcwd(buf.as_mut_ptr().cast(), buf.len()) };
     if ret.is_null() {
         return Err(io::Error::last_os_error());
     }
     let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    buf.truncate(len);
-    Ok(buf)
+    Ok(&buf[..len])
 }
 
 /// Creates a directory; an existing one is not an error.
@@ -485,6 +484,56 @@ pub fn fork() -> io::Result<Fork> {
     })
 }
 
+/// Starts a child that runs `child` on `stack` in the caller's memory,
+/// with clone(CLONE_VM | CLONE_VFORK) as posix_spawn does. The caller is
+/// suspended until the child calls execve successfully or exits, which
+/// saves copying the page tables and the copy-on-write faults of a fork
+/// whose child only sets itself up and execs. Returns the child's pid.
+///
+/// The child shares the heap, the thread-local storage (errno included)
+/// and glibc's cached thread id with the caller, but has its own
+/// descriptor table, signal dispositions, working directory and
+/// credentials. So `child` may change those and write to memory it borrows
+/// from the caller, but must not panic (abort would signal the caller's
+/// cached thread id) and should not allocate, since what it allocates is
+/// never freed once it execs. When `child` returns, the child exits with
+/// the returned code. The caller must have no signal handlers installed,
+/// because a handler would run in the child on the shared memory.
+pub fn clone_vfork(
+    stack: &mut [MaybeUninit<u8>],
+    child: &mut dyn FnMut() -> i32,
+) -> io::Result<libc::pid_t> {
+    extern "C" fn trampoline(arg: *mut libc::c_void) -> libc::c_int {
+        // SAFETY: `arg` is the `&mut &mut dyn FnMut` passed to clone below;
+        // the caller's frame that holds it stays live and suspended until
+        // this child execs or exits.
+        let child = unsafe { &mut *arg.cast::<&mut dyn FnMut() -> i32>() };
+        let code = child();
+        exit(code)
+    }
+    let mut child = child;
+    // The stack grows down from its highest address, which the x86-64 and
+    // aarch64 ABIs want 16-byte aligned.
+    let range = stack.as_mut_ptr_range();
+    let top = (range.end as usize) & !15;
+    if top <= range.start as usize {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    let flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD;
+    // SAFETY: `top` lies inside `stack`, which outlives the child's use of
+    // it because the caller stays suspended until the child execs or exits.
+    // `trampoline` receives a pointer to `child`, which lives just as long.
+    let pid = unsafe {
+        libc::clone(
+            trampoline,
+            top as *mut libc::c_void,
+            flags,
+            (&mut child as *mut &mut dyn FnMut() -> i32).cast(),
+        )
+    };
+    check(pid)
+}
+
 /// Reaps one child. Returns `Ok(None)` when WNOHANG finds none ready.
 pub fn waitpid(pid: libc::pid_t, flags: libc::c_int) -> io::Result<Option<(libc::pid_t, i32)>> {
     let mut status = 0;
@@ -519,15 +568,6 @@ pub fn poll(fds: &mut [libc::pollfd], timeout_ms: libc::c_int) -> io::Result<usi
         Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(0),
         Err(e) => Err(e),
     }
-}
-
-/// Creates a pipe whose two ends are close-on-exec.
-pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
-    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
-    // SAFETY: pipe2 returned two new descriptors that nothing else owns.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
 /// Duplicates `fd` onto `target`; the copy is not close-on-exec.
@@ -598,6 +638,43 @@ pub fn execve(path: &CStr, argv: &[CString], envp: &[CString]) -> io::Error {
     // SAFETY: both arrays are NULL-terminated and point at C strings that
     // live until execve returns or replaces the process.
     unsafe { libc::execve(path.as_ptr(), argv_ptrs.as_ptr(), env_ptrs.as_ptr()) };
+    io::Error::last_os_error()
+}
+
+/// NUL-terminated strings with the NULL-terminated pointer array that
+/// execve takes, built ahead so that a vfork child can exec without
+/// allocating.
+pub struct CStringArray {
+    /// Owns what `pointers` points at; never changed after `new`.
+    _strings: Vec<CString>,
+    pointers: Vec<*const libc::c_char>,
+}
+
+impl CStringArray {
+    pub fn new(strings: Vec<CString>) -> Self {
+        // Moving a CString moves only its pointer, so these stay valid while
+        // `_strings` is unchanged, which it is until the array is dropped.
+        let mut pointers: Vec<*const libc::c_char> = strings.iter().map(|s| s.as_ptr()).collect();
+        pointers.push(std::ptr::null());
+        Self {
+            _strings: strings,
+            pointers,
+        }
+    }
+}
+
+/// Replaces the process image with arrays built ahead; returns only on
+/// failure. Makes no allocation, so a vfork child may call it.
+pub fn execve_prepared(path: &CStr, argv: &CStringArray, envp: &CStringArray) -> io::Error {
+    // SAFETY: both pointer arrays are NULL-terminated and point at the
+    // C strings their CStringArray owns, which outlive the call.
+    unsafe {
+        libc::execve(
+            path.as_ptr(),
+            argv.pointers.as_ptr(),
+            envp.pointers.as_ptr(),
+        )
+    };
     io::Error::last_os_error()
 }
 
@@ -681,11 +758,35 @@ pub fn peek(sock: BorrowedFd<'_>) -> io::Result<()> {
 }
 
 /// Returns whether this process runs in a user namespace other than the
-/// initial one, judged by its uid map.
+/// initial one, judged by its uid map. Reads into a stack buffer without
+/// allocating, so a vfork child may call it.
 pub fn in_user_namespace() -> bool {
-    std::fs::read_to_string("/proc/self/uid_map")
-        .map(|map| map.split_whitespace().collect::<Vec<_>>() != ["0", "0", "4294967295"])
-        .unwrap_or(false)
+    // SAFETY: the path is a valid C string; open returns a new descriptor.
+    let fd = unsafe {
+        libc::open(
+            c"/proc/self/uid_map".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return false;
+    }
+    // SAFETY: open returned a new descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // The initial namespace's map is one line of about 35 bytes; a longer
+    // map is never the initial one.
+    let mut buf = [0u8; 128];
+    let Ok(len) = read(fd_ref(&fd), &mut buf) else {
+        return false;
+    };
+    let mut fields = buf[..len]
+        .split(|b| b.is_ascii_whitespace())
+        .filter(|f| !f.is_empty());
+    let initial = fields.next() == Some(b"0")
+        && fields.next() == Some(b"0")
+        && fields.next() == Some(b"4294967295")
+        && fields.next().is_none();
+    !initial
 }
 
 /// One classic BPF instruction, `struct sock_filter` of <linux/filter.h>.
