@@ -26,6 +26,7 @@ mod supervise;
 #[expect(unsafe_code, reason = "the one module that makes raw system calls")]
 mod sys;
 mod tree;
+mod zygote;
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -61,11 +62,18 @@ const EXIT_FAILURE: i32 = 1;
 /// That start-up costs PID 1 a dozen system calls on every sandbox create,
 /// among them a read of /proc/self/maps to place a stack guard, and
 /// nothing here needs it: panics abort, SIGPIPE is set below, and stdio is
-/// replaced with /dev/null.
+/// replaced with /dev/null. With `--zygote` as its first argument the
+/// program serves as the host's zygote (see `zygote`) instead.
 #[cfg(not(test))]
 #[expect(unsafe_code, reason = "the C entry point needs an unmangled name")]
 #[no_mangle]
-extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
+extern "C" fn main(argc: libc::c_int, argv: *const *const libc::c_char) -> libc::c_int {
+    // SAFETY: the C runtime passes `argc` valid, NUL-terminated strings in
+    // `argv`, and index 1 is read only when `argc` counts it.
+    let first = (argc > 1).then(|| unsafe { std::ffi::CStr::from_ptr(*argv.add(1)) });
+    if first == Some(zygote::ZYGOTE_ARG) {
+        zygote::serve()
+    }
     run()
 }
 

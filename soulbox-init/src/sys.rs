@@ -578,8 +578,9 @@ pub fn dup2(fd: BorrowedFd<'_>, target: RawFd) -> io::Result<()> {
         check(unsafe { libc::fcntl(target, libc::F_SETFD, 0) })?;
         return Ok(());
     }
-    // SAFETY: dup2 takes integers; `target` is one of 0..=2, which the caller
-    // replaces on purpose and no OwnedFd owns.
+    // SAFETY: dup2 takes integers; `target` is one of 0..=2, or fd 3 in a
+    // child of the zygote, which the caller replaces on purpose and no
+    // OwnedFd owns.
     check(unsafe { libc::dup2(fd.as_raw_fd(), target) })?;
     Ok(())
 }
@@ -860,4 +861,145 @@ pub fn set_rlimit(resource: libc::__rlimit_resource_t, value: u64) -> io::Result
     // SAFETY: `limit` is a valid rlimit that setrlimit only reads.
     check(unsafe { libc::setrlimit(resource, &limit) })?;
     Ok(())
+}
+
+/// Returns the address the kernel clears when this thread exits, which
+/// glibc sets at start-up to the `tid` field of the thread's descriptor.
+/// Fails on kernels built without CONFIG_CHECKPOINT_RESTORE.
+pub fn tid_address() -> io::Result<u64> {
+    let mut address: *mut libc::c_int = std::ptr::null_mut();
+    // SAFETY: PR_GET_TID_ADDRESS stores one pointer at the address passed,
+    // which points at `address`.
+    check(unsafe {
+        libc::prctl(
+            libc::PR_GET_TID_ADDRESS,
+            &mut address as *mut *mut libc::c_int as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    })?;
+    Ok(address as u64)
+}
+
+/// `struct clone_args` from <linux/sched.h>, up to the `cgroup` field
+/// (CLONE_ARGS_SIZE_VER2).
+#[repr(C)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// CLONE_INTO_CGROUP from <linux/sched.h>; it only fits clone3's 64-bit flags.
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// The two returns of [`clone3_fork`].
+#[derive(Debug)]
+pub enum Forked {
+    /// In the new process.
+    Child,
+    /// In the calling process, with the child's pid and a pidfd for it.
+    Parent { pid: libc::pid_t, pidfd: OwnedFd },
+}
+
+/// Forks with clone3: `flags` (CLONE_PIDFD is added), no exit signal, in
+/// `cgroup` when given (CLONE_INTO_CGROUP). With `tid_address` from
+/// [`tid_address`], the kernel writes the child's thread id there in the
+/// child, as glibc's fork does, so glibc's record of the thread id stays
+/// true in the child.
+pub fn clone3_fork(
+    flags: u64,
+    cgroup: Option<BorrowedFd<'_>>,
+    tid_address: Option<u64>,
+) -> io::Result<Forked> {
+    let mut pidfd: libc::c_int = -1;
+    let mut flags = flags | libc::CLONE_PIDFD as u64;
+    if tid_address.is_some() {
+        flags |= (libc::CLONE_CHILD_SETTID | libc::CLONE_CHILD_CLEARTID) as u64;
+    }
+    if cgroup.is_some() {
+        flags |= CLONE_INTO_CGROUP;
+    }
+    let args = CloneArgs {
+        flags,
+        pidfd: &mut pidfd as *mut libc::c_int as u64,
+        child_tid: tid_address.unwrap_or(0),
+        parent_tid: 0,
+        exit_signal: 0,
+        stack: 0,
+        stack_size: 0,
+        tls: 0,
+        set_tid: 0,
+        set_tid_size: 0,
+        cgroup: cgroup.map_or(0, |fd| fd.as_raw_fd() as u64),
+    };
+    // SAFETY: without CLONE_VM the child runs on a copy of this address
+    // space and returns from the call as fork's child does. This process
+    // is single-threaded, so no lock can be held by a thread that does not
+    // exist in the child. `args` is a valid clone_args of the size passed,
+    // and CLONE_PIDFD stores the pidfd in `pidfd`.
+    let ret = check_long(unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    })?;
+    if ret == 0 {
+        return Ok(Forked::Child);
+    }
+    Ok(Forked::Parent {
+        pid: ret as libc::pid_t,
+        // SAFETY: clone3 succeeded, so it stored a new pidfd that nothing
+        // else owns.
+        pidfd: unsafe { OwnedFd::from_raw_fd(pidfd) },
+    })
+}
+
+/// Sends one datagram with one descriptor attached (SCM_RIGHTS).
+pub fn send_with_fd(sock: BorrowedFd<'_>, buf: &[u8], fd: BorrowedFd<'_>) -> io::Result<()> {
+    let raw = fd.as_raw_fd();
+    let payload_len = std::mem::size_of::<RawFd>() as libc::c_uint;
+    // Large enough and aligned for one cmsghdr and one descriptor.
+    let mut cmsg_buf = [0u64; 4];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_ptr() as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    // SAFETY: msghdr is a plain C struct for which all-zero is valid.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cmsg_buf.as_mut_ptr().cast();
+    // SAFETY: CMSG_SPACE is a constant computation.
+    msg.msg_controllen = unsafe { libc::CMSG_SPACE(payload_len) } as usize;
+    // SAFETY: CMSG_SPACE(4) is 24 bytes on 64-bit Linux, so the header and
+    // its payload fit in the 32-byte buffer.
+    unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(payload_len) as usize;
+        libc::CMSG_DATA(cmsg).cast::<RawFd>().write_unaligned(raw);
+    }
+    loop {
+        // SAFETY: `msg` points at `iov`, `buf` and `cmsg_buf`, all live.
+        let n = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
+        if n >= 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
 }
