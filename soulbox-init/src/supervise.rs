@@ -219,8 +219,12 @@ impl LeaderPlan {
             return (SpawnStage::User, e);
         }
         sys::umask(0o022);
-        // Everything above fd 2 is closed at exec.
-        if let Err(e) = sys::close_range_from(3, true) {
+        // Everything above fd 2 is closed here rather than marked
+        // close-on-exec: the supervisor resumes, and reports the start, as
+        // soon as the exec has replaced this process's memory, which is
+        // before the kernel closes close-on-exec descriptors. The command
+        // must already hold nothing but stdio when it is reported.
+        if let Err(e) = sys::close_range_from(3, false) {
             return (SpawnStage::Stdio, e);
         }
         let (Some(argv), Some(env)) = (&self.argv, &self.env) else {
