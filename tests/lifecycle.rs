@@ -34,32 +34,9 @@ fn sandbox_host_pids(sandbox: &Sandbox) -> Vec<i32> {
     pids
 }
 
-/// Reads the `comm` of host process `pid`, or returns `None` once it is gone.
-fn host_comm(pid: i32) -> Option<String> {
-    std::fs::read_to_string(format!("/proc/{pid}/comm"))
-        .ok()
-        .map(|comm| comm.trim_end().to_string())
-}
-
-/// Returns the parent pid of host process `pid`, if it still exists.
-fn host_ppid(pid: i32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // proc(5): "pid (comm) state ppid ...", and comm may contain spaces or
-    // parentheses, so the fields after it start at the last ')'.
-    let (_, rest) = stat.rsplit_once(')')?;
-    rest.split_whitespace().nth(1)?.parse().ok()
-}
-
 /// Finds the host pids of this process's children named `soulbox-init`.
 fn soulbox_init_children() -> Vec<i32> {
-    let me = std::process::id();
-    let entries = std::fs::read_dir("/proc").expect("list the host's /proc");
-    entries
-        .flatten()
-        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|&pid| host_ppid(pid) == Some(me))
-        .filter(|&pid| host_comm(pid).as_deref() == Some("soulbox-init"))
-        .collect()
+    host_children_named("soulbox-init")
 }
 
 /// Lists every directory below SoulBox's cgroup parents.
@@ -237,6 +214,58 @@ async fn kill_ends_every_process() {
 
     let second = sandbox.kill().await;
     assert!(second.is_ok(), "a second kill failed: {second:?}");
+}
+
+/// Counts this process's descriptors that refer to the namespace `link`
+/// (as /proc/PID/ns/mnt reads, e.g. `mnt:[4026532321]`).
+fn descriptors_of_namespace(link: &Path) -> usize {
+    let fds = std::fs::read_dir("/proc/self/fd").expect("list /proc/self/fd");
+    fds.flatten()
+        .filter(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target == link))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_releases_mount_namespace() {
+    if !require_root("kill_releases_mount_namespace") {
+        return;
+    }
+    let _shared = HOST_STATE.read().await;
+    let own = std::fs::read_link("/proc/self/ns/mnt").expect("read this process's mount ns");
+    let mut namespaces = Vec::new();
+    for round in 0..4 {
+        let sandbox = sandbox().await;
+        let init_pid = sandbox.pid();
+        let link = std::fs::read_link(format!("/proc/{init_pid}/ns/mnt"))
+            .expect("read the sandbox's mount namespace");
+        assert_ne!(link, own, "the sandbox shares the host's mount namespace");
+        // Half the sandboxes end by kill, half by dropping the handle.
+        if round % 2 == 0 {
+            sandbox.kill().await.expect("kill the sandbox");
+        } else {
+            drop(sandbox);
+        }
+        assert_nothing_left(&format!("round {round}"), init_pid, &[]);
+        namespaces.push(link);
+    }
+    // The kill hands its namespace reference to the reaper thread, which
+    // closes it at once; 10 s leaves room for a loaded host.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let held: Vec<&PathBuf> = namespaces
+            .iter()
+            .filter(|link| descriptors_of_namespace(link) > 0)
+            .collect();
+        if held.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "10 s after their kill, this process still holds descriptors of the mount \
+             namespaces {held:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

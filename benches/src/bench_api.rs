@@ -36,7 +36,9 @@
 //! iteration of `true`, `py` and `shell-true`, so another program can
 //! interleave its own iterations with these one by one. `--multi-thread`
 //! runs the timing tasks on tokio's multi-thread runtime, as the Python and
-//! Node bindings do, in place of a current-thread runtime.
+//! Node bindings do, in place of a current-thread runtime. `--no-zygote`
+//! executes each sandbox's PID 1 afresh (`Launcher::Exec`) instead of
+//! forking it from the zygote, as the `soulbox` command does.
 
 mod density;
 mod rate;
@@ -49,9 +51,10 @@ use soulbox_core::{Sandbox, SandboxOptions, SandboxPool, SeccompPolicy};
 const USAGE: &str = "usage: soulbox-bench-api --task \
                      true|py|shell-true|exec|host-exec|connect|pause-resume --iterations N \
                      [--pool SIZE] [--no-limits] [--no-seccomp] [--shell] [--on-request] \
-                     [--multi-thread]\n       \
-                     soulbox-bench-api --task density --count N [--no-limits]\n       \
-                     soulbox-bench-api --task rate --seconds S [--parallel P] [--no-limits]";
+                     [--multi-thread] [--no-zygote]\n       \
+                     soulbox-bench-api --task density --count N [--no-limits] [--no-zygote]\n       \
+                     soulbox-bench-api --task rate --seconds S [--parallel P] [--no-limits] \
+                     [--no-zygote]";
 
 fn usage(message: &str) -> ExitCode {
     eprintln!("soulbox-bench-api: {message}");
@@ -114,6 +117,10 @@ fn parse_args() -> Result<Args, String> {
         }
         if flag == "--multi-thread" {
             args.multi_thread = true;
+            continue;
+        }
+        if flag == "--no-zygote" {
+            soulbox_core::set_launcher(soulbox_core::Launcher::Exec);
             continue;
         }
         let Some(value) = rest.next() else {

@@ -233,6 +233,9 @@ fn run() -> u8 {
             return EXIT_SOULBOX_FAILED;
         }
     };
+    // One sandbox per process: a zygote would cost an exec of its own and
+    // save nothing.
+    soulbox_core::set_launcher(soulbox_core::Launcher::Exec);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

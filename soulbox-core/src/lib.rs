@@ -47,6 +47,7 @@ mod state;
 #[expect(unsafe_code, reason = "the one module that makes raw system calls")]
 mod sys;
 mod template;
+mod zygote;
 
 pub use cgroup::Limits;
 pub use command::{Command, ExitStatus, Output, DEFAULT_COMMAND_TIMEOUT};
@@ -66,6 +67,7 @@ pub use sandbox::{
     DEFAULT_PIDS_LIMIT, DEFAULT_TIMEOUT, DEFAULT_TMP_SIZE,
 };
 pub use seccomp::{ArgCondition, SeccompAction, SeccompPolicy, SOULBOX_SYSCALLS};
+pub use zygote::{launcher, set_launcher, Launcher};
 
 /// Leak checks for tests and operators.
 pub mod diagnostics {
@@ -87,5 +89,12 @@ pub mod diagnostics {
     /// [`Sandbox::connect`](crate::Sandbox::connect) until a hand-over.
     pub fn pool_waiting(pool: &crate::SandboxPool) -> Vec<(String, i32)> {
         pool.waiting_sandboxes()
+    }
+
+    /// Returns the host pid of this process's zygote, the process that
+    /// forks each sandbox's PID 1 under [`Launcher::Zygote`](crate::Launcher),
+    /// while one runs.
+    pub fn zygote_pid() -> Option<i32> {
+        crate::zygote::zygote_pid()
     }
 }

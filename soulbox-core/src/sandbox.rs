@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
-use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+use nix::sys::socket::{AddressFamily, SockFlag, SockType};
 use soulbox_proto::{BindMount, Config, Reply, Request, SetupStage, NO_DEADLINE};
 use tokio::io::unix::AsyncFd;
 use tracing::debug;
@@ -20,6 +20,7 @@ use crate::error::{Error, Result};
 use crate::reaper::{self, Leftovers};
 use crate::seccomp::SeccompPolicy;
 use crate::state::{self, Liveness, Record};
+use crate::zygote::{self, Spawn};
 use crate::{host_limits, id, init_binary, paths, sys, template};
 
 /// Default sandbox lifetime, as in E2B.
@@ -447,16 +448,7 @@ impl Sandbox {
         let new_entry = state::NewEntry::create(&sandboxes)?;
         let entry_guard = EntryGuard(Some(new_entry.path.clone()));
         let id = new_entry.id.clone();
-        let (host_end, init_end) = socketpair(
-            AddressFamily::Unix,
-            SockType::SeqPacket,
-            None,
-            SockFlag::SOCK_CLOEXEC,
-        )
-        .map_err(|e| Error::os("create the control socket")(e.into()))?;
-        host_limits::ensure_fd_headroom(init_end.as_raw_fd());
-
-        let launch = Launch::start(&id, init_end, &options.limits())?;
+        let (launch, host_end) = Launch::start(&id, &options.limits())?;
         let config = Config {
             sandbox_id: id.clone().into_bytes(),
             lower_dirs: template
@@ -1187,6 +1179,11 @@ impl Inner {
             .cgroup
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // While this reference is open, PID 1's exit does not tear the mount
+        // namespace down. The reaper thread closes it after the kill, so the
+        // unmounts and the RCU grace period they wait for run off this path.
+        // If it cannot be opened, the kill waits for the teardown as before.
+        let mount_namespace = sys::pidfd_mount_namespace(self.pidfd.as_fd(), self.pid).ok();
         let _ = sys::pidfd_send_signal(self.pidfd.as_fd(), libc::SIGKILL);
         // Belt to the PID namespace: on cgroup v2 every process of the
         // sandbox is killed even if one escaped the namespace's teardown.
@@ -1208,6 +1205,9 @@ impl Inner {
         }
         let removed = cgroup.remove();
         let _ = state::remove_entry(&self.entry);
+        if let Some(namespace) = mount_namespace {
+            reaper::close_later(namespace);
+        }
         removed
     }
 }
@@ -1375,7 +1375,10 @@ struct Launch {
 }
 
 impl Launch {
-    fn start(id: &str, init_end: OwnedFd, limits: &Limits) -> Result<Self> {
+    /// Creates the sandbox's cgroups and starts its PID 1 in new
+    /// namespaces. Returns the launch and the host's end of the control
+    /// socket.
+    fn start(id: &str, limits: &Limits) -> Result<(Self, OwnedFd)> {
         let cgroup = SandboxCgroup::create(id, limits)?;
         let rootless = sys::geteuid() != 0;
         let mut namespaces = libc::CLONE_NEWNS
@@ -1386,26 +1389,16 @@ impl Launch {
         if rootless {
             namespaces |= libc::CLONE_NEWUSER;
         }
-        let program = init_binary::executable()?;
         let cgroup_fd = cgroup.open_v2();
-        let spawned = sys::clone_exec(
-            program,
-            init_end.as_fd(),
-            namespaces,
-            cgroup_fd.as_ref().map(AsFd::as_fd),
-        );
-        drop(init_end);
-        let (pid, pidfd, in_v2) = match spawned {
-            Ok(pair) => pair,
-            Err(source) => {
-                let mut cgroup = cgroup;
-                let _ = cgroup.remove();
-                return Err(Error::Os {
-                    step: "start the sandbox's PID 1 (clone)",
-                    source,
-                });
-            }
-        };
+        let (host_end, pid, pidfd, in_v2) =
+            match start_pid1(namespaces, cgroup_fd.as_ref().map(AsFd::as_fd)) {
+                Ok(started) => started,
+                Err(error) => {
+                    let mut cgroup = cgroup;
+                    let _ = cgroup.remove();
+                    return Err(error);
+                }
+            };
         let launch = Self {
             pid,
             pidfd: Some(pidfd),
@@ -1416,7 +1409,7 @@ impl Launch {
             sys::write_id_maps(pid, sys::geteuid(), sys::getegid())
                 .map_err(Error::os("write the user namespace's uid and gid maps"))?;
         }
-        Ok(launch)
+        Ok((launch, host_end))
     }
 
     /// Opens the `tasks` files through which PID 1 joins its v1 cgroups.
@@ -1465,6 +1458,47 @@ impl Drop for Launch {
             let _ = cgroup.remove();
         }
     }
+}
+
+/// Creates the control socket and starts PID 1 with its other end as
+/// fd 3: forked by the zygote when this process uses one, else started by
+/// an exec of soulbox-init. Returns the host's end, PID 1's pid and pidfd,
+/// and whether PID 1 started in `cgroup`.
+fn start_pid1(
+    namespaces: libc::c_int,
+    cgroup: Option<BorrowedFd<'_>>,
+) -> Result<(OwnedFd, i32, OwnedFd, bool)> {
+    let (host_end, init_end) = control_socket()?;
+    let (host_end, init_end) = match zygote::spawn(init_end.as_fd(), namespaces, cgroup) {
+        Spawn::Started(started) => {
+            return Ok((host_end, started.pid, started.pidfd, started.in_cgroup))
+        }
+        Spawn::NotUsed => (host_end, init_end),
+        // A PID 1 the zygote may have forked before it failed has a copy
+        // of `init_end`. A new pair keeps it from reading this sandbox's
+        // configuration, and it exits at end of file.
+        // NOTE: nothing reaps such an orphan, so it stays a zombie child
+        // of this process; it needs the zygote to die between its clone
+        // and its reply.
+        Spawn::Lost => control_socket()?,
+    };
+    let program = init_binary::executable()?;
+    let (pid, pidfd, in_cgroup) =
+        sys::clone_exec(program, None, init_end.as_fd(), namespaces, cgroup).map_err(|source| {
+            Error::Os {
+                step: "start the sandbox's PID 1 (clone)",
+                source,
+            }
+        })?;
+    Ok((host_end, pid, pidfd, in_cgroup))
+}
+
+/// Creates the control socket: the host's end, then PID 1's.
+fn control_socket() -> Result<(OwnedFd, OwnedFd)> {
+    let (host_end, init_end) =
+        sys::seqpacket_pair().map_err(Error::os("create the control socket"))?;
+    host_limits::ensure_fd_headroom(init_end.as_raw_fd());
+    Ok((host_end, init_end))
 }
 
 fn set_nonblocking(fd: &OwnedFd) -> Result<()> {

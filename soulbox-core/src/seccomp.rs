@@ -150,7 +150,9 @@ impl ArgCondition {
 ///
 /// Argument rules on the calls of [`SeccompPolicy::minimal`] can still
 /// stop SoulBox's own processes, for example a rule that denies `clone`
-/// with SIGCHLD in its flags: commands then fail to start.
+/// with SIGCHLD, or with `CLONE_VM | CLONE_VFORK`, in its flags (each
+/// command's supervisor starts the command with the latter): commands then
+/// fail to start.
 ///
 /// The names are those of the build's architecture (x86-64 or aarch64), as
 /// in the kernel's syscall tables. On x86-64, 32-bit programs (the `int

@@ -128,7 +128,7 @@ pub fn sealed_memfd(name: &CStr, contents: &[u8]) -> io::Result<OwnedFd> {
 struct ExecArgs {
     program: RawFd,
     control: RawFd,
-    argv: [*const libc::c_char; 2],
+    argv: [*const libc::c_char; 3],
     envp: [*const libc::c_char; 1],
 }
 
@@ -171,8 +171,9 @@ extern "C" fn exec_child(arg: *mut libc::c_void) -> libc::c_int {
 }
 
 /// Starts `program` (an executable memfd) as the first process of the new
-/// namespaces in `namespaces`, with `control` as its fd 3. Returns the
-/// child's pid, a pidfd for it, and whether it started in `cgroup`.
+/// namespaces in `namespaces`, with `control` as its fd 3 and `arg`, when
+/// given, as its one argument. Returns the child's pid, a pidfd for it, and
+/// whether it started in `cgroup`.
 ///
 /// The clone uses CLONE_VM | CLONE_VFORK, as posix_spawn does: the caller's
 /// thread pauses until the child has exec'd, no page tables are copied, and
@@ -188,6 +189,7 @@ extern "C" fn exec_child(arg: *mut libc::c_void) -> libc::c_int {
 /// caller moves the child.
 pub fn clone_exec(
     program: BorrowedFd<'_>,
+    arg: Option<&CStr>,
     control: BorrowedFd<'_>,
     namespaces: libc::c_int,
     cgroup: Option<BorrowedFd<'_>>,
@@ -197,7 +199,11 @@ pub fn clone_exec(
     let args = ExecArgs {
         program: program.as_raw_fd(),
         control: control.as_raw_fd(),
-        argv: [name.as_ptr(), std::ptr::null()],
+        argv: [
+            name.as_ptr(),
+            arg.map_or(std::ptr::null(), CStr::as_ptr),
+            std::ptr::null(),
+        ],
         envp: [std::ptr::null()],
     };
     // u128 elements keep both ends of the stack 16-byte aligned, as the
@@ -1012,21 +1018,7 @@ pub fn pidfd_pid(pidfd: BorrowedFd<'_>) -> io::Result<libc::pid_t> {
 /// processes that are not this process's children, which waitid cannot wait
 /// for.
 pub fn pidfd_wait_exit(pidfd: BorrowedFd<'_>, timeout_ms: libc::c_int) -> bool {
-    let mut fds = [libc::pollfd {
-        fd: pidfd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    }];
-    loop {
-        // SAFETY: `fds` is a valid array of one pollfd.
-        let ready = unsafe { libc::poll(fds.as_mut_ptr(), 1, timeout_ms) };
-        if ready >= 0 {
-            return ready > 0;
-        }
-        if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
-            return false;
-        }
-    }
+    poll_readable(pidfd, timeout_ms).unwrap_or(false)
 }
 
 /// Returns the file system statistics of the file system holding `fd`.
@@ -1036,4 +1028,94 @@ pub fn fstatvfs(fd: BorrowedFd<'_>) -> io::Result<libc::statvfs> {
     check(unsafe { libc::fstatvfs(fd.as_raw_fd(), stats.as_mut_ptr()) })?;
     // SAFETY: fstatvfs succeeded and filled it.
     Ok(unsafe { stats.assume_init() })
+}
+
+/// Waits up to `timeout_ms` (negative: no limit) for `fd` to turn
+/// readable, or to report end of file or an error. Returns whether it did.
+pub fn poll_readable(fd: BorrowedFd<'_>, timeout_ms: libc::c_int) -> io::Result<bool> {
+    let mut fds = [libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    loop {
+        // SAFETY: `fds` is a valid array of one pollfd.
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), 1, timeout_ms) };
+        match ready {
+            -1 if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => continue,
+            -1 => return Err(io::Error::last_os_error()),
+            0 => return Ok(false),
+            _ => return Ok(true),
+        }
+    }
+}
+
+/// Creates a close-on-exec `SOCK_SEQPACKET` socket pair.
+pub fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+    let pair = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )?;
+    Ok(pair)
+}
+
+/// Receives one datagram into `buf` without blocking, with the descriptors
+/// passed along with it (SCM_RIGHTS, marked close-on-exec). Returns
+/// `(0, [])` at end of file.
+pub fn recv_with_fds(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    let mut iov = [io::IoSliceMut::new(buf)];
+    let mut space = nix::cmsg_space!([RawFd; 4]);
+    let flags = MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT;
+    let msg = loop {
+        match recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut space), flags) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            result => break result?,
+        }
+    };
+    let mut fds = Vec::new();
+    for cmsg in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(received) = cmsg {
+            fds.extend(received.into_iter().map(owned));
+        }
+    }
+    if msg.flags.contains(MsgFlags::MSG_CTRUNC) {
+        return Err(io::Error::from_raw_os_error(libc::EMSGSIZE));
+    }
+    Ok((msg.bytes, fds))
+}
+
+/// `PIDFD_GET_MNT_NAMESPACE` from <linux/pidfd.h>: `_IO(0xFF, 3)`, since
+/// Linux 6.11.
+const PIDFD_GET_MNT_NAMESPACE: libc::c_ulong = 0xFF03;
+
+/// Opens the mount namespace of the live process behind `pidfd`. The
+/// descriptor holds a reference to the namespace, which then outlives the
+/// process's exit until the descriptor is closed. Kernels older than 6.11
+/// lack the pidfd ioctl; there the namespace is opened through
+/// /proc/`pid`/ns/mnt, and `pidfd` confirms that `pid` was still the same
+/// process at that moment.
+pub fn pidfd_mount_namespace(pidfd: BorrowedFd<'_>, pid: libc::pid_t) -> io::Result<OwnedFd> {
+    // SAFETY: the ioctl takes no argument and returns a new descriptor or -1.
+    match check(unsafe { libc::ioctl(pidfd.as_raw_fd(), PIDFD_GET_MNT_NAMESPACE, 0) }) {
+        Ok(fd) => return Ok(owned(fd)),
+        Err(e) if !matches!(e.raw_os_error(), Some(libc::ENOTTY | libc::EINVAL)) => {
+            return Err(e);
+        }
+        Err(_) => {}
+    }
+    let path = CString::new(format!("/proc/{pid}/ns/mnt"))
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: `path` is a valid C string; open returns a new descriptor or -1.
+    let fd = owned(check(unsafe {
+        libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC)
+    })?);
+    if pidfd_exited(pidfd) {
+        // The pid may have been reused by another process before the open.
+        return Err(io::Error::from_raw_os_error(libc::ESRCH));
+    }
+    Ok(fd)
 }

@@ -26,6 +26,7 @@ mod supervise;
 #[expect(unsafe_code, reason = "the one module that makes raw system calls")]
 mod sys;
 mod tree;
+mod zygote;
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -61,11 +62,18 @@ const EXIT_FAILURE: i32 = 1;
 /// That start-up costs PID 1 a dozen system calls on every sandbox create,
 /// among them a read of /proc/self/maps to place a stack guard, and
 /// nothing here needs it: panics abort, SIGPIPE is set below, and stdio is
-/// replaced with /dev/null.
+/// replaced with /dev/null. With `--zygote` as its first argument the
+/// program serves as the host's zygote (see `zygote`) instead.
 #[cfg(not(test))]
 #[expect(unsafe_code, reason = "the C entry point needs an unmangled name")]
 #[no_mangle]
-extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
+extern "C" fn main(argc: libc::c_int, argv: *const *const libc::c_char) -> libc::c_int {
+    // SAFETY: the C runtime passes `argc` valid, NUL-terminated strings in
+    // `argv`, and index 1 is read only when `argc` counts it.
+    let first = (argc > 1).then(|| unsafe { std::ffi::CStr::from_ptr(*argv.add(1)) });
+    if first == Some(zygote::ZYGOTE_ARG) {
+        zygote::serve()
+    }
     run()
 }
 
@@ -504,19 +512,13 @@ impl Init {
             stderr,
             status,
         };
+        let command = supervise::Command::new(spawn, fds);
         match sys::fork() {
-            Ok(sys::Fork::Child) => supervise::supervise(spawn, fds),
+            Ok(sys::Fork::Child) => supervise::supervise(command),
             Ok(sys::Fork::Parent(pid)) => {
                 self.supervisors.insert(command_id, pid);
             }
-            Err(e) => {
-                let errno = e.raw_os_error().unwrap_or(libc::EAGAIN);
-                let record = soulbox_proto::StatusRecord::SpawnFailed {
-                    stage: soulbox_proto::SpawnStage::Fork,
-                    errno,
-                };
-                let _ = sys::write_all(fds.status.as_fd(), &record.encode());
-            }
+            Err(e) => command.report_fork_failure(e.raw_os_error().unwrap_or(libc::EAGAIN)),
         }
     }
 

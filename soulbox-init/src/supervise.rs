@@ -8,7 +8,8 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use soulbox_proto::{Spawn, SpawnStage, StatusRecord};
 
@@ -27,8 +28,35 @@ fn report(status: &OwnedFd, record: StatusRecord) {
     let _ = sys::write_all(status.as_fd(), &record.encode());
 }
 
+/// A command to start: its descriptors and everything its leader needs.
+/// PID 1 builds it before the fork, so that the supervisor only reads it and
+/// takes no copy-on-write faults on the memory it was built in.
+pub struct Command {
+    leader: LeaderPlan,
+    fds: SpawnFds,
+}
+
+impl Command {
+    pub fn new(spawn: Spawn, fds: SpawnFds) -> Self {
+        Self {
+            leader: LeaderPlan::new(spawn),
+            fds,
+        }
+    }
+
+    /// Reports that the supervisor could not be forked.
+    pub fn report_fork_failure(&self, errno: i32) {
+        let stage = SpawnStage::Fork;
+        report(&self.fds.status, StatusRecord::SpawnFailed { stage, errno });
+    }
+}
+
 /// Runs in the forked supervisor; never returns.
-pub fn supervise(spawn: Spawn, fds: SpawnFds) -> ! {
+pub fn supervise(command: Command) -> ! {
+    let Command {
+        leader: leader_plan,
+        fds,
+    } = command;
     // PID 1 installs no handler and blocks only SIGCHLD (for its signalfd),
     // so unblocking is all the reset a fork of it needs. SIGPIPE stays
     // ignored as in PID 1: a host that stopped reading the status pipe must
@@ -41,19 +69,21 @@ pub fn supervise(spawn: Spawn, fds: SpawnFds) -> ! {
     if let Err(e) = sys::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) {
         fail(&fds.status, SpawnStage::Fork, &e);
     }
-    let (err_read, err_write) = match sys::pipe() {
-        Ok(pair) => pair,
+    // Written by the leader when it fails before exec; the supervisor
+    // reads it once clone_vfork returns, after the exec or the exit.
+    let mut failure: Option<(SpawnStage, i32)> = None;
+    // Uninitialised, so that only the pages the leader uses are touched.
+    let mut stack = [MaybeUninit::<u8>::uninit(); LEADER_STACK_SIZE];
+    let mut leader_main = || {
+        let stdio = [fds.stdin.as_fd(), fds.stdout.as_fd(), fds.stderr.as_fd()];
+        let (stage, error) = leader_plan.exec(stdio);
+        failure = Some((stage, error.raw_os_error().unwrap_or(libc::EIO)));
+        127
+    };
+    let leader = match sys::clone_vfork(&mut stack, &mut leader_main) {
+        Ok(pid) => pid,
         Err(e) => fail(&fds.status, SpawnStage::Fork, &e),
     };
-    let leader = match sys::fork() {
-        Ok(sys::Fork::Child) => {
-            drop(err_read);
-            exec_leader(&spawn, &fds, &err_write)
-        }
-        Ok(sys::Fork::Parent(pid)) => pid,
-        Err(e) => fail(&fds.status, SpawnStage::Fork, &e),
-    };
-    drop(err_write);
     let SpawnFds {
         stdin,
         stdout,
@@ -63,28 +93,8 @@ pub fn supervise(spawn: Spawn, fds: SpawnFds) -> ! {
     // The command holds its own copies; keeping these would delay the end of
     // file the host waits for.
     drop((stdin, stdout, stderr));
-
-    // The leader writes (stage, errno) here if it fails before exec; a
-    // close-on-exec pipe reads as end of file once exec succeeds.
-    let mut buf = [0u8; 8];
-    let failure = match sys::read(err_read.as_fd(), &mut buf) {
-        Ok(8) => Some((buf[0], i32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]))),
-        _ => None,
-    };
-    drop(err_read);
     match failure {
-        Some((stage, errno)) => {
-            let stage = [
-                SpawnStage::Cwd,
-                SpawnStage::User,
-                SpawnStage::Exec,
-                SpawnStage::Stdio,
-            ]
-            .into_iter()
-            .find(|s| *s as u8 == stage)
-            .unwrap_or(SpawnStage::Exec);
-            report(&status, StatusRecord::SpawnFailed { stage, errno });
-        }
+        Some((stage, errno)) => report(&status, StatusRecord::SpawnFailed { stage, errno }),
         None => report(&status, StatusRecord::Started { pid: leader as u32 }),
     }
     reap_tree(leader, &status, failure.is_none())
@@ -119,94 +129,143 @@ fn fail(status: &OwnedFd, stage: SpawnStage, error: &io::Error) -> ! {
     sys::exit(127)
 }
 
-/// Runs in the leader: prepares the process and executes the command.
-fn exec_leader(spawn: &Spawn, fds: &SpawnFds, err_pipe: &OwnedFd) -> ! {
-    let fail_leader = |stage: SpawnStage, error: io::Error| -> ! {
-        let mut buf = [0u8; 8];
-        buf[0] = stage as u8;
-        let errno = error.raw_os_error().unwrap_or(libc::EIO);
-        buf[4..8].copy_from_slice(&errno.to_le_bytes());
-        let _ = sys::write_all(err_pipe.as_fd(), &buf);
-        sys::exit(127)
-    };
+/// Bytes of stack for the leader until its exec. The leader runs a few
+/// system calls and keeps a PATH_MAX buffer for getcwd on it.
+const LEADER_STACK_SIZE: usize = 64 * 1024;
 
-    // Ignored signals stay ignored across exec; SIGPIPE is the only one the
-    // supervisor ignores, and the command starts with it at its default.
-    sys::default_signal(libc::SIGPIPE);
-    // A new session detaches the command from any terminal and makes it the
-    // leader of its own process group.
-    if let Err(e) = sys::setsid() {
-        fail_leader(SpawnStage::Stdio, e);
-    }
-    for (fd, target) in [(&fds.stdin, 0), (&fds.stdout, 1), (&fds.stderr, 2)] {
-        if let Err(e) = sys::dup2(fd.as_fd(), target) {
-            fail_leader(SpawnStage::Stdio, e);
-        }
-    }
-    if spawn.pty {
-        // The new session has no controlling terminal yet; the PTY on
-        // stdin becomes it, so job control and ^C work in the shell.
-        if let Err(e) = sys::set_controlling_tty(0) {
-            fail_leader(SpawnStage::Stdio, e);
-        }
-    }
-    let cwd = match CString::new(spawn.cwd.clone()) {
-        Ok(c) => c,
-        Err(_) => fail_leader(SpawnStage::Cwd, io::Error::from_raw_os_error(libc::EINVAL)),
-    };
-    if let Err(e) = sys::chdir(&cwd) {
-        fail_leader(SpawnStage::Cwd, e);
-    }
-    // The kernel reports a directory outside the root as "(unreachable)...";
-    // refuse to start a command whose cwd escaped the sandbox.
-    match sys::getcwd() {
-        Ok(actual) if actual.starts_with(b"/") => {}
-        Ok(_) => fail_leader(SpawnStage::Cwd, io::Error::from_raw_os_error(libc::EACCES)),
-        Err(e) => fail_leader(SpawnStage::Cwd, e),
-    }
-    if let Err(e) = sys::switch_user(spawn.uid, spawn.gid) {
-        fail_leader(SpawnStage::User, e);
-    }
-    if let Err(e) = sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1) {
-        fail_leader(SpawnStage::User, e);
-    }
-    sys::umask(0o022);
-    // Everything above fd 2 is closed at exec, the error pipe included.
-    if let Err(e) = sys::close_range_from(3, true) {
-        fail_leader(SpawnStage::Stdio, e);
-    }
-
-    let to_c = |v: &Vec<u8>| CString::new(v.clone()).ok();
-    let argv: Option<Vec<CString>> = spawn.argv.iter().map(to_c).collect();
-    let env: Option<Vec<CString>> = spawn.env.iter().map(to_c).collect();
-    let (Some(argv), Some(env)) = (argv, env) else {
-        fail_leader(SpawnStage::Exec, io::Error::from_raw_os_error(libc::EINVAL));
-    };
-    let error = exec_search(&argv, &env);
-    fail_leader(SpawnStage::Exec, error)
+/// Everything the leader needs besides its descriptors, built ahead so
+/// that the leader, which runs in the supervisor's memory until its exec,
+/// allocates nothing. A request with a NUL byte in a string fails at the
+/// step that uses it, in the order the leader takes them.
+struct LeaderPlan {
+    pty: bool,
+    cwd: Option<CString>,
+    uid: u32,
+    gid: u32,
+    argv: Option<sys::CStringArray>,
+    env: Option<sys::CStringArray>,
+    /// The paths to try for argv[0], in order: argv[0] itself when it
+    /// contains a slash, else each directory of the `PATH` in `env`.
+    candidates: Vec<CString>,
 }
 
-/// Executes `argv[0]`, searching the `PATH` of `env` when the name has no
-/// slash, as execvpe does. Returns the most telling error.
-fn exec_search(argv: &[CString], env: &[CString]) -> io::Error {
-    let program = argv[0].as_bytes();
+impl LeaderPlan {
+    fn new(spawn: Spawn) -> Self {
+        let to_c = |v: Vec<u8>| CString::new(v).ok();
+        let argv: Option<Vec<CString>> = spawn.argv.into_iter().map(to_c).collect();
+        let env: Option<Vec<CString>> = spawn.env.into_iter().map(to_c).collect();
+        let candidates = match (&argv, &env) {
+            (Some(argv), Some(env)) => match argv.first() {
+                Some(program) => search_path(program.as_bytes(), env),
+                None => Vec::new(),
+            },
+            _ => Vec::new(),
+        };
+        Self {
+            pty: spawn.pty,
+            cwd: CString::new(spawn.cwd).ok(),
+            uid: spawn.uid,
+            gid: spawn.gid,
+            argv: argv.filter(|a| !a.is_empty()).map(sys::CStringArray::new),
+            env: env.map(sys::CStringArray::new),
+            candidates,
+        }
+    }
+
+    /// Runs in the leader: prepares the process and executes the command
+    /// with `stdio` as its stdin, stdout and stderr. Returns the failed step
+    /// and its error; makes no allocation.
+    fn exec(&self, stdio: [BorrowedFd<'_>; 3]) -> (SpawnStage, io::Error) {
+        // Ignored signals stay ignored across exec; SIGPIPE is the only one
+        // the supervisor ignores, and the command starts with it at its
+        // default.
+        sys::default_signal(libc::SIGPIPE);
+        // A new session detaches the command from any terminal and makes it
+        // the leader of its own process group.
+        if let Err(e) = sys::setsid() {
+            return (SpawnStage::Stdio, e);
+        }
+        for (target, fd) in (0..).zip(stdio) {
+            if let Err(e) = sys::dup2(fd, target) {
+                return (SpawnStage::Stdio, e);
+            }
+        }
+        if self.pty {
+            // The new session has no controlling terminal yet; the PTY on
+            // stdin becomes it, so job control and ^C work in the shell.
+            if let Err(e) = sys::set_controlling_tty(0) {
+                return (SpawnStage::Stdio, e);
+            }
+        }
+        let Some(cwd) = &self.cwd else {
+            return (SpawnStage::Cwd, io::Error::from_raw_os_error(libc::EINVAL));
+        };
+        if let Err(e) = sys::chdir(cwd) {
+            return (SpawnStage::Cwd, e);
+        }
+        // The kernel reports a directory outside the root as
+        // "(unreachable)..."; refuse to start a command whose cwd escaped
+        // the sandbox.
+        let mut buf = [0u8; libc::PATH_MAX as usize + 1];
+        match sys::getcwd(&mut buf) {
+            Ok(actual) if actual.starts_with(b"/") => {}
+            Ok(_) => return (SpawnStage::Cwd, io::Error::from_raw_os_error(libc::EACCES)),
+            Err(e) => return (SpawnStage::Cwd, e),
+        }
+        if let Err(e) = sys::switch_user(self.uid, self.gid) {
+            return (SpawnStage::User, e);
+        }
+        if let Err(e) = sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1) {
+            return (SpawnStage::User, e);
+        }
+        sys::umask(0o022);
+        // Everything above fd 2 is closed here rather than marked
+        // close-on-exec: the supervisor resumes, and reports the start, as
+        // soon as the exec has replaced this process's memory, which is
+        // before the kernel closes close-on-exec descriptors. The command
+        // must already hold nothing but stdio when it is reported.
+        if let Err(e) = sys::close_range_from(3, false) {
+            return (SpawnStage::Stdio, e);
+        }
+        let (Some(argv), Some(env)) = (&self.argv, &self.env) else {
+            return (SpawnStage::Exec, io::Error::from_raw_os_error(libc::EINVAL));
+        };
+        (SpawnStage::Exec, exec_search(&self.candidates, argv, env))
+    }
+}
+
+/// Lists the paths execvpe would try for `program`: the name itself when it
+/// contains a slash, else the name in each directory of the `PATH` in
+/// `env` (a default when it has none).
+fn search_path(program: &[u8], env: &[CString]) -> Vec<CString> {
     if program.contains(&b'/') {
-        return sys::execve(&argv[0], argv, env);
+        return CString::new(program).into_iter().collect();
     }
     let path = env
         .iter()
         .find_map(|e| e.as_bytes().strip_prefix(b"PATH="))
         .unwrap_or(b"/usr/local/bin:/usr/bin:/bin");
+    path.split(|&b| b == b':')
+        .filter_map(|dir| {
+            let dir = if dir.is_empty() { &b"."[..] } else { dir };
+            let mut candidate = dir.to_vec();
+            candidate.push(b'/');
+            candidate.extend_from_slice(program);
+            CString::new(candidate).ok()
+        })
+        .collect()
+}
+
+/// Executes each of `candidates` in turn, as execvpe does. Returns the most
+/// telling error; makes no allocation.
+fn exec_search(
+    candidates: &[CString],
+    argv: &sys::CStringArray,
+    env: &sys::CStringArray,
+) -> io::Error {
     let mut error = io::Error::from_raw_os_error(libc::ENOENT);
-    for dir in path.split(|&b| b == b':') {
-        let dir = if dir.is_empty() { &b"."[..] } else { dir };
-        let mut candidate = dir.to_vec();
-        candidate.push(b'/');
-        candidate.extend_from_slice(program);
-        let Ok(candidate) = CString::new(candidate) else {
-            continue;
-        };
-        let e = sys::execve(&candidate, argv, env);
+    for candidate in candidates {
+        let e = sys::execve_prepared(candidate, argv, env);
         // Like execvpe: remember a permission error, keep searching on
         // "not found", and stop on anything else.
         match e.raw_os_error() {

@@ -363,17 +363,16 @@ pub fn chdir(path: &CStr) -> io::Result<()> {
     Ok(())
 }
 
-/// Returns the current directory as the kernel reports it.
-pub fn getcwd() -> io::Result<Vec<u8>> {
-    let mut buf = vec![0u8; libc::PATH_MAX as usize + 1];
+/// Writes the current directory, as the kernel reports it, into `buf` and
+/// returns the written part. Makes no allocation, so a vfork child may call it.
+pub fn getcwd(buf: &mut [u8]) -> io::Result<&[u8]> {
     // SAFETY: `buf` is writable for its length.
     let ret = unsafe { libc::getcwd(buf.as_mut_ptr().cast(), buf.len()) };
     if ret.is_null() {
         return Err(io::Error::last_os_error());
     }
     let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    buf.truncate(len);
-    Ok(buf)
+    Ok(&buf[..len])
 }
 
 /// Creates a directory; an existing one is not an error.
@@ -485,6 +484,56 @@ pub fn fork() -> io::Result<Fork> {
     })
 }
 
+/// Starts a child that runs `child` on `stack` in the caller's memory,
+/// with clone(CLONE_VM | CLONE_VFORK) as posix_spawn does. The caller is
+/// suspended until the child calls execve successfully or exits, which
+/// saves copying the page tables and the copy-on-write faults of a fork
+/// whose child only sets itself up and execs. Returns the child's pid.
+///
+/// The child shares the heap, the thread-local storage (errno included)
+/// and glibc's cached thread id with the caller, but has its own
+/// descriptor table, signal dispositions, working directory and
+/// credentials. So `child` may change those and write to memory it borrows
+/// from the caller, but must not panic (abort would signal the caller's
+/// cached thread id) and should not allocate, since what it allocates is
+/// never freed once it execs. When `child` returns, the child exits with
+/// the returned code. The caller must have no signal handlers installed,
+/// because a handler would run in the child on the shared memory.
+pub fn clone_vfork(
+    stack: &mut [MaybeUninit<u8>],
+    child: &mut dyn FnMut() -> i32,
+) -> io::Result<libc::pid_t> {
+    extern "C" fn trampoline(arg: *mut libc::c_void) -> libc::c_int {
+        // SAFETY: `arg` is the `&mut &mut dyn FnMut` passed to clone below;
+        // the caller's frame that holds it stays live and suspended until
+        // this child execs or exits.
+        let child = unsafe { &mut *arg.cast::<&mut dyn FnMut() -> i32>() };
+        let code = child();
+        exit(code)
+    }
+    let mut child = child;
+    // The stack grows down from its highest address, which the x86-64 and
+    // aarch64 ABIs want 16-byte aligned.
+    let range = stack.as_mut_ptr_range();
+    let top = (range.end as usize) & !15;
+    if top <= range.start as usize {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    let flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD;
+    // SAFETY: `top` lies inside `stack`, which outlives the child's use of
+    // it because the caller stays suspended until the child execs or exits.
+    // `trampoline` receives a pointer to `child`, which lives just as long.
+    let pid = unsafe {
+        libc::clone(
+            trampoline,
+            top as *mut libc::c_void,
+            flags,
+            (&mut child as *mut &mut dyn FnMut() -> i32).cast(),
+        )
+    };
+    check(pid)
+}
+
 /// Reaps one child. Returns `Ok(None)` when WNOHANG finds none ready.
 pub fn waitpid(pid: libc::pid_t, flags: libc::c_int) -> io::Result<Option<(libc::pid_t, i32)>> {
     let mut status = 0;
@@ -521,15 +570,6 @@ pub fn poll(fds: &mut [libc::pollfd], timeout_ms: libc::c_int) -> io::Result<usi
     }
 }
 
-/// Creates a pipe whose two ends are close-on-exec.
-pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
-    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
-    // SAFETY: pipe2 returned two new descriptors that nothing else owns.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
-}
-
 /// Duplicates `fd` onto `target`; the copy is not close-on-exec.
 pub fn dup2(fd: BorrowedFd<'_>, target: RawFd) -> io::Result<()> {
     if fd.as_raw_fd() == target {
@@ -538,8 +578,9 @@ pub fn dup2(fd: BorrowedFd<'_>, target: RawFd) -> io::Result<()> {
         check(unsafe { libc::fcntl(target, libc::F_SETFD, 0) })?;
         return Ok(());
     }
-    // SAFETY: dup2 takes integers; `target` is one of 0..=2, which the caller
-    // replaces on purpose and no OwnedFd owns.
+    // SAFETY: dup2 takes integers; `target` is one of 0..=2, or fd 3 in a
+    // child of the zygote, which the caller replaces on purpose and no
+    // OwnedFd owns.
     check(unsafe { libc::dup2(fd.as_raw_fd(), target) })?;
     Ok(())
 }
@@ -597,6 +638,43 @@ pub fn execve(path: &CStr, argv: &[CString], envp: &[CString]) -> io::Error {
     // SAFETY: both arrays are NULL-terminated and point at C strings that
     // live until execve returns or replaces the process.
     unsafe { libc::execve(path.as_ptr(), argv_ptrs.as_ptr(), env_ptrs.as_ptr()) };
+    io::Error::last_os_error()
+}
+
+/// NUL-terminated strings with the NULL-terminated pointer array that
+/// execve takes, built ahead so that a vfork child can exec without
+/// allocating.
+pub struct CStringArray {
+    /// Owns what `pointers` points at; never changed after `new`.
+    _strings: Vec<CString>,
+    pointers: Vec<*const libc::c_char>,
+}
+
+impl CStringArray {
+    pub fn new(strings: Vec<CString>) -> Self {
+        // Moving a CString moves only its pointer, so these stay valid while
+        // `_strings` is unchanged, which it is until the array is dropped.
+        let mut pointers: Vec<*const libc::c_char> = strings.iter().map(|s| s.as_ptr()).collect();
+        pointers.push(std::ptr::null());
+        Self {
+            _strings: strings,
+            pointers,
+        }
+    }
+}
+
+/// Replaces the process image with arrays built ahead; returns only on
+/// failure. Makes no allocation, so a vfork child may call it.
+pub fn execve_prepared(path: &CStr, argv: &CStringArray, envp: &CStringArray) -> io::Error {
+    // SAFETY: both pointer arrays are NULL-terminated and point at the
+    // C strings their CStringArray owns, which outlive the call.
+    unsafe {
+        libc::execve(
+            path.as_ptr(),
+            argv.pointers.as_ptr(),
+            envp.pointers.as_ptr(),
+        )
+    };
     io::Error::last_os_error()
 }
 
@@ -680,11 +758,35 @@ pub fn peek(sock: BorrowedFd<'_>) -> io::Result<()> {
 }
 
 /// Returns whether this process runs in a user namespace other than the
-/// initial one, judged by its uid map.
+/// initial one, judged by its uid map. Reads into a stack buffer without
+/// allocating, so a vfork child may call it.
 pub fn in_user_namespace() -> bool {
-    std::fs::read_to_string("/proc/self/uid_map")
-        .map(|map| map.split_whitespace().collect::<Vec<_>>() != ["0", "0", "4294967295"])
-        .unwrap_or(false)
+    // SAFETY: the path is a valid C string; open returns a new descriptor.
+    let fd = unsafe {
+        libc::open(
+            c"/proc/self/uid_map".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return false;
+    }
+    // SAFETY: open returned a new descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // The initial namespace's map is one line of about 35 bytes; a longer
+    // map is never the initial one.
+    let mut buf = [0u8; 128];
+    let Ok(len) = read(fd_ref(&fd), &mut buf) else {
+        return false;
+    };
+    let mut fields = buf[..len]
+        .split(|b| b.is_ascii_whitespace())
+        .filter(|f| !f.is_empty());
+    let initial = fields.next() == Some(b"0")
+        && fields.next() == Some(b"0")
+        && fields.next() == Some(b"4294967295")
+        && fields.next().is_none();
+    !initial
 }
 
 /// One classic BPF instruction, `struct sock_filter` of <linux/filter.h>.
@@ -759,4 +861,145 @@ pub fn set_rlimit(resource: libc::__rlimit_resource_t, value: u64) -> io::Result
     // SAFETY: `limit` is a valid rlimit that setrlimit only reads.
     check(unsafe { libc::setrlimit(resource, &limit) })?;
     Ok(())
+}
+
+/// Returns the address the kernel clears when this thread exits, which
+/// glibc sets at start-up to the `tid` field of the thread's descriptor.
+/// Fails on kernels built without CONFIG_CHECKPOINT_RESTORE.
+pub fn tid_address() -> io::Result<u64> {
+    let mut address: *mut libc::c_int = std::ptr::null_mut();
+    // SAFETY: PR_GET_TID_ADDRESS stores one pointer at the address passed,
+    // which points at `address`.
+    check(unsafe {
+        libc::prctl(
+            libc::PR_GET_TID_ADDRESS,
+            &mut address as *mut *mut libc::c_int as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    })?;
+    Ok(address as u64)
+}
+
+/// `struct clone_args` from <linux/sched.h>, up to the `cgroup` field
+/// (CLONE_ARGS_SIZE_VER2).
+#[repr(C)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// CLONE_INTO_CGROUP from <linux/sched.h>; it only fits clone3's 64-bit flags.
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// The two returns of [`clone3_fork`].
+#[derive(Debug)]
+pub enum Forked {
+    /// In the new process.
+    Child,
+    /// In the calling process, with the child's pid and a pidfd for it.
+    Parent { pid: libc::pid_t, pidfd: OwnedFd },
+}
+
+/// Forks with clone3: `flags` (CLONE_PIDFD is added), no exit signal, in
+/// `cgroup` when given (CLONE_INTO_CGROUP). With `tid_address` from
+/// [`tid_address`], the kernel writes the child's thread id there in the
+/// child, as glibc's fork does, so glibc's record of the thread id stays
+/// true in the child.
+pub fn clone3_fork(
+    flags: u64,
+    cgroup: Option<BorrowedFd<'_>>,
+    tid_address: Option<u64>,
+) -> io::Result<Forked> {
+    let mut pidfd: libc::c_int = -1;
+    let mut flags = flags | libc::CLONE_PIDFD as u64;
+    if tid_address.is_some() {
+        flags |= (libc::CLONE_CHILD_SETTID | libc::CLONE_CHILD_CLEARTID) as u64;
+    }
+    if cgroup.is_some() {
+        flags |= CLONE_INTO_CGROUP;
+    }
+    let args = CloneArgs {
+        flags,
+        pidfd: &mut pidfd as *mut libc::c_int as u64,
+        child_tid: tid_address.unwrap_or(0),
+        parent_tid: 0,
+        exit_signal: 0,
+        stack: 0,
+        stack_size: 0,
+        tls: 0,
+        set_tid: 0,
+        set_tid_size: 0,
+        cgroup: cgroup.map_or(0, |fd| fd.as_raw_fd() as u64),
+    };
+    // SAFETY: without CLONE_VM the child runs on a copy of this address
+    // space and returns from the call as fork's child does. This process
+    // is single-threaded, so no lock can be held by a thread that does not
+    // exist in the child. `args` is a valid clone_args of the size passed,
+    // and CLONE_PIDFD stores the pidfd in `pidfd`.
+    let ret = check_long(unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    })?;
+    if ret == 0 {
+        return Ok(Forked::Child);
+    }
+    Ok(Forked::Parent {
+        pid: ret as libc::pid_t,
+        // SAFETY: clone3 succeeded, so it stored a new pidfd that nothing
+        // else owns.
+        pidfd: unsafe { OwnedFd::from_raw_fd(pidfd) },
+    })
+}
+
+/// Sends one datagram with one descriptor attached (SCM_RIGHTS).
+pub fn send_with_fd(sock: BorrowedFd<'_>, buf: &[u8], fd: BorrowedFd<'_>) -> io::Result<()> {
+    let raw = fd.as_raw_fd();
+    let payload_len = std::mem::size_of::<RawFd>() as libc::c_uint;
+    // Large enough and aligned for one cmsghdr and one descriptor.
+    let mut cmsg_buf = [0u64; 4];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_ptr() as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    // SAFETY: msghdr is a plain C struct for which all-zero is valid.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cmsg_buf.as_mut_ptr().cast();
+    // SAFETY: CMSG_SPACE is a constant computation.
+    msg.msg_controllen = unsafe { libc::CMSG_SPACE(payload_len) } as usize;
+    // SAFETY: CMSG_SPACE(4) is 24 bytes on 64-bit Linux, so the header and
+    // its payload fit in the 32-byte buffer.
+    unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(payload_len) as usize;
+        libc::CMSG_DATA(cmsg).cast::<RawFd>().write_unaligned(raw);
+    }
+    loop {
+        // SAFETY: `msg` points at `iov`, `buf` and `cmsg_buf`, all live.
+        let n = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
+        if n >= 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
 }

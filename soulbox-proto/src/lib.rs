@@ -17,6 +17,8 @@
 
 use std::fmt;
 
+pub mod zygote;
+
 /// First two bytes of every message.
 pub const MAGIC: [u8; 2] = *b"SB";
 /// Protocol version; PID 1 rejects a message whose version differs.

@@ -90,6 +90,34 @@ pub fn host_process_alive(pid: i32) -> bool {
     }
 }
 
+/// Reads the `comm` of host process `pid`, or returns `None` once it is gone.
+pub fn host_comm(pid: i32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .ok()
+        .map(|comm| comm.trim_end().to_string())
+}
+
+/// Returns the parent pid of host process `pid`, if it still exists.
+pub fn host_ppid(pid: i32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // proc(5): "pid (comm) state ppid ...", and comm may contain spaces or
+    // parentheses, so the fields after it start at the last ')'.
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Finds the host pids of this process's children whose `comm` is `name`.
+pub fn host_children_named(name: &str) -> Vec<i32> {
+    let me = std::process::id();
+    let entries = std::fs::read_dir("/proc").expect("list the host's /proc");
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| host_ppid(pid) == Some(me))
+        .filter(|&pid| host_comm(pid).as_deref() == Some(name))
+        .collect()
+}
+
 /// Path of the `soulbox` binary built for these tests.
 pub fn soulbox_bin() -> PathBuf {
     // Integration tests run from target/<profile>/deps; the binary is one up.

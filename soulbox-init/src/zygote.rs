@@ -1,0 +1,119 @@
+//! The zygote: one long-lived soulbox-init process per host process that
+//! forks each sandbox's PID 1 on request. A create then skips the exec of
+//! this program and glibc's start-up, which take most of a millisecond on
+//! hosts where CPUID traps to the hypervisor.
+//!
+//! The host starts the zygote from the same sealed memfd as PID 1, with
+//! `--zygote` as its first argument and its end of a `SOCK_SEQPACKET`
+//! channel at fd 3. For each [`ForkRequest`] the zygote clones with
+//! CLONE_PARENT, so the new PID 1 is the host's child and the host reaps it
+//! and waits on its pidfd as if it had cloned it itself. The child moves
+//! the control socket to fd 3 (over the channel) and continues where an
+//! exec'd PID 1 starts, in [`crate::run`], which closes every other
+//! descriptor and resets the signal state, session and stdio.
+//!
+//! Every PID 1 forked from one zygote shares the zygote's address-space
+//! layout, stack canary and pointer guard instead of getting fresh ones
+//! from an exec. Sandboxed code cannot read them: PID 1 runs no sandboxed
+//! code, turns non-dumpable before it builds the sandbox, and takes
+//! requests only from the host's sockets, which are not reachable inside.
+
+use std::os::fd::{AsFd, IntoRawFd, OwnedFd};
+
+use soulbox_proto::zygote::{ForkReply, ForkRequest, REQUEST_LEN, REQUEST_MAX_FDS};
+
+use crate::{sys, CONTROL_FD, EXIT_FAILURE};
+
+/// First argument that starts the zygote instead of PID 1.
+pub const ZYGOTE_ARG: &std::ffi::CStr = c"--zygote";
+
+/// The channel to the host, inherited at the same fd as PID 1's control
+/// socket, which replaces it in each child.
+const CHANNEL_FD: i32 = CONTROL_FD;
+
+/// Serves fork requests until the host closes the channel or exits.
+pub fn serve() -> ! {
+    let _ = sys::set_name(c"soulbox-zygote");
+    // The host starts the zygote from a thread that lives exactly as long
+    // as the zygote, so this fires only when the host process dies. The
+    // end of file on the channel covers a host that died before this call.
+    let _ = sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+    // Out of the host's process group, so that a terminal's Ctrl-C aimed
+    // at the host does not kill the zygote before the host.
+    let _ = sys::setsid();
+    sys::reset_signals();
+    let _ = sys::close_range_from(CHANNEL_FD as u32 + 1, false);
+    let _ = sys::redirect_stdio_to_null();
+    let tid_address = sys::tid_address().ok();
+    // One byte more than a request, so that a longer message is rejected
+    // rather than truncated to a valid one.
+    let mut buf = [0u8; REQUEST_LEN + 1];
+    loop {
+        let (len, fds) = match sys::recv_with_fds(channel(), &mut buf, REQUEST_MAX_FDS) {
+            Ok(Some(received)) => received,
+            // End of file: the host closed the channel or exited. Any other
+            // error breaks the protocol, and the host starts a new zygote.
+            Ok(None) => sys::exit(0),
+            Err(_) => sys::exit(EXIT_FAILURE),
+        };
+        let sent = match ForkRequest::decode(&buf[..len]) {
+            Ok(request) => fork(request, fds, tid_address),
+            Err(_) => reply(ForkReply::Failed {
+                errno: libc::EPROTO,
+            }),
+        };
+        if sent.is_err() {
+            sys::exit(EXIT_FAILURE);
+        }
+    }
+}
+
+/// Forks one PID 1 and replies with its pid and pidfd. The zygote's copies
+/// of the descriptors it received close when this returns.
+fn fork(request: ForkRequest, fds: Vec<OwnedFd>, tid_address: Option<u64>) -> std::io::Result<()> {
+    let mut fds = fds.into_iter();
+    let (Some(control), cgroup) = (fds.next(), fds.next()) else {
+        return reply(ForkReply::Failed {
+            errno: libc::EPROTO,
+        });
+    };
+    let flags = libc::CLONE_PARENT as u64 | request.namespaces;
+    let cgroup_fd = cgroup.as_ref().map(AsFd::as_fd);
+    let mut in_cgroup = cgroup_fd.is_some();
+    let mut forked = sys::clone3_fork(flags, cgroup_fd, tid_address);
+    if forked.is_err() && in_cgroup {
+        // As on the host's own path: where CLONE_INTO_CGROUP fails, the
+        // host moves PID 1 into its cgroup afterwards.
+        in_cgroup = false;
+        forked = sys::clone3_fork(flags, None, tid_address);
+    }
+    match forked {
+        Ok(sys::Forked::Child) => become_pid1(control),
+        Ok(sys::Forked::Parent { pid, pidfd }) => {
+            let started = ForkReply::Started { pid, in_cgroup }.encode();
+            sys::send_with_fd(channel(), &started, pidfd.as_fd())
+        }
+        Err(e) => reply(ForkReply::Failed {
+            errno: e.raw_os_error().unwrap_or(libc::EINVAL),
+        }),
+    }
+}
+
+/// Continues in a new child as PID 1 with `control` as fd 3.
+fn become_pid1(control: OwnedFd) -> ! {
+    // dup2 closes the child's copy of the channel at fd 3; `run` closes
+    // every descriptor above it, the received ones included.
+    let control = control.into_raw_fd();
+    if sys::dup2(sys::borrow_raw(control), CONTROL_FD).is_err() {
+        sys::exit(EXIT_FAILURE);
+    }
+    crate::run()
+}
+
+fn channel() -> std::os::fd::BorrowedFd<'static> {
+    sys::borrow_raw(CHANNEL_FD)
+}
+
+fn reply(reply: ForkReply) -> std::io::Result<()> {
+    sys::send(channel(), &reply.encode())
+}

@@ -1,0 +1,218 @@
+//! Wire format between the host library and its zygote: the long-lived
+//! soulbox-init process that forks each sandbox's PID 1 on request.
+//!
+//! Both messages have a fixed size and travel over a `SOCK_SEQPACKET`
+//! socket pair. A [`ForkRequest`] carries PID 1's end of the control socket
+//! and, optionally, a cgroup v2 directory to start it in (SCM_RIGHTS, in
+//! that order). A [`ForkReply::Started`] carries a pidfd for the new PID 1.
+
+use crate::DecodeError;
+
+/// Size in bytes of an encoded [`ForkRequest`].
+pub const REQUEST_LEN: usize = 12;
+/// Size in bytes of an encoded [`ForkReply`].
+pub const REPLY_LEN: usize = 12;
+/// Maximum number of descriptors sent with a [`ForkRequest`]: the control
+/// socket, then the cgroup v2 directory.
+pub const REQUEST_MAX_FDS: usize = 2;
+/// The clone flags a [`ForkRequest`] may carry: CLONE_NEWNS, CLONE_NEWCGROUP,
+/// CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWPID and CLONE_NEWNET
+/// from <linux/sched.h>.
+pub const NAMESPACE_FLAGS: u64 =
+    0x0002_0000 | 0x0200_0000 | 0x0400_0000 | 0x0800_0000 | 0x1000_0000 | 0x2000_0000 | 0x4000_0000;
+
+/// First four bytes of both messages: magic, protocol version, and a zero
+/// byte that keeps the fields after it aligned.
+const HEADER: [u8; 4] = [b'S', b'Z', crate::VERSION, 0];
+
+/// A request to fork one sandbox's PID 1 in new namespaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ForkRequest {
+    /// CLONE_NEW* flags; only bits of [`NAMESPACE_FLAGS`].
+    pub namespaces: u64,
+}
+
+impl ForkRequest {
+    /// Encodes the request into its fixed-size form.
+    pub fn encode(&self) -> [u8; REQUEST_LEN] {
+        let mut out = [0u8; REQUEST_LEN];
+        out[..4].copy_from_slice(&HEADER);
+        out[4..].copy_from_slice(&self.namespaces.to_le_bytes());
+        out
+    }
+
+    /// Decodes a request.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`DecodeError`] for a message of the wrong size or header, or
+    /// one with flags outside [`NAMESPACE_FLAGS`].
+    pub fn decode(msg: &[u8]) -> Result<Self, DecodeError> {
+        let raw = fixed::<REQUEST_LEN>(msg, "namespaces")?;
+        check_header(&raw)?;
+        let mut flags = [0u8; 8];
+        flags.copy_from_slice(&raw[4..]);
+        let namespaces = u64::from_le_bytes(flags);
+        if namespaces & !NAMESPACE_FLAGS != 0 {
+            return Err(DecodeError::InvalidField("namespaces"));
+        }
+        Ok(Self { namespaces })
+    }
+}
+
+/// The zygote's reply to a [`ForkRequest`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForkReply {
+    /// PID 1 runs; its pidfd comes with the reply.
+    Started {
+        /// Host pid of PID 1.
+        pid: i32,
+        /// Whether PID 1 started in the cgroup sent with the request.
+        in_cgroup: bool,
+    },
+    /// The fork failed with this OS error number; nothing was started.
+    Failed {
+        /// The OS error number.
+        errno: i32,
+    },
+}
+
+impl ForkReply {
+    /// Encodes the reply into its fixed-size form.
+    pub fn encode(&self) -> [u8; REPLY_LEN] {
+        let (kind, value) = match *self {
+            Self::Started {
+                pid,
+                in_cgroup: false,
+            } => (1u32, pid),
+            Self::Started {
+                pid,
+                in_cgroup: true,
+            } => (2, pid),
+            Self::Failed { errno } => (3, errno),
+        };
+        let mut out = [0u8; REPLY_LEN];
+        out[..4].copy_from_slice(&HEADER);
+        out[4..8].copy_from_slice(&kind.to_le_bytes());
+        out[8..].copy_from_slice(&value.to_le_bytes());
+        out
+    }
+
+    /// Decodes a reply.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`DecodeError`] for a message of the wrong size or header,
+    /// an unknown kind, or a pid or errno that is not positive.
+    pub fn decode(msg: &[u8]) -> Result<Self, DecodeError> {
+        let raw = fixed::<REPLY_LEN>(msg, "reply")?;
+        check_header(&raw)?;
+        let kind = u32::from_le_bytes([raw[4], raw[5], raw[6], raw[7]]);
+        let value = i32::from_le_bytes([raw[8], raw[9], raw[10], raw[11]]);
+        match kind {
+            1 | 2 if value > 0 => Ok(Self::Started {
+                pid: value,
+                in_cgroup: kind == 2,
+            }),
+            3 if value > 0 => Ok(Self::Failed { errno: value }),
+            1 | 2 => Err(DecodeError::InvalidField("pid")),
+            3 => Err(DecodeError::InvalidField("errno")),
+            other => Err(DecodeError::UnknownKind(other.min(255) as u8)),
+        }
+    }
+}
+
+fn fixed<const N: usize>(msg: &[u8], field: &'static str) -> Result<[u8; N], DecodeError> {
+    if msg.len() > N {
+        return Err(DecodeError::TrailingBytes(msg.len() - N));
+    }
+    msg.try_into().map_err(|_| DecodeError::Truncated(field))
+}
+
+fn check_header(raw: &[u8]) -> Result<(), DecodeError> {
+    if raw[..2] != HEADER[..2] {
+        return Err(DecodeError::BadMagic);
+    }
+    if raw[2] != crate::VERSION {
+        return Err(DecodeError::UnsupportedVersion(raw[2]));
+    }
+    if raw[3] != 0 {
+        return Err(DecodeError::InvalidField("header"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_round_trips() {
+        let request = ForkRequest {
+            namespaces: 0x2000_0000 | 0x0002_0000,
+        };
+        assert_eq!(ForkRequest::decode(&request.encode()), Ok(request));
+    }
+
+    #[test]
+    fn request_rejects_other_clone_flags() {
+        // CLONE_VM is not a namespace flag.
+        let request = ForkRequest {
+            namespaces: 0x2000_0000 | 0x100,
+        };
+        assert_eq!(
+            ForkRequest::decode(&request.encode()),
+            Err(DecodeError::InvalidField("namespaces"))
+        );
+    }
+
+    #[test]
+    fn request_rejects_wrong_sizes() {
+        let encoded = ForkRequest { namespaces: 0 }.encode();
+        assert_eq!(
+            ForkRequest::decode(&encoded[..5]),
+            Err(DecodeError::Truncated("namespaces"))
+        );
+        let mut long = encoded.to_vec();
+        long.push(0);
+        assert_eq!(
+            ForkRequest::decode(&long),
+            Err(DecodeError::TrailingBytes(1))
+        );
+    }
+
+    #[test]
+    fn reply_round_trips() {
+        for reply in [
+            ForkReply::Started {
+                pid: 4242,
+                in_cgroup: true,
+            },
+            ForkReply::Started {
+                pid: 1,
+                in_cgroup: false,
+            },
+            ForkReply::Failed { errno: 12 },
+        ] {
+            assert_eq!(ForkReply::decode(&reply.encode()), Ok(reply));
+        }
+    }
+
+    #[test]
+    fn reply_rejects_bad_fields() {
+        let mut raw = ForkReply::Started {
+            pid: 7,
+            in_cgroup: false,
+        }
+        .encode();
+        raw[8..].copy_from_slice(&0i32.to_le_bytes());
+        assert_eq!(
+            ForkReply::decode(&raw),
+            Err(DecodeError::InvalidField("pid"))
+        );
+        raw[4..8].copy_from_slice(&9u32.to_le_bytes());
+        assert_eq!(ForkReply::decode(&raw), Err(DecodeError::UnknownKind(9)));
+        raw[0] = b'X';
+        assert_eq!(ForkReply::decode(&raw), Err(DecodeError::BadMagic));
+    }
+}

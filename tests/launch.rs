@@ -1,0 +1,296 @@
+//! How each sandbox's PID 1 starts: forked by this process's zygote (the
+//! default launcher) or executed afresh (`Launcher::Exec`).
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use soulbox_core::diagnostics::zygote_pid;
+use soulbox_core::{set_launcher, Launcher};
+use soulbox_tests::*;
+
+/// The zygote and the launcher are process-wide, so the tests of this
+/// binary take turns.
+static LAUNCHER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn zygote_children() -> Vec<i32> {
+    host_children_named("soulbox-zygote")
+}
+
+/// Returns the targets of host process `pid`'s open descriptors, by number.
+fn fd_targets(pid: i32) -> Vec<(u32, String)> {
+    let dir = format!("/proc/{pid}/fd");
+    let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("list {dir}: {e}"));
+    let mut targets: Vec<(u32, String)> = entries
+        .flatten()
+        .filter_map(|entry| {
+            let fd = entry.file_name().to_str()?.parse().ok()?;
+            let target = std::fs::read_link(entry.path()).ok()?;
+            Some((fd, target.to_string_lossy().into_owned()))
+        })
+        .collect();
+    targets.sort();
+    targets
+}
+
+/// Returns the line of /proc/PID/status that starts with `field`.
+fn status_field(pid: i32, field: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+    status
+        .lines()
+        .find(|line| line.starts_with(field))
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+        .to_string()
+}
+
+/// Waits until host process `pid` is gone and reaped, for up to 10 s.
+fn wait_until_reaped(pid: i32) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(
+            Instant::now() < deadline,
+            "process {pid} was not reaped within 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creates_share_one_zygote() {
+    if !require_root("creates_share_one_zygote") {
+        return;
+    }
+    let _turn = LAUNCHER.lock().await;
+    let first = sandbox().await;
+    let second = sandbox().await;
+
+    let zygote = zygote_pid().expect("a zygote runs after a create");
+    assert_eq!(
+        zygote_children(),
+        vec![zygote],
+        "this process should have exactly one zygote"
+    );
+    let me = std::process::id();
+    for sandbox in [&first, &second] {
+        assert_eq!(
+            host_ppid(sandbox.pid()),
+            Some(me),
+            "PID 1 of {} should be this process's child",
+            sandbox.id()
+        );
+        assert_eq!(host_comm(sandbox.pid()).as_deref(), Some("soulbox-init"));
+        let output = sh(sandbox, "echo ready").await;
+        assert_eq!(stdout(&output), "ready\n");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zygote_keeps_no_sandbox_state() {
+    if !require_root("zygote_keeps_no_sandbox_state") {
+        return;
+    }
+    let _turn = LAUNCHER.lock().await;
+    let sandbox = sandbox().await;
+    let zygote = zygote_pid().expect("a zygote runs after a create");
+
+    let cgroup = |pid: &str| std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    assert_eq!(
+        cgroup(&zygote.to_string()),
+        cgroup("self"),
+        "the zygote should stay in this process's cgroups"
+    );
+    let fds: Vec<u32> = fd_targets(zygote).into_iter().map(|(fd, _)| fd).collect();
+    assert_eq!(
+        fds,
+        [0, 1, 2, 3],
+        "the zygote should hold only stdio and its channel"
+    );
+    let _ = sandbox.kill().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pid1_holds_only_its_descriptors() {
+    if !require_root("pid1_holds_only_its_descriptors") {
+        return;
+    }
+    let _turn = LAUNCHER.lock().await;
+    let _warm = sandbox().await;
+    let sandbox = sandbox().await;
+    let zygote = zygote_pid().expect("a zygote runs after a create");
+
+    let targets = fd_targets(sandbox.pid());
+    let kinds: Vec<&str> = targets
+        .iter()
+        .map(|(_, target)| match target.as_str() {
+            t if t.ends_with("null") => "null",
+            t if t.starts_with("socket:") => "socket",
+            t if t.ends_with(".lock") => "lock",
+            "anon_inode:[signalfd]" => "signalfd",
+            _ => "other",
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        ["null", "null", "null", "socket", "socket", "lock", "signalfd"],
+        "PID 1's descriptors: {targets:?}"
+    );
+    let channel = fd_targets(zygote)
+        .into_iter()
+        .find(|(fd, _)| *fd == 3)
+        .expect("the zygote's channel at fd 3")
+        .1;
+    assert!(
+        targets.iter().all(|(_, target)| *target != channel),
+        "PID 1 holds the zygote's channel {channel}: {targets:?}"
+    );
+}
+
+/// Runs on the test's own thread, which therefore starts the zygote, so
+/// that the signal mask set here is the one the zygote inherits.
+#[tokio::test(flavor = "current_thread")]
+async fn pid1_starts_clean() {
+    if !require_root("pid1_starts_clean") {
+        return;
+    }
+    let _turn = LAUNCHER.lock().await;
+    // A zygote started before this test would not see the changes below.
+    set_launcher(Launcher::Exec);
+    set_launcher(Launcher::Zygote);
+    // SAFETY: signal and pthread_sigmask take plain integers and a valid
+    // sigset. The changes are undone below, and the other tests of this
+    // binary wait for LAUNCHER meanwhile.
+    let blocked = unsafe {
+        libc::signal(libc::SIGUSR1, libc::SIG_IGN);
+        let mut set = std::mem::zeroed::<libc::sigset_t>();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGUSR2);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    };
+    let _warm = sandbox().await;
+    let sandbox = sandbox().await;
+    // SAFETY: as above.
+    unsafe {
+        libc::signal(libc::SIGUSR1, libc::SIG_DFL);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &blocked, std::ptr::null_mut());
+    }
+    let pid = sandbox.pid();
+    let zygote = zygote_pid().expect("the sandboxes came from a zygote");
+    assert_eq!(status_field(zygote, "SigBlk:"), "SigBlk:\t0000000000000000");
+    let ignored = status_field(zygote, "SigIgn:");
+    let ignored = u64::from_str_radix(ignored.trim_start_matches("SigIgn:\t"), 16).unwrap();
+    assert_eq!(ignored & 0x7fff_ffff, 0, "the zygote ignores {ignored:#x}");
+
+    // Only SIGCHLD (bit 17) is blocked, for PID 1's signalfd. Of the
+    // standard signals only SIGPIPE (bit 13) is ignored; glibc reserves
+    // signals 32 and 33 and keeps whatever the host set for them.
+    assert_eq!(status_field(pid, "SigBlk:"), "SigBlk:\t0000000000010000");
+    let ignored = status_field(pid, "SigIgn:");
+    let ignored = u64::from_str_radix(ignored.trim_start_matches("SigIgn:\t"), 16).unwrap();
+    assert_eq!(ignored & 0x7fff_ffff, 0x1000, "PID 1 ignores {ignored:#x}");
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let (_, rest) = stat.rsplit_once(')').unwrap();
+    let session: i32 = rest.split_whitespace().nth(3).unwrap().parse().unwrap();
+    assert_eq!(session, pid, "PID 1 should lead a session of its own");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_survives_killed_zygote() {
+    if !require_root("create_survives_killed_zygote") {
+        return;
+    }
+    let _turn = LAUNCHER.lock().await;
+    drop(sandbox().await);
+    let old = zygote_pid().expect("a zygote runs after a create");
+    // SAFETY: kill takes plain integers; `old` is this process's child,
+    // which its own thread reaps, so the pid is not reused before this.
+    assert_eq!(unsafe { libc::kill(old, libc::SIGKILL) }, 0);
+    wait_until_reaped(old);
+
+    let first = sandbox().await;
+    assert_eq!(stdout(&sh(&first, "echo one").await), "one\n");
+    let second = sandbox().await;
+    assert_eq!(stdout(&sh(&second, "echo two").await), "two\n");
+    let new = zygote_pid().expect("a new zygote runs after the restart");
+    assert_ne!(new, old);
+    assert_eq!(zygote_children(), vec![new]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_launcher_stops_zygote() {
+    if !require_root("exec_launcher_stops_zygote") {
+        return;
+    }
+    let _turn = LAUNCHER.lock().await;
+    drop(sandbox().await);
+    let zygote = zygote_pid().expect("a zygote runs after a create");
+
+    set_launcher(Launcher::Exec);
+    let sandbox = sandbox().await;
+    let output = sh(&sandbox, "echo exec").await;
+    set_launcher(Launcher::Zygote);
+
+    assert_eq!(stdout(&output), "exec\n");
+    assert_eq!(zygote_pid(), None, "Launcher::Exec should stop the zygote");
+    wait_until_reaped(zygote);
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", sandbox.pid())).unwrap();
+    assert_eq!(
+        cmdline, b"soulbox-init\0",
+        "PID 1 should have been executed without the zygote's argument"
+    );
+}
+
+/// Returns the unprivileged uid and gid: those of the account named by
+/// SOULBOX_ROOTLESS_USER (`.ci/run` creates one), else 65534.
+fn unprivileged_ids() -> (String, String) {
+    let Some(name) = std::env::var_os("SOULBOX_ROOTLESS_USER") else {
+        return ("65534".into(), "65534".into());
+    };
+    let id = |flag: &str| {
+        let output = Command::new("id").arg(flag).arg(&name).output().unwrap();
+        assert!(output.status.success(), "{name:?} is not an account");
+        String::from_utf8_lossy(&output.stdout).trim().to_string()
+    };
+    (id("-u"), id("-g"))
+}
+
+#[test]
+fn rootless_creates_without_zygote() {
+    if !require_root("rootless_creates_without_zygote") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    // The build directory may sit below a home directory that the
+    // unprivileged account cannot enter, so the probe runs from a copy.
+    let dir = std::env::temp_dir().join(unique_name("launch-probe"));
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let probe = dir.join("soulbox-launch-probe");
+    std::fs::copy(env!("CARGO_BIN_EXE_soulbox-launch-probe"), &probe).unwrap();
+    std::fs::set_permissions(&probe, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    let (uid, gid) = unprivileged_ids();
+    let output = Command::new("setpriv")
+        .args(["--reuid", &uid, "--regid", &gid, "--clear-groups", "--"])
+        .args(["env", "-i", "PATH=/usr/bin:/bin"])
+        .arg(&probe)
+        .output()
+        .expect("run setpriv (util-linux)");
+    let _ = std::fs::remove_dir_all(&dir);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "the probe failed: {stderr}");
+
+    let values = |name: &str| -> Vec<&str> {
+        stdout
+            .lines()
+            .filter_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .collect()
+    };
+    assert_eq!(values("uid"), ["0", "0"], "{stdout}");
+    let map = format!("0,{uid},1");
+    assert_eq!(values("uid_map"), [map.as_str(), map.as_str()], "{stdout}");
+    assert_eq!(values("parent_is_me"), ["true", "true"], "{stdout}");
+    // A rootless PID 1 is always executed: see `Launcher::Zygote`.
+    assert_eq!(values("zygotes"), ["0"], "{stdout}");
+    assert_eq!(values("zygote_pid"), ["none"], "{stdout}");
+}
