@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{require_root, RUN_LIMIT};
+use common::{read_in_background, require_root, soulbox_output, wait_limited};
 
 /// What one `soulbox` invocation produced.
 #[derive(Debug)]
@@ -33,43 +33,17 @@ impl Outcome {
 /// Runs `soulbox` with `args`, killing it after `RUN_LIMIT`.
 fn soulbox(args: &[&str]) -> Outcome {
     let started = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_soulbox"))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the soulbox binary");
-    let stdout = read_in_background(child.stdout.take().expect("stdout is piped"));
-    let stderr = read_in_background(child.stderr.take().expect("stderr is piped"));
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("poll soulbox") {
-            break status;
-        }
-        if started.elapsed() > RUN_LIMIT {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("soulbox {args:?} did not exit within {RUN_LIMIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let elapsed = started.elapsed();
-    let stdout = stdout.join().expect("stdout reader thread");
-    let stderr = stderr.join().expect("stderr reader thread");
+    let output = soulbox_output(args);
     Outcome {
-        status,
-        stdout,
-        stderr,
-        elapsed,
+        status: output.status,
+        stdout: text(output.stdout),
+        stderr: text(output.stderr),
+        elapsed: started.elapsed(),
     }
 }
 
-fn read_in_background(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = pipe.read_to_end(&mut bytes);
-        String::from_utf8_lossy(&bytes).into_owned()
-    })
+fn text(bytes: Vec<u8>) -> String {
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 /// A host directory for one test, removed on drop.
@@ -283,19 +257,8 @@ fn closed_output_exits_141() {
     assert_eq!(&first, b"y\n");
     // The reader goes away, as `head -1` would.
     drop(stdout);
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("poll soulbox") {
-            break status;
-        }
-        if started.elapsed() > RUN_LIMIT {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("soulbox run -- yes did not exit within {RUN_LIMIT:?} of its reader closing");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let stderr = stderr.join().expect("stderr reader thread");
+    let status = wait_limited(&mut child, "soulbox run -- yes after its reader closed");
+    let stderr = text(stderr.join().expect("stderr reader thread"));
     // A write to the closed pipe fails with EPIPE, which soulbox turns into
     // 128 + SIGPIPE; SIGPIPE itself must not kill soulbox.
     assert_eq!(status.code(), Some(141), "{status:?}; stderr: {stderr:?}");

@@ -2,38 +2,9 @@
 //! process creates a sandbox, others exec, cp, ls, info, pause, resume and
 //! read metrics, and a third kills it. An unknown id gives exit status 3.
 
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
-
 mod common;
 
-use common::{require_root, RUN_LIMIT};
-
-/// Runs `soulbox` with `args` and no stdin, killing it after `RUN_LIMIT`.
-fn soulbox(args: &[&str]) -> Output {
-    let child = Command::new(env!("CARGO_BIN_EXE_soulbox"))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the soulbox binary");
-    let pid = child.id();
-    let waiter = std::thread::spawn(move || child.wait_with_output());
-    let started = Instant::now();
-    while !waiter.is_finished() {
-        if started.elapsed() > RUN_LIMIT {
-            // SIGKILL by pid: the child is ours and not yet reaped.
-            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-            panic!("soulbox {args:?} did not exit within {RUN_LIMIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    waiter
-        .join()
-        .expect("waiter thread")
-        .expect("wait for soulbox")
-}
+use common::{require_root, soulbox_output as soulbox};
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()

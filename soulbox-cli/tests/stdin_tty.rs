@@ -8,13 +8,12 @@
 //! failure.
 
 use std::io::{Read, Write};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::Duration;
 
 mod common;
 
-use common::{require_root, RUN_LIMIT};
+use common::{read_in_background, require_root, soulbox_output, wait_limited};
 
 /// What one invocation produced.
 #[derive(Debug)]
@@ -24,27 +23,13 @@ struct Outcome {
     stderr: String,
 }
 
-fn read_in_background(mut pipe: impl Read + Send + 'static) -> JoinHandle<Vec<u8>> {
-    std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = pipe.read_to_end(&mut bytes);
-        bytes
-    })
-}
-
-/// Waits for `child` to exit, killing it and failing after `RUN_LIMIT`.
-fn wait_limited(child: &mut Child, description: &str) -> ExitStatus {
-    let started = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().expect("poll the child") {
-            return status;
-        }
-        if started.elapsed() > RUN_LIMIT {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{description} did not exit within {RUN_LIMIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
+/// Runs `soulbox` with `args` and stdin on /dev/null.
+fn soulbox_without_input(args: &[&str]) -> Outcome {
+    let output = soulbox_output(args);
+    Outcome {
+        status: output.status,
+        stdout: output.stdout,
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     }
 }
 
@@ -136,26 +121,15 @@ fn null_stdin_stays_null() {
     if !require_root("null_stdin_stays_null") {
         return;
     }
-    let mut child = Command::new(env!("CARGO_BIN_EXE_soulbox"))
-        .args(["run", "--", "sh", "-c"])
-        .arg("stat -L -c %F /proc/self/fd/0; cat; echo end")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the soulbox binary");
-    let stdout = read_in_background(child.stdout.take().expect("stdout is piped"));
-    let stderr = read_in_background(child.stderr.take().expect("stderr is piped"));
-    let status = wait_limited(&mut child, "soulbox run < /dev/null");
-    let stdout =
-        String::from_utf8_lossy(&stdout.join().expect("stdout reader thread")).into_owned();
-    let stderr =
-        String::from_utf8_lossy(&stderr.join().expect("stderr reader thread")).into_owned();
-    assert_eq!(status.code(), Some(0), "stderr: {stderr:?}");
+    let script = "stat -L -c %F /proc/self/fd/0; cat; echo end";
+    let outcome = soulbox_without_input(&["run", "--", "sh", "-c", script]);
+    let stderr = &outcome.stderr;
+    assert_eq!(outcome.status.code(), Some(0), "stderr: {stderr:?}");
     // Nothing is forwarded from /dev/null: the command reads a /dev/null
     // of its own, not a pipe that ends at once.
     assert_eq!(
-        stdout, "character special file\nend\n",
+        String::from_utf8_lossy(&outcome.stdout),
+        "character special file\nend\n",
         "stderr: {stderr:?}"
     );
 }
@@ -197,19 +171,11 @@ fn piped_binary_round_trip() {
 #[test]
 fn tty_without_terminal_rejected() {
     // Needs no root: the check comes before any sandbox is created.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_soulbox"))
-        .args(["run", "--tty", "--", "true"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the soulbox binary");
-    let stdout = read_in_background(child.stdout.take().expect("stdout is piped"));
-    let stderr = read_in_background(child.stderr.take().expect("stderr is piped"));
-    let status = wait_limited(&mut child, "soulbox run --tty -- true");
-    let stdout = stdout.join().expect("stdout reader thread");
-    let stderr =
-        String::from_utf8_lossy(&stderr.join().expect("stderr reader thread")).into_owned();
+    let Outcome {
+        status,
+        stdout,
+        stderr,
+    } = soulbox_without_input(&["run", "--tty", "--", "true"]);
 
     assert_eq!(
         status.code(),

@@ -1,6 +1,9 @@
 //! Helpers shared by the CLI's end-to-end tests.
 
-use std::time::Duration;
+use std::io::Read;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 /// How long one `soulbox` invocation may take before the test kills it and
 /// fails, so that a hang is reported instead of stalling the test run.
@@ -22,4 +25,49 @@ pub fn require_root(test: &str) -> bool {
     );
     eprintln!("{reason}");
     false
+}
+
+/// Waits for `child` to exit, killing it and failing after `RUN_LIMIT`.
+pub fn wait_limited(child: &mut Child, description: &str) -> ExitStatus {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("poll the child") {
+            return status;
+        }
+        if started.elapsed() > RUN_LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{description} did not exit within {RUN_LIMIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Reads `pipe` to its end on a thread of its own.
+pub fn read_in_background(mut pipe: impl Read + Send + 'static) -> JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes);
+        bytes
+    })
+}
+
+/// Runs `soulbox` with `args` and stdin on /dev/null, killing it after
+/// `RUN_LIMIT`.
+pub fn soulbox_output(args: &[&str]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_soulbox"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the soulbox binary");
+    let stdout = read_in_background(child.stdout.take().expect("stdout is piped"));
+    let stderr = read_in_background(child.stderr.take().expect("stderr is piped"));
+    let status = wait_limited(&mut child, &format!("soulbox {args:?}"));
+    Output {
+        status,
+        stdout: stdout.join().expect("stdout reader thread"),
+        stderr: stderr.join().expect("stderr reader thread"),
+    }
 }
