@@ -237,6 +237,18 @@ fn signal_exits_128_plus() {
 }
 
 #[test]
+fn binary_loads_no_libgcc_s() {
+    // build.rs links libgcc's static unwinder instead; the library's name
+    // would appear in the binary as a dynamic dependency.
+    let binary = std::fs::read(env!("CARGO_BIN_EXE_soulbox")).expect("read the soulbox binary");
+    let name = b"libgcc_s.so";
+    assert!(
+        !binary.windows(name.len()).any(|window| window == name),
+        "the soulbox binary still names libgcc_s.so as a dependency"
+    );
+}
+
+#[test]
 fn closed_output_exits_141() {
     if !require_root("closed_output_exits_141") {
         return;
