@@ -447,15 +447,16 @@ fn is_stale_new_lock(path: &Path) -> bool {
     old && probe_lock(path).0 == Liveness::Dead
 }
 
-/// File in the sandboxes directory whose modification time is when a
-/// process of the user last started a sweep of dead sandboxes' leftovers.
-const SWEPT: &str = ".swept";
+/// File next to the sandboxes directory (so that directory holds only
+/// sandboxes' entries) whose modification time is when a process of the
+/// user last started a sweep of dead sandboxes' leftovers.
+const SWEPT: &str = "sandboxes.swept";
 
 /// Returns whether no process of the user started a sweep of `sandboxes`
 /// in the last `interval`, and if so records that one starts now. Two
 /// processes may both find a sweep due and both sweep, which is harmless.
 pub(crate) fn claim_sweep(sandboxes: &Path, interval: Duration) -> bool {
-    let stamp = sandboxes.join(SWEPT);
+    let stamp = sandboxes.with_file_name(SWEPT);
     // A modification time in the future (the clock went back) counts as
     // old, so sweeps cannot stop.
     if age(&stamp).is_some_and(|age| age < interval) {
@@ -515,10 +516,15 @@ mod tests {
     #[test]
     fn sweep_claimed_once_per_interval() {
         let dir = TempDir::new("sweep");
+        let sandboxes = dir.0.join("sandboxes");
+        fs::create_dir(&sandboxes).unwrap();
         let interval = Duration::from_secs(60);
-        assert!(claim_sweep(&dir.0, interval), "the first sweep is not due");
         assert!(
-            !claim_sweep(&dir.0, interval),
+            claim_sweep(&sandboxes, interval),
+            "the first sweep is not due"
+        );
+        assert!(
+            !claim_sweep(&sandboxes, interval),
             "a second sweep is due at once"
         );
         let old = SystemTime::now() - interval - Duration::from_secs(1);
@@ -529,14 +535,14 @@ mod tests {
             .set_modified(old)
             .unwrap();
         assert!(
-            claim_sweep(&dir.0, interval),
+            claim_sweep(&sandboxes, interval),
             "no sweep is due after the interval"
         );
         assert!(
-            entries(&dir.0).is_empty(),
-            "the stamp is listed as an entry"
+            fs::read_dir(&sandboxes).unwrap().next().is_none(),
+            "the stamp is in the sandboxes directory"
         );
-        assert!(dir.0.join(SWEPT).exists(), "listing removed the stamp");
+        assert!(dir.0.join(SWEPT).exists(), "the stamp is missing");
     }
 
     fn make_old(path: &Path) {
