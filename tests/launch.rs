@@ -294,3 +294,77 @@ fn rootless_creates_without_zygote() {
     assert_eq!(values("zygotes"), ["0"], "{stdout}");
     assert_eq!(values("zygote_pid"), ["none"], "{stdout}");
 }
+
+/// Sixty creates at once while the zygote is killed five times: every
+/// create succeeds, and once the sandboxes are killed or dropped this
+/// process holds no more descriptors, children or cgroups than before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn create_storm_survives_killed_zygotes_without_leaks() {
+    if !require_root("create_storm_survives_killed_zygotes_without_leaks") {
+        return;
+    }
+    let _turn = LAUNCHER.lock().await;
+    drop(sandbox().await);
+    let open_fds = || {
+        std::fs::read_dir("/proc/self/fd")
+            .expect("list fds")
+            .count()
+    };
+    let fds_before = open_fds();
+    let killer = std::thread::spawn(|| {
+        for _ in 0..5 {
+            std::thread::sleep(Duration::from_millis(40));
+            if let Some(pid) = zygote_pid() {
+                // SAFETY: kill takes plain integers; the zygote is this
+                // process's child, reaped only by its own thread.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+    });
+    let creates: Vec<_> = (0..60)
+        .map(|i| {
+            tokio::spawn(async move {
+                let sandbox = sandbox().await;
+                assert_eq!(stdout(&sh(&sandbox, "echo hi").await), "hi\n");
+                let id = sandbox.id().to_string();
+                if i % 2 == 0 {
+                    sandbox.kill().await.expect("kill");
+                }
+                id
+            })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for create in creates {
+        ids.push(create.await.expect("a create panicked"));
+    }
+    killer.join().expect("the killer thread panicked");
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let leftovers = || {
+        let zygote = zygote_pid();
+        let me = std::process::id();
+        let children: Vec<i32> = std::fs::read_dir("/proc")
+            .expect("list /proc")
+            .flatten()
+            .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|&pid| Some(pid) != zygote && host_ppid(pid) == Some(me))
+            .collect();
+        let cgroups: Vec<_> = ids.iter().flat_map(|id| leftover_cgroups(id)).collect();
+        (open_fds(), children, cgroups)
+    };
+    let mut left = leftovers();
+    while (left.0 > fds_before || !left.1.is_empty() || !left.2.is_empty())
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(20));
+        left = leftovers();
+    }
+    let (fds, children, cgroups) = left;
+    assert!(
+        fds <= fds_before,
+        "open descriptors went from {fds_before} to {fds}"
+    );
+    assert!(children.is_empty(), "children left: {children:?}");
+    assert!(cgroups.is_empty(), "cgroups left: {cgroups:?}");
+}

@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
@@ -52,27 +52,59 @@ struct Reaper {
 /// The epoll token of [`Reaper::wake`]; pidfds use their descriptor number.
 const WAKE_TOKEN: u64 = u64::MAX;
 
+/// Returns this process's reaper, starting it on first use.
+///
+/// A child forked from a process with a reaper inherits its state but not
+/// its thread, and shares its epoll instance, whose events would wake the
+/// parent's thread instead. So a process whose pid differs from the
+/// reaper's owner starts a reaper of its own, and closes its copies of the
+/// descriptors the inherited one held.
 fn reaper() -> Option<&'static Reaper> {
-    static REAPER: OnceLock<Option<Reaper>> = OnceLock::new();
-    REAPER
-        .get_or_init(|| {
-            let epoll = Arc::new(Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).ok()?);
-            let wake = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK).ok()?;
-            let event = EpollEvent::new(EpollFlags::EPOLLIN, WAKE_TOKEN);
-            epoll.add(wake.as_fd(), event).ok()?;
-            let thread_epoll = Arc::clone(&epoll);
-            std::thread::Builder::new()
-                .name("soulbox-reaper".into())
-                .spawn(move || run(&thread_epoll))
-                .ok()?;
-            Some(Reaper {
-                epoll,
-                waiting: Mutex::default(),
-                closing: Mutex::default(),
-                wake,
-            })
+    static REAPER: Mutex<Option<(u32, Option<&'static Reaper>)>> = Mutex::new(None);
+    let me = std::process::id();
+    let mut slot = REAPER
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    match *slot {
+        Some((owner, reaper)) if owner == me => return reaper,
+        Some((_, Some(inherited))) => inherited.forget(),
+        _ => {}
+    }
+    let reaper = Reaper::start().map(|reaper| &*Box::leak(Box::new(reaper)));
+    *slot = Some((me, reaper));
+    reaper
+}
+
+impl Reaper {
+    /// Builds a reaper and starts its thread.
+    fn start() -> Option<Reaper> {
+        let epoll = Arc::new(Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).ok()?);
+        let wake = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK).ok()?;
+        let event = EpollEvent::new(EpollFlags::EPOLLIN, WAKE_TOKEN);
+        epoll.add(wake.as_fd(), event).ok()?;
+        let thread_epoll = Arc::clone(&epoll);
+        std::thread::Builder::new()
+            .name("soulbox-reaper".into())
+            .spawn(move || run(&thread_epoll))
+            .ok()?;
+        Some(Reaper {
+            epoll,
+            waiting: Mutex::default(),
+            closing: Mutex::default(),
+            wake,
         })
-        .as_ref()
+    }
+
+    /// Closes a forked child's copies of the pidfds and namespaces that the
+    /// parent's reaper held. The parent's thread still serves the originals.
+    fn forget(&self) {
+        if let Ok(mut waiting) = self.waiting.try_lock() {
+            waiting.clear();
+        }
+        if let Ok(mut closing) = self.closing.try_lock() {
+            closing.clear();
+        }
+    }
 }
 
 /// Hands a running sandbox's PID 1 to the reaper thread. Where the thread
