@@ -12,10 +12,22 @@ use soulbox_core::diagnostics::zygote_pid;
 use soulbox_core::{Sandbox, SandboxOptions};
 use soulbox_tests::*;
 
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd")
+/// This process's open descriptors and what each refers to.
+fn open_fds() -> Vec<String> {
+    let mut fds: Vec<String> = std::fs::read_dir("/proc/self/fd")
         .expect("list /proc/self/fd")
-        .count()
+        .flatten()
+        .map(|entry| {
+            let target = std::fs::read_link(entry.path()).unwrap_or_default();
+            format!(
+                "{}->{}",
+                entry.file_name().to_string_lossy(),
+                target.display()
+            )
+        })
+        .collect();
+    fds.sort();
+    fds
 }
 
 /// This process's children other than `except`, with their state letter.
@@ -77,15 +89,17 @@ async fn create_and_end_in_child() -> Vec<String> {
     loop {
         let fds = open_fds();
         let children = children_except(zygote_pid());
-        if fds <= before && children.is_empty() {
+        if fds.len() <= before.len() && children.is_empty() {
             return Vec::new();
         }
         if Instant::now() > deadline {
             return vec![format!(
-                "open descriptors went from {before} to {fds}; children left: {children:?}"
+                "open descriptors went from {before:?} to {fds:?}; children left: {children:?}"
             )];
         }
-        std::thread::sleep(Duration::from_millis(50));
+        // An async sleep, so that the runtime finishes the tasks that still
+        // hold a command's pipes.
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -97,7 +97,10 @@ const MAX_FAILURES: u32 = 3;
 /// How long a request may wait for the zygote's reply. A clone with new
 /// namespaces normally takes well under a millisecond, but a network
 /// namespace can take much longer while the kernel tears others down.
-const REPLY_TIMEOUT_MS: u16 = 10_000;
+/// Requests wait in line behind the one in flight, so a zygote that stops
+/// answering (stopped by a debugger or a signal on the host) stalls every
+/// create of this process for this long before they fall back to exec.
+const REPLY_TIMEOUT_MS: u16 = 2_000;
 
 /// A PID 1 that the zygote forked.
 #[derive(Debug)]
@@ -311,7 +314,7 @@ impl Zygote {
         sys::send_with_fds(self.channel.as_fd(), &request.encode(), &fds).map_err(Failure::Gone)?;
         match sys::poll_readable(self.channel.as_fd(), i32::from(REPLY_TIMEOUT_MS)) {
             Ok(true) => {}
-            Ok(false) => return Err(Failure::Lost("no reply within 10 s")),
+            Ok(false) => return Err(Failure::Lost("no reply within 2 s")),
             Err(_) => return Err(Failure::Lost("poll on the channel failed")),
         }
         let mut buf = [0u8; REPLY_LEN + 1];
