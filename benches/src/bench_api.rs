@@ -11,7 +11,9 @@
 //!   `benches/python_create.py` compares it with the Python package. With
 //!   `--pool SIZE` the create is `SandboxPool::create` on a pool of that
 //!   size, and each iteration first waits, untimed, until the pool is full
-//!   again, so it times a hand-over rather than the refill.
+//!   again, so it times a hand-over rather than the refill. With
+//!   `--phases` each line holds four numbers instead of one: the whole
+//!   iteration, then its create (or hand-over), command and kill.
 //! - `exec`: running `/bin/true` in one sandbox created beforehand.
 //! - `host-exec`: `std::process::Command::new("/bin/true").status()` from
 //!   this process, the floor for `exec`.
@@ -50,7 +52,7 @@ use soulbox_core::{Sandbox, SandboxOptions, SandboxPool, SeccompPolicy};
 
 const USAGE: &str = "usage: soulbox-bench-api --task \
                      true|py|shell-true|exec|host-exec|connect|pause-resume --iterations N \
-                     [--pool SIZE] [--no-limits] [--no-seccomp] [--shell] [--on-request] \
+                     [--pool SIZE] [--no-limits] [--no-seccomp] [--shell] [--on-request] [--phases] \
                      [--multi-thread] [--no-zygote]\n       \
                      soulbox-bench-api --task density --count N [--no-limits] [--no-zygote]\n       \
                      soulbox-bench-api --task rate --seconds S [--parallel P] [--no-limits] \
@@ -78,6 +80,7 @@ struct Args {
     pool: Option<usize>,
     shell: bool,
     on_request: bool,
+    phases: bool,
     multi_thread: bool,
     options: SandboxOptions,
 }
@@ -92,6 +95,7 @@ fn parse_args() -> Result<Args, String> {
         pool: None,
         shell: false,
         on_request: false,
+        phases: false,
         multi_thread: false,
         options: SandboxOptions::default(),
     };
@@ -113,6 +117,10 @@ fn parse_args() -> Result<Args, String> {
         }
         if flag == "--on-request" {
             args.on_request = true;
+            continue;
+        }
+        if flag == "--phases" {
+            args.phases = true;
             continue;
         }
         if flag == "--multi-thread" {
@@ -186,6 +194,7 @@ fn main() -> ExitCode {
                 shell: args.shell || args.task == "shell-true",
                 bare_command: args.task == "shell-true",
                 on_request: args.on_request,
+                phases: args.phases,
             };
             match args.pool {
                 Some(size) => runtime.block_on(time_pooled(options, size, &task, iterations)),
@@ -214,9 +223,27 @@ struct Task {
     bare_command: bool,
     /// Waits for a line on stdin before each iteration.
     on_request: bool,
+    /// Prints the create, command and kill times after the total.
+    phases: bool,
 }
 
 impl Task {
+    /// Prints one iteration's line: its total, and with `phases` the time
+    /// of each step, all in nanoseconds.
+    fn report(&self, start: Instant, created: Instant, ran: Instant, end: Instant) {
+        let total = (end - start).as_nanos();
+        if self.phases {
+            println!(
+                "{total} {} {} {}",
+                (created - start).as_nanos(),
+                (ran - created).as_nanos(),
+                (end - ran).as_nanos()
+            );
+        } else {
+            println!("{total}");
+        }
+    }
+
     /// Waits for the next request when `on_request` is set.
     fn wait_for_request(
         &self,
@@ -279,12 +306,14 @@ async fn time_create(
         let sandbox = Sandbox::create(options.clone())
             .await
             .map_err(|e| format!("create failed: {e}"))?;
+        let created = Instant::now();
         let ran = task.run(&sandbox).await;
+        let run_end = Instant::now();
         let killed = sandbox.kill().await;
-        let elapsed = start.elapsed();
+        let end = Instant::now();
         ran?;
         killed.map_err(|e| format!("kill failed: {e}"))?;
-        println!("{}", elapsed.as_nanos());
+        task.report(start, created, run_end, end);
     }
     Ok(())
 }
@@ -307,12 +336,14 @@ async fn time_pooled(
             .create()
             .await
             .map_err(|e| format!("pool create failed: {e}"))?;
+        let created = Instant::now();
         let ran = task.run(&sandbox).await;
+        let run_end = Instant::now();
         let killed = sandbox.kill().await;
-        let elapsed = start.elapsed();
+        let end = Instant::now();
         ran?;
         killed.map_err(|e| format!("kill failed: {e}"))?;
-        println!("{}", elapsed.as_nanos());
+        task.report(start, created, run_end, end);
     }
     pool.close().await;
     Ok(())
