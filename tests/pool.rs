@@ -270,3 +270,59 @@ async fn pool_rejects_bad_size() {
         Err(Error::InvalidArgument(_))
     ));
 }
+
+/// The scheduling policy of thread or process `tid`, without
+/// `SCHED_RESET_ON_FORK`.
+fn policy_of(tid: i32) -> i32 {
+    // SAFETY: sched_getscheduler takes a plain thread id.
+    let policy = unsafe { libc::sched_getscheduler(tid) };
+    assert!(
+        policy >= 0,
+        "sched_getscheduler({tid}): {}",
+        std::io::Error::last_os_error()
+    );
+    policy & !libc::SCHED_RESET_ON_FORK
+}
+
+#[tokio::test]
+async fn pool_builds_at_idle_priority_and_hands_over_normal() {
+    if !require_root("pool_builds_at_idle_priority_and_hands_over_normal") {
+        return;
+    }
+    let pool = SandboxPool::new(options(), 1).expect("start a pool");
+    wait_full(&pool).await;
+    let refill_threads: Vec<i32> = std::fs::read_dir("/proc/self/task")
+        .expect("list this process's threads")
+        .flatten()
+        .filter(|task| {
+            std::fs::read_to_string(task.path().join("comm"))
+                .is_ok_and(|c| c.trim() == "soulbox-pool")
+        })
+        .filter_map(|task| task.file_name().to_str()?.parse().ok())
+        .collect();
+    assert!(!refill_threads.is_empty(), "no soulbox-pool thread");
+    for tid in refill_threads {
+        assert_eq!(
+            policy_of(tid),
+            libc::SCHED_IDLE,
+            "the refill thread {tid} builds at the normal priority"
+        );
+    }
+    let pooled = pool.create().await.expect("hand over");
+    assert_eq!(
+        policy_of(pooled.pid()),
+        libc::SCHED_OTHER,
+        "the handed-over PID 1 kept the idle priority"
+    );
+    let inside = sh(
+        &pooled,
+        "python3 -c 'import os; print(os.sched_getscheduler(0))'",
+    )
+    .await;
+    assert_eq!(
+        stdout(&inside),
+        format!("{}\n", libc::SCHED_OTHER),
+        "a command in a handed-over sandbox runs at another priority"
+    );
+    pool.close().await;
+}

@@ -11,6 +11,7 @@ use tokio::sync::Notify;
 
 use crate::error::{Error, Result};
 use crate::sandbox::{Prepared, Sandbox, SandboxOptions};
+use crate::sys;
 
 /// Largest pool size [`SandboxPool::new`] accepts.
 pub const MAX_POOL_SIZE: usize = 1024;
@@ -201,6 +202,13 @@ impl Shared {
 /// up the caller's runtime. A hand-over moves the sandbox's control socket
 /// to the caller's runtime.
 fn refill_thread(shared: &Shared) {
+    // Builds run at idle priority, PID 1's set-up included (see
+    // `Sandbox::prepare`), so that on a busy or small host they take only
+    // CPU time that the sandboxes in use leave free. Processes this thread
+    // starts get the normal policy back.
+    if let Err(e) = sys::set_thread_idle_priority() {
+        tracing::debug!(error = %e, "sandbox pool refill keeps the normal priority");
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -227,7 +235,7 @@ async fn refill(shared: &Shared) {
         }
         // No deadline while waiting: the hand-over sets the caller's.
         let built = tokio::select! {
-            built = Sandbox::prepare(&shared.options, Duration::ZERO) => built,
+            built = Sandbox::prepare(&shared.options, Duration::ZERO, true) => built,
             () = shared.close.notified() => break,
         };
         match built {

@@ -432,13 +432,20 @@ impl Sandbox {
     /// behind.
     pub async fn create(options: SandboxOptions) -> Result<Self> {
         options.validate()?;
-        let prepared = Self::prepare(&options, options.timeout).await?;
+        let prepared = Self::prepare(&options, options.timeout, false).await?;
         prepared.hand_over(&options, false).await
     }
 
     /// Builds a sandbox whose PID 1 ends it after `timeout` (zero: never),
     /// up to the point where it accepts commands. `options` must be valid.
-    pub(crate) async fn prepare(options: &SandboxOptions, timeout: Duration) -> Result<Prepared> {
+    /// With `background`, PID 1 builds at the scheduler's idle priority
+    /// where the host is root (elsewhere it could not return to the normal
+    /// priority); a warm pool's refill asks for that.
+    pub(crate) async fn prepare(
+        options: &SandboxOptions,
+        timeout: Duration,
+        background: bool,
+    ) -> Result<Prepared> {
         let state_dir = paths::state_dir();
         let template = template::host(&state_dir)?;
         let scratch_dir = prepare_scratch_dir(&state_dir)?;
@@ -472,6 +479,7 @@ impl Sandbox {
             file_size_limit: options.file_size_limit.unwrap_or(u64::MAX),
             timeout_ms: duration_ms(timeout),
             seccomp_filter: options.seccomp.program()?.to_vec(),
+            background: background && sys::geteuid() == 0,
         };
         set_nonblocking(&host_end)?;
         let control = sys::async_fd(host_end).map_err(Error::os("register the control socket"))?;

@@ -554,6 +554,18 @@ pub fn set_nofile_soft_limit(soft: u64, hard: u64) -> io::Result<()> {
 }
 
 /// Returns the effective user id.
+/// Moves the calling thread to the scheduler's idle policy, with
+/// `SCHED_RESET_ON_FORK`, so that processes it starts get the normal one.
+pub fn set_thread_idle_priority() -> io::Result<()> {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: `param` is a valid sched_param that outlives the call; pid 0
+    // is the calling thread.
+    check(unsafe {
+        libc::sched_setscheduler(0, libc::SCHED_IDLE | libc::SCHED_RESET_ON_FORK, &param)
+    })?;
+    Ok(())
+}
+
 pub fn geteuid() -> u32 {
     // SAFETY: geteuid takes no arguments and always succeeds (getuid(2)).
     unsafe { libc::geteuid() }

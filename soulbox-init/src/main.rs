@@ -101,6 +101,12 @@ fn run() -> ! {
         None => fail_setup(control, SetupStage::Config, libc::EPROTO, b""),
     };
     join_v1_cgroups(control, task_files);
+    if config.background {
+        // A warm pool's refill: build at idle priority, so that the
+        // sandboxes already handed over keep the CPU. Failing here only
+        // costs that courtesy.
+        let _ = sys::set_scheduler(libc::SCHED_IDLE);
+    }
     // Not dumpable: no process inside may ptrace PID 1 or open its
     // /proc/1/mem, even as sandbox root. Forked supervisors inherit this.
     // It must wait until the configuration has arrived: a non-dumpable
@@ -140,6 +146,19 @@ fn run() -> ! {
             errno,
             b"listen on the state socket",
         );
+    }
+    // Back to the normal policy before the filter, and before any command:
+    // every process of the sandbox descends from PID 1 and would inherit
+    // the idle one.
+    if config.background {
+        if let Err(e) = sys::set_scheduler(libc::SCHED_OTHER) {
+            fail_setup(
+                control,
+                SetupStage::Scheduling,
+                e.raw_os_error().unwrap_or(libc::EPERM),
+                b"",
+            );
+        }
     }
     // Last, so that setup runs unfiltered and the policy only needs what
     // PID 1 does from here on.

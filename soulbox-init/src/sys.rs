@@ -34,6 +34,16 @@ pub fn prctl(option: libc::c_int, arg: libc::c_ulong) -> io::Result<()> {
     Ok(())
 }
 
+/// Sets the calling thread's scheduling policy (`SCHED_IDLE`,
+/// `SCHED_OTHER`, ...) with priority 0, as the non-real-time policies take.
+pub fn set_scheduler(policy: libc::c_int) -> io::Result<()> {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: `param` is a valid sched_param that outlives the call; pid 0
+    // is the calling thread.
+    check(unsafe { libc::sched_setscheduler(0, policy, &param) })?;
+    Ok(())
+}
+
 /// Sets the process name shown in /proc/PID/comm (at most 15 bytes).
 pub fn set_name(name: &CStr) -> io::Result<()> {
     // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes,

@@ -114,6 +114,10 @@ pub struct Config {
     /// (u16), `jt`, `jf` (u8 each) and `k` (u32), at most
     /// [`MAX_SECCOMP_INSTRUCTIONS`] of them. Empty installs no filter.
     pub seccomp_filter: Vec<u8>,
+    /// Build the sandbox at the scheduler's idle priority (`SCHED_IDLE`),
+    /// returning to the normal policy before reporting ready: a warm pool's
+    /// refill then yields the CPU to the sandboxes already in use.
+    pub background: bool,
 }
 
 /// Starts a command. Sent with [`SPAWN_FD_COUNT`] file descriptors.
@@ -219,11 +223,13 @@ pub enum SetupStage {
     Rlimits = 16,
     /// Joining the sandbox's v1 cgroups.
     Cgroup = 17,
+    /// Leaving the idle scheduling priority of a background build.
+    Scheduling = 18,
 }
 
 impl SetupStage {
     /// Every stage, for decoding.
-    pub const ALL: [SetupStage; 17] = [
+    pub const ALL: [SetupStage; 18] = [
         Self::Config,
         Self::CgroupNamespace,
         Self::MountPropagation,
@@ -241,6 +247,7 @@ impl SetupStage {
         Self::Seccomp,
         Self::Rlimits,
         Self::Cgroup,
+        Self::Scheduling,
     ];
 
     /// Short lowercase name of the step, for error messages.
@@ -263,6 +270,7 @@ impl SetupStage {
             Self::Seccomp => "install the seccomp filter",
             Self::Rlimits => "set resource limits",
             Self::Cgroup => "join the v1 cgroups",
+            Self::Scheduling => "return to the normal scheduling policy",
         }
     }
 
@@ -513,6 +521,7 @@ impl Request {
                 e.u64(c.file_size_limit);
                 e.u64(c.timeout_ms);
                 e.bytes(&c.seccomp_filter);
+                e.u8(u8::from(c.background));
                 e.finish()
             }
             Self::Spawn(s) => {
@@ -581,6 +590,7 @@ impl Request {
                     file_size_limit: d.u64("file_size_limit")?,
                     timeout_ms: d.u64("timeout_ms")?,
                     seccomp_filter: d.seccomp_filter()?,
+                    background: d.bool("background")?,
                 };
                 d.finish(Self::Config(config))
             }
@@ -804,6 +814,7 @@ mod tests {
             timeout_ms: 300_000,
             // Two instructions: load the syscall number, allow.
             seccomp_filter: vec![0x20, 0, 0, 0, 0, 0, 0, 0, 0x06, 0, 0, 0, 0, 0, 0xff, 0x7f],
+            background: true,
         }
     }
 
