@@ -455,7 +455,7 @@ impl Sandbox {
         let new_entry = state::NewEntry::create(&sandboxes)?;
         let entry_guard = EntryGuard(Some(new_entry.path.clone()));
         let id = new_entry.id.clone();
-        let (launch, host_end) = Launch::start(&id, &options.limits())?;
+        let (launch, host_end) = Launch::start(&id, &options.limits(), background)?;
         let config = Config {
             sandbox_id: id.clone().into_bytes(),
             lower_dirs: template
@@ -1384,9 +1384,10 @@ struct Launch {
 
 impl Launch {
     /// Creates the sandbox's cgroups and starts its PID 1 in new
-    /// namespaces. Returns the launch and the host's end of the control
+    /// namespaces, at idle priority with `background` where the zygote
+    /// forks it. Returns the launch and the host's end of the control
     /// socket.
-    fn start(id: &str, limits: &Limits) -> Result<(Self, OwnedFd)> {
+    fn start(id: &str, limits: &Limits, background: bool) -> Result<(Self, OwnedFd)> {
         let cgroup = SandboxCgroup::create(id, limits)?;
         let rootless = sys::geteuid() != 0;
         let mut namespaces = libc::CLONE_NEWNS
@@ -1399,7 +1400,7 @@ impl Launch {
         }
         let cgroup_fd = cgroup.open_v2();
         let (host_end, pid, pidfd, in_v2) =
-            match start_pid1(namespaces, cgroup_fd.as_ref().map(AsFd::as_fd)) {
+            match start_pid1(namespaces, cgroup_fd.as_ref().map(AsFd::as_fd), background) {
                 Ok(started) => started,
                 Err(error) => {
                     let mut cgroup = cgroup;
@@ -1475,9 +1476,11 @@ impl Drop for Launch {
 fn start_pid1(
     namespaces: libc::c_int,
     cgroup: Option<BorrowedFd<'_>>,
+    background: bool,
 ) -> Result<(OwnedFd, i32, OwnedFd, bool)> {
     let (host_end, init_end) = control_socket()?;
-    let (host_end, init_end) = match zygote::spawn(init_end.as_fd(), namespaces, cgroup) {
+    let (host_end, init_end) = match zygote::spawn(init_end.as_fd(), namespaces, cgroup, background)
+    {
         Spawn::Started(started) => {
             return Ok((host_end, started.pid, started.pidfd, started.in_cgroup))
         }

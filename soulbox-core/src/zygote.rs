@@ -131,6 +131,7 @@ pub(crate) fn spawn(
     control: BorrowedFd<'_>,
     namespaces: libc::c_int,
     cgroup: Option<BorrowedFd<'_>>,
+    background: bool,
 ) -> Spawn {
     // A forked PID 1 keeps the zygote's memory descriptor, which belongs
     // to the initial user namespace, so once PID 1 turns non-dumpable an
@@ -145,7 +146,7 @@ pub(crate) fn spawn(
         let Some(zygote) = client.ready_zygote() else {
             return Spawn::NotUsed;
         };
-        let outcome = zygote.fork(control, namespaces, cgroup);
+        let outcome = zygote.fork(control, namespaces, cgroup, background);
         match outcome {
             Ok(started) => {
                 client.failures = 0;
@@ -305,9 +306,11 @@ impl Zygote {
         control: BorrowedFd<'_>,
         namespaces: libc::c_int,
         cgroup: Option<BorrowedFd<'_>>,
+        background: bool,
     ) -> std::result::Result<Started, Failure> {
         let request = ForkRequest {
             namespaces: u64::from(namespaces as u32),
+            background,
         };
         let mut fds = vec![control];
         fds.extend(cgroup);

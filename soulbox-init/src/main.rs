@@ -149,8 +149,9 @@ fn run() -> ! {
     }
     // Back to the normal policy before the filter, and before any command:
     // every process of the sandbox descends from PID 1 and would inherit
-    // the idle one.
-    if config.background {
+    // the idle one. A PID 1 forked by a background request of the zygote
+    // starts with it too.
+    if config.background || sys::is_idle_priority() {
         if let Err(e) = sys::set_scheduler(libc::SCHED_OTHER) {
             fail_setup(
                 control,

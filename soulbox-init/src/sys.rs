@@ -44,6 +44,13 @@ pub fn set_scheduler(policy: libc::c_int) -> io::Result<()> {
     Ok(())
 }
 
+/// Returns whether the calling thread runs under `SCHED_IDLE`.
+pub fn is_idle_priority() -> bool {
+    // SAFETY: sched_getscheduler takes a plain pid; 0 is the caller.
+    let policy = unsafe { libc::sched_getscheduler(0) };
+    policy >= 0 && policy & !libc::SCHED_RESET_ON_FORK == libc::SCHED_IDLE
+}
+
 /// Sets the process name shown in /proc/PID/comm (at most 15 bytes).
 pub fn set_name(name: &CStr) -> io::Result<()> {
     // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes,

@@ -80,12 +80,25 @@ fn fork(request: ForkRequest, fds: Vec<OwnedFd>, tid_address: Option<u64>) -> st
     let flags = libc::CLONE_PARENT as u64 | request.namespaces;
     let cgroup_fd = cgroup.as_ref().map(AsFd::as_fd);
     let mut in_cgroup = cgroup_fd.is_some();
+    // A background fork (a warm pool's refill) clones at idle priority,
+    // which the child keeps until its build is done; see `crate::run`.
+    if request.background {
+        let _ = sys::set_scheduler(libc::SCHED_IDLE);
+    }
     let mut forked = sys::clone3_fork(flags, cgroup_fd, tid_address);
     if forked.is_err() && in_cgroup {
         // As on the host's own path: where CLONE_INTO_CGROUP fails, the
         // host moves PID 1 into its cgroup afterwards.
         in_cgroup = false;
         forked = sys::clone3_fork(flags, None, tid_address);
+    }
+    if !matches!(forked, Ok(sys::Forked::Child)) && request.background {
+        // The zygote runs as root, so it may return to the normal policy.
+        // If it cannot, it must not fork foreground sandboxes at idle
+        // priority: it exits, and the host starts a new one.
+        if sys::set_scheduler(libc::SCHED_OTHER).is_err() {
+            sys::exit(EXIT_FAILURE);
+        }
     }
     match forked {
         Ok(sys::Forked::Child) => become_pid1(control),

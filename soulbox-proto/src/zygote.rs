@@ -21,15 +21,23 @@ pub const REQUEST_MAX_FDS: usize = 2;
 pub const NAMESPACE_FLAGS: u64 =
     0x0002_0000 | 0x0200_0000 | 0x0400_0000 | 0x0800_0000 | 0x1000_0000 | 0x2000_0000 | 0x4000_0000;
 
-/// First four bytes of both messages: magic, protocol version, and a zero
-/// byte that keeps the fields after it aligned.
+/// First four bytes of both messages: magic, protocol version, and a flags
+/// byte ([`BACKGROUND`] in a request, zero in a reply) that also keeps the
+/// fields after it aligned.
 const HEADER: [u8; 4] = [b'S', b'Z', crate::VERSION, 0];
+
+/// Request flag: fork PID 1 at the scheduler's idle priority.
+const BACKGROUND: u8 = 1;
 
 /// A request to fork one sandbox's PID 1 in new namespaces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ForkRequest {
     /// CLONE_NEW* flags; only bits of [`NAMESPACE_FLAGS`].
     pub namespaces: u64,
+    /// Clone at the scheduler's idle priority, for a warm pool's refill;
+    /// PID 1 then starts with that priority, and leaves it before it
+    /// reports ready.
+    pub background: bool,
 }
 
 impl ForkRequest {
@@ -37,6 +45,9 @@ impl ForkRequest {
     pub fn encode(&self) -> [u8; REQUEST_LEN] {
         let mut out = [0u8; REQUEST_LEN];
         out[..4].copy_from_slice(&HEADER);
+        if self.background {
+            out[3] = BACKGROUND;
+        }
         out[4..].copy_from_slice(&self.namespaces.to_le_bytes());
         out
     }
@@ -49,14 +60,17 @@ impl ForkRequest {
     /// one with flags outside [`NAMESPACE_FLAGS`].
     pub fn decode(msg: &[u8]) -> Result<Self, DecodeError> {
         let raw = fixed::<REQUEST_LEN>(msg, "namespaces")?;
-        check_header(&raw)?;
+        check_header(&raw, BACKGROUND)?;
         let mut flags = [0u8; 8];
         flags.copy_from_slice(&raw[4..]);
         let namespaces = u64::from_le_bytes(flags);
         if namespaces & !NAMESPACE_FLAGS != 0 {
             return Err(DecodeError::InvalidField("namespaces"));
         }
-        Ok(Self { namespaces })
+        Ok(Self {
+            namespaces,
+            background: raw[3] == BACKGROUND,
+        })
     }
 }
 
@@ -106,7 +120,7 @@ impl ForkReply {
     /// an unknown kind, or a pid or errno that is not positive.
     pub fn decode(msg: &[u8]) -> Result<Self, DecodeError> {
         let raw = fixed::<REPLY_LEN>(msg, "reply")?;
-        check_header(&raw)?;
+        check_header(&raw, 0)?;
         let kind = u32::from_le_bytes([raw[4], raw[5], raw[6], raw[7]]);
         let value = i32::from_le_bytes([raw[8], raw[9], raw[10], raw[11]]);
         match kind {
@@ -129,14 +143,16 @@ fn fixed<const N: usize>(msg: &[u8], field: &'static str) -> Result<[u8; N], Dec
     msg.try_into().map_err(|_| DecodeError::Truncated(field))
 }
 
-fn check_header(raw: &[u8]) -> Result<(), DecodeError> {
+/// Checks the magic and version, and that the flags byte holds no bit
+/// outside `flags`.
+fn check_header(raw: &[u8], flags: u8) -> Result<(), DecodeError> {
     if raw[..2] != HEADER[..2] {
         return Err(DecodeError::BadMagic);
     }
     if raw[2] != crate::VERSION {
         return Err(DecodeError::UnsupportedVersion(raw[2]));
     }
-    if raw[3] != 0 {
+    if raw[3] & !flags != 0 {
         return Err(DecodeError::InvalidField("header"));
     }
     Ok(())
@@ -148,10 +164,27 @@ mod tests {
 
     #[test]
     fn request_round_trips() {
-        let request = ForkRequest {
-            namespaces: 0x2000_0000 | 0x0002_0000,
-        };
-        assert_eq!(ForkRequest::decode(&request.encode()), Ok(request));
+        for background in [false, true] {
+            let request = ForkRequest {
+                namespaces: 0x2000_0000 | 0x0002_0000,
+                background,
+            };
+            assert_eq!(ForkRequest::decode(&request.encode()), Ok(request));
+        }
+    }
+
+    #[test]
+    fn request_rejects_unknown_flags() {
+        let mut raw = ForkRequest {
+            namespaces: 0x2000_0000,
+            background: true,
+        }
+        .encode();
+        raw[3] = 0x80;
+        assert_eq!(
+            ForkRequest::decode(&raw),
+            Err(DecodeError::InvalidField("header"))
+        );
     }
 
     #[test]
@@ -159,6 +192,7 @@ mod tests {
         // CLONE_VM is not a namespace flag.
         let request = ForkRequest {
             namespaces: 0x2000_0000 | 0x100,
+            background: false,
         };
         assert_eq!(
             ForkRequest::decode(&request.encode()),
@@ -168,7 +202,11 @@ mod tests {
 
     #[test]
     fn request_rejects_wrong_sizes() {
-        let encoded = ForkRequest { namespaces: 0 }.encode();
+        let encoded = ForkRequest {
+            namespaces: 0,
+            background: false,
+        }
+        .encode();
         assert_eq!(
             ForkRequest::decode(&encoded[..5]),
             Err(DecodeError::Truncated("namespaces"))
