@@ -214,6 +214,24 @@ extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> lib
 /// Exit code after a panic, as Rust's own start-up returns it.
 const EXIT_PANIC: u8 = 101;
 
+/// A usage error on one line: clap's message up to its usage section, which
+/// names a missing argument on the lines after the first.
+fn usage_error(error: &clap::Error) -> String {
+    let text = error.render().to_string();
+    let message: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .take_while(|line| !line.is_empty())
+        .collect();
+    let message = message.join(" ");
+    let message = message.trim_start_matches("error: ");
+    if message.is_empty() {
+        "invalid arguments".to_string()
+    } else {
+        message.to_string()
+    }
+}
+
 /// Runs the subcommand; returns the exit code.
 fn run() -> u8 {
     let cli = match Cli::try_parse() {
@@ -223,13 +241,15 @@ fn run() -> u8 {
             let _ = e.print();
             return 0;
         }
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            // No subcommand: the help is the message.
+            let _ = e.print();
+            return EXIT_SOULBOX_FAILED;
+        }
         Err(e) => {
             // A usage error is a SoulBox failure, exit 125, so it cannot be
             // mistaken for the command's own exit code 2.
-            let text = e.render().to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments");
-            let first = first.trim_start_matches("error: ");
-            eprintln!("soulbox: {first} (see soulbox --help)");
+            eprintln!("soulbox: {} (see soulbox --help)", usage_error(&e));
             return EXIT_SOULBOX_FAILED;
         }
     };

@@ -494,3 +494,26 @@ fn copy_follows_user_option() {
         "the copied file should be readable"
     );
 }
+
+#[test]
+fn missing_argument_is_named() {
+    for (args, missing) in [
+        (&["run"][..], "<COMMAND>"),
+        (&["kill"][..], "<ID>"),
+        (&["exec", "sb-0000000000000"][..], "<COMMAND>"),
+    ] {
+        let outcome = soulbox(args);
+        assert_soulbox_failed(&outcome, missing);
+    }
+}
+
+#[test]
+fn no_subcommand_prints_the_usage() {
+    let outcome = soulbox(&[]);
+    assert_eq!(outcome.code(), Some(125), "stderr: {:?}", outcome.stderr);
+    assert!(
+        outcome.stderr.contains("Usage:") && outcome.stderr.contains("run"),
+        "soulbox with no arguments should print the usage and the subcommands: {:?}",
+        outcome.stderr
+    );
+}

@@ -463,11 +463,12 @@ pub(crate) fn claim_sweep(sandboxes: &Path, interval: Duration) -> bool {
         return false;
     }
     // Where the stamp cannot be written, every process sweeps.
+    // O_NONBLOCK: opening a FIFO under the name must not hang.
     let _ = fs::OpenOptions::new()
         .write(true)
         .create(true)
         .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(&stamp)
         .and_then(|file| file.set_modified(SystemTime::now()));
     true
@@ -543,6 +544,24 @@ mod tests {
             "the stamp is in the sandboxes directory"
         );
         assert!(dir.0.join(SWEPT).exists(), "the stamp is missing");
+    }
+
+    #[test]
+    fn sweep_claim_does_not_hang_on_fifo_stamp() {
+        let dir = TempDir::new("sweep-fifo");
+        let sandboxes = dir.0.join("sandboxes");
+        fs::create_dir(&sandboxes).unwrap();
+        nix::unistd::mkfifo(&dir.0.join(SWEPT), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = done.send(claim_sweep(&sandboxes, Duration::ZERO));
+        });
+        let claimed = finished.recv_timeout(Duration::from_secs(10));
+        if claimed.is_err() {
+            // Free the blocked thread so that the test process can exit.
+            let _ = fs::File::open(dir.0.join(SWEPT));
+        }
+        assert_eq!(claimed, Ok(true), "claiming a sweep hung on a FIFO stamp");
     }
 
     fn make_old(path: &Path) {
