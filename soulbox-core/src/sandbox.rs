@@ -447,9 +447,10 @@ impl Sandbox {
         background: bool,
     ) -> Result<Prepared> {
         let state_dir = paths::state_dir();
+        // First: it checks that the state directory is this user's alone.
+        let sandboxes = state::sandboxes_dir(&state_dir)?;
         let template = template::host(&state_dir)?;
         let scratch_dir = prepare_scratch_dir(&state_dir)?;
-        let sandboxes = state::sandboxes_dir(&state_dir)?;
         sweep_if_due(&sandboxes);
 
         let new_entry = state::NewEntry::create(&sandboxes)?;

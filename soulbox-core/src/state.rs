@@ -26,7 +26,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, Write};
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -94,21 +94,75 @@ impl Record {
 }
 
 /// Returns the directory holding every entry, creating it (and the state
-/// directory, mode 0700) if needed.
+/// directory, mode 0700) if needed. Refuses a state directory that another
+/// user owns or may write to: whoever can rename its entries can replace
+/// the sandboxes' records, templates and sockets with their own.
 pub(crate) fn sandboxes_dir(state_dir: &Path) -> Result<PathBuf> {
     let dir = state_dir.join(SANDBOXES);
-    if !dir.is_dir() {
+    if dir.is_dir() {
+        check_private(state_dir)?;
+        return Ok(dir);
+    }
+    let create = |path: &Path, recursive: bool| {
         fs::DirBuilder::new()
-            .recursive(true)
+            .recursive(recursive)
             .mode(0o700)
-            .create(&dir)
+            .create(path)
             .map_err(|source| Error::State {
                 step: "create",
-                path: dir.clone(),
+                path: path.to_path_buf(),
                 source,
-            })?;
+            })
+    };
+    if fs::symlink_metadata(state_dir).is_err() {
+        create(state_dir, true)?;
     }
-    Ok(dir)
+    // Before anything is created inside.
+    check_private(state_dir)?;
+    match create(&dir, false) {
+        // Another process made it in the meantime.
+        Err(_) if dir.is_dir() => Ok(dir),
+        Err(e) => Err(e),
+        Ok(()) => Ok(dir),
+    }
+}
+
+/// Checks that `dir` is a directory (not a symbolic link) that belongs to
+/// this process's effective user and that no one else may write to.
+fn check_private(dir: &Path) -> Result<()> {
+    let refuse = |reason: String| Error::State {
+        step: "use",
+        path: dir.to_path_buf(),
+        source: std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!(
+                "{reason}; remove it, or set {} to a directory of your own",
+                crate::paths::STATE_DIR_VAR
+            ),
+        ),
+    };
+    let meta = fs::symlink_metadata(dir).map_err(|source| Error::State {
+        step: "inspect",
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let uid = crate::sys::geteuid();
+    if !meta.is_dir() {
+        return Err(refuse("it is not a directory".into()));
+    }
+    if meta.uid() != uid {
+        return Err(refuse(format!(
+            "it belongs to uid {}, not to uid {uid}",
+            meta.uid()
+        )));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(refuse(format!(
+            "other users may write to it (mode {:o})",
+            meta.mode() & 0o7777
+        )));
+    }
+    Ok(())
 }
 
 /// A new entry: its lock is taken and its socket bound, but PID 1 does not
@@ -483,6 +537,7 @@ pub(crate) fn entry_path(sandboxes: &Path, id: &str) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     /// A fresh sandboxes directory, removed at the end of the test.
     struct TempDir(PathBuf);
@@ -512,6 +567,37 @@ mod tests {
         fn drop(&mut self) {
             let _ = fs::remove_dir_all(&self.0);
         }
+    }
+
+    #[test]
+    fn state_dir_writable_by_others_refused() {
+        let dir = TempDir::new("private");
+        sandboxes_dir(&dir.0).expect("a fresh private directory is accepted");
+        fs::set_permissions(&dir.0, fs::Permissions::from_mode(0o777)).unwrap();
+        let error = sandboxes_dir(&dir.0).expect_err("a world-writable directory is accepted");
+        let message = format!("{error}: {}", std::error::Error::source(&error).unwrap());
+        assert!(
+            message.contains("other users may write to it (mode 777)")
+                && message.contains(crate::paths::STATE_DIR_VAR),
+            "unexpected message: {message}"
+        );
+        fs::set_permissions(&dir.0, fs::Permissions::from_mode(0o700)).unwrap();
+        sandboxes_dir(&dir.0).expect("a private directory again");
+    }
+
+    #[test]
+    fn state_dir_symlink_refused() {
+        let dir = TempDir::new("symlinked");
+        let real = dir.0.join("real");
+        fs::create_dir(&real).unwrap();
+        let link = dir.0.join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let error = sandboxes_dir(&link).expect_err("a symbolic link is accepted");
+        let message = format!("{error}: {}", std::error::Error::source(&error).unwrap());
+        assert!(
+            message.contains("it is not a directory"),
+            "unexpected message: {message}"
+        );
     }
 
     #[test]
