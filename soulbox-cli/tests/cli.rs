@@ -517,3 +517,68 @@ fn no_subcommand_prints_the_usage() {
         outcome.stderr
     );
 }
+
+/// Runs `soulbox run -- echo hi` with `state` as the state directory.
+fn run_echo_in(state: &Path) -> std::process::Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_soulbox"))
+        .args(["run", "--", "echo", "hi"])
+        .env("SOULBOX_STATE_DIR", state)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the soulbox binary");
+    let stdout = read_in_background(child.stdout.take().expect("stdout is piped"));
+    let stderr = read_in_background(child.stderr.take().expect("stderr is piped"));
+    let status = wait_limited(&mut child, "soulbox run -- echo hi");
+    std::process::Output {
+        status,
+        stdout: stdout.join().expect("stdout reader thread"),
+        stderr: stderr.join().expect("stderr reader thread"),
+    }
+}
+
+#[test]
+fn damaged_program_copy_removed_and_rewritten() {
+    if !require_root("damaged_program_copy_removed_and_rewritten") {
+        return;
+    }
+    let state = HostDir::create("damaged-copy");
+    std::fs::set_permissions(&state.path, std::fs::Permissions::from_mode(0o700))
+        .expect("make the state directory private");
+    let first = run_echo_in(&state.path);
+    assert_eq!(
+        text(first.stdout.clone()),
+        "hi\n",
+        "the first run failed: {first:?}"
+    );
+    let copies: Vec<PathBuf> = std::fs::read_dir(state.path.join("init"))
+        .expect("list the program's copies")
+        .flatten()
+        .map(|entry| entry.path())
+        .collect();
+    let [copy] = copies.as_slice() else {
+        panic!("expected one copy of PID 1's program, found {copies:?}");
+    };
+    // Same size, owner and mode, other bytes: /bin/true padded with zeros.
+    let size = std::fs::metadata(copy).expect("stat the copy").len();
+    let mut other = std::fs::read("/bin/true").expect("read /bin/true");
+    other.resize(size as usize, 0);
+    std::fs::set_permissions(copy, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::write(copy, &other).expect("overwrite the copy");
+    std::fs::set_permissions(copy, std::fs::Permissions::from_mode(0o500)).unwrap();
+
+    let damaged = run_echo_in(&state.path);
+    assert_eq!(damaged.status.code(), Some(125), "{damaged:?}");
+    let message = text(damaged.stderr);
+    assert!(
+        message.contains("did not match this build and was removed"),
+        "the error does not name the damaged copy: {message}"
+    );
+    let repaired = run_echo_in(&state.path);
+    assert_eq!(
+        text(repaired.stdout.clone()),
+        "hi\n",
+        "the run after the removal failed: {repaired:?}"
+    );
+}

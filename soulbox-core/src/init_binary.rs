@@ -87,6 +87,22 @@ pub fn executable() -> Result<BorrowedFd<'static>> {
     Ok(EXECUTABLE.get_or_init(|| fd).as_fd())
 }
 
+/// Compares the state directory's copy with the embedded program, after a
+/// PID 1 failed before it was ready, and removes the copy if they differ.
+/// The checks on open cannot tell a same-sized file that this user (or
+/// root) put in its place, and without this every later create of every
+/// process would fail the same way. Returns the removed copy's path.
+pub fn remove_if_damaged() -> Option<std::path::PathBuf> {
+    let name = COPY_NAME.to_str().ok()?;
+    let path = paths::state_dir().join(DIR_NAME).join(name);
+    let bytes = fs::read(&path).ok()?;
+    if bytes == INIT_BINARY {
+        return None;
+    }
+    fs::remove_file(&path).ok()?;
+    Some(path)
+}
+
 /// Opens the copy in `dir`, making the directory and the copy where they
 /// are missing and replacing a copy that fails the checks.
 fn shared_copy(dir: &Path) -> io::Result<OwnedFd> {

@@ -490,7 +490,9 @@ impl Sandbox {
         let sent = send_request(&control, &Request::Config(config), &config_fds).await;
         drop(config_fds);
         drop(task_files);
-        explain_send_failure(sent, &control, &launch).await?;
+        explain_send_failure(sent, &control, &launch)
+            .await
+            .map_err(blame_damaged_program)?;
         // PID 1 has copies of both now. Nothing else may keep the listening
         // socket open, because a connect after PID 1 died must fail, not hang.
         let state::NewEntry {
@@ -505,8 +507,12 @@ impl Sandbox {
         // start in is left to the host, while PID 1 builds its mounts.
         launch.attach()?;
         let sent = send_request(&control, &Request::Attached, &[]).await;
-        explain_send_failure(sent, &control, &launch).await?;
-        wait_ready(&control, &launch).await?;
+        explain_send_failure(sent, &control, &launch)
+            .await
+            .map_err(blame_damaged_program)?;
+        wait_ready(&control, &launch)
+            .await
+            .map_err(blame_damaged_program)?;
 
         let root = open_root(launch.pid)?;
         let shell = pick_shell(&root);
@@ -1579,6 +1585,28 @@ async fn explain_send_failure(
         Err(report) => Err(report),
         Ok(()) => Err(error),
     }
+}
+
+/// Adds to an error from a PID 1 that broke off before it was ready
+/// whether its program's copy in the state directory was damaged (and is
+/// now removed, so that the next create writes it again). A failure that
+/// PID 1 reported itself is returned as it is.
+fn blame_damaged_program(error: Error) -> Error {
+    if matches!(error, Error::Setup { .. }) {
+        return error;
+    }
+    let Some(path) = init_binary::remove_if_damaged() else {
+        return error;
+    };
+    let cause = match error {
+        Error::Protocol(message) => message,
+        other => other.to_string(),
+    };
+    Error::Protocol(format!(
+        "{cause}; the copy of SoulBox's PID 1 program at {} did not match this build and was \
+         removed, so the next create writes it again",
+        path.display()
+    ))
 }
 
 /// Waits for PID 1's first reply: ready, or the step that failed.
