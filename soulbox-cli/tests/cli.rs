@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{read_in_background, require_root, soulbox_output, wait_limited};
+use common::{read_in_background, require_root, soulbox_output, soulbox_output_with, wait_limited};
 
 /// What one `soulbox` invocation produced.
 #[derive(Debug)]
@@ -520,22 +520,10 @@ fn no_subcommand_prints_the_usage() {
 
 /// Runs `soulbox run -- echo hi` with `state` as the state directory.
 fn run_echo_in(state: &Path) -> std::process::Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_soulbox"))
-        .args(["run", "--", "echo", "hi"])
-        .env("SOULBOX_STATE_DIR", state)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the soulbox binary");
-    let stdout = read_in_background(child.stdout.take().expect("stdout is piped"));
-    let stderr = read_in_background(child.stderr.take().expect("stderr is piped"));
-    let status = wait_limited(&mut child, "soulbox run -- echo hi");
-    std::process::Output {
-        status,
-        stdout: stdout.join().expect("stdout reader thread"),
-        stderr: stderr.join().expect("stderr reader thread"),
-    }
+    soulbox_output_with(
+        &["run", "--", "echo", "hi"],
+        &[("SOULBOX_STATE_DIR", state.as_os_str())],
+    )
 }
 
 #[test]

@@ -55,8 +55,14 @@ pub fn read_in_background(mut pipe: impl Read + Send + 'static) -> JoinHandle<Ve
 /// Runs `soulbox` with `args` and stdin on /dev/null, killing it after
 /// `RUN_LIMIT`.
 pub fn soulbox_output(args: &[&str]) -> Output {
+    soulbox_output_with(args, &[])
+}
+
+/// Like [`soulbox_output`], with `envs` added to the environment.
+pub fn soulbox_output_with(args: &[&str], envs: &[(&str, &std::ffi::OsStr)]) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_soulbox"))
         .args(args)
+        .envs(envs.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
