@@ -5,7 +5,7 @@
 //! traps to the hypervisor (7.5 µs each on the benchmark host). Without
 //! libgcc_s, `soulbox --version` took 0.89 ms there instead of 1.03 ms.
 //! The whole archive is linked, so that the unwinder's symbols are defined
-//! before the standard library asks for libgcc_s, which `--as-needed` then
+//! before the standard library requests libgcc_s, which `--as-needed` then
 //! leaves out.
 
 use std::env;

@@ -108,8 +108,8 @@ async fn zygote_keeps_no_sandbox_state() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pid1_holds_only_its_descriptors() {
-    if !require_root("pid1_holds_only_its_descriptors") {
+async fn pid1_has_only_its_descriptors() {
+    if !require_root("pid1_has_only_its_descriptors") {
         return;
     }
     let _turn = LAUNCHER.lock().await;
@@ -297,10 +297,10 @@ fn rootless_creates_without_zygote() {
 
 /// Sixty creates at once while the zygote is killed five times: every
 /// create succeeds, and once the sandboxes are killed or dropped this
-/// process holds no more descriptors, children or cgroups than before.
+/// process has no more descriptors, children or cgroups than before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn create_storm_survives_killed_zygotes_without_leaks() {
-    if !require_root("create_storm_survives_killed_zygotes_without_leaks") {
+async fn create_storm_survives_zygote_kills() {
+    if !require_root("create_storm_survives_zygote_kills") {
         return;
     }
     let _turn = LAUNCHER.lock().await;

@@ -326,6 +326,7 @@ async fn every_process_joins_every_limit_cgroup() {
     let sandbox = sandbox_with(options).await;
     let dirs = sandbox.cgroup_paths();
     assert!(!dirs.is_empty(), "a sandbox with limits has cgroups");
+
     let sleep = sandbox
         .shell("sleep 30")
         .start()
@@ -338,6 +339,7 @@ async fn every_process_joins_every_limit_cgroup() {
             .map(|line| line.parse().expect("a pid per line"))
             .collect()
     };
+
     for dir in &dirs {
         let pids = members(dir);
         assert!(

@@ -271,7 +271,7 @@ async fn pool_rejects_bad_size() {
     ));
 }
 
-/// The scheduling policy of thread or process `tid`, without
+/// Returns the scheduling policy of thread or process `tid`, without
 /// `SCHED_RESET_ON_FORK`.
 fn policy_of(tid: i32) -> i32 {
     // SAFETY: sched_getscheduler takes a plain thread id.
@@ -285,12 +285,13 @@ fn policy_of(tid: i32) -> i32 {
 }
 
 #[tokio::test]
-async fn pool_builds_at_idle_priority_and_hands_over_normal() {
-    if !require_root("pool_builds_at_idle_priority_and_hands_over_normal") {
+async fn pool_refill_runs_idle() {
+    if !require_root("pool_refill_runs_idle") {
         return;
     }
     let pool = SandboxPool::new(options(), 1).expect("start a pool");
     wait_full(&pool).await;
+
     let refill_threads: Vec<i32> = std::fs::read_dir("/proc/self/task")
         .expect("list this process's threads")
         .flatten()
@@ -308,6 +309,7 @@ async fn pool_builds_at_idle_priority_and_hands_over_normal() {
             "the refill thread {tid} builds at the normal priority"
         );
     }
+
     let pooled = pool.create().await.expect("hand over");
     assert_eq!(
         policy_of(pooled.pid()),

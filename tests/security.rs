@@ -451,8 +451,8 @@ async fn proc_exe_overwrite_blocked() {
         );
     }
     drop(exe);
-    // Whatever holds it, not even host root may open it for writing while
-    // PID 1 runs it.
+    // Not even host root may open it for writing while PID 1 runs it,
+    // whichever file it is.
     let opened = std::fs::OpenOptions::new().write(true).open(&init_exe);
     assert_eq!(
         opened.as_ref().err().and_then(std::io::Error::raw_os_error),

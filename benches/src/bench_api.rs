@@ -12,7 +12,7 @@
 //!   `--pool SIZE` the create is `SandboxPool::create` on a pool of that
 //!   size, and each iteration first waits, untimed, until the pool is full
 //!   again, so it times a hand-over rather than the refill. With
-//!   `--phases` each line holds four numbers instead of one: the whole
+//!   `--phases` each line has four numbers instead of one: the whole
 //!   iteration, then its create (or hand-over), command and kill.
 //! - `exec`: running `/bin/true` in one sandbox created beforehand.
 //! - `host-exec`: `std::process::Command::new("/bin/true").status()` from

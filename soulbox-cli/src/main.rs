@@ -214,8 +214,8 @@ extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> lib
 /// Exit code after a panic, as Rust's own start-up returns it.
 const EXIT_PANIC: u8 = 101;
 
-/// A usage error on one line: clap's message up to its usage section, which
-/// names a missing argument on the lines after the first.
+/// Returns a usage error on one line: clap's message up to its usage
+/// section. A missing argument's name is on the lines after the first.
 fn usage_error(error: &clap::Error) -> String {
     let text = error.render().to_string();
     let message: Vec<&str> = text

@@ -9,17 +9,18 @@
 //! trusted, the process loads a sealed memfd of its own.
 //!
 //! A copy is used only when its directory is a real directory (not a
-//! symlink) owned by the effective uid with no permission for anyone else,
-//! on a file system not mounted noexec, and the copy is a regular file
-//! owned by the effective uid, mode 0500, with one link and the helper's
-//! size. Only this user and root can then have written it. It is written
-//! under a temporary name, flushed to disk and renamed into place, so a
-//! crash never leaves a partial copy under its name; a copy that fails a
-//! check is replaced. Like the sealed memfd, it cannot change under a
-//! running sandbox: the kernel refuses to open a file for writing while a
-//! process executes it (ETXTBSY), and sandboxed code cannot reach it, since
-//! PID 1 is not dumpable (its /proc/PID/exe stays closed) and the state
-//! directory is not mounted in a sandbox.
+//! symlink) on a file system not mounted noexec, owned by the effective uid
+//! with no permission for anyone else. The copy itself must be a regular
+//! file owned by the effective uid, mode 0500, with one link and the
+//! helper's size. Only this user and root can then have written it.
+//!
+//! The copy is written under a temporary name, flushed to disk and renamed
+//! into place, so a crash never leaves a partial copy under its name. A
+//! copy that fails a check is replaced. Like the sealed memfd, it cannot
+//! change under a running sandbox, because the kernel rejects opening a
+//! file for writing while a process executes it (ETXTBSY). Sandboxed code
+//! cannot reach it either: PID 1 is not dumpable (its /proc/PID/exe stays
+//! closed), and the state directory is not mounted in a sandbox.
 
 use std::ffi::{CStr, CString};
 use std::fs::{self, File};

@@ -137,8 +137,8 @@ pub(crate) fn close_later(fd: OwnedFd) {
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
         .push(fd);
-    // The counter only fails to grow near u64::MAX, and then the thread is
-    // woken already.
+    // The write fails only when the eventfd's counter is near u64::MAX,
+    // and then a wake-up is already pending.
     let _ = reaper.wake.write(1);
 }
 

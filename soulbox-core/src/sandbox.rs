@@ -438,9 +438,9 @@ impl Sandbox {
 
     /// Builds a sandbox whose PID 1 ends it after `timeout` (zero: never),
     /// up to the point where it accepts commands. `options` must be valid.
-    /// With `background`, PID 1 builds at the scheduler's idle priority
-    /// where the host is root (elsewhere it could not return to the normal
-    /// priority); a warm pool's refill asks for that.
+    /// With `background` (a warm pool's refill), PID 1 builds at the
+    /// scheduler's idle priority where the host is root. Elsewhere it could
+    /// not return to the normal priority.
     pub(crate) async fn prepare(
         options: &SandboxOptions,
         timeout: Duration,
@@ -503,8 +503,8 @@ impl Sandbox {
         } = new_entry;
         drop(listener);
         drop(lock);
-        // PID 1 joins its v1 cgroups itself; only a v2 directory it did not
-        // start in is left to the host, while PID 1 builds its mounts.
+        // PID 1 joins its v1 cgroups itself. The host moves it only into a
+        // v2 directory it did not start in, while PID 1 builds its mounts.
         launch.attach()?;
         let sent = send_request(&control, &Request::Attached, &[]).await;
         explain_send_failure(sent, &control, &launch)
@@ -1496,8 +1496,8 @@ fn start_pid1(
         // of `init_end`. A new pair keeps it from reading this sandbox's
         // configuration, and it exits at end of file.
         // NOTE: nothing reaps such an orphan, so it stays a zombie child
-        // of this process; it needs the zygote to die between its clone
-        // and its reply.
+        // of this process. It happens only when the zygote dies between
+        // its clone and its reply.
         Spawn::Lost => control_socket()?,
     };
     let program = init_binary::executable()?;

@@ -165,14 +165,14 @@ pub struct SeccompPolicy {
     program: Arc<OnceLock<std::result::Result<Arc<[u8]>, String>>>,
 }
 
-/// Where a policy's rules come from.
+/// The origin of a policy's rules.
 #[derive(Clone)]
 enum Source {
     /// No filter is installed at all.
     Unconfined,
     /// The default policy. Its program is compiled when SoulBox is built,
     /// so its rules are built from the table only when a caller reads or
-    /// changes them; a `soulbox run` process never does.
+    /// changes them. A `soulbox run` process never does.
     Default,
     Rules(Arc<Rules>),
 }

@@ -94,9 +94,9 @@ impl Record {
 }
 
 /// Returns the directory holding every entry, creating it (and the state
-/// directory, mode 0700) if needed. Refuses a state directory that another
-/// user owns or may write to: whoever can rename its entries can replace
-/// the sandboxes' records, templates and sockets with their own.
+/// directory, mode 0700) if needed. Rejects a state directory that another
+/// user owns or may write to, because another user who can rename its
+/// entries can replace the sandboxes' records, templates and sockets.
 pub(crate) fn sandboxes_dir(state_dir: &Path) -> Result<PathBuf> {
     let dir = state_dir.join(SANDBOXES);
     if dir.is_dir() {
@@ -130,7 +130,7 @@ pub(crate) fn sandboxes_dir(state_dir: &Path) -> Result<PathBuf> {
 /// Checks that `dir` is a directory (not a symbolic link) that belongs to
 /// this process's effective user and that no one else may write to.
 fn check_private(dir: &Path) -> Result<()> {
-    let refuse = |reason: String| Error::State {
+    let reject = |reason: String| Error::State {
         step: "use",
         path: dir.to_path_buf(),
         source: std::io::Error::new(
@@ -148,16 +148,16 @@ fn check_private(dir: &Path) -> Result<()> {
     })?;
     let uid = crate::sys::geteuid();
     if !meta.is_dir() {
-        return Err(refuse("it is not a directory".into()));
+        return Err(reject("it is not a directory".into()));
     }
     if meta.uid() != uid {
-        return Err(refuse(format!(
+        return Err(reject(format!(
             "it belongs to uid {}, not to uid {uid}",
             meta.uid()
         )));
     }
     if meta.mode() & 0o022 != 0 {
-        return Err(refuse(format!(
+        return Err(reject(format!(
             "other users may write to it (mode {:o})",
             meta.mode() & 0o7777
         )));
@@ -570,7 +570,7 @@ mod tests {
     }
 
     #[test]
-    fn state_dir_writable_by_others_refused() {
+    fn state_dir_writable_by_others_rejected() {
         let dir = TempDir::new("private");
         sandboxes_dir(&dir.0).expect("a fresh private directory is accepted");
         fs::set_permissions(&dir.0, fs::Permissions::from_mode(0o777)).unwrap();
@@ -586,7 +586,7 @@ mod tests {
     }
 
     #[test]
-    fn state_dir_symlink_refused() {
+    fn state_dir_symlink_rejected() {
         let dir = TempDir::new("symlinked");
         let real = dir.0.join("real");
         fs::create_dir(&real).unwrap();

@@ -1107,8 +1107,8 @@ const PIDFD_GET_MNT_NAMESPACE: libc::c_ulong = 0xFF03;
 /// Opens the mount namespace of the live process behind `pidfd`. The
 /// descriptor holds a reference to the namespace, which then outlives the
 /// process's exit until the descriptor is closed. Kernels older than 6.11
-/// lack the pidfd ioctl; there the namespace is opened through
-/// /proc/`pid`/ns/mnt, and `pidfd` confirms that `pid` was still the same
+/// lack the pidfd ioctl, so there the namespace is opened through
+/// /proc/`pid`/ns/mnt. `pidfd` then confirms that `pid` was still the same
 /// process at that moment.
 pub fn pidfd_mount_namespace(pidfd: BorrowedFd<'_>, pid: libc::pid_t) -> io::Result<OwnedFd> {
     // SAFETY: the ioctl takes no argument and returns a new descriptor or -1.

@@ -12,8 +12,8 @@
 //!
 //! Requests go one at a time under a mutex. The zygote clones with
 //! CLONE_PARENT, so each PID 1 is this process's child, exactly as with
-//! [`sys::clone_exec`]. Whatever goes wrong with the zygote, the create
-//! falls back to [`sys::clone_exec`], so the zygote never fails a create.
+//! [`sys::clone_exec`]. When the zygote fails in any way, the create falls
+//! back to [`sys::clone_exec`].
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -89,16 +89,16 @@ pub(crate) fn zygote_pid() -> Option<i32> {
     client.zygote.as_ref().map(|zygote| zygote.pid)
 }
 
-/// Maximum number of zygote failures in a row (failed starts, lost or refused
-/// requests) before this process stops using one; a fork from it resets
-/// the count.
+/// Maximum number of zygote failures in a row (failed starts, lost or
+/// refused requests) before this process stops using one. A successful
+/// fork resets the count.
 const MAX_FAILURES: u32 = 3;
 
 /// How long a request may wait for the zygote's reply. A clone with new
 /// namespaces normally takes well under a millisecond, but a network
 /// namespace can take much longer while the kernel tears others down.
 /// Requests wait in line behind the one in flight, so a zygote that stops
-/// answering (stopped by a debugger or a signal on the host) stalls every
+/// replying (stopped by a debugger or a signal on the host) stalls every
 /// create of this process for this long before they fall back to exec.
 const REPLY_TIMEOUT_MS: u16 = 2_000;
 

@@ -35,7 +35,8 @@ pub fn prctl(option: libc::c_int, arg: libc::c_ulong) -> io::Result<()> {
 }
 
 /// Sets the calling thread's scheduling policy (`SCHED_IDLE`,
-/// `SCHED_OTHER`, ...) with priority 0, as the non-real-time policies take.
+/// `SCHED_OTHER`, ...) with priority 0, which the non-real-time policies
+/// require.
 pub fn set_scheduler(policy: libc::c_int) -> io::Result<()> {
     let param = libc::sched_param { sched_priority: 0 };
     // SAFETY: `param` is a valid sched_param that outlives the call; pid 0
@@ -521,16 +522,16 @@ pub fn clone_vfork(
     child: &mut dyn FnMut() -> i32,
 ) -> io::Result<libc::pid_t> {
     extern "C" fn trampoline(arg: *mut libc::c_void) -> libc::c_int {
-        // SAFETY: `arg` is the `&mut &mut dyn FnMut` passed to clone below;
-        // the caller's frame that holds it stays live and suspended until
-        // this child execs or exits.
+        // SAFETY: `arg` is the `&mut &mut dyn FnMut` passed to clone below.
+        // The caller's frame that contains it stays live and suspended
+        // until this child execs or exits.
         let child = unsafe { &mut *arg.cast::<&mut dyn FnMut() -> i32>() };
         let code = child();
         exit(code)
     }
     let mut child = child;
     // The stack grows down from its highest address, which the x86-64 and
-    // aarch64 ABIs want 16-byte aligned.
+    // aarch64 ABIs require to be 16-byte aligned.
     let range = stack.as_mut_ptr_range();
     let top = (range.end as usize) & !15;
     if top <= range.start as usize {
@@ -946,6 +947,7 @@ pub fn clone3_fork(
     if cgroup.is_some() {
         flags |= CLONE_INTO_CGROUP;
     }
+
     let args = CloneArgs {
         flags,
         pidfd: &mut pidfd as *mut libc::c_int as u64,
@@ -959,6 +961,7 @@ pub fn clone3_fork(
         set_tid_size: 0,
         cgroup: cgroup.map_or(0, |fd| fd.as_raw_fd() as u64),
     };
+
     // SAFETY: without CLONE_VM the child runs on a copy of this address
     // space and returns from the call as fork's child does. This process
     // is single-threaded, so no lock can be held by a thread that does not
@@ -971,6 +974,7 @@ pub fn clone3_fork(
             std::mem::size_of::<CloneArgs>(),
         )
     })?;
+
     if ret == 0 {
         return Ok(Forked::Child);
     }
@@ -992,6 +996,7 @@ pub fn send_with_fd(sock: BorrowedFd<'_>, buf: &[u8], fd: BorrowedFd<'_>) -> io:
         iov_base: buf.as_ptr() as *mut libc::c_void,
         iov_len: buf.len(),
     };
+
     // SAFETY: msghdr is a plain C struct for which all-zero is valid.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = &mut iov;
@@ -1008,6 +1013,7 @@ pub fn send_with_fd(sock: BorrowedFd<'_>, buf: &[u8], fd: BorrowedFd<'_>) -> io:
         (*cmsg).cmsg_len = libc::CMSG_LEN(payload_len) as usize;
         libc::CMSG_DATA(cmsg).cast::<RawFd>().write_unaligned(raw);
     }
+
     loop {
         // SAFETY: `msg` points at `iov`, `buf` and `cmsg_buf`, all live.
         let n = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };

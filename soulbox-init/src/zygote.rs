@@ -44,6 +44,7 @@ pub fn serve() -> ! {
     sys::reset_signals();
     let _ = sys::close_range_from(CHANNEL_FD as u32 + 1, false);
     let _ = sys::redirect_stdio_to_null();
+
     let tid_address = sys::tid_address().ok();
     // One byte more than a request, so that a longer message is rejected
     // rather than truncated to a valid one.
@@ -77,6 +78,7 @@ fn fork(request: ForkRequest, fds: Vec<OwnedFd>, tid_address: Option<u64>) -> st
             errno: libc::EPROTO,
         });
     };
+
     let flags = libc::CLONE_PARENT as u64 | request.namespaces;
     let cgroup_fd = cgroup.as_ref().map(AsFd::as_fd);
     let mut in_cgroup = cgroup_fd.is_some();
@@ -92,6 +94,7 @@ fn fork(request: ForkRequest, fds: Vec<OwnedFd>, tid_address: Option<u64>) -> st
         in_cgroup = false;
         forked = sys::clone3_fork(flags, None, tid_address);
     }
+
     if !matches!(forked, Ok(sys::Forked::Child)) && request.background {
         // The zygote runs as root, so it may return to the normal policy.
         // If it cannot, it must not fork foreground sandboxes at idle
@@ -100,6 +103,7 @@ fn fork(request: ForkRequest, fds: Vec<OwnedFd>, tid_address: Option<u64>) -> st
             sys::exit(EXIT_FAILURE);
         }
     }
+
     match forked {
         Ok(sys::Forked::Child) => become_pid1(control),
         Ok(sys::Forked::Parent { pid, pidfd }) => {

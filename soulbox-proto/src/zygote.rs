@@ -143,7 +143,7 @@ fn fixed<const N: usize>(msg: &[u8], field: &'static str) -> Result<[u8; N], Dec
     msg.try_into().map_err(|_| DecodeError::Truncated(field))
 }
 
-/// Checks the magic and version, and that the flags byte holds no bit
+/// Checks the magic and version, and that the flags byte has no bit
 /// outside `flags`.
 fn check_header(raw: &[u8], flags: u8) -> Result<(), DecodeError> {
     if raw[..2] != HEADER[..2] {
