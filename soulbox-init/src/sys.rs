@@ -34,6 +34,54 @@ pub fn prctl(option: libc::c_int, arg: libc::c_ulong) -> io::Result<()> {
     Ok(())
 }
 
+/// Overwrites this process's argument and environment strings, which the
+/// kernel placed on the initial stack at exec and shows in /proc/PID/cmdline
+/// and /proc/PID/environ: the arguments with `name` (cut to fit) followed by
+/// zeros, the environment with zeros. Any process may read
+/// /proc/PID/cmdline, so a process that goes on without an exec hides its
+/// creator's arguments this way; their length still shows. The addresses
+/// come from /proc/self/stat.
+pub fn overwrite_arguments_and_environment(name: &CStr) -> io::Result<()> {
+    let [arg_start, arg_end, env_start, env_end] = argument_and_environment_ranges()?;
+    let invalid = || io::Error::from_raw_os_error(libc::EINVAL);
+    let arg_len = arg_end.checked_sub(arg_start).ok_or_else(invalid)?;
+    let env_len = env_end.checked_sub(env_start).ok_or_else(invalid)?;
+    let name = name.to_bytes();
+    // One byte stays for the terminating NUL.
+    let name_len = name.len().min(arg_len.saturating_sub(1));
+    // SAFETY: the kernel reports these ranges of the initial stack, which
+    // it mapped writable at exec; they hold only the strings that argv and
+    // environ point at, and no Rust reference borrows them while this
+    // writes. The lengths were checked to be the ranges' own.
+    unsafe {
+        let args = arg_start as *mut u8;
+        std::ptr::write_bytes(args, 0, arg_len);
+        std::ptr::copy_nonoverlapping(name.as_ptr(), args, name_len);
+        std::ptr::write_bytes(env_start as *mut u8, 0, env_len);
+    }
+    Ok(())
+}
+
+/// Returns the start and end addresses of this process's arguments and of
+/// its environment: fields 48 to 51 of /proc/self/stat (Linux 3.5).
+fn argument_and_environment_ranges() -> io::Result<[usize; 4]> {
+    let stat = std::fs::read("/proc/self/stat")?;
+    let invalid = || io::Error::new(io::ErrorKind::InvalidData, "malformed /proc/self/stat");
+    // The name in brackets may contain spaces and brackets; the fields
+    // after its last ')' start with field 3.
+    let name_end = stat.iter().rposition(|&b| b == b')').ok_or_else(invalid)?;
+    let fields = std::str::from_utf8(&stat[name_end + 1..]).map_err(|_| invalid())?;
+    let mut fields = fields.split_ascii_whitespace().skip(48 - 3);
+    let mut ranges = [0usize; 4];
+    for value in &mut ranges {
+        *value = fields
+            .next()
+            .and_then(|field| field.parse().ok())
+            .ok_or_else(invalid)?;
+    }
+    Ok(ranges)
+}
+
 /// Sets the calling thread's scheduling policy (`SCHED_IDLE`,
 /// `SCHED_OTHER`, ...) with priority 0, which the non-real-time policies
 /// require.

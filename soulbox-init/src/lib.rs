@@ -1,0 +1,594 @@
+//! PID 1 of a SoulBox sandbox.
+//!
+//! The host library starts this program, from a read-only copy in its
+//! state directory or from a sealed memfd, in fresh namespaces, with the creating connection as fd 3. PID 1 reads its
+//! configuration, builds the sandbox (see `setup`), reports ready, and then
+//! serves the host: it starts commands under a supervisor (see `supervise`),
+//! delivers signals, reaps orphans, and ends the sandbox when its deadline
+//! passes. Other host processes reach it through a listening socket that
+//! the host bound in its state directory and passed along with the
+//! configuration. Until the host sends `Persist`, closing the creating
+//! connection ends the sandbox too. When PID 1 exits, the kernel kills
+//! every other process of the PID namespace.
+//!
+//! The same code is also a library: a one-shot host program such as the
+//! `soulbox` command links it and clones PID 1 from its own process, which
+//! continues in [`run_cloned`] instead of executing this program.
+
+#![deny(unsafe_code)]
+
+mod seccomp;
+mod setup;
+mod supervise;
+#[expect(unsafe_code, reason = "the one module that makes raw system calls")]
+mod sys;
+mod tree;
+pub mod zygote;
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+
+use soulbox_proto::{
+    Config, Reply, Request, SetupStage, Signal, Spawn, NO_DEADLINE, SPAWN_FD_COUNT,
+};
+
+/// The creating connection, inherited from the host.
+const CONTROL_FD: i32 = 3;
+
+/// Number of descriptors always sent with the configuration: the listening
+/// socket for other connections, then the state entry's lock file, which
+/// PID 1 holds open (and so locked) for as long as it lives. The `tasks`
+/// files of the sandbox's v1 cgroups follow them, at most
+/// [`MAX_TASK_FILES`].
+const CONFIG_FD_COUNT: usize = 2;
+
+/// Most v1 `tasks` files PID 1 accepts with its configuration: one per v1
+/// hierarchy a limit needs (memory, pids, cpu), with room to spare.
+const MAX_TASK_FILES: usize = 8;
+
+/// Most connections served at once besides the creating one; more are
+/// accepted and closed at once. Each costs PID 1 one descriptor.
+const MAX_CLIENTS: usize = 1024;
+
+/// Exit code when the sandbox's deadline passed.
+const EXIT_TIMEOUT: i32 = 124;
+/// Exit code when setup failed or the protocol broke.
+const EXIT_FAILURE: i32 = 1;
+
+/// Runs PID 1 in a process that the host executed: builds the sandbox from
+/// the configuration on the control socket at fd 3, reports ready, and
+/// serves the host until the sandbox ends.
+pub fn run() -> ! {
+    sys::set_mmap_threshold(64 * 1024);
+    let _ = sys::set_name(PROGRAM_NAME);
+    // A session of its own, so that signals aimed at the creating
+    // program's process group or terminal never reach the sandbox.
+    let _ = sys::setsid();
+    // The signal mask and ignored signals are inherited from the host
+    // thread that started PID 1; start from the defaults.
+    sys::reset_signals();
+    sys::ignore_signal(libc::SIGPIPE);
+    // Any descriptor leaked from the host, other than the control socket,
+    // is closed before anything else happens.
+    let _ = sys::close_range_from(CONTROL_FD as u32 + 1, false);
+    // The host's stdin, stdout and stderr (possibly its terminal) are
+    // replaced by /dev/null.
+    let _ = sys::redirect_stdio_to_null();
+
+    let control = sys::borrow_raw(CONTROL_FD);
+    regain_capabilities(control);
+    let (config, listener, lock, task_files) = match receive_config(control) {
+        Some(received) => received,
+        None => fail_setup(control, SetupStage::Config, libc::EPROTO, b""),
+    };
+    join_v1_cgroups(control, task_files);
+    if config.background {
+        // A warm pool's refill: build at idle priority, so that the
+        // sandboxes already handed over keep the CPU. Failing here only
+        // costs that courtesy.
+        let _ = sys::set_scheduler(libc::SCHED_IDLE);
+    }
+    // Not dumpable: no process inside may ptrace PID 1 or open its
+    // /proc/1/mem, even as sandbox root. Forked supervisors inherit this.
+    // It must wait until the configuration has arrived: a non-dumpable
+    // process's /proc files belong to root, and a rootless host writes the
+    // uid map there before it sends the configuration.
+    let _ = sys::prctl(libc::PR_SET_DUMPABLE, 0);
+    // The host moves PID 1 into its cgroups while the mounts are built.
+    let built = setup::build(&config).and_then(|()| match receive(control) {
+        Some(Request::Attached) => setup::enter_cgroup_namespace(),
+        _ => Err(setup::SetupError {
+            stage: SetupStage::CgroupNamespace,
+            error: std::io::Error::from_raw_os_error(libc::EPROTO),
+            detail: b"expected the attached message".to_vec(),
+        }),
+    });
+    if let Err(e) = built {
+        let errno = e.error.raw_os_error().unwrap_or(libc::EIO);
+        fail_setup(control, e.stage, errno, &e.detail);
+    }
+    if sys::block_signals(&[libc::SIGCHLD]).is_err() {
+        fail_setup(control, SetupStage::Signals, libc::EINVAL, b"");
+    }
+    let sigchld = match sys::signalfd(&[libc::SIGCHLD]) {
+        Ok(fd) => fd,
+        Err(e) => fail_setup(
+            control,
+            SetupStage::Signals,
+            e.raw_os_error().unwrap_or(0),
+            b"",
+        ),
+    };
+    if let Err(e) = sys::listen(listener.as_fd(), MAX_CLIENTS as i32) {
+        let errno = e.raw_os_error().unwrap_or(libc::EINVAL);
+        fail_setup(
+            control,
+            SetupStage::Config,
+            errno,
+            b"listen on the state socket",
+        );
+    }
+    // Back to the normal policy before the filter, and before any command:
+    // every process of the sandbox descends from PID 1 and would inherit
+    // the idle one. A PID 1 forked by a background request of the zygote
+    // starts with it too.
+    if config.background || sys::is_idle_priority() {
+        if let Err(e) = sys::set_scheduler(libc::SCHED_OTHER) {
+            fail_setup(
+                control,
+                SetupStage::Scheduling,
+                e.raw_os_error().unwrap_or(libc::EPERM),
+                b"",
+            );
+        }
+    }
+    // Last, so that setup runs unfiltered and the policy only needs what
+    // PID 1 does from here on.
+    if let Err(e) = seccomp::install(&config.seccomp_filter) {
+        let instructions = config.seccomp_filter.len() / soulbox_proto::SOCK_FILTER_LEN;
+        fail_setup(
+            control,
+            SetupStage::Seccomp,
+            e.raw_os_error().unwrap_or(libc::EINVAL),
+            format!("{instructions}-instruction BPF program").as_bytes(),
+        );
+    }
+    if send_reply(control, &Reply::Ready).is_err() {
+        sys::exit(EXIT_FAILURE);
+    }
+    let mut init = Init {
+        supervisors: HashMap::new(),
+        deadline: deadline_from(config.timeout_ms),
+        paused_remaining: None,
+        owner_open: true,
+        persist: false,
+        listener,
+        clients: Vec::new(),
+        _lock: lock,
+    };
+    init.serve(sigchld.as_fd())
+}
+
+/// Runs PID 1 in a child that its host cloned from itself without an exec,
+/// with the control socket at fd 3.
+///
+/// The host must have had effective uid 0 and one thread at the clone, so
+/// that no lock of its memory can be held in the child. The child holds a
+/// copy of the host's memory: its arguments, environment and heap. So
+/// before anything else it turns non-dumpable, which keeps sandboxed code
+/// from reading /proc/1/mem and /proc/1/environ, and it overwrites the
+/// argument and environment strings, because any process may read
+/// /proc/1/cmdline. That then shows "soulbox-init" padded with NUL bytes
+/// to the length of the host's arguments. [`run`] resets what an exec
+/// would have: descriptors, signal handlers and mask, session, stdio and
+/// name. A panic ends the process with status 1 instead of unwinding into
+/// the host's code.
+pub fn run_cloned() -> ! {
+    let control = sys::borrow_raw(CONTROL_FD);
+    if let Err(e) = sys::prctl(libc::PR_SET_DUMPABLE, 0) {
+        let errno = e.raw_os_error().unwrap_or(libc::EPERM);
+        fail_setup(
+            control,
+            SetupStage::Config,
+            errno,
+            b"make PID 1 non-dumpable",
+        );
+    }
+    if let Err(e) = sys::overwrite_arguments_and_environment(PROGRAM_NAME) {
+        let errno = e.raw_os_error().unwrap_or(libc::EIO);
+        fail_setup(
+            control,
+            SetupStage::Config,
+            errno,
+            b"overwrite the host's arguments and environment in PID 1",
+        );
+    }
+    let _ = std::panic::catch_unwind(|| {
+        run();
+    });
+    sys::exit(EXIT_FAILURE)
+}
+
+/// PID 1's name and only argument, as an exec'd PID 1 gets it.
+const PROGRAM_NAME: &std::ffi::CStr = c"soulbox-init";
+
+/// Re-executes PID 1 once when it started without capabilities.
+///
+/// In rootless mode the host writes the new user namespace's uid map only
+/// after PID 1 has exec'd, and an exec by a process whose uid is not yet
+/// mapped drops every capability. The host sends the configuration after
+/// the map is written, so once a message is waiting, a second exec runs as
+/// mapped root with full capabilities in the namespace. The message is only
+/// peeked, so the new image reads it normally.
+fn regain_capabilities(control: BorrowedFd<'_>) {
+    if sys::has_effective_caps() {
+        return;
+    }
+    if std::env::args().nth(1).as_deref() == Some(REEXEC_ARG) {
+        fail_setup(
+            control,
+            SetupStage::Config,
+            libc::EPERM,
+            b"no capabilities after re-exec",
+        );
+    }
+    if sys::peek(control).is_err() {
+        sys::exit(EXIT_FAILURE);
+    }
+    let argv = [PROGRAM_NAME.to_owned(), REEXEC_ARG_C.to_owned()];
+    let error = sys::execve(c"/proc/self/exe", &argv, &[]);
+    let errno = error.raw_os_error().unwrap_or(libc::EIO);
+    fail_setup(
+        control,
+        SetupStage::Config,
+        errno,
+        b"re-exec /proc/self/exe",
+    );
+}
+
+/// Marks the second image started by [`regain_capabilities`].
+const REEXEC_ARG: &str = "--reexec";
+const REEXEC_ARG_C: &std::ffi::CStr = c"--reexec";
+
+fn deadline_from(timeout_ms: u64) -> Option<u64> {
+    (timeout_ms > 0).then(|| sys::monotonic_ms().saturating_add(timeout_ms))
+}
+
+fn send_reply(control: BorrowedFd<'_>, reply: &Reply) -> std::io::Result<()> {
+    let msg = reply
+        .encode()
+        .map_err(|_| std::io::Error::from_raw_os_error(libc::EMSGSIZE))?;
+    sys::send(control, &msg)
+}
+
+fn fail_setup(control: BorrowedFd<'_>, stage: SetupStage, errno: i32, detail: &[u8]) -> ! {
+    let _ = send_reply(
+        control,
+        &Reply::SetupFailed {
+            stage,
+            errno,
+            detail: detail.to_vec(),
+        },
+    );
+    sys::exit(EXIT_FAILURE)
+}
+
+/// Receives one request without descriptors; `None` on end of file or a
+/// malformed message.
+fn receive(control: BorrowedFd<'_>) -> Option<Request> {
+    let mut buf = vec![0u8; soulbox_proto::MAX_MESSAGE_LEN];
+    let (len, _fds) = sys::recv_with_fds(control, &mut buf, 0).ok()??;
+    Request::decode(&buf[..len]).ok()
+}
+
+/// Receives the configuration and the descriptors sent with it: the
+/// listening socket, the lock file and the v1 `tasks` files.
+fn receive_config(control: BorrowedFd<'_>) -> Option<(Config, OwnedFd, OwnedFd, Vec<OwnedFd>)> {
+    let mut buf = vec![0u8; soulbox_proto::MAX_MESSAGE_LEN];
+    let (len, mut fds) =
+        sys::recv_with_fds(control, &mut buf, CONFIG_FD_COUNT + MAX_TASK_FILES).ok()??;
+    let Ok(Request::Config(config)) = Request::decode(&buf[..len]) else {
+        return None;
+    };
+    if fds.len() < CONFIG_FD_COUNT {
+        return None;
+    }
+    let task_files = fds.split_off(CONFIG_FD_COUNT);
+    let [listener, lock] = <[OwnedFd; CONFIG_FD_COUNT]>::try_from(fds).ok()?;
+    Some((config, listener, lock, task_files))
+}
+
+/// Moves PID 1 into the v1 cgroups whose `tasks` files the host opened.
+///
+/// The host could write PID 1's pid into each `cgroup.procs`, but such a
+/// write takes the kernel's global lock on thread groups for writing, which
+/// first waits for an RCU grace period: 15 to 30 ms on an idle host. A
+/// single-threaded process writing "0" into `tasks` moves only itself and
+/// skips that lock. PID 1 has one thread, and every process of the sandbox
+/// descends from it, so this joins the whole sandbox. It runs before PID 1
+/// builds anything, so the sandbox's memory is charged from the start.
+fn join_v1_cgroups(control: BorrowedFd<'_>, task_files: Vec<OwnedFd>) {
+    for file in task_files {
+        if let Err(e) = sys::write_all(file.as_fd(), b"0") {
+            fail_setup(
+                control,
+                SetupStage::Cgroup,
+                e.raw_os_error().unwrap_or(libc::EIO),
+                b"join a v1 cgroup through its tasks file",
+            );
+        }
+    }
+}
+
+/// The connection a request came from, so that a reply goes back on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Peer {
+    /// The creating connection, fd 3.
+    Owner,
+    /// A connection accepted on the listening socket, by index.
+    Client(usize),
+}
+
+struct Init {
+    /// Supervisor pid of every running command, by command id.
+    supervisors: HashMap<u64, libc::pid_t>,
+    /// Monotonic milliseconds at which the sandbox ends.
+    deadline: Option<u64>,
+    /// Time left until the deadline when the host last paused the sandbox
+    /// (`Some(None)` for no deadline); [`Request::Resume`] applies it.
+    paused_remaining: Option<Option<u64>>,
+    /// Whether the creating connection is still open.
+    owner_open: bool,
+    /// Whether the sandbox outlives the creating connection.
+    persist: bool,
+    listener: OwnedFd,
+    clients: Vec<OwnedFd>,
+    /// Held open so that the state entry's lock stays taken while PID 1
+    /// lives; the host reads a free lock as a dead sandbox.
+    _lock: OwnedFd,
+}
+
+impl Init {
+    fn serve(&mut self, sigchld: BorrowedFd<'_>) -> ! {
+        let mut buf = vec![0u8; soulbox_proto::MAX_MESSAGE_LEN];
+        let mut fds = Vec::with_capacity(3 + self.clients.len());
+        loop {
+            let timeout = self.poll_timeout(&mut buf);
+            fds.clear();
+            fds.push(pollfd(sigchld.as_raw_fd()));
+            fds.push(pollfd(self.listener.as_raw_fd()));
+            fds.push(pollfd(if self.owner_open { CONTROL_FD } else { -1 }));
+            fds.extend(self.clients.iter().map(|c| pollfd(c.as_raw_fd())));
+            if sys::poll(&mut fds, timeout).is_err() {
+                continue;
+            }
+            if fds[0].revents & libc::POLLIN != 0 {
+                sys::drain_signalfd(sigchld);
+                self.reap();
+            }
+            let ready: Vec<Peer> = fds[2..]
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0)
+                .map(|(i, _)| {
+                    if i == 0 {
+                        Peer::Owner
+                    } else {
+                        Peer::Client(i - 1)
+                    }
+                })
+                .collect();
+            self.serve_peers(&ready, &mut buf);
+            if fds[1].revents & libc::POLLIN != 0 {
+                self.accept();
+            }
+        }
+    }
+
+    /// Returns how long the next poll may wait, ending the sandbox when its
+    /// deadline has passed. Requests already queued are handled first: a
+    /// host that resumes a frozen sandbox queues `Resume` before it thaws
+    /// PID 1, and that must move the deadline before it is checked.
+    fn poll_timeout(&mut self, buf: &mut [u8]) -> libc::c_int {
+        let Some(deadline) = self.deadline else {
+            return -1;
+        };
+        let now = sys::monotonic_ms();
+        if now < deadline {
+            return (deadline - now).min(i32::MAX as u64) as i32;
+        }
+        self.serve_queued(buf);
+        match self.deadline {
+            Some(deadline) if sys::monotonic_ms() >= deadline => sys::exit(EXIT_TIMEOUT),
+            _ => 0,
+        }
+    }
+
+    /// Handles every request already waiting, without blocking, including
+    /// those on connections still waiting to be accepted: a host that
+    /// connects to a frozen sandbox to resume it sends `Resume` on one.
+    fn serve_queued(&mut self, buf: &mut [u8]) {
+        // A bound keeps a peer that sends without pause from holding the
+        // deadline off.
+        for _ in 0..64 {
+            let mut fds = vec![
+                pollfd(self.listener.as_raw_fd()),
+                pollfd(if self.owner_open { CONTROL_FD } else { -1 }),
+            ];
+            fds.extend(self.clients.iter().map(|c| pollfd(c.as_raw_fd())));
+            if !matches!(sys::poll(&mut fds, 0), Ok(n) if n > 0) {
+                return;
+            }
+            let ready: Vec<Peer> = fds[1..]
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.revents != 0)
+                .map(|(i, _)| {
+                    if i == 0 {
+                        Peer::Owner
+                    } else {
+                        Peer::Client(i - 1)
+                    }
+                })
+                .collect();
+            self.serve_peers(&ready, buf);
+            if fds[0].revents & libc::POLLIN != 0 {
+                self.accept();
+            }
+        }
+    }
+
+    /// Reads one message from each ready peer, then drops the clients that
+    /// closed. Indexes stay valid because removal waits until the end.
+    fn serve_peers(&mut self, ready: &[Peer], buf: &mut [u8]) {
+        let mut closed = Vec::new();
+        for &peer in ready {
+            let fd = match peer {
+                Peer::Owner => sys::borrow_raw(CONTROL_FD),
+                Peer::Client(i) => self.clients[i].as_fd(),
+            };
+            match sys::recv_with_fds(fd, buf, SPAWN_FD_COUNT) {
+                Ok(Some((len, fds))) => {
+                    let msg = buf[..len].to_vec();
+                    self.handle(peer, &msg, fds);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                // End of file, or a broken message (too many descriptors).
+                Ok(None) | Err(_) => closed.push(peer),
+            }
+        }
+        for peer in closed.into_iter().rev() {
+            match peer {
+                Peer::Owner => self.close_owner(),
+                Peer::Client(i) => {
+                    self.clients.remove(i);
+                }
+            }
+        }
+    }
+
+    /// Handles the close of the creating connection: the sandbox ends with
+    /// it unless the host sent `Persist`.
+    fn close_owner(&mut self) {
+        if !self.persist {
+            sys::exit(0);
+        }
+        self.owner_open = false;
+        let _ = sys::close(CONTROL_FD);
+    }
+
+    fn accept(&mut self) {
+        let Ok(client) = sys::accept(self.listener.as_fd()) else {
+            return;
+        };
+        if self.clients.len() < MAX_CLIENTS {
+            self.clients.push(client);
+        }
+    }
+
+    /// Reaps every exited child: supervisors and orphans reparented to PID 1.
+    fn reap(&mut self) {
+        while let Ok(Some((pid, _))) = sys::waitpid(-1, libc::WNOHANG) {
+            self.supervisors.retain(|_, supervisor| *supervisor != pid);
+        }
+    }
+
+    /// Handles one request. A malformed request is dropped: only processes
+    /// of the host user can connect, and a bad message is their bug, not a
+    /// reason to end the sandbox.
+    fn handle(&mut self, peer: Peer, msg: &[u8], fds: Vec<OwnedFd>) {
+        match Request::decode(msg) {
+            Ok(Request::Spawn(spawn)) => self.spawn(spawn, fds),
+            Ok(Request::Signal(signal)) => self.signal(signal),
+            Ok(Request::SetTimeout(ms)) => {
+                self.deadline = deadline_from(ms);
+                // A timeout set while paused counts from the resume.
+                if self.paused_remaining.is_some() {
+                    self.paused_remaining = Some(self.remaining());
+                }
+            }
+            Ok(Request::Persist) if peer == Peer::Owner => self.persist = true,
+            Ok(Request::Pause) => {
+                let remaining = self.remaining();
+                self.paused_remaining = Some(remaining);
+                self.reply_status(peer, remaining);
+            }
+            Ok(Request::Resume) => {
+                if let Some(remaining) = self.paused_remaining.take() {
+                    self.deadline = remaining.map(|ms| sys::monotonic_ms().saturating_add(ms));
+                }
+            }
+            Ok(Request::Status) => {
+                let remaining = self.remaining();
+                self.reply_status(peer, remaining);
+            }
+            Ok(Request::Config(_) | Request::Attached | Request::Persist) | Err(_) => {}
+        }
+    }
+
+    /// Milliseconds left until the deadline, `None` without one.
+    fn remaining(&self) -> Option<u64> {
+        self.deadline
+            .map(|deadline| deadline.saturating_sub(sys::monotonic_ms()))
+    }
+
+    fn reply_status(&mut self, peer: Peer, remaining: Option<u64>) {
+        let reply = Reply::Status {
+            remaining_ms: remaining.unwrap_or(NO_DEADLINE),
+        };
+        let Ok(msg) = reply.encode() else { return };
+        let fd = match peer {
+            Peer::Owner => sys::borrow_raw(CONTROL_FD),
+            Peer::Client(i) => self.clients[i].as_fd(),
+        };
+        // A peer that does not read its replies loses them.
+        let _ = sys::send_nonblocking(fd, &msg);
+    }
+
+    fn spawn(&mut self, spawn: Spawn, fds: Vec<OwnedFd>) {
+        let Ok([stdin, stdout, stderr, status]) = <[OwnedFd; 4]>::try_from(fds) else {
+            return;
+        };
+        let command_id = spawn.command_id;
+        let fds = supervise::SpawnFds {
+            stdin,
+            stdout,
+            stderr,
+            status,
+        };
+        let command = supervise::Command::new(spawn, fds);
+        match sys::fork() {
+            Ok(sys::Fork::Child) => supervise::supervise(command),
+            Ok(sys::Fork::Parent(pid)) => {
+                self.supervisors.insert(command_id, pid);
+            }
+            Err(e) => command.report_fork_failure(e.raw_os_error().unwrap_or(libc::EAGAIN)),
+        }
+    }
+
+    fn signal(&mut self, signal: Signal) {
+        let Some(&supervisor) = self.supervisors.get(&signal.command_id) else {
+            return;
+        };
+        if signal.kill_tree {
+            tree::kill_descendants(supervisor);
+            return;
+        }
+        // Signal the leader only while it is still the supervisor's child, so
+        // a stale pid never reaches an unrelated process.
+        let Ok(pid) = libc::pid_t::try_from(signal.pid) else {
+            return;
+        };
+        if tree::parent_of(pid) == Some(supervisor) {
+            let _ = sys::kill(pid, signal.signal);
+        }
+    }
+}
+
+fn pollfd(fd: i32) -> libc::pollfd {
+    libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    }
+}
