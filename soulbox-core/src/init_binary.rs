@@ -57,10 +57,12 @@ const COPY_MODE: u32 = 0o500;
 /// use by a process of that build, which then writes it again.
 const STALE_AGE: Duration = Duration::from_secs(24 * 60 * 60);
 
+/// PID 1's executable, once [`executable`] has opened or made it.
+static EXECUTABLE: OnceLock<OwnedFd> = OnceLock::new();
+
 /// Returns a descriptor of PID 1's executable: the state directory's
 /// copy, or a sealed memfd. The first call opens or makes it.
 pub fn executable() -> Result<BorrowedFd<'static>> {
-    static EXECUTABLE: OnceLock<OwnedFd> = OnceLock::new();
     static LOADING: Mutex<()> = Mutex::new(());
     if let Some(fd) = EXECUTABLE.get() {
         return Ok(fd.as_fd());
@@ -94,6 +96,9 @@ pub fn executable() -> Result<BorrowedFd<'static>> {
 /// root) put in its place, and without this every later create of every
 /// process would fail the same way. Returns the removed copy's path.
 pub fn remove_if_damaged() -> Option<std::path::PathBuf> {
+    // A process that never opened the program started no PID 1 from it:
+    // under `Launcher::Fork` its PID 1 runs the code linked into it.
+    EXECUTABLE.get()?;
     let name = COPY_NAME.to_str().ok()?;
     let path = paths::state_dir().join(DIR_NAME).join(name);
     let bytes = fs::read(&path).ok()?;

@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::reaper::{self, Leftovers};
 use crate::seccomp::SeccompPolicy;
 use crate::state::{self, Liveness, Record};
-use crate::zygote::{self, Spawn};
+use crate::zygote::{self, Launcher, Spawn};
 use crate::{host_limits, id, init_binary, paths, sys, template};
 
 /// Default sandbox lifetime, as in E2B.
@@ -451,12 +451,14 @@ impl Sandbox {
         let sandboxes = state::sandboxes_dir(&state_dir)?;
         let template = template::host(&state_dir)?;
         let scratch_dir = prepare_scratch_dir(&state_dir)?;
-        sweep_if_due(&sandboxes);
 
         let new_entry = state::NewEntry::create(&sandboxes)?;
         let entry_guard = EntryGuard(Some(new_entry.path.clone()));
         let id = new_entry.id.clone();
         let (launch, host_end) = Launch::start(&id, &options.limits(), background)?;
+        // After the launch, whose clone under `Launcher::Fork` needs this
+        // process to have one thread, and the sweep may start one.
+        sweep_if_due(&sandboxes);
         let config = Config {
             sandbox_id: id.clone().into_bytes(),
             lower_dirs: template
@@ -1477,8 +1479,9 @@ impl Drop for Launch {
 }
 
 /// Creates the control socket and starts PID 1 with its other end as
-/// fd 3: forked by the zygote when this process uses one, else started by
-/// an exec of soulbox-init. Returns the host's end, PID 1's pid and pidfd,
+/// fd 3: cloned from this process under [`Launcher::Fork`], forked by the
+/// zygote when this process uses one, else started by an exec of
+/// soulbox-init. Returns the host's end, PID 1's pid and pidfd,
 /// and whether PID 1 started in `cgroup`.
 fn start_pid1(
     namespaces: libc::c_int,
@@ -1486,6 +1489,9 @@ fn start_pid1(
     background: bool,
 ) -> Result<(OwnedFd, i32, OwnedFd, bool)> {
     let (host_end, init_end) = control_socket()?;
+    if let Some((pid, pidfd, in_cgroup)) = fork_pid1(namespaces, cgroup, init_end.as_fd()) {
+        return Ok((host_end, pid, pidfd, in_cgroup));
+    }
     let (host_end, init_end) = match zygote::spawn(init_end.as_fd(), namespaces, cgroup, background)
     {
         Spawn::Started(started) => {
@@ -1509,6 +1515,35 @@ fn start_pid1(
             }
         })?;
     Ok((host_end, pid, pidfd, in_cgroup))
+}
+
+/// Clones PID 1 from this process when the launcher is [`Launcher::Fork`]
+/// and that is safe now. Returns `None` when it is not, or when the clone
+/// failed, and the caller executes PID 1 instead, which reports any error
+/// of its own clone.
+fn fork_pid1(
+    namespaces: libc::c_int,
+    cgroup: Option<BorrowedFd<'_>>,
+    control: BorrowedFd<'_>,
+) -> Option<(i32, OwnedFd, bool)> {
+    let Launcher::Fork(entry) = zygote::launcher() else {
+        return None;
+    };
+    // Rootless hosts execute PID 1 for the reason the zygote gives.
+    if sys::geteuid() != 0 || namespaces & libc::CLONE_NEWUSER != 0 {
+        return None;
+    }
+    match sys::clone_into(namespaces, cgroup, control, entry) {
+        Ok(Some(started)) => Some(started),
+        Ok(None) => {
+            debug!("this process has more than one thread; executing PID 1");
+            None
+        }
+        Err(error) => {
+            debug!(%error, "cloning PID 1 from this process failed; executing it");
+            None
+        }
+    }
 }
 
 /// Creates the control socket: the host's end, then PID 1's.

@@ -140,7 +140,6 @@ extern "C" fn exec_child(arg: *mut libc::c_void) -> libc::c_int {
     // SAFETY: `arg` points at the ExecArgs that `clone_exec` keeps alive
     // until the child has exec'd or exited (CLONE_VFORK).
     let args = unsafe { &*(arg as *const ExecArgs) };
-    const CONTROL_FD: RawFd = 3;
     // SAFETY: dup2 and fcntl are async-signal-safe and take integers.
     let moved = unsafe {
         if args.control == CONTROL_FD {
@@ -236,9 +235,155 @@ pub fn clone_exec(
     Ok((pid, owned(pidfd), false))
 }
 
+/// Clones this process the way fork does, as the first process of the new
+/// namespaces in `namespaces`, and runs `entry` in the child with `control`
+/// moved to fd 3. The child runs on a copy of this process's memory and
+/// never returns from here. Returns the child's pid, a pidfd for it, and
+/// whether it started in `cgroup` (CLONE_INTO_CGROUP, as in
+/// [`clone_exec`]), or `None` without a clone when this process has more
+/// than one thread: the child of a multi-threaded process may find the
+/// allocator's and other locks held by threads that do not exist in it.
+pub fn clone_into(
+    namespaces: libc::c_int,
+    cgroup: Option<BorrowedFd<'_>>,
+    control: BorrowedFd<'_>,
+    entry: fn() -> !,
+) -> io::Result<Option<(libc::pid_t, OwnedFd, bool)>> {
+    if thread_count()? != 1 {
+        return Ok(None);
+    }
+    // Where the kernel tells it, the child's thread id is written where
+    // the C library keeps it, as glibc's fork does, so that its record
+    // stays true in the child.
+    let tid_address = tid_address().ok();
+    let flags = u64::from(namespaces as u32);
+    let mut forked = clone3_fork(flags, cgroup, tid_address);
+    let mut in_cgroup = cgroup.is_some();
+    if forked.is_err() && in_cgroup {
+        // The caller moves the child into its cgroup afterwards.
+        in_cgroup = false;
+        forked = clone3_fork(flags, None, tid_address);
+    }
+    match forked? {
+        Forked::Child => {
+            // SAFETY: dup2 and fcntl take integers; fd 3 is replaced on
+            // purpose in the child, which never returns into code that
+            // owns it.
+            let moved = unsafe {
+                if control.as_raw_fd() == CONTROL_FD {
+                    libc::fcntl(CONTROL_FD, libc::F_SETFD, 0)
+                } else {
+                    libc::dup2(control.as_raw_fd(), CONTROL_FD)
+                }
+            };
+            if moved == -1 {
+                // SAFETY: _exit ends the child without running this
+                // process's destructors or atexit hooks.
+                unsafe { libc::_exit(126) };
+            }
+            entry()
+        }
+        Forked::Parent { pid, pidfd } => Ok(Some((pid, pidfd, in_cgroup))),
+    }
+}
+
+/// PID 1's control socket, as soulbox-init expects it.
+const CONTROL_FD: RawFd = 3;
+
+/// Returns the number of threads of this process, from /proc/self/stat.
+fn thread_count() -> io::Result<u64> {
+    let stat = std::fs::read("/proc/self/stat")?;
+    // The name in brackets may contain spaces and brackets; the fields
+    // after its last ')' start with the state, field 3, and the thread
+    // count is field 20.
+    let invalid = || io::Error::new(io::ErrorKind::InvalidData, "malformed /proc/self/stat");
+    let name_end = stat.iter().rposition(|&b| b == b')').ok_or_else(invalid)?;
+    let fields = std::str::from_utf8(&stat[name_end + 1..]).map_err(|_| invalid())?;
+    fields
+        .split_ascii_whitespace()
+        .nth(20 - 3)
+        .and_then(|count| count.parse().ok())
+        .ok_or_else(invalid)
+}
+
+/// Returns the address at which the kernel clears this thread's id when it
+/// exits (PR_GET_TID_ADDRESS, which needs CONFIG_CHECKPOINT_RESTORE): where
+/// glibc keeps the thread id.
+fn tid_address() -> io::Result<u64> {
+    let mut address: *mut libc::c_int = std::ptr::null_mut();
+    // SAFETY: PR_GET_TID_ADDRESS stores one pointer at the address passed,
+    // which points at `address`.
+    check(unsafe {
+        libc::prctl(
+            libc::PR_GET_TID_ADDRESS,
+            &mut address as *mut *mut libc::c_int as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    })?;
+    Ok(address as u64)
+}
+
+/// The two returns of [`clone3_fork`].
+enum Forked {
+    Child,
+    Parent { pid: libc::pid_t, pidfd: OwnedFd },
+}
+
+/// Forks with clone3: `flags` plus CLONE_PIDFD, SIGCHLD at exit, in
+/// `cgroup` when given (CLONE_INTO_CGROUP), and with `tid_address` the
+/// child's thread id written there in the child (CLONE_CHILD_SETTID).
+fn clone3_fork(
+    flags: u64,
+    cgroup: Option<BorrowedFd<'_>>,
+    tid_address: Option<u64>,
+) -> io::Result<Forked> {
+    let mut pidfd: libc::c_int = -1;
+    let mut flags = flags | libc::CLONE_PIDFD as u64;
+    if tid_address.is_some() {
+        flags |= (libc::CLONE_CHILD_SETTID | libc::CLONE_CHILD_CLEARTID) as u64;
+    }
+    if cgroup.is_some() {
+        flags |= CLONE_INTO_CGROUP;
+    }
+    let args = CloneArgs {
+        flags,
+        pidfd: &mut pidfd as *mut libc::c_int as u64,
+        child_tid: tid_address.unwrap_or(0),
+        parent_tid: 0,
+        exit_signal: libc::SIGCHLD as u64,
+        stack: 0,
+        stack_size: 0,
+        tls: 0,
+        set_tid: 0,
+        set_tid_size: 0,
+        cgroup: cgroup.map_or(0, |fd| fd.as_raw_fd() as u64),
+    };
+    // SAFETY: without CLONE_VM the child runs on a copy of this address
+    // space and returns from the call as fork's child does. The caller
+    // checked that this process has one thread, so no lock can be held by
+    // a thread that does not exist in the child. `args` is a valid
+    // clone_args of the size passed, and CLONE_PIDFD stores the pidfd in
+    // `pidfd`.
+    let ret = check_long(unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    })?;
+    if ret == 0 {
+        return Ok(Forked::Child);
+    }
+    Ok(Forked::Parent {
+        pid: ret as libc::pid_t,
+        pidfd: owned(pidfd),
+    })
+}
+
 /// `struct clone_args` from <linux/sched.h>, up to the `cgroup` field
 /// (CLONE_ARGS_SIZE_VER2).
-#[cfg(target_arch = "x86_64")]
 #[repr(C)]
 struct CloneArgs {
     flags: u64,
@@ -255,7 +400,6 @@ struct CloneArgs {
 }
 
 /// CLONE_INTO_CGROUP from <linux/sched.h>; it only fits clone3's 64-bit flags.
-#[cfg(target_arch = "x86_64")]
 const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 
 /// Runs [`exec_child`] through clone3 with CLONE_INTO_CGROUP on the given

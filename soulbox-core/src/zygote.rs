@@ -16,7 +16,6 @@
 //! back to [`sys::clone_exec`].
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Mutex};
 
 use soulbox_proto::zygote::{ForkReply, ForkRequest, REPLY_LEN};
@@ -26,7 +25,7 @@ use crate::{init_binary, sys};
 
 /// The way this process starts each sandbox's PID 1, set with
 /// [`set_launcher`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Eq, Default)]
 pub enum Launcher {
     /// Fork PID 1 from a zygote: a soulbox-init process that this process
     /// starts on its first create and keeps until it exits. Every create
@@ -38,17 +37,56 @@ pub enum Launcher {
     #[default]
     Zygote,
     /// Execute PID 1 afresh for every create. Suits a program that creates
-    /// one sandbox and exits, such as the `soulbox` command, where a zygote
-    /// would only add an exec.
+    /// one sandbox and exits but cannot use [`Launcher::Fork`], where a
+    /// zygote would only add an exec.
     Exec,
+    /// Clone PID 1 from this process itself, with no exec and no zygote.
+    /// The child moves the control socket to fd 3 and calls the function,
+    /// which must be `soulbox_init::run_cloned` from the same build as this
+    /// library. Suits a program that creates one sandbox and exits, such as
+    /// the `soulbox` command: its create saves the exec of PID 1 and the C
+    /// library's start-up (about 0.8 ms on a VM where CPUID traps).
+    ///
+    /// A create uses it only where it is safe, and executes PID 1
+    /// otherwise: the effective uid must be 0, and this process must have
+    /// exactly one thread at the clone, because the child of a
+    /// multi-threaded process may find the allocator's and other locks
+    /// held by threads that do not exist in it. SoulBox itself starts threads: the state sweep, after the clone
+    /// of a create that sweeps, and the reaper once a sandbox outlives its
+    /// handle. Tokio's blocking pool and multi-threaded runtime start
+    /// threads too. So in practice only the first create of a program on
+    /// a current-thread runtime, before any `spawn_blocking`, takes this
+    /// path.
+    ///
+    /// PID 1 starts with a copy of this process's memory: arguments,
+    /// environment and heap. It turns non-dumpable before it reads its
+    /// configuration, so sandboxed code cannot read that memory through
+    /// /proc/1/mem or /proc/1/environ, and it overwrites the argument and
+    /// environment strings, so /proc/1/cmdline, which any process may
+    /// read, shows its own name padded with NUL bytes to the length of
+    /// this process's arguments.
+    Fork(fn() -> !),
 }
 
-/// Whether [`Launcher::Exec`] was chosen.
-static EXEC_ONLY: AtomicBool = AtomicBool::new(false);
+/// Two [`Launcher::Fork`] values are equal when their functions have the
+/// same address.
+impl PartialEq for Launcher {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Fork(a), Self::Fork(b)) => *a as usize == *b as usize,
+            (Self::Zygote, Self::Zygote) | (Self::Exec, Self::Exec) => true,
+            _ => false,
+        }
+    }
+}
+
+/// The launcher chosen with [`set_launcher`].
+static LAUNCHER: Mutex<Launcher> = Mutex::new(Launcher::Zygote);
 
 /// Chooses how this process starts each sandbox's PID 1 from now on.
 /// Creates already under way finish with the launcher they started with.
-/// Choosing [`Launcher::Exec`] stops a running zygote.
+/// Choosing [`Launcher::Exec`] or [`Launcher::Fork`] stops a running
+/// zygote.
 ///
 /// # Caveats
 ///
@@ -66,8 +104,10 @@ static EXEC_ONLY: AtomicBool = AtomicBool::new(false);
 /// PID 1 runs none, is not dumpable, and takes requests only from this
 /// process.
 pub fn set_launcher(launcher: Launcher) {
-    EXEC_ONLY.store(launcher == Launcher::Exec, Ordering::Relaxed);
-    if launcher == Launcher::Exec {
+    *LAUNCHER
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner()) = launcher;
+    if launcher != Launcher::Zygote {
         // Closing the channel ends the zygote; its thread reaps it.
         client().zygote = None;
     }
@@ -75,11 +115,9 @@ pub fn set_launcher(launcher: Launcher) {
 
 /// Returns the launcher chosen with [`set_launcher`].
 pub fn launcher() -> Launcher {
-    if EXEC_ONLY.load(Ordering::Relaxed) {
-        Launcher::Exec
-    } else {
-        Launcher::Zygote
-    }
+    *LAUNCHER
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Returns the pid of this process's running zygote, if it has one.
@@ -138,7 +176,7 @@ pub(crate) fn spawn(
     // unprivileged host may no longer open /proc/PID/root. An exec'd PID 1
     // gets a memory descriptor of its own user namespace, where the host
     // has every capability, so rootless hosts keep executing PID 1.
-    if launcher() == Launcher::Exec || namespaces & libc::CLONE_NEWUSER != 0 {
+    if launcher() != Launcher::Zygote || namespaces & libc::CLONE_NEWUSER != 0 {
         return Spawn::NotUsed;
     }
     let mut client = client();
