@@ -1,11 +1,12 @@
 //! How each sandbox's PID 1 starts: forked by this process's zygote (the
-//! default launcher) or executed afresh (`Launcher::Exec`).
+//! default launcher), executed afresh (`Launcher::Exec`), or executed
+//! because `Launcher::Fork` cannot clone a multi-threaded process.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use soulbox_core::diagnostics::zygote_pid;
-use soulbox_core::{set_launcher, Launcher};
+use soulbox_core::{set_launcher, Launcher, Sandbox};
 use soulbox_tests::*;
 
 /// The zygote and the launcher are process-wide, so the tests of this
@@ -236,6 +237,35 @@ async fn exec_launcher_stops_zygote() {
     assert_eq!(
         cmdline, b"soulbox-init\0",
         "PID 1 should have been executed without the zygote's argument"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fork_launcher_executes_when_threaded() {
+    if !require_root("fork_launcher_executes_when_threaded") {
+        return;
+    }
+    let _turn = LAUNCHER.lock().await;
+    // This test process runs the harness's and tokio's threads, so a clone
+    // of it could hold their locks: the create must execute PID 1.
+    set_launcher(Launcher::Fork(soulbox_init::run_cloned));
+    let created = Sandbox::create(options()).await;
+    let zygote = zygote_pid();
+    set_launcher(Launcher::Zygote);
+
+    let sandbox = created.expect("create a sandbox with Launcher::Fork");
+    assert_eq!(stdout(&sh(&sandbox, "echo fork").await), "fork\n");
+    assert_eq!(zygote, None, "Launcher::Fork should not start a zygote");
+    let exe = std::fs::read_link(format!("/proc/{}/exe", sandbox.pid())).unwrap();
+    assert_ne!(
+        exe,
+        std::env::current_exe().unwrap(),
+        "PID 1 was cloned from a multi-threaded process"
+    );
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", sandbox.pid())).unwrap();
+    assert_eq!(
+        cmdline, b"soulbox-init\0",
+        "PID 1 should have been executed"
     );
 }
 

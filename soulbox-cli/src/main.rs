@@ -232,6 +232,32 @@ fn usage_error(error: &clap::Error) -> String {
     }
 }
 
+/// Environment variable that chooses how PID 1 starts: `fork` (the
+/// default) or `exec`.
+const LAUNCHER_VAR: &str = "SOULBOX_LAUNCHER";
+
+/// Returns the launcher that [`LAUNCHER_VAR`] chooses.
+///
+/// This process makes one sandbox, so a zygote would cost an exec of its
+/// own and save nothing. By default PID 1 is cloned from this process
+/// instead, where that is safe: with root, and while this process has one
+/// thread. So nothing before the create may start a thread
+/// (`spawn_blocking`, `tokio::fs`, a multi-threaded runtime), or every
+/// create executes PID 1. `exec` always executes PID 1, as a host that
+/// does not link soulbox-init does.
+fn launcher_from_env() -> Result<soulbox_core::Launcher, String> {
+    let Some(value) = std::env::var_os(LAUNCHER_VAR) else {
+        return Ok(soulbox_core::Launcher::Fork(soulbox_init::run_cloned));
+    };
+    match value.to_str() {
+        Some("fork") => Ok(soulbox_core::Launcher::Fork(soulbox_init::run_cloned)),
+        Some("exec") => Ok(soulbox_core::Launcher::Exec),
+        _ => Err(format!(
+            "invalid {LAUNCHER_VAR} value {value:?}: expected fork or exec, or leave it unset"
+        )),
+    }
+}
+
 /// Runs the subcommand; returns the exit code.
 fn run() -> u8 {
     let cli = match Cli::try_parse() {
@@ -253,9 +279,13 @@ fn run() -> u8 {
             return EXIT_SOULBOX_FAILED;
         }
     };
-    // One sandbox per process: a zygote would cost an exec of its own and
-    // save nothing.
-    soulbox_core::set_launcher(soulbox_core::Launcher::Exec);
+    match launcher_from_env() {
+        Ok(launcher) => soulbox_core::set_launcher(launcher),
+        Err(message) => {
+            eprintln!("soulbox: {message}");
+            return EXIT_SOULBOX_FAILED;
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

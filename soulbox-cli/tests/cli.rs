@@ -518,11 +518,15 @@ fn no_subcommand_prints_the_usage() {
     );
 }
 
-/// Runs `soulbox run -- echo hi` with `state` as the state directory.
+/// Runs `soulbox run -- echo hi` with `state` as the state directory,
+/// executing PID 1 from its copy there.
 fn run_echo_in(state: &Path) -> std::process::Output {
     soulbox_output_with(
         &["run", "--", "echo", "hi"],
-        &[("SOULBOX_STATE_DIR", state.as_os_str())],
+        &[
+            ("SOULBOX_STATE_DIR", state.as_os_str()),
+            ("SOULBOX_LAUNCHER", std::ffi::OsStr::new("exec")),
+        ],
     )
 }
 
