@@ -240,9 +240,11 @@ pub fn clone_exec(
 /// moved to fd 3. The child runs on a copy of this process's memory and
 /// never returns from here. Returns the child's pid, a pidfd for it, and
 /// whether it started in `cgroup` (CLONE_INTO_CGROUP, as in
-/// [`clone_exec`]), or `None` without a clone when this process has more
-/// than one thread: the child of a multi-threaded process may find the
-/// allocator's and other locks held by threads that do not exist in it.
+/// [`clone_exec`]).
+///
+/// Returns `None` without a clone when this process has more than one
+/// thread, because in the child the allocator's and other locks may be
+/// held by threads that do not exist there.
 pub fn clone_into(
     namespaces: libc::c_int,
     cgroup: Option<BorrowedFd<'_>>,
@@ -252,9 +254,9 @@ pub fn clone_into(
     if thread_count()? != 1 {
         return Ok(None);
     }
-    // Where the kernel tells it, the child's thread id is written where
-    // the C library keeps it, as glibc's fork does, so that its record
-    // stays true in the child.
+    // Where the kernel reports glibc's thread id address, the child's
+    // thread id is written there, as glibc's fork does, so that the C
+    // library's record stays true in the child.
     let tid_address = tid_address().ok();
     let flags = u64::from(namespaces as u32);
     let mut forked = clone3_fork(flags, cgroup, tid_address);
@@ -293,8 +295,8 @@ const CONTROL_FD: RawFd = 3;
 /// Returns the number of threads of this process, from /proc/self/stat.
 fn thread_count() -> io::Result<u64> {
     let stat = std::fs::read("/proc/self/stat")?;
-    // The name in brackets may contain spaces and brackets; the fields
-    // after its last ')' start with the state, field 3, and the thread
+    // The name in brackets may contain spaces and brackets. The fields
+    // after its last ')' start with field 3, the state, and the thread
     // count is field 20.
     let invalid = || io::Error::new(io::ErrorKind::InvalidData, "malformed /proc/self/stat");
     let name_end = stat.iter().rposition(|&b| b == b')').ok_or_else(invalid)?;

@@ -48,10 +48,10 @@ pub enum Launcher {
     /// library's start-up (about 0.8 ms on a VM where CPUID traps).
     ///
     /// A create uses it only where it is safe, and executes PID 1
-    /// otherwise: the effective uid must be 0, and this process must have
-    /// exactly one thread at the clone, because the child of a
-    /// multi-threaded process may find the allocator's and other locks
-    /// held by threads that do not exist in it. SoulBox itself starts threads: the state sweep, after the clone
+    /// otherwise. The effective uid must be 0, and this process must have
+    /// exactly one thread at the clone. In the child of a multi-threaded
+    /// process, the allocator's and other locks may be held by threads
+    /// that do not exist in it. SoulBox itself starts threads: the state sweep, after the clone
     /// of a create that sweeps, and the reaper once a sandbox outlives its
     /// handle. Tokio's blocking pool and multi-threaded runtime start
     /// threads too. So in practice only the first create of a program on
@@ -64,7 +64,10 @@ pub enum Launcher {
     /// /proc/1/mem or /proc/1/environ, and it overwrites the argument and
     /// environment strings, so /proc/1/cmdline, which any process may
     /// read, shows its own name padded with NUL bytes to the length of
-    /// this process's arguments.
+    /// this process's arguments. PID 1 keeps the copy and this program's
+    /// file mapped for its whole life: a `soulbox create` sandbox's PID 1
+    /// had 1.7 MiB resident (0.25 MiB anonymous) against 0.9 MiB (0.08)
+    /// when executed, measured once on the benchmark VM.
     Fork(fn() -> !),
 }
 

@@ -173,8 +173,8 @@ pub fn run() -> ! {
 /// with the control socket at fd 3.
 ///
 /// The host must have had effective uid 0 and one thread at the clone, so
-/// that no lock of its memory can be held in the child. The child holds a
-/// copy of the host's memory: its arguments, environment and heap. So
+/// that no lock of its memory can be held in the child. The child runs on
+/// a copy of the host's memory, with its arguments, environment and heap. So
 /// before anything else it turns non-dumpable, which keeps sandboxed code
 /// from reading /proc/1/mem and /proc/1/environ, and it overwrites the
 /// argument and environment strings, because any process may read

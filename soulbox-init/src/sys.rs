@@ -50,9 +50,9 @@ pub fn overwrite_arguments_and_environment(name: &CStr) -> io::Result<()> {
     // One byte stays for the terminating NUL.
     let name_len = name.len().min(arg_len.saturating_sub(1));
     // SAFETY: the kernel reports these ranges of the initial stack, which
-    // it mapped writable at exec; they hold only the strings that argv and
-    // environ point at, and no Rust reference borrows them while this
-    // writes. The lengths were checked to be the ranges' own.
+    // it mapped writable at exec. They contain only the strings that argv
+    // and environ point at, and no Rust reference borrows them while this
+    // writes. Each length is its own range's, and `name_len` fits.
     unsafe {
         let args = arg_start as *mut u8;
         std::ptr::write_bytes(args, 0, arg_len);
@@ -67,7 +67,7 @@ pub fn overwrite_arguments_and_environment(name: &CStr) -> io::Result<()> {
 fn argument_and_environment_ranges() -> io::Result<[usize; 4]> {
     let stat = std::fs::read("/proc/self/stat")?;
     let invalid = || io::Error::new(io::ErrorKind::InvalidData, "malformed /proc/self/stat");
-    // The name in brackets may contain spaces and brackets; the fields
+    // The name in brackets may contain spaces and brackets. The fields
     // after its last ')' start with field 3.
     let name_end = stat.iter().rposition(|&b| b == b')').ok_or_else(invalid)?;
     let fields = std::str::from_utf8(&stat[name_end + 1..]).map_err(|_| invalid())?;
