@@ -294,7 +294,11 @@ const CONTROL_FD: RawFd = 3;
 
 /// Returns the number of threads of this process, from /proc/self/stat.
 fn thread_count() -> io::Result<u64> {
-    let stat = std::fs::read("/proc/self/stat")?;
+    // One read into a buffer larger than the line: std::fs::read would make
+    // several, each a system call on the create path.
+    let mut buf = [0u8; 4096];
+    let len = std::io::Read::read(&mut std::fs::File::open("/proc/self/stat")?, &mut buf)?;
+    let stat = &buf[..len];
     // The name in brackets may contain spaces and brackets. The fields
     // after its last ')' start with field 3, the state, and the thread
     // count is field 20.

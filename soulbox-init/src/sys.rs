@@ -65,7 +65,11 @@ pub fn overwrite_arguments_and_environment(name: &CStr) -> io::Result<()> {
 /// Returns the start and end addresses of this process's arguments and of
 /// its environment: fields 48 to 51 of /proc/self/stat (Linux 3.5).
 fn argument_and_environment_ranges() -> io::Result<[usize; 4]> {
-    let stat = std::fs::read("/proc/self/stat")?;
+    // One read into a buffer larger than the line: std::fs::read would make
+    // several, each a system call.
+    let mut buf = [0u8; 4096];
+    let len = std::io::Read::read(&mut std::fs::File::open("/proc/self/stat")?, &mut buf)?;
+    let stat = &buf[..len];
     let invalid = || io::Error::new(io::ErrorKind::InvalidData, "malformed /proc/self/stat");
     // The name in brackets may contain spaces and brackets. The fields
     // after its last ')' start with field 3.
