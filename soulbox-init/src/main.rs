@@ -74,25 +74,40 @@ extern "C" fn main(argc: libc::c_int, argv: *const *const libc::c_char) -> libc:
     if first == Some(zygote::ZYGOTE_ARG) {
         zygote::serve()
     }
-    run()
+    run(Start::Exec)
 }
 
-fn run() -> ! {
+/// How PID 1 came to run.
+#[derive(Clone, Copy)]
+enum Start {
+    /// Executed by the host: its signal state and stdio are the host
+    /// thread's.
+    Exec,
+    /// Forked by the zygote, which reset its signal state and stdio when it
+    /// started and changes neither, and which read the facts PID 1 needs.
+    Zygote(setup::KernelFacts),
+}
+
+fn run(start: Start) -> ! {
     sys::set_mmap_threshold(64 * 1024);
     let _ = sys::set_name(c"soulbox-init");
     // A session of its own, so that signals aimed at the creating
     // program's process group or terminal never reach the sandbox.
     let _ = sys::setsid();
-    // The signal mask and ignored signals are inherited from the host
-    // thread that started PID 1; start from the defaults.
-    sys::reset_signals();
+    if let Start::Exec = start {
+        // The signal mask and ignored signals are inherited from the host
+        // thread that started PID 1; start from the defaults.
+        sys::reset_signals();
+    }
     sys::ignore_signal(libc::SIGPIPE);
     // Any descriptor leaked from the host, other than the control socket,
     // is closed before anything else happens.
     let _ = sys::close_range_from(CONTROL_FD as u32 + 1, false);
-    // The host's stdin, stdout and stderr (possibly its terminal) are
-    // replaced by /dev/null.
-    let _ = sys::redirect_stdio_to_null();
+    if let Start::Exec = start {
+        // The host's stdin, stdout and stderr (possibly its terminal) are
+        // replaced by /dev/null.
+        let _ = sys::redirect_stdio_to_null();
+    }
 
     let control = sys::borrow_raw(CONTROL_FD);
     regain_capabilities(control);
@@ -114,7 +129,11 @@ fn run() -> ! {
     // uid map there before it sends the configuration.
     let _ = sys::prctl(libc::PR_SET_DUMPABLE, 0);
     // The host moves PID 1 into its cgroups while the mounts are built.
-    let built = setup::build(&config).and_then(|()| match receive(control) {
+    let facts = match start {
+        Start::Exec => setup::KernelFacts::read(),
+        Start::Zygote(facts) => facts,
+    };
+    let built = setup::build(&config, facts).and_then(|()| match receive(control) {
         Some(Request::Attached) => setup::enter_cgroup_namespace(),
         _ => Err(setup::SetupError {
             stage: SetupStage::CgroupNamespace,
