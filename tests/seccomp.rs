@@ -516,8 +516,8 @@ for name, nr in (("getpgid", 121), ("setfsuid", 122), ("setfsgid", 123), ("getsi
         print(f"{name} {arg}: {call(nr, arg)}")
 "#;
 
-/// The default policy with argument rules on getpgid and setfsgid, whose
-/// neighbours setfsuid and getsid have none.
+/// Returns the default policy with argument rules on getpgid and setfsgid,
+/// whose neighbours setfsuid and getsid have none.
 fn neighbour_rules() -> SeccompPolicy {
     SeccompPolicy::default()
         .deny_if("getpgid", ArgCondition::equals(0, 7777), libc::EBUSY)
