@@ -57,6 +57,17 @@ fn describe(output: &Output) -> String {
     )
 }
 
+/// Asserts that each of `expected` is a whole line of the output's stdout.
+fn assert_lines(output: &Output, expected: &[&str]) {
+    let stdout = text(&output.stdout);
+    for line in expected {
+        assert!(
+            stdout.lines().any(|l| l == *line),
+            "expected {line:?}:\n{stdout}"
+        );
+    }
+}
+
 fn assert_ok(workload: &str, output: &Output) {
     assert!(
         output.status.success() && !output.timed_out,
@@ -492,13 +503,7 @@ async fn socket_families_limited() {
         "personality query: ok",
         "personality ADDR_NO_RANDOMIZE: EPERM",
     ];
-    let stdout = text(&output.stdout);
-    for line in expected {
-        assert!(
-            stdout.lines().any(|l| l == line),
-            "expected {line:?}:\n{stdout}"
-        );
-    }
+    assert_lines(&output, &expected);
 }
 
 /// Calls getpgid (121), setfsuid (122), setfsgid (123) and getsid (124),
@@ -560,13 +565,7 @@ async fn argument_rules_apply_to_their_call() {
         "getsid 5555: ESRCH",
         "getsid 65536: ESRCH",
     ];
-    let stdout = text(&output.stdout);
-    for line in expected {
-        assert!(
-            stdout.lines().any(|l| l == line),
-            "expected {line:?}:\n{stdout}"
-        );
-    }
+    assert_lines(&output, &expected);
 
     // A kill rule wins over an errno rule that matches as well.
     let output = python(
