@@ -202,8 +202,8 @@ fn append_argument_checks(
     program.push(ret(syscall.action.unwrap_or(default_action)));
 }
 
-/// Orders actions by precedence among matching argument rules: kill, then
-/// each errno from the lowest, then allow.
+/// Returns the sort key of an action among matching argument rules: kill
+/// first, then each errno from the lowest, then allow.
 fn precedence(action: SeccompAction) -> (u8, i32) {
     match action {
         SeccompAction::KillProcess => (0, 0),
