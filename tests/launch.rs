@@ -99,13 +99,86 @@ async fn zygote_keeps_no_sandbox_state() {
         cgroup("self"),
         "the zygote should stay in this process's cgroups"
     );
-    let fds: Vec<u32> = fd_targets(zygote).into_iter().map(|(fd, _)| fd).collect();
+    let targets = fd_targets(zygote);
+    let fds: Vec<u32> = targets.iter().map(|(fd, _)| *fd).collect();
     assert_eq!(
         fds,
-        [0, 1, 2, 3],
-        "the zygote should hold only stdio and its channel"
+        [0, 1, 2, 3, 4],
+        "the zygote should hold only stdio, its channel and the host's network namespace: \
+         {targets:?}"
     );
+    assert_eq!(targets[4].1, namespace_of("self", "net"));
     let _ = sandbox.kill().await;
+}
+
+/// Returns the namespace of process `pid` ("self" for this one) of `kind`,
+/// such as "net:[4026531840]".
+fn namespace_of(pid: &str, kind: &str) -> String {
+    let link = format!("/proc/{pid}/ns/{kind}");
+    std::fs::read_link(&link)
+        .unwrap_or_else(|e| panic!("read {link}: {e}"))
+        .to_string_lossy()
+        .into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_sandbox_gets_an_unused_network_namespace() {
+    if !require_root("each_sandbox_gets_an_unused_network_namespace") {
+        return;
+    }
+    let _turn = LAUNCHER.lock().await;
+    let first = sandbox().await;
+    let second = sandbox().await;
+    let zygote = zygote_pid().expect("a zygote runs after a create");
+
+    let host = namespace_of("self", "net");
+    let first_net = namespace_of(&first.pid().to_string(), "net");
+    let second_net = namespace_of(&second.pid().to_string(), "net");
+    assert_ne!(
+        first_net, host,
+        "the first sandbox shares the host's network"
+    );
+    assert_ne!(
+        second_net, host,
+        "the second sandbox shares the host's network"
+    );
+    assert_ne!(
+        first_net, second_net,
+        "two sandboxes share one network namespace"
+    );
+
+    // The zygote makes the next namespace after its reply, so it may still
+    // be in the second sandbox's for a moment.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let spare = loop {
+        let spare = namespace_of(&zygote.to_string(), "net");
+        if spare != second_net || Instant::now() > deadline {
+            break spare;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert_ne!(
+        spare, second_net,
+        "the zygote stayed in the namespace it handed over"
+    );
+    assert_ne!(
+        spare, first_net,
+        "the zygote is in the first sandbox's namespace"
+    );
+    assert_ne!(
+        spare, host,
+        "the zygote holds no network namespace for the next sandbox"
+    );
+
+    let third = sandbox().await;
+    assert_eq!(
+        namespace_of(&third.pid().to_string(), "net"),
+        spare,
+        "the next sandbox should start in the namespace the zygote prepared"
+    );
+    for sandbox in [&first, &second, &third] {
+        let _ = sandbox.kill().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,7 +8,9 @@
 
 use std::time::Duration;
 
-use soulbox_core::{Error, ExitStatus, Output, Sandbox, SeccompAction, SeccompPolicy};
+use soulbox_core::{
+    ArgCondition, Error, ExitStatus, Output, Sandbox, SeccompAction, SeccompPolicy,
+};
 use soulbox_tests::*;
 
 /// Timeout of each command. Python's multiprocessing with the spawn and
@@ -53,6 +55,17 @@ fn describe(output: &Output) -> String {
         text(&output.stdout),
         text(&output.stderr)
     )
+}
+
+/// Asserts that each of `expected` is a whole line of the output's stdout.
+fn assert_lines(output: &Output, expected: &[&str]) {
+    let stdout = text(&output.stdout);
+    for line in expected {
+        assert!(
+            stdout.lines().any(|l| l == *line),
+            "expected {line:?}:\n{stdout}"
+        );
+    }
 }
 
 fn assert_ok(workload: &str, output: &Output) {
@@ -490,13 +503,85 @@ async fn socket_families_limited() {
         "personality query: ok",
         "personality ADDR_NO_RANDOMIZE: EPERM",
     ];
-    let stdout = text(&output.stdout);
-    for line in expected {
-        assert!(
-            stdout.lines().any(|l| l == line),
-            "expected {line:?}:\n{stdout}"
-        );
+    assert_lines(&output, &expected);
+}
+
+/// Calls getpgid (121), setfsuid (122), setfsgid (123) and getsid (124),
+/// neighbours in x86-64's table, with the values that the rules of
+/// [`neighbour_rules`] test, and prints each result or errno name.
+const NEIGHBOUR_PROBE: &str = r#"
+import ctypes, errno
+libc = ctypes.CDLL(None, use_errno=True)
+def call(nr, arg):
+    ctypes.set_errno(0)
+    ret = libc.syscall(nr, ctypes.c_ulong(arg))
+    return "ok" if ret >= 0 else errno.errorcode[ctypes.get_errno()]
+for name, nr in (("getpgid", 121), ("setfsuid", 122), ("setfsgid", 123), ("getsid", 124)):
+    for arg in (0, 7777, 5555, 0x10000):
+        print(f"{name} {arg}: {call(nr, arg)}")
+"#;
+
+/// Returns the default policy with argument rules on getpgid and setfsgid,
+/// whose neighbours setfsuid and getsid have none.
+fn neighbour_rules() -> SeccompPolicy {
+    SeccompPolicy::default()
+        .deny_if("getpgid", ArgCondition::equals(0, 7777), libc::EBUSY)
+        .deny_if("getpgid", ArgCondition::equals(0, 7777), libc::EACCES)
+        .rule_if(
+            "getpgid",
+            ArgCondition::equals(0, 9999),
+            SeccompAction::KillProcess,
+        )
+        .deny_if("getpgid", ArgCondition::equals(0, 9999), libc::EPERM)
+        .deny("setfsgid", libc::EPERM)
+        .allow_if("setfsgid", ArgCondition::masked_equals(0, 0xffff_0000, 0))
+        .deny_if("setfsgid", ArgCondition::equals(0, 5555), libc::ENOTTY)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn argument_rules_apply_to_their_call() {
+    if !require_root("argument_rules_apply_to_their_call") {
+        return;
     }
+    let sandbox = sandbox_with(neighbour_rules()).await;
+    let output = python(&sandbox, NEIGHBOUR_PROBE).await;
+    assert_ok("the neighbour probe", &output);
+    // The sandbox's PID namespace has no process 7777 or 5555 or 65536.
+    let expected = [
+        "getpgid 0: ok",
+        "getpgid 7777: EACCES",
+        "getpgid 5555: ESRCH",
+        "getpgid 65536: ESRCH",
+        "setfsuid 0: ok",
+        "setfsuid 7777: ok",
+        "setfsuid 5555: ok",
+        "setfsuid 65536: ok",
+        "setfsgid 0: ok",
+        "setfsgid 7777: ok",
+        "setfsgid 5555: ENOTTY",
+        "setfsgid 65536: EPERM",
+        "getsid 0: ok",
+        "getsid 7777: ESRCH",
+        "getsid 5555: ESRCH",
+        "getsid 65536: ESRCH",
+    ];
+    assert_lines(&output, &expected);
+
+    // A kill rule wins over an errno rule that matches as well.
+    let output = python(
+        &sandbox,
+        "import ctypes; libc = ctypes.CDLL(None)\n\
+         print('reached', flush=True)\n\
+         print(libc.syscall(121, 9999), flush=True)",
+    )
+    .await;
+    assert_eq!(
+        output.status,
+        ExitStatus::Signal(SIGSYS),
+        "{}",
+        describe(&output)
+    );
+    assert_eq!(text(&output.stdout), "reached\n", "{}", describe(&output));
 }
 
 /// Makes getpid through x86's 32-bit entry point (`int 0x80`) from

@@ -455,10 +455,6 @@ impl Sandbox {
         let new_entry = state::NewEntry::create(&sandboxes)?;
         let entry_guard = EntryGuard(Some(new_entry.path.clone()));
         let id = new_entry.id.clone();
-        let (launch, host_end) = Launch::start(&id, &options.limits(), background)?;
-        // After the launch, whose clone under `Launcher::Fork` needs this
-        // process to have one thread, and the sweep may start one.
-        sweep_if_due(&sandboxes);
         let config = Config {
             sandbox_id: id.clone().into_bytes(),
             lower_dirs: template
@@ -484,17 +480,17 @@ impl Sandbox {
             seccomp_filter: options.seccomp.program()?.to_vec(),
             background: background && sys::geteuid() == 0,
         };
+        let config = Request::Config(config)
+            .encode()
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let entry_fds = [new_entry.listener.as_fd(), new_entry.lock.as_fd()];
+        let (launch, host_end) =
+            Launch::start(&id, &options.limits(), background, &config, entry_fds)?;
+        // After the launch, whose clone under `Launcher::Fork` needs this
+        // process to have one thread, and the sweep may start one.
+        sweep_if_due(&sandboxes);
         set_nonblocking(&host_end)?;
         let control = sys::async_fd(host_end).map_err(Error::os("register the control socket"))?;
-        let task_files = launch.open_v1_task_files()?;
-        let mut config_fds = vec![new_entry.listener.as_fd(), new_entry.lock.as_fd()];
-        config_fds.extend(task_files.iter().map(AsFd::as_fd));
-        let sent = send_request(&control, &Request::Config(config), &config_fds).await;
-        drop(config_fds);
-        drop(task_files);
-        explain_send_failure(sent, &control, &launch)
-            .await
-            .map_err(blame_damaged_program)?;
         // PID 1 has copies of both now. Nothing else may keep the listening
         // socket open, because a connect after PID 1 died must fail, not hang.
         let state::NewEntry {
@@ -1396,8 +1392,32 @@ impl Launch {
     /// namespaces, at idle priority with `background` where the zygote
     /// forks it. Returns the launch and the host's end of the control
     /// socket.
-    fn start(id: &str, limits: &Limits, background: bool) -> Result<(Self, OwnedFd)> {
+    ///
+    /// The encoded configuration `config` goes out with `entry_fds` and
+    /// the cgroups' `tasks` descriptors before PID 1 starts, so PID 1 finds
+    /// it waiting instead of the host sending it once the zygote replies.
+    fn start(
+        id: &str,
+        limits: &Limits,
+        background: bool,
+        config: &[u8],
+        entry_fds: [BorrowedFd<'_>; 2],
+    ) -> Result<(Self, OwnedFd)> {
         let cgroup = SandboxCgroup::create(id, limits)?;
+        let task_files = match cgroup.open_v1_task_files() {
+            Ok(files) => files,
+            Err(error) => {
+                let mut cgroup = cgroup;
+                let _ = cgroup.remove();
+                return Err(error);
+            }
+        };
+        let mut config_fds = entry_fds.to_vec();
+        config_fds.extend(task_files.iter().map(AsFd::as_fd));
+        let send_config = |host_end: BorrowedFd<'_>| {
+            sys::send_with_fds(host_end, config, &config_fds)
+                .map_err(Error::os("send the configuration to the sandbox's PID 1"))
+        };
         let rootless = sys::geteuid() != 0;
         let mut namespaces = libc::CLONE_NEWNS
             | libc::CLONE_NEWPID
@@ -1408,15 +1428,22 @@ impl Launch {
             namespaces |= libc::CLONE_NEWUSER;
         }
         let cgroup_fd = cgroup.open_v2();
-        let (host_end, pid, pidfd, in_v2) =
-            match start_pid1(namespaces, cgroup_fd.as_ref().map(AsFd::as_fd), background) {
-                Ok(started) => started,
-                Err(error) => {
-                    let mut cgroup = cgroup;
-                    let _ = cgroup.remove();
-                    return Err(error);
-                }
-            };
+        let started = start_pid1(
+            namespaces,
+            cgroup_fd.as_ref().map(AsFd::as_fd),
+            background,
+            &send_config,
+        );
+        drop(config_fds);
+        drop(task_files);
+        let (host_end, pid, pidfd, in_v2) = match started {
+            Ok(started) => started,
+            Err(error) => {
+                let mut cgroup = cgroup;
+                let _ = cgroup.remove();
+                return Err(error);
+            }
+        };
         let launch = Self {
             pid,
             pidfd: Some(pidfd),
@@ -1428,14 +1455,6 @@ impl Launch {
                 .map_err(Error::os("write the user namespace's uid and gid maps"))?;
         }
         Ok((launch, host_end))
-    }
-
-    /// Opens the `tasks` files through which PID 1 joins its v1 cgroups.
-    fn open_v1_task_files(&self) -> Result<Vec<OwnedFd>> {
-        match &self.cgroup {
-            Some(cgroup) => cgroup.open_v1_task_files(),
-            None => Ok(Vec::new()),
-        }
     }
 
     /// Moves PID 1 into the sandbox's v2 cgroup, unless it started there.
@@ -1478,17 +1497,24 @@ impl Drop for Launch {
     }
 }
 
-/// Creates the control socket and starts PID 1 with its other end as
-/// fd 3: cloned from this process under [`Launcher::Fork`], forked by the
-/// zygote when this process uses one, else started by an exec of
-/// soulbox-init. Returns the host's end, PID 1's pid and pidfd,
-/// and whether PID 1 started in `cgroup`.
+/// Creates the control socket, queues the configuration on it with
+/// `send_config`, and starts PID 1 with its other end as fd 3: cloned from
+/// this process under [`Launcher::Fork`], forked by the zygote when this
+/// process uses one, else started by an exec of soulbox-init. Returns the
+/// host's end, PID 1's pid and pidfd, and whether PID 1 started in
+/// `cgroup`.
 fn start_pid1(
     namespaces: libc::c_int,
     cgroup: Option<BorrowedFd<'_>>,
     background: bool,
+    send_config: &dyn Fn(BorrowedFd<'_>) -> Result<()>,
 ) -> Result<(OwnedFd, i32, OwnedFd, bool)> {
-    let (host_end, init_end) = control_socket()?;
+    let configured_socket = || {
+        let (host_end, init_end) = control_socket()?;
+        send_config(host_end.as_fd())?;
+        Ok::<_, Error>((host_end, init_end))
+    };
+    let (host_end, init_end) = configured_socket()?;
     if let Some((pid, pidfd, in_cgroup)) = fork_pid1(namespaces, cgroup, init_end.as_fd()) {
         return Ok((host_end, pid, pidfd, in_cgroup));
     }
@@ -1499,12 +1525,17 @@ fn start_pid1(
         }
         Spawn::NotUsed => (host_end, init_end),
         // A PID 1 the zygote may have forked before it failed has a copy
-        // of `init_end`. A new pair keeps it from reading this sandbox's
-        // configuration, and it exits at end of file.
+        // of `init_end`. Taking the queued configuration back and moving to
+        // a new pair keeps it from building this sandbox, and it exits at
+        // end of file. If it read the configuration first, it exits when
+        // its ready report finds the old pair closed.
         // NOTE: nothing reaps such an orphan, so it stays a zombie child
         // of this process. It happens only when the zygote dies between
         // its clone and its reply.
-        Spawn::Lost => control_socket()?,
+        Spawn::Lost => {
+            let _ = sys::recv_with_fds(init_end.as_fd(), &mut [0u8; 1]);
+            configured_socket()?
+        }
     };
     let program = init_binary::executable()?;
     let (pid, pidfd, in_cgroup) =

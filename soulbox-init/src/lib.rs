@@ -58,22 +58,41 @@ const EXIT_FAILURE: i32 = 1;
 /// Runs PID 1 in a process that the host executed: builds the sandbox from
 /// the configuration on the control socket at fd 3, reports ready, and
 /// serves the host until the sandbox ends.
-pub fn run() -> ! {
+pub fn run_executed() -> ! {
+    run(Start::Exec)
+}
+
+/// How PID 1 came to run.
+#[derive(Clone, Copy)]
+enum Start {
+    /// Executed by the host, or cloned from it by [`run_cloned`]: its
+    /// signal state and stdio are the host thread's.
+    Exec,
+    /// Forked by the zygote, which reset its signal state and stdio when it
+    /// started and changes neither, and which read the facts PID 1 needs.
+    Zygote(setup::KernelFacts),
+}
+
+fn run(start: Start) -> ! {
     sys::set_mmap_threshold(64 * 1024);
     let _ = sys::set_name(PROGRAM_NAME);
     // A session of its own, so that signals aimed at the creating
     // program's process group or terminal never reach the sandbox.
     let _ = sys::setsid();
-    // The signal mask and ignored signals are inherited from the host
-    // thread that started PID 1; start from the defaults.
-    sys::reset_signals();
+    if let Start::Exec = start {
+        // The signal mask and ignored signals are inherited from the host
+        // thread that started PID 1; start from the defaults.
+        sys::reset_signals();
+    }
     sys::ignore_signal(libc::SIGPIPE);
     // Any descriptor leaked from the host, other than the control socket,
     // is closed before anything else happens.
     let _ = sys::close_range_from(CONTROL_FD as u32 + 1, false);
-    // The host's stdin, stdout and stderr (possibly its terminal) are
-    // replaced by /dev/null.
-    let _ = sys::redirect_stdio_to_null();
+    if let Start::Exec = start {
+        // The host's stdin, stdout and stderr (possibly its terminal) are
+        // replaced by /dev/null.
+        let _ = sys::redirect_stdio_to_null();
+    }
 
     let control = sys::borrow_raw(CONTROL_FD);
     regain_capabilities(control);
@@ -95,7 +114,11 @@ pub fn run() -> ! {
     // uid map there before it sends the configuration.
     let _ = sys::prctl(libc::PR_SET_DUMPABLE, 0);
     // The host moves PID 1 into its cgroups while the mounts are built.
-    let built = setup::build(&config).and_then(|()| match receive(control) {
+    let facts = match start {
+        Start::Exec => setup::KernelFacts::read(),
+        Start::Zygote(facts) => facts,
+    };
+    let built = setup::build(&config, facts).and_then(|()| match receive(control) {
         Some(Request::Attached) => setup::enter_cgroup_namespace(),
         _ => Err(setup::SetupError {
             stage: SetupStage::CgroupNamespace,
@@ -204,7 +227,7 @@ pub fn run_cloned() -> ! {
         );
     }
     let _ = std::panic::catch_unwind(|| {
-        run();
+        run(Start::Exec);
     });
     sys::exit(EXIT_FAILURE)
 }

@@ -10,7 +10,7 @@
 /// That start-up costs PID 1 a dozen system calls on every sandbox create,
 /// among them a read of /proc/self/maps to place a stack guard, and
 /// nothing here needs it: panics abort, SIGPIPE is set in
-/// `soulbox_init::run`, and stdio is replaced with /dev/null. With
+/// `soulbox_init::run_executed`, and stdio is replaced with /dev/null. With
 /// `--zygote` as its first argument the program serves as the host's
 /// zygote (see `soulbox_init::zygote`) instead.
 #[cfg(not(test))]
@@ -23,5 +23,5 @@ extern "C" fn main(argc: libc::c_int, argv: *const *const libc::c_char) -> libc:
     if first == Some(soulbox_init::zygote::ZYGOTE_ARG) {
         soulbox_init::zygote::serve()
     }
-    soulbox_init::run()
+    soulbox_init::run_executed()
 }

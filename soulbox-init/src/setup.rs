@@ -54,16 +54,35 @@ const MOUNT_ATTR_NOEXEC: u64 = 0x8;
 /// Numbers from <linux/capability.h>.
 const KEPT_CAPS: [u32; 14] = [0, 1, 4, 3, 27, 13, 6, 7, 31, 8, 10, 18, 5, 29];
 
+/// What the build needs to know about the kernel and the user namespace,
+/// read once by the zygote for every PID 1 it forks.
+#[derive(Clone, Copy)]
+pub struct KernelFacts {
+    /// The highest capability number the kernel supports.
+    last_cap: u32,
+    /// Whether PID 1 runs in a user namespace other than the initial one.
+    /// It cannot change namespace while it builds.
+    in_user_namespace: bool,
+}
+
+impl KernelFacts {
+    pub fn read() -> Self {
+        Self {
+            last_cap: sys::last_cap(),
+            in_user_namespace: sys::in_user_namespace(),
+        }
+    }
+}
+
 /// Builds the sandbox. Runs in PID 1, in the fresh mount, PID, network, UTS
 /// and IPC namespaces the host created it in.
-pub fn build(config: &Config) -> Result<(), SetupError> {
+pub fn build(config: &Config, facts: KernelFacts) -> Result<(), SetupError> {
     // Before any other mount: nothing mounted below may propagate back to
     // the host, and no later host mount may appear inside.
     sys::mount(None, c"/", None, libc::MS_REC | libc::MS_PRIVATE, None)
         .stage(SetupStage::MountPropagation, b"/")?;
 
-    // Read once: PID 1 cannot change user namespace while it builds.
-    let in_user_namespace = sys::in_user_namespace();
+    let in_user_namespace = facts.in_user_namespace;
     let root = mount_root(config, in_user_namespace)?;
     reject_symlinked_mount_points(&root)?;
     bind_host_paths(config, &root)?;
@@ -76,7 +95,7 @@ pub fn build(config: &Config) -> Result<(), SetupError> {
 
     sys::sethostname(&config.sandbox_id).stage(SetupStage::Hostname, &config.sandbox_id)?;
     sys::loopback_up().stage(SetupStage::Loopback, b"lo")?;
-    drop_bounding_caps();
+    drop_bounding_caps(facts.last_cap);
     set_rlimits(config)?;
     Ok(())
 }
@@ -506,8 +525,8 @@ fn switch_root(root: &[u8]) -> Result<(), SetupError> {
 /// Removes every capability outside [`KEPT_CAPS`] from the bounding set, so
 /// no program run inside, even as root, can gain them. PID 1 keeps its own
 /// capabilities to start commands as other users.
-fn drop_bounding_caps() {
-    for cap in 0..=sys::last_cap() {
+fn drop_bounding_caps(last_cap: u32) {
+    for cap in 0..=last_cap {
         if !KEPT_CAPS.contains(&cap) {
             // EINVAL for capabilities newer than these headers is harmless.
             let _ = sys::drop_bounding_cap(cap);

@@ -519,7 +519,12 @@ pub fn loopback_up() -> io::Result<()> {
     // SAFETY: SIOCGIFFLAGS reads ifr_name and writes ifr_flags of `req`.
     check(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) })?;
     // SAFETY: the union member ifru_flags is the one SIOCGIFFLAGS filled.
-    unsafe { req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
+    let flags = unsafe { req.ifr_ifru.ifru_flags };
+    if flags & libc::IFF_UP as libc::c_short != 0 {
+        // Up already: the zygote prepared this namespace.
+        return Ok(());
+    }
+    req.ifr_ifru.ifru_flags = flags | libc::IFF_UP as libc::c_short;
     // SAFETY: SIOCSIFFLAGS reads ifr_name and ifr_flags of `req`.
     check(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) })?;
     Ok(())
@@ -973,6 +978,22 @@ struct CloneArgs {
 const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 
 /// The two returns of [`clone3_fork`].
+/// Opens `path` read-only, for a namespace file such as /proc/self/ns/net.
+pub fn open_read_only(path: &CStr) -> io::Result<OwnedFd> {
+    // SAFETY: `path` is NUL-terminated; open returns a new descriptor or -1.
+    let fd = check(unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) })?;
+    // SAFETY: open returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Moves the calling process into the namespace `fd` refers to; `kind` is
+/// its CLONE_NEW* flag.
+pub fn setns(fd: BorrowedFd<'_>, kind: libc::c_int) -> io::Result<()> {
+    // SAFETY: setns takes a descriptor and an integer flag.
+    check(unsafe { libc::setns(fd.as_raw_fd(), kind) })?;
+    Ok(())
+}
+
 #[derive(Debug)]
 pub enum Forked {
     /// In the new process.

@@ -1,7 +1,8 @@
 //! Unit tests of policy building and compilation. The compiled programs run
 //! in [`run`], a small interpreter of the classic BPF instructions that
-//! seccompiler and the section linker emit, fed `struct seccomp_data` as
-//! the kernel builds it. End-to-end tests with real sandboxes are in
+//! `compile.rs` emits, fed `struct seccomp_data` as the kernel builds it,
+//! and are checked against [`expected_action`], a model of the policy's
+//! semantics. End-to-end tests with real sandboxes are in
 //! `tests/security.rs` and `tests/seccomp.rs`.
 
 use super::*;
@@ -27,30 +28,32 @@ fn nr(name: &str) -> u32 {
 
 /// Runs a wire-format program on one system call and returns its action.
 fn run(program: &[u8], arch: u32, nr: u32, args: [u64; 6]) -> u32 {
+    run_counted(program, arch, nr, args).0
+}
+
+/// Runs a wire-format program on one system call and returns its action
+/// and the number of instructions it executed.
+fn run_counted(program: &[u8], arch: u32, nr: u32, args: [u64; 6]) -> (u32, usize) {
     let mut data = [0u8; 64];
     data[0..4].copy_from_slice(&nr.to_le_bytes());
     data[4..8].copy_from_slice(&arch.to_le_bytes());
     for (i, arg) in args.iter().enumerate() {
         data[16 + 8 * i..24 + 8 * i].copy_from_slice(&arg.to_le_bytes());
     }
-    let instructions: Vec<(u16, u8, u8, u32)> = program
-        .chunks_exact(8)
-        .map(|raw| {
-            (
-                u16::from_le_bytes([raw[0], raw[1]]),
-                raw[2],
-                raw[3],
-                u32::from_le_bytes([raw[4], raw[5], raw[6], raw[7]]),
-            )
-        })
-        .collect();
     let mut acc = 0u32;
     let mut pc = 0usize;
+    let mut executed = 0;
     loop {
-        let (code, jt, jf, k) = *instructions
-            .get(pc)
+        // Decoded as it runs, because the model tests run large programs
+        // hundreds of thousands of times.
+        let raw = program
+            .get(8 * pc..8 * pc + 8)
             .unwrap_or_else(|| panic!("ran off the program at {pc}"));
+        let code = u16::from_le_bytes([raw[0], raw[1]]);
+        let (jt, jf) = (raw[2], raw[3]);
+        let k = u32::from_le_bytes([raw[4], raw[5], raw[6], raw[7]]);
         pc += 1;
+        executed += 1;
         let jump = |taken: bool| usize::from(if taken { jt } else { jf });
         match code {
             0x20 => {
@@ -63,7 +66,7 @@ fn run(program: &[u8], arch: u32, nr: u32, args: [u64; 6]) -> u32 {
             0x25 => pc += jump(acc > k),
             0x35 => pc += jump(acc >= k),
             0x45 => pc += jump(acc & k != 0),
-            0x06 => return k,
+            0x06 => return (k, executed),
             other => panic!("unexpected opcode {other:#x} at {}", pc - 1),
         }
     }
@@ -507,6 +510,253 @@ fn argument_rules_take_precedence() {
     assert_eq!(call(&program, "flock", args1(8)), KILL_PROCESS);
 }
 
+/// Returns the action the policy's semantics give a call: the matching
+/// argument rule of highest precedence (kill, then the lowest errno, then
+/// allow), else the call's plain action, else the default action. This is
+/// a model written apart from the compiler, to check its programs against.
+fn expected_action(policy: &SeccompPolicy, number: u32, args: [u64; 6]) -> u32 {
+    let rules = policy.rules().expect("rules");
+    let Some(syscall) = rules.syscalls.get(&i64::from(number)) else {
+        return action_code(rules.default_action);
+    };
+    let matching: Vec<SeccompAction> = syscall
+        .conditional
+        .iter()
+        .filter(|(condition, _)| condition_matches(condition, args))
+        .map(|(_, action)| *action)
+        .collect();
+    let lowest_errno = matching
+        .iter()
+        .filter_map(|action| match action {
+            SeccompAction::Errno(code) => Some(*code),
+            _ => None,
+        })
+        .min();
+    if matching.contains(&SeccompAction::KillProcess) {
+        KILL_PROCESS
+    } else if let Some(code) = lowest_errno {
+        errno(code)
+    } else if matching.contains(&SeccompAction::Allow) {
+        ALLOW
+    } else {
+        action_code(syscall.action.unwrap_or(rules.default_action))
+    }
+}
+
+fn condition_matches(condition: &ArgCondition, args: [u64; 6]) -> bool {
+    // The kernel's int arguments are the low 32 bits.
+    let low = args[usize::from(condition.arg)] as u32;
+    match condition.test {
+        ArgTest::Equals(value) => low == value,
+        ArgTest::AnyBit(mask) => low & mask != 0,
+        ArgTest::MaskedEquals { mask, value } => low & mask == value & mask,
+    }
+}
+
+fn action_code(action: SeccompAction) -> u32 {
+    match action {
+        SeccompAction::Allow => ALLOW,
+        SeccompAction::Errno(code) => errno(code),
+        SeccompAction::KillProcess => KILL_PROCESS,
+    }
+}
+
+/// Returns argument lists that match, or nearly match, each argument rule
+/// of the policy (at most `per_call` rules of each system call), plus all
+/// zeros and all ones, with and without bits above the low 32.
+fn argument_probes(policy: &SeccompPolicy, per_call: usize) -> Vec<[u64; 6]> {
+    let rules = policy.rules().expect("rules");
+    let mut values = std::collections::BTreeSet::new();
+    for syscall in rules.syscalls.values() {
+        for (condition, _) in syscall.conditional.iter().take(per_call) {
+            let arg = usize::from(condition.arg);
+            let candidates = match condition.test {
+                ArgTest::Equals(value) => vec![value, value ^ 1],
+                ArgTest::AnyBit(mask) => vec![mask, mask & mask.wrapping_neg(), !mask],
+                ArgTest::MaskedEquals { mask, value } => {
+                    vec![value & mask, (value & mask) | !mask, value ^ mask]
+                }
+            };
+            for value in candidates {
+                values.insert((arg, u64::from(value)));
+                values.insert((arg, u64::from(value) | 0xdead_beef_0000_0000));
+            }
+        }
+    }
+    let mut probes = vec![[0; 6], [u64::MAX; 6], [0xffff_ffff; 6]];
+    for (arg, value) in values {
+        let mut args = [0; 6];
+        args[arg] = value;
+        probes.push(args);
+    }
+    probes
+}
+
+/// Checks the program of `policy` against [`expected_action`] for every
+/// number of [`numbers_to_check`] and every probe of [`argument_probes`].
+fn assert_matches_model(policy: &SeccompPolicy, per_call: usize) {
+    let program = program(policy);
+    let probes = argument_probes(policy, per_call);
+    for number in numbers_to_check() {
+        for args in &probes {
+            let actual = run(&program, AUDIT_ARCH, number, *args);
+            let expected = expected_action(policy, number, *args);
+            assert_eq!(
+                actual, expected,
+                "number {number}, arguments {args:x?}: {actual:#x}, expected {expected:#x}"
+            );
+        }
+    }
+}
+
+/// Returns the maximum number of instructions the search may execute
+/// before a leaf. The architecture check and the load of the number take
+/// 4. Each level of the search takes a comparison, plus a JA where it
+/// skips a long lower half, and there are at most 2n + 1 ranges for the
+/// n calls that the policy names.
+fn search_bound(policy: &SeccompPolicy) -> usize {
+    let named = policy.rules().expect("rules").syscalls.len();
+    let ranges = 2 * named + 1;
+    4 + 2 * ranges.next_power_of_two().trailing_zeros() as usize
+}
+
+/// Checks that every call without argument rules executes the search and
+/// one return. A call with argument rules may execute its own checks
+/// after the search as well: at most three instructions per rule (load,
+/// test, return) and its plain return.
+fn assert_short_paths(policy: &SeccompPolicy) {
+    let program = program(policy);
+    let rules = policy.rules().expect("rules");
+    let bound = search_bound(policy);
+    for number in numbers_to_check() {
+        let own_rules = rules
+            .syscalls
+            .get(&i64::from(number))
+            .map_or(0, |syscall| syscall.conditional.len());
+        let (_, executed) = run_counted(&program, AUDIT_ARCH, number, [0; 6]);
+        assert!(
+            executed <= bound + 3 * own_rules + 1,
+            "number {number} with {own_rules} argument rules executed {executed} instructions, \
+             the search takes at most {bound}"
+        );
+    }
+}
+
+#[test]
+fn default_policy_matches_model() {
+    let policy = SeccompPolicy::default();
+    assert_matches_model(&policy, usize::MAX);
+    assert_short_paths(&policy);
+}
+
+#[test]
+fn argument_rules_stay_with_their_call() {
+    // Neighbouring numbers with rules on the same argument values: a call
+    // that reached another call's checks, or skipped its own, would get
+    // another call's action.
+    let policy = SeccompPolicy::minimal()
+        .allow("getpgid")
+        .deny_if("getpgid", ArgCondition::equals(0, 7777), libc::EBUSY)
+        .deny_if("getpgid", ArgCondition::equals(0, 7777), libc::EACCES)
+        .rule_if(
+            "getpgid",
+            ArgCondition::equals(0, 9999),
+            SeccompAction::KillProcess,
+        )
+        .deny_if("getpgid", ArgCondition::equals(0, 9999), libc::EPERM)
+        .allow("setfsuid")
+        .deny("setfsgid", libc::EPERM)
+        .allow_if("setfsgid", ArgCondition::masked_equals(0, 0xffff_0000, 0))
+        .deny_if("setfsgid", ArgCondition::equals(0, 5555), libc::ENOTTY)
+        .allow_if("getsid", ArgCondition::any_bit(1, 0x30))
+        .rule_if(
+            "getsid",
+            ArgCondition::equals(0, 7777),
+            SeccompAction::KillProcess,
+        )
+        .allow("getresgid");
+    let program = program(&policy);
+    let cases: &[(&str, [u64; 6], u32)] = &[
+        ("getpgid", args0(7777), errno(libc::EACCES)),
+        ("getpgid", args0(0x1_0000_1e61), errno(libc::EACCES)),
+        ("getpgid", args0(9999), KILL_PROCESS),
+        ("getpgid", args0(5555), ALLOW),
+        ("getpgid", args0(0), ALLOW),
+        ("setfsuid", args0(7777), ALLOW),
+        ("setfsuid", args0(9999), ALLOW),
+        ("setfsgid", args0(5555), errno(libc::ENOTTY)),
+        ("setfsgid", args0(7777), ALLOW),
+        ("setfsgid", args0(0x1_0000), errno(libc::EPERM)),
+        ("getsid", args0(7777), KILL_PROCESS),
+        ("getsid", args0(9999), errno(libc::ENOSYS)),
+        ("getsid", args1(0x10), ALLOW),
+        ("getsid", args1(0x40), errno(libc::ENOSYS)),
+        ("getresgid", args0(7777), ALLOW),
+        ("getresgid", args0(9999), ALLOW),
+    ];
+    for (name, args, expected) in cases {
+        let actual = call(&program, name, *args);
+        assert_eq!(actual, *expected, "{name} {args:x?}: {actual:#x}");
+    }
+    assert_matches_model(&policy, usize::MAX);
+    assert_short_paths(&policy);
+}
+
+#[test]
+fn large_argument_sections_compile() {
+    // Rules on calls spread over the table, two of them with hundreds of
+    // rules, so the search jumps over long leaves with JA.
+    let policy = (0..600u32).fold(SeccompPolicy::default(), |policy, value| {
+        policy
+            .deny_if(
+                "ioctl",
+                ArgCondition::equals(1, 0x9000 + value),
+                libc::EPERM,
+            )
+            .allow_if("fchmod", ArgCondition::equals(1, value))
+            .deny_if(
+                "read",
+                ArgCondition::equals(2, 0x10_0000 + value),
+                libc::EIO,
+            )
+    });
+    let policy = policy
+        .rule_if(
+            "fchmod",
+            ArgCondition::masked_equals(1, 0o7000, 0o4000),
+            SeccompAction::KillProcess,
+        )
+        .deny_if("fchmod", ArgCondition::any_bit(1, 0o2000), libc::EPERM);
+    let program = program(&policy);
+    let instructions = program.len() / soulbox_proto::SOCK_FILTER_LEN;
+    assert!(instructions > 3000, "{instructions} instructions");
+    let long_jumps = program.chunks_exact(8).filter(|raw| raw[0] == 0x05).count();
+    assert!(long_jumps > 0, "no JA in {instructions} instructions");
+
+    let cases: &[(&str, [u64; 6], u32)] = &[
+        ("ioctl", args1(0x9000), errno(libc::EPERM)),
+        ("ioctl", args1(0x9000 + 599), errno(libc::EPERM)),
+        ("ioctl", args1(0x9000 + 600), ALLOW),
+        ("ioctl", args1(0x5412), errno(libc::EPERM)),
+        ("read", [0, 0, 0x10_0000 + 300, 0, 0, 0], errno(libc::EIO)),
+        ("read", [0, 0, 0x10_0000 + 600, 0, 0, 0], ALLOW),
+        ("read", args1(0x9000), ALLOW),
+        ("fchmod", args1(0o4755), KILL_PROCESS),
+        ("fchmod", args1(0o2000), errno(libc::EPERM)),
+        ("fchmod", args1(0o600), ALLOW),
+        ("fchmod", args1(0x9000), ALLOW),
+        ("write", args1(0o4755), ALLOW),
+        ("mkdir", [0x9000, 0x9000, 0x10_0000, 0, 0, 0], ALLOW),
+        ("keyctl", args1(0x9000), errno(libc::EPERM)),
+    ];
+    for (name, args, expected) in cases {
+        let actual = call(&program, name, *args);
+        assert_eq!(actual, *expected, "{name} {args:x?}: {actual:#x}");
+    }
+    assert_matches_model(&policy, 64);
+    assert_short_paths(&policy);
+}
+
 #[test]
 fn remove_returns_call_to_default() {
     let policy = SeccompPolicy::default().remove("clone").allow("clone");
@@ -557,7 +807,9 @@ fn invalid_input_reported() {
 
 #[test]
 fn oversized_policy_rejected() {
-    let policy = (0..1200).fold(SeccompPolicy::default(), |policy, value| {
+    // Rules on one argument take two instructions each, so 2100 of them
+    // are over the limit whatever the rest of the program.
+    let policy = (0..2100).fold(SeccompPolicy::default(), |policy, value| {
         policy.deny_if(
             "ioctl",
             ArgCondition::equals(1, 0x9000 + value),
