@@ -96,7 +96,12 @@ fn run(start: Start) -> ! {
 
     let control = sys::borrow_raw(CONTROL_FD);
     regain_capabilities(control);
-    let (config, listener, lock, task_files) = match receive_config(control) {
+    // One buffer for every message PID 1 receives: freeing and mapping it
+    // again for each would cost an unmap, which flushes the TLB of every
+    // CPU PID 1 ran on, and a page fault. Only the pages a message fills
+    // are ever touched.
+    let mut buf = vec![0u8; soulbox_proto::MAX_MESSAGE_LEN];
+    let (config, listener, lock, task_files) = match receive_config(control, &mut buf) {
         Some(received) => received,
         None => fail_setup(control, SetupStage::Config, libc::EPROTO, b""),
     };
@@ -118,7 +123,7 @@ fn run(start: Start) -> ! {
         Start::Exec => setup::KernelFacts::read(),
         Start::Zygote(facts) => facts,
     };
-    let built = setup::build(&config, facts).and_then(|()| match receive(control) {
+    let built = setup::build(&config, facts).and_then(|()| match receive(control, &mut buf) {
         Some(Request::Attached) => setup::enter_cgroup_namespace(),
         _ => Err(setup::SetupError {
             stage: SetupStage::CgroupNamespace,
@@ -189,7 +194,7 @@ fn run(start: Start) -> ! {
         clients: Vec::new(),
         _lock: lock,
     };
-    init.serve(sigchld.as_fd())
+    init.serve(sigchld.as_fd(), buf)
 }
 
 /// Runs PID 1 in a child that its host cloned from itself without an exec,
@@ -298,18 +303,19 @@ fn fail_setup(control: BorrowedFd<'_>, stage: SetupStage, errno: i32, detail: &[
 
 /// Receives one request without descriptors; `None` on end of file or a
 /// malformed message.
-fn receive(control: BorrowedFd<'_>) -> Option<Request> {
-    let mut buf = vec![0u8; soulbox_proto::MAX_MESSAGE_LEN];
-    let (len, _fds) = sys::recv_with_fds(control, &mut buf, 0).ok()??;
+fn receive(control: BorrowedFd<'_>, buf: &mut [u8]) -> Option<Request> {
+    let (len, _fds) = sys::recv_with_fds(control, buf, 0).ok()??;
     Request::decode(&buf[..len]).ok()
 }
 
 /// Receives the configuration and the descriptors sent with it: the
 /// listening socket, the lock file and the v1 `tasks` files.
-fn receive_config(control: BorrowedFd<'_>) -> Option<(Config, OwnedFd, OwnedFd, Vec<OwnedFd>)> {
-    let mut buf = vec![0u8; soulbox_proto::MAX_MESSAGE_LEN];
+fn receive_config(
+    control: BorrowedFd<'_>,
+    buf: &mut [u8],
+) -> Option<(Config, OwnedFd, OwnedFd, Vec<OwnedFd>)> {
     let (len, mut fds) =
-        sys::recv_with_fds(control, &mut buf, CONFIG_FD_COUNT + MAX_TASK_FILES).ok()??;
+        sys::recv_with_fds(control, buf, CONFIG_FD_COUNT + MAX_TASK_FILES).ok()??;
     let Ok(Request::Config(config)) = Request::decode(&buf[..len]) else {
         return None;
     };
@@ -372,8 +378,7 @@ struct Init {
 }
 
 impl Init {
-    fn serve(&mut self, sigchld: BorrowedFd<'_>) -> ! {
-        let mut buf = vec![0u8; soulbox_proto::MAX_MESSAGE_LEN];
+    fn serve(&mut self, sigchld: BorrowedFd<'_>, mut buf: Vec<u8>) -> ! {
         let mut fds = Vec::with_capacity(3 + self.clients.len());
         loop {
             let timeout = self.poll_timeout(&mut buf);

@@ -8,7 +8,6 @@
 
 use std::ffi::CString;
 use std::io;
-use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use soulbox_proto::{Spawn, SpawnStage, StatusRecord};
@@ -72,15 +71,20 @@ pub fn supervise(command: Command) -> ! {
     // Written by the leader when it fails before exec; the supervisor
     // reads it once clone_vfork returns, after the exec or the exit.
     let mut failure: Option<(SpawnStage, i32)> = None;
-    // Uninitialised, so that only the pages the leader uses are touched.
-    let mut stack = [MaybeUninit::<u8>::uninit(); LEADER_STACK_SIZE];
+    // A mapping of its own, so that only the pages the leader uses are
+    // touched. An array of this size in this frame would be touched whole
+    // on entry by the compiler's stack probes, one page fault per page.
+    let mut stack = match sys::AnonymousMap::new(LEADER_STACK_SIZE) {
+        Ok(stack) => stack,
+        Err(e) => fail(&fds.status, SpawnStage::Fork, &e),
+    };
     let mut leader_main = || {
         let stdio = [fds.stdin.as_fd(), fds.stdout.as_fd(), fds.stderr.as_fd()];
         let (stage, error) = leader_plan.exec(stdio);
         failure = Some((stage, error.raw_os_error().unwrap_or(libc::EIO)));
         127
     };
-    let leader = match sys::clone_vfork(&mut stack, &mut leader_main) {
+    let leader = match sys::clone_vfork(stack.as_uninit_mut(), &mut leader_main) {
         Ok(pid) => pid,
         Err(e) => fail(&fds.status, SpawnStage::Fork, &e),
     };

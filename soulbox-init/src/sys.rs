@@ -574,6 +574,40 @@ pub fn fork() -> io::Result<Fork> {
 /// never freed once it execs. When `child` returns, the child exits with
 /// the returned code. The caller must have no signal handlers installed,
 /// because a handler would run in the child on the shared memory.
+/// A private anonymous mapping, unmapped on drop. Its pages are allocated
+/// when first touched.
+pub struct AnonymousMap {
+    ptr: *mut libc::c_void,
+    len: usize,
+}
+
+impl AnonymousMap {
+    pub fn new(len: usize) -> io::Result<Self> {
+        let prot = libc::PROT_READ | libc::PROT_WRITE;
+        let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_STACK;
+        // SAFETY: a new anonymous mapping aliases no existing memory.
+        let ptr = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, flags, -1, 0) };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Self { ptr, len })
+    }
+
+    pub fn as_uninit_mut(&mut self) -> &mut [MaybeUninit<u8>] {
+        // SAFETY: the mapping is `len` bytes, readable and writable, owned by
+        // `self` and borrowed mutably for the slice's lifetime.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.cast(), self.len) }
+    }
+}
+
+impl Drop for AnonymousMap {
+    fn drop(&mut self) {
+        // SAFETY: `ptr` and `len` describe the mapping made in `new`, which
+        // no borrow outlives.
+        unsafe { libc::munmap(self.ptr, self.len) };
+    }
+}
+
 pub fn clone_vfork(
     stack: &mut [MaybeUninit<u8>],
     child: &mut dyn FnMut() -> i32,
