@@ -441,3 +441,108 @@ async fn create_storm_survives_zygote_kills() {
     assert!(children.is_empty(), "children left: {children:?}");
     assert!(cgroups.is_empty(), "cgroups left: {cgroups:?}");
 }
+
+/// Returns what a process's start decides, from /proc/PID/status, stat,
+/// limits and its descriptors: signal state, capabilities, bounding set,
+/// seccomp, umask, CPU affinity, scheduling, session, rlimits and the kinds
+/// of its open descriptors.
+fn start_state(pid: i32) -> Vec<String> {
+    const FIELDS: [&str; 17] = [
+        "Umask:",
+        "SigPnd:",
+        "ShdPnd:",
+        "SigBlk:",
+        "SigIgn:",
+        "SigCgt:",
+        "CapInh:",
+        "CapPrm:",
+        "CapEff:",
+        "CapBnd:",
+        "CapAmb:",
+        "NoNewPrivs:",
+        "Seccomp:",
+        "Seccomp_filters:",
+        "Cpus_allowed_list:",
+        "Mems_allowed_list:",
+        "Speculation_Store_Bypass:",
+    ];
+    let mut state: Vec<String> = FIELDS
+        .iter()
+        .map(|field| status_field(pid, field))
+        .collect();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read stat");
+    let (_, rest) = stat.rsplit_once(')').expect("stat has a command name");
+    // Fields after the command name, from 3 (state): 6 is the session,
+    // 18 the priority, 19 the nice value, 41 the scheduling policy.
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    state.push(format!(
+        "session leader: {}",
+        fields[6 - 3] == pid.to_string()
+    ));
+    state.push(format!("priority: {}", fields[18 - 3]));
+    state.push(format!("nice: {}", fields[19 - 3]));
+    state.push(format!("policy: {}", fields[41 - 3]));
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("read limits");
+    state.extend(limits.lines().map(str::to_string));
+    for (fd, target) in fd_targets(pid) {
+        let kind = match target.as_str() {
+            t if t.starts_with("socket:") => "socket",
+            t if t.starts_with("anon_inode:") => t,
+            t if t.ends_with(".lock") => "lock",
+            t => t,
+        };
+        state.push(format!("fd {fd}: {kind}"));
+    }
+    state
+}
+
+/// A shell command that prints what a command's start decides, as the
+/// command sees it.
+const COMMAND_STATE: &str = "grep -E '^(Umask|Sig|Shd|Cap|NoNewPrivs|Seccomp|Cpus_allowed_list)' \
+     /proc/self/status; cat /proc/self/limits; ls -l /proc/self/fd | sed -e 's/.* [0-9][0-9]:[0-9][0-9] //' -e 's/:\\[[0-9]*\\]//'; \
+     cut -d' ' -f6,18,19,41 /proc/self/stat; id; umask";
+
+/// A PID 1 forked from the zygote starts exactly as an executed one, and
+/// so do the commands run under it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forked_pid1_matches_executed() {
+    if !require_root("forked_pid1_matches_executed") {
+        return;
+    }
+    let _turn = LAUNCHER.lock().await;
+    set_launcher(Launcher::Exec);
+    let executed = sandbox().await;
+    let executed_command = stdout(&sh(&executed, COMMAND_STATE).await);
+    set_launcher(Launcher::Zygote);
+    let _warm = sandbox().await;
+    let forked = sandbox().await;
+    let forked_command = stdout(&sh(&forked, COMMAND_STATE).await);
+    assert!(
+        zygote_pid().is_some(),
+        "the second sandbox should come from a zygote"
+    );
+    assert_eq!(
+        host_comm(forked.pid()).as_deref(),
+        Some("soulbox-init"),
+        "forked PID 1's name"
+    );
+
+    let executed_state = start_state(executed.pid());
+    let forked_state = start_state(forked.pid());
+    let differences: Vec<_> = executed_state
+        .iter()
+        .zip(&forked_state)
+        .filter(|(executed, forked)| executed != forked)
+        .collect();
+    assert!(
+        differences.is_empty(),
+        "PID 1's state differs (executed, forked): {differences:#?}"
+    );
+    assert_eq!(executed_state.len(), forked_state.len(), "{forked_state:?}");
+    assert_eq!(
+        executed_command, forked_command,
+        "a command's start state differs"
+    );
+    let _ = executed.kill().await;
+    let _ = forked.kill().await;
+}
