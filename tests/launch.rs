@@ -496,8 +496,8 @@ fn start_state(pid: i32) -> Vec<String> {
     state
 }
 
-/// A shell command that prints what a command's start decides, as the
-/// command sees it.
+/// A shell command that prints what a command's start decides, read from
+/// the command's own /proc entries.
 const COMMAND_STATE: &str = "grep -E '^(Umask|Sig|Shd|Cap|NoNewPrivs|Seccomp|Cpus_allowed_list)' \
      /proc/self/status; cat /proc/self/limits; ls -l /proc/self/fd | sed -e 's/.* [0-9][0-9]:[0-9][0-9] //' -e 's/:\\[[0-9]*\\]//'; \
      cut -d' ' -f6,18,19,41 /proc/self/stat; id; umask";
@@ -545,4 +545,206 @@ async fn forked_pid1_matches_executed() {
     );
     let _ = executed.kill().await;
     let _ = forked.kill().await;
+}
+
+/// What [`lose_zygote_after_fork`] saw of the PID 1 that the zygote forked
+/// before it was killed.
+struct Orphan {
+    pid: i32,
+    /// The orphan's /proc/PID/cgroup just before the zygote was killed.
+    cgroups: String,
+}
+
+/// Traces `zygote` from a forked helper process until the zygote forks a
+/// PID 1, lets that child run for `head_start` while the zygote stays
+/// stopped before its reply, then kills the zygote. Sends `None` once the
+/// zygote is traced, then the orphan.
+///
+/// The tracer is another process because a tracer thread of this process
+/// would share its wait queue: the thread that waits for the zygote's exit
+/// would take the zygote's ptrace stops as its end.
+fn lose_zygote_after_fork(
+    zygote: i32,
+    head_start: Duration,
+    report: std::sync::mpsc::Sender<Option<Orphan>>,
+) {
+    let mut to_test = [0; 2];
+    let mut to_helper = [0; 2];
+    // SAFETY: pipe writes two descriptors into each array.
+    unsafe {
+        assert_eq!(libc::pipe2(to_test.as_mut_ptr(), libc::O_CLOEXEC), 0);
+        assert_eq!(libc::pipe2(to_helper.as_mut_ptr(), libc::O_CLOEXEC), 0);
+    }
+    // SAFETY: the child makes only async-signal-safe system calls (ptrace,
+    // waitpid, read, write, kill) and ends with _exit.
+    let helper = unsafe { libc::fork() };
+    assert!(helper >= 0, "fork the tracer");
+    if helper == 0 {
+        trace_zygote(zygote, to_test[1], to_helper[0]);
+    }
+    // SAFETY: close takes the descriptors this process no longer uses.
+    unsafe {
+        libc::close(to_test[1]);
+        libc::close(to_helper[0]);
+    }
+    let read_pid = || {
+        let mut pid = 0i32;
+        // SAFETY: read writes at most four bytes into `pid`.
+        let len = unsafe { libc::read(to_test[0], (&mut pid as *mut i32).cast(), 4) };
+        (len == 4).then_some(pid)
+    };
+    assert_eq!(read_pid(), Some(0), "the tracer failed to seize the zygote");
+    report.send(None).expect("the test waits for the report");
+    let child = read_pid().expect("the tracer saw no fork");
+    std::thread::sleep(head_start);
+    let cgroups = std::fs::read_to_string(format!("/proc/{child}/cgroup")).unwrap_or_default();
+    // SAFETY: write reads one byte; waitpid writes a status.
+    let status = unsafe {
+        libc::write(to_helper[1], b"k".as_ptr().cast(), 1);
+        let mut status = 0;
+        libc::waitpid(helper, &mut status, 0);
+        libc::close(to_test[0]);
+        libc::close(to_helper[1]);
+        status
+    };
+    assert_eq!(status, 0, "the tracer failed: {status:#x}");
+    report
+        .send(Some(Orphan {
+            pid: child,
+            cgroups,
+        }))
+        .expect("the test waits for the report");
+}
+
+/// The tracer process of [`lose_zygote_after_fork`]: seizes `zygote`,
+/// writes 0 to `report`, then the pid of the zygote's first child once the
+/// child runs, and kills the zygote when `go` is readable. Runs in a child
+/// forked from a threaded process, so it makes only async-signal-safe
+/// calls.
+fn trace_zygote(zygote: i32, report: i32, go: i32) -> ! {
+    // SAFETY: ptrace, waitpid, read, write, kill and _exit take plain
+    // integers and pointers to local integers that outlive each call.
+    unsafe {
+        let send = |pid: i32| {
+            if libc::write(report, (&pid as *const i32).cast(), 4) != 4 {
+                libc::_exit(2);
+            }
+        };
+        let options =
+            libc::PTRACE_O_TRACEFORK | libc::PTRACE_O_TRACECLONE | libc::PTRACE_O_TRACEVFORK;
+        if libc::ptrace(libc::PTRACE_SEIZE, zygote, 0, options) != 0 {
+            libc::_exit(3);
+        }
+        send(0);
+        loop {
+            let mut status = 0;
+            let waited = libc::waitpid(zygote, &mut status, libc::__WALL);
+            if waited != zygote || !libc::WIFSTOPPED(status) {
+                libc::_exit(4);
+            }
+            let event = status >> 16;
+            if [
+                libc::PTRACE_EVENT_FORK,
+                libc::PTRACE_EVENT_CLONE,
+                libc::PTRACE_EVENT_VFORK,
+            ]
+            .contains(&event)
+            {
+                break;
+            }
+            let signal = if event == 0 {
+                libc::WSTOPSIG(status)
+            } else {
+                0
+            };
+            libc::ptrace(libc::PTRACE_CONT, zygote, 0, signal);
+        }
+        let mut child: libc::c_ulong = 0;
+        libc::ptrace(libc::PTRACE_GETEVENTMSG, zygote, 0, &mut child);
+        let child = child as i32;
+        // The child starts traced and stopped; release it.
+        let mut status = 0;
+        if libc::waitpid(child, &mut status, libc::__WALL) != child {
+            libc::_exit(5);
+        }
+        libc::ptrace(libc::PTRACE_DETACH, child, 0, 0);
+        send(child);
+        let mut byte = 0u8;
+        libc::read(go, (&mut byte as *mut u8).cast(), 1);
+        libc::kill(zygote, libc::SIGKILL);
+        libc::_exit(0)
+    }
+}
+
+/// Kills the zygote between its clone and its reply, `head_start` after
+/// the PID 1 it forked started to run. Checks that the create succeeds and
+/// that nothing is left of the orphan once the sandbox is gone, and returns
+/// whether the orphan had read the queued configuration.
+async fn lose_zygote_during_create(head_start: Duration) -> bool {
+    drop(sandbox().await);
+    let zygote = zygote_pid().expect("a zygote runs after a create");
+    let (sender, receiver) = std::sync::mpsc::channel();
+    let tracer = std::thread::spawn(move || lose_zygote_after_fork(zygote, head_start, sender));
+    assert!(receiver.recv().expect("the tracer started").is_none());
+
+    let sandbox = sandbox().await;
+    let orphan = receiver
+        .recv()
+        .expect("the tracer reports the orphan")
+        .expect("an orphan");
+    tracer.join().expect("the tracer panicked");
+    assert_ne!(orphan.pid, sandbox.pid(), "the create used the orphan");
+    assert_eq!(stdout(&sh(&sandbox, "echo hi").await), "hi\n");
+    let id = sandbox.id().to_string();
+    // Only a PID 1 that read the configuration joins the v1 cgroups,
+    // through the `tasks` descriptors that came with it. Only v1
+    // directories have a `tasks` file.
+    let read_configuration = orphan
+        .cgroups
+        .lines()
+        .any(|line| !line.starts_with("0::") && line.contains(&id))
+        || !sandbox
+            .cgroup_paths()
+            .iter()
+            .any(|dir| dir.join("tasks").exists());
+    sandbox.kill().await.expect("kill");
+    drop(sandbox);
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while host_process_alive(orphan.pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let state = std::fs::read_to_string(format!("/proc/{}/stat", orphan.pid)).unwrap_or_default();
+    assert!(
+        state.is_empty(),
+        "the orphan PID 1 {} is still there: {state}",
+        orphan.pid
+    );
+    assert_eq!(leftover_cgroups(&id), Vec::<std::path::PathBuf>::new());
+    read_configuration
+}
+
+/// The PID 1 forked before the zygote died reads the queued
+/// configuration, with this sandbox's state socket, lock and cgroups.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_survives_orphan_with_configuration() {
+    if !require_root("create_survives_orphan_with_configuration") {
+        return;
+    }
+    let _turn = LAUNCHER.lock().await;
+    let read = lose_zygote_during_create(Duration::from_millis(300)).await;
+    assert!(read, "the orphan did not read the configuration in 300 ms");
+}
+
+/// The zygote dies right after its clone, so the host usually takes the
+/// queued configuration back before the orphan reads it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_survives_orphan_without_configuration() {
+    if !require_root("create_survives_orphan_without_configuration") {
+        return;
+    }
+    let _turn = LAUNCHER.lock().await;
+    for _ in 0..5 {
+        lose_zygote_during_create(Duration::ZERO).await;
+    }
 }

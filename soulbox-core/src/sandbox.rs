@@ -1429,6 +1429,7 @@ impl Launch {
         let started = start_pid1(
             namespaces,
             cgroup_fd.as_ref().map(AsFd::as_fd),
+            cgroup.paths(),
             background,
             &send_config,
         );
@@ -1499,10 +1500,13 @@ impl Drop for Launch {
 /// `send_config`, and starts PID 1 with its other end as fd 3: forked by
 /// the zygote when this process uses one, else started by an exec of
 /// soulbox-init. Returns the host's end, PID 1's pid and pidfd,
-/// and whether PID 1 started in `cgroup`.
+/// and whether PID 1 started in `cgroup`. `cgroup_dirs` are the
+/// sandbox's cgroup directories, where a PID 1 orphaned by a lost zygote
+/// is looked for.
 fn start_pid1(
     namespaces: libc::c_int,
     cgroup: Option<BorrowedFd<'_>>,
+    cgroup_dirs: &[PathBuf],
     background: bool,
     send_config: &dyn Fn(BorrowedFd<'_>) -> Result<()>,
 ) -> Result<(OwnedFd, i32, OwnedFd, bool)> {
@@ -1521,13 +1525,17 @@ fn start_pid1(
         // A PID 1 the zygote may have forked before it failed has a copy
         // of `init_end`. Taking the queued configuration back and moving to
         // a new pair keeps it from building this sandbox, and it exits at
-        // end of file. If it read the configuration first, it exits when
-        // its ready report finds the old pair closed.
-        // NOTE: nothing reaps such an orphan, so it stays a zombie child
-        // of this process. It happens only when the zygote dies between
-        // its clone and its reply.
+        // end of file. If it read the configuration first, it has joined
+        // this sandbox's cgroups and holds its state socket and lock, so
+        // it is killed and reaped before the new PID 1 starts.
+        // NOTE: an orphan outside the sandbox's cgroups is not found: one
+        // that the zygote could not clone into the v2 directory and that
+        // has not yet joined the v1 ones. It exits at end of file and stays
+        // a zombie child of this process. This happens only when the zygote
+        // dies between its clone and its reply.
         Spawn::Lost => {
             let _ = sys::recv_with_fds(init_end.as_fd(), &mut [0u8; 1]);
+            end_orphans(cgroup_dirs);
             configured_socket()?
         }
     };
@@ -1540,6 +1548,28 @@ fn start_pid1(
             }
         })?;
     Ok((host_end, pid, pidfd, in_cgroup))
+}
+
+/// Kills and reaps every process in `cgroup_dirs`, a new sandbox's cgroups
+/// before its PID 1 starts, where only a PID 1 orphaned by a lost zygote
+/// can be.
+fn end_orphans(cgroup_dirs: &[PathBuf]) {
+    for dir in cgroup_dirs {
+        let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) else {
+            continue;
+        };
+        for pid in procs.lines().filter_map(|line| line.parse().ok()) {
+            // A pidfd keeps the pid from being reused while the orphan is
+            // killed and reaped. The orphan is a child of this process,
+            // because the zygote clones with CLONE_PARENT.
+            let Ok(pidfd) = sys::pidfd_open(pid) else {
+                continue;
+            };
+            tracing::debug!(pid, "killing a PID 1 orphaned by the lost zygote");
+            let _ = sys::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);
+            let _ = sys::pidfd_wait(pidfd.as_fd(), true);
+        }
+    }
 }
 
 /// Creates the control socket: the host's end, then PID 1's.
