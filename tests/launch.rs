@@ -748,3 +748,116 @@ async fn create_survives_orphan_without_configuration() {
         lose_zygote_during_create(Duration::ZERO).await;
     }
 }
+
+/// Returns whether network namespace file `net` (such as
+/// /proc/PID/net/tcp) lists a listening socket on port 7777.
+fn listens_on_probe_port(net: &str) -> bool {
+    std::fs::read_to_string(net)
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .any(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // local_address is hex "ADDR:PORT" and state 0A is LISTEN.
+            fields.get(1).is_some_and(|local| local.ends_with(":1E61"))
+                && fields.get(3) == Some(&"0A")
+        })
+}
+
+/// A server in one sandbox, on TCP port 7777 and an abstract Unix socket,
+/// is out of reach of the sandboxes the zygote forks next and of the
+/// namespace it prepares for the one after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sandbox_server_unreachable_from_next() {
+    if !require_root("sandbox_server_unreachable_from_next") {
+        return;
+    }
+    let _turn = LAUNCHER.lock().await;
+    let server = sandbox().await;
+    let serving = server.clone();
+    let serve = tokio::spawn(async move {
+        serving
+            .run(
+                "python3 -c '
+import socket, time
+tcp = socket.socket()
+tcp.bind((\"127.0.0.1\", 7777))
+tcp.listen(8)
+unix = socket.socket(socket.AF_UNIX)
+unix.bind(\"\\0soulbox-launch-probe\")
+unix.listen(8)
+time.sleep(30)
+'",
+            )
+            .await
+    });
+    let server_tcp = format!("/proc/{}/net/tcp", server.pid());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !listens_on_probe_port(&server_tcp) {
+        assert!(
+            Instant::now() < deadline,
+            "the server did not listen within 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let server_unix = format!("/proc/{}/net/unix", server.pid());
+    let unix = std::fs::read_to_string(&server_unix).expect("read the server's unix sockets");
+    assert!(
+        unix.contains("@soulbox-launch-probe"),
+        "the server's abstract socket is missing: {unix}"
+    );
+
+    let zygote = zygote_pid().expect("a zygote runs after a create");
+    for _ in 0..3 {
+        let next = sandbox().await;
+        let pid = next.pid();
+        assert!(
+            !listens_on_probe_port(&format!("/proc/{pid}/net/tcp")),
+            "sandbox {} sees the server's TCP socket",
+            next.id()
+        );
+        let unix = std::fs::read_to_string(format!("/proc/{pid}/net/unix")).unwrap();
+        assert!(
+            !unix.contains("soulbox-launch-probe"),
+            "sandbox {} sees the server's abstract socket: {unix}",
+            next.id()
+        );
+        let probe = sh(
+            &next,
+            "python3 -c '
+import socket
+for family, address in ((socket.AF_INET, (\"127.0.0.1\", 7777)),
+                        (socket.AF_UNIX, \"\\0soulbox-launch-probe\")):
+    client = socket.socket(family)
+    client.settimeout(2)
+    try:
+        client.connect(address)
+    except OSError as e:
+        print(\"failed\", e.errno)
+    else:
+        print(\"connected\")
+own = socket.socket()
+own.bind((\"127.0.0.1\", 7777))
+print(\"bound\")
+'",
+        )
+        .await;
+        assert_eq!(
+            stdout(&probe),
+            format!(
+                "failed {}\nfailed {}\nbound\n",
+                libc::ECONNREFUSED,
+                libc::ECONNREFUSED
+            ),
+            "sandbox {} reached the server or could not use its loopback: {probe:?}",
+            next.id()
+        );
+        let spare_tcp = format!("/proc/{zygote}/net/tcp");
+        assert!(
+            !listens_on_probe_port(&spare_tcp),
+            "the zygote's spare namespace has the server's socket"
+        );
+    }
+    let _ = server.kill().await;
+    let _ = serve.await;
+}
