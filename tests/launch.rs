@@ -861,3 +861,43 @@ print(\"bound\")
     let _ = server.kill().await;
     let _ = serve.await;
 }
+
+/// A zygote stopped with SIGSTOP before a request never replies: the
+/// create falls back to an exec after the reply timeout, the stopped
+/// zygote is killed and reaped, and the next create starts a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_survives_stopped_zygote() {
+    if !require_root("create_survives_stopped_zygote") {
+        return;
+    }
+    let _turn = LAUNCHER.lock().await;
+    drop(sandbox().await);
+    let stopped = zygote_pid().expect("a zygote runs after a create");
+    // SAFETY: kill takes plain integers; the zygote is this process's
+    // child, reaped only by its own thread.
+    assert_eq!(unsafe { libc::kill(stopped, libc::SIGSTOP) }, 0);
+
+    let fallback = sandbox().await;
+    assert_eq!(stdout(&sh(&fallback, "echo fallback").await), "fallback\n");
+    assert_eq!(
+        std::fs::read(format!("/proc/{}/cmdline", fallback.pid())).unwrap(),
+        b"soulbox-init\0",
+        "the create after the lost zygote should execute PID 1"
+    );
+    wait_until_reaped(stopped);
+    let next = sandbox().await;
+    assert_eq!(stdout(&sh(&next, "echo next").await), "next\n");
+    let restarted = zygote_pid().expect("a new zygote runs after the next create");
+    assert_ne!(restarted, stopped);
+    assert_eq!(zygote_children(), vec![restarted]);
+
+    let me = std::process::id();
+    let children: Vec<i32> = std::fs::read_dir("/proc")
+        .expect("list /proc")
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| host_ppid(pid) == Some(me))
+        .filter(|&pid| ![restarted, fallback.pid(), next.pid()].contains(&pid))
+        .collect();
+    assert!(children.is_empty(), "children left: {children:?}");
+}
