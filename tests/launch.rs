@@ -233,6 +233,7 @@ async fn pid1_starts_clean() {
     // binary wait for LAUNCHER meanwhile.
     let blocked = unsafe {
         libc::signal(libc::SIGUSR1, libc::SIG_IGN);
+        libc::signal(libc::SIGRTMAX(), libc::SIG_IGN);
         let mut set = std::mem::zeroed::<libc::sigset_t>();
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGUSR2);
@@ -244,6 +245,7 @@ async fn pid1_starts_clean() {
     // SAFETY: as above.
     unsafe {
         libc::signal(libc::SIGUSR1, libc::SIG_DFL);
+        libc::signal(libc::SIGRTMAX(), libc::SIG_DFL);
         libc::pthread_sigmask(libc::SIG_UNBLOCK, &blocked, std::ptr::null_mut());
     }
     let pid = sandbox.pid();
@@ -252,6 +254,8 @@ async fn pid1_starts_clean() {
     let ignored = status_field(zygote, "SigIgn:");
     let ignored = u64::from_str_radix(ignored.trim_start_matches("SigIgn:\t"), 16).unwrap();
     assert_eq!(ignored & 0x7fff_ffff, 0, "the zygote ignores {ignored:#x}");
+    let rtmax_bit = 1u64 << (libc::SIGRTMAX() - 1);
+    assert_eq!(ignored & rtmax_bit, 0, "the zygote ignores SIGRTMAX");
 
     // Only SIGCHLD (bit 17) is blocked, for PID 1's signalfd. Of the
     // standard signals only SIGPIPE (bit 13) is ignored; glibc reserves
@@ -260,6 +264,15 @@ async fn pid1_starts_clean() {
     let ignored = status_field(pid, "SigIgn:");
     let ignored = u64::from_str_radix(ignored.trim_start_matches("SigIgn:\t"), 16).unwrap();
     assert_eq!(ignored & 0x7fff_ffff, 0x1000, "PID 1 ignores {ignored:#x}");
+    assert_eq!(ignored & rtmax_bit, 0, "PID 1 ignores SIGRTMAX");
+    let command = stdout(&sh(&sandbox, "grep SigIgn /proc/self/status").await);
+    let command_ignored =
+        u64::from_str_radix(command.trim().trim_start_matches("SigIgn:\t"), 16).unwrap();
+    assert_eq!(
+        command_ignored & rtmax_bit,
+        0,
+        "a command ignores SIGRTMAX: {command}"
+    );
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     let (_, rest) = stat.rsplit_once(')').unwrap();
     let session: i32 = rest.split_whitespace().nth(3).unwrap().parse().unwrap();
