@@ -925,8 +925,8 @@ fn random_policy(random: &mut Random, known: &[(&'static str, i64)]) -> SeccompP
     policy
 }
 
-/// Every argument list that the conditions of [`Random::condition`] can
-/// tell apart on arguments 0 to 2, with and without bits above the low
+/// Returns every argument list that the conditions of [`Random::condition`]
+/// can tell apart on arguments 0 to 2, with and without bits above the low
 /// 32, plus one that sets every bit.
 fn small_argument_probes() -> Vec<[u64; 6]> {
     let mut probes = vec![[u64::MAX; 6]];
