@@ -42,6 +42,17 @@ fn status_field(pid: i32, field: &str) -> String {
         .to_string()
 }
 
+/// Returns the pids of this process's children, zombies included.
+fn children_of_this_process() -> Vec<i32> {
+    let me = std::process::id();
+    std::fs::read_dir("/proc")
+        .expect("list /proc")
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| host_ppid(pid) == Some(me))
+        .collect()
+}
+
 /// Waits until host process `pid` is gone and reaped, for up to 10 s.
 fn wait_until_reaped(pid: i32) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -429,12 +440,9 @@ async fn create_storm_survives_zygote_kills() {
     let deadline = Instant::now() + Duration::from_secs(10);
     let leftovers = || {
         let zygote = zygote_pid();
-        let me = std::process::id();
-        let children: Vec<i32> = std::fs::read_dir("/proc")
-            .expect("list /proc")
-            .flatten()
-            .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
-            .filter(|&pid| Some(pid) != zygote && host_ppid(pid) == Some(me))
+        let children: Vec<i32> = children_of_this_process()
+            .into_iter()
+            .filter(|&pid| Some(pid) != zygote)
             .collect();
         let cgroups: Vec<_> = ids.iter().flat_map(|id| leftover_cgroups(id)).collect();
         (open_fds(), children, cgroups)
@@ -904,12 +912,8 @@ async fn create_survives_stopped_zygote() {
     assert_ne!(restarted, stopped);
     assert_eq!(zygote_children(), vec![restarted]);
 
-    let me = std::process::id();
-    let children: Vec<i32> = std::fs::read_dir("/proc")
-        .expect("list /proc")
-        .flatten()
-        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|&pid| host_ppid(pid) == Some(me))
+    let children: Vec<i32> = children_of_this_process()
+        .into_iter()
         .filter(|&pid| ![restarted, fallback.pid(), next.pid()].contains(&pid))
         .collect();
     assert!(children.is_empty(), "children left: {children:?}");
