@@ -81,8 +81,8 @@ enum Start {
     /// Executed by the host: its signal state and stdio are the host
     /// thread's.
     Exec,
-    /// Forked by the zygote, which reset its signal state and stdio when it
-    /// started and changes neither, and which read the facts PID 1 needs.
+    /// Forked by the zygote, which reset its signal state when it started
+    /// and does not change it, and which read the facts PID 1 needs.
     Zygote(setup::KernelFacts),
 }
 
@@ -101,11 +101,11 @@ fn run(start: Start) -> ! {
     // Any descriptor leaked from the host, other than the control socket,
     // is closed before anything else happens.
     let _ = sys::close_range_from(CONTROL_FD as u32 + 1, false);
-    if let Start::Exec = start {
-        // The host's stdin, stdout and stderr (possibly its terminal) are
-        // replaced by /dev/null.
-        let _ = sys::redirect_stdio_to_null();
-    }
+    // The host's stdin, stdout and stderr (possibly its terminal) are
+    // replaced by /dev/null. A forked PID 1 opens its own too: the
+    // zygote's copies are files of the host's mount namespace, and PID 1
+    // keeps no descriptor into that namespace.
+    let _ = sys::redirect_stdio_to_null();
 
     let control = sys::borrow_raw(CONTROL_FD);
     regain_capabilities(control);
