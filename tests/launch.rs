@@ -43,6 +43,17 @@ fn status_field(pid: i32, field: &str) -> String {
         .to_string()
 }
 
+/// Returns the pids of this process's children, zombies included.
+fn children_of_this_process() -> Vec<i32> {
+    let me = std::process::id();
+    std::fs::read_dir("/proc")
+        .expect("list /proc")
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| host_ppid(pid) == Some(me))
+        .collect()
+}
+
 /// Waits until host process `pid` is gone and reaped, for up to 10 s.
 fn wait_until_reaped(pid: i32) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -234,6 +245,7 @@ async fn pid1_starts_clean() {
     // binary wait for LAUNCHER meanwhile.
     let blocked = unsafe {
         libc::signal(libc::SIGUSR1, libc::SIG_IGN);
+        libc::signal(libc::SIGRTMAX(), libc::SIG_IGN);
         let mut set = std::mem::zeroed::<libc::sigset_t>();
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGUSR2);
@@ -245,6 +257,7 @@ async fn pid1_starts_clean() {
     // SAFETY: as above.
     unsafe {
         libc::signal(libc::SIGUSR1, libc::SIG_DFL);
+        libc::signal(libc::SIGRTMAX(), libc::SIG_DFL);
         libc::pthread_sigmask(libc::SIG_UNBLOCK, &blocked, std::ptr::null_mut());
     }
     let pid = sandbox.pid();
@@ -253,6 +266,8 @@ async fn pid1_starts_clean() {
     let ignored = status_field(zygote, "SigIgn:");
     let ignored = u64::from_str_radix(ignored.trim_start_matches("SigIgn:\t"), 16).unwrap();
     assert_eq!(ignored & 0x7fff_ffff, 0, "the zygote ignores {ignored:#x}");
+    let rtmax_bit = 1u64 << (libc::SIGRTMAX() - 1);
+    assert_eq!(ignored & rtmax_bit, 0, "the zygote ignores SIGRTMAX");
 
     // Only SIGCHLD (bit 17) is blocked, for PID 1's signalfd. Of the
     // standard signals only SIGPIPE (bit 13) is ignored; glibc reserves
@@ -261,6 +276,15 @@ async fn pid1_starts_clean() {
     let ignored = status_field(pid, "SigIgn:");
     let ignored = u64::from_str_radix(ignored.trim_start_matches("SigIgn:\t"), 16).unwrap();
     assert_eq!(ignored & 0x7fff_ffff, 0x1000, "PID 1 ignores {ignored:#x}");
+    assert_eq!(ignored & rtmax_bit, 0, "PID 1 ignores SIGRTMAX");
+    let command = stdout(&sh(&sandbox, "grep SigIgn /proc/self/status").await);
+    let command_ignored =
+        u64::from_str_radix(command.trim().trim_start_matches("SigIgn:\t"), 16).unwrap();
+    assert_eq!(
+        command_ignored & rtmax_bit,
+        0,
+        "a command ignores SIGRTMAX: {command}"
+    );
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     let (_, rest) = stat.rsplit_once(')').unwrap();
     let session: i32 = rest.split_whitespace().nth(3).unwrap().parse().unwrap();
@@ -446,12 +470,9 @@ async fn create_storm_survives_zygote_kills() {
     let deadline = Instant::now() + Duration::from_secs(10);
     let leftovers = || {
         let zygote = zygote_pid();
-        let me = std::process::id();
-        let children: Vec<i32> = std::fs::read_dir("/proc")
-            .expect("list /proc")
-            .flatten()
-            .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
-            .filter(|&pid| Some(pid) != zygote && host_ppid(pid) == Some(me))
+        let children: Vec<i32> = children_of_this_process()
+            .into_iter()
+            .filter(|&pid| Some(pid) != zygote)
             .collect();
         let cgroups: Vec<_> = ids.iter().flat_map(|id| leftover_cgroups(id)).collect();
         (open_fds(), children, cgroups)
@@ -470,4 +491,460 @@ async fn create_storm_survives_zygote_kills() {
     );
     assert!(children.is_empty(), "children left: {children:?}");
     assert!(cgroups.is_empty(), "cgroups left: {cgroups:?}");
+}
+
+/// Returns what a process's start decides, from /proc/PID/status, stat,
+/// limits and its descriptors: signal state, capabilities, bounding set,
+/// seccomp, umask, CPU affinity, scheduling, session, rlimits and the kinds
+/// of its open descriptors.
+fn start_state(pid: i32) -> Vec<String> {
+    const FIELDS: [&str; 17] = [
+        "Umask:",
+        "SigPnd:",
+        "ShdPnd:",
+        "SigBlk:",
+        "SigIgn:",
+        "SigCgt:",
+        "CapInh:",
+        "CapPrm:",
+        "CapEff:",
+        "CapBnd:",
+        "CapAmb:",
+        "NoNewPrivs:",
+        "Seccomp:",
+        "Seccomp_filters:",
+        "Cpus_allowed_list:",
+        "Mems_allowed_list:",
+        "Speculation_Store_Bypass:",
+    ];
+    let mut state: Vec<String> = FIELDS
+        .iter()
+        .map(|field| status_field(pid, field))
+        .collect();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read stat");
+    let (_, rest) = stat.rsplit_once(')').expect("stat has a command name");
+    // Fields after the command name, from 3 (state): 6 is the session,
+    // 18 the priority, 19 the nice value, 41 the scheduling policy.
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    state.push(format!(
+        "session leader: {}",
+        fields[6 - 3] == pid.to_string()
+    ));
+    state.push(format!("priority: {}", fields[18 - 3]));
+    state.push(format!("nice: {}", fields[19 - 3]));
+    state.push(format!("policy: {}", fields[41 - 3]));
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("read limits");
+    state.extend(limits.lines().map(str::to_string));
+    for (fd, target) in fd_targets(pid) {
+        let kind = match target.as_str() {
+            t if t.starts_with("socket:") => "socket",
+            t if t.starts_with("anon_inode:") => t,
+            t if t.ends_with(".lock") => "lock",
+            t => t,
+        };
+        state.push(format!("fd {fd}: {kind}"));
+    }
+    state
+}
+
+/// A shell command that prints what a command's start decides, read from
+/// the command's own /proc entries.
+const COMMAND_STATE: &str = "grep -E '^(Umask|Sig|Shd|Cap|NoNewPrivs|Seccomp|Cpus_allowed_list)' \
+     /proc/self/status; cat /proc/self/limits; ls -l /proc/self/fd | sed -e 's/.* [0-9][0-9]:[0-9][0-9] //' -e 's/:\\[[0-9]*\\]//'; \
+     cut -d' ' -f6,18,19,41 /proc/self/stat; id; umask";
+
+/// A PID 1 forked from the zygote starts exactly as an executed one, and
+/// so do the commands run under it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forked_pid1_matches_executed() {
+    if !require_root("forked_pid1_matches_executed") {
+        return;
+    }
+    let _turn = LAUNCHER.lock().await;
+    set_launcher(Launcher::Exec);
+    let executed = sandbox().await;
+    let executed_command = stdout(&sh(&executed, COMMAND_STATE).await);
+    set_launcher(Launcher::Zygote);
+    let _warm = sandbox().await;
+    let forked = sandbox().await;
+    let forked_command = stdout(&sh(&forked, COMMAND_STATE).await);
+    assert!(
+        zygote_pid().is_some(),
+        "the second sandbox should come from a zygote"
+    );
+    assert_eq!(
+        host_comm(forked.pid()).as_deref(),
+        Some("soulbox-init"),
+        "forked PID 1's name"
+    );
+
+    let executed_state = start_state(executed.pid());
+    let forked_state = start_state(forked.pid());
+    let differences: Vec<_> = executed_state
+        .iter()
+        .zip(&forked_state)
+        .filter(|(executed, forked)| executed != forked)
+        .collect();
+    assert!(
+        differences.is_empty(),
+        "PID 1's state differs (executed, forked): {differences:#?}"
+    );
+    assert_eq!(executed_state.len(), forked_state.len(), "{forked_state:?}");
+    assert_eq!(
+        executed_command, forked_command,
+        "a command's start state differs"
+    );
+    let _ = executed.kill().await;
+    let _ = forked.kill().await;
+}
+
+/// What [`lose_zygote_after_fork`] saw of the PID 1 that the zygote forked
+/// before it was killed.
+struct Orphan {
+    pid: i32,
+    /// The orphan's /proc/PID/cgroup just before the zygote was killed.
+    cgroups: String,
+}
+
+/// Traces `zygote` from a forked helper process until the zygote forks a
+/// PID 1, lets that child run for `head_start` while the zygote stays
+/// stopped before its reply, then kills the zygote. Sends `None` once the
+/// zygote is traced, then the orphan.
+///
+/// The tracer is another process because a tracer thread of this process
+/// would share its wait queue: the thread that waits for the zygote's exit
+/// would take the zygote's ptrace stops as its end.
+fn lose_zygote_after_fork(
+    zygote: i32,
+    head_start: Duration,
+    report: std::sync::mpsc::Sender<Option<Orphan>>,
+) {
+    let mut to_test = [0; 2];
+    let mut to_helper = [0; 2];
+    // SAFETY: pipe writes two descriptors into each array.
+    unsafe {
+        assert_eq!(libc::pipe2(to_test.as_mut_ptr(), libc::O_CLOEXEC), 0);
+        assert_eq!(libc::pipe2(to_helper.as_mut_ptr(), libc::O_CLOEXEC), 0);
+    }
+    // SAFETY: the child makes only async-signal-safe system calls (ptrace,
+    // waitpid, read, write, kill) and ends with _exit.
+    let helper = unsafe { libc::fork() };
+    assert!(helper >= 0, "fork the tracer");
+    if helper == 0 {
+        trace_zygote(zygote, to_test[1], to_helper[0]);
+    }
+    // SAFETY: close takes the descriptors this process no longer uses.
+    unsafe {
+        libc::close(to_test[1]);
+        libc::close(to_helper[0]);
+    }
+    let read_pid = || {
+        let mut pid = 0i32;
+        // SAFETY: read writes at most four bytes into `pid`.
+        let len = unsafe { libc::read(to_test[0], (&mut pid as *mut i32).cast(), 4) };
+        (len == 4).then_some(pid)
+    };
+    assert_eq!(read_pid(), Some(0), "the tracer failed to seize the zygote");
+    report.send(None).expect("the test waits for the report");
+    let child = read_pid().expect("the tracer saw no fork");
+    std::thread::sleep(head_start);
+    let cgroups = std::fs::read_to_string(format!("/proc/{child}/cgroup")).unwrap_or_default();
+    // SAFETY: write reads one byte; waitpid writes a status.
+    let status = unsafe {
+        libc::write(to_helper[1], b"k".as_ptr().cast(), 1);
+        let mut status = 0;
+        libc::waitpid(helper, &mut status, 0);
+        libc::close(to_test[0]);
+        libc::close(to_helper[1]);
+        status
+    };
+    assert_eq!(status, 0, "the tracer failed: {status:#x}");
+    report
+        .send(Some(Orphan {
+            pid: child,
+            cgroups,
+        }))
+        .expect("the test waits for the report");
+}
+
+/// The tracer process of [`lose_zygote_after_fork`]: seizes `zygote`,
+/// writes 0 to `report`, then the pid of the zygote's first child once the
+/// child runs, and kills the zygote when `go` is readable. Runs in a child
+/// forked from a threaded process, so it makes only async-signal-safe
+/// calls.
+fn trace_zygote(zygote: i32, report: i32, go: i32) -> ! {
+    // SAFETY: ptrace, waitpid, read, write, kill and _exit take plain
+    // integers and pointers to local integers that outlive each call.
+    unsafe {
+        let send = |pid: i32| {
+            if libc::write(report, (&pid as *const i32).cast(), 4) != 4 {
+                libc::_exit(2);
+            }
+        };
+        let options =
+            libc::PTRACE_O_TRACEFORK | libc::PTRACE_O_TRACECLONE | libc::PTRACE_O_TRACEVFORK;
+        if libc::ptrace(libc::PTRACE_SEIZE, zygote, 0, options) != 0 {
+            libc::_exit(3);
+        }
+        send(0);
+        loop {
+            let mut status = 0;
+            let waited = libc::waitpid(zygote, &mut status, libc::__WALL);
+            if waited != zygote || !libc::WIFSTOPPED(status) {
+                libc::_exit(4);
+            }
+            let event = status >> 16;
+            if [
+                libc::PTRACE_EVENT_FORK,
+                libc::PTRACE_EVENT_CLONE,
+                libc::PTRACE_EVENT_VFORK,
+            ]
+            .contains(&event)
+            {
+                break;
+            }
+            let signal = if event == 0 {
+                libc::WSTOPSIG(status)
+            } else {
+                0
+            };
+            libc::ptrace(libc::PTRACE_CONT, zygote, 0, signal);
+        }
+        let mut child: libc::c_ulong = 0;
+        libc::ptrace(libc::PTRACE_GETEVENTMSG, zygote, 0, &mut child);
+        let child = child as i32;
+        // The child starts traced and stopped; release it.
+        let mut status = 0;
+        if libc::waitpid(child, &mut status, libc::__WALL) != child {
+            libc::_exit(5);
+        }
+        libc::ptrace(libc::PTRACE_DETACH, child, 0, 0);
+        send(child);
+        let mut byte = 0u8;
+        libc::read(go, (&mut byte as *mut u8).cast(), 1);
+        libc::kill(zygote, libc::SIGKILL);
+        libc::_exit(0)
+    }
+}
+
+/// Kills the zygote between its clone and its reply, `head_start` after
+/// the PID 1 it forked started to run. Checks that the create succeeds and
+/// that nothing is left of the orphan once the sandbox is gone, and returns
+/// whether the orphan had read the queued configuration.
+async fn lose_zygote_during_create(head_start: Duration) -> bool {
+    drop(sandbox().await);
+    let zygote = zygote_pid().expect("a zygote runs after a create");
+    let (sender, receiver) = std::sync::mpsc::channel();
+    let tracer = std::thread::spawn(move || lose_zygote_after_fork(zygote, head_start, sender));
+    assert!(receiver.recv().expect("the tracer started").is_none());
+
+    let sandbox = sandbox().await;
+    let orphan = receiver
+        .recv()
+        .expect("the tracer reports the orphan")
+        .expect("an orphan");
+    tracer.join().expect("the tracer panicked");
+    assert_ne!(orphan.pid, sandbox.pid(), "the create used the orphan");
+    assert_eq!(stdout(&sh(&sandbox, "echo hi").await), "hi\n");
+    let id = sandbox.id().to_string();
+    // Only a PID 1 that read the configuration joins the v1 cgroups,
+    // through the `tasks` descriptors that came with it. Only v1
+    // directories have a `tasks` file.
+    let read_configuration = orphan
+        .cgroups
+        .lines()
+        .any(|line| !line.starts_with("0::") && line.contains(&id))
+        || !sandbox
+            .cgroup_paths()
+            .iter()
+            .any(|dir| dir.join("tasks").exists());
+    sandbox.kill().await.expect("kill");
+    drop(sandbox);
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while host_process_alive(orphan.pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let state = std::fs::read_to_string(format!("/proc/{}/stat", orphan.pid)).unwrap_or_default();
+    assert!(
+        state.is_empty(),
+        "the orphan PID 1 {} is still there: {state}",
+        orphan.pid
+    );
+    assert_eq!(leftover_cgroups(&id), Vec::<std::path::PathBuf>::new());
+    read_configuration
+}
+
+/// The PID 1 forked before the zygote died reads the queued
+/// configuration, with this sandbox's state socket, lock and cgroups.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_survives_orphan_with_configuration() {
+    if !require_root("create_survives_orphan_with_configuration") {
+        return;
+    }
+    let _turn = LAUNCHER.lock().await;
+    let read = lose_zygote_during_create(Duration::from_millis(300)).await;
+    assert!(read, "the orphan did not read the configuration in 300 ms");
+}
+
+/// The zygote dies right after its clone, so the host usually takes the
+/// queued configuration back before the orphan reads it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_survives_orphan_without_configuration() {
+    if !require_root("create_survives_orphan_without_configuration") {
+        return;
+    }
+    let _turn = LAUNCHER.lock().await;
+    for _ in 0..5 {
+        lose_zygote_during_create(Duration::ZERO).await;
+    }
+}
+
+/// Returns whether network namespace file `net` (such as
+/// /proc/PID/net/tcp) lists a listening socket on port 7777.
+fn listens_on_probe_port(net: &str) -> bool {
+    std::fs::read_to_string(net)
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .any(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // local_address is hex "ADDR:PORT" and state 0A is LISTEN.
+            fields.get(1).is_some_and(|local| local.ends_with(":1E61"))
+                && fields.get(3) == Some(&"0A")
+        })
+}
+
+/// A server in one sandbox, on TCP port 7777 and an abstract Unix socket,
+/// is out of reach of the sandboxes the zygote forks next and of the
+/// namespace it prepares for the one after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sandbox_server_unreachable_from_next() {
+    if !require_root("sandbox_server_unreachable_from_next") {
+        return;
+    }
+    let _turn = LAUNCHER.lock().await;
+    let server = sandbox().await;
+    let serving = server.clone();
+    let serve = tokio::spawn(async move {
+        serving
+            .run(
+                "python3 -c '
+import socket, time
+tcp = socket.socket()
+tcp.bind((\"127.0.0.1\", 7777))
+tcp.listen(8)
+unix = socket.socket(socket.AF_UNIX)
+unix.bind(\"\\0soulbox-launch-probe\")
+unix.listen(8)
+time.sleep(30)
+'",
+            )
+            .await
+    });
+    let server_tcp = format!("/proc/{}/net/tcp", server.pid());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !listens_on_probe_port(&server_tcp) {
+        assert!(
+            Instant::now() < deadline,
+            "the server did not listen within 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let server_unix = format!("/proc/{}/net/unix", server.pid());
+    let unix = std::fs::read_to_string(&server_unix).expect("read the server's unix sockets");
+    assert!(
+        unix.contains("@soulbox-launch-probe"),
+        "the server's abstract socket is missing: {unix}"
+    );
+
+    let zygote = zygote_pid().expect("a zygote runs after a create");
+    for _ in 0..3 {
+        let next = sandbox().await;
+        let pid = next.pid();
+        assert!(
+            !listens_on_probe_port(&format!("/proc/{pid}/net/tcp")),
+            "sandbox {} sees the server's TCP socket",
+            next.id()
+        );
+        let unix = std::fs::read_to_string(format!("/proc/{pid}/net/unix")).unwrap();
+        assert!(
+            !unix.contains("soulbox-launch-probe"),
+            "sandbox {} sees the server's abstract socket: {unix}",
+            next.id()
+        );
+        let probe = sh(
+            &next,
+            "python3 -c '
+import socket
+for family, address in ((socket.AF_INET, (\"127.0.0.1\", 7777)),
+                        (socket.AF_UNIX, \"\\0soulbox-launch-probe\")):
+    client = socket.socket(family)
+    client.settimeout(2)
+    try:
+        client.connect(address)
+    except OSError as e:
+        print(\"failed\", e.errno)
+    else:
+        print(\"connected\")
+own = socket.socket()
+own.bind((\"127.0.0.1\", 7777))
+print(\"bound\")
+'",
+        )
+        .await;
+        assert_eq!(
+            stdout(&probe),
+            format!(
+                "failed {}\nfailed {}\nbound\n",
+                libc::ECONNREFUSED,
+                libc::ECONNREFUSED
+            ),
+            "sandbox {} reached the server or could not use its loopback: {probe:?}",
+            next.id()
+        );
+        let spare_tcp = format!("/proc/{zygote}/net/tcp");
+        assert!(
+            !listens_on_probe_port(&spare_tcp),
+            "the zygote's spare namespace has the server's socket"
+        );
+    }
+    let _ = server.kill().await;
+    let _ = serve.await;
+}
+
+/// A zygote stopped with SIGSTOP before a request never replies: the
+/// create falls back to an exec after the reply timeout, the stopped
+/// zygote is killed and reaped, and the next create starts a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_survives_stopped_zygote() {
+    if !require_root("create_survives_stopped_zygote") {
+        return;
+    }
+    let _turn = LAUNCHER.lock().await;
+    drop(sandbox().await);
+    let stopped = zygote_pid().expect("a zygote runs after a create");
+    // SAFETY: kill takes plain integers; the zygote is this process's
+    // child, reaped only by its own thread.
+    assert_eq!(unsafe { libc::kill(stopped, libc::SIGSTOP) }, 0);
+
+    let fallback = sandbox().await;
+    assert_eq!(stdout(&sh(&fallback, "echo fallback").await), "fallback\n");
+    assert_eq!(
+        std::fs::read(format!("/proc/{}/cmdline", fallback.pid())).unwrap(),
+        b"soulbox-init\0",
+        "the create after the lost zygote should execute PID 1"
+    );
+    wait_until_reaped(stopped);
+    let next = sandbox().await;
+    assert_eq!(stdout(&sh(&next, "echo next").await), "next\n");
+    let restarted = zygote_pid().expect("a new zygote runs after the next create");
+    assert_ne!(restarted, stopped);
+    assert_eq!(zygote_children(), vec![restarted]);
+
+    let children: Vec<i32> = children_of_this_process()
+        .into_iter()
+        .filter(|&pid| ![restarted, fallback.pid(), next.pid()].contains(&pid))
+        .collect();
+    assert!(children.is_empty(), "children left: {children:?}");
 }

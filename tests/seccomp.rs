@@ -619,3 +619,107 @@ async fn i386_entry_point_killed() {
         describe(&output)
     );
 }
+
+/// x32 system calls (bit 30 set in the number) reach the filter with
+/// x86-64's architecture, and get the default action even where the same
+/// call without the bit is allowed.
+#[cfg(target_arch = "x86_64")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x32_calls_get_default_action() {
+    if !require_root("x32_calls_get_default_action") {
+        return;
+    }
+    let errno_default = sandbox_with(SeccompPolicy::default()).await;
+    // getpid is 39, and x32's numbers are x86-64's with bit 30 set.
+    let code = "import ctypes, os; libc = ctypes.CDLL(None, use_errno=True)\n\
+                print('reached', flush=True)\n\
+                print(libc.syscall(39) == os.getpid(), flush=True)\n\
+                print(libc.syscall(0x40000000 | 39), ctypes.get_errno(), flush=True)";
+    let output = python(&errno_default, code).await;
+    assert_ok("the x32 probe", &output);
+    assert_eq!(
+        text(&output.stdout),
+        format!("reached\nTrue\n-1 {}\n", libc::ENOSYS),
+        "{}",
+        describe(&output)
+    );
+
+    let kill_default =
+        sandbox_with(SeccompPolicy::default().default_action(SeccompAction::KillProcess)).await;
+    let output = python(&kill_default, code).await;
+    assert_eq!(
+        output.status,
+        ExitStatus::Signal(SIGSYS),
+        "{}",
+        describe(&output)
+    );
+    assert_eq!(
+        text(&output.stdout),
+        "reached\nTrue\n",
+        "{}",
+        describe(&output)
+    );
+}
+
+/// Bytes of one BPF instruction in [`SeccompPolicy::bpf_program`].
+const SOCK_FILTER_LEN: usize = 8;
+
+/// Returns the default policy with `count` ioctl rules on its request
+/// number, from 0x9000 up, each failing with EIO, and a rule on its
+/// third argument failing with ENXIO.
+fn ioctl_rules(count: u32) -> SeccompPolicy {
+    (0..count)
+        .fold(SeccompPolicy::default(), |policy, value| {
+            policy.deny_if("ioctl", ArgCondition::equals(1, 0x9000 + value), libc::EIO)
+        })
+        .deny_if("ioctl", ArgCondition::equals(2, 7), libc::ENXIO)
+}
+
+/// A policy that compiles to the kernel's maximum of 4096 instructions is
+/// accepted and installed, and its last rules apply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn largest_program_installs() {
+    if !require_root("largest_program_installs") {
+        return;
+    }
+    let length = |policy: &SeccompPolicy| {
+        policy
+            .bpf_program()
+            .map(|program| program.len() / SOCK_FILTER_LEN)
+    };
+    let (count, policy) = (1800..2100)
+        .map(|count| (count, ioctl_rules(count)))
+        .find(|(_, policy)| matches!(length(policy), Ok(4096)))
+        .expect("no number of ioctl rules compiles to exactly 4096 instructions");
+    let over = ioctl_rules(count + 1);
+    match Sandbox::create(options().seccomp(over)).await {
+        Err(Error::InvalidArgument(message)) => {
+            assert!(message.contains("4096"), "{message}")
+        }
+        other => panic!("a policy over 4096 instructions: expected InvalidArgument, got {other:?}"),
+    }
+
+    let sandbox = sandbox_with(policy).await;
+    let probe = format!(
+        "import errno, fcntl\n\
+         for request, arg in ((0x9000, 0), (0x9000 + {last}, 0), (0x9000 + {count}, 0), (0x9000 + {count}, 7)):\n\
+         \x20   try:\n\
+         \x20       fcntl.ioctl(0, request, arg)\n\
+         \x20   except OSError as e:\n\
+         \x20       print(hex(request), arg, errno.errorcode[e.errno])\n\
+         \x20   else:\n\
+         \x20       print(hex(request), arg, 'ok')",
+        last = count - 1
+    );
+    let output = python(&sandbox, &probe).await;
+    assert_ok("the ioctl probe", &output);
+    // stdin is /dev/null, for which an unknown request fails with ENOTTY.
+    let expected = [
+        "0x9000 0 EIO".to_string(),
+        format!("{:#x} 0 EIO", 0x9000 + count - 1),
+        format!("{:#x} 0 ENOTTY", 0x9000 + count),
+        format!("{:#x} 7 ENXIO", 0x9000 + count),
+    ];
+    let expected: Vec<&str> = expected.iter().map(String::as_str).collect();
+    assert_lines(&output, &expected);
+}

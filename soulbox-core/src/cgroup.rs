@@ -138,26 +138,49 @@ impl SandboxCgroup {
     ///
     /// Each hierarchy costs a directory, its limit files and a join on
     /// every create, so only the controllers a limit needs are joined.
+    ///
+    /// The work comes in two parts. This makes the v2 directory, with the
+    /// limits of the controllers v2 holds, which a process can start in
+    /// (CLONE_INTO_CGROUP). [`SandboxCgroup::add_v1`] makes the v1
+    /// directories, which PID 1 joins itself, so the host can make them
+    /// while PID 1 builds the sandbox.
     pub fn create(id: &str, limits: &Limits) -> Result<Self> {
-        let layout = layout();
         let mut cgroup = Self {
             v2: None,
             dirs: Vec::new(),
             memory: None,
             enforced: Limits::default(),
         };
-        if let Err(e) = cgroup.populate(layout, id, limits) {
+        if let Err(e) = cgroup.populate(layout(), id, limits, Version::V2) {
             let _ = cgroup.remove();
             return Err(e);
         }
         Ok(cgroup)
     }
 
-    fn populate(&mut self, layout: &Layout, id: &str, limits: &Limits) -> Result<()> {
-        if let Some(root) = &layout.v2 {
-            self.v2 = make_dir(root, id)?;
-            if let Some(dir) = &self.v2 {
-                self.dirs.push(dir.clone());
+    /// Makes the v1 directories that `limits` need and writes the limits
+    /// into them: the second part of [`SandboxCgroup::create`], given the
+    /// same `id` and `limits`. On error, what was made stays listed for
+    /// [`SandboxCgroup::remove`].
+    pub fn add_v1(&mut self, id: &str, limits: &Limits) -> Result<()> {
+        self.populate(layout(), id, limits, Version::V1)
+    }
+
+    /// Makes the directories of hierarchy version `part` and writes the
+    /// limits that go there.
+    fn populate(
+        &mut self,
+        layout: &Layout,
+        id: &str,
+        limits: &Limits,
+        part: Version,
+    ) -> Result<()> {
+        if part == Version::V2 {
+            if let Some(root) = &layout.v2 {
+                self.v2 = make_dir(root, id)?;
+                if let Some(dir) = &self.v2 {
+                    self.dirs.push(dir.clone());
+                }
             }
         }
         let wanted = [
@@ -170,6 +193,10 @@ impl SandboxCgroup {
                 continue;
             }
             let in_v2 = layout.v2_controllers.iter().any(|c| c == controller);
+            let v2_part = self.v2.is_some() && in_v2;
+            if v2_part != (part == Version::V2) {
+                continue;
+            }
             let dir = match (&self.v2, in_v2) {
                 (Some(dir), true) => {
                     enable_in_parent(dir, controller);

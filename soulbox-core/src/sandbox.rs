@@ -501,10 +501,15 @@ impl Sandbox {
         } = new_entry;
         drop(listener);
         drop(lock);
-        // PID 1 joins its v1 cgroups itself. The host moves it only into a
-        // v2 directory it did not start in, while PID 1 builds its mounts.
+        // PID 1 joins its v1 cgroups itself, through the `tasks` files that
+        // come with the attached message. The host moves it only into a v2
+        // directory it did not start in, while PID 1 builds its mounts.
+        let task_files = launch.open_v1_task_files()?;
         launch.attach()?;
-        let sent = send_request(&control, &Request::Attached, &[]).await;
+        let task_fds: Vec<BorrowedFd<'_>> = task_files.iter().map(AsFd::as_fd).collect();
+        let sent = send_request(&control, &Request::Attached, &task_fds).await;
+        drop(task_fds);
+        drop(task_files);
         explain_send_failure(sent, &control, &launch)
             .await
             .map_err(blame_damaged_program)?;
@@ -1393,9 +1398,13 @@ impl Launch {
     /// forks it. Returns the launch and the host's end of the control
     /// socket.
     ///
-    /// The encoded configuration `config` goes out with `entry_fds` and
-    /// the cgroups' `tasks` descriptors before PID 1 starts, so PID 1 finds
-    /// it waiting instead of the host sending it once the zygote replies.
+    /// The encoded configuration `config` goes out with `entry_fds` before
+    /// PID 1 starts, so PID 1 finds it waiting instead of the host sending
+    /// it once the zygote replies; a rootless PID 1 gets it once its uid map
+    /// is written, which is how it knows the map is there. The v1 cgroup
+    /// directories are made after the start, while PID 1 builds the
+    /// sandbox; PID 1 joins them when the host reports
+    /// [`Request::Attached`].
     fn start(
         id: &str,
         limits: &Limits,
@@ -1404,18 +1413,8 @@ impl Launch {
         entry_fds: [BorrowedFd<'_>; 2],
     ) -> Result<(Self, OwnedFd)> {
         let cgroup = SandboxCgroup::create(id, limits)?;
-        let task_files = match cgroup.open_v1_task_files() {
-            Ok(files) => files,
-            Err(error) => {
-                let mut cgroup = cgroup;
-                let _ = cgroup.remove();
-                return Err(error);
-            }
-        };
-        let mut config_fds = entry_fds.to_vec();
-        config_fds.extend(task_files.iter().map(AsFd::as_fd));
         let send_config = |host_end: BorrowedFd<'_>| {
-            sys::send_with_fds(host_end, config, &config_fds)
+            sys::send_with_fds(host_end, config, &entry_fds)
                 .map_err(Error::os("send the configuration to the sandbox's PID 1"))
         };
         let rootless = sys::geteuid() != 0;
@@ -1428,14 +1427,13 @@ impl Launch {
             namespaces |= libc::CLONE_NEWUSER;
         }
         let cgroup_fd = cgroup.open_v2();
+        let queued: Option<&SendConfig<'_>> = (!rootless).then_some(&send_config);
         let started = start_pid1(
             namespaces,
             cgroup_fd.as_ref().map(AsFd::as_fd),
             background,
-            &send_config,
+            queued,
         );
-        drop(config_fds);
-        drop(task_files);
         let (host_end, pid, pidfd, in_v2) = match started {
             Ok(started) => started,
             Err(error) => {
@@ -1444,7 +1442,7 @@ impl Launch {
                 return Err(error);
             }
         };
-        let launch = Self {
+        let mut launch = Self {
             pid,
             pidfd: Some(pidfd),
             cgroup: Some(cgroup),
@@ -1453,8 +1451,20 @@ impl Launch {
         if rootless {
             sys::write_id_maps(pid, sys::geteuid(), sys::getegid())
                 .map_err(Error::os("write the user namespace's uid and gid maps"))?;
+            send_config(host_end.as_fd())?;
+        }
+        if let Some(cgroup) = &mut launch.cgroup {
+            cgroup.add_v1(id, limits)?;
         }
         Ok((launch, host_end))
+    }
+
+    /// Opens the `tasks` files through which PID 1 joins its v1 cgroups.
+    fn open_v1_task_files(&self) -> Result<Vec<OwnedFd>> {
+        match &self.cgroup {
+            Some(cgroup) => cgroup.open_v1_task_files(),
+            None => Ok(Vec::new()),
+        }
     }
 
     /// Moves PID 1 into the sandbox's v2 cgroup, unless it started there.
@@ -1497,21 +1507,26 @@ impl Drop for Launch {
     }
 }
 
+/// Sends PID 1's configuration on the host's end of a control socket.
+type SendConfig<'a> = dyn Fn(BorrowedFd<'_>) -> Result<()> + 'a;
+
 /// Creates the control socket, queues the configuration on it with
-/// `send_config`, and starts PID 1 with its other end as fd 3: cloned from
-/// this process under [`Launcher::Fork`], forked by the zygote when this
-/// process uses one, else started by an exec of soulbox-init. Returns the
-/// host's end, PID 1's pid and pidfd, and whether PID 1 started in
-/// `cgroup`.
+/// `send_config` if given, and starts PID 1 with its other end as fd 3:
+/// cloned from this process under [`Launcher::Fork`], forked by the zygote
+/// when this process uses one, else started by an exec of soulbox-init.
+/// Returns the host's end, PID 1's pid and pidfd, and whether PID 1
+/// started in `cgroup`.
 fn start_pid1(
     namespaces: libc::c_int,
     cgroup: Option<BorrowedFd<'_>>,
     background: bool,
-    send_config: &dyn Fn(BorrowedFd<'_>) -> Result<()>,
+    send_config: Option<&SendConfig<'_>>,
 ) -> Result<(OwnedFd, i32, OwnedFd, bool)> {
     let configured_socket = || {
         let (host_end, init_end) = control_socket()?;
-        send_config(host_end.as_fd())?;
+        if let Some(send_config) = send_config {
+            send_config(host_end.as_fd())?;
+        }
         Ok::<_, Error>((host_end, init_end))
     };
     let (host_end, init_end) = configured_socket()?;
@@ -1524,16 +1539,14 @@ fn start_pid1(
             return Ok((host_end, started.pid, started.pidfd, started.in_cgroup))
         }
         Spawn::NotUsed => (host_end, init_end),
-        // A PID 1 the zygote may have forked before it failed has a copy
-        // of `init_end`. Taking the queued configuration back and moving to
-        // a new pair keeps it from building this sandbox, and it exits at
-        // end of file. If it read the configuration first, it exits when
-        // its ready report finds the old pair closed.
-        // NOTE: nothing reaps such an orphan, so it stays a zombie child
-        // of this process. It happens only when the zygote dies between
-        // its clone and its reply.
+        // A PID 1 the zygote may have forked before it failed is this
+        // process's child, holds a copy of `init_end`, and may have read
+        // the queued configuration. It is found by that copy, killed and
+        // reaped; a new pair keeps anything else from reading this
+        // sandbox's configuration.
         Spawn::Lost => {
             let _ = sys::recv_with_fds(init_end.as_fd(), &mut [0u8; 1]);
+            reap_orphan_holding(init_end.as_fd());
             configured_socket()?
         }
     };
@@ -1574,6 +1587,34 @@ fn fork_pid1(
             debug!(%error, "cloning PID 1 from this process failed; executing it");
             None
         }
+    }
+}
+
+/// Kills and reaps the child of this process that holds a descriptor of
+/// the socket `socket`: a PID 1 forked by a zygote that died before it
+/// could report it. Nothing else holds PID 1's end of a control socket.
+fn reap_orphan_holding(socket: BorrowedFd<'_>) {
+    let Ok(inode) = nix::sys::stat::fstat(socket.as_raw_fd()).map(|stat| stat.st_ino) else {
+        return;
+    };
+    let target = format!("socket:[{inode}]");
+    let holds_socket = |pid: i32| {
+        std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
+            fds.flatten().any(|fd| {
+                std::fs::read_link(fd.path()).is_ok_and(|link| link.as_os_str() == target.as_str())
+            })
+        })
+    };
+    let Some(orphan) = sys::child_pids().into_iter().find(|&pid| holds_socket(pid)) else {
+        return;
+    };
+    tracing::debug!(
+        pid = orphan,
+        "reaping a PID 1 whose zygote died before its reply"
+    );
+    if let Ok(pidfd) = sys::pidfd_open(orphan) {
+        let _ = sys::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);
+        let _ = sys::pidfd_wait(pidfd.as_fd(), true);
     }
 }
 

@@ -1158,6 +1158,26 @@ pub fn peer_pid(sock: BorrowedFd<'_>) -> io::Result<libc::pid_t> {
     Ok(unsafe { cred.assume_init() }.pid)
 }
 
+/// Returns the pids of this process's children, from every thread's
+/// /proc/self/task/TID/children list.
+pub fn child_pids() -> Vec<libc::pid_t> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    let mut pids: Vec<libc::pid_t> = tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|list| {
+            list.split_whitespace()
+                .filter_map(|pid| pid.parse().ok())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    pids.sort_unstable();
+    pids.dedup();
+    pids
+}
+
 /// Opens a pidfd for `pid`.
 pub fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
     // SAFETY: pidfd_open takes a pid and flags.

@@ -35,15 +35,13 @@ use soulbox_proto::{
 /// The creating connection, inherited from the host.
 const CONTROL_FD: i32 = 3;
 
-/// Number of descriptors always sent with the configuration: the listening
-/// socket for other connections, then the state entry's lock file, which
-/// PID 1 holds open (and so locked) for as long as it lives. The `tasks`
-/// files of the sandbox's v1 cgroups follow them, at most
-/// [`MAX_TASK_FILES`].
+/// Number of descriptors sent with the configuration: the listening socket
+/// for other connections, then the state entry's lock file, which PID 1
+/// holds open (and so locked) for as long as it lives.
 const CONFIG_FD_COUNT: usize = 2;
 
-/// Most v1 `tasks` files PID 1 accepts with its configuration: one per v1
-/// hierarchy a limit needs (memory, pids, cpu), with room to spare.
+/// Most v1 `tasks` files PID 1 accepts with the attached message: one per
+/// v1 hierarchy a limit needs (memory, pids, cpu), with room to spare.
 const MAX_TASK_FILES: usize = 8;
 
 /// Most connections served at once besides the creating one; more are
@@ -68,8 +66,8 @@ enum Start {
     /// Executed by the host, or cloned from it by [`run_cloned`]: its
     /// signal state and stdio are the host thread's.
     Exec,
-    /// Forked by the zygote, which reset its signal state and stdio when it
-    /// started and changes neither, and which read the facts PID 1 needs.
+    /// Forked by the zygote, which reset its signal state when it started
+    /// and does not change it, and which read the facts PID 1 needs.
     Zygote(setup::KernelFacts),
 }
 
@@ -88,11 +86,11 @@ fn run(start: Start) -> ! {
     // Any descriptor leaked from the host, other than the control socket,
     // is closed before anything else happens.
     let _ = sys::close_range_from(CONTROL_FD as u32 + 1, false);
-    if let Start::Exec = start {
-        // The host's stdin, stdout and stderr (possibly its terminal) are
-        // replaced by /dev/null.
-        let _ = sys::redirect_stdio_to_null();
-    }
+    // The host's stdin, stdout and stderr (possibly its terminal) are
+    // replaced by /dev/null. A forked PID 1 opens its own too: the
+    // zygote's copies are files of the host's mount namespace, and PID 1
+    // keeps no descriptor into that namespace.
+    let _ = sys::redirect_stdio_to_null();
 
     let control = sys::borrow_raw(CONTROL_FD);
     regain_capabilities(control);
@@ -101,11 +99,10 @@ fn run(start: Start) -> ! {
     // CPU PID 1 ran on, and a page fault. Only the pages a message fills
     // are ever touched.
     let mut buf = vec![0u8; soulbox_proto::MAX_MESSAGE_LEN];
-    let (config, listener, lock, task_files) = match receive_config(control, &mut buf) {
+    let (config, listener, lock) = match receive_config(control, &mut buf) {
         Some(received) => received,
         None => fail_setup(control, SetupStage::Config, libc::EPROTO, b""),
     };
-    join_v1_cgroups(control, task_files);
     if config.background {
         // A warm pool's refill: build at idle priority, so that the
         // sandboxes already handed over keep the CPU. Failing here only
@@ -118,18 +115,20 @@ fn run(start: Start) -> ! {
     // process's /proc files belong to root, and a rootless host writes the
     // uid map there before it sends the configuration.
     let _ = sys::prctl(libc::PR_SET_DUMPABLE, 0);
-    // The host moves PID 1 into its cgroups while the mounts are built.
+    // The host makes the v1 cgroups and moves PID 1 into its v2 one while
+    // the mounts are built.
     let facts = match start {
         Start::Exec => setup::KernelFacts::read(),
         Start::Zygote(facts) => facts,
     };
-    let built = setup::build(&config, facts).and_then(|()| match receive(control, &mut buf) {
-        Some(Request::Attached) => setup::enter_cgroup_namespace(),
-        _ => Err(setup::SetupError {
+    let built = setup::build(&config, facts).and_then(|()| {
+        let task_files = receive_attached(control, &mut buf).ok_or_else(|| setup::SetupError {
             stage: SetupStage::CgroupNamespace,
             error: std::io::Error::from_raw_os_error(libc::EPROTO),
             detail: b"expected the attached message".to_vec(),
-        }),
+        })?;
+        join_v1_cgroups(control, task_files);
+        setup::enter_cgroup_namespace()
     });
     if let Err(e) = built {
         let errno = e.error.raw_os_error().unwrap_or(libc::EIO);
@@ -301,30 +300,25 @@ fn fail_setup(control: BorrowedFd<'_>, stage: SetupStage, errno: i32, detail: &[
     sys::exit(EXIT_FAILURE)
 }
 
-/// Receives one request without descriptors; `None` on end of file or a
-/// malformed message.
-fn receive(control: BorrowedFd<'_>, buf: &mut [u8]) -> Option<Request> {
-    let (len, _fds) = sys::recv_with_fds(control, buf, 0).ok()??;
-    Request::decode(&buf[..len]).ok()
-}
-
 /// Receives the configuration and the descriptors sent with it: the
-/// listening socket, the lock file and the v1 `tasks` files.
-fn receive_config(
-    control: BorrowedFd<'_>,
-    buf: &mut [u8],
-) -> Option<(Config, OwnedFd, OwnedFd, Vec<OwnedFd>)> {
-    let (len, mut fds) =
-        sys::recv_with_fds(control, buf, CONFIG_FD_COUNT + MAX_TASK_FILES).ok()??;
+/// listening socket and the lock file.
+fn receive_config(control: BorrowedFd<'_>, buf: &mut [u8]) -> Option<(Config, OwnedFd, OwnedFd)> {
+    let (len, fds) = sys::recv_with_fds(control, buf, CONFIG_FD_COUNT).ok()??;
     let Ok(Request::Config(config)) = Request::decode(&buf[..len]) else {
         return None;
     };
-    if fds.len() < CONFIG_FD_COUNT {
-        return None;
-    }
-    let task_files = fds.split_off(CONFIG_FD_COUNT);
     let [listener, lock] = <[OwnedFd; CONFIG_FD_COUNT]>::try_from(fds).ok()?;
-    Some((config, listener, lock, task_files))
+    Some((config, listener, lock))
+}
+
+/// Receives the message that the host has made and attached the sandbox's
+/// cgroups, with the `tasks` files of its v1 cgroups.
+fn receive_attached(control: BorrowedFd<'_>, buf: &mut [u8]) -> Option<Vec<OwnedFd>> {
+    let (len, fds) = sys::recv_with_fds(control, buf, MAX_TASK_FILES).ok()??;
+    match Request::decode(&buf[..len]) {
+        Ok(Request::Attached) => Some(fds),
+        _ => None,
+    }
 }
 
 /// Moves PID 1 into the v1 cgroups whose `tasks` files the host opened.
@@ -334,8 +328,11 @@ fn receive_config(
 /// first waits for an RCU grace period: 15 to 30 ms on an idle host. A
 /// single-threaded process writing "0" into `tasks` moves only itself and
 /// skips that lock. PID 1 has one thread, and every process of the sandbox
-/// descends from it, so this joins the whole sandbox. It runs before PID 1
-/// builds anything, so the sandbox's memory is charged from the start.
+/// descends from it, so this joins the whole sandbox. It runs once the
+/// mounts are built, because the host makes these cgroups meanwhile, and
+/// before anything inside runs. What the build itself allocates (mount
+/// structures, the few pages of /etc/hostname and /etc/hosts) stays charged
+/// to the cgroups PID 1 started in.
 fn join_v1_cgroups(control: BorrowedFd<'_>, task_files: Vec<OwnedFd>) {
     for file in task_files {
         if let Err(e) = sys::write_all(file.as_fd(), b"0") {

@@ -150,7 +150,7 @@ fn sigset(signals: &[libc::c_int]) -> libc::sigset_t {
 /// Restores every signal to its default action and unblocks all of them, as
 /// a freshly started program expects.
 pub fn reset_signals() {
-    for signal in 1..libc::SIGRTMAX() {
+    for signal in 1..=libc::SIGRTMAX() {
         if signal == libc::SIGKILL || signal == libc::SIGSTOP {
             continue;
         }

@@ -860,3 +860,193 @@ fn debug_output_is_short() {
     assert!(!text.contains("\"read\""), "{text}");
     assert!(text.len() < 4000, "{} bytes", text.len());
 }
+
+/// A xorshift64 generator with a fixed seed, so that the random policies
+/// below are the same on every run and a failure can be replayed.
+struct Random(u64);
+
+impl Random {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, bound: usize) -> usize {
+        (self.next() % bound as u64) as usize
+    }
+
+    fn action(&mut self) -> SeccompAction {
+        match self.below(4) {
+            0 => SeccompAction::Allow,
+            1 => SeccompAction::KillProcess,
+            // Few distinct errnos, so that rules of one call often tie.
+            _ => SeccompAction::Errno(1 + self.below(4) as i32),
+        }
+    }
+
+    /// Returns a condition on a small set of values and bits, so that
+    /// the rules of one call often match the same arguments.
+    fn condition(&mut self) -> ArgCondition {
+        let arg = self.below(3) as u8;
+        let value = self.below(8) as u32;
+        match self.below(3) {
+            0 => ArgCondition::equals(arg, value),
+            1 => ArgCondition::any_bit(arg, 1 << self.below(4)),
+            _ => ArgCondition::masked_equals(arg, 0b110, value),
+        }
+    }
+}
+
+/// Builds a random policy on `known` (every call, sorted by number): runs
+/// of neighbouring calls with random plain actions and argument rules,
+/// always including the first and the last call of the table.
+fn random_policy(random: &mut Random, known: &[(&'static str, i64)]) -> SeccompPolicy {
+    let default = if random.below(4) == 0 {
+        SeccompAction::KillProcess
+    } else {
+        SeccompAction::Errno(1 + random.below(4) as i32)
+    };
+    let mut policy = SeccompPolicy::minimal().default_action(default);
+    let mut starts = vec![0, known.len() - 1];
+    starts.extend((0..6).map(|_| random.below(known.len())));
+    for start in starts {
+        let run = 1 + random.below(5);
+        for &(name, _) in known.iter().skip(start).take(run) {
+            if !SOULBOX_SYSCALLS.contains(&name) && random.below(3) != 0 {
+                policy = policy.rule(name, random.action());
+            }
+            for _ in 0..random.below(5) {
+                policy = policy.rule_if(name, random.condition(), random.action());
+            }
+        }
+    }
+    policy
+}
+
+/// Returns every argument list that the conditions of [`Random::condition`]
+/// can tell apart on arguments 0 to 2, with and without bits above the low
+/// 32, plus one that sets every bit.
+fn small_argument_probes() -> Vec<[u64; 6]> {
+    let mut probes = vec![[u64::MAX; 6]];
+    for arg in 0..3 {
+        for value in 0..16u64 {
+            for high in [0, 0xdead_beef_0000_0000] {
+                let mut args = [0; 6];
+                args[arg] = value | high;
+                probes.push(args);
+            }
+        }
+    }
+    probes
+}
+
+#[test]
+fn random_policies_match_model() {
+    let mut known: Vec<(&'static str, i64)> = syscalls::all().collect();
+    known.sort_by_key(|&(_, number)| number);
+    let mut random = Random(0x9e37_79b9_7f4a_7c15);
+    let probes = small_argument_probes();
+    for round in 0..60 {
+        let policy = random_policy(&mut random, &known);
+        if let Err(error) = policy.validate() {
+            panic!("round {round}: the random policy is invalid: {error}");
+        }
+        let program = program(&policy);
+        let rules = policy.rules().expect("rules");
+        // The named calls and their neighbours get every probe; the other
+        // numbers of the table, x32's and the extremes get zeros.
+        let mut named: std::collections::BTreeSet<u32> = std::collections::BTreeSet::new();
+        for &number in rules.syscalls.keys() {
+            let number = number as u32;
+            named.extend([number.saturating_sub(1), number, number.saturating_add(1)]);
+        }
+        for number in numbers_to_check() {
+            let all_probes = named.contains(&number);
+            let checked = if all_probes {
+                &probes[..]
+            } else {
+                &probes[..1]
+            };
+            for args in checked.iter().chain([&[0; 6]]) {
+                let actual = run(&program, AUDIT_ARCH, number, *args);
+                let expected = expected_action(&policy, number, *args);
+                assert_eq!(
+                    actual, expected,
+                    "round {round}, number {number}, arguments {args:x?}: {actual:#x}, \
+                     expected {expected:#x}"
+                );
+            }
+        }
+        assert_short_paths(&policy);
+    }
+}
+
+/// Returns the instruction count that a rejected policy's message states.
+fn rejected_length(policy: &SeccompPolicy) -> Option<usize> {
+    match policy.validate() {
+        Ok(()) => None,
+        Err(Error::InvalidArgument(message)) => {
+            let count = message
+                .split_once("compiles to ")
+                .and_then(|(_, rest)| rest.split_once(' '))
+                .and_then(|(count, _)| count.parse().ok());
+            Some(count.unwrap_or_else(|| panic!("no instruction count in {message:?}")))
+        }
+        Err(other) => panic!("expected InvalidArgument, got {other:?}"),
+    }
+}
+
+#[test]
+fn instruction_limit_is_exact() {
+    // Rules on one argument of one call add two instructions each, and a
+    // rule on another argument three; together they reach every length.
+    let with_rules = |equals: u32, other_arg: bool| {
+        let policy = (0..equals).fold(SeccompPolicy::default(), |policy, value| {
+            policy.deny_if("ioctl", ArgCondition::equals(1, 0x9000 + value), 5)
+        });
+        if other_arg {
+            policy.deny_if("ioctl", ArgCondition::equals(2, 7), 6)
+        } else {
+            policy
+        }
+    };
+    let mut lengths = Vec::new();
+    for equals in 1900..2100 {
+        for other_arg in [false, true] {
+            let policy = with_rules(equals, other_arg);
+            match rejected_length(&policy) {
+                Some(length) => {
+                    assert!(
+                        length > compile::MAX_INSTRUCTIONS,
+                        "{length} instructions rejected"
+                    );
+                    lengths.push((length, false));
+                }
+                None => {
+                    let length = program(&policy).len() / soulbox_proto::SOCK_FILTER_LEN;
+                    assert!(
+                        length <= compile::MAX_INSTRUCTIONS,
+                        "{length} instructions accepted"
+                    );
+                    lengths.push((length, true));
+                }
+            }
+        }
+    }
+    assert!(
+        lengths.contains(&(compile::MAX_INSTRUCTIONS, true)),
+        "no policy compiled to exactly {} instructions: {lengths:?}",
+        compile::MAX_INSTRUCTIONS
+    );
+    assert!(
+        lengths.contains(&(compile::MAX_INSTRUCTIONS + 1, false)),
+        "no policy compiled to {} instructions",
+        compile::MAX_INSTRUCTIONS + 1
+    );
+    let policy = with_rules(1990, true);
+    if rejected_length(&policy).is_none() {
+        assert_matches_model(&policy, 4);
+    }
+}
