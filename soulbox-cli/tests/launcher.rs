@@ -177,11 +177,11 @@ fn descriptors(pid: i32) -> Vec<(u32, &'static str)> {
     descriptors
 }
 
-/// The state every PID 1 should have when its command runs: stdio on
-/// /dev/null, the control socket at 3, then the listening socket, the
-/// state entry's lock and the signalfd; only SIGCHLD (bit 17) blocked, for
-/// the signalfd; of the standard signals only SIGPIPE (bit 13) ignored; no
-/// handlers; a session of its own.
+/// Returns the state every PID 1 should have when its command runs. Its
+/// stdio is on /dev/null, and the control socket at 3 is followed by the
+/// listening socket, the state entry's lock and the signalfd. Only SIGCHLD
+/// (bit 17) is blocked, for the signalfd, and of the standard signals only
+/// SIGPIPE (bit 13) is ignored. It has no handlers and leads a session.
 fn expected_state() -> Pid1State {
     Pid1State {
         comm: "soulbox-init\n".to_string(),
