@@ -1224,7 +1224,13 @@ impl Inner {
         let removed = cgroup.remove();
         let _ = state::remove_entry(&self.entry);
         if let Some(namespace) = mount_namespace {
-            reaper::close_later(namespace);
+            if matches!(zygote::launcher(), Launcher::Fork(_)) {
+                // A one-shot program: a thread started to close this later
+                // would only make its exit, which follows, slower.
+                drop(namespace);
+            } else {
+                reaper::close_later(namespace);
+            }
         }
         removed
     }
