@@ -18,8 +18,10 @@
 //! namespace with its loopback interface up, and the next PID 1 is cloned
 //! without CLONE_NEWNET into that namespace, which nothing has used. Right
 //! after its reply the zygote makes the next one, while the host waits for
-//! PID 1 to build the sandbox. A namespace is never given to two sandboxes:
-//! the zygote leaves each one at the fork that hands it over.
+//! PID 1 to build the sandbox, unless the request was a warm pool's refill,
+//! which must not compete with sandboxes in use. A namespace is never given
+//! to two sandboxes: the zygote leaves each one at the fork that hands it
+//! over.
 //!
 //! Every PID 1 forked from one zygote shares the zygote's address-space
 //! layout, stack canary and pointer guard instead of getting fresh ones
@@ -71,8 +73,12 @@ pub fn serve() -> ! {
             Ok(None) => sys::exit(0),
             Err(_) => sys::exit(EXIT_FAILURE),
         };
+        let mut background = false;
         let sent = match ForkRequest::decode(&buf[..len]) {
-            Ok(request) => fork(request, fds, tid_address, facts, &mut network),
+            Ok(request) => {
+                background = request.background;
+                fork(request, fds, tid_address, facts, &mut network)
+            }
             Err(_) => reply(ForkReply::Failed {
                 errno: libc::EPROTO,
             }),
@@ -80,7 +86,15 @@ pub fn serve() -> ! {
         if sent.is_err() {
             sys::exit(EXIT_FAILURE);
         }
-        network.prepare();
+        // Not after a warm pool's refill: the zygote is back at the normal
+        // priority by now, and would take the CPU from the sandboxes
+        // already handed over. It leaves the namespace it handed over, and
+        // the next clone makes its own, at the priority of its request.
+        if background {
+            network.leave_used();
+        } else {
+            network.prepare();
+        }
     }
 }
 
@@ -139,6 +153,14 @@ impl SpareNetwork {
     /// which it must not hand out again).
     fn handed_over(&mut self) {
         self.ready = false;
+    }
+
+    /// Returns to the namespace the zygote started in unless it is in an
+    /// unused one.
+    fn leave_used(&mut self) {
+        if !self.ready {
+            self.go_home();
+        }
     }
 
     /// Returns to the namespace the zygote started in. A zygote that cannot
