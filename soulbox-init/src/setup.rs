@@ -220,21 +220,29 @@ fn bind_host_paths(config: &Config, root: &[u8]) -> Result<(), SetupError> {
         let target = join(root, &bind.target);
         let source_c = cstr(&bind.source).stage(SetupStage::Binds, &bind.source)?;
         let target_c = cstr(&target).stage(SetupStage::Binds, &bind.target)?;
-        if !sys::exists(&target_c) {
-            if sys::is_dir(&source_c) {
-                sys::mkdir(&target_c, 0o755).stage(SetupStage::Binds, &bind.target)?;
-            } else {
-                sys::write_file(&target_c, b"", 0o644).stage(SetupStage::Binds, &bind.target)?;
+        let bind_mount = || {
+            sys::mount(
+                Some(&source_c),
+                &target_c,
+                None,
+                libc::MS_BIND | libc::MS_REC,
+                None,
+            )
+        };
+        // The template usually has the mount point, so it is made only when
+        // the first try finds it missing: a lookup on the overlay less.
+        match bind_mount() {
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                if sys::is_dir(&source_c) {
+                    sys::mkdir(&target_c, 0o755).stage(SetupStage::Binds, &bind.target)?;
+                } else {
+                    sys::write_file(&target_c, b"", 0o644)
+                        .stage(SetupStage::Binds, &bind.target)?;
+                }
+                bind_mount().stage(SetupStage::Binds, &bind.source)?;
             }
+            other => other.stage(SetupStage::Binds, &bind.source)?,
         }
-        sys::mount(
-            Some(&source_c),
-            &target_c,
-            None,
-            libc::MS_BIND | libc::MS_REC,
-            None,
-        )
-        .stage(SetupStage::Binds, &bind.source)?;
         let attrs = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
         sys::mount_setattr_recursive(&target_c, attrs).stage(SetupStage::Binds, &bind.target)?;
     }
@@ -253,17 +261,12 @@ fn mount_proc(root: &[u8]) -> Result<(), SetupError> {
     for knob in [&b"sys"[..], b"sysrq-trigger", b"irq", b"bus", b"fs"] {
         let path = join(&proc_dir, knob);
         let path_c = cstr(&path).stage(SetupStage::Proc, &path)?;
-        if !sys::exists(&path_c) {
-            continue;
+        let flags = libc::MS_BIND | libc::MS_REC;
+        match sys::mount(Some(&path_c), &path_c, None, flags, None) {
+            // This kernel does not have it.
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
+            other => other.stage(SetupStage::Proc, &path)?,
         }
-        sys::mount(
-            Some(&path_c),
-            &path_c,
-            None,
-            libc::MS_BIND | libc::MS_REC,
-            None,
-        )
-        .stage(SetupStage::Proc, &path)?;
         let attrs = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC;
         sys::mount_setattr_recursive(&path_c, attrs).stage(SetupStage::Proc, &path)?;
     }
@@ -288,18 +291,18 @@ fn mount_proc(root: &[u8]) -> Result<(), SetupError> {
     for dir in MASKED_PROC_DIRS {
         let path = join(&proc_dir, dir);
         let path_c = cstr(&path).stage(SetupStage::Proc, &path)?;
-        if !sys::is_dir(&path_c) {
-            continue;
-        }
         let flags = libc::MS_RDONLY | NOSUID_NODEV | libc::MS_NOEXEC;
-        sys::mount(
+        match sys::mount(
             Some(c"tmpfs"),
             &path_c,
             Some(c"tmpfs"),
             flags,
             Some(c"size=0"),
-        )
-        .stage(SetupStage::Proc, &path)?;
+        ) {
+            // This kernel has no such directory.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => {}
+            other => other.stage(SetupStage::Proc, &path)?,
+        }
     }
     Ok(())
 }
@@ -537,6 +540,7 @@ fn drop_bounding_caps(last_cap: u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use soulbox_proto::BindMount;
     use std::os::unix::ffi::OsStrExt;
 
     /// A directory under the system's temporary directory, removed on drop.
@@ -558,6 +562,74 @@ mod tests {
     impl Drop for TempRoot {
         fn drop(&mut self) {
             let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn config_with_binds(binds: Vec<BindMount>) -> Config {
+        Config {
+            sandbox_id: b"sb-test".to_vec(),
+            lower_dirs: Vec::new(),
+            binds,
+            scratch_dir: Vec::new(),
+            scratch_size: 0,
+            scratch_inodes: 0,
+            tmp_size: 0,
+            open_files_limit: 0,
+            file_size_limit: 0,
+            timeout_ms: 0,
+            seccomp_filter: Vec::new(),
+            background: false,
+        }
+    }
+
+    /// Returns the mount points of this thread's mount namespace.
+    fn mount_points() -> Vec<String> {
+        std::fs::read_to_string("/proc/thread-self/mountinfo")
+            .expect("read mountinfo")
+            .lines()
+            .filter_map(|line| line.split(' ').nth(4).map(str::to_string))
+            .collect()
+    }
+
+    /// A template without a bind's mount point gets one made: a directory
+    /// for a directory, an empty file for a file.
+    #[test]
+    fn missing_bind_targets_made() {
+        if !sys::has_effective_caps() {
+            eprintln!("missing_bind_targets_made needs root; skipped");
+            return;
+        }
+        // A mount namespace of this test thread's own, which ends with it.
+        sys::unshare(libc::CLONE_NEWNS).expect("unshare the mount namespace");
+        sys::mount(None, c"/", None, libc::MS_REC | libc::MS_PRIVATE, None)
+            .expect("make mounts private");
+        let root = TempRoot::new("binds");
+        let sources = TempRoot::new("bind-sources");
+        std::fs::create_dir(sources.0.join("dir")).expect("create the source directory");
+        std::fs::write(sources.0.join("dir/marker"), b"x").expect("write the marker");
+        std::fs::write(sources.0.join("file"), b"contents").expect("write the source file");
+        let bind = |name: &str, target: &str| BindMount {
+            source: sources.0.join(name).as_os_str().as_bytes().to_vec(),
+            target: target.as_bytes().to_vec(),
+        };
+        let config = config_with_binds(vec![bind("dir", "/opt/dir"), bind("file", "/file")]);
+        std::fs::create_dir(root.0.join("opt")).expect("create opt");
+
+        assert!(bind_host_paths(&config, root.bytes()).is_ok());
+        let mounted = mount_points();
+        for target in ["opt/dir", "file"] {
+            let path = root.0.join(target);
+            assert!(
+                mounted.contains(&path.to_string_lossy().into_owned()),
+                "{} is not a mount point: {mounted:?}",
+                path.display()
+            );
+        }
+        assert_eq!(std::fs::read(root.0.join("opt/dir/marker")).unwrap(), b"x");
+        assert_eq!(std::fs::read(root.0.join("file")).unwrap(), b"contents");
+        for target in ["opt/dir", "file"] {
+            let path = cstr(root.0.join(target).as_os_str().as_bytes()).unwrap();
+            sys::umount_detach(&path).expect("unmount the bind");
         }
     }
 

@@ -474,13 +474,6 @@ pub fn is_dir(path: &CStr) -> bool {
     ret == 0 && (unsafe { st.assume_init() }.st_mode & libc::S_IFMT) == libc::S_IFDIR
 }
 
-/// Returns whether `path` exists, without following a final symlink.
-pub fn exists(path: &CStr) -> bool {
-    let mut st = MaybeUninit::<libc::stat>::uninit();
-    // SAFETY: `path` is a valid C string and `st` is writable.
-    unsafe { libc::lstat(path.as_ptr(), st.as_mut_ptr()) == 0 }
-}
-
 /// Returns whether `path` is a symbolic link itself.
 pub fn is_symlink(path: &CStr) -> bool {
     let mut st = MaybeUninit::<libc::stat>::uninit();
