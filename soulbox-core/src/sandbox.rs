@@ -1406,10 +1406,10 @@ impl Launch {
     ///
     /// The encoded configuration `config` goes out with `entry_fds` before
     /// PID 1 starts, so PID 1 finds it waiting instead of the host sending
-    /// it once the zygote replies; a rootless PID 1 gets it once its uid map
-    /// is written, which is how it knows the map is there. The v1 cgroup
-    /// directories are made after the start, while PID 1 builds the
-    /// sandbox; PID 1 joins them when the host reports
+    /// it once the zygote replies. A rootless PID 1 gets it after its uid
+    /// map is written, because its arrival tells PID 1 that the map is
+    /// there. The v1 cgroup directories are made after the start, while
+    /// PID 1 builds the sandbox, and PID 1 joins them when the host reports
     /// [`Request::Attached`].
     fn start(
         id: &str,
@@ -1546,9 +1546,9 @@ fn start_pid1(
         }
         Spawn::NotUsed => (host_end, init_end),
         // A PID 1 the zygote may have forked before it failed is this
-        // process's child, holds a copy of `init_end`, and may have read
-        // the queued configuration. It is found by that copy, killed and
-        // reaped; a new pair keeps anything else from reading this
+        // process's child, has a copy of `init_end`, and may have read the
+        // queued configuration. It is found by that copy, killed and
+        // reaped, and a new pair keeps anything else from reading this
         // sandbox's configuration.
         Spawn::Lost => {
             let _ = sys::recv_with_fds(init_end.as_fd(), &mut [0u8; 1]);
@@ -1596,9 +1596,9 @@ fn fork_pid1(
     }
 }
 
-/// Kills and reaps the child of this process that holds a descriptor of
-/// the socket `socket`: a PID 1 forked by a zygote that died before it
-/// could report it. Nothing else holds PID 1's end of a control socket.
+/// Kills and reaps the child of this process that has a descriptor of the
+/// socket `socket`: a PID 1 forked by a zygote that died before it could
+/// report it. No other process has PID 1's end of a control socket.
 fn reap_orphan_holding(socket: BorrowedFd<'_>) {
     let Ok(inode) = nix::sys::stat::fstat(socket.as_raw_fd()).map(|stat| stat.st_ino) else {
         return;

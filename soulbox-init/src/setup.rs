@@ -54,7 +54,7 @@ const MOUNT_ATTR_NOEXEC: u64 = 0x8;
 /// Numbers from <linux/capability.h>.
 const KEPT_CAPS: [u32; 14] = [0, 1, 4, 3, 27, 13, 6, 7, 31, 8, 10, 18, 5, 29];
 
-/// What the build needs to know about the kernel and the user namespace,
+/// Facts about the kernel and the user namespace that the build needs,
 /// read once by the zygote for every PID 1 it forks.
 #[derive(Clone, Copy)]
 pub struct KernelFacts {

@@ -101,7 +101,7 @@ pub fn serve() -> ! {
 /// The network namespace the zygote holds for the next PID 1.
 struct SpareNetwork {
     /// The namespace the zygote started in, which it returns to whenever
-    /// it holds no unused one. `None` when it could not be opened; every
+    /// it has no unused one. `None` when it could not be opened, and every
     /// clone then makes its own namespace.
     home: Option<OwnedFd>,
     /// Whether the zygote is in a namespace that no sandbox has used.
@@ -133,7 +133,7 @@ impl SpareNetwork {
     }
 
     /// Returns the clone flags for `requested`: without CLONE_NEWNET when
-    /// the zygote holds an unused namespace, which the child then takes.
+    /// the zygote is in an unused namespace, which the child then takes.
     fn clone_flags(&mut self, requested: u64) -> u64 {
         let newnet = libc::CLONE_NEWNET as u64;
         if requested & newnet == 0 {
@@ -164,7 +164,7 @@ impl SpareNetwork {
     }
 
     /// Returns to the namespace the zygote started in. A zygote that cannot
-    /// exits, rather than hand a used namespace to the next sandbox; the
+    /// exits rather than hand a used namespace to the next sandbox, and the
     /// host starts a new one.
     fn go_home(&mut self) {
         self.ready = false;
