@@ -232,22 +232,30 @@ fn usage_error(error: &clap::Error) -> String {
     }
 }
 
-/// Environment variable that chooses how PID 1 starts: `fork` (the
-/// default) or `exec`.
+/// Environment variable that chooses how PID 1 starts: `fork` or `exec`.
+/// Unset, `create` executes PID 1 and the other subcommands clone it.
 const LAUNCHER_VAR: &str = "SOULBOX_LAUNCHER";
 
-/// Returns the launcher that [`LAUNCHER_VAR`] chooses.
+/// Returns the launcher that [`LAUNCHER_VAR`] chooses, or without it the
+/// default for a sandbox that `outlives_process` or not.
 ///
 /// This process makes one sandbox, so a zygote would cost an exec of its
 /// own and save nothing. By default PID 1 is cloned from this process
 /// instead, where that is safe: with root, and while this process has one
 /// thread. So nothing before the create may start a thread
 /// (`spawn_blocking`, `tokio::fs`, a multi-threaded runtime), or every
-/// create executes PID 1. `exec` always executes PID 1, as a host that
-/// does not link soulbox-init does.
-fn launcher_from_env() -> Result<soulbox_core::Launcher, String> {
+/// create executes PID 1. A cloned PID 1 maps this program's binary for
+/// as long as it lives, which keeps the file busy and its filesystem from
+/// being unmounted. So the default for a sandbox that outlives this
+/// process (`soulbox create`) is `exec`, which always executes PID 1, as a
+/// host that does not link soulbox-init does.
+fn launcher_from_env(outlives_process: bool) -> Result<soulbox_core::Launcher, String> {
     let Some(value) = std::env::var_os(LAUNCHER_VAR) else {
-        return Ok(soulbox_core::Launcher::Fork(soulbox_init::run_cloned));
+        return Ok(if outlives_process {
+            soulbox_core::Launcher::Exec
+        } else {
+            soulbox_core::Launcher::Fork(soulbox_init::run_cloned)
+        });
     };
     match value.to_str() {
         Some("fork") => Ok(soulbox_core::Launcher::Fork(soulbox_init::run_cloned)),
@@ -279,7 +287,8 @@ fn run() -> u8 {
             return EXIT_SOULBOX_FAILED;
         }
     };
-    match launcher_from_env() {
+    let outlives_process = matches!(cli.command, Commands::Create(_));
+    match launcher_from_env(outlives_process) {
         Ok(launcher) => soulbox_core::set_launcher(launcher),
         Err(message) => {
             eprintln!("soulbox: {message}");

@@ -1,5 +1,6 @@
 //! How `soulbox` starts a sandbox's PID 1: cloned from its own process,
-//! the default as root, or executed with `SOULBOX_LAUNCHER=exec`. Both
+//! the default as root, or executed with `SOULBOX_LAUNCHER=exec` and by
+//! default for `soulbox create`. Both
 //! must leave PID 1 in the same state, and sandboxed code must not read
 //! the copy of the command's memory that a cloned PID 1 holds.
 //!
@@ -334,4 +335,41 @@ fn pid1_memory_hidden_inside() {
             );
         }
     }
+}
+
+/// Returns the host pid that `soulbox info ID` prints.
+fn info_pid(id: &str) -> i32 {
+    let output = soulbox_output_with(&["info", id], &[]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "soulbox info {id}: {output:?}"
+    );
+    stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("pid:"))
+        .and_then(|pid| pid.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no pid in soulbox info {id}: {stdout}"))
+}
+
+#[test]
+fn create_does_not_pin_soulbox_binary() {
+    if !require_root("create_does_not_pin_soulbox_binary") {
+        return;
+    }
+    let output = soulbox_output_with(&["create", "--timeout", "60"], &[]);
+    assert_eq!(output.status.code(), Some(0), "soulbox create: {output:?}");
+    let id = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    let pid1 = info_pid(&id);
+    let pid1_exe = exe(pid1);
+    let _ = soulbox_output_with(&["kill", &id], &[]);
+    // A PID 1 cloned from `soulbox create` would keep the command's binary
+    // mapped, and so its file busy and its mount pinned, for as long as the
+    // sandbox lives after the command exits.
+    assert_ne!(
+        pid1_exe,
+        soulbox_path(),
+        "soulbox create cloned PID 1 from itself, so the sandbox pins the soulbox binary"
+    );
 }
