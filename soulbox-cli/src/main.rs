@@ -52,8 +52,9 @@ enum Commands {
     /// Create a sandbox that keeps running, and print its id.
     ///
     /// The sandbox runs until --timeout passes or `soulbox kill ID`; any
-    /// process of this user can reach it by its id. Exit status: 0, or 125
-    /// when SoulBox failed.
+    /// process of this user can reach it by its id. Exit status: 0; 125
+    /// when SoulBox failed; 128+N when signal N (SIGINT, SIGTERM or SIGHUP)
+    /// arrived before the id was printed, which kills the new sandbox.
     Create(Deferred<manage::CreateArgs>),
     /// Run COMMAND in the running sandbox ID.
     ///

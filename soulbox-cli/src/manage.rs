@@ -9,7 +9,7 @@ use clap::{Args, ValueEnum};
 use soulbox_core::{Error, ListQuery, Sandbox, SandboxInfo, SandboxOptions, SandboxState};
 
 use crate::copy::{copy_in, CopySpec};
-use crate::run::{parse_env, parse_secs};
+use crate::run::{parse_env, parse_secs, Signals};
 use crate::{Failure, EXIT_NOT_FOUND};
 
 #[derive(Debug, Args)]
@@ -129,12 +129,27 @@ pub async fn create(args: CreateArgs) -> Result<u8, Failure> {
     options.envs = args.envs.into_iter().collect();
     options.metadata = args.metadata.into_iter().collect();
     args.limits.apply(&mut options);
-    let sandbox = Sandbox::create(options).await.map_err(failure)?;
+    // The sandbox outlives this process once created. A signal before the
+    // id is printed kills it too, because the caller never learns its id.
+    let mut signals = Signals::new()?;
+    let sandbox = tokio::select! {
+        created = Sandbox::create(options) => created.map_err(failure)?,
+        signal = signals.next() => return Ok(128 + signal as u8),
+    };
+    // NOTE: a SIGKILL during the copies still leaves the sandbox running
+    // until its timeout, without its id printed.
     for spec in &args.copies {
-        if let Err(message) = copy_in(&sandbox, spec, None).await {
+        let copied = tokio::select! {
+            copied = copy_in(&sandbox, spec, None) => copied.map_err(Failure::from),
+            signal = signals.next() => Err(Failure {
+                message: format!("interrupted by signal {signal} during --copy; killed the new sandbox"),
+                code: 128 + signal as u8,
+            }),
+        };
+        if let Err(failure) = copied {
             // A sandbox whose files did not arrive is of no use; end it.
             let _ = sandbox.kill().await;
-            return Err(message.into());
+            return Err(failure);
         }
     }
     println!("{}", sandbox.id());

@@ -225,15 +225,16 @@ fn report_unenforced_limits(options: &SandboxOptions, sandbox: &Sandbox) {
     );
 }
 
-/// The signals that end `soulbox run`: SIGINT, SIGTERM and SIGHUP.
-struct Signals {
+/// The signals that end `soulbox run` and `soulbox create`: SIGINT,
+/// SIGTERM and SIGHUP.
+pub(crate) struct Signals {
     interrupt: tokio::signal::unix::Signal,
     terminate: tokio::signal::unix::Signal,
     hangup: tokio::signal::unix::Signal,
 }
 
 impl Signals {
-    fn new() -> Result<Self, String> {
+    pub(crate) fn new() -> Result<Self, String> {
         use tokio::signal::unix::{signal, SignalKind};
         let listen = |kind: SignalKind| {
             signal(kind).map_err(|e| format!("failed to install a signal handler: {e}"))
@@ -246,7 +247,7 @@ impl Signals {
     }
 
     /// Waits for the next signal and returns its number.
-    async fn next(&mut self) -> i32 {
+    pub(crate) async fn next(&mut self) -> i32 {
         tokio::select! {
             _ = self.interrupt.recv() => libc::SIGINT,
             _ = self.terminate.recv() => libc::SIGTERM,

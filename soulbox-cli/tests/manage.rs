@@ -246,3 +246,98 @@ fn limit_options_are_enforced_and_validated() {
         );
     }
 }
+
+/// Returns the ids that `soulbox ls --json` lists in `state_dir`.
+fn listed_ids(state_dir: &std::path::Path) -> Vec<String> {
+    let output = common::soulbox_output_with(
+        &["ls", "--json"],
+        &[("SOULBOX_STATE_DIR", state_dir.as_os_str())],
+    );
+    assert!(output.status.success(), "soulbox ls: {output:?}");
+    let listed: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("soulbox ls --json prints JSON");
+    listed
+        .as_array()
+        .expect("a JSON array")
+        .iter()
+        .map(|info| {
+            info["sandbox_id"]
+                .as_str()
+                .expect("a sandbox_id")
+                .to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn create_interrupted_during_copy_leaves_nothing() {
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    if !require_root("create_interrupted_during_copy_leaves_nothing") {
+        return;
+    }
+    let base = std::env::temp_dir().join(format!("soulbox-create-signal-{}", std::process::id()));
+    let state_dir = base.join("state");
+    let source = base.join("files");
+    std::fs::create_dir_all(&state_dir).unwrap();
+    // Enough files that the copy takes seconds, so the signal lands in it.
+    for dir in 0..40 {
+        let dir_path = source.join(format!("d{dir}"));
+        std::fs::create_dir_all(&dir_path).unwrap();
+        for file in 0..500 {
+            std::fs::write(dir_path.join(format!("f{file}")), b"x").unwrap();
+        }
+    }
+    let copy = format!("{}:/home/user/files", source.display());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_soulbox"))
+        .args(["create", "--timeout", "120", "--copy", &copy])
+        .env("SOULBOX_STATE_DIR", &state_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the soulbox binary");
+    let stdout = common::read_in_background(child.stdout.take().expect("stdout is piped"));
+    let stderr = common::read_in_background(child.stderr.take().expect("stderr is piped"));
+
+    // The state entry exists from the end of the create, before the copy.
+    let started = Instant::now();
+    while listed_ids(&state_dir).is_empty() {
+        assert!(
+            child.try_wait().expect("poll soulbox create").is_none(),
+            "soulbox create exited before its sandbox was listed"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the sandbox was not listed within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let pid = libc::pid_t::try_from(child.id()).expect("a pid fits pid_t");
+    // SAFETY: kill takes plain integers; the child is not reaped yet, so
+    // its pid is still its own.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let status = common::wait_limited(&mut child, "soulbox create after SIGTERM");
+    let printed = text(&stdout.join().unwrap());
+    let errors = text(&stderr.join().unwrap());
+    let left = listed_ids(&state_dir);
+    for id in &left {
+        let _ = common::soulbox_output_with(
+            &["kill", id],
+            &[("SOULBOX_STATE_DIR", state_dir.as_os_str())],
+        );
+    }
+    let _ = std::fs::remove_dir_all(&base);
+
+    assert!(
+        left.is_empty(),
+        "an interrupted create left sandboxes running: {left:?}"
+    );
+    assert_eq!(
+        status.code(),
+        Some(128 + libc::SIGTERM),
+        "{status:?}: {errors}"
+    );
+    assert_eq!(printed, "", "an interrupted create printed an id");
+}
