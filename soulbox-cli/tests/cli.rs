@@ -574,3 +574,41 @@ fn damaged_program_copy_removed_and_rewritten() {
         "the run after the removal failed: {repaired:?}"
     );
 }
+
+/// Runs, as `user`, checks that need the sandbox's tree readable by others:
+/// a program from /usr, the name lookups in /etc, and a file in /tmp.
+const USER_CHECKS: &str = "id -un && ls / >/dev/null && echo note > /tmp/note && cat /tmp/note";
+
+#[test]
+fn host_umask_does_not_lock_out_user() {
+    if !require_root("host_umask_does_not_lock_out_user") {
+        return;
+    }
+    let soulbox = env!("CARGO_BIN_EXE_soulbox");
+    for launcher in ["fork", "exec"] {
+        // A fresh state directory, so the template is built under the
+        // caller's umask too.
+        let state =
+            std::env::temp_dir().join(format!("soulbox-umask-{launcher}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&state);
+        std::fs::create_dir_all(&state).unwrap();
+        let mut child = Command::new("sh")
+            .args(["-c", "umask 077 && exec \"$0\" run -- sh -c \"$1\""])
+            .args([soulbox, USER_CHECKS])
+            .env("SOULBOX_STATE_DIR", &state)
+            .env("SOULBOX_LAUNCHER", launcher)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start sh");
+        let stdout = read_in_background(child.stdout.take().expect("stdout is piped"));
+        let stderr = read_in_background(child.stderr.take().expect("stderr is piped"));
+        let status = wait_limited(&mut child, "soulbox run under umask 077");
+        let stdout = text(stdout.join().unwrap());
+        let stderr = text(stderr.join().unwrap());
+        let _ = std::fs::remove_dir_all(&state);
+        assert_eq!(status.code(), Some(0), "{launcher}: {stderr}");
+        assert_eq!(stdout, "user\nnote\n", "{launcher}: {stderr}");
+    }
+}

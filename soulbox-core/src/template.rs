@@ -24,7 +24,7 @@ pub const USER_HOME: &str = "/home/user";
 
 /// Bumped whenever the skeleton's contents change, so old skeletons are not
 /// reused.
-const SKELETON_VERSION: u32 = 1;
+const SKELETON_VERSION: u32 = 2;
 
 /// Top-level host directories that hold programs and libraries. A real
 /// directory is bound read-only; a symlink (merged /usr) is copied as a
@@ -230,10 +230,15 @@ fn build_skeleton(root: &Path, layout: &[LayoutEntry]) -> io::Result<()> {
         fs::create_dir_all(&path)?;
         fs::set_permissions(&path, fs::Permissions::from_mode(mode))?;
     }
+    // Every mode is set explicitly, because the caller's umask (077 on
+    // hardened hosts) would otherwise close the tree to sandbox users.
     for entry in layout {
         let path = root.join(entry.name);
         match &entry.kind {
-            HostEntry::Dir => fs::create_dir_all(&path)?,
+            HostEntry::Dir => {
+                fs::create_dir_all(&path)?;
+                fs::set_permissions(&path, fs::Permissions::from_mode(0o755))?;
+            }
             HostEntry::Symlink(target) => symlink(target, &path)?,
         }
     }
@@ -241,10 +246,13 @@ fn build_skeleton(root: &Path, layout: &[LayoutEntry]) -> io::Result<()> {
     // writable layer on every start.
     for name in ETC_BINDS {
         let host = Path::new("/").join(name);
+        let path = root.join(name);
         if host.is_dir() {
-            fs::create_dir_all(root.join(name))?;
+            fs::create_dir_all(&path)?;
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o755))?;
         } else if host.is_file() {
-            fs::write(root.join(name), b"")?;
+            fs::write(&path, b"")?;
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o644))?;
         }
     }
     let files = [
@@ -255,7 +263,9 @@ fn build_skeleton(root: &Path, layout: &[LayoutEntry]) -> io::Result<()> {
         ("etc/resolv.conf", RESOLV_CONF),
     ];
     for (name, contents) in files {
-        fs::write(root.join(name), contents)?;
+        let path = root.join(name);
+        fs::write(&path, contents)?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644))?;
     }
     for name in ETC_COPIES {
         copy_entry(&Path::new("/").join(name), &root.join(name))?;

@@ -83,6 +83,10 @@ fn run(start: Start) -> ! {
         sys::reset_signals();
     }
     sys::ignore_signal(libc::SIGPIPE);
+    // The umask is inherited from the host process too. Under a mask such
+    // as 077 the overlay's root, its mount points and the files of /etc
+    // would be closed to every sandbox user but root.
+    sys::umask(0o022);
     // Any descriptor leaked from the host, other than the control socket,
     // is closed before anything else happens.
     let _ = sys::close_range_from(CONTROL_FD as u32 + 1, false);
