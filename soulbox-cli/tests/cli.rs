@@ -612,3 +612,37 @@ fn host_umask_does_not_lock_out_user() {
         assert_eq!(stdout, "user\nnote\n", "{launcher}: {stderr}");
     }
 }
+
+#[test]
+fn full_state_dir_keeps_no_staging() {
+    if !require_root("full_state_dir_keeps_no_staging") {
+        return;
+    }
+    let state = std::env::temp_dir().join(format!("soulbox-full-state-{}", std::process::id()));
+    std::fs::create_dir_all(&state).unwrap();
+    // An 8 KiB tmpfs, mounted in a mount namespace of its own, is too small
+    // for the template. The listing runs before that namespace ends.
+    let script = "mount -t tmpfs -o size=8k,mode=755 soulbox-test \"$1\" || exit 99
+SOULBOX_STATE_DIR=\"$1\" \"$0\" run -- true
+echo \"status=$?\"
+ls -A \"$1/templates\"";
+    let output = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", script])
+        .arg(env!("CARGO_BIN_EXE_soulbox"))
+        .arg(&state)
+        .stdin(Stdio::null())
+        .output()
+        .expect("start unshare");
+    let _ = std::fs::remove_dir(&state);
+    let stdout = text(output.stdout);
+    let stderr = text(output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("No space left on device"),
+        "the error does not name the cause: {stderr}"
+    );
+    assert_eq!(
+        stdout, "status=125\n",
+        "a failed template build left files in the state directory: {stdout}"
+    );
+}

@@ -120,7 +120,11 @@ fn prepare_host(state_dir: &Path) -> Result<Template> {
         fs::create_dir_all(&templates).map_err(fail(&templates))?;
         let staging = templates.join(format!(".staging-{}", std::process::id()));
         let _ = fs::remove_dir_all(&staging);
-        build_skeleton(&staging, &layout).map_err(fail(&staging))?;
+        if let Err(e) = build_skeleton(&staging, &layout) {
+            // A full state directory, for one, must not stay fuller.
+            let _ = fs::remove_dir_all(&staging);
+            return Err(fail(&staging)(e));
+        }
         // Another process may have finished the same skeleton first; its
         // copy is identical, so this one is dropped.
         if let Err(e) = fs::rename(&staging, &skeleton) {
@@ -230,8 +234,8 @@ fn build_skeleton(root: &Path, layout: &[LayoutEntry]) -> io::Result<()> {
         fs::create_dir_all(&path)?;
         fs::set_permissions(&path, fs::Permissions::from_mode(mode))?;
     }
-    // Every mode is set explicitly, because the caller's umask (077 on
-    // hardened hosts) would otherwise close the tree to sandbox users.
+    // Every mode is set explicitly, because a strict umask of the caller,
+    // such as 077, would otherwise close the tree to sandbox users.
     for entry in layout {
         let path = root.join(entry.name);
         match &entry.kind {
