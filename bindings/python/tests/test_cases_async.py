@@ -236,7 +236,15 @@ async def test_watch_dir(sbx: AsyncSandbox) -> None:
         seen.add((event.name, event.type))
 
     watch = await sbx.files.watch_dir("w", record, on_exit=exits.append, recursive=True)
-    script = "mkdir -p a/b && echo x > a/b/f && mv a/b/f a/b/g && chmod 600 a/b/g && rm a/b/g"
+
+    async def made() -> bool:
+        return ("a/b", FilesystemEventType.CREATE) in seen
+
+    # The watch misses what is made inside a new directory before it covers
+    # that directory, so the files come once a/b is watched.
+    await sbx.commands.run("mkdir -p a/b", cwd="w")
+    assert await wait_until(made), f"seen: {seen}"
+    script = "echo x > a/b/f && mv a/b/f a/b/g && chmod 600 a/b/g && rm a/b/g"
     await sbx.commands.run(script, cwd="w")
     expected = {
         ("a", FilesystemEventType.CREATE),
