@@ -520,6 +520,7 @@ fn start_state(pid: i32) -> Vec<String> {
         .iter()
         .map(|field| status_field(pid, field))
         .collect();
+
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read stat");
     let (_, rest) = stat.rsplit_once(')').expect("stat has a command name");
     // Fields after the command name, from 3 (state): 6 is the session,
@@ -532,8 +533,10 @@ fn start_state(pid: i32) -> Vec<String> {
     state.push(format!("priority: {}", fields[18 - 3]));
     state.push(format!("nice: {}", fields[19 - 3]));
     state.push(format!("policy: {}", fields[41 - 3]));
+
     let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("read limits");
     state.extend(limits.lines().map(str::to_string));
+
     for (fd, target) in fd_targets(pid) {
         let kind = match target.as_str() {
             t if t.starts_with("socket:") => "socket",
@@ -626,6 +629,7 @@ fn lose_zygote_after_fork(
         assert_eq!(libc::pipe2(to_test.as_mut_ptr(), libc::O_CLOEXEC), 0);
         assert_eq!(libc::pipe2(to_helper.as_mut_ptr(), libc::O_CLOEXEC), 0);
     }
+
     // SAFETY: the child makes only async-signal-safe system calls (ptrace,
     // waitpid, read, write, kill) and ends with _exit.
     let helper = unsafe { libc::fork() };
@@ -638,6 +642,7 @@ fn lose_zygote_after_fork(
         libc::close(to_test[1]);
         libc::close(to_helper[0]);
     }
+
     let read_pid = || {
         let mut pid = 0i32;
         // SAFETY: read writes at most four bytes into `pid`.
@@ -647,11 +652,13 @@ fn lose_zygote_after_fork(
     assert_eq!(read_pid(), Some(0), "the tracer failed to seize the zygote");
     report.send(None).expect("the test waits for the report");
     let child = read_pid().expect("the tracer saw no fork");
+
     std::thread::sleep(head_start);
     let fd_targets = fd_targets(child)
         .into_iter()
         .map(|(_, target)| target)
         .collect();
+
     // SAFETY: write reads one byte; waitpid writes a status.
     let status = unsafe {
         libc::write(to_helper[1], b"k".as_ptr().cast(), 1);
@@ -670,7 +677,7 @@ fn lose_zygote_after_fork(
         .expect("the test waits for the report");
 }
 
-/// The tracer process of [`lose_zygote_after_fork`]: seizes `zygote`,
+/// Runs the tracer process of [`lose_zygote_after_fork`]: seizes `zygote`,
 /// writes 0 to `report`, then the pid of the zygote's first child once the
 /// child runs, and kills the zygote when `go` is readable. Runs in a child
 /// forked from a threaded process, so it makes only async-signal-safe

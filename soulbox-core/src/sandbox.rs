@@ -1407,8 +1407,8 @@ impl Launch {
     /// The encoded configuration `config` goes out with `entry_fds` before
     /// PID 1 starts, so PID 1 finds it waiting instead of the host sending
     /// it once the zygote replies. A rootless PID 1 gets it after its uid
-    /// map is written, because its arrival tells PID 1 that the map is
-    /// there. The v1 cgroup directories are made after the start, while
+    /// map is written, because PID 1 takes its arrival as the sign that the
+    /// map is there. The v1 cgroup directories are made after the start, while
     /// PID 1 builds the sandbox, and PID 1 joins them when the host reports
     /// [`Request::Attached`].
     fn start(
@@ -1516,11 +1516,11 @@ impl Drop for Launch {
 /// Sends PID 1's configuration on the host's end of a control socket.
 type SendConfig<'a> = dyn Fn(BorrowedFd<'_>) -> Result<()> + 'a;
 
-/// Creates the control socket, queues the configuration on it with
-/// `send_config` if given, and starts PID 1 with its other end as fd 3:
-/// cloned from this process under [`Launcher::Fork`], forked by the zygote
-/// when this process uses one, else started by an exec of soulbox-init.
-/// Returns the host's end, PID 1's pid and pidfd, and whether PID 1
+/// Creates the control socket and queues the configuration on it with
+/// `send_config` if given. Then starts PID 1 with the socket's other end as
+/// fd 3. PID 1 is cloned from this process under [`Launcher::Fork`], forked
+/// by the zygote when this process uses one, else started by an exec of
+/// soulbox-init. Returns the host's end, PID 1's pid and pidfd, and whether PID 1
 /// started in `cgroup`.
 fn start_pid1(
     namespaces: libc::c_int,

@@ -340,6 +340,8 @@ enum Forked {
 /// Forks with clone3: `flags` plus CLONE_PIDFD, SIGCHLD at exit, in
 /// `cgroup` when given (CLONE_INTO_CGROUP), and with `tid_address` the
 /// child's thread id written there in the child (CLONE_CHILD_SETTID).
+/// soulbox-init has its own copy for the zygote, because this library does
+/// not link PID 1's code.
 fn clone3_fork(
     flags: u64,
     cgroup: Option<BorrowedFd<'_>>,
@@ -353,6 +355,7 @@ fn clone3_fork(
     if cgroup.is_some() {
         flags |= CLONE_INTO_CGROUP;
     }
+
     let args = CloneArgs {
         flags,
         pidfd: &mut pidfd as *mut libc::c_int as u64,
@@ -366,6 +369,7 @@ fn clone3_fork(
         set_tid_size: 0,
         cgroup: cgroup.map_or(0, |fd| fd.as_raw_fd() as u64),
     };
+
     // SAFETY: without CLONE_VM the child runs on a copy of this address
     // space and returns from the call as fork's child does. The caller
     // checked that this process has one thread, so no lock can be held by
@@ -379,6 +383,7 @@ fn clone3_fork(
             std::mem::size_of::<CloneArgs>(),
         )
     })?;
+
     if ret == 0 {
         return Ok(Forked::Child);
     }
@@ -1158,24 +1163,31 @@ pub fn peer_pid(sock: BorrowedFd<'_>) -> io::Result<libc::pid_t> {
     Ok(unsafe { cred.assume_init() }.pid)
 }
 
-/// Returns the pids of this process's children, from every thread's
-/// /proc/self/task/TID/children list.
+/// Returns the pids of this process's children: every process whose
+/// parent, in /proc/PID/stat, is this process. It reads the stat file of
+/// every process, so it suits rare paths only. Each thread's
+/// /proc/self/task/TID/children list would be cheaper, but a child moves
+/// to another thread's list when its parent thread exits, and a scan of
+/// the lists during that move can miss it.
 pub fn child_pids() -> Vec<libc::pid_t> {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+    let me = std::process::id().to_string();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
-    let mut pids: Vec<libc::pid_t> = tasks
+    entries
         .flatten()
-        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
-        .flat_map(|list| {
-            list.split_whitespace()
-                .filter_map(|pid| pid.parse().ok())
-                .collect::<Vec<_>>()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<libc::pid_t>().ok())
+        .filter(|pid| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            // The fields after the command name, which may contain spaces
+            // and parentheses, are the state and then the parent's pid.
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .is_some_and(|parent| parent == me)
         })
-        .collect();
-    pids.sort_unstable();
-    pids.dedup();
-    pids
+        .collect()
 }
 
 /// Opens a pidfd for `pid`.

@@ -51,9 +51,9 @@ pub enum Launcher {
     /// otherwise. The effective uid must be 0, and this process must have
     /// exactly one thread at the clone. In the child of a multi-threaded
     /// process, the allocator's and other locks may be held by threads
-    /// that do not exist in it. SoulBox itself starts threads: the state sweep, after the clone
-    /// of a create that sweeps, and the reaper once a sandbox outlives its
-    /// handle. Tokio's blocking pool and multi-threaded runtime start
+    /// that do not exist in it. SoulBox itself starts threads: the state
+    /// sweep, after the clone of a create that sweeps, and the reaper once a
+    /// sandbox outlives its handle. Tokio's blocking pool and multi-threaded runtime start
     /// threads too. So in practice only the first create of a program on
     /// a current-thread runtime, before any `spawn_blocking`, takes this
     /// path.
@@ -61,10 +61,10 @@ pub enum Launcher {
     /// PID 1 starts with a copy of this process's memory: arguments,
     /// environment and heap. It turns non-dumpable before it reads its
     /// configuration, so sandboxed code cannot read that memory through
-    /// /proc/1/mem or /proc/1/environ, and it overwrites the argument and
-    /// environment strings, so /proc/1/cmdline, which any process may
-    /// read, shows its own name padded with NUL bytes to the length of
-    /// this process's arguments. PID 1 keeps the copy and this program's
+    /// /proc/1/mem or /proc/1/environ. It also overwrites the argument and
+    /// environment strings. /proc/1/cmdline, which any process may read,
+    /// then shows its own name padded with NUL bytes to the length of this
+    /// process's arguments. PID 1 keeps the copy and this program's
     /// file mapped for its whole life: a `soulbox create` sandbox's PID 1
     /// had 1.7 MiB resident (0.25 MiB anonymous) against 0.9 MiB (0.08)
     /// when executed, measured once on the benchmark VM.

@@ -60,7 +60,7 @@ pub fn run_executed() -> ! {
     run(Start::Exec)
 }
 
-/// How PID 1 came to run.
+/// The way PID 1 came to run.
 #[derive(Clone, Copy)]
 enum Start {
     /// Executed by the host, or cloned from it by [`run_cloned`]: its

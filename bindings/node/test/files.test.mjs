@@ -188,8 +188,11 @@ test('watch reports relative events', async (t) => {
     // The watch misses what is made inside a new directory before it
     // covers that directory, so the files come once a/b is watched.
     await sbx.commands.run('mkdir -p w/a/b')
-    const made = `${FilesystemEventType.CREATE} a/b`
-    assert.ok(await eventually(() => events.includes(made)), `events: ${events.join(', ')}`)
+    const directoryCreated = `${FilesystemEventType.CREATE} a/b`
+    assert.ok(
+      await eventually(() => events.includes(directoryCreated)),
+      `events: ${events.join(', ')}`,
+    )
     await sbx.commands.run('cd w && echo x > a/b/f && mv a/b/f a/b/g && chmod 600 a/b/g && rm a/b/g')
     const last = `${FilesystemEventType.REMOVE} a/b/g`
     assert.ok(await eventually(() => events.includes(last)), `events: ${events.join(', ')}`)

@@ -218,9 +218,9 @@ def test_watch_dir_events(sbx: Sandbox) -> None:
     watch = sbx.files.watch_dir("w", recursive=True)
     seen = set()
 
-    def saw(wanted: set) -> bool:
+    def saw(expected_events: set) -> bool:
         seen.update((event.name, event.type) for event in watch.get_new_events())
-        return wanted <= seen
+        return expected_events <= seen
 
     # The watch misses what is made inside a new directory before it covers
     # that directory, so the files come once a/b is watched.

@@ -237,13 +237,13 @@ async def test_watch_dir(sbx: AsyncSandbox) -> None:
 
     watch = await sbx.files.watch_dir("w", record, on_exit=exits.append, recursive=True)
 
-    async def made() -> bool:
+    async def directory_created() -> bool:
         return ("a/b", FilesystemEventType.CREATE) in seen
 
     # The watch misses what is made inside a new directory before it covers
     # that directory, so the files come once a/b is watched.
     await sbx.commands.run("mkdir -p a/b", cwd="w")
-    assert await wait_until(made), f"seen: {seen}"
+    assert await wait_until(directory_created), f"seen: {seen}"
     script = "echo x > a/b/f && mv a/b/f a/b/g && chmod 600 a/b/g && rm a/b/g"
     await sbx.commands.run(script, cwd="w")
     expected = {
