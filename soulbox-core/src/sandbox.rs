@@ -1771,9 +1771,17 @@ async fn wait_ready(control: &AsyncFd<OwnedFd>, launch: &Launch) -> Result<()> {
 }
 
 fn setup_error(stage: SetupStage, errno: i32, detail: &[u8]) -> Error {
+    let mut detail = String::from_utf8_lossy(detail).into_owned();
+    if stage == SetupStage::Rlimits && errno == libc::EPERM {
+        // PID 1 inherits this process's hard limits, and raising one needs
+        // CAP_SYS_RESOURCE, which some hosts withhold even from root.
+        detail.push_str(
+            " is above the hard limit this process passed on, and raising it needs              CAP_SYS_RESOURCE: raise this process's hard limit (for open files, `ulimit -Hn`              in its shell) or ask for a lower limit (open_files_limit, file_size_limit)",
+        );
+    }
     Error::Setup {
         stage: stage.name(),
-        detail: String::from_utf8_lossy(detail).into_owned(),
+        detail,
         source: std::io::Error::from_raw_os_error(errno),
     }
 }
