@@ -20,7 +20,7 @@ fn has_sys_resource() -> bool {
 }
 
 /// Without CAP_SYS_RESOURCE, PID 1 cannot raise the open-files limit above
-/// the hard limit it inherits, and the error says how to fix that. With the
+/// the hard limit it inherits, and the error names both fixes. With the
 /// capability the create succeeds and the sandbox gets its limit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn low_hard_limit_explained() {
