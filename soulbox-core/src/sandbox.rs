@@ -446,7 +446,6 @@ impl Sandbox {
         timeout: Duration,
         background: bool,
     ) -> Result<Prepared> {
-        let _in_flight = zygote::CreateInFlight::new();
         let state_dir = paths::state_dir();
         // First: it checks that the state directory is this user's alone.
         let sandboxes = state::sandboxes_dir(&state_dir)?;

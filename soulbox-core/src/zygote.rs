@@ -26,7 +26,7 @@
 //! stops being used, so no PID 1 is left behind.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Mutex};
 
 use soulbox_proto::zygote::{ForkReply, ForkRequest, REPLY_LEN};
@@ -42,8 +42,8 @@ pub enum Launcher {
     /// starts on its first create and keeps until it exits. Every create
     /// after the first saves the exec of PID 1 (about 0.8 ms on a VM
     /// where CPUID traps to the hypervisor). Each create also leaves a
-    /// spare: the next PID 1, forked while that sandbox is in use, which
-    /// the next create configures instead of waiting for a clone. The default.
+    /// spare: the next PID 1, forked at idle priority, which the next
+    /// create configures instead of waiting for a clone. The default.
     /// Applies only where the effective uid is 0: rootless sandboxes
     /// always execute PID 1, because a forked PID 1 in a new user
     /// namespace would lock its unprivileged creator out of
@@ -286,27 +286,6 @@ enum SpareSlot {
 /// Whether creates use spares; see [`set_spares`].
 static SPARES: AtomicBool = AtomicBool::new(true);
 
-/// Creates of this process under way; see [`CreateInFlight`].
-static CREATES_IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
-
-/// Counts one create as under way while it lives. A spare helps a process
-/// that creates one sandbox at a time: while other creates run, the CPU is
-/// already busy, and forking one would only delay them.
-pub(crate) struct CreateInFlight(());
-
-impl CreateInFlight {
-    pub(crate) fn new() -> Self {
-        CREATES_IN_FLIGHT.fetch_add(1, Ordering::Relaxed);
-        Self(())
-    }
-}
-
-impl Drop for CreateInFlight {
-    fn drop(&mut self) {
-        CREATES_IN_FLIGHT.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 /// Turns spares on or off for this process; off discards the current one.
 pub(crate) fn set_spares(enabled: bool) {
     SPARES.store(enabled, Ordering::Relaxed);
@@ -320,7 +299,7 @@ pub(crate) fn set_spares(enabled: bool) {
 }
 
 /// Returns the spare for a foreground PID 1 in `namespaces`, if one is
-/// ready or comes within the reply timeout.
+/// ready or comes within the reply timeout, at the normal priority.
 pub(crate) fn take_spare(namespaces: libc::c_int, background: bool) -> Option<Spare> {
     if background
         || !SPARES.load(Ordering::Relaxed)
@@ -333,7 +312,13 @@ pub(crate) fn take_spare(namespaces: libc::c_int, background: bool) -> Option<Sp
     client.drop_stale();
     client.settle_spare();
     match std::mem::take(&mut client.spare) {
-        SpareSlot::Ready(spare) => Some(spare),
+        SpareSlot::Ready(spare) => {
+            // It was forked at idle priority and may not even have reached
+            // its wait; from here the create waits for it. An unreaped
+            // child's pid is its own.
+            let _ = sys::set_normal_priority(spare.pid);
+            Some(spare)
+        }
         other => {
             client.spare = other;
             None
@@ -345,12 +330,7 @@ pub(crate) fn take_spare(namespaces: libc::c_int, background: bool) -> Option<Sp
 /// a new zygote when the last one exited. Returns once the request is sent;
 /// the next create takes the reply.
 pub(crate) fn request_spare() {
-    let alone = CREATES_IN_FLIGHT.load(Ordering::Relaxed) <= 1;
-    if !alone
-        || !SPARES.load(Ordering::Relaxed)
-        || launcher() != Launcher::Zygote
-        || sys::geteuid() != 0
-    {
+    if !SPARES.load(Ordering::Relaxed) || launcher() != Launcher::Zygote || sys::geteuid() != 0 {
         return;
     }
     let mut client = client();
@@ -366,11 +346,10 @@ pub(crate) fn request_spare() {
             return;
         };
         crate::host_limits::ensure_fd_headroom(init_end.as_raw_fd());
-        // Not as a background request: at idle priority the zygote and the
-        // spare would be preempted while they hold locks that every other
-        // sandbox's setup takes (rtnl_lock to make the network namespace,
-        // namespace_sem to copy the mount table).
-        match zygote.send_request(init_end.as_fd(), SPARE_NAMESPACES, None, false) {
+        // As a background request: the zygote and the spare run at idle
+        // priority until a create needs them (see `settle_spare` and
+        // `take_spare`).
+        match zygote.send_request(init_end.as_fd(), SPARE_NAMESPACES, None, true) {
             Ok(()) => {
                 client.spare = SpareSlot::Requested { host_end, init_end };
                 return;
@@ -458,6 +437,15 @@ impl Client {
             crate::sandbox::reap_orphan_holding(init_end.as_fd());
             return;
         };
+        // The zygote forks a spare at idle priority, so that it never takes
+        // the CPU from sandboxes in use. A create that waits for it lifts
+        // that: the zygote is this process's child and is reaped only by
+        // its own thread after it exits, which the check just before
+        // rules out but for a few microseconds.
+        let waiting = !sys::poll_readable(zygote.channel.as_fd(), 0).unwrap_or(true);
+        if waiting && !sys::pidfd_wait_exit(zygote.pidfd.as_fd(), 0) {
+            let _ = sys::set_normal_priority(zygote.pid);
+        }
         match zygote.receive_reply() {
             Ok(started) => {
                 self.failures = 0;
