@@ -8,7 +8,7 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use soulbox_core::diagnostics::{spare_pid, zygote_pid};
+use soulbox_core::diagnostics::zygote_pid;
 use soulbox_core::{Sandbox, SandboxOptions};
 use soulbox_tests::*;
 
@@ -30,15 +30,14 @@ fn open_fds() -> Vec<String> {
     fds
 }
 
-/// This process's children other than those in `except` (the zygote and
-/// its spare PID 1), with their state letter.
-fn children_except(except: &[Option<i32>]) -> Vec<(i32, char)> {
+/// This process's children other than `except`, with their state letter.
+fn children_except(except: Option<i32>) -> Vec<(i32, char)> {
     let me = std::process::id();
     std::fs::read_dir("/proc")
         .expect("list /proc")
         .flatten()
         .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|&pid| !except.contains(&Some(pid)) && host_ppid(pid) == Some(me))
+        .filter(|&pid| Some(pid) != except && host_ppid(pid) == Some(me))
         .filter_map(|pid| {
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
             let state = stat.rsplit_once(')')?.1.trim().chars().next()?;
@@ -89,7 +88,7 @@ async fn create_and_end_in_child() -> Vec<String> {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let fds = open_fds();
-        let children = children_except(&[zygote_pid(), spare_pid()]);
+        let children = children_except(zygote_pid());
         if fds.len() <= before.len() && children.is_empty() {
             return Vec::new();
         }

@@ -5,7 +5,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use soulbox_core::diagnostics::{set_spares, spare_pid, zygote_pid};
+use soulbox_core::diagnostics::zygote_pid;
 use soulbox_core::{set_launcher, Launcher, Sandbox};
 use soulbox_tests::*;
 
@@ -13,14 +13,8 @@ use soulbox_tests::*;
 /// binary take turns.
 static LAUNCHER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// Returns this process's children named like the zygote, less its spare
-/// PID 1, which carries the zygote's name until it first runs.
 fn zygote_children() -> Vec<i32> {
-    let spare = spare_pid();
     host_children_named("soulbox-zygote")
-        .into_iter()
-        .filter(|&pid| Some(pid) != spare)
-        .collect()
 }
 
 /// Returns the targets of host process `pid`'s open descriptors, by number.
@@ -109,13 +103,6 @@ async fn zygote_keeps_no_sandbox_state() {
     let _turn = LAUNCHER.lock().await;
     let sandbox = sandbox().await;
     let zygote = zygote_pid().expect("a zygote runs after a create");
-    // The zygote replies to the spare request just before it closes the
-    // descriptors that came with it, then waits for the next request.
-    spare_pid().expect("a spare PID 1 waits after a create");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while fd_targets(zygote).len() > 5 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
-    }
 
     let cgroup = |pid: &str| std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
     assert_eq!(
@@ -154,12 +141,10 @@ async fn each_sandbox_gets_an_unused_network_namespace() {
     let first = sandbox().await;
     let second = sandbox().await;
     let zygote = zygote_pid().expect("a zygote runs after a create");
-    let spare = spare_pid().expect("a spare PID 1 waits after a create");
 
     let host = namespace_of("self", "net");
     let first_net = namespace_of(&first.pid().to_string(), "net");
     let second_net = namespace_of(&second.pid().to_string(), "net");
-    let spare_net = namespace_of(&spare.to_string(), "net");
     assert_ne!(
         first_net, host,
         "the first sandbox shares the host's network"
@@ -172,25 +157,35 @@ async fn each_sandbox_gets_an_unused_network_namespace() {
         first_net, second_net,
         "two sandboxes share one network namespace"
     );
-    assert_ne!(spare_net, host, "the spare shares the host's network");
-    assert!(
-        ![&first_net, &second_net].contains(&&spare_net),
-        "the spare is in a used sandbox's network namespace"
+
+    // The zygote makes the next namespace after its reply, so it may still
+    // be in the second sandbox's for a moment.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let spare = loop {
+        let spare = namespace_of(&zygote.to_string(), "net");
+        if spare != second_net || Instant::now() > deadline {
+            break spare;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert_ne!(
+        spare, second_net,
+        "the zygote stayed in the namespace it handed over"
     );
-    // The zygote may still be in a namespace it made ahead, but never in
-    // one it handed over.
-    let zygote_net = namespace_of(&zygote.to_string(), "net");
-    assert!(
-        ![&first_net, &second_net, &spare_net].contains(&&zygote_net),
-        "the zygote is in a sandbox's network namespace"
+    assert_ne!(
+        spare, first_net,
+        "the zygote is in the first sandbox's namespace"
+    );
+    assert_ne!(
+        spare, host,
+        "the zygote holds no network namespace for the next sandbox"
     );
 
     let third = sandbox().await;
-    assert_eq!(third.pid(), spare, "the next sandbox should use the spare");
     assert_eq!(
         namespace_of(&third.pid().to_string(), "net"),
-        spare_net,
-        "the spare changed its network namespace"
+        spare,
+        "the next sandbox should start in the namespace the zygote prepared"
     );
     for sandbox in [&first, &second, &third] {
         let _ = sandbox.kill().await;
@@ -474,10 +469,10 @@ async fn create_storm_survives_zygote_kills() {
 
     let deadline = Instant::now() + Duration::from_secs(10);
     let leftovers = || {
-        let ours = [zygote_pid(), spare_pid()];
+        let zygote = zygote_pid();
         let children: Vec<i32> = children_of_this_process()
             .into_iter()
-            .filter(|&pid| !ours.contains(&Some(pid)))
+            .filter(|&pid| Some(pid) != zygote)
             .collect();
         let cgroups: Vec<_> = ids.iter().flat_map(|id| leftover_cgroups(id)).collect();
         (open_fds(), children, cgroups)
@@ -747,8 +742,6 @@ fn trace_zygote(zygote: i32, report: i32, go: i32) -> ! {
 /// that nothing is left of the orphan once the sandbox is gone, and returns
 /// whether the orphan had read the queued configuration.
 async fn lose_zygote_during_create(head_start: Duration) -> bool {
-    // The create must ask the zygote for its PID 1, not find a spare.
-    let _spares = SparesOff::new();
     drop(sandbox().await);
     let zygote = zygote_pid().expect("a zygote runs after a create");
     let (sender, receiver) = std::sync::mpsc::channel();
@@ -808,70 +801,6 @@ async fn create_survives_orphan_without_configuration() {
     let _turn = LAUNCHER.lock().await;
     for _ in 0..5 {
         lose_zygote_during_create(Duration::ZERO).await;
-    }
-}
-
-/// The zygote dies after it forked a spare and before its reply: the
-/// next create finds the orphan by its control socket, kills and reaps
-/// it, and starts its PID 1 another way.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn create_survives_orphan_spare() {
-    if !require_root("create_survives_orphan_spare") {
-        return;
-    }
-    let _turn = LAUNCHER.lock().await;
-    drop(sandbox().await);
-    let spare = spare_pid().expect("a spare PID 1 waits after a create");
-    let zygote = zygote_pid().expect("a zygote runs after a create");
-    let (sender, receiver) = std::sync::mpsc::channel();
-    let head_start = Duration::from_millis(100);
-    let tracer = std::thread::spawn(move || lose_zygote_after_fork(zygote, head_start, sender));
-    assert!(receiver.recv().expect("the tracer started").is_none());
-
-    // This create takes the spare; the zygote forks the next one once the
-    // sandbox is ready, and dies before it replies.
-    let first = sandbox().await;
-    assert_eq!(first.pid(), spare, "the create did not take the spare");
-    let orphan = receiver
-        .recv()
-        .expect("the tracer reports the orphan")
-        .expect("an orphan");
-    tracer.join().expect("the tracer panicked");
-
-    let second = sandbox().await;
-    assert_ne!(orphan.pid, second.pid(), "the create used the orphan");
-    assert_eq!(stdout(&sh(&first, "echo one").await), "one\n");
-    assert_eq!(stdout(&sh(&second, "echo two").await), "two\n");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::path::Path::new(&format!("/proc/{}", orphan.pid)).exists()
-        && Instant::now() < deadline
-    {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let state = std::fs::read_to_string(format!("/proc/{}/stat", orphan.pid)).unwrap_or_default();
-    assert!(
-        state.is_empty(),
-        "the orphan spare {} is still there: {state}",
-        orphan.pid
-    );
-    for sandbox in [&first, &second] {
-        let _ = sandbox.kill().await;
-    }
-}
-
-/// Turns spare PID 1s off until dropped.
-struct SparesOff;
-
-impl SparesOff {
-    fn new() -> Self {
-        set_spares(false);
-        Self
-    }
-}
-
-impl Drop for SparesOff {
-    fn drop(&mut self) {
-        set_spares(true);
     }
 }
 
@@ -997,7 +926,6 @@ async fn create_survives_stopped_zygote() {
         return;
     }
     let _turn = LAUNCHER.lock().await;
-    let _spares = SparesOff::new();
     drop(sandbox().await);
     let stopped = zygote_pid().expect("a zygote runs after a create");
     // SAFETY: kill takes plain integers; the zygote is this process's

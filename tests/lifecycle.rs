@@ -34,14 +34,9 @@ fn sandbox_host_pids(sandbox: &Sandbox) -> Vec<i32> {
     pids
 }
 
-/// Finds the host pids of this process's children named `soulbox-init`,
-/// less the zygote's spare PID 1, which waits for the next create.
+/// Finds the host pids of this process's children named `soulbox-init`.
 fn soulbox_init_children() -> Vec<i32> {
-    let spare = soulbox_core::diagnostics::spare_pid();
     host_children_named("soulbox-init")
-        .into_iter()
-        .filter(|&pid| Some(pid) != spare)
-        .collect()
 }
 
 /// Lists every directory below SoulBox's cgroup parents.

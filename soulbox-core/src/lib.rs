@@ -97,19 +97,4 @@ pub mod diagnostics {
     pub fn zygote_pid() -> Option<i32> {
         crate::zygote::zygote_pid()
     }
-
-    /// Returns the host pid of the zygote's spare PID 1, the one the next
-    /// create configures, once the zygote has forked it. Waits for the
-    /// zygote's reply when the spare was asked for but not reported yet.
-    pub fn spare_pid() -> Option<i32> {
-        crate::zygote::spare_pid()
-    }
-
-    /// Turns this process's spare PID 1s on (the default) or off; off
-    /// kills and reaps the current one. Without spares every create asks
-    /// the zygote for a PID 1 and waits for its clone, which tests of that
-    /// path need.
-    pub fn set_spares(enabled: bool) {
-        crate::zygote::set_spares(enabled);
-    }
 }

@@ -516,12 +516,6 @@ impl Sandbox {
         wait_ready(&control, &launch)
             .await
             .map_err(blame_damaged_program)?;
-        // The next create's PID 1 is forked while this sandbox is in use.
-        // A warm pool's refill requests none, so that it does not take the
-        // CPU from sandboxes in use.
-        if !background {
-            zygote::request_spare();
-        }
 
         let root = open_root(launch.pid)?;
         let shell = pick_shell(&root);
@@ -1430,7 +1424,11 @@ impl Launch {
                 .map_err(Error::os("send the configuration to the sandbox's PID 1"))
         };
         let rootless = sys::geteuid() != 0;
-        let mut namespaces = zygote::SPARE_NAMESPACES;
+        let mut namespaces = libc::CLONE_NEWNS
+            | libc::CLONE_NEWPID
+            | libc::CLONE_NEWNET
+            | libc::CLONE_NEWUTS
+            | libc::CLONE_NEWIPC;
         if rootless {
             namespaces |= libc::CLONE_NEWUSER;
         }
@@ -1537,19 +1535,6 @@ fn start_pid1(
         }
         Ok::<_, Error>((host_end, init_end))
     };
-    // The spare waits for this configuration. A failed send means the
-    // spare died, and the create starts its PID 1 another way.
-    let spare =
-        send_config.and_then(|send| Some((send, zygote::take_spare(namespaces, background)?)));
-    if let Some((send_config, spare)) = spare {
-        match send_config(spare.host_end.as_fd()) {
-            Ok(()) => return Ok((spare.host_end, spare.pid, spare.pidfd, false)),
-            Err(error) => {
-                debug!(pid = spare.pid, %error, "the spare PID 1 is gone; starting another");
-                spare.discard();
-            }
-        }
-    }
     let (host_end, init_end) = configured_socket()?;
     if let Some((pid, pidfd, in_cgroup)) = fork_pid1(namespaces, cgroup, init_end.as_fd()) {
         return Ok((host_end, pid, pidfd, in_cgroup));
@@ -1614,7 +1599,7 @@ fn fork_pid1(
 /// Kills and reaps the child of this process that has a descriptor of the
 /// socket `socket`: a PID 1 forked by a zygote that died before it could
 /// report it. No other process has PID 1's end of a control socket.
-pub(crate) fn reap_orphan_holding(socket: BorrowedFd<'_>) {
+fn reap_orphan_holding(socket: BorrowedFd<'_>) {
     let Ok(inode) = nix::sys::stat::fstat(socket.as_raw_fd()).map(|stat| stat.st_ino) else {
         return;
     };

@@ -708,6 +708,7 @@ pub fn set_nofile_soft_limit(soft: u64, hard: u64) -> io::Result<()> {
     Ok(())
 }
 
+/// Returns the effective user id.
 /// Moves the calling thread to the scheduler's idle policy, with
 /// `SCHED_RESET_ON_FORK`, so that processes it starts get the normal one.
 pub fn set_thread_idle_priority() -> io::Result<()> {
@@ -720,17 +721,6 @@ pub fn set_thread_idle_priority() -> io::Result<()> {
     Ok(())
 }
 
-/// Moves process `pid` to the scheduler's normal policy. The caller must
-/// know that `pid` is still the process it means, such as a child it has
-/// not reaped.
-pub fn set_normal_priority(pid: libc::pid_t) -> io::Result<()> {
-    let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: `param` is a valid sched_param that outlives the call.
-    check(unsafe { libc::sched_setscheduler(pid, libc::SCHED_OTHER, &param) })?;
-    Ok(())
-}
-
-/// Returns the effective user id.
 pub fn geteuid() -> u32 {
     // SAFETY: geteuid takes no arguments and always succeeds (getuid(2)).
     unsafe { libc::geteuid() }

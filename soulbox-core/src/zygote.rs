@@ -14,19 +14,8 @@
 //! CLONE_PARENT, so each PID 1 is this process's child, exactly as with
 //! [`sys::clone_exec`]. When the zygote fails in any way, the create falls
 //! back to [`sys::clone_exec`].
-//!
-//! Once its sandbox is ready, each create also requests a spare: a PID 1
-//! forked ahead in new namespaces that waits for its configuration on a
-//! control socket this process keeps. The next create sends its
-//! configuration there, so neither the zygote's round trip nor the clone
-//! nor PID 1's first steps are on its path; it builds the sandbox as any
-//! PID 1 does, and starts outside the sandbox's cgroup, into which the
-//! create moves it before anything of the sandbox runs. A spare serves
-//! one sandbox. One that is not used is killed and reaped when the zygote
-//! stops being used, so no PID 1 is left behind.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Mutex};
 
 use soulbox_proto::zygote::{ForkReply, ForkRequest, REPLY_LEN};
@@ -41,13 +30,10 @@ pub enum Launcher {
     /// Fork PID 1 from a zygote: a soulbox-init process that this process
     /// starts on its first create and keeps until it exits. Every create
     /// after the first saves the exec of PID 1 (about 0.8 ms on a VM
-    /// where CPUID traps to the hypervisor). Each create also leaves a
-    /// spare: the next PID 1, forked at idle priority, which the next
-    /// create configures instead of waiting for a clone. The default.
-    /// Applies only where the effective uid is 0: rootless sandboxes
-    /// always execute PID 1, because a forked PID 1 in a new user
-    /// namespace would lock its unprivileged creator out of
-    /// /proc/PID/root.
+    /// where CPUID traps to the hypervisor). The default. Applies only
+    /// where the effective uid is 0: rootless sandboxes always execute
+    /// PID 1, because a forked PID 1 in a new user namespace would lock
+    /// its unprivileged creator out of /proc/PID/root.
     #[default]
     Zygote,
     /// Execute PID 1 afresh for every create. Suits a program that creates
@@ -126,7 +112,7 @@ pub fn set_launcher(launcher: Launcher) {
         .unwrap_or_else(|poisoned| poisoned.into_inner()) = launcher;
     if launcher != Launcher::Zygote {
         // Closing the channel ends the zygote; its thread reaps it.
-        client().stop_zygote();
+        client().zygote = None;
     }
 }
 
@@ -142,18 +128,6 @@ pub(crate) fn zygote_pid() -> Option<i32> {
     let mut client = client();
     client.drop_stale();
     client.zygote.as_ref().map(|zygote| zygote.pid)
-}
-
-/// Returns the pid of the zygote's spare PID 1, waiting for the zygote's
-/// reply if it has not come yet.
-pub(crate) fn spare_pid() -> Option<i32> {
-    let mut client = client();
-    client.drop_stale();
-    client.settle_spare();
-    match &client.spare {
-        SpareSlot::Ready(spare) => Some(spare.pid),
-        _ => None,
-    }
 }
 
 /// Maximum number of zygote failures in a row (failed starts, lost or
@@ -209,8 +183,6 @@ pub(crate) fn spawn(
         return Spawn::NotUsed;
     }
     let mut client = client();
-    // The zygote replies in order, so the spare's reply comes first.
-    client.settle_spare();
     for _ in 0..2 {
         let Some(zygote) = client.ready_zygote() else {
             return Spawn::NotUsed;
@@ -244,126 +216,9 @@ pub(crate) fn spawn(
     Spawn::NotUsed
 }
 
-/// The namespaces every root sandbox's PID 1 starts in, and so every
-/// spare's.
-pub(crate) const SPARE_NAMESPACES: libc::c_int = libc::CLONE_NEWNS
-    | libc::CLONE_NEWPID
-    | libc::CLONE_NEWNET
-    | libc::CLONE_NEWUTS
-    | libc::CLONE_NEWIPC;
-
-/// A PID 1 that the zygote forked ahead of its create, waiting for its
-/// configuration on `host_end`. It runs outside any sandbox cgroup.
-#[derive(Debug)]
-pub(crate) struct Spare {
-    pub(crate) host_end: OwnedFd,
-    pub(crate) pid: i32,
-    pub(crate) pidfd: OwnedFd,
-}
-
-impl Spare {
-    /// Kills and reaps the spare.
-    pub(crate) fn discard(self) {
-        let _ = sys::pidfd_send_signal(self.pidfd.as_fd(), libc::SIGKILL);
-        let _ = sys::pidfd_wait(self.pidfd.as_fd(), true);
-    }
-}
-
-/// Where the spare stands.
-#[derive(Debug, Default)]
-enum SpareSlot {
-    #[default]
-    None,
-    /// Asked for; the zygote's reply is the next message on the channel.
-    /// `init_end` is kept to find the spare if the zygote dies first.
-    Requested {
-        host_end: OwnedFd,
-        init_end: OwnedFd,
-    },
-    Ready(Spare),
-}
-
-/// Whether creates use spares; see [`set_spares`].
-static SPARES: AtomicBool = AtomicBool::new(true);
-
-/// Turns spares on or off for this process; off discards the current one.
-pub(crate) fn set_spares(enabled: bool) {
-    SPARES.store(enabled, Ordering::Relaxed);
-    if !enabled {
-        let mut client = client();
-        client.settle_spare();
-        if let SpareSlot::Ready(spare) = std::mem::take(&mut client.spare) {
-            spare.discard();
-        }
-    }
-}
-
-/// Returns the spare for a foreground PID 1 in `namespaces`, if one is
-/// ready or comes within the reply timeout, at the normal priority.
-pub(crate) fn take_spare(namespaces: libc::c_int, background: bool) -> Option<Spare> {
-    if background
-        || !SPARES.load(Ordering::Relaxed)
-        || launcher() != Launcher::Zygote
-        || namespaces != SPARE_NAMESPACES
-    {
-        return None;
-    }
-    let mut client = client();
-    client.drop_stale();
-    client.settle_spare();
-    match std::mem::take(&mut client.spare) {
-        SpareSlot::Ready(spare) => {
-            // It was forked at idle priority and may not even have reached
-            // its wait; from here the create waits for it. An unreaped
-            // child's pid is its own.
-            let _ = sys::set_normal_priority(spare.pid);
-            Some(spare)
-        }
-        other => {
-            client.spare = other;
-            None
-        }
-    }
-}
-
-/// Asks the zygote for a spare unless one is ready or on its way, starting
-/// a new zygote when the last one exited. Returns once the request is sent;
-/// the next create takes the reply.
-pub(crate) fn request_spare() {
-    if !SPARES.load(Ordering::Relaxed) || launcher() != Launcher::Zygote || sys::geteuid() != 0 {
-        return;
-    }
-    let mut client = client();
-    client.drop_stale();
-    if !matches!(client.spare, SpareSlot::None) {
-        return;
-    }
-    for _ in 0..2 {
-        let Some(zygote) = client.ready_zygote() else {
-            return;
-        };
-        let Ok((host_end, init_end)) = sys::seqpacket_pair() else {
-            return;
-        };
-        crate::host_limits::ensure_fd_headroom(init_end.as_raw_fd());
-        // As a background request: the zygote and the spare run at idle
-        // priority until a create needs them (see `settle_spare` and
-        // `take_spare`).
-        match zygote.send_request(init_end.as_fd(), SPARE_NAMESPACES, None, true) {
-            Ok(()) => {
-                client.spare = SpareSlot::Requested { host_end, init_end };
-                return;
-            }
-            // The zygote had exited before the request: start a new one.
-            Err(_) => client.fail(),
-        }
-    }
-}
-
 fn client() -> std::sync::MutexGuard<'static, Client> {
     static CLIENT: Mutex<Client> = Mutex::new(Client {
         zygote: None,
-        spare: SpareSlot::None,
         failures: 0,
     });
     CLIENT
@@ -373,8 +228,6 @@ fn client() -> std::sync::MutexGuard<'static, Client> {
 
 struct Client {
     zygote: Option<Zygote>,
-    /// The spare PID 1 of `zygote`.
-    spare: SpareSlot,
     /// Zygote failures since its last successful fork.
     failures: u32,
 }
@@ -400,77 +253,18 @@ impl Client {
     /// process this one was forked from, whose children would not be this
     /// process's, or one started with other credentials.
     fn drop_stale(&mut self) {
-        let Some(zygote) = &self.zygote else {
-            return;
-        };
-        if zygote.owner != std::process::id() {
-            // The spare is the other process's child too: only this
-            // process's copies of the descriptors close.
-            self.spare = SpareSlot::None;
+        let stale = self.zygote.as_ref().is_some_and(|zygote| {
+            zygote.owner != std::process::id()
+                || zygote.credentials != (sys::geteuid(), sys::getegid())
+        });
+        if stale {
             self.zygote = None;
-        } else if zygote.credentials != (sys::geteuid(), sys::getegid()) {
-            self.stop_zygote();
-        }
-    }
-
-    /// Ends the zygote and its spare.
-    fn stop_zygote(&mut self) {
-        self.settle_spare();
-        if let SpareSlot::Ready(spare) = std::mem::take(&mut self.spare) {
-            spare.discard();
-        }
-        self.zygote = None;
-    }
-
-    /// Takes the zygote's reply to the spare request, if one is pending.
-    /// A spare the zygote could not start is forgotten; one it may have
-    /// forked before it failed is found by its socket, killed and reaped,
-    /// and the zygote is dropped.
-    fn settle_spare(&mut self) {
-        if !matches!(self.spare, SpareSlot::Requested { .. }) {
-            return;
-        }
-        let SpareSlot::Requested { host_end, init_end } = std::mem::take(&mut self.spare) else {
-            return;
-        };
-        let Some(zygote) = &self.zygote else {
-            crate::sandbox::reap_orphan_holding(init_end.as_fd());
-            return;
-        };
-        // The zygote forks a spare at idle priority, so that it never takes
-        // the CPU from sandboxes in use. A create that waits for it lifts
-        // that: the zygote is this process's child and is reaped only by
-        // its own thread after it exits, which the check just before
-        // rules out but for a few microseconds.
-        let waiting = !sys::poll_readable(zygote.channel.as_fd(), 0).unwrap_or(true);
-        if waiting && !sys::pidfd_wait_exit(zygote.pidfd.as_fd(), 0) {
-            let _ = sys::set_normal_priority(zygote.pid);
-        }
-        match zygote.receive_reply() {
-            Ok(started) => {
-                self.failures = 0;
-                self.spare = SpareSlot::Ready(Spare {
-                    host_end,
-                    pid: started.pid,
-                    pidfd: started.pidfd,
-                });
-            }
-            Err(Failure::Refused(errno)) => {
-                let error = std::io::Error::from_raw_os_error(errno);
-                tracing::debug!(pid = zygote.pid, %error, "the zygote could not fork a spare");
-            }
-            Err(Failure::Gone(_) | Failure::Lost(_)) => {
-                tracing::debug!(pid = zygote.pid, "lost the zygote while it forked a spare");
-                let _ = sys::pidfd_send_signal(zygote.pidfd.as_fd(), libc::SIGKILL);
-                crate::sandbox::reap_orphan_holding(init_end.as_fd());
-                self.fail();
-            }
         }
     }
 
     /// Drops the zygote after a failure and counts it.
     fn fail(&mut self) {
-        self.stop_zygote();
+        self.zygote = None;
         self.failures += 1;
         if self.failures == MAX_FAILURES {
             tracing::warn!(
@@ -555,29 +349,13 @@ impl Zygote {
         cgroup: Option<BorrowedFd<'_>>,
         background: bool,
     ) -> std::result::Result<Started, Failure> {
-        self.send_request(control, namespaces, cgroup, background)?;
-        self.receive_reply()
-    }
-
-    /// Sends one fork request.
-    fn send_request(
-        &self,
-        control: BorrowedFd<'_>,
-        namespaces: libc::c_int,
-        cgroup: Option<BorrowedFd<'_>>,
-        background: bool,
-    ) -> std::result::Result<(), Failure> {
         let request = ForkRequest {
             namespaces: u64::from(namespaces as u32),
             background,
         };
         let mut fds = vec![control];
         fds.extend(cgroup);
-        sys::send_with_fds(self.channel.as_fd(), &request.encode(), &fds).map_err(Failure::Gone)
-    }
-
-    /// Waits for the reply to the oldest request not yet answered.
-    fn receive_reply(&self) -> std::result::Result<Started, Failure> {
+        sys::send_with_fds(self.channel.as_fd(), &request.encode(), &fds).map_err(Failure::Gone)?;
         match sys::poll_readable(self.channel.as_fd(), i32::from(REPLY_TIMEOUT_MS)) {
             Ok(true) => {}
             Ok(false) => return Err(Failure::Lost("no reply within 2 s")),

@@ -112,10 +112,6 @@ fn run(start: Start) -> ! {
         // sandboxes already handed over keep the CPU. Failing here only
         // costs that courtesy.
         let _ = sys::set_scheduler(libc::SCHED_IDLE);
-    } else if sys::is_idle_priority() {
-        // A spare, forked at idle priority before its create. The create
-        // waits for this build, so it runs at the normal priority.
-        return_to_normal_priority(control);
     }
     // Not dumpable: no process inside may ptrace PID 1 or open its
     // /proc/1/mem, even as sandbox root. Forked supervisors inherit this.
@@ -168,7 +164,14 @@ fn run(start: Start) -> ! {
     // the idle one. A PID 1 forked by a background request of the zygote
     // starts with it too.
     if config.background || sys::is_idle_priority() {
-        return_to_normal_priority(control);
+        if let Err(e) = sys::set_scheduler(libc::SCHED_OTHER) {
+            fail_setup(
+                control,
+                SetupStage::Scheduling,
+                e.raw_os_error().unwrap_or(libc::EPERM),
+                b"",
+            );
+        }
     }
     // Last, so that setup runs unfiltered and the policy only needs what
     // PID 1 does from here on.
@@ -248,15 +251,6 @@ const PROGRAM_NAME: &std::ffi::CStr = c"soulbox-init";
 /// the map is written, so once a message is waiting, a second exec runs as
 /// mapped root with full capabilities in the namespace. The message is only
 /// peeked, so the new image reads it normally.
-/// Moves PID 1 to the normal scheduling policy, or reports the failure
-/// to the host and exits.
-fn return_to_normal_priority(control: BorrowedFd<'_>) {
-    if let Err(e) = sys::set_scheduler(libc::SCHED_OTHER) {
-        let errno = e.raw_os_error().unwrap_or(libc::EPERM);
-        fail_setup(control, SetupStage::Scheduling, errno, b"");
-    }
-}
-
 fn regain_capabilities(control: BorrowedFd<'_>) {
     if sys::has_effective_caps() {
         return;
