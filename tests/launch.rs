@@ -54,6 +54,23 @@ fn children_of_this_process() -> Vec<i32> {
         .collect()
 }
 
+/// Returns whether host process `pid` was executed rather than forked
+/// from the zygote. After an exec the environment strings follow the
+/// arguments on the stack. A PID 1 forked from the zygote ends its
+/// arguments (as /proc/PID/cmdline shows them) before the zygote's
+/// `--zygote`, which still lies between them and the environment.
+fn was_executed(pid: i32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read stat");
+    let (_, rest) = stat.rsplit_once(')').expect("stat has a command name");
+    // Fields after the command name, from 3 (state): 49 is arg_end and 50
+    // env_start.
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let arg_end = fields[49 - 3];
+    let env_start = fields[50 - 3];
+    assert_ne!(arg_end, "0", "/proc/{pid}/stat hides the argument range");
+    arg_end == env_start
+}
+
 /// Waits until host process `pid` is gone and reaped, for up to 10 s.
 fn wait_until_reaped(pid: i32) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -334,6 +351,10 @@ async fn exec_launcher_stops_zygote() {
     assert_eq!(
         cmdline, b"soulbox-init\0",
         "PID 1 should have been executed without the zygote's argument"
+    );
+    assert!(
+        was_executed(sandbox.pid()),
+        "PID 1 should have been executed"
     );
 }
 
@@ -937,6 +958,10 @@ async fn create_survives_stopped_zygote() {
     assert_eq!(
         std::fs::read(format!("/proc/{}/cmdline", fallback.pid())).unwrap(),
         b"soulbox-init\0",
+        "the create after the lost zygote should show PID 1's name only"
+    );
+    assert!(
+        was_executed(fallback.pid()),
         "the create after the lost zygote should execute PID 1"
     );
     wait_until_reaped(stopped);
@@ -951,4 +976,25 @@ async fn create_survives_stopped_zygote() {
         .filter(|&pid| ![restarted, fallback.pid(), next.pid()].contains(&pid))
         .collect();
     assert!(children.is_empty(), "children left: {children:?}");
+}
+
+/// Sandboxed code may read /proc/1/cmdline: a PID 1 forked from the zygote
+/// shows the name an executed one shows, not the zygote's `--zygote`. It
+/// relies on PR_SET_MM_MAP, which needs a kernel built with
+/// CONFIG_CHECKPOINT_RESTORE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forked_pid1_cmdline_matches_executed() {
+    if !require_root("forked_pid1_cmdline_matches_executed") {
+        return;
+    }
+    let _turn = LAUNCHER.lock().await;
+    drop(sandbox().await);
+    let forked = sandbox().await;
+    assert!(
+        !was_executed(forked.pid()),
+        "the second create should fork PID 1 from the zygote"
+    );
+    let inside = sh(&forked, "tr '\\0' ' ' < /proc/1/cmdline").await;
+    assert_eq!(stdout(&inside), "soulbox-init ");
+    let _ = forked.kill().await;
 }
