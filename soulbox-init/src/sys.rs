@@ -62,20 +62,112 @@ pub fn overwrite_arguments_and_environment(name: &CStr) -> io::Result<()> {
     Ok(())
 }
 
-/// Returns the start and end addresses of this process's arguments and of
-/// its environment: fields 48 to 51 of /proc/self/stat (Linux 3.5).
-fn argument_and_environment_ranges() -> io::Result<[usize; 4]> {
+/// `struct prctl_mm_map` from <linux/prctl.h>: the memory layout that
+/// PR_SET_MM_MAP sets, including the range /proc/PID/cmdline shows.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct MemoryMap {
+    start_code: u64,
+    end_code: u64,
+    start_data: u64,
+    end_data: u64,
+    start_brk: u64,
+    brk: u64,
+    start_stack: u64,
+    arg_start: u64,
+    arg_end: u64,
+    env_start: u64,
+    env_end: u64,
+    auxv: u64,
+    auxv_size: u32,
+    exe_fd: u32,
+}
+
+/// Returns this process's memory layout with its arguments cut after the
+/// NUL that ends the first one, for [`set_memory_map`]. The fields come
+/// from /proc/self/stat (proc(5)); the program break is left for
+/// [`set_memory_map`] to read, because it moves as the heap grows.
+pub fn memory_map_with_first_argument() -> io::Result<MemoryMap> {
+    let fields = stat_fields()?;
+    let invalid = || io::Error::new(io::ErrorKind::InvalidData, "malformed /proc/self/stat");
+    let field = |number: usize| -> io::Result<u64> {
+        fields
+            .get(number - 3)
+            .and_then(|field| field.parse().ok())
+            .ok_or_else(invalid)
+    };
+    let [arg_start, arg_end] = [field(48)?, field(49)?];
+    let arg_len = arg_end.checked_sub(arg_start).ok_or_else(invalid)? as usize;
+    // SAFETY: the kernel reports this range of the initial stack, which it
+    // mapped at exec and which stays mapped. It contains only the argument
+    // strings, and nothing writes them while this reads.
+    let args = unsafe { std::slice::from_raw_parts(arg_start as *const u8, arg_len) };
+    let first_len = args.iter().position(|&b| b == 0).ok_or_else(invalid)? + 1;
+    Ok(MemoryMap {
+        start_code: field(26)?,
+        end_code: field(27)?,
+        start_data: field(45)?,
+        end_data: field(46)?,
+        start_brk: field(47)?,
+        brk: 0,
+        start_stack: field(28)?,
+        arg_start,
+        arg_end: arg_start + first_len as u64,
+        env_start: field(50)?,
+        env_end: field(51)?,
+        // No auxiliary vector and exe_fd -1 leave both unchanged.
+        auxv: 0,
+        auxv_size: 0,
+        exe_fd: u32::MAX,
+    })
+}
+
+/// Sets this process's memory layout to `map` with the current program
+/// break (PR_SET_MM_MAP: Linux 3.18 built with CONFIG_CHECKPOINT_RESTORE,
+/// no capability needed). With a map from
+/// [`memory_map_with_first_argument`], only /proc/PID/cmdline changes.
+pub fn set_memory_map(map: &MemoryMap) -> io::Result<()> {
+    let mut map = *map;
+    // SAFETY: brk with 0 changes nothing and returns the current break.
+    map.brk = unsafe { libc::syscall(libc::SYS_brk, 0 as libc::c_ulong) } as u64;
+    // SAFETY: PR_SET_MM_MAP reads one prctl_mm_map of the size given from
+    // the address given, and `map` is one that outlives the call.
+    check(unsafe {
+        libc::prctl(
+            libc::PR_SET_MM,
+            libc::PR_SET_MM_MAP as libc::c_ulong,
+            &map as *const MemoryMap as libc::c_ulong,
+            std::mem::size_of::<MemoryMap>() as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    })?;
+    Ok(())
+}
+
+/// Returns the fields of /proc/self/stat after the command name, from
+/// field 3 on.
+fn stat_fields() -> io::Result<Vec<String>> {
     // One read into a buffer larger than the line: std::fs::read would make
     // several, each a system call.
     let mut buf = [0u8; 4096];
     let len = std::io::Read::read(&mut std::fs::File::open("/proc/self/stat")?, &mut buf)?;
     let stat = &buf[..len];
     let invalid = || io::Error::new(io::ErrorKind::InvalidData, "malformed /proc/self/stat");
-    // The name in brackets may contain spaces and brackets. The fields
-    // after its last ')' start with field 3.
+    // The name in brackets may contain spaces and brackets.
     let name_end = stat.iter().rposition(|&b| b == b')').ok_or_else(invalid)?;
     let fields = std::str::from_utf8(&stat[name_end + 1..]).map_err(|_| invalid())?;
-    let mut fields = fields.split_ascii_whitespace().skip(48 - 3);
+    Ok(fields
+        .split_ascii_whitespace()
+        .map(str::to_string)
+        .collect())
+}
+
+/// Returns the start and end addresses of this process's arguments and of
+/// its environment: fields 48 to 51 of /proc/self/stat (Linux 3.5).
+fn argument_and_environment_ranges() -> io::Result<[usize; 4]> {
+    let invalid = || io::Error::new(io::ErrorKind::InvalidData, "malformed /proc/self/stat");
+    let fields = stat_fields()?;
+    let mut fields = fields.iter().skip(48 - 3);
     let mut ranges = [0usize; 4];
     for value in &mut ranges {
         *value = fields

@@ -60,6 +60,10 @@ pub fn serve() -> ! {
     // The zygote's children share its user namespace: it never clones
     // with CLONE_NEWUSER (see `fork`).
     let facts = crate::setup::KernelFacts::read();
+    // Each PID 1 drops the zygote's `--zygote` argument from its
+    // /proc/PID/cmdline, which sandboxed code may read, so that it shows
+    // "soulbox-init" exactly as an executed PID 1 does.
+    let memory_map = sys::memory_map_with_first_argument().ok();
     let mut network = SpareNetwork::open();
     network.prepare();
     // One byte more than a request, so that a longer message is rejected
@@ -77,7 +81,7 @@ pub fn serve() -> ! {
         let sent = match ForkRequest::decode(&buf[..len]) {
             Ok(request) => {
                 background = request.background;
-                fork(request, fds, tid_address, facts, &mut network)
+                fork(request, fds, tid_address, memory_map, facts, &mut network)
             }
             Err(_) => reply(ForkReply::Failed {
                 errno: libc::EPROTO,
@@ -182,6 +186,7 @@ fn fork(
     request: ForkRequest,
     fds: Vec<OwnedFd>,
     tid_address: Option<u64>,
+    memory_map: Option<sys::MemoryMap>,
     facts: crate::setup::KernelFacts,
     network: &mut SpareNetwork,
 ) -> std::io::Result<()> {
@@ -225,7 +230,7 @@ fn fork(
     }
 
     match forked {
-        Ok(sys::Forked::Child) => become_pid1(control, facts),
+        Ok(sys::Forked::Child) => become_pid1(control, memory_map, facts),
         Ok(sys::Forked::Parent { pid, pidfd }) => {
             network.handed_over();
             let started = ForkReply::Started { pid, in_cgroup }.encode();
@@ -238,7 +243,16 @@ fn fork(
 }
 
 /// Continues in a new child as PID 1 with `control` as fd 3.
-fn become_pid1(control: OwnedFd, facts: crate::setup::KernelFacts) -> ! {
+fn become_pid1(
+    control: OwnedFd,
+    memory_map: Option<sys::MemoryMap>,
+    facts: crate::setup::KernelFacts,
+) -> ! {
+    if let Some(map) = &memory_map {
+        // Failing here (a kernel without CONFIG_CHECKPOINT_RESTORE) leaves
+        // "--zygote" in /proc/PID/cmdline, and nothing else differs.
+        let _ = sys::set_memory_map(map);
+    }
     // dup2 closes the child's copy of the channel at fd 3; `run` closes
     // every descriptor above it, the received ones included.
     let control = control.into_raw_fd();
