@@ -85,7 +85,7 @@ pub struct MemoryMap {
 
 /// Returns this process's memory layout with its arguments cut after the
 /// NUL that ends the first one, for [`set_memory_map`]. The fields come
-/// from /proc/self/stat (proc(5)); the program break is left for
+/// from /proc/self/stat (proc(5)). The program break is left for
 /// [`set_memory_map`] to read, because it moves as the heap grows.
 pub fn memory_map_with_first_argument() -> io::Result<MemoryMap> {
     let fields = stat_fields()?;
@@ -123,9 +123,11 @@ pub fn memory_map_with_first_argument() -> io::Result<MemoryMap> {
 }
 
 /// Sets this process's memory layout to `map` with the current program
-/// break (PR_SET_MM_MAP: Linux 3.18 built with CONFIG_CHECKPOINT_RESTORE,
-/// no capability needed). With a map from
-/// [`memory_map_with_first_argument`], only /proc/PID/cmdline changes.
+/// break. PR_SET_MM_MAP needs Linux 3.18 or later built with
+/// CONFIG_CHECKPOINT_RESTORE. On Linux 6.18 it worked for a root process
+/// without CAP_SYS_RESOURCE, which the single-field PR_SET_MM options
+/// need. With a map from [`memory_map_with_first_argument`], only
+/// /proc/PID/cmdline changes.
 pub fn set_memory_map(map: &MemoryMap) -> io::Result<()> {
     let mut map = *map;
     // SAFETY: brk with 0 changes nothing and returns the current break.
