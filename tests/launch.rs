@@ -991,10 +991,15 @@ async fn forked_pid1_cmdline_matches_executed() {
     drop(sandbox().await);
     let forked = sandbox().await;
     assert!(
-        !was_executed(forked.pid()),
+        zygote_pid().is_some(),
         "the second create should fork PID 1 from the zygote"
     );
     let inside = sh(&forked, "tr '\\0' ' ' < /proc/1/cmdline").await;
     assert_eq!(stdout(&inside), "soulbox-init ");
+    // The argument range now ends before the zygote's own arguments.
+    assert!(
+        !was_executed(forked.pid()),
+        "PID 1's arguments end where an executed one's would"
+    );
     let _ = forked.kill().await;
 }
