@@ -395,18 +395,7 @@ impl Init {
                 sys::drain_signalfd(sigchld);
                 self.reap();
             }
-            let ready: Vec<Peer> = fds[2..]
-                .iter()
-                .enumerate()
-                .filter(|(_, p)| p.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0)
-                .map(|(i, _)| {
-                    if i == 0 {
-                        Peer::Owner
-                    } else {
-                        Peer::Client(i - 1)
-                    }
-                })
-                .collect();
+            let ready = ready_peers(&fds[2..], libc::POLLIN | libc::POLLHUP | libc::POLLERR);
             self.serve_peers(&ready, &mut buf);
             if fds[1].revents & libc::POLLIN != 0 {
                 self.accept();
@@ -448,18 +437,8 @@ impl Init {
             if !matches!(sys::poll(&mut fds, 0), Ok(n) if n > 0) {
                 return;
             }
-            let ready: Vec<Peer> = fds[1..]
-                .iter()
-                .enumerate()
-                .filter(|(_, p)| p.revents != 0)
-                .map(|(i, _)| {
-                    if i == 0 {
-                        Peer::Owner
-                    } else {
-                        Peer::Client(i - 1)
-                    }
-                })
-                .collect();
+            // Any event, so that a hung-up peer is served and dropped too.
+            let ready = ready_peers(&fds[1..], !0);
             self.serve_peers(&ready, buf);
             if fds[0].revents & libc::POLLIN != 0 {
                 self.accept();
@@ -612,6 +591,22 @@ impl Init {
             let _ = sys::kill(pid, signal.signal);
         }
     }
+}
+
+/// Returns the peers whose entries in `fds` (the owner's, then one per
+/// client) reported any of the `events` bits.
+fn ready_peers(fds: &[libc::pollfd], events: libc::c_short) -> Vec<Peer> {
+    fds.iter()
+        .enumerate()
+        .filter(|(_, fd)| fd.revents & events != 0)
+        .map(|(i, _)| {
+            if i == 0 {
+                Peer::Owner
+            } else {
+                Peer::Client(i - 1)
+            }
+        })
+        .collect()
 }
 
 fn pollfd(fd: i32) -> libc::pollfd {
