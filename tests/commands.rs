@@ -230,6 +230,50 @@ async fn env_layers_override() {
     assert_eq!(stdout(&root), "root\n", "whoami with user(\"root\")");
 }
 
+/// Sends a sandbox's and a command's environment of 230 KB each, larger
+/// than a Unix socket's default send buffer (212,992 bytes on most hosts)
+/// and smaller than the protocol's 256 KiB. Each uses two variables,
+/// because exec rejects a single one of 128 KiB or more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn environment_near_protocol_limit() {
+    if !require_root("environment_near_protocol_limit") {
+        return;
+    }
+    let value = |letter: &str| letter.repeat(115_000);
+    let options = soulbox_tests::options()
+        .env("SANDBOX_A", value("a"))
+        .env("SANDBOX_B", value("b"));
+    let sbx = Sandbox::create(options)
+        .await
+        .expect("create a sandbox with a 230 KB environment");
+    let lengths = sbx
+        .shell("echo ${#SANDBOX_A} ${#SANDBOX_B}")
+        .output()
+        .await
+        .expect("read the sandbox's environment");
+    assert_eq!(
+        stdout(&lengths),
+        "115000 115000\n",
+        "the sandbox's variables"
+    );
+
+    let lengths = sbx
+        .shell("echo ${#COMMAND_A} ${#COMMAND_B} ${#SANDBOX_A}")
+        .env("COMMAND_A", value("c"))
+        .env("COMMAND_B", value("d"))
+        .env("SANDBOX_A", "")
+        .env("SANDBOX_B", "")
+        .output()
+        .await
+        .expect("run a command with a 230 KB environment");
+    assert_eq!(
+        stdout(&lengths),
+        "115000 115000 0\n",
+        "the command's variables"
+    );
+    sbx.kill().await.expect("kill");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_cwd_rejected() {
     if !require_root("missing_cwd_rejected") {

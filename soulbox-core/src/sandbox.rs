@@ -1023,6 +1023,7 @@ fn connect_control(entry: &Path) -> std::io::Result<OwnedFd> {
     )?;
     let address = UnixAddr::new(&path)?;
     connect(socket.as_raw_fd(), &address)?;
+    sys::fit_largest_message(socket.as_fd())?;
     Ok(socket)
 }
 
@@ -1628,6 +1629,8 @@ fn reap_orphan_holding(socket: BorrowedFd<'_>) {
 fn control_socket() -> Result<(OwnedFd, OwnedFd)> {
     let (host_end, init_end) =
         sys::seqpacket_pair().map_err(Error::os("create the control socket"))?;
+    sys::fit_largest_message(host_end.as_fd())
+        .map_err(Error::os("size the control socket's send buffer"))?;
     host_limits::ensure_fd_headroom(init_end.as_raw_fd());
     Ok((host_end, init_end))
 }

@@ -1244,6 +1244,26 @@ pub fn poll_readable(fd: BorrowedFd<'_>, timeout_ms: libc::c_int) -> io::Result<
     }
 }
 
+/// Raises the send buffer of the `SOCK_SEQPACKET` socket `sock` to fit a
+/// message of the protocol's largest size. Such a socket rejects a message
+/// larger than its send buffer with EMSGSIZE, and the default buffer
+/// (net.core.wmem_default, 212,992 bytes on most hosts) is smaller. The
+/// kernel caps the requested value at net.core.wmem_max, then doubles it.
+pub fn fit_largest_message(sock: BorrowedFd<'_>) -> io::Result<()> {
+    let size = libc::c_int::try_from(soulbox_proto::MAX_MESSAGE_LEN).unwrap_or(libc::c_int::MAX);
+    // SAFETY: SO_SNDBUF reads one int, passed by pointer with its size.
+    check(unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            std::ptr::from_ref(&size).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })
+    .map(drop)
+}
+
 /// Creates a close-on-exec `SOCK_SEQPACKET` socket pair.
 pub fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
     use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
