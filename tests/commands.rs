@@ -271,6 +271,34 @@ async fn environment_near_protocol_limit() {
         "115000 115000 0\n",
         "the command's variables"
     );
+
+    // Three variables of 115 KB: above 256 KiB.
+    let oversized = sbx
+        .shell("true")
+        .env("COMMAND_A", value("c"))
+        .env("COMMAND_B", value("d"))
+        .env("COMMAND_C", value("e"))
+        .output()
+        .await;
+    match oversized {
+        Err(Error::InvalidArgument(message)) => {
+            assert!(
+                message.contains("arguments and environment"),
+                "the message does not say what is too large: {message}"
+            );
+            assert!(
+                message.contains("in a file or on stdin"),
+                "the message does not say what to do instead: {message}"
+            );
+        }
+        other => panic!("an oversized command did not fail with InvalidArgument: {other:?}"),
+    }
+    let after = sh(&sbx, "echo alive").await;
+    assert_eq!(
+        stdout(&after),
+        "alive\n",
+        "the sandbox after the rejected command"
+    );
     sbx.kill().await.expect("kill");
 }
 

@@ -480,9 +480,8 @@ impl Sandbox {
             seccomp_filter: options.seccomp.program()?.to_vec(),
             background: background && sys::geteuid() == 0,
         };
-        let config = Request::Config(config)
-            .encode()
-            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let request = Request::Config(config);
+        let config = request.encode().map_err(|e| oversized(&request, &e))?;
         let entry_fds = [new_entry.listener.as_fd(), new_entry.lock.as_fd()];
         let (launch, host_end) =
             Launch::start(&id, &options.limits(), background, &config, entry_fds)?;
@@ -1649,9 +1648,7 @@ async fn send_request(
     request: &Request,
     fds: &[std::os::fd::BorrowedFd<'_>],
 ) -> Result<()> {
-    let msg = request
-        .encode()
-        .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+    let msg = request.encode().map_err(|e| oversized(request, &e))?;
     loop {
         let mut guard = control
             .writable()
@@ -1664,6 +1661,24 @@ async fn send_request(
             Err(_would_block) => continue,
         }
     }
+}
+
+/// Returns the error for `request`, whose encoding is larger than the
+/// protocol allows, naming what the caller can shrink.
+fn oversized(request: &Request, error: &soulbox_proto::EncodeError) -> Error {
+    let subject = match request {
+        Request::Spawn(_) => {
+            "the command's program, arguments and environment (the sandbox's variables included)"
+        }
+        Request::Config(_) => "the sandbox's configuration (template mounts and seccomp filter)",
+        _ => "the request",
+    };
+    Error::InvalidArgument(format!(
+        "{subject} take {} bytes, more than the {} bytes one request to the sandbox may carry; \
+         pass large data in a file or on stdin instead",
+        error.len,
+        soulbox_proto::MAX_MESSAGE_LEN
+    ))
 }
 
 /// Receives one message into `buf`; 0 means the peer closed.
