@@ -5,7 +5,6 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::process::Stdio;
-use std::sync::LazyLock;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -464,10 +463,42 @@ async fn unusual_names_round_trip() {
 
 // Helpers of the tests below.
 
-/// Tests that measure or use much host memory take this lock, so that one
-/// does not count another's buffers.
-static MEMORY_HEAVY: LazyLock<tokio::sync::Mutex<()>> =
-    LazyLock::new(|| tokio::sync::Mutex::new(()));
+/// Environment variable that selects the body of the test it names, in a
+/// process that [`run_alone`] started.
+const ALONE_VAR: &str = "SOULBOX_TEST_ALONE";
+
+/// Returns whether this process was started by [`run_alone`] for `test`.
+fn started_for(test: &str) -> bool {
+    std::env::var_os(ALONE_VAR).is_some_and(|name| name == test)
+}
+
+/// Runs `test` in a new process of this test binary that selects only it,
+/// and panics with that process's output if the test fails there or did
+/// not run. The tests of one binary run on threads of one process, so a
+/// measurement of the whole process, such as its peak RSS, needs a
+/// process where no other test runs.
+fn run_alone(test: &str) {
+    let binary = std::env::current_exe().expect("path of this test binary");
+    let output = std::process::Command::new(&binary)
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env(ALONE_VAR, test)
+        .output()
+        .unwrap_or_else(|e| panic!("start {} to run {test}: {e}", binary.display()));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    // The test's report lines and panic messages, shown where this test's
+    // own output is shown.
+    eprint!("{stderr}");
+    assert!(
+        output.status.success(),
+        "{test} failed in a process of its own ({}):\n{stdout}",
+        output.status
+    );
+    assert!(
+        stdout.contains(&format!("test {test} ... ok")),
+        "the process started for {test} did not run it:\n{stdout}"
+    );
+}
 
 /// Returns a unique name for a host path under /tmp.
 fn unique_name(test: &str, what: &str) -> String {
@@ -2627,14 +2658,11 @@ async fn full_disk_is_not_enough_space() {
     let alive = sh(&sbx, "echo alive").await;
     assert_eq!(stdout(&alive), "alive\n", "a command after the full disk");
 
-    {
-        let _memory = MEMORY_HEAVY.lock().await;
-        let whole = files.write("whole", vec![1u8; 20 << 20]).await;
-        assert!(
-            matches!(whole, Err(Error::NotEnoughSpace { .. })),
-            "a 20 MiB write should be NotEnoughSpace, got {whole:?}"
-        );
-    }
+    let whole = files.write("whole", vec![1u8; 20 << 20]).await;
+    assert!(
+        matches!(whole, Err(Error::NotEnoughSpace { .. })),
+        "a 20 MiB write should be NotEnoughSpace, got {whole:?}"
+    );
     let copy_source = MustNotExist::new(unique_name("full_disk", "copy-source"));
     std::fs::write(&copy_source.0, vec![2u8; 20 << 20]).expect("write a 20 MiB host file");
     let copied = files.copy_in(&copy_source.0, "copied").await;
@@ -2652,15 +2680,20 @@ async fn full_disk_is_not_enough_space() {
 }
 
 /// Streams 2 GiB in and out with checksums on both sides, and checks that
-/// the host process's memory stays flat while it does.
+/// the host process's memory stays flat while it does. The peak RSS is the
+/// whole process's, so the test runs in a process of its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_gib_round_trip() {
     if !require_root("two_gib_round_trip") {
         return;
     }
+    if !started_for("two_gib_round_trip") {
+        // On this thread, whose output the test harness captures.
+        tokio::task::block_in_place(|| run_alone("two_gib_round_trip"));
+        return;
+    }
     const LEN: u64 = 2 << 30;
     const GROWTH_LIMIT_KIB: u64 = 64 << 10;
-    let _memory = MEMORY_HEAVY.lock().await;
     let sbx = sandbox().await;
     // Writing 5 to clear_refs resets the peak RSS (VmHWM) to the current
     // RSS (proc(5)).

@@ -13,9 +13,9 @@ use soulbox_tests::*;
 /// `soulbox-init` child of this process) hold this lock exclusively. Every
 /// other test of this file holds it shared while it has sandboxes.
 ///
-/// NOTE: this serializes the tests of this binary only. A cgroup directory
-/// of another host process's sandbox is recognized by its processes, so one
-/// seen before its PID 1 joins it is still counted as new.
+/// This serializes the tests of this binary only. Other host processes
+/// make and remove sandbox cgroups at any time, which
+/// [`left_by_this_process`] allows for.
 static HOST_STATE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
 /// Reads the host pids of every process in the sandbox from its cgroups.
@@ -65,6 +65,34 @@ fn belongs_to_other_process(dir: &Path) -> bool {
         .collect();
     let me = std::process::id();
     !pids.is_empty() && pids.iter().all(|&pid| host_ppid(pid) != Some(me))
+}
+
+/// How long a new cgroup directory of another process's sandbox may stay
+/// empty: from its creation until its PID 1 joins it, or from the kill of
+/// its processes until its removal. Both normally take milliseconds, and
+/// the rest is room for a loaded host.
+const FOREIGN_EMPTY_LIMIT: Duration = Duration::from_secs(10);
+
+/// Returns the cgroup directories of `new` that this process left behind.
+///
+/// A new directory of another process's sandbox can be empty for a moment,
+/// just made or with its processes just killed. It then gains processes
+/// that are not this process's children, or its owner removes it. A
+/// directory that this process left does neither, so one still empty after
+/// [`FOREIGN_EMPTY_LIMIT`] counts as left here.
+///
+/// NOTE: a directory of another process that died between making it and
+/// starting its PID 1 also stays empty, and counts as left here.
+async fn left_by_this_process(new: Vec<PathBuf>) -> Vec<PathBuf> {
+    let deadline = Instant::now() + FOREIGN_EMPTY_LIMIT;
+    let mut unexplained = new;
+    loop {
+        unexplained.retain(|dir| dir.exists() && !belongs_to_other_process(dir));
+        if unexplained.is_empty() || Instant::now() >= deadline {
+            return unexplained;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Starts two `sleep 1000` processes that outlive the shell starting them,
@@ -414,14 +442,12 @@ async fn invalid_options_rejected() {
         }
     }
 
-    let after = sandbox_cgroup_dirs();
-    let new_dirs: Vec<&PathBuf> = after
-        .difference(&before)
-        .filter(|dir| !belongs_to_other_process(dir))
-        .collect();
+    let new_dirs: Vec<PathBuf> = sandbox_cgroup_dirs().difference(&before).cloned().collect();
+    let left = left_by_this_process(new_dirs).await;
     assert!(
-        new_dirs.is_empty(),
-        "rejected creates left cgroup directories: {new_dirs:?}"
+        left.is_empty(),
+        "rejected creates left cgroup directories, still without another \
+         process's sandbox in them after {FOREIGN_EMPTY_LIMIT:?}: {left:?}"
     );
     let init_children = soulbox_init_children();
     assert!(
