@@ -627,6 +627,38 @@ pub(crate) fn validate_env(key: &str, value: &str) -> Result<()> {
     validate_env_bytes(key.as_bytes(), value.as_bytes())
 }
 
+/// Rejects sandbox variables that leave no room for a command. Every
+/// command's request to PID 1 carries them, and one request may hold at
+/// most `MAX_MESSAGE_LEN` bytes, so without this check the sandbox would
+/// start and then reject each command.
+pub(crate) fn validate_sandbox_envs_size<'a>(
+    envs: impl IntoIterator<Item = (&'a String, &'a String)>,
+) -> Result<()> {
+    let env = envs
+        .into_iter()
+        .map(|(key, value)| format!("{key}={value}").into_bytes())
+        .collect();
+    let smallest_command = Spawn {
+        command_id: 0,
+        argv: vec![b"true".to_vec()],
+        env,
+        cwd: b"/".to_vec(),
+        uid: 0,
+        gid: 0,
+        pty: false,
+    };
+    match Request::Spawn(smallest_command).encode() {
+        Ok(_) => Ok(()),
+        Err(e) => Err(Error::InvalidArgument(format!(
+            "the sandbox's environment variables take {} bytes in every command's request, \
+             more than the {} bytes one request to the sandbox may carry; pass large data in \
+             a file instead",
+            e.len,
+            soulbox_proto::MAX_MESSAGE_LEN
+        ))),
+    }
+}
+
 fn validate_env_bytes(key: &[u8], value: &[u8]) -> Result<()> {
     let key_text = String::from_utf8_lossy(key);
     if key.is_empty() || key.contains(&b'=') || key.contains(&0) {

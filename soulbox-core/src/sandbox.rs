@@ -155,6 +155,7 @@ impl SandboxOptions {
         for (key, value) in &self.envs {
             crate::command::validate_env(key, value)?;
         }
+        crate::command::validate_sandbox_envs_size(&self.envs)?;
         validate_metadata(&self.metadata)?;
         if let Some(memory) = self.memory_limit {
             if memory < 16 << 20 {
