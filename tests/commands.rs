@@ -6,18 +6,6 @@ use std::time::Duration;
 use soulbox_core::{CommandEvent, CommandHandle, Error, ExitStatus, Sandbox};
 use soulbox_tests::*;
 
-/// Upper bound for any single step of a test, so that a SoulBox bug shows
-/// up as a failed assert instead of a hung test run.
-const STEP_LIMIT: Duration = Duration::from_secs(60);
-
-/// Runs `future`, panicking with `step` if it takes longer than `STEP_LIMIT`.
-async fn within_limit<T>(step: &str, future: impl std::future::Future<Output = T>) -> T {
-    match tokio::time::timeout(STEP_LIMIT, future).await {
-        Ok(value) => value,
-        Err(_) => panic!("{step} did not finish within {STEP_LIMIT:?}"),
-    }
-}
-
 /// Returns a description of every process in the sandbox whose command
 /// name is `name`, as "pid state", zombies included.
 async fn processes_named(sandbox: &Sandbox, name: &str) -> Vec<String> {

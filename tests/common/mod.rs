@@ -33,6 +33,19 @@ pub fn require_root(test: &str) -> bool {
     false
 }
 
+/// Upper bound for any single step of a test, so that a SoulBox bug shows
+/// up as a failed assert instead of a hung test run.
+pub const STEP_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Runs `future`, panicking with `step` if it takes longer than
+/// [`STEP_LIMIT`].
+pub async fn within_limit<T>(step: &str, future: impl std::future::Future<Output = T>) -> T {
+    match tokio::time::timeout(STEP_LIMIT, future).await {
+        Ok(value) => value,
+        Err(_) => panic!("{step} did not finish within {STEP_LIMIT:?}"),
+    }
+}
+
 /// Creates a sandbox with [`options`].
 pub async fn sandbox() -> Sandbox {
     Sandbox::create(options()).await.expect("create a sandbox")
