@@ -1,6 +1,7 @@
 //! Requests to a sandbox around the protocol's 256 KiB message limit: from
 //! the creating handle, from a connected handle, through `soulbox exec`,
-//! many at once, and with large sandbox variables. A request up to the
+//! many at once, and with large sandbox variables, and single arguments
+//! and variables around exec's limit for one string. A request up to a
 //! limit must run, one byte more must fail with an `InvalidArgument` that
 //! names what to shrink, and neither may hang, leak descriptors or break
 //! the sandbox.
@@ -348,4 +349,88 @@ async fn pooled_request_at_limit() {
     check_limit(&sbx, "pooled sandbox").await;
     sbx.kill().await.expect("kill");
     pool.close().await;
+}
+
+/// Returns the longest single argument or `KEY=VALUE` string that exec
+/// takes: Linux's MAX_ARG_STRLEN, 32 pages, without the terminating NUL.
+fn exec_string_limit() -> usize {
+    // SAFETY: sysconf takes a plain constant.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(page).expect("page size") * 32 - 1
+}
+
+/// One argument or variable longer than exec takes is rejected before the
+/// request, with a message that names it; one of exactly that length runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_string_at_exec_limit() {
+    if !require_root("single_string_at_exec_limit") {
+        return;
+    }
+    let _serial = SERIAL.lock().await;
+    let limit = exec_string_limit();
+    let sbx = sandbox().await;
+
+    let longest = sbx
+        .command("sh")
+        .args(["-c", "echo ${#1}", "sh", &"x".repeat(limit)])
+        .output()
+        .await
+        .expect("an argument of exactly the limit");
+    assert_eq!(
+        stdout(&longest),
+        format!("{limit}\n"),
+        "the longest argument"
+    );
+
+    match sbx
+        .command("sh")
+        .args(["-c", "true", "sh", &"x".repeat(limit + 1)])
+        .output()
+        .await
+    {
+        Err(Error::InvalidArgument(message)) => assert!(
+            message.contains("argument 4") && message.contains("exec takes"),
+            "the message does not name the argument and the limit: {message}"
+        ),
+        other => panic!("an argument over the limit did not fail: {other:?}"),
+    }
+
+    // KEY=VALUE counts as one string: "V=" takes two bytes.
+    let variable = sbx
+        .command("sh")
+        .args(["-c", "echo ${#V}"])
+        .env("V", "v".repeat(limit - 2))
+        .output()
+        .await
+        .expect("a variable of exactly the limit");
+    assert_eq!(
+        stdout(&variable),
+        format!("{}\n", limit - 2),
+        "the longest variable"
+    );
+
+    match sbx
+        .command("true")
+        .env("V", "v".repeat(limit - 1))
+        .output()
+        .await
+    {
+        Err(Error::InvalidArgument(message)) => assert!(
+            message.contains("\"V\"") && message.contains("exec takes"),
+            "the message does not name the variable and the limit: {message}"
+        ),
+        other => panic!("a variable over the limit did not fail: {other:?}"),
+    }
+    let alive = sh(&sbx, "echo alive").await;
+    assert_eq!(stdout(&alive), "alive\n", "the sandbox afterwards");
+    sbx.kill().await.expect("kill");
+
+    let created = Sandbox::create(options().env("V", "v".repeat(limit - 1))).await;
+    match created {
+        Err(Error::InvalidArgument(message)) => assert!(
+            message.contains("\"V\""),
+            "the create's message does not name the variable: {message}"
+        ),
+        other => panic!("a sandbox variable over the limit did not fail: {other:?}"),
+    }
 }

@@ -422,6 +422,14 @@ impl Command {
         if argv[0].is_empty() {
             return Err(Error::InvalidArgument("program name is empty".into()));
         }
+        let limit = crate::sys::exec_string_limit();
+        if let Some((index, arg)) = argv.iter().enumerate().find(|(_, a)| a.len() > limit) {
+            return Err(Error::InvalidArgument(format!(
+                "argument {index} of the command is {} bytes, more than the {limit} bytes \
+                 exec takes for one argument; pass large data in a file or on stdin instead",
+                arg.len()
+            )));
+        }
         Ok(argv)
     }
 
@@ -669,6 +677,14 @@ fn validate_env_bytes(key: &[u8], value: &[u8]) -> Result<()> {
     if value.contains(&0) {
         return Err(Error::InvalidArgument(format!(
             "value of environment variable {key_text:?} contains a NUL byte"
+        )));
+    }
+    let limit = crate::sys::exec_string_limit();
+    let len = key.len() + 1 + value.len();
+    if len > limit {
+        return Err(Error::InvalidArgument(format!(
+            "environment variable {key_text:?} is {len} bytes as KEY=VALUE, more than the \
+             {limit} bytes exec takes for one variable; pass large data in a file instead"
         )));
     }
     Ok(())

@@ -721,6 +721,15 @@ pub fn set_thread_idle_priority() -> io::Result<()> {
     Ok(())
 }
 
+/// Returns the longest argument or environment string, in bytes without
+/// its terminating NUL, that exec accepts: Linux's MAX_ARG_STRLEN, 32
+/// pages.
+pub fn exec_string_limit() -> usize {
+    // SAFETY: sysconf takes a plain constant and returns -1 or the value.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(page).unwrap_or(4096) * 32 - 1
+}
+
 pub fn geteuid() -> u32 {
     // SAFETY: geteuid takes no arguments and always succeeds (getuid(2)).
     unsafe { libc::geteuid() }
