@@ -1656,11 +1656,32 @@ async fn send_request(
             .await
             .map_err(Error::os("wait on the control socket"))?;
         match guard.try_io(|fd| sys::send_with_fds(fd.as_fd(), &msg, fds)) {
-            Ok(result) => {
-                return result.map_err(Error::os("send a request to the sandbox's PID 1"))
-            }
+            Ok(result) => return result.map_err(|source| send_failure(source, msg.len())),
             Err(_would_block) => continue,
         }
+    }
+}
+
+/// Smallest net.core.wmem_max with which a control socket fits the
+/// protocol's largest message: the kernel doubles the capped value, and a
+/// message must be 32 bytes smaller than the buffer.
+const MIN_WMEM_MAX: usize = (soulbox_proto::MAX_MESSAGE_LEN + 32).div_ceil(2);
+
+/// Returns the error for a request of `len` bytes that the control socket
+/// did not take. EMSGSIZE means that its send buffer is smaller than the
+/// request, although [`sys::fit_largest_message`] asked for enough:
+/// net.core.wmem_max caps what it gets.
+fn send_failure(source: std::io::Error, len: usize) -> Error {
+    if source.raw_os_error() != Some(libc::EMSGSIZE) {
+        return Error::os("send a request to the sandbox's PID 1")(source);
+    }
+    Error::Unsupported {
+        operation: "a request of this size",
+        reason: format!(
+            "the control socket's send buffer is smaller than the request's {len} bytes, \
+             because net.core.wmem_max caps it; raise net.core.wmem_max to at least \
+             {MIN_WMEM_MAX} (sysctl -w net.core.wmem_max={MIN_WMEM_MAX}), or send less"
+        ),
     }
 }
 
@@ -1844,5 +1865,27 @@ impl Inner {
     /// exits, which ends the file API's directory watches.
     pub(crate) fn pidfd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.pidfd.as_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A socket whose send buffer is below a request maps EMSGSIZE to an
+    /// error that names net.core.wmem_max, as on a host that caps it low.
+    #[test]
+    fn small_send_buffer_names_wmem_max() {
+        let (host_end, _init_end) = sys::seqpacket_pair().expect("socket pair");
+        nix::sys::socket::setsockopt(&host_end, nix::sys::socket::sockopt::SndBuf, &4096)
+            .expect("lower the send buffer");
+        let request = vec![0u8; 64 * 1024];
+        let error = sys::send_with_fds(host_end.as_fd(), &request, &[])
+            .expect_err("a request above the send buffer");
+        let message = send_failure(error, request.len()).to_string();
+        assert!(
+            message.contains("net.core.wmem_max") && message.contains("65536 bytes"),
+            "the message does not name the size and the setting: {message}"
+        );
     }
 }
