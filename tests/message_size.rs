@@ -1,10 +1,10 @@
 //! Requests to a sandbox around the protocol's 256 KiB message limit: from
-//! the creating handle, from a connected handle, through `soulbox exec`,
-//! many at once, and with large sandbox variables, and single arguments
-//! and variables around exec's limit for one string. A request up to a
-//! limit must run, one byte more must fail with an `InvalidArgument` that
-//! names what to shrink, and neither may hang, leak descriptors or break
-//! the sandbox.
+//! the creating handle, a connected handle, `soulbox exec` and a pool,
+//! many at once, and with large sandbox variables. Single arguments and
+//! variables are tested around exec's limit for one string. A request up
+//! to a limit must run, and one byte more must fail with an
+//! `InvalidArgument` that names what to shrink. Neither may hang, leak
+//! descriptors or break the sandbox.
 
 use std::time::Duration;
 
@@ -237,6 +237,7 @@ async fn many_large_requests_at_once() {
     let overhead = request_overhead(&sbx).await;
     let fits = MAX_MESSAGE - overhead;
     let before = open_descriptors();
+
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..24 {
         let sbx = sbx.clone();
@@ -244,6 +245,7 @@ async fn many_large_requests_at_once() {
         let total = if i % 3 == 2 { fits + 1 } else { fits - i };
         tasks.spawn(async move { (total, run_padded(&sbx, total).await) });
     }
+
     let mut ran = 0;
     let mut rejected = 0;
     while let Some(joined) = within_limit("24 requests", tasks.join_next()).await {
@@ -259,6 +261,7 @@ async fn many_large_requests_at_once() {
     }
     assert_eq!(ran, 16, "requests that ran");
     assert_eq!(rejected, 8, "requests rejected");
+
     let after = settled_descriptors(before).await;
     assert!(
         after <= before,
@@ -359,8 +362,8 @@ fn exec_string_limit() -> usize {
     usize::try_from(page).expect("page size") * 32 - 1
 }
 
-/// One argument or variable longer than exec takes is rejected before the
-/// request, with a message that names it; one of exactly that length runs.
+/// Rejects one argument or variable longer than exec takes before the
+/// request, with a message that names it. One of exactly that length runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn single_string_at_exec_limit() {
     if !require_root("single_string_at_exec_limit") {
@@ -388,10 +391,16 @@ async fn single_string_at_exec_limit() {
         .output()
         .await
     {
-        Err(Error::InvalidArgument(message)) => assert!(
-            message.contains("argument 4") && message.contains("exec takes"),
-            "the message does not name the argument and the limit: {message}"
-        ),
+        Err(Error::InvalidArgument(message)) => {
+            assert!(
+                message.contains("argument 4"),
+                "the message does not name the argument: {message}"
+            );
+            assert!(
+                message.contains("exec takes"),
+                "the message does not give the limit: {message}"
+            );
+        }
         other => panic!("an argument over the limit did not fail: {other:?}"),
     }
 
@@ -415,10 +424,16 @@ async fn single_string_at_exec_limit() {
         .output()
         .await
     {
-        Err(Error::InvalidArgument(message)) => assert!(
-            message.contains("\"V\"") && message.contains("exec takes"),
-            "the message does not name the variable and the limit: {message}"
-        ),
+        Err(Error::InvalidArgument(message)) => {
+            assert!(
+                message.contains("\"V\""),
+                "the message does not name the variable: {message}"
+            );
+            assert!(
+                message.contains("exec takes"),
+                "the message does not give the limit: {message}"
+            );
+        }
         other => panic!("a variable over the limit did not fail: {other:?}"),
     }
     let alive = sh(&sbx, "echo alive").await;

@@ -1884,8 +1884,12 @@ mod tests {
             .expect_err("a request above the send buffer");
         let message = send_failure(error, request.len()).to_string();
         assert!(
-            message.contains("net.core.wmem_max") && message.contains("65536 bytes"),
-            "the message does not name the size and the setting: {message}"
+            message.contains("net.core.wmem_max"),
+            "the message does not name the setting: {message}"
+        );
+        assert!(
+            message.contains("65536 bytes"),
+            "the message does not give the request's size: {message}"
         );
     }
 }
