@@ -527,3 +527,54 @@ async fn list_survives_a_sandbox_that_does_not_answer() {
     assert_eq!(listed[0].sandbox_id, sandbox.id());
     assert_eq!(listed[0].ends_at, None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_ends_a_paused_sandbox_and_removes_its_cgroups() {
+    if !require_root("kill_ends_a_paused_sandbox_and_removes_its_cgroups") {
+        return;
+    }
+    let (sandbox, _guard) = create_lasting(Duration::from_secs(60)).await;
+    // A busy loop and a sleeper: both are frozen, neither may survive.
+    for script in ["while :; do :; done", "sleep 600"] {
+        sandbox
+            .command("sh")
+            .args(["-c", script])
+            .start()
+            .await
+            .unwrap();
+    }
+    let pid = sandbox.pid();
+    let cgroups = sandbox.cgroup_paths();
+    assert!(!cgroups.is_empty(), "the sandbox has no cgroup");
+    assert!(sandbox.pause().await.unwrap(), "pause");
+    assert_eq!(
+        sandbox.get_info().await.unwrap().state,
+        SandboxState::Paused
+    );
+
+    // Killed without a thaw first: the kill must still end every process.
+    // The kill blocks its thread while it waits for PID 1, so it runs on
+    // a thread of its own, where a hang fails the test instead of stalling
+    // it.
+    let (done, finished) = std::sync::mpsc::channel();
+    let runtime = tokio::runtime::Handle::current();
+    let killer = std::thread::spawn(move || {
+        let killed = runtime.block_on(sandbox.kill());
+        let _ = done.send(killed);
+        sandbox
+    });
+    finished
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the kill of a paused sandbox did not return within 10 s")
+        .expect("kill a paused sandbox");
+    let sandbox = killer.join().unwrap();
+    assert!(!sandbox.is_running());
+    assert!(
+        std::fs::metadata(format!("/proc/{pid}")).is_err(),
+        "PID 1 ({pid}) is still in /proc"
+    );
+    for dir in &cgroups {
+        assert!(!dir.exists(), "{} is still there", dir.display());
+    }
+    assert_not_found(Sandbox::connect(sandbox.id()).await, sandbox.id());
+}

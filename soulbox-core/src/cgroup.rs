@@ -118,6 +118,9 @@ pub struct SandboxCgroup {
     dirs: Vec<PathBuf>,
     /// Directory of the memory controller's files, for out-of-memory counts.
     memory: Option<(PathBuf, Version)>,
+    /// The file with the out-of-memory count, opened at its first read and
+    /// read again from its start for every command after that.
+    oom_file: OnceLock<Option<fs::File>>,
     /// The limits actually written; a limit whose hierarchy this process
     /// may not write to (rootless without delegation) is missing here.
     enforced: Limits,
@@ -149,6 +152,7 @@ impl SandboxCgroup {
             v2: None,
             dirs: Vec::new(),
             memory: None,
+            oom_file: OnceLock::new(),
             enforced: Limits::default(),
         };
         if let Err(e) = cgroup.populate(layout(), id, limits, Version::V2) {
@@ -250,13 +254,25 @@ impl SandboxCgroup {
     /// Returns how many processes the out-of-memory killer has killed in the
     /// sandbox, or `None` without a memory cgroup.
     pub fn oom_kills(&self) -> Option<u64> {
-        let (dir, version) = self.memory.as_ref()?;
-        let file = match version {
-            Version::V1 => "memory.oom_control",
-            Version::V2 => "memory.events",
-        };
-        let text = fs::read_to_string(dir.join(file)).ok()?;
-        text.lines()
+        use std::os::unix::fs::FileExt;
+        let file = self
+            .oom_file
+            .get_or_init(|| {
+                let (dir, version) = self.memory.as_ref()?;
+                let name = match version {
+                    Version::V1 => "memory.oom_control",
+                    Version::V2 => "memory.events",
+                };
+                fs::File::open(dir.join(name)).ok()
+            })
+            .as_ref()?;
+        // Both files are a few short lines; a read from offset 0 makes the
+        // kernel print them afresh.
+        let mut buf = [0u8; 512];
+        let len = file.read_at(&mut buf, 0).ok()?;
+        std::str::from_utf8(&buf[..len])
+            .ok()?
+            .lines()
             .find_map(|line| line.strip_prefix("oom_kill ")?.trim().parse().ok())
     }
 
@@ -322,6 +338,7 @@ impl SandboxCgroup {
     /// Removes every directory. The processes must be gone; a directory that
     /// is still busy is retried for up to a second.
     pub fn remove(&mut self) -> Result<()> {
+        self.oom_file = OnceLock::new();
         let mut first_error = None;
         for dir in self.dirs.drain(..) {
             if let Err(source) = remove_dir_retrying(&dir) {
@@ -349,6 +366,7 @@ impl SandboxCgroup {
             v2: None,
             dirs: Vec::new(),
             memory: None,
+            oom_file: OnceLock::new(),
             enforced,
         };
         if let Some(root) = &layout.v2 {

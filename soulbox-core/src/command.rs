@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use nix::fcntl::OFlag;
 use soulbox_proto::{Request, Spawn, SpawnStage, StatusRecord};
-use tokio::net::unix::pipe;
 
 use crate::error::{Error, Result};
 use crate::process::{
@@ -526,8 +525,7 @@ impl Stdio {
         let (stderr_read, child_stderr) = pipe_pair()?;
         let (child_stdin, stdin) = if open_stdin {
             let (read, write) = pipe_pair()?;
-            let writer = pipe::Sender::from_owned_fd(write)
-                .map_err(Error::os("register a pipe with the runtime"))?;
+            let writer = process::pipe_sender(write)?;
             (read, Some(StdinWriter::Pipe(writer)))
         } else {
             let null = std::fs::File::open("/dev/null").map_err(Error::os("open /dev/null"))?;
@@ -537,8 +535,8 @@ impl Stdio {
             child_stdin,
             child_stdout,
             child_stderr,
-            stdout: OutputStream::Pipe(receiver(stdout_read)?),
-            stderr: Some(OutputStream::Pipe(receiver(stderr_read)?)),
+            stdout: OutputStream::Pipe(process::pipe_receiver(stdout_read)?),
+            stderr: Some(OutputStream::Pipe(process::pipe_receiver(stderr_read)?)),
             stdin,
             pty: None,
         })
@@ -575,10 +573,6 @@ impl Stdio {
 
 fn pipe_pair() -> Result<(OwnedFd, OwnedFd)> {
     nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::os("create a pipe")(e.into()))
-}
-
-fn receiver(fd: OwnedFd) -> Result<pipe::Receiver> {
-    pipe::Receiver::from_owned_fd(fd).map_err(Error::os("register a pipe with the runtime"))
 }
 
 /// A sandbox user a command can run as.

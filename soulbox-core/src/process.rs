@@ -262,11 +262,27 @@ pub(crate) struct StatusPipe {
     pipe: pipe::Receiver,
 }
 
+/// Registers the read end of a pipe the caller has just made with pipe2.
+pub(crate) fn pipe_receiver(fd: OwnedFd) -> Result<pipe::Receiver> {
+    sys::make_new_pipe_end_nonblocking(fd.as_fd())
+        .map_err(Error::os("make a pipe non-blocking"))?;
+    pipe::Receiver::from_owned_fd_unchecked(fd)
+        .map_err(Error::os("register a pipe with the runtime"))
+}
+
+/// Registers the write end of a pipe the caller has just made with pipe2.
+pub(crate) fn pipe_sender(fd: OwnedFd) -> Result<pipe::Sender> {
+    sys::make_new_pipe_end_nonblocking(fd.as_fd())
+        .map_err(Error::os("make a pipe non-blocking"))?;
+    pipe::Sender::from_owned_fd_unchecked(fd).map_err(Error::os("register a pipe with the runtime"))
+}
+
 impl StatusPipe {
+    /// Takes the read end of a pipe made for one command.
     pub(crate) fn new(fd: OwnedFd) -> Result<Self> {
-        let pipe = pipe::Receiver::from_owned_fd(fd)
-            .map_err(Error::os("register a pipe with the runtime"))?;
-        Ok(Self { pipe })
+        Ok(Self {
+            pipe: pipe_receiver(fd)?,
+        })
     }
 
     /// Reads the next record; `None` when the supervisor is gone.

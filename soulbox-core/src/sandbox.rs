@@ -1202,15 +1202,20 @@ impl Inner {
         // namespace down. The reaper thread closes it after the kill, so the
         // unmounts and the RCU grace period they wait for run off this path.
         // If it cannot be opened, the kill waits for the teardown as before.
-        let mount_namespace = sys::pidfd_mount_namespace(self.pidfd.as_fd(), self.pid).ok();
+        // A one-shot program (`Launcher::Fork`) skips it: a thread started
+        // to close it later would only make its exit, which follows, slower.
+        let one_shot = matches!(zygote::launcher(), Launcher::Fork(_));
+        let mount_namespace = if one_shot {
+            None
+        } else {
+            sys::pidfd_mount_namespace(self.pidfd.as_fd(), self.pid).ok()
+        };
         let _ = sys::pidfd_send_signal(self.pidfd.as_fd(), libc::SIGKILL);
         // Belt to the PID namespace: on cgroup v2 every process of the
         // sandbox is killed even if one escaped the namespace's teardown.
+        // A paused sandbox needs no thaw first: a fatal signal ends a task
+        // of a frozen v2 cgroup, and the cgroup's directory can then go.
         cgroup.kill_all();
-        // Killed tasks of a frozen v2 cgroup die anyway; thawing makes sure.
-        if cgroup.is_frozen() {
-            let _ = cgroup.set_frozen(false);
-        }
         // The wait returns once PID 1 has reaped every other process of its
         // namespace, so the cgroups are empty afterwards.
         if self.is_child {
@@ -1225,13 +1230,7 @@ impl Inner {
         let removed = cgroup.remove();
         let _ = state::remove_entry(&self.entry);
         if let Some(namespace) = mount_namespace {
-            if matches!(zygote::launcher(), Launcher::Fork(_)) {
-                // A one-shot program: a thread started to close this later
-                // would only make its exit, which follows, slower.
-                drop(namespace);
-            } else {
-                reaper::close_later(namespace);
-            }
+            reaper::close_later(namespace);
         }
         removed
     }

@@ -97,6 +97,15 @@ pub fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
     Ok(())
 }
 
+/// Sets O_NONBLOCK on one end of a pipe that `pipe2` just made, in one
+/// system call rather than [`set_nonblocking`]'s two: such an end has no
+/// status flag set, and F_SETFL keeps its access mode.
+pub fn make_new_pipe_end_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: F_SETFL takes integer flags and touches no memory.
+    check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) })?;
+    Ok(())
+}
+
 /// Creates a sealed, close-on-exec memfd holding `contents`. The seals forbid
 /// any later write, shrink or grow, so nothing can change the executable
 /// through /proc/PID/exe or a leaked descriptor.
