@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use soulbox_core::{CommandEvent, CommandHandle, Error, ExitStatus, Sandbox};
+use soulbox_core::{CommandEvent, CommandHandle, CommandSpec, Error, ExitStatus, Sandbox};
 use soulbox_tests::*;
 
 /// Returns a description of every process in the sandbox whose command
@@ -614,4 +614,88 @@ async fn output_is_raw_bytes() {
 
     let err = sh(&sbx, r"printf '\xff\xfe' >&2").await;
     assert_eq!(err.stderr, [0xff, 0xfe], "invalid UTF-8 on stderr");
+}
+
+/// A command started with the create, with every setting a [`CommandSpec`]
+/// contains, and the sandbox usable as any other afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_and_start_runs_the_first_command() {
+    if !require_root("create_and_start_runs_the_first_command") {
+        return;
+    }
+    let options = options().env("FROM_SANDBOX", "sandbox");
+    let mut spec = CommandSpec::new("sh");
+    spec.argv.extend(
+        [
+            "-c",
+            "read line; echo \"$line $FROM_SANDBOX $FROM_COMMAND\"; pwd; id -u",
+        ]
+        .map(Into::into),
+    );
+    spec.envs.push(("FROM_COMMAND".into(), "command".into()));
+    spec.cwd = Some("/tmp".into());
+    spec.user = Some("root".into());
+    spec.stdin = true;
+    let (sandbox, mut handle) = within_limit(
+        "create_and_start",
+        Sandbox::create_and_start(options, &spec),
+    )
+    .await
+    .expect("create a sandbox and start the command");
+    handle.send_stdin(b"stdin\n").await.expect("send stdin");
+    let output = within_limit("the first command", handle.wait())
+        .await
+        .expect("wait for the first command");
+    assert_eq!(output.status, ExitStatus::Code(0));
+    assert_eq!(stdout(&output), "stdin sandbox command\n/tmp\n0\n");
+
+    // The sandbox is an ordinary one: more commands and files work.
+    assert_eq!(stdout(&sh(&sandbox, "echo again").await), "again\n");
+    sandbox
+        .files()
+        .write("/tmp/after", b"written")
+        .await
+        .expect("write a file");
+    assert_eq!(
+        sandbox.files().read("/tmp/after").await.expect("read it"),
+        b"written"
+    );
+}
+
+/// The first command's timeout kills it, and a program that does not
+/// exist fails the call with the same error as [`Command::start`].
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_and_start_applies_timeout_and_reports_a_missing_program() {
+    if !require_root("create_and_start_applies_timeout_and_reports_a_missing_program") {
+        return;
+    }
+    let mut spec = CommandSpec::new("sleep");
+    spec.argv.push("30".into());
+    spec.timeout = Some(Duration::from_millis(300));
+    let (_sandbox, mut handle) = within_limit(
+        "create_and_start",
+        Sandbox::create_and_start(options(), &spec),
+    )
+    .await
+    .expect("create a sandbox and start sleep");
+    let output = within_limit("the timed-out command", handle.wait())
+        .await
+        .expect("wait for sleep");
+    assert!(
+        output.timed_out,
+        "sleep 30 ended without its timeout: {output:?}"
+    );
+
+    let missing = CommandSpec::new("/no/such/program");
+    match within_limit(
+        "create_and_start",
+        Sandbox::create_and_start(options(), &missing),
+    )
+    .await
+    {
+        Err(error @ Error::Spawn { .. }) => {
+            assert_eq!(error.errno(), Some(libc::ENOENT), "{error}");
+        }
+        other => panic!("a missing program gave {other:?}, not a Spawn error"),
+    }
 }

@@ -2,7 +2,7 @@
 //! sandbox's. The test lowers this process's hard limit for good, so it has
 //! a binary of its own.
 
-use soulbox_core::{Error, Sandbox};
+use soulbox_core::{CommandSpec, Error, Sandbox};
 use soulbox_tests::*;
 
 /// CAP_SYS_RESOURCE's bit, from <linux/capability.h>.
@@ -63,4 +63,15 @@ async fn low_hard_limit_explained() {
         message.contains("open_files_limit"),
         "the message does not name the option: {message}"
     );
+
+    // A start request sent during the build meets the same failure: the
+    // setup's error comes back, not one about the command.
+    let command = CommandSpec::new("/bin/true");
+    match Sandbox::create_and_start(soulbox_tests::options(), &command).await {
+        Err(error) => assert!(
+            matches!(error, Error::Setup { .. }) && error.to_string().contains("RLIMIT_NOFILE"),
+            "create_and_start did not report the setup's failure: {error:?}"
+        ),
+        Ok(_) => panic!("create_and_start raised the hard limit without CAP_SYS_RESOURCE"),
+    }
 }

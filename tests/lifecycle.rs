@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use soulbox_core::{Error, Sandbox};
+use soulbox_core::{CommandSpec, Error, Sandbox};
 use soulbox_tests::*;
 
 /// Tests that count host-wide state (every cgroup directory, every
@@ -551,4 +551,63 @@ async fn drop_ends_sandbox_despite_other_handles() {
     );
     let sent = commands.send_stdin(handle.pid(), b"x").await;
     assert!(sent.is_err(), "commands() must not reach a dropped sandbox");
+}
+
+/// A [`Sandbox::create_and_start`] whose command is invalid creates
+/// nothing, and one whose program is missing kills the sandbox it made:
+/// neither leaves a cgroup directory or a PID 1 behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_and_start_failures_leave_nothing() {
+    if !require_root("create_and_start_failures_leave_nothing") {
+        return;
+    }
+    let _exclusive = HOST_STATE.write().await;
+    let before = sandbox_cgroup_dirs();
+
+    let mut no_program = CommandSpec::new("true");
+    no_program.argv.clear();
+    let mut unknown_user = CommandSpec::new("true");
+    unknown_user.user = Some("nobody".into());
+    let mut bad_env = CommandSpec::new("true");
+    bad_env.envs.push(("A=B".into(), "value".into()));
+    let mut bad_cwd = CommandSpec::new("true");
+    bad_cwd.cwd = Some("/tmp/a\0b".into());
+    let mut empty_tag = CommandSpec::new("true");
+    empty_tag.tag = Some(String::new());
+    let cases = [
+        ("no program", no_program, "no program"),
+        ("user \"nobody\"", unknown_user, "nobody"),
+        ("env key \"A=B\"", bad_env, "A=B"),
+        ("a NUL in the cwd", bad_cwd, "NUL"),
+        ("an empty tag", empty_tag, "tag"),
+    ];
+    for (case, spec, named) in cases {
+        match Sandbox::create_and_start(soulbox_tests::options(), &spec).await {
+            Err(Error::InvalidArgument(message)) => assert!(
+                message.contains(named),
+                "the InvalidArgument message for {case} does not name {named:?}: {message}"
+            ),
+            other => {
+                panic!("create_and_start with {case} did not fail with InvalidArgument: {other:?}")
+            }
+        }
+    }
+    let missing = CommandSpec::new("/no/such/program");
+    match Sandbox::create_and_start(soulbox_tests::options(), &missing).await {
+        Err(Error::Spawn { .. }) => {}
+        other => panic!("a missing program did not fail with a Spawn error: {other:?}"),
+    }
+
+    let new_dirs: Vec<PathBuf> = sandbox_cgroup_dirs().difference(&before).cloned().collect();
+    let left = left_by_this_process(new_dirs).await;
+    assert!(
+        left.is_empty(),
+        "failed create_and_start calls left cgroup directories, still without another \
+         process's sandbox in them after {FOREIGN_EMPTY_LIMIT:?}: {left:?}"
+    );
+    let init_children = soulbox_init_children();
+    assert!(
+        init_children.is_empty(),
+        "failed create_and_start calls left soulbox-init at host pids {init_children:?}"
+    );
 }

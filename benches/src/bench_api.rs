@@ -41,6 +41,9 @@
 //! Node bindings do, in place of a current-thread runtime. `--no-zygote`
 //! executes each sandbox's PID 1 afresh (`Launcher::Exec`) instead of
 //! forking it from the zygote, as the `soulbox` command does.
+//! `--with-create` starts the `true` and `py` tasks' command with
+//! `Sandbox::create_and_start` instead of `Sandbox::create` and then
+//! `Command::output`; with `--phases` its create then includes the start.
 
 mod density;
 mod rate;
@@ -48,12 +51,12 @@ mod rate;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use soulbox_core::{Sandbox, SandboxOptions, SandboxPool, SeccompPolicy};
+use soulbox_core::{CommandSpec, Sandbox, SandboxOptions, SandboxPool, SeccompPolicy};
 
 const USAGE: &str = "usage: soulbox-bench-api --task \
                      true|py|shell-true|exec|host-exec|connect|pause-resume --iterations N \
                      [--pool SIZE] [--no-limits] [--no-seccomp] [--shell] [--on-request] [--phases] \
-                     [--multi-thread] [--no-zygote]\n       \
+                     [--multi-thread] [--no-zygote] [--with-create]\n       \
                      soulbox-bench-api --task density --count N [--no-limits] [--no-zygote]\n       \
                      soulbox-bench-api --task rate --seconds S [--parallel P] [--no-limits] \
                      [--no-zygote]";
@@ -82,6 +85,7 @@ struct Args {
     on_request: bool,
     phases: bool,
     multi_thread: bool,
+    with_create: bool,
     options: SandboxOptions,
 }
 
@@ -97,6 +101,7 @@ fn parse_args() -> Result<Args, String> {
         on_request: false,
         phases: false,
         multi_thread: false,
+        with_create: false,
         options: SandboxOptions::default(),
     };
     let raw: Vec<String> = std::env::args().skip(1).collect();
@@ -121,6 +126,10 @@ fn parse_args() -> Result<Args, String> {
         }
         if flag == "--phases" {
             args.phases = true;
+            continue;
+        }
+        if flag == "--with-create" {
+            args.with_create = true;
             continue;
         }
         if flag == "--multi-thread" {
@@ -202,7 +211,11 @@ fn main() -> ExitCode {
                 bare_command: args.task == "shell-true",
                 on_request: args.on_request,
                 phases: args.phases,
+                with_create: args.with_create,
             };
+            if task.with_create && (task.shell || args.pool.is_some()) {
+                return usage("--with-create takes neither --shell, shell-true nor --pool");
+            }
             match args.pool {
                 Some(size) => runtime.block_on(time_pooled(options, size, &task, iterations)),
                 None => runtime.block_on(time_create(options, &task, iterations)),
@@ -232,6 +245,8 @@ struct Task {
     on_request: bool,
     /// Prints the create, command and kill times after the total.
     phases: bool,
+    /// Starts the command with `Sandbox::create_and_start`.
+    with_create: bool,
 }
 
 impl Task {
@@ -262,15 +277,21 @@ impl Task {
         Ok(())
     }
 
-    async fn run(&self, sandbox: &Sandbox) -> Result<(), String> {
-        let (argv, command_line): (&[&str], &str) = match (self.name, self.bare_command) {
+    /// Returns the program with its arguments, and the command line for
+    /// the shell.
+    fn command(&self) -> (&'static [&'static str], &'static str) {
+        match (self.name, self.bare_command) {
             ("py", _) => (
                 &["/usr/bin/python3", "-c", "print(1)"],
                 "/usr/bin/python3 -c 'print(1)'",
             ),
             (_, true) => (&["true"], "true"),
             _ => (&["/bin/true"], "/bin/true"),
-        };
+        }
+    }
+
+    async fn run(&self, sandbox: &Sandbox) -> Result<(), String> {
+        let (argv, command_line) = self.command();
         if !self.shell {
             return run_checked(sandbox, argv).await;
         }
@@ -310,11 +331,28 @@ async fn time_create(
     for _ in 0..iterations {
         task.wait_for_request(&mut requests)?;
         let start = Instant::now();
-        let sandbox = Sandbox::create(options.clone())
-            .await
-            .map_err(|e| format!("create failed: {e}"))?;
-        let created = Instant::now();
-        let ran = task.run(&sandbox).await;
+        let (sandbox, created, ran) = if task.with_create {
+            let (argv, _) = task.command();
+            let mut spec = CommandSpec::new(argv[0]);
+            spec.argv.extend(argv[1..].iter().map(Into::into));
+            let (sandbox, mut handle) = Sandbox::create_and_start(options.clone(), &spec)
+                .await
+                .map_err(|e| format!("create and start {argv:?} failed: {e}"))?;
+            let created = Instant::now();
+            let ran = match handle.wait().await {
+                Ok(output) if output.status.success() => Ok(()),
+                Ok(output) => Err(format!("{argv:?} failed: {:?}", output.status)),
+                Err(e) => Err(format!("{argv:?} failed: {e}")),
+            };
+            (sandbox, created, ran)
+        } else {
+            let sandbox = Sandbox::create(options.clone())
+                .await
+                .map_err(|e| format!("create failed: {e}"))?;
+            let created = Instant::now();
+            let ran = task.run(&sandbox).await;
+            (sandbox, created, ran)
+        };
         let run_end = Instant::now();
         let killed = sandbox.kill().await;
         let end = Instant::now();

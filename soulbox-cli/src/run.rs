@@ -6,7 +6,9 @@ use std::os::fd::AsFd;
 use std::time::Duration;
 
 use clap::Args;
-use soulbox_core::{CommandEvent, CommandHandle, Commands, ExitStatus, Sandbox, SandboxOptions};
+use soulbox_core::{
+    CommandEvent, CommandHandle, CommandSpec, Commands, ExitStatus, Sandbox, SandboxOptions,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::copy::{copy_in, CopySpec};
@@ -134,6 +136,25 @@ pub async fn run(args: RunArgs) -> Result<u8, String> {
         .timeout(create_timeout)
         .kill_on_drop(true);
     args.limits.apply(&mut options);
+    if !copies_first && !args.command.tty {
+        // The common case: the command's start request goes out with the
+        // create, and the command starts as soon as the sandbox is ready.
+        let spec = args.command.spec(stdin_is_terminal);
+        let started = tokio::select! {
+            started = Sandbox::create_and_start(options.clone(), &spec) => started,
+            signal = signals.next() => return Ok(128 + signal as u8),
+        };
+        let (sandbox, handle) = match started {
+            Ok(started) => started,
+            Err(e) => return spawn_failure(&e),
+        };
+        report_unenforced_limits(&options, &sandbox);
+        let result = follow(&sandbox, handle, spec.stdin, false, &mut signals).await;
+        let killed = sandbox.kill().await.map_err(|e| crate::describe(&e));
+        let code = result?;
+        killed?;
+        return Ok(code);
+    }
     let sandbox = tokio::select! {
         created = Sandbox::create(options.clone()) => created.map_err(|e| crate::describe(&e))?,
         signal = signals.next() => return Ok(128 + signal as u8),
@@ -270,21 +291,18 @@ async fn run_in(
     stdin_is_terminal: bool,
     signals: &mut Signals,
 ) -> Result<u8, String> {
-    let timeout = args.timeout();
-    let mut command = sandbox.command(&args.command[0]);
-    command.args(&args.command[1..]).timeout(timeout);
-    if let Some(user) = &args.user {
+    let spec = args.spec(stdin_is_terminal);
+    let mut command = sandbox.command(&spec.argv[0]);
+    command.args(&spec.argv[1..]).timeout(spec.timeout);
+    if let Some(user) = &spec.user {
         command.user(user.clone());
     }
-    if let Some(cwd) = &args.cwd {
+    if let Some(cwd) = &spec.cwd {
         command.cwd(cwd.clone());
     }
-    for (key, value) in &args.envs {
+    for (key, value) in &spec.envs {
         command.env(key, value);
     }
-    // Stdin of /dev/null would end at once, so the command gets its own
-    // /dev/null instead, and no thread has to read this one.
-    let forward_stdin = args.tty || !(stdin_is_terminal || term::stdin_is_empty());
     let (handle, _raw_mode) = if args.tty {
         let (rows, cols) = term::window_size(std::io::stdout().as_fd());
         command.env(
@@ -299,17 +317,51 @@ async fn run_in(
             .map_err(|e| format!("failed to put the terminal in raw mode: {e}"))?;
         (handle, Some(raw))
     } else {
-        command.stdin(forward_stdin);
+        command.stdin(spec.stdin);
         match command.start().await {
             Ok(handle) => (handle, None),
             Err(e) => return spawn_failure(&e),
         }
     };
+    follow(sandbox, handle, spec.stdin, args.tty, signals).await
+}
+
+impl CommandArgs {
+    /// Returns the command these options describe. Its stdin stays open
+    /// when this process's stdin is forwarded: on a PTY, or from a pipe or
+    /// file that is not empty. An empty stdin would end at once, so the
+    /// command gets its own /dev/null instead, and no thread reads this one.
+    fn spec(&self, stdin_is_terminal: bool) -> CommandSpec {
+        let mut spec = CommandSpec::new(&self.command[0]);
+        spec.argv.extend(self.command[1..].iter().map(Into::into));
+        spec.timeout = self.timeout();
+        spec.user.clone_from(&self.user);
+        spec.cwd.clone_from(&self.cwd);
+        spec.envs = self
+            .envs
+            .iter()
+            .map(|(key, value)| (key.into(), value.into()))
+            .collect();
+        spec.stdin = self.tty || !(stdin_is_terminal || term::stdin_is_empty());
+        spec
+    }
+}
+
+/// Streams a started command's output until it ends, and returns the exit
+/// code to report. Meanwhile it forwards signals, this process's stdin when
+/// `forward_stdin` is set, and the terminal's size changes when `tty` is.
+async fn follow(
+    sandbox: &Sandbox,
+    handle: CommandHandle,
+    forward_stdin: bool,
+    tty: bool,
+    signals: &mut Signals,
+) -> Result<u8, String> {
     let pid = handle.pid();
     if forward_stdin {
-        tokio::spawn(forward_input(sandbox.commands(), pid, !args.tty));
+        tokio::spawn(forward_input(sandbox.commands(), pid, !tty));
     }
-    if args.tty {
+    if tty {
         tokio::spawn(forward_resizes(sandbox.commands(), pid));
     }
     let output = stream_output(handle);

@@ -1,8 +1,9 @@
 //! Running commands in a sandbox.
 
+use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::fmt;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -128,29 +129,60 @@ impl Output {
 #[derive(Debug)]
 pub struct Command {
     sandbox: Arc<Inner>,
-    argv: Vec<OsString>,
-    envs: Vec<(OsString, OsString)>,
-    cwd: Option<String>,
-    user: Option<String>,
-    timeout: Option<Duration>,
+    spec: CommandSpec,
+    /// Whether [`Command::timeout`] was called; [`Command::start`] has no
+    /// timeout otherwise.
     timeout_set: bool,
-    stdin: bool,
-    tag: Option<String>,
+}
+
+/// A command apart from any sandbox, for [`Sandbox::create_and_start`].
+/// Each field means what the [`Command`] setter of the same name sets.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct CommandSpec {
+    /// The program, then its arguments.
+    pub argv: Vec<OsString>,
+    /// Variables over the sandbox's; a later one wins.
+    pub envs: Vec<(OsString, OsString)>,
+    /// Working directory; a relative path starts at the user's home.
+    pub cwd: Option<String>,
+    /// `user` (the default) or `root`.
+    pub user: Option<String>,
+    /// How long the command may run before its process tree is killed;
+    /// `None` for no limit.
+    pub timeout: Option<Duration>,
+    /// Keeps stdin open for [`CommandHandle::send_stdin`]; otherwise the
+    /// command reads /dev/null.
+    pub stdin: bool,
+    /// A name for [`crate::Commands::connect`].
+    pub tag: Option<String>,
+}
+
+impl CommandSpec {
+    /// Returns a command that runs `program` with no arguments and no time
+    /// limit.
+    pub fn new(program: impl AsRef<OsStr>) -> Self {
+        Self {
+            argv: vec![program.as_ref().to_owned()],
+            envs: Vec::new(),
+            cwd: None,
+            user: None,
+            timeout: None,
+            stdin: false,
+            tag: None,
+        }
+    }
 }
 
 impl Sandbox {
     /// Prepares `program` to run with no shell involved.
     pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
+        let mut spec = CommandSpec::new(program);
+        spec.timeout = Some(DEFAULT_COMMAND_TIMEOUT);
         Command {
             sandbox: Arc::clone(&self.inner),
-            argv: vec![program.as_ref().to_owned()],
-            envs: Vec::new(),
-            cwd: None,
-            user: None,
-            timeout: Some(DEFAULT_COMMAND_TIMEOUT),
+            spec,
             timeout_set: false,
-            stdin: false,
-            tag: None,
         }
     }
 
@@ -202,7 +234,7 @@ impl Sandbox {
 impl Command {
     /// Adds an argument.
     pub fn arg(&mut self, arg: impl AsRef<OsStr>) -> &mut Self {
-        self.argv.push(arg.as_ref().to_owned());
+        self.spec.argv.push(arg.as_ref().to_owned());
         self
     }
 
@@ -212,14 +244,16 @@ impl Command {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        self.argv
+        self.spec
+            .argv
             .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
         self
     }
 
     /// Sets an environment variable for this command, over the sandbox's.
     pub fn env(&mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> &mut Self {
-        self.envs
+        self.spec
+            .envs
             .push((key.as_ref().to_owned(), value.as_ref().to_owned()));
         self
     }
@@ -227,14 +261,14 @@ impl Command {
     /// Sets the working directory; a relative path is taken from the user's
     /// home. A directory that does not exist fails the start.
     pub fn cwd(&mut self, dir: impl Into<String>) -> &mut Self {
-        self.cwd = Some(dir.into());
+        self.spec.cwd = Some(dir.into());
         self
     }
 
     /// Sets the user: `user` (the default) or `root`. In a rootless sandbox
     /// `root` is the only user and the default.
     pub fn user(&mut self, name: impl Into<String>) -> &mut Self {
-        self.user = Some(name.into());
+        self.spec.user = Some(name.into());
         self
     }
 
@@ -242,7 +276,7 @@ impl Command {
     /// killed; `None` for no limit. [`Command::output`] defaults to 60 s,
     /// [`Command::start`] to no limit.
     pub fn timeout(&mut self, timeout: Option<Duration>) -> &mut Self {
-        self.timeout = timeout;
+        self.spec.timeout = timeout;
         self.timeout_set = true;
         self
     }
@@ -250,13 +284,13 @@ impl Command {
     /// Keeps the command's stdin open for [`CommandHandle::send_stdin`];
     /// otherwise it reads /dev/null.
     pub fn stdin(&mut self, open: bool) -> &mut Self {
-        self.stdin = open;
+        self.spec.stdin = open;
         self
     }
 
     /// Tags the command, so [`crate::Commands::connect`] can find it by name.
     pub fn tag(&mut self, tag: impl Into<String>) -> &mut Self {
-        self.tag = Some(tag.into());
+        self.spec.tag = Some(tag.into());
         self
     }
 
@@ -270,7 +304,11 @@ impl Command {
     /// (nothing runs); [`Error::Spawn`] when the program cannot be executed;
     /// [`Error::SandboxNotRunning`] when the sandbox has ended.
     pub async fn start(&self) -> Result<CommandHandle> {
-        let timeout = if self.timeout_set { self.timeout } else { None };
+        let timeout = if self.timeout_set {
+            self.spec.timeout
+        } else {
+            None
+        };
         self.launch(timeout, None).await
     }
 
@@ -285,7 +323,11 @@ impl Command {
     ///
     /// As [`Command::start`]; [`Error::InvalidArgument`] for a zero size.
     pub async fn start_pty(&self, rows: u16, cols: u16) -> Result<CommandHandle> {
-        let timeout = if self.timeout_set { self.timeout } else { None };
+        let timeout = if self.timeout_set {
+            self.spec.timeout
+        } else {
+            None
+        };
         self.launch(timeout, Some((rows, cols))).await
     }
 
@@ -298,7 +340,7 @@ impl Command {
     /// As [`Command::start`]. A non-zero exit is not an error here; see
     /// [`Output::check`].
     pub async fn output(&self) -> Result<Output> {
-        self.launch(self.timeout, None).await?.wait().await
+        self.launch(self.spec.timeout, None).await?.wait().await
     }
 
     /// Starts the command with stdio as given (a PTY when `pty` is set) and
@@ -308,45 +350,81 @@ impl Command {
         timeout: Option<Duration>,
         pty: Option<(u16, u16)>,
     ) -> Result<CommandHandle> {
-        let user = resolve_user(self.user.as_deref(), self.sandbox.rootless)?;
-        let cwd = resolve_cwd(self.cwd.as_deref(), user)?;
-        let env = self.environment(user)?;
-        let argv = self.checked_argv()?;
-        if let Some(tag) = &self.tag {
-            if tag.is_empty() {
-                return Err(Error::InvalidArgument("command tag is empty".into()));
-            }
+        if let Some(tag) = &self.spec.tag {
             if self.sandbox.commands_tagged(tag) {
                 return Err(Error::InvalidArgument(format!(
                     "a running command already has tag {tag:?}; tags must be unique"
                 )));
             }
         }
+        let context = Context {
+            rootless: self.sandbox.rootless,
+            envs: &self.sandbox.envs,
+        };
         let stdio = match pty {
             Some((rows, cols)) => Stdio::pty(&self.sandbox, rows, cols)?,
-            None => Stdio::pipes(self.stdin)?,
+            None => Stdio::pipes(self.spec.stdin)?,
         };
-        let (status_read, status_write) = pipe_pair()?;
-        let oom_kills_before = self.sandbox.oom_kills();
-        let command_id = self.sandbox.next_command_id();
-        let spawn = Spawn {
-            command_id,
-            argv,
-            env,
-            cwd: cwd.clone().into_bytes(),
-            uid: user.uid,
-            gid: user.uid,
-            pty: pty.is_some(),
-        };
-        let fds = [
-            stdio.child_stdin.as_fd(),
-            stdio.child_stdout.as_fd(),
-            stdio.child_stderr.as_fd(),
-            status_write.as_fd(),
-        ];
-        self.sandbox.request(&Request::Spawn(spawn), &fds).await?;
+        let mut planned = self.spec.plan(&context, stdio)?;
+        planned.oom_kills_before = self.sandbox.oom_kills();
+        self.sandbox
+            .request(&planned.request, &planned.fds())
+            .await?;
+        planned.finish(&self.spec, &self.sandbox, timeout).await
+    }
+}
+
+/// The settings of a sandbox that a command's start request is built from.
+pub(crate) struct Context<'a> {
+    /// Whether the sandbox runs in a user namespace of its own.
+    pub(crate) rootless: bool,
+    /// The sandbox's variables.
+    pub(crate) envs: &'a BTreeMap<String, String>,
+}
+
+/// A command whose start request is built but not yet answered.
+pub(crate) struct Planned {
+    pub(crate) request: Request,
+    stdio: Stdio,
+    status_read: OwnedFd,
+    status_write: OwnedFd,
+    cwd: String,
+    command_id: u64,
+    /// The sandbox's out-of-memory kill count before the command started.
+    pub(crate) oom_kills_before: Option<u64>,
+}
+
+impl Planned {
+    /// The descriptors that go with the request: stdin, stdout, stderr and
+    /// the status pipe's write end.
+    pub(crate) fn fds(&self) -> [BorrowedFd<'_>; 4] {
+        [
+            self.stdio.child_stdin.as_fd(),
+            self.stdio.child_stdout.as_fd(),
+            self.stdio.child_stderr.as_fd(),
+            self.status_write.as_fd(),
+        ]
+    }
+
+    /// Once the request is sent: waits for the supervisor's start report
+    /// and registers the command with `sandbox`.
+    pub(crate) async fn finish(
+        self,
+        spec: &CommandSpec,
+        sandbox: &Arc<Inner>,
+        timeout: Option<Duration>,
+    ) -> Result<CommandHandle> {
         // The sandbox has its own copies now. Closing these lets the pump
         // see end of file when the command's side closes.
+        let Self {
+            stdio,
+            status_read,
+            status_write,
+            cwd,
+            command_id,
+            oom_kills_before,
+            ..
+        } = self;
         let Stdio {
             stdout,
             stderr,
@@ -360,31 +438,31 @@ impl Command {
         let pid = match status.next().await? {
             Some(StatusRecord::Started { pid }) => pid,
             Some(StatusRecord::SpawnFailed { stage, errno }) => {
-                return Err(self.spawn_error(stage, errno, &cwd));
+                return Err(spec.spawn_error(stage, errno, &cwd, &sandbox.id));
             }
             Some(other) => {
                 return Err(Error::Protocol(format!(
                     "expected a start report, got {other:?}"
                 )))
             }
-            None if self.sandbox.is_running() => {
+            None if sandbox.is_running() => {
                 return Err(Error::Protocol(format!(
                     "the supervisor of {:?} ended before reporting its start; a process in \
                      the sandbox running as root may have killed it",
-                    self.argv[0]
+                    spec.argv[0]
                 )))
             }
-            None => return Err(self.sandbox.not_running()),
+            None => return Err(sandbox.not_running()),
         };
         let info = ProcessInfo {
             pid,
-            tag: self.tag.clone(),
-            cmd: self.argv[0].to_string_lossy().into_owned(),
-            args: self.argv[1..]
+            tag: spec.tag.clone(),
+            cmd: spec.argv[0].to_string_lossy().into_owned(),
+            args: spec.argv[1..]
                 .iter()
                 .map(|a| a.to_string_lossy().into_owned())
                 .collect(),
-            envs: self
+            envs: spec
                 .envs
                 .iter()
                 .map(|(k, v)| {
@@ -407,10 +485,46 @@ impl Command {
             timeout,
             pty: pty_fd,
         };
-        Ok(process::register(&self.sandbox, started))
+        Ok(process::register(sandbox, started))
+    }
+}
+
+impl CommandSpec {
+    /// Builds the start request, with `stdio` and a new status pipe.
+    pub(crate) fn plan(&self, context: &Context<'_>, stdio: Stdio) -> Result<Planned> {
+        let user = resolve_user(self.user.as_deref(), context.rootless)?;
+        let cwd = resolve_cwd(self.cwd.as_deref(), user)?;
+        let env = self.environment(user, context.envs)?;
+        let argv = self.checked_argv()?;
+        if self.tag.as_deref() == Some("") {
+            return Err(Error::InvalidArgument("command tag is empty".into()));
+        }
+        let (status_read, status_write) = pipe_pair()?;
+        let command_id = crate::sandbox::next_command_id();
+        let spawn = Spawn {
+            command_id,
+            argv,
+            env,
+            cwd: cwd.clone().into_bytes(),
+            uid: user.uid,
+            gid: user.uid,
+            pty: stdio.pty.is_some(),
+        };
+        Ok(Planned {
+            request: Request::Spawn(spawn),
+            stdio,
+            status_read,
+            status_write,
+            cwd,
+            command_id,
+            oom_kills_before: None,
+        })
     }
 
     fn checked_argv(&self) -> Result<Vec<Vec<u8>>> {
+        if self.argv.is_empty() {
+            return Err(Error::InvalidArgument("the command has no program".into()));
+        }
         let argv: Vec<Vec<u8>> = self.argv.iter().map(|a| a.as_bytes().to_vec()).collect();
         if argv.iter().any(|a| a.contains(&0)) {
             return Err(Error::InvalidArgument(format!(
@@ -433,7 +547,11 @@ impl Command {
     }
 
     /// Builds the complete environment, each layer overriding the last.
-    fn environment(&self, user: User) -> Result<Vec<Vec<u8>>> {
+    fn environment(
+        &self,
+        user: User,
+        sandbox_envs: &BTreeMap<String, String>,
+    ) -> Result<Vec<Vec<u8>>> {
         let mut env: Vec<(Vec<u8>, Vec<u8>)> = vec![
             (b"PATH".to_vec(), DEFAULT_PATH.into()),
             (b"HOME".to_vec(), user.home.into()),
@@ -446,7 +564,7 @@ impl Command {
             Some(entry) => entry.1 = value.to_vec(),
             None => env.push((key.to_vec(), value.to_vec())),
         };
-        for (key, value) in &self.sandbox.envs {
+        for (key, value) in sandbox_envs {
             set(key.as_bytes(), value.as_bytes());
         }
         for (key, value) in &self.envs {
@@ -463,14 +581,13 @@ impl Command {
             .collect())
     }
 
-    fn spawn_error(&self, stage: SpawnStage, errno: i32, cwd: &str) -> Error {
+    fn spawn_error(&self, stage: SpawnStage, errno: i32, cwd: &str, sandbox_id: &str) -> Error {
         let source = std::io::Error::from_raw_os_error(errno);
         let program = self.argv[0].to_string_lossy().into_owned();
         match stage {
             SpawnStage::Cwd => Error::InvalidArgument(format!(
-                "working directory {cwd:?} cannot be used in sandbox {}: {source}; \
+                "working directory {cwd:?} cannot be used in sandbox {sandbox_id}: {source}; \
                  create it first or pick an existing directory",
-                self.sandbox.id
             )),
             SpawnStage::Exec if errno == libc::ENOENT && program.contains('/') => Error::Spawn {
                 program,
@@ -508,7 +625,7 @@ impl Command {
 
 /// The descriptors a command starts with: the ends the sandbox gets and
 /// the ends this process keeps.
-struct Stdio {
+pub(crate) struct Stdio {
     child_stdin: OwnedFd,
     child_stdout: OwnedFd,
     child_stderr: OwnedFd,
@@ -520,7 +637,7 @@ struct Stdio {
 
 impl Stdio {
     /// Pipes for stdout and stderr; a pipe or /dev/null for stdin.
-    fn pipes(open_stdin: bool) -> Result<Self> {
+    pub(crate) fn pipes(open_stdin: bool) -> Result<Self> {
         let (stdout_read, child_stdout) = pipe_pair()?;
         let (stderr_read, child_stderr) = pipe_pair()?;
         let (child_stdin, stdin) = if open_stdin {

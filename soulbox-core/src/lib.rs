@@ -50,7 +50,7 @@ mod template;
 mod zygote;
 
 pub use cgroup::Limits;
-pub use command::{Command, ExitStatus, Output, DEFAULT_COMMAND_TIMEOUT};
+pub use command::{Command, CommandSpec, ExitStatus, Output, DEFAULT_COMMAND_TIMEOUT};
 pub use error::{Error, Result};
 pub use files::{
     CopySummary, EntryInfo, FileReader, FileType, Files, FilesystemEvent, FilesystemEventKind,

@@ -235,7 +235,7 @@ async fn refill(shared: &Shared) {
         }
         // No deadline while waiting: the hand-over sets the caller's.
         let built = tokio::select! {
-            built = Sandbox::prepare(&shared.options, Duration::ZERO, true) => built,
+            built = Sandbox::prepare(&shared.options, Duration::ZERO, true, None) => built,
             () = shared.close.notified() => break,
         };
         match built {

@@ -16,7 +16,9 @@ use tokio::io::unix::AsyncFd;
 use tracing::debug;
 
 use crate::cgroup::{self, Limits, SandboxCgroup};
+use crate::command::{self, CommandSpec};
 use crate::error::{Error, Result};
+use crate::process::CommandHandle;
 use crate::reaper::{self, Leftovers};
 use crate::seccomp::SeccompPolicy;
 use crate::state::{self, Liveness, Record};
@@ -433,8 +435,50 @@ impl Sandbox {
     /// behind.
     pub async fn create(options: SandboxOptions) -> Result<Self> {
         options.validate()?;
-        let prepared = Self::prepare(&options, options.timeout, false).await?;
+        let prepared = Self::prepare(&options, options.timeout, false, None).await?;
         prepared.hand_over(&options, false).await
+    }
+
+    /// Creates a sandbox and starts `command` in it, as [`Sandbox::create`]
+    /// and then [`Command::start`] do, but the start request goes to PID 1
+    /// while it still builds the sandbox. So the command starts as soon as
+    /// the sandbox is ready, without waiting for this process to hear of it
+    /// and ask. The command's stdio are pipes; use [`Command::start_pty`]
+    /// for a PTY.
+    ///
+    /// # Errors
+    ///
+    /// As [`Sandbox::create`], and as [`Command::start`] for the command.
+    /// Nothing is left behind when either fails: a sandbox whose command
+    /// could not start is killed.
+    ///
+    /// [`Command::start`]: crate::Command::start
+    /// [`Command::start_pty`]: crate::Command::start_pty
+    pub async fn create_and_start(
+        options: SandboxOptions,
+        command: &CommandSpec,
+    ) -> Result<(Self, CommandHandle)> {
+        options.validate()?;
+        let context = command::Context {
+            rootless: sys::geteuid() != 0,
+            envs: &options.envs,
+        };
+        let mut planned = command.plan(&context, command::Stdio::pipes(command.stdin)?)?;
+        let prepared = Self::prepare(&options, options.timeout, false, Some(&planned)).await?;
+        let sandbox = prepared.hand_over(&options, false).await?;
+        // The count of a cgroup made for this sandbox starts at zero. Read
+        // now, it could already include a kill of the running command.
+        planned.oom_kills_before = sandbox.inner.oom_kills().map(|_| 0);
+        match planned
+            .finish(command, &sandbox.inner, command.timeout)
+            .await
+        {
+            Ok(handle) => Ok((sandbox, handle)),
+            Err(e) => {
+                let _ = sandbox.kill().await;
+                Err(e)
+            }
+        }
     }
 
     /// Builds a sandbox whose PID 1 ends it after `timeout` (zero: never),
@@ -442,10 +486,14 @@ impl Sandbox {
     /// With `background` (a warm pool's refill), PID 1 builds at the
     /// scheduler's idle priority where the host is root. Elsewhere it could
     /// not return to the normal priority.
+    ///
+    /// With `first`, that command's start request follows the attached
+    /// message, so PID 1 finds it waiting once the sandbox is ready.
     pub(crate) async fn prepare(
         options: &SandboxOptions,
         timeout: Duration,
         background: bool,
+        first: Option<&command::Planned>,
     ) -> Result<Prepared> {
         let state_dir = paths::state_dir();
         // First: it checks that the state directory is this user's alone.
@@ -507,9 +555,12 @@ impl Sandbox {
         let task_files = launch.open_v1_task_files()?;
         launch.attach()?;
         let task_fds: Vec<BorrowedFd<'_>> = task_files.iter().map(AsFd::as_fd).collect();
-        let sent = send_request(&control, &Request::Attached, &task_fds).await;
+        let mut sent = send_request(&control, &Request::Attached, &task_fds).await;
         drop(task_fds);
         drop(task_files);
+        if let (Ok(()), Some(first)) = (&sent, first) {
+            sent = send_request(&control, &first.request, &first.fds()).await;
+        }
         explain_send_failure(sent, &control, &launch)
             .await
             .map_err(blame_damaged_program)?;
@@ -897,6 +948,15 @@ impl Sandbox {
     }
 }
 
+/// Returns a command id unique across every process that may reach the
+/// sandbox: random high bits chosen once per process, and a counter.
+pub(crate) fn next_command_id() -> u64 {
+    static PREFIX: OnceLock<u64> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(1);
+    let prefix = *PREFIX.get_or_init(|| id::random_u32().map_or(0, u64::from) << 32);
+    prefix | (COUNTER.fetch_add(1, Ordering::Relaxed) & 0xffff_ffff)
+}
+
 /// Maximum wait for the kernel to report a sandbox frozen.
 const FREEZE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -1134,15 +1194,6 @@ impl Inner {
     /// memory cgroup.
     pub(crate) fn oom_kills(&self) -> Option<u64> {
         self.cgroup.lock().ok()?.oom_kills()
-    }
-
-    /// Returns a command id unique across every process that may reach the
-    /// sandbox: random high bits chosen once per process, and a counter.
-    pub(crate) fn next_command_id(&self) -> u64 {
-        static PREFIX: OnceLock<u64> = OnceLock::new();
-        static COUNTER: AtomicU64 = AtomicU64::new(1);
-        let prefix = *PREFIX.get_or_init(|| id::random_u32().map_or(0, u64::from) << 32);
-        prefix | (COUNTER.fetch_add(1, Ordering::Relaxed) & 0xffff_ffff)
     }
 
     pub(crate) fn not_running(&self) -> Error {
