@@ -16,8 +16,9 @@
 #   rate:    two creators in parallel, each looping over create + /bin/true +
 #            destroy for RATE_SECONDS: sandboxes per second.
 # Rows: SoulBox through its Rust API (soulbox-bench-api, which times itself
-# in-process; with default limits, without limits, and handed over from a
-# SandboxPool), SoulBox through its CLI, bubblewrap, nsjail, crun, runc, runsc
+# in-process; with default limits, without limits, with the command started
+# by Sandbox::create_and_start, and handed over from a SandboxPool), SoulBox
+# through its CLI, bubblewrap, nsjail, crun, runc, runsc
 # (gVisor, ptrace platform) and the bare command as the floor. Commands other
 # than the API are timed by hyperfine -N (no shell in between). Every ratio
 # divides a row's median by the median of the row "SoulBox API" of its task.
@@ -320,6 +321,7 @@ define_rows() {
         for task in true py; do
             ROWS+=("$task|SoulBox API|api|$SOULBOX_API --task $task"
                 "$task|SoulBox API, no limits|api|$SOULBOX_API --task $task --no-limits"
+                "$task|SoulBox API, create_and_start|api|$SOULBOX_API --task $task --with-create"
                 "$task|SoulBox API, pool|api|$SOULBOX_API --task $task --pool $POOL_SIZE")
         done
         ROWS+=("true|SoulBox CLI|exec|$soulbox_run /bin/true"
@@ -779,7 +781,8 @@ import sys
 work, out_path = sys.argv[1:]
 ROUNDS, RUNS, WARMUP = (int(os.environ[k]) for k in ("ROUNDS", "RUNS", "WARMUP"))
 ORDER = [
-    "SoulBox API", "SoulBox API, no limits", "SoulBox API, pool", "SoulBox CLI",
+    "SoulBox API", "SoulBox API, no limits", "SoulBox API, create_and_start",
+    "SoulBox API, pool", "SoulBox CLI",
     "host fork+exec, in-process", "bubblewrap", "nsjail", "crun", "runc", "runsc",
     "bare /bin/true", "bare python3",
     "kernel floor: namespaces + /bin/true", "kernel floor: namespaces only",
@@ -902,7 +905,9 @@ out.append(
     "The exec rows of crun, runc and runsc are `crun exec`, `runc exec` and `runsc exec` "
     "in an idle container; bubblewrap and nsjail have no exec into a running sandbox. "
     "\"host fork+exec, in-process\" is `std::process::Command::new(\"/bin/true\").status()` "
-    "timed inside `soulbox-bench-api`, the floor for the SoulBox API exec row. The pool "
+    "timed inside `soulbox-bench-api`, the floor for the SoulBox API exec row. The "
+    "create_and_start rows send the command's start request with the create "
+    "(`Sandbox::create_and_start`, as `soulbox run` does) instead of after it. The pool "
     "rows wait, untimed, until the pool is full before each run, so they time a hand-over "
     "while the refill of the previous one may still run. The kernel floor rows "
     "(`benches/c/ns_floor.c`) clone a child into the namespaces a sandbox gets (mount, PID, "
