@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use soulbox_core::{CommandSpec, Error, Sandbox};
+use soulbox_core::{CommandSpec, Error, ListQuery, Sandbox, SandboxOptions};
 use soulbox_tests::*;
 
 /// Tests that count host-wide state (every cgroup directory, every
@@ -609,5 +609,67 @@ async fn create_and_start_failures_leave_nothing() {
     assert!(
         init_children.is_empty(),
         "failed create_and_start calls left soulbox-init at host pids {init_children:?}"
+    );
+}
+
+/// Dropping a [`Sandbox::create_and_start`] future once the sandbox is
+/// ready, but before its command's start report arrives, kills the
+/// sandbox, even one made to outlive its handle: the caller never got its
+/// id. Each round polls the call by hand and drops it as soon as the
+/// sandbox is listed while the call is still pending.
+#[tokio::test(flavor = "current_thread")]
+async fn create_and_start_dropped_while_starting_leaves_nothing() {
+    if !require_root("create_and_start_dropped_while_starting_leaves_nothing") {
+        return;
+    }
+    let _shared = HOST_STATE.read().await;
+    let rounds = 20;
+    let mut dropped_while_starting = 0;
+    let mut left = Vec::new();
+    for _ in 0..rounds {
+        let marker = unique_name("dropped-start");
+        let query = ListQuery::default().metadata("test", marker.as_str());
+        let options = SandboxOptions::default()
+            .kill_on_drop(false)
+            .metadata("test", marker.as_str());
+        let spec = CommandSpec::new("/bin/true");
+        let mut call = Box::pin(Sandbox::create_and_start(options, &spec));
+        let started = std::time::Instant::now();
+        loop {
+            let polled = std::future::poll_fn(|cx| {
+                std::task::Poll::Ready(std::future::Future::poll(call.as_mut(), cx))
+            })
+            .await;
+            if let std::task::Poll::Ready(result) = polled {
+                // Too late: the command had started. This round only cleans up.
+                let (sandbox, _handle) = result.expect("create_and_start /bin/true");
+                sandbox.kill().await.expect("kill the sandbox");
+                break;
+            }
+            let listed = Sandbox::list(&query).await.expect("list sandboxes");
+            if !listed.is_empty() {
+                dropped_while_starting += 1;
+                break;
+            }
+            assert!(
+                started.elapsed() < STEP_LIMIT,
+                "create_and_start did not finish within {STEP_LIMIT:?}"
+            );
+            tokio::task::yield_now().await;
+        }
+        drop(call);
+        for info in Sandbox::list(&query).await.expect("list sandboxes") {
+            let _ = Sandbox::kill_id(&info.sandbox_id).await;
+            left.push(info.sandbox_id);
+        }
+    }
+    assert!(
+        dropped_while_starting > 0,
+        "no round of {rounds} dropped the call between the sandbox's listing and the \
+         command's start report, so this test checked nothing"
+    );
+    assert!(
+        left.is_empty(),
+        "dropped create_and_start calls left running sandboxes {left:?}"
     );
 }

@@ -450,7 +450,8 @@ impl Sandbox {
     ///
     /// As [`Sandbox::create`], and as [`Command::start`] for the command.
     /// Nothing is left behind when either fails: a sandbox whose command
-    /// could not start is killed.
+    /// could not start is killed, as is one whose call is dropped before it
+    /// returns.
     ///
     /// [`Command::start`]: crate::Command::start
     /// [`Command::start_pty`]: crate::Command::start_pty
@@ -466,19 +467,18 @@ impl Sandbox {
         let mut planned = command.plan(&context, command::Stdio::pipes(command.stdin)?)?;
         let prepared = Self::prepare(&options, options.timeout, false, Some(&planned)).await?;
         let sandbox = prepared.hand_over(&options, false).await?;
+        // Until the call returns, the caller has no handle on the sandbox,
+        // so a failed start or a dropped call kills it even when it would
+        // outlive its handle.
+        let unreturned = KillUnlessReturned(Some(&sandbox.inner));
         // The count of a cgroup made for this sandbox starts at zero. Read
         // now, it could already include a kill of the running command.
         planned.oom_kills_before = sandbox.inner.oom_kills().map(|_| 0);
-        match planned
+        let handle = planned
             .finish(command, &sandbox.inner, command.timeout)
-            .await
-        {
-            Ok(handle) => Ok((sandbox, handle)),
-            Err(e) => {
-                let _ = sandbox.kill().await;
-                Err(e)
-            }
-        }
+            .await?;
+        unreturned.defuse();
+        Ok((sandbox, handle))
     }
 
     /// Builds a sandbox whose PID 1 ends it after `timeout` (zero: never),
@@ -1165,6 +1165,26 @@ struct EntryGuard(Option<PathBuf>);
 impl EntryGuard {
     fn defuse(mut self) {
         self.0 = None;
+    }
+}
+
+/// Kills a sandbox on drop unless defused: the sandbox of a
+/// [`Sandbox::create_and_start`] that fails or is dropped before it
+/// returns.
+struct KillUnlessReturned<'a>(Option<&'a Inner>);
+
+impl KillUnlessReturned<'_> {
+    fn defuse(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for KillUnlessReturned<'_> {
+    fn drop(&mut self) {
+        let Some(inner) = self.0 else { return };
+        if let Err(e) = inner.terminate() {
+            tracing::warn!(sandbox_id = %inner.id, error = %e, "sandbox clean-up incomplete");
+        }
     }
 }
 
