@@ -559,7 +559,7 @@ impl Sandbox {
         drop(task_fds);
         drop(task_files);
         if let (Ok(()), Some(first)) = (&sent, first) {
-            sent = send_request(&control, &first.request, &first.fds()).await;
+            sent = send_message(&control, &first.message, &first.fds()).await;
         }
         explain_send_failure(sent, &control, &launch)
             .await
@@ -1241,10 +1241,20 @@ impl Inner {
         request: &Request,
         fds: &[std::os::fd::BorrowedFd<'_>],
     ) -> Result<()> {
+        let message = request.encode().map_err(|e| oversized(request, &e))?;
+        self.send_message(&message, fds).await
+    }
+
+    /// Sends an encoded request to PID 1, with descriptors attached.
+    pub(crate) async fn send_message(
+        &self,
+        message: &[u8],
+        fds: &[std::os::fd::BorrowedFd<'_>],
+    ) -> Result<()> {
         if self.ended.load(Ordering::Acquire) {
             return Err(self.not_running());
         }
-        send_request(&self.control, request, fds)
+        send_message(&self.control, message, fds)
             .await
             .map_err(|e| match e {
                 Error::Os { source, .. }
@@ -1720,12 +1730,22 @@ async fn send_request(
     fds: &[std::os::fd::BorrowedFd<'_>],
 ) -> Result<()> {
     let msg = request.encode().map_err(|e| oversized(request, &e))?;
+    send_message(control, &msg, fds).await
+}
+
+/// Sends an encoded request on a control socket, waiting while its send
+/// buffer is full.
+async fn send_message(
+    control: &AsyncFd<OwnedFd>,
+    msg: &[u8],
+    fds: &[std::os::fd::BorrowedFd<'_>],
+) -> Result<()> {
     loop {
         let mut guard = control
             .writable()
             .await
             .map_err(Error::os("wait on the control socket"))?;
-        match guard.try_io(|fd| sys::send_with_fds(fd.as_fd(), &msg, fds)) {
+        match guard.try_io(|fd| sys::send_with_fds(fd.as_fd(), msg, fds)) {
             Ok(result) => return result.map_err(|source| send_failure(source, msg.len())),
             Err(_would_block) => continue,
         }
@@ -1757,7 +1777,7 @@ fn send_failure(source: std::io::Error, len: usize) -> Error {
 
 /// Returns the error for `request`, whose encoding is larger than the
 /// protocol allows, naming what the caller can shrink.
-fn oversized(request: &Request, error: &soulbox_proto::EncodeError) -> Error {
+pub(crate) fn oversized(request: &Request, error: &soulbox_proto::EncodeError) -> Error {
     let subject = match request {
         Request::Spawn(_) => {
             "the command's program, arguments and environment (the sandbox's variables included)"
