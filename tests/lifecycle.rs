@@ -673,3 +673,80 @@ async fn create_and_start_dropped_while_starting_leaves_nothing() {
         "dropped create_and_start calls left running sandboxes {left:?}"
     );
 }
+
+/// Thirty [`Sandbox::create_and_start`] calls at once, each with stdin
+/// open, and thirty more cut off by a 1 ms deadline: every command that
+/// started ran to the end with its own input, and afterwards no cgroup
+/// directory, `soulbox-init` child or descriptor of this process is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_and_start_many_at_once_leaves_nothing() {
+    if !require_root("create_and_start_many_at_once_leaves_nothing") {
+        return;
+    }
+    let _exclusive = HOST_STATE.write().await;
+    let before = sandbox_cgroup_dirs();
+    let descriptors_before = std::fs::read_dir("/proc/self/fd").unwrap().count();
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..30 {
+        tasks.spawn(async move {
+            let mut spec = CommandSpec::new("sh");
+            spec.argv
+                .extend(["-c", "read line; echo \"$line\"; exec cat"].map(Into::into));
+            spec.stdin = true;
+            let (sandbox, mut handle) =
+                Sandbox::create_and_start(soulbox_tests::options(), &spec).await?;
+            handle.send_stdin(format!("line {i}\n").as_bytes()).await?;
+            handle.send_stdin(&vec![b'x'; 1 << 20]).await?;
+            handle.close_stdin().await?;
+            let output = handle.wait().await?;
+            sandbox.kill().await?;
+            Ok::<_, Error>((i, Some(output)))
+        });
+        tasks.spawn(async move {
+            let spec = CommandSpec::new("/bin/true");
+            let call = Sandbox::create_and_start(soulbox_tests::options(), &spec);
+            // Cut off mid-way, or finished: either way the sandbox goes.
+            let _ = tokio::time::timeout(Duration::from_millis(1), call).await;
+            Ok((i, None))
+        });
+    }
+    while let Some(joined) = within_limit("60 calls", tasks.join_next()).await {
+        let (i, output) = joined
+            .expect("join a call")
+            .expect("a create_and_start call");
+        let Some(output) = output else { continue };
+        assert_eq!(output.status, soulbox_core::ExitStatus::Code(0), "call {i}");
+        let text = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            text.starts_with(&format!("line {i}\n")),
+            "call {i} printed {:?}",
+            &text[..text.len().min(40)]
+        );
+        assert_eq!(output.stdout.len(), format!("line {i}\n").len() + (1 << 20));
+    }
+
+    let new_dirs: Vec<PathBuf> = sandbox_cgroup_dirs().difference(&before).cloned().collect();
+    let left = left_by_this_process(new_dirs).await;
+    assert!(
+        left.is_empty(),
+        "the calls left cgroup directories {left:?}"
+    );
+    let init_children = soulbox_init_children();
+    assert!(
+        init_children.is_empty(),
+        "the calls left soulbox-init at host pids {init_children:?}"
+    );
+    // The reaper thread closes the descriptors of killed sandboxes a moment
+    // after each kill.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut descriptors = std::fs::read_dir("/proc/self/fd").unwrap().count();
+    while descriptors > descriptors_before && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        descriptors = std::fs::read_dir("/proc/self/fd").unwrap().count();
+    }
+    assert!(
+        descriptors <= descriptors_before,
+        "{descriptors} descriptors after the calls, {descriptors_before} before"
+    );
+}
