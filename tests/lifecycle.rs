@@ -675,8 +675,8 @@ async fn create_and_start_dropped_while_starting_leaves_nothing() {
 }
 
 /// Thirty [`Sandbox::create_and_start`] calls at once, each with stdin
-/// open, and thirty more cut off by a 1 ms deadline: every command that
-/// started ran to the end with its own input, and afterwards no cgroup
+/// open, and thirty more cut off by a 1 ms deadline. Every command that
+/// started runs to the end with its own input. Afterwards no cgroup
 /// directory, `soulbox-init` child or descriptor of this process is left.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_and_start_many_at_once_leaves_nothing() {
