@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use soulbox_core::{CommandSpec, Error, Sandbox};
+use soulbox_core::{CommandSpec, Error, ListQuery, Sandbox, SandboxOptions};
 use soulbox_tests::*;
 
 /// Tests that count host-wide state (every cgroup directory, every
@@ -609,5 +609,144 @@ async fn create_and_start_failures_leave_nothing() {
     assert!(
         init_children.is_empty(),
         "failed create_and_start calls left soulbox-init at host pids {init_children:?}"
+    );
+}
+
+/// Dropping a [`Sandbox::create_and_start`] future once the sandbox is
+/// ready, but before its command's start report arrives, kills the
+/// sandbox, even one made to outlive its handle: the caller never got its
+/// id. Each round polls the call by hand and drops it as soon as the
+/// sandbox is listed while the call is still pending.
+#[tokio::test(flavor = "current_thread")]
+async fn create_and_start_dropped_while_starting_leaves_nothing() {
+    if !require_root("create_and_start_dropped_while_starting_leaves_nothing") {
+        return;
+    }
+    let _shared = HOST_STATE.read().await;
+    let rounds = 20;
+    let mut dropped_while_starting = 0;
+    let mut left = Vec::new();
+    for _ in 0..rounds {
+        let marker = unique_name("dropped-start");
+        let query = ListQuery::default().metadata("test", marker.as_str());
+        let options = SandboxOptions::default()
+            .kill_on_drop(false)
+            .metadata("test", marker.as_str());
+        let spec = CommandSpec::new("/bin/true");
+        let mut call = Box::pin(Sandbox::create_and_start(options, &spec));
+        let started = std::time::Instant::now();
+        loop {
+            let polled = std::future::poll_fn(|cx| {
+                std::task::Poll::Ready(std::future::Future::poll(call.as_mut(), cx))
+            })
+            .await;
+            if let std::task::Poll::Ready(result) = polled {
+                // Too late: the command had started. This round only cleans up.
+                let (sandbox, _handle) = result.expect("create_and_start /bin/true");
+                sandbox.kill().await.expect("kill the sandbox");
+                break;
+            }
+            let listed = Sandbox::list(&query).await.expect("list sandboxes");
+            if !listed.is_empty() {
+                dropped_while_starting += 1;
+                break;
+            }
+            assert!(
+                started.elapsed() < STEP_LIMIT,
+                "create_and_start did not finish within {STEP_LIMIT:?}"
+            );
+            tokio::task::yield_now().await;
+        }
+        drop(call);
+        for info in Sandbox::list(&query).await.expect("list sandboxes") {
+            let _ = Sandbox::kill_id(&info.sandbox_id).await;
+            left.push(info.sandbox_id);
+        }
+    }
+    assert!(
+        dropped_while_starting > 0,
+        "no round of {rounds} dropped the call between the sandbox's listing and the \
+         command's start report, so this test checked nothing"
+    );
+    assert!(
+        left.is_empty(),
+        "dropped create_and_start calls left running sandboxes {left:?}"
+    );
+}
+
+/// Thirty [`Sandbox::create_and_start`] calls at once, each with stdin
+/// open, and thirty more cut off by a 1 ms deadline. Every command that
+/// started runs to the end with its own input. Afterwards no cgroup
+/// directory, `soulbox-init` child or descriptor of this process is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_and_start_many_at_once_leaves_nothing() {
+    if !require_root("create_and_start_many_at_once_leaves_nothing") {
+        return;
+    }
+    let _exclusive = HOST_STATE.write().await;
+    let before = sandbox_cgroup_dirs();
+    let descriptors_before = std::fs::read_dir("/proc/self/fd").unwrap().count();
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..30 {
+        tasks.spawn(async move {
+            let mut spec = CommandSpec::new("sh");
+            spec.argv
+                .extend(["-c", "read line; echo \"$line\"; exec cat"].map(Into::into));
+            spec.stdin = true;
+            let (sandbox, mut handle) =
+                Sandbox::create_and_start(soulbox_tests::options(), &spec).await?;
+            handle.send_stdin(format!("line {i}\n").as_bytes()).await?;
+            handle.send_stdin(&vec![b'x'; 1 << 20]).await?;
+            handle.close_stdin().await?;
+            let output = handle.wait().await?;
+            sandbox.kill().await?;
+            Ok::<_, Error>((i, Some(output)))
+        });
+        tasks.spawn(async move {
+            let spec = CommandSpec::new("/bin/true");
+            let call = Sandbox::create_and_start(soulbox_tests::options(), &spec);
+            // Cut off mid-way, or finished: either way the sandbox goes.
+            let _ = tokio::time::timeout(Duration::from_millis(1), call).await;
+            Ok((i, None))
+        });
+    }
+    while let Some(joined) = within_limit("60 calls", tasks.join_next()).await {
+        let (i, output) = joined
+            .expect("join a call")
+            .expect("a create_and_start call");
+        let Some(output) = output else { continue };
+        assert_eq!(output.status, soulbox_core::ExitStatus::Code(0), "call {i}");
+        let text = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            text.starts_with(&format!("line {i}\n")),
+            "call {i} printed {:?}",
+            &text[..text.len().min(40)]
+        );
+        assert_eq!(output.stdout.len(), format!("line {i}\n").len() + (1 << 20));
+    }
+
+    let new_dirs: Vec<PathBuf> = sandbox_cgroup_dirs().difference(&before).cloned().collect();
+    let left = left_by_this_process(new_dirs).await;
+    assert!(
+        left.is_empty(),
+        "the calls left cgroup directories {left:?}"
+    );
+    let init_children = soulbox_init_children();
+    assert!(
+        init_children.is_empty(),
+        "the calls left soulbox-init at host pids {init_children:?}"
+    );
+    // The reaper thread closes the descriptors of killed sandboxes a moment
+    // after each kill.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut descriptors = std::fs::read_dir("/proc/self/fd").unwrap().count();
+    while descriptors > descriptors_before && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        descriptors = std::fs::read_dir("/proc/self/fd").unwrap().count();
+    }
+    assert!(
+        descriptors <= descriptors_before,
+        "{descriptors} descriptors after the calls, {descriptors_before} before"
     );
 }

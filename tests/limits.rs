@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use soulbox_core::{Error, ExitStatus, Sandbox, SandboxOptions};
+use soulbox_core::{CommandSpec, Error, ExitStatus, Output, Sandbox, SandboxOptions};
 use soulbox_tests::*;
 
 async fn sandbox_with(options: SandboxOptions) -> Sandbox {
@@ -356,4 +356,68 @@ async fn every_process_joins_every_limit_cgroup() {
         );
     }
     sleep.kill().await.expect("kill sleep");
+}
+
+/// Touches 512 MiB, which a 128 MiB sandbox's out-of-memory killer ends.
+const TOUCH_512M: &str =
+    "import mmap; m = mmap.mmap(-1, 512 << 20); m[::4096] = b'x' * (128 << 10)";
+
+/// Checks that `output`, of the command `label`, ended with SIGKILL and is
+/// reported as an out-of-memory kill exactly when `oom` is set.
+fn assert_sigkill(output: &Output, label: &str, oom: bool) {
+    assert_eq!(
+        output.status,
+        ExitStatus::Signal(libc::SIGKILL),
+        "{label}: {output:?}"
+    );
+    assert_eq!(output.oom_killed, oom, "{label}: oom_killed");
+}
+
+/// Runs the 512 MiB toucher and a command that SIGKILLs itself in
+/// `sandbox`: only the first is an out-of-memory kill.
+async fn check_oom_reports(sandbox: &Sandbox, label: &str) {
+    let mut touch = sandbox.command("python3");
+    touch.args(["-c", TOUCH_512M]);
+    let touched = within_limit(label, touch.output())
+        .await
+        .expect("run the toucher");
+    assert_sigkill(&touched, &format!("the toucher {label}"), true);
+    let mut kill = sandbox.command("sh");
+    kill.args(["-c", "kill -9 $$"]);
+    let killed = within_limit(label, kill.output())
+        .await
+        .expect("run kill -9");
+    assert_sigkill(&killed, &format!("kill -9 {label}"), false);
+}
+
+/// The out-of-memory report of every command of one sandbox: the first,
+/// started with the create, and later ones from the creating handle, after
+/// a pause and resume, and from a second handle of `connect`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oom_reported_for_every_command() {
+    if !require_root("oom_reported_for_every_command") {
+        return;
+    }
+    let mut options = soulbox_tests::options();
+    options.memory_limit = Some(128 << 20);
+    let mut spec = CommandSpec::new("python3");
+    spec.argv.extend(["-c", TOUCH_512M].map(Into::into));
+    let (sandbox, mut first) = within_limit(
+        "create_and_start",
+        Sandbox::create_and_start(options, &spec),
+    )
+    .await
+    .expect("create a 128 MiB sandbox and start the toucher");
+    let output = within_limit("the first toucher", first.wait())
+        .await
+        .expect("wait for the first toucher");
+    assert_sigkill(&output, "the first toucher", true);
+
+    check_oom_reports(&sandbox, "from the creating handle").await;
+    assert!(sandbox.pause().await.expect("pause"), "pause");
+    assert!(sandbox.resume().await.expect("resume"), "resume");
+    check_oom_reports(&sandbox, "after a pause and resume").await;
+    let connected = Sandbox::connect(sandbox.id()).await.expect("connect");
+    check_oom_reports(&connected, "from a connected handle").await;
+    check_oom_reports(&sandbox, "from the creating handle again").await;
 }

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use soulbox_core::{Error, Output, Result, Sandbox, SandboxOptions, SandboxPool};
+use soulbox_core::{CommandSpec, Error, Output, Result, Sandbox, SandboxOptions, SandboxPool};
 use soulbox_tests::*;
 
 /// The protocol's largest message in bytes (`soulbox_proto::MAX_MESSAGE_LEN`).
@@ -236,6 +236,9 @@ async fn many_large_requests_at_once() {
     let sbx = sandbox().await;
     let overhead = request_overhead(&sbx).await;
     let fits = MAX_MESSAGE - overhead;
+    // The first command that starts opens the sandbox's out-of-memory
+    // count file, which stays open until the kill, so it is not counted.
+    sh(&sbx, "true").await;
     let before = open_descriptors();
 
     let mut tasks = tokio::task::JoinSet::new();
@@ -448,4 +451,72 @@ async fn single_string_at_exec_limit() {
         ),
         other => panic!("a sandbox variable over the limit did not fail: {other:?}"),
     }
+}
+
+/// Returns a [`CommandSpec`] that runs `SCRIPT` with `total` bytes of
+/// arguments.
+fn padded_spec(total: usize) -> CommandSpec {
+    let mut spec = CommandSpec::new("/bin/sh");
+    spec.argv
+        .extend(["-c", SCRIPT, "sh"].into_iter().map(Into::into));
+    spec.argv.extend(padding(total).into_iter().map(Into::into));
+    spec
+}
+
+/// A first command sent with the create runs up to the limit, and one
+/// byte more is rejected before anything is created: `soulbox run` with an
+/// unusable state directory still reports the request's size, not the
+/// state directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_and_start_at_limit() {
+    if !require_root("create_and_start_at_limit") {
+        return;
+    }
+    let _serial = SERIAL.lock().await;
+    let sbx = sandbox().await;
+    let overhead = request_overhead(&sbx).await;
+    sbx.kill().await.expect("kill");
+    let fits = MAX_MESSAGE - overhead;
+
+    let started = Sandbox::create_and_start(options(), &padded_spec(fits)).await;
+    let (sandbox, mut handle) = started
+        .unwrap_or_else(|e| panic!("create_and_start with a request of {MAX_MESSAGE} bytes: {e}"));
+    let output = within_limit("the padded command", handle.wait())
+        .await
+        .expect("wait for the padded command");
+    assert_eq!(stdout(&output), expected_lengths(fits));
+    sandbox.kill().await.expect("kill");
+
+    let before = open_descriptors();
+    match Sandbox::create_and_start(options(), &padded_spec(fits + 1)).await {
+        Err(Error::InvalidArgument(message)) => assert!(
+            message.contains(&format!("take {} bytes", MAX_MESSAGE + 1)),
+            "the message does not give the size: {message}"
+        ),
+        other => panic!("one byte over the limit did not fail with InvalidArgument: {other:?}"),
+    }
+    let after = settled_descriptors(before).await;
+    assert!(
+        after <= before,
+        "{after} descriptors after the rejected create_and_start, {before} before"
+    );
+
+    // A regular file as the state directory fails any create that gets as
+    // far as the state directory.
+    let not_a_dir = std::env::temp_dir().join(unique_name("state-file"));
+    std::fs::write(&not_a_dir, b"").expect("create the state file");
+    let [a, b, c] = padding(300_000);
+    let output = std::process::Command::new(soulbox_bin())
+        .env("SOULBOX_STATE_DIR", &not_a_dir)
+        .args(["run", "--", "/bin/sh", "-c", SCRIPT, "sh"])
+        .args([a, b, c])
+        .output()
+        .expect("start soulbox run");
+    let _ = std::fs::remove_file(&not_a_dir);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(125), "soulbox run: {stderr}");
+    assert!(
+        stderr.contains("in a file or on stdin"),
+        "soulbox run did not reject the request before it used the state directory: {stderr}"
+    );
 }

@@ -368,7 +368,7 @@ impl Command {
         let mut planned = self.spec.plan(&context, stdio)?;
         planned.oom_kills_before = self.sandbox.oom_kills();
         self.sandbox
-            .request(&planned.request, &planned.fds())
+            .send_message(&planned.message, &planned.fds())
             .await?;
         planned.finish(&self.spec, &self.sandbox, timeout).await
     }
@@ -384,7 +384,8 @@ pub(crate) struct Context<'a> {
 
 /// A command whose start request is built but not yet answered.
 pub(crate) struct Planned {
-    pub(crate) request: Request,
+    /// The encoded start request, checked against the protocol's limit.
+    pub(crate) message: Vec<u8>,
     stdio: Stdio,
     status_read: OwnedFd,
     status_write: OwnedFd,
@@ -510,8 +511,14 @@ impl CommandSpec {
             gid: user.uid,
             pty: stdio.pty.is_some(),
         };
+        // Encoded here, so that an oversized request fails before a
+        // create_and_start makes anything.
+        let request = Request::Spawn(spawn);
+        let message = request
+            .encode()
+            .map_err(|e| crate::sandbox::oversized(&request, &e))?;
         Ok(Planned {
-            request: Request::Spawn(spawn),
+            message,
             stdio,
             status_read,
             status_write,

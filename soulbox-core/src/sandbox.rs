@@ -450,7 +450,8 @@ impl Sandbox {
     ///
     /// As [`Sandbox::create`], and as [`Command::start`] for the command.
     /// Nothing is left behind when either fails: a sandbox whose command
-    /// could not start is killed.
+    /// could not start is killed, as is one whose call is dropped before it
+    /// returns.
     ///
     /// [`Command::start`]: crate::Command::start
     /// [`Command::start_pty`]: crate::Command::start_pty
@@ -466,19 +467,18 @@ impl Sandbox {
         let mut planned = command.plan(&context, command::Stdio::pipes(command.stdin)?)?;
         let prepared = Self::prepare(&options, options.timeout, false, Some(&planned)).await?;
         let sandbox = prepared.hand_over(&options, false).await?;
+        // Until the call returns, the caller has no handle on the sandbox,
+        // so a failed start or a dropped call kills it even when it would
+        // outlive its handle.
+        let unreturned = KillUnlessReturned(Some(&sandbox.inner));
         // The count of a cgroup made for this sandbox starts at zero. Read
         // now, it could already include a kill of the running command.
         planned.oom_kills_before = sandbox.inner.oom_kills().map(|_| 0);
-        match planned
+        let handle = planned
             .finish(command, &sandbox.inner, command.timeout)
-            .await
-        {
-            Ok(handle) => Ok((sandbox, handle)),
-            Err(e) => {
-                let _ = sandbox.kill().await;
-                Err(e)
-            }
-        }
+            .await?;
+        unreturned.defuse();
+        Ok((sandbox, handle))
     }
 
     /// Builds a sandbox whose PID 1 ends it after `timeout` (zero: never),
@@ -559,7 +559,7 @@ impl Sandbox {
         drop(task_fds);
         drop(task_files);
         if let (Ok(()), Some(first)) = (&sent, first) {
-            sent = send_request(&control, &first.request, &first.fds()).await;
+            sent = send_message(&control, &first.message, &first.fds()).await;
         }
         explain_send_failure(sent, &control, &launch)
             .await
@@ -1168,6 +1168,26 @@ impl EntryGuard {
     }
 }
 
+/// Kills a sandbox on drop unless defused: the sandbox of a
+/// [`Sandbox::create_and_start`] that fails or is dropped before it
+/// returns.
+struct KillUnlessReturned<'a>(Option<&'a Inner>);
+
+impl KillUnlessReturned<'_> {
+    fn defuse(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for KillUnlessReturned<'_> {
+    fn drop(&mut self) {
+        let Some(inner) = self.0 else { return };
+        if let Err(e) = inner.terminate() {
+            tracing::warn!(sandbox_id = %inner.id, error = %e, "sandbox clean-up incomplete");
+        }
+    }
+}
+
 impl Drop for EntryGuard {
     fn drop(&mut self) {
         if let Some(entry) = &self.0 {
@@ -1221,10 +1241,20 @@ impl Inner {
         request: &Request,
         fds: &[std::os::fd::BorrowedFd<'_>],
     ) -> Result<()> {
+        let message = request.encode().map_err(|e| oversized(request, &e))?;
+        self.send_message(&message, fds).await
+    }
+
+    /// Sends an encoded request to PID 1, with descriptors attached.
+    pub(crate) async fn send_message(
+        &self,
+        message: &[u8],
+        fds: &[std::os::fd::BorrowedFd<'_>],
+    ) -> Result<()> {
         if self.ended.load(Ordering::Acquire) {
             return Err(self.not_running());
         }
-        send_request(&self.control, request, fds)
+        send_message(&self.control, message, fds)
             .await
             .map_err(|e| match e {
                 Error::Os { source, .. }
@@ -1700,12 +1730,22 @@ async fn send_request(
     fds: &[std::os::fd::BorrowedFd<'_>],
 ) -> Result<()> {
     let msg = request.encode().map_err(|e| oversized(request, &e))?;
+    send_message(control, &msg, fds).await
+}
+
+/// Sends an encoded request on a control socket, waiting while its send
+/// buffer is full.
+async fn send_message(
+    control: &AsyncFd<OwnedFd>,
+    msg: &[u8],
+    fds: &[std::os::fd::BorrowedFd<'_>],
+) -> Result<()> {
     loop {
         let mut guard = control
             .writable()
             .await
             .map_err(Error::os("wait on the control socket"))?;
-        match guard.try_io(|fd| sys::send_with_fds(fd.as_fd(), &msg, fds)) {
+        match guard.try_io(|fd| sys::send_with_fds(fd.as_fd(), msg, fds)) {
             Ok(result) => return result.map_err(|source| send_failure(source, msg.len())),
             Err(_would_block) => continue,
         }
@@ -1737,7 +1777,7 @@ fn send_failure(source: std::io::Error, len: usize) -> Error {
 
 /// Returns the error for `request`, whose encoding is larger than the
 /// protocol allows, naming what the caller can shrink.
-fn oversized(request: &Request, error: &soulbox_proto::EncodeError) -> Error {
+pub(crate) fn oversized(request: &Request, error: &soulbox_proto::EncodeError) -> Error {
     let subject = match request {
         Request::Spawn(_) => {
             "the command's program, arguments and environment (the sandbox's variables included)"
