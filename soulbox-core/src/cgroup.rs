@@ -542,8 +542,10 @@ fn write_limit(dir: &Path, version: Version, controller: &str, limits: &Limits) 
             let bytes = limits.memory.unwrap_or(0).to_string();
             // memsw (memory + swap) exists only with swap accounting; where
             // it does, making it equal to the memory limit closes swap.
+            // Swap accounting is set at boot, so one look serves every create.
+            static SWAP_ACCOUNTED: OnceLock<bool> = OnceLock::new();
             let mut files = vec![("memory.limit_in_bytes", bytes.clone())];
-            if dir.join("memory.memsw.limit_in_bytes").exists() {
+            if *SWAP_ACCOUNTED.get_or_init(|| dir.join("memory.memsw.limit_in_bytes").exists()) {
                 files.push(("memory.memsw.limit_in_bytes", bytes));
             }
             files

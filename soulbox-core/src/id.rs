@@ -1,7 +1,7 @@
 //! Sandbox ids: `sb-` followed by 12 random lowercase letters and digits.
 //! An id is also the sandbox's hostname and its cgroup directory name.
 
-use std::io::Read;
+use crate::sys;
 
 const PREFIX: &str = "sb-";
 const RANDOM_LEN: usize = 12;
@@ -10,7 +10,7 @@ const ALPHABET: &[u8; 32] = b"abcdefghijkmnpqrstuvwxyz23456789";
 /// Generates a new random sandbox id.
 pub fn new_sandbox_id() -> std::io::Result<String> {
     let mut random = [0u8; RANDOM_LEN];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut random)?;
+    sys::fill_random(&mut random)?;
     let mut id = String::with_capacity(PREFIX.len() + RANDOM_LEN);
     id.push_str(PREFIX);
     // 32 symbols, so the low five bits of each byte pick one without bias.
@@ -21,7 +21,7 @@ pub fn new_sandbox_id() -> std::io::Result<String> {
 /// Returns 32 random bits.
 pub fn random_u32() -> std::io::Result<u32> {
     let mut random = [0u8; 4];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut random)?;
+    sys::fill_random(&mut random)?;
     Ok(u32::from_ne_bytes(random))
 }
 

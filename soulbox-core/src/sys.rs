@@ -97,6 +97,24 @@ pub fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
     Ok(())
 }
 
+/// Fills `buf` from the kernel's random number generator with getrandom,
+/// which needs no descriptor, where opening /dev/urandom needs three
+/// system calls.
+pub fn fill_random(buf: &mut [u8]) -> io::Result<()> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        let rest = &mut buf[filled..];
+        // SAFETY: `rest` is writable for its whole length.
+        let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
+        match n {
+            -1 if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => {}
+            -1 => return Err(io::Error::last_os_error()),
+            n => filled += n as usize,
+        }
+    }
+    Ok(())
+}
+
 /// Sets O_NONBLOCK on one end of a pipe that `pipe2` just made, in one
 /// system call rather than [`set_nonblocking`]'s two: such an end has no
 /// status flag set, and F_SETFL keeps its access mode.
