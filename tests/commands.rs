@@ -699,3 +699,100 @@ async fn create_and_start_applies_timeout_and_reports_a_missing_program() {
         other => panic!("a missing program gave {other:?}, not a Spawn error"),
     }
 }
+
+/// A command that ends the sandbox takes the sandbox and everything it
+/// left running with it, after its own exit is reported; its output and
+/// status still arrive in full.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ends_sandbox_takes_the_sandbox_with_it() {
+    if !require_root("ends_sandbox_takes_the_sandbox_with_it") {
+        return;
+    }
+    let mut spec = CommandSpec::new("sh");
+    spec.argv
+        .extend(["-c", "sleep 600 & echo left a sleeper; exit 3"].map(Into::into));
+    spec.ends_sandbox = true;
+    let (sandbox, mut handle) = within_limit(
+        "create_and_start",
+        Sandbox::create_and_start(options(), &spec),
+    )
+    .await
+    .expect("create a sandbox and start the command");
+    let pid1 = sandbox.pid();
+    let cgroups = sandbox.cgroup_paths();
+    let output = within_limit("the command", handle.wait())
+        .await
+        .expect("wait for the command");
+    assert_eq!(output.status, ExitStatus::Code(3));
+    assert_eq!(stdout(&output), "left a sleeper\n");
+
+    // PID 1 exits on its own, and with it the sleeper.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while host_process_alive(pid1) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "PID 1 ({pid1}) still runs 10 s after the command that ends the sandbox"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for dir in &cgroups {
+        let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+        assert!(
+            procs.trim().is_empty(),
+            "{} still has processes: {procs}",
+            dir.display()
+        );
+    }
+    sandbox.kill().await.expect("kill the ended sandbox");
+    for dir in &cgroups {
+        assert!(!dir.exists(), "{} is still there", dir.display());
+    }
+}
+
+/// Without `ends_sandbox`, the same command leaves the sandbox running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_ends_sandbox_the_sandbox_stays() {
+    if !require_root("without_ends_sandbox_the_sandbox_stays") {
+        return;
+    }
+    let sandbox = sandbox().await;
+    let output = sandbox.command("true").output().await.expect("run true");
+    assert_eq!(output.status, ExitStatus::Code(0));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        sandbox.is_running(),
+        "the sandbox ended with an ordinary command"
+    );
+    let mut command = sandbox.command("true");
+    command.ends_sandbox(true);
+    let output = command.output().await.expect("run true ending the sandbox");
+    assert_eq!(output.status, ExitStatus::Code(0));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while sandbox.is_running() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sandbox still runs 10 s after a command that ends it"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A first command that ends the sandbox may be done, and PID 1 gone,
+/// before this process has finished taking over the sandbox. Every one of
+/// many such calls must still succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_and_start_survives_an_instant_end() {
+    if !require_root("create_and_start_survives_an_instant_end") {
+        return;
+    }
+    let mut spec = CommandSpec::new("/bin/true");
+    spec.ends_sandbox = true;
+    for round in 0..100 {
+        let (sandbox, mut handle) = Sandbox::create_and_start(options(), &spec)
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: create_and_start failed: {e}"));
+        let output = handle.wait().await.expect("wait for /bin/true");
+        assert_eq!(output.status, ExitStatus::Code(0), "round {round}");
+        sandbox.kill().await.expect("kill the ended sandbox");
+    }
+}

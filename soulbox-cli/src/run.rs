@@ -139,7 +139,11 @@ pub async fn run(args: RunArgs) -> Result<u8, String> {
     if !copies_first && !args.command.tty {
         // The common case: the command's start request goes out with the
         // create, and the command starts as soon as the sandbox is ready.
-        let spec = args.command.spec(stdin_is_terminal);
+        // The sandbox ends with the command, so PID 1 exits while this
+        // process still reads the exit status, and the kill after finds it
+        // gone or going.
+        let mut spec = args.command.spec(stdin_is_terminal);
+        spec.ends_sandbox = true;
         let started = tokio::select! {
             started = Sandbox::create_and_start(options.clone(), &spec) => started,
             signal = signals.next() => return Ok(128 + signal as u8),

@@ -156,6 +156,10 @@ pub struct CommandSpec {
     pub stdin: bool,
     /// A name for [`crate::Commands::connect`].
     pub tag: Option<String>,
+    /// Ends the sandbox when the command's first process exits, once its
+    /// exit is reported: PID 1 exits, and the kernel kills every process
+    /// left in the sandbox. For a sandbox made to run one command.
+    pub ends_sandbox: bool,
 }
 
 impl CommandSpec {
@@ -170,6 +174,7 @@ impl CommandSpec {
             timeout: None,
             stdin: false,
             tag: None,
+            ends_sandbox: false,
         }
     }
 }
@@ -291,6 +296,14 @@ impl Command {
     /// Tags the command, so [`crate::Commands::connect`] can find it by name.
     pub fn tag(&mut self, tag: impl Into<String>) -> &mut Self {
         self.spec.tag = Some(tag.into());
+        self
+    }
+
+    /// Makes the sandbox end when this command's first process exits, once
+    /// its exit is reported: PID 1 exits, and the kernel kills every
+    /// process left in the sandbox.
+    pub fn ends_sandbox(&mut self, ends: bool) -> &mut Self {
+        self.spec.ends_sandbox = ends;
         self
     }
 
@@ -510,6 +523,7 @@ impl CommandSpec {
             uid: user.uid,
             gid: user.uid,
             pty: stdio.pty.is_some(),
+            ends_sandbox: self.ends_sandbox,
         };
         // Encoded here, so that an oversized request fails before a
         // create_and_start makes anything.
@@ -780,6 +794,7 @@ pub(crate) fn validate_sandbox_envs_size(
         uid: 0,
         gid: 0,
         pty: false,
+        ends_sandbox: false,
     };
     match Request::Spawn(smallest_command).encode() {
         Ok(_) => Ok(()),

@@ -564,11 +564,16 @@ impl Sandbox {
         explain_send_failure(sent, &control, &launch)
             .await
             .map_err(blame_damaged_program)?;
-        wait_ready(&control, &launch)
+        let root = wait_ready(&control, &launch)
             .await
             .map_err(blame_damaged_program)?;
-
-        let root = open_root(launch.pid)?;
+        // PID 1 sends a descriptor of the sandbox's root before its ready
+        // reply. /proc/PID/root is the fallback, which a first command that
+        // ends the sandbox could already have made disappear.
+        let root = match root {
+            Some(root) => root,
+            None => open_root(launch.pid)?,
+        };
         let shell = pick_shell(&root);
         Ok(Prepared {
             id,
@@ -1812,6 +1817,25 @@ async fn receive(control: &AsyncFd<OwnedFd>, buf: &mut [u8]) -> Result<usize> {
     }
 }
 
+/// Receives one message into `buf`, with the descriptors attached to it;
+/// 0 means the peer closed.
+async fn receive_with_fds(
+    control: &AsyncFd<OwnedFd>,
+    buf: &mut [u8],
+) -> Result<(usize, Vec<OwnedFd>)> {
+    loop {
+        let mut guard = control
+            .readable()
+            .await
+            .map_err(Error::os("wait on the control socket"))?;
+        match guard.try_io(|fd| sys::recv_with_fds(fd.as_fd(), buf)) {
+            Ok(Ok(received)) => return Ok(received),
+            Ok(Err(e)) => return Err(Error::os("read a message from the sandbox's PID 1")(e)),
+            Err(_would_block) => continue,
+        }
+    }
+}
+
 /// Passes on the result of a send to PID 1 during setup. When the send
 /// failed because PID 1 already exited, PID 1's own report (the setup step
 /// that failed, or that it exited early) says more than the broken pipe,
@@ -1824,7 +1848,7 @@ async fn explain_send_failure(
     let Err(error) = sent else {
         return Ok(());
     };
-    match wait_ready(control, launch).await {
+    match wait_ready(control, launch).await.map(drop) {
         Err(report) => Err(report),
         Ok(()) => Err(error),
     }
@@ -1852,10 +1876,39 @@ fn blame_damaged_program(error: Error) -> Error {
     ))
 }
 
-/// Waits for PID 1's first reply: ready, or the step that failed.
-async fn wait_ready(control: &AsyncFd<OwnedFd>, launch: &Launch) -> Result<()> {
+/// Waits for PID 1's ready reply, or the step that failed. Returns the
+/// descriptor of the sandbox's root that PID 1 sends before it is ready.
+async fn wait_ready(control: &AsyncFd<OwnedFd>, launch: &Launch) -> Result<Option<OwnedFd>> {
+    let mut root = None;
+    loop {
+        match next_setup_reply(control, launch).await? {
+            (Reply::Root, fds) => root = fds.into_iter().next(),
+            (Reply::Ready, _) => return Ok(root),
+            (
+                Reply::SetupFailed {
+                    stage,
+                    errno,
+                    detail,
+                },
+                _,
+            ) => return Err(setup_error(stage, errno, &detail)),
+            (Reply::Status { .. }, _) => {
+                return Err(Error::Protocol(
+                    "PID 1 sent a status before it was ready".to_string(),
+                ))
+            }
+        }
+    }
+}
+
+/// Receives PID 1's next reply during setup, with its descriptors.
+async fn next_setup_reply(
+    control: &AsyncFd<OwnedFd>,
+    launch: &Launch,
+) -> Result<(Reply, Vec<OwnedFd>)> {
     let mut buf = vec![0u8; soulbox_proto::MAX_MESSAGE_LEN];
-    let len = match tokio::time::timeout(SETUP_TIMEOUT, receive(control, &mut buf)).await {
+    let received = tokio::time::timeout(SETUP_TIMEOUT, receive_with_fds(control, &mut buf)).await;
+    let (len, fds) = match received {
         Ok(result) => result?,
         Err(_) => {
             return Err(Error::Os {
@@ -1871,17 +1924,8 @@ async fn wait_ready(control: &AsyncFd<OwnedFd>, launch: &Launch) -> Result<()> {
              or overlayfs"
         )));
     }
-    match Reply::decode(&buf[..len]).map_err(|e| Error::Protocol(e.to_string()))? {
-        Reply::Ready => Ok(()),
-        Reply::SetupFailed {
-            stage,
-            errno,
-            detail,
-        } => Err(setup_error(stage, errno, &detail)),
-        Reply::Status { .. } => Err(Error::Protocol(
-            "PID 1 sent a status before it was ready".to_string(),
-        )),
-    }
+    let reply = Reply::decode(&buf[..len]).map_err(|e| Error::Protocol(e.to_string()))?;
+    Ok((reply, fds))
 }
 
 fn setup_error(stage: SetupStage, errno: i32, detail: &[u8]) -> Error {

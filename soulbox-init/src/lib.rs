@@ -173,6 +173,7 @@ fn run(start: Start) -> ! {
             );
         }
     }
+    send_root(control);
     // Last, so that setup runs unfiltered and the policy only needs what
     // PID 1 does from here on.
     if let Err(e) = seccomp::install(&config.seccomp_filter) {
@@ -189,6 +190,7 @@ fn run(start: Start) -> ! {
     }
     let mut init = Init {
         supervisors: HashMap::new(),
+        ending: None,
         deadline: deadline_from(config.timeout_ms),
         paused_remaining: None,
         owner_open: true,
@@ -292,6 +294,18 @@ fn send_reply(control: BorrowedFd<'_>, reply: &Reply) -> std::io::Result<()> {
     sys::send(control, &msg)
 }
 
+/// Sends the host a descriptor of the sandbox's root directory. Through it
+/// the host reaches the sandbox's files, as it would through
+/// /proc/PID/root, even once a command that ends the sandbox has made
+/// PID 1 exit. It goes before the seccomp filter, which allows `sendto` but
+/// not `sendmsg`; without it the host opens /proc/PID/root.
+fn send_root(control: BorrowedFd<'_>) {
+    let (Ok(msg), Ok(root)) = (Reply::Root.encode(), sys::open_read_only(c"/")) else {
+        return;
+    };
+    let _ = sys::send_with_fd(control, &msg, root.as_fd());
+}
+
 fn fail_setup(control: BorrowedFd<'_>, stage: SetupStage, errno: i32, detail: &[u8]) -> ! {
     let _ = send_reply(
         control,
@@ -362,6 +376,8 @@ enum Peer {
 struct Init {
     /// Supervisor pid of every running command, by command id.
     supervisors: HashMap<u64, libc::pid_t>,
+    /// Supervisor of the command whose end ends the sandbox, if any.
+    ending: Option<libc::pid_t>,
     /// Monotonic milliseconds at which the sandbox ends.
     deadline: Option<u64>,
     /// Time left until the deadline when the host last paused the sandbox
@@ -498,6 +514,12 @@ impl Init {
     fn reap(&mut self) {
         while let Ok(Some((pid, _))) = sys::waitpid(-1, libc::WNOHANG) {
             self.supervisors.retain(|_, supervisor| *supervisor != pid);
+            if self.ending == Some(pid) {
+                // The command that ends the sandbox has exited, and its
+                // supervisor reported that first. The kernel kills every
+                // other process of the namespace when PID 1 exits.
+                sys::exit(0);
+            }
         }
     }
 
@@ -558,6 +580,7 @@ impl Init {
             return;
         };
         let command_id = spawn.command_id;
+        let ends_sandbox = spawn.ends_sandbox;
         let fds = supervise::SpawnFds {
             stdin,
             stdout,
@@ -569,6 +592,9 @@ impl Init {
             Ok(sys::Fork::Child) => supervise::supervise(command),
             Ok(sys::Fork::Parent(pid)) => {
                 self.supervisors.insert(command_id, pid);
+                if ends_sandbox {
+                    self.ending = Some(pid);
+                }
             }
             Err(e) => command.report_fork_failure(e.raw_os_error().unwrap_or(libc::EAGAIN)),
         }

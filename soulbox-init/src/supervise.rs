@@ -33,11 +33,15 @@ fn report(status: &OwnedFd, record: StatusRecord) {
 pub struct Command {
     leader: LeaderPlan,
     fds: SpawnFds,
+    /// The supervisor exits once it has reported the leader's exit, and
+    /// PID 1 then ends the sandbox.
+    ends_sandbox: bool,
 }
 
 impl Command {
     pub fn new(spawn: Spawn, fds: SpawnFds) -> Self {
         Self {
+            ends_sandbox: spawn.ends_sandbox,
             leader: LeaderPlan::new(spawn),
             fds,
         }
@@ -55,6 +59,7 @@ pub fn supervise(command: Command) -> ! {
     let Command {
         leader: leader_plan,
         fds,
+        ends_sandbox,
     } = command;
     // PID 1 installs no handler and blocks only SIGCHLD (for its signalfd),
     // so unblocking is all the reset a fork of it needs. SIGPIPE stays
@@ -101,12 +106,13 @@ pub fn supervise(command: Command) -> ! {
         Some((stage, errno)) => report(&status, StatusRecord::SpawnFailed { stage, errno }),
         None => report(&status, StatusRecord::Started { pid: leader as u32 }),
     }
-    reap_tree(leader, &status, failure.is_none())
+    reap_tree(leader, &status, failure.is_none(), ends_sandbox)
 }
 
 /// Reaps the leader, reports its exit, then reaps the rest of the tree until
-/// no descendant is left.
-fn reap_tree(leader: libc::pid_t, status: &OwnedFd, report_exit: bool) -> ! {
+/// no descendant is left. With `ends_sandbox` it exits right after the
+/// report instead: PID 1 ends the sandbox when it reaps this process.
+fn reap_tree(leader: libc::pid_t, status: &OwnedFd, report_exit: bool, ends_sandbox: bool) -> ! {
     loop {
         match sys::waitpid(-1, 0) {
             Ok(Some((pid, raw))) if pid == leader && report_exit => {
@@ -120,6 +126,9 @@ fn reap_tree(leader: libc::pid_t, status: &OwnedFd, report_exit: bool) -> ! {
                     }
                 };
                 report(status, record);
+                if ends_sandbox {
+                    sys::exit(0);
+                }
             }
             Ok(_) => {}
             Err(_) => sys::exit(0),

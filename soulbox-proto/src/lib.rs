@@ -138,6 +138,9 @@ pub struct Spawn {
     /// When true, stdin is the subsidiary end of a pseudo-terminal, which
     /// becomes the command's controlling terminal.
     pub pty: bool,
+    /// When true, the sandbox ends once the leader has exited and its exit
+    /// is reported: PID 1 exits, and the kernel kills what is left.
+    pub ends_sandbox: bool,
 }
 
 /// Sends a signal to a command's leader, or to its whole process tree.
@@ -282,6 +285,9 @@ impl SetupStage {
 /// A message from PID 1 to the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
+    /// Comes with a descriptor of the sandbox's root directory, once PID 1
+    /// has switched to it and before [`Reply::Ready`].
+    Root,
     /// The sandbox is built and PID 1 accepts commands.
     Ready,
     /// Setup failed at `stage` with OS error `errno`; PID 1 exits after this.
@@ -315,6 +321,7 @@ const KIND_STATUS: u8 = 9;
 const KIND_READY: u8 = 64;
 const KIND_SETUP_FAILED: u8 = 65;
 const KIND_STATUS_REPLY: u8 = 66;
+const KIND_ROOT: u8 = 67;
 
 /// Appends fields to a message buffer.
 struct Encoder {
@@ -533,6 +540,7 @@ impl Request {
                 e.u32(s.uid);
                 e.u32(s.gid);
                 e.u8(u8::from(s.pty));
+                e.u8(u8::from(s.ends_sandbox));
                 e.finish()
             }
             Self::Signal(s) => {
@@ -603,6 +611,7 @@ impl Request {
                     uid: d.u32("uid")?,
                     gid: d.u32("gid")?,
                     pty: d.bool("pty")?,
+                    ends_sandbox: d.bool("ends_sandbox")?,
                 };
                 if spawn.argv.is_empty() {
                     return Err(DecodeError::InvalidField("argv"));
@@ -642,6 +651,7 @@ impl Reply {
     pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
         match self {
             Self::Ready => Encoder::new(KIND_READY).finish(),
+            Self::Root => Encoder::new(KIND_ROOT).finish(),
             Self::SetupFailed {
                 stage,
                 errno,
@@ -671,6 +681,7 @@ impl Reply {
         let (mut d, kind) = Decoder::new(msg)?;
         match kind {
             KIND_READY => d.finish(Self::Ready),
+            KIND_ROOT => d.finish(Self::Root),
             KIND_SETUP_FAILED => {
                 let stage = SetupStage::from_u8(d.u8("stage")?)
                     .ok_or(DecodeError::InvalidField("stage"))?;
@@ -830,6 +841,7 @@ mod tests {
                 uid: 1000,
                 gid: 1000,
                 pty: false,
+                ends_sandbox: true,
             }),
             Request::Signal(Signal {
                 command_id: 7,
@@ -854,6 +866,7 @@ mod tests {
     fn replies_round_trip() {
         let replies = [
             Reply::Ready,
+            Reply::Root,
             Reply::SetupFailed {
                 stage: SetupStage::Overlay,
                 errno: 22,
@@ -951,6 +964,7 @@ mod tests {
             uid: 0,
             gid: 0,
             pty: false,
+            ends_sandbox: false,
         };
         let encoded = Request::Spawn(spawn).encode().unwrap();
         assert_eq!(
@@ -969,6 +983,7 @@ mod tests {
             uid: 0,
             gid: 0,
             pty: false,
+            ends_sandbox: false,
         };
         assert!(Request::Spawn(spawn).encode().is_err());
     }
