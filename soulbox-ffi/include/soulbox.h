@@ -18,7 +18,14 @@
  *   soulbox_sandbox           soulbox_sandbox_free
  *   soulbox_command           soulbox_command_free
  *   soulbox_output            soulbox_output_free
+ *   soulbox_chunk             soulbox_chunk_free
+ *   soulbox_process_info_list soulbox_process_info_list_free
  *   soulbox_bytes             soulbox_bytes_free
+ *   soulbox_entry_info        soulbox_entry_info_free
+ *   soulbox_entry_info_list   soulbox_entry_info_list_free
+ *   soulbox_copy_summary      soulbox_copy_summary_free
+ *   soulbox_watcher           soulbox_watcher_free
+ *   soulbox_filesystem_event  soulbox_filesystem_event_free
  *   soulbox_sandbox_info      soulbox_sandbox_info_free
  *   soulbox_sandbox_info_list soulbox_sandbox_info_list_free
  *   soulbox_metrics           soulbox_metrics_free
@@ -31,12 +38,13 @@
  * valid until it is freed. Arguments are borrowed for the duration of the
  * call only: the library keeps no pointer the caller passed in.
  *
- * Threads. Sandbox and command handles may be used from several threads
- * at once; freeing one while another thread uses it is undefined. Option
- * builders are for one thread at a time. Calls block the calling thread;
- * the library runs its own background threads (a tokio runtime with two
- * workers, started by the first call) that move command output and
- * enforce timeouts while no call is in progress. A process that forks
+ * Threads. Sandbox, command and watcher handles may be used from several
+ * threads at once; freeing one while another thread uses it is undefined.
+ * Option builders are for one thread at a time. Calls block the calling
+ * thread; the library runs its own background threads (a tokio runtime
+ * with two workers, started by the first call) that move command output,
+ * queue directory events and enforce timeouts while no call is in
+ * progress. A process that forks
  * must not call SoulBox in the child if the parent already did, because
  * the child has none of those threads.
  *
@@ -211,6 +219,41 @@ typedef uint32_t soulbox_stream;
 #endif // __cplusplus
 
 /**
+ * Kind of a file. Symlinks are reported as symlinks, never as what they
+ * point to.
+ */
+enum soulbox_file_type
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * A regular file.
+   */
+  SOULBOX_FILE_TYPE_FILE = 1,
+  /**
+   * A directory.
+   */
+  SOULBOX_FILE_TYPE_DIR = 2,
+  /**
+   * A symbolic link.
+   */
+  SOULBOX_FILE_TYPE_SYMLINK = 3,
+  /**
+   * A FIFO, socket or device, or a kind that soulbox-core added after
+   * this version of the C interface.
+   */
+  SOULBOX_FILE_TYPE_OTHER = 4,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum soulbox_file_type soulbox_file_type;
+#else
+typedef uint32_t soulbox_file_type;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
  * State of a sandbox, and the state filter of `soulbox_sandbox_list`.
  */
 enum soulbox_sandbox_state
@@ -240,8 +283,54 @@ typedef uint32_t soulbox_sandbox_state;
 #endif // __cplusplus
 
 /**
- * A command started in the background. Created by
- * `soulbox_command_start` and freed with `soulbox_command_free`.
+ * Kind of change that a `soulbox_filesystem_event` reports, as E2B's
+ * `FilesystemEventType`.
+ */
+enum soulbox_filesystem_event_kind
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * The entry was created, or moved in under this name.
+   */
+  SOULBOX_FILESYSTEM_EVENT_KIND_CREATE = 1,
+  /**
+   * Its contents were written.
+   */
+  SOULBOX_FILESYSTEM_EVENT_KIND_WRITE = 2,
+  /**
+   * It was removed.
+   */
+  SOULBOX_FILESYSTEM_EVENT_KIND_REMOVE = 3,
+  /**
+   * It was moved away from this name; a CREATE event for the new name
+   * follows when the new name is inside the watch.
+   */
+  SOULBOX_FILESYSTEM_EVENT_KIND_RENAME = 4,
+  /**
+   * Its metadata changed: mode, owner, timestamps or link count.
+   */
+  SOULBOX_FILESYSTEM_EVENT_KIND_CHMOD = 5,
+  /**
+   * A kind that soulbox-core added after this version of the C
+   * interface.
+   */
+  SOULBOX_FILESYSTEM_EVENT_KIND_OTHER = 6,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum soulbox_filesystem_event_kind soulbox_filesystem_event_kind;
+#else
+typedef uint32_t soulbox_filesystem_event_kind;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * A command started in the background, a PTY session, or a running
+ * command attached by pid or tag. Created by `soulbox_command_start`,
+ * `soulbox_pty_create` or `soulbox_commands_connect` and freed with
+ * `soulbox_command_free`.
  */
 typedef struct soulbox_command soulbox_command;
 
@@ -257,8 +346,9 @@ typedef struct soulbox_error soulbox_error;
 typedef struct soulbox_options soulbox_options;
 
 /**
- * Options for `soulbox_run`, `soulbox_exec`, `soulbox_command_start` and
- * `soulbox_command_start_argv`. Start from `soulbox_run_options_new`.
+ * Options for `soulbox_run`, `soulbox_exec`, `soulbox_command_start`,
+ * `soulbox_command_start_argv` and `soulbox_pty_create`. Start from
+ * `soulbox_run_options_new`.
  */
 typedef struct soulbox_run_options soulbox_run_options;
 
@@ -267,6 +357,12 @@ typedef struct soulbox_run_options soulbox_run_options;
  * `soulbox_sandbox_connect` and freed with `soulbox_sandbox_free`.
  */
 typedef struct soulbox_sandbox soulbox_sandbox;
+
+/**
+ * A running watch of a sandbox directory. Created by
+ * `soulbox_files_watch_dir` and freed with `soulbox_watcher_free`.
+ */
+typedef struct soulbox_watcher soulbox_watcher;
 
 /**
  * Receives a chunk of a command's output while `soulbox_run`,
@@ -335,6 +431,100 @@ typedef struct soulbox_output {
 } soulbox_output;
 
 /**
+ * A chunk of a command's output from `soulbox_command_read`. Owned by the
+ * caller and freed with `soulbox_chunk_free`.
+ */
+typedef struct soulbox_chunk {
+  /**
+   * The stream it came from: SOULBOX_STREAM_STDOUT, which is also
+   * everything a PTY's command writes, or SOULBOX_STREAM_STDERR.
+   */
+  soulbox_stream stream;
+  /**
+   * The bytes, as the command wrote them: a multibyte character may be
+   * split across two chunks. Never NULL. Followed by a NUL byte that
+   * `len` does not count.
+   */
+  const uint8_t *data;
+  /**
+   * Length of `data` in bytes, from 1 to 65,536.
+   */
+  size_t len;
+} soulbox_chunk;
+
+/**
+ * A key and its value, both NUL-terminated UTF-8.
+ */
+typedef struct soulbox_key_value {
+  /**
+   * The key.
+   */
+  const char *key;
+  /**
+   * Its value.
+   */
+  const char *value;
+} soulbox_key_value;
+
+/**
+ * A running command as `soulbox_commands_list` returns it. It belongs to
+ * its list, and so do the strings and arrays it points to.
+ */
+typedef struct soulbox_process_info {
+  /**
+   * The pid of the command's first process inside the sandbox, which
+   * `soulbox_commands_connect` takes.
+   */
+  uint32_t pid;
+  /**
+   * The tag given with `soulbox_run_options_set_tag`, or NULL.
+   */
+  const char *tag;
+  /**
+   * The program, such as "/bin/bash" for a command line run through the
+   * shell. Bytes that are not UTF-8 become U+FFFD.
+   */
+  const char *cmd;
+  /**
+   * Its arguments, without the program; NULL when there are none.
+   */
+  const char *const *args;
+  /**
+   * Number of entries in `args`.
+   */
+  size_t args_len;
+  /**
+   * Environment variables given for this command with
+   * `soulbox_run_options_set_env`, sorted by name (not the defaults or
+   * the sandbox's); NULL when there are none.
+   */
+  const struct soulbox_key_value *envs;
+  /**
+   * Number of entries in `envs`.
+   */
+  size_t envs_len;
+  /**
+   * The working directory.
+   */
+  const char *cwd;
+} soulbox_process_info;
+
+/**
+ * The running commands of a sandbox, ordered by pid. Owned by the caller
+ * and freed with `soulbox_process_info_list_free`.
+ */
+typedef struct soulbox_process_info_list {
+  /**
+   * The commands; NULL when there are none.
+   */
+  const struct soulbox_process_info *items;
+  /**
+   * Number of entries in `items`.
+   */
+  size_t len;
+} soulbox_process_info_list;
+
+/**
  * A byte buffer owned by the caller and freed with `soulbox_bytes_free`.
  */
 typedef struct soulbox_bytes {
@@ -350,18 +540,102 @@ typedef struct soulbox_bytes {
 } soulbox_bytes;
 
 /**
- * A key and its value, both NUL-terminated UTF-8.
+ * A file or directory of a sandbox, as E2B's `EntryInfo`. One from
+ * `soulbox_files_stat` or `soulbox_files_rename` is owned by the caller
+ * and freed with `soulbox_entry_info_free`; one in a
+ * `soulbox_entry_info_list` belongs to the list. The strings it points to
+ * belong to it. Bytes of a name that are not UTF-8 become U+FFFD.
  */
-typedef struct soulbox_key_value {
+typedef struct soulbox_entry_info {
   /**
-   * The key.
+   * The last component of `path`; "/" for the root.
    */
-  const char *key;
+  const char *name;
   /**
-   * Its value.
+   * The absolute path inside the sandbox.
    */
-  const char *value;
-} soulbox_key_value;
+  const char *path;
+  /**
+   * The kind of file.
+   */
+  soulbox_file_type kind;
+  /**
+   * Size in bytes; for a symlink, the length of its target.
+   */
+  uint64_t size;
+  /**
+   * Permission bits with the setuid, setgid and sticky bits
+   * (`st_mode & 07777`).
+   */
+  uint32_t mode;
+  /**
+   * `mode` as `ls -l` shows it, such as "rwxr-xr-x".
+   */
+  const char *permissions;
+  /**
+   * The owner's name in the sandbox's /etc/passwd, or the uid as text.
+   */
+  const char *owner;
+  /**
+   * The group's name in the sandbox's /etc/group, or the gid as text.
+   */
+  const char *group;
+  /**
+   * Last modification time in milliseconds since the Unix epoch; 0 for
+   * a time before the epoch.
+   */
+  int64_t modified_ms;
+  /**
+   * The target of a symlink as stored in it; NULL for other kinds.
+   */
+  const char *symlink_target;
+} soulbox_entry_info;
+
+/**
+ * The entries `soulbox_files_list` found, sorted by path. Owned by the
+ * caller and freed with `soulbox_entry_info_list_free`.
+ */
+typedef struct soulbox_entry_info_list {
+  /**
+   * The entries; NULL when there are none.
+   */
+  const struct soulbox_entry_info *items;
+  /**
+   * Number of entries in `items`.
+   */
+  size_t len;
+} soulbox_entry_info_list;
+
+/**
+ * The totals of `soulbox_files_copy_in` or `soulbox_files_copy_out`.
+ * Owned by the caller and freed with `soulbox_copy_summary_free`.
+ */
+typedef struct soulbox_copy_summary {
+  /**
+   * Regular files copied.
+   */
+  uint64_t files;
+  /**
+   * Directories copied, the top one included.
+   */
+  uint64_t directories;
+  /**
+   * Bytes of file contents copied. Holes in sparse files stay holes and
+   * are not counted.
+   */
+  uint64_t bytes;
+  /**
+   * Source paths below the top that were not copied because they are
+   * neither regular files nor directories: symlinks, FIFOs, sockets and
+   * devices. Host paths for a copy in, sandbox paths for a copy out, as
+   * bytes that need not be UTF-8. NULL when there are none.
+   */
+  const char *const *skipped;
+  /**
+   * Number of entries in `skipped`.
+   */
+  size_t skipped_len;
+} soulbox_copy_summary;
 
 /**
  * A sandbox as `soulbox_sandbox_get_info` and `soulbox_sandbox_list`
@@ -482,6 +756,23 @@ typedef struct soulbox_metrics {
   uint64_t disk_total;
 } soulbox_metrics;
 
+/**
+ * One change in a watched directory. Owned by the caller and freed with
+ * `soulbox_filesystem_event_free`.
+ */
+typedef struct soulbox_filesystem_event {
+  /**
+   * The entry's path relative to the watched directory, such as
+   * "a/b/f". Bytes that are not UTF-8 become U+FFFD. It belongs to the
+   * event.
+   */
+  const char *name;
+  /**
+   * The kind of change.
+   */
+  soulbox_filesystem_event_kind kind;
+} soulbox_filesystem_event;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -595,9 +886,9 @@ uint32_t soulbox_command_pid(const struct soulbox_command *command);
  * stores the result in `*out`, which the caller frees with
  * `soulbox_output_free`; on failure stores NULL.
  *
- * One thread at a time may wait on a command; a second wait while one is
- * in progress fails at once with INVALID_ARGUMENT. Other threads may
- * meanwhile call `soulbox_command_kill`, `soulbox_command_signal` and
+ * One thread at a time may wait on a command; a second wait or read while
+ * one is in progress fails at once with INVALID_ARGUMENT. Other threads
+ * may meanwhile call `soulbox_command_kill`, `soulbox_command_signal` and
  * `soulbox_command_send_stdin` on it.
  *
  * Errors: SANDBOX_NOT_RUNNING when the sandbox ended before the command;
@@ -608,6 +899,27 @@ struct soulbox_error *soulbox_command_wait(struct soulbox_command *command,
                                            soulbox_output_callback on_output,
                                            void *user_data,
                                            struct soulbox_output **out);
+
+/**
+ * Waits up to `timeout_ms` milliseconds for the next chunk of the
+ * command's output: a negative value waits without limit and 0 only
+ * takes output that is already there. Stores the chunk in `*out`, which
+ * the caller frees with `soulbox_chunk_free`, and false in `*ended`. When
+ * no output came in time, stores NULL and false. Once the command has
+ * ended and all its output was read, stores NULL and true at once; then
+ * `soulbox_command_wait` returns its exit without further output.
+ *
+ * Reads and waits take the output from the same place: each chunk goes
+ * to one of them. One thread at a time may read or wait; a second call
+ * while one is in progress fails at once with INVALID_ARGUMENT.
+ *
+ * Errors: as `soulbox_command_wait`, and each read after such an error
+ * returns it again.
+ */
+struct soulbox_error *soulbox_command_read(struct soulbox_command *command,
+                                           int64_t timeout_ms,
+                                           bool *ended,
+                                           struct soulbox_chunk **out);
 
 /**
  * Writes `len` bytes from `data` to the command's stdin, blocking while
@@ -648,7 +960,8 @@ struct soulbox_error *soulbox_command_kill(struct soulbox_command *command);
 /**
  * Frees the handle. The command keeps running until it ends, its
  * timeout passes or the sandbox ends; its later output is read and
- * discarded. NULL is ignored.
+ * discarded unless another handle from `soulbox_commands_connect`
+ * receives it. NULL is ignored.
  */
 void soulbox_command_free(struct soulbox_command *command);
 
@@ -657,6 +970,63 @@ void soulbox_command_free(struct soulbox_command *command);
  * `soulbox_command_wait`, with the buffers it points to. NULL is ignored.
  */
 void soulbox_output_free(struct soulbox_output *output);
+
+/**
+ * Frees a chunk from `soulbox_command_read` with its bytes. NULL is
+ * ignored.
+ */
+void soulbox_chunk_free(struct soulbox_chunk *chunk);
+
+/**
+ * Lists the running commands started through this sandbox handle,
+ * PTY sessions included, ordered by pid. A command leaves the list when
+ * its first process exits. On success stores the list in `*out`, which
+ * the caller frees with `soulbox_process_info_list_free`; on failure
+ * stores NULL.
+ *
+ * Each handle has its own list: commands started through another handle
+ * of the same sandbox (from `soulbox_sandbox_connect`, or in another
+ * process) are not listed, because their output goes only to that
+ * handle.
+ */
+struct soulbox_error *soulbox_commands_list(struct soulbox_sandbox *sandbox,
+                                            struct soulbox_process_info_list **out);
+
+/**
+ * Attaches a new handle to the running command whose first process has
+ * pid `pid` inside the sandbox, as `soulbox_commands_list` shows it. The
+ * handle receives the output written from now on and the command's end,
+ * and works with every `soulbox_command_*` function. On success stores it
+ * in `*out`, which the caller frees with `soulbox_command_free` (the
+ * command keeps running); on failure stores NULL.
+ *
+ * Every handle of a command gets all of its output, and a handle's queue
+ * holds at most 1 MiB: while one handle is not read, the command blocks
+ * once that queue is full. Free handles whose output is not wanted.
+ *
+ * Errors: NOT_FOUND if no command that `soulbox_commands_list` lists for
+ * this handle has the pid.
+ */
+struct soulbox_error *soulbox_commands_connect(struct soulbox_sandbox *sandbox,
+                                               uint32_t pid,
+                                               struct soulbox_command **out);
+
+/**
+ * As `soulbox_commands_connect`, for the running command with the tag
+ * `tag` (UTF-8) given by `soulbox_run_options_set_tag`.
+ *
+ * Errors: NOT_FOUND if no command that `soulbox_commands_list` lists for
+ * this handle has the tag.
+ */
+struct soulbox_error *soulbox_commands_connect_tag(struct soulbox_sandbox *sandbox,
+                                                   const char *tag,
+                                                   struct soulbox_command **out);
+
+/**
+ * Frees a list from `soulbox_commands_list` with everything it points
+ * to. NULL is ignored.
+ */
+void soulbox_process_info_list_free(struct soulbox_process_info_list *list);
 
 /**
  * Reads a whole file of the sandbox into memory. `path` is UTF-8,
@@ -719,6 +1089,126 @@ struct soulbox_error *soulbox_files_exists(struct soulbox_sandbox *sandbox,
                                            const char *path,
                                            const char *user,
                                            bool *exists);
+
+/**
+ * Lists the directory `path`: with `depth` 1 its entries, with 2 also the
+ * entries of its subdirectories, and so on. Entries come sorted by path.
+ * Symlinks are listed as symlinks and not descended into; subdirectories
+ * the user may not read are listed but not descended into. `path` and
+ * `user` are as for `soulbox_files_read`. On success stores the list in
+ * `*out`, which the caller frees with `soulbox_entry_info_list_free`; on
+ * failure stores NULL.
+ *
+ * Errors: INVALID_ARGUMENT if `depth` is 0 or `path` is not a directory;
+ * FILE_NOT_FOUND if it does not exist; PERMISSION_DENIED if the user may
+ * not read it.
+ */
+struct soulbox_error *soulbox_files_list(struct soulbox_sandbox *sandbox,
+                                         const char *path,
+                                         size_t depth,
+                                         const char *user,
+                                         struct soulbox_entry_info_list **out);
+
+/**
+ * Describes the file or directory at `path`, as E2B's `get_info`. A
+ * symlink is described itself, not followed. `path` and `user` are as for
+ * `soulbox_files_read`. On success stores the description in `*out`,
+ * which the caller frees with `soulbox_entry_info_free`; on failure
+ * stores NULL.
+ *
+ * Errors: FILE_NOT_FOUND if it does not exist; PERMISSION_DENIED if the
+ * user may not search a parent directory.
+ */
+struct soulbox_error *soulbox_files_stat(struct soulbox_sandbox *sandbox,
+                                         const char *path,
+                                         const char *user,
+                                         struct soulbox_entry_info **out);
+
+/**
+ * Renames `from` to `to`, replacing `to` as rename(2) does (a file
+ * replaces a file, a directory an empty directory). A symlink is renamed
+ * itself, and missing parents of `to` are not created. `from`, `to` and
+ * `user` are as `path` and `user` for `soulbox_files_read`. Stores the
+ * description of `to` in `*out` unless `out` is NULL; the caller frees it
+ * with `soulbox_entry_info_free`. On failure stores NULL.
+ *
+ * Errors: FILE_NOT_FOUND if `from` or the parent of `to` does not exist.
+ * INVALID_ARGUMENT if the two are on different mounts of the sandbox (for
+ * example /home and /tmp), or if the rename is impossible, such as a
+ * directory into itself. PERMISSION_DENIED if the user may not change
+ * either directory.
+ */
+struct soulbox_error *soulbox_files_rename(struct soulbox_sandbox *sandbox,
+                                           const char *from,
+                                           const char *to,
+                                           const char *user,
+                                           struct soulbox_entry_info **out);
+
+/**
+ * Copies the host file or directory tree `host_path` (any bytes but NUL)
+ * to `sandbox_path`. That path becomes the copy, and is not a directory
+ * to copy into. Directories are created as `soulbox_files_make_dir` does and
+ * files written as `soulbox_files_write` does, keeping their permission
+ * bits up to 0777. The host side is read with the calling process's own
+ * permissions; the sandbox side is written as `user`, who owns what is
+ * created. A symlink at `host_path` itself is followed; below it,
+ * symlinks and special files are skipped and listed in the summary.
+ * Stores the summary in `*out` unless `out` is NULL; the caller frees it
+ * with `soulbox_copy_summary_free`. On failure stores NULL, and what was
+ * copied before the error stays in the sandbox.
+ *
+ * Errors: HOST_FILE if a host path cannot be read; INVALID_ARGUMENT if
+ * `host_path` is neither a regular file nor a directory, or a host name
+ * below it is not UTF-8; otherwise as `soulbox_files_write`.
+ */
+struct soulbox_error *soulbox_files_copy_in(struct soulbox_sandbox *sandbox,
+                                            const char *host_path,
+                                            const char *sandbox_path,
+                                            const char *user,
+                                            struct soulbox_copy_summary **out);
+
+/**
+ * Copies the sandbox file or directory tree `sandbox_path` to the host
+ * path `host_path` (any bytes but NUL), which becomes the copy. Missing
+ * host directories are created and existing host files replaced; new
+ * host files get the sandbox file's permission bits up to 0777. The
+ * sandbox side is read as `user`; the host side is written with the
+ * calling process's own permissions. A symlink at `sandbox_path` itself
+ * is followed inside the sandbox. Below it no symlink is followed, on
+ * either side: symlinks and special files are skipped and listed in the
+ * summary, so nothing is written outside `host_path`. Stores the summary
+ * in `*out` unless `out` is NULL; the caller frees it with
+ * `soulbox_copy_summary_free`. On failure stores NULL, and what was
+ * copied before the error stays on the host.
+ *
+ * Errors: FILE_NOT_FOUND if `sandbox_path` does not exist;
+ * PERMISSION_DENIED if the user may not read it; INVALID_ARGUMENT if it
+ * is neither a regular file nor a directory; HOST_FILE if a host path
+ * cannot be written.
+ */
+struct soulbox_error *soulbox_files_copy_out(struct soulbox_sandbox *sandbox,
+                                             const char *sandbox_path,
+                                             const char *host_path,
+                                             const char *user,
+                                             struct soulbox_copy_summary **out);
+
+/**
+ * Frees a description from `soulbox_files_stat` or `soulbox_files_rename`
+ * with its strings. NULL is ignored.
+ */
+void soulbox_entry_info_free(struct soulbox_entry_info *info);
+
+/**
+ * Frees a list from `soulbox_files_list` with everything it points to.
+ * NULL is ignored.
+ */
+void soulbox_entry_info_list_free(struct soulbox_entry_info_list *list);
+
+/**
+ * Frees a summary from `soulbox_files_copy_in` or `soulbox_files_copy_out`
+ * with everything it points to. NULL is ignored.
+ */
+void soulbox_copy_summary_free(struct soulbox_copy_summary *summary);
 
 /**
  * Frees a buffer from `soulbox_files_read`. NULL is ignored.
@@ -887,9 +1377,58 @@ struct soulbox_error *soulbox_run_options_set_timeout_ms(struct soulbox_run_opti
  * Keeps the command's stdin open for `soulbox_command_send_stdin` when
  * true; otherwise it reads /dev/null. Only for `soulbox_command_start`
  * and `soulbox_command_start_argv`: `soulbox_run` and `soulbox_exec`
- * reject it with an invalid-argument error.
+ * reject it with an invalid-argument error. `soulbox_pty_create` ignores
+ * it, because a PTY session's input is always open.
  */
 struct soulbox_error *soulbox_run_options_set_stdin(struct soulbox_run_options *options, bool open);
+
+/**
+ * Tags the command with `tag`, UTF-8, which `soulbox_commands_list`
+ * shows and `soulbox_commands_connect_tag` finds it by. The command's
+ * start fails with an invalid-argument error if the tag is empty or a
+ * running command started through the same sandbox handle already has
+ * it.
+ */
+struct soulbox_error *soulbox_run_options_set_tag(struct soulbox_run_options *options,
+                                                  const char *tag);
+
+/**
+ * Starts the sandbox's interactive login shell (`/bin/bash -i -l`, or
+ * `/bin/sh -i` where there is no bash, with TERM=xterm-256color) on a new
+ * pseudo-terminal of `rows` x `cols`, as E2B's `pty.create`. The PTY
+ * comes from the sandbox's own devpts, so sandboxed code never gets the
+ * caller's terminal. `options` may be NULL; its working directory, user,
+ * environment variables and timeout apply (no timeout unless set). On
+ * success stores a new command handle in `*out`, which the caller frees
+ * with `soulbox_command_free`; on failure stores NULL.
+ *
+ * The session works through the command functions:
+ * `soulbox_command_send_stdin` types into it, `soulbox_command_read`
+ * reads what it writes (all of it as SOULBOX_STREAM_STDOUT),
+ * `soulbox_command_resize` resizes it, and `soulbox_command_wait` and
+ * `soulbox_command_kill` end it. Its output waits in a queue of at most
+ * 1 MiB until it is read, as for `soulbox_command_start`.
+ *
+ * Errors: INVALID_ARGUMENT for a zero `rows` or `cols`, or a bad user,
+ * working directory or environment variable; otherwise as
+ * `soulbox_command_start`.
+ */
+struct soulbox_error *soulbox_pty_create(struct soulbox_sandbox *sandbox,
+                                         uint16_t rows,
+                                         uint16_t cols,
+                                         const struct soulbox_run_options *options,
+                                         struct soulbox_command **out);
+
+/**
+ * Resizes the command's pseudo-terminal to `rows` x `cols`; the kernel
+ * sends the command SIGWINCH.
+ *
+ * Errors: INVALID_ARGUMENT if the command has no PTY (it was not started
+ * by `soulbox_pty_create`) or a size is 0.
+ */
+struct soulbox_error *soulbox_command_resize(struct soulbox_command *command,
+                                             uint16_t rows,
+                                             uint16_t cols);
 
 /**
  * Creates a sandbox and waits until it accepts commands, typically a few
@@ -1044,6 +1583,76 @@ struct soulbox_error *soulbox_sandbox_kill(struct soulbox_sandbox *sandbox);
  * stay valid and still have to be freed. NULL is ignored.
  */
 void soulbox_sandbox_free(struct soulbox_sandbox *sandbox);
+
+/**
+ * Watches the directory `path` for changes: only its own entries, or
+ * with `recursive` also those of every subdirectory, present or made
+ * later. Events queue until `soulbox_watcher_next` reads them, until the
+ * watch is stopped, the directory is removed or the sandbox ends. `path`
+ * and `user` are as for `soulbox_files_read`. On success stores a new
+ * watcher in `*out`, which the caller frees with `soulbox_watcher_free`;
+ * on failure stores NULL.
+ *
+ * In recursive mode a new subdirectory is watched shortly after it
+ * appears. Entries already in it by then are reported as CREATE events
+ * (and WRITE for non-empty files) once it is watched, so an entry can be
+ * reported twice. Subdirectories the user may not read are not watched,
+ * and symlinks to directories are not followed. Each watcher uses one of
+ * the host's inotify instances (fs.inotify.max_user_instances).
+ *
+ * Errors: FILE_NOT_FOUND if `path` does not exist; INVALID_ARGUMENT if
+ * it is not a directory; PERMISSION_DENIED if the user may not read it;
+ * WATCH_LIMIT if the host's inotify limits allow no more watches or
+ * instances.
+ */
+struct soulbox_error *soulbox_files_watch_dir(struct soulbox_sandbox *sandbox,
+                                              const char *path,
+                                              bool recursive,
+                                              const char *user,
+                                              struct soulbox_watcher **out);
+
+/**
+ * Waits up to `timeout_ms` milliseconds for the next event of the watch:
+ * a negative value waits without limit and 0 only takes an event that is
+ * already queued. Stores the event in `*out`, which the caller frees with
+ * `soulbox_filesystem_event_free`, and false in `*ended`. When no event
+ * came in time, stores NULL and false. Once the watch has ended and
+ * every queued event was returned, stores NULL and true at once: after
+ * `soulbox_watcher_stop`, within half a second of the watched directory's
+ * removal, or after the error that reports the sandbox's end.
+ *
+ * Another thread may call `soulbox_watcher_stop` meanwhile, which ends
+ * the wait. A second thread's `soulbox_watcher_next` waits, within its
+ * own limit, until the first one returns.
+ *
+ * Errors, after which the watch goes on: WATCH_EVENTS_LOST when events
+ * were dropped because 4096 unread ones were queued; WATCH_LIMIT when a
+ * new subdirectory could not be watched. SANDBOX_NOT_RUNNING is the last
+ * error, when the sandbox has ended.
+ */
+struct soulbox_error *soulbox_watcher_next(struct soulbox_watcher *watcher,
+                                           int64_t timeout_ms,
+                                           bool *ended,
+                                           struct soulbox_filesystem_event **out);
+
+/**
+ * Stops the watch and ends a `soulbox_watcher_next` in progress. Events
+ * already queued can still be read; then `soulbox_watcher_next` reports
+ * the end. Stopping a stopped watch does nothing.
+ */
+struct soulbox_error *soulbox_watcher_stop(struct soulbox_watcher *watcher);
+
+/**
+ * Stops the watch and frees the watcher with the events it still queued.
+ * NULL is ignored.
+ */
+void soulbox_watcher_free(struct soulbox_watcher *watcher);
+
+/**
+ * Frees an event from `soulbox_watcher_next` with its name. NULL is
+ * ignored.
+ */
+void soulbox_filesystem_event_free(struct soulbox_filesystem_event *event);
 
 #ifdef __cplusplus
 }  // extern "C"

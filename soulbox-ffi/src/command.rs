@@ -1,18 +1,20 @@
-//! Commands: `soulbox_run`, `soulbox_exec` and the background
-//! `soulbox_command`.
+//! Commands: `soulbox_run`, `soulbox_exec`, and the `soulbox_command`
+//! handle of a background command or PTY session.
 
 use std::ffi::OsString;
-use std::sync::{Mutex, TryLockError};
+use std::sync::{Mutex, MutexGuard, TryLockError};
+use std::time::Duration;
 
 use soulbox_core::{
-    CommandController, CommandEvent, CommandExit, CommandHandle, Sandbox as CoreSandbox,
+    CommandController, CommandEvent, CommandExit, CommandHandle, Sandbox as CoreSandbox, Selector,
     DEFAULT_COMMAND_TIMEOUT,
 };
 
 use crate::error::{Error, Result};
 use crate::options::RunOptions;
-use crate::output::{OutputBlock, Stream};
-use crate::runtime;
+use crate::output::{ChunkBlock, OutputBlock, Stream};
+use crate::processes::ProcessListBlock;
+use crate::runtime::{self, Polled};
 use crate::sandbox::Sandbox;
 
 /// What to run: a command line for the sandbox's shell, or a program and
@@ -26,8 +28,10 @@ pub enum Program {
 /// Receives output chunks while a run or wait is in progress.
 pub type OnOutput<'a> = Option<&'a mut dyn FnMut(Stream, &[u8])>;
 
-/// A command started in the background. Created by
-/// `soulbox_command_start` and freed with `soulbox_command_free`.
+/// A command started in the background, a PTY session, or a running
+/// command attached by pid or tag. Created by `soulbox_command_start`,
+/// `soulbox_pty_create` or `soulbox_commands_connect` and freed with
+/// `soulbox_command_free`.
 #[derive(Debug)]
 pub struct Command {
     controller: CommandController,
@@ -38,8 +42,14 @@ pub struct Command {
 #[derive(Debug)]
 struct Events {
     handle: CommandHandle,
-    /// The end, once a wait has seen it, for waits after that.
+    /// The end, once a wait or read has seen it, for the calls after that.
     ending: Option<Result<CommandExit>>,
+}
+
+/// The next item from a command's events.
+enum Received {
+    Output(Stream, Vec<u8>),
+    End(CommandExit),
 }
 
 fn build(
@@ -58,8 +68,14 @@ fn build(
             command
         }
     };
+    configure(&mut command, options);
+    Ok(command)
+}
+
+/// Applies `options`, when there are any, to `command`.
+fn configure(command: &mut soulbox_core::Command, options: Option<&RunOptions>) {
     let Some(options) = options else {
-        return Ok(command);
+        return;
     };
     if let Some(cwd) = &options.cwd {
         command.cwd(cwd.clone());
@@ -73,8 +89,10 @@ fn build(
     if let Some(timeout) = options.timeout {
         command.timeout(timeout);
     }
+    if let Some(tag) = &options.tag {
+        command.tag(tag.clone());
+    }
     command.stdin(options.stdin);
-    Ok(command)
 }
 
 /// Runs a command to its end: the body of `soulbox_run` and
@@ -114,37 +132,77 @@ impl Command {
     ) -> Result<Box<Self>> {
         let command = build(&sandbox.inner, program, options)?;
         let handle = runtime::block_on(command.start())??;
-        Ok(Box::new(Self {
+        Ok(Self::wrap(handle))
+    }
+
+    /// Starts the sandbox's interactive login shell on a new PTY of `rows`
+    /// x `cols`.
+    pub fn start_pty(
+        sandbox: &Sandbox,
+        rows: u16,
+        cols: u16,
+        options: Option<&RunOptions>,
+    ) -> Result<Box<Self>> {
+        let mut command = sandbox.inner.pty_shell();
+        configure(&mut command, options);
+        let handle = runtime::block_on(command.start_pty(rows, cols))??;
+        Ok(Self::wrap(handle))
+    }
+
+    /// Attaches a new handle to the running command that `selector` names.
+    pub fn connect(sandbox: &Sandbox, selector: Selector) -> Result<Box<Self>> {
+        let handle = sandbox.inner.commands().connect(selector)?;
+        Ok(Self::wrap(handle))
+    }
+
+    fn wrap(handle: CommandHandle) -> Box<Self> {
+        Box::new(Self {
             controller: handle.controller(),
             events: Mutex::new(Events {
                 handle,
                 ending: None,
             }),
-        }))
+        })
     }
 
     pub fn pid(&self) -> u32 {
         self.controller.pid()
     }
 
-    /// Waits for the command's end. One thread at a time: a second
-    /// concurrent wait fails at once instead of blocking until the first
-    /// one ends.
-    pub fn wait(&self, on_output: OnOutput<'_>) -> Result<Box<OutputBlock>> {
-        let mut events = match self.events.try_lock() {
-            Ok(events) => events,
+    /// Takes the command's events for one wait or read. One thread at a
+    /// time: a second concurrent call fails at once instead of blocking
+    /// until the first one ends.
+    fn lock_events(&self) -> Result<MutexGuard<'_, Events>> {
+        match self.events.try_lock() {
+            Ok(events) => Ok(events),
             // A panic in an earlier wait was caught and reported; the
             // handle itself is still consistent.
-            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
-            Err(TryLockError::WouldBlock) => {
-                return Err(Error::invalid(format!(
-                    "command {} is already being waited for by soulbox_command_wait in \
-                     another thread or in the output callback; wait in one place only",
-                    self.pid()
-                )))
+            Err(TryLockError::Poisoned(poisoned)) => Ok(poisoned.into_inner()),
+            Err(TryLockError::WouldBlock) => Err(Error::invalid(format!(
+                "command {} is already being waited for or read by soulbox_command_wait or \
+                 soulbox_command_read in another thread or in the output callback; read its \
+                 output in one place only",
+                self.pid()
+            ))),
+        }
+    }
+
+    /// Waits for the command's end.
+    pub fn wait(&self, on_output: OnOutput<'_>) -> Result<Box<OutputBlock>> {
+        self.lock_events()?.drain(on_output)
+    }
+
+    /// Waits up to `limit` (`None`: without limit) for the next chunk of
+    /// output or the command's end, after which a wait returns the exit.
+    pub fn read(&self, limit: Option<Duration>) -> Result<Polled<Box<ChunkBlock>>> {
+        let mut events = self.lock_events()?;
+        match events.receive(limit)? {
+            Some(Received::Output(stream, chunk)) => {
+                Ok(Polled::Item(ChunkBlock::new(stream, chunk)))
             }
-        };
-        events.drain(on_output)
+            Some(Received::End(_)) => Ok(Polled::Ended),
+            None => Ok(Polled::TimedOut),
+        }
     }
 
     pub fn send_stdin(&self, data: &[u8]) -> Result<()> {
@@ -166,6 +224,16 @@ impl Command {
         runtime::block_on(self.controller.kill())??;
         Ok(())
     }
+
+    pub fn resize(&self, rows: u16, cols: u16) -> Result<()> {
+        Ok(self.controller.resize(rows, cols)?)
+    }
+}
+
+/// Lists the commands started through `sandbox` whose first process still
+/// runs.
+pub fn list(sandbox: &Sandbox) -> Box<ProcessListBlock> {
+    ProcessListBlock::new(&sandbox.inner.commands().list())
 }
 
 impl Events {
@@ -176,39 +244,57 @@ impl Events {
     fn drain(&mut self, mut on_output: OnOutput<'_>) -> Result<Box<OutputBlock>> {
         let mut stdout = Vec::new();
         let mut stderr = Vec::new();
-        if let Some(ending) = &self.ending {
-            return ending
-                .clone()
-                .map(|exit| OutputBlock::new(exit, stdout, stderr));
-        }
         loop {
-            let event = match runtime::block_on(self.handle.next_event())? {
-                Ok(event) => event,
-                Err(e) => {
-                    let error = Error::from(e);
-                    self.ending = Some(Err(error.clone()));
-                    return Err(error);
-                }
+            // Without a limit, receive never returns None.
+            let Some(received) = self.receive(None)? else {
+                continue;
             };
-            let (stream, chunk, collected) = match event {
-                Some(CommandEvent::Stdout(chunk)) => (Stream::Stdout, chunk, &mut stdout),
-                Some(CommandEvent::Stderr(chunk)) => (Stream::Stderr, chunk, &mut stderr),
-                Some(CommandEvent::Exit(exit)) => {
-                    self.ending = Some(Ok(exit));
-                    return Ok(OutputBlock::new(exit, stdout, stderr));
-                }
-                // next_event returns None only after it returned the end,
-                // which `self.ending` caught above.
-                None => {
-                    return Err(Error::invalid(
-                        "the command's end was already returned to an earlier wait",
-                    ))
-                }
+            let (stream, chunk) = match received {
+                Received::Output(stream, chunk) => (stream, chunk),
+                Received::End(exit) => return Ok(OutputBlock::new(exit, stdout, stderr)),
+            };
+            let collected = match stream {
+                Stream::Stdout => &mut stdout,
+                Stream::Stderr => &mut stderr,
             };
             match on_output.as_mut() {
                 Some(callback) => callback(stream, &chunk),
                 None => collected.extend_from_slice(&chunk),
             }
+        }
+    }
+
+    /// Waits up to `limit` (`None`: without limit) for the next chunk or
+    /// the end, and returns `None` when the limit passed first. Once the
+    /// end was received, every later call returns it again at once.
+    fn receive(&mut self, limit: Option<Duration>) -> Result<Option<Received>> {
+        if let Some(ending) = &self.ending {
+            return ending.clone().map(|exit| Some(Received::End(exit)));
+        }
+        // next_event is cancel-safe, so the time limit loses no event.
+        let Some(next) = runtime::block_on_for(limit, self.handle.next_event())? else {
+            return Ok(None);
+        };
+        let event = match next {
+            Ok(event) => event,
+            Err(e) => {
+                let error = Error::from(e);
+                self.ending = Some(Err(error.clone()));
+                return Err(error);
+            }
+        };
+        match event {
+            Some(CommandEvent::Stdout(chunk)) => Ok(Some(Received::Output(Stream::Stdout, chunk))),
+            Some(CommandEvent::Stderr(chunk)) => Ok(Some(Received::Output(Stream::Stderr, chunk))),
+            Some(CommandEvent::Exit(exit)) => {
+                self.ending = Some(Ok(exit));
+                Ok(Some(Received::End(exit)))
+            }
+            // next_event returns None only after it returned the end,
+            // which `self.ending` caught above.
+            None => Err(Error::invalid(
+                "the command's end was already returned to an earlier wait",
+            )),
         }
     }
 }

@@ -3,10 +3,11 @@
 //! allocated with the strings and arrays it points to in one owned block,
 //! as in [`crate::output`].
 
-use std::ffi::{c_char, CString};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::ffi::c_char;
 
 use soulbox_core::{SandboxInfo as CoreInfo, SandboxMetrics, SandboxState as CoreState};
+
+use crate::block::{array_ptr, millis, Strings};
 
 /// Value of a `uint64_t` field that is unknown or does not apply, such as
 /// the memory use of a sandbox without a memory limit.
@@ -138,7 +139,7 @@ pub struct Metrics {
     reason = "the fields are only kept alive; C reads them through SandboxInfo"
 )]
 struct InfoStorage {
-    strings: Vec<CString>,
+    strings: Strings,
     metadata: Vec<KeyValue>,
     envs: Vec<KeyValue>,
 }
@@ -161,52 +162,12 @@ pub struct ListBlock {
     storage: Vec<InfoStorage>,
 }
 
-/// Copies `text` into a C string; a NUL byte, which C cannot represent
-/// inside a string, becomes U+FFFD.
-fn c_string(text: &str) -> CString {
-    CString::new(text.replace('\0', "\u{fffd}")).expect("NUL bytes were replaced")
-}
-
-fn millis(time: SystemTime) -> i64 {
-    time.duration_since(UNIX_EPOCH).map_or(0, |since| {
-        i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
-    })
-}
-
-fn array_ptr<T>(items: &[T]) -> *const T {
-    if items.is_empty() {
-        std::ptr::null()
-    } else {
-        items.as_ptr()
-    }
-}
-
 fn c_info(info: &CoreInfo) -> (SandboxInfo, InfoStorage) {
-    let mut strings = Vec::new();
-    let mut keep = |text: &str| {
-        let string = c_string(text);
-        let ptr = string.as_ptr();
-        strings.push(string);
-        ptr
-    };
-    let sandbox_id = keep(&info.sandbox_id);
-    let template_name = keep(&info.template);
-    let metadata: Vec<KeyValue> = info
-        .metadata
-        .iter()
-        .map(|(key, value)| KeyValue {
-            key: keep(key),
-            value: keep(value),
-        })
-        .collect();
-    let envs: Vec<KeyValue> = info
-        .envs
-        .iter()
-        .map(|(key, value)| KeyValue {
-            key: keep(key),
-            value: keep(value),
-        })
-        .collect();
+    let mut strings = Strings::default();
+    let sandbox_id = strings.keep(&info.sandbox_id);
+    let template_name = strings.keep(&info.template);
+    let metadata = strings.key_values(&info.metadata);
+    let envs = strings.key_values(&info.envs);
     let public = SandboxInfo {
         sandbox_id,
         template_name,
@@ -277,12 +238,5 @@ mod tests {
         assert_eq!(SandboxState::from_filter(0), Some(None));
         assert_eq!(SandboxState::from_filter(2), Some(Some(CoreState::Paused)));
         assert_eq!(SandboxState::from_filter(3), None);
-    }
-
-    #[test]
-    fn epoch_and_earlier_times_are_zero() {
-        assert_eq!(millis(UNIX_EPOCH), 0);
-        let before = UNIX_EPOCH - std::time::Duration::from_secs(5);
-        assert_eq!(millis(before), 0);
     }
 }

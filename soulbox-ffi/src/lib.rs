@@ -9,8 +9,9 @@
 //! `SOULBOX_ERROR_KIND_INTERNAL` error instead of unwinding into C.
 //!
 //! The code is split in two:
-//! - the safe modules (`sandbox`, `command`, `files`, `options`, `output`,
-//!   `info`, `error`, `runtime`) work on Rust types only;
+//! - the safe modules (`sandbox`, `command`, `files`, `watch`, `options`,
+//!   `output`, `info`, `entry`, `processes`, `block`, `error`, `runtime`)
+//!   work on Rust types only;
 //! - `abi` contains every `extern "C"` function and all of the crate's
 //!   `unsafe`: turning C pointers into references and back into boxes.
 //!
@@ -25,11 +26,15 @@
     reason = "the C boundary: raw pointers from C become references here"
 )]
 mod abi;
+mod block;
 mod command;
+mod entry;
 mod error;
 mod files;
 mod info;
 mod options;
 mod output;
+mod processes;
 mod runtime;
 mod sandbox;
+mod watch;

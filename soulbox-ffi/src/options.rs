@@ -21,8 +21,9 @@ pub struct Options {
     pub(crate) inner: SandboxOptions,
 }
 
-/// Options for `soulbox_run`, `soulbox_exec`, `soulbox_command_start` and
-/// `soulbox_command_start_argv`. Start from `soulbox_run_options_new`.
+/// Options for `soulbox_run`, `soulbox_exec`, `soulbox_command_start`,
+/// `soulbox_command_start_argv` and `soulbox_pty_create`. Start from
+/// `soulbox_run_options_new`.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     pub(crate) cwd: Option<String>,
@@ -31,6 +32,7 @@ pub struct RunOptions {
     /// `None` until set: then run waits 60 s and start has no timeout.
     pub(crate) timeout: Option<Option<Duration>>,
     pub(crate) stdin: bool,
+    pub(crate) tag: Option<String>,
 }
 
 /// Turns a C "0 means none" count into soulbox-core's `Option`.
@@ -121,6 +123,10 @@ impl RunOptions {
 
     pub fn set_stdin(&mut self, open: bool) {
         self.stdin = open;
+    }
+
+    pub fn set_tag(&mut self, tag: &str) {
+        self.tag = Some(tag.to_string());
     }
 }
 

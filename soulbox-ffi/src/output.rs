@@ -1,6 +1,7 @@
-//! Results handed to C: a command's output and a byte buffer.
+//! Results handed to C: a command's output, a chunk of it and a byte
+//! buffer.
 //!
-//! Both are plain structs that C reads directly. SoulBox allocates them,
+//! All are plain structs that C reads directly. SoulBox allocates them,
 //! with the bytes they point to, in one owned block, and frees them all in
 //! one call. Every buffer is followed by a NUL byte that its length does
 //! not count, so text can be passed to C string functions as it is.
@@ -60,6 +61,22 @@ pub struct Bytes {
     pub len: usize,
 }
 
+/// A chunk of a command's output from `soulbox_command_read`. Owned by the
+/// caller and freed with `soulbox_chunk_free`.
+#[repr(C)]
+#[derive(Debug)]
+pub struct Chunk {
+    /// The stream it came from: SOULBOX_STREAM_STDOUT, which is also
+    /// everything a PTY's command writes, or SOULBOX_STREAM_STDERR.
+    pub stream: Stream,
+    /// The bytes, as the command wrote them: a multibyte character may be
+    /// split across two chunks. Never NULL. Followed by a NUL byte that
+    /// `len` does not count.
+    pub data: *const u8,
+    /// Length of `data` in bytes, from 1 to 65,536.
+    pub len: usize,
+}
+
 /// An [`Output`] with the buffers it points into. `repr(C)` puts `public`
 /// at offset 0, so a pointer to the whole block is also a pointer to the
 /// `Output` that C sees.
@@ -76,6 +93,14 @@ pub struct OutputBlock {
 #[derive(Debug)]
 pub struct BytesBlock {
     public: Bytes,
+    buffer: Vec<u8>,
+}
+
+/// A [`Chunk`] with its buffer, laid out as [`OutputBlock`].
+#[repr(C)]
+#[derive(Debug)]
+pub struct ChunkBlock {
+    public: Chunk,
     buffer: Vec<u8>,
 }
 
@@ -136,6 +161,22 @@ impl BytesBlock {
     #[cfg(test)]
     fn public(&self) -> &Bytes {
         &self.public
+    }
+}
+
+impl ChunkBlock {
+    pub fn new(stream: Stream, bytes: Vec<u8>) -> Box<Self> {
+        let len = bytes.len();
+        let mut block = Box::new(Self {
+            public: Chunk {
+                stream,
+                data: std::ptr::null(),
+                len,
+            },
+            buffer: nul_terminated(bytes),
+        });
+        block.public.data = block.buffer.as_ptr();
+        block
     }
 }
 

@@ -2,14 +2,16 @@
 //!
 //! It is a multi-threaded runtime with two worker threads, created by the
 //! first call that needs it and kept until the process exits. The workers
-//! run each command's output pump and timeout while no C call is in
-//! progress, so a background command keeps running, and a timeout fires,
-//! even while the C program is busy elsewhere. Two workers are enough
-//! because they only move bytes between pipes and channels; the file calls
-//! run on tokio's separate blocking pool.
+//! run each command's output pump and timeout, and each directory watch's
+//! task, while no C call is in progress. So a background command keeps
+//! running, a timeout fires and directory events are queued even while the
+//! C program is busy elsewhere. Two workers are enough because those tasks
+//! only move bytes between descriptors and channels and add inotify
+//! watches; the file calls run on tokio's separate blocking pool.
 
 use std::future::Future;
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use tokio::runtime::{Builder, Runtime};
 
@@ -51,4 +53,53 @@ pub fn block_on<F: Future>(future: F) -> Result<F::Output> {
         ));
     }
     Ok(get()?.block_on(future))
+}
+
+/// Runs `future` on the calling thread for at most `limit` (`None`: without
+/// limit) and returns `None` if the limit passed first. The future is then
+/// dropped, so it must be cancel-safe. A zero limit still polls it once.
+pub fn block_on_for<F: Future>(limit: Option<Duration>, future: F) -> Result<Option<F::Output>> {
+    block_on(async move {
+        match limit {
+            Some(limit) => tokio::time::timeout(limit, future).await.ok(),
+            None => Some(future.await),
+        }
+    })
+}
+
+/// The result of a wait with a time limit for the next item of a stream,
+/// such as a command's output or a watch's events.
+#[derive(Debug)]
+pub enum Polled<T> {
+    Item(T),
+    /// Nothing came within the time limit.
+    TimedOut,
+    /// The stream has ended and every item was returned.
+    Ended,
+}
+
+/// Turns a C wait limit in milliseconds into a `Duration`: negative waits
+/// without limit, as poll(2) does, and 0 does not wait.
+pub fn wait_limit(ms: i64) -> Option<Duration> {
+    u64::try_from(ms).ok().map(Duration::from_millis)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn negative_wait_limit_is_none() {
+        assert_eq!(wait_limit(-1), None);
+        assert_eq!(wait_limit(0), Some(Duration::ZERO));
+        assert_eq!(wait_limit(1500), Some(Duration::from_millis(1500)));
+    }
+
+    #[test]
+    fn zero_limit_polls_once() {
+        let ready = block_on_for(Some(Duration::ZERO), async { 7 }).expect("runtime");
+        assert_eq!(ready, Some(7));
+        let pending = block_on_for(Some(Duration::ZERO), std::future::pending::<()>());
+        assert_eq!(pending.expect("runtime"), None);
+    }
 }

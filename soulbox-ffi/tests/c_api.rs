@@ -156,6 +156,13 @@ c_cases!(
     metrics,
     sandbox_timeout,
     lifecycle_by_id,
+    command_read,
+    pty_session,
+    commands_list_connect,
+    files_list_and_stat,
+    files_rename,
+    files_watch,
+    files_copy_tree,
     version,
 );
 

@@ -1,17 +1,18 @@
-//! `soulbox_run`, `soulbox_exec`, `soulbox_command_*` and
-//! `soulbox_output_free`.
+//! `soulbox_run`, `soulbox_exec`, `soulbox_command_*`,
+//! `soulbox_output_free` and `soulbox_chunk_free`.
 
 use std::ffi::{c_char, c_int, c_void};
 use std::ptr;
 
 use super::sandbox::with_sandbox_out;
 use super::{
-    c_argv, c_buffer, c_os_string, free_box, guard, guard_value, handle, optional_handle, Out,
+    c_argv, c_buffer, c_os_string, free_box, guard, guard_value, handle, optional_handle,
+    with_next_item, Out,
 };
 use crate::command::{self, Command, OnOutput, Program};
 use crate::error::{Error, Result};
 use crate::options::RunOptions;
-use crate::output::{Output, OutputBlock, Stream};
+use crate::output::{Chunk, ChunkBlock, Output, OutputBlock, Stream};
 use crate::sandbox::Sandbox;
 
 /// Receives a chunk of a command's output while `soulbox_run`,
@@ -52,14 +53,14 @@ fn with_callback<R>(
 }
 
 /// Runs `body` on the command `command` points to.
-fn with_command(
+pub(super) fn with_command(
     function: &'static str,
     command: *const Command,
     body: impl FnOnce(&Command) -> Result<()>,
 ) -> *mut Error {
     guard(function, || {
-        // SAFETY: the header requires NULL or a live handle from
-        // soulbox_command_start that no thread frees during the call.
+        // SAFETY: the header requires NULL or a live command handle that
+        // no thread frees during the call.
         let command = unsafe { handle(command, "command") }?;
         body(command)
     })
@@ -206,9 +207,9 @@ pub extern "C" fn soulbox_command_pid(command: *const Command) -> u32 {
 /// stores the result in `*out`, which the caller frees with
 /// `soulbox_output_free`; on failure stores NULL.
 ///
-/// One thread at a time may wait on a command; a second wait while one is
-/// in progress fails at once with INVALID_ARGUMENT. Other threads may
-/// meanwhile call `soulbox_command_kill`, `soulbox_command_signal` and
+/// One thread at a time may wait on a command; a second wait or read while
+/// one is in progress fails at once with INVALID_ARGUMENT. Other threads
+/// may meanwhile call `soulbox_command_kill`, `soulbox_command_signal` and
 /// `soulbox_command_send_stdin` on it.
 ///
 /// Errors: SANDBOX_NOT_RUNNING when the sandbox ended before the command;
@@ -224,13 +225,45 @@ pub extern "C" fn soulbox_command_wait(
     guard("soulbox_command_wait", || {
         // SAFETY: the header requires `out` to be NULL or writable.
         let out = unsafe { Out::new(out, "out", ptr::null_mut()) }?;
-        // SAFETY: the header requires NULL or a live handle from
-        // soulbox_command_start that no thread frees during the call.
+        // SAFETY: the header requires NULL or a live command handle that
+        // no thread frees during the call.
         let command = unsafe { handle(command, "command") }?;
         let block = with_callback(on_output, user_data, |on_output| command.wait(on_output))?;
         out.set(into_output(block));
         Ok(())
     })
+}
+
+/// Waits up to `timeout_ms` milliseconds for the next chunk of the
+/// command's output: a negative value waits without limit and 0 only
+/// takes output that is already there. Stores the chunk in `*out`, which
+/// the caller frees with `soulbox_chunk_free`, and false in `*ended`. When
+/// no output came in time, stores NULL and false. Once the command has
+/// ended and all its output was read, stores NULL and true at once; then
+/// `soulbox_command_wait` returns its exit without further output.
+///
+/// Reads and waits take the output from the same place: each chunk goes
+/// to one of them. One thread at a time may read or wait; a second call
+/// while one is in progress fails at once with INVALID_ARGUMENT.
+///
+/// Errors: as `soulbox_command_wait`, and each read after such an error
+/// returns it again.
+#[no_mangle]
+pub extern "C" fn soulbox_command_read(
+    command: *mut Command,
+    timeout_ms: i64,
+    ended: *mut bool,
+    out: *mut *mut Chunk,
+) -> *mut Error {
+    let handle = (command.cast_const(), "command");
+    with_next_item(
+        "soulbox_command_read",
+        handle,
+        timeout_ms,
+        ended,
+        out,
+        Command::read,
+    )
 }
 
 /// Writes `len` bytes from `data` to the command's stdin, blocking while
@@ -283,12 +316,13 @@ pub extern "C" fn soulbox_command_kill(command: *mut Command) -> *mut Error {
 
 /// Frees the handle. The command keeps running until it ends, its
 /// timeout passes or the sandbox ends; its later output is read and
-/// discarded. NULL is ignored.
+/// discarded unless another handle from `soulbox_commands_connect`
+/// receives it. NULL is ignored.
 #[no_mangle]
 pub extern "C" fn soulbox_command_free(command: *mut Command) {
     guard_value((), || {
-        // SAFETY: the header requires NULL or a handle from
-        // soulbox_command_start that was not freed yet.
+        // SAFETY: the header requires NULL or a command handle of this
+        // library that was not freed yet.
         unsafe { free_box(command) }
     });
 }
@@ -302,5 +336,17 @@ pub extern "C" fn soulbox_output_free(output: *mut Output) {
         // that was not freed yet. Each result is the first field of a boxed
         // OutputBlock, at offset 0 because OutputBlock is repr(C).
         unsafe { free_box(output.cast::<OutputBlock>()) }
+    });
+}
+
+/// Frees a chunk from `soulbox_command_read` with its bytes. NULL is
+/// ignored.
+#[no_mangle]
+pub extern "C" fn soulbox_chunk_free(chunk: *mut Chunk) {
+    guard_value((), || {
+        // SAFETY: the header requires NULL or a chunk of this library that
+        // was not freed yet. Each chunk is the first field of a boxed
+        // ChunkBlock, at offset 0 because ChunkBlock is repr(C).
+        unsafe { free_box(chunk.cast::<ChunkBlock>()) }
     });
 }

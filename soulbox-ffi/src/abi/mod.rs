@@ -11,16 +11,21 @@
 
 // Declared in the order the header lists them.
 mod command;
+mod commands;
 mod files;
 mod options;
+mod pty;
 mod sandbox;
+mod watch;
 
 use std::ffi::{c_char, c_int, CStr, OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::{self, NonNull};
+use std::time::Duration;
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::runtime::{self, Polled};
 
 /// Runs the body of the exported function `function` and returns its
 /// error for C: NULL on success, otherwise an error object that the
@@ -40,11 +45,13 @@ fn guard_value<T>(fallback: T, body: impl FnOnce() -> T) -> T {
     catch_unwind(AssertUnwindSafe(body)).unwrap_or(fallback)
 }
 
-/// The header lets C share sandbox and command handles between threads.
+/// The header lets C share sandbox, command and watcher handles between
+/// threads.
 const _: () = {
     const fn shareable<T: Send + Sync>() {}
     shareable::<crate::sandbox::Sandbox>();
     shareable::<crate::command::Command>();
+    shareable::<crate::watch::Watcher>();
 };
 
 fn null_argument(name: &str) -> Error {
@@ -231,6 +238,41 @@ impl<T: Copy> Out<T> {
         // it stays writable while this `Out` exists.
         unsafe { self.slot.as_ptr().write(value) };
     }
+}
+
+/// Runs the body of an exported function that waits up to `timeout_ms`
+/// (see [`runtime::wait_limit`]) for the next item of the handle `ptr`,
+/// named `name` in the header. `next` returns the item as a `repr(C)` block
+/// `B` whose first field is the `P` that C reads. Stores the item in `out`
+/// and false in `ended`, NULL and false when the time ran out, and NULL
+/// and true at the end.
+fn with_next_item<H, B, P>(
+    function: &'static str,
+    (ptr, name): (*const H, &str),
+    timeout_ms: i64,
+    ended: *mut bool,
+    out: *mut *mut P,
+    next: impl FnOnce(&H, Option<Duration>) -> Result<Polled<Box<B>>>,
+) -> *mut Error {
+    guard(function, || {
+        // SAFETY: the header requires `out` and `ended` to be NULL or
+        // writable.
+        let (out, ended) = unsafe {
+            (
+                Out::new(out, "out", ptr::null_mut())?,
+                Out::new(ended, "ended", false)?,
+            )
+        };
+        // SAFETY: the header requires NULL or a live handle of this
+        // library that no thread frees during the call.
+        let handle = unsafe { handle(ptr, name) }?;
+        match next(handle, runtime::wait_limit(timeout_ms))? {
+            Polled::Item(block) => out.set(Box::into_raw(block).cast::<P>()),
+            Polled::TimedOut => {}
+            Polled::Ended => ended.set(true),
+        }
+        Ok(())
+    })
 }
 
 /// Frees an object that this library handed to C as a `Box`.

@@ -290,7 +290,8 @@ pub extern "C" fn soulbox_run_options_set_timeout_ms(
 /// Keeps the command's stdin open for `soulbox_command_send_stdin` when
 /// true; otherwise it reads /dev/null. Only for `soulbox_command_start`
 /// and `soulbox_command_start_argv`: `soulbox_run` and `soulbox_exec`
-/// reject it with an invalid-argument error.
+/// reject it with an invalid-argument error. `soulbox_pty_create` ignores
+/// it, because a PTY session's input is always open.
 #[no_mangle]
 pub extern "C" fn soulbox_run_options_set_stdin(
     options: *mut RunOptions,
@@ -298,6 +299,23 @@ pub extern "C" fn soulbox_run_options_set_stdin(
 ) -> *mut Error {
     update("soulbox_run_options_set_stdin", options, |options| {
         options.set_stdin(open);
+        Ok(())
+    })
+}
+
+/// Tags the command with `tag`, UTF-8, which `soulbox_commands_list`
+/// shows and `soulbox_commands_connect_tag` finds it by. The command's
+/// start fails with an invalid-argument error if the tag is empty or a
+/// running command started through the same sandbox handle already has
+/// it.
+#[no_mangle]
+pub extern "C" fn soulbox_run_options_set_tag(
+    options: *mut RunOptions,
+    tag: *const c_char,
+) -> *mut Error {
+    update("soulbox_run_options_set_tag", options, |options| {
+        // SAFETY: the header requires a NUL-terminated string.
+        options.set_tag(unsafe { c_str(tag, "tag") }?);
         Ok(())
     })
 }

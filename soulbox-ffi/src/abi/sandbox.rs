@@ -67,14 +67,42 @@ pub(super) fn with_sandbox_flag(
     flag: *mut bool,
     body: impl FnOnce(&Sandbox) -> Result<bool>,
 ) -> *mut Error {
+    with_sandbox_optional(function, sandbox, flag, false, body, |value| value)
+}
+
+/// Runs `body` on the sandbox `sandbox` points to and stores the object it
+/// returns in `out`, which may be NULL; the object is then freed. `B` is a
+/// `repr(C)` block whose first field is the `P` that C reads. `out` is
+/// cleared first.
+pub(super) fn with_sandbox_optional_out<B, P>(
+    function: &'static str,
+    sandbox: *const Sandbox,
+    out: *mut *mut P,
+    body: impl FnOnce(&Sandbox) -> Result<Box<B>>,
+) -> *mut Error {
+    let into_c = |block: Box<B>| Box::into_raw(block).cast::<P>();
+    with_sandbox_optional(function, sandbox, out, ptr::null_mut(), body, into_c)
+}
+
+/// Runs `body` on the sandbox `sandbox` points to and, unless `out` is
+/// NULL, stores what `into_c` makes of its result in `out`, which is set
+/// to `cleared` first.
+fn with_sandbox_optional<V, T: Copy>(
+    function: &'static str,
+    sandbox: *const Sandbox,
+    out: *mut T,
+    cleared: T,
+    body: impl FnOnce(&Sandbox) -> Result<V>,
+    into_c: impl FnOnce(V) -> T,
+) -> *mut Error {
     guard(function, || {
-        // SAFETY: the header requires `flag` to be NULL or writable.
-        let flag = unsafe { Out::optional(flag, false) };
+        // SAFETY: the header requires `out` to be NULL or writable.
+        let out = unsafe { Out::optional(out, cleared) };
         // SAFETY: as in with_sandbox.
         let sandbox = unsafe { handle(sandbox, "sandbox") }?;
         let value = body(sandbox)?;
-        if let Some(flag) = flag {
-            flag.set(value);
+        if let Some(out) = out {
+            out.set(into_c(value));
         }
         Ok(())
     })

@@ -11,6 +11,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <ftw.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -18,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -647,6 +649,13 @@ static void case_null_arguments(void) {
     soulbox_bytes_free(NULL);
     soulbox_options_free(NULL);
     soulbox_run_options_free(NULL);
+    soulbox_chunk_free(NULL);
+    soulbox_process_info_list_free(NULL);
+    soulbox_entry_info_free(NULL);
+    soulbox_entry_info_list_free(NULL);
+    soulbox_copy_summary_free(NULL);
+    soulbox_watcher_free(NULL);
+    soulbox_filesystem_event_free(NULL);
 
     const int invalid = SOULBOX_ERROR_KIND_INVALID_ARGUMENT;
     EXPECT_ERROR_MESSAGE(soulbox_sandbox_create(NULL, NULL), invalid, "argument out is NULL");
@@ -958,6 +967,700 @@ static void case_lifecycle_by_id(void) {
     EXPECT_ERROR(soulbox_sandbox_connect("sb-1", NULL), SOULBOX_ERROR_KIND_INVALID_ARGUMENT);
 }
 
+/* Collects what `soulbox_command_read` returns until the command ends or
+ * `needle` appears in its stdout, for up to 30 s. Returns whether the
+ * command ended. The last bytes of stdout stay in `stdout_text`. */
+struct reading {
+    char stdout_text[4096];
+    size_t stdout_len;
+    char stderr_text[1024];
+    size_t stderr_len;
+    int chunks;
+    int bad_chunks;
+};
+
+static void keep_tail(char *buffer, size_t size, size_t *used, const uint8_t *data, size_t len) {
+    if (len >= size) {
+        data += len - (size - 1);
+        len = size - 1;
+    }
+    if (*used + len >= size) {
+        size_t drop = *used + len - (size - 1);
+        memmove(buffer, buffer + drop, *used - drop);
+        *used -= drop;
+    }
+    memcpy(buffer + *used, data, len);
+    *used += len;
+    buffer[*used] = '\0';
+}
+
+static bool read_output(soulbox_command *command, struct reading *r, const char *needle) {
+    struct timespec start;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    while (seconds_since(&start) < 30.0) {
+        soulbox_chunk *chunk = GARBAGE;
+        bool ended = true;
+        OK(soulbox_command_read(command, 1000, &ended, &chunk));
+        if (ended) {
+            CHECK(chunk == NULL, "the end comes with no chunk");
+            return true;
+        }
+        if (chunk == NULL) continue;
+        r->chunks++;
+        if (chunk->len == 0 || chunk->data == NULL || chunk->data[chunk->len] != '\0') {
+            r->bad_chunks++;
+        }
+        if (chunk->stream == SOULBOX_STREAM_STDOUT) {
+            keep_tail(r->stdout_text, sizeof r->stdout_text, &r->stdout_len, chunk->data,
+                      chunk->len);
+        } else if (chunk->stream == SOULBOX_STREAM_STDERR) {
+            keep_tail(r->stderr_text, sizeof r->stderr_text, &r->stderr_len, chunk->data,
+                      chunk->len);
+        } else {
+            r->bad_chunks++;
+        }
+        soulbox_chunk_free(chunk);
+        if (needle != NULL && strstr(r->stdout_text, needle) != NULL) return false;
+    }
+    fail(__FILE__, __LINE__, "no end%s%s within 30 s; stdout so far: %s",
+         needle ? " and no " : "", needle ? needle : "", r->stdout_text);
+    return false;
+}
+
+static void case_command_read(void) {
+    soulbox_sandbox *sandbox = new_sandbox();
+    soulbox_command *command = NULL;
+    OK(soulbox_command_start(sandbox, "echo out; echo err >&2; sleep 0.3; echo late; exit 3",
+                             NULL, &command));
+    struct reading r = {0};
+    CHECK(read_output(command, &r, NULL), "read returned before the end");
+    CHECK(r.bad_chunks == 0, "%d chunks were empty, unterminated or of no stream", r.bad_chunks);
+    CHECK(strcmp(r.stdout_text, "out\nlate\n") == 0, "stdout read: %s", r.stdout_text);
+    CHECK(strcmp(r.stderr_text, "err\n") == 0, "stderr read: %s", r.stderr_text);
+
+    /* After the end, a read reports it at once and a wait returns the exit
+     * with no output: the reads took it. */
+    soulbox_chunk *chunk = GARBAGE;
+    bool ended = false;
+    OK(soulbox_command_read(command, -1, &ended, &chunk));
+    CHECK(ended, "a read after the end reports the end");
+    CHECK(chunk == NULL, "a read after the end stores no chunk");
+    soulbox_output *output = NULL;
+    OK(soulbox_command_wait(command, NULL, NULL, &output));
+    CHECK(output->exit_code == 3, "exit code %d", output->exit_code);
+    CHECK(output->stdout_len == 0, "the wait repeated %zu bytes the reads took",
+          output->stdout_len);
+    soulbox_output_free(output);
+    soulbox_command_free(command);
+
+    /* A read times out when there is no output. */
+    OK(soulbox_command_start(sandbox, "sleep 300", NULL, &command));
+    struct timespec start;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    ended = true;
+    chunk = GARBAGE;
+    OK(soulbox_command_read(command, 300, &ended, &chunk));
+    double elapsed = seconds_since(&start);
+    CHECK(chunk == NULL, "a timed-out read stores no chunk");
+    CHECK(!ended, "a timed-out read does not report the end");
+    CHECK(elapsed >= 0.25, "a 300 ms read returned after %.3f s", elapsed);
+    CHECK(elapsed < 10.0, "a 300 ms read returned after %.1f s", elapsed);
+    OK(soulbox_command_read(command, 0, &ended, &chunk));
+    CHECK(chunk == NULL, "a 0 ms read of a quiet command stores no chunk");
+    CHECK(!ended, "a 0 ms read of a quiet command does not report the end");
+
+    /* After a kill, reads reach the end. */
+    OK(soulbox_command_kill(command));
+    r = (struct reading){0};
+    CHECK(read_output(command, &r, NULL), "the killed command did not end");
+    OK(soulbox_command_wait(command, NULL, NULL, &output));
+    CHECK(output->signal == SIGKILL, "signal after kill %d", output->signal);
+    soulbox_output_free(output);
+
+    const int invalid = SOULBOX_ERROR_KIND_INVALID_ARGUMENT;
+    EXPECT_ERROR_MESSAGE(soulbox_command_read(NULL, 0, &ended, &chunk), invalid,
+                         "argument command is NULL");
+    EXPECT_ERROR_MESSAGE(soulbox_command_read(command, 0, NULL, &chunk), invalid,
+                         "argument ended is NULL");
+    EXPECT_ERROR_MESSAGE(soulbox_command_read(command, 0, &ended, NULL), invalid,
+                         "argument out is NULL");
+    soulbox_command_free(command);
+    soulbox_sandbox_free(sandbox);
+}
+
+/* Types `line` into the PTY session and reads until `needle` appears. */
+static void type_and_expect(soulbox_command *pty, const char *line, const char *needle) {
+    OK(soulbox_command_send_stdin(pty, (const uint8_t *)line, strlen(line)));
+    struct reading r = {0};
+    bool ended = read_output(pty, &r, needle);
+    CHECK(!ended, "the PTY session ended before printing %s: %s", needle, r.stdout_text);
+    CHECK(r.bad_chunks == 0, "%d chunks were empty, unterminated or of no stream", r.bad_chunks);
+    CHECK(r.stderr_len == 0, "a PTY session wrote to stderr: %s", r.stderr_text);
+}
+
+static void case_pty_session(void) {
+    soulbox_sandbox *sandbox = new_sandbox();
+    soulbox_command *pty = NULL;
+    OK(soulbox_pty_create(sandbox, 24, 80, NULL, &pty));
+    CHECK(pty != NULL, "pty_create stored no handle");
+    CHECK(soulbox_command_pid(pty) > 0, "pid %u", soulbox_command_pid(pty));
+    /* The terminal echoes the typed line, which contains "size:" but never
+     * "size:" followed by digits. */
+    type_and_expect(pty, "stty size | sed 's/^/size:/'\n", "size:24 80");
+    type_and_expect(pty, "echo term=$TERM tty=$(tty)\n", "term=xterm-256color tty=/dev/pts/");
+    OK(soulbox_command_resize(pty, 30, 100));
+    type_and_expect(pty, "stty size | sed 's/^/size:/'\n", "size:30 100");
+
+    OK(soulbox_command_send_stdin(pty, (const uint8_t *)"exit 7\n", 7));
+    struct reading r = {0};
+    CHECK(read_output(pty, &r, NULL), "the shell did not end after exit");
+    soulbox_output *output = NULL;
+    OK(soulbox_command_wait(pty, NULL, NULL, &output));
+    CHECK(output->exit_code == 7, "shell exit code %d", output->exit_code);
+    soulbox_output_free(output);
+    soulbox_command_free(pty);
+
+    /* Run options apply to the shell. */
+    soulbox_run_options *options = soulbox_run_options_new();
+    OK(soulbox_run_options_set_env(options, "PTY_VAR", "hello"));
+    OK(soulbox_run_options_set_cwd(options, "/tmp"));
+    OK(soulbox_run_options_set_user(options, "root"));
+    OK(soulbox_pty_create(sandbox, 10, 40, options, &pty));
+    soulbox_run_options_free(options);
+    type_and_expect(pty, "echo v=$PTY_VAR d=$PWD u=$(id -u)\n", "v=hello d=/tmp u=0");
+    OK(soulbox_command_kill(pty));
+    OK(soulbox_command_wait(pty, NULL, NULL, &output));
+    CHECK(output->signal == SIGKILL, "signal after kill %d", output->signal);
+    soulbox_output_free(output);
+    soulbox_command_free(pty);
+
+    const int invalid = SOULBOX_ERROR_KIND_INVALID_ARGUMENT;
+    pty = GARBAGE;
+    EXPECT_ERROR_MESSAGE(soulbox_pty_create(sandbox, 0, 80, NULL, &pty), invalid, "0x80");
+    CHECK(pty == NULL, "a failed pty_create stores NULL");
+    EXPECT_ERROR_MESSAGE(soulbox_pty_create(NULL, 24, 80, NULL, &pty), invalid,
+                         "argument sandbox is NULL");
+    soulbox_command *plain = NULL;
+    OK(soulbox_command_start(sandbox, "sleep 300", NULL, &plain));
+    EXPECT_ERROR_MESSAGE(soulbox_command_resize(plain, 24, 80), invalid, "no PTY");
+    OK(soulbox_command_kill(plain));
+    soulbox_command_free(plain);
+    EXPECT_ERROR_MESSAGE(soulbox_command_resize(NULL, 24, 80), invalid,
+                         "argument command is NULL");
+    soulbox_sandbox_free(sandbox);
+}
+
+static const soulbox_process_info *find_process(const soulbox_process_info_list *list,
+                                                uint32_t pid) {
+    for (size_t i = 0; i < list->len; i++) {
+        if (list->items[i].pid == pid) return &list->items[i];
+    }
+    return NULL;
+}
+
+static void case_commands_list_connect(void) {
+    soulbox_sandbox *sandbox = new_sandbox();
+    soulbox_run_options *options = soulbox_run_options_new();
+    OK(soulbox_run_options_set_stdin(options, true));
+    OK(soulbox_run_options_set_tag(options, "reader"));
+    OK(soulbox_run_options_set_env(options, "LIST_VAR", "one"));
+    OK(soulbox_run_options_set_cwd(options, "/tmp"));
+    const char *line = "read line; echo got $line; sleep 300";
+    soulbox_command *reader = NULL;
+    OK(soulbox_command_start(sandbox, line, options, &reader));
+    const char *argv[] = {"sleep", "301", NULL};
+    soulbox_command *sleeper = NULL;
+    OK(soulbox_command_start_argv(sandbox, argv, NULL, &sleeper));
+
+    soulbox_process_info_list *list = NULL;
+    OK(soulbox_commands_list(sandbox, &list));
+    CHECK(list->len == 2, "listed %zu commands", list->len);
+    CHECK(list->items[0].pid < list->items[1].pid, "the list is ordered by pid");
+    const soulbox_process_info *info = find_process(list, soulbox_command_pid(reader));
+    CHECK(info != NULL, "the reader is listed");
+    CHECK(info->tag != NULL, "the tagged command has no tag");
+    CHECK(strcmp(info->tag, "reader") == 0, "tag %s", info->tag);
+    CHECK(strcmp(info->cmd, "/bin/bash") == 0, "cmd %s", info->cmd);
+    CHECK(info->args_len >= 1, "args %zu", info->args_len);
+    CHECK(strcmp(info->args[info->args_len - 1], line) == 0, "last argument %s",
+          info->args[info->args_len - 1]);
+    CHECK(info->envs_len == 1, "envs %zu", info->envs_len);
+    CHECK(strcmp(info->envs[0].key, "LIST_VAR") == 0, "env name %s", info->envs[0].key);
+    CHECK(strcmp(info->envs[0].value, "one") == 0, "env value %s", info->envs[0].value);
+    CHECK(strcmp(info->cwd, "/tmp") == 0, "cwd %s", info->cwd);
+    info = find_process(list, soulbox_command_pid(sleeper));
+    CHECK(info != NULL, "the sleeper is listed");
+    CHECK(info->tag == NULL, "an untagged command has tag %s", info->tag);
+    CHECK(strcmp(info->cmd, "sleep") == 0, "cmd %s", info->cmd);
+    CHECK(info->args_len == 1, "args %zu", info->args_len);
+    CHECK(strcmp(info->args[0], "301") == 0, "argument %s", info->args[0]);
+    CHECK(info->envs_len == 0, "envs %zu", info->envs_len);
+    CHECK(info->envs == NULL, "no envs, but envs is not NULL");
+    CHECK(strcmp(info->cwd, "/home/user") == 0, "cwd %s", info->cwd);
+    soulbox_process_info_list_free(list);
+
+    /* A handle attached by pid writes to the command and reads what it
+     * prints from then on. */
+    soulbox_command *attached = NULL;
+    OK(soulbox_commands_connect(sandbox, soulbox_command_pid(reader), &attached));
+    CHECK(soulbox_command_pid(attached) == soulbox_command_pid(reader), "attached pid %u",
+          soulbox_command_pid(attached));
+    OK(soulbox_command_send_stdin(attached, (const uint8_t *)"hi\n", 3));
+    struct reading r = {0};
+    CHECK(!read_output(attached, &r, "got hi\n"), "the command ended early: %s",
+          r.stdout_text);
+
+    soulbox_command *by_tag = NULL;
+    OK(soulbox_commands_connect_tag(sandbox, "reader", &by_tag));
+    CHECK(soulbox_command_pid(by_tag) == soulbox_command_pid(reader), "pid by tag %u",
+          soulbox_command_pid(by_tag));
+    soulbox_command_free(by_tag);
+
+    /* Tags are unique among running commands. */
+    soulbox_command *duplicate = GARBAGE;
+    EXPECT_ERROR_MESSAGE(soulbox_command_start(sandbox, "true", options, &duplicate),
+                         SOULBOX_ERROR_KIND_INVALID_ARGUMENT, "reader");
+    CHECK(duplicate == NULL, "a failed start stores NULL");
+    soulbox_run_options_free(options);
+
+    /* The kill through the attached handle ends the command for both. */
+    OK(soulbox_command_kill(attached));
+    soulbox_output *output = NULL;
+    OK(soulbox_command_wait(attached, NULL, NULL, &output));
+    CHECK(output->signal == SIGKILL, "attached handle: signal %d", output->signal);
+    soulbox_output_free(output);
+    OK(soulbox_command_wait(reader, NULL, NULL, &output));
+    CHECK(output->signal == SIGKILL, "first handle: signal %d", output->signal);
+    CHECK(strcmp((const char *)output->stdout_data, "got hi\n") == 0, "first handle read %s",
+          (const char *)output->stdout_data);
+    soulbox_output_free(output);
+    soulbox_command_free(attached);
+
+    /* An ended command leaves the list. */
+    OK(soulbox_commands_list(sandbox, &list));
+    CHECK(list->len == 1, "listed %zu commands after one ended", list->len);
+    CHECK(list->items[0].pid == soulbox_command_pid(sleeper), "the sleeper is left");
+    soulbox_process_info_list_free(list);
+
+    attached = GARBAGE;
+    EXPECT_ERROR_ERRNO(soulbox_commands_connect(sandbox, soulbox_command_pid(reader), &attached),
+                       SOULBOX_ERROR_KIND_NOT_FOUND, ENOENT);
+    CHECK(attached == NULL, "a failed connect stores NULL");
+    EXPECT_ERROR_MESSAGE(soulbox_commands_connect_tag(sandbox, "reader", &attached),
+                         SOULBOX_ERROR_KIND_NOT_FOUND, "reader");
+    EXPECT_ERROR_MESSAGE(soulbox_commands_connect_tag(sandbox, NULL, &attached),
+                         SOULBOX_ERROR_KIND_INVALID_ARGUMENT, "argument tag is NULL");
+    EXPECT_ERROR_MESSAGE(soulbox_commands_list(sandbox, NULL),
+                         SOULBOX_ERROR_KIND_INVALID_ARGUMENT, "argument out is NULL");
+    OK(soulbox_command_kill(sleeper));
+    soulbox_command_free(sleeper);
+    soulbox_command_free(reader);
+    soulbox_sandbox_free(sandbox);
+}
+
+static const soulbox_entry_info *find_entry(const soulbox_entry_info_list *list,
+                                            const char *path) {
+    for (size_t i = 0; i < list->len; i++) {
+        if (strcmp(list->items[i].path, path) == 0) return &list->items[i];
+    }
+    return NULL;
+}
+
+static long long now_ms(void) {
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    return (long long)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+}
+
+static void case_files_list_and_stat(void) {
+    soulbox_sandbox *sandbox = new_sandbox();
+    OK(soulbox_files_write(sandbox, "tree/a.txt", (const uint8_t *)"hello", 5, NULL));
+    OK(soulbox_files_write(sandbox, "tree/sub/b.txt", (const uint8_t *)"xy", 2, NULL));
+    OK(soulbox_files_make_dir(sandbox, "tree/sub/deeper", NULL, NULL));
+    soulbox_output *output = run(sandbox, "chmod 4751 tree/a.txt && ln -s a.txt tree/link", NULL);
+    CHECK(output->exit_code == 0, "setup failed: %s", (const char *)output->stderr_data);
+    soulbox_output_free(output);
+
+    soulbox_entry_info_list *list = NULL;
+    OK(soulbox_files_list(sandbox, "tree", 1, NULL, &list));
+    CHECK(list->len == 3, "depth 1 listed %zu entries", list->len);
+    const soulbox_entry_info *a = &list->items[0];
+    CHECK(strcmp(a->path, "/home/user/tree/a.txt") == 0, "first path %s", a->path);
+    CHECK(strcmp(a->name, "a.txt") == 0, "name %s", a->name);
+    CHECK(a->kind == SOULBOX_FILE_TYPE_FILE, "kind %u", (unsigned)a->kind);
+    CHECK(a->size == 5, "size %llu", (unsigned long long)a->size);
+    CHECK(a->mode == 04751, "mode %o", a->mode);
+    CHECK(strcmp(a->permissions, "rwsr-x--x") == 0, "permissions %s", a->permissions);
+    CHECK(strcmp(a->owner, "user") == 0, "owner %s", a->owner);
+    CHECK(strcmp(a->group, "user") == 0, "group %s", a->group);
+    CHECK(a->symlink_target == NULL, "a file has no symlink target");
+    long long age = now_ms() - (long long)a->modified_ms;
+    CHECK(age >= -5000, "modified %lld ms in the future", -age);
+    CHECK(age < 60000, "modified %lld ms ago", age);
+    const soulbox_entry_info *link = &list->items[1];
+    CHECK(strcmp(link->path, "/home/user/tree/link") == 0, "second path %s", link->path);
+    CHECK(link->kind == SOULBOX_FILE_TYPE_SYMLINK, "link kind %u", (unsigned)link->kind);
+    CHECK(link->symlink_target != NULL, "a symlink has a target");
+    CHECK(strcmp(link->symlink_target, "a.txt") == 0, "link target %s", link->symlink_target);
+    CHECK(link->size == 5, "a symlink's size is its target's length: %llu",
+          (unsigned long long)link->size);
+    const soulbox_entry_info *sub = &list->items[2];
+    CHECK(strcmp(sub->path, "/home/user/tree/sub") == 0, "third path %s", sub->path);
+    CHECK(sub->kind == SOULBOX_FILE_TYPE_DIR, "sub kind %u", (unsigned)sub->kind);
+    soulbox_entry_info_list_free(list);
+
+    OK(soulbox_files_list(sandbox, "/home/user/tree", 2, NULL, &list));
+    CHECK(list->len == 5, "depth 2 listed %zu entries", list->len);
+    const soulbox_entry_info *b = find_entry(list, "/home/user/tree/sub/b.txt");
+    CHECK(b != NULL, "depth 2 lists sub/b.txt");
+    CHECK(b->size == 2, "b.txt size %llu", (unsigned long long)b->size);
+    const soulbox_entry_info *deeper = find_entry(list, "/home/user/tree/sub/deeper");
+    CHECK(deeper != NULL, "depth 2 lists sub/deeper");
+    CHECK(deeper->kind == SOULBOX_FILE_TYPE_DIR, "sub/deeper kind %u", (unsigned)deeper->kind);
+    for (size_t i = 1; i < list->len; i++) {
+        CHECK(strcmp(list->items[i - 1].path, list->items[i].path) < 0, "sorted by path");
+    }
+    soulbox_entry_info_list_free(list);
+
+    OK(soulbox_files_list(sandbox, "tree/sub/deeper", 1, NULL, &list));
+    CHECK(list->len == 0, "an empty directory listed %zu entries", list->len);
+    CHECK(list->items == NULL, "an empty list has no items");
+    soulbox_entry_info_list_free(list);
+
+    soulbox_entry_info *info = NULL;
+    OK(soulbox_files_stat(sandbox, "tree/sub", NULL, &info));
+    CHECK(strcmp(info->name, "sub") == 0, "stat name %s", info->name);
+    CHECK(strcmp(info->path, "/home/user/tree/sub") == 0, "stat path %s", info->path);
+    CHECK(info->kind == SOULBOX_FILE_TYPE_DIR, "stat kind %u", (unsigned)info->kind);
+    CHECK(strcmp(info->permissions, "rwxr-xr-x") == 0, "new directory permissions %s",
+          info->permissions);
+    soulbox_entry_info_free(info);
+    OK(soulbox_files_stat(sandbox, "tree/link", NULL, &info));
+    CHECK(info->kind == SOULBOX_FILE_TYPE_SYMLINK, "stat does not follow a symlink");
+    soulbox_entry_info_free(info);
+    OK(soulbox_files_stat(sandbox, "/", NULL, &info));
+    CHECK(strcmp(info->name, "/") == 0, "the root's name %s", info->name);
+    CHECK(strcmp(info->owner, "root") == 0, "the root's owner %s", info->owner);
+    soulbox_entry_info_free(info);
+
+    const int invalid = SOULBOX_ERROR_KIND_INVALID_ARGUMENT;
+    list = GARBAGE;
+    EXPECT_ERROR_MESSAGE(soulbox_files_list(sandbox, "tree", 0, NULL, &list), invalid, "depth");
+    CHECK(list == NULL, "a failed list stores NULL");
+    EXPECT_ERROR_MESSAGE(soulbox_files_list(sandbox, "tree/a.txt", 1, NULL, &list), invalid,
+                         "not a directory");
+    EXPECT_ERROR_ERRNO(soulbox_files_list(sandbox, "no/such/dir", 1, NULL, &list),
+                       SOULBOX_ERROR_KIND_FILE_NOT_FOUND, ENOENT);
+    info = GARBAGE;
+    EXPECT_ERROR_ERRNO(soulbox_files_stat(sandbox, "tree/missing", NULL, &info),
+                       SOULBOX_ERROR_KIND_FILE_NOT_FOUND, ENOENT);
+    CHECK(info == NULL, "a failed stat stores NULL");
+    EXPECT_ERROR_MESSAGE(soulbox_files_stat(sandbox, NULL, NULL, &info), invalid,
+                         "argument path is NULL");
+    EXPECT_ERROR_MESSAGE(soulbox_files_stat(sandbox, "tree/\xff", NULL, &info), invalid,
+                         "argument path is not valid UTF-8");
+    EXPECT_ERROR_MESSAGE(soulbox_files_list(sandbox, "tree", 1, "nobody", &list), invalid,
+                         "nobody");
+    soulbox_sandbox_free(sandbox);
+}
+
+static void case_files_rename(void) {
+    soulbox_sandbox *sandbox = new_sandbox();
+    OK(soulbox_files_write(sandbox, "old.txt", (const uint8_t *)"data", 4, NULL));
+    soulbox_entry_info *info = NULL;
+    OK(soulbox_files_rename(sandbox, "old.txt", "/home/user/new.txt", NULL, &info));
+    CHECK(strcmp(info->path, "/home/user/new.txt") == 0, "renamed path %s", info->path);
+    CHECK(strcmp(info->name, "new.txt") == 0, "renamed name %s", info->name);
+    CHECK(info->kind == SOULBOX_FILE_TYPE_FILE, "renamed kind %u", (unsigned)info->kind);
+    CHECK(info->size == 4, "renamed size %llu", (unsigned long long)info->size);
+    soulbox_entry_info_free(info);
+    bool flag = true;
+    OK(soulbox_files_exists(sandbox, "old.txt", NULL, &flag));
+    CHECK(!flag, "the old name is gone");
+    soulbox_bytes *bytes = NULL;
+    OK(soulbox_files_read(sandbox, "new.txt", NULL, &bytes));
+    CHECK(strcmp((const char *)bytes->data, "data") == 0, "renamed file holds %s",
+          (const char *)bytes->data);
+    soulbox_bytes_free(bytes);
+
+    /* out may be NULL; a directory moves with its contents. */
+    OK(soulbox_files_write(sandbox, "dir/inner", (const uint8_t *)"in", 2, NULL));
+    OK(soulbox_files_rename(sandbox, "dir", "moved", NULL, NULL));
+    OK(soulbox_files_exists(sandbox, "moved/inner", NULL, &flag));
+    CHECK(flag, "the directory moved with its contents");
+
+    info = GARBAGE;
+    EXPECT_ERROR_ERRNO(soulbox_files_rename(sandbox, "missing", "other", NULL, &info),
+                       SOULBOX_ERROR_KIND_FILE_NOT_FOUND, ENOENT);
+    CHECK(info == NULL, "a failed rename stores NULL");
+    EXPECT_ERROR_MESSAGE(soulbox_files_rename(sandbox, "new.txt", "/tmp/new.txt", NULL, &info),
+                         SOULBOX_ERROR_KIND_INVALID_ARGUMENT, "different mounts");
+    EXPECT_ERROR(soulbox_files_rename(sandbox, "new.txt", "/etc/new.txt", NULL, &info),
+                 SOULBOX_ERROR_KIND_PERMISSION_DENIED);
+    OK(soulbox_files_rename(sandbox, "new.txt", "/etc/new.txt", "root", NULL));
+    EXPECT_ERROR_MESSAGE(soulbox_files_rename(sandbox, "moved", NULL, NULL, &info),
+                         SOULBOX_ERROR_KIND_INVALID_ARGUMENT, "argument to is NULL");
+    EXPECT_ERROR_MESSAGE(soulbox_files_rename(sandbox, NULL, "x", NULL, &info),
+                         SOULBOX_ERROR_KIND_INVALID_ARGUMENT, "argument from is NULL");
+    soulbox_sandbox_free(sandbox);
+}
+
+/* Reads events of `watcher` for up to 20 s until one has `name` and
+ * `kind`, and returns whether it came. The names of all events read are
+ * appended to `seen`, each followed by a newline. */
+static bool await_event(soulbox_watcher *watcher, const char *name,
+                        soulbox_filesystem_event_kind kind, char *seen, size_t seen_size) {
+    struct timespec start;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    while (seconds_since(&start) < 20.0) {
+        soulbox_filesystem_event *event = GARBAGE;
+        bool ended = true;
+        OK(soulbox_watcher_next(watcher, 1000, &ended, &event));
+        CHECK(!ended, "the watch ended while waiting for %s", name);
+        if (event == NULL) continue;
+        size_t used = strlen(seen);
+        snprintf(seen + used, seen_size - used, "%s\n", event->name);
+        bool match = strcmp(event->name, name) == 0 && event->kind == kind;
+        soulbox_filesystem_event_free(event);
+        if (match) return true;
+    }
+    return false;
+}
+
+/* Reads events until the watch reports its end, for up to 20 s, and
+ * returns whether it did. */
+static bool await_watch_end(soulbox_watcher *watcher) {
+    for (int i = 0; i < 1000; i++) {
+        soulbox_filesystem_event *event = GARBAGE;
+        bool ended = false;
+        OK(soulbox_watcher_next(watcher, 20000, &ended, &event));
+        if (ended) return event == NULL;
+        if (event == NULL) return false;
+        soulbox_filesystem_event_free(event);
+    }
+    return false;
+}
+
+struct watch_waiter {
+    soulbox_watcher *watcher;
+    soulbox_error *error;
+    bool ended;
+    soulbox_filesystem_event *event;
+};
+
+static void *next_in_thread(void *arg) {
+    struct watch_waiter *w = arg;
+    w->error = soulbox_watcher_next(w->watcher, -1, &w->ended, &w->event);
+    return NULL;
+}
+
+static void case_files_watch(void) {
+    soulbox_sandbox *sandbox = new_sandbox();
+    OK(soulbox_files_make_dir(sandbox, "watched/sub", NULL, NULL));
+    soulbox_watcher *watcher = NULL;
+    OK(soulbox_files_watch_dir(sandbox, "watched", false, NULL, &watcher));
+    CHECK(watcher != NULL, "watch_dir stored no watcher");
+    soulbox_filesystem_event *event = GARBAGE;
+    bool ended = true;
+    OK(soulbox_watcher_next(watcher, 0, &ended, &event));
+    CHECK(event == NULL, "an unchanged directory has no event");
+    CHECK(!ended, "a running watch has not ended");
+
+    char seen[4096] = "";
+    OK(soulbox_files_write(sandbox, "watched/new.txt", (const uint8_t *)"x", 1, NULL));
+    CHECK(await_event(watcher, "new.txt", SOULBOX_FILESYSTEM_EVENT_KIND_CREATE, seen, sizeof seen),
+          "no CREATE event for new.txt; events: %s", seen);
+    soulbox_output *output = run(sandbox, "mv watched/new.txt watched/moved.txt", NULL);
+    soulbox_output_free(output);
+    CHECK(await_event(watcher, "new.txt", SOULBOX_FILESYSTEM_EVENT_KIND_RENAME, seen, sizeof seen),
+          "no RENAME event for new.txt; events: %s", seen);
+    CHECK(await_event(watcher, "moved.txt", SOULBOX_FILESYSTEM_EVENT_KIND_CREATE, seen,
+                      sizeof seen),
+          "no CREATE event for moved.txt; events: %s", seen);
+    OK(soulbox_files_remove(sandbox, "watched/moved.txt", NULL));
+    CHECK(await_event(watcher, "moved.txt", SOULBOX_FILESYSTEM_EVENT_KIND_REMOVE, seen,
+                      sizeof seen),
+          "no REMOVE event for moved.txt; events: %s", seen);
+
+    /* Without recursion, changes inside sub are not reported. */
+    seen[0] = '\0';
+    OK(soulbox_files_write(sandbox, "watched/sub/inner.txt", (const uint8_t *)"x", 1, NULL));
+    OK(soulbox_files_write(sandbox, "watched/marker", (const uint8_t *)"x", 1, NULL));
+    CHECK(await_event(watcher, "marker", SOULBOX_FILESYSTEM_EVENT_KIND_CREATE, seen, sizeof seen),
+          "no CREATE event for marker; events: %s", seen);
+    CHECK(strstr(seen, "inner.txt") == NULL, "a watch without recursion saw: %s", seen);
+
+    /* After a stop, the queued events are still returned, then the end. */
+    OK(soulbox_files_write(sandbox, "watched/last", (const uint8_t *)"x", 1, NULL));
+    OK(soulbox_watcher_stop(watcher));
+    OK(soulbox_watcher_stop(watcher));
+    CHECK(await_watch_end(watcher), "the stopped watch did not end");
+    OK(soulbox_watcher_next(watcher, -1, &ended, &event));
+    CHECK(ended, "a read after the end reports the end at once");
+    CHECK(event == NULL, "a read after the end stores no event");
+    soulbox_watcher_free(watcher);
+
+    /* A recursive watch reports the entries of new subdirectories. */
+    OK(soulbox_files_watch_dir(sandbox, "watched", true, NULL, &watcher));
+    seen[0] = '\0';
+    OK(soulbox_files_write(sandbox, "watched/sub/deep/file.txt", (const uint8_t *)"x", 1, NULL));
+    CHECK(await_event(watcher, "sub/deep/file.txt", SOULBOX_FILESYSTEM_EVENT_KIND_CREATE, seen,
+                      sizeof seen),
+          "no CREATE event for sub/deep/file.txt; events: %s", seen);
+
+    /* A stop from another thread ends a next that waits without limit.
+     * First read what is queued, such as the WRITE of file.txt. */
+    for (bool queued = true; queued;) {
+        OK(soulbox_watcher_next(watcher, 500, &ended, &event));
+        CHECK(!ended, "the watch ended before the stop");
+        queued = event != NULL;
+        soulbox_filesystem_event_free(event);
+    }
+    struct watch_waiter w = {.watcher = watcher};
+    pthread_t thread;
+    CHECK(pthread_create(&thread, NULL, next_in_thread, &w) == 0, "pthread_create");
+    usleep(200 * 1000);
+    OK(soulbox_watcher_stop(watcher));
+    CHECK(pthread_join(thread, NULL) == 0, "pthread_join");
+    OK(w.error);
+    CHECK(w.ended, "the waiting next did not report the end after the stop");
+    CHECK(w.event == NULL, "the waiting next returned an event: %s", w.event->name);
+    soulbox_watcher_free(watcher);
+
+    /* The sandbox's end is the last error, then the end. */
+    OK(soulbox_files_watch_dir(sandbox, "watched", false, NULL, &watcher));
+    OK(soulbox_sandbox_kill(sandbox));
+    soulbox_error *error = NULL;
+    for (int i = 0; i < 20 && error == NULL; i++) {
+        event = NULL;
+        error = soulbox_watcher_next(watcher, 20000, &ended, &event);
+        CHECK(error != NULL || !ended, "the watch ended without an error");
+        soulbox_filesystem_event_free(event);
+    }
+    EXPECT_ERROR(error, SOULBOX_ERROR_KIND_SANDBOX_NOT_RUNNING);
+    CHECK(await_watch_end(watcher), "the watch did not end with the sandbox");
+    soulbox_watcher_free(watcher);
+
+    const int invalid = SOULBOX_ERROR_KIND_INVALID_ARGUMENT;
+    EXPECT_ERROR_MESSAGE(soulbox_watcher_next(NULL, 0, &ended, &event), invalid,
+                         "argument watcher is NULL");
+    EXPECT_ERROR(soulbox_watcher_stop(NULL), invalid);
+    soulbox_sandbox_free(sandbox);
+
+    sandbox = new_sandbox();
+    OK(soulbox_files_write(sandbox, "plain.txt", (const uint8_t *)"x", 1, NULL));
+    watcher = GARBAGE;
+    EXPECT_ERROR_ERRNO(soulbox_files_watch_dir(sandbox, "no/such/dir", false, NULL, &watcher),
+                       SOULBOX_ERROR_KIND_FILE_NOT_FOUND, ENOENT);
+    CHECK(watcher == NULL, "a failed watch_dir stores NULL");
+    EXPECT_ERROR_MESSAGE(soulbox_files_watch_dir(sandbox, "plain.txt", false, NULL, &watcher),
+                         invalid, "not a directory");
+    EXPECT_ERROR_MESSAGE(soulbox_files_watch_dir(sandbox, NULL, false, NULL, &watcher), invalid,
+                         "argument path is NULL");
+    OK(soulbox_files_watch_dir(sandbox, ".", false, NULL, &watcher));
+    EXPECT_ERROR_MESSAGE(soulbox_watcher_next(watcher, 0, NULL, &event), invalid,
+                         "argument ended is NULL");
+    EXPECT_ERROR_MESSAGE(soulbox_watcher_next(watcher, 0, &ended, NULL), invalid,
+                         "argument out is NULL");
+    soulbox_watcher_free(watcher);
+    soulbox_sandbox_free(sandbox);
+}
+
+static int remove_entry(const char *path, const struct stat *st, int type, struct FTW *ftw) {
+    (void)st;
+    (void)type;
+    (void)ftw;
+    return remove(path);
+}
+
+/* Removes the host directory tree `path`. */
+static void remove_tree(const char *path) {
+    CHECK(nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS) == 0, "remove %s: %s", path,
+          strerror(errno));
+}
+
+static void write_host_file(const char *path, const char *text, mode_t mode) {
+    FILE *file = fopen(path, "w");
+    CHECK(file != NULL, "create %s: %s", path, strerror(errno));
+    CHECK(fputs(text, file) >= 0, "write %s", path);
+    CHECK(fclose(file) == 0, "close %s", path);
+    CHECK(chmod(path, mode) == 0, "chmod %s: %s", path, strerror(errno));
+}
+
+static void case_files_copy_tree(void) {
+    char host[] = "/tmp/soulbox-c-test-XXXXXX";
+    CHECK(mkdtemp(host) != NULL, "mkdtemp: %s", strerror(errno));
+    char src[128], dir[128], path[192], out_dir[128];
+    snprintf(src, sizeof src, "%s/src", host);
+    snprintf(dir, sizeof dir, "%s/src/dir", host);
+    snprintf(out_dir, sizeof out_dir, "%s/out", host);
+    CHECK(mkdir(src, 0755) == 0, "mkdir %s: %s", src, strerror(errno));
+    CHECK(mkdir(dir, 0755) == 0, "mkdir %s: %s", dir, strerror(errno));
+    snprintf(path, sizeof path, "%s/a.txt", src);
+    write_host_file(path, "alpha", 0644);
+    snprintf(path, sizeof path, "%s/b.sh", dir);
+    write_host_file(path, "echo beta\n", 0750);
+    snprintf(path, sizeof path, "%s/link", src);
+    CHECK(symlink("a.txt", path) == 0, "symlink: %s", strerror(errno));
+
+    soulbox_sandbox *sandbox = new_sandbox();
+    soulbox_copy_summary *summary = NULL;
+    OK(soulbox_files_copy_in(sandbox, src, "copied", NULL, &summary));
+    CHECK(summary->files == 2, "copied in %llu files", (unsigned long long)summary->files);
+    CHECK(summary->directories == 2, "copied in %llu directories",
+          (unsigned long long)summary->directories);
+    CHECK(summary->bytes == 15, "copied in %llu bytes", (unsigned long long)summary->bytes);
+    CHECK(summary->skipped_len == 1, "skipped %zu entries", summary->skipped_len);
+    CHECK(strcmp(summary->skipped[0], path) == 0, "skipped %s", summary->skipped[0]);
+    soulbox_copy_summary_free(summary);
+    soulbox_output *output = run(sandbox,
+                                 "cat copied/a.txt; stat -c ' %a %U' copied/dir/b.sh; "
+                                 "test -e copied/link || echo ' no link'",
+                                 NULL);
+    CHECK(strcmp((const char *)output->stdout_data, "alpha 750 user\n no link\n") == 0,
+          "the copy inside: %s", (const char *)output->stdout_data);
+    soulbox_output_free(output);
+    snprintf(path, sizeof path, "%s/a.txt", src);
+    OK(soulbox_files_copy_in(sandbox, path, "single.txt", NULL, NULL));
+    bool flag = false;
+    OK(soulbox_files_exists(sandbox, "single.txt", NULL, &flag));
+    CHECK(flag, "a single file was copied in");
+
+    OK(soulbox_files_copy_out(sandbox, "copied", out_dir, NULL, &summary));
+    CHECK(summary->files == 2, "copied out %llu files", (unsigned long long)summary->files);
+    CHECK(summary->directories == 2, "copied out %llu directories",
+          (unsigned long long)summary->directories);
+    CHECK(summary->skipped_len == 0, "copy out skipped %zu entries", summary->skipped_len);
+    CHECK(summary->skipped == NULL, "nothing skipped, but skipped is not NULL");
+    soulbox_copy_summary_free(summary);
+    snprintf(path, sizeof path, "%s/dir/b.sh", out_dir);
+    struct stat st;
+    CHECK(stat(path, &st) == 0, "stat %s: %s", path, strerror(errno));
+    CHECK((st.st_mode & 07777) == 0750, "copied-out mode %o", (unsigned)(st.st_mode & 07777));
+    CHECK(st.st_size == 10, "copied-out size %lld", (long long)st.st_size);
+    snprintf(path, sizeof path, "%s/a.txt", out_dir);
+    FILE *file = fopen(path, "r");
+    CHECK(file != NULL, "open %s: %s", path, strerror(errno));
+    char text[16] = "";
+    CHECK(fgets(text, sizeof text, file) != NULL, "read %s", path);
+    fclose(file);
+    CHECK(strcmp(text, "alpha") == 0, "copied-out a.txt holds %s", text);
+
+    summary = GARBAGE;
+    snprintf(path, sizeof path, "%s/missing", host);
+    EXPECT_ERROR_MESSAGE(soulbox_files_copy_in(sandbox, path, "x", NULL, &summary),
+                         SOULBOX_ERROR_KIND_HOST_FILE, path);
+    CHECK(summary == NULL, "a failed copy stores NULL");
+    EXPECT_ERROR_ERRNO(soulbox_files_copy_out(sandbox, "no/such/dir", out_dir, NULL, &summary),
+                       SOULBOX_ERROR_KIND_FILE_NOT_FOUND, ENOENT);
+    EXPECT_ERROR_MESSAGE(soulbox_files_copy_in(sandbox, NULL, "x", NULL, &summary),
+                         SOULBOX_ERROR_KIND_INVALID_ARGUMENT, "argument host_path is NULL");
+    EXPECT_ERROR_MESSAGE(soulbox_files_copy_out(sandbox, "copied", NULL, NULL, &summary),
+                         SOULBOX_ERROR_KIND_INVALID_ARGUMENT, "argument host_path is NULL");
+    soulbox_sandbox_free(sandbox);
+    remove_tree(host);
+}
+
 static void case_version(void) {
     const char *version = soulbox_version();
     CHECK(version != NULL, "soulbox_version returned NULL");
@@ -1003,6 +1706,13 @@ static const struct {
     {"metrics", case_metrics},
     {"sandbox_timeout", case_sandbox_timeout},
     {"lifecycle_by_id", case_lifecycle_by_id},
+    {"command_read", case_command_read},
+    {"pty_session", case_pty_session},
+    {"commands_list_connect", case_commands_list_connect},
+    {"files_list_and_stat", case_files_list_and_stat},
+    {"files_rename", case_files_rename},
+    {"files_watch", case_files_watch},
+    {"files_copy_tree", case_files_copy_tree},
     {"version", case_version},
     {"sanitizer_catches_leak", case_sanitizer_catches_leak},
 };
