@@ -867,21 +867,24 @@ time.sleep(30)
             )
             .await
     });
-    let server_tcp = format!("/proc/{}/net/tcp", server.pid());
+    // The server binds its abstract socket after its TCP listen, so the
+    // loop waits for both.
+    let server_tcp_path = format!("/proc/{}/net/tcp", server.pid());
+    let server_unix_path = format!("/proc/{}/net/unix", server.pid());
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !listens_on_probe_port(&server_tcp) {
+    loop {
+        let unix_sockets =
+            std::fs::read_to_string(&server_unix_path).expect("read the server's unix sockets");
+        if listens_on_probe_port(&server_tcp_path) && unix_sockets.contains("@soulbox-launch-probe")
+        {
+            break;
+        }
         assert!(
             Instant::now() < deadline,
-            "the server did not listen within 10 s"
+            "the server did not listen on both sockets within 10 s: {unix_sockets}"
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let server_unix = format!("/proc/{}/net/unix", server.pid());
-    let unix = std::fs::read_to_string(&server_unix).expect("read the server's unix sockets");
-    assert!(
-        unix.contains("@soulbox-launch-probe"),
-        "the server's abstract socket is missing: {unix}"
-    );
 
     let zygote = zygote_pid().expect("a zygote runs after a create");
     for _ in 0..3 {
