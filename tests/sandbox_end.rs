@@ -1,0 +1,51 @@
+//! How the end of a sandbox reaches its callers: commands that end it
+//! (`ends_sandbox`), the other commands running when it ends, and calls
+//! made on it afterwards.
+
+use std::time::{Duration, Instant};
+
+use soulbox_core::{ExitStatus, Sandbox};
+use soulbox_tests::*;
+
+/// Waits up to 10 s for the sandbox's PID 1 to exit. `cause` names what
+/// should have ended the sandbox.
+async fn wait_for_end(sandbox: &Sandbox, cause: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sandbox.is_running() {
+        assert!(
+            Instant::now() < deadline,
+            "sandbox {} still runs 10 s after {cause}",
+            sandbox.id()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Of two running commands that end the sandbox, the first to exit ends
+/// it, whichever of them started last.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_ending_command_ends_sandbox() {
+    if !require_root("first_ending_command_ends_sandbox") {
+        return;
+    }
+    let sandbox = sandbox().await;
+    let mut first = sandbox.command("sh");
+    first
+        .args(["-c", "read line; exit 4"])
+        .stdin(true)
+        .ends_sandbox(true);
+    let mut first = first.start().await.expect("start the first command");
+    let mut second = sandbox.command("sleep");
+    second.arg("600").ends_sandbox(true);
+    let _second = second.start().await.expect("start the second command");
+
+    first
+        .close_stdin()
+        .await
+        .expect("close the first command's stdin");
+    let output = within_limit("the first command", first.wait())
+        .await
+        .expect("wait for the first command");
+    assert_eq!(output.status, ExitStatus::Code(4));
+    wait_for_end(&sandbox, "the first of two commands that end it exited").await;
+}
