@@ -49,3 +49,37 @@ async fn first_ending_command_ends_sandbox() {
     assert_eq!(output.status, ExitStatus::Code(4));
     wait_for_end(&sandbox, "the first of two commands that end it exited").await;
 }
+
+/// A command with `ends_sandbox` that cannot start (a missing program, a
+/// missing working directory) fails as any command would, and the sandbox
+/// stays: no exit status of the command was reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ending_command_failing_to_start_keeps_sandbox() {
+    if !require_root("ending_command_failing_to_start_keeps_sandbox") {
+        return;
+    }
+    let sandbox = sandbox().await;
+    let mut missing_program = sandbox.command("/no/such/program");
+    missing_program.ends_sandbox(true);
+    let mut missing_cwd = sandbox.command("true");
+    missing_cwd.cwd("/no/such/dir").ends_sandbox(true);
+    for (what, command) in [
+        ("a missing program", missing_program),
+        ("a missing working directory", missing_cwd),
+    ] {
+        let started = command.start().await;
+        assert!(
+            started.is_err(),
+            "a command with {what} started: {:?}",
+            started.map(|handle| handle.pid())
+        );
+        // PID 1 would exit within milliseconds of the failed start.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            sandbox.is_running(),
+            "a command with {what} that could not start ended the sandbox"
+        );
+    }
+    let output = sh(&sandbox, "echo still here").await;
+    assert_eq!(stdout(&output), "still here\n");
+}

@@ -158,7 +158,8 @@ pub struct CommandSpec {
     pub tag: Option<String>,
     /// Ends the sandbox when the command's first process exits, once its
     /// exit is reported: PID 1 exits, and the kernel kills every process
-    /// left in the sandbox. For a sandbox made to run one command.
+    /// left in the sandbox. For a sandbox made to run one command. A
+    /// command that cannot start leaves the sandbox running.
     pub ends_sandbox: bool,
 }
 
@@ -301,7 +302,8 @@ impl Command {
 
     /// Makes the sandbox end when this command's first process exits, once
     /// its exit is reported: PID 1 exits, and the kernel kills every
-    /// process left in the sandbox.
+    /// process left in the sandbox. A command that cannot start leaves the
+    /// sandbox running.
     pub fn ends_sandbox(&mut self, ends: bool) -> &mut Self {
         self.spec.ends_sandbox = ends;
         self

@@ -513,12 +513,15 @@ impl Init {
 
     /// Reaps every exited child: supervisors and orphans reparented to PID 1.
     fn reap(&mut self) {
-        while let Ok(Some((pid, _))) = sys::waitpid(-1, libc::WNOHANG) {
+        while let Ok(Some((pid, status))) = sys::waitpid(-1, libc::WNOHANG) {
             self.supervisors.retain(|_, supervisor| *supervisor != pid);
-            if self.ending.contains(&pid) {
+            let not_started =
+                libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == supervise::EXIT_NOT_STARTED;
+            if self.ending.remove(&pid) && !not_started {
                 // The command that ends the sandbox has exited, and its
-                // supervisor reported that first. The kernel kills every
-                // other process of the namespace when PID 1 exits.
+                // supervisor reported that first, or the supervisor was
+                // killed. The kernel kills every other process of the
+                // namespace when PID 1 exits.
                 sys::exit(0);
             }
         }
