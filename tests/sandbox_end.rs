@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use soulbox_core::{ExitStatus, Sandbox};
+use soulbox_core::{CommandSpec, ExitStatus, Sandbox, SandboxOptions};
 use soulbox_tests::*;
 
 /// Waits up to 10 s for the sandbox's PID 1 to exit. `cause` names what
@@ -82,4 +82,41 @@ async fn ending_command_failing_to_start_keeps_sandbox() {
     }
     let output = sh(&sandbox, "echo still here").await;
     assert_eq!(stdout(&output), "still here\n");
+}
+
+/// A `create_and_start` of a sandbox that outlives its handle (the
+/// default) returns the command's handle even when the command has already
+/// ended the sandbox by the time the call would make the sandbox persist.
+/// Four calls at a time make that common on a 2-core host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_and_start_persisting_survives_instant_end() {
+    if !require_root("create_and_start_persisting_survives_instant_end") {
+        return;
+    }
+    let mut spec = CommandSpec::new("/bin/true");
+    spec.ends_sandbox = true;
+    // No kill_on_drop, so that the call sends Persist. The timeout bounds
+    // what a failing run leaves behind.
+    let options = SandboxOptions::default().timeout(Duration::from_secs(30));
+    let mut tasks = tokio::task::JoinSet::new();
+    for task in 0..4 {
+        let spec = spec.clone();
+        let options = options.clone();
+        tasks.spawn(async move {
+            for round in 0..50 {
+                let call = format!("call {round} of task {task}");
+                let (sandbox, mut handle) = Sandbox::create_and_start(options.clone(), &spec)
+                    .await
+                    .unwrap_or_else(|e| panic!("{call}: create_and_start failed: {e}"));
+                let output = handle.wait().await;
+                let killed = sandbox.kill().await;
+                let output = output.unwrap_or_else(|e| panic!("{call}: wait failed: {e}"));
+                assert_eq!(output.status, ExitStatus::Code(0), "{call}");
+                killed.unwrap_or_else(|e| panic!("{call}: kill failed: {e}"));
+            }
+        });
+    }
+    while let Some(joined) = within_limit("200 calls", tasks.join_next()).await {
+        joined.expect("join a task of calls");
+    }
 }

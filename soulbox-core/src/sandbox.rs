@@ -965,6 +965,29 @@ pub(crate) fn next_command_id() -> u64 {
 /// Maximum wait for the kernel to report a sandbox frozen.
 const FREEZE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Maximum wait for PID 1's exit once its end of the control socket or a
+/// command's status pipe has closed. The supervisors hold those ends, and
+/// an exiting PID 1 has the kernel kill and reap them before its pidfd
+/// reports the exit. The full wait only happens while PID 1 still runs.
+const PID1_EXIT_GRACE: Duration = Duration::from_secs(1);
+
+/// Waits up to `limit` for the process behind `pidfd` to exit, and returns
+/// whether it has.
+async fn exited_within(pidfd: BorrowedFd<'_>, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    let mut delay = Duration::from_micros(100);
+    loop {
+        if sys::pidfd_exited(pidfd) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_millis(10));
+    }
+}
+
 fn percent(used: Duration, elapsed: Duration, cpus: f64) -> f64 {
     let elapsed = elapsed.as_secs_f64();
     if elapsed <= 0.0 || cpus <= 0.0 {
@@ -1440,7 +1463,14 @@ impl Prepared {
         };
         state::write_record(&entry, &record)?;
         if !options.kill_on_drop {
-            send_request(&control, &Request::Persist, &[]).await?;
+            if let Err(error) = send_request(&control, &Request::Persist, &[]).await {
+                // A first command with ends_sandbox may have ended the
+                // sandbox already. Then there is nothing left to persist,
+                // and the handle reports the sandbox as ended.
+                if !exited_within(launch.pidfd(), PID1_EXIT_GRACE).await {
+                    return Err(error);
+                }
+            }
         }
         let (pid, pidfd, cgroup) = launch.defuse();
         entry_guard.defuse();
