@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use soulbox_core::{CommandSpec, ExitStatus, Sandbox, SandboxOptions};
+use soulbox_core::{CommandHandle, CommandSpec, Error, ExitStatus, Sandbox, SandboxOptions};
 use soulbox_tests::*;
 
 /// Waits up to 10 s for the sandbox's PID 1 to exit. `cause` names what
@@ -19,6 +19,16 @@ async fn wait_for_end(sandbox: &Sandbox, cause: &str) {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// Starts `sleep 600` in the sandbox.
+async fn start_sleeper(sandbox: &Sandbox) -> CommandHandle {
+    sandbox
+        .command("sleep")
+        .arg("600")
+        .start()
+        .await
+        .expect("start sleep 600")
 }
 
 /// Of two running commands that end the sandbox, the first to exit ends
@@ -85,9 +95,9 @@ async fn ending_command_failing_to_start_keeps_sandbox() {
 }
 
 /// A `create_and_start` of a sandbox that outlives its handle (the
-/// default) returns the command's handle even when the command has already
-/// ended the sandbox by the time the call would make the sandbox persist.
-/// Four calls at a time make that common on a 2-core host.
+/// default) sends Persist after the command has started. The call must
+/// return the command's handle even when the command has ended the sandbox
+/// by then. Four calls at a time make that common on a 2-core host.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_and_start_persisting_survives_instant_end() {
     if !require_root("create_and_start_persisting_survives_instant_end") {
@@ -118,5 +128,44 @@ async fn create_and_start_persisting_survives_instant_end() {
     }
     while let Some(joined) = within_limit("200 calls", tasks.join_next()).await {
         joined.expect("join a task of calls");
+    }
+}
+
+/// A command still running when another command ends the sandbox, or when
+/// the sandbox's timeout does, fails with `SandboxNotRunning` naming the
+/// sandbox, not with the protocol error of a supervisor killed from inside.
+/// Each case runs five times, because the two differ only in timing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_command_sees_sandbox_end() {
+    if !require_root("running_command_sees_sandbox_end") {
+        return;
+    }
+    for round in 0..5 {
+        let sandbox = sandbox().await;
+        let mut sleeper = start_sleeper(&sandbox).await;
+        let mut ending = sandbox.command("true");
+        ending.ends_sandbox(true);
+        ending
+            .output()
+            .await
+            .expect("run a command that ends the sandbox");
+        let result = within_limit("sleep 600", sleeper.wait()).await;
+        assert!(
+            matches!(&result, Err(Error::SandboxNotRunning { id }) if id == sandbox.id()),
+            "round {round}: a command ended by another command's end of sandbox {} gave \
+             {result:?}",
+            sandbox.id()
+        );
+    }
+    for round in 0..5 {
+        let options = options().timeout(Duration::from_millis(300));
+        let sandbox = Sandbox::create(options).await.expect("create a sandbox");
+        let mut sleeper = start_sleeper(&sandbox).await;
+        let result = within_limit("sleep 600", sleeper.wait()).await;
+        assert!(
+            matches!(&result, Err(Error::SandboxNotRunning { id }) if id == sandbox.id()),
+            "round {round}: a command ended by the timeout of sandbox {} gave {result:?}",
+            sandbox.id()
+        );
     }
 }

@@ -461,14 +461,14 @@ impl Planned {
                     "expected a start report, got {other:?}"
                 )))
             }
-            None if sandbox.is_running() => {
+            None if sandbox.has_ended().await => return Err(sandbox.not_running()),
+            None => {
                 return Err(Error::Protocol(format!(
                     "the supervisor of {:?} ended before reporting its start; a process in \
                      the sandbox running as root may have killed it",
                     spec.argv[0]
                 )))
             }
-            None => return Err(sandbox.not_running()),
         };
         let info = ProcessInfo {
             pid,

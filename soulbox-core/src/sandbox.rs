@@ -1238,6 +1238,14 @@ impl Inner {
         !self.ended.load(Ordering::Acquire) && !sys::pidfd_exited(self.pidfd.as_fd())
     }
 
+    /// Returns whether the sandbox has ended, waiting up to
+    /// [`PID1_EXIT_GRACE`] for PID 1 to finish exiting. For a caller that
+    /// found a supervisor gone, which the end of the sandbox can explain.
+    pub(crate) async fn has_ended(&self) -> bool {
+        self.ended.load(Ordering::Acquire)
+            || exited_within(self.pidfd.as_fd(), PID1_EXIT_GRACE).await
+    }
+
     /// Returns the sandbox's out-of-memory kill count so far, if it has a
     /// memory cgroup.
     pub(crate) fn oom_kills(&self) -> Option<u64> {
