@@ -169,3 +169,53 @@ async fn running_command_sees_sandbox_end() {
         );
     }
 }
+
+/// After a command has ended the sandbox, every call that needs it fails
+/// with `SandboxNotRunning` naming it, and `kill` still cleans up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_after_end_name_sandbox() {
+    if !require_root("calls_after_end_name_sandbox") {
+        return;
+    }
+    let sandbox = sandbox().await;
+    let id = sandbox.id().to_string();
+    let mut ending = sandbox.command("true");
+    ending.ends_sandbox(true);
+    let output = ending
+        .output()
+        .await
+        .expect("run a command that ends the sandbox");
+    assert_eq!(output.status, ExitStatus::Code(0));
+    wait_for_end(&sandbox, "a command that ends it exited").await;
+
+    let not_running = |result: &Result<(), Error>| matches!(result, Err(Error::SandboxNotRunning { id: named }) if *named == id);
+    let set_timeout = sandbox.set_timeout(Duration::from_secs(5)).await;
+    assert!(not_running(&set_timeout), "set_timeout: {set_timeout:?}");
+    let pause = sandbox.pause().await.map(drop);
+    assert!(not_running(&pause), "pause: {pause:?}");
+    let info = sandbox.get_info().await.map(drop);
+    assert!(not_running(&info), "get_info: {info:?}");
+    let metrics = sandbox.metrics().await.map(drop);
+    assert!(not_running(&metrics), "metrics: {metrics:?}");
+    let read = sandbox.files().read("/etc/hostname").await.map(drop);
+    assert!(not_running(&read), "files().read: {read:?}");
+    let start = sandbox.command("true").start().await.map(drop);
+    assert!(not_running(&start), "start: {start:?}");
+    let pty = sandbox.command("true").start_pty(24, 80).await.map(drop);
+    assert!(not_running(&pty), "start_pty: {pty:?}");
+    assert!(!sandbox.is_running(), "is_running after the end");
+
+    let cgroups = sandbox.cgroup_paths();
+    sandbox.kill().await.expect("kill the ended sandbox");
+    for dir in &cgroups {
+        assert!(!dir.exists(), "{} is still there", dir.display());
+    }
+    let mounts = host_mounts_mentioning(&id);
+    assert!(mounts.is_empty(), "host mounts of {id}: {mounts:?}");
+    sandbox.kill().await.expect("kill the ended sandbox again");
+    let connected = Sandbox::connect(&id).await.map(drop);
+    assert!(
+        matches!(&connected, Err(Error::SandboxNotFound { id: named }) if *named == id),
+        "connect after kill: {connected:?}"
+    );
+}

@@ -377,7 +377,15 @@ impl Command {
             envs: &self.sandbox.envs,
         };
         let stdio = match pty {
-            Some((rows, cols)) => Stdio::pty(&self.sandbox, rows, cols)?,
+            // Once the sandbox has ended, its /dev/pts is unmounted and the
+            // open fails with ENOENT, which says less than the end.
+            Some((rows, cols)) => Stdio::pty(&self.sandbox, rows, cols).map_err(|e| {
+                if self.sandbox.is_running() {
+                    e
+                } else {
+                    self.sandbox.not_running()
+                }
+            })?,
             None => Stdio::pipes(self.spec.stdin)?,
         };
         let mut planned = self.spec.plan(&context, stdio)?;
