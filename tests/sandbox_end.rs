@@ -2,10 +2,15 @@
 //! (`ends_sandbox`), the other commands running when it ends, and calls
 //! made on it afterwards.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use soulbox_core::{CommandHandle, CommandSpec, Error, ExitStatus, Sandbox, SandboxOptions};
 use soulbox_tests::*;
+
+/// Tests that count this process's descriptors and children hold this lock
+/// exclusively, and every other test of this file holds it shared.
+static HOST_STATE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
 /// Waits up to 10 s for the sandbox's PID 1 to exit. `cause` names what
 /// should have ended the sandbox.
@@ -38,6 +43,7 @@ async fn first_ending_command_ends_sandbox() {
     if !require_root("first_ending_command_ends_sandbox") {
         return;
     }
+    let _shared = HOST_STATE.read().await;
     let sandbox = sandbox().await;
     let mut first = sandbox.command("sh");
     first
@@ -68,6 +74,7 @@ async fn ending_command_failing_to_start_keeps_sandbox() {
     if !require_root("ending_command_failing_to_start_keeps_sandbox") {
         return;
     }
+    let _shared = HOST_STATE.read().await;
     let sandbox = sandbox().await;
     let mut missing_program = sandbox.command("/no/such/program");
     missing_program.ends_sandbox(true);
@@ -103,6 +110,7 @@ async fn create_and_start_persisting_survives_instant_end() {
     if !require_root("create_and_start_persisting_survives_instant_end") {
         return;
     }
+    let _shared = HOST_STATE.read().await;
     let mut spec = CommandSpec::new("/bin/true");
     spec.ends_sandbox = true;
     // No kill_on_drop, so that the call sends Persist. The timeout bounds
@@ -140,6 +148,7 @@ async fn running_command_sees_sandbox_end() {
     if !require_root("running_command_sees_sandbox_end") {
         return;
     }
+    let _shared = HOST_STATE.read().await;
     for round in 0..5 {
         let sandbox = sandbox().await;
         let mut sleeper = start_sleeper(&sandbox).await;
@@ -177,6 +186,7 @@ async fn calls_after_end_name_sandbox() {
     if !require_root("calls_after_end_name_sandbox") {
         return;
     }
+    let _shared = HOST_STATE.read().await;
     let sandbox = sandbox().await;
     let id = sandbox.id().to_string();
     let mut ending = sandbox.command("true");
@@ -218,4 +228,89 @@ async fn calls_after_end_name_sandbox() {
         matches!(&connected, Err(Error::SandboxNotFound { id: named }) if *named == id),
         "connect after kill: {connected:?}"
     );
+}
+
+/// Returns the path of sandbox `id`'s state entry on a root host.
+fn state_entry(id: &str) -> PathBuf {
+    let state_dir =
+        std::env::var_os("SOULBOX_STATE_DIR").map_or_else(|| "/run/soulbox".into(), PathBuf::from);
+    state_dir.join("sandboxes").join(id)
+}
+
+/// Sandboxes that their command ended leave nothing once killed or
+/// dropped: no process, cgroup, mount, state entry or descriptor of this
+/// process. Each command leaves processes in the background that ignore
+/// SIGTERM and SIGHUP, one of them in a session of its own. Half of the
+/// sandboxes are dropped without a kill and outlive their handle, so the
+/// reaper thread cleans up after them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ended_sandboxes_leave_nothing() {
+    if !require_root("ended_sandboxes_leave_nothing") {
+        return;
+    }
+    let _exclusive = HOST_STATE.write().await;
+    // The zygote and the reaper thread start with this process's first
+    // sandbox and keep their descriptors.
+    let warm_up = sandbox().await;
+    warm_up.kill().await.expect("kill the first sandbox");
+    drop(warm_up);
+    let descriptors_before = std::fs::read_dir("/proc/self/fd").unwrap().count();
+
+    let mut spec = CommandSpec::new("sh");
+    spec.argv.extend(
+        [
+            "-c",
+            "trap '' TERM HUP; (setsid sh -c 'trap \"\" TERM HUP; sleep 600' &); \
+             sleep 600 & echo started; exit 5",
+        ]
+        .map(Into::into),
+    );
+    spec.ends_sandbox = true;
+    let options = SandboxOptions::default().timeout(Duration::from_secs(60));
+    let mut ended = Vec::new();
+    for round in 0..10 {
+        let (sandbox, mut handle) = Sandbox::create_and_start(options.clone(), &spec)
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: create_and_start failed: {e}"));
+        let output = within_limit("the command", handle.wait())
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: wait failed: {e}"));
+        assert_eq!(output.status, ExitStatus::Code(5), "round {round}");
+        assert_eq!(stdout(&output), "started\n", "round {round}");
+        wait_for_end(&sandbox, "its command exited").await;
+        ended.push((sandbox.id().to_string(), sandbox.pid()));
+        if round % 2 == 0 {
+            sandbox.kill().await.expect("kill an ended sandbox");
+        }
+    }
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let left = loop {
+        let mut left = Vec::new();
+        for (id, pid1) in &ended {
+            if host_process_alive(*pid1) || host_comm(*pid1).is_some() {
+                left.push(format!("{id}: PID 1 at host pid {pid1}"));
+            }
+            for dir in leftover_cgroups(id) {
+                left.push(format!("{id}: cgroup {}", dir.display()));
+            }
+            for mount in host_mounts_mentioning(id) {
+                left.push(format!("{id}: mount {mount}"));
+            }
+            if state_entry(id).exists() {
+                left.push(format!("{id}: state entry {}", state_entry(id).display()));
+            }
+        }
+        let descriptors = std::fs::read_dir("/proc/self/fd").unwrap().count();
+        if descriptors > descriptors_before {
+            left.push(format!(
+                "{descriptors} descriptors, {descriptors_before} before"
+            ));
+        }
+        if left.is_empty() || Instant::now() >= deadline {
+            break left;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(left.is_empty(), "left after 5 s: {left:#?}");
 }
