@@ -314,3 +314,33 @@ async fn ended_sandboxes_leave_nothing() {
     };
     assert!(left.is_empty(), "left after 5 s: {left:#?}");
 }
+
+/// A command on a PTY that ends the sandbox delivers everything it wrote
+/// before its exit, and its exit status, although PID 1's exit closes the
+/// PTY's other holders right after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ending_pty_command_keeps_output() {
+    if !require_root("ending_pty_command_keeps_output") {
+        return;
+    }
+    let _shared = HOST_STATE.read().await;
+    for round in 0..5 {
+        let sandbox = sandbox().await;
+        let mut command = sandbox.command("sh");
+        command
+            .args(["-c", "seq 1 20000; sleep 600 & exit 7"])
+            .ends_sandbox(true);
+        let mut handle = command.start_pty(24, 80).await.expect("start on a PTY");
+        let output = within_limit("the PTY command", handle.wait())
+            .await
+            .expect("wait for the PTY command");
+        assert_eq!(output.status, ExitStatus::Code(7), "round {round}");
+        let text = stdout(&output);
+        assert!(
+            text.ends_with("19999\r\n20000\r\n"),
+            "round {round}: the PTY output ends with {:?}",
+            &text[text.len().saturating_sub(40)..]
+        );
+        wait_for_end(&sandbox, "its PTY command exited").await;
+    }
+}
