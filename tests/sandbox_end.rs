@@ -26,6 +26,18 @@ async fn wait_for_end(sandbox: &Sandbox, cause: &str) {
     }
 }
 
+/// Runs `true` as a command that ends the sandbox, and waits for the end.
+async fn end_with_command(sandbox: &Sandbox) {
+    let mut ending = sandbox.command("true");
+    ending.ends_sandbox(true);
+    let output = ending
+        .output()
+        .await
+        .expect("run a command that ends the sandbox");
+    assert_eq!(output.status, ExitStatus::Code(0));
+    wait_for_end(sandbox, "a command that ends it exited").await;
+}
+
 /// Starts `sleep 600` in the sandbox.
 async fn start_sleeper(sandbox: &Sandbox) -> CommandHandle {
     sandbox
@@ -189,16 +201,12 @@ async fn calls_after_end_name_sandbox() {
     let _shared = HOST_STATE.read().await;
     let sandbox = sandbox().await;
     let id = sandbox.id().to_string();
-    let mut ending = sandbox.command("true");
-    ending.ends_sandbox(true);
-    let output = ending
-        .output()
-        .await
-        .expect("run a command that ends the sandbox");
-    assert_eq!(output.status, ExitStatus::Code(0));
-    wait_for_end(&sandbox, "a command that ends it exited").await;
+    end_with_command(&sandbox).await;
 
-    let not_running = |result: &Result<(), Error>| matches!(result, Err(Error::SandboxNotRunning { id: named }) if *named == id);
+    let not_running = |result: &Result<(), Error>| match result {
+        Err(Error::SandboxNotRunning { id: named }) => *named == id,
+        _ => false,
+    };
     let set_timeout = sandbox.set_timeout(Duration::from_secs(5)).await;
     assert!(not_running(&set_timeout), "set_timeout: {set_timeout:?}");
     let pause = sandbox.pause().await.map(drop);
@@ -342,5 +350,62 @@ async fn ending_pty_command_keeps_output() {
             &text[text.len().saturating_sub(40)..]
         );
         wait_for_end(&sandbox, "its PTY command exited").await;
+    }
+}
+
+/// Lists this process's descriptors whose file lies on device `device`.
+fn descriptors_on_device(device: u64) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let entries = std::fs::read_dir("/proc/self/fd").expect("list /proc/self/fd");
+    let mut found = Vec::new();
+    for entry in entries.flatten() {
+        let Ok(metadata) = std::fs::metadata(entry.path()) else {
+            continue;
+        };
+        if metadata.dev() == device {
+            let target = std::fs::read_link(entry.path()).unwrap_or_default();
+            found.push(format!(
+                "fd {:?} -> {}",
+                entry.file_name(),
+                target.display()
+            ));
+        }
+    }
+    found
+}
+
+/// `kill` closes this process's descriptor of the sandbox's root, also
+/// while the handle lives on. That descriptor keeps the sandbox's overlay,
+/// and its writable layer in memory, alive after every mount of the
+/// sandbox is gone. Checked for a running sandbox and for one that its
+/// command ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_closes_root_descriptor() {
+    use std::os::unix::fs::MetadataExt;
+    if !require_root("kill_closes_root_descriptor") {
+        return;
+    }
+    let _exclusive = HOST_STATE.write().await;
+    for ended_by_command in [false, true] {
+        let sandbox = sandbox().await;
+        let root = std::fs::metadata(format!("/proc/{}/root/", sandbox.pid()))
+            .expect("stat the sandbox's root through /proc");
+        if ended_by_command {
+            end_with_command(&sandbox).await;
+        }
+        let before_kill = descriptors_on_device(root.dev());
+        assert!(
+            !before_kill.is_empty(),
+            "no descriptor on the sandbox's root file system before the kill, so this test \
+             checks nothing"
+        );
+        sandbox.kill().await.expect("kill the sandbox");
+        let after_kill = descriptors_on_device(root.dev());
+        assert!(
+            after_kill.is_empty(),
+            "ended by its command: {ended_by_command}; descriptors on the root file system of \
+             {} after kill: {after_kill:?}",
+            sandbox.id()
+        );
     }
 }

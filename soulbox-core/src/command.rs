@@ -377,8 +377,9 @@ impl Command {
             envs: &self.sandbox.envs,
         };
         let stdio = match pty {
-            // Once the sandbox has ended, its /dev/pts is unmounted and the
-            // open fails with ENOENT, which says less than the end.
+            // Once the sandbox has ended, the open fails because its
+            // /dev/pts is unmounted or a kill closed its root, and
+            // SandboxNotRunning explains that better.
             Some((rows, cols)) => Stdio::pty(&self.sandbox, rows, cols).map_err(|e| {
                 if self.sandbox.is_running() {
                     e
@@ -694,13 +695,12 @@ impl Stdio {
     /// terminal is one the sandbox owns and never the caller's.
     fn pty(sandbox: &Inner, rows: u16, cols: u16) -> Result<Self> {
         process::check_size(rows, cols)?;
-        let ptmx = sys::openat2_in_root(
-            sandbox.root.as_fd(),
-            c"/dev/pts/ptmx",
-            libc::O_RDWR | libc::O_NOCTTY,
-            0,
-        )
-        .map_err(Error::os("open the sandbox's /dev/pts/ptmx"))?;
+        let ptmx = sandbox
+            .with_root(|root| {
+                let flags = libc::O_RDWR | libc::O_NOCTTY;
+                sys::openat2_in_root(root, c"/dev/pts/ptmx", flags, 0)
+            })
+            .map_err(Error::os("open the sandbox's /dev/pts/ptmx"))?;
         let (controller, subsidiary) =
             sys::open_pty_pair(ptmx, rows, cols).map_err(Error::os("open a PTY pair"))?;
         let copy = |fd: &OwnedFd| fd.try_clone().map_err(Error::os("duplicate the PTY"));

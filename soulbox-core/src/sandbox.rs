@@ -6,7 +6,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
@@ -405,8 +405,11 @@ pub(crate) struct Inner {
     /// This handle's connection to PID 1: the creating connection, or one
     /// accepted on the state socket for a handle from `connect`.
     control: AsyncFd<OwnedFd>,
-    /// The sandbox's root directory, for host-side file access.
-    pub(crate) root: OwnedFd,
+    /// The sandbox's root directory, for host-side file access, until
+    /// [`Inner::terminate`] closes it. While open, it keeps the sandbox's
+    /// overlay, and the writable layer in memory, alive after every mount
+    /// of the sandbox is gone.
+    root: RwLock<Option<OwnedFd>>,
     cgroup: Mutex<SandboxCgroup>,
     pub(crate) envs: BTreeMap<String, String>,
     /// Prefix that runs a command line through a shell.
@@ -671,7 +674,7 @@ impl Sandbox {
             pidfd,
             is_child: false,
             control,
-            root,
+            root: RwLock::new(Some(root)),
             cgroup: Mutex::new(cgroup),
             envs: record.envs.clone(),
             shell,
@@ -909,7 +912,8 @@ impl Sandbox {
             }
             pct
         };
-        let disk = sys::fstatvfs(inner.root.as_fd())
+        let disk = inner
+            .with_root(sys::fstatvfs)
             .map_err(Error::os("read the writable layer's usage"))?;
         let block = disk.f_frsize;
         Ok(SandboxMetrics {
@@ -924,9 +928,10 @@ impl Sandbox {
         })
     }
 
-    /// Kills every process of the sandbox and removes its cgroups and state
-    /// entry. Calling it again, or dropping the handle afterwards, does
-    /// nothing.
+    /// Kills every process of the sandbox, removes its cgroups and state
+    /// entry, and frees its files, which a sandbox that ended by itself
+    /// keeps in memory until then. Calling it again, or dropping the handle
+    /// afterwards, does nothing.
     ///
     /// # Errors
     ///
@@ -1246,6 +1251,22 @@ impl Inner {
             || exited_within(self.pidfd.as_fd(), PID1_EXIT_GRACE).await
     }
 
+    /// Runs `f` on the sandbox's root directory. Fails with ESRCH once
+    /// [`Inner::terminate`] has closed it.
+    pub(crate) fn with_root<T>(
+        &self,
+        f: impl FnOnce(BorrowedFd<'_>) -> std::io::Result<T>,
+    ) -> std::io::Result<T> {
+        let root = self
+            .root
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match root.as_ref() {
+            Some(root) => f(root.as_fd()),
+            None => Err(std::io::Error::from_raw_os_error(libc::ESRCH)),
+        }
+    }
+
     /// Returns the sandbox's out-of-memory kill count so far, if it has a
     /// memory cgroup.
     pub(crate) fn oom_kills(&self) -> Option<u64> {
@@ -1346,6 +1367,14 @@ impl Inner {
         }
         let removed = cgroup.remove();
         let _ = state::remove_entry(&self.entry);
+        // The sandbox's files are freed once the file calls in progress,
+        // which hold descriptors of their own, have finished.
+        let root = self
+            .root
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        drop(root);
         if let Some(namespace) = mount_namespace {
             reaper::close_later(namespace);
         }
@@ -1497,7 +1526,7 @@ impl Prepared {
             pidfd,
             is_child: true,
             control,
-            root,
+            root: RwLock::new(Some(root)),
             cgroup: Mutex::new(cgroup),
             envs: options.envs.clone(),
             shell,
