@@ -328,3 +328,55 @@ async fn pool_refill_runs_idle() {
     );
     pool.close().await;
 }
+
+/// A handed-over sandbox that a command of its own ended is replaced like
+/// any other, and the pool hands over a working sandbox next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pooled_sandbox_ended_by_command() {
+    if !require_root("pooled_sandbox_ended_by_command") {
+        return;
+    }
+    let pool = SandboxPool::new(options(), 1).expect("start a pool");
+    for round in 0..3 {
+        wait_full(&pool).await;
+        let pooled = pool.create().await.expect("hand over");
+        let id = pooled.id().to_string();
+        let mut ending = pooled.command("sh");
+        ending
+            .args(["-c", "sleep 600 & echo round $0", &round.to_string()])
+            .ends_sandbox(true);
+        let output = ending
+            .output()
+            .await
+            .expect("run a command that ends the sandbox");
+        assert_eq!(stdout(&output), format!("round {round}\n"));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while pooled.is_running() {
+            assert!(
+                Instant::now() < deadline,
+                "{id} runs 10 s after its command ended it"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        pooled.kill().await.expect("kill the ended sandbox");
+        let cgroups = leftover_cgroups(&id);
+        assert!(cgroups.is_empty(), "cgroups of {id} remain: {cgroups:?}");
+    }
+    wait_full(&pool).await;
+    let next = pool.create().await.expect("hand over after the ended ones");
+    assert_eq!(stdout(&sh(&next, "echo fine").await), "fine\n");
+    next.kill().await.expect("kill the last sandbox");
+    let waiting = pool_waiting(&pool);
+    pool.close().await;
+    for (id, pid1) in waiting {
+        let cgroups = leftover_cgroups(&id);
+        assert!(
+            cgroups.is_empty(),
+            "cgroups of waiting {id} remain: {cgroups:?}"
+        );
+        assert!(
+            !host_process_alive(pid1),
+            "PID 1 of waiting {id} runs after close"
+        );
+    }
+}

@@ -236,6 +236,40 @@ fn signal_exits_128_plus() {
     );
 }
 
+/// A command that prints a few MiB and exits at once gets all of its
+/// output out before `soulbox run` exits. It leaves a process behind with
+/// its stdout and stderr open, which must not delay the exit. Three runs,
+/// because a lost tail would depend on timing.
+#[test]
+fn large_output_arrives_whole() {
+    if !require_root("large_output_arrives_whole") {
+        return;
+    }
+    let script = "sleep 600 & head -c 5000000 /dev/zero | tr '\\0' a; \
+                  head -c 1000000 /dev/zero | tr '\\0' b >&2; exit 3";
+    for round in 0..3 {
+        let outcome = soulbox(&["run", "--", "sh", "-c", script]);
+        assert_eq!(outcome.code(), Some(3), "round {round}");
+        let streams = [
+            ("stdout", &outcome.stdout, 5_000_000, b'a'),
+            ("stderr", &outcome.stderr, 1_000_000, b'b'),
+        ];
+        for (name, text, expected_len, byte) in streams {
+            assert_eq!(text.len(), expected_len, "round {round}: {name} bytes");
+            assert!(
+                text.bytes().all(|b| b == byte),
+                "round {round}: {name} has bytes other than {:?}",
+                byte as char
+            );
+        }
+        assert!(
+            outcome.elapsed < Duration::from_secs(30),
+            "round {round}: soulbox run took {:?}",
+            outcome.elapsed
+        );
+    }
+}
+
 #[test]
 fn binary_loads_no_libgcc_s() {
     // build.rs links libgcc's static unwinder instead; the library's name

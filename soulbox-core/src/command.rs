@@ -158,7 +158,8 @@ pub struct CommandSpec {
     pub tag: Option<String>,
     /// Ends the sandbox when the command's first process exits, once its
     /// exit is reported: PID 1 exits, and the kernel kills every process
-    /// left in the sandbox. For a sandbox made to run one command.
+    /// left in the sandbox. For a sandbox made to run one command. A
+    /// command that cannot start leaves the sandbox running.
     pub ends_sandbox: bool,
 }
 
@@ -301,7 +302,8 @@ impl Command {
 
     /// Makes the sandbox end when this command's first process exits, once
     /// its exit is reported: PID 1 exits, and the kernel kills every
-    /// process left in the sandbox.
+    /// process left in the sandbox. A command that cannot start leaves the
+    /// sandbox running.
     pub fn ends_sandbox(&mut self, ends: bool) -> &mut Self {
         self.spec.ends_sandbox = ends;
         self
@@ -375,7 +377,16 @@ impl Command {
             envs: &self.sandbox.envs,
         };
         let stdio = match pty {
-            Some((rows, cols)) => Stdio::pty(&self.sandbox, rows, cols)?,
+            // Once the sandbox has ended, the open fails because its
+            // /dev/pts is unmounted or a kill closed its root, and
+            // SandboxNotRunning explains that better.
+            Some((rows, cols)) => Stdio::pty(&self.sandbox, rows, cols).map_err(|e| {
+                if self.sandbox.is_running() {
+                    e
+                } else {
+                    self.sandbox.not_running()
+                }
+            })?,
             None => Stdio::pipes(self.spec.stdin)?,
         };
         let mut planned = self.spec.plan(&context, stdio)?;
@@ -459,14 +470,14 @@ impl Planned {
                     "expected a start report, got {other:?}"
                 )))
             }
-            None if sandbox.is_running() => {
+            None if sandbox.has_ended().await => return Err(sandbox.not_running()),
+            None => {
                 return Err(Error::Protocol(format!(
                     "the supervisor of {:?} ended before reporting its start; a process in \
                      the sandbox running as root may have killed it",
                     spec.argv[0]
                 )))
             }
-            None => return Err(sandbox.not_running()),
         };
         let info = ProcessInfo {
             pid,
@@ -684,13 +695,12 @@ impl Stdio {
     /// terminal is one the sandbox owns and never the caller's.
     fn pty(sandbox: &Inner, rows: u16, cols: u16) -> Result<Self> {
         process::check_size(rows, cols)?;
-        let ptmx = sys::openat2_in_root(
-            sandbox.root.as_fd(),
-            c"/dev/pts/ptmx",
-            libc::O_RDWR | libc::O_NOCTTY,
-            0,
-        )
-        .map_err(Error::os("open the sandbox's /dev/pts/ptmx"))?;
+        let ptmx = sandbox
+            .with_root(|root| {
+                let flags = libc::O_RDWR | libc::O_NOCTTY;
+                sys::openat2_in_root(root, c"/dev/pts/ptmx", flags, 0)
+            })
+            .map_err(Error::os("open the sandbox's /dev/pts/ptmx"))?;
         let (controller, subsidiary) =
             sys::open_pty_pair(ptmx, rows, cols).map_err(Error::os("open a PTY pair"))?;
         let copy = |fd: &OwnedFd| fd.try_clone().map_err(Error::os("duplicate the PTY"));

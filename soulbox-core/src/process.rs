@@ -426,8 +426,7 @@ impl Pump {
                 timed_out,
                 oom_killed: signal == libc::SIGKILL && !timed_out && self.oom_since_start(),
             }),
-            _ if self.sandbox.upgrade().is_some_and(|s| s.is_running()) => Ending::SupervisorLost,
-            _ => Ending::SandboxEnded,
+            _ => self.ending_without_report().await,
         };
         *lock(&self.entry.ending) = Some(ending);
         if let Some(sandbox) = self.sandbox.upgrade() {
@@ -447,6 +446,15 @@ impl Pump {
                     if !matches!(read, Ok(n) if n > 0) { err_open = false; }
                 }
             }
+        }
+    }
+
+    /// Determines why the supervisor closed its status pipe without an exit
+    /// report: the sandbox ended, or something inside killed the supervisor.
+    async fn ending_without_report(&self) -> Ending {
+        match self.sandbox.upgrade() {
+            Some(sandbox) if !sandbox.has_ended().await => Ending::SupervisorLost,
+            _ => Ending::SandboxEnded,
         }
     }
 

@@ -6,7 +6,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
@@ -405,8 +405,11 @@ pub(crate) struct Inner {
     /// This handle's connection to PID 1: the creating connection, or one
     /// accepted on the state socket for a handle from `connect`.
     control: AsyncFd<OwnedFd>,
-    /// The sandbox's root directory, for host-side file access.
-    pub(crate) root: OwnedFd,
+    /// The sandbox's root directory, for host-side file access, until
+    /// [`Inner::terminate`] closes it. While open, it keeps the sandbox's
+    /// overlay, and the writable layer in memory, alive after every mount
+    /// of the sandbox is gone.
+    root: RwLock<Option<OwnedFd>>,
     cgroup: Mutex<SandboxCgroup>,
     pub(crate) envs: BTreeMap<String, String>,
     /// Prefix that runs a command line through a shell.
@@ -671,7 +674,7 @@ impl Sandbox {
             pidfd,
             is_child: false,
             control,
-            root,
+            root: RwLock::new(Some(root)),
             cgroup: Mutex::new(cgroup),
             envs: record.envs.clone(),
             shell,
@@ -909,7 +912,8 @@ impl Sandbox {
             }
             pct
         };
-        let disk = sys::fstatvfs(inner.root.as_fd())
+        let disk = inner
+            .with_root(sys::fstatvfs)
             .map_err(Error::os("read the writable layer's usage"))?;
         let block = disk.f_frsize;
         Ok(SandboxMetrics {
@@ -924,9 +928,10 @@ impl Sandbox {
         })
     }
 
-    /// Kills every process of the sandbox and removes its cgroups and state
-    /// entry. Calling it again, or dropping the handle afterwards, does
-    /// nothing.
+    /// Kills every process of the sandbox, removes its cgroups and state
+    /// entry, and frees its files, which a sandbox that ended by itself
+    /// keeps in memory until then. Calling it again, or dropping the handle
+    /// afterwards, does nothing.
     ///
     /// # Errors
     ///
@@ -964,6 +969,29 @@ pub(crate) fn next_command_id() -> u64 {
 
 /// Maximum wait for the kernel to report a sandbox frozen.
 const FREEZE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Maximum wait for PID 1's exit once its end of the control socket or a
+/// command's status pipe has closed. The supervisors hold those ends, and
+/// an exiting PID 1 has the kernel kill and reap them before its pidfd
+/// reports the exit. The full wait only happens while PID 1 still runs.
+const PID1_EXIT_GRACE: Duration = Duration::from_secs(1);
+
+/// Waits up to `limit` for the process behind `pidfd` to exit, and returns
+/// whether it has.
+async fn exited_within(pidfd: BorrowedFd<'_>, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    let mut delay = Duration::from_micros(100);
+    loop {
+        if sys::pidfd_exited(pidfd) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_millis(10));
+    }
+}
 
 fn percent(used: Duration, elapsed: Duration, cpus: f64) -> f64 {
     let elapsed = elapsed.as_secs_f64();
@@ -1215,6 +1243,30 @@ impl Inner {
         !self.ended.load(Ordering::Acquire) && !sys::pidfd_exited(self.pidfd.as_fd())
     }
 
+    /// Returns whether the sandbox has ended, waiting up to
+    /// [`PID1_EXIT_GRACE`] for PID 1 to finish exiting. For a caller that
+    /// found a supervisor gone, which the end of the sandbox can explain.
+    pub(crate) async fn has_ended(&self) -> bool {
+        self.ended.load(Ordering::Acquire)
+            || exited_within(self.pidfd.as_fd(), PID1_EXIT_GRACE).await
+    }
+
+    /// Runs `f` on the sandbox's root directory. Fails with ESRCH once
+    /// [`Inner::terminate`] has closed it.
+    pub(crate) fn with_root<T>(
+        &self,
+        f: impl FnOnce(BorrowedFd<'_>) -> std::io::Result<T>,
+    ) -> std::io::Result<T> {
+        let root = self
+            .root
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match root.as_ref() {
+            Some(root) => f(root.as_fd()),
+            None => Err(std::io::Error::from_raw_os_error(libc::ESRCH)),
+        }
+    }
+
     /// Returns the sandbox's out-of-memory kill count so far, if it has a
     /// memory cgroup.
     pub(crate) fn oom_kills(&self) -> Option<u64> {
@@ -1315,6 +1367,14 @@ impl Inner {
         }
         let removed = cgroup.remove();
         let _ = state::remove_entry(&self.entry);
+        // The sandbox's files are freed once the file calls in progress,
+        // which hold descriptors of their own, have finished.
+        let root = self
+            .root
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        drop(root);
         if let Some(namespace) = mount_namespace {
             reaper::close_later(namespace);
         }
@@ -1440,7 +1500,14 @@ impl Prepared {
         };
         state::write_record(&entry, &record)?;
         if !options.kill_on_drop {
-            send_request(&control, &Request::Persist, &[]).await?;
+            if let Err(error) = send_request(&control, &Request::Persist, &[]).await {
+                // A first command with ends_sandbox may have ended the
+                // sandbox already. Then there is nothing left to persist,
+                // and the handle reports the sandbox as ended.
+                if !exited_within(launch.pidfd(), PID1_EXIT_GRACE).await {
+                    return Err(error);
+                }
+            }
         }
         let (pid, pidfd, cgroup) = launch.defuse();
         entry_guard.defuse();
@@ -1459,7 +1526,7 @@ impl Prepared {
             pidfd,
             is_child: true,
             control,
-            root,
+            root: RwLock::new(Some(root)),
             cgroup: Mutex::new(cgroup),
             envs: options.envs.clone(),
             shell,

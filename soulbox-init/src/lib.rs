@@ -25,7 +25,7 @@ mod sys;
 mod tree;
 pub mod zygote;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use soulbox_proto::{
@@ -190,7 +190,7 @@ fn run(start: Start) -> ! {
     }
     let mut init = Init {
         supervisors: HashMap::new(),
-        ending: None,
+        ending: HashSet::new(),
         deadline: deadline_from(config.timeout_ms),
         paused_remaining: None,
         owner_open: true,
@@ -376,8 +376,9 @@ enum Peer {
 struct Init {
     /// Supervisor pid of every running command, by command id.
     supervisors: HashMap<u64, libc::pid_t>,
-    /// Supervisor of the command whose end ends the sandbox, if any.
-    ending: Option<libc::pid_t>,
+    /// Supervisors of the commands that end the sandbox when they exit.
+    /// The first of them to exit ends it.
+    ending: HashSet<libc::pid_t>,
     /// Monotonic milliseconds at which the sandbox ends.
     deadline: Option<u64>,
     /// Time left until the deadline when the host last paused the sandbox
@@ -512,12 +513,15 @@ impl Init {
 
     /// Reaps every exited child: supervisors and orphans reparented to PID 1.
     fn reap(&mut self) {
-        while let Ok(Some((pid, _))) = sys::waitpid(-1, libc::WNOHANG) {
+        while let Ok(Some((pid, status))) = sys::waitpid(-1, libc::WNOHANG) {
             self.supervisors.retain(|_, supervisor| *supervisor != pid);
-            if self.ending == Some(pid) {
+            let not_started =
+                libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == supervise::EXIT_NOT_STARTED;
+            if self.ending.remove(&pid) && !not_started {
                 // The command that ends the sandbox has exited, and its
-                // supervisor reported that first. The kernel kills every
-                // other process of the namespace when PID 1 exits.
+                // supervisor reported that first, or the supervisor was
+                // killed. The kernel kills every other process of the
+                // namespace when PID 1 exits.
                 sys::exit(0);
             }
         }
@@ -593,7 +597,7 @@ impl Init {
             Ok(sys::Fork::Parent(pid)) => {
                 self.supervisors.insert(command_id, pid);
                 if ends_sandbox {
-                    self.ending = Some(pid);
+                    self.ending.insert(pid);
                 }
             }
             Err(e) => command.report_fork_failure(e.raw_os_error().unwrap_or(libc::EAGAIN)),

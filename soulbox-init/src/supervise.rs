@@ -112,6 +112,8 @@ pub fn supervise(command: Command) -> ! {
 /// Reaps the leader, reports its exit, then reaps the rest of the tree until
 /// no descendant is left. With `ends_sandbox` it exits right after the
 /// report instead: PID 1 ends the sandbox when it reaps this process.
+/// Without `report_exit` (the leader failed before its exec) it exits with
+/// [`EXIT_NOT_STARTED`].
 fn reap_tree(leader: libc::pid_t, status: &OwnedFd, report_exit: bool, ends_sandbox: bool) -> ! {
     loop {
         match sys::waitpid(-1, 0) {
@@ -131,15 +133,21 @@ fn reap_tree(leader: libc::pid_t, status: &OwnedFd, report_exit: bool, ends_sand
                 }
             }
             Ok(_) => {}
-            Err(_) => sys::exit(0),
+            Err(_) if report_exit => sys::exit(0),
+            Err(_) => sys::exit(EXIT_NOT_STARTED),
         }
     }
 }
 
+/// Exit status of a supervisor whose command could not start. PID 1 does
+/// not end the sandbox for it, even for a command with `ends_sandbox`,
+/// because no exit status of that command was reported.
+pub const EXIT_NOT_STARTED: i32 = 127;
+
 fn fail(status: &OwnedFd, stage: SpawnStage, error: &io::Error) -> ! {
     let errno = error.raw_os_error().unwrap_or(libc::EIO);
     report(status, StatusRecord::SpawnFailed { stage, errno });
-    sys::exit(127)
+    sys::exit(EXIT_NOT_STARTED)
 }
 
 /// Bytes of stack for the leader until its exec. The leader runs a few

@@ -122,7 +122,7 @@ impl Name {
 
 /// Opens an absolute sandbox path with openat2 RESOLVE_IN_ROOT.
 pub(super) fn open_in_root(sandbox: &Inner, full: &CStr, flags: i32) -> io::Result<OwnedFd> {
-    sys::openat2_in_root(sandbox.root.as_fd(), full, flags, 0)
+    sandbox.with_root(|root| sys::openat2_in_root(root, full, flags, 0))
 }
 
 /// Opens the entry `name` of `dir` without following a symlink.

@@ -253,8 +253,8 @@ impl WatchTree {
         let inotify = sys::inotify_init().map_err(|e| {
             // EMFILE also means that this process has no descriptor left,
             // which no inotify setting changes.
-            let process_limit =
-                e.raw_os_error() == Some(libc::EMFILE) && sandbox.root.try_clone().is_err();
+            let process_limit = e.raw_os_error() == Some(libc::EMFILE)
+                && sandbox.with_root(|root| root.try_clone_to_owned()).is_err();
             if process_limit {
                 Error::os("create an inotify instance")(e)
             } else {
