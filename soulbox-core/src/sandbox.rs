@@ -1946,9 +1946,11 @@ fn blame_damaged_program(error: Error) -> Error {
 /// Waits for PID 1's ready reply, or the step that failed. Returns the
 /// descriptor of the sandbox's root that PID 1 sends before it is ready.
 async fn wait_ready(control: &AsyncFd<OwnedFd>, launch: &Launch) -> Result<Option<OwnedFd>> {
+    let deadline = tokio::time::Instant::now() + SETUP_TIMEOUT;
+    let mut buf = vec![0u8; soulbox_proto::MAX_MESSAGE_LEN];
     let mut root = None;
     loop {
-        match next_setup_reply(control, launch).await? {
+        match next_setup_reply(control, launch, deadline, &mut buf).await? {
             (Reply::Root, fds) => root = fds.into_iter().next(),
             (Reply::Ready, _) => return Ok(root),
             (
@@ -1968,13 +1970,15 @@ async fn wait_ready(control: &AsyncFd<OwnedFd>, launch: &Launch) -> Result<Optio
     }
 }
 
-/// Receives PID 1's next reply during setup, with its descriptors.
+/// Receives PID 1's next reply during setup, with its descriptors, unless
+/// `deadline` passes first.
 async fn next_setup_reply(
     control: &AsyncFd<OwnedFd>,
     launch: &Launch,
+    deadline: tokio::time::Instant,
+    buf: &mut [u8],
 ) -> Result<(Reply, Vec<OwnedFd>)> {
-    let mut buf = vec![0u8; soulbox_proto::MAX_MESSAGE_LEN];
-    let received = tokio::time::timeout(SETUP_TIMEOUT, receive_with_fds(control, &mut buf)).await;
+    let received = tokio::time::timeout_at(deadline, receive_with_fds(control, buf)).await;
     let (len, fds) = match received {
         Ok(result) => result?,
         Err(_) => {
