@@ -5,6 +5,7 @@
 const os = require('node:os')
 
 const check = require('./check')
+const { InvalidArgumentError } = require('./errors')
 const { native, call } = require('./native')
 const { Commands, Pty } = require('./commands')
 const { Filesystem } = require('./filesystem')
@@ -32,6 +33,24 @@ function sandboxInfo(info) {
  * Converts a resource limit for the addon: undefined keeps the default,
  * null (no limit) becomes 0.
  */
+/**
+ * Rejects E2B's create options that SoulBox does not support yet, so that a
+ * sandbox is never created without what the caller asked for.
+ */
+function rejectUnsupportedOptions(opts) {
+  if (opts.allowInternetAccess === true || (opts.network !== undefined && opts.network !== null)) {
+    throw new InvalidArgumentError(
+      'allowInternetAccess and network are not implemented yet in SoulBox: a sandbox has ' +
+        'loopback only, so leave them unset or pass allowInternetAccess: false',
+    )
+  }
+  for (const name of ['lifecycle', 'mcp', 'volumeMounts']) {
+    if (opts[name] !== undefined && opts[name] !== null) {
+      throw new InvalidArgumentError(`${name} is not implemented yet in SoulBox; leave it unset`)
+    }
+  }
+}
+
 function limit(name, value, isValid) {
   if (value === undefined) {
     return undefined
@@ -81,6 +100,7 @@ class Sandbox {
       opts = templateOrOpts
     }
     opts = check.options('opts', opts)
+    rejectUnsupportedOptions(opts)
     const options = {
       template,
       timeoutMs: check.optionalTimeoutMs('timeoutMs', opts.timeoutMs),

@@ -181,13 +181,18 @@ test('create options checked', async (t) => {
     [() => Sandbox.create({ memoryLimit: 1 << 20 }), /memory_limit/],
     [() => Sandbox.create('base'), /template "base"/],
     [() => Sandbox.create(7), /opts must be an object/],
+    [() => Sandbox.create({ allowInternetAccess: true }), /allowInternetAccess/],
+    [() => Sandbox.create({ network: { allowOut: ['10.0.0.1'] } }), /network/],
+    [() => Sandbox.create({ lifecycle: { onTimeout: 'pause' } }), /lifecycle/],
+    [() => Sandbox.create({ mcp: {} }), /mcp/],
+    [() => Sandbox.create({ volumeMounts: {} }), /volumeMounts/],
   ]
   for (const [create, message] of cases) {
     const error = await create().catch((e) => e)
     assert.ok(error instanceof InvalidArgumentError, `expected InvalidArgumentError, got ${error}`)
     assert.match(error.message, message)
   }
-  await withSandbox({ timeoutMs: 0, metadata: { owner: 'tests' } }, async (sbx) => {
+  await withSandbox({ timeoutMs: 0, metadata: { owner: 'tests' }, allowInternetAccess: false }, async (sbx) => {
     assert.equal(await sbx.isRunning(), true)
   })
   const named = await Sandbox.create('host', { envs: { NAMED: 'yes' } })
