@@ -111,7 +111,8 @@ def test_nonzero_exit_keeps_output(sbx: Sandbox) -> None:
     assert raised.value.stdout == "out\n"
     assert raised.value.stderr == "err\n"
     assert raised.value.exit_code == 3
-    assert raised.value.error is None
+    assert raised.value.error == "exit status 3"
+    assert str(raised.value) == "Command exited with code 3 and error:\nerr\n"
 
 
 def test_env_layering() -> None:

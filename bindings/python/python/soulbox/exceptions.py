@@ -78,8 +78,10 @@ class CommandExitException(SandboxException, CommandResult):
         self.errno = None
 
     def __str__(self) -> str:
-        reason = self.error or f"exit code {self.exit_code}"
-        return f"Command exited with code {self.exit_code} ({reason}) and error:\n{self.stderr}"
+        reason = ""
+        if self.error and self.error != f"exit status {self.exit_code}":
+            reason = f" ({self.error})"
+        return f"Command exited with code {self.exit_code}{reason} and error:\n{self.stderr}"
 
     __repr__ = Exception.__repr__
     __eq__ = Exception.__eq__
@@ -91,7 +93,7 @@ def _decode(data: Any) -> str:
 
 
 def exit_error(code: Optional[int], signal: Optional[int], oom_killed: bool) -> Optional[str]:
-    """Describe how a command ended, or return None after a normal exit."""
+    """Describe how a command ended, or return None after an exit with code 0."""
     if signal is not None:
         reason = f"killed by signal {signal}"
         if oom_killed:
@@ -99,6 +101,9 @@ def exit_error(code: Optional[int], signal: Optional[int], oom_killed: bool) -> 
         return reason
     if oom_killed:
         return "out of memory: the sandbox's memory limit was reached"
+    if code:
+        # The wording of E2B's envd, which reports Go's wait error.
+        return f"exit status {code}"
     return None
 
 
