@@ -62,8 +62,8 @@ pub struct ShellArgs {
 pub struct CommandArgs {
     /// Seconds the command may run before it and every process it started
     /// are killed; 0 means no limit. The clock starts when the command
-    /// starts, after any --copy; with `run`, the sandbox itself ends 5 s
-    /// later.
+    /// starts (for `soulbox run`, after its --copy), and `soulbox run`
+    /// also ends the sandbox 5 s after the timeout.
     #[arg(long, value_name = "SECS", default_value_t = 300, value_parser = parse_secs)]
     timeout: u64,
 
