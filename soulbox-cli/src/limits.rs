@@ -9,19 +9,19 @@ use soulbox_core::SandboxOptions;
 pub struct LimitArgs {
     /// Memory limit, swap closed, such as 512M or 2G; `none` for no limit.
     /// Files in the writable layer and /tmp count towards it. Default 2G.
-    #[arg(long, value_name = "SIZE", value_parser = parse_optional_size)]
+    #[arg(long, value_name = "SIZE", value_parser = parse_optional_size, allow_hyphen_values = true)]
     memory: Option<Limit<u64>>,
 
     /// CPU limit in cores, such as 0.5; default: no limit.
-    #[arg(long, value_name = "CORES", value_parser = parse_cpus)]
+    #[arg(long, value_name = "CORES", value_parser = parse_cpus, allow_negative_numbers = true)]
     cpus: Option<f64>,
 
     /// Most processes and threads at once; `none` for no limit. Default 1024.
-    #[arg(long, value_name = "N", value_parser = parse_pids)]
+    #[arg(long, value_name = "N", value_parser = parse_pids, allow_negative_numbers = true)]
     pids: Option<Limit<u64>>,
 
     /// Size of the writable layer, such as 1G. Default 4G.
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, allow_hyphen_values = true)]
     disk: Option<u64>,
 }
 

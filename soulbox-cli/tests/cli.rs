@@ -338,6 +338,21 @@ fn missing_cwd_exits_125() {
 }
 
 #[test]
+fn negative_limits_named_in_errors() {
+    let cases = [
+        ("--cpus", "-1", "positive number of cores"),
+        ("--pids", "-2", "whole number of processes"),
+        ("--memory", "-5", "size such as"),
+        ("--disk", "-1G", "size such as"),
+    ];
+    for (option, value, expected) in cases {
+        let outcome = soulbox(&["run", option, value, "--", "true"]);
+        assert_soulbox_failed(&outcome, &format!("'{value}' for '{option}"));
+        assert_soulbox_failed(&outcome, expected);
+    }
+}
+
+#[test]
 fn output_streams_separate() {
     if !require_root("output_streams_separate") {
         return;
