@@ -7,6 +7,7 @@ import pytest
 
 from conftest import require_root
 from soulbox import (
+    AsyncSandbox,
     CommandExitException,
     CommandResult,
     FileNotFoundException,
@@ -31,6 +32,12 @@ def test_exception_hierarchy() -> None:
     error = CommandExitException(stderr="e", stdout="o", exit_code=2)
     assert (error.stdout, error.stderr, error.exit_code, error.error) == ("o", "e", 2, None)
     assert "code 2" in str(error)
+
+
+def test_constructor_points_to_create() -> None:
+    for make in (lambda: Sandbox(), lambda: Sandbox(template="base"), lambda: AsyncSandbox()):
+        with pytest.raises(TypeError, match=r"\.create\(\.\.\.\)"):
+            make()
 
 
 def test_missing_file_error(sbx: Sandbox) -> None:

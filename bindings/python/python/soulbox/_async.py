@@ -571,7 +571,12 @@ class AsyncSandbox:
     """A sandbox on this machine, with the API of E2B's ``AsyncSandbox``;
     see :class:`soulbox.Sandbox`. Use it as an ``async with`` block."""
 
-    def __init__(self, native: "_native.NativeSandbox") -> None:
+    def __init__(self, native: Optional["_native.NativeSandbox"] = None, **options: Any) -> None:
+        if not isinstance(native, _native.NativeSandbox) or options:
+            raise TypeError(
+                "AsyncSandbox(...) does not create a sandbox: call AsyncSandbox.create(...) to make one or "
+                "AsyncSandbox.connect(sandbox_id) to reach a running one"
+            )
         self._native = native
         self._commands = AsyncCommands(native)
         self._pty = AsyncPty(native)

@@ -601,7 +601,12 @@ class Sandbox:
     collected first (unless it was created with ``kill_on_drop=True``).
     """
 
-    def __init__(self, native: "_native.NativeSandbox") -> None:
+    def __init__(self, native: Optional["_native.NativeSandbox"] = None, **options: Any) -> None:
+        if not isinstance(native, _native.NativeSandbox) or options:
+            raise TypeError(
+                "Sandbox(...) does not create a sandbox: call Sandbox.create(...) to make one or "
+                "Sandbox.connect(sandbox_id) to reach a running one"
+            )
         self._native = native
         self._commands = Commands(native)
         self._pty = Pty(native)
