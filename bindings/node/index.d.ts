@@ -133,6 +133,8 @@ export declare class Sandbox {
    * paused. Rejects with code `UNSUPPORTED` without a writable cgroup v2.
    */
   pause(): Promise<boolean>
+  /** The same as `pause()`, under the name of E2B's beta SDKs. */
+  betaPause(): Promise<boolean>
   /** Resumes this sandbox if it is paused. */
   connect(): Promise<this>
   /** Returns the current resource use, as a one-sample array (E2B: a series). */

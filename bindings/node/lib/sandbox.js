@@ -208,6 +208,11 @@ class Sandbox {
     return call(() => this._native.pause())
   }
 
+  /** The same as `pause()`, under the name of E2B's beta SDKs. */
+  async betaPause() {
+    return this.pause()
+  }
+
   /** Resumes this sandbox if it is paused, as E2B's `sbx.connect()`. */
   async connect() {
     await call(() => this._native.resume())

@@ -96,6 +96,10 @@ def test_pause_and_resume(sbx: Sandbox) -> None:
     assert sbx.resume() is False
     time.sleep(0.3)
     assert len(sbx.files.read("ticks")) > len(frozen)
+    assert sbx.beta_pause() is True
+    assert sbx.get_info().state == SandboxState.PAUSED
+    assert Sandbox.beta_pause(sbx.sandbox_id) is False
+    assert sbx.resume() is True
     counter.kill()
 
 

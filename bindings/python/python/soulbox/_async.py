@@ -749,6 +749,11 @@ class AsyncSandbox:
         """Pause the sandbox; False if it was paused already."""
         return await self._native.pause_async()
 
+    @_class_method_variant("_cls_pause")
+    async def beta_pause(self, **opts: Any) -> bool:
+        """The same as :meth:`pause`, under the name of E2B's beta SDKs."""
+        return await self._native.pause_async()
+
     @classmethod
     async def _cls_resume(cls, sandbox_id: str, **opts: Any) -> bool:
         native = await _native.NativeSandbox.connect_paused_async(sandbox_id)

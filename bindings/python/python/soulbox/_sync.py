@@ -825,6 +825,11 @@ class Sandbox:
         """
         return self._native.pause()
 
+    @_class_method_variant("_cls_pause")
+    def beta_pause(self, **opts: Any) -> bool:
+        """The same as :meth:`pause`, under the name of E2B's beta SDKs."""
+        return self._native.pause()
+
     @classmethod
     def _cls_resume(cls, sandbox_id: str, **opts: Any) -> bool:
         return _native.NativeSandbox.connect_paused(sandbox_id).resume()
