@@ -48,6 +48,13 @@
  * must not call SoulBox in the child if the parent already did, because
  * the child has none of those threads.
  *
+ * Signals. The library changes no signal's disposition. It blocks SIGPIPE
+ * in its own threads, and in the calling thread while a call runs, so that
+ * a write to a pipe that nothing reads (soulbox_command_send_stdin to a
+ * command that closed its stdin) returns an error instead of ending the
+ * program. The calling thread's signal mask is restored before the call
+ * returns.
+ *
  * Panics. No Rust panic crosses into C: a bug inside the library is
  * returned as an error of kind SOULBOX_ERROR_KIND_INTERNAL.
  */

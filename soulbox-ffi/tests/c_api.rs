@@ -157,6 +157,7 @@ c_cases!(
     sandbox_timeout,
     lifecycle_by_id,
     command_read,
+    stdin_closed_pipe,
     pty_session,
     commands_list_connect,
     files_list_and_stat,

@@ -1088,6 +1088,44 @@ static void case_command_read(void) {
     soulbox_sandbox_free(sandbox);
 }
 
+/* Returns whether SIGPIPE is blocked in the calling thread. */
+static bool sigpipe_blocked(void) {
+    sigset_t mask;
+    CHECK(pthread_sigmask(SIG_BLOCK, NULL, &mask) == 0, "pthread_sigmask");
+    return sigismember(&mask, SIGPIPE) == 1;
+}
+
+static void case_stdin_closed_pipe(void) {
+    /* SIGPIPE keeps its default action, which ends the process, as in most
+     * C programs. A write to a pipe that nothing reads must come back as an
+     * error instead. */
+    CHECK(signal(SIGPIPE, SIG_DFL) != SIG_ERR, "signal: %s", strerror(errno));
+    soulbox_sandbox *sandbox = new_sandbox();
+    soulbox_run_options *options = soulbox_run_options_new();
+    OK(soulbox_run_options_set_stdin(options, true));
+    soulbox_command *command = NULL;
+    OK(soulbox_command_start(sandbox, "exec 0<&-; echo closed; sleep 300", options, &command));
+    struct reading r = {0};
+    CHECK(!read_output(command, &r, "closed\n"), "the command ended early: %s", r.stdout_text);
+    EXPECT_ERROR_MESSAGE(soulbox_command_send_stdin(command, (const uint8_t *)"x\n", 2),
+                         SOULBOX_ERROR_KIND_INVALID_ARGUMENT, "closed its stdin or exited");
+    CHECK(!sigpipe_blocked(), "the call left SIGPIPE blocked in the caller's thread");
+    sigset_t pending;
+    CHECK(sigpending(&pending) == 0, "sigpending");
+    CHECK(sigismember(&pending, SIGPIPE) == 0, "the call left a SIGPIPE pending");
+    OK(soulbox_command_kill(command));
+    soulbox_command_free(command);
+
+    /* The sandbox's end closes the pipe of a command that reads it. */
+    OK(soulbox_command_start(sandbox, "cat", options, &command));
+    OK(soulbox_sandbox_kill(sandbox));
+    EXPECT_ERROR(soulbox_command_send_stdin(command, (const uint8_t *)"x\n", 2),
+                 SOULBOX_ERROR_KIND_INVALID_ARGUMENT);
+    soulbox_command_free(command);
+    soulbox_run_options_free(options);
+    soulbox_sandbox_free(sandbox);
+}
+
 /* Types `line` into the PTY session and reads until `needle` appears. */
 static void type_and_expect(soulbox_command *pty, const char *line, const char *needle) {
     OK(soulbox_command_send_stdin(pty, (const uint8_t *)line, strlen(line)));
@@ -1707,6 +1745,7 @@ static const struct {
     {"sandbox_timeout", case_sandbox_timeout},
     {"lifecycle_by_id", case_lifecycle_by_id},
     {"command_read", case_command_read},
+    {"stdin_closed_pipe", case_stdin_closed_pipe},
     {"pty_session", case_pty_session},
     {"commands_list_connect", case_commands_list_connect},
     {"files_list_and_stat", case_files_list_and_stat},
