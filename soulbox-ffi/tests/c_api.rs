@@ -160,6 +160,7 @@ c_cases!(
     stdin_closed_pipe,
     pty_session,
     commands_list_connect,
+    commands_connect_other_handle,
     files_list_and_stat,
     files_rename,
     files_watch,

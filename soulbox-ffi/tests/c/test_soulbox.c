@@ -1296,6 +1296,44 @@ static void case_commands_list_connect(void) {
     soulbox_sandbox_free(sandbox);
 }
 
+static void case_commands_connect_other_handle(void) {
+    soulbox_sandbox *sandbox = new_sandbox();
+    soulbox_run_options *options = soulbox_run_options_new();
+    OK(soulbox_run_options_set_tag(options, "worker"));
+    soulbox_command *command = NULL;
+    OK(soulbox_command_start(sandbox, "sleep 300", options, &command));
+    soulbox_run_options_free(options);
+    uint32_t pid = soulbox_command_pid(command);
+
+    /* Another handle of the same sandbox lists and reaches only the commands
+     * started through it, and the error names the C call that lists them. */
+    soulbox_sandbox *other = NULL;
+    OK(soulbox_sandbox_connect(soulbox_sandbox_id(sandbox), &other));
+    soulbox_process_info_list *list = NULL;
+    OK(soulbox_commands_list(other, &list));
+    CHECK(list->len == 0, "the other handle lists %zu commands", list->len);
+    soulbox_process_info_list_free(list);
+    soulbox_command *attached = GARBAGE;
+    EXPECT_ERROR_ERRNO(soulbox_commands_connect(other, pid, &attached),
+                       SOULBOX_ERROR_KIND_NOT_FOUND, ENOENT);
+    CHECK(attached == NULL, "a failed connect stores NULL");
+    EXPECT_ERROR_MESSAGE(soulbox_commands_connect(other, pid, &attached),
+                         SOULBOX_ERROR_KIND_NOT_FOUND, "soulbox_commands_list");
+    EXPECT_ERROR_MESSAGE(soulbox_commands_connect(other, pid, &attached),
+                         SOULBOX_ERROR_KIND_NOT_FOUND, soulbox_sandbox_id(sandbox));
+    EXPECT_ERROR_MESSAGE(soulbox_commands_connect_tag(other, "worker", &attached),
+                         SOULBOX_ERROR_KIND_NOT_FOUND, "tag \"worker\"");
+    soulbox_sandbox_free(other);
+
+    /* The handle that started it reaches it. */
+    OK(soulbox_commands_connect(sandbox, pid, &attached));
+    CHECK(soulbox_command_pid(attached) == pid, "attached pid %u", soulbox_command_pid(attached));
+    soulbox_command_free(attached);
+    OK(soulbox_command_kill(command));
+    soulbox_command_free(command);
+    soulbox_sandbox_free(sandbox);
+}
+
 static const soulbox_entry_info *find_entry(const soulbox_entry_info_list *list,
                                             const char *path) {
     for (size_t i = 0; i < list->len; i++) {
@@ -1748,6 +1786,7 @@ static const struct {
     {"stdin_closed_pipe", case_stdin_closed_pipe},
     {"pty_session", case_pty_session},
     {"commands_list_connect", case_commands_list_connect},
+    {"commands_connect_other_handle", case_commands_connect_other_handle},
     {"files_list_and_stat", case_files_list_and_stat},
     {"files_rename", case_files_rename},
     {"files_watch", case_files_watch},
