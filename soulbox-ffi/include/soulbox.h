@@ -933,7 +933,11 @@ struct soulbox_error *soulbox_command_read(struct soulbox_command *command,
  * its pipe is full. `data` may be NULL when `len` is 0.
  *
  * Errors: INVALID_ARGUMENT when the command was started without the
- * stdin option, its stdin was closed, or it exited.
+ * stdin option, when `soulbox_command_close_stdin` closed it, or when no
+ * process reads the pipe any more: the command closed its stdin or exited
+ * and left no process that has it open, or the sandbox ended. Input to a
+ * PTY session after its shell exited, or after the sandbox ended, is lost
+ * without an error.
  */
 struct soulbox_error *soulbox_command_send_stdin(struct soulbox_command *command,
                                                  const uint8_t *data,
@@ -969,6 +973,10 @@ struct soulbox_error *soulbox_command_kill(struct soulbox_command *command);
  * timeout passes or the sandbox ends; its later output is read and
  * discarded unless another handle from `soulbox_commands_connect`
  * receives it. NULL is ignored.
+ *
+ * No other thread may be in a call on the handle: a wait or read in
+ * progress would use freed memory. End such a call first, for example
+ * with `soulbox_command_kill`, and free the handle after it returned.
  */
 void soulbox_command_free(struct soulbox_command *command);
 
@@ -1431,7 +1439,8 @@ struct soulbox_error *soulbox_pty_create(struct soulbox_sandbox *sandbox,
  * sends the command SIGWINCH.
  *
  * Errors: INVALID_ARGUMENT if the command has no PTY (it was not started
- * by `soulbox_pty_create`) or a size is 0.
+ * by `soulbox_pty_create`) or a size is 0. A resize after the session
+ * ended, or after the sandbox ended, succeeds and changes nothing.
  */
 struct soulbox_error *soulbox_command_resize(struct soulbox_command *command,
                                              uint16_t rows,
@@ -1586,8 +1595,11 @@ struct soulbox_error *soulbox_sandbox_kill(struct soulbox_sandbox *sandbox);
  * created with `soulbox_options_set_kill_on_drop` is killed here, and
  * only by freeing the handle that `soulbox_sandbox_create` returned. If
  * an output callback frees that handle during `soulbox_run`, the kill
- * waits until that call returns. Commands started through the handle
- * stay valid and still have to be freed. NULL is ignored.
+ * waits until that call returns. Commands and watchers started through
+ * the handle stay valid and still have to be freed. When this call kills
+ * the sandbox, calls in other threads that wait for a running command's
+ * output or end, or for a watcher's next event, return
+ * SANDBOX_NOT_RUNNING. NULL is ignored.
  */
 void soulbox_sandbox_free(struct soulbox_sandbox *sandbox);
 
@@ -1652,6 +1664,11 @@ struct soulbox_error *soulbox_watcher_stop(struct soulbox_watcher *watcher);
 /**
  * Stops the watch and frees the watcher with the events it still queued.
  * NULL is ignored.
+ *
+ * No other thread may be in a call on the watcher: a
+ * `soulbox_watcher_next` in progress would use freed memory. Call
+ * `soulbox_watcher_stop`, which ends it, and free the watcher after that
+ * call returned.
  */
 void soulbox_watcher_free(struct soulbox_watcher *watcher);
 

@@ -164,6 +164,8 @@ c_cases!(
     files_list_and_stat,
     files_rename,
     files_watch,
+    pty_input_after_end,
+    free_during_waits,
     files_copy_tree,
     version,
 );

@@ -360,8 +360,11 @@ pub extern "C" fn soulbox_sandbox_kill(sandbox: *mut Sandbox) -> *mut Error {
 /// created with `soulbox_options_set_kill_on_drop` is killed here, and
 /// only by freeing the handle that `soulbox_sandbox_create` returned. If
 /// an output callback frees that handle during `soulbox_run`, the kill
-/// waits until that call returns. Commands started through the handle
-/// stay valid and still have to be freed. NULL is ignored.
+/// waits until that call returns. Commands and watchers started through
+/// the handle stay valid and still have to be freed. When this call kills
+/// the sandbox, calls in other threads that wait for a running command's
+/// output or end, or for a watcher's next event, return
+/// SANDBOX_NOT_RUNNING. NULL is ignored.
 #[no_mangle]
 pub extern "C" fn soulbox_sandbox_free(sandbox: *mut Sandbox) {
     guard_value((), || {

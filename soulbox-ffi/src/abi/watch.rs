@@ -94,6 +94,11 @@ pub extern "C" fn soulbox_watcher_stop(watcher: *mut Watcher) -> *mut Error {
 
 /// Stops the watch and frees the watcher with the events it still queued.
 /// NULL is ignored.
+///
+/// No other thread may be in a call on the watcher: a
+/// `soulbox_watcher_next` in progress would use freed memory. Call
+/// `soulbox_watcher_stop`, which ends it, and free the watcher after that
+/// call returned.
 #[no_mangle]
 pub extern "C" fn soulbox_watcher_free(watcher: *mut Watcher) {
     guard_value((), || {

@@ -759,14 +759,21 @@ static void case_kill_on_drop(void) {
                        ESRCH);
 }
 
-static void case_free_keeps_running(void) {
+/* Returns a sandbox that outlives its handle for up to 120 s, and copies
+ * its id to `id`, which has `id_size` bytes. */
+static soulbox_sandbox *lasting_sandbox(char *id, size_t id_size) {
     soulbox_options *options = soulbox_options_new();
     OK(soulbox_options_set_timeout_ms(options, 120000));
     soulbox_sandbox *sandbox = NULL;
     OK(soulbox_sandbox_create(options, &sandbox));
     soulbox_options_free(options);
+    snprintf(id, id_size, "%s", soulbox_sandbox_id(sandbox));
+    return sandbox;
+}
+
+static void case_free_keeps_running(void) {
     char id[64];
-    snprintf(id, sizeof id, "%s", soulbox_sandbox_id(sandbox));
+    soulbox_sandbox *sandbox = lasting_sandbox(id, sizeof id);
     OK(soulbox_files_write(sandbox, "marker", (const uint8_t *)"kept", 4, NULL));
     soulbox_command *command = NULL;
     OK(soulbox_command_start(sandbox, "sleep 300", NULL, &command));
@@ -1642,6 +1649,91 @@ static void case_files_watch(void) {
     soulbox_sandbox_free(sandbox);
 }
 
+static void case_pty_input_after_end(void) {
+    soulbox_sandbox *sandbox = new_sandbox();
+    soulbox_command *pty = NULL;
+    OK(soulbox_pty_create(sandbox, 24, 80, NULL, &pty));
+    OK(soulbox_command_send_stdin(pty, (const uint8_t *)"exit 4\n", 7));
+    soulbox_output *output = NULL;
+    OK(soulbox_command_wait(pty, NULL, NULL, &output));
+    CHECK(output->exit_code == 4, "shell exit code %d", output->exit_code);
+    soulbox_output_free(output);
+    /* As soulbox.h says: input after the shell's exit is lost without an
+     * error, and a resize changes nothing. */
+    OK(soulbox_command_send_stdin(pty, (const uint8_t *)"echo lost\n", 10));
+    OK(soulbox_command_resize(pty, 30, 100));
+    soulbox_command_free(pty);
+
+    /* The same after the sandbox's end, while reads report that end. */
+    OK(soulbox_pty_create(sandbox, 24, 80, NULL, &pty));
+    OK(soulbox_sandbox_kill(sandbox));
+    OK(soulbox_command_send_stdin(pty, (const uint8_t *)"echo lost\n", 10));
+    OK(soulbox_command_resize(pty, 30, 100));
+    /* Output written before the end, such as the prompt, comes first. */
+    soulbox_error *error = NULL;
+    for (int i = 0; i < 100 && error == NULL; i++) {
+        soulbox_chunk *chunk = NULL;
+        bool ended = false;
+        error = soulbox_command_read(pty, -1, &ended, &chunk);
+        CHECK(!ended, "the read reported the end instead of the sandbox's end");
+        CHECK(error == NULL || chunk == NULL, "a failed read stored a chunk");
+        soulbox_chunk_free(chunk);
+    }
+    EXPECT_ERROR_MESSAGE(error, SOULBOX_ERROR_KIND_SANDBOX_NOT_RUNNING,
+                         soulbox_sandbox_id(sandbox));
+    soulbox_command_free(pty);
+    soulbox_sandbox_free(sandbox);
+}
+
+static void case_free_during_waits(void) {
+    /* Without kill_on_drop, a watcher outlives the handle it came from. */
+    char id[64];
+    soulbox_sandbox *sandbox = lasting_sandbox(id, sizeof id);
+    soulbox_watcher *watcher = NULL;
+    OK(soulbox_files_watch_dir(sandbox, ".", false, NULL, &watcher));
+    soulbox_command *command = NULL;
+    OK(soulbox_command_start(sandbox, "sleep 0.3; echo x > after-free", NULL, &command));
+    soulbox_sandbox_free(sandbox);
+    char seen[1024] = "";
+    CHECK(await_event(watcher, "after-free", SOULBOX_FILESYSTEM_EVENT_KIND_CREATE, seen,
+                      sizeof seen),
+          "no CREATE event after the handle's free; events: %s", seen);
+    soulbox_output *output = NULL;
+    OK(soulbox_command_wait(command, NULL, NULL, &output));
+    CHECK(output->exit_code == 0, "exit code %d", output->exit_code);
+    soulbox_output_free(output);
+    soulbox_command_free(command);
+    bool was_running = false;
+    OK(soulbox_sandbox_kill_id(id, &was_running));
+    CHECK(was_running, "kill_id found the sandbox");
+    soulbox_watcher_free(watcher);
+
+    /* With kill_on_drop, the free kills the sandbox, which ends a wait on a
+     * PTY session and a watcher_next that wait without limit in other
+     * threads. */
+    sandbox = new_sandbox();
+    snprintf(id, sizeof id, "%s", soulbox_sandbox_id(sandbox));
+    OK(soulbox_files_watch_dir(sandbox, ".", false, NULL, &watcher));
+    soulbox_command *pty = NULL;
+    OK(soulbox_pty_create(sandbox, 24, 80, NULL, &pty));
+    struct waiter pty_waiter = {.command = pty};
+    struct watch_waiter watch_waiter = {.watcher = watcher};
+    pthread_t pty_thread, watch_thread;
+    CHECK(pthread_create(&pty_thread, NULL, wait_in_thread, &pty_waiter) == 0, "pthread_create");
+    CHECK(pthread_create(&watch_thread, NULL, next_in_thread, &watch_waiter) == 0,
+          "pthread_create");
+    usleep(300 * 1000);
+    soulbox_sandbox_free(sandbox);
+    CHECK(pthread_join(pty_thread, NULL) == 0, "pthread_join");
+    CHECK(pthread_join(watch_thread, NULL) == 0, "pthread_join");
+    EXPECT_ERROR_MESSAGE(pty_waiter.error, SOULBOX_ERROR_KIND_SANDBOX_NOT_RUNNING, id);
+    CHECK(pty_waiter.output == NULL, "the ended wait returned an output");
+    EXPECT_ERROR_MESSAGE(watch_waiter.error, SOULBOX_ERROR_KIND_SANDBOX_NOT_RUNNING, id);
+    CHECK(watch_waiter.event == NULL, "the ended next returned an event");
+    soulbox_command_free(pty);
+    soulbox_watcher_free(watcher);
+}
+
 static int remove_entry(const char *path, const struct stat *st, int type, struct FTW *ftw) {
     (void)st;
     (void)type;
@@ -1790,6 +1882,8 @@ static const struct {
     {"files_list_and_stat", case_files_list_and_stat},
     {"files_rename", case_files_rename},
     {"files_watch", case_files_watch},
+    {"pty_input_after_end", case_pty_input_after_end},
+    {"free_during_waits", case_free_during_waits},
     {"files_copy_tree", case_files_copy_tree},
     {"version", case_version},
     {"sanitizer_catches_leak", case_sanitizer_catches_leak},
