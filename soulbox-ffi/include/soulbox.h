@@ -475,7 +475,8 @@ typedef struct soulbox_key_value {
 
 /**
  * A running command as `soulbox_commands_list` returns it. It belongs to
- * its list, and so do the strings and arrays it points to.
+ * its list, and so do the strings and arrays it points to. Bytes of its
+ * strings that are not UTF-8 become U+FFFD.
  */
 typedef struct soulbox_process_info {
   /**
@@ -489,7 +490,7 @@ typedef struct soulbox_process_info {
   const char *tag;
   /**
    * The program, such as "/bin/bash" for a command line run through the
-   * shell. Bytes that are not UTF-8 become U+FFFD.
+   * shell.
    */
   const char *cmd;
   /**
@@ -1619,8 +1620,13 @@ void soulbox_sandbox_free(struct soulbox_sandbox *sandbox);
  * and symlinks to directories are not followed. Each watcher uses one of
  * the host's inotify instances (fs.inotify.max_user_instances).
  *
+ * A recursive watch covers at most 4096 directories, because inotify
+ * watches count against a limit that all of the host user's processes
+ * share.
+ *
  * Errors: FILE_NOT_FOUND if `path` does not exist; INVALID_ARGUMENT if
- * it is not a directory; PERMISSION_DENIED if the user may not read it;
+ * it is not a directory, or if `recursive` is true and the tree has more
+ * than 4096 directories, `path` included; PERMISSION_DENIED if the user may not read it;
  * WATCH_LIMIT if the host's inotify limits allow no more watches or
  * instances.
  */
@@ -1646,8 +1652,15 @@ struct soulbox_error *soulbox_files_watch_dir(struct soulbox_sandbox *sandbox,
  *
  * Errors, after which the watch goes on: WATCH_EVENTS_LOST when events
  * were dropped because 4096 unread ones were queued; WATCH_LIMIT when a
- * new subdirectory could not be watched. SANDBOX_NOT_RUNNING is the last
- * error, when the sandbox has ended.
+ * new subdirectory could not be watched because of the host's inotify
+ * limits; INVALID_ARGUMENT when it was not watched because a recursive
+ * watch already covers 4096 directories. Changes below that subdirectory
+ * are then not reported. SANDBOX_NOT_RUNNING is the last error, when the
+ * sandbox has ended.
+ *
+ * NOTE: soulbox-core queues the WATCH_EVENTS_LOST report only with the
+ * first change after the queue has room again. A caller that read every
+ * queued event learns of the loss only when the directory changes again.
  */
 struct soulbox_error *soulbox_watcher_next(struct soulbox_watcher *watcher,
                                            int64_t timeout_ms,

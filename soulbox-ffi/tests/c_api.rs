@@ -164,6 +164,7 @@ c_cases!(
     files_list_and_stat,
     files_rename,
     files_watch,
+    files_watch_limit,
     pty_input_after_end,
     free_during_waits,
     files_copy_tree,

@@ -1649,6 +1649,66 @@ static void case_files_watch(void) {
     soulbox_sandbox_free(sandbox);
 }
 
+/* Reads events of `watcher` for up to 20 s until an error comes, and
+ * returns it. The names of the events read are appended to `seen`. */
+static soulbox_error *await_watch_error(soulbox_watcher *watcher, char *seen, size_t seen_size) {
+    struct timespec start;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    while (seconds_since(&start) < 20.0) {
+        soulbox_filesystem_event *event = NULL;
+        bool ended = false;
+        soulbox_error *error = soulbox_watcher_next(watcher, 1000, &ended, &event);
+        if (error != NULL) return error;
+        CHECK(!ended, "the watch ended; events: %s", seen);
+        if (event == NULL) continue;
+        size_t used = strlen(seen);
+        snprintf(seen + used, seen_size - used, "%s\n", event->name);
+        soulbox_filesystem_event_free(event);
+    }
+    return NULL;
+}
+
+static void case_files_watch_limit(void) {
+    soulbox_sandbox *sandbox = new_sandbox();
+    /* With its top, the tree has 4095 directories, one less than a
+     * recursive watch covers. */
+    soulbox_output *output = run(sandbox, "mkdir many && cd many && mkdir $(seq -f d%g 1 4094)", NULL);
+    CHECK(output->exit_code == 0, "mkdir failed: %s", (const char *)output->stderr_data);
+    soulbox_output_free(output);
+    soulbox_watcher *watcher = NULL;
+    OK(soulbox_files_watch_dir(sandbox, "many", true, NULL, &watcher));
+
+    /* The first new subdirectory is watched, the second is not, and an
+     * error says so. */
+    OK(soulbox_files_make_dir(sandbox, "many/e1", NULL, NULL));
+    OK(soulbox_files_make_dir(sandbox, "many/e2", NULL, NULL));
+    char seen[256] = "";
+    soulbox_error *error = await_watch_error(watcher, seen, sizeof seen);
+    CHECK(error != NULL, "no error within 20 s; events: %s", seen);
+    EXPECT_ERROR_MESSAGE(error, SOULBOX_ERROR_KIND_INVALID_ARGUMENT,
+                         "more than 4096 directory watches");
+
+    /* The watch goes on for what it covers. */
+    seen[0] = '\0';
+    OK(soulbox_files_write(sandbox, "many/e2/unwatched", (const uint8_t *)"x", 1, NULL));
+    OK(soulbox_files_write(sandbox, "many/e1/watched", (const uint8_t *)"x", 1, NULL));
+    CHECK(await_event(watcher, "e1/watched", SOULBOX_FILESYSTEM_EVENT_KIND_CREATE, seen,
+                      sizeof seen),
+          "no CREATE event for e1/watched; events: %s", seen);
+    CHECK(strstr(seen, "unwatched") == NULL, "an unwatched directory reported: %s", seen);
+    soulbox_watcher_free(watcher);
+
+    /* A tree that is already too large fails at the start, unless the watch
+     * is not recursive. */
+    watcher = GARBAGE;
+    EXPECT_ERROR_MESSAGE(soulbox_files_watch_dir(sandbox, "many", true, NULL, &watcher),
+                         SOULBOX_ERROR_KIND_INVALID_ARGUMENT, "more than 4096 directory watches");
+    CHECK(watcher == NULL, "a failed watch_dir stores NULL");
+    OK(soulbox_files_watch_dir(sandbox, "many", false, NULL, &watcher));
+    soulbox_watcher_free(watcher);
+    soulbox_sandbox_free(sandbox);
+}
+
 static void case_pty_input_after_end(void) {
     soulbox_sandbox *sandbox = new_sandbox();
     soulbox_command *pty = NULL;
@@ -1882,6 +1942,7 @@ static const struct {
     {"files_list_and_stat", case_files_list_and_stat},
     {"files_rename", case_files_rename},
     {"files_watch", case_files_watch},
+    {"files_watch_limit", case_files_watch_limit},
     {"pty_input_after_end", case_pty_input_after_end},
     {"free_during_waits", case_free_during_waits},
     {"files_copy_tree", case_files_copy_tree},
