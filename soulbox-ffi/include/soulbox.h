@@ -1487,7 +1487,8 @@ struct soulbox_error *soulbox_sandbox_kill_id(const char *id, bool *was_running)
  * Lists this user's running and paused sandboxes, oldest first, whether
  * this process created them or not. Only sandboxes whose metadata
  * contains every one of the `metadata_len` pairs in `metadata` are listed
- * (`metadata` may be NULL when `metadata_len` is 0), and only those in
+ * (`metadata` is not read when `metadata_len` is 0, and may be NULL), and
+ * only those in
  * `state` unless it is SOULBOX_SANDBOX_STATE_ANY. On success stores the
  * list in `*out`, which the caller frees with `soulbox_sandbox_info_list_free`;
  * on failure stores NULL.

@@ -713,6 +713,16 @@ static void case_null_arguments(void) {
     EXPECT_ERROR(soulbox_files_remove(sandbox, NULL, NULL), invalid);
     EXPECT_ERROR(soulbox_files_make_dir(sandbox, NULL, NULL, NULL), invalid);
     CHECK(soulbox_sandbox_is_running(sandbox), "the sandbox survives bad arguments");
+
+    /* An array of length 0 is not read, so its pointer may be anything,
+     * even one that is not aligned for its type. */
+    soulbox_sandbox_info_list *sandboxes = GARBAGE;
+    OK(soulbox_sandbox_list(GARBAGE, 0, SOULBOX_SANDBOX_STATE_ANY, &sandboxes));
+    CHECK(sandboxes != NULL && sandboxes != GARBAGE, "list stored no list");
+    soulbox_sandbox_info_list_free(sandboxes);
+    OK(soulbox_files_write(sandbox, "empty", GARBAGE, 0, NULL));
+    OK(soulbox_files_exists(sandbox, "empty", NULL, &flag));
+    CHECK(flag, "an empty write created no file");
     soulbox_sandbox_free(sandbox);
 }
 
