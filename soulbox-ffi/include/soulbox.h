@@ -48,6 +48,13 @@
  * must not call SoulBox in the child if the parent already did, because
  * the child has none of those threads.
  *
+ * Signals. The library changes no signal's disposition. It blocks SIGPIPE
+ * in its own threads, and in the calling thread while a call runs, so that
+ * a write to a pipe that nothing reads (soulbox_command_send_stdin to a
+ * command that closed its stdin) returns an error instead of ending the
+ * program. The calling thread's signal mask is restored before the call
+ * returns.
+ *
  * Panics. No Rust panic crosses into C: a bug inside the library is
  * returned as an error of kind SOULBOX_ERROR_KIND_INTERNAL.
  */
@@ -468,7 +475,8 @@ typedef struct soulbox_key_value {
 
 /**
  * A running command as `soulbox_commands_list` returns it. It belongs to
- * its list, and so do the strings and arrays it points to.
+ * its list, and so do the strings and arrays it points to. Bytes of its
+ * strings that are not UTF-8 become U+FFFD.
  */
 typedef struct soulbox_process_info {
   /**
@@ -482,7 +490,7 @@ typedef struct soulbox_process_info {
   const char *tag;
   /**
    * The program, such as "/bin/bash" for a command line run through the
-   * shell. Bytes that are not UTF-8 become U+FFFD.
+   * shell.
    */
   const char *cmd;
   /**
@@ -926,7 +934,11 @@ struct soulbox_error *soulbox_command_read(struct soulbox_command *command,
  * its pipe is full. `data` may be NULL when `len` is 0.
  *
  * Errors: INVALID_ARGUMENT when the command was started without the
- * stdin option, its stdin was closed, or it exited.
+ * stdin option, when `soulbox_command_close_stdin` closed it, or when no
+ * process reads the pipe any more: the command closed its stdin or exited
+ * and left no process that has it open, or the sandbox ended. Input to a
+ * PTY session after its shell exited, or after the sandbox ended, is lost
+ * without an error.
  */
 struct soulbox_error *soulbox_command_send_stdin(struct soulbox_command *command,
                                                  const uint8_t *data,
@@ -962,6 +974,10 @@ struct soulbox_error *soulbox_command_kill(struct soulbox_command *command);
  * timeout passes or the sandbox ends; its later output is read and
  * discarded unless another handle from `soulbox_commands_connect`
  * receives it. NULL is ignored.
+ *
+ * No other thread may be in a call on the handle: a wait or read in
+ * progress would use freed memory. End such a call first, for example
+ * with `soulbox_command_kill`, and free the handle after it returned.
  */
 void soulbox_command_free(struct soulbox_command *command);
 
@@ -1424,7 +1440,8 @@ struct soulbox_error *soulbox_pty_create(struct soulbox_sandbox *sandbox,
  * sends the command SIGWINCH.
  *
  * Errors: INVALID_ARGUMENT if the command has no PTY (it was not started
- * by `soulbox_pty_create`) or a size is 0.
+ * by `soulbox_pty_create`) or a size is 0. A resize after the session
+ * ended, or after the sandbox ended, succeeds and changes nothing.
  */
 struct soulbox_error *soulbox_command_resize(struct soulbox_command *command,
                                              uint16_t rows,
@@ -1470,7 +1487,8 @@ struct soulbox_error *soulbox_sandbox_kill_id(const char *id, bool *was_running)
  * Lists this user's running and paused sandboxes, oldest first, whether
  * this process created them or not. Only sandboxes whose metadata
  * contains every one of the `metadata_len` pairs in `metadata` are listed
- * (`metadata` may be NULL when `metadata_len` is 0), and only those in
+ * (`metadata` is not read when `metadata_len` is 0, and may be NULL), and
+ * only those in
  * `state` unless it is SOULBOX_SANDBOX_STATE_ANY. On success stores the
  * list in `*out`, which the caller frees with `soulbox_sandbox_info_list_free`;
  * on failure stores NULL.
@@ -1579,8 +1597,11 @@ struct soulbox_error *soulbox_sandbox_kill(struct soulbox_sandbox *sandbox);
  * created with `soulbox_options_set_kill_on_drop` is killed here, and
  * only by freeing the handle that `soulbox_sandbox_create` returned. If
  * an output callback frees that handle during `soulbox_run`, the kill
- * waits until that call returns. Commands started through the handle
- * stay valid and still have to be freed. NULL is ignored.
+ * waits until that call returns. Commands and watchers started through
+ * the handle stay valid and still have to be freed. When this call kills
+ * the sandbox, calls in other threads that wait for a running command's
+ * output or end, or for a watcher's next event, return
+ * SANDBOX_NOT_RUNNING. NULL is ignored.
  */
 void soulbox_sandbox_free(struct soulbox_sandbox *sandbox);
 
@@ -1600,8 +1621,13 @@ void soulbox_sandbox_free(struct soulbox_sandbox *sandbox);
  * and symlinks to directories are not followed. Each watcher uses one of
  * the host's inotify instances (fs.inotify.max_user_instances).
  *
+ * A recursive watch covers at most 4096 directories, because inotify
+ * watches count against a limit that all of the host user's processes
+ * share.
+ *
  * Errors: FILE_NOT_FOUND if `path` does not exist; INVALID_ARGUMENT if
- * it is not a directory; PERMISSION_DENIED if the user may not read it;
+ * it is not a directory, or if `recursive` is true and the tree has more
+ * than 4096 directories, `path` included; PERMISSION_DENIED if the user may not read it;
  * WATCH_LIMIT if the host's inotify limits allow no more watches or
  * instances.
  */
@@ -1627,8 +1653,15 @@ struct soulbox_error *soulbox_files_watch_dir(struct soulbox_sandbox *sandbox,
  *
  * Errors, after which the watch goes on: WATCH_EVENTS_LOST when events
  * were dropped because 4096 unread ones were queued; WATCH_LIMIT when a
- * new subdirectory could not be watched. SANDBOX_NOT_RUNNING is the last
- * error, when the sandbox has ended.
+ * new subdirectory could not be watched because of the host's inotify
+ * limits; INVALID_ARGUMENT when it was not watched because a recursive
+ * watch already covers 4096 directories. Changes below that subdirectory
+ * are then not reported. SANDBOX_NOT_RUNNING is the last error, when the
+ * sandbox has ended.
+ *
+ * NOTE: soulbox-core queues the WATCH_EVENTS_LOST report only with the
+ * first change after the queue has room again. A caller that read every
+ * queued event learns of the loss only when the directory changes again.
  */
 struct soulbox_error *soulbox_watcher_next(struct soulbox_watcher *watcher,
                                            int64_t timeout_ms,
@@ -1645,6 +1678,11 @@ struct soulbox_error *soulbox_watcher_stop(struct soulbox_watcher *watcher);
 /**
  * Stops the watch and frees the watcher with the events it still queued.
  * NULL is ignored.
+ *
+ * No other thread may be in a call on the watcher: a
+ * `soulbox_watcher_next` in progress would use freed memory. Call
+ * `soulbox_watcher_stop`, which ends it, and free the watcher after that
+ * call returned.
  */
 void soulbox_watcher_free(struct soulbox_watcher *watcher);
 

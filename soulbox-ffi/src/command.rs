@@ -6,11 +6,11 @@ use std::sync::{Mutex, MutexGuard, TryLockError};
 use std::time::Duration;
 
 use soulbox_core::{
-    CommandController, CommandEvent, CommandExit, CommandHandle, Sandbox as CoreSandbox, Selector,
-    DEFAULT_COMMAND_TIMEOUT,
+    CommandController, CommandEvent, CommandExit, CommandHandle, Error as CoreError,
+    Sandbox as CoreSandbox, Selector, DEFAULT_COMMAND_TIMEOUT,
 };
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::options::RunOptions;
 use crate::output::{ChunkBlock, OutputBlock, Stream};
 use crate::processes::ProcessListBlock;
@@ -151,8 +151,12 @@ impl Command {
 
     /// Attaches a new handle to the running command that `selector` names.
     pub fn connect(sandbox: &Sandbox, selector: Selector) -> Result<Box<Self>> {
-        let handle = sandbox.inner.commands().connect(selector)?;
-        Ok(Self::wrap(handle))
+        match sandbox.inner.commands().connect(selector.clone()) {
+            Ok(handle) => Ok(Self::wrap(handle)),
+            // soulbox-core's message names its Rust method list().
+            Err(CoreError::NotFound(_)) => Err(command_not_found(sandbox, &selector)),
+            Err(other) => Err(other.into()),
+        }
     }
 
     fn wrap(handle: CommandHandle) -> Box<Self> {
@@ -228,6 +232,25 @@ impl Command {
     pub fn resize(&self, rows: u16, cols: u16) -> Result<()> {
         Ok(self.controller.resize(rows, cols)?)
     }
+}
+
+/// The error for a pid or tag that no command started through `sandbox`
+/// has. A command started through another handle of the same sandbox is
+/// not found either, which is the surprise the message explains.
+fn command_not_found(sandbox: &Sandbox, selector: &Selector) -> Error {
+    let selected = match selector {
+        Selector::Pid(pid) => format!("pid {pid}"),
+        Selector::Tag(tag) => format!("tag {tag:?}"),
+    };
+    Error::new(
+        ErrorKind::NotFound,
+        libc::ENOENT,
+        &format!(
+            "not found: no running command with {selected} was started through this handle of \
+             sandbox {}; soulbox_commands_list shows the ones that were",
+            sandbox.inner.id()
+        ),
+    )
 }
 
 /// Lists the commands started through `sandbox` whose first process still

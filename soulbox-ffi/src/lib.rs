@@ -12,8 +12,10 @@
 //! - the safe modules (`sandbox`, `command`, `files`, `watch`, `options`,
 //!   `output`, `info`, `entry`, `processes`, `block`, `error`, `runtime`)
 //!   work on Rust types only;
-//! - `abi` contains every `extern "C"` function and all of the crate's
-//!   `unsafe`: turning C pointers into references and back into boxes.
+//! - `abi` contains every `extern "C"` function and nearly all of the
+//!   crate's `unsafe`: turning C pointers into references and back into
+//!   boxes. The rest is in `signals`, which blocks SIGPIPE with libc's
+//!   signal-mask calls.
 //!
 //! `include/soulbox.h` is generated from `abi` and the types it exports
 //! with cbindgen (`soulbox-ffi/cbindgen.toml`); the documentation comments
@@ -37,4 +39,9 @@ mod output;
 mod processes;
 mod runtime;
 mod sandbox;
+#[expect(
+    unsafe_code,
+    reason = "libc's signal-mask calls, which have no safe wrapper in std"
+)]
+mod signals;
 mod watch;

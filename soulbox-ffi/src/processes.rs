@@ -9,7 +9,8 @@ use crate::block::{array_ptr, Strings};
 use crate::info::KeyValue;
 
 /// A running command as `soulbox_commands_list` returns it. It belongs to
-/// its list, and so do the strings and arrays it points to.
+/// its list, and so do the strings and arrays it points to. Bytes of its
+/// strings that are not UTF-8 become U+FFFD.
 #[repr(C)]
 #[derive(Debug)]
 pub struct ProcessInfo {
@@ -19,7 +20,7 @@ pub struct ProcessInfo {
     /// The tag given with `soulbox_run_options_set_tag`, or NULL.
     pub tag: *const c_char,
     /// The program, such as "/bin/bash" for a command line run through the
-    /// shell. Bytes that are not UTF-8 become U+FFFD.
+    /// shell.
     pub cmd: *const c_char,
     /// Its arguments, without the program; NULL when there are none.
     pub args: *const *const c_char,

@@ -8,6 +8,9 @@
 //! C program is busy elsewhere. Two workers are enough because those tasks
 //! only move bytes between descriptors and channels and add inotify
 //! watches; the file calls run on tokio's separate blocking pool.
+//!
+//! SIGPIPE is blocked in every thread of the runtime, and in the caller's
+//! thread while a call blocks on it (see [`crate::signals`]).
 
 use std::future::Future;
 use std::sync::OnceLock;
@@ -16,6 +19,7 @@ use std::time::Duration;
 use tokio::runtime::{Builder, Runtime};
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::signals;
 
 const WORKER_THREADS: usize = 2;
 
@@ -29,6 +33,7 @@ pub fn get() -> Result<&'static Runtime> {
     let runtime = Builder::new_multi_thread()
         .worker_threads(WORKER_THREADS)
         .thread_name("soulbox-runtime")
+        .on_thread_start(signals::block_sigpipe)
         .enable_all()
         .build()
         .map_err(|e| {
@@ -43,8 +48,10 @@ pub fn get() -> Result<&'static Runtime> {
     Ok(RUNTIME.get_or_init(|| runtime))
 }
 
-/// Runs `future` to completion on the calling thread. Callbacks into C run
-/// outside this call, so a callback may call SoulBox again.
+/// Runs `future` to completion on the calling thread, with SIGPIPE blocked
+/// there, so that a write to a closed pipe fails with EPIPE instead of
+/// ending the C program. Callbacks into C run outside this call, so a
+/// callback may call SoulBox again.
 pub fn block_on<F: Future>(future: F) -> Result<F::Output> {
     if tokio::runtime::Handle::try_current().is_ok() {
         return Err(Error::invalid(
@@ -52,7 +59,8 @@ pub fn block_on<F: Future>(future: F) -> Result<F::Output> {
              it cannot block; call it from another thread, or use soulbox-core directly",
         ));
     }
-    Ok(get()?.block_on(future))
+    let runtime = get()?;
+    Ok(signals::without_sigpipe(|| runtime.block_on(future)))
 }
 
 /// Runs `future` on the calling thread for at most `limit` (`None`: without

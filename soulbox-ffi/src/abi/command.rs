@@ -270,7 +270,11 @@ pub extern "C" fn soulbox_command_read(
 /// its pipe is full. `data` may be NULL when `len` is 0.
 ///
 /// Errors: INVALID_ARGUMENT when the command was started without the
-/// stdin option, its stdin was closed, or it exited.
+/// stdin option, when `soulbox_command_close_stdin` closed it, or when no
+/// process reads the pipe any more: the command closed its stdin or exited
+/// and left no process that has it open, or the sandbox ended. Input to a
+/// PTY session after its shell exited, or after the sandbox ended, is lost
+/// without an error.
 #[no_mangle]
 pub extern "C" fn soulbox_command_send_stdin(
     command: *mut Command,
@@ -318,6 +322,10 @@ pub extern "C" fn soulbox_command_kill(command: *mut Command) -> *mut Error {
 /// timeout passes or the sandbox ends; its later output is read and
 /// discarded unless another handle from `soulbox_commands_connect`
 /// receives it. NULL is ignored.
+///
+/// No other thread may be in a call on the handle: a wait or read in
+/// progress would use freed memory. End such a call first, for example
+/// with `soulbox_command_kill`, and free the handle after it returned.
 #[no_mangle]
 pub extern "C" fn soulbox_command_free(command: *mut Command) {
     guard_value((), || {

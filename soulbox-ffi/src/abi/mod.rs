@@ -169,21 +169,22 @@ unsafe fn c_argv(argv: *const *const c_char) -> Result<Vec<OsString>> {
     Ok(args)
 }
 
-/// Borrows an array of `len` elements; `data` may be NULL only when `len`
-/// is 0.
+/// Borrows an array of `len` elements. `data` is not read when `len` is
+/// 0, so it may then be NULL or any other value, such as the end of a C
+/// array or a pointer that is not aligned for `T`.
 ///
 /// # Safety
 ///
 /// `data` is NULL or points to `len` initialized, readable elements that
 /// stay unchanged while `'a` lasts.
 unsafe fn c_buffer<'a, T>(data: *const T, len: usize, name: &str) -> Result<&'a [T]> {
+    if len == 0 {
+        return Ok(&[]);
+    }
     if data.is_null() {
-        return match len {
-            0 => Ok(&[]),
-            _ => Err(Error::invalid(format!(
-                "argument {name} is NULL but its length is {len}"
-            ))),
-        };
+        return Err(Error::invalid(format!(
+            "argument {name} is NULL but its length is {len}"
+        )));
     }
     let fits = len
         .checked_mul(std::mem::size_of::<T>())

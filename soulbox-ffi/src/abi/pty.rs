@@ -47,7 +47,8 @@ pub extern "C" fn soulbox_pty_create(
 /// sends the command SIGWINCH.
 ///
 /// Errors: INVALID_ARGUMENT if the command has no PTY (it was not started
-/// by `soulbox_pty_create`) or a size is 0.
+/// by `soulbox_pty_create`) or a size is 0. A resize after the session
+/// ended, or after the sandbox ended, succeeds and changes nothing.
 #[no_mangle]
 pub extern "C" fn soulbox_command_resize(
     command: *mut Command,

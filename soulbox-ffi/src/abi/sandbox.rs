@@ -178,7 +178,8 @@ pub extern "C" fn soulbox_sandbox_kill_id(id: *const c_char, was_running: *mut b
 /// Lists this user's running and paused sandboxes, oldest first, whether
 /// this process created them or not. Only sandboxes whose metadata
 /// contains every one of the `metadata_len` pairs in `metadata` are listed
-/// (`metadata` may be NULL when `metadata_len` is 0), and only those in
+/// (`metadata` is not read when `metadata_len` is 0, and may be NULL), and
+/// only those in
 /// `state` unless it is SOULBOX_SANDBOX_STATE_ANY. On success stores the
 /// list in `*out`, which the caller frees with `soulbox_sandbox_info_list_free`;
 /// on failure stores NULL.
@@ -360,8 +361,11 @@ pub extern "C" fn soulbox_sandbox_kill(sandbox: *mut Sandbox) -> *mut Error {
 /// created with `soulbox_options_set_kill_on_drop` is killed here, and
 /// only by freeing the handle that `soulbox_sandbox_create` returned. If
 /// an output callback frees that handle during `soulbox_run`, the kill
-/// waits until that call returns. Commands started through the handle
-/// stay valid and still have to be freed. NULL is ignored.
+/// waits until that call returns. Commands and watchers started through
+/// the handle stay valid and still have to be freed. When this call kills
+/// the sandbox, calls in other threads that wait for a running command's
+/// output or end, or for a watcher's next event, return
+/// SANDBOX_NOT_RUNNING. NULL is ignored.
 #[no_mangle]
 pub extern "C" fn soulbox_sandbox_free(sandbox: *mut Sandbox) {
     guard_value((), || {

@@ -24,8 +24,13 @@ use crate::watch::{WatchEvent, WatchEventBlock, Watcher};
 /// and symlinks to directories are not followed. Each watcher uses one of
 /// the host's inotify instances (fs.inotify.max_user_instances).
 ///
+/// A recursive watch covers at most 4096 directories, because inotify
+/// watches count against a limit that all of the host user's processes
+/// share.
+///
 /// Errors: FILE_NOT_FOUND if `path` does not exist; INVALID_ARGUMENT if
-/// it is not a directory; PERMISSION_DENIED if the user may not read it;
+/// it is not a directory, or if `recursive` is true and the tree has more
+/// than 4096 directories, `path` included; PERMISSION_DENIED if the user may not read it;
 /// WATCH_LIMIT if the host's inotify limits allow no more watches or
 /// instances.
 #[no_mangle]
@@ -59,8 +64,15 @@ pub extern "C" fn soulbox_files_watch_dir(
 ///
 /// Errors, after which the watch goes on: WATCH_EVENTS_LOST when events
 /// were dropped because 4096 unread ones were queued; WATCH_LIMIT when a
-/// new subdirectory could not be watched. SANDBOX_NOT_RUNNING is the last
-/// error, when the sandbox has ended.
+/// new subdirectory could not be watched because of the host's inotify
+/// limits; INVALID_ARGUMENT when it was not watched because a recursive
+/// watch already covers 4096 directories. Changes below that subdirectory
+/// are then not reported. SANDBOX_NOT_RUNNING is the last error, when the
+/// sandbox has ended.
+///
+/// NOTE: soulbox-core queues the WATCH_EVENTS_LOST report only with the
+/// first change after the queue has room again. A caller that read every
+/// queued event learns of the loss only when the directory changes again.
 #[no_mangle]
 pub extern "C" fn soulbox_watcher_next(
     watcher: *mut Watcher,
@@ -94,6 +106,11 @@ pub extern "C" fn soulbox_watcher_stop(watcher: *mut Watcher) -> *mut Error {
 
 /// Stops the watch and frees the watcher with the events it still queued.
 /// NULL is ignored.
+///
+/// No other thread may be in a call on the watcher: a
+/// `soulbox_watcher_next` in progress would use freed memory. Call
+/// `soulbox_watcher_stop`, which ends it, and free the watcher after that
+/// call returned.
 #[no_mangle]
 pub extern "C" fn soulbox_watcher_free(watcher: *mut Watcher) {
     guard_value((), || {

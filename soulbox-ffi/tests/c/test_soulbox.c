@@ -713,6 +713,16 @@ static void case_null_arguments(void) {
     EXPECT_ERROR(soulbox_files_remove(sandbox, NULL, NULL), invalid);
     EXPECT_ERROR(soulbox_files_make_dir(sandbox, NULL, NULL, NULL), invalid);
     CHECK(soulbox_sandbox_is_running(sandbox), "the sandbox survives bad arguments");
+
+    /* An array of length 0 is not read, so its pointer may be anything,
+     * even one that is not aligned for its type. */
+    soulbox_sandbox_info_list *sandboxes = GARBAGE;
+    OK(soulbox_sandbox_list(GARBAGE, 0, SOULBOX_SANDBOX_STATE_ANY, &sandboxes));
+    CHECK(sandboxes != NULL && sandboxes != GARBAGE, "list stored no list");
+    soulbox_sandbox_info_list_free(sandboxes);
+    OK(soulbox_files_write(sandbox, "empty", GARBAGE, 0, NULL));
+    OK(soulbox_files_exists(sandbox, "empty", NULL, &flag));
+    CHECK(flag, "an empty write created no file");
     soulbox_sandbox_free(sandbox);
 }
 
@@ -759,14 +769,21 @@ static void case_kill_on_drop(void) {
                        ESRCH);
 }
 
-static void case_free_keeps_running(void) {
+/* Returns a sandbox that outlives its handle for up to 120 s, and copies
+ * its id to `id`, which has `id_size` bytes. */
+static soulbox_sandbox *lasting_sandbox(char *id, size_t id_size) {
     soulbox_options *options = soulbox_options_new();
     OK(soulbox_options_set_timeout_ms(options, 120000));
     soulbox_sandbox *sandbox = NULL;
     OK(soulbox_sandbox_create(options, &sandbox));
     soulbox_options_free(options);
+    snprintf(id, id_size, "%s", soulbox_sandbox_id(sandbox));
+    return sandbox;
+}
+
+static void case_free_keeps_running(void) {
     char id[64];
-    snprintf(id, sizeof id, "%s", soulbox_sandbox_id(sandbox));
+    soulbox_sandbox *sandbox = lasting_sandbox(id, sizeof id);
     OK(soulbox_files_write(sandbox, "marker", (const uint8_t *)"kept", 4, NULL));
     soulbox_command *command = NULL;
     OK(soulbox_command_start(sandbox, "sleep 300", NULL, &command));
@@ -1088,6 +1105,44 @@ static void case_command_read(void) {
     soulbox_sandbox_free(sandbox);
 }
 
+/* Returns whether SIGPIPE is blocked in the calling thread. */
+static bool sigpipe_blocked(void) {
+    sigset_t mask;
+    CHECK(pthread_sigmask(SIG_BLOCK, NULL, &mask) == 0, "pthread_sigmask");
+    return sigismember(&mask, SIGPIPE) == 1;
+}
+
+static void case_stdin_closed_pipe(void) {
+    /* SIGPIPE keeps its default action, which ends the process, as in most
+     * C programs. A write to a pipe that nothing reads must come back as an
+     * error instead. */
+    CHECK(signal(SIGPIPE, SIG_DFL) != SIG_ERR, "signal: %s", strerror(errno));
+    soulbox_sandbox *sandbox = new_sandbox();
+    soulbox_run_options *options = soulbox_run_options_new();
+    OK(soulbox_run_options_set_stdin(options, true));
+    soulbox_command *command = NULL;
+    OK(soulbox_command_start(sandbox, "exec 0<&-; echo closed; sleep 300", options, &command));
+    struct reading r = {0};
+    CHECK(!read_output(command, &r, "closed\n"), "the command ended early: %s", r.stdout_text);
+    EXPECT_ERROR_MESSAGE(soulbox_command_send_stdin(command, (const uint8_t *)"x\n", 2),
+                         SOULBOX_ERROR_KIND_INVALID_ARGUMENT, "closed its stdin or exited");
+    CHECK(!sigpipe_blocked(), "the call left SIGPIPE blocked in the caller's thread");
+    sigset_t pending;
+    CHECK(sigpending(&pending) == 0, "sigpending");
+    CHECK(sigismember(&pending, SIGPIPE) == 0, "the call left a SIGPIPE pending");
+    OK(soulbox_command_kill(command));
+    soulbox_command_free(command);
+
+    /* The sandbox's end closes the pipe of a command that reads it. */
+    OK(soulbox_command_start(sandbox, "cat", options, &command));
+    OK(soulbox_sandbox_kill(sandbox));
+    EXPECT_ERROR(soulbox_command_send_stdin(command, (const uint8_t *)"x\n", 2),
+                 SOULBOX_ERROR_KIND_INVALID_ARGUMENT);
+    soulbox_command_free(command);
+    soulbox_run_options_free(options);
+    soulbox_sandbox_free(sandbox);
+}
+
 /* Types `line` into the PTY session and reads until `needle` appears. */
 static void type_and_expect(soulbox_command *pty, const char *line, const char *needle) {
     OK(soulbox_command_send_stdin(pty, (const uint8_t *)line, strlen(line)));
@@ -1255,6 +1310,44 @@ static void case_commands_list_connect(void) {
     OK(soulbox_command_kill(sleeper));
     soulbox_command_free(sleeper);
     soulbox_command_free(reader);
+    soulbox_sandbox_free(sandbox);
+}
+
+static void case_commands_connect_other_handle(void) {
+    soulbox_sandbox *sandbox = new_sandbox();
+    soulbox_run_options *options = soulbox_run_options_new();
+    OK(soulbox_run_options_set_tag(options, "worker"));
+    soulbox_command *command = NULL;
+    OK(soulbox_command_start(sandbox, "sleep 300", options, &command));
+    soulbox_run_options_free(options);
+    uint32_t pid = soulbox_command_pid(command);
+
+    /* Another handle of the same sandbox lists and reaches only the commands
+     * started through it, and the error names the C call that lists them. */
+    soulbox_sandbox *other = NULL;
+    OK(soulbox_sandbox_connect(soulbox_sandbox_id(sandbox), &other));
+    soulbox_process_info_list *list = NULL;
+    OK(soulbox_commands_list(other, &list));
+    CHECK(list->len == 0, "the other handle lists %zu commands", list->len);
+    soulbox_process_info_list_free(list);
+    soulbox_command *attached = GARBAGE;
+    EXPECT_ERROR_ERRNO(soulbox_commands_connect(other, pid, &attached),
+                       SOULBOX_ERROR_KIND_NOT_FOUND, ENOENT);
+    CHECK(attached == NULL, "a failed connect stores NULL");
+    EXPECT_ERROR_MESSAGE(soulbox_commands_connect(other, pid, &attached),
+                         SOULBOX_ERROR_KIND_NOT_FOUND, "soulbox_commands_list");
+    EXPECT_ERROR_MESSAGE(soulbox_commands_connect(other, pid, &attached),
+                         SOULBOX_ERROR_KIND_NOT_FOUND, soulbox_sandbox_id(sandbox));
+    EXPECT_ERROR_MESSAGE(soulbox_commands_connect_tag(other, "worker", &attached),
+                         SOULBOX_ERROR_KIND_NOT_FOUND, "tag \"worker\"");
+    soulbox_sandbox_free(other);
+
+    /* The handle that started it reaches it. */
+    OK(soulbox_commands_connect(sandbox, pid, &attached));
+    CHECK(soulbox_command_pid(attached) == pid, "attached pid %u", soulbox_command_pid(attached));
+    soulbox_command_free(attached);
+    OK(soulbox_command_kill(command));
+    soulbox_command_free(command);
     soulbox_sandbox_free(sandbox);
 }
 
@@ -1566,6 +1659,151 @@ static void case_files_watch(void) {
     soulbox_sandbox_free(sandbox);
 }
 
+/* Reads events of `watcher` for up to 20 s until an error comes, and
+ * returns it. The names of the events read are appended to `seen`. */
+static soulbox_error *await_watch_error(soulbox_watcher *watcher, char *seen, size_t seen_size) {
+    struct timespec start;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    while (seconds_since(&start) < 20.0) {
+        soulbox_filesystem_event *event = NULL;
+        bool ended = false;
+        soulbox_error *error = soulbox_watcher_next(watcher, 1000, &ended, &event);
+        if (error != NULL) return error;
+        CHECK(!ended, "the watch ended; events: %s", seen);
+        if (event == NULL) continue;
+        size_t used = strlen(seen);
+        snprintf(seen + used, seen_size - used, "%s\n", event->name);
+        soulbox_filesystem_event_free(event);
+    }
+    return NULL;
+}
+
+static void case_files_watch_limit(void) {
+    soulbox_sandbox *sandbox = new_sandbox();
+    /* With its top, the tree has 4095 directories, one less than a
+     * recursive watch covers. */
+    soulbox_output *output = run(sandbox, "mkdir many && cd many && mkdir $(seq -f d%g 1 4094)", NULL);
+    CHECK(output->exit_code == 0, "mkdir failed: %s", (const char *)output->stderr_data);
+    soulbox_output_free(output);
+    soulbox_watcher *watcher = NULL;
+    OK(soulbox_files_watch_dir(sandbox, "many", true, NULL, &watcher));
+
+    /* The first new subdirectory is watched, the second is not, and an
+     * error says so. */
+    OK(soulbox_files_make_dir(sandbox, "many/e1", NULL, NULL));
+    OK(soulbox_files_make_dir(sandbox, "many/e2", NULL, NULL));
+    char seen[256] = "";
+    soulbox_error *error = await_watch_error(watcher, seen, sizeof seen);
+    CHECK(error != NULL, "no error within 20 s; events: %s", seen);
+    EXPECT_ERROR_MESSAGE(error, SOULBOX_ERROR_KIND_INVALID_ARGUMENT,
+                         "more than 4096 directory watches");
+
+    /* The watch goes on for what it covers. */
+    seen[0] = '\0';
+    OK(soulbox_files_write(sandbox, "many/e2/unwatched", (const uint8_t *)"x", 1, NULL));
+    OK(soulbox_files_write(sandbox, "many/e1/watched", (const uint8_t *)"x", 1, NULL));
+    CHECK(await_event(watcher, "e1/watched", SOULBOX_FILESYSTEM_EVENT_KIND_CREATE, seen,
+                      sizeof seen),
+          "no CREATE event for e1/watched; events: %s", seen);
+    CHECK(strstr(seen, "unwatched") == NULL, "an unwatched directory reported: %s", seen);
+    soulbox_watcher_free(watcher);
+
+    /* A tree that is already too large fails at the start, unless the watch
+     * is not recursive. */
+    watcher = GARBAGE;
+    EXPECT_ERROR_MESSAGE(soulbox_files_watch_dir(sandbox, "many", true, NULL, &watcher),
+                         SOULBOX_ERROR_KIND_INVALID_ARGUMENT, "more than 4096 directory watches");
+    CHECK(watcher == NULL, "a failed watch_dir stores NULL");
+    OK(soulbox_files_watch_dir(sandbox, "many", false, NULL, &watcher));
+    soulbox_watcher_free(watcher);
+    soulbox_sandbox_free(sandbox);
+}
+
+static void case_pty_input_after_end(void) {
+    soulbox_sandbox *sandbox = new_sandbox();
+    soulbox_command *pty = NULL;
+    OK(soulbox_pty_create(sandbox, 24, 80, NULL, &pty));
+    OK(soulbox_command_send_stdin(pty, (const uint8_t *)"exit 4\n", 7));
+    soulbox_output *output = NULL;
+    OK(soulbox_command_wait(pty, NULL, NULL, &output));
+    CHECK(output->exit_code == 4, "shell exit code %d", output->exit_code);
+    soulbox_output_free(output);
+    /* As soulbox.h says: input after the shell's exit is lost without an
+     * error, and a resize changes nothing. */
+    OK(soulbox_command_send_stdin(pty, (const uint8_t *)"echo lost\n", 10));
+    OK(soulbox_command_resize(pty, 30, 100));
+    soulbox_command_free(pty);
+
+    /* The same after the sandbox's end, while reads report that end. */
+    OK(soulbox_pty_create(sandbox, 24, 80, NULL, &pty));
+    OK(soulbox_sandbox_kill(sandbox));
+    OK(soulbox_command_send_stdin(pty, (const uint8_t *)"echo lost\n", 10));
+    OK(soulbox_command_resize(pty, 30, 100));
+    /* Output written before the end, such as the prompt, comes first. */
+    soulbox_error *error = NULL;
+    for (int i = 0; i < 100 && error == NULL; i++) {
+        soulbox_chunk *chunk = NULL;
+        bool ended = false;
+        error = soulbox_command_read(pty, -1, &ended, &chunk);
+        CHECK(!ended, "the read reported the end instead of the sandbox's end");
+        CHECK(error == NULL || chunk == NULL, "a failed read stored a chunk");
+        soulbox_chunk_free(chunk);
+    }
+    EXPECT_ERROR_MESSAGE(error, SOULBOX_ERROR_KIND_SANDBOX_NOT_RUNNING,
+                         soulbox_sandbox_id(sandbox));
+    soulbox_command_free(pty);
+    soulbox_sandbox_free(sandbox);
+}
+
+static void case_free_during_waits(void) {
+    /* Without kill_on_drop, a watcher outlives the handle it came from. */
+    char id[64];
+    soulbox_sandbox *sandbox = lasting_sandbox(id, sizeof id);
+    soulbox_watcher *watcher = NULL;
+    OK(soulbox_files_watch_dir(sandbox, ".", false, NULL, &watcher));
+    soulbox_command *command = NULL;
+    OK(soulbox_command_start(sandbox, "sleep 0.3; echo x > after-free", NULL, &command));
+    soulbox_sandbox_free(sandbox);
+    char seen[1024] = "";
+    CHECK(await_event(watcher, "after-free", SOULBOX_FILESYSTEM_EVENT_KIND_CREATE, seen,
+                      sizeof seen),
+          "no CREATE event after the handle's free; events: %s", seen);
+    soulbox_output *output = NULL;
+    OK(soulbox_command_wait(command, NULL, NULL, &output));
+    CHECK(output->exit_code == 0, "exit code %d", output->exit_code);
+    soulbox_output_free(output);
+    soulbox_command_free(command);
+    bool was_running = false;
+    OK(soulbox_sandbox_kill_id(id, &was_running));
+    CHECK(was_running, "kill_id found the sandbox");
+    soulbox_watcher_free(watcher);
+
+    /* With kill_on_drop, the free kills the sandbox, which ends a wait on a
+     * PTY session and a watcher_next that wait without limit in other
+     * threads. */
+    sandbox = new_sandbox();
+    snprintf(id, sizeof id, "%s", soulbox_sandbox_id(sandbox));
+    OK(soulbox_files_watch_dir(sandbox, ".", false, NULL, &watcher));
+    soulbox_command *pty = NULL;
+    OK(soulbox_pty_create(sandbox, 24, 80, NULL, &pty));
+    struct waiter pty_waiter = {.command = pty};
+    struct watch_waiter watch_waiter = {.watcher = watcher};
+    pthread_t pty_thread, watch_thread;
+    CHECK(pthread_create(&pty_thread, NULL, wait_in_thread, &pty_waiter) == 0, "pthread_create");
+    CHECK(pthread_create(&watch_thread, NULL, next_in_thread, &watch_waiter) == 0,
+          "pthread_create");
+    usleep(300 * 1000);
+    soulbox_sandbox_free(sandbox);
+    CHECK(pthread_join(pty_thread, NULL) == 0, "pthread_join");
+    CHECK(pthread_join(watch_thread, NULL) == 0, "pthread_join");
+    EXPECT_ERROR_MESSAGE(pty_waiter.error, SOULBOX_ERROR_KIND_SANDBOX_NOT_RUNNING, id);
+    CHECK(pty_waiter.output == NULL, "the ended wait returned an output");
+    EXPECT_ERROR_MESSAGE(watch_waiter.error, SOULBOX_ERROR_KIND_SANDBOX_NOT_RUNNING, id);
+    CHECK(watch_waiter.event == NULL, "the ended next returned an event");
+    soulbox_command_free(pty);
+    soulbox_watcher_free(watcher);
+}
+
 static int remove_entry(const char *path, const struct stat *st, int type, struct FTW *ftw) {
     (void)st;
     (void)type;
@@ -1707,11 +1945,16 @@ static const struct {
     {"sandbox_timeout", case_sandbox_timeout},
     {"lifecycle_by_id", case_lifecycle_by_id},
     {"command_read", case_command_read},
+    {"stdin_closed_pipe", case_stdin_closed_pipe},
     {"pty_session", case_pty_session},
     {"commands_list_connect", case_commands_list_connect},
+    {"commands_connect_other_handle", case_commands_connect_other_handle},
     {"files_list_and_stat", case_files_list_and_stat},
     {"files_rename", case_files_rename},
     {"files_watch", case_files_watch},
+    {"files_watch_limit", case_files_watch_limit},
+    {"pty_input_after_end", case_pty_input_after_end},
+    {"free_during_waits", case_free_during_waits},
     {"files_copy_tree", case_files_copy_tree},
     {"version", case_version},
     {"sanitizer_catches_leak", case_sanitizer_catches_leak},
