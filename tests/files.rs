@@ -1745,6 +1745,43 @@ async fn copy_out_skips_host_symlinks() {
     );
 }
 
+/// A FIFO at the destination would block an open for writing until a
+/// reader came, so copy_out must fail at once instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_out_rejects_host_fifo() {
+    if !require_root("copy_out_rejects_host_fifo") {
+        return;
+    }
+    let host = PathBuf::from("/tmp").join(unique_name("copy_out_fifo", "copy"));
+    let _cleanup = RemoveTree(host.clone());
+    std::fs::create_dir(&host).expect("create the host destination");
+    let fifo = host.join("fifo");
+    let fifo_c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: `fifo_c` is a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo_c.as_ptr(), 0o600) }, 0, "mkfifo");
+    let sbx = sandbox().await;
+    user_sh(&sbx, "echo data > single").await;
+    let copied = tokio::time::timeout(
+        Duration::from_secs(10),
+        sbx.files().copy_out("single", &fifo),
+    )
+    .await;
+    let Ok(copied) = copied else {
+        use std::os::unix::fs::OpenOptionsExt;
+        // A reader releases the blocked open, so that the test fails
+        // instead of hanging at the runtime's shutdown.
+        let _reader = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo);
+        panic!("copy_out to a host FIFO blocked for 10 s");
+    };
+    assert!(
+        matches!(copied, Err(Error::HostFile { .. })),
+        "copying onto a host FIFO should be HostFile, got {copied:?}"
+    );
+}
+
 /// `soulbox run --copy` goes through `Files::copy_in`. As uid 65534 the
 /// sandbox is rootless: its only user is root, which is the caller, so no
 /// credentials switch and everything copied belongs to sandbox root.

@@ -372,14 +372,25 @@ fn copy_file_out(
     summary: &mut CopySummary,
 ) -> Result<()> {
     let nofollow = if follow { 0 } else { libc::O_NOFOLLOW };
+    // O_NONBLOCK, so that a FIFO at `host` fails at once (the open with
+    // ENXIO when no reader has it open, else the type check below).
     let mut target = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(mode & 0o777)
-        .custom_flags(nofollow)
+        .custom_flags(nofollow | libc::O_NONBLOCK)
         .open(host)
         .map_err(host_error("create", host))?;
+    let file_type = target
+        .metadata()
+        .map_err(host_error("inspect", host))?
+        .file_type();
+    if !file_type.is_file() {
+        return Err(host_error("write a regular file at", host)(
+            std::io::Error::from_raw_os_error(libc::EINVAL),
+        ));
+    }
     let bytes = copy_data_extents(&mut source, &mut target).map_err(host_error("write", host))?;
     summary.files += 1;
     summary.bytes += bytes;
