@@ -1867,6 +1867,7 @@ pub(crate) fn oversized(request: &Request, error: &soulbox_proto::EncodeError) -
 
 /// Receives one message into `buf`; 0 means the peer closed.
 async fn receive(control: &AsyncFd<OwnedFd>, buf: &mut [u8]) -> Result<usize> {
+    let mut reset_seen = false;
     loop {
         let mut guard = control
             .readable()
@@ -1878,10 +1879,24 @@ async fn receive(control: &AsyncFd<OwnedFd>, buf: &mut [u8]) -> Result<usize> {
         });
         match result {
             Ok(Ok(len)) => return Ok(len),
+            Ok(Err(e)) if is_first_reset(&e, &mut reset_seen) => continue,
             Ok(Err(e)) => return Err(Error::os("read a message from the sandbox's PID 1")(e)),
             Err(_would_block) => continue,
         }
     }
+}
+
+/// Returns whether `error` is the first ECONNRESET of a receive. A Unix
+/// socket whose peer closed with messages of ours unread reports
+/// ECONNRESET once, before the messages that the peer sent: PID 1's
+/// report of a failed setup, for one. They are still queued, so the
+/// receive goes on.
+fn is_first_reset(error: &std::io::Error, reset_seen: &mut bool) -> bool {
+    if error.raw_os_error() != Some(libc::ECONNRESET) || *reset_seen {
+        return false;
+    }
+    *reset_seen = true;
+    true
 }
 
 /// Receives one message into `buf`, with the descriptors attached to it;
@@ -1890,6 +1905,7 @@ async fn receive_with_fds(
     control: &AsyncFd<OwnedFd>,
     buf: &mut [u8],
 ) -> Result<(usize, Vec<OwnedFd>)> {
+    let mut reset_seen = false;
     loop {
         let mut guard = control
             .readable()
@@ -1897,6 +1913,7 @@ async fn receive_with_fds(
             .map_err(Error::os("wait on the control socket"))?;
         match guard.try_io(|fd| sys::recv_with_fds(fd.as_fd(), buf)) {
             Ok(Ok(received)) => return Ok(received),
+            Ok(Err(e)) if is_first_reset(&e, &mut reset_seen) => continue,
             Ok(Err(e)) => return Err(Error::os("read a message from the sandbox's PID 1")(e)),
             Err(_would_block) => continue,
         }
@@ -2096,5 +2113,26 @@ mod tests {
             message.contains("65536 bytes"),
             "the message does not give the request's size: {message}"
         );
+    }
+
+    /// PID 1 may fail its setup and exit before it reads a message the
+    /// host sent. Its report must still arrive, and then the end of file.
+    #[tokio::test]
+    async fn reply_survives_unread_request() {
+        let (host_end, init_end) = sys::seqpacket_pair().expect("socket pair");
+        sys::send_with_fds(host_end.as_fd(), b"unread request", &[]).expect("send the request");
+        sys::send_with_fds(init_end.as_fd(), b"report", &[]).expect("send the report");
+        drop(init_end);
+        sys::set_nonblocking(host_end.as_fd()).expect("make the socket non-blocking");
+        let control = sys::async_fd(host_end).expect("register the socket");
+        let mut buf = [0u8; 64];
+        let (len, _) = receive_with_fds(&control, &mut buf)
+            .await
+            .expect("the report");
+        assert_eq!(&buf[..len], b"report");
+        let (len, _) = receive_with_fds(&control, &mut buf)
+            .await
+            .expect("the end of file");
+        assert_eq!(len, 0);
     }
 }
