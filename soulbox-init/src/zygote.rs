@@ -233,6 +233,9 @@ fn fork(
         Ok(sys::Forked::Child) => become_pid1(control, memory_map, facts),
         Ok(sys::Forked::Parent { pid, pidfd }) => {
             network.handed_over();
+            // Closed before the reply, so that the host never finds the
+            // new sandbox's control socket or cgroup open in the zygote.
+            drop((control, cgroup, fds));
             let started = ForkReply::Started { pid, in_cgroup }.encode();
             sys::send_with_fd(channel(), &started, pidfd.as_fd())
         }
