@@ -403,7 +403,13 @@ async fn stream_output(mut handle: CommandHandle) -> Result<u8, String> {
                 let result = host_out.write_all(&bytes).await;
                 result.and(host_out.flush().await)
             }
-            Some(CommandEvent::Stderr(bytes)) => host_err.write_all(&bytes).await,
+            // tokio writes stdout and stderr on a blocking thread, so only
+            // the flush makes sure that a chunk is out before this process
+            // exits.
+            Some(CommandEvent::Stderr(bytes)) => {
+                let result = host_err.write_all(&bytes).await;
+                result.and(host_err.flush().await)
+            }
             Some(CommandEvent::Exit(exit)) if exit.timed_out => {
                 eprintln!("soulbox: command timed out; killed it and every process it started");
                 return Ok(EXIT_TIMED_OUT);
