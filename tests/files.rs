@@ -1755,10 +1755,12 @@ async fn copy_out_rejects_host_fifo() {
     let host = PathBuf::from("/tmp").join(unique_name("copy_out_fifo", "copy"));
     let _cleanup = RemoveTree(host.clone());
     std::fs::create_dir(&host).expect("create the host destination");
+
     let fifo = host.join("fifo");
     let fifo_c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
     // SAFETY: `fifo_c` is a valid NUL-terminated path.
     assert_eq!(unsafe { libc::mkfifo(fifo_c.as_ptr(), 0o600) }, 0, "mkfifo");
+
     let sbx = sandbox().await;
     user_sh(&sbx, "echo data > single").await;
     let copied = tokio::time::timeout(
@@ -1776,6 +1778,7 @@ async fn copy_out_rejects_host_fifo() {
             .open(&fifo);
         panic!("copy_out to a host FIFO blocked for 10 s");
     };
+
     assert!(
         matches!(copied, Err(Error::HostFile { .. })),
         "copying onto a host FIFO should be HostFile, got {copied:?}"

@@ -133,7 +133,7 @@ export declare class Sandbox {
    * paused. Rejects with code `UNSUPPORTED` without a writable cgroup v2.
    */
   pause(): Promise<boolean>
-  /** The same as `pause()`, under the name of E2B's beta SDKs. */
+  /** Pauses the sandbox as `pause()` does. E2B's beta SDKs use this name. */
   betaPause(): Promise<boolean>
   /** Resumes this sandbox if it is paused. */
   connect(): Promise<this>

@@ -406,7 +406,7 @@ pub(crate) struct Context<'a> {
     pub(crate) envs: &'a BTreeMap<String, String>,
 }
 
-/// A command whose start request is built but not yet answered.
+/// A command whose start request is built but not yet sent.
 pub(crate) struct Planned {
     /// The encoded start request, checked against the protocol's limit.
     pub(crate) message: Vec<u8>,
@@ -420,8 +420,8 @@ pub(crate) struct Planned {
 }
 
 impl Planned {
-    /// The descriptors that go with the request: stdin, stdout, stderr and
-    /// the status pipe's write end.
+    /// Returns the descriptors that go with the request: stdin, stdout,
+    /// stderr and the status pipe's write end.
     pub(crate) fn fds(&self) -> [BorrowedFd<'_>; 4] {
         [
             self.stdio.child_stdin.as_fd(),

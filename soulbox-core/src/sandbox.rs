@@ -1865,25 +1865,10 @@ pub(crate) fn oversized(request: &Request, error: &soulbox_proto::EncodeError) -
     ))
 }
 
-/// Receives one message into `buf`; 0 means the peer closed.
+/// Receives one message into `buf`; 0 means the peer closed. Descriptors
+/// attached to it are closed.
 async fn receive(control: &AsyncFd<OwnedFd>, buf: &mut [u8]) -> Result<usize> {
-    let mut reset_seen = false;
-    loop {
-        let mut guard = control
-            .readable()
-            .await
-            .map_err(Error::os("wait on the control socket"))?;
-        let result = guard.try_io(|fd| {
-            nix::sys::socket::recv(fd.as_raw_fd(), buf, nix::sys::socket::MsgFlags::empty())
-                .map_err(std::io::Error::from)
-        });
-        match result {
-            Ok(Ok(len)) => return Ok(len),
-            Ok(Err(e)) if is_first_reset(&e, &mut reset_seen) => continue,
-            Ok(Err(e)) => return Err(Error::os("read a message from the sandbox's PID 1")(e)),
-            Err(_would_block) => continue,
-        }
-    }
+    receive_with_fds(control, buf).await.map(|(len, _fds)| len)
 }
 
 /// Returns whether `error` is the first ECONNRESET of a receive. A Unix

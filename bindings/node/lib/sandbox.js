@@ -208,7 +208,7 @@ class Sandbox {
     return call(() => this._native.pause())
   }
 
-  /** The same as `pause()`, under the name of E2B's beta SDKs. */
+  /** Pauses the sandbox as `pause()` does. E2B's beta SDKs use this name. */
   async betaPause() {
     return this.pause()
   }

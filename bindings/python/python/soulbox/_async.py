@@ -751,7 +751,7 @@ class AsyncSandbox:
 
     @_class_method_variant("_cls_pause")
     async def beta_pause(self, **opts: Any) -> bool:
-        """The same as :meth:`pause`, under the name of E2B's beta SDKs."""
+        """Pause the sandbox as :meth:`pause` does. E2B's beta SDKs use this name."""
         return await self._native.pause_async()
 
     @classmethod

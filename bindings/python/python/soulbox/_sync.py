@@ -827,7 +827,7 @@ class Sandbox:
 
     @_class_method_variant("_cls_pause")
     def beta_pause(self, **opts: Any) -> bool:
-        """The same as :meth:`pause`, under the name of E2B's beta SDKs."""
+        """Pause the sandbox as :meth:`pause` does. E2B's beta SDKs use this name."""
         return self._native.pause()
 
     @classmethod
