@@ -312,6 +312,8 @@ define_rows() {
     local runsc="runsc --rootless=false --network=none --platform=ptrace"
     local soulbox_run="$SOULBOX_CLI run $SOULBOX_RUN_OPTS --"
     soulbox_run=${soulbox_run//  / }
+    local soulbox_run_root="$SOULBOX_CLI run $SOULBOX_RUN_OPTS --template $WORK/rootfs --"
+    soulbox_run_root=${soulbox_run_root//  / }
     local task
     ROWS=()
     if [ "$ONLY_PEERS" != 1 ]; then
@@ -324,6 +326,11 @@ define_rows() {
                 "$task|SoulBox API, create_and_start|api|$SOULBOX_API --task $task --with-create"
                 "$task|SoulBox API, pool|api|$SOULBOX_API --task $task --pool $POOL_SIZE")
         done
+        # The same busybox root file system as the peers' rows, as a
+        # directory template: same `true`, no host directories bound.
+        ROWS+=("true|SoulBox API, busybox root|api|$SOULBOX_API --task true --template $WORK/rootfs"
+            "true|SoulBox API, pool, busybox root|api|$SOULBOX_API --task true --pool $POOL_SIZE --template $WORK/rootfs"
+            "true|SoulBox CLI, busybox root|exec|$soulbox_run_root /bin/true")
         ROWS+=("true|SoulBox CLI|exec|$soulbox_run /bin/true"
             "idle|SoulBox CLI|idle|$soulbox_run /bin/true"
             "py|SoulBox CLI|exec|$soulbox_run $PY_ARGS"
@@ -782,7 +789,8 @@ work, out_path = sys.argv[1:]
 ROUNDS, RUNS, WARMUP = (int(os.environ[k]) for k in ("ROUNDS", "RUNS", "WARMUP"))
 ORDER = [
     "SoulBox API", "SoulBox API, no limits", "SoulBox API, create_and_start",
-    "SoulBox API, pool", "SoulBox CLI",
+    "SoulBox API, pool", "SoulBox CLI", "SoulBox API, busybox root",
+    "SoulBox API, pool, busybox root", "SoulBox CLI, busybox root",
     "host fork+exec, in-process", "bubblewrap", "nsjail", "crun", "runc", "runsc",
     "bare /bin/true", "bare python3",
     "kernel floor: namespaces + /bin/true", "kernel floor: namespaces only",
@@ -899,7 +907,10 @@ out.append("\nTasks: " + "; ".join(f"`{t}` = {d}" for t, d in TASKS.items()) + "
 out.append(
     "In the `true` and `idle` rows SoulBox runs the host's `/bin/true` (dynamically linked) "
     "on its `host` template, while the peers run busybox-static's `true` in the small root "
-    "file system this script builds, which starts about 0.1 ms faster here.\n"
+    "file system this script builds, which starts about 0.1 ms faster here. The "
+    "\"busybox root\" rows run SoulBox on that same root file system, as a directory "
+    "template (`--template $TMP/rootfs`), so that they run the same `true` as the peers with "
+    "nothing of the host bound in.\n"
 )
 out.append(
     "The exec rows of crun, runc and runsc are `crun exec`, `runc exec` and `runsc exec` "

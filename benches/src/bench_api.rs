@@ -28,6 +28,9 @@
 //!   `/bin/true` in and kill sandboxes in a loop for S seconds; see
 //!   [`rate`].
 //!
+//! `--template DIR` builds the sandboxes from a directory that contains a root
+//! file system instead of the `host` template, so that `compare.sh` can run
+//! the same busybox `true` as the other runtimes.
 //! `--no-limits` turns off the default memory and pids limits, to measure
 //! what joining their cgroups costs. `--no-seccomp` creates sandboxes with
 //! `SeccompPolicy::unconfined()`, to measure what the filter costs; never
@@ -55,7 +58,7 @@ use soulbox_core::{CommandSpec, Sandbox, SandboxOptions, SandboxPool, SeccompPol
 
 const USAGE: &str = "usage: soulbox-bench-api --task \
                      true|py|shell-true|exec|host-exec|connect|pause-resume --iterations N \
-                     [--pool SIZE] [--no-limits] [--no-seccomp] [--shell] [--on-request] [--phases] \
+                     [--pool SIZE] [--template DIR] [--no-limits] [--no-seccomp] [--shell] [--on-request] [--phases] \
                      [--multi-thread] [--no-zygote] [--with-create]\n       \
                      soulbox-bench-api --task density --count N [--no-limits] [--no-zygote]\n       \
                      soulbox-bench-api --task rate --seconds S [--parallel P] [--no-limits] \
@@ -154,6 +157,7 @@ fn parse_args() -> Result<Args, String> {
             "--seconds" => args.seconds = Some(positive()? as u64),
             "--parallel" => args.parallel = positive()?,
             "--pool" => args.pool = Some(positive()?),
+            "--template" => args.options.template.clone_from(value),
             other => return Err(format!("unknown option {other:?}")),
         }
     }

@@ -36,7 +36,7 @@ export type SandboxState = 'running' | 'paused'
 /** Description of a sandbox, from `getInfo()` and `Sandbox.list()`. */
 export interface SandboxInfo {
   sandboxId: string
-  /** The template's name: `host`. */
+  /** The template: `host`, or a directory's absolute path. */
   templateId: string
   /** The template's name, as `templateId`. */
   name?: string
@@ -101,7 +101,10 @@ export declare class Sandbox {
 
   /** Creates a sandbox from the `host` template. */
   static create(opts?: SandboxOpts): Promise<Sandbox>
-  /** Creates a sandbox from a template; only `host` exists. */
+  /**
+   * Creates a sandbox from a template: `host`, or the path of a directory
+   * that contains a root file system, used read-only as the sandbox's root.
+   */
   static create(template: string, opts?: SandboxOpts): Promise<Sandbox>
   /**
    * Connects to a running or paused sandbox of this user and resumes it.

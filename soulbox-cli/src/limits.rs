@@ -1,12 +1,18 @@
-//! `--memory`, `--cpus`, `--pids` and `--disk`: the resource limits that
-//! `run` and `create` share.
+//! `--template`, `--memory`, `--cpus`, `--pids` and `--disk`: how `run`
+//! and `create` build the new sandbox.
 
 use clap::Args;
 use soulbox_core::SandboxOptions;
 
-/// Resource limits of the new sandbox.
+/// The template and resource limits of the new sandbox.
 #[derive(Debug, Args)]
 pub struct LimitArgs {
+    /// `host` (the default), or a directory that contains a root file system,
+    /// such as one made by debootstrap; it is the sandbox's read-only root
+    /// as it is, with nothing of the host's.
+    #[arg(long, value_name = "TEMPLATE", value_parser = parse_template)]
+    template: Option<String>,
+
     /// Memory limit, swap closed, such as 512M or 2G; `none` for no limit.
     /// Files in the writable layer and /tmp count towards it. Default 2G.
     #[arg(long, value_name = "SIZE", value_parser = parse_optional_size, allow_hyphen_values = true)]
@@ -45,6 +51,9 @@ impl LimitArgs {
     /// Applies the limits given to `options`; the core validates them
     /// before anything is created.
     pub fn apply(&self, options: &mut SandboxOptions) {
+        if let Some(template) = &self.template {
+            options.template.clone_from(template);
+        }
         if let Some(memory) = self.memory {
             options.memory_limit = memory.into_option();
         }
@@ -57,6 +66,20 @@ impl LimitArgs {
         if let Some(disk) = self.disk {
             options.disk_size = disk;
         }
+    }
+}
+
+/// Reads a template: `host`, or a path, made absolute here so that the
+/// core, which takes absolute paths only, gets one. A relative path must
+/// name an existing directory; the core checks the rest.
+fn parse_template(text: &str) -> Result<String, String> {
+    if text == "host" || text.starts_with('/') {
+        return Ok(text.to_string());
+    }
+    match std::fs::canonicalize(text) {
+        Ok(path) if path.is_dir() => Ok(path.to_string_lossy().into_owned()),
+        Ok(_) => Err(format!("{text:?} is not a directory; a template is `host` or a directory that contains a root file system")),
+        Err(e) => Err(format!("{text:?} is neither `host` nor a directory that can be opened ({e})")),
     }
 }
 

@@ -13,7 +13,10 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{read_in_background, require_root, soulbox_output, soulbox_output_with, wait_limited};
+use common::{
+    output_limited, read_in_background, require_root, soulbox_output, soulbox_output_with,
+    wait_limited,
+};
 
 /// What one `soulbox` invocation produced.
 #[derive(Debug)]
@@ -694,4 +697,62 @@ ls -A \"$1/templates\"";
         stdout, "status=125\n",
         "a failed template build left files in the state directory: {stdout}"
     );
+}
+
+/// Copies `program` and the libraries `ldd` lists for it to the same paths
+/// under `root`.
+fn copy_with_libraries(root: &Path, program: &str) {
+    let ldd = Command::new("ldd")
+        .arg(program)
+        .output()
+        .expect("run the host's ldd");
+    let listed = String::from_utf8_lossy(&ldd.stdout).into_owned();
+    let libraries = listed
+        .lines()
+        .filter_map(|line| line.split_whitespace().find(|word| word.starts_with('/')));
+    for file in std::iter::once(program).chain(libraries) {
+        let target = root.join(file.trim_start_matches('/'));
+        std::fs::create_dir_all(target.parent().expect("a file has a parent"))
+            .expect("create a directory in the root file system");
+        std::fs::copy(file, &target).expect("copy a file into the root file system");
+    }
+}
+
+#[test]
+fn template_directory_given_relative() {
+    if !require_root("template_directory_given_relative") {
+        return;
+    }
+    let dir = HostDir::create("template");
+    let root = dir.path.join("rootfs");
+    copy_with_libraries(&root, "/bin/cat");
+    dir.write("rootfs/srv/marker", "from the directory\n", 0o644);
+    let run = |template: &str| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_soulbox"));
+        command
+            .args([
+                "run",
+                "--template",
+                template,
+                "--",
+                "/bin/cat",
+                "/srv/marker",
+            ])
+            .current_dir(&dir.path);
+        let output = output_limited(command, "soulbox run --template");
+        Outcome {
+            status: output.status,
+            stdout: text(output.stdout),
+            stderr: text(output.stderr),
+            elapsed: Duration::ZERO,
+        }
+    };
+    let outcome = run("./rootfs");
+    assert_eq!(outcome.code(), Some(0), "stderr: {:?}", outcome.stderr);
+    assert_eq!(outcome.stdout, "from the directory\n");
+
+    let missing = run("./nowhere");
+    assert_soulbox_failed(&missing, "\"./nowhere\" is neither `host` nor a directory");
+    let file = run("rootfs/srv/marker");
+    assert_soulbox_failed(&file, "is not a directory");
 }

@@ -79,6 +79,13 @@ pub mod diagnostics {
         crate::cgroup::parent_dirs()
     }
 
+    /// Returns SoulBox's state directory: `SOULBOX_STATE_DIR` when it is
+    /// absolute, else `/run/soulbox` for root and a directory under
+    /// `XDG_RUNTIME_DIR` otherwise.
+    pub fn state_dir() -> PathBuf {
+        crate::paths::state_dir()
+    }
+
     /// Returns whether `name` has the shape of a sandbox id.
     pub fn is_sandbox_id(name: &str) -> bool {
         crate::id::is_sandbox_id(name)

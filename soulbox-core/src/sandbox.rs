@@ -38,7 +38,10 @@ const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct SandboxOptions {
-    /// Template name. Only `host` exists so far.
+    /// The template: `host` (the default), or the absolute path of a
+    /// directory that contains a root file system, which becomes the read-only
+    /// lower layer of the sandbox's root as it is. Such a directory must not
+    /// change while sandboxes use it.
     pub template: String,
     /// The sandbox ends this long after creation, enforced by its PID 1
     /// even if the host process dies. Zero means no limit.
@@ -108,6 +111,13 @@ impl Default for SandboxOptions {
 }
 
 impl SandboxOptions {
+    /// Sets the template: `host`, or the absolute path of a directory that
+    /// contains a root file system (see [`SandboxOptions::template`]).
+    pub fn template(mut self, template: impl Into<String>) -> Self {
+        self.template = template.into();
+        self
+    }
+
     /// Sets the sandbox lifetime.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
@@ -148,12 +158,7 @@ impl SandboxOptions {
     }
 
     pub(crate) fn validate(&self) -> Result<()> {
-        if self.template != template::HOST {
-            return Err(Error::InvalidArgument(format!(
-                "unknown template {:?}; only \"host\" is available",
-                self.template
-            )));
-        }
+        template::check_name(&self.template)?;
         for (key, value) in &self.envs {
             crate::command::validate_env(key, value)?;
         }
@@ -501,7 +506,7 @@ impl Sandbox {
         let state_dir = paths::state_dir();
         // First: it checks that the state directory is this user's alone.
         let sandboxes = state::sandboxes_dir(&state_dir)?;
-        let template = template::host(&state_dir)?;
+        let template = template::resolve(&options.template, &state_dir)?;
         let scratch_dir = prepare_scratch_dir(&state_dir)?;
 
         let new_entry = state::NewEntry::create(&sandboxes)?;

@@ -1,10 +1,17 @@
-//! The `host` template: the host's /usr and library directories, read-only,
-//! under a generated /etc and an empty home, with no host secrets.
+//! Templates: what a sandbox's root file system is built from.
 //!
-//! The template is a small skeleton directory, built once per host and
-//! reused as the read-only lower layer of every sandbox's root overlay, plus
-//! a list of host paths that PID 1 bind-mounts read-only on top.
+//! The `host` template is the host's /usr and library directories,
+//! read-only, under a generated /etc and an empty home, with no host
+//! secrets. It is a small skeleton directory, built once per host and
+//! reused as the read-only lower layer of every sandbox's root overlay,
+//! plus a list of host paths that PID 1 bind-mounts read-only on top.
+//!
+//! A directory template is the absolute path of a directory that contains a
+//! root file system, such as one made by debootstrap or unpacked from a
+//! container image. It is the overlay's lower layer as it is, with nothing
+//! of the host bound on top.
 
+use std::borrow::Cow;
 use std::fs;
 use std::io;
 use std::os::unix::fs::{symlink, PermissionsExt};
@@ -91,6 +98,74 @@ pub struct Template {
     pub lower_dirs: Vec<PathBuf>,
     /// Host paths bound read-only at the same path inside.
     pub binds: Vec<PathBuf>,
+}
+
+/// Returns the template that `name` selects: [`HOST`], or the absolute
+/// path of a directory containing a root file system.
+///
+/// # Errors
+///
+/// [`Error::InvalidArgument`] for any other name, a path that is not an
+/// existing directory, the host's own root, or a directory that overlaps
+/// `state_dir`; [`Error::Template`] if the `host` skeleton cannot be built.
+pub fn resolve(name: &str, state_dir: &Path) -> Result<Cow<'static, Template>> {
+    if name == HOST {
+        return host(state_dir).map(Cow::Borrowed);
+    }
+    let dir = check_directory(name, state_dir)?;
+    Ok(Cow::Owned(Template {
+        lower_dirs: vec![dir],
+        binds: Vec::new(),
+    }))
+}
+
+/// Checks a template name without building anything: [`HOST`], or the
+/// absolute path of an existing directory that [`resolve`] accepts.
+pub(crate) fn check_name(name: &str) -> Result<()> {
+    if name == HOST {
+        return Ok(());
+    }
+    check_directory(name, &crate::paths::state_dir()).map(drop)
+}
+
+fn check_directory(name: &str, state_dir: &Path) -> Result<PathBuf> {
+    let invalid = |problem: &str| {
+        Err(Error::InvalidArgument(format!(
+            "template {name:?} {problem}; a template is \"host\" or the absolute path of a \
+             directory that contains a root file system"
+        )))
+    };
+    if !name.starts_with('/') {
+        return invalid("is neither \"host\" nor an absolute path");
+    }
+    let dir = match fs::canonicalize(name) {
+        Ok(dir) => dir,
+        Err(e) => return invalid(&format!("cannot be opened ({e})")),
+    };
+    if !dir.is_dir() {
+        return invalid("is not a directory");
+    }
+    if dir == Path::new("/") {
+        return invalid(
+            "is the host's root, which contains its secrets; \"host\" gives the host's programs \
+             without them",
+        );
+    }
+    let state_dir = fs::canonicalize(state_dir).unwrap_or_else(|_| state_dir.to_path_buf());
+    if state_dir.starts_with(&dir) || dir.starts_with(&state_dir) {
+        return invalid(&format!(
+            "overlaps SoulBox's state directory {}, where sandboxes keep their writable layers",
+            state_dir.display()
+        ));
+    }
+    if dir.to_string_lossy().contains([',', ':', '\\']) {
+        return invalid(&format!(
+            "resolves to {}, which contains ',', ':' or '\\' that overlayfs cannot take; \
+             move the directory to a path without them",
+            dir.display()
+        ));
+    }
+    Ok(dir)
 }
 
 /// Returns the `host` template, building its skeleton on first use.

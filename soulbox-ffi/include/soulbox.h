@@ -1246,7 +1246,9 @@ struct soulbox_options *soulbox_options_new(void);
 void soulbox_options_free(struct soulbox_options *options);
 
 /**
- * Sets the template. Only "host" exists so far; another name fails
+ * Sets the template: "host", or the absolute path of a directory that
+ * contains a root file system, which becomes the sandbox's read-only root as
+ * it is. Any other name, or a path that is not such a directory, fails
  * `soulbox_sandbox_create`.
  */
 struct soulbox_error *soulbox_options_set_template(struct soulbox_options *options,

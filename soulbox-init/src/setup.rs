@@ -90,8 +90,9 @@ pub fn build(config: &Config, facts: KernelFacts) -> Result<(), SetupError> {
     build_dev(&root, in_user_namespace)?;
     mount_proc(&root)?;
     mount_tmp(config, &root)?;
-    write_etc(config, &root)?;
     switch_root(&root)?;
+    write_etc(config)?;
+    make_homes();
 
     sys::sethostname(&config.sandbox_id).stage(SetupStage::Hostname, &config.sandbox_id)?;
     sys::loopback_up().stage(SetupStage::Loopback, b"lo")?;
@@ -495,22 +496,56 @@ fn mount_sized_tmpfs(source: &CStr, target: &CStr, options: &str) -> io::Result<
     }
 }
 
-/// Writes the files in /etc that depend on the sandbox id.
-fn write_etc(config: &Config, root: &[u8]) -> Result<(), SetupError> {
+/// Writes the files in /etc that depend on the sandbox id. It runs after
+/// pivot_root, so that the template's symbolic links resolve inside the
+/// sandbox: a directory template's /etc, or a file in it, may be a link,
+/// and before the pivot an absolute one would lead to the host's files.
+fn write_etc(config: &Config) -> Result<(), SetupError> {
     let id = String::from_utf8_lossy(&config.sandbox_id);
     let files = [
-        (&b"etc/hostname"[..], format!("{id}\n")),
+        (c"/etc/hostname", format!("{id}\n")),
         (
-            b"etc/hosts",
+            c"/etc/hosts",
             format!("127.0.0.1\tlocalhost\n::1\tlocalhost\n127.0.1.1\t{id}\n"),
         ),
     ];
+    sys::mkdir(c"/etc", 0o755).stage(SetupStage::EtcFiles, b"/etc")?;
     for (name, contents) in files {
-        let path = join(root, name);
-        let path_c = cstr(&path).stage(SetupStage::EtcFiles, &path)?;
-        sys::write_file(&path_c, contents.as_bytes(), 0o644).stage(SetupStage::EtcFiles, &path)?;
+        match sys::write_file(name, contents.as_bytes(), 0o644) {
+            // A symbolic link in the template: this sandbox gets a file of
+            // its own in the writable layer instead.
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                sys::unlink(name).stage(SetupStage::EtcFiles, name.to_bytes())?;
+                sys::write_file(name, contents.as_bytes(), 0o644)
+                    .stage(SetupStage::EtcFiles, name.to_bytes())?;
+            }
+            other => other.stage(SetupStage::EtcFiles, name.to_bytes())?,
+        }
     }
     Ok(())
+}
+
+/// uid and gid of the sandbox's `user`, whose home commands start in.
+const USER_ID: libc::uid_t = 1000;
+
+/// Makes /home/user and /root, where commands of `user` and `root` start by
+/// default, if the template lacks them (the `host` template has both). A
+/// failure is left for the command's start to report, as a working
+/// directory that cannot be entered.
+fn make_homes() {
+    let _ = sys::mkdir(c"/root", 0o700);
+    let created = match sys::make_dir(c"/home/user", 0o755) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+            let _ = sys::mkdir(c"/home", 0o755);
+            sys::make_dir(c"/home/user", 0o755)
+        }
+        other => other,
+    };
+    if matches!(created, Ok(true)) {
+        // In a user namespace that does not map uid 1000 this fails, and
+        // the directory stays root's, as PID 1 made it.
+        let _ = sys::chown(c"/home/user", USER_ID, USER_ID);
+    }
 }
 
 /// Makes `root` the root directory and detaches the host's tree.

@@ -548,6 +548,29 @@ pub fn mkdir(path: &CStr, mode: libc::mode_t) -> io::Result<()> {
     }
 }
 
+/// Creates a directory and returns whether it did: `false` if `path`
+/// already existed.
+pub fn make_dir(path: &CStr, mode: libc::mode_t) -> io::Result<bool> {
+    // SAFETY: `path` is a valid C string.
+    match check(unsafe { libc::mkdir(path.as_ptr(), mode) }) {
+        Ok(_) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Removes a file or symbolic link (not what it points to).
+pub fn unlink(path: &CStr) -> io::Result<()> {
+    // SAFETY: `path` is a valid C string.
+    check(unsafe { libc::unlink(path.as_ptr()) }).map(drop)
+}
+
+/// Sets the owner of `path`, following a symbolic link.
+pub fn chown(path: &CStr, uid: libc::uid_t, gid: libc::gid_t) -> io::Result<()> {
+    // SAFETY: `path` is a valid C string.
+    check(unsafe { libc::chown(path.as_ptr(), uid, gid) }).map(drop)
+}
+
 /// Creates (or truncates) a regular file with `contents`.
 pub fn write_file(path: &CStr, contents: &[u8], mode: libc::mode_t) -> io::Result<()> {
     let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC | libc::O_NOFOLLOW;

@@ -3,6 +3,7 @@
 // The Sandbox class, with E2B's names.
 
 const os = require('node:os')
+const path = require('node:path')
 
 const check = require('./check')
 const { InvalidArgumentError } = require('./errors')
@@ -90,12 +91,15 @@ class Sandbox {
   /**
    * Creates a sandbox and resolves once it accepts commands:
    * `Sandbox.create()`, `Sandbox.create(opts)` or
-   * `Sandbox.create(template, opts)`. Only the `host` template exists.
+   * `Sandbox.create(template, opts)`. A template is `host` (the default)
+   * or the path of a directory that contains a root file system. That
+   * directory becomes the sandbox's read-only root as it is. A relative
+   * path starts at the current directory.
    */
   static async create(templateOrOpts, opts) {
     let template
     if (typeof templateOrOpts === 'string') {
-      template = templateOrOpts
+      template = templateOrOpts.includes('/') ? path.resolve(templateOrOpts) : templateOrOpts
     } else {
       opts = templateOrOpts
     }

@@ -4,7 +4,18 @@
 import assert from 'node:assert/strict'
 import { createRequire } from 'node:module'
 import { test } from 'node:test'
-import { readdirSync } from 'node:fs'
+import { execFileSync } from 'node:child_process'
+import {
+  chmodSync,
+  copyFileSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs'
+import { tmpdir } from 'node:os'
+import { dirname, join, relative as relativePath } from 'node:path'
 import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
 
@@ -238,4 +249,35 @@ test('fork bomb contained', async (t) => {
   }
   assert.deepEqual(leftoverCgroups(bombed.sandboxId), [])
   assert.deepEqual(hostProcessesOf(bombed.sandboxId), [])
+})
+
+test('directory template', async (t) => {
+  if (!requireRoot(t)) return
+  const base = mkdtempSync(join(tmpdir(), 'soulbox-node-template-'))
+  const root = join(base, 'rootfs')
+  try {
+    // /bin/sh and the libraries it loads, at the same paths.
+    const listed = execFileSync('ldd', ['/bin/sh'], { encoding: 'utf8' })
+    const libraries = listed.split(/\s+/).filter((word) => word.startsWith('/'))
+    for (const file of ['/bin/sh', ...libraries]) {
+      mkdirSync(join(root, dirname(file)), { recursive: true })
+      copyFileSync(file, join(root, file))
+      chmodSync(join(root, file), 0o755)
+    }
+    mkdirSync(join(root, 'srv'))
+    writeFileSync(join(root, 'srv', 'marker'), 'from the directory\n')
+    const relative = `./${relativePath(process.cwd(), root)}`
+    for (const template of [root, relative]) {
+      const sbx = await Sandbox.create(template, { timeoutMs: 60_000 })
+      try {
+        const result = await sbx.commands.run('read line < /srv/marker; echo $line; [ -e /usr/bin/node ] || echo no-node')
+        assert.equal(result.stdout, 'from the directory\nno-node\n')
+        assert.equal((await sbx.getInfo()).templateId, root)
+      } finally {
+        await sbx.kill()
+      }
+    }
+  } finally {
+    rmSync(base, { recursive: true, force: true })
+  }
 })

@@ -3,6 +3,8 @@ pause and resume, sync and async."""
 
 import asyncio
 import datetime
+import pathlib
+import shutil
 import subprocess
 import sys
 import time
@@ -148,3 +150,27 @@ def test_async_lifecycle() -> None:
             await AsyncSandbox.connect(sandbox.sandbox_id)
 
     asyncio.run(main())
+
+
+def copy_with_libraries(root: pathlib.Path, program: str) -> None:
+    """Copy ``program`` and the libraries ldd lists to the same paths."""
+    listed = subprocess.run(["ldd", program], capture_output=True, text=True, check=True).stdout
+    libraries = [word for line in listed.splitlines() for word in line.split() if word.startswith("/")]
+    for path in [program, *libraries]:
+        target = root / path.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, target)
+
+
+def test_directory_template(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    require_root()
+    root = tmp_path / "rootfs"
+    copy_with_libraries(root, "/bin/sh")
+    (root / "srv").mkdir()
+    (root / "srv" / "marker").write_text("from the directory\n")
+    monkeypatch.chdir(tmp_path)
+    for template in ("./rootfs", root):
+        with Sandbox.create(template=template) as sandbox:
+            result = sandbox.commands.run("read line < /srv/marker; echo $line; [ -e /usr/bin/python3 ] || echo no-python")
+            assert result.stdout == "from the directory\nno-python\n"
+            assert sandbox.get_info().template_id == str(root)

@@ -60,9 +60,15 @@ pub fn soulbox_output(args: &[&str]) -> Output {
 
 /// Like [`soulbox_output`], with `envs` added to the environment.
 pub fn soulbox_output_with(args: &[&str], envs: &[(&str, &std::ffi::OsStr)]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_soulbox"))
-        .args(args)
-        .envs(envs.iter().copied())
+    let mut command = Command::new(env!("CARGO_BIN_EXE_soulbox"));
+    command.args(args).envs(envs.iter().copied());
+    output_limited(command, &format!("soulbox {args:?}"))
+}
+
+/// Runs `command` with stdin on /dev/null and its output piped, killing it
+/// after `RUN_LIMIT`.
+pub fn output_limited(mut command: Command, description: &str) -> Output {
+    let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -70,7 +76,7 @@ pub fn soulbox_output_with(args: &[&str], envs: &[(&str, &std::ffi::OsStr)]) -> 
         .expect("start the soulbox binary");
     let stdout = read_in_background(child.stdout.take().expect("stdout is piped"));
     let stderr = read_in_background(child.stderr.take().expect("stderr is piped"));
-    let status = wait_limited(&mut child, &format!("soulbox {args:?}"));
+    let status = wait_limited(&mut child, description);
     Output {
         status,
         stdout: stdout.join().expect("stdout reader thread"),

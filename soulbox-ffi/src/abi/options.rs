@@ -41,7 +41,9 @@ pub extern "C" fn soulbox_options_free(options: *mut Options) {
     });
 }
 
-/// Sets the template. Only "host" exists so far; another name fails
+/// Sets the template: "host", or the absolute path of a directory that
+/// contains a root file system, which becomes the sandbox's read-only root as
+/// it is. Any other name, or a path that is not such a directory, fails
 /// `soulbox_sandbox_create`.
 #[no_mangle]
 pub extern "C" fn soulbox_options_set_template(

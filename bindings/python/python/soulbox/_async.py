@@ -9,6 +9,7 @@ Callbacks may be plain functions or coroutine functions.
 
 import asyncio
 import inspect
+import os
 from typing import Any, AsyncIterator, Awaitable, Callable, Dict, List, Literal, Optional, Union, overload
 
 from . import _common, _native
@@ -585,7 +586,7 @@ class AsyncSandbox:
     @classmethod
     async def create(
         cls,
-        template: Optional[str] = None,
+        template: Union[str, "os.PathLike[str]", None] = None,
         timeout: Optional[int] = None,
         metadata: Optional[Dict[str, str]] = None,
         envs: Optional[Dict[str, str]] = None,

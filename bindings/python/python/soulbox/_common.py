@@ -1,5 +1,6 @@
 """Argument checks and result handling shared by Sandbox and AsyncSandbox."""
 
+import os
 import posixpath
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
@@ -61,8 +62,31 @@ def check_size(name: str, value: Optional[int], allow_none: bool) -> Optional[in
     return value
 
 
+def template_name(template: Any) -> str:
+    """Return the native template: "host", or a directory's absolute path.
+
+    A path is a ``str`` with a ``/`` in it, or an ``os.PathLike``; a
+    relative one starts at the current directory.
+    """
+    if template is None or template == "host":
+        return "host"
+    if isinstance(template, os.PathLike):
+        template = os.fspath(template)
+    if not isinstance(template, str):
+        raise InvalidArgumentException(
+            f"template must be 'host' or a directory's path, not {template!r}"
+        )
+    if "/" not in template:
+        raise not_implemented(
+            f"template {template!r}; only 'host' and directories containing a root file "
+            "system (give a path, such as './rootfs') exist so far (OCI image and "
+            "soulbox.toml templates are planned)"
+        )
+    return os.path.abspath(template)
+
+
 def create_options(
-    template: Optional[str],
+    template: Any,
     timeout: Optional[float],
     metadata: Optional[Dict[str, str]],
     envs: Optional[Dict[str, str]],
@@ -76,11 +100,7 @@ def create_options(
     seccomp: Optional[SeccompPolicy],
 ) -> Dict[str, Any]:
     """Check the arguments of ``create`` and build the native options."""
-    if template not in (None, "host"):
-        raise not_implemented(
-            f"template {template!r}; only the 'host' template exists so far (directory, "
-            "OCI image and soulbox.toml templates are planned)"
-        )
+    native_template = template_name(template)
     if allow_internet_access or network is not None:
         raise not_implemented(
             "networking; a sandbox has loopback only, so leave allow_internet_access and "
@@ -98,7 +118,7 @@ def create_options(
     if cpu_limit is not None and (isinstance(cpu_limit, bool) or not isinstance(cpu_limit, (int, float))):
         raise InvalidArgumentException(f"cpu_limit must be a number of cores or None, not {cpu_limit!r}")
     return {
-        "template": "host",
+        "template": native_template,
         "timeout": seconds("timeout", timeout),
         "envs": check_str_map("envs", envs),
         "memory_limit": check_size("memory_limit", limits["memory_limit"], True),

@@ -5,6 +5,7 @@ Ctrl-C interrupts it with KeyboardInterrupt. An interrupted ``commands.run``
 kills the command's whole process tree.
 """
 
+import os
 import types
 from typing import Any, Dict, Iterator, List, Literal, Optional, Union, overload
 
@@ -615,7 +616,7 @@ class Sandbox:
     @classmethod
     def create(
         cls,
-        template: Optional[str] = None,
+        template: Union[str, "os.PathLike[str]", None] = None,
         timeout: Optional[int] = None,
         metadata: Optional[Dict[str, str]] = None,
         envs: Optional[Dict[str, str]] = None,
@@ -640,8 +641,10 @@ class Sandbox:
     ) -> "Sandbox":
         """Create a sandbox and wait until it accepts commands.
 
-        :param template: only ``None`` or ``"host"`` (the host's /usr,
-            read-only); others raise NotImplementedError.
+        :param template: ``None`` or ``"host"`` (the host's /usr,
+            read-only), or the path of a directory that contains a root file
+            system, which becomes the sandbox's read-only root as it is;
+            other names raise NotImplementedError.
         :param timeout: lifetime in seconds (default 300; 0 for none).
         :param metadata: labels, returned by ``get_info`` and used to
             filter ``Sandbox.list``.
