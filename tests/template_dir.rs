@@ -313,3 +313,203 @@ async fn bad_template_names_rejected_before_anything_is_made() {
         );
     }
 }
+
+/// Kinds of special file that a template may hold where PID 1 expects a
+/// regular file or a directory.
+#[derive(Debug, Clone, Copy)]
+enum Special {
+    Fifo,
+    Socket,
+    CharDevice,
+    RegularFile,
+}
+
+impl Special {
+    /// Creates this kind of file at `path` on the host.
+    fn create(self, path: &Path) {
+        let cpath = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+            .expect("test paths have no NUL byte");
+        let status = match self {
+            // SAFETY: `cpath` is a valid C string.
+            Self::Fifo => unsafe { libc::mkfifo(cpath.as_ptr(), 0o644) },
+            // SAFETY: `cpath` is a valid C string.
+            Self::CharDevice => unsafe {
+                libc::mknod(cpath.as_ptr(), libc::S_IFCHR | 0o644, libc::makedev(1, 3))
+            },
+            Self::Socket => {
+                let listener = std::os::unix::net::UnixListener::bind(path)
+                    .unwrap_or_else(|e| panic!("bind a socket at {}: {e}", path.display()));
+                // The socket file stays after the listener closes.
+                drop(listener);
+                0
+            }
+            Self::RegularFile => {
+                std::fs::write(path, "not a directory\n").expect("write a file");
+                0
+            }
+        };
+        assert_eq!(
+            status,
+            0,
+            "create a {self:?} at {}: {}",
+            path.display(),
+            std::io::Error::last_os_error()
+        );
+    }
+
+    fn matches(self, file_type: std::fs::FileType) -> bool {
+        use std::os::unix::fs::FileTypeExt;
+        match self {
+            Self::Fifo => file_type.is_fifo(),
+            Self::Socket => file_type.is_socket(),
+            Self::CharDevice => file_type.is_char_device(),
+            Self::RegularFile => file_type.is_file(),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn special_etc_files_are_replaced() {
+    if !require_root("special_etc_files_are_replaced") {
+        return;
+    }
+    // Opening a FIFO for writing blocks until a reader comes, so PID 1 must
+    // not open one. A device node cannot be opened on the nodev root.
+    let layouts = [
+        (Special::Fifo, Special::CharDevice),
+        (Special::Socket, Special::Fifo),
+    ];
+    for (hostname, hosts) in layouts {
+        let rootfs = RootFs::build("rootfs-etc-special");
+        std::fs::create_dir_all(rootfs.path("/etc")).unwrap();
+        hostname.create(&rootfs.path("/etc/hostname"));
+        hosts.create(&rootfs.path("/etc/hosts"));
+
+        let created = tokio::time::timeout(
+            std::time::Duration::from_secs(20),
+            Sandbox::create(rootfs.options()),
+        )
+        .await;
+        let sandbox = match created {
+            Ok(Ok(sandbox)) => sandbox,
+            Ok(Err(e)) => panic!("{hostname:?} at /etc/hostname, {hosts:?} at /etc/hosts: {e}"),
+            Err(_) => panic!("{hostname:?} at /etc/hostname, {hosts:?} at /etc/hosts: create hung"),
+        };
+        assert_eq!(
+            run_ok(&sandbox, "cat /etc/hostname").await.trim_end(),
+            sandbox.id(),
+            "/etc/hostname replacing a {hostname:?}"
+        );
+        let hosts_file = run_ok(&sandbox, "cat /etc/hosts").await;
+        assert!(
+            hosts_file.contains(sandbox.id()),
+            "/etc/hosts replacing a {hosts:?} is not the sandbox's own: {hosts_file:?}"
+        );
+        sandbox.kill().await.expect("kill the sandbox");
+        for (name, kind) in [("/etc/hostname", hostname), ("/etc/hosts", hosts)] {
+            let meta = std::fs::symlink_metadata(rootfs.path(name)).unwrap();
+            assert!(
+                kind.matches(meta.file_type()),
+                "the template's {name} is no longer a {kind:?}"
+            );
+        }
+    }
+}
+
+/// Creates a sandbox from `rootfs`, expecting the setup to fail, and
+/// returns the error's message.
+async fn setup_error(rootfs: &RootFs) -> String {
+    let error = within_limit("create", Sandbox::create(rootfs.options()))
+        .await
+        .expect_err("a template that cannot work was accepted");
+    assert!(
+        matches!(error, Error::Setup { .. }),
+        "expected a setup error, got {error:?}"
+    );
+    error.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unusable_etc_named_with_fix() {
+    if !require_root("unusable_etc_named_with_fix") {
+        return;
+    }
+    let rootfs = RootFs::build("rootfs-etc-dir");
+    std::fs::create_dir_all(rootfs.path("/etc/hostname")).unwrap();
+    let message = setup_error(&rootfs).await;
+    assert!(
+        message.contains("/etc/hostname is a directory in the template"),
+        "the error does not name the directory: {message}"
+    );
+    assert!(
+        message.contains("must be a file, a symbolic link or absent"),
+        "the error does not give the fix: {message}"
+    );
+
+    let rootfs = RootFs::build("rootfs-etc-file");
+    Special::RegularFile.create(&rootfs.path("/etc"));
+    let message = setup_error(&rootfs).await;
+    assert!(
+        message.contains("/etc in the template must be a directory"),
+        "the error does not give the fix: {message}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_directory_mount_points_rejected() {
+    if !require_root("non_directory_mount_points_rejected") {
+        return;
+    }
+    let cases = [
+        ("dev", Special::RegularFile, "a regular file"),
+        ("proc", Special::Fifo, "a FIFO"),
+        ("tmp", Special::Socket, "a socket"),
+        ("sys", Special::CharDevice, "a device node"),
+    ];
+    for (name, kind, described) in cases {
+        let rootfs = RootFs::build("rootfs-mount-point");
+        kind.create(&rootfs.path(format!("/{name}")));
+        let message = setup_error(&rootfs).await;
+        let expected = format!("/{name} is {described} in the template");
+        assert!(
+            message.contains(&expected),
+            "{kind:?} at /{name}: {message}"
+        );
+        assert!(
+            message.contains("must be directories or absent"),
+            "{kind:?} at /{name}, the error does not give the fix: {message}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kernel_file_systems_rejected() {
+    if !require_root("kernel_file_systems_rejected") {
+        return;
+    }
+    // The `host` template leaves /sys out, and a directory on sysfs or
+    // procfs would show the host's kernel state to the sandbox.
+    let cases = [
+        ("/proc/self", "procfs"),
+        ("/proc/sys", "procfs"),
+        ("/sys/kernel", "sysfs"),
+    ];
+    for (template, file_system) in cases {
+        let error = Sandbox::create(options().template(template))
+            .await
+            .expect_err("a kernel file system was accepted as a template");
+        let message = error.to_string();
+        assert!(
+            matches!(&error, Error::InvalidArgument(_)),
+            "template {template:?}: expected an InvalidArgument, got {error:?}"
+        );
+        assert!(
+            message.contains(&format!("is on {file_system}")),
+            "template {template:?}: {message}"
+        );
+        assert!(
+            message.contains("copy the root file system into a directory"),
+            "template {template:?}, the error does not give the fix: {message}"
+        );
+    }
+}

@@ -106,8 +106,9 @@ pub struct Template {
 /// # Errors
 ///
 /// [`Error::InvalidArgument`] for any other name, a path that is not an
-/// existing directory, the host's own root, or a directory that overlaps
-/// `state_dir`; [`Error::Template`] if the `host` skeleton cannot be built.
+/// existing directory, a directory on a kernel file system such as procfs,
+/// the host's own root, or a directory that overlaps `state_dir`;
+/// [`Error::Template`] if the `host` skeleton cannot be built.
 pub fn resolve(name: &str, state_dir: &Path) -> Result<Cow<'static, Template>> {
     if name == HOST {
         return host(state_dir).map(Cow::Borrowed);
@@ -145,6 +146,13 @@ fn check_directory(name: &str, state_dir: &Path) -> Result<PathBuf> {
     if !dir.is_dir() {
         return invalid("is not a directory");
     }
+    if let Some(file_system) = kernel_file_system(&dir) {
+        return invalid(&format!(
+            "resolves to {}, which is on {file_system}, a kernel file system whose files would \
+             show the host's kernel state inside; copy the root file system into a directory",
+            dir.display()
+        ));
+    }
     if dir == Path::new("/") {
         return invalid(
             "is the host's root, which contains its secrets; \"host\" gives the host's programs \
@@ -166,6 +174,32 @@ fn check_directory(name: &str, state_dir: &Path) -> Result<PathBuf> {
         ));
     }
     Ok(dir)
+}
+
+/// Returns the name of the kernel file system that `dir` is on, such as
+/// procfs or sysfs, or `None` for any other file system. Overlayfs rejects
+/// procfs as a lower layer but takes the others, where the sandbox would
+/// read the host's kernel and cgroup state with PID 1's credentials.
+fn kernel_file_system(dir: &Path) -> Option<&'static str> {
+    use nix::sys::statfs::{self, FsType};
+    const KERNEL_FILE_SYSTEMS: [(FsType, &str); 11] = [
+        (statfs::PROC_SUPER_MAGIC, "procfs"),
+        (statfs::SYSFS_MAGIC, "sysfs"),
+        (statfs::CGROUP_SUPER_MAGIC, "cgroupfs"),
+        (statfs::CGROUP2_SUPER_MAGIC, "cgroup2fs"),
+        (statfs::DEVPTS_SUPER_MAGIC, "devpts"),
+        (statfs::DEBUGFS_MAGIC, "debugfs"),
+        (statfs::TRACEFS_MAGIC, "tracefs"),
+        (statfs::SECURITYFS_MAGIC, "securityfs"),
+        (statfs::BPF_FS_MAGIC, "bpffs"),
+        (statfs::SELINUX_MAGIC, "selinuxfs"),
+        (statfs::SMACK_MAGIC, "smackfs"),
+    ];
+    let found = statfs::statfs(dir).ok()?.filesystem_type();
+    KERNEL_FILE_SYSTEMS
+        .iter()
+        .find(|(magic, _)| *magic == found)
+        .map(|&(_, name)| name)
 }
 
 /// Returns the `host` template, building its skeleton on first use.

@@ -84,7 +84,7 @@ pub fn build(config: &Config, facts: KernelFacts) -> Result<(), SetupError> {
 
     let in_user_namespace = facts.in_user_namespace;
     let root = mount_root(config, in_user_namespace)?;
-    reject_symlinked_mount_points(&root)?;
+    reject_non_directory_mount_points(&root)?;
     bind_host_paths(config, &root)?;
     // /dev first: the /proc masks are binds of its /dev/null.
     build_dev(&root, in_user_namespace)?;
@@ -188,29 +188,40 @@ fn mount_root(config: &Config, in_user_namespace: bool) -> Result<Vec<u8>, Setup
 /// out) and that must therefore be real directories in the template.
 const MOUNT_POINTS: [&[u8]; 4] = [b"proc", b"sys", b"dev", b"tmp"];
 
-/// Rejects a template whose /proc, /sys, /dev or /tmp is a symbolic link.
-/// Until pivot_root, an absolute link resolves against the host's root, so
-/// a template with `dev -> /dev` would have PID 1 mount the sandbox's /dev
-/// over the host's directory (in the sandbox's mount namespace) and leave
-/// the sandbox's own path pointing elsewhere. Nothing inside runs yet, so
-/// the link cannot change between this check and the mounts.
-fn reject_symlinked_mount_points(root: &[u8]) -> Result<(), SetupError> {
+/// Rejects a template whose /proc, /sys, /dev or /tmp exists but is not a
+/// directory. Until pivot_root, an absolute link resolves against the
+/// host's root. A template with `dev -> /dev` would therefore have PID 1
+/// mount the sandbox's /dev over the host's directory (in the sandbox's
+/// mount namespace), and the sandbox's own path would point elsewhere. Any
+/// other file would fail its mount with a message that names only the
+/// scratch path. Nothing inside runs yet, so the file cannot change between
+/// this check and the mounts.
+fn reject_non_directory_mount_points(root: &[u8]) -> Result<(), SetupError> {
     for name in MOUNT_POINTS {
         let path = join(root, name);
         let path_c = cstr(&path).stage(SetupStage::Overlay, &path)?;
-        if sys::is_symlink(&path_c) {
-            let mut detail = b"/".to_vec();
-            detail.extend_from_slice(name);
-            detail.extend_from_slice(
-                b" is a symbolic link in the template; /proc, /sys, /dev and /tmp must be \
-                  directories or absent",
-            );
-            return Err(SetupError {
-                stage: SetupStage::Overlay,
-                error: io::Error::from_raw_os_error(libc::ENOTDIR),
-                detail,
-            });
-        }
+        let described = match sys::file_type(&path_c) {
+            None | Some(libc::S_IFDIR) => continue,
+            Some(libc::S_IFLNK) => "a symbolic link",
+            Some(libc::S_IFREG) => "a regular file",
+            Some(libc::S_IFIFO) => "a FIFO",
+            Some(libc::S_IFSOCK) => "a socket",
+            Some(_) => "a device node",
+        };
+        let mut detail = b"/".to_vec();
+        detail.extend_from_slice(name);
+        detail.extend_from_slice(
+            format!(
+                " is {described} in the template; /proc, /sys, /dev and /tmp must be \
+                 directories or absent"
+            )
+            .as_bytes(),
+        );
+        return Err(SetupError {
+            stage: SetupStage::Overlay,
+            error: io::Error::from_raw_os_error(libc::ENOTDIR),
+            detail,
+        });
     }
     Ok(())
 }
@@ -511,18 +522,39 @@ fn write_etc(config: &Config) -> Result<(), SetupError> {
     ];
     sys::mkdir(c"/etc", 0o755).stage(SetupStage::EtcFiles, b"/etc")?;
     for (name, contents) in files {
-        match sys::write_file(name, contents.as_bytes(), 0o644) {
-            // A symbolic link in the template: this sandbox gets a file of
-            // its own in the writable layer instead.
-            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-                sys::unlink(name).stage(SetupStage::EtcFiles, name.to_bytes())?;
-                sys::write_file(name, contents.as_bytes(), 0o644)
-                    .stage(SetupStage::EtcFiles, name.to_bytes())?;
-            }
-            other => other.stage(SetupStage::EtcFiles, name.to_bytes())?,
-        }
+        let written = sys::write_file(name, contents.as_bytes(), 0o644).or_else(|first| {
+            // A symbolic link (ELOOP), a FIFO or socket (ENXIO) or a device
+            // node (EACCES, because the root is nodev) in the template is
+            // replaced by a file of this sandbox's own in the writable
+            // layer. If the unlink fails too, as for a directory, the first
+            // error is returned.
+            sys::unlink(name).map_err(|_| first)?;
+            sys::write_file(name, contents.as_bytes(), 0o644)
+        });
+        written.map_err(|error| etc_error(name, error))?;
     }
     Ok(())
+}
+
+/// Describes a failure to write `name` in /etc with the template layout
+/// that causes it.
+fn etc_error(name: &CStr, error: io::Error) -> SetupError {
+    let name = name.to_string_lossy();
+    let detail = match error.raw_os_error() {
+        Some(libc::EISDIR) => format!(
+            "{name} is a directory in the template; it must be a file, a symbolic link or absent"
+        ),
+        Some(libc::ENOTDIR | libc::ENOENT | libc::ELOOP | libc::EROFS) => format!(
+            "{name}; /etc in the template must be a directory, or a symbolic link to a writable \
+             directory inside the sandbox"
+        ),
+        _ => name.into_owned(),
+    };
+    SetupError {
+        stage: SetupStage::EtcFiles,
+        error,
+        detail: detail.into_bytes(),
+    }
 }
 
 /// uid and gid of the sandbox's `user`, whose home commands start in.
@@ -673,7 +705,7 @@ mod tests {
         let root = TempRoot::new("dirs");
         std::fs::create_dir(root.0.join("proc")).expect("create proc");
         std::fs::create_dir(root.0.join("dev")).expect("create dev");
-        assert!(reject_symlinked_mount_points(root.bytes()).is_ok());
+        assert!(reject_non_directory_mount_points(root.bytes()).is_ok());
     }
 
     #[test]
@@ -682,7 +714,7 @@ mod tests {
             let root = TempRoot::new(name);
             std::os::unix::fs::symlink(format!("/{name}"), root.0.join(name))
                 .expect("create the symbolic link");
-            let error = match reject_symlinked_mount_points(root.bytes()) {
+            let error = match reject_non_directory_mount_points(root.bytes()) {
                 Err(error) => error,
                 Ok(()) => panic!("a symbolic link at /{name} was accepted"),
             };

@@ -571,9 +571,16 @@ pub fn chown(path: &CStr, uid: libc::uid_t, gid: libc::gid_t) -> io::Result<()> 
     check(unsafe { libc::chown(path.as_ptr(), uid, gid) }).map(drop)
 }
 
-/// Creates (or truncates) a regular file with `contents`.
+/// Creates (or truncates) a regular file with `contents`. A symbolic link
+/// at `path` fails with ELOOP, and a FIFO or socket with ENXIO instead of
+/// blocking until a reader opens it.
 pub fn write_file(path: &CStr, contents: &[u8], mode: libc::mode_t) -> io::Result<()> {
-    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC | libc::O_NOFOLLOW;
+    let flags = libc::O_WRONLY
+        | libc::O_CREAT
+        | libc::O_TRUNC
+        | libc::O_CLOEXEC
+        | libc::O_NOFOLLOW
+        | libc::O_NONBLOCK;
     // SAFETY: `path` is a valid C string; the mode argument is read because
     // O_CREAT is set.
     let fd = check(unsafe { libc::open(path.as_ptr(), flags, mode as libc::c_uint) })?;
@@ -591,13 +598,14 @@ pub fn is_dir(path: &CStr) -> bool {
     ret == 0 && (unsafe { st.assume_init() }.st_mode & libc::S_IFMT) == libc::S_IFDIR
 }
 
-/// Returns whether `path` is a symbolic link itself.
-pub fn is_symlink(path: &CStr) -> bool {
+/// Returns the file type bits (`S_IFMT`) of `path` itself, not following a
+/// symbolic link, or `None` if it cannot be read, such as when it is missing.
+pub fn file_type(path: &CStr) -> Option<libc::mode_t> {
     let mut st = MaybeUninit::<libc::stat>::uninit();
     // SAFETY: `path` is a valid C string and `st` is writable.
     let ret = unsafe { libc::lstat(path.as_ptr(), st.as_mut_ptr()) };
     // SAFETY: lstat succeeded, so it initialised `st`.
-    ret == 0 && (unsafe { st.assume_init() }.st_mode & libc::S_IFMT) == libc::S_IFLNK
+    (ret == 0).then(|| unsafe { st.assume_init() }.st_mode & libc::S_IFMT)
 }
 
 pub fn symlink(target: &CStr, path: &CStr) -> io::Result<()> {
