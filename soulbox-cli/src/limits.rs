@@ -77,7 +77,14 @@ fn parse_template(text: &str) -> Result<String, String> {
         return Ok(text.to_string());
     }
     match std::fs::canonicalize(text) {
-        Ok(path) if path.is_dir() => Ok(path.to_string_lossy().into_owned()),
+        // A lossy conversion would name another directory, usually a
+        // missing one.
+        Ok(path) if path.is_dir() => path.into_os_string().into_string().map_err(|path| {
+            format!(
+                "{text:?} resolves to {path:?}, which is not valid UTF-8; move the directory to a \
+                 UTF-8 path"
+            )
+        }),
         Ok(_) => Err(format!("{text:?} is not a directory; a template is `host` or a directory that contains a root file system")),
         Err(e) => Err(format!("{text:?} is neither `host` nor a directory that can be opened ({e})")),
     }

@@ -756,3 +756,41 @@ fn template_directory_given_relative() {
     let file = run("rootfs/srv/marker");
     assert_soulbox_failed(&file, "is not a directory");
 }
+
+#[test]
+fn template_relative_under_non_utf8_directory() {
+    if !require_root("template_relative_under_non_utf8_directory") {
+        return;
+    }
+    use std::os::unix::ffi::OsStrExt;
+    let dir = HostDir::create("template-non-utf8");
+    let parent = dir.path.join(std::ffi::OsStr::from_bytes(b"bad\xffname"));
+    copy_with_libraries(&parent.join("rootfs"), "/bin/cat");
+
+    let mut command = Command::new(env!("CARGO_BIN_EXE_soulbox"));
+    command
+        .args([
+            "run",
+            "--template",
+            "./rootfs",
+            "--",
+            "/bin/cat",
+            "/dev/null",
+        ])
+        .current_dir(&parent);
+    let output = output_limited(command, "soulbox run --template under a non-UTF-8 path");
+
+    let outcome = Outcome {
+        status: output.status,
+        stdout: text(output.stdout),
+        stderr: text(output.stderr),
+        elapsed: Duration::ZERO,
+    };
+    // Made lossy, the path would name another directory, one that is missing.
+    assert_soulbox_failed(&outcome, "bad\\xFFname/rootfs");
+    assert!(
+        outcome.stderr.contains("is not valid UTF-8"),
+        "the error does not name the cause: {:?}",
+        outcome.stderr
+    );
+}

@@ -3,6 +3,7 @@ pause and resume, sync and async."""
 
 import asyncio
 import datetime
+import os
 import pathlib
 import shutil
 import subprocess
@@ -15,6 +16,7 @@ import pytest
 from conftest import require_root
 from soulbox import (
     AsyncSandbox,
+    InvalidArgumentException,
     Sandbox,
     SandboxNotFoundException,
     SandboxQuery,
@@ -174,3 +176,22 @@ def test_directory_template(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPa
             result = sandbox.commands.run("read line < /srv/marker; echo $line; [ -e /usr/bin/python3 ] || echo no-python")
             assert result.stdout == "from the directory\nno-python\n"
             assert sandbox.get_info().template_id == str(root)
+
+
+def test_directory_template_path_objects(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    require_root()
+    root = tmp_path / "rootfs"
+    copy_with_libraries(root, "/bin/sh")
+    monkeypatch.chdir(tmp_path)
+    # os.fspath drops the "./", so the path object is the string "rootfs".
+    with Sandbox.create(template=pathlib.Path("./rootfs")) as sandbox:
+        assert sandbox.get_info().template_id == str(root)
+
+    # Below a directory whose name is not UTF-8, the absolute path can only
+    # be a str with surrogate escapes, which the native layer cannot take.
+    odd = tmp_path / os.fsdecode(b"bad\xffname")
+    odd.mkdir()
+    (odd / "rootfs").symlink_to(root)
+    monkeypatch.chdir(odd)
+    with pytest.raises(InvalidArgumentException, match="not valid UTF-8"):
+        Sandbox.create(template="./rootfs")

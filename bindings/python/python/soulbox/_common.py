@@ -71,18 +71,31 @@ def template_name(template: Any) -> str:
     if template is None or template == "host":
         return "host"
     if isinstance(template, os.PathLike):
-        template = os.fspath(template)
-    if not isinstance(template, str):
-        raise InvalidArgumentException(
-            f"template must be 'host' or a directory's path, not {template!r}"
-        )
-    if "/" not in template:
+        # A path object needs no "/", because os.fspath(Path("./rootfs")) is "rootfs".
+        path = os.fspath(template)
+    elif isinstance(template, str) and "/" not in template:
         raise not_implemented(
             f"template {template!r}; only 'host' and directories containing a root file "
             "system (give a path, such as './rootfs') exist so far (OCI image and "
             "soulbox.toml templates are planned)"
         )
-    return os.path.abspath(template)
+    else:
+        path = template
+    if not isinstance(path, str):
+        raise InvalidArgumentException(
+            f"template must be 'host' or a directory's path, not {template!r}"
+        )
+    absolute = os.path.abspath(path)
+    try:
+        absolute.encode("utf-8")
+    except UnicodeEncodeError:
+        # The path has surrogate escapes, os.fsdecode's form of bytes that are
+        # not UTF-8, which the native layer rejects.
+        raise InvalidArgumentException(
+            f"template {template!r} resolves to {absolute!r}, which is not valid UTF-8; "
+            "move the directory to a UTF-8 path"
+        ) from None
+    return absolute
 
 
 def create_options(
