@@ -45,6 +45,18 @@ fn soulbox(args: &[&str]) -> Outcome {
     }
 }
 
+/// Runs `command` as [`output_limited`] does and collects its outcome.
+fn outcome_of(command: Command, description: &str) -> Outcome {
+    let started = Instant::now();
+    let output = output_limited(command, description);
+    Outcome {
+        status: output.status,
+        stdout: text(output.stdout),
+        stderr: text(output.stderr),
+        elapsed: started.elapsed(),
+    }
+}
+
 fn text(bytes: Vec<u8>) -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
@@ -739,13 +751,7 @@ fn template_directory_given_relative() {
                 "/srv/marker",
             ])
             .current_dir(&dir.path);
-        let output = output_limited(command, "soulbox run --template");
-        Outcome {
-            status: output.status,
-            stdout: text(output.stdout),
-            stderr: text(output.stderr),
-            elapsed: Duration::ZERO,
-        }
+        outcome_of(command, "soulbox run --template")
     };
     let outcome = run("./rootfs");
     assert_eq!(outcome.code(), Some(0), "stderr: {:?}", outcome.stderr);
@@ -778,14 +784,7 @@ fn template_relative_under_non_utf8_directory() {
             "/dev/null",
         ])
         .current_dir(&parent);
-    let output = output_limited(command, "soulbox run --template under a non-UTF-8 path");
-
-    let outcome = Outcome {
-        status: output.status,
-        stdout: text(output.stdout),
-        stderr: text(output.stderr),
-        elapsed: Duration::ZERO,
-    };
+    let outcome = outcome_of(command, "soulbox run --template under a non-UTF-8 path");
     // Made lossy, the path would name another directory, one that is missing.
     assert_soulbox_failed(&outcome, "bad\\xFFname/rootfs");
     assert!(
@@ -793,4 +792,23 @@ fn template_relative_under_non_utf8_directory() {
         "the error does not name the cause: {:?}",
         outcome.stderr
     );
+}
+
+#[test]
+fn template_bind_mount_of_root_rejected() {
+    if !require_root("template_bind_mount_of_root_rejected") {
+        return;
+    }
+    // The bind mount lives in a mount namespace of its own, which ends with
+    // the shell, so the host keeps no mount even when the test fails.
+    let dir = HostDir::create("template-root-bind");
+    let script = "mount --bind / \"$1\" || exit 99
+\"$0\" run --template \"$1\" -- /bin/true";
+    let mut command = Command::new("unshare");
+    command
+        .args(["--mount", "--propagation", "private", "sh", "-c", script])
+        .arg(env!("CARGO_BIN_EXE_soulbox"))
+        .arg(&dir.path);
+    let outcome = outcome_of(command, "soulbox run --template on a bind mount of /");
+    assert_soulbox_failed(&outcome, "is the host's root");
 }

@@ -153,7 +153,7 @@ fn check_directory(name: &str, state_dir: &Path) -> Result<PathBuf> {
             dir.display()
         ));
     }
-    if dir == Path::new("/") {
+    if is_host_root(&dir) {
         return invalid(
             "is the host's root, which contains its secrets; \"host\" gives the host's programs \
              without them",
@@ -174,6 +174,17 @@ fn check_directory(name: &str, state_dir: &Path) -> Result<PathBuf> {
         ));
     }
     Ok(dir)
+}
+
+/// Returns whether `dir` is the host's root directory, also where a bind
+/// mount of `/` shows it under another path, because both have the same
+/// device and inode numbers.
+fn is_host_root(dir: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (fs::metadata(dir), fs::metadata("/")) {
+        (Ok(dir), Ok(root)) => dir.dev() == root.dev() && dir.ino() == root.ino(),
+        _ => dir == Path::new("/"),
+    }
 }
 
 /// Returns the name of the kernel file system that `dir` is on, such as
