@@ -14,7 +14,9 @@
 //!   again, so it times a hand-over rather than the refill. With
 //!   `--phases` each line has four numbers instead of one: the whole
 //!   iteration, then its create (or hand-over), command and kill.
-//! - `exec`: running `/bin/true` in one sandbox created beforehand.
+//! - `exec`: running `/bin/true` in one sandbox created beforehand; with
+//!   `--pause-ms MS` each iteration first sleeps, untimed, as an agent's
+//!   commands arrive with pauses between them.
 //! - `host-exec`: `std::process::Command::new("/bin/true").status()` from
 //!   this process, the floor for `exec`.
 //! - `connect`: `Sandbox::connect` to a sandbox created once beforehand,
@@ -58,7 +60,7 @@ use soulbox_core::{CommandSpec, Sandbox, SandboxOptions, SandboxPool, SeccompPol
 
 const USAGE: &str = "usage: soulbox-bench-api --task \
                      true|py|shell-true|exec|host-exec|connect|pause-resume --iterations N \
-                     [--pool SIZE] [--template DIR] [--no-limits] [--no-seccomp] [--shell] [--on-request] [--phases] \
+                     [--pool SIZE] [--template DIR] [--pause-ms MS] [--no-limits] [--no-seccomp] [--shell] [--on-request] [--phases] \
                      [--multi-thread] [--no-zygote] [--with-create]\n       \
                      soulbox-bench-api --task density --count N [--no-limits] [--no-zygote]\n       \
                      soulbox-bench-api --task rate --seconds S [--parallel P] [--no-limits] \
@@ -84,6 +86,8 @@ struct Args {
     seconds: Option<u64>,
     parallel: usize,
     pool: Option<usize>,
+    /// Untimed pause before each `exec` iteration.
+    pause: Option<Duration>,
     shell: bool,
     on_request: bool,
     phases: bool,
@@ -100,6 +104,7 @@ fn parse_args() -> Result<Args, String> {
         seconds: None,
         parallel: 2,
         pool: None,
+        pause: None,
         shell: false,
         on_request: false,
         phases: false,
@@ -158,6 +163,7 @@ fn parse_args() -> Result<Args, String> {
             "--parallel" => args.parallel = positive()?,
             "--pool" => args.pool = Some(positive()?),
             "--template" => args.options.template.clone_from(value),
+            "--pause-ms" => args.pause = Some(Duration::from_millis(positive()? as u64)),
             other => return Err(format!("unknown option {other:?}")),
         }
     }
@@ -225,7 +231,7 @@ fn main() -> ExitCode {
                 None => runtime.block_on(time_create(options, &task, iterations)),
             }
         }
-        "exec" => runtime.block_on(time_exec(options, iterations)),
+        "exec" => runtime.block_on(time_exec(options, iterations, args.pause)),
         "host-exec" => time_host_exec(iterations),
         "connect" => runtime.block_on(time_connect(options, iterations)),
         "pause-resume" => runtime.block_on(time_pause_resume(options, iterations)),
@@ -422,9 +428,16 @@ async fn create_lasting(options: SandboxOptions) -> Result<Sandbox, String> {
 }
 
 /// Times `/bin/true` in one running sandbox.
-async fn time_exec(options: SandboxOptions, iterations: usize) -> Result<(), String> {
+async fn time_exec(
+    options: SandboxOptions,
+    iterations: usize,
+    pause: Option<Duration>,
+) -> Result<(), String> {
     let sandbox = create_lasting(options).await?;
     for _ in 0..iterations {
+        if let Some(pause) = pause {
+            tokio::time::sleep(pause).await;
+        }
         let start = Instant::now();
         run_checked(&sandbox, &["/bin/true"]).await?;
         println!("{}", start.elapsed().as_nanos());

@@ -198,7 +198,14 @@ fn run(start: Start) -> ! {
         listener,
         clients: Vec::new(),
         _lock: lock,
+        spare: None,
+        commands_started: 0,
     };
+    if config.background {
+        // A warm pool's sandbox: its first command, at the hand-over, finds
+        // a supervisor waiting.
+        init.fork_spare();
+    }
     init.serve(sigchld.as_fd(), buf)
 }
 
@@ -393,7 +400,23 @@ struct Init {
     /// Held open so that the state entry's lock stays taken while PID 1
     /// lives; the host reads a free lock as a dead sandbox.
     _lock: OwnedFd,
+    /// A supervisor forked ahead of its command, which takes the fork off
+    /// the next command's start.
+    spare: Option<Spare>,
+    /// Commands started so far. A sandbox gets a spare supervisor once it
+    /// has run two, so that one-command sandboxes never pay for it.
+    commands_started: u64,
 }
+
+/// A supervisor forked before its command: it waits for one [`Spawn`]
+/// request, forwarded with its descriptors on `channel`.
+struct Spare {
+    pid: libc::pid_t,
+    channel: OwnedFd,
+}
+
+/// Commands a sandbox starts before it keeps a spare supervisor.
+const COMMANDS_BEFORE_SPARE: u64 = 2;
 
 impl Init {
     fn serve(&mut self, sigchld: BorrowedFd<'_>, mut buf: Vec<u8>) -> ! {
@@ -513,8 +536,16 @@ impl Init {
 
     /// Reaps every exited child: supervisors and orphans reparented to PID 1.
     fn reap(&mut self) {
+        let mut supervisor_exited = false;
         while let Ok(Some((pid, status))) = sys::waitpid(-1, libc::WNOHANG) {
+            if self.spare.as_ref().is_some_and(|spare| spare.pid == pid) {
+                // Killed from inside, or it lost its channel.
+                self.spare = None;
+                continue;
+            }
+            let before = self.supervisors.len();
             self.supervisors.retain(|_, supervisor| *supervisor != pid);
+            supervisor_exited |= self.supervisors.len() < before;
             let not_started =
                 libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == supervise::EXIT_NOT_STARTED;
             if self.ending.remove(&pid) && !not_started {
@@ -525,6 +556,36 @@ impl Init {
                 sys::exit(0);
             }
         }
+        // A command just ended, so the host is busy with its exit status,
+        // and the fork of the next spare overlaps that instead of the next
+        // command's start.
+        if supervisor_exited && self.commands_started >= COMMANDS_BEFORE_SPARE {
+            self.fork_spare();
+        }
+    }
+
+    /// Forks a spare supervisor unless one is waiting. A failed fork leaves
+    /// none, and the next command forks its own.
+    fn fork_spare(&mut self) {
+        if self.spare.is_some() {
+            return;
+        }
+        let Ok((own_end, spare_end)) = sys::seqpacket_pair() else {
+            return;
+        };
+        match sys::fork() {
+            Ok(sys::Fork::Child) => {
+                drop(own_end);
+                supervise::wait_as_spare(spare_end)
+            }
+            Ok(sys::Fork::Parent(pid)) => {
+                self.spare = Some(Spare {
+                    pid,
+                    channel: own_end,
+                });
+            }
+            Err(_) => {}
+        }
     }
 
     /// Handles one request. A malformed request is dropped: only processes
@@ -532,7 +593,7 @@ impl Init {
     /// reason to end the sandbox.
     fn handle(&mut self, peer: Peer, msg: &[u8], fds: Vec<OwnedFd>) {
         match Request::decode(msg) {
-            Ok(Request::Spawn(spawn)) => self.spawn(spawn, fds),
+            Ok(Request::Spawn(spawn)) => self.spawn(spawn, msg, fds),
             Ok(Request::Signal(signal)) => self.signal(signal),
             Ok(Request::SetTimeout(ms)) => {
                 self.deadline = deadline_from(ms);
@@ -579,28 +640,57 @@ impl Init {
         let _ = sys::send_nonblocking(fd, &msg);
     }
 
-    fn spawn(&mut self, spawn: Spawn, fds: Vec<OwnedFd>) {
+    /// Starts a command: hands the request `msg` to the spare supervisor if
+    /// one is waiting, or forks a supervisor for it.
+    fn spawn(&mut self, spawn: Spawn, msg: &[u8], fds: Vec<OwnedFd>) {
         let Ok([stdin, stdout, stderr, status]) = <[OwnedFd; 4]>::try_from(fds) else {
             return;
         };
+        self.commands_started += 1;
         let command_id = spawn.command_id;
         let ends_sandbox = spawn.ends_sandbox;
-        let fds = supervise::SpawnFds {
-            stdin,
-            stdout,
-            stderr,
-            status,
-        };
-        let command = supervise::Command::new(spawn, fds);
-        match sys::fork() {
-            Ok(sys::Fork::Child) => supervise::supervise(command),
-            Ok(sys::Fork::Parent(pid)) => {
-                self.supervisors.insert(command_id, pid);
-                if ends_sandbox {
-                    self.ending.insert(pid);
+        let supervisor = match self.hand_to_spare(msg, [&stdin, &stdout, &stderr, &status]) {
+            Some(pid) => pid,
+            None => {
+                let fds = supervise::SpawnFds {
+                    stdin,
+                    stdout,
+                    stderr,
+                    status,
+                };
+                let command = supervise::Command::new(spawn, fds);
+                match sys::fork() {
+                    Ok(sys::Fork::Child) => supervise::supervise(command),
+                    Ok(sys::Fork::Parent(pid)) => pid,
+                    Err(e) => {
+                        command.report_fork_failure(e.raw_os_error().unwrap_or(libc::EAGAIN));
+                        return;
+                    }
                 }
             }
-            Err(e) => command.report_fork_failure(e.raw_os_error().unwrap_or(libc::EAGAIN)),
+        };
+        self.supervisors.insert(command_id, supervisor);
+        if ends_sandbox {
+            self.ending.insert(supervisor);
+        }
+    }
+
+    /// Forwards a spawn request to the spare supervisor and returns its pid,
+    /// or `None` when there is no spare or the request did not fit its
+    /// socket. The caller's descriptors close when it drops them.
+    fn hand_to_spare(&mut self, msg: &[u8], fds: [&OwnedFd; 4]) -> Option<libc::pid_t> {
+        let spare = self.spare.as_ref()?;
+        let fds = fds.map(AsFd::as_fd);
+        match sys::send_with_fds_nonblocking(spare.channel.as_fd(), msg, &fds) {
+            Ok(()) => self.spare.take().map(|spare| spare.pid),
+            // Larger than the socket takes: this command gets a supervisor
+            // of its own, and the spare waits for the next one.
+            Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => None,
+            Err(_) => {
+                // The spare died; its exit is reaped as usual.
+                self.spare = None;
+                None
+            }
         }
     }
 

@@ -8,9 +8,9 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, IntoRawFd, OwnedFd};
 
-use soulbox_proto::{Spawn, SpawnStage, StatusRecord};
+use soulbox_proto::{Request, Spawn, SpawnStage, StatusRecord, MAX_MESSAGE_LEN, SPAWN_FD_COUNT};
 
 use crate::sys;
 
@@ -53,6 +53,45 @@ impl Command {
         report(&self.fds.status, StatusRecord::SpawnFailed { stage, errno });
     }
 }
+
+/// Runs in a spare supervisor, forked from PID 1 before its command: waits
+/// for one spawn request on `channel`, then supervises it. Exits when PID 1
+/// closes the channel first. Never returns.
+pub fn wait_as_spare(channel: OwnedFd) -> ! {
+    // The channel moves to fd 3 and every descriptor above it, PID 1's
+    // sockets and lock among them, closes: the spare may wait a long time,
+    // and must not keep PID 1's connections open meanwhile.
+    let channel = channel.into_raw_fd();
+    if channel != SPARE_CHANNEL_FD && sys::dup2(sys::borrow_raw(channel), SPARE_CHANNEL_FD).is_err()
+    {
+        sys::exit(0);
+    }
+    let _ = sys::close_range_from(SPARE_CHANNEL_FD as u32 + 1, false);
+    let _ = sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+    let mut buf = vec![0u8; MAX_MESSAGE_LEN];
+    let received = sys::recv_with_fds(sys::borrow_raw(SPARE_CHANNEL_FD), &mut buf, SPAWN_FD_COUNT);
+    let _ = sys::close(SPARE_CHANNEL_FD);
+    let Ok(Some((len, fds))) = received else {
+        sys::exit(0);
+    };
+    let (Ok(Request::Spawn(spawn)), Ok([stdin, stdout, stderr, status])) =
+        (Request::decode(&buf[..len]), <[OwnedFd; 4]>::try_from(fds))
+    else {
+        sys::exit(0);
+    };
+    drop(buf);
+    let fds = SpawnFds {
+        stdin,
+        stdout,
+        stderr,
+        status,
+    };
+    supervise(Command::new(spawn, fds))
+}
+
+/// The descriptor of a spare supervisor's channel to PID 1: fd 3, PID 1's
+/// control socket in PID 1, whose copy the spare has no use for.
+const SPARE_CHANNEL_FD: i32 = 3;
 
 /// Runs in the forked supervisor; never returns.
 pub fn supervise(command: Command) -> ! {

@@ -1213,10 +1213,32 @@ pub fn clone3_fork(
 
 /// Sends one datagram with one descriptor attached (SCM_RIGHTS).
 pub fn send_with_fd(sock: BorrowedFd<'_>, buf: &[u8], fd: BorrowedFd<'_>) -> io::Result<()> {
-    let raw = fd.as_raw_fd();
-    let payload_len = std::mem::size_of::<RawFd>() as libc::c_uint;
-    // Large enough and aligned for one cmsghdr and one descriptor.
-    let mut cmsg_buf = [0u64; 4];
+    send_with_fds_flags(sock, buf, &[fd], libc::MSG_NOSIGNAL)
+}
+
+/// Sends one datagram with `fds` attached (SCM_RIGHTS). Fails with EAGAIN
+/// instead of blocking when the peer's queue is full.
+pub fn send_with_fds_nonblocking(
+    sock: BorrowedFd<'_>,
+    buf: &[u8],
+    fds: &[BorrowedFd<'_>],
+) -> io::Result<()> {
+    send_with_fds_flags(sock, buf, fds, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)
+}
+
+fn send_with_fds_flags(
+    sock: BorrowedFd<'_>,
+    buf: &[u8],
+    fds: &[BorrowedFd<'_>],
+    flags: libc::c_int,
+) -> io::Result<()> {
+    const MAX_FDS: usize = 8;
+    if fds.is_empty() || fds.len() > MAX_FDS {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    let payload_len = (fds.len() * std::mem::size_of::<RawFd>()) as libc::c_uint;
+    // Large enough and aligned for one cmsghdr and MAX_FDS descriptors.
+    let mut cmsg_buf = [0u64; 2 + MAX_FDS / 2 + 1];
     let mut iov = libc::iovec {
         iov_base: buf.as_ptr() as *mut libc::c_void,
         iov_len: buf.len(),
@@ -1229,19 +1251,22 @@ pub fn send_with_fd(sock: BorrowedFd<'_>, buf: &[u8], fd: BorrowedFd<'_>) -> io:
     msg.msg_control = cmsg_buf.as_mut_ptr().cast();
     // SAFETY: CMSG_SPACE is a constant computation.
     msg.msg_controllen = unsafe { libc::CMSG_SPACE(payload_len) } as usize;
-    // SAFETY: CMSG_SPACE(4) is 24 bytes on 64-bit Linux, so the header and
-    // its payload fit in the 32-byte buffer.
+    // SAFETY: CMSG_SPACE for MAX_FDS descriptors (32 bytes) is 48 bytes on
+    // 64-bit Linux, so the header and its payload fit in the 56-byte buffer.
     unsafe {
         let cmsg = libc::CMSG_FIRSTHDR(&msg);
         (*cmsg).cmsg_level = libc::SOL_SOCKET;
         (*cmsg).cmsg_type = libc::SCM_RIGHTS;
         (*cmsg).cmsg_len = libc::CMSG_LEN(payload_len) as usize;
-        libc::CMSG_DATA(cmsg).cast::<RawFd>().write_unaligned(raw);
+        let data = libc::CMSG_DATA(cmsg).cast::<RawFd>();
+        for (i, fd) in fds.iter().enumerate() {
+            data.add(i).write_unaligned(fd.as_raw_fd());
+        }
     }
 
     loop {
         // SAFETY: `msg` points at `iov`, `buf` and `cmsg_buf`, all live.
-        let n = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
+        let n = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, flags) };
         if n >= 0 {
             return Ok(());
         }
@@ -1250,4 +1275,21 @@ pub fn send_with_fd(sock: BorrowedFd<'_>, buf: &[u8], fd: BorrowedFd<'_>) -> io:
             return Err(err);
         }
     }
+}
+
+/// Creates a connected pair of close-on-exec `SOCK_SEQPACKET` sockets.
+pub fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: `fds` has room for the two descriptors socketpair stores.
+    check(unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    })?;
+    // SAFETY: socketpair succeeded, so both are new descriptors that nothing
+    // else owns.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }

@@ -1,0 +1,165 @@
+//! Spare supervisors: PID 1 forks the next command's supervisor ahead of
+//! time in a sandbox that has run two commands, and in a warm pool's
+//! sandboxes. A killed spare only costs the next command its own fork.
+
+use std::time::{Duration, Instant};
+
+use soulbox_core::{Sandbox, SandboxPool};
+use soulbox_tests::*;
+
+/// Host pids in the sandbox's first cgroup, which contains every process.
+fn members(sandbox: &Sandbox) -> Vec<i32> {
+    let dir = sandbox
+        .cgroup_paths()
+        .into_iter()
+        .next()
+        .expect("a sandbox as root has cgroups");
+    std::fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap_or_else(|e| panic!("read {}/cgroup.procs: {e}", dir.display()))
+        .lines()
+        .map(|line| line.parse().expect("a pid per line"))
+        .collect()
+}
+
+/// Waits up to 10 s until the sandbox contains `count` processes.
+async fn wait_for_members(sandbox: &Sandbox, count: usize) -> Vec<i32> {
+    wait_for(sandbox, |pids| pids.len() == count).await
+}
+
+/// Waits up to 10 s until the sandbox's processes satisfy `done`, and
+/// returns them as last read.
+async fn wait_for(sandbox: &Sandbox, done: impl Fn(&[i32]) -> bool) -> Vec<i32> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let pids = members(sandbox);
+        if done(&pids) || Instant::now() > deadline {
+            return pids;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits up to 10 s until two reads of the sandbox's processes 100 ms
+/// apart agree, and returns them.
+async fn wait_for_steady(sandbox: &Sandbox) -> Vec<i32> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last = members(sandbox);
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let pids = members(sandbox);
+        if pids == last || Instant::now() > deadline {
+            return pids;
+        }
+        last = pids;
+    }
+}
+
+async fn run_true(sandbox: &Sandbox) {
+    let output = sandbox
+        .command("/bin/true")
+        .output()
+        .await
+        .expect("run /bin/true");
+    assert!(output.status.success(), "/bin/true failed: {output:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spare_waits_after_two_commands() {
+    if !require_root("spare_waits_after_two_commands") {
+        return;
+    }
+    let sandbox = sandbox().await;
+
+    run_true(&sandbox).await;
+    // One command: PID 1 alone.
+    assert_eq!(wait_for_members(&sandbox, 1).await.len(), 1);
+    run_true(&sandbox).await;
+    // The second command's supervisor exits just after its report, so the
+    // spare is the process that stays.
+    let pids = wait_for_steady(&sandbox).await;
+    assert_eq!(
+        pids.len(),
+        2,
+        "no spare supervisor after two commands: {pids:?}"
+    );
+    let spare = *pids
+        .iter()
+        .find(|&&pid| pid != sandbox.pid())
+        .expect("a process besides PID 1");
+    assert_eq!(host_comm(spare).as_deref(), Some("soulbox-init"));
+
+    // The next command runs under the spare, and a new spare follows it.
+    let output = sh(&sandbox, "cat /proc/$PPID/status").await;
+    assert!(output.status.success(), "{output:?}");
+    // The old spare exits with its command, then the new one is forked.
+    let after = wait_for(&sandbox, |pids| pids.len() == 2 && !pids.contains(&spare)).await;
+    assert!(
+        !after.contains(&spare),
+        "the spare {spare} is still there after its command: {after:?}"
+    );
+    assert_eq!(
+        after.len(),
+        2,
+        "no new spare after the third command: {after:?}"
+    );
+    sandbox.kill().await.expect("kill the sandbox");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_spare_is_replaced() {
+    if !require_root("killed_spare_is_replaced") {
+        return;
+    }
+    let sandbox = sandbox().await;
+    run_true(&sandbox).await;
+    run_true(&sandbox).await;
+    assert_eq!(wait_for_steady(&sandbox).await.len(), 2);
+    // Sandboxed code cannot reach a waiting spare, since every command it
+    // runs takes the spare as its supervisor, so the kill comes from the
+    // host, as an out-of-memory kill would.
+    let pids = members(&sandbox);
+    let spare = *pids
+        .iter()
+        .find(|&&pid| pid != sandbox.pid())
+        .expect("a spare besides PID 1");
+    assert_eq!(host_comm(spare).as_deref(), Some("soulbox-init"));
+    // SAFETY: kill takes plain integers; the spare belongs to this test's
+    // sandbox.
+    assert_eq!(unsafe { libc::kill(spare, libc::SIGKILL) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while host_process_alive(spare) {
+        assert!(
+            Instant::now() < deadline,
+            "the killed spare {spare} was not reaped"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for _ in 0..3 {
+        let output = sh(&sandbox, "echo still runs").await;
+        assert_eq!(stdout(&output), "still runs\n", "{output:?}");
+    }
+    sandbox.kill().await.expect("kill the sandbox");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pooled_sandbox_has_a_spare() {
+    if !require_root("pooled_sandbox_has_a_spare") {
+        return;
+    }
+    let pool = SandboxPool::new(options(), 1).expect("start a pool");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while pool.waiting() < 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the pool did not fill within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let sandbox = pool.create().await.expect("hand over a sandbox");
+    pool.close().await;
+    let pids = wait_for_members(&sandbox, 2).await;
+    assert_eq!(pids.len(), 2, "a pooled sandbox has no spare: {pids:?}");
+    let output = sh(&sandbox, "echo from the spare").await;
+    assert_eq!(stdout(&output), "from the spare\n", "{output:?}");
+    sandbox.kill().await.expect("kill the sandbox");
+}
