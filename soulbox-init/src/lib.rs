@@ -704,12 +704,24 @@ impl Init {
         let fds = fds.map(AsFd::as_fd);
         match sys::send_with_fds_nonblocking(spare.channel.as_fd(), msg, &fds) {
             Ok(()) => self.spare.take().map(|spare| spare.pid),
-            // Larger than the socket takes: this command gets a supervisor
-            // of its own, and the spare waits for the next one.
-            Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => None,
+            // Larger than the socket takes, or no room in its queue: this
+            // command gets a supervisor of its own, and the spare waits for
+            // the next one.
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EMSGSIZE | libc::EAGAIN | libc::ENOBUFS)
+                ) =>
+            {
+                None
+            }
             Err(_) => {
-                // The spare died; its exit is reaped as usual.
-                self.spare = None;
+                // The spare died, or its socket broke: it is killed, so
+                // that none waits on a channel PID 1 no longer uses, and
+                // reaped as usual.
+                if let Some(spare) = self.spare.take() {
+                    let _ = sys::kill(spare.pid, libc::SIGKILL);
+                }
                 None
             }
         }
