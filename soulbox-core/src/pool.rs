@@ -258,8 +258,6 @@ fn refill_thread(shared: &Shared) {
         }
     };
     runtime.block_on(refill(shared));
-    // What the loop pushed after a close is killed here.
-    shared.drain();
 }
 
 /// Builds sandboxes until the pool is full, then sleeps until a hand-over
@@ -288,7 +286,16 @@ async fn refill(shared: &Shared) {
         match built {
             Ok(prepared) => {
                 backoff = Duration::from_millis(100);
-                shared.lock().push_back(prepared);
+                // Checked under the lock that the owner's drain takes, so
+                // that a sandbox either waits for that drain, which kills it
+                // before the drop or close returns, or is killed here.
+                let mut waiting = shared.lock();
+                if shared.closed.load(Ordering::Acquire) {
+                    drop(waiting);
+                    drop(prepared);
+                    break;
+                }
+                waiting.push_back(prepared);
             }
             Err(e) => {
                 tracing::warn!(error = %e, retry_in = ?backoff, "sandbox pool refill failed");
