@@ -114,9 +114,8 @@ async fn killed_spare_is_replaced() {
     run_true(&sandbox).await;
     run_true(&sandbox).await;
     assert_eq!(wait_for_steady(&sandbox).await.len(), 2);
-    // Sandboxed code cannot reach a waiting spare, since every command it
-    // runs takes the spare as its supervisor, so the kill comes from the
-    // host, as an out-of-memory kill would.
+    // The kill comes from the host, as an out-of-memory kill would. Sandbox
+    // root can signal a spare too (see `stopped_spare_is_replaced`).
     let pids = members(&sandbox);
     let spare = *pids
         .iter()
@@ -161,5 +160,90 @@ async fn pooled_sandbox_has_a_spare() {
     assert_eq!(pids.len(), 2, "a pooled sandbox has no spare: {pids:?}");
     let output = sh(&sandbox, "echo from the spare").await;
     assert_eq!(stdout(&output), "from the spare\n", "{output:?}");
+    sandbox.kill().await.expect("kill the sandbox");
+}
+
+/// Returns the state letter of host process `pid` (`T` when stopped), or
+/// `None` once it is gone.
+fn host_state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // proc(5): the state follows the last ')', which ends the comm field.
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.trim_start().chars().next()
+}
+
+/// Waits for a line on stdin, then stops (SIGSTOP) every `soulbox-init`
+/// process but PID 1 and its own supervisor, and prints their pids.
+const STOP_OTHER_SUPERVISORS: &str = r#"read go
+for dir in /proc/[0-9]*; do
+    pid=${dir#/proc/}
+    if [ "$pid" = 1 ] || [ "$pid" = "$PPID" ]; then continue; fi
+    if [ "$(cat "$dir/comm" 2>/dev/null)" = soulbox-init ]; then
+        kill -STOP "$pid" && echo "$pid"
+    fi
+done"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopped_spare_is_replaced() {
+    if !require_root("stopped_spare_is_replaced") {
+        return;
+    }
+    let sandbox = sandbox().await;
+    run_true(&sandbox).await;
+    run_true(&sandbox).await;
+    assert_eq!(wait_for_steady(&sandbox).await.len(), 2);
+    // A process that sandbox root left running: it takes the waiting spare
+    // as its supervisor, so no new spare comes until another command ends.
+    let mut stopper = sandbox
+        .command("sh")
+        .args(["-c", STOP_OTHER_SUPERVISORS])
+        .user("root")
+        .stdin(true)
+        .start()
+        .await
+        .expect("start the stopping script");
+    run_true(&sandbox).await;
+    let before = wait_for_steady(&sandbox).await;
+    assert_eq!(
+        before.len(),
+        4,
+        "expected PID 1, the script, its supervisor and a new spare: {before:?}"
+    );
+
+    stopper
+        .send_stdin(b"go\n")
+        .await
+        .expect("write to the script");
+    let output = within_limit("the stopping script", stopper.wait())
+        .await
+        .expect("wait for the stopping script");
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(
+        stdout(&output).lines().count(),
+        1,
+        "the script should stop exactly the spare: {output:?}"
+    );
+    let stopped = wait_for(&sandbox, |pids| {
+        pids.iter().any(|&pid| host_state(pid) == Some('T'))
+    })
+    .await;
+    let spare = *stopped
+        .iter()
+        .find(|&&pid| host_state(pid) == Some('T'))
+        .unwrap_or_else(|| panic!("no stopped process in {stopped:?}"));
+    assert_eq!(host_comm(spare).as_deref(), Some("soulbox-init"));
+
+    // The next command must not wait for the stopped spare.
+    let output = within_limit(
+        "a command after the spare was stopped",
+        sh(&sandbox, "echo still runs"),
+    )
+    .await;
+    assert_eq!(stdout(&output), "still runs\n", "{output:?}");
+    let after = wait_for(&sandbox, |pids| !pids.contains(&spare)).await;
+    assert!(
+        !after.contains(&spare),
+        "the stopped spare {spare} is still there: {after:?}"
+    );
     sandbox.kill().await.expect("kill the sandbox");
 }
