@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use soulbox_core::{Sandbox, SandboxPool};
+use soulbox_core::{Error, Sandbox, SandboxOptions, SandboxPool, SeccompAction, SeccompPolicy};
 use soulbox_tests::*;
 
 /// Host pids in the sandbox's first cgroup, which contains every process.
@@ -245,5 +245,52 @@ async fn stopped_spare_is_replaced() {
         !after.contains(&spare),
         "the stopped spare {spare} is still there: {after:?}"
     );
+    sandbox.kill().await.expect("kill the sandbox");
+}
+
+/// Under `minimal()` with a default action that kills, PID 1 must make no
+/// call outside `SOULBOX_SYSCALLS`, also when it forks a spare and hands it
+/// a command. The command is a program that does not exist, so its start
+/// fails with ENOENT before it could make a call of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spare_under_minimal_kill_policy() {
+    if !require_root("spare_under_minimal_kill_policy") {
+        return;
+    }
+    let policy = SeccompPolicy::minimal().default_action(SeccompAction::KillProcess);
+    let options = SandboxOptions::default().kill_on_drop(true).seccomp(policy);
+    let sandbox = Sandbox::create(options)
+        .await
+        .expect("create a sandbox with a minimal policy");
+    let missing = "/nonexistent/program";
+    for round in 0..4 {
+        let result = sandbox.command(missing).output().await;
+        match result {
+            Err(Error::Spawn { source, .. }) => assert_eq!(
+                source.raw_os_error(),
+                Some(libc::ENOENT),
+                "round {round}: {source}"
+            ),
+            other => panic!("round {round}: expected a spawn error, got {other:?}"),
+        }
+        if round == 1 {
+            // After two commands PID 1 forks a spare. The sandbox's cgroup
+            // goes away with PID 1, so that is checked before each read.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                assert!(sandbox.is_running(), "PID 1 died forking a spare");
+                let pids = members(&sandbox);
+                if pids.len() == 2 {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "no spare 10 s after two commands: {pids:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+    assert!(sandbox.is_running(), "PID 1 died handing over a command");
     sandbox.kill().await.expect("kill the sandbox");
 }

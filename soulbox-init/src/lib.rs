@@ -305,8 +305,8 @@ fn send_reply(control: BorrowedFd<'_>, reply: &Reply) -> std::io::Result<()> {
 /// Sends the host a descriptor of the sandbox's root directory. Through it
 /// the host reaches the sandbox's files, as it would through
 /// /proc/PID/root, even once a command that ends the sandbox has made
-/// PID 1 exit. It goes before the seccomp filter, which allows `sendto` but
-/// not `sendmsg`; without it the host opens /proc/PID/root.
+/// PID 1 exit. It goes before the seccomp filter. Without it the host
+/// opens /proc/PID/root.
 fn send_root(control: BorrowedFd<'_>) {
     let (Ok(msg), Ok(root)) = (Reply::Root.encode(), sys::open_read_only(c"/")) else {
         return;
