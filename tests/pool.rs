@@ -380,3 +380,79 @@ async fn pooled_sandbox_ended_by_command() {
         );
     }
 }
+
+/// Set in the copy of this program that `rootless_pool_fills` starts as
+/// an unprivileged user, where that test runs its rootless half.
+const ROOTLESS_CHILD: &str = "SOULBOX_TEST_ROOTLESS_POOL";
+
+/// An unprivileged user's pool fills and hands over working sandboxes. As
+/// root, the test runs a copy of this program as uid 65534, with a state
+/// directory that uid owns, and that copy runs this test again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rootless_pool_fills() {
+    if std::env::var_os(ROOTLESS_CHILD).is_some() {
+        fill_pool_rootless().await;
+        return;
+    }
+    if !require_root("rootless_pool_fills") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    // The build directory may sit below a directory that uid 65534 cannot
+    // enter, so the copy goes to a new directory of its own.
+    let dir = std::env::temp_dir().join(unique_name("rootless-pool"));
+    std::fs::create_dir(&dir).expect("create the test directory");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
+        .expect("open the test directory to uid 65534");
+    let program = dir.join("pool-test");
+    let this = std::env::current_exe().expect("find this test program");
+    std::fs::copy(&this, &program).expect("copy this test program");
+    let state = dir.join("state");
+    std::fs::create_dir(&state).expect("create the state directory");
+    std::os::unix::fs::chown(&state, Some(65534), Some(65534))
+        .expect("give the state directory to uid 65534");
+
+    let output = std::process::Command::new("setpriv")
+        .args([
+            "--reuid",
+            "65534",
+            "--regid",
+            "65534",
+            "--clear-groups",
+            "--",
+        ])
+        .args(["env", "-i", "PATH=/usr/bin:/bin"])
+        .arg(format!("SOULBOX_STATE_DIR={}", state.display()))
+        .arg(format!("{ROOTLESS_CHILD}=1"))
+        .arg(&program)
+        .args(["--exact", "rootless_pool_fills", "--nocapture"])
+        .output()
+        .expect("run setpriv (util-linux)");
+    let _ = std::fs::remove_dir_all(&dir);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "the rootless run failed: {stdout}{stderr}"
+    );
+    assert!(
+        stdout.contains("test rootless_pool_fills ... ok"),
+        "the rootless run did not run the test: {stdout}{stderr}"
+    );
+}
+
+/// Fills a pool of one as an unprivileged user and checks the sandbox it
+/// hands over: the rootless half of `rootless_pool_fills`.
+async fn fill_pool_rootless() {
+    let pool = SandboxPool::new(options(), 1).expect("start a rootless pool");
+    wait_full(&pool).await;
+    let pooled = pool.create().await.expect("hand over");
+    let output = sh(&pooled, "id -u; head -n 1 /proc/self/uid_map").await;
+    let text = stdout(&output);
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("0"), "uid inside: {output:?}");
+    let map: Vec<&str> = lines.next().unwrap_or("").split_whitespace().collect();
+    assert_eq!(map, ["0", "65534", "1"], "uid map: {output:?}");
+    pooled.kill().await.expect("kill the pooled sandbox");
+    pool.close().await;
+}

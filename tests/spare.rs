@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use soulbox_core::{Sandbox, SandboxPool};
+use soulbox_core::{Error, Sandbox, SandboxOptions, SandboxPool, SeccompAction, SeccompPolicy};
 use soulbox_tests::*;
 
 /// Host pids in the sandbox's first cgroup, which contains every process.
@@ -114,9 +114,8 @@ async fn killed_spare_is_replaced() {
     run_true(&sandbox).await;
     run_true(&sandbox).await;
     assert_eq!(wait_for_steady(&sandbox).await.len(), 2);
-    // Sandboxed code cannot reach a waiting spare, since every command it
-    // runs takes the spare as its supervisor, so the kill comes from the
-    // host, as an out-of-memory kill would.
+    // The kill comes from the host, as an out-of-memory kill would. Sandbox
+    // root can signal a spare too (see `stopped_spare_is_replaced`).
     let pids = members(&sandbox);
     let spare = *pids
         .iter()
@@ -161,5 +160,137 @@ async fn pooled_sandbox_has_a_spare() {
     assert_eq!(pids.len(), 2, "a pooled sandbox has no spare: {pids:?}");
     let output = sh(&sandbox, "echo from the spare").await;
     assert_eq!(stdout(&output), "from the spare\n", "{output:?}");
+    sandbox.kill().await.expect("kill the sandbox");
+}
+
+/// Returns the state letter of host process `pid` (`T` when stopped), or
+/// `None` once it is gone.
+fn host_state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // proc(5): the state follows the last ')', which ends the comm field.
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.trim_start().chars().next()
+}
+
+/// Waits for a line on stdin, then stops (SIGSTOP) every `soulbox-init`
+/// process but PID 1 and its own supervisor, and prints their pids.
+const STOP_OTHER_SUPERVISORS: &str = r#"read go
+for dir in /proc/[0-9]*; do
+    pid=${dir#/proc/}
+    if [ "$pid" = 1 ] || [ "$pid" = "$PPID" ]; then continue; fi
+    if [ "$(cat "$dir/comm" 2>/dev/null)" = soulbox-init ]; then
+        kill -STOP "$pid" && echo "$pid"
+    fi
+done"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopped_spare_is_replaced() {
+    if !require_root("stopped_spare_is_replaced") {
+        return;
+    }
+    let sandbox = sandbox().await;
+    run_true(&sandbox).await;
+    run_true(&sandbox).await;
+    assert_eq!(wait_for_steady(&sandbox).await.len(), 2);
+    // A process that sandbox root left running: it takes the waiting spare
+    // as its supervisor, so no new spare comes until another command ends.
+    let mut stopper = sandbox
+        .command("sh")
+        .args(["-c", STOP_OTHER_SUPERVISORS])
+        .user("root")
+        .stdin(true)
+        .start()
+        .await
+        .expect("start the stopping script");
+    run_true(&sandbox).await;
+    let before = wait_for_steady(&sandbox).await;
+    assert_eq!(
+        before.len(),
+        4,
+        "expected PID 1, the script, its supervisor and a new spare: {before:?}"
+    );
+
+    stopper
+        .send_stdin(b"go\n")
+        .await
+        .expect("write to the script");
+    let output = within_limit("the stopping script", stopper.wait())
+        .await
+        .expect("wait for the stopping script");
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(
+        stdout(&output).lines().count(),
+        1,
+        "the script should stop exactly the spare: {output:?}"
+    );
+    let stopped = wait_for(&sandbox, |pids| {
+        pids.iter().any(|&pid| host_state(pid) == Some('T'))
+    })
+    .await;
+    let spare = *stopped
+        .iter()
+        .find(|&&pid| host_state(pid) == Some('T'))
+        .unwrap_or_else(|| panic!("no stopped process in {stopped:?}"));
+    assert_eq!(host_comm(spare).as_deref(), Some("soulbox-init"));
+
+    // The next command must not wait for the stopped spare.
+    let output = within_limit(
+        "a command after the spare was stopped",
+        sh(&sandbox, "echo still runs"),
+    )
+    .await;
+    assert_eq!(stdout(&output), "still runs\n", "{output:?}");
+    let after = wait_for(&sandbox, |pids| !pids.contains(&spare)).await;
+    assert!(
+        !after.contains(&spare),
+        "the stopped spare {spare} is still there: {after:?}"
+    );
+    sandbox.kill().await.expect("kill the sandbox");
+}
+
+/// Under `minimal()` with a default action that kills, PID 1 must make no
+/// call outside `SOULBOX_SYSCALLS`, also when it forks a spare and hands it
+/// a command. The command is a program that does not exist, so its start
+/// fails with ENOENT before it could make a call of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spare_under_minimal_kill_policy() {
+    if !require_root("spare_under_minimal_kill_policy") {
+        return;
+    }
+    let policy = SeccompPolicy::minimal().default_action(SeccompAction::KillProcess);
+    let options = SandboxOptions::default().kill_on_drop(true).seccomp(policy);
+    let sandbox = Sandbox::create(options)
+        .await
+        .expect("create a sandbox with a minimal policy");
+    let missing = "/nonexistent/program";
+    for round in 0..4 {
+        let result = sandbox.command(missing).output().await;
+        match result {
+            Err(Error::Spawn { source, .. }) => assert_eq!(
+                source.raw_os_error(),
+                Some(libc::ENOENT),
+                "round {round}: {source}"
+            ),
+            other => panic!("round {round}: expected a spawn error, got {other:?}"),
+        }
+        if round == 1 {
+            // After two commands PID 1 forks a spare. The sandbox's cgroup
+            // goes away with PID 1, so that is checked before each read.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                assert!(sandbox.is_running(), "PID 1 died forking a spare");
+                let pids = members(&sandbox);
+                if pids.len() == 2 {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "no spare 10 s after two commands: {pids:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+    assert!(sandbox.is_running(), "PID 1 died handing over a command");
     sandbox.kill().await.expect("kill the sandbox");
 }

@@ -240,12 +240,17 @@ impl Shared {
 /// up the caller's runtime. A hand-over moves the sandbox's control socket
 /// to the caller's runtime.
 fn refill_thread(shared: &Shared) {
-    // Builds run at idle priority, PID 1's set-up included (see
+    // As root, builds run at idle priority, PID 1's set-up included (see
     // `Sandbox::prepare`), so that on a busy or small host they take only
-    // CPU time that the sandboxes in use leave free. Processes this thread
-    // starts get the normal policy back.
-    if let Err(e) = sys::set_thread_idle_priority() {
-        tracing::debug!(error = %e, "sandbox pool refill keeps the normal priority");
+    // CPU time that the sandboxes in use leave free. PID 1 inherits the
+    // idle policy and sets the normal one again before any command. A
+    // rootless PID 1 has no CAP_SYS_NICE on the host. Under the usual
+    // RLIMIT_NICE of 0 it may not leave the idle policy (sched(7)) and its
+    // setup would fail, so a rootless refill keeps the normal priority.
+    if sys::geteuid() == 0 {
+        if let Err(e) = sys::set_thread_idle_priority() {
+            tracing::debug!(error = %e, "sandbox pool refill keeps the normal priority");
+        }
     }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

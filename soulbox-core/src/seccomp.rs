@@ -460,10 +460,12 @@ fn default_rules() -> &'static Rules {
 /// installed: PID 1 serving the host and the processes that connect to the
 /// sandbox (accept, poll, receive and reply, fork a supervisor, reap,
 /// signal, and read /proc to find a command's processes), each command's
-/// supervisor, and the command's first process until its exec. Memory
-/// allocation and Rust's standard library add `brk`, `mmap`, `munmap`,
-/// `mremap`, `getrandom` and `statx`. `restart_syscall` resumes a wait
-/// that a pause of the sandbox interrupted.
+/// supervisor, and the command's first process until its exec. PID 1
+/// passes a start request and its descriptors to a spare supervisor,
+/// forked ahead of the command, with `sendmsg` over a `socketpair`.
+/// Memory allocation and Rust's standard library add `brk`, `mmap`,
+/// `munmap`, `mremap`, `getrandom` and `statx`. `restart_syscall` resumes
+/// a wait that a pause of the sandbox interrupted.
 pub const SOULBOX_SYSCALLS: &[&str] = &[
     #[cfg(target_arch = "x86_64")]
     "poll",
@@ -472,6 +474,8 @@ pub const SOULBOX_SYSCALLS: &[&str] = &[
     "accept4",
     "recvmsg",
     "sendto",
+    "sendmsg",
+    "socketpair",
     "read",
     "write",
     "close",

@@ -305,8 +305,8 @@ fn send_reply(control: BorrowedFd<'_>, reply: &Reply) -> std::io::Result<()> {
 /// Sends the host a descriptor of the sandbox's root directory. Through it
 /// the host reaches the sandbox's files, as it would through
 /// /proc/PID/root, even once a command that ends the sandbox has made
-/// PID 1 exit. It goes before the seccomp filter, which allows `sendto` but
-/// not `sendmsg`; without it the host opens /proc/PID/root.
+/// PID 1 exit. It goes before the seccomp filter. Without it the host
+/// opens /proc/PID/root.
 fn send_root(control: BorrowedFd<'_>) {
     let (Ok(msg), Ok(root)) = (Reply::Root.encode(), sys::open_read_only(c"/")) else {
         return;
@@ -697,9 +697,12 @@ impl Init {
     }
 
     /// Forwards a spawn request to the spare supervisor and returns its pid,
-    /// or `None` when there is no spare or the request did not fit its
-    /// socket. The caller's descriptors close when it drops them.
+    /// or `None` when there is no usable spare or the request did not fit
+    /// its socket. The caller's descriptors close when it drops them.
     fn hand_to_spare(&mut self, msg: &[u8], fds: [&OwnedFd; 4]) -> Option<libc::pid_t> {
+        if !self.spare_can_start() {
+            return None;
+        }
         let spare = self.spare.as_ref()?;
         let fds = fds.map(AsFd::as_fd);
         match sys::send_with_fds_nonblocking(spare.channel.as_fd(), msg, &fds) {
@@ -723,6 +726,38 @@ impl Init {
                     let _ = sys::kill(spare.pid, libc::SIGKILL);
                 }
                 None
+            }
+        }
+    }
+
+    /// Returns whether a spare is waiting and can start a command now.
+    ///
+    /// Sandbox root can signal the spare from a process that an earlier
+    /// command left running. A spare it stopped (SIGSTOP) would keep the
+    /// next command from starting until something continued it, so it is
+    /// killed and dropped here. A spare that exited is reaped and dropped.
+    /// NOTE: a stop that lands after this check still keeps the command
+    /// waiting, as it would with a supervisor that PID 1 had just forked.
+    fn spare_can_start(&mut self) -> bool {
+        let Some(pid) = self.spare.as_ref().map(|spare| spare.pid) else {
+            return false;
+        };
+        match sys::waitpid(pid, libc::WNOHANG | libc::WUNTRACED) {
+            Ok(None) => true,
+            Ok(Some((_, status))) => {
+                if libc::WIFSTOPPED(status) {
+                    // Reaped as usual once it dies.
+                    let _ = sys::kill(pid, libc::SIGKILL);
+                }
+                self.spare = None;
+                false
+            }
+            Err(_) => {
+                // Not a child of PID 1 any more, so its pid may belong to
+                // another process: it is not signalled. Dropping the
+                // channel ends a spare that still waits.
+                self.spare = None;
+                false
             }
         }
     }
