@@ -179,6 +179,42 @@ async fn pids_limit_fails_fork_inside() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn command_at_pids_limit_names_it() {
+    if !require_root("command_at_pids_limit_names_it") {
+        return;
+    }
+    let mut options = soulbox_tests::options();
+    options.pids_limit = Some(8);
+    let sandbox = sandbox_with(options).await;
+    // The shell starts sleepers until fork fails, which fills the limit.
+    let _filler = sandbox
+        .shell("while sleep 30 & do :; done 2>/dev/null; wait")
+        .start()
+        .await
+        .expect("start the filler");
+    let mut failure = None;
+    for _ in 0..200 {
+        match sandbox.command("/bin/true").output().await {
+            Err(error) => {
+                failure = Some(error);
+                break;
+            }
+            Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    let error = failure.expect("every command started although the sandbox was at its limit");
+    let message = error.to_string();
+    assert!(
+        matches!(error, Error::Spawn { .. }),
+        "expected a Spawn error, got {message}"
+    );
+    assert!(
+        message.contains("process limit") && message.contains("pids_limit"),
+        "the error does not name the limit: {message}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cpu_limit_throttles() {
     if !require_root("cpu_limit_throttles") {
         return;

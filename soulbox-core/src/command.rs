@@ -641,6 +641,14 @@ impl CommandSpec {
                 reason: "switching user failed".into(),
                 source,
             },
+            SpawnStage::Fork if errno == libc::EAGAIN => Error::Spawn {
+                program,
+                reason: "fork failed: the sandbox is at its process limit \
+                         (pids_limit, which counts PID 1 and its supervisors) \
+                         or the host's; wait for processes to exit or raise the limit"
+                    .into(),
+                source,
+            },
             SpawnStage::Fork => Error::Spawn {
                 program,
                 reason: "fork failed".into(),
