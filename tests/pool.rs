@@ -81,23 +81,27 @@ async fn pooled_sandbox_is_like_new() {
             "/home/user:\n\n/tmp:\n\n/var/tmp:\n",
             "{what} sandbox has files"
         );
-        // /proc lists PID 1, this command's supervisor and `ls` itself.
-        let processes = sandbox
-            .command("/bin/ls")
-            .arg("/proc")
-            .output()
-            .await
-            .expect("list /proc");
-        let pids: Vec<String> = stdout(&processes)
-            .split_whitespace()
-            .filter(|name| name.chars().all(|c| c.is_ascii_digit()))
-            .map(str::to_string)
+        // Nothing runs but SoulBox's own processes (PID 1, this command's
+        // supervisor and maybe a spare one) and this listing.
+        let listing = sh(
+            sandbox,
+            "for p in /proc/[0-9]*; do echo \"${p#/proc/} $(cat $p/comm)\"; done",
+        )
+        .await;
+        let processes: Vec<(String, String)> = stdout(&listing)
+            .lines()
+            .filter_map(|line| line.split_once(' '))
+            .map(|(pid, comm)| (pid.to_string(), comm.to_string()))
             .collect();
-        assert_eq!(pids.len(), 3, "{what} sandbox runs {pids:?}");
         assert!(
-            pids.contains(&"1".to_string()),
-            "{what}: no PID 1 in {pids:?}"
+            processes.contains(&("1".to_string(), "soulbox-init".to_string())),
+            "{what}: no PID 1 in {processes:?}"
         );
+        let others: Vec<&(String, String)> = processes
+            .iter()
+            .filter(|(_, comm)| !["soulbox-init", "bash", "sh", "cat"].contains(&comm.as_str()))
+            .collect();
+        assert!(others.is_empty(), "{what} sandbox runs {others:?}");
         let hostname = sh(sandbox, "hostname").await;
         assert_eq!(stdout(&hostname).trim(), sandbox.id(), "{what} hostname");
     }
