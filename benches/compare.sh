@@ -857,7 +857,14 @@ for task, label, kind, round_, path in read_tsv("manifest.tsv"):
     if xs:
         round_medians.setdefault((task, label), {})[int(round_)] = statistics.median(xs)
 
-versions = dict(read_tsv("versions.tsv"))
+versions = {}
+for row in read_tsv("versions.tsv"):
+    if len(row) == 2:
+        versions[row[0]] = row[1]
+    else:
+        # A version command that printed an extra line; the report goes on
+        # without it rather than losing the whole run.
+        print(f"warning: versions.tsv line without one tab: {row!r}", file=sys.stderr)
 commands = read_tsv("commands.tsv")
 with open(os.path.join(work, "notes.txt")) as f:
     notes = [line.rstrip("\n") for line in f if line.strip()]
