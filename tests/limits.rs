@@ -186,12 +186,14 @@ async fn command_at_pids_limit_names_it() {
     let mut options = soulbox_tests::options();
     options.pids_limit = Some(8);
     let sandbox = sandbox_with(options).await;
+
     // The shell starts sleepers until fork fails, which fills the limit.
     let _filler = sandbox
         .shell("while sleep 30 & do :; done 2>/dev/null; wait")
         .start()
         .await
         .expect("start the filler");
+
     let mut failure = None;
     for _ in 0..200 {
         match sandbox.command("/bin/true").output().await {
@@ -203,14 +205,19 @@ async fn command_at_pids_limit_names_it() {
         }
     }
     let error = failure.expect("every command started although the sandbox was at its limit");
+
     let message = error.to_string();
     assert!(
         matches!(error, Error::Spawn { .. }),
         "expected a Spawn error, got {message}"
     );
     assert!(
-        message.contains("process limit") && message.contains("pids_limit"),
-        "the error does not name the limit: {message}"
+        message.contains("process limit"),
+        "the error does not say the sandbox is at its limit: {message}"
+    );
+    assert!(
+        message.contains("pids_limit"),
+        "the error does not name pids_limit: {message}"
     );
 }
 

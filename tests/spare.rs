@@ -114,6 +114,7 @@ async fn killed_spare_is_replaced() {
     run_true(&sandbox).await;
     run_true(&sandbox).await;
     assert_eq!(wait_for_steady(&sandbox).await.len(), 2);
+
     // The kill comes from the host, as an out-of-memory kill would. Sandbox
     // root can signal a spare too (see `stopped_spare_is_replaced`).
     let pids = members(&sandbox);
@@ -133,6 +134,7 @@ async fn killed_spare_is_replaced() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+
     for _ in 0..3 {
         let output = sh(&sandbox, "echo still runs").await;
         assert_eq!(stdout(&output), "still runs\n", "{output:?}");

@@ -57,7 +57,8 @@ impl RootFs {
             .expect("set the copy's mode");
     }
 
-    /// The host path of `inside`, an absolute path in the root file system.
+    /// Returns the host path of `inside`, an absolute path in the root file
+    /// system.
     fn path(&self, inside: impl AsRef<Path>) -> PathBuf {
         let relative = inside.as_ref().strip_prefix("/").unwrap_or(inside.as_ref());
         self.dir.join(relative)
@@ -115,8 +116,8 @@ async fn run_ok(sandbox: &Sandbox, command_line: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn root_is_the_directory_and_nothing_of_the_host() {
-    if !require_root("root_is_the_directory_and_nothing_of_the_host") {
+async fn directory_is_whole_root() {
+    if !require_root("directory_is_whole_root") {
         return;
     }
     let rootfs = RootFs::build("rootfs-own");

@@ -8,8 +8,8 @@ use soulbox_core::SandboxOptions;
 #[derive(Debug, Args)]
 pub struct LimitArgs {
     /// `host` (the default), or a directory that contains a root file system,
-    /// such as one made by debootstrap; it is the sandbox's read-only root
-    /// as it is, with nothing of the host's.
+    /// such as one made by debootstrap. That directory becomes the sandbox's
+    /// read-only root as it is, with nothing of the host's.
     #[arg(long, value_name = "TEMPLATE", value_parser = parse_template)]
     template: Option<String>,
 

@@ -20,10 +20,11 @@ pub const MAX_POOL_SIZE: usize = 1024;
 /// replacement, while at least half the pool is still waiting. A caller
 /// usually runs a command right after a hand-over, and a build started at
 /// once takes CPU time from that command. On a 2-core VM a pooled create +
-/// `/bin/true` + kill took 1.76 to 2.01 ms with an immediate refill and
-/// 1.24 to 1.45 ms with the refill 3 ms later, and 1.31 ms with this 5 ms
-/// wait (`soulbox-bench-api --task true --pool 2 --template ROOTFS`). Below half the pool refills at once,
-/// so that a burst of hand-overs does not empty it.
+/// `/bin/true` + kill took 1.76 to 2.01 ms with an immediate refill, 1.24
+/// to 1.45 ms with the refill 3 ms later, and 1.31 ms with this 5 ms wait
+/// (`soulbox-bench-api --task true --pool 2 --template ROOTFS`). Below half
+/// the pool refills at once, so that a burst of hand-overs does not empty
+/// it.
 const REFILL_DELAY: Duration = Duration::from_millis(5);
 
 /// Longest pause of the background refill after a failed create; the pause
@@ -36,8 +37,8 @@ const MAX_REFILL_BACKOFF: Duration = Duration::from_secs(10);
 /// few system calls instead of building a sandbox. A background thread
 /// builds the replacement 5 ms later, or at once when fewer than half the
 /// sandboxes are waiting, so that it does not slow the first command run in
-/// the sandbox just handed over. A handed-over sandbox cannot be told from
-/// a fresh one: nothing has run in it, its timeout counts from the
+/// the sandbox just handed over. A handed-over sandbox is indistinguishable
+/// from a fresh one: nothing has run in it, its timeout counts from the
 /// hand-over, its start time is the hand-over time, and it gets the
 /// options' metadata and envs then.
 ///

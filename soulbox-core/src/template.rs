@@ -107,7 +107,7 @@ pub struct Template {
 ///
 /// [`Error::InvalidArgument`] for any other name, a path that is not an
 /// existing directory, a directory on a kernel file system such as procfs,
-/// the host's own root, or a directory that overlaps `state_dir`;
+/// the host's own root, or a directory that overlaps `state_dir`.
 /// [`Error::Template`] if the `host` skeleton cannot be built.
 pub fn resolve(name: &str, state_dir: &Path) -> Result<Cow<'static, Template>> {
     if name == HOST {

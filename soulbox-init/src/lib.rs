@@ -200,7 +200,7 @@ fn run(start: Start) -> ! {
         _lock: lock,
         spare: None,
         commands_started: 0,
-        spare_wanted: false,
+        spare_due: false,
     };
     if config.background {
         // A warm pool's sandbox: its first command, at the hand-over, finds
@@ -407,9 +407,9 @@ struct Init {
     /// Commands started so far. A sandbox gets a spare supervisor once it
     /// has run two, so that one-command sandboxes never pay for it.
     commands_started: u64,
-    /// Whether to fork a spare once no request has come for
-    /// [`SPARE_IDLE_MS`]: set when a command ends.
-    spare_wanted: bool,
+    /// Whether a spare is due once PID 1 has been idle for
+    /// [`SPARE_IDLE_MS`]. Set when a command ends.
+    spare_due: bool,
 }
 
 /// A supervisor forked before its command: it waits for one [`Spawn`]
@@ -424,10 +424,10 @@ const COMMANDS_BEFORE_SPARE: u64 = 2;
 
 /// How long PID 1 waits, idle, after a command ends before it forks the
 /// next spare. A command started back to back with the last one comes
-/// sooner, and a fork then would compete with its start: on a 2-core VM,
+/// sooner, and a fork then would compete with its start. On a 2-core VM,
 /// forking at once made a loop of `/bin/true` commands slower (0.81 ms
-/// each against 0.76 to 0.78 ms), while with this wait the loop took as
-/// long as without spares.
+/// each against 0.76 to 0.78 ms). With this wait the loop took as long as
+/// without spares.
 const SPARE_IDLE_MS: libc::c_int = 1;
 
 impl Init {
@@ -435,7 +435,7 @@ impl Init {
         let mut fds = Vec::with_capacity(3 + self.clients.len());
         loop {
             let mut timeout = self.poll_timeout(&mut buf);
-            if self.spare_wanted && !(0..SPARE_IDLE_MS).contains(&timeout) {
+            if self.spare_due && !(0..SPARE_IDLE_MS).contains(&timeout) {
                 timeout = SPARE_IDLE_MS;
             }
             fds.clear();
@@ -447,8 +447,8 @@ impl Init {
                 Ok(events) => events,
                 Err(_) => continue,
             };
-            if events == 0 && self.spare_wanted {
-                self.spare_wanted = false;
+            if events == 0 && self.spare_due {
+                self.spare_due = false;
                 self.fork_spare();
                 continue;
             }
@@ -581,7 +581,7 @@ impl Init {
             && self.spare.is_none()
             && self.commands_started >= COMMANDS_BEFORE_SPARE
         {
-            self.spare_wanted = true;
+            self.spare_due = true;
         }
     }
 
