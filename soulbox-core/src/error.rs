@@ -145,6 +145,25 @@ pub enum Error {
         stderr: Vec<u8>,
     },
 
+    /// Code run with [`crate::Sandbox::run_code`] was still running at its
+    /// timeout. It was interrupted as with Ctrl-C; if it did not stop
+    /// within two seconds its context was restarted.
+    #[error(
+        "code execution timed out after {} s and was interrupted; {}",
+        timeout.as_secs_f64(),
+        if *.context_restarted {
+            "it did not stop, so its context was restarted and lost its variables"
+        } else {
+            "its context keeps its variables"
+        }
+    )]
+    CodeTimedOut {
+        /// The execution's timeout.
+        timeout: std::time::Duration,
+        /// Whether the context was killed and will start afresh.
+        context_restarted: bool,
+    },
+
     /// PID 1 sent something the host cannot decode.
     #[error("protocol error with sandbox PID 1: {0}")]
     Protocol(String),
@@ -232,7 +251,7 @@ impl Error {
             Self::InvalidArgument(_) => Some(libc::EINVAL),
             Self::FileNotFound { .. } | Self::NotFound(_) => Some(libc::ENOENT),
             Self::CommandExit { .. } => None,
-            Self::CommandTimedOut { .. } => Some(libc::ETIMEDOUT),
+            Self::CommandTimedOut { .. } | Self::CodeTimedOut { .. } => Some(libc::ETIMEDOUT),
             Self::NotEnoughSpace { .. } => Some(libc::ENOSPC),
             Self::SandboxNotRunning { .. } => Some(libc::ESRCH),
             Self::Protocol(_) => Some(libc::EPROTO),

@@ -37,6 +37,7 @@ mod files;
 mod host_limits;
 mod id;
 mod init_binary;
+mod interpreter;
 mod paths;
 mod pool;
 mod process;
@@ -55,6 +56,10 @@ pub use error::{Error, Result};
 pub use files::{
     CopySummary, EntryInfo, FileReader, FileType, Files, FilesystemEvent, FilesystemEventKind,
     Watcher, MAX_READ_SIZE,
+};
+pub use interpreter::{
+    CodeContext, CodeContextOptions, CodeEvent, Execution, ExecutionError, ExecutionResult, Logs,
+    RunCode, DEFAULT_CODE_TIMEOUT, MAX_KEPT_LOG_BYTES,
 };
 pub use pool::{SandboxPool, MAX_POOL_SIZE};
 pub use process::{

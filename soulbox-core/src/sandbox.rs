@@ -371,13 +371,17 @@ pub struct Sandbox {
     pub(crate) inner: Arc<Inner>,
     /// Shared by the clones of this `Sandbox` only; the last one to go
     /// ends a `kill_on_drop` sandbox.
-    _owner: Arc<Owner>,
+    pub(crate) owner: Arc<Owner>,
 }
 
-/// Ends a `kill_on_drop` sandbox when the last [`Sandbox`] clone is dropped.
-struct Owner {
+/// What the clones of one [`Sandbox`] share: it ends a `kill_on_drop`
+/// sandbox when the last clone is dropped, and holds their code contexts.
+/// The contexts' command handles refer to [`Inner`], so they live here and
+/// not there, where they would keep it alive.
+pub(crate) struct Owner {
     inner: Arc<Inner>,
     kill_on_drop: bool,
+    pub(crate) code: crate::interpreter::Contexts,
 }
 
 impl Drop for Owner {
@@ -598,11 +602,9 @@ impl Sandbox {
         let owner = Arc::new(Owner {
             inner: Arc::clone(&inner),
             kill_on_drop,
+            code: crate::interpreter::Contexts::default(),
         });
-        Self {
-            inner,
-            _owner: owner,
-        }
+        Self { inner, owner }
     }
 
     /// Connects to a running sandbox of this user, created by this or any

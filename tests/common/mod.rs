@@ -39,7 +39,7 @@ pub const STEP_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Runs `future`, panicking with `step` if it takes longer than
 /// [`STEP_LIMIT`].
-pub async fn within_limit<T>(step: &str, future: impl std::future::Future<Output = T>) -> T {
+pub async fn within_limit<T>(step: &str, future: impl std::future::IntoFuture<Output = T>) -> T {
     match tokio::time::timeout(STEP_LIMIT, future).await {
         Ok(value) => value,
         Err(_) => panic!("{step} did not finish within {STEP_LIMIT:?}"),

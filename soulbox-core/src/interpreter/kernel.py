@@ -1,0 +1,283 @@
+# The Python side of SoulBox's code interpreter. It runs inside the sandbox
+# as an ordinary command, `python3 -u -c <this file>`, and keeps one
+# namespace alive across executions, as a Jupyter kernel does.
+#
+# Requests arrive on stdin, one JSON object per line:
+#   {"id": 7, "code": "...", "envs": {"A": "1"}}
+# Replies leave on the original stdout, one JSON object per line, each with
+# the request's id:
+#   {"id": 7, "type": "stdout" | "stderr", "text": "..."}
+#   {"id": 7, "type": "result", "formats": {"text": "...", ...}, "main": true}
+#   {"id": 7, "type": "error", "name": "...", "value": "...", "traceback": "..."}
+#   {"id": 7, "type": "done", "count": 3}
+# File descriptors 1 and 2 become pipes that this program reads, so output of
+# child processes (os.system, subprocess) is captured as well as print().
+import ast
+import asyncio
+import base64
+import builtins
+import codecs
+import inspect
+import io
+import json
+import linecache
+import os
+import signal
+import sys
+import threading
+import traceback
+
+_requests = os.fdopen(os.dup(0), "r", encoding="utf-8", errors="replace")
+_replies = os.fdopen(os.dup(1), "w", encoding="utf-8")
+_reply_lock = threading.Lock()
+_current = {"id": 0}
+_streams = []
+# Written to fds 1 and 2 after each execution; the readers pass everything
+# before it on and then report that the stream has caught up.
+_MARK = b"\0soulbox-sync-" + os.urandom(8).hex().encode() + b"\0"
+
+
+def _send(kind, **fields):
+    fields["id"] = _current["id"]
+    fields["type"] = kind
+    line = json.dumps(fields, ensure_ascii=True)
+    with _reply_lock:
+        _replies.write(line + "\n")
+        _replies.flush()
+
+
+class _Stream:
+    """Reads one redirected descriptor and sends what it reads."""
+
+    def __init__(self, fd, name):
+        self.name = name
+        self.caught_up = threading.Event()
+        read_end, write_end = os.pipe()
+        os.dup2(write_end, fd)
+        os.close(write_end)
+        self.read_end = read_end
+        thread = threading.Thread(target=self._pump, daemon=True)
+        thread.start()
+
+    def _pump(self):
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        pending = b""
+        while True:
+            data = os.read(self.read_end, 65536)
+            if not data:
+                return
+            pending += data
+            while True:
+                at = pending.find(_MARK)
+                if at < 0:
+                    break
+                self._emit(decoder.decode(pending[:at]))
+                pending = pending[at + len(_MARK) :]
+                self.caught_up.set()
+            # Hold back a tail that may be the start of a mark.
+            keep = 0
+            for size in range(min(len(_MARK) - 1, len(pending)), 0, -1):
+                if _MARK.startswith(pending[-size:]):
+                    keep = size
+                    break
+            self._emit(decoder.decode(pending[: len(pending) - keep]))
+            pending = pending[len(pending) - keep :]
+
+    def _emit(self, text):
+        if text:
+            _send(self.name, text=text)
+
+
+def _formats(value):
+    """The representations of a value, under E2B's format names."""
+    out = {}
+    if not isinstance(value, type):
+        bundle = _call(value, "_repr_mimebundle_")
+        if isinstance(bundle, tuple):
+            bundle = bundle[0]
+        if isinstance(bundle, dict):
+            for mime, data in bundle.items():
+                name = _MIME_NAMES.get(mime)
+                if name is not None:
+                    out[name] = _as_text(name, data)
+        for method, name in _REPR_METHODS:
+            if name not in out:
+                data = _call(value, method)
+                if data is not None:
+                    out[name] = _as_text(name, data)
+    out["text"] = repr(value)
+    return out
+
+
+_MIME_NAMES = {
+    "text/plain": "text",
+    "text/html": "html",
+    "text/markdown": "markdown",
+    "image/svg+xml": "svg",
+    "image/png": "png",
+    "image/jpeg": "jpeg",
+    "application/pdf": "pdf",
+    "text/latex": "latex",
+    "application/json": "json",
+    "application/javascript": "javascript",
+}
+_REPR_METHODS = [
+    ("_repr_html_", "html"),
+    ("_repr_markdown_", "markdown"),
+    ("_repr_svg_", "svg"),
+    ("_repr_png_", "png"),
+    ("_repr_jpeg_", "jpeg"),
+    ("_repr_pdf_", "pdf"),
+    ("_repr_latex_", "latex"),
+    ("_repr_json_", "json"),
+    ("_repr_javascript_", "javascript"),
+]
+
+
+def _call(value, method):
+    function = getattr(value, method, None)
+    if not callable(function):
+        return None
+    try:
+        return function()
+    except Exception:
+        return None
+
+
+def _as_text(name, data):
+    if isinstance(data, tuple):
+        data = data[0]
+    if isinstance(data, (bytes, bytearray)):
+        return base64.b64encode(bytes(data)).decode("ascii")
+    if name == "json" and not isinstance(data, str):
+        return json.dumps(data)
+    return str(data)
+
+
+def display(*values):
+    """Shows each value as a result of the execution, as Jupyter's display()."""
+    for value in values:
+        _send_result(value, False)
+
+
+def _send_result(value, main):
+    formats = _formats(value)
+    # Output printed before the value comes first, as in a notebook.
+    _catch_up()
+    _send("result", formats=formats, main=main)
+
+
+_namespace = {"__name__": "__main__", "__builtins__": builtins, "display": display}
+_count = {"value": 0}
+_executing = threading.Event()
+_loop = asyncio.new_event_loop()
+
+
+def _interrupt(signum, frame):
+    # Between executions an interrupt has nothing to stop.
+    if _executing.is_set():
+        raise KeyboardInterrupt
+
+
+def _run(code, cell):
+    tree = ast.parse(code, filename=cell, mode="exec")
+    last = None
+    if tree.body and isinstance(tree.body[-1], ast.Expr):
+        last = ast.Expression(tree.body.pop().value)
+    flags = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
+    for node, mode in ((tree, "exec"), (last, "eval")):
+        if node is None:
+            continue
+        compiled = compile(node, cell, mode, flags=flags, dont_inherit=True)
+        value = eval(compiled, _namespace)
+        if compiled.co_flags & inspect.CO_COROUTINE:
+            value = _loop.run_until_complete(value)
+        if mode == "eval" and value is not None:
+            _namespace["_"] = value
+            _send_result(value, True)
+
+
+def _report(error, cell):
+    frames = traceback.extract_tb(error.__traceback__)
+    # Drop this program's own frames, above the first line of the cell.
+    start = next((i for i, f in enumerate(frames) if f.filename == cell), len(frames))
+    if isinstance(error, SyntaxError):
+        lines = traceback.format_exception_only(type(error), error)
+    else:
+        lines = ["Traceback (most recent call last):\n"]
+        lines += traceback.format_list(frames[start:])
+        lines += traceback.format_exception_only(type(error), error)
+    _send(
+        "error",
+        name=type(error).__name__,
+        value=str(error),
+        traceback="".join(lines),
+    )
+
+
+def _execute(request):
+    _count["value"] += 1
+    cell = "<cell-%d>" % _count["value"]
+    code = request.get("code", "")
+    linecache.cache[cell] = (len(code), None, code.splitlines(True), cell)
+    saved = {}
+    for key, value in (request.get("envs") or {}).items():
+        saved[key] = os.environ.get(key)
+        os.environ[key] = value
+    _executing.set()
+    try:
+        _run(code, cell)
+    except BaseException as error:  # noqa: B036 - SystemExit is reported too
+        _executing.clear()
+        _report(error, cell)
+    finally:
+        _executing.clear()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _catch_up():
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    waiting = []
+    for fd, stream in zip((1, 2), _streams):
+        stream.caught_up.clear()
+        try:
+            os.write(fd, _MARK)
+        except OSError:
+            # The code closed or replaced the descriptor.
+            continue
+        waiting.append(stream)
+    for stream in waiting:
+        # A descriptor that the code pointed elsewhere never sees the mark.
+        stream.caught_up.wait(2)
+
+
+def main():
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    _streams.extend([_Stream(1, "stdout"), _Stream(2, "stderr")])
+    sys.stdin = open(0, "r", closefd=False)
+    sys.stdout = io.TextIOWrapper(open(1, "wb", 0, closefd=False), write_through=True)
+    sys.stderr = io.TextIOWrapper(open(2, "wb", 0, closefd=False), write_through=True)
+    signal.signal(signal.SIGINT, _interrupt)
+    _send("ready")
+    for line in _requests:
+        try:
+            request = json.loads(line)
+        except ValueError:
+            continue
+        _current["id"] = request.get("id", 0)
+        _execute(request)
+        _catch_up()
+        _send("done", count=_count["value"])
+
+
+main()

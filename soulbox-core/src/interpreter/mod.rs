@@ -1,0 +1,722 @@
+//! The stateful code interpreter: E2B's `run_code` and code contexts.
+//!
+//! A code context is a Python process in the sandbox (`python3 -u -c` with
+//! the program in `kernel.py`) that keeps one namespace across executions,
+//! as a Jupyter kernel does. It runs as an ordinary command, tagged
+//! `soulbox-code-ID`, so it counts against the sandbox's limits and shows in
+//! [`Commands::list`](crate::Commands::list). The host sends it one JSON
+//! request per line on its stdin and reads one JSON reply per line from its
+//! stdout; the program turns its descriptors 1 and 2 into pipes of its own,
+//! so output of child processes is captured along with `print`.
+//!
+//! Contexts belong to the [`Sandbox`] handle that made them and its clones:
+//! a handle from [`Sandbox::connect`] starts contexts of its own.
+
+use std::collections::BTreeMap;
+use std::future::{Future, IntoFuture};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::time::Instant;
+
+use crate::error::{Error, Result};
+use crate::process::{CommandEvent, CommandHandle};
+use crate::sandbox::Sandbox;
+
+/// The program a context runs.
+const KERNEL: &str = include_str!("kernel.py");
+
+/// The one language contexts run today.
+const PYTHON: &str = "python";
+
+/// How long an execution may run when the caller sets no timeout, as in
+/// E2B's code interpreter.
+pub const DEFAULT_CODE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// How long a new context may take to start Python and report ready.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long an execution that ran out of time gets to stop after SIGINT
+/// before its context is killed.
+const INTERRUPT_GRACE: Duration = Duration::from_secs(2);
+
+/// Bytes of each of stdout and stderr an [`Execution`] keeps. The streaming
+/// callback of [`RunCode::on_event`] still sees everything.
+pub const MAX_KEPT_LOG_BYTES: usize = 16 * 1024 * 1024;
+
+/// A code context: an interpreter whose variables, imports and functions
+/// persist from one execution to the next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CodeContext {
+    /// The context's id.
+    pub id: String,
+    /// Its language; `python` for now.
+    pub language: String,
+    /// The working directory it started in.
+    pub cwd: String,
+}
+
+/// The outcome of one [`Sandbox::run_code`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Execution {
+    /// The values the code displayed, in order: each `display()` call and,
+    /// last, the value of the final expression (`is_main_result`).
+    pub results: Vec<ExecutionResult>,
+    /// What the code and its child processes wrote.
+    pub logs: Logs,
+    /// The exception that ended the code, if one did.
+    pub error: Option<ExecutionError>,
+    /// How many executions the context has run, this one included.
+    pub execution_count: Option<u32>,
+}
+
+impl Execution {
+    /// Returns the text form of the final expression's value, if there was
+    /// one.
+    pub fn text(&self) -> Option<&str> {
+        self.results
+            .iter()
+            .find(|result| result.is_main_result)
+            .and_then(ExecutionResult::text)
+    }
+}
+
+/// Output of an execution. Each entry is one piece as it arrived, not one
+/// line; joined, they are the whole output.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Logs {
+    /// Pieces written to stdout.
+    pub stdout: Vec<String>,
+    /// Pieces written to stderr.
+    pub stderr: Vec<String>,
+}
+
+/// One displayed value, in every representation it offered, under E2B's
+/// names: `text`, `html`, `markdown`, `svg`, `png`, `jpeg`, `pdf`, `latex`,
+/// `json` and `javascript`. `png`, `jpeg` and `pdf` are base64; `json` is
+/// JSON text.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecutionResult {
+    /// The representations by name.
+    pub formats: BTreeMap<String, String>,
+    /// Whether this is the value of the code's final expression.
+    pub is_main_result: bool,
+}
+
+impl ExecutionResult {
+    /// Returns the representation called `name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.formats.get(name).map(String::as_str)
+    }
+
+    /// Returns the plain-text representation (`repr()` in Python).
+    pub fn text(&self) -> Option<&str> {
+        self.get("text")
+    }
+}
+
+/// An exception that ended an execution.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecutionError {
+    /// The exception's type, such as `ZeroDivisionError`.
+    pub name: String,
+    /// Its message.
+    pub value: String,
+    /// The formatted traceback, starting at the executed code.
+    pub traceback: String,
+}
+
+/// Something an execution produced, as it happened; see
+/// [`RunCode::on_event`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CodeEvent {
+    /// A piece of stdout.
+    Stdout(String),
+    /// A piece of stderr.
+    Stderr(String),
+    /// A displayed value.
+    Result(ExecutionResult),
+    /// The exception that ended the code.
+    Error(ExecutionError),
+}
+
+/// A running interpreter and the handle of its command.
+struct Kernel {
+    context: CodeContext,
+    /// `None` until the first execution starts the process, and again after
+    /// it died or was killed, so the next execution starts a fresh one.
+    process: tokio::sync::Mutex<Option<KernelProcess>>,
+}
+
+struct KernelProcess {
+    handle: CommandHandle,
+    /// Stdout bytes after the last complete reply line.
+    pending: Vec<u8>,
+    /// The end of what the process wrote to stderr, for errors.
+    stderr_tail: Vec<u8>,
+    next_id: u64,
+}
+
+/// The contexts of one sandbox handle and its clones.
+#[derive(Default)]
+pub(crate) struct Contexts {
+    kernels: Mutex<Vec<Arc<Kernel>>>,
+}
+
+impl std::fmt::Debug for Contexts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let count = self.lock().len();
+        f.debug_struct("Contexts").field("count", &count).finish()
+    }
+}
+
+impl Contexts {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Kernel>>> {
+        self.kernels
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn find(&self, id: &str) -> Option<Arc<Kernel>> {
+        self.lock()
+            .iter()
+            .find(|kernel| kernel.context.id == id)
+            .cloned()
+    }
+}
+
+/// A reply line from the interpreter.
+#[derive(Deserialize)]
+struct Reply {
+    id: u64,
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    text: String,
+    #[serde(default)]
+    formats: BTreeMap<String, String>,
+    #[serde(default)]
+    main: bool,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    value: String,
+    #[serde(default)]
+    traceback: String,
+    #[serde(default)]
+    count: Option<u32>,
+}
+
+/// Settings of a new code context; see [`Sandbox::create_code_context`].
+#[derive(Debug, Clone, Default)]
+pub struct CodeContextOptions {
+    /// `python` (the default; `python3` is taken as the same).
+    pub language: Option<String>,
+    /// The working directory, `/home/user` by default.
+    pub cwd: Option<String>,
+}
+
+/// An execution being set up; run it with `.await`. Made by
+/// [`Sandbox::run_code`].
+pub struct RunCode<'a> {
+    sandbox: &'a Sandbox,
+    code: String,
+    language: Option<String>,
+    context: Option<String>,
+    envs: BTreeMap<String, String>,
+    timeout: Option<Duration>,
+    on_event: Option<Box<dyn FnMut(CodeEvent) + Send + 'a>>,
+}
+
+impl std::fmt::Debug for RunCode<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunCode")
+            .field("language", &self.language)
+            .field("context", &self.context)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> RunCode<'a> {
+    /// Runs in the default context of `language` (`python`). Not allowed
+    /// together with [`RunCode::context`].
+    pub fn language(mut self, language: impl Into<String>) -> Self {
+        self.language = Some(language.into());
+        self
+    }
+
+    /// Runs in `context` instead of the language's default context.
+    pub fn context(mut self, context: &CodeContext) -> Self {
+        self.context = Some(context.id.clone());
+        self
+    }
+
+    /// Sets an environment variable for this execution only.
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.envs.insert(key.into(), value.into());
+        self
+    }
+
+    /// Sets how long the code may run (default [`DEFAULT_CODE_TIMEOUT`]);
+    /// `None` for no limit. Code still running then is interrupted as with
+    /// Ctrl-C, and the call returns [`Error::CodeTimedOut`].
+    pub fn timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Calls `on_event` with each piece of output and each result as it
+    /// arrives, before the call returns the whole [`Execution`].
+    pub fn on_event(mut self, on_event: impl FnMut(CodeEvent) + Send + 'a) -> Self {
+        self.on_event = Some(Box::new(on_event));
+        self
+    }
+
+    async fn execute(mut self) -> Result<Execution> {
+        let kernel = find_kernel(
+            self.sandbox,
+            self.context.as_deref(),
+            self.language.as_deref(),
+        )?;
+        let mut process = kernel.process.lock().await;
+        if process
+            .as_ref()
+            .is_some_and(|p| p.handle.controller().has_exited())
+        {
+            *process = None;
+        }
+        if process.is_none() {
+            *process = Some(start(self.sandbox, &kernel.context).await?);
+        }
+        let running = process.as_mut().expect("started above");
+        let deadline = self.timeout.map(|timeout| Instant::now() + timeout);
+        let outcome = running
+            .execute(&self.code, &self.envs, deadline, &mut self.on_event)
+            .await;
+        match outcome {
+            Ok(Some(execution)) => Ok(execution),
+            Ok(None) => {
+                // Out of time: interrupt, then wait a moment for the reply
+                // that ends the execution.
+                let _ = running.handle.signal(libc::SIGINT).await;
+                let grace = Instant::now() + INTERRUPT_GRACE;
+                let stopped = matches!(
+                    running.execute_rest(Some(grace), &mut self.on_event).await,
+                    Ok(Some(_))
+                );
+                if !stopped {
+                    if let Some(old) = process.take() {
+                        old.stop().await;
+                    }
+                }
+                Err(Error::CodeTimedOut {
+                    timeout: self.timeout.unwrap_or_default(),
+                    context_restarted: !stopped,
+                })
+            }
+            Err(e) => {
+                // The interpreter died or the sandbox ended: the next
+                // execution starts a new one.
+                if let Some(old) = process.take() {
+                    old.stop().await;
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+impl<'a> IntoFuture for RunCode<'a> {
+    type Output = Result<Execution>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Result<Execution>> + Send + 'a>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.execute())
+    }
+}
+
+/// Finds the context to run in: `context`, or the default one of
+/// `language`, made on first use.
+fn find_kernel(
+    sandbox: &Sandbox,
+    context: Option<&str>,
+    language: Option<&str>,
+) -> Result<Arc<Kernel>> {
+    let contexts = &sandbox.owner.code;
+    if let Some(id) = context {
+        if language.is_some() {
+            return Err(Error::InvalidArgument(
+                "run_code takes a language or a context, not both; a context already \
+                 has its language"
+                    .into(),
+            ));
+        }
+        return contexts.find(id).ok_or_else(|| unknown_context(id));
+    }
+    let language = checked_language(language)?;
+    let mut kernels = contexts.lock();
+    let default_id = format!("default-{language}");
+    if let Some(kernel) = kernels.iter().find(|k| k.context.id == default_id) {
+        return Ok(Arc::clone(kernel));
+    }
+    let kernel = Arc::new(Kernel {
+        context: CodeContext {
+            id: default_id,
+            language: language.to_string(),
+            cwd: crate::template::USER_HOME.to_string(),
+        },
+        process: tokio::sync::Mutex::new(None),
+    });
+    kernels.push(Arc::clone(&kernel));
+    Ok(kernel)
+}
+
+fn checked_language(language: Option<&str>) -> Result<&'static str> {
+    match language {
+        None | Some("python" | "python3" | "py") => Ok(PYTHON),
+        Some(other) => Err(Error::InvalidArgument(format!(
+            "code language {other:?} is not supported; SoulBox's code interpreter runs \
+             \"python\" (run other languages as commands)"
+        ))),
+    }
+}
+
+fn unknown_context(id: &str) -> Error {
+    Error::NotFound(format!(
+        "code context {id:?}; list_code_contexts lists this handle's contexts"
+    ))
+}
+
+/// Starts the interpreter of `context` and waits until it is ready.
+async fn start(sandbox: &Sandbox, context: &CodeContext) -> Result<KernelProcess> {
+    let mut command = sandbox.command("python3");
+    command
+        .args(["-u", "-c", KERNEL])
+        .cwd(context.cwd.clone())
+        .stdin(true)
+        .timeout(None)
+        .tag(format!("soulbox-code-{}", context.id));
+    let handle = command.start().await.map_err(|e| match e {
+        Error::Spawn { source, .. } if source.raw_os_error() == Some(libc::ENOENT) => {
+            Error::Unsupported {
+                operation: "run_code",
+                reason: "the code interpreter needs python3 in the sandbox, and the template \
+                         has none on its PATH; use the host template or install python3 in \
+                         yours"
+                    .into(),
+            }
+        }
+        other => other,
+    })?;
+    let mut process = KernelProcess {
+        handle,
+        pending: Vec::new(),
+        stderr_tail: Vec::new(),
+        next_id: 1,
+    };
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        match process.next_reply(Some(deadline)).await {
+            Ok(Some(reply)) if reply.kind == "ready" => return Ok(process),
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                process.stop().await;
+                return Err(Error::Protocol(format!(
+                    "the python3 of code context {:?} did not start within {} s",
+                    context.id,
+                    START_TIMEOUT.as_secs()
+                )));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// How long [`KernelProcess::stop`] waits for a killed interpreter's end.
+const STOP_WAIT: Duration = Duration::from_secs(5);
+
+impl KernelProcess {
+    /// Kills the interpreter and every process it started, and waits a
+    /// moment for the end, which frees its tag for the next interpreter.
+    async fn stop(mut self) {
+        if self.handle.kill().await.is_ok() {
+            let _ = tokio::time::timeout(STOP_WAIT, self.handle.wait()).await;
+        }
+    }
+
+    /// Sends one execution and collects its replies. Returns `None` when
+    /// `deadline` passed first.
+    async fn execute<'b>(
+        &mut self,
+        code: &str,
+        envs: &BTreeMap<String, String>,
+        deadline: Option<Instant>,
+        on_event: &mut Option<Box<dyn FnMut(CodeEvent) + Send + 'b>>,
+    ) -> Result<Option<Execution>> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let request = serde_json::json!({ "id": id, "code": code, "envs": envs });
+        let mut line = request.to_string().into_bytes();
+        line.push(b'\n');
+        self.handle.send_stdin(&line).await?;
+        self.execute_rest(deadline, on_event).await
+    }
+
+    /// Collects the replies of the execution sent last, until its `done`.
+    async fn execute_rest<'b>(
+        &mut self,
+        deadline: Option<Instant>,
+        on_event: &mut Option<Box<dyn FnMut(CodeEvent) + Send + 'b>>,
+    ) -> Result<Option<Execution>> {
+        let id = self.next_id - 1;
+        let mut execution = Execution::default();
+        let mut kept = (0, 0);
+        loop {
+            let Some(reply) = self.next_reply(deadline).await? else {
+                return Ok(None);
+            };
+            // Replies of an execution that ran out of time earlier.
+            if reply.id != id {
+                continue;
+            }
+            let event = match reply.kind.as_str() {
+                "stdout" => {
+                    keep(&mut execution.logs.stdout, &mut kept.0, &reply.text);
+                    CodeEvent::Stdout(reply.text)
+                }
+                "stderr" => {
+                    keep(&mut execution.logs.stderr, &mut kept.1, &reply.text);
+                    CodeEvent::Stderr(reply.text)
+                }
+                "result" => {
+                    let result = ExecutionResult {
+                        formats: reply.formats,
+                        is_main_result: reply.main,
+                    };
+                    execution.results.push(result.clone());
+                    CodeEvent::Result(result)
+                }
+                "error" => {
+                    let error = ExecutionError {
+                        name: reply.name,
+                        value: reply.value,
+                        traceback: reply.traceback,
+                    };
+                    execution.error = Some(error.clone());
+                    CodeEvent::Error(error)
+                }
+                "done" => {
+                    execution.execution_count = reply.count;
+                    return Ok(Some(execution));
+                }
+                _ => continue,
+            };
+            if let Some(on_event) = on_event.as_mut() {
+                on_event(event);
+            }
+        }
+    }
+
+    /// Returns the next reply line, or `None` once `deadline` has passed.
+    async fn next_reply(&mut self, deadline: Option<Instant>) -> Result<Option<Reply>> {
+        loop {
+            if let Some(end) = self.pending.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.pending.drain(..=end).collect();
+                match serde_json::from_slice::<Reply>(&line) {
+                    Ok(reply) => return Ok(Some(reply)),
+                    // Not from the interpreter program: something else in
+                    // the process wrote to its stdout before the program
+                    // took the descriptor over.
+                    Err(_) => continue,
+                }
+            }
+            let event = match deadline {
+                Some(deadline) => {
+                    match tokio::time::timeout_at(deadline, self.handle.next_event()).await {
+                        Ok(event) => event?,
+                        Err(_) => return Ok(None),
+                    }
+                }
+                None => self.handle.next_event().await?,
+            };
+            match event {
+                Some(CommandEvent::Stdout(bytes)) => self.pending.extend_from_slice(&bytes),
+                Some(CommandEvent::Stderr(bytes)) => {
+                    self.stderr_tail.extend_from_slice(&bytes);
+                    let excess = self.stderr_tail.len().saturating_sub(STDERR_TAIL);
+                    self.stderr_tail.drain(..excess);
+                }
+                Some(CommandEvent::Exit(exit)) => {
+                    return Err(Error::Protocol(format!(
+                        "the code context's python3 ended ({}){}; the next run_code starts \
+                         a new one, without the old variables",
+                        exit.status,
+                        describe_stderr(&self.stderr_tail)
+                    )))
+                }
+                None => {
+                    return Err(Error::Protocol(
+                        "the code context's python3 ended; the next run_code starts a new one"
+                            .into(),
+                    ))
+                }
+            }
+        }
+    }
+}
+
+/// Bytes of the interpreter's own stderr kept for an error message.
+const STDERR_TAIL: usize = 2048;
+
+fn describe_stderr(tail: &[u8]) -> String {
+    let text = String::from_utf8_lossy(tail);
+    let text = text.trim();
+    if text.is_empty() {
+        String::new()
+    } else {
+        format!(": {text}")
+    }
+}
+
+/// Adds `text` to `logs` while fewer than [`MAX_KEPT_LOG_BYTES`] are kept;
+/// the first piece over the limit is replaced by a note.
+fn keep(logs: &mut Vec<String>, kept: &mut usize, text: &str) {
+    if *kept >= MAX_KEPT_LOG_BYTES {
+        return;
+    }
+    *kept += text.len();
+    if *kept < MAX_KEPT_LOG_BYTES {
+        logs.push(text.to_string());
+    } else {
+        logs.push(format!(
+            "\n[SoulBox kept the first {} MiB of this stream; stream the rest with on_event]\n",
+            MAX_KEPT_LOG_BYTES >> 20
+        ));
+    }
+}
+
+impl Sandbox {
+    /// Prepares `code` to run in the default Python context, which keeps
+    /// its variables from one call to the next. Await it:
+    ///
+    /// ```no_run
+    /// # async fn demo(sandbox: &soulbox_core::Sandbox) -> soulbox_core::Result<()> {
+    /// sandbox.run_code("x = 6 * 7").await?;
+    /// let execution = sandbox.run_code("x").await?;
+    /// assert_eq!(execution.text(), Some("42"));
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// An exception in the code is not an error of the call: it is in
+    /// [`Execution::error`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] for an unsupported language;
+    /// [`Error::NotFound`] for an unknown context; [`Error::Unsupported`]
+    /// when the template has no python3; [`Error::CodeTimedOut`] when the
+    /// timeout passed; [`Error::Protocol`] when the interpreter died (the
+    /// next call starts a new one); [`Error::SandboxNotRunning`] once the
+    /// sandbox has ended.
+    pub fn run_code(&self, code: impl Into<String>) -> RunCode<'_> {
+        RunCode {
+            sandbox: self,
+            code: code.into(),
+            language: None,
+            context: None,
+            envs: BTreeMap::new(),
+            timeout: Some(DEFAULT_CODE_TIMEOUT),
+            on_event: None,
+        }
+    }
+
+    /// Starts a new code context, with variables of its own.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] for an unsupported language or a relative
+    /// cwd; otherwise as [`Sandbox::run_code`].
+    pub async fn create_code_context(&self, options: CodeContextOptions) -> Result<CodeContext> {
+        let language = checked_language(options.language.as_deref())?;
+        let cwd = options
+            .cwd
+            .unwrap_or_else(|| crate::template::USER_HOME.to_string());
+        if !cwd.starts_with('/') {
+            return Err(Error::InvalidArgument(format!(
+                "code context cwd {cwd:?} is not an absolute path; give one such as /home/user"
+            )));
+        }
+        let id = format!(
+            "{:08x}",
+            crate::id::random_u32().map_err(Error::os("make a code context id"))?
+        );
+        let context = CodeContext {
+            id,
+            language: language.to_string(),
+            cwd,
+        };
+        let process = start(self, &context).await?;
+        let kernel = Arc::new(Kernel {
+            context: context.clone(),
+            process: tokio::sync::Mutex::new(Some(process)),
+        });
+        self.owner.code.lock().push(kernel);
+        Ok(context)
+    }
+
+    /// Lists this handle's code contexts, default ones included once used.
+    pub fn list_code_contexts(&self) -> Vec<CodeContext> {
+        self.owner
+            .code
+            .lock()
+            .iter()
+            .map(|kernel| kernel.context.clone())
+            .collect()
+    }
+
+    /// Ends a code context and its process.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] for an unknown context.
+    pub async fn remove_code_context(&self, id: &str) -> Result<()> {
+        let kernel = {
+            let mut kernels = self.owner.code.lock();
+            let at = kernels
+                .iter()
+                .position(|kernel| kernel.context.id == id)
+                .ok_or_else(|| unknown_context(id))?;
+            kernels.remove(at)
+        };
+        if let Some(process) = kernel.process.lock().await.take() {
+            process.stop().await;
+        }
+        Ok(())
+    }
+
+    /// Restarts a code context: its process is killed and a new one
+    /// started, without the old variables.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] for an unknown context; otherwise as
+    /// [`Sandbox::run_code`].
+    pub async fn restart_code_context(&self, id: &str) -> Result<()> {
+        let kernel = self
+            .owner
+            .code
+            .find(id)
+            .ok_or_else(|| unknown_context(id))?;
+        let mut process = kernel.process.lock().await;
+        if let Some(old) = process.take() {
+            old.stop().await;
+        }
+        *process = Some(start(self, &kernel.context).await?);
+        Ok(())
+    }
+}

@@ -1,0 +1,337 @@
+//! The stateful code interpreter: `run_code` keeps Python's variables
+//! between calls, captures output of the code and its child processes,
+//! reports exceptions and rich values, and survives timeouts and crashes.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use soulbox_core::{CodeContextOptions, CodeEvent, Error, SandboxOptions};
+use soulbox_tests::*;
+
+#[tokio::test]
+async fn variables_persist_between_executions() {
+    if !require_root("variables_persist_between_executions") {
+        return;
+    }
+    let sandbox = sandbox().await;
+    let first = within_limit("first run_code", sandbox.run_code("x = 6 * 7\nimport math"))
+        .await
+        .expect("run x = 6 * 7");
+    assert_eq!(first.error, None);
+    assert!(first.results.is_empty(), "an assignment has no value");
+    let second = within_limit("second run_code", sandbox.run_code("x + math.floor(0.5)"))
+        .await
+        .expect("run x");
+    assert_eq!(second.text(), Some("42"));
+    assert_eq!(second.execution_count, Some(2));
+}
+
+#[tokio::test]
+async fn output_of_code_and_child_processes_is_captured() {
+    if !require_root("output_of_code_and_child_processes_is_captured") {
+        return;
+    }
+    let sandbox = sandbox().await;
+    let code = "import os, sys\n\
+                print('from print')\n\
+                print('to stderr', file=sys.stderr)\n\
+                os.system('echo from a child; echo child error >&2')\n\
+                'done'";
+    let execution = within_limit("run_code", sandbox.run_code(code))
+        .await
+        .expect("run the code");
+    assert_eq!(execution.logs.stdout.concat(), "from print\nfrom a child\n");
+    assert_eq!(execution.logs.stderr.concat(), "to stderr\nchild error\n");
+    assert_eq!(execution.text(), Some("'done'"));
+}
+
+#[tokio::test]
+async fn exception_is_reported_with_its_traceback() {
+    if !require_root("exception_is_reported_with_its_traceback") {
+        return;
+    }
+    let sandbox = sandbox().await;
+    let code = "def divide(a, b):\n    return a / b\n\nprint('before')\ndivide(1, 0)";
+    let execution = within_limit("run_code", sandbox.run_code(code))
+        .await
+        .expect("an exception is not an error of the call");
+    let error = execution.error.expect("the exception is reported");
+    assert_eq!(error.name, "ZeroDivisionError");
+    assert_eq!(error.value, "division by zero");
+    assert!(
+        error.traceback.contains("return a / b"),
+        "the traceback shows the failing line: {}",
+        error.traceback
+    );
+    assert!(
+        !error.traceback.contains("kernel.py") && !error.traceback.contains("<string>"),
+        "the traceback starts at the executed code: {}",
+        error.traceback
+    );
+    assert_eq!(execution.logs.stdout.concat(), "before\n");
+
+    let syntax = within_limit("run_code", sandbox.run_code("def broken(:"))
+        .await
+        .expect("a syntax error is not an error of the call");
+    assert_eq!(syntax.error.map(|e| e.name).as_deref(), Some("SyntaxError"));
+}
+
+#[tokio::test]
+async fn rich_values_and_display_become_results() {
+    if !require_root("rich_values_and_display_become_results") {
+        return;
+    }
+    let sandbox = sandbox().await;
+    let code = "class Table:\n\
+                \x20   def _repr_html_(self):\n\
+                \x20       return '<table></table>'\n\
+                \x20   def _repr_json_(self):\n\
+                \x20       return {'rows': 0}\n\
+                display('shown first')\n\
+                Table()";
+    let execution = within_limit("run_code", sandbox.run_code(code))
+        .await
+        .expect("run the code");
+    assert_eq!(execution.results.len(), 2, "{:?}", execution.results);
+    let shown = &execution.results[0];
+    assert!(!shown.is_main_result);
+    assert_eq!(shown.text(), Some("'shown first'"));
+    let main = &execution.results[1];
+    assert!(main.is_main_result);
+    assert_eq!(main.get("html"), Some("<table></table>"));
+    assert_eq!(main.get("json"), Some(r#"{"rows": 0}"#));
+}
+
+#[tokio::test]
+async fn events_stream_in_order_before_the_call_returns() {
+    if !require_root("events_stream_in_order_before_the_call_returns") {
+        return;
+    }
+    let sandbox = sandbox().await;
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&seen);
+    let code = "import time\nprint('one')\ntime.sleep(0.2)\nprint('two')\n3";
+    within_limit(
+        "run_code",
+        sandbox.run_code(code).on_event(move |event| {
+            sink.lock().unwrap().push((Instant::now(), event));
+        }),
+    )
+    .await
+    .expect("run the code");
+    let seen = seen.lock().unwrap();
+    let kinds: Vec<String> = seen
+        .iter()
+        .map(|(_, event)| match event {
+            CodeEvent::Stdout(text) => format!("stdout {text:?}"),
+            CodeEvent::Result(result) => format!("result {:?}", result.text()),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "stdout \"one\\n\"",
+            "stdout \"two\\n\"",
+            "result Some(\"3\")"
+        ]
+    );
+    let gap = seen[1].0 - seen[0].0;
+    assert!(
+        gap >= Duration::from_millis(150),
+        "the first line arrived while the code still ran, {gap:?} before the second"
+    );
+}
+
+#[tokio::test]
+async fn timeout_interrupts_and_keeps_the_variables() {
+    if !require_root("timeout_interrupts_and_keeps_the_variables") {
+        return;
+    }
+    let sandbox = sandbox().await;
+    within_limit("run_code", sandbox.run_code("kept = 'still here'"))
+        .await
+        .expect("set a variable");
+    let started = Instant::now();
+    let timed_out = within_limit(
+        "run_code",
+        sandbox
+            .run_code("import time\ntime.sleep(30)")
+            .timeout(Some(Duration::from_millis(500))),
+    )
+    .await;
+    assert!(
+        matches!(
+            timed_out,
+            Err(Error::CodeTimedOut {
+                context_restarted: false,
+                ..
+            })
+        ),
+        "{timed_out:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let after = within_limit("run_code", sandbox.run_code("kept"))
+        .await
+        .expect("the context still runs");
+    assert_eq!(after.text(), Some("'still here'"));
+}
+
+#[tokio::test]
+async fn code_that_ignores_the_interrupt_restarts_its_context() {
+    if !require_root("code_that_ignores_the_interrupt_restarts_its_context") {
+        return;
+    }
+    let sandbox = sandbox().await;
+    let code = "import signal, time\n\
+                signal.signal(signal.SIGINT, signal.SIG_IGN)\n\
+                lost = 1\n\
+                time.sleep(30)";
+    let timed_out = within_limit(
+        "run_code",
+        sandbox
+            .run_code(code)
+            .timeout(Some(Duration::from_millis(300))),
+    )
+    .await;
+    assert!(
+        matches!(
+            timed_out,
+            Err(Error::CodeTimedOut {
+                context_restarted: true,
+                ..
+            })
+        ),
+        "{timed_out:?}"
+    );
+    let after = within_limit("run_code", sandbox.run_code("'lost' in globals()"))
+        .await
+        .expect("a new context starts");
+    assert_eq!(after.text(), Some("False"));
+}
+
+#[tokio::test]
+async fn crashed_interpreter_is_reported_and_replaced() {
+    if !require_root("crashed_interpreter_is_reported_and_replaced") {
+        return;
+    }
+    let sandbox = sandbox().await;
+    let crashed = within_limit("run_code", sandbox.run_code("import os\nos._exit(7)")).await;
+    match crashed {
+        Err(Error::Protocol(message)) => assert!(
+            message.contains("exit code 7"),
+            "the message names the exit: {message}"
+        ),
+        other => panic!("expected the crash to be reported, got {other:?}"),
+    }
+    let after = within_limit("run_code", sandbox.run_code("1 + 1"))
+        .await
+        .expect("the next call starts a new interpreter");
+    assert_eq!(after.text(), Some("2"));
+}
+
+#[tokio::test]
+async fn contexts_are_separate() {
+    if !require_root("contexts_are_separate") {
+        return;
+    }
+    let sandbox = sandbox().await;
+    let context = within_limit(
+        "create_code_context",
+        sandbox.create_code_context(CodeContextOptions {
+            cwd: Some("/tmp".into()),
+            ..CodeContextOptions::default()
+        }),
+    )
+    .await
+    .expect("create a context");
+    assert_eq!(context.language, "python");
+    within_limit("run_code", sandbox.run_code("name = 'default'"))
+        .await
+        .expect("run in the default context");
+    let inside = within_limit(
+        "run_code",
+        sandbox
+            .run_code("import os\n(os.getcwd(), 'name' in globals())")
+            .context(&context),
+    )
+    .await
+    .expect("run in the new context");
+    assert_eq!(inside.text(), Some("('/tmp', False)"));
+    let ids: Vec<String> = sandbox
+        .list_code_contexts()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    assert!(ids.contains(&context.id), "{ids:?}");
+    assert_eq!(ids.len(), 2, "{ids:?}");
+
+    within_limit(
+        "remove_code_context",
+        sandbox.remove_code_context(&context.id),
+    )
+    .await
+    .expect("remove the context");
+    let removed = within_limit("run_code", sandbox.run_code("1").context(&context)).await;
+    assert!(matches!(removed, Err(Error::NotFound(_))), "{removed:?}");
+}
+
+#[tokio::test]
+async fn per_execution_variables_do_not_stay() {
+    if !require_root("per_execution_variables_do_not_stay") {
+        return;
+    }
+    let sandbox = sandbox().await;
+    let with = within_limit(
+        "run_code",
+        sandbox
+            .run_code("import os\nos.environ.get('GREETING')")
+            .env("GREETING", "hello"),
+    )
+    .await
+    .expect("run with a variable");
+    assert_eq!(with.text(), Some("'hello'"));
+    let without = within_limit(
+        "run_code",
+        sandbox.run_code("import os\nos.environ.get('GREETING', 'unset')"),
+    )
+    .await
+    .expect("run without it");
+    assert_eq!(without.text(), Some("'unset'"));
+}
+
+#[tokio::test]
+async fn unsupported_language_and_missing_python_are_named() {
+    if !require_root("unsupported_language_and_missing_python_are_named") {
+        return;
+    }
+    let sandbox = sandbox().await;
+    let r = sandbox.run_code("cat('hi')").language("r").await;
+    match r {
+        Err(Error::InvalidArgument(message)) => assert!(message.contains("\"r\""), "{message}"),
+        other => panic!("expected InvalidArgument, got {other:?}"),
+    }
+
+    // A template with a shell and no python3.
+    let dir = std::env::temp_dir().join(unique_name("nopython"));
+    std::fs::create_dir_all(dir.join("bin")).expect("make the template");
+    let busybox = std::path::Path::new("/bin/busybox");
+    if !busybox.exists() {
+        panic!("this test needs /bin/busybox on the host (Debian's busybox-static)");
+    }
+    std::fs::copy(busybox, dir.join("bin/sh")).expect("copy busybox");
+    let bare = soulbox_core::Sandbox::create(
+        SandboxOptions::default()
+            .kill_on_drop(true)
+            .template(dir.to_str().expect("a UTF-8 temporary path")),
+    )
+    .await
+    .expect("create a sandbox on the template");
+    let missing = within_limit("run_code", bare.run_code("1")).await;
+    drop(bare);
+    let _ = std::fs::remove_dir_all(&dir);
+    match missing {
+        Err(Error::Unsupported { reason, .. }) => assert!(reason.contains("python3"), "{reason}"),
+        other => panic!("expected Unsupported, got {other:?}"),
+    }
+}
