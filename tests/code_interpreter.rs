@@ -93,9 +93,9 @@ async fn rich_values_and_display_become_results() {
         .await
         .expect("run the code");
     assert_eq!(execution.results.len(), 2, "{:?}", execution.results);
-    let shown = &execution.results[0];
-    assert!(!shown.is_main_result);
-    assert_eq!(shown.text(), Some("'shown first'"));
+    let displayed = &execution.results[0];
+    assert!(!displayed.is_main_result);
+    assert_eq!(displayed.text(), Some("'shown first'"));
     let main = &execution.results[1];
     assert!(main.is_main_result);
     assert_eq!(main.get("html"), Some("<table></table>"));
@@ -119,6 +119,7 @@ async fn events_stream_in_order_before_the_call_returns() {
     )
     .await
     .expect("run the code");
+
     let seen = seen.lock().unwrap();
     let kinds: Vec<String> = seen
         .iter()
@@ -334,4 +335,56 @@ async fn unsupported_language_and_missing_python_are_named() {
         Err(Error::Unsupported { reason, .. }) => assert!(reason.contains("python3"), "{reason}"),
         other => panic!("expected Unsupported, got {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn kept_output_is_bounded() {
+    if !require_root("kept_output_is_bounded") {
+        return;
+    }
+    let sandbox = sandbox().await;
+    let mut streamed = 0;
+    let execution = within_limit(
+        "run_code",
+        sandbox
+            .run_code("import sys\nsys.stdout.write('x' * (17 << 20))\nNone")
+            .on_event(|event| {
+                if let CodeEvent::Stdout(text) = event {
+                    streamed += text.len();
+                }
+            }),
+    )
+    .await
+    .expect("run the code");
+    assert_eq!(streamed, 17 << 20, "the callback sees every byte");
+    let kept = execution.logs.stdout.concat();
+    assert!(
+        kept.len() < soulbox_core::MAX_KEPT_LOG_BYTES + 1024,
+        "kept {} bytes",
+        kept.len()
+    );
+    let note = execution.logs.stdout.last().expect("a note ends the logs");
+    assert!(note.contains("kept the first 16 MiB"), "{note:?}");
+}
+
+#[tokio::test]
+async fn oversized_reply_line_stops_the_context() {
+    if !require_root("oversized_reply_line_stops_the_context") {
+        return;
+    }
+    let sandbox = sandbox().await;
+    // The kernel program's reply stream, reached the way hostile code in
+    // the sandbox could: a line of 65 MiB without a line end.
+    let code = "import os, sys\n\
+                replies = sys.modules['__main__']._replies\n\
+                os.write(replies.fileno(), b'x' * (65 << 20))";
+    let flooded = within_limit("run_code", sandbox.run_code(code)).await;
+    match flooded {
+        Err(Error::Protocol(message)) => assert!(message.contains("64 MiB"), "{message}"),
+        other => panic!("expected the flood to stop the context, got {other:?}"),
+    }
+    let after = within_limit("run_code", sandbox.run_code("'fresh'"))
+        .await
+        .expect("the next call starts a new interpreter");
+    assert_eq!(after.text(), Some("'fresh'"));
 }

@@ -17,6 +17,9 @@
 //! - `exec`: running `/bin/true` in one sandbox created beforehand; with
 //!   `--pause-ms MS` each iteration first sleeps, untimed, as an agent's
 //!   commands arrive with pauses between them.
+//! - `run-code`: `Sandbox::run_code("1 + 1")` in one sandbox created
+//!   beforehand. The first line is the first call, which starts the
+//!   Python context; the others reuse it.
 //! - `host-exec`: `std::process::Command::new("/bin/true").status()` from
 //!   this process, the floor for `exec`.
 //! - `connect`: `Sandbox::connect` to a sandbox created once beforehand,
@@ -59,7 +62,7 @@ use std::time::{Duration, Instant};
 use soulbox_core::{CommandSpec, Sandbox, SandboxOptions, SandboxPool, SeccompPolicy};
 
 const USAGE: &str = "usage: soulbox-bench-api --task \
-                     true|py|shell-true|exec|host-exec|connect|pause-resume --iterations N \
+                     true|py|shell-true|exec|run-code|host-exec|connect|pause-resume --iterations N \
                      [--pool SIZE] [--template DIR] [--pause-ms MS] [--no-limits] [--no-seccomp] [--shell] [--on-request] [--phases] \
                      [--multi-thread] [--no-zygote] [--with-create]\n       \
                      soulbox-bench-api --task density --count N [--no-limits] [--no-zygote]\n       \
@@ -233,6 +236,7 @@ fn main() -> ExitCode {
         }
         "exec" => runtime.block_on(time_exec(options, iterations, args.pause)),
         "host-exec" => time_host_exec(iterations),
+        "run-code" => runtime.block_on(time_run_code(options, iterations)),
         "connect" => runtime.block_on(time_connect(options, iterations)),
         "pause-resume" => runtime.block_on(time_pause_resume(options, iterations)),
         other => return usage(&format!("unknown task {other:?}")),
@@ -441,6 +445,25 @@ async fn time_exec(
         let start = Instant::now();
         run_checked(&sandbox, &["/bin/true"]).await?;
         println!("{}", start.elapsed().as_nanos());
+    }
+    Ok(())
+}
+
+/// Times `run_code("1 + 1")` in one running sandbox, the first call
+/// (which starts the context) included.
+async fn time_run_code(options: SandboxOptions, iterations: usize) -> Result<(), String> {
+    let sandbox = create_lasting(options).await?;
+    for _ in 0..iterations {
+        let start = Instant::now();
+        let execution = sandbox
+            .run_code("1 + 1")
+            .await
+            .map_err(|e| format!("run_code failed: {e}"))?;
+        let elapsed = start.elapsed();
+        if execution.text() != Some("2") {
+            return Err(format!("run_code returned {execution:?}"));
+        }
+        println!("{}", elapsed.as_nanos());
     }
     Ok(())
 }

@@ -59,7 +59,7 @@ pub use files::{
 };
 pub use interpreter::{
     CodeContext, CodeContextOptions, CodeEvent, Execution, ExecutionError, ExecutionResult, Logs,
-    RunCode, DEFAULT_CODE_TIMEOUT, MAX_KEPT_LOG_BYTES,
+    RunCode, DEFAULT_CODE_TIMEOUT, MAX_KEPT_LOG_BYTES, MAX_KEPT_RESULT_BYTES,
 };
 pub use pool::{SandboxPool, MAX_POOL_SIZE};
 pub use process::{

@@ -47,7 +47,7 @@ def _send(kind, **fields):
 
 
 class _Stream:
-    """Reads one redirected descriptor and sends what it reads."""
+    """Reads one redirected descriptor and sends its data as replies."""
 
     def __init__(self, fd, name):
         self.name = name
@@ -89,7 +89,7 @@ class _Stream:
 
 
 def _formats(value):
-    """The representations of a value, under E2B's format names."""
+    """Return the representations of a value, under E2B's format names."""
     out = {}
     if not isinstance(value, type):
         bundle = _call(value, "_repr_mimebundle_")
@@ -255,7 +255,7 @@ def _catch_up():
             continue
         waiting.append(stream)
     for stream in waiting:
-        # A descriptor that the code pointed elsewhere never sees the mark.
+        # A descriptor that the code pointed elsewhere never receives the mark.
         stream.caught_up.wait(2)
 
 

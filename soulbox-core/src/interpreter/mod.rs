@@ -4,10 +4,10 @@
 //! the program in `kernel.py`) that keeps one namespace across executions,
 //! as a Jupyter kernel does. It runs as an ordinary command, tagged
 //! `soulbox-code-ID`, so it counts against the sandbox's limits and shows in
-//! [`Commands::list`](crate::Commands::list). The host sends it one JSON
-//! request per line on its stdin and reads one JSON reply per line from its
-//! stdout; the program turns its descriptors 1 and 2 into pipes of its own,
-//! so output of child processes is captured along with `print`.
+//! [`Commands::list`](crate::Commands::list). The host writes one JSON
+//! request per line to its stdin and reads one JSON reply per line from its
+//! stdout. The program turns its descriptors 1 and 2 into pipes of its own,
+//! so the output of child processes is captured along with `print`.
 //!
 //! Contexts belong to the [`Sandbox`] handle that made them and its clones:
 //! a handle from [`Sandbox::connect`] starts contexts of its own.
@@ -42,8 +42,12 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// before its context is killed.
 const INTERRUPT_GRACE: Duration = Duration::from_secs(2);
 
+/// Bytes of results an [`Execution`] keeps; later results are only
+/// streamed to [`RunCode::on_event`].
+pub const MAX_KEPT_RESULT_BYTES: usize = 64 * 1024 * 1024;
+
 /// Bytes of each of stdout and stderr an [`Execution`] keeps. The streaming
-/// callback of [`RunCode::on_event`] still sees everything.
+/// callback of [`RunCode::on_event`] still receives every byte.
 pub const MAX_KEPT_LOG_BYTES: usize = 16 * 1024 * 1024;
 
 /// A code context: an interpreter whose variables, imports and functions
@@ -64,7 +68,7 @@ pub struct Execution {
     /// The values the code displayed, in order: each `display()` call and,
     /// last, the value of the final expression (`is_main_result`).
     pub results: Vec<ExecutionResult>,
-    /// What the code and its child processes wrote.
+    /// Output of the code and of its child processes.
     pub logs: Logs,
     /// The exception that ended the code, if one did.
     pub error: Option<ExecutionError>,
@@ -155,6 +159,8 @@ struct KernelProcess {
     handle: CommandHandle,
     /// Stdout bytes after the last complete reply line.
     pending: Vec<u8>,
+    /// How many bytes of `pending` are known to hold no line end.
+    scanned: usize,
     /// The end of what the process wrote to stderr, for errors.
     stderr_tail: Vec<u8>,
     next_id: u64,
@@ -415,6 +421,7 @@ async fn start(sandbox: &Sandbox, context: &CodeContext) -> Result<KernelProcess
     let mut process = KernelProcess {
         handle,
         pending: Vec::new(),
+        scanned: 0,
         stderr_tail: Vec::new(),
         next_id: 1,
     };
@@ -474,7 +481,8 @@ impl KernelProcess {
     ) -> Result<Option<Execution>> {
         let id = self.next_id - 1;
         let mut execution = Execution::default();
-        let mut kept = (0, 0);
+        // Bytes kept of stdout, stderr and results.
+        let mut kept = (0, 0, 0);
         loop {
             let Some(reply) = self.next_reply(deadline).await? else {
                 return Ok(None);
@@ -497,7 +505,10 @@ impl KernelProcess {
                         formats: reply.formats,
                         is_main_result: reply.main,
                     };
-                    execution.results.push(result.clone());
+                    kept.2 += result.formats.values().map(String::len).sum::<usize>();
+                    if kept.2 <= MAX_KEPT_RESULT_BYTES {
+                        execution.results.push(result.clone());
+                    }
                     CodeEvent::Result(result)
                 }
                 "error" => {
@@ -524,8 +535,11 @@ impl KernelProcess {
     /// Returns the next reply line, or `None` once `deadline` has passed.
     async fn next_reply(&mut self, deadline: Option<Instant>) -> Result<Option<Reply>> {
         loop {
-            if let Some(end) = self.pending.iter().position(|&b| b == b'\n') {
+            let unread = &self.pending[self.scanned..];
+            if let Some(offset) = unread.iter().position(|&b| b == b'\n') {
+                let end = self.scanned + offset;
                 let line: Vec<u8> = self.pending.drain(..=end).collect();
+                self.scanned = 0;
                 match serde_json::from_slice::<Reply>(&line) {
                     Ok(reply) => return Ok(Some(reply)),
                     // Not from the interpreter program: something else in
@@ -533,6 +547,14 @@ impl KernelProcess {
                     // took the descriptor over.
                     Err(_) => continue,
                 }
+            }
+            self.scanned = self.pending.len();
+            if self.pending.len() > MAX_REPLY_LINE {
+                return Err(Error::Protocol(format!(
+                    "the code context's python3 wrote a line of over {} MiB to its reply \
+                     stream; it was stopped, and the next run_code starts a new one",
+                    MAX_REPLY_LINE >> 20
+                )));
             }
             let event = match deadline {
                 Some(deadline) => {
@@ -568,6 +590,12 @@ impl KernelProcess {
         }
     }
 }
+
+/// The longest reply line accepted from the interpreter. Code in the
+/// sandbox can write to the reply stream, so a line needs a bound. A
+/// result's representations travel in one line, so this also bounds one
+/// image or HTML value.
+const MAX_REPLY_LINE: usize = 64 * 1024 * 1024;
 
 /// Bytes of the interpreter's own stderr kept for an error message.
 const STDERR_TAIL: usize = 2048;
