@@ -438,6 +438,7 @@ fn rootless_creates_without_zygote() {
     let map = format!("0,{uid},1");
     assert_eq!(values("uid_map"), [map.as_str(), map.as_str()], "{stdout}");
     assert_eq!(values("parent_is_me"), ["true", "true"], "{stdout}");
+    assert_eq!(values("forwarded"), ["rootless"], "{stdout}");
     // A rootless PID 1 is always executed: see `Launcher::Zygote`.
     assert_eq!(values("zygotes"), ["0"], "{stdout}");
     assert_eq!(values("zygote_pid"), ["none"], "{stdout}");

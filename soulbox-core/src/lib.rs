@@ -40,6 +40,7 @@ mod init_binary;
 mod interpreter;
 mod paths;
 mod pool;
+mod ports;
 mod process;
 mod reaper;
 mod sandbox;

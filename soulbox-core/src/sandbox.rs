@@ -375,13 +375,14 @@ pub struct Sandbox {
 }
 
 /// What the clones of one [`Sandbox`] share: it ends a `kill_on_drop`
-/// sandbox when the last clone is dropped, and holds their code contexts.
-/// The contexts' command handles refer to [`Inner`], so they live here and
+/// sandbox when the last clone is dropped, and holds their code contexts
+/// and forwarded ports. Those refer to [`Inner`], so they live here and
 /// not there, where they would keep it alive.
 pub(crate) struct Owner {
     inner: Arc<Inner>,
     kill_on_drop: bool,
     pub(crate) code: crate::interpreter::Contexts,
+    pub(crate) ports: crate::ports::Ports,
 }
 
 impl Drop for Owner {
@@ -603,6 +604,7 @@ impl Sandbox {
             inner: Arc::clone(&inner),
             kill_on_drop,
             code: crate::interpreter::Contexts::default(),
+            ports: crate::ports::Ports::default(),
         });
         Self { inner, owner }
     }
@@ -1278,6 +1280,59 @@ impl Inner {
     /// memory cgroup.
     pub(crate) fn oom_kills(&self) -> Option<u64> {
         self.cgroup.lock().ok()?.oom_kills()
+    }
+
+    /// Asks PID 1, on a connection of its own, for a TCP socket whose
+    /// connect to `port` on the sandbox's loopback address (::1 with
+    /// `ipv6`) has started. The caller waits for the connect to finish.
+    pub(crate) async fn open_tcp(&self, port: u16, ipv6: bool) -> Result<OwnedFd> {
+        if !self.is_running() {
+            return Err(self.not_running());
+        }
+        let gone = |source: std::io::Error| {
+            if is_gone(&source) || source.raw_os_error() == Some(libc::EPIPE) {
+                self.not_running()
+            } else {
+                Error::Os {
+                    step: "reach the sandbox's PID 1",
+                    source,
+                }
+            }
+        };
+        let connection = connect_control(&self.entry).map_err(gone)?;
+        set_nonblocking(&connection)?;
+        let connection =
+            sys::async_fd(connection).map_err(Error::os("register a port connection"))?;
+        let request = Request::OpenTcp { port, ipv6 };
+        send_request(&connection, &request, &[])
+            .await
+            .map_err(|e| self.not_found_to_not_running(e))?;
+        let mut buf = vec![0u8; 64];
+        let received = tokio::time::timeout(QUERY_TIMEOUT, receive_with_fds(&connection, &mut buf));
+        let (len, fds) = match received.await {
+            Ok(Ok(received)) => received,
+            Ok(Err(_)) | Err(_) if !self.is_running() => return Err(self.not_running()),
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                return Err(Error::Os {
+                    step: "receive a socket from the sandbox's PID 1 within 5 s",
+                    source: std::io::Error::from_raw_os_error(libc::ETIMEDOUT),
+                })
+            }
+        };
+        if len == 0 {
+            return Err(self.not_running());
+        }
+        match (Reply::decode(&buf[..len]), fds.into_iter().next()) {
+            (Ok(Reply::Socket), Some(socket)) => Ok(socket),
+            (Ok(Reply::SocketFailed { errno }), _) => Err(Error::Os {
+                step: "open a TCP socket in the sandbox",
+                source: std::io::Error::from_raw_os_error(errno),
+            }),
+            (other, _) => Err(Error::Protocol(format!(
+                "expected a socket from the sandbox's PID 1, got {other:?}"
+            ))),
+        }
     }
 
     pub(crate) fn not_running(&self) -> Error {
@@ -1970,10 +2025,10 @@ async fn wait_ready(control: &AsyncFd<OwnedFd>, launch: &Launch) -> Result<Optio
                 },
                 _,
             ) => return Err(setup_error(stage, errno, &detail)),
-            (Reply::Status { .. }, _) => {
-                return Err(Error::Protocol(
-                    "PID 1 sent a status before it was ready".to_string(),
-                ))
+            (other @ (Reply::Status { .. } | Reply::Socket | Reply::SocketFailed { .. }), _) => {
+                return Err(Error::Protocol(format!(
+                    "PID 1 sent {other:?} before it was ready"
+                )))
             }
         }
     }

@@ -638,7 +638,32 @@ impl Init {
                 let remaining = self.remaining();
                 self.reply_status(peer, remaining);
             }
+            Ok(Request::OpenTcp { port, ipv6 }) => self.open_tcp(peer, port, ipv6),
             Ok(Request::Config(_) | Request::Attached | Request::Persist) | Err(_) => {}
+        }
+    }
+
+    /// Starts a connect to `port` on the sandbox's loopback interface and
+    /// sends the socket to `peer`, which forwards a host connection to it.
+    /// PID 1 does not wait for the connect: the host does.
+    fn open_tcp(&mut self, peer: Peer, port: u16, ipv6: bool) {
+        let fd = match peer {
+            Peer::Owner => sys::borrow_raw(CONTROL_FD),
+            Peer::Client(i) => self.clients[i].as_fd(),
+        };
+        // A peer that does not read its replies loses them.
+        match sys::tcp_connect_loopback(port, ipv6) {
+            Ok(socket) => {
+                if let Ok(msg) = Reply::Socket.encode() {
+                    let _ = sys::send_with_fds_nonblocking(fd, &msg, &[socket.as_fd()]);
+                }
+            }
+            Err(e) => {
+                let errno = e.raw_os_error().unwrap_or(libc::EIO);
+                if let Ok(msg) = (Reply::SocketFailed { errno }).encode() {
+                    let _ = sys::send_nonblocking(fd, &msg);
+                }
+            }
         }
     }
 

@@ -648,6 +648,52 @@ pub fn loopback_up() -> io::Result<()> {
     Ok(())
 }
 
+/// Opens a non-blocking TCP socket and starts its connect to `port` on the
+/// loopback address, ::1 with `ipv6` and 127.0.0.1 without. Returns the
+/// socket once the connect has succeeded or is in progress.
+pub fn tcp_connect_loopback(port: u16, ipv6: bool) -> io::Result<OwnedFd> {
+    let family = if ipv6 { libc::AF_INET6 } else { libc::AF_INET };
+    let flags = libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+    // SAFETY: socket takes integers and returns a new descriptor or -1.
+    let fd = check(unsafe { libc::socket(family, flags, 0) })?;
+    // SAFETY: socket returned a new descriptor that nothing else owns.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    let connected = if ipv6 {
+        // SAFETY: sockaddr_in6 is a plain C struct for which all-zero is valid.
+        let mut addr: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+        addr.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+        addr.sin6_port = port.to_be();
+        addr.sin6_addr.s6_addr[15] = 1;
+        // SAFETY: `addr` is a valid sockaddr_in6 of the length given.
+        unsafe {
+            libc::connect(
+                sock.as_raw_fd(),
+                std::ptr::addr_of!(addr).cast(),
+                std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+            )
+        }
+    } else {
+        // SAFETY: sockaddr_in is a plain C struct for which all-zero is valid.
+        let mut addr: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+        addr.sin_family = libc::AF_INET as libc::sa_family_t;
+        addr.sin_port = port.to_be();
+        addr.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
+        // SAFETY: `addr` is a valid sockaddr_in of the length given.
+        unsafe {
+            libc::connect(
+                sock.as_raw_fd(),
+                std::ptr::addr_of!(addr).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            )
+        }
+    };
+    match check(connected) {
+        Ok(_) => Ok(sock),
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Ok(sock),
+        Err(e) => Err(e),
+    }
+}
+
 /// Drops `cap` from the capability bounding set.
 pub fn drop_bounding_cap(cap: u32) -> io::Result<()> {
     prctl(libc::PR_CAPBSET_DROP, libc::c_ulong::from(cap))

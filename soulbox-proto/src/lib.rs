@@ -186,6 +186,16 @@ pub enum Request {
     Resume,
     /// Asks for a [`Reply::Status`] on the same connection.
     Status,
+    /// Asks PID 1 for a TCP socket connecting to a port of the sandbox's
+    /// loopback interface, for the host's port forwarding. PID 1 starts a
+    /// non-blocking connect and replies on the same connection with
+    /// [`Reply::Socket`] and the socket, or [`Reply::SocketFailed`].
+    OpenTcp {
+        /// The port inside the sandbox.
+        port: u16,
+        /// Connect to ::1 instead of 127.0.0.1.
+        ipv6: bool,
+    },
 }
 
 /// The step of sandbox setup that failed.
@@ -304,6 +314,15 @@ pub enum Reply {
         /// Milliseconds left until the deadline, [`NO_DEADLINE`] for none.
         remaining_ms: u64,
     },
+    /// Answer to [`Request::OpenTcp`]; comes with the socket, whose
+    /// connect may still be in progress.
+    Socket,
+    /// Answer to [`Request::OpenTcp`] when no socket could be made or its
+    /// connect failed at once.
+    SocketFailed {
+        /// The OS error number.
+        errno: i32,
+    },
 }
 
 /// [`Reply::Status`] value for a sandbox without a deadline.
@@ -318,10 +337,13 @@ const KIND_PERSIST: u8 = 6;
 const KIND_PAUSE: u8 = 7;
 const KIND_RESUME: u8 = 8;
 const KIND_STATUS: u8 = 9;
+const KIND_OPEN_TCP: u8 = 10;
 const KIND_READY: u8 = 64;
 const KIND_SETUP_FAILED: u8 = 65;
 const KIND_STATUS_REPLY: u8 = 66;
 const KIND_ROOT: u8 = 67;
+const KIND_SOCKET: u8 = 68;
+const KIND_SOCKET_FAILED: u8 = 69;
 
 /// Appends fields to a message buffer.
 struct Encoder {
@@ -561,6 +583,12 @@ impl Request {
             Self::Pause => Encoder::new(KIND_PAUSE).finish(),
             Self::Resume => Encoder::new(KIND_RESUME).finish(),
             Self::Status => Encoder::new(KIND_STATUS).finish(),
+            Self::OpenTcp { port, ipv6 } => {
+                let mut e = Encoder::new(KIND_OPEN_TCP);
+                e.u32(u32::from(*port));
+                e.u8(u8::from(*ipv6));
+                e.finish()
+            }
         }
     }
 
@@ -636,6 +664,12 @@ impl Request {
             KIND_PAUSE => d.finish(Self::Pause),
             KIND_RESUME => d.finish(Self::Resume),
             KIND_STATUS => d.finish(Self::Status),
+            KIND_OPEN_TCP => {
+                let port =
+                    u16::try_from(d.u32("port")?).map_err(|_| DecodeError::InvalidField("port"))?;
+                let ipv6 = d.bool("ipv6")?;
+                d.finish(Self::OpenTcp { port, ipv6 })
+            }
             other => Err(DecodeError::UnknownKind(other)),
         }
     }
@@ -668,6 +702,12 @@ impl Reply {
                 e.u64(*remaining_ms);
                 e.finish()
             }
+            Self::Socket => Encoder::new(KIND_SOCKET).finish(),
+            Self::SocketFailed { errno } => {
+                let mut e = Encoder::new(KIND_SOCKET_FAILED);
+                e.i32(*errno);
+                e.finish()
+            }
         }
     }
 
@@ -696,6 +736,11 @@ impl Reply {
             KIND_STATUS_REPLY => {
                 let remaining_ms = d.u64("remaining_ms")?;
                 d.finish(Self::Status { remaining_ms })
+            }
+            KIND_SOCKET => d.finish(Self::Socket),
+            KIND_SOCKET_FAILED => {
+                let errno = d.i32("errno")?;
+                d.finish(Self::SocketFailed { errno })
             }
             other => Err(DecodeError::UnknownKind(other)),
         }
@@ -855,6 +900,10 @@ mod tests {
             Request::Pause,
             Request::Resume,
             Request::Status,
+            Request::OpenTcp {
+                port: 8080,
+                ipv6: true,
+            },
         ];
         for request in requests {
             let encoded = request.encode().unwrap();
@@ -876,6 +925,8 @@ mod tests {
             Reply::Status {
                 remaining_ms: NO_DEADLINE,
             },
+            Reply::Socket,
+            Reply::SocketFailed { errno: 111 },
         ];
         for reply in replies {
             let encoded = reply.encode().unwrap();

@@ -2,14 +2,19 @@
 //! and prints what `tests/launch.rs` checks, one `NAME VALUE` line each.
 //! Per sandbox: `uid` (`id -u` inside), `uid_map` (its first line, fields
 //! joined by commas) and `parent_is_me` (whether PID 1 is this process's
-//! child). Then `zygotes` (this process's children named soulbox-zygote)
+//! child). In the first sandbox a server answers on port 8004, and
+//! `forwarded` is its answer as read through `Sandbox::get_host`. Then
+//! `zygotes` (this process's children named soulbox-zygote)
 //! and `zygote_pid` (from `diagnostics::zygote_pid`, or `none`). The
 //! launch tests run it as an unprivileged user to check rootless mode.
 
 use std::process::ExitCode;
 
+use std::time::{Duration, Instant};
+
 use soulbox_core::{Sandbox, SandboxOptions};
 use soulbox_tests::{host_children_named, host_ppid};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn main() -> ExitCode {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -43,6 +48,9 @@ async fn probe() -> Result<(), String> {
         println!("uid_map {}", map.join(","));
         let parent_is_me = host_ppid(sandbox.pid()) == Some(std::process::id());
         println!("parent_is_me {parent_is_me}");
+        if sandboxes.is_empty() {
+            println!("forwarded {}", forwarded(&sandbox).await?);
+        }
         sandboxes.push(sandbox);
     }
     println!("zygotes {}", host_children_named("soulbox-zygote").len());
@@ -57,4 +65,42 @@ async fn probe() -> Result<(), String> {
             .map_err(|e| format!("kill a sandbox: {e}"))?;
     }
     Ok(())
+}
+
+/// Starts a server on port 8004 in `sandbox` and returns its answer, read
+/// through the host's forwarded port.
+async fn forwarded(sandbox: &Sandbox) -> Result<String, String> {
+    let server = "import socket\n\
+                  s = socket.socket()\n\
+                  s.bind(('127.0.0.1', 8004))\n\
+                  s.listen()\n\
+                  c, _ = s.accept()\n\
+                  c.recv(10)\n\
+                  c.sendall(b'rootless')\n";
+    sandbox
+        .command("python3")
+        .args(["-c", server])
+        .start()
+        .await
+        .map_err(|e| format!("start a server in the sandbox: {e}"))?
+        .disconnect();
+    let host = sandbox
+        .get_host(8004)
+        .await
+        .map_err(|e| format!("forward port 8004: {e}"))?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut reply = Vec::new();
+        if let Ok(mut stream) = tokio::net::TcpStream::connect(&host).await {
+            let _ = stream.write_all(b"hi").await;
+            let _ = stream.read_to_end(&mut reply).await;
+        }
+        if !reply.is_empty() {
+            return Ok(String::from_utf8_lossy(&reply).into_owned());
+        }
+        if Instant::now() > deadline {
+            return Err("no answer through the forwarded port within 20 s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
