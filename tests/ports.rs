@@ -87,18 +87,14 @@ async fn http_server_in_sandbox_reached_from_host() {
         .await
         .expect("start the server")
         .disconnect();
-    let host = within_limit("get_host", sandbox.get_host(8000))
-        .await
-        .expect("forward port 8000");
+    let host = sandbox.get_host(8000).expect("forward port 8000");
     assert!(host.starts_with("127.0.0.1:"), "{host}");
     let reply = exchange_when_up(&host, b"GET /hello.txt HTTP/1.0\r\n\r\n").await;
     let reply = String::from_utf8_lossy(&reply);
     assert!(reply.starts_with("HTTP/1.0 200"), "{reply}");
     assert!(reply.ends_with("hello from the sandbox"), "{reply}");
 
-    let again = within_limit("get_host", sandbox.get_host(8000))
-        .await
-        .expect("forward port 8000 again");
+    let again = sandbox.get_host(8000).expect("forward port 8000 again");
     assert_eq!(again, host, "a port keeps its address");
 }
 
@@ -109,9 +105,7 @@ async fn server_on_ipv6_loopback_is_reached() {
     }
     let sandbox = sandbox().await;
     serve(&sandbox, "AF_INET6", "::1", 8001, "over v6").await;
-    let host = within_limit("get_host", sandbox.get_host(8001))
-        .await
-        .expect("forward port 8001");
+    let host = sandbox.get_host(8001).expect("forward port 8001");
     assert_eq!(exchange_when_up(&host, b"hi").await, b"over v6");
 }
 
@@ -121,9 +115,7 @@ async fn connection_to_closed_port_is_reset() {
         return;
     }
     let sandbox = sandbox().await;
-    let host = within_limit("get_host", sandbox.get_host(8002))
-        .await
-        .expect("forward port 8002");
+    let host = sandbox.get_host(8002).expect("forward port 8002");
     let result = tokio::task::spawn_blocking(move || exchange(&host, b"hi"))
         .await
         .expect("the exchange thread panicked");
@@ -140,13 +132,11 @@ async fn forwarding_ends_with_the_sandbox() {
     }
     let sandbox = sandbox().await;
     serve(&sandbox, "AF_INET", "127.0.0.1", 8003, "up").await;
-    let host = within_limit("get_host", sandbox.get_host(8003))
-        .await
-        .expect("forward port 8003");
+    let host = sandbox.get_host(8003).expect("forward port 8003");
     assert_eq!(exchange_when_up(&host, b"hi").await, b"up");
 
     sandbox.kill().await.expect("kill the sandbox");
-    let after = within_limit("get_host", sandbox.get_host(8003)).await;
+    let after = sandbox.get_host(8003);
     assert!(
         matches!(after, Err(Error::SandboxNotRunning { .. })),
         "{after:?}"
@@ -167,9 +157,27 @@ async fn port_zero_is_rejected() {
         return;
     }
     let sandbox = sandbox().await;
-    let result = sandbox.get_host(0).await;
+    let result = sandbox.get_host(0);
     assert!(
         matches!(result, Err(Error::InvalidArgument(_))),
         "{result:?}"
     );
+}
+
+#[test]
+fn call_outside_a_runtime_is_rejected() {
+    if !require_root("call_outside_a_runtime_is_rejected") {
+        return;
+    }
+    let runtime = tokio::runtime::Runtime::new().expect("start a tokio runtime");
+    let sandbox = runtime.block_on(sandbox());
+    let outside = sandbox.get_host(8005);
+    match outside {
+        Err(Error::InvalidArgument(message)) => {
+            assert!(message.contains("tokio runtime"), "{message}")
+        }
+        other => panic!("expected InvalidArgument, got {other:?}"),
+    }
+    let _entered = runtime.enter();
+    assert!(sandbox.get_host(8005).is_ok());
 }

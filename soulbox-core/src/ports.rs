@@ -56,18 +56,19 @@ impl Sandbox {
     /// address. A server inside may listen on 127.0.0.1, ::1 or every
     /// address.
     ///
-    /// The forwarding runs on the tokio runtime of the first call, until
-    /// the sandbox ends or the last clone of this handle is dropped. Any
+    /// The call must come from within a tokio runtime, on which the
+    /// forwarding then runs until the sandbox ends or the last clone of
+    /// this handle is dropped. Any
     /// process of the host can connect to the address, as to any port on
     /// the host's loopback interface. A connection that finds nothing
     /// listening in the sandbox is reset.
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidArgument`] for port 0; [`Error::SandboxNotRunning`]
-    /// once the sandbox has ended; [`Error::Os`] when the host cannot
-    /// listen.
-    pub async fn get_host(&self, port: u16) -> Result<String> {
+    /// [`Error::InvalidArgument`] for port 0 or a call outside a tokio
+    /// runtime; [`Error::SandboxNotRunning`] once the sandbox has ended;
+    /// [`Error::Os`] when the host cannot listen.
+    pub fn get_host(&self, port: u16) -> Result<String> {
         if port == 0 {
             return Err(Error::InvalidArgument(
                 "port 0 cannot be forwarded; give the port the sandbox's server listens on".into(),
@@ -76,6 +77,13 @@ impl Sandbox {
         if !self.inner.is_running() {
             return Err(self.inner.not_running());
         }
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+            Error::InvalidArgument(
+                "get_host was called outside a tokio runtime, which the forwarding runs on; \
+                 call it from async code or inside Runtime::enter"
+                    .into(),
+            )
+        })?;
         let ports = &self.owner.ports;
         let mut forwards = ports
             .forwards
@@ -97,7 +105,7 @@ impl Sandbox {
             .map_err(Error::os("read the forwarding address"))?;
         let listener =
             TcpListener::from_std(listener).map_err(Error::os("register the forwarding socket"))?;
-        let task = tokio::spawn(accept_loop(Arc::clone(&self.inner), listener, port));
+        let task = runtime.spawn(accept_loop(Arc::clone(&self.inner), listener, port));
         forwards.insert(
             port,
             Forward {

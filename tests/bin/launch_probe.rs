@@ -86,7 +86,6 @@ async fn forwarded(sandbox: &Sandbox) -> Result<String, String> {
         .disconnect();
     let host = sandbox
         .get_host(8004)
-        .await
         .map_err(|e| format!("forward port 8004: {e}"))?;
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
