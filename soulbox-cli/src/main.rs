@@ -105,6 +105,14 @@ enum Commands {
     ///
     /// Exit status: 0, 3 when no sandbox has the id, 125 when SoulBox failed.
     Cp(Deferred<manage::CpArgs>),
+    /// Forward a TCP port of a sandbox to the host's loopback interface.
+    ///
+    /// Prints an address such as 127.0.0.1:40123 whose connections reach
+    /// PORT on the sandbox's loopback, and forwards them until SIGINT,
+    /// SIGTERM or the end of the sandbox. Any process on the host can
+    /// connect to the address. Exit status: 0, 3 when no sandbox has the
+    /// id, 125 when SoulBox failed.
+    Port(Deferred<manage::PortArgs>),
 }
 
 /// A subcommand's arguments, which clap builds only when that subcommand
@@ -319,6 +327,7 @@ fn run() -> u8 {
             Commands::Resume(Deferred(args)) => manage::resume(args).await,
             Commands::Metrics(Deferred(args)) => manage::metrics(args).await,
             Commands::Cp(Deferred(args)) => manage::cp(args).await,
+            Commands::Port(Deferred(args)) => manage::port(args).await,
         }
     });
     // A read of this process's stdin may still be blocked in a runtime

@@ -78,6 +78,14 @@ pub struct IdArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct PortArgs {
+    /// The sandbox id.
+    id: String,
+    /// The port inside the sandbox.
+    port: u16,
+}
+
+#[derive(Debug, Args)]
 pub struct MetricsArgs {
     /// The sandbox id.
     id: String,
@@ -246,6 +254,38 @@ pub async fn resume(args: IdArgs) -> Result<u8, Failure> {
     // connect resumes a paused sandbox.
     connect(&args.id).await?;
     Ok(0)
+}
+
+pub async fn port(args: PortArgs) -> Result<u8, Failure> {
+    use std::io::Write;
+    use tokio::signal::unix::{signal, SignalKind};
+
+    let sandbox = connect(&args.id).await?;
+    let host = sandbox.get_host(args.port).map_err(failure)?;
+    let mut stdout = std::io::stdout();
+    // A reader such as `read` in a script needs the line before any
+    // connection is made.
+    writeln!(stdout, "{host}")
+        .and_then(|()| stdout.flush())
+        .map_err(|e| format!("failed to print the address: {e}"))?;
+    let listen = |kind| signal(kind).map_err(|e| format!("failed to handle signals: {e}"));
+    let (mut interrupt, mut terminate) = (
+        listen(SignalKind::interrupt())?,
+        listen(SignalKind::terminate())?,
+    );
+    let mut ticks = tokio::time::interval(std::time::Duration::from_millis(200));
+    loop {
+        tokio::select! {
+            _ = interrupt.recv() => return Ok(0),
+            _ = terminate.recv() => return Ok(0),
+            _ = ticks.tick() => {
+                if !sandbox.is_running() {
+                    eprintln!("soulbox: sandbox {} has ended", args.id);
+                    return Ok(0);
+                }
+            }
+        }
+    }
 }
 
 pub async fn metrics(args: MetricsArgs) -> Result<u8, Failure> {

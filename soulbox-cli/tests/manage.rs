@@ -1,6 +1,6 @@
 //! The subcommands that manage sandboxes across processes. One `soulbox`
-//! process creates a sandbox, others exec, cp, ls, info, pause, resume and
-//! read metrics, and a third kills it. An unknown id gives exit status 3.
+//! process creates a sandbox, others exec, cp, ls, info, pause, resume,
+//! forward a port and read metrics, and a third kills it. An unknown id gives exit status 3.
 
 mod common;
 
@@ -155,7 +155,7 @@ fn unknown_id_exits_with_status_3() {
         return;
     }
     let missing = "sb-aaaaaaaaaaaa";
-    let cases: [&[&str]; 9] = [
+    let cases: [&[&str]; 10] = [
         &["exec", missing, "--", "true"],
         &["shell", missing],
         &["info", missing],
@@ -163,6 +163,7 @@ fn unknown_id_exits_with_status_3() {
         &["pause", missing],
         &["resume", missing],
         &["metrics", missing],
+        &["port", missing, "8000"],
         &["cp", "/etc/hostname", "sb-aaaaaaaaaaaa:/tmp/x"],
         &["info", "not-an-id"],
     ];
@@ -340,4 +341,65 @@ fn create_interrupted_during_copy_leaves_nothing() {
         "{status:?}: {errors}"
     );
     assert_eq!(printed, "", "an interrupted create printed an id");
+}
+
+#[test]
+fn port_forwards_until_interrupted() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::process::{Command, Stdio};
+
+    if !require_root("port_forwards_until_interrupted") {
+        return;
+    }
+    let sandbox = Created::new(&[]);
+    let id = sandbox.0.as_str();
+    // A server that answers one connection, started in the background
+    // through `soulbox exec`, which returns when the server exits.
+    let server = "import socket\n\
+                  s = socket.socket()\n\
+                  s.bind(('127.0.0.1', 8006))\n\
+                  s.listen()\n\
+                  c, _ = s.accept()\n\
+                  c.recv(10)\n\
+                  c.sendall(b'through the port')\n";
+    let mut exec = Command::new(env!("CARGO_BIN_EXE_soulbox"))
+        .args(["exec", id, "--", "python3", "-c", server])
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start soulbox exec");
+    let mut port = Command::new(env!("CARGO_BIN_EXE_soulbox"))
+        .args(["port", id, "8006"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start soulbox port");
+    let mut line = String::new();
+    BufReader::new(port.stdout.take().expect("stdout is piped"))
+        .read_line(&mut line)
+        .expect("read the address");
+    let address = line.trim().to_string();
+    assert!(address.starts_with("127.0.0.1:"), "{line:?}");
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let reply = loop {
+        let mut reply = Vec::new();
+        if let Ok(mut stream) = std::net::TcpStream::connect(&address) {
+            let _ = stream.write_all(b"hi");
+            let _ = stream.read_to_end(&mut reply);
+        }
+        if !reply.is_empty() || std::time::Instant::now() > deadline {
+            break reply;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(text(&reply), "through the port");
+    let exec_status = common::wait_limited(&mut exec, "soulbox exec of the server");
+    assert!(exec_status.success(), "{exec_status:?}");
+
+    let pid = i32::try_from(port.id()).expect("a pid fits i32");
+    // SAFETY: kill takes integers; `pid` is the child started above, not
+    // yet waited for, so it cannot have been reused.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    let status = common::wait_limited(&mut port, "soulbox port");
+    assert_eq!(status.code(), Some(0), "{status:?}");
 }
