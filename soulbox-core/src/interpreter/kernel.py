@@ -18,7 +18,6 @@ import base64
 import builtins
 import codecs
 import inspect
-import io
 import json
 import linecache
 import os
@@ -265,8 +264,11 @@ def main():
     os.close(null)
     _streams.extend([_Stream(1, "stdout"), _Stream(2, "stderr")])
     sys.stdin = open(0, "r", closefd=False)
-    sys.stdout = io.TextIOWrapper(open(1, "wb", 0, closefd=False), write_through=True)
-    sys.stderr = io.TextIOWrapper(open(2, "wb", 0, closefd=False), write_through=True)
+    # Line-buffered, so that print() reaches the host as whole lines rather
+    # than the text and its line end apart; each execution ends with a flush.
+    for fd, name in ((1, "stdout"), (2, "stderr")):
+        stream = open(fd, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)
+        setattr(sys, name, stream)
     signal.signal(signal.SIGINT, _interrupt)
     _send("ready")
     for line in _requests:
