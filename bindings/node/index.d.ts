@@ -142,6 +142,32 @@ export declare class Sandbox {
   connect(): Promise<this>
   /** Returns the current resource use, as a one-sample array (E2B: a series). */
   getMetrics(): Promise<SandboxMetrics[]>
+
+  /**
+   * Runs code in the default context of `language` (Python when absent).
+   * Variables, imports and functions persist from one run to the next.
+   * An exception in the code is in the Execution's `error`. Rejects with
+   * a TimeoutError once `timeoutMs` has passed and the code was
+   * interrupted, and with InvalidArgumentError for another language.
+   */
+  runCode(code: string, opts?: RunCodeOpts & { language?: RunCodeLanguage }): Promise<Execution>
+  /**
+   * Runs code in `context`, from `createCodeContext()`. Rejects with
+   * NotFoundError when this object has no such context.
+   */
+  runCode(code: string, opts?: RunCodeOpts & { context?: Context }): Promise<Execution>
+  /** Starts a new code context, with variables of its own. */
+  createCodeContext(opts?: CreateCodeContextOpts): Promise<Context>
+  /**
+   * Lists the code contexts of this Sandbox object, default ones included
+   * once used. SoulBox: another Sandbox object, such as one from
+   * `Sandbox.connect`, has contexts of its own.
+   */
+  listCodeContexts(): Promise<Context[]>
+  /** Ends a code context and its interpreter. */
+  removeCodeContext(context: Context | string): Promise<void>
+  /** Restarts a code context's interpreter; its variables are lost. */
+  restartCodeContext(context: Context | string): Promise<void>
 }
 
 export default Sandbox
@@ -392,6 +418,156 @@ export interface Filesystem {
   ): Promise<WatchHandle>
 }
 
+/** A code context: an interpreter whose variables persist from one run to the next. */
+export type Context = {
+  id: string
+  /** `python`. */
+  language: string
+  /** The working directory the interpreter started in. */
+  cwd: string
+}
+
+/**
+ * A language for `runCode`. SoulBox runs `python` (also as `python3` or
+ * `py`) and rejects every other language with an InvalidArgumentError.
+ */
+export type RunCodeLanguage = 'python' | (string & {})
+
+/** Options of `runCode`. */
+export interface RunCodeOpts {
+  /** Receives stdout as it arrives, on the JS thread. */
+  onStdout?: (output: OutputMessage) => unknown
+  /** Receives stderr as it arrives, on the JS thread. */
+  onStderr?: (output: OutputMessage) => unknown
+  /** Receives each displayed value and the final expression's value. */
+  onResult?: (data: Result) => unknown
+  /** Receives the exception that ended the code. */
+  onError?: (error: ExecutionError) => unknown
+  /** Environment variables for this run only. */
+  envs?: Record<string, string>
+  /**
+   * Milliseconds before the code is interrupted, as with Ctrl-C, and the
+   * run rejects with a TimeoutError; 0 for no limit. The context keeps its
+   * variables, unless the code ignored the interrupt for 2 s and its
+   * context was restarted, as the error's message then reports.
+   * @default 60_000
+   */
+  timeoutMs?: number
+  /** Accepted and ignored: SoulBox has no API server to time out. */
+  requestTimeoutMs?: number
+}
+
+/** Options of `createCodeContext`. */
+export interface CreateCodeContextOpts {
+  /**
+   * The working directory, an absolute path.
+   * @default '/home/user'
+   */
+  cwd?: string
+  /** @default 'python' */
+  language?: RunCodeLanguage
+  /** Accepted and ignored, as in `RunCodeOpts`. */
+  requestTimeoutMs?: number
+}
+
+/** A piece of output that `onStdout` or `onStderr` receives. */
+export declare class OutputMessage {
+  constructor(line: string, timestamp: number, error: boolean)
+  /** The text as the code wrote it: a piece of the stream, not always one whole line. */
+  readonly line: string
+  /** When SoulBox received it, in microseconds since the Unix epoch. */
+  readonly timestamp: number
+  /** Whether it came from stderr. */
+  readonly error: boolean
+  toString(): string
+}
+
+/** The exception that ended an execution. */
+export declare class ExecutionError {
+  constructor(name: string, value: string, traceback: string)
+  /** The exception's type, such as `ZeroDivisionError`. */
+  name: string
+  /** Its message. */
+  value: string
+  /** The formatted traceback, starting at the executed code. */
+  traceback: string
+}
+
+/** A format name, such as `html` or `png`. */
+export type MIMEType = string
+
+/** A Result's representations by format name. */
+export type RawData = { [key: MIMEType]: any }
+
+/**
+ * A value that the code displayed (`display(value)`) or ended with, in
+ * every representation it offered.
+ */
+export declare class Result {
+  constructor(rawData: RawData, isMainResult: boolean)
+  /** `repr()` of the value. */
+  readonly text?: string
+  readonly html?: string
+  readonly markdown?: string
+  readonly svg?: string
+  /** Base64. */
+  readonly png?: string
+  /** Base64. */
+  readonly jpeg?: string
+  /** Base64. */
+  readonly pdf?: string
+  readonly latex?: string
+  /**
+   * The JSON representation, parsed. E2B declares it a string, but its
+   * server sends the parsed value, as SoulBox does.
+   */
+  readonly json?: any
+  readonly javascript?: string
+  /** SoulBox: always undefined (E2B: a DataFrame's data). */
+  readonly data?: Record<string, unknown>
+  /** SoulBox: always undefined, because SoulBox does not extract charts. */
+  readonly chart?: unknown
+  /** Representations without a property of their own. */
+  readonly extra?: any
+  /** Every representation by format name. */
+  readonly raw: RawData
+  /** Whether this is the value of the code's final expression. */
+  readonly isMainResult: boolean
+  /** Names the representations present besides `text`. */
+  formats(): string[]
+  toJSON(): Record<string, unknown>
+}
+
+/** Output of an execution, as the pieces arrived; joined, each is the whole stream. */
+export type Logs = {
+  stdout: string[]
+  stderr: string[]
+}
+
+/** The outcome of `runCode`. */
+export declare class Execution {
+  constructor(
+    results?: Result[],
+    logs?: Logs,
+    error?: ExecutionError,
+    executionCount?: number,
+  )
+  /** The values displayed, in order, and last the final expression's value. */
+  results: Result[]
+  /**
+   * Output of the code and its child processes. SoulBox keeps the first
+   * 16 MiB of each stream, and the callbacks receive all of it.
+   */
+  logs: Logs
+  /** The exception that ended the code, if one did. */
+  error?: ExecutionError
+  /** How many runs the context has made, this one included. */
+  executionCount?: number
+  /** The text of the final expression's value, if there was one. */
+  readonly text: string | undefined
+  toJSON(): { results: Result[]; logs: Logs; error?: ExecutionError }
+}
+
 /**
  * Base class of every SoulBox error. `code` names the kind of failure,
  * such as `INVALID_ARGUMENT` or `PERMISSION_DENIED`.
@@ -402,7 +578,10 @@ export declare class SandboxError extends Error {
   /** The OS error number behind the failure, when there is one. */
   errno?: number
 }
-/** A command ran past its timeout. Carries its output so far. */
+/**
+ * A command, or code run with `runCode`, ran past its timeout. A
+ * command's error carries its output so far.
+ */
 export declare class TimeoutError extends SandboxError {
   constructor(message: string, stackTrace?: string)
   stdout?: string

@@ -6,6 +6,7 @@ const errors = require('./lib/errors')
 const { Sandbox } = require('./lib/sandbox')
 const { CommandHandle } = require('./lib/commands')
 const { WatchHandle, FileType, FilesystemEventType } = require('./lib/filesystem')
+const { Execution, ExecutionError, OutputMessage, Result } = require('./lib/code')
 
 module.exports = {
   Sandbox,
@@ -13,6 +14,10 @@ module.exports = {
   WatchHandle,
   FileType,
   FilesystemEventType,
+  Execution,
+  ExecutionError,
+  OutputMessage,
+  Result,
   SandboxError: errors.SandboxError,
   TimeoutError: errors.TimeoutError,
   InvalidArgumentError: errors.InvalidArgumentError,

@@ -190,6 +190,11 @@ enum soulbox_error_kind
    * could not be used; errno is the failed system call's.
    */
   SOULBOX_ERROR_KIND_STATE = 22,
+  /**
+   * Code run with `soulbox_run_code` was still running at its timeout
+   * and was interrupted. errno ETIMEDOUT.
+   */
+  SOULBOX_ERROR_KIND_CODE_TIMED_OUT = 23,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -372,6 +377,21 @@ typedef struct soulbox_sandbox soulbox_sandbox;
 typedef struct soulbox_watcher soulbox_watcher;
 
 /**
+ * A byte buffer owned by the caller and freed with `soulbox_bytes_free`.
+ */
+typedef struct soulbox_bytes {
+  /**
+   * The bytes; never NULL. Followed by a NUL byte that `len` does not
+   * count.
+   */
+  const uint8_t *data;
+  /**
+   * Length of `data` in bytes.
+   */
+  size_t len;
+} soulbox_bytes;
+
+/**
  * Receives a chunk of a command's output while `soulbox_run`,
  * `soulbox_exec` or `soulbox_command_wait` is in progress. `stream` is
  * SOULBOX_STREAM_STDOUT or SOULBOX_STREAM_STDERR. `data` points to `len`
@@ -531,21 +551,6 @@ typedef struct soulbox_process_info_list {
    */
   size_t len;
 } soulbox_process_info_list;
-
-/**
- * A byte buffer owned by the caller and freed with `soulbox_bytes_free`.
- */
-typedef struct soulbox_bytes {
-  /**
-   * The bytes; never NULL. Followed by a NUL byte that `len` does not
-   * count.
-   */
-  const uint8_t *data;
-  /**
-   * Length of `data` in bytes.
-   */
-  size_t len;
-} soulbox_bytes;
 
 /**
  * A file or directory of a sandbox, as E2B's `EntryInfo`. One from
@@ -815,6 +820,45 @@ void soulbox_error_free(struct soulbox_error *error);
  * static.
  */
 const char *soulbox_version(void);
+
+/**
+ * Runs Python code in the sandbox's default code context, as E2B's
+ * `run_code`, and waits for its end. Variables, imports and functions
+ * persist from one call to the next through the same handle. Another
+ * handle to the sandbox, such as one from `soulbox_sandbox_connect`,
+ * has a context of its own. `code` is UTF-8. `timeout_ms` is how long
+ * the code may run, or 0 for the default of 300 s.
+ *
+ * On success stores the execution in `*out` as a JSON object, in
+ * NUL-terminated UTF-8 that the caller frees with `soulbox_bytes_free`;
+ * on failure stores NULL. Its fields, with example values:
+ *
+ *   {"results": [{"formats": {"text": "42"}, "is_main_result": true}],
+ *    "logs": {"stdout": ["piece\n"], "stderr": []},
+ *    "error": null,
+ *    "execution_count": 2}
+ *
+ * `results` holds each `display()`ed value and, last, the value of the
+ * final expression (`is_main_result`). Its format names are text, html,
+ * markdown, svg, png, jpeg, pdf, latex, json and javascript; png, jpeg
+ * and pdf are base64 and json is JSON text. `logs` holds the output of
+ * the code and its child processes in the pieces it arrived in, the
+ * first 16 MiB of each stream. An exception in the code is not an error
+ * of the call: `error` then holds its `name`, `value` and `traceback`.
+ *
+ * Errors: CODE_TIMED_OUT (errno ETIMEDOUT) when the code still ran at
+ * the timeout; it was interrupted as with Ctrl-C, and the context keeps
+ * its variables unless the code ignored the interrupt for 2 s and its
+ * context was restarted, which the message says. UNSUPPORTED when the
+ * template has no python3; PROTOCOL when the interpreter died, after
+ * which the next call starts a new one without the old variables;
+ * SANDBOX_NOT_RUNNING once the sandbox has ended; INVALID_ARGUMENT for a
+ * NULL argument or code that is not UTF-8.
+ */
+struct soulbox_error *soulbox_run_code(struct soulbox_sandbox *sandbox,
+                                       const char *code,
+                                       uint64_t timeout_ms,
+                                       struct soulbox_bytes **out);
 
 /**
  * Runs a command line through the sandbox's shell (`/bin/bash -l -c`, or
@@ -1227,7 +1271,8 @@ void soulbox_entry_info_list_free(struct soulbox_entry_info_list *list);
 void soulbox_copy_summary_free(struct soulbox_copy_summary *summary);
 
 /**
- * Frees a buffer from `soulbox_files_read`. NULL is ignored.
+ * Frees a buffer from `soulbox_files_read` or `soulbox_run_code`. NULL is
+ * ignored.
  */
 void soulbox_bytes_free(struct soulbox_bytes *bytes);
 

@@ -70,6 +70,9 @@ pub enum ErrorKind {
     /// The state directory that records sandboxes for other processes
     /// could not be used; errno is the failed system call's.
     State = 22,
+    /// Code run with `soulbox_run_code` was still running at its timeout
+    /// and was interrupted. errno ETIMEDOUT.
+    CodeTimedOut = 23,
 }
 
 /// A failed call's error: its kind, OS error number and message.
@@ -152,6 +155,7 @@ fn kind_of(error: &CoreError) -> ErrorKind {
         CoreError::NotFound(_) => ErrorKind::NotFound,
         CoreError::CommandExit { .. } => ErrorKind::CommandExit,
         CoreError::CommandTimedOut { .. } => ErrorKind::CommandTimedOut,
+        CoreError::CodeTimedOut { .. } => ErrorKind::CodeTimedOut,
         CoreError::Protocol(_) => ErrorKind::Protocol,
         CoreError::PermissionDenied { .. } => ErrorKind::PermissionDenied,
         CoreError::WatchLimit { .. } => ErrorKind::WatchLimit,

@@ -9,8 +9,9 @@
 //! `SOULBOX_ERROR_KIND_INTERNAL` error instead of unwinding into C.
 //!
 //! The code is split in two:
-//! - the safe modules (`sandbox`, `command`, `files`, `watch`, `options`,
-//!   `output`, `info`, `entry`, `processes`, `block`, `error`, `runtime`)
+//! - the safe modules (`sandbox`, `command`, `code`, `files`, `watch`,
+//!   `options`, `output`, `info`, `entry`, `processes`, `block`, `error`,
+//!   `runtime`)
 //!   work on Rust types only;
 //! - `abi` contains every `extern "C"` function and nearly all of the
 //!   crate's `unsafe`: turning C pointers into references and back into
@@ -29,6 +30,7 @@
 )]
 mod abi;
 mod block;
+mod code;
 mod command;
 mod entry;
 mod error;

@@ -168,6 +168,7 @@ c_cases!(
     pty_input_after_end,
     free_during_waits,
     files_copy_tree,
+    run_code,
     version,
 );
 

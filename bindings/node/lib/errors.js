@@ -15,7 +15,7 @@ class SandboxError extends Error {
   }
 }
 
-/** A command, or a wait for one, ran past its timeout. */
+/** A command, a wait for one, or code run with `runCode` ran past its timeout. */
 class TimeoutError extends SandboxError {
   constructor(message, stackTrace) {
     super(message, stackTrace)

@@ -10,6 +10,7 @@ const { InvalidArgumentError } = require('./errors')
 const { native, call } = require('./native')
 const { Commands, Pty } = require('./commands')
 const { Filesystem } = require('./filesystem')
+const interpreter = require('./code')
 
 const SANDBOX_STATES = new Set(['running', 'paused'])
 
@@ -221,6 +222,38 @@ class Sandbox {
   async connect() {
     await call(() => this._native.resume())
     return this
+  }
+
+  /**
+   * Runs `code` in a code context, as E2B's `runCode`: the default
+   * context of `language` (Python, the only one) unless `context` is
+   * given. Variables, imports and functions persist from one run to the
+   * next. Resolves with an Execution, whose `error` contains an exception
+   * of the code. Rejects with a TimeoutError after `timeoutMs` (default
+   * 60 000; 0 for no limit), once the code was interrupted.
+   */
+  async runCode(code, opts) {
+    return interpreter.runCode(this._native, code, opts)
+  }
+
+  /** Starts a new code context, with variables of its own. */
+  async createCodeContext(opts) {
+    return interpreter.createCodeContext(this._native, opts)
+  }
+
+  /** Lists this object's code contexts, default ones included once used. */
+  async listCodeContexts() {
+    return interpreter.listCodeContexts(this._native)
+  }
+
+  /** Ends a code context (a Context or its id) and its interpreter. */
+  async removeCodeContext(context) {
+    await interpreter.removeCodeContext(this._native, context)
+  }
+
+  /** Restarts a code context's interpreter; its variables are lost. */
+  async restartCodeContext(context) {
+    await interpreter.restartCodeContext(this._native, context)
   }
 
   /**

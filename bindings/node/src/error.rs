@@ -25,7 +25,7 @@ fn code(error: &Error) -> &'static str {
         Error::NotFound(_) => "NOT_FOUND",
         Error::NotEnoughSpace { .. } => "NOT_ENOUGH_SPACE",
         Error::PermissionDenied { .. } => "PERMISSION_DENIED",
-        Error::CommandTimedOut { .. } => "TIMEOUT",
+        Error::CommandTimedOut { .. } | Error::CodeTimedOut { .. } => "TIMEOUT",
         Error::CommandExit { .. } => "COMMAND_EXIT",
         Error::Setup { .. } => "SETUP_FAILED",
         Error::Spawn { .. } => "SPAWN_FAILED",

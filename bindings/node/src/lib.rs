@@ -14,6 +14,7 @@
 
 #![deny(unsafe_code)]
 
+mod code;
 mod command;
 mod convert;
 mod detach;
@@ -21,6 +22,7 @@ mod error;
 mod files;
 mod sandbox;
 
+pub use code::NativeCodeRun;
 pub use command::NativeCommand;
 pub use files::{NativeFileReader, NativeWatcher};
 pub use sandbox::NativeSandbox;

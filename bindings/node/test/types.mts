@@ -3,6 +3,10 @@
 // a result has the wrong type.
 import Sandbox, {
   CommandExitError,
+  Execution,
+  ExecutionError,
+  OutputMessage,
+  Result,
   FileNotFoundError,
   FileType,
   FilesystemEventType,
@@ -11,6 +15,7 @@ import Sandbox, {
   TimeoutError,
   type CommandHandle,
   type CommandResult,
+  type Context,
   type EntryInfo,
   type FilesystemEvent,
   type WriteInfo,
@@ -53,6 +58,26 @@ export async function typeChecks(): Promise<void> {
   const terminal = await sbx.pty.create({ rows: 24, cols: 80, onData: (d: Uint8Array) => void d })
   await sbx.pty.sendInput(terminal.pid, new TextEncoder().encode('exit\n'))
   await sbx.pty.resize(terminal.pid, { rows: 30, cols: 100 })
+  const execution: Execution = await sbx.runCode('1 + 1', {
+    language: 'python',
+    envs: { A: '1' },
+    timeoutMs: 5000,
+    requestTimeoutMs: 1000,
+    onStdout: (output: OutputMessage) => void output.line,
+    onStderr: async (output: OutputMessage) => void output.error,
+    onResult: (data: Result) => void data.html,
+    onError: (error: ExecutionError) => void error.traceback,
+  })
+  const mainText: string | undefined = execution.text
+  const stdoutPieces: string[] = execution.logs.stdout
+  const count: number | undefined = execution.executionCount
+  const context: Context = await sbx.createCodeContext({ cwd: '/tmp', language: 'python' })
+  const inContext: Execution = await sbx.runCode('x', { context })
+  const formats: string[] = inContext.results[0]?.formats() ?? []
+  const isMain: boolean | undefined = inContext.results[0]?.isMainResult
+  const contexts: Context[] = await sbx.listCodeContexts()
+  await sbx.restartCodeContext(context)
+  await sbx.removeCodeContext(context.id)
   await sbx.setTimeout(30_000)
   const running: boolean = await sbx.isRunning()
   await sbx.kill()
@@ -74,4 +99,5 @@ export async function typeChecks(): Promise<void> {
   }
   void [code, killed, waited, text, bytes, blob, stream, written, many, isDir, created]
   void [renamed, running]
+  void [mainText, stdoutPieces, count, formats, isMain, contexts]
 }

@@ -335,7 +335,8 @@ pub extern "C" fn soulbox_copy_summary_free(summary: *mut CopySummary) {
     });
 }
 
-/// Frees a buffer from `soulbox_files_read`. NULL is ignored.
+/// Frees a buffer from `soulbox_files_read` or `soulbox_run_code`. NULL is
+/// ignored.
 #[no_mangle]
 pub extern "C" fn soulbox_bytes_free(bytes: *mut Bytes) {
     guard_value((), || {

@@ -10,6 +10,7 @@
 //! `soulbox.h` states, and each `SAFETY` comment below relies on it.
 
 // Declared in the order the header lists them.
+mod code;
 mod command;
 mod commands;
 mod files;

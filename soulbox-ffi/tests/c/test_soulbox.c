@@ -1899,6 +1899,83 @@ static void case_files_copy_tree(void) {
     remove_tree(host);
 }
 
+/* Runs `code` with soulbox_run_code and returns the execution's JSON,
+ * which the caller frees. */
+static soulbox_bytes *run_code(soulbox_sandbox *sandbox, const char *code, uint64_t timeout_ms) {
+    soulbox_bytes *execution = NULL;
+    OK(soulbox_run_code(sandbox, code, timeout_ms, &execution));
+    CHECK(execution != NULL, "run_code stored no execution");
+    CHECK(execution->data[execution->len] == '\0', "the JSON is NUL-terminated");
+    CHECK(strlen((const char *)execution->data) == execution->len, "the JSON has no NUL inside");
+    return execution;
+}
+
+#define CHECK_JSON_EQUALS(execution, expected)                                                   \
+    CHECK(strcmp((const char *)(execution)->data, (expected)) == 0, "execution %s, expected %s", \
+          (const char *)(execution)->data, (expected))
+#define CHECK_JSON_CONTAINS(execution, needle)                                                   \
+    CHECK(strstr((const char *)(execution)->data, (needle)) != NULL, "execution %s lacks %s",    \
+          (const char *)(execution)->data, (needle))
+
+static void case_run_code(void) {
+    soulbox_sandbox *sandbox = new_sandbox();
+    soulbox_bytes *execution = run_code(sandbox, "x = 6 * 7", 0);
+    CHECK_JSON_EQUALS(execution, "{\"error\":null,\"execution_count\":1,"
+                                 "\"logs\":{\"stderr\":[],\"stdout\":[]},\"results\":[]}");
+    soulbox_bytes_free(execution);
+
+    /* One write, so the output arrives as one piece. */
+    execution = run_code(sandbox, "print('out', end='')\nx", 0);
+    CHECK_JSON_EQUALS(execution,
+                      "{\"error\":null,\"execution_count\":2,"
+                      "\"logs\":{\"stderr\":[],\"stdout\":[\"out\"]},"
+                      "\"results\":[{\"formats\":{\"text\":\"42\"},\"is_main_result\":true}]}");
+    soulbox_bytes_free(execution);
+
+    execution = run_code(sandbox,
+                         "class Bold:\n"
+                         "    def _repr_html_(self):\n"
+                         "        return '<b>hi</b>'\n"
+                         "Bold()",
+                         0);
+    CHECK_JSON_CONTAINS(execution, "\"html\":\"<b>hi</b>\"");
+    CHECK_JSON_CONTAINS(execution, "\"is_main_result\":true");
+    soulbox_bytes_free(execution);
+
+    execution = run_code(sandbox, "import sys\nprint('e', file=sys.stderr, end='')\n1 / 0", 0);
+    CHECK_JSON_CONTAINS(execution, "\"name\":\"ZeroDivisionError\"");
+    CHECK_JSON_CONTAINS(execution, "\"value\":\"division by zero\"");
+    CHECK_JSON_CONTAINS(execution, "\"traceback\":\"Traceback");
+    CHECK_JSON_CONTAINS(execution, "\"stderr\":[\"e\"]");
+    CHECK_JSON_CONTAINS(execution, "\"results\":[]");
+    soulbox_bytes_free(execution);
+
+    struct timespec start;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    execution = GARBAGE;
+    expect_error(__FILE__, __LINE__,
+                 soulbox_run_code(sandbox, "import time\ntime.sleep(30)", 500, &execution),
+                 SOULBOX_ERROR_KIND_CODE_TIMED_OUT, "soulbox_run_code past its timeout",
+                 "keeps its variables", ETIMEDOUT);
+    CHECK(execution == NULL, "a timed-out run stores NULL");
+    double elapsed = seconds_since(&start);
+    CHECK(elapsed < 15.0, "the 0.5 s timeout took %.1f s", elapsed);
+
+    execution = run_code(sandbox, "x", 0);
+    CHECK_JSON_CONTAINS(execution, "\"text\":\"42\"");
+    soulbox_bytes_free(execution);
+
+    execution = GARBAGE;
+    EXPECT_ERROR(soulbox_run_code(NULL, "1", 0, &execution), SOULBOX_ERROR_KIND_INVALID_ARGUMENT);
+    CHECK(execution == NULL, "a failed run stores NULL");
+    EXPECT_ERROR_MESSAGE(soulbox_run_code(sandbox, NULL, 0, &execution),
+                         SOULBOX_ERROR_KIND_INVALID_ARGUMENT, "code");
+    EXPECT_ERROR_MESSAGE(soulbox_run_code(sandbox, "\xff", 0, &execution),
+                         SOULBOX_ERROR_KIND_INVALID_ARGUMENT, "UTF-8");
+    EXPECT_ERROR(soulbox_run_code(sandbox, "1", 0, NULL), SOULBOX_ERROR_KIND_INVALID_ARGUMENT);
+    soulbox_sandbox_free(sandbox);
+}
+
 static void case_version(void) {
     const char *version = soulbox_version();
     CHECK(version != NULL, "soulbox_version returned NULL");
@@ -1956,6 +2033,7 @@ static const struct {
     {"pty_input_after_end", case_pty_input_after_end},
     {"free_during_waits", case_free_during_waits},
     {"files_copy_tree", case_files_copy_tree},
+    {"run_code", case_run_code},
     {"version", case_version},
     {"sanitizer_catches_leak", case_sanitizer_catches_leak},
 };
