@@ -62,8 +62,9 @@ pub struct PtyOptions {
     pub timeout_ms: Option<f64>,
 }
 
-/// A sandbox. When the JavaScript object is garbage-collected the
-/// sandbox is killed, as when the last Rust `Sandbox` handle drops.
+/// A sandbox. It runs on after the JavaScript object is garbage-collected,
+/// until its timeout or a kill, as on E2B. This handle's forwarded ports
+/// stop with the object, and its code contexts can no longer be reached.
 #[napi]
 #[derive(Debug)]
 pub struct NativeSandbox {
