@@ -6,6 +6,7 @@
 //! import lives in Python, under `python/soulbox`.
 
 mod bridge;
+mod code;
 mod command;
 mod files;
 mod lifecycle;
@@ -18,6 +19,7 @@ use pyo3::prelude::*;
 fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<sandbox::NativeSandbox>()?;
     module.add_class::<command::NativeCommand>()?;
+    module.add_class::<code::NativeCodeRun>()?;
     module.add_class::<files::NativeFileReader>()?;
     module.add_class::<files::NativeWatcher>()?;
     module.add_class::<writer::NativeFileWriter>()?;
@@ -44,6 +46,10 @@ fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add(
         "DEFAULT_COMMAND_TIMEOUT",
         soulbox_core::DEFAULT_COMMAND_TIMEOUT.as_secs_f64(),
+    )?;
+    module.add(
+        "DEFAULT_CODE_TIMEOUT",
+        soulbox_core::DEFAULT_CODE_TIMEOUT.as_secs_f64(),
     )?;
     Ok(())
 }

@@ -63,10 +63,6 @@ impl ToPython for Metrics {
     }
 }
 
-fn wrap(sandbox: Sandbox) -> NativeSandbox {
-    NativeSandbox { sandbox }
-}
-
 fn list_query(
     py: Python<'_>,
     metadata: BTreeMap<String, String>,
@@ -93,13 +89,17 @@ impl NativeSandbox {
     /// Connects to the sandbox `id` of this user, resuming it if paused.
     #[staticmethod]
     fn connect(py: Python<'_>, id: String) -> PyResult<Py<PyAny>> {
-        block(py, async move { Sandbox::connect(&id).await.map(wrap) })
+        block(py, async move {
+            Sandbox::connect(&id).await.map(NativeSandbox::new)
+        })
     }
 
     /// Awaitable flavour of `connect`.
     #[staticmethod]
     fn connect_async(py: Python<'_>, id: String) -> PyResult<Bound<'_, PyAny>> {
-        spawn(py, async move { Sandbox::connect(&id).await.map(wrap) })
+        spawn(py, async move {
+            Sandbox::connect(&id).await.map(NativeSandbox::new)
+        })
     }
 
     /// Lists this user's sandboxes that have every `metadata` pair and,
@@ -191,7 +191,9 @@ impl NativeSandbox {
     #[staticmethod]
     fn connect_paused(py: Python<'_>, id: String) -> PyResult<Py<PyAny>> {
         block(py, async move {
-            Sandbox::connect_without_resume(&id).await.map(wrap)
+            Sandbox::connect_without_resume(&id)
+                .await
+                .map(NativeSandbox::new)
         })
     }
 
@@ -199,7 +201,9 @@ impl NativeSandbox {
     #[staticmethod]
     fn connect_paused_async(py: Python<'_>, id: String) -> PyResult<Bound<'_, PyAny>> {
         spawn(py, async move {
-            Sandbox::connect_without_resume(&id).await.map(wrap)
+            Sandbox::connect_without_resume(&id)
+                .await
+                .map(NativeSandbox::new)
         })
     }
 }

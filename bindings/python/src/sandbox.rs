@@ -6,12 +6,14 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::Arc;
 
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use soulbox_core::{Command, Output, ProcessInfo, Sandbox, SandboxOptions, SeccompPolicy};
 
 use crate::bridge::{self, block, spawn, List, ToPython};
+use crate::code::ContextLocks;
 use crate::command::{KillOnDrop, NativeCommand};
 
 /// Options of `Sandbox.create`, as the Python layer passes them (a dict
@@ -124,6 +126,17 @@ pub struct PtySpec {
 #[pyclass(module = "soulbox._native", frozen)]
 pub struct NativeSandbox {
     pub(crate) sandbox: Sandbox,
+    /// The locks that order the executions of each code context.
+    pub(crate) code_locks: Arc<ContextLocks>,
+}
+
+impl NativeSandbox {
+    pub(crate) fn new(sandbox: Sandbox) -> Self {
+        Self {
+            sandbox,
+            code_locks: Arc::default(),
+        }
+    }
 }
 
 impl ToPython for NativeSandbox {
@@ -242,14 +255,18 @@ impl NativeSandbox {
     #[staticmethod]
     fn create(py: Python<'_>, options: CreateOptions) -> PyResult<Py<PyAny>> {
         let options = options.into_options(py)?;
-        block(py, async move { Sandbox::create(options).await.map(wrap) })
+        block(py, async move {
+            Sandbox::create(options).await.map(NativeSandbox::new)
+        })
     }
 
     /// Awaitable flavour of `create`.
     #[staticmethod]
     fn create_async(py: Python<'_>, options: CreateOptions) -> PyResult<Bound<'_, PyAny>> {
         let options = options.into_options(py)?;
-        spawn(py, async move { Sandbox::create(options).await.map(wrap) })
+        spawn(py, async move {
+            Sandbox::create(options).await.map(NativeSandbox::new)
+        })
     }
 
     /// The sandbox id, which is also its hostname.
@@ -381,8 +398,4 @@ impl NativeSandbox {
         )?;
         Ok((command, spec.rows, spec.cols))
     }
-}
-
-fn wrap(sandbox: Sandbox) -> NativeSandbox {
-    NativeSandbox { sandbox }
 }

@@ -111,11 +111,6 @@ def test_seccomp_policy_applied() -> None:
         Sandbox.create(seccomp=SeccompPolicy(allow=["no_such_call"]))
 
 
-def test_run_code_not_implemented(sbx: Sandbox) -> None:
-    with pytest.raises(NotImplementedError, match="run_code"):
-        sbx.run_code("1 + 1")
-
-
 def test_commands_by_pid(sbx: Sandbox) -> None:
     assert sbx.commands.kill(999999) is False
     with pytest.raises(NotFoundException):

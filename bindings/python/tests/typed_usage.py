@@ -5,6 +5,9 @@ from typing import Iterator, List, Optional, Tuple
 
 from soulbox import (
     AsyncCommandHandle,
+    Context,
+    Execution,
+    ExecutionError,
     AsyncFileStreamReader,
     AsyncSandbox,
     CommandHandle,
@@ -13,8 +16,10 @@ from soulbox import (
     FilesystemEvent,
     FileStreamReader,
     FileType,
+    OutputMessage,
     ProcessInfo,
     PtySize,
+    Result,
     Sandbox,
     WatchHandle,
     WriteInfo,
@@ -46,6 +51,21 @@ def sync_usage() -> None:
         del sandbox_id, code, error, pid, chunks, killed, listed, text, data, stream
         del written, kind, made, events
 
+        def on_stdout(message: OutputMessage) -> None:
+            print(message.line, message.timestamp, message.error)
+
+        context: Context = sbx.create_code_context(cwd="/tmp")
+        execution: Execution = sbx.run_code("1", context=context, on_stdout=on_stdout, timeout=5)
+        value: Optional[str] = execution.text
+        results: List[Result] = execution.results
+        formats: List[str] = results[0].formats()
+        failure: Optional[ExecutionError] = execution.error
+        stdout: List[str] = execution.logs.stdout
+        contexts: List[Context] = sbx.list_code_contexts()
+        sbx.restart_code_context(context.id)
+        sbx.remove_code_context(context)
+        del value, formats, failure, stdout, contexts
+
 
 async def async_usage() -> None:
     async with await AsyncSandbox.create() as sbx:
@@ -55,7 +75,10 @@ async def async_usage() -> None:
         text: str = await sbx.files.read("a.txt")
         stream: AsyncFileStreamReader = await sbx.files.read("a.txt", format="stream")
         exists: bool = await sbx.files.exists("a.txt")
-        del result, waited, text, stream, exists
+        execution: Execution = await sbx.run_code("1", language="python")
+        context: Context = await sbx.create_code_context()
+        await sbx.remove_code_context(context)
+        del result, waited, text, stream, exists, execution
 
 
 if __name__ == "__main__":

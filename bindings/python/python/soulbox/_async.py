@@ -12,7 +12,8 @@ import inspect
 import os
 from typing import Any, AsyncIterator, Awaitable, Callable, Dict, List, Literal, Optional, Union, overload
 
-from . import _common, _native
+from . import _code, _common, _native
+from ._code import Context, Execution
 from ._common import Chunk, EventStream
 from ._sync import _class_method_variant, _list_depth
 from ._types import (
@@ -765,6 +766,56 @@ class AsyncSandbox:
         """Resume a paused sandbox; False if it was not paused."""
         return await self._native.resume_async()
 
-    async def run_code(self, code: str, *args: Any, **kwargs: Any) -> Any:
-        """Run code in a stateful interpreter. Not implemented yet."""
-        raise _common.not_implemented("run_code: the stateful code interpreter")
+    async def run_code(
+        self,
+        code: str,
+        language: Optional[str] = None,
+        context: Optional[Union[Context, str]] = None,
+        on_stdout: Optional[Handler] = None,
+        on_stderr: Optional[Handler] = None,
+        on_result: Optional[Handler] = None,
+        on_error: Optional[Handler] = None,
+        envs: Optional[Dict[str, str]] = None,
+        timeout: Optional[float] = None,
+        request_timeout: Optional[float] = None,
+    ) -> Execution:
+        """Run Python code in a stateful context; see
+        :meth:`soulbox.Sandbox.run_code`. The callbacks may be coroutine
+        functions, and cancelling the call interrupts the code."""
+        handlers = _code.Handlers(on_stdout, on_stderr, on_result, on_error)
+        spec = _code.code_spec(code, language, context, envs, timeout, handlers)
+        run = self._native.start_code(spec)
+        try:
+            while True:
+                kind, payload = _code.check_event(await run.next_event_async())
+                if kind == "done":
+                    return _code.execution_from_native(payload)
+                handler, argument = handlers.route(kind, payload)
+                await _call(handler, argument)
+        except BaseException:
+            run.interrupt()
+            raise
+
+    async def create_code_context(
+        self,
+        cwd: Optional[str] = None,
+        language: Optional[str] = None,
+        request_timeout: Optional[float] = None,
+    ) -> Context:
+        """Start a new code context; see
+        :meth:`soulbox.Sandbox.create_code_context`."""
+        raw = await self._native.create_code_context_async(language, cwd)
+        return _code.context_from_native(raw)
+
+    async def list_code_contexts(self) -> List[Context]:
+        """List the code contexts of this handle."""
+        return [_code.context_from_native(raw) for raw in self._native.list_code_contexts()]
+
+    async def remove_code_context(self, context: Union[Context, str]) -> None:
+        """End a code context; see :meth:`soulbox.Sandbox.remove_code_context`."""
+        await self._native.remove_code_context_async(_code.context_id(context))
+
+    async def restart_code_context(self, context: Union[Context, str]) -> None:
+        """Restart a code context without its variables; see
+        :meth:`soulbox.Sandbox.restart_code_context`."""
+        await self._native.restart_code_context_async(_code.context_id(context))

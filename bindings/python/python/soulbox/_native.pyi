@@ -7,6 +7,7 @@ asyncio event loop runs. The others block with the GIL released.
 from typing import Any, Awaitable, Dict, List, Optional, Tuple, final
 
 __all__ = [
+    "DEFAULT_CODE_TIMEOUT",
     "DEFAULT_COMMAND_TIMEOUT",
     "DEFAULT_DISK_INODES",
     "DEFAULT_DISK_SIZE",
@@ -15,6 +16,7 @@ __all__ = [
     "DEFAULT_PIDS_LIMIT",
     "DEFAULT_TIMEOUT",
     "DEFAULT_TMP_SIZE",
+    "NativeCodeRun",
     "NativeCommand",
     "NativeFileReader",
     "NativeFileWriter",
@@ -31,6 +33,7 @@ DEFAULT_TMP_SIZE: int
 DEFAULT_DISK_INODES: int
 DEFAULT_OPEN_FILES_LIMIT: int
 DEFAULT_COMMAND_TIMEOUT: float
+DEFAULT_CODE_TIMEOUT: float
 
 def shut_down() -> None: ...
 
@@ -65,6 +68,7 @@ _RawMetrics = Tuple[
     float, float, float, Optional[float], Optional[int], Optional[int], int, int
 ]
 _RawEvent = Tuple[str, Any]
+_RawContext = Tuple[str, str, str]
 _RawWatchItem = Tuple[Any, ...]
 
 @final
@@ -164,6 +168,24 @@ class NativeSandbox:
     def watch_dir_async(
         self, path: str, recursive: bool, user: Optional[str] = None
     ) -> Awaitable[NativeWatcher]: ...
+    def start_code(self, spec: Dict[str, Any]) -> NativeCodeRun: ...
+    def create_code_context(
+        self, language: Optional[str] = None, cwd: Optional[str] = None
+    ) -> _RawContext: ...
+    def create_code_context_async(
+        self, language: Optional[str] = None, cwd: Optional[str] = None
+    ) -> Awaitable[_RawContext]: ...
+    def list_code_contexts(self) -> List[_RawContext]: ...
+    def remove_code_context(self, id: str) -> None: ...
+    def remove_code_context_async(self, id: str) -> Awaitable[None]: ...
+    def restart_code_context(self, id: str) -> None: ...
+    def restart_code_context_async(self, id: str) -> Awaitable[None]: ...
+
+@final
+class NativeCodeRun:
+    def next_event(self) -> Optional[_RawEvent]: ...
+    def next_event_async(self) -> Awaitable[Optional[_RawEvent]]: ...
+    def interrupt(self) -> None: ...
 
 @final
 class NativeFileWriter:

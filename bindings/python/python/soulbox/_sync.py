@@ -9,7 +9,8 @@ import os
 import types
 from typing import Any, Dict, Iterator, List, Literal, Optional, Union, overload
 
-from . import _common, _native
+from . import _code, _common, _native
+from ._code import Context, ErrorHandler, Execution, OutputHandler, ResultHandler
 from ._common import Chunk, EventStream, OutputCallback, PtyCallback
 from ._types import (
     CommandResult,
@@ -845,6 +846,89 @@ class Sandbox:
         """
         return self._native.resume()
 
-    def run_code(self, code: str, *args: Any, **kwargs: Any) -> Any:
-        """Run code in a stateful interpreter. Not implemented yet."""
-        raise _common.not_implemented("run_code: the stateful code interpreter")
+    def run_code(
+        self,
+        code: str,
+        language: Optional[str] = None,
+        context: Optional[Union[Context, str]] = None,
+        on_stdout: Optional[OutputHandler] = None,
+        on_stderr: Optional[OutputHandler] = None,
+        on_result: Optional[ResultHandler] = None,
+        on_error: Optional[ErrorHandler] = None,
+        envs: Optional[Dict[str, str]] = None,
+        timeout: Optional[float] = None,
+        request_timeout: Optional[float] = None,
+    ) -> Execution:
+        """Run Python code in a context whose variables, imports and
+        functions persist from one call to the next, as in a notebook.
+
+        Without ``context`` the code runs in the default context of
+        ``language`` (``"python"``, the only one so far), made on first
+        use. ``context`` is a :class:`Context` or its id. ``envs`` apply to
+        this execution only. ``timeout`` is in seconds, 300 by default and
+        0 for no limit. The callbacks run on this thread as the code
+        produces output and values: ``on_stdout`` and ``on_stderr`` receive
+        :class:`OutputMessage` objects, ``on_result`` each :class:`Result`
+        and ``on_error`` the :class:`ExecutionError`.
+
+        An exception in the code does not raise: it is the ``error`` of
+        the returned :class:`Execution`. When a callback raises, or Ctrl-C
+        interrupts the call, the code is interrupted as with Ctrl-C and the
+        exception propagates.
+
+        :raises TimeoutException: when the code ran out of time. It was
+            interrupted, and its context keeps its variables unless the
+            code ignored the interrupt, which restarts the context.
+        :raises InvalidArgumentException: for an unsupported language, or
+            both a language and a context.
+        :raises NotFoundException: for an unknown context.
+        """
+        handlers = _code.Handlers(on_stdout, on_stderr, on_result, on_error)
+        spec = _code.code_spec(code, language, context, envs, timeout, handlers)
+        run = self._native.start_code(spec)
+        try:
+            while True:
+                kind, payload = _code.check_event(run.next_event())
+                if kind == "done":
+                    return _code.execution_from_native(payload)
+                handler, argument = handlers.route(kind, payload)
+                handler(argument)
+        except BaseException:
+            run.interrupt()
+            raise
+
+    def create_code_context(
+        self,
+        cwd: Optional[str] = None,
+        language: Optional[str] = None,
+        request_timeout: Optional[float] = None,
+    ) -> Context:
+        """Start a new code context, with variables of its own, in ``cwd``
+        (an absolute path, ``/home/user`` by default).
+
+        :raises InvalidArgumentException: for an unsupported language or a
+            relative ``cwd``.
+        """
+        return _code.context_from_native(self._native.create_code_context(language, cwd))
+
+    def list_code_contexts(self) -> List[Context]:
+        """List the code contexts of this handle, the default one included
+        once used. A handle from ``Sandbox.connect`` has contexts of its own."""
+        return [_code.context_from_native(raw) for raw in self._native.list_code_contexts()]
+
+    def remove_code_context(self, context: Union[Context, str]) -> None:
+        """End a code context and its interpreter, once the executions that
+        were started in it before have ended.
+
+        :raises NotFoundException: for an unknown context.
+        """
+        self._native.remove_code_context(_code.context_id(context))
+
+    def restart_code_context(self, context: Union[Context, str]) -> None:
+        """Replace a context's interpreter with a new one, without the old
+        variables, once the executions that were started in it before
+        have ended.
+
+        :raises NotFoundException: for an unknown context.
+        """
+        self._native.restart_code_context(_code.context_id(context))
