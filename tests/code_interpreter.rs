@@ -388,3 +388,50 @@ async fn oversized_reply_line_stops_the_context() {
         .expect("the next call starts a new interpreter");
     assert_eq!(after.text(), Some("'fresh'"));
 }
+
+#[tokio::test]
+async fn interrupt_stops_the_code_and_keeps_the_context() {
+    if !require_root("interrupt_stops_the_code_and_keeps_the_context") {
+        return;
+    }
+    let sandbox = sandbox().await;
+    within_limit("run_code", sandbox.run_code("kept = 1"))
+        .await
+        .expect("set a variable");
+    let idle = sandbox.interrupt_code_context("default-python");
+    assert!(matches!(idle, Ok(false)), "nothing runs yet: {idle:?}");
+    let unknown = sandbox.interrupt_code_context("no-such-context");
+    assert!(matches!(unknown, Err(Error::NotFound(_))), "{unknown:?}");
+
+    let runner = sandbox.clone();
+    let long = tokio::spawn(async move {
+        runner
+            .run_code("import time\nprint('sleeping')\ntime.sleep(30)")
+            .await
+    });
+    // The request is in as soon as the execution is registered, before its
+    // code starts; the interrupt then waits for the start.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !sandbox
+        .interrupt_code_context("default-python")
+        .expect("the default context exists")
+    {
+        assert!(Instant::now() < deadline, "the execution never started");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let execution = within_limit("the interrupted execution", long)
+        .await
+        .expect("the execution task panicked")
+        .expect("an interrupt is not an error of the call");
+    let error = execution.error.expect("the interrupt is reported");
+    assert_eq!(error.name, "KeyboardInterrupt");
+    assert!(
+        !error.traceback.contains("<string>"),
+        "the traceback shows only the cell: {}",
+        error.traceback
+    );
+    let after = within_limit("run_code", sandbox.run_code("kept"))
+        .await
+        .expect("the context still runs");
+    assert_eq!(after.text(), Some("1"));
+}

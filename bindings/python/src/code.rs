@@ -20,9 +20,9 @@ use tokio::sync::{mpsc, oneshot};
 use crate::bridge::{self, block, spawn, List, ToPython};
 use crate::sandbox::NativeSandbox;
 
-/// Linux's SIGINT. The interpreter turns it into KeyboardInterrupt while
-/// code runs and ignores it between executions.
-const SIGINT: i32 = 2;
+/// How often an interrupt is requested again while the core has not yet
+/// registered the execution.
+const INTERRUPT_RETRY: Duration = Duration::from_millis(5);
 
 /// One lock per code context of a sandbox handle. Every execution, restart
 /// and removal that Python starts holds its context's lock until it ends,
@@ -53,12 +53,6 @@ fn default_context_id(language: Option<&str>) -> String {
         Some(other) => other,
     };
     format!("default-{language}")
-}
-
-/// Returns the command tag of a context's interpreter, as soulbox-core
-/// sets it.
-fn interpreter_tag(context_id: &str) -> String {
-    format!("soulbox-code-{context_id}")
 }
 
 /// An execution to start, as the Python layer passes it.
@@ -182,7 +176,7 @@ type Sender = mpsc::UnboundedSender<soulbox_core::Result<Item>>;
 ///
 /// When `interrupted` resolves (its sender was used or dropped) before
 /// the execution holds its context's lock, the code never runs. After
-/// that, the interpreter gets SIGINT, as E2B's server interrupts the kernel
+/// that, the code is interrupted, as E2B's server interrupts the kernel
 /// when its client goes away, and the execution runs on to its end.
 async fn execute(
     sandbox: Sandbox,
@@ -233,12 +227,20 @@ async fn execute(
     let result = tokio::select! {
         result = &mut execution => result,
         _ = &mut interrupted => {
-            // NOTE: a SIGINT that arrives after the interpreter reported
-            // ready but before it read the request is ignored, and the
-            // code then runs to its end or its timeout.
-            let tag = interpreter_tag(&context_id);
-            let _ = sandbox.commands().signal(tag.as_str(), SIGINT).await;
-            execution.await
+            // The core interrupts an execution once it has registered it,
+            // and its code once that has started. Until the registration
+            // (the context's python3 may still be starting) the request
+            // is repeated.
+            let mut sent = false;
+            loop {
+                if !sent {
+                    sent = matches!(sandbox.interrupt_code_context(&context_id), Ok(true));
+                }
+                tokio::select! {
+                    result = &mut execution => break result,
+                    () = tokio::time::sleep(INTERRUPT_RETRY), if !sent => {}
+                }
+            }
         }
     };
     drop(context_lock);

@@ -40,9 +40,20 @@ def _send(kind, **fields):
     fields["id"] = _current["id"]
     fields["type"] = kind
     line = json.dumps(fields, ensure_ascii=True)
-    with _reply_lock:
-        _replies.write(line + "\n")
-        _replies.flush()
+    main = threading.get_ident() == _MAIN_THREAD
+    if main:
+        # An interrupt in the middle of a write would cut the line short.
+        _interrupts["deferred"] += 1
+    try:
+        with _reply_lock:
+            _replies.write(line + "\n")
+            _replies.flush()
+    finally:
+        if main:
+            _interrupts["deferred"] -= 1
+    if main and _interrupts["pending"] and _executing.is_set():
+        _interrupts["pending"] = False
+        raise KeyboardInterrupt
 
 
 class _Stream:
@@ -170,12 +181,20 @@ _namespace = {"__name__": "__main__", "__builtins__": builtins, "display": displ
 _count = {"value": 0}
 _executing = threading.Event()
 _loop = asyncio.new_event_loop()
+_MAIN_THREAD = threading.get_ident()
+# "deferred" counts the main thread's reply writes in progress; an interrupt
+# that arrives during one is "pending" until the write has ended.
+_interrupts = {"deferred": 0, "pending": False}
 
 
 def _interrupt(signum, frame):
     # Between executions an interrupt has nothing to stop.
-    if _executing.is_set():
-        raise KeyboardInterrupt
+    if not _executing.is_set():
+        return
+    if _interrupts["deferred"]:
+        _interrupts["pending"] = True
+        return
+    raise KeyboardInterrupt
 
 
 def _run(code, cell):
@@ -198,13 +217,16 @@ def _run(code, cell):
 
 def _report(error, cell):
     frames = traceback.extract_tb(error.__traceback__)
-    # Drop this program's own frames, above the first line of the cell.
+    # Drop this program's own frames: those above the first line of the
+    # cell, and its signal handler below it. This program runs as `-c`, so
+    # its frames' file name is "<string>".
     start = next((i for i, f in enumerate(frames) if f.filename == cell), len(frames))
+    shown = [f for f in frames[start:] if f.filename != "<string>"]
     if isinstance(error, SyntaxError):
         lines = traceback.format_exception_only(type(error), error)
     else:
         lines = ["Traceback (most recent call last):\n"]
-        lines += traceback.format_list(frames[start:])
+        lines += traceback.format_list(shown)
         lines += traceback.format_exception_only(type(error), error)
     _send(
         "error",
@@ -223,8 +245,12 @@ def _execute(request):
     for key, value in (request.get("envs") or {}).items():
         saved[key] = os.environ.get(key)
         os.environ[key] = value
+    _interrupts["pending"] = False
     _executing.set()
     try:
+        # The host sends an interrupt only once it has this, so an
+        # interrupt never reaches the code of an earlier execution.
+        _send("started")
         _run(code, cell)
     except BaseException as error:  # noqa: B036 - SystemExit is reported too
         _executing.clear()
@@ -277,7 +303,12 @@ def main():
         except ValueError:
             continue
         _current["id"] = request.get("id", 0)
-        _execute(request)
+        try:
+            _execute(request)
+        except KeyboardInterrupt:
+            # An interrupt that came as the execution ended, after its
+            # error report had started: the execution is over anyway.
+            pass
         _catch_up()
         _send("done", count=_count["value"])
 

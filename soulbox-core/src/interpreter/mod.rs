@@ -15,10 +15,12 @@
 use std::collections::BTreeMap;
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Deserialize;
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::error::{Error, Result};
@@ -153,6 +155,35 @@ struct Kernel {
     /// `None` until the first execution starts the process, and again after
     /// it died or was killed, so the next execution starts a fresh one.
     process: tokio::sync::Mutex<Option<KernelProcess>>,
+    /// The id of the execution in progress, 0 between executions.
+    running: AtomicU64,
+    /// The id of the last execution whose interrupt was requested.
+    interrupts: watch::Sender<u64>,
+    /// The id of the next execution, unique across restarts.
+    next_id: AtomicU64,
+}
+
+impl Kernel {
+    fn new(context: CodeContext, process: Option<KernelProcess>) -> Self {
+        Self {
+            context,
+            process: tokio::sync::Mutex::new(process),
+            running: AtomicU64::new(0),
+            interrupts: watch::Sender::new(0),
+            next_id: AtomicU64::new(1),
+        }
+    }
+}
+
+/// The state of the interrupts requested for one execution. SIGINT
+/// goes out once the interpreter has reported the execution started, so
+/// that it cannot reach the code of an earlier execution.
+struct InterruptState {
+    requests: watch::Receiver<u64>,
+    open: bool,
+    requested: bool,
+    started: bool,
+    sent: bool,
 }
 
 struct KernelProcess {
@@ -163,7 +194,6 @@ struct KernelProcess {
     scanned: usize,
     /// The end of what the process wrote to stderr, for errors.
     stderr_tail: Vec<u8>,
-    next_id: u64,
 }
 
 /// The contexts of one sandbox handle and its clones.
@@ -300,20 +330,44 @@ impl<'a> RunCode<'a> {
         }
         let running = process.as_mut().expect("started above");
         let deadline = self.timeout.map(|timeout| Instant::now() + timeout);
+        let id = kernel.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut interrupts = InterruptState {
+            requests: kernel.interrupts.subscribe(),
+            open: true,
+            requested: false,
+            started: false,
+            sent: false,
+        };
+        kernel.running.store(id, Ordering::Release);
         let outcome = running
-            .execute(&self.code, &self.envs, deadline, &mut self.on_event)
+            .execute(
+                id,
+                &self.code,
+                &self.envs,
+                deadline,
+                &mut interrupts,
+                &mut self.on_event,
+            )
             .await;
-        match outcome {
-            Ok(Some(execution)) => Ok(execution),
+        let outcome = match outcome {
             Ok(None) => {
                 // Out of time: interrupt, then wait a moment for the reply
                 // that ends the execution.
-                let _ = running.handle.signal(libc::SIGINT).await;
+                interrupts.requested = true;
+                running.interrupt_if_due(&mut interrupts).await;
                 let grace = Instant::now() + INTERRUPT_GRACE;
-                let stopped = matches!(
-                    running.execute_rest(Some(grace), &mut self.on_event).await,
-                    Ok(Some(_))
-                );
+                let rest = running
+                    .execute_rest(id, Some(grace), &mut interrupts, &mut self.on_event)
+                    .await;
+                Err(matches!(rest, Ok(Some(_))))
+            }
+            Ok(Some(execution)) => Ok(Ok(execution)),
+            Err(e) => Ok(Err(e)),
+        };
+        kernel.running.store(0, Ordering::Release);
+        match outcome {
+            Ok(Ok(execution)) => Ok(execution),
+            Err(stopped) => {
                 if !stopped {
                     if let Some(old) = process.take() {
                         old.stop().await;
@@ -324,7 +378,7 @@ impl<'a> RunCode<'a> {
                     context_restarted: !stopped,
                 })
             }
-            Err(e) => {
+            Ok(Err(e)) => {
                 // The interpreter died or the sandbox ended: the next
                 // execution starts a new one.
                 if let Some(old) = process.take() {
@@ -369,14 +423,12 @@ fn find_kernel(
     if let Some(kernel) = kernels.iter().find(|k| k.context.id == default_id) {
         return Ok(Arc::clone(kernel));
     }
-    let kernel = Arc::new(Kernel {
-        context: CodeContext {
-            id: default_id,
-            language: language.to_string(),
-            cwd: crate::template::USER_HOME.to_string(),
-        },
-        process: tokio::sync::Mutex::new(None),
-    });
+    let context = CodeContext {
+        id: default_id,
+        language: language.to_string(),
+        cwd: crate::template::USER_HOME.to_string(),
+    };
+    let kernel = Arc::new(Kernel::new(context, None));
     kernels.push(Arc::clone(&kernel));
     Ok(kernel)
 }
@@ -423,7 +475,6 @@ async fn start(sandbox: &Sandbox, context: &CodeContext) -> Result<KernelProcess
         pending: Vec::new(),
         scanned: 0,
         stderr_tail: Vec::new(),
-        next_id: 1,
     };
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
@@ -459,32 +510,57 @@ impl KernelProcess {
     /// `deadline` passed first.
     async fn execute<'b>(
         &mut self,
+        id: u64,
         code: &str,
         envs: &BTreeMap<String, String>,
         deadline: Option<Instant>,
+        interrupts: &mut InterruptState,
         on_event: &mut Option<Box<dyn FnMut(CodeEvent) + Send + 'b>>,
     ) -> Result<Option<Execution>> {
-        let id = self.next_id;
-        self.next_id += 1;
         let request = serde_json::json!({ "id": id, "code": code, "envs": envs });
         let mut line = request.to_string().into_bytes();
         line.push(b'\n');
         self.handle.send_stdin(&line).await?;
-        self.execute_rest(deadline, on_event).await
+        self.execute_rest(id, deadline, interrupts, on_event).await
+    }
+
+    /// Sends SIGINT to the interpreter once an interrupt was requested and
+    /// the execution has started, and only once.
+    async fn interrupt_if_due(&mut self, interrupts: &mut InterruptState) {
+        if interrupts.requested && interrupts.started && !interrupts.sent {
+            interrupts.sent = true;
+            let _ = self.handle.signal(libc::SIGINT).await;
+        }
     }
 
     /// Collects the replies of the execution sent last, until its `done`.
     async fn execute_rest<'b>(
         &mut self,
+        id: u64,
         deadline: Option<Instant>,
+        interrupts: &mut InterruptState,
         on_event: &mut Option<Box<dyn FnMut(CodeEvent) + Send + 'b>>,
     ) -> Result<Option<Execution>> {
-        let id = self.next_id - 1;
         let mut execution = Execution::default();
         // Bytes kept of stdout, stderr and results.
         let mut kept = (0, 0, 0);
         loop {
-            let Some(reply) = self.next_reply(deadline).await? else {
+            let reply = tokio::select! {
+                reply = self.next_reply(deadline) => reply?,
+                changed = interrupts.requests.changed(), if interrupts.open => {
+                    match changed {
+                        Ok(()) => {
+                            if *interrupts.requests.borrow_and_update() == id {
+                                interrupts.requested = true;
+                            }
+                        }
+                        Err(_) => interrupts.open = false,
+                    }
+                    self.interrupt_if_due(interrupts).await;
+                    continue;
+                }
+            };
+            let Some(reply) = reply else {
                 return Ok(None);
             };
             // Replies of an execution that ran out of time earlier.
@@ -492,6 +568,11 @@ impl KernelProcess {
                 continue;
             }
             let event = match reply.kind.as_str() {
+                "started" => {
+                    interrupts.started = true;
+                    self.interrupt_if_due(interrupts).await;
+                    continue;
+                }
                 "stdout" => {
                     keep(&mut execution.logs.stdout, &mut kept.0, &reply.text);
                     CodeEvent::Stdout(reply.text)
@@ -689,10 +770,7 @@ impl Sandbox {
             cwd,
         };
         let process = start(self, &context).await?;
-        let kernel = Arc::new(Kernel {
-            context: context.clone(),
-            process: tokio::sync::Mutex::new(Some(process)),
-        });
+        let kernel = Arc::new(Kernel::new(context.clone(), Some(process)));
         self.owner.code.lock().push(kernel);
         Ok(context)
     }
@@ -705,6 +783,29 @@ impl Sandbox {
             .iter()
             .map(|kernel| kernel.context.clone())
             .collect()
+    }
+
+    /// Interrupts the code running in context `id`, as Ctrl-C does in a
+    /// notebook: Python raises `KeyboardInterrupt` in it, the execution
+    /// ends with that error, and the context keeps its variables. An
+    /// execution whose code has not started yet is interrupted as soon as
+    /// it starts. Returns false when nothing runs in the context.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] for an unknown context.
+    pub fn interrupt_code_context(&self, id: &str) -> Result<bool> {
+        let kernel = self
+            .owner
+            .code
+            .find(id)
+            .ok_or_else(|| unknown_context(id))?;
+        let running = kernel.running.load(Ordering::Acquire);
+        if running == 0 {
+            return Ok(false);
+        }
+        kernel.interrupts.send_replace(running);
+        Ok(true)
     }
 
     /// Ends a code context and its process.
