@@ -2,8 +2,8 @@
 //! event streams, kill, disconnect and re-attach, stdin, signals and
 //! `Output::check`. Also: many commands at once, bounded memory with large
 //! or slowly read output, output written just before exit, PTYs, terminal
-//! injection, `Commands::list`, raw output bytes, and supervisors that
-//! sandbox root stopped.
+//! injection, `Commands::list`, raw output bytes, supervisors that
+//! sandbox root stopped, and PTY input after the command's end.
 
 use std::time::{Duration, Instant};
 
@@ -1440,4 +1440,68 @@ async fn stopped_orphan_stays_stopped() {
         "the orphan should be PID 1's child and stay stopped: {output:?}"
     );
     sbx.kill().await.expect("kill the sandbox");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pty_input_after_exit_fails() {
+    if !require_root("pty_input_after_exit_fails") {
+        return;
+    }
+    let sbx = sandbox().await;
+    let mut pty = sbx
+        .command("sh")
+        .args(["-c", "exit 3"])
+        .start_pty(24, 80)
+        .await
+        .expect("start sh on a PTY");
+    let exit = exit_of(&mut pty).await;
+    assert_eq!(exit.status, ExitStatus::Code(3), "status of sh -c 'exit 3'");
+
+    let sent = pty.send_stdin(b"echo lost\n").await;
+    assert!(
+        matches!(sent, Err(Error::InvalidArgument(_))),
+        "send_stdin after the exit should be InvalidArgument, got {sent:?}"
+    );
+    let resized = pty.resize(30, 100);
+    assert!(
+        matches!(resized, Err(Error::InvalidArgument(_))),
+        "resize after the exit should be InvalidArgument, got {resized:?}"
+    );
+    let controller = pty.controller();
+    let sent = controller.send_stdin(b"echo lost\n").await;
+    assert!(
+        matches!(sent, Err(Error::InvalidArgument(_))),
+        "the controller's send_stdin after the exit should be InvalidArgument, got {sent:?}"
+    );
+    let resized = controller.resize(30, 100);
+    assert!(
+        matches!(resized, Err(Error::InvalidArgument(_))),
+        "the controller's resize after the exit should be InvalidArgument, got {resized:?}"
+    );
+    sbx.kill().await.expect("kill the sandbox");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pty_input_after_kill_fails() {
+    if !require_root("pty_input_after_kill_fails") {
+        return;
+    }
+    let sbx = sandbox().await;
+    let pty = sbx
+        .pty_shell()
+        .start_pty(24, 80)
+        .await
+        .expect("start a shell on a PTY");
+    sbx.kill().await.expect("kill the sandbox");
+
+    let sent = pty.send_stdin(b"echo lost\n").await;
+    assert!(
+        matches!(sent, Err(Error::SandboxNotRunning { .. })),
+        "send_stdin after the kill should be SandboxNotRunning, got {sent:?}"
+    );
+    let resized = pty.resize(30, 100);
+    assert!(
+        matches!(resized, Err(Error::SandboxNotRunning { .. })),
+        "resize after the kill should be SandboxNotRunning, got {resized:?}"
+    );
 }
