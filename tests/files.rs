@@ -1613,6 +1613,62 @@ async fn copy_in_tree() {
     );
 }
 
+/// Rounds of [`copy_in_during_kill`]. Each kills one sandbox while a copy
+/// into it runs.
+const KILL_DURING_COPY_ROUNDS: usize = 5;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_in_during_kill() {
+    if !require_root("copy_in_during_kill") {
+        return;
+    }
+    // 40 directories of 100 small files: long enough to copy that the kill
+    // lands in the middle.
+    let host = PathBuf::from("/tmp").join(unique_name("copy_in_during_kill", "source"));
+    let _cleanup = RemoveTree(host.clone());
+    for dir in 0..40 {
+        let dir = host.join(format!("d{dir:02}"));
+        std::fs::create_dir_all(&dir).expect("create a host directory");
+        for file in 0..100 {
+            std::fs::write(dir.join(format!("f{file:03}")), "x").expect("write a host file");
+        }
+    }
+
+    let mut interrupted = 0;
+    for round in 0..KILL_DURING_COPY_ROUNDS {
+        let sbx = sandbox().await;
+        let files = sbx.files();
+        let source = host.clone();
+        let copy = tokio::spawn(async move { files.copy_in(&source, "copied").await });
+        // The copy makes the top directory first, then fills it.
+        let deadline = Instant::now() + STEP_LIMIT;
+        while !sbx.files().exists("copied").await.unwrap_or(false) {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: the copy did not start within {STEP_LIMIT:?}"
+            );
+            tokio::task::yield_now().await;
+        }
+        sbx.kill().await.expect("kill the sandbox");
+        let copied = within_limit("the copy after the kill", copy)
+            .await
+            .expect("the copy task panicked");
+        match copied {
+            // The copy finished before the kill took effect.
+            Ok(_) => {}
+            Err(Error::SandboxNotRunning { .. }) => interrupted += 1,
+            Err(other) => panic!(
+                "round {round}: a copy cut off by the kill should be SandboxNotRunning, \
+                 got {other:?}"
+            ),
+        }
+    }
+    assert!(
+        interrupted > 0,
+        "no kill in {KILL_DURING_COPY_ROUNDS} rounds landed during the copy"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copy_out_tree() {
     if !require_root("copy_out_tree") {

@@ -2,11 +2,12 @@
 //! event streams, kill, disconnect and re-attach, stdin, signals and
 //! `Output::check`. Also: many commands at once, bounded memory with large
 //! or slowly read output, output written just before exit, PTYs, terminal
-//! injection, `Commands::list` and raw output bytes.
+//! injection, `Commands::list`, raw output bytes, supervisors that
+//! sandbox root stopped, and PTY input after the command's end.
 
 use std::time::{Duration, Instant};
 
-use soulbox_core::{CommandEvent, CommandExit, CommandHandle, Error, ExitStatus, Sandbox};
+use soulbox_core::{CommandEvent, CommandExit, CommandHandle, Error, ExitStatus, Output, Sandbox};
 use soulbox_tests::*;
 
 /// Upper bound for any single step of a test, so that a SoulBox bug shows
@@ -1312,5 +1313,195 @@ async fn timeout_fires_without_reader() {
     assert!(
         output.timed_out,
         "the result should say the timeout ended it"
+    );
+}
+
+/// Shell script that stops (SIGSTOP) the supervisor of the command whose
+/// leader has pid `$1`, then prints the supervisor's pid and `comm`. The
+/// supervisor is the leader's parent, field 4 of /proc/PID/stat (the
+/// leader is `sleep`, whose `comm` has no space).
+const STOP_SUPERVISOR: &str = r#"supervisor=$(cut -d' ' -f4 /proc/$1/stat) &&
+kill -STOP "$supervisor" &&
+echo "$supervisor $(cat /proc/$supervisor/comm)""#;
+
+/// Stops the supervisor of the command with leader `pid`, as sandbox root,
+/// and checks that the stopped process is a supervisor.
+async fn stop_supervisor(sandbox: &Sandbox, pid: u32) {
+    let output = sandbox
+        .command("sh")
+        .args(["-c", STOP_SUPERVISOR, "stop-supervisor", &pid.to_string()])
+        .user("root")
+        .output()
+        .await
+        .expect("start the stopping script");
+    assert!(output.status.success(), "stopping script: {output:?}");
+    let printed = stdout(&output);
+    let comm = printed.split_whitespace().nth(1);
+    assert_eq!(
+        comm,
+        Some("soulbox-init"),
+        "the leader's parent should be a supervisor: {printed:?}"
+    );
+}
+
+/// How long a wait may take once the supervisor was stopped. Without
+/// PID 1 continuing the supervisor, the wait never returns.
+const STOPPED_SUPERVISOR_LIMIT: Duration = Duration::from_secs(15);
+
+/// Stops the supervisor of `handle`'s command, then waits for the command
+/// to end, panicking if that takes longer than `STOPPED_SUPERVISOR_LIMIT`.
+async fn wait_after_supervisor_stop(sandbox: &Sandbox, handle: &mut CommandHandle) -> Output {
+    stop_supervisor(sandbox, handle.pid()).await;
+    let waited = tokio::time::timeout(STOPPED_SUPERVISOR_LIMIT, handle.wait()).await;
+    waited
+        .unwrap_or_else(|_| {
+            panic!("wait() did not return within {STOPPED_SUPERVISOR_LIMIT:?} of the stop")
+        })
+        .expect("wait for the command")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopped_supervisor_reports_exit() {
+    if !require_root("stopped_supervisor_reports_exit") {
+        return;
+    }
+    let sbx = sandbox().await;
+    let mut handle = sbx
+        .command("sleep")
+        .args(["2"])
+        .start()
+        .await
+        .expect("start sleep 2");
+    let output = wait_after_supervisor_stop(&sbx, &mut handle).await;
+    assert_eq!(output.status, ExitStatus::Code(0), "status of sleep 2");
+    sbx.kill().await.expect("kill the sandbox");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopped_supervisor_timeout_fires() {
+    if !require_root("stopped_supervisor_timeout_fires") {
+        return;
+    }
+    let sbx = sandbox().await;
+    let mut handle = sbx
+        .command("sleep")
+        .args(["60"])
+        .timeout(Some(Duration::from_secs(2)))
+        .start()
+        .await
+        .expect("start sleep 60 with a 2 s timeout");
+    let output = wait_after_supervisor_stop(&sbx, &mut handle).await;
+    assert!(output.timed_out, "the timeout should have ended sleep 60");
+    sbx.kill().await.expect("kill the sandbox");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopped_orphan_stays_stopped() {
+    if !require_root("stopped_orphan_stays_stopped") {
+        return;
+    }
+    let sbx = sandbox().await;
+    // The shell prints its background sleep's pid, then kills its own
+    // supervisor, so that the sleep is reparented to PID 1. It waits for a
+    // line first, because a supervisor killed before it reported the start
+    // would fail the start instead.
+    let mut orphan_maker = sbx
+        .command("sh")
+        .args(["-c", "sleep 60 & echo $!; read go; kill -KILL $PPID"])
+        .user("root")
+        .stdin(true)
+        .start()
+        .await
+        .expect("start the script that leaves an orphan");
+    let printed = read_until(&mut orphan_maker, "\n").await;
+    let orphan = printed.trim().to_string();
+    orphan_maker
+        .send_stdin(b"go\n")
+        .await
+        .expect("write to the orphan script");
+    let ended = within_limit("the orphan script's end", orphan_maker.next_event()).await;
+    assert!(
+        matches!(ended, Err(Error::Protocol(_))),
+        "the script's supervisor should end without a report: {ended:?}"
+    );
+
+    // PID 1 gets SIGCHLD for the stop, and 0.5 s gives it time to act.
+    let script = format!("kill -STOP {orphan} && sleep 0.5 && cut -d' ' -f3,4 /proc/{orphan}/stat");
+    let output = sbx
+        .command("sh")
+        .args(["-c", &script])
+        .user("root")
+        .output()
+        .await
+        .expect("stop the orphan");
+    assert_eq!(
+        stdout(&output),
+        "T 1\n",
+        "the orphan should be PID 1's child and stay stopped: {output:?}"
+    );
+    sbx.kill().await.expect("kill the sandbox");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pty_input_after_exit_fails() {
+    if !require_root("pty_input_after_exit_fails") {
+        return;
+    }
+    let sbx = sandbox().await;
+    let mut pty = sbx
+        .command("sh")
+        .args(["-c", "exit 3"])
+        .start_pty(24, 80)
+        .await
+        .expect("start sh on a PTY");
+    let exit = exit_of(&mut pty).await;
+    assert_eq!(exit.status, ExitStatus::Code(3), "status of sh -c 'exit 3'");
+
+    let sent = pty.send_stdin(b"echo lost\n").await;
+    assert!(
+        matches!(sent, Err(Error::InvalidArgument(_))),
+        "send_stdin after the exit should be InvalidArgument, got {sent:?}"
+    );
+    let resized = pty.resize(30, 100);
+    assert!(
+        matches!(resized, Err(Error::InvalidArgument(_))),
+        "resize after the exit should be InvalidArgument, got {resized:?}"
+    );
+    let controller = pty.controller();
+    let sent = controller.send_stdin(b"echo lost\n").await;
+    assert!(
+        matches!(sent, Err(Error::InvalidArgument(_))),
+        "the controller's send_stdin after the exit should be InvalidArgument, got {sent:?}"
+    );
+    let resized = controller.resize(30, 100);
+    assert!(
+        matches!(resized, Err(Error::InvalidArgument(_))),
+        "the controller's resize after the exit should be InvalidArgument, got {resized:?}"
+    );
+    sbx.kill().await.expect("kill the sandbox");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pty_input_after_kill_fails() {
+    if !require_root("pty_input_after_kill_fails") {
+        return;
+    }
+    let sbx = sandbox().await;
+    let pty = sbx
+        .pty_shell()
+        .start_pty(24, 80)
+        .await
+        .expect("start a shell on a PTY");
+    sbx.kill().await.expect("kill the sandbox");
+
+    let sent = pty.send_stdin(b"echo lost\n").await;
+    assert!(
+        matches!(sent, Err(Error::SandboxNotRunning { .. })),
+        "send_stdin after the kill should be SandboxNotRunning, got {sent:?}"
+    );
+    let resized = pty.resize(30, 100);
+    assert!(
+        matches!(resized, Err(Error::SandboxNotRunning { .. })),
+        "resize after the kill should be SandboxNotRunning, got {resized:?}"
     );
 }

@@ -116,7 +116,7 @@ async fn killed_spare_is_replaced() {
     assert_eq!(wait_for_steady(&sandbox).await.len(), 2);
 
     // The kill comes from the host, as an out-of-memory kill would. Sandbox
-    // root can signal a spare too (see `stopped_spare_is_replaced`).
+    // root can signal a spare too (see `stopped_spare_resumed`).
     let pids = members(&sandbox);
     let spare = *pids
         .iter()
@@ -185,9 +185,23 @@ for dir in /proc/[0-9]*; do
     fi
 done"#;
 
+/// Returns the host pid, among `pids`, of the process whose pid in the
+/// sandbox's PID namespace is `sandbox_pid`: the last field of its `NSpid`
+/// line.
+fn host_pid_in(pids: &[i32], sandbox_pid: &str) -> Option<i32> {
+    pids.iter().copied().find(|pid| {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("NSpid:"))
+            .and_then(|ids| ids.split_whitespace().last())
+            == Some(sandbox_pid)
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stopped_spare_is_replaced() {
-    if !require_root("stopped_spare_is_replaced") {
+async fn stopped_spare_resumed() {
+    if !require_root("stopped_spare_resumed") {
         return;
     }
     let sandbox = sandbox().await;
@@ -220,32 +234,38 @@ async fn stopped_spare_is_replaced() {
         .await
         .expect("wait for the stopping script");
     assert!(output.status.success(), "{output:?}");
+    let stopped = stdout(&output);
     assert_eq!(
-        stdout(&output).lines().count(),
+        stopped.lines().count(),
         1,
         "the script should stop exactly the spare: {output:?}"
     );
-    let stopped = wait_for(&sandbox, |pids| {
-        pids.iter().any(|&pid| host_state(pid) == Some('T'))
-    })
-    .await;
-    let spare = *stopped
-        .iter()
-        .find(|&&pid| host_state(pid) == Some('T'))
-        .unwrap_or_else(|| panic!("no stopped process in {stopped:?}"));
+    let spare_in_sandbox = stopped.trim();
+    let spare = host_pid_in(&before, spare_in_sandbox)
+        .unwrap_or_else(|| panic!("no process {spare_in_sandbox} in the sandbox: {before:?}"));
     assert_eq!(host_comm(spare).as_deref(), Some("soulbox-init"));
 
-    // The next command must not wait for the stopped spare.
+    // PID 1 continues the spare, which then waits for a command again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while host_state(spare) == Some('T') && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_ne!(
+        host_state(spare),
+        Some('T'),
+        "the spare {spare} is still stopped 10 s after the stop"
+    );
+
+    // The next command runs under the resumed spare: the shell's parent.
     let output = within_limit(
         "a command after the spare was stopped",
-        sh(&sandbox, "echo still runs"),
+        sh(&sandbox, "echo $PPID"),
     )
     .await;
-    assert_eq!(stdout(&output), "still runs\n", "{output:?}");
-    let after = wait_for(&sandbox, |pids| !pids.contains(&spare)).await;
-    assert!(
-        !after.contains(&spare),
-        "the stopped spare {spare} is still there: {after:?}"
+    assert_eq!(
+        stdout(&output).trim(),
+        spare_in_sandbox,
+        "the command should run under the resumed spare: {output:?}"
     );
     sandbox.kill().await.expect("kill the sandbox");
 }

@@ -669,10 +669,12 @@ impl CommandHandle {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidArgument`] if the command was started without stdin
-    /// or its stdin was closed.
+    /// [`Error::InvalidArgument`] if the command was started without stdin,
+    /// its stdin was closed, or no process reads the pipe any more. On a
+    /// PTY: [`Error::InvalidArgument`] once the command's first process has
+    /// exited, and [`Error::SandboxNotRunning`] once the sandbox has ended.
     pub async fn send_stdin(&self, data: &[u8]) -> Result<()> {
-        send_stdin_entry(&self.entry, data).await
+        send_stdin_entry(&self.sandbox, &self.entry, data).await
     }
 
     /// Closes the command's stdin, so it reads end of file.
@@ -688,9 +690,11 @@ impl CommandHandle {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidArgument`] if the command has no PTY or a size is 0.
+    /// [`Error::InvalidArgument`] if the command has no PTY, a size is 0,
+    /// or the command's first process has exited;
+    /// [`Error::SandboxNotRunning`] if the sandbox has ended.
     pub fn resize(&self, rows: u16, cols: u16) -> Result<()> {
-        resize_entry(&self.entry, rows, cols)
+        resize_entry(&self.sandbox, &self.entry, rows, cols)
     }
 
     /// Returns a controller of this command. It signals, kills and writes
@@ -754,7 +758,7 @@ impl CommandController {
     ///
     /// As [`CommandHandle::send_stdin`].
     pub async fn send_stdin(&self, data: &[u8]) -> Result<()> {
-        send_stdin_entry(&self.entry, data).await
+        send_stdin_entry(&self.sandbox, &self.entry, data).await
     }
 
     /// As [`CommandHandle::close_stdin`].
@@ -772,7 +776,7 @@ impl CommandController {
     ///
     /// As [`CommandHandle::resize`].
     pub fn resize(&self, rows: u16, cols: u16) -> Result<()> {
-        resize_entry(&self.entry, rows, cols)
+        resize_entry(&self.sandbox, &self.entry, rows, cols)
     }
 }
 
@@ -784,7 +788,7 @@ async fn close_stdin_entry(entry: &Entry) -> Result<()> {
     }
 }
 
-fn resize_entry(entry: &Entry, rows: u16, cols: u16) -> Result<()> {
+fn resize_entry(sandbox: &Inner, entry: &Entry, rows: u16, cols: u16) -> Result<()> {
     let Some(pty) = &entry.pty else {
         return Err(Error::InvalidArgument(format!(
             "command {} has no PTY to resize; start it with a PTY",
@@ -792,7 +796,25 @@ fn resize_entry(entry: &Entry, rows: u16, cols: u16) -> Result<()> {
         )));
     };
     check_size(rows, cols)?;
+    ensure_pty_open(sandbox, entry, "cannot be resized")?;
     sys::set_window_size(pty.get_ref().as_fd(), rows, cols).map_err(Error::os("resize the PTY"))
+}
+
+/// Fails once a PTY command's first process has exited or its sandbox has
+/// ended. This process keeps the PTY's controller open until the command
+/// is dropped, so writes and resizes would otherwise succeed and reach no
+/// one. `consequence` ends the message, such as "cannot be resized".
+fn ensure_pty_open(sandbox: &Inner, entry: &Entry, consequence: &str) -> Result<()> {
+    if !sandbox.is_running() {
+        return Err(sandbox.not_running());
+    }
+    if entry.ended.load(Ordering::Acquire) {
+        return Err(Error::InvalidArgument(format!(
+            "command {} has exited, so its PTY {consequence}",
+            entry.info.pid
+        )));
+    }
+    Ok(())
 }
 
 pub(crate) fn check_size(rows: u16, cols: u16) -> Result<()> {
@@ -810,11 +832,14 @@ fn no_stdin(pid: u32) -> Error {
     ))
 }
 
-async fn send_stdin_entry(entry: &Entry, data: &[u8]) -> Result<()> {
+async fn send_stdin_entry(sandbox: &Inner, entry: &Entry, data: &[u8]) -> Result<()> {
     let mut stdin = entry.stdin.lock().await;
     let result = match stdin.as_mut() {
         Some(StdinWriter::Pipe(pipe)) => pipe.write_all(data).await,
-        Some(StdinWriter::Pty(pty)) => pty.write_all(data).await,
+        Some(StdinWriter::Pty(pty)) => {
+            ensure_pty_open(sandbox, entry, "takes no more input")?;
+            pty.write_all(data).await
+        }
         None => return Err(no_stdin(entry.info.pid)),
     };
     result.map_err(|e| match e.raw_os_error() {
@@ -969,6 +994,6 @@ impl Commands {
         let entry = self
             .find(&selector)
             .ok_or_else(|| Self::not_found(&selector))?;
-        send_stdin_entry(&entry, data).await
+        send_stdin_entry(&self.sandbox, &entry, data).await
     }
 }

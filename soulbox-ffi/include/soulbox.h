@@ -981,8 +981,8 @@ struct soulbox_error *soulbox_command_read(struct soulbox_command *command,
  * stdin option, when `soulbox_command_close_stdin` closed it, or when no
  * process reads the pipe any more: the command closed its stdin or exited
  * and left no process that has it open, or the sandbox ended. Input to a
- * PTY session after its shell exited, or after the sandbox ended, is lost
- * without an error.
+ * PTY session fails with INVALID_ARGUMENT once its shell has exited, and
+ * with SANDBOX_NOT_RUNNING once the sandbox has ended.
  */
 struct soulbox_error *soulbox_command_send_stdin(struct soulbox_command *command,
                                                  const uint8_t *data,
@@ -1487,8 +1487,8 @@ struct soulbox_error *soulbox_pty_create(struct soulbox_sandbox *sandbox,
  * sends the command SIGWINCH.
  *
  * Errors: INVALID_ARGUMENT if the command has no PTY (it was not started
- * by `soulbox_pty_create`) or a size is 0. A resize after the session
- * ended, or after the sandbox ended, succeeds and changes nothing.
+ * by `soulbox_pty_create`), a size is 0, or the session's shell has
+ * exited; SANDBOX_NOT_RUNNING if the sandbox has ended.
  */
 struct soulbox_error *soulbox_command_resize(struct soulbox_command *command,
                                              uint16_t rows,

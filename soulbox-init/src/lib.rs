@@ -556,9 +556,14 @@ impl Init {
     }
 
     /// Reaps every exited child: supervisors and orphans reparented to PID 1.
+    /// Continues a supervisor that was stopped (see [`Init::resume_stopped`]).
     fn reap(&mut self) {
         let mut supervisor_exited = false;
-        while let Ok(Some((pid, status))) = sys::waitpid(-1, libc::WNOHANG) {
+        while let Ok(Some((pid, status))) = sys::waitpid(-1, libc::WNOHANG | libc::WUNTRACED) {
+            if libc::WIFSTOPPED(status) {
+                self.resume_stopped(pid);
+                continue;
+            }
             if self.spare.as_ref().is_some_and(|spare| spare.pid == pid) {
                 // Killed from inside, or it lost its channel.
                 self.spare = None;
@@ -582,6 +587,21 @@ impl Init {
             && self.commands_started >= COMMANDS_BEFORE_SPARE
         {
             self.spare_due = true;
+        }
+    }
+
+    /// Continues (SIGCONT) the stopped child `pid` if it is a supervisor or
+    /// the spare. Sandbox root can stop one. A stopped supervisor never
+    /// reports its command's start or exit, so the host would wait for them
+    /// forever, even past the command's timeout, whose kill of the tree
+    /// also ends in that report. Other stopped children, orphans
+    /// reparented to PID 1, stay stopped because they are the sandboxed
+    /// code's own processes.
+    fn resume_stopped(&self, pid: libc::pid_t) {
+        let is_spare = self.spare.as_ref().is_some_and(|spare| spare.pid == pid);
+        let is_supervisor = self.supervisors.values().any(|&running| running == pid);
+        if is_spare || is_supervisor {
+            let _ = sys::kill(pid, libc::SIGCONT);
         }
     }
 
@@ -758,22 +778,21 @@ impl Init {
     /// Returns whether a spare is waiting and can start a command now.
     ///
     /// Sandbox root can signal the spare from a process that an earlier
-    /// command left running. A spare it stopped (SIGSTOP) would keep the
-    /// next command from starting until something continued it, so it is
-    /// killed and dropped here. A spare that exited is reaped and dropped.
-    /// NOTE: a stop that lands after this check still keeps the command
-    /// waiting, as it would with a supervisor that PID 1 had just forked.
+    /// command left running. A spare it stopped (SIGSTOP) whose stop
+    /// [`Init::reap`] has not seen yet is continued here, so it can take
+    /// the command. A stop that lands later is seen and continued by the
+    /// next [`Init::reap`]. A spare that exited is reaped and dropped.
     fn spare_can_start(&mut self) -> bool {
         let Some(pid) = self.spare.as_ref().map(|spare| spare.pid) else {
             return false;
         };
         match sys::waitpid(pid, libc::WNOHANG | libc::WUNTRACED) {
             Ok(None) => true,
-            Ok(Some((_, status))) => {
-                if libc::WIFSTOPPED(status) {
-                    // Reaped as usual once it dies.
-                    let _ = sys::kill(pid, libc::SIGKILL);
-                }
+            Ok(Some((_, status))) if libc::WIFSTOPPED(status) => {
+                self.resume_stopped(pid);
+                true
+            }
+            Ok(Some(_)) => {
                 self.spare = None;
                 false
             }

@@ -53,9 +53,10 @@ impl Files {
     ///
     /// [`Error::HostFile`] if a host path cannot be read;
     /// [`Error::InvalidArgument`] if `host_path` is neither a regular file
-    /// nor a directory, or a host name is not UTF-8; otherwise as
-    /// [`Files::write`] and [`Files::make_dir`]. What was copied before the
-    /// error stays in the sandbox.
+    /// nor a directory, or a host name is not UTF-8;
+    /// [`Error::SandboxNotRunning`] if the sandbox ends before or during the
+    /// copy; otherwise as [`Files::write`] and [`Files::make_dir`]. What was
+    /// copied before the error stays in the sandbox.
     pub async fn copy_in(
         &self,
         host_path: impl AsRef<Path>,

@@ -123,6 +123,11 @@ impl Files {
     /// Runs `work` on a blocking thread with the host's credentials; `work`
     /// switches to the user's with [`act_as`] around the steps that touch
     /// the sandbox.
+    ///
+    /// A call that fails once the sandbox has ended returns
+    /// [`Error::SandboxNotRunning`]. A kill during the call closes the
+    /// sandbox's root directory, so the next step fails with ESRCH, which
+    /// would not name the cause.
     async fn run_blocking<T, F>(&self, work: F) -> Result<T>
     where
         T: Send + 'static,
@@ -132,7 +137,10 @@ impl Files {
         let sandbox = Arc::clone(&self.sandbox);
         let task = tokio::task::spawn_blocking(move || {
             ensure_running(&sandbox)?;
-            work(&sandbox, user)
+            work(&sandbox, user).map_err(|error| match ensure_running(&sandbox) {
+                Ok(()) => error,
+                Err(not_running) => not_running,
+            })
         });
         join(task).await
     }

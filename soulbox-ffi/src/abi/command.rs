@@ -273,8 +273,8 @@ pub extern "C" fn soulbox_command_read(
 /// stdin option, when `soulbox_command_close_stdin` closed it, or when no
 /// process reads the pipe any more: the command closed its stdin or exited
 /// and left no process that has it open, or the sandbox ended. Input to a
-/// PTY session after its shell exited, or after the sandbox ended, is lost
-/// without an error.
+/// PTY session fails with INVALID_ARGUMENT once its shell has exited, and
+/// with SANDBOX_NOT_RUNNING once the sandbox has ended.
 #[no_mangle]
 pub extern "C" fn soulbox_command_send_stdin(
     command: *mut Command,

@@ -47,8 +47,8 @@ pub extern "C" fn soulbox_pty_create(
 /// sends the command SIGWINCH.
 ///
 /// Errors: INVALID_ARGUMENT if the command has no PTY (it was not started
-/// by `soulbox_pty_create`) or a size is 0. A resize after the session
-/// ended, or after the sandbox ended, succeeds and changes nothing.
+/// by `soulbox_pty_create`), a size is 0, or the session's shell has
+/// exited; SANDBOX_NOT_RUNNING if the sandbox has ended.
 #[no_mangle]
 pub extern "C" fn soulbox_command_resize(
     command: *mut Command,

@@ -1728,17 +1728,20 @@ static void case_pty_input_after_end(void) {
     OK(soulbox_command_wait(pty, NULL, NULL, &output));
     CHECK(output->exit_code == 4, "shell exit code %d", output->exit_code);
     soulbox_output_free(output);
-    /* As soulbox.h says: input after the shell's exit is lost without an
-     * error, and a resize changes nothing. */
-    OK(soulbox_command_send_stdin(pty, (const uint8_t *)"echo lost\n", 10));
-    OK(soulbox_command_resize(pty, 30, 100));
+    /* Input and a resize after the shell's exit fail. */
+    EXPECT_ERROR_MESSAGE(soulbox_command_send_stdin(pty, (const uint8_t *)"echo lost\n", 10),
+                         SOULBOX_ERROR_KIND_INVALID_ARGUMENT, "has exited");
+    EXPECT_ERROR_MESSAGE(soulbox_command_resize(pty, 30, 100),
+                         SOULBOX_ERROR_KIND_INVALID_ARGUMENT, "has exited");
     soulbox_command_free(pty);
 
-    /* The same after the sandbox's end, while reads report that end. */
+    /* After the sandbox's end they fail as reads do. */
     OK(soulbox_pty_create(sandbox, 24, 80, NULL, &pty));
     OK(soulbox_sandbox_kill(sandbox));
-    OK(soulbox_command_send_stdin(pty, (const uint8_t *)"echo lost\n", 10));
-    OK(soulbox_command_resize(pty, 30, 100));
+    EXPECT_ERROR_MESSAGE(soulbox_command_send_stdin(pty, (const uint8_t *)"echo lost\n", 10),
+                         SOULBOX_ERROR_KIND_SANDBOX_NOT_RUNNING, soulbox_sandbox_id(sandbox));
+    EXPECT_ERROR_MESSAGE(soulbox_command_resize(pty, 30, 100),
+                         SOULBOX_ERROR_KIND_SANDBOX_NOT_RUNNING, soulbox_sandbox_id(sandbox));
     /* Output written before the end, such as the prompt, comes first. */
     soulbox_error *error = NULL;
     for (int i = 0; i < 100 && error == NULL; i++) {
