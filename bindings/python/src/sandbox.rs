@@ -286,6 +286,23 @@ impl NativeSandbox {
         self.sandbox.is_running()
     }
 
+    /// Returns "127.0.0.1:PORT" on the host's loopback, forwarded to `port`
+    /// on the sandbox's loopback; the forwarding runs on the package's
+    /// runtime until the sandbox ends or this handle is dropped.
+    fn get_host(&self, py: Python<'_>, port: i64) -> PyResult<String> {
+        let Ok(port) = u16::try_from(port) else {
+            let message = format!("port {port} is not a TCP port; give one from 1 to 65535");
+            return Err(bridge::core_error(
+                py,
+                soulbox_core::Error::InvalidArgument(message),
+            ));
+        };
+        let _entered = bridge::runtime()?.enter();
+        self.sandbox
+            .get_host(port)
+            .map_err(|e| bridge::core_error(py, e))
+    }
+
     /// Limits in force, as (memory bytes, pids, CPU millicores).
     fn enforced_limits(&self) -> (Option<u64>, Option<u64>, Option<u64>) {
         let limits = self.sandbox.enforced_limits();

@@ -661,6 +661,18 @@ class AsyncSandbox:
         """Return whether the sandbox still runs."""
         return self._native.is_running()
 
+    def get_host(self, port: int) -> str:
+        """Return ``127.0.0.1:PORT``: an address on this machine's loopback
+        interface whose connections reach ``port`` on the sandbox's loopback,
+        where E2B returns its sandbox's host name for the port. Connect with
+        ``f"http://{sandbox.get_host(8000)}"``. The first call for a port
+        starts the forwarding, which lasts until the sandbox ends or this
+        object is dropped; any process on this machine can connect to it.
+
+        :raises InvalidArgumentException: for a port outside 1 to 65535.
+        """
+        return self._native.get_host(port)
+
     async def __aenter__(self) -> "AsyncSandbox":
         return self
 
