@@ -20,6 +20,9 @@
 //! - `run-code`: `Sandbox::run_code("1 + 1")` in one sandbox created
 //!   beforehand. The first line is the first call, which starts the
 //!   Python context; the others reuse it.
+//! - `forward`: a connection through `Sandbox::get_host` to a Python
+//!   server in one sandbox created beforehand: connect, send a byte, read
+//!   the byte it echoes, close.
 //! - `host-exec`: `std::process::Command::new("/bin/true").status()` from
 //!   this process, the floor for `exec`.
 //! - `connect`: `Sandbox::connect` to a sandbox created once beforehand,
@@ -62,7 +65,7 @@ use std::time::{Duration, Instant};
 use soulbox_core::{CommandSpec, Sandbox, SandboxOptions, SandboxPool, SeccompPolicy};
 
 const USAGE: &str = "usage: soulbox-bench-api --task \
-                     true|py|shell-true|exec|run-code|host-exec|connect|pause-resume --iterations N \
+                     true|py|shell-true|exec|run-code|forward|host-exec|connect|pause-resume --iterations N \
                      [--pool SIZE] [--template DIR] [--pause-ms MS] [--no-limits] [--no-seccomp] [--shell] [--on-request] [--phases] \
                      [--multi-thread] [--no-zygote] [--with-create]\n       \
                      soulbox-bench-api --task density --count N [--no-limits] [--no-zygote]\n       \
@@ -237,6 +240,7 @@ fn main() -> ExitCode {
         "exec" => runtime.block_on(time_exec(options, iterations, args.pause)),
         "host-exec" => time_host_exec(iterations),
         "run-code" => runtime.block_on(time_run_code(options, iterations)),
+        "forward" => runtime.block_on(time_forward(options, iterations)),
         "connect" => runtime.block_on(time_connect(options, iterations)),
         "pause-resume" => runtime.block_on(time_pause_resume(options, iterations)),
         other => return usage(&format!("unknown task {other:?}")),
@@ -464,6 +468,56 @@ async fn time_run_code(options: SandboxOptions, iterations: usize) -> Result<(),
             return Err(format!("run_code returned {execution:?}"));
         }
         println!("{}", elapsed.as_nanos());
+    }
+    Ok(())
+}
+
+/// Times one connection through a forwarded port to an echo server in one
+/// running sandbox.
+async fn time_forward(options: SandboxOptions, iterations: usize) -> Result<(), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let sandbox = create_lasting(options).await?;
+    let server = "import socket\n\
+                  s = socket.socket()\n\
+                  s.bind(('127.0.0.1', 9000))\n\
+                  s.listen(64)\n\
+                  while True:\n\
+                  \x20   c, _ = s.accept()\n\
+                  \x20   c.sendall(c.recv(1))\n\
+                  \x20   c.close()\n";
+    sandbox
+        .command("python3")
+        .args(["-c", server])
+        .timeout(None)
+        .start()
+        .await
+        .map_err(|e| format!("starting the echo server failed: {e}"))?
+        .disconnect();
+    let host = sandbox
+        .get_host(9000)
+        .map_err(|e| format!("get_host failed: {e}"))?;
+    let exchange = |host: String| async move {
+        let mut stream = tokio::net::TcpStream::connect(&host).await?;
+        stream.write_all(b"x").await?;
+        let mut byte = [0u8; 1];
+        stream.read_exact(&mut byte).await?;
+        Ok::<_, std::io::Error>(())
+    };
+    // Until the server listens.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while exchange(host.clone()).await.is_err() {
+        if Instant::now() > deadline {
+            return Err("the echo server did not answer within 20 s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for _ in 0..iterations {
+        let start = Instant::now();
+        exchange(host.clone())
+            .await
+            .map_err(|e| format!("the forwarded exchange failed: {e}"))?;
+        println!("{}", start.elapsed().as_nanos());
     }
     Ok(())
 }

@@ -13,11 +13,9 @@
 # File descriptors 1 and 2 become pipes that this program reads, so output of
 # child processes (os.system, subprocess) is captured as well as print().
 import ast
-import asyncio
 import base64
 import builtins
 import codecs
-import inspect
 import json
 import linecache
 import os
@@ -180,7 +178,12 @@ def _send_result(value, main):
 _namespace = {"__name__": "__main__", "__builtins__": builtins, "display": display}
 _count = {"value": 0}
 _executing = threading.Event()
-_loop = asyncio.new_event_loop()
+# inspect.CO_COROUTINE, the same since Python 3.5; importing inspect takes
+# milliseconds.
+_CO_COROUTINE = 0x80
+# Made on the first cell that uses top-level await: importing asyncio takes
+# longer than the rest of this program's start.
+_loop = {}
 _MAIN_THREAD = threading.get_ident()
 # "deferred" counts the main thread's reply writes in progress; an interrupt
 # that arrives during one is "pending" until the write has ended.
@@ -208,8 +211,12 @@ def _run(code, cell):
             continue
         compiled = compile(node, cell, mode, flags=flags, dont_inherit=True)
         value = eval(compiled, _namespace)
-        if compiled.co_flags & inspect.CO_COROUTINE:
-            value = _loop.run_until_complete(value)
+        if compiled.co_flags & _CO_COROUTINE:
+            if not _loop:
+                import asyncio
+
+                _loop["loop"] = asyncio.new_event_loop()
+            value = _loop["loop"].run_until_complete(value)
         if mode == "eval" and value is not None:
             _namespace["_"] = value
             _send_result(value, True)
