@@ -142,6 +142,17 @@ export declare class Sandbox {
   connect(): Promise<this>
   /** Returns the current resource use, as a one-sample array (E2B: a series). */
   getMetrics(): Promise<SandboxMetrics[]>
+  /**
+   * Returns the address whose connections reach `port` on the sandbox's
+   * loopback interface, as in `http://${sbx.getHost(8000)}/`. SoulBox: the
+   * address is `127.0.0.1:PORT` on this machine's loopback and forwards
+   * plain TCP (E2B returns a public host name such as `8000-ID.e2b.app`,
+   * reached over HTTPS). Later calls for the same port return the same
+   * address. The forwarding runs until the sandbox ends or this object is
+   * garbage-collected. Throws InvalidArgumentError for a port outside 1
+   * to 65535 and SandboxNotFoundError once the sandbox has ended.
+   */
+  getHost(port: number): string
 
   /**
    * Runs code in the default context of `language` (Python when absent).

@@ -43,8 +43,8 @@
  * Option builders are for one thread at a time. Calls block the calling
  * thread; the library runs its own background threads (a tokio runtime
  * with two workers, started by the first call) that move command output,
- * queue directory events and enforce timeouts while no call is in
- * progress. A process that forks
+ * queue directory events, enforce timeouts and forward the ports of
+ * soulbox_sandbox_get_host while no call is in progress. A process that forks
  * must not call SoulBox in the child if the parent already did, because
  * the child has none of those threads.
  *
@@ -1626,6 +1626,31 @@ struct soulbox_error *soulbox_sandbox_metrics(struct soulbox_sandbox *sandbox,
  * Frees what `soulbox_sandbox_metrics` returned. NULL is ignored.
  */
 void soulbox_metrics_free(struct soulbox_metrics *metrics);
+
+/**
+ * Forwards the TCP port `port` of the sandbox's loopback interface to
+ * the host, as E2B's `get_host`. On success stores in `*out` the address
+ * to connect to, such as "127.0.0.1:40123", as NUL-terminated text. The
+ * caller frees it with `soulbox_bytes_free`. On failure stores NULL.
+ *
+ * The first call for a port starts listening on an unused port of the
+ * host's 127.0.0.1, and later calls through this handle return the same
+ * address. Each connection to it is forwarded to `port` on the
+ * sandbox's loopback, where a server may listen on 127.0.0.1, ::1 or
+ * every address. A connection that finds nothing listening there is
+ * reset. The forwarding runs on the library's background threads, so it
+ * keeps working between calls, until the sandbox ends or this handle is
+ * freed with `soulbox_sandbox_free`. The sandbox keeps its
+ * loopback-only network. Any process on the host can connect to the
+ * address, as to any port on the host's loopback interface.
+ *
+ * Errors: INVALID_ARGUMENT for port 0 or a NULL argument;
+ * SANDBOX_NOT_RUNNING once the sandbox has ended; OS when the host
+ * cannot listen.
+ */
+struct soulbox_error *soulbox_sandbox_get_host(struct soulbox_sandbox *sandbox,
+                                               uint16_t port,
+                                               struct soulbox_bytes **out);
 
 /**
  * Kills every process of the sandbox and removes its cgroups and state

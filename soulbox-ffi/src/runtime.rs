@@ -2,12 +2,13 @@
 //!
 //! It is a multi-threaded runtime with two worker threads, created by the
 //! first call that needs it and kept until the process exits. The workers
-//! run each command's output pump and timeout, and each directory watch's
-//! task, while no C call is in progress. So a background command keeps
-//! running, a timeout fires and directory events are queued even while the
-//! C program is busy elsewhere. Two workers are enough because those tasks
-//! only move bytes between descriptors and channels and add inotify
-//! watches; the file calls run on tokio's separate blocking pool.
+//! run each command's output pump and timeout, each directory watch's
+//! task and each forwarded port's connections, while no C call is in
+//! progress. So a background command keeps running, a timeout fires,
+//! directory events are queued and forwarded connections are served even
+//! while the C program is busy elsewhere. Two workers are enough because
+//! those tasks only move bytes between descriptors and channels and add
+//! inotify watches. The file calls run on tokio's separate blocking pool.
 //!
 //! SIGPIPE is blocked in every thread of the runtime, and in the caller's
 //! thread while a call blocks on it (see [`crate::signals`]).

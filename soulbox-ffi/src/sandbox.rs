@@ -8,6 +8,7 @@ use soulbox_core::{ListQuery, Sandbox as CoreSandbox, SandboxOptions};
 use crate::error::Result;
 use crate::info::{InfoBlock, ListBlock, Metrics};
 use crate::options::Options;
+use crate::output::BytesBlock;
 use crate::runtime;
 
 /// A handle on a running sandbox. Created by `soulbox_sandbox_create` or
@@ -80,5 +81,18 @@ impl Sandbox {
     pub fn metrics(&self) -> Result<Box<Metrics>> {
         let metrics = runtime::block_on(self.inner.metrics())??;
         Ok(Metrics::new(&metrics))
+    }
+
+    /// Forwards `port` on the sandbox's loopback to an address on the
+    /// host's loopback and returns that address, `127.0.0.1:PORT`.
+    ///
+    /// The core call spawns the accept loop on the runtime it is called
+    /// in. Entering the shared multi-threaded runtime puts the loop on its
+    /// worker threads, which keep it running between C calls, until the
+    /// sandbox ends or this handle is dropped.
+    pub fn get_host(&self, port: u16) -> Result<Box<BytesBlock>> {
+        let _context = runtime::get()?.enter();
+        let address = self.inner.get_host(port)?;
+        Ok(BytesBlock::new(address.into_bytes()))
     }
 }

@@ -7,7 +7,7 @@ const path = require('node:path')
 
 const check = require('./check')
 const { InvalidArgumentError } = require('./errors')
-const { native, call } = require('./native')
+const { native, call, callSync } = require('./native')
 const { Commands, Pty } = require('./commands')
 const { Filesystem } = require('./filesystem')
 const interpreter = require('./code')
@@ -222,6 +222,22 @@ class Sandbox {
   async connect() {
     await call(() => this._native.resume())
     return this
+  }
+
+  /**
+   * Returns `127.0.0.1:PORT`, an address on this machine's loopback
+   * interface whose connections reach `port` on the sandbox's loopback,
+   * as E2B's `getHost`. E2B returns a public host name, reached over
+   * HTTPS; this address forwards plain TCP, so fetch
+   * `http://${sbx.getHost(8000)}/`. The first call for a port starts the
+   * forwarding and later calls return the same address. It runs until
+   * the sandbox ends or this object is garbage-collected.
+   */
+  getHost(port) {
+    if (typeof port !== 'number') {
+      throw check.invalid('port', port, 'a whole number from 1 to 65535')
+    }
+    return callSync(() => this._native.getHost(port))
   }
 
   /**

@@ -52,6 +52,22 @@ pub(crate) fn terminal_size(what: &str, value: u32) -> Result<u16> {
     })
 }
 
+/// Converts a TCP port number from JavaScript.
+///
+/// # Errors
+///
+/// An invalid-argument error for anything but a whole number from 1 to
+/// 65535.
+pub(crate) fn port_number(value: f64) -> Result<u16> {
+    // NaN and the infinities have a NaN fraction, so they fail here too.
+    if value.fract() != 0.0 || !(1.0..=f64::from(u16::MAX)).contains(&value) {
+        return Err(invalid_argument(format!(
+            "port {value} is not a TCP port number; pass a whole number from 1 to 65535"
+        )));
+    }
+    Ok(value as u16)
+}
+
 /// A running command, as E2B's `ProcessInfo`.
 #[napi(object)]
 #[derive(Debug)]

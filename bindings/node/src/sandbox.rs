@@ -9,8 +9,8 @@ use soulbox_core::{Command, ListQuery, Sandbox, SandboxOptions, SandboxState, DE
 
 use crate::command::{self, NativeCommand};
 use crate::convert::{
-    terminal_size, timeout_from_ms, whole_number, ProcessInfoObject, SandboxInfoObject,
-    SandboxMetricsObject,
+    port_number, terminal_size, timeout_from_ms, whole_number, ProcessInfoObject,
+    SandboxInfoObject, SandboxMetricsObject,
 };
 use crate::error::{IntoNapi, Result};
 
@@ -216,6 +216,19 @@ impl NativeSandbox {
     #[napi]
     pub fn is_running(&self) -> bool {
         self.sandbox.is_running()
+    }
+
+    /// Forwards `port` on the sandbox's loopback to the host and returns
+    /// the address to connect to, `127.0.0.1:PORT`. Synchronous, as E2B's
+    /// `getHost`. The core call spawns the forwarding on the current tokio
+    /// runtime, so this call enters napi-rs's runtime, whose worker threads
+    /// then serve the connections until the sandbox ends or this object is
+    /// garbage-collected.
+    #[napi]
+    pub fn get_host(&self, port: f64) -> Result<String> {
+        let port = port_number(port)?;
+        napi::bindgen_prelude::within_runtime_if_available(|| self.sandbox.get_host(port))
+            .into_napi()
     }
 
     /// Starts a command line through the sandbox's shell.

@@ -80,6 +80,7 @@ export async function typeChecks(): Promise<void> {
   await sbx.removeCodeContext(context.id)
   await sbx.setTimeout(30_000)
   const running: boolean = await sbx.isRunning()
+  const host: string = sbx.getHost(8000)
   await sbx.kill()
   try {
     await same.commands.run('exit 1')
@@ -98,6 +99,6 @@ export async function typeChecks(): Promise<void> {
     }
   }
   void [code, killed, waited, text, bytes, blob, stream, written, many, isDir, created]
-  void [renamed, running]
+  void [renamed, running, host]
   void [mainText, stdoutPieces, count, formats, isMain, contexts]
 }

@@ -11,6 +11,7 @@ use crate::info::{
     InfoBlock, KeyValue, ListBlock, Metrics, SandboxInfo, SandboxList, SandboxState,
 };
 use crate::options::Options;
+use crate::output::Bytes;
 use crate::sandbox::Sandbox;
 
 /// Runs `body` on the sandbox `sandbox` points to and stores the value it
@@ -342,6 +343,36 @@ pub extern "C" fn soulbox_metrics_free(metrics: *mut Metrics) {
         // were not freed yet; each is a `Box<Metrics>`.
         unsafe { free_box(metrics) }
     });
+}
+
+/// Forwards the TCP port `port` of the sandbox's loopback interface to
+/// the host, as E2B's `get_host`. On success stores in `*out` the address
+/// to connect to, such as "127.0.0.1:40123", as NUL-terminated text. The
+/// caller frees it with `soulbox_bytes_free`. On failure stores NULL.
+///
+/// The first call for a port starts listening on an unused port of the
+/// host's 127.0.0.1, and later calls through this handle return the same
+/// address. Each connection to it is forwarded to `port` on the
+/// sandbox's loopback, where a server may listen on 127.0.0.1, ::1 or
+/// every address. A connection that finds nothing listening there is
+/// reset. The forwarding runs on the library's background threads, so it
+/// keeps working between calls, until the sandbox ends or this handle is
+/// freed with `soulbox_sandbox_free`. The sandbox keeps its
+/// loopback-only network. Any process on the host can connect to the
+/// address, as to any port on the host's loopback interface.
+///
+/// Errors: INVALID_ARGUMENT for port 0 or a NULL argument;
+/// SANDBOX_NOT_RUNNING once the sandbox has ended; OS when the host
+/// cannot listen.
+#[no_mangle]
+pub extern "C" fn soulbox_sandbox_get_host(
+    sandbox: *mut Sandbox,
+    port: u16,
+    out: *mut *mut Bytes,
+) -> *mut Error {
+    with_sandbox_out("soulbox_sandbox_get_host", sandbox, out, |sandbox| {
+        Ok(Box::into_raw(sandbox.get_host(port)?).cast::<Bytes>())
+    })
 }
 
 /// Kills every process of the sandbox and removes its cgroups and state

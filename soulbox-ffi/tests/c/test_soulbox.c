@@ -10,6 +10,7 @@
  * Cases that create sandboxes need root.
  */
 #define _GNU_SOURCE
+#include <arpa/inet.h>
 #include <errno.h>
 #include <ftw.h>
 #include <pthread.h>
@@ -19,7 +20,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1979,6 +1982,127 @@ static void case_run_code(void) {
     soulbox_sandbox_free(sandbox);
 }
 
+/* Connects to `address` ("127.0.0.1:PORT"), sends `request`, and reads the
+ * reply into `reply` (NUL-terminated) until the peer closes the
+ * connection. Returns the length of the reply, or -1 with errno set when
+ * the connection failed or was reset. */
+static ssize_t exchange(const char *address, const char *request, char *reply, size_t size) {
+    const char *colon = strrchr(address, ':');
+    CHECK(colon != NULL, "address %s has no port", address);
+    char host[INET_ADDRSTRLEN] = {0};
+    CHECK((size_t)(colon - address) < sizeof host, "address %s: host too long", address);
+    memcpy(host, address, (size_t)(colon - address));
+    struct sockaddr_in peer = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(colon + 1))};
+    CHECK(inet_pton(AF_INET, host, &peer.sin_addr) == 1, "address %s: host is not IPv4", address);
+
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    CHECK(fd >= 0, "socket: %s", strerror(errno));
+    struct timeval limit = {.tv_sec = 10};
+    CHECK(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit) == 0, "SO_RCVTIMEO");
+    ssize_t total = -1;
+    bool sent = connect(fd, (const struct sockaddr *)&peer, sizeof peer) == 0 &&
+                send(fd, request, strlen(request), MSG_NOSIGNAL) >= 0;
+    if (sent) {
+        total = 0;
+        ssize_t n = 0;
+        while ((size_t)total < size - 1 &&
+               (n = recv(fd, reply + total, size - 1 - (size_t)total, 0)) > 0) {
+            total += n;
+        }
+        if (n < 0) total = -1;
+    }
+    int saved = errno;
+    close(fd);
+    reply[total < 0 ? 0 : total] = '\0';
+    errno = saved;
+    return total;
+}
+
+/* Replies to each connection to 127.0.0.1:8000 with "echo " and the
+ * request. */
+static const char echo_server[] = "import socket\n"
+                                  "s = socket.socket()\n"
+                                  "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+                                  "s.bind(('127.0.0.1', 8000))\n"
+                                  "s.listen()\n"
+                                  "while True:\n"
+                                  "    c, _ = s.accept()\n"
+                                  "    c.sendall(b'echo ' + c.recv(100))\n"
+                                  "    c.close()\n";
+
+static void case_get_host(void) {
+    soulbox_sandbox *sandbox = new_sandbox();
+    const char *const argv[] = {"python3", "-c", echo_server, NULL};
+    soulbox_command *server = NULL;
+    OK(soulbox_command_start_argv(sandbox, argv, NULL, &server));
+
+    soulbox_bytes *host = NULL;
+    OK(soulbox_sandbox_get_host(sandbox, 8000, &host));
+    CHECK(host != NULL, "get_host stored no address");
+    const char *address = (const char *)host->data;
+    CHECK(strlen(address) == host->len, "address %s: len %zu", address, host->len);
+    CHECK(strncmp(address, "127.0.0.1:", 10) == 0, "address %s is not on 127.0.0.1", address);
+    int port = atoi(address + 10);
+    CHECK(port > 0, "address %s has no valid port", address);
+    CHECK(port <= 65535, "address %s has a port above 65535", address);
+
+    /* No SoulBox call runs while this thread connects, so the library's
+     * own threads forward the connection. The server may still be
+     * starting, when the connection is reset. */
+    char reply[256];
+    ssize_t len = -1;
+    struct timespec start;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    for (;;) {
+        len = exchange(address, "ping", reply, sizeof reply);
+        if (len > 0 || seconds_since(&start) > 20.0) break;
+        usleep(50 * 1000);
+    }
+    CHECK(len > 0, "no reply through %s within 20 s (errno %d)", address, errno);
+    CHECK(strcmp(reply, "echo ping") == 0, "reply through %s: %s", address, reply);
+
+    soulbox_bytes *again = NULL;
+    OK(soulbox_sandbox_get_host(sandbox, 8000, &again));
+    CHECK(strcmp((const char *)again->data, address) == 0, "a second call for port 8000 "
+          "returned %s, the first %s", (const char *)again->data, address);
+    soulbox_bytes_free(again);
+
+    /* Nothing listens on 8001 in the sandbox, so the connection is reset. */
+    soulbox_bytes *unused = NULL;
+    OK(soulbox_sandbox_get_host(sandbox, 8001, &unused));
+    CHECK(strcmp((const char *)unused->data, address) != 0, "ports 8000 and 8001 share %s",
+          address);
+    errno = 0;
+    len = exchange((const char *)unused->data, "ping", reply, sizeof reply);
+    CHECK(len == -1 && (errno == ECONNRESET || errno == EPIPE),
+          "a port without a server returned %zd bytes (errno %d): %s", len, errno, reply);
+    soulbox_bytes_free(unused);
+
+    soulbox_bytes *failed = GARBAGE;
+    EXPECT_ERROR_MESSAGE(soulbox_sandbox_get_host(sandbox, 0, &failed),
+                         SOULBOX_ERROR_KIND_INVALID_ARGUMENT, "port 0");
+    CHECK(failed == NULL, "a failed get_host stores NULL");
+    failed = GARBAGE;
+    EXPECT_ERROR_MESSAGE(soulbox_sandbox_get_host(NULL, 8000, &failed),
+                         SOULBOX_ERROR_KIND_INVALID_ARGUMENT, "argument sandbox is NULL");
+    CHECK(failed == NULL, "a failed get_host stores NULL");
+    EXPECT_ERROR_MESSAGE(soulbox_sandbox_get_host(sandbox, 8000, NULL),
+                         SOULBOX_ERROR_KIND_INVALID_ARGUMENT, "argument out is NULL");
+
+    OK(soulbox_command_kill(server));
+    soulbox_command_free(server);
+    OK(soulbox_sandbox_kill(sandbox));
+    failed = GARBAGE;
+    EXPECT_ERROR(soulbox_sandbox_get_host(sandbox, 8000, &failed),
+                 SOULBOX_ERROR_KIND_SANDBOX_NOT_RUNNING);
+    CHECK(failed == NULL, "a failed get_host stores NULL");
+    /* The forwarding ends with the sandbox. */
+    len = exchange(address, "ping", reply, sizeof reply);
+    CHECK(len <= 0, "%s still forwards after the kill: %s", address, reply);
+    soulbox_bytes_free(host);
+    soulbox_sandbox_free(sandbox);
+}
+
 static void case_version(void) {
     const char *version = soulbox_version();
     CHECK(version != NULL, "soulbox_version returned NULL");
@@ -2037,6 +2161,7 @@ static const struct {
     {"free_during_waits", case_free_during_waits},
     {"files_copy_tree", case_files_copy_tree},
     {"run_code", case_run_code},
+    {"get_host", case_get_host},
     {"version", case_version},
     {"sanitizer_catches_leak", case_sanitizer_catches_leak},
 };
