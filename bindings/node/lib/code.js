@@ -194,8 +194,8 @@ async function deliverEvents(run, { onStdout, onStderr, onResult, onError }) {
  * Runs `code` in the default context of `language` (Python) or in
  * `context`, as E2B's `sandbox.runCode`. An exception in the code is in
  * the Execution's `error`, and the call rejects with a TimeoutError after
- * `timeoutMs`. A callback that throws rejects the call with its error,
- * and the code runs on to its end in its context.
+ * `timeoutMs`. A callback that throws rejects the call with its error
+ * and interrupts the code, which keeps its context's variables.
  */
 async function runCode(nativeSandbox, code, opts) {
   check.string('code', code)

@@ -10,7 +10,9 @@
 //! instead of piling events up in memory.
 
 use std::collections::HashMap;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use napi_derive::napi;
 use soulbox_core::{
@@ -250,8 +252,15 @@ impl NativeSandbox {
             None => None,
         };
         let stream = options.stream.unwrap_or(false);
+        let context_id = match (&context, options.language.as_deref()) {
+            (Some(context), _) => context.id.clone(),
+            (None, None | Some("python" | "python3" | "py")) => "default-python".to_string(),
+            (None, Some(other)) => format!("default-{other}"),
+        };
         let (sender, receiver) = mpsc::channel(EVENT_QUEUE_CAPACITY);
         let sandbox = self.sandbox.clone();
+        let finished = Arc::new(AtomicBool::new(false));
+        let finished_by_task = Arc::clone(&finished);
         tokio::spawn(async move {
             let mut run = sandbox.run_code(options.code).timeout(timeout);
             if let Some(language) = options.language {
@@ -268,12 +277,16 @@ impl NativeSandbox {
                 run = run.on_event(move |event| forward(&events, event));
             }
             let outcome = run.await;
+            finished_by_task.store(true, Ordering::Release);
             // Fails only when JavaScript closed the run, which then wants
             // nothing more.
             let _ = sender.send(Message::Done(outcome)).await;
         });
         Ok(NativeCodeRun {
             messages: Detachable::new(receiver),
+            sandbox: self.sandbox.clone(),
+            context_id,
+            finished,
         })
     }
 
@@ -313,13 +326,24 @@ impl NativeSandbox {
     }
 }
 
-/// A running execution; see `NativeSandbox.runCode`. Dropping it, or
-/// `close()`, stops the reports, and the code runs on to its end.
+/// A running execution; see `NativeSandbox.runCode`. `close()` stops the
+/// reports and interrupts code that still runs.
 #[napi]
 #[derive(Debug)]
 pub struct NativeCodeRun {
     messages: Detachable<mpsc::Receiver<Message>>,
+    sandbox: Sandbox,
+    /// The context the execution runs in, for the interrupt.
+    context_id: String,
+    /// Set once the execution has ended.
+    finished: Arc<AtomicBool>,
 }
+
+/// How often `close()` requests the interrupt again while the core has not
+/// yet registered the execution (its context's python3 may be starting),
+/// and for how long.
+const INTERRUPT_RETRY: Duration = Duration::from_millis(5);
+const INTERRUPT_RETRY_LIMIT: Duration = Duration::from_secs(60);
 
 #[napi]
 impl NativeCodeRun {
@@ -347,10 +371,27 @@ impl NativeCodeRun {
         }
     }
 
-    /// Stops the reports; a pending `nextEvent()` returns `null`. The code
-    /// runs on to its end, and what it produces from then on is dropped.
+    /// Stops the reports; a pending `nextEvent()` returns `null`. Code
+    /// that still runs is interrupted as with Ctrl-C, as E2B's server
+    /// interrupts it when its client goes away, and the context keeps its
+    /// variables.
     #[napi]
     pub fn close(&self) {
         self.messages.detach();
+        if self.finished.load(Ordering::Acquire) {
+            return;
+        }
+        let sandbox = self.sandbox.clone();
+        let context_id = self.context_id.clone();
+        let finished = Arc::clone(&self.finished);
+        napi::bindgen_prelude::spawn(async move {
+            let started = Instant::now();
+            while !finished.load(Ordering::Acquire) && started.elapsed() < INTERRUPT_RETRY_LIMIT {
+                if matches!(sandbox.interrupt_code_context(&context_id), Ok(true)) {
+                    return;
+                }
+                tokio::time::sleep(INTERRUPT_RETRY).await;
+            }
+        });
     }
 }

@@ -199,20 +199,23 @@ test('slow callback gets every piece', async (t) => {
   })
 })
 
-test('throwing callback rejects the run', async (t) => {
+test('throwing callback rejects the run and interrupts the code', async (t) => {
   if (!requireRoot(t)) return
   await withSandbox({}, async (sbx) => {
+    await sbx.runCode("kept = 'still here'")
     const failure = new Error('callback failed')
-    const code = "import time\nprint('first')\ntime.sleep(1)\nprint('second')\nfinished = True"
+    const code = "import time\nprint('first')\ntime.sleep(10)\nprint('second')\nfinished = True"
     const run = sbx.runCode(code, {
       onStdout: () => {
         throw failure
       },
     })
+    const started = Date.now()
     await assert.rejects(run, (error) => error === failure)
-    // The code runs on to its end; the next run waits for it.
-    const after = await sbx.runCode('finished')
-    assert.equal(after.text, 'True')
+    // The next run waits for the interrupted one, which ends at once.
+    const after = await sbx.runCode("('finished' in globals(), kept)")
+    assert.equal(after.text, "(False, 'still here')")
+    assert.ok(Date.now() - started < 8_000, 'the interrupt ended the sleep')
     assert.deepEqual(after.logs.stdout, [], "the first run's output does not leak into the next")
   })
 })
