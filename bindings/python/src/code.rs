@@ -170,7 +170,11 @@ impl ToPython for Context {
     }
 }
 
-type Sender = mpsc::UnboundedSender<soulbox_core::Result<Item>>;
+type Sender = mpsc::Sender<soulbox_core::Result<Item>>;
+
+/// Events queued between an execution and Python before the execution
+/// waits for Python to take one.
+const EVENT_QUEUE_CAPACITY: usize = 32;
 
 /// Runs one execution and sends its events, then its end, to `sender`.
 ///
@@ -218,8 +222,14 @@ async fn execute(
         let stream = spec.stream;
         run = run.on_event(move |event| {
             if let Some(item) = streamed(event, &stream) {
-                // Fails only when the caller stopped listening.
-                let _ = events.send(Ok(item));
+                // The core calls this inside the execution's future, which
+                // cannot await: block_in_place lets this worker block while
+                // its other tasks move to another one, so a slow callback
+                // slows the code down instead of queueing its output. The
+                // send fails only once the caller stopped listening.
+                tokio::task::block_in_place(|| {
+                    let _ = events.blocking_send(Ok(item));
+                });
             }
         });
     }
@@ -244,7 +254,7 @@ async fn execute(
         }
     };
     drop(context_lock);
-    let _ = sender.send(result.map(Item::Done));
+    let _ = sender.send(result.map(Item::Done)).await;
 }
 
 /// An execution in progress: `next_event` returns what it produces, and
@@ -257,7 +267,7 @@ pub struct NativeCodeRun {
 }
 
 struct Events {
-    receiver: mpsc::UnboundedReceiver<soulbox_core::Result<Item>>,
+    receiver: mpsc::Receiver<soulbox_core::Result<Item>>,
     finished: bool,
 }
 
@@ -303,6 +313,17 @@ impl NativeCodeRun {
         let mut interrupt = self.interrupt.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(sender) = interrupt.take() {
             let _ = sender.send(());
+        }
+        // Nothing reads the events any more. Closing the queue fails the
+        // execution's waiting sends, so it can run on to its end.
+        let events = Arc::clone(&self.events);
+        if let Ok(runtime) = bridge::runtime() {
+            runtime.spawn(async move {
+                let mut events = events.lock().await;
+                events.receiver.close();
+                while events.receiver.try_recv().is_ok() {}
+                events.finished = true;
+            });
         }
     }
 }
@@ -355,10 +376,7 @@ impl NativeSandbox {
     fn start_code(&self, py: Python<'_>, spec: CodeSpec) -> PyResult<NativeCodeRun> {
         let timeout = bridge::seconds(py, "timeout", spec.timeout)?;
         let lock = self.code_locks.get(&spec.context_id());
-        // NOTE: the channel is unbounded because `RunCode::on_event` cannot
-        // wait, so output that the callbacks have not taken yet stays
-        // queued in memory.
-        let (sender, receiver) = mpsc::unbounded_channel();
+        let (sender, receiver) = mpsc::channel(EVENT_QUEUE_CAPACITY);
         let (interrupt, interrupted) = oneshot::channel();
         let sandbox = self.sandbox.clone();
         bridge::runtime()?.spawn(execute(sandbox, spec, timeout, lock, interrupted, sender));

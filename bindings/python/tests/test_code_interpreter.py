@@ -151,6 +151,34 @@ def test_failing_callback_interrupts_code(sbx: Sandbox) -> None:
     assert after.text == "False"
 
 
+def test_failing_callback_with_queued_output(sbx: Sandbox) -> None:
+    # More pieces than the queue between the execution and Python holds,
+    # so the execution waits for room when the callback fails.
+    def fail(message: OutputMessage) -> None:
+        raise RuntimeError("callback rejected the output")
+
+    code = "import sys, time\nfor i in range(500):\n    print(i, flush=True)\ntime.sleep(30)\nfinished = True"
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="callback rejected"):
+        sbx.run_code(code, on_stdout=fail)
+    after = sbx.run_code("'finished' in globals()")
+    assert time.monotonic() - started < 10, "the interrupted execution should end at once"
+    assert after.text == "False"
+
+
+def test_slow_callback_gets_every_piece(sbx: Sandbox) -> None:
+    pieces: List[str] = []
+
+    def slow(message: OutputMessage) -> None:
+        time.sleep(0.002)
+        pieces.append(message.line)
+
+    execution = sbx.run_code("for i in range(200):\n    print(i, flush=True)", on_stdout=slow)
+    expected = "".join(f"{i}\n" for i in range(200))
+    assert "".join(pieces) == expected
+    assert "".join(execution.logs.stdout) == expected
+
+
 def test_ctrl_c_interrupts_code(sbx: Sandbox) -> None:
     sbx.run_code("finished = False")
     timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
