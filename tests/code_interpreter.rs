@@ -435,3 +435,33 @@ async fn interrupt_stops_the_code_and_keeps_the_context() {
         .expect("the context still runs");
     assert_eq!(after.text(), Some("1"));
 }
+
+#[tokio::test]
+async fn exception_with_failing_str_keeps_the_context() {
+    if !require_root("exception_with_failing_str_keeps_the_context") {
+        return;
+    }
+    let sandbox = sandbox().await;
+    within_limit("run_code", sandbox.run_code("kept = 1"))
+        .await
+        .expect("set a variable");
+    let code = "class Broken(Exception):\n\
+                \x20   def __str__(self):\n\
+                \x20       raise RuntimeError('no text')\n\
+                raise Broken()";
+    let execution = within_limit("run_code", sandbox.run_code(code))
+        .await
+        .expect("an exception is not an error of the call");
+    let error = execution.error.expect("the exception is reported");
+    assert_eq!(error.name, "Broken");
+    assert_eq!(error.value, "<exception str() failed>");
+    assert!(
+        error.traceback.contains("raise Broken()"),
+        "{}",
+        error.traceback
+    );
+    let after = within_limit("run_code", sandbox.run_code("kept"))
+        .await
+        .expect("the context still runs");
+    assert_eq!(after.text(), Some("1"));
+}

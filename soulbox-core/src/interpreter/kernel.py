@@ -238,9 +238,18 @@ def _report(error, cell):
     _send(
         "error",
         name=type(error).__name__,
-        value=str(error),
+        value=_message(error),
         traceback="".join(lines),
     )
+
+
+def _message(error):
+    # An exception's __str__ is the code's own and may raise; the traceback
+    # module shows the same placeholder then.
+    try:
+        return str(error)
+    except Exception:
+        return "<exception str() failed>"
 
 
 def _execute(request):
