@@ -465,3 +465,43 @@ async fn exception_with_failing_str_keeps_the_context() {
         .expect("the context still runs");
     assert_eq!(after.text(), Some("1"));
 }
+
+#[tokio::test]
+async fn lone_surrogates_reach_the_host_escaped() {
+    if !require_root("lone_surrogates_reach_the_host_escaped") {
+        return;
+    }
+    let sandbox = sandbox().await;
+    // A file name that is not UTF-8 decodes to a lone surrogate in Python,
+    // which JSON readers reject.
+    let name = "name = b'report-\\xff.csv'.decode('utf-8', 'surrogateescape')\n";
+    let raised = within_limit(
+        "run_code",
+        sandbox.run_code(format!("{name}raise ValueError('cannot read ' + name)")),
+    )
+    .await
+    .expect("an exception is not an error of the call");
+    let error = raised.error.expect("the exception is reported");
+    assert_eq!(error.name, "ValueError");
+    assert_eq!(error.value, "cannot read report-\\udcff.csv");
+
+    let code = format!(
+        "{name}class Page:\n\
+         \x20   def _repr_html_(self):\n\
+         \x20       return '<b>' + name + '</b>'\n\
+         Page()"
+    );
+    let shown = within_limit("run_code", sandbox.run_code(code))
+        .await
+        .expect("run the code");
+    assert_eq!(shown.results.len(), 1, "{:?}", shown.results);
+    assert_eq!(
+        shown.results[0].get("html"),
+        Some("<b>report-\\udcff.csv</b>")
+    );
+
+    let plain = within_limit("run_code", sandbox.run_code("'é ✓ 😀'"))
+        .await
+        .expect("run the code");
+    assert_eq!(plain.text(), Some("'é ✓ 😀'"));
+}

@@ -37,7 +37,15 @@ _MARK = b"\0soulbox-sync-" + os.urandom(8).hex().encode() + b"\0"
 def _send(kind, **fields):
     fields["id"] = _current["id"]
     fields["type"] = kind
-    line = json.dumps(fields, ensure_ascii=True)
+    line = json.dumps(fields, ensure_ascii=False)
+    if not line.isascii():
+        try:
+            line.encode("utf-8")
+        except UnicodeEncodeError:
+            # A lone surrogate, such as a non-UTF-8 file name decoded with
+            # surrogateescape. JSON readers reject it, so it travels as a
+            # backslash escape, as this program's sys.stdout writes it.
+            line = json.dumps(_escape_surrogates(fields), ensure_ascii=False)
     main = threading.get_ident() == _MAIN_THREAD
     if main:
         # An interrupt in the middle of a write would cut the line short.
@@ -52,6 +60,14 @@ def _send(kind, **fields):
     if main and _interrupts["pending"] and _executing.is_set():
         _interrupts["pending"] = False
         raise KeyboardInterrupt
+
+
+def _escape_surrogates(value):
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_escape_surrogates(k): _escape_surrogates(v) for k, v in value.items()}
+    return value
 
 
 class _Stream:
