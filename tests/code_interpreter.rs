@@ -505,3 +505,49 @@ async fn lone_surrogates_reach_the_host_escaped() {
         .expect("run the code");
     assert_eq!(plain.text(), Some("'é ✓ 😀'"));
 }
+
+#[tokio::test]
+async fn stopped_interpreter_cannot_outlast_the_timeout() {
+    if !require_root("stopped_interpreter_cannot_outlast_the_timeout") {
+        return;
+    }
+    let sandbox = sandbox().await;
+    // The interpreter stops itself between executions, so it reads no
+    // more requests, and a request larger than the stdin pipe cannot be
+    // written whole.
+    let code = "import os, signal, threading\n\
+                stop = lambda: os.kill(os.getpid(), signal.SIGSTOP)\n\
+                threading.Timer(0.3, stop).start()";
+    within_limit("run_code", sandbox.run_code(code))
+        .await
+        .expect("start the timer");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let large = format!("x = 1  # {}", "a".repeat(1 << 20));
+    let started = Instant::now();
+    let timed_out = within_limit(
+        "run_code",
+        sandbox
+            .run_code(large)
+            .timeout(Some(Duration::from_secs(2))),
+    )
+    .await;
+    assert!(
+        matches!(
+            timed_out,
+            Err(Error::CodeTimedOut {
+                context_restarted: true,
+                ..
+            })
+        ),
+        "{timed_out:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "returned after {:?}",
+        started.elapsed()
+    );
+    let after = within_limit("run_code", sandbox.run_code("'fresh'"))
+        .await
+        .expect("a new context starts");
+    assert_eq!(after.text(), Some("'fresh'"));
+}

@@ -188,6 +188,9 @@ struct InterruptState {
 
 struct KernelProcess {
     handle: CommandHandle,
+    /// Whether the interpreter's stdin holds the start of a request line
+    /// without its end: a call was dropped, or timed out, while writing it.
+    request_cut: bool,
     /// Stdout bytes after the last complete reply line.
     pending: Vec<u8>,
     /// How many bytes of `pending` are known to hold no line end.
@@ -350,6 +353,9 @@ impl<'a> RunCode<'a> {
             )
             .await;
         let outcome = match outcome {
+            // The interpreter did not take the whole request in time, so
+            // it is not reading: restart it.
+            Ok(None) if running.request_cut => Err(false),
             Ok(None) => {
                 // Out of time: interrupt, then wait a moment for the reply
                 // that ends the execution.
@@ -472,6 +478,7 @@ async fn start(sandbox: &Sandbox, context: &CodeContext) -> Result<KernelProcess
     })?;
     let mut process = KernelProcess {
         handle,
+        request_cut: false,
         pending: Vec::new(),
         scanned: 0,
         stderr_tail: Vec::new(),
@@ -518,10 +525,31 @@ impl KernelProcess {
         on_event: &mut Option<Box<dyn FnMut(CodeEvent) + Send + 'b>>,
     ) -> Result<Option<Execution>> {
         let request = serde_json::json!({ "id": id, "code": code, "envs": envs });
-        let mut line = request.to_string().into_bytes();
+        let mut line = Vec::with_capacity(code.len() + 64);
+        serde_json::to_writer(&mut line, &request).expect("JSON values serialize to memory");
         line.push(b'\n');
-        self.handle.send_stdin(&line).await?;
+        if !self.send_request(&line, deadline).await? {
+            return Ok(None);
+        }
         self.execute_rest(id, deadline, interrupts, on_event).await
+    }
+
+    /// Writes `line` to the interpreter's stdin. Returns false when
+    /// `deadline` passed first: an interpreter that does not read, because
+    /// it is stopped or its code holds the GIL, would otherwise keep the
+    /// call past its timeout once the pipe is full.
+    async fn send_request(&mut self, line: &[u8], deadline: Option<Instant>) -> Result<bool> {
+        self.request_cut = true;
+        let send = self.handle.send_stdin(line);
+        match deadline {
+            Some(deadline) => match tokio::time::timeout_at(deadline, send).await {
+                Ok(sent) => sent?,
+                Err(_) => return Ok(false),
+            },
+            None => send.await?,
+        }
+        self.request_cut = false;
+        Ok(true)
     }
 
     /// Sends SIGINT to the interpreter once an interrupt was requested and
