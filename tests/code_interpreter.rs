@@ -551,3 +551,38 @@ async fn stopped_interpreter_cannot_outlast_the_timeout() {
         .expect("a new context starts");
     assert_eq!(after.text(), Some("'fresh'"));
 }
+
+#[tokio::test]
+async fn dropped_call_leaves_the_context_usable() {
+    if !require_root("dropped_call_leaves_the_context_usable") {
+        return;
+    }
+    let sandbox = sandbox().await;
+    within_limit("run_code", sandbox.run_code("kept = 1"))
+        .await
+        .expect("set a variable");
+    // ctypes.PyDLL calls keep the GIL, so the interpreter reads nothing
+    // for 2 s and the large request below is cut short when its call is
+    // dropped.
+    let busy = sandbox.run_code("import ctypes\nctypes.PyDLL(None).sleep(2)");
+    let dropped = tokio::time::timeout(Duration::from_millis(300), busy).await;
+    assert!(dropped.is_err(), "the busy call ended early: {dropped:?}");
+    let large = format!("y = 1  # {}", "a".repeat(2 << 20));
+    let cut = tokio::time::timeout(Duration::from_millis(300), sandbox.run_code(large)).await;
+    assert!(cut.is_err(), "the large call ended early: {cut:?}");
+    let registered = sandbox.interrupt_code_context("default-python");
+    assert!(
+        matches!(registered, Ok(false)),
+        "a dropped call leaves no execution to interrupt: {registered:?}"
+    );
+
+    let after = within_limit(
+        "run_code",
+        sandbox
+            .run_code("kept")
+            .timeout(Some(Duration::from_secs(10))),
+    )
+    .await
+    .expect("the context still runs");
+    assert_eq!(after.text(), Some("1"));
+}

@@ -175,6 +175,15 @@ impl Kernel {
     }
 }
 
+/// Resets [`Kernel::running`] when an execution's call ends or is dropped.
+struct RunningGuard<'k>(&'k Kernel);
+
+impl Drop for RunningGuard<'_> {
+    fn drop(&mut self) {
+        self.0.running.store(0, Ordering::Release);
+    }
+}
+
 /// The state of the interrupts requested for one execution. SIGINT
 /// goes out once the interpreter has reported the execution started, so
 /// that it cannot reach the code of an earlier execution.
@@ -342,6 +351,8 @@ impl<'a> RunCode<'a> {
             sent: false,
         };
         kernel.running.store(id, Ordering::Release);
+        // Clears `running` however this call ends, a drop included.
+        let _running = RunningGuard(&kernel);
         let outcome = running
             .execute(
                 id,
@@ -370,7 +381,6 @@ impl<'a> RunCode<'a> {
             Ok(Some(execution)) => Ok(Ok(execution)),
             Err(e) => Ok(Err(e)),
         };
-        kernel.running.store(0, Ordering::Release);
         match outcome {
             Ok(Ok(execution)) => Ok(execution),
             Err(stopped) => {
@@ -526,6 +536,11 @@ impl KernelProcess {
     ) -> Result<Option<Execution>> {
         let request = serde_json::json!({ "id": id, "code": code, "envs": envs });
         let mut line = Vec::with_capacity(code.len() + 64);
+        if self.request_cut {
+            // Ends the cut line, which the interpreter then skips as
+            // invalid JSON, so that this request is read on its own.
+            line.push(b'\n');
+        }
         serde_json::to_writer(&mut line, &request).expect("JSON values serialize to memory");
         line.push(b'\n');
         if !self.send_request(&line, deadline).await? {
