@@ -586,3 +586,48 @@ async fn dropped_call_leaves_the_context_usable() {
     .expect("the context still runs");
     assert_eq!(after.text(), Some("1"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn late_interrupt_spares_the_next_execution() {
+    if !require_root("late_interrupt_spares_the_next_execution") {
+        return;
+    }
+    let sandbox = sandbox().await;
+    within_limit("run_code", sandbox.run_code("import time"))
+        .await
+        .expect("import time");
+    let runner = sandbox.clone();
+    let first = tokio::spawn(async move { runner.run_code("time.sleep(1)\n'first'").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A stopped PID 1 is as slow as a busy one can be: it handles requests
+    // only once it runs again.
+    let pid1 = sandbox.pid();
+    // SAFETY: kill takes integers; pid1 is this test's sandbox.
+    assert_eq!(unsafe { libc::kill(pid1, libc::SIGSTOP) }, 0);
+    let requested = sandbox.interrupt_code_context("default-python");
+    let first = within_limit("the first execution", first).await;
+
+    let runner = sandbox.clone();
+    let second = tokio::spawn(async move { runner.run_code("time.sleep(1)\n'second'").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid1, libc::SIGCONT) }, 0);
+    let second = within_limit("the second execution", second)
+        .await
+        .expect("the second execution's task panicked")
+        .expect("run the second execution");
+
+    assert!(matches!(requested, Ok(true)), "{requested:?}");
+    let first = first
+        .expect("the first execution's task panicked")
+        .expect("run the first execution");
+    assert!(
+        first.error.is_none() || first.error.as_ref().unwrap().name == "KeyboardInterrupt",
+        "{first:?}"
+    );
+    assert_eq!(
+        second.error, None,
+        "the interrupt reached the next execution"
+    );
+    assert_eq!(second.text(), Some("'second'"));
+}

@@ -4,6 +4,10 @@
 #
 # Requests arrive on stdin, one JSON object per line:
 #   {"id": 7, "code": "...", "envs": {"A": "1"}}
+#   {"interrupt": 7}
+# A thread reads them while code runs, and an interrupt raises
+# KeyboardInterrupt in execution 7 only: at once if it runs, when it starts
+# if it has not started yet, and never once it has ended.
 # Replies leave on the original stdout, one JSON object per line, each with
 # the request's id:
 #   {"id": 7, "type": "stdout" | "stderr", "text": "..."}
@@ -16,6 +20,7 @@ import ast
 import base64
 import builtins
 import codecs
+import collections
 import json
 import linecache
 import os
@@ -203,7 +208,14 @@ _loop = {}
 _MAIN_THREAD = threading.get_ident()
 # "deferred" counts the main thread's reply writes in progress; an interrupt
 # that arrives during one is "pending" until the write has ended.
-_interrupts = {"deferred": 0, "pending": False}
+# "requested" is the id of an execution interrupted before it started.
+_interrupts = {"deferred": 0, "pending": False, "requested": 0}
+# Serializes the start of an execution with the stdin thread's interrupts.
+_start_lock = threading.Lock()
+# Execution requests that the stdin thread has read, and their count; None
+# marks the end of stdin.
+_queued = collections.deque()
+_queued_count = threading.Semaphore(0)
 
 
 def _interrupt(signum, frame):
@@ -268,6 +280,37 @@ def _message(error):
         return "<exception str() failed>"
 
 
+def _read_requests():
+    for line in _requests:
+        try:
+            request = json.loads(line)
+        except ValueError:
+            # For example the start of a request that the host stopped
+            # writing. The host's next request starts with a line end.
+            continue
+        if not isinstance(request, dict):
+            continue
+        if "interrupt" in request:
+            _interrupt_execution(request["interrupt"])
+        else:
+            _queued.append(request)
+            _queued_count.release()
+    _queued.append(None)
+    _queued_count.release()
+
+
+def _interrupt_execution(request_id):
+    if not isinstance(request_id, int):
+        return
+    with _start_lock:
+        if request_id == _current["id"] and _executing.is_set():
+            # The handler runs on the main thread before it can take the
+            # next request, which this thread queues only after this call.
+            signal.pthread_kill(_MAIN_THREAD, signal.SIGINT)
+        elif request_id > _current["id"]:
+            _interrupts["requested"] = request_id
+
+
 def _execute(request):
     _count["value"] += 1
     cell = "<cell-%d>" % _count["value"]
@@ -277,12 +320,16 @@ def _execute(request):
     for key, value in (request.get("envs") or {}).items():
         saved[key] = os.environ.get(key)
         os.environ[key] = value
-    _interrupts["pending"] = False
-    _executing.set()
     try:
-        # The host sends an interrupt only once it has this, so an
-        # interrupt never reaches the code of an earlier execution.
-        _send("started")
+        # Inside the try, so that the finally clears _executing even when
+        # a SIGINT from elsewhere lands right after it is set.
+        with _start_lock:
+            _current["id"] = request.get("id", 0)
+            _interrupts["pending"] = False
+            _executing.set()
+            interrupted = _interrupts["requested"] == _current["id"]
+        if interrupted:
+            raise KeyboardInterrupt
         _run(code, cell)
     except BaseException as error:  # noqa: B036 - SystemExit is reported too
         _executing.clear()
@@ -328,13 +375,13 @@ def main():
         stream = open(fd, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)
         setattr(sys, name, stream)
     signal.signal(signal.SIGINT, _interrupt)
+    threading.Thread(target=_read_requests, daemon=True).start()
     _send("ready")
-    for line in _requests:
-        try:
-            request = json.loads(line)
-        except ValueError:
-            continue
-        _current["id"] = request.get("id", 0)
+    while True:
+        _queued_count.acquire()
+        request = _queued.popleft()
+        if request is None:
+            return
         try:
             _execute(request)
         except KeyboardInterrupt:

@@ -184,14 +184,14 @@ impl Drop for RunningGuard<'_> {
     }
 }
 
-/// The state of the interrupts requested for one execution. SIGINT
-/// goes out once the interpreter has reported the execution started, so
-/// that it cannot reach the code of an earlier execution.
+/// The state of the interrupts requested for one execution. The interrupt
+/// goes to the interpreter on its stdin with the execution's id, and the
+/// interpreter signals its own main thread only while that execution runs,
+/// so an interrupt never reaches another execution's code.
 struct InterruptState {
     requests: watch::Receiver<u64>,
     open: bool,
     requested: bool,
-    started: bool,
     sent: bool,
 }
 
@@ -347,7 +347,6 @@ impl<'a> RunCode<'a> {
             requests: kernel.interrupts.subscribe(),
             open: true,
             requested: false,
-            started: false,
             sent: false,
         };
         kernel.running.store(id, Ordering::Release);
@@ -371,8 +370,10 @@ impl<'a> RunCode<'a> {
                 // Out of time: interrupt, then wait a moment for the reply
                 // that ends the execution.
                 interrupts.requested = true;
-                running.interrupt_if_due(&mut interrupts).await;
                 let grace = Instant::now() + INTERRUPT_GRACE;
+                running
+                    .interrupt_if_due(id, &mut interrupts, Some(grace))
+                    .await;
                 let rest = running
                     .execute_rest(id, Some(grace), &mut interrupts, &mut self.on_event)
                     .await;
@@ -567,13 +568,23 @@ impl KernelProcess {
         Ok(true)
     }
 
-    /// Sends SIGINT to the interpreter once an interrupt was requested and
-    /// the execution has started, and only once.
-    async fn interrupt_if_due(&mut self, interrupts: &mut InterruptState) {
-        if interrupts.requested && interrupts.started && !interrupts.sent {
-            interrupts.sent = true;
-            let _ = self.handle.signal(libc::SIGINT).await;
+    /// Sends the interrupt of execution `id` to the interpreter once it was
+    /// requested, and only once. The interpreter reads its stdin on a thread
+    /// of its own, so the line arrives while the code runs.
+    async fn interrupt_if_due(
+        &mut self,
+        id: u64,
+        interrupts: &mut InterruptState,
+        deadline: Option<Instant>,
+    ) {
+        if !interrupts.requested || interrupts.sent {
+            return;
         }
+        interrupts.sent = true;
+        let line = format!("{{\"interrupt\": {id}}}\n");
+        // A failed or late write leaves the execution to its timeout, after
+        // which the context is restarted.
+        let _ = self.send_request(line.as_bytes(), deadline).await;
     }
 
     /// Collects the replies of the execution sent last, until its `done`.
@@ -599,7 +610,7 @@ impl KernelProcess {
                         }
                         Err(_) => interrupts.open = false,
                     }
-                    self.interrupt_if_due(interrupts).await;
+                    self.interrupt_if_due(id, interrupts, deadline).await;
                     continue;
                 }
             };
@@ -611,11 +622,6 @@ impl KernelProcess {
                 continue;
             }
             let event = match reply.kind.as_str() {
-                "started" => {
-                    interrupts.started = true;
-                    self.interrupt_if_due(interrupts).await;
-                    continue;
-                }
                 "stdout" => {
                     keep(&mut execution.logs.stdout, &mut kept.0, &reply.text);
                     CodeEvent::Stdout(reply.text)
