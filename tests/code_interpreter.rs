@@ -631,3 +631,41 @@ async fn late_interrupt_spares_the_next_execution() {
     );
     assert_eq!(second.text(), Some("'second'"));
 }
+
+#[tokio::test]
+async fn forked_child_ends_with_the_cell() {
+    if !require_root("forked_child_ends_with_the_cell") {
+        return;
+    }
+    let sandbox = sandbox().await;
+    // The child returns from the cell into the interpreter's own loop,
+    // where it would compete with its parent for requests.
+    let code = "import os, time\n\
+                pid = os.fork()\n\
+                if pid == 0:\n\
+                \x20   print('from the child')\n\
+                else:\n\
+                \x20   time.sleep(0.5)\n\
+                'value'";
+    let execution = within_limit("run_code", sandbox.run_code(code))
+        .await
+        .expect("run the code");
+    assert_eq!(execution.error, None);
+    assert_eq!(execution.results.len(), 1, "{:?}", execution.results);
+    assert_eq!(execution.text(), Some("'value'"));
+    assert_eq!(execution.logs.stdout.concat(), "from the child\n");
+
+    let reaped = within_limit(
+        "run_code",
+        sandbox
+            .run_code("os.waitpid(pid, 0)[1]")
+            .timeout(Some(Duration::from_secs(10))),
+    )
+    .await
+    .expect("the child has exited");
+    assert_eq!(reaped.text(), Some("0"), "the child's exit status");
+    let count = within_limit("run_code", sandbox.run_code("1 + 1"))
+        .await
+        .expect("run after the fork");
+    assert_eq!(count.execution_count, Some(3));
+}

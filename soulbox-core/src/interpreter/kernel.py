@@ -190,6 +190,10 @@ def display(*values):
 
 
 def _send_result(value, main):
+    if os.getpid() != _KERNEL_PID:
+        # A process that the code forked has no stream readers to catch up
+        # with, and its values would only repeat its parent's.
+        return
     formats = _formats(value)
     # Output printed before the value comes first, as in a notebook.
     _catch_up()
@@ -206,6 +210,7 @@ _CO_COROUTINE = 0x80
 # longer than the rest of this program's start.
 _loop = {}
 _MAIN_THREAD = threading.get_ident()
+_KERNEL_PID = os.getpid()
 # "deferred" counts the main thread's reply writes in progress; an interrupt
 # that arrives during one is "pending" until the write has ended.
 # "requested" is the id of an execution interrupted before it started.
@@ -333,7 +338,10 @@ def _execute(request):
         _run(code, cell)
     except BaseException as error:  # noqa: B036 - SystemExit is reported too
         _executing.clear()
+        _exit_if_forked(error)
         _report(error, cell)
+    else:
+        _exit_if_forked(None)
     finally:
         _executing.clear()
         for key, value in saved.items():
@@ -341,6 +349,34 @@ def _execute(request):
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def _exit_if_forked(error):
+    """End a process that the code forked once the cell has ended in it.
+
+    Back in this program's loop it would take requests meant for its parent
+    and send replies under the parent's execution id. It exits as a script
+    would at its end: with the SystemExit code, or status 1 and the
+    traceback on stderr after another exception.
+    """
+    if os.getpid() == _KERNEL_PID:
+        return
+    status = 0
+    if isinstance(error, SystemExit):
+        if isinstance(error.code, int):
+            status = error.code
+        elif error.code is not None:
+            print(error.code, file=sys.stderr)
+            status = 1
+    elif error is not None:
+        traceback.print_exception(type(error), error, error.__traceback__)
+        status = 1
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    os._exit(status)
 
 
 def _catch_up():
