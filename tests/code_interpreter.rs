@@ -669,3 +669,48 @@ async fn forked_child_ends_with_the_cell() {
         .expect("run after the fork");
     assert_eq!(count.execution_count, Some(3));
 }
+
+#[tokio::test]
+async fn redirected_stdout_gets_only_the_code_output() {
+    if !require_root("redirected_stdout_gets_only_the_code_output") {
+        return;
+    }
+    let sandbox = sandbox().await;
+    // Code that sends descriptor 1, and so its child processes' output, to
+    // a file of its own.
+    let code = "import os\n\
+                log = open('/tmp/cell.log', 'wb')\n\
+                saved = os.dup(1)\n\
+                os.dup2(log.fileno(), 1)\n\
+                print('to the log')";
+    let started = Instant::now();
+    within_limit("run_code", sandbox.run_code(code))
+        .await
+        .expect("redirect stdout");
+    let redirected = started.elapsed();
+    let started = Instant::now();
+    within_limit(
+        "run_code",
+        sandbox.run_code("os.system('echo from a child')"),
+    )
+    .await
+    .expect("run a child process");
+    let child = started.elapsed();
+    let content = within_limit(
+        "run_code",
+        sandbox.run_code("os.dup2(saved, 1)\nprint('back')\nopen('/tmp/cell.log', 'rb').read()"),
+    )
+    .await
+    .expect("read the log");
+
+    assert_eq!(
+        content.text(),
+        Some("b'to the log\\nfrom a child\\n'"),
+        "the file holds what the code wrote, and nothing of the interpreter's"
+    );
+    assert_eq!(content.logs.stdout.concat(), "back\n");
+    // The interpreter waits up to 2 s for a descriptor's own pipe to catch
+    // up, which a redirected descriptor never does.
+    assert!(redirected < Duration::from_millis(1500), "{redirected:?}");
+    assert!(child < Duration::from_millis(1500), "{child:?}");
+}

@@ -85,6 +85,8 @@ class _Stream:
         os.dup2(write_end, fd)
         os.close(write_end)
         self.read_end = read_end
+        info = os.fstat(read_end)
+        self.pipe = (info.st_dev, info.st_ino)
         thread = threading.Thread(target=self._pump, daemon=True)
         thread.start()
 
@@ -115,6 +117,14 @@ class _Stream:
     def _emit(self, text):
         if text:
             _send(self.name, text=text)
+
+    def feeds(self, fd):
+        """Return whether descriptor fd still writes to this stream's pipe."""
+        try:
+            info = os.fstat(fd)
+        except OSError:
+            return False
+        return (info.st_dev, info.st_ino) == self.pipe
 
 
 def _formats(value):
@@ -387,15 +397,19 @@ def _catch_up():
             pass
     waiting = []
     for fd, stream in zip((1, 2), _streams):
+        # The code may have closed the descriptor or pointed it elsewhere,
+        # such as to a file of its own, which must not get the mark.
+        if not stream.feeds(fd):
+            continue
         stream.caught_up.clear()
         try:
             os.write(fd, _MARK)
         except OSError:
-            # The code closed or replaced the descriptor.
             continue
         waiting.append(stream)
     for stream in waiting:
-        # A descriptor that the code pointed elsewhere never receives the mark.
+        # Bounded because the reader thread may be stuck, for example on
+        # _reply_lock taken by the code.
         stream.caught_up.wait(2)
 
 
