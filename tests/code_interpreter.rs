@@ -714,3 +714,59 @@ async fn redirected_stdout_gets_only_the_code_output() {
     assert!(redirected < Duration::from_millis(1500), "{redirected:?}");
     assert!(child < Duration::from_millis(1500), "{child:?}");
 }
+
+#[tokio::test]
+async fn restart_and_remove_end_running_code() {
+    if !require_root("restart_and_remove_end_running_code") {
+        return;
+    }
+    let sandbox = sandbox().await;
+    let context = within_limit(
+        "create_code_context",
+        sandbox.create_code_context(CodeContextOptions::default()),
+    )
+    .await
+    .expect("create a context");
+    let endless = "import time\ntime.sleep(3600)";
+    let default_runner = sandbox.clone();
+    let in_default =
+        tokio::spawn(async move { default_runner.run_code(endless).timeout(None).await });
+    let context_runner = sandbox.clone();
+    let in_context = {
+        let context = context.clone();
+        tokio::spawn(async move {
+            context_runner
+                .run_code(endless)
+                .context(&context)
+                .timeout(None)
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    within_limit(
+        "restart_code_context",
+        sandbox.restart_code_context("default-python"),
+    )
+    .await
+    .expect("restart the default context");
+    within_limit(
+        "remove_code_context",
+        sandbox.remove_code_context(&context.id),
+    )
+    .await
+    .expect("remove the context");
+
+    let ended = within_limit("the default context's execution", in_default)
+        .await
+        .expect("the execution task panicked");
+    assert!(matches!(ended, Err(Error::Protocol(_))), "{ended:?}");
+    let ended = within_limit("the removed context's execution", in_context)
+        .await
+        .expect("the execution task panicked");
+    assert!(matches!(ended, Err(Error::Protocol(_))), "{ended:?}");
+    let after = within_limit("run_code", sandbox.run_code("1 + 1"))
+        .await
+        .expect("the restarted context runs");
+    assert_eq!(after.text(), Some("2"));
+}

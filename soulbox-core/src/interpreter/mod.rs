@@ -24,7 +24,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::error::{Error, Result};
-use crate::process::{CommandEvent, CommandHandle};
+use crate::process::{CommandController, CommandEvent, CommandHandle};
 use crate::sandbox::Sandbox;
 
 /// The program a context runs.
@@ -155,6 +155,9 @@ struct Kernel {
     /// `None` until the first execution starts the process, and again after
     /// it died or was killed, so the next execution starts a fresh one.
     process: tokio::sync::Mutex<Option<KernelProcess>>,
+    /// A controller of the process last started, which kills it while an
+    /// execution holds `process`.
+    controller: Mutex<Option<CommandController>>,
     /// The id of the execution in progress, 0 between executions.
     running: AtomicU64,
     /// The id of the last execution whose interrupt was requested.
@@ -165,12 +168,37 @@ struct Kernel {
 
 impl Kernel {
     fn new(context: CodeContext, process: Option<KernelProcess>) -> Self {
+        let controller = process.as_ref().map(|p| p.handle.controller());
         Self {
             context,
             process: tokio::sync::Mutex::new(process),
+            controller: Mutex::new(controller),
             running: AtomicU64::new(0),
             interrupts: watch::Sender::new(0),
             next_id: AtomicU64::new(1),
+        }
+    }
+
+    /// Starts the interpreter of this context in `sandbox`.
+    async fn start(&self, sandbox: &Sandbox) -> Result<KernelProcess> {
+        let process = start(sandbox, &self.context).await?;
+        *self
+            .controller
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(process.handle.controller());
+        Ok(process)
+    }
+
+    /// Kills the interpreter without waiting for the execution in progress,
+    /// which then fails with [`Error::Protocol`].
+    async fn kill(&self) {
+        let controller = self
+            .controller
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(controller) = controller {
+            let _ = controller.kill().await;
         }
     }
 }
@@ -338,7 +366,7 @@ impl<'a> RunCode<'a> {
             *process = None;
         }
         if process.is_none() {
-            *process = Some(start(self.sandbox, &kernel.context).await?);
+            *process = Some(kernel.start(self.sandbox).await?);
         }
         let running = process.as_mut().expect("started above");
         let deadline = self.timeout.map(|timeout| Instant::now() + timeout);
@@ -857,7 +885,8 @@ impl Sandbox {
         Ok(true)
     }
 
-    /// Ends a code context and its process.
+    /// Ends a code context and its process. An execution in progress
+    /// there fails with [`Error::Protocol`].
     ///
     /// # Errors
     ///
@@ -871,6 +900,7 @@ impl Sandbox {
                 .ok_or_else(|| unknown_context(id))?;
             kernels.remove(at)
         };
+        kernel.kill().await;
         if let Some(process) = kernel.process.lock().await.take() {
             process.stop().await;
         }
@@ -878,7 +908,8 @@ impl Sandbox {
     }
 
     /// Restarts a code context: its process is killed and a new one
-    /// started, without the old variables.
+    /// started, without the old variables. An execution in progress there
+    /// fails with [`Error::Protocol`].
     ///
     /// # Errors
     ///
@@ -890,11 +921,12 @@ impl Sandbox {
             .code
             .find(id)
             .ok_or_else(|| unknown_context(id))?;
+        kernel.kill().await;
         let mut process = kernel.process.lock().await;
         if let Some(old) = process.take() {
             old.stop().await;
         }
-        *process = Some(start(self, &kernel.context).await?);
+        *process = Some(kernel.start(self).await?);
         Ok(())
     }
 }
