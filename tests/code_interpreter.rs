@@ -375,8 +375,8 @@ async fn oversized_reply_line_stops_the_context() {
     let sandbox = sandbox().await;
     // The kernel program's reply stream, reached the way hostile code in
     // the sandbox could: a line of 65 MiB without a line end.
-    let code = "import os, sys\n\
-                replies = sys.modules['__main__']._replies\n\
+    let code = "import os\n\
+                replies = display.__globals__['_replies']\n\
                 os.write(replies.fileno(), b'x' * (65 << 20))";
     let flooded = within_limit("run_code", sandbox.run_code(code)).await;
     match flooded {
@@ -769,4 +769,39 @@ async fn restart_and_remove_end_running_code() {
         .await
         .expect("the restarted context runs");
     assert_eq!(after.text(), Some("2"));
+}
+
+#[tokio::test]
+async fn cell_definitions_can_be_pickled() {
+    if !require_root("cell_definitions_can_be_pickled") {
+        return;
+    }
+    let sandbox = sandbox().await;
+    // pickle finds classes and functions through sys.modules['__main__'],
+    // as multiprocessing does to send a function to its workers.
+    let define = "class Point:\n\
+                  \x20   pass\n\
+                  def double(x):\n\
+                  \x20   return 2 * x";
+    within_limit("run_code", sandbox.run_code(define))
+        .await
+        .expect("define a class and a function");
+    let pickled = within_limit(
+        "run_code",
+        sandbox.run_code("import pickle\ntype(pickle.loads(pickle.dumps(Point()))).__name__"),
+    )
+    .await
+    .expect("pickle an instance");
+    assert_eq!(pickled.error, None);
+    assert_eq!(pickled.text(), Some("'Point'"));
+
+    let pool = "import multiprocessing\n\
+                with multiprocessing.get_context('fork').Pool(2) as pool:\n\
+                \x20   doubled = pool.map(double, [1, 2, 3])\n\
+                doubled";
+    let mapped = within_limit("run_code", sandbox.run_code(pool))
+        .await
+        .expect("map over a process pool");
+    assert_eq!(mapped.error, None);
+    assert_eq!(mapped.text(), Some("[2, 4, 6]"));
 }

@@ -28,6 +28,7 @@ import signal
 import sys
 import threading
 import traceback
+import types
 
 _requests = os.fdopen(os.dup(0), "r", encoding="utf-8", errors="replace")
 _replies = os.fdopen(os.dup(1), "w", encoding="utf-8")
@@ -210,7 +211,15 @@ def _send_result(value, main):
     _send("result", formats=formats, main=main)
 
 
-_namespace = {"__name__": "__main__", "__builtins__": builtins, "display": display}
+# The cells' globals are the namespace of a module of their own, which
+# replaces this program as sys.modules["__main__"]: pickle, and so
+# multiprocessing, find a cell's classes and functions there by name. This
+# program's functions keep their globals, and _program keeps the module.
+_program = sys.modules["__main__"]
+_main = types.ModuleType("__main__")
+_namespace = _main.__dict__
+_namespace.update({"__builtins__": builtins, "display": display})
+sys.modules["__main__"] = _main
 _count = {"value": 0}
 _executing = threading.Event()
 # inspect.CO_COROUTINE, the same since Python 3.5; importing inspect takes
