@@ -805,3 +805,40 @@ async fn cell_definitions_can_be_pickled() {
     assert_eq!(mapped.error, None);
     assert_eq!(mapped.text(), Some("[2, 4, 6]"));
 }
+
+#[tokio::test]
+async fn context_restarts_after_a_paused_timeout() {
+    if !require_root("context_restarts_after_a_paused_timeout") {
+        return;
+    }
+    let sandbox = sandbox().await;
+    within_limit("run_code", sandbox.run_code("kept = 1"))
+        .await
+        .expect("start the context");
+    assert!(sandbox.pause().await.expect("pause the sandbox"));
+    // The frozen interpreter never replies, and the kill that restarts it
+    // waits in the frozen PID 1 until the resume.
+    let frozen = within_limit(
+        "run_code",
+        sandbox
+            .run_code("kept")
+            .timeout(Some(Duration::from_secs(1))),
+    )
+    .await;
+    assert!(
+        matches!(
+            frozen,
+            Err(Error::CodeTimedOut {
+                context_restarted: true,
+                ..
+            })
+        ),
+        "{frozen:?}"
+    );
+    assert!(sandbox.resume().await.expect("resume the sandbox"));
+
+    let after = within_limit("run_code", sandbox.run_code("'kept' in globals()"))
+        .await
+        .expect("a new interpreter starts once the old one has ended");
+    assert_eq!(after.text(), Some("False"));
+}

@@ -496,13 +496,15 @@ fn unknown_context(id: &str) -> Error {
 
 /// Starts the interpreter of `context` and waits until it is ready.
 async fn start(sandbox: &Sandbox, context: &CodeContext) -> Result<KernelProcess> {
+    let tag = format!("soulbox-code-{}", context.id);
+    wait_until_tag_free(sandbox, &tag).await;
     let mut command = sandbox.command("python3");
     command
         .args(["-u", "-c", KERNEL])
         .cwd(context.cwd.clone())
         .stdin(true)
         .timeout(None)
-        .tag(format!("soulbox-code-{}", context.id));
+        .tag(tag);
     let handle = command.start().await.map_err(|e| match e {
         Error::Spawn { source, .. } if source.raw_os_error() == Some(libc::ENOENT) => {
             Error::Unsupported {
@@ -542,6 +544,26 @@ async fn start(sandbox: &Sandbox, context: &CodeContext) -> Result<KernelProcess
 
 /// How long [`KernelProcess::stop`] waits for a killed interpreter's end.
 const STOP_WAIT: Duration = Duration::from_secs(5);
+
+/// Waits up to [`STOP_WAIT`] until no command of this handle has `tag`.
+/// A killed interpreter keeps its tag until its end is reported, which can
+/// come after [`KernelProcess::stop`] stopped waiting: in a paused sandbox,
+/// PID 1 carries out the kill only after the resume. Past the wait, the
+/// start fails and names the tag.
+async fn wait_until_tag_free(sandbox: &Sandbox, tag: &str) {
+    let deadline = Instant::now() + STOP_WAIT;
+    let commands = sandbox.commands();
+    while commands
+        .list()
+        .iter()
+        .any(|command| command.tag.as_deref() == Some(tag))
+    {
+        if Instant::now() >= deadline {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
 
 impl KernelProcess {
     /// Kills the interpreter and every process it started, and waits a
