@@ -842,3 +842,30 @@ async fn context_restarts_after_a_paused_timeout() {
         .expect("a new interpreter starts once the old one has ended");
     assert_eq!(after.text(), Some("False"));
 }
+
+#[tokio::test]
+async fn forged_result_keeps_known_formats_only() {
+    if !require_root("forged_result_keeps_known_formats_only") {
+        return;
+    }
+    let sandbox = sandbox().await;
+    // Hostile code writes results of its own to the reply stream. Every
+    // entry of a format map stays in memory, so unknown names with empty
+    // values would escape the bound on kept result bytes.
+    let code = "import json\n\
+                replies = display.__globals__['_replies']\n\
+                current = display.__globals__['_current']['id']\n\
+                formats = {'name%d' % i: '' for i in range(1000)}\n\
+                formats['text'] = 'forged'\n\
+                line = {'id': current, 'type': 'result', 'main': False, 'formats': formats}\n\
+                replies.write(json.dumps(line) + '\\n')\n\
+                replies.flush()";
+    let execution = within_limit("run_code", sandbox.run_code(code))
+        .await
+        .expect("run the code");
+    assert_eq!(execution.error, None);
+    assert_eq!(execution.results.len(), 1, "{:?}", execution.results.len());
+    let names: Vec<&String> = execution.results[0].formats.keys().collect();
+    assert_eq!(names, ["text"]);
+    assert_eq!(execution.results[0].text(), Some("forged"));
+}

@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -272,7 +273,7 @@ struct Reply {
     kind: String,
     #[serde(default)]
     text: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "known_formats")]
     formats: BTreeMap<String, String>,
     #[serde(default)]
     main: bool,
@@ -284,6 +285,88 @@ struct Reply {
     traceback: String,
     #[serde(default)]
     count: Option<u32>,
+}
+
+/// The representation names of [`ExecutionResult::formats`], E2B's. The
+/// interpreter sends no others.
+const FORMAT_NAMES: [&str; 10] = [
+    "text",
+    "html",
+    "markdown",
+    "svg",
+    "png",
+    "jpeg",
+    "pdf",
+    "latex",
+    "json",
+    "javascript",
+];
+
+/// Reads a reply's format map, keeping the names in [`FORMAT_NAMES`]. Code
+/// in the sandbox can write replies of its own, and a map of many unknown
+/// names with empty values would otherwise take memory far beyond the
+/// bytes that [`MAX_KEPT_RESULT_BYTES`] counts. Other names are skipped
+/// without being copied.
+fn known_formats<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> std::result::Result<BTreeMap<String, String>, D::Error> {
+    struct FormatsVisitor;
+
+    impl<'de> Visitor<'de> for FormatsVisitor {
+        type Value = BTreeMap<String, String>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a map of format names to text")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> std::result::Result<Self::Value, A::Error> {
+            let mut formats = BTreeMap::new();
+            while let Some(FormatName(name)) = map.next_key()? {
+                match name {
+                    Some(name) => {
+                        formats.insert(name.to_string(), map.next_value()?);
+                    }
+                    None => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+            }
+            Ok(formats)
+        }
+    }
+
+    deserializer.deserialize_map(FormatsVisitor)
+}
+
+/// A format name in a reply: one of [`FORMAT_NAMES`], or `None` for any
+/// other, which is matched without being copied.
+struct FormatName(Option<&'static str>);
+
+impl<'de> Deserialize<'de> for FormatName {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        struct NameVisitor;
+
+        impl Visitor<'_> for NameVisitor {
+            type Value = FormatName;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a format name")
+            }
+
+            fn visit_str<E: serde::de::Error>(
+                self,
+                name: &str,
+            ) -> std::result::Result<FormatName, E> {
+                let known = FORMAT_NAMES.iter().copied().find(|known| *known == name);
+                Ok(FormatName(known))
+            }
+        }
+
+        deserializer.deserialize_str(NameVisitor)
+    }
 }
 
 /// Settings of a new code context; see [`Sandbox::create_code_context`].
