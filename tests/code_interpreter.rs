@@ -375,8 +375,8 @@ async fn oversized_reply_line_stops_the_context() {
     let sandbox = sandbox().await;
     // The kernel program's reply stream, reached the way hostile code in
     // the sandbox could: a line of 65 MiB without a line end.
-    let code = "import os, sys\n\
-                replies = sys.modules['__main__']._replies\n\
+    let code = "import os\n\
+                replies = display.__globals__['_replies']\n\
                 os.write(replies.fileno(), b'x' * (65 << 20))";
     let flooded = within_limit("run_code", sandbox.run_code(code)).await;
     match flooded {
@@ -434,4 +434,438 @@ async fn interrupt_stops_the_code_and_keeps_the_context() {
         .await
         .expect("the context still runs");
     assert_eq!(after.text(), Some("1"));
+}
+
+#[tokio::test]
+async fn exception_with_failing_str_keeps_the_context() {
+    if !require_root("exception_with_failing_str_keeps_the_context") {
+        return;
+    }
+    let sandbox = sandbox().await;
+    within_limit("run_code", sandbox.run_code("kept = 1"))
+        .await
+        .expect("set a variable");
+    let code = "class Broken(Exception):\n\
+                \x20   def __str__(self):\n\
+                \x20       raise RuntimeError('no text')\n\
+                raise Broken()";
+    let execution = within_limit("run_code", sandbox.run_code(code))
+        .await
+        .expect("an exception is not an error of the call");
+    let error = execution.error.expect("the exception is reported");
+    assert_eq!(error.name, "Broken");
+    assert_eq!(error.value, "<exception str() failed>");
+    assert!(
+        error.traceback.contains("raise Broken()"),
+        "{}",
+        error.traceback
+    );
+    let after = within_limit("run_code", sandbox.run_code("kept"))
+        .await
+        .expect("the context still runs");
+    assert_eq!(after.text(), Some("1"));
+}
+
+#[tokio::test]
+async fn lone_surrogates_reach_the_host_escaped() {
+    if !require_root("lone_surrogates_reach_the_host_escaped") {
+        return;
+    }
+    let sandbox = sandbox().await;
+    // A file name that is not UTF-8 decodes to a lone surrogate in Python,
+    // which JSON readers reject.
+    let name = "name = b'report-\\xff.csv'.decode('utf-8', 'surrogateescape')\n";
+    let raised = within_limit(
+        "run_code",
+        sandbox.run_code(format!("{name}raise ValueError('cannot read ' + name)")),
+    )
+    .await
+    .expect("an exception is not an error of the call");
+    let error = raised.error.expect("the exception is reported");
+    assert_eq!(error.name, "ValueError");
+    assert_eq!(error.value, "cannot read report-\\udcff.csv");
+
+    let code = format!(
+        "{name}class Page:\n\
+         \x20   def _repr_html_(self):\n\
+         \x20       return '<b>' + name + '</b>'\n\
+         Page()"
+    );
+    let shown = within_limit("run_code", sandbox.run_code(code))
+        .await
+        .expect("run the code");
+    assert_eq!(shown.results.len(), 1, "{:?}", shown.results);
+    assert_eq!(
+        shown.results[0].get("html"),
+        Some("<b>report-\\udcff.csv</b>")
+    );
+
+    let plain = within_limit("run_code", sandbox.run_code("'é ✓ 😀'"))
+        .await
+        .expect("run the code");
+    assert_eq!(plain.text(), Some("'é ✓ 😀'"));
+}
+
+#[tokio::test]
+async fn stopped_interpreter_cannot_outlast_the_timeout() {
+    if !require_root("stopped_interpreter_cannot_outlast_the_timeout") {
+        return;
+    }
+    let sandbox = sandbox().await;
+    // The interpreter stops itself between executions, so it reads no
+    // more requests, and a request larger than the stdin pipe cannot be
+    // written whole.
+    let code = "import os, signal, threading\n\
+                stop = lambda: os.kill(os.getpid(), signal.SIGSTOP)\n\
+                threading.Timer(0.3, stop).start()";
+    within_limit("run_code", sandbox.run_code(code))
+        .await
+        .expect("start the timer");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let large = format!("x = 1  # {}", "a".repeat(1 << 20));
+    let started = Instant::now();
+    let timed_out = within_limit(
+        "run_code",
+        sandbox
+            .run_code(large)
+            .timeout(Some(Duration::from_secs(2))),
+    )
+    .await;
+    assert!(
+        matches!(
+            timed_out,
+            Err(Error::CodeTimedOut {
+                context_restarted: true,
+                ..
+            })
+        ),
+        "{timed_out:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "returned after {:?}",
+        started.elapsed()
+    );
+    let after = within_limit("run_code", sandbox.run_code("'fresh'"))
+        .await
+        .expect("a new context starts");
+    assert_eq!(after.text(), Some("'fresh'"));
+}
+
+#[tokio::test]
+async fn dropped_call_leaves_the_context_usable() {
+    if !require_root("dropped_call_leaves_the_context_usable") {
+        return;
+    }
+    let sandbox = sandbox().await;
+    within_limit("run_code", sandbox.run_code("kept = 1"))
+        .await
+        .expect("set a variable");
+    // ctypes.PyDLL calls keep the GIL, so the interpreter reads nothing
+    // for 2 s and the large request below is cut short when its call is
+    // dropped.
+    let busy = sandbox.run_code("import ctypes\nctypes.PyDLL(None).sleep(2)");
+    let dropped = tokio::time::timeout(Duration::from_millis(300), busy).await;
+    assert!(dropped.is_err(), "the busy call ended early: {dropped:?}");
+    let large = format!("y = 1  # {}", "a".repeat(2 << 20));
+    let cut = tokio::time::timeout(Duration::from_millis(300), sandbox.run_code(large)).await;
+    assert!(cut.is_err(), "the large call ended early: {cut:?}");
+    let registered = sandbox.interrupt_code_context("default-python");
+    assert!(
+        matches!(registered, Ok(false)),
+        "a dropped call leaves no execution to interrupt: {registered:?}"
+    );
+
+    let after = within_limit(
+        "run_code",
+        sandbox
+            .run_code("kept")
+            .timeout(Some(Duration::from_secs(10))),
+    )
+    .await
+    .expect("the context still runs");
+    assert_eq!(after.text(), Some("1"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn late_interrupt_spares_the_next_execution() {
+    if !require_root("late_interrupt_spares_the_next_execution") {
+        return;
+    }
+    let sandbox = sandbox().await;
+    within_limit("run_code", sandbox.run_code("import time"))
+        .await
+        .expect("import time");
+    let runner = sandbox.clone();
+    let first = tokio::spawn(async move { runner.run_code("time.sleep(1)\n'first'").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A stopped PID 1 is as slow as a busy one can be: it handles requests
+    // only once it runs again.
+    let pid1 = sandbox.pid();
+    // SAFETY: kill takes integers; pid1 is this test's sandbox.
+    assert_eq!(unsafe { libc::kill(pid1, libc::SIGSTOP) }, 0);
+    let requested = sandbox.interrupt_code_context("default-python");
+    let first = within_limit("the first execution", first).await;
+
+    let runner = sandbox.clone();
+    let second = tokio::spawn(async move { runner.run_code("time.sleep(1)\n'second'").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid1, libc::SIGCONT) }, 0);
+    let second = within_limit("the second execution", second)
+        .await
+        .expect("the second execution's task panicked")
+        .expect("run the second execution");
+
+    assert!(matches!(requested, Ok(true)), "{requested:?}");
+    let first = first
+        .expect("the first execution's task panicked")
+        .expect("run the first execution");
+    assert!(
+        first.error.is_none() || first.error.as_ref().unwrap().name == "KeyboardInterrupt",
+        "{first:?}"
+    );
+    assert_eq!(
+        second.error, None,
+        "the interrupt reached the next execution"
+    );
+    assert_eq!(second.text(), Some("'second'"));
+}
+
+#[tokio::test]
+async fn forked_child_ends_with_the_cell() {
+    if !require_root("forked_child_ends_with_the_cell") {
+        return;
+    }
+    let sandbox = sandbox().await;
+    // The child returns from the cell into the interpreter's own loop,
+    // where it would compete with its parent for requests.
+    let code = "import os, time\n\
+                pid = os.fork()\n\
+                if pid == 0:\n\
+                \x20   print('from the child')\n\
+                else:\n\
+                \x20   time.sleep(0.5)\n\
+                'value'";
+    let execution = within_limit("run_code", sandbox.run_code(code))
+        .await
+        .expect("run the code");
+    assert_eq!(execution.error, None);
+    assert_eq!(execution.results.len(), 1, "{:?}", execution.results);
+    assert_eq!(execution.text(), Some("'value'"));
+    assert_eq!(execution.logs.stdout.concat(), "from the child\n");
+
+    let reaped = within_limit(
+        "run_code",
+        sandbox
+            .run_code("os.waitpid(pid, 0)[1]")
+            .timeout(Some(Duration::from_secs(10))),
+    )
+    .await
+    .expect("the child has exited");
+    assert_eq!(reaped.text(), Some("0"), "the child's exit status");
+    let count = within_limit("run_code", sandbox.run_code("1 + 1"))
+        .await
+        .expect("run after the fork");
+    assert_eq!(count.execution_count, Some(3));
+}
+
+#[tokio::test]
+async fn redirected_stdout_gets_only_the_code_output() {
+    if !require_root("redirected_stdout_gets_only_the_code_output") {
+        return;
+    }
+    let sandbox = sandbox().await;
+    // Code that sends descriptor 1, and so its child processes' output, to
+    // a file of its own.
+    let code = "import os\n\
+                log = open('/tmp/cell.log', 'wb')\n\
+                saved = os.dup(1)\n\
+                os.dup2(log.fileno(), 1)\n\
+                print('to the log')";
+    let started = Instant::now();
+    within_limit("run_code", sandbox.run_code(code))
+        .await
+        .expect("redirect stdout");
+    let redirected = started.elapsed();
+    let started = Instant::now();
+    within_limit(
+        "run_code",
+        sandbox.run_code("os.system('echo from a child')"),
+    )
+    .await
+    .expect("run a child process");
+    let child = started.elapsed();
+    let content = within_limit(
+        "run_code",
+        sandbox.run_code("os.dup2(saved, 1)\nprint('back')\nopen('/tmp/cell.log', 'rb').read()"),
+    )
+    .await
+    .expect("read the log");
+
+    assert_eq!(
+        content.text(),
+        Some("b'to the log\\nfrom a child\\n'"),
+        "the file holds what the code wrote, and nothing of the interpreter's"
+    );
+    assert_eq!(content.logs.stdout.concat(), "back\n");
+    // The interpreter waits up to 2 s for a descriptor's own pipe to catch
+    // up, which a redirected descriptor never does.
+    assert!(redirected < Duration::from_millis(1500), "{redirected:?}");
+    assert!(child < Duration::from_millis(1500), "{child:?}");
+}
+
+#[tokio::test]
+async fn restart_and_remove_end_running_code() {
+    if !require_root("restart_and_remove_end_running_code") {
+        return;
+    }
+    let sandbox = sandbox().await;
+    let context = within_limit(
+        "create_code_context",
+        sandbox.create_code_context(CodeContextOptions::default()),
+    )
+    .await
+    .expect("create a context");
+    let endless = "import time\ntime.sleep(3600)";
+    let default_runner = sandbox.clone();
+    let in_default =
+        tokio::spawn(async move { default_runner.run_code(endless).timeout(None).await });
+    let context_runner = sandbox.clone();
+    let in_context = {
+        let context = context.clone();
+        tokio::spawn(async move {
+            context_runner
+                .run_code(endless)
+                .context(&context)
+                .timeout(None)
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    within_limit(
+        "restart_code_context",
+        sandbox.restart_code_context("default-python"),
+    )
+    .await
+    .expect("restart the default context");
+    within_limit(
+        "remove_code_context",
+        sandbox.remove_code_context(&context.id),
+    )
+    .await
+    .expect("remove the context");
+
+    let ended = within_limit("the default context's execution", in_default)
+        .await
+        .expect("the execution task panicked");
+    assert!(matches!(ended, Err(Error::Protocol(_))), "{ended:?}");
+    let ended = within_limit("the removed context's execution", in_context)
+        .await
+        .expect("the execution task panicked");
+    assert!(matches!(ended, Err(Error::Protocol(_))), "{ended:?}");
+    let after = within_limit("run_code", sandbox.run_code("1 + 1"))
+        .await
+        .expect("the restarted context runs");
+    assert_eq!(after.text(), Some("2"));
+}
+
+#[tokio::test]
+async fn cell_definitions_can_be_pickled() {
+    if !require_root("cell_definitions_can_be_pickled") {
+        return;
+    }
+    let sandbox = sandbox().await;
+    // pickle finds classes and functions through sys.modules['__main__'],
+    // as multiprocessing does to send a function to its workers.
+    let define = "class Point:\n\
+                  \x20   pass\n\
+                  def double(x):\n\
+                  \x20   return 2 * x";
+    within_limit("run_code", sandbox.run_code(define))
+        .await
+        .expect("define a class and a function");
+    let pickled = within_limit(
+        "run_code",
+        sandbox.run_code("import pickle\ntype(pickle.loads(pickle.dumps(Point()))).__name__"),
+    )
+    .await
+    .expect("pickle an instance");
+    assert_eq!(pickled.error, None);
+    assert_eq!(pickled.text(), Some("'Point'"));
+
+    let pool = "import multiprocessing\n\
+                with multiprocessing.get_context('fork').Pool(2) as pool:\n\
+                \x20   doubled = pool.map(double, [1, 2, 3])\n\
+                doubled";
+    let mapped = within_limit("run_code", sandbox.run_code(pool))
+        .await
+        .expect("map over a process pool");
+    assert_eq!(mapped.error, None);
+    assert_eq!(mapped.text(), Some("[2, 4, 6]"));
+}
+
+#[tokio::test]
+async fn context_restarts_after_a_paused_timeout() {
+    if !require_root("context_restarts_after_a_paused_timeout") {
+        return;
+    }
+    let sandbox = sandbox().await;
+    within_limit("run_code", sandbox.run_code("kept = 1"))
+        .await
+        .expect("start the context");
+    assert!(sandbox.pause().await.expect("pause the sandbox"));
+    // The frozen interpreter never replies, and the kill that restarts it
+    // waits in the frozen PID 1 until the resume.
+    let frozen = within_limit(
+        "run_code",
+        sandbox
+            .run_code("kept")
+            .timeout(Some(Duration::from_secs(1))),
+    )
+    .await;
+    assert!(
+        matches!(
+            frozen,
+            Err(Error::CodeTimedOut {
+                context_restarted: true,
+                ..
+            })
+        ),
+        "{frozen:?}"
+    );
+    assert!(sandbox.resume().await.expect("resume the sandbox"));
+
+    let after = within_limit("run_code", sandbox.run_code("'kept' in globals()"))
+        .await
+        .expect("a new interpreter starts once the old one has ended");
+    assert_eq!(after.text(), Some("False"));
+}
+
+#[tokio::test]
+async fn forged_result_keeps_known_formats_only() {
+    if !require_root("forged_result_keeps_known_formats_only") {
+        return;
+    }
+    let sandbox = sandbox().await;
+    // Hostile code writes results of its own to the reply stream. Every
+    // entry of a format map stays in memory, so unknown names with empty
+    // values would escape the bound on kept result bytes.
+    let code = "import json\n\
+                replies = display.__globals__['_replies']\n\
+                current = display.__globals__['_current']['id']\n\
+                formats = {'name%d' % i: '' for i in range(1000)}\n\
+                formats['text'] = 'forged'\n\
+                line = {'id': current, 'type': 'result', 'main': False, 'formats': formats}\n\
+                replies.write(json.dumps(line) + '\\n')\n\
+                replies.flush()";
+    let execution = within_limit("run_code", sandbox.run_code(code))
+        .await
+        .expect("run the code");
+    assert_eq!(execution.error, None);
+    assert_eq!(execution.results.len(), 1, "{:?}", execution.results.len());
+    let names: Vec<&String> = execution.results[0].formats.keys().collect();
+    assert_eq!(names, ["text"]);
+    assert_eq!(execution.results[0].text(), Some("forged"));
 }

@@ -11,14 +11,17 @@
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::io::unix::AsyncFd;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::AbortHandle;
 
 use crate::error::{Error, Result};
 use crate::sandbox::{Inner, Sandbox};
+use crate::sys;
 
 /// How long a forwarded connection waits for the sandbox's side to accept.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -105,7 +108,8 @@ impl Sandbox {
             .map_err(Error::os("read the forwarding address"))?;
         let listener =
             TcpListener::from_std(listener).map_err(Error::os("register the forwarding socket"))?;
-        let task = runtime.spawn(accept_loop(Arc::clone(&self.inner), listener, port));
+        let pid1 = self.open_pid1_pidfd()?;
+        let task = runtime.spawn(accept_loop(Arc::clone(&self.inner), listener, port, pid1));
         forwards.insert(
             port,
             Forward {
@@ -117,11 +121,35 @@ impl Sandbox {
     }
 }
 
+impl Sandbox {
+    /// Opens a pidfd of the sandbox's PID 1, which becomes readable when it
+    /// exits, and registers it with the current tokio runtime.
+    fn open_pid1_pidfd(&self) -> Result<AsyncFd<OwnedFd>> {
+        let pidfd = sys::pidfd_open(self.pid()).map_err(|e| {
+            if e.raw_os_error() == Some(libc::ESRCH) {
+                self.inner.not_running()
+            } else {
+                Error::os("open a pidfd of the sandbox's PID 1")(e)
+            }
+        })?;
+        // Until PID 1 has exited its pid cannot name another process, so a
+        // sandbox still running now means that the pidfd refers to PID 1.
+        if !self.inner.is_running() {
+            return Err(self.inner.not_running());
+        }
+        sys::async_fd(pidfd).map_err(Error::os("register a pidfd of the sandbox's PID 1"))
+    }
+}
+
 /// Accepts host connections and forwards each to `port` in the sandbox,
-/// until the sandbox ends.
-async fn accept_loop(inner: Arc<Inner>, listener: TcpListener, port: u16) {
+/// until the sandbox ends, which closes the listener at once.
+async fn accept_loop(inner: Arc<Inner>, listener: TcpListener, port: u16, pid1: AsyncFd<OwnedFd>) {
     loop {
-        let client = match listener.accept().await {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = pid1.readable() => return,
+        };
+        let client = match accepted {
             Ok((client, _)) => client,
             Err(e) => {
                 // Out of descriptors, most likely: wait for some to close.

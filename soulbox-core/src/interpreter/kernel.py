@@ -4,6 +4,10 @@
 #
 # Requests arrive on stdin, one JSON object per line:
 #   {"id": 7, "code": "...", "envs": {"A": "1"}}
+#   {"interrupt": 7}
+# A thread reads them while code runs, and an interrupt raises
+# KeyboardInterrupt in execution 7 only: at once if it runs, when it starts
+# if it has not started yet, and never once it has ended.
 # Replies leave on the original stdout, one JSON object per line, each with
 # the request's id:
 #   {"id": 7, "type": "stdout" | "stderr", "text": "..."}
@@ -16,6 +20,7 @@ import ast
 import base64
 import builtins
 import codecs
+import collections
 import json
 import linecache
 import os
@@ -23,6 +28,7 @@ import signal
 import sys
 import threading
 import traceback
+import types
 
 _requests = os.fdopen(os.dup(0), "r", encoding="utf-8", errors="replace")
 _replies = os.fdopen(os.dup(1), "w", encoding="utf-8")
@@ -37,7 +43,15 @@ _MARK = b"\0soulbox-sync-" + os.urandom(8).hex().encode() + b"\0"
 def _send(kind, **fields):
     fields["id"] = _current["id"]
     fields["type"] = kind
-    line = json.dumps(fields, ensure_ascii=True)
+    line = json.dumps(fields, ensure_ascii=False)
+    if not line.isascii():
+        try:
+            line.encode("utf-8")
+        except UnicodeEncodeError:
+            # A lone surrogate, such as a non-UTF-8 file name decoded with
+            # surrogateescape. JSON readers reject it, so it travels as a
+            # backslash escape, as this program's sys.stdout writes it.
+            line = json.dumps(_escape_surrogates(fields), ensure_ascii=False)
     main = threading.get_ident() == _MAIN_THREAD
     if main:
         # An interrupt in the middle of a write would cut the line short.
@@ -54,6 +68,14 @@ def _send(kind, **fields):
         raise KeyboardInterrupt
 
 
+def _escape_surrogates(value):
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_escape_surrogates(k): _escape_surrogates(v) for k, v in value.items()}
+    return value
+
+
 class _Stream:
     """Reads one redirected descriptor and sends its data as replies."""
 
@@ -64,6 +86,8 @@ class _Stream:
         os.dup2(write_end, fd)
         os.close(write_end)
         self.read_end = read_end
+        info = os.fstat(read_end)
+        self.pipe = (info.st_dev, info.st_ino)
         thread = threading.Thread(target=self._pump, daemon=True)
         thread.start()
 
@@ -94,6 +118,14 @@ class _Stream:
     def _emit(self, text):
         if text:
             _send(self.name, text=text)
+
+    def feeds(self, fd):
+        """Return whether descriptor fd still writes to this stream's pipe."""
+        try:
+            info = os.fstat(fd)
+        except OSError:
+            return False
+        return (info.st_dev, info.st_ino) == self.pipe
 
 
 def _formats(value):
@@ -169,13 +201,25 @@ def display(*values):
 
 
 def _send_result(value, main):
+    if os.getpid() != _KERNEL_PID:
+        # A process that the code forked has no stream readers to catch up
+        # with, and its values would only repeat its parent's.
+        return
     formats = _formats(value)
     # Output printed before the value comes first, as in a notebook.
     _catch_up()
     _send("result", formats=formats, main=main)
 
 
-_namespace = {"__name__": "__main__", "__builtins__": builtins, "display": display}
+# The cells' globals are the namespace of a module of their own, which
+# replaces this program as sys.modules["__main__"]: pickle, and so
+# multiprocessing, find a cell's classes and functions there by name. This
+# program's functions keep their globals, and _program keeps the module.
+_program = sys.modules["__main__"]
+_main = types.ModuleType("__main__")
+_namespace = _main.__dict__
+_namespace.update({"__builtins__": builtins, "display": display})
+sys.modules["__main__"] = _main
 _count = {"value": 0}
 _executing = threading.Event()
 # inspect.CO_COROUTINE, the same since Python 3.5; importing inspect takes
@@ -185,9 +229,17 @@ _CO_COROUTINE = 0x80
 # longer than the rest of this program's start.
 _loop = {}
 _MAIN_THREAD = threading.get_ident()
+_KERNEL_PID = os.getpid()
 # "deferred" counts the main thread's reply writes in progress; an interrupt
 # that arrives during one is "pending" until the write has ended.
-_interrupts = {"deferred": 0, "pending": False}
+# "requested" is the id of an execution interrupted before it started.
+_interrupts = {"deferred": 0, "pending": False, "requested": 0}
+# Serializes the start of an execution with the stdin thread's interrupts.
+_start_lock = threading.Lock()
+# Execution requests that the stdin thread has read, and their count; None
+# marks the end of stdin.
+_queued = collections.deque()
+_queued_count = threading.Semaphore(0)
 
 
 def _interrupt(signum, frame):
@@ -238,9 +290,49 @@ def _report(error, cell):
     _send(
         "error",
         name=type(error).__name__,
-        value=str(error),
+        value=_message(error),
         traceback="".join(lines),
     )
+
+
+def _message(error):
+    # An exception's __str__ is the code's own and may raise; the traceback
+    # module shows the same placeholder then.
+    try:
+        return str(error)
+    except Exception:
+        return "<exception str() failed>"
+
+
+def _read_requests():
+    for line in _requests:
+        try:
+            request = json.loads(line)
+        except ValueError:
+            # For example the start of a request that the host stopped
+            # writing. The host's next request starts with a line end.
+            continue
+        if not isinstance(request, dict):
+            continue
+        if "interrupt" in request:
+            _interrupt_execution(request["interrupt"])
+        else:
+            _queued.append(request)
+            _queued_count.release()
+    _queued.append(None)
+    _queued_count.release()
+
+
+def _interrupt_execution(request_id):
+    if not isinstance(request_id, int):
+        return
+    with _start_lock:
+        if request_id == _current["id"] and _executing.is_set():
+            # The handler runs on the main thread before it can take the
+            # next request, which this thread queues only after this call.
+            signal.pthread_kill(_MAIN_THREAD, signal.SIGINT)
+        elif request_id > _current["id"]:
+            _interrupts["requested"] = request_id
 
 
 def _execute(request):
@@ -252,16 +344,23 @@ def _execute(request):
     for key, value in (request.get("envs") or {}).items():
         saved[key] = os.environ.get(key)
         os.environ[key] = value
-    _interrupts["pending"] = False
-    _executing.set()
     try:
-        # The host sends an interrupt only once it has this, so an
-        # interrupt never reaches the code of an earlier execution.
-        _send("started")
+        # Inside the try, so that the finally clears _executing even when
+        # a SIGINT from elsewhere lands right after it is set.
+        with _start_lock:
+            _current["id"] = request.get("id", 0)
+            _interrupts["pending"] = False
+            _executing.set()
+            interrupted = _interrupts["requested"] == _current["id"]
+        if interrupted:
+            raise KeyboardInterrupt
         _run(code, cell)
     except BaseException as error:  # noqa: B036 - SystemExit is reported too
         _executing.clear()
+        _exit_if_forked(error)
         _report(error, cell)
+    else:
+        _exit_if_forked(None)
     finally:
         _executing.clear()
         for key, value in saved.items():
@@ -269,6 +368,34 @@ def _execute(request):
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def _exit_if_forked(error):
+    """End a process that the code forked once the cell has ended in it.
+
+    Back in this program's loop it would take requests meant for its parent
+    and send replies under the parent's execution id. It exits as a script
+    would at its end: with the SystemExit code, or status 1 and the
+    traceback on stderr after another exception.
+    """
+    if os.getpid() == _KERNEL_PID:
+        return
+    status = 0
+    if isinstance(error, SystemExit):
+        if isinstance(error.code, int):
+            status = error.code
+        elif error.code is not None:
+            print(error.code, file=sys.stderr)
+            status = 1
+    elif error is not None:
+        traceback.print_exception(type(error), error, error.__traceback__)
+        status = 1
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    os._exit(status)
 
 
 def _catch_up():
@@ -279,15 +406,19 @@ def _catch_up():
             pass
     waiting = []
     for fd, stream in zip((1, 2), _streams):
+        # The code may have closed the descriptor or pointed it elsewhere,
+        # such as to a file of its own, which must not get the mark.
+        if not stream.feeds(fd):
+            continue
         stream.caught_up.clear()
         try:
             os.write(fd, _MARK)
         except OSError:
-            # The code closed or replaced the descriptor.
             continue
         waiting.append(stream)
     for stream in waiting:
-        # A descriptor that the code pointed elsewhere never receives the mark.
+        # Bounded because the reader thread may be stuck, for example on
+        # _reply_lock taken by the code.
         stream.caught_up.wait(2)
 
 
@@ -303,13 +434,13 @@ def main():
         stream = open(fd, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)
         setattr(sys, name, stream)
     signal.signal(signal.SIGINT, _interrupt)
+    threading.Thread(target=_read_requests, daemon=True).start()
     _send("ready")
-    for line in _requests:
-        try:
-            request = json.loads(line)
-        except ValueError:
-            continue
-        _current["id"] = request.get("id", 0)
+    while True:
+        _queued_count.acquire()
+        request = _queued.popleft()
+        if request is None:
+            return
         try:
             _execute(request)
         except KeyboardInterrupt:

@@ -19,12 +19,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::error::{Error, Result};
-use crate::process::{CommandEvent, CommandHandle};
+use crate::process::{CommandController, CommandEvent, CommandHandle};
 use crate::sandbox::Sandbox;
 
 /// The program a context runs.
@@ -155,6 +156,9 @@ struct Kernel {
     /// `None` until the first execution starts the process, and again after
     /// it died or was killed, so the next execution starts a fresh one.
     process: tokio::sync::Mutex<Option<KernelProcess>>,
+    /// A controller of the process last started, which kills it while an
+    /// execution holds `process`.
+    controller: Mutex<Option<CommandController>>,
     /// The id of the execution in progress, 0 between executions.
     running: AtomicU64,
     /// The id of the last execution whose interrupt was requested.
@@ -165,29 +169,66 @@ struct Kernel {
 
 impl Kernel {
     fn new(context: CodeContext, process: Option<KernelProcess>) -> Self {
+        let controller = process.as_ref().map(|p| p.handle.controller());
         Self {
             context,
             process: tokio::sync::Mutex::new(process),
+            controller: Mutex::new(controller),
             running: AtomicU64::new(0),
             interrupts: watch::Sender::new(0),
             next_id: AtomicU64::new(1),
         }
     }
+
+    /// Starts the interpreter of this context in `sandbox`.
+    async fn start(&self, sandbox: &Sandbox) -> Result<KernelProcess> {
+        let process = start(sandbox, &self.context).await?;
+        *self
+            .controller
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(process.handle.controller());
+        Ok(process)
+    }
+
+    /// Kills the interpreter without waiting for the execution in progress,
+    /// which then fails with [`Error::Protocol`].
+    async fn kill(&self) {
+        let controller = self
+            .controller
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(controller) = controller {
+            let _ = controller.kill().await;
+        }
+    }
 }
 
-/// The state of the interrupts requested for one execution. SIGINT
-/// goes out once the interpreter has reported the execution started, so
-/// that it cannot reach the code of an earlier execution.
+/// Resets [`Kernel::running`] when an execution's call ends or is dropped.
+struct RunningGuard<'k>(&'k Kernel);
+
+impl Drop for RunningGuard<'_> {
+    fn drop(&mut self) {
+        self.0.running.store(0, Ordering::Release);
+    }
+}
+
+/// The state of the interrupts requested for one execution. The interrupt
+/// goes to the interpreter on its stdin with the execution's id, and the
+/// interpreter signals its own main thread only while that execution runs,
+/// so an interrupt never reaches another execution's code.
 struct InterruptState {
     requests: watch::Receiver<u64>,
     open: bool,
     requested: bool,
-    started: bool,
     sent: bool,
 }
 
 struct KernelProcess {
     handle: CommandHandle,
+    /// Whether the interpreter's stdin holds the start of a request line
+    /// without its end: a call was dropped, or timed out, while writing it.
+    request_cut: bool,
     /// Stdout bytes after the last complete reply line.
     pending: Vec<u8>,
     /// How many bytes of `pending` are known to hold no line end.
@@ -232,7 +273,7 @@ struct Reply {
     kind: String,
     #[serde(default)]
     text: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "known_formats")]
     formats: BTreeMap<String, String>,
     #[serde(default)]
     main: bool,
@@ -244,6 +285,88 @@ struct Reply {
     traceback: String,
     #[serde(default)]
     count: Option<u32>,
+}
+
+/// The representation names of [`ExecutionResult::formats`], E2B's. The
+/// interpreter sends no others.
+const FORMAT_NAMES: [&str; 10] = [
+    "text",
+    "html",
+    "markdown",
+    "svg",
+    "png",
+    "jpeg",
+    "pdf",
+    "latex",
+    "json",
+    "javascript",
+];
+
+/// Reads a reply's format map, keeping the names in [`FORMAT_NAMES`]. Code
+/// in the sandbox can write replies of its own, and a map of many unknown
+/// names with empty values would otherwise take memory far beyond the
+/// bytes that [`MAX_KEPT_RESULT_BYTES`] counts. Other names are skipped
+/// without being copied.
+fn known_formats<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> std::result::Result<BTreeMap<String, String>, D::Error> {
+    struct FormatsVisitor;
+
+    impl<'de> Visitor<'de> for FormatsVisitor {
+        type Value = BTreeMap<String, String>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a map of format names to text")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> std::result::Result<Self::Value, A::Error> {
+            let mut formats = BTreeMap::new();
+            while let Some(FormatName(name)) = map.next_key()? {
+                match name {
+                    Some(name) => {
+                        formats.insert(name.to_string(), map.next_value()?);
+                    }
+                    None => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+            }
+            Ok(formats)
+        }
+    }
+
+    deserializer.deserialize_map(FormatsVisitor)
+}
+
+/// A format name in a reply: one of [`FORMAT_NAMES`], or `None` for any
+/// other, which is matched without being copied.
+struct FormatName(Option<&'static str>);
+
+impl<'de> Deserialize<'de> for FormatName {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        struct NameVisitor;
+
+        impl Visitor<'_> for NameVisitor {
+            type Value = FormatName;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a format name")
+            }
+
+            fn visit_str<E: serde::de::Error>(
+                self,
+                name: &str,
+            ) -> std::result::Result<FormatName, E> {
+                let known = FORMAT_NAMES.iter().copied().find(|known| *known == name);
+                Ok(FormatName(known))
+            }
+        }
+
+        deserializer.deserialize_str(NameVisitor)
+    }
 }
 
 /// Settings of a new code context; see [`Sandbox::create_code_context`].
@@ -326,7 +449,7 @@ impl<'a> RunCode<'a> {
             *process = None;
         }
         if process.is_none() {
-            *process = Some(start(self.sandbox, &kernel.context).await?);
+            *process = Some(kernel.start(self.sandbox).await?);
         }
         let running = process.as_mut().expect("started above");
         let deadline = self.timeout.map(|timeout| Instant::now() + timeout);
@@ -335,10 +458,11 @@ impl<'a> RunCode<'a> {
             requests: kernel.interrupts.subscribe(),
             open: true,
             requested: false,
-            started: false,
             sent: false,
         };
         kernel.running.store(id, Ordering::Release);
+        // Clears `running` however this call ends, a drop included.
+        let _running = RunningGuard(&kernel);
         let outcome = running
             .execute(
                 id,
@@ -350,12 +474,17 @@ impl<'a> RunCode<'a> {
             )
             .await;
         let outcome = match outcome {
+            // The interpreter did not take the whole request in time, so
+            // it is not reading: restart it.
+            Ok(None) if running.request_cut => Err(false),
             Ok(None) => {
                 // Out of time: interrupt, then wait a moment for the reply
                 // that ends the execution.
                 interrupts.requested = true;
-                running.interrupt_if_due(&mut interrupts).await;
                 let grace = Instant::now() + INTERRUPT_GRACE;
+                running
+                    .interrupt_if_due(id, &mut interrupts, Some(grace))
+                    .await;
                 let rest = running
                     .execute_rest(id, Some(grace), &mut interrupts, &mut self.on_event)
                     .await;
@@ -364,7 +493,6 @@ impl<'a> RunCode<'a> {
             Ok(Some(execution)) => Ok(Ok(execution)),
             Err(e) => Ok(Err(e)),
         };
-        kernel.running.store(0, Ordering::Release);
         match outcome {
             Ok(Ok(execution)) => Ok(execution),
             Err(stopped) => {
@@ -451,13 +579,15 @@ fn unknown_context(id: &str) -> Error {
 
 /// Starts the interpreter of `context` and waits until it is ready.
 async fn start(sandbox: &Sandbox, context: &CodeContext) -> Result<KernelProcess> {
+    let tag = format!("soulbox-code-{}", context.id);
+    wait_until_tag_free(sandbox, &tag).await;
     let mut command = sandbox.command("python3");
     command
         .args(["-u", "-c", KERNEL])
         .cwd(context.cwd.clone())
         .stdin(true)
         .timeout(None)
-        .tag(format!("soulbox-code-{}", context.id));
+        .tag(tag);
     let handle = command.start().await.map_err(|e| match e {
         Error::Spawn { source, .. } if source.raw_os_error() == Some(libc::ENOENT) => {
             Error::Unsupported {
@@ -472,6 +602,7 @@ async fn start(sandbox: &Sandbox, context: &CodeContext) -> Result<KernelProcess
     })?;
     let mut process = KernelProcess {
         handle,
+        request_cut: false,
         pending: Vec::new(),
         scanned: 0,
         stderr_tail: Vec::new(),
@@ -497,6 +628,26 @@ async fn start(sandbox: &Sandbox, context: &CodeContext) -> Result<KernelProcess
 /// How long [`KernelProcess::stop`] waits for a killed interpreter's end.
 const STOP_WAIT: Duration = Duration::from_secs(5);
 
+/// Waits up to [`STOP_WAIT`] until no command of this handle has `tag`.
+/// A killed interpreter keeps its tag until its end is reported, which can
+/// come after [`KernelProcess::stop`] stopped waiting: in a paused sandbox,
+/// PID 1 carries out the kill only after the resume. Past the wait, the
+/// start fails and names the tag.
+async fn wait_until_tag_free(sandbox: &Sandbox, tag: &str) {
+    let deadline = Instant::now() + STOP_WAIT;
+    let commands = sandbox.commands();
+    while commands
+        .list()
+        .iter()
+        .any(|command| command.tag.as_deref() == Some(tag))
+    {
+        if Instant::now() >= deadline {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 impl KernelProcess {
     /// Kills the interpreter and every process it started, and waits a
     /// moment for the end, which frees its tag for the next interpreter.
@@ -518,19 +669,55 @@ impl KernelProcess {
         on_event: &mut Option<Box<dyn FnMut(CodeEvent) + Send + 'b>>,
     ) -> Result<Option<Execution>> {
         let request = serde_json::json!({ "id": id, "code": code, "envs": envs });
-        let mut line = request.to_string().into_bytes();
+        let mut line = Vec::with_capacity(code.len() + 64);
+        if self.request_cut {
+            // Ends the cut line, which the interpreter then skips as
+            // invalid JSON, so that this request is read on its own.
+            line.push(b'\n');
+        }
+        serde_json::to_writer(&mut line, &request).expect("JSON values serialize to memory");
         line.push(b'\n');
-        self.handle.send_stdin(&line).await?;
+        if !self.send_request(&line, deadline).await? {
+            return Ok(None);
+        }
         self.execute_rest(id, deadline, interrupts, on_event).await
     }
 
-    /// Sends SIGINT to the interpreter once an interrupt was requested and
-    /// the execution has started, and only once.
-    async fn interrupt_if_due(&mut self, interrupts: &mut InterruptState) {
-        if interrupts.requested && interrupts.started && !interrupts.sent {
-            interrupts.sent = true;
-            let _ = self.handle.signal(libc::SIGINT).await;
+    /// Writes `line` to the interpreter's stdin. Returns false when
+    /// `deadline` passed first: an interpreter that does not read, because
+    /// it is stopped or its code holds the GIL, would otherwise keep the
+    /// call past its timeout once the pipe is full.
+    async fn send_request(&mut self, line: &[u8], deadline: Option<Instant>) -> Result<bool> {
+        self.request_cut = true;
+        let send = self.handle.send_stdin(line);
+        match deadline {
+            Some(deadline) => match tokio::time::timeout_at(deadline, send).await {
+                Ok(sent) => sent?,
+                Err(_) => return Ok(false),
+            },
+            None => send.await?,
         }
+        self.request_cut = false;
+        Ok(true)
+    }
+
+    /// Sends the interrupt of execution `id` to the interpreter once it was
+    /// requested, and only once. The interpreter reads its stdin on a thread
+    /// of its own, so the line arrives while the code runs.
+    async fn interrupt_if_due(
+        &mut self,
+        id: u64,
+        interrupts: &mut InterruptState,
+        deadline: Option<Instant>,
+    ) {
+        if !interrupts.requested || interrupts.sent {
+            return;
+        }
+        interrupts.sent = true;
+        let line = format!("{{\"interrupt\": {id}}}\n");
+        // A failed or late write leaves the execution to its timeout, after
+        // which the context is restarted.
+        let _ = self.send_request(line.as_bytes(), deadline).await;
     }
 
     /// Collects the replies of the execution sent last, until its `done`.
@@ -556,7 +743,7 @@ impl KernelProcess {
                         }
                         Err(_) => interrupts.open = false,
                     }
-                    self.interrupt_if_due(interrupts).await;
+                    self.interrupt_if_due(id, interrupts, deadline).await;
                     continue;
                 }
             };
@@ -568,11 +755,6 @@ impl KernelProcess {
                 continue;
             }
             let event = match reply.kind.as_str() {
-                "started" => {
-                    interrupts.started = true;
-                    self.interrupt_if_due(interrupts).await;
-                    continue;
-                }
                 "stdout" => {
                     keep(&mut execution.logs.stdout, &mut kept.0, &reply.text);
                     CodeEvent::Stdout(reply.text)
@@ -808,7 +990,8 @@ impl Sandbox {
         Ok(true)
     }
 
-    /// Ends a code context and its process.
+    /// Ends a code context and its process. An execution in progress
+    /// there fails with [`Error::Protocol`].
     ///
     /// # Errors
     ///
@@ -822,6 +1005,7 @@ impl Sandbox {
                 .ok_or_else(|| unknown_context(id))?;
             kernels.remove(at)
         };
+        kernel.kill().await;
         if let Some(process) = kernel.process.lock().await.take() {
             process.stop().await;
         }
@@ -829,7 +1013,8 @@ impl Sandbox {
     }
 
     /// Restarts a code context: its process is killed and a new one
-    /// started, without the old variables.
+    /// started, without the old variables. An execution in progress there
+    /// fails with [`Error::Protocol`].
     ///
     /// # Errors
     ///
@@ -841,11 +1026,12 @@ impl Sandbox {
             .code
             .find(id)
             .ok_or_else(|| unknown_context(id))?;
+        kernel.kill().await;
         let mut process = kernel.process.lock().await;
         if let Some(old) = process.take() {
             old.stop().await;
         }
-        *process = Some(start(self, &kernel.context).await?);
+        *process = Some(kernel.start(self).await?);
         Ok(())
     }
 }
