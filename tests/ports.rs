@@ -185,3 +185,40 @@ fn call_outside_a_runtime_is_rejected() {
     let _entered = runtime.enter();
     assert!(sandbox.get_host(8005).is_ok());
 }
+
+/// A paused sandbox accepts no connection on its control socket, so its
+/// forwarded connections are reset at once. Were they queued, 1,024 of them
+/// would fill the queue and keep `kill_id` from reaching PID 1, and the
+/// connects waiting for room would hold the caller's runtime threads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_sandbox_resets_forwarded_connections() {
+    if !require_root("paused_sandbox_resets_forwarded_connections") {
+        return;
+    }
+    let sandbox = sandbox().await;
+    serve(&sandbox, "AF_INET", "127.0.0.1", 8007, "awake").await;
+    let host = sandbox.get_host(8007).expect("forward port 8007");
+    assert_eq!(exchange_when_up(&host, b"hi").await, b"awake");
+    assert!(within_limit("pause", sandbox.pause())
+        .await
+        .expect("pause the sandbox (needs a writable cgroup v2 hierarchy)"));
+    let target = host.clone();
+    let results = tokio::task::spawn_blocking(move || {
+        (0..1100)
+            .map(|_| exchange(&target, b"hi"))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .expect("the exchange thread panicked");
+    let answered = results
+        .iter()
+        .filter(|result| matches!(result, Ok(reply) if !reply.is_empty()))
+        .count();
+    assert_eq!(answered, 0, "a paused sandbox answered");
+
+    let killed = within_limit("kill_id", Sandbox::kill_id(sandbox.id())).await;
+    assert!(
+        matches!(killed, Ok(true)),
+        "kill_id of the paused sandbox: {killed:?}"
+    );
+}

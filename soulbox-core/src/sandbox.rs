@@ -646,7 +646,7 @@ impl Sandbox {
         }
         // No record yet: the sandbox is still being created.
         let record = state::read_record(&entry)?.ok_or_else(not_found)?;
-        let connection = match connect_control(&entry) {
+        let connection = match connect_control(&entry).await {
             Ok(connection) => connection,
             Err(e) if is_gone(&e) => return Err(not_found()),
             Err(source) => {
@@ -1063,7 +1063,7 @@ async fn query_status(entry: &Path, request: &Request) -> Result<Option<Duration
         .file_name()
         .map(|name| name.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let connection = match connect_control(entry) {
+    let connection = match connect_control(entry).await {
         Ok(connection) => connection,
         Err(e) if is_gone(&e) => return Err(Error::SandboxNotFound { id }),
         Err(source) => {
@@ -1112,22 +1112,41 @@ async fn query_status(entry: &Path, request: &Request) -> Result<Option<Duration
     }
 }
 
-/// Connects to the socket PID 1 listens on, with a blocking connect: the
-/// socket lives on the local file system, so it returns at once.
-fn connect_control(entry: &Path) -> std::io::Result<OwnedFd> {
+/// Connects to the socket PID 1 listens on. The connect does not block:
+/// while PID 1's queue of connections is full (a paused sandbox accepts
+/// none), it is retried until [`CONNECT_CONTROL_TIMEOUT`] and then fails
+/// with ETIMEDOUT, so that no runtime thread waits on a frozen PID 1.
+async fn connect_control(entry: &Path) -> std::io::Result<OwnedFd> {
     use nix::sys::socket::{connect, socket, UnixAddr};
     let path = state::control_path(entry);
     let socket = socket(
         AddressFamily::Unix,
         SockType::SeqPacket,
-        SockFlag::SOCK_CLOEXEC,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
         None,
     )?;
     let address = UnixAddr::new(&path)?;
-    connect(socket.as_raw_fd(), &address)?;
+    let deadline = Instant::now() + CONNECT_CONTROL_TIMEOUT;
+    let mut delay = Duration::from_micros(200);
+    loop {
+        match connect(socket.as_raw_fd(), &address) {
+            Ok(()) => break,
+            Err(nix::errno::Errno::EAGAIN) if Instant::now() < deadline => {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_millis(20));
+            }
+            Err(nix::errno::Errno::EAGAIN) => {
+                return Err(std::io::Error::from_raw_os_error(libc::ETIMEDOUT))
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
     sys::fit_largest_message(socket.as_fd())?;
     Ok(socket)
 }
+
+/// How long [`connect_control`] waits for room in PID 1's queue.
+const CONNECT_CONTROL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Returns whether a connect error means that no process serves the socket.
 fn is_gone(error: &std::io::Error) -> bool {
@@ -1289,6 +1308,20 @@ impl Inner {
         if !self.is_running() {
             return Err(self.not_running());
         }
+        // A paused PID 1 accepts no connection. Every forwarded connection
+        // would wait in its queue, and a full queue would keep everything
+        // else, `soulbox kill` included, from reaching it until the resume.
+        let paused = self
+            .cgroup
+            .lock()
+            .map(|cgroup| cgroup.is_frozen())
+            .unwrap_or(false);
+        if paused {
+            return Err(Error::Unsupported {
+                operation: "forwarding a connection",
+                reason: format!("sandbox {} is paused; resume it first", self.id),
+            });
+        }
         let gone = |source: std::io::Error| {
             if is_gone(&source) || source.raw_os_error() == Some(libc::EPIPE) {
                 self.not_running()
@@ -1299,7 +1332,7 @@ impl Inner {
                 }
             }
         };
-        let connection = connect_control(&self.entry).map_err(gone)?;
+        let connection = connect_control(&self.entry).await.map_err(gone)?;
         set_nonblocking(&connection)?;
         let connection =
             sys::async_fd(connection).map_err(Error::os("register a port connection"))?;
