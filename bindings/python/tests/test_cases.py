@@ -16,6 +16,7 @@ from soulbox import (
     InvalidArgumentException,
     Sandbox,
     TimeoutException,
+    WriteEntry,
 )
 
 # Processes
@@ -299,3 +300,17 @@ def test_pty_session(sbx: Sandbox) -> None:
     for _, _, data in terminal:
         seen += data or b""
     assert b"30 100" in seen
+
+
+def test_write_files_takes_write_entries(sbx: Sandbox) -> None:
+    written = sbx.files.write_files(
+        [
+            WriteEntry(path="/tmp/entry.txt", data="from a WriteEntry"),
+            {"path": "/tmp/dict.txt", "data": b"from a dict"},
+        ]
+    )
+    assert [info.path for info in written] == ["/tmp/entry.txt", "/tmp/dict.txt"]
+    assert sbx.files.read("/tmp/entry.txt") == "from a WriteEntry"
+    assert sbx.files.read("/tmp/dict.txt") == "from a dict"
+    with pytest.raises(InvalidArgumentException, match="WriteEntry"):
+        sbx.files.write_files([("/tmp/tuple.txt", "a tuple")])  # type: ignore[list-item]

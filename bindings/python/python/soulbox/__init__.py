@@ -41,6 +41,7 @@ from ._types import (
     SandboxQuery,
     SandboxState,
     SeccompPolicy,
+    WriteEntry,
     WriteInfo,
 )
 from .exceptions import (
@@ -98,5 +99,6 @@ __all__ = [
     "SandboxNotFoundException",
     "TimeoutException",
     "WatchHandle",
+    "WriteEntry",
     "WriteInfo",
 ]

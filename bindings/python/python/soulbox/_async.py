@@ -29,6 +29,7 @@ from ._types import (
     SandboxMetrics,
     SandboxQuery,
     SeccompPolicy,
+    WriteEntry,
     WriteInfo,
     copy_from_native,
     entry_from_native,
@@ -479,13 +480,14 @@ class AsyncFilesystem:
         return _common.write_info(path)
 
     async def write_files(
-        self, files: List[Dict[str, Any]], user: Optional[str] = None, request_timeout: Optional[float] = None
+        self, files: List[Union[WriteEntry, Dict[str, Any]]], user: Optional[str] = None, request_timeout: Optional[float] = None
     ) -> List[WriteInfo]:
-        """Write several files, each a dict with ``path`` and ``data``, in
-        order; ``data`` is as for :meth:`write`."""
-        if any(_common.is_stream(entry["data"]) for entry in files):
-            return [await self.write(entry["path"], entry["data"], user) for entry in files]
-        entries = [(entry["path"], _common.to_bytes(entry["data"])) for entry in files]
+        """Write several files in order, each a ``WriteEntry`` or a dict
+        with ``path`` and ``data``; ``data`` is as for :meth:`write`."""
+        given = _common.write_entries(files)
+        if any(_common.is_stream(data) for _, data in given):
+            return [await self.write(path, data, user) for path, data in given]
+        entries = [(path, _common.to_bytes(data)) for path, data in given]
         if entries:
             await self._native.write_files_async(entries, user)
         return [_common.write_info(path) for path, _ in entries]

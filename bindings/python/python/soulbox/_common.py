@@ -246,6 +246,24 @@ def to_bytes(data: Any) -> bytes:
 STREAM_CHUNK = 1 << 20
 
 
+def write_entries(files: Any) -> List[Tuple[str, Any]]:
+    """Return ``(path, data)`` of each entry of ``files.write_files``: a
+    ``WriteEntry`` or another object with ``path`` and ``data``, or a dict
+    with those keys."""
+    entries = []
+    for entry in files:
+        if isinstance(entry, Mapping) and "path" in entry and "data" in entry:
+            entries.append((entry["path"], entry["data"]))
+        elif hasattr(entry, "path") and hasattr(entry, "data"):
+            entries.append((entry.path, entry.data))
+        else:
+            raise InvalidArgumentException(
+                "each entry of write_files must be a WriteEntry(path, data) or a dict "
+                f"with 'path' and 'data', not {type(entry).__name__}"
+            )
+    return entries
+
+
 def is_stream(data: Any) -> bool:
     """Return whether ``data`` is a file object to write in chunks."""
     return not isinstance(data, (str, bytes, bytearray, memoryview)) and hasattr(data, "read")

@@ -14,6 +14,7 @@ __all__ = [
     "FilesystemEventType",
     "ProcessInfo",
     "PtySize",
+    "WriteEntry",
     "WriteInfo",
     "CopySummary",
     "SandboxInfo",
@@ -68,6 +69,15 @@ class FileType(Enum):
     FILE = "file"
     DIR = "dir"
     SYMLINK = "symlink"
+
+
+@dataclass
+class WriteEntry:
+    """A file for ``files.write_files``: its path and its data (str, bytes
+    or a file object), as E2B's ``WriteEntry``."""
+
+    path: str
+    data: Any
 
 
 @dataclass
