@@ -869,3 +869,27 @@ async fn forged_result_keeps_known_formats_only() {
     assert_eq!(names, ["text"]);
     assert_eq!(execution.results[0].text(), Some("forged"));
 }
+
+#[tokio::test]
+async fn late_thread_output_reaches_the_next_execution() {
+    if !require_root("late_thread_output_reaches_the_next_execution") {
+        return;
+    }
+    let sandbox = sandbox().await;
+    let first = within_limit(
+        "run_code",
+        sandbox.run_code(
+            "import threading\n\
+             threading.Timer(0.3, lambda: print('late line', flush=True)).start()",
+        ),
+    )
+    .await
+    .expect("start the thread");
+    assert!(first.logs.stdout.is_empty(), "{:?}", first.logs.stdout);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let next = within_limit("run_code", sandbox.run_code("1"))
+        .await
+        .expect("run the next cell");
+    assert_eq!(next.logs.stdout.concat(), "late line\n");
+    assert_eq!(next.text(), Some("1"));
+}

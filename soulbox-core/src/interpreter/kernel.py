@@ -116,8 +116,18 @@ class _Stream:
             pending = pending[len(pending) - keep :]
 
     def _emit(self, text):
-        if text:
-            _send(self.name, text=text)
+        if not text:
+            return
+        with _held_lock:
+            if not _collecting.is_set():
+                # Between executions, as from a thread that a cell started:
+                # the next execution reports it, as a notebook's next cell
+                # shows such output.
+                if _held["bytes"] < _MAX_HELD:
+                    _held["bytes"] += len(text)
+                    _held["pieces"].append((self.name, text))
+                return
+        _send(self.name, text=text)
 
     def feeds(self, fd):
         """Return whether descriptor fd still writes to this stream's pipe."""
@@ -236,6 +246,13 @@ _KERNEL_PID = os.getpid()
 _interrupts = {"deferred": 0, "pending": False, "requested": 0}
 # Serializes the start of an execution with the stdin thread's interrupts.
 _start_lock = threading.Lock()
+# Set from the start of an execution until its "done", while output belongs
+# to it; output that arrives at other times waits in _held for the next one.
+_collecting = threading.Event()
+_held_lock = threading.Lock()
+_held = {"bytes": 0, "pieces": []}
+# Characters held between executions at most; more are dropped.
+_MAX_HELD = 1 << 20
 # Execution requests that the stdin thread has read, and their count; None
 # marks the end of stdin.
 _queued = collections.deque()
@@ -352,6 +369,13 @@ def _execute(request):
             _interrupts["pending"] = False
             _executing.set()
             interrupted = _interrupts["requested"] == _current["id"]
+        with _held_lock:
+            _collecting.set()
+            held = _held["pieces"]
+            _held["pieces"] = []
+            _held["bytes"] = 0
+        for name, text in held:
+            _send(name, text=text)
         if interrupted:
             raise KeyboardInterrupt
         _run(code, cell)
@@ -448,6 +472,8 @@ def main():
             # error report had started: the execution is over anyway.
             pass
         _catch_up()
+        with _held_lock:
+            _collecting.clear()
         _send("done", count=_count["value"])
 
 
