@@ -247,7 +247,7 @@ _interrupts = {"deferred": 0, "pending": False, "requested": 0}
 # Serializes the start of an execution with the stdin thread's interrupts.
 _start_lock = threading.Lock()
 # Set from the start of an execution until its "done", while output belongs
-# to it; output that arrives at other times waits in _held for the next one.
+# to it. Output that arrives at other times waits in _held for the next one.
 _collecting = threading.Event()
 _held_lock = threading.Lock()
 _held = {"bytes": 0, "pieces": []}
