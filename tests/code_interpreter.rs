@@ -5,8 +5,19 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use soulbox_core::{CodeContextOptions, CodeEvent, Error, SandboxOptions};
+use soulbox_core::{CodeContextOptions, CodeEvent, Error, Execution, SandboxOptions};
 use soulbox_tests::*;
+
+/// Asserts that a run_code call timed out, and whether its context was
+/// restarted.
+fn assert_timed_out(result: &Result<Execution, Error>, restarted: bool) {
+    match result {
+        Err(Error::CodeTimedOut {
+            context_restarted, ..
+        }) => assert_eq!(*context_restarted, restarted, "context_restarted"),
+        other => panic!("expected CodeTimedOut, got {other:?}"),
+    }
+}
 
 #[tokio::test]
 async fn variables_persist_between_executions() {
@@ -161,16 +172,7 @@ async fn timeout_interrupts_and_keeps_the_variables() {
             .timeout(Some(Duration::from_millis(500))),
     )
     .await;
-    assert!(
-        matches!(
-            timed_out,
-            Err(Error::CodeTimedOut {
-                context_restarted: false,
-                ..
-            })
-        ),
-        "{timed_out:?}"
-    );
+    assert_timed_out(&timed_out, false);
     assert!(started.elapsed() < Duration::from_secs(10));
     let after = within_limit("run_code", sandbox.run_code("kept"))
         .await
@@ -195,16 +197,7 @@ async fn code_that_ignores_the_interrupt_restarts_its_context() {
             .timeout(Some(Duration::from_millis(300))),
     )
     .await;
-    assert!(
-        matches!(
-            timed_out,
-            Err(Error::CodeTimedOut {
-                context_restarted: true,
-                ..
-            })
-        ),
-        "{timed_out:?}"
-    );
+    assert_timed_out(&timed_out, true);
     let after = within_limit("run_code", sandbox.run_code("'lost' in globals()"))
         .await
         .expect("a new context starts");
@@ -522,6 +515,7 @@ async fn stopped_interpreter_cannot_outlast_the_timeout() {
         .await
         .expect("start the timer");
     tokio::time::sleep(Duration::from_millis(800)).await;
+
     let large = format!("x = 1  # {}", "a".repeat(1 << 20));
     let started = Instant::now();
     let timed_out = within_limit(
@@ -531,16 +525,7 @@ async fn stopped_interpreter_cannot_outlast_the_timeout() {
             .timeout(Some(Duration::from_secs(2))),
     )
     .await;
-    assert!(
-        matches!(
-            timed_out,
-            Err(Error::CodeTimedOut {
-                context_restarted: true,
-                ..
-            })
-        ),
-        "{timed_out:?}"
-    );
+    assert_timed_out(&timed_out, true);
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "returned after {:?}",
@@ -825,16 +810,7 @@ async fn context_restarts_after_a_paused_timeout() {
             .timeout(Some(Duration::from_secs(1))),
     )
     .await;
-    assert!(
-        matches!(
-            frozen,
-            Err(Error::CodeTimedOut {
-                context_restarted: true,
-                ..
-            })
-        ),
-        "{frozen:?}"
-    );
+    assert_timed_out(&frozen, true);
     assert!(sandbox.resume().await.expect("resume the sandbox"));
 
     let after = within_limit("run_code", sandbox.run_code("'kept' in globals()"))

@@ -353,7 +353,7 @@ fn port_forwards_until_interrupted() {
     }
     let sandbox = Created::new(&[]);
     let id = sandbox.0.as_str();
-    // A server that answers one connection, started in the background
+    // A server that replies to one connection, started in the background
     // through `soulbox exec`, which returns when the server exits.
     let server = "import socket\n\
                   s = socket.socket()\n\

@@ -87,6 +87,7 @@ impl Sandbox {
                     .into(),
             )
         })?;
+
         let ports = &self.owner.ports;
         let mut forwards = ports
             .forwards
@@ -97,6 +98,7 @@ impl Sandbox {
                 return Ok(forward.address.to_string());
             }
         }
+
         let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
             .and_then(|listener| {
                 listener.set_nonblocking(true)?;
@@ -108,6 +110,7 @@ impl Sandbox {
             .map_err(Error::os("read the forwarding address"))?;
         let listener =
             TcpListener::from_std(listener).map_err(Error::os("register the forwarding socket"))?;
+
         let pid1 = self.open_pid1_pidfd()?;
         let task = runtime.spawn(accept_loop(Arc::clone(&self.inner), listener, port, pid1));
         forwards.insert(

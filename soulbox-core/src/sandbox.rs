@@ -374,10 +374,10 @@ pub struct Sandbox {
     pub(crate) owner: Arc<Owner>,
 }
 
-/// What the clones of one [`Sandbox`] share: it ends a `kill_on_drop`
-/// sandbox when the last clone is dropped, and holds their code contexts
-/// and forwarded ports. Those refer to [`Inner`], so they live here and
-/// not there, where they would keep it alive.
+/// The part that the clones of one [`Sandbox`] share. It ends a
+/// `kill_on_drop` sandbox when the last clone is dropped, and it owns their
+/// code contexts and forwarded ports. Those refer to [`Inner`], so they
+/// live here: in `Inner` they would keep it alive.
 pub(crate) struct Owner {
     inner: Arc<Inner>,
     kill_on_drop: bool,
@@ -1322,7 +1322,8 @@ impl Inner {
                 reason: format!("sandbox {} is paused; resume it first", self.id),
             });
         }
-        let gone = |source: std::io::Error| {
+
+        let connect_failed = |source: std::io::Error| {
             if is_gone(&source) || source.raw_os_error() == Some(libc::EPIPE) {
                 self.not_running()
             } else {
@@ -1332,7 +1333,7 @@ impl Inner {
                 }
             }
         };
-        let connection = connect_control(&self.entry).await.map_err(gone)?;
+        let connection = connect_control(&self.entry).await.map_err(connect_failed)?;
         set_nonblocking(&connection)?;
         let connection =
             sys::async_fd(connection).map_err(Error::os("register a port connection"))?;
@@ -1340,6 +1341,7 @@ impl Inner {
         send_request(&connection, &request, &[])
             .await
             .map_err(|e| self.not_found_to_not_running(e))?;
+
         let mut buf = vec![0u8; 64];
         let received = tokio::time::timeout(QUERY_TIMEOUT, receive_with_fds(&connection, &mut buf));
         let (len, fds) = match received.await {
@@ -1354,6 +1356,9 @@ impl Inner {
             }
         };
         if len == 0 {
+            // NOTE: PID 1 also closes a new connection at once when it
+            // already serves 1,024, and a running sandbox is then reported
+            // as not running.
             return Err(self.not_running());
         }
         match (Reply::decode(&buf[..len]), fds.into_iter().next()) {

@@ -838,7 +838,7 @@ const char *soulbox_version(void);
  *    "error": null,
  *    "execution_count": 2}
  *
- * `results` holds each `display()`ed value and, last, the value of the
+ * `results` contains each `display()`ed value and, last, the value of the
  * final expression (`is_main_result`). Its format names are text, html,
  * markdown, svg, png, jpeg, pdf, latex, json and javascript; png, jpeg
  * and pdf are base64 and json is JSON text. `logs` holds the output of

@@ -314,10 +314,10 @@ pub enum Reply {
         /// Milliseconds left until the deadline, [`NO_DEADLINE`] for none.
         remaining_ms: u64,
     },
-    /// Answer to [`Request::OpenTcp`]; comes with the socket, whose
+    /// Reply to [`Request::OpenTcp`]. It comes with the socket, whose
     /// connect may still be in progress.
     Socket,
-    /// Answer to [`Request::OpenTcp`] when no socket could be made or its
+    /// Reply to [`Request::OpenTcp`] when no socket could be made or its
     /// connect failed at once.
     SocketFailed {
         /// The OS error number.

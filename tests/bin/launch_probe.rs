@@ -2,8 +2,8 @@
 //! and prints what `tests/launch.rs` checks, one `NAME VALUE` line each.
 //! Per sandbox: `uid` (`id -u` inside), `uid_map` (its first line, fields
 //! joined by commas) and `parent_is_me` (whether PID 1 is this process's
-//! child). In the first sandbox a server answers on port 8004, and
-//! `forwarded` is its answer as read through `Sandbox::get_host`. Then
+//! child). In the first sandbox a server replies on port 8004, and
+//! `forwarded` is its reply as read through `Sandbox::get_host`. Then
 //! `zygotes` (this process's children named soulbox-zygote)
 //! and `zygote_pid` (from `diagnostics::zygote_pid`, or `none`). The
 //! launch tests run it as an unprivileged user to check rootless mode.
@@ -67,7 +67,7 @@ async fn probe() -> Result<(), String> {
     Ok(())
 }
 
-/// Starts a server on port 8004 in `sandbox` and returns its answer, read
+/// Starts a server on port 8004 in `sandbox` and returns its reply, read
 /// through the host's forwarded port.
 async fn forwarded(sandbox: &Sandbox) -> Result<String, String> {
     let server = "import socket\n\
@@ -98,7 +98,7 @@ async fn forwarded(sandbox: &Sandbox) -> Result<String, String> {
             return Ok(String::from_utf8_lossy(&reply).into_owned());
         }
         if Instant::now() > deadline {
-            return Err("no answer through the forwarded port within 20 s".into());
+            return Err("no reply through the forwarded port within 20 s".into());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

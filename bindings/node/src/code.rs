@@ -1,9 +1,9 @@
 //! The code interpreter of `NativeSandbox`: `runCode` and code contexts.
 //!
 //! An execution runs in a tokio task of its own and reports to
-//! JavaScript through `NativeCodeRun.nextEvent()`, one Promise per event,
-//! so that `index.js` runs the callbacks on the JavaScript thread, in
-//! order, and awaits each before it requests the next event. The core
+//! JavaScript through `NativeCodeRun.nextEvent()`, one Promise per event.
+//! `index.js` runs the callbacks on the JavaScript thread, in order, and
+//! awaits each before it requests the next event. The core
 //! calls its event callback synchronously, so the events pass through a
 //! bounded queue. When the queue is full, the task waits for room, which
 //! stops it from reading the interpreter's replies and slows the code down
@@ -214,8 +214,9 @@ fn forward(sender: &mpsc::Sender<Message>, event: CodeEvent) {
         Err(mpsc::error::TrySendError::Full(message)) => {
             // The core calls this inside the execution's future, which
             // cannot await here. block_in_place hands this worker's other
-            // tasks to another thread while this one blocks. The send
-            // fails only when JavaScript has closed the run meanwhile.
+            // tasks to another thread while this one blocks. A closed queue
+            // means that JavaScript has closed the run, and the event is
+            // dropped.
             tokio::task::block_in_place(|| {
                 let _ = sender.blocking_send(message);
             });

@@ -222,14 +222,17 @@ async fn execute(
         let stream = spec.stream;
         run = run.on_event(move |event| {
             if let Some(item) = streamed(event, &stream) {
-                // The core calls this inside the execution's future, which
-                // cannot await: block_in_place lets this worker block while
-                // its other tasks move to another one, so a slow callback
-                // slows the code down instead of queueing its output. The
-                // send fails only once the caller stopped listening.
-                tokio::task::block_in_place(|| {
-                    let _ = events.blocking_send(Ok(item));
-                });
+                if let Err(mpsc::error::TrySendError::Full(item)) = events.try_send(Ok(item)) {
+                    // The core calls this inside the execution's future,
+                    // which cannot await. block_in_place lets this worker
+                    // block while its other tasks move to another one, so a
+                    // slow callback slows the code down instead of queueing
+                    // its output. A closed queue means that the caller
+                    // stopped listening, and the event is dropped.
+                    tokio::task::block_in_place(|| {
+                        let _ = events.blocking_send(item);
+                    });
+                }
             }
         });
     }

@@ -287,7 +287,7 @@ impl NativeSandbox {
     }
 
     /// Returns "127.0.0.1:PORT" on the host's loopback, forwarded to `port`
-    /// on the sandbox's loopback; the forwarding runs on the package's
+    /// on the sandbox's loopback. The forwarding runs on the package's
     /// runtime until the sandbox ends or this handle is dropped.
     fn get_host(&self, py: Python<'_>, port: i64) -> PyResult<String> {
         let Ok(port) = u16::try_from(port) else {

@@ -118,14 +118,14 @@ class _Stream:
     def _emit(self, text):
         if not text:
             return
-        with _held_lock:
+        with _late_output_lock:
             if not _collecting.is_set():
                 # Between executions, as from a thread that a cell started:
                 # the next execution reports it, as a notebook's next cell
                 # shows such output.
-                if _held["bytes"] < _MAX_HELD:
-                    _held["bytes"] += len(text)
-                    _held["pieces"].append((self.name, text))
+                if _late_output["bytes"] < _MAX_LATE_OUTPUT:
+                    _late_output["bytes"] += len(text)
+                    _late_output["pieces"].append((self.name, text))
                 return
         _send(self.name, text=text)
 
@@ -247,12 +247,12 @@ _interrupts = {"deferred": 0, "pending": False, "requested": 0}
 # Serializes the start of an execution with the stdin thread's interrupts.
 _start_lock = threading.Lock()
 # Set from the start of an execution until its "done", while output belongs
-# to it. Output that arrives at other times waits in _held for the next one.
+# to it. Output that arrives at other times waits in _late_output for the next one.
 _collecting = threading.Event()
-_held_lock = threading.Lock()
-_held = {"bytes": 0, "pieces": []}
-# Characters held between executions at most; more are dropped.
-_MAX_HELD = 1 << 20
+_late_output_lock = threading.Lock()
+_late_output = {"bytes": 0, "pieces": []}
+# Characters kept between executions at most; more are dropped.
+_MAX_LATE_OUTPUT = 1 << 20
 # Execution requests that the stdin thread has read, and their count; None
 # marks the end of stdin.
 _queued = collections.deque()
@@ -297,12 +297,12 @@ def _report(error, cell):
     # cell, and its signal handler below it. This program runs as `-c`, so
     # its frames' file name is "<string>".
     start = next((i for i, f in enumerate(frames) if f.filename == cell), len(frames))
-    shown = [f for f in frames[start:] if f.filename != "<string>"]
+    cell_frames = [f for f in frames[start:] if f.filename != "<string>"]
     if isinstance(error, SyntaxError):
         lines = traceback.format_exception_only(type(error), error)
     else:
         lines = ["Traceback (most recent call last):\n"]
-        lines += traceback.format_list(shown)
+        lines += traceback.format_list(cell_frames)
         lines += traceback.format_exception_only(type(error), error)
     _send(
         "error",
@@ -369,12 +369,12 @@ def _execute(request):
             _interrupts["pending"] = False
             _executing.set()
             interrupted = _interrupts["requested"] == _current["id"]
-        with _held_lock:
+        with _late_output_lock:
             _collecting.set()
-            held = _held["pieces"]
-            _held["pieces"] = []
-            _held["bytes"] = 0
-        for name, text in held:
+            late = _late_output["pieces"]
+            _late_output["pieces"] = []
+            _late_output["bytes"] = 0
+        for name, text in late:
             _send(name, text=text)
         if interrupted:
             raise KeyboardInterrupt
@@ -472,7 +472,7 @@ def main():
             # error report had started: the execution is over anyway.
             pass
         _catch_up()
-        with _held_lock:
+        with _late_output_lock:
             _collecting.clear()
         _send("done", count=_count["value"])
 

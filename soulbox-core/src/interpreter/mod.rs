@@ -156,8 +156,8 @@ struct Kernel {
     /// `None` until the first execution starts the process, and again after
     /// it died or was killed, so the next execution starts a fresh one.
     process: tokio::sync::Mutex<Option<KernelProcess>>,
-    /// A controller of the process last started, which kills it while an
-    /// execution holds `process`.
+    /// A controller of the process last started. It kills the process while
+    /// an execution has `process` locked.
     controller: Mutex<Option<CommandController>>,
     /// The id of the execution in progress, 0 between executions.
     running: AtomicU64,
@@ -226,8 +226,9 @@ struct InterruptState {
 
 struct KernelProcess {
     handle: CommandHandle,
-    /// Whether the interpreter's stdin holds the start of a request line
-    /// without its end: a call was dropped, or timed out, while writing it.
+    /// Whether the interpreter's stdin contains the start of a request line
+    /// without its end, because a call was dropped, or timed out, while
+    /// writing it.
     request_cut: bool,
     /// Stdout bytes after the last complete reply line.
     pending: Vec<u8>,
@@ -435,6 +436,9 @@ impl<'a> RunCode<'a> {
         self
     }
 
+    /// Runs the code in its context, starting the context's interpreter
+    /// first when it has none, and restarts the interpreter when it died or
+    /// did not stop after the timeout.
     async fn execute(mut self) -> Result<Execution> {
         let kernel = find_kernel(
             self.sandbox,
@@ -452,6 +456,7 @@ impl<'a> RunCode<'a> {
             *process = Some(kernel.start(self.sandbox).await?);
         }
         let running = process.as_mut().expect("started above");
+
         let deadline = self.timeout.map(|timeout| Instant::now() + timeout);
         let id = kernel.next_id.fetch_add(1, Ordering::Relaxed);
         let mut interrupts = InterruptState {
@@ -463,7 +468,7 @@ impl<'a> RunCode<'a> {
         kernel.running.store(id, Ordering::Release);
         // Clears `running` however this call ends, a drop included.
         let _running = RunningGuard(&kernel);
-        let outcome = running
+        let sent = running
             .execute(
                 id,
                 &self.code,
@@ -473,10 +478,13 @@ impl<'a> RunCode<'a> {
                 &mut self.on_event,
             )
             .await;
-        let outcome = match outcome {
+
+        let outcome = match sent {
+            Ok(Some(execution)) => Outcome::Done(execution),
+            Err(e) => Outcome::Failed(e),
             // The interpreter did not take the whole request in time, so
             // it is not reading: restart it.
-            Ok(None) if running.request_cut => Err(false),
+            Ok(None) if running.request_cut => Outcome::TimedOut { stopped: false },
             Ok(None) => {
                 // Out of time: interrupt, then wait a moment for the reply
                 // that ends the execution.
@@ -488,14 +496,15 @@ impl<'a> RunCode<'a> {
                 let rest = running
                     .execute_rest(id, Some(grace), &mut interrupts, &mut self.on_event)
                     .await;
-                Err(matches!(rest, Ok(Some(_))))
+                Outcome::TimedOut {
+                    stopped: matches!(rest, Ok(Some(_))),
+                }
             }
-            Ok(Some(execution)) => Ok(Ok(execution)),
-            Err(e) => Ok(Err(e)),
         };
+
         match outcome {
-            Ok(Ok(execution)) => Ok(execution),
-            Err(stopped) => {
+            Outcome::Done(execution) => Ok(execution),
+            Outcome::TimedOut { stopped } => {
                 if !stopped {
                     if let Some(old) = process.take() {
                         old.stop().await;
@@ -506,7 +515,7 @@ impl<'a> RunCode<'a> {
                     context_restarted: !stopped,
                 })
             }
-            Ok(Err(e)) => {
+            Outcome::Failed(e) => {
                 // The interpreter died or the sandbox ended: the next
                 // execution starts a new one.
                 if let Some(old) = process.take() {
@@ -516,6 +525,17 @@ impl<'a> RunCode<'a> {
             }
         }
     }
+}
+
+/// The end of an execution, before the context is cleaned up after it.
+enum Outcome {
+    /// The interpreter reported the execution's end.
+    Done(Execution),
+    /// The timeout passed. `stopped` is true when the code stopped after
+    /// its interrupt, so that the context keeps its variables.
+    TimedOut { stopped: bool },
+    /// The interpreter died or the sandbox ended.
+    Failed(Error),
 }
 
 impl<'a> IntoFuture for RunCode<'a> {

@@ -484,10 +484,10 @@ class AsyncFilesystem:
     ) -> List[WriteInfo]:
         """Write several files in order, each a ``WriteEntry`` or a dict
         with ``path`` and ``data``; ``data`` is as for :meth:`write`."""
-        given = _common.write_entries(files)
-        if any(_common.is_stream(data) for _, data in given):
-            return [await self.write(path, data, user) for path, data in given]
-        entries = [(path, _common.to_bytes(data)) for path, data in given]
+        requested = _common.write_entries(files)
+        if any(_common.is_stream(data) for _, data in requested):
+            return [await self.write(path, data, user) for path, data in requested]
+        entries = [(path, _common.to_bytes(data)) for path, data in requested]
         if entries:
             await self._native.write_files_async(entries, user)
         return [_common.write_info(path) for path, _ in entries]
@@ -669,7 +669,7 @@ class AsyncSandbox:
         where E2B returns its sandbox's host name for the port. Connect with
         ``f"http://{sandbox.get_host(8000)}"``. The first call for a port
         starts the forwarding, which lasts until the sandbox ends or this
-        object is dropped; any process on this machine can connect to it.
+        object is dropped. Any process on this machine can connect to it.
 
         :raises InvalidArgumentException: for a port outside 1 to 65535.
         """

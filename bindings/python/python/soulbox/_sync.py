@@ -492,10 +492,10 @@ class Filesystem:
     ) -> List[WriteInfo]:
         """Write several files in order, each a ``WriteEntry`` or a dict
         with ``path`` and ``data``; ``data`` is as for :meth:`write`."""
-        given = _common.write_entries(files)
-        if any(_common.is_stream(data) for _, data in given):
-            return [self.write(path, data, user) for path, data in given]
-        entries = [(path, _common.to_bytes(data)) for path, data in given]
+        requested = _common.write_entries(files)
+        if any(_common.is_stream(data) for _, data in requested):
+            return [self.write(path, data, user) for path, data in requested]
+        entries = [(path, _common.to_bytes(data)) for path, data in requested]
         if entries:
             self._native.write_files(entries, user)
         return [_common.write_info(path) for path, _ in entries]
@@ -727,7 +727,7 @@ class Sandbox:
         where E2B returns its sandbox's host name for the port. Connect with
         ``f"http://{sandbox.get_host(8000)}"``. The first call for a port
         starts the forwarding, which lasts until the sandbox ends or this
-        object is dropped; any process on this machine can connect to it.
+        object is dropped. Any process on this machine can connect to it.
 
         :raises InvalidArgumentException: for a port outside 1 to 65535.
         """
