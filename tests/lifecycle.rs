@@ -244,6 +244,57 @@ async fn kill_ends_every_process() {
     assert!(second.is_ok(), "a second kill failed: {second:?}");
 }
 
+/// A process outside the sandbox's PID namespace that joins its cgroup v2
+/// directory escapes the namespace's teardown; the kill still ends it and
+/// removes the directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_ends_process_joined_from_outside() {
+    if !require_root("kill_ends_process_joined_from_outside") {
+        return;
+    }
+    let _shared = HOST_STATE.read().await;
+    let sandbox = sandbox().await;
+    let v2_root = std::fs::read_to_string("/proc/self/mountinfo")
+        .expect("read mountinfo")
+        .lines()
+        .find(|line| line.contains(" - cgroup2 "))
+        .and_then(|line| line.split(' ').nth(4).map(PathBuf::from))
+        .expect("this test needs a cgroup2 mount, which SoulBox's hosts have");
+    let dir = sandbox
+        .cgroup_paths()
+        .into_iter()
+        .find(|dir| dir.starts_with(&v2_root))
+        .expect("the sandbox has a cgroup v2 directory");
+    let mut outsider = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .expect("start sleep on the host");
+    std::fs::write(dir.join("cgroup.procs"), outsider.id().to_string())
+        .expect("move the host's sleep into the sandbox's cgroup");
+
+    let killed = sandbox.kill().await;
+
+    // Its cgroup is left a moment before its parent can reap it.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        let status = outsider.try_wait().expect("wait for the host's sleep");
+        if status.is_some() || Instant::now() >= deadline {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    if status.is_none() {
+        let _ = outsider.kill();
+        let _ = outsider.wait();
+    }
+    assert!(killed.is_ok(), "kill failed: {killed:?}");
+    assert!(
+        status.is_some(),
+        "the process that joined the sandbox's cgroup still runs after kill"
+    );
+    assert!(!dir.exists(), "{} is left after kill", dir.display());
+}
+
 /// Counts this process's descriptors that refer to the namespace `link`
 /// (as /proc/PID/ns/mnt reads, e.g. `mnt:[4026532321]`).
 fn descriptors_of_namespace(link: &Path) -> usize {

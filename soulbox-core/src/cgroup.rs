@@ -327,21 +327,16 @@ impl SandboxCgroup {
         })
     }
 
-    /// Kills every process in the v2 cgroup (kernel 5.14 and later). Returns
-    /// false where that is not available.
-    pub fn kill_all(&self) -> bool {
-        self.v2
-            .as_ref()
-            .is_some_and(|dir| fs::write(dir.join("cgroup.kill"), "1").is_ok())
-    }
-
-    /// Removes every directory. The processes must be gone; a directory that
-    /// is still busy is retried for up to a second.
+    /// Removes every directory once the processes are gone. A busy directory
+    /// is retried for up to a second. On cgroup v2 what is left in it is
+    /// killed first, such as a process that joined from outside the sandbox.
     pub fn remove(&mut self) -> Result<()> {
         self.oom_file = OnceLock::new();
         let mut first_error = None;
+        let v2 = self.v2.take();
         for dir in self.dirs.drain(..) {
-            if let Err(source) = remove_dir_retrying(&dir) {
+            let kill = v2.as_deref() == Some(dir.as_path());
+            if let Err(source) = remove_dir_retrying(&dir, kill) {
                 first_error.get_or_insert(Error::Cgroup {
                     step: "remove",
                     path: dir,
@@ -479,14 +474,21 @@ impl SandboxCgroup {
     }
 }
 
-fn remove_dir_retrying(dir: &Path) -> io::Result<()> {
+/// Removes `dir`, retrying while it is busy. With `kill`, the first busy
+/// attempt writes `cgroup.kill` (cgroup v2) before the retries.
+fn remove_dir_retrying(dir: &Path, mut kill: bool) -> io::Result<()> {
     let mut delay = Duration::from_micros(200);
     for _ in 0..12 {
         match fs::remove_dir(dir) {
             Ok(()) => return Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
             // The last task's exit can lag the parent's wait by a moment.
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => std::thread::sleep(delay),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                if std::mem::take(&mut kill) {
+                    let _ = fs::write(dir.join("cgroup.kill"), "1");
+                }
+                std::thread::sleep(delay);
+            }
             Err(e) => return Err(e),
         }
         delay = (delay * 2).min(Duration::from_millis(200));

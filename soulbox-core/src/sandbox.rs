@@ -1448,14 +1448,16 @@ impl Inner {
         } else {
             sys::pidfd_mount_namespace(self.pidfd.as_fd(), self.pid).ok()
         };
+        // A paused sandbox needs no thaw first: a fatal signal ends a task of
+        // a frozen v2 cgroup.
         let _ = sys::pidfd_send_signal(self.pidfd.as_fd(), libc::SIGKILL);
-        // Belt to the PID namespace: on cgroup v2 every process of the
-        // sandbox is killed even if one escaped the namespace's teardown.
-        // A paused sandbox needs no thaw first: a fatal signal ends a task
-        // of a frozen v2 cgroup, and the cgroup's directory can then go.
-        cgroup.kill_all();
+        // While PID 1 exits, possibly on the other CPU, the state entry goes.
+        // Were this process to die before the cgroups are removed below, the
+        // sweep would remove them once empty, as it does any left behind.
+        let _ = state::remove_entry(&self.entry);
         // The wait returns once PID 1 has reaped every other process of its
-        // namespace, so the cgroups are empty afterwards.
+        // namespace, so the cgroups are empty afterwards. Should one still
+        // be busy, its removal kills what is left (cgroup v2).
         if self.is_child {
             let _ = sys::pidfd_wait(self.pidfd.as_fd(), true);
         } else {
@@ -1466,7 +1468,6 @@ impl Inner {
             let _ = sys::pidfd_wait(self.pidfd.as_fd(), false);
         }
         let removed = cgroup.remove();
-        let _ = state::remove_entry(&self.entry);
         // The sandbox's files are freed once the file calls in progress,
         // which hold descriptors of their own, have finished.
         let root = self
@@ -1759,7 +1760,6 @@ impl Drop for Launch {
     fn drop(&mut self) {
         if let (Some(pidfd), Some(cgroup)) = (&self.pidfd, &mut self.cgroup) {
             let _ = sys::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);
-            cgroup.kill_all();
             let _ = sys::pidfd_wait(pidfd.as_fd(), true);
             let _ = cgroup.remove();
         }
