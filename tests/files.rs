@@ -12,7 +12,7 @@ use soulbox_core::{
     EntryInfo, Error, FileType, FilesystemEvent, FilesystemEventKind, Sandbox, Watcher,
 };
 use soulbox_tests::*;
-use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 
 /// How long a file operation on a FIFO may take before the test counts it
 /// as blocked.
@@ -1454,6 +1454,36 @@ async fn write_replaces_and_keeps_mode() {
         Err(Error::PermissionDenied { .. }) => {}
         other => panic!("writing to /usr should fail, got {other:?}"),
     }
+}
+
+/// The file stays writable after a kill, into a layer nothing can reach,
+/// so a stream that outlives its sandbox must still fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_from_after_kill_fails() {
+    if !require_root("write_from_after_kill_fails") {
+        return;
+    }
+    let sbx = sandbox().await;
+    let files = sbx.files();
+    let (mut source, reader) = tokio::io::duplex(64 * 1024);
+    let write = tokio::spawn(async move { files.write_from("streamed", reader).await });
+    source
+        .write_all(&[b'a'; 100_000])
+        .await
+        .expect("feed the first bytes");
+
+    sbx.kill().await.expect("kill the sandbox");
+    // The rest may find the stream gone if write_from already failed.
+    let _ = source.write_all(&[b'b'; 100_000]).await;
+    drop(source);
+    let written = within_limit("write_from after the kill", write)
+        .await
+        .expect("join write_from");
+
+    assert!(
+        matches!(&written, Err(Error::SandboxNotRunning { id }) if id == sbx.id()),
+        "write_from across a kill should be SandboxNotRunning, got {written:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

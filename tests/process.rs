@@ -1482,6 +1482,27 @@ async fn pty_input_after_exit_fails() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipe_input_after_kill_fails() {
+    if !require_root("pipe_input_after_kill_fails") {
+        return;
+    }
+    let sbx = sandbox().await;
+    let cat = sbx
+        .command("cat")
+        .stdin(true)
+        .start()
+        .await
+        .expect("start cat with stdin");
+    sbx.kill().await.expect("kill the sandbox");
+
+    let sent = cat.send_stdin(b"lost\n").await;
+    assert!(
+        matches!(&sent, Err(Error::SandboxNotRunning { id }) if id == sbx.id()),
+        "send_stdin after the kill should be SandboxNotRunning, got {sent:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pty_input_after_kill_fails() {
     if !require_root("pty_input_after_kill_fails") {
         return;

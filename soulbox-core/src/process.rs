@@ -670,9 +670,9 @@ impl CommandHandle {
     /// # Errors
     ///
     /// [`Error::InvalidArgument`] if the command was started without stdin,
-    /// its stdin was closed, or no process reads the pipe any more. On a
-    /// PTY: [`Error::InvalidArgument`] once the command's first process has
-    /// exited, and [`Error::SandboxNotRunning`] once the sandbox has ended.
+    /// its stdin was closed, or no process reads the pipe any more (on a
+    /// PTY: once the command's first process has exited).
+    /// [`Error::SandboxNotRunning`] once the sandbox has ended.
     pub async fn send_stdin(&self, data: &[u8]) -> Result<()> {
         send_stdin_entry(&self.sandbox, &self.entry, data).await
     }
@@ -843,6 +843,7 @@ async fn send_stdin_entry(sandbox: &Inner, entry: &Entry, data: &[u8]) -> Result
         None => return Err(no_stdin(entry.info.pid)),
     };
     result.map_err(|e| match e.raw_os_error() {
+        Some(libc::EPIPE) if !sandbox.is_running() => sandbox.not_running(),
         Some(libc::EPIPE) => Error::InvalidArgument(format!(
             "command {} closed its stdin or exited",
             entry.info.pid

@@ -9,7 +9,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::path::{self, Name, SandboxPath, DIR_PATH};
 use super::read::CHUNK_SIZE;
-use super::{act_as, file_error, FileUser, Files};
+use super::{act_as, ensure_running, file_error, FileUser, Files};
 use crate::error::{Error, Result};
 use crate::sandbox::Inner;
 use crate::sys;
@@ -98,9 +98,11 @@ impl Files {
     ///
     /// # Errors
     ///
-    /// As [`Files::write`]; [`Error::Os`] if `reader` fails. Either way, and
-    /// also when the returned future is dropped before it completes, the
-    /// file is removed or emptied as [`Files::write`] describes.
+    /// As [`Files::write`], plus [`Error::Os`] if `reader` fails and
+    /// [`Error::SandboxNotRunning`] if the sandbox ended before the last
+    /// chunk was written. On an error, and also when the returned future is
+    /// dropped before it completes, the file is removed or emptied as
+    /// [`Files::write`] describes.
     pub async fn write_from<R: AsyncRead>(&self, path: &str, reader: R) -> Result<u64> {
         let path = SandboxPath::new(path)?;
         let user = self.resolve_user()?;
@@ -129,7 +131,13 @@ impl Files {
             undo: Some(target.undo),
             user,
         };
-        match write.copy_from(reader, path.caller()).await {
+        // The open file takes writes even once the sandbox has ended, into
+        // a layer nothing can reach, so the end is checked afterwards.
+        let result = write
+            .copy_from(reader, path.caller())
+            .await
+            .and_then(|written| ensure_running(&self.sandbox).map(|()| written));
+        match result {
             Ok(written) => {
                 write.undo = None;
                 Ok(written)
@@ -137,7 +145,7 @@ impl Files {
             Err(e) => {
                 // The space is free again before the caller sees the error.
                 write.discard().await;
-                Err(e)
+                Err(ensure_running(&self.sandbox).err().unwrap_or(e))
             }
         }
     }
