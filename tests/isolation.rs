@@ -313,6 +313,54 @@ async fn host_secrets_invisible() {
     );
 }
 
+/// Programs under /usr find the settings that their packages keep in the
+/// host's /etc, while files that may hold credentials stay out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_template_carries_package_settings() {
+    if !require_root("host_template_carries_package_settings") {
+        return;
+    }
+    let sandbox = sandbox().await;
+
+    let service = sh(
+        &sandbox,
+        "python3 -c \"import socket; print(socket.getservbyname('http'))\"",
+    )
+    .await;
+    assert_eq!(
+        stdout(&service),
+        "80\n",
+        "getservbyname in the sandbox: {service:?}"
+    );
+
+    for path in [
+        "/etc/services",
+        "/etc/fonts/fonts.conf",
+        "/etc/matplotlibrc",
+    ] {
+        if Path::new(path).exists() {
+            let copied = sh(&sandbox, &format!("test -r {path}")).await;
+            assert!(
+                copied.status.success(),
+                "{path} of the host is missing in the sandbox"
+            );
+        }
+    }
+    for path in [
+        "/etc/pip.conf",
+        "/etc/npmrc",
+        "/etc/gitconfig",
+        "/etc/machine-id",
+    ] {
+        let absent = sh_as_root(&sandbox, &format!("test -e {path}")).await;
+        assert_eq!(
+            absent.status.code(),
+            Some(1),
+            "{path} is in the sandbox: {absent:?}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_env_not_inherited() {
     if !require_root("host_env_not_inherited") {

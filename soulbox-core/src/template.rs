@@ -31,7 +31,7 @@ pub const USER_HOME: &str = "/home/user";
 
 /// Bumped whenever the skeleton's contents change, so old skeletons are not
 /// reused.
-const SKELETON_VERSION: u32 = 2;
+const SKELETON_VERSION: u32 = 3;
 
 /// Top-level host directories that hold programs and libraries. A real
 /// directory is bound read-only; a symlink (merged /usr) is copied as a
@@ -52,6 +52,38 @@ const ETC_COPIES: [&str; 5] = [
     "etc/shells",
     "etc/inputrc",
 ];
+
+/// Host /etc entries that programs under /usr read their settings from,
+/// copied into the skeleton with what they contain. A name ending in `*`
+/// stands for every entry that starts with the rest. Debian's matplotlib,
+/// Java, ImageMagick and R, for example, fail to start without theirs, and
+/// `getservbyname` needs /etc/services. Credentials that some hosts keep
+/// in /etc (pip.conf, npmrc, gitconfig) are left out.
+const ETC_CONFIGS: [&str; 17] = [
+    "etc/matplotlibrc",
+    "etc/fonts",
+    "etc/mime.types",
+    "etc/mailcap",
+    "etc/services",
+    "etc/protocols",
+    "etc/magic",
+    "etc/magic.mime",
+    "etc/timezone",
+    "etc/ssl/openssl.cnf",
+    "etc/python3*",
+    "etc/java-*",
+    "etc/perl",
+    "etc/ImageMagick-*",
+    "etc/R",
+    "etc/texmf",
+    "etc/vim",
+];
+
+/// Maximum number of files and directories copied for one [`ETC_CONFIGS`]
+/// entry, and maximum of their bytes. A larger entry is left out with a
+/// warning.
+const ETC_CONFIG_MAX_ENTRIES: usize = 10_000;
+const ETC_CONFIG_MAX_BYTES: u64 = 16 << 20;
 
 const PASSWD: &str = "\
 root:x:0:0:root:/root:/bin/bash
@@ -225,7 +257,8 @@ pub fn host(state_dir: &Path) -> Result<&'static Template> {
 
 fn prepare_host(state_dir: &Path) -> Result<Template> {
     let layout = host_layout();
-    let key = skeleton_key(&layout);
+    let configs = etc_configs();
+    let key = skeleton_key(&layout, &configs);
     let templates = state_dir.join("templates");
     let skeleton = templates.join(format!("host-{key:016x}"));
     let fail = |path: &Path| {
@@ -240,7 +273,7 @@ fn prepare_host(state_dir: &Path) -> Result<Template> {
         fs::create_dir_all(&templates).map_err(fail(&templates))?;
         let staging = templates.join(format!(".staging-{}", std::process::id()));
         let _ = fs::remove_dir_all(&staging);
-        if let Err(e) = build_skeleton(&staging, &layout) {
+        if let Err(e) = build_skeleton(&staging, &layout, &configs) {
             // A full state directory, for one, must not stay fuller.
             let _ = fs::remove_dir_all(&staging);
             return Err(fail(&staging)(e));
@@ -317,19 +350,86 @@ fn host_layout() -> Vec<LayoutEntry> {
         .collect()
 }
 
-/// A stable key for the skeleton: FNV-1a over the version, the host layout
-/// and the caller's uid (ownership in the skeleton depends on it).
-fn skeleton_key(layout: &[LayoutEntry]) -> u64 {
+/// A host /etc entry of [`ETC_CONFIGS`] that exists, with its size and
+/// modification time. The skeleton's key covers those, so that a package
+/// installed or removed later makes a new skeleton. A change deeper inside
+/// a copied directory is seen once the skeleton is rebuilt, for example
+/// after a reboot where the state directory is on tmpfs.
+#[derive(Debug)]
+struct EtcConfig {
+    /// The path below the root, such as `etc/fonts`.
+    name: PathBuf,
+    size: u64,
+    modified: i64,
+}
+
+/// Finds the host's entries of [`ETC_CONFIGS`]: one listing of /etc and a
+/// `stat` of each entry found, since every CLI run pays for this.
+fn etc_configs() -> Vec<EtcConfig> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(read) = fs::read_dir("/etc") else {
+        return Vec::new();
+    };
+    let mut present: Vec<String> = read
+        .flatten()
+        .filter_map(|entry| entry.file_name().into_string().ok())
+        .collect();
+    present.sort();
+    let mut names = Vec::new();
+    for pattern in ETC_CONFIGS {
+        let Some(rest) = pattern.strip_prefix("etc/") else {
+            continue;
+        };
+        match rest.strip_suffix('*') {
+            Some(prefix) => names.extend(
+                present
+                    .iter()
+                    .filter(|name| name.starts_with(prefix))
+                    .map(|name| Path::new("etc").join(name)),
+            ),
+            // A name below a subdirectory, such as ssl/openssl.cnf, is
+            // looked up directly.
+            None if rest.contains('/') || present.iter().any(|name| name == rest) => {
+                names.push(PathBuf::from(pattern));
+            }
+            None => {}
+        }
+    }
+    names
+        .into_iter()
+        .filter_map(|name| {
+            let meta = fs::symlink_metadata(Path::new("/").join(&name)).ok()?;
+            Some(EtcConfig {
+                name,
+                size: meta.len(),
+                modified: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+            })
+        })
+        .collect()
+}
+
+/// A stable key for the skeleton: FNV-1a over the version, the host layout,
+/// the copied /etc settings and the caller's uid (ownership in the skeleton
+/// depends on it).
+fn skeleton_key(layout: &[LayoutEntry], configs: &[EtcConfig]) -> u64 {
     let mut text = format!("v{SKELETON_VERSION};uid{};", sys::geteuid());
     for entry in layout {
         text.push_str(&format!("{}={:?};", entry.name, entry.kind));
+    }
+    for config in configs {
+        let EtcConfig {
+            name,
+            size,
+            modified,
+        } = config;
+        text.push_str(&format!("{}:{size}:{modified};", name.display()));
     }
     text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, b| {
         (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     })
 }
 
-fn build_skeleton(root: &Path, layout: &[LayoutEntry]) -> io::Result<()> {
+fn build_skeleton(root: &Path, layout: &[LayoutEntry], configs: &[EtcConfig]) -> io::Result<()> {
     let dirs: [(&str, u32); 17] = [
         ("", 0o755),
         ("dev", 0o755),
@@ -394,9 +494,84 @@ fn build_skeleton(root: &Path, layout: &[LayoutEntry]) -> io::Result<()> {
     for name in ETC_COPIES {
         copy_entry(&Path::new("/").join(name), &root.join(name))?;
     }
+    for config in configs {
+        copy_config(config, root)?;
+    }
     if sys::geteuid() == 0 {
         // Without a user namespace, sandbox uid 1000 is host uid 1000.
         std::os::unix::fs::chown(root.join("home/user"), Some(USER_UID), Some(USER_UID))?;
+    }
+    Ok(())
+}
+
+/// Copies a host /etc entry of [`ETC_CONFIGS`] with what it contains.
+/// Only files that every user may read are copied, so private ones stay
+/// out, and modes are set explicitly (0755 for directories, 0644 or 0755
+/// for files), since the caller's umask must not close them to sandbox
+/// users. An entry larger than the bounds is left out with a warning.
+fn copy_config(config: &EtcConfig, root: &Path) -> io::Result<()> {
+    let mut entries = Vec::new();
+    let mut bytes = 0;
+    if let Err(e) = list_config(&config.name, &mut entries, &mut bytes) {
+        tracing::warn!(path = %Path::new("/").join(&config.name).display(), error = %e,
+            "the host template leaves out this configuration");
+        return Ok(());
+    }
+    for (name, is_dir) in entries {
+        let dest = root.join(&name);
+        if let Some(parent) = dest.parent() {
+            fs::create_dir_all(parent)?;
+        }
+        if is_dir {
+            fs::create_dir_all(&dest)?;
+            fs::set_permissions(&dest, fs::Permissions::from_mode(0o755))?;
+            continue;
+        }
+        let source = Path::new("/").join(&name);
+        let _ = fs::remove_file(&dest);
+        copy_entry(&source, &dest)?;
+        // The source may have gone since the listing; copy_entry skips it.
+        let Ok(meta) = fs::symlink_metadata(&dest) else {
+            continue;
+        };
+        if meta.is_file() {
+            let mode = if meta.permissions().mode() & 0o111 != 0 {
+                0o755
+            } else {
+                0o644
+            };
+            fs::set_permissions(&dest, fs::Permissions::from_mode(mode))?;
+        }
+    }
+    Ok(())
+}
+
+/// Lists `name` (below the root) and what it contains, each with whether it
+/// is a directory: symlinks, and files and directories that every user may
+/// read. Fails past [`ETC_CONFIG_MAX_ENTRIES`] or [`ETC_CONFIG_MAX_BYTES`].
+fn list_config(name: &Path, entries: &mut Vec<(PathBuf, bool)>, bytes: &mut u64) -> io::Result<()> {
+    let meta = fs::symlink_metadata(Path::new("/").join(name))?;
+    let readable = meta.permissions().mode() & 0o004 != 0;
+    let kind = meta.file_type();
+    if !kind.is_symlink() && !(readable && (kind.is_file() || kind.is_dir())) {
+        return Ok(());
+    }
+    *bytes += meta.len();
+    entries.push((name.to_path_buf(), kind.is_dir()));
+    if entries.len() > ETC_CONFIG_MAX_ENTRIES || *bytes > ETC_CONFIG_MAX_BYTES {
+        return Err(io::Error::other(format!(
+            "larger than the limit of {ETC_CONFIG_MAX_ENTRIES} entries or {ETC_CONFIG_MAX_BYTES} bytes"
+        )));
+    }
+    if kind.is_dir() {
+        let mut children: Vec<PathBuf> = fs::read_dir(Path::new("/").join(name))?
+            .flatten()
+            .map(|child| name.join(child.file_name()))
+            .collect();
+        children.sort();
+        for child in children {
+            list_config(&child, entries, bytes)?;
+        }
     }
     Ok(())
 }
