@@ -113,6 +113,83 @@ async fn rich_values_and_display_become_results() {
     assert_eq!(main.get("json"), Some(r#"{"rows": 0}"#));
 }
 
+/// The start of every PNG file, `\x89PNG\r\n\x1a\n`, in base64.
+const PNG_BASE64_START: &str = "iVBORw0KGgo";
+
+/// Returns the PNG results of an execution.
+fn png_results(execution: &Execution) -> Vec<&str> {
+    execution
+        .results
+        .iter()
+        .filter_map(|result| result.get("png"))
+        .collect()
+}
+
+#[tokio::test]
+async fn matplotlib_figures_become_png_results() {
+    if !require_root("matplotlib_figures_become_png_results") {
+        return;
+    }
+    let sandbox = sandbox().await;
+    let import = within_limit(
+        "import pyplot",
+        sandbox.run_code("import matplotlib.pyplot as plt"),
+    )
+    .await
+    .expect("run the import");
+    assert_eq!(
+        import.error, None,
+        "the host's python3 needs matplotlib (Debian: python3-matplotlib)"
+    );
+
+    let shown = "plt.plot([1, 2, 3])\nplt.show()\nprint('after show')";
+    let shown = within_limit("plt.show()", sandbox.run_code(shown))
+        .await
+        .expect("run plt.show()");
+    assert_eq!(shown.error, None);
+    let pngs = png_results(&shown);
+    assert_eq!(pngs.len(), 1, "one figure: {:?}", shown.results);
+    assert!(
+        pngs[0].starts_with(PNG_BASE64_START),
+        "a PNG: {}",
+        &pngs[0][..20]
+    );
+    assert!(
+        pngs[0].len() > 1000,
+        "a drawn figure, {} characters",
+        pngs[0].len()
+    );
+    let figure = shown.results.iter().find(|r| r.get("png").is_some());
+    let text = figure.and_then(|figure| figure.text()).unwrap_or_default();
+    assert!(text.starts_with("<Figure size"), "{text}");
+    assert_eq!(shown.logs.stdout.concat(), "after show\n");
+
+    let unshown = "plt.figure()\nplt.bar(['a'], [1])\nplt.figure()\nplt.plot([1])\nNone";
+    let unshown = within_limit("figures without show", sandbox.run_code(unshown))
+        .await
+        .expect("run two figures without show()");
+    assert_eq!(png_results(&unshown).len(), 2, "{:?}", unshown.results);
+
+    let failed = within_limit(
+        "a figure, then an exception",
+        sandbox.run_code("plt.plot([1])\n1 / 0"),
+    )
+    .await
+    .expect("run a failing cell");
+    let error = failed.error.as_ref().map(|e| e.name.as_str());
+    assert_eq!(error, Some("ZeroDivisionError"));
+    assert_eq!(png_results(&failed).len(), 1, "{:?}", failed.results);
+
+    let open = within_limit(
+        "count open figures",
+        sandbox.run_code("len(plt.get_fignums())"),
+    )
+    .await
+    .expect("count the open figures");
+    assert_eq!(open.text(), Some("0"), "shown figures are closed");
+    assert!(png_results(&open).is_empty());
+}
+
 #[tokio::test]
 async fn events_stream_in_order_before_the_call_returns() {
     if !require_root("events_stream_in_order_before_the_call_returns") {

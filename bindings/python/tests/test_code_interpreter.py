@@ -2,6 +2,7 @@
 AsyncSandbox, on real sandboxes."""
 
 import asyncio
+import base64
 import json
 import os
 import signal
@@ -90,6 +91,18 @@ def test_repr_html_gives_html(sbx: Sandbox) -> None:
     assert serialized["results"][0]["html"] == "<table></table>"
     assert json.loads(serialized["logs"]) == {"stdout": [], "stderr": []}
     assert serialized["error"] is None
+
+
+def test_matplotlib_figure_gives_png(sbx: Sandbox) -> None:
+    # E2B's code for a chart: the figure arrives as a result with .png.
+    execution = sbx.run_code(
+        "import matplotlib.pyplot as plt\nplt.plot([1, 4, 9])\nplt.title('squares')\nplt.show()"
+    )
+    assert execution.error is None, execution.error
+    pngs = [result.png for result in execution.results if result.png]
+    assert len(pngs) == 1, execution.results
+    assert base64.b64decode(pngs[0]).startswith(b"\x89PNG\r\n\x1a\n")
+    assert not execution.results[0].is_main_result
 
 
 def test_display_gives_non_main_result(sbx: Sandbox) -> None:

@@ -215,10 +215,77 @@ def _send_result(value, main):
         # A process that the code forked has no stream readers to catch up
         # with, and its values would only repeat its parent's.
         return
-    formats = _formats(value)
+    _send_formats(_formats(value), main)
+
+
+def _send_formats(formats, main):
     # Output printed before the value comes first, as in a notebook.
     _catch_up()
     _send("result", formats=formats, main=main)
+
+
+def _show_figures(*args, **kwargs):
+    """Sends each open matplotlib figure as a PNG result and closes it.
+
+    It replaces pyplot.show, and runs after each execution, as the inline
+    backend of a notebook shows and closes the figures a cell drew.
+    """
+    pyplot = sys.modules.get("matplotlib.pyplot")
+    if pyplot is None or os.getpid() != _KERNEL_PID:
+        return
+    import io
+
+    try:
+        for number in pyplot.get_fignums():
+            figure = pyplot.figure(number)
+            image = io.BytesIO()
+            figure.savefig(image, format="png", bbox_inches="tight")
+            formats = {"png": base64.b64encode(image.getvalue()).decode("ascii")}
+            formats["text"] = repr(figure)
+            _send_formats(formats, False)
+    finally:
+        pyplot.close("all")
+
+
+class _PyplotFinder:
+    """Makes pyplot's show() send figures to the host once pyplot loads.
+
+    It finds matplotlib.pyplot with the other finders and wraps the loader,
+    so nothing changes for a program that never imports pyplot.
+    """
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "matplotlib.pyplot":
+            return None
+        for finder in sys.meta_path:
+            find = getattr(finder, "find_spec", None)
+            if finder is self or find is None:
+                continue
+            spec = find(name, path, target)
+            if spec is not None:
+                break
+        else:
+            return None
+        if hasattr(spec.loader, "exec_module"):
+            spec.loader = _PyplotLoader(spec.loader)
+        return spec
+
+
+class _PyplotLoader:
+    """The loader of matplotlib.pyplot, which then replaces its show()."""
+
+    def __init__(self, loader):
+        self.loader = loader
+
+    def __getattr__(self, name):
+        return getattr(self.loader, name)
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module):
+        self.loader.exec_module(module)
+        module.show = _show_figures
 
 
 # The cells' globals are the namespace of a module of their own, which
@@ -289,6 +356,7 @@ def _run(code, cell):
         if mode == "eval" and value is not None:
             _namespace["_"] = value
             _send_result(value, True)
+    _show_figures()
 
 
 def _report(error, cell):
@@ -383,6 +451,11 @@ def _execute(request):
         _executing.clear()
         _exit_if_forked(error)
         _report(error, cell)
+        # A notebook shows what a failed cell drew too.
+        try:
+            _show_figures()
+        except Exception:
+            pass
     else:
         _exit_if_forked(None)
     finally:
@@ -458,6 +531,7 @@ def main():
         stream = open(fd, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)
         setattr(sys, name, stream)
     signal.signal(signal.SIGINT, _interrupt)
+    sys.meta_path.insert(0, _PyplotFinder())
     threading.Thread(target=_read_requests, daemon=True).start()
     _send("ready")
     while True:
