@@ -7,18 +7,8 @@ use std::io::ErrorKind;
 use std::net::TcpListener;
 use std::path::Path;
 
-use soulbox_core::{Error, Output, Sandbox};
+use soulbox_core::{Error, Output};
 use soulbox_tests::*;
-
-/// Runs a shell command line as the sandbox's root user.
-async fn sh_as_root(sandbox: &Sandbox, command_line: &str) -> Output {
-    sandbox
-        .shell(command_line)
-        .user("root")
-        .output()
-        .await
-        .unwrap_or_else(|e| panic!("run {command_line:?} as root: {e}"))
-}
 
 /// Reads the host's mount table as a set of lines.
 fn host_mountinfo_lines() -> HashSet<String> {

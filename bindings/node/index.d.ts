@@ -28,6 +28,21 @@ export interface SandboxOpts {
   pidsLimit?: number | null
   /** SoulBox: CPU limit in cores (0.5 is half a core); null for none (the default). */
   cpuLimit?: number | null
+  /**
+   * SoulBox: host files and directories to mount into the sandbox, in
+   * order. Each is read-only unless `writable`, and nosuid and nodev.
+   */
+  mounts?: Mount[]
+}
+
+/** SoulBox: a host file or directory mounted into the sandbox. */
+export interface Mount {
+  /** The host path; a relative one starts at the current directory. */
+  source: string
+  /** The absolute path inside the sandbox. */
+  target: string
+  /** Whether the sandbox may write to it (files land on the host). @default false */
+  writable?: boolean
 }
 
 /** Running, or paused with its processes frozen. */

@@ -2,7 +2,7 @@
 //! and `create` build the new sandbox.
 
 use clap::Args;
-use soulbox_core::SandboxOptions;
+use soulbox_core::{Mount, SandboxOptions};
 
 /// The template and resource limits of the new sandbox.
 #[derive(Debug, Args)]
@@ -29,6 +29,11 @@ pub struct LimitArgs {
     /// Size of the writable layer, such as 1G. Default 4G.
     #[arg(long, value_name = "SIZE", value_parser = parse_size, allow_hyphen_values = true)]
     disk: Option<u64>,
+
+    /// Mounts a host file or directory into the sandbox, read-only unless
+    /// `:rw` follows (nosuid and nodev either way). Repeatable.
+    #[arg(long = "mount", value_name = "HOST_PATH:SANDBOX_PATH[:rw]", value_parser = parse_mount)]
+    mounts: Vec<Mount>,
 }
 
 /// A limit given on the command line: a value, or `none`.
@@ -66,7 +71,31 @@ impl LimitArgs {
         if let Some(disk) = self.disk {
             options.disk_size = disk;
         }
+        options.mounts.extend(self.mounts.iter().cloned());
     }
+}
+
+/// Reads `HOST_PATH:SANDBOX_PATH`, with `:ro` (the default) or `:rw` after
+/// it. A relative host path starts at the current directory; the core
+/// checks both paths.
+fn parse_mount(text: &str) -> Result<Mount, String> {
+    let (rest, writable) = match text.rsplit_once(':') {
+        Some((rest, "rw")) => (rest, true),
+        Some((rest, "ro")) => (rest, false),
+        _ => (text, false),
+    };
+    let Some((host, inside)) = rest.split_once(':') else {
+        return Err(format!(
+            "{text:?} is not HOST_PATH:SANDBOX_PATH, such as ./data:/home/user/data or ./out:/out:rw"
+        ));
+    };
+    let host = std::path::absolute(host)
+        .map_err(|e| format!("cannot make {host:?} an absolute path ({e})"))?;
+    Ok(Mount {
+        source: host,
+        target: inside.to_string(),
+        writable,
+    })
 }
 
 /// Reads a template: `host`, or a path, made absolute here so that the

@@ -38,6 +38,7 @@ mod host_limits;
 mod id;
 mod init_binary;
 mod interpreter;
+mod mounts;
 mod paths;
 mod pool;
 mod ports;
@@ -62,6 +63,7 @@ pub use interpreter::{
     CodeContext, CodeContextOptions, CodeEvent, Execution, ExecutionError, ExecutionResult, Logs,
     RunCode, DEFAULT_CODE_TIMEOUT, MAX_KEPT_LOG_BYTES, MAX_KEPT_RESULT_BYTES,
 };
+pub use mounts::{Mount, MAX_MOUNTS};
 pub use pool::{SandboxPool, MAX_POOL_SIZE};
 pub use process::{
     CommandController, CommandEvent, CommandExit, CommandHandle, Commands, ProcessInfo, Selector,

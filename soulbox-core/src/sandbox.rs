@@ -18,6 +18,7 @@ use tracing::debug;
 use crate::cgroup::{self, Limits, SandboxCgroup};
 use crate::command::{self, CommandSpec};
 use crate::error::{Error, Result};
+use crate::mounts::{self, Mount};
 use crate::process::CommandHandle;
 use crate::reaper::{self, Leftovers};
 use crate::seccomp::SeccompPolicy;
@@ -78,6 +79,9 @@ pub struct SandboxOptions {
     pub kill_on_drop: bool,
     /// The system calls sandboxed code may make; see [`SeccompPolicy`].
     pub seccomp: SeccompPolicy,
+    /// Host files and directories mounted into the sandbox, in order; see
+    /// [`Mount`].
+    pub mounts: Vec<Mount>,
 }
 
 /// Default memory limit: 2 GiB.
@@ -106,6 +110,7 @@ impl Default for SandboxOptions {
             metadata: BTreeMap::new(),
             kill_on_drop: false,
             seccomp: SeccompPolicy::default(),
+            mounts: Vec::new(),
         }
     }
 }
@@ -127,6 +132,13 @@ impl SandboxOptions {
     /// Adds a sandbox-wide environment variable.
     pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.envs.insert(key.into(), value.into());
+        self
+    }
+
+    /// Adds a host file or directory to mount into the sandbox; see
+    /// [`Mount`].
+    pub fn mount(mut self, mount: Mount) -> Self {
+        self.mounts.push(mount);
         self
     }
 
@@ -164,6 +176,9 @@ impl SandboxOptions {
         }
         crate::command::validate_sandbox_envs_size(&self.envs)?;
         validate_metadata(&self.metadata)?;
+        if !self.mounts.is_empty() {
+            mounts::resolve(&self.mounts, &paths::state_dir())?;
+        }
         if let Some(memory) = self.memory_limit {
             if memory < 16 << 20 {
                 return Err(Error::InvalidArgument(format!(
@@ -541,6 +556,7 @@ impl Sandbox {
             timeout_ms: duration_ms(timeout),
             seccomp_filter: options.seccomp.program()?.to_vec(),
             background: background && sys::geteuid() == 0,
+            mounts: mounts::resolve(&options.mounts, &state_dir)?,
         };
         let request = Request::Config(config);
         let config = request.encode().map_err(|e| oversized(&request, &e))?;

@@ -211,7 +211,7 @@ fn check_directory(name: &str, state_dir: &Path) -> Result<PathBuf> {
 /// Returns whether `dir` is the host's root directory, also where a bind
 /// mount of `/` shows it under another path, because both have the same
 /// device and inode numbers.
-fn is_host_root(dir: &Path) -> bool {
+pub(crate) fn is_host_root(dir: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
     match (fs::metadata(dir), fs::metadata("/")) {
         (Ok(dir), Ok(root)) => dir.dev() == root.dev() && dir.ino() == root.ino(),
@@ -223,7 +223,7 @@ fn is_host_root(dir: &Path) -> bool {
 /// procfs or sysfs, or `None` for any other file system. Overlayfs rejects
 /// procfs as a lower layer but takes the others, where the sandbox would
 /// read the host's kernel and cgroup state with PID 1's credentials.
-fn kernel_file_system(dir: &Path) -> Option<&'static str> {
+pub(crate) fn kernel_file_system(dir: &Path) -> Option<&'static str> {
     use nix::sys::statfs::{self, FsType};
     const KERNEL_FILE_SYSTEMS: [(FsType, &str); 11] = [
         (statfs::PROC_SUPER_MAGIC, "procfs"),

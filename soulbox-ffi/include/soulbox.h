@@ -1300,6 +1300,20 @@ struct soulbox_error *soulbox_options_set_template(struct soulbox_options *optio
                                                    const char *name);
 
 /**
+ * Adds a host file or directory to mount into the sandbox at `target`,
+ * an absolute path inside it. `source` is an absolute host path, any
+ * bytes but NUL; `target` is UTF-8. The mount is read-only unless
+ * `writable`, and nosuid and nodev either way; files that the sandbox
+ * writes to a writable mount land on the host. Mounts apply in the order
+ * added. A bad path fails `soulbox_sandbox_create` with an
+ * invalid-argument error that names the mount.
+ */
+struct soulbox_error *soulbox_options_add_mount(struct soulbox_options *options,
+                                                const char *source,
+                                                const char *target,
+                                                bool writable);
+
+/**
  * Sets how long the sandbox lives, in milliseconds, enforced by its own
  * PID 1 even if this process dies; 0 means no limit. Default 300,000.
  */

@@ -45,6 +45,14 @@ impl Options {
         self.inner.template = name.to_string();
     }
 
+    pub fn add_mount(&mut self, source: OsString, target: &str, writable: bool) {
+        self.inner.mounts.push(soulbox_core::Mount {
+            source: source.into(),
+            target: target.to_string(),
+            writable,
+        });
+    }
+
     pub fn set_timeout_ms(&mut self, ms: u64) {
         // soulbox-core's zero timeout already means none.
         self.inner.timeout = Duration::from_millis(ms);

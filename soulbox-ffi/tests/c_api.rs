@@ -170,6 +170,7 @@ c_cases!(
     files_copy_tree,
     run_code,
     get_host,
+    mounts,
     version,
 );
 

@@ -3,6 +3,7 @@
 
 use std::ffi::{CStr, CString};
 use std::io;
+use std::os::fd::{AsFd, OwnedFd};
 
 use soulbox_proto::{Config, SetupStage};
 
@@ -90,9 +91,11 @@ pub fn build(config: &Config, facts: KernelFacts) -> Result<(), SetupError> {
     build_dev(&root, in_user_namespace)?;
     mount_proc(&root)?;
     mount_tmp(config, &root)?;
+    let host_mounts = clone_host_mounts(config)?;
     switch_root(&root)?;
     write_etc(config)?;
     make_homes();
+    attach_host_mounts(config, host_mounts)?;
 
     sys::sethostname(&config.sandbox_id).stage(SetupStage::Hostname, &config.sandbox_id)?;
     sys::loopback_up().stage(SetupStage::Loopback, b"lo")?;
@@ -257,6 +260,63 @@ fn bind_host_paths(config: &Config, root: &[u8]) -> Result<(), SetupError> {
         }
         let attrs = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
         sys::mount_setattr_recursive(&target_c, attrs).stage(SetupStage::Binds, &bind.target)?;
+    }
+    Ok(())
+}
+
+/// A detached copy of one of the caller's host paths, and whether that
+/// path is a directory.
+struct HostTree {
+    tree: OwnedFd,
+    is_dir: bool,
+}
+
+/// Clones the caller's host paths while the host's tree is still in reach:
+/// read-only unless writable, and always nosuid and nodev.
+fn clone_host_mounts(config: &Config) -> Result<Vec<HostTree>, SetupError> {
+    let mut trees = Vec::with_capacity(config.mounts.len());
+    for mount in &config.mounts {
+        let source = cstr(&mount.source).stage(SetupStage::Mounts, &mount.source)?;
+        let tree = sys::open_tree_clone(&source).stage(SetupStage::Mounts, &mount.source)?;
+        let mut attrs = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
+        if !mount.writable {
+            attrs |= MOUNT_ATTR_RDONLY;
+        }
+        sys::mount_setattr_tree(tree.as_fd(), attrs).stage(SetupStage::Mounts, &mount.source)?;
+        trees.push(HostTree {
+            tree,
+            is_dir: sys::is_dir(&source),
+        });
+    }
+    Ok(trees)
+}
+
+/// Attaches the cloned host paths at their targets. Runs after the switch
+/// to the new root, so a target, and any symbolic link on its way, resolves
+/// inside the sandbox. Missing directories on the way are made, owned by
+/// root, and so is the mount point: a directory, or an empty file for a
+/// file.
+fn attach_host_mounts(config: &Config, trees: Vec<HostTree>) -> Result<(), SetupError> {
+    for (mount, tree) in config.mounts.iter().zip(trees) {
+        let target = &mount.target;
+        let fail = |e| SetupError {
+            stage: SetupStage::Mounts,
+            error: e,
+            detail: target.clone(),
+        };
+        let mut end = 1;
+        while let Some(slash) = target[end..].iter().position(|&b| b == b'/') {
+            let parent = cstr(&target[..end + slash]).map_err(fail)?;
+            sys::mkdir(&parent, 0o755).map_err(fail)?;
+            end += slash + 1;
+        }
+        let target_c = cstr(target).map_err(fail)?;
+        if tree.is_dir {
+            sys::mkdir(&target_c, 0o755).map_err(fail)?;
+        } else if sys::file_type(&target_c).is_none() {
+            sys::write_file(&target_c, b"", 0o644).map_err(fail)?;
+        }
+        sys::move_mount_to(tree.tree.as_fd(), &target_c).map_err(fail)?;
     }
     Ok(())
 }
@@ -646,6 +706,7 @@ mod tests {
             timeout_ms: 0,
             seccomp_filter: Vec::new(),
             background: false,
+            mounts: Vec::new(),
         }
     }
 

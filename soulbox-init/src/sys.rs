@@ -507,6 +507,58 @@ pub fn mount_setattr_recursive(path: &CStr, attr_set: u64) -> io::Result<()> {
     Ok(())
 }
 
+/// Clones the mount tree at `path`, with every mount below it, as a
+/// detached mount that this process owns (`open_tree` with
+/// `OPEN_TREE_CLONE`).
+pub fn open_tree_clone(path: &CStr) -> io::Result<OwnedFd> {
+    const OPEN_TREE_CLONE: libc::c_uint = 1;
+    const AT_RECURSIVE: libc::c_uint = 0x8000;
+    let flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | AT_RECURSIVE;
+    // SAFETY: `path` is a valid C string.
+    let fd = check_long(unsafe {
+        libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, path.as_ptr(), flags)
+    })?;
+    // SAFETY: open_tree returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Sets `attr_set` on the detached mount `tree` and every mount below it.
+pub fn mount_setattr_tree(tree: BorrowedFd<'_>, attr_set: u64) -> io::Result<()> {
+    let attr: [u64; 4] = [attr_set, 0, 0, 0];
+    const AT_RECURSIVE: libc::c_uint = 0x8000;
+    let flags = AT_RECURSIVE | libc::AT_EMPTY_PATH as libc::c_uint;
+    // SAFETY: the path is an empty C string, `attr` a 32-byte mount_attr
+    // whose size is passed alongside it.
+    check_long(unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            flags,
+            attr.as_ptr(),
+            std::mem::size_of_val(&attr),
+        )
+    })?;
+    Ok(())
+}
+
+/// Attaches the detached mount `tree` at `target`.
+pub fn move_mount_to(tree: BorrowedFd<'_>, target: &CStr) -> io::Result<()> {
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+    // SAFETY: both paths are valid C strings.
+    check_long(unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            target.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    })?;
+    Ok(())
+}
+
 pub fn umount_detach(target: &CStr) -> io::Result<()> {
     // SAFETY: `target` is a valid C string.
     check(unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) })?;

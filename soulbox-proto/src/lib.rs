@@ -85,6 +85,19 @@ pub struct BindMount {
     pub target: Vec<u8>,
 }
 
+/// A host file or directory that the caller mounts into the sandbox. PID 1
+/// clones it before it leaves the host's mount tree and attaches it at
+/// `target` afterwards, so that `target` resolves inside the sandbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostMount {
+    /// Absolute host path, resolved by the host.
+    pub source: Vec<u8>,
+    /// Absolute path inside the sandbox.
+    pub target: Vec<u8>,
+    /// Whether the sandbox may write to it; read-only otherwise.
+    pub writable: bool,
+}
+
 /// First message from the host: everything PID 1 needs to build the sandbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -118,6 +131,8 @@ pub struct Config {
     /// returning to the normal policy before reporting ready: a warm pool's
     /// refill then yields the CPU to the sandboxes already in use.
     pub background: bool,
+    /// The caller's host paths to mount, in order.
+    pub mounts: Vec<HostMount>,
 }
 
 /// Starts a command. Sent with [`SPAWN_FD_COUNT`] file descriptors.
@@ -238,11 +253,13 @@ pub enum SetupStage {
     Cgroup = 17,
     /// Leaving the idle scheduling priority of a background build.
     Scheduling = 18,
+    /// Mounting the caller's host paths.
+    Mounts = 19,
 }
 
 impl SetupStage {
     /// Every stage, for decoding.
-    pub const ALL: [SetupStage; 18] = [
+    pub const ALL: [SetupStage; 19] = [
         Self::Config,
         Self::CgroupNamespace,
         Self::MountPropagation,
@@ -261,6 +278,7 @@ impl SetupStage {
         Self::Rlimits,
         Self::Cgroup,
         Self::Scheduling,
+        Self::Mounts,
     ];
 
     /// Short lowercase name of the step, for error messages.
@@ -284,6 +302,7 @@ impl SetupStage {
             Self::Rlimits => "set resource limits",
             Self::Cgroup => "join the v1 cgroups",
             Self::Scheduling => "return to the normal scheduling policy",
+            Self::Mounts => "mount host paths",
         }
     }
 
@@ -551,6 +570,12 @@ impl Request {
                 e.u64(c.timeout_ms);
                 e.bytes(&c.seccomp_filter);
                 e.u8(u8::from(c.background));
+                e.u32(u32::try_from(c.mounts.len()).unwrap_or(u32::MAX));
+                for m in &c.mounts {
+                    e.bytes(&m.source);
+                    e.bytes(&m.target);
+                    e.u8(u8::from(m.writable));
+                }
                 e.finish()
             }
             Self::Spawn(s) => {
@@ -627,7 +652,20 @@ impl Request {
                     timeout_ms: d.u64("timeout_ms")?,
                     seccomp_filter: d.seccomp_filter()?,
                     background: d.bool("background")?,
+                    mounts: Vec::new(),
                 };
+                let count = d.u32("mounts")? as usize;
+                if count > MAX_LIST_LEN {
+                    return Err(DecodeError::TooLong("mounts"));
+                }
+                let mut config = config;
+                for _ in 0..count {
+                    config.mounts.push(HostMount {
+                        source: d.bytes("mount source")?,
+                        target: d.bytes("mount target")?,
+                        writable: d.bool("mount writable")?,
+                    });
+                }
                 d.finish(Self::Config(config))
             }
             KIND_SPAWN => {
@@ -871,6 +909,11 @@ mod tests {
             // Two instructions: load the syscall number, allow.
             seccomp_filter: vec![0x20, 0, 0, 0, 0, 0, 0, 0, 0x06, 0, 0, 0, 0, 0, 0xff, 0x7f],
             background: true,
+            mounts: vec![HostMount {
+                source: b"/srv/data".to_vec(),
+                target: b"/home/user/data".to_vec(),
+                writable: true,
+            }],
         }
     }
 

@@ -66,6 +66,16 @@ pub async fn sh(sandbox: &Sandbox, command_line: &str) -> Output {
         .unwrap_or_else(|e| panic!("run {command_line:?}: {e}"))
 }
 
+/// Runs a shell command line as the sandbox's root user.
+pub async fn sh_as_root(sandbox: &Sandbox, command_line: &str) -> Output {
+    sandbox
+        .shell(command_line)
+        .user("root")
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("run {command_line:?} as root: {e}"))
+}
+
 /// Returns the command's stdout as text.
 pub fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()

@@ -53,6 +53,28 @@ function rejectUnsupportedOptions(opts) {
   }
 }
 
+/**
+ * Checks the `mounts` option: an array of `{ source, target, writable }`.
+ * A relative source starts at the current directory.
+ */
+function mounts(value) {
+  if (value === undefined || value === null) {
+    return undefined
+  }
+  if (!Array.isArray(value)) {
+    throw new InvalidArgumentError(`mounts must be an array of { source, target, writable }, not ${typeof value}`)
+  }
+  return value.map((mount, i) => {
+    check.options(`mounts[${i}]`, mount)
+    check.string(`mounts[${i}].source`, mount.source)
+    check.string(`mounts[${i}].target`, mount.target)
+    if (mount.writable !== undefined && typeof mount.writable !== 'boolean') {
+      throw new InvalidArgumentError(`mounts[${i}].writable must be a boolean`)
+    }
+    return { source: path.resolve(mount.source), target: mount.target, writable: mount.writable === true }
+  })
+}
+
 function limit(name, value, isValid) {
   if (value === undefined) {
     return undefined
@@ -114,6 +136,7 @@ class Sandbox {
       memoryLimit: limit('memoryLimit', opts.memoryLimit, Number.isSafeInteger),
       pidsLimit: limit('pidsLimit', opts.pidsLimit, Number.isSafeInteger),
       cpuLimit: limit('cpuLimit', opts.cpuLimit, Number.isFinite),
+      mounts: mounts(opts.mounts),
     }
     const nativeSandbox = await call(() => native().NativeSandbox.create(options))
     return new this(nativeSandbox)

@@ -31,6 +31,17 @@ pub struct CreateOptions {
     pub pids_limit: Option<f64>,
     /// CPU limit in cores; 0 or absent for none.
     pub cpu_limit: Option<f64>,
+    /// Host paths to mount, with absolute sources.
+    pub mounts: Option<Vec<MountOptions>>,
+}
+
+/// A host file or directory to mount, as `mounts` of `Sandbox.create`.
+#[napi(object)]
+#[derive(Debug)]
+pub struct MountOptions {
+    pub source: String,
+    pub target: String,
+    pub writable: Option<bool>,
 }
 
 /// Options of `NativeSandbox.start`.
@@ -116,6 +127,16 @@ impl NativeSandbox {
         if let Some(cores) = options.cpu_limit {
             sandbox_options.cpu_limit = (cores != 0.0).then_some(cores);
         }
+        sandbox_options.mounts = options
+            .mounts
+            .unwrap_or_default()
+            .into_iter()
+            .map(|mount| soulbox_core::Mount {
+                source: mount.source.into(),
+                target: mount.target,
+                writable: mount.writable.unwrap_or(false),
+            })
+            .collect();
         let sandbox = Sandbox::create(sandbox_options).await.into_napi()?;
         Ok(NativeSandbox { sandbox })
     }

@@ -218,6 +218,41 @@ test('create options checked', async (t) => {
   }
 })
 
+test('host directories mounted read-only and writable', async (t) => {
+  if (!requireRoot(t)) return
+  const dir = mkdtempSync(join(tmpdir(), 'soulbox-mounts-'))
+  try {
+    mkdirSync(join(dir, 'in'))
+    writeFileSync(join(dir, 'in', 'data.txt'), 'from the host\n')
+    mkdirSync(join(dir, 'out'))
+    chmodSync(join(dir, 'out'), 0o777)
+    const mounts = [
+      { source: relativePath(process.cwd(), join(dir, 'in')), target: '/home/user/in' },
+      { source: join(dir, 'out'), target: '/home/user/out', writable: true },
+    ]
+    await withSandbox({ mounts }, async (sbx) => {
+      assert.equal((await sbx.commands.run('cat in/data.txt')).stdout, 'from the host\n')
+      await sbx.commands.run('echo written > out/result.txt')
+      const error = await sbx.commands.run('touch in/new').catch((e) => e)
+      assert.ok(error instanceof esm.CommandExitError, `expected CommandExitError, got ${error}`)
+      assert.match(error.stderr, /Read-only/)
+    })
+    assert.deepEqual(readdirSync(join(dir, 'out')), ['result.txt'])
+    const cases = [
+      [{ mounts: 'in:/in' }, /mounts must be an array/],
+      [{ mounts: [{ source: dir }] }, /mounts\[0\]\.target/],
+      [{ mounts: [{ source: dir, target: '/proc/x' }] }, /\/proc, \/sys or \/dev/],
+    ]
+    for (const [opts, message] of cases) {
+      const error = await Sandbox.create(opts).catch((e) => e)
+      assert.ok(error instanceof InvalidArgumentError, `expected InvalidArgumentError, got ${error}`)
+      assert.match(error.message, message)
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true })
+  }
+})
+
 test('out of memory reported', async (t) => {
   if (!requireRoot(t)) return
   await withSandbox({ memoryLimit: 256 << 20 }, async (sbx) => {

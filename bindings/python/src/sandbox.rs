@@ -35,6 +35,16 @@ pub struct CreateOptions {
     metadata: BTreeMap<String, String>,
     kill_on_drop: bool,
     seccomp: Option<SeccompSpec>,
+    mounts: Vec<MountSpec>,
+}
+
+/// A host path to mount, as `Mount` checked by the Python layer.
+#[derive(FromPyObject)]
+#[pyo3(from_item_all)]
+pub struct MountSpec {
+    source: String,
+    target: String,
+    writable: bool,
 }
 
 /// A seccomp policy: a base ("default", "minimal" or "unconfined"), system
@@ -90,6 +100,15 @@ impl CreateOptions {
         if let Some(seccomp) = self.seccomp {
             options.seccomp = seccomp.into_policy(py)?;
         }
+        options.mounts = self
+            .mounts
+            .into_iter()
+            .map(|mount| soulbox_core::Mount {
+                source: mount.source.into(),
+                target: mount.target,
+                writable: mount.writable,
+            })
+            .collect();
         Ok(options)
     }
 }

@@ -1,6 +1,7 @@
 """Exceptions, argument checks and the parts that raise NotImplementedError."""
 
 import errno
+import os
 import pathlib
 
 import pytest
@@ -12,6 +13,7 @@ from soulbox import (
     CommandResult,
     FileNotFoundException,
     InvalidArgumentException,
+    Mount,
     NotFoundException,
     Sandbox,
     SandboxException,
@@ -109,6 +111,26 @@ def test_seccomp_policy_applied() -> None:
         Sandbox.create(seccomp=SeccompPolicy(base="strict"))
     with pytest.raises(InvalidArgumentException, match="no_such_call"):
         Sandbox.create(seccomp=SeccompPolicy(allow=["no_such_call"]))
+
+
+def test_mounts_from_relative_paths(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    require_root()
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "data.csv").write_text("a,b\n1,2\n")
+    (tmp_path / "out").mkdir()
+    os.chmod(tmp_path / "out", 0o777)
+    monkeypatch.chdir(tmp_path)
+    mounts = [Mount("in", "/home/user/in"), ("out", "/home/user/out", True)]
+    with Sandbox.create(mounts=mounts) as sandbox:
+        assert sandbox.commands.run("cat in/data.csv").stdout == "a,b\n1,2\n"
+        sandbox.commands.run("wc -l < in/data.csv > out/count")
+        with pytest.raises(CommandExitException, match="Read-only"):
+            sandbox.commands.run("touch in/new")
+    assert (tmp_path / "out" / "count").read_text() == "2\n"
+    with pytest.raises(InvalidArgumentException, match="/proc, /sys or /dev"):
+        Sandbox.create(mounts=[Mount(tmp_path, "/dev/data")])
+    with pytest.raises(InvalidArgumentException, match="list of Mount"):
+        Sandbox.create(mounts="in:/in")
 
 
 def test_commands_by_pid(sbx: Sandbox) -> None:

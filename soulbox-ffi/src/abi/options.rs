@@ -58,6 +58,29 @@ pub extern "C" fn soulbox_options_set_template(
     })
 }
 
+/// Adds a host file or directory to mount into the sandbox at `target`,
+/// an absolute path inside it. `source` is an absolute host path, any
+/// bytes but NUL; `target` is UTF-8. The mount is read-only unless
+/// `writable`, and nosuid and nodev either way; files that the sandbox
+/// writes to a writable mount land on the host. Mounts apply in the order
+/// added. A bad path fails `soulbox_sandbox_create` with an
+/// invalid-argument error that names the mount.
+#[no_mangle]
+pub extern "C" fn soulbox_options_add_mount(
+    options: *mut Options,
+    source: *const c_char,
+    target: *const c_char,
+    writable: bool,
+) -> *mut Error {
+    update("soulbox_options_add_mount", options, |options| {
+        // SAFETY: the header requires NUL-terminated strings.
+        let (source, target) =
+            unsafe { (c_os_string(source, "source")?, c_str(target, "target")?) };
+        options.add_mount(source, target, writable);
+        Ok(())
+    })
+}
+
 /// Sets how long the sandbox lives, in milliseconds, enforced by its own
 /// PID 1 even if this process dies; 0 means no limit. Default 300,000.
 #[no_mangle]

@@ -1136,11 +1136,12 @@ static void case_stdin_closed_pipe(void) {
     OK(soulbox_command_kill(command));
     soulbox_command_free(command);
 
-    /* The sandbox's end closes the pipe of a command that reads it. */
+    /* The sandbox's end closes the pipe of a command that reads it, and the
+     * error names the end. */
     OK(soulbox_command_start(sandbox, "cat", options, &command));
     OK(soulbox_sandbox_kill(sandbox));
     EXPECT_ERROR(soulbox_command_send_stdin(command, (const uint8_t *)"x\n", 2),
-                 SOULBOX_ERROR_KIND_INVALID_ARGUMENT);
+                 SOULBOX_ERROR_KIND_SANDBOX_NOT_RUNNING);
     soulbox_command_free(command);
     soulbox_run_options_free(options);
     soulbox_sandbox_free(sandbox);
@@ -2103,6 +2104,48 @@ static void case_get_host(void) {
     soulbox_sandbox_free(sandbox);
 }
 
+static void case_mounts(void) {
+    char dir[] = "/tmp/soulbox-c-mount-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL, "mkdtemp: %s", strerror(errno));
+    CHECK(chmod(dir, 0777) == 0, "chmod: %s", strerror(errno));
+    char input[128];
+    snprintf(input, sizeof input, "%s/input.txt", dir);
+    FILE *file = fopen(input, "w");
+    CHECK(file != NULL, "create %s", input);
+    fputs("from the host\n", file);
+    fclose(file);
+
+    soulbox_options *options = dying_options();
+    OK(soulbox_options_add_mount(options, dir, "/home/user/shared", true));
+    soulbox_sandbox *sandbox = NULL;
+    OK(soulbox_sandbox_create(options, &sandbox));
+    soulbox_options_free(options);
+    soulbox_output *output = run(sandbox, "cat shared/input.txt && echo out > shared/output.txt", NULL);
+    CHECK(output->exit_code == 0, "exit code %d: %s", output->exit_code,
+          (const char *)output->stderr_data);
+    CHECK(strcmp((const char *)output->stdout_data, "from the host\n") == 0, "stdout %s",
+          (const char *)output->stdout_data);
+    soulbox_output_free(output);
+    OK(soulbox_sandbox_kill(sandbox));
+    soulbox_sandbox_free(sandbox);
+    char written[128];
+    snprintf(written, sizeof written, "%s/output.txt", dir);
+    CHECK(access(written, F_OK) == 0, "the sandbox's write reached %s", written);
+
+    options = soulbox_options_new();
+    OK(soulbox_options_add_mount(options, dir, "/proc/shared", false));
+    sandbox = GARBAGE;
+    EXPECT_ERROR_MESSAGE(soulbox_sandbox_create(options, &sandbox),
+                         SOULBOX_ERROR_KIND_INVALID_ARGUMENT, "/proc, /sys or /dev");
+    CHECK(sandbox == NULL, "a failed create stores NULL");
+    EXPECT_ERROR_MESSAGE(soulbox_options_add_mount(options, dir, NULL, false),
+                         SOULBOX_ERROR_KIND_INVALID_ARGUMENT, "target");
+    soulbox_options_free(options);
+    unlink(written);
+    unlink(input);
+    rmdir(dir);
+}
+
 static void case_version(void) {
     const char *version = soulbox_version();
     CHECK(version != NULL, "soulbox_version returned NULL");
@@ -2162,6 +2205,7 @@ static const struct {
     {"files_copy_tree", case_files_copy_tree},
     {"run_code", case_run_code},
     {"get_host", case_get_host},
+    {"mounts", case_mounts},
     {"version", case_version},
     {"sanitizer_catches_leak", case_sanitizer_catches_leak},
 };

@@ -22,6 +22,7 @@ from ._types import (
     EntryInfo,
     FilesystemEvent,
     FilesystemEventType,
+    Mount,
     PaginatorBase,
     ProcessInfo,
     PtySize,
@@ -610,6 +611,7 @@ class AsyncSandbox:
         file_size_limit: Optional[int] = None,
         kill_on_drop: bool = False,
         seccomp: Optional[SeccompPolicy] = None,
+        mounts: Optional[List[Mount]] = None,
         **opts: Any,
     ) -> "AsyncSandbox":
         """Create a sandbox; see :meth:`soulbox.Sandbox.create`."""
@@ -636,6 +638,7 @@ class AsyncSandbox:
             ),
             kill_on_drop,
             seccomp,
+            mounts,
         )
         return cls(await _native.NativeSandbox.create_async(native_options))
 

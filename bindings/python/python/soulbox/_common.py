@@ -5,7 +5,7 @@ import posixpath
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
 from . import _native
-from ._types import CommandResult, FileType, OutputDecoder, SeccompPolicy, WriteInfo
+from ._types import CommandResult, FileType, Mount, OutputDecoder, SeccompPolicy, WriteInfo
 from .exceptions import (
     CommandExitException,
     InvalidArgumentException,
@@ -111,6 +111,7 @@ def create_options(
     limits: Dict[str, Any],
     kill_on_drop: bool,
     seccomp: Optional[SeccompPolicy],
+    mounts: Optional[List[Mount]] = None,
 ) -> Dict[str, Any]:
     """Check the arguments of ``create`` and build the native options."""
     native_template = template_name(template)
@@ -145,7 +146,38 @@ def create_options(
         "metadata": check_str_map("metadata", metadata),
         "kill_on_drop": bool(kill_on_drop),
         "seccomp": None if seccomp is None else seccomp_spec(seccomp),
+        "mounts": mount_specs(mounts),
     }
+
+
+def mount_specs(mounts: Any) -> List[Dict[str, Any]]:
+    """Check the ``mounts`` of ``create``: a list of Mount, or of
+    ``(source, target)`` and ``(source, target, writable)`` tuples."""
+    if mounts is None:
+        return []
+    if isinstance(mounts, (str, bytes)) or not isinstance(mounts, (list, tuple)):
+        raise InvalidArgumentException(f"mounts must be a list of Mount, not {mounts!r}")
+    specs = []
+    for mount in mounts:
+        if isinstance(mount, tuple) and len(mount) in (2, 3):
+            mount = Mount(*mount)
+        if not isinstance(mount, Mount):
+            raise InvalidArgumentException(
+                f"each mount must be a Mount or a (source, target[, writable]) tuple, not {mount!r}"
+            )
+        if not isinstance(mount.source, (str, os.PathLike)):
+            raise InvalidArgumentException(f"Mount.source must be a path, not {mount.source!r}")
+        if not isinstance(mount.target, str):
+            raise InvalidArgumentException(f"Mount.target must be a str, not {mount.target!r}")
+        source = os.path.abspath(os.fspath(mount.source))
+        try:
+            source.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidArgumentException(
+                f"mount source {mount.source!r} is not valid UTF-8; move it to a UTF-8 path"
+            ) from None
+        specs.append({"source": source, "target": mount.target, "writable": bool(mount.writable)})
+    return specs
 
 
 def seccomp_spec(policy: SeccompPolicy) -> Dict[str, Any]:

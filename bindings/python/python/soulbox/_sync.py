@@ -18,6 +18,7 @@ from ._types import (
     EntryInfo,
     FilesystemEvent,
     FilesystemEventType,
+    Mount,
     PaginatorBase,
     ProcessInfo,
     PtySize,
@@ -640,6 +641,7 @@ class Sandbox:
         file_size_limit: Optional[int] = None,
         kill_on_drop: bool = False,
         seccomp: Optional[SeccompPolicy] = None,
+        mounts: Optional[List[Mount]] = None,
         **opts: Any,
     ) -> "Sandbox":
         """Create a sandbox and wait until it accepts commands.
@@ -661,6 +663,9 @@ class Sandbox:
         :param seccomp: the system calls its processes may make, as a
             :class:`SeccompPolicy` (SoulBox only); SoulBox's default
             allow-list when left out.
+        :param mounts: host files and directories to mount, as
+            :class:`Mount` objects or ``(source, target[, writable])``
+            tuples (SoulBox only); read-only unless writable.
 
         ``secure`` and E2B's connection options (``api_key``, ``domain``,
         ``request_timeout``, ...) are accepted and have no effect: the
@@ -694,6 +699,7 @@ class Sandbox:
             ),
             kill_on_drop,
             seccomp,
+            mounts,
         )
         return cls(_native.NativeSandbox.create(native_options))
 

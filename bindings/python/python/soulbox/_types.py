@@ -2,9 +2,10 @@
 
 import codecs
 import datetime
+import os
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 __all__ = [
     "CommandResult",
@@ -205,6 +206,22 @@ class SeccompPolicy:
     base: str = "default"
     allow: List[str] = field(default_factory=list)
     deny: Dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Mount:
+    """A host file or directory mounted into the sandbox (SoulBox only).
+
+    ``source`` is the host path (relative paths start at the current
+    directory), ``target`` the absolute path inside the sandbox. The mount
+    is read-only unless ``writable``, and nosuid and nodev either way.
+    What the sandbox writes to a writable mount lands on the host, owned by
+    the sandbox user's uid, outside the sandbox's disk limit.
+    """
+
+    source: Union[str, "os.PathLike[str]"]
+    target: str
+    writable: bool = False
 
 
 class SandboxState(Enum):

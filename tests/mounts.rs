@@ -1,0 +1,282 @@
+//! Host files and directories mounted into a sandbox: read-only or
+//! writable, always nosuid and nodev, with targets that resolve inside the
+//! sandbox, and bad mounts rejected before anything is created.
+
+use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use soulbox_core::{Error, Mount, Sandbox, SandboxOptions, SandboxPool};
+use soulbox_tests::*;
+
+/// A host directory for one test, removed when the guard drops.
+struct HostDir(PathBuf);
+
+impl HostDir {
+    fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(unique_name(tag));
+        std::fs::create_dir(&dir).expect("create a host directory");
+        Self(dir)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for HostDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+async fn sandbox_with(mounts: Vec<Mount>) -> Sandbox {
+    let mut options = options();
+    options.mounts = mounts;
+    Sandbox::create(options)
+        .await
+        .expect("create a sandbox with mounts")
+}
+
+/// Returns the mount options of the mount at `target` in the sandbox, as
+/// /proc/self/mountinfo lists them (the sixth field, such as `ro,nosuid`).
+async fn mount_options(sandbox: &Sandbox, target: &str) -> String {
+    let mountinfo = sh(sandbox, "cat /proc/self/mountinfo").await;
+    stdout(&mountinfo)
+        .lines()
+        .find(|line| line.split(' ').nth(4) == Some(target))
+        .and_then(|line| line.split(' ').nth(5).map(str::to_string))
+        .unwrap_or_else(|| panic!("{target} is not a mount point in the sandbox"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_mount_shows_host_files() {
+    if !require_root("read_only_mount_shows_host_files") {
+        return;
+    }
+    let host = HostDir::new("mount-ro");
+    std::fs::write(host.path().join("notes.txt"), "from the host\n").expect("write a host file");
+    let sandbox = sandbox_with(vec![Mount::read_only(host.path(), "/home/user/project")]).await;
+
+    let read = sh(&sandbox, "cat /home/user/project/notes.txt").await;
+    assert_eq!(stdout(&read), "from the host\n");
+    let write = sh_as_root(&sandbox, "touch /home/user/project/new").await;
+    assert!(
+        !write.status.success(),
+        "root wrote to a read-only mount: {write:?}"
+    );
+    assert!(!host.path().join("new").exists());
+    let options = mount_options(&sandbox, "/home/user/project").await;
+    for flag in ["ro", "nosuid", "nodev"] {
+        assert!(
+            options.split(',').any(|o| o == flag),
+            "{flag} missing from {options}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writable_mount_writes_reach_the_host() {
+    if !require_root("writable_mount_writes_reach_the_host") {
+        return;
+    }
+    let host = HostDir::new("mount-rw");
+    std::fs::set_permissions(host.path(), std::fs::Permissions::from_mode(0o777))
+        .expect("open the host directory to the sandbox user");
+    let sandbox = sandbox_with(vec![Mount::writable(host.path(), "/data/out")]).await;
+
+    let write = sh(&sandbox, "echo result > /data/out/report.txt").await;
+    assert!(
+        write.status.success(),
+        "write to the writable mount: {write:?}"
+    );
+    let written = host.path().join("report.txt");
+    let contents = std::fs::read_to_string(&written).expect("read the file on the host");
+    assert_eq!(contents, "result\n");
+    let owner = std::fs::metadata(&written).expect("stat the file").uid();
+    assert_eq!(owner, 1000, "the sandbox user's uid owns what it wrote");
+    let options = mount_options(&sandbox, "/data/out").await;
+    assert!(options.split(',').any(|o| o == "rw"), "{options}");
+    assert!(options.split(',').any(|o| o == "nosuid"), "{options}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_mount_and_pool_hand_over() {
+    if !require_root("file_mount_and_pool_hand_over") {
+        return;
+    }
+    let host = HostDir::new("mount-file");
+    let config = host.path().join("app.toml");
+    std::fs::write(&config, "level = 3\n").expect("write a host file");
+    let mut options = options();
+    options.mounts = vec![Mount::read_only(&config, "/etc/app/app.toml")];
+    let pool = SandboxPool::new(options, 1).expect("start a pool");
+    let sandbox = within_limit("pool hand-over", pool.create())
+        .await
+        .expect("hand over a pooled sandbox");
+
+    let read = sh(&sandbox, "cat /etc/app/app.toml").await;
+    assert_eq!(stdout(&read), "level = 3\n");
+    pool.close().await;
+}
+
+/// A directory template whose `/data` links to `/etc`: a mount at
+/// `/data/NAME` lands in the sandbox's /etc, never in the host's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn target_links_resolve_inside_the_sandbox() {
+    if !require_root("target_links_resolve_inside_the_sandbox") {
+        return;
+    }
+    let rootfs = HostDir::new("mount-rootfs");
+    let bin = rootfs.path().join("bin");
+    std::fs::create_dir_all(&bin).expect("create bin");
+    std::fs::copy("/usr/bin/busybox", bin.join("busybox"))
+        .expect("copy busybox (Debian: busybox-static)");
+    for applet in ["sh", "cat", "ls"] {
+        symlink("busybox", bin.join(applet)).expect("link an applet");
+    }
+    std::fs::create_dir(rootfs.path().join("etc")).expect("create etc");
+    symlink("/etc", rootfs.path().join("data")).expect("plant /data -> /etc");
+    let source = HostDir::new("mount-src");
+    std::fs::write(source.path().join("marker"), "inside\n").expect("write a marker");
+    let name = unique_name("escape");
+
+    let mut options = options().template(rootfs.path().to_string_lossy());
+    options.mounts = vec![Mount::read_only(source.path(), format!("/data/{name}"))];
+    let sandbox = Sandbox::create(options).await.expect("create the sandbox");
+
+    let read = sh(&sandbox, &format!("cat /etc/{name}/marker")).await;
+    assert_eq!(stdout(&read), "inside\n");
+    assert!(
+        !Path::new("/etc").join(&name).exists(),
+        "the mount point was made in the host's /etc"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_mounts_are_rejected_by_name() {
+    if !require_root("bad_mounts_are_rejected_by_name") {
+        return;
+    }
+    let host = HostDir::new("mount-bad");
+    let state_dir = soulbox_core::diagnostics::state_dir();
+    let cases = [
+        (Mount::read_only("relative/dir", "/data"), "relative source"),
+        (
+            Mount::read_only(host.path().join("missing"), "/data"),
+            "cannot use its source",
+        ),
+        (
+            Mount::read_only("/proc/self", "/data"),
+            "kernel file system",
+        ),
+        (Mount::read_only("/", "/host"), "host's root"),
+        (Mount::read_only(&state_dir, "/state"), "state directory"),
+        (Mount::read_only(host.path(), "data"), "relative target"),
+        (
+            Mount::read_only(host.path(), "/proc/data"),
+            "/proc, /sys or /dev",
+        ),
+        (Mount::read_only(host.path(), "/a/../etc"), ". or .."),
+        (Mount::read_only(host.path(), "/"), "has / as its target"),
+    ];
+    for (mount, expected) in cases {
+        let described = format!("{mount:?}");
+        let mut options = options();
+        options.mounts = vec![mount];
+        match Sandbox::create(options).await {
+            Err(Error::InvalidArgument(message)) => assert!(
+                message.contains(expected),
+                "{described}: {message:?} does not say {expected:?}"
+            ),
+            other => panic!("{described} should be rejected, got {other:?}"),
+        }
+    }
+    let many = vec![Mount::read_only(host.path(), "/data"); soulbox_core::MAX_MOUNTS + 1];
+    let mut options = options();
+    options.mounts = many;
+    let created = Sandbox::create(options).await;
+    assert!(
+        matches!(created, Err(Error::InvalidArgument(_))),
+        "{created:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mounts_leave_nothing_on_the_host() {
+    if !require_root("mounts_leave_nothing_on_the_host") {
+        return;
+    }
+    let host = HostDir::new("mount-leak");
+    let before = host_mounts_mentioning(&host.path().to_string_lossy());
+    let sandbox = sandbox_with(vec![Mount::writable(host.path(), "/work")]).await;
+    let write = sh(&sandbox, "true").await;
+    assert!(write.status.success());
+    sandbox.kill().await.expect("kill the sandbox");
+
+    assert_eq!(
+        host_mounts_mentioning(&host.path().to_string_lossy()),
+        before
+    );
+    std::fs::remove_dir(host.path()).expect("the host directory is free to remove");
+}
+
+/// `soulbox run --mount` as an unprivileged user: PID 1 clones the host
+/// directory inside its own user namespace, and the mount stays read-only.
+#[test]
+fn rootless_cli_mount_is_read_only() {
+    if !require_root("rootless_cli_mount_is_read_only") {
+        return;
+    }
+    let binary = soulbox_bin();
+    assert!(binary.exists(), "{} was not built", binary.display());
+    let host = HostDir::new("mount-rootless");
+    std::fs::set_permissions(host.path(), std::fs::Permissions::from_mode(0o755))
+        .expect("open the directory to every user");
+    std::fs::write(host.path().join("input.txt"), "shared\n").expect("write a host file");
+    std::fs::set_permissions(
+        host.path().join("input.txt"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .expect("make the file readable");
+    // uid 65534 may not reach the build directory, so it runs a copy.
+    let reachable = host.path().join("soulbox");
+    std::fs::copy(&binary, &reachable).expect("copy the soulbox binary");
+    std::fs::set_permissions(&reachable, std::fs::Permissions::from_mode(0o755))
+        .expect("make the copy executable by every user");
+
+    let mount = format!("{}:/data", host.path().display());
+    let output = std::process::Command::new("setpriv")
+        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups", "--"])
+        .args(["env", "-i", "PATH=/usr/bin:/bin"])
+        .arg(&reachable)
+        .args(["run", "--mount", &mount, "--", "sh", "-c"])
+        .arg("cat /data/input.txt; if touch /data/new 2>/dev/null; then echo wrote; else echo read-only; fi")
+        .output()
+        .expect("run setpriv (util-linux)");
+
+    assert!(
+        output.status.success(),
+        "soulbox run --mount as uid 65534 failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "shared\nread-only\n"
+    );
+    assert!(!host.path().join("new").exists());
+}
+
+/// Options with `SandboxOptions::mount`, the builder form.
+#[test]
+fn builder_adds_mounts_in_order() {
+    let options = SandboxOptions::default()
+        .mount(Mount::read_only("/srv/a", "/a"))
+        .mount(Mount::writable("/srv/b", "/b"));
+    assert_eq!(
+        options.mounts,
+        [
+            Mount::read_only("/srv/a", "/a"),
+            Mount::writable("/srv/b", "/b")
+        ]
+    );
+}
