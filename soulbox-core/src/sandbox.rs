@@ -1467,10 +1467,11 @@ impl Inner {
         // A paused sandbox needs no thaw first: a fatal signal ends a task of
         // a frozen v2 cgroup.
         let _ = sys::pidfd_send_signal(self.pidfd.as_fd(), libc::SIGKILL);
-        // While PID 1 exits, possibly on the other CPU, the state entry goes.
-        // Were this process to die before the cgroups are removed below, the
-        // sweep would remove them once empty, as it does any left behind.
-        let _ = state::remove_entry(&self.entry);
+        // While PID 1 exits, possibly on the other CPU, the state entry goes
+        // but for its lock file. Were this process to die before the end,
+        // the next sweep would find the entry by that file, dead, and
+        // remove it with the cgroups.
+        let _ = state::remove_entry_files(&self.entry);
         // The wait returns once PID 1 has reaped every other process of its
         // namespace, so the cgroups are empty afterwards. Should one still
         // be busy, its removal kills what is left (cgroup v2).
@@ -1484,6 +1485,7 @@ impl Inner {
             let _ = sys::pidfd_wait(self.pidfd.as_fd(), false);
         }
         let removed = cgroup.remove();
+        let _ = state::remove_entry_lock(&self.entry);
         // The sandbox's files are freed once the file calls in progress,
         // which hold descriptors of their own, have finished.
         let root = self

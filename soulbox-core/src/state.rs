@@ -412,17 +412,28 @@ fn probe_lock(lock_path: &Path) -> (Liveness, Option<OwnedFd>) {
 /// removal still leaves an entry that the next sweep finds. A missing file
 /// is not an error.
 pub(crate) fn remove_entry(entry: &Path) -> io::Result<()> {
-    let mut first_error = None;
+    let files = remove_entry_files(entry);
+    let lock = remove_entry_lock(entry);
+    files.and(lock)
+}
+
+/// Removes every file of an entry but its lock file. The entry is then
+/// out of [`Sandbox::list`](crate::Sandbox::list) and out of reach, while
+/// the sweep still finds it by its lock file.
+pub(crate) fn remove_entry_files(entry: &Path) -> io::Result<()> {
     let temporaries = [RECORD, PAUSED].map(|suffix| format!("{suffix}{TEMPORARY}"));
-    let suffixes = [
-        CONTROL,
-        RECORD,
-        PAUSED,
-        &temporaries[0],
-        &temporaries[1],
-        LOCK,
-    ];
-    for suffix in suffixes {
+    let suffixes = [CONTROL, RECORD, PAUSED, &temporaries[0], &temporaries[1]];
+    remove_files(entry, &suffixes)
+}
+
+/// Removes an entry's lock file, the last of its files.
+pub(crate) fn remove_entry_lock(entry: &Path) -> io::Result<()> {
+    remove_files(entry, &[LOCK])
+}
+
+fn remove_files(entry: &Path, suffixes: &[&str]) -> io::Result<()> {
+    let mut first_error = None;
+    for &suffix in suffixes {
         match fs::remove_file(entry_file(entry, suffix)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => {
                 first_error.get_or_insert(e);
