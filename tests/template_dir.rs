@@ -106,15 +106,6 @@ async fn create(rootfs: &RootFs) -> Sandbox {
         .expect("create a sandbox from a directory template")
 }
 
-async fn run_ok(sandbox: &Sandbox, command_line: &str) -> String {
-    let output = sh(sandbox, command_line).await;
-    assert!(
-        output.status.success(),
-        "{command_line:?} failed in the sandbox: {output:?}"
-    );
-    stdout(&output)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn directory_is_whole_root() {
     if !require_root("directory_is_whole_root") {
