@@ -409,8 +409,8 @@ impl Unpacker<'_> {
             .map_err(|e| format!("failed to set its modification time: {e}"))
     }
 
-    /// Gives every directory its mode and time, deepest changes last so
-    /// that a parent's time is not moved by its children's.
+    /// Gives every directory its mode and time once all entries are in
+    /// place, later directories first, so a child is done before its parent.
     fn finish(&mut self) -> Result<(), String> {
         self.parent = None;
         let directories = std::mem::take(&mut self.directories);
@@ -506,9 +506,9 @@ fn make_directory(parent: BorrowedFd<'_>, name: &CStr, opaque_xattr: &str) -> Re
     Ok(())
 }
 
-/// Removes `name` unless it is missing; an earlier directory there fails,
-/// because a layer that turns one of its own directories into a file is
-/// malformed.
+/// Removes `name` unless it is missing. An earlier directory there fails
+/// the unpack, because a layer that turns one of its own directories into
+/// a file is malformed.
 fn remove_non_directory(parent: BorrowedFd<'_>, name: &CStr) -> Result<(), String> {
     match sys::unlinkat_name(parent, name, false) {
         Ok(()) => Ok(()),
@@ -562,4 +562,83 @@ fn set_times_name(parent: BorrowedFd<'_>, name: &CStr, mtime: Option<i64>) -> Re
         nix::sys::stat::UtimensatFlags::NoFollowSymlink,
     )
     .map_err(|e| format!("failed to set its modification time: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Returns a tar stream of `count` regular files of `size` bytes.
+    fn files_tar(count: usize, size: usize) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        for index in 0..count {
+            let mut header = tar::Header::new_gnu();
+            header.set_entry_type(tar::EntryType::Regular);
+            header.set_mode(0o644);
+            header.set_uid(0);
+            header.set_gid(0);
+            header.set_mtime(0);
+            header.set_size(size as u64);
+            builder
+                .append_data(&mut header, format!("file-{index}"), &vec![b'x'; size][..])
+                .expect("append a file");
+        }
+        builder.into_inner().expect("finish the tar stream")
+    }
+
+    /// Unpacks `tar` into a new temporary directory with `limits`, as a
+    /// rootless cache does, and removes the directory.
+    fn unpack_with(tar: &[u8], limits: Limits) -> Result<Summary, String> {
+        let dir = std::env::temp_dir().join(format!(
+            "soulbox-unpack-test-{}-{}",
+            std::process::id(),
+            crate::id::random_u32().unwrap_or(0)
+        ));
+        std::fs::create_dir(&dir).expect("create the directory");
+        let root = File::open(&dir).expect("open the directory");
+        let mode = UnpackMode {
+            keep_owners: false,
+            opaque_xattr: "user.overlay.opaque",
+        };
+        let result = unpack(tar, root.as_fd(), limits, mode);
+        std::fs::remove_dir_all(&dir).expect("remove the directory");
+        result
+    }
+
+    #[test]
+    fn size_limit_names_limit() {
+        let limits = Limits {
+            max_bytes: 64 * 1024,
+            max_entries: 100,
+        };
+        assert!(unpack_with(&files_tar(2, 1024), limits).is_ok());
+        let error = unpack_with(&files_tar(4, 32 * 1024), limits).expect_err("too large");
+        assert!(error.contains("65536 bytes"), "{error}");
+    }
+
+    #[test]
+    fn entry_limit_names_limit() {
+        let limits = Limits {
+            max_bytes: 1 << 30,
+            max_entries: 3,
+        };
+        assert_eq!(
+            unpack_with(&files_tar(3, 1), limits).map(|s| s.entries),
+            Ok(3)
+        );
+        let error = unpack_with(&files_tar(4, 1), limits).expect_err("too many entries");
+        assert!(error.contains("more than 3 entries"), "{error}");
+    }
+
+    #[test]
+    fn paths_split_safely() {
+        assert_eq!(
+            split_path(b"./usr//bin/./sh"),
+            Ok(vec![b"usr".to_vec(), b"bin".to_vec(), b"sh".to_vec()])
+        );
+        assert_eq!(split_path(b"./"), Ok(Vec::new()));
+        assert!(split_path(b"/etc/passwd").is_err());
+        assert!(split_path(b"usr/../../etc").is_err());
+        assert!(split_path(b"..").is_err());
+    }
 }

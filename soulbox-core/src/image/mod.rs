@@ -3,9 +3,10 @@
 //!
 //! The selected image's manifest and configuration are verified against
 //! their digests, and its layers are unpacked once each into the layer
-//! cache (see [`layers`]), where they become the overlay's lower layers.
-//! The image's `Env`, `WorkingDir`, `User`, `Entrypoint` and `Cmd` become
-//! the sandbox's command defaults ([`ImageDefaults`]).
+//! cache, a directory per diff_id under [`LAYER_CACHE_VAR`] or its
+//! default, where they become the overlay's lower layers. The image's
+//! `Env`, `WorkingDir`, `User`, `Entrypoint` and `Cmd` become the defaults
+//! of the sandbox's commands.
 
 mod extract;
 mod layers;
