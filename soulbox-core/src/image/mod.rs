@@ -80,12 +80,13 @@ type SourceIdentity = (u64, u64, u64, i64, i64);
 /// Images already read by this process, by template name.
 static PREPARED: Mutex<Option<HashMap<String, (SourceIdentity, ImageTemplate)>>> = Mutex::new(None);
 
-/// Returns what `path` is, if it is an image: a regular file is an
-/// archive, and a directory with an `oci-layout` file is a layout.
-/// `metadata` is the path's own, which the caller has.
+/// Returns what `path` is, if it is an image: a regular file that starts
+/// with a ustar, GNU or PAX tar header is an archive, and a directory with
+/// an `oci-layout` file is a layout. `metadata` is the path's own, which
+/// the caller has.
 pub(crate) fn kind_of(path: &Path, metadata: &std::fs::Metadata) -> Option<ImageKind> {
     if metadata.is_file() {
-        return Some(ImageKind::Archive);
+        return is_tar(path).then_some(ImageKind::Archive);
     }
     if metadata.is_dir() && path.join("oci-layout").exists() {
         return Some(ImageKind::Layout);
@@ -120,6 +121,17 @@ pub(crate) fn prepare(
         .get_or_insert_with(HashMap::new)
         .insert(name.to_string(), (identity, template.clone()));
     Ok(template)
+}
+
+/// Returns whether the file at `path` starts with a tar header that has
+/// the `ustar` magic at offset 257, as every tar format that Docker,
+/// Podman and skopeo write does.
+fn is_tar(path: &Path) -> bool {
+    use std::io::Read;
+    let mut header = [0u8; 512];
+    std::fs::File::open(path)
+        .and_then(|mut file| file.read_exact(&mut header))
+        .is_ok_and(|()| &header[257..262] == b"ustar")
 }
 
 fn source_identity(path: &Path, kind: ImageKind) -> Result<SourceIdentity, ImageError> {
