@@ -293,7 +293,7 @@ async fn bad_template_names_rejected_before_anything_is_made() {
         (missing.display().to_string(), "cannot be opened"),
         (
             file.display().to_string(),
-            "is neither a directory nor a tar archive",
+            "is not a directory or a tar archive",
         ),
         ("/".to_string(), "is the host's root"),
         (state_dir, "overlaps SoulBox's state directory"),

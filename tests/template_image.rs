@@ -98,13 +98,22 @@ async fn oci_layout_runs_command() {
     }
     layer_cache();
     let dir = TempDir::new("oci-layout");
-    let image = Image::with_layer(upper_with_release("layout"), json!({}));
+    let mut image = Image::with_layer(upper_with_release("layout"), json!({}));
+    // A third layer, compressed with zstd.
+    let mut top = Layer::new();
+    top.file("srv/zstd", b"from a zstd layer\n", 0o644)
+        .file("srv/nonce", &nonce("zstd"), 0o644);
+    image.layers.push((top.finish(), Compression::Zstd));
     write_dir(dir.path(), &oci_layout_files(&[(Some("latest"), &image)]));
 
     let sandbox = create(dir.path()).await;
     assert_eq!(
         run_ok(&sandbox, "cat /etc/os-release").await,
         "NAME=\"SoulBox test image\"\n"
+    );
+    assert_eq!(
+        run_ok(&sandbox, "cat /srv/zstd").await,
+        "from a zstd layer\n"
     );
     // Nothing of the host: busybox's links are all /bin has.
     assert_eq!(
@@ -665,7 +674,7 @@ fn cli_runs_image_by_relative_path() {
     assert!(!output.success(), "the host template has no /data/new");
     let output = run(&[]);
     assert_eq!(output.status.code(), Some(125), "{output:?}");
-    assert!(String::from_utf8_lossy(&output.stderr).contains("no COMMAND"));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("<COMMAND> is missing"));
 }
 
 /// A rootless `soulbox run` unpacks into its own cache, with `user.`

@@ -195,12 +195,12 @@ fn image_command(template: &str) -> Result<Vec<String>, String> {
     match soulbox_core::image::default_command(template) {
         Ok(Some(command)) if !command.is_empty() => Ok(command),
         Ok(Some(_)) => Err(format!(
-            "no COMMAND given, and the image {template:?} sets neither Entrypoint nor Cmd; \
-             give one after --, as in `soulbox run --template IMAGE -- sh`"
+            "the argument <COMMAND> is missing, and the image {template:?} sets neither \
+             Entrypoint nor Cmd; give one after --, as in `soulbox run --template IMAGE -- sh`"
         )),
         Ok(None) => Err(
-            "no COMMAND given; give one after --, as in `soulbox run -- ls`. Only an image \
-             template has a default command (its Entrypoint and Cmd)"
+            "the argument <COMMAND> is missing; give one after --, as in `soulbox run -- ls`. \
+             Only an image template has a default command (its Entrypoint and Cmd)"
                 .into(),
         ),
         Err(e) => Err(crate::describe(&e)),
@@ -211,7 +211,7 @@ fn image_command(template: &str) -> Result<Vec<String>, String> {
 pub async fn exec(args: ExecArgs) -> Result<u8, Failure> {
     if args.command.command.is_empty() {
         return Err(String::from(
-            "no COMMAND given; give one after --, as in `soulbox exec ID -- ls`",
+            "the argument <COMMAND> is missing; give one after --, as in `soulbox exec ID -- ls`",
         )
         .into());
     }

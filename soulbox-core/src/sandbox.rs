@@ -478,15 +478,30 @@ impl Sandbox {
         command: &CommandSpec,
     ) -> Result<(Self, CommandHandle)> {
         options.validate()?;
+        let plan = |image: Option<&ImageDefaults>| {
+            let context = command::Context {
+                rootless: sys::geteuid() != 0,
+                envs: &options.envs,
+                image,
+            };
+            command.plan(&context, command::Stdio::pipes(command.stdin)?)
+        };
+        // The `host` template's command is planned first, so that a request
+        // too large for the protocol fails before the state directory is
+        // used. Other templates are resolved first, because an image's
+        // configuration sets the command's defaults.
+        let host_plan = if options.template == template::HOST {
+            Some(plan(None)?)
+        } else {
+            None
+        };
         let state_dir = paths::state_dir();
         let sandboxes = state::sandboxes_dir(&state_dir)?;
         let template = resolve_template(&options.template, &state_dir)?;
-        let context = command::Context {
-            rootless: sys::geteuid() != 0,
-            envs: &options.envs,
-            image: template.image.as_deref(),
+        let mut planned = match host_plan {
+            Some(planned) => planned,
+            None => plan(template.image.as_deref())?,
         };
-        let mut planned = command.plan(&context, command::Stdio::pipes(command.stdin)?)?;
         let prepared = Self::prepare_from(
             &options,
             (&state_dir, &sandboxes),

@@ -237,7 +237,7 @@ fn classify(name: &str, state_dir: &Path) -> Result<Named> {
         });
     }
     if !metadata.is_dir() {
-        return invalid("is neither a directory nor a tar archive of an image");
+        return invalid("is not a directory or a tar archive of an image");
     }
     if reference.is_some() {
         return invalid(&format!(

@@ -161,6 +161,7 @@ pub fn base_layer() -> Vec<u8> {
 pub enum Compression {
     None,
     Gzip,
+    Zstd,
 }
 
 /// One image: its layers (bottom first) and the `config` part of its
@@ -207,6 +208,13 @@ impl Image {
                         "application/vnd.oci.image.layer.v1.tar+gzip",
                     ));
                 }
+                Compression::Zstd => blobs.push((
+                    ruzstd::encoding::compress_to_vec(
+                        tar.as_slice(),
+                        ruzstd::encoding::CompressionLevel::Fastest,
+                    ),
+                    "application/vnd.oci.image.layer.v1.tar+zstd",
+                )),
             }
         }
         let diff_ids = self.diff_ids.clone().unwrap_or(diff_ids);
