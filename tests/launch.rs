@@ -387,20 +387,6 @@ async fn fork_launcher_executes_when_threaded() {
     );
 }
 
-/// Returns the unprivileged uid and gid: those of the account named by
-/// SOULBOX_ROOTLESS_USER (`.ci/run` creates one), else 65534.
-fn unprivileged_ids() -> (String, String) {
-    let Some(name) = std::env::var_os("SOULBOX_ROOTLESS_USER") else {
-        return ("65534".into(), "65534".into());
-    };
-    let id = |flag: &str| {
-        let output = Command::new("id").arg(flag).arg(&name).output().unwrap();
-        assert!(output.status.success(), "{name:?} is not an account");
-        String::from_utf8_lossy(&output.stdout).trim().to_string()
-    };
-    (id("-u"), id("-g"))
-}
-
 #[test]
 fn rootless_creates_without_zygote() {
     if !require_root("rootless_creates_without_zygote") {

@@ -238,15 +238,17 @@ fn rootless_cli_mount_is_read_only() {
         std::fs::Permissions::from_mode(0o644),
     )
     .expect("make the file readable");
-    // uid 65534 may not reach the build directory, so it runs a copy.
+    // The unprivileged user may not reach the build directory, so it runs a
+    // copy.
     let reachable = host.path().join("soulbox");
     std::fs::copy(&binary, &reachable).expect("copy the soulbox binary");
     std::fs::set_permissions(&reachable, std::fs::Permissions::from_mode(0o755))
         .expect("make the copy executable by every user");
 
     let mount = format!("{}:/data", host.path().display());
+    let (uid, gid) = unprivileged_ids();
     let output = std::process::Command::new("setpriv")
-        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups", "--"])
+        .args(["--reuid", &uid, "--regid", &gid, "--clear-groups", "--"])
         .args(["env", "-i", "PATH=/usr/bin:/bin"])
         .arg(&reachable)
         .args(["run", "--mount", &mount, "--", "sh", "-c"])
@@ -256,7 +258,7 @@ fn rootless_cli_mount_is_read_only() {
 
     assert!(
         output.status.success(),
-        "soulbox run --mount as uid 65534 failed: {}",
+        "soulbox run --mount as uid {uid} failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
     assert_eq!(

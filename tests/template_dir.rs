@@ -106,15 +106,6 @@ async fn create(rootfs: &RootFs) -> Sandbox {
         .expect("create a sandbox from a directory template")
 }
 
-async fn run_ok(sandbox: &Sandbox, command_line: &str) -> String {
-    let output = sh(sandbox, command_line).await;
-    assert!(
-        output.status.success(),
-        "{command_line:?} failed in the sandbox: {output:?}"
-    );
-    stdout(&output)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn directory_is_whole_root() {
     if !require_root("directory_is_whole_root") {
@@ -300,7 +291,10 @@ async fn bad_template_names_rejected_before_anything_is_made() {
             "neither \"host\" nor an absolute path",
         ),
         (missing.display().to_string(), "cannot be opened"),
-        (file.display().to_string(), "is not a directory"),
+        (
+            file.display().to_string(),
+            "is not a directory or a tar archive",
+        ),
         ("/".to_string(), "is the host's root"),
         (state_dir, "overlaps SoulBox's state directory"),
     ];

@@ -51,7 +51,7 @@ export type SandboxState = 'running' | 'paused'
 /** Description of a sandbox, from `getInfo()` and `Sandbox.list()`. */
 export interface SandboxInfo {
   sandboxId: string
-  /** The template: `host`, or a directory's absolute path. */
+  /** The template: `host`, or an absolute path (with `:NAME` after an image's). */
   templateId: string
   /** The template's name, as `templateId`. */
   name?: string
@@ -117,8 +117,10 @@ export declare class Sandbox {
   /** Creates a sandbox from the `host` template. */
   static create(opts?: SandboxOpts): Promise<Sandbox>
   /**
-   * Creates a sandbox from a template: `host`, or the path of a directory
-   * that contains a root file system, used read-only as the sandbox's root.
+   * Creates a sandbox from a template: `host`; the path of a directory
+   * that contains a root file system, used read-only as the sandbox's
+   * root; or the path of an OCI image layout directory or image archive,
+   * optionally followed by `:NAME` to select one of several images.
    */
   static create(template: string, opts?: SandboxOpts): Promise<Sandbox>
   /**

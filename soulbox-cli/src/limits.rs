@@ -7,9 +7,11 @@ use soulbox_core::{Mount, SandboxOptions};
 /// The template and resource limits of the new sandbox.
 #[derive(Debug, Args)]
 pub struct LimitArgs {
-    /// `host` (the default), or a directory that contains a root file system,
-    /// such as one made by debootstrap. That directory becomes the sandbox's
-    /// read-only root as it is, with nothing of the host's.
+    /// `host` (the default); a directory that contains a root file system,
+    /// such as one made by debootstrap, which becomes the sandbox's
+    /// read-only root as it is; or an OCI image layout directory or image
+    /// archive (`docker save`, `podman save --format oci-archive`),
+    /// optionally followed by `:NAME` to pick one of several images.
     #[arg(long, value_name = "TEMPLATE", value_parser = parse_template)]
     template: Option<String>,
 
@@ -98,25 +100,43 @@ fn parse_mount(text: &str) -> Result<Mount, String> {
     })
 }
 
-/// Reads a template: `host`, or a path, made absolute here so that the
-/// core, which takes absolute paths only, gets one. A relative path must
-/// name an existing directory; the core checks the rest.
+/// Reads a template: `host`, or a path with an optional `:NAME` after it,
+/// made absolute here so that the core, which takes absolute paths only,
+/// gets one. A relative path must name an existing file or directory; the
+/// core checks the rest.
 fn parse_template(text: &str) -> Result<String, String> {
     if text == "host" || text.starts_with('/') {
         return Ok(text.to_string());
     }
-    match std::fs::canonicalize(text) {
-        // A lossy conversion would name another directory, usually a
-        // missing one.
-        Ok(path) if path.is_dir() => path.into_os_string().into_string().map_err(|path| {
-            format!(
-                "{text:?} resolves to {path:?}, which is not valid UTF-8; move the directory to a \
+    // The first ':' separates the path from the image's name, which may
+    // contain ':' itself (alpine:3.20).
+    let (path, reference) = match text.split_once(':') {
+        Some((path, reference)) => (path, Some(reference)),
+        None => (text, None),
+    };
+    let absolute = match std::fs::canonicalize(path) {
+        // A lossy conversion would name another path, usually a missing
+        // one.
+        Ok(absolute) => absolute
+            .into_os_string()
+            .into_string()
+            .map_err(|absolute| {
+                format!(
+                    "{path:?} resolves to {absolute:?}, which is not valid UTF-8; move it to a \
                  UTF-8 path"
-            )
-        }),
-        Ok(_) => Err(format!("{text:?} is not a directory; a template is `host` or a directory that contains a root file system")),
-        Err(e) => Err(format!("{text:?} is neither `host` nor a directory that can be opened ({e})")),
-    }
+                )
+            })?,
+        Err(e) => {
+            return Err(format!(
+                "{path:?} is neither `host` nor a directory or image file that can be opened \
+                 ({e})"
+            ))
+        }
+    };
+    Ok(match reference {
+        Some(reference) => format!("{absolute}:{reference}"),
+        None => absolute,
+    })
 }
 
 /// Parses a byte size: a whole number with an optional binary suffix K, M,

@@ -39,7 +39,9 @@ enum Commands {
     /// syntax. Its stdout and stderr stream to this terminal as they are
     /// written. When stdin is not a terminal it is forwarded to the command
     /// (`echo hi | soulbox run -- cat`); otherwise the command's stdin is empty,
-    /// unless --tty gives it an interactive terminal.
+    /// unless --tty gives it an interactive terminal. With an image
+    /// template (--template ./image.tar) and no COMMAND, it runs the image's
+    /// Entrypoint and Cmd.
     ///
     /// SIGINT, SIGTERM or SIGHUP is passed on to the command; a second one
     /// ends it and the sandbox at once.

@@ -87,8 +87,9 @@ pub struct CommandArgs {
     #[arg(long, short = 't')]
     tty: bool,
 
-    /// The program to run and its arguments.
-    #[arg(last = true, required = true, value_name = "COMMAND")]
+    /// The program to run and its arguments. `soulbox run` with an image
+    /// template and no COMMAND runs the image's Entrypoint and Cmd.
+    #[arg(last = true, value_name = "COMMAND")]
     command: Vec<String>,
 }
 
@@ -106,7 +107,12 @@ pub fn parse_env(text: &str) -> Result<(String, String), String> {
 
 /// Runs the command; returns the exit code for this process, or a one-line
 /// message when SoulBox failed.
-pub async fn run(args: RunArgs) -> Result<u8, String> {
+pub async fn run(mut args: RunArgs) -> Result<u8, String> {
+    let mut options = SandboxOptions::default().kill_on_drop(true);
+    args.limits.apply(&mut options);
+    if args.command.command.is_empty() {
+        args.command.command = image_command(&options.template)?;
+    }
     for spec in &args.copies {
         spec.check_source()?;
     }
@@ -132,10 +138,7 @@ pub async fn run(args: RunArgs) -> Result<u8, String> {
     } else {
         sandbox_timeout
     };
-    let mut options = SandboxOptions::default()
-        .timeout(create_timeout)
-        .kill_on_drop(true);
-    args.limits.apply(&mut options);
+    options.timeout = create_timeout;
     if !copies_first && !args.command.tty {
         // The common case: the command's start request goes out with the
         // create, and the command starts as soon as the sandbox is ready.
@@ -186,8 +189,32 @@ pub async fn run(args: RunArgs) -> Result<u8, String> {
     Ok(code)
 }
 
+/// Returns the command that `soulbox run` runs when none is given: the
+/// image's Entrypoint followed by its Cmd.
+fn image_command(template: &str) -> Result<Vec<String>, String> {
+    match soulbox_core::image::default_command(template) {
+        Ok(Some(command)) if !command.is_empty() => Ok(command),
+        Ok(Some(_)) => Err(format!(
+            "the argument <COMMAND> is missing, and the image {template:?} sets neither \
+             Entrypoint nor Cmd; give one after --, as in `soulbox run --template IMAGE -- sh`"
+        )),
+        Ok(None) => Err(
+            "the argument <COMMAND> is missing; give one after --, as in `soulbox run -- ls`. \
+             Only an image template has a default command (its Entrypoint and Cmd)"
+                .into(),
+        ),
+        Err(e) => Err(crate::describe(&e)),
+    }
+}
+
 /// Runs the command in a sandbox that exists, which keeps running.
 pub async fn exec(args: ExecArgs) -> Result<u8, Failure> {
+    if args.command.command.is_empty() {
+        return Err(String::from(
+            "the argument <COMMAND> is missing; give one after --, as in `soulbox exec ID -- ls`",
+        )
+        .into());
+    }
     let stdin_is_terminal = term::stdin_is_terminal();
     if args.command.tty && !stdin_is_terminal {
         return Err(String::from(

@@ -1,5 +1,6 @@
 //! Running commands in a sandbox.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::fmt;
@@ -12,6 +13,7 @@ use nix::fcntl::OFlag;
 use soulbox_proto::{Request, Spawn, SpawnStage, StatusRecord};
 
 use crate::error::{Error, Result};
+use crate::image::{Account, ImageDefaults};
 use crate::process::{
     self, CommandExit, CommandHandle, OutputStream, ProcessInfo, Started, StatusPipe, StdinWriter,
 };
@@ -265,14 +267,17 @@ impl Command {
     }
 
     /// Sets the working directory; a relative path is taken from the user's
-    /// home. A directory that does not exist fails the start.
+    /// home. A directory that does not exist fails the start. The default
+    /// is the user's home, or an image's `WorkingDir`.
     pub fn cwd(&mut self, dir: impl Into<String>) -> &mut Self {
         self.spec.cwd = Some(dir.into());
         self
     }
 
     /// Sets the user: `user` (the default) or `root`. In a rootless sandbox
-    /// `root` is the only user and the default.
+    /// `root` is the only user and the default. In a sandbox built from an
+    /// image, the image's `User` is the default, and a name from its
+    /// /etc/passwd or `UID[:GID]` is accepted too.
     pub fn user(&mut self, name: impl Into<String>) -> &mut Self {
         self.spec.user = Some(name.into());
         self
@@ -375,6 +380,7 @@ impl Command {
         let context = Context {
             rootless: self.sandbox.rootless,
             envs: &self.sandbox.envs,
+            image: self.sandbox.image.as_deref(),
         };
         let stdio = match pty {
             // Once the sandbox has ended, the open fails because its
@@ -404,6 +410,8 @@ pub(crate) struct Context<'a> {
     pub(crate) rootless: bool,
     /// The sandbox's variables.
     pub(crate) envs: &'a BTreeMap<String, String>,
+    /// The command defaults of an image template; `None` for the others.
+    pub(crate) image: Option<&'a ImageDefaults>,
 }
 
 /// A command whose start request is built but not yet sent.
@@ -517,9 +525,9 @@ impl Planned {
 impl CommandSpec {
     /// Builds the start request, with `stdio` and a new status pipe.
     pub(crate) fn plan(&self, context: &Context<'_>, stdio: Stdio) -> Result<Planned> {
-        let user = resolve_user(self.user.as_deref(), context.rootless)?;
-        let cwd = resolve_cwd(self.cwd.as_deref(), user)?;
-        let env = self.environment(user, context.envs)?;
+        let user = resolve_user(self.user.as_deref(), context.rootless, context.image)?;
+        let cwd = resolve_cwd(self.cwd.as_deref(), &user, context.image)?;
+        let env = self.environment(&user, context)?;
         let argv = self.checked_argv()?;
         if self.tag.as_deref() == Some("") {
             return Err(Error::InvalidArgument("command tag is empty".into()));
@@ -532,7 +540,7 @@ impl CommandSpec {
             env,
             cwd: cwd.clone().into_bytes(),
             uid: user.uid,
-            gid: user.uid,
+            gid: user.gid,
             pty: stdio.pty.is_some(),
             ends_sandbox: self.ends_sandbox,
         };
@@ -578,25 +586,30 @@ impl CommandSpec {
         Ok(argv)
     }
 
-    /// Builds the complete environment, each layer overriding the last.
-    fn environment(
-        &self,
-        user: User,
-        sandbox_envs: &BTreeMap<String, String>,
-    ) -> Result<Vec<Vec<u8>>> {
+    /// Builds the complete environment, each layer overriding the last:
+    /// SoulBox's defaults, an image's `Env`, the sandbox's variables, then
+    /// the command's own.
+    fn environment(&self, user: &User, context: &Context<'_>) -> Result<Vec<Vec<u8>>> {
         let mut env: Vec<(Vec<u8>, Vec<u8>)> = vec![
             (b"PATH".to_vec(), DEFAULT_PATH.into()),
-            (b"HOME".to_vec(), user.home.into()),
-            (b"USER".to_vec(), user.name.into()),
-            (b"LOGNAME".to_vec(), user.name.into()),
-            (b"SHELL".to_vec(), b"/bin/bash".to_vec()),
-            (b"LANG".to_vec(), b"C.UTF-8".to_vec()),
+            (b"HOME".to_vec(), user.home.as_bytes().to_vec()),
         ];
+        if let Some(name) = &user.name {
+            env.push((b"USER".to_vec(), name.as_bytes().to_vec()));
+            env.push((b"LOGNAME".to_vec(), name.as_bytes().to_vec()));
+        }
+        env.push((b"SHELL".to_vec(), user.shell.as_bytes().to_vec()));
+        env.push((b"LANG".to_vec(), b"C.UTF-8".to_vec()));
         let mut set = |key: &[u8], value: &[u8]| match env.iter_mut().find(|(k, _)| k == key) {
             Some(entry) => entry.1 = value.to_vec(),
             None => env.push((key.to_vec(), value.to_vec())),
         };
-        for (key, value) in sandbox_envs {
+        if let Some(image) = context.image {
+            for (key, value) in &image.env {
+                set(key.as_bytes(), value.as_bytes());
+            }
+        }
+        for (key, value) in context.envs {
             set(key.as_bytes(), value.as_bytes());
         }
         for (key, value) in &self.envs {
@@ -732,17 +745,55 @@ fn pipe_pair() -> Result<(OwnedFd, OwnedFd)> {
 }
 
 /// A sandbox user a command can run as.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct User {
-    name: &'static str,
+    /// The name, unless an image's user is a uid that its /etc/passwd
+    /// lacks.
+    name: Option<Cow<'static, str>>,
     uid: u32,
-    home: &'static str,
+    gid: u32,
+    home: Cow<'static, str>,
+    shell: Cow<'static, str>,
 }
 
-fn resolve_user(name: Option<&str>, rootless: bool) -> Result<User> {
+impl User {
+    const USER: Self = Self {
+        name: Some(Cow::Borrowed("user")),
+        uid: USER_UID,
+        gid: USER_UID,
+        home: Cow::Borrowed(USER_HOME),
+        shell: Cow::Borrowed("/bin/bash"),
+    };
+
+    const ROOT: Self = Self {
+        name: Some(Cow::Borrowed("root")),
+        uid: 0,
+        gid: 0,
+        home: Cow::Borrowed("/root"),
+        shell: Cow::Borrowed("/bin/bash"),
+    };
+
+    fn from_account(account: Account) -> Self {
+        Self {
+            name: account.name.map(Cow::Owned),
+            uid: account.uid,
+            gid: account.gid,
+            home: Cow::Owned(account.home),
+            shell: Cow::Owned(account.shell.unwrap_or_else(|| "/bin/sh".into())),
+        }
+    }
+}
+
+fn resolve_user(name: Option<&str>, rootless: bool, image: Option<&ImageDefaults>) -> Result<User> {
     // A rootless sandbox's user namespace maps only the caller's uid, to
-    // root, so root is its only user and the default.
+    // root, so root is its only user and the default, also for an image
+    // whose `User` names another.
     let default = if rootless { "root" } else { "user" };
+    match (name, image) {
+        (None, Some(image)) if !rootless => return Ok(User::from_account(image.user.clone())),
+        (Some(name), Some(image)) if !rootless => return resolve_image_user(name, image),
+        _ => {}
+    }
     match name.unwrap_or(default) {
         "user" if rootless => Err(Error::InvalidArgument(
             "user \"user\" does not exist in a rootless sandbox, whose user namespace maps \
@@ -750,27 +801,43 @@ fn resolve_user(name: Option<&str>, rootless: bool) -> Result<User> {
              the host"
                 .into(),
         )),
-        "user" => Ok(User {
-            name: "user",
-            uid: USER_UID,
-            home: USER_HOME,
-        }),
-        "root" => Ok(User {
-            name: "root",
-            uid: 0,
-            home: "/root",
-        }),
+        "user" => Ok(User::USER),
+        "root" => match image.and_then(|image| image.account_named("root")) {
+            Some(account) => Ok(User::from_account(account)),
+            None => Ok(User::ROOT),
+        },
         other => Err(Error::InvalidArgument(format!(
             "unknown user {other:?}; the host template has \"user\" and \"root\""
         ))),
     }
 }
 
-fn resolve_cwd(cwd: Option<&str>, user: User) -> Result<String> {
-    let cwd = match cwd {
-        None | Some("") => return Ok(user.home.to_string()),
-        Some(dir) if dir.starts_with('/') => dir.to_string(),
-        Some(dir) => format!("{}/{dir}", user.home),
+/// Returns the user that `name` names in an image template: an account
+/// of the image's /etc/passwd, or `UID[:GID]`. `user` and `root` exist in
+/// every image, with uid 1000 and 0, as in the other templates.
+fn resolve_image_user(name: &str, image: &ImageDefaults) -> Result<User> {
+    if let Some(account) = image.account_named(name) {
+        return Ok(User::from_account(account));
+    }
+    match name {
+        "user" => Ok(User::USER),
+        "root" => Ok(User::ROOT),
+        spec => image
+            .account(spec)
+            .map(User::from_account)
+            .map_err(|problem| Error::InvalidArgument(format!("invalid user {spec:?}: {problem}"))),
+    }
+}
+
+/// Returns the working directory: `cwd`, relative to the user's home, or
+/// by default the image's `WorkingDir` in an image template and the user's
+/// home in the others.
+fn resolve_cwd(cwd: Option<&str>, user: &User, image: Option<&ImageDefaults>) -> Result<String> {
+    let cwd = match (cwd, image) {
+        (None | Some(""), Some(image)) => return Ok(image.working_dir.clone()),
+        (None | Some(""), None) => return Ok(user.home.to_string()),
+        (Some(dir), _) if dir.starts_with('/') => dir.to_string(),
+        (Some(dir), _) => format!("{}/{dir}", user.home.trim_end_matches('/')),
     };
     if cwd.contains('\0') {
         return Err(Error::InvalidArgument(format!(

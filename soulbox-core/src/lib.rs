@@ -36,6 +36,7 @@ mod error;
 mod files;
 mod host_limits;
 mod id;
+pub mod image;
 mod init_binary;
 mod interpreter;
 mod mounts;

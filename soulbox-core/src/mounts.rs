@@ -121,7 +121,7 @@ fn resolve_source(mount: &Mount, state_dir: &Path) -> Result<PathBuf> {
             &format!("has a source on {file_system}, a kernel file system whose files would show the host's kernel state"),
         ));
     }
-    if template::is_host_root(&source) {
+    if template::is_host_root(&source, &meta) {
         return Err(invalid(
             mount,
             "has the host's root as its source, which contains its secrets; mount the directories the sandbox needs",

@@ -18,6 +18,7 @@ use tracing::debug;
 use crate::cgroup::{self, Limits, SandboxCgroup};
 use crate::command::{self, CommandSpec};
 use crate::error::{Error, Result};
+use crate::image::ImageDefaults;
 use crate::mounts::{self, Mount};
 use crate::process::CommandHandle;
 use crate::reaper::{self, Leftovers};
@@ -39,10 +40,12 @@ const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct SandboxOptions {
-    /// The template: `host` (the default), or the absolute path of a
+    /// The template: `host` (the default); the absolute path of a
     /// directory that contains a root file system, which becomes the read-only
-    /// lower layer of the sandbox's root as it is. Such a directory must not
-    /// change while sandboxes use it.
+    /// lower layer of the sandbox's root as it is and must not change while
+    /// sandboxes use it; or the absolute path of an OCI image layout
+    /// directory or image archive, optionally followed by `:NAME` to select
+    /// one of several images (see [`crate::image`]).
     pub template: String,
     /// The sandbox ends this long after creation, enforced by its PID 1
     /// even if the host process dies. Zero means no limit.
@@ -116,8 +119,8 @@ impl Default for SandboxOptions {
 }
 
 impl SandboxOptions {
-    /// Sets the template: `host`, or the absolute path of a directory that
-    /// contains a root file system (see [`SandboxOptions::template`]).
+    /// Sets the template: `host`, or the absolute path of a directory or
+    /// image (see [`SandboxOptions::template`]).
     pub fn template(mut self, template: impl Into<String>) -> Self {
         self.template = template.into();
         self
@@ -437,6 +440,8 @@ pub(crate) struct Inner {
     root: RwLock<Option<OwnedFd>>,
     cgroup: Mutex<SandboxCgroup>,
     pub(crate) envs: BTreeMap<String, String>,
+    /// The command defaults of an image template; `None` for the others.
+    pub(crate) image: Option<Arc<ImageDefaults>>,
     /// Prefix that runs a command line through a shell.
     pub(crate) shell: &'static [&'static str],
     /// Whether the sandbox runs in its own user namespace (caller not root).
@@ -488,12 +493,38 @@ impl Sandbox {
         command: &CommandSpec,
     ) -> Result<(Self, CommandHandle)> {
         options.validate()?;
-        let context = command::Context {
-            rootless: sys::geteuid() != 0,
-            envs: &options.envs,
+        let plan = |image: Option<&ImageDefaults>| {
+            let context = command::Context {
+                rootless: sys::geteuid() != 0,
+                envs: &options.envs,
+                image,
+            };
+            command.plan(&context, command::Stdio::pipes(command.stdin)?)
         };
-        let mut planned = command.plan(&context, command::Stdio::pipes(command.stdin)?)?;
-        let prepared = Self::prepare(&options, options.timeout, false, Some(&planned)).await?;
+        // The `host` template's command is planned first, so that a request
+        // too large for the protocol fails before the state directory is
+        // used. Other templates are resolved first, because an image's
+        // configuration sets the command's defaults.
+        let host_plan = if options.template == template::HOST {
+            Some(plan(None)?)
+        } else {
+            None
+        };
+        let state_dir = paths::state_dir();
+        let sandboxes = state::sandboxes_dir(&state_dir)?;
+        let template = resolve_template(&options.template, &state_dir)?;
+        let mut planned = match host_plan {
+            Some(planned) => planned,
+            None => plan(template.image.as_deref())?,
+        };
+        let prepared = Self::prepare_from(
+            &options,
+            (&state_dir, &sandboxes),
+            &template,
+            (options.timeout, false),
+            Some(&planned),
+        )
+        .await?;
         let sandbox = prepared.hand_over(&options, false).await?;
         // Until the call returns, the caller has no handle on the sandbox,
         // so a failed start or a dropped call kills it even when it would
@@ -526,10 +557,30 @@ impl Sandbox {
         let state_dir = paths::state_dir();
         // First: it checks that the state directory is this user's alone.
         let sandboxes = state::sandboxes_dir(&state_dir)?;
-        let template = template::resolve(&options.template, &state_dir)?;
-        let scratch_dir = prepare_scratch_dir(&state_dir)?;
+        let template = resolve_template(&options.template, &state_dir)?;
+        Self::prepare_from(
+            options,
+            (&state_dir, &sandboxes),
+            &template,
+            (timeout, background),
+            first,
+        )
+        .await
+    }
 
-        let new_entry = state::NewEntry::create(&sandboxes)?;
+    /// Does [`Sandbox::prepare`]'s work once the state directory, at
+    /// `dirs` with its `sandboxes` directory, is checked and the template
+    /// resolved; `schedule` is the timeout and the background flag.
+    async fn prepare_from(
+        options: &SandboxOptions,
+        (state_dir, sandboxes): (&Path, &Path),
+        template: &template::Template,
+        (timeout, background): (Duration, bool),
+        first: Option<&command::Planned>,
+    ) -> Result<Prepared> {
+        let scratch_dir = prepare_scratch_dir(state_dir)?;
+
+        let new_entry = state::NewEntry::create(sandboxes)?;
         let entry_guard = EntryGuard(Some(new_entry.path.clone()));
         let id = new_entry.id.clone();
         let config = Config {
@@ -556,7 +607,7 @@ impl Sandbox {
             timeout_ms: duration_ms(timeout),
             seccomp_filter: options.seccomp.program()?.to_vec(),
             background: background && sys::geteuid() == 0,
-            mounts: mounts::resolve(&options.mounts, &state_dir)?,
+            mounts: mounts::resolve(&options.mounts, state_dir)?,
         };
         let request = Request::Config(config);
         let config = request.encode().map_err(|e| oversized(&request, &e))?;
@@ -565,7 +616,7 @@ impl Sandbox {
             Launch::start(&id, &options.limits(), background, &config, entry_fds)?;
         // After the launch, whose clone under `Launcher::Fork` needs this
         // process to have one thread, and the sweep may start one.
-        sweep_if_due(&sandboxes);
+        sweep_if_due(sandboxes);
         set_nonblocking(&host_end)?;
         let control = sys::async_fd(host_end).map_err(Error::os("register the control socket"))?;
         // PID 1 has copies of both now. Nothing else may keep the listening
@@ -612,6 +663,7 @@ impl Sandbox {
             control,
             root,
             shell,
+            image: template.image.clone(),
         })
     }
 
@@ -689,6 +741,7 @@ impl Sandbox {
             return Err(not_found());
         }
         let shell = pick_shell(&root);
+        let image = connected_image_defaults(&record);
         let cgroup = SandboxCgroup::reopen(id, record.limits());
         set_nonblocking(&connection)?;
         let control =
@@ -702,6 +755,7 @@ impl Sandbox {
             root: RwLock::new(Some(root)),
             cgroup: Mutex::new(cgroup),
             envs: record.envs.clone(),
+            image,
             shell,
             rootless: record.rootless,
             entry,
@@ -1546,6 +1600,7 @@ pub(crate) struct Prepared {
     control: AsyncFd<OwnedFd>,
     root: OwnedFd,
     shell: &'static [&'static str],
+    image: Option<Arc<ImageDefaults>>,
 }
 
 impl fmt::Debug for Prepared {
@@ -1592,6 +1647,7 @@ impl Prepared {
             control,
             root,
             shell,
+            image,
         } = self;
         let enforced = launch.enforced();
         let rootless = sys::geteuid() != 0;
@@ -1648,6 +1704,7 @@ impl Prepared {
             root: RwLock::new(Some(root)),
             cgroup: Mutex::new(cgroup),
             envs: options.envs.clone(),
+            image,
             shell,
             rootless,
             record,
@@ -2166,6 +2223,48 @@ fn pick_shell(root: &OwnedFd) -> &'static [&'static str] {
         &["/bin/bash", "-l", "-c"]
     } else {
         &["/bin/sh", "-c"]
+    }
+}
+
+/// Resolves the template `name`. Preparing an image template reads and may
+/// unpack large files, so on a multi-threaded runtime it runs in
+/// `block_in_place`, which lets the runtime move its other tasks to
+/// another thread meanwhile. The `host` template and directory templates
+/// resolve in a few system calls and run directly.
+fn resolve_template(
+    name: &str,
+    state_dir: &Path,
+) -> Result<std::borrow::Cow<'static, template::Template>> {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    template::resolve_in(name, state_dir, |prepare| match Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(prepare)
+        }
+        _ => prepare(),
+    })
+}
+
+/// Returns the command defaults of the image that the sandbox of `record`
+/// was built from, for a handle from `connect`. The image is read again
+/// from its template path; where that fails, commands of this handle get
+/// the defaults of the other templates, and a warning says why.
+fn connected_image_defaults(record: &Record) -> Option<Arc<ImageDefaults>> {
+    if record.template == template::HOST {
+        return None;
+    }
+    match template::image_defaults(&record.template) {
+        Ok(image) => image,
+        Err(error) => {
+            // NOTE: the image may have changed or gone since the create;
+            // commands then start as `user` in /home/user.
+            tracing::warn!(
+                sandbox_id = %record.id,
+                template = %record.template,
+                %error,
+                "cannot read the sandbox's image again; its commands get SoulBox's defaults"
+            );
+            None
+        }
     }
 }
 

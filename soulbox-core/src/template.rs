@@ -10,15 +10,22 @@
 //! root file system, such as one made by debootstrap or unpacked from a
 //! container image. It is the overlay's lower layer as it is, with nothing
 //! of the host bound on top.
+//!
+//! An image template is the absolute path of an OCI image layout directory
+//! or of an image archive, optionally followed by `:NAME` to select one of
+//! several images (see [`crate::image`]). Its unpacked layers are the
+//! overlay's lower layers, and its configuration sets the defaults of
+//! commands.
 
 use std::borrow::Cow;
 use std::fs;
 use std::io;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use crate::error::{Error, Result};
+use crate::image::{self, ImageDefaults, ImageKind};
 use crate::sys;
 
 /// Name of the default template.
@@ -130,54 +137,162 @@ pub struct Template {
     pub lower_dirs: Vec<PathBuf>,
     /// Host paths bound read-only at the same path inside.
     pub binds: Vec<PathBuf>,
+    /// The command defaults of an image template; `None` for the others.
+    pub(crate) image: Option<Arc<ImageDefaults>>,
 }
 
-/// Returns the template that `name` selects: [`HOST`], or the absolute
-/// path of a directory containing a root file system.
+/// The kind of template that a name other than [`HOST`] gives, with
+/// what [`resolve`] needs to prepare it.
+enum Named {
+    /// A directory that contains a root file system.
+    Directory(PathBuf),
+    /// An image layout or archive, and the image selected in it.
+    Image {
+        path: PathBuf,
+        kind: ImageKind,
+        reference: Option<String>,
+    },
+}
+
+/// Returns the template that `name` selects: [`HOST`], the absolute path
+/// of a directory containing a root file system, or the absolute path of
+/// an OCI image layout or image archive, optionally followed by `:NAME`.
+/// An image's layers that the layer cache lacks are unpacked first.
 ///
 /// # Errors
 ///
-/// [`Error::InvalidArgument`] for any other name, a path that is not an
-/// existing directory, a directory on a kernel file system such as procfs,
-/// the host's own root, or a directory that overlaps `state_dir`.
-/// [`Error::Template`] if the `host` skeleton cannot be built.
+/// [`Error::InvalidArgument`] for any other name, a path that does not
+/// exist, a directory on a kernel file system such as procfs, the host's
+/// own root, or a directory that overlaps `state_dir`.
+/// [`Error::Template`] if the `host` skeleton cannot be built, or an image
+/// cannot be read, verified or unpacked.
 pub fn resolve(name: &str, state_dir: &Path) -> Result<Cow<'static, Template>> {
+    resolve_in(name, state_dir, |prepare| prepare())
+}
+
+/// Resolves as [`resolve`] does, but prepares an image through `blocking`,
+/// which runs the closure it gets and may first tell an async runtime that
+/// the thread will block.
+pub(crate) fn resolve_in(
+    name: &str,
+    state_dir: &Path,
+    blocking: impl FnOnce(
+        &mut dyn FnMut() -> Result<image::ImageTemplate>,
+    ) -> Result<image::ImageTemplate>,
+) -> Result<Cow<'static, Template>> {
     if name == HOST {
         return host(state_dir).map(Cow::Borrowed);
     }
-    let dir = check_directory(name, state_dir)?;
-    Ok(Cow::Owned(Template {
-        lower_dirs: vec![dir],
-        binds: Vec::new(),
-    }))
+    match classify(name, state_dir)? {
+        Named::Directory(dir) => Ok(Cow::Owned(Template {
+            lower_dirs: vec![dir],
+            binds: Vec::new(),
+            image: None,
+        })),
+        Named::Image {
+            path,
+            kind,
+            reference,
+        } => {
+            let prepared =
+                blocking(&mut || image::prepare(name, &path, kind, reference.as_deref()))?;
+            Ok(Cow::Owned(Template {
+                lower_dirs: prepared.layers,
+                binds: Vec::new(),
+                image: Some(prepared.defaults),
+            }))
+        }
+    }
 }
 
-/// Checks a template name without building anything: [`HOST`], or the
-/// absolute path of an existing directory that [`resolve`] accepts.
+/// Checks a template name without building or unpacking anything:
+/// [`HOST`], or an absolute path that [`resolve`] accepts.
 pub(crate) fn check_name(name: &str) -> Result<()> {
     if name == HOST {
         return Ok(());
     }
-    check_directory(name, &crate::paths::state_dir()).map(drop)
+    classify(name, &crate::paths::state_dir()).map(drop)
 }
 
-fn check_directory(name: &str, state_dir: &Path) -> Result<PathBuf> {
+/// Returns the command defaults of the image template `name`, or `None`
+/// for any other template. Used when a process connects to a sandbox that
+/// another made, whose record has only the template's name.
+pub(crate) fn image_defaults(name: &str) -> Result<Option<Arc<ImageDefaults>>> {
+    if name == HOST {
+        return Ok(None);
+    }
+    match classify(name, &crate::paths::state_dir())? {
+        Named::Directory(_) => Ok(None),
+        Named::Image {
+            path,
+            kind,
+            reference,
+        } => Ok(Some(
+            image::prepare(name, &path, kind, reference.as_deref())?.defaults,
+        )),
+    }
+}
+
+fn classify(name: &str, state_dir: &Path) -> Result<Named> {
+    let invalid = |problem: &str| {
+        Err(Error::InvalidArgument(format!(
+            "template {name:?} {problem}; a template is \"host\", the absolute path of a \
+             directory that contains a root file system, or the absolute path of an OCI image \
+             layout or image archive, optionally followed by :NAME"
+        )))
+    };
+    if !name.starts_with('/') {
+        return invalid("is neither \"host\" nor an absolute path");
+    }
+    // overlayfs cannot take a ':' in a layer's path, so the first one
+    // separates an image's path from the name of the image in it.
+    let (path, reference) = match name.split_once(':') {
+        Some((path, reference)) => (path, Some(reference)),
+        None => (name, None),
+    };
+    let resolved = match fs::canonicalize(path) {
+        Ok(resolved) => resolved,
+        Err(e) => return invalid(&format!("cannot be opened ({e})")),
+    };
+    let metadata = match fs::metadata(&resolved) {
+        Ok(metadata) => metadata,
+        Err(e) => return invalid(&format!("cannot be opened ({e})")),
+    };
+    if let Some(kind) = image::kind_of(&resolved, &metadata) {
+        if reference == Some("") {
+            return invalid("ends in ':' with no image name after it");
+        }
+        return Ok(Named::Image {
+            path: resolved,
+            kind,
+            reference: reference.map(str::to_string),
+        });
+    }
+    if !metadata.is_dir() {
+        return invalid("is not a directory or a tar archive of an image");
+    }
+    if reference.is_some() {
+        return invalid(&format!(
+            "names the directory {} followed by ':', which selects an image, but the \
+             directory has no oci-layout file; a directory template's path cannot contain ':'",
+            resolved.display()
+        ));
+    }
+    check_directory(name, resolved, &metadata, state_dir).map(Named::Directory)
+}
+
+fn check_directory(
+    name: &str,
+    dir: PathBuf,
+    metadata: &fs::Metadata,
+    state_dir: &Path,
+) -> Result<PathBuf> {
     let invalid = |problem: &str| {
         Err(Error::InvalidArgument(format!(
             "template {name:?} {problem}; a template is \"host\" or the absolute path of a \
              directory that contains a root file system"
         )))
     };
-    if !name.starts_with('/') {
-        return invalid("is neither \"host\" nor an absolute path");
-    }
-    let dir = match fs::canonicalize(name) {
-        Ok(dir) => dir,
-        Err(e) => return invalid(&format!("cannot be opened ({e})")),
-    };
-    if !dir.is_dir() {
-        return invalid("is not a directory");
-    }
     if let Some(file_system) = kernel_file_system(&dir) {
         return invalid(&format!(
             "resolves to {}, which is on {file_system}, a kernel file system whose files would \
@@ -185,7 +300,7 @@ fn check_directory(name: &str, state_dir: &Path) -> Result<PathBuf> {
             dir.display()
         ));
     }
-    if is_host_root(&dir) {
+    if is_host_root(&dir, metadata) {
         return invalid(
             "is the host's root, which contains its secrets; \"host\" gives the host's programs \
              without them",
@@ -208,14 +323,14 @@ fn check_directory(name: &str, state_dir: &Path) -> Result<PathBuf> {
     Ok(dir)
 }
 
-/// Returns whether `dir` is the host's root directory, also where a bind
-/// mount of `/` shows it under another path, because both have the same
-/// device and inode numbers.
-pub(crate) fn is_host_root(dir: &Path) -> bool {
+/// Returns whether `dir`, whose metadata is `metadata`, is the host's root
+/// directory, also where a bind mount of `/` shows it under another path,
+/// because both have the same device and inode numbers.
+pub(crate) fn is_host_root(dir: &Path, metadata: &fs::Metadata) -> bool {
     use std::os::unix::fs::MetadataExt;
-    match (fs::metadata(dir), fs::metadata("/")) {
-        (Ok(dir), Ok(root)) => dir.dev() == root.dev() && dir.ino() == root.ino(),
-        _ => dir == Path::new("/"),
+    match fs::metadata("/") {
+        Ok(root) => metadata.dev() == root.dev() && metadata.ino() == root.ino(),
+        Err(_) => dir == Path::new("/"),
     }
 }
 
@@ -304,6 +419,7 @@ fn prepare_host(state_dir: &Path) -> Result<Template> {
     Ok(Template {
         lower_dirs: vec![skeleton],
         binds,
+        image: None,
     })
 }
 

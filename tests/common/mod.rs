@@ -4,6 +4,8 @@
 //! test prints why it is skipped and passes, except under CI (`CI=true`),
 //! where CI runs as root and a skip is a failure.
 
+pub mod image;
+
 use std::path::PathBuf;
 
 use soulbox_core::{Output, Sandbox, SandboxOptions};
@@ -74,6 +76,36 @@ pub async fn sh_as_root(sandbox: &Sandbox, command_line: &str) -> Output {
         .output()
         .await
         .unwrap_or_else(|e| panic!("run {command_line:?} as root: {e}"))
+}
+
+/// Runs a shell command line, asserts that it exited with code 0 and
+/// returns its stdout.
+pub async fn run_ok(sandbox: &Sandbox, command_line: &str) -> String {
+    let output = sh(sandbox, command_line).await;
+    assert!(
+        output.status.success(),
+        "{command_line:?} failed in the sandbox: {output:?}"
+    );
+    stdout(&output)
+}
+
+/// Returns the unprivileged uid and gid for rootless runs: those of the
+/// account named by SOULBOX_ROOTLESS_USER (`.ci/run` creates one), else
+/// 65534.
+pub fn unprivileged_ids() -> (String, String) {
+    let Some(name) = std::env::var_os("SOULBOX_ROOTLESS_USER") else {
+        return ("65534".into(), "65534".into());
+    };
+    let id = |flag: &str| {
+        let output = std::process::Command::new("id")
+            .arg(flag)
+            .arg(&name)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{name:?} is not an account");
+        String::from_utf8_lossy(&output.stdout).trim().to_string()
+    };
+    (id("-u"), id("-g"))
 }
 
 /// Returns the command's stdout as text.

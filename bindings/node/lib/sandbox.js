@@ -14,6 +14,22 @@ const interpreter = require('./code')
 
 const SANDBOX_STATES = new Set(['running', 'paused'])
 
+/**
+ * Makes a template path absolute: `host` and names without a `/` stay as
+ * they are. Only the part before the first `:` is a path; what follows
+ * names one image of several and may contain `/` and `:` itself.
+ */
+function templatePath(template) {
+  if (!template.includes('/')) {
+    return template
+  }
+  const separator = template.indexOf(':')
+  if (separator === -1) {
+    return path.resolve(template)
+  }
+  return path.resolve(template.slice(0, separator)) + template.slice(separator)
+}
+
 /** Converts the addon's sandbox description to E2B's field names. */
 function sandboxInfo(info) {
   return {
@@ -114,15 +130,17 @@ class Sandbox {
   /**
    * Creates a sandbox and resolves once it accepts commands:
    * `Sandbox.create()`, `Sandbox.create(opts)` or
-   * `Sandbox.create(template, opts)`. A template is `host` (the default)
-   * or the path of a directory that contains a root file system. That
-   * directory becomes the sandbox's read-only root as it is. A relative
-   * path starts at the current directory.
+   * `Sandbox.create(template, opts)`. A template is `host` (the default),
+   * the path of a directory that contains a root file system, which
+   * becomes the sandbox's read-only root as it is, or the path of an OCI
+   * image layout directory or image archive (`docker save`, `podman save
+   * --format oci-archive`), optionally followed by `:NAME` to select one
+   * of several images. A relative path starts at the current directory.
    */
   static async create(templateOrOpts, opts) {
     let template
     if (typeof templateOrOpts === 'string') {
-      template = templateOrOpts.includes('/') ? path.resolve(templateOrOpts) : templateOrOpts
+      template = templatePath(templateOrOpts)
     } else {
       opts = templateOrOpts
     }

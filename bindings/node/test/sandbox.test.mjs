@@ -5,11 +5,13 @@ import assert from 'node:assert/strict'
 import { createRequire } from 'node:module'
 import { test } from 'node:test'
 import { execFileSync } from 'node:child_process'
+import { createHash } from 'node:crypto'
 import {
   chmodSync,
   copyFileSync,
   mkdirSync,
   mkdtempSync,
+  readFileSync,
   readdirSync,
   rmSync,
   writeFileSync,
@@ -313,6 +315,88 @@ test('directory template', async (t) => {
       }
     }
   } finally {
+    rmSync(base, { recursive: true, force: true })
+  }
+})
+
+/** Returns a 512-byte ustar header for `name`. */
+function tarHeader(name, size, type, linkname = '') {
+  const header = Buffer.alloc(512)
+  const field = (text, offset, length) => header.write(text, offset, length, 'utf8')
+  const octal = (value, offset, length) => field(value.toString(8).padStart(length - 1, '0'), offset, length - 1)
+  field(name, 0, 100)
+  octal(0o755, 100, 8)
+  octal(0, 108, 8)
+  octal(0, 116, 8)
+  octal(size, 124, 12)
+  octal(1_700_000_000, 136, 12)
+  header.fill(' ', 148, 156)
+  field(type, 156, 1)
+  field(linkname, 157, 100)
+  field('ustar\u000000', 257, 8)
+  let sum = 0
+  for (const byte of header) sum += byte
+  field(sum.toString(8).padStart(6, '0') + '\u0000 ', 148, 8)
+  return header
+}
+
+/** Returns a tar stream of `entries`: [name, data] files, [name] directories, [name, null, target] links. */
+function tarOf(entries) {
+  const parts = []
+  for (const [name, data, target] of entries) {
+    if (target !== undefined) {
+      parts.push(tarHeader(name, 0, '2', target))
+    } else if (data === undefined) {
+      parts.push(tarHeader(name, 0, '5'))
+    } else {
+      parts.push(tarHeader(name, data.length, '0'), data, Buffer.alloc((512 - (data.length % 512)) % 512))
+    }
+  }
+  parts.push(Buffer.alloc(1024))
+  return Buffer.concat(parts)
+}
+
+test('image template by relative path', async (t) => {
+  if (!requireRoot(t)) return
+  const base = mkdtempSync(join(tmpdir(), 'soulbox-node-image-'))
+  const previousCache = process.env.SOULBOX_LAYER_CACHE
+  process.env.SOULBOX_LAYER_CACHE = join(base, 'layers')
+  try {
+    const sha256 = (data) => createHash('sha256').update(data).digest('hex')
+    const layers = [
+      tarOf([['bin'], ['bin/busybox', readFileSync('/bin/busybox')], ['bin/sh', null, 'busybox'], ['bin/cat', null, 'busybox']]),
+      tarOf([['srv'], ['srv/marker', Buffer.from(`from the image ${process.pid} ${Date.now()}\n`)]]),
+    ]
+    const config = Buffer.from(JSON.stringify({
+      architecture: 'amd64',
+      os: 'linux',
+      config: { Env: ['FROM_IMAGE=yes'], WorkingDir: '/srv' },
+      rootfs: { type: 'layers', diff_ids: layers.map((layer) => `sha256:${sha256(layer)}`) },
+    }))
+    const members = layers.map((layer) => [`${sha256(layer)}/layer.tar`, layer])
+    members.push([`${sha256(config)}.json`, config])
+    const manifest = [{ Config: `${sha256(config)}.json`, RepoTags: ['node:1'], Layers: members.slice(0, 2).map(([name]) => name) }]
+    members.push(['manifest.json', Buffer.from(JSON.stringify(manifest))])
+    const archive = join(base, 'image.tar')
+    writeFileSync(archive, tarOf(members))
+
+    const relative = `./${relativePath(process.cwd(), archive)}`
+    for (const [template, expected] of [[relative, archive], [`${relative}:node:1`, `${archive}:node:1`]]) {
+      const sbx = await Sandbox.create(template, { timeoutMs: 60_000, envs: { FROM_SANDBOX: 'yes' } })
+      try {
+        const result = await sbx.commands.run('cat marker; echo $FROM_IMAGE $FROM_SANDBOX')
+        assert.match(result.stdout, /^from the image .*\nyes yes\n$/)
+        assert.equal((await sbx.getInfo()).templateId, expected)
+      } finally {
+        await sbx.kill()
+      }
+    }
+  } finally {
+    if (previousCache === undefined) {
+      delete process.env.SOULBOX_LAYER_CACHE
+    } else {
+      process.env.SOULBOX_LAYER_CACHE = previousCache
+    }
     rmSync(base, { recursive: true, force: true })
   }
 })

@@ -3,11 +3,15 @@ pause and resume, sync and async."""
 
 import asyncio
 import datetime
+import hashlib
+import io
+import json
 import os
 import pathlib
 import shutil
 import subprocess
 import sys
+import tarfile
 import time
 import uuid
 
@@ -18,6 +22,7 @@ from soulbox import (
     AsyncSandbox,
     InvalidArgumentException,
     Sandbox,
+    SandboxException,
     SandboxNotFoundException,
     SandboxQuery,
     SandboxState,
@@ -176,6 +181,78 @@ def test_directory_template(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPa
             result = sandbox.commands.run("read line < /srv/marker; echo $line; [ -e /usr/bin/python3 ] || echo no-python")
             assert result.stdout == "from the directory\nno-python\n"
             assert sandbox.get_info().template_id == str(root)
+
+
+def layer_tar(entries: "list[tuple[str, str, bytes]]") -> bytes:
+    """Return a layer's tar stream: ("file", name, data), ("dir", name, b"")
+    or ("link", name, target) entries, owned by root."""
+    stream = io.BytesIO()
+    with tarfile.open(fileobj=stream, mode="w", format=tarfile.GNU_FORMAT) as archive:
+        for kind, name, data in entries:
+            info = tarfile.TarInfo(name)
+            info.mtime = 1_700_000_000
+            if kind == "file":
+                info.size = len(data)
+                info.mode = 0o755
+                archive.addfile(info, io.BytesIO(data))
+            elif kind == "dir":
+                info.type = tarfile.DIRTYPE
+                info.mode = 0o755
+                archive.addfile(info)
+            else:
+                info.type = tarfile.SYMTYPE
+                info.linkname = data.decode()
+                archive.addfile(info)
+    return stream.getvalue()
+
+
+def write_docker_save(path: pathlib.Path, layers: "list[bytes]", config: "dict[str, object]", tag: str) -> None:
+    """Write `docker save` output (before Docker 25) for one image."""
+
+    def sha256(data: bytes) -> str:
+        return hashlib.sha256(data).hexdigest()
+
+    image_config = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "config": config,
+            "rootfs": {"type": "layers", "diff_ids": [f"sha256:{sha256(layer)}" for layer in layers]},
+        }
+    ).encode()
+    members = {f"{sha256(layer)}/layer.tar": layer for layer in layers}
+    config_name = f"{sha256(image_config)}.json"
+    members[config_name] = image_config
+    manifest = [{"Config": config_name, "RepoTags": [tag], "Layers": [f"{sha256(layer)}/layer.tar" for layer in layers]}]
+    members["manifest.json"] = json.dumps(manifest).encode()
+    with tarfile.open(path, "w") as archive:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+
+
+def test_image_template_relative_path(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A `docker save` archive given by a relative path, with and without
+    the image's name, runs with the image's Env and WorkingDir."""
+    require_root()
+    busybox = pathlib.Path("/bin/busybox").read_bytes()
+    base = layer_tar(
+        [("dir", "bin", b""), ("file", "bin/busybox", busybox), ("link", "bin/sh", b"busybox"), ("link", "bin/cat", b"busybox")]
+    )
+    upper = layer_tar([("dir", "srv", b""), ("file", "srv/marker", f"from the image {uuid.uuid4()}\n".encode())])
+    write_docker_save(tmp_path / "image.tar", [base, upper], {"Env": ["FROM_IMAGE=yes"], "WorkingDir": "/srv"}, "py:1")
+    monkeypatch.setenv("SOULBOX_LAYER_CACHE", str(tmp_path / "layers"))
+    monkeypatch.chdir(tmp_path)
+    for template in ("./image.tar", "./image.tar:py:1"):
+        with Sandbox.create(template=template, envs={"FROM_SANDBOX": "yes"}) as sandbox:
+            result = sandbox.commands.run("cat marker; echo $FROM_IMAGE $FROM_SANDBOX; [ -e /usr/bin/python3 ] || echo no-python")
+            assert result.stdout.startswith("from the image ")
+            assert result.stdout.endswith("\nyes yes\nno-python\n")
+            expected = str(tmp_path / "image.tar") + template[len("./image.tar") :]
+            assert sandbox.get_info().template_id == expected
+    with pytest.raises(SandboxException, match='no image named "py:2"'):
+        Sandbox.create(template="./image.tar:py:2")
 
 
 def test_directory_template_path_objects(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -63,28 +63,35 @@ def check_size(name: str, value: Optional[int], allow_none: bool) -> Optional[in
 
 
 def template_name(template: Any) -> str:
-    """Return the native template: "host", or a directory's absolute path.
+    """Return the native template: "host", or an absolute path.
 
     A path is a ``str`` with a ``/`` in it, or an ``os.PathLike``; a
-    relative one starts at the current directory.
+    relative one starts at the current directory. It names a directory
+    with a root file system, an OCI image layout directory or an image
+    archive (a regular file). In a ``str``, ``:NAME`` after the path selects
+    one image of several; only the part before the first ``:`` is made
+    absolute, because the name may contain ``/`` and ``:`` itself.
     """
     if template is None or template == "host":
         return "host"
+    reference = None
     if isinstance(template, os.PathLike):
         # A path object needs no "/", because os.fspath(Path("./rootfs")) is "rootfs".
         path = os.fspath(template)
     elif isinstance(template, str) and "/" not in template:
         raise not_implemented(
-            f"template {template!r}; only 'host' and directories containing a root file "
-            "system (give a path, such as './rootfs') exist so far (OCI image and "
-            "soulbox.toml templates are planned)"
+            f"template {template!r}; only 'host', directories containing a root file "
+            "system, and OCI image layouts or image archives exist so far (give a path, "
+            "such as './rootfs' or './image.tar'; soulbox.toml templates are planned)"
         )
     else:
         path = template
     if not isinstance(path, str):
         raise InvalidArgumentException(
-            f"template must be 'host' or a directory's path, not {template!r}"
+            f"template must be 'host' or a path, not {template!r}"
         )
+    if isinstance(template, str) and ":" in path:
+        path, reference = path.split(":", 1)
     absolute = os.path.abspath(path)
     try:
         absolute.encode("utf-8")
@@ -93,8 +100,10 @@ def template_name(template: Any) -> str:
         # not UTF-8, which the native layer rejects.
         raise InvalidArgumentException(
             f"template {template!r} resolves to {absolute!r}, which is not valid UTF-8; "
-            "move the directory to a UTF-8 path"
+            "move it to a UTF-8 path"
         ) from None
+    if reference is not None:
+        return f"{absolute}:{reference}"
     return absolute
 
 

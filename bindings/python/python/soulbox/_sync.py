@@ -647,9 +647,12 @@ class Sandbox:
         """Create a sandbox and wait until it accepts commands.
 
         :param template: ``None`` or ``"host"`` (the host's /usr,
-            read-only), or the path of a directory that contains a root file
-            system, which becomes the sandbox's read-only root as it is;
-            other names raise NotImplementedError.
+            read-only); the path of a directory that contains a root file
+            system, which becomes the sandbox's read-only root as it is; or
+            the path of an OCI image layout directory or image archive
+            (``docker save``, ``podman save --format oci-archive``), with
+            ``:NAME`` after it to select one of several images. Other names
+            raise NotImplementedError.
         :param timeout: lifetime in seconds (default 300; 0 for none).
         :param metadata: labels, returned by ``get_info`` and used to
             filter ``Sandbox.list``.
