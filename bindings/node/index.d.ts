@@ -28,6 +28,13 @@ export interface SandboxOpts {
   pidsLimit?: number | null
   /** SoulBox: CPU limit in cores (0.5 is half a core); null for none (the default). */
   cpuLimit?: number | null
+  /**
+   * Internet access through slirp4netns, which must be installed. SoulBox:
+   * the default is loopback only, where E2B's sandboxes have internet
+   * access by default.
+   * @default false
+   */
+  allowInternetAccess?: boolean
 }
 
 /** Running, or paused with its processes frozen. */

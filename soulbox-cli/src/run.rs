@@ -34,6 +34,9 @@ pub struct RunArgs {
     limits: crate::limits::LimitArgs,
 
     #[command(flatten)]
+    network: crate::network::NetworkArgs,
+
+    #[command(flatten)]
     command: CommandArgs,
 }
 
@@ -136,6 +139,7 @@ pub async fn run(args: RunArgs) -> Result<u8, String> {
         .timeout(create_timeout)
         .kill_on_drop(true);
     args.limits.apply(&mut options);
+    args.network.apply(&mut options);
     if !copies_first && !args.command.tty {
         // The common case: the command's start request goes out with the
         // create, and the command starts as soon as the sandbox is ready.

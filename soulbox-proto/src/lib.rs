@@ -118,6 +118,9 @@ pub struct Config {
     /// returning to the normal policy before reporting ready: a warm pool's
     /// refill then yields the CPU to the sandboxes already in use.
     pub background: bool,
+    /// Contents that PID 1 writes to /etc/resolv.conf once the root is
+    /// built; empty keeps the template's file.
+    pub resolv_conf: Vec<u8>,
 }
 
 /// Starts a command. Sent with [`SPAWN_FD_COUNT`] file descriptors.
@@ -551,6 +554,7 @@ impl Request {
                 e.u64(c.timeout_ms);
                 e.bytes(&c.seccomp_filter);
                 e.u8(u8::from(c.background));
+                e.bytes(&c.resolv_conf);
                 e.finish()
             }
             Self::Spawn(s) => {
@@ -627,6 +631,7 @@ impl Request {
                     timeout_ms: d.u64("timeout_ms")?,
                     seccomp_filter: d.seccomp_filter()?,
                     background: d.bool("background")?,
+                    resolv_conf: d.bytes("resolv_conf")?,
                 };
                 d.finish(Self::Config(config))
             }
@@ -871,6 +876,7 @@ mod tests {
             // Two instructions: load the syscall number, allow.
             seccomp_filter: vec![0x20, 0, 0, 0, 0, 0, 0, 0, 0x06, 0, 0, 0, 0, 0, 0xff, 0x7f],
             background: true,
+            resolv_conf: b"nameserver 10.0.2.3\n".to_vec(),
         }
     }
 

@@ -5,7 +5,9 @@ use std::collections::HashMap;
 
 use napi::bindgen_prelude::Buffer;
 use napi_derive::napi;
-use soulbox_core::{Command, ListQuery, Sandbox, SandboxOptions, SandboxState, DEFAULT_TIMEOUT};
+use soulbox_core::{
+    Command, ListQuery, Network, Sandbox, SandboxOptions, SandboxState, DEFAULT_TIMEOUT,
+};
 
 use crate::command::{self, NativeCommand};
 use crate::convert::{
@@ -31,6 +33,9 @@ pub struct CreateOptions {
     pub pids_limit: Option<f64>,
     /// CPU limit in cores; 0 or absent for none.
     pub cpu_limit: Option<f64>,
+    /// Internet access through slirp4netns; loopback only when absent or
+    /// false.
+    pub allow_internet_access: Option<bool>,
 }
 
 /// Options of `NativeSandbox.start`.
@@ -115,6 +120,9 @@ impl NativeSandbox {
         }
         if let Some(cores) = options.cpu_limit {
             sandbox_options.cpu_limit = (cores != 0.0).then_some(cores);
+        }
+        if options.allow_internet_access == Some(true) {
+            sandbox_options.network = Network::Internet;
         }
         let sandbox = Sandbox::create(sandbox_options).await.into_napi()?;
         Ok(NativeSandbox { sandbox })
