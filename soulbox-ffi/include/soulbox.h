@@ -1339,8 +1339,9 @@ struct soulbox_error *soulbox_options_set_kill_on_drop(struct soulbox_options *o
  * traffic slirp4netns relays through the host's sockets, with DNS at
  * 10.0.2.3. False, the default, leaves it loopback only (E2B's default is
  * internet access). slirp4netns must be installed (package
- * `slirp4netns`); it is found on `PATH`, or at `SOULBOX_SLIRP4NETNS` when
- * that is set, and create fails naming it when it is missing.
+ * `slirp4netns`). SoulBox runs the program that `SOULBOX_SLIRP4NETNS`
+ * names when that is set, else `slirp4netns` from `PATH`. When it is
+ * missing, create fails with a message that names it.
  */
 struct soulbox_error *soulbox_options_set_internet_access(struct soulbox_options *options,
                                                           bool enabled);

@@ -123,8 +123,9 @@ pub extern "C" fn soulbox_options_set_kill_on_drop(
 /// traffic slirp4netns relays through the host's sockets, with DNS at
 /// 10.0.2.3. False, the default, leaves it loopback only (E2B's default is
 /// internet access). slirp4netns must be installed (package
-/// `slirp4netns`); it is found on `PATH`, or at `SOULBOX_SLIRP4NETNS` when
-/// that is set, and create fails naming it when it is missing.
+/// `slirp4netns`). SoulBox runs the program that `SOULBOX_SLIRP4NETNS`
+/// names when that is set, else `slirp4netns` from `PATH`. When it is
+/// missing, create fails with a message that names it.
 #[no_mangle]
 pub extern "C" fn soulbox_options_set_internet_access(
     options: *mut Options,
