@@ -516,3 +516,22 @@ async fn missing_slirp4netns_is_named() {
     let output = soulbox(&["run", "--", "true"], &[("PATH", &empty)]);
     assert!(output.status.success(), "{:?}", output);
 }
+
+#[tokio::test]
+async fn failed_slirp4netns_output_reported() {
+    if !require_root("failed_slirp4netns_output_reported") {
+        return;
+    }
+    let wrapper = Wrapper::new("echo 'no tap device today' >&2\nexit 1");
+    let output = soulbox(
+        &["run", "--network", "internet", "--", "true"],
+        &[("SOULBOX_SLIRP4NETNS", &wrapper.0)],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(125), "{stderr}");
+    assert!(
+        stderr.contains("slirp4netns exited before it brought the tap device up"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("no tap device today"), "{stderr}");
+}
