@@ -1423,13 +1423,16 @@ pub fn spawn_orphan(command: &mut std::process::Command, inherit: &[RawFd]) -> i
     use std::os::unix::process::CommandExt;
     let inherit = inherit.to_vec();
     // SAFETY: the closure runs in the child between fork and exec and makes
-    // only async-signal-safe calls (fcntl, fork, _exit), and it allocates
+    // only async-signal-safe calls (fcntl, signal, fork, _exit), and it allocates
     // nothing: `inherit` was built before the fork.
     unsafe {
         command.pre_exec(move || {
             for &fd in &inherit {
                 check(libc::fcntl(fd, libc::F_SETFD, 0))?;
             }
+            // An ignored SIGCHLD survives exec, and the program could then
+            // not wait for its own children.
+            libc::signal(libc::SIGCHLD, libc::SIG_DFL);
             match libc::fork() {
                 -1 => Err(io::Error::last_os_error()),
                 0 => Ok(()),
@@ -1438,9 +1441,14 @@ pub fn spawn_orphan(command: &mut std::process::Command, inherit: &[RawFd]) -> i
         });
     }
     // The spawn returns once the grandchild has exec'd, or with the error
-    // that its exec reported: both ends of std's close-on-exec error pipe
-    // stay open in it until then.
+    // that its exec reported, because the grandchild inherits the write
+    // end of std's close-on-exec error pipe, which its exec closes.
     let mut intermediate = command.spawn()?;
-    intermediate.wait()?;
-    Ok(())
+    match intermediate.wait() {
+        // A process that ignores SIGCHLD has its children reaped by the
+        // kernel, so there is nothing left to wait for.
+        Err(error) if error.raw_os_error() == Some(libc::ECHILD) => Ok(()),
+        Err(error) => Err(error),
+        Ok(_) => Ok(()),
+    }
 }

@@ -3,6 +3,8 @@ slirp4netns's tap device and DNS address. These tests only look at the
 device, the route and /etc/resolv.conf; no packet leaves the sandbox."""
 
 import asyncio
+import subprocess
+import sys
 
 import pytest
 
@@ -39,6 +41,25 @@ def test_async_allow_internet_access() -> None:
             return result.stdout
 
     assert "inet 10.0.2.100/24" in asyncio.run(main())
+
+
+def test_internet_access_with_sigchld_ignored() -> None:
+    require_root()
+    # An ignored SIGCHLD survives exec; slirp4netns must still be able to
+    # wait for its own child. A process of its own keeps the setting from
+    # affecting the other tests.
+    program = (
+        "import signal\n"
+        "from soulbox import Sandbox\n"
+        "signal.signal(signal.SIGCHLD, signal.SIG_IGN)\n"
+        "with Sandbox.create(allow_internet_access=True, kill_on_drop=True) as sandbox:\n"
+        "    print(sandbox.commands.run('ip -o -4 addr show dev eth0').stdout)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert "inet 10.0.2.100/24" in result.stdout
 
 
 def test_allow_internet_access_must_be_bool() -> None:
