@@ -29,6 +29,13 @@ export interface SandboxOpts {
   /** SoulBox: CPU limit in cores (0.5 is half a core); null for none (the default). */
   cpuLimit?: number | null
   /**
+   * Internet access through slirp4netns, which must be installed. SoulBox:
+   * the default is loopback only, where E2B's sandboxes have internet
+   * access by default.
+   * @default false
+   */
+  allowInternetAccess?: boolean
+  /**
    * SoulBox: host files and directories to mount into the sandbox, in
    * order. Each is read-only unless `writable`, and nosuid and nodev.
    */

@@ -12,6 +12,7 @@
 mod copy;
 mod limits;
 mod manage;
+mod network;
 mod run;
 #[expect(unsafe_code, reason = "the one module that makes raw system calls")]
 mod term;

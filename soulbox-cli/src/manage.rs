@@ -36,6 +36,9 @@ pub struct CreateArgs {
 
     #[command(flatten)]
     limits: crate::limits::LimitArgs,
+
+    #[command(flatten)]
+    network: crate::network::NetworkArgs,
 }
 
 #[derive(Debug, Args)]
@@ -137,6 +140,7 @@ pub async fn create(args: CreateArgs) -> Result<u8, Failure> {
     options.envs = args.envs.into_iter().collect();
     options.metadata = args.metadata.into_iter().collect();
     args.limits.apply(&mut options);
+    args.network.apply(&mut options);
     // The sandbox outlives this process once created. A signal before the
     // id is printed kills it too, because the caller never learns its id.
     let mut signals = Signals::new()?;

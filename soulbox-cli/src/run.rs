@@ -34,6 +34,9 @@ pub struct RunArgs {
     limits: crate::limits::LimitArgs,
 
     #[command(flatten)]
+    network: crate::network::NetworkArgs,
+
+    #[command(flatten)]
     command: CommandArgs,
 }
 
@@ -110,6 +113,7 @@ pub fn parse_env(text: &str) -> Result<(String, String), String> {
 pub async fn run(mut args: RunArgs) -> Result<u8, String> {
     let mut options = SandboxOptions::default().kill_on_drop(true);
     args.limits.apply(&mut options);
+    args.network.apply(&mut options);
     if args.command.command.is_empty() {
         args.command.command = image_command(&options.template)?;
     }

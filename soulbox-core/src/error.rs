@@ -213,6 +213,17 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// The user-mode network stack (slirp4netns) of a sandbox with internet
+    /// access could not be started; nothing of the sandbox is left.
+    #[error("failed to set up the sandbox's internet access: {reason}")]
+    Network {
+        /// Description of the failure and the change that would fix it.
+        reason: String,
+        /// The OS error behind it, if there is one.
+        #[source]
+        source: Option<io::Error>,
+    },
+
     /// Any other system call failed.
     #[error("failed to {step}")]
     Os {
@@ -246,6 +257,7 @@ impl Error {
             | Self::WatchLimit { source, .. }
             | Self::HostFile { source, .. }
             | Self::State { source, .. } => source.raw_os_error(),
+            Self::Network { source, .. } => source.as_ref().and_then(io::Error::raw_os_error),
             Self::SandboxNotFound { .. } => Some(libc::ESRCH),
             Self::Unsupported { .. } => Some(libc::EOPNOTSUPP),
             Self::InvalidArgument(_) => Some(libc::EINVAL),

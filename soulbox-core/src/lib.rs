@@ -2,7 +2,8 @@
 //! from kernel primitives.
 //!
 //! A [`Sandbox`] is a tree of processes in fresh mount, PID, network
-//! (loopback only), UTS, IPC and cgroup namespaces (plus a user namespace
+//! (loopback only, unless [`SandboxOptions::network`] requests internet
+//! access), UTS, IPC and cgroup namespaces (plus a user namespace
 //! when the caller is not root), whose root is an overlay over a template
 //! and whose PID 1 is SoulBox's own small init. Commands run in it through
 //! [`Sandbox::command`] and [`Sandbox::shell`]; files move in and out
@@ -40,6 +41,7 @@ pub mod image;
 mod init_binary;
 mod interpreter;
 mod mounts;
+mod network;
 mod paths;
 mod pool;
 mod ports;
@@ -65,6 +67,7 @@ pub use interpreter::{
     RunCode, DEFAULT_CODE_TIMEOUT, MAX_KEPT_LOG_BYTES, MAX_KEPT_RESULT_BYTES,
 };
 pub use mounts::{Mount, MAX_MOUNTS};
+pub use network::{Network, SLIRP4NETNS_ENV};
 pub use pool::{SandboxPool, MAX_POOL_SIZE};
 pub use process::{
     CommandController, CommandEvent, CommandExit, CommandHandle, Commands, ProcessInfo, Selector,

@@ -20,6 +20,7 @@ use crate::command::{self, CommandSpec};
 use crate::error::{Error, Result};
 use crate::image::ImageDefaults;
 use crate::mounts::{self, Mount};
+use crate::network::{self, Network};
 use crate::process::CommandHandle;
 use crate::reaper::{self, Leftovers};
 use crate::seccomp::SeccompPolicy;
@@ -85,6 +86,9 @@ pub struct SandboxOptions {
     /// Host files and directories mounted into the sandbox, in order; see
     /// [`Mount`].
     pub mounts: Vec<Mount>,
+    /// Loopback only (the default), or internet access through
+    /// slirp4netns; see [`Network`].
+    pub network: Network,
 }
 
 /// Default memory limit: 2 GiB.
@@ -114,6 +118,7 @@ impl Default for SandboxOptions {
             kill_on_drop: false,
             seccomp: SeccompPolicy::default(),
             mounts: Vec::new(),
+            network: Network::None,
         }
     }
 }
@@ -161,6 +166,12 @@ impl SandboxOptions {
     /// Sets the seccomp policy, replacing the default one.
     pub fn seccomp(mut self, policy: SeccompPolicy) -> Self {
         self.seccomp = policy;
+        self
+    }
+
+    /// Sets the sandbox's network; see [`Network`].
+    pub fn network(mut self, network: Network) -> Self {
+        self.network = network;
         self
     }
 
@@ -578,6 +589,12 @@ impl Sandbox {
         (timeout, background): (Duration, bool),
         first: Option<&command::Planned>,
     ) -> Result<Prepared> {
+        // Before anything is made, so that a missing slirp4netns leaves
+        // nothing behind.
+        let network = match options.network {
+            Network::None => None,
+            Network::Internet => Some(network::Plan::new()?),
+        };
         let scratch_dir = prepare_scratch_dir(state_dir)?;
 
         let new_entry = state::NewEntry::create(sandboxes)?;
@@ -608,12 +625,30 @@ impl Sandbox {
             seccomp_filter: options.seccomp.program()?.to_vec(),
             background: background && sys::geteuid() == 0,
             mounts: mounts::resolve(&options.mounts, state_dir)?,
+            resolv_conf: match network {
+                Some(_) => network::RESOLV_CONF.to_vec(),
+                None => Vec::new(),
+            },
         };
         let request = Request::Config(config);
         let config = request.encode().map_err(|e| oversized(&request, &e))?;
         let entry_fds = [new_entry.listener.as_fd(), new_entry.lock.as_fd()];
+        let with_network_fd;
+        let config_fds: &[BorrowedFd<'_>] = match &network {
+            Some(plan) => {
+                with_network_fd = [entry_fds[0], entry_fds[1], plan.pid1_end()];
+                &with_network_fd
+            }
+            None => &entry_fds,
+        };
         let (launch, host_end) =
-            Launch::start(&id, &options.limits(), background, &config, entry_fds)?;
+            Launch::start(&id, &options.limits(), background, &config, config_fds)?;
+        // PID 1 has the exit pipe's write end now, queued with its
+        // configuration, and slirp4netns starts while PID 1 builds.
+        let network = match network {
+            Some(plan) => Some(plan.start(launch.pidfd(), launch.pid, sys::geteuid() != 0)?),
+            None => None,
+        };
         // After the launch, whose clone under `Launcher::Fork` needs this
         // process to have one thread, and the sweep may start one.
         sweep_if_due(sandboxes);
@@ -647,6 +682,9 @@ impl Sandbox {
         let root = wait_ready(&control, &launch)
             .await
             .map_err(blame_damaged_program)?;
+        if let Some(network) = network {
+            network.wait().await?;
+        }
         // PID 1 sends a descriptor of the sandbox's root before its ready
         // reply. /proc/PID/root is the fallback, which a first command that
         // ends the sandbox could already have made disappear.
@@ -1516,7 +1554,7 @@ impl Inner {
         let mount_namespace = if one_shot {
             None
         } else {
-            sys::pidfd_mount_namespace(self.pidfd.as_fd(), self.pid).ok()
+            sys::pidfd_namespace(self.pidfd.as_fd(), self.pid, sys::Namespace::Mount).ok()
         };
         // A paused sandbox needs no thaw first: a fatal signal ends a task of
         // a frozen v2 cgroup.
@@ -1733,7 +1771,7 @@ impl Launch {
     /// forks it. Returns the launch and the host's end of the control
     /// socket.
     ///
-    /// The encoded configuration `config` goes out with `entry_fds` before
+    /// The encoded configuration `config` goes out with `config_fds` before
     /// PID 1 starts, so PID 1 finds it waiting instead of the host sending
     /// it once the zygote replies. A rootless PID 1 gets it after its uid
     /// map is written, because PID 1 takes its arrival as the sign that the
@@ -1745,11 +1783,11 @@ impl Launch {
         limits: &Limits,
         background: bool,
         config: &[u8],
-        entry_fds: [BorrowedFd<'_>; 2],
+        config_fds: &[BorrowedFd<'_>],
     ) -> Result<(Self, OwnedFd)> {
         let cgroup = SandboxCgroup::create(id, limits)?;
         let send_config = |host_end: BorrowedFd<'_>| {
-            sys::send_with_fds(host_end, config, &entry_fds)
+            sys::send_with_fds(host_end, config, config_fds)
                 .map_err(Error::os("send the configuration to the sandbox's PID 1"))
         };
         let rootless = sys::geteuid() != 0;

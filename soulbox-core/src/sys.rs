@@ -1338,26 +1338,56 @@ pub fn recv_with_fds(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize,
     Ok((msg.bytes, fds))
 }
 
-/// `PIDFD_GET_MNT_NAMESPACE` from <linux/pidfd.h>: `_IO(0xFF, 3)`, since
-/// Linux 6.11.
-const PIDFD_GET_MNT_NAMESPACE: libc::c_ulong = 0xFF03;
+/// A namespace of a process that [`pidfd_namespace`] opens.
+#[derive(Debug, Clone, Copy)]
+pub enum Namespace {
+    Mount,
+    Network,
+    User,
+}
 
-/// Opens the mount namespace of the live process behind `pidfd`. The
+impl Namespace {
+    /// Returns the `PIDFD_GET_*_NAMESPACE` request from <linux/pidfd.h>,
+    /// `_IO(0xFF, N)`, since Linux 6.11.
+    fn pidfd_request(self) -> libc::c_ulong {
+        match self {
+            Self::Mount => 0xFF03,
+            Self::Network => 0xFF04,
+            Self::User => 0xFF09,
+        }
+    }
+
+    /// Returns the namespace's file name under /proc/PID/ns.
+    fn proc_name(self) -> &'static str {
+        match self {
+            Self::Mount => "mnt",
+            Self::Network => "net",
+            Self::User => "user",
+        }
+    }
+}
+
+/// Opens the `namespace` of the live process behind `pidfd`. The
 /// descriptor holds a reference to the namespace, which then outlives the
 /// process's exit until the descriptor is closed. Kernels older than 6.11
 /// lack the pidfd ioctl, so there the namespace is opened through
-/// /proc/`pid`/ns/mnt. `pidfd` then confirms that `pid` was still the same
+/// /proc/`pid`/ns/NAME. `pidfd` then confirms that `pid` was still the same
 /// process at that moment.
-pub fn pidfd_mount_namespace(pidfd: BorrowedFd<'_>, pid: libc::pid_t) -> io::Result<OwnedFd> {
+pub fn pidfd_namespace(
+    pidfd: BorrowedFd<'_>,
+    pid: libc::pid_t,
+    namespace: Namespace,
+) -> io::Result<OwnedFd> {
+    let request = namespace.pidfd_request();
     // SAFETY: the ioctl takes no argument and returns a new descriptor or -1.
-    match check(unsafe { libc::ioctl(pidfd.as_raw_fd(), PIDFD_GET_MNT_NAMESPACE, 0) }) {
+    match check(unsafe { libc::ioctl(pidfd.as_raw_fd(), request, 0) }) {
         Ok(fd) => return Ok(owned(fd)),
         Err(e) if !matches!(e.raw_os_error(), Some(libc::ENOTTY | libc::EINVAL)) => {
             return Err(e);
         }
         Err(_) => {}
     }
-    let path = CString::new(format!("/proc/{pid}/ns/mnt"))
+    let path = CString::new(format!("/proc/{pid}/ns/{}", namespace.proc_name()))
         .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
     // SAFETY: `path` is a valid C string; open returns a new descriptor or -1.
     let fd = owned(check(unsafe {
@@ -1368,4 +1398,57 @@ pub fn pidfd_mount_namespace(pidfd: BorrowedFd<'_>, pid: libc::pid_t) -> io::Res
         return Err(io::Error::from_raw_os_error(libc::ESRCH));
     }
     Ok(fd)
+}
+
+/// Creates an empty, close-on-exec memfd named `name`.
+pub fn memfd(name: &CStr) -> io::Result<OwnedFd> {
+    // SAFETY: `name` is a valid C string.
+    let fd = check(unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) })?;
+    Ok(owned(fd))
+}
+
+/// Starts `command` as an orphan and returns once its program runs. The
+/// child that [`std::process::Command::spawn`] makes forks once more and
+/// exits at once, so the program runs in a grandchild that the kernel gives
+/// to the nearest child subreaper, normally the host's init, which reaps it
+/// whenever it exits. This process never has it as a child, so it can
+/// neither leave it a zombie nor have to outlive it. `inherit` are
+/// descriptors that the program gets under the same numbers: their
+/// close-on-exec flag is cleared in the child only.
+///
+/// # Errors
+///
+/// The error of the fork or the exec, such as ENOENT for a missing program.
+pub fn spawn_orphan(command: &mut std::process::Command, inherit: &[RawFd]) -> io::Result<()> {
+    use std::os::unix::process::CommandExt;
+    let inherit = inherit.to_vec();
+    // SAFETY: the closure runs in the child between fork and exec and makes
+    // only async-signal-safe calls (fcntl, signal, fork, _exit), and it allocates
+    // nothing: `inherit` was built before the fork.
+    unsafe {
+        command.pre_exec(move || {
+            for &fd in &inherit {
+                check(libc::fcntl(fd, libc::F_SETFD, 0))?;
+            }
+            // An ignored SIGCHLD survives exec, and the program could then
+            // not wait for its own children.
+            libc::signal(libc::SIGCHLD, libc::SIG_DFL);
+            match libc::fork() {
+                -1 => Err(io::Error::last_os_error()),
+                0 => Ok(()),
+                _ => libc::_exit(0),
+            }
+        });
+    }
+    // The spawn returns once the grandchild has exec'd, or with the error
+    // that its exec reported, because the grandchild inherits the write
+    // end of std's close-on-exec error pipe, which its exec closes.
+    let mut intermediate = command.spawn()?;
+    match intermediate.wait() {
+        // A process that ignores SIGCHLD has its children reaped by the
+        // kernel, so there is nothing left to wait for.
+        Err(error) if error.raw_os_error() == Some(libc::ECHILD) => Ok(()),
+        Err(error) => Err(error),
+        Ok(_) => Ok(()),
+    }
 }

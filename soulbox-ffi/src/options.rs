@@ -72,6 +72,14 @@ impl Options {
         self.inner.kill_on_drop = kill_on_drop;
     }
 
+    pub fn set_internet_access(&mut self, enabled: bool) {
+        self.inner.network = if enabled {
+            soulbox_core::Network::Internet
+        } else {
+            soulbox_core::Network::None
+        };
+    }
+
     pub fn set_memory_limit(&mut self, bytes: u64) {
         self.inner.memory_limit = zero_is_none(bytes);
     }

@@ -169,6 +169,7 @@ c_cases!(
     free_during_waits,
     files_copy_tree,
     run_code,
+    internet_access,
     get_host,
     mounts,
     version,

@@ -40,6 +40,12 @@ const CONTROL_FD: i32 = 3;
 /// holds open (and so locked) for as long as it lives.
 const CONFIG_FD_COUNT: usize = 2;
 
+/// Most descriptors sent with the configuration: for a sandbox with
+/// internet access, a third one follows, the write end of the pipe whose
+/// closing ends the sandbox's slirp4netns. PID 1 keeps it open, never
+/// writes to it, and the kernel closes it when PID 1 exits.
+const MAX_CONFIG_FD_COUNT: usize = CONFIG_FD_COUNT + 1;
+
 /// Most v1 `tasks` files PID 1 accepts with the attached message: one per
 /// v1 hierarchy a limit needs (memory, pids, cpu), with room to spare.
 const MAX_TASK_FILES: usize = 8;
@@ -103,7 +109,7 @@ fn run(start: Start) -> ! {
     // CPU PID 1 ran on, and a page fault. Only the pages a message fills
     // are ever touched.
     let mut buf = vec![0u8; soulbox_proto::MAX_MESSAGE_LEN];
-    let (config, listener, lock) = match receive_config(control, &mut buf) {
+    let (config, listener, lock, network_exit) = match receive_config(control, &mut buf) {
         Some(received) => received,
         None => fail_setup(control, SetupStage::Config, libc::EPROTO, b""),
     };
@@ -198,6 +204,7 @@ fn run(start: Start) -> ! {
         listener,
         clients: Vec::new(),
         _lock: lock,
+        _network_exit: network_exit,
         spare: None,
         commands_started: 0,
         spare_due: false,
@@ -326,15 +333,23 @@ fn fail_setup(control: BorrowedFd<'_>, stage: SetupStage, errno: i32, detail: &[
     sys::exit(EXIT_FAILURE)
 }
 
+/// The configuration, the listening socket, the lock file and, for a
+/// sandbox with internet access, the slirp4netns exit pipe.
+type Configured = (Config, OwnedFd, OwnedFd, Option<OwnedFd>);
+
 /// Receives the configuration and the descriptors sent with it: the
-/// listening socket and the lock file.
-fn receive_config(control: BorrowedFd<'_>, buf: &mut [u8]) -> Option<(Config, OwnedFd, OwnedFd)> {
-    let (len, fds) = sys::recv_with_fds(control, buf, CONFIG_FD_COUNT).ok()??;
+/// listening socket, the lock file and, optionally, the write end of the
+/// slirp4netns exit pipe.
+fn receive_config(control: BorrowedFd<'_>, buf: &mut [u8]) -> Option<Configured> {
+    let (len, fds) = sys::recv_with_fds(control, buf, MAX_CONFIG_FD_COUNT).ok()??;
     let Ok(Request::Config(config)) = Request::decode(&buf[..len]) else {
         return None;
     };
-    let [listener, lock] = <[OwnedFd; CONFIG_FD_COUNT]>::try_from(fds).ok()?;
-    Some((config, listener, lock))
+    let mut fds = fds.into_iter();
+    let (Some(listener), Some(lock)) = (fds.next(), fds.next()) else {
+        return None;
+    };
+    Some((config, listener, lock, fds.next()))
 }
 
 /// Receives the message that the host has made and attached the sandbox's
@@ -401,6 +416,9 @@ struct Init {
     /// Held open so that the state entry's lock stays taken while PID 1
     /// lives; the host reads a free lock as a dead sandbox.
     _lock: OwnedFd,
+    /// Held open so that the sandbox's slirp4netns, which waits for this
+    /// pipe to close, ends when PID 1 exits.
+    _network_exit: Option<OwnedFd>,
     /// A supervisor forked ahead of its command, which takes the fork off
     /// the next command's start.
     spare: Option<Spare>,

@@ -567,29 +567,31 @@ fn mount_sized_tmpfs(source: &CStr, target: &CStr, options: &str) -> io::Result<
     }
 }
 
-/// Writes the files in /etc that depend on the sandbox id. It runs after
+/// Writes the files in /etc that depend on the sandbox: its hostname and
+/// hosts and, when the configuration has one, resolv.conf. It runs after
 /// pivot_root, so that the template's symbolic links resolve inside the
 /// sandbox: a directory template's /etc, or a file in it, may be a link,
 /// and before the pivot an absolute one would lead to the host's files.
 fn write_etc(config: &Config) -> Result<(), SetupError> {
     let id = String::from_utf8_lossy(&config.sandbox_id);
+    let hostname = format!("{id}\n");
+    let hosts = format!("127.0.0.1\tlocalhost\n::1\tlocalhost\n127.0.1.1\t{id}\n");
+    let resolv_conf = (!config.resolv_conf.is_empty())
+        .then_some((c"/etc/resolv.conf", config.resolv_conf.as_slice()));
     let files = [
-        (c"/etc/hostname", format!("{id}\n")),
-        (
-            c"/etc/hosts",
-            format!("127.0.0.1\tlocalhost\n::1\tlocalhost\n127.0.1.1\t{id}\n"),
-        ),
+        (c"/etc/hostname", hostname.as_bytes()),
+        (c"/etc/hosts", hosts.as_bytes()),
     ];
     sys::mkdir(c"/etc", 0o755).stage(SetupStage::EtcFiles, b"/etc")?;
-    for (name, contents) in files {
-        let written = sys::write_file(name, contents.as_bytes(), 0o644).or_else(|first| {
+    for (name, contents) in files.into_iter().chain(resolv_conf) {
+        let written = sys::write_file(name, contents, 0o644).or_else(|first| {
             // A symbolic link (ELOOP), a FIFO or socket (ENXIO) or a device
             // node (EACCES, because the root is nodev) in the template is
             // replaced by a file of this sandbox's own in the writable
             // layer. If the unlink fails too, as for a directory, the first
             // error is returned.
             sys::unlink(name).map_err(|_| first)?;
-            sys::write_file(name, contents.as_bytes(), 0o644)
+            sys::write_file(name, contents, 0o644)
         });
         written.map_err(|error| etc_error(name, error))?;
     }
@@ -707,6 +709,7 @@ mod tests {
             seccomp_filter: Vec::new(),
             background: false,
             mounts: Vec::new(),
+            resolv_conf: Vec::new(),
         }
     }
 

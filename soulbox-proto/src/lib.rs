@@ -133,6 +133,9 @@ pub struct Config {
     pub background: bool,
     /// The caller's host paths to mount, in order.
     pub mounts: Vec<HostMount>,
+    /// Contents that PID 1 writes to /etc/resolv.conf once the root is
+    /// built; empty keeps the template's file.
+    pub resolv_conf: Vec<u8>,
 }
 
 /// Starts a command. Sent with [`SPAWN_FD_COUNT`] file descriptors.
@@ -570,6 +573,7 @@ impl Request {
                 e.u64(c.timeout_ms);
                 e.bytes(&c.seccomp_filter);
                 e.u8(u8::from(c.background));
+                e.bytes(&c.resolv_conf);
                 e.u32(u32::try_from(c.mounts.len()).unwrap_or(u32::MAX));
                 for m in &c.mounts {
                     e.bytes(&m.source);
@@ -652,6 +656,7 @@ impl Request {
                     timeout_ms: d.u64("timeout_ms")?,
                     seccomp_filter: d.seccomp_filter()?,
                     background: d.bool("background")?,
+                    resolv_conf: d.bytes("resolv_conf")?,
                     mounts: Vec::new(),
                 };
                 let count = d.u32("mounts")? as usize;
@@ -914,6 +919,7 @@ mod tests {
                 target: b"/home/user/data".to_vec(),
                 writable: true,
             }],
+            resolv_conf: b"nameserver 10.0.2.3\n".to_vec(),
         }
     }
 

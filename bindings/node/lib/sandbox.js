@@ -56,10 +56,11 @@ function sandboxInfo(info) {
  * sandbox is never created without what the caller asked for.
  */
 function rejectUnsupportedOptions(opts) {
-  if (opts.allowInternetAccess === true || (opts.network !== undefined && opts.network !== null)) {
+  if (opts.network !== undefined && opts.network !== null) {
     throw new InvalidArgumentError(
-      'allowInternetAccess and network are not implemented yet in SoulBox: a sandbox has ' +
-        'loopback only, so leave them unset or pass allowInternetAccess: false',
+      'network options (egress rules such as allowOut and denyOut) are not implemented yet in ' +
+        'SoulBox; leave network unset, and pass allowInternetAccess: true for unrestricted ' +
+        'internet access',
     )
   }
   for (const name of ['lifecycle', 'mcp', 'volumeMounts']) {
@@ -146,6 +147,9 @@ class Sandbox {
     }
     opts = check.options('opts', opts)
     rejectUnsupportedOptions(opts)
+    // SoulBox's default is no network, where E2B's is internet access.
+    const allowInternetAccess =
+      check.optionalBoolean('allowInternetAccess', opts.allowInternetAccess ?? undefined) === true
     const options = {
       template,
       timeoutMs: check.optionalTimeoutMs('timeoutMs', opts.timeoutMs),
@@ -155,6 +159,7 @@ class Sandbox {
       pidsLimit: limit('pidsLimit', opts.pidsLimit, Number.isSafeInteger),
       cpuLimit: limit('cpuLimit', opts.cpuLimit, Number.isFinite),
       mounts: mounts(opts.mounts),
+      allowInternetAccess,
     }
     const nativeSandbox = await call(() => native().NativeSandbox.create(options))
     return new this(nativeSandbox)

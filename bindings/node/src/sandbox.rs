@@ -5,7 +5,9 @@ use std::collections::HashMap;
 
 use napi::bindgen_prelude::Buffer;
 use napi_derive::napi;
-use soulbox_core::{Command, ListQuery, Sandbox, SandboxOptions, SandboxState, DEFAULT_TIMEOUT};
+use soulbox_core::{
+    Command, ListQuery, Network, Sandbox, SandboxOptions, SandboxState, DEFAULT_TIMEOUT,
+};
 
 use crate::command::{self, NativeCommand};
 use crate::convert::{
@@ -31,6 +33,9 @@ pub struct CreateOptions {
     pub pids_limit: Option<f64>,
     /// CPU limit in cores; 0 or absent for none.
     pub cpu_limit: Option<f64>,
+    /// Internet access through slirp4netns; loopback only when absent or
+    /// false.
+    pub allow_internet_access: Option<bool>,
     /// Host paths to mount, with absolute sources.
     pub mounts: Option<Vec<MountOptions>>,
 }
@@ -137,6 +142,9 @@ impl NativeSandbox {
                 writable: mount.writable.unwrap_or(false),
             })
             .collect();
+        if options.allow_internet_access == Some(true) {
+            sandbox_options.network = Network::Internet;
+        }
         let sandbox = Sandbox::create(sandbox_options).await.into_napi()?;
         Ok(NativeSandbox { sandbox })
     }

@@ -24,6 +24,8 @@ import Sandbox, {
 export async function typeChecks(): Promise<void> {
   const sbx = await Sandbox.create({ timeoutMs: 60_000, envs: { A: '1' }, metadata: { k: 'v' } })
   const same: Sandbox = await Sandbox.create('host')
+  const online: Sandbox = await Sandbox.create({ allowInternetAccess: true })
+  await online.kill()
   const result: CommandResult = await sbx.commands.run('echo hi', {
     envs: { B: '2' },
     user: 'root',

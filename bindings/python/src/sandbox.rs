@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
-use soulbox_core::{Command, Output, ProcessInfo, Sandbox, SandboxOptions, SeccompPolicy};
+use soulbox_core::{Command, Network, Output, ProcessInfo, Sandbox, SandboxOptions, SeccompPolicy};
 
 use crate::bridge::{self, block, spawn, List, ToPython};
 use crate::code::ContextLocks;
@@ -35,6 +35,7 @@ pub struct CreateOptions {
     metadata: BTreeMap<String, String>,
     kill_on_drop: bool,
     seccomp: Option<SeccompSpec>,
+    allow_internet_access: bool,
     mounts: Vec<MountSpec>,
 }
 
@@ -97,6 +98,9 @@ impl CreateOptions {
         options.file_size_limit = self.file_size_limit;
         options.metadata = self.metadata;
         options.kill_on_drop = self.kill_on_drop;
+        if self.allow_internet_access {
+            options.network = Network::Internet;
+        }
         if let Some(seccomp) = self.seccomp {
             options.seccomp = seccomp.into_policy(py)?;
         }

@@ -86,8 +86,7 @@ def test_connection_options_accepted() -> None:
     "options, missing",
     [
         ({"template": "python-3.12"}, "template"),
-        ({"allow_internet_access": True}, "networking"),
-        ({"network": {"allow_out": ["10.0.0.0/8"]}}, "networking"),
+        ({"network": {"allow_out": ["10.0.0.0/8"]}}, "network options"),
         ({"mcp": {"x": {}}}, "MCP"),
         ({"lifecycle": {"on_timeout": "pause"}}, "lifecycle"),
     ],

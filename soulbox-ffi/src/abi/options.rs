@@ -142,6 +142,24 @@ pub extern "C" fn soulbox_options_set_kill_on_drop(
     })
 }
 
+/// Sets whether the sandbox gets internet access: a tap device `eth0` whose
+/// traffic slirp4netns relays through the host's sockets, with DNS at
+/// 10.0.2.3. False, the default, leaves it loopback only (E2B's default is
+/// internet access). slirp4netns must be installed (package
+/// `slirp4netns`). SoulBox runs the program that `SOULBOX_SLIRP4NETNS`
+/// names when that is set, else `slirp4netns` from `PATH`. When it is
+/// missing, create fails with a message that names it.
+#[no_mangle]
+pub extern "C" fn soulbox_options_set_internet_access(
+    options: *mut Options,
+    enabled: bool,
+) -> *mut Error {
+    update("soulbox_options_set_internet_access", options, |options| {
+        options.set_internet_access(enabled);
+        Ok(())
+    })
+}
+
 /// Sets the memory limit in bytes, swap closed; 0 means no limit. At
 /// least 16 MiB. Default 2 GiB.
 #[no_mangle]

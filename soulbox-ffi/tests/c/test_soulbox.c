@@ -2031,6 +2031,35 @@ static const char echo_server[] = "import socket\n"
                                   "    c.sendall(b'echo ' + c.recv(100))\n"
                                   "    c.close()\n";
 
+/* Internet access gives the sandbox slirp4netns's tap device and DNS
+ * address; without it the sandbox has loopback only. Nothing here sends a
+ * packet. */
+static void case_internet_access(void) {
+    soulbox_options *options = dying_options();
+    OK(soulbox_options_set_internet_access(options, true));
+    soulbox_sandbox *sandbox = NULL;
+    OK(soulbox_sandbox_create(options, &sandbox));
+    soulbox_options_free(options);
+    soulbox_output *output = run(sandbox, "ip -o -4 addr show dev eth0", NULL);
+    CHECK(output->exit_code == 0, "ip exit code %d", output->exit_code);
+    CHECK(strstr((const char *)output->stdout_data, "10.0.2.100/24") != NULL,
+          "eth0 has no 10.0.2.100/24: %s", (const char *)output->stdout_data);
+    soulbox_output_free(output);
+    output = run(sandbox, "cat /etc/resolv.conf", NULL);
+    CHECK(strstr((const char *)output->stdout_data, "nameserver 10.0.2.3\n") != NULL,
+          "resolv.conf: %s", (const char *)output->stdout_data);
+    soulbox_output_free(output);
+    OK(soulbox_sandbox_kill(sandbox));
+    soulbox_sandbox_free(sandbox);
+
+    sandbox = new_sandbox();
+    output = run(sandbox, "ip -o link show dev eth0", NULL);
+    CHECK(output->exit_code != 0, "a sandbox without internet access has eth0: %s",
+          (const char *)output->stdout_data);
+    soulbox_output_free(output);
+    soulbox_sandbox_free(sandbox);
+}
+
 static void case_get_host(void) {
     soulbox_sandbox *sandbox = new_sandbox();
     const char *const argv[] = {"python3", "-c", echo_server, NULL};
@@ -2204,6 +2233,7 @@ static const struct {
     {"free_during_waits", case_free_during_waits},
     {"files_copy_tree", case_files_copy_tree},
     {"run_code", case_run_code},
+    {"internet_access", case_internet_access},
     {"get_host", case_get_host},
     {"mounts", case_mounts},
     {"version", case_version},

@@ -124,10 +124,14 @@ def create_options(
 ) -> Dict[str, Any]:
     """Check the arguments of ``create`` and build the native options."""
     native_template = template_name(template)
-    if allow_internet_access or network is not None:
+    if allow_internet_access is not None and not isinstance(allow_internet_access, bool):
+        raise InvalidArgumentException(
+            f"allow_internet_access must be a bool or None, not {allow_internet_access!r}"
+        )
+    if network is not None:
         raise not_implemented(
-            "networking; a sandbox has loopback only, so leave allow_internet_access and "
-            "network unset or pass allow_internet_access=False"
+            "network options (egress rules such as allow_out and deny_out); leave network "
+            "unset, and pass allow_internet_access=True for unrestricted internet access"
         )
     if mcp is not None:
         raise not_implemented("MCP servers in the sandbox")
@@ -156,6 +160,8 @@ def create_options(
         "kill_on_drop": bool(kill_on_drop),
         "seccomp": None if seccomp is None else seccomp_spec(seccomp),
         "mounts": mount_specs(mounts),
+        # SoulBox's default is no network, where E2B's is internet access.
+        "allow_internet_access": allow_internet_access is True,
     }
 
 

@@ -657,6 +657,10 @@ class Sandbox:
         :param metadata: labels, returned by ``get_info`` and used to
             filter ``Sandbox.list``.
         :param envs: environment variables for every command.
+        :param allow_internet_access: ``True`` gives the sandbox internet
+            access through slirp4netns, which must be installed. Unlike
+            E2B, whose sandboxes have it by default, the default (``None``
+            or ``False``) is loopback only.
         :param memory_limit: bytes (default 2 GiB), None for no limit;
             the other keyword-only limits are SoulBox's own too.
         :param kill_on_drop: end the sandbox when this object is garbage
@@ -674,9 +678,9 @@ class Sandbox:
         ``request_timeout``, ...) are accepted and have no effect: the
         sandbox runs in this process, with no API server.
 
-        :raises NotImplementedError: for networking, other templates, MCP,
-            lifecycle options (pause on timeout) and volume mounts, which
-            SoulBox lacks so far.
+        :raises NotImplementedError: for ``network`` options (egress
+            rules), other templates, MCP, lifecycle options (pause on
+            timeout) and volume mounts, which SoulBox lacks so far.
         :raises InvalidArgumentException: for a bad option; nothing is made.
         """
         _common.check_connection_options(opts)
