@@ -119,13 +119,8 @@ async fn file_mount_and_pool_hand_over() {
     pool.close().await;
 }
 
-/// A directory template whose `/data` links to `/etc`: a mount at
-/// `/data/NAME` lands in the sandbox's /etc, never in the host's.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn target_links_resolve_inside_the_sandbox() {
-    if !require_root("target_links_resolve_inside_the_sandbox") {
-        return;
-    }
+/// A directory template with busybox's sh, cat and ls, and an empty /etc.
+fn busybox_rootfs() -> HostDir {
     let rootfs = HostDir::new("mount-rootfs");
     let bin = rootfs.path().join("bin");
     std::fs::create_dir_all(&bin).expect("create bin");
@@ -135,6 +130,17 @@ async fn target_links_resolve_inside_the_sandbox() {
         symlink("busybox", bin.join(applet)).expect("link an applet");
     }
     std::fs::create_dir(rootfs.path().join("etc")).expect("create etc");
+    rootfs
+}
+
+/// A directory template whose `/data` links to `/etc`: a mount at
+/// `/data/NAME` lands in the sandbox's /etc, never in the host's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn target_links_resolve_inside_the_sandbox() {
+    if !require_root("target_links_resolve_inside_the_sandbox") {
+        return;
+    }
+    let rootfs = busybox_rootfs();
     symlink("/etc", rootfs.path().join("data")).expect("plant /data -> /etc");
     let source = HostDir::new("mount-src");
     std::fs::write(source.path().join("marker"), "inside\n").expect("write a marker");
@@ -150,6 +156,46 @@ async fn target_links_resolve_inside_the_sandbox() {
         !Path::new("/etc").join(&name).exists(),
         "the mount point was made in the host's /etc"
     );
+}
+
+/// A directory template whose links go through /proc/self/fd/N, where PID 1
+/// holds the clones of the mounts not yet attached: a target through one
+/// is rejected, and no directory appears in the writable host source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn target_magic_links_are_rejected() {
+    if !require_root("target_magic_links_are_rejected") {
+        return;
+    }
+    let rootfs = busybox_rootfs();
+    let descriptors = 0..=20;
+    for fd in descriptors.clone() {
+        symlink(
+            format!("/proc/self/fd/{fd}"),
+            rootfs.path().join(format!("fd{fd}")),
+        )
+        .expect("plant /fdN -> /proc/self/fd/N");
+    }
+    let source = HostDir::new("mount-src");
+    let writable = HostDir::new("mount-out");
+
+    for fd in descriptors {
+        let mut options = options().template(rootfs.path().to_string_lossy());
+        options.mounts = vec![
+            Mount::read_only(source.path(), format!("/fd{fd}/planted")),
+            Mount::writable(writable.path(), "/out"),
+        ];
+        let created = Sandbox::create(options).await;
+        assert!(created.is_err(), "a mount at /fd{fd}/planted was attached");
+        let entries: Vec<_> = std::fs::read_dir(writable.path())
+            .expect("list the writable source")
+            .flatten()
+            .map(|entry| entry.file_name())
+            .collect();
+        assert!(
+            entries.is_empty(),
+            "/fd{fd}/planted made {entries:?} in the writable host source"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

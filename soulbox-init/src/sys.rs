@@ -542,21 +542,80 @@ pub fn mount_setattr_tree(tree: BorrowedFd<'_>, attr_set: u64) -> io::Result<()>
     Ok(())
 }
 
-/// Attaches the detached mount `tree` at `target`.
-pub fn move_mount_to(tree: BorrowedFd<'_>, target: &CStr) -> io::Result<()> {
+/// Attaches the detached mount `tree` at the mount point that `target`, a
+/// descriptor from [`open_path_no_magic_links`], names.
+pub fn move_mount_to(tree: BorrowedFd<'_>, target: BorrowedFd<'_>) -> io::Result<()> {
     const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
-    // SAFETY: both paths are valid C strings.
+    const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
+    // SAFETY: both paths are empty C strings and both descriptors are open.
     check_long(unsafe {
         libc::syscall(
             libc::SYS_move_mount,
             tree.as_raw_fd(),
             c"".as_ptr(),
-            libc::AT_FDCWD,
-            target.as_ptr(),
-            MOVE_MOUNT_F_EMPTY_PATH,
+            target.as_raw_fd(),
+            c"".as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
         )
     })?;
     Ok(())
+}
+
+/// Opens `path`, relative to `dir` or else to the working directory, as an
+/// `O_PATH` descriptor (`openat2`). Symbolic links are followed, but not
+/// /proc's magic links such as /proc/self/fd/N, which fail with `ELOOP`.
+pub fn open_path_no_magic_links(dir: Option<BorrowedFd<'_>>, path: &CStr) -> io::Result<OwnedFd> {
+    const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
+    // struct open_how from <linux/openat2.h>: flags, mode, resolve, all u64.
+    let how: [u64; 3] = [
+        (libc::O_PATH | libc::O_CLOEXEC) as u64,
+        0,
+        RESOLVE_NO_MAGICLINKS,
+    ];
+    let dir = dir.map_or(libc::AT_FDCWD, |dir| dir.as_raw_fd());
+    // SAFETY: `path` is a valid C string and `how` a 24-byte open_how whose
+    // size is passed alongside it.
+    let fd = check_long(unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dir,
+            path.as_ptr(),
+            how.as_ptr(),
+            std::mem::size_of_val(&how),
+        )
+    })?;
+    // SAFETY: openat2 returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Creates the directory `name` in `dir`. An existing entry of that name,
+/// a symbolic link included, is left as it is.
+pub fn mkdir_at(dir: BorrowedFd<'_>, name: &CStr, mode: libc::mode_t) -> io::Result<()> {
+    // SAFETY: `name` is a valid C string and `dir` an open descriptor.
+    match check(unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), mode) }) {
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
+        other => other.map(drop),
+    }
+}
+
+/// Creates the empty file `name` in `dir`. An existing entry of that name,
+/// a symbolic link included, is left as it is.
+pub fn create_file_at(dir: BorrowedFd<'_>, name: &CStr, mode: libc::mode_t) -> io::Result<()> {
+    let flags = libc::O_WRONLY
+        | libc::O_CREAT
+        | libc::O_EXCL
+        | libc::O_NOFOLLOW
+        | libc::O_CLOEXEC
+        | libc::O_NONBLOCK;
+    // SAFETY: `name` is a valid C string and `dir` an open descriptor; the
+    // mode argument is read because O_CREAT is set.
+    match check(unsafe {
+        libc::openat(dir.as_raw_fd(), name.as_ptr(), flags, mode as libc::c_uint)
+    }) {
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
+        // SAFETY: openat returned a new descriptor that nothing else owns.
+        other => other.map(|fd| drop(unsafe { OwnedFd::from_raw_fd(fd) })),
+    }
 }
 
 pub fn umount_detach(target: &CStr) -> io::Result<()> {
