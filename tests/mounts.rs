@@ -198,6 +198,72 @@ async fn target_magic_links_are_rejected() {
     }
 }
 
+/// Swaps `first` and `second`, a directory and a symbolic link, by
+/// `renameat2(RENAME_EXCHANGE)` until `stop` is set.
+fn swap_until(first: &Path, second: &Path, stop: &std::sync::atomic::AtomicBool) {
+    use std::os::unix::ffi::OsStrExt;
+    let first = std::ffi::CString::new(first.as_os_str().as_bytes()).expect("no NUL");
+    let second = std::ffi::CString::new(second.as_os_str().as_bytes()).expect("no NUL");
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        // SAFETY: both paths are valid C strings.
+        let swapped = unsafe {
+            libc::renameat2(
+                libc::AT_FDCWD,
+                first.as_ptr(),
+                libc::AT_FDCWD,
+                second.as_ptr(),
+                libc::RENAME_EXCHANGE,
+            )
+        };
+        assert_eq!(swapped, 0, "renameat2: {}", std::io::Error::last_os_error());
+    }
+}
+
+/// A source that a symbolic link replaces after the host has checked it,
+/// as code in another sandbox can do through a writable mount: PID 1
+/// follows no link in the source, so the state directory never shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_swapped_for_link_is_rejected() {
+    if !require_root("source_swapped_for_link_is_rejected") {
+        return;
+    }
+    let host = HostDir::new("mount-swap");
+    let source = host.path().join("data");
+    let link = host.path().join("link");
+    std::fs::create_dir(&source).expect("create the source");
+    std::fs::write(source.join("marker"), "public\n").expect("write a marker");
+    let state_dir = soulbox_core::diagnostics::state_dir();
+    symlink(&state_dir, &link).expect("link to the state directory");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let swapper = {
+        let (source, link, stop) = (source.clone(), link.clone(), stop.clone());
+        std::thread::spawn(move || swap_until(&source, &link, &stop))
+    };
+
+    let mut exposed = Vec::new();
+    // About one create in ten exposed it before PID 1 refused links.
+    for _ in 0..500 {
+        let mut options = options();
+        options.mounts = vec![Mount::read_only(&source, "/data")];
+        let Ok(sandbox) = Sandbox::create(options).await else {
+            continue;
+        };
+        let listing = stdout(&sh_as_root(&sandbox, "ls /data").await);
+        if listing.contains("sandboxes") {
+            exposed.push(listing);
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    swapper.join().expect("the swapping thread ends");
+    assert!(
+        exposed.is_empty(),
+        "{} sandboxes saw the state directory {}: {:?}",
+        exposed.len(),
+        state_dir.display(),
+        exposed.first()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_mounts_are_rejected_by_name() {
     if !require_root("bad_mounts_are_rejected_by_name") {

@@ -283,10 +283,8 @@ fn clone_host_mounts(config: &Config) -> Result<Vec<HostTree>, SetupError> {
             attrs |= MOUNT_ATTR_RDONLY;
         }
         sys::mount_setattr_tree(tree.as_fd(), attrs).stage(SetupStage::Mounts, &mount.source)?;
-        trees.push(HostTree {
-            tree,
-            is_dir: sys::is_dir(&source),
-        });
+        let is_dir = sys::tree_is_dir(tree.as_fd());
+        trees.push(HostTree { tree, is_dir });
     }
     Ok(trees)
 }
@@ -322,11 +320,11 @@ fn open_mount_point(target: &[u8], is_dir: bool) -> io::Result<OwnedFd> {
     let Some((last, parents)) = names.split_last() else {
         return Err(io::Error::from_raw_os_error(libc::EINVAL));
     };
-    let mut dir = sys::open_path_no_magic_links(None, c"/")?;
+    let mut dir = sys::open_path(None, c"/", sys::RESOLVE_NO_MAGICLINKS)?;
     for name in parents {
         let name = cstr(name)?;
         sys::mkdir_at(dir.as_fd(), &name, 0o755)?;
-        dir = sys::open_path_no_magic_links(Some(dir.as_fd()), &name)?;
+        dir = sys::open_path(Some(dir.as_fd()), &name, sys::RESOLVE_NO_MAGICLINKS)?;
     }
     let last = cstr(last)?;
     if is_dir {
@@ -334,7 +332,7 @@ fn open_mount_point(target: &[u8], is_dir: bool) -> io::Result<OwnedFd> {
     } else {
         sys::create_file_at(dir.as_fd(), &last, 0o644)?;
     }
-    sys::open_path_no_magic_links(Some(dir.as_fd()), &last)
+    sys::open_path(Some(dir.as_fd()), &last, sys::RESOLVE_NO_MAGICLINKS)
 }
 
 fn mount_proc(root: &[u8]) -> Result<(), SetupError> {
