@@ -190,6 +190,53 @@ async fn matplotlib_figures_become_png_results() {
     assert!(png_results(&open).is_empty());
 }
 
+/// A finder of the code's own that calls every other finder in turn, as
+/// import hooks do, and a stand-in pyplot module, such as a test's stub.
+#[tokio::test]
+async fn pyplot_hooks_and_stubs_keep_working() {
+    if !require_root("pyplot_hooks_and_stubs_keep_working") {
+        return;
+    }
+    let sandbox = sandbox().await;
+    let hook = [
+        "import sys",
+        "class Hook:",
+        "    def find_spec(self, name, path=None, target=None):",
+        "        for finder in sys.meta_path:",
+        "            if finder is not self and hasattr(finder, 'find_spec'):",
+        "                spec = finder.find_spec(name, path, target)",
+        "                if spec is not None:",
+        "                    return spec",
+        "        return None",
+        "sys.meta_path.insert(0, Hook())",
+        "import matplotlib.pyplot as plt",
+        "plt.plot([1, 2])",
+        "None",
+    ]
+    .join("\n");
+    let hooked = within_limit("import pyplot under a hook", sandbox.run_code(&hook))
+        .await
+        .expect("run the hooked import");
+    assert_eq!(hooked.error, None);
+    assert_eq!(png_results(&hooked).len(), 1, "{:?}", hooked.results);
+
+    let stub = [
+        "import sys, types",
+        "sys.modules['matplotlib.pyplot'] = types.ModuleType('matplotlib.pyplot')",
+        "1",
+    ]
+    .join("\n");
+    let stubbed = within_limit("stub pyplot", sandbox.run_code(&stub))
+        .await
+        .expect("run the stub");
+    assert_eq!(stubbed.error, None);
+    let next = within_limit("a cell after the stub", sandbox.run_code("2"))
+        .await
+        .expect("run the next cell");
+    assert_eq!(next.error, None);
+    assert_eq!(next.text(), Some("2"));
+}
+
 #[tokio::test]
 async fn events_stream_in_order_before_the_call_returns() {
     if !require_root("events_stream_in_order_before_the_call_returns") {

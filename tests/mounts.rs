@@ -119,13 +119,8 @@ async fn file_mount_and_pool_hand_over() {
     pool.close().await;
 }
 
-/// A directory template whose `/data` links to `/etc`: a mount at
-/// `/data/NAME` lands in the sandbox's /etc, never in the host's.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn target_links_resolve_inside_the_sandbox() {
-    if !require_root("target_links_resolve_inside_the_sandbox") {
-        return;
-    }
+/// A directory template with busybox's sh, cat and ls, and an empty /etc.
+fn busybox_rootfs() -> HostDir {
     let rootfs = HostDir::new("mount-rootfs");
     let bin = rootfs.path().join("bin");
     std::fs::create_dir_all(&bin).expect("create bin");
@@ -135,6 +130,17 @@ async fn target_links_resolve_inside_the_sandbox() {
         symlink("busybox", bin.join(applet)).expect("link an applet");
     }
     std::fs::create_dir(rootfs.path().join("etc")).expect("create etc");
+    rootfs
+}
+
+/// A directory template whose `/data` links to `/etc`: a mount at
+/// `/data/NAME` lands in the sandbox's /etc, never in the host's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn target_links_resolve_inside_the_sandbox() {
+    if !require_root("target_links_resolve_inside_the_sandbox") {
+        return;
+    }
+    let rootfs = busybox_rootfs();
     symlink("/etc", rootfs.path().join("data")).expect("plant /data -> /etc");
     let source = HostDir::new("mount-src");
     std::fs::write(source.path().join("marker"), "inside\n").expect("write a marker");
@@ -149,6 +155,112 @@ async fn target_links_resolve_inside_the_sandbox() {
     assert!(
         !Path::new("/etc").join(&name).exists(),
         "the mount point was made in the host's /etc"
+    );
+}
+
+/// A directory template whose links go through /proc/self/fd/N, where PID 1
+/// holds the clones of the mounts not yet attached: a target through one
+/// is rejected, and no directory appears in the writable host source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn target_magic_links_are_rejected() {
+    if !require_root("target_magic_links_are_rejected") {
+        return;
+    }
+    let rootfs = busybox_rootfs();
+    let descriptors = 0..=20;
+    for fd in descriptors.clone() {
+        symlink(
+            format!("/proc/self/fd/{fd}"),
+            rootfs.path().join(format!("fd{fd}")),
+        )
+        .expect("plant /fdN -> /proc/self/fd/N");
+    }
+    let source = HostDir::new("mount-src");
+    let writable = HostDir::new("mount-out");
+
+    for fd in descriptors {
+        let mut options = options().template(rootfs.path().to_string_lossy());
+        options.mounts = vec![
+            Mount::read_only(source.path(), format!("/fd{fd}/planted")),
+            Mount::writable(writable.path(), "/out"),
+        ];
+        let created = Sandbox::create(options).await;
+        assert!(created.is_err(), "a mount at /fd{fd}/planted was attached");
+        let entries: Vec<_> = std::fs::read_dir(writable.path())
+            .expect("list the writable source")
+            .flatten()
+            .map(|entry| entry.file_name())
+            .collect();
+        assert!(
+            entries.is_empty(),
+            "/fd{fd}/planted made {entries:?} in the writable host source"
+        );
+    }
+}
+
+/// Swaps `first` and `second`, a directory and a symbolic link, by
+/// `renameat2(RENAME_EXCHANGE)` until `stop` is set.
+fn swap_until(first: &Path, second: &Path, stop: &std::sync::atomic::AtomicBool) {
+    use std::os::unix::ffi::OsStrExt;
+    let first = std::ffi::CString::new(first.as_os_str().as_bytes()).expect("no NUL");
+    let second = std::ffi::CString::new(second.as_os_str().as_bytes()).expect("no NUL");
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        // SAFETY: both paths are valid C strings.
+        let swapped = unsafe {
+            libc::renameat2(
+                libc::AT_FDCWD,
+                first.as_ptr(),
+                libc::AT_FDCWD,
+                second.as_ptr(),
+                libc::RENAME_EXCHANGE,
+            )
+        };
+        assert_eq!(swapped, 0, "renameat2: {}", std::io::Error::last_os_error());
+    }
+}
+
+/// A source that a symbolic link replaces after the host has checked it,
+/// as code in another sandbox can do through a writable mount: PID 1
+/// follows no link in the source, so the state directory never shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_swapped_for_link_is_rejected() {
+    if !require_root("source_swapped_for_link_is_rejected") {
+        return;
+    }
+    let host = HostDir::new("mount-swap");
+    let source = host.path().join("data");
+    let link = host.path().join("link");
+    std::fs::create_dir(&source).expect("create the source");
+    std::fs::write(source.join("marker"), "public\n").expect("write a marker");
+    let state_dir = soulbox_core::diagnostics::state_dir();
+    symlink(&state_dir, &link).expect("link to the state directory");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let swapper = {
+        let (source, link, stop) = (source.clone(), link.clone(), stop.clone());
+        std::thread::spawn(move || swap_until(&source, &link, &stop))
+    };
+
+    let mut exposed = Vec::new();
+    // About one create in ten exposed it before PID 1 refused links.
+    for _ in 0..500 {
+        let mut options = options();
+        options.mounts = vec![Mount::read_only(&source, "/data")];
+        let Ok(sandbox) = Sandbox::create(options).await else {
+            continue;
+        };
+        let listing = stdout(&sh_as_root(&sandbox, "ls /data").await);
+        if listing.contains("sandboxes") {
+            exposed.push(listing);
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    swapper.join().expect("the swapping thread ends");
+    assert!(
+        exposed.is_empty(),
+        "{} sandboxes saw the state directory {}: {:?}",
+        exposed.len(),
+        state_dir.display(),
+        exposed.first()
     );
 }
 

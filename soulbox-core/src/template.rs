@@ -38,7 +38,7 @@ pub const USER_HOME: &str = "/home/user";
 
 /// Bumped whenever the skeleton's contents change, so old skeletons are not
 /// reused.
-const SKELETON_VERSION: u32 = 3;
+const SKELETON_VERSION: u32 = 4;
 
 /// Top-level host directories that hold programs and libraries. A real
 /// directory is bound read-only; a symlink (merged /usr) is copied as a
@@ -611,7 +611,7 @@ fn build_skeleton(root: &Path, layout: &[LayoutEntry], configs: &[EtcConfig]) ->
         copy_entry(&Path::new("/").join(name), &root.join(name))?;
     }
     for config in configs {
-        copy_config(config, root)?;
+        copy_config(config, Path::new("/"), root)?;
     }
     if sys::geteuid() == 0 {
         // Without a user namespace, sandbox uid 1000 is host uid 1000.
@@ -620,16 +620,17 @@ fn build_skeleton(root: &Path, layout: &[LayoutEntry], configs: &[EtcConfig]) ->
     Ok(())
 }
 
-/// Copies a host /etc entry of [`ETC_CONFIGS`] with what it contains.
-/// Only files that every user may read are copied, so private ones stay
-/// out, and modes are set explicitly (0755 for directories, 0644 or 0755
-/// for files), since the caller's umask must not close them to sandbox
-/// users. An entry larger than the bounds is left out with a warning.
-fn copy_config(config: &EtcConfig, root: &Path) -> io::Result<()> {
+/// Copies a host /etc entry of [`ETC_CONFIGS`], below `host` (`/` but in
+/// tests), with what it contains. Only files that every user may read are
+/// copied, so private ones stay out, and modes are set explicitly (0755
+/// for directories, 0644 or 0755 for files), since the caller's umask must
+/// not close them to sandbox users. An entry larger than the bounds is
+/// left out with a warning.
+fn copy_config(config: &EtcConfig, host: &Path, root: &Path) -> io::Result<()> {
     let mut entries = Vec::new();
     let mut bytes = 0;
-    if let Err(e) = list_config(&config.name, &mut entries, &mut bytes) {
-        tracing::warn!(path = %Path::new("/").join(&config.name).display(), error = %e,
+    if let Err(e) = list_config(host, &config.name, &mut entries, &mut bytes) {
+        tracing::warn!(path = %host.join(&config.name).display(), error = %e,
             "the host template leaves out this configuration");
         return Ok(());
     }
@@ -643,7 +644,7 @@ fn copy_config(config: &EtcConfig, root: &Path) -> io::Result<()> {
             fs::set_permissions(&dest, fs::Permissions::from_mode(0o755))?;
             continue;
         }
-        let source = Path::new("/").join(&name);
+        let source = host.join(&name);
         let _ = fs::remove_file(&dest);
         copy_entry(&source, &dest)?;
         // The source may have gone since the listing; copy_entry skips it.
@@ -662,14 +663,27 @@ fn copy_config(config: &EtcConfig, root: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// Lists `name` (below the root) and what it contains, each with whether it
-/// is a directory: symlinks, and files and directories that every user may
-/// read. Fails past [`ETC_CONFIG_MAX_ENTRIES`] or [`ETC_CONFIG_MAX_BYTES`].
-fn list_config(name: &Path, entries: &mut Vec<(PathBuf, bool)>, bytes: &mut u64) -> io::Result<()> {
-    let meta = fs::symlink_metadata(Path::new("/").join(name))?;
-    let readable = meta.permissions().mode() & 0o004 != 0;
+/// Lists `name` (below `host`) and what it contains, each with whether it
+/// is a directory: symlinks, files that every user may read, and
+/// directories that every user may list and enter. Fails past
+/// [`ETC_CONFIG_MAX_ENTRIES`] or [`ETC_CONFIG_MAX_BYTES`].
+fn list_config(
+    host: &Path,
+    name: &Path,
+    entries: &mut Vec<(PathBuf, bool)>,
+    bytes: &mut u64,
+) -> io::Result<()> {
+    let meta = fs::symlink_metadata(host.join(name))?;
+    let mode = meta.permissions().mode();
     let kind = meta.file_type();
-    if !kind.is_symlink() && !(readable && (kind.is_file() || kind.is_dir())) {
+    // A directory that others may list but not enter (o+r without o+x)
+    // hides its files from them, whatever the files' own modes.
+    let shared = if kind.is_dir() {
+        mode & 0o005 == 0o005
+    } else {
+        kind.is_file() && mode & 0o004 != 0
+    };
+    if !kind.is_symlink() && !shared {
         return Ok(());
     }
     *bytes += meta.len();
@@ -680,13 +694,13 @@ fn list_config(name: &Path, entries: &mut Vec<(PathBuf, bool)>, bytes: &mut u64)
         )));
     }
     if kind.is_dir() {
-        let mut children: Vec<PathBuf> = fs::read_dir(Path::new("/").join(name))?
+        let mut children: Vec<PathBuf> = fs::read_dir(host.join(name))?
             .flatten()
             .map(|child| name.join(child.file_name()))
             .collect();
         children.sort();
         for child in children {
-            list_config(&child, entries, bytes)?;
+            list_config(host, &child, entries, bytes)?;
         }
     }
     Ok(())
@@ -705,5 +719,67 @@ fn copy_entry(source: &Path, dest: &Path) -> io::Result<()> {
         fs::copy(source, dest).map(drop)
     } else {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set_mode(path: &Path, mode: u32) {
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).expect("set a mode");
+    }
+
+    fn write_with_mode(path: &Path, mode: u32) {
+        fs::write(path, "setting\n").expect("write a file");
+        set_mode(path, mode);
+    }
+
+    /// A host /etc entry under a test root: only what every user may read
+    /// reaches the skeleton, and links stay links.
+    #[test]
+    fn etc_copy_leaves_private_files_out() {
+        let base = std::env::temp_dir().join(format!("soulbox-etc-copy-{}", std::process::id()));
+        let host = base.join("host");
+        let root = base.join("skeleton");
+        let config_dir = host.join("etc/R");
+        for dir in ["listable", "closed", "open"] {
+            fs::create_dir_all(config_dir.join(dir)).expect("create a directory");
+        }
+        fs::create_dir_all(&root).expect("create the skeleton");
+        set_mode(&config_dir, 0o755);
+        write_with_mode(&config_dir.join("Renviron"), 0o644);
+        write_with_mode(&config_dir.join("secret"), 0o600);
+        // Others may list this directory but not open what it contains.
+        write_with_mode(&config_dir.join("listable/inside"), 0o644);
+        set_mode(&config_dir.join("listable"), 0o744);
+        write_with_mode(&config_dir.join("closed/inside"), 0o644);
+        set_mode(&config_dir.join("closed"), 0o711);
+        write_with_mode(&config_dir.join("open/inside"), 0o644);
+        set_mode(&config_dir.join("open"), 0o755);
+        symlink("/etc/shadow", config_dir.join("shadow")).expect("link out of the root");
+        let config = EtcConfig {
+            name: PathBuf::from("etc/R"),
+            size: 0,
+            modified: 0,
+        };
+
+        copy_config(&config, &host, &root).expect("copy the entry");
+
+        let copied = root.join("etc/R");
+        assert!(copied.join("Renviron").is_file());
+        assert!(copied.join("open/inside").is_file());
+        assert!(!copied.join("secret").exists(), "a 0600 file was copied");
+        assert!(
+            !copied.join("listable/inside").exists(),
+            "a file in a 0744 directory was copied"
+        );
+        assert!(
+            !copied.join("closed/inside").exists(),
+            "a file in a 0711 directory was copied"
+        );
+        let link = fs::symlink_metadata(copied.join("shadow")).expect("the link is copied");
+        assert!(link.file_type().is_symlink(), "the link was followed");
+        fs::remove_dir_all(&base).expect("remove the test root");
     }
 }

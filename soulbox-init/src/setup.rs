@@ -283,42 +283,56 @@ fn clone_host_mounts(config: &Config) -> Result<Vec<HostTree>, SetupError> {
             attrs |= MOUNT_ATTR_RDONLY;
         }
         sys::mount_setattr_tree(tree.as_fd(), attrs).stage(SetupStage::Mounts, &mount.source)?;
-        trees.push(HostTree {
-            tree,
-            is_dir: sys::is_dir(&source),
-        });
+        let is_dir = sys::tree_is_dir(tree.as_fd());
+        trees.push(HostTree { tree, is_dir });
     }
     Ok(trees)
 }
 
 /// Attaches the cloned host paths at their targets. Runs after the switch
-/// to the new root, so a target, and any symbolic link on its way, resolves
-/// inside the sandbox. Missing directories on the way are made, owned by
-/// root, and so is the mount point: a directory, or an empty file for a
-/// file.
+/// to the new root, so a target, and any symbolic link on its way that the
+/// template has, resolves inside the sandbox.
 fn attach_host_mounts(config: &Config, trees: Vec<HostTree>) -> Result<(), SetupError> {
     for (mount, tree) in config.mounts.iter().zip(trees) {
-        let target = &mount.target;
         let fail = |e| SetupError {
             stage: SetupStage::Mounts,
             error: e,
-            detail: target.clone(),
+            detail: mount.target.clone(),
         };
-        let mut end = 1;
-        while let Some(slash) = target[end..].iter().position(|&b| b == b'/') {
-            let parent = cstr(&target[..end + slash]).map_err(fail)?;
-            sys::mkdir(&parent, 0o755).map_err(fail)?;
-            end += slash + 1;
-        }
-        let target_c = cstr(target).map_err(fail)?;
-        if tree.is_dir {
-            sys::mkdir(&target_c, 0o755).map_err(fail)?;
-        } else if sys::file_type(&target_c).is_none() {
-            sys::write_file(&target_c, b"", 0o644).map_err(fail)?;
-        }
-        sys::move_mount_to(tree.tree.as_fd(), &target_c).map_err(fail)?;
+        let target = open_mount_point(&mount.target, tree.is_dir).map_err(fail)?;
+        sys::move_mount_to(tree.tree.as_fd(), target.as_fd()).map_err(fail)?;
     }
     Ok(())
+}
+
+/// Opens the mount point at `target`, an absolute path, one component at
+/// a time. Missing directories on the way are made, owned by root, and so
+/// is the mount point: a directory, or an empty file for a file. Symbolic
+/// links are followed, but a /proc magic link such as /proc/self/fd/N fails
+/// with `ELOOP`: through one, a template's link would reach the clones of
+/// the other mounts, not yet attached, and make directories in their host
+/// sources.
+fn open_mount_point(target: &[u8], is_dir: bool) -> io::Result<OwnedFd> {
+    let names: Vec<&[u8]> = target
+        .split(|&b| b == b'/')
+        .filter(|name| !name.is_empty())
+        .collect();
+    let Some((last, parents)) = names.split_last() else {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    };
+    let mut dir = sys::open_path(None, c"/", sys::RESOLVE_NO_MAGICLINKS)?;
+    for name in parents {
+        let name = cstr(name)?;
+        sys::mkdir_at(dir.as_fd(), &name, 0o755)?;
+        dir = sys::open_path(Some(dir.as_fd()), &name, sys::RESOLVE_NO_MAGICLINKS)?;
+    }
+    let last = cstr(last)?;
+    if is_dir {
+        sys::mkdir_at(dir.as_fd(), &last, 0o755)?;
+    } else {
+        sys::create_file_at(dir.as_fd(), &last, 0o644)?;
+    }
+    sys::open_path(Some(dir.as_fd()), &last, sys::RESOLVE_NO_MAGICLINKS)
 }
 
 fn mount_proc(root: &[u8]) -> Result<(), SetupError> {

@@ -507,19 +507,41 @@ pub fn mount_setattr_recursive(path: &CStr, attr_set: u64) -> io::Result<()> {
     Ok(())
 }
 
+/// `openat2` flag: fail with `ELOOP` at any symbolic link.
+pub const RESOLVE_NO_SYMLINKS: u64 = 0x04;
+/// `openat2` flag: fail with `ELOOP` at a /proc magic link such as
+/// /proc/self/fd/N, but follow other symbolic links.
+pub const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
+
 /// Clones the mount tree at `path`, with every mount below it, as a
 /// detached mount that this process owns (`open_tree` with
-/// `OPEN_TREE_CLONE`).
+/// `OPEN_TREE_CLONE`). A symbolic link in `path` fails with `ELOOP`,
+/// because the host checked the path with its links resolved. A link that
+/// appeared since, such as one that another sandbox swapped in through a
+/// writable mount, could lead anywhere on the host.
 pub fn open_tree_clone(path: &CStr) -> io::Result<OwnedFd> {
     const OPEN_TREE_CLONE: libc::c_uint = 1;
     const AT_RECURSIVE: libc::c_uint = 0x8000;
-    let flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | AT_RECURSIVE;
-    // SAFETY: `path` is a valid C string.
+    let source = open_path(None, path, RESOLVE_NO_SYMLINKS)?;
+    let flags = OPEN_TREE_CLONE
+        | libc::O_CLOEXEC as libc::c_uint
+        | AT_RECURSIVE
+        | libc::AT_EMPTY_PATH as libc::c_uint;
+    // SAFETY: the path is an empty C string and `source` an open descriptor.
     let fd = check_long(unsafe {
-        libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, path.as_ptr(), flags)
+        libc::syscall(libc::SYS_open_tree, source.as_raw_fd(), c"".as_ptr(), flags)
     })?;
     // SAFETY: open_tree returned a new descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Returns whether the root of the detached mount `tree` is a directory.
+pub fn tree_is_dir(tree: BorrowedFd<'_>) -> bool {
+    let mut st = MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `tree` is an open descriptor and `st` is writable.
+    let ret = unsafe { libc::fstat(tree.as_raw_fd(), st.as_mut_ptr()) };
+    // SAFETY: fstat succeeded, so it initialised `st`.
+    ret == 0 && (unsafe { st.assume_init() }.st_mode & libc::S_IFMT) == libc::S_IFDIR
 }
 
 /// Sets `attr_set` on the detached mount `tree` and every mount below it.
@@ -542,21 +564,74 @@ pub fn mount_setattr_tree(tree: BorrowedFd<'_>, attr_set: u64) -> io::Result<()>
     Ok(())
 }
 
-/// Attaches the detached mount `tree` at `target`.
-pub fn move_mount_to(tree: BorrowedFd<'_>, target: &CStr) -> io::Result<()> {
+/// Attaches the detached mount `tree` at the mount point that `target`, a
+/// descriptor from [`open_path`], names.
+pub fn move_mount_to(tree: BorrowedFd<'_>, target: BorrowedFd<'_>) -> io::Result<()> {
     const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
-    // SAFETY: both paths are valid C strings.
+    const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
+    // SAFETY: both paths are empty C strings and both descriptors are open.
     check_long(unsafe {
         libc::syscall(
             libc::SYS_move_mount,
             tree.as_raw_fd(),
             c"".as_ptr(),
-            libc::AT_FDCWD,
-            target.as_ptr(),
-            MOVE_MOUNT_F_EMPTY_PATH,
+            target.as_raw_fd(),
+            c"".as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
         )
     })?;
     Ok(())
+}
+
+/// Opens `path`, relative to `dir` or else to the working directory, as an
+/// `O_PATH` descriptor (`openat2`), with the `RESOLVE_*` flags `resolve`.
+pub fn open_path(dir: Option<BorrowedFd<'_>>, path: &CStr, resolve: u64) -> io::Result<OwnedFd> {
+    // struct open_how from <linux/openat2.h>: flags, mode, resolve, all u64.
+    let how: [u64; 3] = [(libc::O_PATH | libc::O_CLOEXEC) as u64, 0, resolve];
+    let dir = dir.map_or(libc::AT_FDCWD, |dir| dir.as_raw_fd());
+    // SAFETY: `path` is a valid C string and `how` a 24-byte open_how whose
+    // size is passed alongside it.
+    let fd = check_long(unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dir,
+            path.as_ptr(),
+            how.as_ptr(),
+            std::mem::size_of_val(&how),
+        )
+    })?;
+    // SAFETY: openat2 returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Creates the directory `name` in `dir`. An existing entry of that name,
+/// a symbolic link included, is left as it is.
+pub fn mkdir_at(dir: BorrowedFd<'_>, name: &CStr, mode: libc::mode_t) -> io::Result<()> {
+    // SAFETY: `name` is a valid C string and `dir` an open descriptor.
+    match check(unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), mode) }) {
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
+        other => other.map(drop),
+    }
+}
+
+/// Creates the empty file `name` in `dir`. An existing entry of that name,
+/// a symbolic link included, is left as it is.
+pub fn create_file_at(dir: BorrowedFd<'_>, name: &CStr, mode: libc::mode_t) -> io::Result<()> {
+    let flags = libc::O_WRONLY
+        | libc::O_CREAT
+        | libc::O_EXCL
+        | libc::O_NOFOLLOW
+        | libc::O_CLOEXEC
+        | libc::O_NONBLOCK;
+    // SAFETY: `name` is a valid C string and `dir` an open descriptor; the
+    // mode argument is read because O_CREAT is set.
+    match check(unsafe {
+        libc::openat(dir.as_raw_fd(), name.as_ptr(), flags, mode as libc::c_uint)
+    }) {
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
+        // SAFETY: openat returned a new descriptor that nothing else owns.
+        other => other.map(|fd| drop(unsafe { OwnedFd::from_raw_fd(fd) })),
+    }
 }
 
 pub fn umount_detach(target: &CStr) -> io::Result<()> {

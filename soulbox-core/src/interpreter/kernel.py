@@ -233,6 +233,11 @@ def _show_figures(*args, **kwargs):
     pyplot = sys.modules.get("matplotlib.pyplot")
     if pyplot is None or os.getpid() != _KERNEL_PID:
         return
+    # The code may have put a stand-in module of its own there, such as a
+    # stub in a test, which must not fail every later execution.
+    needed = ("get_fignums", "figure", "close")
+    if not all(callable(getattr(pyplot, name, None)) for name in needed):
+        return
     import io
 
     try:
@@ -254,21 +259,34 @@ class _PyplotFinder:
     so nothing changes for a program that never imports pyplot.
     """
 
+    def __init__(self):
+        self._searching = threading.local()
+
     def find_spec(self, name, path=None, target=None):
-        if name != "matplotlib.pyplot":
+        # A finder of the code's own that calls the other finders in turn,
+        # as this one does, would otherwise call back here without end.
+        if name != "matplotlib.pyplot" or getattr(self._searching, "active", False):
             return None
+        self._searching.active = True
+        try:
+            spec = self._find_with_others(name, path, target)
+        finally:
+            self._searching.active = False
+        if spec is None:
+            return None
+        if hasattr(spec.loader, "exec_module"):
+            spec.loader = _PyplotLoader(spec.loader)
+        return spec
+
+    def _find_with_others(self, name, path, target):
         for finder in sys.meta_path:
             find = getattr(finder, "find_spec", None)
             if finder is self or find is None:
                 continue
             spec = find(name, path, target)
             if spec is not None:
-                break
-        else:
-            return None
-        if hasattr(spec.loader, "exec_module"):
-            spec.loader = _PyplotLoader(spec.loader)
-        return spec
+                return spec
+        return None
 
 
 class _PyplotLoader:
