@@ -99,6 +99,75 @@ async fn writable_mount_writes_reach_the_host() {
     assert!(options.split(',').any(|o| o == "nosuid"), "{options}");
 }
 
+/// Sandbox root cannot leave a setuid or setgid program, a device node or
+/// a file capability on the host through a writable mount: each would be
+/// a privilege for other host users, whatever nosuid and nodev do inside.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writable_mount_takes_no_privileged_files() {
+    if !require_root("writable_mount_takes_no_privileged_files") {
+        return;
+    }
+    let host = HostDir::new("mount-setid");
+    let sandbox = sandbox_with(vec![Mount::writable(host.path(), "/out")]).await;
+    let script = r#"
+import os, stat
+def attempt(name, call):
+    try:
+        call()
+        print(name, "ok")
+    except OSError as e:
+        print(name, e.errno)
+open("/out/plain", "w").close()
+attempt("chmod-setuid", lambda: os.chmod("/out/plain", 0o4755))
+attempt("chmod-setgid", lambda: os.chmod("/out/plain", 0o2755))
+attempt("open-setuid", lambda: os.close(os.open("/out/created", os.O_CREAT | os.O_WRONLY, 0o4755)))
+attempt("mknod-device", lambda: os.mknod("/out/null", stat.S_IFCHR | 0o666, os.makedev(1, 3)))
+attempt("file-capability", lambda: os.setxattr("/out/plain", "security.capability", b"\x01\x00\x00\x02" + b"\x00" * 16))
+attempt("chmod-plain", lambda: os.chmod("/out/plain", 0o755))
+"#;
+    let output = sh_as_root(&sandbox, &format!("python3 -c '{script}'")).await;
+    let expected = "chmod-setuid 1\nchmod-setgid 1\nopen-setuid 1\nmknod-device 1\n\
+                    file-capability 1\nchmod-plain ok\n";
+    assert_eq!(stdout(&output), expected, "{output:?}");
+    for entry in std::fs::read_dir(host.path())
+        .expect("list the host directory")
+        .flatten()
+    {
+        let mode = entry.metadata().expect("stat a written file").mode();
+        assert_eq!(
+            mode & 0o6000,
+            0,
+            "{} has a setuid or setgid bit",
+            entry.path().display()
+        );
+    }
+
+    let mut unconfined = options();
+    unconfined.seccomp = soulbox_core::SeccompPolicy::unconfined();
+    unconfined.mounts = vec![Mount::writable(host.path(), "/out")];
+    let created = Sandbox::create(unconfined).await;
+    assert!(
+        matches!(&created, Err(Error::InvalidArgument(m)) if m.contains("seccomp filter")),
+        "{created:?}"
+    );
+}
+
+/// Without a writable mount, the sandbox's own files may still take the
+/// bits, which do nothing under nosuid but which package installs set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setuid_bits_stay_allowed_without_writable_mounts() {
+    if !require_root("setuid_bits_stay_allowed_without_writable_mounts") {
+        return;
+    }
+    let sandbox = sandbox_with(Vec::new()).await;
+    let output = sh_as_root(
+        &sandbox,
+        "touch /tmp/f && chmod 4755 /tmp/f && stat -c %a /tmp/f",
+    )
+    .await;
+    assert_eq!(stdout(&output), "4755\n", "{output:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file_mount_and_pool_hand_over() {
     if !require_root("file_mount_and_pool_hand_over") {

@@ -1805,8 +1805,8 @@ async fn setuid_binaries_neutralized() {
         );
     }
 
-    // nodev on every writable place: root may mknod (CAP_MKNOD is in the
-    // OCI set) but the node must not open.
+    // nodev on every writable place: a node that root could make (SoulBox
+    // drops CAP_MKNOD, so mknod fails) must not open.
     let mknod = python(
         &sandbox,
         "root",

@@ -32,9 +32,10 @@ pub struct LimitArgs {
     #[arg(long, value_name = "SIZE", value_parser = parse_size, allow_hyphen_values = true)]
     disk: Option<u64>,
 
-    /// Mounts a host file or directory into the sandbox, read-only unless
-    /// `:rw` follows (nosuid and nodev either way). Repeatable.
-    #[arg(long = "mount", value_name = "HOST_PATH:SANDBOX_PATH[:rw]", value_parser = parse_mount)]
+    /// Mounts a host file or directory into the sandbox, read-only (`:ro`,
+    /// the default) unless `:rw` follows; nosuid and nodev either way.
+    /// Repeatable.
+    #[arg(long = "mount", value_name = "HOST_PATH:SANDBOX_PATH[:ro|:rw]", value_parser = parse_mount)]
     mounts: Vec<Mount>,
 }
 

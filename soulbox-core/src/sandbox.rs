@@ -193,6 +193,9 @@ impl SandboxOptions {
         if !self.mounts.is_empty() {
             mounts::resolve(&self.mounts, &paths::state_dir())?;
         }
+        if self.mounts.iter().any(|mount| mount.writable) {
+            self.seccomp.program_guarding_host_writes()?;
+        }
         if let Some(memory) = self.memory_limit {
             if memory < 16 << 20 {
                 return Err(Error::InvalidArgument(format!(
@@ -622,7 +625,11 @@ impl Sandbox {
             open_files_limit: options.open_files_limit,
             file_size_limit: options.file_size_limit.unwrap_or(u64::MAX),
             timeout_ms: duration_ms(timeout),
-            seccomp_filter: options.seccomp.program()?.to_vec(),
+            seccomp_filter: if options.mounts.iter().any(|mount| mount.writable) {
+                options.seccomp.program_guarding_host_writes()?.to_vec()
+            } else {
+                options.seccomp.program()?.to_vec()
+            },
             background: background && sys::geteuid() == 0,
             mounts: mounts::resolve(&options.mounts, state_dir)?,
             resolv_conf: match network {
@@ -2067,12 +2074,18 @@ pub(crate) fn oversized(request: &Request, error: &soulbox_proto::EncodeError) -
         Request::Spawn(_) => {
             "the command's program, arguments and environment (the sandbox's variables included)"
         }
-        Request::Config(_) => "the sandbox's configuration (template mounts and seccomp filter)",
+        Request::Config(_) => {
+            "the sandbox's configuration (template layers, host mounts and seccomp filter)"
+        }
         _ => "the request",
+    };
+    let fix = match request {
+        Request::Config(_) => "use fewer or shorter host mount paths, or fewer seccomp rules",
+        _ => "pass large data in a file or on stdin instead",
     };
     Error::InvalidArgument(format!(
         "{subject} take {} bytes, more than the {} bytes one request to the sandbox may carry; \
-         pass large data in a file or on stdin instead",
+         {fix}",
         error.len,
         soulbox_proto::MAX_MESSAGE_LEN
     ))

@@ -163,7 +163,28 @@ pub struct SeccompPolicy {
     rules: Source,
     /// The compiled program, shared by clones until one of them changes.
     program: Arc<OnceLock<std::result::Result<Arc<[u8]>, String>>>,
+    /// The compiled program with [`HOST_WRITE_GUARDS`] on top, for
+    /// sandboxes with a writable host mount; shared the same way.
+    guarded_program: Arc<OnceLock<std::result::Result<Arc<[u8]>, String>>>,
 }
+
+/// Calls that would set a setuid or setgid bit, with the index of their
+/// mode argument. In a sandbox with a writable host mount they fail with
+/// EPERM: such a file there would be a privileged program for other host
+/// users, and inside the sandbox, where every mount is nosuid, the bits do
+/// nothing anyway. `openat2`, whose mode the filter cannot read, fails
+/// with ENOSYS, so that libc falls back to `openat`.
+const HOST_WRITE_GUARDS: [(&str, u8); 9] = [
+    ("chmod", 1),
+    ("fchmod", 1),
+    ("fchmodat", 2),
+    ("fchmodat2", 2),
+    ("open", 2),
+    ("openat", 3),
+    ("creat", 1),
+    ("mknod", 1),
+    ("mknodat", 2),
+];
 
 /// The origin of a policy's rules.
 #[derive(Clone)]
@@ -203,6 +224,7 @@ impl Default for SeccompPolicy {
             .get_or_init(|| Self {
                 rules: Source::Default,
                 program: Arc::new(default_policy::precompiled()),
+                guarded_program: Arc::default(),
             })
             .clone()
     }
@@ -363,22 +385,47 @@ impl SeccompPolicy {
 
     /// Returns the program in the wire format of
     /// `soulbox_proto::Config::seccomp_filter`, compiling it on first use.
+    /// Returns the program for a sandbox with a writable host mount: this
+    /// policy with [`HOST_WRITE_GUARDS`] on top. An unconfined policy has
+    /// no filter to add them to, so it fails.
+    pub(crate) fn program_guarding_host_writes(&self) -> Result<Arc<[u8]>> {
+        let compiled = self.guarded_program.get_or_init(|| {
+            if matches!(self.rules, Source::Unconfined) {
+                return Err("a writable host mount needs a seccomp filter, which keeps                             setuid and setgid bits off the host; use                             SeccompPolicy::default() or SeccompPolicy::minimal(), or make                             the mount read-only"
+                    .to_string());
+            }
+            let mut guarded = self.clone();
+            for (syscall, mode) in HOST_WRITE_GUARDS {
+                let setid = ArgCondition::any_bit(mode, libc::S_ISUID | libc::S_ISGID);
+                guarded = guarded.deny_if(syscall, setid, libc::EPERM);
+            }
+            guarded = guarded.deny("openat2", libc::ENOSYS);
+            guarded.compile_rules()
+        });
+        compiled.clone().map_err(Error::InvalidArgument)
+    }
+
     pub(crate) fn program(&self) -> Result<Arc<[u8]>> {
-        let compiled = self.program.get_or_init(|| match self.rules() {
+        let compiled = self.program.get_or_init(|| self.compile_rules());
+        compiled.clone().map_err(Error::InvalidArgument)
+    }
+
+    fn compile_rules(&self) -> std::result::Result<Arc<[u8]>, String> {
+        match self.rules() {
             None => Ok(Arc::from(Vec::new())),
             Some(rules) if !rules.errors.is_empty() => Err(rules.errors.join("; ")),
             Some(rules) => {
                 check_soulbox_syscalls(rules)?;
                 compile::compile(rules).map(Arc::from)
             }
-        });
-        compiled.clone().map_err(Error::InvalidArgument)
+        }
     }
 
     fn from_rules(rules: Option<Rules>) -> Self {
         Self {
             rules: rules.map_or(Source::Unconfined, |rules| Source::Rules(Arc::new(rules))),
             program: Arc::default(),
+            guarded_program: Arc::default(),
         }
     }
 
@@ -426,6 +473,7 @@ impl SeccompPolicy {
     /// policy has no rules to change, so the change becomes an error.
     fn change(&mut self, change: impl FnOnce(&mut Rules)) {
         self.program = Arc::default();
+        self.guarded_program = Arc::default();
         let mut rules = match std::mem::replace(&mut self.rules, Source::Unconfined) {
             Source::Rules(rules) => rules,
             Source::Default => Arc::new(default_rules().clone()),

@@ -50,10 +50,13 @@ const MOUNT_ATTR_NODEV: u64 = 0x4;
 const MOUNT_ATTR_NOEXEC: u64 = 0x8;
 
 /// Capabilities that sandbox root keeps: the OCI runtime specification's
-/// default set (CHOWN, DAC_OVERRIDE, FSETID, FOWNER, MKNOD, NET_RAW, SETGID,
-/// SETUID, SETFCAP, SETPCAP, NET_BIND_SERVICE, SYS_CHROOT, KILL, AUDIT_WRITE).
-/// Numbers from <linux/capability.h>.
-const KEPT_CAPS: [u32; 14] = [0, 1, 4, 3, 27, 13, 6, 7, 31, 8, 10, 18, 5, 29];
+/// default set (CHOWN, DAC_OVERRIDE, FSETID, FOWNER, NET_RAW, SETGID, SETUID,
+/// SETPCAP, NET_BIND_SERVICE, SYS_CHROOT, KILL, AUDIT_WRITE) without MKNOD
+/// and SETFCAP. Every mount of a sandbox is nodev and nosuid, so device
+/// nodes and file capabilities serve nothing inside, while on a writable
+/// host mount they would give other host users a device or a privileged
+/// program. Numbers from <linux/capability.h>.
+const KEPT_CAPS: [u32; 12] = [0, 1, 4, 3, 13, 6, 7, 8, 10, 18, 5, 29];
 
 /// Facts about the kernel and the user namespace that the build needs,
 /// read once by the zygote for every PID 1 it forks.

@@ -130,6 +130,8 @@ def test_mounts_from_relative_paths(tmp_path: pathlib.Path, monkeypatch: pytest.
         Sandbox.create(mounts=[Mount(tmp_path, "/dev/data")])
     with pytest.raises(InvalidArgumentException, match="list of Mount"):
         Sandbox.create(mounts="in:/in")
+    with pytest.raises(InvalidArgumentException, match="writable must be True or False"):
+        Sandbox.create(mounts=[("in", "/in", "ro")])
 
 
 def test_commands_by_pid(sbx: Sandbox) -> None:

@@ -184,6 +184,10 @@ def mount_specs(mounts: Any) -> List[Dict[str, Any]]:
             raise InvalidArgumentException(f"Mount.source must be a path, not {mount.source!r}")
         if not isinstance(mount.target, str):
             raise InvalidArgumentException(f"Mount.target must be a str, not {mount.target!r}")
+        if not isinstance(mount.writable, bool):
+            raise InvalidArgumentException(
+                f"Mount.writable must be True or False, not {mount.writable!r}"
+            )
         source = os.path.abspath(os.fspath(mount.source))
         try:
             source.encode("utf-8")
@@ -191,7 +195,7 @@ def mount_specs(mounts: Any) -> List[Dict[str, Any]]:
             raise InvalidArgumentException(
                 f"mount source {mount.source!r} is not valid UTF-8; move it to a UTF-8 path"
             ) from None
-        specs.append({"source": source, "target": mount.target, "writable": bool(mount.writable)})
+        specs.append({"source": source, "target": mount.target, "writable": mount.writable})
     return specs
 
 
