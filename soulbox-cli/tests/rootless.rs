@@ -134,6 +134,46 @@ fn rootless_sandbox_maps_caller_to_root() {
     );
 }
 
+/// A caller that runs at idle priority (`chrt -i 0`) may not leave it
+/// without privilege, and neither may its sandbox's PID 1: the sandbox
+/// runs at idle priority too instead of failing.
+#[test]
+fn rootless_sandbox_starts_at_idle_priority() {
+    if !is_root() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run this test as root"
+        );
+        eprintln!("rootless_sandbox_starts_at_idle_priority: skipped, needs root to switch users");
+        return;
+    }
+    let binary = ReachableBinary::new();
+    let (uid, gid) = unprivileged_ids();
+    let output = Command::new("chrt")
+        .args([
+            "-i",
+            "0",
+            "setpriv",
+            "--reuid",
+            &uid,
+            "--regid",
+            &gid,
+            "--clear-groups",
+        ])
+        .args(["--", "env", "-i", "PATH=/usr/bin:/bin"])
+        .arg(binary.path())
+        .args(["run", "--", "chrt", "-p", "1"])
+        .output()
+        .expect("run chrt and setpriv (util-linux)");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "rootless run at idle priority failed: {stderr}"
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("SCHED_IDLE"), "PID 1's policy: {stdout}");
+}
+
 #[test]
 fn rootless_sandbox_rejects_user_account() {
     if !is_root() {

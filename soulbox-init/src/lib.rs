@@ -168,15 +168,19 @@ fn run(start: Start) -> ! {
     // Back to the normal policy before the filter, and before any command:
     // every process of the sandbox descends from PID 1 and would inherit
     // the idle one. A PID 1 forked by a background request of the zygote
-    // starts with it too.
+    // starts with it too. An idle policy that a rootless creator ran under
+    // stays where leaving it needs a privilege PID 1 lacks, as it would for
+    // any program that creator starts.
     if config.background || sys::is_idle_priority() {
         if let Err(e) = sys::set_scheduler(libc::SCHED_OTHER) {
-            fail_setup(
-                control,
-                SetupStage::Scheduling,
-                e.raw_os_error().unwrap_or(libc::EPERM),
-                b"",
-            );
+            if config.background {
+                fail_setup(
+                    control,
+                    SetupStage::Scheduling,
+                    e.raw_os_error().unwrap_or(libc::EPERM),
+                    b"",
+                );
+            }
         }
     }
     send_root(control);
