@@ -1,13 +1,14 @@
 /*
  * The kernel's floor under a sandbox create on this machine: clone a child
  * into the namespaces a SoulBox sandbox gets (mount, PID, network, UTS,
- * IPC), let it exec /bin/true (or exit at once with --no-exec), and wait
+ * IPC), let it exec /bin/true or --program PATH (or exit at once with
+ * --no-exec), and wait
  * for it. No mounts, no cgroups, no seccomp filter and no messages, so
  * every sandbox runtime pays at least this for create + /bin/true +
  * destroy.
  *
  *   cc -O2 -o ns_floor benches/c/ns_floor.c
- *   ./ns_floor --iterations N [--no-exec] [--no-namespaces]
+ *   ./ns_floor --iterations N [--no-exec] [--no-namespaces] [--program PATH]
  *
  * Prints one line per iteration: its wall time in nanoseconds, as
  * soulbox-bench-api does, so benches/compare.sh reads both alike. Needs
@@ -25,6 +26,7 @@
 #include <unistd.h>
 
 static int run_true = 1;
+static char *program = "/bin/true";
 static char child_stack[64 * 1024] __attribute__((aligned(16)));
 
 static long long now_ns(void)
@@ -38,9 +40,9 @@ static int child(void *unused)
 {
 	(void)unused;
 	if (run_true) {
-		char *argv[] = { "/bin/true", NULL };
+		char *argv[] = { program, NULL };
 		char *envp[] = { NULL };
-		execve("/bin/true", argv, envp);
+		execve(program, argv, envp);
 		_exit(127);
 	}
 	_exit(0);
@@ -58,9 +60,12 @@ int main(int argc, char **argv)
 			run_true = 0;
 		else if (strcmp(argv[i], "--no-namespaces") == 0)
 			flags = 0;
+		else if (strcmp(argv[i], "--program") == 0 && i + 1 < argc)
+			program = argv[++i];
 		else {
 			fprintf(stderr, "ns_floor: unknown argument '%s'\n"
-					"usage: ns_floor --iterations N [--no-exec] [--no-namespaces]\n",
+					"usage: ns_floor --iterations N [--no-exec] [--no-namespaces] "
+					"[--program PATH]\n",
 				argv[i]);
 			return 2;
 		}
