@@ -180,6 +180,23 @@ async fn matplotlib_figures_become_png_results() {
     assert_eq!(error, Some("ZeroDivisionError"));
     assert_eq!(png_results(&failed).len(), 1, "{:?}", failed.results);
 
+    // A figure that cannot be drawn (bad mathtext) fails the execution,
+    // says so, and the figure after it is still sent.
+    let bad_figure =
+        "plt.figure()\nplt.title(r'$\\notacommand{x}$')\nplt.figure()\nplt.plot([2])\nNone";
+    let drawn = within_limit("an undrawable figure", sandbox.run_code(bad_figure))
+        .await
+        .expect("run a cell whose first figure cannot be drawn");
+    let drawing_error = drawn.error.as_ref().expect("the drawing error is reported");
+    assert!(
+        drawing_error
+            .traceback
+            .contains("matplotlib figure 1 for display"),
+        "{}",
+        drawing_error.traceback
+    );
+    assert_eq!(png_results(&drawn).len(), 1, "{:?}", drawn.results);
+
     let open = within_limit(
         "count open figures",
         sandbox.run_code("len(plt.get_fignums())"),

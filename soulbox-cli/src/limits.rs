@@ -92,6 +92,12 @@ fn parse_mount(text: &str) -> Result<Mount, String> {
             "{text:?} is not HOST_PATH:SANDBOX_PATH, such as ./data:/home/user/data or ./out:/out:rw"
         ));
     };
+    if inside.contains(':') {
+        return Err(format!(
+            "{text:?} has a ':' in its sandbox path {inside:?}; give HOST_PATH:SANDBOX_PATH \
+             with at most one :ro or :rw after it"
+        ));
+    }
     let host = std::path::absolute(host)
         .map_err(|e| format!("cannot make {host:?} an absolute path ({e})"))?;
     Ok(Mount {
@@ -191,6 +197,24 @@ fn parse_cpus(text: &str) -> Result<f64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mounts_parsed() {
+        let read_only = parse_mount("/srv/data:/data").expect("a plain mount");
+        assert_eq!(
+            (read_only.target.as_str(), read_only.writable),
+            ("/data", false)
+        );
+        let writable = parse_mount("/srv/out:/out:rw").expect("a writable mount");
+        assert_eq!(
+            (writable.target.as_str(), writable.writable),
+            ("/out", true)
+        );
+        assert!(!parse_mount("/srv/in:/in:ro").expect(":ro").writable);
+        let doubled = parse_mount("/srv/x:/x:rw:ro").expect_err("two modes");
+        assert!(doubled.contains("':' in its sandbox path"), "{doubled}");
+        assert!(parse_mount("no-colon").is_err());
+    }
 
     #[test]
     fn sizes_parsed_with_binary_suffixes() {

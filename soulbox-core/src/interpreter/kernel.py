@@ -240,16 +240,28 @@ def _show_figures(*args, **kwargs):
         return
     import io
 
+    failed = None
     try:
         for number in pyplot.get_fignums():
             figure = pyplot.figure(number)
             image = io.BytesIO()
-            figure.savefig(image, format="png", bbox_inches="tight")
+            try:
+                figure.savefig(image, format="png", bbox_inches="tight")
+            except Exception as error:
+                # The other figures are still sent; the first failure is
+                # the execution's error, marked as coming from the display.
+                if failed is None:
+                    failed = error
+                    if hasattr(error, "add_note"):
+                        error.add_note("(raised while drawing matplotlib figure %d for display)" % number)
+                continue
             formats = {"png": base64.b64encode(image.getvalue()).decode("ascii")}
             formats["text"] = repr(figure)
             _send_formats(formats, False)
     finally:
         pyplot.close("all")
+    if failed is not None:
+        raise failed
 
 
 class _PyplotFinder:
