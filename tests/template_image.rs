@@ -5,9 +5,10 @@
 //! Every test of this file shares one layer cache under the build
 //! directory's tmp folder, emptied when the first test starts.
 
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Once;
+use std::time::Duration;
 
 use serde_json::json;
 use soulbox_core::{Error, ListQuery, Sandbox, SandboxOptions, SandboxPool};
@@ -524,6 +525,69 @@ async fn wrong_digest_rejected() {
     assert!(!cached_layer(&actual).exists());
     assert!(!layer_cache().join("sha256").join(hex_of(&claimed)).exists());
     assert_no_staging(&actual, "wrong diff_id");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifo_blob_rejected() {
+    if !require_root("fifo_blob_rejected") {
+        return;
+    }
+    layer_cache();
+    let upper = upper_with_release("fifo-blob");
+    let image = Image::with_layer(upper.clone(), json!({}));
+    let dir = TempDir::new("fifo-blob");
+    let files = oci_layout_files(&[(None, &image)]);
+    let (name, _) = files
+        .iter()
+        .find(|(_, data)| data.starts_with(&[0x1f, 0x8b]))
+        .expect("the gzip layer");
+    let fifo = dir.path().join(name);
+    let others: Files = files
+        .iter()
+        .filter(|(other, _)| other != name)
+        .cloned()
+        .collect();
+    write_dir(dir.path(), &others);
+    let fifo_path = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: mkfifo reads the NUL-terminated path and keeps no pointer.
+    let made = unsafe { libc::mkfifo(fifo_path.as_ptr(), 0o644) };
+    assert_eq!(made, 0, "mkfifo: {}", std::io::Error::last_os_error());
+
+    // A create that blocks opening the FIFO is released after 10 s by a
+    // writer that opens and closes it, so the test fails instead of hanging.
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    let release = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || {
+            if finished.recv_timeout(Duration::from_secs(10)).is_err() {
+                let _ = std::fs::OpenOptions::new()
+                    .write(true)
+                    .custom_flags(libc::O_NONBLOCK)
+                    .open(&fifo);
+            }
+        })
+    };
+    let started = std::time::Instant::now();
+    let error = create_err(dir.path().to_str().unwrap()).await;
+    let elapsed = started.elapsed();
+    let _ = done.send(());
+    release.join().expect("the releasing thread");
+    let message = message_of(&error);
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "the create waited {elapsed:?} on the FIFO"
+    );
+    assert!(
+        matches!(error, Error::Template { .. }),
+        "a FIFO blob should be Error::Template: {error:?}"
+    );
+    assert!(message.contains("not a regular file"), "{message}");
+    assert!(
+        message.contains(name.as_str()),
+        "the message should name the file: {message}"
+    );
+    assert!(!cached_layer(&upper).exists());
+    assert_no_staging(&upper, "FIFO blob");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,10 +16,12 @@
 //! `overlay.opaque` extended attribute on its directory (`trusted.` as
 //! root, `user.` for a rootless overlay mounted with `userxattr`).
 
+use std::cell::Cell;
 use std::ffi::{CStr, CString};
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::rc::Rc;
 
 use nix::sys::stat::{Mode, SFlag};
 use nix::sys::time::TimeSpec;
@@ -39,6 +41,10 @@ pub(crate) struct Limits {
     pub(crate) max_bytes: u64,
     /// Maximum number of entries.
     pub(crate) max_entries: u64,
+    /// Maximum number of bytes read to reach one entry's data: its header,
+    /// GNU long name and long link records and PAX extended headers. The
+    /// tar crate reads each of these records whole into memory.
+    pub(crate) max_header_bytes: u64,
 }
 
 /// Ownership and opaque-directory marking of the unpacked files.
@@ -77,12 +83,23 @@ pub(crate) fn unpack(
         root_metadata: None,
         summary: Summary::default(),
     };
-    let mut archive = tar::Archive::new(input);
+    let meter = Rc::new(HeaderMeter {
+        limit: limits.max_header_bytes,
+        left: Cell::new(Some(limits.max_header_bytes)),
+    });
+    let metered = MeteredReader {
+        inner: input,
+        meter: Rc::clone(&meter),
+    };
+    let mut archive = tar::Archive::new(metered);
     let entries = archive
         .entries()
         .map_err(|e| format!("the layer is not a tar archive: {e}"))?;
     for entry in entries {
-        let entry = entry.map_err(|e| format!("invalid tar entry: {e}"))?;
+        let mut entry = entry.map_err(|e| format!("invalid tar entry: {e}"))?;
+        // The entry's data is read unmetered, up to its end, so that the
+        // next entry's headers start a new count.
+        meter.left.set(None);
         unpacker.summary.entries += 1;
         if unpacker.summary.entries > limits.max_entries {
             return Err(format!(
@@ -97,10 +114,51 @@ pub(crate) fn unpack(
                 limits.max_bytes
             ));
         }
-        unpacker.add(entry)?;
+        unpacker.add(&mut entry)?;
+        io::copy(&mut entry, &mut io::sink()).map_err(|e| format!("read failed: {e}"))?;
+        meter.left.set(Some(limits.max_header_bytes));
     }
     unpacker.finish()?;
     Ok(unpacker.summary)
+}
+
+/// The byte count that [`MeteredReader`] allows before the next entry.
+struct HeaderMeter {
+    limit: u64,
+    /// Bytes that may still be read, or `None` while an entry's data is
+    /// read.
+    left: Cell<Option<u64>>,
+}
+
+/// A reader that fails once the tar crate reads more than
+/// [`Limits::max_header_bytes`] to reach one entry. Without it a GNU long
+/// name record of many GiB, which a small gzip or zstd layer can expand
+/// to, would be read whole into memory.
+struct MeteredReader<R> {
+    inner: R,
+    meter: Rc<HeaderMeter>,
+}
+
+impl<R: Read> Read for MeteredReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let Some(left) = self.meter.left.get() else {
+            return self.inner.read(buf);
+        };
+        if left == 0 && !buf.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "the headers, long name records and PAX records of one entry exceed {} \
+                     bytes, the limit of one entry",
+                    self.meter.limit
+                ),
+            ));
+        }
+        let len = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let read = self.inner.read(&mut buf[..len])?;
+        self.meter.left.set(Some(left - read as u64));
+        Ok(read)
+    }
 }
 
 /// Owner, mode and modification time of an entry, from its tar header.
@@ -139,7 +197,7 @@ struct Unpacker<'a> {
 }
 
 impl Unpacker<'_> {
-    fn add<R: Read>(&mut self, mut entry: tar::Entry<'_, R>) -> Result<(), String> {
+    fn add<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<(), String> {
         let raw_path = entry.path_bytes().into_owned();
         let shown = String::from_utf8_lossy(&raw_path).into_owned();
         let fail = |problem: String| format!("entry {shown:?}: {problem}");
@@ -180,7 +238,7 @@ impl Unpacker<'_> {
             tar::EntryType::Regular | tar::EntryType::Continuous => {
                 let file = create_file(parent.as_fd(), &name_c).map_err(&fail)?;
                 let mut file = File::from(file);
-                io::copy(&mut entry, &mut file)
+                io::copy(entry, &mut file)
                     .map_err(|e| fail(format!("failed to write its data: {e}")))?;
                 self.apply_metadata_fd(file.as_fd(), metadata)
                     .map_err(&fail)?;
@@ -568,17 +626,24 @@ fn set_times_name(parent: BorrowedFd<'_>, name: &CStr, mtime: Option<i64>) -> Re
 mod tests {
     use super::*;
 
+    /// Returns the GNU header of a regular file of `size` bytes that root
+    /// owns.
+    fn file_header(size: usize) -> tar::Header {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_mode(0o644);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(0);
+        header.set_size(size as u64);
+        header
+    }
+
     /// Returns a tar stream of `count` regular files of `size` bytes.
     fn files_tar(count: usize, size: usize) -> Vec<u8> {
         let mut builder = tar::Builder::new(Vec::new());
         for index in 0..count {
-            let mut header = tar::Header::new_gnu();
-            header.set_entry_type(tar::EntryType::Regular);
-            header.set_mode(0o644);
-            header.set_uid(0);
-            header.set_gid(0);
-            header.set_mtime(0);
-            header.set_size(size as u64);
+            let mut header = file_header(size);
             builder
                 .append_data(&mut header, format!("file-{index}"), &vec![b'x'; size][..])
                 .expect("append a file");
@@ -610,6 +675,7 @@ mod tests {
         let limits = Limits {
             max_bytes: 64 * 1024,
             max_entries: 100,
+            max_header_bytes: 1 << 20,
         };
         assert!(unpack_with(&files_tar(2, 1024), limits).is_ok());
         let error = unpack_with(&files_tar(4, 32 * 1024), limits).expect_err("too large");
@@ -621,6 +687,7 @@ mod tests {
         let limits = Limits {
             max_bytes: 1 << 30,
             max_entries: 3,
+            max_header_bytes: 1 << 20,
         };
         assert_eq!(
             unpack_with(&files_tar(3, 1), limits).map(|s| s.entries),
@@ -628,6 +695,39 @@ mod tests {
         );
         let error = unpack_with(&files_tar(4, 1), limits).expect_err("too many entries");
         assert!(error.contains("more than 3 entries"), "{error}");
+    }
+
+    /// Returns a tar stream of one file whose name is `name_len` bytes, so
+    /// long that the tar crate writes a GNU long name record before it.
+    fn long_name_tar(name_len: usize) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut header = file_header(1);
+        let name = "n".repeat(name_len);
+        builder
+            .append_data(&mut header, &name, &b"x"[..])
+            .expect("append a file");
+        builder.into_inner().expect("finish the tar stream")
+    }
+
+    #[test]
+    fn header_limit_bounds_long_names() {
+        let limits = Limits {
+            max_bytes: 1 << 30,
+            max_entries: 100,
+            max_header_bytes: 8192,
+        };
+        // A name longer than a file system takes passes the meter and fails
+        // only when the file is created.
+        let error = unpack_with(&long_name_tar(4096), limits).expect_err("name too long");
+        assert!(error.contains("File name too long"), "{error}");
+        let error = unpack_with(&long_name_tar(64 * 1024), limits).expect_err("record too large");
+        assert!(error.contains("exceed 8192 bytes"), "{error}");
+        // The meter starts again at each entry, after the data of the one
+        // before, however large that is.
+        assert_eq!(
+            unpack_with(&files_tar(3, 64 * 1024), limits).map(|s| s.entries),
+            Ok(3)
+        );
     }
 
     #[test]

@@ -35,6 +35,13 @@ pub(crate) const MAX_LAYER_BYTES: u64 = 32 << 30;
 /// Maximum number of entries of one layer.
 pub(crate) const MAX_LAYER_ENTRIES: u64 = 4 << 20;
 
+/// Maximum number of bytes of tar headers, GNU long name and long link
+/// records and PAX records before one entry's data: 1 MiB. A path is at
+/// most 4096 bytes on Linux and an extended attribute value 64 KiB, so a
+/// real entry needs far less. The bound keeps one record, which is read
+/// whole into memory, from filling it.
+pub(crate) const MAX_ENTRY_HEADER_BYTES: u64 = 1 << 20;
+
 /// The cache directory, opened and checked.
 #[derive(Debug)]
 pub(crate) struct LayerCache {
@@ -284,6 +291,7 @@ impl LayerCache {
         let limits = Limits {
             max_bytes: MAX_LAYER_BYTES,
             max_entries: MAX_LAYER_ENTRIES,
+            max_header_bytes: MAX_ENTRY_HEADER_BYTES,
         };
         let mode = UnpackMode {
             keep_owners: !self.rootless,

@@ -192,17 +192,8 @@ fn read_and_unpack(
             format!("the image's User {user_spec:?}: {problem}"),
         )
     })?;
-    let env = config
-        .env()
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
-        .map(|entry| match entry.split_once('=') {
-            Some((key, value)) => (key.to_string(), value.to_string()),
-            None => (entry, String::new()),
-        })
-        .filter(|(key, _)| !key.is_empty())
-        .collect();
+    let env = parse_env(config.env().clone().unwrap_or_default())
+        .map_err(|problem| ImageError::new(source.path(), format!("the image's Env: {problem}")))?;
     let working_dir = config
         .working_dir()
         .clone()
@@ -220,6 +211,29 @@ fn read_and_unpack(
             accounts,
         }),
     })
+}
+
+/// Splits the image's `Env` entries into (name, value) at their first `=`.
+/// An entry without `=` has an empty value, and one with an empty name is
+/// skipped. A NUL byte is rejected, because execve would fail with `EINVAL`
+/// for every command of the sandbox.
+fn parse_env(entries: Vec<String>) -> Result<Vec<(String, String)>, String> {
+    let mut env = Vec::with_capacity(entries.len());
+    for entry in entries {
+        if entry.contains('\0') {
+            return Err(format!(
+                "{entry:?} contains a NUL byte, which no environment variable can hold"
+            ));
+        }
+        let (key, value) = match entry.split_once('=') {
+            Some((key, value)) => (key.to_string(), value.to_string()),
+            None => (entry, String::new()),
+        };
+        if !key.is_empty() {
+            env.push((key, value));
+        }
+    }
+    Ok(env)
 }
 
 /// Rejects an image that is not for Linux on this host's architecture,
@@ -287,4 +301,27 @@ pub fn default_command(template: &str) -> Result<Option<Vec<String>>> {
     let state_dir = crate::paths::state_dir();
     let resolved = crate::template::resolve(template, &state_dir)?;
     Ok(resolved.image.as_ref().map(|image| image.command.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_entries_split() {
+        let entries = ["A=1=2", "B", "=x", "C="].map(String::from).to_vec();
+        let env = parse_env(entries).expect("valid entries");
+        let expected = [("A", "1=2"), ("B", ""), ("C", "")]
+            .map(|(key, value)| (key.to_string(), value.to_string()))
+            .to_vec();
+        assert_eq!(env, expected);
+    }
+
+    #[test]
+    fn env_nul_rejected() {
+        for entry in ["A=1\0B=2", "A\0B=1"] {
+            let error = parse_env(vec![entry.to_string()]).expect_err(entry);
+            assert!(error.contains("NUL"), "{error}");
+        }
+    }
 }

@@ -189,15 +189,20 @@ impl Source {
     }
 }
 
-/// Opens `name`, a relative path, below the layout directory `dir` without
-/// following a symbolic link on the way.
+/// Opens the regular file `name`, a relative path, below the layout
+/// directory `dir` without following a symbolic link on the way.
+///
+/// The file is opened with `O_NONBLOCK`, so that opening a FIFO in the
+/// layout returns at once instead of blocking the create until a writer
+/// opens it. Anything but a regular file is then rejected: a FIFO or a
+/// device node could be read without end.
 fn open_beneath(dir: &OwnedFd, name: &str) -> io::Result<OwnedFd> {
     let mut current: Option<OwnedFd> = None;
     let components: Vec<&str> = name.split('/').filter(|c| !c.is_empty()).collect();
     for (index, component) in components.iter().enumerate() {
         let last = index + 1 == components.len();
         let flags = if last {
-            libc::O_RDONLY
+            libc::O_RDONLY | libc::O_NONBLOCK
         } else {
             libc::O_RDONLY | libc::O_DIRECTORY
         };
@@ -205,7 +210,15 @@ fn open_beneath(dir: &OwnedFd, name: &str) -> io::Result<OwnedFd> {
         let name = sys::c_string(component.as_bytes())?;
         current = Some(sys::openat2_name(parent.as_fd(), &name, flags, 0)?);
     }
-    current.ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))
+    let file = current.ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
+    if sys::fstat_fd(file.as_fd())?.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    sys::clear_nonblocking(file.as_fd())?;
+    Ok(file)
 }
 
 /// Reads a region of the archive with positioned reads, so members can be

@@ -9,6 +9,10 @@ use std::path::{Path, PathBuf};
 /// Largest /etc/passwd or /etc/group that is read.
 const MAX_ACCOUNTS_FILE: u64 = 4 << 20;
 
+/// `(uid_t)-1` and `(gid_t)-1`, which setresuid and setresgid read as
+/// "leave this id unchanged": a process told to take it stays root.
+const UNCHANGED_ID: u32 = u32::MAX;
+
 /// A user as a command runs as it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Account {
@@ -55,7 +59,11 @@ impl Accounts {
             .filter_map(|line| {
                 let mut fields = line.split(':');
                 let name = fields.next()?.to_string();
-                let gid = fields.nth(1)?.parse().ok()?;
+                let gid = fields
+                    .nth(1)?
+                    .parse()
+                    .ok()
+                    .filter(|&gid| gid != UNCHANGED_ID)?;
                 Some((name, gid))
             })
             .collect();
@@ -98,6 +106,12 @@ impl Accounts {
                     .ok_or_else(|| format!("group {group:?} is not in the image's /etc/group"))?,
             },
         };
+        if uid == UNCHANGED_ID || gid == UNCHANGED_ID {
+            return Err(format!(
+                "user or group id {UNCHANGED_ID} is invalid, because the kernel reads it as \
+                 \"leave unchanged\" and the command would keep running as root"
+            ));
+        }
         // Docker's default home for a uid without an entry.
         let default_home = if uid == 0 { "/root" } else { "/" };
         Ok(Account {
@@ -135,10 +149,11 @@ fn parse_passwd_line(line: &str) -> Option<PasswdEntry> {
     if fields.len() < 7 || fields[0].is_empty() {
         return None;
     }
+    let valid_id = |field: &str| field.parse().ok().filter(|&id| id != UNCHANGED_ID);
     Some(PasswdEntry {
         name: fields[0].to_string(),
-        uid: fields[2].parse().ok()?,
-        gid: fields[3].parse().ok()?,
+        uid: valid_id(fields[2])?,
+        gid: valid_id(fields[3])?,
         home: fields[5].to_string(),
         shell: fields[6].to_string(),
     })
@@ -195,4 +210,47 @@ pub(crate) fn find_in_layers(
 fn is_whiteout(metadata: &fs::Metadata) -> bool {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
     metadata.file_type().is_char_device() && metadata.rdev() == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accounts() -> Accounts {
+        let passwd = "root:x:0:0:root:/root:/bin/sh\n\
+                      app:x:1000:1000::/home/app:/bin/sh\n\
+                      nobody2:x:4294967295:4294967295::/:/bin/sh\n";
+        Accounts {
+            users: passwd.lines().filter_map(parse_passwd_line).collect(),
+            groups: vec![("app".into(), 1000)],
+        }
+    }
+
+    #[test]
+    fn unchanged_id_rejected() {
+        let accounts = accounts();
+        for spec in [
+            "4294967295",
+            "4294967295:0",
+            "0:4294967295",
+            "app:4294967295",
+        ] {
+            let error = accounts.resolve(spec).expect_err(spec);
+            assert!(error.contains("4294967295"), "{spec}: {error}");
+        }
+        // An entry of /etc/passwd with that id is ignored, as if missing.
+        assert!(accounts.resolve("nobody2").is_err());
+        assert_eq!(accounts.by_name("nobody2"), None);
+    }
+
+    #[test]
+    fn valid_ids_resolve() {
+        let accounts = accounts();
+        let app = accounts.resolve("app").expect("app");
+        assert_eq!((app.uid, app.gid), (1000, 1000));
+        let numeric = accounts.resolve("4294967294:app").expect("numeric");
+        assert_eq!((numeric.uid, numeric.gid), (4294967294, 1000));
+        let root = accounts.resolve("").expect("root");
+        assert_eq!((root.uid, root.gid), (0, 0));
+    }
 }
