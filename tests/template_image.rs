@@ -134,6 +134,39 @@ async fn oci_layout_runs_command() {
     sandbox.kill().await.expect("kill the sandbox");
 }
 
+/// A setuid or setgid file of an image is unpacked without those bits, so
+/// the layer cache on the host holds no privileged program.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setid_bits_dropped_when_unpacking() {
+    if !require_root("setid_bits_dropped_when_unpacking") {
+        return;
+    }
+    layer_cache();
+    let dir = TempDir::new("setid");
+    let mut top = Layer::new();
+    top.file("bin/setuid-tool", b"#!/bin/sh\n", 0o4755)
+        .file("bin/setgid-tool", b"#!/bin/sh\n", 0o2755)
+        .dir("shared", 0o1777)
+        .file("etc/nonce", &nonce("setid"), 0o644);
+    let tar = top.finish();
+    let image = Image::with_layer(tar.clone(), json!({}));
+    write_dir(dir.path(), &oci_layout_files(&[(None, &image)]));
+
+    let sandbox = create(dir.path()).await;
+    let modes = run_ok(
+        &sandbox,
+        "stat -c %a /bin/setuid-tool /bin/setgid-tool /shared",
+    )
+    .await;
+    assert_eq!(modes, "755\n755\n1777\n");
+    let cached = cached_layer(&tar).join("bin/setuid-tool");
+    let mode = std::fs::metadata(&cached)
+        .expect("stat the cached file")
+        .mode();
+    assert_eq!(mode & 0o7777, 0o755, "{} in the cache", cached.display());
+    sandbox.kill().await.expect("kill the sandbox");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_save_archive_runs_command() {
     if !require_root("docker_save_archive_runs_command") {

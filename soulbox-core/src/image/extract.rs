@@ -211,10 +211,14 @@ impl Unpacker<'_> {
             gid: header
                 .gid()
                 .map_err(|e| fail(format!("invalid gid: {e}")))? as u32,
+            // No setuid or setgid bit: the sandbox's root is nosuid, so the
+            // bits do nothing there, while in the cache on the host they
+            // would make the image's programs privileged for whoever can
+            // reach it.
             mode: header
                 .mode()
                 .map_err(|e| fail(format!("invalid mode: {e}")))?
-                & 0o7777,
+                & 0o1777,
             mtime: Some(
                 header
                     .mtime()
