@@ -215,6 +215,44 @@ fn client(address: &str, port: u16) -> String {
     )
 }
 
+/// Link-local addresses, where clouds serve instance metadata and
+/// credentials, have prohibit routes that sandbox root cannot remove. Only
+/// route lookups run here: no packet is sent to such an address.
+#[tokio::test]
+async fn metadata_addresses_are_blocked() {
+    if !require_root("metadata_addresses_are_blocked") {
+        return;
+    }
+    let sandbox = Sandbox::create(internet()).await.expect("create");
+    let routes = stdout(&sh(&sandbox, "ip -4 route show").await);
+    assert!(
+        routes.contains("prohibit 169.254.0.0/16"),
+        "routes: {routes}"
+    );
+    assert!(
+        routes.contains("prohibit 100.100.100.200"),
+        "routes: {routes}"
+    );
+    let lookup = sh(&sandbox, "ip route get 169.254.1.1").await;
+    assert!(
+        !lookup.status.success(),
+        "a route lookup to 169.254.1.1: {lookup:?}"
+    );
+    let removal = sandbox
+        .shell("ip route del prohibit 169.254.0.0/16")
+        .user("root")
+        .output()
+        .await
+        .expect("run ip route del as root");
+    assert!(!removal.status.success(), "sandbox root removed the route");
+    let routes = stdout(&sh(&sandbox, "ip -4 route show").await);
+    assert!(
+        routes.contains("prohibit 169.254.0.0/16"),
+        "routes: {routes}"
+    );
+    sandbox.kill().await.expect("kill");
+}
+
 #[tokio::test]
 async fn internet_sandbox_has_tap_device() {
     if !require_root("internet_sandbox_has_tap_device") {

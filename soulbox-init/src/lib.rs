@@ -54,6 +54,11 @@ const MAX_TASK_FILES: usize = 8;
 /// accepted and closed at once. Each costs PID 1 one descriptor.
 const MAX_CLIENTS: usize = 1024;
 
+/// Address ranges that a sandbox with internet access may not reach:
+/// link-local IPv4, where clouds serve instance metadata, and Alibaba
+/// Cloud's metadata address.
+const BLOCKED_ROUTES: [([u8; 4], u8); 2] = [([169, 254, 0, 0], 16), ([100, 100, 100, 200], 32)];
+
 /// Exit code when the sandbox's deadline passed.
 const EXIT_TIMEOUT: i32 = 124;
 /// Exit code when setup failed or the protocol broke.
@@ -143,6 +148,18 @@ fn run(start: Start) -> ! {
     if let Err(e) = built {
         let errno = e.error.raw_os_error().unwrap_or(libc::EIO);
         fail_setup(control, e.stage, errno, &e.detail);
+    }
+    // With internet access, link-local addresses (169.254.0.0/16, where
+    // clouds serve instance metadata and credentials) and Alibaba Cloud's
+    // metadata address stay out of reach. Sandbox root lacks CAP_NET_ADMIN,
+    // so it cannot remove these routes.
+    if network_exit.is_some() {
+        for (prefix, len) in BLOCKED_ROUTES {
+            if let Err(e) = sys::add_prohibit_route(prefix, len) {
+                let errno = e.raw_os_error().unwrap_or(libc::EIO);
+                fail_setup(control, SetupStage::BlockedRoutes, errno, b"");
+            }
+        }
     }
     if sys::block_signals(&[libc::SIGCHLD]).is_err() {
         fail_setup(control, SetupStage::Signals, libc::EINVAL, b"");

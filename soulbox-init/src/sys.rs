@@ -775,6 +775,73 @@ pub fn loopback_up() -> io::Result<()> {
     Ok(())
 }
 
+/// Adds a `prohibit` route for `prefix`/`len` (IPv4) to the main routing
+/// table of this network namespace, through rtnetlink: a connection to an
+/// address in it fails at once with EACCES, and no packet leaves.
+pub fn add_prohibit_route(prefix: [u8; 4], len: u8) -> io::Result<()> {
+    // SAFETY: socket takes integers and returns a new descriptor or -1.
+    let fd = check(unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_ROUTE,
+        )
+    })?;
+    // SAFETY: socket returned a new descriptor that nothing else owns.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    // struct nlmsghdr (16 bytes), struct rtmsg (12 bytes), then one
+    // RTA_DST attribute: struct rtattr (4 bytes) and the address.
+    const LEN: usize = 16 + 12 + 8;
+    let mut msg = [0u8; LEN];
+    msg[0..4].copy_from_slice(&(LEN as u32).to_ne_bytes());
+    msg[4..6].copy_from_slice(&libc::RTM_NEWROUTE.to_ne_bytes());
+    let flags = libc::NLM_F_REQUEST | libc::NLM_F_ACK | libc::NLM_F_CREATE | libc::NLM_F_EXCL;
+    msg[6..8].copy_from_slice(&(flags as u16).to_ne_bytes());
+    msg[8..12].copy_from_slice(&1u32.to_ne_bytes());
+    // rtm_family, rtm_dst_len, rtm_src_len, rtm_tos, rtm_table,
+    // rtm_protocol, rtm_scope, rtm_type, then rtm_flags (u32).
+    msg[16] = libc::AF_INET as u8;
+    msg[17] = len;
+    msg[20] = libc::RT_TABLE_MAIN;
+    msg[21] = libc::RTPROT_STATIC;
+    msg[22] = libc::RT_SCOPE_UNIVERSE;
+    msg[23] = libc::RTN_PROHIBIT;
+    msg[28..30].copy_from_slice(&8u16.to_ne_bytes());
+    msg[30..32].copy_from_slice(&libc::RTA_DST.to_ne_bytes());
+    msg[32..36].copy_from_slice(&prefix);
+    // SAFETY: sockaddr_nl is a plain C struct for which all-zero (the
+    // kernel as the peer) is valid.
+    let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+    // SAFETY: `msg` and `kernel` are valid for the lengths passed.
+    check_long(unsafe {
+        libc::sendto(
+            sock.as_raw_fd(),
+            msg.as_ptr().cast(),
+            msg.len(),
+            0,
+            std::ptr::addr_of!(kernel).cast(),
+            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+        ) as libc::c_long
+    })?;
+    // The acknowledgement: a struct nlmsghdr of type NLMSG_ERROR, then the
+    // error number (0 for success) as an i32.
+    let mut reply = [0u8; 512];
+    // SAFETY: `reply` is writable for its length.
+    let received = check_long(unsafe {
+        libc::recv(sock.as_raw_fd(), reply.as_mut_ptr().cast(), reply.len(), 0) as libc::c_long
+    })? as usize;
+    let kind = u16::from_ne_bytes([reply[4], reply[5]]);
+    if received < 20 || kind != libc::NLMSG_ERROR as u16 {
+        return Err(io::Error::from_raw_os_error(libc::EPROTO));
+    }
+    let error = i32::from_ne_bytes([reply[16], reply[17], reply[18], reply[19]]);
+    if error < 0 {
+        return Err(io::Error::from_raw_os_error(-error));
+    }
+    Ok(())
+}
+
 /// Opens a non-blocking TCP socket and starts its connect to `port` on the
 /// loopback address, ::1 with `ipv6` and 127.0.0.1 without. Returns the
 /// socket once the connect has succeeded or is in progress.

@@ -258,11 +258,14 @@ pub enum SetupStage {
     Scheduling = 18,
     /// Mounting the caller's host paths.
     Mounts = 19,
+    /// Blocking link-local and metadata addresses of a sandbox with
+    /// internet access.
+    BlockedRoutes = 20,
 }
 
 impl SetupStage {
     /// Every stage, for decoding.
-    pub const ALL: [SetupStage; 19] = [
+    pub const ALL: [SetupStage; 20] = [
         Self::Config,
         Self::CgroupNamespace,
         Self::MountPropagation,
@@ -282,6 +285,7 @@ impl SetupStage {
         Self::Cgroup,
         Self::Scheduling,
         Self::Mounts,
+        Self::BlockedRoutes,
     ];
 
     /// Short lowercase name of the step, for error messages.
@@ -306,6 +310,7 @@ impl SetupStage {
             Self::Cgroup => "join the v1 cgroups",
             Self::Scheduling => "return to the normal scheduling policy",
             Self::Mounts => "mount host paths",
+            Self::BlockedRoutes => "block link-local and metadata addresses",
         }
     }
 
