@@ -267,9 +267,10 @@ async fn config_defaults_apply() {
     }
     layer_cache();
     let mut upper = Layer::new();
+    // Open to every user, so that the image's user can write there.
     upper
         .dir("srv", 0o755)
-        .dir("srv/app", 0o755)
+        .dir("srv/app", 0o777)
         .file("srv/app/nonce", &nonce("config"), 0o644);
     let config = json!({
         "Env": ["PATH=/bin:/usr/bin", "FROM_IMAGE=image", "SHARED=image"],
@@ -326,6 +327,26 @@ async fn config_defaults_apply() {
             .expect("read the image's command"),
         Some(vec!["sh".into(), "-c".into(), "echo from-cmd".into()])
     );
+
+    // The files API acts as the commands do: the image's user, and
+    // relative paths from its WorkingDir.
+    let files = sandbox.files();
+    files
+        .write("note.txt", "from the files API\n")
+        .await
+        .expect("write a relative path");
+    assert_eq!(
+        run_ok(&sandbox, "cat note.txt; stat -c '%u %g' note.txt").await,
+        "from the files API\n4242 4343\n"
+    );
+    let read = files.read("note.txt").await.expect("read it back");
+    assert_eq!(read, b"from the files API\n");
+    files
+        .user("root")
+        .write("/srv/app/by-root", "r")
+        .await
+        .expect("write as root");
+    assert_eq!(run_ok(&sandbox, "stat -c %u by-root").await, "0\n");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

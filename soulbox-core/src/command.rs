@@ -784,6 +784,16 @@ impl User {
     }
 }
 
+/// Returns the uid and gid that `name` (or the default user) has, as a
+/// command would run: for the files API, which acts as the same users.
+pub(crate) fn user_ids(
+    name: Option<&str>,
+    rootless: bool,
+    image: Option<&ImageDefaults>,
+) -> Result<(u32, u32)> {
+    resolve_user(name, rootless, image).map(|user| (user.uid, user.gid))
+}
+
 fn resolve_user(name: Option<&str>, rootless: bool, image: Option<&ImageDefaults>) -> Result<User> {
     // A rootless sandbox's user namespace maps only the caller's uid, to
     // root, so root is its only user and the default, also for an image

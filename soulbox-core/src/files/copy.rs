@@ -63,7 +63,7 @@ impl Files {
         sandbox_path: &str,
     ) -> Result<CopySummary> {
         let host = host_path.as_ref().to_path_buf();
-        let target = SandboxPath::new(sandbox_path)?;
+        let target = self.sandbox_path(sandbox_path)?;
         self.run_blocking(move |sandbox, user| copy_tree_in(sandbox, user, &host, &target))
             .await
     }
@@ -92,7 +92,7 @@ impl Files {
         sandbox_path: &str,
         host_path: impl AsRef<Path>,
     ) -> Result<CopySummary> {
-        let source = SandboxPath::new(sandbox_path)?;
+        let source = self.sandbox_path(sandbox_path)?;
         let host = host_path.as_ref().to_path_buf();
         self.run_blocking(move |sandbox, user| copy_tree_out(sandbox, user, &source, &host))
             .await
@@ -146,10 +146,7 @@ fn copy_tree_in(
                     host_path.display()
                 )));
             };
-            let child = SandboxPath::new(&format!(
-                "{}/{name}",
-                target_dir.caller().trim_end_matches('/')
-            ))?;
+            let child = target_dir.child(name);
             let kind = entry.file_type().map_err(host_error("read", &host_path))?;
             if kind.is_dir() {
                 pending.push((host_path, child));

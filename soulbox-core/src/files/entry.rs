@@ -64,7 +64,7 @@ impl Files {
     /// [`Error::FileNotFound`] if it does not exist;
     /// [`Error::PermissionDenied`] if the user may not search a parent.
     pub async fn stat(&self, path: &str) -> Result<EntryInfo> {
-        let path = SandboxPath::new(path)?;
+        let path = self.sandbox_path(path)?;
         self.run_as_user(move |sandbox| stat_path(sandbox, &path))
             .await
     }
@@ -86,7 +86,7 @@ impl Files {
     /// [`Error::PermissionDenied`] if the user may not search a parent,
     /// because then whether it exists is unknown.
     pub async fn exists(&self, path: &str) -> Result<bool> {
-        let path = SandboxPath::new(path)?;
+        let path = self.sandbox_path(path)?;
         self.run_as_user(move |sandbox| {
             match path::open_in_root(sandbox, &path.c_full(), STAT_FLAGS) {
                 Ok(_) => Ok(true),
@@ -119,7 +119,7 @@ impl Files {
                 "list depth {depth} is below 1; depth 1 lists a directory's own entries"
             )));
         }
-        let path = SandboxPath::new(path)?;
+        let path = self.sandbox_path(path)?;
         self.run_as_user(move |sandbox| list_dir(sandbox, &path, depth))
             .await
     }

@@ -78,10 +78,30 @@ impl Files {
         }
     }
 
+    /// Checks `path` and makes it absolute. A relative path starts at
+    /// /home/user, or in an image template at the image's `WorkingDir`,
+    /// where its commands start.
+    fn sandbox_path(&self, path: &str) -> Result<path::SandboxPath> {
+        match self.sandbox.image.as_deref() {
+            Some(image) => path::SandboxPath::new_in(path, &image.working_dir),
+            None => path::SandboxPath::new(path),
+        }
+    }
+
     fn resolve_user(&self) -> Result<FileUser> {
         // A rootless sandbox's user namespace maps only the caller's uid,
         // to root, so root is its only user and the default.
         let rootless = self.sandbox.rootless;
+        // An image template's users are those its commands run as: the
+        // image's `User` by default, or a name from its /etc/passwd.
+        if let Some(image) = self.sandbox.image.as_deref() {
+            let (uid, gid) = crate::command::user_ids(self.user.as_deref(), rootless, Some(image))?;
+            return Ok(FileUser {
+                uid,
+                gid,
+                switch_credentials: !rootless,
+            });
+        }
         let default = if rootless { "root" } else { "user" };
         match self.user.as_deref().unwrap_or(default) {
             "user" if rootless => Err(Error::InvalidArgument(

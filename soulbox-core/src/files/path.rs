@@ -30,6 +30,12 @@ impl SandboxPath {
     /// Checks `path` and makes it absolute; a relative path starts at
     /// /home/user.
     pub(super) fn new(path: &str) -> Result<Self> {
+        Self::new_in(path, USER_HOME)
+    }
+
+    /// Checks `path` and makes it absolute; a relative path starts at
+    /// `base`, an absolute directory.
+    pub(super) fn new_in(path: &str, base: &str) -> Result<Self> {
         if path.is_empty() {
             return Err(Error::InvalidArgument("path is empty".into()));
         }
@@ -41,12 +47,20 @@ impl SandboxPath {
         let full = if path.starts_with('/') {
             path.to_string()
         } else {
-            format!("{USER_HOME}/{path}")
+            format!("{}/{path}", base.trim_end_matches('/'))
         };
         Ok(Self {
             caller: path.to_string(),
             full,
         })
+    }
+
+    /// Returns the path of `name` in this directory.
+    pub(super) fn child(&self, name: &str) -> Self {
+        Self {
+            caller: format!("{}/{name}", self.caller.trim_end_matches('/')),
+            full: format!("{}/{name}", self.full.trim_end_matches('/')),
+        }
     }
 
     /// The path as the caller gave it, for error messages.

@@ -10,7 +10,7 @@ use std::task::{ready, Context, Poll};
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::task::JoinHandle;
 
-use super::path::{self, SandboxPath};
+use super::path;
 use super::{file_error, Files};
 use crate::error::Result;
 
@@ -39,7 +39,7 @@ impl Files {
     /// that takes no space, and reading it whole would exhaust the host's
     /// memory.
     pub async fn read(&self, path: &str) -> Result<Vec<u8>> {
-        let path = SandboxPath::new(path)?;
+        let path = self.sandbox_path(path)?;
         self.run_as_user(move |sandbox| {
             let file = path::open_regular(sandbox, &path, libc::O_RDONLY)?;
             let size = file
@@ -76,7 +76,7 @@ impl Files {
     ///
     /// As [`Files::read`]; the user's permission is checked once, here.
     pub async fn read_stream(&self, path: &str) -> Result<FileReader> {
-        let path = SandboxPath::new(path)?;
+        let path = self.sandbox_path(path)?;
         let file = self
             .run_as_user(move |sandbox| path::open_regular(sandbox, &path, libc::O_RDONLY))
             .await?;

@@ -27,7 +27,7 @@ impl Files {
     /// or `..`; [`Error::PermissionDenied`] if the user may not remove an
     /// entry, in which case the entries removed before it stay removed.
     pub async fn remove(&self, path: &str) -> Result<()> {
-        let path = SandboxPath::new(path)?;
+        let path = self.sandbox_path(path)?;
         self.run_as_user(move |sandbox| remove_path(sandbox, &path))
             .await
     }
@@ -46,8 +46,8 @@ impl Files {
     /// directory. [`Error::PermissionDenied`] if the user may not change
     /// either directory.
     pub async fn rename(&self, from: &str, to: &str) -> Result<EntryInfo> {
-        let from = SandboxPath::new(from)?;
-        let to = SandboxPath::new(to)?;
+        let from = self.sandbox_path(from)?;
+        let to = self.sandbox_path(to)?;
         self.run_as_user(move |sandbox| {
             rename_path(sandbox, &from, &to)?;
             stat_path(sandbox, &to)

@@ -105,7 +105,7 @@ impl Files {
     /// entry can be reported twice. Subdirectories the user may not read
     /// are not watched, and symlinks to directories are not followed.
     pub async fn watch_dir(&self, path: &str, recursive: bool) -> Result<Watcher> {
-        let path = SandboxPath::new(path)?;
+        let path = self.sandbox_path(path)?;
         let user = self.resolve_user()?;
         // The watch ends when PID 1 exits. It keeps a duplicate of the
         // pidfd, not the sandbox, so a running watch does not keep the

@@ -52,7 +52,7 @@ impl Files {
         mode: u32,
     ) -> Result<()> {
         check_mode(mode)?;
-        let path = SandboxPath::new(path)?;
+        let path = self.sandbox_path(path)?;
         let data = data.into();
         self.run_as_user(move |sandbox| write_whole(sandbox, &path, &data, mode))
             .await
@@ -81,7 +81,7 @@ impl Files {
     {
         let files = files
             .into_iter()
-            .map(|(path, data)| Ok((SandboxPath::new(path.as_ref())?, data.into())))
+            .map(|(path, data)| Ok((self.sandbox_path(path.as_ref())?, data.into())))
             .collect::<Result<Vec<(SandboxPath, Vec<u8>)>>>()?;
         self.run_as_user(move |sandbox| {
             for (path, data) in &files {
@@ -104,7 +104,7 @@ impl Files {
     /// dropped before it completes, the file is removed or emptied as
     /// [`Files::write`] describes.
     pub async fn write_from<R: AsyncRead>(&self, path: &str, reader: R) -> Result<u64> {
-        let path = SandboxPath::new(path)?;
+        let path = self.sandbox_path(path)?;
         let user = self.resolve_user()?;
         // The open runs on a blocking thread that finishes even when this
         // future is dropped meanwhile. It hands the file over through a
@@ -158,7 +158,7 @@ impl Files {
     /// [`Error::InvalidArgument`] if a file is in the way;
     /// [`Error::PermissionDenied`] if the user may not create it.
     pub async fn make_dir(&self, path: &str) -> Result<bool> {
-        let path = SandboxPath::new(path)?;
+        let path = self.sandbox_path(path)?;
         self.run_as_user(move |sandbox| {
             let caller = path.caller();
             match path::open_in_root(sandbox, &path.c_full(), DIR_PATH) {
