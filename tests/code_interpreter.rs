@@ -180,8 +180,8 @@ async fn matplotlib_figures_become_png_results() {
     assert_eq!(error, Some("ZeroDivisionError"));
     assert_eq!(png_results(&failed).len(), 1, "{:?}", failed.results);
 
-    // A figure that cannot be drawn (bad mathtext) fails the execution,
-    // says so, and the figure after it is still sent.
+    // A figure that cannot be drawn (bad mathtext) fails the execution with
+    // a note naming it, and the figure after it is still sent.
     let bad_figure =
         "plt.figure()\nplt.title(r'$\\notacommand{x}$')\nplt.figure()\nplt.plot([2])\nNone";
     let drawn = within_limit("an undrawable figure", sandbox.run_code(bad_figure))

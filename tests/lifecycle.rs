@@ -245,7 +245,7 @@ async fn kill_ends_every_process() {
 }
 
 /// A process outside the sandbox's PID namespace that joins its cgroup v2
-/// directory escapes the namespace's teardown; the kill still ends it and
+/// directory escapes the namespace's teardown. The kill still ends it and
 /// removes the directory.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_ends_process_joined_from_outside() {

@@ -188,7 +188,8 @@ async fn file_mount_and_pool_hand_over() {
     pool.close().await;
 }
 
-/// A directory template with busybox's sh, cat and ls, and an empty /etc.
+/// Builds a directory template with busybox's sh, cat and ls, and an empty
+/// /etc.
 fn busybox_rootfs() -> HostDir {
     let rootfs = HostDir::new("mount-rootfs");
     let bin = rootfs.path().join("bin");
@@ -228,8 +229,8 @@ async fn target_links_resolve_inside_the_sandbox() {
 }
 
 /// A directory template whose links go through /proc/self/fd/N, where PID 1
-/// holds the clones of the mounts not yet attached: a target through one
-/// is rejected, and no directory appears in the writable host source.
+/// keeps the clones of the mounts not yet attached. A target through one is
+/// rejected, and no directory appears in the writable host source.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn target_magic_links_are_rejected() {
     if !require_root("target_magic_links_are_rejected") {

@@ -233,11 +233,13 @@ async fn metadata_addresses_are_blocked() {
         routes.contains("prohibit 100.100.100.200"),
         "routes: {routes}"
     );
+
     let lookup = sh(&sandbox, "ip route get 169.254.1.1").await;
     assert!(
         !lookup.status.success(),
         "a route lookup to 169.254.1.1: {lookup:?}"
     );
+
     let removal = sandbox
         .shell("ip route del prohibit 169.254.0.0/16")
         .user("root")
@@ -250,6 +252,7 @@ async fn metadata_addresses_are_blocked() {
         routes.contains("prohibit 169.254.0.0/16"),
         "routes: {routes}"
     );
+
     sandbox.kill().await.expect("kill");
 }
 

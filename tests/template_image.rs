@@ -135,7 +135,7 @@ async fn oci_layout_runs_command() {
 }
 
 /// A setuid or setgid file of an image is unpacked without those bits, so
-/// the layer cache on the host holds no privileged program.
+/// the layer cache on the host contains no privileged program.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn setid_bits_dropped_when_unpacking() {
     if !require_root("setid_bits_dropped_when_unpacking") {

@@ -124,10 +124,10 @@ export declare class Sandbox {
   /** Creates a sandbox from the `host` template. */
   static create(opts?: SandboxOpts): Promise<Sandbox>
   /**
-   * Creates a sandbox from a template: `host`; the path of a directory
-   * that contains a root file system, used read-only as the sandbox's
-   * root; or the path of an OCI image layout directory or image archive,
-   * optionally followed by `:NAME` to select one of several images.
+   * Creates a sandbox from a template: `host`, a directory or an image. A
+   * directory contains a root file system, used read-only as the sandbox's
+   * root. An image is the path of an OCI image layout directory or image
+   * archive, optionally followed by `:NAME` to select one of several.
    */
   static create(template: string, opts?: SandboxOpts): Promise<Sandbox>
   /**

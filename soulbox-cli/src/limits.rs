@@ -7,11 +7,11 @@ use soulbox_core::{Mount, SandboxOptions};
 /// The template and resource limits of the new sandbox.
 #[derive(Debug, Args)]
 pub struct LimitArgs {
-    /// `host` (the default); a directory that contains a root file system,
-    /// such as one made by debootstrap, which becomes the sandbox's
-    /// read-only root as it is; or an OCI image layout directory or image
-    /// archive (`docker save`, `podman save --format oci-archive`),
-    /// optionally followed by `:NAME` to pick one of several images.
+    /// `host` (the default), a directory or an image. A directory contains
+    /// a root file system, such as one made by debootstrap, and becomes the
+    /// sandbox's read-only root as it is. An image is an OCI image layout
+    /// directory or image archive (`docker save`, `podman save --format
+    /// oci-archive`), optionally followed by `:NAME` to pick one of several.
     #[arg(long, value_name = "TEMPLATE", value_parser = parse_template)]
     template: Option<String>,
 

@@ -63,11 +63,12 @@ impl Mount {
 ///
 /// # Errors
 ///
-/// [`Error::InvalidArgument`] naming the mount and the problem: more than
-/// [`MAX_MOUNTS`], a source that is relative, missing, neither a file nor
-/// a directory, on a kernel file system, the host's root, or overlapping
-/// SoulBox's state directory, or a target that is relative, `/`, contains
-/// `.` or `..`, or lies under `/proc`, `/sys` or `/dev`.
+/// [`Error::InvalidArgument`] naming the mount and the problem, for more
+/// than [`MAX_MOUNTS`] mounts and for a bad source or target. A bad source
+/// is relative, missing, neither a file nor a directory, on a kernel file
+/// system, the host's root, or overlaps SoulBox's state directory. A bad
+/// target is relative, `/`, contains `.` or `..`, or lies under `/proc`,
+/// `/sys` or `/dev`.
 pub(crate) fn resolve(mounts: &[Mount], state_dir: &Path) -> Result<Vec<HostMount>> {
     if mounts.len() > MAX_MOUNTS {
         return Err(Error::InvalidArgument(format!(

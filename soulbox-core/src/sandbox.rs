@@ -41,12 +41,12 @@ const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct SandboxOptions {
-    /// The template: `host` (the default); the absolute path of a
-    /// directory that contains a root file system, which becomes the read-only
-    /// lower layer of the sandbox's root as it is and must not change while
-    /// sandboxes use it; or the absolute path of an OCI image layout
-    /// directory or image archive, optionally followed by `:NAME` to select
-    /// one of several images (see [`crate::image`]).
+    /// The template: `host` (the default), a directory or an image. A
+    /// directory is the absolute path of a root file system, which becomes
+    /// the read-only lower layer of the sandbox's root as it is and must not
+    /// change while sandboxes use it. An image is the absolute path of an
+    /// OCI image layout directory or image archive, optionally followed by
+    /// `:NAME` to select one of several images (see [`crate::image`]).
     pub template: String,
     /// The sandbox ends this long after creation, enforced by its PID 1
     /// even if the host process dies. Zero means no limit.
@@ -582,9 +582,9 @@ impl Sandbox {
         .await
     }
 
-    /// Does [`Sandbox::prepare`]'s work once the state directory, at
-    /// `dirs` with its `sandboxes` directory, is checked and the template
-    /// resolved; `schedule` is the timeout and the background flag.
+    /// Does [`Sandbox::prepare`]'s work once the state directory and its
+    /// `sandboxes` directory are checked and the template is resolved. The
+    /// last tuple is the timeout and the background flag.
     async fn prepare_from(
         options: &SandboxOptions,
         (state_dir, sandboxes): (&Path, &Path),
@@ -2297,8 +2297,8 @@ fn resolve_template(
 
 /// Returns the command defaults of the image that the sandbox of `record`
 /// was built from, for a handle from `connect`. The image is read again
-/// from its template path; where that fails, commands of this handle get
-/// the defaults of the other templates, and a warning says why.
+/// from its template path. Where that fails, commands of this handle get
+/// the defaults of the other templates, and a warning logs the reason.
 fn connected_image_defaults(record: &Record) -> Option<Arc<ImageDefaults>> {
     if record.template == template::HOST {
         return None;

@@ -686,6 +686,7 @@ fn list_config(
     if !kind.is_symlink() && !shared {
         return Ok(());
     }
+
     *bytes += meta.len();
     entries.push((name.to_path_buf(), kind.is_dir()));
     if entries.len() > ETC_CONFIG_MAX_ENTRIES || *bytes > ETC_CONFIG_MAX_BYTES {
@@ -693,6 +694,7 @@ fn list_config(
             "larger than the limit of {ETC_CONFIG_MAX_ENTRIES} entries or {ETC_CONFIG_MAX_BYTES} bytes"
         )));
     }
+
     if kind.is_dir() {
         let mut children: Vec<PathBuf> = fs::read_dir(host.join(name))?
             .flatten()

@@ -789,6 +789,7 @@ pub fn add_prohibit_route(prefix: [u8; 4], len: u8) -> io::Result<()> {
     })?;
     // SAFETY: socket returned a new descriptor that nothing else owns.
     let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+
     // struct nlmsghdr (16 bytes), struct rtmsg (12 bytes), then one
     // RTA_DST attribute: struct rtattr (4 bytes) and the address.
     const LEN: usize = 16 + 12 + 8;
@@ -809,6 +810,7 @@ pub fn add_prohibit_route(prefix: [u8; 4], len: u8) -> io::Result<()> {
     msg[28..30].copy_from_slice(&8u16.to_ne_bytes());
     msg[30..32].copy_from_slice(&libc::RTA_DST.to_ne_bytes());
     msg[32..36].copy_from_slice(&prefix);
+
     // SAFETY: sockaddr_nl is a plain C struct for which all-zero (the
     // kernel as the peer) is valid.
     let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
@@ -824,6 +826,7 @@ pub fn add_prohibit_route(prefix: [u8; 4], len: u8) -> io::Result<()> {
             std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
         ) as libc::c_long
     })?;
+
     // The acknowledgement: a struct nlmsghdr of type NLMSG_ERROR, then the
     // error number (0 for success) as an i32.
     let mut reply = [0u8; 512];

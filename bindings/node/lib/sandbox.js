@@ -132,11 +132,11 @@ class Sandbox {
    * Creates a sandbox and resolves once it accepts commands:
    * `Sandbox.create()`, `Sandbox.create(opts)` or
    * `Sandbox.create(template, opts)`. A template is `host` (the default),
-   * the path of a directory that contains a root file system, which
-   * becomes the sandbox's read-only root as it is, or the path of an OCI
-   * image layout directory or image archive (`docker save`, `podman save
-   * --format oci-archive`), optionally followed by `:NAME` to select one
-   * of several images. A relative path starts at the current directory.
+   * a directory or an image. A directory contains a root file system and
+   * becomes the sandbox's read-only root as it is. An image is the path of
+   * an OCI image layout directory or image archive (`docker save`,
+   * `podman save --format oci-archive`), optionally followed by `:NAME` to
+   * select one of several. A relative path starts at the current directory.
    */
   static async create(templateOrOpts, opts) {
     let template

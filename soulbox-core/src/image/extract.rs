@@ -211,10 +211,10 @@ impl Unpacker<'_> {
             gid: header
                 .gid()
                 .map_err(|e| fail(format!("invalid gid: {e}")))? as u32,
-            // No setuid or setgid bit: the sandbox's root is nosuid, so the
-            // bits do nothing there, while in the cache on the host they
-            // would make the image's programs privileged for whoever can
-            // reach it.
+            // Setuid and setgid bits are dropped. The sandbox's root is nosuid,
+            // so they do nothing there, but in the cache on the host they
+            // would make the image's programs privileged for any user who
+            // can reach the cache.
             mode: header
                 .mode()
                 .map_err(|e| fail(format!("invalid mode: {e}")))?
@@ -720,8 +720,8 @@ mod tests {
             max_entries: 100,
             max_header_bytes: 8192,
         };
-        // A name longer than a file system takes passes the meter and fails
-        // only when the file is created.
+        // A name longer than the file system allows is within the header
+        // limit, so it fails only when the file is created.
         let error = unpack_with(&long_name_tar(4096), limits).expect_err("name too long");
         assert!(error.contains("File name too long"), "{error}");
         let error = unpack_with(&long_name_tar(64 * 1024), limits).expect_err("record too large");

@@ -76,8 +76,8 @@ pub(crate) fn cache_dir() -> Option<PathBuf> {
 
 impl LayerCache {
     /// Opens the cache directory, creating it with mode 0700. Rejects one
-    /// that another user owns or may write to, because whoever can change
-    /// a cached layer changes every sandbox built on it.
+    /// that another user owns or may write to, because a user who can
+    /// change a cached layer changes every sandbox built on it.
     pub(crate) fn open() -> ImageResult<Self> {
         let dir = cache_dir().ok_or_else(|| {
             ImageError::new(

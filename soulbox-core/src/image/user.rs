@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 const MAX_ACCOUNTS_FILE: u64 = 4 << 20;
 
 /// `(uid_t)-1` and `(gid_t)-1`, which setresuid and setresgid read as
-/// "leave this id unchanged": a process told to take it stays root.
+/// "leave this id unchanged", so a process switching to it stays root.
 const UNCHANGED_ID: u32 = u32::MAX;
 
 /// A user as a command runs as it.

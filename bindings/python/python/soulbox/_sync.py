@@ -647,11 +647,11 @@ class Sandbox:
         """Create a sandbox and wait until it accepts commands.
 
         :param template: ``None`` or ``"host"`` (the host's /usr,
-            read-only); the path of a directory that contains a root file
-            system, which becomes the sandbox's read-only root as it is; or
-            the path of an OCI image layout directory or image archive
-            (``docker save``, ``podman save --format oci-archive``), with
-            ``:NAME`` after it to select one of several images. Other names
+            read-only), a directory or an image. A directory contains a root
+            file system and becomes the sandbox's read-only root as it is.
+            An image is the path of an OCI image layout directory or image
+            archive (``docker save``, ``podman save --format oci-archive``),
+            with ``:NAME`` after it to select one of several. Other names
             raise NotImplementedError.
         :param timeout: lifetime in seconds (default 300; 0 for none).
         :param metadata: labels, returned by ``get_info`` and used to
