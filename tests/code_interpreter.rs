@@ -454,7 +454,7 @@ async fn unsupported_language_and_missing_python_are_named() {
     if !busybox.exists() {
         panic!("this test needs /bin/busybox on the host (Debian's busybox-static)");
     }
-    std::fs::copy(busybox, dir.join("bin/sh")).expect("copy busybox");
+    copy_program(busybox, &dir.join("bin/sh"), 0o755);
     let bare = soulbox_core::Sandbox::create(
         SandboxOptions::default()
             .kill_on_drop(true)

@@ -1912,9 +1912,7 @@ fn rootless_copy_in_through_cli() {
     // uid 65534 may not reach the build directory (it can sit below a
     // home directory of mode 0700), so it runs a copy in the tree above.
     let reachable = host.join("soulbox");
-    std::fs::copy(&binary, &reachable).expect("copy the soulbox binary");
-    std::fs::set_permissions(&reachable, std::fs::Permissions::from_mode(0o755))
-        .expect("make the copy executable by every user");
+    copy_program(&binary, &reachable, 0o755);
     let copy = format!("{}:/home/user/in", host.display());
     let output = std::process::Command::new("setpriv")
         .args(["--reuid", "65534", "--regid", "65534", "--clear-groups", "--"])

@@ -399,8 +399,11 @@ fn rootless_creates_without_zygote() {
     std::fs::create_dir(&dir).unwrap();
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     let probe = dir.join("soulbox-launch-probe");
-    std::fs::copy(env!("CARGO_BIN_EXE_soulbox-launch-probe"), &probe).unwrap();
-    std::fs::set_permissions(&probe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    copy_program(
+        std::path::Path::new(env!("CARGO_BIN_EXE_soulbox-launch-probe")),
+        &probe,
+        0o755,
+    );
 
     let (uid, gid) = unprivileged_ids();
     let output = Command::new("setpriv")

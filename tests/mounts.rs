@@ -194,8 +194,7 @@ fn busybox_rootfs() -> HostDir {
     let rootfs = HostDir::new("mount-rootfs");
     let bin = rootfs.path().join("bin");
     std::fs::create_dir_all(&bin).expect("create bin");
-    std::fs::copy("/usr/bin/busybox", bin.join("busybox"))
-        .expect("copy busybox (Debian: busybox-static)");
+    copy_program(Path::new("/usr/bin/busybox"), &bin.join("busybox"), 0o755);
     for applet in ["sh", "cat", "ls"] {
         symlink("busybox", bin.join(applet)).expect("link an applet");
     }
@@ -423,9 +422,7 @@ fn rootless_cli_mount_is_read_only() {
     // The unprivileged user may not reach the build directory, so it runs a
     // copy.
     let reachable = host.path().join("soulbox");
-    std::fs::copy(&binary, &reachable).expect("copy the soulbox binary");
-    std::fs::set_permissions(&reachable, std::fs::Permissions::from_mode(0o755))
-        .expect("make the copy executable by every user");
+    copy_program(&binary, &reachable, 0o755);
 
     let mount = format!("{}:/data", host.path().display());
     let (uid, gid) = unprivileged_ids();

@@ -410,7 +410,7 @@ async fn rootless_pool_fills() {
         .expect("open the test directory to uid 65534");
     let program = dir.join("pool-test");
     let this = std::env::current_exe().expect("find this test program");
-    std::fs::copy(&this, &program).expect("copy this test program");
+    copy_program(&this, &program, 0o755);
     let state = dir.join("state");
     std::fs::create_dir(&state).expect("create the state directory");
     std::os::unix::fs::chown(&state, Some(65534), Some(65534))

@@ -1,7 +1,7 @@
 //! Directory templates: a sandbox whose root is a directory containing a root
 //! file system, used read-only as it is, with nothing of the host's.
 
-use std::os::unix::fs::{symlink, PermissionsExt};
+use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
 use soulbox_core::{Error, Sandbox, SandboxOptions};
@@ -51,10 +51,7 @@ impl RootFs {
         let target = self.path(host);
         std::fs::create_dir_all(target.parent().expect("a file has a parent"))
             .expect("create directories in the root file system");
-        std::fs::copy(host, &target)
-            .unwrap_or_else(|e| panic!("copy {} into the root file system: {e}", host.display()));
-        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode))
-            .expect("set the copy's mode");
+        copy_program(host, &target, mode);
     }
 
     /// Returns the host path of `inside`, an absolute path in the root file

@@ -808,8 +808,7 @@ fn rootless_cli_runs_image() {
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let archive = write_cli_image(dir.path(), "rootless");
     let binary = dir.path().join("soulbox");
-    std::fs::copy(soulbox_bin(), &binary).expect("copy the soulbox binary");
-    std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
+    copy_program(&soulbox_bin(), &binary, 0o755);
     let (uid, gid) = unprivileged_ids();
     let home = dir.path().join("home");
     std::fs::create_dir(&home).unwrap();

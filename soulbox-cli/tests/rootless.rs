@@ -54,7 +54,16 @@ impl ReachableBinary {
         let open = std::fs::Permissions::from_mode(0o755);
         std::fs::set_permissions(&dir, open.clone()).expect("open the directory to every user");
         let binary = dir.join("soulbox");
-        std::fs::copy(env!("CARGO_BIN_EXE_soulbox"), &binary).expect("copy the soulbox binary");
+        // Copied by `cp`, not by this process: a child forked by another
+        // test's thread while this process held the copy open for writing
+        // would keep that descriptor until its exec, and executing the copy
+        // meanwhile fails with ETXTBSY.
+        let copied = std::process::Command::new("cp")
+            .arg(env!("CARGO_BIN_EXE_soulbox"))
+            .arg(&binary)
+            .status()
+            .expect("run cp");
+        assert!(copied.success(), "cp of the soulbox binary failed");
         std::fs::set_permissions(&binary, open).expect("make the copy executable by every user");
         Self { dir }
     }
@@ -232,12 +241,12 @@ fn rootless_sandbox_reports_unenforced_limits() {
         return;
     }
     let output = run_as_nobody(&["--", "true"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(
         output.status.code(),
         Some(0),
-        "a rootless run should still work"
+        "a rootless run should still work: {stderr}"
     );
-    let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         stderr.contains("memory and pids limits are not enforced"),
         "a rootless run without a delegated cgroup should say which limits are off: {stderr}"

@@ -271,3 +271,25 @@ impl Drop for HostTmpfs {
         }
     }
 }
+
+/// Copies the program `from` to `to` with permissions `mode`, for a test
+/// that executes the copy. `cp` writes it, not this process: a child that
+/// another test's thread forks while this process holds the copy open for
+/// writing keeps that descriptor until its own exec, and executing the
+/// copy meanwhile fails with ETXTBSY.
+pub fn copy_program(from: &std::path::Path, to: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    let status = std::process::Command::new("cp")
+        .arg(from)
+        .arg(to)
+        .status()
+        .expect("run cp");
+    assert!(
+        status.success(),
+        "cp {} {} failed",
+        from.display(),
+        to.display()
+    );
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(mode))
+        .unwrap_or_else(|e| panic!("chmod {mode:o} {}: {e}", to.display()));
+}
