@@ -89,6 +89,18 @@ pub struct SandboxOptions {
     /// Loopback only (the default), or internet access through
     /// slirp4netns; see [`Network`].
     pub network: Network,
+    /// IPv4 addresses and CIDR blocks that the sandbox may send to even
+    /// when a `deny_out` entry contains them. Needs [`Network::Internet`].
+    pub allow_out: Vec<String>,
+    /// IPv4 addresses and CIDR blocks that the sandbox may not send to,
+    /// TCP and UDP alike, unless an `allow_out` entry contains them:
+    /// a connect fails with EACCES and no packet leaves. [`ALL_TRAFFIC`]
+    /// denies every address. Needs [`Network::Internet`]. At most
+    /// [`MAX_EGRESS_RULES`] entries, with `allow_out`.
+    ///
+    /// [`ALL_TRAFFIC`]: crate::ALL_TRAFFIC
+    /// [`MAX_EGRESS_RULES`]: crate::MAX_EGRESS_RULES
+    pub deny_out: Vec<String>,
 }
 
 /// Default memory limit: 2 GiB.
@@ -119,6 +131,8 @@ impl Default for SandboxOptions {
             seccomp: SeccompPolicy::default(),
             mounts: Vec::new(),
             network: Network::None,
+            allow_out: Vec::new(),
+            deny_out: Vec::new(),
         }
     }
 }
@@ -175,6 +189,18 @@ impl SandboxOptions {
         self
     }
 
+    /// Adds an IPv4 address or CIDR block to [`SandboxOptions::allow_out`].
+    pub fn allow_out(mut self, network: impl Into<String>) -> Self {
+        self.allow_out.push(network.into());
+        self
+    }
+
+    /// Adds an IPv4 address or CIDR block to [`SandboxOptions::deny_out`].
+    pub fn deny_out(mut self, network: impl Into<String>) -> Self {
+        self.deny_out.push(network.into());
+        self
+    }
+
     pub(crate) fn limits(&self) -> Limits {
         Limits {
             memory: self.memory_limit,
@@ -190,6 +216,7 @@ impl SandboxOptions {
         }
         crate::command::validate_sandbox_envs_size(&self.envs)?;
         validate_metadata(&self.metadata)?;
+        network::egress_networks(self.network, &self.allow_out, &self.deny_out)?;
         if !self.mounts.is_empty() {
             mounts::resolve(&self.mounts, &paths::state_dir())?;
         }
@@ -598,6 +625,8 @@ impl Sandbox {
             Network::None => None,
             Network::Internet => Some(network::Plan::new()?),
         };
+        let (allow_out, deny_out) =
+            network::egress_networks(options.network, &options.allow_out, &options.deny_out)?;
         let scratch_dir = prepare_scratch_dir(state_dir)?;
 
         let new_entry = state::NewEntry::create(sandboxes)?;
@@ -636,6 +665,8 @@ impl Sandbox {
                 Some(_) => network::RESOLV_CONF.to_vec(),
                 None => Vec::new(),
             },
+            allow_out,
+            deny_out,
         };
         let request = Request::Config(config);
         let config = request.encode().map_err(|e| oversized(&request, &e))?;
