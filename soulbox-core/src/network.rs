@@ -17,7 +17,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use nix::fcntl::OFlag;
-use soulbox_proto::{Ipv4Cidr, MAX_EGRESS_RULES};
+use soulbox_proto::Ipv4Cidr;
 use tokio::io::unix::AsyncFd;
 
 use crate::error::{Error, Result};
@@ -57,6 +57,19 @@ impl std::str::FromStr for Network {
 /// those networks.
 pub const ALL_TRAFFIC: &str = "0.0.0.0/0";
 
+/// Maximum number of `allow_out` and `deny_out` entries of a sandbox,
+/// together. Each becomes a policy routing rule, which the kernel walks
+/// through in order on every route lookup of the sandbox.
+pub const MAX_EGRESS_ENTRIES: usize = 256;
+
+/// The gateway of a sandbox with internet access, slirp4netns's own
+/// address, which relays nothing because slirp4netns runs with
+/// `--disable-host-loopback`.
+const GATEWAY: Ipv4Cidr = Ipv4Cidr {
+    address: [10, 0, 2, 2],
+    prefix_len: 32,
+};
+
 /// The address of the DNS forwarder inside a sandbox with internet access.
 /// Egress rules treat it like any other address, so `deny_out`
 /// [`ALL_TRAFFIC`] stops name resolution unless `allow_out` contains it.
@@ -64,12 +77,16 @@ pub const DNS_SERVER: &str = "10.0.2.3";
 
 /// Checks the `allow_out` and `deny_out` entries of a sandbox with
 /// `network`, and returns them as networks, each list without repeats.
+/// With any `deny_out` entry, the allowed networks start with the gateway:
+/// slirp4netns adds the default route via 10.0.2.2 while PID 1 installs
+/// the rules, and the kernel rejects that route with EACCES when a rule
+/// prohibits the gateway itself.
 ///
 /// # Errors
 ///
 /// [`Error::InvalidArgument`] naming the entry that is not an IPv4
 /// address or CIDR block, has host bits set, is a domain name or an IPv6
-/// network; for more than [`MAX_EGRESS_RULES`] entries together; and for
+/// network; for more than [`MAX_EGRESS_ENTRIES`] entries together; and for
 /// any entry without [`Network::Internet`].
 pub(crate) fn egress_networks(
     network: Network,
@@ -80,10 +97,10 @@ pub(crate) fn egress_networks(
         return Ok((Vec::new(), Vec::new()));
     }
     let count = allow_out.len() + deny_out.len();
-    if count > MAX_EGRESS_RULES {
+    if count > MAX_EGRESS_ENTRIES {
         return Err(Error::InvalidArgument(format!(
             "allow_out and deny_out have {count} entries together; at most \
-             {MAX_EGRESS_RULES} are allowed, so merge neighboring networks into wider \
+             {MAX_EGRESS_ENTRIES} are allowed, so merge neighboring networks into wider \
              CIDR blocks"
         )));
     }
@@ -97,7 +114,10 @@ pub(crate) fn egress_networks(
         }
         Ok(networks)
     };
-    let networks = (parse("allow_out", allow_out)?, parse("deny_out", deny_out)?);
+    let mut networks = (parse("allow_out", allow_out)?, parse("deny_out", deny_out)?);
+    if !networks.1.is_empty() && !networks.0.contains(&GATEWAY) {
+        networks.0.insert(0, GATEWAY);
+    }
     if network != Network::Internet {
         return Err(Error::InvalidArgument(
             "allow_out and deny_out restrict internet access, but the sandbox's network is \
@@ -444,10 +464,12 @@ mod tests {
             address,
             prefix_len,
         };
-        // The /32 repeat of the first entry is dropped.
+        // The gateway comes first, and the /32 repeat of the first entry
+        // is dropped.
         assert_eq!(
             allow_out,
             [
+                GATEWAY,
                 network([192, 0, 2, 1], 32),
                 network([198, 51, 100, 0], 24),
                 network([0, 0, 0, 0], 0),
@@ -460,6 +482,12 @@ mod tests {
         assert_eq!(
             egress_networks(Network::Internet, &[], &[]).unwrap(),
             (Vec::new(), Vec::new())
+        );
+        let (allow_out, _) = egress_networks(Network::Internet, &entries[..1], &[]).unwrap();
+        assert_eq!(
+            allow_out,
+            [network([192, 0, 2, 1], 32)],
+            "no gateway without deny_out"
         );
     }
 
@@ -509,10 +537,10 @@ mod tests {
 
     #[test]
     fn egress_entries_limited() {
-        let entries = vec![ALL_TRAFFIC; MAX_EGRESS_RULES / 2];
+        let entries = vec![ALL_TRAFFIC; MAX_EGRESS_ENTRIES / 2];
         let strings: Vec<String> = entries.iter().map(|e| e.to_string()).collect();
         assert!(egress_networks(Network::Internet, &strings, &strings).is_ok());
-        let error = egress_error(&entries, &vec![ALL_TRAFFIC; MAX_EGRESS_RULES / 2 + 1]);
+        let error = egress_error(&entries, &vec![ALL_TRAFFIC; MAX_EGRESS_ENTRIES / 2 + 1]);
         assert!(
             error.contains("have 257 entries together; at most 256"),
             "{error}"

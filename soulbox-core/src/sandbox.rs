@@ -96,10 +96,10 @@ pub struct SandboxOptions {
     /// TCP and UDP alike, unless an `allow_out` entry contains them:
     /// a connect fails with EACCES and no packet leaves. [`ALL_TRAFFIC`]
     /// denies every address. Needs [`Network::Internet`]. At most
-    /// [`MAX_EGRESS_RULES`] entries, with `allow_out`.
+    /// [`MAX_EGRESS_ENTRIES`] entries, with `allow_out`.
     ///
     /// [`ALL_TRAFFIC`]: crate::ALL_TRAFFIC
-    /// [`MAX_EGRESS_RULES`]: crate::MAX_EGRESS_RULES
+    /// [`MAX_EGRESS_ENTRIES`]: crate::MAX_EGRESS_ENTRIES
     pub deny_out: Vec<String>,
 }
 

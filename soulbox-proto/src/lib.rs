@@ -36,9 +36,10 @@ pub const SOCK_FILTER_LEN: usize = 8;
 /// kernel's BPF_MAXINSNS from <linux/bpf_common.h>.
 pub const MAX_SECCOMP_INSTRUCTIONS: usize = 4096;
 /// Maximum number of egress rules, [`Config::allow_out`] and
-/// [`Config::deny_out`] together. Each is one policy routing rule that
-/// every route lookup of the sandbox may walk past.
-pub const MAX_EGRESS_RULES: usize = 256;
+/// [`Config::deny_out`] together, that PID 1 decodes. The host library
+/// sends fewer: it takes at most 256 entries from the caller and may add
+/// one rule of its own.
+pub const MAX_EGRESS_RULES: usize = 512;
 
 /// A decoding failure; the message is discarded whole.
 #[derive(Debug, Clone, PartialEq, Eq)]
