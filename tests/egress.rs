@@ -86,6 +86,11 @@ async fn deny_all_with_allowed_networks() {
     );
     assert!(rules.contains("200:\tfrom all prohibit"), "rules: {rules}");
 
+    let info = sandbox.get_info().await.expect("get_info");
+    assert_eq!(info.network, Network::Internet);
+    assert_eq!(info.allow_out, ["192.0.2.0/24", "198.51.100.7"]);
+    assert_eq!(info.deny_out, [ALL_TRAFFIC]);
+
     assert_routed(&sandbox, "192.0.2.1").await;
     assert_routed(&sandbox, "192.0.2.255").await;
     assert_routed(&sandbox, "198.51.100.7").await;
@@ -319,6 +324,35 @@ async fn cli_takes_egress_flags() {
     assert!(rules.contains("to 192.0.2.0/24 lookup main"), "{rules}");
     assert!(rules.contains("to 198.51.100.7 lookup main"), "{rules}");
     assert!(rules.contains("200:\tfrom all prohibit"), "{rules}");
+
+    let output = Command::new(soulbox_bin())
+        .args([
+            "create",
+            "--network",
+            "internet",
+            "--deny-out",
+            "198.51.100.0/24",
+            "--timeout",
+            "60",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run soulbox create");
+    assert!(output.status.success(), "{output:?}");
+    let id = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    let info = Command::new(soulbox_bin())
+        .args(["info", "--json", &id])
+        .output()
+        .expect("run soulbox info");
+    let killed = Command::new(soulbox_bin())
+        .args(["kill", &id])
+        .output()
+        .expect("run soulbox kill");
+    assert!(killed.status.success(), "{killed:?}");
+    let info: serde_json::Value = serde_json::from_slice(&info.stdout).expect("info JSON");
+    assert_eq!(info["network"], "internet", "{info}");
+    assert_eq!(info["allow_out"], serde_json::json!([]), "{info}");
+    assert_eq!(info["deny_out"], serde_json::json!(["198.51.100.0/24"]), "{info}");
 
     let output = Command::new(soulbox_bin())
         .args(["run", "--deny-out", "example.com", "--", "true"])

@@ -38,6 +38,19 @@ pub enum Network {
     Internet,
 }
 
+impl Network {
+    /// Returns the lowercase name that [`Network::from_str`] parses:
+    /// `none` or `internet`.
+    ///
+    /// [`Network::from_str`]: std::str::FromStr::from_str
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Internet => "internet",
+        }
+    }
+}
+
 impl std::str::FromStr for Network {
     type Err = Error;
 
@@ -439,6 +452,9 @@ mod tests {
     fn network_names_parse() {
         assert_eq!("none".parse::<Network>().unwrap(), Network::None);
         assert_eq!("internet".parse::<Network>().unwrap(), Network::Internet);
+        for network in [Network::None, Network::Internet] {
+            assert_eq!(network.as_str().parse::<Network>().unwrap(), network);
+        }
         let error = "wifi".parse::<Network>().unwrap_err();
         assert!(error.to_string().contains("\"wifi\""), "{error}");
     }

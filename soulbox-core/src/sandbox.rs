@@ -362,6 +362,12 @@ pub struct SandboxInfo {
     pub memory_limit: Option<u64>,
     /// Host pid of its PID 1.
     pub pid: i32,
+    /// Loopback only, or internet access.
+    pub network: Network,
+    /// The egress rules given at creation; see [`SandboxOptions::allow_out`].
+    pub allow_out: Vec<String>,
+    /// See [`SandboxOptions::deny_out`].
+    pub deny_out: Vec<String>,
 }
 
 /// Filters for [`Sandbox::list`]. The default lists every sandbox.
@@ -1196,6 +1202,13 @@ fn build_info(record: &Record, paused: bool, ends_at: Option<SystemTime>) -> San
         cpu_limit: record.cpu_millicores.map(|m| m as f64 / 1000.0),
         memory_limit: record.memory_limit,
         pid: record.pid,
+        network: if record.internet {
+            Network::Internet
+        } else {
+            Network::None
+        },
+        allow_out: record.allow_out.clone(),
+        deny_out: record.deny_out.clone(),
     }
 }
 
@@ -1739,6 +1752,9 @@ impl Prepared {
             pids_limit: enforced.pids,
             cpu_millicores: enforced.cpu_millicores,
             disk_size: options.disk_size,
+            internet: options.network == Network::Internet,
+            allow_out: options.allow_out.clone(),
+            deny_out: options.deny_out.clone(),
         };
         let control = if from_pool {
             let control = sys::async_fd(control.into_inner())

@@ -77,6 +77,15 @@ pub(crate) struct Record {
     pub(crate) cpu_millicores: Option<u64>,
     /// Size limit of the writable layer, in bytes.
     pub(crate) disk_size: u64,
+    /// Whether the sandbox has internet access. Records written before
+    /// this field existed read as false.
+    #[serde(default)]
+    pub(crate) internet: bool,
+    /// The `allow_out` and `deny_out` entries as the caller gave them.
+    #[serde(default)]
+    pub(crate) allow_out: Vec<String>,
+    #[serde(default)]
+    pub(crate) deny_out: Vec<String>,
 }
 
 impl Record {
@@ -684,6 +693,9 @@ mod tests {
             pids_limit: Some(8),
             cpu_millicores: None,
             disk_size: 1 << 20,
+            internet: true,
+            allow_out: Vec::new(),
+            deny_out: vec!["0.0.0.0/0".into()],
         }
     }
 
