@@ -9,7 +9,7 @@
 
 use std::process::{Command, Stdio};
 
-use soulbox_core::{Error, Network, Sandbox, SandboxOptions, ALL_TRAFFIC, DNS_SERVER};
+use soulbox_core::{Error, Network, Sandbox, SandboxOptions, SandboxPool, ALL_TRAFFIC, DNS_SERVER};
 use soulbox_tests::*;
 
 fn internet() -> SandboxOptions {
@@ -237,6 +237,26 @@ async fn sandbox_root_cannot_remove_rules() {
 }
 
 #[tokio::test]
+async fn pooled_sandbox_has_rules() {
+    if !require_root("pooled_sandbox_has_rules") {
+        return;
+    }
+    let pool = SandboxPool::new(internet().deny_out("198.51.100.0/24"), 1).expect("start a pool");
+    let sandbox = pool.create().await.expect("take a sandbox");
+    assert_prohibited(&sandbox, "198.51.100.1").await;
+    assert_routed(&sandbox, "203.0.113.1").await;
+    let info = sandbox.get_info().await.expect("get_info");
+    assert_eq!(info.deny_out, ["198.51.100.0/24"]);
+    sandbox.kill().await.expect("kill");
+    pool.close().await;
+
+    let Err(error) = SandboxPool::new(internet().allow_out("example.com"), 1) else {
+        panic!("a pool took a domain name");
+    };
+    assert!(error.to_string().contains("is a domain name"), "{error}");
+}
+
+#[tokio::test]
 async fn no_rules_without_entries() {
     if !require_root("no_rules_without_entries") {
         return;
@@ -352,7 +372,11 @@ async fn cli_takes_egress_flags() {
     let info: serde_json::Value = serde_json::from_slice(&info.stdout).expect("info JSON");
     assert_eq!(info["network"], "internet", "{info}");
     assert_eq!(info["allow_out"], serde_json::json!([]), "{info}");
-    assert_eq!(info["deny_out"], serde_json::json!(["198.51.100.0/24"]), "{info}");
+    assert_eq!(
+        info["deny_out"],
+        serde_json::json!(["198.51.100.0/24"]),
+        "{info}"
+    );
 
     let output = Command::new(soulbox_bin())
         .args(["run", "--deny-out", "example.com", "--", "true"])
