@@ -39,10 +39,8 @@ pub enum Network {
 }
 
 impl Network {
-    /// Returns the lowercase name that [`Network::from_str`] parses:
-    /// `none` or `internet`.
-    ///
-    /// [`Network::from_str`]: std::str::FromStr::from_str
+    /// Returns the lowercase name that `str::parse` takes: `none` or
+    /// `internet`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::None => "none",
@@ -97,10 +95,11 @@ pub const DNS_SERVER: &str = "10.0.2.3";
 ///
 /// # Errors
 ///
-/// [`Error::InvalidArgument`] naming the entry that is not an IPv4
-/// address or CIDR block, has host bits set, is a domain name or an IPv6
-/// network; for more than [`MAX_EGRESS_ENTRIES`] entries together; and for
-/// any entry without [`Network::Internet`].
+/// [`Error::InvalidArgument`] for an entry that is not an IPv4 address or
+/// CIDR block (a domain name, an IPv6 network, a bad prefix length or host
+/// bits set), and the message names it. Also for more than
+/// [`MAX_EGRESS_ENTRIES`] entries together, and for any entry without
+/// [`Network::Internet`].
 pub(crate) fn egress_networks(
     network: Network,
     allow_out: &[String],
