@@ -102,13 +102,13 @@ fn soulbox(args: &[&str], envs: &[(&str, &Path)]) -> std::process::Output {
     command.output().expect("run soulbox")
 }
 
-/// Creates a persistent internet sandbox with `soulbox create`, with
-/// `SOULBOX_SLIRP4NETNS` set to `program`, and returns a handle to it.
-async fn create_with_program(program: &Path) -> Sandbox {
-    let output = soulbox(
-        &["create", "--network", "internet", "--timeout", "120"],
-        &[("SOULBOX_SLIRP4NETNS", program)],
-    );
+/// Creates a persistent internet sandbox with `soulbox create` and the
+/// extra `args`, with `SOULBOX_SLIRP4NETNS` set to `program`, and returns a
+/// handle to it.
+async fn create_with_program(program: &Path, args: &[&str]) -> Sandbox {
+    let mut all_args = vec!["create", "--network", "internet", "--timeout", "120"];
+    all_args.extend_from_slice(args);
+    let output = soulbox(&all_args, &[("SOULBOX_SLIRP4NETNS", program)]);
     assert!(
         output.status.success(),
         "soulbox create failed: {}",
@@ -308,7 +308,7 @@ async fn outbound_connection_leaves_through_slirp4netns() {
         "exec nsenter --net={} slirp4netns \"$@\"",
         server.namespace_path()
     ));
-    let sandbox = create_with_program(&wrapper.0).await;
+    let sandbox = create_with_program(&wrapper.0, &[]).await;
     let slirp4netns = wait_for_slirp4netns(sandbox.pid()).await;
 
     let reply = sh(&sandbox, &client(NAMESPACE_ADDRESS, server.port)).await;
@@ -318,6 +318,44 @@ async fn outbound_connection_leaves_through_slirp4netns() {
     // ends it, and its slirp4netns with it.
     kill_with_cli(&sandbox);
     assert_gone(slirp4netns, "after soulbox kill").await;
+}
+
+/// Egress rules with real connections, to the server in the test's own
+/// namespace: an allowed address connects through slirp4netns, even
+/// inside a more specific denied network, and a denied one fails with
+/// EACCES (13) before any packet leaves.
+#[tokio::test]
+async fn egress_rules_apply_to_connections() {
+    if !require_root("egress_rules_apply_to_connections") {
+        return;
+    }
+    let server = NamespaceServer::start();
+    let wrapper = Wrapper::new(&format!(
+        "exec nsenter --net={} slirp4netns \"$@\"",
+        server.namespace_path()
+    ));
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &["--deny-out", "0.0.0.0/0", "--allow-out", NAMESPACE_ADDRESS],
+            NAMESPACE_REPLY,
+        ),
+        (
+            &[
+                "--deny-out",
+                NAMESPACE_ADDRESS,
+                "--allow-out",
+                "192.0.2.0/24",
+            ],
+            NAMESPACE_REPLY,
+        ),
+        (&["--deny-out", "192.0.2.0/24"], "error: 13"),
+    ];
+    for (args, expected) in cases {
+        let sandbox = create_with_program(&wrapper.0, args).await;
+        let reply = sh(&sandbox, &client(NAMESPACE_ADDRESS, server.port)).await;
+        kill_with_cli(&sandbox);
+        assert_eq!(stdout(&reply).trim(), expected, "{args:?}: {reply:?}");
+    }
 }
 
 #[tokio::test]
@@ -359,7 +397,7 @@ async fn host_forward_reaches_sandbox_server() {
         "exec slirp4netns --api-socket {} \"$@\"",
         api_socket.display()
     ));
-    let sandbox = create_with_program(&wrapper.0).await;
+    let sandbox = create_with_program(&wrapper.0, &[]).await;
     let server =
         "python3 -c \"\nimport socket\ns = socket.socket()\ns.bind(('10.0.2.100', 8000))\n\
                   s.listen()\nwhile True:\n    c, a = s.accept()\n    \

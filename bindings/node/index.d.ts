@@ -36,10 +36,34 @@ export interface SandboxOpts {
    */
   allowInternetAccess?: boolean
   /**
+   * Egress rules. Passing them gives the sandbox internet access, as E2B's
+   * sandboxes have by default; with `allowInternetAccess: false` it is an
+   * error.
+   */
+  network?: SandboxNetworkOpts
+  /**
    * SoulBox: host files and directories to mount into the sandbox, in
    * order. Each is read-only unless `writable`, and nosuid and nodev.
    */
   mounts?: Mount[]
+}
+
+/** The CIDR block of every IPv4 address, `'0.0.0.0/0'`. */
+export declare const ALL_TRAFFIC: '0.0.0.0/0'
+
+/**
+ * Egress rules of `Sandbox.create`. Each entry is an IPv4 address or CIDR
+ * block. `denyOut` networks are unreachable, TCP and UDP alike, unless an
+ * `allowOut` network contains the address: allowed entries win, even over
+ * a more specific denied one. SoulBox: domain names and IPv6 are rejected,
+ * and `denyOut: [ALL_TRAFFIC]` blocks the DNS forwarder 10.0.2.3 too
+ * unless `allowOut` contains it.
+ */
+export interface SandboxNetworkOpts {
+  /** Networks the sandbox may reach even inside a `denyOut` network. */
+  allowOut?: string[]
+  /** Networks the sandbox may not send to. */
+  denyOut?: string[]
 }
 
 /** SoulBox: a host file or directory mounted into the sandbox. */

@@ -3,13 +3,14 @@
 // SoulBox for Node.js: disposable Linux sandboxes with E2B's JS SDK names.
 
 const errors = require('./lib/errors')
-const { Sandbox } = require('./lib/sandbox')
+const { Sandbox, ALL_TRAFFIC } = require('./lib/sandbox')
 const { CommandHandle } = require('./lib/commands')
 const { WatchHandle, FileType, FilesystemEventType } = require('./lib/filesystem')
 const { Execution, ExecutionError, OutputMessage, Result } = require('./lib/code')
 
 module.exports = {
   Sandbox,
+  ALL_TRAFFIC,
   CommandHandle,
   WatchHandle,
   FileType,

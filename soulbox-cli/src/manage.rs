@@ -235,6 +235,13 @@ pub async fn info(args: InfoArgs) -> Result<u8, Failure> {
             .map_or_else(|| "none".to_string(), |c| format!("{c} cores"))
     );
     println!("pid:          {}", info.pid);
+    println!("network:      {}", info.network.as_str());
+    if !info.allow_out.is_empty() {
+        println!("allow out:    {}", info.allow_out.join(", "));
+    }
+    if !info.deny_out.is_empty() {
+        println!("deny out:     {}", info.deny_out.join(", "));
+    }
     Ok(0)
 }
 
@@ -406,6 +413,9 @@ fn info_json(info: &SandboxInfo) -> serde_json::Value {
         "cpu_limit": info.cpu_limit,
         "memory_limit": info.memory_limit,
         "pid": info.pid,
+        "network": info.network.as_str(),
+        "allow_out": info.allow_out,
+        "deny_out": info.deny_out,
     })
 }
 

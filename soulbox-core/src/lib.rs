@@ -67,7 +67,7 @@ pub use interpreter::{
     RunCode, DEFAULT_CODE_TIMEOUT, MAX_KEPT_LOG_BYTES, MAX_KEPT_RESULT_BYTES,
 };
 pub use mounts::{Mount, MAX_MOUNTS};
-pub use network::{Network, SLIRP4NETNS_ENV};
+pub use network::{Network, ALL_TRAFFIC, DNS_SERVER, MAX_EGRESS_ENTRIES, SLIRP4NETNS_ENV};
 pub use pool::{SandboxPool, MAX_POOL_SIZE};
 pub use process::{
     CommandController, CommandEvent, CommandExit, CommandHandle, Commands, ProcessInfo, Selector,

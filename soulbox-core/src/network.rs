@@ -17,6 +17,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use nix::fcntl::OFlag;
+use soulbox_proto::Ipv4Cidr;
 use tokio::io::unix::AsyncFd;
 
 use crate::error::{Error, Result};
@@ -37,6 +38,17 @@ pub enum Network {
     Internet,
 }
 
+impl Network {
+    /// Returns the lowercase name that `str::parse` takes: `none` or
+    /// `internet`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Internet => "internet",
+        }
+    }
+}
+
 impl std::str::FromStr for Network {
     type Err = Error;
 
@@ -49,6 +61,146 @@ impl std::str::FromStr for Network {
             ))),
         }
     }
+}
+
+/// The CIDR block of every IPv4 address, as E2B's SDKs name it. `deny_out`
+/// with it and `allow_out` with some networks lets a sandbox reach only
+/// those networks.
+pub const ALL_TRAFFIC: &str = "0.0.0.0/0";
+
+/// Maximum number of `allow_out` and `deny_out` entries of a sandbox,
+/// together. Each becomes a policy routing rule, which the kernel walks
+/// through in order on every route lookup of the sandbox.
+pub const MAX_EGRESS_ENTRIES: usize = 256;
+
+/// The gateway of a sandbox with internet access, slirp4netns's own
+/// address, which relays nothing because slirp4netns runs with
+/// `--disable-host-loopback`.
+const GATEWAY: Ipv4Cidr = Ipv4Cidr {
+    address: [10, 0, 2, 2],
+    prefix_len: 32,
+};
+
+/// The address of the DNS forwarder inside a sandbox with internet access.
+/// Egress rules treat it like any other address, so `deny_out`
+/// [`ALL_TRAFFIC`] stops name resolution unless `allow_out` contains it.
+pub const DNS_SERVER: &str = "10.0.2.3";
+
+/// Checks the `allow_out` and `deny_out` entries of a sandbox with
+/// `network`, and returns them as networks, each list without repeats.
+/// With any `deny_out` entry, the allowed networks start with the gateway:
+/// slirp4netns adds the default route via 10.0.2.2 while PID 1 installs
+/// the rules, and the kernel rejects that route with EACCES when a rule
+/// prohibits the gateway itself.
+///
+/// # Errors
+///
+/// [`Error::InvalidArgument`] for an entry that is not an IPv4 address or
+/// CIDR block (a domain name, an IPv6 network, a bad prefix length or host
+/// bits set), and the message names it. Also for more than
+/// [`MAX_EGRESS_ENTRIES`] entries together, and for any entry without
+/// [`Network::Internet`].
+pub(crate) fn egress_networks(
+    network: Network,
+    allow_out: &[String],
+    deny_out: &[String],
+) -> Result<(Vec<Ipv4Cidr>, Vec<Ipv4Cidr>)> {
+    if allow_out.is_empty() && deny_out.is_empty() {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let count = allow_out.len() + deny_out.len();
+    if count > MAX_EGRESS_ENTRIES {
+        return Err(Error::InvalidArgument(format!(
+            "allow_out and deny_out have {count} entries together; at most \
+             {MAX_EGRESS_ENTRIES} are allowed, so merge neighboring networks into wider \
+             CIDR blocks"
+        )));
+    }
+    let parse = |list: &str, entries: &[String]| -> Result<Vec<Ipv4Cidr>> {
+        let mut networks: Vec<Ipv4Cidr> = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let network = parse_cidr(list, entry)?;
+            if !networks.contains(&network) {
+                networks.push(network);
+            }
+        }
+        Ok(networks)
+    };
+    let mut networks = (parse("allow_out", allow_out)?, parse("deny_out", deny_out)?);
+    if !networks.1.is_empty() && !networks.0.contains(&GATEWAY) {
+        networks.0.insert(0, GATEWAY);
+    }
+    if network != Network::Internet {
+        return Err(Error::InvalidArgument(
+            "allow_out and deny_out restrict internet access, but the sandbox's network is \
+             none; set the network to internet to use them"
+                .to_string(),
+        ));
+    }
+    Ok(networks)
+}
+
+/// Parses an `allow_out` or `deny_out` entry (named by `list`): an IPv4
+/// address, taken as a /32, or an IPv4 CIDR block in its canonical form.
+fn parse_cidr(list: &str, entry: &str) -> Result<Ipv4Cidr> {
+    let invalid =
+        |problem: String| Error::InvalidArgument(format!("{list} entry {entry:?} {problem}"));
+    if entry.contains(':') {
+        return Err(invalid(
+            "is an IPv6 address or network; sandboxes have no IPv6, so only IPv4 addresses \
+             and CIDR blocks are accepted"
+                .to_string(),
+        ));
+    }
+    let (address_text, prefix_text) = match entry.split_once('/') {
+        Some((address, prefix)) => (address, Some(prefix)),
+        None => (entry, None),
+    };
+    let Ok(address) = address_text.parse::<std::net::Ipv4Addr>() else {
+        let looks_like_name = prefix_text.is_none()
+            && entry.chars().any(|c| c.is_ascii_alphabetic())
+            && entry
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '*'));
+        return Err(invalid(if looks_like_name {
+            "is a domain name; SoulBox filters egress by IPv4 address only, not by name, so \
+             give the addresses the name resolves to as IPv4 addresses or CIDR blocks"
+                .to_string()
+        } else {
+            "is not an IPv4 address or CIDR block, such as 192.0.2.1 or 192.0.2.0/24".to_string()
+        }));
+    };
+    let prefix_len = match prefix_text {
+        None => 32,
+        Some(text) => match text.parse::<u8>() {
+            Ok(len)
+                if len <= 32
+                    && !text.starts_with('+')
+                    && (text == "0" || !text.starts_with('0')) =>
+            {
+                len
+            }
+            _ => {
+                return Err(invalid(format!(
+                    "has an invalid prefix length {text:?}; use a number from 0 to 32"
+                )))
+            }
+        },
+    };
+    let bits = u32::from(address);
+    let host_mask = u32::MAX.checked_shr(u32::from(prefix_len)).unwrap_or(0);
+    if bits & host_mask != 0 {
+        let host_bits = std::net::Ipv4Addr::from(bits & host_mask);
+        let network = std::net::Ipv4Addr::from(bits & !host_mask);
+        return Err(invalid(format!(
+            "has host bits set ({host_bits} lies beyond the /{prefix_len} prefix); use \
+             {network}/{prefix_len}"
+        )));
+    }
+    Ok(Ipv4Cidr {
+        address: address.octets(),
+        prefix_len,
+    })
 }
 
 /// Environment variable that names the slirp4netns program to run, as a
@@ -299,7 +451,123 @@ mod tests {
     fn network_names_parse() {
         assert_eq!("none".parse::<Network>().unwrap(), Network::None);
         assert_eq!("internet".parse::<Network>().unwrap(), Network::Internet);
+        for network in [Network::None, Network::Internet] {
+            assert_eq!(network.as_str().parse::<Network>().unwrap(), network);
+        }
         let error = "wifi".parse::<Network>().unwrap_err();
         assert!(error.to_string().contains("\"wifi\""), "{error}");
+    }
+
+    fn egress_error(allow_out: &[&str], deny_out: &[&str]) -> String {
+        let strings = |entries: &[&str]| entries.iter().map(|e| e.to_string()).collect::<Vec<_>>();
+        egress_networks(Network::Internet, &strings(allow_out), &strings(deny_out))
+            .expect_err("the entries were accepted")
+            .to_string()
+    }
+
+    #[test]
+    fn egress_entries_parse() {
+        let entries = [
+            "192.0.2.1".to_string(),
+            "198.51.100.0/24".to_string(),
+            ALL_TRAFFIC.to_string(),
+            "192.0.2.1/32".to_string(),
+        ];
+        let (allow_out, deny_out) =
+            egress_networks(Network::Internet, &entries, &entries[2..]).unwrap();
+        let network = |address, prefix_len| Ipv4Cidr {
+            address,
+            prefix_len,
+        };
+        // The gateway comes first, and the /32 repeat of the first entry
+        // is dropped.
+        assert_eq!(
+            allow_out,
+            [
+                GATEWAY,
+                network([192, 0, 2, 1], 32),
+                network([198, 51, 100, 0], 24),
+                network([0, 0, 0, 0], 0),
+            ]
+        );
+        assert_eq!(
+            deny_out,
+            [network([0, 0, 0, 0], 0), network([192, 0, 2, 1], 32)]
+        );
+        assert_eq!(
+            egress_networks(Network::Internet, &[], &[]).unwrap(),
+            (Vec::new(), Vec::new())
+        );
+        let (allow_out, _) = egress_networks(Network::Internet, &entries[..1], &[]).unwrap();
+        assert_eq!(
+            allow_out,
+            [network([192, 0, 2, 1], 32)],
+            "no gateway without deny_out"
+        );
+    }
+
+    #[test]
+    fn invalid_egress_entries_named() {
+        let cases: [(&[&str], &[&str], &str); 10] = [
+            (
+                &["example.com"],
+                &[],
+                "allow_out entry \"example.com\" is a domain name",
+            ),
+            (
+                &[],
+                &["*.example.com"],
+                "deny_out entry \"*.example.com\" is a domain name",
+            ),
+            (&["2001:db8::/32"], &[], "is an IPv6 address or network"),
+            (&[], &["::/0"], "deny_out entry \"::/0\" is an IPv6"),
+            (
+                &["10.0.0.256"],
+                &[],
+                "\"10.0.0.256\" is not an IPv4 address or CIDR block",
+            ),
+            (
+                &["10.0.0.0/8x"],
+                &[],
+                "\"10.0.0.0/8x\" has an invalid prefix length \"8x\"",
+            ),
+            (&["10.0.0.0/33"], &[], "invalid prefix length \"33\""),
+            (&["10.0.0.0/08"], &[], "invalid prefix length \"08\""),
+            (
+                &[],
+                &["10.1.2.3/16"],
+                "deny_out entry \"10.1.2.3/16\" has host bits set (0.0.2.3 lies beyond the \
+                 /16 prefix); use 10.1.0.0/16",
+            ),
+            (&[" 10.0.0.1"], &[], "is not an IPv4 address"),
+        ];
+        for (allow_out, deny_out, expected) in cases {
+            let error = egress_error(allow_out, deny_out);
+            assert!(
+                error.contains(expected),
+                "{allow_out:?} {deny_out:?}: {error}"
+            );
+        }
+    }
+
+    #[test]
+    fn egress_entries_limited() {
+        let entries = vec![ALL_TRAFFIC; MAX_EGRESS_ENTRIES / 2];
+        let strings: Vec<String> = entries.iter().map(|e| e.to_string()).collect();
+        assert!(egress_networks(Network::Internet, &strings, &strings).is_ok());
+        let error = egress_error(&entries, &vec![ALL_TRAFFIC; MAX_EGRESS_ENTRIES / 2 + 1]);
+        assert!(
+            error.contains("have 257 entries together; at most 256"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn egress_entries_need_internet() {
+        let error = egress_networks(Network::None, &[], &[ALL_TRAFFIC.to_string()])
+            .expect_err("rules without internet access were accepted")
+            .to_string();
+        assert!(error.contains("set the network to internet"), "{error}");
+        assert!(egress_networks(Network::None, &[], &[]).is_ok());
     }
 }

@@ -89,6 +89,18 @@ pub struct SandboxOptions {
     /// Loopback only (the default), or internet access through
     /// slirp4netns; see [`Network`].
     pub network: Network,
+    /// IPv4 addresses and CIDR blocks that the sandbox may send to even
+    /// when a `deny_out` entry contains them. Needs [`Network::Internet`].
+    pub allow_out: Vec<String>,
+    /// IPv4 addresses and CIDR blocks that the sandbox may not send to,
+    /// TCP and UDP alike, unless an `allow_out` entry contains them:
+    /// a connect fails with EACCES and no packet leaves. [`ALL_TRAFFIC`]
+    /// denies every address. Needs [`Network::Internet`]. At most
+    /// [`MAX_EGRESS_ENTRIES`] entries, with `allow_out`.
+    ///
+    /// [`ALL_TRAFFIC`]: crate::ALL_TRAFFIC
+    /// [`MAX_EGRESS_ENTRIES`]: crate::MAX_EGRESS_ENTRIES
+    pub deny_out: Vec<String>,
 }
 
 /// Default memory limit: 2 GiB.
@@ -119,6 +131,8 @@ impl Default for SandboxOptions {
             seccomp: SeccompPolicy::default(),
             mounts: Vec::new(),
             network: Network::None,
+            allow_out: Vec::new(),
+            deny_out: Vec::new(),
         }
     }
 }
@@ -175,6 +189,18 @@ impl SandboxOptions {
         self
     }
 
+    /// Adds an IPv4 address or CIDR block to [`SandboxOptions::allow_out`].
+    pub fn allow_out(mut self, network: impl Into<String>) -> Self {
+        self.allow_out.push(network.into());
+        self
+    }
+
+    /// Adds an IPv4 address or CIDR block to [`SandboxOptions::deny_out`].
+    pub fn deny_out(mut self, network: impl Into<String>) -> Self {
+        self.deny_out.push(network.into());
+        self
+    }
+
     pub(crate) fn limits(&self) -> Limits {
         Limits {
             memory: self.memory_limit,
@@ -190,6 +216,7 @@ impl SandboxOptions {
         }
         crate::command::validate_sandbox_envs_size(&self.envs)?;
         validate_metadata(&self.metadata)?;
+        network::egress_networks(self.network, &self.allow_out, &self.deny_out)?;
         if !self.mounts.is_empty() {
             mounts::resolve(&self.mounts, &paths::state_dir())?;
         }
@@ -335,6 +362,12 @@ pub struct SandboxInfo {
     pub memory_limit: Option<u64>,
     /// Host pid of its PID 1.
     pub pid: i32,
+    /// Loopback only, or internet access.
+    pub network: Network,
+    /// The egress rules given at creation; see [`SandboxOptions::allow_out`].
+    pub allow_out: Vec<String>,
+    /// See [`SandboxOptions::deny_out`].
+    pub deny_out: Vec<String>,
 }
 
 /// Filters for [`Sandbox::list`]. The default lists every sandbox.
@@ -598,6 +631,8 @@ impl Sandbox {
             Network::None => None,
             Network::Internet => Some(network::Plan::new()?),
         };
+        let (allow_out, deny_out) =
+            network::egress_networks(options.network, &options.allow_out, &options.deny_out)?;
         let scratch_dir = prepare_scratch_dir(state_dir)?;
 
         let new_entry = state::NewEntry::create(sandboxes)?;
@@ -636,6 +671,8 @@ impl Sandbox {
                 Some(_) => network::RESOLV_CONF.to_vec(),
                 None => Vec::new(),
             },
+            allow_out,
+            deny_out,
         };
         let request = Request::Config(config);
         let config = request.encode().map_err(|e| oversized(&request, &e))?;
@@ -1165,6 +1202,13 @@ fn build_info(record: &Record, paused: bool, ends_at: Option<SystemTime>) -> San
         cpu_limit: record.cpu_millicores.map(|m| m as f64 / 1000.0),
         memory_limit: record.memory_limit,
         pid: record.pid,
+        network: if record.internet {
+            Network::Internet
+        } else {
+            Network::None
+        },
+        allow_out: record.allow_out.clone(),
+        deny_out: record.deny_out.clone(),
     }
 }
 
@@ -1708,6 +1752,9 @@ impl Prepared {
             pids_limit: enforced.pids,
             cpu_millicores: enforced.cpu_millicores,
             disk_size: options.disk_size,
+            internet: options.network == Network::Internet,
+            allow_out: options.allow_out.clone(),
+            deny_out: options.deny_out.clone(),
         };
         let control = if from_pool {
             let control = sys::async_fd(control.into_inner())

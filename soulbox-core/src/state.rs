@@ -77,6 +77,16 @@ pub(crate) struct Record {
     pub(crate) cpu_millicores: Option<u64>,
     /// Size limit of the writable layer, in bytes.
     pub(crate) disk_size: u64,
+    /// Whether the sandbox has internet access. Left out of the record
+    /// when false, and false in records written before it existed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) internet: bool,
+    /// The `allow_out` and `deny_out` entries as the caller gave them,
+    /// left out of the record when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) allow_out: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) deny_out: Vec<String>,
 }
 
 impl Record {
@@ -684,7 +694,33 @@ mod tests {
             pids_limit: Some(8),
             cpu_millicores: None,
             disk_size: 1 << 20,
+            internet: true,
+            allow_out: Vec::new(),
+            deny_out: vec!["0.0.0.0/0".into()],
         }
+    }
+
+    #[test]
+    fn record_network_fields_optional() {
+        let record = sample_record("sb-a");
+        let json = serde_json::to_string(&record).unwrap();
+        let read: Record = serde_json::from_str(&json).unwrap();
+        assert!(read.internet);
+        assert_eq!(read.deny_out, ["0.0.0.0/0"]);
+
+        let without_network = Record {
+            internet: false,
+            deny_out: Vec::new(),
+            ..record
+        };
+        let json = serde_json::to_string(&without_network).unwrap();
+        for key in ["internet", "allow_out", "deny_out"] {
+            assert!(!json.contains(key), "{key} in {json}");
+        }
+        let read: Record = serde_json::from_str(&json).unwrap();
+        assert!(!read.internet);
+        assert!(read.allow_out.is_empty());
+        assert!(read.deny_out.is_empty());
     }
 
     #[test]

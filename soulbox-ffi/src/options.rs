@@ -80,6 +80,14 @@ impl Options {
         };
     }
 
+    pub fn add_allow_out(&mut self, network: &str) {
+        self.inner.allow_out.push(network.to_string());
+    }
+
+    pub fn add_deny_out(&mut self, network: &str) {
+        self.inner.deny_out.push(network.to_string());
+    }
+
     pub fn set_memory_limit(&mut self, bytes: u64) {
         self.inner.memory_limit = zero_is_none(bytes);
     }

@@ -170,6 +170,7 @@ c_cases!(
     files_copy_tree,
     run_code,
     internet_access,
+    egress_rules,
     get_host,
     mounts,
     version,

@@ -59,6 +59,16 @@ const MAX_CLIENTS: usize = 1024;
 /// Cloud's metadata address.
 const BLOCKED_ROUTES: [([u8; 4], u8); 2] = [([169, 254, 0, 0], 16), ([100, 100, 100, 200], 32)];
 
+/// Priority of the policy routing rules for `allow_out` networks, which
+/// look the destination up in the main table. The kernel's own rules look
+/// in the local table at priority 0, so the sandbox's own addresses and
+/// loopback stay reachable, and in the main table at 32766.
+const ALLOW_RULE_PRIORITY: u32 = 100;
+/// Priority of the prohibit rules for `deny_out` networks: after every
+/// allow rule, so that an allowed network wins even over a more specific
+/// denied one.
+const DENY_RULE_PRIORITY: u32 = 200;
+
 /// Exit code when the sandbox's deadline passed.
 const EXIT_TIMEOUT: i32 = 124;
 /// Exit code when setup failed or the protocol broke.
@@ -149,16 +159,10 @@ fn run(start: Start) -> ! {
         let errno = e.error.raw_os_error().unwrap_or(libc::EIO);
         fail_setup(control, e.stage, errno, &e.detail);
     }
-    // With internet access, link-local addresses (169.254.0.0/16, where
-    // clouds serve instance metadata and credentials) and Alibaba Cloud's
-    // metadata address stay out of reach. Sandbox root lacks CAP_NET_ADMIN,
-    // so it cannot remove these routes.
     if network_exit.is_some() {
-        for (prefix, len) in BLOCKED_ROUTES {
-            if let Err(e) = sys::add_prohibit_route(prefix, len) {
-                let errno = e.raw_os_error().unwrap_or(libc::EIO);
-                fail_setup(control, SetupStage::BlockedRoutes, errno, b"");
-            }
+        if let Err((stage, e)) = restrict_egress(&config) {
+            let errno = e.raw_os_error().unwrap_or(libc::EIO);
+            fail_setup(control, stage, errno, b"");
         }
     }
     if sys::block_signals(&[libc::SIGCHLD]).is_err() {
@@ -236,6 +240,38 @@ fn run(start: Start) -> ! {
         init.fork_spare();
     }
     init.serve(sigchld.as_fd(), buf)
+}
+
+/// Blocks, in a sandbox with internet access, link-local addresses
+/// (169.254.0.0/16, where clouds serve instance metadata and credentials)
+/// and Alibaba Cloud's metadata address with prohibit routes in the main
+/// table, then adds the rules of the caller's `allow_out` and `deny_out`.
+/// An allow rule only sends the lookup on to the main table, so it never
+/// reopens a blocked address. Sandbox root lacks CAP_NET_ADMIN, so it can
+/// remove neither routes nor rules.
+fn restrict_egress(config: &Config) -> Result<(), (SetupStage, std::io::Error)> {
+    let netlink = sys::Rtnetlink::open().map_err(|e| (SetupStage::BlockedRoutes, e))?;
+    for (prefix, len) in BLOCKED_ROUTES {
+        netlink
+            .add_prohibit_route(prefix, len)
+            .map_err(|e| (SetupStage::BlockedRoutes, e))?;
+    }
+    let rules = config
+        .allow_out
+        .iter()
+        .map(|network| (ALLOW_RULE_PRIORITY, network, sys::RuleAction::LookupMain))
+        .chain(
+            config
+                .deny_out
+                .iter()
+                .map(|network| (DENY_RULE_PRIORITY, network, sys::RuleAction::Prohibit)),
+        );
+    for (priority, network, action) in rules {
+        netlink
+            .add_rule(priority, network.address, network.prefix_len, action)
+            .map_err(|e| (SetupStage::EgressRules, e))?;
+    }
+    Ok(())
 }
 
 /// Runs PID 1 in a child that its host cloned from itself without an exec,

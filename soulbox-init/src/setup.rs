@@ -727,6 +727,8 @@ mod tests {
             background: false,
             mounts: Vec::new(),
             resolv_conf: Vec::new(),
+            allow_out: Vec::new(),
+            deny_out: Vec::new(),
         }
     }
 

@@ -775,74 +775,158 @@ pub fn loopback_up() -> io::Result<()> {
     Ok(())
 }
 
-/// Adds a `prohibit` route for `prefix`/`len` (IPv4) to the main routing
-/// table of this network namespace, through rtnetlink: a connection to an
-/// address in it fails at once with EACCES, and no packet leaves.
-pub fn add_prohibit_route(prefix: [u8; 4], len: u8) -> io::Result<()> {
-    // SAFETY: socket takes integers and returns a new descriptor or -1.
-    let fd = check(unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            libc::NETLINK_ROUTE,
-        )
-    })?;
-    // SAFETY: socket returned a new descriptor that nothing else owns.
-    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+/// A route netlink socket of this network namespace, for the few requests
+/// PID 1 sends during setup, each answered by an acknowledgement.
+pub struct Rtnetlink(OwnedFd);
 
-    // struct nlmsghdr (16 bytes), struct rtmsg (12 bytes), then one
-    // RTA_DST attribute: struct rtattr (4 bytes) and the address.
-    const LEN: usize = 16 + 12 + 8;
-    let mut msg = [0u8; LEN];
-    msg[0..4].copy_from_slice(&(LEN as u32).to_ne_bytes());
-    msg[4..6].copy_from_slice(&libc::RTM_NEWROUTE.to_ne_bytes());
-    let flags = libc::NLM_F_REQUEST | libc::NLM_F_ACK | libc::NLM_F_CREATE | libc::NLM_F_EXCL;
-    msg[6..8].copy_from_slice(&(flags as u16).to_ne_bytes());
-    msg[8..12].copy_from_slice(&1u32.to_ne_bytes());
-    // rtm_family, rtm_dst_len, rtm_src_len, rtm_tos, rtm_table,
-    // rtm_protocol, rtm_scope, rtm_type, then rtm_flags (u32).
-    msg[16] = libc::AF_INET as u8;
-    msg[17] = len;
-    msg[20] = libc::RT_TABLE_MAIN;
-    msg[21] = libc::RTPROT_STATIC;
-    msg[22] = libc::RT_SCOPE_UNIVERSE;
-    msg[23] = libc::RTN_PROHIBIT;
-    msg[28..30].copy_from_slice(&8u16.to_ne_bytes());
-    msg[30..32].copy_from_slice(&libc::RTA_DST.to_ne_bytes());
-    msg[32..36].copy_from_slice(&prefix);
+/// What a policy routing rule does with a destination it matches.
+#[derive(Clone, Copy)]
+pub enum RuleAction {
+    /// Look the destination up in the main routing table, skipping the
+    /// later rules.
+    LookupMain,
+    /// Fail the route lookup with EACCES, as a `prohibit` route does.
+    Prohibit,
+}
 
-    // SAFETY: sockaddr_nl is a plain C struct for which all-zero (the
-    // kernel as the peer) is valid.
-    let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-    kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-    // SAFETY: `msg` and `kernel` are valid for the lengths passed.
-    check_long(unsafe {
-        libc::sendto(
-            sock.as_raw_fd(),
-            msg.as_ptr().cast(),
-            msg.len(),
-            0,
-            std::ptr::addr_of!(kernel).cast(),
-            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-        ) as libc::c_long
-    })?;
+// From <linux/fib_rules.h>, which the libc crate does not cover.
+const FRA_DST: u16 = 1;
+const FRA_PRIORITY: u16 = 6;
+const FR_ACT_TO_TBL: u8 = 1;
+const FR_ACT_PROHIBIT: u8 = 8;
 
-    // The acknowledgement: a struct nlmsghdr of type NLMSG_ERROR, then the
-    // error number (0 for success) as an i32.
-    let mut reply = [0u8; 512];
-    // SAFETY: `reply` is writable for its length.
-    let received = check_long(unsafe {
-        libc::recv(sock.as_raw_fd(), reply.as_mut_ptr().cast(), reply.len(), 0) as libc::c_long
-    })? as usize;
-    let kind = u16::from_ne_bytes([reply[4], reply[5]]);
-    if received < 20 || kind != libc::NLMSG_ERROR as u16 {
-        return Err(io::Error::from_raw_os_error(libc::EPROTO));
+/// Size of struct nlmsghdr.
+const NLMSG_HEADER_LEN: usize = 16;
+
+impl Rtnetlink {
+    pub fn open() -> io::Result<Self> {
+        // SAFETY: socket takes integers and returns a new descriptor or -1.
+        let fd = check(unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                libc::NETLINK_ROUTE,
+            )
+        })?;
+        // SAFETY: socket returned a new descriptor that nothing else owns.
+        Ok(Self(unsafe { OwnedFd::from_raw_fd(fd) }))
     }
-    let error = i32::from_ne_bytes([reply[16], reply[17], reply[18], reply[19]]);
-    if error < 0 {
-        return Err(io::Error::from_raw_os_error(-error));
+
+    /// Adds a `prohibit` route for `prefix`/`len` (IPv4) to the main
+    /// routing table: a connection to an address in it fails at once with
+    /// EACCES, and no packet leaves.
+    pub fn add_prohibit_route(&self, prefix: [u8; 4], len: u8) -> io::Result<()> {
+        // struct rtmsg (12 bytes), then one RTA_DST attribute: struct
+        // rtattr (4 bytes) and the address.
+        let mut body = [0u8; 12 + 8];
+        // rtm_family, rtm_dst_len, rtm_src_len, rtm_tos, rtm_table,
+        // rtm_protocol, rtm_scope, rtm_type, then rtm_flags (u32).
+        body[0] = libc::AF_INET as u8;
+        body[1] = len;
+        body[4] = libc::RT_TABLE_MAIN;
+        body[5] = libc::RTPROT_STATIC;
+        body[6] = libc::RT_SCOPE_UNIVERSE;
+        body[7] = libc::RTN_PROHIBIT;
+        put_attribute(&mut body[12..], libc::RTA_DST, &prefix);
+        let flags = libc::NLM_F_CREATE | libc::NLM_F_EXCL;
+        self.request(libc::RTM_NEWROUTE, flags, &body)
     }
-    Ok(())
+
+    /// Adds an IPv4 policy routing rule at `priority` that applies `action`
+    /// to destinations in `prefix`/`len`, as `ip rule add to PREFIX/LEN`
+    /// does. A rule equal to an existing one is added again, not rejected.
+    pub fn add_rule(
+        &self,
+        priority: u32,
+        prefix: [u8; 4],
+        len: u8,
+        action: RuleAction,
+    ) -> io::Result<()> {
+        // struct fib_rule_hdr (12 bytes), then FRA_PRIORITY and FRA_DST,
+        // 8 bytes each.
+        let mut body = [0u8; 12 + 8 + 8];
+        // family, dst_len, src_len, tos, table, res1, res2, action, then
+        // flags (u32).
+        body[0] = libc::AF_INET as u8;
+        body[1] = len;
+        match action {
+            RuleAction::LookupMain => {
+                body[4] = libc::RT_TABLE_MAIN;
+                body[7] = FR_ACT_TO_TBL;
+            }
+            RuleAction::Prohibit => body[7] = FR_ACT_PROHIBIT,
+        }
+        put_attribute(&mut body[12..20], FRA_PRIORITY, &priority.to_ne_bytes());
+        // A rule for 0.0.0.0/0 matches every destination and carries no
+        // address, as `ip rule add to 0.0.0.0/0` sends it.
+        let used = if len == 0 {
+            20
+        } else {
+            put_attribute(&mut body[20..], FRA_DST, &prefix);
+            28
+        };
+        self.request(libc::RTM_NEWRULE, libc::NLM_F_CREATE, &body[..used])
+    }
+
+    /// Sends one request of `kind` with `body` after its header and
+    /// returns the error of the kernel's acknowledgement.
+    fn request(&self, kind: u16, flags: libc::c_int, body: &[u8]) -> io::Result<()> {
+        let len = NLMSG_HEADER_LEN + body.len();
+        let mut msg = [0u8; 64];
+        let msg = &mut msg[..len];
+        msg[0..4].copy_from_slice(&(len as u32).to_ne_bytes());
+        msg[4..6].copy_from_slice(&kind.to_ne_bytes());
+        let flags = libc::NLM_F_REQUEST | libc::NLM_F_ACK | flags;
+        msg[6..8].copy_from_slice(&(flags as u16).to_ne_bytes());
+        msg[8..12].copy_from_slice(&1u32.to_ne_bytes());
+        msg[NLMSG_HEADER_LEN..].copy_from_slice(body);
+
+        // SAFETY: sockaddr_nl is a plain C struct for which all-zero (the
+        // kernel as the peer) is valid.
+        let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+        // SAFETY: `msg` and `kernel` are valid for the lengths passed.
+        check_long(unsafe {
+            libc::sendto(
+                self.0.as_raw_fd(),
+                msg.as_ptr().cast(),
+                msg.len(),
+                0,
+                std::ptr::addr_of!(kernel).cast(),
+                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+            ) as libc::c_long
+        })?;
+
+        // The acknowledgement: a struct nlmsghdr of type NLMSG_ERROR, then
+        // the error number (0 for success) as an i32.
+        let mut reply = [0u8; 512];
+        // SAFETY: `reply` is writable for its length.
+        let received = check_long(unsafe {
+            libc::recv(
+                self.0.as_raw_fd(),
+                reply.as_mut_ptr().cast(),
+                reply.len(),
+                0,
+            ) as libc::c_long
+        })? as usize;
+        let kind = u16::from_ne_bytes([reply[4], reply[5]]);
+        if received < 20 || kind != libc::NLMSG_ERROR as u16 {
+            return Err(io::Error::from_raw_os_error(libc::EPROTO));
+        }
+        let error = i32::from_ne_bytes([reply[16], reply[17], reply[18], reply[19]]);
+        if error < 0 {
+            return Err(io::Error::from_raw_os_error(-error));
+        }
+        Ok(())
+    }
+}
+
+/// Writes a netlink attribute of `kind` with a 4-byte `value` (struct
+/// rtattr, then the value) to the start of `buf`.
+fn put_attribute(buf: &mut [u8], kind: u16, value: &[u8; 4]) {
+    buf[0..2].copy_from_slice(&8u16.to_ne_bytes());
+    buf[2..4].copy_from_slice(&kind.to_ne_bytes());
+    buf[4..8].copy_from_slice(value);
 }
 
 /// Opens a non-blocking TCP socket and starts its connect to `port` on the

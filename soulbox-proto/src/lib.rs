@@ -35,6 +35,11 @@ pub const SOCK_FILTER_LEN: usize = 8;
 /// Maximum number of instructions in [`Config::seccomp_filter`]: the
 /// kernel's BPF_MAXINSNS from <linux/bpf_common.h>.
 pub const MAX_SECCOMP_INSTRUCTIONS: usize = 4096;
+/// Maximum number of egress rules, [`Config::allow_out`] and
+/// [`Config::deny_out`] together, that PID 1 decodes. The host library
+/// sends fewer: it takes at most 256 entries from the caller and may add
+/// one rule of its own.
+pub const MAX_EGRESS_RULES: usize = 512;
 
 /// A decoding failure; the message is discarded whole.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,6 +103,16 @@ pub struct HostMount {
     pub writable: bool,
 }
 
+/// An IPv4 network: the address's first `prefix_len` bits, with every
+/// later bit zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Ipv4Cidr {
+    /// The network address, most significant byte first.
+    pub address: [u8; 4],
+    /// Number of leading bits that name the network, 0 to 32.
+    pub prefix_len: u8,
+}
+
 /// First message from the host: everything PID 1 needs to build the sandbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -136,6 +151,12 @@ pub struct Config {
     /// Contents that PID 1 writes to /etc/resolv.conf once the root is
     /// built; empty keeps the template's file.
     pub resolv_conf: Vec<u8>,
+    /// Destinations that stay reachable even inside a `deny_out` network.
+    pub allow_out: Vec<Ipv4Cidr>,
+    /// Destinations that the sandbox may not send to, unless an
+    /// `allow_out` network contains them. Together with `allow_out`, at
+    /// most [`MAX_EGRESS_RULES`] networks.
+    pub deny_out: Vec<Ipv4Cidr>,
 }
 
 /// Starts a command. Sent with [`SPAWN_FD_COUNT`] file descriptors.
@@ -261,11 +282,13 @@ pub enum SetupStage {
     /// Blocking link-local and metadata addresses of a sandbox with
     /// internet access.
     BlockedRoutes = 20,
+    /// Installing the policy routing rules of `allow_out` and `deny_out`.
+    EgressRules = 21,
 }
 
 impl SetupStage {
     /// Every stage, for decoding.
-    pub const ALL: [SetupStage; 20] = [
+    pub const ALL: [SetupStage; 21] = [
         Self::Config,
         Self::CgroupNamespace,
         Self::MountPropagation,
@@ -286,6 +309,7 @@ impl SetupStage {
         Self::Scheduling,
         Self::Mounts,
         Self::BlockedRoutes,
+        Self::EgressRules,
     ];
 
     /// Short lowercase name of the step, for error messages.
@@ -311,6 +335,7 @@ impl SetupStage {
             Self::Scheduling => "return to the normal scheduling policy",
             Self::Mounts => "mount host paths",
             Self::BlockedRoutes => "block link-local and metadata addresses",
+            Self::EgressRules => "install the egress rules",
         }
     }
 
@@ -413,6 +438,14 @@ impl Encoder {
         self.u32(u32::try_from(items.len()).unwrap_or(u32::MAX));
         for item in items {
             self.bytes(item);
+        }
+    }
+
+    fn cidrs(&mut self, networks: &[Ipv4Cidr]) {
+        self.u32(u32::try_from(networks.len()).unwrap_or(u32::MAX));
+        for network in networks {
+            self.buf.extend_from_slice(&network.address);
+            self.u8(network.prefix_len);
         }
     }
 
@@ -529,6 +562,32 @@ impl<'a> Decoder<'a> {
         (0..count).map(|_| self.bytes(field)).collect()
     }
 
+    /// Reads a list of IPv4 networks of at most `limit` entries, each with
+    /// a prefix length of at most 32 and no bit set after it.
+    fn cidrs(&mut self, field: &'static str, limit: usize) -> Result<Vec<Ipv4Cidr>, DecodeError> {
+        let count = self.u32(field)? as usize;
+        if count > limit {
+            return Err(DecodeError::TooLong(field));
+        }
+        let mut networks = Vec::with_capacity(count);
+        for _ in 0..count {
+            let address = self.array::<4>(field)?;
+            let prefix_len = self.u8(field)?;
+            if prefix_len > 32 {
+                return Err(DecodeError::InvalidField(field));
+            }
+            let host_bits = u32::MAX.checked_shr(u32::from(prefix_len)).unwrap_or(0);
+            if u32::from_be_bytes(address) & host_bits != 0 {
+                return Err(DecodeError::InvalidField(field));
+            }
+            networks.push(Ipv4Cidr {
+                address,
+                prefix_len,
+            });
+        }
+        Ok(networks)
+    }
+
     /// Reads a BPF program: whole instructions, at most the kernel's limit.
     fn seccomp_filter(&mut self) -> Result<Vec<u8>, DecodeError> {
         const FIELD: &str = "seccomp_filter";
@@ -585,6 +644,8 @@ impl Request {
                     e.bytes(&m.target);
                     e.u8(u8::from(m.writable));
                 }
+                e.cidrs(&c.allow_out);
+                e.cidrs(&c.deny_out);
                 e.finish()
             }
             Self::Spawn(s) => {
@@ -663,6 +724,8 @@ impl Request {
                     background: d.bool("background")?,
                     resolv_conf: d.bytes("resolv_conf")?,
                     mounts: Vec::new(),
+                    allow_out: Vec::new(),
+                    deny_out: Vec::new(),
                 };
                 let count = d.u32("mounts")? as usize;
                 if count > MAX_LIST_LEN {
@@ -676,6 +739,9 @@ impl Request {
                         writable: d.bool("mount writable")?,
                     });
                 }
+                config.allow_out = d.cidrs("allow_out", MAX_EGRESS_RULES)?;
+                let remaining = MAX_EGRESS_RULES - config.allow_out.len();
+                config.deny_out = d.cidrs("deny_out", remaining)?;
                 d.finish(Self::Config(config))
             }
             KIND_SPAWN => {
@@ -925,6 +991,14 @@ mod tests {
                 writable: true,
             }],
             resolv_conf: b"nameserver 10.0.2.3\n".to_vec(),
+            allow_out: vec![Ipv4Cidr {
+                address: [10, 0, 2, 3],
+                prefix_len: 32,
+            }],
+            deny_out: vec![Ipv4Cidr {
+                address: [0, 0, 0, 0],
+                prefix_len: 0,
+            }],
         }
     }
 
@@ -1028,6 +1102,46 @@ mod tests {
                 Err(e) => assert_eq!(decoded, Err(e), "{len} bytes"),
             }
         }
+    }
+
+    #[test]
+    fn egress_rules_checked() {
+        let network = |address, prefix_len| Ipv4Cidr {
+            address,
+            prefix_len,
+        };
+        let decode = |allow_out: Vec<Ipv4Cidr>, deny_out: Vec<Ipv4Cidr>| {
+            let config = Config {
+                allow_out,
+                deny_out,
+                ..sample_config()
+            };
+            Request::decode(&Request::Config(config).encode().unwrap())
+        };
+        let all = network([0, 0, 0, 0], 0);
+        assert!(decode(vec![network([192, 0, 2, 1], 32)], vec![all]).is_ok());
+        assert_eq!(
+            decode(vec![network([10, 0, 0, 0], 33)], vec![]),
+            Err(DecodeError::InvalidField("allow_out"))
+        );
+        assert_eq!(
+            decode(vec![], vec![network([10, 0, 0, 1], 8)]),
+            Err(DecodeError::InvalidField("deny_out"))
+        );
+        assert_eq!(
+            decode(vec![], vec![network([128, 0, 0, 0], 0)]),
+            Err(DecodeError::InvalidField("deny_out"))
+        );
+        let half = MAX_EGRESS_RULES / 2;
+        assert!(decode(vec![all; half], vec![all; half]).is_ok());
+        assert_eq!(
+            decode(vec![all; half], vec![all; half + 1]),
+            Err(DecodeError::TooLong("deny_out"))
+        );
+        assert_eq!(
+            decode(vec![all; MAX_EGRESS_RULES + 1], vec![]),
+            Err(DecodeError::TooLong("allow_out"))
+        );
     }
 
     #[test]

@@ -51,18 +51,46 @@ function sandboxInfo(info) {
  * Converts a resource limit for the addon: undefined keeps the default,
  * null (no limit) becomes 0.
  */
+/** The CIDR block of every IPv4 address, as E2B's SDK names it. */
+const ALL_TRAFFIC = '0.0.0.0/0'
+
+/**
+ * Checks the `network` option, `{ allowOut, denyOut }`: arrays of IPv4
+ * addresses and CIDR blocks, whose syntax the addon checks. Returns the
+ * two arrays, or undefined without the option.
+ */
+function egressRules(network) {
+  if (network === undefined || network === null) {
+    return undefined
+  }
+  check.options('network', network)
+  for (const key of Object.keys(network)) {
+    if (key === 'allowPublicTraffic' || key === 'maskRequestHost') {
+      throw new InvalidArgumentError(
+        `network.${key} is not implemented yet in SoulBox; only allowOut and denyOut exist`,
+      )
+    }
+    if (key !== 'allowOut' && key !== 'denyOut') {
+      throw new InvalidArgumentError(`network.${key} is an unknown option; use allowOut and denyOut`)
+    }
+  }
+  const rules = {}
+  for (const key of ['allowOut', 'denyOut']) {
+    const entries = network[key] ?? []
+    if (!Array.isArray(entries)) {
+      throw check.invalid(`network.${key}`, entries, 'an array of IPv4 addresses and CIDR blocks')
+    }
+    entries.forEach((entry, i) => check.string(`network.${key}[${i}]`, entry))
+    rules[key] = [...entries]
+  }
+  return rules
+}
+
 /**
  * Rejects E2B's create options that SoulBox does not support yet, so that a
  * sandbox is never created without what the caller asked for.
  */
 function rejectUnsupportedOptions(opts) {
-  if (opts.network !== undefined && opts.network !== null) {
-    throw new InvalidArgumentError(
-      'network options (egress rules such as allowOut and denyOut) are not implemented yet in ' +
-        'SoulBox; leave network unset, and pass allowInternetAccess: true for unrestricted ' +
-        'internet access',
-    )
-  }
   for (const name of ['lifecycle', 'mcp', 'volumeMounts']) {
     if (opts[name] !== undefined && opts[name] !== null) {
       throw new InvalidArgumentError(`${name} is not implemented yet in SoulBox; leave it unset`)
@@ -147,9 +175,18 @@ class Sandbox {
     }
     opts = check.options('opts', opts)
     rejectUnsupportedOptions(opts)
+    const requested = check.optionalBoolean('allowInternetAccess', opts.allowInternetAccess ?? undefined)
+    const rules = egressRules(opts.network)
+    if (rules !== undefined && requested === false) {
+      throw new InvalidArgumentError(
+        'allowInternetAccess: false gives the sandbox no network, so network has nothing to ' +
+          'filter; leave allowInternetAccess unset to get internet access with these rules, or ' +
+          'pass network: { denyOut: [ALL_TRAFFIC] } to deny all outbound traffic',
+      )
+    }
     // SoulBox's default is no network, where E2B's is internet access.
-    const allowInternetAccess =
-      check.optionalBoolean('allowInternetAccess', opts.allowInternetAccess ?? undefined) === true
+    // Egress rules imply internet access, as in E2B.
+    const allowInternetAccess = requested === true || rules !== undefined
     const options = {
       template,
       timeoutMs: check.optionalTimeoutMs('timeoutMs', opts.timeoutMs),
@@ -160,6 +197,8 @@ class Sandbox {
       cpuLimit: limit('cpuLimit', opts.cpuLimit, Number.isFinite),
       mounts: mounts(opts.mounts),
       allowInternetAccess,
+      allowOut: rules?.allowOut,
+      denyOut: rules?.denyOut,
     }
     const nativeSandbox = await call(() => native().NativeSandbox.create(options))
     return new this(nativeSandbox)
@@ -338,4 +377,4 @@ class Sandbox {
   }
 }
 
-module.exports = { Sandbox }
+module.exports = { Sandbox, ALL_TRAFFIC }

@@ -36,6 +36,10 @@ pub struct CreateOptions {
     /// Internet access through slirp4netns; loopback only when absent or
     /// false.
     pub allow_internet_access: Option<bool>,
+    /// IPv4 addresses and CIDR blocks reachable despite `deny_out`.
+    pub allow_out: Option<Vec<String>>,
+    /// IPv4 addresses and CIDR blocks the sandbox may not send to.
+    pub deny_out: Option<Vec<String>>,
     /// Host paths to mount, with absolute sources.
     pub mounts: Option<Vec<MountOptions>>,
 }
@@ -145,6 +149,8 @@ impl NativeSandbox {
         if options.allow_internet_access == Some(true) {
             sandbox_options.network = Network::Internet;
         }
+        sandbox_options.allow_out = options.allow_out.unwrap_or_default();
+        sandbox_options.deny_out = options.deny_out.unwrap_or_default();
         let sandbox = Sandbox::create(sandbox_options).await.into_napi()?;
         Ok(NativeSandbox { sandbox })
     }

@@ -2,6 +2,7 @@
 // fails if a call that E2B's SDK accepts does not type-check here, or if
 // a result has the wrong type.
 import Sandbox, {
+  ALL_TRAFFIC,
   CommandExitError,
   Execution,
   ExecutionError,
@@ -26,6 +27,10 @@ export async function typeChecks(): Promise<void> {
   const same: Sandbox = await Sandbox.create('host')
   const online: Sandbox = await Sandbox.create({ allowInternetAccess: true })
   await online.kill()
+  const filtered: Sandbox = await Sandbox.create({
+    network: { denyOut: [ALL_TRAFFIC], allowOut: ['192.0.2.1', '198.51.100.0/24'] },
+  })
+  await filtered.kill()
   const result: CommandResult = await sbx.commands.run('echo hi', {
     envs: { B: '2' },
     user: 'root',

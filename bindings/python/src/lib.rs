@@ -35,6 +35,7 @@ fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
         soulbox_core::DEFAULT_TIMEOUT.as_secs_f64(),
     )?;
     module.add("DEFAULT_MEMORY_LIMIT", soulbox_core::DEFAULT_MEMORY_LIMIT)?;
+    module.add("ALL_TRAFFIC", soulbox_core::ALL_TRAFFIC)?;
     module.add("DEFAULT_PIDS_LIMIT", soulbox_core::DEFAULT_PIDS_LIMIT)?;
     module.add("DEFAULT_DISK_SIZE", soulbox_core::DEFAULT_DISK_SIZE)?;
     module.add("DEFAULT_TMP_SIZE", soulbox_core::DEFAULT_TMP_SIZE)?;

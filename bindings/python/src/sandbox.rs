@@ -36,6 +36,8 @@ pub struct CreateOptions {
     kill_on_drop: bool,
     seccomp: Option<SeccompSpec>,
     allow_internet_access: bool,
+    allow_out: Vec<String>,
+    deny_out: Vec<String>,
     mounts: Vec<MountSpec>,
 }
 
@@ -101,6 +103,8 @@ impl CreateOptions {
         if self.allow_internet_access {
             options.network = Network::Internet;
         }
+        options.allow_out = self.allow_out;
+        options.deny_out = self.deny_out;
         if let Some(seccomp) = self.seccomp {
             options.seccomp = seccomp.into_policy(py)?;
         }

@@ -86,7 +86,7 @@ def test_connection_options_accepted() -> None:
     "options, missing",
     [
         ({"template": "python-3.12"}, "template"),
-        ({"network": {"allow_out": ["10.0.0.0/8"]}}, "network options"),
+        ({"network": {"allow_public_traffic": False}}, "allow_public_traffic"),
         ({"mcp": {"x": {}}}, "MCP"),
         ({"lifecycle": {"on_timeout": "pause"}}, "lifecycle"),
     ],

@@ -4,6 +4,7 @@ the type the shipped stubs and inline types must give."""
 from typing import Iterator, List, Optional, Tuple
 
 from soulbox import (
+    ALL_TRAFFIC,
     AsyncCommandHandle,
     Context,
     Execution,
@@ -24,6 +25,12 @@ from soulbox import (
     WatchHandle,
     WriteInfo,
 )
+
+
+def network_usage() -> None:
+    everything: str = ALL_TRAFFIC
+    with Sandbox.create(network={"deny_out": [everything], "allow_out": ["192.0.2.1"]}) as sbx:
+        sbx.kill()
 
 
 def sync_usage() -> None:

@@ -160,6 +160,45 @@ pub extern "C" fn soulbox_options_set_internet_access(
     })
 }
 
+/// Adds an IPv4 address or CIDR block, UTF-8 such as "192.0.2.1" or
+/// "192.0.2.0/24", that the sandbox may send to even where a network
+/// added with `soulbox_options_add_deny_out` contains it. The sandbox
+/// needs internet access (`soulbox_options_set_internet_access`). Domain
+/// names, IPv6 and CIDR blocks with host bits set fail
+/// `soulbox_sandbox_create` with an invalid-argument error that names the
+/// entry, and so do more than 256 entries of both kinds together.
+#[no_mangle]
+pub extern "C" fn soulbox_options_add_allow_out(
+    options: *mut Options,
+    network: *const c_char,
+) -> *mut Error {
+    update("soulbox_options_add_allow_out", options, |options| {
+        // SAFETY: the header requires a NUL-terminated string.
+        let network = unsafe { c_str(network, "network") }?;
+        options.add_allow_out(network);
+        Ok(())
+    })
+}
+
+/// Adds an IPv4 address or CIDR block that the sandbox may not send to,
+/// TCP and UDP alike, unless a network added with
+/// `soulbox_options_add_allow_out` contains the address: a connect fails
+/// with EACCES and no packet leaves. "0.0.0.0/0" denies every address,
+/// the DNS forwarder 10.0.2.3 included. The rules are fixed at create.
+/// Checked as in `soulbox_options_add_allow_out`.
+#[no_mangle]
+pub extern "C" fn soulbox_options_add_deny_out(
+    options: *mut Options,
+    network: *const c_char,
+) -> *mut Error {
+    update("soulbox_options_add_deny_out", options, |options| {
+        // SAFETY: the header requires a NUL-terminated string.
+        let network = unsafe { c_str(network, "network") }?;
+        options.add_deny_out(network);
+        Ok(())
+    })
+}
+
 /// Sets the memory limit in bytes, swap closed; 0 means no limit. At
 /// least 16 MiB. Default 2 GiB.
 #[no_mangle]

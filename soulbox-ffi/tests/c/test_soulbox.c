@@ -2060,6 +2060,51 @@ static void case_internet_access(void) {
     soulbox_sandbox_free(sandbox);
 }
 
+/* Egress rules: denied networks fail route lookups with EACCES, allowed
+ * ones route through the gateway. Route lookups only: nothing here sends a
+ * packet. */
+static void case_egress_rules(void) {
+    soulbox_options *options = dying_options();
+    OK(soulbox_options_set_internet_access(options, true));
+    OK(soulbox_options_add_deny_out(options, "0.0.0.0/0"));
+    OK(soulbox_options_add_allow_out(options, "192.0.2.0/24"));
+    soulbox_sandbox *sandbox = NULL;
+    OK(soulbox_sandbox_create(options, &sandbox));
+    soulbox_options_free(options);
+    soulbox_output *output = run(sandbox, "ip -4 route get 192.0.2.1", NULL);
+    CHECK(output->exit_code == 0, "allowed lookup exit code %d", output->exit_code);
+    CHECK(strstr((const char *)output->stdout_data, "via 10.0.2.2 dev eth0") != NULL,
+          "route to 192.0.2.1: %s", (const char *)output->stdout_data);
+    soulbox_output_free(output);
+    output = run(sandbox, "ip -4 route get 203.0.113.1 2>&1", NULL);
+    CHECK(output->exit_code != 0, "a denied address has a route: %s",
+          (const char *)output->stdout_data);
+    CHECK(strstr((const char *)output->stdout_data, "Permission denied") != NULL,
+          "denied lookup: %s", (const char *)output->stdout_data);
+    soulbox_output_free(output);
+    OK(soulbox_sandbox_kill(sandbox));
+    soulbox_sandbox_free(sandbox);
+
+    /* Bad entries fail the create with a message that names them. */
+    options = soulbox_options_new();
+    OK(soulbox_options_set_internet_access(options, true));
+    OK(soulbox_options_add_allow_out(options, "example.com"));
+    sandbox = GARBAGE;
+    EXPECT_ERROR_MESSAGE(soulbox_sandbox_create(options, &sandbox),
+                         SOULBOX_ERROR_KIND_INVALID_ARGUMENT, "\"example.com\" is a domain name");
+    CHECK(sandbox == NULL, "a failed create stores NULL");
+    soulbox_options_free(options);
+
+    options = soulbox_options_new();
+    OK(soulbox_options_add_deny_out(options, "198.51.100.0/24"));
+    sandbox = GARBAGE;
+    EXPECT_ERROR_MESSAGE(soulbox_sandbox_create(options, &sandbox),
+                         SOULBOX_ERROR_KIND_INVALID_ARGUMENT, "set the network to internet");
+    CHECK(sandbox == NULL, "a failed create stores NULL");
+    EXPECT_ERROR(soulbox_options_add_deny_out(options, NULL), SOULBOX_ERROR_KIND_INVALID_ARGUMENT);
+    soulbox_options_free(options);
+}
+
 static void case_get_host(void) {
     soulbox_sandbox *sandbox = new_sandbox();
     const char *const argv[] = {"python3", "-c", echo_server, NULL};
@@ -2234,6 +2279,7 @@ static const struct {
     {"files_copy_tree", case_files_copy_tree},
     {"run_code", case_run_code},
     {"internet_access", case_internet_access},
+    {"egress_rules", case_egress_rules},
     {"get_host", case_get_host},
     {"mounts", case_mounts},
     {"version", case_version},

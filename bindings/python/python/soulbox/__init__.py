@@ -28,6 +28,7 @@ from ._sync import (
     WatchHandle,
 )
 from ._types import (
+    ALL_TRAFFIC,
     CommandResult,
     CopySummary,
     EntryInfo,
@@ -39,6 +40,7 @@ from ._types import (
     PtySize,
     SandboxInfo,
     SandboxMetrics,
+    SandboxNetworkOpts,
     SandboxQuery,
     SandboxState,
     SeccompPolicy,
@@ -57,6 +59,7 @@ from .exceptions import (
 )
 
 __all__ = [
+    "ALL_TRAFFIC",
     "AsyncCommandHandle",
     "AsyncCommands",
     "AsyncFilesystem",
@@ -93,6 +96,7 @@ __all__ = [
     "SandboxException",
     "SandboxInfo",
     "SandboxMetrics",
+    "SandboxNetworkOpts",
     "SandboxPaginator",
     "SandboxQuery",
     "SandboxState",

@@ -18,6 +18,7 @@ from ._common import Chunk, EventStream
 from ._sync import _class_method_variant, _list_depth
 from ._types import (
     CommandResult,
+    SandboxNetworkOpts,
     CopySummary,
     EntryInfo,
     FilesystemEvent,
@@ -596,7 +597,7 @@ class AsyncSandbox:
         envs: Optional[Dict[str, str]] = None,
         secure: bool = True,
         allow_internet_access: Optional[bool] = None,
-        network: Any = None,
+        network: Optional[SandboxNetworkOpts] = None,
         mcp: Any = None,
         lifecycle: Any = None,
         volume_mounts: Any = None,

@@ -128,10 +128,13 @@ def create_options(
         raise InvalidArgumentException(
             f"allow_internet_access must be a bool or None, not {allow_internet_access!r}"
         )
-    if network is not None:
-        raise not_implemented(
-            "network options (egress rules such as allow_out and deny_out); leave network "
-            "unset, and pass allow_internet_access=True for unrestricted internet access"
+    allow_out, deny_out = egress_rules(network)
+    if network is not None and allow_internet_access is False:
+        raise InvalidArgumentException(
+            "allow_internet_access=False gives the sandbox no network, so network= has "
+            "nothing to filter; leave allow_internet_access unset to get internet access "
+            "with these rules, or pass network={'deny_out': [ALL_TRAFFIC]} to deny all "
+            "outbound traffic"
         )
     if mcp is not None:
         raise not_implemented("MCP servers in the sandbox")
@@ -161,8 +164,54 @@ def create_options(
         "seccomp": None if seccomp is None else seccomp_spec(seccomp),
         "mounts": mount_specs(mounts),
         # SoulBox's default is no network, where E2B's is internet access.
-        "allow_internet_access": allow_internet_access is True,
+        # Egress rules imply internet access, as in E2B.
+        "allow_internet_access": allow_internet_access is True or network is not None,
+        "allow_out": allow_out,
+        "deny_out": deny_out,
     }
+
+
+# Keys of E2B's network options that SoulBox does not implement: there is
+# no public URL whose traffic they would control.
+E2B_ONLY_NETWORK_KEYS = frozenset(["allow_public_traffic", "mask_request_host"])
+
+
+def egress_rules(network: Any) -> Tuple[List[str], List[str]]:
+    """Check the ``network`` option of ``create`` and return its
+    ``allow_out`` and ``deny_out`` lists; the native layer checks each
+    entry's address."""
+    if network is None:
+        return [], []
+    if not isinstance(network, Mapping):
+        raise InvalidArgumentException(
+            f"network must be a dict with allow_out and deny_out lists, not {network!r}"
+        )
+    for key in network:
+        if key in E2B_ONLY_NETWORK_KEYS:
+            raise not_implemented(f"network option {key!r}; only allow_out and deny_out exist")
+        if key not in ("allow_out", "deny_out"):
+            raise InvalidArgumentException(
+                f"network option {key!r} is unknown; use allow_out and deny_out"
+            )
+    lists: List[List[str]] = []
+    for key in ("allow_out", "deny_out"):
+        entries = network.get(key)
+        if entries is None:
+            lists.append([])
+            continue
+        if isinstance(entries, (str, bytes)) or not isinstance(entries, (list, tuple)):
+            raise InvalidArgumentException(
+                f"network[{key!r}] must be a list of IPv4 addresses and CIDR blocks (str), "
+                f"not {entries!r}"
+            )
+        for entry in entries:
+            if not isinstance(entry, str):
+                raise InvalidArgumentException(
+                    f"network[{key!r}] entry {entry!r} must be a str, such as '192.0.2.1' or "
+                    "'192.0.2.0/24'"
+                )
+        lists.append(list(entries))
+    return lists[0], lists[1]
 
 
 def mount_specs(mounts: Any) -> List[Dict[str, Any]]:

@@ -7,6 +7,7 @@ asyncio event loop runs. The others block with the GIL released.
 from typing import Any, Awaitable, Dict, List, Optional, Tuple, final
 
 __all__ = [
+    "ALL_TRAFFIC",
     "DEFAULT_CODE_TIMEOUT",
     "DEFAULT_COMMAND_TIMEOUT",
     "DEFAULT_DISK_INODES",
@@ -34,6 +35,7 @@ DEFAULT_DISK_INODES: int
 DEFAULT_OPEN_FILES_LIMIT: int
 DEFAULT_COMMAND_TIMEOUT: float
 DEFAULT_CODE_TIMEOUT: float
+ALL_TRAFFIC: str
 
 def shut_down() -> None: ...
 

@@ -14,6 +14,7 @@ from ._code import Context, ErrorHandler, Execution, OutputHandler, ResultHandle
 from ._common import Chunk, EventStream, OutputCallback, PtyCallback
 from ._types import (
     CommandResult,
+    SandboxNetworkOpts,
     CopySummary,
     EntryInfo,
     FilesystemEvent,
@@ -626,7 +627,7 @@ class Sandbox:
         envs: Optional[Dict[str, str]] = None,
         secure: bool = True,
         allow_internet_access: Optional[bool] = None,
-        network: Any = None,
+        network: Optional[SandboxNetworkOpts] = None,
         mcp: Any = None,
         lifecycle: Any = None,
         volume_mounts: Any = None,
@@ -661,6 +662,13 @@ class Sandbox:
             access through slirp4netns, which must be installed. Unlike
             E2B, whose sandboxes have it by default, the default (``None``
             or ``False``) is loopback only.
+        :param network: egress rules, ``{"allow_out": [...], "deny_out":
+            [...]}`` of IPv4 addresses and CIDR blocks (see
+            :class:`SandboxNetworkOpts`). Passing it gives the sandbox
+            internet access, as E2B's sandboxes have by default; with
+            ``allow_internet_access=False`` it is an error. ``deny_out``
+            with ``ALL_TRAFFIC`` also blocks the DNS forwarder 10.0.2.3
+            unless ``allow_out`` contains it.
         :param memory_limit: bytes (default 2 GiB), None for no limit;
             the other keyword-only limits are SoulBox's own too.
         :param kill_on_drop: end the sandbox when this object is garbage
@@ -678,9 +686,10 @@ class Sandbox:
         ``request_timeout``, ...) are accepted and have no effect: the
         sandbox runs in this process, with no API server.
 
-        :raises NotImplementedError: for ``network`` options (egress
-            rules), other templates, MCP, lifecycle options (pause on
-            timeout) and volume mounts, which SoulBox lacks so far.
+        :raises NotImplementedError: for other templates, the network
+            options ``allow_public_traffic`` and ``mask_request_host``,
+            MCP, lifecycle options (pause on timeout) and volume mounts,
+            which SoulBox lacks so far.
         :raises InvalidArgumentException: for a bad option; nothing is made.
         """
         _common.check_connection_options(opts)

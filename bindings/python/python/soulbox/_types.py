@@ -5,9 +5,12 @@ import datetime
 import os
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, TypedDict, Union
+
+from . import _native
 
 __all__ = [
+    "ALL_TRAFFIC",
     "CommandResult",
     "EntryInfo",
     "FileType",
@@ -21,6 +24,7 @@ __all__ = [
     "SandboxInfo",
     "SandboxMetrics",
     "SandboxQuery",
+    "SandboxNetworkOpts",
     "SandboxState",
     "SeccompPolicy",
 ]
@@ -222,6 +226,24 @@ class Mount:
     source: Union[str, "os.PathLike[str]"]
     target: str
     writable: bool = False
+
+
+ALL_TRAFFIC: str = _native.ALL_TRAFFIC
+"""The CIDR block of every IPv4 address, ``"0.0.0.0/0"``."""
+
+
+class SandboxNetworkOpts(TypedDict, total=False):
+    """The ``network`` option of ``Sandbox.create``: egress rules.
+
+    Each entry is an IPv4 address or CIDR block. ``deny_out`` networks are
+    unreachable, TCP and UDP alike, unless an ``allow_out`` network contains
+    the address: allowed entries win, even over a more specific denied one.
+    ``deny_out=[ALL_TRAFFIC]`` with ``allow_out`` lets the sandbox reach only
+    the allowed networks. Unlike E2B, SoulBox rejects domain names and IPv6.
+    """
+
+    allow_out: List[str]
+    deny_out: List[str]
 
 
 class SandboxState(Enum):
