@@ -77,6 +77,12 @@ pub(crate) struct Record {
     pub(crate) cpu_millicores: Option<u64>,
     /// Size limit of the writable layer, in bytes.
     pub(crate) disk_size: u64,
+    /// What the timeout does. Absent from records of older versions.
+    #[serde(default)]
+    pub(crate) on_timeout: crate::sandbox::OnTimeout,
+    /// Whether calls through a handle resume the paused sandbox first.
+    #[serde(default)]
+    pub(crate) auto_resume: bool,
 }
 
 impl Record {
@@ -684,6 +690,8 @@ mod tests {
             pids_limit: Some(8),
             cpu_millicores: None,
             disk_size: 1 << 20,
+            on_timeout: crate::sandbox::OnTimeout::Pause,
+            auto_resume: true,
         }
     }
 

@@ -40,11 +40,13 @@ const CONTROL_FD: i32 = 3;
 /// holds open (and so locked) for as long as it lives.
 const CONFIG_FD_COUNT: usize = 2;
 
-/// Most descriptors sent with the configuration: for a sandbox with
-/// internet access, a third one follows, the write end of the pipe whose
-/// closing ends the sandbox's slirp4netns. PID 1 keeps it open, never
-/// writes to it, and the kernel closes it when PID 1 exits.
-const MAX_CONFIG_FD_COUNT: usize = CONFIG_FD_COUNT + 1;
+/// Most descriptors sent with the configuration. For a sandbox with
+/// internet access, the write end of the pipe whose closing ends the
+/// sandbox's slirp4netns follows. PID 1 keeps it open, never writes to it,
+/// and the kernel closes it when PID 1 exits. With `pause_on_timeout`, the
+/// sandbox's `cgroup.freeze` file, opened for writing by the host, comes
+/// last.
+const MAX_CONFIG_FD_COUNT: usize = CONFIG_FD_COUNT + 2;
 
 /// Most v1 `tasks` files PID 1 accepts with the attached message: one per
 /// v1 hierarchy a limit needs (memory, pids, cpu), with room to spare.
@@ -114,9 +116,15 @@ fn run(start: Start) -> ! {
     // CPU PID 1 ran on, and a page fault. Only the pages a message fills
     // are ever touched.
     let mut buf = vec![0u8; soulbox_proto::MAX_MESSAGE_LEN];
-    let (config, listener, lock, network_exit) = match receive_config(control, &mut buf) {
-        Some(received) => received,
-        None => fail_setup(control, SetupStage::Config, libc::EPROTO, b""),
+    let Some(Configured {
+        config,
+        listener,
+        lock,
+        network_exit,
+        freeze,
+    }) = receive_config(control, &mut buf)
+    else {
+        fail_setup(control, SetupStage::Config, libc::EPROTO, b"")
     };
     if config.background {
         // A warm pool's refill: build at idle priority, so that the
@@ -220,6 +228,8 @@ fn run(start: Start) -> ! {
         ending: HashSet::new(),
         deadline: deadline_from(config.timeout_ms),
         paused_remaining: None,
+        freeze,
+        resume_timeout_ms: config.resume_timeout_ms,
         owner_open: true,
         persist: false,
         listener,
@@ -354,13 +364,22 @@ fn fail_setup(control: BorrowedFd<'_>, stage: SetupStage, errno: i32, detail: &[
     sys::exit(EXIT_FAILURE)
 }
 
-/// The configuration, the listening socket, the lock file and, for a
-/// sandbox with internet access, the slirp4netns exit pipe.
-type Configured = (Config, OwnedFd, OwnedFd, Option<OwnedFd>);
+/// The configuration and the descriptors sent with it.
+struct Configured {
+    config: Config,
+    listener: OwnedFd,
+    lock: OwnedFd,
+    /// The slirp4netns exit pipe of a sandbox with internet access.
+    network_exit: Option<OwnedFd>,
+    /// The sandbox's `cgroup.freeze` file, with `pause_on_timeout`.
+    freeze: Option<OwnedFd>,
+}
 
 /// Receives the configuration and the descriptors sent with it: the
-/// listening socket, the lock file and, optionally, the write end of the
-/// slirp4netns exit pipe.
+/// listening socket, the lock file, optionally the write end of the
+/// slirp4netns exit pipe, and with `pause_on_timeout` the `cgroup.freeze`
+/// file. A configuration with `pause_on_timeout` but without that file is
+/// rejected.
 fn receive_config(control: BorrowedFd<'_>, buf: &mut [u8]) -> Option<Configured> {
     let (len, fds) = sys::recv_with_fds(control, buf, MAX_CONFIG_FD_COUNT).ok()??;
     let Ok(Request::Config(config)) = Request::decode(&buf[..len]) else {
@@ -370,7 +389,23 @@ fn receive_config(control: BorrowedFd<'_>, buf: &mut [u8]) -> Option<Configured>
     let (Some(listener), Some(lock)) = (fds.next(), fds.next()) else {
         return None;
     };
-    Some((config, listener, lock, fds.next()))
+    let mut rest: Vec<OwnedFd> = fds.collect();
+    let freeze = if config.pause_on_timeout {
+        Some(rest.pop()?)
+    } else {
+        None
+    };
+    let network_exit = rest.pop();
+    if !rest.is_empty() {
+        return None;
+    }
+    Some(Configured {
+        config,
+        listener,
+        lock,
+        network_exit,
+        freeze,
+    })
 }
 
 /// Receives the message that the host has made and attached the sandbox's
@@ -427,7 +462,15 @@ struct Init {
     deadline: Option<u64>,
     /// Time left until the deadline when the host last paused the sandbox
     /// (`Some(None)` for no deadline); [`Request::Resume`] applies it.
+    /// After a pause at the deadline it is `resume_timeout_ms`.
     paused_remaining: Option<Option<u64>>,
+    /// The sandbox's `cgroup.freeze` file when the sandbox pauses at its
+    /// deadline instead of ending. PID 1 is not dumpable, so no process
+    /// inside can reach this descriptor through /proc/1/fd or ptrace.
+    freeze: Option<OwnedFd>,
+    /// Milliseconds until the deadline that a resume after a pause at the
+    /// deadline sets; 0 for none.
+    resume_timeout_ms: u64,
     /// Whether the creating connection is still open.
     owner_open: bool,
     /// Whether the sandbox outlives the creating connection.
@@ -503,10 +546,11 @@ impl Init {
         }
     }
 
-    /// Returns how long the next poll may wait, ending the sandbox when its
-    /// deadline has passed. Requests already queued are handled first: a
-    /// host that resumes a frozen sandbox queues `Resume` before it thaws
-    /// PID 1, and that must move the deadline before it is checked.
+    /// Returns how long the next poll may wait, ending or pausing the
+    /// sandbox when its deadline has passed. Requests already queued are
+    /// handled first: a host that resumes a frozen sandbox queues `Resume`
+    /// before it thaws PID 1, and that must move the deadline before it is
+    /// checked.
     fn poll_timeout(&mut self, buf: &mut [u8]) -> libc::c_int {
         let Some(deadline) = self.deadline else {
             return -1;
@@ -517,8 +561,30 @@ impl Init {
         }
         self.serve_queued(buf);
         match self.deadline {
-            Some(deadline) if sys::monotonic_ms() >= deadline => sys::exit(EXIT_TIMEOUT),
+            Some(deadline) if sys::monotonic_ms() >= deadline => {
+                self.pause_at_deadline();
+                0
+            }
             _ => 0,
+        }
+    }
+
+    /// Freezes the sandbox, PID 1 included, through its `cgroup.freeze`
+    /// file when it pauses at its deadline, or ends it. The kernel freezes
+    /// PID 1 on its way back from the write, and it goes on from here once
+    /// the host thaws the sandbox. The host queues `Resume` before the thaw,
+    /// and that sets a fresh deadline of `resume_timeout_ms`. A failed
+    /// write ends the sandbox, as the deadline does without the pause.
+    fn pause_at_deadline(&mut self) {
+        let Some(freeze) = &self.freeze else {
+            sys::exit(EXIT_TIMEOUT)
+        };
+        // Set before the write, after which PID 1 runs no more code until
+        // the thaw.
+        self.deadline = None;
+        self.paused_remaining = Some((self.resume_timeout_ms > 0).then_some(self.resume_timeout_ms));
+        if sys::write_all(freeze.as_fd(), b"1").is_err() {
+            sys::exit(EXIT_TIMEOUT);
         }
     }
 

@@ -727,6 +727,8 @@ mod tests {
             background: false,
             mounts: Vec::new(),
             resolv_conf: Vec::new(),
+            pause_on_timeout: false,
+            resume_timeout_ms: 0,
         }
     }
 

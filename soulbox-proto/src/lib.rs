@@ -136,6 +136,14 @@ pub struct Config {
     /// Contents that PID 1 writes to /etc/resolv.conf once the root is
     /// built; empty keeps the template's file.
     pub resolv_conf: Vec<u8>,
+    /// At the deadline, freeze the sandbox instead of ending it, by writing
+    /// "1" to the sandbox's `cgroup.freeze` file, whose descriptor comes
+    /// last with the configuration. The next [`Request::Resume`] then sets
+    /// a deadline of `resume_timeout_ms` from the resume.
+    pub pause_on_timeout: bool,
+    /// Milliseconds until the deadline that a resume after a pause at the
+    /// deadline sets; 0 means no limit. Unused without `pause_on_timeout`.
+    pub resume_timeout_ms: u64,
 }
 
 /// Starts a command. Sent with [`SPAWN_FD_COUNT`] file descriptors.
@@ -585,6 +593,8 @@ impl Request {
                     e.bytes(&m.target);
                     e.u8(u8::from(m.writable));
                 }
+                e.u8(u8::from(c.pause_on_timeout));
+                e.u64(c.resume_timeout_ms);
                 e.finish()
             }
             Self::Spawn(s) => {
@@ -663,6 +673,8 @@ impl Request {
                     background: d.bool("background")?,
                     resolv_conf: d.bytes("resolv_conf")?,
                     mounts: Vec::new(),
+                    pause_on_timeout: false,
+                    resume_timeout_ms: 0,
                 };
                 let count = d.u32("mounts")? as usize;
                 if count > MAX_LIST_LEN {
@@ -676,6 +688,8 @@ impl Request {
                         writable: d.bool("mount writable")?,
                     });
                 }
+                config.pause_on_timeout = d.bool("pause_on_timeout")?;
+                config.resume_timeout_ms = d.u64("resume_timeout_ms")?;
                 d.finish(Self::Config(config))
             }
             KIND_SPAWN => {
@@ -925,6 +939,8 @@ mod tests {
                 writable: true,
             }],
             resolv_conf: b"nameserver 10.0.2.3\n".to_vec(),
+            pause_on_timeout: true,
+            resume_timeout_ms: 2_000,
         }
     }
 
