@@ -506,7 +506,11 @@ pub fn check_freezer_writable(operation: &'static str) -> Result<()> {
         });
     };
     let parent = root.join(PARENT);
-    let checked = if parent.is_dir() { parent } else { root.clone() };
+    let checked = if parent.is_dir() {
+        parent
+    } else {
+        root.clone()
+    };
     if access(&checked, AccessFlags::W_OK | AccessFlags::X_OK).is_ok() {
         return Ok(());
     }

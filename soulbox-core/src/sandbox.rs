@@ -101,7 +101,9 @@ pub struct SandboxOptions {
 }
 
 /// What a sandbox's timeout does.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum OnTimeout {
     /// PID 1 ends the sandbox: every process is killed, and its files are

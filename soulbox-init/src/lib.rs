@@ -582,7 +582,8 @@ impl Init {
         // Set before the write, after which PID 1 runs no more code until
         // the thaw.
         self.deadline = None;
-        self.paused_remaining = Some((self.resume_timeout_ms > 0).then_some(self.resume_timeout_ms));
+        self.paused_remaining =
+            Some((self.resume_timeout_ms > 0).then_some(self.resume_timeout_ms));
         if sys::write_all(freeze.as_fd(), b"1").is_err() {
             sys::exit(EXIT_TIMEOUT);
         }

@@ -38,6 +38,10 @@ pub struct CreateOptions {
     pub allow_internet_access: Option<bool>,
     /// Host paths to mount, with absolute sources.
     pub mounts: Option<Vec<MountOptions>>,
+    /// `kill` (when absent) or `pause`, from `lifecycle.onTimeout`.
+    pub on_timeout: Option<String>,
+    /// `lifecycle.autoResume`; false when absent.
+    pub auto_resume: Option<bool>,
 }
 
 /// A host file or directory to mount, as `mounts` of `Sandbox.create`.
@@ -145,6 +149,10 @@ impl NativeSandbox {
         if options.allow_internet_access == Some(true) {
             sandbox_options.network = Network::Internet;
         }
+        if let Some(on_timeout) = options.on_timeout {
+            sandbox_options.on_timeout = on_timeout.parse().into_napi()?;
+        }
+        sandbox_options.auto_resume = options.auto_resume.unwrap_or(false);
         let sandbox = Sandbox::create(sandbox_options).await.into_napi()?;
         Ok(NativeSandbox { sandbox })
     }

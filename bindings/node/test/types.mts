@@ -18,6 +18,7 @@ import Sandbox, {
   type Context,
   type EntryInfo,
   type FilesystemEvent,
+  type SandboxLifecycle,
   type WriteInfo,
 } from 'soulbox'
 
@@ -26,6 +27,9 @@ export async function typeChecks(): Promise<void> {
   const same: Sandbox = await Sandbox.create('host')
   const online: Sandbox = await Sandbox.create({ allowInternetAccess: true })
   await online.kill()
+  const lifecycle: SandboxLifecycle = { onTimeout: 'pause', autoResume: true }
+  const pausing: Sandbox = await Sandbox.create({ timeoutMs: 1000, lifecycle })
+  await pausing.kill()
   const result: CommandResult = await sbx.commands.run('echo hi', {
     envs: { B: '2' },
     user: 'root',

@@ -88,7 +88,6 @@ def test_connection_options_accepted() -> None:
         ({"template": "python-3.12"}, "template"),
         ({"network": {"allow_out": ["10.0.0.0/8"]}}, "network options"),
         ({"mcp": {"x": {}}}, "MCP"),
-        ({"lifecycle": {"on_timeout": "pause"}}, "lifecycle"),
     ],
 )
 def test_create_not_implemented(options: dict, missing: str) -> None:
