@@ -518,10 +518,9 @@ pub fn check_freezer_writable(operation: &'static str) -> Result<()> {
         operation,
         reason: format!(
             "this process may not create cgroups in {}, so the sandbox would have no cgroup \
-             v2 directory, whose cgroup.freeze pauses it; have root create {} and give it to \
-             this user (chown), or use on_timeout \"kill\"",
-            checked.display(),
-            root.join(PARENT).display()
+             v2 directory, whose cgroup.freeze pauses it; run as root or as a user to whom \
+             that cgroup is delegated, or use on_timeout \"kill\"",
+            checked.display()
         ),
     })
 }
