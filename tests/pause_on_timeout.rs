@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use soulbox_core::{
-    Error, ListQuery, OnTimeout, Sandbox, SandboxOptions, SandboxPool, SandboxState,
+    Error, ListQuery, Network, OnTimeout, Sandbox, SandboxOptions, SandboxPool, SandboxState,
 };
 use soulbox_tests::*;
 
@@ -269,6 +269,24 @@ async fn pooled_sandbox_pauses_at_timeout() {
     );
     drop(sandbox);
     pool.close().await;
+}
+
+/// With internet access PID 1 gets slirp4netns's exit pipe too, before the
+/// `cgroup.freeze` file. Mixing them up would write "1" to the pipe and
+/// never pause.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn internet_sandbox_pauses_at_timeout() {
+    if !require_root("internet_sandbox_pauses_at_timeout") {
+        return;
+    }
+    let sandbox = create_paused(pausing().network(Network::Internet)).await;
+    assert!(sandbox.resume().await.expect("resume"));
+    let address = sh(&sandbox, "ip -o -4 addr show dev eth0").await;
+    assert!(
+        stdout(&address).contains("10.0.2."),
+        "no eth0 address after the resume: {}",
+        String::from_utf8_lossy(&address.stderr)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

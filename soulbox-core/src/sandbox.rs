@@ -100,7 +100,7 @@ pub struct SandboxOptions {
     pub auto_resume: bool,
 }
 
-/// What a sandbox's timeout does.
+/// The action a sandbox's timeout takes.
 #[derive(
     Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
 )]
@@ -422,7 +422,7 @@ pub struct SandboxInfo {
     pub memory_limit: Option<u64>,
     /// Host pid of its PID 1.
     pub pid: i32,
-    /// What its timeout does.
+    /// The action its timeout takes.
     pub on_timeout: OnTimeout,
     /// Whether calls through a handle resume it first when it is paused.
     pub auto_resume: bool,

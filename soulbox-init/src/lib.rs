@@ -389,16 +389,12 @@ fn receive_config(control: BorrowedFd<'_>, buf: &mut [u8]) -> Option<Configured>
     let (Some(listener), Some(lock)) = (fds.next(), fds.next()) else {
         return None;
     };
-    let mut rest: Vec<OwnedFd> = fds.collect();
-    let freeze = if config.pause_on_timeout {
-        Some(rest.pop()?)
-    } else {
-        None
+    let (network_exit, freeze) = match (config.pause_on_timeout, fds.next(), fds.next()) {
+        (false, network_exit, None) => (network_exit, None),
+        (true, Some(freeze), None) => (None, Some(freeze)),
+        (true, Some(network_exit), Some(freeze)) => (Some(network_exit), Some(freeze)),
+        _ => return None,
     };
-    let network_exit = rest.pop();
-    if !rest.is_empty() {
-        return None;
-    }
     Some(Configured {
         config,
         listener,
@@ -569,12 +565,12 @@ impl Init {
         }
     }
 
-    /// Freezes the sandbox, PID 1 included, through its `cgroup.freeze`
-    /// file when it pauses at its deadline, or ends it. The kernel freezes
-    /// PID 1 on its way back from the write, and it goes on from here once
-    /// the host thaws the sandbox. The host queues `Resume` before the thaw,
-    /// and that sets a fresh deadline of `resume_timeout_ms`. A failed
-    /// write ends the sandbox, as the deadline does without the pause.
+    /// Pauses the sandbox at its deadline by writing "1" to its
+    /// `cgroup.freeze`, which freezes PID 1 too, on its way back from the
+    /// write. PID 1 goes on from here once the host thaws the sandbox, and
+    /// the `Resume` that the host queues before the thaw sets a fresh
+    /// deadline of `resume_timeout_ms`. Without that file, or when the
+    /// write fails, the sandbox ends, as at any other deadline.
     fn pause_at_deadline(&mut self) {
         let Some(freeze) = &self.freeze else {
             sys::exit(EXIT_TIMEOUT)
