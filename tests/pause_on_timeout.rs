@@ -49,6 +49,19 @@ fn fresh_deadline(left: Duration) -> bool {
     left > TIMEOUT - Duration::from_millis(300) && left < TIMEOUT + Duration::from_millis(20)
 }
 
+/// Resumes the sandbox `id` through `connect` and returns the time left
+/// until its deadline, measured just after the resume.
+async fn connect_and_time_left(id: &str) -> Duration {
+    let connected = Sandbox::connect(id).await.expect("connect");
+    let resumed_at = SystemTime::now();
+    let info = connected.get_info().await.expect("get_info");
+    assert_eq!(info.state, SandboxState::Running);
+    info.ends_at
+        .expect("no deadline after the resume")
+        .duration_since(resumed_at)
+        .unwrap_or_default()
+}
+
 /// Returns the state that `get_info` reports.
 async fn state(sandbox: &Sandbox) -> SandboxState {
     sandbox.get_info().await.expect("get_info").state
@@ -122,15 +135,7 @@ async fn resume_restarts_original_timeout() {
     let frozen = read_count(&sandbox).await;
 
     // connect resumes, as for a sandbox that `pause` froze.
-    let connected = Sandbox::connect(sandbox.id()).await.expect("connect");
-    let resumed_at = SystemTime::now();
-    let info = connected.get_info().await.expect("get_info");
-    assert_eq!(info.state, SandboxState::Running);
-    let left = info
-        .ends_at
-        .expect("a deadline after the resume")
-        .duration_since(resumed_at)
-        .unwrap_or_default();
+    let left = connect_and_time_left(sandbox.id()).await;
     assert!(
         fresh_deadline(left),
         "{left:?} left after the resume; the timeout at creation is {TIMEOUT:?}"
@@ -147,6 +152,43 @@ async fn resume_restarts_original_timeout() {
     wait_paused(&sandbox).await;
     assert!(sandbox.resume().await.expect("resume"), "resume");
     assert_eq!(state(&sandbox).await, SandboxState::Running);
+}
+
+/// Sends `Pause` to the sandbox's PID 1 on a connection of its own and
+/// closes it without waiting for the reply, as a `pause()` that gave up
+/// does. Python sends it, because the standard library of Rust has no
+/// SOCK_SEQPACKET sockets.
+fn send_pause_and_close(id: &str) {
+    let socket = soulbox_core::diagnostics::state_dir()
+        .join("sandboxes")
+        .join(format!("{id}.sock"));
+    let message = soulbox_proto::Request::Pause
+        .encode()
+        .expect("encode a Pause request");
+    let hex: String = message.iter().map(|byte| format!("{byte:02x}")).collect();
+    let script = "import socket, sys\n\
+                  s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)\n\
+                  s.connect(sys.argv[1])\n\
+                  s.send(bytes.fromhex(sys.argv[2]))\n\
+                  s.close()\n";
+    let status = std::process::Command::new("python3")
+        .args(["-c", script, socket.to_str().expect("a UTF-8 path"), &hex])
+        .status()
+        .expect("run python3");
+    assert!(status.success(), "python3 could not send Pause: {status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_pause_keeps_fresh_deadline() {
+    if !require_root("stale_pause_keeps_fresh_deadline") {
+        return;
+    }
+    let sandbox = create_paused(pausing()).await;
+    // Queued while PID 1 is frozen, and so handled at the thaw, before
+    // the Resume of the connect below, whose connection comes later.
+    send_pause_and_close(sandbox.id());
+    let left = connect_and_time_left(sandbox.id()).await;
+    assert!(fresh_deadline(left), "{left:?} left after the resume");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1050,9 +1050,11 @@ impl Sandbox {
             return Ok(false);
         }
         cgroup.freezer_available("pause")?;
-        let remaining = query_status(&inner.entry, &Request::Pause)
-            .await
-            .map_err(|e| inner.not_found_to_not_running(e))?;
+        let remaining = match query_unless_frozen(&inner.entry, &Request::Pause, &cgroup).await {
+            Ok(Some(remaining)) => remaining,
+            Ok(None) => return Ok(false),
+            Err(e) => return Err(inner.not_found_to_not_running(e)),
+        };
         state::write_paused(&inner.entry, remaining)?;
         cgroup.set_frozen(true)?;
         // The kernel freezes asynchronously, and cgroup.events reports when
@@ -1230,16 +1232,46 @@ fn unix_ms(time: SystemTime) -> u64 {
 /// Builds a sandbox's info. It queries PID 1 for its deadline unless the
 /// sandbox is paused, because a frozen PID 1 cannot reply.
 async fn info_from(record: &Record, entry: &Path, cgroup: &SandboxCgroup) -> Result<SandboxInfo> {
-    let paused = cgroup.is_frozen();
-    let ends_at = if paused {
-        None
-    } else {
-        let now = SystemTime::now();
-        query_status(entry, &Request::Status)
-            .await?
-            .map(|remaining| now + remaining)
-    };
-    Ok(build_info(record, paused, ends_at))
+    if cgroup.is_frozen() {
+        return Ok(build_info(record, true, None));
+    }
+    let now = SystemTime::now();
+    match query_unless_frozen(entry, &Request::Status, cgroup).await? {
+        Some(remaining) => Ok(build_info(
+            record,
+            false,
+            remaining.map(|remaining| now + remaining),
+        )),
+        None => Ok(build_info(record, true, None)),
+    }
+}
+
+/// How often [`query_unless_frozen`] checks whether the sandbox froze
+/// while it waits for PID 1's reply.
+const FROZEN_CHECK_INTERVAL: Duration = Duration::from_millis(20);
+
+/// Sends `request` as [`query_status`] does, but returns `None` once the
+/// sandbox is frozen while the reply is awaited. PID 1 of a sandbox that
+/// pauses at its deadline (`OnTimeout::Pause`) may freeze itself between
+/// the caller's check and the request, and a frozen PID 1 does not reply.
+/// A reply comes within microseconds, so the check usually never runs.
+async fn query_unless_frozen(
+    entry: &Path,
+    request: &Request,
+    cgroup: &SandboxCgroup,
+) -> Result<Option<Option<Duration>>> {
+    let query = query_status(entry, request);
+    tokio::pin!(query);
+    loop {
+        tokio::select! {
+            result = &mut query => return result.map(Some),
+            () = tokio::time::sleep(FROZEN_CHECK_INTERVAL) => {
+                if cgroup.is_frozen() {
+                    return Ok(None);
+                }
+            }
+        }
+    }
 }
 
 fn build_info(record: &Record, paused: bool, ends_at: Option<SystemTime>) -> SandboxInfo {

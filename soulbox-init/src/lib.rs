@@ -230,6 +230,7 @@ fn run(start: Start) -> ! {
         paused_remaining: None,
         freeze,
         resume_timeout_ms: config.resume_timeout_ms,
+        paused_at_deadline: false,
         owner_open: true,
         persist: false,
         listener,
@@ -467,6 +468,9 @@ struct Init {
     /// Milliseconds until the deadline that a resume after a pause at the
     /// deadline sets; 0 for none.
     resume_timeout_ms: u64,
+    /// Whether PID 1 froze the sandbox at its deadline and no `Resume` has
+    /// come since.
+    paused_at_deadline: bool,
     /// Whether the creating connection is still open.
     owner_open: bool,
     /// Whether the sandbox outlives the creating connection.
@@ -580,6 +584,7 @@ impl Init {
         self.deadline = None;
         self.paused_remaining =
             Some((self.resume_timeout_ms > 0).then_some(self.resume_timeout_ms));
+        self.paused_at_deadline = true;
         if sys::write_all(freeze.as_fd(), b"1").is_err() {
             sys::exit(EXIT_TIMEOUT);
         }
@@ -746,12 +751,20 @@ impl Init {
                 }
             }
             Ok(Request::Persist) if peer == Peer::Owner => self.persist = true,
+            // A `Pause` that waited in the queue while the sandbox was
+            // frozen at its deadline: its fresh deadline for the resume
+            // stays.
+            Ok(Request::Pause) if self.paused_at_deadline => {
+                let remaining = self.paused_remaining.flatten();
+                self.reply_status(peer, remaining);
+            }
             Ok(Request::Pause) => {
                 let remaining = self.remaining();
                 self.paused_remaining = Some(remaining);
                 self.reply_status(peer, remaining);
             }
             Ok(Request::Resume) => {
+                self.paused_at_deadline = false;
                 if let Some(remaining) = self.paused_remaining.take() {
                     self.deadline = remaining.map(|ms| sys::monotonic_ms().saturating_add(ms));
                 }
