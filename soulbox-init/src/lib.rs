@@ -5,11 +5,12 @@
 //! configuration, builds the sandbox (see `setup`), reports ready, and then
 //! serves the host: it starts commands under a supervisor (see `supervise`),
 //! delivers signals, reaps orphans, and ends the sandbox when its deadline
-//! passes, or freezes it when the host asked for a pause at the deadline. Other host processes reach it through a listening socket that
-//! the host bound in its state directory and passed along with the
-//! configuration. Until the host sends `Persist`, closing the creating
-//! connection ends the sandbox too. When PID 1 exits, the kernel kills
-//! every other process of the PID namespace.
+//! passes, or freezes it when the host asked for a pause at the deadline.
+//! Other host processes reach it through a listening socket that the host
+//! bound in its state directory and passed along with the configuration.
+//! Until the host sends `Persist`, closing the creating connection ends the
+//! sandbox too. When PID 1 exits, the kernel kills every other process of
+//! the PID namespace.
 //!
 //! The same code is also a library: a one-shot host program such as the
 //! `soulbox` command links it and clones PID 1 from its own process, which
