@@ -6,11 +6,14 @@
 /** Options of `Sandbox.create`. */
 export interface SandboxOpts {
   /**
-   * Lifetime of the sandbox in milliseconds; it is killed when this has
-   * passed, even if this process died. 0 means no limit.
+   * Lifetime of the sandbox in milliseconds; it is killed (or paused, see
+   * `lifecycle`) when this has passed, even if this process died. 0 means
+   * no limit.
    * @default 300_000
    */
   timeoutMs?: number
+  /** What the timeout does, and whether activity resumes a paused sandbox. */
+  lifecycle?: SandboxLifecycle
   /** Labels that `getInfo()` returns and `Sandbox.list()` filters by. */
   metadata?: Record<string, string>
   /** Environment variables for every command, below each command's own. */
@@ -64,6 +67,24 @@ export interface SandboxNetworkOpts {
   allowOut?: string[]
   /** Networks the sandbox may not send to. */
   denyOut?: string[]
+}
+
+/** The `lifecycle` option of `Sandbox.create`. */
+export interface SandboxLifecycle {
+  /**
+   * `'kill'` ends the sandbox at its timeout. `'pause'` freezes it instead,
+   * keeping its memory and files; `connect()` resumes it, and its timeout
+   * then starts again at `timeoutMs`. Pausing needs a writable cgroup v2
+   * hierarchy.
+   * @default 'kill'
+   */
+  onTimeout?: 'kill' | 'pause'
+  /**
+   * Whether starting a command, a file call or `runCode` through a handle
+   * resumes the paused sandbox first. Valid only with `onTimeout: 'pause'`.
+   * @default false
+   */
+  autoResume?: boolean
 }
 
 /** SoulBox: a host file or directory mounted into the sandbox. */

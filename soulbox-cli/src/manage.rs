@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use clap::{Args, ValueEnum};
-use soulbox_core::{Error, ListQuery, Sandbox, SandboxInfo, SandboxOptions, SandboxState};
+use soulbox_core::{
+    Error, ListQuery, OnTimeout, Sandbox, SandboxInfo, SandboxOptions, SandboxState,
+};
 
 use crate::copy::{copy_in, CopySpec};
 use crate::run::{parse_env, parse_secs, Signals};
@@ -34,11 +36,29 @@ pub struct CreateArgs {
     #[arg(long = "copy", value_name = "HOST_PATH:SANDBOX_PATH", value_parser = CopySpec::parse)]
     copies: Vec<CopySpec>,
 
+    /// What --timeout does: `kill` ends the sandbox; `pause` freezes it,
+    /// keeping its memory and files, until `soulbox resume` or a connect,
+    /// after which its timeout starts again. Pausing needs a writable
+    /// cgroup v2 hierarchy.
+    #[arg(long, value_enum, value_name = "ACTION", default_value = "kill")]
+    on_timeout: OnTimeoutArg,
+
+    /// With `--on-timeout pause`: calls that reach the paused sandbox by
+    /// its id without resuming it, such as `soulbox cp`, resume it first.
+    #[arg(long)]
+    auto_resume: bool,
+
     #[command(flatten)]
     limits: crate::limits::LimitArgs,
 
     #[command(flatten)]
     network: crate::network::NetworkArgs,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum OnTimeoutArg {
+    Kill,
+    Pause,
 }
 
 #[derive(Debug, Args)]
@@ -139,6 +159,11 @@ pub async fn create(args: CreateArgs) -> Result<u8, Failure> {
     let mut options = SandboxOptions::default().timeout(Duration::from_secs(args.timeout));
     options.envs = args.envs.into_iter().collect();
     options.metadata = args.metadata.into_iter().collect();
+    options.on_timeout = match args.on_timeout {
+        OnTimeoutArg::Kill => OnTimeout::Kill,
+        OnTimeoutArg::Pause => OnTimeout::Pause,
+    };
+    options.auto_resume = args.auto_resume;
     args.limits.apply(&mut options);
     args.network.apply(&mut options);
     // The sandbox outlives this process once created. A signal before the
@@ -222,6 +247,15 @@ pub async fn info(args: InfoArgs) -> Result<u8, Failure> {
             },
             rfc3339
         )
+    );
+    println!(
+        "on timeout:   {}{}",
+        info.on_timeout,
+        if info.auto_resume {
+            " (auto-resume)"
+        } else {
+            ""
+        }
     );
     println!("metadata:     {}", metadata_text(&info.metadata));
     println!(
@@ -416,6 +450,8 @@ fn info_json(info: &SandboxInfo) -> serde_json::Value {
         "network": info.network.as_str(),
         "allow_out": info.allow_out,
         "deny_out": info.deny_out,
+        "on_timeout": info.on_timeout.as_str(),
+        "auto_resume": info.auto_resume,
     })
 }
 

@@ -149,6 +149,72 @@ fn pause_resume_info_and_metrics() {
     assert!(info["ends_at"].is_string());
 }
 
+/// Reads `soulbox info ID --json`.
+fn info_json(id: &str) -> serde_json::Value {
+    let info = soulbox(&["info", id, "--json"]);
+    assert!(info.status.success(), "{}", text(&info.stderr));
+    serde_json::from_slice(&info.stdout).expect("info --json")
+}
+
+#[test]
+fn on_timeout_pause_outlives_creator() {
+    if !require_root("on_timeout_pause_outlives_creator") {
+        return;
+    }
+    let created = soulbox(&[
+        "create",
+        "--timeout",
+        "1",
+        "--on-timeout",
+        "pause",
+        "--auto-resume",
+    ]);
+    assert!(created.status.success(), "{}", text(&created.stderr));
+    let sandbox = Created(text(&created.stdout).trim().to_string());
+    let id = sandbox.0.as_str();
+
+    // The creating process has exited: PID 1 pauses the sandbox itself.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(6);
+    while info_json(id)["state"] != "paused" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not paused 5 s after its 1 s timeout: {}",
+            info_json(id)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let info = info_json(id);
+    assert_eq!(info["on_timeout"], "pause");
+    assert_eq!(info["auto_resume"], true);
+    let text_info = soulbox(&["info", id]);
+    assert!(
+        text(&text_info.stdout).contains("on timeout:   pause (auto-resume)"),
+        "{}",
+        text(&text_info.stdout)
+    );
+
+    // With --auto-resume, a file call from another process resumes it.
+    let host_file = std::env::temp_dir().join(format!("soulbox-cp-auto-{}", std::process::id()));
+    std::fs::write(&host_file, "wakes it\n").unwrap();
+    let copied = soulbox(&[
+        "cp",
+        host_file.to_str().unwrap(),
+        &format!("{id}:woken.txt"),
+    ]);
+    let _ = std::fs::remove_file(&host_file);
+    assert!(copied.status.success(), "{}", text(&copied.stderr));
+    assert_eq!(info_json(id)["state"], "running", "cp left it paused");
+}
+
+#[test]
+fn auto_resume_needs_on_timeout_pause() {
+    let output = soulbox(&["create", "--auto-resume"]);
+    assert_eq!(output.status.code(), Some(125));
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("auto_resume"), "{stderr}");
+    assert!(stderr.contains("\"pause\""), "{stderr}");
+}
+
 #[test]
 fn unknown_id_exits_with_status_3() {
     if !require_root("unknown_id_exits_with_status_3") {

@@ -368,3 +368,35 @@ fn rootless_sandbox_blocks_security_suite_attacks() {
     }
     assert_eq!(seen, 18, "the probe stopped early: {stdout}{stderr}");
 }
+
+/// A rootless caller without a writable cgroup v2 hierarchy gets no
+/// cgroup.freeze, so a sandbox that pauses at its timeout is rejected
+/// before anything is created, with the reason and the fix.
+#[test]
+fn rootless_on_timeout_pause_rejected() {
+    if !is_root() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run this test as root"
+        );
+        eprintln!("rootless_on_timeout_pause_rejected: skipped, needs root to switch users");
+        return;
+    }
+    let binary = ReachableBinary::new();
+    let label = format!("suite=pause-{}", std::process::id());
+    let output = soulbox_as_nobody(
+        &binary,
+        &["create", "--on-timeout", "pause", "--metadata", &label],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(125), "{stderr}");
+    assert!(stderr.contains("on_timeout \"pause\""), "{stderr}");
+    assert!(stderr.contains("cgroup.freeze"), "{stderr}");
+    assert!(stderr.contains("delegated"), "{stderr}");
+    let listed = soulbox_as_nobody(&binary, &["ls", "--metadata", &label, "--json"]);
+    assert_eq!(
+        String::from_utf8_lossy(&listed.stdout).trim(),
+        "[]",
+        "a rejected create left a sandbox"
+    );
+}

@@ -414,6 +414,22 @@ impl SandboxCgroup {
         })
     }
 
+    /// Opens the v2 directory's `cgroup.freeze` for writing, for a PID 1
+    /// that freezes the sandbox at its deadline.
+    pub fn open_freeze(&self, operation: &'static str) -> Result<OwnedFd> {
+        let dir = self.freezer_available(operation)?;
+        fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(dir.join("cgroup.freeze"))
+            .map(OwnedFd::from)
+            .map_err(|source| Error::Cgroup {
+                step: "open cgroup.freeze of",
+                path: dir.clone(),
+                source,
+            })
+    }
+
     /// Starts freezing (or thaws) every process of the sandbox. Freezing
     /// completes asynchronously: see [`SandboxCgroup::frozen_settled`].
     pub fn set_frozen(&self, frozen: bool) -> Result<()> {
@@ -472,6 +488,41 @@ impl SandboxCgroup {
         };
         fs::read_to_string(dir.join(file)).ok()?.trim().parse().ok()
     }
+}
+
+/// Checks, before anything is created, that [`SandboxCgroup::create`] will
+/// make a cgroup v2 directory, whose `cgroup.freeze` pauses a sandbox: a
+/// cgroup2 hierarchy is mounted, and this process may create directories
+/// in SoulBox's parent there (or create that parent).
+pub fn check_freezer_writable(operation: &'static str) -> Result<()> {
+    use nix::unistd::{access, AccessFlags};
+    let Some(root) = &layout().v2 else {
+        return Err(Error::Unsupported {
+            operation,
+            reason: "this host has no cgroup2 hierarchy mounted, whose cgroup.freeze pauses a \
+                     sandbox; mount one (cgroup2 on /sys/fs/cgroup/unified, for example) or use \
+                     on_timeout \"kill\""
+                .to_string(),
+        });
+    };
+    let parent = root.join(PARENT);
+    let checked = if parent.is_dir() {
+        parent
+    } else {
+        root.clone()
+    };
+    if access(&checked, AccessFlags::W_OK | AccessFlags::X_OK).is_ok() {
+        return Ok(());
+    }
+    Err(Error::Unsupported {
+        operation,
+        reason: format!(
+            "this process may not create cgroups in {}, so the sandbox would have no cgroup \
+             v2 directory, whose cgroup.freeze pauses it; run as root or as a user to whom \
+             that cgroup is delegated, or use on_timeout \"kill\"",
+            checked.display()
+        ),
+    })
 }
 
 /// Removes `dir`, retrying while it is busy. With `kill`, the first busy

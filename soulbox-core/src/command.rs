@@ -370,6 +370,7 @@ impl Command {
         timeout: Option<Duration>,
         pty: Option<(u16, u16)>,
     ) -> Result<CommandHandle> {
+        self.sandbox.resume_if_auto().await?;
         if let Some(tag) = &self.spec.tag {
             if self.sandbox.commands_tagged(tag) {
                 return Err(Error::InvalidArgument(format!(

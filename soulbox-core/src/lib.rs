@@ -74,7 +74,7 @@ pub use process::{
     CHUNK_SIZE,
 };
 pub use sandbox::{
-    ListQuery, Sandbox, SandboxInfo, SandboxMetrics, SandboxOptions, SandboxState,
+    ListQuery, OnTimeout, Sandbox, SandboxInfo, SandboxMetrics, SandboxOptions, SandboxState,
     DEFAULT_DISK_INODES, DEFAULT_DISK_SIZE, DEFAULT_MEMORY_LIMIT, DEFAULT_OPEN_FILES_LIMIT,
     DEFAULT_PIDS_LIMIT, DEFAULT_TIMEOUT, DEFAULT_TMP_SIZE,
 };

@@ -101,6 +101,63 @@ pub struct SandboxOptions {
     /// [`ALL_TRAFFIC`]: crate::ALL_TRAFFIC
     /// [`MAX_EGRESS_ENTRIES`]: crate::MAX_EGRESS_ENTRIES
     pub deny_out: Vec<String>,
+    /// What the timeout does: end the sandbox (the default) or pause it;
+    /// see [`OnTimeout`].
+    pub on_timeout: OnTimeout,
+    /// Whether a call through a handle of a paused sandbox resumes it
+    /// first: starting a command, a file operation, running code or
+    /// forwarding a connection. Valid only with [`OnTimeout::Pause`].
+    /// Without it such calls find the sandbox paused, as after
+    /// [`Sandbox::pause`].
+    pub auto_resume: bool,
+}
+
+/// The action a sandbox's timeout takes.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum OnTimeout {
+    /// PID 1 ends the sandbox: every process is killed, and its files are
+    /// gone once a handle or the next sweep removes its entry.
+    #[default]
+    Kill,
+    /// PID 1 freezes the sandbox as [`Sandbox::pause`] does, keeping its
+    /// memory and files. [`Sandbox::connect`] or [`Sandbox::resume`] thaws
+    /// it, and its timeout then starts again at its length at creation.
+    /// Needs the sandbox's cgroup v2 directory, like [`Sandbox::pause`].
+    Pause,
+}
+
+impl OnTimeout {
+    /// Returns the lowercase name: `kill` or `pause`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Kill => "kill",
+            Self::Pause => "pause",
+        }
+    }
+}
+
+impl std::str::FromStr for OnTimeout {
+    type Err = Error;
+
+    /// Parses `kill` or `pause`.
+    fn from_str(text: &str) -> Result<Self> {
+        match text {
+            "kill" => Ok(Self::Kill),
+            "pause" => Ok(Self::Pause),
+            other => Err(Error::InvalidArgument(format!(
+                "on_timeout {other:?} is invalid; use \"kill\" or \"pause\""
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for OnTimeout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
 }
 
 /// Default memory limit: 2 GiB.
@@ -133,6 +190,8 @@ impl Default for SandboxOptions {
             network: Network::None,
             allow_out: Vec::new(),
             deny_out: Vec::new(),
+            on_timeout: OnTimeout::Kill,
+            auto_resume: false,
         }
     }
 }
@@ -201,6 +260,19 @@ impl SandboxOptions {
         self
     }
 
+    /// Sets what the timeout does; see [`OnTimeout`].
+    pub fn on_timeout(mut self, on_timeout: OnTimeout) -> Self {
+        self.on_timeout = on_timeout;
+        self
+    }
+
+    /// Sets whether calls through a handle resume a paused sandbox first;
+    /// see [`SandboxOptions::auto_resume`].
+    pub fn auto_resume(mut self, auto_resume: bool) -> Self {
+        self.auto_resume = auto_resume;
+        self
+    }
+
     pub(crate) fn limits(&self) -> Limits {
         Limits {
             memory: self.memory_limit,
@@ -264,7 +336,22 @@ impl SandboxOptions {
                 )));
             }
         }
+        self.validate_lifecycle()?;
         self.seccomp.validate()
+    }
+
+    /// Checks `on_timeout` and `auto_resume`, and that a sandbox that
+    /// pauses at its timeout will get the cgroup v2 directory it freezes.
+    fn validate_lifecycle(&self) -> Result<()> {
+        match self.on_timeout {
+            OnTimeout::Kill if self.auto_resume => Err(Error::InvalidArgument(
+                "auto_resume is valid only with on_timeout \"pause\"; set on_timeout to \
+                 \"pause\" or auto_resume to false"
+                    .into(),
+            )),
+            OnTimeout::Kill => Ok(()),
+            OnTimeout::Pause => cgroup::check_freezer_writable("on_timeout \"pause\""),
+        }
     }
 }
 
@@ -368,6 +455,10 @@ pub struct SandboxInfo {
     pub allow_out: Vec<String>,
     /// See [`SandboxOptions::deny_out`].
     pub deny_out: Vec<String>,
+    /// The action its timeout takes.
+    pub on_timeout: OnTimeout,
+    /// Whether calls through a handle resume it first when it is paused.
+    pub auto_resume: bool,
 }
 
 /// Filters for [`Sandbox::list`]. The default lists every sandbox.
@@ -673,6 +764,10 @@ impl Sandbox {
             },
             allow_out,
             deny_out,
+            pause_on_timeout: options.on_timeout == OnTimeout::Pause,
+            // The timeout at creation, also for a pool's sandbox, whose
+            // deadline is set only at its hand-over.
+            resume_timeout_ms: duration_ms(options.timeout),
         };
         let request = Request::Config(config);
         let config = request.encode().map_err(|e| oversized(&request, &e))?;
@@ -685,8 +780,14 @@ impl Sandbox {
             }
             None => &entry_fds,
         };
-        let (launch, host_end) =
-            Launch::start(&id, &options.limits(), background, &config, config_fds)?;
+        let pause_on_timeout = options.on_timeout == OnTimeout::Pause;
+        let (launch, host_end) = Launch::start(
+            &id,
+            &options.limits(),
+            (background, pause_on_timeout),
+            &config,
+            config_fds,
+        )?;
         // PID 1 has the exit pipe's write end now, queued with its
         // configuration, and slirp4netns starts while PID 1 builds.
         let network = match network {
@@ -986,9 +1087,11 @@ impl Sandbox {
             return Ok(false);
         }
         cgroup.freezer_available("pause")?;
-        let remaining = query_status(&inner.entry, &Request::Pause)
-            .await
-            .map_err(|e| inner.not_found_to_not_running(e))?;
+        let remaining = match query_unless_frozen(&inner.entry, &Request::Pause, &cgroup).await {
+            Ok(Some(remaining)) => remaining,
+            Ok(None) => return Ok(false),
+            Err(e) => return Err(inner.not_found_to_not_running(e)),
+        };
         state::write_paused(&inner.entry, remaining)?;
         cgroup.set_frozen(true)?;
         // The kernel freezes asynchronously, and cgroup.events reports when
@@ -1012,23 +1115,15 @@ impl Sandbox {
     }
 
     /// Thaws a paused sandbox; its timeout clock goes on from where it
-    /// stopped. Returns false if it was not paused.
+    /// stopped. After a pause at the timeout ([`OnTimeout::Pause`]), the
+    /// timeout starts again at its length at creation. Returns false if it
+    /// was not paused.
     ///
     /// # Errors
     ///
     /// [`Error::SandboxNotRunning`] if the sandbox has ended.
     pub async fn resume(&self) -> Result<bool> {
-        let inner = &self.inner;
-        let cgroup = inner.cgroup_snapshot();
-        if !cgroup.is_frozen() {
-            return Ok(false);
-        }
-        // Queued before the thaw, so PID 1 moves its deadline before it
-        // checks it (see soulbox-init's poll loop).
-        inner.request(&Request::Resume, &[]).await?;
-        cgroup.set_frozen(false)?;
-        state::clear_paused(&inner.entry);
-        Ok(true)
+        self.inner.resume().await
     }
 
     /// Returns the sandbox's CPU, memory and disk use.
@@ -1174,16 +1269,46 @@ fn unix_ms(time: SystemTime) -> u64 {
 /// Builds a sandbox's info. It queries PID 1 for its deadline unless the
 /// sandbox is paused, because a frozen PID 1 cannot reply.
 async fn info_from(record: &Record, entry: &Path, cgroup: &SandboxCgroup) -> Result<SandboxInfo> {
-    let paused = cgroup.is_frozen();
-    let ends_at = if paused {
-        None
-    } else {
-        let now = SystemTime::now();
-        query_status(entry, &Request::Status)
-            .await?
-            .map(|remaining| now + remaining)
-    };
-    Ok(build_info(record, paused, ends_at))
+    if cgroup.is_frozen() {
+        return Ok(build_info(record, true, None));
+    }
+    let now = SystemTime::now();
+    match query_unless_frozen(entry, &Request::Status, cgroup).await? {
+        Some(remaining) => Ok(build_info(
+            record,
+            false,
+            remaining.map(|remaining| now + remaining),
+        )),
+        None => Ok(build_info(record, true, None)),
+    }
+}
+
+/// How often [`query_unless_frozen`] checks whether the sandbox froze
+/// while it waits for PID 1's reply.
+const FROZEN_CHECK_INTERVAL: Duration = Duration::from_millis(20);
+
+/// Sends `request` as [`query_status`] does, but returns `None` once the
+/// sandbox is frozen while the reply is awaited. PID 1 of a sandbox that
+/// pauses at its deadline (`OnTimeout::Pause`) may freeze itself between
+/// the caller's check and the request, and a frozen PID 1 does not reply.
+/// A reply comes within microseconds, so the check usually never runs.
+async fn query_unless_frozen(
+    entry: &Path,
+    request: &Request,
+    cgroup: &SandboxCgroup,
+) -> Result<Option<Option<Duration>>> {
+    let query = query_status(entry, request);
+    tokio::pin!(query);
+    loop {
+        tokio::select! {
+            result = &mut query => return result.map(Some),
+            () = tokio::time::sleep(FROZEN_CHECK_INTERVAL) => {
+                if cgroup.is_frozen() {
+                    return Ok(None);
+                }
+            }
+        }
+    }
 }
 
 fn build_info(record: &Record, paused: bool, ends_at: Option<SystemTime>) -> SandboxInfo {
@@ -1209,6 +1334,8 @@ fn build_info(record: &Record, paused: bool, ends_at: Option<SystemTime>) -> San
         },
         allow_out: record.allow_out.clone(),
         deny_out: record.deny_out.clone(),
+        on_timeout: record.on_timeout,
+        auto_resume: record.auto_resume,
     }
 }
 
@@ -1426,6 +1553,31 @@ impl fmt::Debug for Inner {
 }
 
 impl Inner {
+    /// Thaws the sandbox if it is paused; see [`Sandbox::resume`].
+    async fn resume(&self) -> Result<bool> {
+        let cgroup = self.cgroup_snapshot();
+        if !cgroup.is_frozen() {
+            return Ok(false);
+        }
+        // Queued before the thaw, so PID 1 moves its deadline before it
+        // checks it (see soulbox-init's poll loop).
+        self.request(&Request::Resume, &[]).await?;
+        cgroup.set_frozen(false)?;
+        state::clear_paused(&self.entry);
+        Ok(true)
+    }
+
+    /// Resumes a paused sandbox created with
+    /// [`SandboxOptions::auto_resume`], before a call that needs it
+    /// running. Without that option it does nothing, not even a system
+    /// call.
+    pub(crate) async fn resume_if_auto(&self) -> Result<()> {
+        if self.record.auto_resume {
+            self.resume().await?;
+        }
+        Ok(())
+    }
+
     pub(crate) fn is_running(&self) -> bool {
         !self.ended.load(Ordering::Acquire) && !sys::pidfd_exited(self.pidfd.as_fd())
     }
@@ -1467,6 +1619,7 @@ impl Inner {
         if !self.is_running() {
             return Err(self.not_running());
         }
+        self.resume_if_auto().await?;
         // A paused PID 1 accepts no connection. Every forwarded connection
         // would wait in its queue, and a full queue would keep everything
         // else, `soulbox kill` included, from reaching it until the resume.
@@ -1755,6 +1908,8 @@ impl Prepared {
             internet: options.network == Network::Internet,
             allow_out: options.allow_out.clone(),
             deny_out: options.deny_out.clone(),
+            on_timeout: options.on_timeout,
+            auto_resume: options.auto_resume,
         };
         let control = if from_pool {
             let control = sys::async_fd(control.into_inner())
@@ -1822,8 +1977,9 @@ struct Launch {
 impl Launch {
     /// Creates the sandbox's cgroups and starts its PID 1 in new
     /// namespaces, at idle priority with `background` where the zygote
-    /// forks it. Returns the launch and the host's end of the control
-    /// socket.
+    /// forks it. With `pause_on_timeout`, the sandbox's `cgroup.freeze`
+    /// file, opened for writing, goes to PID 1 after `config_fds`. Returns
+    /// the launch and the host's end of the control socket.
     ///
     /// The encoded configuration `config` goes out with `config_fds` before
     /// PID 1 starts, so PID 1 finds it waiting instead of the host sending
@@ -1835,11 +1991,30 @@ impl Launch {
     fn start(
         id: &str,
         limits: &Limits,
-        background: bool,
+        (background, pause_on_timeout): (bool, bool),
         config: &[u8],
         config_fds: &[BorrowedFd<'_>],
     ) -> Result<(Self, OwnedFd)> {
-        let cgroup = SandboxCgroup::create(id, limits)?;
+        let mut cgroup = SandboxCgroup::create(id, limits)?;
+        let freeze = if pause_on_timeout {
+            match cgroup.open_freeze("on_timeout \"pause\"") {
+                Ok(freeze) => Some(freeze),
+                Err(error) => {
+                    let _ = cgroup.remove();
+                    return Err(error);
+                }
+            }
+        } else {
+            None
+        };
+        let with_freeze: Vec<BorrowedFd<'_>>;
+        let config_fds = match &freeze {
+            Some(freeze) => {
+                with_freeze = config_fds.iter().copied().chain([freeze.as_fd()]).collect();
+                &with_freeze
+            }
+            None => config_fds,
+        };
         let send_config = |host_end: BorrowedFd<'_>| {
             sys::send_with_fds(host_end, config, config_fds)
                 .map_err(Error::os("send the configuration to the sandbox's PID 1"))
@@ -1864,7 +2039,6 @@ impl Launch {
         let (host_end, pid, pidfd, in_v2) = match started {
             Ok(started) => started,
             Err(error) => {
-                let mut cgroup = cgroup;
                 let _ = cgroup.remove();
                 return Err(error);
             }

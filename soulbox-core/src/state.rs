@@ -87,6 +87,17 @@ pub(crate) struct Record {
     pub(crate) allow_out: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) deny_out: Vec<String>,
+    /// The action the timeout takes. Left out for the default, `kill`, so
+    /// that a default sandbox's record stays as it was.
+    #[serde(default, skip_serializing_if = "is_kill")]
+    pub(crate) on_timeout: crate::sandbox::OnTimeout,
+    /// Whether calls through a handle resume the paused sandbox first.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) auto_resume: bool,
+}
+
+fn is_kill(on_timeout: &crate::sandbox::OnTimeout) -> bool {
+    *on_timeout == crate::sandbox::OnTimeout::Kill
 }
 
 impl Record {
@@ -697,6 +708,8 @@ mod tests {
             internet: true,
             allow_out: Vec::new(),
             deny_out: vec!["0.0.0.0/0".into()],
+            on_timeout: crate::sandbox::OnTimeout::Pause,
+            auto_resume: true,
         }
     }
 
@@ -721,6 +734,27 @@ mod tests {
         assert!(!read.internet);
         assert!(read.allow_out.is_empty());
         assert!(read.deny_out.is_empty());
+    }
+
+    #[test]
+    fn record_lifecycle_round_trip() {
+        let pausing = sample_record("sb-a");
+        let text = serde_json::to_string(&pausing).unwrap();
+        let read: Record = serde_json::from_str(&text).unwrap();
+        assert_eq!(read.on_timeout, crate::sandbox::OnTimeout::Pause);
+        assert!(read.auto_resume);
+
+        // A default sandbox's record, like one from an older version, has
+        // neither field.
+        let mut killing = sample_record("sb-b");
+        killing.on_timeout = crate::sandbox::OnTimeout::Kill;
+        killing.auto_resume = false;
+        let text = serde_json::to_string(&killing).unwrap();
+        assert!(!text.contains("on_timeout"), "{text}");
+        assert!(!text.contains("auto_resume"), "{text}");
+        let read: Record = serde_json::from_str(&text).unwrap();
+        assert_eq!(read.on_timeout, crate::sandbox::OnTimeout::Kill);
+        assert!(!read.auto_resume);
     }
 
     #[test]

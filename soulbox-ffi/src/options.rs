@@ -72,6 +72,11 @@ impl Options {
         self.inner.kill_on_drop = kill_on_drop;
     }
 
+    pub fn set_lifecycle(&mut self, on_timeout: soulbox_core::OnTimeout, auto_resume: bool) {
+        self.inner.on_timeout = on_timeout;
+        self.inner.auto_resume = auto_resume;
+    }
+
     pub fn set_internet_access(&mut self, enabled: bool) {
         self.inner.network = if enabled {
             soulbox_core::Network::Internet

@@ -155,6 +155,7 @@ c_cases!(
     info_and_list,
     metrics,
     sandbox_timeout,
+    pause_on_timeout,
     lifecycle_by_id,
     command_read,
     stdin_closed_pipe,

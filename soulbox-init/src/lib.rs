@@ -5,11 +5,12 @@
 //! configuration, builds the sandbox (see `setup`), reports ready, and then
 //! serves the host: it starts commands under a supervisor (see `supervise`),
 //! delivers signals, reaps orphans, and ends the sandbox when its deadline
-//! passes. Other host processes reach it through a listening socket that
-//! the host bound in its state directory and passed along with the
-//! configuration. Until the host sends `Persist`, closing the creating
-//! connection ends the sandbox too. When PID 1 exits, the kernel kills
-//! every other process of the PID namespace.
+//! passes, or freezes it when the host asked for a pause at the deadline.
+//! Other host processes reach it through a listening socket that the host
+//! bound in its state directory and passed along with the configuration.
+//! Until the host sends `Persist`, closing the creating connection ends the
+//! sandbox too. When PID 1 exits, the kernel kills every other process of
+//! the PID namespace.
 //!
 //! The same code is also a library: a one-shot host program such as the
 //! `soulbox` command links it and clones PID 1 from its own process, which
@@ -40,11 +41,13 @@ const CONTROL_FD: i32 = 3;
 /// holds open (and so locked) for as long as it lives.
 const CONFIG_FD_COUNT: usize = 2;
 
-/// Most descriptors sent with the configuration: for a sandbox with
-/// internet access, a third one follows, the write end of the pipe whose
-/// closing ends the sandbox's slirp4netns. PID 1 keeps it open, never
-/// writes to it, and the kernel closes it when PID 1 exits.
-const MAX_CONFIG_FD_COUNT: usize = CONFIG_FD_COUNT + 1;
+/// Most descriptors sent with the configuration. For a sandbox with
+/// internet access, the write end of the pipe whose closing ends the
+/// sandbox's slirp4netns follows. PID 1 keeps it open, never writes to it,
+/// and the kernel closes it when PID 1 exits. With `pause_on_timeout`, the
+/// sandbox's `cgroup.freeze` file, opened for writing by the host, comes
+/// last.
+const MAX_CONFIG_FD_COUNT: usize = CONFIG_FD_COUNT + 2;
 
 /// Most v1 `tasks` files PID 1 accepts with the attached message: one per
 /// v1 hierarchy a limit needs (memory, pids, cpu), with room to spare.
@@ -124,9 +127,15 @@ fn run(start: Start) -> ! {
     // CPU PID 1 ran on, and a page fault. Only the pages a message fills
     // are ever touched.
     let mut buf = vec![0u8; soulbox_proto::MAX_MESSAGE_LEN];
-    let (config, listener, lock, network_exit) = match receive_config(control, &mut buf) {
-        Some(received) => received,
-        None => fail_setup(control, SetupStage::Config, libc::EPROTO, b""),
+    let Some(Configured {
+        config,
+        listener,
+        lock,
+        network_exit,
+        freeze,
+    }) = receive_config(control, &mut buf)
+    else {
+        fail_setup(control, SetupStage::Config, libc::EPROTO, b"")
     };
     if config.background {
         // A warm pool's refill: build at idle priority, so that the
@@ -224,6 +233,9 @@ fn run(start: Start) -> ! {
         ending: HashSet::new(),
         deadline: deadline_from(config.timeout_ms),
         paused_remaining: None,
+        freeze,
+        resume_timeout_ms: config.resume_timeout_ms,
+        paused_at_deadline: false,
         owner_open: true,
         persist: false,
         listener,
@@ -390,13 +402,22 @@ fn fail_setup(control: BorrowedFd<'_>, stage: SetupStage, errno: i32, detail: &[
     sys::exit(EXIT_FAILURE)
 }
 
-/// The configuration, the listening socket, the lock file and, for a
-/// sandbox with internet access, the slirp4netns exit pipe.
-type Configured = (Config, OwnedFd, OwnedFd, Option<OwnedFd>);
+/// The configuration and the descriptors sent with it.
+struct Configured {
+    config: Config,
+    listener: OwnedFd,
+    lock: OwnedFd,
+    /// The slirp4netns exit pipe of a sandbox with internet access.
+    network_exit: Option<OwnedFd>,
+    /// The sandbox's `cgroup.freeze` file, with `pause_on_timeout`.
+    freeze: Option<OwnedFd>,
+}
 
 /// Receives the configuration and the descriptors sent with it: the
-/// listening socket, the lock file and, optionally, the write end of the
-/// slirp4netns exit pipe.
+/// listening socket, the lock file, optionally the write end of the
+/// slirp4netns exit pipe, and with `pause_on_timeout` the `cgroup.freeze`
+/// file. A configuration with `pause_on_timeout` but without that file is
+/// rejected.
 fn receive_config(control: BorrowedFd<'_>, buf: &mut [u8]) -> Option<Configured> {
     let (len, fds) = sys::recv_with_fds(control, buf, MAX_CONFIG_FD_COUNT).ok()??;
     let Ok(Request::Config(config)) = Request::decode(&buf[..len]) else {
@@ -406,7 +427,19 @@ fn receive_config(control: BorrowedFd<'_>, buf: &mut [u8]) -> Option<Configured>
     let (Some(listener), Some(lock)) = (fds.next(), fds.next()) else {
         return None;
     };
-    Some((config, listener, lock, fds.next()))
+    let (network_exit, freeze) = match (config.pause_on_timeout, fds.next(), fds.next()) {
+        (false, network_exit, None) => (network_exit, None),
+        (true, Some(freeze), None) => (None, Some(freeze)),
+        (true, Some(network_exit), Some(freeze)) => (Some(network_exit), Some(freeze)),
+        _ => return None,
+    };
+    Some(Configured {
+        config,
+        listener,
+        lock,
+        network_exit,
+        freeze,
+    })
 }
 
 /// Receives the message that the host has made and attached the sandbox's
@@ -463,7 +496,18 @@ struct Init {
     deadline: Option<u64>,
     /// Time left until the deadline when the host last paused the sandbox
     /// (`Some(None)` for no deadline); [`Request::Resume`] applies it.
+    /// After a pause at the deadline it is `resume_timeout_ms`.
     paused_remaining: Option<Option<u64>>,
+    /// The sandbox's `cgroup.freeze` file when the sandbox pauses at its
+    /// deadline instead of ending. PID 1 is not dumpable, so no process
+    /// inside can reach this descriptor through /proc/1/fd or ptrace.
+    freeze: Option<OwnedFd>,
+    /// Milliseconds until the deadline that a resume after a pause at the
+    /// deadline sets; 0 for none.
+    resume_timeout_ms: u64,
+    /// Whether PID 1 froze the sandbox at its deadline and no `Resume` has
+    /// come since.
+    paused_at_deadline: bool,
     /// Whether the creating connection is still open.
     owner_open: bool,
     /// Whether the sandbox outlives the creating connection.
@@ -539,10 +583,11 @@ impl Init {
         }
     }
 
-    /// Returns how long the next poll may wait, ending the sandbox when its
-    /// deadline has passed. Requests already queued are handled first: a
-    /// host that resumes a frozen sandbox queues `Resume` before it thaws
-    /// PID 1, and that must move the deadline before it is checked.
+    /// Returns how long the next poll may wait, ending or pausing the
+    /// sandbox when its deadline has passed. Requests already queued are
+    /// handled first: a host that resumes a frozen sandbox queues `Resume`
+    /// before it thaws PID 1, and that must move the deadline before it is
+    /// checked.
     fn poll_timeout(&mut self, buf: &mut [u8]) -> libc::c_int {
         let Some(deadline) = self.deadline else {
             return -1;
@@ -553,8 +598,32 @@ impl Init {
         }
         self.serve_queued(buf);
         match self.deadline {
-            Some(deadline) if sys::monotonic_ms() >= deadline => sys::exit(EXIT_TIMEOUT),
+            Some(deadline) if sys::monotonic_ms() >= deadline => {
+                self.pause_at_deadline();
+                0
+            }
             _ => 0,
+        }
+    }
+
+    /// Pauses the sandbox at its deadline by writing "1" to its
+    /// `cgroup.freeze`, which freezes PID 1 too, on its way back from the
+    /// write. PID 1 goes on from here once the host thaws the sandbox, and
+    /// the `Resume` that the host queues before the thaw sets a fresh
+    /// deadline of `resume_timeout_ms`. Without that file, or when the
+    /// write fails, the sandbox ends, as at any other deadline.
+    fn pause_at_deadline(&mut self) {
+        let Some(freeze) = &self.freeze else {
+            sys::exit(EXIT_TIMEOUT)
+        };
+        // Set before the write, after which PID 1 runs no more code until
+        // the thaw.
+        self.deadline = None;
+        self.paused_remaining =
+            Some((self.resume_timeout_ms > 0).then_some(self.resume_timeout_ms));
+        self.paused_at_deadline = true;
+        if sys::write_all(freeze.as_fd(), b"1").is_err() {
+            sys::exit(EXIT_TIMEOUT);
         }
     }
 
@@ -719,12 +788,20 @@ impl Init {
                 }
             }
             Ok(Request::Persist) if peer == Peer::Owner => self.persist = true,
+            // A `Pause` that waited in the queue while the sandbox was
+            // frozen at its deadline: its fresh deadline for the resume
+            // stays.
+            Ok(Request::Pause) if self.paused_at_deadline => {
+                let remaining = self.paused_remaining.flatten();
+                self.reply_status(peer, remaining);
+            }
             Ok(Request::Pause) => {
                 let remaining = self.remaining();
                 self.paused_remaining = Some(remaining);
                 self.reply_status(peer, remaining);
             }
             Ok(Request::Resume) => {
+                self.paused_at_deadline = false;
                 if let Some(remaining) = self.paused_remaining.take() {
                     self.deadline = remaining.map(|ms| sys::monotonic_ms().saturating_add(ms));
                 }

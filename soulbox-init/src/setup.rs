@@ -729,6 +729,8 @@ mod tests {
             resolv_conf: Vec::new(),
             allow_out: Vec::new(),
             deny_out: Vec::new(),
+            pause_on_timeout: false,
+            resume_timeout_ms: 0,
         }
     }
 

@@ -157,6 +157,14 @@ pub struct Config {
     /// `allow_out` network contains them. Together with `allow_out`, at
     /// most [`MAX_EGRESS_RULES`] networks.
     pub deny_out: Vec<Ipv4Cidr>,
+    /// At the deadline, freeze the sandbox instead of ending it, by writing
+    /// "1" to the sandbox's `cgroup.freeze` file, whose descriptor comes
+    /// last with the configuration. The next [`Request::Resume`] then sets
+    /// a deadline of `resume_timeout_ms` from the resume.
+    pub pause_on_timeout: bool,
+    /// Milliseconds until the deadline that a resume after a pause at the
+    /// deadline sets; 0 means no limit. Unused without `pause_on_timeout`.
+    pub resume_timeout_ms: u64,
 }
 
 /// Starts a command. Sent with [`SPAWN_FD_COUNT`] file descriptors.
@@ -646,6 +654,8 @@ impl Request {
                 }
                 e.cidrs(&c.allow_out);
                 e.cidrs(&c.deny_out);
+                e.u8(u8::from(c.pause_on_timeout));
+                e.u64(c.resume_timeout_ms);
                 e.finish()
             }
             Self::Spawn(s) => {
@@ -726,6 +736,8 @@ impl Request {
                     mounts: Vec::new(),
                     allow_out: Vec::new(),
                     deny_out: Vec::new(),
+                    pause_on_timeout: false,
+                    resume_timeout_ms: 0,
                 };
                 let count = d.u32("mounts")? as usize;
                 if count > MAX_LIST_LEN {
@@ -742,6 +754,8 @@ impl Request {
                 config.allow_out = d.cidrs("allow_out", MAX_EGRESS_RULES)?;
                 let remaining = MAX_EGRESS_RULES - config.allow_out.len();
                 config.deny_out = d.cidrs("deny_out", remaining)?;
+                config.pause_on_timeout = d.bool("pause_on_timeout")?;
+                config.resume_timeout_ms = d.u64("resume_timeout_ms")?;
                 d.finish(Self::Config(config))
             }
             KIND_SPAWN => {
@@ -999,6 +1013,8 @@ mod tests {
                 address: [0, 0, 0, 0],
                 prefix_len: 0,
             }],
+            pause_on_timeout: true,
+            resume_timeout_ms: 2_000,
         }
     }
 

@@ -91,11 +91,37 @@ function egressRules(network) {
  * sandbox is never created without what the caller asked for.
  */
 function rejectUnsupportedOptions(opts) {
-  for (const name of ['lifecycle', 'mcp', 'volumeMounts']) {
+  for (const name of ['mcp', 'volumeMounts']) {
     if (opts[name] !== undefined && opts[name] !== null) {
       throw new InvalidArgumentError(`${name} is not implemented yet in SoulBox; leave it unset`)
     }
   }
+}
+
+/**
+ * Checks E2B's `lifecycle` option, `{ onTimeout: 'kill' | 'pause',
+ * autoResume: boolean }`, and returns its two values for the addon.
+ * `autoResume` is valid only with `onTimeout: 'pause'`.
+ */
+function lifecycle(value) {
+  const opts = check.options('lifecycle', value)
+  for (const key of Object.keys(opts)) {
+    if (key !== 'onTimeout' && key !== 'autoResume') {
+      throw new InvalidArgumentError(`lifecycle has the unknown key ${JSON.stringify(key)}; use onTimeout and autoResume`)
+    }
+  }
+  const onTimeout = opts.onTimeout ?? 'kill'
+  if (onTimeout !== 'kill' && onTimeout !== 'pause') {
+    throw check.invalid('lifecycle.onTimeout', onTimeout, "'kill' or 'pause'")
+  }
+  const autoResume = check.optionalBoolean('lifecycle.autoResume', opts.autoResume ?? undefined) === true
+  if (autoResume && onTimeout !== 'pause') {
+    throw new InvalidArgumentError(
+      "lifecycle.autoResume is valid only with lifecycle.onTimeout 'pause'; set onTimeout to 'pause' or " +
+        'autoResume to false',
+    )
+  }
+  return { onTimeout, autoResume }
 }
 
 /**
@@ -187,6 +213,7 @@ class Sandbox {
     // SoulBox's default is no network, where E2B's is internet access.
     // Egress rules imply internet access, as in E2B.
     const allowInternetAccess = requested === true || rules !== undefined
+    const { onTimeout, autoResume } = lifecycle(opts.lifecycle)
     const options = {
       template,
       timeoutMs: check.optionalTimeoutMs('timeoutMs', opts.timeoutMs),
@@ -199,6 +226,8 @@ class Sandbox {
       allowInternetAccess,
       allowOut: rules?.allowOut,
       denyOut: rules?.denyOut,
+      onTimeout,
+      autoResume,
     }
     const nativeSandbox = await call(() => native().NativeSandbox.create(options))
     return new this(nativeSandbox)

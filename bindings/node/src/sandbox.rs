@@ -42,6 +42,10 @@ pub struct CreateOptions {
     pub deny_out: Option<Vec<String>>,
     /// Host paths to mount, with absolute sources.
     pub mounts: Option<Vec<MountOptions>>,
+    /// `kill` (when absent) or `pause`, from `lifecycle.onTimeout`.
+    pub on_timeout: Option<String>,
+    /// `lifecycle.autoResume`; false when absent.
+    pub auto_resume: Option<bool>,
 }
 
 /// A host file or directory to mount, as `mounts` of `Sandbox.create`.
@@ -151,6 +155,10 @@ impl NativeSandbox {
         }
         sandbox_options.allow_out = options.allow_out.unwrap_or_default();
         sandbox_options.deny_out = options.deny_out.unwrap_or_default();
+        if let Some(on_timeout) = options.on_timeout {
+            sandbox_options.on_timeout = on_timeout.parse().into_napi()?;
+        }
+        sandbox_options.auto_resume = options.auto_resume.unwrap_or(false);
         let sandbox = Sandbox::create(sandbox_options).await.into_napi()?;
         Ok(NativeSandbox { sandbox })
     }

@@ -200,7 +200,11 @@ test('create options checked', async (t) => {
     [() => Sandbox.create(7), /opts must be an object/],
     [() => Sandbox.create({ allowInternetAccess: 'yes' }), /allowInternetAccess/],
     [() => Sandbox.create({ network: { allowPublicTraffic: false } }), /allowPublicTraffic/],
-    [() => Sandbox.create({ lifecycle: { onTimeout: 'pause' } }), /lifecycle/],
+    [() => Sandbox.create({ lifecycle: 'pause' }), /lifecycle must be an object/],
+    [() => Sandbox.create({ lifecycle: { onTimeout: 'stop' } }), /lifecycle\.onTimeout must be 'kill' or 'pause', not "stop"/],
+    [() => Sandbox.create({ lifecycle: { on_timeout: 'pause' } }), /unknown key "on_timeout"/],
+    [() => Sandbox.create({ lifecycle: { onTimeout: 'pause', autoResume: 1 } }), /lifecycle\.autoResume must be a boolean/],
+    [() => Sandbox.create({ lifecycle: { autoResume: true } }), /valid only with lifecycle\.onTimeout 'pause'/],
     [() => Sandbox.create({ mcp: {} }), /mcp/],
     [() => Sandbox.create({ volumeMounts: {} }), /volumeMounts/],
   ]
@@ -398,5 +402,22 @@ test('image template by relative path', async (t) => {
       process.env.SOULBOX_LAYER_CACHE = previousCache
     }
     rmSync(base, { recursive: true, force: true })
+  }
+})
+
+test('lifecycle pauses at the timeout and auto-resumes', async (t) => {
+  if (!requireRoot(t)) return
+  const sbx = await Sandbox.create({ timeoutMs: 1000, lifecycle: { onTimeout: 'pause', autoResume: true } })
+  try {
+    const deadline = Date.now() + 6000
+    while ((await sbx.getInfo()).state !== 'paused') {
+      assert.ok(Date.now() < deadline, 'not paused 5 s after the timeout')
+      await new Promise((resolve) => setTimeout(resolve, 50))
+    }
+    assert.equal(await sbx.isRunning(), true)
+    assert.equal((await sbx.commands.run('echo awake')).stdout, 'awake\n')
+    assert.equal((await sbx.getInfo()).state, 'running')
+  } finally {
+    await sbx.kill()
   }
 })

@@ -19,6 +19,7 @@ import Sandbox, {
   type Context,
   type EntryInfo,
   type FilesystemEvent,
+  type SandboxLifecycle,
   type WriteInfo,
 } from 'soulbox'
 
@@ -31,6 +32,9 @@ export async function typeChecks(): Promise<void> {
     network: { denyOut: [ALL_TRAFFIC], allowOut: ['192.0.2.1', '198.51.100.0/24'] },
   })
   await filtered.kill()
+  const lifecycle: SandboxLifecycle = { onTimeout: 'pause', autoResume: true }
+  const pausing: Sandbox = await Sandbox.create({ timeoutMs: 1000, lifecycle })
+  await pausing.kill()
   const result: CommandResult = await sbx.commands.run('echo hi', {
     envs: { B: '2' },
     user: 'root',

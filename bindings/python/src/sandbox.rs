@@ -39,6 +39,9 @@ pub struct CreateOptions {
     allow_out: Vec<String>,
     deny_out: Vec<String>,
     mounts: Vec<MountSpec>,
+    /// "kill" or "pause", from E2B's `lifecycle` option.
+    on_timeout: String,
+    auto_resume: bool,
 }
 
 /// A host path to mount, as `Mount` checked by the Python layer.
@@ -100,6 +103,11 @@ impl CreateOptions {
         options.file_size_limit = self.file_size_limit;
         options.metadata = self.metadata;
         options.kill_on_drop = self.kill_on_drop;
+        options.on_timeout = self
+            .on_timeout
+            .parse()
+            .map_err(|e| bridge::core_error(py, e))?;
+        options.auto_resume = self.auto_resume;
         if self.allow_internet_access {
             options.network = Network::Internet;
         }

@@ -88,7 +88,6 @@ def test_connection_options_accepted() -> None:
         ({"template": "python-3.12"}, "template"),
         ({"network": {"allow_public_traffic": False}}, "allow_public_traffic"),
         ({"mcp": {"x": {}}}, "MCP"),
-        ({"lifecycle": {"on_timeout": "pause"}}, "lifecycle"),
     ],
 )
 def test_create_not_implemented(options: dict, missing: str) -> None:

@@ -272,3 +272,81 @@ def test_directory_template_path_objects(tmp_path: pathlib.Path, monkeypatch: py
     monkeypatch.chdir(odd)
     with pytest.raises(InvalidArgumentException, match="not valid UTF-8"):
         Sandbox.create(template="./rootfs")
+
+
+@pytest.mark.parametrize(
+    "lifecycle, message",
+    [
+        ("pause", "lifecycle must be a dict"),
+        ({"on_timeout": "pause", "autoResume": True}, "unknown key 'autoResume'"),
+        ({"on_timeout": "stop"}, "lifecycle\\['on_timeout'\\] must be 'kill' or 'pause', not 'stop'"),
+        ({"on_timeout": None}, "lifecycle\\['on_timeout'\\] must be 'kill' or 'pause', not None"),
+        ({"on_timeout": "pause", "auto_resume": 1}, "lifecycle\\['auto_resume'\\] must be True or False"),
+        ({"auto_resume": True}, "valid only with lifecycle\\['on_timeout'\\] 'pause'"),
+        ({"on_timeout": "kill", "auto_resume": True}, "valid only with"),
+    ],
+)
+def test_lifecycle_rejected(lifecycle: object, message: str) -> None:
+    with pytest.raises(InvalidArgumentException, match=message):
+        Sandbox.create(lifecycle=lifecycle, timeout=5)
+
+    async def create() -> None:
+        await AsyncSandbox.create(lifecycle=lifecycle, timeout=5)
+
+    with pytest.raises(InvalidArgumentException, match=message):
+        asyncio.run(create())
+
+
+def wait_paused(sandbox: Sandbox) -> None:
+    """Wait up to 5 s for the sandbox to be reported paused."""
+    deadline = time.monotonic() + 5
+    while sandbox.get_info().state != SandboxState.PAUSED:
+        assert time.monotonic() < deadline, "not paused 5 s after the timeout"
+        time.sleep(0.05)
+
+
+def test_timeout_pauses_with_lifecycle() -> None:
+    require_root()
+    sandbox = Sandbox.create(timeout=1, lifecycle={"on_timeout": "pause"}, kill_on_drop=True)
+    try:
+        sandbox.commands.run("while true; do echo x >> ticks; sleep 0.05; done", background=True)
+        time.sleep(1.2)
+        wait_paused(sandbox)
+        assert sandbox.is_running(), "the timeout killed a sandbox whose lifecycle pauses it"
+        paused = Sandbox.list(query=SandboxQuery(state=[SandboxState.PAUSED])).next_items()
+        assert sandbox.sandbox_id in [i.sandbox_id for i in paused]
+        frozen = sandbox.files.read("ticks")
+        time.sleep(0.5)
+        assert sandbox.files.read("ticks") == frozen, "a paused sandbox's processes must not run"
+
+        connected = Sandbox.connect(sandbox.sandbox_id)
+        info = connected.get_info()
+        assert info.state == SandboxState.RUNNING
+        assert info.end_at is not None
+        left = (info.end_at - datetime.datetime.now(datetime.timezone.utc)).total_seconds()
+        assert 0.7 < left <= 1.02, f"{left} s left; the timeout at creation is 1 s"
+        time.sleep(0.3)
+        assert len(sandbox.files.read("ticks")) > len(frozen)
+    finally:
+        sandbox.kill()
+
+
+def test_auto_resume_on_command_async() -> None:
+    require_root()
+
+    async def main() -> None:
+        sandbox = await AsyncSandbox.create(
+            timeout=1, lifecycle={"on_timeout": "pause", "auto_resume": True}, kill_on_drop=True
+        )
+        try:
+            deadline = time.monotonic() + 6
+            while (await sandbox.get_info()).state != SandboxState.PAUSED:
+                assert time.monotonic() < deadline, "not paused 5 s after the timeout"
+                await asyncio.sleep(0.05)
+            result = await sandbox.commands.run("echo awake")
+            assert result.stdout == "awake\n"
+            assert (await sandbox.get_info()).state == SandboxState.RUNNING
+        finally:
+            await sandbox.kill()
+
+    asyncio.run(main())

@@ -154,6 +154,7 @@ impl Files {
         F: FnOnce(&Inner, FileUser) -> Result<T> + Send + 'static,
     {
         let user = self.resolve_user()?;
+        self.sandbox.resume_if_auto().await?;
         let sandbox = Arc::clone(&self.sandbox);
         let task = tokio::task::spawn_blocking(move || {
             ensure_running(&sandbox)?;

@@ -107,6 +107,7 @@ impl Files {
     pub async fn watch_dir(&self, path: &str, recursive: bool) -> Result<Watcher> {
         let path = self.sandbox_path(path)?;
         let user = self.resolve_user()?;
+        self.sandbox.resume_if_auto().await?;
         // The watch ends when PID 1 exits. It keeps a duplicate of the
         // pidfd, not the sandbox, so a running watch does not keep the
         // sandbox alive.

@@ -440,6 +440,7 @@ impl<'a> RunCode<'a> {
     /// first when it has none, and restarts the interpreter when it died or
     /// did not stop after the timeout.
     async fn execute(mut self) -> Result<Execution> {
+        self.sandbox.inner.resume_if_auto().await?;
         let kernel = find_kernel(
             self.sandbox,
             self.context.as_deref(),

@@ -142,6 +142,37 @@ pub extern "C" fn soulbox_options_set_kill_on_drop(
     })
 }
 
+/// Sets what the sandbox's timeout does, as E2B's `lifecycle` option.
+/// `on_timeout` is "kill" (the default), which ends the sandbox, or
+/// "pause", which freezes it as `soulbox_sandbox_pause` does and keeps its
+/// memory and files. `soulbox_sandbox_resume` or `soulbox_sandbox_connect`
+/// thaws it, and its timeout then starts again at its length at creation.
+/// With `auto_resume`, valid only with "pause", starting a command, a file
+/// call or running code through a handle resumes the paused sandbox
+/// first. Without it such calls find the sandbox paused: a command starts
+/// only once it is resumed. "pause" needs a writable cgroup v2 hierarchy,
+/// and `soulbox_sandbox_create` fails with an unsupported error without one.
+#[no_mangle]
+pub extern "C" fn soulbox_options_set_lifecycle(
+    options: *mut Options,
+    on_timeout: *const c_char,
+    auto_resume: bool,
+) -> *mut Error {
+    update("soulbox_options_set_lifecycle", options, |options| {
+        // SAFETY: the header requires a NUL-terminated string.
+        let on_timeout = unsafe { c_str(on_timeout, "on_timeout") }?;
+        let on_timeout: soulbox_core::OnTimeout = on_timeout.parse()?;
+        if auto_resume && on_timeout != soulbox_core::OnTimeout::Pause {
+            return Err(Error::invalid(
+                "auto_resume is valid only with on_timeout \"pause\"; pass \"pause\" or \
+                 auto_resume false",
+            ));
+        }
+        options.set_lifecycle(on_timeout, auto_resume);
+        Ok(())
+    })
+}
+
 /// Sets whether the sandbox gets internet access: a tap device `eth0` whose
 /// traffic slirp4netns relays through the host's sockets, with DNS at
 /// 10.0.2.3. False, the default, leaves it loopback only (E2B's default is

@@ -974,6 +974,42 @@ static void case_sandbox_timeout(void) {
     soulbox_sandbox_free(sandbox);
 }
 
+static void case_pause_on_timeout(void) {
+    soulbox_options *options = dying_options();
+    EXPECT_ERROR(soulbox_options_set_lifecycle(options, "stop", false),
+                 SOULBOX_ERROR_KIND_INVALID_ARGUMENT);
+    EXPECT_ERROR(soulbox_options_set_lifecycle(options, "kill", true),
+                 SOULBOX_ERROR_KIND_INVALID_ARGUMENT);
+    EXPECT_ERROR(soulbox_options_set_lifecycle(options, NULL, false),
+                 SOULBOX_ERROR_KIND_INVALID_ARGUMENT);
+    OK(soulbox_options_set_lifecycle(options, "pause", true));
+    OK(soulbox_options_set_timeout_ms(options, 1000));
+    soulbox_sandbox *sandbox = NULL;
+    OK(soulbox_sandbox_create(options, &sandbox));
+    soulbox_options_free(options);
+
+    soulbox_sandbox_info *info = NULL;
+    bool paused = false;
+    for (int i = 0; i < 120 && !paused; i++) {
+        usleep(50 * 1000);
+        OK(soulbox_sandbox_get_info(sandbox, &info));
+        paused = info->state == SOULBOX_SANDBOX_STATE_PAUSED;
+        soulbox_sandbox_info_free(info);
+    }
+    CHECK(paused, "not paused 5 s after its 1 s timeout");
+    CHECK(soulbox_sandbox_is_running(sandbox), "the timeout ended a sandbox that pauses");
+
+    /* With auto_resume, starting a command resumes the sandbox. */
+    soulbox_output *output = run(sandbox, "echo awake", NULL);
+    CHECK(strcmp((const char *)output->stdout_data, "awake\n") == 0, "stdout %s",
+          (const char *)output->stdout_data);
+    soulbox_output_free(output);
+    OK(soulbox_sandbox_get_info(sandbox, &info));
+    CHECK(info->state == SOULBOX_SANDBOX_STATE_RUNNING, "state %u", (unsigned)info->state);
+    soulbox_sandbox_info_free(info);
+    soulbox_sandbox_free(sandbox);
+}
+
 static void case_lifecycle_by_id(void) {
     soulbox_sandbox *sandbox = GARBAGE;
     EXPECT_ERROR_ERRNO(soulbox_sandbox_connect("sb-0000000000000", &sandbox),
@@ -2264,6 +2300,7 @@ static const struct {
     {"info_and_list", case_info_and_list},
     {"metrics", case_metrics},
     {"sandbox_timeout", case_sandbox_timeout},
+    {"pause_on_timeout", case_pause_on_timeout},
     {"lifecycle_by_id", case_lifecycle_by_id},
     {"command_read", case_command_read},
     {"stdin_closed_pipe", case_stdin_closed_pipe},

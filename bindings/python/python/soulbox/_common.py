@@ -138,8 +138,7 @@ def create_options(
         )
     if mcp is not None:
         raise not_implemented("MCP servers in the sandbox")
-    if lifecycle is not None:
-        raise not_implemented("lifecycle options (pause on timeout, auto resume)")
+    on_timeout, auto_resume = lifecycle_options(lifecycle)
     if volume_mounts is not None:
         raise not_implemented("volume mounts")
     if timeout is None:
@@ -168,6 +167,8 @@ def create_options(
         "allow_internet_access": allow_internet_access is True or network is not None,
         "allow_out": allow_out,
         "deny_out": deny_out,
+        "on_timeout": on_timeout,
+        "auto_resume": auto_resume,
     }
 
 
@@ -212,6 +213,42 @@ def egress_rules(network: Any) -> Tuple[List[str], List[str]]:
                 )
         lists.append(list(entries))
     return lists[0], lists[1]
+
+
+LIFECYCLE_KEYS = ("on_timeout", "auto_resume")
+
+
+def lifecycle_options(lifecycle: Any) -> Tuple[str, bool]:
+    """Check E2B's ``lifecycle`` option of ``create`` and return its
+    ``on_timeout`` ("kill", the default, or "pause") and ``auto_resume``
+    (default False, valid only with "pause")."""
+    if lifecycle is None:
+        return "kill", False
+    if not isinstance(lifecycle, Mapping):
+        raise InvalidArgumentException(
+            f"lifecycle must be a dict with the keys {', '.join(LIFECYCLE_KEYS)}, not {lifecycle!r}"
+        )
+    for key in lifecycle:
+        if key not in LIFECYCLE_KEYS:
+            raise InvalidArgumentException(
+                f"lifecycle has the unknown key {key!r}; use {' and '.join(LIFECYCLE_KEYS)}"
+            )
+    on_timeout = lifecycle.get("on_timeout", "kill")
+    if not isinstance(on_timeout, str) or on_timeout not in ("kill", "pause"):
+        raise InvalidArgumentException(
+            f"lifecycle['on_timeout'] must be 'kill' or 'pause', not {on_timeout!r}"
+        )
+    auto_resume = lifecycle.get("auto_resume", False)
+    if not isinstance(auto_resume, bool):
+        raise InvalidArgumentException(
+            f"lifecycle['auto_resume'] must be True or False, not {auto_resume!r}"
+        )
+    if auto_resume and on_timeout != "pause":
+        raise InvalidArgumentException(
+            "lifecycle['auto_resume'] is valid only with lifecycle['on_timeout'] 'pause'; "
+            "set on_timeout to 'pause' or auto_resume to False"
+        )
+    return on_timeout, auto_resume
 
 
 def mount_specs(mounts: Any) -> List[Dict[str, Any]]:

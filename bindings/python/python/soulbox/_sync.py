@@ -658,6 +658,13 @@ class Sandbox:
         :param metadata: labels, returned by ``get_info`` and used to
             filter ``Sandbox.list``.
         :param envs: environment variables for every command.
+        :param lifecycle: E2B's ``{"on_timeout": "kill" | "pause",
+            "auto_resume": bool}``. With ``"pause"`` the timeout freezes
+            the sandbox instead of killing it; ``connect`` or ``resume``
+            thaws it, and its timeout starts again at this ``timeout``.
+            ``auto_resume`` (only with ``"pause"``) makes commands, file
+            calls and ``run_code`` through a handle resume it first.
+            Pausing needs a writable cgroup v2 hierarchy.
         :param allow_internet_access: ``True`` gives the sandbox internet
             access through slirp4netns, which must be installed. Unlike
             E2B, whose sandboxes have it by default, the default (``None``
@@ -687,9 +694,8 @@ class Sandbox:
         sandbox runs in this process, with no API server.
 
         :raises NotImplementedError: for other templates, the network
-            options ``allow_public_traffic`` and ``mask_request_host``,
-            MCP, lifecycle options (pause on timeout) and volume mounts,
-            which SoulBox lacks so far.
+            options ``allow_public_traffic`` and ``mask_request_host``, MCP
+            and volume mounts, which SoulBox lacks so far.
         :raises InvalidArgumentException: for a bad option; nothing is made.
         """
         _common.check_connection_options(opts)
