@@ -89,6 +89,9 @@ pub struct SandboxOptions {
     /// Loopback only (the default), or internet access through
     /// slirp4netns; see [`Network`].
     pub network: Network,
+    /// Whether PID 1 sends a descriptor of the writable layer, which a
+    /// template build keeps; see [`crate::build`].
+    pub(crate) send_upper: bool,
 }
 
 /// Default memory limit: 2 GiB.
@@ -119,6 +122,7 @@ impl Default for SandboxOptions {
             seccomp: SeccompPolicy::default(),
             mounts: Vec::new(),
             network: Network::None,
+            send_upper: false,
         }
     }
 }
@@ -483,7 +487,12 @@ impl Sandbox {
     pub async fn create(options: SandboxOptions) -> Result<Self> {
         options.validate()?;
         let prepared = Self::prepare(&options, options.timeout, false, None).await?;
-        prepared.hand_over(&options, false).await
+        let startup = prepared.startup.clone();
+        let sandbox = prepared.hand_over(&options, false).await?;
+        if let Some(startup) = startup {
+            sandbox.start_template_service(&startup).await?;
+        }
+        Ok(sandbox)
     }
 
     /// Creates a sandbox and starts `command` in it, as [`Sandbox::create`]
@@ -539,7 +548,11 @@ impl Sandbox {
             Some(&planned),
         )
         .await?;
+        let startup = prepared.startup.clone();
         let sandbox = prepared.hand_over(&options, false).await?;
+        if let Some(startup) = startup {
+            sandbox.start_template_service(&startup).await?;
+        }
         // Until the call returns, the caller has no handle on the sandbox,
         // so a failed start or a dropped call kills it even when it would
         // outlive its handle.
@@ -592,6 +605,7 @@ impl Sandbox {
         (timeout, background): (Duration, bool),
         first: Option<&command::Planned>,
     ) -> Result<Prepared> {
+        let options = &*with_template_resources(options, template.startup.as_deref());
         // Before anything is made, so that a missing slirp4netns leaves
         // nothing behind.
         let network = match options.network {
@@ -636,6 +650,7 @@ impl Sandbox {
                 Some(_) => network::RESOLV_CONF.to_vec(),
                 None => Vec::new(),
             },
+            send_upper: options.send_upper,
         };
         let request = Request::Config(config);
         let config = request.encode().map_err(|e| oversized(&request, &e))?;
@@ -686,7 +701,7 @@ impl Sandbox {
         explain_send_failure(sent, &control, &launch)
             .await
             .map_err(blame_damaged_program)?;
-        let root = wait_ready(&control, &launch)
+        let (root, upper) = wait_ready(&control, &launch)
             .await
             .map_err(blame_damaged_program)?;
         if let Some(network) = network {
@@ -709,6 +724,8 @@ impl Sandbox {
             root,
             shell,
             image: template.image.clone(),
+            startup: template.startup.clone(),
+            upper,
         })
     }
 
@@ -1646,6 +1663,18 @@ pub(crate) struct Prepared {
     root: OwnedFd,
     shell: &'static [&'static str],
     image: Option<Arc<ImageDefaults>>,
+    /// The start and ready commands of a built template.
+    pub(crate) startup: Option<Arc<crate::build::Startup>>,
+    /// The writable layer, where the options asked for it.
+    upper: Option<OwnedFd>,
+}
+
+impl Prepared {
+    /// Takes the descriptor of the writable layer, which PID 1 sends when
+    /// the options' `send_upper` is set.
+    pub(crate) fn take_upper(&mut self) -> Option<OwnedFd> {
+        self.upper.take()
+    }
 }
 
 impl fmt::Debug for Prepared {
@@ -1693,7 +1722,10 @@ impl Prepared {
             root,
             shell,
             image,
+            startup,
+            upper: _,
         } = self;
+        let options = &*with_template_resources(options, startup.as_deref());
         let enforced = launch.enforced();
         let rootless = sys::geteuid() != 0;
         let record = Record {
@@ -2172,15 +2204,24 @@ fn blame_damaged_program(error: Error) -> Error {
 }
 
 /// Waits for PID 1's ready reply, or the step that failed. Returns the
-/// descriptor of the sandbox's root that PID 1 sends before it is ready.
-async fn wait_ready(control: &AsyncFd<OwnedFd>, launch: &Launch) -> Result<Option<OwnedFd>> {
+/// descriptors that PID 1 sends before it is ready: the sandbox's root,
+/// and its writable layer where the configuration asked for it.
+async fn wait_ready(
+    control: &AsyncFd<OwnedFd>,
+    launch: &Launch,
+) -> Result<(Option<OwnedFd>, Option<OwnedFd>)> {
     let deadline = tokio::time::Instant::now() + SETUP_TIMEOUT;
     let mut buf = vec![0u8; soulbox_proto::MAX_MESSAGE_LEN];
     let mut root = None;
+    let mut upper = None;
     loop {
         match next_setup_reply(control, launch, deadline, &mut buf).await? {
-            (Reply::Root, fds) => root = fds.into_iter().next(),
-            (Reply::Ready, _) => return Ok(root),
+            (Reply::Root, fds) => {
+                let mut fds = fds.into_iter();
+                root = fds.next();
+                upper = fds.next();
+            }
+            (Reply::Ready, _) => return Ok((root, upper)),
             (
                 Reply::SetupFailed {
                     stage,
@@ -2282,7 +2323,36 @@ fn pick_shell(root: &OwnedFd) -> &'static [&'static str] {
 /// `block_in_place`, which lets the runtime move its other tasks to
 /// another thread meanwhile. The `host` template and directory templates
 /// resolve in a few system calls and run directly.
-fn resolve_template(
+/// Returns `options` with the resource defaults of a built template
+/// applied where `options` keeps SoulBox's defaults; unchanged (and not
+/// copied) for other templates.
+fn with_template_resources<'a>(
+    options: &'a SandboxOptions,
+    startup: Option<&crate::build::Startup>,
+) -> std::borrow::Cow<'a, SandboxOptions> {
+    let Some(resources) = startup.map(|startup| &startup.resources) else {
+        return std::borrow::Cow::Borrowed(options);
+    };
+    let mut options = options.clone();
+    if let Some(memory) = resources.memory_mb {
+        if options.memory_limit == Some(DEFAULT_MEMORY_LIMIT) {
+            options.memory_limit = Some(memory << 20);
+        }
+    }
+    if let Some(cpus) = resources.cpu_count {
+        if options.cpu_limit.is_none() {
+            options.cpu_limit = Some(cpus);
+        }
+    }
+    if let Some(disk) = resources.disk_mb {
+        if options.disk_size == DEFAULT_DISK_SIZE {
+            options.disk_size = disk << 20;
+        }
+    }
+    std::borrow::Cow::Owned(options)
+}
+
+pub(crate) fn resolve_template(
     name: &str,
     state_dir: &Path,
 ) -> Result<std::borrow::Cow<'static, template::Template>> {

@@ -136,6 +136,10 @@ pub struct Config {
     /// Contents that PID 1 writes to /etc/resolv.conf once the root is
     /// built; empty keeps the template's file.
     pub resolv_conf: Vec<u8>,
+    /// Send a descriptor of the overlay's upper directory (the writable
+    /// layer) with [`Reply::Root`], after the root's. A template build
+    /// copies the layer from it once the sandbox has ended.
+    pub send_upper: bool,
 }
 
 /// Starts a command. Sent with [`SPAWN_FD_COUNT`] file descriptors.
@@ -579,6 +583,7 @@ impl Request {
                 e.bytes(&c.seccomp_filter);
                 e.u8(u8::from(c.background));
                 e.bytes(&c.resolv_conf);
+                e.u8(u8::from(c.send_upper));
                 e.u32(u32::try_from(c.mounts.len()).unwrap_or(u32::MAX));
                 for m in &c.mounts {
                     e.bytes(&m.source);
@@ -662,6 +667,7 @@ impl Request {
                     seccomp_filter: d.seccomp_filter()?,
                     background: d.bool("background")?,
                     resolv_conf: d.bytes("resolv_conf")?,
+                    send_upper: d.bool("send_upper")?,
                     mounts: Vec::new(),
                 };
                 let count = d.u32("mounts")? as usize;
@@ -925,6 +931,7 @@ mod tests {
                 writable: true,
             }],
             resolv_conf: b"nameserver 10.0.2.3\n".to_vec(),
+            send_upper: true,
         }
     }
 
