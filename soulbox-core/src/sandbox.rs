@@ -540,23 +540,35 @@ impl Sandbox {
             Some(planned) => planned,
             None => plan(template.image.as_deref())?,
         };
+        // A built template's command waits for its service to be ready,
+        // so its start request cannot go ahead with the configuration.
+        let first = match template.startup {
+            Some(_) => None,
+            None => Some(&planned),
+        };
         let prepared = Self::prepare_from(
             &options,
             (&state_dir, &sandboxes),
             &template,
             (options.timeout, false),
-            Some(&planned),
+            first,
         )
         .await?;
-        let startup = prepared.startup.clone();
+        let sent_early = first.is_some();
         let sandbox = prepared.hand_over(&options, false).await?;
-        if let Some(startup) = startup {
-            sandbox.start_template_service(&startup).await?;
-        }
         // Until the call returns, the caller has no handle on the sandbox,
         // so a failed start or a dropped call kills it even when it would
         // outlive its handle.
         let unreturned = KillUnlessReturned(Some(&sandbox.inner));
+        if let Some(startup) = &template.startup {
+            sandbox.start_template_service(startup).await?;
+        }
+        if !sent_early {
+            sandbox
+                .inner
+                .send_message(&planned.message, &planned.fds())
+                .await?;
+        }
         // The count of a cgroup made for this sandbox starts at zero. Read
         // now, it could already include a kill of the running command.
         planned.oom_kills_before = sandbox.inner.oom_kills().map(|_| 0);

@@ -72,7 +72,9 @@ impl ImageDefaults {
     /// file's `env` over the image's `Env`, and its `user` and `workdir`
     /// in place of the image's. Without them, the default user is `user`
     /// (uid 1000), as in the `host` template, and the default directory is
-    /// the user's home. `layers` are the built layer and the base's.
+    /// the user's home. `user` and `root` exist even where the layers'
+    /// /etc/passwd lacks them, as in image templates. `layers` are the
+    /// built layer and the base's.
     pub(crate) fn for_built(
         layers: &[PathBuf],
         opaque_xattr: &str,
@@ -92,6 +94,13 @@ impl ImageDefaults {
                     uid: crate::template::USER_UID,
                     gid: crate::template::USER_UID,
                     home: crate::template::USER_HOME.into(),
+                    shell: None,
+                }),
+                "root" => Ok(Account {
+                    name: Some("root".into()),
+                    uid: 0,
+                    gid: 0,
+                    home: "/root".into(),
                     shell: None,
                 }),
                 spec => accounts.resolve(spec),

@@ -1,0 +1,559 @@
+//! Templates built from a `soulbox.toml`: real builds in real sandboxes,
+//! and sandboxes created from what they keep.
+//!
+//! Every test of this file shares one layer cache under the build
+//! directory's tmp folder, emptied when the first test starts. Run steps
+//! use only what the host template or a busybox root file system has, and
+//! no network.
+
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+
+use soulbox_core::build::{self, BuildEvent, BuildOptions, BuiltTemplate};
+use soulbox_core::{Error, ListQuery, Sandbox};
+use soulbox_tests::*;
+
+/// Points SoulBox's layer cache at this test binary's own directory and
+/// returns it.
+fn layer_cache() -> PathBuf {
+    static SET: Once = Once::new();
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("build-cache");
+    SET.call_once(|| {
+        let _ = std::fs::remove_dir_all(&dir);
+        // Set before the first sandbox of this process, by the first test
+        // to get here, while the others wait in `call_once`.
+        std::env::set_var(soulbox_core::image::LAYER_CACHE_VAR, &dir);
+    });
+    dir
+}
+
+/// A build folder for one test, removed when the guard drops.
+struct Folder {
+    dir: PathBuf,
+}
+
+impl Folder {
+    /// Makes a folder with `soulbox.toml` holding `spec`, with a comment
+    /// unique to this test run so that no earlier build is cached.
+    fn new(tag: &str, spec: &str) -> Self {
+        layer_cache();
+        let dir = std::env::temp_dir().join(unique_name(tag));
+        std::fs::create_dir(&dir).expect("create the build folder");
+        let folder = Self { dir };
+        folder.write("soulbox.toml", &format!("# {}\n{spec}", unique_name(tag)));
+        folder
+    }
+
+    fn write(&self, name: &str, contents: &str) {
+        std::fs::write(self.dir.join(name), contents).expect("write into the build folder");
+    }
+
+    fn path_text(&self) -> String {
+        self.dir
+            .to_str()
+            .expect("temporary paths are UTF-8")
+            .to_string()
+    }
+}
+
+impl Drop for Folder {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Builds `path`, collecting the step output.
+async fn build_at(path: &Path, options: &BuildOptions) -> (Result<BuiltTemplate, Error>, String) {
+    let mut output = String::new();
+    let mut on_event = |event: BuildEvent<'_>| match event {
+        BuildEvent::Stdout(data) | BuildEvent::Stderr(data) => {
+            output.push_str(&String::from_utf8_lossy(data));
+        }
+        BuildEvent::Step { command, .. } => output.push_str(&format!("[step] {command}\n")),
+        _ => {}
+    };
+    let result = within_limit("build", build::build(path, options, &mut on_event)).await;
+    (result, output)
+}
+
+async fn build_ok(folder: &Folder, options: &BuildOptions) -> BuiltTemplate {
+    let (result, output) = build_at(&folder.dir, options).await;
+    result.unwrap_or_else(|e| panic!("build {}: {e}\noutput:\n{output}", folder.dir.display()))
+}
+
+async fn create(template: &str) -> Sandbox {
+    within_limit(
+        "create",
+        Sandbox::create(options().template(template.to_string())),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("create a sandbox from {template}: {e}"))
+}
+
+/// Returns the entries of `dir`, or none where it is missing.
+fn entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|read| {
+            read.flatten()
+                .map(|entry| entry.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn file_and_step_kept() {
+    if !require_root("file_and_step_kept") {
+        return;
+    }
+    let folder = Folder::new(
+        "build-basic",
+        r#"
+env = { GREETING = "hello" }
+run = [
+  "cp /home/user/app/data.txt /home/user/app/copy.txt",
+  "echo \"$GREETING from $(id -un)\" > /home/user/step.txt",
+]
+
+[[files]]
+from = "data.txt"
+to = "/home/user/app/data.txt"
+"#,
+    );
+    folder.write("data.txt", "from the build folder\n");
+    let name = format!("basic-{}", std::process::id());
+    let built = build_ok(&folder, &BuildOptions::default().name(name.clone())).await;
+    assert!(!built.cached, "a first build was reported as cached");
+    assert_eq!(built.name.as_deref(), Some(name.as_str()));
+
+    for template in [name.clone(), folder.path_text()] {
+        let sandbox = create(&template).await;
+        assert_eq!(
+            run_ok(&sandbox, "cat /home/user/app/data.txt").await,
+            "from the build folder\n",
+            "the copied file, template {template}"
+        );
+        assert_eq!(
+            run_ok(&sandbox, "cat /home/user/app/copy.txt").await,
+            "from the build folder\n",
+            "the first step's copy, template {template}"
+        );
+        assert_eq!(
+            run_ok(&sandbox, "cat /home/user/step.txt").await,
+            "hello from user\n",
+            "the second step's file, template {template}"
+        );
+        // The host's programs are still there, above the built layer.
+        assert_eq!(run_ok(&sandbox, "ls /usr/bin/env").await, "/usr/bin/env\n");
+        assert_eq!(
+            run_ok(&sandbox, "cat /etc/hostname").await.trim(),
+            sandbox.id()
+        );
+    }
+    let listed = build::list().expect("list the built templates");
+    assert!(
+        listed.iter().any(|t| t.name == name && t.key == built.key),
+        "{name} missing from {listed:?}"
+    );
+}
+
+/// A root file system of the host's static busybox, with a directory and
+/// a file that a build deletes.
+fn busybox_rootfs(folder: &Folder) -> PathBuf {
+    let root = folder.dir.join("rootfs");
+    for dir in ["bin", "etc", "data/old-dir"] {
+        std::fs::create_dir_all(root.join(dir)).expect("create a rootfs directory");
+    }
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("copy busybox");
+    for applet in ["sh", "rm", "mkdir", "ls", "cat", "echo", "test"] {
+        symlink("busybox", root.join("bin").join(applet)).expect("link an applet");
+    }
+    std::fs::write(root.join("etc/removed"), "old\n").expect("write a file");
+    std::fs::write(root.join("data/kept-out"), "old\n").expect("write a file");
+    std::fs::write(root.join("data/old-dir/inner"), "old\n").expect("write a file");
+    root
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deletions_honoured() {
+    if !require_root("deletions_honoured") {
+        return;
+    }
+    let folder = Folder::new(
+        "build-deletions",
+        r#"
+base = "rootfs"
+user = "root"
+run = [
+  "rm /etc/removed",
+  "rm -r /data && mkdir /data && echo new > /data/new",
+]
+"#,
+    );
+    let rootfs = busybox_rootfs(&folder);
+    let built = build_ok(&folder, &BuildOptions::default()).await;
+
+    // What the layer holds: a whiteout and an opaque directory.
+    let layer = &built.layer;
+    let whiteout = std::fs::symlink_metadata(layer.join("etc/removed")).expect("a whiteout");
+    assert!(
+        std::os::unix::fs::FileTypeExt::is_char_device(&whiteout.file_type()),
+        "etc/removed in the layer is not a whiteout: {whiteout:?}"
+    );
+    let opaque = xattr_of(&layer.join("data"), "trusted.overlay.opaque");
+    assert_eq!(opaque.as_deref(), Some(&b"y"[..]), "data is not opaque");
+
+    let sandbox = create(&folder.path_text()).await;
+    let removed = sh(&sandbox, "test -e /etc/removed").await;
+    assert!(!removed.status.success(), "/etc/removed is back");
+    assert_eq!(run_ok(&sandbox, "ls /data").await, "new\n");
+    // The base directory itself is untouched.
+    assert!(rootfs.join("etc/removed").is_file());
+    assert_eq!(entries(&rootfs.join("data")), ["kept-out", "old-dir"]);
+}
+
+fn xattr_of(path: &Path, name: &str) -> Option<Vec<u8>> {
+    let output = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import os, sys; sys.stdout.buffer.write(os.getxattr(sys.argv[1], sys.argv[2]))",
+        ])
+        .arg(path)
+        .arg(name)
+        .output()
+        .expect("run python3 for getxattr");
+    output.status.success().then_some(output.stdout)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failing_step_leaves_nothing() {
+    if !require_root("failing_step_leaves_nothing") {
+        return;
+    }
+    let folder = Folder::new(
+        "build-failing",
+        r#"
+run = ["echo first > /home/user/first", "echo about to fail; exit 7", "echo never"]
+"#,
+    );
+    let cache = layer_cache();
+    let built_before = entries(&cache.join("built"));
+    let name = format!("failing-{}", std::process::id());
+    let (result, output) = build_at(&folder.dir, &BuildOptions::default().name(name.clone())).await;
+    let error = result.expect_err("a build whose step exits 7 succeeded");
+    let message = error.to_string();
+    assert!(matches!(error, Error::Build { .. }), "{error:?}");
+    assert!(message.contains("run step 2 of 3"), "{message}");
+    assert!(message.contains("exit 7"), "{message}");
+    assert!(message.contains("exit code 7"), "{message}");
+    assert!(
+        output.contains("about to fail"),
+        "step output not streamed: {output}"
+    );
+    assert!(
+        !output.contains("[step] echo never"),
+        "a step ran after the failure: {output}"
+    );
+
+    let built_after = entries(&cache.join("built"));
+    let new: Vec<_> = built_after
+        .iter()
+        .filter(|key| !built_before.contains(key))
+        .collect();
+    // Other tests build in parallel; none of theirs is named after this one.
+    for key in new {
+        let json = std::fs::read_to_string(cache.join("built").join(key).join("template.json"))
+            .unwrap_or_default();
+        assert!(
+            !json.contains(&folder.path_text()),
+            "the failed build was kept as {key}"
+        );
+    }
+    let staged: Vec<_> = entries(&cache.join("staging"))
+        .into_iter()
+        .filter(|name| name.ends_with(&format!("-{}", std::process::id())))
+        .collect();
+    assert!(staged.is_empty(), "staging left behind: {staged:?}");
+    let error = Sandbox::create(options().template(name.clone()))
+        .await
+        .expect_err("a failed build's name resolved");
+    assert!(
+        error.to_string().contains("soulbox template build"),
+        "{error}"
+    );
+    let by_path = Sandbox::create(options().template(folder.path_text()))
+        .await
+        .expect_err("a failed build's folder resolved");
+    assert!(
+        by_path.to_string().contains("has not been built"),
+        "{by_path}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unchanged_rebuild_cached() {
+    if !require_root("unchanged_rebuild_cached") {
+        return;
+    }
+    let folder = Folder::new(
+        "build-cached",
+        r#"
+run = ["cat /home/user/input > /home/user/output"]
+
+[[files]]
+from = "input"
+to = "/home/user/input"
+"#,
+    );
+    folder.write("input", "one\n");
+    let first = build_ok(&folder, &BuildOptions::default()).await;
+    let (second, output) = build_at(&folder.dir, &BuildOptions::default()).await;
+    let second = second.expect("rebuild");
+    assert!(second.cached, "an unchanged rebuild ran again");
+    assert_eq!(second.key, first.key);
+    assert!(
+        !output.contains("[step]"),
+        "a cached build ran a step: {output}"
+    );
+
+    // A changed input file is a new build.
+    folder.write("input", "two\n");
+    let third = build_ok(&folder, &BuildOptions::default()).await;
+    assert!(!third.cached, "a build with a changed file was cached");
+    assert_ne!(third.key, first.key);
+    let sandbox = create(&folder.path_text()).await;
+    assert_eq!(run_ok(&sandbox, "cat /home/user/output").await, "two\n");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn defaults_apply_and_options_override() {
+    if !require_root("defaults_apply_and_options_override") {
+        return;
+    }
+    let folder = Folder::new(
+        "build-defaults",
+        r#"
+env = { MODE = "from-template", OTHER = "kept" }
+workdir = "/srv/work"
+user = "root"
+run = ["pwd > /srv/work/build-dir", "echo $MODE > /srv/work/build-mode"]
+
+[resources]
+memory_mb = 300
+cpu_count = 0.5
+"#,
+    );
+    build_ok(&folder, &BuildOptions::default()).await;
+    let template = folder.path_text();
+
+    let sandbox = create(&template).await;
+    assert_eq!(run_ok(&sandbox, "cat build-dir").await, "/srv/work\n");
+    assert_eq!(run_ok(&sandbox, "cat build-mode").await, "from-template\n");
+    assert_eq!(run_ok(&sandbox, "pwd").await, "/srv/work\n");
+    assert_eq!(
+        run_ok(&sandbox, "echo $MODE $OTHER").await,
+        "from-template kept\n"
+    );
+    assert_eq!(run_ok(&sandbox, "id -un").await, "root\n");
+    let info = sandbox.get_info().await.expect("get_info");
+    assert_eq!(info.memory_limit, Some(300 << 20));
+    assert_eq!(info.cpu_limit, Some(0.5));
+
+    let mut overridden = options()
+        .template(template.clone())
+        .env("MODE", "from-sandbox");
+    overridden.memory_limit = Some(400 << 20);
+    overridden.cpu_limit = Some(1.0);
+    let sandbox = within_limit("create", Sandbox::create(overridden))
+        .await
+        .expect("create with overrides");
+    assert_eq!(
+        run_ok(&sandbox, "echo $MODE $OTHER").await,
+        "from-sandbox kept\n"
+    );
+    let mut command = sandbox.shell("pwd; id -un");
+    command.cwd("/").user("user");
+    let output = command.output().await.expect("run with cwd and user");
+    assert_eq!(stdout(&output), "/\nuser\n");
+    let info = sandbox.get_info().await.expect("get_info");
+    assert_eq!(info.memory_limit, Some(400 << 20));
+    assert_eq!(info.cpu_limit, Some(1.0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn start_runs_before_create_returns() {
+    if !require_root("start_runs_before_create_returns") {
+        return;
+    }
+    let folder = Folder::new(
+        "build-start",
+        r#"
+start = "sleep 0.5; echo up > /tmp/service-up; exec sleep 1000"
+ready = "test -f /tmp/service-up"
+"#,
+    );
+    build_ok(&folder, &BuildOptions::default()).await;
+    let sandbox = create(&folder.path_text()).await;
+    // No wait here: create returned once `ready` exited 0.
+    assert_eq!(run_ok(&sandbox, "cat /tmp/service-up").await, "up\n");
+    let processes = run_ok(&sandbox, "ps -eo args").await;
+    assert!(
+        processes.contains("sleep 1000"),
+        "start is not running: {processes}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ready_timeout_fails_create() {
+    if !require_root("ready_timeout_fails_create") {
+        return;
+    }
+    let folder = Folder::new(
+        "build-not-ready",
+        r#"
+start = "sleep 1000"
+ready = "echo still waiting; false"
+ready_timeout_secs = 1
+"#,
+    );
+    build_ok(&folder, &BuildOptions::default()).await;
+    let label = unique_name("not-ready");
+    let options = options()
+        .template(folder.path_text())
+        .kill_on_drop(false)
+        .metadata("test", label.clone());
+    let error = within_limit("create", Sandbox::create(options))
+        .await
+        .expect_err("a create whose ready command never succeeds returned");
+    let message = error.to_string();
+    assert!(matches!(error, Error::NotReady { .. }), "{error:?}");
+    assert!(message.contains("echo still waiting; false"), "{message}");
+    assert!(message.contains("still waiting"), "{message}");
+    let left = Sandbox::list(&ListQuery::default().metadata("test", label))
+        .await
+        .expect("list sandboxes");
+    assert!(
+        left.is_empty(),
+        "the failed sandbox is still there: {left:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn files_outside_folder_rejected() {
+    if !require_root("files_outside_folder_rejected") {
+        return;
+    }
+    let outside = HostFile::create(
+        std::env::temp_dir().join(unique_name("outside")),
+        "secret\n",
+    );
+    let outside_name = outside
+        .path
+        .file_name()
+        .and_then(|name| name.to_str())
+        .expect("a file name")
+        .to_string();
+    let cases = [
+        (format!("../{outside_name}"), "stay inside it"),
+        (outside.path.display().to_string(), "stay inside it"),
+        ("link".to_string(), "symbolic link"),
+        ("sub/../link".to_string(), "stay inside it"),
+    ];
+    for (from, expected) in cases {
+        let folder = Folder::new(
+            "build-escape",
+            &format!("run = [\"true\"]\n\n[[files]]\nfrom = {from:?}\nto = \"/home/user/x\"\n"),
+        );
+        symlink(&outside.path, folder.dir.join("link")).expect("link out of the folder");
+        let (result, output) = build_at(&folder.dir, &BuildOptions::default()).await;
+        let error = result.expect_err(&format!("files.from {from:?} was accepted"));
+        let message = error.to_string();
+        assert!(
+            matches!(error, Error::InvalidArgument(_)),
+            "{from}: {error:?}"
+        );
+        assert!(message.contains("files[0].from"), "{from}: {message}");
+        assert!(message.contains(expected), "{from}: {message}");
+        assert!(output.is_empty(), "{from}: a step ran: {output}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invalid_keys_named() {
+    if !require_root("invalid_keys_named") {
+        return;
+    }
+    let cases = [
+        ("rn = [\"true\"]\n", "unknown field `rn`"),
+        ("network = \"wifi\"\n", "network \"wifi\""),
+        (
+            "[[files]]\nfrom = \"a\"\nto = \"relative\"\n",
+            "files[0].to",
+        ),
+        ("[[files]]\nfrom = \"a\"\nto = \"/tmp/a\"\n", "/tmp"),
+        ("[resources]\nmemory_mb = 1\n", "resources.memory_mb"),
+        ("base = \"missing-dir\"\n", "base \"missing-dir\""),
+        ("name = \"no spaces\"\n", "name:"),
+    ];
+    for (spec, expected) in cases {
+        let folder = Folder::new("build-invalid", spec);
+        let (result, _) = build_at(&folder.dir, &BuildOptions::default()).await;
+        let error = result.expect_err(&format!("{spec:?} was accepted"));
+        assert!(
+            matches!(error, Error::InvalidArgument(_)),
+            "{spec}: {error:?}"
+        );
+        assert!(error.to_string().contains(expected), "{spec}: {error}");
+    }
+}
+
+#[test]
+fn cli_builds_lists_and_runs() {
+    if !require_root("cli_builds_lists_and_runs") {
+        return;
+    }
+    let folder = Folder::new(
+        "build-cli",
+        "run = [\"echo built-by-cli > /home/user/cli\"]\n",
+    );
+    let name = format!("cli-{}", std::process::id());
+    let soulbox = |args: &[&str]| {
+        std::process::Command::new(soulbox_bin())
+            .args(args)
+            .env(soulbox_core::image::LAYER_CACHE_VAR, layer_cache())
+            .output()
+            .expect("run the soulbox binary")
+    };
+    let dir = folder.path_text();
+    let built = soulbox(&["template", "build", "--name", &name, &dir]);
+    assert!(built.status.success(), "{built:?}");
+    assert!(
+        String::from_utf8_lossy(&built.stderr).contains("step 1/1"),
+        "{built:?}"
+    );
+    let again = soulbox(&["template", "build", "--name", &name, &dir]);
+    assert!(
+        String::from_utf8_lossy(&again.stdout).starts_with("cached"),
+        "{again:?}"
+    );
+    let listed = soulbox(&["template", "list"]);
+    assert!(
+        String::from_utf8_lossy(&listed.stdout).contains(&name),
+        "{listed:?}"
+    );
+    let ran = soulbox(&["run", "--template", &name, "--", "cat", "/home/user/cli"]);
+    assert_eq!(
+        String::from_utf8_lossy(&ran.stdout),
+        "built-by-cli\n",
+        "{ran:?}"
+    );
+    let failed = soulbox(&["run", "--template", "no-such-template-here", "--", "true"]);
+    assert_eq!(failed.status.code(), Some(125));
+    assert!(
+        String::from_utf8_lossy(&failed.stderr).contains("soulbox template build --name"),
+        "{failed:?}"
+    );
+}
