@@ -160,8 +160,8 @@ to = "/home/user/app/data.txt"
     );
 }
 
-/// A root file system of the host's static busybox, with a directory and
-/// a file that a build deletes.
+/// Makes a root file system of the host's static busybox in `folder`,
+/// with a directory and a file that a build deletes.
 fn busybox_rootfs(folder: &Folder) -> PathBuf {
     let root = folder.dir.join("rootfs");
     for dir in ["bin", "etc", "data/old-dir"] {
@@ -425,9 +425,13 @@ ready_timeout_secs = 1
         .template(folder.path_text())
         .kill_on_drop(false)
         .metadata("test", label.clone());
-    let error = within_limit("create", Sandbox::create(options))
-        .await
-        .expect_err("a create whose ready command never succeeds returned");
+    let error = match within_limit("create", Sandbox::create(options)).await {
+        Ok(sandbox) => {
+            let _ = sandbox.kill().await;
+            panic!("a create whose ready command never succeeds returned");
+        }
+        Err(error) => error,
+    };
     let message = error.to_string();
     assert!(matches!(error, Error::NotReady { .. }), "{error:?}");
     assert!(message.contains("echo still waiting; false"), "{message}");
@@ -528,6 +532,7 @@ fn cli_builds_lists_and_runs() {
             .expect("run the soulbox binary")
     };
     let dir = folder.path_text();
+
     let built = soulbox(&["template", "build", "--name", &name, &dir]);
     assert!(built.status.success(), "{built:?}");
     assert!(
@@ -539,6 +544,7 @@ fn cli_builds_lists_and_runs() {
         String::from_utf8_lossy(&again.stdout).starts_with("cached"),
         "{again:?}"
     );
+
     let listed = soulbox(&["template", "list"]);
     assert!(
         String::from_utf8_lossy(&listed.stdout).contains(&name),
@@ -550,6 +556,7 @@ fn cli_builds_lists_and_runs() {
         "built-by-cli\n",
         "{ran:?}"
     );
+
     let failed = soulbox(&["run", "--template", "no-such-template-here", "--", "true"]);
     assert_eq!(failed.status.code(), Some(125));
     assert!(

@@ -92,14 +92,14 @@ async fn build(args: BuildArgs) -> Result<u8, Failure> {
         .await
         .map_err(|e| Failure::from(describe(&e)))?;
     let elapsed = started.elapsed().as_secs_f64();
-    let how = if built.cached { "cached" } else { "built" };
+    let outcome = if built.cached { "cached" } else { "built" };
     match &built.name {
         Some(name) => println!(
-            "{how} template {name} ({}) in {elapsed:.1} s; use --template {name}",
+            "{outcome} template {name} ({}) in {elapsed:.1} s; use --template {name}",
             built.source.display()
         ),
         None => println!(
-            "{how} template {} in {elapsed:.1} s; use --template {}",
+            "{outcome} template {} in {elapsed:.1} s; use --template {}",
             built.source.display(),
             built.source.display()
         ),

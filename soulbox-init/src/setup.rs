@@ -80,7 +80,7 @@ impl KernelFacts {
 
 /// Builds the sandbox. Runs in PID 1, in the fresh mount, PID, network, UTS
 /// and IPC namespaces the host created it in. Returns a descriptor of the
-/// overlay's upper directory when the configuration asks for one
+/// overlay's upper directory when the configuration requests one
 /// (`send_upper`), opened before the switch to the new root hides it.
 pub fn build(config: &Config, facts: KernelFacts) -> Result<Option<OwnedFd>, SetupError> {
     // Before any other mount: nothing mounted below may propagate back to

@@ -272,3 +272,25 @@ def test_directory_template_path_objects(tmp_path: pathlib.Path, monkeypatch: py
     monkeypatch.chdir(odd)
     with pytest.raises(InvalidArgumentException, match="not valid UTF-8"):
         Sandbox.create(template="./rootfs")
+
+
+def test_built_template_by_name(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    require_root()
+    # The `soulbox` command builds; `cargo build -p soulbox-cli` makes it.
+    soulbox = pathlib.Path(__file__).resolve().parents[3] / "target" / "debug" / "soulbox"
+    assert soulbox.is_file(), f"{soulbox} is missing; run cargo build -p soulbox-cli first"
+    monkeypatch.setenv("SOULBOX_LAYER_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "app"
+    folder.mkdir()
+    (folder / "soulbox.toml").write_text(
+        'env = { FROM_TEMPLATE = "yes" }\nrun = ["echo built > /home/user/built.txt"]\n'
+    )
+    name = f"py-{uuid.uuid4().hex[:12]}"
+    subprocess.run([str(soulbox), "template", "build", "--quiet", "--name", name, str(folder)], check=True)
+    monkeypatch.chdir(tmp_path)
+    for template in (name, "./app"):
+        with Sandbox.create(template=template) as sandbox:
+            result = sandbox.commands.run("cat /home/user/built.txt; echo $FROM_TEMPLATE")
+            assert result.stdout == "built\nyes\n"
+    with pytest.raises(InvalidArgumentException, match="soulbox template build"):
+        Sandbox.create(template="no-such-built-template")

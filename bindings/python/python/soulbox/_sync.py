@@ -651,8 +651,11 @@ class Sandbox:
             file system and becomes the sandbox's read-only root as it is.
             An image is the path of an OCI image layout directory or image
             archive (``docker save``, ``podman save --format oci-archive``),
-            with ``:NAME`` after it to select one of several. Other names
-            raise NotImplementedError.
+            with ``:NAME`` after it to select one of several. A template
+            built from a ``soulbox.toml`` (``soulbox template build``) is
+            its name, a ``str`` without ``/``, or the path of the file or
+            its folder; its ``start`` command is running and its ``ready``
+            command has exited 0 when this returns.
         :param timeout: lifetime in seconds (default 300; 0 for none).
         :param metadata: labels, returned by ``get_info`` and used to
             filter ``Sandbox.list``.
@@ -679,8 +682,8 @@ class Sandbox:
         sandbox runs in this process, with no API server.
 
         :raises NotImplementedError: for ``network`` options (egress
-            rules), other templates, MCP, lifecycle options (pause on
-            timeout) and volume mounts, which SoulBox lacks so far.
+            rules), MCP, lifecycle options (pause on timeout) and volume
+            mounts, which SoulBox lacks so far.
         :raises InvalidArgumentException: for a bad option; nothing is made.
         """
         _common.check_connection_options(opts)
