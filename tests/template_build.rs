@@ -564,3 +564,59 @@ fn cli_builds_lists_and_runs() {
         "{failed:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_build_leaves_nothing() {
+    if !require_root("killed_build_leaves_nothing") {
+        return;
+    }
+    use std::io::{BufRead, BufReader};
+    let folder = Folder::new(
+        "build-killed",
+        "run = [\"echo partial > /home/user/partial; echo waiting; exec sleep 60\"]\n",
+    );
+    let mut child = std::process::Command::new(soulbox_bin())
+        .args(["template", "build"])
+        .arg(&folder.dir)
+        .env(soulbox_core::image::LAYER_CACHE_VAR, layer_cache())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the soulbox binary");
+    let stderr = child.stderr.take().expect("the build's stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let waiting = lines.any(|line| line.is_ok_and(|line| line == "waiting"));
+    assert!(waiting, "the step never printed its line");
+    let toml = std::fs::canonicalize(folder.dir.join("soulbox.toml")).expect("the toml's path");
+    let toml = toml
+        .to_str()
+        .expect("temporary paths are UTF-8")
+        .to_string();
+    let query = ListQuery::default().metadata(build::BUILD_LABEL, toml.clone());
+    let running = Sandbox::list(&query).await.expect("list sandboxes");
+    assert_eq!(
+        running.len(),
+        1,
+        "the build sandbox is not listed: {running:?}"
+    );
+
+    child.kill().expect("kill the build");
+    child.wait().expect("reap the build");
+
+    // The build sandbox ends with the process that created it.
+    let mut left = Vec::new();
+    for _ in 0..50 {
+        left = Sandbox::list(&query).await.expect("list sandboxes");
+        if left.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        left.is_empty(),
+        "the killed build's sandbox is still there: {left:?}"
+    );
+    let error = Sandbox::create(options().template(folder.path_text()))
+        .await
+        .expect_err("a killed build's folder resolved");
+    assert!(error.to_string().contains("has not been built"), "{error}");
+}

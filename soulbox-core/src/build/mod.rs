@@ -41,6 +41,10 @@ pub use spec::{Resources, SPEC_FILE};
 /// template build anew.
 const FORMAT: u32 = 1;
 
+/// Metadata key whose value is the `soulbox.toml` that a build sandbox
+/// runs the steps of.
+pub const BUILD_LABEL: &str = "soulbox.build";
+
 /// How to build; start from [`BuildOptions::default`].
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
@@ -175,7 +179,7 @@ pub async fn build(
     if cached {
         on_event(BuildEvent::Cached { key: &key });
     } else {
-        run_build(&spec, &files, &cache, &built, on_event).await?;
+        run_build(&spec, name.as_deref(), &files, &cache, &built, on_event).await?;
     }
     let fail = |e: std::io::Error| Error::Build {
         path: spec.path.clone(),
@@ -511,6 +515,7 @@ fn build_key(spec: &spec::Spec, base: &Template, files: &[OpenFile]) -> Result<S
 /// Runs the build in a sandbox and saves its layer as `built`.
 async fn run_build(
     spec: &spec::Spec,
+    name: Option<&str>,
     files: &[OpenFile],
     cache: &LayerCache,
     built: &Path,
@@ -527,6 +532,15 @@ async fn run_build(
         .timeout(Duration::ZERO);
     if let Some(disk) = spec.resources.disk_mb {
         options.disk_size = disk << 20;
+    }
+    // Labels the build sandbox in `soulbox ls`, where a path fits the
+    // metadata rules.
+    if let Some(path) = spec
+        .path
+        .to_str()
+        .filter(|path| path.len() <= 1024 && !path.chars().any(char::is_control))
+    {
+        options = options.metadata(BUILD_LABEL, path);
     }
     options.send_upper = true;
     options.validate()?;
@@ -626,7 +640,7 @@ async fn run_build(
     let metadata = Metadata {
         format: FORMAT,
         source: spec.path.clone(),
-        name: spec.name.clone(),
+        name: name.map(str::to_string),
         base: spec.base.clone(),
         env: spec.env.clone(),
         workdir: spec.workdir.clone(),
