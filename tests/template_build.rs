@@ -620,3 +620,20 @@ async fn killed_build_leaves_nothing() {
         .expect_err("a killed build's folder resolved");
     assert!(error.to_string().contains("has not been built"), "{error}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn workdir_belongs_to_user() {
+    if !require_root("workdir_belongs_to_user") {
+        return;
+    }
+    let folder = Folder::new(
+        "build-workdir",
+        "workdir = \"/srv/app\"\nrun = [\"id -un > who\"]\n",
+    );
+    build_ok(&folder, &BuildOptions::default()).await;
+    let sandbox = create(&folder.path_text()).await;
+    assert_eq!(run_ok(&sandbox, "cat /srv/app/who").await, "user\n");
+    assert_eq!(run_ok(&sandbox, "stat -c %U /srv/app").await, "user\n");
+    assert_eq!(run_ok(&sandbox, "stat -c %U /srv").await, "root\n");
+    assert_eq!(run_ok(&sandbox, "pwd").await, "/srv/app\n");
+}

@@ -555,7 +555,7 @@ async fn run_build(
         None => sandbox.files(),
     };
     if let Some(dir) = &spec.workdir {
-        files_api.make_dir(dir).await?;
+        make_workdir(&sandbox, spec, dir).await?;
     }
     for (entry, file) in spec.files.iter().zip(files) {
         on_event(BuildEvent::File {
@@ -566,10 +566,13 @@ async fn run_build(
         std::io::Seek::seek(&mut copy, std::io::SeekFrom::Start(0))
             .map_err(|e| fail(e.to_string()))?;
         let reader = tokio::fs::File::from_std(copy);
-        let written = files_api
-            .write_from(&entry.to, reader)
-            .await
-            .map_err(|e| fail(format!("cannot copy {:?} to {}: {e}", entry.from, entry.to)))?;
+        let written = files_api.write_from(&entry.to, reader).await.map_err(|e| {
+            fail(format!(
+                "cannot copy {:?} to {}: {e}; the steps' user writes the files, so pick a \
+                     directory it may write to, such as its home or workdir",
+                entry.from, entry.to
+            ))
+        })?;
         if written != file.size {
             return Err(fail(format!(
                 "{:?} changed while it was copied ({written} bytes, expected {}); build again",
@@ -669,6 +672,35 @@ async fn run_build(
     .await
     .map_err(|e| fail(format!("the task saving the layer failed: {e}")))?;
     saved.map_err(|e| fail(format!("cannot save the layer: {e}")))
+}
+
+/// Makes `dir` for the steps, owned by their user, also where only root
+/// may create it (such as `/srv/app`). Its missing parents belong to root.
+async fn make_workdir(sandbox: &Sandbox, spec: &spec::Spec, dir: &str) -> Result<()> {
+    let created = sandbox.files().user("root").make_dir(dir).await?;
+    let (uid, gid) = crate::command::user_ids(
+        spec.user.as_deref(),
+        sandbox.inner.rootless,
+        sandbox.inner.image.as_deref(),
+    )?;
+    if !created || uid == 0 {
+        return Ok(());
+    }
+    let mut chown = sandbox.command("chown");
+    chown
+        .args([format!("{uid}:{gid}"), dir.to_string()])
+        .user("root");
+    let output = chown.output().await?;
+    if !output.status.success() {
+        return Err(Error::Build {
+            path: spec.path.clone(),
+            message: format!(
+                "cannot give workdir {dir} to uid {uid}: {}; the base needs chown",
+                String::from_utf8_lossy(&output.stderr).trim()
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Copies the upper directory into a staging directory with its
