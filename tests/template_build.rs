@@ -637,3 +637,76 @@ async fn workdir_belongs_to_user() {
     assert_eq!(run_ok(&sandbox, "stat -c %U /srv").await, "root\n");
     assert_eq!(run_ok(&sandbox, "pwd").await, "/srv/app\n");
 }
+
+/// A rootless build through the `soulbox` command: the layer keeps the
+/// deletion (a whiteout that Linux 5.8 and later let any user make) and a
+/// sandbox made from it sees the file and the deletion.
+#[test]
+fn rootless_cli_builds_and_runs() {
+    if !require_root("rootless_cli_builds_and_runs") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let folder = Folder::new(
+        "build-rootless",
+        "run = [\"echo rootless > /root/made\", \"rm /etc/shells\"]\n",
+    );
+    let open = |path: &Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .expect("open a path to the unprivileged user");
+    };
+    open(&folder.dir, 0o755);
+    open(&folder.dir.join("soulbox.toml"), 0o644);
+    let binary = folder.dir.join("soulbox");
+    std::fs::copy(soulbox_bin(), &binary).expect("copy the soulbox binary");
+    open(&binary, 0o755);
+    let (uid, gid) = unprivileged_ids();
+    let home = folder.dir.join("home");
+    std::fs::create_dir(&home).expect("create a home directory");
+    let chown = std::process::Command::new("chown")
+        .arg(format!("{uid}:{gid}"))
+        .arg(&home)
+        .status()
+        .expect("run chown");
+    assert!(chown.success());
+    let soulbox = |args: &[&str]| {
+        std::process::Command::new("setpriv")
+            .args(["--reuid", &uid, "--regid", &gid, "--clear-groups", "--"])
+            .args(["env", "-i", "PATH=/usr/bin:/bin"])
+            .arg(format!("HOME={}", home.display()))
+            .arg(&binary)
+            .args(args)
+            .output()
+            .expect("run setpriv (util-linux)")
+    };
+    let dir = folder.path_text();
+
+    let built = soulbox(&["template", "build", "--quiet", &dir]);
+    assert!(
+        built.status.success(),
+        "rootless build failed: {}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let ran = soulbox(&[
+        "run",
+        "--template",
+        &dir,
+        "--",
+        "sh",
+        "-c",
+        "cat /root/made; test -e /etc/shells || echo deleted",
+    ]);
+    assert!(
+        ran.status.success(),
+        "rootless run failed: {}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&ran.stdout), "rootless\ndeleted\n");
+    let built_dir = home.join(".cache/soulbox/layers/built");
+    assert_eq!(
+        entries(&built_dir).len(),
+        1,
+        "one build in {}",
+        built_dir.display()
+    );
+}
