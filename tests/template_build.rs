@@ -465,6 +465,7 @@ async fn files_outside_folder_rejected() {
         (outside.path.display().to_string(), "stay inside it"),
         ("link".to_string(), "symbolic link"),
         ("sub/../link".to_string(), "stay inside it"),
+        ("dir".to_string(), "symbolic link at \"dir/link\""),
     ];
     for (from, expected) in cases {
         let folder = Folder::new(
@@ -472,6 +473,8 @@ async fn files_outside_folder_rejected() {
             &format!("run = [\"true\"]\n\n[[files]]\nfrom = {from:?}\nto = \"/home/user/x\"\n"),
         );
         symlink(&outside.path, folder.dir.join("link")).expect("link out of the folder");
+        std::fs::create_dir(folder.dir.join("dir")).expect("create a directory");
+        symlink(&outside.path, folder.dir.join("dir/link")).expect("link out of the folder");
         let (result, output) = build_at(&folder.dir, &BuildOptions::default()).await;
         let error = result.expect_err(&format!("files.from {from:?} was accepted"));
         let message = error.to_string();
@@ -708,5 +711,47 @@ fn rootless_cli_builds_and_runs() {
         1,
         "one build in {}",
         built_dir.display()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn directory_copied_whole() {
+    if !require_root("directory_copied_whole") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let folder = Folder::new(
+        "build-directory",
+        "run = [\"/home/user/app/bin/tool > /home/user/tool-output\"]\n\n[[files]]\nfrom = \"src\"\nto = \"/home/user/app\"\n",
+    );
+    for dir in ["src/bin", "src/lib/deep", "src/empty"] {
+        std::fs::create_dir_all(folder.dir.join(dir)).expect("create a source directory");
+    }
+    folder.write("src/lib/deep/data.txt", "deep\n");
+    folder.write("src/bin/tool", "#!/bin/sh\necho tool ran\n");
+    let tool = folder.dir.join("src/bin/tool");
+    std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    build_ok(&folder, &BuildOptions::default()).await;
+
+    let sandbox = create(&folder.path_text()).await;
+    assert_eq!(
+        run_ok(&sandbox, "cat /home/user/app/lib/deep/data.txt").await,
+        "deep\n"
+    );
+    assert_eq!(
+        run_ok(&sandbox, "cat /home/user/tool-output").await,
+        "tool ran\n"
+    );
+    assert_eq!(
+        run_ok(&sandbox, "stat -c %a /home/user/app/bin/tool").await,
+        "755\n"
+    );
+    assert_eq!(
+        run_ok(&sandbox, "stat -c %a /home/user/app/lib/deep/data.txt").await,
+        "644\n"
+    );
+    assert_eq!(
+        run_ok(&sandbox, "stat -c %U /home/user/app/empty").await,
+        "user\n"
     );
 }

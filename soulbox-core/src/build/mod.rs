@@ -14,11 +14,11 @@
 //! - `sources/<sha256 of the soulbox.toml's path>`: the key of that file's
 //!   latest build, so that the file's path or folder names the template.
 
+mod files;
 mod layer;
 mod spec;
 mod startup;
 
-use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -171,15 +171,15 @@ pub async fn build(
     }
     let state_dir = crate::paths::state_dir();
     let base = crate::sandbox::resolve_template(&spec.base, &state_dir)?;
-    let files = open_files(&spec)?;
-    let key = build_key(&spec, &base, &files)?;
+    let items = files::open(&spec)?;
+    let key = build_key(&spec, &base, &items)?;
     let cache = LayerCache::open().map_err(image_error(&spec.path))?;
     let built = cache.dir().join("built").join(&key);
     let cached = built.join("template.json").is_file();
     if cached {
         on_event(BuildEvent::Cached { key: &key });
     } else {
-        run_build(&spec, name.as_deref(), &files, &cache, &built, on_event).await?;
+        run_build(&spec, name.as_deref(), &items, &cache, &built, on_event).await?;
     }
     let fail = |e: std::io::Error| Error::Build {
         path: spec.path.clone(),
@@ -403,76 +403,8 @@ fn image_error(path: &Path) -> impl Fn(ImageError) -> Error + '_ {
     }
 }
 
-/// A `[[files]]` entry, opened.
-struct OpenFile {
-    file: std::fs::File,
-    size: u64,
-    executable: bool,
-}
-
-/// Opens every `[[files]]` source below the folder without following a
-/// symlink, so that none leads out of it, and checks the size bound.
-fn open_files(spec: &spec::Spec) -> Result<Vec<OpenFile>> {
-    use std::os::fd::AsFd;
-    use std::os::unix::ffi::OsStrExt;
-    let folder = std::fs::File::open(&spec.folder).map_err(|e| {
-        Error::InvalidArgument(format!("cannot open {}: {e}", spec.folder.display()))
-    })?;
-    let mut total = 0u64;
-    let mut files = Vec::with_capacity(spec.files.len());
-    for (i, entry) in spec.files.iter().enumerate() {
-        let invalid = |problem: String| {
-            Error::InvalidArgument(format!(
-                "{}: files[{i}].from {:?} {problem}",
-                spec.path.display(),
-                entry.from
-            ))
-        };
-        let name = crate::sys::c_string(entry.from.as_os_str().as_bytes())
-            .map_err(|e| invalid(e.to_string()))?;
-        let fd =
-            crate::sys::openat2_beneath(folder.as_fd(), &name, libc::O_RDONLY).map_err(|e| {
-                if e.raw_os_error() == Some(libc::ELOOP) || e.raw_os_error() == Some(libc::EXDEV) {
-                    invalid(
-                        "goes through a symbolic link; files must be regular files inside the \
-                     soulbox.toml's folder, without links on the way"
-                            .into(),
-                    )
-                } else {
-                    invalid(format!("cannot be opened ({e})"))
-                }
-            })?;
-        let file = std::fs::File::from(fd);
-        let metadata = file.metadata().map_err(|e| invalid(e.to_string()))?;
-        if !metadata.is_file() {
-            // NOTE: directories are not copied yet; a tar archive copied
-            // in and unpacked by a run step does the same.
-            return Err(invalid(
-                "is not a regular file; list each file, or copy an archive and unpack it in a \
-                 run step"
-                    .into(),
-            ));
-        }
-        total += metadata.len();
-        if total > spec::MAX_FILES_BYTES {
-            return Err(invalid(format!(
-                "brings the files to more than {} bytes in all; copy less, or fetch large data \
-                 in a run step",
-                spec::MAX_FILES_BYTES
-            )));
-        }
-        use std::os::unix::fs::PermissionsExt;
-        files.push(OpenFile {
-            size: metadata.len(),
-            executable: metadata.permissions().mode() & 0o111 != 0,
-            file,
-        });
-    }
-    Ok(files)
-}
-
 /// Returns the build's key; see the module's documentation.
-fn build_key(spec: &spec::Spec, base: &Template, files: &[OpenFile]) -> Result<String> {
+fn build_key(spec: &spec::Spec, base: &Template, items: &[files::CopyItem]) -> Result<String> {
     use std::os::unix::ffi::OsStrExt;
     let mut hash = Sha256::new();
     hash.update(format!(
@@ -487,28 +419,7 @@ fn build_key(spec: &spec::Spec, base: &Template, files: &[OpenFile]) -> Result<S
         hash.update(layer.as_os_str().as_bytes());
         hash.update([0]);
     }
-    for (entry, file) in spec.files.iter().zip(files) {
-        hash.update(entry.from.as_os_str().as_bytes());
-        hash.update([0]);
-        hash.update(entry.to.as_bytes());
-        hash.update([0, u8::from(file.executable)]);
-        hash.update(file.size.to_le_bytes());
-        let mut reader = (&file.file).take(file.size);
-        let mut buf = vec![0u8; 1 << 16];
-        loop {
-            let n = reader.read(&mut buf).map_err(|e| {
-                Error::InvalidArgument(format!(
-                    "{}: cannot read files entry {:?}: {e}",
-                    spec.path.display(),
-                    entry.from
-                ))
-            })?;
-            if n == 0 {
-                break;
-            }
-            hash.update(&buf[..n]);
-        }
-    }
+    files::hash_into(&mut hash, spec, items)?;
     Ok(hex(&hash.finalize()))
 }
 
@@ -516,7 +427,7 @@ fn build_key(spec: &spec::Spec, base: &Template, files: &[OpenFile]) -> Result<S
 async fn run_build(
     spec: &spec::Spec,
     name: Option<&str>,
-    files: &[OpenFile],
+    items: &[files::CopyItem],
     cache: &LayerCache,
     built: &Path,
     on_event: &mut (dyn FnMut(BuildEvent<'_>) + Send),
@@ -550,51 +461,10 @@ async fn run_build(
     })?;
     let sandbox = prepared.hand_over(&options, false).await?;
 
-    let files_api = match &spec.user {
-        Some(user) => sandbox.files().user(user.clone()),
-        None => sandbox.files(),
-    };
     if let Some(dir) = &spec.workdir {
         make_workdir(&sandbox, spec, dir).await?;
     }
-    for (entry, file) in spec.files.iter().zip(files) {
-        on_event(BuildEvent::File {
-            from: &entry.from,
-            to: &entry.to,
-        });
-        let mut copy = file.file.try_clone().map_err(|e| fail(e.to_string()))?;
-        std::io::Seek::seek(&mut copy, std::io::SeekFrom::Start(0))
-            .map_err(|e| fail(e.to_string()))?;
-        let reader = tokio::fs::File::from_std(copy);
-        let written = files_api.write_from(&entry.to, reader).await.map_err(|e| {
-            fail(format!(
-                "cannot copy {:?} to {}: {e}; the steps' user writes the files, so pick a \
-                     directory it may write to, such as its home or workdir",
-                entry.from, entry.to
-            ))
-        })?;
-        if written != file.size {
-            return Err(fail(format!(
-                "{:?} changed while it was copied ({written} bytes, expected {}); build again",
-                entry.from, file.size
-            )));
-        }
-        if file.executable {
-            let mut chmod = sandbox.command("chmod");
-            chmod.args(["0755", entry.to.as_str()]);
-            if let Some(user) = &spec.user {
-                chmod.user(user.clone());
-            }
-            let output = chmod.output().await?;
-            if !output.status.success() {
-                return Err(fail(format!(
-                    "cannot make {} executable: {}",
-                    entry.to,
-                    String::from_utf8_lossy(&output.stderr).trim()
-                )));
-            }
-        }
-    }
+    files::copy_in(&sandbox, spec, items, on_event).await?;
     let count = spec.run.len();
     for (index, step) in spec.run.iter().enumerate() {
         on_event(BuildEvent::Step {
