@@ -407,6 +407,34 @@ ready = "test -f /tmp/service-up"
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn pool_starts_service_at_hand_over() {
+    if !require_root("pool_starts_service_at_hand_over") {
+        return;
+    }
+    let folder = Folder::new(
+        "build-pool",
+        r#"
+start = "echo $$ > /tmp/service-pid; exec sleep 1000"
+ready = "test -s /tmp/service-pid"
+"#,
+    );
+    build_ok(&folder, &BuildOptions::default()).await;
+    let pool = soulbox_core::SandboxPool::new(options().template(folder.path_text()), 1)
+        .expect("start a pool");
+    for _ in 0..2 {
+        let sandbox = within_limit("pool create", pool.create())
+            .await
+            .expect("take a sandbox from the pool");
+        let pid = run_ok(&sandbox, "cat /tmp/service-pid").await;
+        let alive = sh(&sandbox, &format!("kill -0 {}", pid.trim())).await;
+        assert!(
+            alive.status.success(),
+            "the service is not running: {alive:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn ready_timeout_fails_create() {
     if !require_root("ready_timeout_fails_create") {
         return;
