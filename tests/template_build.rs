@@ -153,6 +153,9 @@ to = "/home/user/app/data.txt"
             sandbox.id()
         );
     }
+    // Only an image gives a default command; this template is built on host.
+    let command = soulbox_core::image::default_command(&name).expect("the default command");
+    assert_eq!(command, None);
     let listed = build::list().expect("list the built templates");
     assert!(
         listed.iter().any(|t| t.name == name && t.key == built.key),
@@ -781,5 +784,60 @@ async fn directory_copied_whole() {
     assert_eq!(
         run_ok(&sandbox, "stat -c %U /home/user/app/empty").await,
         "user\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn image_base_keeps_image_defaults() {
+    if !require_root("image_base_keeps_image_defaults") {
+        return;
+    }
+    use soulbox_tests::image::{docker_save_files, write_tar, Image, Layer};
+    let folder = Folder::new(
+        "build-image",
+        r#"
+base = "image.tar"
+env = { B = "from-toml" }
+run = ["rm /data/old && echo $A $B > /data/env && pwd > /data/pwd && id -un > /data/who"]
+"#,
+    );
+    let mut upper = Layer::new();
+    upper
+        .dir("data", 0o777)
+        .file("data/old", b"old\n", 0o644)
+        .file("data/kept", b"kept\n", 0o644);
+    let image = Image::with_layer(
+        upper.finish(),
+        serde_json::json!({
+            "Env": ["A=from-image", "B=from-image"],
+            "User": "app",
+            "WorkingDir": "/home/app",
+            "Cmd": ["sh", "-c", "echo image-cmd"],
+        }),
+    );
+    write_tar(
+        &folder.dir.join("image.tar"),
+        &docker_save_files(&[(&["built-base:1"], &image)]),
+    );
+    build_ok(&folder, &BuildOptions::default()).await;
+
+    let template = folder.path_text();
+    let sandbox = create(&template).await;
+    assert_eq!(
+        run_ok(&sandbox, "cat /data/env").await,
+        "from-image from-toml\n"
+    );
+    assert_eq!(run_ok(&sandbox, "cat /data/pwd").await, "/home/app\n");
+    assert_eq!(run_ok(&sandbox, "cat /data/who").await, "app\n");
+    assert_eq!(run_ok(&sandbox, "ls /data").await, "env\nkept\npwd\nwho\n");
+    assert_eq!(run_ok(&sandbox, "id -un; pwd").await, "app\n/home/app\n");
+    let command = soulbox_core::image::default_command(&template).expect("the default command");
+    assert_eq!(
+        command,
+        Some(vec![
+            "sh".to_string(),
+            "-c".to_string(),
+            "echo image-cmd".to_string()
+        ])
     );
 }

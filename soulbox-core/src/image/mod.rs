@@ -355,8 +355,9 @@ fn check_mount_options_fit(cache: &LayerCache, layers: &[PathBuf]) -> Result<(),
 
 /// Returns the command that the image template `template` runs by default:
 /// its `Entrypoint` followed by its `Cmd`. Returns `None` for the `host`
-/// template and directory templates, and an empty list for an image that
-/// sets neither. The image is prepared (its layers unpacked) as a create
+/// template, directory templates and templates built on either, and an
+/// empty list for an image that sets neither. A template built on an image
+/// has the image's command. The image is prepared (its layers unpacked) as a create
 /// would, so a create with the same template that follows reuses it.
 ///
 /// # Errors
@@ -368,7 +369,12 @@ pub fn default_command(template: &str) -> Result<Option<Vec<String>>> {
     }
     let state_dir = crate::paths::state_dir();
     let resolved = crate::template::resolve(template, &state_dir)?;
-    Ok(resolved.image.as_ref().map(|image| image.command.clone()))
+    let command = resolved.image.as_ref().map(|image| image.command.clone());
+    // A template built on `host` or a directory has no image command.
+    if resolved.startup.is_some() && command.as_ref().is_some_and(Vec::is_empty) {
+        return Ok(None);
+    }
+    Ok(command)
 }
 
 #[cfg(test)]
