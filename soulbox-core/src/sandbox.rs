@@ -46,7 +46,10 @@ pub struct SandboxOptions {
     /// the read-only lower layer of the sandbox's root as it is and must not
     /// change while sandboxes use it. An image is the absolute path of an
     /// OCI image layout directory or image archive, optionally followed by
-    /// `:NAME` to select one of several images (see [`crate::image`]).
+    /// `:NAME` to select one of several images (see [`crate::image`]). A
+    /// template built from a `soulbox.toml` is the name it was built under,
+    /// or the absolute path of the file or its folder (see
+    /// [`crate::build`]).
     pub template: String,
     /// The sandbox ends this long after creation, enforced by its PID 1
     /// even if the host process dies. Zero means no limit.
@@ -128,8 +131,8 @@ impl Default for SandboxOptions {
 }
 
 impl SandboxOptions {
-    /// Sets the template: `host`, or the absolute path of a directory or
-    /// image (see [`SandboxOptions::template`]).
+    /// Sets the template: `host`, the absolute path of a directory or
+    /// image, or a built template (see [`SandboxOptions::template`]).
     pub fn template(mut self, template: impl Into<String>) -> Self {
         self.template = template.into();
         self

@@ -310,11 +310,12 @@ fn check_relative(path: &str) -> std::result::Result<PathBuf, &'static str> {
             "is empty or contains a NUL byte; give a path relative to the soulbox.toml's folder",
         );
     }
-    if !parsed
+    // `components` drops a `.` inside a path, so the text is checked too.
+    let normal = parsed
         .components()
-        .all(|c| matches!(c, Component::Normal(_)))
-    {
-        return Err("must be relative to the soulbox.toml's folder and stay inside it (no '/' at the start, no '..')");
+        .all(|c| matches!(c, Component::Normal(_)));
+    if !normal || path.split('/').any(|part| part == ".") {
+        return Err("must be relative to the soulbox.toml's folder and stay inside it (no '/' at the start, no '.' or '..')");
     }
     Ok(parsed.to_path_buf())
 }
@@ -329,7 +330,8 @@ fn check_sandbox_path(path: &str) -> std::result::Result<(), &'static str> {
         return Err("must be an absolute path such as /home/user/app");
     }
     let rest: Vec<Component<'_>> = components.collect();
-    if rest.is_empty() || !rest.iter().all(|c| matches!(c, Component::Normal(_))) {
+    let normal = rest.iter().all(|c| matches!(c, Component::Normal(_)));
+    if rest.is_empty() || !normal || path.split('/').any(|part| part == ".") {
         return Err("must name a path below / without '.' or '..'");
     }
     if let Some(Component::Normal(first)) = rest.first() {
@@ -363,4 +365,50 @@ fn check_resources(resources: &Resources) -> std::result::Result<(), String> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_paths_checked() {
+        for good in ["a", "dir/file.txt", "a/b/c"] {
+            assert!(check_relative(good).is_ok(), "{good} was rejected");
+        }
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../../x",
+            "./a",
+            "a/./b",
+            "a\0b",
+        ] {
+            assert!(check_relative(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn sandbox_paths_checked() {
+        for good in ["/home/user/x", "/srv/app/data.txt", "/opt"] {
+            assert!(check_sandbox_path(good).is_ok(), "{good} was rejected");
+        }
+        for bad in [
+            "relative", "/", "/proc/x", "/tmp/a", "/dev", "/a/../b", "/a/./b",
+        ] {
+            assert!(check_sandbox_path(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn template_names_checked() {
+        for good in ["py-data", "a", "v1.2_x"] {
+            assert!(check_name(good).is_ok(), "{good} was rejected");
+        }
+        let long = "a".repeat(65);
+        for bad in ["host", "", "-a", ".a", "a b", "a/b", "a:b", long.as_str()] {
+            assert!(check_name(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
 }
