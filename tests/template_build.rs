@@ -275,7 +275,7 @@ run = ["echo first > /home/user/first", "echo about to fail; exit 7", "echo neve
             "the failed build was kept as {key}"
         );
     }
-    let staged: Vec<_> = entries(&cache.join("staging"))
+    let staged: Vec<_> = entries(&cache.join("build-staging"))
         .into_iter()
         .filter(|name| name.ends_with(&format!("-{}", std::process::id())))
         .collect();
@@ -840,4 +840,64 @@ run = ["rm /data/old && echo $A $B > /data/env && pwd > /data/pwd && id -un > /d
             "echo image-cmd".to_string()
         ])
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn built_template_as_base() {
+    if !require_root("built_template_as_base") {
+        return;
+    }
+    let lower = Folder::new(
+        "build-lower",
+        r#"
+env = { LEVEL = "lower", FROM_LOWER = "yes" }
+user = "root"
+run = ["echo lower > /opt/lower", "echo doomed > /opt/doomed"]
+start = "echo up > /tmp/lower-service; exec sleep 1000"
+ready = "test -f /tmp/lower-service"
+
+[resources]
+cpu_count = 0.5
+"#,
+    );
+    let lower_name = format!("lower-{}", std::process::id());
+    build_ok(&lower, &BuildOptions::default().name(lower_name.clone())).await;
+    let upper = Folder::new(
+        "build-upper",
+        &format!(
+            r#"
+base = "{lower_name}"
+env = {{ LEVEL = "upper" }}
+run = ["cat /opt/lower > /opt/upper", "rm /opt/doomed"]
+"#
+        ),
+    );
+    build_ok(&upper, &BuildOptions::default()).await;
+
+    let template = upper.path_text();
+    let sandbox = create(&template).await;
+    assert_eq!(run_ok(&sandbox, "cat /opt/upper").await, "lower\n");
+    let doomed = sh(&sandbox, "test -e /opt/doomed").await;
+    assert!(
+        !doomed.status.success(),
+        "a deletion above a built base came back"
+    );
+    assert_eq!(
+        run_ok(&sandbox, "echo $LEVEL $FROM_LOWER").await,
+        "upper yes\n"
+    );
+    assert_eq!(run_ok(&sandbox, "id -un").await, "root\n");
+    assert_eq!(run_ok(&sandbox, "cat /tmp/lower-service").await, "up\n");
+    let info = sandbox.get_info().await.expect("get_info");
+    assert_eq!(info.cpu_limit, Some(0.5));
+
+    // A rebuild of the base leaves the upper template on the layer it was
+    // built on.
+    lower.write(
+        "soulbox.toml",
+        "user = \"root\"\nrun = [\"echo changed > /opt/lower\"]\n",
+    );
+    build_ok(&lower, &BuildOptions::default().name(lower_name.clone())).await;
+    let sandbox = create(&template).await;
+    assert_eq!(run_ok(&sandbox, "cat /opt/lower").await, "lower\n");
 }

@@ -3,13 +3,14 @@
 //! lower layer. No Docker is involved.
 //!
 //! A build is cached under a key: the SHA-256 of the file's bytes, the
-//! copied files' paths, modes and contents, the base (its layer paths for
-//! an image, which are content-addressed) and the caller's uid. A second
-//! build with nothing changed returns at once. The result lives in the
-//! layer cache (see [`crate::image::LAYER_CACHE_VAR`]):
+//! copied files' paths, modes and contents, the base's layer paths (which
+//! name an image's layers by digest and a built base by its key) and the
+//! caller's uid. A second build with nothing changed returns at once. The
+//! result lives in the layer cache (see [`crate::image::LAYER_CACHE_VAR`]):
 //! - `built/<key>/layer`: the layer, and `built/<key>/template.json`, the
 //!   defaults of its sandboxes. The directory appears only by a rename
-//!   from `staging/`, so a killed build leaves nothing that a create uses.
+//!   from `build-staging/`, so a killed build leaves nothing that a
+//!   create uses.
 //! - `names/<name>`: the key of the template built under `name`.
 //! - `sources/<sha256 of the soulbox.toml's path>`: the key of that file's
 //!   latest build, so that the file's path or folder names the template.
@@ -127,6 +128,11 @@ pub(crate) struct Metadata {
     source: PathBuf,
     name: Option<String>,
     base: String,
+    /// The key of the build that `base` named at this build, where it is a
+    /// built template, so that a rebuild of the base leaves this one on
+    /// the layer it was built on.
+    #[serde(default)]
+    base_key: Option<String>,
     env: Vec<(String, String)>,
     workdir: Option<String>,
     user: Option<String>,
@@ -141,6 +147,8 @@ pub(crate) struct Metadata {
 /// commands and its resource defaults.
 #[derive(Debug, Clone)]
 pub(crate) struct Startup {
+    /// The build's directory in the cache.
+    pub(crate) built: PathBuf,
     pub(crate) start: Option<String>,
     pub(crate) ready: Option<String>,
     pub(crate) ready_timeout: Duration,
@@ -170,7 +178,14 @@ pub async fn build(
         spec::check_name(name).map_err(Error::InvalidArgument)?;
     }
     let state_dir = crate::paths::state_dir();
-    let base = crate::sandbox::resolve_template(&spec.base, &state_dir)?;
+    let base = crate::sandbox::resolve_template(&spec.base, &state_dir).map_err(|e| match e {
+        Error::InvalidArgument(message) => Error::InvalidArgument(format!(
+            "{}: base {:?}: {message}",
+            spec.path.display(),
+            spec.base
+        )),
+        other => other,
+    })?;
     let items = files::open(&spec)?;
     let key = build_key(&spec, &base, &items)?;
     let cache = LayerCache::open().map_err(image_error(&spec.path))?;
@@ -179,7 +194,12 @@ pub async fn build(
     if cached {
         on_event(BuildEvent::Cached { key: &key });
     } else {
-        run_build(&spec, name.as_deref(), &items, &cache, &built, on_event).await?;
+        let base_key = base.startup.as_ref().map(|below| key_of(&below.built));
+        let labels = Labels {
+            name: name.as_deref(),
+            base_key,
+        };
+        run_build(&spec, &labels, &items, &cache, &built, on_event).await?;
     }
     let fail = |e: std::io::Error| Error::Build {
         path: spec.path.clone(),
@@ -277,8 +297,36 @@ pub(crate) fn lookup_source(path: &Path) -> Result<PathBuf> {
 /// Returns the template that the build in `built` makes: its layer above
 /// the base's layers, the base's binds, and the file's defaults.
 pub(crate) fn resolve(built: &Path, state_dir: &Path) -> Result<Template> {
+    resolve_at_depth(built, state_dir, 0)
+}
+
+/// Most templates built on built templates below one another.
+const MAX_BASE_DEPTH: usize = 16;
+
+fn resolve_at_depth(built: &Path, state_dir: &Path, depth: usize) -> Result<Template> {
     let metadata = read_metadata(built)?;
-    let base = crate::template::resolve(&metadata.base, state_dir)?;
+    let base = match &metadata.base_key {
+        Some(key) if depth < MAX_BASE_DEPTH => {
+            let base_dir = built.with_file_name(key);
+            if !base_dir.join("template.json").is_file() {
+                return Err(Error::InvalidArgument(format!(
+                    "template {}: its base {:?} (build {key}) is gone from the cache; build the \
+                     base and then this template again",
+                    metadata.source.display(),
+                    metadata.base
+                )));
+            }
+            std::borrow::Cow::Owned(resolve_at_depth(&base_dir, state_dir, depth + 1)?)
+        }
+        Some(_) => {
+            return Err(Error::InvalidArgument(format!(
+                "template {} lies on more than {MAX_BASE_DEPTH} built templates; build it on \
+                 fewer",
+                metadata.source.display()
+            )))
+        }
+        None => crate::template::resolve(&metadata.base, state_dir)?,
+    };
     let mut lower_dirs = vec![built.join("layer")];
     lower_dirs.extend(base.lower_dirs.iter().cloned());
     let opaque = if crate::sys::geteuid() == 0 {
@@ -300,16 +348,30 @@ pub(crate) fn resolve(built: &Path, state_dir: &Path) -> Result<Template> {
             metadata.source.display()
         ))
     })?;
+    let mut startup = Startup {
+        built: built.to_path_buf(),
+        start: metadata.start,
+        ready: metadata.ready,
+        ready_timeout: Duration::from_millis(metadata.ready_timeout_ms),
+        resources: metadata.resources,
+    };
+    // What this file leaves out, a built base gives.
+    if let Some(below) = base.startup.as_deref() {
+        startup.start = startup.start.or_else(|| below.start.clone());
+        if startup.ready.is_none() {
+            startup.ready.clone_from(&below.ready);
+            startup.ready_timeout = below.ready_timeout;
+        }
+        let resources = &mut startup.resources;
+        resources.memory_mb = resources.memory_mb.or(below.resources.memory_mb);
+        resources.cpu_count = resources.cpu_count.or(below.resources.cpu_count);
+        resources.disk_mb = resources.disk_mb.or(below.resources.disk_mb);
+    }
     Ok(Template {
         lower_dirs,
         binds: base.binds.clone(),
         image: Some(Arc::new(defaults)),
-        startup: Some(Arc::new(Startup {
-            start: metadata.start,
-            ready: metadata.ready,
-            ready_timeout: Duration::from_millis(metadata.ready_timeout_ms),
-            resources: metadata.resources,
-        })),
+        startup: Some(Arc::new(startup)),
     })
 }
 
@@ -423,10 +485,16 @@ fn build_key(spec: &spec::Spec, base: &Template, items: &[files::CopyItem]) -> R
     Ok(hex(&hash.finalize()))
 }
 
+/// What `template.json` records besides the file's keys.
+struct Labels<'a> {
+    name: Option<&'a str>,
+    base_key: Option<String>,
+}
+
 /// Runs the build in a sandbox and saves its layer as `built`.
 async fn run_build(
     spec: &spec::Spec,
-    name: Option<&str>,
+    labels: &Labels<'_>,
     items: &[files::CopyItem],
     cache: &LayerCache,
     built: &Path,
@@ -513,8 +581,9 @@ async fn run_build(
     let metadata = Metadata {
         format: FORMAT,
         source: spec.path.clone(),
-        name: name.map(str::to_string),
+        name: labels.name.map(str::to_string),
         base: spec.base.clone(),
+        base_key: labels.base_key.clone(),
         env: spec.env.clone(),
         workdir: spec.workdir.clone(),
         user: spec.user.clone(),
@@ -584,7 +653,10 @@ fn save_layer(
     skip: &[&str],
     metadata: &Metadata,
 ) -> std::io::Result<()> {
-    let staging_root = cache.join("staging");
+    // Not the image layers' `staging/`, whose sweep removes every entry
+    // without a held lock.
+    let staging_root = cache.join("build-staging");
+    std::fs::create_dir_all(&staging_root)?;
     remove_abandoned(&staging_root);
     let staging = staging_root.join(format!("built-{}-{}", key_of(built), std::process::id()));
     remove_tree(&staging)?;

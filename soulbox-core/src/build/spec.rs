@@ -267,6 +267,10 @@ fn base_template(base: &str, folder: &Path) -> std::result::Result<String, Strin
     if base == crate::template::HOST {
         return Ok(base.to_string());
     }
+    // A name that is no path here names a built template.
+    if check_name(base).is_ok() && std::fs::symlink_metadata(folder.join(base)).is_err() {
+        return Ok(base.to_string());
+    }
     let (path, reference) = match base.split_once(':') {
         Some((path, reference)) => (path, Some(reference)),
         None => (base, None),
@@ -278,18 +282,11 @@ fn base_template(base: &str, folder: &Path) -> std::result::Result<String, Strin
     }
     let resolved = std::fs::canonicalize(folder.join(path)).map_err(|e| {
         format!(
-            "base {base:?} cannot be opened ({e}); give \"host\", or the path of a root file \
-             system directory or an OCI image, relative to the soulbox.toml's folder"
+            "base {base:?} cannot be opened ({e}); give \"host\", a built template's name, or \
+             the path of a root file system directory, an OCI image or a built soulbox.toml, \
+             relative to the soulbox.toml's folder"
         )
     })?;
-    if resolved.join(SPEC_FILE).is_file() || resolved.extension().is_some_and(|e| e == "toml") {
-        // NOTE: a template built on a built template needs the base's
-        // layer and metadata to be resolved in turn; not done yet.
-        return Err(format!(
-            "base {base:?} is a template built from a soulbox.toml, which cannot be a base yet; \
-             copy its steps into this file"
-        ));
-    }
     let mut text = resolved
         .into_os_string()
         .into_string()
