@@ -901,3 +901,32 @@ run = ["cat /opt/lower > /opt/upper", "rm /opt/doomed"]
     let sandbox = create(&template).await;
     assert_eq!(run_ok(&sandbox, "cat /opt/lower").await, "lower\n");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dropped_create_kills_sandbox() {
+    if !require_root("dropped_create_kills_sandbox") {
+        return;
+    }
+    let folder = Folder::new(
+        "build-dropped",
+        "start = \"sleep 1000\"\nready = \"false\"\nready_timeout_secs = 600\n",
+    );
+    build_ok(&folder, &BuildOptions::default()).await;
+    let label = unique_name("dropped");
+    let options = options()
+        .template(folder.path_text())
+        .kill_on_drop(false)
+        .metadata("test", label.clone());
+    let query = ListQuery::default().metadata("test", label);
+    let waited =
+        tokio::time::timeout(std::time::Duration::from_secs(2), Sandbox::create(options)).await;
+    assert!(
+        waited.is_err(),
+        "a create whose ready never succeeds returned: {waited:?}"
+    );
+    let left = Sandbox::list(&query).await.expect("list sandboxes");
+    assert!(
+        left.is_empty(),
+        "the dropped create's sandbox is still there: {left:?}"
+    );
+}

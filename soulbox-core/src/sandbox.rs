@@ -1377,12 +1377,13 @@ impl EntryGuard {
 }
 
 /// Kills a sandbox on drop unless defused: the sandbox of a
-/// [`Sandbox::create_and_start`] that fails or is dropped before it
+/// [`Sandbox::create_and_start`], or of a create from a built template
+/// whose service fails to start, that fails or is dropped before it
 /// returns.
-struct KillUnlessReturned<'a>(Option<&'a Inner>);
+pub(crate) struct KillUnlessReturned<'a>(pub(crate) Option<&'a Inner>);
 
 impl KillUnlessReturned<'_> {
-    fn defuse(mut self) {
+    pub(crate) fn defuse(mut self) {
         self.0 = None;
     }
 }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use super::Startup;
 use crate::error::{Error, Result};
-use crate::sandbox::Sandbox;
+use crate::sandbox::{KillUnlessReturned, Sandbox};
 
 /// Pause between two runs of a ready command that did not exit 0.
 const READY_POLL_INTERVAL: Duration = Duration::from_millis(100);
@@ -16,16 +16,13 @@ const READY_RUN_TIMEOUT: Duration = Duration::from_secs(10);
 impl Sandbox {
     /// Starts the template's `start` command in the background and waits
     /// until its `ready` command exits 0. Kills the sandbox when either
-    /// fails, so that a create with a failed service leaves nothing.
+    /// fails or the call is dropped while it waits, so that a failed
+    /// create leaves nothing.
     pub(crate) async fn start_template_service(&self, startup: &Startup) -> Result<()> {
-        let result = self.start_and_wait_ready(startup).await;
-        if result.is_err() {
-            if let Err(error) = self.kill().await {
-                tracing::warn!(sandbox_id = %self.id(), %error,
-                    "cannot kill the sandbox whose template service failed");
-            }
-        }
-        result
+        let unreturned = KillUnlessReturned(Some(&self.inner));
+        self.start_and_wait_ready(startup).await?;
+        unreturned.defuse();
+        Ok(())
     }
 
     async fn start_and_wait_ready(&self, startup: &Startup) -> Result<()> {
