@@ -329,6 +329,7 @@ fn resolve_at_depth(built: &Path, state_dir: &Path, depth: usize) -> Result<Temp
     };
     let mut lower_dirs = vec![built.join("layer")];
     lower_dirs.extend(base.lower_dirs.iter().cloned());
+    check_mount_options_fit(&metadata.source, &lower_dirs)?;
     let opaque = if crate::sys::geteuid() == 0 {
         "trusted.overlay.opaque"
     } else {
@@ -373,6 +374,35 @@ fn resolve_at_depth(built: &Path, state_dir: &Path, depth: usize) -> Result<Temp
         image: Some(Arc::new(defaults)),
         startup: Some(Arc::new(startup)),
     })
+}
+
+/// Rejects layers whose paths, joined into the overlay's `lowerdir=`
+/// option, leave too little of the one page that the kernel takes for all
+/// mount options, as image templates do.
+fn check_mount_options_fit(source: &Path, layers: &[PathBuf]) -> Result<()> {
+    /// Room left for `upperdir=...,workdir=...,userxattr`.
+    const OTHER_OPTIONS: usize = 512;
+    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .map_or(4096, |size| size as usize);
+    let lower: usize = layers
+        .iter()
+        .map(|layer| layer.as_os_str().len() + 1)
+        .sum::<usize>()
+        + "lowerdir=".len();
+    if lower + OTHER_OPTIONS > page {
+        return Err(Error::InvalidArgument(format!(
+            "template {} has {} layers, whose paths take {lower} bytes of the overlay's mount \
+             options, more than the {} that fit; set {} to a shorter path or build on a base \
+             with fewer layers",
+            source.display(),
+            layers.len(),
+            page - OTHER_OPTIONS,
+            crate::image::LAYER_CACHE_VAR
+        )));
+    }
+    Ok(())
 }
 
 fn lookup(kind: &str, id: &str, missing: impl Fn() -> String) -> Result<PathBuf> {
@@ -712,5 +742,22 @@ fn remove_abandoned(staging: &Path) {
         if !Path::new(&format!("/proc/{pid}")).exists() {
             let _ = remove_tree(&entry.path());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_layer_paths_rejected() {
+        let source = Path::new("/srv/app/soulbox.toml");
+        let short = vec![PathBuf::from("/var/lib/soulbox/layers/built/a/layer"); 3];
+        assert!(check_mount_options_fit(source, &short).is_ok());
+        let long = vec![PathBuf::from(format!("/{}", "x".repeat(250))); 20];
+        let error = check_mount_options_fit(source, &long).expect_err("20 long layers fit");
+        let message = error.to_string();
+        assert!(message.contains("20 layers"), "{message}");
+        assert!(message.contains(crate::image::LAYER_CACHE_VAR), "{message}");
     }
 }
