@@ -542,6 +542,14 @@ async fn run_build(
     if let Some(disk) = spec.resources.disk_mb {
         options.disk_size = disk << 20;
     }
+    // The writable layer is a tmpfs, whose pages count towards the memory
+    // limit, so a layer that fills the disk size must still leave the
+    // steps SoulBox's default memory.
+    options.memory_limit = Some(
+        options
+            .disk_size
+            .saturating_add(crate::DEFAULT_MEMORY_LIMIT),
+    );
     // Labels the build sandbox in `soulbox ls`, where a path fits the
     // metadata rules.
     if let Some(path) = spec
