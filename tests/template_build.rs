@@ -632,6 +632,9 @@ async fn killed_build_leaves_nothing() {
         1,
         "the build sandbox is not listed: {running:?}"
     );
+    // Its writable layer is in memory, so the layer's size adds to the limit.
+    let expected = soulbox_core::DEFAULT_DISK_SIZE + soulbox_core::DEFAULT_MEMORY_LIMIT;
+    assert_eq!(running[0].memory_limit, Some(expected));
 
     child.kill().expect("kill the build");
     child.wait().expect("reap the build");
