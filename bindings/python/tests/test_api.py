@@ -85,7 +85,6 @@ def test_connection_options_accepted() -> None:
 @pytest.mark.parametrize(
     "options, missing",
     [
-        ({"template": "python-3.12"}, "template"),
         ({"network": {"allow_out": ["10.0.0.0/8"]}}, "network options"),
         ({"mcp": {"x": {}}}, "MCP"),
         ({"lifecycle": {"on_timeout": "pause"}}, "lifecycle"),

@@ -28,6 +28,7 @@ from ._sync import (
     WatchHandle,
 )
 from ._types import (
+    BuiltTemplate,
     CommandResult,
     CopySummary,
     EntryInfo,
@@ -65,6 +66,7 @@ __all__ = [
     "AsyncSandbox",
     "AsyncSandboxPaginator",
     "AsyncWatchHandle",
+    "BuiltTemplate",
     "CommandExitException",
     "CommandHandle",
     "CommandResult",

@@ -7,12 +7,13 @@ kills the command's whole process tree.
 
 import os
 import types
-from typing import Any, Dict, Iterator, List, Literal, Optional, Union, overload
+from typing import Any, Callable, Dict, Iterator, List, Literal, Optional, Union, overload
 
 from . import _code, _common, _native
 from ._code import Context, ErrorHandler, Execution, OutputHandler, ResultHandler
 from ._common import Chunk, EventStream, OutputCallback, PtyCallback
 from ._types import (
+    BuiltTemplate,
     CommandResult,
     CopySummary,
     EntryInfo,
@@ -28,6 +29,7 @@ from ._types import (
     SeccompPolicy,
     WriteEntry,
     WriteInfo,
+    built_from_native,
     copy_from_native,
     entry_from_native,
     info_from_native,
@@ -762,6 +764,29 @@ class Sandbox:
 
     def __exit__(self, *exc_info: Any) -> None:
         self.kill()
+
+    @staticmethod
+    def build_template(
+        path: Union[str, "os.PathLike[str]"],
+        name: Optional[str] = None,
+        on_output: Optional[Callable[[str, bytes], None]] = None,
+    ) -> BuiltTemplate:
+        """Build a template from a ``soulbox.toml`` (SoulBox only).
+
+        Runs the file's steps in a sandbox made from its ``base`` and keeps
+        what they wrote, as ``soulbox template build`` does; a build whose
+        inputs have not changed returns at once. ``path`` is the file or
+        its folder, relative to the current directory. ``name`` registers
+        the template under a name, in place of the file's ``name`` key.
+        ``on_output`` receives each chunk of a step's output as
+        (``"stdout"`` or ``"stderr"``, bytes), on a thread of SoulBox's.
+
+        :raises InvalidArgumentException: for an invalid file, naming the key.
+        :raises SandboxException: when a step exits non-zero (the message
+            names the step and its status) or the layer cannot be saved.
+        """
+        raw = _native.NativeSandbox.build_template(os.path.abspath(path), name, on_output)
+        return built_from_native(raw)
 
     @classmethod
     def _cls_kill(cls, sandbox_id: str, **opts: Any) -> bool:
