@@ -656,7 +656,7 @@ class Sandbox:
             with ``:NAME`` after it to select one of several. A template
             built from a ``soulbox.toml`` (``soulbox template build``) is
             its name, a ``str`` without ``/``, or the path of the file or
-            its folder; its ``start`` command is running and its ``ready``
+            its folder. Its ``start`` command is running and its ``ready``
             command has exited 0 when this returns.
         :param timeout: lifetime in seconds (default 300; 0 for none).
         :param metadata: labels, returned by ``get_info`` and used to
@@ -774,7 +774,7 @@ class Sandbox:
         """Build a template from a ``soulbox.toml`` (SoulBox only).
 
         Runs the file's steps in a sandbox made from its ``base`` and keeps
-        what they wrote, as ``soulbox template build`` does; a build whose
+        what they wrote, as ``soulbox template build`` does. A build whose
         inputs have not changed returns at once. ``path`` is the file or
         its folder, relative to the current directory. ``name`` registers
         the template under a name, in place of the file's ``name`` key.
