@@ -281,16 +281,16 @@ async fn bad_template_names_rejected_before_anything_is_made() {
     let cases = [
         (
             "ubuntu".to_string(),
-            "neither \"host\" nor an absolute path",
+            "neither \"host\", an absolute path nor",
         ),
         (
             "relative/dir".to_string(),
-            "neither \"host\" nor an absolute path",
+            "neither \"host\", an absolute path nor",
         ),
         (missing.display().to_string(), "cannot be opened"),
         (
             file.display().to_string(),
-            "is not a directory or a tar archive",
+            "is not a directory, a tar archive",
         ),
         ("/".to_string(), "is the host's root"),
         (state_dir, "overlaps SoulBox's state directory"),

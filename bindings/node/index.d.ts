@@ -169,10 +169,13 @@ export declare class Sandbox {
   /** Creates a sandbox from the `host` template. */
   static create(opts?: SandboxOpts): Promise<Sandbox>
   /**
-   * Creates a sandbox from a template: `host`, a directory or an image. A
-   * directory contains a root file system, used read-only as the sandbox's
-   * root. An image is the path of an OCI image layout directory or image
-   * archive, optionally followed by `:NAME` to select one of several.
+   * Creates a sandbox from a template: `host`, a directory, an image or a
+   * built template. A directory contains a root file system, used
+   * read-only as the sandbox's root. An image is the path of an OCI image
+   * layout directory or image archive, optionally followed by `:NAME` to
+   * select one of several. A template built from a `soulbox.toml`
+   * (`soulbox template build`) is its name, without `/`, or the path of
+   * the file or its folder.
    */
   static create(template: string, opts?: SandboxOpts): Promise<Sandbox>
   /**

@@ -7,11 +7,14 @@ use soulbox_core::{Mount, SandboxOptions};
 /// The template and resource limits of the new sandbox.
 #[derive(Debug, Args)]
 pub struct LimitArgs {
-    /// `host` (the default), a directory or an image. A directory contains
-    /// a root file system, such as one made by debootstrap, and becomes the
-    /// sandbox's read-only root as it is. An image is an OCI image layout
-    /// directory or image archive (`docker save`, `podman save --format
-    /// oci-archive`), optionally followed by `:NAME` to pick one of several.
+    /// `host` (the default), a directory, an image or a built template. A
+    /// directory contains a root file system, such as one made by
+    /// debootstrap, and becomes the sandbox's read-only root as it is. An
+    /// image is an OCI image layout directory or image archive (`docker
+    /// save`, `podman save --format oci-archive`), optionally followed by
+    /// `:NAME` to pick one of several. A built template is the name given
+    /// to `soulbox template build`, or the path of its soulbox.toml or of
+    /// the folder that contains it.
     #[arg(long, value_name = "TEMPLATE", value_parser = parse_template)]
     template: Option<String>,
 
@@ -113,6 +116,11 @@ fn parse_mount(text: &str) -> Result<Mount, String> {
 /// core checks the rest.
 fn parse_template(text: &str) -> Result<String, String> {
     if text == "host" || text.starts_with('/') {
+        return Ok(text.to_string());
+    }
+    // A word that names no file here is a built template's name, such as
+    // `py-data` from `soulbox template build --name py-data`.
+    if !text.contains(['/', ':']) && std::fs::symlink_metadata(text).is_err() {
         return Ok(text.to_string());
     }
     // The first ':' separates the path from the image's name, which may

@@ -14,6 +14,7 @@ mod limits;
 mod manage;
 mod network;
 mod run;
+mod template;
 #[expect(unsafe_code, reason = "the one module that makes raw system calls")]
 mod term;
 
@@ -116,6 +117,13 @@ enum Commands {
     /// connect to the address. Exit status: 0, 3 when no sandbox has the
     /// id, 125 when SoulBox failed.
     Port(Deferred<manage::PortArgs>),
+    /// Build templates from a soulbox.toml, and list the built ones.
+    ///
+    /// `soulbox template build [DIR|FILE] [--name NAME]` runs the file's
+    /// steps in a sandbox and keeps what they wrote as a template, which
+    /// `--template NAME` or `--template DIR` then uses. Exit status: 0, 125
+    /// when the build or SoulBox failed.
+    Template(template::TemplateArgs),
 }
 
 /// A subcommand's arguments, which clap builds only when that subcommand
@@ -331,6 +339,7 @@ fn run() -> u8 {
             Commands::Metrics(Deferred(args)) => manage::metrics(args).await,
             Commands::Cp(Deferred(args)) => manage::cp(args).await,
             Commands::Port(Deferred(args)) => manage::port(args).await,
+            Commands::Template(args) => template::run(args).await,
         }
     });
     // A read of this process's stdin may still be blocked in a runtime

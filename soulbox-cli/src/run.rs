@@ -204,7 +204,8 @@ fn image_command(template: &str) -> Result<Vec<String>, String> {
         )),
         Ok(None) => Err(
             "the argument <COMMAND> is missing; give one after --, as in `soulbox run -- ls`. \
-             Only an image template has a default command (its Entrypoint and Cmd)"
+             Only an image template, or one built on an image, has a default command (its \
+             Entrypoint and Cmd)"
                 .into(),
         ),
         Err(e) => Err(crate::describe(&e)),

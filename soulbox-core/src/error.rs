@@ -106,6 +106,32 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// A template build from a `soulbox.toml` failed: a run step exited
+    /// with a non-zero status, a file could not be copied in, or the layer
+    /// could not be kept. Nothing of the build is left in the cache.
+    #[error("template build of {path} failed: {message}")]
+    Build {
+        /// The `soulbox.toml` being built.
+        path: PathBuf,
+        /// What failed, naming the step or file.
+        message: String,
+    },
+
+    /// The `ready` command of a built template did not exit 0 in time
+    /// after the sandbox was created; the sandbox was killed.
+    #[error(
+        "template's ready command {command:?} did not exit 0 within {timeout_ms} ms; its last \
+         output: {output}"
+    )]
+    NotReady {
+        /// The ready command.
+        command: String,
+        /// How long it was given, in milliseconds.
+        timeout_ms: u64,
+        /// Its last run's status and output.
+        output: String,
+    },
+
     /// A cgroup step failed.
     #[error("failed to {step} cgroup {path}")]
     Cgroup {
@@ -262,7 +288,8 @@ impl Error {
             Self::Unsupported { .. } => Some(libc::EOPNOTSUPP),
             Self::InvalidArgument(_) => Some(libc::EINVAL),
             Self::FileNotFound { .. } | Self::NotFound(_) => Some(libc::ENOENT),
-            Self::CommandExit { .. } => None,
+            Self::CommandExit { .. } | Self::Build { .. } => None,
+            Self::NotReady { .. } => Some(libc::ETIMEDOUT),
             Self::CommandTimedOut { .. } | Self::CodeTimedOut { .. } => Some(libc::ETIMEDOUT),
             Self::NotEnoughSpace { .. } => Some(libc::ENOSPC),
             Self::SandboxNotRunning { .. } => Some(libc::ESRCH),

@@ -31,6 +31,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod build;
 mod cgroup;
 mod command;
 mod error;

@@ -141,7 +141,14 @@ impl SandboxPool {
             // A waiting sandbox whose PID 1 died (killed from outside) is
             // dropped, which removes what it left.
             if prepared.is_running() {
-                return prepared.hand_over(&self.shared.options, true).await;
+                let startup = prepared.startup.clone();
+                let sandbox = prepared.hand_over(&self.shared.options, true).await?;
+                // A built template's service starts at the hand-over, so
+                // the caller waits for its ready command as a create does.
+                if let Some(startup) = startup {
+                    sandbox.start_template_service(&startup).await?;
+                }
+                return Ok(sandbox);
             }
         }
         self.shared.wake.notify_one();

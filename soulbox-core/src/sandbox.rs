@@ -46,7 +46,10 @@ pub struct SandboxOptions {
     /// the read-only lower layer of the sandbox's root as it is and must not
     /// change while sandboxes use it. An image is the absolute path of an
     /// OCI image layout directory or image archive, optionally followed by
-    /// `:NAME` to select one of several images (see [`crate::image`]).
+    /// `:NAME` to select one of several images (see [`crate::image`]). A
+    /// template built from a `soulbox.toml` is the name it was built under,
+    /// or the absolute path of the file or its folder (see
+    /// [`crate::build`]).
     pub template: String,
     /// The sandbox ends this long after creation, enforced by its PID 1
     /// even if the host process dies. Zero means no limit.
@@ -110,6 +113,9 @@ pub struct SandboxOptions {
     /// Without it such calls find the sandbox paused, as after
     /// [`Sandbox::pause`].
     pub auto_resume: bool,
+    /// Whether PID 1 sends a descriptor of the writable layer, which a
+    /// template build keeps; see [`crate::build`].
+    pub(crate) send_upper: bool,
 }
 
 /// The action a sandbox's timeout takes.
@@ -192,13 +198,14 @@ impl Default for SandboxOptions {
             deny_out: Vec::new(),
             on_timeout: OnTimeout::Kill,
             auto_resume: false,
+            send_upper: false,
         }
     }
 }
 
 impl SandboxOptions {
-    /// Sets the template: `host`, or the absolute path of a directory or
-    /// image (see [`SandboxOptions::template`]).
+    /// Sets the template: `host`, the absolute path of a directory or
+    /// image, or a built template (see [`SandboxOptions::template`]).
     pub fn template(mut self, template: impl Into<String>) -> Self {
         self.template = template.into();
         self
@@ -607,7 +614,12 @@ impl Sandbox {
     pub async fn create(options: SandboxOptions) -> Result<Self> {
         options.validate()?;
         let prepared = Self::prepare(&options, options.timeout, false, None).await?;
-        prepared.hand_over(&options, false).await
+        let startup = prepared.startup.clone();
+        let sandbox = prepared.hand_over(&options, false).await?;
+        if let Some(startup) = startup {
+            sandbox.start_template_service(&startup).await?;
+        }
+        Ok(sandbox)
     }
 
     /// Creates a sandbox and starts `command` in it, as [`Sandbox::create`]
@@ -655,19 +667,35 @@ impl Sandbox {
             Some(planned) => planned,
             None => plan(template.image.as_deref())?,
         };
+        // A built template's command waits for its service to be ready,
+        // so its start request cannot go ahead with the configuration.
+        let first = match template.startup {
+            Some(_) => None,
+            None => Some(&planned),
+        };
         let prepared = Self::prepare_from(
             &options,
             (&state_dir, &sandboxes),
             &template,
             (options.timeout, false),
-            Some(&planned),
+            first,
         )
         .await?;
+        let sent_early = first.is_some();
         let sandbox = prepared.hand_over(&options, false).await?;
         // Until the call returns, the caller has no handle on the sandbox,
         // so a failed start or a dropped call kills it even when it would
         // outlive its handle.
         let unreturned = KillUnlessReturned(Some(&sandbox.inner));
+        if let Some(startup) = &template.startup {
+            sandbox.start_template_service(startup).await?;
+        }
+        if !sent_early {
+            sandbox
+                .inner
+                .send_message(&planned.message, &planned.fds())
+                .await?;
+        }
         // The count of a cgroup made for this sandbox starts at zero. Read
         // now, it could already include a kill of the running command.
         planned.oom_kills_before = sandbox.inner.oom_kills().map(|_| 0);
@@ -716,6 +744,7 @@ impl Sandbox {
         (timeout, background): (Duration, bool),
         first: Option<&command::Planned>,
     ) -> Result<Prepared> {
+        let options = &*with_template_resources(options, template.startup.as_deref());
         // Before anything is made, so that a missing slirp4netns leaves
         // nothing behind.
         let network = match options.network {
@@ -768,6 +797,7 @@ impl Sandbox {
             // The timeout at creation, also for a pool's sandbox, whose
             // deadline is set only at its hand-over.
             resume_timeout_ms: duration_ms(options.timeout),
+            send_upper: options.send_upper,
         };
         let request = Request::Config(config);
         let config = request.encode().map_err(|e| oversized(&request, &e))?;
@@ -824,7 +854,7 @@ impl Sandbox {
         explain_send_failure(sent, &control, &launch)
             .await
             .map_err(blame_damaged_program)?;
-        let root = wait_ready(&control, &launch)
+        let (root, upper) = wait_ready(&control, &launch)
             .await
             .map_err(blame_damaged_program)?;
         if let Some(network) = network {
@@ -847,6 +877,8 @@ impl Sandbox {
             root,
             shell,
             image: template.image.clone(),
+            startup: template.startup.clone(),
+            upper,
         })
     }
 
@@ -1516,12 +1548,13 @@ impl EntryGuard {
 }
 
 /// Kills a sandbox on drop unless defused: the sandbox of a
-/// [`Sandbox::create_and_start`] that fails or is dropped before it
+/// [`Sandbox::create_and_start`], or of a create from a built template
+/// whose service fails to start, that fails or is dropped before it
 /// returns.
-struct KillUnlessReturned<'a>(Option<&'a Inner>);
+pub(crate) struct KillUnlessReturned<'a>(pub(crate) Option<&'a Inner>);
 
 impl KillUnlessReturned<'_> {
-    fn defuse(mut self) {
+    pub(crate) fn defuse(mut self) {
         self.0 = None;
     }
 }
@@ -1843,6 +1876,18 @@ pub(crate) struct Prepared {
     root: OwnedFd,
     shell: &'static [&'static str],
     image: Option<Arc<ImageDefaults>>,
+    /// The start and ready commands of a built template.
+    pub(crate) startup: Option<Arc<crate::build::Startup>>,
+    /// The writable layer, where the options asked for it.
+    upper: Option<OwnedFd>,
+}
+
+impl Prepared {
+    /// Takes the descriptor of the writable layer, which PID 1 sends when
+    /// the options' `send_upper` is set.
+    pub(crate) fn take_upper(&mut self) -> Option<OwnedFd> {
+        self.upper.take()
+    }
 }
 
 impl fmt::Debug for Prepared {
@@ -1890,7 +1935,10 @@ impl Prepared {
             root,
             shell,
             image,
+            startup,
+            upper: _,
         } = self;
+        let options = &*with_template_resources(options, startup.as_deref());
         let enforced = launch.enforced();
         let rootless = sys::geteuid() != 0;
         let record = Record {
@@ -2393,15 +2441,24 @@ fn blame_damaged_program(error: Error) -> Error {
 }
 
 /// Waits for PID 1's ready reply, or the step that failed. Returns the
-/// descriptor of the sandbox's root that PID 1 sends before it is ready.
-async fn wait_ready(control: &AsyncFd<OwnedFd>, launch: &Launch) -> Result<Option<OwnedFd>> {
+/// descriptors that PID 1 sends before it is ready: the sandbox's root,
+/// and its writable layer where the configuration asked for it.
+async fn wait_ready(
+    control: &AsyncFd<OwnedFd>,
+    launch: &Launch,
+) -> Result<(Option<OwnedFd>, Option<OwnedFd>)> {
     let deadline = tokio::time::Instant::now() + SETUP_TIMEOUT;
     let mut buf = vec![0u8; soulbox_proto::MAX_MESSAGE_LEN];
     let mut root = None;
+    let mut upper = None;
     loop {
         match next_setup_reply(control, launch, deadline, &mut buf).await? {
-            (Reply::Root, fds) => root = fds.into_iter().next(),
-            (Reply::Ready, _) => return Ok(root),
+            (Reply::Root, fds) => {
+                let mut fds = fds.into_iter();
+                root = fds.next();
+                upper = fds.next();
+            }
+            (Reply::Ready, _) => return Ok((root, upper)),
             (
                 Reply::SetupFailed {
                     stage,
@@ -2503,7 +2560,36 @@ fn pick_shell(root: &OwnedFd) -> &'static [&'static str] {
 /// `block_in_place`, which lets the runtime move its other tasks to
 /// another thread meanwhile. The `host` template and directory templates
 /// resolve in a few system calls and run directly.
-fn resolve_template(
+/// Returns `options` with the resource defaults of a built template
+/// applied where `options` keeps SoulBox's defaults; unchanged (and not
+/// copied) for other templates.
+fn with_template_resources<'a>(
+    options: &'a SandboxOptions,
+    startup: Option<&crate::build::Startup>,
+) -> std::borrow::Cow<'a, SandboxOptions> {
+    let Some(resources) = startup.map(|startup| &startup.resources) else {
+        return std::borrow::Cow::Borrowed(options);
+    };
+    let mut options = options.clone();
+    if let Some(memory) = resources.memory_mb {
+        if options.memory_limit == Some(DEFAULT_MEMORY_LIMIT) {
+            options.memory_limit = Some(memory << 20);
+        }
+    }
+    if let Some(cpus) = resources.cpu_count {
+        if options.cpu_limit.is_none() {
+            options.cpu_limit = Some(cpus);
+        }
+    }
+    if let Some(disk) = resources.disk_mb {
+        if options.disk_size == DEFAULT_DISK_SIZE {
+            options.disk_size = disk << 20;
+        }
+    }
+    std::borrow::Cow::Owned(options)
+}
+
+pub(crate) fn resolve_template(
     name: &str,
     state_dir: &Path,
 ) -> Result<std::borrow::Cow<'static, template::Template>> {

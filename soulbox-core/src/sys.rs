@@ -654,6 +654,23 @@ pub fn openat2_in_root(
     )
 }
 
+/// Opens the relative `path` below `dir` with openat2, rejecting `..` that
+/// leaves `dir`, absolute paths and every symlink on the way
+/// (RESOLVE_BENEATH, RESOLVE_NO_SYMLINKS, RESOLVE_NO_MAGICLINKS).
+pub fn openat2_beneath(
+    dir: BorrowedFd<'_>,
+    path: &CStr,
+    flags: libc::c_int,
+) -> io::Result<OwnedFd> {
+    openat2(
+        dir,
+        path,
+        flags,
+        0,
+        RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
+    )
+}
+
 /// Runs openat2 with the `resolve` flags, retrying where openat2(2) asks
 /// for a retry.
 fn openat2(

@@ -137,8 +137,12 @@ pub struct Template {
     pub lower_dirs: Vec<PathBuf>,
     /// Host paths bound read-only at the same path inside.
     pub binds: Vec<PathBuf>,
-    /// The command defaults of an image template; `None` for the others.
+    /// The command defaults of an image template or a built one; `None`
+    /// for the others.
     pub(crate) image: Option<Arc<ImageDefaults>>,
+    /// The start and ready commands and resource defaults of a template
+    /// built from a `soulbox.toml`; `None` for the others.
+    pub(crate) startup: Option<Arc<crate::build::Startup>>,
 }
 
 /// The kind of template that a name other than [`HOST`] gives, with
@@ -152,6 +156,8 @@ enum Named {
         kind: ImageKind,
         reference: Option<String>,
     },
+    /// A template built from a `soulbox.toml`: its directory in the cache.
+    Built(PathBuf),
 }
 
 /// Returns the template that `name` selects: [`HOST`], the absolute path
@@ -188,6 +194,7 @@ pub(crate) fn resolve_in(
             lower_dirs: vec![dir],
             binds: Vec::new(),
             image: None,
+            startup: None,
         })),
         Named::Image {
             path,
@@ -200,7 +207,13 @@ pub(crate) fn resolve_in(
                 lower_dirs: prepared.layers,
                 binds: Vec::new(),
                 image: Some(prepared.defaults),
+                startup: None,
             }))
+        }
+        Named::Built(built) => {
+            // Reads a small file and resolves the base, whose image
+            // layers the build has unpacked already.
+            Ok(Cow::Owned(crate::build::resolve(&built, state_dir)?))
         }
     }
 }
@@ -223,6 +236,7 @@ pub(crate) fn image_defaults(name: &str) -> Result<Option<Arc<ImageDefaults>>> {
     }
     match classify(name, &crate::paths::state_dir())? {
         Named::Directory(_) => Ok(None),
+        Named::Built(built) => Ok(crate::build::resolve(&built, &crate::paths::state_dir())?.image),
         Named::Image {
             path,
             kind,
@@ -237,12 +251,16 @@ fn classify(name: &str, state_dir: &Path) -> Result<Named> {
     let invalid = |problem: &str| {
         Err(Error::InvalidArgument(format!(
             "template {name:?} {problem}; a template is \"host\", the absolute path of a \
-             directory that contains a root file system, or the absolute path of an OCI image \
-             layout or image archive, optionally followed by :NAME"
+             directory that contains a root file system, the absolute path of an OCI image \
+             layout or image archive, optionally followed by :NAME, or a template built from a \
+             soulbox.toml (its name, or the path of the file or its folder)"
         )))
     };
     if !name.starts_with('/') {
-        return invalid("is neither \"host\" nor an absolute path");
+        if crate::build::is_name(name) {
+            return crate::build::lookup_name(name).map(Named::Built);
+        }
+        return invalid("is neither \"host\", an absolute path nor a built template's name");
     }
     // overlayfs cannot take a ':' in a layer's path, so the first one
     // separates an image's path from the name of the image in it.
@@ -268,8 +286,17 @@ fn classify(name: &str, state_dir: &Path) -> Result<Named> {
             reference: reference.map(str::to_string),
         });
     }
+    let spec = if metadata.is_dir() {
+        resolved.join(crate::build::SPEC_FILE)
+    } else {
+        resolved.clone()
+    };
+    if reference.is_none() && spec.extension().is_some_and(|e| e == "toml") && spec.is_file() {
+        let spec = fs::canonicalize(&spec).unwrap_or(spec);
+        return crate::build::lookup_source(&spec).map(Named::Built);
+    }
     if !metadata.is_dir() {
-        return invalid("is not a directory or a tar archive of an image");
+        return invalid("is not a directory, a tar archive of an image or a soulbox.toml");
     }
     if reference.is_some() {
         return invalid(&format!(
@@ -420,6 +447,7 @@ fn prepare_host(state_dir: &Path) -> Result<Template> {
         lower_dirs: vec![skeleton],
         binds,
         image: None,
+        startup: None,
     })
 }
 

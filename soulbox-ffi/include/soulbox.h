@@ -118,7 +118,8 @@ enum soulbox_error_kind
    */
   SOULBOX_ERROR_KIND_SPAWN = 6,
   /**
-   * The sandbox's template could not be prepared.
+   * The sandbox's template could not be prepared, or a built template's
+   * ready command did not exit 0 in time.
    */
   SOULBOX_ERROR_KIND_TEMPLATE = 7,
   /**
@@ -1291,10 +1292,12 @@ struct soulbox_options *soulbox_options_new(void);
 void soulbox_options_free(struct soulbox_options *options);
 
 /**
- * Sets the template: "host", or the absolute path of a directory that
- * contains a root file system, which becomes the sandbox's read-only root as
- * it is. Any other name, or a path that is not such a directory, fails
- * `soulbox_sandbox_create`.
+ * Sets the template. It is "host", the absolute path of a directory that
+ * contains a root file system (the sandbox's read-only root as it is), the
+ * absolute path of an OCI image layout or image archive with an optional
+ * `:NAME`, or a template built by `soulbox template build`. A built
+ * template is its name, or the absolute path of its soulbox.toml or of the
+ * folder. Any other name fails `soulbox_sandbox_create`.
  */
 struct soulbox_error *soulbox_options_set_template(struct soulbox_options *options,
                                                    const char *name);

@@ -29,7 +29,8 @@ pub enum ErrorKind {
     /// A command could not be started and none of its code ran; errno is
     /// the failed system call's (ENOENT for a missing program).
     Spawn = 6,
-    /// The sandbox's template could not be prepared.
+    /// The sandbox's template could not be prepared, or a built template's
+    /// ready command did not exit 0 in time.
     Template = 7,
     /// Creating, joining or removing a cgroup failed.
     Cgroup = 8,
@@ -150,7 +151,9 @@ fn kind_of(error: &CoreError) -> ErrorKind {
         CoreError::NotEnoughSpace { .. } => ErrorKind::NotEnoughSpace,
         CoreError::Setup { .. } => ErrorKind::Setup,
         CoreError::Spawn { .. } => ErrorKind::Spawn,
-        CoreError::Template { .. } => ErrorKind::Template,
+        CoreError::Template { .. } | CoreError::Build { .. } | CoreError::NotReady { .. } => {
+            ErrorKind::Template
+        }
         CoreError::Cgroup { .. } => ErrorKind::Cgroup,
         CoreError::NotFound(_) => ErrorKind::NotFound,
         CoreError::CommandExit { .. } => ErrorKind::CommandExit,

@@ -155,19 +155,22 @@ fn run(start: Start) -> ! {
         Start::Exec => setup::KernelFacts::read(),
         Start::Zygote(facts) => facts,
     };
-    let built = setup::build(&config, facts).and_then(|()| {
+    let built = setup::build(&config, facts).and_then(|upper| {
         let task_files = receive_attached(control, &mut buf).ok_or_else(|| setup::SetupError {
             stage: SetupStage::CgroupNamespace,
             error: std::io::Error::from_raw_os_error(libc::EPROTO),
             detail: b"expected the attached message".to_vec(),
         })?;
         join_v1_cgroups(control, task_files);
-        setup::enter_cgroup_namespace()
+        setup::enter_cgroup_namespace().map(|()| upper)
     });
-    if let Err(e) = built {
-        let errno = e.error.raw_os_error().unwrap_or(libc::EIO);
-        fail_setup(control, e.stage, errno, &e.detail);
-    }
+    let upper = match built {
+        Ok(upper) => upper,
+        Err(e) => {
+            let errno = e.error.raw_os_error().unwrap_or(libc::EIO);
+            fail_setup(control, e.stage, errno, &e.detail);
+        }
+    };
     if network_exit.is_some() {
         if let Err((stage, e)) = restrict_egress(&config) {
             let errno = e.raw_os_error().unwrap_or(libc::EIO);
@@ -213,7 +216,7 @@ fn run(start: Start) -> ! {
             }
         }
     }
-    send_root(control);
+    send_root(control, upper);
     // Last, so that setup runs unfiltered and the policy only needs what
     // PID 1 does from here on.
     if let Err(e) = seccomp::install(&config.seccomp_filter) {
@@ -382,12 +385,17 @@ fn send_reply(control: BorrowedFd<'_>, reply: &Reply) -> std::io::Result<()> {
 /// the host reaches the sandbox's files, as it would through
 /// /proc/PID/root, even once a command that ends the sandbox has made
 /// PID 1 exit. It goes before the seccomp filter. Without it the host
-/// opens /proc/PID/root.
-fn send_root(control: BorrowedFd<'_>) {
+/// opens /proc/PID/root. `upper`, the overlay's upper directory that a
+/// template build asked for, goes with it as the second descriptor and is
+/// closed here, so no sandboxed process inherits it.
+fn send_root(control: BorrowedFd<'_>, upper: Option<OwnedFd>) {
     let (Ok(msg), Ok(root)) = (Reply::Root.encode(), sys::open_read_only(c"/")) else {
         return;
     };
-    let _ = sys::send_with_fd(control, &msg, root.as_fd());
+    let _ = match &upper {
+        Some(upper) => sys::send_with_fds(control, &msg, &[root.as_fd(), upper.as_fd()]),
+        None => sys::send_with_fd(control, &msg, root.as_fd()),
+    };
 }
 
 fn fail_setup(control: BorrowedFd<'_>, stage: SetupStage, errno: i32, detail: &[u8]) -> ! {

@@ -79,8 +79,10 @@ impl KernelFacts {
 }
 
 /// Builds the sandbox. Runs in PID 1, in the fresh mount, PID, network, UTS
-/// and IPC namespaces the host created it in.
-pub fn build(config: &Config, facts: KernelFacts) -> Result<(), SetupError> {
+/// and IPC namespaces the host created it in. Returns a descriptor of the
+/// overlay's upper directory when the configuration requests one
+/// (`send_upper`), opened before the switch to the new root hides it.
+pub fn build(config: &Config, facts: KernelFacts) -> Result<Option<OwnedFd>, SetupError> {
     // Before any other mount: nothing mounted below may propagate back to
     // the host, and no later host mount may appear inside.
     sys::mount(None, c"/", None, libc::MS_REC | libc::MS_PRIVATE, None)
@@ -88,6 +90,13 @@ pub fn build(config: &Config, facts: KernelFacts) -> Result<(), SetupError> {
 
     let in_user_namespace = facts.in_user_namespace;
     let root = mount_root(config, in_user_namespace)?;
+    let upper = if config.send_upper {
+        let upper = join(&config.scratch_dir, b"upper");
+        let upper_c = cstr(&upper).stage(SetupStage::Overlay, &upper)?;
+        Some(sys::open_read_only(&upper_c).stage(SetupStage::Overlay, &upper)?)
+    } else {
+        None
+    };
     reject_non_directory_mount_points(&root)?;
     bind_host_paths(config, &root)?;
     // /dev first: the /proc masks are binds of its /dev/null.
@@ -104,7 +113,7 @@ pub fn build(config: &Config, facts: KernelFacts) -> Result<(), SetupError> {
     sys::loopback_up().stage(SetupStage::Loopback, b"lo")?;
     drop_bounding_caps(facts.last_cap);
     set_rlimits(config)?;
-    Ok(())
+    Ok(upper)
 }
 
 /// Sets the resource limits every process of the sandbox inherits: open
@@ -731,6 +740,7 @@ mod tests {
             deny_out: Vec::new(),
             pause_on_timeout: false,
             resume_timeout_ms: 0,
+            send_upper: false,
         }
     }
 

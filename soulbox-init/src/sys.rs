@@ -1543,6 +1543,11 @@ pub fn send_with_fd(sock: BorrowedFd<'_>, buf: &[u8], fd: BorrowedFd<'_>) -> io:
     send_with_fds_flags(sock, buf, &[fd], libc::MSG_NOSIGNAL)
 }
 
+/// Sends one datagram with `fds` attached (SCM_RIGHTS).
+pub fn send_with_fds(sock: BorrowedFd<'_>, buf: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+    send_with_fds_flags(sock, buf, fds, libc::MSG_NOSIGNAL)
+}
+
 /// Sends one datagram with `fds` attached (SCM_RIGHTS). Fails with EAGAIN
 /// instead of blocking when the peer's queue is full.
 pub fn send_with_fds_nonblocking(

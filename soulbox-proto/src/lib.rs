@@ -165,6 +165,10 @@ pub struct Config {
     /// Milliseconds until the deadline that a resume after a pause at the
     /// deadline sets; 0 means no limit. Unused without `pause_on_timeout`.
     pub resume_timeout_ms: u64,
+    /// Send a descriptor of the overlay's upper directory (the writable
+    /// layer) with [`Reply::Root`], after the root's. A template build
+    /// copies the layer from it once the sandbox has ended.
+    pub send_upper: bool,
 }
 
 /// Starts a command. Sent with [`SPAWN_FD_COUNT`] file descriptors.
@@ -646,6 +650,7 @@ impl Request {
                 e.bytes(&c.seccomp_filter);
                 e.u8(u8::from(c.background));
                 e.bytes(&c.resolv_conf);
+                e.u8(u8::from(c.send_upper));
                 e.u32(u32::try_from(c.mounts.len()).unwrap_or(u32::MAX));
                 for m in &c.mounts {
                     e.bytes(&m.source);
@@ -733,6 +738,7 @@ impl Request {
                     seccomp_filter: d.seccomp_filter()?,
                     background: d.bool("background")?,
                     resolv_conf: d.bytes("resolv_conf")?,
+                    send_upper: d.bool("send_upper")?,
                     mounts: Vec::new(),
                     allow_out: Vec::new(),
                     deny_out: Vec::new(),
@@ -1015,6 +1021,7 @@ mod tests {
             }],
             pause_on_timeout: true,
             resume_timeout_ms: 2_000,
+            send_upper: true,
         }
     }
 

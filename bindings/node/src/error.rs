@@ -25,11 +25,13 @@ fn code(error: &Error) -> &'static str {
         Error::NotFound(_) => "NOT_FOUND",
         Error::NotEnoughSpace { .. } => "NOT_ENOUGH_SPACE",
         Error::PermissionDenied { .. } => "PERMISSION_DENIED",
-        Error::CommandTimedOut { .. } | Error::CodeTimedOut { .. } => "TIMEOUT",
+        Error::CommandTimedOut { .. } | Error::CodeTimedOut { .. } | Error::NotReady { .. } => {
+            "TIMEOUT"
+        }
         Error::CommandExit { .. } => "COMMAND_EXIT",
         Error::Setup { .. } => "SETUP_FAILED",
         Error::Spawn { .. } => "SPAWN_FAILED",
-        Error::Template { .. } => "TEMPLATE_FAILED",
+        Error::Template { .. } | Error::Build { .. } => "TEMPLATE_FAILED",
         Error::Cgroup { .. } => "CGROUP_FAILED",
         Error::Protocol(_) => "PROTOCOL",
         Error::WatchLimit { .. } => "WATCH_LIMIT",

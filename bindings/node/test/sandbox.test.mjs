@@ -323,6 +323,44 @@ test('directory template', async (t) => {
   }
 })
 
+test('built template by name and folder', async (t) => {
+  if (!requireRoot(t)) return
+  // The `soulbox` command builds; `cargo build -p soulbox-cli` makes it.
+  const soulbox = join(dirname(new URL(import.meta.url).pathname), '..', '..', '..', 'target', 'debug', 'soulbox')
+  const base = mkdtempSync(join(tmpdir(), 'soulbox-node-built-'))
+  const previousCache = process.env.SOULBOX_LAYER_CACHE
+  process.env.SOULBOX_LAYER_CACHE = join(base, 'cache')
+  try {
+    const folder = join(base, 'app')
+    mkdirSync(folder)
+    writeFileSync(
+      join(folder, 'soulbox.toml'),
+      'env = { FROM_TEMPLATE = "yes" }\nrun = ["echo built > /home/user/built.txt"]\n',
+    )
+    const name = `node-${process.pid}-${Date.now()}`
+    execFileSync(soulbox, ['template', 'build', '--quiet', '--name', name, folder], { stdio: 'pipe' })
+    for (const template of [name, folder]) {
+      const sbx = await Sandbox.create(template, { timeoutMs: 60_000 })
+      try {
+        const result = await sbx.commands.run('cat /home/user/built.txt; echo $FROM_TEMPLATE')
+        assert.equal(result.stdout, 'built\nyes\n')
+      } finally {
+        await sbx.kill()
+      }
+    }
+    const missing = await Sandbox.create('no-such-built-template').catch((e) => e)
+    assert.ok(missing instanceof InvalidArgumentError, `expected InvalidArgumentError, got ${missing}`)
+    assert.match(missing.message, /soulbox template build/)
+  } finally {
+    if (previousCache === undefined) {
+      delete process.env.SOULBOX_LAYER_CACHE
+    } else {
+      process.env.SOULBOX_LAYER_CACHE = previousCache
+    }
+    rmSync(base, { recursive: true, force: true })
+  }
+})
+
 /** Returns a 512-byte ustar header for `name`. */
 function tarHeader(name, size, type, linkname = '') {
   const header = Buffer.alloc(512)

@@ -288,7 +288,8 @@ fn build_exception(py: Python<'_>, error: &soulbox_core::Error) -> PyResult<PyEr
         Error::FileNotFound { .. } => "FileNotFoundException",
         Error::NotEnoughSpace { .. } => "NotEnoughSpaceException",
         Error::NotFound(_) => "NotFoundException",
-        Error::CodeTimedOut { .. } => "TimeoutException",
+        // A built template's ready command did not succeed in time.
+        Error::CodeTimedOut { .. } | Error::NotReady { .. } => "TimeoutException",
         Error::CommandTimedOut { stdout, stderr } => {
             details.set_item("stdout", PyBytes::new(py, stdout))?;
             details.set_item("stderr", PyBytes::new(py, stderr))?;

@@ -6,6 +6,7 @@
 //! import lives in Python, under `python/soulbox`.
 
 mod bridge;
+mod build;
 mod code;
 mod command;
 mod files;

@@ -85,7 +85,6 @@ def test_connection_options_accepted() -> None:
 @pytest.mark.parametrize(
     "options, missing",
     [
-        ({"template": "python-3.12"}, "template"),
         ({"network": {"allow_public_traffic": False}}, "allow_public_traffic"),
         ({"mcp": {"x": {}}}, "MCP"),
     ],

@@ -350,3 +350,52 @@ def test_auto_resume_on_command_async() -> None:
             await sandbox.kill()
 
     asyncio.run(main())
+
+
+def test_built_template_by_name(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    require_root()
+    # The `soulbox` command builds; `cargo build -p soulbox-cli` makes it.
+    soulbox = pathlib.Path(__file__).resolve().parents[3] / "target" / "debug" / "soulbox"
+    assert soulbox.is_file(), f"{soulbox} is missing; run cargo build -p soulbox-cli first"
+    monkeypatch.setenv("SOULBOX_LAYER_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "app"
+    folder.mkdir()
+    (folder / "soulbox.toml").write_text(
+        'env = { FROM_TEMPLATE = "yes" }\nrun = ["echo built > /home/user/built.txt"]\n'
+    )
+    name = f"py-{uuid.uuid4().hex[:12]}"
+    subprocess.run([str(soulbox), "template", "build", "--quiet", "--name", name, str(folder)], check=True)
+    monkeypatch.chdir(tmp_path)
+    for template in (name, "./app"):
+        with Sandbox.create(template=template) as sandbox:
+            result = sandbox.commands.run("cat /home/user/built.txt; echo $FROM_TEMPLATE")
+            assert result.stdout == "built\nyes\n"
+    with pytest.raises(InvalidArgumentException, match="soulbox template build"):
+        Sandbox.create(template="no-such-built-template")
+
+
+def test_build_template_from_python(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    require_root()
+    monkeypatch.setenv("SOULBOX_LAYER_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "app"
+    folder.mkdir()
+    (folder / "soulbox.toml").write_text('run = ["echo from-step; echo built > /home/user/built.txt"]\n')
+    chunks: "list[tuple[str, bytes]]" = []
+    name = f"py-{uuid.uuid4().hex[:12]}"
+    built = Sandbox.build_template(folder, name=name, on_output=lambda stream, data: chunks.append((stream, data)))
+    assert built.name == name
+    assert built.cached is False
+    assert built.source == str(folder / "soulbox.toml")
+    assert ("stdout", b"from-step\n") in chunks
+    again = asyncio.run(AsyncSandbox.build_template(folder, name=name))
+    assert again.cached is True
+    assert again.key == built.key
+    with Sandbox.create(template=name) as sandbox:
+        assert sandbox.commands.run("cat /home/user/built.txt").stdout == "built\n"
+
+    (folder / "soulbox.toml").write_text('run = ["echo failing; exit 3"]\n')
+    with pytest.raises(SandboxException, match="exit code 3"):
+        Sandbox.build_template(folder)
+    with pytest.raises(InvalidArgumentException, match="unknown field"):
+        (folder / "soulbox.toml").write_text('rn = ["true"]\n')
+        Sandbox.build_template(folder)

@@ -22,10 +22,11 @@ use std::sync::{Arc, Mutex};
 use crate::error::{Error, Result};
 
 pub use layers::LAYER_CACHE_VAR;
+pub(crate) use layers::{cache_dir, remove_tree, LayerCache};
+pub(crate) use source::ImageError;
 pub(crate) use user::Account;
 
-use self::layers::LayerCache;
-use self::source::{ImageError, Source};
+use self::source::Source;
 
 /// The kind of file an image template is read from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +63,73 @@ impl ImageDefaults {
     /// Returns the account named `name` in the image's /etc/passwd.
     pub(crate) fn account_named(&self, name: &str) -> Option<Account> {
         self.accounts.by_name(name)
+    }
+}
+
+impl ImageDefaults {
+    /// Builds the command defaults of a template built from a
+    /// `soulbox.toml`: those of its `base` image, if it has one, with the
+    /// file's `env` over the image's `Env`, and its `user` and `workdir`
+    /// in place of the image's. Without them, the default user is `user`
+    /// (uid 1000), as in the `host` template, and the default directory is
+    /// the user's home. `user` and `root` exist even where the layers'
+    /// /etc/passwd lacks them, as in image templates. `layers` are the
+    /// built layer and the base's.
+    pub(crate) fn for_built(
+        layers: &[PathBuf],
+        opaque_xattr: &str,
+        base: Option<&ImageDefaults>,
+        env: &[(String, String)],
+        user: Option<&str>,
+        working_dir: Option<&str>,
+    ) -> std::result::Result<Self, String> {
+        let accounts = user::Accounts::read(layers, opaque_xattr);
+        let named = |name: &str| -> std::result::Result<Account, String> {
+            if let Some(account) = accounts.by_name(name) {
+                return Ok(account);
+            }
+            match name {
+                "user" => Ok(Account {
+                    name: Some("user".into()),
+                    uid: crate::template::USER_UID,
+                    gid: crate::template::USER_UID,
+                    home: crate::template::USER_HOME.into(),
+                    shell: None,
+                }),
+                "root" => Ok(Account {
+                    name: Some("root".into()),
+                    uid: 0,
+                    gid: 0,
+                    home: "/root".into(),
+                    shell: None,
+                }),
+                spec => accounts.resolve(spec),
+            }
+        };
+        let account = match (user, base) {
+            (Some(name), _) => named(name)?,
+            (None, Some(base)) => base.user.clone(),
+            (None, None) => named("user")?,
+        };
+        let mut merged = base.map(|base| base.env.clone()).unwrap_or_default();
+        for (key, value) in env {
+            match merged.iter_mut().find(|(known, _)| known == key) {
+                Some(entry) => entry.1.clone_from(value),
+                None => merged.push((key.clone(), value.clone())),
+            }
+        }
+        let working_dir = match (working_dir, base) {
+            (Some(dir), _) => dir.to_string(),
+            (None, Some(base)) if user.is_none() => base.working_dir.clone(),
+            _ => account.home.clone(),
+        };
+        Ok(Self {
+            env: merged,
+            working_dir,
+            user: account,
+            command: base.map(|base| base.command.clone()).unwrap_or_default(),
+            accounts,
+        })
     }
 }
 
@@ -287,8 +355,9 @@ fn check_mount_options_fit(cache: &LayerCache, layers: &[PathBuf]) -> Result<(),
 
 /// Returns the command that the image template `template` runs by default:
 /// its `Entrypoint` followed by its `Cmd`. Returns `None` for the `host`
-/// template and directory templates, and an empty list for an image that
-/// sets neither. The image is prepared (its layers unpacked) as a create
+/// template, directory templates and templates built on either, and an
+/// empty list for an image that sets neither. A template built on an image
+/// has the image's command. The image is prepared (its layers unpacked) as a create
 /// would, so a create with the same template that follows reuses it.
 ///
 /// # Errors
@@ -300,7 +369,12 @@ pub fn default_command(template: &str) -> Result<Option<Vec<String>>> {
     }
     let state_dir = crate::paths::state_dir();
     let resolved = crate::template::resolve(template, &state_dir)?;
-    Ok(resolved.image.as_ref().map(|image| image.command.clone()))
+    let command = resolved.image.as_ref().map(|image| image.command.clone());
+    // A template built on `host` or a directory has no image command.
+    if resolved.startup.is_some() && command.as_ref().is_some_and(Vec::is_empty) {
+        return Ok(None);
+    }
+    Ok(command)
 }
 
 #[cfg(test)]

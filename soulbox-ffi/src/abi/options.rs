@@ -41,10 +41,12 @@ pub extern "C" fn soulbox_options_free(options: *mut Options) {
     });
 }
 
-/// Sets the template: "host", or the absolute path of a directory that
-/// contains a root file system, which becomes the sandbox's read-only root as
-/// it is. Any other name, or a path that is not such a directory, fails
-/// `soulbox_sandbox_create`.
+/// Sets the template. It is "host", the absolute path of a directory that
+/// contains a root file system (the sandbox's read-only root as it is), the
+/// absolute path of an OCI image layout or image archive with an optional
+/// `:NAME`, or a template built by `soulbox template build`. A built
+/// template is its name, or the absolute path of its soulbox.toml or of the
+/// folder. Any other name fails `soulbox_sandbox_create`.
 #[no_mangle]
 pub extern "C" fn soulbox_options_set_template(
     options: *mut Options,

@@ -29,6 +29,7 @@ from ._sync import (
 )
 from ._types import (
     ALL_TRAFFIC,
+    BuiltTemplate,
     CommandResult,
     CopySummary,
     EntryInfo,
@@ -68,6 +69,7 @@ __all__ = [
     "AsyncSandbox",
     "AsyncSandboxPaginator",
     "AsyncWatchHandle",
+    "BuiltTemplate",
     "CommandExitException",
     "CommandHandle",
     "CommandResult",

@@ -17,6 +17,7 @@ from ._code import Context, Execution
 from ._common import Chunk, EventStream
 from ._sync import _class_method_variant, _list_depth
 from ._types import (
+    BuiltTemplate,
     CommandResult,
     SandboxNetworkOpts,
     CopySummary,
@@ -33,6 +34,7 @@ from ._types import (
     SeccompPolicy,
     WriteEntry,
     WriteInfo,
+    built_from_native,
     copy_from_native,
     entry_from_native,
     info_from_native,
@@ -684,6 +686,19 @@ class AsyncSandbox:
 
     async def __aexit__(self, *exc_info: Any) -> None:
         await self.kill()
+
+    @staticmethod
+    async def build_template(
+        path: Union[str, "os.PathLike[str]"],
+        name: Optional[str] = None,
+        on_output: Optional[Callable[[str, bytes], None]] = None,
+    ) -> BuiltTemplate:
+        """Build a template from a ``soulbox.toml``; see
+        :meth:`soulbox.Sandbox.build_template`."""
+        raw = await _native.NativeSandbox.build_template_async(
+            os.path.abspath(path), name, on_output
+        )
+        return built_from_native(raw)
 
     @classmethod
     async def _cls_kill(cls, sandbox_id: str, **opts: Any) -> bool:

@@ -63,14 +63,17 @@ def check_size(name: str, value: Optional[int], allow_none: bool) -> Optional[in
 
 
 def template_name(template: Any) -> str:
-    """Return the native template: "host", or an absolute path.
+    """Return the native template: "host", a built template's name, or an
+    absolute path.
 
-    A path is a ``str`` with a ``/`` in it, or an ``os.PathLike``; a
-    relative one starts at the current directory. It names a directory
-    with a root file system, an OCI image layout directory or an image
-    archive (a regular file). In a ``str``, ``:NAME`` after the path selects
-    one image of several; only the part before the first ``:`` is made
-    absolute, because the name may contain ``/`` and ``:`` itself.
+    A ``str`` without ``/`` is the name given to ``soulbox template build
+    --name``. A path is a ``str`` with a ``/`` in it, or an ``os.PathLike``;
+    a relative one starts at the current directory. It names a directory
+    with a root file system, an OCI image layout directory, an image
+    archive (a regular file), or a built ``soulbox.toml`` or its folder. In
+    a ``str``, ``:NAME`` after the path selects one image of several; only
+    the part before the first ``:`` is made absolute, because the name may
+    contain ``/`` and ``:`` itself.
     """
     if template is None or template == "host":
         return "host"
@@ -79,11 +82,9 @@ def template_name(template: Any) -> str:
         # A path object needs no "/", because os.fspath(Path("./rootfs")) is "rootfs".
         path = os.fspath(template)
     elif isinstance(template, str) and "/" not in template:
-        raise not_implemented(
-            f"template {template!r}; only 'host', directories containing a root file "
-            "system, and OCI image layouts or image archives exist so far (give a path, "
-            "such as './rootfs' or './image.tar'; soulbox.toml templates are planned)"
-        )
+        # The native layer looks the name up and names the fix when no
+        # template was built under it.
+        return template
     else:
         path = template
     if not isinstance(path, str):

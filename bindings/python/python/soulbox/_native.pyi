@@ -70,6 +70,7 @@ _RawMetrics = Tuple[
     float, float, float, Optional[float], Optional[int], Optional[int], int, int
 ]
 _RawEvent = Tuple[str, Any]
+_RawBuilt = Tuple[str, Optional[str], str, str, bool]
 _RawContext = Tuple[str, str, str]
 _RawWatchItem = Tuple[Any, ...]
 
@@ -93,6 +94,14 @@ class NativeSandbox:
     def list_async(
         metadata: Dict[str, str], state: Optional[str] = None
     ) -> Awaitable[List[_RawInfo]]: ...
+    @staticmethod
+    def build_template(
+        path: str, name: Optional[str] = None, on_output: Optional[Any] = None
+    ) -> _RawBuilt: ...
+    @staticmethod
+    def build_template_async(
+        path: str, name: Optional[str] = None, on_output: Optional[Any] = None
+    ) -> Awaitable[_RawBuilt]: ...
     @staticmethod
     def kill_id(id: str) -> bool: ...
     @staticmethod

@@ -7,12 +7,13 @@ kills the command's whole process tree.
 
 import os
 import types
-from typing import Any, Dict, Iterator, List, Literal, Optional, Union, overload
+from typing import Any, Callable, Dict, Iterator, List, Literal, Optional, Union, overload
 
 from . import _code, _common, _native
 from ._code import Context, ErrorHandler, Execution, OutputHandler, ResultHandler
 from ._common import Chunk, EventStream, OutputCallback, PtyCallback
 from ._types import (
+    BuiltTemplate,
     CommandResult,
     SandboxNetworkOpts,
     CopySummary,
@@ -29,6 +30,7 @@ from ._types import (
     SeccompPolicy,
     WriteEntry,
     WriteInfo,
+    built_from_native,
     copy_from_native,
     entry_from_native,
     info_from_native,
@@ -652,8 +654,11 @@ class Sandbox:
             file system and becomes the sandbox's read-only root as it is.
             An image is the path of an OCI image layout directory or image
             archive (``docker save``, ``podman save --format oci-archive``),
-            with ``:NAME`` after it to select one of several. Other names
-            raise NotImplementedError.
+            with ``:NAME`` after it to select one of several. A template
+            built from a ``soulbox.toml`` (``soulbox template build``) is
+            its name, a ``str`` without ``/``, or the path of the file or
+            its folder. Its ``start`` command is running and its ``ready``
+            command has exited 0 when this returns.
         :param timeout: lifetime in seconds (default 300; 0 for none).
         :param metadata: labels, returned by ``get_info`` and used to
             filter ``Sandbox.list``.
@@ -693,9 +698,9 @@ class Sandbox:
         ``request_timeout``, ...) are accepted and have no effect: the
         sandbox runs in this process, with no API server.
 
-        :raises NotImplementedError: for other templates, the network
-            options ``allow_public_traffic`` and ``mask_request_host``, MCP
-            and volume mounts, which SoulBox lacks so far.
+        :raises NotImplementedError: for the network options
+            ``allow_public_traffic`` and ``mask_request_host``, MCP and
+            volume mounts, which SoulBox lacks so far.
         :raises InvalidArgumentException: for a bad option; nothing is made.
         """
         _common.check_connection_options(opts)
@@ -774,6 +779,29 @@ class Sandbox:
 
     def __exit__(self, *exc_info: Any) -> None:
         self.kill()
+
+    @staticmethod
+    def build_template(
+        path: Union[str, "os.PathLike[str]"],
+        name: Optional[str] = None,
+        on_output: Optional[Callable[[str, bytes], None]] = None,
+    ) -> BuiltTemplate:
+        """Build a template from a ``soulbox.toml`` (SoulBox only).
+
+        Runs the file's steps in a sandbox made from its ``base`` and keeps
+        what they wrote, as ``soulbox template build`` does. A build whose
+        inputs have not changed returns at once. ``path`` is the file or
+        its folder, relative to the current directory. ``name`` registers
+        the template under a name, in place of the file's ``name`` key.
+        ``on_output`` receives each chunk of a step's output as
+        (``"stdout"`` or ``"stderr"``, bytes), on a thread of SoulBox's.
+
+        :raises InvalidArgumentException: for an invalid file, naming the key.
+        :raises SandboxException: when a step exits non-zero (the message
+            names the step and its status) or the layer cannot be saved.
+        """
+        raw = _native.NativeSandbox.build_template(os.path.abspath(path), name, on_output)
+        return built_from_native(raw)
 
     @classmethod
     def _cls_kill(cls, sandbox_id: str, **opts: Any) -> bool:

@@ -11,6 +11,7 @@ from . import _native
 
 __all__ = [
     "ALL_TRAFFIC",
+    "BuiltTemplate",
     "CommandResult",
     "EntryInfo",
     "FileType",
@@ -260,6 +261,29 @@ class SandboxQuery:
 
     metadata: Optional[Dict[str, str]] = None
     state: Optional[List[SandboxState]] = None
+
+
+@dataclass
+class BuiltTemplate:
+    """A template built from a ``soulbox.toml``, from ``build_template``.
+
+    ``name`` is what ``Sandbox.create(template=...)`` takes where the build
+    had one; ``source``, the soulbox.toml's path, works too. ``cached`` is
+    true when an earlier build with the same inputs was reused and no step
+    ran.
+    """
+
+    key: str
+    name: Optional[str]
+    source: str
+    layer: str
+    cached: bool
+
+
+def built_from_native(raw: Any) -> BuiltTemplate:
+    """Convert the native build result."""
+    key, name, source, layer, cached = raw
+    return BuiltTemplate(key=key, name=name, source=source, layer=layer, cached=cached)
 
 
 @dataclass
