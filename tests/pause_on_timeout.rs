@@ -502,6 +502,11 @@ async fn kill_at_deadline_leaves_nothing() {
         );
         assert!(!host_process_alive(pid), "offset {offset} ms: PID 1 alive");
         assert!(
+            host_mounts_mentioning(&id).is_empty(),
+            "offset {offset} ms: {:?}",
+            host_mounts_mentioning(&id)
+        );
+        assert!(
             matches!(
                 Sandbox::connect(&id).await,
                 Err(Error::SandboxNotFound { .. })
