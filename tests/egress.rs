@@ -292,6 +292,11 @@ async fn pooled_sandbox_has_rules() {
     assert_routed(&sandbox, "203.0.113.1").await;
     let info = sandbox.get_info().await.expect("get_info");
     assert_eq!(info.deny_out, ["198.51.100.0/24"]);
+    assert_eq!(
+        raw_socket_errno(&sandbox, "AF_INET", "socket.IPPROTO_RAW").await,
+        libc::EPERM.to_string(),
+        "IPv4 raw socket in a pooled sandbox"
+    );
     sandbox.kill().await.expect("kill");
     pool.close().await;
 
