@@ -236,6 +236,51 @@ async fn sandbox_root_cannot_remove_rules() {
     sandbox.kill().await.expect("kill");
 }
 
+/// Returns the errno of `socket(family, SOCK_RAW, protocol)` for sandbox
+/// root, 0 when the socket opened. Nothing is sent.
+async fn raw_socket_errno(sandbox: &Sandbox, family: &str, protocol: &str) -> String {
+    let program = format!(
+        "python3 -c \"\nimport socket\ntry:\n    \
+         socket.socket(socket.{family}, socket.SOCK_RAW, {protocol})\n    print(0)\n\
+         except OSError as e:\n    print(e.errno)\n\""
+    );
+    stdout(&sh_as_root(sandbox, &program).await)
+        .trim()
+        .to_string()
+}
+
+/// A raw socket with IP_HDRINCL sends the destination of its own IP header
+/// after a route lookup for the address given to `sendto` (an allowed one,
+/// such as the gateway), and a packet socket skips the lookup. slirp4netns
+/// forwards both, so sandbox root must not be able to open either.
+#[tokio::test]
+async fn raw_sockets_closed_to_sandbox_root() {
+    if !require_root("raw_sockets_closed_to_sandbox_root") {
+        return;
+    }
+    for (label, options) in [
+        ("no entries", internet()),
+        ("deny_out", internet().deny_out(ALL_TRAFFIC)),
+    ] {
+        let sandbox = Sandbox::create(options).await.expect("create");
+        let status = stdout(&sh_as_root(&sandbox, "grep CapBnd /proc/self/status").await);
+        let bounding = u64::from_str_radix(status.trim().trim_start_matches("CapBnd:").trim(), 16)
+            .unwrap_or_else(|e| panic!("{label}: parse {status:?}: {e}"));
+        assert_eq!(bounding & (1 << 13), 0, "{label}: CAP_NET_RAW in {status}");
+        assert_eq!(
+            raw_socket_errno(&sandbox, "AF_INET", "socket.IPPROTO_RAW").await,
+            libc::EPERM.to_string(),
+            "{label}: IPv4 raw socket"
+        );
+        assert_eq!(
+            raw_socket_errno(&sandbox, "AF_PACKET", "0").await,
+            libc::EPERM.to_string(),
+            "{label}: packet socket"
+        );
+        sandbox.kill().await.expect("kill");
+    }
+}
+
 #[tokio::test]
 async fn pooled_sandbox_has_rules() {
     if !require_root("pooled_sandbox_has_rules") {
@@ -247,6 +292,11 @@ async fn pooled_sandbox_has_rules() {
     assert_routed(&sandbox, "203.0.113.1").await;
     let info = sandbox.get_info().await.expect("get_info");
     assert_eq!(info.deny_out, ["198.51.100.0/24"]);
+    assert_eq!(
+        raw_socket_errno(&sandbox, "AF_INET", "socket.IPPROTO_RAW").await,
+        libc::EPERM.to_string(),
+        "IPv4 raw socket in a pooled sandbox"
+    );
     sandbox.kill().await.expect("kill");
     pool.close().await;
 

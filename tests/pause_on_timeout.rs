@@ -397,3 +397,140 @@ fn on_timeout_parses_names() {
     assert!(error.contains("\"kill\" or \"pause\""), "{error}");
     assert_eq!(OnTimeout::default(), OnTimeout::Kill);
 }
+
+/// Offsets around the deadline at which the race tests act, so that some
+/// calls come before PID 1 freezes the sandbox and some after.
+const RACE_OFFSETS_MS: [i64; 8] = [-20, -10, -5, -2, 0, 2, 5, 10];
+
+/// Sleeps until `offset_ms` from [`TIMEOUT`] after `created`.
+async fn sleep_until_offset(created: Instant, offset_ms: i64) {
+    let target = TIMEOUT.as_millis() as i64 + offset_ms;
+    let at = created + Duration::from_millis(target.max(0) as u64);
+    tokio::time::sleep_until(at.into()).await;
+}
+
+/// A `pause()` racing PID 1's own pause at the deadline: whichever wins,
+/// the sandbox ends up paused, and a resume after a pause at the deadline
+/// restarts the full timeout. A `pause()` that won keeps the few ms that
+/// were left, so the sandbox may pause again soon after its resume.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pause_call_at_deadline() {
+    if !require_root("pause_call_at_deadline") {
+        return;
+    }
+    for offset in RACE_OFFSETS_MS {
+        let created = Instant::now();
+        let sandbox = Sandbox::create(pausing()).await.expect("create");
+        sleep_until_offset(created, offset).await;
+        let paused = within_limit("pause at the deadline", sandbox.pause())
+            .await
+            .unwrap_or_else(|e| panic!("offset {offset} ms: pause: {e}"));
+        wait_paused(&sandbox).await;
+        let resumed = within_limit("resume", sandbox.resume()).await;
+        let resumed_at = SystemTime::now();
+        assert_eq!(resumed.ok(), Some(true), "offset {offset} ms: resume");
+        let info = sandbox.get_info().await.expect("get_info");
+        if paused {
+            // Paused before PID 1 did: the clock goes on where it stopped,
+            // unless PID 1's deadline passed between its reply and the
+            // host's freeze, which restarts the full timeout.
+            assert!(
+                info.state == SandboxState::Paused
+                    || info
+                        .ends_at
+                        .is_some_and(|ends| ends.duration_since(resumed_at).unwrap_or_default()
+                            < TIMEOUT + Duration::from_millis(20)),
+                "offset {offset} ms: {info:?}"
+            );
+        } else {
+            assert_eq!(info.state, SandboxState::Running, "offset {offset} ms");
+            let left = info
+                .ends_at
+                .expect("no deadline after the resume")
+                .duration_since(resumed_at)
+                .unwrap_or_default();
+            assert!(fresh_deadline(left), "offset {offset} ms: {left:?} left");
+        }
+        sandbox.kill().await.expect("kill");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn resume_call_at_deadline() {
+    if !require_root("resume_call_at_deadline") {
+        return;
+    }
+    for offset in RACE_OFFSETS_MS {
+        let created = Instant::now();
+        let sandbox = Sandbox::create(pausing()).await.expect("create");
+        sleep_until_offset(created, offset).await;
+        let resumed = within_limit("resume at the deadline", sandbox.resume()).await;
+        assert!(resumed.is_ok(), "offset {offset} ms: resume: {resumed:?}");
+        // Whatever the resume met, the sandbox is either paused or running
+        // with a deadline, and a further resume makes it run.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let _ = within_limit("second resume", sandbox.resume()).await;
+        let output = within_limit("a command after the resume", sandbox.run("echo ok"))
+            .await
+            .expect("run after the resume");
+        assert_eq!(stdout(&output), "ok\n", "offset {offset} ms");
+        let info = sandbox.get_info().await.expect("get_info");
+        assert_eq!(info.state, SandboxState::Running, "offset {offset} ms");
+        assert!(info.ends_at.is_some(), "offset {offset} ms: no deadline");
+        sandbox.kill().await.expect("kill");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_at_deadline_leaves_nothing() {
+    if !require_root("kill_at_deadline_leaves_nothing") {
+        return;
+    }
+    for offset in RACE_OFFSETS_MS {
+        let created = Instant::now();
+        let sandbox = Sandbox::create(pausing()).await.expect("create");
+        let id = sandbox.id().to_string();
+        let pid = sandbox.pid();
+        sleep_until_offset(created, offset).await;
+        within_limit("kill at the deadline", sandbox.kill())
+            .await
+            .expect("kill");
+        assert!(
+            leftover_cgroups(&id).is_empty(),
+            "offset {offset} ms: {:?}",
+            leftover_cgroups(&id)
+        );
+        assert!(!host_process_alive(pid), "offset {offset} ms: PID 1 alive");
+        assert!(
+            host_mounts_mentioning(&id).is_empty(),
+            "offset {offset} ms: {:?}",
+            host_mounts_mentioning(&id)
+        );
+        assert!(
+            matches!(
+                Sandbox::connect(&id).await,
+                Err(Error::SandboxNotFound { .. })
+            ),
+            "offset {offset} ms: still connectable"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_auto_resume_calls() {
+    if !require_root("concurrent_auto_resume_calls") {
+        return;
+    }
+    let sandbox = create_paused(pausing().auto_resume(true)).await;
+    let mut runs = tokio::task::JoinSet::new();
+    for i in 0..8 {
+        let sandbox = sandbox.clone();
+        runs.spawn(async move { (i, sandbox.run(&format!("echo {i}")).await) });
+    }
+    let outputs = within_limit("8 concurrent commands in a paused sandbox", runs.join_all()).await;
+    for (i, output) in outputs {
+        let output = output.unwrap_or_else(|e| panic!("command {i}: {e}"));
+        assert_eq!(stdout(&output), format!("{i}\n"));
+    }
+    assert_eq!(state(&sandbox).await, SandboxState::Running);
+}

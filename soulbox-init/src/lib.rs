@@ -62,6 +62,9 @@ const MAX_CLIENTS: usize = 1024;
 /// Cloud's metadata address.
 const BLOCKED_ROUTES: [([u8; 4], u8); 2] = [([169, 254, 0, 0], 16), ([100, 100, 100, 200], 32)];
 
+/// CAP_NET_RAW, from <linux/capability.h>.
+const CAP_NET_RAW: u32 = 13;
+
 /// Priority of the policy routing rules for `allow_out` networks, which
 /// look the destination up in the main table. The kernel's own rules look
 /// in the local table at priority 0, so the sandbox's own addresses and
@@ -264,6 +267,12 @@ fn run(start: Start) -> ! {
 /// An allow rule only sends the lookup on to the main table, so it never
 /// reopens a blocked address. Sandbox root lacks CAP_NET_ADMIN, so it can
 /// remove neither routes nor rules.
+///
+/// Last, it drops CAP_NET_RAW from the bounding set. Routes and rules act
+/// on the route lookup only: a raw socket with IP_HDRINCL looks up the
+/// address given to `sendto` but sends the destination written in its own
+/// IP header, and a packet socket skips the lookup entirely. slirp4netns
+/// forwards either packet to the address in its header.
 fn restrict_egress(config: &Config) -> Result<(), (SetupStage, std::io::Error)> {
     let netlink = sys::Rtnetlink::open().map_err(|e| (SetupStage::BlockedRoutes, e))?;
     for (prefix, len) in BLOCKED_ROUTES {
@@ -286,7 +295,7 @@ fn restrict_egress(config: &Config) -> Result<(), (SetupStage, std::io::Error)> 
             .add_rule(priority, network.address, network.prefix_len, action)
             .map_err(|e| (SetupStage::EgressRules, e))?;
     }
-    Ok(())
+    sys::drop_bounding_cap(CAP_NET_RAW).map_err(|e| (SetupStage::EgressRules, e))
 }
 
 /// Runs PID 1 in a child that its host cloned from itself without an exec,
