@@ -933,3 +933,52 @@ async fn dropped_create_kills_sandbox() {
         "the dropped create's sandbox is still there: {left:?}"
     );
 }
+
+/// Runs the soulbox binary with this file's layer cache, killing it when it
+/// takes longer than [`STEP_LIMIT`], because a build that blocks in a
+/// system call would also block an async test's timeout.
+fn soulbox_within_limit(args: &[&str]) -> std::process::Output {
+    let mut child = std::process::Command::new(soulbox_bin())
+        .args(args)
+        .env(soulbox_core::image::LAYER_CACHE_VAR, layer_cache())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run the soulbox binary");
+    let deadline = std::time::Instant::now() + STEP_LIMIT;
+    while child.try_wait().expect("wait for soulbox").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("soulbox {args:?} did not finish within {STEP_LIMIT:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.wait_with_output().expect("collect soulbox's output")
+}
+
+#[test]
+fn fifo_in_files_rejected() {
+    if !require_root("fifo_in_files_rejected") {
+        return;
+    }
+    for (from, fifo) in [("pipe", "pipe"), ("dir", "dir/pipe")] {
+        let folder = Folder::new(
+            "build-fifo",
+            &format!("[[files]]\nfrom = {from:?}\nto = \"/home/user/x\"\n"),
+        );
+        std::fs::create_dir(folder.dir.join("dir")).expect("create a directory");
+        let made = std::process::Command::new("mkfifo")
+            .arg(folder.dir.join(fifo))
+            .status()
+            .expect("run mkfifo");
+        assert!(made.success(), "mkfifo failed: {made}");
+        let built = soulbox_within_limit(&["template", "build", "--quiet", &folder.path_text()]);
+        let stderr = String::from_utf8_lossy(&built.stderr);
+        assert_eq!(built.status.code(), Some(125), "{from}: {built:?}");
+        assert!(
+            stderr.contains("not a regular file or a directory"),
+            "{from}: {stderr}"
+        );
+    }
+}

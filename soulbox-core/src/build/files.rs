@@ -78,7 +78,11 @@ impl Walk<'_> {
         };
         let name = crate::sys::c_string(from.as_os_str().as_bytes())
             .map_err(|e| invalid(e.to_string()))?;
-        let fd = crate::sys::openat2_beneath(self.folder, &name, libc::O_RDONLY).map_err(|e| {
+        // O_NONBLOCK, because opening a FIFO to read blocks until a writer
+        // comes, and the check that rejects it runs after the open. It does
+        // not change reads of a regular file.
+        let flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY;
+        let fd = crate::sys::openat2_beneath(self.folder, &name, flags).map_err(|e| {
             if matches!(e.raw_os_error(), Some(libc::ELOOP | libc::EXDEV)) {
                 invalid(format!(
                     "goes through a symbolic link at {from:?}; files must be regular files and \
