@@ -982,3 +982,38 @@ fn fifo_in_files_rejected() {
         );
     }
 }
+
+#[test]
+fn start_survives_creating_process() {
+    if !require_root("start_survives_creating_process") {
+        return;
+    }
+    // The service writes only after `soulbox create` has exited.
+    let folder = Folder::new(
+        "build-start-output",
+        r#"
+start = "touch /tmp/started; sleep 1; echo out; echo err >&2; touch /tmp/wrote; exec sleep 1000"
+ready = "test -f /tmp/started"
+"#,
+    );
+    let dir = folder.path_text();
+    let built = soulbox_within_limit(&["template", "build", "--quiet", &dir]);
+    assert!(built.status.success(), "{built:?}");
+    let created = soulbox_within_limit(&["create", "--template", &dir]);
+    assert!(created.status.success(), "{created:?}");
+    let id = String::from_utf8_lossy(&created.stdout).trim().to_string();
+
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let wrote = soulbox_within_limit(&["exec", &id, "--", "test", "-f", "/tmp/wrote"]);
+    let processes = soulbox_within_limit(&["exec", &id, "--", "ps", "-eo", "args"]);
+    let killed = soulbox_within_limit(&["kill", &id]);
+    assert!(killed.status.success(), "{killed:?}");
+    assert!(
+        wrote.status.success(),
+        "the service died at its first output: {wrote:?}"
+    );
+    assert!(
+        String::from_utf8_lossy(&processes.stdout).contains("sleep 1000"),
+        "{processes:?}"
+    );
+}

@@ -27,7 +27,11 @@ impl Sandbox {
 
     async fn start_and_wait_ready(&self, startup: &Startup) -> Result<()> {
         if let Some(start) = &startup.start {
-            let mut command = self.shell(start);
+            // The read ends of a command's pipes live in this process, so a
+            // service that wrote to them after it exits, such as after
+            // `soulbox create`, would die of SIGPIPE. Its output goes to
+            // /dev/null instead.
+            let mut command = self.shell(format!("exec >/dev/null 2>&1\n{start}"));
             command.timeout(None).tag("template-start");
             command.start().await?.disconnect();
         }
