@@ -1017,3 +1017,41 @@ ready = "test -f /tmp/started"
         "{processes:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn racing_builds_same_key() {
+    if !require_root("racing_builds_same_key") {
+        return;
+    }
+    // Enough files that saving the layers takes a while, so the two
+    // builds of this process save at the same time.
+    let folder = Folder::new(
+        "build-race",
+        r#"
+run = ["mkdir /home/user/many && cd /home/user/many && seq 1 3000 | xargs touch && echo done > /home/user/last"]
+"#,
+    );
+    let options = BuildOptions::default().name(unique_name("race").replace("soulbox-test-", ""));
+    let (first, second) = tokio::join!(
+        build_at(&folder.dir, &options),
+        build_at(&folder.dir, &options)
+    );
+    let first = first
+        .0
+        .unwrap_or_else(|e| panic!("first build: {e}\n{}", first.1));
+    let second = second
+        .0
+        .unwrap_or_else(|e| panic!("second build: {e}\n{}", second.1));
+    assert_eq!(first.key, second.key);
+    assert_eq!(entries(&first.layer.join("home/user/many")).len(), 3000);
+    assert_eq!(
+        std::fs::read_to_string(first.layer.join("home/user/last")).expect("read the last file"),
+        "done\n"
+    );
+    let staging = layer_cache().join("build-staging");
+    let leftovers: Vec<String> = entries(&staging)
+        .into_iter()
+        .filter(|name| name.contains(&first.key))
+        .collect();
+    assert!(leftovers.is_empty(), "staging left behind: {leftovers:?}");
+}
