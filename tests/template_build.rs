@@ -1055,3 +1055,39 @@ run = ["mkdir /home/user/many && cd /home/user/many && seq 1 3000 | xargs touch 
         .collect();
     assert!(leftovers.is_empty(), "staging left behind: {leftovers:?}");
 }
+
+#[test]
+fn ready_output_flood_bounded() {
+    if !require_root("ready_output_flood_bounded") {
+        return;
+    }
+    let folder = Folder::new(
+        "build-ready-flood",
+        r#"
+ready = "head -c 400000000 /dev/zero; exit 1"
+ready_timeout_secs = 5
+"#,
+    );
+    let dir = folder.path_text();
+    let built = soulbox_within_limit(&["template", "build", "--quiet", &dir]);
+    assert!(built.status.success(), "{built:?}");
+    let created = soulbox_within_limit(&["create", "--template", &dir]);
+    let stderr = String::from_utf8_lossy(&created.stderr);
+    assert_eq!(created.status.code(), Some(125), "{stderr}");
+    assert!(stderr.contains("did not exit 0"), "{stderr}");
+    assert!(stderr.len() < 16 << 10, "{} bytes of error", stderr.len());
+
+    // The largest resident size of any child this test process reaped:
+    // the soulbox processes of this file's tests, none of which needs
+    // 200 MiB unless it keeps the ready command's 400 MB.
+    // SAFETY: rusage holds only integers, for which zero bytes are valid.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `usage` is a valid rusage for getrusage to fill.
+    let status = unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
+    assert_eq!(status, 0, "getrusage failed");
+    let max_rss_mib = usage.ru_maxrss / 1024;
+    assert!(
+        max_rss_mib < 200,
+        "soulbox create grew to {max_rss_mib} MiB"
+    );
+}
