@@ -67,8 +67,22 @@ struct Walk<'a> {
 
 impl Walk<'_> {
     /// Adds `from` (relative to the folder) and, for a directory, what it
-    /// contains, in name order. `index` is the `[[files]]` entry's.
+    /// contains, in name order with each directory before its contents.
+    /// `index` is the `[[files]]` entry's. The entries still to add are on
+    /// a stack in memory rather than in recursion, because a folder may
+    /// nest directories thousands deep and overflow the thread's stack.
     fn add(&mut self, index: usize, from: &Path, to: String) -> Result<()> {
+        let mut pending = vec![(from.to_path_buf(), to)];
+        while let Some((from, to)) = pending.pop() {
+            let children = self.add_one(index, &from, to)?;
+            pending.extend(children.into_iter().rev());
+        }
+        Ok(())
+    }
+
+    /// Adds `from` and returns, for a directory, its entries in name order
+    /// as (`from`, `to`) pairs still to add.
+    fn add_one(&mut self, index: usize, from: &Path, to: String) -> Result<Vec<(PathBuf, String)>> {
         let invalid = |problem: String| {
             Error::InvalidArgument(format!(
                 "{}: files[{index}].from {:?} {problem}",
@@ -107,11 +121,7 @@ impl Walk<'_> {
                 names.push(child.map_err(|e| invalid(e.to_string()))?.file_name());
             }
             names.sort();
-            self.items.push(CopyItem {
-                from: from.to_path_buf(),
-                to: to.clone(),
-                file: None,
-            });
+            let mut children = Vec::with_capacity(names.len());
             for child in names {
                 let Some(text) = child.to_str() else {
                     return Err(invalid(format!(
@@ -119,9 +129,14 @@ impl Walk<'_> {
                         from.join(&child)
                     )));
                 };
-                self.add(index, &from.join(&child), format!("{to}/{text}"))?;
+                children.push((from.join(&child), format!("{to}/{text}")));
             }
-            return Ok(());
+            self.items.push(CopyItem {
+                from: from.to_path_buf(),
+                to,
+                file: None,
+            });
+            return Ok(children);
         }
         if !metadata.is_file() {
             return Err(invalid(format!(
@@ -145,7 +160,7 @@ impl Walk<'_> {
                 file,
             }),
         });
-        Ok(())
+        Ok(Vec::new())
     }
 }
 
