@@ -933,3 +933,161 @@ async fn dropped_create_kills_sandbox() {
         "the dropped create's sandbox is still there: {left:?}"
     );
 }
+
+/// Runs the soulbox binary with this file's layer cache, killing it when it
+/// takes longer than [`STEP_LIMIT`], because a build that blocks in a
+/// system call would also block an async test's timeout.
+fn soulbox_within_limit(args: &[&str]) -> std::process::Output {
+    let mut child = std::process::Command::new(soulbox_bin())
+        .args(args)
+        .env(soulbox_core::image::LAYER_CACHE_VAR, layer_cache())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run the soulbox binary");
+    let deadline = std::time::Instant::now() + STEP_LIMIT;
+    while child.try_wait().expect("wait for soulbox").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("soulbox {args:?} did not finish within {STEP_LIMIT:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.wait_with_output().expect("collect soulbox's output")
+}
+
+#[test]
+fn fifo_in_files_rejected() {
+    if !require_root("fifo_in_files_rejected") {
+        return;
+    }
+    for (from, fifo) in [("pipe", "pipe"), ("dir", "dir/pipe")] {
+        let folder = Folder::new(
+            "build-fifo",
+            &format!("[[files]]\nfrom = {from:?}\nto = \"/home/user/x\"\n"),
+        );
+        std::fs::create_dir(folder.dir.join("dir")).expect("create a directory");
+        let made = std::process::Command::new("mkfifo")
+            .arg(folder.dir.join(fifo))
+            .status()
+            .expect("run mkfifo");
+        assert!(made.success(), "mkfifo failed: {made}");
+        let built = soulbox_within_limit(&["template", "build", "--quiet", &folder.path_text()]);
+        let stderr = String::from_utf8_lossy(&built.stderr);
+        assert_eq!(built.status.code(), Some(125), "{from}: {built:?}");
+        assert!(
+            stderr.contains("not a regular file or a directory"),
+            "{from}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn start_survives_creating_process() {
+    if !require_root("start_survives_creating_process") {
+        return;
+    }
+    // The service writes only after `soulbox create` has exited.
+    let folder = Folder::new(
+        "build-start-output",
+        r#"
+start = "touch /tmp/started; sleep 1; echo out; echo err >&2; touch /tmp/wrote; exec sleep 1000"
+ready = "test -f /tmp/started"
+"#,
+    );
+    let dir = folder.path_text();
+    let built = soulbox_within_limit(&["template", "build", "--quiet", &dir]);
+    assert!(built.status.success(), "{built:?}");
+    let created = soulbox_within_limit(&["create", "--template", &dir]);
+    assert!(created.status.success(), "{created:?}");
+    let id = String::from_utf8_lossy(&created.stdout).trim().to_string();
+
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let wrote = soulbox_within_limit(&["exec", &id, "--", "test", "-f", "/tmp/wrote"]);
+    let processes = soulbox_within_limit(&["exec", &id, "--", "ps", "-eo", "args"]);
+    let killed = soulbox_within_limit(&["kill", &id]);
+    assert!(killed.status.success(), "{killed:?}");
+    assert!(
+        wrote.status.success(),
+        "the service died at its first output: {wrote:?}"
+    );
+    assert!(
+        String::from_utf8_lossy(&processes.stdout).contains("sleep 1000"),
+        "{processes:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn racing_builds_same_key() {
+    if !require_root("racing_builds_same_key") {
+        return;
+    }
+    // Enough files that saving the layers takes a while, so the two
+    // builds of this process save at the same time.
+    let folder = Folder::new(
+        "build-race",
+        r#"
+run = ["mkdir /home/user/many && cd /home/user/many && seq 1 3000 | xargs touch && echo done > /home/user/last"]
+"#,
+    );
+    let options = BuildOptions::default().name(unique_name("race").replace("soulbox-test-", ""));
+    let (first, second) = tokio::join!(
+        build_at(&folder.dir, &options),
+        build_at(&folder.dir, &options)
+    );
+    let first = first
+        .0
+        .unwrap_or_else(|e| panic!("first build: {e}\n{}", first.1));
+    let second = second
+        .0
+        .unwrap_or_else(|e| panic!("second build: {e}\n{}", second.1));
+    assert_eq!(first.key, second.key);
+    assert_eq!(entries(&first.layer.join("home/user/many")).len(), 3000);
+    assert_eq!(
+        std::fs::read_to_string(first.layer.join("home/user/last")).expect("read the last file"),
+        "done\n"
+    );
+    let staging = layer_cache().join("build-staging");
+    let leftovers: Vec<String> = entries(&staging)
+        .into_iter()
+        .filter(|name| name.contains(&first.key))
+        .collect();
+    assert!(leftovers.is_empty(), "staging left behind: {leftovers:?}");
+}
+
+#[test]
+fn ready_output_flood_bounded() {
+    if !require_root("ready_output_flood_bounded") {
+        return;
+    }
+    let folder = Folder::new(
+        "build-ready-flood",
+        r#"
+ready = "head -c 400000000 /dev/zero; exit 1"
+ready_timeout_secs = 5
+"#,
+    );
+    let dir = folder.path_text();
+    let built = soulbox_within_limit(&["template", "build", "--quiet", &dir]);
+    assert!(built.status.success(), "{built:?}");
+    let created = soulbox_within_limit(&["create", "--template", &dir]);
+    let stderr = String::from_utf8_lossy(&created.stderr);
+    assert_eq!(created.status.code(), Some(125), "{stderr}");
+    assert!(stderr.contains("did not exit 0"), "{stderr}");
+    assert!(stderr.len() < 16 << 10, "{} bytes of error", stderr.len());
+
+    // The largest resident size of any child this test process reaped:
+    // the soulbox processes of this file's tests, none of which needs
+    // 200 MiB unless it keeps the ready command's 400 MB.
+    // SAFETY: rusage holds only integers, for which zero bytes are valid.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `usage` is a valid rusage for getrusage to fill.
+    let status = unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
+    assert_eq!(status, 0, "getrusage failed");
+    let max_rss_mib = usage.ru_maxrss / 1024;
+    assert!(
+        max_rss_mib < 200,
+        "soulbox create grew to {max_rss_mib} MiB"
+    );
+}

@@ -636,12 +636,19 @@ impl CommandHandle {
     /// As [`CommandHandle::next_event`]. A non-zero exit is not an error
     /// here; see [`Output::check`].
     pub async fn wait(&mut self) -> Result<Output> {
+        self.wait_keeping_last(usize::MAX).await
+    }
+
+    /// Waits as [`CommandHandle::wait`] does, but keeps only the last
+    /// `kept` bytes of stdout and of stderr, so that a command that writes
+    /// without end costs this process no more memory than that.
+    pub(crate) async fn wait_keeping_last(&mut self, kept: usize) -> Result<Output> {
         let mut stdout = Vec::new();
         let mut stderr = Vec::new();
         loop {
             match self.next_event().await? {
-                Some(CommandEvent::Stdout(bytes)) => stdout.extend_from_slice(&bytes),
-                Some(CommandEvent::Stderr(bytes)) => stderr.extend_from_slice(&bytes),
+                Some(CommandEvent::Stdout(bytes)) => append_keeping_last(&mut stdout, &bytes, kept),
+                Some(CommandEvent::Stderr(bytes)) => append_keeping_last(&mut stderr, &bytes, kept),
                 Some(CommandEvent::Exit(exit)) => return Ok(Output::new(exit, stdout, stderr)),
                 None => return self.ending_result().map(|e| Output::new(e, stdout, stderr)),
             }
@@ -999,5 +1006,13 @@ impl Commands {
             .find(&selector)
             .ok_or_else(|| Self::not_found(&selector))?;
         send_stdin_entry(&self.sandbox, &entry, data).await
+    }
+}
+
+/// Appends `bytes` to `buffer` and drops its oldest bytes beyond `kept`.
+fn append_keeping_last(buffer: &mut Vec<u8>, bytes: &[u8], kept: usize) {
+    buffer.extend_from_slice(bytes);
+    if buffer.len() > kept {
+        buffer.drain(..buffer.len() - kept);
     }
 }

@@ -67,8 +67,22 @@ struct Walk<'a> {
 
 impl Walk<'_> {
     /// Adds `from` (relative to the folder) and, for a directory, what it
-    /// contains, in name order. `index` is the `[[files]]` entry's.
+    /// contains, in name order with each directory before its contents.
+    /// `index` is the `[[files]]` entry's. The entries still to add are on
+    /// a stack in memory rather than in recursion, because a folder may
+    /// nest directories thousands deep and overflow the thread's stack.
     fn add(&mut self, index: usize, from: &Path, to: String) -> Result<()> {
+        let mut pending = vec![(from.to_path_buf(), to)];
+        while let Some((from, to)) = pending.pop() {
+            let children = self.add_one(index, &from, to)?;
+            pending.extend(children.into_iter().rev());
+        }
+        Ok(())
+    }
+
+    /// Adds `from` and returns, for a directory, its entries in name order
+    /// as (`from`, `to`) pairs still to add.
+    fn add_one(&mut self, index: usize, from: &Path, to: String) -> Result<Vec<(PathBuf, String)>> {
         let invalid = |problem: String| {
             Error::InvalidArgument(format!(
                 "{}: files[{index}].from {:?} {problem}",
@@ -78,7 +92,11 @@ impl Walk<'_> {
         };
         let name = crate::sys::c_string(from.as_os_str().as_bytes())
             .map_err(|e| invalid(e.to_string()))?;
-        let fd = crate::sys::openat2_beneath(self.folder, &name, libc::O_RDONLY).map_err(|e| {
+        // O_NONBLOCK, because opening a FIFO to read blocks until a writer
+        // comes, and the check that rejects it runs after the open. It does
+        // not change reads of a regular file.
+        let flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY;
+        let fd = crate::sys::openat2_beneath(self.folder, &name, flags).map_err(|e| {
             if matches!(e.raw_os_error(), Some(libc::ELOOP | libc::EXDEV)) {
                 invalid(format!(
                     "goes through a symbolic link at {from:?}; files must be regular files and \
@@ -103,11 +121,7 @@ impl Walk<'_> {
                 names.push(child.map_err(|e| invalid(e.to_string()))?.file_name());
             }
             names.sort();
-            self.items.push(CopyItem {
-                from: from.to_path_buf(),
-                to: to.clone(),
-                file: None,
-            });
+            let mut children = Vec::with_capacity(names.len());
             for child in names {
                 let Some(text) = child.to_str() else {
                     return Err(invalid(format!(
@@ -115,9 +129,14 @@ impl Walk<'_> {
                         from.join(&child)
                     )));
                 };
-                self.add(index, &from.join(&child), format!("{to}/{text}"))?;
+                children.push((from.join(&child), format!("{to}/{text}")));
             }
-            return Ok(());
+            self.items.push(CopyItem {
+                from: from.to_path_buf(),
+                to,
+                file: None,
+            });
+            return Ok(children);
         }
         if !metadata.is_file() {
             return Err(invalid(format!(
@@ -141,7 +160,7 @@ impl Walk<'_> {
                 file,
             }),
         });
-        Ok(())
+        Ok(Vec::new())
     }
 }
 

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::io;
 use std::os::unix::fs::{lchown, symlink, FileTypeExt, MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nix::sys::stat::{mknod, utimensat, Mode, SFlag, UtimensatFlags};
 use nix::sys::time::TimeSpec;
@@ -43,7 +43,7 @@ pub(crate) fn copy_upper(source: &Path, dest: &Path, plan: &CopyPlan<'_>) -> io:
         count: 0,
     };
     fs::create_dir(dest)?;
-    copier.copy_dir(source, dest, Path::new(""))?;
+    copier.copy_tree(source, dest)?;
     Ok(copier.count)
 }
 
@@ -51,17 +51,73 @@ struct Copier<'a> {
     plan: &'a CopyPlan<'a>,
     /// Files with more than one link, by (device, inode), and their first
     /// copy, so that the others become hard links to it.
-    links: HashMap<(u64, u64), std::path::PathBuf>,
+    links: HashMap<(u64, u64), PathBuf>,
     count: u64,
+}
+
+/// A step of the walk over the upper directory. The walk keeps its steps
+/// on a stack in memory, not in recursion, because a run step may nest
+/// directories thousands deep and overflow the thread's stack.
+enum Visit {
+    /// Copy what the directory `source` contains into `dest`, which
+    /// exists. `relative` is the directory's path below the root.
+    Contents {
+        source: PathBuf,
+        dest: PathBuf,
+        relative: PathBuf,
+    },
+    /// Give `dest` the attributes of `source`, once its contents are
+    /// copied, so that adding them changes no time.
+    Attributes { source: PathBuf, dest: PathBuf },
 }
 
 impl Copier<'_> {
     /// Copies what the directory `source` contains into `dest`, which
-    /// exists, then gives `dest` the attributes of `source`. `relative`
-    /// is the directory's path below the root.
-    fn copy_dir(&mut self, source: &Path, dest: &Path, relative: &Path) -> io::Result<()> {
+    /// exists, then gives `dest` the attributes of `source`.
+    fn copy_tree(&mut self, source: &Path, dest: &Path) -> io::Result<()> {
+        let mut stack = vec![Visit::Contents {
+            source: source.to_path_buf(),
+            dest: dest.to_path_buf(),
+            relative: PathBuf::new(),
+        }];
+        while let Some(visit) = stack.pop() {
+            match visit {
+                Visit::Contents {
+                    source,
+                    dest,
+                    relative,
+                } => {
+                    stack.push(Visit::Attributes {
+                        source: source.clone(),
+                        dest: dest.clone(),
+                    });
+                    self.copy_contents(&source, &dest, &relative, &mut stack)?;
+                }
+                Visit::Attributes { source, dest } => {
+                    let metadata = fs::symlink_metadata(&source)?;
+                    if let Ok(Some(value)) = xattr::get(&source, self.plan.opaque_xattr) {
+                        xattr::set(&dest, self.plan.opaque_xattr, &value)?;
+                    }
+                    self.set_attributes(&dest, &metadata)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies the entries of the directory `source` into `dest` in name
+    /// order, and makes each subdirectory, pushing its contents onto
+    /// `stack`.
+    fn copy_contents(
+        &mut self,
+        source: &Path,
+        dest: &Path,
+        relative: &Path,
+        stack: &mut Vec<Visit>,
+    ) -> io::Result<()> {
         let mut entries: Vec<_> = fs::read_dir(source)?.collect::<io::Result<_>>()?;
         entries.sort_by_key(fs::DirEntry::file_name);
+        let mut directories = Vec::new();
         for entry in entries {
             let name = entry.file_name();
             let inner = relative.join(&name);
@@ -69,25 +125,32 @@ impl Copier<'_> {
                 .iter()
                 .chain(self.plan.skip)
                 .any(|skip| inner == Path::new(skip));
-            if !skipped {
-                self.copy_entry(&source.join(&name), &dest.join(&name), &inner)?;
+            if skipped {
+                continue;
+            }
+            let (source, dest) = (source.join(&name), dest.join(&name));
+            if entry.file_type()?.is_dir() {
+                self.count += 1;
+                fs::create_dir(&dest)?;
+                directories.push(Visit::Contents {
+                    source,
+                    dest,
+                    relative: inner,
+                });
+            } else {
+                self.copy_entry(&source, &dest)?;
             }
         }
-        let metadata = fs::symlink_metadata(source)?;
-        if let Ok(Some(value)) = xattr::get(source, self.plan.opaque_xattr) {
-            xattr::set(dest, self.plan.opaque_xattr, &value)?;
-        }
-        self.set_attributes(dest, &metadata)
+        // Reversed, so that the stack visits them in name order.
+        stack.extend(directories.into_iter().rev());
+        Ok(())
     }
 
-    fn copy_entry(&mut self, source: &Path, dest: &Path, relative: &Path) -> io::Result<()> {
+    /// Copies one entry other than a directory.
+    fn copy_entry(&mut self, source: &Path, dest: &Path) -> io::Result<()> {
         let metadata = fs::symlink_metadata(source)?;
         let kind = metadata.file_type();
         self.count += 1;
-        if kind.is_dir() {
-            fs::create_dir(dest)?;
-            return self.copy_dir(source, dest, relative);
-        }
         if kind.is_symlink() {
             symlink(fs::read_link(source)?, dest)?;
             if self.plan.chown {

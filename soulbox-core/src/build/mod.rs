@@ -472,11 +472,18 @@ fn read_metadata(built: &Path) -> Result<Metadata> {
 fn write_pointer(cache: &Path, kind: &str, id: &str, key: &str) -> std::io::Result<()> {
     let dir = cache.join(kind);
     std::fs::create_dir_all(&dir)?;
-    let staging = dir.join(format!(".{id}.{}", std::process::id()));
+    let staging = dir.join(format!(".{id}.{}.{}", std::process::id(), next_sequence()));
     std::fs::write(&staging, format!("{key}\n"))?;
     std::fs::rename(&staging, dir.join(id)).inspect_err(|_| {
         let _ = std::fs::remove_file(&staging);
     })
+}
+
+/// Returns a number unique within this process, for temporary names that
+/// concurrent builds in one process must not share.
+fn next_sequence() -> u64 {
+    static SEQUENCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 fn source_id(path: &Path) -> String {
@@ -696,7 +703,14 @@ fn save_layer(
     let staging_root = cache.join("build-staging");
     std::fs::create_dir_all(&staging_root)?;
     remove_abandoned(&staging_root);
-    let staging = staging_root.join(format!("built-{}-{}", key_of(built), std::process::id()));
+    // The sequence number keeps two builds of one key in this process
+    // apart; the pid stays last for `remove_abandoned`.
+    let staging = staging_root.join(format!(
+        "built-{}-{}-{}",
+        key_of(built),
+        next_sequence(),
+        std::process::id()
+    ));
     remove_tree(&staging)?;
     std::fs::create_dir(&staging)?;
     let result = (|| {
@@ -730,7 +744,7 @@ fn save_layer(
     result
 }
 
-/// Removes `built-*-PID` staging directories whose process no longer
+/// Removes `built-KEY-N-PID` staging directories whose process no longer
 /// runs: builds that were killed midway.
 fn remove_abandoned(staging: &Path) {
     let Ok(entries) = std::fs::read_dir(staging) else {

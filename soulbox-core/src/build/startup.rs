@@ -9,6 +9,10 @@ use crate::sandbox::{KillUnlessReturned, Sandbox};
 /// Pause between two runs of a ready command that did not exit 0.
 const READY_POLL_INTERVAL: Duration = Duration::from_millis(100);
 
+/// Bytes of a ready command's stdout, and of its stderr, kept for the
+/// error message; the rest is read and dropped as it arrives.
+const READY_OUTPUT_KEPT: usize = 4096;
+
 /// Longest single run of a ready command; a run that takes longer counts as
 /// not ready and is run again while time is left.
 const READY_RUN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -27,7 +31,11 @@ impl Sandbox {
 
     async fn start_and_wait_ready(&self, startup: &Startup) -> Result<()> {
         if let Some(start) = &startup.start {
-            let mut command = self.shell(start);
+            // The read ends of a command's pipes live in this process, so a
+            // service that wrote to them after it exits, such as after
+            // `soulbox create`, would die of SIGPIPE. Its output goes to
+            // /dev/null instead.
+            let mut command = self.shell(format!("exec >/dev/null 2>&1\n{start}"));
             command.timeout(None).tag("template-start");
             command.start().await?.disconnect();
         }
@@ -41,7 +49,11 @@ impl Sandbox {
             command.timeout(Some(
                 left.clamp(Duration::from_millis(1), READY_RUN_TIMEOUT),
             ));
-            let output = command.output().await?;
+            let output = command
+                .start()
+                .await?
+                .wait_keeping_last(READY_OUTPUT_KEPT)
+                .await?;
             if output.status.success() {
                 return Ok(());
             }

@@ -344,9 +344,25 @@ pub(crate) fn remove_tree(path: &Path) -> io::Result<()> {
     if !metadata.is_dir() {
         return fs::remove_file(path);
     }
-    fs::set_permissions(path, fs::Permissions::from_mode(0o700))?;
-    for entry in fs::read_dir(path)? {
-        remove_tree(&entry?.path())?;
+    // Directories still to remove, each with whether it has been emptied.
+    // A stack in memory rather than recursion, because a build's step may
+    // nest directories thousands deep and overflow the thread's stack.
+    let mut pending = vec![(path.to_path_buf(), false)];
+    while let Some((dir, emptied)) = pending.pop() {
+        if emptied {
+            fs::remove_dir(&dir)?;
+            continue;
+        }
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))?;
+        pending.push((dir.clone(), true));
+        for entry in fs::read_dir(&dir)? {
+            let entry = entry?;
+            if entry.file_type()?.is_dir() {
+                pending.push((entry.path(), false));
+            } else {
+                fs::remove_file(entry.path())?;
+            }
+        }
     }
-    fs::remove_dir(path)
+    Ok(())
 }
