@@ -130,6 +130,28 @@ fi
 
 const RESOLV_CONF: &str = "# This sandbox has no network but loopback.\n";
 
+/// Room in the overlay's mount options for everything but `lowerdir=`:
+/// `upperdir=...,workdir=...,userxattr`, whose paths are under SoulBox's
+/// state directory.
+const OTHER_MOUNT_OPTIONS: usize = 512;
+
+/// Returns the bytes that `layers` take in the overlay's `lowerdir=`
+/// option, and the most that fit: the kernel takes all mount options in
+/// one page, which the other options share. `None` when the layers fit.
+pub(crate) fn lowerdir_overflow(layers: &[PathBuf]) -> Option<(usize, usize)> {
+    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .map_or(4096, |size| size as usize);
+    let lower: usize = layers
+        .iter()
+        .map(|layer| layer.as_os_str().len() + 1)
+        .sum::<usize>()
+        + "lowerdir=".len();
+    let room = page.saturating_sub(OTHER_MOUNT_OPTIONS);
+    (lower > room).then_some((lower, room))
+}
+
 /// A prepared template: its lower layers and the host paths to bind.
 #[derive(Debug, Clone)]
 pub struct Template {
@@ -755,6 +777,23 @@ fn copy_entry(source: &Path, dest: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lowerdir_overflow_counts_every_layer() {
+        let layer = |n: usize| PathBuf::from(format!("/var/lib/soulbox/layers/sha256/{n:064}"));
+        let few: Vec<PathBuf> = (0..4).map(layer).collect();
+        assert_eq!(lowerdir_overflow(&few), None);
+        // 95 bytes and a separator per layer: a page's worth of them cannot
+        // fit with the other options.
+        let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+            .unwrap()
+            .unwrap() as usize;
+        let count = page / 96 + 1;
+        let many: Vec<PathBuf> = (0..count).map(layer).collect();
+        let (lower, room) = lowerdir_overflow(&many).expect("a page of layers overflows");
+        assert_eq!(lower, "lowerdir=".len() + count * 96);
+        assert_eq!(room, page - OTHER_MOUNT_OPTIONS);
+    }
 
     fn set_mode(path: &Path, mode: u32) {
         fs::set_permissions(path, fs::Permissions::from_mode(mode)).expect("set a mode");

@@ -380,25 +380,13 @@ fn resolve_at_depth(built: &Path, state_dir: &Path, depth: usize) -> Result<Temp
 /// option, leave too little of the one page that the kernel takes for all
 /// mount options, as image templates do.
 fn check_mount_options_fit(source: &Path, layers: &[PathBuf]) -> Result<()> {
-    /// Room left for `upperdir=...,workdir=...,userxattr`.
-    const OTHER_OPTIONS: usize = 512;
-    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
-        .ok()
-        .flatten()
-        .map_or(4096, |size| size as usize);
-    let lower: usize = layers
-        .iter()
-        .map(|layer| layer.as_os_str().len() + 1)
-        .sum::<usize>()
-        + "lowerdir=".len();
-    if lower + OTHER_OPTIONS > page {
+    if let Some((lower, room)) = crate::template::lowerdir_overflow(layers) {
         return Err(Error::InvalidArgument(format!(
             "template {} has {} layers, whose paths take {lower} bytes of the overlay's mount \
-             options, more than the {} that fit; set {} to a shorter path or build on a base \
+             options, more than the {room} that fit; set {} to a shorter path or build on a base \
              with fewer layers",
             source.display(),
             layers.len(),
-            page - OTHER_OPTIONS,
             crate::image::LAYER_CACHE_VAR
         )));
     }

@@ -326,27 +326,14 @@ fn check_platform(
 /// the kernel takes in one page: the lower layers, the upper and work
 /// directories and the separators.
 fn check_mount_options_fit(cache: &LayerCache, layers: &[PathBuf]) -> Result<(), ImageError> {
-    /// Room left for `upperdir=...,workdir=...,userxattr`, whose paths are
-    /// under SoulBox's state directory.
-    const OTHER_OPTIONS: usize = 512;
-    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
-        .ok()
-        .flatten()
-        .map_or(4096, |size| size as usize);
-    let lower: usize = layers
-        .iter()
-        .map(|layer| layer.as_os_str().len() + 1)
-        .sum::<usize>()
-        + "lowerdir=".len();
-    if lower + OTHER_OPTIONS > page {
+    if let Some((lower, room)) = crate::template::lowerdir_overflow(layers) {
         return Err(ImageError::new(
             cache.dir(),
             format!(
                 "the image has {} layers, whose paths take {lower} bytes of the overlay's mount \
-                 options; the kernel takes {page} bytes in all, so at most about {} bytes fit; \
-                 set {LAYER_CACHE_VAR} to a shorter path or use an image with fewer layers",
+                 options, more than the {room} that fit; set {LAYER_CACHE_VAR} to a shorter path \
+                 or use an image with fewer layers",
                 layers.len(),
-                page - OTHER_OPTIONS
             ),
         ));
     }
