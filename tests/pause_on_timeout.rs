@@ -339,9 +339,10 @@ async fn freeze_descriptor_unreachable_inside() {
     let sandbox = Sandbox::create(pausing().timeout(Duration::from_secs(30)))
         .await
         .expect("create");
+
     // PID 1 is not dumpable, so sandbox root may list its descriptors
-    // (their directory belongs to root) but not open them, the
-    // cgroup.freeze file among them: that takes ptrace access.
+    // (their directory belongs to root) but not open them, because an open
+    // needs ptrace access. The cgroup.freeze descriptor is among them.
     let written = sh_as_root(
         &sandbox,
         "ls /proc/1/fd | wc -l; for fd in /proc/1/fd/*; do (echo 1 > $fd) 2>&1 && echo wrote $fd; done",
@@ -353,15 +354,17 @@ async fn freeze_descriptor_unreachable_inside() {
         .next()
         .and_then(|line| line.trim().parse().ok())
         .unwrap_or(0);
+
     // One more than in a sandbox that ends at its timeout: cgroup.freeze.
     let killing = Sandbox::create(options()).await.expect("create");
     let without = sh_as_root(&killing, "ls /proc/1/fd | wc -l").await;
     assert_eq!(
         stdout(&without).trim().parse::<usize>().ok(),
-        Some(listed - 1),
+        listed.checked_sub(1),
         "PID 1 of a sandbox that pauses at its timeout should hold one more \
          descriptor: {output}"
     );
+
     assert!(
         !output.contains("wrote"),
         "sandbox root wrote to a descriptor of PID 1: {output}"

@@ -676,8 +676,8 @@ async fn workdir_belongs_to_user() {
 }
 
 /// A rootless build through the `soulbox` command: the layer keeps the
-/// deletion (a whiteout that Linux 5.8 and later let any user make) and a
-/// sandbox made from it sees the file and the deletion.
+/// deletion (a whiteout that Linux 5.8 and later let any user make), so a
+/// sandbox created from it has the file and lacks the deleted one.
 #[test]
 fn rootless_cli_builds_and_runs() {
     if !require_root("rootless_cli_builds_and_runs") {

@@ -12,7 +12,7 @@ export interface SandboxOpts {
    * @default 300_000
    */
   timeoutMs?: number
-  /** What the timeout does, and whether activity resumes a paused sandbox. */
+  /** The timeout's action, and whether activity resumes a paused sandbox. */
   lifecycle?: SandboxLifecycle
   /** Labels that `getInfo()` returns and `Sandbox.list()` filters by. */
   metadata?: Record<string, string>

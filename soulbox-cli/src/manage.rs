@@ -36,10 +36,10 @@ pub struct CreateArgs {
     #[arg(long = "copy", value_name = "HOST_PATH:SANDBOX_PATH", value_parser = CopySpec::parse)]
     copies: Vec<CopySpec>,
 
-    /// What --timeout does: `kill` ends the sandbox; `pause` freezes it,
-    /// keeping its memory and files, until `soulbox resume` or a connect,
-    /// after which its timeout starts again. Pausing needs a writable
-    /// cgroup v2 hierarchy.
+    /// The action of --timeout. `kill` ends the sandbox. `pause` freezes it,
+    /// keeping its memory and files, until `soulbox resume` or a connect
+    /// restarts it with a fresh timeout. Pausing needs a writable cgroup v2
+    /// hierarchy.
     #[arg(long, value_enum, value_name = "ACTION", default_value = "kill")]
     on_timeout: OnTimeoutArg,
 

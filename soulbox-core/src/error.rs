@@ -113,7 +113,7 @@ pub enum Error {
     Build {
         /// The `soulbox.toml` being built.
         path: PathBuf,
-        /// What failed, naming the step or file.
+        /// The failure, with the step or file that failed.
         message: String,
     },
 

@@ -1292,12 +1292,16 @@ struct soulbox_options *soulbox_options_new(void);
 void soulbox_options_free(struct soulbox_options *options);
 
 /**
- * Sets the template. It is "host", the absolute path of a directory that
- * contains a root file system (the sandbox's read-only root as it is), the
- * absolute path of an OCI image layout or image archive with an optional
- * `:NAME`, or a template built by `soulbox template build`. A built
- * template is its name, or the absolute path of its soulbox.toml or of the
- * folder. Any other name fails `soulbox_sandbox_create`.
+ * Sets the template, one of:
+ * - "host";
+ * - the absolute path of a directory that contains a root file system,
+ *   used as the sandbox's read-only root as it is;
+ * - the absolute path of an OCI image layout or image archive, with an
+ *   optional `:NAME`;
+ * - a template built by `soulbox template build`.
+ *
+ * A built template is its name, or the absolute path of its soulbox.toml
+ * or of the folder. Any other name fails `soulbox_sandbox_create`.
  */
 struct soulbox_error *soulbox_options_set_template(struct soulbox_options *options,
                                                    const char *name);

@@ -776,10 +776,10 @@ pub fn loopback_up() -> io::Result<()> {
 }
 
 /// A route netlink socket of this network namespace, for the few requests
-/// PID 1 sends during setup, each answered by an acknowledgement.
+/// PID 1 sends during setup. The kernel acknowledges each request.
 pub struct Rtnetlink(OwnedFd);
 
-/// What a policy routing rule does with a destination it matches.
+/// The action of a policy routing rule on a destination it matches.
 #[derive(Clone, Copy)]
 pub enum RuleAction {
     /// Look the destination up in the main routing table, skipping the

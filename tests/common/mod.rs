@@ -273,9 +273,9 @@ impl Drop for HostTmpfs {
 }
 
 /// Copies the program `from` to `to` with permissions `mode`, for a test
-/// that executes the copy. `cp` writes it, not this process: a child that
-/// another test's thread forks while this process holds the copy open for
-/// writing keeps that descriptor until its own exec, and executing the
+/// that executes the copy. `cp` writes the copy, not this process. A child
+/// that another test's thread forks while this process has the copy open
+/// for writing keeps that descriptor until its own exec, and executing the
 /// copy meanwhile fails with ETXTBSY.
 pub fn copy_program(from: &std::path::Path, to: &std::path::Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;

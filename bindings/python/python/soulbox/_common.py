@@ -71,7 +71,7 @@ def template_name(template: Any) -> str:
     a relative one starts at the current directory. It names a directory
     with a root file system, an OCI image layout directory, an image
     archive (a regular file), or a built ``soulbox.toml`` or its folder. In
-    a ``str``, ``:NAME`` after the path selects one image of several; only
+    a ``str``, ``:NAME`` after the path selects one image of several. Only
     the part before the first ``:`` is made absolute, because the name may
     contain ``/`` and ``:`` itself.
     """
@@ -229,26 +229,31 @@ def lifecycle_options(lifecycle: Any) -> Tuple[str, bool]:
         raise InvalidArgumentException(
             f"lifecycle must be a dict with the keys {', '.join(LIFECYCLE_KEYS)}, not {lifecycle!r}"
         )
+
     for key in lifecycle:
         if key not in LIFECYCLE_KEYS:
             raise InvalidArgumentException(
                 f"lifecycle has the unknown key {key!r}; use {' and '.join(LIFECYCLE_KEYS)}"
             )
+
     on_timeout = lifecycle.get("on_timeout", "kill")
     if not isinstance(on_timeout, str) or on_timeout not in ("kill", "pause"):
         raise InvalidArgumentException(
             f"lifecycle['on_timeout'] must be 'kill' or 'pause', not {on_timeout!r}"
         )
+
     auto_resume = lifecycle.get("auto_resume", False)
     if not isinstance(auto_resume, bool):
         raise InvalidArgumentException(
             f"lifecycle['auto_resume'] must be True or False, not {auto_resume!r}"
         )
+
     if auto_resume and on_timeout != "pause":
         raise InvalidArgumentException(
             "lifecycle['auto_resume'] is valid only with lifecycle['on_timeout'] 'pause'; "
             "set on_timeout to 'pause' or auto_resume to False"
         )
+
     return on_timeout, auto_resume
 
 
