@@ -36,7 +36,8 @@
 #   ONLY_PEERS=0   1 skips the SoulBox rows, so no SoulBox build is needed
 #   SKIP_BUILD=0   1 skips cargo build and uses the binaries already built
 #   TARGET_DIR     cargo's target directory (default $CARGO_TARGET_DIR, else target/ in the repository)
-#   SOULBOX_CLI    soulbox binary (default $TARGET_DIR/release/soulbox)
+#   SOULBOX_CLI    soulbox binary (default the static build of soulbox-cli/build-static.sh,
+#                  $TARGET_DIR/HOST_TRIPLE/release/soulbox, as soulbox-cli/install.sh installs it)
 #   SOULBOX_API    soulbox-bench-api binary (default $TARGET_DIR/release/soulbox-bench-api)
 #   SOULBOX_RUN_OPTS  extra options for `soulbox run`, placed before `--` (default none)
 #   NSJAIL_VENV    where nsjail's virtualenv goes (default /var/tmp/soulbox-bench/nsjail-venv)
@@ -85,7 +86,7 @@ SOULBOX_RUN_OPTS=${SOULBOX_RUN_OPTS:-}
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 TARGET_DIR=${TARGET_DIR:-${CARGO_TARGET_DIR:-$REPO/target}}
-SOULBOX_CLI=${SOULBOX_CLI:-$TARGET_DIR/release/soulbox}
+SOULBOX_CLI=${SOULBOX_CLI:-$TARGET_DIR/$(rustc -vV 2>/dev/null | sed -n 's/^host: //p')/release/soulbox}
 SOULBOX_API=${SOULBOX_API:-$TARGET_DIR/release/soulbox-bench-api}
 OUT=${OUT:-$REPO/benches/results/compare-$(date -u +%F-%H%M).md}
 BENCHMARKS=${BENCHMARKS-$REPO/BENCHMARKS.md}
@@ -176,9 +177,10 @@ install_nsjail() {
 build_soulbox() {
     if [ "$SKIP_BUILD" != 1 ]; then
         command -v cargo >/dev/null ||
-            die "cargo not found in PATH: build as your user with 'cargo build --release -p soulbox-cli -p soulbox-benches', then rerun with SKIP_BUILD=1"
-        log "cargo build --release -p soulbox-cli -p soulbox-benches"
-        (cd "$REPO" && cargo build --release -p soulbox-cli -p soulbox-benches)
+            die "cargo not found in PATH: build as your user with 'cargo build --release -p soulbox-benches' and 'bash soulbox-cli/build-static.sh', then rerun with SKIP_BUILD=1"
+        log "cargo build --release -p soulbox-benches; soulbox-cli/build-static.sh"
+        (cd "$REPO" && cargo build --release -p soulbox-benches)
+        bash "$REPO/soulbox-cli/build-static.sh" >/dev/null
     fi
     [ -x "$SOULBOX_CLI" ] || die "soulbox CLI not found at $SOULBOX_CLI (set SOULBOX_CLI, or ONLY_PEERS=1)"
     [ -x "$SOULBOX_API" ] || die "soulbox-bench-api not found at $SOULBOX_API (set SOULBOX_API, or ONLY_PEERS=1)"
@@ -917,7 +919,9 @@ out.append(
     "file system this script builds, which starts about 0.1 ms faster here. The "
     "\"busybox root\" rows run SoulBox on that same root file system, as a directory "
     "template (`--template $TMP/rootfs`), so that they run the same `true` as the peers with "
-    "nothing of the host bound in.\n"
+    "nothing of the host bound in. The SoulBox CLI rows run `soulbox` as "
+    "`soulbox-cli/install.sh` installs it, linked statically by "
+    "`soulbox-cli/build-static.sh`.\n"
 )
 out.append(
     "The exec rows of crun, runc and runsc are `crun exec`, `runc exec` and `runsc exec` "
