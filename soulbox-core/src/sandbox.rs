@@ -2670,7 +2670,7 @@ mod tests {
     use super::*;
 
     /// A kernel without nf_tables fails the egress filter with one of
-    /// these errors, and the message must say what is missing.
+    /// these errors, and the message must name the missing option.
     #[test]
     fn missing_nf_tables_named() {
         for errno in [

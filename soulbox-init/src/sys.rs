@@ -965,7 +965,7 @@ impl Nfnetlink {
                 }
                 if kind == libc::NLMSG_ERROR as u16 {
                     // struct nlmsgerr: the error number (0 for success),
-                    // then the header of the message it answers.
+                    // then the header of the message it acknowledges.
                     if len < NLMSG_HEADER_LEN + 4 + NLMSG_HEADER_LEN {
                         return Err(io::Error::from_raw_os_error(libc::EPROTO));
                     }
