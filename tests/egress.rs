@@ -65,12 +65,19 @@ async fn connect_errnos(sandbox: &Sandbox, address: &str, port: u16) -> String {
     stdout(&sh(sandbox, &program).await).trim().to_string()
 }
 
-/// Python program that sends one UDP datagram to `argv[1]`:`argv[2]` from
+/// Python program that sends UDP datagrams to `argv[1]`:`argv[2]` from
 /// sockets that name eth0 as their output interface, which skips the
-/// policy routing rules, and prints the errno of each send, 0 for
-/// success: SO_BINDTODEVICE then `sendto`, IP_UNICAST_IF then `sendto`,
-/// `sendmsg` with an IP_PKTINFO interface index, and SO_BINDTODEVICE then
-/// `connect` and `send`. A failed setsockopt is an uncaught exception.
+/// policy routing rules. It prints the errno of each send, 0 for success,
+/// in this order:
+///
+/// 1. SO_BINDTODEVICE, then `sendto`;
+/// 2. IP_UNICAST_IF, then `sendto`;
+/// 3. `sendmsg` with an IP_PKTINFO interface index;
+/// 4. SO_BINDTODEVICE, then `connect` and `send`;
+/// 5. SO_BINDTODEVICE on an IPv6 socket, then `sendto` to the IPv4-mapped
+///    address.
+///
+/// A failed setsockopt is an uncaught exception.
 const BOUND_SEND: &str = r#"
 import socket, struct, sys
 address, port = sys.argv[1], int(sys.argv[2])
@@ -84,11 +91,14 @@ def unicast_if(s):
     s.setsockopt(socket.IPPROTO_IP, IP_UNICAST_IF, struct.pack(">I", index))
 
 def send(setup, how):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    family = socket.AF_INET6 if how == "mapped" else socket.AF_INET
+    s = socket.socket(family, socket.SOCK_DGRAM)
     setup(s)
     try:
         if how == "sendto":
             s.sendto(b"x", (address, port))
+        elif how == "mapped":
+            s.sendto(b"x", ("::ffff:" + address, port))
         elif how == "pktinfo":
             info = struct.pack("=I4s4s", index, bytes(4), bytes(4))
             s.sendmsg([b"x"], [(socket.IPPROTO_IP, IP_PKTINFO, info)], 0, (address, port))
@@ -104,11 +114,12 @@ print(
     send(unicast_if, "sendto"),
     send(lambda s: None, "pktinfo"),
     send(bind_to_device, "connect"),
+    send(bind_to_device, "mapped"),
 )
 "#;
 
 /// Runs [`BOUND_SEND`] for port 53 of `address` and asserts that it
-/// printed `expected`, four errnos. Only call it for a TEST-NET address,
+/// printed `expected`, five errnos. Only call it for a TEST-NET address,
 /// which gets no ARP reply, or for one that the filter was just seen to
 /// drop.
 async fn assert_bound_sends(sandbox: &Sandbox, address: &str, expected: &str, label: &str) {
@@ -124,13 +135,13 @@ async fn assert_bound_sends(sandbox: &Sandbox, address: &str, expected: &str, la
     );
 }
 
-/// The output of [`BOUND_SEND`] when the filter drops all four
+/// The output of [`BOUND_SEND`] when the filter drops all five
 /// datagrams.
-const ALL_DROPPED: &str = "1 1 1 1";
+const ALL_DROPPED: &str = "1 1 1 1 1";
 /// The output of [`BOUND_SEND`] when every send succeeded. For a
 /// TEST-NET address the datagrams then wait for an ARP reply that never
 /// comes.
-const ALL_SENT: &str = "0 0 0 0";
+const ALL_SENT: &str = "0 0 0 0 0";
 
 /// Returns whether the sandbox's network namespace has the nf_tables table
 /// `ip soulbox`, asked from the host with a GETTABLE request, because
