@@ -5,8 +5,12 @@
 //! No test sends a packet to an outside address. A connect to a denied
 //! address fails inside the sandbox with EACCES before anything is sent,
 //! and allowed addresses are only looked up (`ip route get`), never
-//! connected to.
+//! connected to. Sockets bound to eth0 send only to TEST-NET addresses
+//! (RFC 5737), for which slirp4netns sends no ARP reply, so nothing but
+//! ARP reaches it, or to addresses that a test has just seen the nf_tables
+//! filter drop packets for.
 
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::{Command, Stdio};
 
 use soulbox_core::{Error, Network, Sandbox, SandboxOptions, SandboxPool, ALL_TRAFFIC, DNS_SERVER};
@@ -59,6 +63,144 @@ async fn connect_errnos(sandbox: &Sandbox, address: &str, port: u16) -> String {
          print(s.connect_ex(('{address}', {port})), end=' ')\n\""
     );
     stdout(&sh(sandbox, &program).await).trim().to_string()
+}
+
+/// Python program that sends UDP datagrams to `argv[1]`:`argv[2]` from
+/// sockets that name eth0 as their output interface, which skips the
+/// policy routing rules. It prints the errno of each send, 0 for success,
+/// in this order:
+///
+/// 1. SO_BINDTODEVICE, then `sendto`;
+/// 2. IP_UNICAST_IF, then `sendto`;
+/// 3. `sendmsg` with an IP_PKTINFO interface index;
+/// 4. SO_BINDTODEVICE, then `connect` and `send`;
+/// 5. SO_BINDTODEVICE on an IPv6 socket, then `sendto` to the IPv4-mapped
+///    address.
+///
+/// A failed setsockopt is an uncaught exception.
+const BOUND_SEND: &str = r#"
+import socket, struct, sys
+address, port = sys.argv[1], int(sys.argv[2])
+index = socket.if_nametoindex("eth0")
+IP_PKTINFO, IP_UNICAST_IF = 8, 50
+
+def bind_to_device(s):
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b"eth0")
+
+def unicast_if(s):
+    s.setsockopt(socket.IPPROTO_IP, IP_UNICAST_IF, struct.pack(">I", index))
+
+def send(setup, how):
+    family = socket.AF_INET6 if how == "mapped" else socket.AF_INET
+    s = socket.socket(family, socket.SOCK_DGRAM)
+    setup(s)
+    try:
+        if how == "sendto":
+            s.sendto(b"x", (address, port))
+        elif how == "mapped":
+            s.sendto(b"x", ("::ffff:" + address, port))
+        elif how == "pktinfo":
+            info = struct.pack("=I4s4s", index, bytes(4), bytes(4))
+            s.sendmsg([b"x"], [(socket.IPPROTO_IP, IP_PKTINFO, info)], 0, (address, port))
+        else:
+            s.connect((address, port))
+            s.send(b"x")
+        return 0
+    except OSError as e:
+        return e.errno
+
+print(
+    send(bind_to_device, "sendto"),
+    send(unicast_if, "sendto"),
+    send(lambda s: None, "pktinfo"),
+    send(bind_to_device, "connect"),
+    send(bind_to_device, "mapped"),
+)
+"#;
+
+/// Runs [`BOUND_SEND`] for port 53 of `address` and asserts that it
+/// printed `expected`, five errnos. Only call it for a TEST-NET address,
+/// which gets no ARP reply, or for one that the filter was just seen to
+/// drop.
+async fn assert_bound_sends(sandbox: &Sandbox, address: &str, expected: &str, label: &str) {
+    let output = sh(sandbox, &format!("python3 -c '{BOUND_SEND}' {address} 53")).await;
+    assert!(
+        output.status.success(),
+        "{label}: bound sockets to {address}: {output:?}"
+    );
+    assert_eq!(
+        stdout(&output).trim(),
+        expected,
+        "{label}: errnos of bound sockets' sends to {address}"
+    );
+}
+
+/// The output of [`BOUND_SEND`] when the filter drops all five
+/// datagrams.
+const ALL_DROPPED: &str = "1 1 1 1 1";
+/// The output of [`BOUND_SEND`] when every send succeeded. For a
+/// TEST-NET address the datagrams then wait for an ARP reply that never
+/// comes.
+const ALL_SENT: &str = "0 0 0 0 0";
+
+/// Returns whether the sandbox's network namespace has the nf_tables table
+/// `ip soulbox`, asked from the host with a GETTABLE request, because
+/// sandbox root may not list tables. The request runs on a thread of its
+/// own, which alone joins the namespace.
+fn host_sees_filter(sandbox: &Sandbox) -> bool {
+    let namespace = std::fs::File::open(format!("/proc/{}/ns/net", sandbox.pid()))
+        .expect("open the sandbox's network namespace");
+    std::thread::spawn(move || {
+        // SAFETY: setns takes a descriptor and a flag, and moves only
+        // this thread, which ends after the request.
+        let joined = unsafe { libc::setns(namespace.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(joined, 0, "setns: {}", std::io::Error::last_os_error());
+        // SAFETY: socket takes integers and returns a descriptor or -1.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                libc::NETLINK_NETFILTER,
+            )
+        };
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        // SAFETY: socket returned a descriptor that nothing else owns.
+        let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+
+        // NFT_MSG_GETTABLE (subsystem 10, message 1) for family ip (2)
+        // with NFTA_TABLE_NAME "soulbox".
+        let mut request = Vec::new();
+        request.extend_from_slice(&32u32.to_ne_bytes());
+        request.extend_from_slice(&(10u16 << 8 | 1).to_ne_bytes());
+        let flags = (libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16;
+        request.extend_from_slice(&flags.to_ne_bytes());
+        request.extend_from_slice(&[1, 0, 0, 0, 0, 0, 0, 0]);
+        request.extend_from_slice(&[2, 0, 0, 0]);
+        request.extend_from_slice(&12u16.to_ne_bytes());
+        request.extend_from_slice(&1u16.to_ne_bytes());
+        request.extend_from_slice(b"soulbox\0");
+        // SAFETY: `request` is valid for reads of its length.
+        let sent = unsafe { libc::send(socket.as_raw_fd(), request.as_ptr().cast(), 32, 0) };
+        assert_eq!(sent, 32, "send: {}", std::io::Error::last_os_error());
+
+        // The table (NFT_MSG_NEWTABLE) and then an acknowledgement, or
+        // only an error: ENOENT when there is no such table.
+        let mut reply = [0u8; 4096];
+        // SAFETY: `reply` is writable for its length.
+        let received =
+            unsafe { libc::recv(socket.as_raw_fd(), reply.as_mut_ptr().cast(), 4096, 0) };
+        assert!(received >= 20, "recv: {}", std::io::Error::last_os_error());
+        let kind = u16::from_ne_bytes([reply[4], reply[5]]);
+        if kind == libc::NLMSG_ERROR as u16 {
+            let error = i32::from_ne_bytes(reply[16..20].try_into().unwrap());
+            assert_eq!(error, -libc::ENOENT, "GETTABLE failed");
+            return false;
+        }
+        assert_eq!(kind, 10 << 8, "reply type");
+        true
+    })
+    .join()
+    .expect("the GETTABLE thread panicked")
 }
 
 #[tokio::test]
@@ -189,6 +331,196 @@ async fn dns_forwarder_follows_rules() {
     sandbox.kill().await.expect("kill");
 }
 
+/// Without the nf_tables filter, each send to the denied 192.0.2.1
+/// succeeds: the kernel skips the failed route lookup and takes the
+/// address to be on eth0's link.
+#[tokio::test]
+async fn bound_sockets_denied() {
+    if !require_root("bound_sockets_denied") {
+        return;
+    }
+    let sandbox = Sandbox::create(internet().deny_out(ALL_TRAFFIC))
+        .await
+        .expect("create");
+    assert_bound_sends(
+        &sandbox,
+        "192.0.2.1",
+        ALL_DROPPED,
+        "denied TEST-NET address",
+    )
+    .await;
+    // Only now that the filter is seen to drop packets: slirp4netns
+    // answers ARP for the DNS forwarder and relays what reaches it.
+    assert_bound_sends(&sandbox, DNS_SERVER, ALL_DROPPED, "denied DNS forwarder").await;
+    // Sockets without an interface still fail the route lookup first.
+    assert_eq!(connect_errnos(&sandbox, DNS_SERVER, 53).await, "13 13");
+    sandbox.kill().await.expect("kill");
+}
+
+#[tokio::test]
+async fn bound_sockets_reach_allowed_networks() {
+    if !require_root("bound_sockets_reach_allowed_networks") {
+        return;
+    }
+    let sandbox = Sandbox::create(internet().deny_out(ALL_TRAFFIC).allow_out("192.0.2.0/24"))
+        .await
+        .expect("create");
+    assert_bound_sends(&sandbox, "198.51.100.1", ALL_DROPPED, "denied address").await;
+    assert_bound_sends(&sandbox, "192.0.2.1", ALL_SENT, "allowed address").await;
+    sandbox.kill().await.expect("kill");
+}
+
+/// The filter accepts every packet through `lo` before any deny rule, as
+/// the kernel's rule for the local table comes before the routing rules.
+#[tokio::test]
+async fn loopback_works_under_deny_all() {
+    if !require_root("loopback_works_under_deny_all") {
+        return;
+    }
+    let sandbox = Sandbox::create(internet().deny_out(ALL_TRAFFIC))
+        .await
+        .expect("create");
+    // A TCP and a UDP exchange on 127.0.0.1 and on the sandbox's own
+    // address, both routed through lo.
+    let program = r#"
+import socket
+for address in ("127.0.0.1", "10.0.2.100"):
+    server = socket.socket()
+    server.bind((address, 0))
+    server.listen()
+    client = socket.create_connection(server.getsockname(), timeout=5)
+    peer, _ = server.accept()
+    client.sendall(b"tcp")
+    print(peer.recv(3).decode(), end=" ")
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiver.bind((address, 0))
+    receiver.settimeout(5)
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sender.sendto(b"udp", receiver.getsockname())
+    print(receiver.recv(3).decode(), end=" ")
+"#;
+    let output = run_ok(&sandbox, &format!("python3 -c '{program}'")).await;
+    assert_eq!(output.trim(), "tcp udp tcp udp");
+    assert_bound_sends(
+        &sandbox,
+        "192.0.2.1",
+        ALL_DROPPED,
+        "denied TEST-NET address",
+    )
+    .await;
+    sandbox.kill().await.expect("kill");
+}
+
+/// An allow entry never reopens the metadata networks, for bound sockets
+/// either. Without the filter, the kernel would take a metadata address to
+/// be on eth0's link, and only the missing ARP reply would stop the packet,
+/// so the test checks that the table exists before any send.
+#[tokio::test]
+async fn bound_sockets_keep_metadata_blocked() {
+    if !require_root("bound_sockets_keep_metadata_blocked") {
+        return;
+    }
+    let sandbox = Sandbox::create(
+        internet()
+            .allow_out(ALL_TRAFFIC)
+            .deny_out("198.51.100.0/24"),
+    )
+    .await
+    .expect("create");
+    assert!(host_sees_filter(&sandbox), "no nf_tables table");
+    for address in ["169.254.169.254", "100.100.100.200"] {
+        assert_bound_sends(&sandbox, address, ALL_DROPPED, "metadata address").await;
+    }
+    // allow_out 0.0.0.0/0 reopens the denied network, as in the routing
+    // rules.
+    assert_bound_sends(
+        &sandbox,
+        "198.51.100.1",
+        ALL_SENT,
+        "address that allow_out reopens",
+    )
+    .await;
+    sandbox.kill().await.expect("kill");
+}
+
+/// The maximum number of entries makes the largest nf_tables batch, with
+/// 260 rules: about 50 KB in one datagram for these /32 networks.
+#[tokio::test]
+async fn filter_takes_max_entries() {
+    if !require_root("filter_takes_max_entries") {
+        return;
+    }
+    let mut options = internet();
+    for i in 0..soulbox_core::MAX_EGRESS_ENTRIES {
+        options = options.deny_out(format!("198.51.100.{i}"));
+    }
+    let sandbox = Sandbox::create(options).await.expect("create");
+    assert_bound_sends(
+        &sandbox,
+        "198.51.100.255",
+        ALL_DROPPED,
+        "last denied address",
+    )
+    .await;
+    assert_bound_sends(
+        &sandbox,
+        "203.0.113.1",
+        ALL_SENT,
+        "address that no entry names",
+    )
+    .await;
+    sandbox.kill().await.expect("kill");
+}
+
+/// Sandbox root lacks CAP_NET_ADMIN, which every nf_tables request needs.
+#[tokio::test]
+async fn sandbox_root_cannot_remove_filter() {
+    if !require_root("sandbox_root_cannot_remove_filter") {
+        return;
+    }
+    let sandbox = Sandbox::create(internet().deny_out(ALL_TRAFFIC))
+        .await
+        .expect("create");
+    assert!(host_sees_filter(&sandbox), "no nf_tables table");
+    // Two batches: NFT_MSG_DELTABLE for `ip soulbox`, then one without a
+    // family or name, which deletes every table (`nft flush ruleset`).
+    // Each prints the errno of the kernel's reply.
+    let program = r#"
+import socket, struct
+
+def message(kind, flags, family, sequence, body=b"", resource=0):
+    payload = struct.pack("=BBH", family, 0, socket.htons(resource)) + body
+    return struct.pack("=IHHII", 16 + len(payload), kind, flags, sequence, 0) + payload
+
+name = b"soulbox\0"
+table = struct.pack("=HH", 4 + len(name), 1) + name
+for family, body in ((2, table), (0, b"")):
+    s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 12)
+    s.send(
+        message(0x10, 1, 0, 1, resource=10)
+        + message(10 << 8 | 2, 1 | 4, family, 2, body)
+        + message(0x11, 1, 0, 3, resource=10)
+    )
+    reply = s.recv(65536)
+    kind, = struct.unpack_from("=H", reply, 4)
+    error, = struct.unpack_from("=i", reply, 16)
+    print(-error if kind == 2 else "reply type %d" % kind, end=" ")
+"#;
+    let output = sh_as_root(&sandbox, &format!("python3 -c '{program}'")).await;
+    assert!(output.status.success(), "{output:?}");
+    let expected = format!("{} {}", libc::EPERM, libc::EPERM);
+    assert_eq!(stdout(&output).trim(), expected, "errnos of the deletions");
+    assert!(host_sees_filter(&sandbox), "the table is gone");
+    assert_bound_sends(
+        &sandbox,
+        "192.0.2.1",
+        ALL_DROPPED,
+        "denied TEST-NET address",
+    )
+    .await;
+    sandbox.kill().await.expect("kill");
+}
+
 /// slirp4netns adds the default route while PID 1 installs the rules, and
 /// a rule that prohibited the gateway would make it fail. Each create
 /// races the two afresh.
@@ -290,6 +622,13 @@ async fn pooled_sandbox_has_rules() {
     let sandbox = pool.create().await.expect("take a sandbox");
     assert_prohibited(&sandbox, "198.51.100.1").await;
     assert_routed(&sandbox, "203.0.113.1").await;
+    assert_bound_sends(
+        &sandbox,
+        "198.51.100.1",
+        ALL_DROPPED,
+        "pooled sandbox, denied address",
+    )
+    .await;
     let info = sandbox.get_info().await.expect("get_info");
     assert_eq!(info.deny_out, ["198.51.100.0/24"]);
     assert_eq!(
@@ -318,6 +657,20 @@ async fn no_rules_without_entries() {
         .filter_map(|line| line.split(':').next())
         .collect();
     assert_eq!(priorities, ["0", "32766", "32767"], "rules: {rules}");
+    assert!(
+        !host_sees_filter(&sandbox),
+        "an nf_tables table without entries"
+    );
+    sandbox.kill().await.expect("kill");
+
+    // allow_out alone denies nothing, so it needs no filter either.
+    let sandbox = Sandbox::create(internet().allow_out("192.0.2.0/24"))
+        .await
+        .expect("create");
+    assert!(
+        !host_sees_filter(&sandbox),
+        "an nf_tables table without deny_out"
+    );
     sandbox.kill().await.expect("kill");
 }
 

@@ -2514,6 +2514,21 @@ fn setup_error(stage: SetupStage, errno: i32, detail: &[u8]) -> Error {
             " is above the hard limit this process passed on, and raising it needs              CAP_SYS_RESOURCE: raise this process's hard limit (for open files, `ulimit -Hn`              in its shell) or ask for a lower limit (open_files_limit, file_size_limit)",
         );
     }
+    if stage == SetupStage::EgressFilter
+        && matches!(
+            errno,
+            libc::EPROTONOSUPPORT | libc::EAFNOSUPPORT | libc::EOPNOTSUPP | libc::ENOENT
+        )
+    {
+        // No nfnetlink (the socket), no nf_tables subsystem (the batch),
+        // no IPv4 family (the table), or no filter chain type or
+        // expression (the chain or a rule).
+        detail.push_str(
+            "the kernel lacks nf_tables (CONFIG_NF_TABLES and CONFIG_NF_TABLES_IPV4), which \
+             deny_out entries need to filter sockets bound to an interface; use a kernel with \
+             nf_tables or create the sandbox without deny_out entries",
+        );
+    }
     Error::Setup {
         stage: stage.name(),
         detail,
@@ -2653,6 +2668,30 @@ impl Inner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A kernel without nf_tables fails the egress filter with one of
+    /// these errors, and the message must name the missing option.
+    #[test]
+    fn missing_nf_tables_named() {
+        for errno in [
+            libc::EPROTONOSUPPORT,
+            libc::EAFNOSUPPORT,
+            libc::EOPNOTSUPP,
+            libc::ENOENT,
+        ] {
+            let message = setup_error(SetupStage::EgressFilter, errno, b"").to_string();
+            assert!(
+                message.contains("the kernel lacks nf_tables (CONFIG_NF_TABLES"),
+                "errno {errno}: {message}"
+            );
+            assert!(
+                message.contains("install the nf_tables egress filter"),
+                "errno {errno}: {message}"
+            );
+        }
+        let message = setup_error(SetupStage::EgressFilter, libc::ENOMEM, b"").to_string();
+        assert!(!message.contains("lacks nf_tables"), "{message}");
+    }
 
     /// A socket whose send buffer is below a request maps EMSGSIZE to an
     /// error that names net.core.wmem_max, as on a host that caps it low.

@@ -18,6 +18,7 @@
 
 #![deny(unsafe_code)]
 
+mod nftables;
 mod seccomp;
 mod setup;
 mod supervise;
@@ -268,6 +269,10 @@ fn run(start: Start) -> ! {
 /// reopens a blocked address. Sandbox root lacks CAP_NET_ADMIN, so it can
 /// remove neither routes nor rules.
 ///
+/// With any `deny_out` entry, it then installs the nf_tables egress filter
+/// (see `nftables`), which applies the same entries to sockets bound to an
+/// interface, whose packets get past routes and rules.
+///
 /// Last, it drops CAP_NET_RAW from the bounding set. Routes and rules act
 /// on the route lookup only: a raw socket with IP_HDRINCL looks up the
 /// address given to `sendto` but sends the destination written in its own
@@ -295,7 +300,24 @@ fn restrict_egress(config: &Config) -> Result<(), (SetupStage, std::io::Error)> 
             .add_rule(priority, network.address, network.prefix_len, action)
             .map_err(|e| (SetupStage::EgressRules, e))?;
     }
+    if !config.deny_out.is_empty() {
+        install_egress_filter(config).map_err(|e| (SetupStage::EgressFilter, e))?;
+    }
     sys::drop_bounding_cap(CAP_NET_RAW).map_err(|e| (SetupStage::EgressRules, e))
+}
+
+/// Installs the nf_tables egress filter in PID 1's network namespace, in
+/// one batch that the kernel applies whole or not at all. Sandbox root
+/// lacks CAP_NET_ADMIN, which every nf_tables request needs, so it can
+/// neither list nor change the table.
+fn install_egress_filter(config: &Config) -> std::io::Result<()> {
+    let blocked = BLOCKED_ROUTES.map(|(address, prefix_len)| soulbox_proto::Ipv4Cidr {
+        address,
+        prefix_len,
+    });
+    let (batch, acknowledged) =
+        nftables::egress_batch(&blocked, &config.allow_out, &config.deny_out);
+    sys::Nfnetlink::open()?.send_batch(&batch, acknowledged)
 }
 
 /// Runs PID 1 in a child that its host cloned from itself without an exec,

@@ -7,7 +7,7 @@
 use std::ffi::{CStr, CString};
 use std::io;
 use std::mem::MaybeUninit;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 /// Converts a -1 return into the thread's OS error.
 fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
@@ -800,16 +800,7 @@ const NLMSG_HEADER_LEN: usize = 16;
 
 impl Rtnetlink {
     pub fn open() -> io::Result<Self> {
-        // SAFETY: socket takes integers and returns a new descriptor or -1.
-        let fd = check(unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::NETLINK_ROUTE,
-            )
-        })?;
-        // SAFETY: socket returned a new descriptor that nothing else owns.
-        Ok(Self(unsafe { OwnedFd::from_raw_fd(fd) }))
+        open_netlink(libc::NETLINK_ROUTE).map(Self)
     }
 
     /// Adds a `prohibit` route for `prefix`/`len` (IPv4) to the main
@@ -880,35 +871,12 @@ impl Rtnetlink {
         msg[6..8].copy_from_slice(&(flags as u16).to_ne_bytes());
         msg[8..12].copy_from_slice(&1u32.to_ne_bytes());
         msg[NLMSG_HEADER_LEN..].copy_from_slice(body);
-
-        // SAFETY: sockaddr_nl is a plain C struct for which all-zero (the
-        // kernel as the peer) is valid.
-        let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-        // SAFETY: `msg` and `kernel` are valid for the lengths passed.
-        check_long(unsafe {
-            libc::sendto(
-                self.0.as_raw_fd(),
-                msg.as_ptr().cast(),
-                msg.len(),
-                0,
-                std::ptr::addr_of!(kernel).cast(),
-                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-            ) as libc::c_long
-        })?;
+        send_to_kernel(self.0.as_fd(), msg)?;
 
         // The acknowledgement: a struct nlmsghdr of type NLMSG_ERROR, then
         // the error number (0 for success) as an i32.
         let mut reply = [0u8; 512];
-        // SAFETY: `reply` is writable for its length.
-        let received = check_long(unsafe {
-            libc::recv(
-                self.0.as_raw_fd(),
-                reply.as_mut_ptr().cast(),
-                reply.len(),
-                0,
-            ) as libc::c_long
-        })? as usize;
+        let received = receive(self.0.as_fd(), &mut reply)?;
         let kind = u16::from_ne_bytes([reply[4], reply[5]]);
         if received < 20 || kind != libc::NLMSG_ERROR as u16 {
             return Err(io::Error::from_raw_os_error(libc::EPROTO));
@@ -918,6 +886,103 @@ impl Rtnetlink {
             return Err(io::Error::from_raw_os_error(-error));
         }
         Ok(())
+    }
+}
+
+/// Opens a netlink socket of `protocol` in this network namespace.
+fn open_netlink(protocol: libc::c_int) -> io::Result<OwnedFd> {
+    // SAFETY: socket takes integers and returns a new descriptor or -1.
+    let fd = check(unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            protocol,
+        )
+    })?;
+    // SAFETY: socket returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Sends `msg`, one or more netlink messages, to the kernel through
+/// `socket` in one datagram.
+fn send_to_kernel(socket: BorrowedFd<'_>, msg: &[u8]) -> io::Result<()> {
+    // SAFETY: sockaddr_nl is a plain C struct for which all-zero (the
+    // kernel as the peer) is valid.
+    let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+    // SAFETY: `msg` and `kernel` are valid for the lengths passed.
+    check_long(unsafe {
+        libc::sendto(
+            socket.as_raw_fd(),
+            msg.as_ptr().cast(),
+            msg.len(),
+            0,
+            std::ptr::addr_of!(kernel).cast(),
+            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+        ) as libc::c_long
+    })?;
+    Ok(())
+}
+
+/// Receives one datagram from `socket` into `buf` and returns its length.
+fn receive(socket: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is writable for its length.
+    let received = check_long(unsafe {
+        libc::recv(socket.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) as libc::c_long
+    })?;
+    Ok(received as usize)
+}
+
+/// A netfilter netlink socket (NETLINK_NETFILTER) of this network
+/// namespace, for the nf_tables batch of the egress filter.
+pub struct Nfnetlink(OwnedFd);
+
+impl Nfnetlink {
+    /// Opens the socket. Fails with EPROTONOSUPPORT on a kernel without
+    /// nfnetlink.
+    pub fn open() -> io::Result<Self> {
+        open_netlink(libc::NETLINK_NETFILTER).map(Self)
+    }
+
+    /// Sends `batch` in one datagram and waits for the acknowledgement of
+    /// its message with sequence number `acknowledged`. Returns the first
+    /// error the kernel reports for the batch: for any of its messages, or
+    /// for the commit, which the kernel reports before any success.
+    pub fn send_batch(&self, batch: &[u8], acknowledged: u32) -> io::Result<()> {
+        send_to_kernel(self.0.as_fd(), batch)?;
+        // An error acknowledgement quotes the failed message, which for a
+        // rule is a few hundred bytes.
+        let mut reply = [0u8; 8192];
+        loop {
+            let received = receive(self.0.as_fd(), &mut reply)?;
+            let mut offset = 0;
+            while offset + NLMSG_HEADER_LEN <= received {
+                let header = &reply[offset..received];
+                let len = u32::from_ne_bytes([header[0], header[1], header[2], header[3]]) as usize;
+                let kind = u16::from_ne_bytes([header[4], header[5]]);
+                if len < NLMSG_HEADER_LEN || len > header.len() {
+                    return Err(io::Error::from_raw_os_error(libc::EPROTO));
+                }
+                if kind == libc::NLMSG_ERROR as u16 {
+                    // struct nlmsgerr: the error number (0 for success),
+                    // then the header of the message it acknowledges.
+                    if len < NLMSG_HEADER_LEN + 4 + NLMSG_HEADER_LEN {
+                        return Err(io::Error::from_raw_os_error(libc::EPROTO));
+                    }
+                    let error =
+                        i32::from_ne_bytes([header[16], header[17], header[18], header[19]]);
+                    if error < 0 {
+                        return Err(io::Error::from_raw_os_error(-error));
+                    }
+                    let sequence =
+                        u32::from_ne_bytes([header[28], header[29], header[30], header[31]]);
+                    if sequence == acknowledged {
+                        return Ok(());
+                    }
+                }
+                offset += len.next_multiple_of(4);
+            }
+        }
     }
 }
 

@@ -296,11 +296,15 @@ pub enum SetupStage {
     BlockedRoutes = 20,
     /// Installing the policy routing rules of `allow_out` and `deny_out`.
     EgressRules = 21,
+    /// Installing the nf_tables table that applies `allow_out` and
+    /// `deny_out` to every packet, including those of sockets bound to an
+    /// interface.
+    EgressFilter = 22,
 }
 
 impl SetupStage {
     /// Every stage, for decoding.
-    pub const ALL: [SetupStage; 21] = [
+    pub const ALL: [SetupStage; 22] = [
         Self::Config,
         Self::CgroupNamespace,
         Self::MountPropagation,
@@ -322,6 +326,7 @@ impl SetupStage {
         Self::Mounts,
         Self::BlockedRoutes,
         Self::EgressRules,
+        Self::EgressFilter,
     ];
 
     /// Short lowercase name of the step, for error messages.
@@ -348,6 +353,7 @@ impl SetupStage {
             Self::Mounts => "mount host paths",
             Self::BlockedRoutes => "block link-local and metadata addresses",
             Self::EgressRules => "install the egress rules",
+            Self::EgressFilter => "install the nf_tables egress filter",
         }
     }
 
