@@ -949,6 +949,23 @@ impl Nfnetlink {
     /// error the kernel reports for the batch: for any of its messages, or
     /// for the commit, which the kernel reports before any success.
     pub fn send_batch(&self, batch: &[u8], acknowledged: u32) -> io::Result<()> {
+        // A batch of 256 entries is about 50 KiB, and the kernel rejects a
+        // datagram larger than the send buffer with EMSGSIZE. The buffer
+        // starts at net.core.wmem_default, which a host may set lower, so
+        // it is raised past that and past wmem_max (PID 1 still has
+        // CAP_NET_ADMIN here). A failure leaves the default, and the send
+        // reports EMSGSIZE if the batch does not fit.
+        let size = libc::c_int::try_from(batch.len() + 4096).unwrap_or(libc::c_int::MAX);
+        // SAFETY: setsockopt reads `size` for the length passed.
+        let _ = unsafe {
+            libc::setsockopt(
+                self.0.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_SNDBUFFORCE,
+                std::ptr::addr_of!(size).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
         send_to_kernel(self.0.as_fd(), batch)?;
         // An error acknowledgement quotes the failed message, which for a
         // rule is a few hundred bytes.
