@@ -548,32 +548,44 @@ fn remove_dir_retrying(dir: &Path, mut kill: bool) -> io::Result<()> {
 }
 
 /// Creates `root/soulbox/id`. Returns `None` when the hierarchy is not
-/// writable (rootless without delegation).
+/// writable (rootless without delegation). The parent is made only when
+/// the first attempt finds it missing, which saves a system call on every
+/// create but the first.
 fn make_dir(root: &Path, id: &str) -> Result<Option<PathBuf>> {
     let parent = root.join(PARENT);
-    if let Err(source) = fs::create_dir(&parent) {
-        match source.kind() {
-            io::ErrorKind::AlreadyExists => {}
-            io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem => return Ok(None),
-            _ => {
-                return Err(Error::Cgroup {
-                    step: "create",
-                    path: parent,
-                    source,
-                })
-            }
-        }
-    }
     let dir = parent.join(id);
+    let error = |path: &Path, source| Error::Cgroup {
+        step: "create",
+        path: path.to_path_buf(),
+        source,
+    };
+    match fs::create_dir(&dir) {
+        Ok(()) => return Ok(Some(dir)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) if is_not_writable(&e) => return Ok(None),
+        Err(source) => return Err(error(&dir, source)),
+    }
+    match fs::create_dir(&parent) {
+        // Another process may have made it since.
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) if is_not_writable(&e) => return Ok(None),
+        Err(source) => return Err(error(&parent, source)),
+    }
     match fs::create_dir(&dir) {
         Ok(()) => Ok(Some(dir)),
         Err(e) if e.kind() == io::ErrorKind::PermissionDenied => Ok(None),
-        Err(source) => Err(Error::Cgroup {
-            step: "create",
-            path: dir,
-            source,
-        }),
+        Err(source) => Err(error(&dir, source)),
     }
+}
+
+/// Returns whether creating a cgroup directory failed because the caller
+/// may not write to the hierarchy.
+fn is_not_writable(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem
+    )
 }
 
 /// Lets the sandbox directories below SoulBox's v2 parent use `controller`.
@@ -711,5 +723,37 @@ mod tests {
         let layout = parse_layout(text);
         assert_eq!(layout.v2, Some(PathBuf::from("/sys/fs/cgroup")));
         assert!(layout.v1.is_empty());
+    }
+
+    #[test]
+    fn make_dir_creates_missing_parent() {
+        let root = std::env::temp_dir().join(format!(
+            "soulbox-cgroup-make-dir-{}-{}",
+            std::process::id(),
+            crate::id::random_u32().unwrap()
+        ));
+        fs::create_dir(&root).unwrap();
+        let first = make_dir(&root, "sb-first");
+        let second = make_dir(&root, "sb-second");
+        let parent_made = root.join(PARENT).is_dir();
+        let _ = fs::remove_dir_all(&root);
+
+        assert_eq!(first.unwrap(), Some(root.join(PARENT).join("sb-first")));
+        assert_eq!(second.unwrap(), Some(root.join(PARENT).join("sb-second")));
+        assert!(parent_made);
+    }
+
+    #[test]
+    fn make_dir_rejects_existing_id() {
+        let root = std::env::temp_dir().join(format!(
+            "soulbox-cgroup-existing-{}-{}",
+            std::process::id(),
+            crate::id::random_u32().unwrap()
+        ));
+        fs::create_dir_all(root.join(PARENT).join("sb-existing")).unwrap();
+        let existing = make_dir(&root, "sb-existing");
+        let _ = fs::remove_dir_all(&root);
+
+        assert!(matches!(existing, Err(Error::Cgroup { step: "create", .. })));
     }
 }
