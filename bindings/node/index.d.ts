@@ -118,6 +118,15 @@ export interface SandboxInfo {
   cpuCount: number
   /** The memory limit in MiB; absent without one. */
   memoryMB?: number
+  /** Whether the sandbox has internet access, as `Sandbox.create` set it. */
+  allowInternetAccess: boolean
+  /**
+   * The egress rules given to `Sandbox.create`, with both arrays; absent
+   * when neither has an entry.
+   */
+  network?: Required<SandboxNetworkOpts>
+  /** The `lifecycle` given to `Sandbox.create`, with its defaults filled in. */
+  lifecycle: Required<SandboxLifecycle>
 }
 
 /** Options of `Sandbox.list`. */

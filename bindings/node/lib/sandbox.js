@@ -44,6 +44,12 @@ function sandboxInfo(info) {
     // Without a CPU limit the sandbox may use every CPU of the host.
     cpuCount: info.cpuLimit ?? os.availableParallelism(),
     memoryMB: info.memoryLimit === null || info.memoryLimit === undefined ? undefined : info.memoryLimit / (1 << 20),
+    allowInternetAccess: info.internetAccess,
+    network:
+      info.allowOut.length === 0 && info.denyOut.length === 0
+        ? undefined
+        : { allowOut: info.allowOut, denyOut: info.denyOut },
+    lifecycle: { onTimeout: info.onTimeout, autoResume: info.autoResume },
   }
 }
 

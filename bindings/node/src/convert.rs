@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use napi::bindgen_prelude::Buffer;
 use napi_derive::napi;
-use soulbox_core::{EntryInfo, FileType, ProcessInfo, SandboxInfo, SandboxMetrics};
+use soulbox_core::{EntryInfo, FileType, Network, ProcessInfo, SandboxInfo, SandboxMetrics};
 
 use crate::error::{invalid_argument, Result};
 
@@ -160,6 +160,14 @@ pub struct SandboxInfoObject {
     pub state: String,
     pub cpu_limit: Option<f64>,
     pub memory_limit: Option<f64>,
+    /// Whether the sandbox has internet access through slirp4netns.
+    pub internet_access: bool,
+    /// The egress rules as given at creation.
+    pub allow_out: Vec<String>,
+    pub deny_out: Vec<String>,
+    /// `kill` or `pause`.
+    pub on_timeout: String,
+    pub auto_resume: bool,
 }
 
 impl From<SandboxInfo> for SandboxInfoObject {
@@ -174,6 +182,11 @@ impl From<SandboxInfo> for SandboxInfoObject {
             state: info.state.as_str().to_string(),
             cpu_limit: info.cpu_limit,
             memory_limit: info.memory_limit.map(|bytes| bytes as f64),
+            internet_access: info.network == Network::Internet,
+            allow_out: info.allow_out,
+            deny_out: info.deny_out,
+            on_timeout: info.on_timeout.as_str().to_string(),
+            auto_resume: info.auto_resume,
         }
     }
 }

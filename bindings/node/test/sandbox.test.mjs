@@ -150,6 +150,50 @@ test('connect list and kill by id', async (t) => {
   }
 })
 
+test('info shows create options', async (t) => {
+  if (!requireRoot(t)) return
+  const label = `node-${process.pid}-${Date.now()}`
+  const network = { allowOut: ['192.0.2.1'], denyOut: ['192.0.2.0/24'] }
+  const lifecycle = { onTimeout: 'pause', autoResume: true }
+  const configured = await Sandbox.create({
+    metadata: { suite: label },
+    allowInternetAccess: true,
+    network: { allowOut: ['192.0.2.1'], denyOut: ['192.0.2.0/24'] },
+    lifecycle: { onTimeout: 'pause', autoResume: true },
+  })
+  try {
+    await withSandbox({ metadata: { suite: label } }, async (plain) => {
+      const listed = await Sandbox.list({ query: { metadata: { suite: label } } })
+      assert.deepEqual(
+        listed.map((info) => info.sandboxId),
+        [configured.sandboxId, plain.sandboxId],
+      )
+      for (const info of [await configured.getInfo(), await Sandbox.getInfo(configured.sandboxId), listed[0]]) {
+        assert.equal(info.allowInternetAccess, true)
+        assert.deepEqual(info.network, network)
+        assert.deepEqual(info.lifecycle, lifecycle)
+      }
+      for (const info of [await plain.getInfo(), listed[1]]) {
+        assert.equal(info.allowInternetAccess, false)
+        assert.equal(info.network, undefined)
+        assert.deepEqual(info.lifecycle, { onTimeout: 'kill', autoResume: false })
+      }
+    })
+  } finally {
+    await configured.kill()
+  }
+})
+
+test('info shows deny-only network', async (t) => {
+  if (!requireRoot(t)) return
+  await withSandbox({ network: { denyOut: ['198.51.100.0/24'] }, lifecycle: { onTimeout: 'pause' } }, async (sbx) => {
+    const info = await sbx.getInfo()
+    assert.equal(info.allowInternetAccess, true, 'network implies internet access')
+    assert.deepEqual(info.network, { allowOut: [], denyOut: ['198.51.100.0/24'] })
+    assert.deepEqual(info.lifecycle, { onTimeout: 'pause', autoResume: false })
+  })
+})
+
 test('pause resume and metrics', async (t) => {
   if (!requireRoot(t)) return
   await withSandbox({}, async (sbx) => {

@@ -19,6 +19,7 @@ import Sandbox, {
   type Context,
   type EntryInfo,
   type FilesystemEvent,
+  type SandboxInfo,
   type SandboxLifecycle,
   type WriteInfo,
 } from 'soulbox'
@@ -31,6 +32,12 @@ export async function typeChecks(): Promise<void> {
   const filtered: Sandbox = await Sandbox.create({
     network: { denyOut: [ALL_TRAFFIC], allowOut: ['192.0.2.1', '198.51.100.0/24'] },
   })
+  const filteredInfo: SandboxInfo = await filtered.getInfo()
+  const internet: boolean = filteredInfo.allowInternetAccess
+  const denied: string[] | undefined = filteredInfo.network?.denyOut
+  const onTimeout: 'kill' | 'pause' = filteredInfo.lifecycle.onTimeout
+  const autoResume: boolean = filteredInfo.lifecycle.autoResume
+  void [internet, denied, onTimeout, autoResume]
   await filtered.kill()
   const lifecycle: SandboxLifecycle = { onTimeout: 'pause', autoResume: true }
   const pausing: Sandbox = await Sandbox.create({ timeoutMs: 1000, lifecycle })

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use pyo3::prelude::*;
-use soulbox_core::{ListQuery, Sandbox, SandboxInfo, SandboxMetrics, SandboxState};
+use soulbox_core::{ListQuery, Network, Sandbox, SandboxInfo, SandboxMetrics, SandboxState};
 
 use crate::bridge::{self, block, spawn, List, ToPython};
 use crate::sandbox::NativeSandbox;
@@ -19,8 +19,10 @@ fn epoch_seconds(time: SystemTime) -> f64 {
 }
 
 /// A sandbox's description as (id, template, metadata, envs, started at,
-/// ends at, state, CPU limit, memory limit, PID 1's host pid); times are
-/// seconds since the epoch.
+/// ends at, state, CPU limit, memory limit, PID 1's host pid, (internet
+/// access, allow_out, deny_out), (on_timeout, auto_resume)); times are
+/// seconds since the epoch. The last two are nested because PyO3 (0.27)
+/// converts tuples of at most 12 elements.
 struct Info(SandboxInfo);
 
 impl ToPython for Info {
@@ -37,6 +39,12 @@ impl ToPython for Info {
             info.cpu_limit,
             info.memory_limit,
             info.pid,
+            (
+                info.network == Network::Internet,
+                info.allow_out,
+                info.deny_out,
+            ),
+            (info.on_timeout.as_str(), info.auto_resume),
         );
         Ok(tuple.into_pyobject(py)?.into_any().unbind())
     }

@@ -88,6 +88,59 @@ def test_info_and_list_by_metadata() -> None:
     assert Sandbox.list(query=SandboxQuery(metadata={"test": label})).next_items() == []
 
 
+def test_info_shows_create_options() -> None:
+    require_root()
+    label = uuid.uuid4().hex
+    network = {"allow_out": ["192.0.2.1"], "deny_out": ["192.0.2.0/24"]}
+    lifecycle = {"on_timeout": "pause", "auto_resume": True}
+    configured = Sandbox.create(
+        metadata={"test": label},
+        allow_internet_access=True,
+        network={"allow_out": ["192.0.2.1"], "deny_out": ["192.0.2.0/24"]},
+        lifecycle={"on_timeout": "pause", "auto_resume": True},
+        kill_on_drop=True,
+    )
+    default = Sandbox.create(metadata={"test": label}, kill_on_drop=True)
+    try:
+        listed = Sandbox.list(query=SandboxQuery(metadata={"test": label})).next_items()
+        assert [i.sandbox_id for i in listed] == [configured.sandbox_id, default.sandbox_id]
+        for info in (configured.get_info(), Sandbox.get_info(configured.sandbox_id), listed[0]):
+            assert info.allow_internet_access is True
+            assert info.network == network
+            assert info.lifecycle == lifecycle
+        for info in (default.get_info(), listed[1]):
+            assert info.allow_internet_access is False
+            assert info.network is None
+            assert info.lifecycle == {"on_timeout": "kill", "auto_resume": False}
+    finally:
+        configured.kill()
+        default.kill()
+
+
+def test_info_shows_deny_only_network_async() -> None:
+    require_root()
+    label = uuid.uuid4().hex
+
+    async def main() -> None:
+        sandbox = await AsyncSandbox.create(
+            metadata={"test": label},
+            network={"deny_out": ["198.51.100.0/24"]},
+            lifecycle={"on_timeout": "pause"},
+            kill_on_drop=True,
+        )
+        try:
+            listed = await AsyncSandbox.list(query=SandboxQuery(metadata={"test": label})).next_items()
+            assert len(listed) == 1
+            for info in (await sandbox.get_info(), listed[0]):
+                assert info.allow_internet_access is True, "network= implies internet access"
+                assert info.network == {"allow_out": [], "deny_out": ["198.51.100.0/24"]}
+                assert info.lifecycle == {"on_timeout": "pause", "auto_resume": False}
+        finally:
+            await sandbox.kill()
+
+    asyncio.run(main())
+
+
 def test_pause_and_resume(sbx: Sandbox) -> None:
     counter = sbx.commands.run("while true; do echo x >> ticks; sleep 0.05; done", background=True)
     time.sleep(0.3)

@@ -1,7 +1,7 @@
 """Type-checked with mypy --strict in CI, never run: each annotation states
 the type the shipped stubs and inline types must give."""
 
-from typing import Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from soulbox import (
     ALL_TRAFFIC,
@@ -22,6 +22,7 @@ from soulbox import (
     PtySize,
     Result,
     Sandbox,
+    SandboxInfo,
     WatchHandle,
     WriteInfo,
 )
@@ -30,6 +31,11 @@ from soulbox import (
 def network_usage() -> None:
     everything: str = ALL_TRAFFIC
     with Sandbox.create(network={"deny_out": [everything], "allow_out": ["192.0.2.1"]}) as sbx:
+        info: SandboxInfo = sbx.get_info()
+        internet: bool = info.allow_internet_access
+        rules: Optional[Dict[str, List[str]]] = info.network
+        lifecycle: Dict[str, Any] = info.lifecycle
+        del internet, rules, lifecycle
         sbx.kill()
 
 

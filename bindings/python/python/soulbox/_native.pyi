@@ -65,6 +65,8 @@ _RawInfo = Tuple[
     Optional[float],
     Optional[int],
     int,
+    Tuple[bool, List[str], List[str]],
+    Tuple[str, bool],
 ]
 _RawMetrics = Tuple[
     float, float, float, Optional[float], Optional[int], Optional[int], int, int

@@ -294,6 +294,12 @@ class SandboxInfo:
     paused, because a paused sandbox's clock stops. ``cpu_count`` and
     ``memory_mb`` are its limits, None where none is enforced. ``envs`` and
     ``pid`` (the host pid of its PID 1) are SoulBox's own.
+
+    ``allow_internet_access``, ``network`` and ``lifecycle`` have the shapes
+    of the ``Sandbox.create`` options of the same names, as the sandbox was
+    created. ``network`` is ``{"allow_out": [...], "deny_out": [...]}``
+    with both keys, or None without egress entries, and ``lifecycle`` is
+    ``{"on_timeout": "kill" | "pause", "auto_resume": bool}``.
     """
 
     sandbox_id: str
@@ -307,6 +313,11 @@ class SandboxInfo:
     memory_mb: Optional[int]
     envs: Dict[str, str] = field(default_factory=dict)
     pid: int = 0
+    allow_internet_access: bool = False
+    network: Optional[Dict[str, List[str]]] = None
+    lifecycle: Dict[str, Any] = field(
+        default_factory=lambda: {"on_timeout": "kill", "auto_resume": False}
+    )
 
 
 @dataclass
@@ -333,7 +344,12 @@ def _utc(seconds: float) -> datetime.datetime:
 
 def info_from_native(raw: Tuple[Any, ...]) -> SandboxInfo:
     """Build a SandboxInfo from the native module's tuple."""
-    sandbox_id, template, metadata, envs, started, ends, state, cpu, memory, pid = raw
+    sandbox_id, template, metadata, envs, started, ends, state, cpu, memory, pid = raw[:10]
+    internet, allow_out, deny_out = raw[10]
+    on_timeout, auto_resume = raw[11]
+    network = None
+    if allow_out or deny_out:
+        network = {"allow_out": list(allow_out), "deny_out": list(deny_out)}
     return SandboxInfo(
         sandbox_id=sandbox_id,
         template_id=template,
@@ -346,6 +362,9 @@ def info_from_native(raw: Tuple[Any, ...]) -> SandboxInfo:
         memory_mb=None if memory is None else memory >> 20,
         envs=dict(envs),
         pid=pid,
+        allow_internet_access=internet,
+        network=network,
+        lifecycle={"on_timeout": on_timeout, "auto_resume": auto_resume},
     )
 
 
