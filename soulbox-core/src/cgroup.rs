@@ -754,6 +754,9 @@ mod tests {
         let existing = make_dir(&root, "sb-existing");
         let _ = fs::remove_dir_all(&root);
 
-        assert!(matches!(existing, Err(Error::Cgroup { step: "create", .. })));
+        assert!(matches!(
+            existing,
+            Err(Error::Cgroup { step: "create", .. })
+        ));
     }
 }
