@@ -197,3 +197,34 @@ fn install_rejects_relative_prefix() {
         "stderr: {stderr}"
     );
 }
+
+#[test]
+fn install_rejects_relative_prefix_equals() {
+    let output = Command::new("bash")
+        .arg(script("install.sh"))
+        .arg("--prefix=relative/dir")
+        .output()
+        .expect("run install.sh");
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("--prefix must be an absolute path, got relative/dir"),
+        "stderr: {stderr}"
+    );
+}
+
+#[test]
+fn install_help_prints_usage() {
+    let output = Command::new("bash")
+        .arg(script("install.sh"))
+        .arg("--help")
+        .output()
+        .expect("run install.sh");
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let usage = text(&output.stdout);
+    assert!(
+        usage.contains("Usage: soulbox-cli/install.sh [--prefix DIR]"),
+        "stdout: {usage}"
+    );
+    assert!(usage.contains("DESTDIR"), "stdout: {usage}");
+}
