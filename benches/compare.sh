@@ -86,6 +86,12 @@ SOULBOX_RUN_OPTS=${SOULBOX_RUN_OPTS:-}
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 TARGET_DIR=${TARGET_DIR:-${CARGO_TARGET_DIR:-$REPO/target}}
+# The builds below run in the repository, so a relative directory is made
+# absolute against the caller's working directory first.
+case $TARGET_DIR in
+    /*) ;;
+    *) TARGET_DIR=$PWD/$TARGET_DIR ;;
+esac
 SOULBOX_CLI=${SOULBOX_CLI:-$TARGET_DIR/$(rustc -vV 2>/dev/null | sed -n 's/^host: //p')/release/soulbox}
 SOULBOX_API=${SOULBOX_API:-$TARGET_DIR/release/soulbox-bench-api}
 OUT=${OUT:-$REPO/benches/results/compare-$(date -u +%F-%H%M).md}
@@ -179,8 +185,8 @@ build_soulbox() {
         command -v cargo >/dev/null ||
             die "cargo not found in PATH: build as your user with 'cargo build --release -p soulbox-benches' and 'bash soulbox-cli/build-static.sh', then rerun with SKIP_BUILD=1"
         log "cargo build --release -p soulbox-benches; soulbox-cli/build-static.sh"
-        (cd "$REPO" && cargo build --release -p soulbox-benches)
-        bash "$REPO/soulbox-cli/build-static.sh" >/dev/null
+        (cd "$REPO" && cargo build --release -p soulbox-benches --target-dir "$TARGET_DIR")
+        bash "$REPO/soulbox-cli/build-static.sh" --target-dir "$TARGET_DIR" >/dev/null
     fi
     [ -x "$SOULBOX_CLI" ] || die "soulbox CLI not found at $SOULBOX_CLI (set SOULBOX_CLI, or ONLY_PEERS=1)"
     [ -x "$SOULBOX_API" ] || die "soulbox-bench-api not found at $SOULBOX_API (set SOULBOX_API, or ONLY_PEERS=1)"

@@ -17,25 +17,48 @@
 # Cargo's output goes to stderr, the path of the binary to stdout.
 set -euo pipefail
 
+for tool in cargo rustc readelf; do
+    if ! command -v "$tool" > /dev/null; then
+        echo "build-static.sh: $tool not found on PATH; install a Rust toolchain (rustup.rs) and binutils" >&2
+        exit 1
+    fi
+done
 repo_dir=$(cd "$(dirname "$0")/.." && pwd)
 host=$(rustc -vV | sed -n 's/^host: //p')
 case $host in
     *-linux-gnu*) ;;
     *) echo "build-static.sh: static builds need a GNU/Linux host, this one is $host" >&2; exit 1 ;;
 esac
-target_dir=${CARGO_TARGET_DIR:-$repo_dir/target}
+# Cargo takes a relative CARGO_TARGET_DIR from its working directory, which
+# below is the repository, so it is made absolute against the caller's.
+case ${CARGO_TARGET_DIR:-/} in
+    /*) ;;
+    *) export CARGO_TARGET_DIR="$PWD/$CARGO_TARGET_DIR" ;;
+esac
 
-(
+# Cargo prints one JSON message per built crate on stdout, and the one for
+# the `soulbox` binary names the file wherever the target directory is
+# (CARGO_TARGET_DIR, a configuration file or a --target-dir argument).
+messages=$(
     cd "$repo_dir"
-    # Appended to the caller's flags, which would otherwise replace the
-    # configuration's.
+    # Appended to the caller's flags, so that a caller's RUSTFLAGS cannot
+    # turn crt-static off. Setting RUSTFLAGS makes cargo ignore the
+    # `build.rustflags` of configuration files.
     RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
-        cargo build --release -p soulbox-cli --target "$host" "$@" >&2
+        cargo build --release -p soulbox-cli --target "$host" \
+        --message-format=json-render-diagnostics "$@"
 )
-binary=$target_dir/$host/release/soulbox
-# A static executable has no program interpreter (the dynamic loader).
-if readelf -l "$binary" | grep -q INTERP; then
-    echo "build-static.sh: $binary is dynamically linked; check that RUSTFLAGS does not turn crt-static off" >&2
+binary=$(printf '%s\n' "$messages" |
+    sed -n 's/.*"executable":"\([^"]*\/soulbox\)".*/\1/p' | tail -n 1)
+if [ -z "$binary" ]; then
+    echo "build-static.sh: cargo built no soulbox executable" >&2
+    exit 1
+fi
+# A static executable has no program interpreter (the dynamic loader). The
+# headers are read first, so that a readelf error fails the script.
+headers=$(readelf -l "$binary")
+if grep -q INTERP <<< "$headers"; then
+    echo "build-static.sh: $binary is dynamically linked; check that CARGO_ENCODED_RUSTFLAGS, which replaces RUSTFLAGS, is not set" >&2
     exit 1
 fi
 echo "$binary"
