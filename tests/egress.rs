@@ -5,10 +5,13 @@
 //! No test sends a packet to an outside address. A connect to a denied
 //! address fails inside the sandbox with EACCES before anything is sent,
 //! and allowed addresses are only looked up (`ip route get`), never
-//! connected to. Sockets bound to eth0 send only to TEST-NET addresses
-//! (RFC 5737), for which slirp4netns sends no ARP reply, so nothing but
-//! ARP reaches it, or to addresses that a test has just seen the nf_tables
-//! filter drop packets for.
+//! connected to. Sockets bound to eth0 send only to addresses outside
+//! 10.0.2.0/24 with SO_DONTROUTE, so that a datagram the filter lets
+//! through goes on-link and waits for an ARP reply that slirp4netns never
+//! gives, or to addresses that a test has just seen the nf_tables filter
+//! drop packets for. Nothing but ARP reaches slirp4netns. (TEST-NET
+//! addresses are no safer by themselves: the host may route them, as this
+//! project's CI machine routes 192.0.2.0/24.)
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::{Command, Stdio};
@@ -77,6 +80,12 @@ async fn connect_errnos(sandbox: &Sandbox, address: &str, port: u16) -> String {
 /// 5. SO_BINDTODEVICE on an IPv6 socket, then `sendto` to the IPv4-mapped
 ///    address.
 ///
+/// Every socket sets SO_DONTROUTE, so that a datagram the filter lets
+/// through goes to `argv[1]` on eth0's link and waits for an ARP reply,
+/// which slirp4netns gives only for its own 10.0.2.x addresses. Without it
+/// an allowed destination would be routed through the gateway 10.0.2.2,
+/// and slirp4netns would relay the datagram to the real address.
+///
 /// A failed setsockopt is an uncaught exception.
 const BOUND_SEND: &str = r#"
 import socket, struct, sys
@@ -93,6 +102,7 @@ def unicast_if(s):
 def send(setup, how):
     family = socket.AF_INET6 if how == "mapped" else socket.AF_INET
     s = socket.socket(family, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_DONTROUTE, 1)
     setup(s)
     try:
         if how == "sendto":
@@ -119,9 +129,10 @@ print(
 "#;
 
 /// Runs [`BOUND_SEND`] for port 53 of `address` and asserts that it
-/// printed `expected`, five errnos. Only call it for a TEST-NET address,
-/// which gets no ARP reply, or for one that the filter was just seen to
-/// drop.
+/// printed `expected`, five errnos. Only call it for an address outside
+/// 10.0.2.0/24, for which slirp4netns gives no ARP reply, or for one that
+/// the filter was just seen to drop. With [`ALL_SENT`] it also checks that
+/// the datagrams went on-link rather than to the gateway.
 async fn assert_bound_sends(sandbox: &Sandbox, address: &str, expected: &str, label: &str) {
     let output = sh(sandbox, &format!("python3 -c '{BOUND_SEND}' {address} 53")).await;
     assert!(
@@ -133,14 +144,22 @@ async fn assert_bound_sends(sandbox: &Sandbox, address: &str, expected: &str, la
         expected,
         "{label}: errnos of bound sockets' sends to {address}"
     );
+    if expected == ALL_SENT {
+        // The datagrams went on-link, to an address that gets no ARP
+        // reply, and not through the gateway to slirp4netns.
+        let neighbours = sh(sandbox, &format!("ip neigh show {address} dev eth0")).await;
+        assert!(
+            stdout(&neighbours).contains(address),
+            "{label}: no ARP entry for {address}, so the sends took a route: {neighbours:?}"
+        );
+    }
 }
 
 /// The output of [`BOUND_SEND`] when the filter drops all five
 /// datagrams.
 const ALL_DROPPED: &str = "1 1 1 1 1";
-/// The output of [`BOUND_SEND`] when every send succeeded. For a
-/// TEST-NET address the datagrams then wait for an ARP reply that never
-/// comes.
+/// The output of [`BOUND_SEND`] when every send succeeded. The datagrams
+/// then wait on eth0 for an ARP reply that never comes.
 const ALL_SENT: &str = "0 0 0 0 0";
 
 /// Returns whether the sandbox's network namespace has the nf_tables table
@@ -377,6 +396,7 @@ libc = ctypes.CDLL(None, use_errno=True)
 
 def bound(protocol=0):
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, protocol)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_DONTROUTE, 1)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b"eth0")
     return s
 
