@@ -376,6 +376,63 @@ async fn bound_sockets_denied() {
     sandbox.kill().await.expect("kill");
 }
 
+/// Python program that connects over TCP to `argv[1]`:`argv[2]` from a
+/// socket bound to eth0 (with SO_DONTROUTE, as [`BOUND_SEND`]) and prints
+/// the connect's errno, or `timeout` after 5 s.
+const BOUND_CONNECT: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_DONTROUTE, 1)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b"eth0")
+s.settimeout(5)
+try:
+    s.connect((sys.argv[1], int(sys.argv[2])))
+    print(0)
+except socket.timeout:
+    print("timeout")
+except OSError as e:
+    print(e.errno)
+"#;
+
+/// The filter answers a TCP connect to a denied network with a reset, so
+/// a socket bound to eth0 gets ECONNREFUSED at once. A dropped SYN would
+/// leave the connect waiting for its timeout.
+#[tokio::test]
+async fn bound_tcp_connects_refused() {
+    if !require_root("bound_tcp_connects_refused") {
+        return;
+    }
+    let sandbox = Sandbox::create(internet().deny_out(ALL_TRAFFIC))
+        .await
+        .expect("create");
+    assert_bound_sends(
+        &sandbox,
+        "198.51.100.1",
+        ALL_DROPPED,
+        "denied TEST-NET address",
+    )
+    .await;
+    // Only now that the filter is seen to drop packets, for the same
+    // reason as in bound_sockets_denied.
+    for (address, port) in [
+        ("198.51.100.1", 80),
+        (DNS_SERVER, 53),
+        ("169.254.169.254", 80),
+    ] {
+        let output = sh(
+            &sandbox,
+            &format!("python3 -c '{BOUND_CONNECT}' {address} {port}"),
+        )
+        .await;
+        assert_eq!(
+            stdout(&output).trim(),
+            libc::ECONNREFUSED.to_string(),
+            "bound TCP connect to {address}:{port}: {output:?}"
+        );
+    }
+    sandbox.kill().await.expect("kill");
+}
+
 /// Python program that sends UDP datagrams from sockets bound to eth0
 /// in ways [`BOUND_SEND`] does not, and prints the errno of each, 0 for
 /// success, in this order:

@@ -2524,8 +2524,8 @@ fn setup_error(stage: SetupStage, errno: i32, detail: &[u8]) -> Error {
         // no IPv4 family (the table), or no filter chain type or
         // expression (the chain or a rule).
         detail.push_str(
-            "the kernel lacks nf_tables (CONFIG_NF_TABLES and CONFIG_NF_TABLES_IPV4), which \
-             deny_out entries need to filter sockets bound to an interface; use a kernel with \
+            "the kernel lacks nf_tables (CONFIG_NF_TABLES, CONFIG_NF_TABLES_IPV4 and \
+             CONFIG_NFT_REJECT_IPV4), which deny_out entries need to filter sockets bound to an interface; use a kernel with \
              nf_tables or create the sandbox without deny_out entries",
         );
     }

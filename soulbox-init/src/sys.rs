@@ -949,7 +949,7 @@ impl Nfnetlink {
     /// error the kernel reports for the batch: for any of its messages, or
     /// for the commit, which the kernel reports before any success.
     pub fn send_batch(&self, batch: &[u8], acknowledged: u32) -> io::Result<()> {
-        // A batch of 256 entries is about 50 KiB, and the kernel rejects a
+        // A batch of 256 entries is up to 150 KB, and the kernel rejects a
         // datagram larger than the send buffer with EMSGSIZE. The buffer
         // starts at net.core.wmem_default, which a host may set lower, so
         // it is raised past that and past wmem_max (PID 1 still has
