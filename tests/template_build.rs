@@ -983,6 +983,34 @@ fn fifo_in_files_rejected() {
     }
 }
 
+/// A device node in the folder is rejected without being opened: opening
+/// one runs its driver. The node here has a major number with no driver,
+/// so an open fails with ENXIO (or EACCES on a nodev mount) and the build
+/// would report that instead of the node's type.
+#[test]
+fn device_node_in_files_not_opened() {
+    if !require_root("device_node_in_files_not_opened") {
+        return;
+    }
+    let folder = Folder::new(
+        "build-device",
+        "[[files]]\nfrom = \"node\"\nto = \"/home/user/x\"\n",
+    );
+    let made = std::process::Command::new("mknod")
+        .arg(folder.dir.join("node"))
+        .args(["c", "240", "0"])
+        .status()
+        .expect("run mknod");
+    assert!(made.success(), "mknod failed: {made}");
+    let built = soulbox_within_limit(&["template", "build", "--quiet", &folder.path_text()]);
+    let stderr = String::from_utf8_lossy(&built.stderr);
+    assert_eq!(built.status.code(), Some(125), "{built:?}");
+    assert!(
+        stderr.contains("not a regular file or a directory"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn start_survives_creating_process() {
     if !require_root("start_survives_creating_process") {

@@ -92,11 +92,12 @@ impl Walk<'_> {
         };
         let name = crate::sys::c_string(from.as_os_str().as_bytes())
             .map_err(|e| invalid(e.to_string()))?;
-        // O_NONBLOCK, because opening a FIFO to read blocks until a writer
-        // comes, and the check that rejects it runs after the open. It does
-        // not change reads of a regular file.
-        let flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY;
-        let fd = crate::sys::openat2_beneath(self.folder, &name, flags).map_err(|e| {
+        // O_PATH opens nothing behind the name: opening a FIFO to read
+        // blocks until a writer comes, and opening a device node runs its
+        // driver, which for some devices (a watchdog, a tape drive) acts
+        // on the hardware. Only a regular file is then opened for reading,
+        // through this descriptor, so it is the same file.
+        let fd = crate::sys::openat2_beneath(self.folder, &name, libc::O_PATH).map_err(|e| {
             if matches!(e.raw_os_error(), Some(libc::ELOOP | libc::EXDEV)) {
                 invalid(format!(
                     "goes through a symbolic link at {from:?}; files must be regular files and \
@@ -143,6 +144,8 @@ impl Walk<'_> {
                 "has {from:?}, which is not a regular file or a directory; leave it out"
             )));
         }
+        let file = File::open(format!("/proc/self/fd/{}", file.as_raw_fd()))
+            .map_err(|e| invalid(format!("cannot be opened at {from:?} ({e})")))?;
         self.bytes += metadata.len();
         if self.bytes > spec::MAX_FILES_BYTES {
             return Err(invalid(format!(
