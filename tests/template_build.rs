@@ -231,6 +231,61 @@ fn xattr_of(path: &Path, name: &str) -> Option<Vec<u8>> {
     output.status.success().then_some(output.stdout)
 }
 
+/// A step that outlives `run_timeout_secs` is killed with what it started,
+/// and the build fails with a message that names the key to raise.
+#[tokio::test(flavor = "multi_thread")]
+async fn step_timeout_fails_build() {
+    if !require_root("step_timeout_fails_build") {
+        return;
+    }
+    let folder = Folder::new(
+        "build-step-timeout",
+        r#"
+run_timeout_secs = 1
+run = ["echo started; sleep 600 & sleep 600"]
+"#,
+    );
+    let started = std::time::Instant::now();
+    let (result, output) = build_at(&folder.dir, &BuildOptions::default()).await;
+    let error = result.expect_err("a build whose step sleeps 600 s succeeded");
+    let message = error.to_string();
+    assert!(matches!(error, Error::Build { .. }), "{error:?}");
+    assert!(message.contains("run step 1 of 1"), "{message}");
+    assert!(message.contains("timed out after 1 s"), "{message}");
+    assert!(message.contains("run_timeout_secs"), "{message}");
+    assert!(
+        output.contains("started"),
+        "step output not streamed: {output}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "the build took {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn step_timeout_out_of_range_rejected() {
+    if !require_root("step_timeout_out_of_range_rejected") {
+        return;
+    }
+    for value in ["0", "86401"] {
+        let folder = Folder::new(
+            "build-step-timeout-range",
+            &format!("run_timeout_secs = {value}\nrun = [\"true\"]\n"),
+        );
+        let built = soulbox_within_limit(&["template", "build", "--quiet", &folder.path_text()]);
+        let stderr = String::from_utf8_lossy(&built.stderr);
+        assert_eq!(built.status.code(), Some(125), "{value}: {built:?}");
+        assert!(
+            stderr.contains(&format!(
+                "run_timeout_secs {value} is out of range; give 1 to 86400"
+            )),
+            "{value}: {stderr}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn failing_step_leaves_nothing() {
     if !require_root("failing_step_leaves_nothing") {

@@ -574,7 +574,7 @@ async fn run_build(
             command: step,
         });
         let mut command = sandbox.shell(step);
-        command.timeout(None);
+        command.timeout(Some(spec.run_timeout));
         for (key, value) in &spec.env {
             command.env(key, value);
         }
@@ -593,6 +593,15 @@ async fn run_build(
                 None => break None,
             }
         };
+        if exit.is_some_and(|exit| exit.timed_out) {
+            return Err(fail(format!(
+                "run step {} of {count} ({step:?}) timed out after {} s and was killed; raise \
+                 run_timeout_secs (at most {}) if it needs longer",
+                index + 1,
+                spec.run_timeout.as_secs(),
+                spec::MAX_RUN_TIMEOUT_SECS
+            )));
+        }
         let status = exit.map(|exit| exit.status);
         if !status.is_some_and(ExitStatus::success) {
             let status = status.map_or("no exit status (the sandbox ended)".to_string(), |s| {

@@ -26,6 +26,11 @@ const MAX_RUN_STEPS: usize = 256;
 const DEFAULT_READY_TIMEOUT_SECS: u64 = 60;
 /// Maximum of `ready_timeout_secs`: one hour.
 const MAX_READY_TIMEOUT_SECS: u64 = 3600;
+/// Time that each `run` step has by default before the build kills it and
+/// fails: one hour.
+const DEFAULT_RUN_TIMEOUT_SECS: u64 = 3600;
+/// Maximum of `run_timeout_secs`: one day.
+pub(crate) const MAX_RUN_TIMEOUT_SECS: u64 = 86_400;
 
 /// The file as written; every key but `base` is optional.
 #[derive(Debug, Deserialize)]
@@ -40,6 +45,7 @@ struct RawSpec {
     network: Option<String>,
     #[serde(default)]
     run: Vec<String>,
+    run_timeout_secs: Option<u64>,
     start: Option<String>,
     ready: Option<String>,
     ready_timeout_secs: Option<u64>,
@@ -98,6 +104,8 @@ pub(crate) struct Spec {
     pub(crate) network: Network,
     pub(crate) files: Vec<FileEntry>,
     pub(crate) run: Vec<String>,
+    /// How long each `run` step may take.
+    pub(crate) run_timeout: Duration,
     pub(crate) start: Option<String>,
     pub(crate) ready: Option<String>,
     pub(crate) ready_timeout: Duration,
@@ -224,6 +232,13 @@ fn check(raw: RawSpec, folder: &Path) -> std::result::Result<Spec, String> {
              {MAX_READY_TIMEOUT_SECS}"
         ));
     }
+    let run_timeout_secs = raw.run_timeout_secs.unwrap_or(DEFAULT_RUN_TIMEOUT_SECS);
+    if !(1..=MAX_RUN_TIMEOUT_SECS).contains(&run_timeout_secs) {
+        return Err(format!(
+            "run_timeout_secs {run_timeout_secs} is out of range; give 1 to \
+             {MAX_RUN_TIMEOUT_SECS}"
+        ));
+    }
     check_resources(&raw.resources)?;
     Ok(Spec {
         path: PathBuf::new(),
@@ -237,6 +252,7 @@ fn check(raw: RawSpec, folder: &Path) -> std::result::Result<Spec, String> {
         network,
         files,
         run: raw.run,
+        run_timeout: Duration::from_secs(run_timeout_secs),
         start: raw.start,
         ready: raw.ready,
         ready_timeout: Duration::from_secs(ready_timeout_secs),
