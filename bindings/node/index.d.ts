@@ -204,6 +204,18 @@ export declare class Sandbox {
   /** Returns a sandbox's current resource use by id, as a one-sample array. */
   static getMetrics(sandboxId: string): Promise<SandboxMetrics[]>
 
+  /**
+   * Builds a template from a `soulbox.toml` (SoulBox only), as
+   * `soulbox template build` does: runs the file's steps in a sandbox made
+   * from its `base` and keeps what they wrote. A build whose inputs have
+   * not changed returns at once with `cached: true`. `path` is the file or
+   * its folder, relative to `process.cwd()`. Rejects with
+   * InvalidArgumentError for an invalid file, naming the key, and with a
+   * SandboxError of code `TEMPLATE_FAILED` when a step exits non-zero (the
+   * message names the step and its status) or the layer cannot be saved.
+   */
+  static buildTemplate(path: string, opts?: BuildTemplateOpts): Promise<BuiltTemplate>
+
   /** Returns whether the sandbox is still running. */
   isRunning(): Promise<boolean>
   /** Sets the remaining lifetime to `timeoutMs` from now; 0 removes the limit. */
@@ -263,6 +275,36 @@ export declare class Sandbox {
 }
 
 export default Sandbox
+
+/** Options of `Sandbox.buildTemplate` (SoulBox only). */
+export interface BuildTemplateOpts {
+  /** The name to register the template under, in place of the file's `name` key. */
+  name?: string
+  /**
+   * Receives each chunk of a step's output, on the JavaScript thread and
+   * before the build's Promise settles. An exception it throws, or a
+   * Promise it returns that rejects, is emitted as a process warning with
+   * code `SOULBOX_ON_OUTPUT_FAILED`, and the build goes on.
+   */
+  onOutput?: (stream: 'stdout' | 'stderr', data: Uint8Array) => unknown
+}
+
+/** A template built from a `soulbox.toml`, from `Sandbox.buildTemplate`. */
+export interface BuiltTemplate {
+  /** The build's key (hex SHA-256). */
+  key: string
+  /**
+   * The name it is registered under, which `Sandbox.create` takes, if the
+   * build had one. The `source` path works in its place.
+   */
+  name?: string
+  /** The absolute path of the `soulbox.toml` it was built from. */
+  source: string
+  /** The path of the kept layer. */
+  layer: string
+  /** Whether an earlier build with the same inputs was reused and no step ran. */
+  cached: boolean
+}
 
 /** The result of a command that ended. */
 export interface CommandResult {

@@ -31,6 +31,7 @@
  *   soulbox_metrics           soulbox_metrics_free
  *   soulbox_options           soulbox_options_free
  *   soulbox_run_options       soulbox_run_options_free
+ *   soulbox_built_template    soulbox_built_template_free
  *   soulbox_error             soulbox_error_free
  * Every free function accepts NULL. On failure an out-parameter is set to
  * NULL (or false), so it is always safe to free. Strings that a function
@@ -338,6 +339,13 @@ typedef enum soulbox_filesystem_event_kind soulbox_filesystem_event_kind;
 typedef uint32_t soulbox_filesystem_event_kind;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
+
+/**
+ * A built template, from `soulbox_template_build`, freed with
+ * `soulbox_built_template_free`. Its strings are kept as C strings so
+ * that the accessors can lend them out.
+ */
+typedef struct soulbox_built_template soulbox_built_template;
 
 /**
  * A command started in the background, a PTY session, or a running
@@ -1748,6 +1756,67 @@ struct soulbox_error *soulbox_sandbox_kill(struct soulbox_sandbox *sandbox);
  * SANDBOX_NOT_RUNNING. NULL is ignored.
  */
 void soulbox_sandbox_free(struct soulbox_sandbox *sandbox);
+
+/**
+ * Builds a template from a soulbox.toml, as `soulbox template build`
+ * does: runs the file's steps in a sandbox made from its `base` and keeps
+ * what they wrote. `path` is the file or its folder, any bytes but NUL,
+ * relative to the current directory. `name_or_null` registers the
+ * template under a name, in place of the file's `name` key. A build
+ * whose inputs have not changed returns at once, and
+ * `soulbox_built_template_cached` is then true. Step output is discarded.
+ * Blocks until the build ends. On success stores the result in `*out`,
+ * which the caller frees with `soulbox_built_template_free`. On failure
+ * stores NULL, and a failed build leaves nothing in the layer cache.
+ * The template's name, or the absolute path of the file or its folder,
+ * is then a template for `soulbox_options_set_template`. The build's
+ * sandbox needs what `soulbox_sandbox_create` needs.
+ *
+ * Errors: INVALID_ARGUMENT for an invalid file (the message names the
+ * key) or name; TEMPLATE when a step exits non-zero (the message names
+ * the step and its status) or the layer cannot be saved; others as
+ * `soulbox_sandbox_create` for the build's sandbox.
+ */
+struct soulbox_error *soulbox_template_build(const char *path,
+                                             const char *name_or_null,
+                                             struct soulbox_built_template **out);
+
+/**
+ * Returns the build's key, 64 hex digits of a SHA-256. The string
+ * belongs to `built` and stays valid until `soulbox_built_template_free`.
+ * Returns NULL for a NULL `built`.
+ */
+const char *soulbox_built_template_key(const struct soulbox_built_template *built);
+
+/**
+ * Returns the name the template is registered under, or NULL when the
+ * build had none (and for a NULL `built`). The string belongs to `built`.
+ */
+const char *soulbox_built_template_name(const struct soulbox_built_template *built);
+
+/**
+ * Returns the absolute path of the soulbox.toml the template was built
+ * from. The string belongs to `built`; NULL for a NULL `built`.
+ */
+const char *soulbox_built_template_source(const struct soulbox_built_template *built);
+
+/**
+ * Returns the path of the kept layer in the layer cache. The string
+ * belongs to `built`; NULL for a NULL `built`.
+ */
+const char *soulbox_built_template_layer(const struct soulbox_built_template *built);
+
+/**
+ * Returns whether an earlier build with the same inputs was reused and
+ * no step ran; false for a NULL `built`.
+ */
+bool soulbox_built_template_cached(const struct soulbox_built_template *built);
+
+/**
+ * Frees a result of `soulbox_template_build`; the template stays built.
+ * NULL is ignored.
+ */
+void soulbox_built_template_free(struct soulbox_built_template *built);
 
 /**
  * Watches the directory `path` for changes: only its own entries, or

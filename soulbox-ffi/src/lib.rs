@@ -11,7 +11,7 @@
 //! The code is split in two:
 //! - the safe modules (`sandbox`, `command`, `code`, `files`, `watch`,
 //!   `options`, `output`, `info`, `entry`, `processes`, `block`, `error`,
-//!   `runtime`)
+//!   `runtime`, `template`)
 //!   work on Rust types only;
 //! - `abi` contains every `extern "C"` function and nearly all of the
 //!   crate's `unsafe`: turning C pointers into references and back into
@@ -46,4 +46,5 @@ mod sandbox;
     reason = "libc's signal-mask calls, which have no safe wrapper in std"
 )]
 mod signals;
+mod template;
 mod watch;

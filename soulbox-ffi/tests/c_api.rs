@@ -174,6 +174,7 @@ c_cases!(
     egress_rules,
     get_host,
     mounts,
+    template_build,
     version,
 );
 

@@ -30,6 +30,36 @@ function templatePath(template) {
   return path.resolve(template.slice(0, separator)) + template.slice(separator)
 }
 
+/**
+ * Wraps `buildTemplate`'s `onOutput` for the addon, which calls it on the
+ * JavaScript thread, where an exception would end the process. A failure
+ * of the callback becomes a process warning instead.
+ */
+function outputDeliverer(onOutput) {
+  const warn = (error) => {
+    const message = `onOutput of Sandbox.buildTemplate failed; the build goes on: ${error}`
+    const warning = new Error(message, { cause: error })
+    warning.name = 'SoulBoxWarning'
+    warning.code = 'SOULBOX_ON_OUTPUT_FAILED'
+    process.emitWarning(warning)
+  }
+  return (event) => {
+    if (event.kind === 'end') {
+      return
+    }
+    const { data } = event
+    const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength)
+    try {
+      const result = onOutput(event.kind, bytes)
+      if (typeof result?.then === 'function') {
+        result.then(undefined, warn)
+      }
+    } catch (error) {
+      warn(error)
+    }
+  }
+}
+
 /** Converts the addon's sandbox description to E2B's field names. */
 function sandboxInfo(info) {
   return {
@@ -290,6 +320,37 @@ class Sandbox {
     check.string('sandboxId', sandboxId)
     const sandbox = await call(() => native().NativeSandbox.connectWithoutResume(sandboxId))
     return new this(sandbox).getMetrics()
+  }
+
+  /**
+   * Builds a template from a `soulbox.toml` (SoulBox only), as
+   * `soulbox template build` does: runs the file's steps in a sandbox made
+   * from its `base` and keeps what they wrote. A build whose inputs have
+   * not changed returns at once with `cached: true`. `path` is the file or
+   * its folder, relative to `process.cwd()`. `opts.name` registers the
+   * template under a name, in place of the file's `name` key.
+   * `opts.onOutput(stream, data)` receives each chunk of a step's output,
+   * with `stream` `'stdout'` or `'stderr'`, on the JavaScript thread and
+   * before the Promise settles. An exception that `onOutput` throws, or a
+   * Promise it returns that rejects, is emitted as a process warning with
+   * code `SOULBOX_ON_OUTPUT_FAILED`, and the build goes on.
+   */
+  static async buildTemplate(templatePath, opts) {
+    check.string('path', templatePath)
+    opts = check.options('opts', opts)
+    const name = check.optionalString('name', opts.name)
+    const onOutput = check.optionalFunction('onOutput', opts.onOutput)
+    const deliver = onOutput === undefined ? undefined : outputDeliverer(onOutput)
+    const built = await call(() =>
+      native().NativeSandbox.buildTemplate(path.resolve(templatePath), name, deliver),
+    )
+    return {
+      key: built.key,
+      name: built.name ?? undefined,
+      source: built.source,
+      layer: built.layer,
+      cached: built.cached,
+    }
   }
 
   /** Returns whether the sandbox is still running. */

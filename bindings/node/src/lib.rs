@@ -14,6 +14,7 @@
 
 #![deny(unsafe_code)]
 
+mod build;
 mod code;
 mod command;
 mod convert;

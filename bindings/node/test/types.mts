@@ -14,6 +14,7 @@ import Sandbox, {
   NotFoundError,
   SandboxError,
   TimeoutError,
+  type BuiltTemplate,
   type CommandHandle,
   type CommandResult,
   type Context,
@@ -39,6 +40,14 @@ export async function typeChecks(): Promise<void> {
   const autoResume: boolean = filteredInfo.lifecycle.autoResume
   void [internet, denied, onTimeout, autoResume]
   await filtered.kill()
+  const built: BuiltTemplate = await Sandbox.buildTemplate('./app', {
+    name: 'app',
+    onOutput: (stream: 'stdout' | 'stderr', data: Uint8Array) => void [stream, data],
+  })
+  const builtName: string | undefined = built.name
+  const builtCached: boolean = built.cached
+  void [builtName, builtCached, built.key, built.source, built.layer]
+  await Sandbox.buildTemplate('./app')
   const lifecycle: SandboxLifecycle = { onTimeout: 'pause', autoResume: true }
   const pausing: Sandbox = await Sandbox.create({ timeoutMs: 1000, lifecycle })
   await pausing.kill()

@@ -17,6 +17,7 @@ mod files;
 mod options;
 mod pty;
 mod sandbox;
+mod template;
 mod watch;
 
 use std::ffi::{c_char, c_int, CStr, OsStr, OsString};

@@ -2256,6 +2256,93 @@ static void case_mounts(void) {
     rmdir(dir);
 }
 
+/* Builds a template from a soulbox.toml into a layer cache of this case's
+ * own, creates a sandbox from it by name, and checks the cached rebuild
+ * and the errors. */
+static void case_template_build(void) {
+    char dir[] = "/tmp/soulbox-c-build-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL, "mkdtemp: %s", strerror(errno));
+    char path[256];
+    snprintf(path, sizeof path, "%s/cache", dir);
+    /* Set before the first SoulBox call, so no library thread reads the
+     * environment meanwhile. */
+    CHECK(setenv("SOULBOX_LAYER_CACHE", path, 1) == 0, "setenv: %s", strerror(errno));
+    snprintf(path, sizeof path, "%s/input.txt", dir);
+    write_host_file(path, "copied in\n", 0644);
+    char toml[256];
+    snprintf(toml, sizeof toml, "%s/soulbox.toml", dir);
+    write_host_file(toml,
+                    "run = [\"cat /home/user/copied.txt > /home/user/built.txt\"]\n"
+                    "\n"
+                    "[[files]]\n"
+                    "from = \"input.txt\"\n"
+                    "to = \"/home/user/copied.txt\"\n",
+                    0644);
+    char name[64];
+    snprintf(name, sizeof name, "%s", unique_label());
+
+    soulbox_built_template *built = GARBAGE;
+    OK(soulbox_template_build(dir, name, &built));
+    CHECK(built != NULL, "the build stored no result");
+    CHECK(!soulbox_built_template_cached(built), "a first build is not cached");
+    CHECK(strcmp(soulbox_built_template_name(built), name) == 0, "name %s",
+          soulbox_built_template_name(built));
+    CHECK(strcmp(soulbox_built_template_source(built), toml) == 0, "source %s",
+          soulbox_built_template_source(built));
+    char key[65];
+    snprintf(key, sizeof key, "%s", soulbox_built_template_key(built));
+    CHECK(strlen(soulbox_built_template_key(built)) == 64, "key %s", key);
+    CHECK(access(soulbox_built_template_layer(built), F_OK) == 0, "layer %s: %s",
+          soulbox_built_template_layer(built), strerror(errno));
+    soulbox_built_template_free(built);
+
+    /* A relative path starts at the current directory. */
+    char cwd[256];
+    CHECK(getcwd(cwd, sizeof cwd) != NULL, "getcwd: %s", strerror(errno));
+    CHECK(chdir(dir) == 0, "chdir %s: %s", dir, strerror(errno));
+    built = NULL;
+    soulbox_error *error = soulbox_template_build("soulbox.toml", NULL, &built);
+    CHECK(chdir(cwd) == 0, "chdir %s: %s", cwd, strerror(errno));
+    OK(error);
+    CHECK(soulbox_built_template_cached(built), "an unchanged rebuild is cached");
+    CHECK(strcmp(soulbox_built_template_key(built), key) == 0, "rebuild key %s",
+          soulbox_built_template_key(built));
+    CHECK(soulbox_built_template_name(built) == NULL, "a build without a name has none");
+    soulbox_built_template_free(built);
+
+    soulbox_options *options = dying_options();
+    OK(soulbox_options_set_template(options, name));
+    soulbox_sandbox *sandbox = NULL;
+    OK(soulbox_sandbox_create(options, &sandbox));
+    soulbox_options_free(options);
+    soulbox_output *output = run(sandbox, "cat /home/user/built.txt", NULL);
+    CHECK(strcmp((const char *)output->stdout_data, "copied in\n") == 0, "stdout %s",
+          (const char *)output->stdout_data);
+    soulbox_output_free(output);
+    OK(soulbox_sandbox_kill(sandbox));
+    soulbox_sandbox_free(sandbox);
+
+    write_host_file(toml, "rn = [\"true\"]\n", 0644);
+    built = GARBAGE;
+    EXPECT_ERROR_MESSAGE(soulbox_template_build(dir, NULL, &built),
+                         SOULBOX_ERROR_KIND_INVALID_ARGUMENT, "unknown field `rn`");
+    CHECK(built == NULL, "a failed build stores NULL");
+    write_host_file(toml, "run = [\"echo failing; exit 3\"]\n", 0644);
+    EXPECT_ERROR_MESSAGE(soulbox_template_build(dir, NULL, &built), SOULBOX_ERROR_KIND_TEMPLATE,
+                         "exit code 3");
+    EXPECT_ERROR_MESSAGE(soulbox_template_build(dir, "bad name!", &built),
+                         SOULBOX_ERROR_KIND_INVALID_ARGUMENT, "bad name!");
+    EXPECT_ERROR(soulbox_template_build(NULL, NULL, &built), SOULBOX_ERROR_KIND_INVALID_ARGUMENT);
+    EXPECT_ERROR(soulbox_template_build(dir, NULL, NULL), SOULBOX_ERROR_KIND_INVALID_ARGUMENT);
+    CHECK(soulbox_built_template_key(NULL) == NULL, "key of NULL");
+    CHECK(soulbox_built_template_name(NULL) == NULL, "name of NULL");
+    CHECK(soulbox_built_template_source(NULL) == NULL, "source of NULL");
+    CHECK(soulbox_built_template_layer(NULL) == NULL, "layer of NULL");
+    CHECK(!soulbox_built_template_cached(NULL), "cached of NULL");
+    soulbox_built_template_free(NULL);
+    remove_tree(dir);
+}
+
 static void case_version(void) {
     const char *version = soulbox_version();
     CHECK(version != NULL, "soulbox_version returned NULL");
@@ -2319,6 +2406,7 @@ static const struct {
     {"egress_rules", case_egress_rules},
     {"get_host", case_get_host},
     {"mounts", case_mounts},
+    {"template_build", case_template_build},
     {"version", case_version},
     {"sanitizer_catches_leak", case_sanitizer_catches_leak},
 };
