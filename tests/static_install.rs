@@ -183,34 +183,25 @@ fn install_into_destdir_with_spaces() {
     assert!(text(&version.stdout).starts_with("soulbox "), "{version:?}");
 }
 
+/// A relative prefix is rejected in both forms the script takes.
 #[test]
 fn install_rejects_relative_prefix() {
-    let output = Command::new("bash")
-        .arg(script("install.sh"))
-        .args(["--prefix", "relative/dir"])
-        .output()
-        .expect("run install.sh");
-    assert_eq!(output.status.code(), Some(2), "{output:?}");
-    let stderr = text(&output.stderr);
-    assert!(
-        stderr.contains("--prefix must be an absolute path, got relative/dir"),
-        "stderr: {stderr}"
-    );
-}
-
-#[test]
-fn install_rejects_relative_prefix_equals() {
-    let output = Command::new("bash")
-        .arg(script("install.sh"))
-        .arg("--prefix=relative/dir")
-        .output()
-        .expect("run install.sh");
-    assert_eq!(output.status.code(), Some(2), "{output:?}");
-    let stderr = text(&output.stderr);
-    assert!(
-        stderr.contains("--prefix must be an absolute path, got relative/dir"),
-        "stderr: {stderr}"
-    );
+    for args in [
+        &["--prefix", "relative/dir"][..],
+        &["--prefix=relative/dir"],
+    ] {
+        let output = Command::new("bash")
+            .arg(script("install.sh"))
+            .args(args)
+            .output()
+            .expect("run install.sh");
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {output:?}");
+        let stderr = text(&output.stderr);
+        assert!(
+            stderr.contains("--prefix must be an absolute path, got relative/dir"),
+            "{args:?}: stderr: {stderr}"
+        );
+    }
 }
 
 #[test]
