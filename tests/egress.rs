@@ -5,13 +5,15 @@
 //! No test sends a packet to an outside address. A connect to a denied
 //! address fails inside the sandbox with EACCES before anything is sent,
 //! and allowed addresses are only looked up (`ip route get`), never
-//! connected to. Sockets bound to eth0 send only to addresses outside
-//! 10.0.2.0/24 with SO_DONTROUTE, so that a datagram the filter lets
-//! through goes on-link and waits for an ARP reply that slirp4netns never
-//! gives, or to addresses that a test has just seen the nf_tables filter
-//! drop packets for. Nothing but ARP reaches slirp4netns. (TEST-NET
-//! addresses are no safer by themselves: the host may route them, as this
-//! project's CI machine routes 192.0.2.0/24.)
+//! connected to.
+//!
+//! Sockets bound to eth0 set SO_DONTROUTE and send only to addresses
+//! outside 10.0.2.0/24, or to addresses that the nf_tables filter was just
+//! seen to drop. A datagram the filter lets through then goes on-link and
+//! waits for an ARP reply, which slirp4netns gives only for its own
+//! addresses, so nothing but ARP reaches it. TEST-NET addresses alone are
+//! not enough: the host may route them, as the CI machine routes
+//! 192.0.2.0/24.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::{Command, Stdio};
@@ -394,7 +396,7 @@ except OSError as e:
     print(e.errno)
 "#;
 
-/// The filter answers a TCP connect to a denied network with a reset, so
+/// The filter rejects a TCP connect to a denied network with a reset, so
 /// a socket bound to eth0 gets ECONNREFUSED at once. A dropped SYN would
 /// leave the connect waiting for its timeout.
 #[tokio::test]

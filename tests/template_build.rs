@@ -1051,12 +1051,12 @@ fn device_node_in_files_not_opened() {
         "build-device",
         "[[files]]\nfrom = \"node\"\nto = \"/home/user/x\"\n",
     );
-    let made = std::process::Command::new("mknod")
+    let mknod = std::process::Command::new("mknod")
         .arg(folder.dir.join("node"))
         .args(["c", "240", "0"])
         .status()
         .expect("run mknod");
-    assert!(made.success(), "mknod failed: {made}");
+    assert!(mknod.success(), "mknod failed: {mknod}");
     let built = soulbox_within_limit(&["template", "build", "--quiet", &folder.path_text()]);
     let stderr = String::from_utf8_lossy(&built.stderr);
     assert_eq!(built.status.code(), Some(125), "{built:?}");

@@ -4,7 +4,7 @@
 //! its output interface (`SO_BINDTODEVICE`, `IP_UNICAST_IF`, or
 //! `IP_PKTINFO` with an interface index) gets past them. When the lookup
 //! fails, the kernel takes the destination to be on that link. A filter on
-//! the output hook sees every locally generated IPv4 packet whatever its
+//! the output hook gets every locally generated IPv4 packet whatever its
 //! route, and a packet it drops makes `sendto` fail with EPERM.
 //!
 //! This module encodes the one nfnetlink batch that creates the table, its

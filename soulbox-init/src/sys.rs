@@ -949,24 +949,9 @@ impl Nfnetlink {
     /// error the kernel reports for the batch: for any of its messages, or
     /// for the commit, which the kernel reports before any success.
     pub fn send_batch(&self, batch: &[u8], acknowledged: u32) -> io::Result<()> {
-        // A batch of 256 entries is up to 150 KB, and the kernel rejects a
-        // datagram larger than the send buffer with EMSGSIZE. The buffer
-        // starts at net.core.wmem_default, which a host may set lower, so
-        // it is raised past that and past wmem_max (PID 1 still has
-        // CAP_NET_ADMIN here). A failure leaves the default, and the send
-        // reports EMSGSIZE if the batch does not fit.
-        let size = libc::c_int::try_from(batch.len() + 4096).unwrap_or(libc::c_int::MAX);
-        // SAFETY: setsockopt reads `size` for the length passed.
-        let _ = unsafe {
-            libc::setsockopt(
-                self.0.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_SNDBUFFORCE,
-                std::ptr::addr_of!(size).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
+        raise_send_buffer(self.0.as_fd(), batch.len());
         send_to_kernel(self.0.as_fd(), batch)?;
+
         // An error acknowledgement quotes the failed message, which for a
         // rule is a few hundred bytes.
         let mut reply = [0u8; 8192];
@@ -980,6 +965,7 @@ impl Nfnetlink {
                 if len < NLMSG_HEADER_LEN || len > header.len() {
                     return Err(io::Error::from_raw_os_error(libc::EPROTO));
                 }
+
                 if kind == libc::NLMSG_ERROR as u16 {
                     // struct nlmsgerr: the error number (0 for success),
                     // then the header of the message it acknowledges.
@@ -1001,6 +987,27 @@ impl Nfnetlink {
             }
         }
     }
+}
+
+/// Raises the send buffer of `socket` to fit a datagram of `len` bytes.
+/// A batch of 256 egress entries is up to 150 KB, and the kernel rejects
+/// a datagram larger than the buffer with EMSGSIZE. The buffer starts at
+/// net.core.wmem_default, which a host may set lower, and SO_SNDBUFFORCE
+/// (PID 1 still has CAP_NET_ADMIN here) also goes past wmem_max. A
+/// failure leaves the buffer as it was, and the send then reports
+/// EMSGSIZE if the datagram does not fit.
+fn raise_send_buffer(socket: BorrowedFd<'_>, len: usize) {
+    let size = libc::c_int::try_from(len + 4096).unwrap_or(libc::c_int::MAX);
+    // SAFETY: setsockopt reads `size` for the length passed.
+    let _ = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUFFORCE,
+            std::ptr::addr_of!(size).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
 }
 
 /// Writes a netlink attribute of `kind` with a 4-byte `value` (struct

@@ -124,10 +124,9 @@ impl NativeSandbox {
                 kind: kind.into(),
                 data: Some(data.to_vec().into()),
             };
-            // This blocks the build's tokio thread while the queue is
-            // full. It fails only once the function is closing, as when
-            // the environment shuts down, and then no one is left to
-            // receive the output.
+            // Blocks the build's tokio thread while OUTPUT_QUEUE_CHUNKS
+            // chunks wait. The call fails only while the function closes
+            // with the environment, when nothing is left to receive them.
             let _ = callback.call(chunk, ThreadsafeFunctionCallMode::Blocking);
         };
         let built = build::build(path.as_ref(), &options, &mut on_event).await;

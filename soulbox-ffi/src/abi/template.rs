@@ -21,10 +21,11 @@ use crate::template::BuiltTemplate;
 /// is then a template for `soulbox_options_set_template`. The build's
 /// sandbox needs what `soulbox_sandbox_create` needs.
 ///
-/// Errors: INVALID_ARGUMENT for an invalid file (the message names the
-/// key) or name; TEMPLATE when a step exits non-zero (the message names
-/// the step and its status) or the layer cannot be saved; others as
-/// `soulbox_sandbox_create` for the build's sandbox.
+/// Errors: INVALID_ARGUMENT for an invalid file or name, with a message
+/// that names the key. TEMPLATE when a step exits non-zero, with the step
+/// and its status in the message, or when the layer cannot be saved.
+/// Others as `soulbox_sandbox_create` returns them for the build's
+/// sandbox.
 #[no_mangle]
 pub extern "C" fn soulbox_template_build(
     path: *const c_char,
