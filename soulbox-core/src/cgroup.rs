@@ -527,7 +527,25 @@ pub fn check_freezer_writable(operation: &'static str) -> Result<()> {
 
 /// Removes `dir`, retrying while it is busy. With `kill`, the first busy
 /// attempt writes `cgroup.kill` (cgroup v2) before the retries.
-fn remove_dir_retrying(dir: &Path, mut kill: bool) -> io::Result<()> {
+///
+/// The directory stays open with O_PATH meanwhile, so the kernel drops its
+/// dentry. An rmdir of a directory that no one has open leaves a negative
+/// dentry of the sandbox's name in the cache (see the `state` module).
+fn remove_dir_retrying(dir: &Path, kill: bool) -> io::Result<()> {
+    let opened = match fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(dir)
+    {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        opened => opened,
+    };
+    let removed = remove_dir_retrying_open(dir, kill);
+    drop(opened);
+    removed
+}
+
+fn remove_dir_retrying_open(dir: &Path, mut kill: bool) -> io::Result<()> {
     let mut delay = Duration::from_micros(200);
     for _ in 0..12 {
         match fs::remove_dir(dir) {
