@@ -375,6 +375,10 @@ impl Batch {
     ///
     /// All elements go in one attribute, whose length is 16 bits: 512
     /// ranges take 20 KB of it.
+    ///
+    /// NOTE: nft 1.0.6 also sends an end element for 0.0.0.0 before the
+    /// first range, which the rbtree of Linux 6.18 does not need. Only
+    /// Linux 6.18 has run the sets without it.
     fn new_set_elements(&mut self, group: &Group, ranges: &[Range]) {
         let start = self.nf_tables(NFT_MSG_NEWSETELEM, 0);
         put_string(&mut self.buf, NFTA_SET_ELEM_LIST_TABLE, TABLE);
