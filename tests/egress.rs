@@ -701,7 +701,7 @@ fn set_elements(ruleset: &serde_json::Value, name: &str) -> Vec<String> {
 /// The chain has six rules whatever the number of entries, because each
 /// group of networks is one interval set: lo, a reset and a drop for the
 /// metadata set, an accept for the allowed set, and a reset and a drop for
-/// the denied set. These 256 /32 networks made 518 rules before the sets.
+/// the denied set. One rule per network would make 518 rules here.
 #[tokio::test]
 async fn filter_rules_fixed_with_max_entries() {
     if !require_root("filter_rules_fixed_with_max_entries") {
