@@ -618,8 +618,9 @@ async fn bound_sockets_keep_metadata_blocked() {
     sandbox.kill().await.expect("kill");
 }
 
-/// The maximum number of entries makes the largest nf_tables batch, with
-/// 260 rules: about 50 KB in one datagram for these /32 networks.
+/// The maximum number of entries. These 256 /32 networks touch each
+/// other, so the filter's set `denied` merges them into one range,
+/// 198.51.100.0/24.
 #[tokio::test]
 async fn filter_takes_max_entries() {
     if !require_root("filter_takes_max_entries") {
@@ -644,6 +645,205 @@ async fn filter_takes_max_entries() {
         "address that no entry names",
     )
     .await;
+    sandbox.kill().await.expect("kill");
+}
+
+/// Returns the nf_tables ruleset of the sandbox's network namespace as
+/// `nft -j list ruleset` prints it on the host, because sandbox root may
+/// not list it. Needs `nft` (Debian's package nftables).
+fn host_ruleset(sandbox: &Sandbox) -> serde_json::Value {
+    let output = Command::new("nsenter")
+        .arg(format!("--net=/proc/{}/ns/net", sandbox.pid()))
+        .args(["nft", "-j", "list", "ruleset"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run nsenter and nft; install nftables for nft");
+    assert!(output.status.success(), "nft list ruleset: {output:?}");
+    serde_json::from_slice(&output.stdout).expect("nft's JSON output")
+}
+
+/// Returns the objects of `kind` (`rule`, `set`, ...) in `ruleset`.
+fn ruleset_objects<'a>(ruleset: &'a serde_json::Value, kind: &str) -> Vec<&'a serde_json::Value> {
+    ruleset["nftables"]
+        .as_array()
+        .expect("nftables array")
+        .iter()
+        .filter_map(|object| object.get(kind))
+        .collect()
+}
+
+/// Returns the elements of set `name` in `ruleset` as `nft` prints them:
+/// `ADDRESS/LEN` for a network, `FIRST-LAST` for another range, and the
+/// bare address for a single one.
+fn set_elements(ruleset: &serde_json::Value, name: &str) -> Vec<String> {
+    let set = ruleset_objects(ruleset, "set")
+        .into_iter()
+        .find(|set| set["name"] == name)
+        .unwrap_or_else(|| panic!("no set {name} in {ruleset}"));
+    set["elem"]
+        .as_array()
+        .unwrap_or_else(|| panic!("set {name} has no elements: {set}"))
+        .iter()
+        .map(|element| match element {
+            serde_json::Value::String(address) => address.clone(),
+            _ if element.get("prefix").is_some() => {
+                format!("{}/{}", element["prefix"]["addr"], element["prefix"]["len"])
+                    .replace('"', "")
+            }
+            _ if element.get("range").is_some() => {
+                format!("{}-{}", element["range"][0], element["range"][1]).replace('"', "")
+            }
+            _ => panic!("unknown element {element} in set {name}"),
+        })
+        .collect()
+}
+
+/// The chain has six rules whatever the number of entries, because each
+/// group of networks is one interval set: lo, a reset and a drop for the
+/// metadata set, an accept for the allowed set, and a reset and a drop for
+/// the denied set. One rule per network would make 518 rules here.
+#[tokio::test]
+async fn filter_rules_fixed_with_max_entries() {
+    if !require_root("filter_rules_fixed_with_max_entries") {
+        return;
+    }
+    // Every other address of 198.18.0.0/23, so that no two touch and the
+    // set keeps 256 ranges.
+    let denied: Vec<String> = (0..soulbox_core::MAX_EGRESS_ENTRIES)
+        .map(|i| format!("198.18.{}.{}", i / 128, i % 128 * 2))
+        .collect();
+    let mut options = internet();
+    for network in &denied {
+        options = options.deny_out(network.as_str());
+    }
+    let sandbox = Sandbox::create(options).await.expect("create");
+
+    let ruleset = host_ruleset(&sandbox);
+    let rules = ruleset_objects(&ruleset, "rule");
+    assert_eq!(rules.len(), 6, "rules: {rules:?}");
+    assert!(
+        rules.iter().all(|rule| rule["chain"] == "egress"),
+        "rules: {rules:?}"
+    );
+    assert_eq!(set_elements(&ruleset, "denied"), denied);
+    assert_eq!(set_elements(&ruleset, "allowed"), ["10.0.2.2"]);
+    assert_eq!(
+        set_elements(&ruleset, "blocked"),
+        ["100.100.100.200", "169.254.0.0/16"]
+    );
+
+    assert_bound_sends(&sandbox, "198.18.1.254", ALL_DROPPED, "last denied address").await;
+    assert_bound_sends(&sandbox, "198.18.0.0", ALL_DROPPED, "first denied address").await;
+    // The address between two denied ones is the end element of the
+    // first range.
+    assert_bound_sends(
+        &sandbox,
+        "198.18.0.1",
+        ALL_SENT,
+        "gap between denied addresses",
+    )
+    .await;
+    sandbox.kill().await.expect("kill");
+}
+
+/// Nested, touching and overlapping networks would make the kernel reject
+/// the set's elements with EEXIST or ENOTEMPTY, so PID 1 merges them.
+#[tokio::test]
+async fn overlapping_deny_entries_accepted() {
+    if !require_root("overlapping_deny_entries_accepted") {
+        return;
+    }
+    let sandbox = Sandbox::create(
+        internet()
+            .deny_out("198.51.100.0/25")
+            .deny_out("198.51.100.0/24")
+            .deny_out("198.51.100.128/25")
+            .deny_out("198.51.100.7")
+            .deny_out("198.51.100.7")
+            .deny_out("203.0.113.0/26")
+            .deny_out("203.0.113.64/26"),
+    )
+    .await
+    .expect("create with overlapping deny_out entries");
+    let ruleset = host_ruleset(&sandbox);
+    assert_eq!(
+        set_elements(&ruleset, "denied"),
+        ["198.51.100.0/24", "203.0.113.0/25"]
+    );
+    for address in ["198.51.100.7", "198.51.100.200", "203.0.113.127"] {
+        assert_bound_sends(&sandbox, address, ALL_DROPPED, "denied address").await;
+    }
+    assert_bound_sends(
+        &sandbox,
+        "203.0.113.128",
+        ALL_SENT,
+        "address after the ranges",
+    )
+    .await;
+    sandbox.kill().await.expect("kill");
+}
+
+/// The allowed set comes before the denied set, so a network allowed
+/// inside a denied one stays reachable, and the metadata set comes before
+/// both, so an allowed metadata network stays blocked.
+#[tokio::test]
+async fn nested_allow_reopens_denied_part() {
+    if !require_root("nested_allow_reopens_denied_part") {
+        return;
+    }
+    let sandbox = Sandbox::create(
+        internet()
+            .deny_out("198.51.100.0/24")
+            .allow_out("198.51.100.64/26")
+            .allow_out("169.254.169.0/24"),
+    )
+    .await
+    .expect("create");
+    assert!(host_sees_filter(&sandbox), "no nf_tables table");
+    assert_bound_sends(
+        &sandbox,
+        "198.51.100.1",
+        ALL_DROPPED,
+        "denied, below the allowed /26",
+    )
+    .await;
+    assert_bound_sends(
+        &sandbox,
+        "198.51.100.128",
+        ALL_DROPPED,
+        "denied, after the allowed /26",
+    )
+    .await;
+    assert_bound_sends(
+        &sandbox,
+        "169.254.169.254",
+        ALL_DROPPED,
+        "allowed metadata address",
+    )
+    .await;
+    assert_bound_sends(&sandbox, "198.51.100.64", ALL_SENT, "first allowed address").await;
+    assert_bound_sends(&sandbox, "198.51.100.127", ALL_SENT, "last allowed address").await;
+    sandbox.kill().await.expect("kill");
+}
+
+/// `deny_out 0.0.0.0/0` is a range with no end element, since the address
+/// after 255.255.255.255 does not exist, and a /32 allowed inside it
+/// reopens exactly one address.
+#[tokio::test]
+async fn deny_all_reopens_single_address() {
+    if !require_root("deny_all_reopens_single_address") {
+        return;
+    }
+    let sandbox = Sandbox::create(internet().deny_out(ALL_TRAFFIC).allow_out("192.0.2.9"))
+        .await
+        .expect("create");
+    let ruleset = host_ruleset(&sandbox);
+    assert_eq!(set_elements(&ruleset, "denied"), ["0.0.0.0/0"]);
+    assert_eq!(set_elements(&ruleset, "allowed"), ["10.0.2.2", "192.0.2.9"]);
+    for address in ["192.0.2.8", "192.0.2.10", "255.255.255.254"] {
+        assert_bound_sends(&sandbox, address, ALL_DROPPED, "denied neighbour").await;
+    }
+    assert_bound_sends(&sandbox, "192.0.2.9", ALL_SENT, "allowed /32").await;
     sandbox.kill().await.expect("kill");
 }
 

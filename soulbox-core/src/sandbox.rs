@@ -2521,12 +2521,16 @@ fn setup_error(stage: SetupStage, errno: i32, detail: &[u8]) -> Error {
         )
     {
         // No nfnetlink (the socket), no nf_tables subsystem (the batch),
-        // no IPv4 family (the table), or no filter chain type or
-        // expression (the chain or a rule).
+        // no IPv4 family (the table), no backend for interval sets (a
+        // set), or no filter chain type or expression (the chain or a
+        // rule). The set backends had their own options until they moved
+        // into one module in Linux 4.19 and into nf_tables in Linux 5.7.
         detail.push_str(
             "the kernel lacks nf_tables (CONFIG_NF_TABLES, CONFIG_NF_TABLES_IPV4 and \
-             CONFIG_NFT_REJECT_IPV4), which deny_out entries need to filter sockets bound to an interface; use a kernel with \
-             nf_tables or create the sandbox without deny_out entries",
+             CONFIG_NFT_REJECT_IPV4, and for interval sets CONFIG_NF_TABLES_SET on Linux 4.19 \
+             to 5.6 or CONFIG_NFT_SET_RBTREE before 4.19), which deny_out entries need to \
+             filter sockets bound to an interface; use a kernel with nf_tables or create the \
+             sandbox without deny_out entries",
         );
     }
     Error::Setup {
@@ -2682,6 +2686,10 @@ mod tests {
             let message = setup_error(SetupStage::EgressFilter, errno, b"").to_string();
             assert!(
                 message.contains("the kernel lacks nf_tables (CONFIG_NF_TABLES"),
+                "errno {errno}: {message}"
+            );
+            assert!(
+                message.contains("CONFIG_NFT_SET_RBTREE"),
                 "errno {errno}: {message}"
             );
             assert!(

@@ -937,11 +937,34 @@ fn receive(socket: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
 /// namespace, for the nf_tables batch of the egress filter.
 pub struct Nfnetlink(OwnedFd);
 
+/// NETLINK_CAP_ACK from <linux/netlink.h>, which the libc crate defines
+/// for Android only.
+const NETLINK_CAP_ACK: libc::c_int = 10;
+
 impl Nfnetlink {
     /// Opens the socket. Fails with EPROTONOSUPPORT on a kernel without
     /// nfnetlink.
+    ///
+    /// It sets NETLINK_CAP_ACK, so that an error acknowledgement quotes
+    /// only the header of the failed message. The message with a set's
+    /// elements can be 20 KB, and a reply that quoted it whole would not
+    /// fit the reply buffer of [`Nfnetlink::send_batch`]. Linux 4.3 and
+    /// later have the option, and on an older kernel the failure to set it
+    /// is ignored.
     pub fn open() -> io::Result<Self> {
-        open_netlink(libc::NETLINK_NETFILTER).map(Self)
+        let socket = open_netlink(libc::NETLINK_NETFILTER)?;
+        let enable: libc::c_int = 1;
+        // SAFETY: setsockopt reads `enable` for the length passed.
+        let _ = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_NETLINK,
+                NETLINK_CAP_ACK,
+                std::ptr::addr_of!(enable).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        Ok(Self(socket))
     }
 
     /// Sends `batch` in one datagram and waits for the acknowledgement of
@@ -952,8 +975,9 @@ impl Nfnetlink {
         raise_send_buffer(self.0.as_fd(), batch.len());
         send_to_kernel(self.0.as_fd(), batch)?;
 
-        // An error acknowledgement quotes the failed message, which for a
-        // rule is a few hundred bytes.
+        // With NETLINK_CAP_ACK an acknowledgement is 36 bytes. Without it,
+        // an error quotes the failed message, which for a rule is a few
+        // hundred bytes.
         let mut reply = [0u8; 8192];
         loop {
             let received = receive(self.0.as_fd(), &mut reply)?;
@@ -990,8 +1014,8 @@ impl Nfnetlink {
 }
 
 /// Raises the send buffer of `socket` to fit a datagram of `len` bytes.
-/// A batch of 256 egress entries is up to 150 KB, and the kernel rejects
-/// a datagram larger than the buffer with EMSGSIZE. The buffer starts at
+/// The egress filter's batch is up to 22 KB, and the kernel rejects a
+/// datagram larger than the buffer with EMSGSIZE. The buffer starts at
 /// net.core.wmem_default, which a host may set lower, and SO_SNDBUFFORCE
 /// (PID 1 still has CAP_NET_ADMIN here) also goes past wmem_max. A
 /// failure leaves the buffer as it was, and the send then reports
