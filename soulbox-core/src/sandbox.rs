@@ -2511,7 +2511,9 @@ fn setup_error(stage: SetupStage, errno: i32, detail: &[u8]) -> Error {
         // PID 1 inherits this process's hard limits, and raising one needs
         // CAP_SYS_RESOURCE, which some hosts withhold even from root.
         detail.push_str(
-            " is above the hard limit this process passed on, and raising it needs              CAP_SYS_RESOURCE: raise this process's hard limit (for open files, `ulimit -Hn`              in its shell) or ask for a lower limit (open_files_limit, file_size_limit)",
+            " is above the hard limit this process passed on, and raising it needs \
+             CAP_SYS_RESOURCE: raise this process's hard limit (for open files, `ulimit -Hn` \
+             in its shell) or ask for a lower limit (open_files_limit, file_size_limit)",
         );
     }
     if stage == SetupStage::EgressFilter
@@ -2672,6 +2674,23 @@ impl Inner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A limit above the inherited hard limit is explained in one
+    /// readable sentence.
+    #[test]
+    fn rlimit_above_hard_limit_explained() {
+        let message =
+            setup_error(SetupStage::Rlimits, libc::EPERM, b"RLIMIT_NOFILE 1048576").to_string();
+        assert!(
+            message.contains("RLIMIT_NOFILE 1048576 is above the hard limit"),
+            "{message}"
+        );
+        assert!(
+            message.contains("needs CAP_SYS_RESOURCE: raise this process's hard limit"),
+            "{message}"
+        );
+        assert!(!message.contains("  "), "{message}");
+    }
 
     /// A kernel without nf_tables fails the egress filter with one of
     /// these errors, and the message must name the missing option.
