@@ -9,12 +9,17 @@
 //! This file is a test binary of its own, so that no other test creates
 //! sandboxes while it counts.
 
+use std::process::Command;
 use std::time::Duration;
 
 use soulbox_core::Sandbox;
 use soulbox_tests::*;
 
 const SANDBOXES: usize = 100;
+
+/// Held by each test while it counts, because the count is host-wide and
+/// the tests of this file run on parallel threads.
+static COUNTING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Returns the kernel's count of negative dentries, host-wide: the fifth
 /// field of /proc/sys/fs/dentry-state.
@@ -35,10 +40,17 @@ async fn create_use_and_kill(pause: bool) {
         .await
         .expect("run /bin/true");
     assert!(output.status.success(), "/bin/true: {:?}", output.status);
-    // Looks up the paused marker, which does not exist.
     within_limit("get the info", sandbox.get_info())
         .await
         .expect("get the info");
+    // Looks up the paused marker, which does not exist, so its name is
+    // cached as a negative dentry until the kill renames the record over it.
+    within_limit(
+        "set the timeout",
+        sandbox.set_timeout(Duration::from_secs(300)),
+    )
+    .await
+    .expect("set the timeout");
     if pause {
         assert!(within_limit("pause", sandbox.pause()).await.expect("pause"));
         assert!(within_limit("resume", sandbox.resume())
@@ -55,6 +67,7 @@ async fn sandboxes_leave_no_negative_dentries() {
     if !require_root("sandboxes_leave_no_negative_dentries") {
         return;
     }
+    let _counting = COUNTING.lock().await;
     // The first sandbox starts the zygote and makes the state and cgroup
     // parent directories, none of which repeats.
     create_use_and_kill(true).await;
@@ -70,5 +83,54 @@ async fn sandboxes_leave_no_negative_dentries() {
     assert!(
         left < SANDBOXES as i64 / 4,
         "{SANDBOXES} sandboxes left {left} negative dentries in the host's dentry cache"
+    );
+}
+
+/// A rootless create may not write to the host's cgroups. Each failed
+/// mkdir of a cgroup directory named after the sandbox used to leave a
+/// negative dentry, three per `soulbox run` on a host with the memory and
+/// pids controllers on cgroup v1.
+#[test]
+fn rootless_runs_leave_no_negative_dentries() {
+    if !require_root("rootless_runs_leave_no_negative_dentries") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    // The build directory may sit below a home directory that the
+    // unprivileged account cannot enter, so the CLI runs from a copy.
+    let dir = std::env::temp_dir().join(unique_name("dentry-rootless"));
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let soulbox = dir.join("soulbox");
+    copy_program(&soulbox_bin(), &soulbox, 0o755);
+    let (uid, gid) = unprivileged_ids();
+    let run_true = || {
+        let output = Command::new("setpriv")
+            .args(["--reuid", &uid, "--regid", &gid, "--clear-groups", "--"])
+            .args(["env", "-i", "PATH=/usr/bin:/bin"])
+            .arg(&soulbox)
+            .args(["run", "--", "/bin/true"])
+            .output()
+            .expect("run setpriv (util-linux)");
+        assert!(
+            output.status.success(),
+            "soulbox run as uid {uid} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+
+    let _counting = COUNTING.blocking_lock();
+    // The first run makes the state directory, which does not repeat.
+    run_true();
+    let before = negative_dentries();
+    for _ in 0..SANDBOXES {
+        run_true();
+    }
+    let left = negative_dentries() - before;
+    let _ = std::fs::remove_dir_all(&dir);
+    // Other processes on the host may add a few meanwhile.
+    assert!(
+        left < SANDBOXES as i64 / 4,
+        "{SANDBOXES} rootless runs left {left} negative dentries in the host's dentry cache"
     );
 }

@@ -569,6 +569,11 @@ fn remove_dir_retrying_open(dir: &Path, mut kill: bool) -> io::Result<()> {
 /// writable (rootless without delegation). The parent is made only when
 /// the first attempt finds it missing, which saves a system call on every
 /// create but the first.
+///
+/// A caller other than root checks first that it may write to the
+/// parent. A mkdir that fails with EACCES has already looked the name up,
+/// so it would leave a negative dentry of the sandbox's id in the cache,
+/// one per hierarchy and rootless create.
 fn make_dir(root: &Path, id: &str) -> Result<Option<PathBuf>> {
     let parent = root.join(PARENT);
     let dir = parent.join(id);
@@ -577,6 +582,9 @@ fn make_dir(root: &Path, id: &str) -> Result<Option<PathBuf>> {
         path: path.to_path_buf(),
         source,
     };
+    if crate::sys::geteuid() != 0 && !may_create_in(&parent) {
+        return Ok(None);
+    }
     match fs::create_dir(&dir) {
         Ok(()) => return Ok(Some(dir)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -594,6 +602,23 @@ fn make_dir(root: &Path, id: &str) -> Result<Option<PathBuf>> {
         Ok(()) => Ok(Some(dir)),
         Err(e) if e.kind() == io::ErrorKind::PermissionDenied => Ok(None),
         Err(source) => Err(error(&dir, source)),
+    }
+}
+
+/// Returns false when this process's effective ids may not create entries
+/// in `dir`. A missing `dir`, or another failure of the check, returns
+/// true, so that the mkdir reports it.
+fn may_create_in(dir: &Path) -> bool {
+    use nix::fcntl::AtFlags;
+    use nix::unistd::{faccessat, AccessFlags};
+    match faccessat(
+        None,
+        dir,
+        AccessFlags::W_OK | AccessFlags::X_OK,
+        AtFlags::AT_EACCESS,
+    ) {
+        Err(errno) => !is_not_writable(&io::Error::from(errno)),
+        Ok(()) => true,
     }
 }
 
