@@ -12,7 +12,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use soulbox_core::Sandbox;
+use soulbox_core::{Sandbox, SandboxPool};
 use soulbox_tests::*;
 
 const SANDBOXES: usize = 100;
@@ -132,5 +132,54 @@ fn rootless_runs_leave_no_negative_dentries() {
     assert!(
         left < SANDBOXES as i64 / 4,
         "{SANDBOXES} rootless runs left {left} negative dentries in the host's dentry cache"
+    );
+}
+
+/// Sandboxes that wait in a pool have no record yet. Each one that the
+/// pool's close kills used to leave a negative dentry of its record's name.
+#[tokio::test]
+async fn pool_discards_leave_no_negative_dentries() {
+    if !require_root("pool_discards_leave_no_negative_dentries") {
+        return;
+    }
+    const POOL_SIZE: usize = 20;
+    const ROUNDS: usize = 5;
+    let fill = |pool: &SandboxPool| {
+        let deadline = std::time::Instant::now() + STEP_LIMIT;
+        while pool.waiting() < POOL_SIZE {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the pool filled only {} of {POOL_SIZE} sandboxes within {STEP_LIMIT:?}",
+                pool.waiting()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+
+    let _counting = COUNTING.lock().await;
+    // The first round starts the zygote and makes the parent directories.
+    let pool = SandboxPool::new(options(), POOL_SIZE).expect("start a pool");
+    fill(&pool);
+    pool.close().await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    let before = negative_dentries();
+    for _ in 0..ROUNDS {
+        let pool = SandboxPool::new(options(), POOL_SIZE).expect("start a pool");
+        fill(&pool);
+        let sandbox = within_limit("take a sandbox", pool.create())
+            .await
+            .expect("take a sandbox from the pool");
+        within_limit("kill", sandbox.kill()).await.expect("kill");
+        fill(&pool);
+        within_limit("close the pool", pool.close()).await;
+    }
+    let left = negative_dentries() - before;
+    let discarded = (ROUNDS * POOL_SIZE) as i64;
+    // Other processes on the host may add a few meanwhile.
+    assert!(
+        left < discarded / 4,
+        "{discarded} sandboxes discarded by a pool left {left} negative dentries \
+         in the host's dentry cache"
     );
 }
