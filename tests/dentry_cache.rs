@@ -12,7 +12,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use soulbox_core::{Sandbox, SandboxPool};
+use soulbox_core::{ListQuery, Sandbox, SandboxPool};
 use soulbox_tests::*;
 
 const SANDBOXES: usize = 100;
@@ -181,5 +181,73 @@ async fn pool_discards_leave_no_negative_dentries() {
         left < discarded / 4,
         "{discarded} sandboxes discarded by a pool left {left} negative dentries \
          in the host's dentry cache"
+    );
+}
+
+/// Files of an entry without a lock file, such as a paused marker that a
+/// pause racing a kill wrote after the kill, are removed by the next list
+/// once they are 5 s old, and empty sandbox cgroups once they are 60 s
+/// old. Each removal used to leave a negative dentry.
+#[tokio::test]
+async fn swept_leftovers_leave_no_negative_dentries() {
+    if !require_root("swept_leftovers_leave_no_negative_dentries") {
+        return;
+    }
+    const LEFTOVERS: usize = 100;
+    const CGROUPS_PER_PARENT: usize = 20;
+    let _counting = COUNTING.lock().await;
+    // Makes the state directory where no sandbox has made it yet.
+    within_limit("list", Sandbox::list(&ListQuery::default()))
+        .await
+        .expect("list the sandboxes");
+    let sandboxes = soulbox_core::diagnostics::state_dir().join("sandboxes");
+    let old = std::time::SystemTime::now() - Duration::from_secs(60);
+    // Sandbox ids: "sb-" and 12 characters of this alphabet.
+    let alphabet = b"abcdefghijkmnpqrstuvwxyz23456789";
+    let leftovers: Vec<_> = (0..LEFTOVERS)
+        .map(|i| {
+            let high = alphabet[i / alphabet.len()] as char;
+            let low = alphabet[i % alphabet.len()] as char;
+            sandboxes.join(format!("sb-dentrycach{high}{low}.paused"))
+        })
+        .collect();
+    for path in &leftovers {
+        std::fs::File::create(path)
+            .and_then(|file| file.set_modified(old))
+            .unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
+    }
+    let mut cgroups = Vec::new();
+    for parent in soulbox_core::diagnostics::cgroup_parents() {
+        for &letter in alphabet.iter().take(CGROUPS_PER_PARENT) {
+            let dir = parent.join(format!("sb-dentrycgrp{}a", letter as char));
+            std::fs::create_dir(&dir)
+                .and_then(|()| std::fs::File::open(&dir))
+                .and_then(|file| file.set_modified(old))
+                .unwrap_or_else(|e| panic!("create the cgroup {}: {e}", dir.display()));
+            cgroups.push(dir);
+        }
+    }
+    let removed = (leftovers.len() + cgroups.len()) as i64;
+
+    let before = negative_dentries();
+    within_limit("list", Sandbox::list(&ListQuery::default()))
+        .await
+        .expect("list the sandboxes");
+    let left = negative_dentries() - before;
+    let remaining: Vec<_> = leftovers.iter().filter(|path| path.exists()).collect();
+    assert!(remaining.is_empty(), "the list left {remaining:?}");
+    let remaining: Vec<_> = cgroups.iter().filter(|dir| dir.exists()).collect();
+    for dir in &remaining {
+        let _ = std::fs::remove_dir(dir);
+    }
+    assert!(
+        remaining.is_empty(),
+        "the list left the cgroups {remaining:?}"
+    );
+    // Other processes on the host may add a few meanwhile.
+    assert!(
+        left < removed / 4,
+        "removing {removed} leftover files and cgroups left {left} negative dentries in \
+         the host's dentry cache"
     );
 }

@@ -532,17 +532,29 @@ pub fn check_freezer_writable(operation: &'static str) -> Result<()> {
 /// dentry. An rmdir of a directory that no one has open leaves a negative
 /// dentry of the sandbox's name in the cache (see the `state` module).
 fn remove_dir_retrying(dir: &Path, kill: bool) -> io::Result<()> {
-    let opened = match fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
-        .open(dir)
-    {
+    let opened = match open_dir_path(dir) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         opened => opened,
     };
     let removed = remove_dir_retrying_open(dir, kill);
     drop(opened);
     removed
+}
+
+/// Removes `dir` once, while it is open with O_PATH, so that the kernel
+/// drops its dentry (see [`remove_dir_retrying`]).
+fn remove_dir_open(dir: &Path) -> io::Result<()> {
+    let opened = open_dir_path(dir)?;
+    let removed = fs::remove_dir(dir);
+    drop(opened);
+    removed
+}
+
+fn open_dir_path(dir: &Path) -> io::Result<fs::File> {
+    fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(dir)
 }
 
 fn remove_dir_retrying_open(dir: &Path, mut kill: bool) -> io::Result<()> {
@@ -728,7 +740,7 @@ pub fn sweep_stale(min_age: Duration) {
             let empty = fs::read_to_string(dir.join("cgroup.procs"))
                 .is_ok_and(|procs| procs.trim().is_empty());
             if old_enough && empty {
-                let _ = fs::remove_dir(&dir);
+                let _ = remove_dir_open(&dir);
             }
         }
     }

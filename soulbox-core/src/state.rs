@@ -548,7 +548,7 @@ pub(crate) fn entries(sandboxes: &Path) -> Vec<Listed> {
             .and_then(|rest| rest.strip_suffix(LOCK))
         {
             if id::is_sandbox_id(id) && is_stale_new_lock(&entry.path()) {
-                let _ = fs::remove_file(entry.path());
+                let _ = unlink_open(&entry.path());
             }
             continue;
         }
@@ -577,7 +577,7 @@ fn remove_if_orphan(sandboxes: &Path, name: &str, listed: &[Listed]) {
     }
     let path = sandboxes.join(name);
     if age(&path).is_some_and(|age| age >= NEW_ENTRY_MAX_AGE) {
-        let _ = fs::remove_file(path);
+        let _ = unlink_open(&path);
     }
 }
 
