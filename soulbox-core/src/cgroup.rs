@@ -532,17 +532,29 @@ pub fn check_freezer_writable(operation: &'static str) -> Result<()> {
 /// dentry. An rmdir of a directory that no one has open leaves a negative
 /// dentry of the sandbox's name in the cache (see the `state` module).
 fn remove_dir_retrying(dir: &Path, kill: bool) -> io::Result<()> {
-    let opened = match fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
-        .open(dir)
-    {
+    let opened = match open_dir_path(dir) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         opened => opened,
     };
     let removed = remove_dir_retrying_open(dir, kill);
     drop(opened);
     removed
+}
+
+/// Removes `dir` once, while it is open with O_PATH, so that the kernel
+/// drops its dentry (see [`remove_dir_retrying`]).
+fn remove_dir_open(dir: &Path) -> io::Result<()> {
+    let opened = open_dir_path(dir)?;
+    let removed = fs::remove_dir(dir);
+    drop(opened);
+    removed
+}
+
+fn open_dir_path(dir: &Path) -> io::Result<fs::File> {
+    fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(dir)
 }
 
 fn remove_dir_retrying_open(dir: &Path, mut kill: bool) -> io::Result<()> {
@@ -569,6 +581,11 @@ fn remove_dir_retrying_open(dir: &Path, mut kill: bool) -> io::Result<()> {
 /// writable (rootless without delegation). The parent is made only when
 /// the first attempt finds it missing, which saves a system call on every
 /// create but the first.
+///
+/// A caller other than root checks first that it may write to the
+/// parent. A mkdir that fails with EACCES has already looked the name up,
+/// so it would leave a negative dentry of the sandbox's id in the cache,
+/// one per hierarchy and rootless create.
 fn make_dir(root: &Path, id: &str) -> Result<Option<PathBuf>> {
     let parent = root.join(PARENT);
     let dir = parent.join(id);
@@ -577,6 +594,9 @@ fn make_dir(root: &Path, id: &str) -> Result<Option<PathBuf>> {
         path: path.to_path_buf(),
         source,
     };
+    if crate::sys::geteuid() != 0 && !may_create_in(&parent) {
+        return Ok(None);
+    }
     match fs::create_dir(&dir) {
         Ok(()) => return Ok(Some(dir)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -594,6 +614,23 @@ fn make_dir(root: &Path, id: &str) -> Result<Option<PathBuf>> {
         Ok(()) => Ok(Some(dir)),
         Err(e) if e.kind() == io::ErrorKind::PermissionDenied => Ok(None),
         Err(source) => Err(error(&dir, source)),
+    }
+}
+
+/// Returns false when this process's effective ids may not create entries
+/// in `dir`. A missing `dir`, or another failure of the check, returns
+/// true, so that the mkdir reports it.
+fn may_create_in(dir: &Path) -> bool {
+    use nix::fcntl::AtFlags;
+    use nix::unistd::{faccessat, AccessFlags};
+    match faccessat(
+        None,
+        dir,
+        AccessFlags::W_OK | AccessFlags::X_OK,
+        AtFlags::AT_EACCESS,
+    ) {
+        Err(errno) => !is_not_writable(&io::Error::from(errno)),
+        Ok(()) => true,
     }
 }
 
@@ -703,7 +740,7 @@ pub fn sweep_stale(min_age: Duration) {
             let empty = fs::read_to_string(dir.join("cgroup.procs"))
                 .is_ok_and(|procs| procs.trim().is_empty());
             if old_enough && empty {
-                let _ = fs::remove_dir(&dir);
+                let _ = remove_dir_open(&dir);
             }
         }
     }

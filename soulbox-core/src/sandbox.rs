@@ -756,7 +756,7 @@ impl Sandbox {
         let scratch_dir = prepare_scratch_dir(state_dir)?;
 
         let new_entry = state::NewEntry::create(sandboxes)?;
-        let entry_guard = EntryGuard(Some(new_entry.path.clone()));
+        let entry_guard = EntryGuard::new(new_entry.path.clone());
         let id = new_entry.id.clone();
         let config = Config {
             sandbox_id: id.clone().into_bytes(),
@@ -1539,11 +1539,28 @@ fn sweep(sandboxes: &Path) {
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Removes a half-built state entry unless defused.
-struct EntryGuard(Option<PathBuf>);
+struct EntryGuard {
+    entry: Option<PathBuf>,
+    /// Whether the entry's record was written. Without one, the removal
+    /// skips the record's name, because a lookup of a missing name leaves
+    /// a negative dentry.
+    has_record: bool,
+}
 
 impl EntryGuard {
+    fn new(entry: PathBuf) -> Self {
+        Self {
+            entry: Some(entry),
+            has_record: false,
+        }
+    }
+
+    fn record_written(&mut self) {
+        self.has_record = true;
+    }
+
     fn defuse(mut self) {
-        self.0 = None;
+        self.entry = None;
     }
 }
 
@@ -1570,8 +1587,14 @@ impl Drop for KillUnlessReturned<'_> {
 
 impl Drop for EntryGuard {
     fn drop(&mut self) {
-        if let Some(entry) = &self.0 {
-            let _ = state::remove_entry(entry);
+        match &self.entry {
+            Some(entry) if self.has_record => {
+                let _ = state::remove_entry(entry);
+            }
+            Some(entry) => {
+                let _ = state::remove_entry_without_record(entry);
+            }
+            None => {}
         }
     }
 }
@@ -1929,7 +1952,7 @@ impl Prepared {
         let Self {
             id,
             launch,
-            entry_guard,
+            mut entry_guard,
             entry,
             control,
             root,
@@ -1969,6 +1992,7 @@ impl Prepared {
             control
         };
         state::write_record(&entry, &record)?;
+        entry_guard.record_written();
         if !options.kill_on_drop {
             if let Err(error) = send_request(&control, &Request::Persist, &[]).await {
                 // A first command with ends_sandbox may have ended the

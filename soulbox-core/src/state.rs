@@ -22,9 +22,10 @@
 //! 3 ms on the benchmark host against 3 µs for an unlink. The state
 //! directory is mode 0700, so only its owner (and root) reaches a sandbox.
 //!
-//! Removal leaves no name behind in the kernel's dentry cache. A name that
-//! is unlinked while no one has it open, or looked up and not found, stays
-//! cached as a negative dentry until memory runs short. Each sandbox id is
+//! Removal leaves no name behind in the kernel's dentry cache. On ext4 and
+//! on cgroupfs, a name that is unlinked while no one has it open, or looked
+//! up and not found, stays cached as a negative dentry until memory runs
+//! short (tmpfs drops such names at once). Each sandbox id is
 //! used once, and the kill used to leave 8 such names per sandbox (5 here,
 //! 3 for the cgroup directories). The benchmark host had 1.1 million
 //! negative dentries after days of tests, probably most of them from this,
@@ -458,8 +459,11 @@ pub(crate) fn remove_entry(entry: &Path) -> io::Result<()> {
 /// renamed over the marker, which replaces it if it is there and leaves no
 /// dentry of either name, and is then unlinked under its new name. An
 /// entry without a record was never handed to a caller, so it was never
-/// paused. Temporary files of a writer that died are left to the sweep,
-/// which removes files without a lock file.
+/// paused, unless a kill was interrupted between the rename and the
+/// unlink. That renamed record, a marker that a pause racing the kill
+/// writes after it, and temporary files of a writer that died are left to
+/// the sweep, which removes files without a lock file once they are 5 s
+/// old.
 pub(crate) fn remove_entry_files(entry: &Path) -> io::Result<()> {
     let control = unlink_open(&entry_file(entry, CONTROL));
     let record = entry_file(entry, RECORD);
@@ -477,6 +481,16 @@ pub(crate) fn remove_entry_files(entry: &Path) -> io::Result<()> {
         Err(_) => ignore_missing(fs::remove_file(&record)),
     };
     control.and(records)
+}
+
+/// Removes the socket and then the lock file of an entry that has no
+/// record, such as a sandbox that waited in a pool and was never handed to
+/// a caller. Such an entry was never paused either. A missing file is not
+/// an error.
+pub(crate) fn remove_entry_without_record(entry: &Path) -> io::Result<()> {
+    let control = unlink_open(&entry_file(entry, CONTROL));
+    let lock = remove_entry_lock(entry);
+    control.and(lock)
 }
 
 /// Removes an entry's lock file, the last of its files.
@@ -534,7 +548,7 @@ pub(crate) fn entries(sandboxes: &Path) -> Vec<Listed> {
             .and_then(|rest| rest.strip_suffix(LOCK))
         {
             if id::is_sandbox_id(id) && is_stale_new_lock(&entry.path()) {
-                let _ = fs::remove_file(entry.path());
+                let _ = unlink_open(&entry.path());
             }
             continue;
         }
@@ -563,7 +577,7 @@ fn remove_if_orphan(sandboxes: &Path, name: &str, listed: &[Listed]) {
     }
     let path = sandboxes.join(name);
     if age(&path).is_some_and(|age| age >= NEW_ENTRY_MAX_AGE) {
-        let _ = fs::remove_file(path);
+        let _ = unlink_open(&path);
     }
 }
 
@@ -826,6 +840,16 @@ mod tests {
         drop(lock);
         assert_eq!(probe(&path).0, Liveness::Dead);
         remove_entry(&path).unwrap();
+        assert_eq!(dir.names(), Vec::<String>::new());
+        assert_eq!(probe(&path).0, Liveness::Missing);
+    }
+
+    #[test]
+    fn entry_without_record_removed() {
+        let dir = TempDir::new("without-record");
+        let NewEntry { path, lock, .. } = NewEntry::create(&dir.0).unwrap();
+        drop(lock);
+        remove_entry_without_record(&path).unwrap();
         assert_eq!(dir.names(), Vec::<String>::new());
         assert_eq!(probe(&path).0, Liveness::Missing);
     }
