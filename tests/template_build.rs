@@ -845,6 +845,68 @@ async fn directory_copied_whole() {
     );
 }
 
+/// A `[[files]]` source rewritten in place with the same size after the
+/// key was hashed and before the copy. The rewrite happens in the build's
+/// own `File` event, which `copy_in` sends for a file just before it copies
+/// that file, after every file was hashed. The callback runs inside the
+/// build, so the rewrite lands between the hash and the copy every time,
+/// with no sleep and no test-only hook.
+#[tokio::test(flavor = "multi_thread")]
+async fn file_rewritten_before_copy_rejected() {
+    if !require_root("file_rewritten_before_copy_rejected") {
+        return;
+    }
+    use std::io::Write;
+    let folder = Folder::new(
+        "build-rewritten",
+        "[[files]]\nfrom = \"data.txt\"\nto = \"/home/user/data.txt\"\n",
+    );
+    let original = "original contents\n";
+    let replaced = "replaced contents\n";
+    assert_eq!(original.len(), replaced.len());
+    folder.write("data.txt", original);
+    let source = folder.dir.join("data.txt");
+    let mut rewrites = 0;
+    let mut on_event = |event: BuildEvent<'_>| {
+        if let BuildEvent::File { from, .. } = event {
+            if from == Path::new("data.txt") {
+                // No O_TRUNC: the file keeps its inode and never changes size.
+                let mut file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&source)
+                    .expect("open the source to rewrite it");
+                file.write_all(replaced.as_bytes())
+                    .expect("rewrite the source");
+                rewrites += 1;
+            }
+        }
+    };
+    let result = within_limit(
+        "build",
+        build::build(&folder.dir, &BuildOptions::default(), &mut on_event),
+    )
+    .await;
+    assert_eq!(rewrites, 1, "File events for data.txt");
+    let error = result.expect_err("a build whose source changed after hashing succeeded");
+    let message = error.to_string();
+    assert!(
+        message.contains("\"data.txt\" changed while it was copied"),
+        "{message}"
+    );
+    assert!(message.contains("build again"), "{message}");
+
+    // The failed build kept nothing, so a build of the original contents
+    // runs anew instead of reusing a layer that contains the replaced ones.
+    folder.write("data.txt", original);
+    let built = build_ok(&folder, &BuildOptions::default()).await;
+    assert!(
+        !built.cached,
+        "a layer with the replaced contents was cached under the original contents' key"
+    );
+    let sandbox = create(&folder.path_text()).await;
+    assert_eq!(run_ok(&sandbox, "cat /home/user/data.txt").await, original);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn image_base_keeps_image_defaults() {
     if !require_root("image_base_keeps_image_defaults") {

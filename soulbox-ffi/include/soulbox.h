@@ -297,6 +297,50 @@ typedef uint32_t soulbox_sandbox_state;
 #endif // __cplusplus
 
 /**
+ * Kind of a build event passed to `soulbox_build_event_callback`. Each
+ * variant's documentation names the bytes that come with it.
+ */
+enum soulbox_build_event_kind
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * An earlier build with the same inputs is reused and nothing runs.
+   * The bytes are the build's key, 64 hex digits.
+   */
+  SOULBOX_BUILD_EVENT_KIND_CACHED = 1,
+  /**
+   * A `[[files]]` entry, or a file or directory inside one, is about to
+   * be copied in. The bytes are its absolute path in the template.
+   */
+  SOULBOX_BUILD_EVENT_KIND_FILE = 2,
+  /**
+   * A `run` step starts. The bytes are its command line.
+   */
+  SOULBOX_BUILD_EVENT_KIND_STEP = 3,
+  /**
+   * Bytes that the running step wrote to stdout.
+   */
+  SOULBOX_BUILD_EVENT_KIND_STDOUT = 4,
+  /**
+   * Bytes that the running step wrote to stderr.
+   */
+  SOULBOX_BUILD_EVENT_KIND_STDERR = 5,
+  /**
+   * Every step succeeded and the layer is being saved. No bytes.
+   */
+  SOULBOX_BUILD_EVENT_KIND_SAVING = 6,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum soulbox_build_event_kind soulbox_build_event_kind;
+#else
+typedef uint32_t soulbox_build_event_kind;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
  * Kind of change that a `soulbox_filesystem_event` reports, as E2B's
  * `FilesystemEventType`.
  */
@@ -777,6 +821,42 @@ typedef struct soulbox_metrics {
    */
   uint64_t disk_total;
 } soulbox_metrics;
+
+/**
+ * Receives an event of a build while `soulbox_template_build_with_output`
+ * is in progress, in the order the build makes them. `kind` names the
+ * event and so what `data` contains:
+ * - SOULBOX_BUILD_EVENT_KIND_CACHED: the build's key, 64 hex digits. An
+ *   earlier build with the same inputs is reused, and no other event
+ *   comes.
+ * - SOULBOX_BUILD_EVENT_KIND_FILE: the absolute path in the template of a
+ *   file or directory about to be copied in, one event for each, a
+ *   directory before its contents.
+ * - SOULBOX_BUILD_EVENT_KIND_STEP: the command line of the `run` step that
+ *   starts.
+ * - SOULBOX_BUILD_EVENT_KIND_STDOUT and SOULBOX_BUILD_EVENT_KIND_STDERR: a
+ *   chunk that the running step wrote to stdout or stderr. Chunks of one
+ *   stream arrive in order, but the two are separate pipes, so their
+ *   relative order is not kept, and a multibyte character may be split
+ *   across two chunks.
+ * - SOULBOX_BUILD_EVENT_KIND_SAVING: nothing (`len` is 0). Every step
+ *   succeeded and the layer is being saved.
+ *
+ * `data` points to `len` bytes, followed by a NUL byte that `len` does not
+ * count, so text can be passed to C string functions (a step's command
+ * line may itself contain a NUL, so `len` is the length to trust). The
+ * bytes stay valid only until the callback returns. `data` is never NULL.
+ * `user_data` is the pointer the caller passed along with the callback.
+ *
+ * The callback runs on the thread that made the call, never on another
+ * thread and never twice at once, and the build waits while it runs. It
+ * may call other SoulBox functions, but must not leave by longjmp or a
+ * C++ exception.
+ */
+typedef void (*soulbox_build_event_callback)(void *user_data,
+                                             soulbox_build_event_kind kind,
+                                             const uint8_t *data,
+                                             size_t len);
 
 /**
  * One change in a watched directory. Owned by the caller and freed with
@@ -1764,7 +1844,8 @@ void soulbox_sandbox_free(struct soulbox_sandbox *sandbox);
  * relative to the current directory. `name_or_null` registers the
  * template under a name, in place of the file's `name` key. A build
  * whose inputs have not changed returns at once, and
- * `soulbox_built_template_cached` is then true. Step output is discarded.
+ * `soulbox_built_template_cached` is then true. Step output is discarded;
+ * `soulbox_template_build_with_output` passes it on.
  * Blocks until the build ends. On success stores the result in `*out`,
  * which the caller frees with `soulbox_built_template_free`. On failure
  * stores NULL, and a failed build leaves nothing in the layer cache.
@@ -1774,13 +1855,29 @@ void soulbox_sandbox_free(struct soulbox_sandbox *sandbox);
  *
  * Errors: INVALID_ARGUMENT for an invalid file or name, with a message
  * that names the key. TEMPLATE when a step exits non-zero, with the step
- * and its status in the message, or when the layer cannot be saved.
- * Others as `soulbox_sandbox_create` returns them for the build's
- * sandbox.
+ * and its status in the message, when a copied file changed during the
+ * build, or when the layer cannot be saved. Others as
+ * `soulbox_sandbox_create` returns them for the build's sandbox.
  */
 struct soulbox_error *soulbox_template_build(const char *path,
                                              const char *name_or_null,
                                              struct soulbox_built_template **out);
+
+/**
+ * Builds a template as `soulbox_template_build` does, and passes each
+ * event of the build to `on_event` as it happens: each file copied in,
+ * each step with its stdout and stderr, and the saving of the layer (see
+ * `soulbox_build_event_callback`). A NULL `on_event` discards them, as
+ * `soulbox_template_build` does. `user_data` is passed to every call of
+ * `on_event` and is not read by SoulBox. The events come before the call
+ * returns, also for a build that fails, so the output of a failed step
+ * is there to show. Results and errors as `soulbox_template_build`.
+ */
+struct soulbox_error *soulbox_template_build_with_output(const char *path,
+                                                         const char *name_or_null,
+                                                         soulbox_build_event_callback on_event,
+                                                         void *user_data,
+                                                         struct soulbox_built_template **out);
 
 /**
  * Returns the build's key, 64 hex digits of a SHA-256. The string
@@ -1814,7 +1911,8 @@ const char *soulbox_built_template_layer(const struct soulbox_built_template *bu
 bool soulbox_built_template_cached(const struct soulbox_built_template *built);
 
 /**
- * Frees a result of `soulbox_template_build`; the template stays built.
+ * Frees a result of `soulbox_template_build` or
+ * `soulbox_template_build_with_output`; the template stays built.
  * NULL is ignored.
  */
 void soulbox_built_template_free(struct soulbox_built_template *built);

@@ -175,6 +175,7 @@ c_cases!(
     get_host,
     mounts,
     template_build,
+    template_build_output,
     version,
 );
 

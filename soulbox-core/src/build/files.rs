@@ -8,8 +8,12 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
+use sha2::digest::Output;
 use sha2::{Digest, Sha256};
+use tokio::io::{AsyncRead, ReadBuf};
 
 use super::spec::{self, Spec};
 use super::BuildEvent;
@@ -37,6 +41,9 @@ struct OpenFile {
     file: File,
     size: u64,
     executable: bool,
+    /// SHA-256 of the contents as `hash_into` read them, which the copy
+    /// must match. `None` until `hash_into` ran.
+    digest: Option<Output<Sha256>>,
 }
 
 /// Opens every `[[files]]` source, and what a directory contains, below
@@ -161,26 +168,29 @@ impl Walk<'_> {
                 size: metadata.len(),
                 executable: metadata.permissions().mode() & 0o111 != 0,
                 file,
+                digest: None,
             }),
         });
         Ok(Vec::new())
     }
 }
 
-/// Adds every item's path, kind, mode and contents to `hash`.
-pub(crate) fn hash_into(hash: &mut Sha256, spec: &Spec, items: &[CopyItem]) -> Result<()> {
+/// Adds every item's path, kind and mode, and each file's size and
+/// SHA-256, to `hash`. Keeps each file's SHA-256 for `copy_in`.
+pub(crate) fn hash_into(hash: &mut Sha256, spec: &Spec, items: &mut [CopyItem]) -> Result<()> {
     let mut buf = vec![0u8; 1 << 16];
     for item in items {
         hash.update(item.from.as_os_str().as_bytes());
         hash.update([0]);
         hash.update(item.to.as_bytes());
         hash.update([0]);
-        let Some(open) = &item.file else {
+        let Some(open) = &mut item.file else {
             hash.update(b"d");
             continue;
         };
         hash.update([b'f', u8::from(open.executable)]);
         hash.update(open.size.to_le_bytes());
+        let mut contents = Sha256::new();
         let mut reader = (&open.file).take(open.size);
         loop {
             let n = reader.read(&mut buf).map_err(|e| {
@@ -193,8 +203,11 @@ pub(crate) fn hash_into(hash: &mut Sha256, spec: &Spec, items: &[CopyItem]) -> R
             if n == 0 {
                 break;
             }
-            hash.update(&buf[..n]);
+            contents.update(&buf[..n]);
         }
+        let digest = contents.finalize();
+        hash.update(digest);
+        open.digest = Some(digest);
     }
     Ok(())
 }
@@ -235,15 +248,27 @@ pub(crate) async fn copy_in(
         let mut copy = open.file.try_clone().map_err(|e| fail(e.to_string()))?;
         std::io::Seek::seek(&mut copy, std::io::SeekFrom::Start(0))
             .map_err(|e| fail(e.to_string()))?;
-        let reader = tokio::fs::File::from_std(copy);
+        let mut reader = HashingReader {
+            inner: tokio::fs::File::from_std(copy),
+            hash: Sha256::new(),
+        };
         let written = files_api
-            .write_from(&item.to, reader)
+            .write_from(&item.to, &mut reader)
             .await
             .map_err(cannot_copy)?;
         if written != open.size {
             return Err(fail(format!(
                 "{:?} changed while it was copied ({written} bytes, expected {}); build again",
                 item.from, open.size
+            )));
+        }
+        // A rewrite in place that keeps the size passes the size check, so
+        // the copied bytes are compared with those hash_into put in the key.
+        if Some(reader.hash.finalize()) != open.digest {
+            return Err(fail(format!(
+                "{:?} changed while it was copied (its contents differ from those hashed into \
+                 the build's key); build again",
+                item.from
             )));
         }
         if open.executable {
@@ -265,4 +290,26 @@ pub(crate) async fn copy_in(
         }
     }
     Ok(())
+}
+
+/// A reader that adds every byte it reads to a SHA-256.
+struct HashingReader<R> {
+    inner: R,
+    hash: Sha256,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for HashingReader<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let start = buf.filled().len();
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = polled {
+            this.hash.update(&buf.filled()[start..]);
+        }
+        polled
+    }
 }

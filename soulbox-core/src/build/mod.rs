@@ -186,8 +186,8 @@ pub async fn build(
         )),
         other => other,
     })?;
-    let items = files::open(&spec)?;
-    let key = build_key(&spec, &base, &items)?;
+    let mut items = files::open(&spec)?;
+    let key = build_key(&spec, &base, &mut items)?;
     let cache = LayerCache::open().map_err(image_error(&spec.path))?;
     let built = cache.dir().join("built").join(&key);
     let cached = built.join("template.json").is_file();
@@ -491,7 +491,7 @@ fn image_error(path: &Path) -> impl Fn(ImageError) -> Error + '_ {
 }
 
 /// Returns the build's key; see the module's documentation.
-fn build_key(spec: &spec::Spec, base: &Template, items: &[files::CopyItem]) -> Result<String> {
+fn build_key(spec: &spec::Spec, base: &Template, items: &mut [files::CopyItem]) -> Result<String> {
     use std::os::unix::ffi::OsStrExt;
     let mut hash = Sha256::new();
     hash.update(format!(

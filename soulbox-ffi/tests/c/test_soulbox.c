@@ -2256,11 +2256,11 @@ static void case_mounts(void) {
     rmdir(dir);
 }
 
-/* Builds a template from a soulbox.toml into a layer cache of this case's
- * own, creates a sandbox from it by name, and checks the cached rebuild
- * and the errors. */
-static void case_template_build(void) {
-    char dir[] = "/tmp/soulbox-c-build-XXXXXX";
+/* Makes the build folder `dir` from its mkdtemp template, with an
+ * input.txt that contains "copied in\n" and a soulbox.toml that contains
+ * `spec`, whose path goes to `toml`. Points the layer cache into the folder,
+ * so the case builds into a cache of its own. */
+static void make_build_folder(char *dir, char *toml, size_t toml_size, const char *spec) {
     CHECK(mkdtemp(dir) != NULL, "mkdtemp: %s", strerror(errno));
     char path[256];
     snprintf(path, sizeof path, "%s/cache", dir);
@@ -2269,15 +2269,22 @@ static void case_template_build(void) {
     CHECK(setenv("SOULBOX_LAYER_CACHE", path, 1) == 0, "setenv: %s", strerror(errno));
     snprintf(path, sizeof path, "%s/input.txt", dir);
     write_host_file(path, "copied in\n", 0644);
+    snprintf(toml, toml_size, "%s/soulbox.toml", dir);
+    write_host_file(toml, spec, 0644);
+}
+
+/* Builds a template from a soulbox.toml into a layer cache of this case's
+ * own, creates a sandbox from it by name, and checks the cached rebuild
+ * and the errors. */
+static void case_template_build(void) {
+    char dir[] = "/tmp/soulbox-c-build-XXXXXX";
     char toml[256];
-    snprintf(toml, sizeof toml, "%s/soulbox.toml", dir);
-    write_host_file(toml,
-                    "run = [\"cat /home/user/copied.txt > /home/user/built.txt\"]\n"
-                    "\n"
-                    "[[files]]\n"
-                    "from = \"input.txt\"\n"
-                    "to = \"/home/user/copied.txt\"\n",
-                    0644);
+    make_build_folder(dir, toml, sizeof toml,
+                      "run = [\"cat /home/user/copied.txt > /home/user/built.txt\"]\n"
+                      "\n"
+                      "[[files]]\n"
+                      "from = \"input.txt\"\n"
+                      "to = \"/home/user/copied.txt\"\n");
     char name[64];
     snprintf(name, sizeof name, "%s", unique_label());
 
@@ -2340,6 +2347,175 @@ static void case_template_build(void) {
     CHECK(soulbox_built_template_layer(NULL) == NULL, "layer of NULL");
     CHECK(!soulbox_built_template_cached(NULL), "cached of NULL");
     soulbox_built_template_free(NULL);
+    remove_tree(dir);
+}
+
+/* What a build passed to record_build_event. `trace` contains one line for
+ * each event other than output, and the output of the steps goes to `out`
+ * and `err`. `first_output_position` and `last_output_position` are the
+ * number of trace lines that came before the first and the last output
+ * chunk, which places the output among the other events. */
+struct build_events {
+    pthread_t thread;
+    char trace[1024];
+    size_t trace_len;
+    char out[256];
+    size_t out_len;
+    char err[256];
+    size_t err_len;
+    int trace_lines;
+    int first_output_position;
+    int last_output_position;
+    int output_chunks;
+    int bad_calls;
+    /* The soulbox.toml whose build sandbox a STEP event looks up. */
+    const char *toml;
+    int build_sandboxes_seen;
+    int list_failures;
+};
+
+static void append(char *buffer, size_t size, size_t *used, const char *data, size_t len) {
+    if (*used + len < size) {
+        memcpy(buffer + *used, data, len);
+        *used += len;
+        buffer[*used] = '\0';
+    }
+}
+
+/* Counts the sandboxes labelled as the build sandbox of `e->toml`, through
+ * a SoulBox call made from inside the callback. */
+static void count_build_sandboxes(struct build_events *e) {
+    soulbox_key_value label = {.key = "soulbox.build", .value = e->toml};
+    soulbox_sandbox_info_list *list = NULL;
+    soulbox_error *error = soulbox_sandbox_list(&label, 1, SOULBOX_SANDBOX_STATE_ANY, &list);
+    if (error != NULL) {
+        fprintf(stderr, "soulbox_sandbox_list in the callback: %s\n",
+                soulbox_error_message(error));
+        e->list_failures++;
+        soulbox_error_free(error);
+        return;
+    }
+    e->build_sandboxes_seen += (int)list->len;
+    soulbox_sandbox_info_list_free(list);
+}
+
+static void record_build_event(void *user_data, soulbox_build_event_kind kind,
+                               const uint8_t *data, size_t len) {
+    struct build_events *e = user_data;
+    if (!pthread_equal(pthread_self(), e->thread) || data == NULL || data[len] != '\0') {
+        e->bad_calls++;
+        return;
+    }
+    const char *text = (const char *)data;
+    const char *label = NULL;
+    switch (kind) {
+    case SOULBOX_BUILD_EVENT_KIND_STDOUT:
+    case SOULBOX_BUILD_EVENT_KIND_STDERR:
+        if (len == 0) e->bad_calls++;
+        if (e->output_chunks == 0) e->first_output_position = e->trace_lines;
+        e->last_output_position = e->trace_lines;
+        e->output_chunks++;
+        if (kind == SOULBOX_BUILD_EVENT_KIND_STDOUT) {
+            append(e->out, sizeof e->out, &e->out_len, text, len);
+        } else {
+            append(e->err, sizeof e->err, &e->err_len, text, len);
+        }
+        return;
+    case SOULBOX_BUILD_EVENT_KIND_CACHED: label = "cached "; break;
+    case SOULBOX_BUILD_EVENT_KIND_FILE: label = "file "; break;
+    case SOULBOX_BUILD_EVENT_KIND_STEP:
+        label = "step ";
+        count_build_sandboxes(e);
+        break;
+    case SOULBOX_BUILD_EVENT_KIND_SAVING:
+        label = "saving";
+        if (len != 0) e->bad_calls++;
+        break;
+    default:
+        e->bad_calls++;
+        return;
+    }
+    append(e->trace, sizeof e->trace, &e->trace_len, label, strlen(label));
+    append(e->trace, sizeof e->trace, &e->trace_len, text, len);
+    append(e->trace, sizeof e->trace, &e->trace_len, "\n", 1);
+    e->trace_lines++;
+}
+
+/* Builds a template whose step writes known text to stdout and stderr and
+ * checks the events that soulbox_template_build_with_output passes on: for
+ * a new build, a cached one, a failing one and with no callback. */
+static void case_template_build_output(void) {
+    char dir[] = "/tmp/soulbox-c-build-output-XXXXXX";
+    char toml[256];
+    make_build_folder(dir, toml, sizeof toml,
+                      "run = [\"echo to-stdout; echo to-stderr >&2\", \"true\"]\n"
+                      "\n"
+                      "[[files]]\n"
+                      "from = \"input.txt\"\n"
+                      "to = \"/home/user/copied.txt\"\n");
+
+    struct build_events e = {.thread = pthread_self(), .toml = toml};
+    soulbox_built_template *built = GARBAGE;
+    OK(soulbox_template_build_with_output(dir, NULL, record_build_event, &e, &built));
+    CHECK(built != NULL, "the build stored no result");
+    CHECK(!soulbox_built_template_cached(built), "a first build is not cached");
+    CHECK(e.bad_calls == 0, "%d events came on another thread, with NULL data, without a NUL "
+          "after the data or of an unknown kind", e.bad_calls);
+    const char *expected_trace = "file /home/user/copied.txt\n"
+                                 "step echo to-stdout; echo to-stderr >&2\n"
+                                 "step true\n"
+                                 "saving\n";
+    CHECK(strcmp(e.trace, expected_trace) == 0, "events:\n%s", e.trace);
+    CHECK(strcmp(e.out, "to-stdout\n") == 0, "stdout %s", e.out);
+    CHECK(strcmp(e.err, "to-stderr\n") == 0, "stderr %s", e.err);
+    CHECK(e.output_chunks >= 2, "%d output chunks", e.output_chunks);
+    CHECK(e.first_output_position == 2, "the first output chunk came after %d events, expected "
+          "2 (the file and the first step)", e.first_output_position);
+    CHECK(e.last_output_position == 2, "the last output chunk came after %d events, expected 2 "
+          "(before the second step)", e.last_output_position);
+    CHECK(e.list_failures == 0, "%d SoulBox calls from the callback failed", e.list_failures);
+    CHECK(e.build_sandboxes_seen == 2, "the callback saw the build sandbox %d times in 2 steps",
+          e.build_sandboxes_seen);
+    char key[65];
+    snprintf(key, sizeof key, "%s", soulbox_built_template_key(built));
+    soulbox_built_template_free(built);
+
+    /* An unchanged rebuild passes only the key it reuses. */
+    struct build_events cached = {.thread = pthread_self(), .toml = toml};
+    built = NULL;
+    OK(soulbox_template_build_with_output(dir, NULL, record_build_event, &cached, &built));
+    CHECK(soulbox_built_template_cached(built), "an unchanged rebuild is cached");
+    char expected_cached[80];
+    snprintf(expected_cached, sizeof expected_cached, "cached %s\n", key);
+    CHECK(strcmp(cached.trace, expected_cached) == 0, "events of the cached build:\n%s",
+          cached.trace);
+    CHECK(cached.output_chunks == 0, "%d output chunks from a cached build",
+          cached.output_chunks);
+    soulbox_built_template_free(built);
+
+    /* A NULL callback builds as soulbox_template_build does. */
+    built = NULL;
+    OK(soulbox_template_build_with_output(dir, NULL, NULL, NULL, &built));
+    CHECK(soulbox_built_template_cached(built), "a rebuild without a callback is cached");
+    soulbox_built_template_free(built);
+
+    /* A failing step's output comes before the error, and nothing is saved. */
+    write_host_file(toml, "run = [\"echo before-failing; exit 3\"]\n", 0644);
+    struct build_events failing = {.thread = pthread_self(), .toml = toml};
+    built = GARBAGE;
+    EXPECT_ERROR_MESSAGE(
+        soulbox_template_build_with_output(dir, NULL, record_build_event, &failing, &built),
+        SOULBOX_ERROR_KIND_TEMPLATE, "exit code 3");
+    CHECK(built == NULL, "a failed build stores NULL");
+    CHECK(strcmp(failing.trace, "step echo before-failing; exit 3\n") == 0,
+          "events of the failing build:\n%s", failing.trace);
+    CHECK(strcmp(failing.out, "before-failing\n") == 0, "stdout of the failing step %s",
+          failing.out);
+
+    EXPECT_ERROR(soulbox_template_build_with_output(NULL, NULL, record_build_event, &e, &built),
+                 SOULBOX_ERROR_KIND_INVALID_ARGUMENT);
+    EXPECT_ERROR(soulbox_template_build_with_output(dir, NULL, record_build_event, &e, NULL),
+                 SOULBOX_ERROR_KIND_INVALID_ARGUMENT);
     remove_tree(dir);
 }
 
@@ -2407,6 +2583,7 @@ static const struct {
     {"get_host", case_get_host},
     {"mounts", case_mounts},
     {"template_build", case_template_build},
+    {"template_build_output", case_template_build_output},
     {"version", case_version},
     {"sanitizer_catches_leak", case_sanitizer_catches_leak},
 };
