@@ -25,8 +25,8 @@ const BATCHES: usize = 5;
 /// this many to a batch's count, and each test fails at half of that.
 const BATCH_SIZE: usize = 20;
 
-/// Held by each test while it counts, because the count is host-wide and
-/// the tests of this file run on parallel threads.
+/// Lock that each test takes while it counts, because the count is
+/// host-wide and the tests of this file run on parallel threads.
 static COUNTING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Returns the kernel's count of negative dentries, host-wide: the fifth
@@ -202,9 +202,9 @@ async fn pool_discards_leave_no_negative_dentries() {
     );
 }
 
-/// Files of an entry without a lock file, such as a paused marker that a
-/// pause racing a kill wrote after the kill, are removed by the next list
-/// once they are 5 s old, and empty sandbox cgroups once they are 60 s
+/// The next list removes files of an entry without a lock file once they
+/// are 5 s old, such as a paused marker that a pause racing a kill wrote
+/// after the kill. It removes empty sandbox cgroups once they are 60 s
 /// old. Each removal used to leave a negative dentry.
 #[tokio::test]
 async fn swept_leftovers_leave_no_negative_dentries() {

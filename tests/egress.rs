@@ -699,9 +699,9 @@ fn set_elements(ruleset: &serde_json::Value, name: &str) -> Vec<String> {
 }
 
 /// The chain has six rules whatever the number of entries, because each
-/// group of networks is one interval set: lo, a reset and a drop for the
-/// metadata set, an accept for the allowed set, and a reset and a drop for
-/// the denied set. One rule per network would make 518 rules here.
+/// group of networks is one interval set. The rules are lo, a reset and a
+/// drop for the metadata set, an accept for the allowed set, and a reset
+/// and a drop for the denied set. One rule per network would make 518.
 #[tokio::test]
 async fn filter_rules_fixed_with_max_entries() {
     if !require_root("filter_rules_fixed_with_max_entries") {
@@ -800,6 +800,7 @@ async fn nested_allow_reopens_denied_part() {
     .await
     .expect("create");
     assert!(host_sees_filter(&sandbox), "no nf_tables table");
+
     assert_bound_sends(
         &sandbox,
         "198.51.100.1",
@@ -821,6 +822,7 @@ async fn nested_allow_reopens_denied_part() {
         "allowed metadata address",
     )
     .await;
+
     assert_bound_sends(&sandbox, "198.51.100.64", ALL_SENT, "first allowed address").await;
     assert_bound_sends(&sandbox, "198.51.100.127", ALL_SENT, "last allowed address").await;
     sandbox.kill().await.expect("kill");

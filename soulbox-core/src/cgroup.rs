@@ -528,9 +528,9 @@ pub fn check_freezer_writable(operation: &'static str) -> Result<()> {
 /// Removes `dir`, retrying while it is busy. With `kill`, the first busy
 /// attempt writes `cgroup.kill` (cgroup v2) before the retries.
 ///
-/// The directory stays open with O_PATH meanwhile, so the kernel drops its
-/// dentry. An rmdir of a directory that no one has open leaves a negative
-/// dentry of the sandbox's name in the cache (see the `state` module).
+/// Keeps the directory open with O_PATH meanwhile, so that the kernel
+/// drops its dentry. An rmdir of a directory that no one has open leaves a
+/// negative dentry of the sandbox's name in the cache (see `state`).
 fn remove_dir_retrying(dir: &Path, kill: bool) -> io::Result<()> {
     let opened = match open_dir_path(dir) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),

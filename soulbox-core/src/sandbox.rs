@@ -2550,7 +2550,8 @@ fn setup_error(stage: SetupStage, errno: i32, detail: &[u8]) -> Error {
         // no IPv4 family (the table), no backend for interval sets (a
         // set), or no filter chain type or expression (the chain or a
         // rule). The set backends had their own options until they moved
-        // into one module in Linux 4.19 and into nf_tables in Linux 5.7.
+        // into one module and then into nf_tables, in Linux 4.19 and 5.7
+        // by the dates of the two netfilter patches.
         detail.push_str(
             "the kernel lacks nf_tables (CONFIG_NF_TABLES, CONFIG_NF_TABLES_IPV4 and \
              CONFIG_NFT_REJECT_IPV4, and for interval sets CONFIG_NF_TABLES_SET on Linux 4.19 \
