@@ -236,6 +236,10 @@ async fn swept_leftovers_leave_no_negative_dentries() {
     }
     let mut cgroups = Vec::new();
     for parent in soulbox_core::diagnostics::cgroup_parents() {
+        // SoulBox makes a hierarchy's parent at the first sandbox that
+        // needs it, so on a new host no sandbox may have made it yet.
+        std::fs::create_dir_all(&parent)
+            .unwrap_or_else(|e| panic!("create the cgroup parent {}: {e}", parent.display()));
         for &letter in alphabet.iter().take(CGROUPS_PER_PARENT) {
             let dir = parent.join(format!("sb-dentrycgrp{}a", letter as char));
             std::fs::create_dir(&dir)

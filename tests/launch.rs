@@ -33,6 +33,13 @@ fn fd_targets(pid: i32) -> Vec<(u32, String)> {
     targets
 }
 
+/// Whether descriptor `fd` of host process `pid` is the null device (1:3).
+fn is_null_device(pid: i32, fd: u32) -> bool {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    std::fs::metadata(format!("/proc/{pid}/fd/{fd}"))
+        .is_ok_and(|meta| meta.file_type().is_char_device() && meta.rdev() == libc::makedev(1, 3))
+}
+
 /// Returns the line of /proc/PID/status that starts with `field`.
 fn status_field(pid: i32, field: &str) -> String {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
@@ -129,13 +136,23 @@ async fn zygote_keeps_no_sandbox_state() {
     );
     let targets = fd_targets(zygote);
     let fds: Vec<u32> = targets.iter().map(|(fd, _)| *fd).collect();
-    assert_eq!(
-        fds,
-        [0, 1, 2, 3, 4],
-        "the zygote should hold only stdio, its channel and the host's network namespace: \
-         {targets:?}"
+    // The root for the next sandbox, a mount namespace, comes last once
+    // the zygote has built it after its reply.
+    assert!(
+        fds == [0, 1, 2, 3, 4, 5] || fds == [0, 1, 2, 3, 4, 5, 6],
+        "the zygote should hold only stdio, its channel, the host's network and mount \
+         namespaces and the next sandbox's root: {targets:?}"
     );
     assert_eq!(targets[4].1, namespace_of("self", "net"));
+    assert_eq!(targets[5].1, namespace_of("self", "mnt"));
+    if let Some((_, next_root)) = targets.get(6) {
+        assert!(next_root.starts_with("mnt:"), "{targets:?}");
+        assert_ne!(
+            *next_root,
+            namespace_of(&sandbox.pid().to_string(), "mnt"),
+            "the zygote holds the sandbox's own mount namespace"
+        );
+    }
     let _ = sandbox.kill().await;
 }
 
@@ -550,6 +567,10 @@ fn start_state(pid: i32) -> Vec<String> {
 
     for (fd, target) in fd_targets(pid) {
         let kind = match target.as_str() {
+            // PID 1's stdio: the host's /dev/null, which shows as "/null"
+            // once the host's tree is detached, or the sandbox's own in a
+            // root the zygote built ahead. Either is the null device.
+            _ if is_null_device(pid, fd) => "the null device",
             t if t.starts_with("socket:") => "socket",
             t if t.starts_with("anon_inode:") => t,
             t if t.ends_with(".lock") => "lock",

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::sys::socket::{AddressFamily, SockFlag, SockType};
-use soulbox_proto::{BindMount, Config, Reply, Request, SetupStage, NO_DEADLINE};
+use soulbox_proto::{BindMount, Config, Reply, Request, RootPlan, SetupStage, NO_DEADLINE};
 use tokio::io::unix::AsyncFd;
 use tracing::debug;
 
@@ -799,6 +799,14 @@ impl Sandbox {
             resume_timeout_ms: duration_ms(options.timeout),
             send_upper: options.send_upper,
         };
+        // A root made of SoulBox's own layers, which nothing changes in
+        // place, is the same for every sandbox of this plan, so the
+        // zygote may build it ahead. The caller's host mounts and the
+        // upper directory's descriptor need the host's tree at the build.
+        let root = (config.mounts.is_empty()
+            && !config.send_upper
+            && template.layers_are_fixed(state_dir))
+        .then(|| config.root_plan());
         let request = Request::Config(config);
         let config = request.encode().map_err(|e| oversized(&request, &e))?;
         let entry_fds = [new_entry.listener.as_fd(), new_entry.lock.as_fd()];
@@ -815,8 +823,8 @@ impl Sandbox {
             &id,
             &options.limits(),
             (background, pause_on_timeout),
-            &config,
-            config_fds,
+            (&config, config_fds),
+            root,
         )?;
         // PID 1 has the exit pipe's write end now, queued with its
         // configuration, and slirp4netns starts while PID 1 builds.
@@ -2049,7 +2057,8 @@ struct Launch {
 impl Launch {
     /// Creates the sandbox's cgroups and starts its PID 1 in new
     /// namespaces, at idle priority with `background` where the zygote
-    /// forks it. With `pause_on_timeout`, the sandbox's `cgroup.freeze`
+    /// forks it, and in a root the zygote built ahead for `root` where it
+    /// has one. With `pause_on_timeout`, the sandbox's `cgroup.freeze`
     /// file, opened for writing, goes to PID 1 after `config_fds`. Returns
     /// the launch and the host's end of the control socket.
     ///
@@ -2064,8 +2073,8 @@ impl Launch {
         id: &str,
         limits: &Limits,
         (background, pause_on_timeout): (bool, bool),
-        config: &[u8],
-        config_fds: &[BorrowedFd<'_>],
+        (config, config_fds): (&[u8], &[BorrowedFd<'_>]),
+        root: Option<RootPlan>,
     ) -> Result<(Self, OwnedFd)> {
         let mut cgroup = SandboxCgroup::create(id, limits)?;
         let freeze = if pause_on_timeout {
@@ -2105,7 +2114,7 @@ impl Launch {
         let started = start_pid1(
             namespaces,
             cgroup_fd.as_ref().map(AsFd::as_fd),
-            background,
+            (background, root),
             queued,
         );
         let (host_end, pid, pidfd, in_v2) = match started {
@@ -2185,13 +2194,14 @@ type SendConfig<'a> = dyn Fn(BorrowedFd<'_>) -> Result<()> + 'a;
 /// Creates the control socket and queues the configuration on it with
 /// `send_config` if given. Then starts PID 1 with the socket's other end as
 /// fd 3. PID 1 is cloned from this process under [`Launcher::Fork`], forked
-/// by the zygote when this process uses one, else started by an exec of
-/// soulbox-init. Returns the host's end, PID 1's pid and pidfd, and whether PID 1
-/// started in `cgroup`.
+/// by the zygote when this process uses one (at idle priority with
+/// `background`, and into a root built ahead for `root` where the zygote
+/// has one), else started by an exec of soulbox-init. Returns the host's
+/// end, PID 1's pid and pidfd, and whether PID 1 started in `cgroup`.
 fn start_pid1(
     namespaces: libc::c_int,
     cgroup: Option<BorrowedFd<'_>>,
-    background: bool,
+    (background, root): (bool, Option<RootPlan>),
     send_config: Option<&SendConfig<'_>>,
 ) -> Result<(OwnedFd, i32, OwnedFd, bool)> {
     let configured_socket = || {
@@ -2205,8 +2215,8 @@ fn start_pid1(
     if let Some((pid, pidfd, in_cgroup)) = fork_pid1(namespaces, cgroup, init_end.as_fd()) {
         return Ok((host_end, pid, pidfd, in_cgroup));
     }
-    let (host_end, init_end) = match zygote::spawn(init_end.as_fd(), namespaces, cgroup, background)
-    {
+    let spawned = zygote::spawn(init_end.as_fd(), namespaces, cgroup, background, root);
+    let (host_end, init_end) = match spawned {
         Spawn::Started(started) => {
             return Ok((host_end, started.pid, started.pidfd, started.in_cgroup))
         }

@@ -167,6 +167,21 @@ pub struct Template {
     pub(crate) startup: Option<Arc<crate::build::Startup>>,
 }
 
+impl Template {
+    /// Whether every lower layer is one of SoulBox's own: the `host`
+    /// skeleton in `state_dir`, or a layer or build in the layer cache.
+    /// Nothing changes those in place, so a root built from them before
+    /// the create that uses it shows what a root built at the create would.
+    /// A directory template is the caller's and may change at any time.
+    pub(crate) fn layers_are_fixed(&self, state_dir: &Path) -> bool {
+        let cache = crate::image::cache_dir();
+        self.lower_dirs.iter().all(|dir| {
+            dir.starts_with(state_dir)
+                || cache.as_deref().is_some_and(|cache| dir.starts_with(cache))
+        })
+    }
+}
+
 /// The kind of template that a name other than [`HOST`] gives, with
 /// what [`resolve`] needs to prepare it.
 enum Named {

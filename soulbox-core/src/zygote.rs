@@ -9,6 +9,10 @@
 //! exactly as long as its zygote and the zygote dies with the host process.
 //! It also exits on end of file on its channel. It lives in the host's
 //! cgroup and namespaces and keeps no sandbox's descriptor after it replies.
+//! Between requests it holds the next sandbox's network namespace and, for
+//! the root plan of the last request that sent one, the next sandbox's
+//! root, built ahead in a mount namespace of its own (see
+//! `soulbox_init::zygote`).
 //!
 //! Requests go one at a time under a mutex. The zygote clones with
 //! CLONE_PARENT, so each PID 1 is this process's child, exactly as with
@@ -18,7 +22,8 @@
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::{mpsc, Mutex};
 
-use soulbox_proto::zygote::{ForkReply, ForkRequest, REPLY_LEN};
+use soulbox_proto::zygote::{ForkReply, ForkRequest, MAX_REQUEST_LEN, REPLY_LEN};
+use soulbox_proto::RootPlan;
 
 use crate::error::{Error, Result};
 use crate::{init_binary, sys};
@@ -166,13 +171,17 @@ pub(crate) enum Spawn {
 }
 
 /// Asks the zygote for a PID 1 in new `namespaces` with `control` as its
-/// fd 3, started in `cgroup` when given. Starts the zygote when there is
-/// none, and restarts it once when it died.
+/// fd 3, started in `cgroup` when given. With `root`, the zygote may hand
+/// PID 1 a root it built ahead for that plan, and builds the next one
+/// after it replies; pass it only for a root that is the same for every
+/// sandbox of the plan. Starts the zygote when there is none, and restarts
+/// it once when it died.
 pub(crate) fn spawn(
     control: BorrowedFd<'_>,
     namespaces: libc::c_int,
     cgroup: Option<BorrowedFd<'_>>,
     background: bool,
+    root: Option<RootPlan>,
 ) -> Spawn {
     // A forked PID 1 keeps the zygote's memory descriptor, which belongs
     // to the initial user namespace, so once PID 1 turns non-dumpable an
@@ -182,12 +191,24 @@ pub(crate) fn spawn(
     if launcher() != Launcher::Zygote || namespaces & libc::CLONE_NEWUSER != 0 {
         return Spawn::NotUsed;
     }
+    let mut request = ForkRequest {
+        namespaces: u64::from(namespaces as u32),
+        background,
+        root,
+    };
+    let mut encoded = request.encode();
+    if encoded.len() > MAX_REQUEST_LEN {
+        // A plan this long (thousands of layers or binds) is built by
+        // PID 1 at the create, as without a zygote.
+        request.root = None;
+        encoded = request.encode();
+    }
     let mut client = client();
     for _ in 0..2 {
         let Some(zygote) = client.ready_zygote() else {
             return Spawn::NotUsed;
         };
-        let outcome = zygote.fork(control, namespaces, cgroup, background);
+        let outcome = zygote.fork(control, &encoded, cgroup);
         match outcome {
             Ok(started) => {
                 client.failures = 0;
@@ -341,21 +362,16 @@ impl Zygote {
         })
     }
 
-    /// Sends one fork request and waits for the reply.
+    /// Sends one encoded fork request and waits for the reply.
     fn fork(
         &self,
         control: BorrowedFd<'_>,
-        namespaces: libc::c_int,
+        request: &[u8],
         cgroup: Option<BorrowedFd<'_>>,
-        background: bool,
     ) -> std::result::Result<Started, Failure> {
-        let request = ForkRequest {
-            namespaces: u64::from(namespaces as u32),
-            background,
-        };
         let mut fds = vec![control];
         fds.extend(cgroup);
-        sys::send_with_fds(self.channel.as_fd(), &request.encode(), &fds).map_err(Failure::Gone)?;
+        sys::send_with_fds(self.channel.as_fd(), request, &fds).map_err(Failure::Gone)?;
         match sys::poll_readable(self.channel.as_fd(), i32::from(REPLY_TIMEOUT_MS)) {
             Ok(true) => {}
             Ok(false) => return Err(Failure::Lost("no reply within 2 s")),

@@ -89,14 +89,18 @@ pub fn run_executed() -> ! {
 }
 
 /// The way PID 1 came to run.
-#[derive(Clone, Copy)]
 enum Start {
     /// Executed by the host, or cloned from it by [`run_cloned`]: its
     /// signal state and stdio are the host thread's.
     Exec,
     /// Forked by the zygote, which reset its signal state when it started
     /// and does not change it, and which read the facts PID 1 needs.
-    Zygote(setup::KernelFacts),
+    Zygote {
+        facts: setup::KernelFacts,
+        /// The plan of the root that the zygote built ahead and PID 1 now
+        /// runs in, if it did; see [`setup::build_root_ahead`].
+        prebuilt: Option<soulbox_proto::RootPlan>,
+    },
 }
 
 fn run(start: Start) -> ! {
@@ -155,11 +159,24 @@ fn run(start: Start) -> ! {
     let _ = sys::prctl(libc::PR_SET_DUMPABLE, 0);
     // The host makes the v1 cgroups and moves PID 1 into its v2 one while
     // the mounts are built.
-    let facts = match start {
-        Start::Exec => setup::KernelFacts::read(),
-        Start::Zygote(facts) => facts,
+    let (facts, prebuilt) = match start {
+        Start::Exec => (setup::KernelFacts::read(), None),
+        Start::Zygote { facts, prebuilt } => (facts, prebuilt),
     };
-    let built = setup::build(&config, facts).and_then(|upper| {
+    if let Some(plan) = &prebuilt {
+        // The zygote hands over a root only for an equal plan, which a
+        // configuration with host mounts or a request for the upper
+        // directory never has: both need the host's tree at the build.
+        if !config.has_root_plan(plan) || !config.mounts.is_empty() || config.send_upper {
+            fail_setup(
+                control,
+                SetupStage::Config,
+                libc::EPROTO,
+                b"the root built ahead does not match the configuration",
+            );
+        }
+    }
+    let built = setup::build(&config, facts, prebuilt.is_some()).and_then(|upper| {
         let task_files = receive_attached(control, &mut buf).ok_or_else(|| setup::SetupError {
             stage: SetupStage::CgroupNamespace,
             error: std::io::Error::from_raw_os_error(libc::EPROTO),

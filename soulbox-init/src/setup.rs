@@ -5,7 +5,7 @@ use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 
-use soulbox_proto::{Config, SetupStage};
+use soulbox_proto::{BindMount, Config, RootPlan, SetupStage};
 
 use crate::sys;
 
@@ -78,33 +78,76 @@ impl KernelFacts {
     }
 }
 
+/// The parts a root is built from, borrowed from a PID 1's [`Config`] or
+/// from the [`RootPlan`] that the zygote builds a root ahead from.
+#[derive(Clone, Copy)]
+struct RootParts<'a> {
+    lower_dirs: &'a [Vec<u8>],
+    binds: &'a [BindMount],
+    scratch_dir: &'a [u8],
+    scratch_size: u64,
+    scratch_inodes: u64,
+    tmp_size: u64,
+}
+
+impl<'a> From<&'a Config> for RootParts<'a> {
+    fn from(config: &'a Config) -> Self {
+        Self {
+            lower_dirs: &config.lower_dirs,
+            binds: &config.binds,
+            scratch_dir: &config.scratch_dir,
+            scratch_size: config.scratch_size,
+            scratch_inodes: config.scratch_inodes,
+            tmp_size: config.tmp_size,
+        }
+    }
+}
+
+impl<'a> From<&'a RootPlan> for RootParts<'a> {
+    fn from(plan: &'a RootPlan) -> Self {
+        Self {
+            lower_dirs: &plan.lower_dirs,
+            binds: &plan.binds,
+            scratch_dir: &plan.scratch_dir,
+            scratch_size: plan.scratch_size,
+            scratch_inodes: plan.scratch_inodes,
+            tmp_size: plan.tmp_size,
+        }
+    }
+}
+
 /// Builds the sandbox. Runs in PID 1, in the fresh mount, PID, network, UTS
 /// and IPC namespaces the host created it in. Returns a descriptor of the
 /// overlay's upper directory when the configuration requests one
 /// (`send_upper`), opened before the switch to the new root hides it.
-pub fn build(config: &Config, facts: KernelFacts) -> Result<Option<OwnedFd>, SetupError> {
-    // Before any other mount: nothing mounted below may propagate back to
-    // the host, and no later host mount may appear inside.
-    sys::mount(None, c"/", None, libc::MS_REC | libc::MS_PRIVATE, None)
-        .stage(SetupStage::MountPropagation, b"/")?;
-
-    let in_user_namespace = facts.in_user_namespace;
-    let root = mount_root(config, in_user_namespace)?;
-    let upper = if config.send_upper {
-        let upper = join(&config.scratch_dir, b"upper");
-        let upper_c = cstr(&upper).stage(SetupStage::Overlay, &upper)?;
-        Some(sys::open_read_only(&upper_c).stage(SetupStage::Overlay, &upper)?)
+///
+/// With `prebuilt`, PID 1 runs in a mount namespace whose root the zygote
+/// built ahead from this configuration's [`RootPlan`] (see
+/// [`build_root_ahead`]), and only /proc and what follows it are left.
+pub fn build(
+    config: &Config,
+    facts: KernelFacts,
+    prebuilt: bool,
+) -> Result<Option<OwnedFd>, SetupError> {
+    let (upper, host_mounts) = if prebuilt {
+        // /proc shows the PID namespace of the process that mounts it, so
+        // it cannot be made ahead.
+        mount_proc(b"")?;
+        (None, Vec::new())
     } else {
-        None
+        let root = build_tree(config.into(), facts.in_user_namespace)?;
+        let upper = if config.send_upper {
+            let upper = join(&config.scratch_dir, b"upper");
+            let upper_c = cstr(&upper).stage(SetupStage::Overlay, &upper)?;
+            Some(sys::open_read_only(&upper_c).stage(SetupStage::Overlay, &upper)?)
+        } else {
+            None
+        };
+        mount_proc(&root)?;
+        let host_mounts = clone_host_mounts(config)?;
+        switch_root(&root)?;
+        (upper, host_mounts)
     };
-    reject_non_directory_mount_points(&root)?;
-    bind_host_paths(config, &root)?;
-    // /dev first: the /proc masks are binds of its /dev/null.
-    build_dev(&root, in_user_namespace)?;
-    mount_proc(&root)?;
-    mount_tmp(config, &root)?;
-    let host_mounts = clone_host_mounts(config)?;
-    switch_root(&root)?;
     write_etc(config)?;
     make_homes();
     attach_host_mounts(config, host_mounts)?;
@@ -114,6 +157,32 @@ pub fn build(config: &Config, facts: KernelFacts) -> Result<Option<OwnedFd>, Set
     drop_bounding_caps(facts.last_cap);
     set_rlimits(config)?;
     Ok(upper)
+}
+
+/// Builds the root that `plan` describes, up to /proc, and makes it the
+/// calling process's root. The zygote calls this in a mount namespace it
+/// has just unshared, and hands that namespace to the next PID 1 whose
+/// configuration has an equal plan (see [`build`]).
+pub fn build_root_ahead(plan: &RootPlan, facts: KernelFacts) -> Result<(), SetupError> {
+    let root = build_tree(plan.into(), facts.in_user_namespace)?;
+    switch_root(&root)
+}
+
+/// Mounts the overlay root and what lies under it that every sandbox of
+/// one [`RootPlan`] has alike: the host binds, /dev and /tmp. Returns the
+/// root's path. Runs in a mount namespace of its own, before /proc.
+fn build_tree(parts: RootParts<'_>, in_user_namespace: bool) -> Result<Vec<u8>, SetupError> {
+    // Before any other mount: nothing mounted below may propagate back to
+    // the host, and no later host mount may appear inside.
+    sys::mount(None, c"/", None, libc::MS_REC | libc::MS_PRIVATE, None)
+        .stage(SetupStage::MountPropagation, b"/")?;
+    let root = mount_root(parts, in_user_namespace)?;
+    reject_non_directory_mount_points(&root)?;
+    bind_host_paths(parts.binds, &root)?;
+    // /dev before /proc: the /proc masks are binds of its /dev/null.
+    build_dev(&root, in_user_namespace)?;
+    mount_tmp(parts, &root)?;
+    Ok(root)
 }
 
 /// Sets the resource limits every process of the sandbox inherits: open
@@ -151,12 +220,12 @@ pub fn enter_cgroup_namespace() -> Result<(), SetupError> {
 
 /// Mounts the scratch tmpfs and the overlay on top of the template's layers.
 /// Returns the path of the new root.
-fn mount_root(config: &Config, in_user_namespace: bool) -> Result<Vec<u8>, SetupError> {
-    let scratch = &config.scratch_dir;
+fn mount_root(parts: RootParts<'_>, in_user_namespace: bool) -> Result<Vec<u8>, SetupError> {
+    let scratch = parts.scratch_dir;
     let scratch_c = cstr(scratch).stage(SetupStage::Scratch, scratch)?;
     let options = format!(
         "mode=0755,size={},nr_inodes={}",
-        config.scratch_size, config.scratch_inodes
+        parts.scratch_size, parts.scratch_inodes
     );
     mount_sized_tmpfs(c"soulbox", &scratch_c, &options).stage(SetupStage::Scratch, scratch)?;
 
@@ -171,7 +240,7 @@ fn mount_root(config: &Config, in_user_namespace: bool) -> Result<Vec<u8>, Setup
     // The host checked that no layer path contains ',' or ':', which
     // overlayfs would read as separators.
     let mut options = b"lowerdir=".to_vec();
-    for (i, lower) in config.lower_dirs.iter().enumerate() {
+    for (i, lower) in parts.lower_dirs.iter().enumerate() {
         if i > 0 {
             options.push(b':');
         }
@@ -242,8 +311,8 @@ fn reject_non_directory_mount_points(root: &[u8]) -> Result<(), SetupError> {
 }
 
 /// Bind-mounts host paths read-only, nosuid and nodev into the new root.
-fn bind_host_paths(config: &Config, root: &[u8]) -> Result<(), SetupError> {
-    for bind in &config.binds {
+fn bind_host_paths(binds: &[BindMount], root: &[u8]) -> Result<(), SetupError> {
+    for bind in binds {
         let target = join(root, &bind.target);
         let source_c = cstr(&bind.source).stage(SetupStage::Binds, &bind.source)?;
         let target_c = cstr(&target).stage(SetupStage::Binds, &bind.target)?;
@@ -552,13 +621,13 @@ fn bind_host_devices(dev: &[u8]) -> Result<(), SetupError> {
     Ok(())
 }
 
-fn mount_tmp(config: &Config, root: &[u8]) -> Result<(), SetupError> {
+fn mount_tmp(parts: RootParts<'_>, root: &[u8]) -> Result<(), SetupError> {
     let tmp = join(root, b"tmp");
     let tmp_c = cstr(&tmp).stage(SetupStage::Tmp, &tmp)?;
     sys::mkdir(&tmp_c, 0o1777).stage(SetupStage::Tmp, &tmp)?;
     let options = format!(
         "mode=1777,size={},nr_inodes={}",
-        config.tmp_size, config.scratch_inodes
+        parts.tmp_size, parts.scratch_inodes
     );
     mount_sized_tmpfs(c"tmpfs", &tmp_c, &options).stage(SetupStage::Tmp, &tmp)?;
     Ok(())
@@ -777,7 +846,7 @@ mod tests {
         let config = config_with_binds(vec![bind("dir", "/opt/dir"), bind("file", "/file")]);
         std::fs::create_dir(root.0.join("opt")).expect("create opt");
 
-        assert!(bind_host_paths(&config, root.bytes()).is_ok());
+        assert!(bind_host_paths(&config.binds, root.bytes()).is_ok());
         let mounted = mount_points();
         for target in ["opt/dir", "file"] {
             let path = root.0.join(target);

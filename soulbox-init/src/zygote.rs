@@ -23,6 +23,20 @@
 //! to two sandboxes: the zygote leaves each one at the fork that hands it
 //! over.
 //!
+//! In the same way the zygote builds each sandbox's root ahead: the
+//! overlay, the host binds, /dev and /tmp, in a mount namespace of its own
+//! whose root it then switches to, as PID 1 would. A request carries the
+//! plan of its root ([`RootPlan`]) when a root may be built ahead, and when
+//! the zygote has a namespace built for an equal plan, PID 1 is cloned
+//! without CLONE_NEWNS and enters that namespace, where only /proc and the
+//! files that name the sandbox are left to do. Right after its reply the
+//! zygote builds the next one for the same plan, again unless the request
+//! was a refill. A namespace is handed to one PID 1 only: the zygote keeps
+//! no reference to it after the fork. Only roots made of SoulBox's own
+//! layers are built ahead (the `host` template's and unpacked images'),
+//! which nothing changes in place; a directory template may change between
+//! two creates, and a root of one must show it as it is at the create.
+//!
 //! Every PID 1 forked from one zygote shares the zygote's address-space
 //! layout, stack canary and pointer guard instead of getting fresh ones
 //! from an exec. Sandboxed code cannot read them: PID 1 runs no sandboxed
@@ -31,7 +45,8 @@
 
 use std::os::fd::{AsFd, IntoRawFd, OwnedFd};
 
-use soulbox_proto::zygote::{ForkReply, ForkRequest, REQUEST_LEN, REQUEST_MAX_FDS};
+use soulbox_proto::zygote::{ForkReply, ForkRequest, MAX_REQUEST_LEN, REQUEST_MAX_FDS};
+use soulbox_proto::RootPlan;
 
 use crate::{sys, CONTROL_FD, EXIT_FAILURE};
 
@@ -66,9 +81,11 @@ pub fn serve() -> ! {
     let memory_map = sys::memory_map_with_first_argument().ok();
     let mut network = SpareNetwork::open();
     network.prepare();
-    // One byte more than a request, so that a longer message is rejected
-    // rather than truncated to a valid one.
-    let mut buf = [0u8; REQUEST_LEN + 1];
+    let mut roots = SpareRoot::open();
+    // One byte more than the longest request, so that a longer message is
+    // rejected rather than truncated to a valid one. Only the pages a
+    // request fills are ever touched.
+    let mut buf = vec![0u8; MAX_REQUEST_LEN + 1];
     loop {
         let (len, fds) = match sys::recv_with_fds(channel(), &mut buf, REQUEST_MAX_FDS) {
             Ok(Some(received)) => received,
@@ -78,10 +95,17 @@ pub fn serve() -> ! {
             Err(_) => sys::exit(EXIT_FAILURE),
         };
         let mut background = false;
+        let mut plan = None;
         let sent = match ForkRequest::decode(&buf[..len]) {
             Ok(request) => {
                 background = request.background;
-                fork(request, fds, tid_address, memory_map, facts, &mut network)
+                let spares = Spares {
+                    network: &mut network,
+                    roots: &mut roots,
+                };
+                let sent = fork(&request, fds, tid_address, memory_map, facts, spares);
+                plan = request.root;
+                sent
             }
             Err(_) => reply(ForkReply::Failed {
                 errno: libc::EPROTO,
@@ -98,6 +122,83 @@ pub fn serve() -> ! {
             network.leave_used();
         } else {
             network.prepare();
+            // Not while another request waits: creates at once then build
+            // their roots in parallel, each in its PID 1, instead of in
+            // turn in the zygote.
+            if let Some(plan) = plan.filter(|_| !request_waiting()) {
+                roots.prepare(plan, facts);
+            }
+        }
+    }
+}
+
+/// The namespaces the zygote makes ahead for the next PID 1.
+struct Spares<'a> {
+    network: &'a mut SpareNetwork,
+    roots: &'a mut SpareRoot,
+}
+
+/// The root the zygote has built for the next PID 1 whose request has an
+/// equal plan.
+struct SpareRoot {
+    /// The mount namespace the zygote started in, which it returns to
+    /// after each build. `None` when it could not be opened, and every
+    /// PID 1 then builds its own root.
+    home: Option<OwnedFd>,
+    /// The plan and the mount namespace of the root built last.
+    built: Option<(RootPlan, OwnedFd)>,
+    /// The plan whose build failed last. It is not tried again: PID 1
+    /// meets the same failure at its own build and reports it.
+    failed: Option<RootPlan>,
+}
+
+impl SpareRoot {
+    fn open() -> Self {
+        Self {
+            home: sys::open_read_only(c"/proc/self/ns/mnt").ok(),
+            built: None,
+            failed: None,
+        }
+    }
+
+    /// Takes the root built for `plan`, if the zygote has one.
+    fn take(&mut self, plan: &RootPlan) -> Option<(RootPlan, OwnedFd)> {
+        match &self.built {
+            Some((built, _)) if built == plan => self.built.take(),
+            _ => None,
+        }
+    }
+
+    /// Builds a root for `plan` in a new mount namespace, unless the zygote
+    /// has one for it already. A root built for another plan is dropped.
+    fn prepare(&mut self, plan: RootPlan, facts: crate::setup::KernelFacts) {
+        let Some(home) = &self.home else {
+            return;
+        };
+        let held = self.built.as_ref().is_some_and(|(built, _)| *built == plan);
+        if held || self.failed.as_ref() == Some(&plan) {
+            return;
+        }
+        self.built = None;
+        if sys::unshare(libc::CLONE_NEWNS).is_err() {
+            return;
+        }
+        // Opened before the switch to the new root, which has no /proc.
+        let namespace = sys::open_read_only(c"/proc/self/ns/mnt");
+        // The zygote keeps the host process's umask, which PID 1 replaces
+        // with this one before it builds. The tree must not depend on it.
+        let umask = sys::umask(0o022);
+        let built = crate::setup::build_root_ahead(&plan, facts);
+        sys::umask(umask);
+        // Back to the namespace the zygote started in, and to its root and
+        // working directory. A zygote that cannot return exits, so that no
+        // PID 1 is forked from this tree, and the host starts a new one.
+        if sys::setns(home.as_fd(), libc::CLONE_NEWNS).is_err() {
+            sys::exit(EXIT_FAILURE);
+        }
+        match (built, namespace) {
+            (Ok(()), Ok(namespace)) => self.built = Some((plan, namespace)),
+            _ => self.failed = Some(plan),
         }
     }
 }
@@ -183,13 +284,14 @@ impl SpareNetwork {
 /// Forks one PID 1 and replies with its pid and pidfd. The zygote's copies
 /// of the descriptors it received close when this returns.
 fn fork(
-    request: ForkRequest,
+    request: &ForkRequest,
     fds: Vec<OwnedFd>,
     tid_address: Option<u64>,
     memory_map: Option<sys::MemoryMap>,
     facts: crate::setup::KernelFacts,
-    network: &mut SpareNetwork,
+    spares: Spares<'_>,
 ) -> std::io::Result<()> {
+    let Spares { network, roots } = spares;
     if request.namespaces & libc::CLONE_NEWUSER as u64 != 0 {
         // The host executes rootless PID 1s; a forked one would not be
         // able to rely on `facts`.
@@ -204,7 +306,18 @@ fn fork(
         });
     };
 
-    let flags = libc::CLONE_PARENT as u64 | network.clone_flags(request.namespaces);
+    let newns = libc::CLONE_NEWNS as u64;
+    let root = match &request.root {
+        Some(plan) if request.namespaces & newns != 0 => roots.take(plan),
+        _ => None,
+    };
+    // A child that takes a built root enters its namespace instead of
+    // copying the zygote's.
+    let namespaces = match root {
+        Some(_) => request.namespaces & !newns,
+        None => request.namespaces,
+    };
+    let flags = libc::CLONE_PARENT as u64 | network.clone_flags(namespaces);
     let cgroup_fd = cgroup.as_ref().map(AsFd::as_fd);
     let mut in_cgroup = cgroup_fd.is_some();
     // A background fork (a warm pool's refill) clones at idle priority,
@@ -230,7 +343,7 @@ fn fork(
     }
 
     match forked {
-        Ok(sys::Forked::Child) => become_pid1(control, memory_map, facts),
+        Ok(sys::Forked::Child) => become_pid1(control, memory_map, facts, root),
         Ok(sys::Forked::Parent { pid, pidfd }) => {
             network.handed_over();
             // Closed before the reply, so that the host never finds the
@@ -245,12 +358,28 @@ fn fork(
     }
 }
 
-/// Continues in a new child as PID 1 with `control` as fd 3.
+/// Continues in a new child as PID 1 with `control` as fd 3, in the mount
+/// namespace of `root` when given.
 fn become_pid1(
     control: OwnedFd,
     memory_map: Option<sys::MemoryMap>,
     facts: crate::setup::KernelFacts,
+    root: Option<(RootPlan, OwnedFd)>,
 ) -> ! {
+    let prebuilt = match root {
+        Some((plan, namespace)) => {
+            if sys::setns(namespace.as_fd(), libc::CLONE_NEWNS).is_ok() {
+                Some(plan)
+            } else if sys::unshare(libc::CLONE_NEWNS).is_ok() {
+                // The child was cloned without a mount namespace of its
+                // own. Now it has one, and builds its root itself.
+                None
+            } else {
+                sys::exit(EXIT_FAILURE)
+            }
+        }
+        None => None,
+    };
     if let Some(map) = &memory_map {
         // Failing here (a kernel without CONFIG_CHECKPOINT_RESTORE) leaves
         // "--zygote" in /proc/PID/cmdline, and nothing else differs.
@@ -262,7 +391,17 @@ fn become_pid1(
     if sys::dup2(sys::borrow_raw(control), CONTROL_FD).is_err() {
         sys::exit(EXIT_FAILURE);
     }
-    crate::run(crate::Start::Zygote(facts))
+    crate::run(crate::Start::Zygote { facts, prebuilt })
+}
+
+/// Returns whether the next request has arrived already.
+fn request_waiting() -> bool {
+    let mut fds = [libc::pollfd {
+        fd: CHANNEL_FD,
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    sys::poll(&mut fds, 0).is_ok_and(|ready| ready > 0)
 }
 
 fn channel() -> std::os::fd::BorrowedFd<'static> {

@@ -171,6 +171,50 @@ pub struct Config {
     pub send_upper: bool,
 }
 
+/// The part of a [`Config`] that decides the sandbox's root before /proc:
+/// the overlay, the host binds, /dev and /tmp. Sandboxes whose plans are
+/// equal get the same tree, so the zygote can build one ahead of the
+/// create that needs it (see [`zygote::ForkRequest::root`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootPlan {
+    /// [`Config::lower_dirs`].
+    pub lower_dirs: Vec<Vec<u8>>,
+    /// [`Config::binds`].
+    pub binds: Vec<BindMount>,
+    /// [`Config::scratch_dir`].
+    pub scratch_dir: Vec<u8>,
+    /// [`Config::scratch_size`].
+    pub scratch_size: u64,
+    /// [`Config::scratch_inodes`].
+    pub scratch_inodes: u64,
+    /// [`Config::tmp_size`].
+    pub tmp_size: u64,
+}
+
+impl Config {
+    /// Returns the plan of this configuration's root.
+    pub fn root_plan(&self) -> RootPlan {
+        RootPlan {
+            lower_dirs: self.lower_dirs.clone(),
+            binds: self.binds.clone(),
+            scratch_dir: self.scratch_dir.clone(),
+            scratch_size: self.scratch_size,
+            scratch_inodes: self.scratch_inodes,
+            tmp_size: self.tmp_size,
+        }
+    }
+
+    /// Whether this configuration's root matches `plan`.
+    pub fn has_root_plan(&self, plan: &RootPlan) -> bool {
+        self.lower_dirs == plan.lower_dirs
+            && self.binds == plan.binds
+            && self.scratch_dir == plan.scratch_dir
+            && self.scratch_size == plan.scratch_size
+            && self.scratch_inodes == plan.scratch_inodes
+            && self.tmp_size == plan.tmp_size
+    }
+}
+
 /// Starts a command. Sent with [`SPAWN_FD_COUNT`] file descriptors.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Spawn {
@@ -429,8 +473,30 @@ impl Encoder {
         Self { buf }
     }
 
+    /// An encoder for fields that follow a header of another form.
+    fn headless(buf: Vec<u8>) -> Self {
+        Self { buf }
+    }
+
     fn u8(&mut self, v: u8) {
         self.buf.push(v);
+    }
+
+    fn binds(&mut self, binds: &[BindMount]) {
+        self.u32(u32::try_from(binds.len()).unwrap_or(u32::MAX));
+        for b in binds {
+            self.bytes(&b.source);
+            self.bytes(&b.target);
+        }
+    }
+
+    fn root_plan(&mut self, plan: &RootPlan) {
+        self.list(&plan.lower_dirs);
+        self.binds(&plan.binds);
+        self.bytes(&plan.scratch_dir);
+        self.u64(plan.scratch_size);
+        self.u64(plan.scratch_inodes);
+        self.u64(plan.tmp_size);
     }
 
     fn u32(&mut self, v: u32) {
@@ -518,6 +584,36 @@ impl<'a> Decoder<'a> {
         }
         let kind = d.u8("kind")?;
         Ok((d, kind))
+    }
+
+    /// A decoder for fields that follow a header of another form.
+    fn headless(rest: &'a [u8]) -> Self {
+        Self { rest }
+    }
+
+    fn binds(&mut self) -> Result<Vec<BindMount>, DecodeError> {
+        let count = self.u32("binds")? as usize;
+        if count > MAX_LIST_LEN {
+            return Err(DecodeError::TooLong("binds"));
+        }
+        let mut binds = Vec::new();
+        for _ in 0..count {
+            let source = self.bytes("bind source")?;
+            let target = self.bytes("bind target")?;
+            binds.push(BindMount { source, target });
+        }
+        Ok(binds)
+    }
+
+    fn root_plan(&mut self) -> Result<RootPlan, DecodeError> {
+        Ok(RootPlan {
+            lower_dirs: self.list("lower_dirs")?,
+            binds: self.binds()?,
+            scratch_dir: self.bytes("scratch_dir")?,
+            scratch_size: self.u64("scratch_size")?,
+            scratch_inodes: self.u64("scratch_inodes")?,
+            tmp_size: self.u64("tmp_size")?,
+        })
     }
 
     fn take(&mut self, n: usize, field: &'static str) -> Result<&'a [u8], DecodeError> {
@@ -641,11 +737,7 @@ impl Request {
                 let mut e = Encoder::new(KIND_CONFIG);
                 e.bytes(&c.sandbox_id);
                 e.list(&c.lower_dirs);
-                e.u32(u32::try_from(c.binds.len()).unwrap_or(u32::MAX));
-                for b in &c.binds {
-                    e.bytes(&b.source);
-                    e.bytes(&b.target);
-                }
+                e.binds(&c.binds);
                 e.bytes(&c.scratch_dir);
                 e.u64(c.scratch_size);
                 e.u64(c.scratch_inodes);
@@ -720,16 +812,7 @@ impl Request {
             KIND_CONFIG => {
                 let sandbox_id = d.bytes("sandbox_id")?;
                 let lower_dirs = d.list("lower_dirs")?;
-                let count = d.u32("binds")? as usize;
-                if count > MAX_LIST_LEN {
-                    return Err(DecodeError::TooLong("binds"));
-                }
-                let mut binds = Vec::new();
-                for _ in 0..count {
-                    let source = d.bytes("bind source")?;
-                    let target = d.bytes("bind target")?;
-                    binds.push(BindMount { source, target });
-                }
+                let binds = d.binds()?;
                 let config = Config {
                     sandbox_id,
                     lower_dirs,

@@ -1,15 +1,19 @@
 //! Wire format between the host library and its zygote: the long-lived
 //! soulbox-init process that forks each sandbox's PID 1 on request.
 //!
-//! Both messages have a fixed size and travel over a `SOCK_SEQPACKET`
-//! socket pair. A [`ForkRequest`] carries PID 1's end of the control socket
-//! and, optionally, a cgroup v2 directory to start it in (SCM_RIGHTS, in
-//! that order). A [`ForkReply::Started`] carries a pidfd for the new PID 1.
+//! Both messages travel over a `SOCK_SEQPACKET` socket pair. A
+//! [`ForkRequest`] carries PID 1's end of the control socket and,
+//! optionally, a cgroup v2 directory to start it in (SCM_RIGHTS, in that
+//! order). A [`ForkReply::Started`] carries a pidfd for the new PID 1.
 
-use crate::DecodeError;
+use crate::{DecodeError, Decoder, Encoder, RootPlan};
 
-/// Size in bytes of an encoded [`ForkRequest`].
+/// Size in bytes of an encoded [`ForkRequest`] without a root plan: the
+/// header and the clone flags.
 pub const REQUEST_LEN: usize = 12;
+/// Largest encoded [`ForkRequest`] the zygote accepts. A request whose
+/// root plan would make it longer goes without the plan.
+pub const MAX_REQUEST_LEN: usize = 64 * 1024;
 /// Size in bytes of an encoded [`ForkReply`].
 pub const REPLY_LEN: usize = 12;
 /// Maximum number of descriptors sent with a [`ForkRequest`]: the control
@@ -22,15 +26,17 @@ pub const NAMESPACE_FLAGS: u64 =
     0x0002_0000 | 0x0200_0000 | 0x0400_0000 | 0x0800_0000 | 0x1000_0000 | 0x2000_0000 | 0x4000_0000;
 
 /// First four bytes of both messages: magic, protocol version, and a flags
-/// byte ([`BACKGROUND`] in a request, zero in a reply) that also keeps the
-/// fields after it aligned.
+/// byte ([`BACKGROUND`] and [`ROOT`] in a request, zero in a reply) that
+/// also keeps the fields after it aligned.
 const HEADER: [u8; 4] = [b'S', b'Z', crate::VERSION, 0];
 
 /// Request flag: fork PID 1 at the scheduler's idle priority.
 const BACKGROUND: u8 = 1;
+/// Request flag: a [`RootPlan`] follows the clone flags.
+const ROOT: u8 = 2;
 
 /// A request to fork one sandbox's PID 1 in new namespaces.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ForkRequest {
     /// CLONE_NEW* flags; only bits of [`NAMESPACE_FLAGS`].
     pub namespaces: u64,
@@ -38,38 +44,70 @@ pub struct ForkRequest {
     /// PID 1 then starts with that priority, and leaves it before it
     /// reports ready.
     pub background: bool,
+    /// The plan of PID 1's root, sent when the zygote may build that root
+    /// ahead of time. If the zygote has a root built for an equal plan,
+    /// PID 1 starts in its mount namespace, and the zygote builds the next
+    /// one after its reply. `None` for a root that must be built at the
+    /// create, such as one with the caller's host mounts.
+    pub root: Option<RootPlan>,
 }
 
 impl ForkRequest {
-    /// Encodes the request into its fixed-size form.
-    pub fn encode(&self) -> [u8; REQUEST_LEN] {
-        let mut out = [0u8; REQUEST_LEN];
-        out[..4].copy_from_slice(&HEADER);
+    /// Encodes the request. Its length may exceed [`MAX_REQUEST_LEN`]
+    /// only with a root plan, which the caller then leaves out.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(REQUEST_LEN);
+        out.extend_from_slice(&HEADER);
         if self.background {
-            out[3] = BACKGROUND;
+            out[3] |= BACKGROUND;
         }
-        out[4..].copy_from_slice(&self.namespaces.to_le_bytes());
-        out
+        out.extend_from_slice(&self.namespaces.to_le_bytes());
+        match &self.root {
+            Some(plan) => {
+                out[3] |= ROOT;
+                let mut e = Encoder::headless(out);
+                e.root_plan(plan);
+                e.buf
+            }
+            None => out,
+        }
     }
 
     /// Decodes a request.
     ///
     /// # Errors
     ///
-    /// Returns [`DecodeError`] for a message of the wrong size or header, or
-    /// one with flags outside [`NAMESPACE_FLAGS`].
+    /// Returns [`DecodeError`] for a message that is too short or too
+    /// long, has the wrong header or trailing bytes, or has clone flags
+    /// outside [`NAMESPACE_FLAGS`].
     pub fn decode(msg: &[u8]) -> Result<Self, DecodeError> {
-        let raw = fixed::<REQUEST_LEN>(msg, "namespaces")?;
-        check_header(&raw, BACKGROUND)?;
+        if msg.len() > MAX_REQUEST_LEN {
+            return Err(DecodeError::TooLong("request"));
+        }
+        if msg.len() < REQUEST_LEN {
+            return Err(DecodeError::Truncated("namespaces"));
+        }
+        let (fixed, rest) = msg.split_at(REQUEST_LEN);
+        check_header(fixed, BACKGROUND | ROOT)?;
         let mut flags = [0u8; 8];
-        flags.copy_from_slice(&raw[4..]);
+        flags.copy_from_slice(&fixed[4..]);
         let namespaces = u64::from_le_bytes(flags);
         if namespaces & !NAMESPACE_FLAGS != 0 {
             return Err(DecodeError::InvalidField("namespaces"));
         }
+        let root = if fixed[3] & ROOT != 0 {
+            let mut d = Decoder::headless(rest);
+            let plan = d.root_plan()?;
+            Some(d.finish(plan)?)
+        } else if !rest.is_empty() {
+            return Err(DecodeError::TrailingBytes(rest.len()));
+        } else {
+            None
+        };
         Ok(Self {
             namespaces,
-            background: raw[3] == BACKGROUND,
+            background: fixed[3] & BACKGROUND != 0,
+            root,
         })
     }
 }
@@ -168,9 +206,64 @@ mod tests {
             let request = ForkRequest {
                 namespaces: 0x2000_0000 | 0x0002_0000,
                 background,
+                root: None,
             };
             assert_eq!(ForkRequest::decode(&request.encode()), Ok(request));
         }
+    }
+
+    fn plan() -> RootPlan {
+        RootPlan {
+            lower_dirs: vec![b"/run/soulbox/templates/host-1".to_vec()],
+            binds: vec![crate::BindMount {
+                source: b"/usr".to_vec(),
+                target: b"/usr".to_vec(),
+            }],
+            scratch_dir: b"/run/soulbox/scratch".to_vec(),
+            scratch_size: 1 << 30,
+            scratch_inodes: 1 << 20,
+            tmp_size: 1 << 28,
+        }
+    }
+
+    #[test]
+    fn request_with_root_plan_round_trips() {
+        let request = ForkRequest {
+            namespaces: 0x2000_0000,
+            background: true,
+            root: Some(plan()),
+        };
+        let encoded = request.encode();
+        assert!(encoded.len() > REQUEST_LEN);
+        assert_eq!(ForkRequest::decode(&encoded), Ok(request));
+    }
+
+    #[test]
+    fn request_with_cut_root_plan_rejected() {
+        let encoded = ForkRequest {
+            namespaces: 0,
+            background: false,
+            root: Some(plan()),
+        }
+        .encode();
+        for len in REQUEST_LEN..encoded.len() {
+            assert!(
+                ForkRequest::decode(&encoded[..len]).is_err(),
+                "a request cut to {len} bytes was accepted"
+            );
+        }
+        let mut long = encoded.clone();
+        long.push(0);
+        assert_eq!(
+            ForkRequest::decode(&long),
+            Err(DecodeError::TrailingBytes(1))
+        );
+        let mut oversized = encoded;
+        oversized.resize(MAX_REQUEST_LEN + 1, 0);
+        assert_eq!(
+            ForkRequest::decode(&oversized),
+            Err(DecodeError::TooLong("request"))
+        );
     }
 
     #[test]
@@ -178,6 +271,7 @@ mod tests {
         let mut raw = ForkRequest {
             namespaces: 0x2000_0000,
             background: true,
+            root: None,
         }
         .encode();
         raw[3] = 0x80;
@@ -193,6 +287,7 @@ mod tests {
         let request = ForkRequest {
             namespaces: 0x2000_0000 | 0x100,
             background: false,
+            root: None,
         };
         assert_eq!(
             ForkRequest::decode(&request.encode()),
@@ -205,6 +300,7 @@ mod tests {
         let encoded = ForkRequest {
             namespaces: 0,
             background: false,
+            root: None,
         }
         .encode();
         assert_eq!(

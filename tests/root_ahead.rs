@@ -1,0 +1,222 @@
+//! Roots built ahead: after each create, the zygote builds the next
+//! sandbox's root (overlay, host binds, /dev, /tmp) in a mount namespace
+//! of its own, and hands it to the next create whose root plan is equal.
+//! Such a sandbox must be indistinguishable from one whose PID 1 built its
+//! root at the create.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use soulbox_core::diagnostics::zygote_pid;
+use soulbox_core::{Sandbox, SandboxOptions};
+use soulbox_tests::*;
+
+/// The zygote is process-wide, so the tests of this binary take turns.
+static ZYGOTE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn mount_namespace(pid: impl std::fmt::Display) -> String {
+    let link = format!("/proc/{pid}/ns/mnt");
+    std::fs::read_link(&link)
+        .unwrap_or_else(|e| panic!("read {link}: {e}"))
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Returns the mount namespaces the zygote keeps open besides the host's:
+/// the root it built for the next sandbox, if any.
+fn built_roots(zygote: i32) -> Vec<String> {
+    let host = mount_namespace("self");
+    let dir = format!("/proc/{zygote}/fd");
+    std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("list {dir}: {e}"))
+        .flatten()
+        .filter_map(|entry| std::fs::read_link(entry.path()).ok())
+        .map(|target| target.to_string_lossy().into_owned())
+        .filter(|target| target.starts_with("mnt:") && *target != host)
+        .collect()
+}
+
+/// Waits up to 5 s for the zygote to hold a root for the next sandbox.
+fn wait_for_root(zygote: i32) -> String {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let roots = built_roots(zygote);
+        assert!(
+            roots.len() <= 1,
+            "the zygote keeps several roots: {roots:?}"
+        );
+        if let Some(root) = roots.into_iter().next() {
+            return root;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the zygote built no root within 5 s"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+async fn create(options: SandboxOptions) -> Sandbox {
+    Sandbox::create(options).await.expect("create a sandbox")
+}
+
+/// Size of the sandbox's /tmp in KiB, as `df` inside reports it.
+async fn tmp_kib(sandbox: &Sandbox) -> u64 {
+    let output = run_ok(sandbox, "df -k /tmp | tail -n 1").await;
+    output
+        .split_whitespace()
+        .nth(1)
+        .and_then(|size| size.parse().ok())
+        .unwrap_or_else(|| panic!("no size in df's line {output:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn next_sandbox_starts_in_the_root_built_ahead() {
+    if !require_root("next_sandbox_starts_in_the_root_built_ahead") {
+        return;
+    }
+    let _turn = ZYGOTE.lock().await;
+    let first = sandbox().await;
+    let zygote = zygote_pid().expect("a zygote runs after a create");
+    let root = wait_for_root(zygote);
+    assert_ne!(root, mount_namespace(first.pid()));
+
+    let second = sandbox().await;
+    assert_eq!(
+        mount_namespace(second.pid()),
+        root,
+        "the second sandbox should start in the root the zygote built"
+    );
+    // Its own /proc, hostname and /etc files, as at any create.
+    let id = second.id().to_string();
+    let seen = run_ok(
+        &second,
+        "cat /proc/1/comm; hostname; cat /etc/hostname; grep -c . /proc/self/mountinfo",
+    )
+    .await;
+    let lines: Vec<&str> = seen.lines().collect();
+    assert_eq!(lines[..3], ["soulbox-init", id.as_str(), id.as_str()]);
+    let mounts_first = run_ok(&first, "grep -c . /proc/self/mountinfo").await;
+    assert_eq!(
+        lines[3],
+        mounts_first.trim(),
+        "a root built ahead has as many mounts as one built at the create"
+    );
+    let listed = run_ok(&second, "ls /").await;
+    assert_eq!(listed, run_ok(&first, "ls /").await);
+
+    // The zygote keeps no reference to a root it handed over.
+    let next = wait_for_root(zygote);
+    assert_ne!(next, root, "the zygote kept the root it handed over");
+    for sandbox in [&first, &second] {
+        let _ = sandbox.kill().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn built_root_has_no_earlier_files() {
+    if !require_root("built_root_has_no_earlier_files") {
+        return;
+    }
+    let _turn = ZYGOTE.lock().await;
+    let first = sandbox().await;
+    let files = "/etc/marker /tmp/marker /dev/shm/marker /home/user/marker /root/marker";
+    let written = sh_as_root(
+        &first,
+        &format!("for f in {files}; do echo x > $f || exit 1; done"),
+    )
+    .await;
+    assert!(written.status.success(), "{written:?}");
+    let zygote = zygote_pid().expect("a zygote runs after a create");
+    let root = wait_for_root(zygote);
+    let second = sandbox().await;
+    assert_eq!(mount_namespace(second.pid()), root);
+    let output = sh_as_root(&second, &format!("ls {files} 2>&1; true")).await;
+    let listing = stdout(&output);
+    assert_eq!(
+        listing.matches("No such file").count(),
+        5,
+        "files of the first sandbox in the second: {listing}"
+    );
+    for sandbox in [&first, &second] {
+        let _ = sandbox.kill().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_sizes_get_a_root_of_their_own() {
+    if !require_root("other_sizes_get_a_root_of_their_own") {
+        return;
+    }
+    let _turn = ZYGOTE.lock().await;
+    let first = sandbox().await;
+    let zygote = zygote_pid().expect("a zygote runs after a create");
+    let root = wait_for_root(zygote);
+    let default_tmp = tmp_kib(&first).await;
+
+    let mut small = options();
+    small.tmp_size = 32 << 20;
+    let second = create(small.clone()).await;
+    assert_ne!(
+        mount_namespace(second.pid()),
+        root,
+        "a sandbox with another /tmp size got the root built for the default one"
+    );
+    assert_eq!(tmp_kib(&second).await, 32 << 10);
+    assert_ne!(default_tmp, 32 << 10);
+
+    // The zygote now builds for the new plan, and the next sandbox with it
+    // starts there, with the size it asked for.
+    let next = wait_for_root(zygote);
+    let third = create(small).await;
+    assert_eq!(mount_namespace(third.pid()), next);
+    assert_eq!(tmp_kib(&third).await, 32 << 10);
+    for sandbox in [&first, &second, &third] {
+        let _ = sandbox.kill().await;
+    }
+}
+
+/// A directory of the caller's may change between two creates, so its
+/// root is built at each create and never ahead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn directory_template_root_is_built_at_the_create() {
+    if !require_root("directory_template_root_is_built_at_the_create") {
+        return;
+    }
+    let _turn = ZYGOTE.lock().await;
+    let dir = std::env::temp_dir().join(unique_name("root-ahead"));
+    let _remove = RemoveDir(dir.clone());
+    std::fs::create_dir_all(dir.join("bin")).expect("create the template's /bin");
+    copy_program(
+        std::path::Path::new("/bin/busybox"),
+        &dir.join("bin/busybox"),
+        0o755,
+    );
+    std::os::unix::fs::symlink("busybox", dir.join("bin/sh")).expect("link /bin/sh");
+    let from_dir = || options().template(dir.to_string_lossy().into_owned());
+
+    let first = sandbox().await;
+    let zygote = zygote_pid().expect("a zygote runs after a create");
+    let root = wait_for_root(zygote);
+    let second = create(from_dir()).await;
+    assert_ne!(mount_namespace(second.pid()), root);
+    std::fs::write(dir.join("added"), "later\n").expect("add a file to the template");
+    let third = create(from_dir()).await;
+    assert_eq!(run_ok(&third, "cat /added").await, "later\n");
+    // The zygote still keeps the root built for the `host` template, and
+    // built none for the directory.
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(built_roots(zygote), [root]);
+    for sandbox in [&first, &second, &third] {
+        let _ = sandbox.kill().await;
+    }
+}
+
+/// Removes a directory tree when dropped.
+struct RemoveDir(PathBuf);
+
+impl Drop for RemoveDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
