@@ -450,22 +450,40 @@ fn rootless_creates_without_zygote() {
     assert_eq!(values("zygote_pid"), ["none"], "{stdout}");
 }
 
+/// Set in the environment of the test process that
+/// `create_storm_survives_zygote_kills` starts for the storm itself.
+const STORM_PROCESS: &str = "SOULBOX_TEST_STORM_PROCESS";
+
 /// Sixty creates at once while the zygote is killed five times: every
-/// create succeeds, and once the sandboxes are killed or dropped this
-/// process has no more descriptors, children or cgroups than before.
+/// create succeeds, and once the sandboxes are killed or dropped and the
+/// zygote is stopped, the process has no descriptor that it did not have
+/// before, no children and no cgroups left.
+///
+/// The storm runs in a test process of its own, started from this
+/// executable, because its checks cover the whole process. In this one
+/// the other tests change what they see at any moment. Each builds its
+/// tokio runtime (four descriptors with tokio 1.54) when it starts, before
+/// it waits for `LAUNCHER`. `rootless_creates_without_zygote` runs a child
+/// with piped output and does not wait for `LAUNCHER` at all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn create_storm_survives_zygote_kills() {
     if !require_root("create_storm_survives_zygote_kills") {
         return;
     }
+    // The storm's process is this process's child while it runs, and
+    // create_survives_stopped_zygote counts this process's children.
     let _turn = LAUNCHER.lock().await;
+    if std::env::var_os(STORM_PROCESS).is_none() {
+        run_storm_process();
+        return;
+    }
     drop(sandbox().await);
-    let open_fds = || {
-        std::fs::read_dir("/proc/self/fd")
-            .expect("list fds")
-            .count()
-    };
-    let fds_before = open_fds();
+    // The zygote's channel and pidfds come and go as it is killed and
+    // restarted, so both sets of descriptors are taken without a zygote.
+    stop_zygote();
+    let before = descriptors_without_sandboxes();
+    // The storm starts with a zygote running, for the first kill.
+    drop(sandbox().await);
     let killer = std::thread::spawn(|| {
         for _ in 0..5 {
             std::thread::sleep(Duration::from_millis(40));
@@ -495,30 +513,106 @@ async fn create_storm_survives_zygote_kills() {
     }
     killer.join().expect("the killer thread panicked");
 
+    stop_zygote();
     let deadline = Instant::now() + Duration::from_secs(10);
     let leftovers = || {
-        let zygote = zygote_pid();
-        let children: Vec<i32> = children_of_this_process()
-            .into_iter()
-            .filter(|&pid| Some(pid) != zygote)
-            .collect();
+        let children = children_of_this_process();
         let cgroups: Vec<_> = ids.iter().flat_map(|id| leftover_cgroups(id)).collect();
-        (open_fds(), children, cgroups)
+        (new_descriptors(&before), children, cgroups)
     };
     let mut left = leftovers();
-    while (left.0 > fds_before || !left.1.is_empty() || !left.2.is_empty())
+    while (!left.0.is_empty() || !left.1.is_empty() || !left.2.is_empty())
         && Instant::now() < deadline
     {
         std::thread::sleep(Duration::from_millis(20));
         left = leftovers();
     }
-    let (fds, children, cgroups) = left;
+    let (descriptors, children, cgroups) = left;
     assert!(
-        fds <= fds_before,
-        "open descriptors went from {fds_before} to {fds}"
+        descriptors.is_empty(),
+        "descriptors opened during the storm are still open: {descriptors:?}"
     );
     assert!(children.is_empty(), "children left: {children:?}");
     assert!(cgroups.is_empty(), "cgroups left: {cgroups:?}");
+}
+
+/// Stops this process's zygote: its thread reaps it and closes its pidfd
+/// soon after.
+fn stop_zygote() {
+    set_launcher(Launcher::Exec);
+    set_launcher(Launcher::Zygote);
+}
+
+/// Returns the targets of this process's open descriptors.
+fn descriptor_targets() -> Vec<String> {
+    let me = std::process::id() as i32;
+    fd_targets(me)
+        .into_iter()
+        .map(|(_, target)| target)
+        .collect()
+}
+
+/// Waits up to 10 s until this process has no pidfd and no mount
+/// namespace open, as it should with no sandbox and no zygote once the
+/// reaper has closed the namespaces that kills hand it. Returns the
+/// targets of its descriptors then.
+fn descriptors_without_sandboxes() -> Vec<String> {
+    let settled = |targets: &[String]| {
+        !targets
+            .iter()
+            .any(|target| target == "anon_inode:[pidfd]" || target.starts_with("mnt:"))
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut targets = descriptor_targets();
+    while !settled(&targets) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        targets = descriptor_targets();
+    }
+    assert!(
+        settled(&targets),
+        "a pidfd or mount namespace stayed open for 10 s without a sandbox or zygote: \
+         {targets:?}"
+    );
+    targets
+}
+
+/// Returns the targets of this process's open descriptors that `before`
+/// lacks, counting each target as often as it is open: a second
+/// descriptor of one socket is new.
+fn new_descriptors(before: &[String]) -> Vec<String> {
+    let mut unmatched = before.to_vec();
+    descriptor_targets()
+        .into_iter()
+        .filter(|target| match unmatched.iter().position(|t| t == target) {
+            Some(index) => {
+                unmatched.swap_remove(index);
+                false
+            }
+            None => true,
+        })
+        .collect()
+}
+
+/// Runs `create_storm_survives_zygote_kills` alone in a new process of
+/// this test executable, and checks that it ran and passed there.
+fn run_storm_process() {
+    let test = "create_storm_survives_zygote_kills";
+    let output = Command::new(std::env::current_exe().expect("path of this test executable"))
+        .args(["--exact", test, "--test-threads=1"])
+        .env(STORM_PROCESS, "1")
+        .output()
+        .expect("start the storm's test process");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "the storm failed in its own process ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
+    assert!(
+        stdout.contains(&format!("test {test} ... ok")),
+        "the storm's process did not run {test}:\n{stdout}"
+    );
 }
 
 /// Returns what a process's start decides, from /proc/PID/status, stat,
