@@ -134,25 +134,34 @@ async fn zygote_keeps_no_sandbox_state() {
         cgroup("self"),
         "the zygote should stay in this process's cgroups"
     );
-    let targets = fd_targets(zygote);
+    // After its reply the zygote makes the next network namespace and
+    // builds the next root, with descriptors of their own for a moment.
+    // Then the root's mount namespace stays, last.
+    let expected = [0, 1, 2, 3, 4, 5, 6];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let targets = loop {
+        let targets = fd_targets(zygote);
+        let fds: Vec<u32> = targets.iter().map(|(fd, _)| *fd).collect();
+        if fds == expected || Instant::now() > deadline {
+            break targets;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
     let fds: Vec<u32> = targets.iter().map(|(fd, _)| *fd).collect();
-    // The root for the next sandbox, a mount namespace, comes last once
-    // the zygote has built it after its reply.
-    assert!(
-        fds == [0, 1, 2, 3, 4, 5] || fds == [0, 1, 2, 3, 4, 5, 6],
-        "the zygote should hold only stdio, its channel, the host's network and mount \
+    assert_eq!(
+        fds, expected,
+        "the zygote should keep only stdio, its channel, the host's network and mount \
          namespaces and the next sandbox's root: {targets:?}"
     );
     assert_eq!(targets[4].1, namespace_of("self", "net"));
     assert_eq!(targets[5].1, namespace_of("self", "mnt"));
-    if let Some((_, next_root)) = targets.get(6) {
-        assert!(next_root.starts_with("mnt:"), "{targets:?}");
-        assert_ne!(
-            *next_root,
-            namespace_of(&sandbox.pid().to_string(), "mnt"),
-            "the zygote holds the sandbox's own mount namespace"
-        );
-    }
+    let next_root = &targets[6].1;
+    assert!(next_root.starts_with("mnt:"), "{targets:?}");
+    assert_ne!(
+        *next_root,
+        namespace_of(&sandbox.pid().to_string(), "mnt"),
+        "the zygote keeps the sandbox's own mount namespace"
+    );
     let _ = sandbox.kill().await;
 }
 
