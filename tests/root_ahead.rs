@@ -7,8 +7,10 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use serde_json::json;
 use soulbox_core::diagnostics::zygote_pid;
 use soulbox_core::{Sandbox, SandboxOptions};
+use soulbox_tests::image::{oci_layout_files, write_dir, Image, Layer, TempDir};
 use soulbox_tests::*;
 
 /// The zygote is process-wide, so the tests of this binary take turns.
@@ -208,6 +210,44 @@ async fn directory_template_root_is_built_at_the_create() {
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(built_roots(zygote), [root]);
     for sandbox in [&first, &second, &third] {
+        let _ = sandbox.kill().await;
+    }
+}
+
+/// A layer cache that was removed is unpacked again at the next create,
+/// into the same paths. The root built ahead on the removed layers must
+/// not be handed over: its overlay shows the deleted files, so the
+/// sandbox would have no programs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removed_layers_not_handed_over() {
+    if !require_root("removed_layers_not_handed_over") {
+        return;
+    }
+    let _turn = ZYGOTE.lock().await;
+    let cache = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("root-ahead-layers");
+    let _ = std::fs::remove_dir_all(&cache);
+    // Only image templates read it, and only this test uses one.
+    std::env::set_var(soulbox_core::image::LAYER_CACHE_VAR, &cache);
+    let image_dir = TempDir::new("root-ahead-image");
+    let mut upper = Layer::new();
+    upper.file("etc/marker", unique_name("layer").as_bytes(), 0o644);
+    let image = Image::with_layer(upper.finish(), json!({}));
+    write_dir(image_dir.path(), &oci_layout_files(&[(None, &image)]));
+    let from_image = || options().template(image_dir.path().to_string_lossy().into_owned());
+
+    let first = create(from_image()).await;
+    let marker = run_ok(&first, "cat /etc/marker").await;
+    let zygote = zygote_pid().expect("a zygote runs after a create");
+    wait_for_root(zygote);
+    std::fs::remove_dir_all(&cache).expect("remove the layer cache");
+
+    // The mount namespaces cannot tell which root the second sandbox got:
+    // the one dropped may give its inode number to the one PID 1 makes.
+    let second = create(from_image()).await;
+    let output = sh(&second, "cat /etc/marker").await;
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(stdout(&output), marker);
+    for sandbox in [&first, &second] {
         let _ = sandbox.kill().await;
     }
 }

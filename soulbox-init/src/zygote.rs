@@ -145,8 +145,8 @@ struct SpareRoot {
     /// after each build. `None` when it could not be opened, and every
     /// PID 1 then builds its own root.
     home: Option<OwnedFd>,
-    /// The plan and the mount namespace of the root built last.
-    built: Option<(RootPlan, OwnedFd)>,
+    /// The root built last.
+    built: Option<BuiltRoot>,
     /// The plan whose build failed last. It is not tried again: PID 1
     /// meets the same failure at its own build and reports it.
     failed: Option<RootPlan>,
@@ -161,12 +161,14 @@ impl SpareRoot {
         }
     }
 
-    /// Takes the root built for `plan`, if the zygote has one.
+    /// Takes the root built for `plan`, if the zygote has one whose layers
+    /// and bind sources are still the files it was built from. A removed
+    /// layer cache, for one, is unpacked again into the same paths, and a
+    /// root built before would show the deleted layers. Such a root is
+    /// dropped, and PID 1 builds its own.
     fn take(&mut self, plan: &RootPlan) -> Option<(RootPlan, OwnedFd)> {
-        match &self.built {
-            Some((built, _)) if built == plan => self.built.take(),
-            _ => None,
-        }
+        let built = self.built.take_if(|built| built.plan == *plan)?;
+        (source_ids(plan).as_ref() == Some(&built.sources)).then_some((built.plan, built.namespace))
     }
 
     /// Builds a root for `plan` in a new mount namespace, unless the zygote
@@ -175,11 +177,16 @@ impl SpareRoot {
         let Some(home) = &self.home else {
             return;
         };
-        let held = self.built.as_ref().is_some_and(|(built, _)| *built == plan);
+        let held = self.built.as_ref().is_some_and(|built| built.plan == plan);
         if held || self.failed.as_ref() == Some(&plan) {
             return;
         }
         self.built = None;
+        // Read before the build, so that a source replaced during it
+        // differs at the hand-over.
+        let Some(sources) = source_ids(&plan) else {
+            return;
+        };
         if sys::unshare(libc::CLONE_NEWNS).is_err() {
             return;
         }
@@ -197,10 +204,41 @@ impl SpareRoot {
             sys::exit(EXIT_FAILURE);
         }
         match (built, namespace) {
-            (Ok(()), Ok(namespace)) => self.built = Some((plan, namespace)),
+            (Ok(()), Ok(namespace)) => {
+                self.built = Some(BuiltRoot {
+                    plan,
+                    sources,
+                    namespace,
+                })
+            }
             _ => self.failed = Some(plan),
         }
     }
+}
+
+/// A root that the zygote built ahead, in a mount namespace of its own.
+struct BuiltRoot {
+    plan: RootPlan,
+    /// Device and inode numbers of the plan's layers and bind sources,
+    /// read by [`source_ids`] before the build.
+    sources: Vec<(u64, u64)>,
+    namespace: OwnedFd,
+}
+
+/// Returns the device and inode numbers of `plan`'s lower directories and
+/// bind sources, in that order, or `None` if one of them is missing.
+fn source_ids(plan: &RootPlan) -> Option<Vec<(u64, u64)>> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::MetadataExt;
+    let sources = plan.binds.iter().map(|bind| &bind.source);
+    plan.lower_dirs
+        .iter()
+        .chain(sources)
+        .map(|path| {
+            let metadata = std::fs::metadata(std::ffi::OsStr::from_bytes(path)).ok()?;
+            Some((metadata.dev(), metadata.ino()))
+        })
+        .collect()
 }
 
 /// The network namespace the zygote holds for the next PID 1.
