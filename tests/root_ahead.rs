@@ -7,8 +7,10 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use serde_json::json;
 use soulbox_core::diagnostics::zygote_pid;
 use soulbox_core::{Sandbox, SandboxOptions};
+use soulbox_tests::image::{oci_layout_files, write_dir, Image, Layer, TempDir};
 use soulbox_tests::*;
 
 /// The zygote is process-wide, so the tests of this binary take turns.
@@ -208,6 +210,168 @@ async fn directory_template_root_is_built_at_the_create() {
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(built_roots(zygote), [root]);
     for sandbox in [&first, &second, &third] {
+        let _ = sandbox.kill().await;
+    }
+}
+
+/// A layer cache that was removed is unpacked again at the next create,
+/// into the same paths. The root built ahead on the removed layers must
+/// not be handed over: its overlay shows the deleted files, so the
+/// sandbox would have no programs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removed_layers_not_handed_over() {
+    if !require_root("removed_layers_not_handed_over") {
+        return;
+    }
+    let _turn = ZYGOTE.lock().await;
+    let cache = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("root-ahead-layers");
+    let _ = std::fs::remove_dir_all(&cache);
+    // Only image templates read it, and only this test uses one.
+    std::env::set_var(soulbox_core::image::LAYER_CACHE_VAR, &cache);
+    let image_dir = TempDir::new("root-ahead-image");
+    let mut upper = Layer::new();
+    upper.file("etc/marker", unique_name("layer").as_bytes(), 0o644);
+    let image = Image::with_layer(upper.finish(), json!({}));
+    write_dir(image_dir.path(), &oci_layout_files(&[(None, &image)]));
+    let from_image = || options().template(image_dir.path().to_string_lossy().into_owned());
+
+    let first = create(from_image()).await;
+    let marker = run_ok(&first, "cat /etc/marker").await;
+    let zygote = zygote_pid().expect("a zygote runs after a create");
+    wait_for_root(zygote);
+    std::fs::remove_dir_all(&cache).expect("remove the layer cache");
+
+    // The mount namespaces cannot tell which root the second sandbox got:
+    // the one dropped may give its inode number to the one PID 1 makes.
+    let second = create(from_image()).await;
+    let output = sh(&second, "cat /etc/marker").await;
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(stdout(&output), marker);
+    for sandbox in [&first, &second] {
+        let _ = sandbox.kill().await;
+    }
+}
+
+/// Set for the run of [`zygote_keeps_its_root_in_a_chroot`] inside the
+/// chroot.
+const IN_CHROOT_VAR: &str = "SOULBOX_TEST_ROOT_AHEAD_IN_CHROOT";
+
+/// Runs the command given after the empty directory $1 in a chroot whose
+/// root is a tmpfs mount point, as pivot_root needs, with the host's
+/// directories bound in. All of it happens in a mount namespace of the
+/// shell's own whose root is another tmpfs, with the chroot at /inner,
+/// the host's root at /old and its /proc at /proc, so that a sandbox that
+/// gets the namespace's root instead of its own writes into that tmpfs
+/// and not the host's /etc.
+const CHROOT_SCRIPT: &str = r#"
+set -e
+dir=$1
+shift
+mount -t tmpfs outer "$dir"
+mkdir "$dir/old" "$dir/inner" "$dir/proc"
+mount --rbind /proc "$dir/proc"
+mount -t tmpfs chroot "$dir/inner"
+for entry in usr bin sbin lib lib32 lib64 libx32 etc dev proc sys run tmp work root; do
+    if [ -L "/$entry" ]; then
+        ln -s "$(readlink "/$entry")" "$dir/inner/$entry"
+    elif [ -d "/$entry" ]; then
+        mkdir "$dir/inner/$entry"
+        mount --rbind "/$entry" "$dir/inner/$entry"
+    fi
+done
+cd "$dir"
+pivot_root . old
+exec /old/bin/busybox chroot /inner "$@"
+"#;
+
+/// A host process in a chroot: the zygote must stay in the chroot after
+/// a build, and no sandbox may get the mount namespace's root in place of
+/// its own. setns into a root built under a chroot gives the namespace's
+/// root, so such a root must not be handed over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zygote_keeps_its_root_in_a_chroot() {
+    if !require_root("zygote_keeps_its_root_in_a_chroot") {
+        return;
+    }
+    let _turn = ZYGOTE.lock().await;
+    if std::env::var_os(IN_CHROOT_VAR).is_some() {
+        check_zygote_root_in_chroot().await;
+        return;
+    }
+    let test_binary = std::env::current_exe().expect("find the test binary");
+    let dir = std::env::temp_dir().join(unique_name("root-ahead-chroot"));
+    std::fs::create_dir(&dir).expect("create the chroot's mount point");
+    let _remove = RemoveDir(dir.clone());
+    let output = std::process::Command::new("unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            CHROOT_SCRIPT,
+            "sh",
+        ])
+        .arg(&dir)
+        .arg(&test_binary)
+        .args([
+            "--exact",
+            "zygote_keeps_its_root_in_a_chroot",
+            "--nocapture",
+        ])
+        .env(IN_CHROOT_VAR, "1")
+        .output()
+        .expect("run unshare");
+    let report = format!(
+        "stdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success(),
+        "the run in a chroot failed: {report}"
+    );
+    assert!(
+        report.contains("1 passed"),
+        "the run in a chroot ran no test: {report}"
+    );
+}
+
+/// Checks, inside the chroot, the sandboxes and the zygote's root for
+/// [`zygote_keeps_its_root_in_a_chroot`].
+async fn check_zygote_root_in_chroot() {
+    use std::os::unix::fs::MetadataExt;
+    let root_id = |path: &str| {
+        let metadata = std::fs::metadata(path).unwrap_or_else(|e| panic!("stat {path}: {e}"));
+        (metadata.dev(), metadata.ino())
+    };
+    // The zygote serves the second create only after its build for the
+    // first, so the second sandbox gets whatever that build made.
+    let first = sandbox().await;
+    let second = sandbox().await;
+    let listing = "ls -A /";
+    assert_eq!(
+        run_ok(&second, listing).await,
+        run_ok(&first, listing).await,
+        "the second sandbox's root is not the template's"
+    );
+    assert_eq!(
+        run_ok(&second, "cat /etc/hostname").await.trim(),
+        second.id()
+    );
+
+    let zygote = zygote_pid().expect("a zygote runs after a create");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let zygote_root = format!("/proc/{zygote}/root/");
+    while root_id(&zygote_root) != root_id("/") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(
+        root_id(&zygote_root),
+        root_id("/"),
+        "the zygote left the chroot after it built a root"
+    );
+    for sandbox in [&first, &second] {
         let _ = sandbox.kill().await;
     }
 }

@@ -145,8 +145,8 @@ struct SpareRoot {
     /// after each build. `None` when it could not be opened, and every
     /// PID 1 then builds its own root.
     home: Option<OwnedFd>,
-    /// The plan and the mount namespace of the root built last.
-    built: Option<(RootPlan, OwnedFd)>,
+    /// The root built last.
+    built: Option<BuiltRoot>,
     /// The plan whose build failed last. It is not tried again: PID 1
     /// meets the same failure at its own build and reports it.
     failed: Option<RootPlan>,
@@ -161,12 +161,14 @@ impl SpareRoot {
         }
     }
 
-    /// Takes the root built for `plan`, if the zygote has one.
+    /// Takes the root built for `plan`, if the zygote has one whose layers
+    /// and bind sources are still the files it was built from. A removed
+    /// layer cache, for one, is unpacked again into the same paths, and a
+    /// root built before would show the deleted layers. Such a root is
+    /// dropped, and PID 1 builds its own.
     fn take(&mut self, plan: &RootPlan) -> Option<(RootPlan, OwnedFd)> {
-        match &self.built {
-            Some((built, _)) if built == plan => self.built.take(),
-            _ => None,
-        }
+        let built = self.built.take_if(|built| built.plan == *plan)?;
+        (source_ids(plan).as_ref() == Some(&built.sources)).then_some((built.plan, built.namespace))
     }
 
     /// Builds a root for `plan` in a new mount namespace, unless the zygote
@@ -175,14 +177,28 @@ impl SpareRoot {
         let Some(home) = &self.home else {
             return;
         };
-        let held = self.built.as_ref().is_some_and(|(built, _)| *built == plan);
+        let held = self.built.as_ref().is_some_and(|built| built.plan == plan);
         if held || self.failed.as_ref() == Some(&plan) {
             return;
         }
         self.built = None;
+
+        // Read before the build, so that a source replaced during it
+        // differs at the hand-over.
+        let Some(sources) = source_ids(&plan) else {
+            return;
+        };
+        // The return below sets the zygote's root and working directory to
+        // the namespace's root, which a host in a chroot does not have.
+        let (Ok(root_dir), Ok(work_dir)) =
+            (sys::open_path(None, c"/", 0), sys::open_path(None, c".", 0))
+        else {
+            return;
+        };
         if sys::unshare(libc::CLONE_NEWNS).is_err() {
             return;
         }
+
         // Opened before the switch to the new root, which has no /proc.
         let namespace = sys::open_read_only(c"/proc/self/ns/mnt");
         // The zygote keeps the host process's umask, which PID 1 replaces
@@ -190,17 +206,86 @@ impl SpareRoot {
         let umask = sys::umask(0o022);
         let built = crate::setup::build_root_ahead(&plan, facts);
         sys::umask(umask);
+        let entered = match (&built, &namespace) {
+            (Ok(()), Ok(namespace)) => enters_built_root(namespace),
+            _ => false,
+        };
         // Back to the namespace the zygote started in, and to its root and
         // working directory. A zygote that cannot return exits, so that no
         // PID 1 is forked from this tree, and the host starts a new one.
-        if sys::setns(home.as_fd(), libc::CLONE_NEWNS).is_err() {
+        if sys::setns(home.as_fd(), libc::CLONE_NEWNS).is_err()
+            || return_to(&root_dir, &work_dir).is_err()
+        {
             sys::exit(EXIT_FAILURE);
         }
+        drop((root_dir, work_dir));
+        // Moved to the lowest free descriptor, which the two just closed
+        // had taken, so that the descriptors the zygote keeps between
+        // requests do not depend on them.
+        let namespace = namespace.and_then(|namespace| namespace.try_clone());
         match (built, namespace) {
-            (Ok(()), Ok(namespace)) => self.built = Some((plan, namespace)),
+            (Ok(()), Ok(namespace)) if entered => {
+                self.built = Some(BuiltRoot {
+                    plan,
+                    sources,
+                    namespace,
+                })
+            }
             _ => self.failed = Some(plan),
         }
     }
+}
+
+/// Returns whether a process that enters `namespace`, as PID 1 does, gets
+/// the root that the zygote has just built and switched to there. setns
+/// gives it the top mount on the namespace's root, which is the built
+/// root only if the zygote's root was the namespace's. Under a host
+/// process's chroot it is the host's own root file system instead.
+fn enters_built_root(namespace: &OwnedFd) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let root_id = || {
+        let metadata = std::fs::metadata("/").ok()?;
+        Some((metadata.dev(), metadata.ino()))
+    };
+    let built = root_id();
+    built.is_some()
+        && sys::setns(namespace.as_fd(), libc::CLONE_NEWNS).is_ok()
+        && root_id() == built
+}
+
+/// Makes `root_dir` the root directory and `work_dir` the working
+/// directory again, through their /proc/self/fd links, as std has no
+/// fchdir. The working directory goes first, while /proc is in reach.
+fn return_to(root_dir: &OwnedFd, work_dir: &OwnedFd) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let link = |dir: &OwnedFd| format!("/proc/self/fd/{}", dir.as_raw_fd());
+    std::env::set_current_dir(link(work_dir))?;
+    std::os::unix::fs::chroot(link(root_dir))
+}
+
+/// A root that the zygote built ahead, in a mount namespace of its own.
+struct BuiltRoot {
+    plan: RootPlan,
+    /// Device and inode numbers of the plan's layers and bind sources,
+    /// read by [`source_ids`] before the build.
+    sources: Vec<(u64, u64)>,
+    namespace: OwnedFd,
+}
+
+/// Returns the device and inode numbers of `plan`'s lower directories and
+/// bind sources, in that order, or `None` if one of them is missing.
+fn source_ids(plan: &RootPlan) -> Option<Vec<(u64, u64)>> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::MetadataExt;
+    let sources = plan.binds.iter().map(|bind| &bind.source);
+    plan.lower_dirs
+        .iter()
+        .chain(sources)
+        .map(|path| {
+            let metadata = std::fs::metadata(std::ffi::OsStr::from_bytes(path)).ok()?;
+            Some((metadata.dev(), metadata.ino()))
+        })
+        .collect()
 }
 
 /// The network namespace the zygote holds for the next PID 1.
