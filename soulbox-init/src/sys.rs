@@ -654,6 +654,21 @@ pub fn chdir(path: &CStr) -> io::Result<()> {
     Ok(())
 }
 
+/// Makes the directory `dir`, which may be an O_PATH descriptor, the
+/// working directory.
+pub fn fchdir(dir: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: fchdir takes a plain descriptor number.
+    check(unsafe { libc::fchdir(dir.as_raw_fd()) })?;
+    Ok(())
+}
+
+/// Makes `path` the root directory.
+pub fn chroot(path: &CStr) -> io::Result<()> {
+    // SAFETY: `path` is a valid C string.
+    check(unsafe { libc::chroot(path.as_ptr()) })?;
+    Ok(())
+}
+
 /// Writes the current directory, as the kernel reports it, into `buf` and
 /// returns the written part. Makes no allocation, so a vfork child may call it.
 pub fn getcwd(buf: &mut [u8]) -> io::Result<&[u8]> {

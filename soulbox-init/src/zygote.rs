@@ -26,10 +26,10 @@
 //! In the same way the zygote builds each sandbox's root ahead: the
 //! overlay, the host binds, /dev and /tmp, in a mount namespace of its own
 //! whose root it then switches to, as PID 1 would. A request carries the
-//! plan of its root ([`RootPlan`]) when a root may be built ahead, and when
-//! the zygote has a namespace built for an equal plan, PID 1 is cloned
-//! without CLONE_NEWNS and enters that namespace, where only /proc and the
-//! files that name the sandbox are left to do. Right after its reply the
+//! plan of its root ([`RootPlan`]) when a root may be built ahead. When the
+//! zygote has a namespace built for an equal plan, PID 1 is cloned without
+//! CLONE_NEWNS and enters that namespace. Only /proc and the files that
+//! name the sandbox are then left to do. Right after its reply the
 //! zygote builds the next one for the same plan, again unless the request
 //! was a refill. A namespace is handed to one PID 1 only: the zygote keeps
 //! no reference to it after the fork. Only roots made of SoulBox's own
@@ -138,6 +138,11 @@ struct Spares<'a> {
     roots: &'a mut SpareRoot,
 }
 
+/// How long the zygote builds no root for a plan whose build failed. A
+/// build may fail for a moment only, as when the scratch directory is
+/// being made again, so it is tried again after this.
+const RETRY_FAILED_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The root the zygote has built for the next PID 1 whose request has an
 /// equal plan.
 struct SpareRoot {
@@ -147,9 +152,10 @@ struct SpareRoot {
     home: Option<OwnedFd>,
     /// The root built last.
     built: Option<BuiltRoot>,
-    /// The plan whose build failed last. It is not tried again: PID 1
-    /// meets the same failure at its own build and reports it.
-    failed: Option<RootPlan>,
+    /// The plan whose build failed last, and when. It is tried again only
+    /// after [`RETRY_FAILED_AFTER`]: until then PID 1 builds its own root,
+    /// and reports the failure if it meets the same one.
+    failed: Option<(RootPlan, std::time::Instant)>,
 }
 
 impl SpareRoot {
@@ -178,7 +184,11 @@ impl SpareRoot {
             return;
         };
         let held = self.built.as_ref().is_some_and(|built| built.plan == plan);
-        if held || self.failed.as_ref() == Some(&plan) {
+        let failed_lately = self
+            .failed
+            .as_ref()
+            .is_some_and(|(failed, at)| *failed == plan && at.elapsed() < RETRY_FAILED_AFTER);
+        if held || failed_lately {
             return;
         }
         self.built = None;
@@ -231,7 +241,7 @@ impl SpareRoot {
                     namespace,
                 })
             }
-            _ => self.failed = Some(plan),
+            _ => self.failed = Some((plan, std::time::Instant::now())),
         }
     }
 }
@@ -254,13 +264,11 @@ fn enters_built_root(namespace: &OwnedFd) -> bool {
 }
 
 /// Makes `root_dir` the root directory and `work_dir` the working
-/// directory again, through their /proc/self/fd links, as std has no
-/// fchdir. The working directory goes first, while /proc is in reach.
+/// directory again.
 fn return_to(root_dir: &OwnedFd, work_dir: &OwnedFd) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let link = |dir: &OwnedFd| format!("/proc/self/fd/{}", dir.as_raw_fd());
-    std::env::set_current_dir(link(work_dir))?;
-    std::os::unix::fs::chroot(link(root_dir))
+    sys::fchdir(root_dir.as_fd())?;
+    sys::chroot(c".")?;
+    sys::fchdir(work_dir.as_fd())
 }
 
 /// A root that the zygote built ahead, in a mount namespace of its own.
