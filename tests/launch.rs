@@ -33,7 +33,8 @@ fn fd_targets(pid: i32) -> Vec<(u32, String)> {
     targets
 }
 
-/// Whether descriptor `fd` of host process `pid` is the null device (1:3).
+/// Returns whether descriptor `fd` of host process `pid` is the null
+/// device (1:3).
 fn is_null_device(pid: i32, fd: u32) -> bool {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
     std::fs::metadata(format!("/proc/{pid}/fd/{fd}"))

@@ -259,10 +259,10 @@ const IN_CHROOT_VAR: &str = "SOULBOX_TEST_ROOT_AHEAD_IN_CHROOT";
 /// Runs the command given after the empty directory $1 in a chroot whose
 /// root is a tmpfs mount point, as pivot_root needs, with the host's
 /// directories bound in. All of it happens in a mount namespace of the
-/// shell's own whose root is another tmpfs, with the chroot at /inner,
-/// the host's root at /old and its /proc at /proc, so that a sandbox that
-/// gets the namespace's root instead of its own writes into that tmpfs
-/// and not the host's /etc.
+/// shell's own, whose root is another tmpfs. The chroot is at /inner, the
+/// host's root at /old and its /proc at /proc. So a sandbox that gets the
+/// namespace's root instead of its own writes into that tmpfs, not into
+/// the host's /etc.
 const CHROOT_SCRIPT: &str = r#"
 set -e
 dir=$1

@@ -168,7 +168,7 @@ pub struct Template {
 }
 
 impl Template {
-    /// Whether every lower layer is one of SoulBox's own: the `host`
+    /// Returns whether every lower layer is one of SoulBox's own: the `host`
     /// skeleton in `state_dir`, or a layer or build in the layer cache.
     /// Nothing changes those in place, so a root built from them before
     /// the create that uses it shows what a root built at the create would.

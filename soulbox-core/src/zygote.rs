@@ -9,7 +9,7 @@
 //! exactly as long as its zygote and the zygote dies with the host process.
 //! It also exits on end of file on its channel. It lives in the host's
 //! cgroup and namespaces and keeps no sandbox's descriptor after it replies.
-//! Between requests it holds the next sandbox's network namespace and, for
+//! Between requests it keeps the next sandbox's network namespace and, for
 //! the root plan of the last request that sent one, the next sandbox's
 //! root, built ahead in a mount namespace of its own (see
 //! `soulbox_init::zygote`).
@@ -172,8 +172,8 @@ pub(crate) enum Spawn {
 
 /// Asks the zygote for a PID 1 in new `namespaces` with `control` as its
 /// fd 3, started in `cgroup` when given. With `root`, the zygote may hand
-/// PID 1 a root it built ahead for that plan, and builds the next one
-/// after it replies; pass it only for a root that is the same for every
+/// PID 1 a root it built ahead for that plan, and it builds the next one
+/// after it replies. Pass it only for a root that is the same for every
 /// sandbox of the plan. Starts the zygote when there is none, and restarts
 /// it once when it died.
 pub(crate) fn spawn(

@@ -98,7 +98,7 @@ enum Start {
     Zygote {
         facts: setup::KernelFacts,
         /// The plan of the root that the zygote built ahead and PID 1 now
-        /// runs in, if it did; see [`setup::build_root_ahead`].
+        /// runs in, if it did (see [`setup::build_root_ahead`]).
         prebuilt: Option<soulbox_proto::RootPlan>,
     },
 }

@@ -34,8 +34,8 @@
 //! was a refill. A namespace is handed to one PID 1 only: the zygote keeps
 //! no reference to it after the fork. Only roots made of SoulBox's own
 //! layers are built ahead (the `host` template's and unpacked images'),
-//! which nothing changes in place; a directory template may change between
-//! two creates, and a root of one must show it as it is at the create.
+//! because nothing changes those in place. A directory template may change
+//! between two creates, and its root must show it as it is at the create.
 //!
 //! Every PID 1 forked from one zygote shares the zygote's address-space
 //! layout, stack canary and pointer guard instead of getting fresh ones
@@ -183,12 +183,12 @@ impl SpareRoot {
         let Some(home) = &self.home else {
             return;
         };
-        let held = self.built.as_ref().is_some_and(|built| built.plan == plan);
+        let ready = self.built.as_ref().is_some_and(|built| built.plan == plan);
         let failed_lately = self
             .failed
             .as_ref()
             .is_some_and(|(failed, at)| *failed == plan && at.elapsed() < RETRY_FAILED_AFTER);
-        if held || failed_lately {
+        if ready || failed_lately {
             return;
         }
         self.built = None;

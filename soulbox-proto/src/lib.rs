@@ -204,7 +204,7 @@ impl Config {
         }
     }
 
-    /// Whether this configuration's root matches `plan`.
+    /// Returns whether this configuration's root matches `plan`.
     pub fn has_root_plan(&self, plan: &RootPlan) -> bool {
         self.lower_dirs == plan.lower_dirs
             && self.binds == plan.binds
@@ -473,7 +473,7 @@ impl Encoder {
         Self { buf }
     }
 
-    /// An encoder for fields that follow a header of another form.
+    /// Returns an encoder for fields that follow a header of another form.
     fn headless(buf: Vec<u8>) -> Self {
         Self { buf }
     }
@@ -586,7 +586,7 @@ impl<'a> Decoder<'a> {
         Ok((d, kind))
     }
 
-    /// A decoder for fields that follow a header of another form.
+    /// Returns a decoder for fields that follow a header of another form.
     fn headless(rest: &'a [u8]) -> Self {
         Self { rest }
     }
