@@ -257,9 +257,10 @@ async fn removed_layers_not_handed_over() {
 const IN_CHROOT_VAR: &str = "SOULBOX_TEST_ROOT_AHEAD_IN_CHROOT";
 
 /// Runs the command given after the empty directory $1 in a chroot whose
-/// root is a tmpfs mount point, as pivot_root needs, with the host's
-/// directories bound in. All of it happens in a mount namespace of the
-/// shell's own, whose root is another tmpfs. The chroot is at /inner, the
+/// root is a tmpfs mount point, as pivot_root needs, with each of the
+/// host's top-level directories bound in, so the test binary is found
+/// wherever the checkout is. All of it happens in a mount namespace of
+/// the shell's own, whose root is another tmpfs. The chroot is at /inner, the
 /// host's root at /old and its /proc at /proc. So a sandbox that gets the
 /// namespace's root instead of its own writes into that tmpfs, not into
 /// the host's /etc.
@@ -271,12 +272,13 @@ mount -t tmpfs outer "$dir"
 mkdir "$dir/old" "$dir/inner" "$dir/proc"
 mount --rbind /proc "$dir/proc"
 mount -t tmpfs chroot "$dir/inner"
-for entry in usr bin sbin lib lib32 lib64 libx32 etc dev proc sys run tmp work root; do
-    if [ -L "/$entry" ]; then
-        ln -s "$(readlink "/$entry")" "$dir/inner/$entry"
-    elif [ -d "/$entry" ]; then
+for path in /*; do
+    entry=${path#/}
+    if [ -L "$path" ]; then
+        ln -s "$(readlink "$path")" "$dir/inner/$entry"
+    elif [ -d "$path" ]; then
         mkdir "$dir/inner/$entry"
-        mount --rbind "/$entry" "$dir/inner/$entry"
+        mount --rbind "$path" "$dir/inner/$entry"
     fi
 done
 cd "$dir"
