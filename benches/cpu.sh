@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # cpu.sh: CPU time that create + /bin/true + destroy costs the whole host,
-# next to its wall time, for SoulBox's API and bubblewrap.
+# next to its wall time, for SoulBox's API and CLI and for bubblewrap.
 #
 #   sudo bash benches/cpu.sh
 #
@@ -8,9 +8,10 @@
 # divided by its runs. Busy means user, nice, system, irq and softirq in
 # /proc/stat; idle, iowait and steal do not count. So it counts every
 # process and kernel thread: the runtime, its helpers, the sandbox's
-# processes and the kernel's deferred teardown work. Wall time divided by runs is next to it, and their ratio
-# is how many CPUs the row kept busy on average. A row whose work already
-# fills the CPUs cannot get faster by running more of it in parallel.
+# processes and the kernel's deferred teardown work. Wall time divided by
+# runs is next to it, and their ratio is how many CPUs the row kept busy
+# on average. A row whose work already fills the CPUs cannot get faster
+# by running more of it in parallel.
 #
 # Rows, as in compare.sh:
 #   bare /bin/true: hyperfine -N running the host's /bin/true, the floor of
@@ -23,7 +24,8 @@
 #     in compare.sh;
 #   SoulBox CLI: hyperfine -N running `soulbox run -- /bin/true`, the static
 #     build that soulbox-cli/build-static.sh makes (SOULBOX_CLI to change).
-# Rows interleave round by round; the table shows each row's median round.
+# Rows interleave round by round; each column of the table is the median
+# of the row's rounds.
 #
 # Knobs: ROUNDS=3 rounds, RUNS=1000 runs per row and round, SKIP_BUILD=1
 # uses the release binaries already built. Needs root, bwrap, hyperfine,
