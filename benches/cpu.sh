@@ -13,19 +13,18 @@
 # on average. A row whose work already fills the CPUs cannot get faster
 # by running more of it in parallel.
 #
-# Rows, as in compare.sh:
-#   bare /bin/true: hyperfine -N running the host's /bin/true, the floor of
-#     a spawned command;
-#   bubblewrap: hyperfine -N running bwrap --unshare-all on a busybox root;
-#   SoulBox API: soulbox-bench-api --task true (the `host` template);
-#   SoulBox API, busybox root: the same on the busybox root;
-#   SoulBox API, pool: the same from a warm pool of 2, whose refills run
-#     in the background and count here, though not in the pool's wall time
-#     in compare.sh;
-#   SoulBox CLI: hyperfine -N running `soulbox run -- /bin/true`, the static
-#     build that soulbox-cli/build-static.sh makes (SOULBOX_CLI to change).
-# Rows interleave round by round; each column of the table is the median
-# of the row's rounds.
+# The rows are those of compare.sh:
+# - bare /bin/true: hyperfine -N runs the host's /bin/true, the floor of a
+#   spawned command.
+# - bubblewrap: hyperfine -N runs bwrap --unshare-all on a busybox root.
+# - SoulBox API: soulbox-bench-api --task true on the `host` template.
+# - SoulBox API, busybox root: the same on the busybox root.
+# - SoulBox API, pool: the same from a warm pool of 2. Its refills run in
+#   the background and count here, but not in compare.sh's pool row.
+# - SoulBox CLI: hyperfine -N runs `soulbox run -- /bin/true` with the
+#   static build of soulbox-cli/build-static.sh (SOULBOX_CLI overrides it).
+# The rows take turns round by round. Each column of the table is the
+# median of the row's rounds.
 #
 # Knobs: ROUNDS=3 rounds, RUNS=1000 runs per row and round, SKIP_BUILD=1
 # uses the release binaries already built. Needs root, bwrap, hyperfine,
@@ -41,13 +40,13 @@ RUNS=${RUNS:-1000}
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
 for tool in bwrap hyperfine python3; do
     if ! command -v "$tool" >/dev/null; then
-        echo "cpu.sh: $tool not found; install it (apt-get install bubblewrap hyperfine python3)" >&2
+        echo "cpu.sh: $tool not found. Install it: apt-get install bubblewrap hyperfine python3" >&2
         exit 1
     fi
 done
 busybox=$(command -v busybox || true)
 if [ -z "$busybox" ]; then
-    echo "cpu.sh: busybox not found; install it (apt-get install busybox-static)" >&2
+    echo "cpu.sh: busybox not found. Install it: apt-get install busybox-static" >&2
     exit 1
 fi
 if [ "${SKIP_BUILD:-0}" != 1 ]; then
@@ -57,7 +56,7 @@ fi
 api=$TARGET_DIR/release/soulbox-bench-api
 cli=${SOULBOX_CLI:-$TARGET_DIR/$(rustc -vV | sed -n 's/^host: //p')/release/soulbox}
 if [ ! -x "$cli" ]; then
-    echo "cpu.sh: soulbox CLI not found at $cli; run soulbox-cli/build-static.sh or set SOULBOX_CLI" >&2
+    echo "cpu.sh: soulbox CLI not found at $cli. Run soulbox-cli/build-static.sh or set SOULBOX_CLI" >&2
     exit 1
 fi
 

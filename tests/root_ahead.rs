@@ -257,8 +257,8 @@ async fn removed_layers_not_handed_over() {
 const IN_CHROOT_VAR: &str = "SOULBOX_TEST_ROOT_AHEAD_IN_CHROOT";
 
 /// Runs the command given after the empty directory $1 in a chroot whose
-/// root is a tmpfs mount point, as pivot_root needs, with each of the
-/// host's top-level directories bound in, so the test binary is found
+/// root is a tmpfs mount point, as pivot_root needs. Each top-level
+/// directory of the host is bound in, so the test binary is found
 /// wherever the checkout is. All of it happens in a mount namespace of
 /// the shell's own, whose root is another tmpfs. The chroot is at /inner, the
 /// host's root at /old and its /proc at /proc. So a sandbox that gets the
