@@ -252,6 +252,114 @@ async fn removed_layers_not_handed_over() {
     }
 }
 
+/// Set for the run of [`host_mount_changes_drop_the_built_root`] in a
+/// mount namespace of its own.
+const IN_PRIVATE_MOUNTS_VAR: &str = "SOULBOX_TEST_ROOT_AHEAD_IN_PRIVATE_MOUNTS";
+
+/// Waits up to 5 s for the zygote to hold no built root.
+fn wait_for_no_root(zygote: i32, after: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !built_roots(zygote).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the zygote still holds the root it built before {after}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn run_mount_command(args: &[&str]) {
+    let status = std::process::Command::new(args[0])
+        .args(&args[1..])
+        .status()
+        .unwrap_or_else(|e| panic!("run {args:?}: {e}"));
+    assert!(status.success(), "{args:?} failed: {status}");
+}
+
+/// A root built ahead binds the host's /usr as it was mounted at the
+/// build. A file system mounted under /usr afterwards must show in the
+/// next sandbox, and one unmounted afterwards must not. The zygote must
+/// also drop the root at once, so that it keeps no unmounted file system
+/// busy. The test runs itself again in a mount namespace of its own, where
+/// it mounts and unmounts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_mount_changes_drop_the_built_root() {
+    if !require_root("host_mount_changes_drop_the_built_root") {
+        return;
+    }
+    let _turn = ZYGOTE.lock().await;
+    if std::env::var_os(IN_PRIVATE_MOUNTS_VAR).is_some() {
+        check_host_mount_changes().await;
+        return;
+    }
+    let mut unshare = std::process::Command::new("unshare");
+    unshare.args(["--mount", "--propagation", "private"]);
+    run_again(
+        unshare,
+        "host_mount_changes_drop_the_built_root",
+        IN_PRIVATE_MOUNTS_VAR,
+    );
+}
+
+/// Runs the test named `test` of this binary again, as the last arguments
+/// of `launcher` and with `var` set, and checks that it passed.
+fn run_again(mut launcher: std::process::Command, test: &str, var: &str) {
+    let test_binary = std::env::current_exe().expect("find the test binary");
+    let output = launcher
+        .arg(&test_binary)
+        .args(["--exact", test, "--nocapture"])
+        .env(var, "1")
+        .output()
+        .unwrap_or_else(|e| panic!("run {launcher:?}: {e}"));
+    let report = format!(
+        "stdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success(),
+        "the second run of {test} failed: {report}"
+    );
+    assert!(
+        report.contains("1 passed"),
+        "the second run of {test} ran no test: {report}"
+    );
+}
+
+/// Checks [`host_mount_changes_drop_the_built_root`] in the test's own
+/// mount namespace, where it may cover /usr/local.
+async fn check_host_mount_changes() {
+    let covered = "/usr/local";
+    let marker_path = format!("{covered}/soulbox-marker");
+    let marker = unique_name("mounted-later");
+
+    let first = sandbox().await;
+    let zygote = zygote_pid().expect("a zygote runs after a create");
+    wait_for_root(zygote);
+    run_mount_command(&["mount", "-t", "tmpfs", "soulbox-test", covered]);
+    std::fs::write(&marker_path, &marker).expect("write the marker into the new tmpfs");
+    wait_for_no_root(zygote, "the mount");
+    let second = sandbox().await;
+    assert_eq!(
+        run_ok(&second, &format!("cat {marker_path}")).await,
+        marker,
+        "a file system mounted on the host is missing from the next sandbox"
+    );
+
+    wait_for_root(zygote);
+    run_mount_command(&["umount", covered]);
+    wait_for_no_root(zygote, "the unmount");
+    let third = sandbox().await;
+    let output = sh(&third, &format!("test -e {marker_path}")).await;
+    assert!(
+        !output.status.success(),
+        "a file system unmounted on the host is still in the next sandbox"
+    );
+    for sandbox in [&first, &second, &third] {
+        let _ = sandbox.kill().await;
+    }
+}
+
 /// Set for the run of [`zygote_keeps_its_root_in_a_chroot`] inside the
 /// chroot.
 const IN_CHROOT_VAR: &str = "SOULBOX_TEST_ROOT_AHEAD_IN_CHROOT";
@@ -300,43 +408,15 @@ async fn zygote_keeps_its_root_in_a_chroot() {
         check_zygote_root_in_chroot().await;
         return;
     }
-    let test_binary = std::env::current_exe().expect("find the test binary");
     let dir = std::env::temp_dir().join(unique_name("root-ahead-chroot"));
     std::fs::create_dir(&dir).expect("create the chroot's mount point");
     let _remove = RemoveDir(dir.clone());
-    let output = std::process::Command::new("unshare")
-        .args([
-            "--mount",
-            "--propagation",
-            "private",
-            "sh",
-            "-c",
-            CHROOT_SCRIPT,
-            "sh",
-        ])
-        .arg(&dir)
-        .arg(&test_binary)
-        .args([
-            "--exact",
-            "zygote_keeps_its_root_in_a_chroot",
-            "--nocapture",
-        ])
-        .env(IN_CHROOT_VAR, "1")
-        .output()
-        .expect("run unshare");
-    let report = format!(
-        "stdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(
-        output.status.success(),
-        "the run in a chroot failed: {report}"
-    );
-    assert!(
-        report.contains("1 passed"),
-        "the run in a chroot ran no test: {report}"
-    );
+    let mut unshare = std::process::Command::new("unshare");
+    unshare
+        .args(["--mount", "--propagation", "private"])
+        .args(["sh", "-c", CHROOT_SCRIPT, "sh"])
+        .arg(&dir);
+    run_again(unshare, "zygote_keeps_its_root_in_a_chroot", IN_CHROOT_VAR);
 }
 
 /// Checks, inside the chroot, the sandboxes and the zygote's root for

@@ -32,7 +32,11 @@
 //! name the sandbox are then left to do. Right after its reply the
 //! zygote builds the next one for the same plan, again unless the request
 //! was a refill. A namespace is handed to one PID 1 only: the zygote keeps
-//! no reference to it after the fork. Only roots made of SoulBox's own
+//! no reference to it after the fork. A root binds the host's paths as they
+//! were mounted at its build, so the zygote watches the mount table of its
+//! own namespace, the host's, and drops the root at any change there.
+//! Otherwise it would miss a file system mounted under `/usr` since, and
+//! keep one unmounted since in use. Only roots made of SoulBox's own
 //! layers are built ahead (the `host` template's and unpacked images'),
 //! because nothing changes those in place. A directory template may change
 //! between two creates, and its root must show it as it is at the create.
@@ -43,7 +47,7 @@
 //! code, turns non-dumpable before it builds the sandbox, and takes
 //! requests only from the host's sockets, which are not reachable inside.
 
-use std::os::fd::{AsFd, IntoRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, IntoRawFd, OwnedFd};
 
 use soulbox_proto::zygote::{ForkReply, ForkRequest, MAX_REQUEST_LEN, REQUEST_MAX_FDS};
 use soulbox_proto::RootPlan;
@@ -87,6 +91,7 @@ pub fn serve() -> ! {
     // request fills are ever touched.
     let mut buf = vec![0u8; MAX_REQUEST_LEN + 1];
     loop {
+        roots.wait_for_request();
         let (len, fds) = match sys::recv_with_fds(channel(), &mut buf, REQUEST_MAX_FDS) {
             Ok(Some(received)) => received,
             // End of file: the host closed the channel or exited. Any other
@@ -146,10 +151,9 @@ const RETRY_FAILED_AFTER: std::time::Duration = std::time::Duration::from_secs(5
 /// The root the zygote has built for the next PID 1 whose request has an
 /// equal plan.
 struct SpareRoot {
-    /// The mount namespace the zygote started in, which it returns to
-    /// after each build. `None` when it could not be opened, and every
-    /// PID 1 then builds its own root.
-    home: Option<OwnedFd>,
+    /// The mount namespace the zygote started in. `None` when it could not
+    /// be opened, and every PID 1 then builds its own root.
+    home: Option<HomeMounts>,
     /// The root built last.
     built: Option<BuiltRoot>,
     /// The plan whose build failed last, and when. It is tried again only
@@ -158,28 +162,98 @@ struct SpareRoot {
     failed: Option<(RootPlan, std::time::Instant)>,
 }
 
+/// The mount namespace the zygote started in, which it returns to after
+/// each build, and that namespace's mount table.
+struct HomeMounts {
+    namespace: OwnedFd,
+    /// /proc/self/mountinfo, opened in that namespace. poll reports
+    /// POLLPRI on it once after any mount, unmount or move there, however
+    /// deep, until the next poll.
+    table: OwnedFd,
+}
+
 impl SpareRoot {
     fn open() -> Self {
+        let home = match (
+            sys::open_read_only(c"/proc/self/ns/mnt"),
+            sys::open_read_only(c"/proc/self/mountinfo"),
+        ) {
+            (Ok(namespace), Ok(table)) => Some(HomeMounts { namespace, table }),
+            _ => None,
+        };
         Self {
-            home: sys::open_read_only(c"/proc/self/ns/mnt").ok(),
+            home,
             built: None,
             failed: None,
         }
     }
 
+    /// Returns whether a mount in the zygote's own namespace changed since
+    /// the last call. An error counts as a change.
+    fn host_mounts_changed(&self) -> bool {
+        let Some(home) = &self.home else {
+            return true;
+        };
+        let mut fds = [libc::pollfd {
+            fd: home.table.as_raw_fd(),
+            events: libc::POLLPRI,
+            revents: 0,
+        }];
+        match sys::poll(&mut fds, 0) {
+            Ok(_) => fds[0].revents != 0,
+            Err(_) => true,
+        }
+    }
+
+    /// Waits for the next request on the channel. While the zygote keeps a
+    /// built root, it also watches the host's mount table and drops the
+    /// root at the first change, so that a file system the host unmounts
+    /// is not kept busy until the next create.
+    fn wait_for_request(&mut self) {
+        while let (Some(_), Some(home)) = (&self.built, &self.home) {
+            let mut fds = [
+                libc::pollfd {
+                    fd: CHANNEL_FD,
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: home.table.as_raw_fd(),
+                    events: libc::POLLPRI,
+                    revents: 0,
+                },
+            ];
+            // An error here leaves the receive to report it.
+            if sys::poll(&mut fds, -1).is_err() || fds[0].revents != 0 {
+                return;
+            }
+            if fds[1].revents != 0 {
+                self.built = None;
+            }
+        }
+    }
+
     /// Takes the root built for `plan`, if the zygote has one whose layers
-    /// and bind sources are still the files it was built from. A removed
-    /// layer cache, for one, is unpacked again into the same paths, and a
-    /// root built before would show the deleted layers. Such a root is
-    /// dropped, and PID 1 builds its own.
+    /// and bind sources are still the files it was built from, and no
+    /// mount of the host has changed since its build. A removed layer
+    /// cache, for one, is unpacked again into the same paths, and a root
+    /// built before would show the deleted layers. Such a root is dropped,
+    /// and PID 1 builds its own.
     fn take(&mut self, plan: &RootPlan) -> Option<(RootPlan, OwnedFd)> {
         let built = self.built.take_if(|built| built.plan == *plan)?;
-        (source_ids(plan).as_ref() == Some(&built.sources)).then_some((built.plan, built.namespace))
+        let unchanged =
+            !self.host_mounts_changed() && source_ids(plan).as_ref() == Some(&built.sources);
+        unchanged.then_some((built.plan, built.namespace))
     }
 
     /// Builds a root for `plan` in a new mount namespace, unless the zygote
     /// has one for it already. A root built for another plan is dropped.
     fn prepare(&mut self, plan: RootPlan, facts: crate::setup::KernelFacts) {
+        // Also the start of the watch for the build below: a mount that
+        // changes from here on drops its root.
+        if self.host_mounts_changed() {
+            self.built = None;
+        }
         let Some(home) = &self.home else {
             return;
         };
@@ -223,7 +297,7 @@ impl SpareRoot {
         // Back to the namespace the zygote started in, and to its root and
         // working directory. A zygote that cannot return exits, so that no
         // PID 1 is forked from this tree, and the host starts a new one.
-        if sys::setns(home.as_fd(), libc::CLONE_NEWNS).is_err()
+        if sys::setns(home.namespace.as_fd(), libc::CLONE_NEWNS).is_err()
             || return_to(&root_dir, &work_dir).is_err()
         {
             sys::exit(EXIT_FAILURE);
