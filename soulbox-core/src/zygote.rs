@@ -191,18 +191,11 @@ pub(crate) fn spawn(
     if launcher() != Launcher::Zygote || namespaces & libc::CLONE_NEWUSER != 0 {
         return Spawn::NotUsed;
     }
-    let mut request = ForkRequest {
+    let encoded = encode_request(ForkRequest {
         namespaces: u64::from(namespaces as u32),
         background,
         root,
-    };
-    let mut encoded = request.encode();
-    if encoded.len() > MAX_REQUEST_LEN {
-        // A plan this long (thousands of layers or binds) is built by
-        // PID 1 at the create, as without a zygote.
-        request.root = None;
-        encoded = request.encode();
-    }
+    });
     let mut client = client();
     for _ in 0..2 {
         let Some(zygote) = client.ready_zygote() else {
@@ -235,6 +228,19 @@ pub(crate) fn spawn(
         }
     }
     Spawn::NotUsed
+}
+
+/// Encodes `request`, without its root plan when the plan would make it
+/// longer than the zygote accepts. A plan that long (hundreds of layers or
+/// binds with long paths) is then built by PID 1 at the create, as without
+/// a zygote.
+fn encode_request(mut request: ForkRequest) -> Vec<u8> {
+    let encoded = request.encode();
+    if encoded.len() <= MAX_REQUEST_LEN {
+        return encoded;
+    }
+    request.root = None;
+    request.encode()
 }
 
 fn client() -> std::sync::MutexGuard<'static, Client> {
@@ -401,5 +407,45 @@ impl std::fmt::Debug for Zygote {
             .field("pid", &self.pid)
             .field("channel", &self.channel.as_raw_fd())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request_with_layers(count: usize) -> ForkRequest {
+        let layer = |i: usize| format!("/var/lib/soulbox/layers/{i:0>100}").into_bytes();
+        ForkRequest {
+            namespaces: libc::CLONE_NEWNS as u64,
+            background: false,
+            root: Some(RootPlan {
+                lower_dirs: (0..count).map(layer).collect(),
+                binds: Vec::new(),
+                scratch_dir: b"/run/soulbox/scratch".to_vec(),
+                scratch_size: 1 << 30,
+                scratch_inodes: 1 << 20,
+                tmp_size: 1 << 30,
+            }),
+        }
+    }
+
+    #[test]
+    fn request_keeps_plan_that_fits() {
+        let request = request_with_layers(3);
+        let decoded = ForkRequest::decode(&encode_request(request.clone())).expect("decode");
+        assert_eq!(decoded, request);
+    }
+
+    #[test]
+    fn request_drops_plan_over_limit() {
+        let request = request_with_layers(1000);
+        assert!(request.encode().len() > MAX_REQUEST_LEN);
+        let encoded = encode_request(request.clone());
+        assert!(encoded.len() <= MAX_REQUEST_LEN);
+        let decoded = ForkRequest::decode(&encoded).expect("decode");
+        assert_eq!(decoded.root, None);
+        assert_eq!(decoded.namespaces, request.namespaces);
+        assert_eq!(decoded.background, request.background);
     }
 }
