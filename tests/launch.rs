@@ -137,8 +137,9 @@ async fn zygote_keeps_no_sandbox_state() {
     );
     // After its reply the zygote makes the next network namespace and
     // builds the next root, with descriptors of their own for a moment.
-    // Then the root's mount namespace stays, last.
-    let expected = [0, 1, 2, 3, 4, 5, 6];
+    // Then the root's mount namespace stays, last, after the host's mount
+    // table, which the zygote watches while it keeps that root.
+    let expected = [0, 1, 2, 3, 4, 5, 6, 7];
     let deadline = Instant::now() + Duration::from_secs(5);
     let targets = loop {
         let targets = fd_targets(zygote);
@@ -152,11 +153,12 @@ async fn zygote_keeps_no_sandbox_state() {
     assert_eq!(
         fds, expected,
         "the zygote should keep only stdio, its channel, the host's network and mount \
-         namespaces and the next sandbox's root: {targets:?}"
+         namespaces, the host's mount table and the next sandbox's root: {targets:?}"
     );
     assert_eq!(targets[4].1, namespace_of("self", "net"));
     assert_eq!(targets[5].1, namespace_of("self", "mnt"));
-    let next_root = &targets[6].1;
+    assert_eq!(targets[6].1, format!("/proc/{zygote}/mountinfo"));
+    let next_root = &targets[7].1;
     assert!(next_root.starts_with("mnt:"), "{targets:?}");
     assert_ne!(
         *next_root,
