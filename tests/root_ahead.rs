@@ -360,6 +360,138 @@ async fn check_host_mount_changes() {
     }
 }
 
+/// Set for the run of [`mount_with_request_drops_the_root`] in a mount
+/// namespace of its own.
+const ONE_POLL_IN_PRIVATE_MOUNTS_VAR: &str = "SOULBOX_TEST_ROOT_AHEAD_ONE_POLL_IN_PRIVATE_MOUNTS";
+
+/// A mount that reaches the zygote in the same poll as the next request
+/// must still drop its built root, because that poll resets the watch and
+/// the hand-over would not see the change again. The test stops the
+/// zygote, mounts a tmpfs over /usr/local and sends the create's request,
+/// so that both are pending when the zygote continues. Without the stop
+/// this happens when a mount and a create follow a create while the
+/// zygote builds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mount_with_request_drops_the_root() {
+    if !require_root("mount_with_request_drops_the_root") {
+        return;
+    }
+    let _turn = ZYGOTE.lock().await;
+    if std::env::var_os(ONE_POLL_IN_PRIVATE_MOUNTS_VAR).is_some() {
+        check_mount_with_request().await;
+        return;
+    }
+    let mut unshare = std::process::Command::new("unshare");
+    unshare.args(["--mount", "--propagation", "private"]);
+    run_again(
+        unshare,
+        "mount_with_request_drops_the_root",
+        ONE_POLL_IN_PRIVATE_MOUNTS_VAR,
+    );
+}
+
+/// Returns a duplicate of the zygote's end of its channel (fd 3), taken
+/// with pidfd_getfd, on which a pending request shows as POLLIN.
+fn zygote_channel(zygote: i32) -> std::os::fd::OwnedFd {
+    use std::os::fd::FromRawFd;
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor
+    // or -1.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, zygote, 0) };
+    assert!(
+        pidfd >= 0,
+        "pidfd_open of the zygote {zygote} failed: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: pidfd_open returned a new descriptor that nothing else owns.
+    let pidfd = unsafe { std::os::fd::OwnedFd::from_raw_fd(pidfd as i32) };
+    let pidfd = std::os::fd::AsRawFd::as_raw_fd(&pidfd);
+    // SAFETY: pidfd_getfd takes a pidfd, a descriptor number in that
+    // process and flags, and returns a new descriptor or -1.
+    let channel = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd, 3, 0) };
+    assert!(
+        channel >= 0,
+        "pidfd_getfd of the zygote's fd 3 failed: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: pidfd_getfd returned a new descriptor that nothing else owns.
+    unsafe { std::os::fd::OwnedFd::from_raw_fd(channel as i32) }
+}
+
+/// Waits up to 5 s for process `pid` to be stopped by a signal.
+fn wait_until_stopped(pid: i32) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_else(|e| panic!("read /proc/{pid}/stat: {e}"));
+        // The state follows the command name, which is in parentheses.
+        let state = stat.rsplit_once(") ").map(|(_, rest)| &rest[..1]);
+        if state == Some("T") {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "process {pid} is not stopped after 5 s: {stat}"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Returns whether `fd` turns readable within `timeout_ms`.
+fn readable_within(fd: &std::os::fd::OwnedFd, timeout_ms: i32) -> bool {
+    let mut fds = [libc::pollfd {
+        fd: std::os::fd::AsRawFd::as_raw_fd(fd),
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    // SAFETY: `fds` is a valid, writable array of one pollfd.
+    let ready = unsafe { libc::poll(fds.as_mut_ptr(), 1, timeout_ms) };
+    ready > 0 && fds[0].revents & libc::POLLIN != 0
+}
+
+/// Checks [`mount_with_request_drops_the_root`] in the test's own mount
+/// namespace, where it may cover /usr/local.
+async fn check_mount_with_request() {
+    let covered = "/usr/local";
+    let marker_path = format!("{covered}/soulbox-marker");
+    let marker = unique_name("mounted-with-request");
+
+    let first = sandbox().await;
+    let zygote = zygote_pid().expect("a zygote runs after a create");
+    wait_for_root(zygote);
+    let channel = zygote_channel(zygote);
+    // SAFETY: kill takes plain integers; the zygote is this process's
+    // child, reaped only by its own thread.
+    assert_eq!(unsafe { libc::kill(zygote, libc::SIGSTOP) }, 0);
+    wait_until_stopped(zygote);
+
+    run_mount_command(&["mount", "-t", "tmpfs", "soulbox-test", covered]);
+    std::fs::write(&marker_path, &marker).expect("write the marker into the new tmpfs");
+    let create = tokio::spawn(sandbox());
+    // Well within the 2 s that the host waits for the zygote's reply.
+    let request_sent = readable_within(&channel, 1000);
+    drop(channel);
+    // SAFETY: as for SIGSTOP above.
+    assert_eq!(unsafe { libc::kill(zygote, libc::SIGCONT) }, 0);
+    assert!(request_sent, "the create sent no request to the zygote");
+    let second = create.await.expect("the create panicked");
+    assert_eq!(
+        zygote_pid(),
+        Some(zygote),
+        "the zygote was replaced, so the create did not go through it"
+    );
+    let output = sh(&second, &format!("cat {marker_path}")).await;
+    assert_eq!(
+        stdout(&output),
+        marker,
+        "a file system mounted while the request waited is missing from the sandbox: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    run_mount_command(&["umount", covered]);
+    for sandbox in [&first, &second] {
+        let _ = sandbox.kill().await;
+    }
+}
+
 /// Set for the run of [`zygote_keeps_its_root_in_a_chroot`] inside the
 /// chroot.
 const IN_CHROOT_VAR: &str = "SOULBOX_TEST_ROOT_AHEAD_IN_CHROOT";

@@ -223,12 +223,15 @@ impl SpareRoot {
                     revents: 0,
                 },
             ];
-            // An error here leaves the receive to report it.
-            if sys::poll(&mut fds, -1).is_err() || fds[0].revents != 0 {
-                return;
-            }
+            let polled = sys::poll(&mut fds, -1);
+            // Checked also when a request came in the same poll, because
+            // this poll reset the watch and `take` would not see it again.
             if fds[1].revents != 0 {
                 self.built = None;
+            }
+            // An error here leaves the receive to report it.
+            if polled.is_err() || fds[0].revents != 0 {
+                return;
             }
         }
     }
