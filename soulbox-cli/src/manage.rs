@@ -19,7 +19,13 @@ use crate::{Failure, EXIT_NOT_FOUND};
                         soulbox exec \"$id\" -- uname -a\n  soulbox kill \"$id\"")]
 pub struct CreateArgs {
     /// Seconds the sandbox lives; 0 means until killed.
-    #[arg(long, value_name = "SECS", default_value_t = 300, value_parser = parse_secs)]
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 300,
+        value_parser = parse_secs,
+        allow_negative_numbers = true
+    )]
     timeout: u64,
 
     /// Environment variable for every command, as KEY=VALUE; repeat for
