@@ -302,6 +302,21 @@ def test_pty_session(sbx: Sandbox) -> None:
     assert b"30 100" in seen
 
 
+@pytest.mark.parametrize("rows", [65536, -1, 1.5, True])
+def test_invalid_pty_size_rejected(sbx: Sandbox, rows: object) -> None:
+    from soulbox import PtySize
+
+    with pytest.raises(InvalidArgumentException, match=f"rows must be an int from 1 to 65535, not {rows!r}"):
+        sbx.pty.create(rows=rows, cols=80)  # type: ignore[arg-type]
+    terminal = sbx.pty.create()
+    size = PtySize(rows=rows, cols=80)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentException, match="rows must be an int from 1 to 65535"):
+        terminal.resize(size)
+    with pytest.raises(InvalidArgumentException, match="rows must be an int from 1 to 65535"):
+        sbx.pty.resize(terminal.pid, size)
+    terminal.kill()
+
+
 def test_write_files_takes_write_entries(sbx: Sandbox) -> None:
     written = sbx.files.write_files(
         [

@@ -158,7 +158,8 @@ class CommandHandle:
 
     def resize(self, size: PtySize) -> None:
         """Resize the PTY of a PTY session (SoulBox only)."""
-        self._native.resize(size.rows, size.cols)
+        rows, cols = _common.terminal_size(size.rows, size.cols)
+        self._native.resize(rows, cols)
 
     def disconnect(self) -> None:
         """Stop receiving output; the command keeps running."""
@@ -335,7 +336,8 @@ class Pty:
 
     def resize(self, pid: int, size: PtySize, request_timeout: Optional[float] = None) -> None:
         """Resize the PTY session ``pid``; its shell gets SIGWINCH."""
-        self._native.connect_command(pid).resize(size.rows, size.cols)
+        rows, cols = _common.terminal_size(size.rows, size.cols)
+        self._native.connect_command(pid).resize(rows, cols)
 
     def kill(self, pid: int, request_timeout: Optional[float] = None) -> bool:
         """Kill the PTY session ``pid`` and its processes.
