@@ -2280,6 +2280,75 @@ async fn watch_errors_and_end() {
     );
 }
 
+/// Creates a sandbox and a watch of its directory `flood`, and then 6,000
+/// files there: 12,000 events (create and attrib), more than a watch
+/// queues for a reader that has not read yet.
+async fn flooded_watch() -> (Sandbox, Watcher) {
+    let sbx = sandbox().await;
+    sbx.files().make_dir("flood").await.expect("make flood");
+    let watcher = sbx
+        .files()
+        .watch_dir("flood", false)
+        .await
+        .expect("watch flood");
+    user_sh(&sbx, "cd flood && seq 1 6000 | xargs touch").await;
+    (sbx, watcher)
+}
+
+/// Reads a watch's items until none arrives for `quiet`, and returns how
+/// many events came and the errors, in order.
+async fn drain_watch(watcher: &mut Watcher, quiet: Duration) -> (usize, Vec<Error>) {
+    let mut events = 0;
+    let mut errors = Vec::new();
+    while let Ok(Some(item)) = tokio::time::timeout(quiet, watcher.next()).await {
+        match item {
+            Ok(_) => events += 1,
+            Err(e) => errors.push(e),
+        }
+    }
+    (events, errors)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_loss_reported_when_quiet() {
+    if !require_root("watch_loss_reported_when_quiet") {
+        return;
+    }
+    // The sandbox is killed when `_sandbox` is dropped, at the end.
+    let (_sandbox, mut watcher) = flooded_watch().await;
+
+    // No event follows the flood, so the report must not wait for one.
+    let (events, errors) = drain_watch(&mut watcher, Duration::from_secs(2)).await;
+    assert!(events > 0, "no event arrived before the loss");
+    assert_eq!(errors.len(), 1, "one report of lost events: {errors:?}");
+    assert!(
+        matches!(&errors[0], Error::WatchEventsLost { path, .. } if path == "flood"),
+        "the report is WatchEventsLost for \"flood\": {:?}",
+        errors[0]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_end_reported_after_loss() {
+    if !require_root("watch_end_reported_after_loss") {
+        return;
+    }
+    let (sbx, mut watcher) = flooded_watch().await;
+    sbx.kill().await.expect("kill the sandbox");
+
+    let (_, errors) = drain_watch(&mut watcher, Duration::from_secs(2)).await;
+    assert!(
+        matches!(errors.last(), Some(Error::SandboxNotRunning { .. })),
+        "the last item is SandboxNotRunning with a full queue: {errors:?}"
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|e| matches!(e, Error::WatchEventsLost { .. })),
+        "the loss is reported before the end: {errors:?}"
+    );
+}
+
 // Symlinks and `..` that try to leave the sandbox, one operation at a time.
 // Each test plants links to host paths that only the host has, so any
 // access that reached the host would show.

@@ -19,7 +19,13 @@ use crate::{Failure, EXIT_NOT_FOUND};
                         soulbox exec \"$id\" -- uname -a\n  soulbox kill \"$id\"")]
 pub struct CreateArgs {
     /// Seconds the sandbox lives; 0 means until killed.
-    #[arg(long, value_name = "SECS", default_value_t = 300, value_parser = parse_secs)]
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 300,
+        value_parser = parse_secs,
+        allow_negative_numbers = true
+    )]
     timeout: u64,
 
     /// Environment variable for every command, as KEY=VALUE; repeat for
@@ -387,11 +393,7 @@ pub async fn cp(args: CpArgs) -> Result<u8, Failure> {
                 )
                 .into())
             }
-            (None, None) => {
-                return Err(
-                    String::from("neither path names a sandbox; write one side as ID:PATH").into(),
-                )
-            }
+            (None, None) => return Err(no_sandbox_path(&args.source, &args.dest).into()),
         };
     // The file API works on a paused sandbox, which stays paused.
     let sandbox = open_without_resume(id).await?;
@@ -415,6 +417,21 @@ pub async fn cp(args: CpArgs) -> Result<u8, Failure> {
 }
 
 /// Splits `ID:PATH` when the part before the first ':' is a sandbox id.
+/// Builds the error for a copy whose paths name no sandbox. A path with a
+/// `:` was most likely meant as ID:PATH, so the message names its prefix.
+fn no_sandbox_path(source: &str, dest: &str) -> String {
+    let intended = [dest, source]
+        .into_iter()
+        .find_map(|path| path.split_once(':').map(|(prefix, _)| (path, prefix)));
+    match intended {
+        Some((path, prefix)) => format!(
+            "neither path names a sandbox: {prefix:?} in {path:?} is not a sandbox id \
+             (sb- and 12 lowercase letters and digits); `soulbox ls` lists this user's sandboxes"
+        ),
+        None => String::from("neither path names a sandbox; write one side as ID:PATH"),
+    }
+}
+
 fn split_remote(text: &str) -> Option<(&str, &str)> {
     let (id, path) = text.split_once(':')?;
     soulbox_core::diagnostics::is_sandbox_id(id).then_some((id, path))

@@ -67,7 +67,13 @@ pub struct CommandArgs {
     /// are killed; 0 means no limit. The clock starts when the command
     /// starts (for `soulbox run`, after its --copy), and `soulbox run`
     /// also ends the sandbox 5 s after the timeout.
-    #[arg(long, value_name = "SECS", default_value_t = 300, value_parser = parse_secs)]
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 300,
+        value_parser = parse_secs,
+        allow_negative_numbers = true
+    )]
     timeout: u64,
 
     /// Environment variable for the command, as KEY=VALUE; repeat for more.

@@ -368,6 +368,22 @@ fn negative_limits_named_in_errors() {
 }
 
 #[test]
+fn negative_timeout_named_in_errors() {
+    // The id is never looked up, because clap rejects the value while
+    // parsing the arguments.
+    let invocations: [&[&str]; 3] = [
+        &["run", "--timeout", "-1", "--", "true"],
+        &["exec", "sb-000000000000", "--timeout", "-1", "--", "true"],
+        &["create", "--timeout", "-1"],
+    ];
+    for args in invocations {
+        let outcome = soulbox(args);
+        assert_soulbox_failed(&outcome, "'-1' for '--timeout");
+        assert_soulbox_failed(&outcome, "whole number of seconds");
+    }
+}
+
+#[test]
 fn output_streams_separate() {
     if !require_root("output_streams_separate") {
         return;

@@ -243,6 +243,30 @@ fn unknown_id_exits_with_status_3() {
 }
 
 #[test]
+fn cp_names_an_invalid_id() {
+    // Rejected before any sandbox is looked up, so no root is needed.
+    let cases: [&[&str]; 2] = [
+        &["cp", "/etc/hostname", "nosuch:/tmp/x"],
+        &["cp", "nosuch:/etc/hostname", "/tmp/x"],
+    ];
+    for args in cases {
+        let output = soulbox(args);
+        assert_eq!(output.status.code(), Some(125), "soulbox {args:?}");
+        let stderr = text(&output.stderr);
+        assert_eq!(stderr.lines().count(), 1, "soulbox {args:?}: {stderr}");
+        assert!(
+            stderr.contains("\"nosuch\" in "),
+            "soulbox {args:?}: {stderr}"
+        );
+        assert!(
+            stderr.contains("is not a sandbox id"),
+            "soulbox {args:?}: {stderr}"
+        );
+        assert!(stderr.contains("soulbox ls"), "soulbox {args:?}: {stderr}");
+    }
+}
+
+#[test]
 fn limit_options_are_enforced_and_validated() {
     if !require_root("limit_options_are_enforced_and_validated") {
         return;

@@ -11,6 +11,7 @@ from conftest import current_rss, host_process_alive, processes_named, require_r
 from soulbox import (
     CommandExitException,
     FileNotFoundException,
+    FilesystemEvent,
     FilesystemEventType,
     FileType,
     InvalidArgumentException,
@@ -242,6 +243,32 @@ def test_watch_dir_events(sbx: Sandbox) -> None:
     assert expected <= seen, f"missing events: {expected - seen}"
 
 
+def test_watch_loss_keeps_received_events(sbx: Sandbox) -> None:
+    from soulbox import SandboxException
+
+    sbx.files.make_dir("flood")
+    watch = sbx.files.watch_dir("flood")
+    # 12,000 events (create and attrib), more than a watch queues unread.
+    sbx.commands.run("seq 1 6000 | xargs touch", cwd="flood")
+    received: List[FilesystemEvent] = []
+    losses: List[SandboxException] = []
+
+    def drained() -> bool:
+        try:
+            received.extend(watch.get_new_events())
+        except SandboxException as loss:
+            losses.append(loss)
+            return True
+        return False
+
+    assert wait_until(drained), "the loss was never reported"
+    assert "events were dropped" in str(losses[0])
+    assert len(received) > 0, "the events queued before the loss are returned"
+    sbx.commands.run("touch after-loss", cwd="flood")
+    assert wait_until(lambda: any(e.name == "after-loss" for e in watch.get_new_events()))
+    watch.stop()
+
+
 def test_watch_missing_and_file(sbx: Sandbox) -> None:
     with pytest.raises(FileNotFoundException) as raised:
         sbx.files.watch_dir("missing")
@@ -300,6 +327,21 @@ def test_pty_session(sbx: Sandbox) -> None:
     for _, _, data in terminal:
         seen += data or b""
     assert b"30 100" in seen
+
+
+@pytest.mark.parametrize("rows", [65536, -1, 1.5, True])
+def test_invalid_pty_size_rejected(sbx: Sandbox, rows: object) -> None:
+    from soulbox import PtySize
+
+    with pytest.raises(InvalidArgumentException, match=f"rows must be an int from 1 to 65535, not {rows!r}"):
+        sbx.pty.create(rows=rows, cols=80)  # type: ignore[arg-type]
+    terminal = sbx.pty.create()
+    size = PtySize(rows=rows, cols=80)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentException, match="rows must be an int from 1 to 65535"):
+        terminal.resize(size)
+    with pytest.raises(InvalidArgumentException, match="rows must be an int from 1 to 65535"):
+        sbx.pty.resize(terminal.pid, size)
+    terminal.kill()
 
 
 def test_write_files_takes_write_entries(sbx: Sandbox) -> None:

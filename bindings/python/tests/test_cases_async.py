@@ -317,3 +317,18 @@ async def test_pty_session(sbx: AsyncSandbox) -> None:
     await sbx.pty.send_stdin(terminal.pid, b"stty size; exit\n")
     await terminal.wait()
     assert b"30 100" in output
+
+
+@with_sandbox
+async def test_invalid_pty_size_rejected(sbx: AsyncSandbox) -> None:
+    with pytest.raises(InvalidArgumentException, match="cols must be an int from 1 to 65535, not 65536"):
+        await sbx.pty.create(PtySize(rows=24, cols=65536), on_data=lambda data: None)
+    terminal = await sbx.pty.create(PtySize(rows=24, cols=80), on_data=lambda data: None)
+    too_wide = PtySize(rows=24, cols=65536)
+    with pytest.raises(InvalidArgumentException, match="cols must be an int from 1 to 65535"):
+        await terminal.resize(too_wide)
+    with pytest.raises(InvalidArgumentException, match="cols must be an int from 1 to 65535"):
+        await sbx.pty.resize(terminal.pid, too_wide)
+    await terminal.kill()
+    with pytest.raises(CommandExitException):
+        await terminal.wait()

@@ -131,7 +131,17 @@ impl Files {
         let inotify =
             sys::async_fd(inotify).map_err(Error::os("register an inotify descriptor"))?;
         let task = tokio::spawn(async move {
-            tree.run(&inotify, &exited, &mut sink, sandbox_id).await;
+            let end = tree.run(&inotify, &exited, &mut sink, sandbox_id).await;
+            // The end is sent before the inotify descriptor is closed, which
+            // is slow because the kernel frees its watches first. Without
+            // that, about half the polls right after a kill missed the end.
+            // `run` consumed the tree, whose directory descriptor, like the
+            // inotify one, keeps the sandbox's files in memory, so both are
+            // closed before any wait for a caller who is slow to read.
+            let end = sink.try_send_end(end);
+            drop(inotify);
+            drop(exited);
+            sink.finish(end).await;
         });
         Ok(Watcher {
             events: receiver,
@@ -189,7 +199,8 @@ impl Drop for Watcher {
 
 /// Queues events for the [`Watcher`] without ever waiting for room, so
 /// that a caller who reads slowly cannot hold up the watches of new
-/// directories. What does not fit is counted and reported.
+/// directories. What does not fit is counted and reported, as soon as the
+/// caller has read enough to make room for the report.
 struct EventSink {
     events: mpsc::Sender<Result<FilesystemEvent>>,
     /// Items dropped since the last report of lost events.
@@ -200,15 +211,7 @@ struct EventSink {
 impl EventSink {
     fn push(&mut self, item: Result<FilesystemEvent>) {
         if self.lost > 0 {
-            let report = Error::WatchEventsLost {
-                path: self.path.clone(),
-                reason: format!(
-                    "{} events were dropped because {QUEUE_CAPACITY} unread events were \
-                     queued; read events faster",
-                    self.lost
-                ),
-            };
-            if self.events.try_send(Err(report)).is_err() {
+            if self.events.try_send(Err(self.lost_report())).is_err() {
                 self.lost += 1;
                 return;
             }
@@ -216,6 +219,56 @@ impl EventSink {
         }
         if self.events.try_send(item).is_err() {
             self.lost += 1;
+        }
+    }
+
+    /// Builds the report of the items dropped since the last report.
+    fn lost_report(&self) -> Error {
+        Error::WatchEventsLost {
+            path: self.path.clone(),
+            reason: format!(
+                "{} events were dropped because {QUEUE_CAPACITY} unread events were \
+                 queued; read events faster",
+                self.lost
+            ),
+        }
+    }
+
+    /// Waits for room in the queue and sends the report of lost events
+    /// there. Returns false when the [`Watcher`] is gone.
+    async fn report_lost(&mut self) -> bool {
+        let Ok(permit) = self.events.reserve().await else {
+            return false;
+        };
+        permit.send(Err(self.lost_report()));
+        self.lost = 0;
+        true
+    }
+
+    /// Queues the error that ended the watch if nothing was lost and it
+    /// fits, and returns it otherwise.
+    fn try_send_end(&mut self, end: Option<Error>) -> Option<Error> {
+        let error = end?;
+        if self.lost > 0 {
+            return Some(error);
+        }
+        match self.events.try_send(Err(error)) {
+            Ok(()) => None,
+            Err(unsent) => unsent.into_inner().err(),
+        }
+    }
+
+    /// Sends the report of any lost events and then the error that ended
+    /// the watch, if any, waiting for room. The wait lasts at most as long
+    /// as the [`Watcher`], whose drop or `stop` aborts this task.
+    async fn finish(&mut self, end: Option<Error>) {
+        if self.lost > 0 && !self.report_lost().await {
+            return;
+        }
+        if let Some(error) = end {
+            // A send error means that the Watcher was dropped, so no one
+            // would read the item.
+            let _ = self.events.send(Err(error)).await;
         }
     }
 
@@ -278,46 +331,50 @@ impl WatchTree {
         Ok((tree, inotify))
     }
 
-    /// Reads and handles events until the watch ends.
+    /// Reads and handles events until the watch ends, and returns the error
+    /// that ended it, if one did.
     async fn run(
         mut self,
         inotify: &AsyncFd<OwnedFd>,
         exited: &AsyncFd<OwnedFd>,
         sink: &mut EventSink,
         sandbox_id: String,
-    ) {
+    ) -> Option<Error> {
         let mut buf = vec![0u8; 64 * 1024];
         let mut removal_check = tokio::time::interval(REMOVAL_CHECK_INTERVAL);
         loop {
             tokio::select! {
                 ready = inotify.readable() => {
                     let Ok(mut guard) = ready else {
-                        return;
+                        return None;
                     };
                     let read = guard.try_io(|fd| sys::read_fd(fd.get_ref().as_fd(), &mut buf));
                     let inotify = inotify.get_ref().as_fd();
                     match read {
                         Ok(Ok(filled)) => {
                             if !self.handle_events(inotify, &buf[..filled], sink) {
-                                return;
+                                return None;
                             }
                         }
-                        Ok(Err(e)) => {
-                            sink.push(Err(Error::os("read inotify events")(e)));
-                            return;
-                        }
+                        Ok(Err(e)) => return Some(Error::os("read inotify events")(e)),
                         // The queue is empty, so a directory moved away
                         // with no IN_MOVED_TO left the tree.
                         Err(_would_block) => self.finish_moves(inotify),
                     }
                 }
                 _ = exited.readable() => {
-                    sink.push(Err(Error::SandboxNotRunning { id: sandbox_id }));
-                    return;
+                    return Some(Error::SandboxNotRunning { id: sandbox_id });
+                }
+                // Without this, a loss followed by no further event would
+                // never be reported.
+                open = sink.report_lost(), if sink.lost > 0 => {
+                    if !open {
+                        return None;
+                    }
                 }
                 _ = removal_check.tick() => {
                     if self.top_removed() {
-                        return;
+                        return None;
                     }
                 }
             }

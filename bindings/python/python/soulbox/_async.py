@@ -166,7 +166,8 @@ class AsyncCommandHandle:
 
     async def resize(self, size: PtySize) -> None:
         """Resize the PTY of a PTY session (SoulBox only)."""
-        self._native.resize(size.rows, size.cols)
+        rows, cols = _common.terminal_size(size.rows, size.cols)
+        self._native.resize(rows, cols)
 
     async def disconnect(self) -> None:
         """Stop receiving output; the command keeps running."""
@@ -331,7 +332,8 @@ class AsyncPty:
 
     async def resize(self, pid: int, size: PtySize, request_timeout: Optional[float] = None) -> None:
         """Resize the PTY session ``pid``; its shell gets SIGWINCH."""
-        self._native.connect_command(pid).resize(size.rows, size.cols)
+        rows, cols = _common.terminal_size(size.rows, size.cols)
+        self._native.connect_command(pid).resize(rows, cols)
 
     async def kill(self, pid: int, request_timeout: Optional[float] = None) -> bool:
         """Kill the PTY session ``pid``; False if none runs with this pid."""

@@ -352,6 +352,15 @@ def command_spec(
     }
 
 
+def terminal_size(rows: Any, cols: Any) -> Tuple[int, int]:
+    """Check a terminal's rows and columns, which the kernel keeps as 16-bit
+    numbers, and return them."""
+    for name, value in (("rows", rows), ("cols", cols)):
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 0xFFFF:
+            raise InvalidArgumentException(f"{name} must be an int from 1 to 65535, not {value!r}")
+    return rows, cols
+
+
 def pty_spec(
     size: Any,
     rows: Optional[int],
@@ -364,9 +373,10 @@ def pty_spec(
     """Check a PTY's arguments and build the native spec (default 24x80)."""
     if size is not None:
         rows, cols = size.rows, size.cols
+    rows, cols = terminal_size(24 if rows is None else rows, 80 if cols is None else cols)
     return {
-        "rows": check_size("rows", 24 if rows is None else rows, False),
-        "cols": check_size("cols", 80 if cols is None else cols, False),
+        "rows": rows,
+        "cols": cols,
         "envs": check_str_map("envs", envs),
         "user": user,
         "cwd": cwd,

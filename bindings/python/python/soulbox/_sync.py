@@ -158,7 +158,8 @@ class CommandHandle:
 
     def resize(self, size: PtySize) -> None:
         """Resize the PTY of a PTY session (SoulBox only)."""
-        self._native.resize(size.rows, size.cols)
+        rows, cols = _common.terminal_size(size.rows, size.cols)
+        self._native.resize(rows, cols)
 
     def disconnect(self) -> None:
         """Stop receiving output; the command keeps running."""
@@ -335,7 +336,8 @@ class Pty:
 
     def resize(self, pid: int, size: PtySize, request_timeout: Optional[float] = None) -> None:
         """Resize the PTY session ``pid``; its shell gets SIGWINCH."""
-        self._native.connect_command(pid).resize(size.rows, size.cols)
+        rows, cols = _common.terminal_size(size.rows, size.cols)
+        self._native.connect_command(pid).resize(rows, cols)
 
     def kill(self, pid: int, request_timeout: Optional[float] = None) -> bool:
         """Kill the PTY session ``pid`` and its processes.
@@ -381,18 +383,31 @@ class WatchHandle:
         self._native = native
         self._owner = owner
         self._stopped = False
+        # An error that came after events, raised by the next call so that
+        # those events are returned first.
+        self._pending_error: Optional[BaseException] = None
 
     def get_new_events(self, request_timeout: Optional[float] = None) -> List[FilesystemEvent]:
         """Return the events that arrived since the last call.
 
         :raises SandboxException: after :meth:`stop`, or when events were
-            lost (the watch goes on).
+            lost (the watch goes on). Events that arrived before the loss
+            are returned first, and the next call raises.
         """
         if self._stopped:
             raise SandboxException("the watcher is already stopped")
+        if self._pending_error is not None:
+            error, self._pending_error = self._pending_error, None
+            raise error
         events: List[FilesystemEvent] = []
         while True:
-            item = self._native.next_event(0.0)
+            try:
+                item = self._native.next_event(0.0)
+            except SandboxException as error:
+                if not events:
+                    raise
+                self._pending_error = error
+                return events
             if item is None or item[0] == "timeout":
                 return events
             events.append(FilesystemEvent(name=item[1], type=FilesystemEventType(item[2])))
