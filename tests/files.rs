@@ -250,6 +250,33 @@ async fn not_found_keeps_caller_path() {
     }
 }
 
+/// An error without a variant of its own, here EINVAL from /proc, still
+/// names the path the caller gave.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_file_error_names_path() {
+    if !require_root("other_file_error_names_path") {
+        return;
+    }
+    let sbx = sandbox().await;
+    let path = "/proc/1/comm";
+    let written = sbx.files().user("root").write(path, "x").await;
+    let Err(error) = written else {
+        panic!("writing {path} should fail");
+    };
+    assert!(
+        matches!(&error, Error::File { path: named, .. } if named == path),
+        "the error should be Error::File for {path}, got {error:?}"
+    );
+    assert!(
+        error.to_string().contains(path),
+        "the message should name {path}: {error}"
+    );
+    assert!(
+        error.errno().is_some(),
+        "the OS error number is lost: {error:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn symlinks_stay_inside() {
     if !require_root("symlinks_stay_inside") {

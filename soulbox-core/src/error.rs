@@ -250,6 +250,19 @@ pub enum Error {
         source: Option<io::Error>,
     },
 
+    /// A system call on a path in the sandbox failed with an error that no
+    /// other variant names, such as EINVAL from a write to a /proc file.
+    #[error("failed to {step} {path:?}")]
+    File {
+        /// The step that failed.
+        step: &'static str,
+        /// The path as the caller gave it.
+        path: String,
+        /// The OS error behind it.
+        #[source]
+        source: io::Error,
+    },
+
     /// Any other system call failed.
     #[error("failed to {step}")]
     Os {
@@ -280,6 +293,7 @@ impl Error {
             | Self::Template { source, .. }
             | Self::Cgroup { source, .. }
             | Self::Os { source, .. }
+            | Self::File { source, .. }
             | Self::WatchLimit { source, .. }
             | Self::HostFile { source, .. }
             | Self::State { source, .. } => source.raw_os_error(),

@@ -164,7 +164,7 @@ fn kind_of(error: &CoreError) -> ErrorKind {
         CoreError::WatchLimit { .. } => ErrorKind::WatchLimit,
         CoreError::WatchEventsLost { .. } => ErrorKind::WatchEventsLost,
         CoreError::HostFile { .. } => ErrorKind::HostFile,
-        CoreError::Os { .. } => ErrorKind::Os,
+        CoreError::Os { .. } | CoreError::File { .. } => ErrorKind::Os,
         _ => ErrorKind::Other,
     }
 }

@@ -37,7 +37,7 @@ fn code(error: &Error) -> &'static str {
         Error::WatchLimit { .. } => "WATCH_LIMIT",
         Error::WatchEventsLost { .. } => "WATCH_EVENTS_LOST",
         Error::HostFile { .. } => "HOST_FILE",
-        Error::Os { .. } => "OS_ERROR",
+        Error::Os { .. } | Error::File { .. } => "OS_ERROR",
         _ => "SANDBOX_ERROR",
     }
 }

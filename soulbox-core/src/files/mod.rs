@@ -226,6 +226,10 @@ fn file_error<'a>(path: &'a str, step: &'static str) -> impl FnOnce(io::Error) -
              nested deeper than {} levels",
             path::MAX_TREE_DEPTH
         )),
-        _ => Error::Os { step, source: e },
+        _ => Error::File {
+            step,
+            path: path.to_string(),
+            source: e,
+        },
     }
 }
