@@ -318,6 +318,50 @@ async fn symlinks_stay_inside() {
     );
 }
 
+/// A write through a symlink whose target is missing creates the target,
+/// inside the sandbox, as a shell's `>` does, and keeps the link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_creates_missing_link_target() {
+    if !require_root("write_creates_missing_link_target") {
+        return;
+    }
+    let sbx = sandbox().await;
+    let planted = sh(
+        &sbx,
+        "ln -s /home/user/target.txt /home/user/link && \
+         ln -s /home/user/no-such-dir/target.txt /home/user/deep",
+    )
+    .await;
+    assert!(planted.status.success(), "ln failed: {planted:?}");
+
+    sbx.files()
+        .write("link", "through the link")
+        .await
+        .expect("write through a link to a missing file");
+    let target = sbx
+        .files()
+        .read("target.txt")
+        .await
+        .expect("read target.txt");
+    assert_eq!(target, b"through the link");
+    let seen = sh(
+        &sbx,
+        "stat -c '%F %U %a' /home/user/link /home/user/target.txt",
+    )
+    .await;
+    assert_eq!(
+        stdout(&seen),
+        "symbolic link user 777\nregular file user 644\n",
+        "the link should stay a link, and the target a file of the user with mode 0644"
+    );
+
+    let deep = sbx.files().write("deep", "x").await;
+    assert!(
+        matches!(deep, Err(Error::FileNotFound { .. })),
+        "a link into a missing directory should fail with FileNotFound, got {deep:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn symlink_to_host_tmp() {
     if !require_root("symlink_to_host_tmp") {

@@ -21,7 +21,8 @@ impl Files {
     /// Writes a whole file, creating missing parent directories and
     /// replacing any previous contents. A new file gets mode 0644; an
     /// existing file keeps its mode and owner. A symlink at `path` is
-    /// followed, inside the sandbox.
+    /// followed, inside the sandbox, and its missing target is created as
+    /// a shell's `>` would create it.
     ///
     /// If the write fails, a file this call created is removed and an
     /// existing file is left empty, so no partial data stays behind and a
@@ -233,7 +234,14 @@ impl WriteTarget {
             }
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
                 // Truncate only once the file is known to be a regular file.
-                let file = path::open_regular(sandbox, path, libc::O_WRONLY)?;
+                let file = match path::open_regular(sandbox, path, libc::O_WRONLY) {
+                    // A symlink to a missing file, whose target is made as a
+                    // shell's `>` would make it.
+                    Err(Error::FileNotFound { .. }) => {
+                        return Self::create_link_target(sandbox, path, mode)
+                    }
+                    other => other?,
+                };
                 file.set_len(0)
                     .map_err(file_error(caller, "truncate a file in the sandbox"))?;
                 let undo = Undo::new(&file, None, caller)?;
@@ -241,6 +249,28 @@ impl WriteTarget {
             }
             Err(e) => Err(file_error(caller, "create a file in the sandbox")(e)),
         }
+    }
+
+    /// Creates the missing target of the symlink at `path` with `mode`,
+    /// following the link inside the root. Sandboxed code may put a file
+    /// there meanwhile, so a failed write empties the target but never
+    /// removes it.
+    fn create_link_target(sandbox: &Inner, path: &SandboxPath, mode: u32) -> Result<Self> {
+        let caller = path.caller();
+        // open_regular passes no mode, so a file this call creates has
+        // mode 0 until the change below.
+        let file = path::open_regular(sandbox, path, libc::O_WRONLY | libc::O_CREAT)?;
+        let meta = file
+            .metadata()
+            .map_err(file_error(caller, "stat a file in the sandbox"))?;
+        file.set_len(0)
+            .map_err(file_error(caller, "truncate a file in the sandbox"))?;
+        if meta.mode() & 0o7777 == 0 {
+            file.set_permissions(std::fs::Permissions::from_mode(mode))
+                .map_err(file_error(caller, "set the mode of a new file"))?;
+        }
+        let undo = Undo::new(&file, None, caller)?;
+        Ok(Self { file, undo })
     }
 }
 
