@@ -578,3 +578,24 @@ async fn kill_ends_a_paused_sandbox_and_removes_its_cgroups() {
     }
     assert_not_found(Sandbox::connect(sandbox.id()).await, sandbox.id());
 }
+
+/// Pause and resume both fail with SandboxNotRunning on a sandbox that
+/// has ended, as documented. Resume used to return false instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_and_resume_after_kill_fail() {
+    if !require_root("pause_and_resume_after_kill_fail") {
+        return;
+    }
+    let sandbox = sandbox().await;
+    sandbox.kill().await.expect("kill the sandbox");
+    let paused = sandbox.pause().await;
+    assert!(
+        matches!(&paused, Err(Error::SandboxNotRunning { id }) if id == sandbox.id()),
+        "pause after kill should fail with SandboxNotRunning, got {paused:?}"
+    );
+    let resumed = sandbox.resume().await;
+    assert!(
+        matches!(&resumed, Err(Error::SandboxNotRunning { id }) if id == sandbox.id()),
+        "resume after kill should fail with SandboxNotRunning, got {resumed:?}"
+    );
+}

@@ -1163,6 +1163,9 @@ impl Sandbox {
     ///
     /// [`Error::SandboxNotRunning`] if the sandbox has ended.
     pub async fn resume(&self) -> Result<bool> {
+        if !self.inner.is_running() {
+            return Err(self.inner.not_running());
+        }
         self.inner.resume().await
     }
 
