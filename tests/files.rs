@@ -2351,6 +2351,34 @@ async fn watch_errors_and_end() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_rejects_procfs() {
+    if !require_root("watch_rejects_procfs") {
+        return;
+    }
+    let sbx = sandbox().await;
+    user_sh(&sbx, "ln -s /proc proc-link && ln -s /proc/1 pid1-link").await;
+    for path in ["/proc", "/proc/1", "/proc/sys", "proc-link", "pid1-link"] {
+        match sbx.files().watch_dir(path, false).await {
+            Err(Error::InvalidArgument(message)) => {
+                assert!(
+                    message.contains(&format!("{path:?}")),
+                    "message names {path}: {message}"
+                );
+                assert!(
+                    message.contains("inotify reports no changes"),
+                    "message gives the reason: {message}"
+                );
+                assert!(
+                    message.contains("/proc and /sys"),
+                    "message names /proc and /sys: {message}"
+                );
+            }
+            other => panic!("watching {path} should be InvalidArgument, got {other:?}"),
+        }
+    }
+}
+
 /// Creates a sandbox and a watch of its directory `flood`, and then 6,000
 /// files there: 12,000 events (create and attrib), more than a watch
 /// queues for a reader that has not read yet.

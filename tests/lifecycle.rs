@@ -475,11 +475,30 @@ async fn invalid_options_rejected() {
     zero_disk.disk_size = 0;
     let mut zero_tmp = soulbox_tests::options();
     zero_tmp.tmp_size = 0;
+    let mut nul_template = soulbox_tests::options();
+    nul_template.template = "a\0b".to_string();
+    let nul_metadata_key = soulbox_tests::options().metadata("bad\0key", "value");
+    let nul_metadata_value = soulbox_tests::options().metadata("label", "bad\0value");
     let cases = [
         ("template \"nope\"", bad_template, "nope"),
         ("env key \"A=B\"", bad_env, "A=B"),
         ("disk_size 0", zero_disk, "disk_size"),
         ("tmp_size 0", zero_tmp, "tmp_size"),
+        (
+            "a NUL in the template",
+            nul_template,
+            "template \"a\\0b\" contains a NUL byte",
+        ),
+        (
+            "a NUL in a metadata key",
+            nul_metadata_key,
+            "metadata key \"bad\\0key\" contains a NUL byte",
+        ),
+        (
+            "a NUL in a metadata value",
+            nul_metadata_value,
+            "the value of metadata key \"label\" contains a NUL byte",
+        ),
     ];
 
     for (case, options, named) in cases {

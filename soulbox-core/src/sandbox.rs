@@ -289,6 +289,13 @@ impl SandboxOptions {
     }
 
     pub(crate) fn validate(&self) -> Result<()> {
+        if self.template.contains('\0') {
+            return Err(Error::InvalidArgument(format!(
+                "template {:?} contains a NUL byte; give \"host\", a built template's name \
+                 or an absolute path",
+                self.template
+            )));
+        }
         template::check_name(&self.template)?;
         for (key, value) in &self.envs {
             crate::command::validate_env(key, value)?;
@@ -380,14 +387,35 @@ fn validate_metadata(metadata: &BTreeMap<String, String>) -> Result<()> {
                  value at most {MAX_METADATA_LEN}"
             )));
         }
-        if key.contains(['=', ',']) || key.chars().chain(value.chars()).any(char::is_control) {
+        if key.contains(['=', ',']) {
             return Err(Error::InvalidArgument(format!(
-                "metadata key {key:?} or its value contains '=' or ',' in the key, or a \
-                 control character such as a newline"
+                "metadata key {key:?} contains '=' or ','; remove them from the key"
+            )));
+        }
+        if let Some(problem) = control_character(key) {
+            return Err(Error::InvalidArgument(format!(
+                "metadata key {key:?} contains {problem}"
+            )));
+        }
+        if let Some(problem) = control_character(value) {
+            return Err(Error::InvalidArgument(format!(
+                "the value of metadata key {key:?} contains {problem}"
             )));
         }
     }
     Ok(())
+}
+
+/// Describes the control character that `text` contains, naming a NUL
+/// byte as such, or returns `None` if it contains none.
+fn control_character(text: &str) -> Option<&'static str> {
+    if text.contains('\0') {
+        Some("a NUL byte")
+    } else if text.chars().any(char::is_control) {
+        Some("a control character such as a newline")
+    } else {
+        None
+    }
 }
 
 /// Whether a sandbox runs or is paused.

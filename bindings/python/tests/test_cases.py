@@ -3,7 +3,7 @@
 import io
 import pathlib
 import time
-from typing import List
+from typing import Dict, List
 
 import pytest
 
@@ -132,6 +132,34 @@ def test_bad_cwd_rejected(sbx: Sandbox) -> None:
     assert "/nope" in str(raised.value)
     assert isinstance(raised.value, ValueError)
     assert not sbx.files.exists("/tmp/ran"), "nothing may start with a bad cwd"
+
+
+def test_nul_in_template_named() -> None:
+    require_root()
+    with pytest.raises(InvalidArgumentException) as raised:
+        Sandbox.create(template="a\x00b")
+    assert "contains a NUL byte" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "metadata, problem",
+    [
+        ({"bad\x00key": "value"}, 'metadata key "bad\\0key" contains a NUL byte'),
+        ({"label": "bad\x00value"}, 'the value of metadata key "label" contains a NUL byte'),
+    ],
+)
+def test_nul_in_metadata_named(metadata: Dict[str, str], problem: str) -> None:
+    require_root()
+    with pytest.raises(InvalidArgumentException) as raised:
+        Sandbox.create(metadata=metadata)
+    assert problem in str(raised.value)
+
+
+@pytest.mark.parametrize("timeout", [2**64, 2**64 - 1, 10**400, float("inf")])
+def test_huge_timeout_shown_as_given(sbx: Sandbox, timeout: float) -> None:
+    with pytest.raises(InvalidArgumentException) as raised:
+        sbx.set_timeout(timeout)  # type: ignore[arg-type]
+    assert f"timeout of {timeout!r} seconds is too large" in str(raised.value)
 
 
 # Files

@@ -1,9 +1,10 @@
 """The behaviours users depend on, through AsyncSandbox."""
 
 import asyncio
+import gc
 import io
 import time
-from typing import Any, Awaitable, Callable, List
+from typing import Any, Awaitable, Callable, Dict, List
 
 import pytest
 
@@ -332,3 +333,27 @@ async def test_invalid_pty_size_rejected(sbx: AsyncSandbox) -> None:
     await terminal.kill()
     with pytest.raises(CommandExitException):
         await terminal.wait()
+
+
+@with_sandbox
+async def test_kill_without_wait_reports_nothing(sbx: AsyncSandbox) -> None:
+    # asyncio reports "Task exception was never retrieved" through the
+    # loop's exception handler when it collects a task whose exception no
+    # caller retrieved.
+    reports: List[Dict[str, Any]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda loop, context: reports.append(context))
+    terminal = await sbx.pty.create(PtySize(rows=24, cols=80), on_data=lambda data: None)
+    command = await sbx.commands.run("sleep 300", background=True, on_stdout=lambda text: None)
+    assert await terminal.kill() is True
+    assert await command.kill() is True
+
+    # Let the tasks that deliver the output see the exits, and then drop
+    # every reference to them, so that the collection finalizes them.
+    others = asyncio.all_tasks() - {asyncio.current_task()}
+    if others:
+        await asyncio.wait(others, timeout=10)
+    del terminal, command, others
+    gc.collect()
+
+    messages = [str(report.get("message")) for report in reports]
+    assert messages == []

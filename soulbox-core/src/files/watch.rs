@@ -92,7 +92,9 @@ impl Files {
     /// # Errors
     ///
     /// [`Error::FileNotFound`] if `path` does not exist;
-    /// [`Error::InvalidArgument`] if it is not a directory;
+    /// [`Error::InvalidArgument`] if it is not a directory, or is on procfs
+    /// or sysfs (such as /proc), where inotify reports no changes that the
+    /// kernel makes;
     /// [`Error::PermissionDenied`] if the user may not read it;
     /// [`Error::WatchLimit`] if the host's inotify limits allow no more
     /// watches or instances.
@@ -304,6 +306,7 @@ impl WatchTree {
     ) -> Result<(Self, OwnedFd)> {
         let caller = path.caller().to_string();
         let top = open_dir_for_reading(sandbox, path)?;
+        reject_kernel_file_system(top.as_fd(), &caller)?;
         let inotify = sys::inotify_init().map_err(|e| {
             // EMFILE also means that this process has no descriptor left,
             // which no inotify setting changes.
@@ -621,6 +624,29 @@ pub const MAX_WATCHED_DIRS: usize = 4096;
 
 /// Maps an inotify_add_watch or inotify_init1 failure, naming the host
 /// limit when one was reached.
+/// Rejects a directory on procfs or sysfs, because the kernel changes
+/// their entries without making inotify events. Checking the opened
+/// directory also catches a symlink to /proc.
+fn reject_kernel_file_system(dir: BorrowedFd<'_>, caller: &str) -> Result<()> {
+    use nix::sys::statfs::{fstatfs, PROC_SUPER_MAGIC, SYSFS_MAGIC};
+    let file_system = fstatfs(dir)
+        .map_err(|errno| {
+            Error::os("read the file system type of a watched directory")(errno.into())
+        })?
+        .filesystem_type();
+    let name = if file_system == PROC_SUPER_MAGIC {
+        "procfs"
+    } else if file_system == SYSFS_MAGIC {
+        "sysfs"
+    } else {
+        return Ok(());
+    };
+    Err(Error::InvalidArgument(format!(
+        "cannot watch {caller:?}: it is on {name}, and inotify reports no changes \
+         that the kernel makes in /proc and /sys; poll the files instead"
+    )))
+}
+
 fn watch_error(caller: &str, e: io::Error) -> Error {
     let limit_file = match e.raw_os_error() {
         Some(libc::ENOSPC) => MAX_USER_WATCHES,

@@ -94,10 +94,14 @@ class AsyncCommandHandle:
         self._native = native
         self._owner = owner
         self._stream = EventStream(pty, timeout)
-        self._task: Optional["asyncio.Task[CommandResult]"] = None
+        # The task only delivers output, and wait() raises the command's
+        # exit. A command killed on purpose then leaves no exception in a
+        # task that no caller awaits, which asyncio would log as "Task
+        # exception was never retrieved".
+        self._task: Optional["asyncio.Task[None]"] = None
         if on_stdout is not None or on_stderr is not None or on_pty is not None:
             self._task = asyncio.get_running_loop().create_task(
-                self._consume(on_pty, on_stdout, on_stderr)
+                self._deliver(on_pty, on_stdout, on_stderr)
             )
 
     @property
@@ -117,12 +121,12 @@ class AsyncCommandHandle:
             for chunk in self._stream.feed(raw):
                 yield chunk
 
-    async def _consume(
+    async def _deliver(
         self,
         on_pty: Optional[Handler],
         on_stdout: Optional[Handler],
         on_stderr: Optional[Handler],
-    ) -> CommandResult:
+    ) -> None:
         self._stream.keep_stdout = on_stdout is None
         self._stream.keep_stderr = on_stderr is None
         async for stdout, stderr, pty in self._events():
@@ -132,7 +136,6 @@ class AsyncCommandHandle:
                 await _call(on_stderr, stderr)
             elif pty is not None:
                 await _call(on_pty, pty)
-        return self._stream.result()
 
     async def wait(
         self,
@@ -146,8 +149,10 @@ class AsyncCommandHandle:
         :raises TimeoutException: when the command's timeout ended it.
         """
         if self._task is not None:
-            return await self._task
-        return await self._consume(on_pty, on_stdout, on_stderr)
+            await self._task
+        else:
+            await self._deliver(on_pty, on_stdout, on_stderr)
+        return self._stream.result()
 
     async def kill(self) -> bool:
         """Kill the command and every process it started.

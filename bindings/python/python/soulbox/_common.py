@@ -307,11 +307,24 @@ def seccomp_spec(policy: SeccompPolicy) -> Dict[str, Any]:
     return {"base": policy.base, "allow": allow, "deny": deny}
 
 
+# The native module converts seconds to a Rust Duration, whose maximum is
+# just under 2**64 seconds.
+_SECONDS_LIMIT = 2**64
+
+
 def seconds(name: str, value: Any) -> float:
-    """Check a number of seconds, 0 or more."""
+    """Check a number of seconds, 0 or more and below 2**64, and return it
+    as a float."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
         raise InvalidArgumentException(
             f"{name} must be a number of seconds, 0 or more, not {value!r}"
+        )
+    # Both are compared because an int just below 2**64 rounds up to it as
+    # a float, and float() raises OverflowError for an int above about
+    # 1.8e308.
+    if value >= _SECONDS_LIMIT or float(value) >= _SECONDS_LIMIT:
+        raise InvalidArgumentException(
+            f"{name} of {value!r} seconds is too large; give fewer than 2**64 seconds"
         )
     return float(value)
 
