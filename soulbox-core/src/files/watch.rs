@@ -622,8 +622,6 @@ impl WatchTree {
 /// a few hundred thousand, shared by every process of that user).
 pub const MAX_WATCHED_DIRS: usize = 4096;
 
-/// Maps an inotify_add_watch or inotify_init1 failure, naming the host
-/// limit when one was reached.
 /// Rejects a directory on procfs or sysfs, because the kernel changes
 /// their entries without making inotify events. Checking the opened
 /// directory also catches a symlink to /proc.
@@ -647,6 +645,8 @@ fn reject_kernel_file_system(dir: BorrowedFd<'_>, caller: &str) -> Result<()> {
     )))
 }
 
+/// Maps an inotify_add_watch or inotify_init1 failure, naming the host
+/// limit when one was reached.
 fn watch_error(caller: &str, e: io::Error) -> Error {
     let limit_file = match e.raw_os_error() {
         Some(libc::ENOSPC) => MAX_USER_WATCHES,
