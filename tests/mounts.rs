@@ -382,6 +382,33 @@ async fn bad_mounts_are_rejected_by_name() {
     );
 }
 
+/// A target under a read-only directory, whose mount point PID 1 cannot
+/// make, fails with a message that says so and names the way out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_parent_named_in_error() {
+    if !require_root("read_only_parent_named_in_error") {
+        return;
+    }
+    let host = HostDir::new("mount-under-usr");
+    let mut options = options();
+    options.mounts = vec![Mount::read_only(host.path(), "/usr/soulbox-test-target")];
+    match Sandbox::create(options).await {
+        Err(error @ Error::Setup { .. }) => {
+            let message = error.to_string();
+            assert!(
+                message.contains("/usr/soulbox-test-target"),
+                "the message should name the target: {message}"
+            );
+            assert!(
+                message.contains("read-only in the sandbox"),
+                "the message should say what is read-only: {message}"
+            );
+            assert_eq!(error.errno(), Some(libc::EROFS));
+        }
+        other => panic!("a mount under /usr should fail at setup, got {other:?}"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mounts_leave_nothing_on_the_host() {
     if !require_root("mounts_leave_nothing_on_the_host") {

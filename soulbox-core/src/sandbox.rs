@@ -2581,6 +2581,15 @@ fn setup_error(stage: SetupStage, errno: i32, detail: &[u8]) -> Error {
              in its shell) or ask for a lower limit (open_files_limit, file_size_limit)",
         );
     }
+    if stage == SetupStage::Mounts && errno == libc::EROFS {
+        // The mount point did not exist, and a directory on the way to it
+        // is read-only, such as the `host` template's /usr.
+        detail.push_str(
+            ": a directory on the way to this target is read-only in the sandbox, as the \
+             `host` template's /usr is, so its mount point cannot be made; choose a target \
+             in a writable directory, such as one under /home/user or /mnt",
+        );
+    }
     if stage == SetupStage::EgressFilter
         && matches!(
             errno,
