@@ -335,7 +335,23 @@ async fn check_host_mount_changes() {
 
     let first = sandbox().await;
     let zygote = zygote_pid().expect("a zygote runs after a create");
-    wait_for_root(zygote);
+    let root = wait_for_root(zygote);
+    // A mount that no source of the root is at, above or below keeps it.
+    // The zygote handles a change within milliseconds, and builds no new
+    // root until the next create, so a dropped root would be missing.
+    for command in [
+        &["mount", "-t", "tmpfs", "soulbox-test", "/mnt"][..],
+        &["umount", "/mnt"],
+    ] {
+        run_mount_command(command);
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(
+            built_roots(zygote),
+            std::slice::from_ref(&root),
+            "{command:?}, which the root does not depend on, dropped the root"
+        );
+    }
+
     run_mount_command(&["mount", "-t", "tmpfs", "soulbox-test", covered]);
     std::fs::write(&marker_path, &marker).expect("write the marker into the new tmpfs");
     wait_for_no_root(zygote, "the mount");

@@ -33,10 +33,11 @@
 //! zygote builds the next one for the same plan, again unless the request
 //! was a refill. A namespace is handed to one PID 1 only: the zygote keeps
 //! no reference to it after the fork. A root binds the host's paths as they
-//! were mounted at its build, so the zygote watches the mount table of its
-//! own namespace, the host's, and drops the root at any change there.
-//! Otherwise it would miss a file system mounted under `/usr` since, and
-//! keep one unmounted since in use. Only roots made of SoulBox's own
+//! were mounted at its build. So the zygote watches the mount table of its
+//! own namespace, the host's, and drops the root when a mount at, above or
+//! below one of the root's sources changes there. Otherwise the root would
+//! miss a file system mounted under `/usr` since, and keep one unmounted
+//! since in use. Only roots made of SoulBox's own
 //! layers are built ahead (the `host` template's and unpacked images'),
 //! because nothing changes those in place. A directory template may change
 //! between two creates, and its root must show it as it is at the create.
@@ -48,6 +49,7 @@
 //! requests only from the host's sockets, which are not reachable inside.
 
 use std::os::fd::{AsFd, AsRawFd, IntoRawFd, OwnedFd};
+use std::rc::Rc;
 
 use soulbox_proto::zygote::{ForkReply, ForkRequest, MAX_REQUEST_LEN, REQUEST_MAX_FDS};
 use soulbox_proto::RootPlan;
@@ -154,6 +156,9 @@ struct SpareRoot {
     /// The mount namespace the zygote started in. `None` when it could not
     /// be opened, and every PID 1 then builds its own root.
     home: Option<HomeMounts>,
+    /// The host's mount table as read after the last change that the
+    /// watch reported, or `None` when it could not be read.
+    table: Option<Rc<Vec<u8>>>,
     /// The root built last.
     built: Option<BuiltRoot>,
     /// The plan whose build failed last, and when. It is tried again only
@@ -183,8 +188,32 @@ impl SpareRoot {
         };
         Self {
             home,
+            table: None,
             built: None,
             failed: None,
+        }
+    }
+
+    /// Reads the host's mount table again after a change, and drops the
+    /// built root if a mount that its plan depends on changed.
+    fn mounts_changed(&mut self) {
+        self.table = self.home.as_ref().and_then(|home| read_table(&home.table));
+        let keep = match (&self.built, &self.table) {
+            (Some(built), Some(table)) => {
+                relevant_mounts(&built.table, &built.plan) == relevant_mounts(table, &built.plan)
+            }
+            _ => false,
+        };
+        match (&mut self.built, &self.table) {
+            (Some(built), Some(table)) if keep => built.table = Rc::clone(table),
+            _ => self.built = None,
+        }
+    }
+
+    /// Handles a change to the host's mounts since the last poll, if any.
+    fn check_host_mounts(&mut self) {
+        if self.host_mounts_changed() {
+            self.mounts_changed();
         }
     }
 
@@ -207,8 +236,8 @@ impl SpareRoot {
 
     /// Waits for the next request on the channel. While the zygote keeps a
     /// built root, it also watches the host's mount table and drops the
-    /// root at the first change, so that a file system the host unmounts
-    /// is not kept busy until the next create.
+    /// root at the first change that concerns it, so that a file system
+    /// the host unmounts is not kept busy until the next create.
     fn wait_for_request(&mut self) {
         while let (Some(_), Some(home)) = (&self.built, &self.home) {
             let mut fds = [
@@ -227,7 +256,7 @@ impl SpareRoot {
             // Checked also when a request came in the same poll, because
             // this poll reset the watch and `take` would not see it again.
             if fds[1].revents != 0 {
-                self.built = None;
+                self.mounts_changed();
             }
             // An error here leaves the receive to report it.
             if polled.is_err() || fds[0].revents != 0 {
@@ -238,28 +267,29 @@ impl SpareRoot {
 
     /// Takes the root built for `plan`, if the zygote has one whose layers
     /// and bind sources are still the files it was built from, and no
-    /// mount of the host has changed since its build. A removed layer
+    /// mount that it depends on has changed since its build. A removed layer
     /// cache, for one, is unpacked again into the same paths, and a root
     /// built before would show the deleted layers. Such a root is dropped,
     /// and PID 1 builds its own.
     fn take(&mut self, plan: &RootPlan) -> Option<(RootPlan, OwnedFd)> {
+        self.check_host_mounts();
         let built = self.built.take_if(|built| built.plan == *plan)?;
-        let unchanged =
-            !self.host_mounts_changed() && source_ids(plan).as_ref() == Some(&built.sources);
-        unchanged.then_some((built.plan, built.namespace))
+        (source_ids(plan).as_ref() == Some(&built.sources)).then_some((built.plan, built.namespace))
     }
 
     /// Builds a root for `plan` in a new mount namespace, unless the zygote
     /// has one for it already. A root built for another plan is dropped.
     fn prepare(&mut self, plan: RootPlan, facts: crate::setup::KernelFacts) {
-        // Also the start of the watch for the build below: a mount that
-        // changes from here on drops its root.
-        if self.host_mounts_changed() {
-            self.built = None;
+        // Also the start of the watch for the build below: a change from
+        // here on is compared with the table read here.
+        self.check_host_mounts();
+        if self.table.is_none() {
+            self.mounts_changed();
         }
-        let Some(home) = &self.home else {
+        let (Some(home), Some(table)) = (&self.home, &self.table) else {
             return;
         };
+        let table = Rc::clone(table);
         let ready = self.built.as_ref().is_some_and(|built| built.plan == plan);
         let failed_lately = self
             .failed
@@ -316,6 +346,7 @@ impl SpareRoot {
                     plan,
                     sources,
                     namespace,
+                    table,
                 })
             }
             _ => self.failed = Some((plan, std::time::Instant::now())),
@@ -355,6 +386,79 @@ struct BuiltRoot {
     /// read by [`source_ids`] before the build.
     sources: Vec<(u64, u64)>,
     namespace: OwnedFd,
+    /// The host's mount table read before the build.
+    table: Rc<Vec<u8>>,
+}
+
+/// Reads the whole mount table from `table`, /proc/self/mountinfo.
+fn read_table(table: &OwnedFd) -> Option<Rc<Vec<u8>>> {
+    let mut contents = Vec::with_capacity(16 * 1024);
+    let mut chunk = vec![0u8; 16 * 1024];
+    loop {
+        match sys::pread(table.as_fd(), &mut chunk, contents.len()) {
+            Ok(0) => return Some(Rc::new(contents)),
+            Ok(read) => contents.extend_from_slice(&chunk[..read]),
+            Err(_) => return None,
+        }
+    }
+}
+
+/// Returns the lines of the mount table `table` whose mount point is at,
+/// above or below one of `plan`'s layers, bind sources or scratch
+/// directory: the mounts that a root built for `plan` depends on.
+fn relevant_mounts<'a>(table: &'a [u8], plan: &RootPlan) -> Vec<&'a [u8]> {
+    let sources: Vec<&[u8]> = plan
+        .lower_dirs
+        .iter()
+        .chain(plan.binds.iter().map(|bind| &bind.source))
+        .chain(std::iter::once(&plan.scratch_dir))
+        .map(Vec::as_slice)
+        .collect();
+    table
+        .split(|&byte| byte == b'\n')
+        .filter(|line| {
+            // The fifth field is the mount point, with octal escapes.
+            let Some(point) = line.split(|&byte| byte == b' ').nth(4) else {
+                return false;
+            };
+            let point = unescape_octal(point);
+            sources
+                .iter()
+                .any(|source| is_within(source, &point) || is_within(&point, source))
+        })
+        .collect()
+}
+
+/// Returns whether `path` is `dir` or lies below it.
+fn is_within(path: &[u8], dir: &[u8]) -> bool {
+    let dir = dir.strip_suffix(b"/").unwrap_or(dir);
+    path == dir || (path.starts_with(dir) && path.get(dir.len()) == Some(&b'/'))
+}
+
+/// Decodes the `\ooo` escapes with which the kernel writes spaces, tabs,
+/// newlines and backslashes in a mount table's paths.
+fn unescape_octal(field: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(field.len());
+    let mut rest = field;
+    while let Some((&byte, tail)) = rest.split_first() {
+        let digits = tail
+            .get(..3)
+            .filter(|digits| digits.iter().all(|d| (b'0'..=b'7').contains(d)));
+        match digits {
+            Some(digits) if byte == b'\\' => {
+                let value = digits
+                    .iter()
+                    .fold(0u32, |value, d| value * 8 + u32::from(d - b'0'));
+                out.push(value as u8);
+                rest = &tail[3..];
+            }
+            _ => {
+                out.push(byte);
+                rest = tail;
+            }
+        }
+    }
+    out
 }
 
 /// Returns the device and inode numbers of `plan`'s lower directories and
@@ -580,4 +684,63 @@ fn channel() -> std::os::fd::BorrowedFd<'static> {
 
 fn reply(reply: ForkReply) -> std::io::Result<()> {
     sys::send(channel(), &reply.encode())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use soulbox_proto::BindMount;
+
+    fn plan() -> RootPlan {
+        RootPlan {
+            lower_dirs: vec![b"/run/soulbox/templates/host".to_vec()],
+            binds: vec![BindMount {
+                source: b"/usr".to_vec(),
+                target: b"/usr".to_vec(),
+            }],
+            scratch_dir: b"/run/soulbox/scratch".to_vec(),
+            scratch_size: 1 << 30,
+            scratch_inodes: 1 << 20,
+            tmp_size: 1 << 30,
+        }
+    }
+
+    fn line(id: u32, point: &str) -> String {
+        format!("{id} 1 0:{id} / {point} rw,relatime - tmpfs tmpfs rw\n")
+    }
+
+    #[test]
+    fn mounts_at_above_and_below_sources_are_relevant() {
+        let points = [
+            "/",
+            "/usr",
+            "/usr/local",
+            "/run",
+            "/mnt",
+            "/usrx",
+            "/home/user",
+        ];
+        let table: String = (1..)
+            .zip(points)
+            .map(|(id, point)| line(id, point))
+            .collect();
+        let relevant: Vec<String> = relevant_mounts(table.as_bytes(), &plan())
+            .iter()
+            .map(|line| {
+                String::from_utf8_lossy(line)
+                    .split(' ')
+                    .nth(4)
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(relevant, ["/", "/usr", "/usr/local", "/run"]);
+    }
+
+    #[test]
+    fn mount_point_escapes_decoded() {
+        assert_eq!(unescape_octal(br"/usr/my\040dir"), b"/usr/my dir");
+        assert_eq!(unescape_octal(br"/a\134b\011c\012d"), b"/a\\b\tc\nd");
+        assert_eq!(unescape_octal(br"/no\escape\08"), br"/no\escape\08");
+    }
 }
