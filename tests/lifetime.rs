@@ -580,7 +580,7 @@ async fn kill_ends_a_paused_sandbox_and_removes_its_cgroups() {
 }
 
 /// Pause and resume both fail with SandboxNotRunning on a sandbox that
-/// has ended, as documented. Resume used to return false instead.
+/// has ended, as documented.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_and_resume_after_kill_fail() {
     if !require_root("pause_and_resume_after_kill_fail") {

@@ -382,8 +382,8 @@ async fn bad_mounts_are_rejected_by_name() {
     );
 }
 
-/// A target under a read-only directory, whose mount point PID 1 cannot
-/// make, fails with a message that says so and names the way out.
+/// A target under a read-only directory, where PID 1 cannot make the mount
+/// point, fails with a message that gives the cause and a writable place.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_only_parent_named_in_error() {
     if !require_root("read_only_parent_named_in_error") {

@@ -443,7 +443,7 @@ pub fn write_all(fd: BorrowedFd<'_>, mut buf: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-/// Reads into `buf` from `offset`, retrying on EINTR; returns 0 at end of
+/// Reads into `buf` from `offset`, retrying on EINTR. Returns 0 at end of
 /// file.
 pub fn pread(fd: BorrowedFd<'_>, buf: &mut [u8], offset: usize) -> io::Result<usize> {
     loop {

@@ -196,7 +196,7 @@ impl SpareRoot {
 
     /// Reads the host's mount table again after a change, and drops the
     /// built root if a mount that its plan depends on changed.
-    fn mounts_changed(&mut self) {
+    fn reread_mounts(&mut self) {
         self.table = self.home.as_ref().and_then(|home| read_table(&home.table));
         let keep = match (&self.built, &self.table) {
             (Some(built), Some(table)) => {
@@ -213,7 +213,7 @@ impl SpareRoot {
     /// Handles a change to the host's mounts since the last poll, if any.
     fn check_host_mounts(&mut self) {
         if self.host_mounts_changed() {
-            self.mounts_changed();
+            self.reread_mounts();
         }
     }
 
@@ -235,9 +235,9 @@ impl SpareRoot {
     }
 
     /// Waits for the next request on the channel. While the zygote keeps a
-    /// built root, it also watches the host's mount table and drops the
-    /// root at the first change that concerns it, so that a file system
-    /// the host unmounts is not kept busy until the next create.
+    /// built root, it also watches the host's mount table. A change that
+    /// concerns the root drops it at once, so that a file system the host
+    /// unmounts is not kept busy until the next create.
     fn wait_for_request(&mut self) {
         while let (Some(_), Some(home)) = (&self.built, &self.home) {
             let mut fds = [
@@ -256,7 +256,7 @@ impl SpareRoot {
             // Checked also when a request came in the same poll, because
             // this poll reset the watch and `take` would not see it again.
             if fds[1].revents != 0 {
-                self.mounts_changed();
+                self.reread_mounts();
             }
             // An error here leaves the receive to report it.
             if polled.is_err() || fds[0].revents != 0 {
@@ -284,7 +284,7 @@ impl SpareRoot {
         // here on is compared with the table read here.
         self.check_host_mounts();
         if self.table.is_none() {
-            self.mounts_changed();
+            self.reread_mounts();
         }
         let (Some(home), Some(table)) = (&self.home, &self.table) else {
             return;

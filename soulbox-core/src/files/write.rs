@@ -235,8 +235,8 @@ impl WriteTarget {
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
                 // Truncate only once the file is known to be a regular file.
                 let file = match path::open_regular(sandbox, path, libc::O_WRONLY) {
-                    // A symlink to a missing file, whose target is made as a
-                    // shell's `>` would make it.
+                    // A symlink to a missing file: its target is created, as
+                    // a shell's `>` creates it.
                     Err(Error::FileNotFound { .. }) => {
                         return Self::create_link_target(sandbox, path, mode)
                     }
