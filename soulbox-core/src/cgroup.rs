@@ -126,6 +126,28 @@ pub struct SandboxCgroup {
     enforced: Limits,
 }
 
+/// The `tasks` files of a sandbox's v1 directories, sent to PID 1.
+///
+/// Files written in the sandbox's tmpfs mounts count towards its memory
+/// limit but belong to no process. When they fill it, the OOM killer finds
+/// only small processes to choose from, PID 1 among them, and killing PID 1
+/// ends the sandbox. So with a v1 memory directory PID 1 joins it only to
+/// enter its cgroup namespace there, and then moves to the directory above,
+/// SoulBox's own, which has no limit. The supervisor of each command joins
+/// the sandbox's directory before the command starts: every process of the
+/// sandbox but PID 1 is limited, and the killer never picks PID 1. A v2
+/// directory contains every controller, so there PID 1 stays in it, and
+/// supervisors only raise their OOM score.
+#[derive(Debug, Default)]
+pub struct TaskFiles {
+    /// One file per v1 directory; with `memory_last`, the memory
+    /// directory's and then its parent's come last.
+    pub files: Vec<OwnedFd>,
+    /// Whether the last two files are the memory directory's and its
+    /// parent's.
+    pub memory_last: bool,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Version {
     V1,
@@ -294,23 +316,42 @@ impl SandboxCgroup {
     /// process takes the kernel's global thread-group lock for writing,
     /// which waits for an RCU grace period (15 to 30 ms on an idle host);
     /// a single-threaded process moving itself through `tasks` does not.
-    pub fn open_v1_task_files(&self) -> Result<Vec<OwnedFd>> {
-        self.dirs
+    /// The memory directory's file comes last, and PID 1 has each command's
+    /// supervisor join that one instead (see [`TaskFiles`]).
+    pub fn open_v1_task_files(&self) -> Result<TaskFiles> {
+        let memory = match &self.memory {
+            Some((dir, Version::V1)) => Some(dir),
+            _ => None,
+        };
+        let open = |dir: &PathBuf| {
+            fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_CLOEXEC)
+                .open(dir.join("tasks"))
+                .map(OwnedFd::from)
+                .map_err(|source| Error::Cgroup {
+                    step: "open the tasks file of",
+                    path: dir.clone(),
+                    source,
+                })
+        };
+        let mut files = self
+            .dirs
             .iter()
-            .filter(|dir| self.v2.as_ref() != Some(*dir))
-            .map(|dir| {
-                fs::OpenOptions::new()
-                    .write(true)
-                    .custom_flags(libc::O_CLOEXEC)
-                    .open(dir.join("tasks"))
-                    .map(OwnedFd::from)
-                    .map_err(|source| Error::Cgroup {
-                        step: "open the tasks file of",
-                        path: dir.clone(),
-                        source,
-                    })
-            })
-            .collect()
+            .filter(|dir| self.v2.as_ref() != Some(*dir) && memory != Some(*dir))
+            .map(open)
+            .collect::<Result<Vec<_>>>()?;
+        let memory_last = match memory {
+            Some(dir) => {
+                files.push(open(dir)?);
+                // SoulBox's own directory, which has no limit.
+                let parent = dir.parent().map_or_else(|| dir.clone(), Path::to_path_buf);
+                files.push(open(&parent)?);
+                true
+            }
+            None => false,
+        };
+        Ok(TaskFiles { files, memory_last })
     }
 
     /// Moves `pid` into the v2 directory, unless it started there

@@ -480,6 +480,17 @@ impl Planned {
                 )))
             }
             None if sandbox.has_ended().await => return Err(sandbox.not_running()),
+            None if matches!((oom_kills_before, sandbox.oom_kills()), (Some(before), Some(now)) if now > before) =>
+            {
+                return Err(Error::Spawn {
+                    program: spec.argv[0].to_string_lossy().into_owned(),
+                    reason: format!(
+                        "the out-of-memory killer ended its supervisor before it started: {}",
+                        crate::process::OUT_OF_MEMORY
+                    ),
+                    source: std::io::Error::from_raw_os_error(libc::ENOMEM),
+                });
+            }
             None => {
                 return Err(Error::Protocol(format!(
                     "the supervisor of {:?} ended before reporting its start; a process in \

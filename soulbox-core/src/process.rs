@@ -73,12 +73,20 @@ pub enum CommandEvent {
     Exit(CommandExit),
 }
 
+/// Advice for a caller whose command's supervisor the OOM killer ended.
+pub(crate) const OUT_OF_MEMORY: &str = "the sandbox is at its memory limit, \
+    which files in /tmp, /dev/shm and the writable layer count towards; \
+    remove files or raise memory_limit";
+
 /// Cause of a command's end, kept in the registry for late handles.
 #[derive(Debug, Clone, Copy)]
 enum Ending {
     Exited(CommandExit),
-    /// The supervisor died without reporting (killed from inside).
-    SupervisorLost,
+    /// The supervisor died without reporting: killed from inside, or by
+    /// the OOM killer (`oom`) when the memory limit was full.
+    SupervisorLost {
+        oom: bool,
+    },
     /// The sandbox ended first.
     SandboxEnded,
     /// The task moving the output stopped early (a bug).
@@ -456,7 +464,9 @@ impl Pump {
     /// report: the sandbox ended, or something inside killed the supervisor.
     async fn ending_without_report(&self) -> Ending {
         match self.sandbox.upgrade() {
-            Some(sandbox) if !sandbox.has_ended().await => Ending::SupervisorLost,
+            Some(sandbox) if !sandbox.has_ended().await => Ending::SupervisorLost {
+                oom: self.oom_since_start(),
+            },
             _ => Ending::SandboxEnded,
         }
     }
@@ -615,9 +625,14 @@ impl CommandHandle {
     fn ending_result(&self) -> Result<CommandExit> {
         match self.ended {
             Some(Ending::Exited(exit)) => Ok(exit),
-            Some(Ending::SupervisorLost) => Err(Error::Protocol(format!(
+            Some(Ending::SupervisorLost { oom: false }) => Err(Error::Protocol(format!(
                 "the supervisor of command {} ended without reporting its exit; a process \
                  in the sandbox running as root may have killed it",
+                self.pid()
+            ))),
+            Some(Ending::SupervisorLost { oom: true }) => Err(Error::Protocol(format!(
+                "the out-of-memory killer ended the supervisor of command {}, so its exit \
+                 is unknown: {OUT_OF_MEMORY}",
                 self.pid()
             ))),
             Some(Ending::PumpFailed) => Err(Error::Protocol(format!(

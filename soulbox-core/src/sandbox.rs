@@ -15,7 +15,7 @@ use soulbox_proto::{BindMount, Config, Reply, Request, RootPlan, SetupStage, NO_
 use tokio::io::unix::AsyncFd;
 use tracing::debug;
 
-use crate::cgroup::{self, Limits, SandboxCgroup};
+use crate::cgroup::{self, Limits, SandboxCgroup, TaskFiles};
 use crate::command::{self, CommandSpec};
 use crate::error::{Error, Result};
 use crate::image::ImageDefaults;
@@ -880,8 +880,11 @@ impl Sandbox {
         // directory it did not start in, while PID 1 builds its mounts.
         let task_files = launch.open_v1_task_files()?;
         launch.attach()?;
-        let task_fds: Vec<BorrowedFd<'_>> = task_files.iter().map(AsFd::as_fd).collect();
-        let mut sent = send_request(&control, &Request::Attached, &task_fds).await;
+        let task_fds: Vec<BorrowedFd<'_>> = task_files.files.iter().map(AsFd::as_fd).collect();
+        let attached = Request::Attached {
+            memory_for_commands: task_files.memory_last,
+        };
+        let mut sent = send_request(&control, &attached, &task_fds).await;
         drop(task_fds);
         drop(task_files);
         if let (Ok(()), Some(first)) = (&sent, first) {
@@ -2173,10 +2176,10 @@ impl Launch {
     }
 
     /// Opens the `tasks` files through which PID 1 joins its v1 cgroups.
-    fn open_v1_task_files(&self) -> Result<Vec<OwnedFd>> {
+    fn open_v1_task_files(&self) -> Result<TaskFiles> {
         match &self.cgroup {
             Some(cgroup) => cgroup.open_v1_task_files(),
-            None => Ok(Vec::new()),
+            None => Ok(TaskFiles::default()),
         }
     }
 

@@ -51,7 +51,8 @@ const CONFIG_FD_COUNT: usize = 2;
 const MAX_CONFIG_FD_COUNT: usize = CONFIG_FD_COUNT + 2;
 
 /// Most v1 `tasks` files PID 1 accepts with the attached message: one per
-/// v1 hierarchy a limit needs (memory, pids, cpu), with room to spare.
+/// v1 hierarchy a limit needs (memory, pids, cpu) and the memory one's
+/// parent, with room to spare.
 const MAX_TASK_FILES: usize = 8;
 
 /// Most connections served at once besides the creating one; more are
@@ -177,21 +178,23 @@ fn run(start: Start) -> ! {
         }
     }
     let built = setup::build(&config, facts, prebuilt.is_some()).and_then(|upper| {
-        let task_files = receive_attached(control, &mut buf).ok_or_else(|| setup::SetupError {
+        let attached = receive_attached(control, &mut buf).ok_or_else(|| setup::SetupError {
             stage: SetupStage::CgroupNamespace,
             error: std::io::Error::from_raw_os_error(libc::EPROTO),
             detail: b"expected the attached message".to_vec(),
         })?;
-        join_v1_cgroups(control, task_files);
-        setup::enter_cgroup_namespace().map(|()| upper)
+        let memory_tasks = join_v1_cgroups(control, attached);
+        setup::enter_cgroup_namespace()?;
+        Ok((upper, memory_tasks))
     });
-    let upper = match built {
-        Ok(upper) => upper,
+    let (upper, memory_tasks) = match built {
+        Ok(built) => built,
         Err(e) => {
             let errno = e.error.raw_os_error().unwrap_or(libc::EIO);
             fail_setup(control, e.stage, errno, &e.detail);
         }
     };
+    let memory_tasks = memory_tasks.map(|files| leave_memory_cgroup(control, files));
     if network_exit.is_some() {
         if let Err((stage, e)) = restrict_egress(&config) {
             let errno = e.raw_os_error().unwrap_or(libc::EIO);
@@ -269,6 +272,7 @@ fn run(start: Start) -> ! {
         spare: None,
         commands_started: 0,
         spare_due: false,
+        memory_tasks,
     };
     if config.background {
         // A warm pool's sandbox: its first command, at the hand-over, finds
@@ -498,14 +502,39 @@ fn receive_config(control: BorrowedFd<'_>, buf: &mut [u8]) -> Option<Configured>
     })
 }
 
+/// The `tasks` files of the sandbox's v1 cgroups, from the attached
+/// message.
+struct Attached {
+    /// The files PID 1 writes "0" into, the memory cgroup's among them.
+    join: Vec<OwnedFd>,
+    /// With a v1 memory cgroup: its `tasks` file, which supervisors join,
+    /// and that of its parent, which PID 1 moves to once it has entered
+    /// its cgroup namespace (see `soulbox_core`'s `TaskFiles`).
+    memory: Option<(OwnedFd, OwnedFd)>,
+}
+
 /// Receives the message that the host has made and attached the sandbox's
 /// cgroups, with the `tasks` files of its v1 cgroups.
-fn receive_attached(control: BorrowedFd<'_>, buf: &mut [u8]) -> Option<Vec<OwnedFd>> {
-    let (len, fds) = sys::recv_with_fds(control, buf, MAX_TASK_FILES).ok()??;
-    match Request::decode(&buf[..len]) {
-        Ok(Request::Attached) => Some(fds),
-        _ => None,
+fn receive_attached(control: BorrowedFd<'_>, buf: &mut [u8]) -> Option<Attached> {
+    let (len, mut fds) = sys::recv_with_fds(control, buf, MAX_TASK_FILES).ok()??;
+    let Ok(Request::Attached {
+        memory_for_commands,
+    }) = Request::decode(&buf[..len])
+    else {
+        return None;
+    };
+    if !memory_for_commands {
+        return Some(Attached {
+            join: fds,
+            memory: None,
+        });
     }
+    let parent = fds.pop()?;
+    let memory = fds.last()?.try_clone().ok()?;
+    Some(Attached {
+        join: fds,
+        memory: Some((memory, parent)),
+    })
 }
 
 /// Moves PID 1 into the v1 cgroups whose `tasks` files the host opened.
@@ -520,8 +549,11 @@ fn receive_attached(control: BorrowedFd<'_>, buf: &mut [u8]) -> Option<Vec<Owned
 /// before anything inside runs. What the build itself allocates (mount
 /// structures, the few pages of /etc/hostname and /etc/hosts) stays charged
 /// to the cgroups PID 1 started in.
-fn join_v1_cgroups(control: BorrowedFd<'_>, task_files: Vec<OwnedFd>) {
-    for file in task_files {
+///
+/// Returns the memory cgroup's `tasks` file, if PID 1 is to leave that
+/// cgroup to its commands, and the parent's file to leave it through.
+fn join_v1_cgroups(control: BorrowedFd<'_>, attached: Attached) -> Option<(OwnedFd, OwnedFd)> {
+    for file in &attached.join {
         if let Err(e) = sys::write_all(file.as_fd(), b"0") {
             fail_setup(
                 control,
@@ -531,6 +563,22 @@ fn join_v1_cgroups(control: BorrowedFd<'_>, task_files: Vec<OwnedFd>) {
             );
         }
     }
+    attached.memory
+}
+
+/// Moves PID 1, which has entered its cgroup namespace, from the sandbox's
+/// v1 memory cgroup to the one above it through `parent`, and returns the
+/// sandbox's `tasks` file for the supervisors.
+fn leave_memory_cgroup(control: BorrowedFd<'_>, (memory, parent): (OwnedFd, OwnedFd)) -> OwnedFd {
+    if let Err(e) = sys::write_all(parent.as_fd(), b"0") {
+        fail_setup(
+            control,
+            SetupStage::Cgroup,
+            e.raw_os_error().unwrap_or(libc::EIO),
+            b"leave the memory cgroup to the sandbox's commands",
+        );
+    }
+    memory
 }
 
 /// The connection a request came from, so that a reply goes back on it.
@@ -585,6 +633,9 @@ struct Init {
     /// Whether a spare is due once PID 1 has been idle for
     /// [`SPARE_IDLE_MS`]. Set when a command ends.
     spare_due: bool,
+    /// The `tasks` file of the sandbox's v1 memory cgroup, which PID 1 has
+    /// left and each supervisor joins (see [`leave_memory_cgroup`]).
+    memory_tasks: Option<OwnedFd>,
 }
 
 /// A supervisor forked before its command: it waits for one [`Spawn`]
@@ -817,7 +868,8 @@ impl Init {
         match sys::fork() {
             Ok(sys::Fork::Child) => {
                 drop(own_end);
-                supervise::wait_as_spare(spare_end)
+                let memory_tasks = self.memory_tasks.as_ref().map(AsFd::as_fd);
+                supervise::wait_as_spare(spare_end, memory_tasks)
             }
             Ok(sys::Fork::Parent(pid)) => {
                 self.spare = Some(Spare {
@@ -867,7 +919,7 @@ impl Init {
                 self.reply_status(peer, remaining);
             }
             Ok(Request::OpenTcp { port, ipv6 }) => self.open_tcp(peer, port, ipv6),
-            Ok(Request::Config(_) | Request::Attached | Request::Persist) | Err(_) => {}
+            Ok(Request::Config(_) | Request::Attached { .. } | Request::Persist) | Err(_) => {}
         }
     }
 
@@ -934,7 +986,14 @@ impl Init {
                 };
                 let command = supervise::Command::new(spawn, fds);
                 match sys::fork() {
-                    Ok(sys::Fork::Child) => supervise::supervise(command),
+                    Ok(sys::Fork::Child) => {
+                        let memory_tasks = self.memory_tasks.as_ref().map(AsFd::as_fd);
+                        if let Err(e) = supervise::limit_memory(memory_tasks) {
+                            command.report_fork_failure(e.raw_os_error().unwrap_or(libc::EIO));
+                            sys::exit(supervise::EXIT_NOT_STARTED);
+                        }
+                        supervise::supervise(command)
+                    }
                     Ok(sys::Fork::Parent(pid)) => pid,
                     Err(e) => {
                         command.report_fork_failure(e.raw_os_error().unwrap_or(libc::EAGAIN));

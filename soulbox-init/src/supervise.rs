@@ -54,10 +54,40 @@ impl Command {
     }
 }
 
+/// The `oom_score_adj` of supervisors, which their commands inherit. Files
+/// in the sandbox's tmpfs mounts count towards its memory limit but belong
+/// to no process. When they fill it, the OOM killer chooses among the
+/// processes by size alone, and PID 1 (about 1 MiB) outweighs a small
+/// writer such as busybox's `cat`. Killing PID 1 ends the sandbox. Raising
+/// an adjustment needs no capability, where lowering PID 1's needs
+/// CAP_SYS_RESOURCE. The same value makes sandboxed processes the first
+/// choice of the host's OOM killer too, ahead of the host's own processes.
+const OOM_SCORE_ADJ: &[u8] = b"500";
+
+/// Puts this supervisor, and every process it will start, under the
+/// sandbox's memory limit: into the v1 memory cgroup whose `tasks` file is
+/// `memory_tasks`, which PID 1 has left (see `leave_memory_cgroup` in
+/// lib.rs). A supervisor that cannot join it must not start its command.
+/// It also raises their OOM score above PID 1's, which protects PID 1
+/// where it shares their cgroup (v2). A failure there only loses that
+/// protection.
+pub fn limit_memory(memory_tasks: Option<BorrowedFd<'_>>) -> io::Result<()> {
+    let _ = sys::write_existing(c"/proc/self/oom_score_adj", OOM_SCORE_ADJ);
+    match memory_tasks {
+        Some(tasks) => sys::write_all(tasks, b"0"),
+        None => Ok(()),
+    }
+}
+
 /// Runs in a spare supervisor, forked from PID 1 before its command: waits
 /// for one spawn request on `channel`, then supervises it. Exits when PID 1
 /// closes the channel first. Never returns.
-pub fn wait_as_spare(channel: OwnedFd) -> ! {
+pub fn wait_as_spare(channel: OwnedFd, memory_tasks: Option<BorrowedFd<'_>>) -> ! {
+    // A spare that cannot join exits, and its command gets a supervisor
+    // forked for it, which reports the failure.
+    if limit_memory(memory_tasks).is_err() {
+        sys::exit(0);
+    }
     // The channel moves to fd 3 and every descriptor above it, PID 1's
     // sockets and lock among them, closes: the spare may wait a long time,
     // and must not keep PID 1's connections open meanwhile.

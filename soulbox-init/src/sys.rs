@@ -754,6 +754,16 @@ pub fn write_file(path: &CStr, contents: &[u8], mode: libc::mode_t) -> io::Resul
     write_all(fd_ref(&fd), contents)
 }
 
+/// Writes `contents` to the existing file `path`, such as a /proc file,
+/// in one write.
+pub fn write_existing(path: &CStr, contents: &[u8]) -> io::Result<()> {
+    // SAFETY: `path` is a valid C string.
+    let fd = check(unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) })?;
+    // SAFETY: open returned a new descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    write_all(fd_ref(&fd), contents)
+}
+
 /// Returns whether `path` names a directory (following symlinks).
 pub fn is_dir(path: &CStr) -> bool {
     let mut st = MaybeUninit::<libc::stat>::uninit();
@@ -1607,7 +1617,6 @@ struct CloneArgs {
 /// CLONE_INTO_CGROUP from <linux/sched.h>; it only fits clone3's 64-bit flags.
 const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 
-/// The two returns of [`clone3_fork`].
 /// Opens `path` read-only, for a namespace file such as /proc/self/ns/net.
 pub fn open_read_only(path: &CStr) -> io::Result<OwnedFd> {
     // SAFETY: `path` is NUL-terminated; open returns a new descriptor or -1.
@@ -1624,6 +1633,7 @@ pub fn setns(fd: BorrowedFd<'_>, kind: libc::c_int) -> io::Result<()> {
     Ok(())
 }
 
+/// The two returns of [`clone3_fork`].
 #[derive(Debug)]
 pub enum Forked {
     /// In the new process.

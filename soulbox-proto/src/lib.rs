@@ -265,8 +265,16 @@ pub enum Request {
     /// Replaces the sandbox's deadline: milliseconds from now, 0 for none.
     SetTimeout(u64),
     /// Sent once after [`Config`]: the host has moved PID 1 into the
-    /// sandbox's cgroups, so PID 1 may enter its cgroup namespace.
-    Attached,
+    /// sandbox's cgroups, so PID 1 may enter its cgroup namespace. It comes
+    /// with the `tasks` files of the v1 cgroups that PID 1 joins itself.
+    Attached {
+        /// The last two of those files are the v1 memory cgroup's and its
+        /// parent's. PID 1 moves to the parent once it has entered its
+        /// cgroup namespace, and each command's supervisor joins the
+        /// sandbox's memory cgroup. So files that fill the memory limit
+        /// never leave PID 1 as the OOM killer's only choice.
+        memory_for_commands: bool,
+    },
     /// Sent on the creating connection once the host has recorded the
     /// sandbox: from then on the sandbox outlives that connection. Without
     /// it, PID 1 ends the sandbox when the creating connection closes.
@@ -786,7 +794,13 @@ impl Request {
                 e.u64(*ms);
                 e.finish()
             }
-            Self::Attached => Encoder::new(KIND_ATTACHED).finish(),
+            Self::Attached {
+                memory_for_commands,
+            } => {
+                let mut e = Encoder::new(KIND_ATTACHED);
+                e.u8(u8::from(*memory_for_commands));
+                e.finish()
+            }
             Self::Persist => Encoder::new(KIND_PERSIST).finish(),
             Self::Pause => Encoder::new(KIND_PAUSE).finish(),
             Self::Resume => Encoder::new(KIND_RESUME).finish(),
@@ -882,7 +896,12 @@ impl Request {
                 let ms = d.u64("timeout_ms")?;
                 d.finish(Self::SetTimeout(ms))
             }
-            KIND_ATTACHED => d.finish(Self::Attached),
+            KIND_ATTACHED => {
+                let memory_for_commands = d.bool("memory_for_commands")?;
+                d.finish(Self::Attached {
+                    memory_for_commands,
+                })
+            }
             KIND_PERSIST => d.finish(Self::Persist),
             KIND_PAUSE => d.finish(Self::Pause),
             KIND_RESUME => d.finish(Self::Resume),
@@ -1135,7 +1154,12 @@ mod tests {
                 kill_tree: true,
             }),
             Request::SetTimeout(5),
-            Request::Attached,
+            Request::Attached {
+                memory_for_commands: true,
+            },
+            Request::Attached {
+                memory_for_commands: false,
+            },
             Request::Persist,
             Request::Pause,
             Request::Resume,
