@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # Installs libsoulbox.so, libsoulbox.a, soulbox.h and soulbox.pc.
 #
+# The shared library goes in as libsoulbox.so.VERSION, with the links
+# libsoulbox.so.MAJOR (its SONAME, which linked programs look for) and
+# libsoulbox.so (which the linker's -lsoulbox finds) pointing at it.
+#
 # Usage: soulbox-ffi/install.sh [--prefix DIR] [--build-dir DIR] [--no-build]
 #
 #   --prefix DIR     install under DIR (default /usr/local): the libraries
@@ -22,7 +26,7 @@ build_dir=${CARGO_TARGET_DIR:-$repo_dir/target}/release
 build=true
 
 usage() {
-    sed -n '2,16s/^# \{0,1\}//p' "$0" >&2
+    sed -n '2,19s/^# \{0,1\}//p' "$0" >&2
     exit 2
 }
 while [ $# -gt 0 ]; do
@@ -50,12 +54,15 @@ for library in libsoulbox.so libsoulbox.a; do
 done
 
 version=$(sed -n 's/^version = "\(.*\)"$/\1/p' "$repo_dir/Cargo.toml" | head -n 1)
+major=${version%%.*}
 libdir=$prefix/lib
 includedir=$prefix/include
 destdir=${DESTDIR:-}
 
 install -d "$destdir$libdir/pkgconfig" "$destdir$includedir"
-install -m 0755 "$build_dir/libsoulbox.so" "$destdir$libdir/libsoulbox.so"
+install -m 0755 "$build_dir/libsoulbox.so" "$destdir$libdir/libsoulbox.so.$version"
+ln -sfn "libsoulbox.so.$version" "$destdir$libdir/libsoulbox.so.$major"
+ln -sfn "libsoulbox.so.$version" "$destdir$libdir/libsoulbox.so"
 install -m 0644 "$build_dir/libsoulbox.a" "$destdir$libdir/libsoulbox.a"
 install -m 0644 "$crate_dir/include/soulbox.h" "$destdir$includedir/soulbox.h"
 sed -e "s|@PREFIX@|$prefix|" -e "s|@LIBDIR@|$libdir|" \

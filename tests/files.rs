@@ -2379,6 +2379,163 @@ async fn watch_rejects_procfs() {
     }
 }
 
+/// A directory template of the host's static busybox, removed on drop.
+/// Its sandboxes have a handful of directories outside /proc, while the
+/// host template's /usr alone has more than the 4096 directories that one
+/// recursive watch may follow.
+struct BusyboxRoot(PathBuf);
+
+impl BusyboxRoot {
+    fn create(test: &str) -> Self {
+        let root = Self(PathBuf::from("/tmp").join(unique_name(test, "rootfs")));
+        let bin = root.0.join("bin");
+        std::fs::create_dir_all(&bin).expect("create the template's /bin");
+        std::fs::create_dir(root.0.join("etc")).expect("create the template's /etc");
+        copy_program(
+            std::path::Path::new("/bin/busybox"),
+            &bin.join("busybox"),
+            0o755,
+        );
+        for applet in ["sh", "mkdir", "chmod", "stat"] {
+            std::os::unix::fs::symlink("busybox", bin.join(applet)).expect("link a busybox applet");
+        }
+        root
+    }
+
+    fn path_text(&self) -> String {
+        self.0.to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for BusyboxRoot {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// One watch of an inotify descriptor, as its fdinfo shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct InotifyWatch {
+    inode: u64,
+    /// The device in the kernel's encoding, see [`kernel_device`].
+    device: u64,
+}
+
+/// Returns the watches of each inotify descriptor of this process, where
+/// `watch_dir` keeps its descriptors. /proc/self/fdinfo lists one line
+/// `inotify wd:1 ino:2 sdev:2a ...` (hex) per watch (proc(5)).
+fn inotify_watches() -> Vec<Vec<InotifyWatch>> {
+    let mut instances = Vec::new();
+    let descriptors = std::fs::read_dir("/proc/self/fd").expect("list /proc/self/fd");
+    for entry in descriptors.flatten() {
+        let target = std::fs::read_link(entry.path());
+        if !target.is_ok_and(|target| target.as_os_str() == "anon_inode:inotify") {
+            continue;
+        }
+        // Another test may have closed the descriptor since the listing.
+        let fdinfo = PathBuf::from("/proc/self/fdinfo").join(entry.file_name());
+        let Ok(info) = std::fs::read_to_string(fdinfo) else {
+            continue;
+        };
+        instances.push(info.lines().filter_map(parse_inotify_watch).collect());
+    }
+    instances
+}
+
+fn parse_inotify_watch(line: &str) -> Option<InotifyWatch> {
+    let fields = line.strip_prefix("inotify ")?;
+    let hex_field = |key: &str| {
+        let value = fields
+            .split_whitespace()
+            .find_map(|f| f.strip_prefix(key))?;
+        u64::from_str_radix(value, 16).ok()
+    };
+    Some(InotifyWatch {
+        inode: hex_field("ino:")?,
+        device: hex_field("sdev:")?,
+    })
+}
+
+/// Converts an `st_dev` from stat(2) to the kernel's internal encoding,
+/// major << 20 | minor, which fdinfo's `sdev` shows.
+fn kernel_device(st_dev: u64) -> u64 {
+    let major = u64::from(libc::major(st_dev));
+    let minor = u64::from(libc::minor(st_dev));
+    (major << 20) | minor
+}
+
+/// Returns the watch that a directory in the sandbox would have, from the
+/// output of `stat -c '%d %i'` for it.
+fn watch_of_stat(line: &str) -> InotifyWatch {
+    let numbers: Vec<u64> = line
+        .split_whitespace()
+        .map(|n| {
+            n.parse()
+                .unwrap_or_else(|e| panic!("stat printed {line:?}: {e}"))
+        })
+        .collect();
+    assert_eq!(numbers.len(), 2, "stat printed {line:?}");
+    InotifyWatch {
+        inode: numbers[1],
+        device: kernel_device(numbers[0]),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_of_root_skips_proc() {
+    if !require_root("watch_of_root_skips_proc") {
+        return;
+    }
+    let template = BusyboxRoot::create("watch_of_root_skips_proc");
+    let sbx = Sandbox::create(options().template(template.path_text()))
+        .await
+        .expect("create a sandbox from the busybox template");
+    // The walk must go on past a directory that the user may not read, as
+    // it does past /root.
+    user_sh(
+        &sbx,
+        "mkdir -p /home/user/locked/inner && chmod 000 /home/user/locked",
+    )
+    .await;
+    let stats = stdout(&user_sh(&sbx, "stat -c '%d %i' / /home/user /proc").await);
+    let stats: Vec<InotifyWatch> = stats.lines().map(watch_of_stat).collect();
+    let [root, home, proc] = stats[..] else {
+        panic!("stat printed {} lines, expected 3: {stats:?}", stats.len());
+    };
+
+    let mut watcher = sbx
+        .files()
+        .watch_dir("/", true)
+        .await
+        .expect("watch / recursively");
+    let instances = inotify_watches();
+    let watches = instances
+        .iter()
+        .find(|watches| watches.contains(&root))
+        .unwrap_or_else(|| panic!("no inotify descriptor watches {root:?}: {instances:?}"));
+    assert!(
+        watches.contains(&home),
+        "the walk did not reach /home/user: {watches:?}"
+    );
+    let on_proc = watches.iter().filter(|w| w.device == proc.device).count();
+    assert_eq!(
+        on_proc,
+        0,
+        "{on_proc} of the {} watches are on the sandbox's procfs",
+        watches.len()
+    );
+
+    user_sh(&sbx, "echo x > /home/user/after-watch").await;
+    let expected = [(FilesystemEventKind::Create, "home/user/after-watch")];
+    let events = collect_events(&mut watcher, &expected, Duration::from_secs(5)).await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.kind == FilesystemEventKind::Create && e.name == "home/user/after-watch"),
+        "no Create event for home/user/after-watch: {events:?}"
+    );
+}
+
 /// Creates a sandbox and a watch of its directory `flood`, and then 6,000
 /// files there: 12,000 events (create and attrib), more than a watch
 /// queues for a reader that has not read yet.

@@ -603,6 +603,54 @@ async fn invalid_keys_named() {
     }
 }
 
+/// A name with a NUL byte, through the API and through the file's `name`
+/// key. An argument cannot contain a NUL byte, so the CLI gets the name
+/// from the file.
+#[tokio::test(flavor = "multi_thread")]
+async fn nul_in_name_named() {
+    let nul_name_key = "name = \"a\\u0000b\"\n";
+    let cases = [
+        (
+            "BuildOptions::name",
+            "run = [\"true\"]\n",
+            BuildOptions::default().name("a\0b"),
+            "template \"a\\0b\" contains a NUL byte",
+        ),
+        (
+            "the name key",
+            nul_name_key,
+            BuildOptions::default(),
+            "name: template \"a\\0b\" contains a NUL byte",
+        ),
+    ];
+    for (source, spec, options, expected) in cases {
+        let folder = Folder::new("build-nul-name", spec);
+        let (result, _) = build_at(&folder.dir, &options).await;
+        let error = result.expect_err(&format!("{source}: a NUL byte was accepted"));
+        assert!(
+            matches!(error, Error::InvalidArgument(_)),
+            "{source}: {error:?}"
+        );
+        assert!(error.to_string().contains(expected), "{source}: {error}");
+    }
+
+    let folder = Folder::new("build-nul-name", nul_name_key);
+    let built = std::process::Command::new(soulbox_bin())
+        .args(["template", "build", &folder.path_text()])
+        .env(soulbox_core::image::LAYER_CACHE_VAR, layer_cache())
+        .output()
+        .expect("run the soulbox binary");
+    assert!(
+        !built.status.success(),
+        "the CLI accepted the name: {built:?}"
+    );
+    let stderr = String::from_utf8_lossy(&built.stderr);
+    assert!(
+        stderr.contains("template \"a\\0b\" contains a NUL byte"),
+        "the CLI's error: {stderr}"
+    );
+}
+
 #[test]
 fn cli_builds_lists_and_runs() {
     if !require_root("cli_builds_lists_and_runs") {

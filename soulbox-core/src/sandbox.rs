@@ -289,13 +289,6 @@ impl SandboxOptions {
     }
 
     pub(crate) fn validate(&self) -> Result<()> {
-        if self.template.contains('\0') {
-            return Err(Error::InvalidArgument(format!(
-                "template {:?} contains a NUL byte; give \"host\", a built template's name \
-                 or an absolute path",
-                self.template
-            )));
-        }
         template::check_name(&self.template)?;
         for (key, value) in &self.envs {
             crate::command::validate_env(key, value)?;

@@ -258,10 +258,25 @@ pub(crate) fn resolve_in(
 /// Checks a template name without building or unpacking anything:
 /// [`HOST`], or an absolute path that [`resolve`] accepts.
 pub(crate) fn check_name(name: &str) -> Result<()> {
+    check_no_nul_byte(
+        name,
+        "give \"host\", a built template's name or an absolute path",
+    )
+    .map_err(Error::InvalidArgument)?;
     if name == HOST {
         return Ok(());
     }
     classify(name, &crate::paths::state_dir()).map(drop)
+}
+
+/// Rejects a template name that contains a NUL byte, which no path or
+/// built template's name can contain. `expected` ends the message and
+/// describes a valid name.
+pub(crate) fn check_no_nul_byte(name: &str, expected: &str) -> std::result::Result<(), String> {
+    if name.contains('\0') {
+        return Err(format!("template {name:?} contains a NUL byte; {expected}"));
+    }
+    Ok(())
 }
 
 /// Returns the command defaults of the image template `name`, or `None`
@@ -792,6 +807,21 @@ fn copy_entry(source: &Path, dest: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nul_in_name_rejected() {
+        for name in ["a\0b", "/\0", "\0host"] {
+            match check_name(name) {
+                Err(Error::InvalidArgument(message)) => {
+                    assert!(
+                        message.contains(&format!("template {name:?} contains a NUL byte")),
+                        "{name:?}: {message}"
+                    );
+                }
+                other => panic!("{name:?} should be InvalidArgument, got {other:?}"),
+            }
+        }
+    }
 
     #[test]
     fn lowerdir_overflow_counts_every_layer() {

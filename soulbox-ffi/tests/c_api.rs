@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use soulbox_tests::require_root;
 
 mod support;
-use support::{crate_dir, library_dir, tool_available};
+use support::{crate_dir, library_dir, soname, tool_available};
 
 /// Maximum time a single C case may run before it counts as hung.
 const CASE_LIMIT: Duration = Duration::from_secs(180);
@@ -31,6 +31,7 @@ fn test_binary() -> &'static Path {
         if !library.exists() {
             return Err(format!("{} was not built", library.display()));
         }
+        let runtime_dir = soname_dir(&library)?;
         let binary = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("test_soulbox");
         let compiler = std::env::var("CC").unwrap_or_else(|_| "cc".into());
         let output = Command::new(&compiler)
@@ -42,7 +43,7 @@ fn test_binary() -> &'static Path {
             .arg(crate_dir().join("tests/c/test_soulbox.c"))
             .arg("-L")
             .arg(&lib_dir)
-            .arg(format!("-Wl,-rpath,{}", lib_dir.display()))
+            .arg(format!("-Wl,-rpath,{}", runtime_dir.display()))
             .args(["-lsoulbox", "-lpthread", "-o"])
             .arg(&binary)
             .output()
@@ -60,6 +61,24 @@ fn test_binary() -> &'static Path {
         Ok(binary) => binary,
         Err(message) => panic!("{message}"),
     }
+}
+
+/// Makes a directory with one symlink, named after the SONAME, to
+/// `library`, and returns the directory. The C tests use it as their
+/// runpath, because the program looks for a file of that name, and cargo
+/// makes none.
+fn soname_dir(library: &Path) -> Result<PathBuf, String> {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("libsoulbox-soname");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    let link = dir.join(soname());
+    match std::fs::remove_file(&link) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("remove the old {}: {e}", link.display())),
+    }
+    std::os::unix::fs::symlink(library, &link)
+        .map_err(|e| format!("link {} to {}: {e}", link.display(), library.display()))?;
+    Ok(dir)
 }
 
 /// Runs `binary` with `args` under the sanitizers' settings, killing it

@@ -332,17 +332,40 @@ fn message_with_sources(error: &soulbox_core::Error) -> String {
 ///
 /// # Errors
 ///
-/// `InvalidArgumentException` for a negative, infinite or NaN number.
+/// `InvalidArgumentException` for a negative or NaN number, or one of 2**64
+/// seconds or more (infinity too), which a `Duration` cannot hold.
 pub fn seconds(py: Python<'_>, name: &str, value: Option<f64>) -> PyResult<Option<Duration>> {
     let Some(value) = value else {
         return Ok(None);
     };
     Duration::try_from_secs_f64(value).map(Some).map_err(|_| {
-        core_error(
-            py,
-            soulbox_core::Error::InvalidArgument(format!(
-                "{name} of {value} seconds is invalid; give a finite number of seconds, 0 or more"
-            )),
-        )
+        let value_text = python_number(py, value);
+        let message = if value >= 0.0 {
+            format!("{name} of {value_text} seconds is too large; give fewer than 2**64 seconds")
+        } else {
+            format!(
+                "{name} of {value_text} seconds is invalid; give a number of seconds, 0 or more"
+            )
+        };
+        core_error(py, soulbox_core::Error::InvalidArgument(message))
     })
+}
+
+/// Formats a number that Python passed as a float the way the caller most
+/// likely wrote it. A whole number of magnitude below 2**53 is shown as an
+/// int, because every such int converts to a float exactly. Any other
+/// number is shown as Python's `repr()` of the float, such as
+/// `1.8446744073709552e+19` for 2**64, `inf` and `nan`.
+///
+/// NOTE: an int of 2**53 or more shows as the float it rounded to, because
+/// the callers extract an `f64`. Showing it exactly needs the Python object.
+fn python_number(py: Python<'_>, value: f64) -> String {
+    const EXACT_INT_LIMIT: f64 = 9_007_199_254_740_992.0; // 2**53
+    if value.fract() == 0.0 && value.abs() < EXACT_INT_LIMIT {
+        return format!("{}", value as i64);
+    }
+    match pyo3::types::PyFloat::new(py, value).repr() {
+        Ok(repr) => repr.to_string(),
+        Err(_) => format!("{value:?}"),
+    }
 }

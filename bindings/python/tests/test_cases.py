@@ -162,6 +162,32 @@ def test_huge_timeout_shown_as_given(sbx: Sandbox, timeout: float) -> None:
     assert f"timeout of {timeout!r} seconds is too large" in str(raised.value)
 
 
+# The native module takes seconds as a float, so it shows a whole number
+# below 2**53 as the int that converts to it, and anything else as repr()
+# of the float.
+@pytest.mark.parametrize(
+    "timeout, message",
+    [
+        (2**64, "timeout of 1.8446744073709552e+19 seconds is too large"),
+        (1e300, "timeout of 1e+300 seconds is too large"),
+        (float("inf"), "timeout of inf seconds is too large"),
+        (-1, "timeout of -1 seconds is invalid"),
+        (-0.5, "timeout of -0.5 seconds is invalid"),
+        (float("nan"), "timeout of nan seconds is invalid"),
+    ],
+)
+def test_native_timeout_shown_as_float(sbx: Sandbox, timeout: float, message: str) -> None:
+    with pytest.raises(InvalidArgumentException) as raised:
+        sbx._native.set_timeout(timeout)
+    assert message in str(raised.value)
+
+
+def test_native_timeout_accepts_valid(sbx: Sandbox) -> None:
+    sbx._native.set_timeout(2**40)
+    sbx._native.set_timeout(0.5)
+    assert sbx.is_running()
+
+
 # Files
 
 

@@ -260,18 +260,22 @@ fn check(raw: RawSpec, folder: &Path) -> std::result::Result<Spec, String> {
     })
 }
 
+/// What a built template's name may be, as error messages say it.
+const NAME_RULE: &str = "use up to 64 letters, digits, '.', '_' and '-', starting with a letter \
+                         or digit, other than \"host\"";
+
 /// Checks the name a built template is registered under: letters, digits,
 /// `.`, `_` and `-`, starting with a letter or digit, at most 64 bytes,
 /// and not `host`.
 pub(crate) fn check_name(name: &str) -> std::result::Result<(), String> {
+    crate::template::check_no_nul_byte(name, NAME_RULE)?;
     let valid_start = name.starts_with(|c: char| c.is_ascii_alphanumeric());
     let valid_chars = name
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
     if name == crate::template::HOST || !valid_start || !valid_chars || name.len() > 64 {
         return Err(format!(
-            "{name:?} is not a valid template name; use up to 64 letters, digits, '.', '_' and \
-             '-', starting with a letter or digit, other than \"host\""
+            "{name:?} is not a valid template name; {NAME_RULE}"
         ));
     }
     Ok(())
@@ -422,6 +426,17 @@ mod tests {
         let long = "a".repeat(65);
         for bad in ["host", "", "-a", ".a", "a b", "a/b", "a:b", long.as_str()] {
             assert!(check_name(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn template_name_with_nul_named() {
+        for name in ["a\0b", "\0"] {
+            let message = check_name(name).expect_err(&format!("{name:?} was accepted"));
+            assert!(
+                message.contains(&format!("template {name:?} contains a NUL byte")),
+                "{name:?}: {message}"
+            );
         }
     }
 }

@@ -17,6 +17,7 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::task::{Context, Poll};
 
+use nix::sys::statfs::{self, FsType};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 
@@ -106,6 +107,9 @@ impl Files {
     /// events (and `Write` for non-empty files) once it is watched, so an
     /// entry can be reported twice. Subdirectories the user may not read
     /// are not watched, and symlinks to directories are not followed.
+    /// Mount points of procfs, sysfs, cgroup, cgroup2, debugfs, tracefs,
+    /// securityfs and bpf file systems are not entered either, so a
+    /// recursive watch of `/` leaves out /proc and everything below it.
     pub async fn watch_dir(&self, path: &str, recursive: bool) -> Result<Watcher> {
         let path = self.sandbox_path(path)?;
         let user = self.resolve_user()?;
@@ -327,7 +331,7 @@ impl WatchTree {
             moves: HashMap::new(),
             caller,
         };
-        tree.top_watch = tree.add_watch(inotify.as_fd(), &[])?;
+        tree.top_watch = tree.add_watch(inotify.as_fd(), &[], false)?;
         if recursive {
             tree.watch_subtree(inotify.as_fd(), &[], None)?;
         }
@@ -470,8 +474,10 @@ impl WatchTree {
         if mask & (libc::IN_CREATE | libc::IN_MOVED_TO) == 0 {
             return;
         }
+        // A directory that appears later needs no file system check,
+        // because mkdir and rename make it on its parent's file system.
         let added = act_as(self.user).and_then(|_credentials| {
-            let watch = self.add_watch(inotify, names)?;
+            let watch = self.add_watch(inotify, names, false)?;
             if watch < 0 {
                 return Ok(());
             }
@@ -489,8 +495,15 @@ impl WatchTree {
 
     /// Adds a watch for the directory that `names` lead to from `top`, and
     /// returns its watch descriptor. Returns -1 if the directory vanished,
-    /// is not a directory any more, or may not be read.
-    fn add_watch(&mut self, inotify: BorrowedFd<'_>, names: &[Name]) -> Result<i32> {
+    /// is not a directory any more, or may not be read, and, with
+    /// `check_file_system`, if it is on a file system in
+    /// [`SKIPPED_FILE_SYSTEMS`].
+    fn add_watch(
+        &mut self,
+        inotify: BorrowedFd<'_>,
+        names: &[Name],
+        check_file_system: bool,
+    ) -> Result<i32> {
         // inotify watches count against a host-wide, per-user limit that
         // every process of the host's root shares, and sandboxed code can
         // make directories cheaply: one watcher may not take them all.
@@ -513,6 +526,9 @@ impl WatchTree {
                 Err(_) => return Ok(-1),
             }
         };
+        if check_file_system && is_skipped_file_system(dir) {
+            return Ok(-1);
+        }
         match sys::inotify_add_watch_fd(inotify, dir, WATCH_MASK) {
             Ok(watch) => {
                 self.dirs.insert(watch, names.to_vec());
@@ -528,30 +544,44 @@ impl WatchTree {
     }
 
     /// Watches every directory below the one that `names` lead to, which
-    /// is watched already. With a `sink`, reports each entry found as
-    /// created, and as written if it is a non-empty file.
+    /// is watched already, except those on [`SKIPPED_FILE_SYSTEMS`]. With a
+    /// `sink`, reports each entry found as created, and as written if it is
+    /// a non-empty file.
     fn watch_subtree(
         &mut self,
         inotify: BorrowedFd<'_>,
         names: &[Name],
         mut sink: Option<&mut EventSink>,
     ) -> Result<()> {
-        let mut pending = vec![names.to_vec()];
-        while let Some(dir_names) = pending.pop() {
-            let subdirectories = self.scan_directory(&dir_names, sink.as_deref_mut());
-            for child_names in subdirectories {
-                if self.add_watch(inotify, &child_names)? >= 0 {
-                    pending.push(child_names);
+        // Each directory's device comes from the stat that its parent's
+        // scan made, so only the first directory needs a stat of its own.
+        let mut pending = vec![(names.to_vec(), None)];
+        while let Some((dir_names, device)) = pending.pop() {
+            let Some(scan) = self.scan_directory(&dir_names, device, sink.as_deref_mut()) else {
+                continue;
+            };
+            for child in scan.subdirectories {
+                // Only a mount point can be on another file system than its
+                // parent, so the common walk never reads a file system type.
+                let check_file_system = child.device != scan.device;
+                if self.add_watch(inotify, &child.names, check_file_system)? >= 0 {
+                    pending.push((child.names, Some(child.device)));
                 }
             }
         }
         Ok(())
     }
 
-    /// Returns the subdirectories of the directory that `names` lead to,
+    /// Lists the subdirectories of the directory that `names` lead to,
     /// reporting each entry to `sink` as [`WatchTree::watch_subtree`]
-    /// describes. A directory that cannot be read has no entries here.
-    fn scan_directory(&self, names: &[Name], mut sink: Option<&mut EventSink>) -> Vec<Vec<Name>> {
+    /// describes. `device` is the directory's `st_dev` if the caller knows
+    /// it. Returns `None` if the directory cannot be opened or read.
+    fn scan_directory(
+        &self,
+        names: &[Name],
+        device: Option<libc::dev_t>,
+        mut sink: Option<&mut EventSink>,
+    ) -> Option<Scan> {
         let opened;
         let dir = if names.is_empty() {
             self.top.as_fd()
@@ -561,12 +591,14 @@ impl WatchTree {
                     opened = fd;
                     opened.as_fd()
                 }
-                Err(_) => return Vec::new(),
+                Err(_) => return None,
             }
         };
-        let Ok(children) = read_names(dir) else {
-            return Vec::new();
+        let device = match device {
+            Some(device) => device,
+            None => sys::fstat_fd(dir).ok()?.st_dev,
         };
+        let children = read_names(dir).ok()?;
         let mut subdirectories = Vec::new();
         for child in children {
             let Ok(stat) = sys::fstatat_name(dir, child.as_c_str()) else {
@@ -583,10 +615,16 @@ impl WatchTree {
                 }
             }
             if kind == libc::S_IFDIR {
-                subdirectories.push(child_names);
+                subdirectories.push(Subdirectory {
+                    names: child_names,
+                    device: stat.st_dev,
+                });
             }
         }
-        subdirectories
+        Some(Scan {
+            device,
+            subdirectories,
+        })
     }
 
     /// Renames the watched directories at and below `old` to `new`.
@@ -617,10 +655,47 @@ impl WatchTree {
     }
 }
 
+/// The subdirectories found in one directory.
+struct Scan {
+    /// The scanned directory's `st_dev`.
+    device: libc::dev_t,
+    subdirectories: Vec<Subdirectory>,
+}
+
+struct Subdirectory {
+    names: Vec<Name>,
+    /// Its `st_dev`, which differs from its parent's at a mount point.
+    device: libc::dev_t,
+}
+
 /// Most directories one recursive watch follows. Each costs one of the
 /// host user's inotify watches (fs.inotify.max_user_watches, often 8192 to
 /// a few hundred thousand, shared by every process of that user).
 pub const MAX_WATCHED_DIRS: usize = 4096;
+
+/// The file systems that a recursive watch does not enter: pseudo file
+/// systems whose entries the kernel makes and changes mostly without
+/// inotify events, and which can be large (/proc has dozens of directories
+/// per process).
+const SKIPPED_FILE_SYSTEMS: [FsType; 8] = [
+    statfs::PROC_SUPER_MAGIC,
+    statfs::SYSFS_MAGIC,
+    statfs::CGROUP_SUPER_MAGIC,
+    statfs::CGROUP2_SUPER_MAGIC,
+    statfs::DEBUGFS_MAGIC,
+    statfs::TRACEFS_MAGIC,
+    statfs::SECURITYFS_MAGIC,
+    statfs::BPF_FS_MAGIC,
+];
+
+/// Returns whether the directory `dir` is on a file system in
+/// [`SKIPPED_FILE_SYSTEMS`]. A directory whose type cannot be read counts
+/// as skipped, as one that cannot be opened is.
+fn is_skipped_file_system(dir: BorrowedFd<'_>) -> bool {
+    statfs::fstatfs(dir).map_or(true, |info| {
+        SKIPPED_FILE_SYSTEMS.contains(&info.filesystem_type())
+    })
+}
 
 /// Rejects a directory on procfs or sysfs, because the kernel changes
 /// their entries without making inotify events. Checking the opened

@@ -19,6 +19,12 @@ pub fn library_dir() -> PathBuf {
         .to_path_buf()
 }
 
+/// Returns the SONAME that build.rs gives libsoulbox.so, which a program
+/// linked against the library looks for at run time.
+pub fn soname() -> String {
+    format!("libsoulbox.so.{}", env!("CARGO_PKG_VERSION_MAJOR"))
+}
+
 /// Returns whether `tool --version` runs. Without the tool, `test` prints
 /// why it is skipped, or fails under CI, which installs every tool.
 pub fn tool_available(test: &str, tool: &str, install_hint: &str) -> bool {
