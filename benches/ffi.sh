@@ -56,8 +56,12 @@ if [ "$SKIP_BUILD" != 1 ]; then
 fi
 [ -f "$RELEASE/libsoulbox.so" ] || die "$RELEASE/libsoulbox.so is missing"
 [ -x "$RELEASE/soulbox-bench-api" ] || die "$RELEASE/soulbox-bench-api is missing"
+# The program looks the library up by its SONAME, libsoulbox.so.0, which
+# cargo does not create, so it runs against a link of that name.
+mkdir "$WORK/lib"
+ln -s "$RELEASE/libsoulbox.so" "$WORK/lib/libsoulbox.so.0"
 "$CC" -O2 -Wall -Wextra -I "$REPO/soulbox-ffi/include" "$REPO/benches/c/bench_ffi.c" \
-    -L "$RELEASE" -Wl,-rpath,"$RELEASE" -lsoulbox -o "$WORK/bench_ffi"
+    -L "$RELEASE" -Wl,-rpath,"$WORK/lib" -lsoulbox -o "$WORK/bench_ffi"
 
 # Row name, then the command that prints one time in nanoseconds per line.
 ROWS=(
