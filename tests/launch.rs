@@ -700,8 +700,9 @@ fn start_state(pid: i32) -> Vec<String> {
 }
 
 /// A shell command that prints what a command's start decides, read from
-/// the command's own /proc entries.
-const COMMAND_STATE: &str = "grep -E '^(Umask|Sig|Shd|Cap|NoNewPrivs|Seccomp|Cpus_allowed_list)' \
+/// the command's own /proc entries. SigQ is left out: it counts the
+/// signals queued for the user id across every sandbox.
+const COMMAND_STATE: &str = "grep -E '^(Umask|Sig(Pnd|Blk|Ign|Cgt)|Shd|Cap|NoNewPrivs|Seccomp|Cpus_allowed_list)' \
      /proc/self/status; cat /proc/self/limits; ls -l /proc/self/fd | sed -e 's/.* [0-9][0-9]:[0-9][0-9] //' -e 's/:\\[[0-9]*\\]//'; \
      cut -d' ' -f6,18,19,41 /proc/self/stat; id; umask";
 

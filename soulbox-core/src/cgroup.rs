@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
+use soulbox_proto::CommandMemory;
+
 use crate::error::{Error, Result};
 
 /// Name of SoulBox's parent cgroup in each hierarchy.
@@ -128,24 +130,28 @@ pub struct SandboxCgroup {
 
 /// The `tasks` files of a sandbox's v1 directories, sent to PID 1.
 ///
-/// Files written in the sandbox's tmpfs mounts count towards its memory
-/// limit but belong to no process. When they fill it, the OOM killer finds
-/// only small processes to choose from, PID 1 among them, and killing PID 1
-/// ends the sandbox. So with a v1 memory directory PID 1 joins it only to
-/// enter its cgroup namespace there, and then moves to the directory above,
-/// SoulBox's own, which has no limit. The supervisor of each command joins
-/// the sandbox's directory before the command starts: every process of the
-/// sandbox but PID 1 is limited, and the killer never picks PID 1. A v2
-/// directory contains every controller, so there PID 1 stays in it, and
-/// supervisors only raise their OOM score.
-#[derive(Debug, Default)]
+/// With a v1 memory directory, PID 1 joins it only to enter its cgroup
+/// namespace there, and then moves to the directory above, SoulBox's own,
+/// which has no limit. The supervisor of each command joins the sandbox's
+/// directory before the command starts, so every process of the sandbox
+/// but PID 1 is limited, and the OOM killer never picks PID 1 (see
+/// [`CommandMemory`]).
+#[derive(Debug)]
 pub struct TaskFiles {
-    /// One file per v1 directory; with `memory_last`, the memory
-    /// directory's and then its parent's come last.
+    /// One file per v1 directory; with [`CommandMemory::JoinV1`], the
+    /// memory directory's and then its parent's come last.
     pub files: Vec<OwnedFd>,
-    /// Whether the last two files are the memory directory's and its
-    /// parent's.
-    pub memory_last: bool,
+    /// The placement of the commands under the memory limit.
+    pub command_memory: CommandMemory,
+}
+
+impl Default for TaskFiles {
+    fn default() -> Self {
+        Self {
+            files: Vec::new(),
+            command_memory: CommandMemory::Unlimited,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -316,8 +322,8 @@ impl SandboxCgroup {
     /// process takes the kernel's global thread-group lock for writing,
     /// which waits for an RCU grace period (15 to 30 ms on an idle host);
     /// a single-threaded process moving itself through `tasks` does not.
-    /// The memory directory's file comes last, and PID 1 has each command's
-    /// supervisor join that one instead (see [`TaskFiles`]).
+    /// The memory directory's file and its parent's come last (see
+    /// [`TaskFiles`]).
     pub fn open_v1_task_files(&self) -> Result<TaskFiles> {
         let memory = match &self.memory {
             Some((dir, Version::V1)) => Some(dir),
@@ -341,17 +347,21 @@ impl SandboxCgroup {
             .filter(|dir| self.v2.as_ref() != Some(*dir) && memory != Some(*dir))
             .map(open)
             .collect::<Result<Vec<_>>>()?;
-        let memory_last = match memory {
-            Some(dir) => {
+        let command_memory = match (memory, &self.memory) {
+            (Some(dir), _) => {
                 files.push(open(dir)?);
                 // SoulBox's own directory, which has no limit.
                 let parent = dir.parent().map_or_else(|| dir.clone(), Path::to_path_buf);
                 files.push(open(&parent)?);
-                true
+                CommandMemory::JoinV1
             }
-            None => false,
+            (None, Some(_)) => CommandMemory::RaiseScore,
+            (None, None) => CommandMemory::Unlimited,
         };
-        Ok(TaskFiles { files, memory_last })
+        Ok(TaskFiles {
+            files,
+            command_memory,
+        })
     }
 
     /// Moves `pid` into the v2 directory, unless it started there

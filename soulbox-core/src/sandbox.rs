@@ -875,7 +875,7 @@ impl Sandbox {
         launch.attach()?;
         let task_fds: Vec<BorrowedFd<'_>> = task_files.files.iter().map(AsFd::as_fd).collect();
         let attached = Request::Attached {
-            memory_for_commands: task_files.memory_last,
+            command_memory: task_files.command_memory,
         };
         let mut sent = send_request(&control, &attached, &task_fds).await;
         drop(task_fds);

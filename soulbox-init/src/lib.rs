@@ -31,7 +31,7 @@ use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use soulbox_proto::{
-    Config, Reply, Request, SetupStage, Signal, Spawn, NO_DEADLINE, SPAWN_FD_COUNT,
+    CommandMemory, Config, Reply, Request, SetupStage, Signal, Spawn, NO_DEADLINE, SPAWN_FD_COUNT,
 };
 
 /// The creating connection, inherited from the host.
@@ -183,18 +183,25 @@ fn run(start: Start) -> ! {
             error: std::io::Error::from_raw_os_error(libc::EPROTO),
             detail: b"expected the attached message".to_vec(),
         })?;
-        let memory_tasks = join_v1_cgroups(control, attached);
+        let Attached {
+            join,
+            leave,
+            memory,
+        } = attached;
+        join_v1_cgroups(control, join);
         setup::enter_cgroup_namespace()?;
-        Ok((upper, memory_tasks))
+        Ok((upper, leave, memory))
     });
-    let (upper, memory_tasks) = match built {
+    let (upper, leave, memory) = match built {
         Ok(built) => built,
         Err(e) => {
             let errno = e.error.raw_os_error().unwrap_or(libc::EIO);
             fail_setup(control, e.stage, errno, &e.detail);
         }
     };
-    let memory_tasks = memory_tasks.map(|files| leave_memory_cgroup(control, files));
+    if let Some(parent) = leave {
+        leave_memory_cgroup(control, &parent);
+    }
     if network_exit.is_some() {
         if let Err((stage, e)) = restrict_egress(&config) {
             let errno = e.raw_os_error().unwrap_or(libc::EIO);
@@ -272,7 +279,7 @@ fn run(start: Start) -> ! {
         spare: None,
         commands_started: 0,
         spare_due: false,
-        memory_tasks,
+        memory,
     };
     if config.background {
         // A warm pool's sandbox: its first command, at the hand-over, finds
@@ -507,33 +514,33 @@ fn receive_config(control: BorrowedFd<'_>, buf: &mut [u8]) -> Option<Configured>
 struct Attached {
     /// The files PID 1 writes "0" into, the memory cgroup's among them.
     join: Vec<OwnedFd>,
-    /// With a v1 memory cgroup: its `tasks` file, which supervisors join,
-    /// and that of its parent, which PID 1 moves to once it has entered
-    /// its cgroup namespace (see `soulbox_core`'s `TaskFiles`).
-    memory: Option<(OwnedFd, OwnedFd)>,
+    /// With a v1 memory cgroup, its parent's file, which PID 1 moves to
+    /// once it has entered its cgroup namespace.
+    leave: Option<OwnedFd>,
+    /// The placement of the supervisors under the memory limit.
+    memory: supervise::MemoryPlacement,
 }
 
 /// Receives the message that the host has made and attached the sandbox's
 /// cgroups, with the `tasks` files of its v1 cgroups.
 fn receive_attached(control: BorrowedFd<'_>, buf: &mut [u8]) -> Option<Attached> {
-    let (len, mut fds) = sys::recv_with_fds(control, buf, MAX_TASK_FILES).ok()??;
-    let Ok(Request::Attached {
-        memory_for_commands,
-    }) = Request::decode(&buf[..len])
-    else {
+    let (len, mut join) = sys::recv_with_fds(control, buf, MAX_TASK_FILES).ok()??;
+    let Ok(Request::Attached { command_memory }) = Request::decode(&buf[..len]) else {
         return None;
     };
-    if !memory_for_commands {
-        return Some(Attached {
-            join: fds,
-            memory: None,
-        });
-    }
-    let parent = fds.pop()?;
-    let memory = fds.last()?.try_clone().ok()?;
+    let (leave, memory) = match command_memory {
+        CommandMemory::Unlimited => (None, supervise::MemoryPlacement::Unlimited),
+        CommandMemory::RaiseScore => (None, supervise::MemoryPlacement::RaiseScore),
+        CommandMemory::JoinV1 => {
+            let parent = join.pop()?;
+            let memory = join.last()?.try_clone().ok()?;
+            (Some(parent), supervise::MemoryPlacement::Join(memory))
+        }
+    };
     Some(Attached {
-        join: fds,
-        memory: Some((memory, parent)),
+        join,
+        leave,
+        memory,
     })
 }
 
@@ -549,11 +556,8 @@ fn receive_attached(control: BorrowedFd<'_>, buf: &mut [u8]) -> Option<Attached>
 /// before anything inside runs. What the build itself allocates (mount
 /// structures, the few pages of /etc/hostname and /etc/hosts) stays charged
 /// to the cgroups PID 1 started in.
-///
-/// Returns the memory cgroup's `tasks` file, if PID 1 is to leave that
-/// cgroup to its commands, and the parent's file to leave it through.
-fn join_v1_cgroups(control: BorrowedFd<'_>, attached: Attached) -> Option<(OwnedFd, OwnedFd)> {
-    for file in &attached.join {
+fn join_v1_cgroups(control: BorrowedFd<'_>, task_files: Vec<OwnedFd>) {
+    for file in task_files {
         if let Err(e) = sys::write_all(file.as_fd(), b"0") {
             fail_setup(
                 control,
@@ -563,13 +567,12 @@ fn join_v1_cgroups(control: BorrowedFd<'_>, attached: Attached) -> Option<(Owned
             );
         }
     }
-    attached.memory
 }
 
 /// Moves PID 1, which has entered its cgroup namespace, from the sandbox's
-/// v1 memory cgroup to the one above it through `parent`, and returns the
-/// sandbox's `tasks` file for the supervisors.
-fn leave_memory_cgroup(control: BorrowedFd<'_>, (memory, parent): (OwnedFd, OwnedFd)) -> OwnedFd {
+/// v1 memory cgroup to the one above it through that one's `tasks` file
+/// `parent`. Each command's supervisor joins the sandbox's instead.
+fn leave_memory_cgroup(control: BorrowedFd<'_>, parent: &OwnedFd) {
     if let Err(e) = sys::write_all(parent.as_fd(), b"0") {
         fail_setup(
             control,
@@ -578,7 +581,6 @@ fn leave_memory_cgroup(control: BorrowedFd<'_>, (memory, parent): (OwnedFd, Owne
             b"leave the memory cgroup to the sandbox's commands",
         );
     }
-    memory
 }
 
 /// The connection a request came from, so that a reply goes back on it.
@@ -633,9 +635,8 @@ struct Init {
     /// Whether a spare is due once PID 1 has been idle for
     /// [`SPARE_IDLE_MS`]. Set when a command ends.
     spare_due: bool,
-    /// The `tasks` file of the sandbox's v1 memory cgroup, which PID 1 has
-    /// left and each supervisor joins (see [`leave_memory_cgroup`]).
-    memory_tasks: Option<OwnedFd>,
+    /// The placement of each supervisor under the memory limit.
+    memory: supervise::MemoryPlacement,
 }
 
 /// A supervisor forked before its command: it waits for one [`Spawn`]
@@ -868,8 +869,7 @@ impl Init {
         match sys::fork() {
             Ok(sys::Fork::Child) => {
                 drop(own_end);
-                let memory_tasks = self.memory_tasks.as_ref().map(AsFd::as_fd);
-                supervise::wait_as_spare(spare_end, memory_tasks)
+                supervise::wait_as_spare(spare_end, &self.memory)
             }
             Ok(sys::Fork::Parent(pid)) => {
                 self.spare = Some(Spare {
@@ -987,8 +987,7 @@ impl Init {
                 let command = supervise::Command::new(spawn, fds);
                 match sys::fork() {
                     Ok(sys::Fork::Child) => {
-                        let memory_tasks = self.memory_tasks.as_ref().map(AsFd::as_fd);
-                        if let Err(e) = supervise::limit_memory(memory_tasks) {
+                        if let Err(e) = supervise::limit_memory(&self.memory) {
                             command.report_fork_failure(e.raw_os_error().unwrap_or(libc::EIO));
                             sys::exit(supervise::EXIT_NOT_STARTED);
                         }

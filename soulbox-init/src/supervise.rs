@@ -54,38 +54,48 @@ impl Command {
     }
 }
 
-/// The `oom_score_adj` of supervisors, which their commands inherit. Files
-/// in the sandbox's tmpfs mounts count towards its memory limit but belong
-/// to no process. When they fill it, the OOM killer chooses among the
-/// processes by size alone, and PID 1 (about 1 MiB) outweighs a small
-/// writer such as busybox's `cat`. Killing PID 1 ends the sandbox. Raising
-/// an adjustment needs no capability, where lowering PID 1's needs
-/// CAP_SYS_RESOURCE. The same value makes sandboxed processes the first
-/// choice of the host's OOM killer too, ahead of the host's own processes.
+/// The placement of a supervisor, and so of its command, under the
+/// sandbox's memory limit. It keeps files that fill the limit from leaving
+/// PID 1 as the OOM killer's only choice (see `soulbox_proto::CommandMemory`).
+pub enum MemoryPlacement {
+    /// No memory limit.
+    Unlimited,
+    /// Joins the v1 memory cgroup whose `tasks` file this is, which PID 1
+    /// has left.
+    Join(OwnedFd),
+    /// Stays in the v2 cgroup it shares with PID 1, with an OOM score above
+    /// PID 1's.
+    RaiseScore,
+}
+
+/// The `oom_score_adj` of supervisors in a v2 cgroup, which their commands
+/// inherit. Raising a score needs no capability, where lowering PID 1's
+/// needs CAP_SYS_RESOURCE. It also makes sandboxed processes the first
+/// choice of the host's OOM killer, ahead of the host's own processes.
 const OOM_SCORE_ADJ: &[u8] = b"500";
 
 /// Puts this supervisor, and every process it will start, under the
-/// sandbox's memory limit: into the v1 memory cgroup whose `tasks` file is
-/// `memory_tasks`, which PID 1 has left (see `leave_memory_cgroup` in
-/// lib.rs). A supervisor that cannot join it must not start its command.
-/// It also raises their OOM score above PID 1's, which protects PID 1
-/// where it shares their cgroup (v2). A failure there only loses that
-/// protection.
-pub fn limit_memory(memory_tasks: Option<BorrowedFd<'_>>) -> io::Result<()> {
-    let _ = sys::write_existing(c"/proc/self/oom_score_adj", OOM_SCORE_ADJ);
-    match memory_tasks {
-        Some(tasks) => sys::write_all(tasks, b"0"),
-        None => Ok(()),
+/// sandbox's memory limit as `placement` specifies. A supervisor that cannot
+/// join the memory cgroup must not start its command. A score that cannot
+/// be raised only loses PID 1's protection.
+pub fn limit_memory(placement: &MemoryPlacement) -> io::Result<()> {
+    match placement {
+        MemoryPlacement::Unlimited => Ok(()),
+        MemoryPlacement::Join(tasks) => sys::write_all(tasks.as_fd(), b"0"),
+        MemoryPlacement::RaiseScore => {
+            let _ = sys::write_existing(c"/proc/self/oom_score_adj", OOM_SCORE_ADJ);
+            Ok(())
+        }
     }
 }
 
 /// Runs in a spare supervisor, forked from PID 1 before its command: waits
 /// for one spawn request on `channel`, then supervises it. Exits when PID 1
 /// closes the channel first. Never returns.
-pub fn wait_as_spare(channel: OwnedFd, memory_tasks: Option<BorrowedFd<'_>>) -> ! {
+pub fn wait_as_spare(channel: OwnedFd, memory: &MemoryPlacement) -> ! {
     // A spare that cannot join exits, and its command gets a supervisor
     // forked for it, which reports the failure.
-    if limit_memory(memory_tasks).is_err() {
+    if limit_memory(memory).is_err() {
         sys::exit(0);
     }
     // The channel moves to fd 3 and every descriptor above it, PID 1's

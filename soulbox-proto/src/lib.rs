@@ -268,12 +268,9 @@ pub enum Request {
     /// sandbox's cgroups, so PID 1 may enter its cgroup namespace. It comes
     /// with the `tasks` files of the v1 cgroups that PID 1 joins itself.
     Attached {
-        /// The last two of those files are the v1 memory cgroup's and its
-        /// parent's. PID 1 moves to the parent once it has entered its
-        /// cgroup namespace, and each command's supervisor joins the
-        /// sandbox's memory cgroup. So files that fill the memory limit
-        /// never leave PID 1 as the OOM killer's only choice.
-        memory_for_commands: bool,
+        /// The placement of the commands under the memory limit, which
+        /// keeps PID 1 from the OOM killer.
+        command_memory: CommandMemory,
     },
     /// Sent on the creating connection once the host has recorded the
     /// sandbox: from then on the sandbox outlives that connection. Without
@@ -794,11 +791,9 @@ impl Request {
                 e.u64(*ms);
                 e.finish()
             }
-            Self::Attached {
-                memory_for_commands,
-            } => {
+            Self::Attached { command_memory } => {
                 let mut e = Encoder::new(KIND_ATTACHED);
-                e.u8(u8::from(*memory_for_commands));
+                e.u8(*command_memory as u8);
                 e.finish()
             }
             Self::Persist => Encoder::new(KIND_PERSIST).finish(),
@@ -897,10 +892,9 @@ impl Request {
                 d.finish(Self::SetTimeout(ms))
             }
             KIND_ATTACHED => {
-                let memory_for_commands = d.bool("memory_for_commands")?;
-                d.finish(Self::Attached {
-                    memory_for_commands,
-                })
+                let command_memory = CommandMemory::from_u8(d.u8("command_memory")?)
+                    .ok_or(DecodeError::InvalidField("command_memory"))?;
+                d.finish(Self::Attached { command_memory })
             }
             KIND_PERSIST => d.finish(Self::Persist),
             KIND_PAUSE => d.finish(Self::Pause),
@@ -992,6 +986,34 @@ impl Reply {
 /// Size in bytes of one [`StatusRecord`] on the status pipe. It is below
 /// `PIPE_BUF`, so each record is written atomically.
 pub const STATUS_RECORD_LEN: usize = 12;
+
+/// The placement of a sandbox's commands under its memory limit, which
+/// keeps files that fill the limit from leaving PID 1 as the OOM killer's
+/// only choice.
+/// Such files belong to no process, so the killer then chooses by process
+/// size, and PID 1 outweighs a small writer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum CommandMemory {
+    /// No memory limit.
+    Unlimited = 0,
+    /// A v1 memory cgroup. The last two `tasks` files of
+    /// [`Request::Attached`] are its and its parent's. PID 1 moves to the
+    /// parent once it has entered its cgroup namespace, and each command's
+    /// supervisor joins the sandbox's memory cgroup.
+    JoinV1 = 1,
+    /// A v2 cgroup, which PID 1 shares with its commands: each supervisor
+    /// raises its OOM score above PID 1's.
+    RaiseScore = 2,
+}
+
+impl CommandMemory {
+    fn from_u8(value: u8) -> Option<Self> {
+        [Self::Unlimited, Self::JoinV1, Self::RaiseScore]
+            .into_iter()
+            .find(|m| *m as u8 == value)
+    }
+}
 
 /// The stage at which starting a command failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1155,10 +1177,13 @@ mod tests {
             }),
             Request::SetTimeout(5),
             Request::Attached {
-                memory_for_commands: true,
+                command_memory: CommandMemory::Unlimited,
             },
             Request::Attached {
-                memory_for_commands: false,
+                command_memory: CommandMemory::JoinV1,
+            },
+            Request::Attached {
+                command_memory: CommandMemory::RaiseScore,
             },
             Request::Persist,
             Request::Pause,
