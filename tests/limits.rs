@@ -532,3 +532,38 @@ async fn files_filling_memory_leave_pid1_running() {
         sandbox.kill().await.expect("kill the sandbox");
     }
 }
+
+/// With a v1 memory cgroup PID 1 is not in it, so an idle sandbox's memory
+/// cgroup has no process. A list removes sandbox cgroups that are empty
+/// and over a minute old, and must keep this one: the sandbox's commands
+/// join it, and without it they would run without a memory limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_keeps_idle_sandbox_cgroups() {
+    if !require_root("list_keeps_idle_sandbox_cgroups") {
+        return;
+    }
+    let mut options = soulbox_tests::options();
+    options.memory_limit = Some(256 << 20);
+    let sandbox = sandbox_with(options).await;
+    let dirs = sandbox.cgroup_paths();
+    assert!(!dirs.is_empty(), "a sandbox with limits has cgroups");
+    let old = std::time::SystemTime::now() - Duration::from_secs(300);
+    for dir in &dirs {
+        std::fs::File::open(dir)
+            .and_then(|file| file.set_modified(old))
+            .unwrap_or_else(|e| panic!("backdate {}: {e}", dir.display()));
+    }
+
+    within_limit("list", Sandbox::list(&soulbox_core::ListQuery::default()))
+        .await
+        .expect("list the sandboxes");
+    for dir in &dirs {
+        assert!(dir.exists(), "the list removed {}", dir.display());
+    }
+    let memory = sh(&sandbox, "grep -c memory:/$ /proc/self/cgroup").await;
+    assert_eq!(
+        stdout(&memory),
+        "1\n",
+        "a command should be in the sandbox's memory cgroup"
+    );
+}

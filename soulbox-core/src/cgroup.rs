@@ -325,8 +325,10 @@ impl SandboxCgroup {
     /// The memory directory's file and its parent's come last (see
     /// [`TaskFiles`]).
     pub fn open_v1_task_files(&self) -> Result<TaskFiles> {
+        // PID 1 leaves a v1 memory directory only where another directory
+        // contains it, which keeps the sweep off an idle sandbox's cgroups.
         let memory = match &self.memory {
-            Some((dir, Version::V1)) => Some(dir),
+            Some((dir, Version::V1)) if self.dirs.len() > 1 => Some(dir),
             _ => None,
         };
         let open = |dir: &PathBuf| {
@@ -765,21 +767,30 @@ pub fn parent_dirs() -> Vec<PathBuf> {
 /// Removes sandbox cgroups that hold no process and are older than
 /// `min_age`: what a host process that died before its clean-up left. The
 /// age keeps a sandbox being created right now (directory made, PID 1 not
-/// yet attached) from being swept.
+/// yet attached) from being swept. A sandbox's directories go only when
+/// every one of them is empty: an idle sandbox's v1 memory cgroup has no
+/// process, because PID 1 leaves it to the commands (see [`TaskFiles`]).
 pub fn sweep_stale(min_age: Duration) {
     let now = SystemTime::now();
+    let mut stale = Vec::new();
+    let mut busy = std::collections::HashSet::new();
     for parent in parent_dirs() {
         let Ok(entries) = fs::read_dir(&parent) else {
             continue;
         };
         for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(id) = name.to_str().filter(|name| crate::id::is_sandbox_id(name)) else {
+                continue;
+            };
+            if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
             let dir = entry.path();
-            let is_sandbox = entry.file_type().is_ok_and(|t| t.is_dir())
-                && entry
-                    .file_name()
-                    .to_str()
-                    .is_some_and(crate::id::is_sandbox_id);
-            if !is_sandbox {
+            let empty = fs::read_to_string(dir.join("cgroup.procs"))
+                .is_ok_and(|procs| procs.trim().is_empty());
+            if !empty {
+                busy.insert(id.to_string());
                 continue;
             }
             let old_enough = entry
@@ -788,11 +799,14 @@ pub fn sweep_stale(min_age: Duration) {
                 .ok()
                 .and_then(|t| now.duration_since(t).ok())
                 .is_some_and(|age| age >= min_age);
-            let empty = fs::read_to_string(dir.join("cgroup.procs"))
-                .is_ok_and(|procs| procs.trim().is_empty());
-            if old_enough && empty {
-                let _ = remove_dir_open(&dir);
+            if old_enough {
+                stale.push((id.to_string(), dir));
             }
+        }
+    }
+    for (id, dir) in stale {
+        if !busy.contains(&id) {
+            let _ = remove_dir_open(&dir);
         }
     }
 }
