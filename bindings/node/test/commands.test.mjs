@@ -279,8 +279,10 @@ test('invalid options rejected', async (t) => {
   await withSandbox({}, async (sbx) => {
     const cases = [
       [() => sbx.commands.run(42), /cmd must be a string/],
-      [() => sbx.commands.run('true', { timeoutMs: -1 }), /timeoutMs/],
-      [() => sbx.commands.run('true', { timeoutMs: 1.5 }), /timeoutMs/],
+      [() => sbx.commands.run('true', { timeoutMs: -1 }), /timeoutMs must be .*, not -1$/],
+      [() => sbx.commands.run('true', { timeoutMs: 1.5 }), /timeoutMs must be .*, not 1\.5$/],
+      [() => sbx.commands.run('true', { timeoutMs: NaN }), /timeoutMs must be .*, not NaN$/],
+      [() => sbx.commands.run(undefined), /cmd must be a string, not undefined$/],
       [() => sbx.commands.run('true', { envs: { A: 1 } }), /envs\.A/],
       [() => sbx.commands.run('true', { user: 'nobody' }), /nobody/],
       [() => sbx.commands.run('true', { envs: { 'A=B': 'x' } }), /A=B/],
