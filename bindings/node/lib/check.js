@@ -5,14 +5,31 @@
 
 const { InvalidArgumentError } = require('./errors')
 
+/**
+ * Describes a rejected value for an error message. Strings, numbers and
+ * booleans appear as their value, so that -1 or NaN is named, and other
+ * values by their kind.
+ */
 function describe(value) {
-  if (value === null) {
-    return 'null'
+  if (value === null || value === undefined) {
+    return String(value)
   }
   if (Array.isArray(value)) {
     return 'an array'
   }
-  return typeof value === 'string' ? JSON.stringify(value) : `a ${typeof value}`
+  switch (typeof value) {
+    case 'string':
+      return JSON.stringify(value)
+    case 'number':
+    case 'boolean':
+      return String(value)
+    case 'bigint':
+      return `${value}n`
+    case 'object':
+      return 'an object'
+    default:
+      return `a ${typeof value}`
+  }
 }
 
 function fail(name, value, expected) {

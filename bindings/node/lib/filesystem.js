@@ -67,6 +67,13 @@ async function fileData(name, data) {
     }
     return Buffer.concat(chunks)
   }
+  if (typeof data !== 'string' && !(data instanceof ArrayBuffer) && !ArrayBuffer.isView(data)) {
+    throw check.invalid(
+      name,
+      data,
+      'a string, an ArrayBuffer, an ArrayBufferView such as a Uint8Array, a Blob or a ReadableStream',
+    )
+  }
   return toBuffer(name, data)
 }
 

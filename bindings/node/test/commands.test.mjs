@@ -1,9 +1,12 @@
 // Commands through the Node API: sbx.commands and CommandHandle.
 
 import assert from 'node:assert/strict'
+import { execFile } from 'node:child_process'
 import { test } from 'node:test'
+import { fileURLToPath } from 'node:url'
+import { promisify } from 'node:util'
 
-import { CommandExitError, InvalidArgumentError, SandboxError, TimeoutError } from 'soulbox'
+import { CommandExitError, InvalidArgumentError, Sandbox, SandboxError, TimeoutError } from 'soulbox'
 import { countProcesses, eventually, requireRoot, withSandbox } from './helpers.mjs'
 
 test('timeout kills whole tree', async (t) => {
@@ -251,6 +254,30 @@ test('disconnect stops callbacks', async (t) => {
   })
 })
 
+test('background command outlives script end', async (t) => {
+  if (!requireRoot(t)) return
+  // The script's last statement starts the command. "late" arrives only if
+  // the running command kept the Node process alive until it ended.
+  const script = `
+    import { Sandbox } from 'soulbox'
+    const sbx = await Sandbox.create({ timeoutMs: 60_000 })
+    console.log(sbx.sandboxId)
+    await sbx.commands.run('sleep 0.5; echo late', {
+      background: true,
+      onStdout: (data) => process.stdout.write(data),
+    })
+  `
+  const packageDir = fileURLToPath(new URL('..', import.meta.url))
+  const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', script], {
+    cwd: packageDir,
+    timeout: 60_000,
+  })
+  const [sandboxId, late] = stdout.split('\n')
+  assert.equal(late, 'late')
+  // The sandbox runs on after the process exits, until its timeout or a kill.
+  assert.equal(await Sandbox.kill(sandboxId), true)
+})
+
 test('callback error rejects wait', async (t) => {
   if (!requireRoot(t)) return
   await withSandbox({}, async (sbx) => {
@@ -279,8 +306,10 @@ test('invalid options rejected', async (t) => {
   await withSandbox({}, async (sbx) => {
     const cases = [
       [() => sbx.commands.run(42), /cmd must be a string/],
-      [() => sbx.commands.run('true', { timeoutMs: -1 }), /timeoutMs/],
-      [() => sbx.commands.run('true', { timeoutMs: 1.5 }), /timeoutMs/],
+      [() => sbx.commands.run('true', { timeoutMs: -1 }), /timeoutMs must be .*, not -1$/],
+      [() => sbx.commands.run('true', { timeoutMs: 1.5 }), /timeoutMs must be .*, not 1\.5$/],
+      [() => sbx.commands.run('true', { timeoutMs: NaN }), /timeoutMs must be .*, not NaN$/],
+      [() => sbx.commands.run(undefined), /cmd must be a string, not undefined$/],
       [() => sbx.commands.run('true', { envs: { A: 1 } }), /envs\.A/],
       [() => sbx.commands.run('true', { user: 'nobody' }), /nobody/],
       [() => sbx.commands.run('true', { envs: { 'A=B': 'x' } }), /A=B/],

@@ -161,7 +161,12 @@ test('missing file and permission errors', async (t) => {
     await sbx.files.write('/root/allowed', 'x', { user: 'root' })
     assert.equal(await sbx.files.read('/root/allowed', { user: 'root' }), 'x')
     await assert.rejects(sbx.files.read('x', { format: 'json' }), InvalidArgumentError)
-    await assert.rejects(sbx.files.write('x', 42), InvalidArgumentError)
+    const numberError = await sbx.files.write('x', 42).catch((e) => e)
+    assert.ok(numberError instanceof InvalidArgumentError, `expected InvalidArgumentError, got ${numberError}`)
+    // The message names the value and every type that `write` takes.
+    assert.match(numberError.message, /^data must be .*a Blob or a ReadableStream, not 42$/)
+    const objectError = await sbx.files.write([{ path: 'x', data: { text: 'x' } }]).catch((e) => e)
+    assert.match(objectError.message, /^files\[0\]\.data must be .*a Blob or a ReadableStream, not an object$/)
   })
 })
 
