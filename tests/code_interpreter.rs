@@ -345,6 +345,33 @@ async fn code_that_ignores_the_interrupt_restarts_its_context() {
     assert_eq!(after.text(), Some("False"));
 }
 
+/// Code that fills the memory limit gets the interpreter OOM-killed, and
+/// the error says so rather than only "killed by signal 9".
+#[tokio::test]
+async fn oom_killed_interpreter_names_memory_limit() {
+    if !require_root("oom_killed_interpreter_names_memory_limit") {
+        return;
+    }
+    let mut options = soulbox_tests::options();
+    options.memory_limit = Some(256 << 20);
+    let sandbox = within_limit("create", soulbox_core::Sandbox::create(options))
+        .await
+        .expect("create a sandbox with a memory limit");
+    // bytearray zero-fills, so every page is touched.
+    let killed = within_limit("run_code", sandbox.run_code("b = bytearray(1 << 30)")).await;
+    match killed {
+        Err(Error::Protocol(message)) => assert!(
+            message.contains("memory limit"),
+            "the message names the memory limit: {message}"
+        ),
+        other => panic!("expected the OOM kill to be reported, got {other:?}"),
+    }
+    let after = within_limit("run_code", sandbox.run_code("1 + 1"))
+        .await
+        .expect("the next call starts a new interpreter");
+    assert_eq!(after.text(), Some("2"));
+}
+
 #[tokio::test]
 async fn crashed_interpreter_is_reported_and_replaced() {
     if !require_root("crashed_interpreter_is_reported_and_replaced") {

@@ -857,12 +857,18 @@ impl KernelProcess {
                     self.stderr_tail.drain(..excess);
                 }
                 Some(CommandEvent::Exit(exit)) => {
+                    let memory = if exit.oom_killed {
+                        ", out of memory: the sandbox reached its memory limit; use less \
+                         memory or raise memory_limit"
+                    } else {
+                        ""
+                    };
                     return Err(Error::Protocol(format!(
-                        "the code context's python3 ended ({}){}; the next run_code starts \
-                         a new one, without the old variables",
+                        "the code context's python3 ended ({}{memory}){}; the next run_code \
+                         starts a new one, without the old variables",
                         exit.status,
                         describe_stderr(&self.stderr_tail)
-                    )))
+                    )));
                 }
                 None => {
                     return Err(Error::Protocol(
