@@ -684,6 +684,15 @@ impl CommandSpec {
                 reason: "setting up stdio failed".into(),
                 source,
             },
+            SpawnStage::MemoryCgroup => Error::Spawn {
+                program,
+                reason: format!(
+                    "joining the memory cgroup of sandbox {sandbox_id} failed, and the command \
+                     would otherwise run without its memory limit; if its cgroup directory was \
+                     removed from outside, create a new sandbox"
+                ),
+                source,
+            },
         }
     }
 }

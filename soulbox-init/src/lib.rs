@@ -988,7 +988,8 @@ impl Init {
                 match sys::fork() {
                     Ok(sys::Fork::Child) => {
                         if let Err(e) = supervise::limit_memory(&self.memory) {
-                            command.report_fork_failure(e.raw_os_error().unwrap_or(libc::EIO));
+                            let errno = e.raw_os_error().unwrap_or(libc::EIO);
+                            command.report_memory_cgroup_failure(errno);
                             sys::exit(supervise::EXIT_NOT_STARTED);
                         }
                         supervise::supervise(command)

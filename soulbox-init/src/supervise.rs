@@ -52,6 +52,13 @@ impl Command {
         let stage = SpawnStage::Fork;
         report(&self.fds.status, StatusRecord::SpawnFailed { stage, errno });
     }
+
+    /// Reports that the supervisor could not join the sandbox's memory
+    /// cgroup, so the command did not start.
+    pub fn report_memory_cgroup_failure(&self, errno: i32) {
+        let stage = SpawnStage::MemoryCgroup;
+        report(&self.fds.status, StatusRecord::SpawnFailed { stage, errno });
+    }
 }
 
 /// The placement of a supervisor, and so of its command, under the
@@ -63,15 +70,16 @@ pub enum MemoryPlacement {
     /// Joins the v1 memory cgroup whose `tasks` file this is, which PID 1
     /// has left.
     Join(OwnedFd),
-    /// Stays in the v2 cgroup it shares with PID 1, with an OOM score above
-    /// PID 1's.
+    /// Stays in the memory cgroup it shares with PID 1 (v2, or a v1 one
+    /// PID 1 stays in), with an OOM score above PID 1's.
     RaiseScore,
 }
 
-/// The `oom_score_adj` of supervisors in a v2 cgroup, which their commands
-/// inherit. Raising a score needs no capability, where lowering PID 1's
-/// needs CAP_SYS_RESOURCE. It also makes sandboxed processes the first
-/// choice of the host's OOM killer, ahead of the host's own processes.
+/// The `oom_score_adj` of supervisors that share PID 1's memory cgroup,
+/// which their commands inherit. Raising a score needs no capability,
+/// where lowering PID 1's needs CAP_SYS_RESOURCE. It also makes sandboxed
+/// processes the first choice of the host's OOM killer, ahead of the
+/// host's own processes.
 const OOM_SCORE_ADJ: &[u8] = b"500";
 
 /// Puts this supervisor, and every process it will start, under the

@@ -1002,8 +1002,10 @@ pub enum CommandMemory {
     /// parent once it has entered its cgroup namespace, and each command's
     /// supervisor joins the sandbox's memory cgroup.
     JoinV1 = 1,
-    /// A v2 cgroup, which PID 1 shares with its commands: each supervisor
-    /// raises its OOM score above PID 1's.
+    /// A memory cgroup that PID 1 shares with its commands, so each
+    /// supervisor raises its OOM score above PID 1's. It is a v2 cgroup, or
+    /// a v1 memory cgroup that is the sandbox's only cgroup directory, which
+    /// PID 1 stays in so that the sweep of empty cgroups keeps it.
     RaiseScore = 2,
 }
 
@@ -1029,13 +1031,22 @@ pub enum SpawnStage {
     Exec = 4,
     /// Preparing the standard streams.
     Stdio = 5,
+    /// Joining the sandbox's v1 memory cgroup (see [`CommandMemory::JoinV1`]).
+    MemoryCgroup = 6,
 }
 
 impl SpawnStage {
     fn from_u8(value: u8) -> Option<Self> {
-        [Self::Fork, Self::Cwd, Self::User, Self::Exec, Self::Stdio]
-            .into_iter()
-            .find(|s| *s as u8 == value)
+        [
+            Self::Fork,
+            Self::Cwd,
+            Self::User,
+            Self::Exec,
+            Self::Stdio,
+            Self::MemoryCgroup,
+        ]
+        .into_iter()
+        .find(|s| *s as u8 == value)
     }
 }
 
@@ -1375,6 +1386,10 @@ mod tests {
             StatusRecord::SpawnFailed {
                 stage: SpawnStage::Cwd,
                 errno: 2,
+            },
+            StatusRecord::SpawnFailed {
+                stage: SpawnStage::MemoryCgroup,
+                errno: 19,
             },
             StatusRecord::Exited { code: 3 },
             StatusRecord::Signaled { signal: 9 },
