@@ -130,12 +130,13 @@ pub struct SandboxCgroup {
 
 /// The `tasks` files of a sandbox's v1 directories, sent to PID 1.
 ///
-/// With a v1 memory directory, PID 1 joins it only to enter its cgroup
-/// namespace there, and then moves to the directory above, SoulBox's own,
-/// which has no limit. The supervisor of each command joins the sandbox's
-/// directory before the command starts, so every process of the sandbox
-/// but PID 1 is limited, and the OOM killer never picks PID 1 (see
-/// [`CommandMemory`]).
+/// With a v1 memory directory and another directory that keeps PID 1,
+/// PID 1 joins the memory directory only to enter its cgroup namespace
+/// there, and then moves to the directory above, SoulBox's own, which has
+/// no limit. The supervisor of each command joins the sandbox's directory
+/// before the command starts, so every process of the sandbox but PID 1 is
+/// limited, and the OOM killer never picks PID 1. Where the memory
+/// directory is the only one, PID 1 stays in it (see [`CommandMemory`]).
 #[derive(Debug)]
 pub struct TaskFiles {
     /// One file per v1 directory; with [`CommandMemory::JoinV1`], the

@@ -76,7 +76,8 @@ pub enum CommandEvent {
 /// Advice for a caller whose command's supervisor the OOM killer ended.
 pub(crate) const OUT_OF_MEMORY: &str = "the sandbox is at its memory limit, \
     which files in /tmp, /dev/shm and the writable layer count towards; \
-    remove files or raise memory_limit";
+    remove files with the file API, from outside (a command inside may be \
+    killed too), or raise memory_limit";
 
 /// Cause of a command's end, kept in the registry for late handles.
 #[derive(Debug, Clone, Copy)]
