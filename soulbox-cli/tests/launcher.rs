@@ -10,7 +10,7 @@
 
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -169,6 +169,9 @@ fn descriptors(pid: i32) -> Vec<(u32, &'static str)> {
                 t if t.starts_with("socket:") => "socket",
                 t if t.ends_with(".lock") => "lock",
                 "anon_inode:[signalfd]" => "signalfd",
+                t if t.starts_with("/sys/fs/cgroup/memory/") && t.ends_with("/tasks") => {
+                    "memory tasks"
+                }
                 _ => "other",
             };
             (fd, kind)
@@ -183,8 +186,11 @@ fn descriptors(pid: i32) -> Vec<(u32, &'static str)> {
 /// listening socket, the state entry's lock and the signalfd. Only SIGCHLD
 /// (bit 17) is blocked, for the signalfd, and of the standard signals only
 /// SIGPIPE (bit 13) is ignored. It has no handlers and leads a session.
-fn expected_state() -> Pid1State {
-    Pid1State {
+/// With a v1 memory cgroup it also keeps that cgroup's `tasks` file, which
+/// each command's supervisor joins. Only the number of that descriptor is
+/// taken from `actual`.
+fn expected_state(actual: &Pid1State) -> Pid1State {
+    let mut expected = Pid1State {
         comm: "soulbox-init\n".to_string(),
         threads: "1".to_string(),
         blocked: "0000000000010000".to_string(),
@@ -200,7 +206,16 @@ fn expected_state() -> Pid1State {
             (5, "lock"),
             (6, "signalfd"),
         ],
+    };
+    if Path::new("/sys/fs/cgroup/memory/soulbox").is_dir() {
+        let fd = actual
+            .descriptors
+            .iter()
+            .find(|(_, kind)| *kind == "memory tasks")
+            .map_or(u32::MAX, |(fd, _)| *fd);
+        expected.descriptors.push((fd, "memory tasks"));
     }
+    expected
 }
 
 fn exe(pid: i32) -> PathBuf {
@@ -225,7 +240,8 @@ fn run_clones_pid1_by_default() {
         soulbox_path(),
         "soulbox run executed PID 1 instead of cloning it from its own process"
     );
-    assert_eq!(pid1_state(pid1), expected_state());
+    let state = pid1_state(pid1);
+    assert_eq!(state, expected_state(&state));
     let cmdline = std::fs::read(format!("/proc/{pid1}/cmdline")).expect("read cmdline");
     let name: Vec<u8> = cmdline.iter().copied().filter(|&b| b != 0).collect();
     assert_eq!(String::from_utf8_lossy(&name), "soulbox-init");
@@ -254,7 +270,8 @@ fn exec_launcher_executes_pid1() {
         soulbox_path(),
         "SOULBOX_LAUNCHER=exec still cloned PID 1 from soulbox"
     );
-    assert_eq!(pid1_state(pid1), expected_state());
+    let state = pid1_state(pid1);
+    assert_eq!(state, expected_state(&state));
     let cmdline = std::fs::read(format!("/proc/{pid1}/cmdline")).expect("read cmdline");
     assert_eq!(cmdline, b"soulbox-init\0");
     running.stop();
