@@ -346,7 +346,7 @@ async fn code_that_ignores_the_interrupt_restarts_its_context() {
 }
 
 /// Code that fills the memory limit gets the interpreter OOM-killed, and
-/// the error says so rather than only "killed by signal 9".
+/// the error names the memory limit rather than only "killed by signal 9".
 #[tokio::test]
 async fn oom_killed_interpreter_names_memory_limit() {
     if !require_root("oom_killed_interpreter_names_memory_limit") {

@@ -332,18 +332,7 @@ impl SandboxCgroup {
             Some((dir, Version::V1)) if self.dirs.len() > 1 => Some(dir),
             _ => None,
         };
-        let open = |dir: &PathBuf| {
-            fs::OpenOptions::new()
-                .write(true)
-                .custom_flags(libc::O_CLOEXEC)
-                .open(dir.join("tasks"))
-                .map(OwnedFd::from)
-                .map_err(|source| Error::Cgroup {
-                    step: "open the tasks file of",
-                    path: dir.clone(),
-                    source,
-                })
-        };
+        let open = |dir: &PathBuf| open_for_writing(dir, "tasks", "open the tasks file of");
         let mut files = self
             .dirs
             .iter()
@@ -472,16 +461,7 @@ impl SandboxCgroup {
     /// that freezes the sandbox at its deadline.
     pub fn open_freeze(&self, operation: &'static str) -> Result<OwnedFd> {
         let dir = self.freezer_available(operation)?;
-        fs::OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(dir.join("cgroup.freeze"))
-            .map(OwnedFd::from)
-            .map_err(|source| Error::Cgroup {
-                step: "open cgroup.freeze of",
-                path: dir.clone(),
-                source,
-            })
+        open_for_writing(dir, "cgroup.freeze", "open cgroup.freeze of")
     }
 
     /// Starts freezing (or thaws) every process of the sandbox. Freezing
@@ -751,6 +731,21 @@ fn write_limit(dir: &Path, version: Version, controller: &str, limits: &Limits) 
         })?;
     }
     Ok(())
+}
+
+/// Opens the file `name` of the cgroup directory `dir` for writing,
+/// close-on-exec. `step` names the step in the error.
+fn open_for_writing(dir: &Path, name: &str, step: &'static str) -> Result<OwnedFd> {
+    fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(dir.join(name))
+        .map(OwnedFd::from)
+        .map_err(|source| Error::Cgroup {
+            step,
+            path: dir.to_path_buf(),
+            source,
+        })
 }
 
 /// Returns every SoulBox parent directory on this host, for leak checks.
