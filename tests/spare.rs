@@ -1,10 +1,14 @@
-//! Spare supervisors: PID 1 forks the next command's supervisor ahead of
-//! time in a sandbox that has run two commands, and in a warm pool's
-//! sandboxes. A killed spare only costs the next command its own fork.
+//! Spare supervisors: from a sandbox's second command on, a command's
+//! supervisor stays once its command's tree has ended and takes the next
+//! command, so that command starts without a fork. PID 1 forks one ahead
+//! of time in a warm pool's sandboxes, and when none is left. A killed
+//! spare only costs the next command its own fork.
 
 use std::time::{Duration, Instant};
 
-use soulbox_core::{Error, Sandbox, SandboxOptions, SandboxPool, SeccompAction, SeccompPolicy};
+use soulbox_core::{
+    CommandEvent, Error, Sandbox, SandboxOptions, SandboxPool, SeccompAction, SeccompPolicy,
+};
 use soulbox_tests::*;
 
 /// Host pids in the sandbox's first cgroup, which contains every process.
@@ -74,8 +78,7 @@ async fn spare_waits_after_two_commands() {
     // One command: PID 1 alone.
     assert_eq!(wait_for_members(&sandbox, 1).await.len(), 1);
     run_true(&sandbox).await;
-    // The second command's supervisor exits just after its report, so the
-    // spare is the process that stays.
+    // The second command's supervisor stays, as the spare.
     let pids = wait_for_steady(&sandbox).await;
     assert_eq!(
         pids.len(),
@@ -88,20 +91,191 @@ async fn spare_waits_after_two_commands() {
         .expect("a process besides PID 1");
     assert_eq!(host_comm(spare).as_deref(), Some("soulbox-init"));
 
-    // The next command runs under the spare, and a new spare follows it.
+    // The next command runs under the spare, which then waits again.
     let output = sh(&sandbox, "cat /proc/$PPID/status").await;
     assert!(output.status.success(), "{output:?}");
-    // The old spare exits with its command, then the new one is forked.
-    let after = wait_for(&sandbox, |pids| pids.len() == 2 && !pids.contains(&spare)).await;
+    let after = wait_for_steady(&sandbox).await;
+    assert_eq!(
+        after, pids,
+        "the spare {spare} should wait again after the third command"
+    );
+    sandbox.kill().await.expect("kill the sandbox");
+}
+
+/// Runs `echo $PPID` in the sandbox and returns the shell's parent, its
+/// supervisor, as the sandbox's PID namespace numbers it.
+async fn supervisor_of_next_command(sandbox: &Sandbox) -> String {
+    let output = sh(sandbox, "echo $PPID").await;
+    assert!(output.status.success(), "{output:?}");
+    stdout(&output).trim().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_supervisor_serves_commands_in_turn() {
+    if !require_root("one_supervisor_serves_commands_in_turn") {
+        return;
+    }
+    let sandbox = sandbox().await;
+    let first = supervisor_of_next_command(&sandbox).await;
+    let mut later = Vec::new();
+    for _ in 0..5 {
+        // The pause lets the last supervisor's idle report reach PID 1
+        // before the next request does.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        later.push(supervisor_of_next_command(&sandbox).await);
+    }
     assert!(
-        !after.contains(&spare),
-        "the spare {spare} is still there after its command: {after:?}"
+        !later.contains(&first),
+        "the first command's supervisor should exit: {first} then {later:?}"
+    );
+    assert!(
+        later.iter().all(|pid| *pid == later[0]),
+        "the second command's supervisor should start every later one: {later:?}"
     );
     assert_eq!(
-        after.len(),
+        wait_for_steady(&sandbox).await.len(),
         2,
-        "no new spare after the third command: {after:?}"
+        "expected PID 1 and one waiting supervisor"
     );
+    sandbox.kill().await.expect("kill the sandbox");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_commands_leave_one_spare() {
+    if !require_root("concurrent_commands_leave_one_spare") {
+        return;
+    }
+    let sandbox = sandbox().await;
+    let mut handles = Vec::new();
+    for _ in 0..4 {
+        let handle = sandbox
+            .command("sleep")
+            .arg("0.3")
+            .start()
+            .await
+            .expect("start sleep");
+        handles.push(handle);
+    }
+    for mut handle in handles {
+        let output = within_limit("sleep 0.3", handle.wait())
+            .await
+            .expect("wait for sleep");
+        assert!(output.status.success(), "{output:?}");
+    }
+    let pids = wait_for_steady(&sandbox).await;
+    assert_eq!(
+        pids.len(),
+        2,
+        "four commands at once should leave PID 1 and one spare: {pids:?}"
+    );
+    for _ in 0..3 {
+        let output = sh(&sandbox, "echo still runs").await;
+        assert_eq!(stdout(&output), "still runs\n", "{output:?}");
+    }
+    sandbox.kill().await.expect("kill the sandbox");
+}
+
+/// A command that left a process running keeps its supervisor, which is
+/// that process's subreaper: the next command gets another one, and
+/// killing that command's tree leaves the process alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn supervisor_with_orphans_takes_no_command() {
+    if !require_root("supervisor_with_orphans_takes_no_command") {
+        return;
+    }
+    let sandbox = sandbox().await;
+    run_true(&sandbox).await;
+    run_true(&sandbox).await;
+    let output = sh(
+        &sandbox,
+        "sleep 30 < /dev/null > /dev/null 2>&1 & echo $PPID $!",
+    )
+    .await;
+    assert!(output.status.success(), "{output:?}");
+    let printed = stdout(&output);
+    let (busy, orphan) = printed
+        .trim()
+        .split_once(' ')
+        .unwrap_or_else(|| panic!("expected two pids: {printed:?}"));
+
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut next = sandbox
+        .command("sh")
+        .args(["-c", "echo $PPID; exec sleep 30"])
+        .start()
+        .await
+        .expect("start the next command");
+    let first_line = within_limit("the next command's output", async {
+        let mut text = String::new();
+        while !text.contains('\n') {
+            match next.next_event().await {
+                Ok(Some(CommandEvent::Stdout(chunk))) => {
+                    text.push_str(&String::from_utf8_lossy(&chunk))
+                }
+                Ok(Some(_)) => {}
+                other => panic!("the next command ended before its output: {other:?}"),
+            }
+        }
+        text
+    })
+    .await;
+    assert_ne!(
+        first_line.trim(),
+        busy,
+        "the next command ran under the supervisor of a running process"
+    );
+
+    next.kill().await.expect("kill the next command");
+    let _ = within_limit("the killed command", next.wait()).await;
+    let output = sh(&sandbox, &format!("kill -0 {orphan} && echo alive")).await;
+    assert_eq!(
+        stdout(&output),
+        "alive\n",
+        "killing the next command ended the earlier one's process: {output:?}"
+    );
+    sandbox.kill().await.expect("kill the sandbox");
+}
+
+/// A kill sent through the handle of a command that has ended must not
+/// reach the command that its supervisor runs next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_of_ended_command_spares_the_next() {
+    if !require_root("kill_of_ended_command_spares_the_next") {
+        return;
+    }
+    let sandbox = sandbox().await;
+    run_true(&sandbox).await;
+    let mut ended = sandbox
+        .command("/bin/true")
+        .start()
+        .await
+        .expect("start /bin/true");
+    let output = within_limit("/bin/true", ended.wait())
+        .await
+        .expect("wait for /bin/true");
+    assert!(output.status.success(), "{output:?}");
+
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut running = sandbox
+        .command("sleep")
+        .arg("30")
+        .start()
+        .await
+        .expect("start sleep");
+    ended.kill().await.expect("kill the ended command");
+
+    let output = sh(
+        &sandbox,
+        &format!("kill -0 {} && echo alive", running.pid()),
+    )
+    .await;
+    assert_eq!(
+        stdout(&output),
+        "alive\n",
+        "the kill of an ended command reached the next one: {output:?}"
+    );
+    running.kill().await.expect("kill sleep");
+    let _ = within_limit("the killed sleep", running.wait()).await;
     sandbox.kill().await.expect("kill the sandbox");
 }
 
@@ -162,6 +336,14 @@ async fn pooled_sandbox_has_a_spare() {
     assert_eq!(pids.len(), 2, "a pooled sandbox has no spare: {pids:?}");
     let output = sh(&sandbox, "echo from the spare").await;
     assert_eq!(stdout(&output), "from the spare\n", "{output:?}");
+    // After one command the spare exits, as a first command's supervisor
+    // does in any sandbox.
+    let pids = wait_for_steady(&sandbox).await;
+    assert_eq!(
+        pids,
+        vec![sandbox.pid()],
+        "the spare should exit after the first command"
+    );
     sandbox.kill().await.expect("kill the sandbox");
 }
 
@@ -314,5 +496,64 @@ async fn spare_under_minimal_kill_policy() {
         }
     }
     assert!(sandbox.is_running(), "PID 1 died handing over a command");
+    sandbox.kill().await.expect("kill the sandbox");
+}
+
+/// A shell command that prints what a command's start sets up, read from
+/// the shell's own /proc entries, leaving out what depends on its pid:
+/// for the session and process group, only whether the shell leads them.
+const START_STATE: &str =
+    "grep -E '^(Umask|Sig(Blk|Ign|Cgt)|Cap|NoNewPrivs|Seccomp)' /proc/$$/status; \
+    cat /proc/$$/limits /proc/$$/oom_score_adj /proc/$$/cgroup; ls /proc/$$/fd; \
+    awk -v pid=$$ '{ print ($6 == pid), ($5 == pid), $7 }' /proc/$$/stat; id; pwd; env | sort";
+
+/// Commands that a waiting supervisor starts begin as the first command
+/// of a sandbox does, also after a PTY command and a command as root.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reused_supervisor_starts_commands_alike() {
+    if !require_root("reused_supervisor_starts_commands_alike") {
+        return;
+    }
+    let sandbox = sandbox().await;
+    let first = stdout(&sh(&sandbox, START_STATE).await);
+    assert!(first.contains("NoNewPrivs:\t1"), "{first}");
+
+    let mut states = Vec::new();
+    for round in 0..3 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        states.push((round, stdout(&sh(&sandbox, START_STATE).await)));
+    }
+    let mut pty = sandbox
+        .command("sh")
+        .args(["-c", "exit 3"])
+        .start_pty(24, 80)
+        .await
+        .expect("start a command on a PTY");
+    let output = within_limit("the PTY command", pty.wait())
+        .await
+        .expect("wait for the PTY command");
+    assert_eq!(output.status.code(), Some(3), "{output:?}");
+    let output = sandbox
+        .command("sh")
+        .args([
+            "-c",
+            "umask 077; ulimit -n 64; trap '' TERM; cd /tmp; exit 0",
+        ])
+        .user("root")
+        .output()
+        .await
+        .expect("run a command as root");
+    assert!(output.status.success(), "{output:?}");
+    for round in 3..6 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        states.push((round, stdout(&sh(&sandbox, START_STATE).await)));
+    }
+
+    for (round, state) in states {
+        assert_eq!(
+            state, first,
+            "command {round} after the first starts differently"
+        );
+    }
     sandbox.kill().await.expect("kill the sandbox");
 }

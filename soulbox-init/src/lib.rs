@@ -593,8 +593,8 @@ enum Peer {
 }
 
 struct Init {
-    /// Supervisor pid of every running command, by command id.
-    supervisors: HashMap<u64, libc::pid_t>,
+    /// The supervisor of every running command, by command id.
+    supervisors: HashMap<u64, Supervisor>,
     /// Supervisors of the commands that end the sandbox when they exit.
     /// The first of them to exit ends it.
     ending: HashSet<libc::pid_t>,
@@ -639,14 +639,26 @@ struct Init {
     memory: supervise::MemoryPlacement,
 }
 
-/// A supervisor forked before its command: it waits for one [`Spawn`]
-/// request, forwarded with its descriptors on `channel`.
+/// A supervisor waiting for a command: forked ahead of one, or done with
+/// its last. It takes the next [`Spawn`] request, forwarded with its
+/// descriptors on `channel`.
 struct Spare {
     pid: libc::pid_t,
     channel: OwnedFd,
 }
 
-/// Commands a sandbox starts before it keeps a spare supervisor.
+/// The supervisor of a running command.
+struct Supervisor {
+    pid: libc::pid_t,
+    /// The socket on which the supervisor reports that its command's tree
+    /// has ended (see [`supervise::IDLE`]), after which it becomes the
+    /// spare. `None` for one that exits then.
+    channel: Option<OwnedFd>,
+}
+
+/// Commands a sandbox starts before it keeps a spare supervisor: from the
+/// second on, a command's supervisor stays for the next one once its tree
+/// has ended.
 const COMMANDS_BEFORE_SPARE: u64 = 2;
 
 /// How long PID 1 waits, idle, after a command ends before it forks the
@@ -660,6 +672,7 @@ const SPARE_IDLE_MS: libc::c_int = 1;
 impl Init {
     fn serve(&mut self, sigchld: BorrowedFd<'_>, mut buf: Vec<u8>) -> ! {
         let mut fds = Vec::with_capacity(3 + self.clients.len());
+        let mut channel_ids = Vec::new();
         loop {
             let mut timeout = self.poll_timeout(&mut buf);
             if self.spare_due && !(0..SPARE_IDLE_MS).contains(&timeout) {
@@ -670,6 +683,14 @@ impl Init {
             fds.push(pollfd(self.listener.as_raw_fd()));
             fds.push(pollfd(if self.owner_open { CONTROL_FD } else { -1 }));
             fds.extend(self.clients.iter().map(|c| pollfd(c.as_raw_fd())));
+            let first_channel = fds.len();
+            channel_ids.clear();
+            for (&command_id, supervisor) in &self.supervisors {
+                if let Some(channel) = &supervisor.channel {
+                    fds.push(pollfd(channel.as_raw_fd()));
+                    channel_ids.push(command_id);
+                }
+            }
             let events = match sys::poll(&mut fds, timeout) {
                 Ok(events) => events,
                 Err(_) => continue,
@@ -683,7 +704,17 @@ impl Init {
                 sys::drain_signalfd(sigchld);
                 self.reap();
             }
-            let ready = ready_peers(&fds[2..], libc::POLLIN | libc::POLLHUP | libc::POLLERR);
+            // Before the requests, so that a start request that came with
+            // a supervisor's idle report finds that supervisor waiting.
+            for (fd, &command_id) in fds[first_channel..].iter().zip(&channel_ids) {
+                if fd.revents != 0 {
+                    self.take_idle(command_id);
+                }
+            }
+            let ready = ready_peers(
+                &fds[2..first_channel],
+                libc::POLLIN | libc::POLLHUP | libc::POLLERR,
+            );
             self.serve_peers(&ready, &mut buf);
             if fds[1].revents & libc::POLLIN != 0 {
                 self.accept();
@@ -822,7 +853,8 @@ impl Init {
                 continue;
             }
             let before = self.supervisors.len();
-            self.supervisors.retain(|_, supervisor| *supervisor != pid);
+            self.supervisors
+                .retain(|_, supervisor| supervisor.pid != pid);
             supervisor_exited |= self.supervisors.len() < before;
             let not_started =
                 libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == supervise::EXIT_NOT_STARTED;
@@ -851,7 +883,7 @@ impl Init {
     /// code's own processes.
     fn resume_stopped(&self, pid: libc::pid_t) {
         let is_spare = self.spare.as_ref().is_some_and(|spare| spare.pid == pid);
-        let is_supervisor = self.supervisors.values().any(|&running| running == pid);
+        let is_supervisor = self.supervisors.values().any(|running| running.pid == pid);
         if is_spare || is_supervisor {
             let _ = sys::kill(pid, libc::SIGCONT);
         }
@@ -976,7 +1008,7 @@ impl Init {
         let command_id = spawn.command_id;
         let ends_sandbox = spawn.ends_sandbox;
         let supervisor = match self.hand_to_spare(msg, [&stdin, &stdout, &stderr, &status]) {
-            Some(pid) => pid,
+            Some((pid, channel)) => Supervisor { pid, channel },
             None => {
                 let fds = supervise::SpawnFds {
                     stdin,
@@ -985,16 +1017,34 @@ impl Init {
                     status,
                 };
                 let command = supervise::Command::new(spawn, fds);
+                // A command that ends the sandbox leaves no supervisor to
+                // keep, and a failed socketpair only costs the next command
+                // a fork.
+                let channel = (self.commands_started >= COMMANDS_BEFORE_SPARE && !ends_sandbox)
+                    .then(sys::seqpacket_pair)
+                    .and_then(Result::ok);
+                let (own_end, supervisor_end) = match channel {
+                    Some((own_end, supervisor_end)) => (Some(own_end), Some(supervisor_end)),
+                    None => (None, None),
+                };
                 match sys::fork() {
                     Ok(sys::Fork::Child) => {
+                        drop(own_end);
                         if let Err(e) = supervise::limit_memory(&self.memory) {
                             let errno = e.raw_os_error().unwrap_or(libc::EIO);
                             command.report_memory_cgroup_failure(errno);
                             sys::exit(supervise::EXIT_NOT_STARTED);
                         }
-                        supervise::supervise(command)
+                        let channel = match supervisor_end {
+                            Some(fd) => supervise::Channel::Forked(fd),
+                            None => supervise::Channel::None,
+                        };
+                        supervise::supervise(command, channel)
                     }
-                    Ok(sys::Fork::Parent(pid)) => pid,
+                    Ok(sys::Fork::Parent(pid)) => Supervisor {
+                        pid,
+                        channel: own_end,
+                    },
                     Err(e) => {
                         command.report_fork_failure(e.raw_os_error().unwrap_or(libc::EAGAIN));
                         return;
@@ -1002,23 +1052,78 @@ impl Init {
                 }
             }
         };
-        self.supervisors.insert(command_id, supervisor);
         if ends_sandbox {
-            self.ending.insert(supervisor);
+            self.ending.insert(supervisor.pid);
+        }
+        self.supervisors.insert(command_id, supervisor);
+    }
+
+    /// Handles an event on the channel of `command_id`'s supervisor. On its
+    /// idle report the command is over: its id no longer reaches the
+    /// supervisor, which becomes the spare, or is killed when a spare
+    /// already waits, so that a sandbox keeps one at most. A channel that
+    /// closed belongs to a supervisor that exited, which [`Init::reap`]
+    /// drops.
+    fn take_idle(&mut self, command_id: u64) {
+        let Some(supervisor) = self.supervisors.get_mut(&command_id) else {
+            return;
+        };
+        let Some(channel) = &supervisor.channel else {
+            return;
+        };
+        let mut report = [0u8; 8];
+        match sys::recv_nonblocking(channel.as_fd(), &mut report) {
+            Ok(len) if &report[..len] == supervise::IDLE => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+            // Closed, or not a report a supervisor sends.
+            _ => {
+                supervisor.channel = None;
+                return;
+            }
+        }
+        let Some(Supervisor {
+            pid,
+            channel: Some(channel),
+        }) = self.supervisors.remove(&command_id)
+        else {
+            return;
+        };
+        if self.spare.is_none() && !self.ending.contains(&pid) {
+            self.spare = Some(Spare { pid, channel });
+        } else {
+            // Still a child of PID 1, not yet reaped, so the pid is its.
+            let _ = sys::kill(pid, libc::SIGKILL);
         }
     }
 
-    /// Forwards a spawn request to the spare supervisor and returns its pid,
-    /// or `None` when there is no usable spare or the request did not fit
-    /// its socket. The caller's descriptors close when it drops them.
-    fn hand_to_spare(&mut self, msg: &[u8], fds: [&OwnedFd; 4]) -> Option<libc::pid_t> {
+    /// Forwards a spawn request to the spare supervisor and returns the
+    /// spare's pid and the channel it reports on once idle, or `None` when
+    /// there is no usable spare or the request did not fit its socket. The caller's
+    /// descriptors close when it drops them.
+    fn hand_to_spare(
+        &mut self,
+        msg: &[u8],
+        fds: [&OwnedFd; 4],
+    ) -> Option<(libc::pid_t, Option<OwnedFd>)> {
         if !self.spare_can_start() {
             return None;
         }
         let spare = self.spare.as_ref()?;
         let fds = fds.map(AsFd::as_fd);
-        match sys::send_with_fds_nonblocking(spare.channel.as_fd(), msg, &fds) {
-            Ok(()) => self.spare.take().map(|spare| spare.pid),
+        // A warm pool's spare is forked before the first command: it exits
+        // after that one, as the first command's supervisor does anywhere.
+        let once = self.commands_started < COMMANDS_BEFORE_SPARE;
+        let mut sent = Ok(());
+        if once {
+            sent = sys::send_nonblocking(spare.channel.as_fd(), supervise::ONCE);
+        }
+        let sent =
+            sent.and_then(|()| sys::send_with_fds_nonblocking(spare.channel.as_fd(), msg, &fds));
+        match sent {
+            Ok(()) => self
+                .spare
+                .take()
+                .map(|spare| (spare.pid, (!once).then_some(spare.channel))),
             // Larger than the socket takes, or no room in its queue: this
             // command gets a supervisor of its own, and the spare waits for
             // the next one.
@@ -1074,7 +1179,7 @@ impl Init {
     }
 
     fn signal(&mut self, signal: Signal) {
-        let Some(&supervisor) = self.supervisors.get(&signal.command_id) else {
+        let Some(supervisor) = self.supervisors.get(&signal.command_id).map(|s| s.pid) else {
             return;
         };
         if signal.kill_tree {

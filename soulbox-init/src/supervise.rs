@@ -1,4 +1,6 @@
-//! The supervisor: one process per command, forked from PID 1.
+//! The supervisor: one process per running command, forked from PID 1.
+//! From a sandbox's second command on, a supervisor whose command's tree
+//! has ended waits for the next command instead of exiting.
 //!
 //! The supervisor is a child subreaper, so every process the command starts
 //! stays its descendant even after its own parent exits. That makes "the
@@ -98,56 +100,97 @@ pub fn limit_memory(placement: &MemoryPlacement) -> io::Result<()> {
 }
 
 /// Runs in a spare supervisor, forked from PID 1 before its command: waits
-/// for one spawn request on `channel`, then supervises it. Exits when PID 1
-/// closes the channel first. Never returns.
+/// for a spawn request on `channel`, then supervises it and every later
+/// command that PID 1 hands it there. Exits when PID 1 closes the channel
+/// first. Never returns.
 pub fn wait_as_spare(channel: OwnedFd, memory: &MemoryPlacement) -> ! {
     // A spare that cannot join exits, and its command gets a supervisor
     // forked for it, which reports the failure.
     if limit_memory(memory).is_err() {
         sys::exit(0);
     }
-    // The channel moves to fd 3 and every descriptor above it, PID 1's
-    // sockets and lock among them, closes: the spare may wait a long time,
-    // and must not keep PID 1's connections open meanwhile.
-    let channel = channel.into_raw_fd();
-    if channel != SPARE_CHANNEL_FD && sys::dup2(sys::borrow_raw(channel), SPARE_CHANNEL_FD).is_err()
-    {
+    // The spare may wait a long time, and must not keep PID 1's connections
+    // open meanwhile.
+    if park(channel).is_err() {
         sys::exit(0);
     }
-    let _ = sys::close_range_from(SPARE_CHANNEL_FD as u32 + 1, false);
     let _ = sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
-    let mut buf = vec![0u8; MAX_MESSAGE_LEN];
-    let received = sys::recv_with_fds(sys::borrow_raw(SPARE_CHANNEL_FD), &mut buf, SPAWN_FD_COUNT);
-    let _ = sys::close(SPARE_CHANNEL_FD);
-    let Ok(Some((len, fds))) = received else {
+    let Some((command, once)) = receive_command() else {
         sys::exit(0);
+    };
+    let channel = if once { Channel::None } else { Channel::Parked };
+    supervise(command, channel)
+}
+
+/// The descriptor of a waiting supervisor's channel to PID 1: fd 3, PID 1's
+/// control socket in PID 1, whose copy a supervisor has no use for.
+const CHANNEL_FD: i32 = 3;
+
+/// The message a supervisor sends on its channel once its command's whole
+/// tree has ended, before it waits for another command.
+pub const IDLE: &[u8] = b"idle";
+
+/// The message PID 1 sends a waiting supervisor just before a spawn
+/// request, so that the supervisor exits after that command.
+pub const ONCE: &[u8] = b"once";
+
+/// A supervisor's channel to PID 1, on which it offers itself for another
+/// command.
+pub enum Channel {
+    /// None: the supervisor exits once its command's tree has ended.
+    None,
+    /// Still where the fork left it, among the copies of PID 1's descriptors.
+    Forked(OwnedFd),
+    /// At [`CHANNEL_FD`], with every descriptor above it closed.
+    Parked,
+}
+
+/// Moves `channel` to [`CHANNEL_FD`], close-on-exec, and closes every
+/// descriptor above it: PID 1's sockets and lock among them.
+fn park(channel: OwnedFd) -> io::Result<()> {
+    let raw = channel.into_raw_fd();
+    if raw == CHANNEL_FD {
+        sys::set_cloexec(sys::borrow_raw(CHANNEL_FD))?;
+    } else {
+        sys::dup_cloexec(sys::borrow_raw(raw), CHANNEL_FD)?;
+    }
+    sys::close_range_from(CHANNEL_FD as u32 + 1, false)
+}
+
+/// Waits on the parked channel for PID 1's next spawn request and its
+/// descriptors, and returns it with whether [`ONCE`] came before it.
+/// `None` when PID 1 closed the channel or sent something else.
+fn receive_command() -> Option<(Command, bool)> {
+    let mut buf = vec![0u8; MAX_MESSAGE_LEN];
+    let mut once = false;
+    let (len, fds) = loop {
+        let (len, fds) =
+            sys::recv_with_fds(sys::borrow_raw(CHANNEL_FD), &mut buf, SPAWN_FD_COUNT).ok()??;
+        // Two arrive when the request after the first did not fit.
+        if &buf[..len] != ONCE || !fds.is_empty() {
+            break (len, fds);
+        }
+        once = true;
     };
     let (Ok(Request::Spawn(spawn)), Ok([stdin, stdout, stderr, status])) =
         (Request::decode(&buf[..len]), <[OwnedFd; 4]>::try_from(fds))
     else {
-        sys::exit(0);
+        return None;
     };
-    drop(buf);
     let fds = SpawnFds {
         stdin,
         stdout,
         stderr,
         status,
     };
-    supervise(Command::new(spawn, fds))
+    Some((Command::new(spawn, fds), once))
 }
 
-/// The descriptor of a spare supervisor's channel to PID 1: fd 3, PID 1's
-/// control socket in PID 1, whose copy the spare has no use for.
-const SPARE_CHANNEL_FD: i32 = 3;
-
-/// Runs in the forked supervisor; never returns.
-pub fn supervise(command: Command) -> ! {
-    let Command {
-        leader: leader_plan,
-        fds,
-        ends_sandbox,
-    } = command;
+/// Runs in the forked supervisor; never returns. With a channel, the
+/// supervisor does not exit when its command's tree has ended: it sends
+/// [`IDLE`] and waits there for the next command, which then starts
+/// without a fork.
+pub fn supervise(command: Command, channel: Channel) -> ! {
     // PID 1 installs no handler and blocks only SIGCHLD (for its signalfd),
     // so unblocking is all the reset a fork of it needs. SIGPIPE stays
     // ignored as in PID 1: a host that stopped reading the status pipe must
@@ -158,8 +201,55 @@ pub fn supervise(command: Command) -> ! {
     // belt to that: no supervisor outlives PID 1.
     let _ = sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
     if let Err(e) = sys::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) {
-        fail(&fds.status, SpawnStage::Fork, &e);
+        fail(&command.fds.status, SpawnStage::Fork, &e);
     }
+    let mut command = command;
+    let mut channel = channel;
+    loop {
+        match run(command) {
+            Ended::TreeGone => {}
+            Ended::EndsSandbox => sys::exit(0),
+            Ended::NotStarted => sys::exit(EXIT_NOT_STARTED),
+        }
+        match channel {
+            Channel::None => sys::exit(0),
+            Channel::Forked(fd) => {
+                if park(fd).is_err() {
+                    sys::exit(0);
+                }
+            }
+            Channel::Parked => {}
+        }
+        if sys::send(sys::borrow_raw(CHANNEL_FD), IDLE).is_err() {
+            sys::exit(0);
+        }
+        (command, channel) = match receive_command() {
+            Some((next, true)) => (next, Channel::None),
+            Some((next, false)) => (next, Channel::Parked),
+            None => sys::exit(0),
+        };
+    }
+}
+
+/// The end of a command's supervision.
+enum Ended {
+    /// The leader's exit is reported and no process of its tree is left.
+    TreeGone,
+    /// The leader's exit is reported and it ends the sandbox: PID 1 does
+    /// that when it reaps this process, so the rest of the tree is not
+    /// waited for.
+    EndsSandbox,
+    /// The leader failed before its exec, and the rest is reaped.
+    NotStarted,
+}
+
+/// Starts the command's leader, reports its start, then reaps its tree.
+fn run(command: Command) -> Ended {
+    let Command {
+        leader: leader_plan,
+        fds,
+        ends_sandbox,
+    } = command;
     // Written by the leader when it fails before exec; the supervisor
     // reads it once clone_vfork returns, after the exec or the exit.
     let mut failure: Option<(SpawnStage, i32)> = None;
@@ -197,11 +287,15 @@ pub fn supervise(command: Command) -> ! {
 }
 
 /// Reaps the leader, reports its exit, then reaps the rest of the tree until
-/// no descendant is left. With `ends_sandbox` it exits right after the
-/// report instead: PID 1 ends the sandbox when it reaps this process.
-/// Without `report_exit` (the leader failed before its exec) it exits with
-/// [`EXIT_NOT_STARTED`].
-fn reap_tree(leader: libc::pid_t, status: &OwnedFd, report_exit: bool, ends_sandbox: bool) -> ! {
+/// no descendant is left. With `ends_sandbox` it returns right after the
+/// report instead. Without `report_exit` (the leader failed before its
+/// exec) nothing more is reported.
+fn reap_tree(
+    leader: libc::pid_t,
+    status: &OwnedFd,
+    report_exit: bool,
+    ends_sandbox: bool,
+) -> Ended {
     loop {
         match sys::waitpid(-1, 0) {
             Ok(Some((pid, raw))) if pid == leader && report_exit => {
@@ -216,12 +310,12 @@ fn reap_tree(leader: libc::pid_t, status: &OwnedFd, report_exit: bool, ends_sand
                 };
                 report(status, record);
                 if ends_sandbox {
-                    sys::exit(0);
+                    return Ended::EndsSandbox;
                 }
             }
             Ok(_) => {}
-            Err(_) if report_exit => sys::exit(0),
-            Err(_) => sys::exit(EXIT_NOT_STARTED),
+            Err(_) if report_exit => return Ended::TreeGone,
+            Err(_) => return Ended::NotStarted,
         }
     }
 }

@@ -1285,6 +1285,44 @@ pub fn poll(fds: &mut [libc::pollfd], timeout_ms: libc::c_int) -> io::Result<usi
     }
 }
 
+/// Duplicates `fd` onto `target`, close-on-exec; `target` must be another
+/// number that no `OwnedFd` owns. Two calls rather than dup3, which the
+/// seccomp policies leave out on x86-64 (see `SOULBOX_SYSCALLS`).
+pub fn dup_cloexec(fd: BorrowedFd<'_>, target: RawFd) -> io::Result<()> {
+    // SAFETY: dup2 takes integers; the caller replaces `target` on purpose.
+    check(unsafe { libc::dup2(fd.as_raw_fd(), target) })?;
+    set_cloexec(borrow_raw(target))
+}
+
+/// Marks `fd` close-on-exec.
+pub fn set_cloexec(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: F_SETFD only changes the flags of a valid descriptor.
+    check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) })?;
+    Ok(())
+}
+
+/// Receives one datagram into `buf` without blocking, discarding any
+/// descriptors sent with it. Returns its length, 0 when the peer closed
+/// the socket. Through recvmsg, which the seccomp policies allow, where
+/// recv would be recvfrom.
+pub fn recv_nonblocking(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: msghdr is a plain C struct for which all-zero is a valid value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    // SAFETY: `msg` points at `iov`, which describes `buf`; with no control
+    // buffer the kernel closes any descriptors that came with the datagram.
+    let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_DONTWAIT) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
 /// Duplicates `fd` onto `target`; the copy is not close-on-exec.
 pub fn dup2(fd: BorrowedFd<'_>, target: RawFd) -> io::Result<()> {
     if fd.as_raw_fd() == target {
