@@ -626,8 +626,9 @@ struct Init {
     /// Held open so that the sandbox's slirp4netns, which waits for this
     /// pipe to close, ends when PID 1 exits.
     _network_exit: Option<OwnedFd>,
-    /// A supervisor forked ahead of its command, which takes the fork off
-    /// the next command's start.
+    /// The supervisor waiting for the next command, which then starts
+    /// without a fork. PID 1 forked it ahead, or its last command's tree
+    /// has ended.
     spare: Option<Spare>,
     /// Commands started so far. A sandbox gets a spare supervisor once it
     /// has run two, so that one-command sandboxes never pay for it.

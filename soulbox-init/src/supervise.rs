@@ -100,9 +100,10 @@ pub fn limit_memory(placement: &MemoryPlacement) -> io::Result<()> {
 }
 
 /// Runs in a spare supervisor, forked from PID 1 before its command: waits
-/// for a spawn request on `channel`, then supervises it and every later
-/// command that PID 1 hands it there. Exits when PID 1 closes the channel
-/// first. Never returns.
+/// for a spawn request on `channel` and supervises it. Unless [`ONCE`] came
+/// before the request, it then supervises every later command that PID 1
+/// hands it there. Exits when PID 1 closes the channel first. Never
+/// returns.
 pub fn wait_as_spare(channel: OwnedFd, memory: &MemoryPlacement) -> ! {
     // A spare that cannot join exits, and its command gets a supervisor
     // forked for it, which reports the failure.
