@@ -1,8 +1,8 @@
 //! Spare supervisors: from a sandbox's second command on, a command's
 //! supervisor stays once its command's tree has ended and takes the next
 //! command, so that command starts without a fork. PID 1 forks one ahead
-//! of time in a warm pool's sandboxes, and when none is left. A killed
-//! spare only costs the next command its own fork.
+//! of time in a warm pool's sandboxes, and after a supervisor exits while
+//! none waits. A killed spare only costs the next command its own fork.
 
 use std::time::{Duration, Instant};
 
@@ -262,6 +262,12 @@ async fn kill_of_ended_command_spares_the_next() {
         .start()
         .await
         .expect("start sleep");
+    let pids = wait_for_steady(&sandbox).await;
+    assert_eq!(
+        pids.len(),
+        3,
+        "expected PID 1, the ended command's supervisor running sleep, and sleep: {pids:?}"
+    );
     ended.kill().await.expect("kill the ended command");
 
     let output = sh(
@@ -496,6 +502,34 @@ async fn spare_under_minimal_kill_policy() {
         }
     }
     assert!(sandbox.is_running(), "PID 1 died handing over a command");
+
+    // `/bin/true` starts and dies of SIGSYS at its first call outside the
+    // policy. Its supervisor then reports idle and takes the next one.
+    let mut waiting = Vec::new();
+    for round in 0..4 {
+        let output = within_limit("/bin/true under the minimal policy", async {
+            sandbox.command("/bin/true").output().await
+        })
+        .await
+        .unwrap_or_else(|e| panic!("round {round}: run /bin/true: {e}"));
+        assert_eq!(
+            output.status.signal(),
+            Some(libc::SIGSYS),
+            "round {round}: {output:?}"
+        );
+        assert!(sandbox.is_running(), "round {round}: PID 1 died");
+        let pids = wait_for_steady(&sandbox).await;
+        assert_eq!(
+            pids.len(),
+            2,
+            "round {round}: expected PID 1 and the waiting supervisor: {pids:?}"
+        );
+        waiting.extend(pids.into_iter().filter(|&pid| pid != sandbox.pid()));
+    }
+    assert!(
+        waiting.iter().all(|&pid| pid == waiting[0]),
+        "one supervisor should start every /bin/true: {waiting:?}"
+    );
     sandbox.kill().await.expect("kill the sandbox");
 }
 
@@ -507,6 +541,18 @@ const START_STATE: &str =
     cat /proc/$$/limits /proc/$$/oom_score_adj /proc/$$/cgroup; ls /proc/$$/fd; \
     awk -v pid=$$ '{ print ($6 == pid), ($5 == pid), $7 }' /proc/$$/stat; id; pwd; env | sort";
 
+/// Runs [`START_STATE`] and returns the shell's supervisor, as the
+/// sandbox's PID namespace numbers it, and what the command printed.
+async fn start_state(sandbox: &Sandbox) -> (String, String) {
+    let output = sh(sandbox, &format!("echo $PPID; {START_STATE}")).await;
+    assert!(output.status.success(), "{output:?}");
+    let printed = stdout(&output);
+    let (supervisor, state) = printed
+        .split_once('\n')
+        .unwrap_or_else(|| panic!("no state after the supervisor's pid: {printed:?}"));
+    (supervisor.to_string(), state.to_string())
+}
+
 /// Commands that a waiting supervisor starts begin as the first command
 /// of a sandbox does, also after a PTY command and a command as root.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -515,13 +561,13 @@ async fn reused_supervisor_starts_commands_alike() {
         return;
     }
     let sandbox = sandbox().await;
-    let first = stdout(&sh(&sandbox, START_STATE).await);
+    let (first_supervisor, first) = start_state(&sandbox).await;
     assert!(first.contains("NoNewPrivs:\t1"), "{first}");
 
     let mut states = Vec::new();
     for round in 0..3 {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        states.push((round, stdout(&sh(&sandbox, START_STATE).await)));
+        states.push((round, start_state(&sandbox).await));
     }
     let mut pty = sandbox
         .command("sh")
@@ -546,10 +592,16 @@ async fn reused_supervisor_starts_commands_alike() {
     assert!(output.status.success(), "{output:?}");
     for round in 3..6 {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        states.push((round, stdout(&sh(&sandbox, START_STATE).await)));
+        states.push((round, start_state(&sandbox).await));
     }
 
-    for (round, state) in states {
+    let reused = states[0].1 .0.clone();
+    assert_ne!(reused, first_supervisor, "the first supervisor should exit");
+    for (round, (supervisor, state)) in states {
+        assert_eq!(
+            supervisor, reused,
+            "command {round} after the first should run under the waiting supervisor"
+        );
         assert_eq!(
             state, first,
             "command {round} after the first starts differently"
