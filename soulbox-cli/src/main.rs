@@ -117,12 +117,14 @@ enum Commands {
     /// connect to the address. Exit status: 0, 3 when no sandbox has the
     /// id, 125 when SoulBox failed.
     Port(Deferred<manage::PortArgs>),
-    /// Build templates from a soulbox.toml, and list the built ones.
+    /// Build templates from a soulbox.toml, list, remove and prune them.
     ///
     /// `soulbox template build [DIR|FILE] [--name NAME]` runs the file's
     /// steps in a sandbox and keeps what they wrote as a template, which
-    /// `--template NAME` or `--template DIR` then uses. Exit status: 0, 125
-    /// when the build or SoulBox failed.
+    /// `--template NAME` or `--template DIR` then uses. `soulbox template
+    /// rm NAME...` removes templates, and `soulbox template prune` deletes
+    /// the builds that nothing names. Exit status: 0, 125 when the build
+    /// or SoulBox failed.
     Template(template::TemplateArgs),
 }
 

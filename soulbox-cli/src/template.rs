@@ -1,12 +1,12 @@
-//! `soulbox template build` and `soulbox template list`.
+//! `soulbox template build`, `list`, `rm` and `prune`.
 
 use std::io::Write;
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
-use soulbox_core::build::{BuildEvent, BuildOptions};
+use soulbox_core::build::{BuildEvent, BuildOptions, LayerOutcome};
 
-use crate::{describe, Failure};
+use crate::{describe, Failure, EXIT_SOULBOX_FAILED};
 
 #[derive(Debug, Args)]
 pub struct TemplateArgs {
@@ -26,6 +26,23 @@ enum TemplateCommand {
     Build(BuildArgs),
     /// List the built templates that have a name.
     List(ListArgs),
+    /// Remove built templates by name and delete their layers.
+    ///
+    /// Removes each NAME, and its soulbox.toml's path stops naming the
+    /// build unless another name still does. The build's layer is deleted
+    /// unless another name or a template built on it needs it. A layer
+    /// that a running sandbox or a warm pool's waiting sandbox still mounts
+    /// stays until `soulbox template prune` runs after that mount is gone. Prints one line per template and then the disk space
+    /// freed. Exit status: 0, 125 when a NAME is unknown or SoulBox failed.
+    Rm(RmArgs),
+    /// Delete every build that nothing keeps.
+    ///
+    /// Deletes the builds that no name or soulbox.toml points to and that
+    /// no kept template is built on, such as the earlier builds of a
+    /// changed soulbox.toml. Keeps those that a mount still uses and
+    /// leaves running builds alone. Prints one line per deleted build and
+    /// then the disk space freed. Exit status: 0, 125 when SoulBox failed.
+    Prune,
 }
 
 #[derive(Debug, Args)]
@@ -45,6 +62,13 @@ struct BuildArgs {
 }
 
 #[derive(Debug, Args)]
+struct RmArgs {
+    /// The names of the templates, as `soulbox template list` shows them.
+    #[arg(required = true, value_name = "NAME")]
+    names: Vec<String>,
+}
+
+#[derive(Debug, Args)]
 struct ListArgs {
     /// Print JSON, one object per template, instead of a table.
     #[arg(long)]
@@ -55,6 +79,8 @@ pub async fn run(args: TemplateArgs) -> Result<u8, Failure> {
     match args.command {
         TemplateCommand::Build(args) => build(args).await,
         TemplateCommand::List(args) => list(&args),
+        TemplateCommand::Rm(args) => Ok(remove(&args)),
+        TemplateCommand::Prune => prune(),
     }
 }
 
@@ -136,4 +162,78 @@ fn list(args: &ListArgs) -> Result<u8, Failure> {
         );
     }
     Ok(0)
+}
+
+/// Removes each name, going on past a failed one, and returns the exit
+/// status: 125 when any failed.
+fn remove(args: &RmArgs) -> u8 {
+    let mut freed = 0;
+    let mut status = 0;
+    for name in &args.names {
+        let removed = match soulbox_core::build::remove(name) {
+            Ok(removed) => removed,
+            Err(error) => {
+                eprintln!("soulbox: {}", describe(&error));
+                status = EXIT_SOULBOX_FAILED;
+                continue;
+            }
+        };
+        let key = short_key(&removed.key);
+        match removed.layer {
+            LayerOutcome::Deleted { bytes } => {
+                freed += bytes;
+                println!(
+                    "removed template {name}: deleted build {key} ({})",
+                    size(bytes)
+                );
+            }
+            LayerOutcome::InUse => println!(
+                "removed template {name}: build {key} stays until no sandbox uses it; then \
+                 `soulbox template prune` deletes it"
+            ),
+            LayerOutcome::Kept => println!(
+                "removed template {name}: build {key} stays because another name or a \
+                 template built on it needs it"
+            ),
+            LayerOutcome::Missing => {
+                println!("removed template {name}: its build {key} was already gone");
+            }
+            _ => println!("removed template {name}"),
+        }
+    }
+    println!("freed {}", size(freed));
+    status
+}
+
+fn prune() -> Result<u8, Failure> {
+    let report = soulbox_core::build::prune().map_err(|e| Failure::from(describe(&e)))?;
+    for build in &report.deleted {
+        let source = build.source.as_ref().map_or_else(
+            || "an unknown soulbox.toml".to_string(),
+            |s| s.display().to_string(),
+        );
+        println!(
+            "deleted build {} of {source} ({})",
+            short_key(&build.key),
+            size(build.bytes)
+        );
+    }
+    if !report.in_use.is_empty() {
+        println!(
+            "kept {} unnamed build(s) that a sandbox still uses",
+            report.in_use.len()
+        );
+    }
+    println!("freed {}", size(report.freed_bytes));
+    Ok(0)
+}
+
+/// Returns the first 12 characters of a build key, as `list` shows it.
+fn short_key(key: &str) -> &str {
+    key.get(..12).unwrap_or(key)
+}
+
+/// Formats a byte count in MiB, with one decimal.
+fn size(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / f64::from(1 << 20))
 }

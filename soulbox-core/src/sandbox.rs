@@ -702,13 +702,17 @@ impl Sandbox {
             first,
         )
         .await?;
+        // The overlay is mounted, so a built template's cache lock goes
+        // before the wait for its service.
+        let startup = template.startup.clone();
+        drop(template);
         let sent_early = first.is_some();
         let sandbox = prepared.hand_over(&options, false).await?;
         // Until the call returns, the caller has no handle on the sandbox,
         // so a failed start or a dropped call kills it even when it would
         // outlive its handle.
         let unreturned = KillUnlessReturned(Some(&sandbox.inner));
-        if let Some(startup) = &template.startup {
+        if let Some(startup) = &startup {
             sandbox.start_template_service(startup).await?;
         }
         if !sent_early {

@@ -165,6 +165,10 @@ pub struct Template {
     /// The start and ready commands and resource defaults of a template
     /// built from a `soulbox.toml`; `None` for the others.
     pub(crate) startup: Option<Arc<crate::build::Startup>>,
+    /// The shared cache lock of a built template, held from its lookup
+    /// until the create's overlay is mounted. No prune deletes the layer
+    /// in between. `None` for the other templates.
+    pub(crate) cache_lock: Option<Arc<crate::build::CacheLock>>,
 }
 
 impl Template {
@@ -193,8 +197,9 @@ enum Named {
         kind: ImageKind,
         reference: Option<String>,
     },
-    /// A template built from a `soulbox.toml`: its directory in the cache.
-    Built(PathBuf),
+    /// A template built from a `soulbox.toml`: its directory in the cache,
+    /// and the shared cache lock taken before its lookup.
+    Built(PathBuf, Option<crate::build::CacheLock>),
 }
 
 /// Returns the template that `name` selects: [`HOST`], the absolute path
@@ -232,6 +237,7 @@ pub(crate) fn resolve_in(
             binds: Vec::new(),
             image: None,
             startup: None,
+            cache_lock: None,
         })),
         Named::Image {
             path,
@@ -245,12 +251,15 @@ pub(crate) fn resolve_in(
                 binds: Vec::new(),
                 image: Some(prepared.defaults),
                 startup: None,
+                cache_lock: None,
             }))
         }
-        Named::Built(built) => {
+        Named::Built(built, lock) => {
             // Reads a small file and resolves the base, whose image
             // layers the build has unpacked already.
-            Ok(Cow::Owned(crate::build::resolve(&built, state_dir)?))
+            let mut template = crate::build::resolve(&built, state_dir)?;
+            template.cache_lock = lock.map(Arc::new);
+            Ok(Cow::Owned(template))
         }
     }
 }
@@ -288,7 +297,9 @@ pub(crate) fn image_defaults(name: &str) -> Result<Option<Arc<ImageDefaults>>> {
     }
     match classify(name, &crate::paths::state_dir())? {
         Named::Directory(_) => Ok(None),
-        Named::Built(built) => Ok(crate::build::resolve(&built, &crate::paths::state_dir())?.image),
+        Named::Built(built, _) => {
+            Ok(crate::build::resolve(&built, &crate::paths::state_dir())?.image)
+        }
         Named::Image {
             path,
             kind,
@@ -310,7 +321,8 @@ fn classify(name: &str, state_dir: &Path) -> Result<Named> {
     };
     if !name.starts_with('/') {
         if crate::build::is_name(name) {
-            return crate::build::lookup_name(name).map(Named::Built);
+            let lock = crate::build::lock_shared();
+            return crate::build::lookup_name(name).map(|built| Named::Built(built, lock));
         }
         return invalid("is neither \"host\", an absolute path nor a built template's name");
     }
@@ -345,7 +357,8 @@ fn classify(name: &str, state_dir: &Path) -> Result<Named> {
     };
     if reference.is_none() && spec.extension().is_some_and(|e| e == "toml") && spec.is_file() {
         let spec = fs::canonicalize(&spec).unwrap_or(spec);
-        return crate::build::lookup_source(&spec).map(Named::Built);
+        let lock = crate::build::lock_shared();
+        return crate::build::lookup_source(&spec).map(|built| Named::Built(built, lock));
     }
     if !metadata.is_dir() {
         return invalid("is not a directory, a tar archive of an image or a soulbox.toml");
@@ -500,6 +513,7 @@ fn prepare_host(state_dir: &Path) -> Result<Template> {
         binds,
         image: None,
         startup: None,
+        cache_lock: None,
     })
 }
 

@@ -14,9 +14,13 @@
 //! - `names/<name>`: the key of the template built under `name`.
 //! - `sources/<sha256 of the soulbox.toml's path>`: the key of that file's
 //!   latest build, so that the file's path or folder names the template.
+//!
+//! [`remove`] and [`prune`] delete the builds that nothing keeps any more,
+//! by a rename into `build-trash/` first. [`prune`] says what keeps a build.
 
 mod files;
 mod layer;
+mod prune;
 mod spec;
 mod startup;
 
@@ -36,6 +40,8 @@ use crate::process::CommandEvent;
 use crate::sandbox::{Sandbox, SandboxOptions};
 use crate::template::Template;
 
+pub(crate) use prune::{lock_shared, CacheLock};
+pub use prune::{prune, remove, DeletedBuild, LayerOutcome, PruneReport, RemovedTemplate};
 pub use spec::{Resources, SPEC_FILE};
 
 /// Version of the key and of `template.json`; a change makes every
@@ -188,19 +194,28 @@ pub async fn build(
     })?;
     let mut items = files::open(&spec)?;
     let key = build_key(&spec, &base, &mut items)?;
+    let base_key = base.startup.as_ref().map(|below| key_of(&below.built));
+    // Releases the cache lock that resolving a built base takes, so that
+    // a prune waits for no build. The build sandbox's create resolves the
+    // base again.
+    drop(base);
     let cache = LayerCache::open().map_err(image_error(&spec.path))?;
     let built = cache.dir().join("built").join(&key);
+    // Held until the pointers are written, so that no prune deletes the
+    // build between the check or the save and its registration.
+    let lock = prune::lock_shared_for_build(cache.dir()).map_err(|e| lock_error(&spec, &e))?;
     let cached = built.join("template.json").is_file();
-    if cached {
+    let _lock = if cached {
         on_event(BuildEvent::Cached { key: &key });
+        lock
     } else {
-        let base_key = base.startup.as_ref().map(|below| key_of(&below.built));
+        drop(lock);
         let labels = Labels {
             name: name.as_deref(),
             base_key,
         };
-        run_build(&spec, &labels, &items, &cache, &built, on_event).await?;
-    }
+        run_build(&spec, &labels, &items, &cache, &built, on_event).await?
+    };
     let fail = |e: std::io::Error| Error::Build {
         path: spec.path.clone(),
         message: format!(
@@ -373,6 +388,7 @@ fn resolve_at_depth(built: &Path, state_dir: &Path, depth: usize) -> Result<Temp
         binds: base.binds.clone(),
         image: Some(Arc::new(defaults)),
         startup: Some(Arc::new(startup)),
+        cache_lock: None,
     })
 }
 
@@ -516,7 +532,9 @@ struct Labels<'a> {
     base_key: Option<String>,
 }
 
-/// Runs the build in a sandbox and saves its layer as `built`.
+/// Runs the build in a sandbox and saves its layer as `built`. Returns the
+/// shared cache lock, which the caller holds until it has registered the
+/// build.
 async fn run_build(
     spec: &spec::Spec,
     labels: &Labels<'_>,
@@ -524,7 +542,7 @@ async fn run_build(
     cache: &LayerCache,
     built: &Path,
     on_event: &mut (dyn FnMut(BuildEvent<'_>) + Send),
-) -> Result<()> {
+) -> Result<CacheLock> {
     let fail = |message: String| Error::Build {
         path: spec.path.clone(),
         message,
@@ -614,6 +632,9 @@ async fn run_build(
         }
     }
     on_event(BuildEvent::Saving);
+    // Taken while the build sandbox still mounts a built base, so that a
+    // prune sees the base in use until the new build names it.
+    let lock = prune::lock_shared_for_build(cache.dir()).map_err(|e| lock_error(spec, &e))?;
     // Every process ends first, so the layer no longer changes.
     sandbox.kill().await?;
     let network_written: &[&str] = match spec.network {
@@ -652,7 +673,15 @@ async fn run_build(
     })
     .await
     .map_err(|e| fail(format!("the task saving the layer failed: {e}")))?;
-    saved.map_err(|e| fail(format!("cannot save the layer: {e}")))
+    saved.map_err(|e| fail(format!("cannot save the layer: {e}")))?;
+    Ok(lock)
+}
+
+fn lock_error(spec: &spec::Spec, error: &std::io::Error) -> Error {
+    Error::Build {
+        path: spec.path.clone(),
+        message: format!("cannot lock the layer cache's built.lock: {error}"),
+    }
 }
 
 /// Makes `dir` for the steps, owned by their user, also where only root
