@@ -420,7 +420,7 @@ async fn cli_rm_and_prune() {
         "{stdout}"
     );
     assert!(
-        lines[1].starts_with("freed ") && lines[1].ends_with(" MiB"),
+        lines[1].starts_with("freed ") && lines[1].ends_with("iB"),
         "{stdout}"
     );
     let stderr = text(&removed.stderr);

@@ -233,7 +233,10 @@ fn short_key(key: &str) -> &str {
     key.get(..12).unwrap_or(key)
 }
 
-/// Formats a byte count in MiB, with one decimal.
+/// Formats a byte count in KiB under a MiB, else in MiB, with one decimal.
 fn size(bytes: u64) -> String {
+    if bytes < 1 << 20 {
+        return format!("{:.1} KiB", bytes as f64 / 1024.0);
+    }
     format!("{:.1} MiB", bytes as f64 / f64::from(1 << 20))
 }
