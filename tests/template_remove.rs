@@ -257,6 +257,84 @@ async fn rm_of_template_in_use() {
     );
 }
 
+/// `/proc/PID/mountinfo` lists only the mounts below the process's root,
+/// so a chrooted process that comes first in a mount namespace must not
+/// hide the overlay that the namespace's other processes show.
+#[tokio::test(flavor = "multi_thread")]
+async fn rm_with_chrooted_process_in_namespace() {
+    if !require_root("rm_with_chrooted_process_in_namespace") {
+        return;
+    }
+    let _serial = SERIAL.lock().await;
+    let folder = Folder::new(
+        "remove-chroot",
+        "run = [\"echo still-here > /home/user/file\"]\n",
+    );
+    let name = format!("remove-chroot-{}", std::process::id());
+    let built = build_ok(&folder, Some(&name)).await;
+    let root = folder.dir.join("root");
+    let mount_point = folder.dir.join("mnt");
+    let empty_lower = folder.dir.join("empty");
+    for dir in [&root, &mount_point, &empty_lower] {
+        std::fs::create_dir(dir).expect("create a directory for the mounts");
+    }
+    let layer = built_dir(&built.key).join("layer");
+    // The first process mounts the overlay in a new mount namespace and
+    // then chroots into a bind of `/` made before, which lacks that mount.
+    let script = format!(
+        "mount --rbind / {root} && mount -t overlay overlay -o lowerdir={layer}:{empty} {mnt} \
+         && exec chroot {root} sleep 600",
+        root = root.display(),
+        layer = layer.display(),
+        empty = empty_lower.display(),
+        mnt = mount_point.display(),
+    );
+    let mut chrooted = std::process::Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &script])
+        .spawn()
+        .expect("start unshare");
+    let proc_root = format!("/proc/{}/root", chrooted.id());
+    while std::fs::read_link(&proc_root).ok().as_deref() != Some(root.as_path()) {
+        assert!(
+            chrooted.try_wait().expect("poll unshare").is_none(),
+            "unshare exited before its chroot"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // The second process of the namespace has its root, where the overlay
+    // shows.
+    let mut entered = std::process::Command::new("nsenter")
+        .args(["-t", &chrooted.id().to_string(), "-m", "sleep", "600"])
+        .spawn()
+        .expect("start nsenter");
+    let entered_mounts = format!("/proc/{}/mountinfo", entered.id());
+    let layer_text = layer
+        .to_str()
+        .expect("temporary paths are UTF-8")
+        .to_string();
+    while !std::fs::read_to_string(&entered_mounts)
+        .unwrap_or_default()
+        .contains(&layer_text)
+    {
+        assert!(
+            entered.try_wait().expect("poll nsenter").is_none(),
+            "nsenter exited before it entered the namespace"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+
+    let removed = build::remove(&name);
+    let layer_left = layer.is_dir();
+    for child in [&mut entered, &mut chrooted] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let removed = removed.expect("remove the template");
+    assert_eq!(removed.layer, LayerOutcome::InUse);
+    assert!(layer_left, "rm deleted a layer that a mount uses");
+    build::prune().expect("prune after the processes ended");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn zygote_root_of_deleted_build() {
     if !require_root("zygote_root_of_deleted_build") {

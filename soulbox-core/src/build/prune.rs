@@ -391,8 +391,11 @@ fn is_key(text: &str) -> bool {
 }
 
 /// Returns the keys of the builds whose layer some overlay mount on the
-/// machine has as a lower layer. Reads `/proc/PID/mountinfo` once per
-/// mount namespace.
+/// machine has as a lower layer. Reads `/proc/PID/mountinfo` of every
+/// process, not once per mount namespace, because it lists only the
+/// mounts below the process's root: a chrooted process of a namespace
+/// hides the overlay that its other processes show, and a bind of `/`
+/// as its root has the device and inode numbers of `/`.
 ///
 /// A lower layer counts by its last three components, `built/KEY/layer`,
 /// so a layer mounted through another path of the same cache (a symbolic
@@ -401,7 +404,6 @@ fn is_key(text: &str) -> bool {
 /// keeping.
 fn layers_in_use() -> HashSet<String> {
     let mut keys = HashSet::new();
-    let mut namespaces = HashSet::new();
     let Ok(processes) = std::fs::read_dir("/proc") else {
         return keys;
     };
@@ -411,14 +413,6 @@ fn layers_in_use() -> HashSet<String> {
             continue;
         }
         let dir = entry.path();
-        // Where the namespace cannot be identified (another user's
-        // process, for a caller that is not root), its mounts are read
-        // anyway.
-        if let Ok(namespace) = std::fs::metadata(dir.join("ns/mnt")) {
-            if !namespaces.insert((namespace.dev(), namespace.ino())) {
-                continue;
-            }
-        }
         // NOTE: a process whose mountinfo cannot be read, such as another
         // user's for a caller that is not root, is skipped.
         let Ok(mountinfo) = std::fs::read(dir.join("mountinfo")) else {
