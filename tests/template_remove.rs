@@ -466,12 +466,29 @@ fn rm_of_unknown_name() {
         return;
     }
     layer_cache();
-    for name in ["remove-no-such-template", "Not A Name"] {
-        let error = build::remove(name).expect_err("an unknown name was removed");
+    let name = "remove-no-such-template";
+    let error = build::remove(name).expect_err("an unknown name was removed");
+    assert!(matches!(error, Error::InvalidArgument(_)), "{error:?}");
+    let message = error.to_string();
+    assert!(message.contains(&format!("{name:?}")), "{message}");
+    assert!(message.contains("soulbox template list"), "{message}");
+}
+
+#[test]
+fn rm_of_invalid_name_names_the_rule() {
+    if !require_root("rm_of_invalid_name_names_the_rule") {
+        return;
+    }
+    layer_cache();
+    for name in ["Not A Name", "..", "", "host"] {
+        let error = build::remove(name).expect_err("an invalid name was removed");
         assert!(matches!(error, Error::InvalidArgument(_)), "{error:?}");
         let message = error.to_string();
         assert!(message.contains(&format!("{name:?}")), "{message}");
-        assert!(message.contains("soulbox template list"), "{message}");
+        assert!(
+            message.contains("is not a valid template name"),
+            "{message}"
+        );
     }
 }
 

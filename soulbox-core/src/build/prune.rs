@@ -148,9 +148,7 @@ pub fn remove(name: &str) -> Result<RemovedTemplate> {
              `soulbox template list`"
         ))
     };
-    if spec::check_name(name).is_err() {
-        return Err(unknown());
-    }
+    spec::check_name(name).map_err(Error::InvalidArgument)?;
     let cache = cache_dir().ok_or_else(unknown)?;
     let pointer = cache.join("names").join(name);
     if !pointer.is_file() {
