@@ -35,7 +35,7 @@ struct Folder {
 }
 
 impl Folder {
-    /// Makes a folder with `soulbox.toml` holding `spec`, with a comment
+    /// Makes a folder with `soulbox.toml` containing `spec`, with a comment
     /// unique to this test run so that no earlier build is cached.
     fn new(tag: &str, spec: &str) -> Self {
         layer_cache();

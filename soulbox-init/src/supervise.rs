@@ -116,7 +116,7 @@ pub fn wait_as_spare(channel: OwnedFd, memory: &MemoryPlacement) -> ! {
         sys::exit(0);
     }
     let _ = sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
-    let Some((command, once)) = receive_command() else {
+    let Some((command, once)) = receive_command(&mut Vec::new()) else {
         sys::exit(0);
     };
     let channel = if once { Channel::None } else { Channel::Parked };
@@ -160,13 +160,14 @@ fn park(channel: OwnedFd) -> io::Result<()> {
 
 /// Waits on the parked channel for PID 1's next spawn request and its
 /// descriptors, and returns it with whether [`ONCE`] came before it.
-/// `None` when PID 1 closed the channel or sent something else.
-fn receive_command() -> Option<(Command, bool)> {
-    let mut buf = vec![0u8; MAX_MESSAGE_LEN];
+/// `None` when PID 1 closed the channel or sent something else. `buf`
+/// grows to the protocol's maximum once and is kept for later requests.
+fn receive_command(buf: &mut Vec<u8>) -> Option<(Command, bool)> {
+    buf.resize(MAX_MESSAGE_LEN, 0);
     let mut once = false;
     let (len, fds) = loop {
         let (len, fds) =
-            sys::recv_with_fds(sys::borrow_raw(CHANNEL_FD), &mut buf, SPAWN_FD_COUNT).ok()??;
+            sys::recv_with_fds(sys::borrow_raw(CHANNEL_FD), buf, SPAWN_FD_COUNT).ok()??;
         // Two arrive when the request after the first did not fit.
         if &buf[..len] != ONCE || !fds.is_empty() {
             break (len, fds);
@@ -206,6 +207,7 @@ pub fn supervise(command: Command, channel: Channel) -> ! {
     }
     let mut command = command;
     let mut channel = channel;
+    let mut buf = Vec::new();
     loop {
         match run(command) {
             Ended::TreeGone => {}
@@ -224,7 +226,7 @@ pub fn supervise(command: Command, channel: Channel) -> ! {
         if sys::send(sys::borrow_raw(CHANNEL_FD), IDLE).is_err() {
             sys::exit(0);
         }
-        (command, channel) = match receive_command() {
+        (command, channel) = match receive_command(&mut buf) {
             Some((next, true)) => (next, Channel::None),
             Some((next, false)) => (next, Channel::Parked),
             None => sys::exit(0),
