@@ -463,14 +463,17 @@ async fn per_execution_variables_do_not_stay() {
 }
 
 #[tokio::test]
-async fn unsupported_language_and_missing_python_are_named() {
-    if !require_root("unsupported_language_and_missing_python_are_named") {
+async fn unsupported_language_and_missing_programs_are_named() {
+    if !require_root("unsupported_language_and_missing_programs_are_named") {
         return;
     }
     let sandbox = sandbox().await;
     let r = sandbox.run_code("cat('hi')").language("r").await;
     match r {
-        Err(Error::InvalidArgument(message)) => assert!(message.contains("\"r\""), "{message}"),
+        Err(Error::InvalidArgument(message)) => {
+            assert!(message.contains("\"r\""), "{message}");
+            assert!(message.contains("\"js\""), "names what runs: {message}");
+        }
         other => panic!("expected InvalidArgument, got {other:?}"),
     }
 
@@ -490,11 +493,18 @@ async fn unsupported_language_and_missing_python_are_named() {
     .await
     .expect("create a sandbox on the template");
     let missing = within_limit("run_code", bare.run_code("1")).await;
+    let missing_node = within_limit("run_code", bare.run_code("1").language("js")).await;
     drop(bare);
     let _ = std::fs::remove_dir_all(&dir);
     match missing {
         Err(Error::Unsupported { reason, .. }) => assert!(reason.contains("python3"), "{reason}"),
         other => panic!("expected Unsupported, got {other:?}"),
+    }
+    match missing_node {
+        Err(Error::Unsupported { reason, .. }) => {
+            assert!(reason.contains("no node on its PATH"), "{reason}")
+        }
+        other => panic!("expected Unsupported for js, got {other:?}"),
     }
 }
 

@@ -19,7 +19,8 @@
 //!   commands arrive with pauses between them.
 //! - `run-code`: `Sandbox::run_code("1 + 1")` in one sandbox created
 //!   beforehand. The first line is the first call, which starts the
-//!   Python context; the others reuse it.
+//!   Python context (with `--language js`, the JavaScript one); the others
+//!   reuse it.
 //! - `forward`: a connection through `Sandbox::get_host` to a Python
 //!   server in one sandbox created beforehand: connect, send a byte, read
 //!   the byte it echoes, close.
@@ -67,7 +68,7 @@ use soulbox_core::{CommandSpec, Sandbox, SandboxOptions, SandboxPool, SeccompPol
 const USAGE: &str = "usage: soulbox-bench-api --task \
                      true|py|shell-true|exec|run-code|forward|host-exec|connect|pause-resume --iterations N \
                      [--pool SIZE] [--template DIR] [--pause-ms MS] [--no-limits] [--no-seccomp] [--shell] [--on-request] [--phases] \
-                     [--multi-thread] [--no-zygote] [--with-create]\n       \
+                     [--multi-thread] [--no-zygote] [--with-create] [--language js]\n       \
                      soulbox-bench-api --task density --count N [--no-limits] [--no-zygote]\n       \
                      soulbox-bench-api --task rate --seconds S [--parallel P] [--no-limits] \
                      [--no-zygote]";
@@ -99,6 +100,8 @@ struct Args {
     phases: bool,
     multi_thread: bool,
     with_create: bool,
+    /// The language of the `run-code` task; Python when not given.
+    language: Option<String>,
     options: SandboxOptions,
 }
 
@@ -116,6 +119,7 @@ fn parse_args() -> Result<Args, String> {
         phases: false,
         multi_thread: false,
         with_create: false,
+        language: None,
         options: SandboxOptions::default(),
     };
     let raw: Vec<String> = std::env::args().skip(1).collect();
@@ -170,6 +174,7 @@ fn parse_args() -> Result<Args, String> {
             "--pool" => args.pool = Some(positive()?),
             "--template" => args.options.template.clone_from(value),
             "--pause-ms" => args.pause = Some(Duration::from_millis(positive()? as u64)),
+            "--language" => args.language = Some(value.clone()),
             other => return Err(format!("unknown option {other:?}")),
         }
     }
@@ -239,7 +244,7 @@ fn main() -> ExitCode {
         }
         "exec" => runtime.block_on(time_exec(options, iterations, args.pause)),
         "host-exec" => time_host_exec(iterations),
-        "run-code" => runtime.block_on(time_run_code(options, iterations)),
+        "run-code" => runtime.block_on(time_run_code(options, iterations, args.language)),
         "forward" => runtime.block_on(time_forward(options, iterations)),
         "connect" => runtime.block_on(time_connect(options, iterations)),
         "pause-resume" => runtime.block_on(time_pause_resume(options, iterations)),
@@ -455,14 +460,19 @@ async fn time_exec(
 
 /// Times `run_code("1 + 1")` in one running sandbox, the first call
 /// (which starts the context) included.
-async fn time_run_code(options: SandboxOptions, iterations: usize) -> Result<(), String> {
+async fn time_run_code(
+    options: SandboxOptions,
+    iterations: usize,
+    language: Option<String>,
+) -> Result<(), String> {
     let sandbox = create_lasting(options).await?;
     for _ in 0..iterations {
         let start = Instant::now();
-        let execution = sandbox
-            .run_code("1 + 1")
-            .await
-            .map_err(|e| format!("run_code failed: {e}"))?;
+        let mut run = sandbox.run_code("1 + 1");
+        if let Some(language) = &language {
+            run = run.language(language.clone());
+        }
+        let execution = run.await.map_err(|e| format!("run_code failed: {e}"))?;
         let elapsed = start.elapsed();
         if execution.text() != Some("2") {
             return Err(format!("run_code returned {execution:?}"));

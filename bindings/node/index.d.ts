@@ -252,7 +252,8 @@ export declare class Sandbox {
    * Variables, imports and functions persist from one run to the next.
    * An exception in the code is in the Execution's `error`. Rejects with
    * a TimeoutError once `timeoutMs` has passed and the code was
-   * interrupted, and with InvalidArgumentError for another language.
+   * interrupted, and with InvalidArgumentError for a language other than
+   * Python and JavaScript (`js`, run by the template's `node`).
    */
   runCode(code: string, opts?: RunCodeOpts & { language?: RunCodeLanguage }): Promise<Execution>
   /**
@@ -555,7 +556,7 @@ export interface Filesystem {
 /** A code context: an interpreter whose variables persist from one run to the next. */
 export type Context = {
   id: string
-  /** `python`. */
+  /** `python` or `js`. */
   language: string
   /** The working directory the interpreter started in. */
   cwd: string
@@ -563,9 +564,10 @@ export type Context = {
 
 /**
  * A language for `runCode`. SoulBox runs `python` (also as `python3` or
- * `py`) and rejects every other language with an InvalidArgumentError.
+ * `py`) and `js` (also as `javascript`, `node` or `nodejs`), and rejects
+ * every other language with an InvalidArgumentError.
  */
-export type RunCodeLanguage = 'python' | (string & {})
+export type RunCodeLanguage = 'python' | 'js' | 'javascript' | (string & {})
 
 /** Options of `runCode`. */
 export interface RunCodeOpts {

@@ -64,8 +64,9 @@ pub use files::{
     Watcher, MAX_READ_SIZE,
 };
 pub use interpreter::{
-    CodeContext, CodeContextOptions, CodeEvent, Execution, ExecutionError, ExecutionResult, Logs,
-    RunCode, DEFAULT_CODE_TIMEOUT, MAX_KEPT_LOG_BYTES, MAX_KEPT_RESULT_BYTES,
+    code_language, CodeContext, CodeContextOptions, CodeEvent, Execution, ExecutionError,
+    ExecutionResult, Logs, RunCode, DEFAULT_CODE_TIMEOUT, MAX_KEPT_LOG_BYTES,
+    MAX_KEPT_RESULT_BYTES,
 };
 pub use mounts::{Mount, MAX_MOUNTS};
 pub use network::{Network, ALL_TRAFFIC, DNS_SERVER, MAX_EGRESS_ENTRIES, SLIRP4NETNS_ENV};

@@ -255,8 +255,11 @@ impl NativeSandbox {
         let stream = options.stream.unwrap_or(false);
         let context_id = match (&context, options.language.as_deref()) {
             (Some(context), _) => context.id.clone(),
-            (None, None | Some("python" | "python3" | "py")) => "default-python".to_string(),
-            (None, Some(other)) => format!("default-{other}"),
+            (None, language) => match soulbox_core::code_language(language) {
+                Ok(name) => format!("default-{name}"),
+                // The core rejects the language when the code runs.
+                Err(_) => format!("default-{}", language.unwrap_or_default()),
+            },
         };
         let (sender, receiver) = mpsc::channel(EVENT_QUEUE_CAPACITY);
         let sandbox = self.sandbox.clone();

@@ -286,6 +286,31 @@ test('unsupported language rejected', async (t) => {
   })
 })
 
+test('JavaScript runs in a Node.js context of its own', async (t) => {
+  if (!requireRoot(t)) return
+  await withSandbox({}, async (sbx) => {
+    await sbx.runCode('let total = 40', { language: 'js' })
+    const lines = []
+    const execution = await sbx.runCode(
+      "console.log('adding'); total += await Promise.resolve(2); total",
+      { language: 'javascript', onStdout: (message) => lines.push(message.line) },
+    )
+    assert.equal(execution.error, undefined)
+    assert.equal(execution.text, '42')
+    assert.deepEqual(lines, ['adding\n'])
+    const failed = await sbx.runCode('null.field', { language: 'js' })
+    assert.ok(failed.error instanceof ExecutionError)
+    assert.equal(failed.error.name, 'TypeError')
+    await assert.rejects(sbx.runCode('while (true) {}', { language: 'js', timeoutMs: 500 }), TimeoutError)
+    assert.equal((await sbx.runCode('total', { language: 'js' })).text, '42')
+    const context = await sbx.createCodeContext({ language: 'js' })
+    assert.equal(context.language, 'js')
+    assert.equal((await sbx.runCode('typeof total', { context })).text, "'undefined'")
+    const python = await sbx.runCode('1 + 1')
+    assert.equal(python.text, '2', 'the Python context is separate')
+  })
+})
+
 test('envs apply to one run only', async (t) => {
   if (!requireRoot(t)) return
   await withSandbox({}, async (sbx) => {

@@ -45,14 +45,13 @@ impl ContextLocks {
 }
 
 /// Returns the id of the default context that soulbox-core runs `language`
-/// in: `default-` and the language, with `python3` and `py` taken as
-/// `python` as the core takes them.
+/// in: `default-` and the name the core gives the language. An unknown
+/// language keeps its name; the core rejects it when the code runs.
 fn default_context_id(language: Option<&str>) -> String {
-    let language = match language {
-        None | Some("python3" | "py") => "python",
-        Some(other) => other,
-    };
-    format!("default-{language}")
+    match soulbox_core::code_language(language) {
+        Ok(name) => format!("default-{name}"),
+        Err(_) => format!("default-{}", language.unwrap_or_default()),
+    }
 }
 
 /// An execution to start, as the Python layer passes it.

@@ -247,6 +247,31 @@ def test_contexts_separate_and_removable(sbx: Sandbox) -> None:
     assert sbx.run_code("name").text == "'default'"
 
 
+def test_javascript_runs_in_a_node_context(sbx: Sandbox) -> None:
+    pieces: List[str] = []
+    sbx.run_code("let total = 40", language="js")
+    execution = sbx.run_code(
+        "console.log('adding'); total += await Promise.resolve(2); total",
+        language="javascript",
+        on_stdout=lambda message: pieces.append(message.line),
+    )
+    assert execution.error is None
+    assert execution.text == "42"
+    assert "".join(pieces) == "adding\n"
+    failed = sbx.run_code("null.field", language="js")
+    assert failed.error is not None
+    assert failed.error.name == "TypeError"
+    assert "cell:1" in failed.error.traceback
+    with pytest.raises(TimeoutException):
+        sbx.run_code("while (true) {}", language="js", timeout=0.5)
+    assert sbx.run_code("total", language="js").text == "42"
+    languages = sorted((c.id, c.language) for c in sbx.list_code_contexts())
+    assert languages == [("default-js", "js")]
+    context = sbx.create_code_context(language="node", cwd="/tmp")
+    assert (context.language, context.cwd) == ("js", "/tmp")
+    assert sbx.run_code("typeof total", context=context).text == "'undefined'"
+
+
 def test_invalid_arguments_raise(sbx: Sandbox) -> None:
     with pytest.raises(InvalidArgumentException, match='"r"'):
         sbx.run_code("cat('hi')", language="r")

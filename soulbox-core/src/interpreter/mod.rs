@@ -1,8 +1,9 @@
 //! The stateful code interpreter: E2B's `run_code` and code contexts.
 //!
-//! A code context is a Python process in the sandbox (`python3 -u -c` with
-//! the program in `kernel.py`) that keeps one namespace across executions,
-//! as a Jupyter kernel does. It runs as an ordinary command, tagged
+//! A code context is an interpreter process in the sandbox that keeps one
+//! namespace across executions, as a Jupyter kernel does: `python3 -u -c`
+//! with the program in `kernel.py`, or `node -e` with the one in
+//! `kernel.js`. It runs as an ordinary command, tagged
 //! `soulbox-code-ID`, so it counts against the sandbox's limits and shows in
 //! [`Commands::list`](crate::Commands::list). The host writes one JSON
 //! request per line to its stdin and reads one JSON reply per line from its
@@ -28,17 +29,36 @@ use crate::error::{Error, Result};
 use crate::process::{CommandController, CommandEvent, CommandHandle};
 use crate::sandbox::Sandbox;
 
-/// The program a context runs.
-const KERNEL: &str = include_str!("kernel.py");
+/// The program a Python context runs.
+const PYTHON_KERNEL: &str = include_str!("kernel.py");
 
-/// The one language contexts run today.
+/// The program a JavaScript context runs.
+const JS_KERNEL: &str = include_str!("kernel.js");
+
+/// The language of a context when none is given.
 const PYTHON: &str = "python";
+
+/// JavaScript, run by Node.js.
+const JS: &str = "js";
+
+/// Returns the program that runs contexts of `language` (a name that
+/// [`code_language`] returned) and its arguments.
+fn interpreter(language: &str) -> (&'static str, &'static [&'static str]) {
+    const PYTHON_ARGS: [&str; 3] = ["-u", "-c", PYTHON_KERNEL];
+    const JS_ARGS: [&str; 2] = ["-e", JS_KERNEL];
+    if language == JS {
+        ("node", &JS_ARGS)
+    } else {
+        ("python3", &PYTHON_ARGS)
+    }
+}
 
 /// How long an execution may run when the caller sets no timeout, as in
 /// E2B's code interpreter.
 pub const DEFAULT_CODE_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// How long a new context may take to start Python and report ready.
+/// How long a new context may take to start its interpreter and report
+/// ready.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How long an execution that ran out of time gets to stop after SIGINT
@@ -59,7 +79,7 @@ pub const MAX_KEPT_LOG_BYTES: usize = 16 * 1024 * 1024;
 pub struct CodeContext {
     /// The context's id.
     pub id: String,
-    /// Its language; `python` for now.
+    /// Its language: `python` or `js`.
     pub language: String,
     /// The working directory it started in.
     pub cwd: String,
@@ -118,7 +138,8 @@ impl ExecutionResult {
         self.formats.get(name).map(String::as_str)
     }
 
-    /// Returns the plain-text representation (`repr()` in Python).
+    /// Returns the plain-text representation (`repr()` in Python,
+    /// `util.inspect()` in JavaScript).
     pub fn text(&self) -> Option<&str> {
         self.get("text")
     }
@@ -236,6 +257,8 @@ struct KernelProcess {
     scanned: usize,
     /// The end of what the process wrote to stderr, for errors.
     stderr_tail: Vec<u8>,
+    /// The interpreter's program, `python3` or `node`, for errors.
+    program: &'static str,
 }
 
 /// The contexts of one sandbox handle and its clones.
@@ -373,7 +396,8 @@ impl<'de> Deserialize<'de> for FormatName {
 /// Settings of a new code context; see [`Sandbox::create_code_context`].
 #[derive(Debug, Clone, Default)]
 pub struct CodeContextOptions {
-    /// `python` (the default; `python3` is taken as the same).
+    /// `python` (the default) or `js`; see [`code_language`] for the other
+    /// names taken.
     pub language: Option<String>,
     /// The working directory, `/home/user` by default.
     pub cwd: Option<String>,
@@ -402,7 +426,8 @@ impl std::fmt::Debug for RunCode<'_> {
 }
 
 impl<'a> RunCode<'a> {
-    /// Runs in the default context of `language` (`python`). Not allowed
+    /// Runs in the default context of `language` (`python` when not set;
+    /// see [`code_language`]). Not allowed
     /// together with [`RunCode::context`].
     pub fn language(mut self, language: impl Into<String>) -> Self {
         self.language = Some(language.into());
@@ -566,7 +591,7 @@ fn find_kernel(
         }
         return contexts.find(id).ok_or_else(|| unknown_context(id));
     }
-    let language = checked_language(language)?;
+    let language = code_language(language)?;
     let mut kernels = contexts.lock();
     let default_id = format!("default-{language}");
     if let Some(kernel) = kernels.iter().find(|k| k.context.id == default_id) {
@@ -582,12 +607,21 @@ fn find_kernel(
     Ok(kernel)
 }
 
-fn checked_language(language: Option<&str>) -> Result<&'static str> {
+/// Returns the name under which the code interpreter runs `language`:
+/// `python` for `None`, `python`, `python3` and `py`, and `js` for `js`,
+/// `javascript`, `node` and `nodejs`. A language's default context has the
+/// id `default-` and that name.
+///
+/// # Errors
+///
+/// [`Error::InvalidArgument`] for any other language.
+pub fn code_language(language: Option<&str>) -> Result<&'static str> {
     match language {
         None | Some("python" | "python3" | "py") => Ok(PYTHON),
+        Some("js" | "javascript" | "node" | "nodejs") => Ok(JS),
         Some(other) => Err(Error::InvalidArgument(format!(
             "code language {other:?} is not supported; SoulBox's code interpreter runs \
-             \"python\" (run other languages as commands)"
+             \"python\" and \"js\" (run other languages as commands)"
         ))),
     }
 }
@@ -602,9 +636,10 @@ fn unknown_context(id: &str) -> Error {
 async fn start(sandbox: &Sandbox, context: &CodeContext) -> Result<KernelProcess> {
     let tag = format!("soulbox-code-{}", context.id);
     wait_until_tag_free(sandbox, &tag).await;
-    let mut command = sandbox.command("python3");
+    let (program, args) = interpreter(&context.language);
+    let mut command = sandbox.command(program);
     command
-        .args(["-u", "-c", KERNEL])
+        .args(args.iter().copied())
         .cwd(context.cwd.clone())
         .stdin(true)
         .timeout(None)
@@ -613,10 +648,12 @@ async fn start(sandbox: &Sandbox, context: &CodeContext) -> Result<KernelProcess
         Error::Spawn { source, .. } if source.raw_os_error() == Some(libc::ENOENT) => {
             Error::Unsupported {
                 operation: "run_code",
-                reason: "the code interpreter needs python3 in the sandbox, and the template \
-                         has none on its PATH; use the host template or install python3 in \
-                         yours"
-                    .into(),
+                reason: format!(
+                    "the code interpreter runs {} with {program}, and the template has no \
+                     {program} on its PATH; use the host template (with {program} on the \
+                     host) or install {program} in yours",
+                    context.language
+                ),
             }
         }
         other => other,
@@ -627,6 +664,7 @@ async fn start(sandbox: &Sandbox, context: &CodeContext) -> Result<KernelProcess
         pending: Vec::new(),
         scanned: 0,
         stderr_tail: Vec::new(),
+        program,
     };
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
@@ -636,7 +674,7 @@ async fn start(sandbox: &Sandbox, context: &CodeContext) -> Result<KernelProcess
             Ok(None) => {
                 process.stop().await;
                 return Err(Error::Protocol(format!(
-                    "the python3 of code context {:?} did not start within {} s",
+                    "the {program} of code context {:?} did not start within {} s",
                     context.id,
                     START_TIMEOUT.as_secs()
                 )));
@@ -835,8 +873,9 @@ impl KernelProcess {
             self.scanned = self.pending.len();
             if self.pending.len() > MAX_REPLY_LINE {
                 return Err(Error::Protocol(format!(
-                    "the code context's python3 wrote a line of over {} MiB to its reply \
+                    "the code context's {} wrote a line of over {} MiB to its reply \
                      stream; it was stopped, and the next run_code starts a new one",
+                    self.program,
                     MAX_REPLY_LINE >> 20
                 )));
             }
@@ -864,17 +903,18 @@ impl KernelProcess {
                         ""
                     };
                     return Err(Error::Protocol(format!(
-                        "the code context's python3 ended ({}{memory}){}; the next run_code \
+                        "the code context's {} ended ({}{memory}){}; the next run_code \
                          starts a new one, without the old variables",
+                        self.program,
                         exit.status,
                         describe_stderr(&self.stderr_tail)
                     )));
                 }
                 None => {
-                    return Err(Error::Protocol(
-                        "the code context's python3 ended; the next run_code starts a new one"
-                            .into(),
-                    ))
+                    return Err(Error::Protocol(format!(
+                        "the code context's {} ended; the next run_code starts a new one",
+                        self.program
+                    )))
                 }
             }
         }
@@ -919,7 +959,8 @@ fn keep(logs: &mut Vec<String>, kept: &mut usize, text: &str) {
 
 impl Sandbox {
     /// Prepares `code` to run in the default Python context, which keeps
-    /// its variables from one call to the next. Await it:
+    /// its variables from one call to the next; `.language("js")` runs
+    /// JavaScript in Node.js instead. Await it:
     ///
     /// ```no_run
     /// # async fn demo(sandbox: &soulbox_core::Sandbox) -> soulbox_core::Result<()> {
@@ -937,7 +978,8 @@ impl Sandbox {
     ///
     /// [`Error::InvalidArgument`] for an unsupported language;
     /// [`Error::NotFound`] for an unknown context; [`Error::Unsupported`]
-    /// when the template has no python3; [`Error::CodeTimedOut`] when the
+    /// when the template has no python3 (or node for `js`);
+    /// [`Error::CodeTimedOut`] when the
     /// timeout passed; [`Error::Protocol`] when the interpreter died (the
     /// next call starts a new one); [`Error::SandboxNotRunning`] once the
     /// sandbox has ended.
@@ -960,7 +1002,7 @@ impl Sandbox {
     /// [`Error::InvalidArgument`] for an unsupported language or a relative
     /// cwd; otherwise as [`Sandbox::run_code`].
     pub async fn create_code_context(&self, options: CodeContextOptions) -> Result<CodeContext> {
-        let language = checked_language(options.language.as_deref())?;
+        let language = code_language(options.language.as_deref())?;
         let cwd = options
             .cwd
             .unwrap_or_else(|| crate::template::USER_HOME.to_string());
@@ -995,8 +1037,9 @@ impl Sandbox {
     }
 
     /// Interrupts the code running in context `id`, as Ctrl-C does in a
-    /// notebook: Python raises `KeyboardInterrupt` in it, the execution
-    /// ends with that error, and the context keeps its variables. An
+    /// notebook: Python raises `KeyboardInterrupt` in it (JavaScript
+    /// throws an `Error`), the execution ends with that error, and the
+    /// context keeps its variables. An
     /// execution whose code has not started yet is interrupted as soon as
     /// it starts. Returns false when nothing runs in the context.
     ///

@@ -819,7 +819,7 @@ class AsyncSandbox:
         timeout: Optional[float] = None,
         request_timeout: Optional[float] = None,
     ) -> Execution:
-        """Run Python code in a stateful context; see
+        """Run code in a stateful context; see
         :meth:`soulbox.Sandbox.run_code`. The callbacks may be coroutine
         functions, and cancelling the call interrupts the code."""
         handlers = _code.Handlers(on_stdout, on_stderr, on_result, on_error)

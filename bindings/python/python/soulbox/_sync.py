@@ -944,12 +944,12 @@ class Sandbox:
         timeout: Optional[float] = None,
         request_timeout: Optional[float] = None,
     ) -> Execution:
-        """Run Python code in a context whose variables, imports and
-        functions persist from one call to the next, as in a notebook.
+        """Run code in a context whose variables, imports and functions
+        persist from one call to the next, as in a notebook.
 
         Without ``context`` the code runs in the default context of
-        ``language`` (``"python"``, the only one so far), made on first
-        use. ``context`` is a :class:`Context` or its id. ``envs`` apply to
+        ``language``, made on first use: ``"python"`` (the default) or
+        ``"js"`` (JavaScript, run by the template's ``node``). ``context`` is a :class:`Context` or its id. ``envs`` apply to
         this execution only. ``timeout`` is in seconds, 300 by default and
         0 for no limit. The callbacks run on this thread as the code
         produces output and values: ``on_stdout`` and ``on_stderr`` receive
