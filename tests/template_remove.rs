@@ -1,5 +1,6 @@
 //! Removal of built templates: `build::remove`, `build::prune` and their
-//! CLI commands, on real builds and real sandboxes.
+//! CLI commands, on real builds and real sandboxes, and a build whose base
+//! is rebuilt while it starts.
 //!
 //! Every test of this file shares one layer cache under the build
 //! directory's tmp folder, emptied when the first test starts. A prune
@@ -552,4 +553,108 @@ async fn cli_rm_and_prune() {
 
     let usage = soulbox(&["template", "rm"]);
     assert_eq!(usage.status.code(), Some(125), "{usage:?}");
+}
+
+/// Returns whether this process holds a shared `flock` on the file with
+/// inode `inode`, as /proc/locks lists it.
+fn shared_lock_held(inode: u64) -> bool {
+    let locks = std::fs::read_to_string("/proc/locks").unwrap_or_default();
+    let pid = std::process::id().to_string();
+    locks.lines().any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        // "N: FLOCK ADVISORY READ PID MAJ:MIN:INODE 0 EOF"; a waiter's
+        // line has "->" after the number.
+        fields.len() >= 6
+            && fields[1] == "FLOCK"
+            && fields[3] == "READ"
+            && fields[4] == pid
+            && fields[5].rsplit(':').next() == Some(inode.to_string().as_str())
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn build_runs_on_the_base_its_key_names() {
+    use std::os::unix::fs::MetadataExt;
+
+    if !require_root("build_runs_on_the_base_its_key_names") {
+        return;
+    }
+    let _serial = SERIAL.lock().await;
+    let name = format!("race-base-{}", std::process::id());
+    let first = Folder::new(
+        "race-first",
+        "user = \"root\"\nrun = [\"echo first > /opt/base\"]\n",
+    );
+    build_ok(&first, Some(&name)).await;
+    let second = Folder::new(
+        "race-second",
+        "user = \"root\"\nrun = [\"echo second > /opt/base\"]\n",
+    );
+    let second_name = format!("{name}-2");
+    let second_build = build_ok(&second, Some(&second_name)).await;
+    // A file large enough that hashing it keeps the build between its two
+    // lookups of the base for a while.
+    let child = Folder::new(
+        "race-child",
+        &format!(
+            "base = \"{name}\"\nuser = \"root\"\nrun = [\"cat /opt/base > /opt/seen\"]\n\n\
+             [[files]]\nfrom = \"big\"\nto = \"/opt/big\"\n"
+        ),
+    );
+    std::fs::write(child.dir.join("big"), vec![7u8; 16 << 20]).expect("write the big file");
+
+    let lock_path = layer_cache().join("built.lock");
+    let inode = std::fs::metadata(&lock_path)
+        .expect("the builds made the cache lock")
+        .ino();
+    let dir = child.dir.clone();
+    let task = tokio::spawn(async move {
+        let mut quiet = |_: BuildEvent<'_>| {};
+        build::build(&dir, &BuildOptions::default(), &mut quiet).await
+    });
+    // The build holds the shared lock from its first lookup of the base
+    // until it has hashed the file.
+    let waited = std::time::Instant::now();
+    while !shared_lock_held(inode) {
+        assert!(
+            waited.elapsed() < std::time::Duration::from_secs(60) && !task.is_finished(),
+            "the build never took the cache lock"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    // Granted once the build has let go, after its key was computed; the
+    // build then waits here before it looks the base up again.
+    let exclusive = tokio::task::spawn_blocking(move || {
+        let file = std::fs::File::open(&lock_path).expect("open the cache lock");
+        // SAFETY: flock on a descriptor this closure owns.
+        let locked = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&file), libc::LOCK_EX) };
+        assert_eq!(locked, 0, "flock: {}", std::io::Error::last_os_error());
+        file
+    })
+    .await
+    .expect("take the cache lock");
+    // The base is rebuilt under its name meanwhile.
+    std::fs::write(name_file(&name), format!("{}\n", second_build.key)).expect("move the name");
+    drop(exclusive);
+    let built = within_limit("build", task)
+        .await
+        .expect("the build task")
+        .expect("build on the moved base");
+
+    let sandbox = create(&child.path_text()).await;
+    let read = |path: &'static str| {
+        let files = sandbox.files();
+        async move { String::from_utf8(files.read(path).await.expect(path).to_vec()).expect(path) }
+    };
+    let seen = read("/opt/seen").await;
+    let base = read("/opt/base").await;
+    assert_eq!(seen, "second\n", "the steps ran on the moved base");
+    assert_eq!(base, seen, "the template's base is the one its steps saw");
+    let metadata = std::fs::read_to_string(built_dir(&built.key).join("template.json"))
+        .expect("read template.json");
+    assert!(metadata.contains(&second_build.key), "{metadata}");
+    drop(sandbox);
+    for removed in [name.as_str(), second_name.as_str()] {
+        build::remove(removed).expect("remove a base");
+    }
 }

@@ -745,10 +745,27 @@ impl Sandbox {
         background: bool,
         first: Option<&command::Planned>,
     ) -> Result<Prepared> {
+        let prepared = Self::prepare_if(options, (timeout, background), first, |_| true).await?;
+        Ok(prepared.expect("a check that always passes"))
+    }
+
+    /// Does what [`Sandbox::prepare`] does once `check` has accepted the
+    /// resolved template, and returns `None`, with nothing made, when it
+    /// has not. A template build checks that its base is still the one
+    /// its key was computed from.
+    pub(crate) async fn prepare_if(
+        options: &SandboxOptions,
+        (timeout, background): (Duration, bool),
+        first: Option<&command::Planned>,
+        check: impl FnOnce(&template::Template) -> bool,
+    ) -> Result<Option<Prepared>> {
         let state_dir = paths::state_dir();
         // First: it checks that the state directory is this user's alone.
         let sandboxes = state::sandboxes_dir(&state_dir)?;
         let template = resolve_template(&options.template, &state_dir)?;
+        if !check(&template) {
+            return Ok(None);
+        }
         Self::prepare_from(
             options,
             (&state_dir, &sandboxes),
@@ -757,6 +774,7 @@ impl Sandbox {
             first,
         )
         .await
+        .map(Some)
     }
 
     /// Does [`Sandbox::prepare`]'s work once the state directory and its

@@ -184,38 +184,59 @@ pub async fn build(
         spec::check_name(name).map_err(Error::InvalidArgument)?;
     }
     let state_dir = crate::paths::state_dir();
-    let base = crate::sandbox::resolve_template(&spec.base, &state_dir).map_err(|e| match e {
-        Error::InvalidArgument(message) => Error::InvalidArgument(format!(
-            "{}: base {:?}: {message}",
-            spec.path.display(),
-            spec.base
-        )),
-        other => other,
-    })?;
-    let mut items = files::open(&spec)?;
-    let key = build_key(&spec, &base, &mut items)?;
-    let base_key = base.startup.as_ref().map(|below| key_of(&below.built));
-    // Releases the cache lock that resolving a built base takes, so that
-    // a prune waits for no build. The build sandbox's create resolves the
-    // base again.
-    drop(base);
     let cache = LayerCache::open().map_err(image_error(&spec.path))?;
-    let built = cache.dir().join("built").join(&key);
-    // Held until the pointers are written, so that no prune deletes the
-    // build between the check or the save and its registration.
-    let lock = prune::lock_shared_for_build(cache.dir()).map_err(|e| lock_error(&spec, &e))?;
-    let cached = built.join("template.json").is_file();
-    let _lock = if cached {
-        on_event(BuildEvent::Cached { key: &key });
-        lock
-    } else {
+    let mut attempt = 1;
+    let (key, cached, _lock) = loop {
+        let base =
+            crate::sandbox::resolve_template(&spec.base, &state_dir).map_err(|e| match e {
+                Error::InvalidArgument(message) => Error::InvalidArgument(format!(
+                    "{}: base {:?}: {message}",
+                    spec.path.display(),
+                    spec.base
+                )),
+                other => other,
+            })?;
+        let mut items = files::open(&spec)?;
+        let key = build_key(&spec, &base, &mut items)?;
+        let base_key = base.startup.as_ref().map(|below| key_of(&below.built));
+        let base_layers = base.lower_dirs.clone();
+        // Releases the cache lock that resolving a built base takes, so that
+        // a prune waits for no build. The build sandbox's create resolves the
+        // base again, and checks that it has the same layers.
+        drop(base);
+        let built = cache.dir().join("built").join(&key);
+        // Held until the pointers are written, so that no prune deletes the
+        // build between the check or the save and its registration.
+        let lock = prune::lock_shared_for_build(cache.dir()).map_err(|e| lock_error(&spec, &e))?;
+        if built.join("template.json").is_file() {
+            on_event(BuildEvent::Cached { key: &key });
+            break (key, true, lock);
+        }
         drop(lock);
         let labels = Labels {
             name: name.as_deref(),
             base_key,
+            base_layers: &base_layers,
         };
-        run_build(&spec, &labels, &items, &cache, &built, on_event).await?
+        match run_build(&spec, &labels, &items, &cache, &built, on_event).await? {
+            Some(lock) => break (key, false, lock),
+            // The base was rebuilt, or its image pulled again, since the key
+            // was computed: the key must name the base the steps run on.
+            None if attempt < BASE_CHANGE_ATTEMPTS => attempt += 1,
+            None => {
+                return Err(Error::Build {
+                    path: spec.path.clone(),
+                    message: format!(
+                        "its base {:?} changed {BASE_CHANGE_ATTEMPTS} times while the build \
+                         started (rebuilt, or its image pulled again); build again once the \
+                         base stays the same",
+                        spec.base
+                    ),
+                })
+            }
+        }
     };
+    let built = cache.dir().join("built").join(&key);
     let fail = |e: std::io::Error| Error::Build {
         path: spec.path.clone(),
         message: format!(
@@ -526,15 +547,22 @@ fn build_key(spec: &spec::Spec, base: &Template, items: &mut [files::CopyItem]) 
     Ok(hex(&hash.finalize()))
 }
 
-/// What `template.json` records besides the file's keys.
+/// How many times a build starts over when its base changes between the
+/// key's computation and the build sandbox's create.
+const BASE_CHANGE_ATTEMPTS: u32 = 3;
+
+/// What `template.json` records besides the file's keys, and the base's
+/// layers that the key was computed from.
 struct Labels<'a> {
     name: Option<&'a str>,
     base_key: Option<String>,
+    base_layers: &'a [PathBuf],
 }
 
 /// Runs the build in a sandbox and saves its layer as `built`. Returns the
 /// shared cache lock, which the caller holds until it has registered the
-/// build.
+/// build, or `None`, with nothing built, when the base no longer has the
+/// layers in `labels`.
 async fn run_build(
     spec: &spec::Spec,
     labels: &Labels<'_>,
@@ -542,7 +570,7 @@ async fn run_build(
     cache: &LayerCache,
     built: &Path,
     on_event: &mut (dyn FnMut(BuildEvent<'_>) + Send),
-) -> Result<CacheLock> {
+) -> Result<Option<CacheLock>> {
     let fail = |message: String| Error::Build {
         path: spec.path.clone(),
         message,
@@ -574,7 +602,12 @@ async fn run_build(
     }
     options.send_upper = true;
     options.validate()?;
-    let mut prepared = Sandbox::prepare(&options, options.timeout, false, None).await?;
+    let same_base = |base: &Template| base.lower_dirs == labels.base_layers;
+    let Some(mut prepared) =
+        Sandbox::prepare_if(&options, (options.timeout, false), None, same_base).await?
+    else {
+        return Ok(None);
+    };
     let upper = prepared.take_upper().ok_or_else(|| {
         fail("the sandbox's PID 1 sent no descriptor of its writable layer".into())
     })?;
@@ -674,7 +707,7 @@ async fn run_build(
     .await
     .map_err(|e| fail(format!("the task saving the layer failed: {e}")))?;
     saved.map_err(|e| fail(format!("cannot save the layer: {e}")))?;
-    Ok(lock)
+    Ok(Some(lock))
 }
 
 fn lock_error(spec: &spec::Spec, error: &std::io::Error) -> Error {
