@@ -15,6 +15,7 @@ from soulbox import (
     InvalidArgumentException,
     Mount,
     NotFoundException,
+    PtySize,
     Sandbox,
     SandboxException,
     SandboxNotFoundException,
@@ -74,6 +75,17 @@ def test_invalid_arguments(sbx: Sandbox) -> None:
         Sandbox.create(memory_limit=-1)
     with pytest.raises(TypeError, match="colour"):
         Sandbox.create(colour="blue")
+
+
+def test_command_options_of_wrong_type(sbx: Sandbox) -> None:
+    for option in ("user", "cwd", "tag"):
+        with pytest.raises(InvalidArgumentException, match=f"{option} must be a str or None, not 5"):
+            sbx.commands.run("true", **{option: 5})  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentException, match=r"user must be a str or None, not b'root'"):
+        sbx.commands.run("true", user=b"root", background=True)  # type: ignore[call-overload]
+    with pytest.raises(InvalidArgumentException, match="cwd must be a str or None, not 0"):
+        sbx.pty.create(PtySize(24, 80), cwd=0)  # type: ignore[arg-type]
+    assert sbx.commands.run("echo ok", user="root", cwd="/tmp", tag="t").stdout == "ok\n"
 
 
 def test_connection_options_accepted() -> None:

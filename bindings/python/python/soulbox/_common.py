@@ -62,6 +62,13 @@ def check_size(name: str, value: Optional[int], allow_none: bool) -> Optional[in
     return value
 
 
+def check_optional_str(name: str, value: Any) -> Optional[str]:
+    """Return ``value`` if it is a str or None, else raise InvalidArgumentException naming it."""
+    if value is not None and not isinstance(value, str):
+        raise InvalidArgumentException(f"{name} must be a str or None, not {value!r}")
+    return value
+
+
 def template_name(template: Any) -> str:
     """Return the native template: "host", a built template's name, or an
     absolute path.
@@ -357,11 +364,11 @@ def command_spec(
     return {
         "cmd": cmd,
         "envs": check_str_map("envs", envs),
-        "user": user,
-        "cwd": cwd,
+        "user": check_optional_str("user", user),
+        "cwd": check_optional_str("cwd", cwd),
         "timeout": timeout,
         "stdin": bool(stdin),
-        "tag": tag,
+        "tag": check_optional_str("tag", tag),
     }
 
 
@@ -391,8 +398,8 @@ def pty_spec(
         "rows": rows,
         "cols": cols,
         "envs": check_str_map("envs", envs),
-        "user": user,
-        "cwd": cwd,
+        "user": check_optional_str("user", user),
+        "cwd": check_optional_str("cwd", cwd),
         "timeout": timeout,
     }
 
