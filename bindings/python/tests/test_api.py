@@ -19,6 +19,7 @@ from soulbox import (
     Sandbox,
     SandboxException,
     SandboxNotFoundException,
+    SandboxQuery,
     SeccompPolicy,
     TimeoutException,
 )
@@ -86,6 +87,14 @@ def test_command_options_of_wrong_type(sbx: Sandbox) -> None:
     with pytest.raises(InvalidArgumentException, match="cwd must be a str or None, not 0"):
         sbx.pty.create(PtySize(24, 80), cwd=0)  # type: ignore[arg-type]
     assert sbx.commands.run("echo ok", user="root", cwd="/tmp", tag="t").stdout == "ok\n"
+
+
+def test_list_query_of_wrong_type() -> None:
+    for list_sandboxes in (Sandbox.list, AsyncSandbox.list):
+        with pytest.raises(InvalidArgumentException, match=r"query must be a SandboxQuery.*not \{'metadata'"):
+            list_sandboxes(query={"metadata": {"job": "42"}})  # type: ignore[arg-type]
+        with pytest.raises(InvalidArgumentException, match="query.metadata must map str to str; entry 'job': 42"):
+            list_sandboxes(query=SandboxQuery(metadata={"job": 42}))  # type: ignore[dict-item]
 
 
 def test_connection_options_accepted() -> None:

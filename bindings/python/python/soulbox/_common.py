@@ -5,7 +5,15 @@ import posixpath
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
 from . import _native
-from ._types import CommandResult, FileType, Mount, OutputDecoder, SeccompPolicy, WriteInfo
+from ._types import (
+    CommandResult,
+    FileType,
+    Mount,
+    OutputDecoder,
+    SandboxQuery,
+    SeccompPolicy,
+    WriteInfo,
+)
 from .exceptions import (
     CommandExitException,
     InvalidArgumentException,
@@ -67,6 +75,20 @@ def check_optional_str(name: str, value: Any) -> Optional[str]:
     if value is not None and not isinstance(value, str):
         raise InvalidArgumentException(f"{name} must be a str or None, not {value!r}")
     return value
+
+
+def check_query(query: Any) -> Optional[SandboxQuery]:
+    """Return the ``query`` of ``Sandbox.list`` if it is None or a SandboxQuery
+    whose metadata maps str to str, else raise InvalidArgumentException."""
+    if query is None:
+        return None
+    if not isinstance(query, SandboxQuery):
+        raise InvalidArgumentException(
+            "query must be a SandboxQuery, such as SandboxQuery(metadata={'job': '42'}), "
+            f"or None, not {query!r}"
+        )
+    check_str_map("query.metadata", query.metadata)
+    return query
 
 
 def template_name(template: Any) -> str:
