@@ -15,9 +15,11 @@ from soulbox import (
     InvalidArgumentException,
     Mount,
     NotFoundException,
+    PtySize,
     Sandbox,
     SandboxException,
     SandboxNotFoundException,
+    SandboxQuery,
     SeccompPolicy,
     TimeoutException,
 )
@@ -74,6 +76,25 @@ def test_invalid_arguments(sbx: Sandbox) -> None:
         Sandbox.create(memory_limit=-1)
     with pytest.raises(TypeError, match="colour"):
         Sandbox.create(colour="blue")
+
+
+def test_command_options_of_wrong_type(sbx: Sandbox) -> None:
+    for option in ("user", "cwd", "tag"):
+        with pytest.raises(InvalidArgumentException, match=f"{option} must be a str or None, not 5"):
+            sbx.commands.run("true", **{option: 5})  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentException, match=r"user must be a str or None, not b'root'"):
+        sbx.commands.run("true", user=b"root", background=True)  # type: ignore[call-overload]
+    with pytest.raises(InvalidArgumentException, match="cwd must be a str or None, not 0"):
+        sbx.pty.create(PtySize(24, 80), cwd=0)  # type: ignore[arg-type]
+    assert sbx.commands.run("echo ok", user="root", cwd="/tmp", tag="t").stdout == "ok\n"
+
+
+def test_list_query_of_wrong_type() -> None:
+    for list_sandboxes in (Sandbox.list, AsyncSandbox.list):
+        with pytest.raises(InvalidArgumentException, match=r"query must be a SandboxQuery.*not \{'metadata'"):
+            list_sandboxes(query={"metadata": {"job": "42"}})  # type: ignore[arg-type]
+        with pytest.raises(InvalidArgumentException, match="query.metadata must map str to str; entry 'job': 42"):
+            list_sandboxes(query=SandboxQuery(metadata={"job": 42}))  # type: ignore[dict-item]
 
 
 def test_connection_options_accepted() -> None:

@@ -754,7 +754,7 @@ class AsyncSandbox:
     ) -> "AsyncSandboxPaginator":
         """List this user's sandboxes; read pages with
         ``await next_items()``. See :meth:`soulbox.Sandbox.list`."""
-        return AsyncSandboxPaginator(query, limit, next_token)
+        return AsyncSandboxPaginator(_common.check_query(query), limit, next_token)
 
     @classmethod
     async def _cls_get_info(cls, sandbox_id: str, **opts: Any) -> SandboxInfo:

@@ -5,7 +5,15 @@ import posixpath
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
 from . import _native
-from ._types import CommandResult, FileType, Mount, OutputDecoder, SeccompPolicy, WriteInfo
+from ._types import (
+    CommandResult,
+    FileType,
+    Mount,
+    OutputDecoder,
+    SandboxQuery,
+    SeccompPolicy,
+    WriteInfo,
+)
 from .exceptions import (
     CommandExitException,
     InvalidArgumentException,
@@ -60,6 +68,27 @@ def check_size(name: str, value: Optional[int], allow_none: bool) -> Optional[in
         allowed = "a non-negative int or None" if allow_none else "a non-negative int"
         raise InvalidArgumentException(f"{name} must be {allowed}, not {value!r}")
     return value
+
+
+def check_optional_str(name: str, value: Any) -> Optional[str]:
+    """Return ``value`` if it is a str or None, else raise InvalidArgumentException naming it."""
+    if value is not None and not isinstance(value, str):
+        raise InvalidArgumentException(f"{name} must be a str or None, not {value!r}")
+    return value
+
+
+def check_query(query: Any) -> Optional[SandboxQuery]:
+    """Return the ``query`` of ``Sandbox.list`` if it is None or a SandboxQuery
+    whose metadata maps str to str, else raise InvalidArgumentException."""
+    if query is None:
+        return None
+    if not isinstance(query, SandboxQuery):
+        raise InvalidArgumentException(
+            "query must be a SandboxQuery, such as SandboxQuery(metadata={'job': '42'}), "
+            f"or None, not {query!r}"
+        )
+    check_str_map("query.metadata", query.metadata)
+    return query
 
 
 def template_name(template: Any) -> str:
@@ -357,11 +386,11 @@ def command_spec(
     return {
         "cmd": cmd,
         "envs": check_str_map("envs", envs),
-        "user": user,
-        "cwd": cwd,
+        "user": check_optional_str("user", user),
+        "cwd": check_optional_str("cwd", cwd),
         "timeout": timeout,
         "stdin": bool(stdin),
-        "tag": tag,
+        "tag": check_optional_str("tag", tag),
     }
 
 
@@ -391,8 +420,8 @@ def pty_spec(
         "rows": rows,
         "cols": cols,
         "envs": check_str_map("envs", envs),
-        "user": user,
-        "cwd": cwd,
+        "user": check_optional_str("user", user),
+        "cwd": check_optional_str("cwd", cwd),
         "timeout": timeout,
     }
 

@@ -874,8 +874,12 @@ class Sandbox:
         **opts: Any,
     ) -> "SandboxPaginator":
         """List this user's running and paused sandboxes, oldest first,
-        filtered by ``query``; read pages with ``next_items()``."""
-        return SandboxPaginator(query, limit, next_token)
+        filtered by ``query``; read pages with ``next_items()``.
+
+        :raises InvalidArgumentException: when ``query`` is not a
+            :class:`SandboxQuery` or its metadata is not str to str.
+        """
+        return SandboxPaginator(_common.check_query(query), limit, next_token)
 
     @classmethod
     def _cls_get_info(cls, sandbox_id: str, **opts: Any) -> SandboxInfo:
