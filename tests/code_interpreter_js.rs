@@ -159,11 +159,15 @@ async fn late_errors_and_envs_leave_the_context_running() {
     assert_eq!(js(&sandbox, "process.env.STAGE").await.results.len(), 0);
 
     // A callback that throws after its cell ended would end a plain node.
-    js(
+    let timer = js(
         &sandbox,
         "var later = 1; setTimeout(() => { throw new Error('from a timer') }, 0)",
     )
     .await;
+    assert!(
+        !timer.logs.stderr.concat().contains("from a timer"),
+        "written after the cell ended: {timer:?}"
+    );
     tokio::time::sleep(Duration::from_millis(200)).await;
     let next = js(&sandbox, "later + 1").await;
     assert_eq!(next.text(), Some("2"));

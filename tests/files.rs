@@ -3250,7 +3250,11 @@ async fn sparse_file_read_refused() {
             assert!(
                 message.contains("read_stream"),
                 "the error should point to read_stream: {message}"
-            )
+            );
+            assert!(
+                message.contains("format=\"stream\""),
+                "the error should name Python's stream read too: {message}"
+            );
         }
         other => panic!(
             "reading a 1 TiB sparse file should be refused, got {:?}",

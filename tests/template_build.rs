@@ -416,6 +416,14 @@ cpu_count = 0.5
         "from-template kept\n"
     );
     assert_eq!(run_ok(&sandbox, "id -un").await, "root\n");
+    // Code contexts start where commands do, as the template's user.
+    let code = within_limit(
+        "run_code",
+        sandbox.run_code("import os\n(os.getcwd(), os.getuid())"),
+    )
+    .await
+    .expect("run code");
+    assert_eq!(code.text(), Some("('/srv/work', 0)"));
     let info = sandbox.get_info().await.expect("get_info");
     assert_eq!(info.memory_limit, Some(300 << 20));
     assert_eq!(info.cpu_limit, Some(0.5));

@@ -491,6 +491,15 @@ fn rm_of_invalid_name_names_the_rule() {
             "{message}"
         );
     }
+    // The CLI reports no freed space when it removed nothing.
+    let output = soulbox(&["template", "rm", "../evil"]);
+    assert_eq!(output.status.code(), Some(125));
+    assert_eq!(text(&output.stdout), "", "stdout of a failed rm");
+    assert!(
+        text(&output.stderr).contains("is not a valid template name"),
+        "{}",
+        text(&output.stderr)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

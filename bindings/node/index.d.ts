@@ -596,8 +596,9 @@ export interface RunCodeOpts {
 /** Options of `createCodeContext`. */
 export interface CreateCodeContextOpts {
   /**
-   * The working directory, an absolute path.
-   * @default '/home/user'
+   * The working directory, an absolute path; by default the template's
+   * working directory, where commands start.
+   * @default '/home/user' on the `host` template
    */
   cwd?: string
   /** @default 'python' */

@@ -32,8 +32,10 @@ enum TemplateCommand {
     /// build unless another name still does. The build's layer is deleted
     /// unless another name or a template built on it needs it. A layer
     /// that a running sandbox or a warm pool's waiting sandbox still mounts
-    /// stays until `soulbox template prune` runs after that mount is gone. Prints one line per template and then the disk space
-    /// freed. Exit status: 0, 125 when a NAME is unknown or SoulBox failed.
+    /// stays until `soulbox template prune` runs after that mount is gone.
+    /// Prints one line per removed template and then the disk space freed
+    /// (nothing when none was removed). Exit status: 0, 125 when a NAME is
+    /// unknown or SoulBox failed.
     Rm(RmArgs),
     /// Delete every build that nothing keeps.
     ///
@@ -168,6 +170,7 @@ fn list(args: &ListArgs) -> Result<u8, Failure> {
 /// status: 125 when any failed.
 fn remove(args: &RmArgs) -> u8 {
     let mut freed = 0;
+    let mut removed_any = false;
     let mut status = 0;
     for name in &args.names {
         let removed = match soulbox_core::build::remove(name) {
@@ -178,6 +181,7 @@ fn remove(args: &RmArgs) -> u8 {
                 continue;
             }
         };
+        removed_any = true;
         let key = short_key(&removed.key);
         match removed.layer {
             LayerOutcome::Deleted { bytes } => {
@@ -201,7 +205,9 @@ fn remove(args: &RmArgs) -> u8 {
             _ => println!("removed template {name}"),
         }
     }
-    println!("freed {}", size(freed));
+    if removed_any {
+        println!("freed {}", size(freed));
+    }
     status
 }
 

@@ -49,7 +49,8 @@ impl Files {
             let too_large = || {
                 crate::Error::InvalidArgument(format!(
                     "{:?} is {size} bytes, more than the {MAX_READ_SIZE} bytes read() returns \
-                     at once; use read_stream() for large files",
+                     at once; read it as a stream instead (Rust: read_stream(path); Python: \
+                     read(path, format=\"stream\"); Node: read(path, {{ format: 'stream' }}))",
                     path.caller()
                 ))
             };

@@ -212,8 +212,10 @@ const queue = [];
 const between = [];
 let betweenLength = 0;
 
+// Sends output of the execution in progress, or keeps it for the next one:
+// what follows a stream's mark was written after the execution ended.
 function output(kind, text) {
-  if (current) {
+  if (current && !current.marks.has(kind)) {
     send({ id: current.id, type: kind, text });
   } else if (betweenLength < KEPT_BETWEEN) {
     between.push([kind, text]);

@@ -399,7 +399,8 @@ pub struct CodeContextOptions {
     /// `python` (the default) or `js`; see [`code_language`] for the other
     /// names taken.
     pub language: Option<String>,
-    /// The working directory, `/home/user` by default.
+    /// The working directory; by default the template's, where commands
+    /// start (/home/user on the `host` template).
     pub cwd: Option<String>,
 }
 
@@ -600,7 +601,7 @@ fn find_kernel(
     let context = CodeContext {
         id: default_id,
         language: language.to_string(),
-        cwd: crate::template::USER_HOME.to_string(),
+        cwd: default_cwd(sandbox),
     };
     let kernel = Arc::new(Kernel::new(context, None));
     kernels.push(Arc::clone(&kernel));
@@ -623,6 +624,16 @@ pub fn code_language(language: Option<&str>) -> Result<&'static str> {
             "code language {other:?} is not supported; SoulBox's code interpreter runs \
              \"python\" and \"js\" (run other languages as commands)"
         ))),
+    }
+}
+
+/// Returns where a context starts when no cwd is given: the working
+/// directory of an image template or of a built template that sets
+/// `workdir`, as for commands, or else /home/user.
+fn default_cwd(sandbox: &Sandbox) -> String {
+    match &sandbox.inner.image {
+        Some(image) => image.working_dir.clone(),
+        None => crate::template::USER_HOME.to_string(),
     }
 }
 
@@ -1003,9 +1014,7 @@ impl Sandbox {
     /// cwd; otherwise as [`Sandbox::run_code`].
     pub async fn create_code_context(&self, options: CodeContextOptions) -> Result<CodeContext> {
         let language = code_language(options.language.as_deref())?;
-        let cwd = options
-            .cwd
-            .unwrap_or_else(|| crate::template::USER_HOME.to_string());
+        let cwd = options.cwd.unwrap_or_else(|| default_cwd(self));
         if !cwd.starts_with('/') {
             return Err(Error::InvalidArgument(format!(
                 "code context cwd {cwd:?} is not an absolute path; give one such as /home/user"

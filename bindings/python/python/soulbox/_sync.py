@@ -993,7 +993,8 @@ class Sandbox:
         request_timeout: Optional[float] = None,
     ) -> Context:
         """Start a new code context, with variables of its own, in ``cwd``
-        (an absolute path, ``/home/user`` by default).
+        (an absolute path; by default the template's working directory,
+        ``/home/user`` on the ``host`` template).
 
         :raises InvalidArgumentException: for an unsupported language or a
             relative ``cwd``.
