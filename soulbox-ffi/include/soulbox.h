@@ -950,6 +950,24 @@ struct soulbox_error *soulbox_run_code(struct soulbox_sandbox *sandbox,
                                        struct soulbox_bytes **out);
 
 /**
+ * Runs code as `soulbox_run_code` does, in the default context of
+ * `language`: "python" (also "python3" or "py"), "js" (JavaScript, run by
+ * the template's node; also "javascript", "node" or "nodejs"), or NULL
+ * for Python. Each language's context keeps its own variables. The
+ * execution's JSON has the same fields; a JavaScript value's text is what
+ * Node's `util.inspect` prints.
+ *
+ * Errors: as `soulbox_run_code`, and INVALID_ARGUMENT for another language
+ * or one that is not UTF-8; UNSUPPORTED also when the template has no node
+ * for "js".
+ */
+struct soulbox_error *soulbox_run_code_language(struct soulbox_sandbox *sandbox,
+                                                const char *code,
+                                                const char *language,
+                                                uint64_t timeout_ms,
+                                                struct soulbox_bytes **out);
+
+/**
  * Runs a command line through the sandbox's shell (`/bin/bash -l -c`, or
  * `/bin/sh -c` where there is no bash) and waits for its end, as E2B's
  * `commands.run`. `command_line` may hold any bytes but NUL. `options`

@@ -1,5 +1,5 @@
-//! The code interpreter: `soulbox_run_code`, which returns the execution
-//! as JSON.
+//! The code interpreter: `soulbox_run_code` and
+//! `soulbox_run_code_language`, which return the execution as JSON.
 
 use std::time::Duration;
 
@@ -11,15 +11,24 @@ use crate::output::BytesBlock;
 use crate::runtime;
 use crate::sandbox::Sandbox;
 
-/// Runs `code` in the sandbox handle's default Python context for at most
-/// `timeout_ms` milliseconds, or [`DEFAULT_CODE_TIMEOUT`] for 0, and
-/// returns the execution as a JSON object.
-pub fn run(sandbox: &Sandbox, code: &str, timeout_ms: u64) -> Result<Box<BytesBlock>> {
+/// Runs `code` in the sandbox handle's default context of `language`
+/// (Python for `None`) for at most `timeout_ms` milliseconds, or
+/// [`DEFAULT_CODE_TIMEOUT`] for 0, and returns the execution as a JSON
+/// object.
+pub fn run(
+    sandbox: &Sandbox,
+    code: &str,
+    language: Option<&str>,
+    timeout_ms: u64,
+) -> Result<Box<BytesBlock>> {
     let timeout = match timeout_ms {
         0 => DEFAULT_CODE_TIMEOUT,
         ms => Duration::from_millis(ms),
     };
-    let run = sandbox.inner.run_code(code).timeout(Some(timeout));
+    let mut run = sandbox.inner.run_code(code).timeout(Some(timeout));
+    if let Some(language) = language {
+        run = run.language(language);
+    }
     let execution = runtime::block_on(std::future::IntoFuture::into_future(run))??;
     Ok(BytesBlock::new(
         execution_json(&execution).to_string().into_bytes(),

@@ -189,6 +189,7 @@ c_cases!(
     free_during_waits,
     files_copy_tree,
     run_code,
+    run_code_language,
     internet_access,
     egress_rules,
     get_host,

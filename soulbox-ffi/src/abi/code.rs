@@ -1,9 +1,10 @@
-//! `soulbox_run_code`, the code interpreter.
+//! `soulbox_run_code` and `soulbox_run_code_language`, the code
+//! interpreter.
 
 use std::ffi::c_char;
 
-use super::c_str;
 use super::sandbox::with_sandbox_out;
+use super::{c_str, optional_c_str};
 use crate::code;
 use crate::error::Error;
 use crate::output::Bytes;
@@ -51,7 +52,35 @@ pub extern "C" fn soulbox_run_code(
     with_sandbox_out("soulbox_run_code", sandbox, out, |sandbox| {
         // SAFETY: the header requires `code` to be a NUL-terminated string.
         let code = unsafe { c_str(code, "code") }?;
-        let block = code::run(sandbox, code, timeout_ms)?;
+        let block = code::run(sandbox, code, None, timeout_ms)?;
+        Ok(Box::into_raw(block).cast::<Bytes>())
+    })
+}
+
+/// Runs code as `soulbox_run_code` does, in the default context of
+/// `language`: "python" (also "python3" or "py"), "js" (JavaScript, run by
+/// the template's node; also "javascript", "node" or "nodejs"), or NULL
+/// for Python. Each language's context keeps its own variables. The
+/// execution's JSON has the same fields; a JavaScript value's text is what
+/// Node's `util.inspect` prints.
+///
+/// Errors: as `soulbox_run_code`, and INVALID_ARGUMENT for another language
+/// or one that is not UTF-8; UNSUPPORTED also when the template has no node
+/// for "js".
+#[no_mangle]
+pub extern "C" fn soulbox_run_code_language(
+    sandbox: *mut Sandbox,
+    code: *const c_char,
+    language: *const c_char,
+    timeout_ms: u64,
+    out: *mut *mut Bytes,
+) -> *mut Error {
+    with_sandbox_out("soulbox_run_code_language", sandbox, out, |sandbox| {
+        // SAFETY: the header requires `code` to be a NUL-terminated string
+        // and `language` NULL or one.
+        let (code, language) =
+            unsafe { (c_str(code, "code")?, optional_c_str(language, "language")?) };
+        let block = code::run(sandbox, code, language, timeout_ms)?;
         Ok(Box::into_raw(block).cast::<Bytes>())
     })
 }

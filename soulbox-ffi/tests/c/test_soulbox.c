@@ -2019,6 +2019,36 @@ static void case_run_code(void) {
     soulbox_sandbox_free(sandbox);
 }
 
+static void case_run_code_language(void) {
+    soulbox_sandbox *sandbox = new_sandbox();
+    soulbox_bytes *execution = NULL;
+    OK(soulbox_run_code_language(sandbox, "let x = 40", "js", 0, &execution));
+    CHECK_JSON_EQUALS(execution, "{\"error\":null,\"execution_count\":1,"
+                                 "\"logs\":{\"stderr\":[],\"stdout\":[]},\"results\":[]}");
+    soulbox_bytes_free(execution);
+
+    OK(soulbox_run_code_language(sandbox, "console.log('out'); x + 2", "javascript", 0,
+                                 &execution));
+    CHECK_JSON_EQUALS(execution,
+                      "{\"error\":null,\"execution_count\":2,"
+                      "\"logs\":{\"stderr\":[],\"stdout\":[\"out\\n\"]},"
+                      "\"results\":[{\"formats\":{\"text\":\"42\"},\"is_main_result\":true}]}");
+    soulbox_bytes_free(execution);
+
+    /* NULL is Python, whose context does not see the JavaScript one's x. */
+    OK(soulbox_run_code_language(sandbox, "'x' in globals()", NULL, 0, &execution));
+    CHECK_JSON_CONTAINS(execution, "\"text\":\"False\"");
+    soulbox_bytes_free(execution);
+
+    execution = GARBAGE;
+    EXPECT_ERROR_MESSAGE(soulbox_run_code_language(sandbox, "1", "ruby", 0, &execution),
+                         SOULBOX_ERROR_KIND_INVALID_ARGUMENT, "\"ruby\"");
+    CHECK(execution == NULL, "a rejected language stores NULL");
+    EXPECT_ERROR_MESSAGE(soulbox_run_code_language(sandbox, "1", "\xff", 0, &execution),
+                         SOULBOX_ERROR_KIND_INVALID_ARGUMENT, "language");
+    soulbox_sandbox_free(sandbox);
+}
+
 /* Connects to `address` ("127.0.0.1:PORT"), sends `request`, and reads the
  * reply into `reply` (NUL-terminated) until the peer closes the
  * connection. Returns the length of the reply, or -1 with errno set when
@@ -2578,6 +2608,7 @@ static const struct {
     {"free_during_waits", case_free_during_waits},
     {"files_copy_tree", case_files_copy_tree},
     {"run_code", case_run_code},
+    {"run_code_language", case_run_code_language},
     {"internet_access", case_internet_access},
     {"egress_rules", case_egress_rules},
     {"get_host", case_get_host},
