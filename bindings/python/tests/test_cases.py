@@ -398,6 +398,21 @@ def test_invalid_pty_size_rejected(sbx: Sandbox, rows: object) -> None:
     terminal.kill()
 
 
+def test_write_takes_e2b_1x_list_form(sbx: Sandbox) -> None:
+    written = sbx.files.write(
+        [{"path": "/tmp/first.txt", "data": "one"}, WriteEntry(path="/tmp/second.txt", data=b"two")]
+    )
+    assert [info.path for info in written] == ["/tmp/first.txt", "/tmp/second.txt"]
+    assert sbx.files.read("/tmp/second.txt") == "two"
+    # E2B 1.x takes the user second.
+    sbx.files.write([{"path": "/root/by-root.txt", "data": "root's"}], "root")
+    assert sbx.files.read("/root/by-root.txt", user="root") == "root's"
+    with pytest.raises(InvalidArgumentException, match="user twice"):
+        sbx.files.write([], "root", user="root")
+    with pytest.raises(InvalidArgumentException, match="missing its data"):
+        sbx.files.write("/tmp/no-data.txt")  # type: ignore[call-overload]
+
+
 def test_write_files_takes_write_entries(sbx: Sandbox) -> None:
     written = sbx.files.write_files(
         [

@@ -196,6 +196,9 @@ async def test_binary_and_empty(sbx: AsyncSandbox) -> None:
     assert bytes(await sbx.files.read("from-object.dat", format="bytes")) == data
     await sbx.files.write("empty", "")
     assert await sbx.files.read("empty") == ""
+    listed = await sbx.files.write([{"path": "listed.txt", "data": "in a list"}])
+    assert [info.path for info in listed] == ["/home/user/listed.txt"]
+    assert await sbx.files.read("listed.txt") == "in a list"
     assert await sbx.files.read("empty", format="bytes") == bytearray()
     assert (await sbx.files.get_info("empty")).size == 0
     await sbx.commands.run("touch touched")

@@ -472,11 +472,33 @@ class AsyncFilesystem:
         data = await self._native.read_file_async(path, user)
         return data.decode("utf-8", "replace") if format == "text" else bytearray(data)
 
+    @overload
     async def write(
         self, path: str, data: Any, user: Optional[str] = None, request_timeout: Optional[float] = None
-    ) -> WriteInfo:
+    ) -> WriteInfo: ...
+
+    @overload
+    async def write(
+        self,
+        path: List[Union[WriteEntry, Dict[str, Any]]],
+        data: Optional[str] = None,
+        user: Optional[str] = None,
+        request_timeout: Optional[float] = None,
+    ) -> List[WriteInfo]: ...
+
+    async def write(
+        self,
+        path: Any,
+        data: Any = _common.NO_DATA,
+        user: Optional[str] = None,
+        request_timeout: Optional[float] = None,
+    ) -> Any:
         """Write a whole file, creating missing parent directories; see
-        :meth:`soulbox.Filesystem.write`."""
+        :meth:`soulbox.Filesystem.write`, also for E2B 1.x's list form."""
+        if isinstance(path, list):
+            return await self.write_files(path, _common.entries_user(data, user), request_timeout)
+        if data is _common.NO_DATA:
+            raise InvalidArgumentException("write is missing its data: pass write(path, data)")
         if not _common.is_stream(data):
             await self._native.write_file_async(path, _common.to_bytes(data), user)
             return _common.write_info(path)

@@ -441,6 +441,31 @@ def to_bytes(data: Any) -> bytes:
 STREAM_CHUNK = 1 << 20
 
 
+class _NoData:
+    """The type of :data:`NO_DATA`."""
+
+    def __repr__(self) -> str:
+        return "NO_DATA"
+
+
+# The default of ``write``'s data, so that a missing argument differs from None.
+NO_DATA: Any = _NoData()
+
+
+def entries_user(second: Any, user: Optional[str]) -> Optional[str]:
+    """Return the user of E2B 1.x's ``write(files, user)``, whose second
+    positional argument is the user, not data."""
+    if second is NO_DATA or second is None:
+        return user
+    if not isinstance(second, str):
+        raise InvalidArgumentException(
+            f"write(files, ...) takes the user after the list of files, a str, not {second!r}"
+        )
+    if user is not None:
+        raise InvalidArgumentException("write(files, ...) got the user twice")
+    return second
+
+
 def write_entries(files: Any) -> List[Tuple[str, Any]]:
     """Return ``(path, data)`` of each entry of ``files.write_files``: a
     ``WriteEntry`` or another object with ``path`` and ``data``, or a dict

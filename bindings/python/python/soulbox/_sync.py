@@ -477,19 +477,45 @@ class Filesystem:
         data = self._native.read_file(path, user)
         return data.decode("utf-8", "replace") if format == "text" else bytearray(data)
 
+    @overload
     def write(
         self,
         path: str,
         data: Any,
         user: Optional[str] = None,
         request_timeout: Optional[float] = None,
-    ) -> WriteInfo:
+    ) -> WriteInfo: ...
+
+    @overload
+    def write(
+        self,
+        path: List[Union[WriteEntry, Dict[str, Any]]],
+        data: Optional[str] = None,
+        user: Optional[str] = None,
+        request_timeout: Optional[float] = None,
+    ) -> List[WriteInfo]: ...
+
+    def write(
+        self,
+        path: Any,
+        data: Any = _common.NO_DATA,
+        user: Optional[str] = None,
+        request_timeout: Optional[float] = None,
+    ) -> Any:
         """Write a whole file from ``str``, bytes or a file object, creating
         missing parent directories and replacing what was there. A file
         object is read and written in chunks of 1 MiB. If the write fails
         or is interrupted, a new file is removed and an existing one left
         empty.
+
+        ``write(files, user)``, with a list in place of the path, is E2B
+        1.x's form of :meth:`write_files`, whose second argument is the
+        user.
         """
+        if isinstance(path, list):
+            return self.write_files(path, _common.entries_user(data, user), request_timeout)
+        if data is _common.NO_DATA:
+            raise InvalidArgumentException("write is missing its data: pass write(path, data)")
         if not _common.is_stream(data):
             self._native.write_file(path, _common.to_bytes(data), user)
             return _common.write_info(path)
