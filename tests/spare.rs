@@ -43,6 +43,29 @@ async fn wait_for(sandbox: &Sandbox, done: impl Fn(&[i32]) -> bool) -> Vec<i32> 
     }
 }
 
+/// Waits until a supervisor waits for the next command: a process of the
+/// sandbox other than PID 1 that is blocked in `recvmsg` on its channel.
+/// Fails after 10 s. A fixed pause was not enough on a loaded host.
+async fn wait_for_waiting_supervisor(sandbox: &Sandbox) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let receiving = format!("{} ", libc::SYS_recvmsg);
+    loop {
+        let waiting = members(sandbox).into_iter().any(|pid| {
+            pid != sandbox.pid()
+                && std::fs::read_to_string(format!("/proc/{pid}/syscall"))
+                    .is_ok_and(|call| call.starts_with(&receiving))
+        });
+        if waiting {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no supervisor waited for the next command within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// Waits up to 10 s until two reads of the sandbox's processes 100 ms
 /// apart agree, and returns them.
 async fn wait_for_steady(sandbox: &Sandbox) -> Vec<i32> {
@@ -118,10 +141,12 @@ async fn one_supervisor_serves_commands_in_turn() {
     let sandbox = sandbox().await;
     let first = supervisor_of_next_command(&sandbox).await;
     let mut later = Vec::new();
-    for _ in 0..5 {
-        // The pause lets the last supervisor's idle report reach PID 1
-        // before the next request does.
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    for round in 0..5 {
+        // From the second command on, a supervisor waits, and PID 1 reads
+        // its idle report before the next request.
+        if round > 0 {
+            wait_for_waiting_supervisor(&sandbox).await;
+        }
         later.push(supervisor_of_next_command(&sandbox).await);
     }
     assert!(
@@ -566,7 +591,10 @@ async fn reused_supervisor_starts_commands_alike() {
 
     let mut states = Vec::new();
     for round in 0..3 {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // The first command's supervisor exits; later ones wait.
+        if round > 0 {
+            wait_for_waiting_supervisor(&sandbox).await;
+        }
         states.push((round, start_state(&sandbox).await));
     }
     let mut pty = sandbox
@@ -591,7 +619,7 @@ async fn reused_supervisor_starts_commands_alike() {
         .expect("run a command as root");
     assert!(output.status.success(), "{output:?}");
     for round in 3..6 {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        wait_for_waiting_supervisor(&sandbox).await;
         states.push((round, start_state(&sandbox).await));
     }
 
