@@ -770,6 +770,97 @@ async fn ptrace_of_helpers_denied() {
     }
 }
 
+/// Sends SIGSTOP, until it is killed, to every process named soulbox-init
+/// except PID 1: the supervisors, and each command's first process until
+/// its exec.
+const STOP_LOOP: &str = r#"
+me = os.getpid()
+report("ready", "yes")
+while True:
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) in (1, me):
+            continue
+        try:
+            with open(f"/proc/{name}/comm") as f:
+                if f.read().strip() != "soulbox-init":
+                    continue
+            os.kill(int(name), 19)
+        except OSError:
+            pass
+"#;
+
+/// Commands started while sandbox root stops SoulBox's processes. Each
+/// must return once its timeout has passed, even one whose first process
+/// was stopped before its exec, where its supervisor waits in vfork and
+/// reports no start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopped_start_ends_at_timeout() {
+    if !require_root("stopped_start_ends_at_timeout") {
+        return;
+    }
+    let sandbox = sandbox().await;
+    // Two commands first, so that later ones meet a waiting supervisor too.
+    for _ in 0..2 {
+        sh(&sandbox, "true").await;
+    }
+    let program = format!("{PRELUDE}\n{STOP_LOOP}\n");
+    let mut attacker = sandbox
+        .command("python3")
+        .args(["-c", &program])
+        .user("root")
+        .timeout(Some(Duration::from_secs(120)))
+        .start()
+        .await
+        .expect("start the stop loop");
+    let mut stdout = Vec::new();
+    while !text(&stdout).contains("ready: yes") {
+        match within_limit("the stop loop's start", attacker.next_event()).await {
+            Ok(Some(CommandEvent::Stdout(bytes))) => stdout.extend_from_slice(&bytes),
+            Ok(Some(CommandEvent::Stderr(_))) => {}
+            other => panic!("the stop loop did not start: {other:?}"),
+        }
+    }
+
+    // Each missing directory of PATH costs the first process a failed
+    // execve before it finds `true`, which keeps it named soulbox-init long
+    // enough for the loop to find and stop it.
+    let mut path: String = (0..10_000).map(|i| format!("/m{i}:")).collect();
+    path.push_str("/usr/bin:/bin");
+    let command_timeout = Duration::from_secs(2);
+    for i in 0..5 {
+        let output = tokio::time::timeout(
+            Duration::from_secs(30),
+            sandbox
+                .command("true")
+                .env("PATH", &path)
+                .timeout(Some(command_timeout))
+                .output(),
+        )
+        .await;
+        let Ok(output) = output else {
+            panic!(
+                "command {i} with a {command_timeout:?} timeout was still waiting after 30 s \
+                 while the stop loop ran"
+            );
+        };
+        let output = output.unwrap_or_else(|e| panic!("command {i} failed: {e}"));
+        assert!(
+            output.status.success() || output.timed_out,
+            "command {i} neither succeeded nor timed out: {output:?}"
+        );
+    }
+    attacker.kill().await.expect("kill the stop loop");
+    within_limit("the stop loop's end", attacker.wait())
+        .await
+        .expect("wait for the stop loop");
+    let after = sh(&sandbox, "echo after").await;
+    assert_eq!(
+        text(&after.stdout),
+        "after\n",
+        "a command after the stop loop failed: {after:?}"
+    );
+}
+
 // 4. Terminal injection.
 
 /// Pushes a command into the terminal with every TIOCSTI variant, and

@@ -469,7 +469,17 @@ impl Planned {
         drop(status_write);
 
         let mut status = StatusPipe::new(status_read)?;
-        let pid = match status.next().await? {
+        let (first_record, start_timed_out) = match timeout {
+            Some(limit) => match tokio::time::timeout(limit, status.next()).await {
+                Ok(record) => (record?, false),
+                Err(_) => (
+                    kill_unstarted(spec, sandbox, command_id, limit, &mut status).await?,
+                    true,
+                ),
+            },
+            None => (status.next().await?, false),
+        };
+        let pid = match first_record {
             Some(StatusRecord::Started { pid }) => pid,
             Some(StatusRecord::SpawnFailed { stage, errno }) => {
                 return Err(spec.spawn_error(stage, errno, &cwd, &sandbox.id));
@@ -528,9 +538,52 @@ impl Planned {
             stdin,
             status,
             timeout,
+            start_timed_out,
             pty: pty_fd,
         };
         Ok(process::register(sandbox, started))
+    }
+}
+
+/// Kills the tree of a command whose start was not reported within its
+/// timeout `limit`, and waits up to `limit` again for the report that
+/// follows.
+///
+/// Sandbox root can stop (SIGSTOP) a command's first process between the
+/// supervisor's clone and the exec. The supervisor then waits in vfork,
+/// where it reports nothing, and PID 1 gets no notice of the stop because
+/// the stopped process is not its child. The kill reaches the stopped
+/// process, and the supervisor reports its start and its death.
+///
+/// # Errors
+///
+/// [`Error::Spawn`] with ETIMEDOUT when no report follows the kill either.
+async fn kill_unstarted(
+    spec: &CommandSpec,
+    sandbox: &Inner,
+    command_id: u64,
+    limit: Duration,
+    status: &mut StatusPipe,
+) -> Result<Option<StatusRecord>> {
+    let kill = soulbox_proto::Signal {
+        command_id,
+        pid: 0,
+        signal: libc::SIGKILL,
+        kill_tree: true,
+    };
+    // A sandbox that has ended closes the status pipe, which the read
+    // below reports.
+    let _ = sandbox.request(&Request::Signal(kill), &[]).await;
+    match tokio::time::timeout(limit, status.next()).await {
+        Ok(record) => record,
+        Err(_) => Err(Error::Spawn {
+            program: spec.argv[0].to_string_lossy().into_owned(),
+            reason: format!(
+                "its supervisor reported nothing within twice its timeout of {limit:?}, \
+                 although its process tree was killed after the first timeout"
+            ),
+            source: std::io::Error::from_raw_os_error(libc::ETIMEDOUT),
+        }),
     }
 }
 

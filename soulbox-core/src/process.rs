@@ -320,6 +320,9 @@ pub(crate) struct Started {
     pub(crate) stdin: Option<StdinWriter>,
     pub(crate) status: StatusPipe,
     pub(crate) timeout: Option<Duration>,
+    /// Whether the timeout passed before the start was reported, and the
+    /// command's tree was killed for it.
+    pub(crate) start_timed_out: bool,
     pub(crate) pty: Option<Arc<AsyncFd<OwnedFd>>>,
     /// The sandbox's out-of-memory kill count when the command started.
     pub(crate) oom_kills_before: Option<u64>,
@@ -337,7 +340,7 @@ pub(crate) fn register(sandbox: &Arc<Inner>, started: Started) -> CommandHandle 
         stdin: tokio::sync::Mutex::new(started.stdin),
         ending: Mutex::new(None),
         ended: AtomicBool::new(false),
-        timed_out: AtomicBool::new(false),
+        timed_out: AtomicBool::new(started.start_timed_out),
         pty,
     });
     lock(&sandbox.commands)
@@ -346,7 +349,8 @@ pub(crate) fn register(sandbox: &Arc<Inner>, started: Started) -> CommandHandle 
     let pump = Pump {
         sandbox: Arc::downgrade(sandbox),
         entry: Arc::clone(&entry),
-        timeout: started.timeout,
+        // A timeout that passed before the start has killed the tree already.
+        timeout: started.timeout.filter(|_| !started.start_timed_out),
         oom_kills_before: started.oom_kills_before,
     };
     tokio::spawn(pump.run(started.stdout, started.stderr, started.status));
