@@ -275,6 +275,50 @@ export declare class Sandbox {
   restartCodeContext(context: Context | string): Promise<void>
 }
 
+/** Options of `SandboxPool.create`: the pool's size and the options of `Sandbox.create`. */
+export interface SandboxPoolOpts extends SandboxOpts {
+  /** How many sandboxes the pool keeps waiting, a whole number from 1 to 1024. */
+  size: number
+}
+
+/**
+ * SoulBox: sandboxes of one configuration, built in advance, so that
+ * `create()` is a hand-over rather than a build. A thread of the pool's
+ * own builds a replacement after each hand-over. `close()` or garbage
+ * collection kills the waiting sandboxes, and a waiting sandbox also ends
+ * with this process. `Sandbox.list` shows a sandbox only after its
+ * hand-over.
+ */
+export declare class SandboxPool {
+  /** Use `SandboxPool.create()`. */
+  protected constructor()
+  /**
+   * Starts a pool of `opts.size` sandboxes from the `host` template. It
+   * resolves at once and fills in the background. Rejects with
+   * InvalidArgumentError for a bad size or option, as `Sandbox.create` does.
+   */
+  static create(opts: SandboxPoolOpts): Promise<SandboxPool>
+  /** Starts a pool of `opts.size` sandboxes from a template, as `Sandbox.create(template)`. */
+  static create(template: string, opts: SandboxPoolOpts): Promise<SandboxPool>
+  /** The number of sandboxes the pool keeps waiting. */
+  readonly size: number
+  /** The number of sandboxes waiting for a hand-over now, which is 0 once closed. */
+  readonly waiting: number
+  /**
+   * Hands over a waiting sandbox, or creates one as `Sandbox.create` does
+   * when none is waiting. Nothing has run in it, its timeout and start
+   * time count from the hand-over, and it has the pool's metadata and
+   * envs. Rejects with SandboxError after `close()`.
+   */
+  create(): Promise<Sandbox>
+  /**
+   * Stops the refill and kills every waiting sandbox, after the creates
+   * in progress end. Sandboxes already handed over run on. Calling it
+   * again does nothing.
+   */
+  close(): Promise<void>
+}
+
 export default Sandbox
 
 /** Options of `Sandbox.buildTemplate` (SoulBox only). */

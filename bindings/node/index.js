@@ -4,12 +4,14 @@
 
 const errors = require('./lib/errors')
 const { Sandbox, ALL_TRAFFIC } = require('./lib/sandbox')
+const { SandboxPool } = require('./lib/pool')
 const { CommandHandle } = require('./lib/commands')
 const { WatchHandle, FileType, FilesystemEventType } = require('./lib/filesystem')
 const { Execution, ExecutionError, OutputMessage, Result } = require('./lib/code')
 
 module.exports = {
   Sandbox,
+  SandboxPool,
   ALL_TRAFFIC,
   CommandHandle,
   WatchHandle,

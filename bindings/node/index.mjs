@@ -4,6 +4,7 @@ import soulbox from './index.js'
 
 export const {
   Sandbox,
+  SandboxPool,
   ALL_TRAFFIC,
   CommandHandle,
   WatchHandle,

@@ -196,6 +196,54 @@ function limit(name, value, isValid) {
 }
 
 /**
+ * Splits the arguments of `Sandbox.create` and `SandboxPool.create`,
+ * `(opts)` or `(template, opts)`, into the absolute template and the
+ * checked `opts`.
+ */
+function createArguments(templateOrOpts, opts) {
+  let template
+  if (typeof templateOrOpts === 'string') {
+    template = templatePath(templateOrOpts)
+  } else {
+    opts = templateOrOpts
+  }
+  return { template, opts: check.options('opts', opts) }
+}
+
+/** Checks the options of `Sandbox.create` and returns them for the addon. */
+function nativeCreateOptions({ template, opts }) {
+  rejectUnsupportedOptions(opts)
+  const requested = check.optionalBoolean('allowInternetAccess', opts.allowInternetAccess ?? undefined)
+  const rules = egressRules(opts.network)
+  if (rules !== undefined && requested === false) {
+    throw new InvalidArgumentError(
+      'allowInternetAccess: false gives the sandbox no network, so network has nothing to ' +
+        'filter; leave allowInternetAccess unset to get internet access with these rules, or ' +
+        'pass network: { denyOut: [ALL_TRAFFIC] } to deny all outbound traffic',
+    )
+  }
+  // SoulBox's default is no network, where E2B's is internet access.
+  // Egress rules imply internet access, as in E2B.
+  const allowInternetAccess = requested === true || rules !== undefined
+  const { onTimeout, autoResume } = lifecycle(opts.lifecycle)
+  return {
+    template,
+    timeoutMs: check.optionalTimeoutMs('timeoutMs', opts.timeoutMs),
+    envs: check.optionalStringRecord('envs', opts.envs),
+    metadata: check.optionalStringRecord('metadata', opts.metadata),
+    memoryLimit: limit('memoryLimit', opts.memoryLimit, Number.isSafeInteger),
+    pidsLimit: limit('pidsLimit', opts.pidsLimit, Number.isSafeInteger),
+    cpuLimit: limit('cpuLimit', opts.cpuLimit, Number.isFinite),
+    mounts: mounts(opts.mounts),
+    allowInternetAccess,
+    allowOut: rules?.allowOut,
+    denyOut: rules?.denyOut,
+    onTimeout,
+    autoResume,
+  }
+}
+
+/**
  * A sandbox: a tree of processes in its own namespaces, with an overlay
  * root over a template, a cgroup and SoulBox's own PID 1.
  *
@@ -229,42 +277,7 @@ class Sandbox {
    * select one of several. A relative path starts at the current directory.
    */
   static async create(templateOrOpts, opts) {
-    let template
-    if (typeof templateOrOpts === 'string') {
-      template = templatePath(templateOrOpts)
-    } else {
-      opts = templateOrOpts
-    }
-    opts = check.options('opts', opts)
-    rejectUnsupportedOptions(opts)
-    const requested = check.optionalBoolean('allowInternetAccess', opts.allowInternetAccess ?? undefined)
-    const rules = egressRules(opts.network)
-    if (rules !== undefined && requested === false) {
-      throw new InvalidArgumentError(
-        'allowInternetAccess: false gives the sandbox no network, so network has nothing to ' +
-          'filter; leave allowInternetAccess unset to get internet access with these rules, or ' +
-          'pass network: { denyOut: [ALL_TRAFFIC] } to deny all outbound traffic',
-      )
-    }
-    // SoulBox's default is no network, where E2B's is internet access.
-    // Egress rules imply internet access, as in E2B.
-    const allowInternetAccess = requested === true || rules !== undefined
-    const { onTimeout, autoResume } = lifecycle(opts.lifecycle)
-    const options = {
-      template,
-      timeoutMs: check.optionalTimeoutMs('timeoutMs', opts.timeoutMs),
-      envs: check.optionalStringRecord('envs', opts.envs),
-      metadata: check.optionalStringRecord('metadata', opts.metadata),
-      memoryLimit: limit('memoryLimit', opts.memoryLimit, Number.isSafeInteger),
-      pidsLimit: limit('pidsLimit', opts.pidsLimit, Number.isSafeInteger),
-      cpuLimit: limit('cpuLimit', opts.cpuLimit, Number.isFinite),
-      mounts: mounts(opts.mounts),
-      allowInternetAccess,
-      allowOut: rules?.allowOut,
-      denyOut: rules?.denyOut,
-      onTimeout,
-      autoResume,
-    }
+    const options = nativeCreateOptions(createArguments(templateOrOpts, opts))
     const nativeSandbox = await call(() => native().NativeSandbox.create(options))
     return new this(nativeSandbox)
   }
@@ -473,4 +486,4 @@ class Sandbox {
   }
 }
 
-module.exports = { Sandbox, ALL_TRAFFIC }
+module.exports = { Sandbox, ALL_TRAFFIC, createArguments, nativeCreateOptions }

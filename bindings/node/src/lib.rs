@@ -21,9 +21,11 @@ mod convert;
 mod detach;
 mod error;
 mod files;
+mod pool;
 mod sandbox;
 
 pub use code::NativeCodeRun;
 pub use command::NativeCommand;
 pub use files::{NativeFileReader, NativeWatcher};
+pub use pool::NativeSandboxPool;
 pub use sandbox::NativeSandbox;

@@ -116,50 +116,58 @@ fn configure(
     Ok(())
 }
 
+/// Converts [`CreateOptions`] into the core's options, for
+/// `NativeSandbox.create` and `NativeSandboxPool.open`.
+pub(crate) fn sandbox_options(options: CreateOptions) -> Result<SandboxOptions> {
+    let mut sandbox_options = SandboxOptions::default();
+    if let Some(template) = options.template {
+        sandbox_options.template = template;
+    }
+    sandbox_options.timeout = match options.timeout_ms {
+        None => DEFAULT_TIMEOUT,
+        Some(_) => timeout_from_ms("timeoutMs", options.timeout_ms)?.unwrap_or_default(),
+    };
+    sandbox_options.envs = options.envs.unwrap_or_default().into_iter().collect();
+    sandbox_options.metadata = options.metadata.unwrap_or_default().into_iter().collect();
+    if let Some(bytes) = options.memory_limit {
+        sandbox_options.memory_limit = whole_number("memoryLimit", bytes)?;
+    }
+    if let Some(count) = options.pids_limit {
+        sandbox_options.pids_limit = whole_number("pidsLimit", count)?;
+    }
+    if let Some(cores) = options.cpu_limit {
+        sandbox_options.cpu_limit = (cores != 0.0).then_some(cores);
+    }
+    sandbox_options.mounts = options
+        .mounts
+        .unwrap_or_default()
+        .into_iter()
+        .map(|mount| soulbox_core::Mount {
+            source: mount.source.into(),
+            target: mount.target,
+            writable: mount.writable.unwrap_or(false),
+        })
+        .collect();
+    if options.allow_internet_access == Some(true) {
+        sandbox_options.network = Network::Internet;
+    }
+    sandbox_options.allow_out = options.allow_out.unwrap_or_default();
+    sandbox_options.deny_out = options.deny_out.unwrap_or_default();
+    if let Some(on_timeout) = options.on_timeout {
+        sandbox_options.on_timeout = on_timeout.parse().into_napi()?;
+    }
+    sandbox_options.auto_resume = options.auto_resume.unwrap_or(false);
+    Ok(sandbox_options)
+}
+
 #[napi]
 impl NativeSandbox {
     /// Creates a sandbox and waits until it accepts commands.
     #[napi]
     pub async fn create(options: CreateOptions) -> Result<NativeSandbox> {
-        let mut sandbox_options = SandboxOptions::default();
-        if let Some(template) = options.template {
-            sandbox_options.template = template;
-        }
-        sandbox_options.timeout = match options.timeout_ms {
-            None => DEFAULT_TIMEOUT,
-            Some(_) => timeout_from_ms("timeoutMs", options.timeout_ms)?.unwrap_or_default(),
-        };
-        sandbox_options.envs = options.envs.unwrap_or_default().into_iter().collect();
-        sandbox_options.metadata = options.metadata.unwrap_or_default().into_iter().collect();
-        if let Some(bytes) = options.memory_limit {
-            sandbox_options.memory_limit = whole_number("memoryLimit", bytes)?;
-        }
-        if let Some(count) = options.pids_limit {
-            sandbox_options.pids_limit = whole_number("pidsLimit", count)?;
-        }
-        if let Some(cores) = options.cpu_limit {
-            sandbox_options.cpu_limit = (cores != 0.0).then_some(cores);
-        }
-        sandbox_options.mounts = options
-            .mounts
-            .unwrap_or_default()
-            .into_iter()
-            .map(|mount| soulbox_core::Mount {
-                source: mount.source.into(),
-                target: mount.target,
-                writable: mount.writable.unwrap_or(false),
-            })
-            .collect();
-        if options.allow_internet_access == Some(true) {
-            sandbox_options.network = Network::Internet;
-        }
-        sandbox_options.allow_out = options.allow_out.unwrap_or_default();
-        sandbox_options.deny_out = options.deny_out.unwrap_or_default();
-        if let Some(on_timeout) = options.on_timeout {
-            sandbox_options.on_timeout = on_timeout.parse().into_napi()?;
-        }
-        sandbox_options.auto_resume = options.auto_resume.unwrap_or(false);
-        let sandbox = Sandbox::create(sandbox_options).await.into_napi()?;
+        let sandbox = Sandbox::create(sandbox_options(options)?)
+            .await
+            .into_napi()?;
         Ok(NativeSandbox { sandbox })
     }
 

@@ -13,6 +13,7 @@ import Sandbox, {
   FilesystemEventType,
   NotFoundError,
   SandboxError,
+  SandboxPool,
   TimeoutError,
   type BuiltTemplate,
   type CommandHandle,
@@ -22,6 +23,7 @@ import Sandbox, {
   type FilesystemEvent,
   type SandboxInfo,
   type SandboxLifecycle,
+  type SandboxPoolOpts,
   type WriteInfo,
 } from 'soulbox'
 
@@ -48,6 +50,14 @@ export async function typeChecks(): Promise<void> {
   const builtCached: boolean = built.cached
   void [builtName, builtCached, built.key, built.source, built.layer]
   await Sandbox.buildTemplate('./app')
+  const poolOpts: SandboxPoolOpts = { size: 2, timeoutMs: 60_000, metadata: { k: 'v' } }
+  const pool: SandboxPool = await SandboxPool.create(poolOpts)
+  const pooled: Sandbox = await pool.create()
+  const poolCounts: number = pool.waiting + pool.size
+  void poolCounts
+  await pooled.kill()
+  await pool.close()
+  await (await SandboxPool.create('host', { size: 1, memoryLimit: null })).close()
   const lifecycle: SandboxLifecycle = { onTimeout: 'pause', autoResume: true }
   const pausing: Sandbox = await Sandbox.create({ timeoutMs: 1000, lifecycle })
   await pausing.kill()

@@ -232,18 +232,22 @@ fn resolve<T: ToPython>(
 /// none starts afterwards.
 static SHUTTING_DOWN: std::sync::RwLock<bool> = std::sync::RwLock::new(false);
 
-/// Stops runtime threads from entering Python; registered with `atexit`.
+/// Stops runtime threads from entering Python and closes the sandbox
+/// pools still open; registered with `atexit`.
 ///
 /// A runtime thread that took the GIL during the interpreter's
 /// finalization would crash it, so results that arrive after this are
 /// dropped. pyo3-async-runtimes, which this module first used for
 /// `AsyncSandbox`, does that, and crashed CPython 3.9 and 3.13 at exit.
+/// Python need not collect every object at exit, so a pool's waiting
+/// sandboxes are killed here rather than left to its drop.
 #[pyfunction]
 pub fn shut_down(py: Python<'_>) {
     py.detach(|| {
         if let Ok(mut shutting_down) = SHUTTING_DOWN.write() {
             *shutting_down = true;
         }
+        crate::pool::close_open_pools();
     });
 }
 

@@ -11,6 +11,7 @@ mod code;
 mod command;
 mod files;
 mod lifecycle;
+mod pool;
 mod sandbox;
 mod writer;
 
@@ -19,6 +20,7 @@ use pyo3::prelude::*;
 #[pymodule]
 fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<sandbox::NativeSandbox>()?;
+    module.add_class::<pool::NativePool>()?;
     module.add_class::<command::NativeCommand>()?;
     module.add_class::<code::NativeCodeRun>()?;
     module.add_class::<files::NativeFileReader>()?;
@@ -35,6 +37,7 @@ fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
         "DEFAULT_TIMEOUT",
         soulbox_core::DEFAULT_TIMEOUT.as_secs_f64(),
     )?;
+    module.add("MAX_POOL_SIZE", soulbox_core::MAX_POOL_SIZE)?;
     module.add("DEFAULT_MEMORY_LIMIT", soulbox_core::DEFAULT_MEMORY_LIMIT)?;
     module.add("ALL_TRAFFIC", soulbox_core::ALL_TRAFFIC)?;
     module.add("DEFAULT_PIDS_LIMIT", soulbox_core::DEFAULT_PIDS_LIMIT)?;

@@ -88,7 +88,8 @@ impl SeccompSpec {
 }
 
 impl CreateOptions {
-    fn into_options(self, py: Python<'_>) -> PyResult<SandboxOptions> {
+    /// Builds the core options, for `NativeSandbox.create` and `NativePool`.
+    pub(crate) fn into_options(self, py: Python<'_>) -> PyResult<SandboxOptions> {
         let mut options = SandboxOptions::default();
         options.template = self.template;
         options.timeout = bridge::seconds(py, "timeout", Some(self.timeout))?.unwrap_or_default();

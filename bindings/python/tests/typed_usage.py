@@ -11,18 +11,21 @@ from soulbox import (
     ExecutionError,
     AsyncFileStreamReader,
     AsyncSandbox,
+    AsyncSandboxPool,
     CommandHandle,
     CommandResult,
     EntryInfo,
     FilesystemEvent,
     FileStreamReader,
     FileType,
+    MAX_POOL_SIZE,
     OutputMessage,
     ProcessInfo,
     PtySize,
     Result,
     Sandbox,
     SandboxInfo,
+    SandboxPool,
     WatchHandle,
     WriteInfo,
 )
@@ -92,6 +95,26 @@ async def async_usage() -> None:
         context: Context = await sbx.create_code_context()
         await sbx.remove_code_context(context)
         del result, waited, text, stream, exists, execution
+
+
+def pool_usage() -> None:
+    with SandboxPool(2, timeout=60, metadata={"k": "v"}, memory_limit=None) as pool:
+        size: int = pool.size
+        waiting: int = pool.waiting
+        largest: int = MAX_POOL_SIZE
+        sbx: Sandbox = pool.create()
+        sbx.kill()
+        del size, waiting, largest
+    pool.close()
+
+
+async def async_pool_usage() -> None:
+    async with AsyncSandboxPool(1, template="host") as pool:
+        sbx: AsyncSandbox = await pool.create()
+        await sbx.kill()
+        waiting: int = pool.waiting
+        del waiting
+    await pool.close()
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from ._async import (
     AsyncPty,
     AsyncSandbox,
     AsyncSandboxPaginator,
+    AsyncSandboxPool,
     AsyncWatchHandle,
 )
 from ._code import Context, Execution, ExecutionError, Logs, OutputMessage, Result
@@ -25,8 +26,10 @@ from ._sync import (
     Pty,
     Sandbox,
     SandboxPaginator,
+    SandboxPool,
     WatchHandle,
 )
+from ._pool import MAX_POOL_SIZE
 from ._types import (
     ALL_TRAFFIC,
     BuiltTemplate,
@@ -68,6 +71,7 @@ __all__ = [
     "AsyncPty",
     "AsyncSandbox",
     "AsyncSandboxPaginator",
+    "AsyncSandboxPool",
     "AsyncWatchHandle",
     "BuiltTemplate",
     "CommandExitException",
@@ -87,6 +91,7 @@ __all__ = [
     "FilesystemEventType",
     "InvalidArgumentException",
     "Logs",
+    "MAX_POOL_SIZE",
     "NotEnoughSpaceException",
     "NotFoundException",
     "OutputMessage",
@@ -100,6 +105,7 @@ __all__ = [
     "SandboxMetrics",
     "SandboxNetworkOpts",
     "SandboxPaginator",
+    "SandboxPool",
     "SandboxQuery",
     "SandboxState",
     "Mount",

@@ -15,6 +15,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Dict, List, Literal,
 from . import _code, _common, _native
 from ._code import Context, Execution
 from ._common import Chunk, EventStream
+from ._pool import PoolBase, handed_over
 from ._sync import _class_method_variant, _list_depth
 from ._types import (
     BuiltTemplate,
@@ -58,6 +59,7 @@ __all__ = [
     "AsyncFileStreamReader",
     "AsyncWatchHandle",
     "AsyncSandboxPaginator",
+    "AsyncSandboxPool",
 ]
 
 Handler = Callable[[Any], Union[None, Awaitable[None]]]
@@ -881,3 +883,29 @@ class AsyncSandbox:
         """Restart a code context without its variables; see
         :meth:`soulbox.Sandbox.restart_code_context`."""
         await self._native.restart_code_context_async(_code.context_id(context))
+
+
+class AsyncSandboxPool(PoolBase):
+    """Sandboxes of one configuration, built in advance, for asyncio
+    (SoulBox only); see :class:`soulbox.SandboxPool`. Use it as an
+    ``async with`` block, or await :meth:`close`."""
+
+    async def create(self) -> AsyncSandbox:
+        """Hand over a waiting sandbox, or create one as
+        :meth:`AsyncSandbox.create` does when none is waiting; see
+        :meth:`soulbox.SandboxPool.create`.
+
+        :raises SandboxException: after :meth:`close`.
+        """
+        return AsyncSandbox(handed_over(await self._native.create_async()))
+
+    async def close(self) -> None:
+        """Stop the refill and kill every waiting sandbox, after the
+        creates in progress end. Calling it again does nothing."""
+        await self._native.close_async()
+
+    async def __aenter__(self) -> "AsyncSandboxPool":
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self.close()

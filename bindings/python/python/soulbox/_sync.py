@@ -12,6 +12,7 @@ from typing import Any, Callable, Dict, Iterator, List, Literal, Optional, Union
 from . import _code, _common, _native
 from ._code import Context, ErrorHandler, Execution, OutputHandler, ResultHandler
 from ._common import Chunk, EventStream, OutputCallback, PtyCallback
+from ._pool import PoolBase, handed_over
 from ._types import (
     BuiltTemplate,
     CommandResult,
@@ -49,6 +50,7 @@ __all__ = [
     "FileStreamReader",
     "WatchHandle",
     "SandboxPaginator",
+    "SandboxPool",
 ]
 
 
@@ -1048,3 +1050,41 @@ class Sandbox:
         :raises NotFoundException: for an unknown context.
         """
         self._native.restart_code_context(_code.context_id(context))
+
+
+class SandboxPool(PoolBase):
+    """Sandboxes of one configuration, built in advance (SoulBox only).
+
+    ``SandboxPool(size, **options)`` takes the keyword arguments of
+    :meth:`Sandbox.create` and keeps ``size`` sandboxes built with them
+    waiting, so that :meth:`create` is a hand-over rather than a build. A
+    thread of the pool's own builds a replacement after each hand-over.
+    Use it as a context manager, or call :meth:`close`. Closing, garbage
+    collection or the interpreter's exit kills the waiting sandboxes.
+    Each waiting sandbox keeps its memory and processes, as an idle one
+    does, and ``Sandbox.list`` shows a sandbox only after its hand-over.
+    """
+
+    def create(self) -> Sandbox:
+        """Hand over a waiting sandbox, or create one as
+        :meth:`Sandbox.create` does when none is waiting.
+
+        The sandbox is like one from :meth:`Sandbox.create`: nothing has
+        run in it, its timeout and start time count from the hand-over,
+        and it has the pool's metadata and envs.
+
+        :raises SandboxException: after :meth:`close`.
+        """
+        return Sandbox(handed_over(self._native.create()))
+
+    def close(self) -> None:
+        """Stop the refill and kill every waiting sandbox, after the
+        creates in progress end. Sandboxes already handed over run on.
+        Calling it again does nothing."""
+        self._native.close()
+
+    def __enter__(self) -> "SandboxPool":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
