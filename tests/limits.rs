@@ -307,6 +307,54 @@ async fn rlimits_applied() {
     );
 }
 
+/// Queues real-time signals to itself as uid 54321, which nothing else on
+/// the host uses, until the kernel refuses one, and prints how many it
+/// queued and its RLIMIT_SIGPENDING and RLIMIT_MSGQUEUE.
+const QUEUE_SIGNALS: &str = r#"
+import ctypes, os, resource, signal
+libc = ctypes.CDLL(None, use_errno=True)
+os.setresgid(54321, 54321, 54321)
+os.setresuid(54321, 54321, 54321)
+signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGRTMIN])
+queued = 0
+while queued < 200000 and libc.sigqueue(os.getpid(), signal.SIGRTMIN, 0) == 0:
+    queued += 1
+print(queued, resource.getrlimit(resource.RLIMIT_SIGPENDING)[1],
+      resource.getrlimit(resource.RLIMIT_MSGQUEUE)[1])
+"#;
+
+/// Queued signals and message queue bytes are counted per user across the
+/// host, so a sandbox gets capped limits and cannot take what the host's
+/// processes of the same user need.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_user_kernel_counts_capped() {
+    if !require_root("per_user_kernel_counts_capped") {
+        return;
+    }
+    let sandbox = sandbox_with(soulbox_tests::options()).await;
+    let output = sandbox
+        .command("python3")
+        .args(["-c", QUEUE_SIGNALS])
+        .user("root")
+        .output()
+        .await
+        .expect("run the signal queue");
+    let text = stdout(&output);
+    assert!(output.status.success(), "{output:?}");
+    let numbers: Vec<u64> = text
+        .split_whitespace()
+        .map(|n| n.parse().expect("a number"))
+        .collect();
+    assert_eq!(numbers.len(), 3, "{text}");
+    let (queued, sigpending, msgqueue) = (numbers[0], numbers[1], numbers[2]);
+    assert!(sigpending <= 4096, "RLIMIT_SIGPENDING {sigpending}");
+    assert!(msgqueue <= 409_600, "RLIMIT_MSGQUEUE {msgqueue}");
+    assert!(
+        queued > 0 && queued <= sigpending,
+        "{queued} signals queued under a limit of {sigpending}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_limits_rejected() {
     if !require_root("invalid_limits_rejected") {

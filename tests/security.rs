@@ -849,6 +849,41 @@ async fn stopped_start_ends_at_timeout() {
             "command {i} neither succeeded nor timed out: {output:?}"
         );
     }
+
+    // `soulbox exec` without a timeout waits for such a start without end,
+    // and a SIGTERM must still end it. A try whose command got through
+    // before the loop stopped it proves nothing, so there are three.
+    let env = format!("PATH={path}");
+    let mut stuck = false;
+    for _ in 0..3 {
+        let mut exec = std::process::Command::new(soulbox_bin())
+            .args(["exec", "--env", &env, sandbox.id(), "--", "true"])
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .expect("run soulbox exec");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        if exec.try_wait().expect("poll soulbox exec").is_some() {
+            continue;
+        }
+        stuck = true;
+        // SAFETY: kill on the pid of a child this test started.
+        unsafe { libc::kill(exec.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(status) = exec.try_wait().expect("poll soulbox exec") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = exec.kill();
+                let _ = exec.wait();
+                panic!("soulbox exec ignored SIGTERM while its start waited");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(status.code(), Some(128 + libc::SIGTERM), "{status:?}");
+        break;
+    }
+    assert!(stuck, "the stop loop stopped none of three starts");
     attacker.kill().await.expect("kill the stop loop");
     within_limit("the stop loop's end", attacker.wait())
         .await

@@ -345,22 +345,30 @@ async fn run_in(
     for (key, value) in &spec.envs {
         command.env(key, value);
     }
+    // A start can wait long, up to its timeout or without end when there is
+    // none, if sandboxed code stops the command's first process before its
+    // exec. A signal meanwhile ends this process as a second signal would
+    // once the command runs.
     let (handle, _raw_mode) = if args.tty {
         let (rows, cols) = term::window_size(std::io::stdout().as_fd());
         command.env(
             "TERM",
             std::env::var("TERM").unwrap_or_else(|_| "xterm-256color".into()),
         );
-        let handle = command
-            .start_pty(rows, cols)
-            .await
-            .map_err(|e| crate::describe(&e))?;
+        let handle = tokio::select! {
+            started = command.start_pty(rows, cols) => started.map_err(|e| crate::describe(&e))?,
+            signal = signals.next() => return Ok(128 + signal as u8),
+        };
         let raw = term::RawMode::enable()
             .map_err(|e| format!("failed to put the terminal in raw mode: {e}"))?;
         (handle, Some(raw))
     } else {
         command.stdin(spec.stdin);
-        match command.start().await {
+        let started = tokio::select! {
+            started = command.start() => started,
+            signal = signals.next() => return Ok(128 + signal as u8),
+        };
+        match started {
             Ok(handle) => (handle, None),
             Err(e) => return spawn_failure(&e),
         }

@@ -185,9 +185,24 @@ fn build_tree(parts: RootParts<'_>, in_user_namespace: bool) -> Result<Vec<u8>, 
     Ok(root)
 }
 
+/// Queued signals that the sandbox's processes may have pending, counted
+/// per user across the host: without a user namespace, a sandbox's users
+/// are the host's, and the kernel checks this count against the receiving
+/// process's RLIMIT_SIGPENDING. Every sandbox together can then hold at
+/// most this many of a user's queued signals (the host's limit is in the
+/// tens of thousands), and the rest stays for the host's processes.
+pub const SIGPENDING_CAP: u64 = 4096;
+
+/// Bytes of POSIX message queues, counted per user across the host as
+/// queued signals are, against the opening process's RLIMIT_MSGQUEUE: half
+/// of the kernel's default of 819,200.
+pub const MSGQUEUE_CAP: u64 = 409_600;
+
 /// Sets the resource limits every process of the sandbox inherits: open
 /// files and file size as configured, and no core dumps, so a crashing
 /// program cannot fill the writable layer or leak memory into a file.
+/// Queued signals and message queue bytes are capped, so that sandboxes
+/// cannot use up what the host's processes of the same user need.
 ///
 /// A limit above the hard limit that PID 1 inherited from the creating
 /// process needs CAP_SYS_RESOURCE; the error then names the limit.
@@ -204,6 +219,14 @@ fn set_rlimits(config: &Config) -> Result<(), SetupError> {
     for (resource, name, value) in limits {
         sys::set_rlimit(resource, value)
             .stage(SetupStage::Rlimits, format!("{name} {value}").as_bytes())?;
+    }
+    let caps = [
+        (libc::RLIMIT_SIGPENDING, "RLIMIT_SIGPENDING", SIGPENDING_CAP),
+        (libc::RLIMIT_MSGQUEUE, "RLIMIT_MSGQUEUE", MSGQUEUE_CAP),
+    ];
+    for (resource, name, cap) in caps {
+        sys::cap_rlimit(resource, cap)
+            .stage(SetupStage::Rlimits, format!("{name} {cap}").as_bytes())?;
     }
     Ok(())
 }

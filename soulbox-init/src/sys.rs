@@ -1616,6 +1616,25 @@ pub fn set_rlimit(resource: libc::__rlimit_resource_t, value: u64) -> io::Result
     Ok(())
 }
 
+/// Lowers both values of `resource` to `cap` where the hard limit is
+/// higher, and leaves a lower one as it is.
+pub fn cap_rlimit(resource: libc::__rlimit_resource_t, cap: u64) -> io::Result<()> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into `limit`.
+    check(unsafe { libc::getrlimit(resource, &mut limit) })?;
+    let value = limit.rlim_max.min(cap);
+    limit = libc::rlimit {
+        rlim_cur: limit.rlim_cur.min(value),
+        rlim_max: value,
+    };
+    // SAFETY: `limit` is a valid rlimit that setrlimit only reads.
+    check(unsafe { libc::setrlimit(resource, &limit) })?;
+    Ok(())
+}
+
 /// Returns the address the kernel clears when this thread exits, which
 /// glibc sets at start-up to the `tid` field of the thread's descriptor.
 /// Fails on kernels built without CONFIG_CHECKPOINT_RESTORE.
