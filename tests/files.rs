@@ -3372,6 +3372,28 @@ async fn cancelled_write_from_leaves_no_file() {
     .await;
     assert!(first.is_pending(), "the write finished: {first:?}");
     drop(write);
+    // Cancelled after its open has handed the file over, before the call
+    // took it: the future was not polled again.
+    let mut opened = Box::pin(files.write_from("cancelled-opened.bin", &mut reader));
+    let first = std::future::poll_fn(|cx| {
+        std::task::Poll::Ready(std::future::Future::poll(opened.as_mut(), cx))
+    })
+    .await;
+    assert!(first.is_pending(), "the write finished: {first:?}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !files
+        .exists("cancelled-opened.bin")
+        .await
+        .expect("stat the file")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the open never made the file"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    drop(opened);
     // Cancelled later, while it waits for the first chunk.
     let later = files.write_from("cancelled-read.bin", &mut reader);
     let result = tokio::time::timeout(Duration::from_millis(200), later).await;

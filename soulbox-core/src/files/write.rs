@@ -112,6 +112,7 @@ impl Files {
         // channel, and a file nobody receives is undone there, with the
         // user's credentials, so a cancelled call leaves no file behind.
         let (handover, received) = tokio::sync::oneshot::channel();
+        let mut received = UnclaimedUndone(Some(received));
         {
             let path = path.clone();
             self.run_as_user(move |sandbox| {
@@ -123,7 +124,7 @@ impl Files {
             })
             .await?;
         }
-        let target = received.await.map_err(|_| {
+        let target = received.take().await.map_err(|_| {
             Error::os("receive the opened file")(std::io::ErrorKind::BrokenPipe.into())
         })?;
         let mut write = ChunkedWrite {
@@ -176,6 +177,32 @@ impl Files {
             Ok(created)
         })
         .await
+    }
+}
+
+/// The receiving end of [`Files::write_from`]'s hand-over. Dropped with the
+/// call, it closes the channel and undoes a file that was sent before, so
+/// the file is undone here or, when sent after the close, on its blocking
+/// thread, whichever way the open and the drop interleave.
+struct UnclaimedUndone(Option<tokio::sync::oneshot::Receiver<WriteTarget>>);
+
+impl UnclaimedUndone {
+    /// Returns the receiver, after which a drop undoes nothing.
+    fn take(&mut self) -> tokio::sync::oneshot::Receiver<WriteTarget> {
+        self.0.take().expect("taken once")
+    }
+}
+
+impl Drop for UnclaimedUndone {
+    fn drop(&mut self) {
+        if let Some(mut received) = self.0.take() {
+            received.close();
+            // The undo checks by descriptor and inode, so the host's
+            // credentials remove nothing but the file this call created.
+            if let Ok(target) = received.try_recv() {
+                target.undo.run();
+            }
+        }
     }
 }
 
