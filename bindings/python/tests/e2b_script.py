@@ -1,8 +1,17 @@
 # A short program written against E2B's Python SDK. test_migration.py runs
 # it with only the import line changed from e2b to soulbox.
-from e2b import CommandExitException, Sandbox
+from e2b import (
+    AuthenticationException,
+    CommandExitException,
+    RateLimitException,
+    Sandbox,
+    TemplateException,
+)
 
-sbx = Sandbox.create(timeout=120, envs={"GREETING": "hello"})
+try:
+    sbx = Sandbox.create(timeout=120, envs={"GREETING": "hello"})
+except (AuthenticationException, RateLimitException, TemplateException):
+    raise
 print("id:", bool(sbx.sandbox_id))
 
 sbx.files.write("/home/user/data.csv", "name,amount\na,1\nb,2\nc,39\n")

@@ -52,13 +52,16 @@ from ._types import (
     WriteInfo,
 )
 from .exceptions import (
+    AuthenticationException,
     CommandExitException,
     FileNotFoundException,
     InvalidArgumentException,
     NotEnoughSpaceException,
     NotFoundException,
     SandboxException,
+    RateLimitException,
     SandboxNotFoundException,
+    TemplateException,
     TimeoutException,
 )
 
@@ -73,6 +76,7 @@ __all__ = [
     "AsyncSandboxPaginator",
     "AsyncSandboxPool",
     "AsyncWatchHandle",
+    "AuthenticationException",
     "BuiltTemplate",
     "CommandExitException",
     "CommandHandle",
@@ -98,6 +102,7 @@ __all__ = [
     "ProcessInfo",
     "Pty",
     "PtySize",
+    "RateLimitException",
     "Result",
     "Sandbox",
     "SandboxException",
@@ -111,6 +116,7 @@ __all__ = [
     "Mount",
     "SeccompPolicy",
     "SandboxNotFoundException",
+    "TemplateException",
     "TimeoutException",
     "WatchHandle",
     "WriteEntry",

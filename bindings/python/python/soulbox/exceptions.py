@@ -19,6 +19,9 @@ __all__ = [
     "FileNotFoundException",
     "SandboxNotFoundException",
     "CommandExitException",
+    "AuthenticationException",
+    "RateLimitException",
+    "TemplateException",
 ]
 
 
@@ -86,6 +89,22 @@ class CommandExitException(SandboxException, CommandResult):
     __repr__ = Exception.__repr__
     __eq__ = Exception.__eq__
     __hash__ = Exception.__hash__
+
+
+class AuthenticationException(SandboxException):
+    """E2B's error for a missing or rejected API key. SoulBox has no API
+    key and never raises it; it exists so that ported code imports."""
+
+
+class RateLimitException(SandboxException):
+    """E2B's error for too many requests to its API. SoulBox has no API to
+    rate-limit and never raises it; it exists so that ported code imports."""
+
+
+class TemplateException(SandboxException):
+    """E2B's error for a template its service cannot use. SoulBox reports
+    an unknown or broken template with :class:`InvalidArgumentException`
+    and never raises this one; it exists so that ported code imports."""
 
 
 def _decode(data: Any) -> str:
