@@ -133,6 +133,34 @@ async fn supervisor_of_next_command(sandbox: &Sandbox) -> String {
     stdout(&output).trim().to_string()
 }
 
+/// The first command's supervisor exits by design. When it exits late,
+/// while the second command's supervisor still runs, PID 1 forks no spare
+/// for it, so the second command's supervisor is the one that waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_first_supervisor_forks_no_spare() {
+    if !require_root("late_first_supervisor_forks_no_spare") {
+        return;
+    }
+    let sandbox = sandbox().await;
+    // A background sleep keeps the first supervisor, its subreaper, for
+    // 0.3 s after the command's exit.
+    let first = sh(&sandbox, "sleep 0.3 >/dev/null 2>&1 & echo $PPID").await;
+    assert!(first.status.success(), "{first:?}");
+    // Still running when the first supervisor exits.
+    let second = sh(&sandbox, "echo $PPID; sleep 0.8").await;
+    assert!(second.status.success(), "{second:?}");
+    let second = stdout(&second).trim().to_string();
+    wait_for_waiting_supervisor(&sandbox).await;
+    let third = supervisor_of_next_command(&sandbox).await;
+    assert_eq!(
+        third, second,
+        "the second command's supervisor should take the third"
+    );
+    // PID 1 and the one waiting supervisor, no spare beside it.
+    let pids = wait_for_steady(&sandbox).await;
+    assert_eq!(pids.len(), 2, "{pids:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_supervisor_serves_commands_in_turn() {
     if !require_root("one_supervisor_serves_commands_in_turn") {

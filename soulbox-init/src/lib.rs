@@ -842,7 +842,7 @@ impl Init {
     /// Reaps every exited child: supervisors and orphans reparented to PID 1.
     /// Continues a supervisor that was stopped (see [`Init::resume_stopped`]).
     fn reap(&mut self) {
-        let mut supervisor_exited = false;
+        let mut reusable_lost = false;
         while let Ok(Some((pid, status))) = sys::waitpid(-1, libc::WNOHANG | libc::WUNTRACED) {
             if libc::WIFSTOPPED(status) {
                 self.resume_stopped(pid);
@@ -853,10 +853,15 @@ impl Init {
                 self.spare = None;
                 continue;
             }
-            let before = self.supervisors.len();
-            self.supervisors
-                .retain(|_, supervisor| supervisor.pid != pid);
-            supervisor_exited |= self.supervisors.len() < before;
+            // A supervisor without a channel (a sandbox's first command's,
+            // a pool spare's after its one command) exits by design; one
+            // with a channel would have waited for the next command, so
+            // sandboxed code ended it, and a spare replaces it.
+            self.supervisors.retain(|_, supervisor| {
+                let gone = supervisor.pid == pid;
+                reusable_lost |= gone && supervisor.channel.is_some();
+                !gone
+            });
             let not_started =
                 libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == supervise::EXIT_NOT_STARTED;
             if self.ending.remove(&pid) && !not_started {
@@ -867,10 +872,7 @@ impl Init {
                 sys::exit(0);
             }
         }
-        if supervisor_exited
-            && self.spare.is_none()
-            && self.commands_started >= COMMANDS_BEFORE_SPARE
-        {
+        if reusable_lost && self.spare.is_none() {
             self.spare_due = true;
         }
     }
