@@ -853,14 +853,14 @@ impl Init {
                 self.spare = None;
                 continue;
             }
-            // A supervisor without a channel (a sandbox's first command's,
-            // a pool spare's after its one command) exits by design; one
-            // with a channel would have waited for the next command, so
-            // sandboxed code ended it, and a spare replaces it.
+            // A supervisor without a channel, such as the first command's,
+            // exits by design. One with a channel would have waited for the
+            // next command, so sandboxed code ended it, and a spare replaces
+            // it.
             self.supervisors.retain(|_, supervisor| {
-                let gone = supervisor.pid == pid;
-                reusable_lost |= gone && supervisor.channel.is_some();
-                !gone
+                let exited = supervisor.pid == pid;
+                reusable_lost |= exited && supervisor.channel.is_some();
+                !exited
             });
             let not_started =
                 libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == supervise::EXIT_NOT_STARTED;
