@@ -285,6 +285,9 @@ function output(kind, text) {
   }
 }
 
+// NOTE: Node makes stdio "pipes" as socket pairs, and a child process of the
+// code gets ENXIO when it opens /dev/stdout or /dev/stderr, which kernel.py's
+// real pipes allow.
 const child = childProcess.spawn(process.execPath, ['--expose-internals', '-e', '(' + runner.toString() + ')()'], {
   stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
 });
