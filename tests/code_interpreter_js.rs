@@ -234,3 +234,71 @@ async fn javascript_and_python_contexts_are_separate() {
         .expect("run Python again");
     assert_eq!(python.text(), Some("'python'"));
 }
+
+#[tokio::test]
+async fn large_output_stays_with_its_execution() {
+    if !require_root("large_output_stays_with_its_execution") {
+        return;
+    }
+    let sandbox = sandbox().await;
+    // Far more than the runner's stdout socket holds, so that Node queues
+    // most of it in the stream.
+    let big = js(
+        &sandbox,
+        "process.stdout.write('x'.repeat(8000000)); console.error('end'); 'written'",
+    )
+    .await;
+    assert_eq!(big.text(), Some("'written'"));
+    assert_eq!(big.logs.stdout.concat().len(), 8_000_000);
+    assert_eq!(big.logs.stderr.concat(), "end\n");
+    let next = js(&sandbox, "console.log('next'); 1").await;
+    let stdout = next.logs.stdout.concat();
+    assert_eq!(
+        stdout.len(),
+        "next\n".len(),
+        "the next execution has {} bytes of stdout",
+        stdout.len()
+    );
+}
+
+#[tokio::test]
+async fn lone_surrogate_in_error_is_reported() {
+    if !require_root("lone_surrogate_in_error_is_reported") {
+        return;
+    }
+    let sandbox = sandbox().await;
+    // `slice` cuts the emoji between its two UTF-16 code units.
+    let failed = js(&sandbox, "throw new Error('half of ' + '😀'.slice(0, 1))").await;
+    let error = failed.error.expect("the error is reported");
+    assert_eq!(error.value, "half of \\ud83d");
+    assert!(
+        error.traceback.starts_with("Error: half of \\ud83d"),
+        "{}",
+        error.traceback
+    );
+}
+
+#[tokio::test]
+async fn closed_stdout_or_stderr_ends_the_execution() {
+    if !require_root("closed_stdout_or_stderr_ends_the_execution") {
+        return;
+    }
+    let sandbox = sandbox().await;
+    js(&sandbox, "var kept = 1").await;
+    for fd in [1, 2] {
+        let code = format!("require('fs').closeSync({fd}); 'closed {fd}'");
+        // No mark can pass a closed descriptor, so the end of its stream
+        // has to end the execution, well before this timeout.
+        let closed = within_limit(
+            "run_code",
+            sandbox
+                .run_code(code.as_str())
+                .language("js")
+                .timeout(Some(Duration::from_secs(20))),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("run {code:?}: {e}"));
+        assert_eq!(closed.text(), Some(format!("'closed {fd}'").as_str()));
+        assert_eq!(js(&sandbox, "kept").await.text(), Some("1"), "after {code}");
+    }
+}

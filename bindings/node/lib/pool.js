@@ -16,6 +16,39 @@ function poolSize(size) {
   return size
 }
 
+// Pools that are neither closed nor collected. The process's exit closes
+// them, because a build in progress at the exit would otherwise leave its
+// cgroup directories and state entry until a later SoulBox process sweeps
+// them. Waiting sandboxes end with the process either way.
+const openPools = new Set()
+let exitHookInstalled = false
+
+function closeOpenPools() {
+  for (const ref of openPools) {
+    const nativePool = ref.deref()
+    if (nativePool !== undefined) {
+      nativePool.closeAtExit()
+    }
+  }
+  openPools.clear()
+}
+
+/** Adds `nativePool` to the pools closed at exit and returns its entry. */
+function trackOpenPool(nativePool) {
+  for (const ref of openPools) {
+    if (ref.deref() === undefined) {
+      openPools.delete(ref)
+    }
+  }
+  const ref = new WeakRef(nativePool)
+  openPools.add(ref)
+  if (!exitHookInstalled) {
+    process.once('exit', closeOpenPools)
+    exitHookInstalled = true
+  }
+  return ref
+}
+
 function closedError() {
   return new SandboxError(
     'the sandbox pool is closed, so it hands over no sandboxes; start a new pool with SandboxPool.create()',
@@ -26,14 +59,16 @@ function closedError() {
  * Sandboxes of one configuration, built in advance (SoulBox only), so
  * that `create()` is a hand-over rather than a build. A thread of the
  * pool's own builds a replacement after each hand-over. `close()` or
- * garbage collection kills the waiting sandboxes, and a waiting sandbox
- * also ends with this process. `Sandbox.list` shows a sandbox only after its
+ * garbage collection kills the waiting sandboxes, and so does the
+ * process's exit, which also closes a pool still open unless a create on
+ * it is in progress. `Sandbox.list` shows a sandbox only after its
  * hand-over.
  */
 class SandboxPool {
   /** @internal Use `SandboxPool.create()`. */
   constructor(nativePool) {
     this._native = nativePool
+    this._openEntry = trackOpenPool(nativePool)
   }
 
   /**
@@ -83,6 +118,7 @@ class SandboxPool {
    */
   async close() {
     await call(() => this._native.close())
+    openPools.delete(this._openEntry)
   }
 }
 

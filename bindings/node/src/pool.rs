@@ -96,6 +96,24 @@ impl NativeSandboxPool {
         Ok(Some(NativeSandbox { sandbox }))
     }
 
+    /// Closes the pool as `close` does, blocking the JavaScript thread, for
+    /// the process's `exit` event, after which no Promise settles.
+    ///
+    /// NOTE: a pool that a create still uses is left open, so that the exit
+    /// does not wait for that create. Its waiting sandboxes end with this
+    /// process, but a build in progress leaves its cgroup directories and
+    /// state entry until a later SoulBox process sweeps them.
+    #[napi]
+    pub fn close_at_exit(&self) {
+        let Ok(mut guard) = self.slot.try_write() else {
+            return;
+        };
+        if let Some(pool) = guard.take() {
+            drop(guard);
+            napi::bindgen_prelude::block_on(pool.close());
+        }
+    }
+
     /// Waits for the creates in progress, stops the refill and kills every
     /// waiting sandbox. Does nothing on a closed pool.
     #[napi]

@@ -5,7 +5,8 @@
 import assert from 'node:assert/strict'
 import { execFileSync } from 'node:child_process'
 import { createRequire } from 'node:module'
-import { readdirSync, readFileSync } from 'node:fs'
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { isAbsolute, join } from 'node:path'
 import { test } from 'node:test'
 import { setFlagsFromString } from 'node:v8'
@@ -263,6 +264,40 @@ test('pool outlived by its process leaves nothing', (t) => {
   const waiting = JSON.parse(output)
   assert.equal(waiting.length, 2, output)
   assert.deepEqual(leftovers(waiting), [])
+})
+
+test('exit during a build leaves nothing', (t) => {
+  if (!requireRoot(t)) return
+  // A state directory of its own, so that no other SoulBox process sweeps
+  // what the exit leaves, and only this test's sandboxes are in it.
+  const stateDir = mkdtempSync(join(tmpdir(), 'soulbox-pool-exit-'))
+  try {
+    const run = (script) =>
+      execFileSync(process.execPath, ['-e', script], {
+        cwd: new URL('..', import.meta.url),
+        env: { ...process.env, SOULBOX_STATE_DIR: stateDir },
+        encoding: 'utf8',
+        timeout: 2 * FILL_LIMIT_MS,
+      })
+    // The first pool prepares the template, so that the next one starts
+    // building sandboxes at once.
+    run(`
+      const { SandboxPool } = require('soulbox')
+      SandboxPool.create({ size: 1 }).then(async (pool) => {
+        while (pool.waiting < 1) await new Promise((resolve) => setTimeout(resolve, 10))
+        await pool.close()
+      })
+    `)
+    // The process ends while the refill builds its first sandboxes.
+    run(`
+      const { SandboxPool } = require('soulbox')
+      SandboxPool.create({ size: 4 })
+    `)
+    const entries = readdirSync(join(stateDir, 'sandboxes'))
+    assert.deepEqual(entries, [], 'state entries left by the exit')
+  } finally {
+    rmSync(stateDir, { recursive: true, force: true })
+  }
 })
 
 test('bad sizes reject', async () => {

@@ -12,7 +12,7 @@
 //
 // Node cannot point its own descriptors 1 and 2 at new pipes, so this
 // process only relays: the code runs in a second node process whose
-// descriptors 1 and 2 are pipes read here. Output of the code's child
+// descriptors 1 and 2 are sockets read here (Node's stdio "pipes"). Output of the code's child
 // processes is captured with console.log's. Results, errors and the end of
 // each execution come back on an IPC channel. After each execution the
 // runner writes a mark to both pipes, and the execution is done once both
@@ -39,7 +39,7 @@ const mark = '\u0000soulbox-sync-' + token + '\u0000';
 // Writes one reply line. Descriptor 1 is the host's pipe, which is blocking.
 // Should it be non-blocking, a full pipe is waited out.
 function send(fields) {
-  const data = Buffer.from(JSON.stringify(fields) + '\n');
+  const data = Buffer.from(JSON.stringify(fields, escapeLoneSurrogates) + '\n');
   let offset = 0;
   while (offset < data.length) {
     try {
@@ -49,6 +49,15 @@ function send(fields) {
       Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1);
     }
   }
+}
+
+// Replaces each lone surrogate in a string, such as half of an emoji that
+// `slice` cut, with its backslash escape as text, as kernel.py does.
+// JSON.stringify would write it as a \u escape, and the host's JSON reader
+// rejects the whole reply line for it.
+function escapeLoneSurrogates(key, value) {
+  if (typeof value !== 'string') return value;
+  return value.replace(/\p{Surrogate}/gu, (unit) => '\\u' + unit.charCodeAt(0).toString(16));
 }
 
 // The code runs here. Its source is passed to a second node process.
@@ -76,6 +85,10 @@ function runner() {
   // Taken before the code runs, which may replace them.
   const report = process.send.bind(process);
   const writeSync = fs.writeSync;
+  const outputs = [
+    { stream: process.stdout, write: process.stdout.write, fd: 1 },
+    { stream: process.stderr, write: process.stderr.write, fd: 2 },
+  ];
   // Set by the relay's first message.
   let mark = null;
 
@@ -91,6 +104,45 @@ function runner() {
   process.on('unhandledRejection', (e) => {
     process.stderr.write('Unhandled rejection: ' + (e && e.stack ? e.stack : String(e)) + '\n');
   });
+
+  // Writes the mark after everything the code wrote to `output.stream`.
+  // The descriptors are sockets that the stream writes without blocking:
+  // once one is full, the stream queues the rest of the code's output, and
+  // a mark written to the descriptor directly would overtake it. With
+  // nothing queued, or no usable stream, the mark goes to the descriptor.
+  // If the code closed that, the relay reads the stream's end instead.
+  function writeMark(output) {
+    return new Promise((resolve) => {
+      const direct = () => {
+        writeDirect(output.fd);
+        resolve();
+      };
+      const { stream } = output;
+      if (stream.destroyed || stream.writableEnded || stream.writableLength === 0) {
+        direct();
+        return;
+      }
+      while (stream.writableCorked) stream.uncork();
+      try {
+        output.write.call(stream, mark, (error) => (error ? direct() : resolve()));
+      } catch (_) {
+        direct();
+      }
+    });
+  }
+
+  function writeDirect(fd) {
+    const data = Buffer.from(mark);
+    let offset = 0;
+    while (offset < data.length) {
+      try {
+        offset += writeSync(fd, data, offset);
+      } catch (e) {
+        if (e.code !== 'EAGAIN') return;
+        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1);
+      }
+    }
+  }
 
   function describe(e) {
     if (e instanceof Error || (e && typeof e === 'object' && 'stack' in e)) {
@@ -159,10 +211,9 @@ function runner() {
         if (value === undefined) delete process.env[key];
         else process.env[key] = value;
       }
-      // Node writes to pipes synchronously on Linux, so every earlier write
-      // of the code is in the pipes before the marks.
-      writeSync(1, mark);
-      writeSync(2, mark);
+      for (const output of outputs) {
+        await writeMark(output);
+      }
       report({ type: 'done' });
     }
   });
@@ -177,6 +228,7 @@ class Stream {
     this.decoder = new StringDecoder('utf8');
     this.text = '';
     this.tail = '';
+    this.ended = false;
   }
 
   push(chunk) {
@@ -197,6 +249,16 @@ class Stream {
     while (keep > 0 && !mark.startsWith(this.text.slice(-keep))) keep -= 1;
     this.emit(this.text.slice(0, this.text.length - keep));
     this.text = this.text.slice(this.text.length - keep);
+  }
+
+  // Reports the rest at the stream's end. The runner's descriptor is then
+  // closed, and no mark can come any more: the stream counts as marked for
+  // every later execution.
+  end() {
+    this.emit(this.text + this.decoder.end());
+    this.text = '';
+    this.ended = true;
+    this.onMark(this);
   }
 
   emit(text) {
@@ -223,6 +285,9 @@ function output(kind, text) {
   }
 }
 
+// NOTE: Node makes stdio "pipes" as socket pairs, and a child process of the
+// code gets ENXIO when it opens /dev/stdout or /dev/stderr, which kernel.py's
+// real pipes allow.
 const child = childProcess.spawn(process.execPath, ['--expose-internals', '-e', '(' + runner.toString() + ')()'], {
   stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
 });
@@ -246,11 +311,14 @@ const onMark = (stream) => {
 const streams = { stdout: new Stream('stdout', onMark), stderr: new Stream('stderr', onMark) };
 child.stdout.on('data', (chunk) => streams.stdout.push(chunk));
 child.stderr.on('data', (chunk) => streams.stderr.push(chunk));
+child.stdout.on('end', () => streams.stdout.end());
+child.stderr.on('end', () => streams.stderr.end());
 
 function startNext() {
   if (current || queue.length === 0 || !ready) return;
   const request = queue.shift();
-  current = { id: request.id, reported: false, marks: new Set() };
+  const ended = Object.values(streams).filter((stream) => stream.ended);
+  current = { id: request.id, reported: false, marks: new Set(ended.map((stream) => stream.kind)) };
   for (const [kind, text] of between.splice(0)) {
     send({ id: current.id, type: kind, text });
   }
