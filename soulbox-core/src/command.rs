@@ -398,6 +398,7 @@ impl Command {
         };
         let mut planned = self.spec.plan(&context, stdio)?;
         planned.oom_kills_before = self.sandbox.oom_kills();
+        planned.oom_kills_earlier = self.sandbox.oom_baseline(planned.oom_kills_before);
         self.sandbox
             .send_message(&planned.message, &planned.fds())
             .await?;
@@ -426,6 +427,9 @@ pub(crate) struct Planned {
     command_id: u64,
     /// The sandbox's out-of-memory kill count before the command started.
     pub(crate) oom_kills_before: Option<u64>,
+    /// The lower of that count and the one before the previous command's
+    /// start; see [`Inner::oom_baseline`].
+    pub(crate) oom_kills_earlier: Option<u64>,
 }
 
 impl Planned {
@@ -457,6 +461,7 @@ impl Planned {
             cwd,
             command_id,
             oom_kills_before,
+            oom_kills_earlier,
             ..
         } = self;
         let Stdio {
@@ -490,7 +495,9 @@ impl Planned {
                 )))
             }
             None if sandbox.has_ended().await => return Err(sandbox.not_running()),
-            None if matches!((oom_kills_before, sandbox.oom_kills()), (Some(before), Some(now)) if now > before) =>
+            // A supervisor that waited for this command may have been
+            // killed since the previous start, before this one's count.
+            None if matches!((oom_kills_earlier, sandbox.oom_kills()), (Some(before), Some(now)) if now > before) =>
             {
                 return Err(Error::Spawn {
                     program: spec.argv[0].to_string_lossy().into_owned(),
@@ -623,6 +630,7 @@ impl CommandSpec {
             cwd,
             command_id,
             oom_kills_before: None,
+            oom_kills_earlier: None,
         })
     }
 

@@ -621,6 +621,9 @@ pub(crate) struct Inner {
     cpu_sample: Mutex<Option<(Instant, Duration)>>,
     /// Running commands by pid.
     pub(crate) commands: Mutex<crate::process::Registry>,
+    /// The out-of-memory kill count read before the last command start
+    /// through this handle, or `u64::MAX` before the first.
+    oom_baseline: AtomicU64,
 }
 
 impl Sandbox {
@@ -724,6 +727,7 @@ impl Sandbox {
         // The count of a cgroup made for this sandbox starts at zero. Read
         // now, it could already include a kill of the running command.
         planned.oom_kills_before = sandbox.inner.oom_kills().map(|_| 0);
+        planned.oom_kills_earlier = sandbox.inner.oom_baseline(planned.oom_kills_before);
         let handle = planned
             .finish(command, &sandbox.inner, command.timeout)
             .await?;
@@ -1032,6 +1036,7 @@ impl Sandbox {
             ended: AtomicBool::new(false),
             cpu_sample: Mutex::new(None),
             commands: Mutex::default(),
+            oom_baseline: AtomicU64::new(u64::MAX),
         });
         Ok(Self::from_inner(inner, false))
     }
@@ -1725,6 +1730,16 @@ impl Inner {
         self.cgroup.lock().ok()?.oom_kills()
     }
 
+    /// Records `count`, the out-of-memory kill count read before a command
+    /// start, and returns the lower of it and the one recorded before the
+    /// previous start. A kill between two starts, of a supervisor that
+    /// waited for the next command, shows against the earlier count.
+    pub(crate) fn oom_baseline(&self, count: Option<u64>) -> Option<u64> {
+        let count = count?;
+        let previous = self.oom_baseline.swap(count, Ordering::AcqRel);
+        Some(count.min(previous))
+    }
+
     /// Asks PID 1, on a connection of its own, for a TCP socket whose
     /// connect to `port` on the sandbox's loopback address (::1 with
     /// `ipv6`) has started. The caller waits for the connect to finish.
@@ -2088,6 +2103,7 @@ impl Prepared {
             ended: AtomicBool::new(false),
             cpu_sample: Mutex::new(None),
             commands: Mutex::default(),
+            oom_baseline: AtomicU64::new(u64::MAX),
         });
         Ok(Sandbox::from_inner(inner, options.kill_on_drop))
     }
